@@ -1,0 +1,200 @@
+//! Server configuration: every limit and size wshub uses is defined here, once.
+//!
+//! The CLI flags of the `wshub` binary and the C setters in `ffi/` mirror these
+//! fields; neither defines a default of its own.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+/// Everything a [`Server`](crate::Server) needs to know before it starts.
+///
+/// Build it from [`Config::default()`] and the by-value setters:
+///
+/// ```
+/// use std::time::Duration;
+/// let config = wshub::Config::default()
+///     .bind("127.0.0.1:0".parse().unwrap())
+///     .heartbeat_interval(Duration::from_millis(200))
+///     .idle_timeout(Duration::from_millis(600));
+/// assert_eq!(config.path, "/ws");
+/// ```
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct Config {
+    /// Address the acceptor listens on. Port 0 picks a free port; read it back
+    /// with [`ServerHandle::local_addr`](crate::ServerHandle::local_addr).
+    pub bind: SocketAddr,
+    /// Request path that upgrades to WebSocket (default `/ws`). Other paths are
+    /// plain HTTP and go to [`Handler::on_http`](crate::Handler::on_http).
+    pub path: String,
+    /// Largest message (and frame) accepted from a peer, in bytes. A larger one
+    /// closes the connection with 1009.
+    pub max_message_size: usize,
+    /// Frames that may wait in one connection's outbound queue. A connection whose
+    /// queue is full is a slow consumer and is closed with 1013.
+    pub outbound_queue: usize,
+    /// How often the writer pings an open connection.
+    pub heartbeat_interval: Duration,
+    /// A connection that sends nothing (no frame, no pong) for this long is
+    /// terminated without a close handshake.
+    pub idle_timeout: Duration,
+    /// Open WebSocket connections allowed at once; one more is refused with 503.
+    pub max_connections: usize,
+    /// Stack reserved for each reader thread, which also runs the handler's
+    /// callbacks. Only touched pages cost memory.
+    pub reader_stack_size: usize,
+    /// Stack reserved for each writer thread.
+    pub writer_stack_size: usize,
+    /// Initial capacity of a connection's read buffer (tungstenite's default is
+    /// 128 KiB; 4 KiB keeps 10k idle connections small, and it grows for a large
+    /// message).
+    pub read_buffer_size: usize,
+    /// Most bytes the writer gathers into one `writev` batch.
+    pub write_buffer_size: usize,
+    /// Time a client has to send its complete HTTP request.
+    pub handshake_timeout: Duration,
+    /// Time a closing connection gets to flush its close frame and receive the
+    /// peer's close before the socket is torn down.
+    pub close_timeout: Duration,
+    /// Time [`ServerHandle::stop`](crate::ServerHandle::stop) lets connections
+    /// drain their queues and finish the close handshake before forcing them.
+    pub shutdown_timeout: Duration,
+    /// Commands that may wait in the room hub's queue; callers block (briefly)
+    /// when it is full, which is the back-pressure on publishers.
+    pub hub_queue: usize,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            bind: SocketAddr::from(([127, 0, 0, 1], 9001)),
+            path: "/ws".to_owned(),
+            max_message_size: 1 << 20,
+            outbound_queue: 1024,
+            heartbeat_interval: Duration::from_secs(30),
+            idle_timeout: Duration::from_secs(45),
+            max_connections: 10_000,
+            reader_stack_size: 256 * 1024,
+            writer_stack_size: 128 * 1024,
+            read_buffer_size: 4 * 1024,
+            write_buffer_size: 64 * 1024,
+            handshake_timeout: Duration::from_secs(10),
+            close_timeout: Duration::from_secs(5),
+            shutdown_timeout: Duration::from_secs(5),
+            hub_queue: 16 * 1024,
+        }
+    }
+}
+
+macro_rules! setters {
+    ($($(#[$doc:meta])* $name:ident: $ty:ty;)*) => {
+        impl Config {
+            $(
+                $(#[$doc])*
+                #[must_use]
+                pub fn $name(mut self, value: $ty) -> Self {
+                    self.$name = value;
+                    self
+                }
+            )*
+        }
+    };
+}
+
+setters! {
+    /// Sets [`Config::bind`].
+    bind: SocketAddr;
+    /// Sets [`Config::max_message_size`].
+    max_message_size: usize;
+    /// Sets [`Config::outbound_queue`].
+    outbound_queue: usize;
+    /// Sets [`Config::heartbeat_interval`].
+    heartbeat_interval: Duration;
+    /// Sets [`Config::idle_timeout`].
+    idle_timeout: Duration;
+    /// Sets [`Config::max_connections`].
+    max_connections: usize;
+    /// Sets [`Config::reader_stack_size`].
+    reader_stack_size: usize;
+    /// Sets [`Config::writer_stack_size`].
+    writer_stack_size: usize;
+    /// Sets [`Config::read_buffer_size`].
+    read_buffer_size: usize;
+    /// Sets [`Config::write_buffer_size`].
+    write_buffer_size: usize;
+    /// Sets [`Config::handshake_timeout`].
+    handshake_timeout: Duration;
+    /// Sets [`Config::close_timeout`].
+    close_timeout: Duration;
+    /// Sets [`Config::shutdown_timeout`].
+    shutdown_timeout: Duration;
+    /// Sets [`Config::hub_queue`].
+    hub_queue: usize;
+}
+
+impl Config {
+    /// Sets [`Config::path`].
+    #[must_use]
+    pub fn path(mut self, path: impl Into<String>) -> Self {
+        self.path = path.into();
+        self
+    }
+
+    /// Checks the values that would make the server misbehave rather than fail
+    /// loudly, so `start` can refuse them with a message naming the field.
+    pub(crate) fn validate(&self) -> Result<(), String> {
+        let nonzero = [
+            ("max_message_size", self.max_message_size),
+            ("outbound_queue", self.outbound_queue),
+            ("max_connections", self.max_connections),
+            ("read_buffer_size", self.read_buffer_size),
+            ("write_buffer_size", self.write_buffer_size),
+            ("hub_queue", self.hub_queue),
+        ];
+        if let Some((name, _)) = nonzero.iter().find(|(_, v)| *v == 0) {
+            return Err(format!("{name} must be greater than 0"));
+        }
+        let durations = [
+            ("heartbeat_interval", self.heartbeat_interval),
+            ("idle_timeout", self.idle_timeout),
+            ("handshake_timeout", self.handshake_timeout),
+            ("close_timeout", self.close_timeout),
+        ];
+        if let Some((name, _)) = durations.iter().find(|(_, d)| d.is_zero()) {
+            return Err(format!("{name} must be greater than 0"));
+        }
+        const MIN_STACK: usize = 64 * 1024;
+        if self.reader_stack_size < MIN_STACK || self.writer_stack_size < MIN_STACK {
+            return Err(format!("thread stack sizes must be at least {MIN_STACK} bytes"));
+        }
+        if !self.path.starts_with('/') {
+            return Err("path must start with '/'".to_owned());
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_are_valid_and_match_the_protocol() {
+        let c = Config::default();
+        assert!(c.validate().is_ok());
+        assert_eq!(c.max_message_size, 1024 * 1024);
+        assert_eq!(c.outbound_queue, 1024);
+        assert_eq!(c.heartbeat_interval, Duration::from_secs(30));
+        assert_eq!(c.idle_timeout, Duration::from_secs(45));
+    }
+
+    #[test]
+    fn validate_names_the_bad_field() {
+        let err = Config::default().outbound_queue(0).validate().unwrap_err();
+        assert!(err.contains("outbound_queue"), "{err}");
+        let err = Config::default().idle_timeout(Duration::ZERO).validate().unwrap_err();
+        assert!(err.contains("idle_timeout"), "{err}");
+        assert!(Config::default().path("ws").validate().is_err());
+        assert!(Config::default().reader_stack_size(4096).validate().is_err());
+    }
+}

@@ -1,0 +1,184 @@
+//! One WebSocket connection: the state its two threads and the hub share, and
+//! the outbound queue between them.
+//!
+//! - [`reader`]: the connection's first thread. Reads the HTTP request, upgrades,
+//!   spawns the writer, reads frames and runs the handler's callbacks. It never
+//!   writes to the socket after the handshake.
+//! - [`writer`]: drains the outbound queue into the socket, many frames per
+//!   `writev`, and sends the heartbeat pings.
+//!
+//! The queue is crossbeam's list-backed channel with the bound kept by a depth
+//! counter: an array-backed `bounded(1024)` channel preallocates its slots
+//! (24 KiB per connection), which 10k idle connections cannot afford; this one
+//! costs memory in proportion to what is queued. Only the hub pushes data frames,
+//! so the depth check needs no lock.
+
+pub(crate) mod reader;
+pub(crate) mod writer;
+
+use std::collections::HashMap;
+use std::net::{Shutdown, SocketAddr, TcpStream};
+use std::sync::atomic::{AtomicBool, AtomicU16, AtomicUsize, Ordering::*};
+use std::time::SystemTime;
+
+use crossbeam_channel::{Receiver, Sender};
+use parking_lot::Mutex;
+
+use crate::frame::SharedFrame;
+use crate::handler::ConnId;
+use crate::stats::Stats;
+
+/// What a writer can be asked to do, in queue order.
+#[derive(Debug)]
+pub(crate) enum Out {
+    /// A data frame; counts against the queue bound.
+    Frame(SharedFrame),
+    /// Frames tungstenite wrote on the reader's side (pongs, the close reply).
+    Control(Vec<u8>),
+    /// Close with this code and reason once everything queued before it is written.
+    Close(u16, String),
+    /// The reader has finished: exit once the current batch is written.
+    ReaderDone,
+}
+
+/// The state of one connection shared by its reader, its writer, the hub and
+/// the server handle.
+#[derive(Debug)]
+pub(crate) struct ConnShared {
+    pub id: ConnId,
+    pub remote: SocketAddr,
+    pub accepted_at: SystemTime,
+    /// The one socket, shared by both halves (`&TcpStream` is `Read + Write`).
+    pub stream: TcpStream,
+    tx: Sender<Out>,
+    rx: Mutex<Option<Receiver<Out>>>,
+    depth: AtomicUsize,
+    /// Set once the upgrade completed and the connection is registered.
+    open: AtomicBool,
+    /// A close has been queued: nothing more is queued after it.
+    closing: AtomicBool,
+    /// Code of the close the server queued first (0 when none).
+    close_code: AtomicU16,
+    /// Slow consumer: the writer drops the data frames still queued.
+    discard: AtomicBool,
+    /// Application key/values attached to the connection.
+    pub values: Mutex<HashMap<String, String>>,
+    /// Path and query of the upgrade request.
+    pub request_path: Mutex<(String, String)>,
+}
+
+/// Why a frame was not queued.
+#[derive(Debug, PartialEq, Eq)]
+pub(crate) enum PushError {
+    /// The queue is at its bound: the connection is a slow consumer.
+    Full,
+}
+
+impl ConnShared {
+    pub(crate) fn new(id: ConnId, remote: SocketAddr, stream: TcpStream) -> Self {
+        let (tx, rx) = crossbeam_channel::unbounded();
+        ConnShared {
+            id,
+            remote,
+            accepted_at: SystemTime::now(),
+            stream,
+            tx,
+            rx: Mutex::new(Some(rx)),
+            depth: AtomicUsize::new(0),
+            open: AtomicBool::new(false),
+            closing: AtomicBool::new(false),
+            close_code: AtomicU16::new(0),
+            discard: AtomicBool::new(false),
+            values: Mutex::new(HashMap::new()),
+            request_path: Mutex::new(Default::default()),
+        }
+    }
+
+    /// Queues a data frame unless the queue is at `bound`. A frame for a closing
+    /// connection is dropped silently (it could never be sent).
+    pub(crate) fn push_frame(
+        &self,
+        frame: SharedFrame,
+        bound: usize,
+        stats: &Stats,
+    ) -> Result<(), PushError> {
+        if self.closing.load(Acquire) {
+            return Ok(());
+        }
+        let depth = self.depth.fetch_add(1, AcqRel);
+        if depth >= bound {
+            self.depth.fetch_sub(1, AcqRel);
+            return Err(PushError::Full);
+        }
+        stats.queue_depth_max.fetch_max(depth as u64 + 1, Relaxed);
+        // The receiver lives until the writer exits; a send after that is moot.
+        let _ = self.tx.send(Out::Frame(frame));
+        Ok(())
+    }
+
+    /// Queues a close frame after everything queued so far. Only the first close
+    /// counts; later ones are ignored.
+    pub(crate) fn push_close(&self, code: u16, reason: &str) {
+        if !self.closing.swap(true, AcqRel) {
+            self.close_code.store(code, Release);
+            let _ = self.tx.send(Out::Close(code, reason.to_owned()));
+        }
+    }
+
+    /// Marks a slow consumer: queued data frames are dropped and it is closed with 1013.
+    pub(crate) fn close_slow_consumer(&self) {
+        self.discard.store(true, Release);
+        self.push_close(1013, "slow consumer");
+    }
+
+    pub(crate) fn push_control(&self, bytes: Vec<u8>) {
+        let _ = self.tx.send(Out::Control(bytes));
+    }
+
+    pub(crate) fn push_reader_done(&self) {
+        let _ = self.tx.send(Out::ReaderDone);
+    }
+
+    /// The receiving end, handed once to the writer thread.
+    pub(crate) fn take_receiver(&self) -> Option<Receiver<Out>> {
+        self.rx.lock().take()
+    }
+
+    pub(crate) fn frame_dequeued(&self) {
+        self.depth.fetch_sub(1, AcqRel);
+    }
+
+    pub(crate) fn queue_depth(&self) -> usize {
+        self.depth.load(Acquire)
+    }
+
+    pub(crate) fn is_open(&self) -> bool {
+        self.open.load(Acquire)
+    }
+
+    pub(crate) fn set_open(&self, open: bool) {
+        self.open.store(open, Release);
+    }
+
+    pub(crate) fn is_closing(&self) -> bool {
+        self.closing.load(Acquire)
+    }
+
+    pub(crate) fn discards(&self) -> bool {
+        self.discard.load(Acquire)
+    }
+
+    /// The code of the close the server queued, if it queued one.
+    pub(crate) fn server_close_code(&self) -> Option<u16> {
+        match self.close_code.load(Acquire) {
+            0 => None,
+            code => Some(code),
+        }
+    }
+
+    /// Ends the TCP connection in both directions, waking whichever half is
+    /// blocked on it. Errors (already shut down, reset) mean the same thing.
+    pub(crate) fn kill(&self) {
+        let _ = self.stream.shutdown(Shutdown::Both);
+    }
+}

@@ -1,0 +1,299 @@
+//! The reader half: the connection's first thread, and the only one that reads
+//! its socket.
+//!
+//! It reads the HTTP request, upgrades (or answers plain HTTP), spawns the
+//! writer, then reads frames with tungstenite and runs the handler's callbacks.
+//! tungstenite has no read/write split (tungstenite-rs #311), and its `read`
+//! writes pong and close replies itself; here its stream is [`ReaderIo`], whose
+//! write side hands those bytes to the writer's queue. So the reader never
+//! writes to the socket after the 101, the replies go out after every frame
+//! already queued, and the writer, which sees every byte, sends nothing after a
+//! close.
+
+use std::io::{self, Read, Write};
+use std::net::Shutdown;
+use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use tungstenite::error::{Error as WsError, ProtocolError};
+use tungstenite::protocol::{Role, WebSocketConfig};
+use tungstenite::{Message as WsMessage, WebSocket};
+
+use super::{writer, ConnShared};
+use crate::ffi::pthread;
+use crate::handler::{HttpResponse, Message, Upgrade};
+use crate::handshake::{self, ReadError};
+use crate::hub::Cmd;
+use crate::server::{ServerHandle, ON_CONNECTION_THREAD};
+use crate::stats::Stats;
+
+/// The reader's view of the socket: reads come from it, writes go to the writer.
+struct ReaderIo<'a> {
+    conn: &'a ConnShared,
+}
+
+impl Read for ReaderIo<'_> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        (&self.conn.stream).read(buf)
+    }
+}
+
+impl Write for ReaderIo<'_> {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        self.conn.push_control(buf.to_vec());
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        Ok(())
+    }
+}
+
+/// How the read loop ended.
+enum End {
+    /// The peer sent a close frame (its reply is queued).
+    Peer(u16, String),
+    /// We must close with this code (bad input, a handler panic).
+    Fail(u16, &'static str),
+    /// The TCP connection broke, or went silent for the idle timeout.
+    Abnormal,
+}
+
+/// The whole life of one accepted TCP connection.
+pub(crate) fn run(server: ServerHandle, conn: Arc<ConnShared>) {
+    ON_CONNECTION_THREAD.with(|c| c.set(true));
+    let inner = server.inner();
+    let _ = conn.stream.set_nodelay(true);
+    let _ = conn.stream.set_read_timeout(Some(inner.config.handshake_timeout));
+    if let Some((ws, request)) = upgrade(&server, &conn) {
+        serve(&server, &conn, ws, &request);
+    }
+    conn.kill();
+    inner.connection_finished(conn.id);
+}
+
+type Ws<'a> = WebSocket<ReaderIo<'a>>;
+
+/// Reads the request and either answers it over HTTP (returning `None`) or
+/// completes the upgrade.
+fn upgrade<'a>(server: &ServerHandle, conn: &'a ConnShared) -> Option<(Ws<'a>, handshake::Request)> {
+    let inner = server.inner();
+    let reject = |response: &HttpResponse, head_only: bool| {
+        Stats::add(&inner.stats.handshake_rejects, 1);
+        handshake::respond_and_close(&conn.stream, response, head_only);
+    };
+    let mut request = match handshake::read_request(&conn.stream, conn.remote) {
+        Ok(r) => r,
+        Err(ReadError::Gone) => return None,
+        Err(e) => {
+            let status = match e {
+                ReadError::Timeout => 408,
+                ReadError::TooLarge => 431,
+                _ => 400,
+            };
+            reject(&plain(status), false);
+            return None;
+        }
+    };
+    let head_only = request.method == "HEAD";
+    if !handshake::wants_upgrade(&request.info) {
+        let response = guarded(|| inner.handler.on_http(server, &request.info))
+            .unwrap_or_else(|| plain(500));
+        handshake::respond_and_close(&conn.stream, &response, head_only);
+        return None;
+    }
+    if request.info.path != inner.config.path {
+        reject(&HttpResponse::not_found(), head_only);
+        return None;
+    }
+    let key = match handshake::check_upgrade(&request.method, &request.info) {
+        Ok(key) => key,
+        Err(response) => {
+            reject(&response, head_only);
+            return None;
+        }
+    };
+    if inner.is_draining() {
+        reject(&plain(503).with_header("Retry-After", "5"), false);
+        return None;
+    }
+    if !inner.reserve_connection_slot() {
+        reject(&plain(503).with_header("Retry-After", "1"), false);
+        return None;
+    }
+    let subprotocol = match guarded(|| inner.handler.on_upgrade(server, &request.info)) {
+        Some(Upgrade::Accept { subprotocol }) => subprotocol,
+        Some(Upgrade::Reject(response)) => {
+            inner.release_connection_slot();
+            reject(&response, false);
+            return None;
+        }
+        None => {
+            inner.release_connection_slot();
+            reject(&plain(500), false);
+            return None;
+        }
+    };
+    let response = handshake::switching_protocols(&key, subprotocol.as_deref());
+    if (&conn.stream).write_all(&response).is_err() {
+        inner.release_connection_slot();
+        return None;
+    }
+    let ws_config = WebSocketConfig::default()
+        .read_buffer_size(inner.config.read_buffer_size)
+        .write_buffer_size(0)
+        .max_message_size(Some(inner.config.max_message_size))
+        .max_frame_size(Some(inner.config.max_message_size));
+    let io = ReaderIo { conn };
+    let leftover = std::mem::take(&mut request.leftover);
+    let ws = WebSocket::from_partially_read(io, leftover, Role::Server, Some(ws_config));
+    Some((ws, request))
+}
+
+/// Runs an open connection until it ends, then cleans up after it.
+fn serve(server: &ServerHandle, conn: &Arc<ConnShared>, mut ws: Ws<'_>, request: &handshake::Request) {
+    let inner = server.inner();
+    let config = &inner.config;
+    let writer = {
+        let (conn2, config2, stats2) = (conn.clone(), config.clone(), inner.stats.clone());
+        let Some(rx) = conn.take_receiver() else {
+            inner.release_connection_slot();
+            return;
+        };
+        match pthread::spawn(&format!("wshub-w{}", conn.id), config.writer_stack_size, move || {
+            writer::run(conn2, rx, config2, stats2)
+        }) {
+            Ok(t) => t,
+            Err(e) => {
+                log::error!("conn {}: cannot spawn its writer thread: {e}", conn.id);
+                inner.release_connection_slot();
+                return;
+            }
+        }
+    };
+    *conn.request_path.lock() = (request.info.path.clone(), request.info.query.clone());
+    let _ = conn.stream.set_read_timeout(Some(config.idle_timeout));
+    Stats::add(&inner.stats.connections_total, 1);
+    conn.set_open(true);
+    inner.send_to_hub(Cmd::Register(conn.clone()));
+    if inner.is_draining() {
+        conn.push_close(1001, "server shutting down");
+    }
+
+    let connected = guarded(|| inner.handler.on_connect(server, conn.id, &request.info));
+    let end = if connected.is_none() {
+        End::Fail(1011, "internal error")
+    } else {
+        read_loop(server, conn, &mut ws)
+    };
+
+    let peer_code = match end {
+        End::Peer(code, ref reason) => Some((code, reason.clone())),
+        End::Fail(code, reason) => {
+            conn.push_close(code, reason);
+            drain_until_closed(conn, config.close_timeout);
+            None
+        }
+        End::Abnormal => {
+            conn.kill();
+            None
+        }
+    };
+    conn.set_open(false);
+    inner.release_connection_slot();
+    inner.send_to_hub(Cmd::Unregister(conn.id));
+    let (code, reason) = match (conn.server_close_code(), peer_code) {
+        (Some(code), _) => (code, String::new()),
+        (None, Some(peer)) => peer,
+        (None, None) => (1006, String::new()),
+    };
+    guarded(|| inner.handler.on_close(server, conn.id, code, &reason));
+    conn.push_reader_done();
+    writer.join();
+}
+
+/// Reads messages and hands them to the handler until the connection ends.
+fn read_loop(server: &ServerHandle, conn: &ConnShared, ws: &mut Ws<'_>) -> End {
+    let inner = server.inner();
+    loop {
+        let message = match ws.read() {
+            Ok(WsMessage::Text(text)) => Message::Text(text.as_str().to_owned()),
+            Ok(WsMessage::Binary(bytes)) => Message::Binary(bytes.into()),
+            Ok(WsMessage::Close(frame)) => {
+                // Hand tungstenite's close reply to the writer (it may not flush it itself).
+                let _ = ws.flush();
+                return match frame {
+                    Some(f) => End::Peer(u16::from(f.code), f.reason.as_str().to_owned()),
+                    None => End::Peer(1005, String::new()),
+                };
+            }
+            Ok(_) => continue, // ping (pong already queued), pong, raw frame
+            Err(e) => return classify(conn, e),
+        };
+        Stats::add(&inner.stats.messages_in, 1);
+        Stats::add(&inner.stats.bytes_in, message.as_bytes().len() as u64);
+        if guarded(|| inner.handler.on_message(server, conn.id, message)).is_none() {
+            return End::Fail(1011, "internal error");
+        }
+    }
+}
+
+/// Maps a tungstenite error to how the connection ends.
+fn classify(conn: &ConnShared, e: WsError) -> End {
+    match e {
+        WsError::Capacity(_) => End::Fail(1009, "message too big"),
+        WsError::Utf8(_) => End::Fail(1007, "invalid UTF-8"),
+        WsError::Protocol(ProtocolError::ResetWithoutClosingHandshake) => End::Abnormal,
+        WsError::Protocol(p) => {
+            log::debug!("conn {}: protocol error: {p}", conn.id);
+            End::Fail(1002, "protocol error")
+        }
+        WsError::Io(io) if matches!(io.kind(), io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut) => {
+            log::debug!("conn {}: idle timeout", conn.id);
+            End::Abnormal
+        }
+        _ => End::Abnormal,
+    }
+}
+
+/// After a close we started: read (and drop) whatever the peer still sends
+/// until it closes its side, the writer gives up, or `limit` passes.
+fn drain_until_closed(conn: &ConnShared, limit: Duration) {
+    let deadline = Instant::now() + limit;
+    let mut sink = [0u8; 4096];
+    while let Some(left) = deadline.checked_duration_since(Instant::now()) {
+        if left.is_zero() || conn.stream.set_read_timeout(Some(left)).is_err() {
+            break;
+        }
+        match (&conn.stream).read(&mut sink) {
+            Ok(0) | Err(_) => break,
+            Ok(_) => {}
+        }
+    }
+    let _ = conn.stream.shutdown(Shutdown::Read);
+}
+
+/// Runs a handler callback; a panic is logged and reported as `None`.
+fn guarded<T>(f: impl FnOnce() -> T) -> Option<T> {
+    match catch_unwind(AssertUnwindSafe(f)) {
+        Ok(v) => Some(v),
+        Err(panic) => {
+            let what = panic
+                .downcast_ref::<&str>()
+                .map(|s| s.to_string())
+                .or_else(|| panic.downcast_ref::<String>().cloned())
+                .unwrap_or_default();
+            log::error!("handler callback panicked: {what}");
+            None
+        }
+    }
+}
+
+fn plain(status: u16) -> HttpResponse {
+    HttpResponse::new(
+        status,
+        "text/plain; charset=utf-8",
+        format!("{}\n", crate::handler::status_reason(status)),
+    )
+}

@@ -1,0 +1,231 @@
+//! The writer half: the only thread that writes to a socket once it is a WebSocket.
+//!
+//! It sleeps on the outbound queue until something arrives or a ping is due,
+//! then takes everything queued (up to `write_buffer_size` bytes) and writes it
+//! with one `writev`: under load many frames leave in one syscall. After it has
+//! written a close frame it writes nothing more.
+
+use std::io::{self, IoSlice, Write};
+use std::net::Shutdown;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use crossbeam_channel::{Receiver, RecvTimeoutError};
+
+use super::{ConnShared, Out};
+use crate::config::Config;
+use crate::frame;
+use crate::stats::Stats;
+
+/// Most frames in one batch (Linux's IOV_MAX is 1024).
+const MAX_BATCH_FRAMES: usize = 512;
+/// How often a blocked write wakes up to check its deadlines.
+const WRITE_TICK: Duration = Duration::from_millis(250);
+
+/// What a write attempt ended with.
+enum Written {
+    Ok,
+    /// The peer is gone or stopped reading for too long; the socket is shut down.
+    Failed,
+}
+
+pub(crate) fn run(conn: Arc<ConnShared>, rx: Receiver<Out>, config: Config, stats: Arc<Stats>) {
+    let _ = conn.stream.set_write_timeout(Some(WRITE_TICK.min(config.close_timeout)));
+    let mut w = Writer { conn: &conn, config: &config, stats: &stats };
+    let ping = frame::encode(frame::OP_PING, b"");
+    let mut next_ping = Instant::now() + config.heartbeat_interval;
+    let mut batch: Vec<Out> = Vec::new();
+    loop {
+        let first = match rx.recv_deadline(next_ping) {
+            Ok(item) => item,
+            Err(RecvTimeoutError::Timeout) => {
+                next_ping = Instant::now() + config.heartbeat_interval;
+                if let Written::Failed = w.write_all(&mut [IoSlice::new(&ping)]) {
+                    return w.wait_for_reader(&rx);
+                }
+                continue;
+            }
+            Err(RecvTimeoutError::Disconnected) => return,
+        };
+        batch.push(first);
+        let mut bytes = 0;
+        while batch.len() < MAX_BATCH_FRAMES && bytes < config.write_buffer_size {
+            match rx.try_recv() {
+                Ok(item) => {
+                    if let Out::Frame(f) = &item {
+                        bytes += f.len();
+                    }
+                    batch.push(item);
+                }
+                Err(_) => break,
+            }
+        }
+        match w.write_batch(&mut batch) {
+            Step::Continue => {}
+            Step::ReaderDone => return,
+            Step::Closed { reader_done: true } => return w.half_close(),
+            Step::Closed { reader_done: false } => return w.after_close(&rx),
+            Step::Failed => return w.wait_for_reader(&rx),
+        }
+    }
+}
+
+enum Step {
+    Continue,
+    /// A close frame went out: nothing more may be sent. `reader_done` when the
+    /// reader's `ReaderDone` was in the same batch (behind the close).
+    Closed { reader_done: bool },
+    ReaderDone,
+    Failed,
+}
+
+struct Writer<'a> {
+    conn: &'a ConnShared,
+    config: &'a Config,
+    stats: &'a Stats,
+}
+
+impl Writer<'_> {
+    /// Writes the batch up to its first close, in order, and empties it.
+    fn write_batch(&mut self, batch: &mut Vec<Out>) -> Step {
+        let discard = self.conn.discards();
+        let mut close_frame = None;
+        let mut step = Step::Continue;
+        let mut data_frames = 0u64;
+        let mut end = batch.len();
+        for (i, item) in batch.iter_mut().enumerate() {
+            match item {
+                Out::Frame(_) => {
+                    self.conn.frame_dequeued();
+                    data_frames += u64::from(!discard);
+                }
+                Out::Control(bytes) if frame::contains_close(bytes) => {
+                    step = Step::Closed { reader_done: false };
+                    end = i + 1;
+                    break;
+                }
+                Out::Control(_) => {}
+                Out::Close(code, reason) => {
+                    close_frame = Some(frame::encode_close(*code, reason));
+                    step = Step::Closed { reader_done: false };
+                    end = i;
+                    break;
+                }
+                Out::ReaderDone => {
+                    step = Step::ReaderDone;
+                    end = i;
+                    break;
+                }
+            }
+        }
+        // Frames behind the first close are never sent; still release their
+        // slots, and do not lose the reader's goodbye if it is among them.
+        for item in &batch[end..] {
+            match item {
+                Out::Frame(_) => self.conn.frame_dequeued(),
+                Out::ReaderDone => {
+                    if let Step::Closed { reader_done } = &mut step {
+                        *reader_done = true;
+                    }
+                }
+                _ => {}
+            }
+        }
+        let mut slices: Vec<IoSlice<'_>> = Vec::with_capacity(end + 1);
+        for item in &batch[..end] {
+            match item {
+                Out::Frame(f) if !discard => slices.push(IoSlice::new(f)),
+                Out::Control(bytes) => slices.push(IoSlice::new(bytes)),
+                _ => {}
+            }
+        }
+        if let Some(close) = &close_frame {
+            slices.push(IoSlice::new(close));
+        }
+        let result = if slices.is_empty() { Written::Ok } else { self.write_all(&mut slices) };
+        drop(slices);
+        batch.clear();
+        match result {
+            Written::Failed => Step::Failed,
+            Written::Ok => {
+                Stats::add(&self.stats.messages_out, data_frames);
+                step
+            }
+        }
+    }
+
+    /// `write_all` for a vector of slices. A write that makes no progress for the
+    /// idle timeout, or for the close timeout once the connection is closing,
+    /// gives up and shuts the socket down.
+    fn write_all(&mut self, mut slices: &mut [IoSlice<'_>]) -> Written {
+        let mut stalled_since: Option<Instant> = None;
+        let mut writes = 0u64;
+        while !slices.is_empty() {
+            match (&self.conn.stream).write_vectored(slices) {
+                Ok(0) => return self.fail("socket closed"),
+                Ok(n) => {
+                    writes += 1;
+                    stalled_since = None;
+                    Stats::add(&self.stats.bytes_out, n as u64);
+                    IoSlice::advance_slices(&mut slices, n);
+                }
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) if matches!(e.kind(), io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut) => {
+                    let since = *stalled_since.get_or_insert_with(Instant::now);
+                    let limit = if self.conn.is_closing() {
+                        self.config.close_timeout
+                    } else {
+                        self.config.idle_timeout
+                    };
+                    if since.elapsed() >= limit {
+                        return self.fail("peer stopped reading");
+                    }
+                }
+                Err(e) => return self.fail(&e.to_string()),
+            }
+        }
+        Stats::add(&self.stats.write_batches, writes);
+        let _ = (&self.conn.stream).flush();
+        Written::Ok
+    }
+
+    fn fail(&self, why: &str) -> Written {
+        log::debug!("conn {}: write failed: {why}", self.conn.id);
+        self.conn.kill();
+        Written::Failed
+    }
+
+    /// After a close frame: half-close, so the peer sees the end promptly.
+    fn half_close(&self) {
+        let _ = self.conn.stream.shutdown(Shutdown::Write);
+    }
+
+    /// After our close frame: half-close, then give the reader `close_timeout`
+    /// to see the peer's close before forcing it.
+    fn after_close(&self, rx: &Receiver<Out>) {
+        self.half_close();
+        let deadline = Instant::now() + self.config.close_timeout;
+        loop {
+            match rx.recv_deadline(deadline) {
+                Ok(Out::ReaderDone) | Err(RecvTimeoutError::Disconnected) => return,
+                Ok(Out::Frame(_)) => self.conn.frame_dequeued(),
+                Ok(_) => {}
+                Err(RecvTimeoutError::Timeout) => {
+                    self.conn.kill();
+                    return self.wait_for_reader(rx);
+                }
+            }
+        }
+    }
+
+    /// The socket is dead: wait for the reader (woken by the shutdown) to finish.
+    fn wait_for_reader(&self, rx: &Receiver<Out>) {
+        loop {
+            match rx.recv() {
+                Ok(Out::ReaderDone) | Err(_) => return,
+                Ok(Out::Frame(_)) => self.conn.frame_dequeued(),
+                Ok(_) => {}
+            }
+        }
+    }
+}

@@ -1,0 +1,59 @@
+//! The one error type of the Rust API.
+
+use std::fmt;
+use std::io;
+
+/// What went wrong, and what the caller can do about it.
+#[derive(Debug)]
+#[non_exhaustive]
+pub enum Error {
+    /// The configuration was refused before anything started; the text names the field.
+    InvalidConfig(String),
+    /// Binding the listening socket or spawning a server thread failed.
+    Io(io::Error),
+    /// The server was stopped (or is stopping); start a new one.
+    Stopped,
+    /// No open connection has this id: it closed, or it never existed.
+    NoSuchConnection,
+    /// A room name must be 1 to 128 bytes of UTF-8 without control characters.
+    InvalidRoom,
+    /// A close code that may not be sent on the wire (RFC 6455 section 7.4), or a
+    /// reason longer than 123 bytes.
+    InvalidCloseCode,
+}
+
+/// `Result` with [`Error`] as the default error type.
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+impl fmt::Display for Error {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Error::InvalidConfig(why) => write!(f, "invalid configuration: {why}"),
+            Error::Io(e) => write!(f, "I/O error: {e}"),
+            Error::Stopped => f.write_str("the server is stopped"),
+            Error::NoSuchConnection => f.write_str("no open connection has this id"),
+            Error::InvalidRoom => f.write_str(
+                "room names are 1 to 128 bytes of UTF-8 without control characters",
+            ),
+            Error::InvalidCloseCode => f.write_str(
+                "close code not allowed on the wire (use 1000-1003, 1007-1014 or 3000-4999), \
+                 or reason longer than 123 bytes",
+            ),
+        }
+    }
+}
+
+impl std::error::Error for Error {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            Error::Io(e) => Some(e),
+            _ => None,
+        }
+    }
+}
+
+impl From<io::Error> for Error {
+    fn from(e: io::Error) -> Self {
+        Error::Io(e)
+    }
+}

@@ -1,0 +1,136 @@
+//! Server-to-client WebSocket framing (RFC 6455 section 5.2).
+//!
+//! Server frames are unmasked, so one message framed once is byte-identical for
+//! every receiver: a broadcast frames its payload here, once, and every member's
+//! writer writes the same shared bytes. Reading frames is tungstenite's job.
+
+use std::sync::Arc;
+
+/// One complete frame, shared between every queue it was pushed to.
+pub(crate) type SharedFrame = Arc<Vec<u8>>;
+
+pub(crate) const OP_TEXT: u8 = 0x1;
+pub(crate) const OP_BINARY: u8 = 0x2;
+pub(crate) const OP_CLOSE: u8 = 0x8;
+pub(crate) const OP_PING: u8 = 0x9;
+
+/// The frame header for a final, unmasked frame of `len` payload bytes.
+fn push_header(out: &mut Vec<u8>, opcode: u8, len: usize) {
+    out.push(0x80 | opcode);
+    if len < 126 {
+        out.push(len as u8);
+    } else if len <= u16::MAX as usize {
+        out.push(126);
+        out.extend_from_slice(&(len as u16).to_be_bytes());
+    } else {
+        out.push(127);
+        out.extend_from_slice(&(len as u64).to_be_bytes());
+    }
+}
+
+/// Frames `payload` as one final frame.
+pub(crate) fn encode(opcode: u8, payload: &[u8]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(payload.len() + 10);
+    push_header(&mut out, opcode, payload.len());
+    out.extend_from_slice(payload);
+    out
+}
+
+/// Frames a data message, ready to share.
+pub(crate) fn encode_message(message: &crate::Message) -> SharedFrame {
+    let opcode = if message.is_text() { OP_TEXT } else { OP_BINARY };
+    Arc::new(encode(opcode, message.as_bytes()))
+}
+
+/// A close frame with a status code and a reason (cut to fit 125 bytes, on a
+/// character boundary).
+pub(crate) fn encode_close(code: u16, reason: &str) -> Vec<u8> {
+    let mut end = reason.len().min(123);
+    while !reason.is_char_boundary(end) {
+        end -= 1;
+    }
+    let mut payload = Vec::with_capacity(2 + end);
+    payload.extend_from_slice(&code.to_be_bytes());
+    payload.extend_from_slice(&reason.as_bytes()[..end]);
+    encode(OP_CLOSE, &payload)
+}
+
+/// Whether a close code may be sent in a close frame (RFC 6455 section 7.4).
+pub fn is_sendable_close_code(code: u16) -> bool {
+    matches!(code, 1000..=1003 | 1007..=1014 | 3000..=4999)
+}
+
+/// Whether a run of complete unmasked frames (as tungstenite writes its pong and
+/// close replies) contains a close frame.
+pub(crate) fn contains_close(mut bytes: &[u8]) -> bool {
+    while bytes.len() >= 2 {
+        if bytes[0] & 0x0f == OP_CLOSE {
+            return true;
+        }
+        let masked = bytes[1] & 0x80 != 0;
+        let (len, header) = match bytes[1] & 0x7f {
+            126 if bytes.len() >= 4 => (u16::from_be_bytes([bytes[2], bytes[3]]) as usize, 4),
+            127 if bytes.len() >= 10 => {
+                let mut n = [0u8; 8];
+                n.copy_from_slice(&bytes[2..10]);
+                (u64::from_be_bytes(n) as usize, 10)
+            }
+            126 | 127 => return false,
+            n => (n as usize, 2),
+        };
+        let skip = header + if masked { 4 } else { 0 } + len;
+        bytes = bytes.get(skip..).unwrap_or(&[]);
+    }
+    false
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::Cursor;
+    use tungstenite::protocol::frame::FrameHeader;
+
+    fn parse(bytes: &[u8]) -> (FrameHeader, u64, usize) {
+        let mut c = Cursor::new(bytes);
+        let (h, len) = FrameHeader::parse(&mut c).unwrap().unwrap();
+        (h, len, c.position() as usize)
+    }
+
+    #[test]
+    fn every_length_class_parses_back_with_tungstenite() {
+        for len in [0usize, 1, 125, 126, 65535, 65536, 300_000] {
+            let payload = vec![7u8; len];
+            let f = encode(OP_BINARY, &payload);
+            let (h, l, at) = parse(&f);
+            assert!(h.is_final && h.mask.is_none());
+            assert_eq!(l as usize, len);
+            assert_eq!(&f[at..], &payload[..]);
+        }
+    }
+
+    #[test]
+    fn close_reason_is_cut_on_a_char_boundary() {
+        let reason = "é".repeat(100);
+        let f = encode_close(1000, &reason);
+        assert!(f.len() <= 2 + 125);
+        let (_, len, at) = parse(&f);
+        assert_eq!(&f[at..at + 2], &1000u16.to_be_bytes());
+        assert!(std::str::from_utf8(&f[at + 2..at + len as usize]).is_ok());
+    }
+
+    #[test]
+    fn finds_a_close_behind_a_pong() {
+        let mut run = encode(0xA, b"hi");
+        assert!(!contains_close(&run));
+        run.extend(encode_close(1000, ""));
+        assert!(contains_close(&run));
+        assert!(!contains_close(&encode(OP_TEXT, &[0u8; 70000])));
+    }
+
+    #[test]
+    fn close_codes() {
+        assert!(is_sendable_close_code(1000) && is_sendable_close_code(4999));
+        assert!(!is_sendable_close_code(1005) && !is_sendable_close_code(1006));
+        assert!(!is_sendable_close_code(999) && !is_sendable_close_code(5000));
+    }
+}

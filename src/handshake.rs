@@ -1,0 +1,235 @@
+//! The HTTP/1.1 side of a connection: reading the request, deciding between an
+//! upgrade and a plain HTTP answer, and writing the response.
+//!
+//! Runs on the connection's reader thread before the writer exists, so writing
+//! to the socket here is safe. It parses with `httparse` rather than through
+//! tungstenite's handshake so that plain HTTP routes, refusals with any status
+//! and the handler's upgrade decision all share one path.
+
+use std::io::{self, Read, Write};
+use std::net::{Shutdown, SocketAddr, TcpStream};
+use std::time::{Duration, Instant, SystemTime};
+
+use crate::handler::{status_reason, HttpResponse, RequestInfo};
+
+/// Largest request head (request line and headers) accepted.
+pub(crate) const MAX_REQUEST_HEAD: usize = 8 * 1024;
+const MAX_HEADERS: usize = 64;
+
+/// A request head that was read and parsed.
+#[derive(Debug)]
+pub(crate) struct Request {
+    pub method: String,
+    pub info: RequestInfo,
+    /// Bytes read past the head (a client may send its first frame at once).
+    pub leftover: Vec<u8>,
+}
+
+/// Why no request came out of the socket.
+#[derive(Debug)]
+pub(crate) enum ReadError {
+    /// The peer closed or reset before sending a whole head: answer nothing.
+    Gone,
+    /// The head did not arrive within the handshake timeout.
+    Timeout,
+    /// Not HTTP/1.x: answer 400.
+    Malformed,
+    /// The head is larger than [`MAX_REQUEST_HEAD`]: answer 431.
+    TooLarge,
+}
+
+/// Reads one request head from `stream`.
+pub(crate) fn read_request(mut stream: &TcpStream, remote: SocketAddr) -> Result<Request, ReadError> {
+    let mut buf = Vec::with_capacity(1024);
+    let mut chunk = [0u8; 2048];
+    loop {
+        let n = match stream.read(&mut chunk) {
+            Ok(0) => return Err(ReadError::Gone),
+            Ok(n) => n,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            Err(e) if matches!(e.kind(), io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut) => {
+                return Err(ReadError::Timeout)
+            }
+            Err(_) => return Err(ReadError::Gone),
+        };
+        buf.extend_from_slice(&chunk[..n]);
+        if let Some(request) = parse_request(&buf, remote)? {
+            return Ok(request);
+        }
+        if buf.len() > MAX_REQUEST_HEAD {
+            return Err(ReadError::TooLarge);
+        }
+    }
+}
+
+/// Parses a complete head from `buf`, or `Ok(None)` when more bytes are needed.
+pub(crate) fn parse_request(buf: &[u8], remote: SocketAddr) -> Result<Option<Request>, ReadError> {
+    let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
+    let mut req = httparse::Request::new(&mut headers);
+    let head_len = match req.parse(buf) {
+        Ok(httparse::Status::Complete(n)) => n,
+        Ok(httparse::Status::Partial) => return Ok(None),
+        Err(httparse::Error::TooManyHeaders) => return Err(ReadError::TooLarge),
+        Err(_) => return Err(ReadError::Malformed),
+    };
+    if head_len > MAX_REQUEST_HEAD {
+        return Err(ReadError::TooLarge);
+    }
+    let (Some(method), Some(target)) = (req.method, req.path) else {
+        return Err(ReadError::Malformed);
+    };
+    let (path, query) = target.split_once('?').unwrap_or((target, ""));
+    let headers = req
+        .headers
+        .iter()
+        .map(|h| (h.name.to_owned(), String::from_utf8_lossy(h.value).into_owned()))
+        .collect();
+    Ok(Some(Request {
+        method: method.to_owned(),
+        info: RequestInfo {
+            remote_addr: remote,
+            path: path.to_owned(),
+            query: query.to_owned(),
+            headers,
+            received_at: SystemTime::now(),
+        },
+        leftover: buf[head_len..].to_vec(),
+    }))
+}
+
+/// Whether a comma-separated header value lists `token` (case-insensitive).
+fn has_token(value: Option<&str>, token: &str) -> bool {
+    value.is_some_and(|v| v.split(',').any(|t| t.trim().eq_ignore_ascii_case(token)))
+}
+
+/// Whether the request asks for a WebSocket upgrade at all.
+pub(crate) fn wants_upgrade(info: &RequestInfo) -> bool {
+    has_token(info.header("upgrade"), "websocket")
+}
+
+/// Checks an upgrade request against RFC 6455 section 4.2.1; on success returns
+/// the `Sec-WebSocket-Key`, otherwise the response to refuse it with.
+pub(crate) fn check_upgrade(method: &str, info: &RequestInfo) -> Result<String, HttpResponse> {
+    let bad = |why: &str| HttpResponse::new(400, "text/plain; charset=utf-8", format!("{why}\n"));
+    if method != "GET" {
+        return Err(bad("a WebSocket upgrade must be a GET"));
+    }
+    if !has_token(info.header("connection"), "upgrade") {
+        return Err(bad("missing 'Connection: Upgrade'"));
+    }
+    if info.header("sec-websocket-version").map(str::trim) != Some("13") {
+        return Err(HttpResponse::new(426, "text/plain; charset=utf-8", "WebSocket version 13 only\n")
+            .with_header("Sec-WebSocket-Version", "13"));
+    }
+    match info.header("sec-websocket-key").map(str::trim) {
+        Some(key) if key.len() == 24 && key.ends_with("==") => Ok(key.to_owned()),
+        _ => Err(bad("missing or malformed Sec-WebSocket-Key")),
+    }
+}
+
+/// The 101 response that completes the upgrade.
+pub(crate) fn switching_protocols(key: &str, subprotocol: Option<&str>) -> Vec<u8> {
+    let accept = tungstenite::handshake::derive_accept_key(key.as_bytes());
+    let mut out = format!(
+        "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
+         Sec-WebSocket-Accept: {accept}\r\n"
+    );
+    if let Some(p) = subprotocol {
+        out.push_str(&format!("Sec-WebSocket-Protocol: {p}\r\n"));
+    }
+    out.push_str("\r\n");
+    out.into_bytes()
+}
+
+/// Serializes a plain response; the connection closes after it.
+pub(crate) fn render(response: &HttpResponse, head_only: bool) -> Vec<u8> {
+    let mut out = format!("HTTP/1.1 {} {}\r\n", response.status, status_reason(response.status));
+    for (name, value) in &response.headers {
+        out.push_str(&format!("{name}: {value}\r\n"));
+    }
+    out.push_str(&format!(
+        "Content-Type: {}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+        response.content_type,
+        response.body.len()
+    ));
+    let mut out = out.into_bytes();
+    if !head_only {
+        out.extend_from_slice(&response.body);
+    }
+    out
+}
+
+/// Writes a plain response and closes the connection without losing it: the
+/// write side is shut first and unread input drained (briefly), because closing
+/// a socket with unread input sends a reset that can destroy the response
+/// before the client reads it.
+pub(crate) fn respond_and_close(mut stream: &TcpStream, response: &HttpResponse, head_only: bool) {
+    let _ = stream.set_write_timeout(Some(Duration::from_secs(2)));
+    if stream.write_all(&render(response, head_only)).is_err() {
+        return;
+    }
+    let _ = stream.shutdown(Shutdown::Write);
+    let deadline = Instant::now() + Duration::from_secs(1);
+    let _ = stream.set_read_timeout(Some(Duration::from_millis(200)));
+    let mut sink = [0u8; 1024];
+    while Instant::now() < deadline {
+        match stream.read(&mut sink) {
+            Ok(0) => break,
+            Ok(_) => {}
+            Err(e) if matches!(e.kind(), io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut) => {}
+            Err(_) => break,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn remote() -> SocketAddr {
+        "127.0.0.1:5".parse().unwrap()
+    }
+
+    const UPGRADE: &str = "GET /ws?room=a HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\n\
+        Connection: keep-alive, Upgrade\r\nSec-WebSocket-Version: 13\r\n\
+        Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Protocol: a, b\r\n\r\n";
+
+    #[test]
+    fn parses_an_upgrade_with_leftover_bytes() {
+        let mut raw = UPGRADE.as_bytes().to_vec();
+        raw.extend_from_slice(&[0x81, 0x80]);
+        let r = parse_request(&raw, remote()).unwrap().unwrap();
+        assert_eq!(r.info.path, "/ws");
+        assert_eq!(r.info.query, "room=a");
+        assert_eq!(r.leftover, vec![0x81, 0x80]);
+        assert!(wants_upgrade(&r.info));
+        assert_eq!(check_upgrade(&r.method, &r.info).unwrap(), "dGhlIHNhbXBsZSBub25jZQ==");
+        assert_eq!(r.info.subprotocols(), vec!["a", "b"]);
+    }
+
+    #[test]
+    fn partial_and_malformed_heads() {
+        assert!(parse_request(&UPGRADE.as_bytes()[..30], remote()).unwrap().is_none());
+        assert!(matches!(parse_request(b"\x16\x03\x01garbage\r\n\r\n", remote()), Err(ReadError::Malformed)));
+    }
+
+    #[test]
+    fn rfc_example_accept_key() {
+        let resp = String::from_utf8(switching_protocols("dGhlIHNhbXBsZSBub25jZQ==", Some("a"))).unwrap();
+        assert!(resp.contains("Sec-WebSocket-Accept: s3pPLMBiTxaQ9kYGzzhZRbK+xOo=\r\n"));
+        assert!(resp.contains("Sec-WebSocket-Protocol: a\r\n"));
+    }
+
+    #[test]
+    fn refusals_carry_their_status() {
+        let r = parse_request(UPGRADE.replace("Version: 13", "Version: 8").as_bytes(), remote())
+            .unwrap()
+            .unwrap();
+        let resp = check_upgrade(&r.method, &r.info).unwrap_err();
+        assert_eq!(resp.status, 426);
+        let r = parse_request(UPGRADE.replace("GET", "POST").as_bytes(), remote()).unwrap().unwrap();
+        assert_eq!(check_upgrade(&r.method, &r.info).unwrap_err().status, 400);
+        let text = String::from_utf8(render(&HttpResponse::not_found(), false)).unwrap();
+        assert!(text.starts_with("HTTP/1.1 404 Not Found\r\n") && text.ends_with("not found\n"));
+    }
+}

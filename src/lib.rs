@@ -1,0 +1,31 @@
+//! wshub: a thread-per-connection WebSocket server with rooms, usable from Rust,
+//! from C through `include/wshub.h`, and as the `wshub` binary.
+//!
+//! A message's path through the crate, by module: [`acceptor`] takes the TCP
+//! connection; `connection::reader` upgrades it (`handshake`) and reads frames,
+//! calling the [`Handler`]; [`ServerHandle`] turns a send, join or broadcast into
+//! a command for the `hub` thread, which tracks [`rooms`] and pushes frames
+//! (`frame`) to each member's queue; `connection::writer` writes them out.
+#![warn(missing_docs)]
+
+mod acceptor;
+mod config;
+mod connection;
+mod echo;
+mod error;
+mod ffi;
+mod frame;
+mod handler;
+mod handshake;
+mod hub;
+pub mod rooms;
+mod server;
+mod stats;
+
+pub use config::Config;
+pub use echo::EchoHandler;
+pub use error::{Error, Result};
+pub use frame::is_sendable_close_code;
+pub use handler::{ConnId, Handler, HttpResponse, Message, RequestInfo, Upgrade};
+pub use server::{ConnInfo, Server, ServerHandle};
+pub use stats::StatsSnapshot;

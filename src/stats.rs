@@ -1,0 +1,65 @@
+//! Counters every part of the engine bumps; read as a [`StatsSnapshot`].
+
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+
+/// Live counters, shared by every thread of one server.
+#[derive(Debug, Default)]
+pub(crate) struct Stats {
+    pub connections: AtomicU64,
+    pub connections_total: AtomicU64,
+    pub messages_in: AtomicU64,
+    pub messages_out: AtomicU64,
+    pub bytes_in: AtomicU64,
+    pub bytes_out: AtomicU64,
+    pub write_batches: AtomicU64,
+    pub dropped_slow_consumer: AtomicU64,
+    pub handshake_rejects: AtomicU64,
+    pub queue_depth_max: AtomicU64,
+}
+
+/// A point-in-time copy of the server's counters.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct StatsSnapshot {
+    /// Open WebSocket connections.
+    pub connections: u64,
+    /// WebSocket connections opened since start.
+    pub connections_total: u64,
+    /// Data messages received from peers.
+    pub messages_in: u64,
+    /// Data frames written to peers.
+    pub messages_out: u64,
+    /// Payload bytes received in data messages.
+    pub bytes_in: u64,
+    /// Bytes written to sockets after the handshake (frames, all kinds).
+    pub bytes_out: u64,
+    /// `writev` batches the writers made (messages_out / write_batches = frames per syscall).
+    pub write_batches: u64,
+    /// Connections closed with 1013 because their outbound queue was full.
+    pub dropped_slow_consumer: u64,
+    /// Requests answered with an HTTP error instead of an upgrade.
+    pub handshake_rejects: u64,
+    /// The deepest any outbound queue has been.
+    pub queue_depth_max: u64,
+}
+
+impl Stats {
+    pub(crate) fn add(counter: &AtomicU64, n: u64) {
+        counter.fetch_add(n, Relaxed);
+    }
+
+    pub(crate) fn snapshot(&self) -> StatsSnapshot {
+        StatsSnapshot {
+            connections: self.connections.load(Relaxed),
+            connections_total: self.connections_total.load(Relaxed),
+            messages_in: self.messages_in.load(Relaxed),
+            messages_out: self.messages_out.load(Relaxed),
+            bytes_in: self.bytes_in.load(Relaxed),
+            bytes_out: self.bytes_out.load(Relaxed),
+            write_batches: self.write_batches.load(Relaxed),
+            dropped_slow_consumer: self.dropped_slow_consumer.load(Relaxed),
+            handshake_rejects: self.handshake_rejects.load(Relaxed),
+            queue_depth_max: self.queue_depth_max.load(Relaxed),
+        }
+    }
+}
