@@ -219,9 +219,11 @@ pub(crate) fn status_reason(status: u16) -> &'static str {
 /// connection with 1011; the server lives on.
 pub trait Handler: Send + Sync + 'static {
     /// Decides whether an upgrade request on the WebSocket path becomes a
-    /// connection. Runs before the 101 is sent. Default: accept.
-    fn on_upgrade(&self, server: &ServerHandle, request: &RequestInfo) -> Upgrade {
-        let _ = (server, request);
+    /// connection. Runs before the 101 is sent. `conn` is the id the connection
+    /// will have if accepted (so state attached here can be found in
+    /// `on_connect`); a refused id is never used again. Default: accept.
+    fn on_upgrade(&self, server: &ServerHandle, conn: ConnId, request: &RequestInfo) -> Upgrade {
+        let _ = (server, conn, request);
         Upgrade::accept()
     }
 

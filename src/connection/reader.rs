@@ -122,7 +122,7 @@ fn upgrade<'a>(server: &ServerHandle, conn: &'a ConnShared) -> Option<(Ws<'a>, h
         reject(&plain(503).with_header("Retry-After", "1"), false);
         return None;
     }
-    let subprotocol = match guarded(|| inner.handler.on_upgrade(server, &request.info)) {
+    let subprotocol = match guarded(|| inner.handler.on_upgrade(server, conn.id, &request.info)) {
         Some(Upgrade::Accept { subprotocol }) => subprotocol,
         Some(Upgrade::Reject(response)) => {
             inner.release_connection_slot();
