@@ -31,7 +31,7 @@ enum Written {
 
 pub(crate) fn run(conn: Arc<ConnShared>, rx: Receiver<Out>, config: Config, stats: Arc<Stats>) {
     let _ = conn.stream.set_write_timeout(Some(WRITE_TICK.min(config.close_timeout)));
-    let mut w = Writer { conn: &conn, config: &config, stats: &stats };
+    let mut w = Writer { conn: &conn, config: &config, stats: &stats, reader_done: false };
     let ping = frame::encode(frame::OP_PING, b"");
     let mut next_ping = Instant::now() + config.heartbeat_interval;
     let mut batch: Vec<Out> = Vec::new();
@@ -63,8 +63,7 @@ pub(crate) fn run(conn: Arc<ConnShared>, rx: Receiver<Out>, config: Config, stat
         match w.write_batch(&mut batch) {
             Step::Continue => {}
             Step::ReaderDone => return,
-            Step::Closed { reader_done: true } => return w.half_close(),
-            Step::Closed { reader_done: false } => return w.after_close(&rx),
+            Step::Closed => return w.after_close(&rx),
             Step::Failed => return w.wait_for_reader(&rx),
         }
     }
@@ -72,9 +71,8 @@ pub(crate) fn run(conn: Arc<ConnShared>, rx: Receiver<Out>, config: Config, stat
 
 enum Step {
     Continue,
-    /// A close frame went out: nothing more may be sent. `reader_done` when the
-    /// reader's `ReaderDone` was in the same batch (behind the close).
-    Closed { reader_done: bool },
+    /// A close frame went out: nothing more may be sent.
+    Closed,
     ReaderDone,
     Failed,
 }
@@ -83,6 +81,9 @@ struct Writer<'a> {
     conn: &'a ConnShared,
     config: &'a Config,
     stats: &'a Stats,
+    /// The reader's `ReaderDone` has been taken off the queue (it is sent once,
+    /// and may arrive in any batch, so every wait checks this first).
+    reader_done: bool,
 }
 
 impl Writer<'_> {
@@ -100,18 +101,19 @@ impl Writer<'_> {
                     data_frames += u64::from(!discard);
                 }
                 Out::Control(bytes) if frame::contains_close(bytes) => {
-                    step = Step::Closed { reader_done: false };
+                    step = Step::Closed;
                     end = i + 1;
                     break;
                 }
                 Out::Control(_) => {}
                 Out::Close(code, reason) => {
                     close_frame = Some(frame::encode_close(*code, reason));
-                    step = Step::Closed { reader_done: false };
+                    step = Step::Closed;
                     end = i;
                     break;
                 }
                 Out::ReaderDone => {
+                    self.reader_done = true;
                     step = Step::ReaderDone;
                     end = i;
                     break;
@@ -123,11 +125,7 @@ impl Writer<'_> {
         for item in &batch[end..] {
             match item {
                 Out::Frame(_) => self.conn.frame_dequeued(),
-                Out::ReaderDone => {
-                    if let Step::Closed { reader_done } = &mut step {
-                        *reader_done = true;
-                    }
-                }
+                Out::ReaderDone => self.reader_done = true,
                 _ => {}
             }
         }
@@ -195,17 +193,12 @@ impl Writer<'_> {
         Written::Failed
     }
 
-    /// After a close frame: half-close, so the peer sees the end promptly.
-    fn half_close(&self) {
+    /// After a close frame: half-close, so the peer sees the end promptly, then
+    /// give the reader `close_timeout` to see the peer's close before forcing it.
+    fn after_close(&mut self, rx: &Receiver<Out>) {
         let _ = self.conn.stream.shutdown(Shutdown::Write);
-    }
-
-    /// After our close frame: half-close, then give the reader `close_timeout`
-    /// to see the peer's close before forcing it.
-    fn after_close(&self, rx: &Receiver<Out>) {
-        self.half_close();
         let deadline = Instant::now() + self.config.close_timeout;
-        loop {
+        while !self.reader_done {
             match rx.recv_deadline(deadline) {
                 Ok(Out::ReaderDone) | Err(RecvTimeoutError::Disconnected) => return,
                 Ok(Out::Frame(_)) => self.conn.frame_dequeued(),
@@ -219,8 +212,8 @@ impl Writer<'_> {
     }
 
     /// The socket is dead: wait for the reader (woken by the shutdown) to finish.
-    fn wait_for_reader(&self, rx: &Receiver<Out>) {
-        loop {
+    fn wait_for_reader(&mut self, rx: &Receiver<Out>) {
+        while !self.reader_done {
             match rx.recv() {
                 Ok(Out::ReaderDone) | Err(_) => return,
                 Ok(Out::Frame(_)) => self.conn.frame_dequeued(),
