@@ -29,3 +29,8 @@ pub use frame::is_sendable_close_code;
 pub use handler::{ConnId, Handler, HttpResponse, Message, RequestInfo, Upgrade};
 pub use server::{ConnInfo, Server, ServerHandle};
 pub use stats::StatsSnapshot;
+
+/// The README's Rust example, compiled and run by `cargo test`.
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+struct ReadmeDoctests;
