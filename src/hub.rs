@@ -117,3 +117,47 @@ impl Hub {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::connection::{test_support::loopback_conn, Out};
+
+    #[test]
+    fn a_broadcast_shares_one_frame_and_a_full_queue_drops_only_that_member() {
+        let stats = Arc::new(Stats::default());
+        let mut hub = Hub::new(2, stats.clone());
+        let conns: Vec<_> = (1..=3).map(loopback_conn).collect();
+        let receivers: Vec<_> = conns.iter().map(|(c, _)| c.take_receiver().unwrap()).collect();
+        for (c, _) in &conns {
+            hub.handle(Cmd::Register(c.clone()));
+            hub.handle(Cmd::Join(c.id, "r".into()));
+        }
+        let frame: SharedFrame = Arc::new(crate::frame::encode(crate::frame::OP_TEXT, b"hi"));
+        hub.handle(Cmd::Broadcast { room: "r".into(), frame: frame.clone(), except: Some(3) });
+        for rx in &receivers[..2] {
+            match rx.try_recv().unwrap() {
+                Out::Frame(f) => assert!(Arc::ptr_eq(&f, &frame), "the same bytes, not a copy"),
+                other => panic!("{other:?}"),
+            }
+        }
+        assert!(receivers[2].try_recv().is_err(), "the excepted member got nothing");
+
+        // Members 1 and 3 drain their queues, member 2 does not: with a bound of
+        // 2 the third broadcast finds its queue full and closes it, and only it.
+        let drain = |i: usize| {
+            while let Ok(Out::Frame(_)) = receivers[i].try_recv() {
+                conns[i].0.frame_dequeued();
+            }
+        };
+        drain(0);
+        for _ in 0..3 {
+            hub.handle(Cmd::Broadcast { room: "r".into(), frame: frame.clone(), except: None });
+            drain(0);
+            drain(2);
+        }
+        assert_eq!(stats.dropped_slow_consumer.load(std::sync::atomic::Ordering::Relaxed), 1);
+        assert!(!conns[0].0.is_closing() && conns[1].0.is_closing() && !conns[2].0.is_closing());
+        assert!(conns[1].0.discards());
+    }
+}

@@ -19,6 +19,8 @@ pub(crate) mod writer;
 use std::collections::HashMap;
 use std::net::{Shutdown, SocketAddr, TcpStream};
 use std::sync::atomic::{AtomicBool, AtomicU16, AtomicUsize, Ordering::*};
+#[cfg(test)]
+use std::sync::Arc;
 use std::time::SystemTime;
 
 use crossbeam_channel::{Receiver, Sender};
@@ -180,5 +182,20 @@ impl ConnShared {
     /// blocked on it. Errors (already shut down, reset) mean the same thing.
     pub(crate) fn kill(&self) {
         let _ = self.stream.shutdown(Shutdown::Both);
+    }
+}
+
+#[cfg(test)]
+pub(crate) mod test_support {
+    use super::*;
+    use std::net::TcpListener;
+
+    /// A connection over a real loopback socket pair: the server side wrapped in
+    /// `ConnShared`, and the peer's end.
+    pub(crate) fn loopback_conn(id: ConnId) -> (Arc<ConnShared>, TcpStream) {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let peer = TcpStream::connect(listener.local_addr().unwrap()).unwrap();
+        let (server_side, remote) = listener.accept().unwrap();
+        (Arc::new(ConnShared::new(id, remote, server_side)), peer)
     }
 }

@@ -222,3 +222,39 @@ impl Writer<'_> {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::connection::test_support::loopback_conn;
+    use std::io::Read;
+    use std::sync::atomic::Ordering::Relaxed;
+
+    #[test]
+    fn frames_queued_together_leave_in_one_writev_and_nothing_after_a_close() {
+        let (conn, mut peer) = loopback_conn(1);
+        let stats = Arc::new(Stats::default());
+        let mut expected = Vec::new();
+        for i in 0..100u32 {
+            let f = Arc::new(frame::encode(frame::OP_BINARY, &i.to_be_bytes()));
+            expected.extend_from_slice(&f);
+            conn.push_frame(f, 1024, &stats).unwrap();
+        }
+        conn.push_close(1000, "done");
+        expected.extend_from_slice(&frame::encode_close(1000, "done"));
+        // Queued behind the close: must never reach the wire.
+        conn.push_control(frame::encode(frame::OP_TEXT, b"too late"));
+        conn.push_reader_done();
+
+        let rx = conn.take_receiver().unwrap();
+        let config = Config::default();
+        run(conn.clone(), rx, config, stats.clone());
+
+        let mut got = Vec::new();
+        peer.read_to_end(&mut got).unwrap(); // the writer half-closed after the close
+        assert_eq!(got, expected);
+        assert_eq!(stats.messages_out.load(Relaxed), 100);
+        assert_eq!(stats.write_batches.load(Relaxed), 1, "101 frames, one writev");
+        assert_eq!(conn.queue_depth(), 0);
+    }
+}
