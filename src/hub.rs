@@ -27,6 +27,8 @@ pub(crate) enum Cmd {
     Send(ConnId, SharedFrame),
     Broadcast { room: String, frame: SharedFrame, except: Option<ConnId> },
     Close(ConnId, u16, String),
+    /// Close every registered connection (the graceful stop).
+    CloseAll(u16, String),
     RoomSize(String, Sender<usize>),
     RoomsOf(ConnId, Sender<Vec<String>>),
     RoomCount(Sender<usize>),
@@ -88,6 +90,11 @@ impl Hub {
             }
             Cmd::Close(id, code, reason) => {
                 if let Some(conn) = self.conns.get(&id) {
+                    conn.push_close(code, &reason);
+                }
+            }
+            Cmd::CloseAll(code, reason) => {
+                for conn in self.conns.values() {
                     conn.push_close(code, &reason);
                 }
             }

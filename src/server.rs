@@ -345,6 +345,15 @@ impl Inner {
         let _ = self.hub_tx.send(cmd);
     }
 
+    /// Closes a connection after everything sent to it so far: the close goes
+    /// through the hub, behind the frames earlier calls queued there (a direct
+    /// push could overtake them). Direct only when the hub is gone.
+    pub(crate) fn close_in_order(&self, conn: &ConnShared, code: u16, reason: &str) {
+        if self.hub_tx.send(Cmd::Close(conn.id, code, reason.to_owned())).is_err() {
+            conn.push_close(code, reason);
+        }
+    }
+
     /// Waits until no connection thread is left or `deadline` passes.
     fn wait_for_connections(&self, deadline: Instant) -> bool {
         let mut conns = self.conns.lock();
@@ -371,10 +380,11 @@ impl Inner {
         if let Some(t) = acceptor {
             let _ = t.join();
         }
+        // Through the hub, so each connection first gets what was sent to it
+        // before the stop; connections that register later close themselves.
+        self.send_to_hub(Cmd::CloseAll(1001, "server shutting down".into()));
         for conn in self.conns.lock().values() {
-            if conn.is_open() {
-                conn.push_close(1001, "server shutting down");
-            } else {
+            if !conn.is_open() {
                 conn.kill(); // still in its handshake: it gets no WebSocket now
             }
         }

@@ -141,3 +141,23 @@ fn a_panicking_handler_closes_only_its_connection_with_1011() {
     close_client(good);
     server.stop();
 }
+
+#[test]
+fn a_reply_sent_before_a_protocol_error_arrives_before_the_close() {
+    let server = Server::start(config(), EchoHandler).unwrap();
+    for round in 0..20 {
+        let ws = connect(server.local_addr(), "/ws");
+        let mut stream = ws.into_inner();
+        // A masked text frame "hello", then a frame with reserved opcode 0x7, in one write.
+        let mut bytes = vec![0x81, 0x80 | 5, 0, 0, 0, 0];
+        bytes.extend_from_slice(b"hello");
+        bytes.extend_from_slice(&[0x87, 0x80, 0, 0, 0, 0]);
+        stream.write_all(&bytes).unwrap();
+        let mut reply = Vec::new();
+        let _ = stream.read_to_end(&mut reply);
+        assert_eq!(&reply[..7], b"\x81\x05hello", "round {round}: the echo comes first");
+        assert_eq!(reply[7], 0x88, "round {round}: then the close");
+        assert_eq!(u16::from_be_bytes([reply[9], reply[10]]), 1002);
+    }
+    server.stop();
+}

@@ -178,7 +178,7 @@ fn serve(server: &ServerHandle, conn: &Arc<ConnShared>, mut ws: Ws<'_>, request:
     conn.set_open(true);
     inner.send_to_hub(Cmd::Register(conn.clone()));
     if inner.is_draining() {
-        conn.push_close(1001, "server shutting down");
+        inner.close_in_order(conn, 1001, "server shutting down");
     }
 
     let connected = guarded(|| inner.handler.on_connect(server, conn.id, &request.info));
@@ -188,26 +188,28 @@ fn serve(server: &ServerHandle, conn: &Arc<ConnShared>, mut ws: Ws<'_>, request:
         read_loop(server, conn, &mut ws)
     };
 
-    let peer_code = match end {
-        End::Peer(code, ref reason) => Some((code, reason.clone())),
+    // The code on_close reports: a close the server queued first wins over the
+    // peer's, which wins over none (1006).
+    let (code, reason) = match end {
+        End::Peer(code, reason) => match conn.server_close_code() {
+            Some(ours) => (ours, String::new()),
+            None => (code, reason),
+        },
         End::Fail(code, reason) => {
-            conn.push_close(code, reason);
+            // A close queued earlier (a 1013, say) is the one the peer gets.
+            let sent = conn.server_close_code().map_or((code, reason.to_owned()), |c| (c, String::new()));
+            inner.close_in_order(conn, code, reason);
             drain_until_closed(conn, config.close_timeout);
-            None
+            sent
         }
         End::Abnormal => {
             conn.kill();
-            None
+            (conn.server_close_code().unwrap_or(1006), String::new())
         }
     };
     conn.set_open(false);
     inner.release_connection_slot();
     inner.send_to_hub(Cmd::Unregister(conn.id));
-    let (code, reason) = match (conn.server_close_code(), peer_code) {
-        (Some(code), _) => (code, String::new()),
-        (None, Some(peer)) => peer,
-        (None, None) => (1006, String::new()),
-    };
     guarded(|| inner.handler.on_close(server, conn.id, code, &reason));
     conn.push_reader_done();
     writer.join();
