@@ -1,0 +1,45 @@
+#!/usr/bin/env python3
+"""Compares an Autobahn|Testsuite report with autobahn/expected-results.json.
+
+    python3 autobahn/compare.py REPORT_DIR/index.json AGENT
+
+Durations and the report's prose are ignored; each case's `behavior` and
+`behaviorClose` must match the expected ones exactly, and no case may be
+missing. Exits 1 on any difference, listing them. With AUTOBAHN_UPDATE=1 in
+the environment it rewrites expected-results.json from the report instead
+(review the diff before committing it).
+"""
+import json, os, sys
+
+report_path, agent = sys.argv[1], sys.argv[2]
+expected_path = os.path.join(os.path.dirname(__file__), "expected-results.json")
+got = json.load(open(report_path)).get(agent, {})
+if os.environ.get("AUTOBAHN_UPDATE") == "1":
+    order = lambda case: [int(x) for x in case.split(".")]
+    fresh = {c: {"behavior": got[c]["behavior"], "behaviorClose": got[c]["behaviorClose"]}
+             for c in sorted(got, key=order)}
+    with open(expected_path, "w") as f:
+        json.dump(fresh, f, indent=1)
+        f.write("\n")
+    print(f"autobahn {agent}: wrote {len(fresh)} cases to {expected_path}")
+    sys.exit(0)
+expected = json.load(open(expected_path))
+problems = []
+for case, want in expected.items():
+    have = got.get(case)
+    if have is None:
+        problems.append(f"{case}: missing from the report")
+        continue
+    for field in ("behavior", "behaviorClose"):
+        if have[field] != want[field]:
+            problems.append(f"{case}: {field} {have[field]}, expected {want[field]}")
+for case in sorted(set(got) - set(expected)):
+    problems.append(f"{case}: not in expected-results.json ({got[case]['behavior']})")
+counts = {}
+for v in got.values():
+    counts[v["behavior"]] = counts.get(v["behavior"], 0) + 1
+print(f"autobahn {agent}: {len(got)} cases {counts}")
+if problems:
+    print("\n".join(problems))
+    sys.exit(1)
+print(f"autobahn {agent}: every case as expected")
