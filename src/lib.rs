@@ -15,6 +15,8 @@ mod echo;
 mod error;
 mod ffi;
 mod frame;
+#[doc(hidden)]
+pub mod fuzzing;
 mod handler;
 mod handshake;
 mod hub;
