@@ -39,20 +39,25 @@ pub(crate) enum ReadError {
 }
 
 /// Reads one request head from `stream`.
+///
+/// Buffers live on the heap and are freed before the connection's life
+/// begins: the reader thread's stack pages, once touched, stay resident for
+/// as long as the connection is open.
 pub(crate) fn read_request(mut stream: &TcpStream, remote: SocketAddr) -> Result<Request, ReadError> {
     let mut buf = Vec::with_capacity(1024);
-    let mut chunk = [0u8; 2048];
     loop {
-        let n = match stream.read(&mut chunk) {
+        let len = buf.len();
+        buf.resize(len + 1024, 0);
+        let n = match stream.read(&mut buf[len..]) {
             Ok(0) => return Err(ReadError::Gone),
             Ok(n) => n,
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => 0,
             Err(e) if matches!(e.kind(), io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut) => {
                 return Err(ReadError::Timeout)
             }
             Err(_) => return Err(ReadError::Gone),
         };
-        buf.extend_from_slice(&chunk[..n]);
+        buf.truncate(len + n);
         if let Some(request) = parse_request(&buf, remote)? {
             return Ok(request);
         }
@@ -64,7 +69,7 @@ pub(crate) fn read_request(mut stream: &TcpStream, remote: SocketAddr) -> Result
 
 /// Parses a complete head from `buf`, or `Ok(None)` when more bytes are needed.
 pub(crate) fn parse_request(buf: &[u8], remote: SocketAddr) -> Result<Option<Request>, ReadError> {
-    let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
+    let mut headers = vec![httparse::EMPTY_HEADER; MAX_HEADERS];
     let mut req = httparse::Request::new(&mut headers);
     let head_len = match req.parse(buf) {
         Ok(httparse::Status::Complete(n)) => n,
