@@ -7,6 +7,7 @@
 
 use std::time::{SystemTime, UNIX_EPOCH};
 
+use serde::Serialize;
 use serde_json::{json, Map, Value};
 
 use crate::rooms::is_valid_room;
@@ -145,16 +146,22 @@ pub fn frame(kind: &str, id: Option<&str>, payload: Value) -> String {
     frame_at(kind, id, payload, now_ms())
 }
 
+/// The server envelope, with its fields in the documented order.
+#[derive(Serialize)]
+struct Outgoing<'a> {
+    #[serde(rename = "type")]
+    kind: &'a str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    id: Option<&'a str>,
+    ts: u64,
+    payload: Value,
+}
+
 /// A server frame stamped with `ts`.
 pub fn frame_at(kind: &str, id: Option<&str>, payload: Value, ts: u64) -> String {
-    let mut m = Map::with_capacity(4);
-    m.insert("type".into(), Value::from(kind));
-    if let Some(id) = id {
-        m.insert("id".into(), Value::from(id));
-    }
-    m.insert("ts".into(), Value::from(ts));
-    m.insert("payload".into(), payload);
-    Value::Object(m).to_string()
+    let out = Outgoing { kind, id, ts, payload };
+    // Serializing a struct of strings, numbers and a Value cannot fail.
+    serde_json::to_string(&out).unwrap_or_default()
 }
 
 /// An `ack` frame for request `id`.
