@@ -274,7 +274,8 @@ impl Session<'_> {
             }
             let mut payload = json!({"room": room, "seq": r.seq, "members": r.members.len(), "epoch": r.epoch});
             if let Some(since) = since {
-                let recovery = r.recover(since, epoch);
+                let max_replay = (server.config().outbound_queue / 2).max(1);
+                let recovery = r.recover(since, epoch, max_replay);
                 for message in recovery.replay {
                     server.send(conn, message)?;
                 }

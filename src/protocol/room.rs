@@ -76,14 +76,18 @@ impl RoomState {
         (self.seq, message)
     }
 
-    /// What a client that last saw `since` (in `epoch`, when it says) missed.
-    pub fn recover(&self, since: u64, epoch: Option<&str>) -> Recovery {
+    /// What a client that last saw `since` (in `epoch`, when it says) missed,
+    /// at most the newest `max_replay` messages (more would overflow its
+    /// outbound queue and get it closed as a slow consumer).
+    pub fn recover(&self, since: u64, epoch: Option<&str>, max_replay: usize) -> Recovery {
         if epoch.is_some_and(|e| e != self.epoch) || since > self.seq {
             return Recovery { replay: Vec::new(), recovered: false };
         }
         let oldest = self.history.front().map_or(self.seq + 1, |e| e.seq);
-        let replay = self.history.iter().filter(|e| e.seq > since).map(|e| e.message.clone()).collect();
-        Recovery { replay, recovered: oldest <= since + 1 }
+        let missed = self.history.iter().filter(|e| e.seq > since).count();
+        let skip = missed.saturating_sub(max_replay);
+        let replay = self.history.iter().filter(|e| e.seq > since).skip(skip).map(|e| e.message.clone()).collect();
+        Recovery { replay, recovered: oldest <= since + 1 && skip == 0 }
     }
 
     fn is_idle(&self) -> bool {
@@ -184,16 +188,19 @@ mod tests {
         for _ in 0..5 {
             r.publish(3, Duration::from_secs(60), now, text);
         }
-        let all = r.recover(2, None);
+        let all = r.recover(2, None, 100);
         assert!(all.recovered);
         assert_eq!(all.replay, vec![text(3), text(4), text(5)]);
-        let gap = r.recover(1, None);
+        let gap = r.recover(1, None, 100);
         assert!(!gap.recovered);
         assert_eq!(gap.replay.len(), 3);
-        assert!(r.recover(5, None).recovered && r.recover(5, None).replay.is_empty());
-        assert!(!r.recover(6, None).recovered);
-        assert!(!r.recover(4, Some("other")).recovered);
-        assert!(r.recover(4, Some("e")).recovered);
+        assert!(r.recover(5, None, 100).recovered && r.recover(5, None, 100).replay.is_empty());
+        assert!(!r.recover(6, None, 100).recovered);
+        assert!(!r.recover(4, Some("other"), 100).recovered);
+        assert!(r.recover(4, Some("e"), 100).recovered);
+        let capped = r.recover(2, None, 2);
+        assert!(!capped.recovered);
+        assert_eq!(capped.replay, vec![text(4), text(5)]);
     }
 
     #[test]
@@ -202,7 +209,7 @@ mod tests {
         let t0 = Instant::now();
         r.publish(10, Duration::from_secs(1), t0, text);
         r.prune(10, Duration::from_secs(1), t0 + Duration::from_secs(2));
-        assert!(!r.recover(0, None).recovered);
+        assert!(!r.recover(0, None, 100).recovered);
         assert!(r.is_idle());
     }
 
