@@ -270,19 +270,21 @@ impl Session<'_> {
                 server.join(conn, room)?;
                 r.members.insert(conn, json!({}));
                 let event = frame("presence:join", None, json!({"room": room, "clientId": client_id}));
-                server.broadcast(room, event, Some(conn))?;
+                let _ = server.broadcast(room, event, Some(conn));
             }
+            // From here on the join has happened: a failed send means the
+            // connection or the server is going away, and on_close cleans up.
             let mut payload = json!({"room": room, "seq": r.seq, "members": r.members.len(), "epoch": r.epoch});
             if let Some(since) = since {
                 let max_replay = (server.config().outbound_queue / 2).max(1);
                 let recovery = r.recover(since, epoch, max_replay);
                 for message in recovery.replay {
-                    server.send(conn, message)?;
+                    let _ = server.send(conn, message);
                 }
                 payload["recovered"] = Value::Bool(recovery.recovered);
             }
             if let Some(id) = id {
-                server.send(conn, ack(id, payload))?;
+                let _ = server.send(conn, ack(id, payload));
             }
             Ok(())
         });
@@ -307,6 +309,7 @@ impl Session<'_> {
             let event = frame("presence:leave", None, json!({"room": room, "clientId": client_id}));
             let _ = server.broadcast(room, event, Some(conn));
         });
+        self.shared.rooms.sweep(self.shared.config.history_size, self.shared.config.history_ttl);
         Ok(())
     }
 
