@@ -85,6 +85,16 @@ fn other_paths_are_404_and_a_malformed_request_is_400() {
     assert_eq!(status, 400);
     // The WebSocket path without an upgrade says how to use it.
     assert_eq!(get(server.addr, "/ws").0, 426);
+    // An upgrade on another path is refused by the engine: counted by status.
+    let (status, _) = common::head_only(
+        server.addr,
+        "GET /elsewhere HTTP/1.1\r\nHost: t\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
+         Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n",
+    );
+    assert_eq!(status, 404);
+    let metrics = get(server.addr, "/metrics").2;
+    assert!(metrics.contains("wshub_handshake_rejects_total{status=\"400\"} 1"), "{metrics}");
+    assert!(metrics.contains("wshub_handshake_rejects_total{status=\"404\"} 1"), "{metrics}");
 }
 
 #[test]
@@ -128,6 +138,8 @@ fn while_draining_healthz_is_503_and_new_upgrades_are_refused() {
          Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n",
     );
     assert_eq!(status, 503, "{head}");
+    let metrics = get(server.addr, "/metrics").2;
+    assert!(metrics.contains("wshub_handshake_rejects_total{status=\"503\"} 1"), "{metrics}");
     // Open connections still work until the stop, then get 1001.
     c.assert_nothing_pending();
     let mut code = None;

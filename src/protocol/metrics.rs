@@ -58,12 +58,19 @@ impl Metrics {
             .map(|(code, n)| (format!("{{code=\"{code}\"}}"), *n))
             .collect();
         metric("wshub_disconnects_total", "counter", "Closed WebSocket connections, by close code.", &codes);
-        // The engine counts handshake refusals in one total, without their status.
+        let rejects: Vec<_> = s
+            .handshake_rejects_by_status
+            .iter()
+            .map(|(status, n)| match status {
+                0 => (r#"{status="dropped"}"#.to_owned(), *n),
+                status => (format!("{{status=\"{status}\"}}"), *n),
+            })
+            .collect();
         metric(
             "wshub_handshake_rejects_total",
             "counter",
-            "Requests refused instead of upgraded (the engine does not split them by status yet).",
-            &[(r#"{status="all"}"#.to_owned(), s.handshake_rejects)],
+            "Requests refused instead of upgraded, by HTTP status (\"dropped\": no response).",
+            &rejects,
         );
         metric(
             "wshub_outbound_queue_depth",
