@@ -80,3 +80,12 @@ fn an_unknown_key_is_refused_with_its_name() {
     assert!(err.contains("rate_limt"), "{err}");
     let _ = std::fs::remove_file(path);
 }
+
+#[test]
+fn the_example_config_file_is_valid() {
+    let example = concat!(env!("CARGO_MANIFEST_DIR"), "/docs/wshub.example.toml");
+    // --bind on the command line overrides the file's fixed port.
+    let server = Wshub::start(&["--config", example]);
+    let mut c = common::Client::connect_raw(server.addr, &[]);
+    assert_eq!(c.json()["payload"]["heartbeatMs"], 30_000);
+}

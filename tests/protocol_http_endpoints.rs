@@ -98,19 +98,24 @@ fn other_paths_are_404_and_a_malformed_request_is_400() {
 }
 
 #[test]
-fn sigterm_closes_clients_with_1001_and_exits_0() {
+fn sigterm_delivers_what_is_queued_then_1001_and_exits_0() {
     let mut server = Wshub::start(&[]);
     let mut c = server.client();
     c.join("bye");
-    server.sigterm();
-    let mut code = None;
-    for _ in 0..10 {
-        if let Frame::Close(c) = c.frame() {
-            code = Some(c);
-            break;
-        }
+    let mut p = server.client();
+    p.join("bye");
+    for i in 0..100 {
+        p.ok("room:publish", json!({"room": "bye", "data": i}));
     }
-    assert_eq!(code, Some(1001));
+    server.sigterm();
+    drop(p);
+    // Everything published before the signal arrives, in order, then 1001.
+    assert_eq!(c.json()["type"], "presence:join");
+    for i in 0..100 {
+        let m = c.json();
+        assert_eq!((m["type"].clone(), m["payload"]["data"].clone()), (json!("room:message"), json!(i)));
+    }
+    assert_eq!(c.frame(), Frame::Close(1001));
     drop(c);
     assert_eq!(server.wait_exit(Duration::from_secs(15)), Some(0));
 }
