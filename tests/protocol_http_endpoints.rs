@@ -108,7 +108,6 @@ fn sigterm_delivers_what_is_queued_then_1001_and_exits_0() {
         p.ok("room:publish", json!({"room": "bye", "data": i}));
     }
     server.sigterm();
-    drop(p);
     // Everything published before the signal arrives, in order, then 1001.
     assert_eq!(c.json()["type"], "presence:join");
     for i in 0..100 {
@@ -116,6 +115,7 @@ fn sigterm_delivers_what_is_queued_then_1001_and_exits_0() {
         assert_eq!((m["type"].clone(), m["payload"]["data"].clone()), (json!("room:message"), json!(i)));
     }
     assert_eq!(c.frame(), Frame::Close(1001));
+    drop(p); // it never answered its own 1001: the server would wait shutdown_timeout_ms for it
     drop(c);
     assert_eq!(server.wait_exit(Duration::from_secs(15)), Some(0));
 }
