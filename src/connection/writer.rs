@@ -146,6 +146,10 @@ impl Writer<'_> {
         drop(slices);
         batch.clear();
         match result {
+            // The reader's goodbye was in this batch: waiting for it would hang.
+            Written::Failed if matches!(step, Step::ReaderDone | Step::Closed { reader_done: true }) => {
+                Step::ReaderDone
+            }
             Written::Failed => Step::Failed,
             Written::Ok => {
                 Stats::add(&self.stats.messages_out, data_frames);
