@@ -99,7 +99,9 @@ fn other_paths_are_404_and_a_malformed_request_is_400() {
 
 #[test]
 fn sigterm_delivers_what_is_queued_then_1001_and_exits_0() {
-    let mut server = Wshub::start(&[]);
+    // A long shutdown timeout: exiting within the 10 s below proves no
+    // connection thread was left behind (the stop would wait out the timeout).
+    let mut server = Wshub::start(&["--shutdown-timeout-ms", "30000"]);
     let mut c = server.client();
     c.join("bye");
     let mut p = server.client();
@@ -117,7 +119,7 @@ fn sigterm_delivers_what_is_queued_then_1001_and_exits_0() {
     assert_eq!(c.frame(), Frame::Close(1001));
     drop(p); // it never answered its own 1001: the server would wait shutdown_timeout_ms for it
     drop(c);
-    assert_eq!(server.wait_exit(Duration::from_secs(15)), Some(0));
+    assert_eq!(server.wait_exit(Duration::from_secs(10)), Some(0));
 }
 
 #[test]
