@@ -125,7 +125,8 @@ struct FileConfig {
 
 impl FileConfig {
     fn load(path: &Path) -> Result<Self, String> {
-        let text = std::fs::read_to_string(path).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+        let text =
+            std::fs::read_to_string(path).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
         toml::from_str(&text).map_err(|e| format!("{}: {e}", path.display()))
     }
 }
@@ -156,13 +157,32 @@ impl Cli {
             )*};
         }
         merge!(
-            bind, echo, path, max_message_size, outbound_queue, heartbeat_ms, idle_timeout_ms,
-            max_connections, reader_stack_size, writer_stack_size, read_buffer_size,
-            write_buffer_size, handshake_timeout_ms, close_timeout_ms, shutdown_timeout_ms,
-            hub_queue, rate_limit, rate_burst, history_size, history_ttl_ms, drain_delay_ms
+            bind,
+            echo,
+            path,
+            max_message_size,
+            outbound_queue,
+            heartbeat_ms,
+            idle_timeout_ms,
+            max_connections,
+            reader_stack_size,
+            writer_stack_size,
+            read_buffer_size,
+            write_buffer_size,
+            handshake_timeout_ms,
+            close_timeout_ms,
+            shutdown_timeout_ms,
+            hub_queue,
+            rate_limit,
+            rate_burst,
+            history_size,
+            history_ttl_ms,
+            drain_delay_ms
         );
         if let Some(level) = file.log_level {
-            let level = level.parse().map_err(|_| format!("{}: log_level: unknown level {level:?}", path.display()))?;
+            let level = level
+                .parse()
+                .map_err(|_| format!("{}: log_level: unknown level {level:?}", path.display()))?;
             set(m, "log_level", &mut cli.log_level, level);
         }
         Ok(cli)
@@ -222,11 +242,8 @@ fn main() -> ExitCode {
     };
     let config = cli.config();
     let protocol = ProtocolHandler::new(cli.protocol_config());
-    let started = if cli.echo {
-        Server::start(config, EchoHandler)
-    } else {
-        Server::start(config, protocol.clone())
-    };
+    let started =
+        if cli.echo { Server::start(config, EchoHandler) } else { Server::start(config, protocol.clone()) };
     let server = match started {
         Ok(s) => s,
         Err(e) => {

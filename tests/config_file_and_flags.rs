@@ -24,9 +24,22 @@ fn help_lists_every_setting() {
     assert!(out.status.success());
     let help = String::from_utf8_lossy(&out.stdout);
     for flag in [
-        "--bind", "--config", "--echo", "--path", "--max-message-size", "--outbound-queue", "--heartbeat-ms",
-        "--idle-timeout-ms", "--max-connections", "--rate-limit", "--rate-burst", "--history-size",
-        "--history-ttl-ms", "--drain-delay-ms", "--shutdown-timeout-ms", "--log-level",
+        "--bind",
+        "--config",
+        "--echo",
+        "--path",
+        "--max-message-size",
+        "--outbound-queue",
+        "--heartbeat-ms",
+        "--idle-timeout-ms",
+        "--max-connections",
+        "--rate-limit",
+        "--rate-burst",
+        "--history-size",
+        "--history-ttl-ms",
+        "--drain-delay-ms",
+        "--shutdown-timeout-ms",
+        "--log-level",
     ] {
         assert!(help.contains(flag), "{flag} missing from --help:\n{help}");
     }
@@ -49,7 +62,10 @@ fn the_file_sets_values_and_explicit_flags_override_it() {
     let defaults = Wshub::start(&[]);
     let mut d = common::Client::connect_raw(defaults.addr, &[]);
     let connected = d.json();
-    assert_eq!((connected["payload"]["heartbeatMs"].as_u64(), connected["payload"]["maxMessageBytes"].as_u64()), (Some(30_000), Some(1 << 20)));
+    assert_eq!(
+        (connected["payload"]["heartbeatMs"].as_u64(), connected["payload"]["maxMessageBytes"].as_u64()),
+        (Some(30_000), Some(1 << 20))
+    );
     let _ = std::fs::remove_file(path);
 }
 

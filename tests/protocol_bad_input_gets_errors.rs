@@ -123,7 +123,11 @@ fn malformed_binary_frames_get_bad_request_and_the_connection_lives_on() {
     for (bytes, code) in cases {
         c.send_binary(&bytes);
         let e = c.json();
-        assert_eq!((e["type"].clone(), e["payload"]["code"].clone()), (json!("error"), json!(code)), "{bytes:?}");
+        assert_eq!(
+            (e["type"].clone(), e["payload"]["code"].clone()),
+            (json!("error"), json!(code)),
+            "{bytes:?}"
+        );
         c.assert_nothing_pending();
     }
 }
@@ -141,7 +145,11 @@ fn over_the_rate_limit_gets_rate_limited_and_a_flood_closes_1008() {
     for i in 0..6 {
         let reply = c.json();
         assert_eq!(reply["id"], format!("r{i}"));
-        codes.push(if reply["type"] == "ack" { "ack".to_owned() } else { reply["payload"]["code"].as_str().unwrap_or("?").to_owned() });
+        codes.push(if reply["type"] == "ack" {
+            "ack".to_owned()
+        } else {
+            reply["payload"]["code"].as_str().unwrap_or("?").to_owned()
+        });
     }
     assert_eq!(&codes[..3], ["ack", "ack", "ack"]);
     assert!(codes[3..].iter().all(|c| c == "rate_limited"), "{codes:?}");
@@ -169,7 +177,12 @@ fn over_the_rate_limit_gets_rate_limited_and_a_flood_closes_1008() {
     }
     assert_eq!(closed, Some(1008));
     let metrics = common::get(server.addr, "/metrics").2;
-    assert!(metrics.lines().any(|l| l.starts_with("wshub_dropped_total{reason=\"rate_limited\"}") && !l.ends_with(" 0")), "{metrics}");
+    assert!(
+        metrics
+            .lines()
+            .any(|l| l.starts_with("wshub_dropped_total{reason=\"rate_limited\"}") && !l.ends_with(" 0")),
+        "{metrics}"
+    );
 }
 
 #[test]

@@ -11,7 +11,8 @@ use serde_json::{json, Value};
 use wshub::protocol::binary::parse_binary;
 use wshub::protocol::envelope::{parse_text, ErrorCode};
 
-const CODES: [&str; 7] = ["bad_request", "unknown_type", "not_found", "forbidden", "rate_limited", "too_large", "internal"];
+const CODES: [&str; 7] =
+    ["bad_request", "unknown_type", "not_found", "forbidden", "rate_limited", "too_large", "internal"];
 
 fn json_value() -> impl Strategy<Value = Value> {
     let leaf = prop_oneof![
@@ -26,9 +27,21 @@ fn json_value() -> impl Strategy<Value = Value> {
     leaf.prop_recursive(3, 24, 6, |inner| {
         prop_oneof![
             vec(inner.clone(), 0..6).prop_map(Value::Array),
-            vec((prop_oneof![Just("room".to_owned()), Just("since".to_owned()), Just("data".to_owned()),
-                             Just("echo".to_owned()), Just("epoch".to_owned()), "[a-z]{1,4}".prop_map(|s| s)], inner), 0..6)
-                .prop_map(|kv| Value::Object(kv.into_iter().collect())),
+            vec(
+                (
+                    prop_oneof![
+                        Just("room".to_owned()),
+                        Just("since".to_owned()),
+                        Just("data".to_owned()),
+                        Just("echo".to_owned()),
+                        Just("epoch".to_owned()),
+                        "[a-z]{1,4}".prop_map(|s| s)
+                    ],
+                    inner
+                ),
+                0..6
+            )
+            .prop_map(|kv| Value::Object(kv.into_iter().collect())),
         ]
     })
 }
@@ -36,11 +49,20 @@ fn json_value() -> impl Strategy<Value = Value> {
 /// Envelopes shaped like the real thing, with random fields.
 fn envelope() -> impl Strategy<Value = String> {
     let kind = prop_oneof![
-        Just(json!("room:join")), Just(json!("room:leave")), Just(json!("room:publish")),
-        Just(json!("typing:start")), Just(json!("typing:stop")), Just(json!("presence:get")),
-        Just(json!("ping")), json_value(),
+        Just(json!("room:join")),
+        Just(json!("room:leave")),
+        Just(json!("room:publish")),
+        Just(json!("typing:start")),
+        Just(json!("typing:stop")),
+        Just(json!("presence:get")),
+        Just(json!("ping")),
+        json_value(),
     ];
-    let id = prop_oneof![Just(None), json_value().prop_map(Some), (0usize..80).prop_map(|n| Some(json!("i".repeat(n))))];
+    let id = prop_oneof![
+        Just(None),
+        json_value().prop_map(Some),
+        (0usize..80).prop_map(|n| Some(json!("i".repeat(n))))
+    ];
     (kind, id, json_value(), any::<bool>()).prop_map(|(kind, id, payload, with_type)| {
         let mut m = serde_json::Map::new();
         if with_type {
@@ -60,7 +82,10 @@ fn any_text() -> impl Strategy<Value = String> {
         vec(any::<u8>(), 0..64).prop_map(|b| String::from_utf8_lossy(&b).into_owned()),
         envelope(),
         // A valid envelope cut short or with a byte flipped.
-        (envelope(), any::<usize>()).prop_map(|(e, cut)| { let n = cut % (e.len() + 1); e.chars().take(n).collect() }),
+        (envelope(), any::<usize>()).prop_map(|(e, cut)| {
+            let n = cut % (e.len() + 1);
+            e.chars().take(n).collect()
+        }),
     ]
 }
 

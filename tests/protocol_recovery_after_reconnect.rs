@@ -185,10 +185,16 @@ fn joining_during_a_publish_storm_loses_and_doubles_nothing() {
                         Frame::Json(v) if v["type"] == "ack" && v["id"] == id.as_str() => {
                             assert!(!acked);
                             assert_eq!(v["payload"]["recovered"], true, "{v}");
-                            assert_eq!(v["payload"]["seq"].as_u64(), Some(expected - 1), "ack after the replay");
+                            assert_eq!(
+                                v["payload"]["seq"].as_u64(),
+                                Some(expected - 1),
+                                "ack after the replay"
+                            );
                             acked = true;
                         }
-                        Frame::Json(v) => assert!(v["type"].as_str().is_some_and(|t| t.starts_with("presence:")), "{v}"),
+                        Frame::Json(v) => {
+                            assert!(v["type"].as_str().is_some_and(|t| t.starts_with("presence:")), "{v}")
+                        }
                         other => panic!("{other:?}"),
                     }
                 }

@@ -17,7 +17,10 @@ fn connected_is_the_first_frame_and_describes_the_server() {
     assert!(first["ts"].as_u64().is_some());
     let p = &first["payload"];
     assert!(p["clientId"].as_str().is_some_and(|id| !id.is_empty()), "{p}");
-    assert_eq!((p["protocol"].clone(), p["heartbeatMs"].clone(), p["maxMessageBytes"].clone()), (json!(1), json!(12000), json!(5000)));
+    assert_eq!(
+        (p["protocol"].clone(), p["heartbeatMs"].clone(), p["maxMessageBytes"].clone()),
+        (json!(1), json!(12000), json!(5000))
+    );
 }
 
 #[test]
@@ -90,7 +93,10 @@ fn publish_reaches_the_others_with_seq_and_from_and_the_sender_only_with_echo() 
     let own = b.json();
     assert_eq!((own["type"].clone(), own["payload"]["seq"].clone()), (json!("room:message"), json!(2)));
     let ack = b.json();
-    assert_eq!((ack["type"].clone(), ack["id"].clone(), ack["payload"]["seq"].clone()), (json!("ack"), json!(id), json!(2)));
+    assert_eq!(
+        (ack["type"].clone(), ack["id"].clone(), ack["payload"]["seq"].clone()),
+        (json!("ack"), json!(id), json!(2))
+    );
     assert_eq!(a.json()["payload"]["data"], json!([1, 2]));
 }
 
@@ -206,7 +212,9 @@ fn concurrent_publishers_are_seen_in_one_gapless_seq_order() {
     let mut seqs = Vec::new();
     while seqs.len() < 3 * per_publisher {
         match watcher.frame() {
-            Frame::Json(v) if v["type"] == "room:message" => seqs.push(v["payload"]["seq"].as_u64().unwrap_or(0)),
+            Frame::Json(v) if v["type"] == "room:message" => {
+                seqs.push(v["payload"]["seq"].as_u64().unwrap_or(0))
+            }
             Frame::Json(_) => {}
             other => panic!("unexpected {other:?}"),
         }

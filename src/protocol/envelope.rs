@@ -262,7 +262,10 @@ fn room_field(p: &mut Map<String, Value>) -> Result<String, ErrorReply> {
 /// characters is `bad_request`.
 pub fn check_room(room: String) -> Result<String, ErrorReply> {
     if room.len() > MAX_ROOM_LEN {
-        return Err(ErrorReply::new(ErrorCode::TooLarge, format!("room name is longer than {MAX_ROOM_LEN} bytes")));
+        return Err(ErrorReply::new(
+            ErrorCode::TooLarge,
+            format!("room name is longer than {MAX_ROOM_LEN} bytes"),
+        ));
     }
     if !is_valid_room(&room) {
         return Err(ErrorReply::new(
@@ -284,8 +287,9 @@ mod tests {
 
     #[test]
     fn a_publish_parses() {
-        let r = parse_text(r#"{"type":"room:publish","id":"c1","payload":{"room":"a","data":[1],"echo":true}}"#)
-            .unwrap();
+        let r =
+            parse_text(r#"{"type":"room:publish","id":"c1","payload":{"room":"a","data":[1],"echo":true}}"#)
+                .unwrap();
         assert_eq!(r.id.as_deref(), Some("c1"));
         assert_eq!(r.kind, RequestKind::Publish { room: "a".into(), data: json!([1]), echo: true });
     }
@@ -300,13 +304,20 @@ mod tests {
         assert_eq!(code(r#"{"id":5,"type":"ping"}"#), (ErrorCode::BadRequest, None));
         let long_id = format!(r#"{{"id":"{}","type":"ping"}}"#, "i".repeat(65));
         assert_eq!(code(&long_id), (ErrorCode::TooLarge, None));
-        let long_room = format!(r#"{{"id":"x","type":"room:join","payload":{{"room":"{}"}}}}"#, "r".repeat(129));
+        let long_room =
+            format!(r#"{{"id":"x","type":"room:join","payload":{{"room":"{}"}}}}"#, "r".repeat(129));
         assert_eq!(code(&long_room), (ErrorCode::TooLarge, Some("x".into())));
         assert_eq!(code(r#"{"type":"room:join","payload":{"room":""}}"#).0, ErrorCode::BadRequest);
-        assert_eq!(code(r#"{"type":"room:join","payload":{"room":"a","since":-1}}"#).0, ErrorCode::BadRequest);
+        assert_eq!(
+            code(r#"{"type":"room:join","payload":{"room":"a","since":-1}}"#).0,
+            ErrorCode::BadRequest
+        );
         assert_eq!(code(r#"{"type":"room:join","payload":"a"}"#).0, ErrorCode::BadRequest);
         assert_eq!(code(r#"{"type":"room:publish","payload":{"room":"a"}}"#).0, ErrorCode::BadRequest);
-        assert_eq!(code(r#"{"type":"room:publish","payload":{"room":"a","data":1,"echo":1}}"#).0, ErrorCode::BadRequest);
+        assert_eq!(
+            code(r#"{"type":"room:publish","payload":{"room":"a","data":1,"echo":1}}"#).0,
+            ErrorCode::BadRequest
+        );
     }
 
     #[test]

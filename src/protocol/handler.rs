@@ -8,7 +8,10 @@
 //! commands in order.
 
 use std::collections::{BTreeSet, HashMap};
-use std::sync::atomic::{AtomicBool, Ordering::{Relaxed, SeqCst}};
+use std::sync::atomic::{
+    AtomicBool,
+    Ordering::{Relaxed, SeqCst},
+};
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -17,7 +20,9 @@ use serde_json::{json, Value};
 
 use super::binary::{self, parse_binary};
 use super::config::ProtocolConfig;
-use super::envelope::{self, ack, frame, frame_at, now_ms, parse_text, ErrorCode, ErrorReply, Request, RequestKind};
+use super::envelope::{
+    self, ack, frame, frame_at, now_ms, parse_text, ErrorCode, ErrorReply, Request, RequestKind,
+};
 use super::http;
 use super::metrics::Metrics;
 use super::rate_limit::{RateLimiter, Verdict};
@@ -120,7 +125,8 @@ impl Handler for ProtocolHandler {
         // the 101; for now only the drain announcement refuses.
         if self.shared.draining.load(SeqCst) {
             return Upgrade::Reject(
-                HttpResponse::new(503, "text/plain; charset=utf-8", "draining\n").with_header("Retry-After", "5"),
+                HttpResponse::new(503, "text/plain; charset=utf-8", "draining\n")
+                    .with_header("Retry-After", "5"),
             );
         }
         Upgrade::Accept { subprotocol: choose_subprotocol(&request.subprotocols()) }
@@ -162,7 +168,8 @@ impl Handler for ProtocolHandler {
                     Message::Text(t) => envelope::peek_id(t),
                     Message::Binary(_) => None,
                 };
-                let e = ErrorReply { id, code: ErrorCode::RateLimited, message: "rate limit exceeded".into() };
+                let e =
+                    ErrorReply { id, code: ErrorCode::RateLimited, message: "rate limit exceeded".into() };
                 let _ = server.send(conn, e.to_text());
                 return;
             }
@@ -176,7 +183,9 @@ impl Handler for ProtocolHandler {
         let mut session = Session { shared: &self.shared, server, conn, state: &mut state };
         let reply = match &message {
             Message::Text(text) => parse_text(text).and_then(|r| session.handle(r)),
-            Message::Binary(bytes) => parse_binary(bytes).and_then(|p| session.publish_binary(&p.room, p.body)),
+            Message::Binary(bytes) => {
+                parse_binary(bytes).and_then(|p| session.publish_binary(&p.room, p.body))
+            }
         };
         match reply {
             Ok(Some(text)) => {
@@ -274,7 +283,8 @@ impl Session<'_> {
             }
             // From here on the join has happened: a failed send means the
             // connection or the server is going away, and on_close cleans up.
-            let mut payload = json!({"room": room, "seq": r.seq, "members": r.members.len(), "epoch": r.epoch});
+            let mut payload =
+                json!({"room": room, "seq": r.seq, "members": r.members.len(), "epoch": r.epoch});
             if let Some(since) = since {
                 let max_replay = (server.config().outbound_queue / 2).max(1);
                 let recovery = r.recover(since, epoch, max_replay);
@@ -315,7 +325,8 @@ impl Session<'_> {
 
     fn publish(&mut self, room: &str, data: &Value, echo: bool) -> Result<u64, ErrorReply> {
         self.require_member(room)?;
-        let (server, conn, from, config) = (self.server, self.conn, &self.state.client_id, &self.shared.config);
+        let (server, conn, from, config) =
+            (self.server, self.conn, &self.state.client_id, &self.shared.config);
         let ts = now_ms();
         let published = self.shared.rooms.with_room(room, true, |r| {
             let (seq, message) = r.publish(config.history_size, config.history_ttl, Instant::now(), |seq| {
@@ -349,7 +360,8 @@ impl Session<'_> {
 
     fn typing(&mut self, room: &str, active: bool) -> Result<(), ErrorReply> {
         self.require_member(room)?;
-        let event = frame("typing", None, json!({"room": room, "clientId": self.state.client_id, "active": active}));
+        let event =
+            frame("typing", None, json!({"room": room, "clientId": self.state.client_id, "active": active}));
         self.server.broadcast(room, event, Some(self.conn)).map_err(internal)
     }
 }

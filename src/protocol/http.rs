@@ -15,12 +15,15 @@ pub(crate) fn route(shared: &Shared, server: &ServerHandle, request: &RequestInf
     match request.path.as_str() {
         "/healthz" => {
             if server.is_draining() || shared.draining.load(SeqCst) {
-                HttpResponse::new(503, "text/plain; charset=utf-8", "draining\n").with_header("Retry-After", "5")
+                HttpResponse::new(503, "text/plain; charset=utf-8", "draining\n")
+                    .with_header("Retry-After", "5")
             } else {
                 HttpResponse::new(200, "text/plain; charset=utf-8", "ok\n")
             }
         }
-        "/metrics" => HttpResponse::new(200, "text/plain; version=0.0.4; charset=utf-8", shared.metrics.render(server)),
+        "/metrics" => {
+            HttpResponse::new(200, "text/plain; version=0.0.4; charset=utf-8", shared.metrics.render(server))
+        }
         "/" => HttpResponse::new(200, "text/html; charset=utf-8", DEMO_PAGE),
         "/client.js" => HttpResponse::new(200, "text/javascript; charset=utf-8", CLIENT_JS),
         path if path == server.config().path => {

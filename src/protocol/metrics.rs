@@ -36,7 +36,12 @@ impl Metrics {
         };
         let one = |v: u64| [(String::new(), v)];
         metric("wshub_connections", "gauge", "Open WebSocket connections.", &one(s.connections));
-        metric("wshub_connections_total", "counter", "WebSocket connections opened.", &one(s.connections_total));
+        metric(
+            "wshub_connections_total",
+            "counter",
+            "WebSocket connections opened.",
+            &one(s.connections_total),
+        );
         metric("wshub_rooms", "gauge", "Rooms with at least one member.", &one(rooms as u64));
         metric("wshub_messages_in_total", "counter", "Data messages received.", &one(s.messages_in));
         metric("wshub_messages_out_total", "counter", "Data frames sent.", &one(s.messages_out));
@@ -51,12 +56,8 @@ impl Metrics {
                 (r#"{reason="rate_limited"}"#.to_owned(), self.rate_limited.load(Relaxed)),
             ],
         );
-        let codes: Vec<_> = self
-            .disconnects
-            .lock()
-            .iter()
-            .map(|(code, n)| (format!("{{code=\"{code}\"}}"), *n))
-            .collect();
+        let codes: Vec<_> =
+            self.disconnects.lock().iter().map(|(code, n)| (format!("{{code=\"{code}\"}}"), *n)).collect();
         metric("wshub_disconnects_total", "counter", "Closed WebSocket connections, by close code.", &codes);
         let rejects: Vec<_> = s
             .handshake_rejects_by_status

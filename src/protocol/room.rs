@@ -66,7 +66,13 @@ impl RoomState {
     }
 
     /// Assigns the next seq and records `message` (built by `make` from that seq).
-    pub fn publish(&mut self, limit: usize, ttl: Duration, now: Instant, make: impl FnOnce(u64) -> Message) -> (u64, Message) {
+    pub fn publish(
+        &mut self,
+        limit: usize,
+        ttl: Duration,
+        now: Instant,
+        make: impl FnOnce(u64) -> Message,
+    ) -> (u64, Message) {
         self.seq += 1;
         let message = make(self.seq);
         if limit > 0 {
@@ -86,7 +92,8 @@ impl RoomState {
         let oldest = self.history.front().map_or(self.seq + 1, |e| e.seq);
         let missed = self.history.iter().filter(|e| e.seq > since).count();
         let skip = missed.saturating_sub(max_replay);
-        let replay = self.history.iter().filter(|e| e.seq > since).skip(skip).map(|e| e.message.clone()).collect();
+        let replay =
+            self.history.iter().filter(|e| e.seq > since).skip(skip).map(|e| e.message.clone()).collect();
         Recovery { replay, recovered: oldest <= since + 1 && skip == 0 }
     }
 

@@ -49,7 +49,8 @@ impl Wshub {
 
     /// Sends SIGTERM to this process only.
     pub fn sigterm(&self) {
-        let status = Command::new("kill").args(["-TERM", &self.child.id().to_string()]).status().expect("kill");
+        let status =
+            Command::new("kill").args(["-TERM", &self.child.id().to_string()]).status().expect("kill");
         assert!(status.success());
     }
 
@@ -99,10 +100,8 @@ impl Client {
             request.headers_mut().insert("Sec-WebSocket-Protocol", offer);
         }
         let (ws, response) = tungstenite::client::client(request, stream).expect("handshake");
-        let subprotocol = response
-            .headers()
-            .get("Sec-WebSocket-Protocol")
-            .map(|v| v.to_str().expect("ascii").to_owned());
+        let subprotocol =
+            response.headers().get("Sec-WebSocket-Protocol").map(|v| v.to_str().expect("ascii").to_owned());
         Client { ws, subprotocol, next_id: 0 }
     }
 
