@@ -18,6 +18,7 @@ use std::time::Instant;
 use parking_lot::Mutex;
 use serde_json::{json, Value};
 
+use super::admission;
 use super::binary::{self, parse_binary};
 use super::config::ProtocolConfig;
 use super::envelope::{
@@ -121,15 +122,10 @@ pub fn choose_subprotocol(offered: &[String]) -> Option<String> {
 
 impl Handler for ProtocolHandler {
     fn on_upgrade(&self, _server: &ServerHandle, _conn: ConnId, request: &RequestInfo) -> Upgrade {
-        // Admission (token auth, Origin allow-list, per-IP caps) goes here, before
-        // the 101; for now only the drain announcement refuses.
-        if self.shared.draining.load(SeqCst) {
-            return Upgrade::Reject(
-                HttpResponse::new(503, "text/plain; charset=utf-8", "draining\n")
-                    .with_header("Retry-After", "5"),
-            );
+        match admission::admit(&self.shared.draining, request) {
+            Ok(()) => Upgrade::Accept { subprotocol: choose_subprotocol(&request.subprotocols()) },
+            Err(refusal) => Upgrade::Reject(refusal),
         }
-        Upgrade::Accept { subprotocol: choose_subprotocol(&request.subprotocols()) }
     }
 
     fn on_http(&self, server: &ServerHandle, request: &RequestInfo) -> HttpResponse {

@@ -2,10 +2,11 @@
 //! layer on top of the engine: a [`Handler`](crate::Handler) implementation,
 //! not part of the engine.
 //!
-//! A message's path: [`envelope`] or [`binary`] parses it, `rate_limit`
+//! An upgrade passes `admission` first. A message's path: [`envelope`] or [`binary`] parses it, `rate_limit`
 //! decides whether it is served, `handler` acts on it, `room` keeps each room's
 //! seq, history and presence, `http` and `metrics` answer the plain HTTP routes.
 
+mod admission;
 pub mod binary;
 mod config;
 pub mod envelope;
