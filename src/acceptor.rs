@@ -10,7 +10,6 @@ use std::time::Duration;
 use crate::connection::{reader, ConnShared};
 use crate::ffi::pthread;
 use crate::server::ServerHandle;
-use crate::stats::Stats;
 
 /// Connections allowed to be in their handshake beyond `max_connections`, so
 /// over-limit clients get their 503 instead of a reset.
@@ -37,7 +36,7 @@ pub(crate) fn run(server: ServerHandle, listener: Arc<TcpListener>) {
         }
         if inner.live_connections() >= limit {
             log::warn!("{remote}: {limit} connections already in progress; dropping");
-            Stats::add(&inner.stats.handshake_rejects, 1);
+            inner.stats.count_reject(0);
             continue;
         }
         let conn = Arc::new(ConnShared::new(inner.next_conn_id(), remote, stream));

@@ -6,6 +6,8 @@
 //! calling the [`Handler`]; [`ServerHandle`] turns a send, join or broadcast into
 //! a command for the `hub` thread, which tracks [`rooms`] and pushes frames
 //! (`frame`) to each member's queue; `connection::writer` writes them out.
+//! [`protocol`] is wire protocol v1 (rooms with seq and recovery, presence, HTTP
+//! routes) as one [`Handler`] on top of all that.
 #![warn(missing_docs)]
 
 mod acceptor;
@@ -20,6 +22,7 @@ pub mod fuzzing;
 mod handler;
 mod handshake;
 mod hub;
+pub mod protocol;
 pub mod rooms;
 mod server;
 mod stats;

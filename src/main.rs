@@ -1,16 +1,22 @@
 //! The `wshub` binary: the engine behind a command line.
 //!
-//! `wshub` alone serves room chat on `ws://127.0.0.1:9001/ws?room=NAME`;
+//! `wshub` alone serves wire protocol v1 (`docs/protocol.md`) on
+//! `ws://127.0.0.1:9001/ws`, with `/healthz`, `/metrics` and a demo page at `/`;
 //! `wshub --echo` echoes every message (the conformance target).
+//!
+//! Settings come from, by priority: flags given on the command line, the
+//! `--config` TOML file, the defaults of [`Config`] and [`ProtocolConfig`].
 
-use std::collections::HashMap;
 use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::time::Duration;
 
-use clap::Parser;
-use parking_lot::Mutex;
-use wshub::{ConnId, Config, EchoHandler, Handler, Message, RequestInfo, Server, ServerHandle};
+use clap::parser::ValueSource;
+use clap::{ArgMatches, CommandFactory, FromArgMatches, Parser};
+use serde::Deserialize;
+use wshub::protocol::{ProtocolConfig, ProtocolHandler};
+use wshub::{Config, EchoHandler, Server};
 
 /// A thread-per-connection WebSocket server with rooms.
 #[derive(Debug, Parser)]
@@ -19,7 +25,11 @@ struct Cli {
     /// Address to listen on (port 0 picks a free port; the real address is printed).
     #[arg(long, default_value = "127.0.0.1:9001")]
     bind: SocketAddr,
-    /// Echo every text and binary message back to its sender instead of room chat.
+    /// TOML file with settings (keys are the flag names with `_`, e.g.
+    /// `rate_limit = 50`); flags given on the command line override it.
+    #[arg(long, value_name = "PATH")]
+    config: Option<PathBuf>,
+    /// Echo every text and binary message back to its sender instead of serving the protocol.
     #[arg(long)]
     echo: bool,
     /// Request path that upgrades to WebSocket.
@@ -64,16 +74,128 @@ struct Cli {
     /// Commands that may wait in the room hub's queue.
     #[arg(long, default_value_t = Config::default().hub_queue)]
     hub_queue: usize,
+    /// Messages per second one client may send (token bucket); 0 turns the limit off.
+    #[arg(long, value_name = "MSGS_PER_S", default_value_t = ProtocolConfig::default().rate_limit)]
+    rate_limit: u32,
+    /// Messages a client may send in a burst before the rate applies.
+    #[arg(long, value_name = "N", default_value_t = ProtocolConfig::default().rate_burst)]
+    rate_burst: u32,
+    /// Messages each room keeps for recovery (0 keeps none).
+    #[arg(long, default_value_t = ProtocolConfig::default().history_size)]
+    history_size: usize,
+    /// Milliseconds each room keeps a message for recovery.
+    #[arg(long, default_value_t = ms(ProtocolConfig::default().history_ttl))]
+    history_ttl_ms: u64,
+    /// Milliseconds between a stop signal and the stop, while /healthz answers 503
+    /// and new upgrades are refused (lets a load balancer notice).
+    #[arg(long, default_value_t = 0)]
+    drain_delay_ms: u64,
     /// Log level: off, error, warn, info, debug, trace.
     #[arg(long, default_value = "info")]
     log_level: log::LevelFilter,
+}
+
+/// The `--config` file: every setting optional, unknown keys refused.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FileConfig {
+    bind: Option<SocketAddr>,
+    echo: Option<bool>,
+    path: Option<String>,
+    max_message_size: Option<usize>,
+    outbound_queue: Option<usize>,
+    heartbeat_ms: Option<u64>,
+    idle_timeout_ms: Option<u64>,
+    max_connections: Option<usize>,
+    reader_stack_size: Option<usize>,
+    writer_stack_size: Option<usize>,
+    read_buffer_size: Option<usize>,
+    write_buffer_size: Option<usize>,
+    handshake_timeout_ms: Option<u64>,
+    close_timeout_ms: Option<u64>,
+    shutdown_timeout_ms: Option<u64>,
+    hub_queue: Option<usize>,
+    rate_limit: Option<u32>,
+    rate_burst: Option<u32>,
+    history_size: Option<usize>,
+    history_ttl_ms: Option<u64>,
+    drain_delay_ms: Option<u64>,
+    log_level: Option<String>,
+}
+
+impl FileConfig {
+    fn load(path: &Path) -> Result<Self, String> {
+        let text =
+            std::fs::read_to_string(path).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+        toml::from_str(&text).map_err(|e| format!("{}: {e}", path.display()))
+    }
 }
 
 fn ms(d: Duration) -> u64 {
     d.as_millis() as u64
 }
 
+/// Takes the file's value unless the flag was given on the command line.
+fn set<T>(matches: &ArgMatches, id: &str, field: &mut T, from_file: T) {
+    if matches.value_source(id) != Some(ValueSource::CommandLine) {
+        *field = from_file;
+    }
+}
+
 impl Cli {
+    /// Parses the command line and lays it over the config file: a flag given
+    /// explicitly wins, then the file, then the flag's default.
+    fn load() -> Result<Cli, String> {
+        let matches = Cli::command().get_matches();
+        let mut cli = Cli::from_arg_matches(&matches).map_err(|e| e.to_string())?;
+        let Some(path) = cli.config.clone() else { return Ok(cli) };
+        let file = FileConfig::load(&path)?;
+        let m = &matches;
+        macro_rules! merge {
+            ($($field:ident),*) => {$(
+                if let Some(v) = file.$field { set(m, stringify!($field), &mut cli.$field, v); }
+            )*};
+        }
+        merge!(
+            bind,
+            echo,
+            path,
+            max_message_size,
+            outbound_queue,
+            heartbeat_ms,
+            idle_timeout_ms,
+            max_connections,
+            reader_stack_size,
+            writer_stack_size,
+            read_buffer_size,
+            write_buffer_size,
+            handshake_timeout_ms,
+            close_timeout_ms,
+            shutdown_timeout_ms,
+            hub_queue,
+            rate_limit,
+            rate_burst,
+            history_size,
+            history_ttl_ms,
+            drain_delay_ms
+        );
+        if let Some(level) = file.log_level {
+            let level = level
+                .parse()
+                .map_err(|_| format!("{}: log_level: unknown level {level:?}", path.display()))?;
+            set(m, "log_level", &mut cli.log_level, level);
+        }
+        Ok(cli)
+    }
+
+    fn protocol_config(&self) -> ProtocolConfig {
+        ProtocolConfig::default()
+            .rate_limit(self.rate_limit)
+            .rate_burst(self.rate_burst)
+            .history_size(self.history_size)
+            .history_ttl(Duration::from_millis(self.history_ttl_ms))
+    }
+
     fn config(&self) -> Config {
         Config::default()
             .bind(self.bind)
@@ -94,46 +216,14 @@ impl Cli {
     }
 }
 
-/// Room chat: a client joins the room named by `?room=` (default `lobby`);
-/// each message goes to the room's other members; joins and leaves are announced.
-#[derive(Default)]
-struct Chat {
-    room_of: Mutex<HashMap<ConnId, String>>,
-}
-
-impl Chat {
-    fn announce(server: &ServerHandle, room: &str, conn: ConnId, event: &str) {
-        let text = serde_json::json!({ "event": event, "room": room, "conn": conn }).to_string();
-        let _ = server.broadcast(room, text, Some(conn));
-    }
-}
-
-impl Handler for Chat {
-    fn on_connect(&self, server: &ServerHandle, conn: ConnId, request: &RequestInfo) {
-        let room = request
-            .query_param("room")
-            .filter(|r| wshub::rooms::is_valid_room(r))
-            .unwrap_or_else(|| "lobby".to_owned());
-        let _ = server.join(conn, &room);
-        Chat::announce(server, &room, conn, "join");
-        self.room_of.lock().insert(conn, room);
-    }
-
-    fn on_message(&self, server: &ServerHandle, conn: ConnId, message: Message) {
-        if let Some(room) = self.room_of.lock().get(&conn).cloned() {
-            let _ = server.broadcast(&room, message, Some(conn));
-        }
-    }
-
-    fn on_close(&self, server: &ServerHandle, conn: ConnId, _code: u16, _reason: &str) {
-        if let Some(room) = self.room_of.lock().remove(&conn) {
-            Chat::announce(server, &room, conn, "leave");
-        }
-    }
-}
-
 fn main() -> ExitCode {
-    let cli = Cli::parse();
+    let cli = match Cli::load() {
+        Ok(cli) => cli,
+        Err(e) => {
+            eprintln!("wshub: {e}");
+            return ExitCode::from(2);
+        }
+    };
     let _ = simplelog::TermLogger::init(
         cli.log_level,
         simplelog::Config::default(),
@@ -151,11 +241,9 @@ fn main() -> ExitCode {
         }
     };
     let config = cli.config();
-    let started = if cli.echo {
-        Server::start(config, EchoHandler)
-    } else {
-        Server::start(config, Chat::default())
-    };
+    let protocol = ProtocolHandler::new(cli.protocol_config());
+    let started =
+        if cli.echo { Server::start(config, EchoHandler) } else { Server::start(config, protocol.clone()) };
     let server = match started {
         Ok(s) => s,
         Err(e) => {
@@ -167,6 +255,10 @@ fn main() -> ExitCode {
     println!("wshub listening on {}", server.local_addr());
     if let Some(signal) = signals.forever().next() {
         log::info!("signal {signal}: stopping gracefully");
+    }
+    if cli.drain_delay_ms > 0 {
+        protocol.begin_drain();
+        std::thread::sleep(Duration::from_millis(cli.drain_delay_ms));
     }
     server.stop();
     ExitCode::SUCCESS

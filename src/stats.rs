@@ -1,6 +1,9 @@
 //! Counters every part of the engine bumps; read as a [`StatsSnapshot`].
 
+use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+
+use parking_lot::Mutex;
 
 /// Live counters, shared by every thread of one server.
 #[derive(Debug, Default)]
@@ -14,6 +17,8 @@ pub(crate) struct Stats {
     pub write_batches: AtomicU64,
     pub dropped_slow_consumer: AtomicU64,
     pub handshake_rejects: AtomicU64,
+    /// `handshake_rejects` split by HTTP status (0: dropped without a response).
+    pub handshake_rejects_by_status: Mutex<BTreeMap<u16, u64>>,
     pub queue_depth_max: AtomicU64,
 }
 
@@ -39,6 +44,10 @@ pub struct StatsSnapshot {
     pub dropped_slow_consumer: u64,
     /// Requests answered with an HTTP error instead of an upgrade.
     pub handshake_rejects: u64,
+    /// [`handshake_rejects`](Self::handshake_rejects) by HTTP status, ascending;
+    /// status 0 counts connections dropped without a response (over the
+    /// limit of connections in progress).
+    pub handshake_rejects_by_status: Vec<(u16, u64)>,
     /// The deepest any outbound queue has been.
     pub queue_depth_max: u64,
 }
@@ -46,6 +55,12 @@ pub struct StatsSnapshot {
 impl Stats {
     pub(crate) fn add(counter: &AtomicU64, n: u64) {
         counter.fetch_add(n, Relaxed);
+    }
+
+    /// Counts one refused request under its HTTP status (0: no response).
+    pub(crate) fn count_reject(&self, status: u16) {
+        Stats::add(&self.handshake_rejects, 1);
+        *self.handshake_rejects_by_status.lock().entry(status).or_default() += 1;
     }
 
     pub(crate) fn snapshot(&self) -> StatsSnapshot {
@@ -59,6 +74,12 @@ impl Stats {
             write_batches: self.write_batches.load(Relaxed),
             dropped_slow_consumer: self.dropped_slow_consumer.load(Relaxed),
             handshake_rejects: self.handshake_rejects.load(Relaxed),
+            handshake_rejects_by_status: self
+                .handshake_rejects_by_status
+                .lock()
+                .iter()
+                .map(|(status, n)| (*status, *n))
+                .collect(),
             queue_depth_max: self.queue_depth_max.load(Relaxed),
         }
     }

@@ -80,7 +80,7 @@ type Ws<'a> = WebSocket<ReaderIo<'a>>;
 fn upgrade<'a>(server: &ServerHandle, conn: &'a ConnShared) -> Option<(Ws<'a>, handshake::Request)> {
     let inner = server.inner();
     let reject = |response: &HttpResponse, head_only: bool| {
-        Stats::add(&inner.stats.handshake_rejects, 1);
+        inner.stats.count_reject(response.status);
         handshake::respond_and_close(&conn.stream, response, head_only);
     };
     let mut request = match handshake::read_request(&conn.stream, conn.remote) {

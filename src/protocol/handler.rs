@@ -1,0 +1,363 @@
+//! [`ProtocolHandler`]: the wire protocol v1 as an engine [`Handler`].
+//!
+//! It owns each connection's protocol state (clientId, joined rooms, rate
+//! limiter) and drives the rooms' state in `room.rs`. The engine's hub still
+//! does all delivery; the rule that keeps `seq` order equal to delivery order:
+//! every `broadcast` of a seq'd message, and every join with its replay and ack,
+//! is issued while holding that room's lock, and the hub applies one thread's
+//! commands in order.
+
+use std::collections::{BTreeSet, HashMap};
+use std::sync::atomic::{
+    AtomicBool,
+    Ordering::{Relaxed, SeqCst},
+};
+use std::sync::Arc;
+use std::time::Instant;
+
+use parking_lot::Mutex;
+use serde_json::{json, Value};
+
+use super::admission;
+use super::binary::{self, parse_binary};
+use super::config::ProtocolConfig;
+use super::envelope::{
+    self, ack, frame, frame_at, now_ms, parse_text, ErrorCode, ErrorReply, Request, RequestKind,
+};
+use super::http;
+use super::metrics::Metrics;
+use super::rate_limit::{RateLimiter, Verdict};
+use super::room::RoomTable;
+use crate::handler::{ConnId, Handler, HttpResponse, Message, RequestInfo, Upgrade};
+use crate::server::ServerHandle;
+
+/// The subprotocols of PROTOCOL.md; both accept text and binary frames.
+pub const SUBPROTOCOLS: [&str; 2] = ["wshub.v1.json", "wshub.v1.bin"];
+
+/// Serves wire protocol v1 (rooms with seq, history and recovery, presence,
+/// typing, ping, binary publishes) and the HTTP routes (`/healthz`,
+/// `/metrics`, `/`, `/client.js`) on top of the engine.
+///
+/// Cloning is cheap and every clone is the same handler, so an embedder can
+/// keep one (e.g. to call [`begin_drain`](Self::begin_drain)) after giving
+/// another to [`Server::start`](crate::Server::start).
+///
+/// ```no_run
+/// use wshub::protocol::{ProtocolConfig, ProtocolHandler};
+/// let handler = ProtocolHandler::new(ProtocolConfig::default());
+/// let server = wshub::Server::start(wshub::Config::default(), handler.clone()).unwrap();
+/// # server.stop();
+/// ```
+#[derive(Clone)]
+pub struct ProtocolHandler {
+    shared: Arc<Shared>,
+}
+
+impl std::fmt::Debug for ProtocolHandler {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ProtocolHandler").field("config", &self.shared.config).finish()
+    }
+}
+
+/// The state every clone of one handler shares.
+pub(crate) struct Shared {
+    config: ProtocolConfig,
+    rooms: RoomTable,
+    conns: Mutex<HashMap<ConnId, Arc<Mutex<ConnState>>>>,
+    pub metrics: Metrics,
+    pub draining: AtomicBool,
+}
+
+/// One connection's protocol state. Only its own reader thread touches it.
+struct ConnState {
+    client_id: String,
+    rooms: BTreeSet<String>,
+    limiter: RateLimiter,
+    /// Closed for abuse: later messages are ignored.
+    closed: bool,
+}
+
+impl ProtocolHandler {
+    /// A handler with these settings.
+    pub fn new(config: ProtocolConfig) -> Self {
+        ProtocolHandler {
+            shared: Arc::new(Shared {
+                config,
+                rooms: RoomTable::new(),
+                conns: Mutex::new(HashMap::new()),
+                metrics: Metrics::default(),
+                draining: AtomicBool::new(false),
+            }),
+        }
+    }
+
+    /// The settings it runs with.
+    pub fn config(&self) -> &ProtocolConfig {
+        &self.shared.config
+    }
+
+    /// Starts announcing the shutdown before it happens: `/healthz` answers 503
+    /// and new WebSocket upgrades get 503 with `Retry-After`, while open
+    /// connections go on. Call [`ServerHandle::stop`] after it.
+    pub fn begin_drain(&self) {
+        self.shared.draining.store(true, SeqCst);
+    }
+
+    /// The clientId of a connection: its id in decimal.
+    pub fn client_id(conn: ConnId) -> String {
+        conn.to_string()
+    }
+}
+
+impl Default for ProtocolHandler {
+    fn default() -> Self {
+        ProtocolHandler::new(ProtocolConfig::default())
+    }
+}
+
+/// Picks the first subprotocol the client offered that wshub speaks.
+pub fn choose_subprotocol(offered: &[String]) -> Option<String> {
+    offered.iter().find(|p| SUBPROTOCOLS.contains(&p.as_str())).cloned()
+}
+
+impl Handler for ProtocolHandler {
+    fn on_upgrade(&self, _server: &ServerHandle, _conn: ConnId, request: &RequestInfo) -> Upgrade {
+        match admission::admit(&self.shared.draining, request) {
+            Ok(()) => Upgrade::Accept { subprotocol: choose_subprotocol(&request.subprotocols()) },
+            Err(refusal) => Upgrade::Reject(refusal),
+        }
+    }
+
+    fn on_http(&self, server: &ServerHandle, request: &RequestInfo) -> HttpResponse {
+        http::route(&self.shared, server, request)
+    }
+
+    fn on_connect(&self, server: &ServerHandle, conn: ConnId, _request: &RequestInfo) {
+        let c = &self.shared.config;
+        let state = ConnState {
+            client_id: Self::client_id(conn),
+            rooms: BTreeSet::new(),
+            limiter: RateLimiter::new(c.rate_limit, c.rate_burst, Instant::now()),
+            closed: false,
+        };
+        let payload = json!({
+            "clientId": state.client_id,
+            "protocol": 1,
+            "heartbeatMs": server.config().heartbeat_interval.as_millis() as u64,
+            "maxMessageBytes": server.config().max_message_size,
+        });
+        self.shared.conns.lock().insert(conn, Arc::new(Mutex::new(state)));
+        let _ = server.send(conn, frame("connected", None, payload));
+    }
+
+    fn on_message(&self, server: &ServerHandle, conn: ConnId, message: Message) {
+        let Some(state) = self.shared.conns.lock().get(&conn).cloned() else { return };
+        let mut state = state.lock();
+        if state.closed {
+            return;
+        }
+        match state.limiter.check(Instant::now()) {
+            Verdict::Allow => {}
+            Verdict::Limited => {
+                self.shared.metrics.rate_limited.fetch_add(1, Relaxed);
+                let id = match &message {
+                    Message::Text(t) => envelope::peek_id(t),
+                    Message::Binary(_) => None,
+                };
+                let e =
+                    ErrorReply { id, code: ErrorCode::RateLimited, message: "rate limit exceeded".into() };
+                let _ = server.send(conn, e.to_text());
+                return;
+            }
+            Verdict::Abuse => {
+                self.shared.metrics.rate_limited.fetch_add(1, Relaxed);
+                state.closed = true;
+                let _ = server.close(conn, 1008, "rate limit abuse");
+                return;
+            }
+        }
+        let mut session = Session { shared: &self.shared, server, conn, state: &mut state };
+        let reply = match &message {
+            Message::Text(text) => parse_text(text).and_then(|r| session.handle(r)),
+            Message::Binary(bytes) => {
+                parse_binary(bytes).and_then(|p| session.publish_binary(&p.room, p.body))
+            }
+        };
+        match reply {
+            Ok(Some(text)) => {
+                let _ = server.send(conn, text);
+            }
+            Ok(None) => {}
+            Err(e) => {
+                let _ = server.send(conn, e.to_text());
+            }
+        }
+    }
+
+    fn on_close(&self, server: &ServerHandle, conn: ConnId, code: u16, _reason: &str) {
+        self.shared.metrics.count_disconnect(code);
+        let Some(state) = self.shared.conns.lock().remove(&conn) else { return };
+        let state = state.lock();
+        for room in &state.rooms {
+            self.shared.rooms.with_room(room, false, |r| {
+                r.members.remove(&conn);
+                let event = frame("presence:leave", None, json!({"room": room, "clientId": state.client_id}));
+                let _ = server.broadcast(room, event, Some(conn));
+            });
+        }
+        self.shared.rooms.sweep(self.shared.config.history_size, self.shared.config.history_ttl);
+    }
+}
+
+/// One message being handled for one connection.
+struct Session<'a> {
+    shared: &'a Shared,
+    server: &'a ServerHandle,
+    conn: ConnId,
+    state: &'a mut ConnState,
+}
+
+/// The reply to send (an ack, when the request had an id), or an error.
+type Reply = Result<Option<String>, ErrorReply>;
+
+fn internal(_: crate::Error) -> ErrorReply {
+    ErrorReply::new(ErrorCode::Internal, "the server is stopping")
+}
+
+impl Session<'_> {
+    fn handle(&mut self, request: Request) -> Reply {
+        let id = request.id.as_deref();
+        let ack_with = |payload: Value| Ok(id.map(|id| ack(id, payload)));
+        let result = match request.kind {
+            RequestKind::Join { room, since, epoch } => self.join(id, &room, since, epoch.as_deref()),
+            RequestKind::Leave { room } => self.leave(&room).and_then(|()| ack_with(json!({"room": room}))),
+            RequestKind::Publish { room, data, echo } => {
+                self.publish(&room, &data, echo).and_then(|seq| ack_with(json!({"room": room, "seq": seq})))
+            }
+            RequestKind::Typing { room, active } => {
+                self.typing(&room, active).and_then(|()| ack_with(json!({"room": room})))
+            }
+            RequestKind::PresenceGet { room } => {
+                let members = self.shared.rooms.with_room(&room, false, |r| {
+                    r.members
+                        .iter()
+                        .map(|(c, meta)| json!({"clientId": ProtocolHandler::client_id(*c), "meta": meta}))
+                        .collect::<Vec<_>>()
+                });
+                ack_with(json!({"room": room, "members": members.unwrap_or_default()}))
+            }
+            RequestKind::Ping { payload } => ack_with(payload),
+        };
+        result.map_err(|mut e| {
+            e.id = request.id.clone();
+            e
+        })
+    }
+
+    fn require_member(&self, room: &str) -> Result<(), ErrorReply> {
+        if self.state.rooms.contains(room) {
+            Ok(())
+        } else {
+            Err(ErrorReply::new(ErrorCode::Forbidden, format!("join {room:?} first")))
+        }
+    }
+
+    /// Join, presence, replay and ack, all under the room's lock: a publish that
+    /// takes the lock after us is broadcast after our ack, and one before us is
+    /// in the history we replay, so nothing is lost or doubled.
+    fn join(&mut self, id: Option<&str>, room: &str, since: Option<u64>, epoch: Option<&str>) -> Reply {
+        let (server, conn, config) = (self.server, self.conn, &self.shared.config);
+        let newly = !self.state.rooms.contains(room);
+        let client_id = self.state.client_id.clone();
+        let outcome = self.shared.rooms.with_room(room, true, |r| -> Result<(), crate::Error> {
+            r.prune(config.history_size, config.history_ttl, Instant::now());
+            if newly {
+                server.join(conn, room)?;
+                r.members.insert(conn, json!({}));
+                let event = frame("presence:join", None, json!({"room": room, "clientId": client_id}));
+                let _ = server.broadcast(room, event, Some(conn));
+            }
+            // From here on the join has happened: a failed send means the
+            // connection or the server is going away, and on_close cleans up.
+            let mut payload =
+                json!({"room": room, "seq": r.seq, "members": r.members.len(), "epoch": r.epoch});
+            if let Some(since) = since {
+                let max_replay = (server.config().outbound_queue / 2).max(1);
+                let recovery = r.recover(since, epoch, max_replay);
+                for message in recovery.replay {
+                    let _ = server.send(conn, message);
+                }
+                payload["recovered"] = Value::Bool(recovery.recovered);
+            }
+            if let Some(id) = id {
+                let _ = server.send(conn, ack(id, payload));
+            }
+            Ok(())
+        });
+        match outcome {
+            Some(Ok(())) => {
+                self.state.rooms.insert(room.to_owned());
+                Ok(None)
+            }
+            Some(Err(e)) => Err(internal(e)),
+            None => Err(ErrorReply::new(ErrorCode::Internal, "room is busy, try again")),
+        }
+    }
+
+    fn leave(&mut self, room: &str) -> Result<(), ErrorReply> {
+        if !self.state.rooms.remove(room) {
+            return Err(ErrorReply::new(ErrorCode::NotFound, format!("not in room {room:?}")));
+        }
+        let (server, conn, client_id) = (self.server, self.conn, &self.state.client_id);
+        self.shared.rooms.with_room(room, false, |r| {
+            r.members.remove(&conn);
+            let _ = server.leave(conn, room);
+            let event = frame("presence:leave", None, json!({"room": room, "clientId": client_id}));
+            let _ = server.broadcast(room, event, Some(conn));
+        });
+        self.shared.rooms.sweep(self.shared.config.history_size, self.shared.config.history_ttl);
+        Ok(())
+    }
+
+    fn publish(&mut self, room: &str, data: &Value, echo: bool) -> Result<u64, ErrorReply> {
+        self.require_member(room)?;
+        let (server, conn, from, config) =
+            (self.server, self.conn, &self.state.client_id, &self.shared.config);
+        let ts = now_ms();
+        let published = self.shared.rooms.with_room(room, true, |r| {
+            let (seq, message) = r.publish(config.history_size, config.history_ttl, Instant::now(), |seq| {
+                let payload = json!({"room": room, "seq": seq, "from": from, "data": data});
+                Message::Text(frame_at("room:message", None, payload, ts))
+            });
+            server.broadcast(room, message, if echo { None } else { Some(conn) }).map(|()| seq)
+        });
+        match published {
+            Some(Ok(seq)) => Ok(seq),
+            Some(Err(e)) => Err(internal(e)),
+            None => Err(ErrorReply::new(ErrorCode::Internal, "room is busy, try again")),
+        }
+    }
+
+    fn publish_binary(&mut self, room: &str, body: &[u8]) -> Reply {
+        self.require_member(room)?;
+        let (server, conn, config) = (self.server, self.conn, &self.shared.config);
+        let published = self.shared.rooms.with_room(room, true, |r| {
+            let (_, message) = r.publish(config.history_size, config.history_ttl, Instant::now(), |seq| {
+                Message::Binary(binary::encode_message(room, seq, body))
+            });
+            server.broadcast(room, message, Some(conn))
+        });
+        match published {
+            Some(Ok(())) => Ok(None),
+            Some(Err(e)) => Err(internal(e)),
+            None => Err(ErrorReply::new(ErrorCode::Internal, "room is busy, try again")),
+        }
+    }
+
+    fn typing(&mut self, room: &str, active: bool) -> Result<(), ErrorReply> {
+        self.require_member(room)?;
+        let event =
+            frame("typing", None, json!({"room": room, "clientId": self.state.client_id, "active": active}));
+        self.server.broadcast(room, event, Some(self.conn)).map_err(internal)
+    }
+}

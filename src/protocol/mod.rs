@@ -1,0 +1,20 @@
+//! Wire protocol v1 (`PROTOCOL.md`, documented in `docs/protocol.md`) as a
+//! layer on top of the engine: a [`Handler`](crate::Handler) implementation,
+//! not part of the engine.
+//!
+//! An upgrade passes `admission` first. A message's path: [`envelope`] or [`binary`] parses it, `rate_limit`
+//! decides whether it is served, `handler` acts on it, `room` keeps each room's
+//! seq, history and presence, `http` and `metrics` answer the plain HTTP routes.
+
+mod admission;
+pub mod binary;
+mod config;
+pub mod envelope;
+mod handler;
+mod http;
+mod metrics;
+mod rate_limit;
+mod room;
+
+pub use config::ProtocolConfig;
+pub use handler::{choose_subprotocol, ProtocolHandler, SUBPROTOCOLS};

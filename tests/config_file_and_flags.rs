@@ -1,0 +1,108 @@
+//! The binary's configuration: `--help` lists every flag, a TOML `--config`
+//! file sets values, flags given on the command line override it, unknown keys
+//! are refused with a message naming them.
+
+mod protocol_common;
+use protocol_common as common;
+
+use std::io::Read;
+use std::path::PathBuf;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use common::Wshub;
+
+/// Writes a config file unique to this test process and test.
+fn config_file(name: &str, text: &str) -> PathBuf {
+    let path = std::env::temp_dir().join(format!("wshub-test-{}-{name}.toml", std::process::id()));
+    std::fs::write(&path, text).expect("write config");
+    path
+}
+
+#[test]
+fn help_lists_every_setting() {
+    let out = Command::new(env!("CARGO_BIN_EXE_wshub")).arg("--help").output().expect("run --help");
+    assert!(out.status.success());
+    let help = String::from_utf8_lossy(&out.stdout);
+    for flag in [
+        "--bind",
+        "--config",
+        "--echo",
+        "--path",
+        "--max-message-size",
+        "--outbound-queue",
+        "--heartbeat-ms",
+        "--idle-timeout-ms",
+        "--max-connections",
+        "--rate-limit",
+        "--rate-burst",
+        "--history-size",
+        "--history-ttl-ms",
+        "--drain-delay-ms",
+        "--shutdown-timeout-ms",
+        "--log-level",
+    ] {
+        assert!(help.contains(flag), "{flag} missing from --help:\n{help}");
+    }
+}
+
+#[test]
+fn the_file_sets_values_and_explicit_flags_override_it() {
+    let path = config_file(
+        "override",
+        "heartbeat_ms = 7000\nmax_message_size = 4000\nrate_limit = 50\nhistory_size = 10\nlog_level = \"warn\"\n",
+    );
+    let p = path.to_string_lossy().into_owned();
+    let server = Wshub::start(&["--config", &p, "--heartbeat-ms", "9000"]);
+    let mut c = common::Client::connect_raw(server.addr, &[]);
+    let connected = c.json();
+    assert_eq!(connected["payload"]["heartbeatMs"], 9000, "the flag wins");
+    assert_eq!(connected["payload"]["maxMessageBytes"], 4000, "the file applies");
+    drop(server);
+
+    let defaults = Wshub::start(&[]);
+    let mut d = common::Client::connect_raw(defaults.addr, &[]);
+    let connected = d.json();
+    assert_eq!(
+        (connected["payload"]["heartbeatMs"].as_u64(), connected["payload"]["maxMessageBytes"].as_u64()),
+        (Some(30_000), Some(1 << 20))
+    );
+    let _ = std::fs::remove_file(path);
+}
+
+#[test]
+fn an_unknown_key_is_refused_with_its_name() {
+    let path = config_file("unknown", "rate_limt = 5\n");
+    let mut child = Command::new(env!("CARGO_BIN_EXE_wshub"))
+        .args(["--bind", "127.0.0.1:0", "--config"])
+        .arg(&path)
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn");
+    let deadline = Instant::now() + common::WAIT;
+    let status = loop {
+        if let Some(status) = child.try_wait().expect("try_wait") {
+            break status;
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            panic!("wshub accepted an unknown key and kept running");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    let mut err = String::new();
+    child.stderr.take().expect("stderr").read_to_string(&mut err).expect("read stderr");
+    assert_eq!(status.code(), Some(2), "{err}");
+    assert!(err.contains("rate_limt"), "{err}");
+    let _ = std::fs::remove_file(path);
+}
+
+#[test]
+fn the_example_config_file_is_valid() {
+    let example = concat!(env!("CARGO_MANIFEST_DIR"), "/docs/wshub.example.toml");
+    // --bind on the command line overrides the file's fixed port.
+    let server = Wshub::start(&["--config", example]);
+    let mut c = common::Client::connect_raw(server.addr, &[]);
+    assert_eq!(c.json()["payload"]["heartbeatMs"], 30_000);
+}

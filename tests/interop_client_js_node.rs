@@ -1,0 +1,50 @@
+//! The bundled browser client (`/client.js`), fetched from the real binary and
+//! driven by Node's built-in WebSocket: proves the client the demo page uses
+//! speaks the protocol (connect, join, presence, publish, binary, typing,
+//! errors, recovery). Needs `node` 20 or later on PATH.
+
+mod protocol_common;
+use protocol_common as common;
+
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use common::Wshub;
+
+#[test]
+fn the_bundled_client_js_runs_a_session_in_node() {
+    // Node 22+ has WebSocket built in; Node 20-21 need the flag.
+    let probe = Command::new("node").args(["-e", "process.stdout.write(typeof WebSocket)"]).output();
+    let flags: &[&str] = match probe {
+        Ok(out) if out.stdout == b"function" => &[],
+        Ok(_) => &["--experimental-websocket"],
+        Err(e) => panic!("node (20 or later) is needed for this test: {e}"),
+    };
+    let server = Wshub::start(&[]);
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/client_js_session.mjs");
+    let mut child = Command::new("node")
+        .args(flags)
+        .arg(script)
+        .arg(server.addr.to_string())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn node");
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while child.try_wait().expect("try_wait").is_none() {
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("the node session did not finish in time");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let out = child.wait_with_output().expect("node output");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success() && stdout.contains("client.js ok"),
+        "node session failed ({}):\n{stdout}\n{}",
+        out.status,
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
