@@ -11,10 +11,10 @@ use std::time::Duration;
 
 use common::*;
 
-#[test]
-fn every_function_refuses_null_stopped_and_unknown_arguments_without_crashing() {
+/// Runs one program of tests/c under the sanitizers; returns its stdout.
+fn run_c_test(name: &str) -> String {
     let build = make("tests/c", "c-api", SANITIZE);
-    let mut cmd = Command::new(build.join("bad_arguments"));
+    let mut cmd = Command::new(build.join(name));
     cmd.env("ASAN_OPTIONS", "detect_leaks=1:abort_on_error=0")
         .env("UBSAN_OPTIONS", "halt_on_error=1:print_stacktrace=1");
     let child = cmd.stdout(std::process::Stdio::piped()).stderr(std::process::Stdio::piped()).spawn().unwrap();
@@ -28,13 +28,25 @@ fn every_function_refuses_null_stopped_and_unknown_arguments_without_crashing() 
         Err(_) => {
             // SAFETY: kill(2) on the PID of the child this test started.
             unsafe { libc::kill(pid as i32, libc::SIGKILL) };
-            panic!("bad_arguments did not finish within 60 s");
+            panic!("{name} did not finish within 60 s");
         }
     };
-    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
     let stderr = String::from_utf8_lossy(&out.stderr);
-    assert_clean_exit("bad_arguments", out.status, &stderr);
-    assert!(stdout.contains("all checks passed"), "{stdout}{stderr}");
+    assert_clean_exit(name, out.status, &stderr);
+    stdout
+}
+
+#[test]
+fn every_function_refuses_null_stopped_and_unknown_arguments_without_crashing() {
+    let stdout = run_c_test("bad_arguments");
+    assert!(stdout.contains("all checks passed"), "{stdout}");
+}
+
+#[test]
+fn stop_from_inside_a_callback_neither_deadlocks_nor_uses_freed_memory() {
+    let stdout = run_c_test("stop_from_callback");
+    assert!(stdout.contains("stop from callback ok"), "{stdout}");
 }
 
 #[test]
