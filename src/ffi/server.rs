@@ -405,8 +405,10 @@ pub extern "C" fn wshub_start_polling(config: *const wshub_config, server_out: *
 /// on_close / close event); connections not finished after the shutdown
 /// timeout are cut; every wshub thread is finished when this returns, and no
 /// callback runs after it. Pull mode: events not yet taken are freed (waiting
-/// upgrades are refused with 503). The pointer is invalid afterwards. NULL is
-/// a no-op.
+/// upgrades are refused with 503). The pointer is invalid afterwards: no other
+/// application thread may be using it (e.g. blocked in `wshub_poll_event`)
+/// when this is called; use `wshub_shutdown` first to wake such threads. NULL
+/// is a no-op.
 ///
 /// From inside a callback it cannot wait for its own thread: it starts the
 /// stop and returns at once; the server is freed when the stop completes, and

@@ -111,6 +111,20 @@ static void finish_websocket(int fd) {
     }
 }
 
+/* Reads the answer to the upgrade request; checks its status line. */
+static void expect_status(int fd, const char *status_line) {
+    char response[512];
+    ssize_t n = fd < 0 ? -1 : read(fd, response, sizeof response - 1);
+    CHECK(n > 0);
+    if (n > 0) {
+        response[n] = '\0';
+        if (strncmp(response, status_line, strlen(status_line)) != 0) {
+            fprintf(stderr, "expected %s, got: %.40s\n", status_line, response);
+            failures++;
+        }
+    }
+}
+
 static int open_websocket(uint16_t port) {
     int fd = start_websocket(port);
     finish_websocket(fd);
@@ -312,6 +326,7 @@ static void polling_server(void) {
     size_t n = 0;
     int fd = -1, sock;
     CHECK_RC(wshub_config_set_bind(config, "127.0.0.1:0"), WSHUB_OK);
+    CHECK_RC(wshub_config_set_upgrade_timeout_ms(config, 1000), WSHUB_OK);
     CHECK_RC(wshub_start_polling(config, &server), WSHUB_OK);
     wshub_config_free(config);
     if (server == NULL)
@@ -358,6 +373,35 @@ static void polling_server(void) {
     CHECK(wshub_event_conn_user_data(event) == &fd);
     CHECK(wshub_event_request(event) == NULL);
     wshub_event_free(event);
+
+    /* An upgrade nobody answers is refused with 503 after the upgrade timeout;
+       answering it afterwards says so. */
+    sock = start_websocket(wshub_local_port(server));
+    expect_status(sock, "HTTP/1.1 503");
+    CHECK_RC(wshub_poll_event(server, 10000, &event), WSHUB_OK);
+    CHECK(wshub_event_get_kind(event) == WSHUB_EVENT_UPGRADE);
+    CHECK_RC(wshub_event_accept(event), WSHUB_ALREADY_ANSWERED);
+    wshub_event_free(event);
+    if (sock >= 0)
+        close(sock);
+
+    /* Freeing an unanswered upgrade event refuses it at once. */
+    sock = start_websocket(wshub_local_port(server));
+    CHECK_RC(wshub_poll_event(server, 10000, &event), WSHUB_OK);
+    CHECK(wshub_event_get_kind(event) == WSHUB_EVENT_UPGRADE);
+    wshub_event_free(event);
+    expect_status(sock, "HTTP/1.1 503");
+    if (sock >= 0)
+        close(sock);
+
+    /* A rejected upgrade gets the application's status. */
+    sock = start_websocket(wshub_local_port(server));
+    CHECK_RC(wshub_poll_event(server, 10000, &event), WSHUB_OK);
+    CHECK_RC(wshub_event_reject(event, 401), WSHUB_OK);
+    wshub_event_free(event);
+    expect_status(sock, "HTTP/1.1 401");
+    if (sock >= 0)
+        close(sock);
 
     CHECK_RC(wshub_shutdown(server), WSHUB_OK);
     CHECK_RC(wshub_poll_event(server, 0, &event), WSHUB_STOPPED);
