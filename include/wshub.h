@@ -9,8 +9,11 @@
  *    copies what it keeps.
  *  - NULL or invalid arguments return an error code (never crash); out-parameters
  *    come last and are written only on success.
- *  - Functions returning wshub_result never let a Rust panic cross into C; a
- *    panic is reported as WSHUB_PANIC.
+ *  - No Rust panic ever crosses into C: a function returning wshub_result
+ *    reports it as WSHUB_PANIC; the others return NULL or 0.
+ *  - Handles are created by *_new / wshub_start*, and freed by *_free /
+ *    wshub_stop; freeing NULL is a no-op. Using a handle after freeing it is
+ *    undefined behaviour, as with free().
  *
  * Threads and callbacks: on_upgrade, on_connect, on_message and on_close run on
  * the connection's own reader thread (one thread per connection, not the thread

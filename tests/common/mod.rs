@@ -174,7 +174,7 @@ pub type Client = WebSocket<TcpStream>;
 /// Opens a WebSocket to `path_and_query` (e.g. "/ws?room=a") with tungstenite.
 pub fn connect(port: u16, path_and_query: &str) -> Client {
     let stream = TcpStream::connect(("127.0.0.1", port)).expect("connect");
-    stream.set_read_timeout(Some(Duration::from_secs(10))).expect("read timeout");
+    stream.set_read_timeout(Some(Duration::from_secs(30))).expect("read timeout");
     let url = format!("ws://127.0.0.1:{port}{path_and_query}");
     let (ws, _) = tungstenite::client::client(url, stream).expect("WebSocket handshake");
     ws
@@ -183,7 +183,7 @@ pub fn connect(port: u16, path_and_query: &str) -> Client {
 /// The HTTP status of a refused upgrade, or None when it was accepted.
 pub fn upgrade_status(port: u16, path_and_query: &str) -> Option<u16> {
     let stream = TcpStream::connect(("127.0.0.1", port)).expect("connect");
-    stream.set_read_timeout(Some(Duration::from_secs(10))).expect("read timeout");
+    stream.set_read_timeout(Some(Duration::from_secs(30))).expect("read timeout");
     let url = format!("ws://127.0.0.1:{port}{path_and_query}");
     match tungstenite::client::client(url, stream) {
         Ok(_) => None,
