@@ -398,6 +398,15 @@ wshub_result wshub_config_set_shutdown_timeout_ms(wshub_config *config, uint64_t
 wshub_result wshub_config_set_upgrade_timeout_ms(wshub_config *config, uint64_t milliseconds);
 
 /*
+ Pull mode only: events that may wait in the queue. When it is full, a
+ connection's thread waits (and stops reading its socket, so TCP pushes back
+ on that client) until the application takes events; nothing is dropped.
+ Stopping the server wakes such threads. Must be at least 1 (checked by
+ `wshub_start_polling`). Default 65536.
+ */
+wshub_result wshub_config_set_event_queue_capacity(wshub_config *config, size_t capacity);
+
+/*
  A static, NUL-terminated English description of a `wshub_result` code
  (any number: unknown codes get a generic message). Never NULL; never free it.
  */
@@ -557,7 +566,8 @@ wshub_result wshub_start(const wshub_config *config,
  application takes with `wshub_poll_event` on its own thread(s), with
  `wshub_event_fd` for poll/select/epoll loops. Upgrades wait for the
  application's answer at most the configured upgrade timeout (then 503).
- Events queue without bound while the application does not poll.
+ At most the configured event queue capacity wait; then connection
+ threads wait for the application (`wshub_config_set_event_queue_capacity`).
  */
 wshub_result wshub_start_polling(const wshub_config *config, wshub_server **server_out);
 

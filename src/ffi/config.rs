@@ -12,6 +12,10 @@ use crate::config::Config;
 /// How long, by default, a pull-mode upgrade waits for the application's answer.
 pub(crate) const DEFAULT_UPGRADE_TIMEOUT: Duration = Duration::from_secs(10);
 
+/// How many events, by default, a pull-mode server queues before connection
+/// threads wait for the application to take some.
+pub(crate) const DEFAULT_EVENT_QUEUE_CAPACITY: usize = 65_536;
+
 /// A server configuration under construction. Create with `wshub_config_new`,
 /// adjust with the setters, pass to `wshub_start` (which copies it, so the same
 /// config may start several servers), free with `wshub_config_free`. Not
@@ -21,6 +25,8 @@ pub struct wshub_config {
     /// Pull mode only: how long a reader thread waits for the answer to an
     /// upgrade event before refusing it with 503.
     pub(crate) upgrade_timeout: Duration,
+    /// Pull mode only: events queued before connection threads wait.
+    pub(crate) event_queue_capacity: usize,
 }
 
 /// A new configuration with wshub's defaults (bind 127.0.0.1:9001, path "/ws",
@@ -31,6 +37,7 @@ pub extern "C" fn wshub_config_new() -> *mut wshub_config {
         Box::into_raw(Box::new(wshub_config {
             config: Config::default(),
             upgrade_timeout: DEFAULT_UPGRADE_TIMEOUT,
+            event_queue_capacity: DEFAULT_EVENT_QUEUE_CAPACITY,
         }))
     }
 }
@@ -211,6 +218,19 @@ pub extern "C" fn wshub_config_set_shutdown_timeout_ms(config: *mut wshub_config
 pub extern "C" fn wshub_config_set_upgrade_timeout_ms(config: *mut wshub_config, milliseconds: u64) -> wshub_result {
     ffi_boundary! {
         try_out!(config).upgrade_timeout = Duration::from_millis(milliseconds);
+        wshub_result::WSHUB_OK
+    }
+}
+
+/// Pull mode only: events that may wait in the queue. When it is full, a
+/// connection's thread waits (and stops reading its socket, so TCP pushes back
+/// on that client) until the application takes events; nothing is dropped.
+/// Stopping the server wakes such threads. Must be at least 1 (checked by
+/// `wshub_start_polling`). Default 65536.
+#[no_mangle]
+pub extern "C" fn wshub_config_set_event_queue_capacity(config: *mut wshub_config, capacity: usize) -> wshub_result {
+    ffi_boundary! {
+        try_out!(config).event_queue_capacity = capacity;
         wshub_result::WSHUB_OK
     }
 }

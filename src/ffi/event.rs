@@ -156,6 +156,8 @@ impl Answers {
 #[derive(Default)]
 struct QueueState {
     events: VecDeque<Box<wshub_event>>,
+    /// Set when the stop begins: pushes no longer wait for room.
+    stopping: bool,
     stopped: bool,
 }
 
@@ -163,12 +165,15 @@ struct QueueState {
 pub(crate) struct EventQueue {
     state: Mutex<QueueState>,
     ready: Condvar,
+    /// Signalled when an event is taken (room for a waiting pusher) or the stop begins.
+    not_full: Condvar,
+    capacity: usize,
     eventfd: OwnedFd,
     answers: Arc<Answers>,
 }
 
 impl EventQueue {
-    pub(crate) fn new() -> std::io::Result<Self> {
+    pub(crate) fn new(capacity: usize) -> std::io::Result<Self> {
         // SAFETY: eventfd takes no pointers; the result is checked before use.
         let fd = unsafe { libc::eventfd(0, libc::EFD_NONBLOCK | libc::EFD_CLOEXEC) };
         if fd < 0 {
@@ -177,6 +182,8 @@ impl EventQueue {
         Ok(EventQueue {
             state: Mutex::new(QueueState::default()),
             ready: Condvar::new(),
+            not_full: Condvar::new(),
+            capacity,
             // SAFETY: `fd` is a fresh descriptor owned by nothing else.
             eventfd: unsafe { OwnedFd::from_raw_fd(fd) },
             answers: Arc::new(Answers::default()),
@@ -197,8 +204,13 @@ impl EventQueue {
         unsafe { libc::read(self.eventfd.as_raw_fd(), (&mut count as *mut u64).cast::<c_void>(), 8) };
     }
 
+    /// Queues an event, waiting while the queue is full (back-pressure on this
+    /// connection) unless the server is stopping.
     pub(crate) fn push(&self, event: wshub_event) {
         let mut state = self.state.lock();
+        while state.events.len() >= self.capacity && !state.stopping {
+            self.not_full.wait(&mut state);
+        }
         if state.events.is_empty() {
             self.signal_fd();
         }
@@ -234,6 +246,8 @@ impl EventQueue {
     pub(crate) fn stopping(&self) {
         self.answers.state.lock().stopping = true;
         self.answers.changed.notify_all();
+        self.state.lock().stopping = true;
+        self.not_full.notify_all();
     }
 
     /// No event will be queued any more: pollers drain what is left, then get
@@ -250,6 +264,7 @@ impl EventQueue {
         let mut state = self.state.lock();
         loop {
             if let Some(event) = state.events.pop_front() {
+                self.not_full.notify_one();
                 if state.events.is_empty() && !state.stopped {
                     self.clear_fd();
                 }

@@ -380,13 +380,17 @@ pub extern "C" fn wshub_start(
 /// application takes with `wshub_poll_event` on its own thread(s), with
 /// `wshub_event_fd` for poll/select/epoll loops. Upgrades wait for the
 /// application's answer at most the configured upgrade timeout (then 503).
-/// Events queue without bound while the application does not poll.
+/// At most the configured event queue capacity wait; then connection
+/// threads wait for the application (`wshub_config_set_event_queue_capacity`).
 #[no_mangle]
 pub extern "C" fn wshub_start_polling(config: *const wshub_config, server_out: *mut *mut wshub_server) -> wshub_result {
     ffi_boundary! {
         let config = try_ref!(config);
         let server_out = try_out!(server_out);
-        let queue = match EventQueue::new() {
+        if config.event_queue_capacity == 0 {
+            return wshub_result::WSHUB_INVALID_CONFIG;
+        }
+        let queue = match EventQueue::new(config.event_queue_capacity) {
             Ok(q) => q,
             Err(_) => return wshub_result::WSHUB_IO,
         };

@@ -163,6 +163,7 @@ static void null_everything(void) {
     CHECK_RC(wshub_config_set_close_timeout_ms(NULL, 1), WSHUB_NULL_PARAMETER);
     CHECK_RC(wshub_config_set_shutdown_timeout_ms(NULL, 1), WSHUB_NULL_PARAMETER);
     CHECK_RC(wshub_config_set_upgrade_timeout_ms(NULL, 1), WSHUB_NULL_PARAMETER);
+    CHECK_RC(wshub_config_set_event_queue_capacity(NULL, 1), WSHUB_NULL_PARAMETER);
 
     /* start: NULL arguments, and invalid configurations */
     CHECK_RC(wshub_config_set_bind(config, "127.0.0.1:0"), WSHUB_OK);
@@ -174,6 +175,9 @@ static void null_everything(void) {
     CHECK_RC(wshub_config_set_path(config, "no-slash"), WSHUB_OK);
     CHECK_RC(wshub_start(config, &callbacks, NULL, &server), WSHUB_INVALID_CONFIG);
     CHECK_RC(wshub_config_set_path(config, "/ws"), WSHUB_OK);
+    CHECK_RC(wshub_config_set_event_queue_capacity(config, 0), WSHUB_OK);
+    CHECK_RC(wshub_start_polling(config, &server), WSHUB_INVALID_CONFIG);
+    CHECK_RC(wshub_config_set_event_queue_capacity(config, 8), WSHUB_OK);
     CHECK_RC(wshub_config_set_outbound_queue(config, 0), WSHUB_OK);
     CHECK_RC(wshub_start_polling(config, &server), WSHUB_INVALID_CONFIG);
     CHECK(server == NULL); /* out-parameters are written only on success */
@@ -410,10 +414,92 @@ static void polling_server(void) {
     wshub_stop(server);
 }
 
+static void sleep_ms(long ms) {
+    struct timespec t;
+    t.tv_sec = ms / 1000;
+    t.tv_nsec = (ms % 1000) * 1000000L;
+    nanosleep(&t, NULL);
+}
+
+/* Sends one masked text frame (clients must mask). */
+static void send_text(int fd, const char *text) {
+    unsigned char frame[2 + 4 + 125];
+    size_t len = strlen(text), i;
+    frame[0] = 0x81;
+    frame[1] = (unsigned char)(0x80 | len);
+    memcpy(frame + 2, "\x11\x22\x33\x44", 4);
+    for (i = 0; i < len; i++)
+        frame[6 + i] = (unsigned char)(text[i] ^ frame[2 + i % 4]);
+    CHECK(fd >= 0 && write(fd, frame, 6 + len) == (ssize_t)(6 + len));
+}
+
+/* Takes the next event, which must be a text message equal to `want`. */
+static void expect_message(wshub_server *server, const char *want) {
+    wshub_event *event = NULL;
+    size_t n = 0;
+    const uint8_t *data;
+    CHECK_RC(wshub_poll_event(server, 10000, &event), WSHUB_OK);
+    CHECK(wshub_event_get_kind(event) == WSHUB_EVENT_MESSAGE);
+    data = wshub_event_data(event, &n);
+    if (data == NULL || n != strlen(want) || memcmp(data, want, n) != 0) {
+        fprintf(stderr, "expected message %s, got %.*s\n", want, (int)n, data ? (const char *)data : "");
+        failures++;
+    }
+    wshub_event_free(event);
+}
+
+/* A full queue makes connection threads wait, loses nothing, and does not
+   keep the server from stopping. */
+static void bounded_queue(void) {
+    static const char *const texts[] = {"m0", "m1", "m2", "m3", "m4", "m5"};
+    wshub_config *config = wshub_config_new();
+    wshub_server *server = NULL;
+    wshub_event *event = NULL;
+    int sock, i, closes = 0;
+    CHECK_RC(wshub_config_set_bind(config, "127.0.0.1:0"), WSHUB_OK);
+    CHECK_RC(wshub_config_set_event_queue_capacity(config, 2), WSHUB_OK);
+    CHECK_RC(wshub_config_set_shutdown_timeout_ms(config, 500), WSHUB_OK);
+    CHECK_RC(wshub_config_set_close_timeout_ms(config, 500), WSHUB_OK);
+    CHECK_RC(wshub_start_polling(config, &server), WSHUB_OK);
+    wshub_config_free(config);
+    if (server == NULL)
+        return;
+    sock = start_websocket(wshub_local_port(server));
+    CHECK_RC(wshub_poll_event(server, 10000, &event), WSHUB_OK);
+    CHECK_RC(wshub_event_accept(event), WSHUB_OK);
+    wshub_event_free(event);
+    finish_websocket(sock);
+    CHECK_RC(wshub_poll_event(server, 10000, &event), WSHUB_OK);
+    CHECK(wshub_event_get_kind(event) == WSHUB_EVENT_CONNECT);
+    wshub_event_free(event);
+
+    /* Six messages through a queue of two, in order. */
+    for (i = 0; i < 6; i++)
+        send_text(sock, texts[i]);
+    sleep_ms(200); /* let the reader fill the queue and wait */
+    for (i = 0; i < 6; i++)
+        expect_message(server, texts[i]);
+
+    /* A reader waiting on the full queue does not hold up the stop. */
+    for (i = 0; i < 6; i++)
+        send_text(sock, texts[i]);
+    sleep_ms(200);
+    CHECK_RC(wshub_shutdown(server), WSHUB_OK);
+    for (i = 0; i < 100 && wshub_poll_event(server, 0, &event) == WSHUB_OK; i++) {
+        closes += wshub_event_get_kind(event) == WSHUB_EVENT_CLOSE;
+        wshub_event_free(event);
+    }
+    CHECK(closes == 1);
+    if (sock >= 0)
+        close(sock);
+    wshub_stop(server);
+}
+
 int main(void) {
     null_everything();
     callback_server();
     polling_server();
+    bounded_queue();
     if (failures != 0) {
         fprintf(stderr, "%d checks failed\n", failures);
         return 1;

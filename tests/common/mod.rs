@@ -209,14 +209,17 @@ pub fn next_text(ws: &mut Client) -> String {
     }
 }
 
-/// Reads until the server's close frame; returns its code.
+/// Reads until the server's close frame and sends the reply (so the server
+/// need not wait out its close timeout); returns the code.
 pub fn expect_close(ws: &mut Client) -> u16 {
     loop {
-        match ws.read() {
-            Ok(Message::Close(Some(frame))) => return u16::from(frame.code),
-            Ok(Message::Close(None)) => return 1005,
+        let code = match ws.read() {
+            Ok(Message::Close(Some(frame))) => u16::from(frame.code),
+            Ok(Message::Close(None)) => 1005,
             Ok(_) => continue,
             Err(e) => panic!("connection ended without a close frame: {e}"),
-        }
+        };
+        let _ = ws.flush();
+        return code;
     }
 }
