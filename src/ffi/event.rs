@@ -438,3 +438,75 @@ pub extern "C" fn wshub_event_reject(event: *mut wshub_event, http_status: u16) 
         try_out!(event).answer(Decision::from_status(http_status))
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// True when the queue's eventfd polls readable right now.
+    fn readable(queue: &EventQueue) -> bool {
+        let mut pfd = libc::pollfd { fd: queue.eventfd.as_raw_fd(), events: libc::POLLIN, revents: 0 };
+        // SAFETY: one valid pollfd, timeout 0.
+        let n = unsafe { libc::poll(&mut pfd, 1, 0) };
+        n == 1 && pfd.revents & libc::POLLIN != 0
+    }
+
+    fn message(conn: u64) -> wshub_event {
+        wshub_event::message(conn, b"x\0".to_vec(), 1)
+    }
+
+    #[test]
+    fn eventfd_is_readable_exactly_while_events_wait_and_after_the_stop() {
+        let queue = EventQueue::new(16).unwrap();
+        assert!(!readable(&queue));
+        queue.push(message(1));
+        queue.push(message(2));
+        assert!(readable(&queue));
+        assert_eq!(queue.poll(0).unwrap().conn, 1);
+        assert!(readable(&queue), "one event still waits");
+        assert_eq!(queue.poll(0).unwrap().conn, 2);
+        assert!(!readable(&queue));
+        assert_eq!(queue.poll(0).err(), Some(wshub_result::WSHUB_TIMEOUT));
+        queue.stopped();
+        assert!(readable(&queue), "a poll loop must notice the stop");
+        assert_eq!(queue.poll(-1).err(), Some(wshub_result::WSHUB_STOPPED));
+    }
+
+    #[test]
+    fn a_full_queue_makes_the_pusher_wait_until_an_event_is_taken() {
+        let queue = Arc::new(EventQueue::new(1).unwrap());
+        queue.push(message(1));
+        let q2 = queue.clone();
+        let pusher = std::thread::spawn(move || q2.push(message(2)));
+        std::thread::sleep(Duration::from_millis(50));
+        assert!(!pusher.is_finished(), "the second push must wait for room");
+        assert_eq!(queue.poll(1000).unwrap().conn, 1);
+        pusher.join().unwrap();
+        assert_eq!(queue.poll(1000).unwrap().conn, 2);
+    }
+
+    #[test]
+    fn the_stop_releases_a_waiting_pusher_and_refuses_waiting_upgrades() {
+        let queue = Arc::new(EventQueue::new(1).unwrap());
+        queue.push(message(1));
+        let q2 = queue.clone();
+        let pusher = std::thread::spawn(move || q2.push(message(2)));
+        let q3 = queue.clone();
+        let info = request_info();
+        let asker = std::thread::spawn(move || q3.ask_upgrade(7, wshub_request::new(&info), Duration::from_secs(30)));
+        std::thread::sleep(Duration::from_millis(50));
+        queue.stopping();
+        pusher.join().unwrap();
+        assert!(matches!(asker.join().unwrap(), Decision::Reject(503)));
+    }
+
+    fn request_info() -> crate::handler::RequestInfo {
+        crate::handler::RequestInfo {
+            remote_addr: "127.0.0.1:1".parse().unwrap(),
+            path: "/ws".into(),
+            query: String::new(),
+            headers: Vec::new(),
+            received_at: std::time::SystemTime::now(),
+        }
+    }
+}
