@@ -54,7 +54,12 @@ fn echo_server_under_valgrind_has_no_errors_and_no_leaks() {
     let (status, stderr) = program.wait(Duration::from_secs(120));
     let summary: Vec<&str> = stderr
         .lines()
-        .filter(|l| l.contains("ERROR SUMMARY") || l.contains("lost:") || l.contains("in use at exit") || l.contains("heap blocks were freed"))
+        .filter(|l| {
+            l.contains("ERROR SUMMARY")
+                || l.contains("lost:")
+                || l.contains("in use at exit")
+                || l.contains("heap blocks were freed")
+        })
         .collect();
     eprintln!("valgrind summary:\n{}", summary.join("\n"));
     assert!(stderr.contains("ERROR SUMMARY: 0 errors"), "valgrind found errors:\n{stderr}");

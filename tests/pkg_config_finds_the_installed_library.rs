@@ -62,7 +62,8 @@ fn pkg_config_flags_build_and_link_a_c_program() {
         if static_flag.is_some() {
             // Prefer the archive over the .so next to it.
             cc.arg("-Wl,-Bstatic");
-            let (libs, rest): (Vec<&str>, Vec<&str>) = flags.split_whitespace().partition(|f| *f == "-lwshub");
+            let (libs, rest): (Vec<&str>, Vec<&str>) =
+                flags.split_whitespace().partition(|f| *f == "-lwshub");
             cc.args(rest.iter().filter(|f| !f.starts_with("-l")));
             cc.args(libs).arg("-Wl,-Bdynamic").args(rest.iter().filter(|f| f.starts_with("-l")));
         } else {
@@ -70,6 +71,9 @@ fn pkg_config_flags_build_and_link_a_c_program() {
         }
         run(&mut cc);
         let out = run(Command::new(&bin).env("LD_LIBRARY_PATH", prefix.join("lib")));
-        assert!(out.starts_with(&format!("wshub {} on port ", env!("CARGO_PKG_VERSION"))), "{flavour}: {out}");
+        assert!(
+            out.starts_with(&format!("wshub {} on port ", env!("CARGO_PKG_VERSION"))),
+            "{flavour}: {out}"
+        );
     }
 }

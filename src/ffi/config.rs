@@ -120,7 +120,10 @@ pub extern "C" fn wshub_config_set_max_connections(config: *mut wshub_config, va
 /// Stack bytes reserved for each reader thread, which runs the callbacks.
 /// At least 65536. Default 256 KiB.
 #[no_mangle]
-pub extern "C" fn wshub_config_set_reader_stack_size(config: *mut wshub_config, value: usize) -> wshub_result {
+pub extern "C" fn wshub_config_set_reader_stack_size(
+    config: *mut wshub_config,
+    value: usize,
+) -> wshub_result {
     ffi_boundary! {
         try_out!(config).config.reader_stack_size = value;
         wshub_result::WSHUB_OK
@@ -129,7 +132,10 @@ pub extern "C" fn wshub_config_set_reader_stack_size(config: *mut wshub_config, 
 
 /// Stack bytes reserved for each writer thread. At least 65536. Default 128 KiB.
 #[no_mangle]
-pub extern "C" fn wshub_config_set_writer_stack_size(config: *mut wshub_config, value: usize) -> wshub_result {
+pub extern "C" fn wshub_config_set_writer_stack_size(
+    config: *mut wshub_config,
+    value: usize,
+) -> wshub_result {
     ffi_boundary! {
         try_out!(config).config.writer_stack_size = value;
         wshub_result::WSHUB_OK
@@ -147,7 +153,10 @@ pub extern "C" fn wshub_config_set_read_buffer_size(config: *mut wshub_config, v
 
 /// Most bytes the writer gathers into one writev batch. Default 64 KiB.
 #[no_mangle]
-pub extern "C" fn wshub_config_set_write_buffer_size(config: *mut wshub_config, value: usize) -> wshub_result {
+pub extern "C" fn wshub_config_set_write_buffer_size(
+    config: *mut wshub_config,
+    value: usize,
+) -> wshub_result {
     ffi_boundary! {
         try_out!(config).config.write_buffer_size = value;
         wshub_result::WSHUB_OK
@@ -165,7 +174,10 @@ pub extern "C" fn wshub_config_set_hub_queue(config: *mut wshub_config, value: u
 
 /// Milliseconds between the server's pings. Default 30000.
 #[no_mangle]
-pub extern "C" fn wshub_config_set_heartbeat_interval_ms(config: *mut wshub_config, milliseconds: u64) -> wshub_result {
+pub extern "C" fn wshub_config_set_heartbeat_interval_ms(
+    config: *mut wshub_config,
+    milliseconds: u64,
+) -> wshub_result {
     ffi_boundary! {
         try_out!(config).config.heartbeat_interval = Duration::from_millis(milliseconds);
         wshub_result::WSHUB_OK
@@ -174,7 +186,10 @@ pub extern "C" fn wshub_config_set_heartbeat_interval_ms(config: *mut wshub_conf
 
 /// Milliseconds of silence after which a connection is dropped. Default 45000.
 #[no_mangle]
-pub extern "C" fn wshub_config_set_idle_timeout_ms(config: *mut wshub_config, milliseconds: u64) -> wshub_result {
+pub extern "C" fn wshub_config_set_idle_timeout_ms(
+    config: *mut wshub_config,
+    milliseconds: u64,
+) -> wshub_result {
     ffi_boundary! {
         try_out!(config).config.idle_timeout = Duration::from_millis(milliseconds);
         wshub_result::WSHUB_OK
@@ -183,7 +198,10 @@ pub extern "C" fn wshub_config_set_idle_timeout_ms(config: *mut wshub_config, mi
 
 /// Milliseconds a client has to send its whole HTTP request. Default 10000.
 #[no_mangle]
-pub extern "C" fn wshub_config_set_handshake_timeout_ms(config: *mut wshub_config, milliseconds: u64) -> wshub_result {
+pub extern "C" fn wshub_config_set_handshake_timeout_ms(
+    config: *mut wshub_config,
+    milliseconds: u64,
+) -> wshub_result {
     ffi_boundary! {
         try_out!(config).config.handshake_timeout = Duration::from_millis(milliseconds);
         wshub_result::WSHUB_OK
@@ -193,7 +211,10 @@ pub extern "C" fn wshub_config_set_handshake_timeout_ms(config: *mut wshub_confi
 /// Milliseconds a closing connection gets to finish the close handshake.
 /// Default 5000.
 #[no_mangle]
-pub extern "C" fn wshub_config_set_close_timeout_ms(config: *mut wshub_config, milliseconds: u64) -> wshub_result {
+pub extern "C" fn wshub_config_set_close_timeout_ms(
+    config: *mut wshub_config,
+    milliseconds: u64,
+) -> wshub_result {
     ffi_boundary! {
         try_out!(config).config.close_timeout = Duration::from_millis(milliseconds);
         wshub_result::WSHUB_OK
@@ -203,7 +224,10 @@ pub extern "C" fn wshub_config_set_close_timeout_ms(config: *mut wshub_config, m
 /// Milliseconds `wshub_stop` lets connections drain before cutting them.
 /// Default 5000.
 #[no_mangle]
-pub extern "C" fn wshub_config_set_shutdown_timeout_ms(config: *mut wshub_config, milliseconds: u64) -> wshub_result {
+pub extern "C" fn wshub_config_set_shutdown_timeout_ms(
+    config: *mut wshub_config,
+    milliseconds: u64,
+) -> wshub_result {
     ffi_boundary! {
         try_out!(config).config.shutdown_timeout = Duration::from_millis(milliseconds);
         wshub_result::WSHUB_OK
@@ -215,7 +239,10 @@ pub extern "C" fn wshub_config_set_shutdown_timeout_ms(config: *mut wshub_config
 /// `wshub_event_accept` / `wshub_event_reject`) before refusing the client with
 /// 503. Keeps a stuck application from pinning threads forever. Default 10000.
 #[no_mangle]
-pub extern "C" fn wshub_config_set_upgrade_timeout_ms(config: *mut wshub_config, milliseconds: u64) -> wshub_result {
+pub extern "C" fn wshub_config_set_upgrade_timeout_ms(
+    config: *mut wshub_config,
+    milliseconds: u64,
+) -> wshub_result {
     ffi_boundary! {
         try_out!(config).upgrade_timeout = Duration::from_millis(milliseconds);
         wshub_result::WSHUB_OK
@@ -228,7 +255,10 @@ pub extern "C" fn wshub_config_set_upgrade_timeout_ms(config: *mut wshub_config,
 /// Stopping the server wakes such threads. Must be at least 1 (checked by
 /// `wshub_start_polling`). Default 65536.
 #[no_mangle]
-pub extern "C" fn wshub_config_set_event_queue_capacity(config: *mut wshub_config, capacity: usize) -> wshub_result {
+pub extern "C" fn wshub_config_set_event_queue_capacity(
+    config: *mut wshub_config,
+    capacity: usize,
+) -> wshub_result {
     ffi_boundary! {
         try_out!(config).event_queue_capacity = capacity;
         wshub_result::WSHUB_OK

@@ -297,7 +297,11 @@ impl EventQueue {
 /// event has been taken. WSHUB_WRONG_MODE: the server uses callbacks.
 /// May be called from any thread, also concurrently.
 #[no_mangle]
-pub extern "C" fn wshub_poll_event(server: *mut wshub_server, timeout_ms: i32, event_out: *mut *mut wshub_event) -> wshub_result {
+pub extern "C" fn wshub_poll_event(
+    server: *mut wshub_server,
+    timeout_ms: i32,
+    event_out: *mut *mut wshub_event,
+) -> wshub_result {
     ffi_boundary! {
         let server = try_ref!(server);
         let event_out = try_out!(event_out);
@@ -493,7 +497,8 @@ mod tests {
         let pusher = std::thread::spawn(move || q2.push(message(2)));
         let q3 = queue.clone();
         let info = request_info();
-        let asker = std::thread::spawn(move || q3.ask_upgrade(7, wshub_request::new(&info), Duration::from_secs(30)));
+        let asker =
+            std::thread::spawn(move || q3.ask_upgrade(7, wshub_request::new(&info), Duration::from_secs(30)));
         std::thread::sleep(Duration::from_millis(50));
         queue.stopping();
         pusher.join().unwrap();

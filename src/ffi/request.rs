@@ -82,7 +82,10 @@ pub extern "C" fn wshub_request_header(request: *const wshub_request, name: *con
 /// The first query parameter with this name, percent-decoded ('+' is a space),
 /// or NULL when there is none (or an argument is NULL). Valid as long as the request.
 #[no_mangle]
-pub extern "C" fn wshub_request_query_param(request: *const wshub_request, name: *const c_char) -> *const c_char {
+pub extern "C" fn wshub_request_query_param(
+    request: *const wshub_request,
+    name: *const c_char,
+) -> *const c_char {
     ffi_boundary! {
         let request = try_ref!(request);
         let name = try_str!(name);
@@ -103,7 +106,10 @@ pub extern "C" fn wshub_request_query_param(request: *const wshub_request, name:
 /// connection this request opens, readable later with `wshub_conn_identity`.
 /// Only meaningful before the upgrade is accepted. The string is copied.
 #[no_mangle]
-pub extern "C" fn wshub_request_set_identity(request: *mut wshub_request, identity: *const c_char) -> wshub_result {
+pub extern "C" fn wshub_request_set_identity(
+    request: *mut wshub_request,
+    identity: *const c_char,
+) -> wshub_result {
     ffi_boundary! {
         let request = try_ref!(request);
         *request.identity.lock() = Some(try_str!(identity).to_owned());
@@ -115,7 +121,10 @@ pub extern "C" fn wshub_request_set_identity(request: *mut wshub_request, identi
 /// accepted; it must be one the client offered (see the
 /// "Sec-WebSocket-Protocol" header). The string is copied.
 #[no_mangle]
-pub extern "C" fn wshub_request_set_subprotocol(request: *mut wshub_request, subprotocol: *const c_char) -> wshub_result {
+pub extern "C" fn wshub_request_set_subprotocol(
+    request: *mut wshub_request,
+    subprotocol: *const c_char,
+) -> wshub_result {
     ffi_boundary! {
         let request = try_ref!(request);
         *request.subprotocol.lock() = Some(try_str!(subprotocol).to_owned());

@@ -39,15 +39,26 @@ pub const WSHUB_BINARY: wshub_message_kind = 2;
 /// 400-599 to refuse with it (any other value refuses with 500). `request` is
 /// valid only during the call. Runs on the connection's reader thread.
 pub type wshub_on_upgrade = Option<
-    extern "C" fn(user_data: *mut c_void, server: *mut wshub_server, conn: u64, request: *mut wshub_request) -> u16,
+    extern "C" fn(
+        user_data: *mut c_void,
+        server: *mut wshub_server,
+        conn: u64,
+        request: *mut wshub_request,
+    ) -> u16,
 >;
 
 /// on_connect: the connection is open (the 101 was sent). `request` is the
 /// upgrade request, valid only during the call. Messages sent from here reach
 /// the client before any reply to its messages. Runs on the connection's
 /// reader thread.
-pub type wshub_on_connect =
-    Option<extern "C" fn(user_data: *mut c_void, server: *mut wshub_server, conn: u64, request: *const wshub_request)>;
+pub type wshub_on_connect = Option<
+    extern "C" fn(
+        user_data: *mut c_void,
+        server: *mut wshub_server,
+        conn: u64,
+        request: *const wshub_request,
+    ),
+>;
 
 /// on_message: a complete message arrived: `length` bytes at `data` (a NUL
 /// byte follows them, so text can be printed directly), `kind` WSHUB_TEXT
@@ -72,8 +83,15 @@ pub type wshub_on_message = Option<
 /// Its user data (`wshub_conn_user_data`) is still readable here and is
 /// forgotten when this returns: free what it points to here. Runs on the
 /// connection's reader thread; it is the connection's last callback.
-pub type wshub_on_close =
-    Option<extern "C" fn(user_data: *mut c_void, server: *mut wshub_server, conn: u64, code: u16, reason: *const c_char)>;
+pub type wshub_on_close = Option<
+    extern "C" fn(
+        user_data: *mut c_void,
+        server: *mut wshub_server,
+        conn: u64,
+        code: u16,
+        reason: *const c_char,
+    ),
+>;
 
 /// The callbacks of a server started with `wshub_start`. Any may be NULL
 /// (on_upgrade NULL accepts every upgrade).
@@ -254,7 +272,8 @@ impl Handler for FfiHandler {
             Mode::Callbacks(callbacks, user_data) => match callbacks.on_upgrade {
                 None => Decision::from_status(0),
                 Some(f) => {
-                    let status = f(user_data.0, server.as_ptr(), conn, (&request as *const wshub_request).cast_mut());
+                    let status =
+                        f(user_data.0, server.as_ptr(), conn, (&request as *const wshub_request).cast_mut());
                     match Decision::from_status(status) {
                         Decision::Accept { .. } => Decision::Accept {
                             identity: request.identity.lock().clone(),
@@ -383,7 +402,10 @@ pub extern "C" fn wshub_start(
 /// At most the configured event queue capacity wait; then connection
 /// threads wait for the application (`wshub_config_set_event_queue_capacity`).
 #[no_mangle]
-pub extern "C" fn wshub_start_polling(config: *const wshub_config, server_out: *mut *mut wshub_server) -> wshub_result {
+pub extern "C" fn wshub_start_polling(
+    config: *const wshub_config,
+    server_out: *mut *mut wshub_server,
+) -> wshub_result {
     ffi_boundary! {
         let config = try_ref!(config);
         let server_out = try_out!(server_out);
@@ -544,7 +566,11 @@ pub extern "C" fn wshub_broadcast(
 /// Writes the number of members of `room` to `*size_out` (0 when it does not
 /// exist). Counts membership changes queued before this call by the same thread.
 #[no_mangle]
-pub extern "C" fn wshub_room_size(server: *mut wshub_server, room: *const c_char, size_out: *mut usize) -> wshub_result {
+pub extern "C" fn wshub_room_size(
+    server: *mut wshub_server,
+    room: *const c_char,
+    size_out: *mut usize,
+) -> wshub_result {
     ffi_boundary! {
         let server = try_ref!(server);
         let room = try_str!(room);
@@ -579,7 +605,12 @@ pub extern "C" fn wshub_connection_count(server: *mut wshub_server, count_out: *
 /// `reason` (at most 123 bytes of UTF-8; NULL means none) after the messages
 /// already queued for it. Its on_close follows.
 #[no_mangle]
-pub extern "C" fn wshub_close(server: *mut wshub_server, conn: u64, code: u16, reason: *const c_char) -> wshub_result {
+pub extern "C" fn wshub_close(
+    server: *mut wshub_server,
+    conn: u64,
+    code: u16,
+    reason: *const c_char,
+) -> wshub_result {
     ffi_boundary! {
         let server = try_ref!(server);
         let reason = if reason.is_null() { "" } else { try_str!(reason) };
@@ -592,7 +623,11 @@ pub extern "C" fn wshub_close(server: *mut wshub_server, conn: u64, code: u16, r
 /// any earlier one. WSHUB_NO_SUCH_CONNECTION when the connection is unknown
 /// or gone.
 #[no_mangle]
-pub extern "C" fn wshub_conn_set_user_data(server: *mut wshub_server, conn: u64, user_data: *mut c_void) -> wshub_result {
+pub extern "C" fn wshub_conn_set_user_data(
+    server: *mut wshub_server,
+    conn: u64,
+    user_data: *mut c_void,
+) -> wshub_result {
     ffi_boundary! {
         let server = try_ref!(server);
         if server.handle().is_err() {

@@ -187,7 +187,9 @@ pub fn upgrade_status(port: u16, path_and_query: &str) -> Option<u16> {
     let url = format!("ws://127.0.0.1:{port}{path_and_query}");
     match tungstenite::client::client(url, stream) {
         Ok(_) => None,
-        Err(tungstenite::HandshakeError::Failure(tungstenite::Error::Http(resp))) => Some(resp.status().as_u16()),
+        Err(tungstenite::HandshakeError::Failure(tungstenite::Error::Http(resp))) => {
+            Some(resp.status().as_u16())
+        }
         Err(e) => panic!("unexpected handshake error: {e}"),
     }
 }
