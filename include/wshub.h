@@ -256,7 +256,11 @@ typedef void (*wshub_on_close)(void *user_data,
  callbacks of different connections run in parallel and must be thread-safe
  with respect to each other; callbacks for one connection are never
  concurrent with each other and come in the order on_upgrade, on_connect,
- on_message..., on_close. Every wshub function may be called from inside
+ on_message..., on_close. Every on_connect is followed by exactly one
+ on_close; a refused upgrade gets no further callback, and neither does an
+ accepted one whose 101 cannot be sent (the client vanished), so allocate
+ per-connection resources in on_connect, not in on_upgrade. Every wshub
+ function may be called from inside
  any callback, including wshub_stop. Callbacks must not throw C++
  exceptions or longjmp out. The struct is copied by wshub_start.
  */
