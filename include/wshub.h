@@ -137,7 +137,10 @@ enum wshub_event_kind
   WSHUB_EVENT_NONE = 0,
   /*
    A client asks to upgrade. Answer with `wshub_event_accept` or
-   `wshub_event_reject`; `wshub_event_request` shows the request.
+   `wshub_event_reject`; `wshub_event_request` shows the request. An
+   accepted upgrade is normally followed by WSHUB_EVENT_CONNECT, but not
+   if the client vanished before its 101: allocate per-connection state on
+   the connect event, which is always followed by one close event.
    */
   WSHUB_EVENT_UPGRADE = 1,
   /*

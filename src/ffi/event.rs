@@ -28,7 +28,10 @@ pub enum wshub_event_kind {
     /// Not an event (returned for a NULL event pointer).
     WSHUB_EVENT_NONE = 0,
     /// A client asks to upgrade. Answer with `wshub_event_accept` or
-    /// `wshub_event_reject`; `wshub_event_request` shows the request.
+    /// `wshub_event_reject`; `wshub_event_request` shows the request. An
+    /// accepted upgrade is normally followed by WSHUB_EVENT_CONNECT, but not
+    /// if the client vanished before its 101: allocate per-connection state on
+    /// the connect event, which is always followed by one close event.
     WSHUB_EVENT_UPGRADE = 1,
     /// A connection is open; `wshub_event_request` shows its request.
     WSHUB_EVENT_CONNECT = 2,
