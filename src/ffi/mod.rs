@@ -2,4 +2,22 @@
 //! `unsafe` is allowed.
 //!
 //! - [`pthread`]: outward, to libc: connection threads as raw pthreads.
+//! - The C ABI, inward, one file per opaque handle (the model is rustls-ffi):
+//!   [`config`] (`wshub_config`), [`server`] (`wshub_server` and the callbacks),
+//!   [`request`] (`wshub_request`, what `on_upgrade` sees), [`event`]
+//!   (`wshub_event`, pull mode). Shared plumbing: [`panic`] (the boundary and
+//!   argument macros every exported function goes through) and [`error`]
+//!   (`wshub_result`, the stable error codes).
+//!
+//! `include/wshub.h` is generated from these files by cbindgen (see `build.rs`);
+//! the doc comments below are what C readers see.
+#![allow(non_camel_case_types)]
+
+#[macro_use]
+pub(crate) mod panic;
+pub(crate) mod config;
+pub(crate) mod error;
+pub(crate) mod event;
 pub(crate) mod pthread;
+pub(crate) mod request;
+pub(crate) mod server;

@@ -1,0 +1,37 @@
+//! Generates the C header from `src/ffi/` with cbindgen.
+//!
+//! Always into `$OUT_DIR/wshub.h` (which `tests/header_is_up_to_date.rs` compares
+//! with the committed `include/wshub.h`); also into `include/wshub.h` when
+//! `WSHUB_WRITE_HEADER=1`, the one way the committed header is regenerated.
+
+use std::env;
+use std::path::PathBuf;
+
+fn main() {
+    println!("cargo:rerun-if-changed=src/ffi");
+    println!("cargo:rerun-if-changed=cbindgen.toml");
+    println!("cargo:rerun-if-changed=Cargo.toml");
+    println!("cargo:rerun-if-env-changed=WSHUB_WRITE_HEADER");
+    let crate_dir = PathBuf::from(env::var("CARGO_MANIFEST_DIR").expect("cargo sets CARGO_MANIFEST_DIR"));
+    let out_dir = PathBuf::from(env::var("OUT_DIR").expect("cargo sets OUT_DIR"));
+    let config =
+        cbindgen::Config::from_file(crate_dir.join("cbindgen.toml")).expect("cbindgen.toml is valid");
+    let version = env::var("CARGO_PKG_VERSION").expect("cargo sets CARGO_PKG_VERSION");
+    let mut parts = version.split(['.', '-', '+']).map(|p| p.parse::<u32>().unwrap_or(0));
+    let (major, minor, patch) =
+        (parts.next().unwrap_or(0), parts.next().unwrap_or(0), parts.next().unwrap_or(0));
+    let mut config = config;
+    config.after_includes = Some(format!(
+        "\n#define WSHUB_VERSION \"{version}\"\n#define WSHUB_VERSION_MAJOR {major}\n\
+         #define WSHUB_VERSION_MINOR {minor}\n#define WSHUB_VERSION_PATCH {patch}\n"
+    ));
+    let bindings = cbindgen::Builder::new()
+        .with_crate(&crate_dir)
+        .with_config(config)
+        .generate()
+        .expect("cbindgen generates the header");
+    bindings.write_to_file(out_dir.join("wshub.h"));
+    if env::var("WSHUB_WRITE_HEADER").as_deref() == Ok("1") {
+        bindings.write_to_file(crate_dir.join("include/wshub.h"));
+    }
+}

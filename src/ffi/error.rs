@@ -1,0 +1,124 @@
+//! `wshub_result`, the C API's error codes, and the functions that describe
+//! them. The values are part of the ABI: a code keeps its number forever, new
+//! codes take new numbers, and a retired one is never reused.
+
+use std::ffi::c_char;
+
+use crate::error::Error;
+
+/// What a wshub function reports. `WSHUB_OK` is 0; every other value is an
+/// error, described by `wshub_error_message`. The numbers never change.
+#[repr(u32)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum wshub_result {
+    /// Success.
+    WSHUB_OK = 0,
+    /// A required pointer argument was NULL.
+    WSHUB_NULL_PARAMETER = 1,
+    /// An argument was not acceptable: a string that is not UTF-8, a bind
+    /// address that does not parse, text that is not UTF-8, an unknown kind.
+    WSHUB_INVALID_ARGUMENT = 2,
+    /// `wshub_start` refused the configuration (a zero limit, a path without
+    /// a leading '/', a stack below 64 KiB).
+    WSHUB_INVALID_CONFIG = 3,
+    /// An operating-system error: binding the port, creating a thread or an
+    /// eventfd.
+    WSHUB_IO = 4,
+    /// The server is stopped or stopping; start a new one.
+    WSHUB_STOPPED = 5,
+    /// No open connection has this id: it closed, or it never existed.
+    WSHUB_NO_SUCH_CONNECTION = 6,
+    /// Room names are 1 to 128 bytes of UTF-8 without control characters.
+    WSHUB_INVALID_ROOM = 7,
+    /// A close code that may not be sent (use 1000-1003, 1007-1014 or
+    /// 3000-4999), or a reason longer than 123 bytes.
+    WSHUB_INVALID_CLOSE_CODE = 8,
+    /// `wshub_poll_event` found no event within the timeout.
+    WSHUB_TIMEOUT = 9,
+    /// The caller's buffer is too small; the out-length says how much is needed.
+    WSHUB_BUFFER_TOO_SMALL = 10,
+    /// The function does not apply to this server or event: polling a server
+    /// started with callbacks, answering an event that is not an upgrade.
+    WSHUB_WRONG_MODE = 11,
+    /// This upgrade event was already answered (or timed out).
+    WSHUB_ALREADY_ANSWERED = 12,
+    /// The value asked for does not exist (e.g. no identity was attached).
+    WSHUB_NOT_FOUND = 13,
+    /// wshub hit an internal bug (a Rust panic); it was contained, but the
+    /// operation did not happen.
+    WSHUB_PANIC = 99,
+}
+
+impl From<Error> for wshub_result {
+    fn from(e: Error) -> Self {
+        match e {
+            Error::InvalidConfig(why) => {
+                log::warn!("wshub_start: {why}");
+                wshub_result::WSHUB_INVALID_CONFIG
+            }
+            Error::Io(e) => {
+                log::warn!("wshub: {e}");
+                wshub_result::WSHUB_IO
+            }
+            Error::Stopped => wshub_result::WSHUB_STOPPED,
+            Error::NoSuchConnection => wshub_result::WSHUB_NO_SUCH_CONNECTION,
+            Error::InvalidRoom => wshub_result::WSHUB_INVALID_ROOM,
+            Error::InvalidCloseCode => wshub_result::WSHUB_INVALID_CLOSE_CODE,
+        }
+    }
+}
+
+/// The message for each code, NUL-terminated so C can use it directly.
+fn message(code: u32) -> &'static [u8] {
+    use wshub_result::*;
+    const ALL: [wshub_result; 15] = [
+        WSHUB_OK,
+        WSHUB_NULL_PARAMETER,
+        WSHUB_INVALID_ARGUMENT,
+        WSHUB_INVALID_CONFIG,
+        WSHUB_IO,
+        WSHUB_STOPPED,
+        WSHUB_NO_SUCH_CONNECTION,
+        WSHUB_INVALID_ROOM,
+        WSHUB_INVALID_CLOSE_CODE,
+        WSHUB_TIMEOUT,
+        WSHUB_BUFFER_TOO_SMALL,
+        WSHUB_WRONG_MODE,
+        WSHUB_ALREADY_ANSWERED,
+        WSHUB_NOT_FOUND,
+        WSHUB_PANIC,
+    ];
+    match ALL.iter().find(|r| **r as u32 == code) {
+        None => b"unknown wshub error code\0",
+        Some(WSHUB_OK) => b"success\0",
+        Some(WSHUB_NULL_PARAMETER) => b"a required pointer argument was NULL\0",
+        Some(WSHUB_INVALID_ARGUMENT) => b"invalid argument (not UTF-8, unparsable address, or unknown kind)\0",
+        Some(WSHUB_INVALID_CONFIG) => b"invalid configuration (a zero limit, a path without '/', or a stack below 64 KiB)\0",
+        Some(WSHUB_IO) => b"operating-system error (bind, thread or eventfd creation)\0",
+        Some(WSHUB_STOPPED) => b"the server is stopped\0",
+        Some(WSHUB_NO_SUCH_CONNECTION) => b"no open connection has this id\0",
+        Some(WSHUB_INVALID_ROOM) => b"room names are 1 to 128 bytes of UTF-8 without control characters\0",
+        Some(WSHUB_INVALID_CLOSE_CODE) => b"close code not allowed on the wire (use 1000-1003, 1007-1014 or 3000-4999), or reason longer than 123 bytes\0",
+        Some(WSHUB_TIMEOUT) => b"no event within the timeout\0",
+        Some(WSHUB_BUFFER_TOO_SMALL) => b"buffer too small\0",
+        Some(WSHUB_WRONG_MODE) => b"not available for this server or event\0",
+        Some(WSHUB_ALREADY_ANSWERED) => b"this upgrade was already answered\0",
+        Some(WSHUB_NOT_FOUND) => b"not found\0",
+        Some(WSHUB_PANIC) => b"internal error in wshub (a panic was contained)\0",
+    }
+}
+
+/// A static, NUL-terminated English description of a `wshub_result` code
+/// (any number: unknown codes get a generic message). Never NULL; never free it.
+#[no_mangle]
+pub extern "C" fn wshub_error_message(code: u32) -> *const c_char {
+    ffi_boundary! { message(code).as_ptr().cast::<c_char>() }
+}
+
+/// The library's version, e.g. "0.1.0", as a static NUL-terminated string; it
+/// matches the WSHUB_VERSION macro of the header the application was built with
+/// when the library and header agree.
+#[no_mangle]
+pub extern "C" fn wshub_version() -> *const c_char {
+    ffi_boundary! { concat!(env!("CARGO_PKG_VERSION"), "\0").as_ptr().cast::<c_char>() }
+}

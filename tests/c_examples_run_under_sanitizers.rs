@@ -1,0 +1,110 @@
+//! Builds each C/C++ example with the system compiler under ASan + UBSan
+//! (LeakSanitizer included), runs it on a free port, drives it with a real
+//! WebSocket client (tungstenite), then sends SIGINT: the behaviour must be
+//! right, the exit status 0, and stderr free of any sanitizer report.
+
+mod c_common;
+use c_common as common;
+
+use std::io::Write;
+use std::process::Command;
+use std::time::Duration;
+
+use common::*;
+use tungstenite::protocol::frame::coding::CloseCode;
+use tungstenite::protocol::CloseFrame;
+use tungstenite::Message;
+
+const START: Duration = Duration::from_secs(30);
+const EXIT: Duration = Duration::from_secs(30);
+
+fn example(dir: &str, build: &str, name: &str) -> Program {
+    let bin = make(dir, build, SANITIZE).join(name);
+    let mut cmd = Command::new(bin);
+    cmd.arg("0");
+    Program::start(cmd, START)
+}
+
+#[test]
+fn echo_server_echoes_text_and_binary_and_stops_cleanly_on_sigint() {
+    let program = example("ffi-examples", "asan", "echo_server");
+    let mut ws = connect(program.port, "/ws");
+    ws.send(Message::text("hello, wshub")).unwrap();
+    assert_eq!(next_message(&mut ws), Message::text("hello, wshub"));
+    let bytes = vec![0u8, 1, 2, 254, 255];
+    ws.send(Message::binary(bytes.clone())).unwrap();
+    assert_eq!(next_message(&mut ws), Message::binary(bytes));
+    assert_eq!(upgrade_status(program.port, "/other"), Some(404));
+
+    program.sigint();
+    assert_eq!(expect_close(&mut ws), 1001, "a stopping server says 'going away'");
+    let (status, stderr) = program.wait(EXIT);
+    assert_clean_exit("echo_server", status, &stderr);
+}
+
+/// Runs the chat scenario against a chat server example (C or C++).
+fn chat_scenario(program: Program, name: &str) {
+    let port = program.port;
+    let mut alice = connect(port, "/ws?room=den&name=alice");
+    assert_eq!(next_text(&mut alice), "* alice joined den");
+    let mut bob = connect(port, "/ws?room=den&name=bob");
+    assert_eq!(next_text(&mut alice), "* bob joined den");
+    assert_eq!(next_text(&mut bob), "* bob joined den");
+    let mut carol = connect(port, "/ws?name=carol"); // no room: the lobby
+    assert_eq!(next_text(&mut carol), "* carol joined lobby");
+
+    bob.send(Message::text("hi den")).unwrap();
+    assert_eq!(next_text(&mut alice), "bob: hi den");
+    assert_eq!(next_text(&mut bob), "bob: hi den");
+    carol.send(Message::text("anyone?")).unwrap();
+    assert_eq!(next_text(&mut carol), "carol: anyone?");
+
+    bob.close(Some(CloseFrame { code: CloseCode::Normal, reason: "bye".into() })).unwrap();
+    assert_eq!(expect_close(&mut bob), 1000);
+    assert_eq!(next_text(&mut alice), "* bob left den (1000)");
+    // carol (in the lobby) saw nothing of the den: her next message is her own.
+    carol.send(Message::text("still here")).unwrap();
+    assert_eq!(next_text(&mut carol), "carol: still here");
+
+    program.sigint();
+    assert_eq!(expect_close(&mut alice), 1001);
+    assert_eq!(expect_close(&mut carol), 1001);
+    let (status, stderr) = program.wait(EXIT);
+    assert_clean_exit(name, status, &stderr);
+}
+
+#[test]
+fn chat_server_broadcasts_to_the_query_room_and_announces_joins_and_leaves() {
+    let program = example("ffi-examples", "asan", "chat_server");
+    chat_scenario(program, "chat_server");
+}
+
+#[test]
+fn cpp_chat_server_behaves_like_the_c_one() {
+    let program = example("ffi-examples/cpp_chat", "asan-cpp", "cpp_chat_server");
+    chat_scenario(program, "cpp_chat_server");
+}
+
+#[test]
+fn poll_loop_echoes_refuses_on_request_and_broadcasts_stdin_lines() {
+    let mut program = example("ffi-examples", "asan", "poll_loop");
+    let port = program.port;
+    assert_eq!(upgrade_status(port, "/ws?deny=1"), Some(403));
+    let mut ws = connect(port, "/ws");
+    program.expect_line("connected from 127.0.0.1:", START);
+    ws.send(Message::text("ping")).unwrap();
+    assert_eq!(next_message(&mut ws), Message::text("ping"));
+    ws.send(Message::binary(vec![9u8, 8, 7])).unwrap();
+    assert_eq!(next_message(&mut ws), Message::binary(vec![9u8, 8, 7]));
+
+    let stdin = program.stdin.as_mut().expect("piped stdin");
+    stdin.write_all(b"hello from stdin\n").unwrap();
+    stdin.flush().unwrap();
+    assert_eq!(next_text(&mut ws), "hello from stdin");
+
+    program.sigint();
+    assert_eq!(expect_close(&mut ws), 1001);
+    program.expect_line("closed (1001)", EXIT);
+    let (status, stderr) = program.wait(EXIT);
+    assert_clean_exit("poll_loop", status, &stderr);
+}
