@@ -162,6 +162,12 @@ struct ConnState {
     identity: Option<String>,
 }
 
+thread_local! {
+    /// The connection whose on_close runs on this thread, with the user_data it
+    /// had: `wshub_conn_user_data` answers for it from inside that callback only.
+    static CLOSING: std::cell::Cell<Option<(u64, usize)>> = const { std::cell::Cell::new(None) };
+}
+
 #[derive(Default)]
 struct Slot {
     handle: Option<ServerHandle>,
@@ -337,10 +343,16 @@ impl Handler for FfiHandler {
         let reason = c_string(reason);
         match &server.mode {
             Mode::Callbacks(callbacks, user_data) => {
+                // Out of the map before the callback, so that anyone who learns
+                // of the close from inside it sees the connection gone; only the
+                // callback itself still reads the pointer, to free what it holds.
+                let state = server.conns.lock().remove(&conn);
+                let closing = state.map_or(0, |s| s.user_data);
+                CLOSING.with(|c| c.set(Some((conn, closing))));
                 if let Some(f) = callbacks.on_close {
                     f(user_data.0, server.as_ptr(), conn, code, reason.as_ptr());
                 }
-                server.conns.lock().remove(&conn);
+                CLOSING.with(|c| c.set(None));
             }
             Mode::Polling(queue) => {
                 let user_data = server.conns.lock().remove(&conn).map_or(0, |s| s.user_data);
@@ -623,7 +635,7 @@ pub extern "C" fn wshub_close(
 }
 
 /// Attaches an application pointer to a connection (from on_upgrade on, until
-/// after its on_close / close event); wshub never dereferences it. Replaces
+/// its on_close / close event); wshub never dereferences it. Replaces
 /// any earlier one. WSHUB_NO_SUCH_CONNECTION when the connection is unknown
 /// or gone.
 #[no_mangle]
@@ -648,12 +660,16 @@ pub extern "C" fn wshub_conn_set_user_data(
 }
 
 /// The pointer attached with `wshub_conn_set_user_data`, or NULL (none
-/// attached, unknown connection, or NULL server).
+/// attached, unknown connection, or NULL server). Once a connection closes it
+/// is gone for every thread, except inside that connection's own on_close
+/// callback, where it is still returned so the callback can free it.
 #[no_mangle]
 pub extern "C" fn wshub_conn_user_data(server: *mut wshub_server, conn: u64) -> *mut c_void {
     ffi_boundary! {
         let server = try_ref!(server);
-        server.conns.lock().get(&conn).map_or(0, |s| s.user_data) as *mut c_void
+        let closing = CLOSING.with(|c| c.get()).filter(|(id, _)| *id == conn).map(|(_, data)| data);
+        let data = server.conns.lock().get(&conn).map(|s| s.user_data);
+        data.or(closing).unwrap_or(0) as *mut c_void
     }
 }
 
