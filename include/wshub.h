@@ -664,7 +664,7 @@ wshub_result wshub_close(wshub_server *server, uint64_t conn, uint16_t code, con
 
 /*
  Attaches an application pointer to a connection (from on_upgrade on, until
- after its on_close / close event); wshub never dereferences it. Replaces
+ its on_close / close event); wshub never dereferences it. Replaces
  any earlier one. WSHUB_NO_SUCH_CONNECTION when the connection is unknown
  or gone.
  */
@@ -672,7 +672,9 @@ wshub_result wshub_conn_set_user_data(wshub_server *server, uint64_t conn, void 
 
 /*
  The pointer attached with `wshub_conn_set_user_data`, or NULL (none
- attached, unknown connection, or NULL server).
+ attached, unknown connection, or NULL server). Once a connection closes it
+ is gone for every thread, except inside that connection's own on_close
+ callback, where it is still returned so the callback can free it.
  */
 void *wshub_conn_user_data(wshub_server *server, uint64_t conn);
 

@@ -6,9 +6,9 @@
 use super::envelope::{check_room, ErrorCode, ErrorReply};
 
 /// First byte of a client's binary publish.
-pub const KIND_PUBLISH: u8 = 0x01;
+pub(crate) const KIND_PUBLISH: u8 = 0x01;
 /// First byte of a binary room message sent to members.
-pub const KIND_MESSAGE: u8 = 0x02;
+pub(crate) const KIND_MESSAGE: u8 = 0x02;
 
 /// A binary publish that parsed.
 #[derive(Debug, Clone, PartialEq, Eq)]

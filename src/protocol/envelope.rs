@@ -13,9 +13,9 @@ use serde_json::{json, Map, Value};
 use crate::rooms::is_valid_room;
 
 /// Longest `id` a client may attach to a request, in bytes.
-pub const MAX_ID_LEN: usize = 64;
+pub(crate) const MAX_ID_LEN: usize = 64;
 /// Longest room name, in bytes.
-pub const MAX_ROOM_LEN: usize = 128;
+pub(crate) const MAX_ROOM_LEN: usize = 128;
 
 /// The error codes of PROTOCOL.md, as sent in `error` payloads.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
