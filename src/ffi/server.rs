@@ -21,7 +21,8 @@ use super::config::wshub_config;
 use super::error::wshub_result;
 use super::event::{wshub_event, EventQueue};
 use super::request::{c_string, wshub_request};
-use crate::handler::{ConnId, Handler, Message, RequestInfo, Upgrade};
+use crate::handler::{ConnId, Handler, HttpResponse, Message, RequestInfo, Upgrade};
+use crate::protocol::ProtocolHandler;
 use crate::server::{Server, ServerHandle, ON_CONNECTION_THREAD};
 
 /// A message kind: `WSHUB_TEXT` (UTF-8) or `WSHUB_BINARY`.
@@ -64,7 +65,9 @@ pub type wshub_on_connect = Option<
 /// byte follows them, so text can be printed directly), `kind` WSHUB_TEXT
 /// (valid UTF-8) or WSHUB_BINARY. `data` is valid only during the call; copy
 /// what you keep. The connection's next message is not read until this
-/// returns. Runs on the connection's reader thread.
+/// returns. Runs on the connection's reader thread. Never called when the
+/// built-in protocol is on (`wshub_config_set_protocol`): it handles every
+/// message itself.
 pub type wshub_on_message = Option<
     extern "C" fn(
         user_data: *mut c_void,
@@ -239,9 +242,13 @@ impl wshub_server {
     }
 }
 
-/// The engine's view of the C application.
+/// The engine's view of the C application, composed with the built-in
+/// protocol when the config turned it on.
 struct FfiHandler {
     server: Arc<wshub_server>,
+    /// Wire protocol v1, when on: it owns messages and HTTP routes, and sees
+    /// upgrades (after the application), connects and closes (before it).
+    protocol: Option<ProtocolHandler>,
 }
 
 impl FfiHandler {
@@ -273,11 +280,11 @@ fn nul_terminated(message: Message) -> (Vec<u8>, wshub_message_kind) {
 }
 
 impl Handler for FfiHandler {
-    fn on_upgrade(&self, handle: &ServerHandle, conn: ConnId, request: &RequestInfo) -> Upgrade {
+    fn on_upgrade(&self, handle: &ServerHandle, conn: ConnId, info: &RequestInfo) -> Upgrade {
         self.adopt(handle);
         let server = &self.server;
         server.conns.lock().insert(conn, ConnState::default());
-        let request = wshub_request::new(request);
+        let request = wshub_request::new(info);
         let decision = match &server.mode {
             Mode::Callbacks(callbacks, user_data) => match callbacks.on_upgrade {
                 None => Decision::from_status(0),
@@ -295,24 +302,42 @@ impl Handler for FfiHandler {
             },
             Mode::Polling(queue) => queue.ask_upgrade(conn, request, server.upgrade_timeout),
         };
-        match decision {
+        let upgrade = match decision {
             Decision::Accept { identity, subprotocol } => {
                 if let Some(state) = server.conns.lock().get_mut(&conn) {
                     state.identity = identity;
                 }
-                Upgrade::Accept { subprotocol }
+                // The application (auth) decided first; the protocol may still
+                // refuse (draining) and picks the subprotocol unless the
+                // application chose one.
+                match (&self.protocol, subprotocol) {
+                    (Some(protocol), None) => protocol.on_upgrade(handle, conn, info),
+                    (_, subprotocol) => Upgrade::Accept { subprotocol },
+                }
             }
-            Decision::Reject(status) => {
-                server.conns.lock().remove(&conn);
-                Upgrade::reject(status)
-            }
+            Decision::Reject(status) => Upgrade::reject(status),
+        };
+        if matches!(upgrade, Upgrade::Reject(_)) {
+            server.conns.lock().remove(&conn);
+        }
+        upgrade
+    }
+
+    fn on_http(&self, handle: &ServerHandle, request: &RequestInfo) -> HttpResponse {
+        match &self.protocol {
+            Some(protocol) => protocol.on_http(handle, request),
+            None => HttpResponse::not_found(),
         }
     }
 
-    fn on_connect(&self, handle: &ServerHandle, conn: ConnId, request: &RequestInfo) {
+    fn on_connect(&self, handle: &ServerHandle, conn: ConnId, info: &RequestInfo) {
         self.adopt(handle);
+        if let Some(protocol) = &self.protocol {
+            // First, so that `connected` is the client's first frame.
+            protocol.on_connect(handle, conn, info);
+        }
         let server = &self.server;
-        let request = wshub_request::new(request);
+        let request = wshub_request::new(info);
         match &server.mode {
             Mode::Callbacks(callbacks, user_data) => {
                 if let Some(f) = callbacks.on_connect {
@@ -325,6 +350,11 @@ impl Handler for FfiHandler {
 
     fn on_message(&self, handle: &ServerHandle, conn: ConnId, message: Message) {
         self.adopt(handle);
+        if let Some(protocol) = &self.protocol {
+            // Protocol traffic is the protocol's alone (documented in the header).
+            protocol.on_message(handle, conn, message);
+            return;
+        }
         let server = &self.server;
         let (data, kind) = nul_terminated(message);
         match &server.mode {
@@ -339,6 +369,9 @@ impl Handler for FfiHandler {
 
     fn on_close(&self, handle: &ServerHandle, conn: ConnId, code: u16, reason: &str) {
         self.adopt(handle);
+        if let Some(protocol) = &self.protocol {
+            protocol.on_close(handle, conn, code, reason);
+        }
         let server = &self.server;
         let reason = c_string(reason);
         match &server.mode {
@@ -372,7 +405,8 @@ fn start(config: &wshub_config, mode: Mode) -> Result<*mut wshub_server, wshub_r
         handler_gone: Mutex::new(false),
         handler_gone_changed: Condvar::new(),
     });
-    let handler = FfiHandler { server: server.clone() };
+    let protocol = config.protocol_enabled.then(|| ProtocolHandler::new(config.protocol.clone()));
+    let handler = FfiHandler { server: server.clone(), protocol };
     let handle = Server::start(config.config.clone(), handler).map_err(wshub_result::from)?;
     server.local_port.store(handle.local_addr().port(), Relaxed);
     {
