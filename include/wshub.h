@@ -149,6 +149,8 @@ enum wshub_event_kind
   WSHUB_EVENT_CONNECT = 2,
   /*
    A message arrived: `wshub_event_data`, `wshub_event_message_kind`.
+   Never queued when the built-in protocol is on
+   (`wshub_config_set_protocol`): it handles every message itself.
    */
   WSHUB_EVENT_MESSAGE = 3,
   /*
@@ -226,7 +228,9 @@ typedef void (*wshub_on_connect)(void *user_data,
  byte follows them, so text can be printed directly), `kind` WSHUB_TEXT
  (valid UTF-8) or WSHUB_BINARY. `data` is valid only during the call; copy
  what you keep. The connection's next message is not read until this
- returns. Runs on the connection's reader thread.
+ returns. Runs on the connection's reader thread. Never called when the
+ built-in protocol is on (`wshub_config_set_protocol`): it handles every
+ message itself.
  */
 typedef void (*wshub_on_message)(void *user_data,
                                  wshub_server *server,
@@ -412,6 +416,51 @@ wshub_result wshub_config_set_upgrade_timeout_ms(wshub_config *config, uint64_t 
  `wshub_start_polling`). Default 65536.
  */
 wshub_result wshub_config_set_event_queue_capacity(wshub_config *config, size_t capacity);
+
+/*
+ Turns wshub's built-in wire protocol v1 (rooms with seq numbers, history
+ and recovery, presence, acks, rate limit; see PROTOCOL.md) on or off.
+ Default off. With it on, the callbacks (or pull-mode events) compose with
+ the protocol:
+ - upgrade: the application decides first (that is where auth belongs); if it
+   accepts, the protocol may still refuse (503 while draining) and picks the
+   subprotocol `wshub.v1.json` / `wshub.v1.bin`, unless the application chose
+   one with `wshub_request_set_subprotocol`;
+ - plain HTTP requests get the protocol's routes (`/healthz`, `/metrics`,
+   `/`, `/client.js`) instead of 404;
+ - connect: the protocol sends its `connected` frame first, then on_connect
+   (or the connect event) follows;
+ - messages: the protocol alone handles them; on_message is NOT called and
+   no message event is queued;
+ - close: the protocol announces the presence leaves, then on_close (or the
+   close event) follows.
+ */
+wshub_result wshub_config_set_protocol(wshub_config *config, bool enabled);
+
+/*
+ Protocol only: messages per second one client may send before it gets
+ `rate_limited` errors (a client far over the limit is closed with 1008);
+ 0 turns the limit off. Default 100.
+ */
+wshub_result wshub_config_set_rate_limit(wshub_config *config, uint32_t per_second);
+
+/*
+ Protocol only: messages a client may send at once before the rate limit
+ applies. Default 200.
+ */
+wshub_result wshub_config_set_rate_burst(wshub_config *config, uint32_t burst);
+
+/*
+ Protocol only: messages each room keeps so that reconnecting clients can
+ recover what they missed (0 keeps none). Default 1000.
+ */
+wshub_result wshub_config_set_history_size(wshub_config *config, size_t messages);
+
+/*
+ Protocol only: milliseconds a room keeps a message for recovery.
+ Default 300000 (5 minutes).
+ */
+wshub_result wshub_config_set_history_ttl_ms(wshub_config *config, uint64_t milliseconds);
 
 /*
  A static, NUL-terminated English description of a `wshub_result` code

@@ -108,3 +108,66 @@ fn poll_loop_echoes_refuses_on_request_and_broadcasts_stdin_lines() {
     let (status, stderr) = program.wait(EXIT);
     assert_clean_exit("poll_loop", status, &stderr);
 }
+
+/// The next protocol frame whose `type` is `kind`, skipping others (presence).
+fn next_of_type(ws: &mut Client, kind: &str) -> serde_json::Value {
+    loop {
+        let frame: serde_json::Value = serde_json::from_str(&next_text(ws)).expect("a JSON frame");
+        if frame["type"] == kind {
+            return frame;
+        }
+    }
+}
+
+/// The status line's code of a plain `GET path`.
+fn http_get_status(port: u16, path: &str) -> u16 {
+    use std::io::Read;
+    let mut stream = std::net::TcpStream::connect(("127.0.0.1", port)).expect("connect");
+    stream.set_read_timeout(Some(Duration::from_secs(30))).expect("read timeout");
+    write!(stream, "GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n").unwrap();
+    let mut response = Vec::new();
+    let _ = stream.read_to_end(&mut response);
+    let response = String::from_utf8_lossy(&response);
+    let status = response.split(' ').nth(1).and_then(|s| s.parse().ok());
+    status.unwrap_or_else(|| panic!("no HTTP status in {response:?}"))
+}
+
+#[test]
+fn protocol_server_speaks_protocol_v1_after_the_apps_upgrade_check() {
+    let mut program = example("ffi-examples", "asan", "protocol_server");
+    let port = program.port;
+    // The application's on_upgrade decides first.
+    assert_eq!(upgrade_status(port, "/ws?deny=1"), Some(403));
+
+    let mut alice = connect(port, "/ws");
+    let connected: serde_json::Value = serde_json::from_str(&next_text(&mut alice)).expect("JSON");
+    assert_eq!(connected["type"], "connected", "the protocol's frame comes first: {connected}");
+    assert!(connected["payload"]["clientId"].is_string(), "{connected}");
+    assert_eq!(connected["payload"]["protocol"], 1);
+    program.expect_line("connect ", START); // the app's on_connect ran too
+
+    alice
+        .send(Message::text(r#"{"type":"room:join","id":"j1","payload":{"room":"den"}}"#))
+        .unwrap();
+    let ack = next_of_type(&mut alice, "ack");
+    assert_eq!((ack["id"].clone(), ack["payload"]["room"].clone()), ("j1".into(), "den".into()));
+
+    let mut bob = connect(port, "/ws");
+    assert_eq!(next_of_type(&mut bob, "connected")["payload"]["protocol"], 1);
+    bob.send(Message::text(r#"{"type":"room:join","id":"j2","payload":{"room":"den"}}"#)).unwrap();
+    next_of_type(&mut bob, "ack");
+    bob.send(Message::text(r#"{"type":"room:publish","payload":{"room":"den","data":"hi"}}"#))
+        .unwrap();
+    let message = next_of_type(&mut alice, "room:message");
+    assert_eq!(message["payload"]["seq"], 1, "{message}");
+    assert_eq!(message["payload"]["data"], "hi", "{message}");
+
+    assert_eq!(http_get_status(port, "/healthz"), 200);
+
+    program.sigint();
+    assert_eq!(expect_close(&mut alice), 1001);
+    assert_eq!(expect_close(&mut bob), 1001);
+    program.expect_line("(1001)", EXIT); // the app's on_close ran
+    let (status, stderr) = program.wait(EXIT);
+    assert_clean_exit("protocol_server", status, &stderr);
+}

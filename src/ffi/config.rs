@@ -1,6 +1,7 @@
 //! `wshub_config`: the C face of [`Config`]. One setter per field, and the
 //! values are validated by the engine at `wshub_start`, so every limit and its
-//! default are still defined once, in `src/config.rs`.
+//! default are still defined once, in `src/config.rs` (the protocol's in
+//! `src/protocol/config.rs`).
 
 use std::ffi::c_char;
 use std::net::SocketAddr;
@@ -8,6 +9,7 @@ use std::time::Duration;
 
 use super::error::wshub_result;
 use crate::config::Config;
+use crate::protocol::ProtocolConfig;
 
 /// How long, by default, a pull-mode upgrade waits for the application's answer.
 pub(crate) const DEFAULT_UPGRADE_TIMEOUT: Duration = Duration::from_secs(10);
@@ -27,6 +29,10 @@ pub struct wshub_config {
     pub(crate) upgrade_timeout: Duration,
     /// Pull mode only: events queued before connection threads wait.
     pub(crate) event_queue_capacity: usize,
+    /// Whether the server speaks wire protocol v1 on top of the application.
+    pub(crate) protocol_enabled: bool,
+    /// The protocol's settings, used when `protocol_enabled`.
+    pub(crate) protocol: ProtocolConfig,
 }
 
 /// A new configuration with wshub's defaults (bind 127.0.0.1:9001, path "/ws",
@@ -38,6 +44,8 @@ pub extern "C" fn wshub_config_new() -> *mut wshub_config {
             config: Config::default(),
             upgrade_timeout: DEFAULT_UPGRADE_TIMEOUT,
             event_queue_capacity: DEFAULT_EVENT_QUEUE_CAPACITY,
+            protocol_enabled: false,
+            protocol: ProtocolConfig::default(),
         }))
     }
 }
@@ -261,6 +269,76 @@ pub extern "C" fn wshub_config_set_event_queue_capacity(
 ) -> wshub_result {
     ffi_boundary! {
         try_out!(config).event_queue_capacity = capacity;
+        wshub_result::WSHUB_OK
+    }
+}
+
+// The protocol's settings: each default is `ProtocolConfig::default()`'s.
+
+/// Turns wshub's built-in wire protocol v1 (rooms with seq numbers, history
+/// and recovery, presence, acks, rate limit; see PROTOCOL.md) on or off.
+/// Default off. With it on, the callbacks (or pull-mode events) compose with
+/// the protocol:
+/// - upgrade: the application decides first (that is where auth belongs); if it
+///   accepts, the protocol may still refuse (503 while draining) and picks the
+///   subprotocol `wshub.v1.json` / `wshub.v1.bin`, unless the application chose
+///   one with `wshub_request_set_subprotocol`;
+/// - plain HTTP requests get the protocol's routes (`/healthz`, `/metrics`,
+///   `/`, `/client.js`) instead of 404;
+/// - connect: the protocol sends its `connected` frame first, then on_connect
+///   (or the connect event) follows;
+/// - messages: the protocol alone handles them; on_message is NOT called and
+///   no message event is queued;
+/// - close: the protocol announces the presence leaves, then on_close (or the
+///   close event) follows.
+#[no_mangle]
+pub extern "C" fn wshub_config_set_protocol(config: *mut wshub_config, enabled: bool) -> wshub_result {
+    ffi_boundary! {
+        try_out!(config).protocol_enabled = enabled;
+        wshub_result::WSHUB_OK
+    }
+}
+
+/// Protocol only: messages per second one client may send before it gets
+/// `rate_limited` errors (a client far over the limit is closed with 1008);
+/// 0 turns the limit off. Default 100.
+#[no_mangle]
+pub extern "C" fn wshub_config_set_rate_limit(config: *mut wshub_config, per_second: u32) -> wshub_result {
+    ffi_boundary! {
+        try_out!(config).protocol.rate_limit = per_second;
+        wshub_result::WSHUB_OK
+    }
+}
+
+/// Protocol only: messages a client may send at once before the rate limit
+/// applies. Default 200.
+#[no_mangle]
+pub extern "C" fn wshub_config_set_rate_burst(config: *mut wshub_config, burst: u32) -> wshub_result {
+    ffi_boundary! {
+        try_out!(config).protocol.rate_burst = burst;
+        wshub_result::WSHUB_OK
+    }
+}
+
+/// Protocol only: messages each room keeps so that reconnecting clients can
+/// recover what they missed (0 keeps none). Default 1000.
+#[no_mangle]
+pub extern "C" fn wshub_config_set_history_size(config: *mut wshub_config, messages: usize) -> wshub_result {
+    ffi_boundary! {
+        try_out!(config).protocol.history_size = messages;
+        wshub_result::WSHUB_OK
+    }
+}
+
+/// Protocol only: milliseconds a room keeps a message for recovery.
+/// Default 300000 (5 minutes).
+#[no_mangle]
+pub extern "C" fn wshub_config_set_history_ttl_ms(
+    config: *mut wshub_config,
+    milliseconds: u64,
+) -> wshub_result {
+    ffi_boundary! {
+        try_out!(config).protocol.history_ttl = Duration::from_millis(milliseconds);
         wshub_result::WSHUB_OK
     }
 }

@@ -36,6 +36,8 @@ pub enum wshub_event_kind {
     /// A connection is open; `wshub_event_request` shows its request.
     WSHUB_EVENT_CONNECT = 2,
     /// A message arrived: `wshub_event_data`, `wshub_event_message_kind`.
+    /// Never queued when the built-in protocol is on
+    /// (`wshub_config_set_protocol`): it handles every message itself.
     WSHUB_EVENT_MESSAGE = 3,
     /// A connection is gone: `wshub_event_close_code`,
     /// `wshub_event_close_reason`, `wshub_event_conn_user_data`.

@@ -21,7 +21,8 @@ use super::config::wshub_config;
 use super::error::wshub_result;
 use super::event::{wshub_event, EventQueue};
 use super::request::{c_string, wshub_request};
-use crate::handler::{ConnId, Handler, Message, RequestInfo, Upgrade};
+use crate::handler::{ConnId, Handler, HttpResponse, Message, RequestInfo, Upgrade};
+use crate::protocol::ProtocolHandler;
 use crate::server::{Server, ServerHandle, ON_CONNECTION_THREAD};
 
 /// A message kind: `WSHUB_TEXT` (UTF-8) or `WSHUB_BINARY`.
@@ -64,7 +65,9 @@ pub type wshub_on_connect = Option<
 /// byte follows them, so text can be printed directly), `kind` WSHUB_TEXT
 /// (valid UTF-8) or WSHUB_BINARY. `data` is valid only during the call; copy
 /// what you keep. The connection's next message is not read until this
-/// returns. Runs on the connection's reader thread.
+/// returns. Runs on the connection's reader thread. Never called when the
+/// built-in protocol is on (`wshub_config_set_protocol`): it handles every
+/// message itself.
 pub type wshub_on_message = Option<
     extern "C" fn(
         user_data: *mut c_void,
@@ -239,9 +242,13 @@ impl wshub_server {
     }
 }
 
-/// The engine's view of the C application.
+/// The engine's view of the C application, composed with the built-in
+/// protocol when the config turned it on.
 struct FfiHandler {
     server: Arc<wshub_server>,
+    /// Wire protocol v1, when on: it owns messages and HTTP routes, and sees
+    /// upgrades (after the application), connects and closes (before it).
+    protocol: Option<ProtocolHandler>,
 }
 
 impl FfiHandler {
@@ -273,11 +280,11 @@ fn nul_terminated(message: Message) -> (Vec<u8>, wshub_message_kind) {
 }
 
 impl Handler for FfiHandler {
-    fn on_upgrade(&self, handle: &ServerHandle, conn: ConnId, request: &RequestInfo) -> Upgrade {
+    fn on_upgrade(&self, handle: &ServerHandle, conn: ConnId, info: &RequestInfo) -> Upgrade {
         self.adopt(handle);
         let server = &self.server;
         server.conns.lock().insert(conn, ConnState::default());
-        let request = wshub_request::new(request);
+        let request = wshub_request::new(info);
         let decision = match &server.mode {
             Mode::Callbacks(callbacks, user_data) => match callbacks.on_upgrade {
                 None => Decision::from_status(0),
@@ -295,24 +302,42 @@ impl Handler for FfiHandler {
             },
             Mode::Polling(queue) => queue.ask_upgrade(conn, request, server.upgrade_timeout),
         };
-        match decision {
+        let upgrade = match decision {
             Decision::Accept { identity, subprotocol } => {
                 if let Some(state) = server.conns.lock().get_mut(&conn) {
                     state.identity = identity;
                 }
-                Upgrade::Accept { subprotocol }
+                // The application (auth) decided first; the protocol may still
+                // refuse (draining) and picks the subprotocol unless the
+                // application chose one.
+                match (&self.protocol, subprotocol) {
+                    (Some(protocol), None) => protocol.on_upgrade(handle, conn, info),
+                    (_, subprotocol) => Upgrade::Accept { subprotocol },
+                }
             }
-            Decision::Reject(status) => {
-                server.conns.lock().remove(&conn);
-                Upgrade::reject(status)
-            }
+            Decision::Reject(status) => Upgrade::reject(status),
+        };
+        if matches!(upgrade, Upgrade::Reject(_)) {
+            server.conns.lock().remove(&conn);
+        }
+        upgrade
+    }
+
+    fn on_http(&self, handle: &ServerHandle, request: &RequestInfo) -> HttpResponse {
+        match &self.protocol {
+            Some(protocol) => protocol.on_http(handle, request),
+            None => HttpResponse::not_found(),
         }
     }
 
-    fn on_connect(&self, handle: &ServerHandle, conn: ConnId, request: &RequestInfo) {
+    fn on_connect(&self, handle: &ServerHandle, conn: ConnId, info: &RequestInfo) {
         self.adopt(handle);
+        if let Some(protocol) = &self.protocol {
+            // First, so that `connected` is the client's first frame.
+            protocol.on_connect(handle, conn, info);
+        }
         let server = &self.server;
-        let request = wshub_request::new(request);
+        let request = wshub_request::new(info);
         match &server.mode {
             Mode::Callbacks(callbacks, user_data) => {
                 if let Some(f) = callbacks.on_connect {
@@ -325,6 +350,11 @@ impl Handler for FfiHandler {
 
     fn on_message(&self, handle: &ServerHandle, conn: ConnId, message: Message) {
         self.adopt(handle);
+        if let Some(protocol) = &self.protocol {
+            // Protocol traffic is the protocol's alone (documented in the header).
+            protocol.on_message(handle, conn, message);
+            return;
+        }
         let server = &self.server;
         let (data, kind) = nul_terminated(message);
         match &server.mode {
@@ -339,6 +369,9 @@ impl Handler for FfiHandler {
 
     fn on_close(&self, handle: &ServerHandle, conn: ConnId, code: u16, reason: &str) {
         self.adopt(handle);
+        if let Some(protocol) = &self.protocol {
+            protocol.on_close(handle, conn, code, reason);
+        }
         let server = &self.server;
         let reason = c_string(reason);
         match &server.mode {
@@ -372,7 +405,8 @@ fn start(config: &wshub_config, mode: Mode) -> Result<*mut wshub_server, wshub_r
         handler_gone: Mutex::new(false),
         handler_gone_changed: Condvar::new(),
     });
-    let handler = FfiHandler { server: server.clone() };
+    let protocol = config.protocol_enabled.then(|| ProtocolHandler::new(config.protocol.clone()));
+    let handler = FfiHandler { server: server.clone(), protocol };
     let handle = Server::start(config.config.clone(), handler).map_err(wshub_result::from)?;
     server.local_port.store(handle.local_addr().port(), Relaxed);
     {
@@ -707,5 +741,96 @@ pub extern "C" fn wshub_conn_identity(
         unsafe { std::ptr::copy_nonoverlapping(bytes.as_ptr().cast::<c_char>(), buf, bytes.len()) };
         *len_out = bytes.len() - 1;
         wshub_result::WSHUB_OK
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::net::TcpStream;
+
+    use tungstenite::client::IntoClientRequest;
+
+    use super::super::config::{
+        wshub_config_free, wshub_config_new, wshub_config_set_bind, wshub_config_set_protocol,
+    };
+    use super::super::event::{
+        wshub_event_accept, wshub_event_free, wshub_event_get_kind, wshub_event_kind,
+        wshub_poll_event,
+    };
+    use super::*;
+
+    /// The next event's kind (the event is answered or freed here).
+    fn next_kind(server: *mut wshub_server) -> wshub_event_kind {
+        let mut event: *mut wshub_event = std::ptr::null_mut();
+        assert_eq!(
+            wshub_poll_event(server, 10_000, &mut event),
+            wshub_result::WSHUB_OK
+        );
+        let kind = wshub_event_get_kind(event);
+        if kind == wshub_event_kind::WSHUB_EVENT_UPGRADE {
+            assert_eq!(wshub_event_accept(event), wshub_result::WSHUB_OK);
+        }
+        wshub_event_free(event);
+        kind
+    }
+
+    #[test]
+    fn pull_mode_with_the_protocol_on_queues_no_message_events() {
+        let config = wshub_config_new();
+        let bind = CString::new("127.0.0.1:0").unwrap();
+        assert_eq!(
+            wshub_config_set_bind(config, bind.as_ptr()),
+            wshub_result::WSHUB_OK
+        );
+        assert_eq!(
+            wshub_config_set_protocol(config, true),
+            wshub_result::WSHUB_OK
+        );
+        let mut server: *mut wshub_server = std::ptr::null_mut();
+        assert_eq!(
+            wshub_start_polling(config, &mut server),
+            wshub_result::WSHUB_OK
+        );
+        wshub_config_free(config);
+        let port = wshub_local_port(server);
+
+        let client = std::thread::spawn(move || {
+            let stream = TcpStream::connect(("127.0.0.1", port)).unwrap();
+            stream
+                .set_read_timeout(Some(Duration::from_secs(10)))
+                .unwrap();
+            let mut request = format!("ws://127.0.0.1:{port}/ws")
+                .into_client_request()
+                .unwrap();
+            request
+                .headers_mut()
+                .insert("Sec-WebSocket-Protocol", "wshub.v1.json".parse().unwrap());
+            let (mut ws, response) = tungstenite::client::client(request, stream).unwrap();
+            let chosen = response.headers().get("Sec-WebSocket-Protocol").cloned();
+            let first = ws.read().unwrap().into_text().unwrap().to_string();
+            ws.send(r#"{"type":"room:join","id":"j","payload":{"room":"r"}}"#.into())
+                .unwrap();
+            let reply = ws.read().unwrap().into_text().unwrap().to_string();
+            ws.close(None).unwrap();
+            while ws.read().is_ok() {}
+            (chosen, first, reply)
+        });
+
+        // The application's upgrade answer comes first; the protocol then picks
+        // the subprotocol; the message goes to the protocol, not to the queue.
+        assert_eq!(next_kind(server), wshub_event_kind::WSHUB_EVENT_UPGRADE);
+        assert_eq!(next_kind(server), wshub_event_kind::WSHUB_EVENT_CONNECT);
+        assert_eq!(next_kind(server), wshub_event_kind::WSHUB_EVENT_CLOSE);
+        let (chosen, first, reply) = client.join().unwrap();
+        assert_eq!(
+            chosen.as_ref().and_then(|v| v.to_str().ok()),
+            Some("wshub.v1.json")
+        );
+        assert!(first.contains(r#""type":"connected""#), "{first}");
+        assert!(
+            reply.contains(r#""type":"ack""#) && reply.contains(r#""id":"j""#),
+            "{reply}"
+        );
+        wshub_stop(server);
     }
 }

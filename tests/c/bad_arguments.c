@@ -164,6 +164,11 @@ static void null_everything(void) {
     CHECK_RC(wshub_config_set_shutdown_timeout_ms(NULL, 1), WSHUB_NULL_PARAMETER);
     CHECK_RC(wshub_config_set_upgrade_timeout_ms(NULL, 1), WSHUB_NULL_PARAMETER);
     CHECK_RC(wshub_config_set_event_queue_capacity(NULL, 1), WSHUB_NULL_PARAMETER);
+    CHECK_RC(wshub_config_set_protocol(NULL, true), WSHUB_NULL_PARAMETER);
+    CHECK_RC(wshub_config_set_rate_limit(NULL, 1), WSHUB_NULL_PARAMETER);
+    CHECK_RC(wshub_config_set_rate_burst(NULL, 1), WSHUB_NULL_PARAMETER);
+    CHECK_RC(wshub_config_set_history_size(NULL, 1), WSHUB_NULL_PARAMETER);
+    CHECK_RC(wshub_config_set_history_ttl_ms(NULL, 1), WSHUB_NULL_PARAMETER);
 
     /* start: NULL arguments, and invalid configurations */
     CHECK_RC(wshub_config_set_bind(config, "127.0.0.1:0"), WSHUB_OK);
