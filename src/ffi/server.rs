@@ -308,11 +308,14 @@ impl Handler for FfiHandler {
                     state.identity = identity;
                 }
                 // The application (auth) decided first; the protocol may still
-                // refuse (draining) and picks the subprotocol unless the
-                // application chose one.
+                // refuse (draining), and its subprotocol choice stands unless
+                // the application chose one.
                 match (&self.protocol, subprotocol) {
-                    (Some(protocol), None) => protocol.on_upgrade(handle, conn, info),
-                    (_, subprotocol) => Upgrade::Accept { subprotocol },
+                    (Some(protocol), ours) => match protocol.on_upgrade(handle, conn, info) {
+                        Upgrade::Accept { subprotocol: theirs } => Upgrade::Accept { subprotocol: ours.or(theirs) },
+                        refusal => refusal,
+                    },
+                    (None, subprotocol) => Upgrade::Accept { subprotocol },
                 }
             }
             Decision::Reject(status) => Upgrade::reject(status),
