@@ -213,7 +213,10 @@ impl Writer<'_> {
 
     /// The socket is dead: wait for the reader (woken by the shutdown) to finish.
     fn wait_for_reader(&mut self, rx: &Receiver<Out>) {
-        while !self.reader_done {
+        if self.reader_done {
+            return;
+        }
+        loop {
             match rx.recv() {
                 Ok(Out::ReaderDone) | Err(_) => return,
                 Ok(Out::Frame(_)) => self.conn.frame_dequeued(),
