@@ -3,6 +3,8 @@
 
     python3 autobahn/compare.py REPORT_DIR/index.json AGENT
 
+expected-results.json holds, per agent, each case's expected results.
+
 Durations and the report's prose are ignored; each case's `behavior` and
 `behaviorClose` must match the expected ones exactly, and no case may be
 missing. Exits 1 on any difference, listing them. With AUTOBAHN_UPDATE=1 in
@@ -14,16 +16,20 @@ import json, os, sys
 report_path, agent = sys.argv[1], sys.argv[2]
 expected_path = os.path.join(os.path.dirname(__file__), "expected-results.json")
 got = json.load(open(report_path)).get(agent, {})
+all_expected = json.load(open(expected_path))
 if os.environ.get("AUTOBAHN_UPDATE") == "1":
     order = lambda case: [int(x) for x in case.split(".")]
-    fresh = {c: {"behavior": got[c]["behavior"], "behaviorClose": got[c]["behaviorClose"]}
-             for c in sorted(got, key=order)}
+    all_expected[agent] = {c: {"behavior": got[c]["behavior"], "behaviorClose": got[c]["behaviorClose"]}
+                           for c in sorted(got, key=order)}
     with open(expected_path, "w") as f:
-        json.dump(fresh, f, indent=1)
+        json.dump(all_expected, f, indent=1)
         f.write("\n")
-    print(f"autobahn {agent}: wrote {len(fresh)} cases to {expected_path}")
+    print(f"autobahn {agent}: wrote {len(got)} cases to {expected_path}")
     sys.exit(0)
-expected = json.load(open(expected_path))
+expected = all_expected.get(agent, {})
+if not expected:
+    print(f"autobahn {agent}: no expected results for this agent")
+    sys.exit(1)
 problems = []
 for case, want in expected.items():
     have = got.get(case)

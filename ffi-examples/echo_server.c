@@ -2,6 +2,8 @@
  * echo_server: echoes every text and binary message on ws://127.0.0.1:PORT/ws.
  *
  *   ./build/echo_server 9001      (port 0 picks a free port)
+ *   ./build/echo_server 9001 33554432   (and a larger message limit, in bytes:
+ *                                        the Autobahn run needs 16 MB messages)
  *
  * Shows: the config builder, wshub_start with one callback, wshub_send from
  * inside a callback, and a clean SIGINT shutdown with wshub_stop.
@@ -29,6 +31,7 @@ static void on_message(void *user_data, wshub_server *server, uint64_t conn,
 
 int main(int argc, char **argv) {
     const char *port = argc > 1 ? argv[1] : "9001";
+    size_t max_message = argc > 2 ? (size_t)strtoull(argv[2], NULL, 10) : 0;
     char address[64];
     wshub_callbacks callbacks = {0};
     wshub_server *server = NULL;
@@ -52,6 +55,8 @@ int main(int argc, char **argv) {
     config = wshub_config_new();
     snprintf(address, sizeof address, "127.0.0.1:%s", port);
     rc = wshub_config_set_bind(config, address);
+    if (rc == WSHUB_OK && max_message > 0)
+        rc = wshub_config_set_max_message_size(config, max_message);
     if (rc == WSHUB_OK) {
         callbacks.on_message = on_message;
         rc = wshub_start(config, &callbacks, NULL, &server);
