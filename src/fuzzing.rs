@@ -30,3 +30,32 @@ pub fn http_request(data: &[u8]) {
         Err(ReadError::Gone | ReadError::Timeout) => unreachable!("no I/O happens here"),
     }
 }
+
+/// A text frame's JSON envelope, as the protocol reads every client message:
+/// the id is peeked first (so an error can carry it), then the whole request
+/// is parsed and checked. Must never panic.
+pub fn envelope(data: &[u8]) {
+    if let Ok(text) = std::str::from_utf8(data) {
+        let id = crate::protocol::envelope::peek_id(text);
+        if let Some(id) = &id {
+            assert!(id.len() <= 64, "an id longer than the limit was accepted");
+        }
+        let _ = crate::protocol::envelope::parse_text(text);
+    }
+}
+
+/// A binary frame (`[0x01][u16 room length][room][body]`), and the member
+/// frame built from what it yields. Must never panic.
+pub fn binary_frame(data: &[u8]) {
+    if let Ok(publish) = crate::protocol::binary::parse_binary(data) {
+        let out = crate::protocol::binary::encode_message(&publish.room, 1, publish.body);
+        assert!(out.len() >= 11 + publish.room.len() + publish.body.len());
+    }
+}
+
+/// The binary's TOML config file. Must never panic.
+pub fn config_file(data: &[u8]) {
+    if let Ok(text) = std::str::from_utf8(data) {
+        let _ = crate::ConfigFile::parse(text);
+    }
+}

@@ -12,6 +12,7 @@
 
 mod acceptor;
 mod config;
+mod config_file;
 mod connection;
 mod echo;
 mod error;
@@ -28,6 +29,7 @@ mod server;
 mod stats;
 
 pub use config::Config;
+pub use config_file::ConfigFile;
 pub use echo::EchoHandler;
 pub use error::{Error, Result};
 pub use frame::is_sendable_close_code;

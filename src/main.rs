@@ -8,13 +8,12 @@
 //! `--config` TOML file, the defaults of [`Config`] and [`ProtocolConfig`].
 
 use std::net::SocketAddr;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
 
 use clap::parser::ValueSource;
 use clap::{ArgMatches, CommandFactory, FromArgMatches, Parser};
-use serde::Deserialize;
 use wshub::protocol::{ProtocolConfig, ProtocolHandler};
 use wshub::{Config, EchoHandler, Server};
 
@@ -95,42 +94,6 @@ struct Cli {
     log_level: log::LevelFilter,
 }
 
-/// The `--config` file: every setting optional, unknown keys refused.
-#[derive(Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct FileConfig {
-    bind: Option<SocketAddr>,
-    echo: Option<bool>,
-    path: Option<String>,
-    max_message_size: Option<usize>,
-    outbound_queue: Option<usize>,
-    heartbeat_ms: Option<u64>,
-    idle_timeout_ms: Option<u64>,
-    max_connections: Option<usize>,
-    reader_stack_size: Option<usize>,
-    writer_stack_size: Option<usize>,
-    read_buffer_size: Option<usize>,
-    write_buffer_size: Option<usize>,
-    handshake_timeout_ms: Option<u64>,
-    close_timeout_ms: Option<u64>,
-    shutdown_timeout_ms: Option<u64>,
-    hub_queue: Option<usize>,
-    rate_limit: Option<u32>,
-    rate_burst: Option<u32>,
-    history_size: Option<usize>,
-    history_ttl_ms: Option<u64>,
-    drain_delay_ms: Option<u64>,
-    log_level: Option<String>,
-}
-
-impl FileConfig {
-    fn load(path: &Path) -> Result<Self, String> {
-        let text =
-            std::fs::read_to_string(path).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
-        toml::from_str(&text).map_err(|e| format!("{}: {e}", path.display()))
-    }
-}
-
 fn ms(d: Duration) -> u64 {
     d.as_millis() as u64
 }
@@ -149,7 +112,7 @@ impl Cli {
         let matches = Cli::command().get_matches();
         let mut cli = Cli::from_arg_matches(&matches).map_err(|e| e.to_string())?;
         let Some(path) = cli.config.clone() else { return Ok(cli) };
-        let file = FileConfig::load(&path)?;
+        let file = wshub::ConfigFile::load(&path)?;
         let m = &matches;
         macro_rules! merge {
             ($($field:ident),*) => {$(

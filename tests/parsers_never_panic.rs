@@ -79,3 +79,18 @@ fn hammer(target: &str, iterations: usize, parse: impl Fn(&[u8])) {
 fn http_request_heads_never_panic() {
     hammer("http_request", 20_000, wshub::fuzzing::http_request);
 }
+
+#[test]
+fn json_envelopes_never_panic() {
+    hammer("envelope", 20_000, wshub::fuzzing::envelope);
+}
+
+#[test]
+fn binary_frames_never_panic() {
+    hammer("binary_frame", 20_000, wshub::fuzzing::binary_frame);
+}
+
+#[test]
+fn config_files_never_panic() {
+    hammer("config_file", 5_000, wshub::fuzzing::config_file);
+}

@@ -1,0 +1,52 @@
+//! The `wshub` binary's optional TOML config file (`--config FILE`): every key
+//! is the name of a command-line flag with `_` for `-`; flags given on the
+//! command line override the file. Parsing only; the binary merges it.
+
+use std::net::SocketAddr;
+use std::path::Path;
+
+use serde::Deserialize;
+
+/// The `--config` file: every setting optional, unknown keys refused.
+#[derive(Debug, Default, Deserialize)]
+#[allow(missing_docs)] // each field is the CLI flag of the same name; `wshub --help` documents it
+#[serde(deny_unknown_fields)]
+pub struct ConfigFile {
+    pub bind: Option<SocketAddr>,
+    pub echo: Option<bool>,
+    pub path: Option<String>,
+    pub max_message_size: Option<usize>,
+    pub outbound_queue: Option<usize>,
+    pub heartbeat_ms: Option<u64>,
+    pub idle_timeout_ms: Option<u64>,
+    pub max_connections: Option<usize>,
+    pub reader_stack_size: Option<usize>,
+    pub writer_stack_size: Option<usize>,
+    pub read_buffer_size: Option<usize>,
+    pub write_buffer_size: Option<usize>,
+    pub handshake_timeout_ms: Option<u64>,
+    pub close_timeout_ms: Option<u64>,
+    pub shutdown_timeout_ms: Option<u64>,
+    pub hub_queue: Option<usize>,
+    pub rate_limit: Option<u32>,
+    pub rate_burst: Option<u32>,
+    pub history_size: Option<usize>,
+    pub history_ttl_ms: Option<u64>,
+    pub drain_delay_ms: Option<u64>,
+    pub log_level: Option<String>,
+}
+
+impl ConfigFile {
+    /// Reads and parses the file at `path`; the error names the file and the problem.
+    pub fn load(path: &Path) -> Result<Self, String> {
+        let text =
+            std::fs::read_to_string(path).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+        Self::parse(&text).map_err(|e| format!("{}: {e}", path.display()))
+    }
+
+    /// Parses TOML text; unknown keys and wrong types are errors.
+    pub fn parse(text: &str) -> Result<Self, String> {
+        toml::from_str(text).map_err(|e| e.to_string())
+    }
+}
+
