@@ -26,7 +26,7 @@ pids=()
 trap 'for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; rm -rf "$work"' EXIT
 
 # Starts a server whose first stdout line ends with "listening on HOST:PORT";
-# prints that address.
+# sets $addr to that address. (Not called in $(...): the pid must reach $pids.)
 start() {
   local out="$work/$1.out"; shift
   "$@" > "$out" &
@@ -35,13 +35,15 @@ start() {
     grep -q "listening on" "$out" 2>/dev/null && break
     sleep 0.05
   done
-  grep -o "listening on [0-9.:]*" "$out" | awk '{print $3}'
+  addr=$(grep -o "listening on [0-9.:]*" "$out" | awk '{print $3}')
 }
 
 # 16 MB messages are part of section 9: raise the 1 MiB default for this run.
 big=33554432
-wshub_addr=$(start wshub ./target/release/wshub --echo --bind 127.0.0.1:0 --max-message-size $big --log-level warn)
-c_addr=$(start c-echo "$work/c/echo_server" 0 $big)
+start wshub ./target/release/wshub --echo --bind 127.0.0.1:0 --max-message-size $big --log-level warn
+wshub_addr=$addr
+start c-echo "$work/c/echo_server" 0 $big
+c_addr=$addr
 cat > "$work/spec.json" <<JSON
 {
   "options": {"failByDrop": false},
@@ -57,9 +59,12 @@ cat > "$work/spec.json" <<JSON
 JSON
 (cd "$work" && timeout 1200 "$venv/bin/wstest" -m fuzzingclient -s spec.json > wstest.log 2>&1) || {
   tail -20 "$work/wstest.log"; exit 1; }
-# Graceful stops: both must exit 0.
+# Graceful stops: both must exit 0 (set -e fails the run otherwise).
 for p in "${pids[@]}"; do kill -INT "$p"; done
-for p in "${pids[@]}"; do wait "$p"; done
+for p in "${pids[@]}"; do
+  wait "$p" || { echo "autobahn: server $p exited with status $?" >&2; exit 1; }
+done
+echo "autobahn: both servers stopped gracefully (exit 0)"
 pids=()
 status=0
 for agent in wshub c-echo; do

@@ -68,7 +68,7 @@ class Client:
         self.next_id += 1
         rid = f"c{self.n}-{self.next_id}"
         fut = asyncio.get_running_loop().create_future()
-        self.pending[rid] = (type_, payload.get("room"), fut)
+        self.pending[rid] = (type_, payload, fut)
         return rid, fut, json.dumps({"type": type_, "id": rid, "payload": payload})
 
     async def call(self, type_, payload, timeout=30):
@@ -106,6 +106,8 @@ class Client:
                 if entry is None:
                     self.t.fail(f"client {self.n}: reply to unknown id {msg.get('id')}")
                     continue
+                if typ == "ack" and entry[0] == "room:join":
+                    self.on_join_ack(entry[1], p)
                 if typ == "error":
                     if p.get("code") == "rate_limited":
                         self.t.rate_limited += 1
@@ -136,16 +138,20 @@ class Client:
         reply = await self.call("room:join", payload)
         if reply and reply["type"] == "ack":
             self.t.joins += 1
-            ack = reply["payload"]
-            if "since" in payload and ack.get("recovered") is False:
-                if self.epoch.get(room) == ack.get("epoch"):
-                    self.t.unrecovered += 1
-                    self.t.fail(f"client {self.n}: {room} not recovered from {payload['since']}")
-                self.last_seq[room] = ack["seq"]
-            elif "since" not in payload:
-                self.last_seq[room] = ack["seq"]
-            self.epoch[room] = ack.get("epoch")
             self.joined.add(room)
+
+    def on_join_ack(self, payload, ack):
+        """Join bookkeeping, done by the reader the moment the ack is read:
+        live messages that follow the ack must see it already applied."""
+        room = payload["room"]
+        if "since" in payload and ack.get("recovered") is False:
+            if self.epoch.get(room) == ack.get("epoch"):
+                self.t.unrecovered += 1
+                self.t.fail(f"client {self.n}: {room} not recovered from {payload['since']}")
+            self.last_seq[room] = ack["seq"]
+        elif "since" not in payload:
+            self.last_seq[room] = ack["seq"]
+        self.epoch[room] = ack.get("epoch")
 
     async def act(self):
         r = self.rng.random()
