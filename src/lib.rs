@@ -26,6 +26,7 @@ mod hub;
 pub mod protocol;
 pub mod rooms;
 mod server;
+mod sock;
 mod stats;
 
 pub use config::Config;

@@ -40,7 +40,9 @@ impl Server {
     /// handle. Connections are served until [`ServerHandle::stop`].
     pub fn start(config: Config, handler: impl Handler) -> Result<ServerHandle> {
         config.validate().map_err(Error::InvalidConfig)?;
-        let listener = Arc::new(TcpListener::bind(config.bind)?);
+        let listener = TcpListener::bind(config.bind)?;
+        crate::sock::deepen_backlog(&listener)?;
+        let listener = Arc::new(listener);
         let local_addr = listener.local_addr()?;
         let stats = Arc::new(Stats::default());
         let (hub_tx, hub_rx) = crossbeam_channel::bounded(config.hub_queue);

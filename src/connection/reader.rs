@@ -136,7 +136,7 @@ fn upgrade<'a>(server: &ServerHandle, conn: &'a ConnShared) -> Option<(Ws<'a>, h
         }
     };
     let response = handshake::switching_protocols(&key, subprotocol.as_deref());
-    if (&conn.stream).write_all(&response).is_err() {
+    if crate::sock::NoSigPipe(&conn.stream).write_all(&response).is_err() {
         inner.release_connection_slot();
         return None;
     }

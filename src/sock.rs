@@ -1,0 +1,74 @@
+//! The few socket calls std does not offer: sends that never raise SIGPIPE, a
+//! non-blocking send on a blocking socket, and a deeper listen backlog.
+//!
+//! Every byte wshub writes to a peer goes through here with `MSG_NOSIGNAL`. A
+//! Rust binary ignores SIGPIPE, but a C or C++ program linking `libwshub`
+//! usually does not, and there a plain `write` to a socket the peer has reset
+//! kills the whole process (tests/no_sigpipe_when_peers_reset.rs).
+
+use std::io::{self, IoSlice, Write};
+use std::net::{TcpListener, TcpStream};
+use std::os::fd::AsRawFd;
+
+/// Sends `buf` once, returning how much went. With `dont_wait` it never blocks
+/// (`WouldBlock` when the socket buffer is full), whatever the socket's mode.
+pub(crate) fn send(stream: &TcpStream, buf: &[u8], dont_wait: bool) -> io::Result<usize> {
+    let flags = libc::MSG_NOSIGNAL | if dont_wait { libc::MSG_DONTWAIT } else { 0 };
+    // SAFETY: the pointer and length describe `buf`, alive for the call.
+    let n = unsafe { libc::send(stream.as_raw_fd(), buf.as_ptr().cast(), buf.len(), flags) };
+    if n < 0 {
+        Err(io::Error::last_os_error())
+    } else {
+        Ok(n as usize)
+    }
+}
+
+/// `writev` without SIGPIPE: one `sendmsg` of all the slices.
+pub(crate) fn send_vectored(stream: &TcpStream, bufs: &[IoSlice<'_>]) -> io::Result<usize> {
+    // SAFETY: a zeroed msghdr is valid (no name, no control data).
+    let mut msg: libc::msghdr = unsafe { std::mem::zeroed() };
+    // IoSlice is guaranteed ABI-compatible with iovec on Unix.
+    msg.msg_iov = bufs.as_ptr() as *mut libc::iovec;
+    msg.msg_iovlen = bufs.len().min(libc::UIO_MAXIOV as usize) as _;
+    // SAFETY: msg points at `bufs`, alive and unmodified for the call.
+    let n = unsafe { libc::sendmsg(stream.as_raw_fd(), &msg, libc::MSG_NOSIGNAL) };
+    if n < 0 {
+        Err(io::Error::last_os_error())
+    } else {
+        Ok(n as usize)
+    }
+}
+
+/// A `Write` over a shared socket that never raises SIGPIPE (HTTP responses
+/// and the 101, written before the connection has a writer thread).
+pub(crate) struct NoSigPipe<'a>(pub &'a TcpStream);
+
+impl Write for NoSigPipe<'_> {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        send(self.0, buf, false)
+    }
+
+    fn write_vectored(&mut self, bufs: &[IoSlice<'_>]) -> io::Result<usize> {
+        send_vectored(self.0, bufs)
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        Ok(())
+    }
+}
+
+/// Connections the kernel may hold completed but not yet accepted. std listens
+/// with 128, which a burst of a few hundred concurrent connects overflows
+/// (the client's SYN is dropped and retried a second later); the kernel caps
+/// this at `net.core.somaxconn`.
+pub(crate) const LISTEN_BACKLOG: i32 = 4096;
+
+/// Re-issues `listen` with [`LISTEN_BACKLOG`]; Linux updates the backlog of a
+/// socket that is already listening.
+pub(crate) fn deepen_backlog(listener: &TcpListener) -> io::Result<()> {
+    // SAFETY: listen on a valid, owned, listening socket.
+    if unsafe { libc::listen(listener.as_raw_fd(), LISTEN_BACKLOG) } < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
+}
