@@ -6,6 +6,13 @@
 //! sent. The hub never blocks on a connection: a queue at its bound makes that
 //! connection a slow consumer (closed with 1013); it runs no application code,
 //! so any thread, including a callback, may wait on its replies.
+//!
+//! While it keeps up (no command waiting behind the current one), the hub sends
+//! each frame straight to a member's socket when that member has nothing queued
+//! (one non-blocking `send`, no thread woken); once commands pile up it stops
+//! doing syscalls and only queues, so the writers batch many frames per
+//! `writev`. A broadcast to a large room looks again every [`CHECK_EVERY`]
+//! members, so it switches mid-room when publishes arrive faster than it sends.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -35,6 +42,9 @@ pub(crate) enum Cmd {
     Shutdown,
 }
 
+/// Members a broadcast serves between two looks at the command queue.
+const CHECK_EVERY: usize = 32;
+
 pub(crate) struct Hub {
     conns: HashMap<ConnId, Arc<ConnShared>>,
     rooms: Rooms,
@@ -53,11 +63,13 @@ impl Hub {
             if let Cmd::Shutdown = cmd {
                 break;
             }
-            self.handle(cmd);
+            self.handle(cmd, &|| rx.is_empty());
         }
     }
 
-    fn handle(&mut self, cmd: Cmd) {
+    /// Carries out one command; `keeping_up` tells whether sending directly is
+    /// affordable right now.
+    fn handle(&mut self, cmd: Cmd, keeping_up: &dyn Fn() -> bool) {
         match cmd {
             Cmd::Register(conn) => {
                 self.conns.insert(conn.id, conn);
@@ -76,14 +88,18 @@ impl Hub {
             }
             Cmd::Send(id, frame) => {
                 if let Some(conn) = self.conns.get(&id) {
-                    self.push(conn, frame);
+                    self.deliver(conn, frame, keeping_up());
                 }
             }
             Cmd::Broadcast { room, frame, except } => {
-                for &id in self.rooms.members(&room) {
+                let mut direct = keeping_up();
+                for (i, &id) in self.rooms.members(&room).iter().enumerate() {
+                    if direct && i % CHECK_EVERY == CHECK_EVERY - 1 {
+                        direct = keeping_up();
+                    }
                     if Some(id) != except {
                         if let Some(conn) = self.conns.get(&id) {
-                            self.push(conn, frame.clone());
+                            self.deliver(conn, frame.clone(), direct);
                         }
                     }
                 }
@@ -111,7 +127,10 @@ impl Hub {
         }
     }
 
-    fn push(&self, conn: &ConnShared, frame: SharedFrame) {
+    fn deliver(&self, conn: &ConnShared, frame: SharedFrame, direct: bool) {
+        if direct && conn.try_send_direct(&frame, &self.stats) {
+            return;
+        }
         if let Err(PushError::Full) = conn.push_frame(frame, self.queue_bound, &self.stats) {
             log::warn!(
                 "conn {} ({}): outbound queue full at {} frames; closing it with 1013",
@@ -129,6 +148,47 @@ impl Hub {
 mod tests {
     use super::*;
     use crate::connection::{test_support::loopback_conn, Out};
+    use std::io::Read;
+    use std::sync::atomic::Ordering::Relaxed;
+
+    impl Hub {
+        /// As when commands are waiting: everything goes through the queues.
+        fn handle_queued(&mut self, cmd: Cmd) {
+            self.handle(cmd, &|| false);
+        }
+    }
+
+    #[test]
+    fn an_idle_member_gets_frames_straight_from_the_hub_and_a_backlogged_one_through_its_queue() {
+        let stats = Arc::new(Stats::default());
+        let mut hub = Hub::new(16, stats.clone());
+        let (conn, mut peer) = loopback_conn(1);
+        let rx = conn.take_receiver().unwrap();
+        hub.handle_queued(Cmd::Register(conn.clone()));
+        hub.handle_queued(Cmd::Join(1, "r".into()));
+        let frame = |b: &[u8]| -> SharedFrame { Arc::new(crate::frame::encode(crate::frame::OP_TEXT, b)) };
+
+        // Keeping up, nothing queued: on the wire at once, no queue entry.
+        hub.handle(Cmd::Broadcast { room: "r".into(), frame: frame(b"one"), except: None }, &|| true);
+        let mut got = vec![0u8; 5];
+        peer.read_exact(&mut got).unwrap();
+        assert_eq!(got, *frame(b"one"));
+        assert!(rx.try_recv().is_err());
+        assert_eq!(stats.direct_sends.load(Relaxed), 1);
+
+        // Falling behind: queued. Then, though keeping up again, the next frame
+        // must queue behind it (order), not overtake it on the socket.
+        hub.handle_queued(Cmd::Send(1, frame(b"two")));
+        hub.handle(Cmd::Send(1, frame(b"three")), &|| true);
+        assert_eq!(stats.direct_sends.load(Relaxed), 1);
+        assert_eq!(conn.queue_depth(), 2);
+        for want in [b"two".as_slice(), b"three"] {
+            match rx.try_recv().unwrap() {
+                Out::Frame(f) => assert_eq!(*f, *frame(want)),
+                other => panic!("{other:?}"),
+            }
+        }
+    }
 
     #[test]
     fn a_broadcast_shares_one_frame_and_a_full_queue_drops_only_that_member() {
@@ -137,11 +197,11 @@ mod tests {
         let conns: Vec<_> = (1..=3).map(loopback_conn).collect();
         let receivers: Vec<_> = conns.iter().map(|(c, _)| c.take_receiver().unwrap()).collect();
         for (c, _) in &conns {
-            hub.handle(Cmd::Register(c.clone()));
-            hub.handle(Cmd::Join(c.id, "r".into()));
+            hub.handle_queued(Cmd::Register(c.clone()));
+            hub.handle_queued(Cmd::Join(c.id, "r".into()));
         }
         let frame: SharedFrame = Arc::new(crate::frame::encode(crate::frame::OP_TEXT, b"hi"));
-        hub.handle(Cmd::Broadcast { room: "r".into(), frame: frame.clone(), except: Some(3) });
+        hub.handle_queued(Cmd::Broadcast { room: "r".into(), frame: frame.clone(), except: Some(3) });
         for rx in &receivers[..2] {
             match rx.try_recv().unwrap() {
                 Out::Frame(f) => assert!(Arc::ptr_eq(&f, &frame), "the same bytes, not a copy"),
@@ -154,12 +214,12 @@ mod tests {
         // 2 the third broadcast finds its queue full and closes it, and only it.
         let drain = |i: usize| {
             while let Ok(Out::Frame(_)) = receivers[i].try_recv() {
-                conns[i].0.frame_dequeued();
+                conns[i].0.frames_done(1);
             }
         };
         drain(0);
         for _ in 0..3 {
-            hub.handle(Cmd::Broadcast { room: "r".into(), frame: frame.clone(), except: None });
+            hub.handle_queued(Cmd::Broadcast { room: "r".into(), frame: frame.clone(), except: None });
             drain(0);
             drain(2);
         }

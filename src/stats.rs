@@ -15,6 +15,7 @@ pub(crate) struct Stats {
     pub bytes_in: AtomicU64,
     pub bytes_out: AtomicU64,
     pub write_batches: AtomicU64,
+    pub direct_sends: AtomicU64,
     pub dropped_slow_consumer: AtomicU64,
     pub handshake_rejects: AtomicU64,
     /// `handshake_rejects` split by HTTP status (0: dropped without a response).
@@ -38,8 +39,12 @@ pub struct StatsSnapshot {
     pub bytes_in: u64,
     /// Bytes written to sockets after the handshake (frames, all kinds).
     pub bytes_out: u64,
-    /// `writev` batches the writers made (messages_out / write_batches = frames per syscall).
+    /// `writev` batches the writer threads made ((messages_out - direct_sends) /
+    /// write_batches = frames per writer syscall).
     pub write_batches: u64,
+    /// Data frames the hub sent straight to an idle connection's socket (one
+    /// non-blocking `send` each, no writer woken); included in `messages_out`.
+    pub direct_sends: u64,
     /// Connections closed with 1013 because their outbound queue was full.
     pub dropped_slow_consumer: u64,
     /// Requests answered with an HTTP error instead of an upgrade.
@@ -72,6 +77,7 @@ impl Stats {
             bytes_in: self.bytes_in.load(Relaxed),
             bytes_out: self.bytes_out.load(Relaxed),
             write_batches: self.write_batches.load(Relaxed),
+            direct_sends: self.direct_sends.load(Relaxed),
             dropped_slow_consumer: self.dropped_slow_consumer.load(Relaxed),
             handshake_rejects: self.handshake_rejects.load(Relaxed),
             handshake_rejects_by_status: self

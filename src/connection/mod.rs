@@ -7,6 +7,16 @@
 //! - [`writer`]: drains the outbound queue into the socket, many frames per
 //!   `writev`, and sends the heartbeat pings.
 //!
+//! Delivery adapts to load. While the hub keeps up and a connection has nothing
+//! queued, the hub sends a frame straight to its socket with one non-blocking
+//! `send` ([`ConnShared::try_send_direct`]): no thread wakes, which is what keeps
+//! latency low and CPU per delivery small at moderate rates. Once the hub falls
+//! behind, or the connection has a backlog, frames go to the writer's queue and
+//! leave in batches, many per `writev`. The write lock and the depth counter
+//! keep the two paths in order: a direct send happens only with nothing queued
+//! or being written, and a partial one leaves its rest as the [`Tail`] the
+//! writer writes before anything else.
+//!
 //! The queue is crossbeam's list-backed channel with the bound kept by a depth
 //! counter: an array-backed `bounded(1024)` channel preallocates its slots
 //! (24 KiB per connection), which 10k idle connections cannot afford; this one
@@ -39,8 +49,18 @@ pub(crate) enum Out {
     Control(Vec<u8>),
     /// Close with this code and reason once everything queued before it is written.
     Close(u16, String),
+    /// The rest of a direct send lies in the write lock's [`Tail`]; counts
+    /// against the queue bound like a frame.
+    Tail,
     /// The reader has finished: exit once the current batch is written.
     ReaderDone,
+}
+
+/// What a partial direct send left unwritten.
+#[derive(Debug)]
+pub(crate) struct Tail {
+    pub frame: SharedFrame,
+    pub written: usize,
 }
 
 /// The state of one connection shared by its reader, its writer, the hub and
@@ -54,7 +74,11 @@ pub(crate) struct ConnShared {
     pub stream: TcpStream,
     tx: Sender<Out>,
     rx: Mutex<Option<Receiver<Out>>>,
+    /// Data frames queued or being written (released once written or dropped).
     depth: AtomicUsize,
+    /// Held by whoever writes to the socket (the writer for a batch, the hub for
+    /// a direct send), so frames never interleave.
+    write: Mutex<Option<Tail>>,
     /// Set once the upgrade completed and the connection is registered.
     open: AtomicBool,
     /// A close has been queued: nothing more is queued after it.
@@ -87,6 +111,7 @@ impl ConnShared {
             tx,
             rx: Mutex::new(Some(rx)),
             depth: AtomicUsize::new(0),
+            write: Mutex::new(None),
             open: AtomicBool::new(false),
             closing: AtomicBool::new(false),
             close_code: AtomicU16::new(0),
@@ -118,6 +143,49 @@ impl ConnShared {
         Ok(())
     }
 
+    /// Sends `frame` straight to the socket when that keeps order and costs no
+    /// wait: nothing is queued or being written, the writer does not hold the
+    /// socket, and no close has gone out. True when the frame is taken care of
+    /// (sent, or partly sent with its rest handed to the writer); false when
+    /// the caller should queue it instead.
+    pub(crate) fn try_send_direct(&self, frame: &SharedFrame, stats: &Stats) -> bool {
+        if self.depth.load(Acquire) != 0 {
+            return false;
+        }
+        let Some(mut tail) = self.write.try_lock() else { return false };
+        if tail.is_some() || self.depth.load(Acquire) != 0 || self.closing.load(Acquire) {
+            return false;
+        }
+        match crate::sock::send(&self.stream, frame, true) {
+            Ok(n) if n == frame.len() => {
+                Stats::add(&stats.bytes_out, n as u64);
+                Stats::add(&stats.messages_out, 1);
+                Stats::add(&stats.direct_sends, 1);
+                true
+            }
+            Ok(n) if n > 0 => {
+                Stats::add(&stats.bytes_out, n as u64);
+                *tail = Some(Tail { frame: frame.clone(), written: n });
+                self.depth.fetch_add(1, AcqRel);
+                let _ = self.tx.send(Out::Tail);
+                true
+            }
+            // Full socket buffer, or an error the writer will meet and report.
+            _ => false,
+        }
+    }
+
+    /// The write lock, with the rest of a partial direct send if there is one.
+    pub(crate) fn lock_write(&self) -> parking_lot::MutexGuard<'_, Option<Tail>> {
+        self.write.lock()
+    }
+
+    /// A close frame is about to be written (under the write lock): nothing
+    /// may follow it, so direct sends and queueing stop.
+    pub(crate) fn mark_closing(&self) {
+        self.closing.store(true, Release);
+    }
+
     /// Queues a close frame after everything queued so far. Only the first close
     /// counts; later ones are ignored.
     pub(crate) fn push_close(&self, code: u16, reason: &str) {
@@ -146,8 +214,11 @@ impl ConnShared {
         self.rx.lock().take()
     }
 
-    pub(crate) fn frame_dequeued(&self) {
-        self.depth.fetch_sub(1, AcqRel);
+    /// `n` data frames were written or dropped: they no longer hold the queue.
+    pub(crate) fn frames_done(&self, n: usize) {
+        if n > 0 {
+            self.depth.fetch_sub(n, AcqRel);
+        }
     }
 
     pub(crate) fn queue_depth(&self) -> usize {

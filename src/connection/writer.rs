@@ -5,7 +5,7 @@
 //! with one `writev`: under load many frames leave in one syscall. After it has
 //! written a close frame it writes nothing more.
 
-use std::io::{self, IoSlice, Write};
+use std::io::{self, IoSlice};
 use std::net::Shutdown;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -40,7 +40,19 @@ pub(crate) fn run(conn: Arc<ConnShared>, rx: Receiver<Out>, config: Config, stat
             Ok(item) => item,
             Err(RecvTimeoutError::Timeout) => {
                 next_ping = Instant::now() + config.heartbeat_interval;
-                if let Written::Failed = w.write_all(&mut [IoSlice::new(&ping)]) {
+                let mut guard = conn.lock_write();
+                let tail = guard.take();
+                let mut slices = Vec::with_capacity(2);
+                if let Some(t) = &tail {
+                    slices.push(IoSlice::new(&t.frame[t.written..]));
+                }
+                slices.push(IoSlice::new(&ping));
+                let written = w.write_all(&mut slices);
+                drop(guard);
+                if tail.is_some() {
+                    Stats::add(&stats.messages_out, 1);
+                }
+                if let Written::Failed = written {
                     return w.wait_for_reader(&rx);
                 }
                 continue;
@@ -87,25 +99,21 @@ struct Writer<'a> {
 }
 
 impl Writer<'_> {
-    /// Writes the batch up to its first close, in order, and empties it.
+    /// Writes the batch up to its first close, in order, and empties it. The
+    /// rest of a partial direct send, if any, goes first: its first bytes are
+    /// already on the wire.
     fn write_batch(&mut self, batch: &mut Vec<Out>) -> Step {
         let discard = self.conn.discards();
         let mut close_frame = None;
         let mut step = Step::Continue;
-        let mut data_frames = 0u64;
         let mut end = batch.len();
-        for (i, item) in batch.iter_mut().enumerate() {
+        for (i, item) in batch.iter().enumerate() {
             match item {
-                Out::Frame(_) => {
-                    self.conn.frame_dequeued();
-                    data_frames += u64::from(!discard);
-                }
                 Out::Control(bytes) if frame::contains_close(bytes) => {
                     step = Step::Closed;
                     end = i + 1;
                     break;
                 }
-                Out::Control(_) => {}
                 Out::Close(code, reason) => {
                     close_frame = Some(frame::encode_close(*code, reason));
                     step = Step::Closed;
@@ -118,21 +126,36 @@ impl Writer<'_> {
                     end = i;
                     break;
                 }
+                _ => {}
             }
         }
         // Frames behind the first close are never sent; still release their
         // slots, and do not lose the reader's goodbye if it is among them.
-        for item in &batch[end..] {
+        let mut released = 0;
+        for item in batch.iter() {
             match item {
-                Out::Frame(_) => self.conn.frame_dequeued(),
+                Out::Frame(_) | Out::Tail => released += 1,
                 Out::ReaderDone => self.reader_done = true,
                 _ => {}
             }
         }
-        let mut slices: Vec<IoSlice<'_>> = Vec::with_capacity(end + 1);
+        let mut guard = self.conn.lock_write();
+        if let Step::Closed = step {
+            // Under the write lock: no direct send may follow the close frame.
+            self.conn.mark_closing();
+        }
+        let tail = guard.take();
+        let mut slices: Vec<IoSlice<'_>> = Vec::with_capacity(end + 2);
+        if let Some(t) = &tail {
+            slices.push(IoSlice::new(&t.frame[t.written..]));
+        }
+        let mut data_frames = u64::from(tail.is_some());
         for item in &batch[..end] {
             match item {
-                Out::Frame(f) if !discard => slices.push(IoSlice::new(f)),
+                Out::Frame(f) if !discard => {
+                    slices.push(IoSlice::new(f));
+                    data_frames += 1;
+                }
                 Out::Control(bytes) => slices.push(IoSlice::new(bytes)),
                 _ => {}
             }
@@ -142,7 +165,11 @@ impl Writer<'_> {
         }
         let result = if slices.is_empty() { Written::Ok } else { self.write_all(&mut slices) };
         drop(slices);
+        drop(guard);
         batch.clear();
+        // Released only now: while frames are being written the hub must not
+        // send around them.
+        self.conn.frames_done(released);
         match result {
             Written::Failed => Step::Failed,
             Written::Ok => {
@@ -159,7 +186,7 @@ impl Writer<'_> {
         let mut stalled_since: Option<Instant> = None;
         let mut writes = 0u64;
         while !slices.is_empty() {
-            match (&self.conn.stream).write_vectored(slices) {
+            match crate::sock::send_vectored(&self.conn.stream, slices) {
                 Ok(0) => return self.fail("socket closed"),
                 Ok(n) => {
                     writes += 1;
@@ -183,7 +210,6 @@ impl Writer<'_> {
             }
         }
         Stats::add(&self.stats.write_batches, writes);
-        let _ = (&self.conn.stream).flush();
         Written::Ok
     }
 
@@ -201,7 +227,7 @@ impl Writer<'_> {
         while !self.reader_done {
             match rx.recv_deadline(deadline) {
                 Ok(Out::ReaderDone) | Err(RecvTimeoutError::Disconnected) => return,
-                Ok(Out::Frame(_)) => self.conn.frame_dequeued(),
+                Ok(Out::Frame(_) | Out::Tail) => self.conn.frames_done(1),
                 Ok(_) => {}
                 Err(RecvTimeoutError::Timeout) => {
                     self.conn.kill();
@@ -219,7 +245,7 @@ impl Writer<'_> {
         loop {
             match rx.recv() {
                 Ok(Out::ReaderDone) | Err(_) => return,
-                Ok(Out::Frame(_)) => self.conn.frame_dequeued(),
+                Ok(Out::Frame(_) | Out::Tail) => self.conn.frames_done(1),
                 Ok(_) => {}
             }
         }

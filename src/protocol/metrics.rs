@@ -45,6 +45,18 @@ impl Metrics {
         metric("wshub_rooms", "gauge", "Rooms with at least one member.", &one(rooms as u64));
         metric("wshub_messages_in_total", "counter", "Data messages received.", &one(s.messages_in));
         metric("wshub_messages_out_total", "counter", "Data frames sent.", &one(s.messages_out));
+        metric(
+            "wshub_direct_sends_total",
+            "counter",
+            "Data frames the hub sent straight to an idle socket (part of wshub_messages_out_total).",
+            &one(s.direct_sends),
+        );
+        metric(
+            "wshub_write_batches_total",
+            "counter",
+            "writev calls by writer threads (frames per call = (messages_out - direct_sends) / this).",
+            &one(s.write_batches),
+        );
         metric("wshub_bytes_in_total", "counter", "Payload bytes received.", &one(s.bytes_in));
         metric("wshub_bytes_out_total", "counter", "Bytes written after the handshake.", &one(s.bytes_out));
         metric(
