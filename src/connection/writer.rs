@@ -286,4 +286,38 @@ mod tests {
         assert_eq!(stats.write_batches.load(Relaxed), 1, "101 frames, one writev");
         assert_eq!(conn.queue_depth(), 0);
     }
+
+    #[test]
+    fn the_rest_of_a_partial_direct_send_leaves_before_anything_queued() {
+        let (conn, mut peer) = loopback_conn(1);
+        let stats = Arc::new(Stats::default());
+        // Far more than loopback's socket buffers hold: the peer is not reading
+        // yet, so the non-blocking send takes only part of it.
+        let big: crate::frame::SharedFrame =
+            Arc::new(frame::encode(frame::OP_BINARY, &vec![5u8; 32 << 20]));
+        assert!(conn.try_send_direct(&big, &stats));
+        assert_eq!(conn.queue_depth(), 1, "its unsent rest holds the queue");
+        assert_eq!(stats.direct_sends.load(Relaxed), 0);
+        let small: crate::frame::SharedFrame = Arc::new(frame::encode(frame::OP_TEXT, b"after"));
+        assert!(!conn.try_send_direct(&small, &stats), "must not overtake the rest");
+        conn.push_frame(small.clone(), 1024, &stats).unwrap();
+        conn.push_close(1000, "done");
+        conn.push_reader_done();
+
+        let rx = conn.take_receiver().unwrap();
+        let writer = {
+            let (conn, stats) = (conn.clone(), stats.clone());
+            std::thread::spawn(move || run(conn, rx, Config::default(), stats))
+        };
+        let mut got = Vec::new();
+        peer.read_to_end(&mut got).unwrap();
+        writer.join().unwrap();
+        let mut expected = big.to_vec();
+        expected.extend_from_slice(&small);
+        expected.extend_from_slice(&frame::encode_close(1000, "done"));
+        assert_eq!(got.len(), expected.len());
+        assert!(got == expected, "the bytes arrive whole and in order");
+        assert_eq!(stats.messages_out.load(Relaxed), 2);
+        assert_eq!(conn.queue_depth(), 0);
+    }
 }
