@@ -157,7 +157,10 @@ def main():
     except Fail as e:
         print(f"FAIL {url}: {e}")
         sys.exit(1)
-    except (OSError, asyncio.TimeoutError, websockets.exceptions.WebSocketException) as e:
+    except asyncio.TimeoutError:
+        print(f"FAIL {url}: no expected frame within {TIMEOUT} s")
+        sys.exit(1)
+    except (OSError, websockets.exceptions.WebSocketException) as e:
         print(f"FAIL {url}: {type(e).__name__}: {e}")
         sys.exit(1)
     print(f"PASS {url}")
