@@ -107,6 +107,11 @@ if meta:
     print(f"{meta.get('date', '')}: wshub {meta.get('wshub_rev', '?')}, node {meta.get('node', '?')} "
           f"+ ws {meta.get('ws', '?')}, {meta.get('cpus', '?')} CPUs; CPU % columns are wshub run / node run, "
           f"100 = one core. ⚠ = the generator reported ok: false.\n")
+loads = [r["loadavg_1m_before"] for r in rows.values() if num(r.get("loadavg_1m_before")) is not None]
+if loads:
+    cpus = (meta or {}).get("cpus") or 0
+    note = " (above the CPU count: other work was competing)" if cpus and max(loads) > cpus else ""
+    print(f"1-min load average before each run: {min(loads):.1f} to {max(loads):.1f}{note}\n")
 cases = sorted({c for c, _ in rows}, key=lambda c: (ORDER.index(c) if c in ORDER else len(ORDER), c))
 for case in cases:
     r = rows.get((case, "wshub")) or rows.get((case, "node"))
@@ -273,6 +278,14 @@ case_desc() {
     esac
 }
 
+# Other work on the machine takes CPU from both sides, and not evenly: the
+# scheduler shares CPU per thread, so a busy machine favours a server with
+# many threads (wshub) over a one-thread one (node).
+read -r load _ </proc/loadavg
+if python3 -c "import os, sys; sys.exit(0 if float('$load') > os.cpu_count() else 1)"; then
+    echo "warning: 1-min load average $load is above the $(nproc) CPUs: other work will skew the figures" >&2
+fi
+
 mkdir -p "$RESULTS"
 STAMP="$(date -u +%Y%m%dT%H%M%SZ)"
 OUT="$RESULTS/$STAMP.jsonl"
@@ -302,10 +315,10 @@ PY
 NICE=()
 [[ "$GEN_NICE" != 0 ]] && NICE=(nice -n "$GEN_NICE")
 
-record() { # server, case, desc, server exit, generator exit, stdout file, stderr file
+record() { # server, case, desc, server exit, generator exit, stdout file, stderr file, load average
     python3 - "$OUT" "$@" <<'PY'
 import json, sys
-out, server, case, desc, server_exit, gen_exit, stdout, stderr = sys.argv[1:]
+out, server, case, desc, server_exit, gen_exit, stdout, stderr, load = sys.argv[1:]
 line = None
 with open(stdout, errors="replace") as f:
     for l in f:
@@ -322,6 +335,7 @@ if not isinstance(r, dict):
 r["server"], r["case"], r["case_desc"] = server, case, desc
 r["server_exit"] = int(server_exit) if server_exit.lstrip("-").isdigit() else None
 r["gen_exit"] = int(gen_exit)
+r["loadavg_1m_before"] = float(load) if load else None
 with open(out, "a") as f:
     f.write(json.dumps(r) + "\n")
 failed = "error" in r or r.get("ok") is False or r["server_exit"] != 0
@@ -354,10 +368,11 @@ for case in $CASES; do
         if ! start_server "$server" "$case"; then
             echo '{}' >"$WORK/gen.out"
             echo "server did not start" >"$WORK/gen.err"
-            record "$server" "$case" "$desc" "" 1 "$WORK/gen.out" "$WORK/gen.err" || FAILED=$((FAILED + 1))
+            record "$server" "$case" "$desc" "" 1 "$WORK/gen.out" "$WORK/gen.err" "" || FAILED=$((FAILED + 1))
             continue
         fi
         case_args "$case" "$server"
+        load="$(cut -d' ' -f1 /proc/loadavg)"
         gen_exit=0
         "${NICE[@]}" "$GEN" "${GEN_ARGS[0]}" --url "$URL" --pid "$SERVER_PID" "${GEN_ARGS[@]:1}" \
             >"$WORK/gen.out" 2>"$WORK/gen.err" || gen_exit=$?
@@ -366,7 +381,7 @@ for case in $CASES; do
             echo "   $server exited with status $SERVER_EXIT; its stderr:" >&2
             tail -n 5 "$WORK/server.err" >&2
         fi
-        record "$server" "$case" "$desc" "$SERVER_EXIT" "$gen_exit" "$WORK/gen.out" "$WORK/gen.err" ||
+        record "$server" "$case" "$desc" "$SERVER_EXIT" "$gen_exit" "$WORK/gen.out" "$WORK/gen.err" "$load" ||
             FAILED=$((FAILED + 1))
     done
 done
