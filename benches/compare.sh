@@ -316,9 +316,9 @@ NICE=()
 [[ "$GEN_NICE" != 0 ]] && NICE=(nice -n "$GEN_NICE")
 
 record() { # server, case, desc, server exit, generator exit, stdout file, stderr file, load average
-    python3 - "$OUT" "$@" <<'PY'
+    python3 - "$OUT" "$@" "$WORK/server.err" <<'PY'
 import json, sys
-out, server, case, desc, server_exit, gen_exit, stdout, stderr, load = sys.argv[1:]
+out, server, case, desc, server_exit, gen_exit, stdout, stderr, load, server_err = sys.argv[1:]
 line = None
 with open(stdout, errors="replace") as f:
     for l in f:
@@ -336,11 +336,19 @@ r["server"], r["case"], r["case_desc"] = server, case, desc
 r["server_exit"] = int(server_exit) if server_exit.lstrip("-").isdigit() else None
 r["gen_exit"] = int(gen_exit)
 r["loadavg_1m_before"] = float(load) if load else None
+with open(server_err, errors="replace") as f:
+    lines = f.read().splitlines()
+if lines:  # wshub runs at --log-level warn: anything here is worth keeping
+    r["server_stderr_lines"] = len(lines)
+    r["server_stderr_tail"] = "\n".join(lines[-5:])[-1000:]
 with open(out, "a") as f:
     f.write(json.dumps(r) + "\n")
 failed = "error" in r or r.get("ok") is False or r["server_exit"] != 0
 print(f"   {server}: " + ("FAILED: " + r["error"] if "error" in r else json.dumps(
-    {k: v for k, v in r.items() if k not in ("server", "case", "case_desc")})), file=sys.stderr)
+    {k: v for k, v in r.items() if k not in ("server", "case", "case_desc", "server_stderr_tail")})),
+    file=sys.stderr)
+if failed and r.get("server_stderr_tail"):
+    print(f"   {server}'s stderr ends:\n" + r["server_stderr_tail"], file=sys.stderr)
 sys.exit(1 if failed else 0)
 PY
 }
