@@ -7,6 +7,7 @@
 //! one JSON line on stdout that starts with `{"scenario":`.
 
 mod conns;
+mod fanout;
 mod measure;
 mod net;
 mod proto;
@@ -321,6 +322,7 @@ fn run() -> Result<Report, String> {
     let nofile = measure::raise_nofile();
     match scenario.as_str() {
         "conns" => conns::run(&common, opts, nofile),
+        "fanout" => fanout::run(&common, opts, nofile),
         other => Err(format!("unknown scenario {other:?}\n\n{USAGE}")),
     }
 }
