@@ -7,6 +7,7 @@
 //! one JSON line on stdout that starts with `{"scenario":`.
 
 mod conns;
+mod echo;
 mod fanout;
 mod measure;
 mod net;
@@ -323,6 +324,7 @@ fn run() -> Result<Report, String> {
     match scenario.as_str() {
         "conns" => conns::run(&common, opts, nofile),
         "fanout" => fanout::run(&common, opts, nofile),
+        "echo" => echo::run(&common, opts, nofile),
         other => Err(format!("unknown scenario {other:?}\n\n{USAGE}")),
     }
 }
