@@ -4,7 +4,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::json;
 
-use crate::measure::{CpuMark, ProcStats};
+use crate::measure::{listen_overflows, pct, CpuMark, ProcStats};
 use crate::net::{Ev, Net};
 use crate::{close_all, open_all, Common, Opts, Report};
 
@@ -40,15 +40,27 @@ pub fn run(common: &Common, mut opts: Opts, nofile: u64) -> Result<Report, Strin
     let mut net = Net::new(common.target.clone(), common.timeout).map_err(|e| format!("epoll: {e}"))?;
     let before = ProcStats::read(pid)?;
     eprintln!("conns: opening {n} connections to {} ({concurrency} handshakes in flight)", common.url);
-    eprintln!("  server before: {before:?}");
+    eprintln!("  server before: {before}");
 
+    let overflows_before = listen_overflows();
     let mark = CpuMark::start(Some(pid));
     let opened = open_all(&mut net, n, concurrency, common.timeout, true)?;
     let cpu = mark.stop();
+    let overflows = overflows_before.zip(listen_overflows()).map(|(a, b)| b.saturating_sub(a));
     let connected = opened.tokens.len();
+    if connected == 0 {
+        return Err(format!("no connection opened: {}", opened.first_error.unwrap_or_default()));
+    }
     let secs = opened.elapsed.as_secs_f64();
     let rate = if secs > 0.0 { connected as f64 / secs } else { 0.0 };
     eprintln!("  {connected} connected in {secs:.2} s: {rate:.0} handshakes/s");
+    if let Some(o) = overflows.filter(|&o| o > 0) {
+        eprintln!(
+            "  note: {o} listen-queue overflows meanwhile (machine-wide TcpExt ListenOverflows): the server's \
+             accept backlog is smaller than --concurrency, and each overflow costs its client a ~1 s SYN \
+             retransmit, so handshakes/s measures that timer more than the server"
+        );
+    }
 
     // Let the server's threads settle after the burst, then read it.
     let (mut lost, mut first_lost) = (0u64, None);
@@ -67,9 +79,14 @@ pub fn run(common: &Common, mut opts: Opts, nofile: u64) -> Result<Report, Strin
     let rss_per = per(held.rss_kb, before.rss_kb);
     let threads_per = per(held.threads, before.threads);
     let fds_per = per(held.fds, before.fds);
-    eprintln!("  server holding: {held:?}");
+    eprintln!("  server holding: {held}");
     eprintln!("  per connection: RSS {rss_per:.1} KiB, threads {threads_per:.3}, fds {fds_per:.3}");
-    eprintln!("  server CPU while opening {:?} %, while idle {:?} %", cpu.server_pct, idle.server_pct);
+    eprintln!(
+        "  CPU while opening: generator {:.1} %, server {}; server while idle {}",
+        cpu.gen_pct,
+        pct(cpu.server_pct),
+        pct(idle.server_pct)
+    );
 
     let closing = close_all(&mut net)?;
     // The server's threads and fds should go back to the baseline.
@@ -81,7 +98,7 @@ pub fn run(common: &Common, mut opts: Opts, nofile: u64) -> Result<Report, Strin
     }
     let settle_ms = settle_start.elapsed().as_millis() as u64;
     eprintln!(
-        "  closed: {} clean, {} not; server after close: {after:?} ({settle_ms} ms to settle)",
+        "  closed: {} clean, {} not; server after close: {after} ({settle_ms} ms to settle)",
         closing.clean, closing.unclean
     );
 
@@ -95,6 +112,7 @@ pub fn run(common: &Common, mut opts: Opts, nofile: u64) -> Result<Report, Strin
     r.put("first_error", json!(opened.first_error));
     r.put("open_secs", json!((secs * 1000.0).round() / 1000.0));
     r.put("handshakes_per_s", json!(rate.round()));
+    r.put("listen_overflows", json!(overflows));
     r.put("before", before.json());
     r.put("held", held.json());
     r.put("after_close", after.json());
@@ -105,6 +123,7 @@ pub fn run(common: &Common, mut opts: Opts, nofile: u64) -> Result<Report, Strin
     r.put("lost_while_held", json!(lost));
     r.put("clean_closes", json!(closing.clean));
     r.put("unclean_closes", json!(closing.unclean));
+    r.put_net(&net);
     if connected < n || opened.errors > 0 {
         r.problem(format!(
             "{connected} of {n} connected; first error: {}",

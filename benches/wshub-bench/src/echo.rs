@@ -143,7 +143,7 @@ pub fn run(common: &Common, mut opts: Opts, nofile: u64) -> Result<Report, Strin
     let rps = (t.completed + t.errors) as f64 / elapsed.max(1e-9);
     eprintln!("  {} trips in {elapsed:.2} s: {rps:.0} requests/s", t.completed + t.errors);
     eprintln!("  RTT {}", hist.summary());
-    eprintln!("  CPU: generator {:.1} %, server {:?} % (of one core)", cpu.gen_pct, cpu.server_pct);
+    eprintln!("  CPU (of one core): generator {:.1} %, server {}", cpu.gen_pct, crate::measure::pct(cpu.server_pct));
     let closing = close_all(&mut net)?;
 
     let mut r = Report::new("echo", common);
@@ -160,6 +160,7 @@ pub fn run(common: &Common, mut opts: Opts, nofile: u64) -> Result<Report, Strin
         r.put(k, v);
     }
     r.put("clean_closes", json!(closing.clean));
+    r.put_net(&net);
     if t.completed != clients as u64 * trips {
         r.problem(format!(
             "{} of {} pings acked; first error: {}",

@@ -483,7 +483,7 @@ pub fn run(common: &Common, mut opts: Opts, nofile: u64) -> Result<Report, Strin
     eprintln!("  drain: {} after {drain_took:.2} s", if drained { "complete" } else { "INCOMPLETE" });
     eprintln!("  latency {}", fan.hist.summary());
     eprintln!("  subscribers closed: {subs_closed}, server closes: {:?}", fan.closes);
-    eprintln!("  CPU: generator {:.1} %, server {:?} % (of one core)", cpu.gen_pct, cpu.server_pct);
+    eprintln!("  CPU (of one core): generator {:.1} %, server {}", cpu.gen_pct, crate::measure::pct(cpu.server_pct));
 
     let mut r = Report::new("fanout", common);
     r.put("subscribers", json!(subscribers));
@@ -520,6 +520,7 @@ pub fn run(common: &Common, mut opts: Opts, nofile: u64) -> Result<Report, Strin
     r.put("bad_frames", json!(fan.bad));
     r.put("first_error", json!(fan.first_error));
     r.put("clean_closes", json!(closing.clean));
+    r.put_net(&net);
     if lost > 0 {
         r.problem(format!("{lost} deliveries lost ({gaps} in seq gaps, {tail} missing at the end)"));
     }

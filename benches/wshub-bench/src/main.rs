@@ -151,6 +151,16 @@ impl Report {
         format!("{{{}}}", body.join(","))
     }
 
+    /// Frame and byte counts of the whole run, and the server pings answered.
+    pub fn put_net(&mut self, net: &Net) {
+        let s = net.stats;
+        self.put(
+            "net",
+            json!({"frames_in": s.frames_in, "frames_out": s.frames_out, "bytes_in": s.bytes_in,
+                   "bytes_out": s.bytes_out, "pings_answered": s.pings_answered}),
+        );
+    }
+
     /// Adds the common trailing fields.
     pub fn finish_common(&mut self, cpu: measure::CpuUse) {
         self.put("gen_cpu_pct", json!(cpu.gen_pct));

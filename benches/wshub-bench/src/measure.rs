@@ -145,6 +145,27 @@ impl ProcStats {
     }
 }
 
+/// The machine-wide count of TcpExt ListenOverflows (accept queue full: the
+/// SYN or the final ACK is dropped and the client retransmits after ~1 s).
+pub fn listen_overflows() -> Option<u64> {
+    let text = fs::read_to_string("/proc/net/netstat").ok()?;
+    let mut lines = text.lines().filter(|l| l.starts_with("TcpExt:"));
+    let (names, values) = (lines.next()?, lines.next()?);
+    let i = names.split_whitespace().position(|n| n == "ListenOverflows")?;
+    values.split_whitespace().nth(i)?.parse().ok()
+}
+
+impl std::fmt::Display for ProcStats {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "RSS {} KiB, {} threads, {} fds", self.rss_kb, self.threads, self.fds)
+    }
+}
+
+/// An optional CPU % for the summary.
+pub fn pct(p: Option<f64>) -> String {
+    p.map_or("n/a (no --pid)".to_string(), |p| format!("{p:.1} %"))
+}
+
 /// utime + stime of a process from /proc/PID/stat.
 fn proc_cpu(pid: u32) -> Option<Duration> {
     let stat = fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
