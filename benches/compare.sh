@@ -1,0 +1,404 @@
+#!/usr/bin/env bash
+# Runs wshub and the Node `ws` peer (benches/peers/node-ws) one after the
+# other on this machine under the same load generator (benches/wshub-bench),
+# records every result to benches/results/<timestamp>.jsonl and prints a
+# markdown table: case | figure | wshub | node | ratio | gen CPU % | server CPU %.
+#
+#   benches/compare.sh                      # every case, full size
+#   CASES="echo-1 echo-50" benches/compare.sh
+#   CONNS=500 SUBSCRIBERS=100 SECS=2 benches/compare.sh   # a quick smoke run
+#   benches/compare.sh --table benches/results/20260101T000000Z.jsonl
+#
+# Environment knobs (defaults in brackets):
+#   CASES        cases to run, space or comma separated
+#                [conns fanout fanout-rate echo-1 echo-50]
+#   SERVERS      servers to run [wshub node]
+#   CONNS        connections in the conns case [10000]
+#   SUBSCRIBERS  subscribers in the fanout cases [1000]
+#   SECS         seconds each fanout case publishes for [10]
+#   ECHO_TRIPS_1 / ECHO_TRIPS_50   trips per client in echo-1 / echo-50 [20000 / 2000]
+#   GEN_NICE     nice(1) adjustment for the generator, e.g. -5 [0: none]
+#   WSHUB_BENCH  generator binary [benches/wshub-bench/target/release/wshub-bench]
+#   NO_BUILD=1   skip the cargo builds (use the binaries as they are)
+#   NO_CHECK=1   skip the protocol check (benches/peers/check.py) of each server
+#
+# Each server is started fresh for every case and stopped by its PID
+# (SIGTERM, then waited for) before the next one starts.
+set -euo pipefail
+
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+BENCHES="$ROOT/benches"
+RESULTS="$BENCHES/results"
+PEER="$BENCHES/peers/node-ws"
+WSHUB="$ROOT/target/release/wshub"
+GEN="${WSHUB_BENCH:-$BENCHES/wshub-bench/target/release/wshub-bench}"
+
+# --- the table, from a results file -------------------------------------------------
+
+print_table() {
+    python3 - "$1" <<'PY'
+import json, sys
+
+CASES = {
+    # case: [(figure shown, [JSON field names, first present wins], "higher"/"lower" is better)]
+    "conns": [("handshakes/s", ["handshakes_per_s"], "higher"),
+              ("RSS per conn (KiB)", ["rss_per_conn_kb"], "lower"),
+              ("threads per conn", ["threads_per_conn"], "lower"),
+              ("fds per conn", ["fds_per_conn"], "lower")],
+    "fanout": [("delivered/s", ["delivered_per_s"], "higher"),
+               ("lost", ["lost"], "lower"),
+               ("p50 µs", ["p50_us"], "lower"), ("p90 µs", ["p90_us"], "lower"),
+               ("p99 µs", ["p99_us"], "lower"), ("max µs", ["max_us"], "lower")],
+    "echo": [("round trips/s", ["rps", "requests_per_s", "trips_per_s"], "higher"),
+             ("p50 µs", ["p50_us"], "lower"), ("p99 µs", ["p99_us"], "lower")],
+}
+ORDER = ["conns", "fanout", "fanout-rate", "echo-1", "echo-50"]
+
+def kind(case):
+    return "conns" if case.startswith("conns") else "fanout" if case.startswith("fanout") else "echo"
+
+rows, meta = {}, None
+with open(sys.argv[1]) as f:
+    for line in f:
+        line = line.strip()
+        if not line:
+            continue
+        try:
+            r = json.loads(line)
+        except ValueError:
+            continue
+        if "meta" in r:
+            meta = r["meta"]
+        elif "case" in r and "server" in r:
+            rows[(r["case"], r["server"])] = r  # a later run of the same pair wins
+
+def num(x):
+    return x if isinstance(x, (int, float)) and not isinstance(x, bool) else None
+
+def fmt(x):
+    if x is None:
+        return "—"
+    if isinstance(x, int) or float(x).is_integer() and abs(x) >= 100:
+        return f"{int(x):,}"
+    if abs(x) >= 100:
+        return f"{x:,.0f}"
+    if abs(x) >= 10:
+        return f"{x:.1f}"
+    return f"{x:.2f}"
+
+def field(r, names):
+    for n in names:
+        if r is not None and n in r:
+            return num(r[n])
+    return None
+
+def cell(r, names):
+    if r is None:
+        return "—"
+    if "error" in r:
+        return "failed"
+    v = fmt(field(r, names))
+    return v if r.get("ok", True) is not False else v + " ⚠"
+
+def cpu(rw, rn, key):
+    return " / ".join(fmt(num(r.get(key))) if r else "—" for r in (rw, rn))
+
+if meta:
+    print(f"{meta.get('date', '')}: wshub {meta.get('wshub_rev', '?')}, node {meta.get('node', '?')} "
+          f"+ ws {meta.get('ws', '?')}, {meta.get('cpus', '?')} CPUs; CPU % columns are wshub run / node run, "
+          f"100 = one core. ⚠ = the generator reported ok: false.\n")
+loads = [r["loadavg_1m_before"] for r in rows.values() if num(r.get("loadavg_1m_before")) is not None]
+if loads:
+    cpus = (meta or {}).get("cpus") or 0
+    note = " (above the CPU count: other work was competing)" if cpus and max(loads) > cpus else ""
+    print(f"1-min load average before each run: {min(loads):.1f} to {max(loads):.1f}{note}\n")
+cases = sorted({c for c, _ in rows}, key=lambda c: (ORDER.index(c) if c in ORDER else len(ORDER), c))
+for case in cases:
+    r = rows.get((case, "wshub")) or rows.get((case, "node"))
+    print(f"- {case}: {r.get('case_desc', case)}")
+print()
+print("| case | figure | wshub | node | ratio wshub/node | gen CPU % | server CPU % |")
+print("|---|---|---:|---:|---:|---:|---:|")
+for case in cases:
+    rw, rn = rows.get((case, "wshub")), rows.get((case, "node"))
+    for name, names, better in CASES[kind(case)]:
+        w, n = field(rw, names), field(rn, names)
+        ratio = f"{w / n:.2f}" if w is not None and n not in (None, 0) else "—"
+        arrow = "↑" if better == "higher" else "↓"
+        print(f"| {case} | {name} {arrow} | {cell(rw, names)} | {cell(rn, names)} | {ratio} "
+              f"| {cpu(rw, rn, 'gen_cpu_pct')} | {cpu(rw, rn, 'server_cpu_pct')} |")
+print("\n↑ higher is better, ↓ lower is better.")
+PY
+}
+
+if [[ "${1:-}" == "--table" ]]; then
+    [[ -n "${2:-}" && -f "$2" ]] || { echo "usage: $0 --table RESULTS.jsonl" >&2; exit 2; }
+    print_table "$2"
+    exit 0
+elif [[ $# -gt 0 ]]; then
+    sed -n '2,/^set -euo/p' "$0" | sed '$d; s/^# \{0,1\}//'
+    [[ "$1" == -h || "$1" == --help ]] && exit 0
+    exit 2
+fi
+
+CASES="${CASES:-conns fanout fanout-rate echo-1 echo-50}"
+CASES="${CASES//,/ }"
+SERVERS="${SERVERS:-wshub node}"
+SERVERS="${SERVERS//,/ }"
+CONNS="${CONNS:-10000}"
+SUBSCRIBERS="${SUBSCRIBERS:-1000}"
+SECS="${SECS:-10}"
+ECHO_TRIPS_1="${ECHO_TRIPS_1:-20000}"
+ECHO_TRIPS_50="${ECHO_TRIPS_50:-2000}"
+GEN_NICE="${GEN_NICE:-0}"
+
+for c in $CASES; do
+    case "$c" in conns | fanout | fanout-rate | echo-1 | echo-50) ;;
+        *) echo "unknown case '$c' (conns fanout fanout-rate echo-1 echo-50)" >&2; exit 2 ;;
+    esac
+done
+for s in $SERVERS; do
+    case "$s" in wshub | node) ;; *) echo "unknown server '$s' (wshub node)" >&2; exit 2 ;; esac
+done
+
+# 10000 connections need 10000+ fds in the server and in the generator.
+hard="$(ulimit -Hn)"
+if [[ "$hard" != unlimited ]] && ((hard < CONNS + 200)); then
+    echo "warning: ulimit -n hard limit $hard is below CONNS+200; the conns case may fail" >&2
+fi
+ulimit -Sn "$hard"
+
+# --- build and install --------------------------------------------------------------
+
+if [[ -z "${NO_BUILD:-}" ]]; then
+    if [[ " $SERVERS " == *" wshub "* ]]; then
+        echo "== cargo build --release (wshub)" >&2
+        cargo build --release --quiet --manifest-path "$ROOT/Cargo.toml" --bin wshub >&2
+    fi
+    if [[ -z "${WSHUB_BENCH:-}" ]]; then
+        [[ -f "$BENCHES/wshub-bench/Cargo.toml" ]] || {
+            echo "no load generator: benches/wshub-bench/Cargo.toml is missing" >&2; exit 1; }
+        echo "== cargo build --release (wshub-bench)" >&2
+        cargo build --release --quiet --manifest-path "$BENCHES/wshub-bench/Cargo.toml" >&2
+    fi
+fi
+[[ -x "$GEN" ]] || { echo "generator $GEN is not built" >&2; exit 1; }
+if [[ " $SERVERS " == *" wshub "* && ! -x "$WSHUB" ]]; then echo "$WSHUB is not built" >&2; exit 1; fi
+if [[ " $SERVERS " == *" node "* && ! -d "$PEER/node_modules/ws" ]]; then
+    echo "== npm ci (benches/peers/node-ws)" >&2
+    (cd "$PEER" && npm ci --no-audit --no-fund >&2)
+fi
+
+# --- servers ------------------------------------------------------------------------
+
+WORK="$(mktemp -d)"
+SERVER_PID=""
+
+stop_server() {
+    # Stops the server this script started, by its PID: SIGTERM, up to 10 s
+    # to exit, then SIGKILL. Sets SERVER_EXIT.
+    SERVER_EXIT=""
+    [[ -n "$SERVER_PID" ]] || return 0
+    local pid="$SERVER_PID" i
+    SERVER_PID=""
+    kill -TERM "$pid" 2>/dev/null || true
+    for ((i = 0; i < 100; i++)); do
+        kill -0 "$pid" 2>/dev/null || break
+        sleep 0.1
+    done
+    if kill -0 "$pid" 2>/dev/null; then
+        echo "   server $pid still running 10 s after SIGTERM: SIGKILL" >&2
+        kill -KILL "$pid" 2>/dev/null || true
+    fi
+    SERVER_EXIT=0
+    wait "$pid" 2>/dev/null || SERVER_EXIT=$?
+}
+
+cleanup() {
+    stop_server
+    rm -rf "$WORK"
+}
+trap cleanup EXIT
+trap 'exit 130' INT TERM
+
+start_server() { # server, case -> sets SERVER_PID and URL
+    local server="$1" case="$2" out="$WORK/server.out" err="$WORK/server.err" addr="" i
+    : >"$out"
+    : >"$err"
+    case "$server" in
+        wshub)
+            local extra=()
+            [[ "$case" == conns ]] && extra=(--max-connections "$((CONNS + 100))")
+            "$WSHUB" --bind 127.0.0.1:0 --rate-limit 0 --log-level warn "${extra[@]}" >"$out" 2>"$err" &
+            ;;
+        node)
+            node "$PEER/server.js" --port 0 >"$out" 2>"$err" &
+            ;;
+    esac
+    SERVER_PID=$!
+    for ((i = 0; i < 300; i++)); do
+        addr="$(sed -n 's/^\(wshub \)\{0,1\}listening on \(127\.0\.0\.1:[0-9]*\)$/\2/p' "$out" | head -n1)"
+        [[ -n "$addr" ]] && break
+        if ! kill -0 "$SERVER_PID" 2>/dev/null; then
+            echo "$server exited before listening:" >&2
+            cat "$out" "$err" >&2
+            SERVER_PID=""
+            return 1
+        fi
+        sleep 0.05
+    done
+    if [[ -z "$addr" ]]; then
+        echo "$server printed no listening line in 15 s" >&2
+        stop_server
+        return 1
+    fi
+    URL="ws://$addr/ws"
+}
+
+# --- cases --------------------------------------------------------------------------
+
+case_args() { # case, label -> the generator's arguments, in GEN_ARGS
+    local label="$2"
+    case "$1" in
+        conns) GEN_ARGS=(conns -n "$CONNS" --label "$label") ;;
+        fanout) GEN_ARGS=(fanout --subscribers "$SUBSCRIBERS" --rooms 1 --size 100 --secs "$SECS" --label "$label") ;;
+        fanout-rate) GEN_ARGS=(fanout --subscribers "$SUBSCRIBERS" --rooms 1 --size 100 --rate 50 --secs "$SECS" --label "$label") ;;
+        echo-1) GEN_ARGS=(echo --clients 1 --trips "$ECHO_TRIPS_1" --label "$label") ;;
+        echo-50) GEN_ARGS=(echo --clients 50 --trips "$ECHO_TRIPS_50" --label "$label") ;;
+    esac
+}
+
+case_desc() {
+    case "$1" in
+        conns) echo "conns $CONNS" ;;
+        fanout) echo "fanout $SUBSCRIBERS subs, 1 room, 100 B, flat out, ${SECS} s" ;;
+        fanout-rate) echo "fanout $SUBSCRIBERS subs, 1 room, 100 B, 50 msg/s, ${SECS} s" ;;
+        echo-1) echo "echo 1 client × $ECHO_TRIPS_1" ;;
+        echo-50) echo "echo 50 clients × $ECHO_TRIPS_50" ;;
+    esac
+}
+
+# Other work on the machine takes CPU from both sides, and not evenly: the
+# scheduler shares CPU per thread, so a busy machine favours a server with
+# many threads (wshub) over a one-thread one (node).
+read -r load _ </proc/loadavg
+if python3 -c "import os, sys; sys.exit(0 if float('$load') > os.cpu_count() else 1)"; then
+    echo "warning: 1-min load average $load is above the $(nproc) CPUs: other work will skew the figures" >&2
+fi
+
+mkdir -p "$RESULTS"
+STAMP="$(date -u +%Y%m%dT%H%M%SZ)"
+OUT="$RESULTS/$STAMP.jsonl"
+
+python3 - "$OUT" "$STAMP" "$ROOT" "$PEER" "$GEN_NICE" <<'PY'
+import json, os, subprocess, sys
+out, stamp, root, peer, gen_nice = sys.argv[1:]
+def run(*cmd, cwd=None):
+    try:
+        return subprocess.run(cmd, cwd=cwd, capture_output=True, text=True, timeout=10).stdout.strip()
+    except Exception:
+        return ""
+ws = ""
+try:
+    with open(os.path.join(peer, "node_modules", "ws", "package.json")) as f:
+        ws = json.load(f)["version"]
+except Exception:
+    pass
+meta = {"date": stamp, "wshub_rev": run("git", "rev-parse", "--short", "HEAD", cwd=root),
+        "node": run("node", "--version"), "ws": ws, "cpus": os.cpu_count(), "gen_nice": int(gen_nice),
+        "knobs": {k: os.environ[k] for k in ("CASES", "SERVERS", "CONNS", "SUBSCRIBERS", "SECS",
+                                             "ECHO_TRIPS_1", "ECHO_TRIPS_50") if k in os.environ}}
+with open(out, "w") as f:
+    f.write(json.dumps({"meta": meta}) + "\n")
+PY
+
+NICE=()
+[[ "$GEN_NICE" != 0 ]] && NICE=(nice -n "$GEN_NICE")
+
+record() { # server, case, desc, server exit, generator exit, stdout file, stderr file, load average
+    python3 - "$OUT" "$@" "$WORK/server.err" <<'PY'
+import json, sys
+out, server, case, desc, server_exit, gen_exit, stdout, stderr, load, server_err = sys.argv[1:]
+line = None
+with open(stdout, errors="replace") as f:
+    for l in f:
+        if l.startswith('{"scenario":'):
+            line = l
+try:
+    r = json.loads(line) if line else None
+except ValueError:
+    r = None
+if not isinstance(r, dict):
+    with open(stderr, errors="replace") as f:
+        tail = f.read()[-500:]
+    r = {"ok": False, "error": f"no JSON result line (generator exit {gen_exit}): {tail.strip()}"}
+r["server"], r["case"], r["case_desc"] = server, case, desc
+r["server_exit"] = int(server_exit) if server_exit.lstrip("-").isdigit() else None
+r["gen_exit"] = int(gen_exit)
+r["loadavg_1m_before"] = float(load) if load else None
+with open(server_err, errors="replace") as f:
+    lines = f.read().splitlines()
+if lines:  # wshub runs at --log-level warn: anything here is worth keeping
+    r["server_stderr_lines"] = len(lines)
+    r["server_stderr_tail"] = "\n".join(lines[-5:])[-1000:]
+with open(out, "a") as f:
+    f.write(json.dumps(r) + "\n")
+failed = "error" in r or r.get("ok") is False or r["server_exit"] != 0
+print(f"   {server}: " + ("FAILED: " + r["error"] if "error" in r else json.dumps(
+    {k: v for k, v in r.items() if k not in ("server", "case", "case_desc", "server_stderr_tail")})),
+    file=sys.stderr)
+if failed and r.get("server_stderr_tail"):
+    print(f"   {server}'s stderr ends:\n" + r["server_stderr_tail"], file=sys.stderr)
+sys.exit(1 if failed else 0)
+PY
+}
+
+if [[ -z "${NO_CHECK:-}" ]] && python3 -c 'import websockets' 2>/dev/null; then
+    for server in $SERVERS; do
+        start_server "$server" check
+        if ! python3 "$BENCHES/peers/check.py" "$URL" >"$WORK/check.out" 2>&1; then
+            cat "$WORK/check.out" >&2
+            echo "$server fails the protocol check; its figures would not be comparable" >&2
+            exit 1
+        fi
+        stop_server
+        echo "== $server passes benches/peers/check.py" >&2
+    done
+elif [[ -z "${NO_CHECK:-}" ]]; then
+    echo "(python websockets missing: skipping the protocol check; pip install websockets)" >&2
+fi
+
+FAILED=0
+for case in $CASES; do
+    desc="$(case_desc "$case")"
+    for server in $SERVERS; do
+        echo "== $desc: $server" >&2
+        if ! start_server "$server" "$case"; then
+            echo '{}' >"$WORK/gen.out"
+            echo "server did not start" >"$WORK/gen.err"
+            record "$server" "$case" "$desc" "" 1 "$WORK/gen.out" "$WORK/gen.err" "" || FAILED=$((FAILED + 1))
+            continue
+        fi
+        case_args "$case" "$server"
+        load="$(cut -d' ' -f1 /proc/loadavg)"
+        gen_exit=0
+        "${NICE[@]}" "$GEN" "${GEN_ARGS[0]}" --url "$URL" --pid "$SERVER_PID" "${GEN_ARGS[@]:1}" \
+            >"$WORK/gen.out" 2>"$WORK/gen.err" || gen_exit=$?
+        stop_server
+        if [[ "$SERVER_EXIT" != 0 ]]; then
+            echo "   $server exited with status $SERVER_EXIT; its stderr:" >&2
+            tail -n 5 "$WORK/server.err" >&2
+        fi
+        record "$server" "$case" "$desc" "$SERVER_EXIT" "$gen_exit" "$WORK/gen.out" "$WORK/gen.err" "$load" ||
+            FAILED=$((FAILED + 1))
+    done
+done
+
+echo >&2
+echo "results: ${OUT#"$ROOT"/}" >&2
+echo
+print_table "$OUT"
+if ((FAILED > 0)); then
+    echo "$FAILED run(s) failed, reported ok: false, or their server exited non-zero (see above)" >&2
+    exit 1
+fi

@@ -1,0 +1,691 @@
+//! One mio event loop driving many WebSocket client connections.
+//!
+//! The WebSocket client side is hand-written (RFC 6455): the upgrade request,
+//! the 101 check (with `Sec-WebSocket-Accept`), masked client frames, and the
+//! server's frames — partial, several per read, fragmented, pings (answered
+//! with pongs) and close frames. A scenario drives [`Net::turn`] with a
+//! callback that receives [`Ev`]s per connection and may [`Net::send_text`] on
+//! any connection; sends are buffered per connection and flushed once per turn.
+//!
+//! Every connection can carry a deadline (handshake, a reply, the close
+//! handshake); when it passes the connection fails with a message naming what
+//! was awaited, so nothing waits forever.
+
+use std::io::{self, ErrorKind, Read, Write};
+use std::mem;
+use std::net::{SocketAddr, ToSocketAddrs};
+use std::time::{Duration, Instant};
+
+use mio::net::TcpStream;
+use mio::{Events, Interest, Poll, Token};
+
+/// Largest server frame or message accepted.
+const MAX_MESSAGE: usize = 64 << 20;
+/// Largest 101 response header accepted.
+const MAX_RESPONSE_HEAD: usize = 16 << 10;
+/// How often deadlines are checked.
+const DEADLINE_SCAN: Duration = Duration::from_millis(100);
+
+/// `ws://host:port/path`, resolved once.
+#[derive(Clone, Debug)]
+pub struct Target {
+    pub addr: SocketAddr,
+    pub host: String,
+    pub path: String,
+}
+
+impl Target {
+    pub fn parse(url: &str) -> Result<Target, String> {
+        let rest = url
+            .strip_prefix("ws://")
+            .ok_or_else(|| format!("--url {url:?}: only ws:// URLs are supported"))?;
+        let (hostport, path) = match rest.find('/') {
+            Some(i) => (&rest[..i], rest[i..].to_string()),
+            None => (rest, "/".to_string()),
+        };
+        if hostport.is_empty() {
+            return Err(format!("--url {url:?}: no host"));
+        }
+        let with_port = if hostport.rsplit_once(':').is_some_and(|(_, p)| p.parse::<u16>().is_ok()) {
+            hostport.to_string()
+        } else {
+            format!("{hostport}:80")
+        };
+        let addr = with_port
+            .to_socket_addrs()
+            .map_err(|e| format!("--url {url:?}: cannot resolve {with_port}: {e}"))?
+            .next()
+            .ok_or_else(|| format!("--url {url:?}: {with_port} resolves to nothing"))?;
+        Ok(Target { addr, host: hostport.to_string(), path })
+    }
+}
+
+/// What happened on a connection.
+pub enum Ev<'a> {
+    /// The server answered 101 with the right accept key.
+    Upgraded,
+    /// A complete text message (reassembled if it was fragmented).
+    Text(&'a [u8]),
+    /// A complete binary message.
+    Binary(&'a [u8]),
+    /// A close frame arrived (the connection is gone after this event).
+    /// `by_us` when it answers a close this side started.
+    Closed { code: Option<u16>, reason: String, by_us: bool },
+    /// I/O error, EOF without a close frame, protocol violation or a passed
+    /// deadline (the connection is gone after this event).
+    Failed(String),
+}
+
+pub type Handler<'h> = dyn FnMut(&mut Net, usize, Ev<'_>) + 'h;
+
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+enum St {
+    Connecting,
+    Handshake,
+    Open,
+}
+
+struct Conn {
+    stream: TcpStream,
+    st: St,
+    /// The expected `Sec-WebSocket-Accept` until the 101 arrives.
+    accept: String,
+    /// Received bytes not yet forming a whole frame (usually empty).
+    pending: Vec<u8>,
+    /// A fragmented message being reassembled, and its opcode (0: none).
+    frag: Vec<u8>,
+    frag_op: u8,
+    wbuf: Vec<u8>,
+    wpos: usize,
+    writable: bool,
+    dirty: bool,
+    close_sent: bool,
+    deadline: Option<(Instant, &'static str)>,
+}
+
+/// Counters over the whole run.
+#[derive(Default, Clone, Copy, Debug)]
+pub struct NetStats {
+    pub frames_in: u64,
+    pub frames_out: u64,
+    pub bytes_in: u64,
+    pub bytes_out: u64,
+    pub pings_answered: u64,
+}
+
+pub struct Net {
+    poll: Poll,
+    events: Events,
+    conns: Vec<Option<Conn>>,
+    free: Vec<usize>,
+    target: Target,
+    scratch: Vec<u8>,
+    dirty: Vec<usize>,
+    /// Connections with an error found outside a read (a failed flush).
+    doomed: Vec<(usize, String)>,
+    rng: u64,
+    handshake_timeout: Duration,
+    close_timeout: Duration,
+    last_scan: Instant,
+    live: usize,
+    pub stats: NetStats,
+}
+
+impl Net {
+    pub fn new(target: Target, handshake_timeout: Duration) -> io::Result<Net> {
+        let seed = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_nanos() as u64)
+            .unwrap_or(0x9E37_79B9_7F4A_7C15)
+            ^ (std::process::id() as u64) << 32;
+        Ok(Net {
+            poll: Poll::new()?,
+            events: Events::with_capacity(4096),
+            conns: Vec::new(),
+            free: Vec::new(),
+            target,
+            scratch: vec![0; 256 << 10],
+            dirty: Vec::new(),
+            doomed: Vec::new(),
+            rng: seed | 1,
+            handshake_timeout,
+            close_timeout: Duration::from_secs(5),
+            last_scan: Instant::now(),
+            live: 0,
+            stats: NetStats::default(),
+        })
+    }
+
+    /// Connections not yet closed or failed.
+    pub fn live(&self) -> usize {
+        self.live
+    }
+
+    pub fn is_live(&self, tok: usize) -> bool {
+        self.conns.get(tok).is_some_and(|c| c.is_some())
+    }
+
+    /// Tokens of all live connections.
+    pub fn live_tokens(&self) -> Vec<usize> {
+        (0..self.conns.len()).filter(|&i| self.conns[i].is_some()).collect()
+    }
+
+    /// Starts a non-blocking connect; the connection's handshake deadline starts now.
+    pub fn open(&mut self) -> io::Result<usize> {
+        let stream = TcpStream::connect(self.target.addr)?;
+        let _ = stream.set_nodelay(true);
+        let tok = self.free.pop().unwrap_or_else(|| {
+            self.conns.push(None);
+            self.conns.len() - 1
+        });
+        let mut conn = Conn {
+            stream,
+            st: St::Connecting,
+            accept: String::new(),
+            pending: Vec::new(),
+            frag: Vec::new(),
+            frag_op: 0,
+            wbuf: Vec::new(),
+            wpos: 0,
+            writable: false,
+            dirty: false,
+            close_sent: false,
+            deadline: Some((Instant::now() + self.handshake_timeout, "the TCP connect and the 101 response")),
+        };
+        if let Err(e) = self.poll.registry().register(&mut conn.stream, Token(tok), Interest::READABLE | Interest::WRITABLE) {
+            self.free.push(tok);
+            return Err(e);
+        }
+        self.conns[tok] = Some(conn);
+        self.live += 1;
+        Ok(tok)
+    }
+
+    /// Sets (or clears) the deadline of a connection; `what` names what is awaited.
+    pub fn set_deadline(&mut self, tok: usize, deadline: Option<(Instant, &'static str)>) {
+        if let Some(Some(c)) = self.conns.get_mut(tok) {
+            c.deadline = deadline;
+        }
+    }
+
+    /// Queues a masked text frame (flushed at the end of the current turn, or
+    /// at the start of the next one).
+    pub fn send_text(&mut self, tok: usize, text: &[u8]) {
+        self.send_frame(tok, 0x1, text);
+    }
+
+    /// Starts the close handshake with `code`; the connection ends with
+    /// `Ev::Closed { by_us: true, .. }` or fails after the close timeout.
+    pub fn close(&mut self, tok: usize, code: u16) {
+        let ok = match self.conns.get(tok) {
+            Some(Some(c)) => !c.close_sent && c.st == St::Open,
+            _ => false,
+        };
+        if !ok {
+            return;
+        }
+        self.send_frame(tok, 0x8, &code.to_be_bytes());
+        let deadline = Instant::now() + self.close_timeout;
+        if let Some(Some(c)) = self.conns.get_mut(tok) {
+            c.close_sent = true;
+            c.deadline = Some((deadline, "the server's close frame"));
+        }
+    }
+
+    /// Drops every connection at once (no close handshake).
+    pub fn drop_all(&mut self) {
+        for i in 0..self.conns.len() {
+            if self.conns[i].is_some() {
+                self.remove(i);
+            }
+        }
+    }
+
+    fn next_mask(&mut self) -> [u8; 4] {
+        // xorshift64*: masking keys need not be cryptographic for a load generator.
+        let mut x = self.rng;
+        x ^= x >> 12;
+        x ^= x << 25;
+        x ^= x >> 27;
+        self.rng = x;
+        (x.wrapping_mul(0x2545_F491_4F6C_DD1D) >> 32).to_le_bytes()[..4].try_into().unwrap()
+    }
+
+    fn send_frame(&mut self, tok: usize, op: u8, payload: &[u8]) {
+        let key = self.next_mask();
+        let Some(Some(c)) = self.conns.get_mut(tok) else { return };
+        if c.close_sent {
+            return;
+        }
+        if c.wpos > 0 && c.wpos == c.wbuf.len() {
+            c.wbuf.clear();
+            c.wpos = 0;
+        }
+        let len = payload.len();
+        c.wbuf.push(0x80 | op);
+        if len < 126 {
+            c.wbuf.push(0x80 | len as u8);
+        } else if len <= 0xffff {
+            c.wbuf.push(0x80 | 126);
+            c.wbuf.extend_from_slice(&(len as u16).to_be_bytes());
+        } else {
+            c.wbuf.push(0x80 | 127);
+            c.wbuf.extend_from_slice(&(len as u64).to_be_bytes());
+        }
+        c.wbuf.extend_from_slice(&key);
+        let start = c.wbuf.len();
+        c.wbuf.extend_from_slice(payload);
+        mask(&mut c.wbuf[start..], key);
+        self.stats.frames_out += 1;
+        if !c.dirty {
+            c.dirty = true;
+            self.dirty.push(tok);
+        }
+    }
+
+    /// Writes what is buffered until done or the socket is full.
+    fn flush(&mut self, tok: usize) {
+        let Some(Some(c)) = self.conns.get_mut(tok) else { return };
+        c.dirty = false;
+        if c.st == St::Connecting {
+            return;
+        }
+        while c.writable && c.wpos < c.wbuf.len() {
+            match c.stream.write(&c.wbuf[c.wpos..]) {
+                Ok(0) => {
+                    self.doomed.push((tok, "write returned 0".into()));
+                    return;
+                }
+                Ok(n) => {
+                    c.wpos += n;
+                    self.stats.bytes_out += n as u64;
+                }
+                Err(e) if e.kind() == ErrorKind::WouldBlock => c.writable = false,
+                Err(e) if e.kind() == ErrorKind::Interrupted => {}
+                Err(e) => {
+                    self.doomed.push((tok, format!("write: {e}")));
+                    return;
+                }
+            }
+        }
+        if c.wpos == c.wbuf.len() {
+            c.wbuf.clear();
+            c.wpos = 0;
+            if c.wbuf.capacity() > 64 << 10 {
+                c.wbuf.shrink_to(4096);
+            }
+        }
+    }
+
+    fn flush_dirty(&mut self, f: &mut Handler<'_>) {
+        loop {
+            while let Some(tok) = self.dirty.pop() {
+                self.flush(tok);
+            }
+            if self.doomed.is_empty() {
+                break;
+            }
+            for (tok, msg) in mem::take(&mut self.doomed) {
+                self.fail(tok, msg, f);
+            }
+        }
+    }
+
+    fn remove(&mut self, tok: usize) {
+        if let Some(mut c) = self.conns[tok].take() {
+            let _ = self.poll.registry().deregister(&mut c.stream);
+            self.free.push(tok);
+            self.live -= 1;
+        }
+    }
+
+    fn fail(&mut self, tok: usize, msg: String, f: &mut Handler<'_>) {
+        if self.is_live(tok) {
+            self.remove(tok);
+            f(self, tok, Ev::Failed(msg));
+        }
+    }
+
+    /// One round: flush, wait for events up to `timeout`, handle them, flush,
+    /// check deadlines.
+    pub fn turn(&mut self, timeout: Duration, f: &mut Handler<'_>) -> io::Result<()> {
+        self.flush_dirty(f);
+        let mut events = mem::replace(&mut self.events, Events::with_capacity(0));
+        let res = self.poll.poll(&mut events, Some(timeout));
+        match res {
+            Ok(()) => {}
+            Err(e) if e.kind() == ErrorKind::Interrupted => {}
+            Err(e) => {
+                self.events = events;
+                return Err(e);
+            }
+        }
+        for ev in events.iter() {
+            let tok = ev.token().0;
+            if !self.is_live(tok) {
+                continue;
+            }
+            if ev.is_writable() || ev.is_error() || ev.is_write_closed() {
+                self.on_writable(tok, f);
+            }
+            if self.is_live(tok) && (ev.is_readable() || ev.is_read_closed() || ev.is_error()) {
+                self.on_readable(tok, f);
+            }
+        }
+        self.events = events;
+        self.flush_dirty(f);
+        let now = Instant::now();
+        if now.duration_since(self.last_scan) >= DEADLINE_SCAN {
+            self.last_scan = now;
+            self.check_deadlines(now, f);
+        }
+        Ok(())
+    }
+
+    fn check_deadlines(&mut self, now: Instant, f: &mut Handler<'_>) {
+        for tok in 0..self.conns.len() {
+            let expired = match &self.conns[tok] {
+                Some(Conn { deadline: Some((t, what)), .. }) if *t <= now => Some(*what),
+                _ => None,
+            };
+            if let Some(what) = expired {
+                self.fail(tok, format!("timed out waiting for {what}"), f);
+            }
+        }
+        self.flush_dirty(f);
+    }
+
+    fn on_writable(&mut self, tok: usize, f: &mut Handler<'_>) {
+        let Some(Some(c)) = self.conns.get_mut(tok) else { return };
+        if c.st == St::Connecting {
+            match c.stream.take_error() {
+                Ok(Some(e)) | Err(e) => return self.fail(tok, format!("connect: {e}"), f),
+                Ok(None) => {}
+            }
+            match c.stream.peer_addr() {
+                Ok(_) => {}
+                Err(e) if e.kind() == ErrorKind::NotConnected => return,
+                Err(e) => return self.fail(tok, format!("connect: {e}"), f),
+            }
+            c.st = St::Handshake;
+            let key = tungstenite::handshake::client::generate_key();
+            c.accept = tungstenite::handshake::derive_accept_key(key.as_bytes());
+            let req = format!(
+                "GET {} HTTP/1.1\r\nHost: {}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
+                 Sec-WebSocket-Key: {key}\r\nSec-WebSocket-Version: 13\r\n\r\n",
+                self.target.path, self.target.host
+            );
+            c.wbuf.extend_from_slice(req.as_bytes());
+        }
+        c.writable = true;
+        self.flush(tok);
+        if !self.doomed.is_empty() {
+            for (t, msg) in mem::take(&mut self.doomed) {
+                self.fail(t, msg, f);
+            }
+        }
+    }
+
+    fn on_readable(&mut self, tok: usize, f: &mut Handler<'_>) {
+        let mut scratch = mem::take(&mut self.scratch);
+        loop {
+            let Some(Some(c)) = self.conns.get_mut(tok) else { break };
+            if c.st == St::Connecting {
+                break;
+            }
+            match c.stream.read(&mut scratch) {
+                Ok(0) => {
+                    let msg = if c.close_sent {
+                        "EOF after our close frame, without the server's close frame"
+                    } else if c.st == St::Handshake {
+                        "EOF during the handshake"
+                    } else {
+                        "EOF without a close frame"
+                    };
+                    self.fail(tok, msg.into(), f);
+                    break;
+                }
+                Ok(n) => {
+                    self.stats.bytes_in += n as u64;
+                    if !self.feed(tok, &scratch[..n], f) {
+                        break;
+                    }
+                }
+                Err(e) if e.kind() == ErrorKind::WouldBlock => break,
+                Err(e) if e.kind() == ErrorKind::Interrupted => {}
+                Err(e) => {
+                    self.fail(tok, format!("read: {e}"), f);
+                    break;
+                }
+            }
+        }
+        self.scratch = scratch;
+    }
+
+    /// Parses `data` after what was pending; false when the connection ended.
+    fn feed(&mut self, tok: usize, data: &[u8], f: &mut Handler<'_>) -> bool {
+        let Some(Some(c)) = self.conns.get_mut(tok) else { return false };
+        let mut pend = mem::take(&mut c.pending);
+        if !pend.is_empty() {
+            pend.extend_from_slice(data);
+        }
+        let buf: &[u8] = if pend.is_empty() { data } else { &pend };
+        let (used, alive) = self.parse(tok, buf, f);
+        if !alive {
+            return false;
+        }
+        let Some(Some(c)) = self.conns.get_mut(tok) else { return false };
+        if pend.is_empty() {
+            if used < data.len() {
+                c.pending = data[used..].to_vec();
+            }
+        } else {
+            pend.drain(..used);
+            c.pending = pend;
+        }
+        true
+    }
+
+    /// Handles every whole frame in `buf`; returns the bytes used and whether
+    /// the connection is still there.
+    fn parse(&mut self, tok: usize, buf: &[u8], f: &mut Handler<'_>) -> (usize, bool) {
+        let mut pos = 0;
+        loop {
+            let Some(Some(c)) = self.conns.get_mut(tok) else { return (pos, false) };
+            if c.st == St::Handshake {
+                let rest = &buf[pos..];
+                let Some(end) = rest.windows(4).position(|w| w == b"\r\n\r\n") else {
+                    if rest.len() > MAX_RESPONSE_HEAD {
+                        self.fail(tok, "101 response head too large".into(), f);
+                        return (pos, false);
+                    }
+                    return (pos, true);
+                };
+                let head = &rest[..end + 4];
+                if let Err(msg) = check_101(head, &c.accept) {
+                    self.fail(tok, msg, f);
+                    return (pos, false);
+                }
+                c.st = St::Open;
+                c.accept = String::new();
+                pos += end + 4;
+                f(self, tok, Ev::Upgraded);
+                continue;
+            }
+            let rest = &buf[pos..];
+            if rest.len() < 2 {
+                return (pos, true);
+            }
+            let (b0, b1) = (rest[0], rest[1]);
+            let fin = b0 & 0x80 != 0;
+            let op = b0 & 0x0f;
+            if b0 & 0x70 != 0 {
+                self.fail(tok, format!("protocol: reserved bits set (0x{b0:02x})"), f);
+                return (pos, false);
+            }
+            if b1 & 0x80 != 0 {
+                self.fail(tok, "protocol: server frame is masked".into(), f);
+                return (pos, false);
+            }
+            let (len, hl) = match b1 & 0x7f {
+                126 if rest.len() >= 4 => (u16::from_be_bytes([rest[2], rest[3]]) as usize, 4),
+                127 if rest.len() >= 10 => (u64::from_be_bytes(rest[2..10].try_into().unwrap()) as usize, 10),
+                126 | 127 => return (pos, true),
+                n => (n as usize, 2),
+            };
+            if len > MAX_MESSAGE {
+                self.fail(tok, format!("protocol: frame of {len} bytes"), f);
+                return (pos, false);
+            }
+            if rest.len() < hl + len {
+                return (pos, true);
+            }
+            let payload = &rest[hl..hl + len];
+            pos += hl + len;
+            self.stats.frames_in += 1;
+            match op {
+                0x1 | 0x2 => {
+                    if c.frag_op != 0 {
+                        self.fail(tok, "protocol: new message inside a fragmented one".into(), f);
+                        return (pos, false);
+                    }
+                    if fin {
+                        f(self, tok, if op == 1 { Ev::Text(payload) } else { Ev::Binary(payload) });
+                    } else {
+                        c.frag_op = op;
+                        c.frag.clear();
+                        c.frag.extend_from_slice(payload);
+                    }
+                }
+                0x0 => {
+                    if c.frag_op == 0 {
+                        self.fail(tok, "protocol: continuation without a message".into(), f);
+                        return (pos, false);
+                    }
+                    if c.frag.len() + payload.len() > MAX_MESSAGE {
+                        self.fail(tok, "protocol: fragmented message too large".into(), f);
+                        return (pos, false);
+                    }
+                    c.frag.extend_from_slice(payload);
+                    if fin {
+                        let msg = mem::take(&mut c.frag);
+                        let op = mem::replace(&mut c.frag_op, 0);
+                        f(self, tok, if op == 1 { Ev::Text(&msg) } else { Ev::Binary(&msg) });
+                        if let Some(Some(c)) = self.conns.get_mut(tok) {
+                            let mut msg = msg;
+                            msg.clear();
+                            c.frag = msg;
+                        }
+                    }
+                }
+                0x8 => {
+                    let (code, reason) = if payload.len() >= 2 {
+                        (
+                            Some(u16::from_be_bytes([payload[0], payload[1]])),
+                            String::from_utf8_lossy(&payload[2..]).into_owned(),
+                        )
+                    } else {
+                        (None, String::new())
+                    };
+                    let by_us = c.close_sent;
+                    if !by_us {
+                        // Answer with the same code, best effort, before dropping.
+                        let echo = code.map(|c| c.to_be_bytes().to_vec()).unwrap_or_default();
+                        self.send_frame(tok, 0x8, &echo);
+                        self.flush(tok);
+                        self.doomed.retain(|(t, _)| *t != tok);
+                    }
+                    self.remove(tok);
+                    f(self, tok, Ev::Closed { code, reason, by_us });
+                    return (pos, false);
+                }
+                0x9 => {
+                    if len > 125 || !fin {
+                        self.fail(tok, "protocol: bad ping frame".into(), f);
+                        return (pos, false);
+                    }
+                    self.stats.pings_answered += 1;
+                    let payload = payload.to_vec();
+                    self.send_frame(tok, 0xA, &payload);
+                }
+                0xA => {}
+                _ => {
+                    self.fail(tok, format!("protocol: unknown opcode {op}"), f);
+                    return (pos, false);
+                }
+            }
+        }
+    }
+}
+
+/// Checks the upgrade response head (ending in the blank line).
+fn check_101(head: &[u8], accept: &str) -> Result<(), String> {
+    let mut headers = [httparse::EMPTY_HEADER; 32];
+    let mut resp = httparse::Response::new(&mut headers);
+    match resp.parse(head) {
+        Ok(httparse::Status::Complete(_)) => {}
+        Ok(httparse::Status::Partial) => return Err("handshake: incomplete response head".into()),
+        Err(e) => return Err(format!("handshake: bad response: {e}")),
+    }
+    let code = resp.code.unwrap_or(0);
+    if code != 101 {
+        let retry = resp
+            .headers
+            .iter()
+            .find(|h| h.name.eq_ignore_ascii_case("retry-after"))
+            .map(|h| format!(" (Retry-After: {})", String::from_utf8_lossy(h.value)))
+            .unwrap_or_default();
+        return Err(format!("handshake: server answered {code} {}{retry}", resp.reason.unwrap_or("")));
+    }
+    let got = resp
+        .headers
+        .iter()
+        .find(|h| h.name.eq_ignore_ascii_case("sec-websocket-accept"))
+        .map(|h| h.value)
+        .unwrap_or(b"");
+    if got != accept.as_bytes() {
+        return Err(format!(
+            "handshake: wrong Sec-WebSocket-Accept {:?} (want {accept:?})",
+            String::from_utf8_lossy(got)
+        ));
+    }
+    Ok(())
+}
+
+/// XORs `data` with the masking key, 8 bytes at a time.
+fn mask(data: &mut [u8], key: [u8; 4]) {
+    let wide = u64::from_ne_bytes([key[0], key[1], key[2], key[3], key[0], key[1], key[2], key[3]]);
+    let mut chunks = data.chunks_exact_mut(8);
+    for chunk in &mut chunks {
+        let v = u64::from_ne_bytes(chunk.try_into().unwrap()) ^ wide;
+        chunk.copy_from_slice(&v.to_ne_bytes());
+    }
+    for (i, b) in chunks.into_remainder().iter_mut().enumerate() {
+        *b ^= key[i % 4];
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn mask_matches_bytewise() {
+        let key = [1, 2, 3, 4];
+        let orig: Vec<u8> = (0..37u8).collect();
+        let mut data = orig.clone();
+        mask(&mut data, key);
+        for (i, (a, b)) in orig.iter().zip(&data).enumerate() {
+            assert_eq!(a ^ key[i % 4], *b);
+        }
+    }
+
+    #[test]
+    fn urls() {
+        let t = Target::parse("ws://127.0.0.1:9001/ws").unwrap();
+        assert_eq!(t.addr.port(), 9001);
+        assert_eq!(t.path, "/ws");
+        assert_eq!(t.host, "127.0.0.1:9001");
+        assert!(Target::parse("http://x/").is_err());
+    }
+}
