@@ -359,7 +359,8 @@ wshub_result wshub_config_set_reader_stack_size(wshub_config *config, size_t val
 wshub_result wshub_config_set_writer_stack_size(wshub_config *config, size_t value);
 
 /*
- Initial read buffer per connection, in bytes. Default 4 KiB.
+ Initial read buffer per connection, and the most one read takes, in bytes.
+ Default 2 KiB.
  */
 wshub_result wshub_config_set_read_buffer_size(wshub_config *config, size_t value);
 

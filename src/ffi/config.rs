@@ -150,7 +150,8 @@ pub extern "C" fn wshub_config_set_writer_stack_size(
     }
 }
 
-/// Initial read buffer per connection, in bytes. Default 4 KiB.
+/// Initial read buffer per connection, and the most one read takes, in bytes.
+/// Default 2 KiB.
 #[no_mangle]
 pub extern "C" fn wshub_config_set_read_buffer_size(config: *mut wshub_config, value: usize) -> wshub_result {
     ffi_boundary! {
