@@ -428,8 +428,7 @@ impl Net {
 
     fn on_readable(&mut self, tok: usize, f: &mut Handler<'_>) {
         let mut scratch = mem::take(&mut self.scratch);
-        loop {
-            let Some(Some(c)) = self.conns.get_mut(tok) else { break };
+        while let Some(Some(c)) = self.conns.get_mut(tok) {
             if c.st == St::Connecting {
                 break;
             }
