@@ -26,7 +26,7 @@ const USAGE: &str = "\
 usage: wshub-bench <scenario> [options]
 
 scenarios:
-  conns   --pid PID [-n 10000] [--concurrency 256] [--hold 2]
+  conns   --pid PID [-n 1000] [--hold 2]
           open N idle connections; handshakes/s and the server's RSS, threads
           and fds per connection (needs the server's pid)
   fanout  [--subscribers 1000] [--rooms 1] [--size 100] [--rate 0] [--secs 10]
@@ -42,6 +42,11 @@ common options:
   --pid PID                      the server's pid, for its CPU/RSS/threads/fds
   --label TEXT                   copied into the JSON line
   --timeout SECS (10)            for each connect+handshake, reply and close
+  --concurrency N (256)          handshakes in flight while connecting; keep it
+                                 <= the server's listen backlog (128 for wshub)
+                                 for honest handshakes/s
+
+see benches/wshub-bench/README.md for what is measured and the JSON fields.
 
 exit status: 0 ok, 1 the run finished but found loss/errors/closes (ok=false),
 2 usage or setup error.

@@ -428,8 +428,7 @@ impl Net {
 
     fn on_readable(&mut self, tok: usize, f: &mut Handler<'_>) {
         let mut scratch = mem::take(&mut self.scratch);
-        loop {
-            let Some(Some(c)) = self.conns.get_mut(tok) else { break };
+        while let Some(Some(c)) = self.conns.get_mut(tok) {
             if c.st == St::Connecting {
                 break;
             }
@@ -678,6 +677,123 @@ mod tests {
         for (i, (a, b)) in orig.iter().zip(&data).enumerate() {
             assert_eq!(a ^ key[i % 4], *b);
         }
+    }
+
+    /// A fake server: the 101 in the same write as the first frames, a text
+    /// message fragmented in three with a ping between the fragments, two
+    /// frames in one write, a 70000-byte binary frame (64-bit length), all
+    /// dribbled out in 7-byte writes at first; then a close 1013. The client
+    /// must answer the ping with a masked pong and echo the close code.
+    #[test]
+    fn frames_partial_fragmented_ping_and_close() {
+        use std::io::{Read as _, Write as _};
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = listener.local_addr().unwrap();
+        let server = std::thread::spawn(move || {
+            let (mut s, _) = listener.accept().unwrap();
+            s.set_nodelay(true).unwrap();
+            s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+            let mut req = Vec::new();
+            let mut b = [0u8; 1];
+            while !req.ends_with(b"\r\n\r\n") {
+                s.read_exact(&mut b).unwrap();
+                req.push(b[0]);
+            }
+            let req = String::from_utf8(req).unwrap();
+            assert!(req.starts_with("GET /ws HTTP/1.1\r\n"), "{req}");
+            let key = req.lines().find_map(|l| l.strip_prefix("Sec-WebSocket-Key: ")).unwrap();
+            let accept = tungstenite::handshake::derive_accept_key(key.trim().as_bytes());
+            let mut out = format!(
+                "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Accept: {accept}\r\n\r\n"
+            )
+            .into_bytes();
+            out.extend_from_slice(&[0x01, 3, b'h', b'e', b'l']);
+            out.extend_from_slice(&[0x89, 2, b'p', b'1']);
+            out.extend_from_slice(&[0x00, 1, b'l']);
+            out.extend_from_slice(&[0x80, 1, b'o']);
+            out.extend_from_slice(&[0x81, 1, b'a', 0x81, 1, b'b']);
+            out.extend_from_slice(&[0x82, 127]);
+            out.extend_from_slice(&70000u64.to_be_bytes());
+            out.extend((0..70000u32).map(|i| i as u8));
+            out.extend_from_slice(&[0x88, 6, 0x03, 0xF5, b's', b'l', b'o', b'w']);
+            let (slow, rest) = out.split_at(out.len() - 70100);
+            for chunk in slow.chunks(7) {
+                s.write_all(chunk).unwrap();
+                std::thread::sleep(Duration::from_millis(1));
+            }
+            s.write_all(rest).unwrap();
+            // Read the client's frames: a pong "p1", then a close 1013.
+            let mut frames = Vec::new();
+            for _ in 0..2 {
+                let mut h = [0u8; 2];
+                s.read_exact(&mut h).unwrap();
+                assert_eq!(h[1] & 0x80, 0x80, "client frames are masked");
+                let len = (h[1] & 0x7f) as usize;
+                let mut key = [0u8; 4];
+                s.read_exact(&mut key).unwrap();
+                let mut p = vec![0u8; len];
+                s.read_exact(&mut p).unwrap();
+                for (i, b) in p.iter_mut().enumerate() {
+                    *b ^= key[i % 4];
+                }
+                frames.push((h[0], p));
+            }
+            frames
+        });
+
+        let target = Target::parse(&format!("ws://{addr}/ws")).unwrap();
+        let mut net = Net::new(target, Duration::from_secs(5)).unwrap();
+        let tok = net.open().unwrap();
+        let mut seen: Vec<String> = Vec::new();
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while net.live() > 0 && Instant::now() < deadline {
+            net.turn(Duration::from_millis(20), &mut |_, t, ev| {
+                assert_eq!(t, tok);
+                seen.push(match ev {
+                    Ev::Upgraded => "upgraded".into(),
+                    Ev::Text(t) => format!("text {}", String::from_utf8_lossy(t)),
+                    Ev::Binary(b) => {
+                        assert!(b.iter().enumerate().all(|(i, &x)| x == i as u8));
+                        format!("binary {}", b.len())
+                    }
+                    Ev::Closed { code, reason, by_us } => format!("closed {code:?} {reason} {by_us}"),
+                    Ev::Failed(m) => format!("failed {m}"),
+                });
+            })
+            .unwrap();
+        }
+        assert_eq!(
+            seen,
+            ["upgraded", "text hello", "text a", "text b", "binary 70000", "closed Some(1013) slow false"]
+        );
+        assert_eq!(net.stats.pings_answered, 1);
+        let frames = server.join().unwrap();
+        assert_eq!(frames[0], (0x8A, b"p1".to_vec()));
+        assert_eq!(frames[1], (0x88, 1013u16.to_be_bytes().to_vec()));
+    }
+
+    /// A server that accepts and never answers: the handshake deadline fails
+    /// the connection instead of waiting forever.
+    #[test]
+    fn handshake_deadline() {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let target = Target::parse(&format!("ws://{}/ws", listener.local_addr().unwrap())).unwrap();
+        let mut net = Net::new(target, Duration::from_millis(200)).unwrap();
+        net.open().unwrap();
+        let start = Instant::now();
+        let mut failed = None;
+        while net.live() > 0 && start.elapsed() < Duration::from_secs(5) {
+            net.turn(Duration::from_millis(20), &mut |_, _, ev| {
+                if let Ev::Failed(m) = ev {
+                    failed = Some(m);
+                }
+            })
+            .unwrap();
+        }
+        let msg = failed.expect("the connection should have failed");
+        assert!(msg.starts_with("timed out waiting for"), "{msg}");
+        assert!(start.elapsed() < Duration::from_secs(1));
+        drop(listener);
     }
 
     #[test]
