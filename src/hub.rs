@@ -7,17 +7,19 @@
 //! connection a slow consumer (closed with 1013); it runs no application code,
 //! so any thread, including a callback, may wait on its replies.
 //!
-//! While it keeps up (no command waiting behind the current one), the hub sends
+//! While it keeps up (at most [`KEEPING_UP_BACKLOG`] commands waiting), the hub sends
 //! each frame straight to a member's socket when that member has nothing queued
 //! (one non-blocking `send`, no thread woken); once commands pile up it stops
 //! doing syscalls and only queues, so the writers batch many frames per
 //! `writev`. A broadcast to a large room looks again every [`CHECK_EVERY`]
 //! members, so it switches mid-room when publishes arrive faster than it sends.
 
+use std::cell::Cell;
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering::*};
 use std::sync::Arc;
 
-use crossbeam_channel::{Receiver, Sender};
+use crossbeam_channel::{Receiver, SendError, Sender};
 
 use crate::connection::{ConnShared, PushError};
 use crate::frame::SharedFrame;
@@ -44,6 +46,51 @@ pub(crate) enum Cmd {
 
 /// Members a broadcast serves between two looks at the command queue.
 const CHECK_EVERY: usize = 32;
+/// Commands that may wait while the hub still counts as keeping up. Not zero:
+/// a publish arrives as a broadcast with its ack right behind it, so even a
+/// hub with nothing else to do nearly always sees one command waiting.
+const KEEPING_UP_BACKLOG: usize = 4;
+
+/// A command with the counter of the thread that sent it, which the hub bumps
+/// once the command has taken effect.
+pub(crate) struct Ticketed {
+    cmd: Cmd,
+    done: Option<Arc<AtomicU64>>,
+}
+
+/// Per thread: how many commands it has sent to a hub, and how many of them
+/// a hub has carried out.
+struct Tickets {
+    sent: Cell<u64>,
+    done: Arc<AtomicU64>,
+}
+
+thread_local! {
+    static TICKETS: Tickets = Tickets { sent: Cell::new(0), done: Arc::new(AtomicU64::new(0)) };
+}
+
+/// Sends `cmd` to the hub, counted against the calling thread.
+pub(crate) fn submit(tx: &Sender<Ticketed>, cmd: Cmd) -> Result<(), SendError<Cmd>> {
+    TICKETS.with(|t| {
+        t.sent.set(t.sent.get() + 1);
+        tx.send(Ticketed { cmd, done: Some(t.done.clone()) }).map_err(|SendError(e)| {
+            t.sent.set(t.sent.get() - 1);
+            SendError(e.cmd)
+        })
+    })
+}
+
+/// Sends a command that cannot reorder frames (registering a connection), so
+/// it does not keep the thread's next `send` from going straight out.
+pub(crate) fn submit_untracked(tx: &Sender<Ticketed>, cmd: Cmd) {
+    let _ = tx.send(Ticketed { cmd, done: None });
+}
+
+/// True when every command this thread sent has taken effect: then a frame it
+/// sends straight to a socket cannot overtake one of its own earlier commands.
+pub(crate) fn nothing_pending() -> bool {
+    TICKETS.with(|t| t.done.load(Acquire) == t.sent.get())
+}
 
 pub(crate) struct Hub {
     conns: HashMap<ConnId, Arc<ConnShared>>,
@@ -58,12 +105,15 @@ impl Hub {
     }
 
     /// Serves commands until `Shutdown` or until every sender is gone.
-    pub(crate) fn run(mut self, rx: Receiver<Cmd>) {
-        while let Ok(cmd) = rx.recv() {
+    pub(crate) fn run(mut self, rx: Receiver<Ticketed>) {
+        while let Ok(Ticketed { cmd, done }) = rx.recv() {
             if let Cmd::Shutdown = cmd {
                 break;
             }
-            self.handle(cmd, &|| rx.is_empty());
+            self.handle(cmd, &|| rx.len() <= KEEPING_UP_BACKLOG);
+            if let Some(done) = done {
+                done.fetch_add(1, Release);
+            }
         }
     }
 

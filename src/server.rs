@@ -14,7 +14,7 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant, SystemTime};
 
 use crossbeam_channel::Sender;
-use parking_lot::{Condvar, Mutex};
+use parking_lot::{Condvar, Mutex, RwLock};
 
 use crate::config::Config;
 use crate::connection::ConnShared;
@@ -22,7 +22,7 @@ use crate::error::{Error, Result};
 use crate::ffi::pthread;
 use crate::frame::{encode_message, is_sendable_close_code};
 use crate::handler::{ConnId, Handler, Message};
-use crate::hub::{Cmd, Hub};
+use crate::hub::{self, Cmd, Hub};
 use crate::rooms::is_valid_room;
 use crate::stats::{Stats, StatsSnapshot};
 
@@ -56,7 +56,8 @@ impl Server {
             handler: Box::new(handler),
             hub_tx,
             stats,
-            conns: Mutex::new(HashMap::new()),
+            conns: RwLock::new(HashMap::new()),
+            conns_emptied: Mutex::new(()),
             conns_changed: Condvar::new(),
             next_id: AtomicU64::new(1),
             draining: AtomicBool::new(false),
@@ -92,7 +93,9 @@ impl Server {
 ///
 /// Operations on connections and rooms are queued to the room hub and take
 /// effect in the order one thread calls them; `send`, `join`, `leave`,
-/// `broadcast` and `close` return once queued.
+/// `broadcast` and `close` return once queued. A `send` goes straight to the
+/// socket instead when that cannot break this order (every earlier operation of
+/// the calling thread has taken effect and the connection has nothing queued).
 #[derive(Clone)]
 pub struct ServerHandle {
     inner: Arc<Inner>,
@@ -139,8 +142,16 @@ impl ServerHandle {
 
     /// Sends a message to one connection.
     pub fn send(&self, conn: ConnId, message: impl Into<Message>) -> Result<()> {
-        self.inner.open_conn(conn)?;
-        self.inner.command(Cmd::Send(conn, encode_message(&message.into())))
+        let target = self.inner.open_conn(conn)?;
+        let frame = encode_message(&message.into());
+        // Straight to the socket when nothing can be overtaken: every earlier
+        // command of this thread has taken effect, and the connection has
+        // nothing queued or being written. A reply from a callback usually is
+        // such a case, and then costs no hub or writer wakeup.
+        if hub::nothing_pending() && target.try_send_direct(&frame, &self.inner.stats) {
+            return Ok(());
+        }
+        self.inner.command(Cmd::Send(conn, frame))
     }
 
     /// Adds a connection to a room (created on first join).
@@ -193,7 +204,7 @@ impl ServerHandle {
     /// The ids of every open connection, ascending.
     pub fn connections(&self) -> Vec<ConnId> {
         let mut ids: Vec<ConnId> =
-            self.inner.conns.lock().values().filter(|c| c.is_open()).map(|c| c.id).collect();
+            self.inner.conns.read().values().filter(|c| c.is_open()).map(|c| c.id).collect();
         ids.sort_unstable();
         ids
     }
@@ -272,10 +283,14 @@ pub(crate) struct Inner {
     pub config: Config,
     local_addr: SocketAddr,
     pub handler: Box<dyn Handler>,
-    hub_tx: Sender<Cmd>,
+    hub_tx: Sender<hub::Ticketed>,
     pub stats: Arc<Stats>,
     /// Every accepted connection whose reader thread has not finished.
-    conns: Mutex<HashMap<ConnId, Arc<ConnShared>>>,
+    /// Every connection with a thread, by id: read by every `send`, written
+    /// when a connection starts and ends.
+    conns: RwLock<HashMap<ConnId, Arc<ConnShared>>>,
+    /// With `conns_changed`: signalled when `conns` becomes empty.
+    conns_emptied: Mutex<()>,
     conns_changed: Condvar,
     next_id: AtomicU64,
     draining: AtomicBool,
@@ -296,17 +311,23 @@ impl Inner {
     }
 
     pub(crate) fn live_connections(&self) -> usize {
-        self.conns.lock().len()
+        self.conns.read().len()
     }
 
     pub(crate) fn connection_started(&self, conn: Arc<ConnShared>) {
-        self.conns.lock().insert(conn.id, conn);
+        self.conns.write().insert(conn.id, conn);
     }
 
     pub(crate) fn connection_finished(&self, id: ConnId) {
-        let mut conns = self.conns.lock();
-        conns.remove(&id);
-        if conns.is_empty() {
+        let empty = {
+            let mut conns = self.conns.write();
+            conns.remove(&id);
+            conns.is_empty()
+        };
+        if empty {
+            // Under the waiter's lock, so the wakeup cannot slip in between
+            // its check and its wait.
+            let _guard = self.conns_emptied.lock();
             self.conns_changed.notify_all();
         }
     }
@@ -330,7 +351,7 @@ impl Inner {
         if self.stop_started.load(Acquire) && *self.stopped.lock() {
             return Err(Error::Stopped);
         }
-        match self.conns.lock().get(&id) {
+        match self.conns.read().get(&id) {
             Some(c) if c.is_open() => Ok(c.clone()),
             _ => Err(Error::NoSuchConnection),
         }
@@ -338,30 +359,37 @@ impl Inner {
 
     /// Queues a command for the hub (blocking while its queue is full).
     fn command(&self, cmd: Cmd) -> Result<()> {
-        self.hub_tx.send(cmd).map_err(|_| Error::Stopped)
+        hub::submit(&self.hub_tx, cmd).map_err(|_| Error::Stopped)
     }
 
     /// For the connection threads, which outlive nothing the hub needs: a
     /// stopped hub just means there is nothing left to tell it.
     pub(crate) fn send_to_hub(&self, cmd: Cmd) {
-        let _ = self.hub_tx.send(cmd);
+        let _ = hub::submit(&self.hub_tx, cmd);
+    }
+
+    /// Registers an open connection with the hub. Untracked: it changes no
+    /// frame order, so the `connected`-style first `send` from `on_connect`
+    /// may still go straight to the socket.
+    pub(crate) fn register_with_hub(&self, conn: Arc<ConnShared>) {
+        hub::submit_untracked(&self.hub_tx, Cmd::Register(conn));
     }
 
     /// Closes a connection after everything sent to it so far: the close goes
     /// through the hub, behind the frames earlier calls queued there (a direct
     /// push could overtake them). Direct only when the hub is gone.
     pub(crate) fn close_in_order(&self, conn: &ConnShared, code: u16, reason: &str) {
-        if self.hub_tx.send(Cmd::Close(conn.id, code, reason.to_owned())).is_err() {
+        if hub::submit(&self.hub_tx, Cmd::Close(conn.id, code, reason.to_owned())).is_err() {
             conn.push_close(code, reason);
         }
     }
 
     /// Waits until no connection thread is left or `deadline` passes.
     fn wait_for_connections(&self, deadline: Instant) -> bool {
-        let mut conns = self.conns.lock();
-        while !conns.is_empty() {
-            if self.conns_changed.wait_until(&mut conns, deadline).timed_out() {
-                return conns.is_empty();
+        let mut guard = self.conns_emptied.lock();
+        while !self.conns.read().is_empty() {
+            if self.conns_changed.wait_until(&mut guard, deadline).timed_out() {
+                return self.conns.read().is_empty();
             }
         }
         true
@@ -385,14 +413,14 @@ impl Inner {
         // Through the hub, so each connection first gets what was sent to it
         // before the stop; connections that register later close themselves.
         self.send_to_hub(Cmd::CloseAll(1001, "server shutting down".into()));
-        for conn in self.conns.lock().values() {
+        for conn in self.conns.read().values() {
             if !conn.is_open() {
                 conn.kill(); // still in its handshake: it gets no WebSocket now
             }
         }
         let deadline = Instant::now() + self.config.shutdown_timeout;
         if !self.wait_for_connections(deadline) {
-            let cut: Vec<_> = self.conns.lock().values().cloned().collect();
+            let cut: Vec<_> = self.conns.read().values().cloned().collect();
             log::warn!("stopping: cutting {} connections that did not finish in time", cut.len());
             cut.iter().for_each(|c| c.kill());
             let grace = Instant::now() + self.config.close_timeout + Duration::from_secs(1);

@@ -42,8 +42,9 @@ pub struct StatsSnapshot {
     /// `writev` batches the writer threads made ((messages_out - direct_sends) /
     /// write_batches = frames per writer syscall).
     pub write_batches: u64,
-    /// Data frames the hub sent straight to an idle connection's socket (one
-    /// non-blocking `send` each, no writer woken); included in `messages_out`.
+    /// Data frames sent straight to an idle connection's socket, by the hub or
+    /// by the thread calling `send` (one non-blocking `send` each, no writer
+    /// woken); included in `messages_out`.
     pub direct_sends: u64,
     /// Connections closed with 1013 because their outbound queue was full.
     pub dropped_slow_consumer: u64,

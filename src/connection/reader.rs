@@ -176,7 +176,7 @@ fn serve(server: &ServerHandle, conn: &Arc<ConnShared>, mut ws: Ws<'_>, request:
     let _ = conn.stream.set_read_timeout(Some(config.idle_timeout));
     Stats::add(&inner.stats.connections_total, 1);
     conn.set_open(true);
-    inner.send_to_hub(Cmd::Register(conn.clone()));
+    inner.register_with_hub(conn.clone());
     if inner.is_draining() {
         inner.close_in_order(conn, 1001, "server shutting down");
     }

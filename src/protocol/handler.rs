@@ -15,7 +15,7 @@ use std::sync::atomic::{
 use std::sync::Arc;
 use std::time::Instant;
 
-use parking_lot::Mutex;
+use parking_lot::{Mutex, RwLock};
 use serde_json::{json, Value};
 
 use super::admission;
@@ -63,7 +63,8 @@ impl std::fmt::Debug for ProtocolHandler {
 pub(crate) struct Shared {
     config: ProtocolConfig,
     rooms: RoomTable,
-    conns: Mutex<HashMap<ConnId, Arc<Mutex<ConnState>>>>,
+    /// Read on every message, written on connect and close.
+    conns: RwLock<HashMap<ConnId, Arc<Mutex<ConnState>>>>,
     pub metrics: Metrics,
     pub draining: AtomicBool,
 }
@@ -84,7 +85,7 @@ impl ProtocolHandler {
             shared: Arc::new(Shared {
                 config,
                 rooms: RoomTable::new(),
-                conns: Mutex::new(HashMap::new()),
+                conns: RwLock::new(HashMap::new()),
                 metrics: Metrics::default(),
                 draining: AtomicBool::new(false),
             }),
@@ -146,12 +147,12 @@ impl Handler for ProtocolHandler {
             "heartbeatMs": server.config().heartbeat_interval.as_millis() as u64,
             "maxMessageBytes": server.config().max_message_size,
         });
-        self.shared.conns.lock().insert(conn, Arc::new(Mutex::new(state)));
+        self.shared.conns.write().insert(conn, Arc::new(Mutex::new(state)));
         let _ = server.send(conn, frame("connected", None, payload));
     }
 
     fn on_message(&self, server: &ServerHandle, conn: ConnId, message: Message) {
-        let Some(state) = self.shared.conns.lock().get(&conn).cloned() else { return };
+        let Some(state) = self.shared.conns.read().get(&conn).cloned() else { return };
         let mut state = state.lock();
         if state.closed {
             return;
@@ -196,7 +197,7 @@ impl Handler for ProtocolHandler {
 
     fn on_close(&self, server: &ServerHandle, conn: ConnId, code: u16, _reason: &str) {
         self.shared.metrics.count_disconnect(code);
-        let Some(state) = self.shared.conns.lock().remove(&conn) else { return };
+        let Some(state) = self.shared.conns.write().remove(&conn) else { return };
         let state = state.lock();
         for room in &state.rooms {
             self.shared.rooms.with_room(room, false, |r| {

@@ -48,7 +48,7 @@ impl Metrics {
         metric(
             "wshub_direct_sends_total",
             "counter",
-            "Data frames the hub sent straight to an idle socket (part of wshub_messages_out_total).",
+            "Data frames sent straight to an idle socket, not through a writer thread (part of wshub_messages_out_total).",
             &one(s.direct_sends),
         );
         metric(
