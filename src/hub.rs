@@ -92,20 +92,75 @@ pub(crate) fn nothing_pending() -> bool {
     TICKETS.with(|t| t.done.load(Acquire) == t.sent.get())
 }
 
+/// A direct broadcast to more members than this is split with the helper.
+const SPLIT_AT: usize = 128;
+
+/// Half of a direct broadcast, for the fan-out helper thread.
+struct Half {
+    frame: SharedFrame,
+    members: Vec<Arc<ConnShared>>,
+}
+
+/// The fan-out helper: a second thread that sends to half of a large room
+/// while the hub sends to the other half, so on two cores a broadcast reaches
+/// its last member in about half the time. The hub waits for it before its
+/// next command, so every member still gets frames in command order; the
+/// helper never blocks on a member (non-blocking sends, queue pushes).
+struct Helper {
+    jobs: Sender<Half>,
+    done: Receiver<()>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Helper {
+    fn start(queue_bound: usize, stats: Arc<Stats>) -> std::io::Result<Helper> {
+        let (jobs, job_rx) = crossbeam_channel::bounded::<Half>(1);
+        let (done_tx, done) = crossbeam_channel::bounded(1);
+        let thread = std::thread::Builder::new().name("wshub-fanout".into()).spawn(move || {
+            for half in job_rx {
+                for conn in &half.members {
+                    deliver(conn, half.frame.clone(), true, queue_bound, &stats);
+                }
+                drop(half);
+                if done_tx.send(()).is_err() {
+                    break;
+                }
+            }
+        })?;
+        Ok(Helper { jobs, done, thread: Some(thread) })
+    }
+}
+
+impl Drop for Helper {
+    fn drop(&mut self) {
+        // Closing the job channel ends the helper's loop.
+        let (closed, _) = crossbeam_channel::bounded(0);
+        self.jobs = closed;
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
 pub(crate) struct Hub {
     conns: HashMap<ConnId, Arc<ConnShared>>,
     rooms: Rooms,
     queue_bound: usize,
     stats: Arc<Stats>,
+    helper: Option<Helper>,
 }
 
 impl Hub {
     pub(crate) fn new(queue_bound: usize, stats: Arc<Stats>) -> Self {
-        Hub { conns: HashMap::new(), rooms: Rooms::default(), queue_bound, stats }
+        Hub { conns: HashMap::new(), rooms: Rooms::default(), queue_bound, stats, helper: None }
     }
 
     /// Serves commands until `Shutdown` or until every sender is gone.
     pub(crate) fn run(mut self, rx: Receiver<Ticketed>) {
+        match Helper::start(self.queue_bound, self.stats.clone()) {
+            Ok(helper) => self.helper = Some(helper),
+            Err(e) => log::warn!("no fan-out helper thread ({e}); the hub fans out alone"),
+        }
         while let Ok(Ticketed { cmd, done }) = rx.recv() {
             if let Cmd::Shutdown = cmd {
                 break;
@@ -138,19 +193,39 @@ impl Hub {
             }
             Cmd::Send(id, frame) => {
                 if let Some(conn) = self.conns.get(&id) {
-                    self.deliver(conn, frame, keeping_up());
+                    deliver(conn, frame, keeping_up(), self.queue_bound, &self.stats);
                 }
             }
             Cmd::Broadcast { room, frame, except } => {
                 let mut direct = keeping_up();
-                for (i, &id) in self.rooms.members(&room).iter().enumerate() {
+                let members = self.rooms.members(&room);
+                let mut mine = members;
+                let mut helped = false;
+                if let (true, true, Some(helper)) = (direct, members.len() > SPLIT_AT, &self.helper) {
+                    let (first, second) = members.split_at(members.len() / 2);
+                    let others: Vec<_> = second
+                        .iter()
+                        .filter(|&&id| Some(id) != except)
+                        .filter_map(|id| self.conns.get(id).cloned())
+                        .collect();
+                    if helper.jobs.send(Half { frame: frame.clone(), members: others }).is_ok() {
+                        mine = first;
+                        helped = true;
+                    }
+                }
+                for (i, &id) in mine.iter().enumerate() {
                     if direct && i % CHECK_EVERY == CHECK_EVERY - 1 {
                         direct = keeping_up();
                     }
                     if Some(id) != except {
                         if let Some(conn) = self.conns.get(&id) {
-                            self.deliver(conn, frame.clone(), direct);
+                            deliver(conn, frame.clone(), direct, self.queue_bound, &self.stats);
                         }
+                    }
+                }
+                if helped {
+                    if let Some(helper) = &self.helper {
+                        let _ = helper.done.recv();
                     }
                 }
             }
@@ -176,21 +251,24 @@ impl Hub {
             Cmd::Shutdown => {}
         }
     }
+}
 
-    fn deliver(&self, conn: &ConnShared, frame: SharedFrame, direct: bool) {
-        if direct && conn.try_send_direct(&frame, &self.stats) {
-            return;
-        }
-        if let Err(PushError::Full) = conn.push_frame(frame, self.queue_bound, &self.stats) {
-            log::warn!(
-                "conn {} ({}): outbound queue full at {} frames; closing it with 1013",
-                conn.id,
-                conn.remote,
-                self.queue_bound
-            );
-            Stats::add(&self.stats.dropped_slow_consumer, 1);
-            conn.close_slow_consumer();
-        }
+/// Hands `frame` to one member: straight to its socket when `direct` and that
+/// keeps order, else to its writer's queue; a full queue makes it a slow
+/// consumer (closed with 1013), and nobody waits for it.
+fn deliver(conn: &ConnShared, frame: SharedFrame, direct: bool, queue_bound: usize, stats: &Stats) {
+    if direct && conn.try_send_direct(&frame, stats) {
+        return;
+    }
+    if let Err(PushError::Full) = conn.push_frame(frame, queue_bound, stats) {
+        log::warn!(
+            "conn {} ({}): outbound queue full at {} frames; closing it with 1013",
+            conn.id,
+            conn.remote,
+            queue_bound
+        );
+        Stats::add(&stats.dropped_slow_consumer, 1);
+        conn.close_slow_consumer();
     }
 }
 
@@ -206,6 +284,35 @@ mod tests {
         fn handle_queued(&mut self, cmd: Cmd) {
             self.handle(cmd, &|| false);
         }
+    }
+
+    #[test]
+    fn a_large_room_is_split_with_the_helper_and_every_member_gets_every_frame_in_order() {
+        let stats = Arc::new(Stats::default());
+        let mut hub = Hub::new(16, stats.clone());
+        hub.helper = Some(Helper::start(16, stats.clone()).unwrap());
+        let members = 2 * SPLIT_AT + 11;
+        let conns: Vec<_> = (1..=members as ConnId).map(loopback_conn).collect();
+        for (c, _) in &conns {
+            hub.handle_queued(Cmd::Register(c.clone()));
+            hub.handle_queued(Cmd::Join(c.id, "big".into()));
+        }
+        let frames: Vec<SharedFrame> = (0..3u8)
+            .map(|i| Arc::new(crate::frame::encode(crate::frame::OP_BINARY, &[i; 10])))
+            .collect();
+        for f in &frames {
+            hub.handle(Cmd::Broadcast { room: "big".into(), frame: f.clone(), except: Some(5) }, &|| true);
+        }
+        let want: Vec<u8> = frames.iter().flat_map(|f| f.iter().copied()).collect();
+        for (c, peer) in conns.iter().filter(|(c, _)| c.id != 5) {
+            let mut got = vec![0u8; want.len()];
+            let mut peer = peer.try_clone().unwrap();
+            peer.set_read_timeout(Some(std::time::Duration::from_secs(10))).unwrap();
+            peer.read_exact(&mut got).unwrap();
+            assert_eq!(got, want, "member {}", c.id);
+        }
+        assert_eq!(stats.direct_sends.load(Relaxed), 3 * (members as u64 - 1));
+        drop(hub); // stops and joins the helper
     }
 
     #[test]
