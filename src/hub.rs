@@ -155,12 +155,17 @@ impl Hub {
         Hub { conns: HashMap::new(), rooms: Rooms::default(), queue_bound, stats, helper: None }
     }
 
-    /// Serves commands until `Shutdown` or until every sender is gone.
-    pub(crate) fn run(mut self, rx: Receiver<Ticketed>) {
+    /// Starts the fan-out helper thread (before the server counts as started,
+    /// so its thread is there from the first moment).
+    pub(crate) fn start_helper(&mut self) {
         match Helper::start(self.queue_bound, self.stats.clone()) {
             Ok(helper) => self.helper = Some(helper),
             Err(e) => log::warn!("no fan-out helper thread ({e}); the hub fans out alone"),
         }
+    }
+
+    /// Serves commands until `Shutdown` or until every sender is gone.
+    pub(crate) fn run(mut self, rx: Receiver<Ticketed>) {
         while let Ok(Ticketed { cmd, done }) = rx.recv() {
             if let Cmd::Shutdown = cmd {
                 break;

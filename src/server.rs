@@ -46,7 +46,8 @@ impl Server {
         let local_addr = listener.local_addr()?;
         let stats = Arc::new(Stats::default());
         let (hub_tx, hub_rx) = crossbeam_channel::bounded(config.hub_queue);
-        let hub = Hub::new(config.outbound_queue, stats.clone());
+        let mut hub = Hub::new(config.outbound_queue, stats.clone());
+        hub.start_helper();
         let hub_thread = std::thread::Builder::new()
             .name("wshub-hub".into())
             .spawn(move || hub.run(hub_rx))?;
