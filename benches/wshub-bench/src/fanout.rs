@@ -555,13 +555,6 @@ pub fn run(common: &Common, mut opts: Opts, nofile: u64) -> Result<Report, Strin
             fan.first_error.as_deref().unwrap_or("-")
         ));
     }
-    if closing.unclean > 0 {
-        r.problem(format!(
-            "{} close handshakes failed: {}",
-            closing.unclean,
-            closing.first_error.as_deref().unwrap_or("-")
-        ));
-    }
-    r.finish_common(cpu);
+    r.finish_common(cpu, &closing);
     Ok(r)
 }

@@ -166,8 +166,16 @@ impl Report {
         );
     }
 
-    /// Adds the common trailing fields.
-    pub fn finish_common(&mut self, cpu: measure::CpuUse) {
+    /// Reports failed close handshakes as a problem, then adds the common
+    /// trailing fields.
+    pub fn finish_common(&mut self, cpu: measure::CpuUse, closing: &Closing) {
+        if closing.unclean > 0 {
+            self.problem(format!(
+                "{} close handshakes failed: {}",
+                closing.unclean,
+                closing.first_error.as_deref().unwrap_or("-")
+            ));
+        }
         self.put("gen_cpu_pct", json!(cpu.gen_pct));
         self.put("server_cpu_pct", json!(cpu.server_pct));
         self.put("gen_maxrss_kb", json!(measure::gen_maxrss_kb()));
