@@ -76,6 +76,10 @@ pub(crate) struct ConnShared {
     rx: Mutex<Option<Receiver<Out>>>,
     /// Data frames queued or being written (released once written or dropped).
     depth: AtomicUsize,
+    /// Control frames (the reader's pongs and close reply) queued or being
+    /// written: a direct send must not overtake them either (a pong answers a
+    /// ping that came before the message the direct send may be replying to).
+    controls: AtomicUsize,
     /// Held by whoever writes to the socket (the writer for a batch, the hub for
     /// a direct send), so frames never interleave.
     write: Mutex<Option<Tail>>,
@@ -111,6 +115,7 @@ impl ConnShared {
             tx,
             rx: Mutex::new(Some(rx)),
             depth: AtomicUsize::new(0),
+            controls: AtomicUsize::new(0),
             write: Mutex::new(None),
             open: AtomicBool::new(false),
             closing: AtomicBool::new(false),
@@ -149,11 +154,15 @@ impl ConnShared {
     /// (sent, or partly sent with its rest handed to the writer); false when
     /// the caller should queue it instead.
     pub(crate) fn try_send_direct(&self, frame: &SharedFrame, stats: &Stats) -> bool {
-        if self.depth.load(Acquire) != 0 {
+        if self.depth.load(Acquire) != 0 || self.controls.load(Acquire) != 0 {
             return false;
         }
         let Some(mut tail) = self.write.try_lock() else { return false };
-        if tail.is_some() || self.depth.load(Acquire) != 0 || self.closing.load(Acquire) {
+        if tail.is_some()
+            || self.depth.load(Acquire) != 0
+            || self.controls.load(Acquire) != 0
+            || self.closing.load(Acquire)
+        {
             return false;
         }
         match crate::sock::send(&self.stream, frame, true) {
@@ -202,6 +211,7 @@ impl ConnShared {
     }
 
     pub(crate) fn push_control(&self, bytes: Vec<u8>) {
+        self.controls.fetch_add(1, AcqRel);
         let _ = self.tx.send(Out::Control(bytes));
     }
 
@@ -212,6 +222,13 @@ impl ConnShared {
     /// The receiving end, handed once to the writer thread.
     pub(crate) fn take_receiver(&self) -> Option<Receiver<Out>> {
         self.rx.lock().take()
+    }
+
+    /// `n` control frames were written or dropped.
+    pub(crate) fn controls_done(&self, n: usize) {
+        if n > 0 {
+            self.controls.fetch_sub(n, AcqRel);
+        }
     }
 
     /// `n` data frames were written or dropped: they no longer hold the queue.

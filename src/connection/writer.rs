@@ -131,12 +131,13 @@ impl Writer<'_> {
         }
         // Frames behind the first close are never sent; still release their
         // slots, and do not lose the reader's goodbye if it is among them.
-        let mut released = 0;
+        let (mut released, mut controls) = (0, 0);
         for item in batch.iter() {
             match item {
                 Out::Frame(_) | Out::Tail => released += 1,
+                Out::Control(_) => controls += 1,
                 Out::ReaderDone => self.reader_done = true,
-                _ => {}
+                Out::Close(..) => {}
             }
         }
         let mut guard = self.conn.lock_write();
@@ -170,6 +171,7 @@ impl Writer<'_> {
         // Released only now: while frames are being written the hub must not
         // send around them.
         self.conn.frames_done(released);
+        self.conn.controls_done(controls);
         match result {
             Written::Failed => Step::Failed,
             Written::Ok => {
@@ -228,6 +230,7 @@ impl Writer<'_> {
             match rx.recv_deadline(deadline) {
                 Ok(Out::ReaderDone) | Err(RecvTimeoutError::Disconnected) => return,
                 Ok(Out::Frame(_) | Out::Tail) => self.conn.frames_done(1),
+                Ok(Out::Control(_)) => self.conn.controls_done(1),
                 Ok(_) => {}
                 Err(RecvTimeoutError::Timeout) => {
                     self.conn.kill();
@@ -246,6 +249,7 @@ impl Writer<'_> {
             match rx.recv() {
                 Ok(Out::ReaderDone) | Err(_) => return,
                 Ok(Out::Frame(_) | Out::Tail) => self.conn.frames_done(1),
+                Ok(Out::Control(_)) => self.conn.controls_done(1),
                 Ok(_) => {}
             }
         }
@@ -319,5 +323,30 @@ mod tests {
         assert!(got == expected, "the bytes arrive whole and in order");
         assert_eq!(stats.messages_out.load(Relaxed), 2);
         assert_eq!(conn.queue_depth(), 0);
+    }
+
+    #[test]
+    fn a_direct_send_never_overtakes_a_queued_pong() {
+        // Autobahn 5.6: fragment, ping, fragment; the pong (queued by the
+        // reader) must reach the peer before the echo of the whole message.
+        let (conn, mut peer) = loopback_conn(1);
+        let stats = Arc::new(Stats::default());
+        let pong = frame::encode(0xA, b"p"); // a pong frame
+        conn.push_control(pong.clone());
+        let reply: crate::frame::SharedFrame = Arc::new(frame::encode(frame::OP_TEXT, b"reply"));
+        assert!(!conn.try_send_direct(&reply, &stats), "the pong is still queued");
+        conn.push_frame(reply.clone(), 1024, &stats).unwrap();
+        conn.push_close(1000, "");
+        conn.push_reader_done();
+        let rx = conn.take_receiver().unwrap();
+        run(conn.clone(), rx, Config::default(), stats.clone());
+        let mut got = Vec::new();
+        peer.read_to_end(&mut got).unwrap();
+        let mut expected = pong;
+        expected.extend_from_slice(&reply);
+        expected.extend_from_slice(&frame::encode_close(1000, ""));
+        assert_eq!(got, expected);
+        let fresh: crate::frame::SharedFrame = Arc::new(frame::encode(frame::OP_TEXT, b"x"));
+        assert!(!conn.try_send_direct(&fresh, &stats), "closed: nothing more");
     }
 }
