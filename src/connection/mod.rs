@@ -20,8 +20,9 @@
 //! The queue is crossbeam's list-backed channel with the bound kept by a depth
 //! counter: an array-backed `bounded(1024)` channel preallocates its slots
 //! (24 KiB per connection), which 10k idle connections cannot afford; this one
-//! costs memory in proportion to what is queued. Only the hub pushes data frames,
-//! so the depth check needs no lock.
+//! costs memory in proportion to what is queued. Only the hub (or its fan-out
+//! helper, for members the hub is not serving at that moment) pushes data
+//! frames, so the depth check needs no lock.
 
 pub(crate) mod reader;
 pub(crate) mod writer;
@@ -154,15 +155,12 @@ impl ConnShared {
     /// (sent, or partly sent with its rest handed to the writer); false when
     /// the caller should queue it instead.
     pub(crate) fn try_send_direct(&self, frame: &SharedFrame, stats: &Stats) -> bool {
-        if self.depth.load(Acquire) != 0 || self.controls.load(Acquire) != 0 {
+        // Checked before the lock (cheap refusal) and again under it.
+        if self.has_queued() {
             return false;
         }
         let Some(mut tail) = self.write.try_lock() else { return false };
-        if tail.is_some()
-            || self.depth.load(Acquire) != 0
-            || self.controls.load(Acquire) != 0
-            || self.closing.load(Acquire)
-        {
+        if tail.is_some() || self.has_queued() || self.closing.load(Acquire) {
             return false;
         }
         match crate::sock::send(&self.stream, frame, true) {
@@ -182,6 +180,11 @@ impl ConnShared {
             // Full socket buffer, or an error the writer will meet and report.
             _ => false,
         }
+    }
+
+    /// Data or control frames are queued or being written.
+    fn has_queued(&self) -> bool {
+        self.depth.load(Acquire) != 0 || self.controls.load(Acquire) != 0
     }
 
     /// The write lock, with the rest of a partial direct send if there is one.
