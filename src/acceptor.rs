@@ -43,7 +43,7 @@ pub(crate) fn run(server: ServerHandle, listener: Arc<TcpListener>) {
         inner.connection_started(conn.clone());
         let (server2, conn2) = (server.clone(), conn.clone());
         let name = format!("wshub-r{}", conn.id);
-        if let Err(e) = pthread::spawn(&name, inner.config.reader_stack_size, move || {
+        if let Err(e) = pthread::spawn_detached(&name, inner.config.reader_stack_size, &inner.reader_threads, move || {
             reader::run(server2, conn2)
         }) {
             log::error!("{remote}: cannot spawn a reader thread: {e}; dropping");

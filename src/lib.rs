@@ -13,6 +13,7 @@
 mod acceptor;
 mod config;
 mod config_file;
+mod conn_map;
 mod connection;
 mod echo;
 mod error;

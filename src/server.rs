@@ -6,7 +6,7 @@
 //! acceptor fills and each reader empties when its connection is over.
 
 use std::cell::Cell;
-use std::collections::HashMap;
+use crate::conn_map::ConnMap;
 use std::net::{SocketAddr, TcpListener};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::*};
 use std::sync::Arc;
@@ -14,7 +14,7 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant, SystemTime};
 
 use crossbeam_channel::Sender;
-use parking_lot::{Condvar, Mutex, RwLock};
+use parking_lot::{Condvar, Mutex};
 
 use crate::config::Config;
 use crate::connection::ConnShared;
@@ -42,6 +42,9 @@ impl Server {
         config.validate().map_err(Error::InvalidConfig)?;
         let listener = TcpListener::bind(config.bind)?;
         crate::sock::deepen_backlog(&listener)?;
+        // A reader and a writer per connection, most of them waiting on futexes.
+        let buckets = crate::ffi::pthread::size_futex_hash(2 * config.max_connections + 16);
+        log::debug!("futex hash buckets: {buckets:?}");
         let listener = Arc::new(listener);
         let local_addr = listener.local_addr()?;
         let stats = Arc::new(Stats::default());
@@ -57,7 +60,7 @@ impl Server {
             handler: Box::new(handler),
             hub_tx,
             stats,
-            conns: RwLock::new(HashMap::new()),
+            conns: ConnMap::default(),
             conns_emptied: Mutex::new(()),
             conns_changed: Condvar::new(),
             next_id: AtomicU64::new(1),
@@ -67,6 +70,7 @@ impl Server {
             stopped_changed: Condvar::new(),
             listener: listener.clone(),
             threads: Mutex::new(Vec::new()),
+            reader_threads: Arc::default(),
         });
         let handle = ServerHandle { inner };
         let acceptor = {
@@ -205,7 +209,11 @@ impl ServerHandle {
     /// The ids of every open connection, ascending.
     pub fn connections(&self) -> Vec<ConnId> {
         let mut ids: Vec<ConnId> =
-            self.inner.conns.read().values().filter(|c| c.is_open()).map(|c| c.id).collect();
+            {
+            let mut ids = Vec::new();
+            self.inner.conns.for_each(|c| if c.is_open() { ids.push(c.id) });
+            ids
+        };
         ids.sort_unstable();
         ids
     }
@@ -289,7 +297,7 @@ pub(crate) struct Inner {
     /// Every accepted connection whose reader thread has not finished.
     /// Every connection with a thread, by id: read by every `send`, written
     /// when a connection starts and ends.
-    conns: RwLock<HashMap<ConnId, Arc<ConnShared>>>,
+    conns: ConnMap<Arc<ConnShared>>,
     /// With `conns_changed`: signalled when `conns` becomes empty.
     conns_emptied: Mutex<()>,
     conns_changed: Condvar,
@@ -300,6 +308,8 @@ pub(crate) struct Inner {
     stopped_changed: Condvar,
     listener: Arc<TcpListener>,
     threads: Mutex<Vec<JoinHandle<()>>>,
+    /// Reader threads not yet finished (they are detached; see `pthread::reap_detached`).
+    pub reader_threads: Arc<std::sync::atomic::AtomicUsize>,
 }
 
 impl Inner {
@@ -312,19 +322,16 @@ impl Inner {
     }
 
     pub(crate) fn live_connections(&self) -> usize {
-        self.conns.read().len()
+        self.conns.len()
     }
 
     pub(crate) fn connection_started(&self, conn: Arc<ConnShared>) {
-        self.conns.write().insert(conn.id, conn);
+        self.conns.insert(conn.id, conn);
     }
 
     pub(crate) fn connection_finished(&self, id: ConnId) {
-        let empty = {
-            let mut conns = self.conns.write();
-            conns.remove(&id);
-            conns.is_empty()
-        };
+        self.conns.remove(id);
+        let empty = self.conns.is_empty();
         if empty {
             // Under the waiter's lock, so the wakeup cannot slip in between
             // its check and its wait.
@@ -352,7 +359,7 @@ impl Inner {
         if self.stop_started.load(Acquire) && *self.stopped.lock() {
             return Err(Error::Stopped);
         }
-        match self.conns.read().get(&id) {
+        match self.conns.get(id) {
             Some(c) if c.is_open() => Ok(c.clone()),
             _ => Err(Error::NoSuchConnection),
         }
@@ -388,9 +395,9 @@ impl Inner {
     /// Waits until no connection thread is left or `deadline` passes.
     fn wait_for_connections(&self, deadline: Instant) -> bool {
         let mut guard = self.conns_emptied.lock();
-        while !self.conns.read().is_empty() {
+        while !self.conns.is_empty() {
             if self.conns_changed.wait_until(&mut guard, deadline).timed_out() {
-                return self.conns.read().is_empty();
+                return self.conns.is_empty();
             }
         }
         true
@@ -414,14 +421,14 @@ impl Inner {
         // Through the hub, so each connection first gets what was sent to it
         // before the stop; connections that register later close themselves.
         self.send_to_hub(Cmd::CloseAll(1001, "server shutting down".into()));
-        for conn in self.conns.read().values() {
+        for conn in self.conns.values() {
             if !conn.is_open() {
                 conn.kill(); // still in its handshake: it gets no WebSocket now
             }
         }
         let deadline = Instant::now() + self.config.shutdown_timeout;
         if !self.wait_for_connections(deadline) {
-            let cut: Vec<_> = self.conns.read().values().cloned().collect();
+            let cut: Vec<_> = self.conns.values();
             log::warn!("stopping: cutting {} connections that did not finish in time", cut.len());
             cut.iter().for_each(|c| c.kill());
             let grace = Instant::now() + self.config.close_timeout + Duration::from_secs(1);
@@ -429,6 +436,7 @@ impl Inner {
                 log::error!("stopping: {} connection threads did not exit", self.live_connections());
             }
         }
+        pthread::reap_detached(&self.reader_threads, Instant::now() + Duration::from_secs(1));
         self.send_to_hub(Cmd::Shutdown);
         let rest: Vec<_> = self.threads.lock().drain(..).collect();
         for t in rest {

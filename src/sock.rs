@@ -23,6 +23,37 @@ pub(crate) fn send(stream: &TcpStream, buf: &[u8], dont_wait: bool) -> io::Resul
     }
 }
 
+/// Writes all of `buf` with `MSG_MORE`: the kernel holds it back (even with
+/// TCP_NODELAY) to go out in one segment with whatever is sent next, or when
+/// [`push`] is called. Used for the 101, so that it and the first message
+/// (`connected`, say) reach the client in one packet: one wakeup fewer on each
+/// side per connection.
+pub(crate) fn send_all_more(stream: &TcpStream, mut buf: &[u8]) -> io::Result<()> {
+    while !buf.is_empty() {
+        // SAFETY: the pointer and length describe `buf`, alive for the call.
+        let n = unsafe {
+            libc::send(stream.as_raw_fd(), buf.as_ptr().cast(), buf.len(), libc::MSG_NOSIGNAL | libc::MSG_MORE)
+        };
+        match n {
+            n if n > 0 => buf = &buf[n as usize..],
+            0 => return Err(io::ErrorKind::WriteZero.into()),
+            _ => {
+                let e = io::Error::last_os_error();
+                if e.kind() != io::ErrorKind::Interrupted {
+                    return Err(e);
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Sends whatever [`send_all_more`] held back: setting TCP_NODELAY (again)
+/// pushes pending output at once (tcp(7)). A no-op when nothing is held.
+pub(crate) fn push(stream: &TcpStream) {
+    let _ = stream.set_nodelay(true);
+}
+
 /// `writev` without SIGPIPE: one `sendmsg` of all the slices.
 pub(crate) fn send_vectored(stream: &TcpStream, bufs: &[IoSlice<'_>]) -> io::Result<usize> {
     // SAFETY: a zeroed msghdr is valid (no name, no control data).

@@ -140,7 +140,8 @@ fn upgrade<'a>(server: &ServerHandle, conn: &'a ConnShared) -> Option<(Ws<'a>, h
         }
     };
     let response = handshake::switching_protocols(&key, subprotocol.as_deref());
-    if crate::sock::NoSigPipe(&conn.stream).write_all(&response).is_err() {
+    // Held back until the first message or the end of on_connect (see `serve`).
+    if crate::sock::send_all_more(&conn.stream, &response).is_err() {
         inner.release_connection_slot();
         return None;
     }
@@ -187,6 +188,9 @@ fn serve(server: &ServerHandle, conn: &Arc<ConnShared>, mut ws: Ws<'_>, request:
     }
 
     let connected = guarded(|| inner.handler.on_connect(server, conn.id, &request.info));
+    // The 101 went out with MSG_MORE, to share a packet with the first
+    // message; if on_connect sent none, it goes now.
+    crate::sock::push(&conn.stream);
     let end = if connected.is_none() {
         End::Fail(1011, "internal error")
     } else {

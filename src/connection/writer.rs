@@ -10,7 +10,7 @@ use std::net::Shutdown;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use crossbeam_channel::{Receiver, RecvTimeoutError};
+use crossbeam_channel::{Receiver, RecvTimeoutError, TryRecvError};
 
 use super::{ConnShared, Out};
 use crate::config::Config;
@@ -35,8 +35,20 @@ pub(crate) fn run(conn: Arc<ConnShared>, rx: Receiver<Out>, config: Config, stat
     let ping = frame::encode(frame::OP_PING, b"");
     let mut next_ping = Instant::now() + config.heartbeat_interval;
     let mut batch: Vec<Out> = Vec::new();
+    let mut fresh = true;
     loop {
-        let first = match rx.recv_deadline(next_ping) {
+        let got = if std::mem::take(&mut fresh) {
+            conn.park_writer(&rx, next_ping);
+            match rx.try_recv() {
+                Ok(item) => Ok(item),
+                Err(TryRecvError::Disconnected) => Err(RecvTimeoutError::Disconnected),
+                Err(TryRecvError::Empty) if Instant::now() >= next_ping => Err(RecvTimeoutError::Timeout),
+                Err(TryRecvError::Empty) => rx.recv_deadline(next_ping),
+            }
+        } else {
+            rx.recv_deadline(next_ping)
+        };
+        let first = match got {
             Ok(item) => item,
             Err(RecvTimeoutError::Timeout) => {
                 next_ping = Instant::now() + config.heartbeat_interval;

@@ -9,7 +9,7 @@
 //! frees it.
 
 use std::cell::Cell;
-use std::collections::HashMap;
+use crate::conn_map::ConnMap;
 use std::ffi::{c_char, c_void, CString};
 use std::sync::atomic::{AtomicU16, Ordering::Relaxed};
 use std::sync::Arc;
@@ -183,7 +183,7 @@ struct Slot {
 pub struct wshub_server {
     slot: Mutex<Slot>,
     mode: Mode,
-    conns: Mutex<HashMap<ConnId, ConnState>>,
+    conns: ConnMap<ConnState>,
     upgrade_timeout: Duration,
     local_port: AtomicU16,
     /// True once the engine dropped its handler, i.e. its last thread let go.
@@ -283,7 +283,7 @@ impl Handler for FfiHandler {
     fn on_upgrade(&self, handle: &ServerHandle, conn: ConnId, info: &RequestInfo) -> Upgrade {
         self.adopt(handle);
         let server = &self.server;
-        server.conns.lock().insert(conn, ConnState::default());
+        server.conns.insert(conn, ConnState::default());
         let request = wshub_request::new(info);
         let decision = match &server.mode {
             Mode::Callbacks(callbacks, user_data) => match callbacks.on_upgrade {
@@ -304,9 +304,11 @@ impl Handler for FfiHandler {
         };
         let upgrade = match decision {
             Decision::Accept { identity, subprotocol } => {
-                if let Some(state) = server.conns.lock().get_mut(&conn) {
-                    state.identity = identity;
-                }
+                server.conns.with_mut(conn, |state| {
+                    if let Some(state) = state {
+                        state.identity = identity;
+                    }
+                });
                 // The application (auth) decided first; the protocol may still
                 // refuse (draining), and its subprotocol choice stands unless
                 // the application chose one.
@@ -321,7 +323,7 @@ impl Handler for FfiHandler {
             Decision::Reject(status) => Upgrade::reject(status),
         };
         if matches!(upgrade, Upgrade::Reject(_)) {
-            server.conns.lock().remove(&conn);
+            server.conns.remove(conn);
         }
         upgrade
     }
@@ -382,7 +384,7 @@ impl Handler for FfiHandler {
                 // Out of the map before the callback, so that anyone who learns
                 // of the close from inside it sees the connection gone; only the
                 // callback itself still reads the pointer, to free what it holds.
-                let state = server.conns.lock().remove(&conn);
+                let state = server.conns.remove(conn);
                 let closing = state.map_or(0, |s| s.user_data);
                 CLOSING.with(|c| c.set(Some((conn, closing))));
                 if let Some(f) = callbacks.on_close {
@@ -391,7 +393,7 @@ impl Handler for FfiHandler {
                 CLOSING.with(|c| c.set(None));
             }
             Mode::Polling(queue) => {
-                let user_data = server.conns.lock().remove(&conn).map_or(0, |s| s.user_data);
+                let user_data = server.conns.remove(conn).map_or(0, |s| s.user_data);
                 queue.push(wshub_event::close(conn, code, reason, user_data));
             }
         }
@@ -402,7 +404,7 @@ fn start(config: &wshub_config, mode: Mode) -> Result<*mut wshub_server, wshub_r
     let server = Arc::new(wshub_server {
         slot: Mutex::new(Slot::default()),
         mode,
-        conns: Mutex::new(HashMap::new()),
+        conns: ConnMap::default(),
         upgrade_timeout: config.upgrade_timeout,
         local_port: AtomicU16::new(0),
         handler_gone: Mutex::new(false),
@@ -686,13 +688,13 @@ pub extern "C" fn wshub_conn_set_user_data(
         if server.handle().is_err() {
             return wshub_result::WSHUB_STOPPED;
         }
-        match server.conns.lock().get_mut(&conn) {
+        server.conns.with_mut(conn, |state| match state {
             Some(state) => {
                 state.user_data = user_data as usize;
                 wshub_result::WSHUB_OK
             }
             None => wshub_result::WSHUB_NO_SUCH_CONNECTION,
-        }
+        })
     }
 }
 
@@ -705,7 +707,7 @@ pub extern "C" fn wshub_conn_user_data(server: *mut wshub_server, conn: u64) -> 
     ffi_boundary! {
         let server = try_ref!(server);
         let closing = CLOSING.with(|c| c.get()).filter(|(id, _)| *id == conn).map(|(_, data)| data);
-        let data = server.conns.lock().get(&conn).map(|s| s.user_data);
+        let data = server.conns.with(conn, |s| s.map(|s| s.user_data));
         data.or(closing).unwrap_or(0) as *mut c_void
     }
 }
@@ -729,10 +731,14 @@ pub extern "C" fn wshub_conn_identity(
         if buf.is_null() {
             return wshub_result::WSHUB_NULL_PARAMETER;
         }
-        let identity = match server.conns.lock().get(&conn) {
-            None => return wshub_result::WSHUB_NO_SUCH_CONNECTION,
-            Some(ConnState { identity: None, .. }) => return wshub_result::WSHUB_NOT_FOUND,
-            Some(ConnState { identity: Some(id), .. }) => CString::new(id.as_bytes()).unwrap_or_default(),
+        let identity = server.conns.with(conn, |state| match state {
+            None => Err(wshub_result::WSHUB_NO_SUCH_CONNECTION),
+            Some(ConnState { identity: None, .. }) => Err(wshub_result::WSHUB_NOT_FOUND),
+            Some(ConnState { identity: Some(id), .. }) => Ok(CString::new(id.as_bytes()).unwrap_or_default()),
+        });
+        let identity = match identity {
+            Ok(identity) => identity,
+            Err(code) => return code,
         };
         let bytes = identity.as_bytes_with_nul();
         if bytes.len() > buf_len {

@@ -7,7 +7,7 @@
 //! is issued while holding that room's lock, and the hub applies one thread's
 //! commands in order.
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::BTreeSet;
 use std::sync::atomic::{
     AtomicBool,
     Ordering::{Relaxed, SeqCst},
@@ -15,7 +15,9 @@ use std::sync::atomic::{
 use std::sync::Arc;
 use std::time::Instant;
 
-use parking_lot::{Mutex, RwLock};
+use parking_lot::Mutex;
+
+use crate::conn_map::ConnMap;
 use serde_json::{json, Value};
 
 use super::admission;
@@ -64,7 +66,7 @@ pub(crate) struct Shared {
     config: ProtocolConfig,
     rooms: RoomTable,
     /// Read on every message, written on connect and close.
-    conns: RwLock<HashMap<ConnId, Arc<Mutex<ConnState>>>>,
+    conns: ConnMap<Arc<Mutex<ConnState>>>,
     pub metrics: Metrics,
     pub draining: AtomicBool,
 }
@@ -85,7 +87,7 @@ impl ProtocolHandler {
             shared: Arc::new(Shared {
                 config,
                 rooms: RoomTable::new(),
-                conns: RwLock::new(HashMap::new()),
+                conns: ConnMap::default(),
                 metrics: Metrics::default(),
                 draining: AtomicBool::new(false),
             }),
@@ -147,12 +149,12 @@ impl Handler for ProtocolHandler {
             "heartbeatMs": server.config().heartbeat_interval.as_millis() as u64,
             "maxMessageBytes": server.config().max_message_size,
         });
-        self.shared.conns.write().insert(conn, Arc::new(Mutex::new(state)));
+        self.shared.conns.insert(conn, Arc::new(Mutex::new(state)));
         let _ = server.send(conn, frame("connected", None, payload));
     }
 
     fn on_message(&self, server: &ServerHandle, conn: ConnId, message: Message) {
-        let Some(state) = self.shared.conns.read().get(&conn).cloned() else { return };
+        let Some(state) = self.shared.conns.get(conn) else { return };
         let mut state = state.lock();
         if state.closed {
             return;
@@ -197,7 +199,7 @@ impl Handler for ProtocolHandler {
 
     fn on_close(&self, server: &ServerHandle, conn: ConnId, code: u16, _reason: &str) {
         self.shared.metrics.count_disconnect(code);
-        let Some(state) = self.shared.conns.write().remove(&conn) else { return };
+        let Some(state) = self.shared.conns.remove(conn) else { return };
         let state = state.lock();
         for room in &state.rooms {
             self.shared.rooms.with_room(room, false, |r| {
