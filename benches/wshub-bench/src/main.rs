@@ -43,7 +43,7 @@ common options:
   --label TEXT                   copied into the JSON line
   --timeout SECS (10)            for each connect+handshake, reply and close
   --concurrency N (256)          handshakes in flight while connecting; keep it
-                                 <= the server's listen backlog (128 for wshub)
+                                 <= the server's listen backlog (4096 for wshub)
                                  for honest handshakes/s
 
 see benches/wshub-bench/README.md for what is measured and the JSON fields.
