@@ -331,3 +331,44 @@ pub(crate) mod test_support {
         (Arc::new(ConnShared::new(id, remote, server_side)), peer)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::test_support::loopback_conn;
+    use super::*;
+    use std::time::{Duration, Instant};
+
+    /// The producer pushes before, while or after the writer parks: in every
+    /// order the writer must come back with the item long before its deadline
+    /// (a lost wakeup would hold it there for the whole 10 s).
+    #[test]
+    fn a_parked_writer_never_misses_a_push() {
+        let (conn, _peer) = loopback_conn(1);
+        let rx = conn.take_receiver().unwrap();
+        let rx = Arc::new(rx);
+        for round in 0..300 {
+            let (conn2, rx2) = (conn.clone(), rx.clone());
+            let writer = std::thread::spawn(move || {
+                let started = Instant::now();
+                conn2.park_writer(&rx2, started + Duration::from_secs(10));
+                // A wakeup may come early (spuriously); what matters is that the
+                // item is there by the time the writer would give up waiting.
+                let item = rx2.recv_timeout(Duration::from_secs(5));
+                (started.elapsed(), item.is_ok())
+            });
+            if round % 3 == 1 {
+                std::thread::yield_now();
+            }
+            match round % 4 {
+                0 => conn.push_control(vec![0x8a, 0]),
+                1 => conn.push_reader_done(),
+                2 => conn.push_control(vec![0x89, 0]),
+                _ => conn.push_reader_done(),
+            }
+            let (waited, got) = writer.join().unwrap();
+            assert!(got, "round {round}: nothing arrived");
+            assert!(waited < Duration::from_secs(5), "round {round}: parked for {waited:?}");
+            conn.controls_done(conn.controls.load(Acquire));
+        }
+    }
+}
