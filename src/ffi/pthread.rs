@@ -287,6 +287,19 @@ mod tests {
     }
 
     #[test]
+    fn the_futex_hash_grows_for_the_threads_asked_for() {
+        match size_futex_hash(3000) {
+            None => eprintln!("no PR_FUTEX_HASH on this kernel"),
+            Some(0) => eprintln!("this process uses the global futex hash"),
+            Some(n) => assert!(n >= 4096, "{n} buckets for 3000 threads"),
+        }
+        // Never shrinks.
+        if let Some(n) = size_futex_hash(16).filter(|&n| n > 0) {
+            assert!(n >= 4096);
+        }
+    }
+
+    #[test]
     fn pooled_stacks_return_after_join_and_after_a_detached_exit() {
         const SIZE: usize = 96 * 1024; // a size no other test uses
         const EACH: usize = 40;
