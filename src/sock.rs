@@ -13,9 +13,13 @@ use std::os::fd::AsRawFd;
 /// Sends `buf` once, returning how much went. With `dont_wait` it never blocks
 /// (`WouldBlock` when the socket buffer is full), whatever the socket's mode.
 pub(crate) fn send(stream: &TcpStream, buf: &[u8], dont_wait: bool) -> io::Result<usize> {
-    let flags = libc::MSG_NOSIGNAL | if dont_wait { libc::MSG_DONTWAIT } else { 0 };
+    send_flags(stream, buf, if dont_wait { libc::MSG_DONTWAIT } else { 0 })
+}
+
+/// One `send` with `MSG_NOSIGNAL` and `flags`.
+fn send_flags(stream: &TcpStream, buf: &[u8], flags: libc::c_int) -> io::Result<usize> {
     // SAFETY: the pointer and length describe `buf`, alive for the call.
-    let n = unsafe { libc::send(stream.as_raw_fd(), buf.as_ptr().cast(), buf.len(), flags) };
+    let n = unsafe { libc::send(stream.as_raw_fd(), buf.as_ptr().cast(), buf.len(), libc::MSG_NOSIGNAL | flags) };
     if n < 0 {
         Err(io::Error::last_os_error())
     } else {
@@ -28,24 +32,17 @@ pub(crate) fn send(stream: &TcpStream, buf: &[u8], dont_wait: bool) -> io::Resul
 /// [`push`] is called. Used for the 101, so that it and the first message
 /// (`connected`, say) reach the client in one packet: one wakeup fewer on each
 /// side per connection.
-pub(crate) fn send_all_more(stream: &TcpStream, mut buf: &[u8]) -> io::Result<()> {
-    while !buf.is_empty() {
-        // SAFETY: the pointer and length describe `buf`, alive for the call.
-        let n = unsafe {
-            libc::send(stream.as_raw_fd(), buf.as_ptr().cast(), buf.len(), libc::MSG_NOSIGNAL | libc::MSG_MORE)
-        };
-        match n {
-            n if n > 0 => buf = &buf[n as usize..],
-            0 => return Err(io::ErrorKind::WriteZero.into()),
-            _ => {
-                let e = io::Error::last_os_error();
-                if e.kind() != io::ErrorKind::Interrupted {
-                    return Err(e);
-                }
-            }
+pub(crate) fn send_all_more(stream: &TcpStream, buf: &[u8]) -> io::Result<()> {
+    struct More<'a>(&'a TcpStream);
+    impl Write for More<'_> {
+        fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+            send_flags(self.0, buf, libc::MSG_MORE)
+        }
+        fn flush(&mut self) -> io::Result<()> {
+            Ok(())
         }
     }
-    Ok(())
+    More(stream).write_all(buf)
 }
 
 /// Sends whatever [`send_all_more`] held back: setting TCP_NODELAY (again)
