@@ -110,7 +110,7 @@ fn spawn_inner(name: &str, stack_size: usize, detached: Option<Arc<AtomicUsize>>
         }
         f()
     });
-    let page = 4096;
+    let page = stacks::PAGE;
     let size = stack_size.max(libc::PTHREAD_STACK_MIN).div_ceil(page) * page;
     let stack = stacks::take(size);
     // SAFETY: attr is initialised by pthread_attr_init before any other use and

@@ -30,7 +30,8 @@ use parking_lot::Mutex;
 /// Stacks mapped at once for one stack size.
 pub(crate) const STACKS_PER_CHUNK: usize = 32;
 const MADV_GUARD_INSTALL: libc::c_int = 102;
-const PAGE: usize = 4096;
+/// The page size the stacks (and their guard pages) are laid out in.
+pub(crate) const PAGE: usize = 4096;
 
 /// A stack from the pool: `size` usable bytes above one guard page at `low`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
