@@ -8,7 +8,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use crate::connection::{reader, ConnShared};
-use crate::ffi::pthread;
+use crate::sys::pthread;
 use crate::server::ServerHandle;
 
 /// Connections allowed to be in their handshake beyond `max_connections`, so

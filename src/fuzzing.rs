@@ -4,7 +4,7 @@
 
 use std::net::SocketAddr;
 
-use crate::handshake::{self, ReadError};
+use crate::connection::handshake::{self, ReadError};
 
 /// Runs an HTTP request head through everything the server does with one
 /// before an upgrade: parse, classify, validate the upgrade, read the query,

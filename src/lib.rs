@@ -22,13 +22,11 @@ mod frame;
 #[doc(hidden)]
 pub mod fuzzing;
 mod handler;
-mod handshake;
 mod hub;
 pub mod protocol;
-pub mod rooms;
 mod server;
-mod sock;
 mod stats;
+mod sys;
 
 pub use config::Config;
 pub use config_file::ConfigFile;
@@ -37,6 +35,7 @@ pub use error::{Error, Result};
 pub use frame::is_sendable_close_code;
 pub use handler::{ConnId, Handler, HttpResponse, Message, RequestInfo, Upgrade};
 pub use server::{ConnInfo, Server, ServerHandle};
+pub use hub::rooms;
 pub use stats::StatsSnapshot;
 
 /// The README's Rust example, compiled and run by `cargo test`.

@@ -19,11 +19,11 @@ use parking_lot::{Condvar, Mutex};
 use crate::config::Config;
 use crate::connection::ConnShared;
 use crate::error::{Error, Result};
-use crate::ffi::pthread;
+use crate::sys::pthread;
 use crate::frame::{encode_message, is_sendable_close_code};
 use crate::handler::{ConnId, Handler, Message};
 use crate::hub::{self, Cmd, Hub};
-use crate::rooms::is_valid_room;
+use crate::hub::rooms::is_valid_room;
 use crate::stats::{Stats, StatsSnapshot};
 
 thread_local! {
@@ -41,9 +41,9 @@ impl Server {
     pub fn start(config: Config, handler: impl Handler) -> Result<ServerHandle> {
         config.validate().map_err(Error::InvalidConfig)?;
         let listener = TcpListener::bind(config.bind)?;
-        crate::sock::deepen_backlog(&listener)?;
+        crate::sys::sock::deepen_backlog(&listener)?;
         // A reader and a writer per connection, most of them waiting on futexes.
-        let buckets = crate::ffi::pthread::size_futex_hash(2 * config.max_connections + 16);
+        let buckets = crate::sys::pthread::size_futex_hash(2 * config.max_connections + 16);
         log::debug!("futex hash buckets: {buckets:?}");
         let listener = Arc::new(listener);
         let local_addr = listener.local_addr()?;

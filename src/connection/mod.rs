@@ -24,6 +24,7 @@
 //! helper, for members the hub is not serving at that moment) pushes data
 //! frames, so the depth check needs no lock.
 
+pub(crate) mod handshake;
 pub(crate) mod reader;
 pub(crate) mod writer;
 
@@ -169,7 +170,7 @@ impl ConnShared {
         if tail.is_some() || self.has_queued() || self.closing.load(Acquire) {
             return false;
         }
-        match crate::sock::send(&self.stream, frame, true) {
+        match crate::sys::sock::send(&self.stream, frame, true) {
             Ok(n) if n == frame.len() => {
                 Stats::add(&stats.bytes_out, n as u64);
                 Stats::add(&stats.messages_out, 1);
@@ -199,7 +200,7 @@ impl ConnShared {
         if self.writer_state.load(Relaxed) == WRITER_PARKED
             && self.writer_state.swap(WRITER_AWAKE, AcqRel) == WRITER_PARKED
         {
-            crate::ffi::pthread::futex_wake(&self.writer_state);
+            crate::sys::pthread::futex_wake(&self.writer_state);
         }
     }
 
@@ -217,7 +218,7 @@ impl ConnShared {
         if rx.is_empty() {
             let left = deadline.saturating_duration_since(std::time::Instant::now());
             if !left.is_zero() {
-                crate::ffi::pthread::futex_wait(&self.writer_state, WRITER_PARKED, left);
+                crate::sys::pthread::futex_wait(&self.writer_state, WRITER_PARKED, left);
             }
         }
         self.writer_state.store(WRITER_AWAKE, Relaxed);

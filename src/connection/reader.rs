@@ -21,9 +21,9 @@ use tungstenite::protocol::{Role, WebSocketConfig};
 use tungstenite::{Message as WsMessage, WebSocket};
 
 use super::{writer, ConnShared};
-use crate::ffi::pthread;
+use crate::sys::pthread;
 use crate::handler::{HttpResponse, Message, Upgrade};
-use crate::handshake::{self, ReadError};
+use super::handshake::{self, ReadError};
 use crate::hub::Cmd;
 use crate::server::{ServerHandle, ON_CONNECTION_THREAD};
 use crate::stats::Stats;
@@ -141,7 +141,7 @@ fn upgrade<'a>(server: &ServerHandle, conn: &'a ConnShared) -> Option<(Ws<'a>, h
     };
     let response = handshake::switching_protocols(&key, subprotocol.as_deref());
     // Held back until the first message or the end of on_connect (see `serve`).
-    if crate::sock::send_all_more(&conn.stream, &response).is_err() {
+    if crate::sys::sock::send_all_more(&conn.stream, &response).is_err() {
         inner.release_connection_slot();
         return None;
     }
@@ -190,7 +190,7 @@ fn serve(server: &ServerHandle, conn: &Arc<ConnShared>, mut ws: Ws<'_>, request:
     let connected = guarded(|| inner.handler.on_connect(server, conn.id, &request.info));
     // The 101 went out with MSG_MORE, to share a packet with the first
     // message; if on_connect sent none, it goes now.
-    crate::sock::push(&conn.stream);
+    crate::sys::sock::push(&conn.stream);
     let end = if connected.is_none() {
         End::Fail(1011, "internal error")
     } else {

@@ -200,7 +200,7 @@ impl Writer<'_> {
         let mut stalled_since: Option<Instant> = None;
         let mut writes = 0u64;
         while !slices.is_empty() {
-            match crate::sock::send_vectored(&self.conn.stream, slices) {
+            match crate::sys::sock::send_vectored(&self.conn.stream, slices) {
                 Ok(0) => return self.fail("socket closed"),
                 Ok(n) => {
                     writes += 1;

@@ -18,7 +18,5 @@ pub(crate) mod panic;
 pub(crate) mod config;
 pub(crate) mod error;
 pub(crate) mod event;
-pub(crate) mod pthread;
-pub(crate) mod stacks;
 pub(crate) mod request;
 pub(crate) mod server;

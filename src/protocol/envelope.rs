@@ -10,7 +10,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use serde::Serialize;
 use serde_json::{json, Map, Value};
 
-use crate::rooms::is_valid_room;
+use crate::hub::rooms::is_valid_room;
 
 /// Longest `id` a client may attach to a request, in bytes.
 pub(crate) const MAX_ID_LEN: usize = 64;

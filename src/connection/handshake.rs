@@ -170,7 +170,7 @@ pub(crate) fn render(response: &HttpResponse, head_only: bool) -> Vec<u8> {
 /// before the client reads it.
 pub(crate) fn respond_and_close(mut stream: &TcpStream, response: &HttpResponse, head_only: bool) {
     let _ = stream.set_write_timeout(Some(Duration::from_secs(2)));
-    if crate::sock::NoSigPipe(stream).write_all(&render(response, head_only)).is_err() {
+    if crate::sys::sock::NoSigPipe(stream).write_all(&render(response, head_only)).is_err() {
         return;
     }
     let _ = stream.shutdown(Shutdown::Write);

@@ -14,6 +14,8 @@
 //! `writev`. A broadcast to a large room looks again every [`CHECK_EVERY`]
 //! members, so it switches mid-room when publishes arrive faster than it sends.
 
+pub mod rooms;
+
 use std::cell::Cell;
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering::*};
@@ -24,7 +26,7 @@ use crossbeam_channel::{Receiver, SendError, Sender};
 use crate::connection::{ConnShared, PushError};
 use crate::frame::SharedFrame;
 use crate::handler::ConnId;
-use crate::rooms::Rooms;
+use rooms::Rooms;
 use crate::stats::Stats;
 
 /// A request to the hub.
