@@ -16,12 +16,12 @@ use crate::server::ServerHandle;
 const HANDSHAKE_HEADROOM: usize = 256;
 
 pub(crate) fn run(server: ServerHandle, listener: Arc<TcpListener>) {
-    let inner = server.inner();
-    let limit = inner.config.max_connections + HANDSHAKE_HEADROOM;
+    let engine = server.engine();
+    let limit = engine.config.max_connections + HANDSHAKE_HEADROOM;
     loop {
         let (stream, remote) = match listener.accept() {
             Ok(pair) => pair,
-            Err(_) if inner.is_draining() => break,
+            Err(_) if engine.is_draining() => break,
             Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
             Err(e) => {
                 // Out of fds or memory: back off instead of spinning; the
@@ -31,23 +31,23 @@ pub(crate) fn run(server: ServerHandle, listener: Arc<TcpListener>) {
                 continue;
             }
         };
-        if inner.is_draining() {
+        if engine.is_draining() {
             break;
         }
-        if inner.live_connections() >= limit {
+        if engine.live_connections() >= limit {
             log::warn!("{remote}: {limit} connections already in progress; dropping");
-            inner.stats.count_reject(0);
+            engine.stats.count_reject(0);
             continue;
         }
-        let conn = Arc::new(ConnShared::new(inner.next_conn_id(), remote, stream));
-        inner.connection_started(conn.clone());
+        let conn = Arc::new(ConnShared::new(engine.next_conn_id(), remote, stream));
+        engine.connection_started(conn.clone());
         let (server2, conn2) = (server.clone(), conn.clone());
         let name = format!("wshub-r{}", conn.id);
-        if let Err(e) = pthread::spawn_detached(&name, inner.config.reader_stack_size, &inner.reader_threads, move || {
+        if let Err(e) = pthread::spawn_detached(&name, engine.config.reader_stack_size, &engine.reader_threads, move || {
             reader::run(server2, conn2)
         }) {
             log::error!("{remote}: cannot spawn a reader thread: {e}; dropping");
-            inner.connection_finished(conn.id);
+            engine.connection_finished(conn.id);
         }
     }
     log::debug!("acceptor stopped");

@@ -14,7 +14,7 @@ use std::collections::HashMap;
 
 use parking_lot::{RwLock, RwLockReadGuard};
 
-use crate::handler::ConnId;
+use crate::types::ConnId;
 
 const SHARDS: usize = 64;
 

@@ -2,7 +2,8 @@
 //! back to its sender unchanged. It is the conformance target (Autobahn) and the
 //! simplest example of a [`Handler`].
 
-use crate::handler::{ConnId, Handler, Message};
+use crate::handler::Handler;
+use crate::types::{ConnId, Message};
 use crate::server::ServerHandle;
 
 /// Echoes every message back to its sender.

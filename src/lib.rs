@@ -16,6 +16,7 @@ mod config_file;
 mod conn_map;
 mod connection;
 mod echo;
+mod engine;
 mod error;
 mod ffi;
 mod frame;
@@ -27,16 +28,18 @@ pub mod protocol;
 mod server;
 mod stats;
 mod sys;
+mod types;
 
 pub use config::Config;
 pub use config_file::ConfigFile;
 pub use echo::EchoHandler;
 pub use error::{Error, Result};
 pub use frame::is_sendable_close_code;
-pub use handler::{ConnId, Handler, HttpResponse, Message, RequestInfo, Upgrade};
+pub use handler::Handler;
 pub use server::{ConnInfo, Server, ServerHandle};
 pub use hub::rooms;
 pub use stats::StatsSnapshot;
+pub use types::{ConnId, HttpResponse, Message, RequestInfo, Upgrade};
 
 /// The README's Rust example, compiled and run by `cargo test`.
 #[cfg(doctest)]

@@ -6,25 +6,21 @@
 //! acceptor fills and each reader empties when its connection is over.
 
 use std::cell::Cell;
-use crate::conn_map::ConnMap;
-use std::net::{SocketAddr, TcpListener};
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::*};
+use std::net::SocketAddr;
 use std::sync::Arc;
-use std::thread::JoinHandle;
-use std::time::{Duration, Instant, SystemTime};
+use std::time::SystemTime;
 
 use crossbeam_channel::Sender;
-use parking_lot::{Condvar, Mutex};
 
 use crate::config::Config;
-use crate::connection::ConnShared;
+use crate::engine::Engine;
 use crate::error::{Error, Result};
-use crate::sys::pthread;
 use crate::frame::{encode_message, is_sendable_close_code};
-use crate::handler::{ConnId, Handler, Message};
-use crate::hub::{self, Cmd, Hub};
+use crate::handler::Handler;
+use crate::types::{ConnId, Message};
+use crate::hub::{self, Cmd};
 use crate::hub::rooms::is_valid_room;
-use crate::stats::{Stats, StatsSnapshot};
+use crate::stats::StatsSnapshot;
 
 thread_local! {
     /// True on a connection's reader thread, where the handler's callbacks run.
@@ -39,57 +35,7 @@ impl Server {
     /// Binds `config.bind`, starts the acceptor and hub threads, and returns a
     /// handle. Connections are served until [`ServerHandle::stop`].
     pub fn start(config: Config, handler: impl Handler) -> Result<ServerHandle> {
-        config.validate().map_err(Error::InvalidConfig)?;
-        let listener = TcpListener::bind(config.bind)?;
-        crate::sys::sock::deepen_backlog(&listener)?;
-        // A reader and a writer per connection, most of them waiting on futexes.
-        let buckets = crate::sys::pthread::size_futex_hash(2 * config.max_connections + 16);
-        log::debug!("futex hash buckets: {buckets:?}");
-        let listener = Arc::new(listener);
-        let local_addr = listener.local_addr()?;
-        let stats = Arc::new(Stats::default());
-        let (hub_tx, hub_rx) = crossbeam_channel::bounded(config.hub_queue);
-        let mut hub = Hub::new(config.outbound_queue, stats.clone());
-        hub.start_helper();
-        let hub_thread = std::thread::Builder::new()
-            .name("wshub-hub".into())
-            .spawn(move || hub.run(hub_rx))?;
-        let inner = Arc::new(Inner {
-            config,
-            local_addr,
-            handler: Box::new(handler),
-            hub_tx,
-            stats,
-            conns: ConnMap::default(),
-            conns_emptied: Mutex::new(()),
-            conns_changed: Condvar::new(),
-            next_id: AtomicU64::new(1),
-            draining: AtomicBool::new(false),
-            stop_started: AtomicBool::new(false),
-            stopped: Mutex::new(false),
-            stopped_changed: Condvar::new(),
-            listener: listener.clone(),
-            threads: Mutex::new(Vec::new()),
-            reader_threads: Arc::default(),
-        });
-        let handle = ServerHandle { inner };
-        let acceptor = {
-            let handle = handle.clone();
-            std::thread::Builder::new()
-                .name("wshub-acceptor".into())
-                .spawn(move || crate::acceptor::run(handle, listener))
-        };
-        let acceptor = match acceptor {
-            Ok(t) => t,
-            Err(e) => {
-                handle.inner.send_to_hub(Cmd::Shutdown);
-                let _ = hub_thread.join();
-                return Err(e.into());
-            }
-        };
-        handle.inner.threads.lock().extend([acceptor, hub_thread]);
-        log::info!("listening on {local_addr}, WebSocket path {}", handle.inner.config.path);
-        Ok(handle)
+        Engine::start(config, Box::new(handler))
     }
 }
 
@@ -103,12 +49,12 @@ impl Server {
 /// the calling thread has taken effect and the connection has nothing queued).
 #[derive(Clone)]
 pub struct ServerHandle {
-    inner: Arc<Inner>,
+    engine: Arc<Engine>,
 }
 
 impl std::fmt::Debug for ServerHandle {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("ServerHandle").field("local_addr", &self.inner.local_addr).finish()
+        f.debug_struct("ServerHandle").field("local_addr", &self.engine.local_addr).finish()
     }
 }
 
@@ -131,46 +77,50 @@ pub struct ConnInfo {
 }
 
 impl ServerHandle {
-    pub(crate) fn inner(&self) -> &Inner {
-        &self.inner
+    pub(crate) fn new(engine: Arc<Engine>) -> Self {
+        ServerHandle { engine }
+    }
+
+    pub(crate) fn engine(&self) -> &Engine {
+        &self.engine
     }
 
     /// The address the server listens on (with the real port when bound to 0).
     pub fn local_addr(&self) -> SocketAddr {
-        self.inner.local_addr
+        self.engine.local_addr
     }
 
     /// The configuration the server runs with.
     pub fn config(&self) -> &Config {
-        &self.inner.config
+        &self.engine.config
     }
 
     /// Sends a message to one connection.
     pub fn send(&self, conn: ConnId, message: impl Into<Message>) -> Result<()> {
-        let target = self.inner.open_conn(conn)?;
+        let target = self.engine.open_conn(conn)?;
         let frame = encode_message(&message.into());
         // Straight to the socket when nothing can be overtaken: every earlier
         // command of this thread has taken effect, and the connection has
         // nothing queued or being written. A reply from a callback usually is
         // such a case, and then costs no hub or writer wakeup.
-        if hub::nothing_pending() && target.try_send_direct(&frame, &self.inner.stats) {
+        if hub::nothing_pending() && target.try_send_direct(&frame, &self.engine.stats) {
             return Ok(());
         }
-        self.inner.command(Cmd::Send(conn, frame))
+        self.engine.command(Cmd::Send(conn, frame))
     }
 
     /// Adds a connection to a room (created on first join).
     pub fn join(&self, conn: ConnId, room: &str) -> Result<()> {
         check_room(room)?;
-        self.inner.open_conn(conn)?;
-        self.inner.command(Cmd::Join(conn, room.to_owned()))
+        self.engine.open_conn(conn)?;
+        self.engine.command(Cmd::Join(conn, room.to_owned()))
     }
 
     /// Removes a connection from a room (gone with its last member).
     pub fn leave(&self, conn: ConnId, room: &str) -> Result<()> {
         check_room(room)?;
-        self.inner.open_conn(conn)?;
-        self.inner.command(Cmd::Leave(conn, room.to_owned()))
+        self.engine.open_conn(conn)?;
+        self.engine.command(Cmd::Leave(conn, room.to_owned()))
     }
 
     /// Sends a message to every member of `room` but `except`. The frame is
@@ -178,7 +128,7 @@ impl ServerHandle {
     pub fn broadcast(&self, room: &str, message: impl Into<Message>, except: Option<ConnId>) -> Result<()> {
         check_room(room)?;
         let frame = encode_message(&message.into());
-        self.inner.command(Cmd::Broadcast { room: room.to_owned(), frame, except })
+        self.engine.command(Cmd::Broadcast { room: room.to_owned(), frame, except })
     }
 
     /// Members in `room` (0 when it does not exist).
@@ -202,8 +152,8 @@ impl ServerHandle {
         if !is_sendable_close_code(code) || reason.len() > 123 {
             return Err(Error::InvalidCloseCode);
         }
-        self.inner.open_conn(conn)?;
-        self.inner.command(Cmd::Close(conn, code, reason.to_owned()))
+        self.engine.open_conn(conn)?;
+        self.engine.command(Cmd::Close(conn, code, reason.to_owned()))
     }
 
     /// The ids of every open connection, ascending.
@@ -211,7 +161,7 @@ impl ServerHandle {
         let mut ids: Vec<ConnId> =
             {
             let mut ids = Vec::new();
-            self.inner.conns.for_each(|c| if c.is_open() { ids.push(c.id) });
+            self.engine.conns.for_each(|c| if c.is_open() { ids.push(c.id) });
             ids
         };
         ids.sort_unstable();
@@ -220,7 +170,7 @@ impl ServerHandle {
 
     /// What the server knows about an open connection.
     pub fn conn_info(&self, conn: ConnId) -> Option<ConnInfo> {
-        let c = self.inner.open_conn(conn).ok()?;
+        let c = self.engine.open_conn(conn).ok()?;
         let (path, query) = c.request_path.lock().clone();
         Some(ConnInfo {
             id: c.id,
@@ -234,24 +184,24 @@ impl ServerHandle {
 
     /// Attaches an application value to a connection (replacing any under `key`).
     pub fn set_conn_value(&self, conn: ConnId, key: &str, value: &str) -> Result<()> {
-        let c = self.inner.open_conn(conn)?;
+        let c = self.engine.open_conn(conn)?;
         c.values.lock().insert(key.to_owned(), value.to_owned());
         Ok(())
     }
 
     /// A value attached with [`set_conn_value`](Self::set_conn_value).
     pub fn conn_value(&self, conn: ConnId, key: &str) -> Option<String> {
-        self.inner.open_conn(conn).ok()?.values.lock().get(key).cloned()
+        self.engine.open_conn(conn).ok()?.values.lock().get(key).cloned()
     }
 
     /// The server's counters.
     pub fn stats(&self) -> StatsSnapshot {
-        self.inner.stats.snapshot()
+        self.engine.stats.snapshot()
     }
 
     /// True once [`stop`](Self::stop) has begun.
     pub fn is_draining(&self) -> bool {
-        self.inner.is_draining()
+        self.engine.is_draining()
     }
 
     /// Stops the server gracefully: no new connections; every open connection
@@ -263,18 +213,18 @@ impl ServerHandle {
     /// first to finish.
     pub fn stop(&self) {
         if ON_CONNECTION_THREAD.with(Cell::get) {
-            let inner = self.inner.clone();
+            let engine = self.engine.clone();
             let _ = std::thread::Builder::new()
                 .name("wshub-stop".into())
-                .spawn(move || inner.stop());
+                .spawn(move || engine.stop());
             return;
         }
-        self.inner.stop();
+        self.engine.stop();
     }
 
     fn ask<T>(&self, make: impl FnOnce(Sender<T>) -> Cmd) -> Result<T> {
         let (tx, rx) = crossbeam_channel::bounded(1);
-        self.inner.command(make(tx))?;
+        self.engine.command(make(tx))?;
         rx.recv().map_err(|_| Error::Stopped)
     }
 }
@@ -287,163 +237,3 @@ fn check_room(room: &str) -> Result<()> {
     }
 }
 
-/// The state every thread of one server shares.
-pub(crate) struct Inner {
-    pub config: Config,
-    local_addr: SocketAddr,
-    pub handler: Box<dyn Handler>,
-    hub_tx: Sender<hub::Ticketed>,
-    pub stats: Arc<Stats>,
-    /// Every accepted connection whose reader thread has not finished.
-    /// Every connection with a thread, by id: read by every `send`, written
-    /// when a connection starts and ends.
-    conns: ConnMap<Arc<ConnShared>>,
-    /// With `conns_changed`: signalled when `conns` becomes empty.
-    conns_emptied: Mutex<()>,
-    conns_changed: Condvar,
-    next_id: AtomicU64,
-    draining: AtomicBool,
-    stop_started: AtomicBool,
-    stopped: Mutex<bool>,
-    stopped_changed: Condvar,
-    listener: Arc<TcpListener>,
-    threads: Mutex<Vec<JoinHandle<()>>>,
-    /// Reader threads not yet finished (they are detached; see `pthread::reap_detached`).
-    pub reader_threads: Arc<std::sync::atomic::AtomicUsize>,
-}
-
-impl Inner {
-    pub(crate) fn is_draining(&self) -> bool {
-        self.draining.load(SeqCst)
-    }
-
-    pub(crate) fn next_conn_id(&self) -> ConnId {
-        self.next_id.fetch_add(1, Relaxed)
-    }
-
-    pub(crate) fn live_connections(&self) -> usize {
-        self.conns.len()
-    }
-
-    pub(crate) fn connection_started(&self, conn: Arc<ConnShared>) {
-        self.conns.insert(conn.id, conn);
-    }
-
-    pub(crate) fn connection_finished(&self, id: ConnId) {
-        self.conns.remove(id);
-        let empty = self.conns.is_empty();
-        if empty {
-            // Under the waiter's lock, so the wakeup cannot slip in between
-            // its check and its wait.
-            let _guard = self.conns_emptied.lock();
-            self.conns_changed.notify_all();
-        }
-    }
-
-    /// Takes one of the `max_connections` slots; false when none is free.
-    pub(crate) fn reserve_connection_slot(&self) -> bool {
-        let max = self.config.max_connections as u64;
-        let taken = self.stats.connections.fetch_add(1, AcqRel);
-        if taken >= max {
-            self.stats.connections.fetch_sub(1, AcqRel);
-            return false;
-        }
-        true
-    }
-
-    pub(crate) fn release_connection_slot(&self) {
-        self.stats.connections.fetch_sub(1, AcqRel);
-    }
-
-    fn open_conn(&self, id: ConnId) -> Result<Arc<ConnShared>> {
-        if self.stop_started.load(Acquire) && *self.stopped.lock() {
-            return Err(Error::Stopped);
-        }
-        match self.conns.get(id) {
-            Some(c) if c.is_open() => Ok(c.clone()),
-            _ => Err(Error::NoSuchConnection),
-        }
-    }
-
-    /// Queues a command for the hub (blocking while its queue is full).
-    fn command(&self, cmd: Cmd) -> Result<()> {
-        hub::submit(&self.hub_tx, cmd).map_err(|_| Error::Stopped)
-    }
-
-    /// For the connection threads, which outlive nothing the hub needs: a
-    /// stopped hub just means there is nothing left to tell it.
-    pub(crate) fn send_to_hub(&self, cmd: Cmd) {
-        let _ = hub::submit(&self.hub_tx, cmd);
-    }
-
-    /// Registers an open connection with the hub. Untracked: it changes no
-    /// frame order, so the `connected`-style first `send` from `on_connect`
-    /// may still go straight to the socket.
-    pub(crate) fn register_with_hub(&self, conn: Arc<ConnShared>) {
-        hub::submit_untracked(&self.hub_tx, Cmd::Register(conn));
-    }
-
-    /// Closes a connection after everything sent to it so far: the close goes
-    /// through the hub, behind the frames earlier calls queued there (a direct
-    /// push could overtake them). Direct only when the hub is gone.
-    pub(crate) fn close_in_order(&self, conn: &ConnShared, code: u16, reason: &str) {
-        if hub::submit(&self.hub_tx, Cmd::Close(conn.id, code, reason.to_owned())).is_err() {
-            conn.push_close(code, reason);
-        }
-    }
-
-    /// Waits until no connection thread is left or `deadline` passes.
-    fn wait_for_connections(&self, deadline: Instant) -> bool {
-        let mut guard = self.conns_emptied.lock();
-        while !self.conns.is_empty() {
-            if self.conns_changed.wait_until(&mut guard, deadline).timed_out() {
-                return self.conns.is_empty();
-            }
-        }
-        true
-    }
-
-    fn stop(&self) {
-        if self.stop_started.swap(true, AcqRel) {
-            let mut stopped = self.stopped.lock();
-            while !*stopped {
-                self.stopped_changed.wait(&mut stopped);
-            }
-            return;
-        }
-        log::info!("stopping: draining connections");
-        self.draining.store(true, SeqCst);
-        pthread::shutdown_listener(&self.listener);
-        let acceptor = self.threads.lock().drain(..1).next();
-        if let Some(t) = acceptor {
-            let _ = t.join();
-        }
-        // Through the hub, so each connection first gets what was sent to it
-        // before the stop; connections that register later close themselves.
-        self.send_to_hub(Cmd::CloseAll(1001, "server shutting down".into()));
-        for conn in self.conns.values() {
-            if !conn.is_open() {
-                conn.kill(); // still in its handshake: it gets no WebSocket now
-            }
-        }
-        let deadline = Instant::now() + self.config.shutdown_timeout;
-        if !self.wait_for_connections(deadline) {
-            let cut: Vec<_> = self.conns.values();
-            log::warn!("stopping: cutting {} connections that did not finish in time", cut.len());
-            cut.iter().for_each(|c| c.kill());
-            let grace = Instant::now() + self.config.close_timeout + Duration::from_secs(1);
-            if !self.wait_for_connections(grace) {
-                log::error!("stopping: {} connection threads did not exit", self.live_connections());
-            }
-        }
-        pthread::reap_detached(&self.reader_threads, Instant::now() + Duration::from_secs(1));
-        self.send_to_hub(Cmd::Shutdown);
-        let rest: Vec<_> = self.threads.lock().drain(..).collect();
-        for t in rest {
-            let _ = t.join();
-        }
-        *self.stopped.lock() = true;
-        self.stopped_changed.notify_all();
-        log::info!("stopped");
-    }
-}

@@ -10,7 +10,7 @@ use std::io::{self, Read, Write};
 use std::net::{Shutdown, SocketAddr, TcpStream};
 use std::time::{Duration, Instant, SystemTime};
 
-use crate::handler::{status_reason, HttpResponse, RequestInfo};
+use crate::types::{status_reason, HttpResponse, RequestInfo};
 
 /// Largest request head (request line and headers) accepted.
 pub(crate) const MAX_REQUEST_HEAD: usize = 8 * 1024;

@@ -39,7 +39,7 @@ use crossbeam_channel::{Receiver, Sender};
 use parking_lot::Mutex;
 
 use crate::frame::SharedFrame;
-use crate::handler::ConnId;
+use crate::types::ConnId;
 use crate::stats::Stats;
 
 /// What a writer can be asked to do, in queue order.

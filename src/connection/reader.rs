@@ -22,7 +22,7 @@ use tungstenite::{Message as WsMessage, WebSocket};
 
 use super::{writer, ConnShared};
 use crate::sys::pthread;
-use crate::handler::{HttpResponse, Message, Upgrade};
+use crate::types::{HttpResponse, Message, Upgrade};
 use super::handshake::{self, ReadError};
 use crate::hub::Cmd;
 use crate::server::{ServerHandle, ON_CONNECTION_THREAD};
@@ -63,14 +63,14 @@ enum End {
 /// The whole life of one accepted TCP connection.
 pub(crate) fn run(server: ServerHandle, conn: Arc<ConnShared>) {
     ON_CONNECTION_THREAD.with(|c| c.set(true));
-    let inner = server.inner();
+    let engine = server.engine();
     let _ = conn.stream.set_nodelay(true);
-    let _ = conn.stream.set_read_timeout(Some(inner.config.handshake_timeout));
+    let _ = conn.stream.set_read_timeout(Some(engine.config.handshake_timeout));
     if let Some((ws, request)) = upgrade(&server, &conn) {
         serve(&server, &conn, ws, &request);
     }
     conn.kill();
-    inner.connection_finished(conn.id);
+    engine.connection_finished(conn.id);
 }
 
 type Ws<'a> = WebSocket<ReaderIo<'a>>;
@@ -82,9 +82,9 @@ type Ws<'a> = WebSocket<ReaderIo<'a>>;
 // keeps an idle connection's reader at 3 touched stack pages instead of 4.
 #[inline(never)]
 fn upgrade<'a>(server: &ServerHandle, conn: &'a ConnShared) -> Option<(Ws<'a>, handshake::Request)> {
-    let inner = server.inner();
+    let engine = server.engine();
     let reject = |response: &HttpResponse, head_only: bool| {
-        inner.stats.count_reject(response.status);
+        engine.stats.count_reject(response.status);
         handshake::respond_and_close(&conn.stream, response, head_only);
     };
     let mut request = match handshake::read_request(&conn.stream, conn.remote) {
@@ -102,12 +102,12 @@ fn upgrade<'a>(server: &ServerHandle, conn: &'a ConnShared) -> Option<(Ws<'a>, h
     };
     let head_only = request.method == "HEAD";
     if !handshake::wants_upgrade(&request.info) {
-        let response = guarded(|| inner.handler.on_http(server, &request.info))
+        let response = guarded(|| engine.handler.on_http(server, &request.info))
             .unwrap_or_else(|| plain(500));
         handshake::respond_and_close(&conn.stream, &response, head_only);
         return None;
     }
-    if request.info.path != inner.config.path {
+    if request.info.path != engine.config.path {
         reject(&HttpResponse::not_found(), head_only);
         return None;
     }
@@ -118,23 +118,23 @@ fn upgrade<'a>(server: &ServerHandle, conn: &'a ConnShared) -> Option<(Ws<'a>, h
             return None;
         }
     };
-    if inner.is_draining() {
+    if engine.is_draining() {
         reject(&plain(503).with_header("Retry-After", "5"), false);
         return None;
     }
-    if !inner.reserve_connection_slot() {
+    if !engine.reserve_connection_slot() {
         reject(&plain(503).with_header("Retry-After", "1"), false);
         return None;
     }
-    let subprotocol = match guarded(|| inner.handler.on_upgrade(server, conn.id, &request.info)) {
+    let subprotocol = match guarded(|| engine.handler.on_upgrade(server, conn.id, &request.info)) {
         Some(Upgrade::Accept { subprotocol }) => subprotocol,
         Some(Upgrade::Reject(response)) => {
-            inner.release_connection_slot();
+            engine.release_connection_slot();
             reject(&response, false);
             return None;
         }
         None => {
-            inner.release_connection_slot();
+            engine.release_connection_slot();
             reject(&plain(500), false);
             return None;
         }
@@ -142,14 +142,14 @@ fn upgrade<'a>(server: &ServerHandle, conn: &'a ConnShared) -> Option<(Ws<'a>, h
     let response = handshake::switching_protocols(&key, subprotocol.as_deref());
     // Held back until the first message or the end of on_connect (see `serve`).
     if crate::sys::sock::send_all_more(&conn.stream, &response).is_err() {
-        inner.release_connection_slot();
+        engine.release_connection_slot();
         return None;
     }
     let ws_config = WebSocketConfig::default()
-        .read_buffer_size(inner.config.read_buffer_size)
+        .read_buffer_size(engine.config.read_buffer_size)
         .write_buffer_size(0)
-        .max_message_size(Some(inner.config.max_message_size))
-        .max_frame_size(Some(inner.config.max_message_size));
+        .max_message_size(Some(engine.config.max_message_size))
+        .max_frame_size(Some(engine.config.max_message_size));
     let io = ReaderIo { conn };
     let leftover = std::mem::take(&mut request.leftover);
     let ws = WebSocket::from_partially_read(io, leftover, Role::Server, Some(ws_config));
@@ -159,12 +159,12 @@ fn upgrade<'a>(server: &ServerHandle, conn: &'a ConnShared) -> Option<(Ws<'a>, h
 /// Runs an open connection until it ends, then cleans up after it.
 #[inline(never)]
 fn serve(server: &ServerHandle, conn: &Arc<ConnShared>, mut ws: Ws<'_>, request: &handshake::Request) {
-    let inner = server.inner();
-    let config = &inner.config;
+    let engine = server.engine();
+    let config = &engine.config;
     let writer = {
-        let (conn2, config2, stats2) = (conn.clone(), config.clone(), inner.stats.clone());
+        let (conn2, config2, stats2) = (conn.clone(), config.clone(), engine.stats.clone());
         let Some(rx) = conn.take_receiver() else {
-            inner.release_connection_slot();
+            engine.release_connection_slot();
             return;
         };
         match pthread::spawn(&format!("wshub-w{}", conn.id), config.writer_stack_size, move || {
@@ -173,21 +173,21 @@ fn serve(server: &ServerHandle, conn: &Arc<ConnShared>, mut ws: Ws<'_>, request:
             Ok(t) => t,
             Err(e) => {
                 log::error!("conn {}: cannot spawn its writer thread: {e}", conn.id);
-                inner.release_connection_slot();
+                engine.release_connection_slot();
                 return;
             }
         }
     };
     *conn.request_path.lock() = (request.info.path.clone(), request.info.query.clone());
     let _ = conn.stream.set_read_timeout(Some(config.idle_timeout));
-    Stats::add(&inner.stats.connections_total, 1);
+    Stats::add(&engine.stats.connections_total, 1);
     conn.set_open(true);
-    inner.register_with_hub(conn.clone());
-    if inner.is_draining() {
-        inner.close_in_order(conn, 1001, "server shutting down");
+    engine.register_with_hub(conn.clone());
+    if engine.is_draining() {
+        engine.close_in_order(conn, 1001, "server shutting down");
     }
 
-    let connected = guarded(|| inner.handler.on_connect(server, conn.id, &request.info));
+    let connected = guarded(|| engine.handler.on_connect(server, conn.id, &request.info));
     // The 101 went out with MSG_MORE, to share a packet with the first
     // message; if on_connect sent none, it goes now.
     crate::sys::sock::push(&conn.stream);
@@ -207,7 +207,7 @@ fn serve(server: &ServerHandle, conn: &Arc<ConnShared>, mut ws: Ws<'_>, request:
         End::Fail(code, reason) => {
             // A close queued earlier (a 1013, say) is the one the peer gets.
             let sent = conn.server_close_code().map_or((code, reason.to_owned()), |c| (c, String::new()));
-            inner.close_in_order(conn, code, reason);
+            engine.close_in_order(conn, code, reason);
             drain_until_closed(conn, config.close_timeout);
             sent
         }
@@ -217,9 +217,9 @@ fn serve(server: &ServerHandle, conn: &Arc<ConnShared>, mut ws: Ws<'_>, request:
         }
     };
     conn.set_open(false);
-    inner.release_connection_slot();
-    inner.send_to_hub(Cmd::Unregister(conn.id));
-    guarded(|| inner.handler.on_close(server, conn.id, code, &reason));
+    engine.release_connection_slot();
+    engine.send_to_hub(Cmd::Unregister(conn.id));
+    guarded(|| engine.handler.on_close(server, conn.id, code, &reason));
     conn.push_reader_done();
     writer.join();
 }
@@ -227,7 +227,7 @@ fn serve(server: &ServerHandle, conn: &Arc<ConnShared>, mut ws: Ws<'_>, request:
 /// Reads messages and hands them to the handler until the connection ends.
 #[inline(never)]
 fn read_loop(server: &ServerHandle, conn: &ConnShared, ws: &mut Ws<'_>) -> End {
-    let inner = server.inner();
+    let engine = server.engine();
     loop {
         let message = match ws.read() {
             Ok(WsMessage::Text(text)) => Message::Text(text.as_str().to_owned()),
@@ -243,9 +243,9 @@ fn read_loop(server: &ServerHandle, conn: &ConnShared, ws: &mut Ws<'_>) -> End {
             Ok(_) => continue, // ping (pong already queued), pong, raw frame
             Err(e) => return classify(conn, e),
         };
-        Stats::add(&inner.stats.messages_in, 1);
-        Stats::add(&inner.stats.bytes_in, message.as_bytes().len() as u64);
-        if guarded(|| inner.handler.on_message(server, conn.id, message)).is_none() {
+        Stats::add(&engine.stats.messages_in, 1);
+        Stats::add(&engine.stats.bytes_in, message.as_bytes().len() as u64);
+        if guarded(|| engine.handler.on_message(server, conn.id, message)).is_none() {
             return End::Fail(1011, "internal error");
         }
     }
@@ -309,6 +309,6 @@ fn plain(status: u16) -> HttpResponse {
     HttpResponse::new(
         status,
         "text/plain; charset=utf-8",
-        format!("{}\n", crate::handler::status_reason(status)),
+        format!("{}\n", crate::types::status_reason(status)),
     )
 }

@@ -510,8 +510,8 @@ mod tests {
         assert!(matches!(asker.join().unwrap(), Decision::Reject(503)));
     }
 
-    fn request_info() -> crate::handler::RequestInfo {
-        crate::handler::RequestInfo {
+    fn request_info() -> crate::types::RequestInfo {
+        crate::types::RequestInfo {
             remote_addr: "127.0.0.1:1".parse().unwrap(),
             path: "/ws".into(),
             query: String::new(),

@@ -8,7 +8,7 @@ use std::ffi::{c_char, CString};
 use parking_lot::Mutex;
 
 use super::error::wshub_result;
-use crate::handler::RequestInfo;
+use crate::types::RequestInfo;
 
 /// An HTTP upgrade request. Borrowed: in a callback it is valid until the
 /// callback returns; from an event until `wshub_event_free`. Never free it.

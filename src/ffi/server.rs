@@ -21,7 +21,8 @@ use super::config::wshub_config;
 use super::error::wshub_result;
 use super::event::{wshub_event, EventQueue};
 use super::request::{c_string, wshub_request};
-use crate::handler::{ConnId, Handler, HttpResponse, Message, RequestInfo, Upgrade};
+use crate::handler::Handler;
+use crate::types::{ConnId, HttpResponse, Message, RequestInfo, Upgrade};
 use crate::protocol::ProtocolHandler;
 use crate::server::{Server, ServerHandle, ON_CONNECTION_THREAD};
 

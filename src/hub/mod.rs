@@ -25,7 +25,7 @@ use crossbeam_channel::{Receiver, SendError, Sender};
 
 use crate::connection::{ConnShared, PushError};
 use crate::frame::SharedFrame;
-use crate::handler::ConnId;
+use crate::types::ConnId;
 use rooms::Rooms;
 use crate::stats::Stats;
 

@@ -5,7 +5,7 @@
 
 use std::collections::{HashMap, HashSet};
 
-use crate::handler::ConnId;
+use crate::types::ConnId;
 
 /// Whether `name` is a valid room name: 1 to 128 bytes of UTF-8 without
 /// control characters.

@@ -7,7 +7,7 @@
 
 use std::sync::atomic::{AtomicBool, Ordering::SeqCst};
 
-use crate::handler::{HttpResponse, RequestInfo};
+use crate::types::{HttpResponse, RequestInfo};
 
 /// Decides whether `request` may upgrade; the refusal to send otherwise.
 pub(crate) fn admit(draining: &AtomicBool, request: &RequestInfo) -> Result<(), HttpResponse> {

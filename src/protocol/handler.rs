@@ -30,7 +30,8 @@ use super::http;
 use super::metrics::Metrics;
 use super::rate_limit::{RateLimiter, Verdict};
 use super::room::RoomTable;
-use crate::handler::{ConnId, Handler, HttpResponse, Message, RequestInfo, Upgrade};
+use crate::handler::Handler;
+use crate::types::{ConnId, HttpResponse, Message, RequestInfo, Upgrade};
 use crate::server::ServerHandle;
 
 /// The subprotocols of PROTOCOL.md; both accept text and binary frames.

@@ -4,7 +4,7 @@
 use std::sync::atomic::Ordering::SeqCst;
 
 use super::handler::Shared;
-use crate::handler::{HttpResponse, RequestInfo};
+use crate::types::{HttpResponse, RequestInfo};
 use crate::server::ServerHandle;
 
 const DEMO_PAGE: &str = include_str!("assets/index.html");

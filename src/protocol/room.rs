@@ -16,7 +16,7 @@ use std::time::{Duration, Instant};
 use parking_lot::Mutex;
 use serde_json::Value;
 
-use crate::handler::{ConnId, Message};
+use crate::types::{ConnId, Message};
 
 /// One published message as kept for recovery: the exact frame members got.
 #[derive(Debug, Clone)]

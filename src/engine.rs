@@ -1,0 +1,240 @@
+//! The engine: the state every thread of one server shares (configuration,
+//! handler, hub channel, registry of connections, counters), how it starts,
+//! and the stop sequence. [`ServerHandle`] is the public face of it.
+
+use std::net::{SocketAddr, TcpListener};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::*};
+use std::sync::Arc;
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use crossbeam_channel::Sender;
+use parking_lot::{Condvar, Mutex};
+
+use crate::config::Config;
+use crate::conn_map::ConnMap;
+use crate::connection::ConnShared;
+use crate::error::{Error, Result};
+use crate::handler::Handler;
+use crate::hub::{self, Cmd, Hub};
+use crate::server::ServerHandle;
+use crate::stats::Stats;
+use crate::sys::pthread;
+use crate::types::ConnId;
+
+/// The state every thread of one server shares.
+pub(crate) struct Engine {
+    pub config: Config,
+    pub local_addr: SocketAddr,
+    pub handler: Box<dyn Handler>,
+    hub_tx: Sender<hub::Ticketed>,
+    pub stats: Arc<Stats>,
+    /// Every accepted connection whose reader thread has not finished.
+    /// Every connection with a thread, by id: read by every `send`, written
+    /// when a connection starts and ends.
+    pub conns: ConnMap<Arc<ConnShared>>,
+    /// With `conns_changed`: signalled when `conns` becomes empty.
+    conns_emptied: Mutex<()>,
+    conns_changed: Condvar,
+    next_id: AtomicU64,
+    draining: AtomicBool,
+    stop_started: AtomicBool,
+    stopped: Mutex<bool>,
+    stopped_changed: Condvar,
+    listener: Arc<TcpListener>,
+    threads: Mutex<Vec<JoinHandle<()>>>,
+    /// Reader threads not yet finished (they are detached; see `pthread::reap_detached`).
+    pub reader_threads: Arc<std::sync::atomic::AtomicUsize>,
+}
+
+impl Engine {
+    /// Binds `config.bind`, starts the acceptor and hub threads, and returns
+    /// the first handle (see [`Server::start`](crate::Server::start)).
+    pub(crate) fn start(config: Config, handler: Box<dyn Handler>) -> Result<ServerHandle> {
+        config.validate().map_err(Error::InvalidConfig)?;
+        let listener = TcpListener::bind(config.bind)?;
+        crate::sys::sock::deepen_backlog(&listener)?;
+        // A reader and a writer per connection, most of them waiting on futexes.
+        let buckets = crate::sys::pthread::size_futex_hash(2 * config.max_connections + 16);
+        log::debug!("futex hash buckets: {buckets:?}");
+        let listener = Arc::new(listener);
+        let local_addr = listener.local_addr()?;
+        let stats = Arc::new(Stats::default());
+        let (hub_tx, hub_rx) = crossbeam_channel::bounded(config.hub_queue);
+        let mut hub = Hub::new(config.outbound_queue, stats.clone());
+        hub.start_helper();
+        let hub_thread = std::thread::Builder::new()
+            .name("wshub-hub".into())
+            .spawn(move || hub.run(hub_rx))?;
+        let engine = Arc::new(Engine {
+            config,
+            local_addr,
+            handler,
+            hub_tx,
+            stats,
+            conns: ConnMap::default(),
+            conns_emptied: Mutex::new(()),
+            conns_changed: Condvar::new(),
+            next_id: AtomicU64::new(1),
+            draining: AtomicBool::new(false),
+            stop_started: AtomicBool::new(false),
+            stopped: Mutex::new(false),
+            stopped_changed: Condvar::new(),
+            listener: listener.clone(),
+            threads: Mutex::new(Vec::new()),
+            reader_threads: Arc::default(),
+        });
+        let handle = ServerHandle::new(engine);
+        let acceptor = {
+            let handle = handle.clone();
+            std::thread::Builder::new()
+                .name("wshub-acceptor".into())
+                .spawn(move || crate::acceptor::run(handle, listener))
+        };
+        let acceptor = match acceptor {
+            Ok(t) => t,
+            Err(e) => {
+                handle.engine().send_to_hub(Cmd::Shutdown);
+                let _ = hub_thread.join();
+                return Err(e.into());
+            }
+        };
+        handle.engine().threads.lock().extend([acceptor, hub_thread]);
+        log::info!("listening on {local_addr}, WebSocket path {}", handle.engine().config.path);
+        Ok(handle)
+    }
+
+    pub(crate) fn is_draining(&self) -> bool {
+        self.draining.load(SeqCst)
+    }
+
+    pub(crate) fn next_conn_id(&self) -> ConnId {
+        self.next_id.fetch_add(1, Relaxed)
+    }
+
+    pub(crate) fn live_connections(&self) -> usize {
+        self.conns.len()
+    }
+
+    pub(crate) fn connection_started(&self, conn: Arc<ConnShared>) {
+        self.conns.insert(conn.id, conn);
+    }
+
+    pub(crate) fn connection_finished(&self, id: ConnId) {
+        self.conns.remove(id);
+        let empty = self.conns.is_empty();
+        if empty {
+            // Under the waiter's lock, so the wakeup cannot slip in between
+            // its check and its wait.
+            let _guard = self.conns_emptied.lock();
+            self.conns_changed.notify_all();
+        }
+    }
+
+    /// Takes one of the `max_connections` slots; false when none is free.
+    pub(crate) fn reserve_connection_slot(&self) -> bool {
+        let max = self.config.max_connections as u64;
+        let taken = self.stats.connections.fetch_add(1, AcqRel);
+        if taken >= max {
+            self.stats.connections.fetch_sub(1, AcqRel);
+            return false;
+        }
+        true
+    }
+
+    pub(crate) fn release_connection_slot(&self) {
+        self.stats.connections.fetch_sub(1, AcqRel);
+    }
+
+    pub(crate) fn open_conn(&self, id: ConnId) -> Result<Arc<ConnShared>> {
+        if self.stop_started.load(Acquire) && *self.stopped.lock() {
+            return Err(Error::Stopped);
+        }
+        match self.conns.get(id) {
+            Some(c) if c.is_open() => Ok(c.clone()),
+            _ => Err(Error::NoSuchConnection),
+        }
+    }
+
+    /// Queues a command for the hub (blocking while its queue is full).
+    pub(crate) fn command(&self, cmd: Cmd) -> Result<()> {
+        hub::submit(&self.hub_tx, cmd).map_err(|_| Error::Stopped)
+    }
+
+    /// For the connection threads, which outlive nothing the hub needs: a
+    /// stopped hub just means there is nothing left to tell it.
+    pub(crate) fn send_to_hub(&self, cmd: Cmd) {
+        let _ = hub::submit(&self.hub_tx, cmd);
+    }
+
+    /// Registers an open connection with the hub. Untracked: it changes no
+    /// frame order, so the `connected`-style first `send` from `on_connect`
+    /// may still go straight to the socket.
+    pub(crate) fn register_with_hub(&self, conn: Arc<ConnShared>) {
+        hub::submit_untracked(&self.hub_tx, Cmd::Register(conn));
+    }
+
+    /// Closes a connection after everything sent to it so far: the close goes
+    /// through the hub, behind the frames earlier calls queued there (a direct
+    /// push could overtake them). Direct only when the hub is gone.
+    pub(crate) fn close_in_order(&self, conn: &ConnShared, code: u16, reason: &str) {
+        if hub::submit(&self.hub_tx, Cmd::Close(conn.id, code, reason.to_owned())).is_err() {
+            conn.push_close(code, reason);
+        }
+    }
+
+    /// Waits until no connection thread is left or `deadline` passes.
+    fn wait_for_connections(&self, deadline: Instant) -> bool {
+        let mut guard = self.conns_emptied.lock();
+        while !self.conns.is_empty() {
+            if self.conns_changed.wait_until(&mut guard, deadline).timed_out() {
+                return self.conns.is_empty();
+            }
+        }
+        true
+    }
+
+    pub(crate) fn stop(&self) {
+        if self.stop_started.swap(true, AcqRel) {
+            let mut stopped = self.stopped.lock();
+            while !*stopped {
+                self.stopped_changed.wait(&mut stopped);
+            }
+            return;
+        }
+        log::info!("stopping: draining connections");
+        self.draining.store(true, SeqCst);
+        pthread::shutdown_listener(&self.listener);
+        let acceptor = self.threads.lock().drain(..1).next();
+        if let Some(t) = acceptor {
+            let _ = t.join();
+        }
+        // Through the hub, so each connection first gets what was sent to it
+        // before the stop; connections that register later close themselves.
+        self.send_to_hub(Cmd::CloseAll(1001, "server shutting down".into()));
+        for conn in self.conns.values() {
+            if !conn.is_open() {
+                conn.kill(); // still in its handshake: it gets no WebSocket now
+            }
+        }
+        let deadline = Instant::now() + self.config.shutdown_timeout;
+        if !self.wait_for_connections(deadline) {
+            let cut: Vec<_> = self.conns.values();
+            log::warn!("stopping: cutting {} connections that did not finish in time", cut.len());
+            cut.iter().for_each(|c| c.kill());
+            let grace = Instant::now() + self.config.close_timeout + Duration::from_secs(1);
+            if !self.wait_for_connections(grace) {
+                log::error!("stopping: {} connection threads did not exit", self.live_connections());
+            }
+        }
+        pthread::reap_detached(&self.reader_threads, Instant::now() + Duration::from_secs(1));
+        self.send_to_hub(Cmd::Shutdown);
+        let rest: Vec<_> = self.threads.lock().drain(..).collect();
+        for t in rest {
+            let _ = t.join();
+        }
+        *self.stopped.lock() = true;
+        self.stopped_changed.notify_all();
+        log::info!("stopped");
+    }
+}
