@@ -16,16 +16,20 @@
 
 pub mod rooms;
 
-use std::cell::Cell;
+mod fanout;
+mod order;
+
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicU64, Ordering::*};
+use std::sync::atomic::Ordering::*;
 use std::sync::Arc;
 
-use crossbeam_channel::{Receiver, SendError, Sender};
+use crossbeam_channel::{Receiver, Sender};
 
-use crate::connection::{ConnShared, PushError};
+use crate::connection::ConnShared;
 use crate::frame::SharedFrame;
 use crate::types::ConnId;
+use fanout::{deliver, Half, Helper, SPLIT_AT};
+pub(crate) use order::{nothing_pending, submit, submit_untracked, Ticketed};
 use rooms::Rooms;
 use crate::stats::Stats;
 
@@ -52,97 +56,6 @@ const CHECK_EVERY: usize = 32;
 /// a publish arrives as a broadcast with its ack right behind it, so even a
 /// hub with nothing else to do nearly always sees one command waiting.
 const KEEPING_UP_BACKLOG: usize = 4;
-
-/// A command with the counter of the thread that sent it, which the hub bumps
-/// once the command has taken effect.
-pub(crate) struct Ticketed {
-    cmd: Cmd,
-    done: Option<Arc<AtomicU64>>,
-}
-
-/// Per thread: how many commands it has sent to a hub, and how many of them
-/// a hub has carried out.
-struct Tickets {
-    sent: Cell<u64>,
-    done: Arc<AtomicU64>,
-}
-
-thread_local! {
-    static TICKETS: Tickets = Tickets { sent: Cell::new(0), done: Arc::new(AtomicU64::new(0)) };
-}
-
-/// Sends `cmd` to the hub, counted against the calling thread.
-pub(crate) fn submit(tx: &Sender<Ticketed>, cmd: Cmd) -> Result<(), SendError<Cmd>> {
-    TICKETS.with(|t| {
-        t.sent.set(t.sent.get() + 1);
-        tx.send(Ticketed { cmd, done: Some(t.done.clone()) }).map_err(|SendError(e)| {
-            t.sent.set(t.sent.get() - 1);
-            SendError(e.cmd)
-        })
-    })
-}
-
-/// Sends a command that cannot reorder frames (registering a connection), so
-/// it does not keep the thread's next `send` from going straight out.
-pub(crate) fn submit_untracked(tx: &Sender<Ticketed>, cmd: Cmd) {
-    let _ = tx.send(Ticketed { cmd, done: None });
-}
-
-/// True when every command this thread sent has taken effect: then a frame it
-/// sends straight to a socket cannot overtake one of its own earlier commands.
-pub(crate) fn nothing_pending() -> bool {
-    TICKETS.with(|t| t.done.load(Acquire) == t.sent.get())
-}
-
-/// A direct broadcast to more members than this is split with the helper.
-const SPLIT_AT: usize = 128;
-
-/// Half of a direct broadcast, for the fan-out helper thread.
-struct Half {
-    frame: SharedFrame,
-    members: Vec<Arc<ConnShared>>,
-}
-
-/// The fan-out helper: a second thread that sends to half of a large room
-/// while the hub sends to the other half, so on two cores a broadcast reaches
-/// its last member in about half the time. The hub waits for it before its
-/// next command, so every member still gets frames in command order; the
-/// helper never blocks on a member (non-blocking sends, queue pushes).
-struct Helper {
-    jobs: Sender<Half>,
-    done: Receiver<()>,
-    thread: Option<std::thread::JoinHandle<()>>,
-}
-
-impl Helper {
-    fn start(queue_bound: usize, stats: Arc<Stats>) -> std::io::Result<Helper> {
-        let (jobs, job_rx) = crossbeam_channel::bounded::<Half>(1);
-        let (done_tx, done) = crossbeam_channel::bounded(1);
-        let thread = std::thread::Builder::new().name("wshub-fanout".into()).spawn(move || {
-            for half in job_rx {
-                for conn in &half.members {
-                    deliver(conn, half.frame.clone(), true, queue_bound, &stats);
-                }
-                drop(half);
-                if done_tx.send(()).is_err() {
-                    break;
-                }
-            }
-        })?;
-        Ok(Helper { jobs, done, thread: Some(thread) })
-    }
-}
-
-impl Drop for Helper {
-    fn drop(&mut self) {
-        // Closing the job channel ends the helper's loop.
-        let (closed, _) = crossbeam_channel::bounded(0);
-        self.jobs = closed;
-        if let Some(t) = self.thread.take() {
-            let _ = t.join();
-        }
-    }
-}
 
 pub(crate) struct Hub {
     conns: HashMap<ConnId, Arc<ConnShared>>,
@@ -257,25 +170,6 @@ impl Hub {
             }
             Cmd::Shutdown => {}
         }
-    }
-}
-
-/// Hands `frame` to one member: straight to its socket when `direct` and that
-/// keeps order, else to its writer's queue; a full queue makes it a slow
-/// consumer (closed with 1013), and nobody waits for it.
-fn deliver(conn: &ConnShared, frame: SharedFrame, direct: bool, queue_bound: usize, stats: &Stats) {
-    if direct && conn.try_send_direct(&frame, stats) {
-        return;
-    }
-    if let Err(PushError::Full) = conn.push_frame(frame, queue_bound, stats) {
-        log::warn!(
-            "conn {} ({}): outbound queue full at {} frames; closing it with 1013",
-            conn.id,
-            conn.remote,
-            queue_bound
-        );
-        Stats::add(&stats.dropped_slow_consumer, 1);
-        conn.close_slow_consumer();
     }
 }
 
