@@ -1,18 +1,20 @@
-//! The writer half: the only thread that writes to a socket once it is a WebSocket.
+//! The writer half: the connection's second thread, which drains its outbound
+//! queue. (Other threads may write to the socket too, straight past the queue
+//! when nothing is queued: `outbound.rs` says who and how order is kept.)
 //!
 //! It sleeps on the outbound queue until something arrives or a ping is due,
 //! then takes everything queued (up to `write_buffer_size` bytes) and writes it
 //! with one `writev`: under load many frames leave in one syscall. After it has
 //! written a close frame it writes nothing more.
 
-use std::io::{self, IoSlice};
 use std::net::Shutdown;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use crossbeam_channel::{Receiver, RecvTimeoutError, TryRecvError};
 
-use super::{ConnShared, Out};
+use super::outbound::{Out, Patience};
+use super::ConnShared;
 use crate::config::Config;
 use crate::frame;
 use crate::stats::Stats;
@@ -21,13 +23,6 @@ use crate::stats::Stats;
 const MAX_BATCH_FRAMES: usize = 512;
 /// How often a blocked write wakes up to check its deadlines.
 const WRITE_TICK: Duration = Duration::from_millis(250);
-
-/// What a write attempt ended with.
-enum Written {
-    Ok,
-    /// The peer is gone or stopped reading for too long; the socket is shut down.
-    Failed,
-}
 
 pub(crate) fn run(conn: Arc<ConnShared>, rx: Receiver<Out>, config: Config, stats: Arc<Stats>) {
     let _ = conn.stream.set_write_timeout(Some(WRITE_TICK.min(config.close_timeout)));
@@ -52,20 +47,9 @@ pub(crate) fn run(conn: Arc<ConnShared>, rx: Receiver<Out>, config: Config, stat
             Ok(item) => item,
             Err(RecvTimeoutError::Timeout) => {
                 next_ping = Instant::now() + config.heartbeat_interval;
-                let mut guard = conn.lock_write();
-                let tail = guard.take();
-                let mut slices = Vec::with_capacity(2);
-                if let Some(t) = &tail {
-                    slices.push(IoSlice::new(&t.frame[t.written..]));
-                }
-                slices.push(IoSlice::new(&ping));
-                let written = w.write_all(&mut slices);
-                drop(guard);
-                if tail.is_some() {
-                    Stats::add(&stats.messages_out, 1);
-                }
-                if let Written::Failed = written {
-                    return w.wait_for_reader(&rx);
+                match conn.write_locked(&[&ping], false, w.patience(), &stats) {
+                    Ok(tail) => Stats::add(&stats.messages_out, u64::from(tail)),
+                    Err(_) => return w.wait_for_reader(&rx),
                 }
                 continue;
             }
@@ -111,9 +95,9 @@ struct Writer<'a> {
 }
 
 impl Writer<'_> {
-    /// Writes the batch up to its first close, in order, and empties it. The
-    /// rest of a partial direct send, if any, goes first: its first bytes are
-    /// already on the wire.
+    /// Writes the batch up to its first close, in order, and empties it
+    /// (after the rest of a partial direct send, if any: see
+    /// [`ConnShared::write_locked`]).
     fn write_batch(&mut self, batch: &mut Vec<Out>) -> Step {
         let discard = self.conn.discards();
         let mut close_frame = None;
@@ -152,85 +136,42 @@ impl Writer<'_> {
                 Out::Close(..) => {}
             }
         }
-        let mut guard = self.conn.lock_write();
-        if let Step::Closed = step {
-            // Under the write lock: no direct send may follow the close frame.
-            self.conn.mark_closing();
-        }
-        let tail = guard.take();
-        let mut slices: Vec<IoSlice<'_>> = Vec::with_capacity(end + 2);
-        if let Some(t) = &tail {
-            slices.push(IoSlice::new(&t.frame[t.written..]));
-        }
-        let mut data_frames = u64::from(tail.is_some());
+        let mut parts: Vec<&[u8]> = Vec::with_capacity(end + 1);
+        let mut data_frames = 0u64;
         for item in &batch[..end] {
             match item {
                 Out::Frame(f) if !discard => {
-                    slices.push(IoSlice::new(f));
+                    parts.push(f);
                     data_frames += 1;
                 }
-                Out::Control(bytes) => slices.push(IoSlice::new(bytes)),
+                Out::Control(bytes) => parts.push(bytes),
                 _ => {}
             }
         }
         if let Some(close) = &close_frame {
-            slices.push(IoSlice::new(close));
+            parts.push(close);
         }
-        let result = if slices.is_empty() { Written::Ok } else { self.write_all(&mut slices) };
-        drop(slices);
-        drop(guard);
+        let closed = matches!(step, Step::Closed);
+        let result = self.conn.write_locked(&parts, closed, self.patience(), self.stats);
+        drop(parts);
         batch.clear();
         // Released only now: while frames are being written the hub must not
         // send around them.
         self.conn.frames_done(released);
         self.conn.controls_done(controls);
         match result {
-            Written::Failed => Step::Failed,
-            Written::Ok => {
-                Stats::add(&self.stats.messages_out, data_frames);
+            Err(_) => Step::Failed,
+            Ok(tail) => {
+                Stats::add(&self.stats.messages_out, data_frames + u64::from(tail));
                 step
             }
         }
     }
 
-    /// `write_all` for a vector of slices. A write that makes no progress for the
-    /// idle timeout, or for the close timeout once the connection is closing,
-    /// gives up and shuts the socket down.
-    fn write_all(&mut self, mut slices: &mut [IoSlice<'_>]) -> Written {
-        let mut stalled_since: Option<Instant> = None;
-        let mut writes = 0u64;
-        while !slices.is_empty() {
-            match crate::sys::sock::send_vectored(&self.conn.stream, slices) {
-                Ok(0) => return self.fail("socket closed"),
-                Ok(n) => {
-                    writes += 1;
-                    stalled_since = None;
-                    Stats::add(&self.stats.bytes_out, n as u64);
-                    IoSlice::advance_slices(&mut slices, n);
-                }
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                Err(e) if matches!(e.kind(), io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut) => {
-                    let since = *stalled_since.get_or_insert_with(Instant::now);
-                    let limit = if self.conn.is_closing() {
-                        self.config.close_timeout
-                    } else {
-                        self.config.idle_timeout
-                    };
-                    if since.elapsed() >= limit {
-                        return self.fail("peer stopped reading");
-                    }
-                }
-                Err(e) => return self.fail(&e.to_string()),
-            }
-        }
-        Stats::add(&self.stats.write_batches, writes);
-        Written::Ok
-    }
-
-    fn fail(&self, why: &str) -> Written {
-        log::debug!("conn {}: write failed: {why}", self.conn.id);
-        self.conn.kill();
-        Written::Failed
+    /// How long a write may stall: the idle timeout, or the close timeout once
+    /// the connection is closing.
+    fn patience(&self) -> Patience {
+        Patience { open: self.config.idle_timeout, closing: self.config.close_timeout }
     }
 
     /// After a close frame: half-close, so the peer sees the end promptly, then

@@ -176,7 +176,7 @@ impl Hub {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::connection::{test_support::loopback_conn, Out};
+    use crate::connection::{outbound::Out, test_support::loopback_conn};
     use std::io::Read;
     use std::sync::atomic::Ordering::Relaxed;
 

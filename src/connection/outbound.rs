@@ -1,0 +1,403 @@
+//! A connection's outbound path: the one ordering point for every byte written
+//! to its socket once it is a WebSocket. The queue, its depth counters, the
+//! write lock with the rest of a partial direct send ([`Tail`]), the direct
+//! send, and parking and waking the writer all live here, and nothing outside
+//! this file writes to a connection's socket after the 101.
+//!
+//! Who writes to a socket, all through this file:
+//! - the connection's **writer thread** (`writer.rs`): queued frames in
+//!   batches, heartbeat pings, the close frame ([`ConnShared::write_locked`]);
+//! - the **hub thread** and its **fan-out helper** (`hub/fanout.rs`): a
+//!   frame for a member with nothing queued goes straight to its socket
+//!   ([`ConnShared::try_send_direct`]) while the hub keeps up;
+//! - **any thread calling `ServerHandle::send`** (a callback on a reader
+//!   thread, an application thread): the same direct send, when every
+//!   earlier hub command of that thread has taken effect (`hub/order.rs`).
+//!
+//! The reader thread writes only the HTTP response, before the writer exists;
+//! after the 101 its pong and close replies are queued like any frame
+//! ([`ConnShared::push_control`]).
+//!
+//! The rule that keeps frames in order:
+//! 1. Every write happens under the write lock, so frames never interleave.
+//! 2. A direct send happens only when nothing is queued or being written (no
+//!    data frame, no control frame, no [`Tail`]) and no close has gone out,
+//!    checked under the write lock: it cannot overtake anything.
+//! 3. A queued frame holds its place in the depth counters until it has been
+//!    written, not merely dequeued, so a direct send cannot slip in between.
+//! 4. A direct send the socket took only part of leaves its rest as the
+//!    [`Tail`], which counts as a queued frame and is written before anything
+//!    else.
+//! 5. The close frame is written under the write lock with `closing` set:
+//!    nothing follows it.
+//! 6. One thread's frames keep its own order across the hub and the direct
+//!    path through its command tickets (`hub/order.rs`).
+//!
+//! The queue is crossbeam's list-backed channel with the bound kept by a depth
+//! counter: an array-backed bounded channel would preallocate its slots for
+//! every connection, idle or not; this one costs memory in proportion to what
+//! is queued. Only the hub (or its fan-out helper, for members the hub is not
+//! serving at that moment) pushes data frames, so the depth check needs no lock.
+
+use std::io::{self, IoSlice};
+use std::sync::atomic::{fence, AtomicBool, AtomicU16, AtomicU32, AtomicUsize, Ordering::*};
+use std::time::{Duration, Instant};
+
+use crossbeam_channel::{Receiver, Sender};
+use parking_lot::Mutex;
+
+use super::ConnShared;
+use crate::frame::SharedFrame;
+use crate::stats::Stats;
+use crate::sys::{pthread, sock};
+
+/// What a writer can be asked to do, in queue order.
+#[derive(Debug)]
+pub(crate) enum Out {
+    /// A data frame; counts against the queue bound.
+    Frame(SharedFrame),
+    /// Frames tungstenite wrote on the reader's side (pongs, the close reply).
+    Control(Vec<u8>),
+    /// Close with this code and reason once everything queued before it is written.
+    Close(u16, String),
+    /// The rest of a direct send lies in the write lock's [`Tail`]; counts
+    /// against the queue bound like a frame.
+    Tail,
+    /// The reader has finished: exit once the current batch is written.
+    ReaderDone,
+}
+
+/// What a partial direct send left unwritten.
+#[derive(Debug)]
+pub(crate) struct Tail {
+    frame: SharedFrame,
+    written: usize,
+}
+
+/// Why a frame was not queued.
+#[derive(Debug, PartialEq, Eq)]
+pub(crate) enum PushError {
+    /// The queue is at its bound: the connection is a slow consumer.
+    Full,
+}
+
+/// How long a write may make no progress before the peer counts as gone.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Patience {
+    /// While the connection is open.
+    pub open: Duration,
+    /// Once a close is on its way.
+    pub closing: Duration,
+}
+
+/// A write under the lock failed: the socket is shut down.
+#[derive(Debug)]
+pub(crate) struct WriteFailed;
+
+/// The outbound half of a connection's shared state.
+#[derive(Debug)]
+pub(crate) struct Outbound {
+    tx: Sender<Out>,
+    rx: Mutex<Option<Receiver<Out>>>,
+    /// Data frames queued or being written (released once written or dropped).
+    depth: AtomicUsize,
+    /// Control frames (the reader's pongs and close reply) queued or being
+    /// written: a direct send must not overtake them either (a pong answers a
+    /// ping that came before the message the direct send may be replying to).
+    controls: AtomicUsize,
+    /// Held by whoever writes to the socket, so frames never interleave.
+    write: Mutex<Option<Tail>>,
+    /// A close has been queued: nothing more is queued after it.
+    closing: AtomicBool,
+    /// Code of the close the server queued first (0 when none).
+    close_code: AtomicU16,
+    /// Slow consumer: the writer drops the data frames still queued.
+    discard: AtomicBool,
+    /// [`WRITER_PARKED`] while the writer sleeps on this futex word instead
+    /// of in the channel (see [`ConnShared::park_writer`]).
+    writer_state: AtomicU32,
+}
+
+const WRITER_AWAKE: u32 = 0;
+const WRITER_PARKED: u32 = 1;
+
+impl Outbound {
+    pub(crate) fn new() -> Self {
+        let (tx, rx) = crossbeam_channel::unbounded();
+        Outbound {
+            tx,
+            rx: Mutex::new(Some(rx)),
+            depth: AtomicUsize::new(0),
+            controls: AtomicUsize::new(0),
+            write: Mutex::new(None),
+            closing: AtomicBool::new(false),
+            close_code: AtomicU16::new(0),
+            discard: AtomicBool::new(false),
+            writer_state: AtomicU32::new(WRITER_AWAKE),
+        }
+    }
+}
+
+impl ConnShared {
+    /// Queues a data frame unless the queue is at `bound`. A frame for a closing
+    /// connection is dropped silently (it could never be sent).
+    pub(crate) fn push_frame(&self, frame: SharedFrame, bound: usize, stats: &Stats) -> Result<(), PushError> {
+        let out = &self.out;
+        if out.closing.load(Acquire) {
+            return Ok(());
+        }
+        let depth = out.depth.fetch_add(1, AcqRel);
+        if depth >= bound {
+            out.depth.fetch_sub(1, AcqRel);
+            return Err(PushError::Full);
+        }
+        stats.queue_depth_max.fetch_max(depth as u64 + 1, Relaxed);
+        self.enqueue(Out::Frame(frame));
+        Ok(())
+    }
+
+    /// Sends `frame` straight to the socket when that keeps order and costs no
+    /// wait: nothing is queued or being written, the writer does not hold the
+    /// socket, and no close has gone out. True when the frame is taken care of
+    /// (sent, or partly sent with its rest handed to the writer); false when
+    /// the caller should queue it instead.
+    pub(crate) fn try_send_direct(&self, frame: &SharedFrame, stats: &Stats) -> bool {
+        let out = &self.out;
+        // Checked before the lock (cheap refusal) and again under it.
+        if self.has_queued() {
+            return false;
+        }
+        let Some(mut tail) = out.write.try_lock() else { return false };
+        if tail.is_some() || self.has_queued() || out.closing.load(Acquire) {
+            return false;
+        }
+        match sock::send(&self.stream, frame, true) {
+            Ok(n) if n == frame.len() => {
+                Stats::add(&stats.bytes_out, n as u64);
+                Stats::add(&stats.messages_out, 1);
+                Stats::add(&stats.direct_sends, 1);
+                true
+            }
+            Ok(n) if n > 0 => {
+                Stats::add(&stats.bytes_out, n as u64);
+                *tail = Some(Tail { frame: frame.clone(), written: n });
+                out.depth.fetch_add(1, AcqRel);
+                self.enqueue(Out::Tail);
+                true
+            }
+            // Full socket buffer, or an error the writer will meet and report.
+            _ => false,
+        }
+    }
+
+    /// Writes, under the write lock: the rest of a partial direct send first
+    /// (its first bytes are already on the wire), then `parts` in order. With
+    /// `close`, the last part is a close frame: `closing` is set under the lock
+    /// so that no direct send can follow it. Returns whether a [`Tail`] was
+    /// written (it completes one data frame).
+    pub(crate) fn write_locked(
+        &self,
+        parts: &[&[u8]],
+        close: bool,
+        patience: Patience,
+        stats: &Stats,
+    ) -> Result<bool, WriteFailed> {
+        let mut guard = self.out.write.lock();
+        if close {
+            self.out.closing.store(true, Release);
+        }
+        let tail = guard.take();
+        let mut slices: Vec<IoSlice<'_>> = Vec::with_capacity(parts.len() + 1);
+        if let Some(t) = &tail {
+            slices.push(IoSlice::new(&t.frame[t.written..]));
+        }
+        slices.extend(parts.iter().map(|p| IoSlice::new(p)));
+        if !slices.is_empty() {
+            self.send_all(&mut slices, patience, stats)?;
+        }
+        Ok(tail.is_some())
+    }
+
+    /// `write_all` for a vector of slices, under the write lock. A write that
+    /// makes no progress for the patience allowed gives up and shuts the
+    /// socket down.
+    fn send_all(&self, mut slices: &mut [IoSlice<'_>], patience: Patience, stats: &Stats) -> Result<(), WriteFailed> {
+        let mut stalled_since: Option<Instant> = None;
+        let mut writes = 0u64;
+        while !slices.is_empty() {
+            match sock::send_vectored(&self.stream, slices) {
+                Ok(0) => return Err(self.write_failed("socket closed")),
+                Ok(n) => {
+                    writes += 1;
+                    stalled_since = None;
+                    Stats::add(&stats.bytes_out, n as u64);
+                    IoSlice::advance_slices(&mut slices, n);
+                }
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) if matches!(e.kind(), io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut) => {
+                    let since = *stalled_since.get_or_insert_with(Instant::now);
+                    let limit = if self.is_closing() { patience.closing } else { patience.open };
+                    if since.elapsed() >= limit {
+                        return Err(self.write_failed("peer stopped reading"));
+                    }
+                }
+                Err(e) => return Err(self.write_failed(&e.to_string())),
+            }
+        }
+        Stats::add(&stats.write_batches, writes);
+        Ok(())
+    }
+
+    fn write_failed(&self, why: &str) -> WriteFailed {
+        log::debug!("conn {}: write failed: {why}", self.id);
+        self.kill();
+        WriteFailed
+    }
+
+    /// Puts `out` on the writer's queue, and wakes the writer if it is
+    /// parked on [`ConnShared::park_writer`] (crossbeam wakes it otherwise).
+    fn enqueue(&self, item: Out) {
+        let out = &self.out;
+        // The receiver lives until the writer exits; a send after that is moot.
+        let _ = out.tx.send(item);
+        // Pairs with the fence in `park_writer`: either the writer sees this
+        // item before it sleeps, or we see it parked and wake it.
+        fence(SeqCst);
+        if out.writer_state.load(Relaxed) == WRITER_PARKED
+            && out.writer_state.swap(WRITER_AWAKE, AcqRel) == WRITER_PARKED
+        {
+            pthread::futex_wake(&out.writer_state);
+        }
+    }
+
+    /// The writer's first wait: sleeps until something is queued or
+    /// `deadline`, without the spinning and `sched_yield`s of crossbeam's
+    /// blocking receive. Those pay off once a writer is busy (frames arriving
+    /// while it yields leave in one batch), but a new connection's writer
+    /// usually has nothing to do for a long while, and during a burst of
+    /// connections each yield hands the CPU to another new thread.
+    /// Returns early on any wakeup; the caller then looks at the queue.
+    pub(crate) fn park_writer(&self, rx: &Receiver<Out>, deadline: Instant) {
+        let out = &self.out;
+        out.writer_state.store(WRITER_PARKED, Relaxed);
+        fence(SeqCst);
+        if rx.is_empty() {
+            let left = deadline.saturating_duration_since(Instant::now());
+            if !left.is_zero() {
+                pthread::futex_wait(&out.writer_state, WRITER_PARKED, left);
+            }
+        }
+        out.writer_state.store(WRITER_AWAKE, Relaxed);
+    }
+
+    /// Data or control frames are queued or being written.
+    fn has_queued(&self) -> bool {
+        self.out.depth.load(Acquire) != 0 || self.out.controls.load(Acquire) != 0
+    }
+
+    /// Queues a close frame after everything queued so far. Only the first close
+    /// counts; later ones are ignored.
+    pub(crate) fn push_close(&self, code: u16, reason: &str) {
+        if !self.out.closing.swap(true, AcqRel) {
+            self.out.close_code.store(code, Release);
+            self.enqueue(Out::Close(code, reason.to_owned()));
+        }
+    }
+
+    /// Marks a slow consumer: queued data frames are dropped and it is closed with 1013.
+    pub(crate) fn close_slow_consumer(&self) {
+        self.out.discard.store(true, Release);
+        self.push_close(1013, "slow consumer");
+    }
+
+    /// Queues bytes tungstenite wrote on the reader's side (a pong, the close
+    /// reply), behind everything queued so far.
+    pub(crate) fn push_control(&self, bytes: Vec<u8>) {
+        self.out.controls.fetch_add(1, AcqRel);
+        self.enqueue(Out::Control(bytes));
+    }
+
+    pub(crate) fn push_reader_done(&self) {
+        self.enqueue(Out::ReaderDone);
+    }
+
+    /// The receiving end, handed once to the writer thread.
+    pub(crate) fn take_receiver(&self) -> Option<Receiver<Out>> {
+        self.out.rx.lock().take()
+    }
+
+    /// `n` control frames were written or dropped.
+    pub(crate) fn controls_done(&self, n: usize) {
+        if n > 0 {
+            self.out.controls.fetch_sub(n, AcqRel);
+        }
+    }
+
+    /// `n` data frames were written or dropped: they no longer hold the queue.
+    pub(crate) fn frames_done(&self, n: usize) {
+        if n > 0 {
+            self.out.depth.fetch_sub(n, AcqRel);
+        }
+    }
+
+    pub(crate) fn queue_depth(&self) -> usize {
+        self.out.depth.load(Acquire)
+    }
+
+    pub(crate) fn is_closing(&self) -> bool {
+        self.out.closing.load(Acquire)
+    }
+
+    pub(crate) fn discards(&self) -> bool {
+        self.out.discard.load(Acquire)
+    }
+
+    /// The code of the close the server queued, if it queued one.
+    pub(crate) fn server_close_code(&self) -> Option<u16> {
+        match self.out.close_code.load(Acquire) {
+            0 => None,
+            code => Some(code),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::test_support::loopback_conn;
+    use super::*;
+    use std::sync::Arc;
+
+    /// The producer pushes before, while or after the writer parks: in every
+    /// order the writer must come back with the item long before its deadline
+    /// (a lost wakeup would hold it there for the whole 10 s).
+    #[test]
+    fn a_parked_writer_never_misses_a_push() {
+        let (conn, _peer) = loopback_conn(1);
+        let rx = conn.take_receiver().unwrap();
+        let rx = Arc::new(rx);
+        for round in 0..300 {
+            let (conn2, rx2) = (conn.clone(), rx.clone());
+            let writer = std::thread::spawn(move || {
+                let started = Instant::now();
+                conn2.park_writer(&rx2, started + Duration::from_secs(10));
+                // A wakeup may come early (spuriously); what matters is that the
+                // item is there by the time the writer would give up waiting.
+                let item = rx2.recv_timeout(Duration::from_secs(5));
+                (started.elapsed(), item.is_ok())
+            });
+            if round % 3 == 1 {
+                std::thread::yield_now();
+            }
+            match round % 4 {
+                0 => conn.push_control(vec![0x8a, 0]),
+                1 => conn.push_reader_done(),
+                2 => conn.push_control(vec![0x89, 0]),
+                _ => conn.push_reader_done(),
+            }
+            let (waited, got) = writer.join().unwrap();
+            assert!(got, "round {round}: nothing arrived");
+            assert!(waited < Duration::from_secs(5), "round {round}: parked for {waited:?}");
+            conn.controls_done(conn.out.controls.load(Acquire));
+        }
+    }
+}
