@@ -55,7 +55,7 @@ impl Engine {
         let listener = TcpListener::bind(config.bind)?;
         crate::sys::sock::deepen_backlog(&listener)?;
         // A reader and a writer per connection, most of them waiting on futexes.
-        let buckets = crate::sys::pthread::size_futex_hash(2 * config.max_connections + 16);
+        let buckets = crate::sys::futex::size_futex_hash(2 * config.max_connections + 16);
         log::debug!("futex hash buckets: {buckets:?}");
         let listener = Arc::new(listener);
         let local_addr = listener.local_addr()?;
@@ -204,7 +204,7 @@ impl Engine {
         }
         log::info!("stopping: draining connections");
         self.draining.store(true, SeqCst);
-        pthread::shutdown_listener(&self.listener);
+        crate::sys::sock::shutdown_listener(&self.listener);
         let acceptor = self.threads.lock().drain(..1).next();
         if let Some(t) = acceptor {
             let _ = t.join();

@@ -49,7 +49,7 @@ use parking_lot::Mutex;
 use super::ConnShared;
 use crate::frame::SharedFrame;
 use crate::stats::Stats;
-use crate::sys::{pthread, sock};
+use crate::sys::{futex, sock};
 
 /// What a writer can be asked to do, in queue order.
 #[derive(Debug)]
@@ -266,7 +266,7 @@ impl ConnShared {
         if out.writer_state.load(Relaxed) == WRITER_PARKED
             && out.writer_state.swap(WRITER_AWAKE, AcqRel) == WRITER_PARKED
         {
-            pthread::futex_wake(&out.writer_state);
+            futex::futex_wake(&out.writer_state);
         }
     }
 
@@ -284,7 +284,7 @@ impl ConnShared {
         if rx.is_empty() {
             let left = deadline.saturating_duration_since(Instant::now());
             if !left.is_zero() {
-                pthread::futex_wait(&out.writer_state, WRITER_PARKED, left);
+                futex::futex_wait(&out.writer_state, WRITER_PARKED, left);
             }
         }
         out.writer_state.store(WRITER_AWAKE, Relaxed);

@@ -4,8 +4,10 @@
 //!
 //! - [`pthread`]: connection threads as raw pthreads.
 //! - [`stacks`]: the pool of thread stacks those threads run on.
-//! - [`sock`]: `send`/`sendmsg` with `MSG_NOSIGNAL`, the listen backlog.
-
+//! - [`futex`]: futex wait and wake, and the size of the process's futex hash.
+//! - [`sock`]: `send`/`sendmsg` with `MSG_NOSIGNAL`, the listen backlog,
+//!   waking a blocked `accept`.
+pub(crate) mod futex;
 pub(crate) mod pthread;
 pub(crate) mod sock;
 pub(crate) mod stacks;

@@ -100,3 +100,10 @@ pub(crate) fn deepen_backlog(listener: &TcpListener) -> io::Result<()> {
     }
     Ok(())
 }
+
+/// Wakes a thread blocked in `accept()` on this listening socket: on Linux,
+/// `shutdown(SHUT_RD)` makes a blocked accept return `EINVAL`.
+pub(crate) fn shutdown_listener(listener: &TcpListener) {
+    // SAFETY: the fd is owned by `listener`, which outlives this call.
+    unsafe { libc::shutdown(listener.as_raw_fd(), libc::SHUT_RD) };
+}
