@@ -9,6 +9,10 @@
 //! [`protocol`] is wire protocol v1 (rooms with seq and recovery, presence, HTTP
 //! routes) as one [`Handler`] on top of all that.
 #![warn(missing_docs)]
+// `unsafe` lives only in `sys/` (calls out to the OS) and `ffi/` (calls in
+// from C), which allow it; every block there says why it is sound.
+#![deny(unsafe_code)]
+#![warn(clippy::undocumented_unsafe_blocks)]
 
 mod acceptor;
 mod config;

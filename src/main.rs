@@ -6,6 +6,7 @@
 //!
 //! Settings come from, by priority: flags given on the command line, the
 //! `--config` TOML file, the defaults of [`Config`] and [`ProtocolConfig`].
+#![forbid(unsafe_code)]
 
 use std::net::SocketAddr;
 use std::path::PathBuf;

@@ -1,8 +1,7 @@
-//! Everything that crosses a foreign-function boundary, and the only place
-//! `unsafe` is allowed.
+//! The C ABI: calls coming in from C. With `sys/` (calls going out to the
+//! OS), the only place `unsafe` is allowed; the engine never goes through here.
 //!
-//! - [`pthread`]: outward, to libc: connection threads as raw pthreads.
-//! - The C ABI, inward, one file per opaque handle (the model is rustls-ffi):
+//! - One file per opaque handle (the model is rustls-ffi):
 //!   [`config`] (`wshub_config`), [`server`] (`wshub_server` and the callbacks),
 //!   [`request`] (`wshub_request`, what `on_upgrade` sees), [`event`]
 //!   (`wshub_event`, pull mode). Shared plumbing: [`panic`] (the boundary and
@@ -12,6 +11,7 @@
 //! `include/wshub.h` is generated from these files by cbindgen (see `build.rs`);
 //! the doc comments below are what C readers see.
 #![allow(non_camel_case_types)]
+#![allow(unsafe_code)]
 
 #[macro_use]
 pub(crate) mod panic;

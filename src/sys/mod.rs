@@ -7,6 +7,8 @@
 //! - [`futex`]: futex wait and wake, and the size of the process's futex hash.
 //! - [`sock`]: `send`/`sendmsg` with `MSG_NOSIGNAL`, the listen backlog,
 //!   waking a blocked `accept`.
+#![allow(unsafe_code)]
+
 pub(crate) mod futex;
 pub(crate) mod pthread;
 pub(crate) mod sock;
