@@ -50,6 +50,9 @@ pub(crate) fn size_futex_hash(threads: usize) -> Option<usize> {
     const SET_SLOTS: libc::c_ulong = 1;
     const GET_SLOTS: libc::c_ulong = 2;
     const MAX_SLOTS: usize = 1 << 16;
+    if super::kernel_fallback() {
+        return None;
+    }
     let want = threads.next_power_of_two().clamp(16, MAX_SLOTS);
     let get = || {
         // SAFETY: prctl with integer arguments only; unknown options fail with EINVAL.

@@ -9,7 +9,28 @@
 //!   waking a blocked `accept`.
 #![allow(unsafe_code)]
 
+use std::sync::OnceLock;
+
 pub(crate) mod futex;
 pub(crate) mod pthread;
 pub(crate) mod sock;
 pub(crate) mod stacks;
+
+/// The environment variable that makes wshub take the path older kernels
+/// take: glibc stacks with a guard page instead of the stack pool's guard
+/// markers (Linux 6.13+), and the futex hash left as the kernel sized it
+/// (`PR_FUTEX_HASH`, Linux 6.16+). For testing that path on a new kernel.
+pub(crate) const KERNEL_FALLBACK_ENV: &str = "WSHUB_KERNEL_FALLBACK";
+
+/// True when [`KERNEL_FALLBACK_ENV`] is set to anything but empty or `0`.
+/// Read once, at the first call: the pool and the futex hash are per process.
+pub(crate) fn kernel_fallback() -> bool {
+    static FALLBACK: OnceLock<bool> = OnceLock::new();
+    *FALLBACK.get_or_init(|| {
+        let on = std::env::var_os(KERNEL_FALLBACK_ENV).is_some_and(|v| !v.is_empty() && v != "0");
+        if on {
+            log::info!("{KERNEL_FALLBACK_ENV} is set: glibc thread stacks, the futex hash as the kernel sized it");
+        }
+        on
+    })
+}

@@ -129,6 +129,9 @@ fn free(stacks: Vec<Stack>) {
 /// is short (the caller then lets glibc allocate the stack).
 pub(crate) fn take(size: usize) -> Option<Stack> {
     debug_assert_eq!(size % PAGE, 0);
+    if super::kernel_fallback() {
+        return None;
+    }
     let gone = {
         let mut pool = POOL.lock();
         if pool.supported == Some(false) {
