@@ -3,6 +3,31 @@
 use std::fmt;
 use std::io;
 
+// The texts of the errors that both the Rust API and the C API report: one
+// source each (the C messages add a NUL with `concat!`).
+macro_rules! invalid_room_text {
+    () => {
+        "room names are 1 to 128 bytes of UTF-8 without control characters"
+    };
+}
+macro_rules! invalid_close_code_text {
+    () => {
+        "close code not allowed on the wire (use 1000-1003, 1007-1014 or 3000-4999), \
+         or reason longer than 123 bytes"
+    };
+}
+macro_rules! stopped_text {
+    () => {
+        "the server is stopped"
+    };
+}
+macro_rules! no_such_connection_text {
+    () => {
+        "no open connection has this id"
+    };
+}
+pub(crate) use {invalid_close_code_text, invalid_room_text, no_such_connection_text, stopped_text};
+
 /// What went wrong, and what the caller can do about it.
 #[derive(Debug)]
 #[non_exhaustive]
@@ -30,15 +55,10 @@ impl fmt::Display for Error {
         match self {
             Error::InvalidConfig(why) => write!(f, "invalid configuration: {why}"),
             Error::Io(e) => write!(f, "I/O error: {e}"),
-            Error::Stopped => f.write_str("the server is stopped"),
-            Error::NoSuchConnection => f.write_str("no open connection has this id"),
-            Error::InvalidRoom => f.write_str(
-                "room names are 1 to 128 bytes of UTF-8 without control characters",
-            ),
-            Error::InvalidCloseCode => f.write_str(
-                "close code not allowed on the wire (use 1000-1003, 1007-1014 or 3000-4999), \
-                 or reason longer than 123 bytes",
-            ),
+            Error::Stopped => f.write_str(stopped_text!()),
+            Error::NoSuchConnection => f.write_str(no_such_connection_text!()),
+            Error::InvalidRoom => f.write_str(invalid_room_text!()),
+            Error::InvalidCloseCode => f.write_str(invalid_close_code_text!()),
         }
     }
 }

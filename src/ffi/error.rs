@@ -4,7 +4,9 @@
 
 use std::ffi::c_char;
 
-use crate::error::Error;
+use crate::error::{
+    invalid_close_code_text, invalid_room_text, no_such_connection_text, stopped_text, Error,
+};
 
 /// What a wshub function reports. `WSHUB_OK` is 0; every other value is an
 /// error, described by `wshub_error_message`. The numbers never change.
@@ -95,10 +97,10 @@ fn message(code: u32) -> &'static [u8] {
         Some(WSHUB_INVALID_ARGUMENT) => b"invalid argument (not UTF-8, unparsable address, or unknown kind)\0",
         Some(WSHUB_INVALID_CONFIG) => b"invalid configuration (a zero limit, a path without '/', or a stack below 64 KiB)\0",
         Some(WSHUB_IO) => b"operating-system error (bind, thread or eventfd creation)\0",
-        Some(WSHUB_STOPPED) => b"the server is stopped\0",
-        Some(WSHUB_NO_SUCH_CONNECTION) => b"no open connection has this id\0",
-        Some(WSHUB_INVALID_ROOM) => b"room names are 1 to 128 bytes of UTF-8 without control characters\0",
-        Some(WSHUB_INVALID_CLOSE_CODE) => b"close code not allowed on the wire (use 1000-1003, 1007-1014 or 3000-4999), or reason longer than 123 bytes\0",
+        Some(WSHUB_STOPPED) => concat!(stopped_text!(), "\0").as_bytes(),
+        Some(WSHUB_NO_SUCH_CONNECTION) => concat!(no_such_connection_text!(), "\0").as_bytes(),
+        Some(WSHUB_INVALID_ROOM) => concat!(invalid_room_text!(), "\0").as_bytes(),
+        Some(WSHUB_INVALID_CLOSE_CODE) => concat!(invalid_close_code_text!(), "\0").as_bytes(),
         Some(WSHUB_TIMEOUT) => b"no event within the timeout\0",
         Some(WSHUB_BUFFER_TOO_SMALL) => b"buffer too small\0",
         Some(WSHUB_WRONG_MODE) => b"not available for this server or event\0",

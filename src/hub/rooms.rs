@@ -7,10 +7,14 @@ use std::collections::{HashMap, HashSet};
 
 use crate::types::ConnId;
 
-/// Whether `name` is a valid room name: 1 to 128 bytes of UTF-8 without
-/// control characters.
+/// Longest room name, in bytes.
+pub const MAX_ROOM_LEN: usize = 128;
+
+/// Whether `name` is a valid room name: 1 to [`MAX_ROOM_LEN`] bytes of UTF-8
+/// without control characters. The one place this rule is checked; its text
+/// for errors is `crate::error::invalid_room_text`.
 pub fn is_valid_room(name: &str) -> bool {
-    (1..=128).contains(&name.len()) && !name.chars().any(char::is_control)
+    (1..=MAX_ROOM_LEN).contains(&name.len()) && !name.chars().any(char::is_control)
 }
 
 /// Rooms and their members.
@@ -100,6 +104,7 @@ mod tests {
 
     #[test]
     fn room_names() {
+        assert!(crate::error::invalid_room_text!().contains(&format!("1 to {MAX_ROOM_LEN} bytes")));
         assert!(is_valid_room("lobby") && is_valid_room(&"é".repeat(64)));
         assert!(!is_valid_room("") && !is_valid_room(&"x".repeat(129)) && !is_valid_room("a\nb"));
     }

@@ -10,12 +10,12 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use serde::Serialize;
 use serde_json::{json, Map, Value};
 
+use crate::error::invalid_room_text;
+pub(crate) use crate::hub::rooms::MAX_ROOM_LEN;
 use crate::hub::rooms::is_valid_room;
 
 /// Longest `id` a client may attach to a request, in bytes.
 pub(crate) const MAX_ID_LEN: usize = 64;
-/// Longest room name, in bytes.
-pub(crate) const MAX_ROOM_LEN: usize = 128;
 
 /// The error codes of PROTOCOL.md, as sent in `error` payloads.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -258,7 +258,7 @@ fn room_field(p: &mut Map<String, Value>) -> Result<String, ErrorReply> {
     }
 }
 
-/// Checks a room name: over 128 bytes is `too_large`; empty or with control
+/// Checks a room name: over [`MAX_ROOM_LEN`] bytes is `too_large`; empty or with control
 /// characters is `bad_request`.
 pub fn check_room(room: String) -> Result<String, ErrorReply> {
     if room.len() > MAX_ROOM_LEN {
@@ -270,7 +270,7 @@ pub fn check_room(room: String) -> Result<String, ErrorReply> {
     if !is_valid_room(&room) {
         return Err(ErrorReply::new(
             ErrorCode::BadRequest,
-            "room names are 1 to 128 bytes of UTF-8 without control characters",
+            invalid_room_text!(),
         ));
     }
     Ok(room)
