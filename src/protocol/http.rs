@@ -15,8 +15,7 @@ pub(crate) fn route(shared: &Shared, server: &ServerHandle, request: &RequestInf
     match request.path.as_str() {
         "/healthz" => {
             if server.is_draining() || shared.draining.load(SeqCst) {
-                HttpResponse::new(503, "text/plain; charset=utf-8", "draining\n")
-                    .with_header("Retry-After", "5")
+                super::admission::draining_response()
             } else {
                 HttpResponse::new(200, "text/plain; charset=utf-8", "ok\n")
             }
