@@ -2,15 +2,17 @@
 //! clients × 20 messages, text and binary, a 300 KB message and a fragmented one.
 
 mod common;
+mod protocol_common;
 
-use common::{connect, next_data, Binary};
+use common::{connect, next_data};
+use protocol_common::{Wshub, WAIT};
 use tungstenite::protocol::frame::coding::{Data, OpCode};
 use tungstenite::protocol::frame::Frame;
 use tungstenite::Message as WsMessage;
 
 #[test]
 fn two_hundred_clients_each_get_their_own_twenty_messages_back() {
-    let server = Binary::start(&["--echo"]);
+    let mut server = Wshub::start(&["--echo"]);
     let addr = server.addr;
     let clients: Vec<_> = (0..200)
         .map(|c| {
@@ -34,12 +36,13 @@ fn two_hundred_clients_each_get_their_own_twenty_messages_back() {
     for c in clients {
         c.join().expect("a client thread failed");
     }
-    assert!(server.interrupt().success());
+    server.signal("INT");
+    assert_eq!(server.wait_exit(WAIT), Some(0));
 }
 
 #[test]
 fn large_and_fragmented_messages_come_back_whole() {
-    let server = Binary::start(&["--echo"]);
+    let mut server = Wshub::start(&["--echo"]);
     let mut ws = connect(server.addr, "/ws");
 
     let big: Vec<u8> = (0..300_000u32).map(|i| (i % 251) as u8).collect();
@@ -63,5 +66,6 @@ fn large_and_fragmented_messages_come_back_whole() {
     assert_eq!(next_data(&mut ws), WsMessage::text(""));
     ws.close(None).unwrap();
     while ws.read().is_ok() {}
-    assert!(server.interrupt().success());
+    server.signal("INT");
+    assert_eq!(server.wait_exit(WAIT), Some(0));
 }

@@ -2,9 +2,7 @@
 //! tungstenite client, an event-recording handler, and bounded waits.
 #![allow(dead_code)]
 
-use std::io::{BufRead, BufReader};
 use std::net::{SocketAddr, TcpStream};
-use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -160,54 +158,6 @@ impl Events {
                 }
             }
         }
-    }
-}
-
-/// The `wshub` binary, started on a free port; killed when dropped.
-pub struct Binary {
-    pub child: Child,
-    pub addr: SocketAddr,
-}
-
-impl Binary {
-    pub fn start(args: &[&str]) -> Binary {
-        let mut child = Command::new(env!("CARGO_BIN_EXE_wshub"))
-            .args(["--bind", "127.0.0.1:0", "--log-level", "warn"])
-            .args(args)
-            .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .expect("start the wshub binary");
-        let mut line = String::new();
-        BufReader::new(child.stdout.take().unwrap()).read_line(&mut line).expect("read the address line");
-        let addr = line
-            .trim()
-            .strip_prefix("wshub listening on ")
-            .unwrap_or_else(|| panic!("unexpected first line: {line:?}"))
-            .parse()
-            .expect("an address");
-        Binary { child, addr }
-    }
-
-    /// Sends SIGINT and waits (bounded) for the exit status.
-    pub fn interrupt(mut self) -> std::process::ExitStatus {
-        let pid = self.child.id().to_string();
-        Command::new("kill").args(["-INT", &pid]).status().expect("kill -INT");
-        let deadline = Instant::now() + WAIT;
-        loop {
-            if let Some(status) = self.child.try_wait().unwrap() {
-                return status;
-            }
-            assert!(Instant::now() < deadline, "wshub did not exit after SIGINT");
-            std::thread::sleep(Duration::from_millis(10));
-        }
-    }
-}
-
-impl Drop for Binary {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
     }
 }
 

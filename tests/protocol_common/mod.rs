@@ -49,8 +49,15 @@ impl Wshub {
 
     /// Sends SIGTERM to this process only.
     pub fn sigterm(&self) {
-        let status =
-            Command::new("kill").args(["-TERM", &self.child.id().to_string()]).status().expect("kill");
+        self.signal("TERM");
+    }
+
+    /// Sends the signal `name` (e.g. `INT`) to this process only, by its PID.
+    pub fn signal(&self, name: &str) {
+        let status = Command::new("kill")
+            .args([&format!("-{name}"), &self.child.id().to_string()])
+            .status()
+            .expect("kill");
         assert!(status.success());
     }
 
