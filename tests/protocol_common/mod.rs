@@ -24,7 +24,13 @@ pub struct Wshub {
 impl Wshub {
     /// Starts `wshub --bind 127.0.0.1:0 ARGS...` and reads its address line.
     pub fn start(args: &[&str]) -> Wshub {
+        Wshub::start_with_env(args, &[])
+    }
+
+    /// [`Wshub::start`] with extra environment variables for the process.
+    pub fn start_with_env(args: &[&str], env: &[(&str, &str)]) -> Wshub {
         let mut child = Command::new(env!("CARGO_BIN_EXE_wshub"))
+            .envs(env.iter().copied())
             .args(["--bind", "127.0.0.1:0", "--log-level", "warn"])
             .args(args)
             .stdout(Stdio::piped())
