@@ -46,8 +46,9 @@ pub struct Config {
     /// Stack reserved for each writer thread.
     pub writer_stack_size: usize,
     /// Initial capacity of a connection's read buffer, and the most one `read`
-    /// takes (tungstenite's default is 128 KiB). 2 KiB keeps an idle connection
-    /// under 32 KB of RSS in all; the buffer grows to hold a larger message.
+    /// takes (tungstenite's default is 128 KiB). A small one keeps an idle
+    /// connection's footprint small (see the README's idle figures); the buffer
+    /// grows to hold a larger message.
     pub read_buffer_size: usize,
     /// Most bytes the writer gathers into one `writev` batch.
     pub write_buffer_size: usize,

@@ -79,7 +79,7 @@ type Ws<'a> = WebSocket<ReaderIo<'a>>;
 /// completes the upgrade.
 // Not inlined (nor `serve`, `read_loop`): each runs after the previous one
 // returned, so as separate frames their locals never share the stack, which
-// keeps an idle connection's reader at 3 touched stack pages instead of 4.
+// keeps an idle connection's reader on fewer touched stack pages.
 #[inline(never)]
 fn upgrade<'a>(server: &ServerHandle, conn: &'a ConnShared) -> Option<(Ws<'a>, handshake::Request)> {
     let engine = server.engine();

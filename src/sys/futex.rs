@@ -36,12 +36,12 @@ pub(crate) fn futex_wake(word: &AtomicU32) {
 ///
 /// Since Linux 6.16 a process gets a private futex hash whose default size
 /// follows the number of CPUs, not of threads: 16 buckets on a 2-CPU machine.
-/// Every idle writer waits on a futex, so with 10k connections each bucket
-/// holds ~600 waiters and every futex wake in the process (a lock handed over,
-/// a channel send, a new thread's start) walks one of those lists: measured
-/// here, `futex_wake` alone was 21 % of a reader's CPU while 10k connections
-/// opened. Asks for about one bucket per thread (64 bytes each; 32768 buckets
-/// for 10k connections = 2 MiB), never shrinks a larger table, and does
+/// Every idle writer waits on a futex, so with thousands of connections each
+/// bucket holds hundreds of waiters and every futex wake in the process (a
+/// lock handed over, a channel send, a new thread's start) walks one of those
+/// lists (the README's performance section has the measurement). Asks for
+/// about one bucket per thread (64 bytes each), never shrinks a larger table,
+/// and does
 /// nothing on kernels without `PR_FUTEX_HASH` (their global hash is sized by
 /// CPUs, the older trade-off). Returns the number of buckets now in use, when
 /// the kernel says.
