@@ -8,7 +8,7 @@ use std::collections::{HashMap, HashSet};
 use crate::types::ConnId;
 
 /// Longest room name, in bytes.
-pub const MAX_ROOM_LEN: usize = 128;
+pub(crate) const MAX_ROOM_LEN: usize = 128;
 
 /// Whether `name` is a valid room name: 1 to [`MAX_ROOM_LEN`] bytes of UTF-8
 /// without control characters. The one place this rule is checked; its text
