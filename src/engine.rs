@@ -13,6 +13,7 @@ use parking_lot::{Condvar, Mutex};
 
 use crate::config::Config;
 use crate::conn_map::ConnMap;
+use crate::connection::outbound::QueueLimits;
 use crate::connection::ConnShared;
 use crate::error::{Error, Result};
 use crate::handler::Handler;
@@ -61,7 +62,8 @@ impl Engine {
         let local_addr = listener.local_addr()?;
         let stats = Arc::new(Stats::default());
         let (hub_tx, hub_rx) = crossbeam_channel::bounded(config.hub_queue);
-        let mut hub = Hub::new(config.outbound_queue, stats.clone());
+        let limits = QueueLimits { frames: config.outbound_queue, bytes: config.outbound_max_bytes };
+        let mut hub = Hub::new(limits, stats.clone());
         hub.start_helper();
         let hub_thread = std::thread::Builder::new()
             .name("wshub-hub".into())

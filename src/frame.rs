@@ -60,6 +60,13 @@ pub fn is_sendable_close_code(code: u16) -> bool {
     matches!(code, 1000..=1003 | 1007..=1014 | 3000..=4999)
 }
 
+/// Whether `bytes` is exactly one complete, unmasked pong frame (as
+/// tungstenite writes the answer to a ping).
+pub(crate) fn is_single_pong(bytes: &[u8]) -> bool {
+    const FIN_PONG: u8 = 0x80 | 0x0a;
+    bytes.len() >= 2 && bytes[0] == FIN_PONG && bytes[1] <= 125 && bytes.len() == 2 + usize::from(bytes[1])
+}
+
 /// Whether a run of complete unmasked frames (as tungstenite writes its pong and
 /// close replies) contains a close frame.
 pub(crate) fn contains_close(mut bytes: &[u8]) -> bool {

@@ -74,6 +74,8 @@ pub struct ConnInfo {
     pub query: String,
     /// Frames waiting in its outbound queue.
     pub queue_depth: usize,
+    /// Bytes waiting in its outbound queue (see [`Config::outbound_max_bytes`](crate::Config::outbound_max_bytes)).
+    pub queued_bytes: usize,
 }
 
 impl ServerHandle {
@@ -179,6 +181,7 @@ impl ServerHandle {
             path,
             query,
             queue_depth: c.queue_depth(),
+            queued_bytes: c.queued_bytes(),
         })
     }
 

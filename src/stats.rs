@@ -17,6 +17,9 @@ pub(crate) struct Stats {
     pub write_batches: AtomicU64,
     pub direct_sends: AtomicU64,
     pub dropped_slow_consumer: AtomicU64,
+    pub dropped_outbound_bytes: AtomicU64,
+    pub dropped_frame_rate: AtomicU64,
+    pub dropped_fragments: AtomicU64,
     pub handshake_rejects: AtomicU64,
     /// `handshake_rejects` split by HTTP status (0: dropped without a response).
     pub handshake_rejects_by_status: Mutex<BTreeMap<u16, u64>>,
@@ -46,8 +49,18 @@ pub struct StatsSnapshot {
     /// by the thread calling `send` (one non-blocking `send` each, no writer
     /// woken); included in `messages_out`.
     pub direct_sends: u64,
-    /// Connections closed with 1013 because their outbound queue was full.
+    /// Connections closed with 1013 because their outbound queue held
+    /// `outbound_queue` frames.
     pub dropped_slow_consumer: u64,
+    /// Connections closed with 1013 because their outbound queue held
+    /// `outbound_max_bytes` bytes.
+    pub dropped_outbound_bytes: u64,
+    /// Connections closed with 1008 for sending frames faster than
+    /// `frame_rate_limit` allows.
+    pub dropped_frame_rate: u64,
+    /// Connections closed with 1009 for a message in more than
+    /// `max_fragments` frames.
+    pub dropped_fragments: u64,
     /// Requests answered with an HTTP error instead of an upgrade.
     pub handshake_rejects: u64,
     /// [`handshake_rejects`](Self::handshake_rejects) by HTTP status, ascending;
@@ -80,6 +93,9 @@ impl Stats {
             write_batches: self.write_batches.load(Relaxed),
             direct_sends: self.direct_sends.load(Relaxed),
             dropped_slow_consumer: self.dropped_slow_consumer.load(Relaxed),
+            dropped_outbound_bytes: self.dropped_outbound_bytes.load(Relaxed),
+            dropped_frame_rate: self.dropped_frame_rate.load(Relaxed),
+            dropped_fragments: self.dropped_fragments.load(Relaxed),
             handshake_rejects: self.handshake_rejects.load(Relaxed),
             handshake_rejects_by_status: self
                 .handshake_rejects_by_status

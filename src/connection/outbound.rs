@@ -33,11 +33,20 @@
 //! 6. One thread's frames keep its own order across the hub and the direct
 //!    path through its command tickets (`hub/order.rs`).
 //!
-//! The queue is crossbeam's list-backed channel with the bound kept by a depth
-//! counter: an array-backed bounded channel would preallocate its slots for
+//! What a connection may hold is bounded twice: in frames (`outbound_queue`)
+//! and in bytes (`outbound_max_bytes`), counting data frames, the rest of a
+//! partial direct send, pongs and the close reply, from the moment they are
+//! queued until they are written. A push past either bound makes the
+//! connection a slow consumer: what it has queued is dropped and it is closed
+//! with 1013. Its pongs never pile up: a pong not yet written is replaced by
+//! the next one (RFC 6455 lets a pong answer only the latest ping), so a ping
+//! flood from a peer that never reads holds one pong, not one per ping.
+//!
+//! The queue is crossbeam's list-backed channel with the bounds kept by
+//! counters: an array-backed bounded channel would preallocate its slots for
 //! every connection, idle or not; this one costs memory in proportion to what
 //! is queued. Only the hub (or its fan-out helper, for members the hub is not
-//! serving at that moment) pushes data frames, so the depth check needs no lock.
+//! serving at that moment) pushes data frames, so the checks need no lock.
 
 use std::io::{self, IoSlice};
 use std::sync::atomic::{fence, AtomicBool, AtomicU16, AtomicU32, AtomicUsize, Ordering::*};
@@ -56,13 +65,17 @@ use crate::sys::{futex, sock};
 pub(crate) enum Out {
     /// A data frame; counts against the queue bound.
     Frame(SharedFrame),
-    /// Frames tungstenite wrote on the reader's side (pongs, the close reply).
+    /// Frames tungstenite wrote on the reader's side (the close reply; a pong
+    /// once the writer has taken it out of its slot).
     Control(Vec<u8>),
+    /// The pong waiting in [`Outbound`]'s slot; the writer takes it with
+    /// [`ConnShared::take_pong`] (the latest one by then).
+    Pong,
     /// Close with this code and reason once everything queued before it is written.
     Close(u16, String),
-    /// The rest of a direct send lies in the write lock's [`Tail`]; counts
-    /// against the queue bound like a frame.
-    Tail,
+    /// The rest of a direct send, this many bytes, lies in the write lock's
+    /// [`Tail`]; counts against the queue bounds like a frame.
+    Tail(usize),
     /// The reader has finished: exit once the current batch is written.
     ReaderDone,
 }
@@ -74,11 +87,23 @@ pub(crate) struct Tail {
     written: usize,
 }
 
-/// Why a frame was not queued.
+/// Why a frame was not queued: the connection is a slow consumer.
 #[derive(Debug, PartialEq, Eq)]
 pub(crate) enum PushError {
-    /// The queue is at its bound: the connection is a slow consumer.
+    /// The queue holds `outbound_queue` frames.
     Full,
+    /// The queue holds `outbound_max_bytes` bytes (or this frame would take it past).
+    OverBytes,
+}
+
+/// How much one connection's queue may hold.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct QueueLimits {
+    /// Frames (`Config::outbound_queue`).
+    pub frames: usize,
+    /// Bytes (`Config::outbound_max_bytes`). A frame larger than this is still
+    /// queued when nothing else is.
+    pub bytes: usize,
 }
 
 /// How long a write may make no progress before the peer counts as gone.
@@ -105,6 +130,11 @@ pub(crate) struct Outbound {
     /// written: a direct send must not overtake them either (a pong answers a
     /// ping that came before the message the direct send may be replying to).
     controls: AtomicUsize,
+    /// Bytes of everything counted in `depth` and `controls`.
+    bytes: AtomicUsize,
+    /// The pong not yet taken by the writer; `Some` while an [`Out::Pong`]
+    /// is queued.
+    pong: Mutex<Option<Vec<u8>>>,
     /// Held by whoever writes to the socket, so frames never interleave.
     write: Mutex<Option<Tail>>,
     /// A close has been queued: nothing more is queued after it.
@@ -129,6 +159,8 @@ impl Outbound {
             rx: Mutex::new(Some(rx)),
             depth: AtomicUsize::new(0),
             controls: AtomicUsize::new(0),
+            bytes: AtomicUsize::new(0),
+            pong: Mutex::new(None),
             write: Mutex::new(None),
             closing: AtomicBool::new(false),
             close_code: AtomicU16::new(0),
@@ -139,17 +171,25 @@ impl Outbound {
 }
 
 impl ConnShared {
-    /// Queues a data frame unless the queue is at `bound`. A frame for a closing
-    /// connection is dropped silently (it could never be sent).
-    pub(crate) fn push_frame(&self, frame: SharedFrame, bound: usize, stats: &Stats) -> Result<(), PushError> {
+    /// Queues a data frame unless that would take the queue past `limits`.
+    /// A frame for a closing connection is dropped silently (it could never
+    /// be sent).
+    pub(crate) fn push_frame(&self, frame: SharedFrame, limits: QueueLimits, stats: &Stats) -> Result<(), PushError> {
         let out = &self.out;
         if out.closing.load(Acquire) {
             return Ok(());
         }
         let depth = out.depth.fetch_add(1, AcqRel);
-        if depth >= bound {
+        if depth >= limits.frames {
             out.depth.fetch_sub(1, AcqRel);
             return Err(PushError::Full);
+        }
+        let len = frame.len();
+        let held = out.bytes.fetch_add(len, AcqRel);
+        if held > 0 && held + len > limits.bytes {
+            out.bytes.fetch_sub(len, AcqRel);
+            out.depth.fetch_sub(1, AcqRel);
+            return Err(PushError::OverBytes);
         }
         stats.queue_depth_max.fetch_max(depth as u64 + 1, Relaxed);
         self.enqueue(Out::Frame(frame));
@@ -182,7 +222,8 @@ impl ConnShared {
                 Stats::add(&stats.bytes_out, n as u64);
                 *tail = Some(Tail { frame: frame.clone(), written: n });
                 out.depth.fetch_add(1, AcqRel);
-                self.enqueue(Out::Tail);
+                out.bytes.fetch_add(frame.len() - n, AcqRel);
+                self.enqueue(Out::Tail(frame.len() - n));
                 true
             }
             // Full socket buffer, or an error the writer will meet and report.
@@ -311,10 +352,62 @@ impl ConnShared {
     }
 
     /// Queues bytes tungstenite wrote on the reader's side (a pong, the close
-    /// reply), behind everything queued so far.
+    /// reply), behind everything queued so far. A pong replaces the one still
+    /// waiting, if there is one, instead of queueing a second.
     pub(crate) fn push_control(&self, bytes: Vec<u8>) {
-        self.out.controls.fetch_add(1, AcqRel);
+        let out = &self.out;
+        if crate::frame::is_single_pong(&bytes) {
+            let mut slot = out.pong.lock();
+            let new_len = bytes.len();
+            if let Some(old) = slot.replace(bytes) {
+                // Its place in the queue is kept; only the payload is the newer one.
+                out.bytes.fetch_add(new_len, AcqRel);
+                out.bytes.fetch_sub(old.len(), AcqRel);
+                return;
+            }
+            out.controls.fetch_add(1, AcqRel);
+            out.bytes.fetch_add(new_len, AcqRel);
+            drop(slot);
+            self.enqueue(Out::Pong);
+            return;
+        }
+        out.controls.fetch_add(1, AcqRel);
+        out.bytes.fetch_add(bytes.len(), AcqRel);
         self.enqueue(Out::Control(bytes));
+    }
+
+    /// The writer dequeued an [`Out::Pong`]: the pong to write in its place,
+    /// as a control frame (still counted until written). The next ping's pong
+    /// queues anew.
+    pub(crate) fn take_pong(&self) -> Out {
+        Out::Control(self.out.pong.lock().take().unwrap_or_default())
+    }
+
+    /// `item` was written or dropped: it no longer holds the queue.
+    pub(crate) fn done(&self, item: &Out) {
+        let out = &self.out;
+        match item {
+            Out::Frame(f) => {
+                out.bytes.fetch_sub(f.len(), AcqRel);
+                out.depth.fetch_sub(1, AcqRel);
+            }
+            Out::Tail(rest) => {
+                out.bytes.fetch_sub(*rest, AcqRel);
+                out.depth.fetch_sub(1, AcqRel);
+            }
+            Out::Control(bytes) => {
+                out.bytes.fetch_sub(bytes.len(), AcqRel);
+                out.controls.fetch_sub(1, AcqRel);
+            }
+            // Dropped before the writer took its pong out of the slot.
+            Out::Pong => {
+                if let Out::Control(bytes) = self.take_pong() {
+                    out.bytes.fetch_sub(bytes.len(), AcqRel);
+                }
+                out.controls.fetch_sub(1, AcqRel);
+            }
+            Out::Close(..) | Out::ReaderDone => {}
+        }
     }
 
     pub(crate) fn push_reader_done(&self) {
@@ -326,22 +419,13 @@ impl ConnShared {
         self.out.rx.lock().take()
     }
 
-    /// `n` control frames were written or dropped.
-    pub(crate) fn controls_done(&self, n: usize) {
-        if n > 0 {
-            self.out.controls.fetch_sub(n, AcqRel);
-        }
-    }
-
-    /// `n` data frames were written or dropped: they no longer hold the queue.
-    pub(crate) fn frames_done(&self, n: usize) {
-        if n > 0 {
-            self.out.depth.fetch_sub(n, AcqRel);
-        }
-    }
-
     pub(crate) fn queue_depth(&self) -> usize {
         self.out.depth.load(Acquire)
+    }
+
+    /// Bytes queued or being written.
+    pub(crate) fn queued_bytes(&self) -> usize {
+        self.out.bytes.load(Acquire)
     }
 
     pub(crate) fn is_closing(&self) -> bool {
@@ -383,7 +467,7 @@ mod tests {
                 // A wakeup may come early (spuriously); what matters is that the
                 // item is there by the time the writer would give up waiting.
                 let item = rx2.recv_timeout(Duration::from_secs(5));
-                (started.elapsed(), item.is_ok())
+                (started.elapsed(), item.ok())
             });
             if round % 3 == 1 {
                 std::thread::yield_now();
@@ -395,9 +479,9 @@ mod tests {
                 _ => conn.push_reader_done(),
             }
             let (waited, got) = writer.join().unwrap();
-            assert!(got, "round {round}: nothing arrived");
+            let Some(item) = got else { panic!("round {round}: nothing arrived") };
             assert!(waited < Duration::from_secs(5), "round {round}: parked for {waited:?}");
-            conn.controls_done(conn.out.controls.load(Acquire));
+            conn.done(&item);
         }
     }
 }

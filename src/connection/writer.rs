@@ -55,7 +55,7 @@ pub(crate) fn run(conn: Arc<ConnShared>, rx: Receiver<Out>, config: Config, stat
             }
             Err(RecvTimeoutError::Disconnected) => return,
         };
-        batch.push(first);
+        batch.push(dequeued(&conn, first));
         let mut bytes = 0;
         while batch.len() < MAX_BATCH_FRAMES && bytes < config.write_buffer_size {
             match rx.try_recv() {
@@ -63,7 +63,7 @@ pub(crate) fn run(conn: Arc<ConnShared>, rx: Receiver<Out>, config: Config, stat
                     if let Out::Frame(f) = &item {
                         bytes += f.len();
                     }
-                    batch.push(item);
+                    batch.push(dequeued(&conn, item));
                 }
                 Err(_) => break,
             }
@@ -74,6 +74,14 @@ pub(crate) fn run(conn: Arc<ConnShared>, rx: Receiver<Out>, config: Config, stat
             Step::Closed => return w.after_close(&rx),
             Step::Failed => return w.wait_for_reader(&rx),
         }
+    }
+}
+
+/// An item as it comes off the queue: a pong marker becomes the latest pong.
+fn dequeued(conn: &ConnShared, item: Out) -> Out {
+    match item {
+        Out::Pong => conn.take_pong(),
+        other => other,
     }
 }
 
@@ -125,16 +133,10 @@ impl Writer<'_> {
                 _ => {}
             }
         }
-        // Frames behind the first close are never sent; still release their
-        // slots, and do not lose the reader's goodbye if it is among them.
-        let (mut released, mut controls) = (0, 0);
-        for item in batch.iter() {
-            match item {
-                Out::Frame(_) | Out::Tail => released += 1,
-                Out::Control(_) => controls += 1,
-                Out::ReaderDone => self.reader_done = true,
-                Out::Close(..) => {}
-            }
+        // Frames behind the first close are never sent (they are still
+        // released below); do not lose the reader's goodbye if it is among them.
+        if batch.iter().any(|item| matches!(item, Out::ReaderDone)) {
+            self.reader_done = true;
         }
         let mut parts: Vec<&[u8]> = Vec::with_capacity(end + 1);
         let mut data_frames = 0u64;
@@ -154,11 +156,11 @@ impl Writer<'_> {
         let closed = matches!(step, Step::Closed);
         let result = self.conn.write_locked(&parts, closed, self.patience(), self.stats);
         drop(parts);
-        batch.clear();
         // Released only now: while frames are being written the hub must not
         // send around them.
-        self.conn.frames_done(released);
-        self.conn.controls_done(controls);
+        for item in batch.drain(..) {
+            self.conn.done(&item);
+        }
         match result {
             Err(_) => Step::Failed,
             Ok(tail) => {
@@ -182,9 +184,7 @@ impl Writer<'_> {
         while !self.reader_done {
             match rx.recv_deadline(deadline) {
                 Ok(Out::ReaderDone) | Err(RecvTimeoutError::Disconnected) => return,
-                Ok(Out::Frame(_) | Out::Tail) => self.conn.frames_done(1),
-                Ok(Out::Control(_)) => self.conn.controls_done(1),
-                Ok(_) => {}
+                Ok(item) => self.conn.done(&item),
                 Err(RecvTimeoutError::Timeout) => {
                     self.conn.kill();
                     return self.wait_for_reader(rx);
@@ -201,9 +201,7 @@ impl Writer<'_> {
         loop {
             match rx.recv() {
                 Ok(Out::ReaderDone) | Err(_) => return,
-                Ok(Out::Frame(_) | Out::Tail) => self.conn.frames_done(1),
-                Ok(Out::Control(_)) => self.conn.controls_done(1),
-                Ok(_) => {}
+                Ok(item) => self.conn.done(&item),
             }
         }
     }
@@ -214,7 +212,10 @@ mod tests {
     use super::*;
     use crate::connection::test_support::loopback_conn;
     use std::io::Read;
+    use crate::connection::outbound::QueueLimits;
     use std::sync::atomic::Ordering::Relaxed;
+
+    const LIMITS: QueueLimits = QueueLimits { frames: 1024, bytes: usize::MAX };
 
     #[test]
     fn frames_queued_together_leave_in_one_writev_and_nothing_after_a_close() {
@@ -224,7 +225,7 @@ mod tests {
         for i in 0..100u32 {
             let f = Arc::new(frame::encode(frame::OP_BINARY, &i.to_be_bytes()));
             expected.extend_from_slice(&f);
-            conn.push_frame(f, 1024, &stats).unwrap();
+            conn.push_frame(f, LIMITS, &stats).unwrap();
         }
         conn.push_close(1000, "done");
         expected.extend_from_slice(&frame::encode_close(1000, "done"));
@@ -257,7 +258,7 @@ mod tests {
         assert_eq!(stats.direct_sends.load(Relaxed), 0);
         let small: crate::frame::SharedFrame = Arc::new(frame::encode(frame::OP_TEXT, b"after"));
         assert!(!conn.try_send_direct(&small, &stats), "must not overtake the rest");
-        conn.push_frame(small.clone(), 1024, &stats).unwrap();
+        conn.push_frame(small.clone(), LIMITS, &stats).unwrap();
         conn.push_close(1000, "done");
         conn.push_reader_done();
 
@@ -288,7 +289,7 @@ mod tests {
         conn.push_control(pong.clone());
         let reply: crate::frame::SharedFrame = Arc::new(frame::encode(frame::OP_TEXT, b"reply"));
         assert!(!conn.try_send_direct(&reply, &stats), "the pong is still queued");
-        conn.push_frame(reply.clone(), 1024, &stats).unwrap();
+        conn.push_frame(reply.clone(), LIMITS, &stats).unwrap();
         conn.push_close(1000, "");
         conn.push_reader_done();
         let rx = conn.take_receiver().unwrap();

@@ -6,6 +6,7 @@ use std::sync::Arc;
 
 use crossbeam_channel::{Receiver, Sender};
 
+use crate::connection::outbound::QueueLimits;
 use crate::connection::{ConnShared, PushError};
 use crate::frame::SharedFrame;
 use crate::stats::Stats;
@@ -31,13 +32,13 @@ pub(super) struct Helper {
 }
 
 impl Helper {
-    pub(super) fn start(queue_bound: usize, stats: Arc<Stats>) -> std::io::Result<Helper> {
+    pub(super) fn start(limits: QueueLimits, stats: Arc<Stats>) -> std::io::Result<Helper> {
         let (jobs, job_rx) = crossbeam_channel::bounded::<Half>(1);
         let (done_tx, done) = crossbeam_channel::bounded(1);
         let thread = std::thread::Builder::new().name("wshub-fanout".into()).spawn(move || {
             for half in job_rx {
                 for conn in &half.members {
-                    deliver(conn, half.frame.clone(), true, queue_bound, &stats);
+                    deliver(conn, half.frame.clone(), true, limits, &stats);
                 }
                 drop(half);
                 if done_tx.send(()).is_err() {
@@ -63,18 +64,16 @@ impl Drop for Helper {
 /// Hands `frame` to one member: straight to its socket when `direct` and that
 /// keeps order, else to its writer's queue; a full queue makes it a slow
 /// consumer (closed with 1013), and nobody waits for it.
-pub(super) fn deliver(conn: &ConnShared, frame: SharedFrame, direct: bool, queue_bound: usize, stats: &Stats) {
+pub(super) fn deliver(conn: &ConnShared, frame: SharedFrame, direct: bool, limits: QueueLimits, stats: &Stats) {
     if direct && conn.try_send_direct(&frame, stats) {
         return;
     }
-    if let Err(PushError::Full) = conn.push_frame(frame, queue_bound, stats) {
-        log::warn!(
-            "conn {} ({}): outbound queue full at {} frames; closing it with 1013",
-            conn.id,
-            conn.remote,
-            queue_bound
-        );
-        Stats::add(&stats.dropped_slow_consumer, 1);
-        conn.close_slow_consumer();
-    }
+    let (what, counter) = match conn.push_frame(frame, limits, stats) {
+        Ok(()) => return,
+        Err(PushError::Full) => (format!("{} frames", limits.frames), &stats.dropped_slow_consumer),
+        Err(PushError::OverBytes) => (format!("{} bytes", limits.bytes), &stats.dropped_outbound_bytes),
+    };
+    log::warn!("conn {} ({}): outbound queue full at {what}; closing it with 1013", conn.id, conn.remote);
+    Stats::add(counter, 1);
+    conn.close_slow_consumer();
 }

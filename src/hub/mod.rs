@@ -25,6 +25,7 @@ use std::sync::Arc;
 
 use crossbeam_channel::{Receiver, Sender};
 
+use crate::connection::outbound::QueueLimits;
 use crate::connection::ConnShared;
 use crate::frame::SharedFrame;
 use crate::types::ConnId;
@@ -60,20 +61,20 @@ const KEEPING_UP_BACKLOG: usize = 4;
 pub(crate) struct Hub {
     conns: HashMap<ConnId, Arc<ConnShared>>,
     rooms: Rooms,
-    queue_bound: usize,
+    limits: QueueLimits,
     stats: Arc<Stats>,
     helper: Option<Helper>,
 }
 
 impl Hub {
-    pub(crate) fn new(queue_bound: usize, stats: Arc<Stats>) -> Self {
-        Hub { conns: HashMap::new(), rooms: Rooms::default(), queue_bound, stats, helper: None }
+    pub(crate) fn new(limits: QueueLimits, stats: Arc<Stats>) -> Self {
+        Hub { conns: HashMap::new(), rooms: Rooms::default(), limits, stats, helper: None }
     }
 
     /// Starts the fan-out helper thread (before the server counts as started,
     /// so its thread is there from the first moment).
     pub(crate) fn start_helper(&mut self) {
-        match Helper::start(self.queue_bound, self.stats.clone()) {
+        match Helper::start(self.limits, self.stats.clone()) {
             Ok(helper) => self.helper = Some(helper),
             Err(e) => log::warn!("no fan-out helper thread ({e}); the hub fans out alone"),
         }
@@ -113,7 +114,7 @@ impl Hub {
             }
             Cmd::Send(id, frame) => {
                 if let Some(conn) = self.conns.get(&id) {
-                    deliver(conn, frame, keeping_up(), self.queue_bound, &self.stats);
+                    deliver(conn, frame, keeping_up(), self.limits, &self.stats);
                 }
             }
             Cmd::Broadcast { room, frame, except } => {
@@ -139,7 +140,7 @@ impl Hub {
                     }
                     if Some(id) != except {
                         if let Some(conn) = self.conns.get(&id) {
-                            deliver(conn, frame.clone(), direct, self.queue_bound, &self.stats);
+                            deliver(conn, frame.clone(), direct, self.limits, &self.stats);
                         }
                     }
                 }
@@ -180,6 +181,10 @@ mod tests {
     use std::io::Read;
     use std::sync::atomic::Ordering::Relaxed;
 
+    fn limits(frames: usize) -> QueueLimits {
+        QueueLimits { frames, bytes: usize::MAX }
+    }
+
     impl Hub {
         /// As when commands are waiting: everything goes through the queues.
         fn handle_queued(&mut self, cmd: Cmd) {
@@ -190,8 +195,8 @@ mod tests {
     #[test]
     fn a_large_room_is_split_with_the_helper_and_every_member_gets_every_frame_in_order() {
         let stats = Arc::new(Stats::default());
-        let mut hub = Hub::new(16, stats.clone());
-        hub.helper = Some(Helper::start(16, stats.clone()).unwrap());
+        let mut hub = Hub::new(limits(16), stats.clone());
+        hub.helper = Some(Helper::start(limits(16), stats.clone()).unwrap());
         let members = 2 * SPLIT_AT + 11;
         let conns: Vec<_> = (1..=members as ConnId).map(loopback_conn).collect();
         for (c, _) in &conns {
@@ -219,7 +224,7 @@ mod tests {
     #[test]
     fn an_idle_member_gets_frames_straight_from_the_hub_and_a_backlogged_one_through_its_queue() {
         let stats = Arc::new(Stats::default());
-        let mut hub = Hub::new(16, stats.clone());
+        let mut hub = Hub::new(limits(16), stats.clone());
         let (conn, mut peer) = loopback_conn(1);
         let rx = conn.take_receiver().unwrap();
         hub.handle_queued(Cmd::Register(conn.clone()));
@@ -251,7 +256,7 @@ mod tests {
     #[test]
     fn a_broadcast_shares_one_frame_and_a_full_queue_drops_only_that_member() {
         let stats = Arc::new(Stats::default());
-        let mut hub = Hub::new(2, stats.clone());
+        let mut hub = Hub::new(limits(2), stats.clone());
         let conns: Vec<_> = (1..=3).map(loopback_conn).collect();
         let receivers: Vec<_> = conns.iter().map(|(c, _)| c.take_receiver().unwrap()).collect();
         for (c, _) in &conns {
@@ -271,8 +276,8 @@ mod tests {
         // Members 1 and 3 drain their queues, member 2 does not: with a bound of
         // 2 the third broadcast finds its queue full and closes it, and only it.
         let drain = |i: usize| {
-            while let Ok(Out::Frame(_)) = receivers[i].try_recv() {
-                conns[i].0.frames_done(1);
+            while let Ok(item) = receivers[i].try_recv() {
+                conns[i].0.done(&item);
             }
         };
         drain(0);
