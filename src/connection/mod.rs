@@ -5,7 +5,8 @@
 //!   written by the reader before the WebSocket exists.
 //! - [`reader`]: the connection's first thread. Upgrades, spawns the writer,
 //!   reads frames and runs the handler's callbacks. It never writes to the
-//!   socket after the handshake.
+//!   socket after the handshake. [`frame_meter`] counts the peer's frames on
+//!   the way in (frame-rate and fragment limits).
 //! - [`outbound`]: the one ordering point for every byte written after the
 //!   101: the queue, its bound, direct sends from other threads, and the rule
 //!   that keeps frames in order. Its module comment names every thread that
@@ -13,6 +14,7 @@
 //! - [`writer`]: the connection's second thread. Drains the queue into the
 //!   socket, many frames per `writev`, and sends the heartbeat pings.
 
+pub(crate) mod frame_meter;
 pub(crate) mod handshake;
 pub(crate) mod outbound;
 pub(crate) mod reader;

@@ -20,6 +20,7 @@ use tungstenite::error::{Error as WsError, ProtocolError};
 use tungstenite::protocol::{Role, WebSocketConfig};
 use tungstenite::{Message as WsMessage, WebSocket};
 
+use super::frame_meter::{FrameLimit, FrameMeter};
 use super::{writer, ConnShared};
 use crate::sys::pthread;
 use crate::types::{HttpResponse, Message, Upgrade};
@@ -28,14 +29,23 @@ use crate::hub::Cmd;
 use crate::server::{ServerHandle, ON_CONNECTION_THREAD};
 use crate::stats::Stats;
 
-/// The reader's view of the socket: reads come from it, writes go to the writer.
+/// The reader's view of the socket: reads come from it, counted by the frame
+/// meter; writes go to the writer's queue.
 struct ReaderIo<'a> {
     conn: &'a ConnShared,
+    meter: FrameMeter,
+    /// A limit the bytes read with the request already crossed.
+    crossed: Option<FrameLimit>,
 }
 
 impl Read for ReaderIo<'_> {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        (&self.conn.stream).read(buf)
+        if let Some(limit) = self.crossed {
+            return Err(io::Error::other(limit));
+        }
+        let n = (&self.conn.stream).read(buf)?;
+        self.meter.feed(&buf[..n]).map_err(io::Error::other)?;
+        Ok(n)
     }
 }
 
@@ -150,8 +160,10 @@ fn upgrade<'a>(server: &ServerHandle, conn: &'a ConnShared) -> Option<(Ws<'a>, h
         .write_buffer_size(0)
         .max_message_size(Some(engine.config.max_message_size))
         .max_frame_size(Some(engine.config.max_message_size));
-    let io = ReaderIo { conn };
     let leftover = std::mem::take(&mut request.leftover);
+    let mut meter = FrameMeter::new(engine.config.frame_rate_limit, engine.config.max_fragments);
+    let crossed = meter.feed(&leftover).err();
+    let io = ReaderIo { conn, meter, crossed };
     let ws = WebSocket::from_partially_read(io, leftover, Role::Server, Some(ws_config));
     Some((ws, request))
 }
@@ -241,7 +253,7 @@ fn read_loop(server: &ServerHandle, conn: &ConnShared, ws: &mut Ws<'_>) -> End {
                 };
             }
             Ok(_) => continue, // ping (pong already queued), pong, raw frame
-            Err(e) => return classify(conn, e),
+            Err(e) => return classify(conn, &engine.stats, e),
         };
         Stats::add(&engine.stats.messages_in, 1);
         Stats::add(&engine.stats.bytes_in, message.as_bytes().len() as u64);
@@ -252,7 +264,7 @@ fn read_loop(server: &ServerHandle, conn: &ConnShared, ws: &mut Ws<'_>) -> End {
 }
 
 /// Maps a tungstenite error to how the connection ends.
-fn classify(conn: &ConnShared, e: WsError) -> End {
+fn classify(conn: &ConnShared, stats: &Stats, e: WsError) -> End {
     match e {
         WsError::Capacity(_) => End::Fail(1009, "message too big"),
         WsError::Utf8(_) => End::Fail(1007, "invalid UTF-8"),
@@ -261,8 +273,20 @@ fn classify(conn: &ConnShared, e: WsError) -> End {
             log::debug!("conn {}: protocol error: {p}", conn.id);
             End::Fail(1002, "protocol error")
         }
-        WsError::Io(io) if matches!(io.kind(), io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut) => {
-            log::debug!("conn {}: idle timeout", conn.id);
+        WsError::Io(io) => {
+            if let Some(&limit) = io.get_ref().and_then(|e| e.downcast_ref::<FrameLimit>()) {
+                let counter = match limit {
+                    FrameLimit::Rate => &stats.dropped_frame_rate,
+                    FrameLimit::Fragments => &stats.dropped_fragments,
+                };
+                Stats::add(counter, 1);
+                log::warn!("conn {} ({}): {limit}; closing it", conn.id, conn.remote);
+                let (code, reason) = limit.close();
+                return End::Fail(code, reason);
+            }
+            if matches!(io.kind(), io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut) {
+                log::debug!("conn {}: idle timeout", conn.id);
+            }
             End::Abnormal
         }
         _ => End::Abnormal,
