@@ -229,7 +229,7 @@ start_server() { # server, case -> sets SERVER_PID and URL
         wshub)
             local extra=()
             [[ "$case" == conns ]] && extra=(--max-connections "$((CONNS + 100))")
-            "$WSHUB" --bind 127.0.0.1:0 --rate-limit 0 --log-level warn "${extra[@]}" >"$out" 2>"$err" &
+            "$WSHUB" --bind 127.0.0.1:0 --rate-limit 0 --frame-rate-limit 0 --log-level warn "${extra[@]}" >"$out" 2>"$err" &
             ;;
         node)
             node "$PEER/server.js" --port 0 >"$out" 2>"$err" &

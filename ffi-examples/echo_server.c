@@ -2,8 +2,11 @@
  * echo_server: echoes every text and binary message on ws://127.0.0.1:PORT/ws.
  *
  *   ./build/echo_server 9001      (port 0 picks a free port)
- *   ./build/echo_server 9001 33554432   (and a larger message limit, in bytes:
- *                                        the Autobahn run needs 16 MB messages)
+ *   ./build/echo_server 9001 33554432   (conformance mode: a larger message
+ *                                        limit in bytes, 4x that queued per
+ *                                        client, no frame-rate or fragment
+ *                                        limits: the Autobahn run needs 16 MB
+ *                                        messages and 1000-message bursts)
  *
  * Shows: the config builder, wshub_start with one callback, wshub_send from
  * inside a callback, and a clean SIGINT shutdown with wshub_stop.
@@ -57,6 +60,12 @@ int main(int argc, char **argv) {
     rc = wshub_config_set_bind(config, address);
     if (rc == WSHUB_OK && max_message > 0)
         rc = wshub_config_set_max_message_size(config, max_message);
+    if (rc == WSHUB_OK && max_message > 0)
+        rc = wshub_config_set_outbound_max_bytes(config, 4 * max_message);
+    if (rc == WSHUB_OK && max_message > 0)
+        rc = wshub_config_set_frame_rate_limit(config, 0);
+    if (rc == WSHUB_OK && max_message > 0)
+        rc = wshub_config_set_max_fragments(config, 0);
     if (rc == WSHUB_OK) {
         callbacks.on_message = on_message;
         rc = wshub_start(config, &callbacks, NULL, &server);

@@ -342,6 +342,27 @@ wshub_result wshub_config_set_max_message_size(wshub_config *config, size_t valu
 wshub_result wshub_config_set_outbound_queue(wshub_config *config, size_t value);
 
 /*
+ Bytes that may wait in one connection's outbound queue (data frames,
+ replies, its pong and close frames) before it is closed with 1013 as a
+ slow consumer; a single larger frame is still sent when nothing else is
+ queued. Default 4 MiB.
+ */
+wshub_result wshub_config_set_outbound_max_bytes(wshub_config *config, size_t value);
+
+/*
+ Frames per second one connection may send, every kind counted (data,
+ continuation, ping, pong, close), with a burst of twice as many; past it
+ the connection is closed with 1008. 0 turns the limit off. Default 1000.
+ */
+wshub_result wshub_config_set_frame_rate_limit(wshub_config *config, uint32_t value);
+
+/*
+ Frames one message may arrive in; a message in more closes the connection
+ with 1009. 0 turns the limit off. Default 1024.
+ */
+wshub_result wshub_config_set_max_fragments(wshub_config *config, size_t value);
+
+/*
  Open WebSocket connections allowed at once; one more is refused with 503.
  Default 10000.
  */

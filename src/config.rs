@@ -33,6 +33,18 @@ pub struct Config {
     /// Frames that may wait in one connection's outbound queue. A connection whose
     /// queue is full is a slow consumer and is closed with 1013.
     pub outbound_queue: usize,
+    /// Bytes that may wait in one connection's outbound queue: data frames,
+    /// replies, replays, its pong and close frames, until written. Past it the
+    /// connection is a slow consumer and is closed with 1013. A single frame
+    /// larger than this is still sent when nothing else is queued.
+    pub outbound_max_bytes: usize,
+    /// Frames per second a connection may send, every kind counted (data,
+    /// continuation, ping, pong, close), with a burst of twice as many; past
+    /// it the connection is closed with 1008. 0 turns the limit off.
+    pub frame_rate_limit: u32,
+    /// Frames one message may arrive in; a message in more closes the
+    /// connection with 1009. 0 turns the limit off.
+    pub max_fragments: usize,
     /// How often the writer pings an open connection.
     pub heartbeat_interval: Duration,
     /// A connection that sends nothing (no frame, no pong) for this long is
@@ -72,6 +84,9 @@ impl Default for Config {
             path: "/ws".to_owned(),
             max_message_size: 1 << 20,
             outbound_queue: 1024,
+            outbound_max_bytes: 4 << 20,
+            frame_rate_limit: 1000,
+            max_fragments: 1024,
             heartbeat_interval: Duration::from_secs(30),
             idle_timeout: Duration::from_secs(45),
             max_connections: 10_000,
@@ -109,6 +124,12 @@ setters! {
     max_message_size: usize;
     /// Sets [`Config::outbound_queue`].
     outbound_queue: usize;
+    /// Sets [`Config::outbound_max_bytes`].
+    outbound_max_bytes: usize;
+    /// Sets [`Config::frame_rate_limit`].
+    frame_rate_limit: u32;
+    /// Sets [`Config::max_fragments`].
+    max_fragments: usize;
     /// Sets [`Config::heartbeat_interval`].
     heartbeat_interval: Duration;
     /// Sets [`Config::idle_timeout`].
@@ -147,6 +168,7 @@ impl Config {
         let nonzero = [
             ("max_message_size", self.max_message_size),
             ("outbound_queue", self.outbound_queue),
+            ("outbound_max_bytes", self.outbound_max_bytes),
             ("max_connections", self.max_connections),
             ("read_buffer_size", self.read_buffer_size),
             ("write_buffer_size", self.write_buffer_size),

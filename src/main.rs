@@ -41,6 +41,15 @@ struct Cli {
     /// Frames that may queue for one client before it is closed with 1013.
     #[arg(long, default_value_t = Config::default().outbound_queue)]
     outbound_queue: usize,
+    /// Bytes that may queue for one client (data, replies, replays, pongs, close) before it is closed with 1013.
+    #[arg(long, default_value_t = Config::default().outbound_max_bytes)]
+    outbound_max_bytes: usize,
+    /// Frames per second one client may send, every kind counted, burst twice that; past it closes with 1008; 0 = off.
+    #[arg(long, default_value_t = Config::default().frame_rate_limit)]
+    frame_rate_limit: u32,
+    /// Frames one message may arrive in; more closes with 1009; 0 = no limit.
+    #[arg(long, default_value_t = Config::default().max_fragments)]
+    max_fragments: usize,
     /// Milliseconds between server pings.
     #[arg(long, default_value_t = ms(Config::default().heartbeat_interval))]
     heartbeat_ms: u64,
@@ -126,6 +135,9 @@ impl Cli {
             path,
             max_message_size,
             outbound_queue,
+            outbound_max_bytes,
+            frame_rate_limit,
+            max_fragments,
             heartbeat_ms,
             idle_timeout_ms,
             max_connections,
@@ -166,6 +178,9 @@ impl Cli {
             .path(self.path.clone())
             .max_message_size(self.max_message_size)
             .outbound_queue(self.outbound_queue)
+            .outbound_max_bytes(self.outbound_max_bytes)
+            .frame_rate_limit(self.frame_rate_limit)
+            .max_fragments(self.max_fragments)
             .heartbeat_interval(Duration::from_millis(self.heartbeat_ms))
             .idle_timeout(Duration::from_millis(self.idle_timeout_ms))
             .max_connections(self.max_connections)

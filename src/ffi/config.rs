@@ -115,6 +115,39 @@ pub extern "C" fn wshub_config_set_outbound_queue(config: *mut wshub_config, val
     }
 }
 
+/// Bytes that may wait in one connection's outbound queue (data frames,
+/// replies, its pong and close frames) before it is closed with 1013 as a
+/// slow consumer; a single larger frame is still sent when nothing else is
+/// queued. Default 4 MiB.
+#[no_mangle]
+pub extern "C" fn wshub_config_set_outbound_max_bytes(config: *mut wshub_config, value: usize) -> wshub_result {
+    ffi_boundary! {
+        try_out!(config).config.outbound_max_bytes = value;
+        wshub_result::WSHUB_OK
+    }
+}
+
+/// Frames per second one connection may send, every kind counted (data,
+/// continuation, ping, pong, close), with a burst of twice as many; past it
+/// the connection is closed with 1008. 0 turns the limit off. Default 1000.
+#[no_mangle]
+pub extern "C" fn wshub_config_set_frame_rate_limit(config: *mut wshub_config, value: u32) -> wshub_result {
+    ffi_boundary! {
+        try_out!(config).config.frame_rate_limit = value;
+        wshub_result::WSHUB_OK
+    }
+}
+
+/// Frames one message may arrive in; a message in more closes the connection
+/// with 1009. 0 turns the limit off. Default 1024.
+#[no_mangle]
+pub extern "C" fn wshub_config_set_max_fragments(config: *mut wshub_config, value: usize) -> wshub_result {
+    ffi_boundary! {
+        try_out!(config).config.max_fragments = value;
+        wshub_result::WSHUB_OK
+    }
+}
+
 /// Open WebSocket connections allowed at once; one more is refused with 503.
 /// Default 10000.
 #[no_mangle]

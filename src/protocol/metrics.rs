@@ -65,6 +65,9 @@ impl Metrics {
             "Messages or connections dropped, by reason.",
             &[
                 (r#"{reason="slow_consumer"}"#.to_owned(), s.dropped_slow_consumer),
+                (r#"{reason="outbound_bytes"}"#.to_owned(), s.dropped_outbound_bytes),
+                (r#"{reason="frame_rate"}"#.to_owned(), s.dropped_frame_rate),
+                (r#"{reason="fragments"}"#.to_owned(), s.dropped_fragments),
                 (r#"{reason="rate_limited"}"#.to_owned(), self.rate_limited.load(Relaxed)),
             ],
         );

@@ -151,6 +151,9 @@ static void null_everything(void) {
     CHECK_RC(wshub_config_set_path(config, NULL), WSHUB_NULL_PARAMETER);
     CHECK_RC(wshub_config_set_max_message_size(NULL, 1), WSHUB_NULL_PARAMETER);
     CHECK_RC(wshub_config_set_outbound_queue(NULL, 1), WSHUB_NULL_PARAMETER);
+    CHECK_RC(wshub_config_set_outbound_max_bytes(NULL, 1), WSHUB_NULL_PARAMETER);
+    CHECK_RC(wshub_config_set_frame_rate_limit(NULL, 1), WSHUB_NULL_PARAMETER);
+    CHECK_RC(wshub_config_set_max_fragments(NULL, 1), WSHUB_NULL_PARAMETER);
     CHECK_RC(wshub_config_set_max_connections(NULL, 1), WSHUB_NULL_PARAMETER);
     CHECK_RC(wshub_config_set_reader_stack_size(NULL, 1), WSHUB_NULL_PARAMETER);
     CHECK_RC(wshub_config_set_writer_stack_size(NULL, 1), WSHUB_NULL_PARAMETER);
