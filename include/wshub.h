@@ -63,7 +63,7 @@ enum wshub_result
   WSHUB_INVALID_ARGUMENT = 2,
   /*
    `wshub_start` refused the configuration (a zero limit, a path without
-   a leading '/', a stack below 64 KiB).
+   a leading '/', a stack below 64 KiB or above 256 MiB).
    */
   WSHUB_INVALID_CONFIG = 3,
   /*
@@ -348,13 +348,17 @@ wshub_result wshub_config_set_outbound_queue(wshub_config *config, size_t value)
 wshub_result wshub_config_set_max_connections(wshub_config *config, size_t value);
 
 /*
- Stack bytes reserved for each reader thread, which runs the callbacks.
- At least 65536. Default 256 KiB.
+ Stack bytes reserved for each reader thread, which runs the callbacks,
+ for their own use: 65536 to 268435456 (else wshub_start returns
+ WSHUB_INVALID_CONFIG); glibc's thread descriptor and TLS come on top.
+ Default 256 KiB. With the built-in protocol on, 65536 is enough for any
+ message (it refuses JSON nested over 32 deep); your callbacks' own frames
+ come on top of what wshub needs.
  */
 wshub_result wshub_config_set_reader_stack_size(wshub_config *config, size_t value);
 
 /*
- Stack bytes reserved for each writer thread. At least 65536. Default 128 KiB.
+ Stack bytes reserved for each writer thread: 65536 to 268435456. Default 128 KiB.
  */
 wshub_result wshub_config_set_writer_stack_size(wshub_config *config, size_t value);
 

@@ -40,6 +40,7 @@ impl Server {
     /// handle. Connections are served until [`ServerHandle::stop`].
     pub fn start(config: Config, handler: impl Handler) -> Result<ServerHandle> {
         config.validate().map_err(Error::InvalidConfig)?;
+        pthread::watch_fork();
         let listener = TcpListener::bind(config.bind)?;
         crate::sock::deepen_backlog(&listener)?;
         // A reader and a writer per connection, most of them waiting on futexes.
