@@ -143,6 +143,7 @@ fn upgrade<'a>(server: &ServerHandle, conn: &'a ConnShared) -> Option<(Ws<'a>, h
     // Held back until the first message or the end of on_connect (see `serve`).
     if crate::sock::send_all_more(&conn.stream, &response).is_err() {
         inner.release_connection_slot();
+        guarded(|| inner.handler.on_upgrade_failed(server, conn.id));
         return None;
     }
     let ws_config = WebSocketConfig::default()
@@ -165,6 +166,7 @@ fn serve(server: &ServerHandle, conn: &Arc<ConnShared>, mut ws: Ws<'_>, request:
         let (conn2, config2, stats2) = (conn.clone(), config.clone(), inner.stats.clone());
         let Some(rx) = conn.take_receiver() else {
             inner.release_connection_slot();
+            guarded(|| inner.handler.on_upgrade_failed(server, conn.id));
             return;
         };
         match pthread::spawn(&format!("wshub-w{}", conn.id), config.writer_stack_size, move || {
@@ -174,6 +176,7 @@ fn serve(server: &ServerHandle, conn: &Arc<ConnShared>, mut ws: Ws<'_>, request:
             Err(e) => {
                 log::error!("conn {}: cannot spawn its writer thread: {e}", conn.id);
                 inner.release_connection_slot();
+                guarded(|| inner.handler.on_upgrade_failed(server, conn.id));
                 return;
             }
         }

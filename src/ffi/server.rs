@@ -328,6 +328,16 @@ impl Handler for FfiHandler {
         upgrade
     }
 
+    fn on_upgrade_failed(&self, handle: &ServerHandle, conn: ConnId) {
+        // No on_connect and no on_close will come: what on_upgrade attached
+        // (identity, user_data) goes now, or it would stay for every peer
+        // that resets before its 101.
+        self.server.conns.remove(conn);
+        if let Some(protocol) = &self.protocol {
+            protocol.on_upgrade_failed(handle, conn);
+        }
+    }
+
     fn on_http(&self, handle: &ServerHandle, request: &RequestInfo) -> HttpResponse {
         match &self.protocol {
             Some(protocol) => protocol.on_http(handle, request),
