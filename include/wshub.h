@@ -636,23 +636,36 @@ wshub_result wshub_start_polling(const wshub_config *config, wshub_server **serv
  Stops the server gracefully and frees it: no new connections; each open
  connection gets what is already queued for it, then a 1001 close (and its
  on_close / close event); connections not finished after the shutdown
- timeout are cut; every wshub thread is finished when this returns, and no
- callback runs after it. Pull mode: events not yet taken are freed (waiting
+ timeout are cut. Pull mode: events not yet taken are freed (waiting
  upgrades are refused with 503). The pointer is invalid afterwards: no other
  application thread may be using it (e.g. blocked in `wshub_poll_event`)
  when this is called; use `wshub_shutdown` first to wake such threads. NULL
  is a no-op.
 
- From inside a callback it cannot wait for its own thread: it starts the
- stop and returns at once; the server is freed when the stop completes, and
- the `server` pointer stays valid until that callback returns (other
- callbacks, e.g. on_close during the drain, still receive a valid pointer).
+ What is guaranteed when it returns: every callback has returned and none
+ will run again, so the application may free its `user_data` and what its
+ connections' user data point to. It waits as long as a callback keeps
+ running (logging a warning every 5 s), so a callback must never wait for
+ the thread that calls wshub_stop (e.g. for a lock that thread holds while
+ calling it). wshub's threads have finished their work by then but may
+ still be executing their last instructions of thread exit: do not unload
+ the library (dlclose) while the process lives.
+
+ From inside a callback it cannot wait for its own thread: it hands the
+ stop to a thread the server made when it started (so the stop happens
+ even when no thread can be created any more) and returns at once; the
+ server is freed when the stop completes. Until then callbacks still run
+ (this one, and on_close during the drain) with a valid `server` pointer,
+ and nothing tells the application when it is over: an application that
+ must know (to free `user_data`, to exit) should have one of its own
+ threads call wshub_stop instead. When several callbacks call it at once,
+ the first stops the server and the others return at once.
  */
 void wshub_stop(wshub_server *server);
 
 /*
- Like `wshub_stop` but keeps the handle: afterwards every function on it
- returns WSHUB_STOPPED, and in pull mode the events queued during the
+ Like `wshub_stop` but keeps the handle (and waits for callbacks the same
+ way): afterwards every function on it returns WSHUB_STOPPED, and in pull mode the events queued during the
  shutdown (closes) can still be taken until WSHUB_STOPPED. Free it with
  `wshub_stop`. Must not be called from inside a callback (returns
  WSHUB_WRONG_MODE there).

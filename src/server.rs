@@ -55,6 +55,24 @@ impl Server {
         let hub_thread = std::thread::Builder::new()
             .name("wshub-hub".into())
             .spawn(move || hub.run(hub_rx))?;
+        // A stop asked for from inside a callback cannot run on the callback's
+        // thread, and must not depend on creating a thread then: the server
+        // may be out of threads exactly when it is asked to stop. So the
+        // thread that will run it is made now, and waits.
+        let (stopper_tx, stopper_rx) = crossbeam_channel::unbounded::<StopJob>();
+        let stopper = std::thread::Builder::new().name("wshub-stopper".into()).spawn(move || {
+            while let Ok(job) = stopper_rx.recv() {
+                job();
+            }
+        });
+        let stopper = match stopper {
+            Ok(t) => t,
+            Err(e) => {
+                let _ = hub::submit(&hub_tx, Cmd::Shutdown);
+                let _ = hub_thread.join();
+                return Err(e.into());
+            }
+        };
         let inner = Arc::new(Inner {
             config,
             local_addr,
@@ -72,6 +90,8 @@ impl Server {
             listener: listener.clone(),
             threads: Mutex::new(Vec::new()),
             reader_threads: Arc::default(),
+            stopper_tx: Mutex::new(Some(stopper_tx)),
+            stopper: Mutex::new(Some(stopper)),
         });
         let handle = ServerHandle { inner };
         let acceptor = {
@@ -85,6 +105,7 @@ impl Server {
             Err(e) => {
                 handle.inner.send_to_hub(Cmd::Shutdown);
                 let _ = hub_thread.join();
+                handle.inner.release_stopper();
                 return Err(e.into());
             }
         };
@@ -260,17 +281,27 @@ impl ServerHandle {
     /// that have not finished after `shutdown_timeout` are cut; every thread is
     /// joined. Returns when all of that is done, except when called from inside
     /// a callback: then it starts the stop and returns at once (the callback's
-    /// own thread cannot be joined while it runs). Later calls wait for the
-    /// first to finish.
+    /// own thread cannot be joined while it runs); the stop runs on a thread
+    /// the server made when it started, so it happens even when no thread can
+    /// be created any more. Later calls wait for the first to finish.
     pub fn stop(&self) {
         if ON_CONNECTION_THREAD.with(Cell::get) {
             let inner = self.inner.clone();
-            let _ = std::thread::Builder::new()
-                .name("wshub-stop".into())
-                .spawn(move || inner.stop());
+            self.stop_in_background(Box::new(move || inner.stop()));
             return;
         }
         self.inner.stop();
+    }
+
+    /// Runs `job` (which stops the server) on the server's stopper thread.
+    /// Nothing is done when the server has already stopped, which is what
+    /// `job` would have done.
+    pub(crate) fn stop_in_background(&self, job: StopJob) {
+        let tx = self.inner.stopper_tx.lock().clone();
+        if let Some(tx) = tx {
+            // Fails only once the stopper has exited, after the stop.
+            let _ = tx.send(job);
+        }
     }
 
     fn ask<T>(&self, make: impl FnOnce(Sender<T>) -> Cmd) -> Result<T> {
@@ -287,6 +318,9 @@ fn check_room(room: &str) -> Result<()> {
         Err(Error::InvalidRoom)
     }
 }
+
+/// What the stopper thread runs: a stop asked for from inside a callback.
+pub(crate) type StopJob = Box<dyn FnOnce() + Send>;
 
 /// The state every thread of one server shares.
 pub(crate) struct Inner {
@@ -311,6 +345,10 @@ pub(crate) struct Inner {
     threads: Mutex<Vec<JoinHandle<()>>>,
     /// Reader threads not yet finished (they are detached; see `pthread::reap_detached`).
     pub reader_threads: Arc<std::sync::atomic::AtomicUsize>,
+    /// Where stops from inside callbacks go (see [`ServerHandle::stop`]);
+    /// dropped at the end of the stop, which lets the stopper thread exit.
+    stopper_tx: Mutex<Option<Sender<StopJob>>>,
+    stopper: Mutex<Option<JoinHandle<()>>>,
 }
 
 impl Inner {
@@ -445,6 +483,20 @@ impl Inner {
         }
         *self.stopped.lock() = true;
         self.stopped_changed.notify_all();
+        // After `stopped`: a stop job queued meanwhile only waits for it.
+        self.release_stopper();
         log::info!("stopped");
+    }
+
+    /// Lets the stopper thread finish what is queued and exit, and joins it,
+    /// unless this is the stopper thread (then it exits when its job returns).
+    fn release_stopper(&self) {
+        drop(self.stopper_tx.lock().take());
+        let stopper = self.stopper.lock().take();
+        if let Some(t) = stopper {
+            if t.thread().id() != std::thread::current().id() {
+                let _ = t.join();
+            }
+        }
     }
 }

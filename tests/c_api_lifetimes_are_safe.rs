@@ -49,3 +49,36 @@ fn peers_that_reset_before_their_101_leave_no_connection_state() {
     let stdout = run_c_test("reset_after_upgrade", false);
     assert!(stdout.contains("reset peers leave nothing ok"), "{stdout}");
 }
+
+#[test]
+fn stop_from_a_callback_happens_when_no_thread_can_be_created() {
+    let stdout = run_c_test("stop_without_threads", true);
+    assert!(stdout.contains("stop without threads ok"), "{stdout}");
+}
+
+#[test]
+fn stop_returns_only_after_every_callback_has_run() {
+    let stdout = run_c_test("stop_waits_for_callbacks", false);
+    assert!(stdout.contains("stop waits for callbacks ok"), "{stdout}");
+}
+
+/// ASan sees only the C side; a reference taken twice shows in Rust code
+/// (an Arc's count written after it was freed), which only valgrind sees:
+/// the same program, built without sanitizers, runs under memcheck too.
+#[test]
+fn two_callbacks_may_call_stop_at_once() {
+    let stdout = run_c_test("two_callbacks_stop_at_once", false);
+    assert!(stdout.contains("two stops at once ok"), "{stdout}");
+    if std::env::var_os("WSHUB_SKIP_VALGRIND").is_some() {
+        return;
+    }
+    let bin = make("tests/c", "c-api-plain", "").join("two_callbacks_stop_at_once");
+    let out = Command::new("valgrind")
+        .args(["--error-exitcode=1", "--leak-check=no", "-q"])
+        .arg(bin)
+        .output()
+        .expect("valgrind is not installed (apt-get install valgrind), or set WSHUB_SKIP_VALGRIND=1");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "under valgrind: {:?}\n{stderr}", out.status);
+    assert!(String::from_utf8_lossy(&out.stdout).contains("two stops at once ok"), "{stderr}");
+}
