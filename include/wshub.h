@@ -110,6 +110,13 @@ enum wshub_result
    */
   WSHUB_NOT_FOUND = 13,
   /*
+   Called in a child process forked from one that used wshub: the
+   parent's wshub threads do not exist there, so no wshub function works
+   in the child (only `wshub_error_message` and `wshub_version` answer).
+   Start servers after `fork`, or `exec` in the child.
+   */
+  WSHUB_FORKED = 14,
+  /*
    wshub hit an internal bug (a Rust panic); it was contained, but the
    operation did not happen.
    */
@@ -265,10 +272,13 @@ typedef void (*wshub_on_close)(void *user_data,
  concurrent with each other and come in the order on_upgrade, on_connect,
  on_message..., on_close. Every on_connect is followed by exactly one
  on_close; a refused upgrade gets no further callback, and neither does an
- accepted one whose 101 cannot be sent (the client vanished), so allocate
- per-connection resources in on_connect, not in on_upgrade. Every wshub
- function may be called from inside
- any callback, including wshub_stop. Callbacks must not throw C++
+ accepted one whose 101 cannot be sent (the client vanished) or whose
+ writer thread cannot be created: wshub then forgets the identity and user
+ data attached in on_upgrade itself, but cannot free what the user data
+ points to, so allocate per-connection resources in on_connect, not in
+ on_upgrade. Every wshub function may be called from inside
+ any callback, including wshub_stop. In a child process forked from one
+ that used wshub, every wshub function fails with WSHUB_FORKED. Callbacks must not throw C++
  exceptions or longjmp out. The struct is copied by wshub_start.
  */
 typedef struct {

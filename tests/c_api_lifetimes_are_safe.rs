@@ -2,7 +2,8 @@
 //! run under ASan + UBSan (LeakSanitizer included): peers that reset before
 //! their 101 leave no per-connection state behind; `wshub_stop` from a
 //! callback works when no thread can be created, and from two callbacks at
-//! once; `wshub_stop` does not return while a callback is still to run.
+//! once; `wshub_stop` does not return while a callback is still to run; a
+//! forked child gets `WSHUB_FORKED` from every call.
 
 mod c_common;
 use c_common as common;
@@ -81,4 +82,10 @@ fn two_callbacks_may_call_stop_at_once() {
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(out.status.success(), "under valgrind: {:?}\n{stderr}", out.status);
     assert!(String::from_utf8_lossy(&out.stdout).contains("two stops at once ok"), "{stderr}");
+}
+
+#[test]
+fn a_forked_child_gets_wshub_forked_from_every_call() {
+    let stdout = run_c_test("fork_child_gets_errors", false);
+    assert!(stdout.contains("fork child gets errors ok"), "{stdout}");
 }

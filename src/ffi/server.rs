@@ -106,10 +106,13 @@ pub type wshub_on_close = Option<
 /// concurrent with each other and come in the order on_upgrade, on_connect,
 /// on_message..., on_close. Every on_connect is followed by exactly one
 /// on_close; a refused upgrade gets no further callback, and neither does an
-/// accepted one whose 101 cannot be sent (the client vanished), so allocate
-/// per-connection resources in on_connect, not in on_upgrade. Every wshub
-/// function may be called from inside
-/// any callback, including wshub_stop. Callbacks must not throw C++
+/// accepted one whose 101 cannot be sent (the client vanished) or whose
+/// writer thread cannot be created: wshub then forgets the identity and user
+/// data attached in on_upgrade itself, but cannot free what the user data
+/// points to, so allocate per-connection resources in on_connect, not in
+/// on_upgrade. Every wshub function may be called from inside
+/// any callback, including wshub_stop. In a child process forked from one
+/// that used wshub, every wshub function fails with WSHUB_FORKED. Callbacks must not throw C++
 /// exceptions or longjmp out. The struct is copied by wshub_start.
 #[repr(C)]
 #[derive(Clone, Copy)]
