@@ -349,6 +349,41 @@ mod tests {
         assert_eq!(libc::WTERMSIG(status), libc::SIGSEGV, "at {guard:#x}");
     }
 
+    /// `mlockall(MCL_FUTURE)` makes guard markers fail with EINVAL on new
+    /// mappings: that costs the threads started meanwhile a glibc stack, not
+    /// the pool for good, and stacks mapped before stay in use. Runs in a
+    /// child process (this test binary again), as mlockall is process-wide.
+    #[test]
+    fn a_locked_process_loses_new_chunks_for_a_while_not_the_pool() {
+        const NAME: &str = "ffi::stacks::tests::a_locked_process_loses_new_chunks_for_a_while_not_the_pool";
+        if std::env::var_os("WSHUB_TEST_MLOCK_CHILD").is_none() {
+            let out = std::process::Command::new(std::env::current_exe().unwrap())
+                .args(["--exact", NAME, "--test-threads=1", "--nocapture"])
+                .env("WSHUB_TEST_MLOCK_CHILD", "1")
+                .output()
+                .unwrap();
+            let text = String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr);
+            assert!(out.status.success() && text.contains("1 passed"), "{text}");
+            return;
+        }
+        const SIZE: usize = 100 * 1024; // a size no other test uses
+        let Some(first) = take(SIZE) else {
+            eprintln!("no guard markers on this kernel: nothing to test");
+            return;
+        };
+        // SAFETY: mlockall/munlockall take flags only; this is a child process
+        // of its own.
+        assert_eq!(unsafe { libc::mlockall(libc::MCL_FUTURE) }, 0, "{}", std::io::Error::last_os_error());
+        let rest: Vec<_> = (1..STACKS_PER_CHUNK).map(|_| take(SIZE)).collect();
+        assert!(rest.iter().all(Option::is_some), "stacks mapped before the lock stay in use");
+        assert_eq!(take(SIZE), None, "a new chunk cannot get guard markers while locked");
+        // SAFETY: as above.
+        unsafe { libc::munlockall() };
+        let again = take(SIZE);
+        assert!(again.is_some(), "the pool must work again once the process is unlocked");
+        rest.into_iter().flatten().chain([first]).chain(again).for_each(give_back);
+    }
+
     #[test]
     fn pages_below_the_stack_pointer_are_released() {
         let Some(stack) = take(128 * 1024) else { return };
