@@ -63,7 +63,7 @@ enum wshub_result
   WSHUB_INVALID_ARGUMENT = 2,
   /*
    `wshub_start` refused the configuration (a zero limit, a path without
-   a leading '/', a stack below 64 KiB).
+   a leading '/', a stack below 64 KiB or above 256 MiB).
    */
   WSHUB_INVALID_CONFIG = 3,
   /*
@@ -109,6 +109,13 @@ enum wshub_result
    The value asked for does not exist (e.g. no identity was attached).
    */
   WSHUB_NOT_FOUND = 13,
+  /*
+   Called in a child process forked from one that used wshub: the
+   parent's wshub threads do not exist there, so no wshub function works
+   in the child (only `wshub_error_message` and `wshub_version` answer).
+   Start servers after `fork`, or `exec` in the child.
+   */
+  WSHUB_FORKED = 14,
   /*
    wshub hit an internal bug (a Rust panic); it was contained, but the
    operation did not happen.
@@ -265,10 +272,13 @@ typedef void (*wshub_on_close)(void *user_data,
  concurrent with each other and come in the order on_upgrade, on_connect,
  on_message..., on_close. Every on_connect is followed by exactly one
  on_close; a refused upgrade gets no further callback, and neither does an
- accepted one whose 101 cannot be sent (the client vanished), so allocate
- per-connection resources in on_connect, not in on_upgrade. Every wshub
- function may be called from inside
- any callback, including wshub_stop. Callbacks must not throw C++
+ accepted one whose 101 cannot be sent (the client vanished) or whose
+ writer thread cannot be created: wshub then forgets the identity and user
+ data attached in on_upgrade itself, but cannot free what the user data
+ points to, so allocate per-connection resources in on_connect, not in
+ on_upgrade. Every wshub function may be called from inside
+ any callback, including wshub_stop. In a child process forked from one
+ that used wshub, every wshub function fails with WSHUB_FORKED. Callbacks must not throw C++
  exceptions or longjmp out. The struct is copied by wshub_start.
  */
 typedef struct {
@@ -369,13 +379,17 @@ wshub_result wshub_config_set_max_fragments(wshub_config *config, size_t value);
 wshub_result wshub_config_set_max_connections(wshub_config *config, size_t value);
 
 /*
- Stack bytes reserved for each reader thread, which runs the callbacks.
- At least 65536. Default 256 KiB.
+ Stack bytes reserved for each reader thread, which runs the callbacks,
+ for their own use: 65536 to 268435456 (else wshub_start returns
+ WSHUB_INVALID_CONFIG); glibc's thread descriptor and TLS come on top.
+ Default 256 KiB. With the built-in protocol on, 65536 is enough for any
+ message (it refuses JSON nested over 32 deep); your callbacks' own frames
+ come on top of what wshub needs.
  */
 wshub_result wshub_config_set_reader_stack_size(wshub_config *config, size_t value);
 
 /*
- Stack bytes reserved for each writer thread. At least 65536. Default 128 KiB.
+ Stack bytes reserved for each writer thread: 65536 to 268435456. Default 128 KiB.
  */
 wshub_result wshub_config_set_writer_stack_size(wshub_config *config, size_t value);
 
@@ -653,23 +667,36 @@ wshub_result wshub_start_polling(const wshub_config *config, wshub_server **serv
  Stops the server gracefully and frees it: no new connections; each open
  connection gets what is already queued for it, then a 1001 close (and its
  on_close / close event); connections not finished after the shutdown
- timeout are cut; every wshub thread is finished when this returns, and no
- callback runs after it. Pull mode: events not yet taken are freed (waiting
+ timeout are cut. Pull mode: events not yet taken are freed (waiting
  upgrades are refused with 503). The pointer is invalid afterwards: no other
  application thread may be using it (e.g. blocked in `wshub_poll_event`)
  when this is called; use `wshub_shutdown` first to wake such threads. NULL
  is a no-op.
 
- From inside a callback it cannot wait for its own thread: it starts the
- stop and returns at once; the server is freed when the stop completes, and
- the `server` pointer stays valid until that callback returns (other
- callbacks, e.g. on_close during the drain, still receive a valid pointer).
+ What is guaranteed when it returns: every callback has returned and none
+ will run again, so the application may free its `user_data` and what its
+ connections' user data point to. It waits as long as a callback keeps
+ running (logging a warning every 5 s), so a callback must never wait for
+ the thread that calls wshub_stop (e.g. for a lock that thread holds while
+ calling it). wshub's threads have finished their work by then but may
+ still be executing their last instructions of thread exit: do not unload
+ the library (dlclose) while the process lives.
+
+ From inside a callback it cannot wait for its own thread: it hands the
+ stop to a thread the server made when it started (so the stop happens
+ even when no thread can be created any more) and returns at once; the
+ server is freed when the stop completes. Until then callbacks still run
+ (this one, and on_close during the drain) with a valid `server` pointer,
+ and nothing tells the application when it is over: an application that
+ must know (to free `user_data`, to exit) should have one of its own
+ threads call wshub_stop instead. When several callbacks call it at once,
+ the first stops the server and the others return at once.
  */
 void wshub_stop(wshub_server *server);
 
 /*
- Like `wshub_stop` but keeps the handle: afterwards every function on it
- returns WSHUB_STOPPED, and in pull mode the events queued during the
+ Like `wshub_stop` but keeps the handle (and waits for callbacks the same
+ way): afterwards every function on it returns WSHUB_STOPPED, and in pull mode the events queued during the
  shutdown (closes) can still be taken until WSHUB_STOPPED. Free it with
  `wshub_stop`. Must not be called from inside a callback (returns
  WSHUB_WRONG_MODE there).

@@ -53,7 +53,8 @@ pub struct Config {
     /// Open WebSocket connections allowed at once; one more is refused with 503.
     pub max_connections: usize,
     /// Stack reserved for each reader thread, which also runs the handler's
-    /// callbacks. Only touched pages cost memory.
+    /// callbacks: 64 KiB to 256 MiB for their own use; glibc's thread
+    /// descriptor and TLS come on top. Only touched pages cost memory.
     pub reader_stack_size: usize,
     /// Stack reserved for each writer thread.
     pub writer_stack_size: usize,
@@ -187,8 +188,12 @@ impl Config {
             return Err(format!("{name} must be greater than 0"));
         }
         const MIN_STACK: usize = 64 * 1024;
-        if self.reader_stack_size < MIN_STACK || self.writer_stack_size < MIN_STACK {
-            return Err(format!("thread stack sizes must be at least {MIN_STACK} bytes"));
+        // Far above any need; keeps the stack arithmetic (glibc's share,
+        // guards, 32 stacks per mapping) far from overflowing.
+        const MAX_STACK: usize = 256 * 1024 * 1024;
+        let stacks = [self.reader_stack_size, self.writer_stack_size];
+        if stacks.iter().any(|s| !(MIN_STACK..=MAX_STACK).contains(s)) {
+            return Err(format!("thread stack sizes must be {MIN_STACK} to {MAX_STACK} bytes"));
         }
         if !self.path.starts_with('/') {
             return Err("path must start with '/'".to_owned());
@@ -219,5 +224,8 @@ mod tests {
         assert!(err.contains("idle_timeout"), "{err}");
         assert!(Config::default().path("ws").validate().is_err());
         assert!(Config::default().reader_stack_size(4096).validate().is_err());
+        assert!(Config::default().writer_stack_size(usize::MAX).validate().is_err());
+        assert!(Config::default().reader_stack_size(256 << 20).validate().is_ok());
+        assert!(Config::default().reader_stack_size((256 << 20) + 1).validate().is_err());
     }
 }

@@ -23,6 +23,9 @@ use crate::stats::Stats;
 use crate::sys::pthread;
 use crate::types::ConnId;
 
+/// What the stopper thread runs: a stop asked for from inside a callback.
+pub(crate) type StopJob = Box<dyn FnOnce() + Send>;
+
 /// The state every thread of one server shares.
 pub(crate) struct Engine {
     pub config: Config,
@@ -46,6 +49,10 @@ pub(crate) struct Engine {
     threads: Mutex<Vec<JoinHandle<()>>>,
     /// Reader threads not yet finished (they are detached; see `pthread::reap_detached`).
     pub reader_threads: Arc<std::sync::atomic::AtomicUsize>,
+    /// Where stops from inside callbacks go (see [`ServerHandle::stop`]);
+    /// dropped at the end of the stop, which lets the stopper thread exit.
+    stopper_tx: Mutex<Option<Sender<StopJob>>>,
+    stopper: Mutex<Option<JoinHandle<()>>>,
 }
 
 impl Engine {
@@ -53,6 +60,7 @@ impl Engine {
     /// the first handle (see [`Server::start`](crate::Server::start)).
     pub(crate) fn start(config: Config, handler: Box<dyn Handler>) -> Result<ServerHandle> {
         config.validate().map_err(Error::InvalidConfig)?;
+        pthread::watch_fork();
         let listener = TcpListener::bind(config.bind)?;
         crate::sys::sock::deepen_backlog(&listener)?;
         // A reader and a writer per connection, most of them waiting on futexes.
@@ -68,6 +76,24 @@ impl Engine {
         let hub_thread = std::thread::Builder::new()
             .name("wshub-hub".into())
             .spawn(move || hub.run(hub_rx))?;
+        // A stop asked for from inside a callback cannot run on the callback's
+        // thread, and must not depend on creating a thread then: the server
+        // may be out of threads exactly when it is asked to stop. So the
+        // thread that will run it is made now, and waits.
+        let (stopper_tx, stopper_rx) = crossbeam_channel::unbounded::<StopJob>();
+        let stopper = std::thread::Builder::new().name("wshub-stopper".into()).spawn(move || {
+            while let Ok(job) = stopper_rx.recv() {
+                job();
+            }
+        });
+        let stopper = match stopper {
+            Ok(t) => t,
+            Err(e) => {
+                let _ = hub::submit(&hub_tx, Cmd::Shutdown);
+                let _ = hub_thread.join();
+                return Err(e.into());
+            }
+        };
         let engine = Arc::new(Engine {
             config,
             local_addr,
@@ -85,6 +111,8 @@ impl Engine {
             listener: listener.clone(),
             threads: Mutex::new(Vec::new()),
             reader_threads: Arc::default(),
+            stopper_tx: Mutex::new(Some(stopper_tx)),
+            stopper: Mutex::new(Some(stopper)),
         });
         let handle = ServerHandle::new(engine);
         let acceptor = {
@@ -98,6 +126,7 @@ impl Engine {
             Err(e) => {
                 handle.engine().send_to_hub(Cmd::Shutdown);
                 let _ = hub_thread.join();
+                handle.engine().release_stopper();
                 return Err(e.into());
             }
         };
@@ -237,6 +266,30 @@ impl Engine {
         }
         *self.stopped.lock() = true;
         self.stopped_changed.notify_all();
+        // After `stopped`: a stop job queued meanwhile only waits for it.
+        self.release_stopper();
         log::info!("stopped");
+    }
+
+    /// Queues `job` (which stops the server) for the stopper thread; nothing
+    /// happens once the stopper has been released, after the stop.
+    pub(crate) fn queue_stop(&self, job: StopJob) {
+        let tx = self.stopper_tx.lock().clone();
+        if let Some(tx) = tx {
+            // Fails only once the stopper has exited, after the stop.
+            let _ = tx.send(job);
+        }
+    }
+
+    /// Lets the stopper thread finish what is queued and exit, and joins it,
+    /// unless this is the stopper thread (then it exits when its job returns).
+    fn release_stopper(&self) {
+        drop(self.stopper_tx.lock().take());
+        let stopper = self.stopper.lock().take();
+        if let Some(t) = stopper {
+            if t.thread().id() != std::thread::current().id() {
+                let _ = t.join();
+            }
+        }
     }
 }

@@ -32,6 +32,14 @@ pub trait Handler: Send + Sync + 'static {
         HttpResponse::not_found()
     }
 
+    /// An upgrade [`on_upgrade`](Handler::on_upgrade) accepted never became a
+    /// connection: the 101 could not be sent (the peer was gone), or its
+    /// writer thread could not be created. No `on_connect` or `on_close`
+    /// follows; release here whatever `on_upgrade` attached to `conn`.
+    fn on_upgrade_failed(&self, server: &ServerHandle, conn: ConnId) {
+        let _ = (server, conn);
+    }
+
     /// A connection is open: the 101 is sent and the connection is registered.
     /// Frames sent from here reach the client before any reply to its messages.
     fn on_connect(&self, server: &ServerHandle, conn: ConnId, request: &RequestInfo) {

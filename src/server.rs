@@ -13,7 +13,7 @@ use std::time::SystemTime;
 use crossbeam_channel::Sender;
 
 use crate::config::Config;
-use crate::engine::Engine;
+use crate::engine::{Engine, StopJob};
 use crate::error::{Error, Result};
 use crate::frame::{encode_message, is_sendable_close_code};
 use crate::handler::Handler;
@@ -212,17 +212,23 @@ impl ServerHandle {
     /// that have not finished after `shutdown_timeout` are cut; every thread is
     /// joined. Returns when all of that is done, except when called from inside
     /// a callback: then it starts the stop and returns at once (the callback's
-    /// own thread cannot be joined while it runs). Later calls wait for the
-    /// first to finish.
+    /// own thread cannot be joined while it runs); the stop runs on a thread
+    /// the server made when it started, so it happens even when no thread can
+    /// be created any more. Later calls wait for the first to finish.
     pub fn stop(&self) {
         if ON_CONNECTION_THREAD.with(Cell::get) {
             let engine = self.engine.clone();
-            let _ = std::thread::Builder::new()
-                .name("wshub-stop".into())
-                .spawn(move || engine.stop());
+            self.stop_in_background(Box::new(move || engine.stop()));
             return;
         }
         self.engine.stop();
+    }
+
+    /// Runs `job` (which stops the server) on the server's stopper thread.
+    /// Nothing is done when the server has already stopped, which is what
+    /// `job` would have done.
+    pub(crate) fn stop_in_background(&self, job: StopJob) {
+        self.engine.queue_stop(job);
     }
 
     fn ask<T>(&self, make: impl FnOnce(Sender<T>) -> Cmd) -> Result<T> {

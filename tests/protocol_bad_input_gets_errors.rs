@@ -207,3 +207,37 @@ fn a_message_over_the_size_limit_closes_1009() {
     c.send_text(&"x".repeat(1001));
     assert_eq!(c.frame(), Frame::Close(1009));
 }
+
+/// `{"type":"room:join","id":ID,"payload":{"room":"deep","a":{"a":...}}}`
+/// with the envelope at depth 1, so `depth` objects are open at the deepest point.
+fn nested_join(id: &str, depth: usize) -> String {
+    let inner = depth - 2; // the envelope and the payload
+    format!(
+        r#"{{"type":"room:join","id":"{id}","payload":{{"room":"deep"{}{}}}}}"#,
+        r#","a":{"a":0"#.repeat(inner),
+        "}".repeat(inner)
+    )
+}
+
+/// With the smallest reader stack the server accepts, the deepest envelope
+/// the protocol accepts is served, and deeper ones (126 levels, under
+/// serde_json's own limit of 128, once enough to overflow that stack) get
+/// `bad_request` instead of taking the process down.
+#[test]
+fn deep_nesting_gets_bad_request_even_on_the_smallest_reader_stack() {
+    const MAX_DEPTH: usize = 32; // docs/protocol.md, "Liveness and limits"
+    let mut server = Wshub::start(&["--reader-stack-size", "65536"]);
+    let mut c = server.client();
+    c.send_text(&nested_join("deepest", MAX_DEPTH));
+    let ack = c.json();
+    assert_eq!((&ack["type"], &ack["id"]), (&json!("ack"), &json!("deepest")), "{ack}");
+    expect_error(&mut c, &nested_join("one-more", MAX_DEPTH + 1), "bad_request", None);
+    expect_error(&mut c, &nested_join("deep", 126), "bad_request", None);
+    // Arrays count too; brackets inside strings do not.
+    let arrays = format!(r#"{{"type":"ping","id":"arr","payload":{{"x":{}{}}}}}"#, "[".repeat(40), "]".repeat(40));
+    expect_error(&mut c, &arrays, "bad_request", None);
+    c.send_text(&format!(r#"{{"type":"ping","id":"str","payload":{{"x":"{}\\\"[{{"}}}}"#, "[{".repeat(200)));
+    let ack = c.json();
+    assert_eq!((&ack["type"], &ack["id"]), (&json!("ack"), &json!("str")), "{ack}");
+    assert!(server.child.try_wait().unwrap().is_none(), "the server died");
+}

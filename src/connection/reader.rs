@@ -153,6 +153,7 @@ fn upgrade<'a>(server: &ServerHandle, conn: &'a ConnShared) -> Option<(Ws<'a>, h
     // Held back until the first message or the end of on_connect (see `serve`).
     if crate::sys::sock::send_all_more(&conn.stream, &response).is_err() {
         engine.release_connection_slot();
+        guarded(|| engine.handler.on_upgrade_failed(server, conn.id));
         return None;
     }
     let ws_config = WebSocketConfig::default()
@@ -177,6 +178,7 @@ fn serve(server: &ServerHandle, conn: &Arc<ConnShared>, mut ws: Ws<'_>, request:
         let (conn2, config2, stats2) = (conn.clone(), config.clone(), engine.stats.clone());
         let Some(rx) = conn.take_receiver() else {
             engine.release_connection_slot();
+            guarded(|| engine.handler.on_upgrade_failed(server, conn.id));
             return;
         };
         match pthread::spawn(&format!("wshub-w{}", conn.id), config.writer_stack_size, move || {
@@ -186,6 +188,7 @@ fn serve(server: &ServerHandle, conn: &Arc<ConnShared>, mut ws: Ws<'_>, request:
             Err(e) => {
                 log::error!("conn {}: cannot spawn its writer thread: {e}", conn.id);
                 engine.release_connection_slot();
+                guarded(|| engine.handler.on_upgrade_failed(server, conn.id));
                 return;
             }
         }

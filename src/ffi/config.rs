@@ -158,8 +158,12 @@ pub extern "C" fn wshub_config_set_max_connections(config: *mut wshub_config, va
     }
 }
 
-/// Stack bytes reserved for each reader thread, which runs the callbacks.
-/// At least 65536. Default 256 KiB.
+/// Stack bytes reserved for each reader thread, which runs the callbacks,
+/// for their own use: 65536 to 268435456 (else wshub_start returns
+/// WSHUB_INVALID_CONFIG); glibc's thread descriptor and TLS come on top.
+/// Default 256 KiB. With the built-in protocol on, 65536 is enough for any
+/// message (it refuses JSON nested over 32 deep); your callbacks' own frames
+/// come on top of what wshub needs.
 #[no_mangle]
 pub extern "C" fn wshub_config_set_reader_stack_size(
     config: *mut wshub_config,
@@ -171,7 +175,7 @@ pub extern "C" fn wshub_config_set_reader_stack_size(
     }
 }
 
-/// Stack bytes reserved for each writer thread. At least 65536. Default 128 KiB.
+/// Stack bytes reserved for each writer thread: 65536 to 268435456. Default 128 KiB.
 #[no_mangle]
 pub extern "C" fn wshub_config_set_writer_stack_size(
     config: *mut wshub_config,

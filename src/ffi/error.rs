@@ -21,7 +21,7 @@ pub enum wshub_result {
     /// address that does not parse, text that is not UTF-8, an unknown kind.
     WSHUB_INVALID_ARGUMENT = 2,
     /// `wshub_start` refused the configuration (a zero limit, a path without
-    /// a leading '/', a stack below 64 KiB).
+    /// a leading '/', a stack below 64 KiB or above 256 MiB).
     WSHUB_INVALID_CONFIG = 3,
     /// An operating-system error: binding the port, creating a thread or an
     /// eventfd.
@@ -46,6 +46,11 @@ pub enum wshub_result {
     WSHUB_ALREADY_ANSWERED = 12,
     /// The value asked for does not exist (e.g. no identity was attached).
     WSHUB_NOT_FOUND = 13,
+    /// Called in a child process forked from one that used wshub: the
+    /// parent's wshub threads do not exist there, so no wshub function works
+    /// in the child (only `wshub_error_message` and `wshub_version` answer).
+    /// Start servers after `fork`, or `exec` in the child.
+    WSHUB_FORKED = 14,
     /// wshub hit an internal bug (a Rust panic); it was contained, but the
     /// operation did not happen.
     WSHUB_PANIC = 99,
@@ -73,7 +78,7 @@ impl From<Error> for wshub_result {
 /// The message for each code, NUL-terminated so C can use it directly.
 fn message(code: u32) -> &'static [u8] {
     use wshub_result::*;
-    const ALL: [wshub_result; 15] = [
+    const ALL: [wshub_result; 16] = [
         WSHUB_OK,
         WSHUB_NULL_PARAMETER,
         WSHUB_INVALID_ARGUMENT,
@@ -88,6 +93,7 @@ fn message(code: u32) -> &'static [u8] {
         WSHUB_WRONG_MODE,
         WSHUB_ALREADY_ANSWERED,
         WSHUB_NOT_FOUND,
+        WSHUB_FORKED,
         WSHUB_PANIC,
     ];
     match ALL.iter().find(|r| **r as u32 == code) {
@@ -95,7 +101,7 @@ fn message(code: u32) -> &'static [u8] {
         Some(WSHUB_OK) => b"success\0",
         Some(WSHUB_NULL_PARAMETER) => b"a required pointer argument was NULL\0",
         Some(WSHUB_INVALID_ARGUMENT) => b"invalid argument (not UTF-8, unparsable address, or unknown kind)\0",
-        Some(WSHUB_INVALID_CONFIG) => b"invalid configuration (a zero limit, a path without '/', or a stack below 64 KiB)\0",
+        Some(WSHUB_INVALID_CONFIG) => b"invalid configuration (a zero limit, a path without '/', or a stack outside 64 KiB to 256 MiB)\0",
         Some(WSHUB_IO) => b"operating-system error (bind, thread or eventfd creation)\0",
         Some(WSHUB_STOPPED) => concat!(stopped_text!(), "\0").as_bytes(),
         Some(WSHUB_NO_SUCH_CONNECTION) => concat!(no_such_connection_text!(), "\0").as_bytes(),
@@ -106,6 +112,7 @@ fn message(code: u32) -> &'static [u8] {
         Some(WSHUB_WRONG_MODE) => b"not available for this server or event\0",
         Some(WSHUB_ALREADY_ANSWERED) => b"this upgrade was already answered\0",
         Some(WSHUB_NOT_FOUND) => b"not found\0",
+        Some(WSHUB_FORKED) => b"wshub cannot be used in a child forked from a process that used it\0",
         Some(WSHUB_PANIC) => b"internal error in wshub (a panic was contained)\0",
     }
 }
@@ -114,7 +121,7 @@ fn message(code: u32) -> &'static [u8] {
 /// (any number: unknown codes get a generic message). Never NULL; never free it.
 #[no_mangle]
 pub extern "C" fn wshub_error_message(code: u32) -> *const c_char {
-    ffi_boundary! { message(code).as_ptr().cast::<c_char>() }
+    ffi_boundary! { even_after_fork: message(code).as_ptr().cast::<c_char>() }
 }
 
 /// The library's version, e.g. "0.1.0", as a static NUL-terminated string; it
@@ -122,5 +129,5 @@ pub extern "C" fn wshub_error_message(code: u32) -> *const c_char {
 /// when the library and header agree.
 #[no_mangle]
 pub extern "C" fn wshub_version() -> *const c_char {
-    ffi_boundary! { concat!(env!("CARGO_PKG_VERSION"), "\0").as_ptr().cast::<c_char>() }
+    ffi_boundary! { even_after_fork: concat!(env!("CARGO_PKG_VERSION"), "\0").as_ptr().cast::<c_char>() }
 }

@@ -17,6 +17,13 @@ pub(crate) trait FfiDefault {
     fn invalid_argument() -> Self;
     /// For a panic caught at the boundary.
     fn panicked() -> Self;
+    /// For a call in a forked child (see `WSHUB_FORKED`).
+    fn forked() -> Self
+    where
+        Self: Sized,
+    {
+        Self::panicked()
+    }
 }
 
 impl FfiDefault for wshub_result {
@@ -28,6 +35,9 @@ impl FfiDefault for wshub_result {
     }
     fn panicked() -> Self {
         wshub_result::WSHUB_PANIC
+    }
+    fn forked() -> Self {
+        wshub_result::WSHUB_FORKED
     }
 }
 
@@ -75,7 +85,12 @@ impl<T> FfiDefault for *mut T {
 }
 
 /// Runs `body`; a panic becomes [`FfiDefault::panicked`] and never unwinds into C.
-pub(crate) fn boundary<T: FfiDefault>(body: impl FnOnce() -> T) -> T {
+/// In a forked child `body` does not run (unless `even_after_fork`): the
+/// call returns [`FfiDefault::forked`].
+pub(crate) fn boundary<T: FfiDefault>(even_after_fork: bool, body: impl FnOnce() -> T) -> T {
+    if !even_after_fork && crate::sys::pthread::in_forked_child() {
+        return T::forked();
+    }
     match std::panic::catch_unwind(std::panic::AssertUnwindSafe(body)) {
         Ok(v) => v,
         Err(_) => {
@@ -89,8 +104,11 @@ pub(crate) fn boundary<T: FfiDefault>(body: impl FnOnce() -> T) -> T {
 /// `return` leaves the function with a value, and the argument macros below may
 /// be used.
 macro_rules! ffi_boundary {
+    (even_after_fork: $($body:tt)*) => {
+        $crate::ffi::panic::boundary(true, move || { $($body)* })
+    };
     ($($body:tt)*) => {
-        $crate::ffi::panic::boundary(move || { $($body)* })
+        $crate::ffi::panic::boundary(false, move || { $($body)* })
     };
 }
 

@@ -11,7 +11,7 @@
 use std::cell::Cell;
 use crate::conn_map::ConnMap;
 use std::ffi::{c_char, c_void, CString};
-use std::sync::atomic::{AtomicU16, Ordering::Relaxed};
+use std::sync::atomic::{AtomicBool, AtomicU16, Ordering::{AcqRel, Relaxed}};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -107,10 +107,13 @@ pub type wshub_on_close = Option<
 /// concurrent with each other and come in the order on_upgrade, on_connect,
 /// on_message..., on_close. Every on_connect is followed by exactly one
 /// on_close; a refused upgrade gets no further callback, and neither does an
-/// accepted one whose 101 cannot be sent (the client vanished), so allocate
-/// per-connection resources in on_connect, not in on_upgrade. Every wshub
-/// function may be called from inside
-/// any callback, including wshub_stop. Callbacks must not throw C++
+/// accepted one whose 101 cannot be sent (the client vanished) or whose
+/// writer thread cannot be created: wshub then forgets the identity and user
+/// data attached in on_upgrade itself, but cannot free what the user data
+/// points to, so allocate per-connection resources in on_connect, not in
+/// on_upgrade. Every wshub function may be called from inside
+/// any callback, including wshub_stop. In a child process forked from one
+/// that used wshub, every wshub function fails with WSHUB_FORKED. Callbacks must not throw C++
 /// exceptions or longjmp out. The struct is copied by wshub_start.
 #[repr(C)]
 #[derive(Clone, Copy)]
@@ -190,6 +193,8 @@ pub struct wshub_server {
     /// True once the engine dropped its handler, i.e. its last thread let go.
     handler_gone: Mutex<bool>,
     handler_gone_changed: Condvar,
+    /// Set by the first `wshub_stop`: C's one reference is taken back once.
+    stop_claimed: AtomicBool,
 }
 
 impl wshub_server {
@@ -205,10 +210,8 @@ impl wshub_server {
         }
     }
 
-    /// Stops the engine (blocking), forgets its handle, and waits (bounded) for
-    /// its last thread to drop the handler, so that everything wshub allocated
-    /// for connections is freed when this returns.
-    fn stop_and_release(&self) {
+    /// Stops the engine (blocking) and forgets its handle.
+    fn stop_engine(&self) {
         if let Some(queue) = self.events() {
             queue.stopping();
         }
@@ -222,14 +225,28 @@ impl wshub_server {
             slot.handle.take()
         };
         drop(handle);
-        // Reader threads are detached; each drops its engine reference right
-        // after its connection is unregistered, which stop() waited for.
-        let deadline = Instant::now() + Duration::from_secs(5);
+    }
+
+    /// Stops the engine, then waits for its last thread to drop the handler:
+    /// after that no callback runs or is still to come, and everything wshub
+    /// allocated for connections is freed. The engine's own waits are
+    /// bounded (a connection still in a callback when they end is cut, not
+    /// joined); this one is not, because the application may free its
+    /// `user_data` or unload the library as soon as the stop returns. A
+    /// warning is logged every 5 s while a callback keeps it waiting.
+    fn stop_and_release(&self) {
+        self.stop_engine();
+        // Reader threads are detached; each drops its engine reference as
+        // its last act, after its last callback.
+        let started = Instant::now();
         let mut gone = self.handler_gone.lock();
         while !*gone {
-            if self.handler_gone_changed.wait_until(&mut gone, deadline).timed_out() {
-                log::warn!("wshub_stop: the engine's last thread did not let go within 5 s");
-                break;
+            if self.handler_gone_changed.wait_for(&mut gone, Duration::from_secs(5)).timed_out() {
+                log::warn!(
+                    "wshub_stop: still waiting after {} s for callbacks to return (a callback blocked, \
+                     perhaps on a lock the stopping thread holds?)",
+                    started.elapsed().as_secs()
+                );
             }
         }
         drop(gone);
@@ -329,6 +346,16 @@ impl Handler for FfiHandler {
         upgrade
     }
 
+    fn on_upgrade_failed(&self, handle: &ServerHandle, conn: ConnId) {
+        // No on_connect and no on_close will come: what on_upgrade attached
+        // (identity, user_data) goes now, or it would stay for every peer
+        // that resets before its 101.
+        self.server.conns.remove(conn);
+        if let Some(protocol) = &self.protocol {
+            protocol.on_upgrade_failed(handle, conn);
+        }
+    }
+
     fn on_http(&self, handle: &ServerHandle, request: &RequestInfo) -> HttpResponse {
         match &self.protocol {
             Some(protocol) => protocol.on_http(handle, request),
@@ -410,6 +437,7 @@ fn start(config: &wshub_config, mode: Mode) -> Result<*mut wshub_server, wshub_r
         local_port: AtomicU16::new(0),
         handler_gone: Mutex::new(false),
         handler_gone_changed: Condvar::new(),
+        stop_claimed: AtomicBool::new(false),
     });
     let protocol = config.protocol_enabled.then(|| ProtocolHandler::new(config.protocol.clone()));
     let handler = FfiHandler { server: server.clone(), protocol };
@@ -485,17 +513,30 @@ pub extern "C" fn wshub_start_polling(
 /// Stops the server gracefully and frees it: no new connections; each open
 /// connection gets what is already queued for it, then a 1001 close (and its
 /// on_close / close event); connections not finished after the shutdown
-/// timeout are cut; every wshub thread is finished when this returns, and no
-/// callback runs after it. Pull mode: events not yet taken are freed (waiting
+/// timeout are cut. Pull mode: events not yet taken are freed (waiting
 /// upgrades are refused with 503). The pointer is invalid afterwards: no other
 /// application thread may be using it (e.g. blocked in `wshub_poll_event`)
 /// when this is called; use `wshub_shutdown` first to wake such threads. NULL
 /// is a no-op.
 ///
-/// From inside a callback it cannot wait for its own thread: it starts the
-/// stop and returns at once; the server is freed when the stop completes, and
-/// the `server` pointer stays valid until that callback returns (other
-/// callbacks, e.g. on_close during the drain, still receive a valid pointer).
+/// What is guaranteed when it returns: every callback has returned and none
+/// will run again, so the application may free its `user_data` and what its
+/// connections' user data point to. It waits as long as a callback keeps
+/// running (logging a warning every 5 s), so a callback must never wait for
+/// the thread that calls wshub_stop (e.g. for a lock that thread holds while
+/// calling it). wshub's threads have finished their work by then but may
+/// still be executing their last instructions of thread exit: do not unload
+/// the library (dlclose) while the process lives.
+///
+/// From inside a callback it cannot wait for its own thread: it hands the
+/// stop to a thread the server made when it started (so the stop happens
+/// even when no thread can be created any more) and returns at once; the
+/// server is freed when the stop completes. Until then callbacks still run
+/// (this one, and on_close during the drain) with a valid `server` pointer,
+/// and nothing tells the application when it is over: an application that
+/// must know (to free `user_data`, to exit) should have one of its own
+/// threads call wshub_stop instead. When several callbacks call it at once,
+/// the first stops the server and the others return at once.
 #[no_mangle]
 pub extern "C" fn wshub_stop(server: *mut wshub_server) {
     ffi_boundary! {
@@ -503,15 +544,27 @@ pub extern "C" fn wshub_stop(server: *mut wshub_server) {
             return;
         }
         // SAFETY: not NULL; the C API requires a pointer from wshub_start or
-        // wshub_start_polling not yet passed to wshub_stop, which owns one
-        // strong reference; it is taken back here exactly once.
+        // wshub_start_polling that is live: not yet freed by a stop, or passed
+        // to a callback that is still running (the handler's reference keeps
+        // it alive then, also while another callback's stop is under way).
+        let claimed = unsafe { &*server }.stop_claimed.swap(true, AcqRel);
+        if claimed {
+            return; // another callback's wshub_stop took C's reference
+        }
+        // SAFETY: as above; the pointer owns one strong reference (C's), and
+        // `stop_claimed` lets exactly one call take it back.
         let server = unsafe { Arc::from_raw(server.cast_const()) };
         if ON_CONNECTION_THREAD.with(Cell::get) {
-            let spawned = std::thread::Builder::new()
-                .name("wshub-ffi-stop".into())
-                .spawn(move || server.stop_and_release());
-            if spawned.is_err() {
-                log::error!("wshub_stop: cannot spawn the stopping thread");
+            // This thread cannot wait for itself: the engine's stopper thread,
+            // made at start, stops the engine and drops C's reference; the
+            // handler's reference frees the server after the last callback.
+            let handle = server.slot.lock().handle.clone();
+            match handle {
+                Some(handle) => handle.stop_in_background(Box::new(move || {
+                    server.stop_engine();
+                    drop(server);
+                })),
+                None => drop(server), // the engine has stopped already
             }
             return;
         }
@@ -519,8 +572,8 @@ pub extern "C" fn wshub_stop(server: *mut wshub_server) {
     }
 }
 
-/// Like `wshub_stop` but keeps the handle: afterwards every function on it
-/// returns WSHUB_STOPPED, and in pull mode the events queued during the
+/// Like `wshub_stop` but keeps the handle (and waits for callbacks the same
+/// way): afterwards every function on it returns WSHUB_STOPPED, and in pull mode the events queued during the
 /// shutdown (closes) can still be taken until WSHUB_STOPPED. Free it with
 /// `wshub_stop`. Must not be called from inside a callback (returns
 /// WSHUB_WRONG_MODE there).

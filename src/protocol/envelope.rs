@@ -16,6 +16,12 @@ use crate::hub::rooms::is_valid_room;
 
 /// Longest `id` a client may attach to a request, in bytes.
 pub(crate) const MAX_ID_LEN: usize = 64;
+/// Most objects and arrays open at once in a text frame, the envelope itself
+/// counting as one. serde_json parses (and drops) nesting recursively, so the
+/// depth it allows (128) is a stack size a reader thread must have; this bound
+/// keeps what a peer can make the reader use small, whatever the configured
+/// stack (see `reader_stack_size`).
+pub(crate) const MAX_DEPTH: usize = 32;
 
 /// The error codes of PROTOCOL.md, as sent in `error` payloads.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -172,6 +178,9 @@ pub fn ack(id: &str, payload: Value) -> String {
 /// Reads the `id` of an envelope whatever else is wrong with it, for
 /// replies to requests refused before parsing (rate limit).
 pub fn peek_id(text: &str) -> Option<String> {
+    if too_deep(text) {
+        return None;
+    }
     let Value::Object(m) = serde_json::from_str::<Value>(text).ok()? else { return None };
     match m.get("id") {
         Some(Value::String(id)) if id.len() <= MAX_ID_LEN => Some(id.clone()),
@@ -179,8 +188,44 @@ pub fn peek_id(text: &str) -> Option<String> {
     }
 }
 
+/// True when `text` opens more than [`MAX_DEPTH`] objects and arrays at
+/// once. Only brackets outside strings count; malformed JSON is left to the
+/// parser, which stops at the first error.
+fn too_deep(text: &str) -> bool {
+    let (mut depth, mut in_string, mut escaped) = (0usize, false, false);
+    for &b in text.as_bytes() {
+        if in_string {
+            match b {
+                _ if escaped => escaped = false,
+                b'\\' => escaped = true,
+                b'"' => in_string = false,
+                _ => {}
+            }
+            continue;
+        }
+        match b {
+            b'"' => in_string = true,
+            b'{' | b'[' => {
+                depth += 1;
+                if depth > MAX_DEPTH {
+                    return true;
+                }
+            }
+            b'}' | b']' => depth = depth.saturating_sub(1),
+            _ => {}
+        }
+    }
+    false
+}
+
 /// Parses one text frame from a client.
 pub fn parse_text(text: &str) -> Result<Request, ErrorReply> {
+    if too_deep(text) {
+        return Err(ErrorReply::new(
+            ErrorCode::BadRequest,
+            format!("objects and arrays nested more than {MAX_DEPTH} deep"),
+        ));
+    }
     let value: Value = serde_json::from_str(text)
         .map_err(|e| ErrorReply::new(ErrorCode::BadRequest, format!("malformed JSON: {e}")))?;
     let Value::Object(mut m) = value else {

@@ -62,9 +62,10 @@ extern "C" fn start(arg: *mut c_void) -> *mut c_void {
     std::ptr::null_mut()
 }
 
-/// Starts `f` on a new joinable pthread with `stack_size` bytes of stack
-/// (rounded up to whole pages, at least `PTHREAD_STACK_MIN`) and one guard
-/// page; the stack comes from [`stacks`] when the kernel allows.
+/// Starts `f` on a new joinable pthread with `stack_size` bytes of stack for
+/// its own use (plus what glibc keeps at the top, see [`usable_stack`]) above
+/// a guard of [`stacks::GUARD`] bytes; the stack comes from [`stacks`] when
+/// the kernel allows.
 pub(crate) fn spawn<F>(name: &str, stack_size: usize, f: F) -> io::Result<RawThread>
 where
     F: FnOnce() + Send + 'static,
@@ -110,9 +111,6 @@ fn spawn_inner(name: &str, stack_size: usize, detached: Option<Arc<AtomicUsize>>
         }
         f()
     });
-    let page = stacks::PAGE;
-    let size = stack_size.max(libc::PTHREAD_STACK_MIN).div_ceil(page) * page;
-    let stack = stacks::take(size);
     // SAFETY: attr is initialised by pthread_attr_init before any other use and
     // destroyed once; a pooled stack is ours alone until the thread is joined;
     // `arg` is a leaked Box handed to `start`, or reclaimed here when
@@ -121,16 +119,18 @@ fn spawn_inner(name: &str, stack_size: usize, detached: Option<Arc<AtomicUsize>>
         let mut attr: libc::pthread_attr_t = std::mem::zeroed();
         let rc = libc::pthread_attr_init(&mut attr);
         if rc != 0 {
-            if let Some(stack) = stack {
-                stacks::give_back(stack);
-            }
             return Err(io::Error::from_raw_os_error(rc));
         }
+        let Some(size) = usable_stack(stack_size, &attr) else {
+            libc::pthread_attr_destroy(&mut attr);
+            return Err(io::Error::new(io::ErrorKind::InvalidInput, "thread stack size out of range"));
+        };
+        let stack = stacks::take(size);
         let mut rc = match stack {
             // glibc adds no guard to a stack it is given: the pool's guard marker is it.
             Some(stack) => libc::pthread_attr_setstack(&mut attr, stack.base(), stack.size()),
             None => match libc::pthread_attr_setstacksize(&mut attr, size) {
-                0 => libc::pthread_attr_setguardsize(&mut attr, page),
+                0 => libc::pthread_attr_setguardsize(&mut attr, stacks::GUARD),
                 rc => rc,
             },
         };
@@ -149,6 +149,62 @@ fn spawn_inner(name: &str, stack_size: usize, detached: Option<Arc<AtomicUsize>>
         }
         Ok(RawThread { id, stack, joined: false })
     }
+}
+
+/// The stack to give a thread for `requested` bytes of its own: glibc puts
+/// the thread descriptor and the static TLS at the top of the stack it is
+/// given (README, "Deploying"), so what the thread may use is what is left. As in Rust's std, glibc's
+/// `__pthread_get_minstack` says how much that is (it includes
+/// `PTHREAD_STACK_MIN`); it is added to the request, which is what
+/// `reader_stack_size` promises the code running on the thread. Rounded up to
+/// whole pages; `None` when that overflows.
+fn usable_stack(requested: usize, attr: &libc::pthread_attr_t) -> Option<usize> {
+    type MinStack = unsafe extern "C" fn(*const libc::pthread_attr_t) -> libc::size_t;
+    static MIN_STACK: std::sync::OnceLock<Option<MinStack>> = std::sync::OnceLock::new();
+    let f = MIN_STACK.get_or_init(|| {
+        // SAFETY: dlsym with a NUL-terminated name; a non-null result is
+        // glibc's `size_t __pthread_get_minstack(const pthread_attr_t *)`.
+        let sym = unsafe { libc::dlsym(libc::RTLD_DEFAULT, c"__pthread_get_minstack".as_ptr()) };
+        // SAFETY: as above: the symbol has exactly this signature.
+        (!sym.is_null()).then(|| unsafe { std::mem::transmute::<*mut c_void, MinStack>(sym) })
+    });
+    // SAFETY: `attr` is an initialised attribute object; the function only reads it.
+    let overhead = f.map_or(libc::PTHREAD_STACK_MIN, |f| unsafe { f(attr) });
+    let page = stacks::PAGE;
+    requested.checked_add(overhead)?.checked_next_multiple_of(page)
+}
+
+static FORKED_CHILD: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+/// True in a child forked from a process that ran wshub: none of the
+/// parent's wshub threads exist there, so nothing of wshub may be used.
+pub(crate) fn in_forked_child() -> bool {
+    FORKED_CHILD.load(Relaxed)
+}
+
+/// Installs the `fork` handlers once per process (see [`in_forked_child`]
+/// and [`stacks::lock_for_fork`]).
+pub(crate) fn watch_fork() {
+    extern "C" fn prepare() {
+        stacks::lock_for_fork();
+    }
+    extern "C" fn parent() {
+        stacks::unlock_after_fork();
+    }
+    extern "C" fn child() {
+        FORKED_CHILD.store(true, Relaxed);
+        stacks::unlock_after_fork();
+    }
+    static ONCE: std::sync::Once = std::sync::Once::new();
+    ONCE.call_once(|| {
+        // SAFETY: three handlers that take or release one lock and store a
+        // flag: async-signal-safe enough for the child, which runs them
+        // before anything else.
+        let rc = unsafe { libc::pthread_atfork(Some(prepare as unsafe extern "C" fn()), Some(parent), Some(child)) };
+        if rc != 0 {
+            log::warn!("pthread_atfork failed: {}", io::Error::from_raw_os_error(rc));
+        }
+    });
 }
 
 /// Once the threads counted by `live` have run their course: waits (until
@@ -210,6 +266,13 @@ mod tests {
     }
 
     #[test]
+    fn a_stack_size_that_overflows_is_an_error_not_a_panic() {
+        for size in [usize::MAX, usize::MAX - 4096, isize::MAX as usize + 1] {
+            assert!(spawn("t-huge", size, || {}).is_err(), "{size}");
+        }
+    }
+
+    #[test]
     fn pooled_stacks_return_after_join_and_after_a_detached_exit() {
         const SIZE: usize = 96 * 1024; // a size no other test uses
         const EACH: usize = 40;
@@ -239,11 +302,19 @@ mod tests {
                 std::thread::yield_now();
             }
         }
-        if stacks::chunks_of(SIZE) > 0 {
+        // SAFETY: an attribute object initialised before use and destroyed after.
+        let pooled = unsafe {
+            let mut attr: libc::pthread_attr_t = std::mem::zeroed();
+            libc::pthread_attr_init(&mut attr);
+            let size = usable_stack(SIZE, &attr).unwrap();
+            libc::pthread_attr_destroy(&mut attr);
+            size
+        };
+        if stacks::chunks_of(pooled) > 0 {
             // 6 rounds of 80 threads with no reuse would map 15 chunks of 32;
             // with reuse the first round's 3, plus one or two for detached
             // threads still on their way out when the next round starts.
-            assert!(stacks::chunks_of(SIZE) <= 6, "{} chunks: stacks are not reused", stacks::chunks_of(SIZE));
+            assert!(stacks::chunks_of(pooled) <= 6, "{} chunks: stacks are not reused", stacks::chunks_of(pooled));
         }
     }
 }

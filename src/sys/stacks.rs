@@ -32,8 +32,14 @@ pub(crate) const STACKS_PER_CHUNK: usize = 32;
 const MADV_GUARD_INSTALL: libc::c_int = 102;
 /// The page size the stacks (and their guard pages) are laid out in.
 pub(crate) const PAGE: usize = 4096;
+/// The guard below each stack. A frame larger than the guard (a C callback
+/// with a big local array, built without `-fstack-clash-protection`) can
+/// jump a one-page guard and write into the stack below, whose top holds a
+/// thread descriptor. Guard markers cost no memory and no mapping, so the
+/// guard is 16 pages.
+pub(crate) const GUARD: usize = 64 * 1024;
 
-/// A stack from the pool: `size` usable bytes above one guard page at `low`.
+/// A stack from the pool: `size` usable bytes above a [`GUARD`] at `low`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) struct Stack {
     low: usize,
@@ -43,7 +49,7 @@ pub(crate) struct Stack {
 impl Stack {
     /// The lowest usable address (`pthread_attr_setstack`'s `stackaddr`).
     pub(crate) fn base(&self) -> *mut c_void {
-        (self.low + PAGE) as *mut c_void
+        (self.low + GUARD) as *mut c_void
     }
 
     pub(crate) fn size(&self) -> usize {
@@ -53,7 +59,7 @@ impl Stack {
     /// On the thread running on this stack, as it exits: returns the pages
     /// below `sp` (less one page of margin) to the kernel.
     pub(crate) fn release_below(&self, sp: usize) {
-        let low = self.low + PAGE;
+        let low = self.low + GUARD;
         let high = (sp & !(PAGE - 1)).saturating_sub(PAGE);
         if high > low && sp < low + self.size {
             // SAFETY: [low, high) lies inside this thread's own stack, below its
@@ -124,24 +130,30 @@ fn free(stacks: Vec<Stack>) {
     }
 }
 
-/// A stack of `size` bytes (a multiple of the page size) with a guard page
-/// below it, or `None` when the kernel cannot install guard markers or memory
-/// is short (the caller then lets glibc allocate the stack).
+/// A stack of `size` bytes (a multiple of the page size) with a guard
+/// below it, or `None` when the kernel cannot install guard markers, memory
+/// is short, or this is a forked child (the caller then lets glibc allocate
+/// the stack).
 pub(crate) fn take(size: usize) -> Option<Stack> {
     debug_assert_eq!(size % PAGE, 0);
     if super::kernel_fallback() {
         return None;
     }
-    let gone = {
-        let mut pool = POOL.lock();
-        if pool.supported == Some(false) {
-            return None;
-        }
-        pool.reap()
-    };
+    if super::pthread::in_forked_child() {
+        return None;
+    }
+    let gone = POOL.lock().reap();
     free(gone);
-    if let Some(low) = POOL.lock().free_list(size).pop() {
+    // Stacks mapped before guard markers failed stay usable.
+    let (low, supported) = {
+        let mut pool = POOL.lock();
+        (pool.free_list(size).pop(), pool.supported)
+    };
+    if let Some(low) = low {
         return Some(Stack { low, size });
+    }
+    if supported == Some(false) {
+        return None;
     }
     let mapped = map_chunk(size);
     let mut pool = POOL.lock();
@@ -214,8 +226,8 @@ enum Unsupported {
 /// Maps [`STACKS_PER_CHUNK`] stacks of `size` bytes, each above a guard
 /// marker, and returns their low ends.
 fn map_chunk(size: usize) -> Result<Vec<usize>, Unsupported> {
-    let stride = size + PAGE;
-    let len = stride * STACKS_PER_CHUNK;
+    let stride = size.checked_add(GUARD).ok_or(Unsupported::NoMemory)?;
+    let len = stride.checked_mul(STACKS_PER_CHUNK).ok_or(Unsupported::NoMemory)?;
     // SAFETY: a fresh anonymous private mapping; no existing memory is touched.
     let ptr = unsafe {
         libc::mmap(
@@ -231,20 +243,69 @@ fn map_chunk(size: usize) -> Result<Vec<usize>, Unsupported> {
         return Err(Unsupported::NoMemory);
     }
     let start = ptr as usize;
-    // SAFETY (all madvise calls): ranges inside the mapping just created.
     // No transparent huge pages: one touched stack page would cost 2 MiB.
+    // SAFETY: the range is the mapping just created; madvise moves no memory.
     unsafe { libc::madvise(ptr, len, libc::MADV_NOHUGEPAGE) };
     let mut lows = Vec::with_capacity(STACKS_PER_CHUNK);
     for i in 0..STACKS_PER_CHUNK {
         let low = start + i * stride;
-        if unsafe { libc::madvise(low as *mut c_void, PAGE, MADV_GUARD_INSTALL) } != 0 {
+        // SAFETY: [low, low + GUARD) lies inside the mapping just created,
+        // which no thread uses yet; a guard marker only makes it fault.
+        if unsafe { libc::madvise(low as *mut c_void, GUARD, MADV_GUARD_INSTALL) } != 0 {
+            let error = std::io::Error::last_os_error();
             // SAFETY: unmaps exactly the mapping created above, which nothing uses yet.
             unsafe { libc::munmap(ptr, len) };
-            return Err(Unsupported::GuardMarkers);
+            return Err(if error.raw_os_error() == Some(libc::EINVAL) && !guard_markers_work() {
+                Unsupported::GuardMarkers
+            } else {
+                // ENOMEM, or EINVAL on a locked mapping (an embedder's
+                // `mlockall(MCL_FUTURE)`): not now, perhaps later.
+                log::debug!("cannot install guard markers: {error}; this thread gets a glibc stack");
+                Unsupported::NoMemory
+            });
         }
         lows.push(low);
     }
     Ok(lows)
+}
+
+/// Whether this kernel knows `MADV_GUARD_INSTALL` at all: tried on a fresh
+/// page that is not locked (EINVAL also means "locked", and `mlockall`'s
+/// `MCL_FUTURE` locks every new mapping).
+fn guard_markers_work() -> bool {
+    // SAFETY: a fresh anonymous private mapping of one page, unlocked, advised
+    // and unmapped here; nothing else uses it.
+    unsafe {
+        let ptr = libc::mmap(
+            std::ptr::null_mut(),
+            PAGE,
+            libc::PROT_READ | libc::PROT_WRITE,
+            libc::MAP_PRIVATE | libc::MAP_ANONYMOUS,
+            -1,
+            0,
+        );
+        if ptr == libc::MAP_FAILED {
+            return true; // no answer: assume they work and try again later
+        }
+        libc::munlock(ptr, PAGE);
+        let works = libc::madvise(ptr, PAGE, MADV_GUARD_INSTALL) == 0;
+        libc::munmap(ptr, PAGE);
+        works
+    }
+}
+
+/// Handlers for `fork`: the pool's lock is taken around it, so the child
+/// never inherits it held; the child then never uses the pool (its zombies
+/// are the parent's threads, which it does not have).
+pub(crate) fn lock_for_fork() {
+    std::mem::forget(POOL.lock());
+}
+
+/// After `fork`, in the parent and in the child: undoes [`lock_for_fork`].
+pub(crate) fn unlock_after_fork() {
+    // SAFETY: the lock was taken and forgotten by `lock_for_fork` on this
+    // thread (the one that forked, the only thread in the child).
+    unsafe { POOL.force_unlock() };
 }
 
 #[cfg(test)]
@@ -264,12 +325,25 @@ mod tests {
             std::ptr::write_volatile(stack.base().cast::<u8>(), 1);
             std::ptr::write_volatile((stack.base() as usize + stack.size() - 1) as *mut u8, 1);
         }
-        // The page below faults: a child process touches it and must die of SIGSEGV.
-        let guard = stack.base() as usize - 1;
+        // The guard's top and bottom fault: a child process touches them and
+        // must die of SIGSEGV.
+        for guard in [stack.base() as usize - 1, stack.base() as usize - GUARD] {
+            expect_segv(guard);
+        }
+
+        give_back(stack);
+        assert_eq!(take(64 * 1024), Some(stack), "a freed stack is taken first");
+        give_back(stack);
+    }
+
+    /// Forks a child that writes one byte at `guard`: it must die of SIGSEGV.
+    fn expect_segv(guard: usize) {
         // SAFETY: the child only writes one byte and exits without unwinding.
         let pid = unsafe { libc::fork() };
         assert!(pid >= 0, "fork failed");
         if pid == 0 {
+            // SAFETY: in the child, a deliberate write to the guard, which must
+            // kill it with SIGSEGV before `_exit` runs.
             unsafe {
                 std::ptr::write_volatile(guard as *mut u8, 1);
                 libc::_exit(0);
@@ -279,11 +353,42 @@ mod tests {
         // SAFETY: waits for the child just forked.
         unsafe { libc::waitpid(pid, &mut status, 0) };
         assert!(libc::WIFSIGNALED(status), "writing the guard page did not fault: status {status}");
-        assert_eq!(libc::WTERMSIG(status), libc::SIGSEGV);
+        assert_eq!(libc::WTERMSIG(status), libc::SIGSEGV, "at {guard:#x}");
+    }
 
-        give_back(stack);
-        assert_eq!(take(64 * 1024), Some(stack), "a freed stack is taken first");
-        give_back(stack);
+    /// `mlockall(MCL_FUTURE)` makes guard markers fail with EINVAL on new
+    /// mappings: that costs the threads started meanwhile a glibc stack, not
+    /// the pool for good, and stacks mapped before stay in use. Runs in a
+    /// child process (this test binary again), as mlockall is process-wide.
+    #[test]
+    fn a_locked_process_loses_new_chunks_for_a_while_not_the_pool() {
+        const NAME: &str = "ffi::stacks::tests::a_locked_process_loses_new_chunks_for_a_while_not_the_pool";
+        if std::env::var_os("WSHUB_TEST_MLOCK_CHILD").is_none() {
+            let out = std::process::Command::new(std::env::current_exe().unwrap())
+                .args(["--exact", NAME, "--test-threads=1", "--nocapture"])
+                .env("WSHUB_TEST_MLOCK_CHILD", "1")
+                .output()
+                .unwrap();
+            let text = String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr);
+            assert!(out.status.success() && text.contains("1 passed"), "{text}");
+            return;
+        }
+        const SIZE: usize = 100 * 1024; // a size no other test uses
+        let Some(first) = take(SIZE) else {
+            eprintln!("no guard markers on this kernel: nothing to test");
+            return;
+        };
+        // SAFETY: mlockall/munlockall take flags only; this is a child process
+        // of its own.
+        assert_eq!(unsafe { libc::mlockall(libc::MCL_FUTURE) }, 0, "{}", std::io::Error::last_os_error());
+        let rest: Vec<_> = (1..STACKS_PER_CHUNK).map(|_| take(SIZE)).collect();
+        assert!(rest.iter().all(Option::is_some), "stacks mapped before the lock stay in use");
+        assert_eq!(take(SIZE), None, "a new chunk cannot get guard markers while locked");
+        // SAFETY: as above.
+        unsafe { libc::munlockall() };
+        let again = take(SIZE);
+        assert!(again.is_some(), "the pool must work again once the process is unlocked");
+        rest.into_iter().flatten().chain([first]).chain(again).for_each(give_back);
     }
 
     #[test]

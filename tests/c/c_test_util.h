@@ -1,0 +1,87 @@
+/*
+ * Helpers shared by the C lifetime tests: a raw WebSocket client on loopback
+ * (the server under test is the only WebSocket code in these programs).
+ */
+#ifndef WSHUB_C_TEST_UTIL_H
+#define WSHUB_C_TEST_UTIL_H
+
+#include <arpa/inet.h>
+#include <netinet/in.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <time.h>
+#include <unistd.h>
+
+static const char ws_request[] = "GET /ws HTTP/1.1\r\nHost: 127.0.0.1\r\nUpgrade: websocket\r\n"
+                                 "Connection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n"
+                                 "Sec-WebSocket-Version: 13\r\n\r\n";
+
+/* A connected TCP socket to 127.0.0.1:port, or -1. */
+static inline int tcp_connect(uint16_t port) {
+    struct sockaddr_in addr;
+    int fd = socket(AF_INET, SOCK_STREAM, 0);
+    if (fd < 0)
+        return -1;
+    memset(&addr, 0, sizeof addr);
+    addr.sin_family = AF_INET;
+    addr.sin_port = htons(port);
+    addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    if (connect(fd, (struct sockaddr *)&addr, sizeof addr) != 0) {
+        close(fd);
+        return -1;
+    }
+    return fd;
+}
+
+/* Sends the upgrade request and reads the 101; the socket, or -1. */
+static inline int ws_open(uint16_t port) {
+    char buf[512];
+    int fd = tcp_connect(port);
+    if (fd < 0)
+        return -1;
+    if (write(fd, ws_request, sizeof ws_request - 1) != (ssize_t)(sizeof ws_request - 1) ||
+        read(fd, buf, sizeof buf) <= 0) {
+        close(fd);
+        return -1;
+    }
+    return fd;
+}
+
+/* Sends a masked text frame of at most 125 bytes; 0 on success. */
+static inline int ws_send_text(int fd, const char *text) {
+    unsigned char frame[2 + 4 + 125];
+    size_t len = strlen(text), i;
+    if (len > 125)
+        return -1;
+    frame[0] = 0x81;
+    frame[1] = (unsigned char)(0x80 | len);
+    frame[2] = 1, frame[3] = 2, frame[4] = 3, frame[5] = 4;
+    for (i = 0; i < len; i++)
+        frame[6 + i] = (unsigned char)(text[i] ^ frame[2 + i % 4]);
+    return write(fd, frame, 6 + len) == (ssize_t)(6 + len) ? 0 : -1;
+}
+
+/* An absolute CLOCK_REALTIME deadline `seconds` from now. */
+static inline struct timespec deadline_in(int seconds) {
+    struct timespec t;
+    clock_gettime(CLOCK_REALTIME, &t);
+    t.tv_sec += seconds;
+    return t;
+}
+
+/* True once `port` refuses connections (the server is gone), polling for at
+   most `seconds`. */
+static inline int refused_within(uint16_t port, int seconds) {
+    struct timespec pause = {0, 10 * 1000 * 1000};
+    int i, fd;
+    for (i = 0; i < seconds * 100; i++) {
+        fd = tcp_connect(port);
+        if (fd < 0)
+            return 1;
+        close(fd);
+        nanosleep(&pause, NULL);
+    }
+    return 0;
+}
+
+#endif
