@@ -362,7 +362,7 @@ mod tests {
     /// child process (this test binary again), as mlockall is process-wide.
     #[test]
     fn a_locked_process_loses_new_chunks_for_a_while_not_the_pool() {
-        const NAME: &str = "ffi::stacks::tests::a_locked_process_loses_new_chunks_for_a_while_not_the_pool";
+        const NAME: &str = "sys::stacks::tests::a_locked_process_loses_new_chunks_for_a_while_not_the_pool";
         if std::env::var_os("WSHUB_TEST_MLOCK_CHILD").is_none() {
             let out = std::process::Command::new(std::env::current_exe().unwrap())
                 .args(["--exact", NAME, "--test-threads=1", "--nocapture"])
