@@ -29,6 +29,7 @@ pub mod rooms;
 mod server;
 mod sock;
 mod stats;
+mod trim;
 
 pub use config::Config;
 pub use config_file::ConfigFile;

@@ -277,6 +277,29 @@ impl ServerHandle {
         self.inner.command(make(tx))?;
         rx.recv().map_err(|_| Error::Stopped)
     }
+
+    /// [`send`](Self::send) of a frame that is already built and shared (a
+    /// room's stored message, replayed): the same `Arc` bytes are queued,
+    /// never framed or copied again.
+    pub(crate) fn send_frame(&self, conn: ConnId, frame: crate::frame::SharedFrame) -> Result<()> {
+        let target = self.inner.open_conn(conn)?;
+        if hub::nothing_pending() && target.try_send_direct(&frame, &self.inner.stats) {
+            return Ok(());
+        }
+        self.inner.command(Cmd::Send(conn, frame))
+    }
+
+    /// [`broadcast`](Self::broadcast) of a frame that is already built and
+    /// shared (a room's message, also kept in its history).
+    pub(crate) fn broadcast_frame(
+        &self,
+        room: &str,
+        frame: crate::frame::SharedFrame,
+        except: Option<ConnId>,
+    ) -> Result<()> {
+        check_room(room)?;
+        self.inner.command(Cmd::Broadcast { room: room.to_owned(), frame, except })
+    }
 }
 
 fn check_room(room: &str) -> Result<()> {
