@@ -430,6 +430,29 @@ mod tests {
     }
 
     #[test]
+    fn peek_id_reads_up_to_the_id_only() {
+        assert_eq!(peek_id(r#"{"payload":{"deep":[1,{"a":"b"}]},"id":"x"}"#).as_deref(), Some("x"));
+        // What follows the id is not read: an envelope broken after it still has one.
+        assert_eq!(peek_id(r#"{"id":"x", oops"#).as_deref(), Some("x"));
+        assert_eq!(peek_id(r#"{"oops "#), None);
+        assert_eq!(peek_id(r#"{"id":7}"#), None);
+        assert_eq!(peek_id(&format!(r#"{{"id":"{}"}}"#, "i".repeat(65))), None);
+    }
+
+    #[test]
+    fn opaque_json_is_passed_on_as_sent() {
+        let r = parse_text(r#"{"type":"ping","id":"p","payload": { "b" : 1,"a":[ 2 ] }}"#).unwrap();
+        let RequestKind::Ping { payload } = &r.kind else { panic!("{:?}", r.kind) };
+        assert_eq!(payload.get(), r#"{ "b" : 1,"a":[ 2 ] }"#);
+        let v: Value = serde_json::from_str(&ack("p", payload)).unwrap();
+        assert_eq!(v["payload"], json!({"a": [2], "b": 1}));
+        let none = parse_text(r#"{"type":"ping"}"#).unwrap();
+        assert_eq!(none.kind, RequestKind::Ping { payload: RawJson(RawValue::NULL.to_owned()) });
+        let dup = parse_text(r#"{"type":"ping","type":"ping"}"#).unwrap_err();
+        assert_eq!(dup.code, ErrorCode::BadRequest);
+    }
+
+    #[test]
     fn frames_carry_type_id_ts_payload() {
         let v: Value = serde_json::from_str(&ack("c1", json!({"room": "a"}))).unwrap();
         assert_eq!(v["type"], "ack");

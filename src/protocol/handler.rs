@@ -233,7 +233,9 @@ impl Handler for ProtocolHandler {
         if code == 1013 {
             trim::soon();
         }
-        trim::note_freed(state.bytes_in);
+        if state.bytes_in >= LARGE_TRAFFIC {
+            trim::note_freed(state.bytes_in);
+        }
         trim::note_freed(self.shared.rooms.budget().take_freed());
     }
 }
@@ -445,6 +447,10 @@ impl Session<'_> {
         self.server.broadcast(room, event, Some(self.conn)).map_err(internal)
     }
 }
+
+/// Bytes of messages from one client past which its close counts toward a
+/// memory trim (its reads and parses allocated that much, now free).
+const LARGE_TRAFFIC: usize = 1 << 20;
 
 /// Bytes one member adds to a `presence:get` ack, at most (clientId up to 20
 /// digits, the keys, `{}` meta and punctuation).
