@@ -300,6 +300,12 @@ impl ServerHandle {
         check_room(room)?;
         self.inner.command(Cmd::Broadcast { room: room.to_owned(), frame, except })
     }
+
+    /// Frames still queued for a connection, open or closing (0 once it is
+    /// gone): lets `on_close` see that a large backlog is about to be freed.
+    pub(crate) fn queued_frames(&self, conn: ConnId) -> usize {
+        self.inner.conns.get(conn).map_or(0, |c| c.queue_depth())
+    }
 }
 
 fn check_room(room: &str) -> Result<()> {

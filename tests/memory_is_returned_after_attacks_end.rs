@@ -33,8 +33,11 @@ fn rss_falls_back_after_slow_consumers_and_their_rooms_are_gone() {
     }
     let peak = peak_rss_over(pid, Duration::from_millis(500));
     assert!(peak > before + 100 * MIB, "the attack did not take memory ({} MiB)", (peak - before) / MIB);
-    drop(idle);
+    // The publisher first: whatever its close frees is trimmed before the
+    // slow consumers go, so their queues must be given back on their own.
     drop(publisher);
+    std::thread::sleep(Duration::from_millis(1500));
+    drop(idle);
     // Bounded wait for the connections to end and the memory to be returned.
     let deadline = Instant::now() + Duration::from_secs(10);
     let mut now = rss_bytes(pid);

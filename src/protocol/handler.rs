@@ -11,7 +11,7 @@
 //! and in all, history (in `room.rs`), replays in bytes, and big replies to a
 //! client that does not read them (`max_reply_backlog`).
 
-use std::collections::BTreeSet;
+use std::collections::BTreeMap;
 use std::sync::atomic::{
     AtomicBool,
     Ordering::{Relaxed, SeqCst},
@@ -81,12 +81,16 @@ pub(crate) struct Shared {
 /// One connection's protocol state. Only its own reader thread touches it.
 struct ConnState {
     client_id: String,
-    rooms: BTreeSet<String>,
+    /// The rooms it is in, each with the room's `published_bytes` when it
+    /// joined (what it was sent since is the difference).
+    rooms: BTreeMap<String, u64>,
     limiter: RateLimiter,
     /// Closed for abuse: later messages are ignored.
     closed: bool,
     /// Bytes of the messages it sent (what its reads and parses allocated).
     bytes_in: usize,
+    /// Bytes replayed to it, and of big replies sent to it.
+    bytes_replied: usize,
 }
 
 impl ProtocolHandler {
@@ -155,10 +159,11 @@ impl Handler for ProtocolHandler {
         let c = &self.shared.config;
         let state = ConnState {
             client_id: Self::client_id(conn),
-            rooms: BTreeSet::new(),
+            rooms: BTreeMap::new(),
             limiter: RateLimiter::new(c.rate_limit, c.rate_burst, Instant::now()),
             closed: false,
             bytes_in: 0,
+            bytes_replied: 0,
         };
         let payload = json!({
             "clientId": state.client_id,
@@ -219,22 +224,27 @@ impl Handler for ProtocolHandler {
         self.shared.metrics.count_disconnect(code);
         let Some(state) = self.shared.conns.remove(conn) else { return };
         let state = state.lock();
-        for room in &state.rooms {
+        // What it was sent, and sent us: all of it is free once its queue is
+        // (a client that stopped reading may have had all of it queued).
+        let mut traffic = state.bytes_in.saturating_add(state.bytes_replied);
+        for (room, joined_at) in &state.rooms {
             let _ = self.shared.rooms.with_room(room, false, |r| {
                 r.members.remove(&conn);
+                let sent = r.published_bytes.saturating_sub(*joined_at);
+                traffic = traffic.saturating_add(usize::try_from(sent).unwrap_or(usize::MAX));
                 let event = frame("presence:leave", None, json!({"room": room, "clientId": state.client_id}));
                 let _ = server.broadcast(room, event, Some(conn));
             });
             self.shared.rooms.remove_if_idle(room);
         }
         self.shared.rooms.sweep();
-        // What this connection made the server hold is freed now or, for
-        // its outbound queue, by its writer just after this returns.
-        if code == 1013 {
+        // Its outbound queue is freed by its writer just after this returns:
+        // a trim comes shortly after (see trim.rs).
+        if code == 1013 || server.queued_frames(conn) >= LARGE_BACKLOG {
             trim::soon();
         }
-        if state.bytes_in >= LARGE_TRAFFIC {
-            trim::note_freed(state.bytes_in);
+        if traffic >= LARGE_TRAFFIC {
+            trim::note_freed(traffic);
         }
         trim::note_freed(self.shared.rooms.budget().take_freed());
     }
@@ -284,6 +294,7 @@ impl Session<'_> {
             RequestKind::Ping { payload } => {
                 if payload.get().len() > BIG_REPLY && id.is_some() {
                     self.refuse_if_backlogged()?;
+                    self.state.bytes_replied = self.state.bytes_replied.saturating_add(payload.get().len());
                 }
                 Ok(id.map(|id| ack(id, &payload)))
             }
@@ -311,7 +322,7 @@ impl Session<'_> {
     }
 
     fn require_member(&self, room: &str) -> Result<(), ErrorReply> {
-        if self.state.rooms.contains(room) {
+        if self.state.rooms.contains_key(room) {
             Ok(())
         } else {
             Err(ErrorReply::new(ErrorCode::Forbidden, format!("join {room:?} first")))
@@ -323,7 +334,7 @@ impl Session<'_> {
     /// in the history we replay, so nothing is lost or doubled.
     fn join(&mut self, id: Option<&str>, room: &str, since: Option<u64>, epoch: Option<&str>) -> Reply {
         let (server, conn, config) = (self.server, self.conn, &self.shared.config);
-        let newly = !self.state.rooms.contains(room);
+        let newly = !self.state.rooms.contains_key(room);
         if newly && self.state.rooms.len() >= config.max_rooms_per_client {
             self.shared.metrics.max_rooms_per_client.fetch_add(1, Relaxed);
             return Err(ErrorReply::new(
@@ -333,7 +344,8 @@ impl Session<'_> {
         }
         let client_id = self.state.client_id.clone();
         let metrics = &self.shared.metrics;
-        let outcome = self.shared.rooms.with_room(room, true, |r| -> Result<(), crate::Error> {
+        let mut replayed = 0;
+        let outcome = self.shared.rooms.with_room(room, true, |r| -> Result<u64, crate::Error> {
             r.prune(Instant::now());
             if newly {
                 server.join(conn, room)?;
@@ -352,6 +364,7 @@ impl Session<'_> {
                     metrics.replay_bytes.fetch_add(1, Relaxed);
                 }
                 for frame in recovery.replay {
+                    replayed += frame.len();
                     let _ = server.send_frame(conn, frame);
                 }
                 payload["recovered"] = Value::Bool(recovery.recovered);
@@ -359,11 +372,12 @@ impl Session<'_> {
             if let Some(id) = id {
                 let _ = server.send(conn, ack(id, payload));
             }
-            Ok(())
+            Ok(r.published_bytes)
         });
+        self.state.bytes_replied = self.state.bytes_replied.saturating_add(replayed);
         match outcome {
-            Ok(Ok(())) => {
-                self.state.rooms.insert(room.to_owned());
+            Ok(Ok(published_bytes)) => {
+                self.state.rooms.entry(room.to_owned()).or_insert(published_bytes);
                 Ok(None)
             }
             Ok(Err(e)) => Err(internal(e)),
@@ -385,7 +399,7 @@ impl Session<'_> {
     }
 
     fn leave(&mut self, room: &str) -> Result<(), ErrorReply> {
-        if !self.state.rooms.remove(room) {
+        if self.state.rooms.remove(room).is_none() {
             return Err(ErrorReply::new(ErrorCode::NotFound, format!("not in room {room:?}")));
         }
         let (server, conn, client_id) = (self.server, self.conn, &self.state.client_id);
@@ -448,8 +462,12 @@ impl Session<'_> {
     }
 }
 
-/// Bytes of messages from one client past which its close counts toward a
-/// memory trim (its reads and parses allocated that much, now free).
+/// Frames queued for a closing client past which its close schedules a
+/// memory trim (its queue, freed by its writer, may be large).
+const LARGE_BACKLOG: usize = 64;
+
+/// Bytes a client sent and was sent past which its close counts toward a
+/// memory trim (that much was allocated for it, and is free now).
 const LARGE_TRAFFIC: usize = 1 << 20;
 
 /// Bytes one member adds to a `presence:get` ack, at most (clientId up to 20

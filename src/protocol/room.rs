@@ -118,6 +118,8 @@ pub(crate) struct RoomState {
     history_bytes: usize,
     /// Members in join order: clientId and meta by connection.
     pub members: BTreeMap<ConnId, Value>,
+    /// Bytes of every message published here (members receive this much).
+    pub published_bytes: u64,
     /// Set when the table dropped this room; its holder must look it up again.
     dead: bool,
     budget: Arc<Budget>,
@@ -131,6 +133,7 @@ impl RoomState {
             history: VecDeque::new(),
             history_bytes: 0,
             members: BTreeMap::new(),
+            published_bytes: 0,
             dead: false,
             budget,
         }
@@ -176,6 +179,7 @@ impl RoomState {
     pub fn publish(&mut self, now: Instant, make: impl FnOnce(u64) -> SharedFrame) -> (u64, SharedFrame) {
         self.seq += 1;
         let frame = make(self.seq);
+        self.published_bytes += frame.len() as u64;
         if self.budget.limits.count > 0 {
             let entry = Entry { seq: self.seq, at: now, frame: frame.clone() };
             let cost = entry.cost();
