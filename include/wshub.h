@@ -40,6 +40,12 @@
 
 
 /*
+ Replies larger than this many bytes wait for a client that reads (see
+ [`ProtocolConfig::max_reply_backlog`]).
+ */
+#define BIG_REPLY (64 * 1024)
+
+/*
  What a wshub function reports. `WSHUB_OK` is 0; every other value is an
  error, described by `wshub_error_message`. The numbers never change.
  */
@@ -355,7 +361,7 @@ wshub_result wshub_config_set_outbound_queue(wshub_config *config, size_t value)
  Bytes that may wait in one connection's outbound queue (data frames,
  replies, its pong and close frames) before it is closed with 1013 as a
  slow consumer; a single larger frame is still sent when nothing else is
- queued. Default 4 MiB.
+ queued. Default 8 MiB.
  */
 wshub_result wshub_config_set_outbound_max_bytes(wshub_config *config, size_t value);
 
@@ -497,6 +503,44 @@ wshub_result wshub_config_set_history_size(wshub_config *config, size_t messages
  Default 300000 (5 minutes).
  */
 wshub_result wshub_config_set_history_ttl_ms(wshub_config *config, uint64_t milliseconds);
+
+/*
+ Protocol only: bytes of history each room keeps (its stored frames plus a fixed
+ overhead per message); the oldest go first. Default 4194304 (4 MiB).
+ */
+wshub_result wshub_config_set_history_max_bytes(wshub_config *config, size_t bytes);
+
+/*
+ Protocol only: bytes of history all rooms keep together; past it the oldest
+ message of any room goes first. Default 268435456 (256 MiB).
+ */
+wshub_result wshub_config_set_history_total_max_bytes(wshub_config *config, size_t bytes);
+
+/*
+ Protocol only: most bytes one recovery (`room:join` with `since`) replays; past
+ it only the newest are sent and the ack says `recovered: false`.
+ Default 4194304 (4 MiB).
+ */
+wshub_result wshub_config_set_replay_max_bytes(wshub_config *config, size_t bytes);
+
+/*
+ Protocol only: rooms one client may be in at once; more joins get
+ `error forbidden`. Default 128.
+ */
+wshub_result wshub_config_set_max_rooms_per_client(wshub_config *config, size_t rooms);
+
+/*
+ Protocol only: rooms (with members or history) the server keeps; a join that
+ would create one more gets `error forbidden`. Default 100000.
+ */
+wshub_result wshub_config_set_max_rooms(wshub_config *config, size_t rooms);
+
+/*
+ Protocol only: frames waiting in a client's outbound queue at which a reply
+ over 64 KiB (a `ping` ack, `presence:get`, a publish's echo) is refused
+ with `error rate_limited` instead of queued. Default 8.
+ */
+wshub_result wshub_config_set_max_reply_backlog(wshub_config *config, size_t frames);
 
 /*
  A static, NUL-terminated English description of a `wshub_result` code

@@ -85,7 +85,7 @@ impl Default for Config {
             path: "/ws".to_owned(),
             max_message_size: 1 << 20,
             outbound_queue: 1024,
-            outbound_max_bytes: 4 << 20,
+            outbound_max_bytes: 8 << 20,
             frame_rate_limit: 1000,
             max_fragments: 1024,
             heartbeat_interval: Duration::from_secs(30),

@@ -35,6 +35,12 @@ pub struct ConfigFile {
     pub rate_burst: Option<u32>,
     pub history_size: Option<usize>,
     pub history_ttl_ms: Option<u64>,
+    pub history_max_bytes: Option<usize>,
+    pub history_total_max_bytes: Option<usize>,
+    pub replay_max_bytes: Option<usize>,
+    pub max_rooms_per_client: Option<usize>,
+    pub max_rooms: Option<usize>,
+    pub max_reply_backlog: Option<usize>,
     pub drain_delay_ms: Option<u64>,
     pub log_level: Option<String>,
 }

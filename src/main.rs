@@ -95,6 +95,29 @@ struct Cli {
     /// Milliseconds each room keeps a message for recovery.
     #[arg(long, default_value_t = ms(ProtocolConfig::default().history_ttl))]
     history_ttl_ms: u64,
+    /// Bytes of history each room keeps (frames plus a fixed overhead per message); the
+    /// oldest go first.
+    #[arg(long, value_name = "BYTES", default_value_t = ProtocolConfig::default().history_max_bytes)]
+    history_max_bytes: usize,
+    /// Bytes of history all rooms keep together; past it the oldest message of any room
+    /// goes first.
+    #[arg(long, value_name = "BYTES", default_value_t = ProtocolConfig::default().history_total_max_bytes)]
+    history_total_max_bytes: usize,
+    /// Most bytes one recovery (`room:join` with `since`) replays; past it only the
+    /// newest are sent, with `recovered: false`.
+    #[arg(long, value_name = "BYTES", default_value_t = ProtocolConfig::default().replay_max_bytes)]
+    replay_max_bytes: usize,
+    /// Rooms one client may be in at once; more joins get `error forbidden`.
+    #[arg(long, value_name = "N", default_value_t = ProtocolConfig::default().max_rooms_per_client)]
+    max_rooms_per_client: usize,
+    /// Rooms (with members or history) the server keeps; a join creating one more gets
+    /// `error forbidden`.
+    #[arg(long, value_name = "N", default_value_t = ProtocolConfig::default().max_rooms)]
+    max_rooms: usize,
+    /// Frames waiting for a client at which a reply over 64 KiB (ping ack, presence:get,
+    /// publish echo) is refused with `error rate_limited`.
+    #[arg(long, value_name = "FRAMES", default_value_t = ProtocolConfig::default().max_reply_backlog)]
+    max_reply_backlog: usize,
     /// Milliseconds between a stop signal and the stop, while /healthz answers 503
     /// and new upgrades are refused (lets a load balancer notice).
     #[arg(long, default_value_t = 0)]
@@ -153,6 +176,12 @@ impl Cli {
             rate_burst,
             history_size,
             history_ttl_ms,
+            history_max_bytes,
+            history_total_max_bytes,
+            replay_max_bytes,
+            max_rooms_per_client,
+            max_rooms,
+            max_reply_backlog,
             drain_delay_ms
         );
         if let Some(level) = file.log_level {
@@ -170,6 +199,12 @@ impl Cli {
             .rate_burst(self.rate_burst)
             .history_size(self.history_size)
             .history_ttl(Duration::from_millis(self.history_ttl_ms))
+            .history_max_bytes(self.history_max_bytes)
+            .history_total_max_bytes(self.history_total_max_bytes)
+            .replay_max_bytes(self.replay_max_bytes)
+            .max_rooms_per_client(self.max_rooms_per_client)
+            .max_rooms(self.max_rooms)
+            .max_reply_backlog(self.max_reply_backlog)
     }
 
     fn config(&self) -> Config {

@@ -236,6 +236,35 @@ impl ServerHandle {
         self.engine.command(make(tx))?;
         rx.recv().map_err(|_| Error::Stopped)
     }
+
+    /// [`send`](Self::send) of a frame that is already built and shared (a
+    /// room's stored message, replayed): the same `Arc` bytes are queued,
+    /// never framed or copied again.
+    pub(crate) fn send_frame(&self, conn: ConnId, frame: crate::frame::SharedFrame) -> Result<()> {
+        let target = self.engine.open_conn(conn)?;
+        if hub::nothing_pending() && target.try_send_direct(&frame, &self.engine.stats) {
+            return Ok(());
+        }
+        self.engine.command(Cmd::Send(conn, frame))
+    }
+
+    /// [`broadcast`](Self::broadcast) of a frame that is already built and
+    /// shared (a room's message, also kept in its history).
+    pub(crate) fn broadcast_frame(
+        &self,
+        room: &str,
+        frame: crate::frame::SharedFrame,
+        except: Option<ConnId>,
+    ) -> Result<()> {
+        check_room(room)?;
+        self.engine.command(Cmd::Broadcast { room: room.to_owned(), frame, except })
+    }
+
+    /// Frames still queued for a connection, open or closing (0 once it is
+    /// gone): lets `on_close` see that a large backlog is about to be freed.
+    pub(crate) fn queued_frames(&self, conn: ConnId) -> usize {
+        self.engine.conns.get(conn).map_or(0, |c| c.queue_depth())
+    }
 }
 
 fn check_room(room: &str) -> Result<()> {

@@ -118,7 +118,7 @@ pub extern "C" fn wshub_config_set_outbound_queue(config: *mut wshub_config, val
 /// Bytes that may wait in one connection's outbound queue (data frames,
 /// replies, its pong and close frames) before it is closed with 1013 as a
 /// slow consumer; a single larger frame is still sent when nothing else is
-/// queued. Default 4 MiB.
+/// queued. Default 8 MiB.
 #[no_mangle]
 pub extern "C" fn wshub_config_set_outbound_max_bytes(config: *mut wshub_config, value: usize) -> wshub_result {
     ffi_boundary! {
@@ -377,6 +377,80 @@ pub extern "C" fn wshub_config_set_history_ttl_ms(
 ) -> wshub_result {
     ffi_boundary! {
         try_out!(config).protocol.history_ttl = Duration::from_millis(milliseconds);
+        wshub_result::WSHUB_OK
+    }
+}
+
+/// Protocol only: bytes of history each room keeps (its stored frames plus a fixed
+/// overhead per message); the oldest go first. Default 4194304 (4 MiB).
+#[no_mangle]
+pub extern "C" fn wshub_config_set_history_max_bytes(
+    config: *mut wshub_config,
+    bytes: usize,
+) -> wshub_result {
+    ffi_boundary! {
+        try_out!(config).protocol.history_max_bytes = bytes;
+        wshub_result::WSHUB_OK
+    }
+}
+
+/// Protocol only: bytes of history all rooms keep together; past it the oldest
+/// message of any room goes first. Default 268435456 (256 MiB).
+#[no_mangle]
+pub extern "C" fn wshub_config_set_history_total_max_bytes(
+    config: *mut wshub_config,
+    bytes: usize,
+) -> wshub_result {
+    ffi_boundary! {
+        try_out!(config).protocol.history_total_max_bytes = bytes;
+        wshub_result::WSHUB_OK
+    }
+}
+
+/// Protocol only: most bytes one recovery (`room:join` with `since`) replays; past
+/// it only the newest are sent and the ack says `recovered: false`.
+/// Default 4194304 (4 MiB).
+#[no_mangle]
+pub extern "C" fn wshub_config_set_replay_max_bytes(config: *mut wshub_config, bytes: usize) -> wshub_result {
+    ffi_boundary! {
+        try_out!(config).protocol.replay_max_bytes = bytes;
+        wshub_result::WSHUB_OK
+    }
+}
+
+/// Protocol only: rooms one client may be in at once; more joins get
+/// `error forbidden`. Default 128.
+#[no_mangle]
+pub extern "C" fn wshub_config_set_max_rooms_per_client(
+    config: *mut wshub_config,
+    rooms: usize,
+) -> wshub_result {
+    ffi_boundary! {
+        try_out!(config).protocol.max_rooms_per_client = rooms;
+        wshub_result::WSHUB_OK
+    }
+}
+
+/// Protocol only: rooms (with members or history) the server keeps; a join that
+/// would create one more gets `error forbidden`. Default 100000.
+#[no_mangle]
+pub extern "C" fn wshub_config_set_max_rooms(config: *mut wshub_config, rooms: usize) -> wshub_result {
+    ffi_boundary! {
+        try_out!(config).protocol.max_rooms = rooms;
+        wshub_result::WSHUB_OK
+    }
+}
+
+/// Protocol only: frames waiting in a client's outbound queue at which a reply
+/// over 64 KiB (a `ping` ack, `presence:get`, a publish's echo) is refused
+/// with `error rate_limited` instead of queued. Default 8.
+#[no_mangle]
+pub extern "C" fn wshub_config_set_max_reply_backlog(
+    config: *mut wshub_config,
+    frames: usize,
+) -> wshub_result {
+    ffi_boundary! {
+        try_out!(config).protocol.max_reply_backlog = frames;
         wshub_result::WSHUB_OK
     }
 }

@@ -4,11 +4,20 @@
 //!
 //! Pure functions: nothing here knows about connections or rooms' state, so
 //! any string can be thrown at [`parse_text`] (the property tests do).
+//!
+//! Parsing costs about the envelope's size, never a tree of values many times
+//! larger: the envelope and payload are read as borrowed raw JSON
+//! ([`RawValue`]), each field is parsed on its own into its plain type, and
+//! the opaque parts (a publish's `data`, a ping's payload) stay raw text that
+//! is copied once and written out verbatim.
 
+use std::fmt;
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use serde::Serialize;
-use serde_json::{json, Map, Value};
+use serde::de::{Error as _, IgnoredAny, MapAccess, Visitor};
+use serde::{Deserialize, Deserializer, Serialize};
+use serde_json::json;
+use serde_json::value::RawValue;
 
 use crate::error::invalid_room_text;
 pub(crate) use crate::hub::rooms::MAX_ROOM_LEN;
@@ -96,6 +105,31 @@ pub struct Request {
     pub kind: RequestKind,
 }
 
+/// Opaque JSON from a client (a publish's `data`, a ping's payload), kept as
+/// the text it was sent in: validated, never turned into a tree of values.
+#[derive(Debug, Clone)]
+pub struct RawJson(Box<RawValue>);
+
+impl RawJson {
+    /// The JSON text, exactly as the client sent it.
+    pub fn get(&self) -> &str {
+        self.0.get()
+    }
+}
+
+impl PartialEq for RawJson {
+    /// Equal when the texts are (not merely the values they denote).
+    fn eq(&self, other: &Self) -> bool {
+        self.get() == other.get()
+    }
+}
+
+impl Serialize for RawJson {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        self.0.serialize(s)
+    }
+}
+
 /// The client → server message types of PROTOCOL.md.
 #[derive(Debug, Clone, PartialEq)]
 #[non_exhaustive]
@@ -118,8 +152,8 @@ pub enum RequestKind {
     Publish {
         /// The room.
         room: String,
-        /// Any JSON value.
-        data: Value,
+        /// Any JSON value, as sent.
+        data: RawJson,
         /// Whether the sender gets the message too.
         echo: bool,
     },
@@ -137,8 +171,8 @@ pub enum RequestKind {
     },
     /// `ping` with any payload.
     Ping {
-        /// Echoed back in the ack.
-        payload: Value,
+        /// Echoed back in the ack, as sent (`null` when there was none).
+        payload: RawJson,
     },
 }
 
@@ -148,44 +182,111 @@ pub fn now_ms() -> u64 {
 }
 
 /// A server frame: `{"type", "id"?, "ts", "payload"}`, stamped now.
-pub fn frame(kind: &str, id: Option<&str>, payload: Value) -> String {
+pub fn frame(kind: &str, id: Option<&str>, payload: impl Serialize) -> String {
     frame_at(kind, id, payload, now_ms())
 }
 
 /// The server envelope, with its fields in the documented order.
 #[derive(Serialize)]
-struct Outgoing<'a> {
+struct Outgoing<'a, P> {
     #[serde(rename = "type")]
     kind: &'a str,
     #[serde(skip_serializing_if = "Option::is_none")]
     id: Option<&'a str>,
     ts: u64,
-    payload: Value,
+    payload: P,
 }
 
 /// A server frame stamped with `ts`.
-pub fn frame_at(kind: &str, id: Option<&str>, payload: Value, ts: u64) -> String {
+pub fn frame_at(kind: &str, id: Option<&str>, payload: impl Serialize, ts: u64) -> String {
     let out = Outgoing { kind, id, ts, payload };
-    // Serializing a struct of strings, numbers and a Value cannot fail.
+    // Serializing strings, numbers, Values and validated raw JSON cannot fail.
     serde_json::to_string(&out).unwrap_or_default()
 }
 
 /// An `ack` frame for request `id`.
-pub fn ack(id: &str, payload: Value) -> String {
+pub fn ack(id: &str, payload: impl Serialize) -> String {
     frame("ack", Some(id), payload)
 }
 
 /// Reads the `id` of an envelope whatever else is wrong with it, for
-/// replies to requests refused before parsing (rate limit).
+/// replies to requests refused before parsing (rate limit). Reads no further
+/// than the `id` and keeps nothing else: the fields before it are skipped
+/// without being stored, the text after it is not looked at.
 pub fn peek_id(text: &str) -> Option<String> {
     if too_deep(text) {
         return None;
     }
-    let Value::Object(m) = serde_json::from_str::<Value>(text).ok()? else { return None };
-    match m.get("id") {
-        Some(Value::String(id)) if id.len() <= MAX_ID_LEN => Some(id.clone()),
-        _ => None,
+    struct IdOnly<'s>(&'s mut Option<String>);
+    impl<'de> Visitor<'de> for IdOnly<'_> {
+        type Value = ();
+        fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+            f.write_str("an envelope")
+        }
+        fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<(), A::Error> {
+            while let Some(key) = map.next_key::<String>()? {
+                if key == "id" {
+                    *self.0 = map.next_value::<Option<String>>()?;
+                    // Stop here: the rest of the envelope is not needed.
+                    return Err(A::Error::custom("id read"));
+                }
+                map.next_value::<IgnoredAny>()?;
+            }
+            Ok(())
+        }
     }
+    let mut id = None;
+    let mut de = serde_json::Deserializer::from_str(text);
+    let _ = de.deserialize_map(IdOnly(&mut id));
+    id.filter(|id| id.len() <= MAX_ID_LEN)
+}
+
+/// A field that is present, `null` included (a missing one is `None`).
+fn present<'de, D: Deserializer<'de>>(d: D) -> Result<Option<&'de RawValue>, D::Error> {
+    <&'de RawValue>::deserialize(d).map(Some)
+}
+
+/// The envelope's fields as sent, unparsed; unknown fields are skipped.
+#[derive(Deserialize)]
+struct Incoming<'a> {
+    #[serde(borrow, default, deserialize_with = "present")]
+    id: Option<&'a RawValue>,
+    #[serde(borrow, default, deserialize_with = "present", rename = "type")]
+    kind: Option<&'a RawValue>,
+    #[serde(borrow, default, deserialize_with = "present")]
+    payload: Option<&'a RawValue>,
+}
+
+/// The fields of every room request's payload, unparsed.
+#[derive(Deserialize)]
+struct RoomPayload<'a> {
+    #[serde(borrow, default, deserialize_with = "present")]
+    room: Option<&'a RawValue>,
+    #[serde(borrow, default, deserialize_with = "present")]
+    since: Option<&'a RawValue>,
+    #[serde(borrow, default, deserialize_with = "present")]
+    epoch: Option<&'a RawValue>,
+    #[serde(borrow, default, deserialize_with = "present")]
+    data: Option<&'a RawValue>,
+    #[serde(borrow, default, deserialize_with = "present")]
+    echo: Option<&'a RawValue>,
+}
+
+/// Parses one raw field as `T`; `None` when it is not one.
+fn field<'a, T: Deserialize<'a>>(raw: &'a RawValue) -> Option<T> {
+    serde_json::from_str(raw.get()).ok()
+}
+
+/// What is wrong with text that did not parse as an object of fields.
+fn shape_error(text: &str, e: &serde_json::Error, what: &str) -> ErrorReply {
+    let message = if e.is_syntax() || e.is_eof() {
+        format!("malformed JSON: {e}")
+    } else if !text.trim_start().starts_with('{') {
+        format!("{what} must be a JSON object")
+    } else {
+        format!("malformed {what}: {e}")
+    };
+    ErrorReply::new(ErrorCode::BadRequest, message)
 }
 
 /// True when `text` opens more than [`MAX_DEPTH`] objects and arrays at
@@ -226,67 +327,73 @@ pub fn parse_text(text: &str) -> Result<Request, ErrorReply> {
             format!("objects and arrays nested more than {MAX_DEPTH} deep"),
         ));
     }
-    let value: Value = serde_json::from_str(text)
-        .map_err(|e| ErrorReply::new(ErrorCode::BadRequest, format!("malformed JSON: {e}")))?;
-    let Value::Object(mut m) = value else {
-        return Err(ErrorReply::new(ErrorCode::BadRequest, "the envelope must be a JSON object"));
+    let incoming: Incoming<'_> =
+        serde_json::from_str(text).map_err(|e| shape_error(text, &e, "the envelope"))?;
+    let id = match incoming.id {
+        None => None,
+        Some(raw) => match field::<Option<String>>(raw) {
+            Some(Some(id)) if id.len() > MAX_ID_LEN => {
+                return Err(ErrorReply::new(
+                    ErrorCode::TooLarge,
+                    format!("id is longer than {MAX_ID_LEN} bytes"),
+                ))
+            }
+            Some(id) => id,
+            None => return Err(ErrorReply::new(ErrorCode::BadRequest, "id must be a string")),
+        },
     };
-    let id = match m.remove("id") {
-        None | Some(Value::Null) => None,
-        Some(Value::String(id)) if id.len() <= MAX_ID_LEN => Some(id),
-        Some(Value::String(_)) => {
-            return Err(ErrorReply::new(ErrorCode::TooLarge, format!("id is longer than {MAX_ID_LEN} bytes")))
+    let kind = match incoming.kind.map(field::<String>) {
+        Some(Some(t)) => t,
+        Some(None) => {
+            return Err(ErrorReply::new(ErrorCode::BadRequest, "type must be a string").with_id(&id))
         }
-        Some(_) => return Err(ErrorReply::new(ErrorCode::BadRequest, "id must be a string")),
-    };
-    let kind = match m.remove("type") {
-        Some(Value::String(t)) => t,
-        Some(_) => return Err(ErrorReply::new(ErrorCode::BadRequest, "type must be a string").with_id(&id)),
         None => return Err(ErrorReply::new(ErrorCode::BadRequest, "missing type").with_id(&id)),
     };
-    let payload = m.remove("payload").unwrap_or(Value::Null);
-    let kind = parse_kind(&kind, payload).map_err(|e| e.with_id(&id))?;
+    let kind = parse_kind(&kind, incoming.payload).map_err(|e| e.with_id(&id))?;
     Ok(Request { id, kind })
 }
 
-fn parse_kind(kind: &str, payload: Value) -> Result<RequestKind, ErrorReply> {
+fn parse_kind(kind: &str, payload: Option<&RawValue>) -> Result<RequestKind, ErrorReply> {
     if kind == "ping" {
-        return Ok(RequestKind::Ping { payload });
+        let payload = payload.map_or_else(|| RawValue::NULL.to_owned(), ToOwned::to_owned);
+        return Ok(RequestKind::Ping { payload: RawJson(payload) });
     }
     let known = ["room:join", "room:leave", "room:publish", "typing:start", "typing:stop", "presence:get"];
     if !known.contains(&kind) {
         let shown: String = kind.chars().take(64).collect();
         return Err(ErrorReply::new(ErrorCode::UnknownType, format!("unknown type {shown:?}")));
     }
-    let Value::Object(mut p) = payload else {
-        return Err(ErrorReply::new(ErrorCode::BadRequest, format!("{kind} needs an object payload")));
-    };
-    let room = room_field(&mut p)?;
+    let needs_object = || ErrorReply::new(ErrorCode::BadRequest, format!("{kind} needs an object payload"));
+    let raw = payload.ok_or_else(needs_object)?.get();
+    if !raw.starts_with('{') {
+        return Err(needs_object());
+    }
+    let p: RoomPayload<'_> = serde_json::from_str(raw).map_err(|e| shape_error(raw, &e, "payload"))?;
+    let room = room_field(p.room)?;
+    let bad = |message: &str| ErrorReply::new(ErrorCode::BadRequest, message);
     Ok(match kind {
         "room:join" => RequestKind::Join {
             room,
-            since: match p.remove("since") {
-                None | Some(Value::Null) => None,
-                Some(v) => Some(v.as_u64().ok_or_else(|| {
-                    ErrorReply::new(ErrorCode::BadRequest, "since must be a non-negative integer")
-                })?),
+            since: match p.since {
+                None => None,
+                Some(v) => {
+                    field::<Option<u64>>(v).ok_or_else(|| bad("since must be a non-negative integer"))?
+                }
             },
-            epoch: match p.remove("epoch") {
-                None | Some(Value::Null) => None,
-                Some(Value::String(e)) => Some(e),
-                Some(_) => return Err(ErrorReply::new(ErrorCode::BadRequest, "epoch must be a string")),
+            epoch: match p.epoch {
+                None => None,
+                Some(v) => field::<Option<String>>(v).ok_or_else(|| bad("epoch must be a string"))?,
             },
         },
         "room:leave" => RequestKind::Leave { room },
         "room:publish" => RequestKind::Publish {
             room,
-            data: p
-                .remove("data")
-                .ok_or_else(|| ErrorReply::new(ErrorCode::BadRequest, "room:publish needs data"))?,
-            echo: match p.remove("echo") {
-                None | Some(Value::Null) => false,
-                Some(Value::Bool(b)) => b,
-                Some(_) => return Err(ErrorReply::new(ErrorCode::BadRequest, "echo must be a boolean")),
+            data: RawJson(p.data.ok_or_else(|| bad("room:publish needs data"))?.to_owned()),
+            echo: match p.echo {
+                None => false,
+                Some(v) => {
+                    field::<Option<bool>>(v).ok_or_else(|| bad("echo must be a boolean"))?.unwrap_or(false)
+                }
             },
         },
         "typing:start" => RequestKind::Typing { room, active: true },
@@ -295,10 +402,10 @@ fn parse_kind(kind: &str, payload: Value) -> Result<RequestKind, ErrorReply> {
     })
 }
 
-fn room_field(p: &mut Map<String, Value>) -> Result<String, ErrorReply> {
-    match p.remove("room") {
-        Some(Value::String(room)) => check_room(room),
-        Some(_) => Err(ErrorReply::new(ErrorCode::BadRequest, "room must be a string")),
+fn room_field(room: Option<&RawValue>) -> Result<String, ErrorReply> {
+    match room.map(field::<String>) {
+        Some(Some(room)) => check_room(room),
+        Some(None) => Err(ErrorReply::new(ErrorCode::BadRequest, "room must be a string")),
         None => Err(ErrorReply::new(ErrorCode::BadRequest, "missing room")),
     }
 }
@@ -324,6 +431,7 @@ pub fn check_room(room: String) -> Result<String, ErrorReply> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use serde_json::Value;
 
     fn code(text: &str) -> (ErrorCode, Option<String>) {
         let e = parse_text(text).unwrap_err();
@@ -336,7 +444,8 @@ mod tests {
             parse_text(r#"{"type":"room:publish","id":"c1","payload":{"room":"a","data":[1],"echo":true}}"#)
                 .unwrap();
         assert_eq!(r.id.as_deref(), Some("c1"));
-        assert_eq!(r.kind, RequestKind::Publish { room: "a".into(), data: json!([1]), echo: true });
+        let RequestKind::Publish { room, data, echo } = r.kind else { panic!("{:?}", r.kind) };
+        assert_eq!((room.as_str(), data.get(), echo), ("a", "[1]", true));
     }
 
     #[test]
@@ -363,6 +472,29 @@ mod tests {
             code(r#"{"type":"room:publish","payload":{"room":"a","data":1,"echo":1}}"#).0,
             ErrorCode::BadRequest
         );
+    }
+
+    #[test]
+    fn peek_id_reads_up_to_the_id_only() {
+        assert_eq!(peek_id(r#"{"payload":{"deep":[1,{"a":"b"}]},"id":"x"}"#).as_deref(), Some("x"));
+        // What follows the id is not read: an envelope broken after it still has one.
+        assert_eq!(peek_id(r#"{"id":"x", oops"#).as_deref(), Some("x"));
+        assert_eq!(peek_id(r#"{"oops "#), None);
+        assert_eq!(peek_id(r#"{"id":7}"#), None);
+        assert_eq!(peek_id(&format!(r#"{{"id":"{}"}}"#, "i".repeat(65))), None);
+    }
+
+    #[test]
+    fn opaque_json_is_passed_on_as_sent() {
+        let r = parse_text(r#"{"type":"ping","id":"p","payload": { "b" : 1,"a":[ 2 ] }}"#).unwrap();
+        let RequestKind::Ping { payload } = &r.kind else { panic!("{:?}", r.kind) };
+        assert_eq!(payload.get(), r#"{ "b" : 1,"a":[ 2 ] }"#);
+        let v: Value = serde_json::from_str(&ack("p", payload)).unwrap();
+        assert_eq!(v["payload"], json!({"a": [2], "b": 1}));
+        let none = parse_text(r#"{"type":"ping"}"#).unwrap();
+        assert_eq!(none.kind, RequestKind::Ping { payload: RawJson(RawValue::NULL.to_owned()) });
+        let dup = parse_text(r#"{"type":"ping","type":"ping"}"#).unwrap_err();
+        assert_eq!(dup.code, ErrorCode::BadRequest);
     }
 
     #[test]

@@ -6,8 +6,12 @@
 //! every `broadcast` of a seq'd message, and every join with its replay and ack,
 //! is issued while holding that room's lock, and the hub applies one thread's
 //! commands in order.
+//!
+//! What one client may make the server hold is bounded here: rooms per client
+//! and in all, history (in `room.rs`), replays in bytes, and big replies to a
+//! client that does not read them (`max_reply_backlog`).
 
-use std::collections::BTreeSet;
+use std::collections::BTreeMap;
 use std::sync::atomic::{
     AtomicBool,
     Ordering::{Relaxed, SeqCst},
@@ -18,21 +22,24 @@ use std::time::Instant;
 use parking_lot::Mutex;
 
 use crate::conn_map::ConnMap;
+use serde::Serialize;
 use serde_json::{json, Value};
 
 use super::admission;
 use super::binary::{self, parse_binary};
-use super::config::ProtocolConfig;
+use super::config::{ProtocolConfig, BIG_REPLY};
 use super::envelope::{
-    self, ack, frame, frame_at, now_ms, parse_text, ErrorCode, ErrorReply, Request, RequestKind,
+    self, ack, frame, frame_at, now_ms, parse_text, ErrorCode, ErrorReply, RawJson, Request, RequestKind,
 };
 use super::http;
 use super::metrics::Metrics;
 use super::rate_limit::{RateLimiter, Verdict};
-use super::room::RoomTable;
+use super::room::{Limits, Miss, RoomTable};
+use crate::frame::{self as wire, SharedFrame};
 use crate::handler::Handler;
 use crate::types::{ConnId, HttpResponse, Message, RequestInfo, Upgrade};
 use crate::server::ServerHandle;
+use crate::sys::trim;
 
 /// The subprotocols of PROTOCOL.md; both accept text and binary frames.
 pub const SUBPROTOCOLS: [&str; 2] = ["wshub.v1.json", "wshub.v1.bin"];
@@ -65,7 +72,7 @@ impl std::fmt::Debug for ProtocolHandler {
 /// The state every clone of one handler shares.
 pub(crate) struct Shared {
     config: ProtocolConfig,
-    rooms: RoomTable,
+    pub rooms: RoomTable,
     /// Read on every message, written on connect and close.
     conns: ConnMap<Arc<Mutex<ConnState>>>,
     pub metrics: Metrics,
@@ -75,19 +82,32 @@ pub(crate) struct Shared {
 /// One connection's protocol state. Only its own reader thread touches it.
 struct ConnState {
     client_id: String,
-    rooms: BTreeSet<String>,
+    /// The rooms it is in, each with the room's `published_bytes` when it
+    /// joined (what it was sent since is the difference).
+    rooms: BTreeMap<String, u64>,
     limiter: RateLimiter,
     /// Closed for abuse: later messages are ignored.
     closed: bool,
+    /// Bytes of the messages it sent (what its reads and parses allocated).
+    bytes_in: usize,
+    /// Bytes replayed to it, and of big replies sent to it.
+    bytes_replied: usize,
 }
 
 impl ProtocolHandler {
     /// A handler with these settings.
     pub fn new(config: ProtocolConfig) -> Self {
+        let limits = Limits {
+            count: config.history_size,
+            ttl: config.history_ttl,
+            room_bytes: config.history_max_bytes,
+            total_bytes: config.history_total_max_bytes,
+            max_rooms: config.max_rooms,
+        };
         ProtocolHandler {
             shared: Arc::new(Shared {
+                rooms: RoomTable::new(limits),
                 config,
-                rooms: RoomTable::new(),
                 conns: ConnMap::default(),
                 metrics: Metrics::default(),
                 draining: AtomicBool::new(false),
@@ -140,9 +160,11 @@ impl Handler for ProtocolHandler {
         let c = &self.shared.config;
         let state = ConnState {
             client_id: Self::client_id(conn),
-            rooms: BTreeSet::new(),
+            rooms: BTreeMap::new(),
             limiter: RateLimiter::new(c.rate_limit, c.rate_burst, Instant::now()),
             closed: false,
+            bytes_in: 0,
+            bytes_replied: 0,
         };
         let payload = json!({
             "clientId": state.client_id,
@@ -160,6 +182,7 @@ impl Handler for ProtocolHandler {
         if state.closed {
             return;
         }
+        state.bytes_in = state.bytes_in.saturating_add(message.as_bytes().len());
         match state.limiter.check(Instant::now()) {
             Verdict::Allow => {}
             Verdict::Limited => {
@@ -202,14 +225,29 @@ impl Handler for ProtocolHandler {
         self.shared.metrics.count_disconnect(code);
         let Some(state) = self.shared.conns.remove(conn) else { return };
         let state = state.lock();
-        for room in &state.rooms {
-            self.shared.rooms.with_room(room, false, |r| {
+        // What it was sent, and sent us: all of it is free once its queue is
+        // (a client that stopped reading may have had all of it queued).
+        let mut traffic = state.bytes_in.saturating_add(state.bytes_replied);
+        for (room, joined_at) in &state.rooms {
+            let _ = self.shared.rooms.with_room(room, false, |r| {
                 r.members.remove(&conn);
+                let sent = r.published_bytes.saturating_sub(*joined_at);
+                traffic = traffic.saturating_add(usize::try_from(sent).unwrap_or(usize::MAX));
                 let event = frame("presence:leave", None, json!({"room": room, "clientId": state.client_id}));
                 let _ = server.broadcast(room, event, Some(conn));
             });
+            self.shared.rooms.remove_if_idle(room);
         }
-        self.shared.rooms.sweep(self.shared.config.history_size, self.shared.config.history_ttl);
+        self.shared.rooms.sweep();
+        // Its outbound queue is freed by its writer just after this returns:
+        // a trim comes shortly after (see trim.rs).
+        if code == 1013 || server.queued_frames(conn) >= LARGE_BACKLOG {
+            trim::soon();
+        }
+        if traffic >= LARGE_TRAFFIC {
+            trim::note_freed(traffic);
+        }
+        trim::note_freed(self.shared.rooms.budget().take_freed());
     }
 }
 
@@ -248,9 +286,19 @@ impl Session<'_> {
                         .map(|(c, meta)| json!({"clientId": ProtocolHandler::client_id(*c), "meta": meta}))
                         .collect::<Vec<_>>()
                 });
+                let big = members.as_ref().map_or(0, Vec::len) * PRESENCE_ENTRY_BYTES > BIG_REPLY;
+                if big && id.is_some() {
+                    self.refuse_if_backlogged()?;
+                }
                 ack_with(json!({"room": room, "members": members.unwrap_or_default()}))
             }
-            RequestKind::Ping { payload } => ack_with(payload),
+            RequestKind::Ping { payload } => {
+                if payload.get().len() > BIG_REPLY && id.is_some() {
+                    self.refuse_if_backlogged()?;
+                    self.state.bytes_replied = self.state.bytes_replied.saturating_add(payload.get().len());
+                }
+                Ok(id.map(|id| ack(id, &payload)))
+            }
         };
         result.map_err(|mut e| {
             e.id = request.id.clone();
@@ -258,8 +306,24 @@ impl Session<'_> {
         })
     }
 
+    /// Refuses a reply over [`BIG_REPLY`] bytes while the client has not read
+    /// what was already sent to it (`max_reply_backlog` frames wait in its
+    /// outbound queue): a client that asks for big replies and never reads
+    /// them would otherwise make the server hold each one.
+    fn refuse_if_backlogged(&self) -> Result<(), ErrorReply> {
+        let waiting = self.server.conn_info(self.conn).map_or(0, |c| c.queue_depth);
+        if waiting < self.shared.config.max_reply_backlog {
+            return Ok(());
+        }
+        self.shared.metrics.reply_backlog.fetch_add(1, Relaxed);
+        Err(ErrorReply::new(
+            ErrorCode::RateLimited,
+            format!("{waiting} frames still wait for this client: read them before asking for more than {BIG_REPLY} bytes"),
+        ))
+    }
+
     fn require_member(&self, room: &str) -> Result<(), ErrorReply> {
-        if self.state.rooms.contains(room) {
+        if self.state.rooms.contains_key(room) {
             Ok(())
         } else {
             Err(ErrorReply::new(ErrorCode::Forbidden, format!("join {room:?} first")))
@@ -271,10 +335,19 @@ impl Session<'_> {
     /// in the history we replay, so nothing is lost or doubled.
     fn join(&mut self, id: Option<&str>, room: &str, since: Option<u64>, epoch: Option<&str>) -> Reply {
         let (server, conn, config) = (self.server, self.conn, &self.shared.config);
-        let newly = !self.state.rooms.contains(room);
+        let newly = !self.state.rooms.contains_key(room);
+        if newly && self.state.rooms.len() >= config.max_rooms_per_client {
+            self.shared.metrics.max_rooms_per_client.fetch_add(1, Relaxed);
+            return Err(ErrorReply::new(
+                ErrorCode::Forbidden,
+                format!("already in {} rooms, the most one client may join", config.max_rooms_per_client),
+            ));
+        }
         let client_id = self.state.client_id.clone();
-        let outcome = self.shared.rooms.with_room(room, true, |r| -> Result<(), crate::Error> {
-            r.prune(config.history_size, config.history_ttl, Instant::now());
+        let metrics = &self.shared.metrics;
+        let mut replayed = 0;
+        let outcome = self.shared.rooms.with_room(room, true, |r| -> Result<u64, crate::Error> {
+            r.prune(Instant::now());
             if newly {
                 server.join(conn, room)?;
                 r.members.insert(conn, json!({}));
@@ -286,75 +359,103 @@ impl Session<'_> {
             let mut payload =
                 json!({"room": room, "seq": r.seq, "members": r.members.len(), "epoch": r.epoch});
             if let Some(since) = since {
+                // At most half of each outbound bound, so a replay into a
+                // queue that also holds live frames cannot make a client
+                // that reads a slow consumer.
                 let max_replay = (server.config().outbound_queue / 2).max(1);
-                let recovery = r.recover(since, epoch, max_replay);
-                for message in recovery.replay {
-                    let _ = server.send(conn, message);
+                let replay_bytes = config.replay_max_bytes.min(server.config().outbound_max_bytes / 2);
+                let recovery = r.recover(since, epoch, max_replay, replay_bytes);
+                if recovery.cut_by_bytes {
+                    metrics.replay_bytes.fetch_add(1, Relaxed);
+                }
+                for frame in recovery.replay {
+                    replayed += frame.len();
+                    let _ = server.send_frame(conn, frame);
                 }
                 payload["recovered"] = Value::Bool(recovery.recovered);
             }
             if let Some(id) = id {
                 let _ = server.send(conn, ack(id, payload));
             }
-            Ok(())
+            Ok(r.published_bytes)
         });
+        self.state.bytes_replied = self.state.bytes_replied.saturating_add(replayed);
         match outcome {
-            Some(Ok(())) => {
-                self.state.rooms.insert(room.to_owned());
+            Ok(Ok(published_bytes)) => {
+                self.state.rooms.entry(room.to_owned()).or_insert(published_bytes);
                 Ok(None)
             }
-            Some(Err(e)) => Err(internal(e)),
-            None => Err(ErrorReply::new(ErrorCode::Internal, "room is busy, try again")),
+            Ok(Err(e)) => Err(internal(e)),
+            Err(miss) => Err(self.missed(miss)),
+        }
+    }
+
+    fn missed(&self, miss: Miss) -> ErrorReply {
+        match miss {
+            Miss::Full => {
+                self.shared.metrics.max_rooms.fetch_add(1, Relaxed);
+                ErrorReply::new(
+                    ErrorCode::Forbidden,
+                    format!("the server has {} rooms, the most it keeps", self.shared.config.max_rooms),
+                )
+            }
+            Miss::Absent | Miss::Busy => ErrorReply::new(ErrorCode::Internal, "room is busy, try again"),
         }
     }
 
     fn leave(&mut self, room: &str) -> Result<(), ErrorReply> {
-        if !self.state.rooms.remove(room) {
+        if self.state.rooms.remove(room).is_none() {
             return Err(ErrorReply::new(ErrorCode::NotFound, format!("not in room {room:?}")));
         }
         let (server, conn, client_id) = (self.server, self.conn, &self.state.client_id);
-        self.shared.rooms.with_room(room, false, |r| {
+        let _ = self.shared.rooms.with_room(room, false, |r| {
             r.members.remove(&conn);
             let _ = server.leave(conn, room);
             let event = frame("presence:leave", None, json!({"room": room, "clientId": client_id}));
             let _ = server.broadcast(room, event, Some(conn));
         });
-        self.shared.rooms.sweep(self.shared.config.history_size, self.shared.config.history_ttl);
+        self.shared.rooms.remove_if_idle(room);
+        self.shared.rooms.sweep();
+        trim::note_freed(self.shared.rooms.budget().take_freed());
         Ok(())
     }
 
-    fn publish(&mut self, room: &str, data: &Value, echo: bool) -> Result<u64, ErrorReply> {
+    fn publish(&mut self, room: &str, data: &RawJson, echo: bool) -> Result<u64, ErrorReply> {
         self.require_member(room)?;
-        let (server, conn, from, config) =
-            (self.server, self.conn, &self.state.client_id, &self.shared.config);
+        if echo && data.get().len() > BIG_REPLY {
+            self.refuse_if_backlogged()?;
+        }
+        let (server, conn, from) = (self.server, self.conn, &self.state.client_id);
         let ts = now_ms();
         let published = self.shared.rooms.with_room(room, true, |r| {
-            let (seq, message) = r.publish(config.history_size, config.history_ttl, Instant::now(), |seq| {
-                let payload = json!({"room": room, "seq": seq, "from": from, "data": data});
-                Message::Text(frame_at("room:message", None, payload, ts))
+            let (seq, frame) = r.publish(Instant::now(), |seq| {
+                let payload = RoomMessage { data, from, room, seq };
+                text_frame(&frame_at("room:message", None, payload, ts))
             });
-            server.broadcast(room, message, if echo { None } else { Some(conn) }).map(|()| seq)
+            server.broadcast_frame(room, frame, if echo { None } else { Some(conn) }).map(|()| seq)
         });
+        trim::note_freed(self.shared.rooms.budget().take_freed());
         match published {
-            Some(Ok(seq)) => Ok(seq),
-            Some(Err(e)) => Err(internal(e)),
-            None => Err(ErrorReply::new(ErrorCode::Internal, "room is busy, try again")),
+            Ok(Ok(seq)) => Ok(seq),
+            Ok(Err(e)) => Err(internal(e)),
+            Err(miss) => Err(self.missed(miss)),
         }
     }
 
     fn publish_binary(&mut self, room: &str, body: &[u8]) -> Reply {
         self.require_member(room)?;
-        let (server, conn, config) = (self.server, self.conn, &self.shared.config);
+        let (server, conn) = (self.server, self.conn);
         let published = self.shared.rooms.with_room(room, true, |r| {
-            let (_, message) = r.publish(config.history_size, config.history_ttl, Instant::now(), |seq| {
-                Message::Binary(binary::encode_message(room, seq, body))
+            let (_, frame) = r.publish(Instant::now(), |seq| {
+                Arc::new(wire::encode(wire::OP_BINARY, &binary::encode_message(room, seq, body)))
             });
-            server.broadcast(room, message, Some(conn))
+            server.broadcast_frame(room, frame, Some(conn))
         });
+        trim::note_freed(self.shared.rooms.budget().take_freed());
         match published {
-            Some(Ok(())) => Ok(None),
-            Some(Err(e)) => Err(internal(e)),
-            None => Err(ErrorReply::new(ErrorCode::Internal, "room is busy, try again")),
+            Ok(Ok(())) => Ok(None),
+            Ok(Err(e)) => Err(internal(e)),
+            Err(miss) => Err(self.missed(miss)),
         }
     }
 
@@ -364,4 +465,31 @@ impl Session<'_> {
             frame("typing", None, json!({"room": room, "clientId": self.state.client_id, "active": active}));
         self.server.broadcast(room, event, Some(self.conn)).map_err(internal)
     }
+}
+
+/// Frames queued for a closing client past which its close schedules a
+/// memory trim (its queue, freed by its writer, may be large).
+const LARGE_BACKLOG: usize = 64;
+
+/// Bytes a client sent and was sent past which its close counts toward a
+/// memory trim (that much was allocated for it, and is free now).
+const LARGE_TRAFFIC: usize = 1 << 20;
+
+/// Bytes one member adds to a `presence:get` ack, at most (clientId up to 20
+/// digits, the keys, `{}` meta and punctuation).
+const PRESENCE_ENTRY_BYTES: usize = 48;
+
+/// The payload of a `room:message` text frame (keys in the order a `json!`
+/// object would have them, as before `data` was kept raw).
+#[derive(Serialize)]
+struct RoomMessage<'a> {
+    data: &'a RawJson,
+    from: &'a str,
+    room: &'a str,
+    seq: u64,
+}
+
+/// A text frame, ready to share between the room's members and its history.
+fn text_frame(text: &str) -> SharedFrame {
+    Arc::new(wire::encode(wire::OP_TEXT, text.as_bytes()))
 }

@@ -20,9 +20,11 @@ pub(crate) fn route(shared: &Shared, server: &ServerHandle, request: &RequestInf
                 HttpResponse::new(200, "text/plain; charset=utf-8", "ok\n")
             }
         }
-        "/metrics" => {
-            HttpResponse::new(200, "text/plain; version=0.0.4; charset=utf-8", shared.metrics.render(server))
-        }
+        "/metrics" => HttpResponse::new(
+            200,
+            "text/plain; version=0.0.4; charset=utf-8",
+            shared.metrics.render(server, shared.rooms.budget()),
+        ),
         "/" => HttpResponse::new(200, "text/html; charset=utf-8", DEMO_PAGE),
         "/client.js" => HttpResponse::new(200, "text/javascript; charset=utf-8", CLIENT_JS),
         path if path == server.config().path => {

@@ -1,7 +1,8 @@
 //! The protocol layer's counters and the Prometheus text of `GET /metrics`.
 //!
 //! Engine counters come from [`ServerHandle::stats`]; this adds what only the
-//! protocol knows (rate-limit drops, disconnect codes).
+//! protocol knows (rate-limit drops, what the protocol's bounds refused or
+//! evicted, disconnect codes).
 
 use std::collections::BTreeMap;
 use std::fmt::Write;
@@ -9,12 +10,21 @@ use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 
 use parking_lot::Mutex;
 
+use super::room::Budget;
 use crate::server::ServerHandle;
 
 /// Counters the protocol handler keeps.
 #[derive(Debug, Default)]
 pub(crate) struct Metrics {
     pub rate_limited: AtomicU64,
+    /// Joins refused: the client was in `max_rooms_per_client` rooms.
+    pub max_rooms_per_client: AtomicU64,
+    /// Joins refused: the server had `max_rooms` rooms.
+    pub max_rooms: AtomicU64,
+    /// Big replies refused: the client had `max_reply_backlog` frames unread.
+    pub reply_backlog: AtomicU64,
+    /// Recoveries cut short by `replay_max_bytes`.
+    pub replay_bytes: AtomicU64,
     pub disconnects: Mutex<BTreeMap<u16, u64>>,
 }
 
@@ -24,7 +34,7 @@ impl Metrics {
     }
 
     /// The Prometheus text exposition (format 0.0.4) of every metric in PROTOCOL.md.
-    pub fn render(&self, server: &ServerHandle) -> String {
+    pub fn render(&self, server: &ServerHandle, history: &Budget) -> String {
         let s = server.stats();
         let rooms = server.room_count().unwrap_or(0);
         let mut out = String::with_capacity(2048);
@@ -69,7 +79,25 @@ impl Metrics {
                 (r#"{reason="frame_rate"}"#.to_owned(), s.dropped_frame_rate),
                 (r#"{reason="fragments"}"#.to_owned(), s.dropped_fragments),
                 (r#"{reason="rate_limited"}"#.to_owned(), self.rate_limited.load(Relaxed)),
+                (r#"{reason="history_bytes"}"#.to_owned(), history.evicted_room_bytes.load(Relaxed)),
+                (r#"{reason="history_total_bytes"}"#.to_owned(), history.evicted_total_bytes.load(Relaxed)),
+                (r#"{reason="replay_bytes"}"#.to_owned(), self.replay_bytes.load(Relaxed)),
+                (r#"{reason="max_rooms_per_client"}"#.to_owned(), self.max_rooms_per_client.load(Relaxed)),
+                (r#"{reason="max_rooms"}"#.to_owned(), self.max_rooms.load(Relaxed)),
+                (r#"{reason="reply_backlog"}"#.to_owned(), self.reply_backlog.load(Relaxed)),
             ],
+        );
+        metric(
+            "wshub_history_bytes",
+            "gauge",
+            "Bytes all rooms' history holds (frames plus a fixed overhead per message).",
+            &one(history.total.load(Relaxed) as u64),
+        );
+        metric(
+            "wshub_memory_trims_total",
+            "counter",
+            "Times freed heap memory was given back to the system (malloc_trim).",
+            &one(crate::sys::trim::trims() as u64),
         );
         let codes: Vec<_> =
             self.disconnects.lock().iter().map(|(code, n)| (format!("{{code=\"{code}\"}}"), *n)).collect();

@@ -16,5 +16,5 @@ mod metrics;
 mod rate_limit;
 mod room;
 
-pub use config::ProtocolConfig;
+pub use config::{ProtocolConfig, BIG_REPLY};
 pub use handler::{choose_subprotocol, ProtocolHandler, SUBPROTOCOLS};

@@ -1,39 +1,109 @@
 //! One room's protocol state: its sequence counter, epoch, bounded history and
-//! presence list; and the table of rooms.
+//! presence list; and the table of rooms, which bounds how many rooms exist and
+//! how many bytes of history all of them keep together.
 //!
 //! The engine's hub owns who receives a broadcast; this owns what the protocol
 //! promises on top: `seq` order, recovery and presence. Whoever assigns a seq
 //! must broadcast while holding the room's lock (see `handler.rs`), so seq
 //! order is delivery order.
+//!
+//! History keeps each message as the frame that was broadcast ([`SharedFrame`]),
+//! so a replay pushes the same bytes again (a reference count, not a copy).
+//! Locks: a room's lock may be held while taking the table's `order` lock,
+//! never the other way round, and no thread holds two rooms' locks.
 
 use std::collections::hash_map::RandomState;
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::hash::{BuildHasher, Hasher};
-use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
-use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering::Relaxed};
+use std::sync::{Arc, Weak};
 use std::time::{Duration, Instant};
 
 use parking_lot::Mutex;
 use serde_json::Value;
 
-use crate::types::{ConnId, Message};
+use crate::frame::SharedFrame;
+use crate::types::ConnId;
+
+/// Bytes a stored message counts for beyond its frame: the `Arc` and `Vec`
+/// headers, its slots in the room's history and in the table's eviction order,
+/// allocator headers. An estimate that keeps many small messages bounded too.
+pub(crate) const ENTRY_OVERHEAD: usize = 128;
+
+/// How much history rooms keep, and how many rooms may exist.
+#[derive(Debug, Clone)]
+pub(crate) struct Limits {
+    /// Messages per room.
+    pub count: usize,
+    /// Age of the oldest message a room keeps.
+    pub ttl: Duration,
+    /// Bytes per room (frames plus [`ENTRY_OVERHEAD`] each).
+    pub room_bytes: usize,
+    /// Bytes of all rooms together; past it the oldest message of any room goes.
+    pub total_bytes: usize,
+    /// Rooms with members or history.
+    pub max_rooms: usize,
+}
+
+/// What every room's history shares: the limits, the byte total and the
+/// counters of what the byte bounds dropped.
+#[derive(Debug)]
+pub(crate) struct Budget {
+    pub limits: Limits,
+    /// Bytes held by every room's history.
+    pub total: AtomicUsize,
+    /// Messages held by every room's history.
+    entries: AtomicUsize,
+    /// Messages dropped because their room was over `room_bytes`.
+    pub evicted_room_bytes: AtomicU64,
+    /// Messages dropped because all rooms together were over `total_bytes`.
+    pub evicted_total_bytes: AtomicU64,
+    /// Bytes of history dropped since the last [`take_freed`](Self::take_freed).
+    freed: AtomicUsize,
+}
+
+impl Budget {
+    fn new(limits: Limits) -> Self {
+        Budget {
+            limits,
+            total: AtomicUsize::new(0),
+            entries: AtomicUsize::new(0),
+            evicted_room_bytes: AtomicU64::new(0),
+            evicted_total_bytes: AtomicU64::new(0),
+            freed: AtomicUsize::new(0),
+        }
+    }
+
+    /// Bytes of history dropped since the last call.
+    pub fn take_freed(&self) -> usize {
+        self.freed.swap(0, Relaxed)
+    }
+}
 
 /// One published message as kept for recovery: the exact frame members got.
 #[derive(Debug, Clone)]
 pub(crate) struct Entry {
     pub seq: u64,
     pub at: Instant,
-    pub message: Message,
+    pub frame: SharedFrame,
+}
+
+impl Entry {
+    fn cost(&self) -> usize {
+        self.frame.len() + ENTRY_OVERHEAD
+    }
 }
 
 /// What a `since` asks for, given the history.
 #[derive(Debug)]
 pub(crate) struct Recovery {
-    /// Messages after `since` still in history, in order.
-    pub replay: Vec<Message>,
-    /// False when history no longer reaches back to `since + 1`, or `since`
-    /// belongs to another epoch.
+    /// Frames of the messages after `since` still in history, in order.
+    pub replay: Vec<SharedFrame>,
+    /// False when history no longer reaches back to `since + 1`, the replay
+    /// was cut, or `since` belongs to another epoch.
     pub recovered: bool,
+    /// True when the byte cap (not the count cap) cut the replay.
+    pub cut_by_bytes: bool,
 }
 
 /// The protocol state of one room.
@@ -44,62 +114,140 @@ pub(crate) struct RoomState {
     /// Names this incarnation of the room's history.
     pub epoch: String,
     history: VecDeque<Entry>,
+    /// Bytes `history` counts for.
+    history_bytes: usize,
     /// Members in join order: clientId and meta by connection.
     pub members: BTreeMap<ConnId, Value>,
+    /// Bytes of every message published here (members receive this much).
+    pub published_bytes: u64,
     /// Set when the table dropped this room; its holder must look it up again.
     dead: bool,
+    budget: Arc<Budget>,
 }
 
 impl RoomState {
-    fn new(epoch: String) -> Self {
-        RoomState { seq: 0, epoch, history: VecDeque::new(), members: BTreeMap::new(), dead: false }
+    fn new(epoch: String, budget: Arc<Budget>) -> Self {
+        RoomState {
+            seq: 0,
+            epoch,
+            history: VecDeque::new(),
+            history_bytes: 0,
+            members: BTreeMap::new(),
+            published_bytes: 0,
+            dead: false,
+            budget,
+        }
     }
 
-    /// Drops what is past `limit` messages or older than `ttl`.
-    pub fn prune(&mut self, limit: usize, ttl: Duration, now: Instant) {
-        while self.history.len() > limit {
-            self.history.pop_front();
+    /// Drops the oldest message; false when there is none.
+    fn pop_oldest(&mut self) -> bool {
+        let Some(e) = self.history.pop_front() else { return false };
+        let cost = e.cost();
+        self.history_bytes -= cost;
+        self.budget.total.fetch_sub(cost, Relaxed);
+        self.budget.entries.fetch_sub(1, Relaxed);
+        self.budget.freed.fetch_add(cost, Relaxed);
+        true
+    }
+
+    /// Drops what is past the count or byte limit or older than the ttl.
+    pub fn prune(&mut self, now: Instant) {
+        let limits = &self.budget.limits;
+        let (count, ttl, room_bytes) = (limits.count, limits.ttl, limits.room_bytes);
+        while self.history.len() > count {
+            self.pop_oldest();
+        }
+        while self.history_bytes > room_bytes && self.pop_oldest() {
+            self.budget.evicted_room_bytes.fetch_add(1, Relaxed);
         }
         while self.history.front().is_some_and(|e| now.saturating_duration_since(e.at) > ttl) {
-            self.history.pop_front();
+            self.pop_oldest();
         }
     }
 
-    /// Assigns the next seq and records `message` (built by `make` from that seq).
-    pub fn publish(
-        &mut self,
-        limit: usize,
-        ttl: Duration,
-        now: Instant,
-        make: impl FnOnce(u64) -> Message,
-    ) -> (u64, Message) {
-        self.seq += 1;
-        let message = make(self.seq);
-        if limit > 0 {
-            self.history.push_back(Entry { seq: self.seq, at: now, message: message.clone() });
+    /// Drops this room's messages up to `seq`, the oldest across rooms (the
+    /// table's budget); how many went.
+    fn evict_through(&mut self, seq: u64) -> u64 {
+        let mut n = 0;
+        while self.history.front().is_some_and(|e| e.seq <= seq) && self.pop_oldest() {
+            n += 1;
         }
-        self.prune(limit, ttl, now);
-        (self.seq, message)
+        n
+    }
+
+    /// Assigns the next seq and records the frame `make` builds from it.
+    pub fn publish(&mut self, now: Instant, make: impl FnOnce(u64) -> SharedFrame) -> (u64, SharedFrame) {
+        self.seq += 1;
+        let frame = make(self.seq);
+        self.published_bytes += frame.len() as u64;
+        if self.budget.limits.count > 0 {
+            let entry = Entry { seq: self.seq, at: now, frame: frame.clone() };
+            let cost = entry.cost();
+            self.history.push_back(entry);
+            self.history_bytes += cost;
+            self.budget.total.fetch_add(cost, Relaxed);
+            self.budget.entries.fetch_add(1, Relaxed);
+        }
+        self.prune(now);
+        (self.seq, frame)
     }
 
     /// What a client that last saw `since` (in `epoch`, when it says) missed,
-    /// at most the newest `max_replay` messages (more would overflow its
-    /// outbound queue and get it closed as a slow consumer).
-    pub fn recover(&self, since: u64, epoch: Option<&str>, max_replay: usize) -> Recovery {
+    /// at most the newest `max_replay` messages and `max_bytes` bytes (more
+    /// would overflow its outbound queue and get it closed as a slow consumer).
+    pub fn recover(&self, since: u64, epoch: Option<&str>, max_replay: usize, max_bytes: usize) -> Recovery {
         if epoch.is_some_and(|e| e != self.epoch) || since > self.seq {
-            return Recovery { replay: Vec::new(), recovered: false };
+            return Recovery { replay: Vec::new(), recovered: false, cut_by_bytes: false };
         }
         let oldest = self.history.front().map_or(self.seq + 1, |e| e.seq);
-        let missed = self.history.iter().filter(|e| e.seq > since).count();
-        let skip = missed.saturating_sub(max_replay);
-        let replay =
-            self.history.iter().filter(|e| e.seq > since).skip(skip).map(|e| e.message.clone()).collect();
-        Recovery { replay, recovered: oldest <= since + 1 && skip == 0 }
+        let missed = self.history.iter().rev().take_while(|e| e.seq > since);
+        let (mut replay, mut bytes, mut cut, mut cut_by_bytes) = (Vec::new(), 0usize, false, false);
+        for e in missed {
+            if replay.len() == max_replay {
+                cut = true;
+                break;
+            }
+            if bytes + e.frame.len() > max_bytes {
+                (cut, cut_by_bytes) = (true, true);
+                break;
+            }
+            bytes += e.frame.len();
+            replay.push(e.frame.clone());
+        }
+        replay.reverse();
+        Recovery { replay, recovered: oldest <= since + 1 && !cut, cut_by_bytes }
     }
 
     fn is_idle(&self) -> bool {
         self.members.is_empty() && self.history.is_empty()
     }
+}
+
+impl Drop for RoomState {
+    fn drop(&mut self) {
+        while self.pop_oldest() {}
+    }
+}
+
+/// A stored message in publication order across rooms, for the total budget.
+/// Weak, so it keeps neither its room nor its frame alive; stale once its room
+/// dropped it.
+#[derive(Debug)]
+struct Stored {
+    room: Weak<Mutex<RoomState>>,
+    seq: u64,
+    frame: Weak<Vec<u8>>,
+}
+
+/// Why [`RoomTable::with_room`] did not run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Miss {
+    /// The room does not exist (and was not to be created).
+    Absent,
+    /// Creating it would pass [`Limits::max_rooms`].
+    Full,
+    /// It was dropped again and again while we looked it up.
+    Busy,
 }
 
 /// Every room with members or history.
@@ -109,16 +257,26 @@ pub(crate) struct RoomTable {
     last_sweep: Mutex<Instant>,
     epochs: RandomState,
     epoch_counter: AtomicU64,
+    budget: Arc<Budget>,
+    /// Every stored message, oldest first (plus stale ones, compacted as it grows).
+    order: Mutex<VecDeque<Stored>>,
 }
 
 impl RoomTable {
-    pub fn new() -> Self {
+    pub fn new(limits: Limits) -> Self {
         RoomTable {
             rooms: Mutex::new(HashMap::new()),
             last_sweep: Mutex::new(Instant::now()),
             epochs: RandomState::new(),
             epoch_counter: AtomicU64::new(0),
+            budget: Arc::new(Budget::new(limits)),
+            order: Mutex::new(VecDeque::new()),
         }
+    }
+
+    /// The history limits and counters every room shares.
+    pub fn budget(&self) -> &Budget {
+        &self.budget
     }
 
     /// A fresh epoch: random per process (RandomState's keys), unique per room incarnation.
@@ -128,35 +286,107 @@ impl RoomTable {
         format!("{:016x}", h.finish())
     }
 
-    /// Runs `f` on `room`'s state under its lock, creating the room when `create`.
-    /// Returns `None` when the room does not exist and `create` is false.
-    pub fn with_room<T>(&self, room: &str, create: bool, f: impl FnOnce(&mut RoomState) -> T) -> Option<T> {
+    /// Runs `f` on `room`'s state under its lock, creating the room when
+    /// `create` (unless that would pass `max_rooms`). Then, without the lock,
+    /// drops the oldest messages of any room while all history is over the
+    /// total budget.
+    pub fn with_room<T>(
+        &self,
+        room: &str,
+        create: bool,
+        f: impl FnOnce(&mut RoomState) -> T,
+    ) -> Result<T, Miss> {
         let mut f = Some(f);
         // A room found dead was dropped between the lookup and the lock: look again.
-        for _ in 0..8 {
+        for attempt in 0..8 {
             let state = {
                 let mut rooms = self.rooms.lock();
                 match rooms.get(room) {
                     Some(s) => s.clone(),
-                    None if create => {
-                        let s = Arc::new(Mutex::new(RoomState::new(self.new_epoch())));
+                    None if !create => return Err(Miss::Absent),
+                    None if rooms.len() >= self.budget.limits.max_rooms => {
+                        drop(rooms);
+                        if attempt == 0 && self.sweep_now() > 0 {
+                            continue; // idle rooms went: there may be space now
+                        }
+                        return Err(Miss::Full);
+                    }
+                    None => {
+                        let s = Arc::new(Mutex::new(RoomState::new(self.new_epoch(), self.budget.clone())));
                         rooms.insert(room.to_owned(), s.clone());
                         s
                     }
-                    None => return None,
                 }
             };
             let mut guard = state.lock();
-            if !guard.dead {
-                return f.take().map(|f| f(&mut guard));
+            if guard.dead {
+                continue;
             }
+            let newest_before = guard.history.back().map(|e| e.seq);
+            let out = f.take().map(|f| f(&mut guard));
+            self.record_order(&state, &guard, newest_before);
+            drop(guard);
+            if self.budget.total.load(Relaxed) > self.budget.limits.total_bytes {
+                self.enforce_total_budget();
+            }
+            return out.ok_or(Miss::Busy);
         }
-        None
+        Err(Miss::Busy)
+    }
+
+    /// Appends the messages `room` stored after `newest_before` to the order
+    /// across rooms. Called with the room's lock held.
+    fn record_order(&self, state: &Arc<Mutex<RoomState>>, room: &RoomState, newest_before: Option<u64>) {
+        let is_new = |e: &&Entry| newest_before.map_or(true, |n| e.seq > n);
+        let added = room.history.iter().rev().take_while(is_new).count();
+        if added == 0 {
+            return;
+        }
+        let mut order = self.order.lock();
+        for e in room.history.iter().skip(room.history.len() - added) {
+            order.push_back(Stored {
+                room: Arc::downgrade(state),
+                seq: e.seq,
+                frame: Arc::downgrade(&e.frame),
+            });
+        }
+        // Messages their rooms dropped by count, age or room bytes stay here
+        // until popped; keep them from outnumbering the live ones.
+        if order.len() > 2 * self.budget.entries.load(Relaxed) + 1024 {
+            order.retain(|s| s.frame.strong_count() > 0 && s.room.strong_count() > 0);
+        }
+    }
+
+    /// Drops the oldest stored message of any room until all history fits
+    /// the total budget. Holds no room's lock when called.
+    fn enforce_total_budget(&self) {
+        while self.budget.total.load(Relaxed) > self.budget.limits.total_bytes {
+            let Some(oldest) = self.order.lock().pop_front() else { break };
+            let Some(room) = oldest.room.upgrade() else { continue };
+            let evicted = room.lock().evict_through(oldest.seq);
+            self.budget.evicted_total_bytes.fetch_add(evicted, Relaxed);
+        }
+    }
+
+    /// Drops `room` now if it has neither members nor history (so its slot
+    /// under `max_rooms` is free again at once).
+    pub fn remove_if_idle(&self, room: &str) {
+        let mut rooms = self.rooms.lock();
+        let idle = rooms.get(room).and_then(|s| {
+            s.try_lock().map(|mut s| {
+                let idle = s.is_idle();
+                s.dead |= idle;
+                idle
+            })
+        });
+        if idle == Some(true) {
+            rooms.remove(room);
+        }
     }
 
     /// Drops rooms with no members whose history has expired (at most once a
     /// second, so callers may call it often).
-    pub fn sweep(&self, limit: usize, ttl: Duration) {
+    pub fn sweep(&self) {
         let now = Instant::now();
         {
             let mut last = self.last_sweep.lock();
@@ -165,9 +395,17 @@ impl RoomTable {
             }
             *last = now;
         }
-        self.rooms.lock().retain(|_, state| match state.try_lock() {
+        self.sweep_now();
+    }
+
+    /// Prunes every room and drops the idle ones; how many went.
+    fn sweep_now(&self) -> usize {
+        let now = Instant::now();
+        let mut rooms = self.rooms.lock();
+        let before = rooms.len();
+        rooms.retain(|_, state| match state.try_lock() {
             Some(mut s) => {
-                s.prune(limit, ttl, now);
+                s.prune(now);
                 if s.is_idle() {
                     s.dead = true;
                     false
@@ -177,6 +415,7 @@ impl RoomTable {
             }
             None => true,
         });
+        before - rooms.len()
     }
 }
 
@@ -184,45 +423,117 @@ impl RoomTable {
 mod tests {
     use super::*;
 
-    fn text(seq: u64) -> Message {
-        Message::Text(seq.to_string())
+    fn limits(count: usize, ttl: Duration, room_bytes: usize, total_bytes: usize) -> Limits {
+        Limits { count, ttl, room_bytes, total_bytes, max_rooms: 100 }
+    }
+
+    fn room(limits: Limits) -> RoomState {
+        RoomState::new("e".into(), Arc::new(Budget::new(limits)))
+    }
+
+    fn text(seq: u64) -> SharedFrame {
+        Arc::new(seq.to_string().into_bytes())
+    }
+
+    fn frames(r: &Recovery) -> Vec<SharedFrame> {
+        r.replay.clone()
     }
 
     #[test]
     fn recovery_replays_exactly_what_was_missed() {
-        let mut r = RoomState::new("e".into());
+        let mut r = room(limits(3, Duration::from_secs(60), usize::MAX, usize::MAX));
         let now = Instant::now();
         for _ in 0..5 {
-            r.publish(3, Duration::from_secs(60), now, text);
+            r.publish(now, text);
         }
-        let all = r.recover(2, None, 100);
+        let all = r.recover(2, None, 100, usize::MAX);
         assert!(all.recovered);
-        assert_eq!(all.replay, vec![text(3), text(4), text(5)]);
-        let gap = r.recover(1, None, 100);
+        assert_eq!(frames(&all), vec![text(3), text(4), text(5)]);
+        let gap = r.recover(1, None, 100, usize::MAX);
         assert!(!gap.recovered);
         assert_eq!(gap.replay.len(), 3);
-        assert!(r.recover(5, None, 100).recovered && r.recover(5, None, 100).replay.is_empty());
-        assert!(!r.recover(6, None, 100).recovered);
-        assert!(!r.recover(4, Some("other"), 100).recovered);
-        assert!(r.recover(4, Some("e"), 100).recovered);
-        let capped = r.recover(2, None, 2);
-        assert!(!capped.recovered);
-        assert_eq!(capped.replay, vec![text(4), text(5)]);
+        assert!(
+            r.recover(5, None, 100, usize::MAX).recovered
+                && r.recover(5, None, 100, usize::MAX).replay.is_empty()
+        );
+        assert!(!r.recover(6, None, 100, usize::MAX).recovered);
+        assert!(!r.recover(4, Some("other"), 100, usize::MAX).recovered);
+        assert!(r.recover(4, Some("e"), 100, usize::MAX).recovered);
+        let capped = r.recover(2, None, 2, usize::MAX);
+        assert!(!capped.recovered && !capped.cut_by_bytes);
+        assert_eq!(frames(&capped), vec![text(4), text(5)]);
+        let by_bytes = r.recover(2, None, 100, 1);
+        assert!(!by_bytes.recovered && by_bytes.cut_by_bytes);
+        assert_eq!(frames(&by_bytes), vec![text(5)]);
+    }
+
+    #[test]
+    fn a_replay_shares_the_stored_frame() {
+        let mut r = room(limits(10, Duration::from_secs(60), usize::MAX, usize::MAX));
+        let (_, published) = r.publish(Instant::now(), text);
+        let replayed = r.recover(0, None, 10, usize::MAX).replay.remove(0);
+        assert!(Arc::ptr_eq(&published, &replayed));
     }
 
     #[test]
     fn history_expires_by_age() {
-        let mut r = RoomState::new("e".into());
+        let mut r = room(limits(10, Duration::from_secs(1), usize::MAX, usize::MAX));
         let t0 = Instant::now();
-        r.publish(10, Duration::from_secs(1), t0, text);
-        r.prune(10, Duration::from_secs(1), t0 + Duration::from_secs(2));
-        assert!(!r.recover(0, None, 100).recovered);
+        r.publish(t0, text);
+        r.prune(t0 + Duration::from_secs(2));
+        assert!(!r.recover(0, None, 100, usize::MAX).recovered);
         assert!(r.is_idle());
+        assert_eq!(r.budget.total.load(Relaxed), 0);
+    }
+
+    #[test]
+    fn history_is_bounded_in_bytes_per_room() {
+        let per = 10 + ENTRY_OVERHEAD;
+        let mut r = room(limits(100, Duration::from_secs(60), 3 * per, usize::MAX));
+        let now = Instant::now();
+        for _ in 0..5 {
+            r.publish(now, |_| Arc::new(vec![0; 10]));
+        }
+        assert_eq!(r.history.len(), 3);
+        assert_eq!(r.history_bytes, 3 * per);
+        assert_eq!(r.budget.total.load(Relaxed), 3 * per);
+        assert_eq!(r.budget.evicted_room_bytes.load(Relaxed), 2);
+    }
+
+    #[test]
+    fn the_total_budget_drops_the_oldest_message_of_any_room() {
+        let per = 10 + ENTRY_OVERHEAD;
+        let t = RoomTable::new(limits(100, Duration::from_secs(60), usize::MAX, 3 * per));
+        let publish =
+            |room: &str| t.with_room(room, true, |r| r.publish(Instant::now(), |_| Arc::new(vec![0; 10])).0);
+        assert_eq!(publish("a"), Ok(1));
+        assert_eq!(publish("b"), Ok(1));
+        assert_eq!(publish("a"), Ok(2));
+        assert_eq!(publish("b"), Ok(2)); // a's seq 1 goes
+        let a = t.with_room("a", false, |r| r.recover(0, None, 10, usize::MAX)).unwrap();
+        assert!(!a.recovered);
+        assert_eq!(a.replay.len(), 1);
+        let b = t.with_room("b", false, |r| r.recover(0, None, 10, usize::MAX)).unwrap();
+        assert!(b.recovered && b.replay.len() == 2);
+        assert_eq!(t.budget.total.load(Relaxed), 3 * per);
+        assert_eq!(t.budget.evicted_total_bytes.load(Relaxed), 1);
+    }
+
+    #[test]
+    fn no_room_is_created_past_max_rooms() {
+        let t = RoomTable::new(Limits { max_rooms: 2, ..limits(10, Duration::from_secs(60), 1000, 1000) });
+        t.with_room("a", true, |r| r.members.insert(1, Value::Null)).unwrap();
+        t.with_room("b", true, |r| r.members.insert(1, Value::Null)).unwrap();
+        assert_eq!(t.with_room("c", true, |_| ()), Err(Miss::Full));
+        assert_eq!(t.with_room("c", false, |_| ()), Err(Miss::Absent));
+        t.with_room("b", false, |r| r.members.clear()).unwrap();
+        t.remove_if_idle("b");
+        assert_eq!(t.with_room("c", true, |_| ()), Ok(()));
     }
 
     #[test]
     fn epochs_differ_per_incarnation() {
-        let t = RoomTable::new();
+        let t = RoomTable::new(limits(1, Duration::from_secs(1), 1, 1));
         assert_ne!(t.new_epoch(), t.new_epoch());
     }
 }

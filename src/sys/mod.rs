@@ -7,6 +7,7 @@
 //! - [`futex`]: futex wait and wake, and the size of the process's futex hash.
 //! - [`sock`]: `send`/`sendmsg` with `MSG_NOSIGNAL`, the listen backlog,
 //!   waking a blocked `accept`.
+//! - [`trim`]: giving freed heap memory back to the system (`malloc_trim`).
 #![allow(unsafe_code)]
 
 use std::sync::OnceLock;
@@ -15,6 +16,7 @@ pub(crate) mod futex;
 pub(crate) mod pthread;
 pub(crate) mod sock;
 pub(crate) mod stacks;
+pub(crate) mod trim;
 
 /// The environment variable that makes wshub take the path older kernels
 /// take: glibc stacks with a guard page instead of the stack pool's guard

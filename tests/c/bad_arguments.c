@@ -172,6 +172,12 @@ static void null_everything(void) {
     CHECK_RC(wshub_config_set_rate_burst(NULL, 1), WSHUB_NULL_PARAMETER);
     CHECK_RC(wshub_config_set_history_size(NULL, 1), WSHUB_NULL_PARAMETER);
     CHECK_RC(wshub_config_set_history_ttl_ms(NULL, 1), WSHUB_NULL_PARAMETER);
+    CHECK_RC(wshub_config_set_history_max_bytes(NULL, 1), WSHUB_NULL_PARAMETER);
+    CHECK_RC(wshub_config_set_history_total_max_bytes(NULL, 1), WSHUB_NULL_PARAMETER);
+    CHECK_RC(wshub_config_set_replay_max_bytes(NULL, 1), WSHUB_NULL_PARAMETER);
+    CHECK_RC(wshub_config_set_max_rooms_per_client(NULL, 1), WSHUB_NULL_PARAMETER);
+    CHECK_RC(wshub_config_set_max_rooms(NULL, 1), WSHUB_NULL_PARAMETER);
+    CHECK_RC(wshub_config_set_max_reply_backlog(NULL, 1), WSHUB_NULL_PARAMETER);
 
     /* start: NULL arguments, and invalid configurations */
     CHECK_RC(wshub_config_set_bind(config, "127.0.0.1:0"), WSHUB_OK);

@@ -254,3 +254,48 @@ pub fn head_only(addr: SocketAddr, raw_request: &str) -> (u16, String) {
 pub fn get(addr: SocketAddr, path: &str) -> (u16, String, String) {
     http(addr, &format!("GET {path} HTTP/1.1\r\nHost: test\r\nConnection: close\r\n\r\n"))
 }
+
+/// The resident set size of process `pid`, in bytes (`VmRSS` in `/proc/PID/status`).
+pub fn rss_bytes(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("read /proc status");
+    let kib: u64 = status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .expect("VmRSS line");
+    kib * 1024
+}
+
+/// The highest RSS of `pid` seen while sampling every 50 ms for `window`.
+pub fn peak_rss_over(pid: u32, window: Duration) -> u64 {
+    let deadline = Instant::now() + window;
+    let mut peak = rss_bytes(pid);
+    while Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(50));
+        peak = peak.max(rss_bytes(pid));
+    }
+    peak
+}
+
+/// One sample of `GET /metrics`, e.g. `metric(addr, r#"wshub_dropped_total{reason="history_bytes"}"#)`;
+/// 0 when the line is absent.
+pub fn metric(addr: SocketAddr, name_and_labels: &str) -> u64 {
+    let (status, _, body) = get(addr, "/metrics");
+    assert_eq!(status, 200);
+    body.lines()
+        .find_map(|l| l.strip_prefix(name_and_labels).and_then(|v| v.strip_prefix(' ')))
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or(0)
+}
+
+pub const MIB: u64 = 1024 * 1024;
+
+/// A `room:publish` envelope whose `data` is a string of `len` bytes.
+pub fn big_publish(room: &str, len: usize, id: Option<&str>) -> String {
+    let data = "x".repeat(len);
+    match id {
+        Some(id) => json!({"type": "room:publish", "id": id, "payload": {"room": room, "data": data}}),
+        None => json!({"type": "room:publish", "payload": {"room": room, "data": data}}),
+    }
+    .to_string()
+}
