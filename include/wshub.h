@@ -40,6 +40,11 @@
 
 
 /*
+ Longest room name, in bytes.
+ */
+#define MAX_ROOM_LEN 128
+
+/*
  What a wshub function reports. `WSHUB_OK` is 0; every other value is an
  error, described by `wshub_error_message`. The numbers never change.
  */
@@ -462,6 +467,39 @@ wshub_result wshub_config_set_history_size(wshub_config *config, size_t messages
  Default 300000 (5 minutes).
  */
 wshub_result wshub_config_set_history_ttl_ms(wshub_config *config, uint64_t milliseconds);
+
+/*
+ Sockets that may be in their handshake at once (connected, HTTP request
+ not yet answered), apart from the connection cap; each holds a reader
+ thread. More get a quick answer from one overflow thread: 503 with
+ Retry-After for an upgrade, the normal answer for a plain request (so
+ /healthz stays reachable). Default 1024.
+ */
+wshub_result wshub_config_set_max_handshakes(wshub_config *config, size_t value);
+
+/*
+ Sockets one IP address may have in their handshake at once; more are
+ answered as past `wshub_config_set_max_handshakes`. Default 256.
+ */
+wshub_result wshub_config_set_max_handshakes_per_ip(wshub_config *config, size_t value);
+
+/*
+ Connections (open, or still in their handshake) one IP address may have;
+ one more gets 503 with Retry-After. 0 = no limit (the default).
+ */
+wshub_result wshub_config_set_max_connections_per_ip(wshub_config *config, size_t value);
+
+/*
+ New connections per second one IP address may open (a token bucket that
+ holds one second's worth); one more gets 429. 0 = no limit (the default).
+ */
+wshub_result wshub_config_set_connect_rate_per_ip(wshub_config *config, uint32_t per_second);
+
+/*
+ Sockets the overflow thread holds at once while it answers them (each for
+ at most 2 s); past it the oldest is dropped unanswered. Default 1024.
+ */
+wshub_result wshub_config_set_overflow_sockets(wshub_config *config, size_t value);
 
 /*
  A static, NUL-terminated English description of a `wshub_result` code

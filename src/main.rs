@@ -90,9 +90,31 @@ struct Cli {
     /// and new upgrades are refused (lets a load balancer notice).
     #[arg(long, default_value_t = 0)]
     drain_delay_ms: u64,
+    /// Sockets that may be in their handshake at once (each holds a thread); more
+    /// get a quick answer from the overflow thread (503, or /healthz).
+    #[arg(long, default_value_t = Config::default().max_handshakes)]
+    max_handshakes: usize,
+    /// Sockets one IP address may have in their handshake at once.
+    #[arg(long, default_value_t = Config::default().max_handshakes_per_ip)]
+    max_handshakes_per_ip: usize,
+    /// Connections (open or in their handshake) one IP address may have; more get
+    /// 503 with Retry-After. 0 = no limit.
+    #[arg(long, default_value_t = Config::default().max_connections_per_ip)]
+    max_connections_per_ip: usize,
+    /// New connections per second one IP address may open (`N` or `N/s`); more get 429. 0 = no limit.
+    #[arg(long, value_name = "N/s", value_parser = parse_rate, default_value_t = Config::default().connect_rate_per_ip)]
+    connect_rate_per_ip: u32,
+    /// Sockets the overflow thread holds at once while answering them.
+    #[arg(long, default_value_t = Config::default().overflow_sockets)]
+    overflow_sockets: usize,
     /// Log level: off, error, warn, info, debug, trace.
     #[arg(long, default_value = "info")]
     log_level: log::LevelFilter,
+}
+
+/// `20` or `20/s`.
+fn parse_rate(s: &str) -> Result<u32, String> {
+    s.strip_suffix("/s").unwrap_or(s).trim().parse().map_err(|e| format!("{s:?}: {e}"))
 }
 
 fn ms(d: Duration) -> u64 {
@@ -143,6 +165,11 @@ impl Cli {
             history_ttl_ms,
             drain_delay_ms
         );
+        merge!(max_handshakes, max_handshakes_per_ip, max_connections_per_ip, overflow_sockets);
+        if let Some(rate) = &file.connect_rate_per_ip {
+            let rate = parse_rate(&rate.0).map_err(|e| format!("{}: connect_rate_per_ip: {e}", path.display()))?;
+            set(m, "connect_rate_per_ip", &mut cli.connect_rate_per_ip, rate);
+        }
         if let Some(level) = file.log_level {
             let level = level
                 .parse()
@@ -177,6 +204,11 @@ impl Cli {
             .close_timeout(Duration::from_millis(self.close_timeout_ms))
             .shutdown_timeout(Duration::from_millis(self.shutdown_timeout_ms))
             .hub_queue(self.hub_queue)
+            .max_handshakes(self.max_handshakes)
+            .max_handshakes_per_ip(self.max_handshakes_per_ip)
+            .max_connections_per_ip(self.max_connections_per_ip)
+            .connect_rate_per_ip(self.connect_rate_per_ip)
+            .overflow_sockets(self.overflow_sockets)
     }
 }
 

@@ -65,8 +65,9 @@ pub(crate) fn run(server: ServerHandle, conn: Arc<ConnShared>) {
     ON_CONNECTION_THREAD.with(|c| c.set(true));
     let engine = server.engine();
     let _ = conn.stream.set_nodelay(true);
-    let _ = conn.stream.set_read_timeout(Some(engine.config.handshake_timeout));
-    if let Some((ws, request)) = upgrade(&server, &conn) {
+    let upgraded = upgrade(&server, &conn);
+    engine.handshake_finished(&conn);
+    if let Some((ws, request)) = upgraded {
         serve(&server, &conn, ws, &request);
     }
     conn.kill();
@@ -87,7 +88,8 @@ fn upgrade<'a>(server: &ServerHandle, conn: &'a ConnShared) -> Option<(Ws<'a>, h
         engine.stats.count_reject(response.status);
         handshake::respond_and_close(&conn.stream, response, head_only);
     };
-    let mut request = match handshake::read_request(&conn.stream, conn.remote) {
+    let deadline = conn.accepted + engine.config.handshake_timeout;
+    let mut request = match handshake::read_request(&conn.stream, conn.remote, deadline) {
         Ok(r) => r,
         Err(ReadError::Gone) => return None,
         Err(e) => {

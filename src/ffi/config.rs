@@ -343,3 +343,68 @@ pub extern "C" fn wshub_config_set_history_ttl_ms(
         wshub_result::WSHUB_OK
     }
 }
+
+// Admission: bounds on what a peer holds before its upgrade. Each default is
+// `Config::default()`'s.
+
+/// Sockets that may be in their handshake at once (connected, HTTP request
+/// not yet answered), apart from the connection cap; each holds a reader
+/// thread. More get a quick answer from one overflow thread: 503 with
+/// Retry-After for an upgrade, the normal answer for a plain request (so
+/// /healthz stays reachable). Default 1024.
+#[no_mangle]
+pub extern "C" fn wshub_config_set_max_handshakes(config: *mut wshub_config, value: usize) -> wshub_result {
+    ffi_boundary! {
+        try_out!(config).config.max_handshakes = value;
+        wshub_result::WSHUB_OK
+    }
+}
+
+/// Sockets one IP address may have in their handshake at once; more are
+/// answered as past `wshub_config_set_max_handshakes`. Default 256.
+#[no_mangle]
+pub extern "C" fn wshub_config_set_max_handshakes_per_ip(
+    config: *mut wshub_config,
+    value: usize,
+) -> wshub_result {
+    ffi_boundary! {
+        try_out!(config).config.max_handshakes_per_ip = value;
+        wshub_result::WSHUB_OK
+    }
+}
+
+/// Connections (open, or still in their handshake) one IP address may have;
+/// one more gets 503 with Retry-After. 0 = no limit (the default).
+#[no_mangle]
+pub extern "C" fn wshub_config_set_max_connections_per_ip(
+    config: *mut wshub_config,
+    value: usize,
+) -> wshub_result {
+    ffi_boundary! {
+        try_out!(config).config.max_connections_per_ip = value;
+        wshub_result::WSHUB_OK
+    }
+}
+
+/// New connections per second one IP address may open (a token bucket that
+/// holds one second's worth); one more gets 429. 0 = no limit (the default).
+#[no_mangle]
+pub extern "C" fn wshub_config_set_connect_rate_per_ip(
+    config: *mut wshub_config,
+    per_second: u32,
+) -> wshub_result {
+    ffi_boundary! {
+        try_out!(config).config.connect_rate_per_ip = per_second;
+        wshub_result::WSHUB_OK
+    }
+}
+
+/// Sockets the overflow thread holds at once while it answers them (each for
+/// at most 2 s); past it the oldest is dropped unanswered. Default 1024.
+#[no_mangle]
+pub extern "C" fn wshub_config_set_overflow_sockets(config: *mut wshub_config, value: usize) -> wshub_result {
+    ffi_boundary! {
+        try_out!(config).config.overflow_sockets = value;
+        wshub_result::WSHUB_OK
+    }
+}

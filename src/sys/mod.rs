@@ -7,11 +7,13 @@
 //! - [`futex`]: futex wait and wake, and the size of the process's futex hash.
 //! - [`sock`]: `send`/`sendmsg` with `MSG_NOSIGNAL`, the listen backlog,
 //!   waking a blocked `accept`.
+//! - [`poll`]: `poll(2)` over many sockets, for the overflow thread.
 #![allow(unsafe_code)]
 
 use std::sync::OnceLock;
 
 pub(crate) mod futex;
+pub(crate) mod poll;
 pub(crate) mod pthread;
 pub(crate) mod sock;
 pub(crate) mod stacks;
