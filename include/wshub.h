@@ -260,6 +260,22 @@ typedef void (*wshub_on_close)(void *user_data,
                                const char *reason);
 
 /*
+ on_join: protocol only (`wshub_config_set_protocol`): a client asks to
+ join `room` (`room:join`), and its token's `rooms` claim, if any, allows
+ it. Return true to let it join, false to refuse with `error forbidden`.
+ `user` is the token's `sub` (NULL when auth is off); `user` and `room` are
+ valid only during the call. Runs on the connection's reader thread, before
+ the join takes effect, for the first join of each room (not for a rejoin
+ of a room the connection is in). Not called in pull mode (joins are
+ allowed there).
+ */
+typedef bool (*wshub_on_join)(void *user_data,
+                              wshub_server *server,
+                              uint64_t conn,
+                              const char *user,
+                              const char *room);
+
+/*
  The callbacks of a server started with `wshub_start`. Any may be NULL
  (on_upgrade NULL accepts every upgrade).
 
@@ -293,6 +309,10 @@ typedef struct {
    See `wshub_on_close`.
    */
   wshub_on_close on_close;
+  /*
+   See `wshub_on_join` (protocol only; may be NULL: every join allowed).
+   */
+  wshub_on_join on_join;
 } wshub_callbacks;
 
 /*
@@ -502,6 +522,46 @@ wshub_result wshub_config_set_connect_rate_per_ip(wshub_config *config, uint32_t
 wshub_result wshub_config_set_overflow_sockets(wshub_config *config, size_t value);
 
 /*
+ Protocol only: HMAC secret (copied) for HS256/384/512 tokens. With it,
+ every upgrade needs a valid token (from `Authorization: Bearer`, the
+ `access_token` query parameter or a `bearer.<token>` subprotocol entry),
+ else 401. NULL turns it off. Exclusive with a public key (checked by
+ `wshub_start`). Default off.
+ */
+wshub_result wshub_config_set_jwt_secret(wshub_config *config, const char *secret);
+
+/*
+ Protocol only: the PEM text (copied) of the public key verifying RS256
+ (RSA) or ES256 (P-256) tokens; NULL turns it off. A key that does not
+ parse makes `wshub_start` return WSHUB_INVALID_CONFIG. Default off.
+ */
+wshub_result wshub_config_set_jwt_public_key_pem(wshub_config *config, const char *pem);
+
+/*
+ Protocol only: a token's `aud` must name this (copied); NULL: not checked.
+ */
+wshub_result wshub_config_set_jwt_audience(wshub_config *config, const char *audience);
+
+/*
+ Protocol only: a token's `iss` must be this (copied); NULL: not checked.
+ */
+wshub_result wshub_config_set_jwt_issuer(wshub_config *config, const char *issuer);
+
+/*
+ Protocol only: adds an Origin allowed to upgrade (copied):
+ "https://app.example.com", "http://localhost:8080", or
+ "https://*.example.com" for its subdomains. Once one is added, a browser
+ request from any other origin gets 403. Default: none (any origin).
+ */
+wshub_result wshub_config_add_allow_origin(wshub_config *config, const char *origin);
+
+/*
+ Protocol only: connections one user (a token's `sub`) may have open; one
+ more gets 503 with Retry-After. 0 = no limit (the default).
+ */
+wshub_result wshub_config_set_max_connections_per_user(wshub_config *config, size_t value);
+
+/*
  A static, NUL-terminated English description of a `wshub_result` code
  (any number: unknown codes get a generic message). Never NULL; never free it.
  */
@@ -628,6 +688,16 @@ const char *wshub_request_header(const wshub_request *request, const char *name)
  or NULL when there is none (or an argument is NULL). Valid as long as the request.
  */
 const char *wshub_request_query_param(const wshub_request *request, const char *name);
+
+/*
+ The authenticated user: the `sub` of the token the built-in protocol
+ verified before this callback (auth on: `wshub_config_set_jwt_secret` or
+ `wshub_config_set_jwt_public_key_pem`), or NULL (auth off, or NULL
+ `request`). on_upgrade runs only for requests whose token passed, so the
+ application decides with the user known; unless it attaches another
+ identity, `wshub_conn_identity` returns this one. Valid as long as the request.
+ */
+const char *wshub_request_user(const wshub_request *request);
 
 /*
  Attaches an identity string (a user name, a token's subject) to the

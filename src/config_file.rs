@@ -40,6 +40,13 @@ pub struct ConfigFile {
     /// `20`, or `"20/s"` as on the command line.
     pub connect_rate_per_ip: Option<Rate>,
     pub overflow_sockets: Option<usize>,
+    pub jwt_secret: Option<String>,
+    pub jwt_public_key: Option<std::path::PathBuf>,
+    pub jwt_audience: Option<String>,
+    pub jwt_issuer: Option<String>,
+    /// Every allowed Origin (the flag `--allow-origin`, repeated).
+    pub allow_origin: Option<Vec<String>>,
+    pub max_connections_per_user: Option<usize>,
 }
 
 /// A per-second rate as the config file may write it: `20` or `"20/s"`

@@ -107,6 +107,7 @@ pub(crate) fn parse_request(buf: &[u8], remote: SocketAddr) -> Result<Option<Req
             query: query.to_owned(),
             headers,
             received_at: SystemTime::now(),
+            user: None,
         },
         leftover: buf[head_len..].to_vec(),
     }))

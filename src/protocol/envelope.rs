@@ -134,6 +134,11 @@ pub enum RequestKind {
         /// Echoed back in the ack.
         payload: Value,
     },
+    /// `auth:refresh {token}` (protocol 1.1): a fresh token extends the session.
+    AuthRefresh {
+        /// The new token (never logged).
+        token: String,
+    },
 }
 
 /// Milliseconds since the Unix epoch, the `ts` of every server frame.
@@ -207,6 +212,15 @@ pub fn parse_text(text: &str) -> Result<Request, ErrorReply> {
 fn parse_kind(kind: &str, payload: Value) -> Result<RequestKind, ErrorReply> {
     if kind == "ping" {
         return Ok(RequestKind::Ping { payload });
+    }
+    if kind == "auth:refresh" {
+        return match payload {
+            Value::Object(mut p) => match p.remove("token") {
+                Some(Value::String(token)) => Ok(RequestKind::AuthRefresh { token }),
+                _ => Err(ErrorReply::new(ErrorCode::BadRequest, "auth:refresh needs a token string")),
+            },
+            _ => Err(ErrorReply::new(ErrorCode::BadRequest, "auth:refresh needs an object payload")),
+        };
     }
     let known = ["room:join", "room:leave", "room:publish", "typing:start", "typing:stop", "presence:get"];
     if !known.contains(&kind) {

@@ -20,7 +20,8 @@ use parking_lot::Mutex;
 use crate::conn_map::ConnMap;
 use serde_json::{json, Value};
 
-use super::admission;
+use super::admission::Admission;
+use super::auth::Identity;
 use super::binary::{self, parse_binary};
 use super::config::ProtocolConfig;
 use super::envelope::{
@@ -70,6 +71,13 @@ pub(crate) struct Shared {
     conns: ConnMap<Arc<Mutex<ConnState>>>,
     pub metrics: Metrics,
     pub draining: AtomicBool,
+    /// Origin, token and per-user checks at the upgrade.
+    admission: Admission,
+    /// Each authenticated connection's user, for presence (read without
+    /// taking that connection's state lock, which its own thread may hold).
+    users: ConnMap<Arc<str>>,
+    /// The application's hooks (`with_app`): upgrade, connect, join, close.
+    app: Option<Arc<dyn Handler>>,
 }
 
 /// One connection's protocol state. Only its own reader thread touches it.
@@ -79,20 +87,54 @@ struct ConnState {
     limiter: RateLimiter,
     /// Closed for abuse: later messages are ignored.
     closed: bool,
+    /// What its token grants, when auth is on.
+    identity: Option<Identity>,
 }
 
 impl ProtocolHandler {
-    /// A handler with these settings.
+    /// A handler with these settings. An unusable JWT key is logged and
+    /// refuses every upgrade (401); check the settings first with
+    /// [`ProtocolConfig::validate`] to fail early instead.
     pub fn new(config: ProtocolConfig) -> Self {
+        Self::build(config, None)
+    }
+
+    /// A handler that also consults `app`: its `on_upgrade` runs after the
+    /// protocol's checks (the request's `user` set from the token) and may
+    /// still refuse; its `on_join` may refuse a join (`error forbidden`); its
+    /// `on_connect` and `on_close` follow the protocol's. Messages and plain
+    /// HTTP requests stay the protocol's alone.
+    pub fn with_app(config: ProtocolConfig, app: impl Handler) -> Self {
+        Self::build(config, Some(Arc::new(app)))
+    }
+
+    fn build(config: ProtocolConfig, app: Option<Arc<dyn Handler>>) -> Self {
         ProtocolHandler {
             shared: Arc::new(Shared {
+                admission: Admission::new(&config),
                 config,
                 rooms: RoomTable::new(),
                 conns: ConnMap::default(),
                 metrics: Metrics::default(),
                 draining: AtomicBool::new(false),
+                users: ConnMap::default(),
+                app,
             }),
         }
+    }
+
+    /// The protocol's upgrade checks alone (drain, Origin, token, per-user
+    /// cap), for an embedder that composes its own decision with them: on
+    /// success the request with `user` set from the token. An upgrade admitted
+    /// here and then refused must be given back with [`forget`](Self::forget).
+    pub fn admit(&self, conn: ConnId, request: &RequestInfo) -> Result<RequestInfo, HttpResponse> {
+        self.shared.admission.admit(&self.shared.draining, conn, request)
+    }
+
+    /// Gives back what [`admit`](Self::admit) reserved for an upgrade that was
+    /// refused afterwards.
+    pub fn forget(&self, conn: ConnId) {
+        self.shared.admission.forget(conn);
     }
 
     /// The settings it runs with.
@@ -125,10 +167,26 @@ pub fn choose_subprotocol(offered: &[String]) -> Option<String> {
 }
 
 impl Handler for ProtocolHandler {
-    fn on_upgrade(&self, _server: &ServerHandle, _conn: ConnId, request: &RequestInfo) -> Upgrade {
-        match admission::admit(&self.shared.draining, request) {
-            Ok(()) => Upgrade::Accept { subprotocol: choose_subprotocol(&request.subprotocols()) },
-            Err(refusal) => Upgrade::Reject(refusal),
+    fn on_upgrade(&self, server: &ServerHandle, conn: ConnId, request: &RequestInfo) -> Upgrade {
+        let admitted = match self.admit(conn, request) {
+            Ok(admitted) => admitted,
+            Err(refusal) => return Upgrade::Reject(refusal),
+        };
+        let ours = choose_subprotocol(&request.subprotocols());
+        match &self.shared.app {
+            None => Upgrade::Accept { subprotocol: ours },
+            Some(app) => match app.on_upgrade(server, conn, &admitted) {
+                // A `bearer.<token>` entry is never echoed back.
+                Upgrade::Accept { subprotocol } => Upgrade::Accept {
+                    subprotocol: subprotocol
+                        .filter(|p| !p.starts_with(super::auth::BEARER_SUBPROTOCOL))
+                        .or(ours),
+                },
+                refusal => {
+                    self.forget(conn);
+                    refusal
+                }
+            },
         }
     }
 
@@ -136,22 +194,35 @@ impl Handler for ProtocolHandler {
         http::route(&self.shared, server, request)
     }
 
-    fn on_connect(&self, server: &ServerHandle, conn: ConnId, _request: &RequestInfo) {
+    fn on_connect(&self, server: &ServerHandle, conn: ConnId, request: &RequestInfo) {
         let c = &self.shared.config;
+        let identity = self.shared.admission.take(conn);
         let state = ConnState {
             client_id: Self::client_id(conn),
             rooms: BTreeSet::new(),
             limiter: RateLimiter::new(c.rate_limit, c.rate_burst, Instant::now()),
             closed: false,
+            identity,
         };
-        let payload = json!({
+        let mut payload = json!({
             "clientId": state.client_id,
             "protocol": 1,
             "heartbeatMs": server.config().heartbeat_interval.as_millis() as u64,
             "maxMessageBytes": server.config().max_message_size,
         });
+        if let Some(identity) = &state.identity {
+            payload["user"] = Value::String(identity.user.clone());
+            self.shared.users.insert(conn, Arc::from(identity.user.as_str()));
+            // The session ends at the token's exp, to the moment.
+            let _ = server.close_at(conn, Some(identity.expires_at()), 1008, "token expired");
+        }
         self.shared.conns.insert(conn, Arc::new(Mutex::new(state)));
         let _ = server.send(conn, frame("connected", None, payload));
+        if let Some(app) = &self.shared.app {
+            let mut request = request.clone();
+            request.user = self.shared.users.get(conn).map(|u| u.to_string());
+            app.on_connect(server, conn, &request);
+        }
     }
 
     fn on_message(&self, server: &ServerHandle, conn: ConnId, message: Message) {
@@ -198,19 +269,36 @@ impl Handler for ProtocolHandler {
         }
     }
 
-    fn on_close(&self, server: &ServerHandle, conn: ConnId, code: u16, _reason: &str) {
+    fn on_close(&self, server: &ServerHandle, conn: ConnId, code: u16, reason: &str) {
         self.shared.metrics.count_disconnect(code);
-        let Some(state) = self.shared.conns.remove(conn) else { return };
-        let state = state.lock();
-        for room in &state.rooms {
-            self.shared.rooms.with_room(room, false, |r| {
-                r.members.remove(&conn);
-                let event = frame("presence:leave", None, json!({"room": room, "clientId": state.client_id}));
-                let _ = server.broadcast(room, event, Some(conn));
-            });
+        let user = self.shared.users.remove(conn);
+        if let Some(user) = &user {
+            self.shared.admission.release(user);
         }
-        self.shared.rooms.sweep(self.shared.config.history_size, self.shared.config.history_ttl);
+        if let Some(state) = self.shared.conns.remove(conn) {
+            let state = state.lock();
+            for room in &state.rooms {
+                self.shared.rooms.with_room(room, false, |r| {
+                    r.members.remove(&conn);
+                    let event = presence_event("presence:leave", room, &state.client_id, user.as_deref());
+                    let _ = server.broadcast(room, event, Some(conn));
+                });
+            }
+            self.shared.rooms.sweep(self.shared.config.history_size, self.shared.config.history_ttl);
+        }
+        if let Some(app) = &self.shared.app {
+            app.on_close(server, conn, code, reason);
+        }
     }
+}
+
+/// A `presence:join` / `presence:leave` event, with `user` when there is one.
+fn presence_event(kind: &str, room: &str, client_id: &str, user: Option<&str>) -> String {
+    let mut payload = json!({"room": room, "clientId": client_id});
+    if let Some(user) = user {
+        payload["user"] = Value::String(user.to_owned());
+    }
+    frame(kind, None, payload)
 }
 
 /// One message being handled for one connection.
@@ -223,6 +311,10 @@ struct Session<'a> {
 
 /// The reply to send (an ack, when the request had an id), or an error.
 type Reply = Result<Option<String>, ErrorReply>;
+
+fn forbidden(room: &str) -> ErrorReply {
+    ErrorReply::new(ErrorCode::Forbidden, format!("the token does not allow room {room:?}"))
+}
 
 fn internal(_: crate::Error) -> ErrorReply {
     ErrorReply::new(ErrorCode::Internal, "the server is stopping")
@@ -241,21 +333,70 @@ impl Session<'_> {
             RequestKind::Typing { room, active } => {
                 self.typing(&room, active).and_then(|()| ack_with(json!({"room": room})))
             }
-            RequestKind::PresenceGet { room } => {
-                let members = self.shared.rooms.with_room(&room, false, |r| {
-                    r.members
-                        .iter()
-                        .map(|(c, meta)| json!({"clientId": ProtocolHandler::client_id(*c), "meta": meta}))
-                        .collect::<Vec<_>>()
-                });
-                ack_with(json!({"room": room, "members": members.unwrap_or_default()}))
-            }
+            RequestKind::PresenceGet { room } => self.presence(&room).and_then(|members| {
+                ack_with(json!({"room": room, "members": members}))
+            }),
             RequestKind::Ping { payload } => ack_with(payload),
+            RequestKind::AuthRefresh { token } => self.refresh(&token).and_then(|exp| ack_with(json!({"exp": exp}))),
         };
         result.map_err(|mut e| {
             e.id = request.id.clone();
             e
         })
+    }
+
+    /// Whether the token lets this connection use `room` (no token or no
+    /// `rooms` claim: every room).
+    fn require_allowed(&self, room: &str) -> Result<(), ErrorReply> {
+        match &self.state.identity {
+            Some(identity) if !identity.allows(room) => Err(forbidden(room)),
+            _ => Ok(()),
+        }
+    }
+
+    /// `presence:get`: for members, or for a token whose `rooms` claim names
+    /// the room (no claim is not enough: presence is not public).
+    fn presence(&self, room: &str) -> Result<Vec<Value>, ErrorReply> {
+        self.require_allowed(room)?;
+        let claimed = self.state.identity.as_ref().is_some_and(|i| i.rooms.is_some());
+        if !claimed {
+            self.require_member(room)?;
+        }
+        let users = &self.shared.users;
+        let members = self.shared.rooms.with_room(room, false, |r| {
+            r.members
+                .iter()
+                .map(|(c, meta)| {
+                    let mut m = json!({"clientId": ProtocolHandler::client_id(*c), "meta": meta});
+                    if let Some(user) = users.get(*c) {
+                        m["user"] = Value::String(user.to_string());
+                    }
+                    m
+                })
+                .collect::<Vec<_>>()
+        });
+        Ok(members.unwrap_or_default())
+    }
+
+    /// `auth:refresh`: a fresh token for the same user moves the session's
+    /// end to its `exp` (and its `rooms` claim replaces the old one). A bad or
+    /// foreign token changes nothing.
+    fn refresh(&mut self, token: &str) -> Result<u64, ErrorReply> {
+        let Some(current) = &self.state.identity else {
+            return Err(ErrorReply::new(ErrorCode::Forbidden, "this connection has no token to refresh"));
+        };
+        let Some(fresh) = self.shared.admission.verify(token) else {
+            return Err(ErrorReply::new(ErrorCode::Forbidden, "the token was refused"));
+        };
+        if fresh.user != current.user {
+            return Err(ErrorReply::new(ErrorCode::Forbidden, "the token is for another user"));
+        }
+        self.server
+            .close_at(self.conn, Some(fresh.expires_at()), 1008, "token expired")
+            .map_err(internal)?;
+        let exp = fresh.exp;
+        self.state.identity = Some(fresh);
+        Ok(exp)
     }
 
     fn require_member(&self, room: &str) -> Result<(), ErrorReply> {
@@ -270,15 +411,24 @@ impl Session<'_> {
     /// takes the lock after us is broadcast after our ack, and one before us is
     /// in the history we replay, so nothing is lost or doubled.
     fn join(&mut self, id: Option<&str>, room: &str, since: Option<u64>, epoch: Option<&str>) -> Reply {
+        self.require_allowed(room)?;
         let (server, conn, config) = (self.server, self.conn, &self.shared.config);
         let newly = !self.state.rooms.contains(room);
         let client_id = self.state.client_id.clone();
+        let user = self.state.identity.as_ref().map(|i| i.user.clone());
+        if newly {
+            if let Some(app) = &self.shared.app {
+                if !app.on_join(server, conn, user.as_deref(), room) {
+                    return Err(ErrorReply::new(ErrorCode::Forbidden, format!("joining {room:?} was refused")));
+                }
+            }
+        }
         let outcome = self.shared.rooms.with_room(room, true, |r| -> Result<(), crate::Error> {
             r.prune(config.history_size, config.history_ttl, Instant::now());
             if newly {
                 server.join(conn, room)?;
                 r.members.insert(conn, json!({}));
-                let event = frame("presence:join", None, json!({"room": room, "clientId": client_id}));
+                let event = presence_event("presence:join", room, &client_id, user.as_deref());
                 let _ = server.broadcast(room, event, Some(conn));
             }
             // From here on the join has happened: a failed send means the
@@ -313,10 +463,11 @@ impl Session<'_> {
             return Err(ErrorReply::new(ErrorCode::NotFound, format!("not in room {room:?}")));
         }
         let (server, conn, client_id) = (self.server, self.conn, &self.state.client_id);
+        let user = self.state.identity.as_ref().map(|i| i.user.as_str());
         self.shared.rooms.with_room(room, false, |r| {
             r.members.remove(&conn);
             let _ = server.leave(conn, room);
-            let event = frame("presence:leave", None, json!({"room": room, "clientId": client_id}));
+            let event = presence_event("presence:leave", room, client_id, user);
             let _ = server.broadcast(room, event, Some(conn));
         });
         self.shared.rooms.sweep(self.shared.config.history_size, self.shared.config.history_ttl);
@@ -324,6 +475,7 @@ impl Session<'_> {
     }
 
     fn publish(&mut self, room: &str, data: &Value, echo: bool) -> Result<u64, ErrorReply> {
+        self.require_allowed(room)?;
         self.require_member(room)?;
         let (server, conn, from, config) =
             (self.server, self.conn, &self.state.client_id, &self.shared.config);
@@ -343,6 +495,7 @@ impl Session<'_> {
     }
 
     fn publish_binary(&mut self, room: &str, body: &[u8]) -> Reply {
+        self.require_allowed(room)?;
         self.require_member(room)?;
         let (server, conn, config) = (self.server, self.conn, &self.shared.config);
         let published = self.shared.rooms.with_room(room, true, |r| {

@@ -7,6 +7,7 @@
 //! seq, history and presence, `http` and `metrics` answer the plain HTTP routes.
 
 mod admission;
+mod auth;
 pub mod binary;
 mod config;
 pub mod envelope;
@@ -16,5 +17,5 @@ mod metrics;
 mod rate_limit;
 mod room;
 
-pub use config::ProtocolConfig;
+pub use config::{ProtocolConfig, Secret};
 pub use handler::{choose_subprotocol, ProtocolHandler, SUBPROTOCOLS};
