@@ -549,8 +549,8 @@ wshub_result wshub_config_set_jwt_issuer(wshub_config *config, const char *issue
 
 /*
  Protocol only: adds an Origin allowed to upgrade (copied):
- "https://app.example.com", "http://localhost:8080", or
- "https://*.example.com" for its subdomains. Once one is added, a browser
+ "https://app.example.com", "http://localhost:8080", or a subdomain
+ pattern: "https://" then "*.example.com". Once one is added, a browser
  request from any other origin gets 403. Default: none (any origin).
  */
 wshub_result wshub_config_add_allow_origin(wshub_config *config, const char *origin);

@@ -466,8 +466,8 @@ pub extern "C" fn wshub_config_set_jwt_issuer(config: *mut wshub_config, issuer:
 }
 
 /// Protocol only: adds an Origin allowed to upgrade (copied):
-/// "https://app.example.com", "http://localhost:8080", or
-/// "https://*.example.com" for its subdomains. Once one is added, a browser
+/// "https://app.example.com", "http://localhost:8080", or a subdomain
+/// pattern: "https://" then "*.example.com". Once one is added, a browser
 /// request from any other origin gets 403. Default: none (any origin).
 #[no_mangle]
 pub extern "C" fn wshub_config_add_allow_origin(config: *mut wshub_config, origin: *const c_char) -> wshub_result {

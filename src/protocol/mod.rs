@@ -6,8 +6,8 @@
 //! decides whether it is served, `handler` acts on it, `room` keeps each room's
 //! seq, history and presence, `http` and `metrics` answer the plain HTTP routes.
 
-mod admission;
-mod auth;
+pub(crate) mod admission;
+pub(crate) mod auth;
 pub mod binary;
 mod config;
 pub mod envelope;
