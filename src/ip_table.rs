@@ -121,7 +121,7 @@ impl IpTable {
             None
         };
         if let Some(refusal) = refusal {
-            let log = entry.warned.map_or(true, |at| now.duration_since(at) >= WARN_INTERVAL);
+            let log = entry.warned.is_none_or(|at| now.duration_since(at) >= WARN_INTERVAL);
             if log {
                 entry.warned = Some(now);
             }

@@ -219,8 +219,10 @@ mod tests {
     use super::*;
 
     fn allowed(list: &[&str], origin: &str) -> bool {
-        let mut config = ProtocolConfig::default();
-        config.allow_origins = list.iter().map(|s| s.to_string()).collect();
+        let config = ProtocolConfig {
+            allow_origins: list.iter().map(|s| s.to_string()).collect(),
+            ..ProtocolConfig::default()
+        };
         Admission::new(&config).origin_allowed(Some(origin))
     }
 
