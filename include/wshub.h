@@ -268,6 +268,22 @@ typedef void (*wshub_on_close)(void *user_data,
                                const char *reason);
 
 /*
+ on_join: protocol only (`wshub_config_set_protocol`): a client asks to
+ join `room` (`room:join`), and its token's `rooms` claim, if any, allows
+ it. Return true to let it join, false to refuse with `error forbidden`.
+ `user` is the token's `sub` (NULL when auth is off); `user` and `room` are
+ valid only during the call. Runs on the connection's reader thread, before
+ the join takes effect, for the first join of each room (not for a rejoin
+ of a room the connection is in). Not called in pull mode (joins are
+ allowed there).
+ */
+typedef bool (*wshub_on_join)(void *user_data,
+                              wshub_server *server,
+                              uint64_t conn,
+                              const char *user,
+                              const char *room);
+
+/*
  The callbacks of a server started with `wshub_start`. Any may be NULL
  (on_upgrade NULL accepts every upgrade).
 
@@ -304,6 +320,10 @@ typedef struct {
    See `wshub_on_close`.
    */
   wshub_on_close on_close;
+  /*
+   See `wshub_on_join` (protocol only; may be NULL: every join allowed).
+   */
+  wshub_on_join on_join;
 } wshub_callbacks;
 
 /*
@@ -511,10 +531,31 @@ wshub_result wshub_config_set_history_ttl_ms(wshub_config *config, uint64_t mill
 wshub_result wshub_config_set_history_max_bytes(wshub_config *config, size_t bytes);
 
 /*
+ Sockets that may be in their handshake at once (connected, HTTP request
+ not yet answered), apart from the connection cap; each holds a reader
+ thread. More get a quick answer from one overflow thread: 503 with
+ Retry-After for an upgrade, the normal answer for a plain request (so
+ /healthz stays reachable). Default 1024.
+ */
+wshub_result wshub_config_set_max_handshakes(wshub_config *config, size_t value);
+
+/*
+ Sockets one IP address may have in their handshake at once; more are
+ answered as past `wshub_config_set_max_handshakes`. Default 256.
+ */
+wshub_result wshub_config_set_max_handshakes_per_ip(wshub_config *config, size_t value);
+
+/*
  Protocol only: bytes of history all rooms keep together; past it the oldest
  message of any room goes first. Default 268435456 (256 MiB).
  */
 wshub_result wshub_config_set_history_total_max_bytes(wshub_config *config, size_t bytes);
+
+/*
+ Connections (open, or still in their handshake) one IP address may have;
+ one more gets 503 with Retry-After. 0 = no limit (the default).
+ */
+wshub_result wshub_config_set_max_connections_per_ip(wshub_config *config, size_t value);
 
 /*
  Protocol only: most bytes one recovery (`room:join` with `since`) replays; past
@@ -530,10 +571,22 @@ wshub_result wshub_config_set_replay_max_bytes(wshub_config *config, size_t byte
 wshub_result wshub_config_set_max_rooms_per_client(wshub_config *config, size_t rooms);
 
 /*
+ New connections per second one IP address may open (a token bucket that
+ holds one second's worth); one more gets 429. 0 = no limit (the default).
+ */
+wshub_result wshub_config_set_connect_rate_per_ip(wshub_config *config, uint32_t per_second);
+
+/*
  Protocol only: rooms (with members or history) the server keeps; a join that
  would create one more gets `error forbidden`. Default 100000.
  */
 wshub_result wshub_config_set_max_rooms(wshub_config *config, size_t rooms);
+
+/*
+ Sockets the overflow thread holds at once while it answers them (each for
+ at most 2 s); past it the oldest is dropped unanswered. Default 1024.
+ */
+wshub_result wshub_config_set_overflow_sockets(wshub_config *config, size_t value);
 
 /*
  Protocol only: frames waiting in a client's outbound queue at which a reply
@@ -541,6 +594,46 @@ wshub_result wshub_config_set_max_rooms(wshub_config *config, size_t rooms);
  with `error rate_limited` instead of queued. Default 8.
  */
 wshub_result wshub_config_set_max_reply_backlog(wshub_config *config, size_t frames);
+
+/*
+ Protocol only: HMAC secret (copied) for HS256/384/512 tokens. With it,
+ every upgrade needs a valid token (from `Authorization: Bearer`, the
+ `access_token` query parameter or a `bearer.<token>` subprotocol entry),
+ else 401. NULL turns it off. Exclusive with a public key (checked by
+ `wshub_start`). Default off.
+ */
+wshub_result wshub_config_set_jwt_secret(wshub_config *config, const char *secret);
+
+/*
+ Protocol only: the PEM text (copied) of the public key verifying RS256
+ (RSA) or ES256 (P-256) tokens; NULL turns it off. A key that does not
+ parse makes `wshub_start` return WSHUB_INVALID_CONFIG. Default off.
+ */
+wshub_result wshub_config_set_jwt_public_key_pem(wshub_config *config, const char *pem);
+
+/*
+ Protocol only: a token's `aud` must name this (copied); NULL: not checked.
+ */
+wshub_result wshub_config_set_jwt_audience(wshub_config *config, const char *audience);
+
+/*
+ Protocol only: a token's `iss` must be this (copied); NULL: not checked.
+ */
+wshub_result wshub_config_set_jwt_issuer(wshub_config *config, const char *issuer);
+
+/*
+ Protocol only: adds an Origin allowed to upgrade (copied):
+ "https://app.example.com", "http://localhost:8080", or a subdomain
+ pattern: "https://" then "*.example.com". Once one is added, a browser
+ request from any other origin gets 403. Default: none (any origin).
+ */
+wshub_result wshub_config_add_allow_origin(wshub_config *config, const char *origin);
+
+/*
+ Protocol only: connections one user (a token's `sub`) may have open; one
+ more gets 503 with Retry-After. 0 = no limit (the default).
+ */
+wshub_result wshub_config_set_max_connections_per_user(wshub_config *config, size_t value);
 
 /*
  A static, NUL-terminated English description of a `wshub_result` code
@@ -669,6 +762,16 @@ const char *wshub_request_header(const wshub_request *request, const char *name)
  or NULL when there is none (or an argument is NULL). Valid as long as the request.
  */
 const char *wshub_request_query_param(const wshub_request *request, const char *name);
+
+/*
+ The authenticated user: the `sub` of the token the built-in protocol
+ verified before this callback (auth on: `wshub_config_set_jwt_secret` or
+ `wshub_config_set_jwt_public_key_pem`), or NULL (auth off, or NULL
+ `request`). on_upgrade runs only for requests whose token passed, so the
+ application decides with the user known; unless it attaches another
+ identity, `wshub_conn_identity` returns this one. Valid as long as the request.
+ */
+const char *wshub_request_user(const wshub_request *request);
 
 /*
  Attaches an identity string (a user name, a token's subject) to the

@@ -65,7 +65,9 @@ pub struct Config {
     pub read_buffer_size: usize,
     /// Most bytes the writer gathers into one `writev` batch.
     pub write_buffer_size: usize,
-    /// Time a client has to send its complete HTTP request.
+    /// Time a client has to send its complete HTTP request, from the accept:
+    /// one deadline for the whole request head, however it trickles in (then
+    /// 408). It also bounds the quick answers of the overflow thread.
     pub handshake_timeout: Duration,
     /// Time a closing connection gets to flush its close frame and receive the
     /// peer's close before the socket is torn down.
@@ -76,6 +78,27 @@ pub struct Config {
     /// Commands that may wait in the room hub's queue; callers block (briefly)
     /// when it is full, which is the back-pressure on publishers.
     pub hub_queue: usize,
+
+    // Admission: what a peer may hold before its upgrade, per address and in
+    // total (docs/protocol.md, "Handshake rules").
+    /// Sockets that may be in their handshake at once (connected, HTTP request
+    /// not yet answered), apart from [`max_connections`](Self::max_connections).
+    /// Each holds a reader thread; past it, a socket gets a quick answer from
+    /// the overflow thread (503, or the handler's answer to a plain request
+    /// such as `/healthz`).
+    pub max_handshakes: usize,
+    /// Sockets one IP address may have in their handshake at once; past it,
+    /// as past [`max_handshakes`](Self::max_handshakes).
+    pub max_handshakes_per_ip: usize,
+    /// Connections (open, or still in their handshake) one IP address may
+    /// have; one more gets 503 with `Retry-After`. 0 = no limit.
+    pub max_connections_per_ip: usize,
+    /// New connections per second one IP address may open (a token bucket
+    /// holding one second's worth); one more gets 429. 0 = no limit.
+    pub connect_rate_per_ip: u32,
+    /// Sockets the overflow thread holds at once while it answers them (each
+    /// for at most a second or two); past it the oldest is dropped unanswered.
+    pub overflow_sockets: usize,
 }
 
 impl Default for Config {
@@ -99,6 +122,11 @@ impl Default for Config {
             close_timeout: Duration::from_secs(5),
             shutdown_timeout: Duration::from_secs(5),
             hub_queue: 16 * 1024,
+            max_handshakes: 1024,
+            max_handshakes_per_ip: 256,
+            max_connections_per_ip: 0,
+            connect_rate_per_ip: 0,
+            overflow_sockets: 1024,
         }
     }
 }
@@ -153,6 +181,16 @@ setters! {
     shutdown_timeout: Duration;
     /// Sets [`Config::hub_queue`].
     hub_queue: usize;
+    /// Sets [`Config::max_handshakes`].
+    max_handshakes: usize;
+    /// Sets [`Config::max_handshakes_per_ip`].
+    max_handshakes_per_ip: usize;
+    /// Sets [`Config::max_connections_per_ip`].
+    max_connections_per_ip: usize;
+    /// Sets [`Config::connect_rate_per_ip`].
+    connect_rate_per_ip: u32;
+    /// Sets [`Config::overflow_sockets`].
+    overflow_sockets: usize;
 }
 
 impl Config {
@@ -174,6 +212,9 @@ impl Config {
             ("read_buffer_size", self.read_buffer_size),
             ("write_buffer_size", self.write_buffer_size),
             ("hub_queue", self.hub_queue),
+            ("max_handshakes", self.max_handshakes),
+            ("max_handshakes_per_ip", self.max_handshakes_per_ip),
+            ("overflow_sockets", self.overflow_sockets),
         ];
         if let Some((name, _)) = nonzero.iter().find(|(_, v)| *v == 0) {
             return Err(format!("{name} must be greater than 0"));

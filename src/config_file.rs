@@ -43,6 +43,39 @@ pub struct ConfigFile {
     pub max_reply_backlog: Option<usize>,
     pub drain_delay_ms: Option<u64>,
     pub log_level: Option<String>,
+    pub max_handshakes: Option<usize>,
+    pub max_handshakes_per_ip: Option<usize>,
+    pub max_connections_per_ip: Option<usize>,
+    /// `20`, or `"20/s"` as on the command line.
+    pub connect_rate_per_ip: Option<Rate>,
+    pub overflow_sockets: Option<usize>,
+    pub jwt_secret: Option<String>,
+    pub jwt_public_key: Option<std::path::PathBuf>,
+    pub jwt_audience: Option<String>,
+    pub jwt_issuer: Option<String>,
+    /// Every allowed Origin (the flag `--allow-origin`, repeated).
+    pub allow_origin: Option<Vec<String>>,
+    pub max_connections_per_user: Option<usize>,
+}
+
+/// A per-second rate as the config file may write it: `20` or `"20/s"`
+/// (parsed by the binary, like the flag).
+#[derive(Debug, Default)]
+pub struct Rate(pub String);
+
+impl<'de> Deserialize<'de> for Rate {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        #[derive(Deserialize)]
+        #[serde(untagged)]
+        enum Either {
+            N(u32),
+            S(String),
+        }
+        Ok(Rate(match Either::deserialize(d)? {
+            Either::N(n) => n.to_string(),
+            Either::S(s) => s,
+        }))
+    }
 }
 
 impl ConfigFile {

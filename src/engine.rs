@@ -17,6 +17,7 @@ use crate::connection::outbound::QueueLimits;
 use crate::connection::ConnShared;
 use crate::error::{Error, Result};
 use crate::handler::Handler;
+use crate::ip_table::IpTable;
 use crate::hub::{self, Cmd, Hub};
 use crate::server::ServerHandle;
 use crate::stats::Stats;
@@ -53,6 +54,8 @@ pub(crate) struct Engine {
     /// dropped at the end of the stop, which lets the stopper thread exit.
     stopper_tx: Mutex<Option<Sender<StopJob>>>,
     stopper: Mutex<Option<JoinHandle<()>>>,
+    /// What each peer address holds: handshake slots, connections, connect rate.
+    pub ip_table: IpTable,
 }
 
 impl Engine {
@@ -113,24 +116,37 @@ impl Engine {
             reader_threads: Arc::default(),
             stopper_tx: Mutex::new(Some(stopper_tx)),
             stopper: Mutex::new(Some(stopper)),
+            ip_table: IpTable::default(),
         });
         let handle = ServerHandle::new(engine);
-        let acceptor = {
+        // Bounded: the acceptor never waits for the overflow thread; a full
+        // channel drops the socket (counted as "dropped").
+        let (overflow_tx, overflow_rx) = crossbeam_channel::bounded(handle.engine().config.overflow_sockets);
+        let overflow = {
+            let handle = handle.clone();
+            std::thread::Builder::new()
+                .name("wshub-overflow".into())
+                .spawn(move || crate::overflow::run(handle, overflow_rx))
+        };
+        let acceptor = overflow.and_then(|overflow| {
             let handle = handle.clone();
             std::thread::Builder::new()
                 .name("wshub-acceptor".into())
-                .spawn(move || crate::acceptor::run(handle, listener))
-        };
-        let acceptor = match acceptor {
+                .spawn(move || crate::acceptor::run(handle, listener, overflow_tx))
+                .map(|acceptor| (acceptor, overflow))
+        });
+        let (acceptor, overflow) = match acceptor {
             Ok(t) => t,
             Err(e) => {
+                // A spawned overflow thread ends when its channel's sender drops.
                 handle.engine().send_to_hub(Cmd::Shutdown);
                 let _ = hub_thread.join();
                 handle.engine().release_stopper();
                 return Err(e.into());
             }
         };
-        handle.engine().threads.lock().extend([acceptor, hub_thread]);
+        // The acceptor first: `stop` joins it before the rest.
+        handle.engine().threads.lock().extend([acceptor, overflow, hub_thread]);
         log::info!("listening on {local_addr}, WebSocket path {}", handle.engine().config.path);
         Ok(handle)
     }
@@ -151,8 +167,26 @@ impl Engine {
         self.conns.insert(conn.id, conn);
     }
 
+    /// Takes a handshake slot for `conn` (the acceptor checked `ip_table`).
+    pub(crate) fn handshake_started(&self, conn: &ConnShared) {
+        conn.handshaking.store(true, SeqCst);
+        self.stats.handshakes.fetch_add(1, Relaxed);
+    }
+
+    /// Gives back `conn`'s handshake slot, once: its request was answered or
+    /// upgraded, or it is gone.
+    pub(crate) fn handshake_finished(&self, conn: &ConnShared) {
+        if conn.handshaking.swap(false, SeqCst) {
+            self.ip_table.handshake_done(conn.remote.ip());
+            self.stats.handshakes.fetch_sub(1, Relaxed);
+        }
+    }
+
     pub(crate) fn connection_finished(&self, id: ConnId) {
-        self.conns.remove(id);
+        if let Some(conn) = self.conns.remove(id) {
+            self.handshake_finished(&conn);
+            self.ip_table.connection_done(conn.remote.ip());
+        }
         let empty = self.conns.is_empty();
         if empty {
             // Under the waiter's lock, so the wakeup cannot slip in between

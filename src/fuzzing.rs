@@ -24,10 +24,28 @@ pub fn http_request(data: &[u8]) {
             for name in ["authorization", "origin", "sec-websocket-protocol"] {
                 let _ = info.header(name);
             }
+            token_path(info);
             assert!(request.leftover.len() <= data.len());
         }
         Ok(None) | Err(ReadError::Malformed | ReadError::TooLarge) => {}
         Err(ReadError::Gone | ReadError::Timeout) => unreachable!("no I/O happens here"),
+    }
+}
+
+/// What the protocol does with a request's token and Origin at the upgrade:
+/// find the token (header, query, subprotocol), verify it (signature,
+/// algorithm, claims), parse the Origin. Must never panic.
+fn token_path(info: &crate::types::RequestInfo) {
+    use std::sync::OnceLock;
+    static VERIFIER: OnceLock<Option<crate::protocol::auth::Verifier>> = OnceLock::new();
+    let verifier = VERIFIER.get_or_init(|| {
+        crate::protocol::auth::Verifier::new(Some("fuzz-secret"), None, Some("aud"), None).ok().flatten()
+    });
+    if let (Some(token), Some(verifier)) = (crate::protocol::auth::token_of(info), verifier) {
+        let _ = verifier.verify(&token, std::time::SystemTime::now());
+    }
+    if let Some(origin) = info.header("origin") {
+        let _ = crate::protocol::admission::Origin::parse(origin);
     }
 }
 

@@ -52,6 +52,18 @@ pub trait Handler: Send + Sync + 'static {
         let _ = (server, conn, message);
     }
 
+    /// Wire protocol only: a client asks to join `room` (`room:join`, after
+    /// the token's `rooms` claim allowed it). Return false to refuse it with
+    /// `error forbidden`. `user` is the token's `sub` when auth is on. Called by
+    /// [`ProtocolHandler`](crate::protocol::ProtocolHandler) on the handler it
+    /// was given with [`with_app`](crate::protocol::ProtocolHandler::with_app),
+    /// on the connection's reader thread, before the join takes effect.
+    /// Default: allow.
+    fn on_join(&self, server: &ServerHandle, conn: ConnId, user: Option<&str>, room: &str) -> bool {
+        let _ = (server, conn, user, room);
+        true
+    }
+
     /// The connection is gone and out of every room. `code` is the peer's close
     /// code when it sent one, the server's when it closed first, 1006 when the
     /// TCP connection ended without a close frame.

@@ -28,6 +28,8 @@ mod frame;
 pub mod fuzzing;
 mod handler;
 mod hub;
+mod ip_table;
+mod overflow;
 pub mod protocol;
 mod server;
 mod stats;

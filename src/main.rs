@@ -122,9 +122,51 @@ struct Cli {
     /// and new upgrades are refused (lets a load balancer notice).
     #[arg(long, default_value_t = 0)]
     drain_delay_ms: u64,
+    /// Sockets that may be in their handshake at once (each holds a thread); more
+    /// get a quick answer from the overflow thread (503, or /healthz).
+    #[arg(long, default_value_t = Config::default().max_handshakes)]
+    max_handshakes: usize,
+    /// Sockets one IP address may have in their handshake at once.
+    #[arg(long, default_value_t = Config::default().max_handshakes_per_ip)]
+    max_handshakes_per_ip: usize,
+    /// Connections (open or in their handshake) one IP address may have; more get
+    /// 503 with Retry-After. 0 = no limit.
+    #[arg(long, default_value_t = Config::default().max_connections_per_ip)]
+    max_connections_per_ip: usize,
+    /// New connections per second one IP address may open (`N` or `N/s`); more get 429. 0 = no limit.
+    #[arg(long, value_name = "N/s", value_parser = parse_rate, default_value_t = Config::default().connect_rate_per_ip)]
+    connect_rate_per_ip: u32,
+    /// Sockets the overflow thread holds at once while answering them.
+    #[arg(long, default_value_t = Config::default().overflow_sockets)]
+    overflow_sockets: usize,
+    /// HMAC secret for HS256/384/512 tokens: every upgrade then needs a valid token
+    /// (401 otherwise). Prefer the config file: a flag shows in `ps`.
+    #[arg(long, value_name = "SECRET", conflicts_with = "jwt_public_key")]
+    jwt_secret: Option<String>,
+    /// PEM file with the public key verifying RS256 (RSA) or ES256 (P-256) tokens.
+    #[arg(long, value_name = "FILE")]
+    jwt_public_key: Option<PathBuf>,
+    /// A token's `aud` must name this.
+    #[arg(long)]
+    jwt_audience: Option<String>,
+    /// A token's `iss` must be this.
+    #[arg(long)]
+    jwt_issuer: Option<String>,
+    /// An Origin allowed to upgrade (repeatable): `https://app.example.com[:port]`
+    /// or `https://*.example.com`; others get 403. None given: any origin.
+    #[arg(long = "allow-origin", value_name = "ORIGIN")]
+    allow_origin: Vec<String>,
+    /// Connections one user (token `sub`) may have open; more get 503. 0 = no limit.
+    #[arg(long, default_value_t = ProtocolConfig::default().max_connections_per_user)]
+    max_connections_per_user: usize,
     /// Log level: off, error, warn, info, debug, trace.
     #[arg(long, default_value = "info")]
     log_level: log::LevelFilter,
+}
+
+/// `20` or `20/s`.
+fn parse_rate(s: &str) -> Result<u32, String> {
+    s.strip_suffix("/s").unwrap_or(s).trim().parse().map_err(|e| format!("{s:?}: {e}"))
 }
 
 fn ms(d: Duration) -> u64 {
@@ -184,6 +226,18 @@ impl Cli {
             max_reply_backlog,
             drain_delay_ms
         );
+        merge!(max_handshakes, max_handshakes_per_ip, max_connections_per_ip, overflow_sockets);
+        merge!(max_connections_per_user, allow_origin);
+        macro_rules! merge_some {
+            ($($field:ident),*) => {$(
+                if file.$field.is_some() { set(m, stringify!($field), &mut cli.$field, file.$field.clone()); }
+            )*};
+        }
+        merge_some!(jwt_secret, jwt_public_key, jwt_audience, jwt_issuer);
+        if let Some(rate) = &file.connect_rate_per_ip {
+            let rate = parse_rate(&rate.0).map_err(|e| format!("{}: connect_rate_per_ip: {e}", path.display()))?;
+            set(m, "connect_rate_per_ip", &mut cli.connect_rate_per_ip, rate);
+        }
         if let Some(level) = file.log_level {
             let level = level
                 .parse()
@@ -193,8 +247,8 @@ impl Cli {
         Ok(cli)
     }
 
-    fn protocol_config(&self) -> ProtocolConfig {
-        ProtocolConfig::default()
+    fn protocol_config(&self) -> Result<ProtocolConfig, String> {
+        let mut config = ProtocolConfig::default()
             .rate_limit(self.rate_limit)
             .rate_burst(self.rate_burst)
             .history_size(self.history_size)
@@ -204,7 +258,32 @@ impl Cli {
             .replay_max_bytes(self.replay_max_bytes)
             .max_rooms_per_client(self.max_rooms_per_client)
             .max_rooms(self.max_rooms)
-            .max_reply_backlog(self.max_reply_backlog)
+            .max_reply_backlog(self.max_reply_backlog);
+        config = self.admission(config)?;
+        config.validate()?;
+        Ok(config)
+    }
+
+    /// The admission settings: tokens, origins, the per-user cap.
+    fn admission(&self, mut config: ProtocolConfig) -> Result<ProtocolConfig, String> {
+        if let Some(secret) = &self.jwt_secret {
+            config = config.jwt_secret(secret.clone());
+        }
+        if let Some(path) = &self.jwt_public_key {
+            let pem = std::fs::read_to_string(path)
+                .map_err(|e| format!("--jwt-public-key: cannot read {}: {e}", path.display()))?;
+            config = config.jwt_public_key_pem(pem);
+        }
+        if let Some(aud) = &self.jwt_audience {
+            config = config.jwt_audience(aud.clone());
+        }
+        if let Some(iss) = &self.jwt_issuer {
+            config = config.jwt_issuer(iss.clone());
+        }
+        for origin in &self.allow_origin {
+            config = config.allow_origin(origin.clone());
+        }
+        Ok(config.max_connections_per_user(self.max_connections_per_user))
     }
 
     fn config(&self) -> Config {
@@ -227,6 +306,11 @@ impl Cli {
             .close_timeout(Duration::from_millis(self.close_timeout_ms))
             .shutdown_timeout(Duration::from_millis(self.shutdown_timeout_ms))
             .hub_queue(self.hub_queue)
+            .max_handshakes(self.max_handshakes)
+            .max_handshakes_per_ip(self.max_handshakes_per_ip)
+            .max_connections_per_ip(self.max_connections_per_ip)
+            .connect_rate_per_ip(self.connect_rate_per_ip)
+            .overflow_sockets(self.overflow_sockets)
     }
 }
 
@@ -255,7 +339,13 @@ fn main() -> ExitCode {
         }
     };
     let config = cli.config();
-    let protocol = ProtocolHandler::new(cli.protocol_config());
+    let protocol = match cli.protocol_config() {
+        Ok(c) => ProtocolHandler::new(c),
+        Err(e) => {
+            eprintln!("wshub: {e}");
+            return ExitCode::from(2);
+        }
+    };
     let started =
         if cli.echo { Server::start(config, EchoHandler) } else { Server::start(config, protocol.clone()) };
     let server = match started {

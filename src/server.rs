@@ -158,6 +158,27 @@ impl ServerHandle {
         self.engine.command(Cmd::Close(conn, code, reason.to_owned()))
     }
 
+    /// Closes a connection with `code` and `reason` at `when` (wall clock),
+    /// exactly then rather than at its next message: a session that ends
+    /// (a token's `exp`). A later call replaces the time; `None` cancels it.
+    /// Its reader thread arms it before reading its next frame, so call it from
+    /// the connection's own callbacks (`on_connect`, `on_message`) to have it
+    /// take effect at once; from elsewhere it takes effect after the
+    /// connection's current read (at most the idle timeout).
+    pub fn close_at(&self, conn: ConnId, when: Option<std::time::SystemTime>, code: u16, reason: &str) -> Result<()> {
+        if !is_sendable_close_code(code) || reason.len() > 123 {
+            return Err(Error::InvalidCloseCode);
+        }
+        let c = self.engine.open_conn(conn)?;
+        let at = when.map(|when| {
+            let now = (std::time::Instant::now(), std::time::SystemTime::now());
+            now.0 + when.duration_since(now.1).unwrap_or_default()
+        });
+        *c.close_at.lock() = at.map(|at| (at, code, reason.to_owned()));
+        c.has_close_at.store(at.is_some(), std::sync::atomic::Ordering::Release);
+        Ok(())
+    }
+
     /// The ids of every open connection, ascending.
     pub fn connections(&self) -> Vec<ConnId> {
         let mut ids: Vec<ConnId> =

@@ -24,6 +24,10 @@ pub(crate) struct Stats {
     /// `handshake_rejects` split by HTTP status (0: dropped without a response).
     pub handshake_rejects_by_status: Mutex<BTreeMap<u16, u64>>,
     pub queue_depth_max: AtomicU64,
+    /// Sockets in their handshake now (each with a reader thread).
+    pub handshakes: AtomicU64,
+    /// Sockets handed to the overflow thread, by `ip_table::Refusal::ALL` index.
+    pub handshake_overflow: [AtomicU64; 4],
 }
 
 /// A point-in-time copy of the server's counters.
@@ -69,6 +73,12 @@ pub struct StatsSnapshot {
     pub handshake_rejects_by_status: Vec<(u16, u64)>,
     /// The deepest any outbound queue has been.
     pub queue_depth_max: u64,
+    /// Sockets in their handshake now (connected, HTTP request not yet answered).
+    pub handshakes_in_progress: u64,
+    /// Sockets that got no handshake slot and were answered by the overflow
+    /// thread instead, by reason (`connect_rate_per_ip`,
+    /// `connections_per_ip`, `handshakes_per_ip`, `handshakes`).
+    pub handshake_overflow_by_reason: Vec<(&'static str, u64)>,
 }
 
 impl Stats {
@@ -104,6 +114,12 @@ impl Stats {
                 .map(|(status, n)| (*status, *n))
                 .collect(),
             queue_depth_max: self.queue_depth_max.load(Relaxed),
+            handshakes_in_progress: self.handshakes.load(Relaxed),
+            handshake_overflow_by_reason: crate::ip_table::Refusal::ALL
+                .iter()
+                .zip(&self.handshake_overflow)
+                .map(|(r, n)| (r.label(), n.load(Relaxed)))
+                .collect(),
         }
     }
 }

@@ -63,6 +63,11 @@ pub struct RequestInfo {
     pub headers: Vec<(String, String)>,
     /// When the request arrived.
     pub received_at: SystemTime,
+    /// The authenticated user (a verified token's `sub`) when the protocol
+    /// layer checked a token before the application sees the request
+    /// (`ProtocolHandler::with_app`, the C API with the protocol on); `None`
+    /// otherwise. Never taken from the request itself.
+    pub user: Option<String>,
 }
 
 impl RequestInfo {
@@ -215,6 +220,7 @@ mod tests {
             query: query.into(),
             headers: vec![("X-Token".into(), "abc".into())],
             received_at: SystemTime::now(),
+            user: None,
         }
     }
 

@@ -171,3 +171,46 @@ fn protocol_server_speaks_protocol_v1_after_the_apps_upgrade_check() {
     let (status, stderr) = program.wait(EXIT);
     assert_clean_exit("protocol_server", status, &stderr);
 }
+
+/// A client of auth_server with an HS256 token for `user` (its demo secret).
+fn auth_client(port: u16, user: &str) -> Result<Client, u16> {
+    use jsonwebtoken::{encode, EncodingKey, Header};
+    let exp = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs() + 300;
+    let claims = serde_json::json!({"sub": user, "exp": exp});
+    let token = encode(&Header::default(), &claims, &EncodingKey::from_secret(b"auth-example-demo-secret")).unwrap();
+    let stream = std::net::TcpStream::connect(("127.0.0.1", port)).expect("connect");
+    stream.set_read_timeout(Some(Duration::from_secs(30))).expect("read timeout");
+    let url = format!("ws://127.0.0.1:{port}/ws?access_token={token}");
+    match tungstenite::client::client(url, stream) {
+        Ok((ws, _)) => Ok(ws),
+        Err(tungstenite::HandshakeError::Failure(tungstenite::Error::Http(resp))) => Err(resp.status().as_u16()),
+        Err(e) => panic!("unexpected handshake error: {e}"),
+    }
+}
+
+#[test]
+fn auth_server_join_hook_refuses_a_room_and_upgrade_hook_sees_the_user() {
+    let program = example("ffi-examples", "asan", "auth_server");
+    let port = program.port;
+    assert_eq!(upgrade_status(port, "/ws"), Some(401), "no token");
+    assert_eq!(auth_client(port, "banned").err(), Some(403), "the app's on_upgrade saw the user");
+
+    let mut alice = auth_client(port, "alice").expect("alice opens");
+    let connected = next_of_type(&mut alice, "connected");
+    assert_eq!(connected["payload"]["user"], "alice", "{connected}");
+    alice.send(Message::text(r#"{"type":"room:join","id":"p","payload":{"room":"private:ops"}}"#)).unwrap();
+    let refused = next_of_type(&mut alice, "error");
+    assert_eq!((refused["id"].clone(), refused["payload"]["code"].clone()), ("p".into(), "forbidden".into()));
+    alice.send(Message::text(r#"{"type":"room:join","id":"l","payload":{"room":"lobby"}}"#)).unwrap();
+    assert_eq!(next_of_type(&mut alice, "ack")["id"], "l");
+
+    let mut admin = auth_client(port, "admin").expect("admin opens");
+    admin.send(Message::text(r#"{"type":"room:join","id":"p","payload":{"room":"private:ops"}}"#)).unwrap();
+    assert_eq!(next_of_type(&mut admin, "ack")["payload"]["room"], "private:ops");
+
+    program.sigint();
+    assert_eq!(expect_close(&mut alice), 1001);
+    assert_eq!(expect_close(&mut admin), 1001);
+    let (status, stderr) = program.wait(EXIT);
+    assert_clean_exit("auth_server", status, &stderr);
+}

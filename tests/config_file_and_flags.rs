@@ -41,6 +41,17 @@ fn help_lists_every_setting() {
         "--drain-delay-ms",
         "--shutdown-timeout-ms",
         "--log-level",
+        "--jwt-secret",
+        "--jwt-public-key",
+        "--jwt-audience",
+        "--jwt-issuer",
+        "--allow-origin",
+        "--max-connections-per-user",
+        "--max-connections-per-ip",
+        "--connect-rate-per-ip",
+        "--max-handshakes",
+        "--max-handshakes-per-ip",
+        "--overflow-sockets",
     ] {
         assert!(help.contains(flag), "{flag} missing from --help:\n{help}");
     }
@@ -105,4 +116,28 @@ fn the_example_config_file_is_valid() {
     let server = Wshub::start(&["--config", example]);
     let mut c = common::Client::connect_raw(server.addr, &[]);
     assert_eq!(c.json()["payload"]["heartbeatMs"], 30_000);
+}
+
+#[test]
+fn admission_settings_come_from_the_file_and_flags() {
+    let path = config_file(
+        "admission",
+        "connect_rate_per_ip = \"7/s\"\nmax_connections_per_ip = 2\nallow_origin = [\"https://a.example.com\"]\n\
+         jwt_secret = \"file-secret\"\nmax_handshakes = 64\n",
+    );
+    let server = Wshub::start(&["--config", path.to_str().unwrap(), "--max-connections-per-ip", "3"]);
+    // The file's secret is on: no token, 401.
+    let (status, _) = common::head_only(
+        server.addr,
+        "GET /ws HTTP/1.1\r\nHost: t\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
+         Sec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n",
+    );
+    assert_eq!(status, 401);
+    drop(server);
+    let bad = Command::new(env!("CARGO_BIN_EXE_wshub"))
+        .args(["--bind", "127.0.0.1:0", "--jwt-public-key", "/nonexistent/key.pem"])
+        .output()
+        .expect("run");
+    assert_eq!(bad.status.code(), Some(2), "an unreadable key is a startup error");
+    let _ = std::fs::remove_file(path);
 }

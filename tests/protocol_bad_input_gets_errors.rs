@@ -109,7 +109,7 @@ fn malformed_binary_frames_get_bad_request_and_the_connection_lives_on() {
     let mut c = server.client();
     c.join("b");
     let mut too_long_room = vec![0x01, 0, 129];
-    too_long_room.extend(std::iter::repeat(b'r').take(129));
+    too_long_room.extend(std::iter::repeat_n(b'r', 129));
     let cases: Vec<(Vec<u8>, &str)> = vec![
         (vec![], "bad_request"),
         (vec![0x02, 0, 1, b'b'], "bad_request"),

@@ -102,7 +102,7 @@ fn any_binary() -> impl Strategy<Value = Vec<u8>> {
         (0usize..140, vec(any::<u8>(), 0..16)).prop_map(|(n, body)| {
             let mut f = vec![1u8];
             f.extend_from_slice(&(n as u16).to_be_bytes());
-            f.extend(std::iter::repeat(b'r').take(n));
+            f.extend(std::iter::repeat_n(b'r', n));
             f.extend(body);
             f
         }),
@@ -115,7 +115,7 @@ proptest! {
     #[test]
     fn any_text_parses_or_gets_a_well_formed_error(text in any_text()) {
         match parse_text(&text) {
-            Ok(request) => prop_assert!(request.id.as_ref().map_or(true, |id| id.len() <= 64)),
+            Ok(request) => prop_assert!(request.id.as_ref().is_none_or(|id| id.len() <= 64)),
             Err(e) => {
                 let frame: Value = serde_json::from_str(&e.to_text()).expect("error frames are JSON");
                 prop_assert_eq!(&frame["type"], "error");

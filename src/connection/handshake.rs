@@ -38,14 +38,24 @@ pub(crate) enum ReadError {
     TooLarge,
 }
 
-/// Reads one request head from `stream`.
+/// Reads one request head from `stream`, all of it before `deadline`
+/// (however slowly it trickles in; a per-read timeout would let a client that
+/// sends a byte a second hold its thread forever).
 ///
 /// Buffers live on the heap and are freed before the connection's life
 /// begins: the reader thread's stack pages, once touched, stay resident for
 /// as long as the connection is open.
-pub(crate) fn read_request(mut stream: &TcpStream, remote: SocketAddr) -> Result<Request, ReadError> {
+pub(crate) fn read_request(
+    mut stream: &TcpStream,
+    remote: SocketAddr,
+    deadline: Instant,
+) -> Result<Request, ReadError> {
     let mut buf = Vec::with_capacity(1024);
     loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        if left.is_zero() || stream.set_read_timeout(Some(left)).is_err() {
+            return Err(ReadError::Timeout);
+        }
         let len = buf.len();
         buf.resize(len + 1024, 0);
         let n = match stream.read(&mut buf[len..]) {
@@ -97,6 +107,7 @@ pub(crate) fn parse_request(buf: &[u8], remote: SocketAddr) -> Result<Option<Req
             query: query.to_owned(),
             headers,
             received_at: SystemTime::now(),
+            user: None,
         },
         leftover: buf[head_len..].to_vec(),
     }))

@@ -40,6 +40,8 @@ pub(crate) struct ConnShared {
     pub id: ConnId,
     pub remote: SocketAddr,
     pub accepted_at: SystemTime,
+    /// The same moment on the monotonic clock: the handshake deadline counts from it.
+    pub accepted: std::time::Instant,
     /// The one socket, shared by both halves (`&TcpStream` is `Read + Write`);
     /// written only through [`outbound`] once the connection is a WebSocket.
     pub stream: TcpStream,
@@ -51,6 +53,14 @@ pub(crate) struct ConnShared {
     pub values: Mutex<HashMap<String, String>>,
     /// Path and query of the upgrade request.
     pub request_path: Mutex<(String, String)>,
+    /// Holds a handshake slot (see `ip_table`): from the accept until the
+    /// request is answered or upgraded.
+    pub handshaking: AtomicBool,
+    /// When set, the reader closes the connection at this instant with this
+    /// code and reason (see `ServerHandle::close_at`).
+    pub close_at: Mutex<Option<(std::time::Instant, u16, String)>>,
+    /// Whether `close_at` is set: read before every frame, locked only when set.
+    pub has_close_at: AtomicBool,
 }
 
 impl ConnShared {
@@ -59,11 +69,15 @@ impl ConnShared {
             id,
             remote,
             accepted_at: SystemTime::now(),
+            accepted: std::time::Instant::now(),
             stream,
             out: Outbound::new(),
             open: AtomicBool::new(false),
             values: Mutex::new(HashMap::new()),
             request_path: Mutex::new(Default::default()),
+            handshaking: AtomicBool::new(false),
+            close_at: Mutex::new(None),
+            has_close_at: AtomicBool::new(false),
         }
     }
 

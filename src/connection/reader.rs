@@ -68,6 +68,8 @@ enum End {
     Fail(u16, &'static str),
     /// The TCP connection broke, or went silent for the idle timeout.
     Abnormal,
+    /// Its `close_at` time came (a session's end): close with this code.
+    Deadline(u16, String),
 }
 
 /// The whole life of one accepted TCP connection.
@@ -75,8 +77,9 @@ pub(crate) fn run(server: ServerHandle, conn: Arc<ConnShared>) {
     ON_CONNECTION_THREAD.with(|c| c.set(true));
     let engine = server.engine();
     let _ = conn.stream.set_nodelay(true);
-    let _ = conn.stream.set_read_timeout(Some(engine.config.handshake_timeout));
-    if let Some((ws, request)) = upgrade(&server, &conn) {
+    let upgraded = upgrade(&server, &conn);
+    engine.handshake_finished(&conn);
+    if let Some((ws, request)) = upgraded {
         serve(&server, &conn, ws, &request);
     }
     conn.kill();
@@ -97,7 +100,8 @@ fn upgrade<'a>(server: &ServerHandle, conn: &'a ConnShared) -> Option<(Ws<'a>, h
         engine.stats.count_reject(response.status);
         handshake::respond_and_close(&conn.stream, response, head_only);
     };
-    let mut request = match handshake::read_request(&conn.stream, conn.remote) {
+    let deadline = conn.accepted + engine.config.handshake_timeout;
+    let mut request = match handshake::read_request(&conn.stream, conn.remote, deadline) {
         Ok(r) => r,
         Err(ReadError::Gone) => return None,
         Err(e) => {
@@ -226,6 +230,11 @@ fn serve(server: &ServerHandle, conn: &Arc<ConnShared>, mut ws: Ws<'_>, request:
             drain_until_closed(conn, config.close_timeout);
             sent
         }
+        End::Deadline(code, reason) => {
+            engine.close_in_order(conn, code, &reason);
+            drain_until_closed(conn, config.close_timeout);
+            (code, reason)
+        }
         End::Abnormal => {
             conn.kill();
             (conn.server_close_code().unwrap_or(1006), String::new())
@@ -243,7 +252,23 @@ fn serve(server: &ServerHandle, conn: &Arc<ConnShared>, mut ws: Ws<'_>, request:
 #[inline(never)]
 fn read_loop(server: &ServerHandle, conn: &ConnShared, ws: &mut Ws<'_>) -> End {
     let engine = server.engine();
+    let mut deadline_armed = false;
     loop {
+        if conn.has_close_at.load(std::sync::atomic::Ordering::Acquire) || deadline_armed {
+            // One read timeout serves both: the idle timeout, or less when
+            // the session's end comes sooner.
+            let at = conn.close_at.lock().clone();
+            let mut timeout = engine.config.idle_timeout;
+            if let Some((at, code, reason)) = at {
+                let left = at.saturating_duration_since(Instant::now());
+                if left.is_zero() {
+                    return End::Deadline(code, reason);
+                }
+                timeout = timeout.min(left);
+            }
+            deadline_armed = timeout < engine.config.idle_timeout;
+            let _ = conn.stream.set_read_timeout(Some(timeout));
+        }
         let message = match ws.read() {
             Ok(WsMessage::Text(text)) => Message::Text(text.as_str().to_owned()),
             Ok(WsMessage::Binary(bytes)) => Message::Binary(bytes.into()),
@@ -256,7 +281,14 @@ fn read_loop(server: &ServerHandle, conn: &ConnShared, ws: &mut Ws<'_>) -> End {
                 };
             }
             Ok(_) => continue, // ping (pong already queued), pong, raw frame
-            Err(e) => return classify(conn, &engine.stats, e),
+            Err(e) => {
+                if let Some((at, code, reason)) = conn.close_at.lock().clone() {
+                    if at <= Instant::now() {
+                        return End::Deadline(code, reason);
+                    }
+                }
+                return classify(conn, &engine.stats, e);
+            }
         };
         Stats::add(&engine.stats.messages_in, 1);
         Stats::add(&engine.stats.bytes_in, message.as_bytes().len() as u64);

@@ -394,6 +394,35 @@ pub extern "C" fn wshub_config_set_history_max_bytes(
     }
 }
 
+// Admission: bounds on what a peer holds before its upgrade. Each default is
+// `Config::default()`'s.
+
+/// Sockets that may be in their handshake at once (connected, HTTP request
+/// not yet answered), apart from the connection cap; each holds a reader
+/// thread. More get a quick answer from one overflow thread: 503 with
+/// Retry-After for an upgrade, the normal answer for a plain request (so
+/// /healthz stays reachable). Default 1024.
+#[no_mangle]
+pub extern "C" fn wshub_config_set_max_handshakes(config: *mut wshub_config, value: usize) -> wshub_result {
+    ffi_boundary! {
+        try_out!(config).config.max_handshakes = value;
+        wshub_result::WSHUB_OK
+    }
+}
+
+/// Sockets one IP address may have in their handshake at once; more are
+/// answered as past `wshub_config_set_max_handshakes`. Default 256.
+#[no_mangle]
+pub extern "C" fn wshub_config_set_max_handshakes_per_ip(
+    config: *mut wshub_config,
+    value: usize,
+) -> wshub_result {
+    ffi_boundary! {
+        try_out!(config).config.max_handshakes_per_ip = value;
+        wshub_result::WSHUB_OK
+    }
+}
+
 /// Protocol only: bytes of history all rooms keep together; past it the oldest
 /// message of any room goes first. Default 268435456 (256 MiB).
 #[no_mangle]
@@ -403,6 +432,19 @@ pub extern "C" fn wshub_config_set_history_total_max_bytes(
 ) -> wshub_result {
     ffi_boundary! {
         try_out!(config).protocol.history_total_max_bytes = bytes;
+        wshub_result::WSHUB_OK
+    }
+}
+
+/// Connections (open, or still in their handshake) one IP address may have;
+/// one more gets 503 with Retry-After. 0 = no limit (the default).
+#[no_mangle]
+pub extern "C" fn wshub_config_set_max_connections_per_ip(
+    config: *mut wshub_config,
+    value: usize,
+) -> wshub_result {
+    ffi_boundary! {
+        try_out!(config).config.max_connections_per_ip = value;
         wshub_result::WSHUB_OK
     }
 }
@@ -431,12 +473,35 @@ pub extern "C" fn wshub_config_set_max_rooms_per_client(
     }
 }
 
+/// New connections per second one IP address may open (a token bucket that
+/// holds one second's worth); one more gets 429. 0 = no limit (the default).
+#[no_mangle]
+pub extern "C" fn wshub_config_set_connect_rate_per_ip(
+    config: *mut wshub_config,
+    per_second: u32,
+) -> wshub_result {
+    ffi_boundary! {
+        try_out!(config).config.connect_rate_per_ip = per_second;
+        wshub_result::WSHUB_OK
+    }
+}
+
 /// Protocol only: rooms (with members or history) the server keeps; a join that
 /// would create one more gets `error forbidden`. Default 100000.
 #[no_mangle]
 pub extern "C" fn wshub_config_set_max_rooms(config: *mut wshub_config, rooms: usize) -> wshub_result {
     ffi_boundary! {
         try_out!(config).protocol.max_rooms = rooms;
+        wshub_result::WSHUB_OK
+    }
+}
+
+/// Sockets the overflow thread holds at once while it answers them (each for
+/// at most 2 s); past it the oldest is dropped unanswered. Default 1024.
+#[no_mangle]
+pub extern "C" fn wshub_config_set_overflow_sockets(config: *mut wshub_config, value: usize) -> wshub_result {
+    ffi_boundary! {
+        try_out!(config).config.overflow_sockets = value;
         wshub_result::WSHUB_OK
     }
 }
@@ -451,6 +516,89 @@ pub extern "C" fn wshub_config_set_max_reply_backlog(
 ) -> wshub_result {
     ffi_boundary! {
         try_out!(config).protocol.max_reply_backlog = frames;
+        wshub_result::WSHUB_OK
+    }
+}
+
+// Protocol admission (docs/protocol.md, "Identity and authorization"). Each
+// default is `ProtocolConfig::default()`'s: auth off, any origin, no per-user cap.
+
+/// Protocol only: HMAC secret (copied) for HS256/384/512 tokens. With it,
+/// every upgrade needs a valid token (from `Authorization: Bearer`, the
+/// `access_token` query parameter or a `bearer.<token>` subprotocol entry),
+/// else 401. NULL turns it off. Exclusive with a public key (checked by
+/// `wshub_start`). Default off.
+#[no_mangle]
+pub extern "C" fn wshub_config_set_jwt_secret(config: *mut wshub_config, secret: *const c_char) -> wshub_result {
+    ffi_boundary! {
+        let config = try_out!(config);
+        config.protocol.jwt_secret =
+            if secret.is_null() { None } else { Some(crate::protocol::Secret(try_str!(secret).to_owned())) };
+        wshub_result::WSHUB_OK
+    }
+}
+
+/// Protocol only: the PEM text (copied) of the public key verifying RS256
+/// (RSA) or ES256 (P-256) tokens; NULL turns it off. A key that does not
+/// parse makes `wshub_start` return WSHUB_INVALID_CONFIG. Default off.
+#[no_mangle]
+pub extern "C" fn wshub_config_set_jwt_public_key_pem(
+    config: *mut wshub_config,
+    pem: *const c_char,
+) -> wshub_result {
+    ffi_boundary! {
+        let config = try_out!(config);
+        config.protocol.jwt_public_key_pem = if pem.is_null() { None } else { Some(try_str!(pem).to_owned()) };
+        wshub_result::WSHUB_OK
+    }
+}
+
+/// Protocol only: a token's `aud` must name this (copied); NULL: not checked.
+#[no_mangle]
+pub extern "C" fn wshub_config_set_jwt_audience(
+    config: *mut wshub_config,
+    audience: *const c_char,
+) -> wshub_result {
+    ffi_boundary! {
+        let config = try_out!(config);
+        config.protocol.jwt_audience = if audience.is_null() { None } else { Some(try_str!(audience).to_owned()) };
+        wshub_result::WSHUB_OK
+    }
+}
+
+/// Protocol only: a token's `iss` must be this (copied); NULL: not checked.
+#[no_mangle]
+pub extern "C" fn wshub_config_set_jwt_issuer(config: *mut wshub_config, issuer: *const c_char) -> wshub_result {
+    ffi_boundary! {
+        let config = try_out!(config);
+        config.protocol.jwt_issuer = if issuer.is_null() { None } else { Some(try_str!(issuer).to_owned()) };
+        wshub_result::WSHUB_OK
+    }
+}
+
+/// Protocol only: adds an Origin allowed to upgrade (copied):
+/// "https://app.example.com", "http://localhost:8080", or a subdomain
+/// pattern: "https://" then "*.example.com". Once one is added, a browser
+/// request from any other origin gets 403. Default: none (any origin).
+#[no_mangle]
+pub extern "C" fn wshub_config_add_allow_origin(config: *mut wshub_config, origin: *const c_char) -> wshub_result {
+    ffi_boundary! {
+        let config = try_out!(config);
+        let origin = try_str!(origin).to_owned();
+        config.protocol.allow_origins.push(origin);
+        wshub_result::WSHUB_OK
+    }
+}
+
+/// Protocol only: connections one user (a token's `sub`) may have open; one
+/// more gets 503 with Retry-After. 0 = no limit (the default).
+#[no_mangle]
+pub extern "C" fn wshub_config_set_max_connections_per_user(
+    config: *mut wshub_config,
+    value: usize,
+) -> wshub_result {
+    ffi_boundary! {
+        try_out!(config).protocol.max_connections_per_user = value;
         wshub_result::WSHUB_OK
     }
 }

@@ -18,6 +18,8 @@ pub struct wshub_request {
     path: CString,
     query: CString,
     headers: Vec<CString>,
+    /// The authenticated user, when the protocol verified a token.
+    user: Option<CString>,
     /// Decoded query parameters handed out so far; kept so their pointers stay valid.
     params: Mutex<Vec<CString>>,
     /// Set by the application before accepting.
@@ -39,6 +41,7 @@ impl wshub_request {
             path: c_string(&info.path),
             query: c_string(&info.query),
             headers: info.headers.iter().map(|(_, v)| c_string(v)).collect(),
+            user: info.user.as_deref().map(c_string),
             info: info.clone(),
             params: Mutex::new(Vec::new()),
             identity: Mutex::new(None),
@@ -97,6 +100,22 @@ pub extern "C" fn wshub_request_query_param(
                 request.params.lock().push(value);
                 ptr
             }
+            None => std::ptr::null(),
+        }
+    }
+}
+
+/// The authenticated user: the `sub` of the token the built-in protocol
+/// verified before this callback (auth on: `wshub_config_set_jwt_secret` or
+/// `wshub_config_set_jwt_public_key_pem`), or NULL (auth off, or NULL
+/// `request`). on_upgrade runs only for requests whose token passed, so the
+/// application decides with the user known; unless it attaches another
+/// identity, `wshub_conn_identity` returns this one. Valid as long as the request.
+#[no_mangle]
+pub extern "C" fn wshub_request_user(request: *const wshub_request) -> *const c_char {
+    ffi_boundary! {
+        match &try_ref!(request).user {
+            Some(user) => user.as_ptr(),
             None => std::ptr::null(),
         }
     }

@@ -97,6 +97,24 @@ pub type wshub_on_close = Option<
     ),
 >;
 
+/// on_join: protocol only (`wshub_config_set_protocol`): a client asks to
+/// join `room` (`room:join`), and its token's `rooms` claim, if any, allows
+/// it. Return true to let it join, false to refuse with `error forbidden`.
+/// `user` is the token's `sub` (NULL when auth is off); `user` and `room` are
+/// valid only during the call. Runs on the connection's reader thread, before
+/// the join takes effect, for the first join of each room (not for a rejoin
+/// of a room the connection is in). Not called in pull mode (joins are
+/// allowed there).
+pub type wshub_on_join = Option<
+    extern "C" fn(
+        user_data: *mut c_void,
+        server: *mut wshub_server,
+        conn: u64,
+        user: *const c_char,
+        room: *const c_char,
+    ) -> bool,
+>;
+
 /// The callbacks of a server started with `wshub_start`. Any may be NULL
 /// (on_upgrade NULL accepts every upgrade).
 ///
@@ -126,6 +144,8 @@ pub struct wshub_callbacks {
     pub on_message: wshub_on_message,
     /// See `wshub_on_close`.
     pub on_close: wshub_on_close,
+    /// See `wshub_on_join` (protocol only; may be NULL: every join allowed).
+    pub on_join: wshub_on_join,
 }
 
 /// The application's `user_data`, handed back to every callback.
@@ -300,6 +320,16 @@ fn nul_terminated(message: Message) -> (Vec<u8>, wshub_message_kind) {
 impl Handler for FfiHandler {
     fn on_upgrade(&self, handle: &ServerHandle, conn: ConnId, info: &RequestInfo) -> Upgrade {
         self.adopt(handle);
+        // The protocol's checks (drain, Origin, token, per-user cap) come
+        // first, so the application decides knowing the user.
+        let admitted = match &self.protocol {
+            Some(protocol) => match protocol.admit(conn, info) {
+                Ok(admitted) => Some(admitted),
+                Err(refusal) => return Upgrade::Reject(refusal),
+            },
+            None => None,
+        };
+        let info = admitted.as_ref().unwrap_or(info);
         let server = &self.server;
         server.conns.insert(conn, ConnState::default());
         let request = wshub_request::new(info);
@@ -324,24 +354,28 @@ impl Handler for FfiHandler {
             Decision::Accept { identity, subprotocol } => {
                 server.conns.with_mut(conn, |state| {
                     if let Some(state) = state {
-                        state.identity = identity;
+                        // Unless the application attached its own, the token's user.
+                        state.identity = identity.or_else(|| info.user.clone());
                     }
                 });
-                // The application (auth) decided first; the protocol may still
-                // refuse (draining), and its subprotocol choice stands unless
-                // the application chose one.
-                match (&self.protocol, subprotocol) {
-                    (Some(protocol), ours) => match protocol.on_upgrade(handle, conn, info) {
-                        Upgrade::Accept { subprotocol: theirs } => Upgrade::Accept { subprotocol: ours.or(theirs) },
-                        refusal => refusal,
+                // The protocol admitted it before the application; its
+                // subprotocol choice stands unless the application chose one
+                // (a `bearer.<token>` entry is never echoed).
+                let ours = subprotocol.filter(|p| !p.starts_with("bearer."));
+                match &self.protocol {
+                    Some(_) => Upgrade::Accept {
+                        subprotocol: ours.or_else(|| crate::protocol::choose_subprotocol(&info.subprotocols())),
                     },
-                    (None, subprotocol) => Upgrade::Accept { subprotocol },
+                    None => Upgrade::Accept { subprotocol: ours },
                 }
             }
             Decision::Reject(status) => Upgrade::reject(status),
         };
         if matches!(upgrade, Upgrade::Reject(_)) {
             server.conns.remove(conn);
+            if let Some(protocol) = &self.protocol {
+                protocol.forget(conn);
+            }
         }
         upgrade
     }
@@ -428,6 +462,30 @@ impl Handler for FfiHandler {
     }
 }
 
+/// The C application's join hook, as the protocol layer calls it. Weak: the
+/// protocol lives inside the engine's handler, which the server owns.
+struct JoinHook {
+    server: std::sync::Weak<wshub_server>,
+}
+
+impl Handler for JoinHook {
+    fn on_join(&self, _handle: &ServerHandle, conn: ConnId, user: Option<&str>, room: &str) -> bool {
+        let Some(server) = self.server.upgrade() else { return false };
+        match &server.mode {
+            Mode::Callbacks(callbacks, user_data) => match callbacks.on_join {
+                Some(f) => {
+                    let user = user.map(c_string);
+                    let room = c_string(room);
+                    let user_ptr = user.as_ref().map_or(std::ptr::null(), |u| u.as_ptr());
+                    f(user_data.0, server.as_ptr(), conn, user_ptr, room.as_ptr())
+                }
+                None => true,
+            },
+            Mode::Polling(_) => true,
+        }
+    }
+}
+
 fn start(config: &wshub_config, mode: Mode) -> Result<*mut wshub_server, wshub_result> {
     let server = Arc::new(wshub_server {
         slot: Mutex::new(Slot::default()),
@@ -439,7 +497,11 @@ fn start(config: &wshub_config, mode: Mode) -> Result<*mut wshub_server, wshub_r
         handler_gone_changed: Condvar::new(),
         stop_claimed: AtomicBool::new(false),
     });
-    let protocol = config.protocol_enabled.then(|| ProtocolHandler::new(config.protocol.clone()));
+    if config.protocol_enabled && config.protocol.validate().is_err() {
+        return Err(wshub_result::WSHUB_INVALID_CONFIG);
+    }
+    let hooks = JoinHook { server: Arc::downgrade(&server) };
+    let protocol = config.protocol_enabled.then(|| ProtocolHandler::with_app(config.protocol.clone(), hooks));
     let handler = FfiHandler { server: server.clone(), protocol };
     let handle = Server::start(config.config.clone(), handler).map_err(wshub_result::from)?;
     server.local_port.store(handle.local_addr().port(), Relaxed);

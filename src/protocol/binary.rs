@@ -68,7 +68,7 @@ mod tests {
             assert_eq!(parse_binary(f).unwrap_err().code, ErrorCode::BadRequest, "{f:?}");
         }
         let mut long = vec![1, 0, 129];
-        long.extend(std::iter::repeat(b'r').take(129));
+        long.extend(std::iter::repeat_n(b'r', 129));
         assert_eq!(parse_binary(&long).unwrap_err().code, ErrorCode::TooLarge);
     }
 }

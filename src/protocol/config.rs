@@ -44,6 +44,35 @@ pub struct ProtocolConfig {
     /// over [`BIG_REPLY`] bytes (a `ping` ack, `presence:get`, a publish's
     /// echo) is refused with `error rate_limited` instead of queued.
     pub max_reply_backlog: usize,
+
+    // Admission (docs/protocol.md, "Handshake rules", "Identity and authorization").
+    /// HMAC secret for HS256/384/512 tokens; with it (or
+    /// [`jwt_public_key_pem`](Self::jwt_public_key_pem)) every upgrade needs a
+    /// valid token (else 401). Never shown by `Debug`.
+    pub jwt_secret: Option<Secret>,
+    /// PEM public key (RSA for RS256, P-256 for ES256) verifying tokens.
+    pub jwt_public_key_pem: Option<String>,
+    /// When set, a token's `aud` must name it.
+    pub jwt_audience: Option<String>,
+    /// When set, a token's `iss` must be it.
+    pub jwt_issuer: Option<String>,
+    /// Origins an upgrade may come from: exact `scheme://host[:port]`, or
+    /// `scheme://*.example.com` for its subdomains. Another `Origin` gets 403.
+    /// Empty = any origin (and requests without `Origin`).
+    pub allow_origins: Vec<String>,
+    /// Connections one user (`sub`) may have open; one more gets 503 with
+    /// `Retry-After`. 0 = no limit.
+    pub max_connections_per_user: usize,
+}
+
+/// A secret setting: compared and cloned as usual, but `Debug` prints `***`.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Secret(pub String);
+
+impl std::fmt::Debug for Secret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("***")
+    }
 }
 
 /// Replies larger than this many bytes wait for a client that reads (see
@@ -63,6 +92,12 @@ impl Default for ProtocolConfig {
             max_rooms_per_client: 128,
             max_rooms: 100_000,
             max_reply_backlog: 8,
+            jwt_secret: None,
+            jwt_public_key_pem: None,
+            jwt_audience: None,
+            jwt_issuer: None,
+            allow_origins: Vec::new(),
+            max_connections_per_user: 0,
         }
     }
 }
@@ -135,6 +170,66 @@ impl ProtocolConfig {
     #[must_use]
     pub fn max_reply_backlog(mut self, frames: usize) -> Self {
         self.max_reply_backlog = frames;
+        self
+    }
+
+    /// Checks what would otherwise only show at the first upgrade: a JWT key
+    /// that cannot be used, a secret and a public key both set, an Origin
+    /// pattern that does not parse.
+    pub fn validate(&self) -> Result<(), String> {
+        super::auth::Verifier::new(
+            self.jwt_secret.as_ref().map(|s| s.0.as_str()),
+            self.jwt_public_key_pem.as_deref(),
+            self.jwt_audience.as_deref(),
+            self.jwt_issuer.as_deref(),
+        )?;
+        if let Some(bad) =
+            self.allow_origins.iter().find(|o| super::admission::Origin::parse(&o.replacen("*.", "x.", 1)).is_none())
+        {
+            return Err(format!("allow_origin {bad:?} is not scheme://host[:port]"));
+        }
+        Ok(())
+    }
+
+    /// Sets [`ProtocolConfig::jwt_secret`].
+    #[must_use]
+    pub fn jwt_secret(mut self, secret: impl Into<String>) -> Self {
+        self.jwt_secret = Some(Secret(secret.into()));
+        self
+    }
+
+    /// Sets [`ProtocolConfig::jwt_public_key_pem`].
+    #[must_use]
+    pub fn jwt_public_key_pem(mut self, pem: impl Into<String>) -> Self {
+        self.jwt_public_key_pem = Some(pem.into());
+        self
+    }
+
+    /// Sets [`ProtocolConfig::jwt_audience`].
+    #[must_use]
+    pub fn jwt_audience(mut self, audience: impl Into<String>) -> Self {
+        self.jwt_audience = Some(audience.into());
+        self
+    }
+
+    /// Sets [`ProtocolConfig::jwt_issuer`].
+    #[must_use]
+    pub fn jwt_issuer(mut self, issuer: impl Into<String>) -> Self {
+        self.jwt_issuer = Some(issuer.into());
+        self
+    }
+
+    /// Adds an origin to [`ProtocolConfig::allow_origins`].
+    #[must_use]
+    pub fn allow_origin(mut self, origin: impl Into<String>) -> Self {
+        self.allow_origins.push(origin.into());
+        self
+    }
+
+    /// Sets [`ProtocolConfig::max_connections_per_user`].
+    #[must_use]
+    pub fn max_connections_per_user(mut self, n: usize) -> Self {
+        self.max_connections_per_user = n;
         self
     }
 }

@@ -174,6 +174,11 @@ pub enum RequestKind {
         /// Echoed back in the ack, as sent (`null` when there was none).
         payload: RawJson,
     },
+    /// `auth:refresh {token}` (protocol 1.1): a fresh token extends the session.
+    AuthRefresh {
+        /// The new token (never logged).
+        token: String,
+    },
 }
 
 /// Milliseconds since the Unix epoch, the `ts` of every server frame.
@@ -357,6 +362,19 @@ fn parse_kind(kind: &str, payload: Option<&RawValue>) -> Result<RequestKind, Err
     if kind == "ping" {
         let payload = payload.map_or_else(|| RawValue::NULL.to_owned(), ToOwned::to_owned);
         return Ok(RequestKind::Ping { payload: RawJson(payload) });
+    }
+    if kind == "auth:refresh" {
+        #[derive(Deserialize)]
+        struct Refresh {
+            token: Option<serde_json::Value>,
+        }
+        let Some(refresh) = payload.and_then(field::<Refresh>) else {
+            return Err(ErrorReply::new(ErrorCode::BadRequest, "auth:refresh needs an object payload"));
+        };
+        return match refresh.token {
+            Some(serde_json::Value::String(token)) => Ok(RequestKind::AuthRefresh { token }),
+            _ => Err(ErrorReply::new(ErrorCode::BadRequest, "auth:refresh needs a token string")),
+        };
     }
     let known = ["room:join", "room:leave", "room:publish", "typing:start", "typing:stop", "presence:get"];
     if !known.contains(&kind) {

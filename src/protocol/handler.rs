@@ -25,7 +25,8 @@ use crate::conn_map::ConnMap;
 use serde::Serialize;
 use serde_json::{json, Value};
 
-use super::admission;
+use super::admission::Admission;
+use super::auth::Identity;
 use super::binary::{self, parse_binary};
 use super::config::{ProtocolConfig, BIG_REPLY};
 use super::envelope::{
@@ -77,6 +78,13 @@ pub(crate) struct Shared {
     conns: ConnMap<Arc<Mutex<ConnState>>>,
     pub metrics: Metrics,
     pub draining: AtomicBool,
+    /// Origin, token and per-user checks at the upgrade.
+    admission: Admission,
+    /// Each authenticated connection's user, for presence (read without
+    /// taking that connection's state lock, which its own thread may hold).
+    users: ConnMap<Arc<str>>,
+    /// The application's hooks (`with_app`): upgrade, connect, join, close.
+    app: Option<Arc<dyn Handler>>,
 }
 
 /// One connection's protocol state. Only its own reader thread touches it.
@@ -92,11 +100,28 @@ struct ConnState {
     bytes_in: usize,
     /// Bytes replayed to it, and of big replies sent to it.
     bytes_replied: usize,
+    /// What its token grants, when auth is on.
+    identity: Option<Identity>,
 }
 
 impl ProtocolHandler {
-    /// A handler with these settings.
+    /// A handler with these settings. An unusable JWT key is logged and
+    /// refuses every upgrade (401); check the settings first with
+    /// [`ProtocolConfig::validate`] to fail early instead.
     pub fn new(config: ProtocolConfig) -> Self {
+        Self::build(config, None)
+    }
+
+    /// A handler that also consults `app`: its `on_upgrade` runs after the
+    /// protocol's checks (the request's `user` set from the token) and may
+    /// still refuse; its `on_join` may refuse a join (`error forbidden`); its
+    /// `on_connect` and `on_close` follow the protocol's. Messages and plain
+    /// HTTP requests stay the protocol's alone.
+    pub fn with_app(config: ProtocolConfig, app: impl Handler) -> Self {
+        Self::build(config, Some(Arc::new(app)))
+    }
+
+    fn build(config: ProtocolConfig, app: Option<Arc<dyn Handler>>) -> Self {
         let limits = Limits {
             count: config.history_size,
             ttl: config.history_ttl,
@@ -106,13 +131,30 @@ impl ProtocolHandler {
         };
         ProtocolHandler {
             shared: Arc::new(Shared {
+                admission: Admission::new(&config),
                 rooms: RoomTable::new(limits),
                 config,
                 conns: ConnMap::default(),
                 metrics: Metrics::default(),
                 draining: AtomicBool::new(false),
+                users: ConnMap::default(),
+                app,
             }),
         }
+    }
+
+    /// The protocol's upgrade checks alone (drain, Origin, token, per-user
+    /// cap), for an embedder that composes its own decision with them: on
+    /// success the request with `user` set from the token. An upgrade admitted
+    /// here and then refused must be given back with [`forget`](Self::forget).
+    pub fn admit(&self, conn: ConnId, request: &RequestInfo) -> Result<RequestInfo, HttpResponse> {
+        self.shared.admission.admit(&self.shared.draining, conn, request)
+    }
+
+    /// Gives back what [`admit`](Self::admit) reserved for an upgrade that was
+    /// refused afterwards.
+    pub fn forget(&self, conn: ConnId) {
+        self.shared.admission.forget(conn);
     }
 
     /// The settings it runs with.
@@ -145,10 +187,26 @@ pub fn choose_subprotocol(offered: &[String]) -> Option<String> {
 }
 
 impl Handler for ProtocolHandler {
-    fn on_upgrade(&self, _server: &ServerHandle, _conn: ConnId, request: &RequestInfo) -> Upgrade {
-        match admission::admit(&self.shared.draining, request) {
-            Ok(()) => Upgrade::Accept { subprotocol: choose_subprotocol(&request.subprotocols()) },
-            Err(refusal) => Upgrade::Reject(refusal),
+    fn on_upgrade(&self, server: &ServerHandle, conn: ConnId, request: &RequestInfo) -> Upgrade {
+        let admitted = match self.admit(conn, request) {
+            Ok(admitted) => admitted,
+            Err(refusal) => return Upgrade::Reject(refusal),
+        };
+        let ours = choose_subprotocol(&request.subprotocols());
+        match &self.shared.app {
+            None => Upgrade::Accept { subprotocol: ours },
+            Some(app) => match app.on_upgrade(server, conn, &admitted) {
+                // A `bearer.<token>` entry is never echoed back.
+                Upgrade::Accept { subprotocol } => Upgrade::Accept {
+                    subprotocol: subprotocol
+                        .filter(|p| !p.starts_with(super::auth::BEARER_SUBPROTOCOL))
+                        .or(ours),
+                },
+                refusal => {
+                    self.forget(conn);
+                    refusal
+                }
+            },
         }
     }
 
@@ -156,8 +214,9 @@ impl Handler for ProtocolHandler {
         http::route(&self.shared, server, request)
     }
 
-    fn on_connect(&self, server: &ServerHandle, conn: ConnId, _request: &RequestInfo) {
+    fn on_connect(&self, server: &ServerHandle, conn: ConnId, request: &RequestInfo) {
         let c = &self.shared.config;
+        let identity = self.shared.admission.take(conn);
         let state = ConnState {
             client_id: Self::client_id(conn),
             rooms: BTreeMap::new(),
@@ -165,15 +224,27 @@ impl Handler for ProtocolHandler {
             closed: false,
             bytes_in: 0,
             bytes_replied: 0,
+            identity,
         };
-        let payload = json!({
+        let mut payload = json!({
             "clientId": state.client_id,
             "protocol": 1,
             "heartbeatMs": server.config().heartbeat_interval.as_millis() as u64,
             "maxMessageBytes": server.config().max_message_size,
         });
+        if let Some(identity) = &state.identity {
+            payload["user"] = Value::String(identity.user.clone());
+            self.shared.users.insert(conn, Arc::from(identity.user.as_str()));
+            // The session ends at the token's exp, to the moment.
+            let _ = server.close_at(conn, Some(identity.expires_at()), 1008, "token expired");
+        }
         self.shared.conns.insert(conn, Arc::new(Mutex::new(state)));
         let _ = server.send(conn, frame("connected", None, payload));
+        if let Some(app) = &self.shared.app {
+            let mut request = request.clone();
+            request.user = self.shared.users.get(conn).map(|u| u.to_string());
+            app.on_connect(server, conn, &request);
+        }
     }
 
     fn on_message(&self, server: &ServerHandle, conn: ConnId, message: Message) {
@@ -221,34 +292,51 @@ impl Handler for ProtocolHandler {
         }
     }
 
-    fn on_close(&self, server: &ServerHandle, conn: ConnId, code: u16, _reason: &str) {
+    fn on_close(&self, server: &ServerHandle, conn: ConnId, code: u16, reason: &str) {
         self.shared.metrics.count_disconnect(code);
-        let Some(state) = self.shared.conns.remove(conn) else { return };
-        let state = state.lock();
-        // What it was sent, and sent us: all of it is free once its queue is
-        // (a client that stopped reading may have had all of it queued).
-        let mut traffic = state.bytes_in.saturating_add(state.bytes_replied);
-        for (room, joined_at) in &state.rooms {
-            let _ = self.shared.rooms.with_room(room, false, |r| {
-                r.members.remove(&conn);
-                let sent = r.published_bytes.saturating_sub(*joined_at);
-                traffic = traffic.saturating_add(usize::try_from(sent).unwrap_or(usize::MAX));
-                let event = frame("presence:leave", None, json!({"room": room, "clientId": state.client_id}));
-                let _ = server.broadcast(room, event, Some(conn));
-            });
-            self.shared.rooms.remove_if_idle(room);
+        let user = self.shared.users.remove(conn);
+        if let Some(user) = &user {
+            self.shared.admission.release(user);
         }
-        self.shared.rooms.sweep();
-        // Its outbound queue is freed by its writer just after this returns:
-        // a trim comes shortly after (see trim.rs).
-        if code == 1013 || server.queued_frames(conn) >= LARGE_BACKLOG {
-            trim::soon();
+        if let Some(state) = self.shared.conns.remove(conn) {
+            let state = state.lock();
+            // What it was sent, and sent us: all of it is free once its queue is
+            // (a client that stopped reading may have had all of it queued).
+            let mut traffic = state.bytes_in.saturating_add(state.bytes_replied);
+            for (room, joined_at) in &state.rooms {
+                let _ = self.shared.rooms.with_room(room, false, |r| {
+                    r.members.remove(&conn);
+                    let sent = r.published_bytes.saturating_sub(*joined_at);
+                    traffic = traffic.saturating_add(usize::try_from(sent).unwrap_or(usize::MAX));
+                    let event = presence_event("presence:leave", room, &state.client_id, user.as_deref());
+                    let _ = server.broadcast(room, event, Some(conn));
+                });
+                self.shared.rooms.remove_if_idle(room);
+            }
+            self.shared.rooms.sweep();
+            // Its outbound queue is freed by its writer just after this returns:
+            // a trim comes shortly after (see sys/trim.rs).
+            if code == 1013 || server.queued_frames(conn) >= LARGE_BACKLOG {
+                trim::soon();
+            }
+            if traffic >= LARGE_TRAFFIC {
+                trim::note_freed(traffic);
+            }
+            trim::note_freed(self.shared.rooms.budget().take_freed());
         }
-        if traffic >= LARGE_TRAFFIC {
-            trim::note_freed(traffic);
+        if let Some(app) = &self.shared.app {
+            app.on_close(server, conn, code, reason);
         }
-        trim::note_freed(self.shared.rooms.budget().take_freed());
     }
+}
+
+/// A `presence:join` / `presence:leave` event, with `user` when there is one.
+fn presence_event(kind: &str, room: &str, client_id: &str, user: Option<&str>) -> String {
+    let mut payload = json!({"room": room, "clientId": client_id});
+    if let Some(user) = user {
+        payload["user"] = Value::String(user.to_owned());
+    }
+    frame(kind, None, payload)
 }
 
 /// One message being handled for one connection.
@@ -261,6 +349,10 @@ struct Session<'a> {
 
 /// The reply to send (an ack, when the request had an id), or an error.
 type Reply = Result<Option<String>, ErrorReply>;
+
+fn forbidden(room: &str) -> ErrorReply {
+    ErrorReply::new(ErrorCode::Forbidden, format!("the token does not allow room {room:?}"))
+}
 
 fn internal(_: crate::Error) -> ErrorReply {
     ErrorReply::new(ErrorCode::Internal, "the server is stopping")
@@ -280,17 +372,12 @@ impl Session<'_> {
                 self.typing(&room, active).and_then(|()| ack_with(json!({"room": room})))
             }
             RequestKind::PresenceGet { room } => {
-                let members = self.shared.rooms.with_room(&room, false, |r| {
-                    r.members
-                        .iter()
-                        .map(|(c, meta)| json!({"clientId": ProtocolHandler::client_id(*c), "meta": meta}))
-                        .collect::<Vec<_>>()
-                });
-                let big = members.as_ref().map_or(0, Vec::len) * PRESENCE_ENTRY_BYTES > BIG_REPLY;
+                let members = self.presence(&room)?;
+                let big = members.len() * PRESENCE_ENTRY_BYTES > BIG_REPLY;
                 if big && id.is_some() {
                     self.refuse_if_backlogged()?;
                 }
-                ack_with(json!({"room": room, "members": members.unwrap_or_default()}))
+                ack_with(json!({"room": room, "members": members}))
             }
             RequestKind::Ping { payload } => {
                 if payload.get().len() > BIG_REPLY && id.is_some() {
@@ -299,6 +386,7 @@ impl Session<'_> {
                 }
                 Ok(id.map(|id| ack(id, &payload)))
             }
+            RequestKind::AuthRefresh { token } => self.refresh(&token).and_then(|exp| ack_with(json!({"exp": exp}))),
         };
         result.map_err(|mut e| {
             e.id = request.id.clone();
@@ -322,6 +410,60 @@ impl Session<'_> {
         ))
     }
 
+    /// Whether the token lets this connection use `room` (no token or no
+    /// `rooms` claim: every room).
+    fn require_allowed(&self, room: &str) -> Result<(), ErrorReply> {
+        match &self.state.identity {
+            Some(identity) if !identity.allows(room) => Err(forbidden(room)),
+            _ => Ok(()),
+        }
+    }
+
+    /// `presence:get`: for members, or for a token whose `rooms` claim names
+    /// the room (no claim is not enough: presence is not public).
+    fn presence(&self, room: &str) -> Result<Vec<Value>, ErrorReply> {
+        self.require_allowed(room)?;
+        let claimed = self.state.identity.as_ref().is_some_and(|i| i.rooms.is_some());
+        if !claimed {
+            self.require_member(room)?;
+        }
+        let users = &self.shared.users;
+        let members = self.shared.rooms.with_room(room, false, |r| {
+            r.members
+                .iter()
+                .map(|(c, meta)| {
+                    let mut m = json!({"clientId": ProtocolHandler::client_id(*c), "meta": meta});
+                    if let Some(user) = users.get(*c) {
+                        m["user"] = Value::String(user.to_string());
+                    }
+                    m
+                })
+                .collect::<Vec<_>>()
+        });
+        Ok(members.unwrap_or_default())
+    }
+
+    /// `auth:refresh`: a fresh token for the same user moves the session's
+    /// end to its `exp` (and its `rooms` claim replaces the old one). A bad or
+    /// foreign token changes nothing.
+    fn refresh(&mut self, token: &str) -> Result<u64, ErrorReply> {
+        let Some(current) = &self.state.identity else {
+            return Err(ErrorReply::new(ErrorCode::Forbidden, "this connection has no token to refresh"));
+        };
+        let Some(fresh) = self.shared.admission.verify(token) else {
+            return Err(ErrorReply::new(ErrorCode::Forbidden, "the token was refused"));
+        };
+        if fresh.user != current.user {
+            return Err(ErrorReply::new(ErrorCode::Forbidden, "the token is for another user"));
+        }
+        self.server
+            .close_at(self.conn, Some(fresh.expires_at()), 1008, "token expired")
+            .map_err(internal)?;
+        let exp = fresh.exp;
+        self.state.identity = Some(fresh);
+        Ok(exp)
+    }
+
     fn require_member(&self, room: &str) -> Result<(), ErrorReply> {
         if self.state.rooms.contains_key(room) {
             Ok(())
@@ -334,6 +476,7 @@ impl Session<'_> {
     /// takes the lock after us is broadcast after our ack, and one before us is
     /// in the history we replay, so nothing is lost or doubled.
     fn join(&mut self, id: Option<&str>, room: &str, since: Option<u64>, epoch: Option<&str>) -> Reply {
+        self.require_allowed(room)?;
         let (server, conn, config) = (self.server, self.conn, &self.shared.config);
         let newly = !self.state.rooms.contains_key(room);
         if newly && self.state.rooms.len() >= config.max_rooms_per_client {
@@ -344,6 +487,14 @@ impl Session<'_> {
             ));
         }
         let client_id = self.state.client_id.clone();
+        let user = self.state.identity.as_ref().map(|i| i.user.clone());
+        if newly {
+            if let Some(app) = &self.shared.app {
+                if !app.on_join(server, conn, user.as_deref(), room) {
+                    return Err(ErrorReply::new(ErrorCode::Forbidden, format!("joining {room:?} was refused")));
+                }
+            }
+        }
         let metrics = &self.shared.metrics;
         let mut replayed = 0;
         let outcome = self.shared.rooms.with_room(room, true, |r| -> Result<u64, crate::Error> {
@@ -351,7 +502,7 @@ impl Session<'_> {
             if newly {
                 server.join(conn, room)?;
                 r.members.insert(conn, json!({}));
-                let event = frame("presence:join", None, json!({"room": room, "clientId": client_id}));
+                let event = presence_event("presence:join", room, &client_id, user.as_deref());
                 let _ = server.broadcast(room, event, Some(conn));
             }
             // From here on the join has happened: a failed send means the
@@ -408,10 +559,11 @@ impl Session<'_> {
             return Err(ErrorReply::new(ErrorCode::NotFound, format!("not in room {room:?}")));
         }
         let (server, conn, client_id) = (self.server, self.conn, &self.state.client_id);
+        let user = self.state.identity.as_ref().map(|i| i.user.as_str());
         let _ = self.shared.rooms.with_room(room, false, |r| {
             r.members.remove(&conn);
             let _ = server.leave(conn, room);
-            let event = frame("presence:leave", None, json!({"room": room, "clientId": client_id}));
+            let event = presence_event("presence:leave", room, client_id, user);
             let _ = server.broadcast(room, event, Some(conn));
         });
         self.shared.rooms.remove_if_idle(room);
@@ -421,6 +573,7 @@ impl Session<'_> {
     }
 
     fn publish(&mut self, room: &str, data: &RawJson, echo: bool) -> Result<u64, ErrorReply> {
+        self.require_allowed(room)?;
         self.require_member(room)?;
         if echo && data.get().len() > BIG_REPLY {
             self.refuse_if_backlogged()?;
@@ -443,6 +596,7 @@ impl Session<'_> {
     }
 
     fn publish_binary(&mut self, room: &str, body: &[u8]) -> Reply {
+        self.require_allowed(room)?;
         self.require_member(room)?;
         let (server, conn) = (self.server, self.conn);
         let published = self.shared.rooms.with_room(room, true, |r| {

@@ -122,6 +122,23 @@ impl Metrics {
             "Deepest any outbound queue has been (high-water mark, frames).",
             &one(s.queue_depth_max),
         );
+        metric(
+            "wshub_handshakes_in_progress",
+            "gauge",
+            "Sockets in their handshake (HTTP request not yet answered), each holding a reader thread.",
+            &one(s.handshakes_in_progress),
+        );
+        let overflow: Vec<_> = s
+            .handshake_overflow_by_reason
+            .iter()
+            .map(|(reason, n)| (format!("{{reason=\"{reason}\"}}"), *n))
+            .collect();
+        metric(
+            "wshub_handshake_overflow_total",
+            "counter",
+            "Sockets over a handshake bound, a per-IP cap or the connect rate, answered by the overflow thread, by the bound.",
+            &overflow,
+        );
         out
     }
 }

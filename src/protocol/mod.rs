@@ -6,7 +6,8 @@
 //! decides whether it is served, `handler` acts on it, `room` keeps each room's
 //! seq, history and presence, `http` and `metrics` answer the plain HTTP routes.
 
-mod admission;
+pub(crate) mod admission;
+pub(crate) mod auth;
 pub mod binary;
 mod config;
 pub mod envelope;
@@ -16,5 +17,5 @@ mod metrics;
 mod rate_limit;
 mod room;
 
-pub use config::{ProtocolConfig, BIG_REPLY};
+pub use config::{ProtocolConfig, Secret, BIG_REPLY};
 pub use handler::{choose_subprotocol, ProtocolHandler, SUBPROTOCOLS};

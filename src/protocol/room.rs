@@ -337,7 +337,7 @@ impl RoomTable {
     /// Appends the messages `room` stored after `newest_before` to the order
     /// across rooms. Called with the room's lock held.
     fn record_order(&self, state: &Arc<Mutex<RoomState>>, room: &RoomState, newest_before: Option<u64>) {
-        let is_new = |e: &&Entry| newest_before.map_or(true, |n| e.seq > n);
+        let is_new = |e: &&Entry| newest_before.is_none_or(|n| e.seq > n);
         let added = room.history.iter().rev().take_while(is_new).count();
         if added == 0 {
             return;

@@ -8,11 +8,13 @@
 //! - [`sock`]: `send`/`sendmsg` with `MSG_NOSIGNAL`, the listen backlog,
 //!   waking a blocked `accept`.
 //! - [`trim`]: giving freed heap memory back to the system (`malloc_trim`).
+//! - [`poll`]: `poll(2)` over many sockets, for the overflow thread.
 #![allow(unsafe_code)]
 
 use std::sync::OnceLock;
 
 pub(crate) mod futex;
+pub(crate) mod poll;
 pub(crate) mod pthread;
 pub(crate) mod sock;
 pub(crate) mod stacks;

@@ -178,6 +178,18 @@ static void null_everything(void) {
     CHECK_RC(wshub_config_set_max_rooms_per_client(NULL, 1), WSHUB_NULL_PARAMETER);
     CHECK_RC(wshub_config_set_max_rooms(NULL, 1), WSHUB_NULL_PARAMETER);
     CHECK_RC(wshub_config_set_max_reply_backlog(NULL, 1), WSHUB_NULL_PARAMETER);
+    CHECK_RC(wshub_config_set_max_handshakes(NULL, 1), WSHUB_NULL_PARAMETER);
+    CHECK_RC(wshub_config_set_max_handshakes_per_ip(NULL, 1), WSHUB_NULL_PARAMETER);
+    CHECK_RC(wshub_config_set_max_connections_per_ip(NULL, 1), WSHUB_NULL_PARAMETER);
+    CHECK_RC(wshub_config_set_connect_rate_per_ip(NULL, 1), WSHUB_NULL_PARAMETER);
+    CHECK_RC(wshub_config_set_overflow_sockets(NULL, 1), WSHUB_NULL_PARAMETER);
+    CHECK_RC(wshub_config_set_jwt_secret(NULL, "s"), WSHUB_NULL_PARAMETER);
+    CHECK_RC(wshub_config_set_jwt_public_key_pem(NULL, "pem"), WSHUB_NULL_PARAMETER);
+    CHECK_RC(wshub_config_set_jwt_audience(NULL, "a"), WSHUB_NULL_PARAMETER);
+    CHECK_RC(wshub_config_set_jwt_issuer(NULL, "i"), WSHUB_NULL_PARAMETER);
+    CHECK_RC(wshub_config_add_allow_origin(NULL, "https://a.test"), WSHUB_NULL_PARAMETER);
+    CHECK_RC(wshub_config_add_allow_origin(config, NULL), WSHUB_NULL_PARAMETER);
+    CHECK_RC(wshub_config_set_max_connections_per_user(NULL, 1), WSHUB_NULL_PARAMETER);
 
     /* start: NULL arguments, and invalid configurations */
     CHECK_RC(wshub_config_set_bind(config, "127.0.0.1:0"), WSHUB_OK);
@@ -189,6 +201,14 @@ static void null_everything(void) {
     CHECK_RC(wshub_config_set_path(config, "no-slash"), WSHUB_OK);
     CHECK_RC(wshub_start(config, &callbacks, NULL, &server), WSHUB_INVALID_CONFIG);
     CHECK_RC(wshub_config_set_path(config, "/ws"), WSHUB_OK);
+    /* a JWT key that does not parse, or a secret and a key both set */
+    CHECK_RC(wshub_config_set_protocol(config, true), WSHUB_OK);
+    CHECK_RC(wshub_config_set_jwt_public_key_pem(config, "not a key"), WSHUB_OK);
+    CHECK_RC(wshub_start(config, &callbacks, NULL, &server), WSHUB_INVALID_CONFIG);
+    CHECK_RC(wshub_config_set_jwt_public_key_pem(config, NULL), WSHUB_OK);
+    CHECK_RC(wshub_config_set_jwt_secret(config, "s"), WSHUB_OK);
+    CHECK_RC(wshub_config_set_jwt_secret(config, NULL), WSHUB_OK);
+    CHECK_RC(wshub_config_set_protocol(config, false), WSHUB_OK);
     CHECK_RC(wshub_config_set_event_queue_capacity(config, 0), WSHUB_OK);
     CHECK_RC(wshub_start_polling(config, &server), WSHUB_INVALID_CONFIG);
     CHECK_RC(wshub_config_set_event_queue_capacity(config, 8), WSHUB_OK);
@@ -233,6 +253,7 @@ static void null_everything(void) {
     CHECK(wshub_request_query_param(NULL, "room") == NULL);
     CHECK_RC(wshub_request_set_identity(NULL, "alice"), WSHUB_NULL_PARAMETER);
     CHECK_RC(wshub_request_set_subprotocol(NULL, "chat"), WSHUB_NULL_PARAMETER);
+    CHECK(wshub_request_user(NULL) == NULL);
 
     /* always-valid functions */
     CHECK(strcmp(wshub_version(), WSHUB_VERSION) == 0);
@@ -362,6 +383,7 @@ static void polling_server(void) {
     CHECK(wshub_request_header(wshub_event_request(event), "sec-websocket-version") != NULL);
     CHECK(wshub_request_header(wshub_event_request(event), "X-Missing") == NULL);
     CHECK(wshub_event_data(event, &n) != NULL && n == 0);
+    CHECK(wshub_request_user(wshub_event_request(event)) == NULL); /* auth off */
     CHECK_RC(wshub_request_set_identity(wshub_event_request(event), "alice"), WSHUB_OK);
     CHECK_RC(wshub_event_accept(event), WSHUB_OK);
     CHECK_RC(wshub_event_accept(event), WSHUB_ALREADY_ANSWERED);

@@ -118,6 +118,11 @@ impl Client {
         Client { ws, subprotocol, next_id: 0 }
     }
 
+    /// A client from an upgrade made elsewhere (e.g. from another source address).
+    pub fn from_parts(ws: WebSocket<TcpStream>, subprotocol: Option<String>) -> Client {
+        Client { ws, subprotocol, next_id: 0 }
+    }
+
     /// Connects and checks the `connected` first frame; returns the client and its clientId.
     pub fn connect(addr: SocketAddr, subprotocols: &[&str]) -> Client {
         let mut c = Client::connect_raw(addr, subprotocols);

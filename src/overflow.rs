@@ -1,0 +1,182 @@
+//! The overflow thread: sockets the acceptor could not give a reader thread
+//! (over a handshake bound, a per-address cap or the connect rate; see
+//! `ip_table`) still get an answer, from this one thread, which waits on all
+//! of them at once with `poll(2)`:
+//!
+//! - an upgrade gets the refusal's status (503 with `Retry-After`, or 429);
+//! - a plain request gets the handler's answer (`/healthz`, `/metrics` stay
+//!   reachable while every handshake slot is taken), unless the address is
+//!   over its connect rate (429);
+//! - a socket that sends no complete head within `min(handshake_timeout, 2 s)`
+//!   gets 408; past `overflow_sockets` held, the oldest is dropped unanswered.
+//!
+//! It never blocks on a socket (they are non-blocking) and holds each for a
+//! bounded time, so no peer can hold it.
+
+use std::collections::VecDeque;
+use std::io::{self, Read, Write};
+use std::net::{Shutdown, SocketAddr, TcpStream};
+use std::os::fd::AsRawFd;
+use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::time::{Duration, Instant};
+
+use crossbeam_channel::{Receiver, RecvTimeoutError};
+
+use crate::connection::handshake::{self, ReadError};
+use crate::ip_table::Refusal;
+use crate::server::ServerHandle;
+use crate::types::{status_reason, HttpResponse};
+
+/// Longest an overflowing socket is held to read its request.
+const MAX_HOLD: Duration = Duration::from_secs(2);
+/// How long an answered socket is drained before it is closed (closing with
+/// unread input would reset the connection and could destroy the answer).
+const DRAIN: Duration = Duration::from_millis(500);
+/// Longest one poll sleeps while sockets are held (new sockets wait this long).
+const TICK: Duration = Duration::from_millis(10);
+
+/// A socket handed over by the acceptor.
+pub(crate) struct Overflowing {
+    pub stream: TcpStream,
+    pub remote: SocketAddr,
+    pub refusal: Refusal,
+}
+
+struct Held {
+    socket: Overflowing,
+    buf: Vec<u8>,
+    deadline: Instant,
+    /// Answered: only draining until EOF or the deadline.
+    answered: bool,
+}
+
+/// Runs until the acceptor lets go of the channel or the server drains.
+pub(crate) fn run(server: ServerHandle, rx: Receiver<Overflowing>) {
+    let engine = server.engine();
+    let hold = engine.config.handshake_timeout.min(MAX_HOLD);
+    let capacity = engine.config.overflow_sockets;
+    let mut held: VecDeque<Held> = VecDeque::new();
+    let mut fds = Vec::new();
+    let mut ready = Vec::new();
+    loop {
+        let wait = if held.is_empty() { Duration::from_millis(200) } else { Duration::ZERO };
+        match rx.recv_timeout(wait) {
+            Ok(socket) => take(&mut held, socket, hold, capacity, &server),
+            Err(RecvTimeoutError::Timeout) => {}
+            Err(RecvTimeoutError::Disconnected) => break,
+        }
+        while let Ok(socket) = rx.try_recv() {
+            take(&mut held, socket, hold, capacity, &server);
+        }
+        if engine.is_draining() {
+            break;
+        }
+        if held.is_empty() {
+            continue;
+        }
+        fds.clear();
+        fds.extend(held.iter().map(|h| h.socket.stream.as_raw_fd()));
+        if crate::sys::poll::readable(&fds, TICK, &mut ready).is_err() {
+            std::thread::sleep(TICK);
+            continue;
+        }
+        let now = Instant::now();
+        let mut i = 0;
+        while i < held.len() {
+            let keep = if ready.get(i).copied().unwrap_or(false) {
+                serve(&mut held[i], &server)
+            } else if now >= held[i].deadline {
+                if !held[i].answered {
+                    engine.stats.count_reject(408);
+                    answer(&mut held[i], &plain(408), false, &server);
+                }
+                false
+            } else {
+                true
+            };
+            if keep {
+                i += 1;
+            } else {
+                held.remove(i);
+                ready.remove(i);
+            }
+        }
+    }
+    log::debug!("overflow thread stopped");
+}
+
+fn take(held: &mut VecDeque<Held>, socket: Overflowing, hold: Duration, capacity: usize, server: &ServerHandle) {
+    if socket.stream.set_nonblocking(true).is_err() {
+        return;
+    }
+    if held.len() >= capacity {
+        held.pop_front();
+        server.engine().stats.count_reject(0);
+    }
+    held.push_back(Held { socket, buf: Vec::new(), deadline: Instant::now() + hold, answered: false });
+}
+
+/// Reads what a ready socket has; answers it once its head is complete.
+/// False when it is done with.
+fn serve(h: &mut Held, server: &ServerHandle) -> bool {
+    let mut chunk = [0u8; 2048];
+    loop {
+        match (&h.socket.stream).read(&mut chunk) {
+            Ok(0) => return false,
+            Ok(n) if h.answered => {
+                let _ = n; // draining
+            }
+            Ok(n) => {
+                h.buf.extend_from_slice(&chunk[..n]);
+                match handshake::parse_request(&h.buf, h.socket.remote) {
+                    Ok(Some(request)) => {
+                        let head_only = request.method == "HEAD";
+                        let response = respond_to(&request, h.socket.refusal, server);
+                        answer(h, &response, head_only, server);
+                    }
+                    Ok(None) if h.buf.len() <= handshake::MAX_REQUEST_HEAD => {}
+                    Ok(None) | Err(ReadError::TooLarge) => {
+                        server.engine().stats.count_reject(431);
+                        answer(h, &plain(431), false, server)
+                    }
+                    Err(_) => {
+                        server.engine().stats.count_reject(400);
+                        answer(h, &plain(400), false, server)
+                    }
+                }
+            }
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => return true,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(_) => return false,
+        }
+    }
+}
+
+/// The answer to a complete request from an overflowing socket.
+fn respond_to(request: &handshake::Request, refusal: Refusal, server: &ServerHandle) -> HttpResponse {
+    let engine = server.engine();
+    if handshake::wants_upgrade(&request.info) || refusal == Refusal::ConnectRate {
+        let retry = if refusal == Refusal::ConnectRate { "1" } else { "5" };
+        let status = refusal.status();
+        engine.stats.count_reject(status);
+        return plain(status).with_header("Retry-After", retry);
+    }
+    catch_unwind(AssertUnwindSafe(|| engine.handler.on_http(server, &request.info))).unwrap_or_else(|_| plain(500))
+}
+
+/// Sends `response` without waiting (a response too big for the socket
+/// buffer is cut), shuts the write side and starts draining.
+fn answer(h: &mut Held, response: &HttpResponse, head_only: bool, _server: &ServerHandle) {
+    if h.answered {
+        return;
+    }
+    h.answered = true;
+    let bytes = handshake::render(response, head_only);
+    let _ = crate::sys::sock::NoSigPipe(&h.socket.stream).write(&bytes);
+    let _ = h.socket.stream.shutdown(Shutdown::Write);
+    h.deadline = Instant::now() + DRAIN;
+}
+
+fn plain(status: u16) -> HttpResponse {
+    HttpResponse::new(status, "text/plain; charset=utf-8", format!("{}\n", status_reason(status)))
+}

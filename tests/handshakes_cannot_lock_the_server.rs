@@ -1,0 +1,131 @@
+//! Sockets that never finish their HTTP request cannot lock the server: they
+//! are bounded per address and in total (apart from the open-connection cap),
+//! the request has one deadline for the whole head (a byte-a-second trickler
+//! is cut at it), and `/healthz` is answered while the handshake slots are full.
+
+mod admission_common;
+mod protocol_common;
+
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::time::{Duration, Instant};
+
+use admission_common::{get_from, ip, metric, tcp_from, upgrade};
+use protocol_common::Wshub;
+use serde_json::json;
+
+/// Opens `n` TCP connections from 127.0.0.1 that send nothing.
+fn idle_sockets(server: &Wshub, n: usize) -> Vec<TcpStream> {
+    (0..n).filter_map(|_| tcp_from(ip("127.0.0.1"), server.addr).ok()).collect()
+}
+
+/// An honest client from `from` opens, joins and chats with itself.
+fn honest_client_chats(server: &Wshub, from: &str) {
+    let (mut c, _) = upgrade(ip(from), server.addr, "", &[], &[]).open();
+    c.join("lobby");
+    let ack = c.ok("room:publish", json!({"room": "lobby", "data": "hi"}));
+    assert!(ack["seq"].as_u64().is_some(), "{ack}");
+}
+
+#[test]
+fn idle_sockets_leave_healthz_and_honest_clients_an_answer() {
+    // Only flags that exist before the handshake bounds: today's server drops
+    // every connection past max_connections + 256 in progress, healthz included.
+    let server = Wshub::start(&["--max-connections", "100"]);
+    let idle = idle_sockets(&server, 600);
+    assert!(idle.len() >= 550, "only {} idle sockets connected", idle.len());
+    // Let the acceptor take all of them before asking.
+    std::thread::sleep(Duration::from_millis(300));
+
+    let started = Instant::now();
+    let (status, _) = get_from(ip("127.0.0.2"), server.addr, "/healthz");
+    assert_eq!(status, 200, "/healthz from another address");
+    let (status, _) = get_from(ip("127.0.0.1"), server.addr, "/healthz");
+    assert_eq!(status, 200, "/healthz from the idle sockets' own address");
+    honest_client_chats(&server, "127.0.0.2");
+    assert!(started.elapsed() < Duration::from_secs(5), "answers took {:?}", started.elapsed());
+
+    // A WebSocket from the saturated address is refused with a status, not left hanging.
+    let refused = upgrade(ip("127.0.0.1"), server.addr, "", &[], &[]);
+    assert_eq!(refused.status(), 503, "{refused:?}");
+    assert!(refused.header("retry-after").is_some());
+    let (_, metrics) = get_from(ip("127.0.0.2"), server.addr, "/metrics");
+    assert!(metric(&metrics, "wshub_handshake_overflow_total{reason=\"handshakes_per_ip\"}") > 0, "{metrics}");
+    assert!(metric(&metrics, "wshub_handshakes_in_progress") > 0, "{metrics}");
+    drop(idle);
+}
+
+/// Sends one byte a second to `stream` until the server answers or cuts it;
+/// returns (what it answered, when).
+fn trickle_until_cut(mut stream: TcpStream, limit: Duration) -> (String, Duration) {
+    let request = b"GET /ws HTTP/1.1\r\nHost: t\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n";
+    stream.set_read_timeout(Some(Duration::from_secs(1))).unwrap();
+    let started = Instant::now();
+    for byte in request.iter().cycle() {
+        if started.elapsed() > limit {
+            break;
+        }
+        if stream.write_all(&[*byte]).is_err() {
+            return (String::new(), started.elapsed());
+        }
+        let mut buf = [0u8; 512];
+        match stream.read(&mut buf) {
+            Ok(n) => return (String::from_utf8_lossy(&buf[..n]).into_owned(), started.elapsed()),
+            Err(e) if matches!(e.kind(), std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut) => {}
+            Err(_) => return (String::new(), started.elapsed()),
+        }
+    }
+    panic!("a byte-a-second trickler was never cut ({limit:?})");
+}
+
+#[test]
+fn a_byte_a_second_trickler_is_cut_at_the_handshake_deadline() {
+    let server = Wshub::start(&["--handshake-timeout-ms", "1500"]);
+    let stream = tcp_from(ip("127.0.0.1"), server.addr).unwrap();
+    let (answer, after) = trickle_until_cut(stream, Duration::from_secs(12));
+    assert!(answer.is_empty() || answer.starts_with("HTTP/1.1 408"), "{answer:?}");
+    assert!(after < Duration::from_millis(3500), "cut after {after:?}, deadline 1.5 s");
+}
+
+#[test]
+fn three_hundred_tricklers_do_not_keep_out_a_client_from_another_address() {
+    let server = Wshub::start(&["--handshake-timeout-ms", "2000"]);
+    let tricklers = idle_sockets(&server, 300);
+    assert!(tricklers.len() >= 290);
+    let started = Instant::now();
+    let handles: Vec<_> = tricklers
+        .into_iter()
+        .inspect(|s| s.set_nonblocking(true).unwrap())
+        .collect();
+    // One thread trickles a byte a second into every socket until each is cut.
+    let trickler = std::thread::spawn(move || {
+        let mut open: Vec<Option<TcpStream>> = handles.into_iter().map(Some).collect();
+        let mut cut_at = Vec::new();
+        for _ in 0..10 {
+            for slot in open.iter_mut() {
+                let Some(s) = slot else { continue };
+                let mut buf = [0u8; 256];
+                let gone = match s.read(&mut buf) {
+                    Ok(_) => true, // an answer (408) or EOF
+                    Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => s.write(b"G").is_err(),
+                    Err(_) => true,
+                };
+                if gone {
+                    cut_at.push(started.elapsed());
+                    *slot = None;
+                }
+            }
+            if open.iter().all(Option::is_none) {
+                break;
+            }
+            std::thread::sleep(Duration::from_secs(1));
+        }
+        (open.iter().filter(|s| s.is_some()).count(), cut_at)
+    });
+    honest_client_chats(&server, "127.0.0.2");
+    let (left, cut_at) = trickler.join().unwrap();
+    assert_eq!(left, 0, "tricklers still open after 10 s");
+    let last = cut_at.iter().max().copied().unwrap_or_default();
+    assert!(last < Duration::from_secs(6), "last trickler cut after {last:?} (deadline 2 s)");
+    honest_client_chats(&server, "127.0.0.1");
+}
