@@ -371,27 +371,33 @@ impl Session<'_> {
             RequestKind::Typing { room, active } => {
                 self.typing(&room, active).and_then(|()| ack_with(json!({"room": room})))
             }
-            RequestKind::PresenceGet { room } => {
-                let members = self.presence(&room)?;
-                let big = members.len() * PRESENCE_ENTRY_BYTES > BIG_REPLY;
-                if big && id.is_some() {
-                    self.refuse_if_backlogged()?;
-                }
-                ack_with(json!({"room": room, "members": members}))
-            }
-            RequestKind::Ping { payload } => {
-                if payload.get().len() > BIG_REPLY && id.is_some() {
-                    self.refuse_if_backlogged()?;
-                    self.state.bytes_replied = self.state.bytes_replied.saturating_add(payload.get().len());
-                }
-                Ok(id.map(|id| ack(id, &payload)))
-            }
+            RequestKind::PresenceGet { room } => self.presence_ack(id, &room),
+            RequestKind::Ping { payload } => self.ping_ack(id, &payload),
             RequestKind::AuthRefresh { token } => self.refresh(&token).and_then(|exp| ack_with(json!({"exp": exp}))),
         };
         result.map_err(|mut e| {
             e.id = request.id.clone();
             e
         })
+    }
+
+    /// `presence:get`'s ack, refused while big replies wait unread.
+    fn presence_ack(&mut self, id: Option<&str>, room: &str) -> Reply {
+        let members = self.presence(room)?;
+        let big = members.len() * PRESENCE_ENTRY_BYTES > BIG_REPLY;
+        if big && id.is_some() {
+            self.refuse_if_backlogged()?;
+        }
+        Ok(id.map(|id| ack(id, json!({"room": room, "members": members}))))
+    }
+
+    /// `ping`'s ack (its payload echoed), refused while big replies wait unread.
+    fn ping_ack(&mut self, id: Option<&str>, payload: &RawJson) -> Reply {
+        if payload.get().len() > BIG_REPLY && id.is_some() {
+            self.refuse_if_backlogged()?;
+            self.state.bytes_replied = self.state.bytes_replied.saturating_add(payload.get().len());
+        }
+        Ok(id.map(|id| ack(id, payload)))
     }
 
     /// Refuses a reply over [`BIG_REPLY`] bytes while the client has not read
