@@ -10,7 +10,9 @@ use protocol_common::*;
 
 #[test]
 fn rss_falls_back_after_slow_consumers_and_their_rooms_are_gone() {
-    let server = Wshub::start(&[]);
+    // An outbound budget far above the attack: the slow consumers' queues
+    // must hold what they are sent, so that there is memory to give back.
+    let server = Wshub::start(&["--outbound-max-bytes", "1073741824"]);
     let pid = server.child.id();
     let before = rss_bytes(pid);
     let rooms = ["m0", "m1"];

@@ -136,13 +136,15 @@ fn past_the_frame_rate_limit_a_ping_flood_is_closed_with_1008() {
 
 #[test]
 fn replies_to_a_client_that_never_reads_stop_at_the_byte_budget() {
-    let server = Wshub::start(&["--rate-limit", "0"]);
+    // The protocol's own check on big replies (`--max-reply-backlog`) off:
+    // this is about the engine's byte budget, which any reply counts against.
+    let server = Wshub::start(&["--rate-limit", "0", "--max-reply-backlog", "1000000"]);
     let pid = server.child.id();
     let before = rss_mb(pid);
     let mut c = protocol_common::Client::connect(server.addr, &[]);
     let big = "x".repeat(900 * 1024);
     // Each ping's ack carries its ~900 KB payload back. Before: queued until
-    // 1024 frames (~900 MB). Now: closed once ~4 MiB wait for this client.
+    // 1024 frames (~900 MB). Now: closed once ~8 MiB wait for this client.
     let deadline = Instant::now() + WAIT;
     let mut sent = 0;
     c.ws.get_ref().set_write_timeout(Some(Duration::from_millis(200))).unwrap();
