@@ -11,8 +11,11 @@ use serde_json::json;
 
 #[test]
 fn replays_to_clients_that_never_read_do_not_copy_history() {
-    // History large enough to hold everything, so only sharing keeps RSS flat.
+    // History, replays and outbound queues large enough to hold everything
+    // (a replay is capped at half the outbound budget), so only sharing keeps
+    // RSS flat.
     let big = (256 * MIB).to_string();
+    let queue = (512 * MIB).to_string();
     let server = Wshub::start(&[
         "--history-max-bytes",
         &big,
@@ -20,6 +23,8 @@ fn replays_to_clients_that_never_read_do_not_copy_history() {
         &big,
         "--replay-max-bytes",
         &big,
+        "--outbound-max-bytes",
+        &queue,
     ]);
     let pid = server.child.id();
     let mut publisher = server.client();
