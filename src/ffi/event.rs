@@ -19,7 +19,8 @@ use parking_lot::{Condvar, Mutex};
 
 use super::error::wshub_result;
 use super::request::wshub_request;
-use super::server::{wshub_message_kind, wshub_server, Decision};
+use super::callbacks::{wshub_message_kind, Decision};
+use super::server::wshub_server;
 
 /// What a `wshub_event` reports.
 #[repr(u32)]

@@ -2,9 +2,11 @@
 //! OS), the only place `unsafe` is allowed; the engine never goes through here.
 //!
 //! - One file per opaque handle (the model is rustls-ffi):
-//!   [`config`] (`wshub_config`), [`server`] (`wshub_server` and the callbacks),
+//!   [`config`] (`wshub_config`), [`server`] (`wshub_server`: start, stop,
+//!   connections and rooms), [`callbacks`] (`wshub_callbacks`, what C plugs in),
 //!   [`request`] (`wshub_request`, what `on_upgrade` sees), [`event`]
-//!   (`wshub_event`, pull mode). Shared plumbing: [`panic`] (the boundary and
+//!   (`wshub_event`, pull mode). [`handler`] is the engine's `Handler` that
+//!   calls them. Shared plumbing: [`panic`] (the boundary and
 //!   argument macros every exported function goes through) and [`error`]
 //!   (`wshub_result`, the stable error codes).
 //!
@@ -15,8 +17,10 @@
 
 #[macro_use]
 pub(crate) mod panic;
+pub(crate) mod callbacks;
 pub(crate) mod config;
 pub(crate) mod error;
 pub(crate) mod event;
+pub(crate) mod handler;
 pub(crate) mod request;
 pub(crate) mod server;

@@ -1,5 +1,7 @@
-//! `wshub_server`: a running server as C holds it, the callbacks C plugs in,
-//! and the functions that act on connections and rooms.
+//! `wshub_server`: a running server as C holds it (its lifecycle: start,
+//! stop, shutdown), and the functions that act on connections and rooms. The
+//! callbacks it calls are declared in `callbacks.rs` and called by
+//! `handler.rs`.
 //!
 //! Memory: C's pointer is one strong reference of an `Arc<wshub_server>`; the
 //! engine's handler holds another, so the pointer handed to callbacks stays
@@ -19,200 +21,50 @@ use parking_lot::{Condvar, Mutex};
 
 use super::config::wshub_config;
 use super::error::wshub_result;
-use super::event::{wshub_event, EventQueue};
-use super::request::{c_string, wshub_request};
-use crate::handler::Handler;
-use crate::types::{ConnId, HttpResponse, Message, RequestInfo, Upgrade};
+use super::callbacks::{wshub_callbacks, wshub_message_kind, UserData, WSHUB_BINARY, WSHUB_TEXT};
+use super::event::EventQueue;
+use super::handler::{FfiHandler, JoinHook};
+use crate::types::Message;
 use crate::protocol::ProtocolHandler;
 use crate::server::{Server, ServerHandle, ON_CONNECTION_THREAD};
 
-/// A message kind: `WSHUB_TEXT` (UTF-8) or `WSHUB_BINARY`.
-pub type wshub_message_kind = u32;
-/// A text message: the bytes must be UTF-8.
-pub const WSHUB_TEXT: wshub_message_kind = 1;
-/// A binary message.
-pub const WSHUB_BINARY: wshub_message_kind = 2;
-
-/// on_upgrade: a client asks to open a WebSocket on the configured path; no
-/// 101 has been sent yet. `conn` is the id the connection will have. Read the
-/// request with the wshub_request_* functions (remote address, path, query,
-/// headers); optionally attach an identity (`wshub_request_set_identity`) or
-/// pick a subprotocol. Return 0 (or 101) to accept, or an HTTP status
-/// 400-599 to refuse with it (any other value refuses with 500). `request` is
-/// valid only during the call. Runs on the connection's reader thread.
-pub type wshub_on_upgrade = Option<
-    extern "C" fn(
-        user_data: *mut c_void,
-        server: *mut wshub_server,
-        conn: u64,
-        request: *mut wshub_request,
-    ) -> u16,
->;
-
-/// on_connect: the connection is open (the 101 was sent). `request` is the
-/// upgrade request, valid only during the call. Messages sent from here reach
-/// the client before any reply to its messages. Runs on the connection's
-/// reader thread.
-pub type wshub_on_connect = Option<
-    extern "C" fn(
-        user_data: *mut c_void,
-        server: *mut wshub_server,
-        conn: u64,
-        request: *const wshub_request,
-    ),
->;
-
-/// on_message: a complete message arrived: `length` bytes at `data` (a NUL
-/// byte follows them, so text can be printed directly), `kind` WSHUB_TEXT
-/// (valid UTF-8) or WSHUB_BINARY. `data` is valid only during the call; copy
-/// what you keep. The connection's next message is not read until this
-/// returns. Runs on the connection's reader thread. Never called when the
-/// built-in protocol is on (`wshub_config_set_protocol`): it handles every
-/// message itself.
-pub type wshub_on_message = Option<
-    extern "C" fn(
-        user_data: *mut c_void,
-        server: *mut wshub_server,
-        conn: u64,
-        data: *const u8,
-        length: usize,
-        kind: wshub_message_kind,
-    ),
->;
-
-/// on_close: the connection is gone and out of every room; sends to it fail
-/// with WSHUB_NO_SUCH_CONNECTION. `code` is the peer's close code when it sent
-/// one, the server's when it closed first, 1006 when the TCP connection ended
-/// without a close frame; `reason` (never NULL) is valid only during the call.
-/// Its user data (`wshub_conn_user_data`) is still readable here and is
-/// forgotten when this returns: free what it points to here. Runs on the
-/// connection's reader thread; it is the connection's last callback.
-pub type wshub_on_close = Option<
-    extern "C" fn(
-        user_data: *mut c_void,
-        server: *mut wshub_server,
-        conn: u64,
-        code: u16,
-        reason: *const c_char,
-    ),
->;
-
-/// on_join: protocol only (`wshub_config_set_protocol`): a client asks to
-/// join `room` (`room:join`), and its token's `rooms` claim, if any, allows
-/// it. Return true to let it join, false to refuse with `error forbidden`.
-/// `user` is the token's `sub` (NULL when auth is off); `user` and `room` are
-/// valid only during the call. Runs on the connection's reader thread, before
-/// the join takes effect, for the first join of each room (not for a rejoin
-/// of a room the connection is in). Not called in pull mode (joins are
-/// allowed there).
-pub type wshub_on_join = Option<
-    extern "C" fn(
-        user_data: *mut c_void,
-        server: *mut wshub_server,
-        conn: u64,
-        user: *const c_char,
-        room: *const c_char,
-    ) -> bool,
->;
-
-/// The callbacks of a server started with `wshub_start`. Any may be NULL
-/// (on_upgrade NULL accepts every upgrade).
-///
-/// Threads: every callback runs on the reader thread of its connection (one
-/// thread per connection, never the thread that called wshub_start), so
-/// callbacks of different connections run in parallel and must be thread-safe
-/// with respect to each other; callbacks for one connection are never
-/// concurrent with each other and come in the order on_upgrade, on_connect,
-/// on_message..., on_close. Every on_connect is followed by exactly one
-/// on_close; a refused upgrade gets no further callback, and neither does an
-/// accepted one whose 101 cannot be sent (the client vanished) or whose
-/// writer thread cannot be created: wshub then forgets the identity and user
-/// data attached in on_upgrade itself, but cannot free what the user data
-/// points to, so allocate per-connection resources in on_connect, not in
-/// on_upgrade. Every wshub function may be called from inside
-/// any callback, including wshub_stop. In a child process forked from one
-/// that used wshub, every wshub function fails with WSHUB_FORKED. Callbacks must not throw C++
-/// exceptions or longjmp out. The struct is copied by wshub_start.
-#[repr(C)]
-#[derive(Clone, Copy)]
-pub struct wshub_callbacks {
-    /// See `wshub_on_upgrade`.
-    pub on_upgrade: wshub_on_upgrade,
-    /// See `wshub_on_connect`.
-    pub on_connect: wshub_on_connect,
-    /// See `wshub_on_message`.
-    pub on_message: wshub_on_message,
-    /// See `wshub_on_close`.
-    pub on_close: wshub_on_close,
-    /// See `wshub_on_join` (protocol only; may be NULL: every join allowed).
-    pub on_join: wshub_on_join,
-}
-
-/// The application's `user_data`, handed back to every callback.
-#[derive(Clone, Copy)]
-struct UserData(*mut c_void);
-
-// SAFETY: wshub never dereferences it; the header tells the application that
-// it is passed to callbacks on wshub's threads.
-unsafe impl Send for UserData {}
-// SAFETY: as above.
-unsafe impl Sync for UserData {}
-
 /// How the application hears about connections.
-enum Mode {
+pub(super) enum Mode {
     Callbacks(wshub_callbacks, UserData),
     Polling(EventQueue),
 }
 
-/// The answer to an upgrade.
-#[derive(Debug)]
-pub(crate) enum Decision {
-    Accept { identity: Option<String>, subprotocol: Option<String> },
-    Reject(u16),
-}
-
-impl Decision {
-    /// 0 or 101 accept; 400-599 refuse with that status; anything else refuses with 500.
-    pub(crate) fn from_status(status: u16) -> Self {
-        match status {
-            0 | 101 => Decision::Accept { identity: None, subprotocol: None },
-            400..=599 => Decision::Reject(status),
-            _ => Decision::Reject(500),
-        }
-    }
-}
-
 /// What the C layer keeps per connection.
 #[derive(Default)]
-struct ConnState {
-    user_data: usize,
-    identity: Option<String>,
+pub(super) struct ConnState {
+    pub(super) user_data: usize,
+    pub(super) identity: Option<String>,
 }
 
 thread_local! {
     /// The connection whose on_close runs on this thread, with the user_data it
     /// had: `wshub_conn_user_data` answers for it from inside that callback only.
-    static CLOSING: std::cell::Cell<Option<(u64, usize)>> = const { std::cell::Cell::new(None) };
+    pub(super) static CLOSING: std::cell::Cell<Option<(u64, usize)>> = const { std::cell::Cell::new(None) };
 }
 
 #[derive(Default)]
-struct Slot {
-    handle: Option<ServerHandle>,
+pub(super) struct Slot {
+    pub(super) handle: Option<ServerHandle>,
     /// The engine has stopped; no handle is set again.
-    stopped: bool,
+    pub(super) stopped: bool,
 }
 
 /// A running server (opaque). From `wshub_start` or `wshub_start_polling`;
 /// freed by `wshub_stop`. Every function taking it is thread-safe.
 pub struct wshub_server {
-    slot: Mutex<Slot>,
-    mode: Mode,
-    conns: ConnMap<ConnState>,
-    upgrade_timeout: Duration,
+    pub(super) slot: Mutex<Slot>,
+    pub(super) mode: Mode,
+    pub(super) conns: ConnMap<ConnState>,
+    pub(super) upgrade_timeout: Duration,
     local_port: AtomicU16,
     /// True once the engine dropped its handler, i.e. its last thread let go.
-    handler_gone: Mutex<bool>,
-    handler_gone_changed: Condvar,
+    pub(super) handler_gone: Mutex<bool>,
+    pub(super) handler_gone_changed: Condvar,
     /// Set by the first `wshub_stop`: C's one reference is taken back once.
     stop_claimed: AtomicBool,
 }
@@ -275,214 +127,8 @@ impl wshub_server {
         }
     }
 
-    fn as_ptr(self: &Arc<Self>) -> *mut wshub_server {
+    pub(super) fn as_ptr(self: &Arc<Self>) -> *mut wshub_server {
         Arc::as_ptr(self).cast_mut()
-    }
-}
-
-/// The engine's view of the C application, composed with the built-in
-/// protocol when the config turned it on.
-struct FfiHandler {
-    server: Arc<wshub_server>,
-    /// Wire protocol v1, when on: it owns messages and HTTP routes, and sees
-    /// upgrades (after the application), connects and closes (before it).
-    protocol: Option<ProtocolHandler>,
-}
-
-impl FfiHandler {
-    /// Callbacks can run before `wshub_start` has stored the handle; the engine
-    /// passes it to every callback, so take it from there.
-    fn adopt(&self, handle: &ServerHandle) {
-        let mut slot = self.server.slot.lock();
-        if slot.handle.is_none() && !slot.stopped {
-            slot.handle = Some(handle.clone());
-        }
-    }
-}
-
-impl Drop for FfiHandler {
-    fn drop(&mut self) {
-        *self.server.handler_gone.lock() = true;
-        self.server.handler_gone_changed.notify_all();
-    }
-}
-
-/// Payload bytes with a NUL after them, and their kind.
-fn nul_terminated(message: Message) -> (Vec<u8>, wshub_message_kind) {
-    let (mut bytes, kind) = match message {
-        Message::Text(s) => (s.into_bytes(), WSHUB_TEXT),
-        Message::Binary(b) => (b, WSHUB_BINARY),
-    };
-    bytes.push(0);
-    (bytes, kind)
-}
-
-impl Handler for FfiHandler {
-    fn on_upgrade(&self, handle: &ServerHandle, conn: ConnId, info: &RequestInfo) -> Upgrade {
-        self.adopt(handle);
-        // The protocol's checks (drain, Origin, token, per-user cap) come
-        // first, so the application decides knowing the user.
-        let admitted = match &self.protocol {
-            Some(protocol) => match protocol.admit(conn, info) {
-                Ok(admitted) => Some(admitted),
-                Err(refusal) => return Upgrade::Reject(refusal),
-            },
-            None => None,
-        };
-        let info = admitted.as_ref().unwrap_or(info);
-        let server = &self.server;
-        server.conns.insert(conn, ConnState::default());
-        let request = wshub_request::new(info);
-        let decision = match &server.mode {
-            Mode::Callbacks(callbacks, user_data) => match callbacks.on_upgrade {
-                None => Decision::from_status(0),
-                Some(f) => {
-                    let status =
-                        f(user_data.0, server.as_ptr(), conn, (&request as *const wshub_request).cast_mut());
-                    match Decision::from_status(status) {
-                        Decision::Accept { .. } => Decision::Accept {
-                            identity: request.identity.lock().clone(),
-                            subprotocol: request.subprotocol.lock().clone(),
-                        },
-                        reject => reject,
-                    }
-                }
-            },
-            Mode::Polling(queue) => queue.ask_upgrade(conn, request, server.upgrade_timeout),
-        };
-        let upgrade = match decision {
-            Decision::Accept { identity, subprotocol } => {
-                server.conns.with_mut(conn, |state| {
-                    if let Some(state) = state {
-                        // Unless the application attached its own, the token's user.
-                        state.identity = identity.or_else(|| info.user.clone());
-                    }
-                });
-                // The protocol admitted it before the application; its
-                // subprotocol choice stands unless the application chose one
-                // (a `bearer.<token>` entry is never echoed).
-                let ours = subprotocol.filter(|p| !p.starts_with("bearer."));
-                match &self.protocol {
-                    Some(_) => Upgrade::Accept {
-                        subprotocol: ours.or_else(|| crate::protocol::choose_subprotocol(&info.subprotocols())),
-                    },
-                    None => Upgrade::Accept { subprotocol: ours },
-                }
-            }
-            Decision::Reject(status) => Upgrade::reject(status),
-        };
-        if matches!(upgrade, Upgrade::Reject(_)) {
-            server.conns.remove(conn);
-            if let Some(protocol) = &self.protocol {
-                protocol.forget(conn);
-            }
-        }
-        upgrade
-    }
-
-    fn on_upgrade_failed(&self, handle: &ServerHandle, conn: ConnId) {
-        // No on_connect and no on_close will come: what on_upgrade attached
-        // (identity, user_data) goes now, or it would stay for every peer
-        // that resets before its 101.
-        self.server.conns.remove(conn);
-        if let Some(protocol) = &self.protocol {
-            protocol.on_upgrade_failed(handle, conn);
-        }
-    }
-
-    fn on_http(&self, handle: &ServerHandle, request: &RequestInfo) -> HttpResponse {
-        match &self.protocol {
-            Some(protocol) => protocol.on_http(handle, request),
-            None => HttpResponse::not_found(),
-        }
-    }
-
-    fn on_connect(&self, handle: &ServerHandle, conn: ConnId, info: &RequestInfo) {
-        self.adopt(handle);
-        if let Some(protocol) = &self.protocol {
-            // First, so that `connected` is the client's first frame.
-            protocol.on_connect(handle, conn, info);
-        }
-        let server = &self.server;
-        let request = wshub_request::new(info);
-        match &server.mode {
-            Mode::Callbacks(callbacks, user_data) => {
-                if let Some(f) = callbacks.on_connect {
-                    f(user_data.0, server.as_ptr(), conn, &request);
-                }
-            }
-            Mode::Polling(queue) => queue.push(wshub_event::connect(conn, request)),
-        }
-    }
-
-    fn on_message(&self, handle: &ServerHandle, conn: ConnId, message: Message) {
-        self.adopt(handle);
-        if let Some(protocol) = &self.protocol {
-            // Protocol traffic is the protocol's alone (documented in the header).
-            protocol.on_message(handle, conn, message);
-            return;
-        }
-        let server = &self.server;
-        let (data, kind) = nul_terminated(message);
-        match &server.mode {
-            Mode::Callbacks(callbacks, user_data) => {
-                if let Some(f) = callbacks.on_message {
-                    f(user_data.0, server.as_ptr(), conn, data.as_ptr(), data.len() - 1, kind);
-                }
-            }
-            Mode::Polling(queue) => queue.push(wshub_event::message(conn, data, kind)),
-        }
-    }
-
-    fn on_close(&self, handle: &ServerHandle, conn: ConnId, code: u16, reason: &str) {
-        self.adopt(handle);
-        if let Some(protocol) = &self.protocol {
-            protocol.on_close(handle, conn, code, reason);
-        }
-        let server = &self.server;
-        let reason = c_string(reason);
-        match &server.mode {
-            Mode::Callbacks(callbacks, user_data) => {
-                // Out of the map before the callback, so that anyone who learns
-                // of the close from inside it sees the connection gone; only the
-                // callback itself still reads the pointer, to free what it holds.
-                let state = server.conns.remove(conn);
-                let closing = state.map_or(0, |s| s.user_data);
-                CLOSING.with(|c| c.set(Some((conn, closing))));
-                if let Some(f) = callbacks.on_close {
-                    f(user_data.0, server.as_ptr(), conn, code, reason.as_ptr());
-                }
-                CLOSING.with(|c| c.set(None));
-            }
-            Mode::Polling(queue) => {
-                let user_data = server.conns.remove(conn).map_or(0, |s| s.user_data);
-                queue.push(wshub_event::close(conn, code, reason, user_data));
-            }
-        }
-    }
-}
-
-/// The C application's join hook, as the protocol layer calls it. Weak: the
-/// protocol lives inside the engine's handler, which the server owns.
-struct JoinHook {
-    server: std::sync::Weak<wshub_server>,
-}
-
-impl Handler for JoinHook {
-    fn on_join(&self, _handle: &ServerHandle, conn: ConnId, user: Option<&str>, room: &str) -> bool {
-        let Some(server) = self.server.upgrade() else { return false };
-        match &server.mode {
-            Mode::Callbacks(callbacks, user_data) => match callbacks.on_join {
-                Some(f) => {
-                    let user = user.map(c_string);
-                    let room = c_string(room);
-                    let user_ptr = user.as_ref().map_or(std::ptr::null(), |u| u.as_ptr());
-                    f(user_data.0, server.as_ptr(), conn, user_ptr, room.as_ptr())
-                }
-                None => true,
-            },
-            Mode::Polling(_) => true,
-        }
     }
 }
 
@@ -872,6 +518,8 @@ pub extern "C" fn wshub_conn_identity(
 #[cfg(test)]
 mod tests {
     use std::net::TcpStream;
+
+    use crate::ffi::event::wshub_event;
 
     use tungstenite::client::IntoClientRequest;
 

@@ -1,0 +1,158 @@
+//! The callbacks a C application plugs into `wshub_start`
+//! (`wshub_callbacks`), their types and threads, and the kinds of message
+//! they are handed. The adapter that calls them is `handler.rs`.
+
+use std::ffi::{c_char, c_void};
+
+use super::request::wshub_request;
+use super::server::wshub_server;
+
+/// A message kind: `WSHUB_TEXT` (UTF-8) or `WSHUB_BINARY`.
+pub type wshub_message_kind = u32;
+/// A text message: the bytes must be UTF-8.
+pub const WSHUB_TEXT: wshub_message_kind = 1;
+/// A binary message.
+pub const WSHUB_BINARY: wshub_message_kind = 2;
+
+/// on_upgrade: a client asks to open a WebSocket on the configured path; no
+/// 101 has been sent yet. `conn` is the id the connection will have. Read the
+/// request with the wshub_request_* functions (remote address, path, query,
+/// headers); optionally attach an identity (`wshub_request_set_identity`) or
+/// pick a subprotocol. Return 0 (or 101) to accept, or an HTTP status
+/// 400-599 to refuse with it (any other value refuses with 500). `request` is
+/// valid only during the call. Runs on the connection's reader thread.
+pub type wshub_on_upgrade = Option<
+    extern "C" fn(
+        user_data: *mut c_void,
+        server: *mut wshub_server,
+        conn: u64,
+        request: *mut wshub_request,
+    ) -> u16,
+>;
+
+/// on_connect: the connection is open (the 101 was sent). `request` is the
+/// upgrade request, valid only during the call. Messages sent from here reach
+/// the client before any reply to its messages. Runs on the connection's
+/// reader thread.
+pub type wshub_on_connect = Option<
+    extern "C" fn(
+        user_data: *mut c_void,
+        server: *mut wshub_server,
+        conn: u64,
+        request: *const wshub_request,
+    ),
+>;
+
+/// on_message: a complete message arrived: `length` bytes at `data` (a NUL
+/// byte follows them, so text can be printed directly), `kind` WSHUB_TEXT
+/// (valid UTF-8) or WSHUB_BINARY. `data` is valid only during the call; copy
+/// what you keep. The connection's next message is not read until this
+/// returns. Runs on the connection's reader thread. Never called when the
+/// built-in protocol is on (`wshub_config_set_protocol`): it handles every
+/// message itself.
+pub type wshub_on_message = Option<
+    extern "C" fn(
+        user_data: *mut c_void,
+        server: *mut wshub_server,
+        conn: u64,
+        data: *const u8,
+        length: usize,
+        kind: wshub_message_kind,
+    ),
+>;
+
+/// on_close: the connection is gone and out of every room; sends to it fail
+/// with WSHUB_NO_SUCH_CONNECTION. `code` is the peer's close code when it sent
+/// one, the server's when it closed first, 1006 when the TCP connection ended
+/// without a close frame; `reason` (never NULL) is valid only during the call.
+/// Its user data (`wshub_conn_user_data`) is still readable here and is
+/// forgotten when this returns: free what it points to here. Runs on the
+/// connection's reader thread; it is the connection's last callback.
+pub type wshub_on_close = Option<
+    extern "C" fn(
+        user_data: *mut c_void,
+        server: *mut wshub_server,
+        conn: u64,
+        code: u16,
+        reason: *const c_char,
+    ),
+>;
+
+/// on_join: protocol only (`wshub_config_set_protocol`): a client asks to
+/// join `room` (`room:join`), and its token's `rooms` claim, if any, allows
+/// it. Return true to let it join, false to refuse with `error forbidden`.
+/// `user` is the token's `sub` (NULL when auth is off); `user` and `room` are
+/// valid only during the call. Runs on the connection's reader thread, before
+/// the join takes effect, for the first join of each room (not for a rejoin
+/// of a room the connection is in). Not called in pull mode (joins are
+/// allowed there).
+pub type wshub_on_join = Option<
+    extern "C" fn(
+        user_data: *mut c_void,
+        server: *mut wshub_server,
+        conn: u64,
+        user: *const c_char,
+        room: *const c_char,
+    ) -> bool,
+>;
+
+/// The callbacks of a server started with `wshub_start`. Any may be NULL
+/// (on_upgrade NULL accepts every upgrade).
+///
+/// Threads: every callback runs on the reader thread of its connection (one
+/// thread per connection, never the thread that called wshub_start), so
+/// callbacks of different connections run in parallel and must be thread-safe
+/// with respect to each other; callbacks for one connection are never
+/// concurrent with each other and come in the order on_upgrade, on_connect,
+/// on_message..., on_close. Every on_connect is followed by exactly one
+/// on_close; a refused upgrade gets no further callback, and neither does an
+/// accepted one whose 101 cannot be sent (the client vanished) or whose
+/// writer thread cannot be created: wshub then forgets the identity and user
+/// data attached in on_upgrade itself, but cannot free what the user data
+/// points to, so allocate per-connection resources in on_connect, not in
+/// on_upgrade. Every wshub function may be called from inside
+/// any callback, including wshub_stop. In a child process forked from one
+/// that used wshub, every wshub function fails with WSHUB_FORKED. Callbacks must not throw C++
+/// exceptions or longjmp out. The struct is copied by wshub_start.
+#[repr(C)]
+#[derive(Clone, Copy)]
+pub struct wshub_callbacks {
+    /// See `wshub_on_upgrade`.
+    pub on_upgrade: wshub_on_upgrade,
+    /// See `wshub_on_connect`.
+    pub on_connect: wshub_on_connect,
+    /// See `wshub_on_message`.
+    pub on_message: wshub_on_message,
+    /// See `wshub_on_close`.
+    pub on_close: wshub_on_close,
+    /// See `wshub_on_join` (protocol only; may be NULL: every join allowed).
+    pub on_join: wshub_on_join,
+}
+
+/// The application's `user_data`, handed back to every callback.
+#[derive(Clone, Copy)]
+pub(super) struct UserData(pub(super) *mut c_void);
+
+// SAFETY: wshub never dereferences it; the header tells the application that
+// it is passed to callbacks on wshub's threads.
+unsafe impl Send for UserData {}
+// SAFETY: as above.
+unsafe impl Sync for UserData {}
+
+/// The answer to an upgrade.
+#[derive(Debug)]
+pub(crate) enum Decision {
+    Accept { identity: Option<String>, subprotocol: Option<String> },
+    Reject(u16),
+}
+
+impl Decision {
+    /// 0 or 101 accept; 400-599 refuse with that status; anything else refuses with 500.
+    pub(crate) fn from_status(status: u16) -> Self {
+        match status {
+            0 | 101 => Decision::Accept { identity: None, subprotocol: None },
+            400..=599 => Decision::Reject(status),
+            _ => Decision::Reject(500),
+        }
+    }
+}
