@@ -17,8 +17,8 @@ use crossbeam_channel::Sender;
 
 use crate::connection::{reader, ConnShared};
 use crate::overflow::Overflowing;
-use crate::sys::pthread;
 use crate::server::ServerHandle;
+use crate::sys::pthread;
 
 pub(crate) fn run(server: ServerHandle, listener: Arc<TcpListener>, overflow: Sender<Overflowing>) {
     let engine = server.engine();
@@ -41,7 +41,12 @@ pub(crate) fn run(server: ServerHandle, listener: Arc<TcpListener>, overflow: Se
         if let Err((refusal, log)) = engine.ip_table.admit(remote.ip(), &engine.config, Instant::now()) {
             if log {
                 // Once per address per interval, however many it sends.
-                log::warn!("{}: over {}; answering {} from the overflow thread", remote.ip(), refusal.label(), refusal.status());
+                log::warn!(
+                    "{}: over {}; answering {} from the overflow thread",
+                    remote.ip(),
+                    refusal.label(),
+                    refusal.status()
+                );
             }
             crate::stats::Stats::add(&engine.stats.handshake_overflow[refusal as usize], 1);
             if overflow.try_send(Overflowing { stream, remote, refusal }).is_err() {
@@ -54,9 +59,12 @@ pub(crate) fn run(server: ServerHandle, listener: Arc<TcpListener>, overflow: Se
         engine.connection_started(conn.clone());
         let (server2, conn2) = (server.clone(), conn.clone());
         let name = format!("wshub-r{}", conn.id);
-        if let Err(e) = pthread::spawn_detached(&name, engine.config.reader_stack_size, &engine.reader_threads, move || {
-            reader::run(server2, conn2)
-        }) {
+        if let Err(e) = pthread::spawn_detached(
+            &name,
+            engine.config.reader_stack_size,
+            &engine.reader_threads,
+            move || reader::run(server2, conn2),
+        ) {
             log::error!("{remote}: cannot spawn a reader thread: {e}; dropping");
             engine.connection_finished(conn.id);
         }

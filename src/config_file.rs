@@ -91,4 +91,3 @@ impl ConfigFile {
         toml::from_str(text).map_err(|e| e.to_string())
     }
 }
-

@@ -3,8 +3,8 @@
 //! simplest example of a [`Handler`].
 
 use crate::handler::Handler;
-use crate::types::{ConnId, Message};
 use crate::server::ServerHandle;
+use crate::types::{ConnId, Message};
 
 /// Echoes every message back to its sender.
 #[derive(Debug, Default, Clone, Copy)]

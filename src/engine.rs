@@ -17,8 +17,8 @@ use crate::connection::outbound::QueueLimits;
 use crate::connection::ConnShared;
 use crate::error::{Error, Result};
 use crate::handler::Handler;
-use crate::ip_table::IpTable;
 use crate::hub::{self, Cmd, Hub};
+use crate::ip_table::IpTable;
 use crate::server::ServerHandle;
 use crate::stats::Stats;
 use crate::sys::pthread;
@@ -76,9 +76,8 @@ impl Engine {
         let limits = QueueLimits { frames: config.outbound_queue, bytes: config.outbound_max_bytes };
         let mut hub = Hub::new(limits, stats.clone());
         hub.start_helper();
-        let hub_thread = std::thread::Builder::new()
-            .name("wshub-hub".into())
-            .spawn(move || hub.run(hub_rx))?;
+        let hub_thread =
+            std::thread::Builder::new().name("wshub-hub".into()).spawn(move || hub.run(hub_rx))?;
         // A stop asked for from inside a callback cannot run on the callback's
         // thread, and must not depend on creating a thread then: the server
         // may be out of threads exactly when it is asked to stop. So the

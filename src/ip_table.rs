@@ -93,7 +93,8 @@ impl IpTable {
         if inner.by_ip.len() >= SWEEP_AT && !inner.by_ip.contains_key(&ip) {
             let rate = f64::from(config.connect_rate_per_ip);
             inner.by_ip.retain(|_, e| {
-                e.conns > 0 || (rate > 0.0 && e.tokens + now.duration_since(e.refilled).as_secs_f64() * rate < rate)
+                e.conns > 0
+                    || (rate > 0.0 && e.tokens + now.duration_since(e.refilled).as_secs_f64() * rate < rate)
             });
         }
         let total = inner.handshakes;

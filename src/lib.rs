@@ -42,8 +42,8 @@ pub use echo::EchoHandler;
 pub use error::{Error, Result};
 pub use frame::is_sendable_close_code;
 pub use handler::Handler;
-pub use server::{ConnInfo, Server, ServerHandle};
 pub use hub::rooms;
+pub use server::{ConnInfo, Server, ServerHandle};
 pub use stats::StatsSnapshot;
 pub use types::{ConnId, HttpResponse, Message, RequestInfo, Upgrade};
 

@@ -235,7 +235,8 @@ impl Cli {
         }
         merge_some!(jwt_secret, jwt_public_key, jwt_audience, jwt_issuer);
         if let Some(rate) = &file.connect_rate_per_ip {
-            let rate = parse_rate(&rate.0).map_err(|e| format!("{}: connect_rate_per_ip: {e}", path.display()))?;
+            let rate =
+                parse_rate(&rate.0).map_err(|e| format!("{}: connect_rate_per_ip: {e}", path.display()))?;
             set(m, "connect_rate_per_ip", &mut cli.connect_rate_per_ip, rate);
         }
         if let Some(level) = file.log_level {

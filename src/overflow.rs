@@ -105,7 +105,13 @@ pub(crate) fn run(server: ServerHandle, rx: Receiver<Overflowing>) {
     log::debug!("overflow thread stopped");
 }
 
-fn take(held: &mut VecDeque<Held>, socket: Overflowing, hold: Duration, capacity: usize, server: &ServerHandle) {
+fn take(
+    held: &mut VecDeque<Held>,
+    socket: Overflowing,
+    hold: Duration,
+    capacity: usize,
+    server: &ServerHandle,
+) {
     if socket.stream.set_nonblocking(true).is_err() {
         return;
     }
@@ -161,7 +167,8 @@ fn respond_to(request: &handshake::Request, refusal: Refusal, server: &ServerHan
         engine.stats.count_reject(status);
         return plain(status).with_header("Retry-After", retry);
     }
-    catch_unwind(AssertUnwindSafe(|| engine.handler.on_http(server, &request.info))).unwrap_or_else(|_| plain(500))
+    catch_unwind(AssertUnwindSafe(|| engine.handler.on_http(server, &request.info)))
+        .unwrap_or_else(|_| plain(500))
 }
 
 /// Sends `response` without waiting (a response too big for the socket

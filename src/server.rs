@@ -17,10 +17,10 @@ use crate::engine::{Engine, StopJob};
 use crate::error::{Error, Result};
 use crate::frame::{encode_message, is_sendable_close_code};
 use crate::handler::Handler;
-use crate::types::{ConnId, Message};
-use crate::hub::{self, Cmd};
 use crate::hub::rooms::is_valid_room;
+use crate::hub::{self, Cmd};
 use crate::stats::StatsSnapshot;
+use crate::types::{ConnId, Message};
 
 thread_local! {
     /// True on a connection's reader thread, where the handler's callbacks run.
@@ -165,7 +165,13 @@ impl ServerHandle {
     /// the connection's own callbacks (`on_connect`, `on_message`) to have it
     /// take effect at once; from elsewhere it takes effect after the
     /// connection's current read (at most the idle timeout).
-    pub fn close_at(&self, conn: ConnId, when: Option<std::time::SystemTime>, code: u16, reason: &str) -> Result<()> {
+    pub fn close_at(
+        &self,
+        conn: ConnId,
+        when: Option<std::time::SystemTime>,
+        code: u16,
+        reason: &str,
+    ) -> Result<()> {
         if !is_sendable_close_code(code) || reason.len() > 123 {
             return Err(Error::InvalidCloseCode);
         }
@@ -181,10 +187,13 @@ impl ServerHandle {
 
     /// The ids of every open connection, ascending.
     pub fn connections(&self) -> Vec<ConnId> {
-        let mut ids: Vec<ConnId> =
-            {
+        let mut ids: Vec<ConnId> = {
             let mut ids = Vec::new();
-            self.engine.conns.for_each(|c| if c.is_open() { ids.push(c.id) });
+            self.engine.conns.for_each(|c| {
+                if c.is_open() {
+                    ids.push(c.id)
+                }
+            });
             ids
         };
         ids.sort_unstable();
@@ -295,4 +304,3 @@ fn check_room(room: &str) -> Result<()> {
         Err(Error::InvalidRoom)
     }
 }
-

@@ -73,10 +73,7 @@ pub struct RequestInfo {
 impl RequestInfo {
     /// The first header with this name (ASCII case-insensitive).
     pub fn header(&self, name: &str) -> Option<&str> {
-        self.headers
-            .iter()
-            .find(|(n, _)| n.eq_ignore_ascii_case(name))
-            .map(|(_, v)| v.as_str())
+        self.headers.iter().find(|(n, _)| n.eq_ignore_ascii_case(name)).map(|(_, v)| v.as_str())
     }
 
     /// The subprotocols the client offered in `Sec-WebSocket-Protocol`, in its
@@ -167,12 +164,7 @@ pub struct HttpResponse {
 impl HttpResponse {
     /// A response with this status, content type and body.
     pub fn new(status: u16, content_type: &str, body: impl Into<Vec<u8>>) -> Self {
-        HttpResponse {
-            status,
-            headers: Vec::new(),
-            content_type: content_type.to_owned(),
-            body: body.into(),
-        }
+        HttpResponse { status, headers: Vec::new(), content_type: content_type.to_owned(), body: body.into() }
     }
 
     /// `404 Not Found`, the default for any path the handler does not serve.

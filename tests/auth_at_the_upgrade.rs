@@ -44,9 +44,13 @@ enum Place {
 fn try_token(server: &Wshub, token: Option<&str>, place: Place) -> Outcome {
     let (query, headers, protocols) = match (token, place) {
         (None, _) => (String::new(), vec![], vec!["wshub.v1.json".to_owned()]),
-        (Some(t), Place::Header) => (String::new(), vec![format!("Bearer {t}")], vec!["wshub.v1.json".to_owned()]),
+        (Some(t), Place::Header) => {
+            (String::new(), vec![format!("Bearer {t}")], vec!["wshub.v1.json".to_owned()])
+        }
         (Some(t), Place::Query) => (format!("?access_token={t}"), vec![], vec!["wshub.v1.json".to_owned()]),
-        (Some(t), Place::Subprotocol) => (String::new(), vec![], vec!["wshub.v1.json".to_owned(), format!("bearer.{t}")]),
+        (Some(t), Place::Subprotocol) => {
+            (String::new(), vec![], vec!["wshub.v1.json".to_owned(), format!("bearer.{t}")])
+        }
     };
     let headers: Vec<(&str, &str)> = headers.iter().map(|h| ("Authorization", h.as_str())).collect();
     let protocols: Vec<&str> = protocols.iter().map(String::as_str).collect();
@@ -72,11 +76,23 @@ fn every_bad_token_is_a_401_from_every_place_and_good_ones_open() {
         ("missing", None),
         ("malformed", Some("not.a-token".into())),
         ("badly signed", Some(bad_signature)),
-        ("other secret", Some(encode(&Header::default(), &good, &EncodingKey::from_secret(b"other")).unwrap())),
+        (
+            "other secret",
+            Some(encode(&Header::default(), &good, &EncodingKey::from_secret(b"other")).unwrap()),
+        ),
         ("expired", Some(hs(Algorithm::HS256, &json!({"sub": "a", "exp": now() - 120, "aud": "chat"})))),
         ("no exp", Some(hs(Algorithm::HS256, &json!({"sub": "a", "aud": "chat"})))),
-        ("not yet valid", Some(hs(Algorithm::HS256, &json!({"sub": "a", "exp": now() + 600, "nbf": now() + 300, "aud": "chat"})))),
-        ("wrong audience", Some(hs(Algorithm::HS256, &json!({"sub": "a", "exp": now() + 300, "aud": "other"})))),
+        (
+            "not yet valid",
+            Some(hs(
+                Algorithm::HS256,
+                &json!({"sub": "a", "exp": now() + 600, "nbf": now() + 300, "aud": "chat"}),
+            )),
+        ),
+        (
+            "wrong audience",
+            Some(hs(Algorithm::HS256, &json!({"sub": "a", "exp": now() + 300, "aud": "other"}))),
+        ),
         ("no audience", Some(hs(Algorithm::HS256, &claims("a", 300)))),
         ("alg none", Some(format!("{header}.{body}."))),
         ("alg none, signed", Some(format!("{header}.{body}.{}", b64(b"x")))),
@@ -95,7 +111,8 @@ fn every_bad_token_is_a_401_from_every_place_and_good_ones_open() {
         }
     }
     // Within the 30 s leeway, nbf is honoured as clock skew.
-    let skewed = hs(Algorithm::HS256, &json!({"sub": "a", "exp": now() + 300, "nbf": now() + 10, "aud": "chat"}));
+    let skewed =
+        hs(Algorithm::HS256, &json!({"sub": "a", "exp": now() + 300, "nbf": now() + 10, "aud": "chat"}));
     assert_eq!(try_token(&server, Some(&skewed), Place::Header).status(), 101);
 }
 
@@ -110,7 +127,13 @@ fn key_pair(kind: &str) -> (Vec<u8>, PathBuf) {
         "rsa" => vec!["genpkey", "-algorithm", "RSA", "-pkeyopt", "rsa_keygen_bits:2048", "-out"],
         _ => vec!["genpkey", "-algorithm", "EC", "-pkeyopt", "ec_paramgen_curve:P-256", "-out"],
     };
-    let ok = Command::new("openssl").args(&gen).arg(&private).stderr(std::process::Stdio::null()).status().unwrap().success();
+    let ok = Command::new("openssl")
+        .args(&gen)
+        .arg(&private)
+        .stderr(std::process::Stdio::null())
+        .status()
+        .unwrap()
+        .success();
     assert!(ok, "openssl genpkey");
     let ok = Command::new("openssl")
         .args(["pkey", "-pubout", "-in"])
@@ -140,9 +163,17 @@ fn rs256_and_es256_with_generated_keys_and_no_algorithm_confusion() {
         }
         // HS256 keyed with the public key's own bytes: refused.
         let public_pem = std::fs::read(&public).unwrap();
-        let confused =
-            encode(&Header::new(Algorithm::HS256), &claims("bob", 300), &EncodingKey::from_secret(&public_pem)).unwrap();
-        assert_eq!(try_token(&server, Some(&confused), Place::Header).status(), 401, "{kind}: HS256 confusion");
+        let confused = encode(
+            &Header::new(Algorithm::HS256),
+            &claims("bob", 300),
+            &EncodingKey::from_secret(&public_pem),
+        )
+        .unwrap();
+        assert_eq!(
+            try_token(&server, Some(&confused), Place::Header).status(),
+            401,
+            "{kind}: HS256 confusion"
+        );
         let expired = encode(&Header::new(alg), &claims("bob", -120), &key).unwrap();
         assert_eq!(try_token(&server, Some(&expired), Place::Query).status(), 401);
         let _ = std::fs::remove_dir_all(public.parent().unwrap());
@@ -157,7 +188,8 @@ fn error_code(reply: &Value) -> &str {
 #[test]
 fn the_rooms_claim_limits_join_publish_binary_and_presence() {
     let server = Wshub::start(&["--jwt-secret", SECRET]);
-    let limited = hs(Algorithm::HS256, &json!({"sub": "carol", "exp": now() + 300, "rooms": ["lobby", "chat:*"]}));
+    let limited =
+        hs(Algorithm::HS256, &json!({"sub": "carol", "exp": now() + 300, "rooms": ["lobby", "chat:*"]}));
     let open_token = hs(Algorithm::HS256, &claims("dave", 300));
     let (mut dave, _) = try_token(&server, Some(&open_token), Place::Header).open();
     dave.join("secret");

@@ -25,11 +25,7 @@ fn run_c_test(name: &str, unprivileged: bool) -> String {
     if unprivileged && unsafe { libc::geteuid() } == 0 {
         cmd.uid(65534).gid(65534); // nobody
     }
-    let child = cmd
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
+    let child = cmd.stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().unwrap();
     let pid = child.id();
     let (tx, rx) = std::sync::mpsc::channel();
     std::thread::spawn(move || {
@@ -82,19 +78,10 @@ fn two_callbacks_may_call_stop_at_once() {
         .args(["--error-exitcode=1", "--leak-check=no", "-q"])
         .arg(bin)
         .output()
-        .expect(
-            "valgrind is not installed (apt-get install valgrind), or set WSHUB_SKIP_VALGRIND=1",
-        );
+        .expect("valgrind is not installed (apt-get install valgrind), or set WSHUB_SKIP_VALGRIND=1");
     let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(
-        out.status.success(),
-        "under valgrind: {:?}\n{stderr}",
-        out.status
-    );
-    assert!(
-        String::from_utf8_lossy(&out.stdout).contains("two stops at once ok"),
-        "{stderr}"
-    );
+    assert!(out.status.success(), "under valgrind: {:?}\n{stderr}", out.status);
+    assert!(String::from_utf8_lossy(&out.stdout).contains("two stops at once ok"), "{stderr}");
 }
 
 #[test]

@@ -146,9 +146,7 @@ fn protocol_server_speaks_protocol_v1_after_the_apps_upgrade_check() {
     assert_eq!(connected["payload"]["protocol"], 1);
     program.expect_line("connect ", START); // the app's on_connect ran too
 
-    alice
-        .send(Message::text(r#"{"type":"room:join","id":"j1","payload":{"room":"den"}}"#))
-        .unwrap();
+    alice.send(Message::text(r#"{"type":"room:join","id":"j1","payload":{"room":"den"}}"#)).unwrap();
     let ack = next_of_type(&mut alice, "ack");
     assert_eq!((ack["id"].clone(), ack["payload"]["room"].clone()), ("j1".into(), "den".into()));
 
@@ -156,8 +154,7 @@ fn protocol_server_speaks_protocol_v1_after_the_apps_upgrade_check() {
     assert_eq!(next_of_type(&mut bob, "connected")["payload"]["protocol"], 1);
     bob.send(Message::text(r#"{"type":"room:join","id":"j2","payload":{"room":"den"}}"#)).unwrap();
     next_of_type(&mut bob, "ack");
-    bob.send(Message::text(r#"{"type":"room:publish","payload":{"room":"den","data":"hi"}}"#))
-        .unwrap();
+    bob.send(Message::text(r#"{"type":"room:publish","payload":{"room":"den","data":"hi"}}"#)).unwrap();
     let message = next_of_type(&mut alice, "room:message");
     assert_eq!(message["payload"]["seq"], 1, "{message}");
     assert_eq!(message["payload"]["data"], "hi", "{message}");
@@ -177,13 +174,16 @@ fn auth_client(port: u16, user: &str) -> Result<Client, u16> {
     use jsonwebtoken::{encode, EncodingKey, Header};
     let exp = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs() + 300;
     let claims = serde_json::json!({"sub": user, "exp": exp});
-    let token = encode(&Header::default(), &claims, &EncodingKey::from_secret(b"auth-example-demo-secret")).unwrap();
+    let token =
+        encode(&Header::default(), &claims, &EncodingKey::from_secret(b"auth-example-demo-secret")).unwrap();
     let stream = std::net::TcpStream::connect(("127.0.0.1", port)).expect("connect");
     stream.set_read_timeout(Some(Duration::from_secs(30))).expect("read timeout");
     let url = format!("ws://127.0.0.1:{port}/ws?access_token={token}");
     match tungstenite::client::client(url, stream) {
         Ok((ws, _)) => Ok(ws),
-        Err(tungstenite::HandshakeError::Failure(tungstenite::Error::Http(resp))) => Err(resp.status().as_u16()),
+        Err(tungstenite::HandshakeError::Failure(tungstenite::Error::Http(resp))) => {
+            Err(resp.status().as_u16())
+        }
         Err(e) => panic!("unexpected handshake error: {e}"),
     }
 }

@@ -50,7 +50,10 @@ fn idle_sockets_leave_healthz_and_honest_clients_an_answer() {
     assert_eq!(refused.status(), 503, "{refused:?}");
     assert!(refused.header("retry-after").is_some());
     let (_, metrics) = get_from(ip("127.0.0.2"), server.addr, "/metrics");
-    assert!(metric(&metrics, "wshub_handshake_overflow_total{reason=\"handshakes_per_ip\"}") > 0, "{metrics}");
+    assert!(
+        metric(&metrics, "wshub_handshake_overflow_total{reason=\"handshakes_per_ip\"}") > 0,
+        "{metrics}"
+    );
     assert!(metric(&metrics, "wshub_handshakes_in_progress") > 0, "{metrics}");
     drop(idle);
 }
@@ -93,10 +96,7 @@ fn three_hundred_tricklers_do_not_keep_out_a_client_from_another_address() {
     let tricklers = idle_sockets(&server, 300);
     assert!(tricklers.len() >= 290);
     let started = Instant::now();
-    let handles: Vec<_> = tricklers
-        .into_iter()
-        .inspect(|s| s.set_nonblocking(true).unwrap())
-        .collect();
+    let handles: Vec<_> = tricklers.into_iter().inspect(|s| s.set_nonblocking(true).unwrap()).collect();
     // One thread trickles a byte a second into every socket until each is cut.
     let trickler = std::thread::spawn(move || {
         let mut open: Vec<Option<TcpStream>> = handles.into_iter().map(Some).collect();

@@ -39,7 +39,10 @@ fn an_oversized_message_closes_with_1009_and_others_carry_on() {
 
     // Over the limit in fragments counts the whole message.
     let mut frag = connect(server.local_addr(), "/ws");
-    use tungstenite::protocol::frame::{coding::{Data, OpCode}, Frame};
+    use tungstenite::protocol::frame::{
+        coding::{Data, OpCode},
+        Frame,
+    };
     frag.send(WsMessage::Frame(Frame::message(vec![1u8; 600], OpCode::Data(Data::Binary), false))).unwrap();
     frag.send(WsMessage::Frame(Frame::message(vec![1u8; 600], OpCode::Data(Data::Continue), true))).unwrap();
     assert_eq!(common::read_until_close(&mut frag), Some(1009));
@@ -98,7 +101,10 @@ fn bad_http_requests_get_their_status_codes() {
     let upgrade = "Upgrade: websocket\r\nConnection: Upgrade\r\n";
     let cases: Vec<(String, &str)> = vec![
         ("GET /other HTTP/1.1\r\nHost: x\r\n\r\n".into(), "HTTP/1.1 404 "),
-        (format!("GET /elsewhere HTTP/1.1\r\n{upgrade}Sec-WebSocket-Version: 13\r\n{key}\r\n"), "HTTP/1.1 404 "),
+        (
+            format!("GET /elsewhere HTTP/1.1\r\n{upgrade}Sec-WebSocket-Version: 13\r\n{key}\r\n"),
+            "HTTP/1.1 404 ",
+        ),
         ("\x16\x03\x01\x02\x00\x01\x00 garbage \r\n\r\n".into(), "HTTP/1.1 400 "),
         (format!("GET /ws HTTP/1.1\r\n{upgrade}Sec-WebSocket-Version: 8\r\n{key}\r\n"), "HTTP/1.1 426 "),
         (format!("GET /ws HTTP/1.1\r\n{upgrade}Sec-WebSocket-Version: 13\r\n\r\n"), "HTTP/1.1 400 "),

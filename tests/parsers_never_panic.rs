@@ -21,7 +21,24 @@ impl Rng {
 }
 
 /// Interesting bytes for HTTP and JSON parsers.
-const TOKENS: &[&[u8]] = &[b"\r\n", b"\r\n\r\n", b":", b"%", b"%2", b"?", b"&", b"=", b",", b"\0", b"\xff", b"\xc3\x28", b" ", b"{", b"\"", b"Upgrade: websocket\r\n"];
+const TOKENS: &[&[u8]] = &[
+    b"\r\n",
+    b"\r\n\r\n",
+    b":",
+    b"%",
+    b"%2",
+    b"?",
+    b"&",
+    b"=",
+    b",",
+    b"\0",
+    b"\xff",
+    b"\xc3\x28",
+    b" ",
+    b"{",
+    b"\"",
+    b"Upgrade: websocket\r\n",
+];
 
 fn mutate(rng: &mut Rng, input: &mut Vec<u8>) {
     for _ in 0..1 + rng.below(4) {

@@ -28,7 +28,10 @@ fn per_ip_connection_cap_counts_handshakes_and_answers_503() {
     drop(idle);
     let (_, metrics) = get_from(ip("127.0.0.3"), server.addr, "/metrics");
     assert!(metric(&metrics, "wshub_handshake_rejects_total{status=\"503\"}") >= 1, "{metrics}");
-    assert!(metric(&metrics, "wshub_handshake_overflow_total{reason=\"connections_per_ip\"}") >= 1, "{metrics}");
+    assert!(
+        metric(&metrics, "wshub_handshake_overflow_total{reason=\"connections_per_ip\"}") >= 1,
+        "{metrics}"
+    );
 }
 
 #[test]
@@ -53,7 +56,11 @@ fn a_connect_flood_from_one_ip_gets_429_while_another_ip_is_accepted() {
     let (mut other, _) = upgrade(ip("127.0.0.2"), server.addr, "", &[], &[]).open();
     other.join("lobby");
     let (_, metrics) = get_from(ip("127.0.0.3"), server.addr, "/metrics");
-    assert_eq!(metric(&metrics, "wshub_handshake_rejects_total{status=\"429\"}"), limited as u64, "{metrics}");
+    assert_eq!(
+        metric(&metrics, "wshub_handshake_rejects_total{status=\"429\"}"),
+        limited as u64,
+        "{metrics}"
+    );
 
     // After the flood (and a second of refill), an honest client from the
     // flooded address connects and chats.

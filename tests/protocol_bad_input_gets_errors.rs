@@ -234,7 +234,8 @@ fn deep_nesting_gets_bad_request_even_on_the_smallest_reader_stack() {
     expect_error(&mut c, &nested_join("one-more", MAX_DEPTH + 1), "bad_request", None);
     expect_error(&mut c, &nested_join("deep", 126), "bad_request", None);
     // Arrays count too; brackets inside strings do not.
-    let arrays = format!(r#"{{"type":"ping","id":"arr","payload":{{"x":{}{}}}}}"#, "[".repeat(40), "]".repeat(40));
+    let arrays =
+        format!(r#"{{"type":"ping","id":"arr","payload":{{"x":{}{}}}}}"#, "[".repeat(40), "]".repeat(40));
     expect_error(&mut c, &arrays, "bad_request", None);
     c.send_text(&format!(r#"{{"type":"ping","id":"str","payload":{{"x":"{}\\\"[{{"}}}}"#, "[{".repeat(200)));
     let ack = c.json();

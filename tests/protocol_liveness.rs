@@ -53,5 +53,9 @@ fn a_silent_client_is_terminated_after_the_idle_timeout() {
         }
     }
     assert!(total > 0, "it got the 101 and frames first");
-    assert!(started.elapsed() >= std::time::Duration::from_millis(800), "closed too early: {:?}", started.elapsed());
+    assert!(
+        started.elapsed() >= std::time::Duration::from_millis(800),
+        "closed too early: {:?}",
+        started.elapsed()
+    );
 }

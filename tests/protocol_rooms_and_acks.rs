@@ -77,7 +77,10 @@ fn publish_reaches_the_others_with_seq_and_from_and_the_sender_only_with_echo() 
     let mut b = server.client();
     // Presence is for members (PROTOCOL.md 1.1): not of a room not joined.
     let refused = a.request("presence:get", json!({"room": "x"}));
-    assert_eq!((refused["type"].clone(), refused["payload"]["code"].clone()), (json!("error"), json!("forbidden")));
+    assert_eq!(
+        (refused["type"].clone(), refused["payload"]["code"].clone()),
+        (json!("error"), json!("forbidden"))
+    );
     a.join("r");
     b.join("r");
     let joined = a.json();

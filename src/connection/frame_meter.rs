@@ -95,7 +95,16 @@ impl FrameMeter {
             let burst = 2.0 * f64::from(per_sec);
             Bucket { per_sec: f64::from(per_sec), burst, tokens: burst, refilled: Instant::now() }
         });
-        FrameMeter { header: [0; 14], have: 0, need: 2, payload_left: 0, fragments: 0, frames: 0, bucket, max_fragments }
+        FrameMeter {
+            header: [0; 14],
+            have: 0,
+            need: 2,
+            payload_left: 0,
+            fragments: 0,
+            frames: 0,
+            bucket,
+            max_fragments,
+        }
     }
 
     /// Takes the next bytes read from the peer; an error once a limit is crossed.

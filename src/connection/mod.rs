@@ -29,9 +29,9 @@ use std::time::SystemTime;
 
 use parking_lot::Mutex;
 
-pub(crate) use outbound::PushError;
-use outbound::Outbound;
 use crate::types::ConnId;
+use outbound::Outbound;
+pub(crate) use outbound::PushError;
 
 /// The state of one connection shared by its reader, its writer, the hub and
 /// the server handle.

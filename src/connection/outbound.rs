@@ -174,7 +174,12 @@ impl ConnShared {
     /// Queues a data frame unless that would take the queue past `limits`.
     /// A frame for a closing connection is dropped silently (it could never
     /// be sent).
-    pub(crate) fn push_frame(&self, frame: SharedFrame, limits: QueueLimits, stats: &Stats) -> Result<(), PushError> {
+    pub(crate) fn push_frame(
+        &self,
+        frame: SharedFrame,
+        limits: QueueLimits,
+        stats: &Stats,
+    ) -> Result<(), PushError> {
         let out = &self.out;
         if out.closing.load(Acquire) {
             return Ok(());
@@ -262,7 +267,12 @@ impl ConnShared {
     /// `write_all` for a vector of slices, under the write lock. A write that
     /// makes no progress for the patience allowed gives up and shuts the
     /// socket down.
-    fn send_all(&self, mut slices: &mut [IoSlice<'_>], patience: Patience, stats: &Stats) -> Result<(), WriteFailed> {
+    fn send_all(
+        &self,
+        mut slices: &mut [IoSlice<'_>],
+        patience: Patience,
+        stats: &Stats,
+    ) -> Result<(), WriteFailed> {
         let mut stalled_since: Option<Instant> = None;
         let mut writes = 0u64;
         while !slices.is_empty() {

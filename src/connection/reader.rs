@@ -21,13 +21,13 @@ use tungstenite::protocol::{Role, WebSocketConfig};
 use tungstenite::{Message as WsMessage, WebSocket};
 
 use super::frame_meter::{FrameLimit, FrameMeter};
-use super::{writer, ConnShared};
-use crate::sys::pthread;
-use crate::types::{HttpResponse, Message, Upgrade};
 use super::handshake::{self, ReadError};
+use super::{writer, ConnShared};
 use crate::hub::Cmd;
 use crate::server::{ServerHandle, ON_CONNECTION_THREAD};
 use crate::stats::Stats;
+use crate::sys::pthread;
+use crate::types::{HttpResponse, Message, Upgrade};
 
 /// The reader's view of the socket: reads come from it, counted by the frame
 /// meter; writes go to the writer's queue.
@@ -116,8 +116,8 @@ fn upgrade<'a>(server: &ServerHandle, conn: &'a ConnShared) -> Option<(Ws<'a>, h
     };
     let head_only = request.method == "HEAD";
     if !handshake::wants_upgrade(&request.info) {
-        let response = guarded(|| engine.handler.on_http(server, &request.info))
-            .unwrap_or_else(|| plain(500));
+        let response =
+            guarded(|| engine.handler.on_http(server, &request.info)).unwrap_or_else(|| plain(500));
         handshake::respond_and_close(&conn.stream, &response, head_only);
         return None;
     }

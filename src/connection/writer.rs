@@ -210,9 +210,9 @@ impl Writer<'_> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::connection::outbound::QueueLimits;
     use crate::connection::test_support::loopback_conn;
     use std::io::Read;
-    use crate::connection::outbound::QueueLimits;
     use std::sync::atomic::Ordering::Relaxed;
 
     const LIMITS: QueueLimits = QueueLimits { frames: 1024, bytes: usize::MAX };
@@ -251,8 +251,7 @@ mod tests {
         let stats = Arc::new(Stats::default());
         // Far more than loopback's socket buffers hold: the peer is not reading
         // yet, so the non-blocking send takes only part of it.
-        let big: crate::frame::SharedFrame =
-            Arc::new(frame::encode(frame::OP_BINARY, &vec![5u8; 32 << 20]));
+        let big: crate::frame::SharedFrame = Arc::new(frame::encode(frame::OP_BINARY, &vec![5u8; 32 << 20]));
         assert!(conn.try_send_direct(&big, &stats));
         assert_eq!(conn.queue_depth(), 1, "its unsent rest holds the queue");
         assert_eq!(stats.direct_sends.load(Relaxed), 0);

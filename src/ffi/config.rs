@@ -120,7 +120,10 @@ pub extern "C" fn wshub_config_set_outbound_queue(config: *mut wshub_config, val
 /// slow consumer; a single larger frame is still sent when nothing else is
 /// queued. Default 8 MiB.
 #[no_mangle]
-pub extern "C" fn wshub_config_set_outbound_max_bytes(config: *mut wshub_config, value: usize) -> wshub_result {
+pub extern "C" fn wshub_config_set_outbound_max_bytes(
+    config: *mut wshub_config,
+    value: usize,
+) -> wshub_result {
     ffi_boundary! {
         try_out!(config).config.outbound_max_bytes = value;
         wshub_result::WSHUB_OK
@@ -529,7 +532,10 @@ pub extern "C" fn wshub_config_set_max_reply_backlog(
 /// else 401. NULL turns it off. Exclusive with a public key (checked by
 /// `wshub_start`). Default off.
 #[no_mangle]
-pub extern "C" fn wshub_config_set_jwt_secret(config: *mut wshub_config, secret: *const c_char) -> wshub_result {
+pub extern "C" fn wshub_config_set_jwt_secret(
+    config: *mut wshub_config,
+    secret: *const c_char,
+) -> wshub_result {
     ffi_boundary! {
         let config = try_out!(config);
         config.protocol.jwt_secret =
@@ -568,7 +574,10 @@ pub extern "C" fn wshub_config_set_jwt_audience(
 
 /// Protocol only: a token's `iss` must be this (copied); NULL: not checked.
 #[no_mangle]
-pub extern "C" fn wshub_config_set_jwt_issuer(config: *mut wshub_config, issuer: *const c_char) -> wshub_result {
+pub extern "C" fn wshub_config_set_jwt_issuer(
+    config: *mut wshub_config,
+    issuer: *const c_char,
+) -> wshub_result {
     ffi_boundary! {
         let config = try_out!(config);
         config.protocol.jwt_issuer = if issuer.is_null() { None } else { Some(try_str!(issuer).to_owned()) };
@@ -581,7 +590,10 @@ pub extern "C" fn wshub_config_set_jwt_issuer(config: *mut wshub_config, issuer:
 /// pattern: "https://" then "*.example.com". Once one is added, a browser
 /// request from any other origin gets 403. Default: none (any origin).
 #[no_mangle]
-pub extern "C" fn wshub_config_add_allow_origin(config: *mut wshub_config, origin: *const c_char) -> wshub_result {
+pub extern "C" fn wshub_config_add_allow_origin(
+    config: *mut wshub_config,
+    origin: *const c_char,
+) -> wshub_result {
     ffi_boundary! {
         let config = try_out!(config);
         let origin = try_str!(origin).to_owned();

@@ -17,9 +17,9 @@ use std::time::{Duration, Instant};
 
 use parking_lot::{Condvar, Mutex};
 
+use super::callbacks::{wshub_message_kind, Decision};
 use super::error::wshub_result;
 use super::request::wshub_request;
-use super::callbacks::{wshub_message_kind, Decision};
 use super::server::wshub_server;
 
 /// What a `wshub_event` reports.

@@ -97,7 +97,8 @@ impl Handler for FfiHandler {
                 let ours = subprotocol.filter(|p| !p.starts_with("bearer."));
                 match &self.protocol {
                     Some(_) => Upgrade::Accept {
-                        subprotocol: ours.or_else(|| crate::protocol::choose_subprotocol(&info.subprotocols())),
+                        subprotocol: ours
+                            .or_else(|| crate::protocol::choose_subprotocol(&info.subprotocols())),
                     },
                     None => Upgrade::Accept { subprotocol: ours },
                 }

@@ -10,23 +10,26 @@
 //! the engine's last thread, then drops C's reference; whoever lets go last
 //! frees it.
 
-use std::cell::Cell;
 use crate::conn_map::ConnMap;
+use std::cell::Cell;
 use std::ffi::{c_char, c_void, CString};
-use std::sync::atomic::{AtomicBool, AtomicU16, Ordering::{AcqRel, Relaxed}};
+use std::sync::atomic::{
+    AtomicBool, AtomicU16,
+    Ordering::{AcqRel, Relaxed},
+};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use parking_lot::{Condvar, Mutex};
 
+use super::callbacks::{wshub_callbacks, wshub_message_kind, UserData, WSHUB_BINARY, WSHUB_TEXT};
 use super::config::wshub_config;
 use super::error::wshub_result;
-use super::callbacks::{wshub_callbacks, wshub_message_kind, UserData, WSHUB_BINARY, WSHUB_TEXT};
 use super::event::EventQueue;
 use super::handler::{FfiHandler, JoinHook};
-use crate::types::Message;
 use crate::protocol::ProtocolHandler;
 use crate::server::{Server, ServerHandle, ON_CONNECTION_THREAD};
+use crate::types::Message;
 
 /// How the application hears about connections.
 pub(super) enum Mode {
@@ -527,18 +530,14 @@ mod tests {
         wshub_config_free, wshub_config_new, wshub_config_set_bind, wshub_config_set_protocol,
     };
     use super::super::event::{
-        wshub_event_accept, wshub_event_free, wshub_event_get_kind, wshub_event_kind,
-        wshub_poll_event,
+        wshub_event_accept, wshub_event_free, wshub_event_get_kind, wshub_event_kind, wshub_poll_event,
     };
     use super::*;
 
     /// The next event's kind (the event is answered or freed here).
     fn next_kind(server: *mut wshub_server) -> wshub_event_kind {
         let mut event: *mut wshub_event = std::ptr::null_mut();
-        assert_eq!(
-            wshub_poll_event(server, 10_000, &mut event),
-            wshub_result::WSHUB_OK
-        );
+        assert_eq!(wshub_poll_event(server, 10_000, &mut event), wshub_result::WSHUB_OK);
         let kind = wshub_event_get_kind(event);
         if kind == wshub_event_kind::WSHUB_EVENT_UPGRADE {
             assert_eq!(wshub_event_accept(event), wshub_result::WSHUB_OK);
@@ -551,38 +550,22 @@ mod tests {
     fn pull_mode_with_the_protocol_on_queues_no_message_events() {
         let config = wshub_config_new();
         let bind = CString::new("127.0.0.1:0").unwrap();
-        assert_eq!(
-            wshub_config_set_bind(config, bind.as_ptr()),
-            wshub_result::WSHUB_OK
-        );
-        assert_eq!(
-            wshub_config_set_protocol(config, true),
-            wshub_result::WSHUB_OK
-        );
+        assert_eq!(wshub_config_set_bind(config, bind.as_ptr()), wshub_result::WSHUB_OK);
+        assert_eq!(wshub_config_set_protocol(config, true), wshub_result::WSHUB_OK);
         let mut server: *mut wshub_server = std::ptr::null_mut();
-        assert_eq!(
-            wshub_start_polling(config, &mut server),
-            wshub_result::WSHUB_OK
-        );
+        assert_eq!(wshub_start_polling(config, &mut server), wshub_result::WSHUB_OK);
         wshub_config_free(config);
         let port = wshub_local_port(server);
 
         let client = std::thread::spawn(move || {
             let stream = TcpStream::connect(("127.0.0.1", port)).unwrap();
-            stream
-                .set_read_timeout(Some(Duration::from_secs(10)))
-                .unwrap();
-            let mut request = format!("ws://127.0.0.1:{port}/ws")
-                .into_client_request()
-                .unwrap();
-            request
-                .headers_mut()
-                .insert("Sec-WebSocket-Protocol", "wshub.v1.json".parse().unwrap());
+            stream.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+            let mut request = format!("ws://127.0.0.1:{port}/ws").into_client_request().unwrap();
+            request.headers_mut().insert("Sec-WebSocket-Protocol", "wshub.v1.json".parse().unwrap());
             let (mut ws, response) = tungstenite::client::client(request, stream).unwrap();
             let chosen = response.headers().get("Sec-WebSocket-Protocol").cloned();
             let first = ws.read().unwrap().into_text().unwrap().to_string();
-            ws.send(r#"{"type":"room:join","id":"j","payload":{"room":"r"}}"#.into())
-                .unwrap();
+            ws.send(r#"{"type":"room:join","id":"j","payload":{"room":"r"}}"#.into()).unwrap();
             let reply = ws.read().unwrap().into_text().unwrap().to_string();
             ws.close(None).unwrap();
             while ws.read().is_ok() {}
@@ -595,15 +578,9 @@ mod tests {
         assert_eq!(next_kind(server), wshub_event_kind::WSHUB_EVENT_CONNECT);
         assert_eq!(next_kind(server), wshub_event_kind::WSHUB_EVENT_CLOSE);
         let (chosen, first, reply) = client.join().unwrap();
-        assert_eq!(
-            chosen.as_ref().and_then(|v| v.to_str().ok()),
-            Some("wshub.v1.json")
-        );
+        assert_eq!(chosen.as_ref().and_then(|v| v.to_str().ok()), Some("wshub.v1.json"));
         assert!(first.contains(r#""type":"connected""#), "{first}");
-        assert!(
-            reply.contains(r#""type":"ack""#) && reply.contains(r#""id":"j""#),
-            "{reply}"
-        );
+        assert!(reply.contains(r#""type":"ack""#) && reply.contains(r#""id":"j""#), "{reply}");
         wshub_stop(server);
     }
 }

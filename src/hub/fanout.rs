@@ -64,7 +64,13 @@ impl Drop for Helper {
 /// Hands `frame` to one member: straight to its socket when `direct` and that
 /// keeps order, else to its writer's queue; a full queue makes it a slow
 /// consumer (closed with 1013), and nobody waits for it.
-pub(super) fn deliver(conn: &ConnShared, frame: SharedFrame, direct: bool, limits: QueueLimits, stats: &Stats) {
+pub(super) fn deliver(
+    conn: &ConnShared,
+    frame: SharedFrame,
+    direct: bool,
+    limits: QueueLimits,
+    stats: &Stats,
+) {
     if direct && conn.try_send_direct(&frame, stats) {
         return;
     }

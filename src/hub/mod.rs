@@ -28,11 +28,11 @@ use crossbeam_channel::{Receiver, Sender};
 use crate::connection::outbound::QueueLimits;
 use crate::connection::ConnShared;
 use crate::frame::SharedFrame;
+use crate::stats::Stats;
 use crate::types::ConnId;
 use fanout::{deliver, Half, Helper, SPLIT_AT};
 pub(crate) use order::{nothing_pending, submit, submit_untracked, Ticketed};
 use rooms::Rooms;
-use crate::stats::Stats;
 
 /// A request to the hub.
 pub(crate) enum Cmd {
@@ -41,7 +41,11 @@ pub(crate) enum Cmd {
     Join(ConnId, String),
     Leave(ConnId, String),
     Send(ConnId, SharedFrame),
-    Broadcast { room: String, frame: SharedFrame, except: Option<ConnId> },
+    Broadcast {
+        room: String,
+        frame: SharedFrame,
+        except: Option<ConnId>,
+    },
     Close(ConnId, u16, String),
     /// Close every registered connection (the graceful stop).
     CloseAll(u16, String),
@@ -203,9 +207,8 @@ mod tests {
             hub.handle_queued(Cmd::Register(c.clone()));
             hub.handle_queued(Cmd::Join(c.id, "big".into()));
         }
-        let frames: Vec<SharedFrame> = (0..3u8)
-            .map(|i| Arc::new(crate::frame::encode(crate::frame::OP_BINARY, &[i; 10])))
-            .collect();
+        let frames: Vec<SharedFrame> =
+            (0..3u8).map(|i| Arc::new(crate::frame::encode(crate::frame::OP_BINARY, &[i; 10]))).collect();
         for f in &frames {
             hub.handle(Cmd::Broadcast { room: "big".into(), frame: f.clone(), except: Some(5) }, &|| true);
         }

@@ -64,7 +64,11 @@ impl Admission {
         }
         Admission {
             verifier,
-            origins: config.allow_origins.iter().map(|o| o.trim_end_matches('/').to_ascii_lowercase()).collect(),
+            origins: config
+                .allow_origins
+                .iter()
+                .map(|o| o.trim_end_matches('/').to_ascii_lowercase())
+                .collect(),
             max_per_user: config.max_connections_per_user,
             users: Mutex::default(),
         }
@@ -80,7 +84,12 @@ impl Admission {
 
     /// Decides whether `request` may upgrade. On success the request as the
     /// application sees it (with `user` set when a token was verified).
-    pub fn admit(&self, draining: &AtomicBool, conn: ConnId, request: &RequestInfo) -> Result<RequestInfo, HttpResponse> {
+    pub fn admit(
+        &self,
+        draining: &AtomicBool,
+        conn: ConnId,
+        request: &RequestInfo,
+    ) -> Result<RequestInfo, HttpResponse> {
         if draining.load(SeqCst) {
             return Err(draining_response());
         }
@@ -106,8 +115,12 @@ impl Admission {
         if let Some(identity) = identity {
             let now = Instant::now();
             let mut users = self.users.lock();
-            let stale: Vec<ConnId> =
-                users.pending.iter().filter(|(_, (_, at))| now.duration_since(*at) > PENDING_TTL).map(|(c, _)| *c).collect();
+            let stale: Vec<ConnId> = users
+                .pending
+                .iter()
+                .filter(|(_, (_, at))| now.duration_since(*at) > PENDING_TTL)
+                .map(|(c, _)| *c)
+                .collect();
             for c in stale {
                 if let Some((old, _)) = users.pending.remove(&c) {
                     users.release(&old.user);
@@ -115,7 +128,9 @@ impl Admission {
             }
             let count = users.count.get(&identity.user).copied().unwrap_or(0);
             if self.max_per_user > 0 && count >= self.max_per_user {
-                return Err(refusal(503, "too many connections for this user\n").with_header("Retry-After", "5"));
+                return Err(
+                    refusal(503, "too many connections for this user\n").with_header("Retry-After", "5")
+                );
             }
             *users.count.entry(identity.user.clone()).or_default() += 1;
             admitted.user = Some(identity.user.clone());

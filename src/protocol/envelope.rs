@@ -20,8 +20,8 @@ use serde_json::json;
 use serde_json::value::RawValue;
 
 use crate::error::invalid_room_text;
-pub(crate) use crate::hub::rooms::MAX_ROOM_LEN;
 use crate::hub::rooms::is_valid_room;
+pub(crate) use crate::hub::rooms::MAX_ROOM_LEN;
 
 /// Longest `id` a client may attach to a request, in bytes.
 pub(crate) const MAX_ID_LEN: usize = 64;
@@ -438,10 +438,7 @@ pub fn check_room(room: String) -> Result<String, ErrorReply> {
         ));
     }
     if !is_valid_room(&room) {
-        return Err(ErrorReply::new(
-            ErrorCode::BadRequest,
-            invalid_room_text!(),
-        ));
+        return Err(ErrorReply::new(ErrorCode::BadRequest, invalid_room_text!()));
     }
     Ok(room)
 }

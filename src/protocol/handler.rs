@@ -38,9 +38,9 @@ use super::rate_limit::{RateLimiter, Verdict};
 use super::room::{Limits, Miss, RoomTable};
 use crate::frame::{self as wire, SharedFrame};
 use crate::handler::Handler;
-use crate::types::{ConnId, HttpResponse, Message, RequestInfo, Upgrade};
 use crate::server::ServerHandle;
 use crate::sys::trim;
+use crate::types::{ConnId, HttpResponse, Message, RequestInfo, Upgrade};
 
 /// The subprotocols of PROTOCOL.md; both accept text and binary frames.
 pub const SUBPROTOCOLS: [&str; 2] = ["wshub.v1.json", "wshub.v1.bin"];
@@ -373,7 +373,9 @@ impl Session<'_> {
             }
             RequestKind::PresenceGet { room } => self.presence_ack(id, &room),
             RequestKind::Ping { payload } => self.ping_ack(id, &payload),
-            RequestKind::AuthRefresh { token } => self.refresh(&token).and_then(|exp| ack_with(json!({"exp": exp}))),
+            RequestKind::AuthRefresh { token } => {
+                self.refresh(&token).and_then(|exp| ack_with(json!({"exp": exp})))
+            }
         };
         result.map_err(|mut e| {
             e.id = request.id.clone();
@@ -462,9 +464,7 @@ impl Session<'_> {
         if fresh.user != current.user {
             return Err(ErrorReply::new(ErrorCode::Forbidden, "the token is for another user"));
         }
-        self.server
-            .close_at(self.conn, Some(fresh.expires_at()), 1008, "token expired")
-            .map_err(internal)?;
+        self.server.close_at(self.conn, Some(fresh.expires_at()), 1008, "token expired").map_err(internal)?;
         let exp = fresh.exp;
         self.state.identity = Some(fresh);
         Ok(exp)
@@ -497,7 +497,10 @@ impl Session<'_> {
         if newly {
             if let Some(app) = &self.shared.app {
                 if !app.on_join(server, conn, user.as_deref(), room) {
-                    return Err(ErrorReply::new(ErrorCode::Forbidden, format!("joining {room:?} was refused")));
+                    return Err(ErrorReply::new(
+                        ErrorCode::Forbidden,
+                        format!("joining {room:?} was refused"),
+                    ));
                 }
             }
         }

@@ -4,8 +4,8 @@
 use std::sync::atomic::Ordering::SeqCst;
 
 use super::handler::Shared;
-use crate::types::{HttpResponse, RequestInfo};
 use crate::server::ServerHandle;
+use crate::types::{HttpResponse, RequestInfo};
 
 const DEMO_PAGE: &str = include_str!("assets/index.html");
 const CLIENT_JS: &str = include_str!("assets/client.js");

@@ -56,7 +56,9 @@ pub(crate) fn size_futex_hash(threads: usize) -> Option<usize> {
     let want = threads.next_power_of_two().clamp(16, MAX_SLOTS);
     let get = || {
         // SAFETY: prctl with integer arguments only; unknown options fail with EINVAL.
-        unsafe { libc::prctl(PR_FUTEX_HASH, GET_SLOTS, 0 as libc::c_ulong, 0 as libc::c_ulong, 0 as libc::c_ulong) }
+        unsafe {
+            libc::prctl(PR_FUTEX_HASH, GET_SLOTS, 0 as libc::c_ulong, 0 as libc::c_ulong, 0 as libc::c_ulong)
+        }
     };
     let current = get();
     if current < 0 {
@@ -69,7 +71,9 @@ pub(crate) fn size_futex_hash(threads: usize) -> Option<usize> {
         return Some(current as usize);
     }
     // SAFETY: as above.
-    let rc = unsafe { libc::prctl(PR_FUTEX_HASH, SET_SLOTS, want as libc::c_ulong, 0 as libc::c_ulong, 0 as libc::c_ulong) };
+    let rc = unsafe {
+        libc::prctl(PR_FUTEX_HASH, SET_SLOTS, want as libc::c_ulong, 0 as libc::c_ulong, 0 as libc::c_ulong)
+    };
     if rc != 0 {
         log::debug!("cannot resize the futex hash to {want}: {}", io::Error::last_os_error());
         return Some(current as usize);

@@ -33,7 +33,9 @@ pub(crate) fn kernel_fallback() -> bool {
     *FALLBACK.get_or_init(|| {
         let on = std::env::var_os(KERNEL_FALLBACK_ENV).is_some_and(|v| !v.is_empty() && v != "0");
         if on {
-            log::info!("{KERNEL_FALLBACK_ENV} is set: glibc thread stacks, the futex hash as the kernel sized it");
+            log::info!(
+                "{KERNEL_FALLBACK_ENV} is set: glibc thread stacks, the futex hash as the kernel sized it"
+            );
         }
         on
     })

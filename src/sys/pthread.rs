@@ -75,7 +75,12 @@ where
 
 /// Like [`spawn`] for a thread nobody joins. `live` counts it until it has
 /// handed its stack back (see [`reap_detached`]).
-pub(crate) fn spawn_detached<F>(name: &str, stack_size: usize, live: &Arc<AtomicUsize>, f: F) -> io::Result<()>
+pub(crate) fn spawn_detached<F>(
+    name: &str,
+    stack_size: usize,
+    live: &Arc<AtomicUsize>,
+    f: F,
+) -> io::Result<()>
 where
     F: FnOnce() + Send + 'static,
 {
@@ -97,7 +102,12 @@ where
     Ok(())
 }
 
-fn spawn_inner(name: &str, stack_size: usize, detached: Option<Arc<AtomicUsize>>, f: Job) -> io::Result<RawThread> {
+fn spawn_inner(
+    name: &str,
+    stack_size: usize,
+    detached: Option<Arc<AtomicUsize>>,
+    f: Job,
+) -> io::Result<RawThread> {
     let named = {
         // Linux limits thread names to 15 bytes.
         let short: String = name.chars().take(15).collect();
@@ -200,7 +210,9 @@ pub(crate) fn watch_fork() {
         // SAFETY: three handlers that take or release one lock and store a
         // flag: async-signal-safe enough for the child, which runs them
         // before anything else.
-        let rc = unsafe { libc::pthread_atfork(Some(prepare as unsafe extern "C" fn()), Some(parent), Some(child)) };
+        let rc = unsafe {
+            libc::pthread_atfork(Some(prepare as unsafe extern "C" fn()), Some(parent), Some(child))
+        };
         if rc != 0 {
             log::warn!("pthread_atfork failed: {}", io::Error::from_raw_os_error(rc));
         }
@@ -314,7 +326,11 @@ mod tests {
             // 6 rounds of 80 threads with no reuse would map 15 chunks of 32;
             // with reuse the first round's 3, plus one or two for detached
             // threads still on their way out when the next round starts.
-            assert!(stacks::chunks_of(pooled) <= 6, "{} chunks: stacks are not reused", stacks::chunks_of(pooled));
+            assert!(
+                stacks::chunks_of(pooled) <= 6,
+                "{} chunks: stacks are not reused",
+                stacks::chunks_of(pooled)
+            );
         }
     }
 }

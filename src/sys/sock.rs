@@ -19,7 +19,8 @@ pub(crate) fn send(stream: &TcpStream, buf: &[u8], dont_wait: bool) -> io::Resul
 /// One `send` with `MSG_NOSIGNAL` and `flags`.
 fn send_flags(stream: &TcpStream, buf: &[u8], flags: libc::c_int) -> io::Result<usize> {
     // SAFETY: the pointer and length describe `buf`, alive for the call.
-    let n = unsafe { libc::send(stream.as_raw_fd(), buf.as_ptr().cast(), buf.len(), libc::MSG_NOSIGNAL | flags) };
+    let n =
+        unsafe { libc::send(stream.as_raw_fd(), buf.as_ptr().cast(), buf.len(), libc::MSG_NOSIGNAL | flags) };
     if n < 0 {
         Err(io::Error::last_os_error())
     } else {

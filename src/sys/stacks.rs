@@ -81,7 +81,8 @@ struct Pool {
     chunks: Vec<(usize, usize)>,
 }
 
-static POOL: Mutex<Pool> = Mutex::new(Pool { supported: None, free: Vec::new(), zombies: Vec::new(), chunks: Vec::new() });
+static POOL: Mutex<Pool> =
+    Mutex::new(Pool { supported: None, free: Vec::new(), zombies: Vec::new(), chunks: Vec::new() });
 
 impl Pool {
     fn free_list(&mut self, size: usize) -> &mut Vec<usize> {
@@ -369,7 +370,8 @@ mod tests {
                 .env("WSHUB_TEST_MLOCK_CHILD", "1")
                 .output()
                 .unwrap();
-            let text = String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr);
+            let text =
+                String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr);
             assert!(out.status.success() && text.contains("1 passed"), "{text}");
             return;
         }

@@ -74,7 +74,9 @@ impl Outcome {
 
     pub fn header(&self, name: &str) -> Option<String> {
         match self {
-            Outcome::Refused(_, h) => h.iter().find(|(n, _)| n.eq_ignore_ascii_case(name)).map(|(_, v)| v.clone()),
+            Outcome::Refused(_, h) => {
+                h.iter().find(|(n, _)| n.eq_ignore_ascii_case(name)).map(|(_, v)| v.clone())
+            }
             _ => None,
         }
     }

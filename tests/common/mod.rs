@@ -108,7 +108,10 @@ impl Recorder {
         self
     }
 
-    pub fn on_connect(mut self, f: impl Fn(&ServerHandle, ConnId, &RequestInfo) + Send + Sync + 'static) -> Self {
+    pub fn on_connect(
+        mut self,
+        f: impl Fn(&ServerHandle, ConnId, &RequestInfo) + Send + Sync + 'static,
+    ) -> Self {
         self.on_connect = Some(Arc::new(f));
         self
     }
