@@ -32,6 +32,7 @@ pub mod protocol;
 mod server;
 mod stats;
 mod sys;
+mod tls;
 mod types;
 
 pub use config::Config;
@@ -43,6 +44,7 @@ pub use handler::Handler;
 pub use server::{ConnInfo, Server, ServerHandle};
 pub use hub::rooms;
 pub use stats::StatsSnapshot;
+pub use tls::PemSource;
 pub use types::{ConnId, HttpResponse, Message, RequestInfo, Upgrade};
 
 /// The README's Rust example, compiled and run by `cargo test`.
