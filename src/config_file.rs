@@ -37,6 +37,9 @@ pub struct ConfigFile {
     pub history_ttl_ms: Option<u64>,
     pub drain_delay_ms: Option<u64>,
     pub log_level: Option<String>,
+    pub tls_cert: Option<std::path::PathBuf>,
+    pub tls_key: Option<std::path::PathBuf>,
+    pub tls_client_ca: Option<std::path::PathBuf>,
 }
 
 impl ConfigFile {

@@ -46,6 +46,8 @@ pub(crate) struct Engine {
     threads: Mutex<Vec<JoinHandle<()>>>,
     /// Reader threads not yet finished (they are detached; see `pthread::reap_detached`).
     pub reader_threads: Arc<std::sync::atomic::AtomicUsize>,
+    /// TLS config new connections start from (`None`: plain ws/http).
+    pub tls: Option<crate::tls::Tls>,
 }
 
 impl Engine {
@@ -53,6 +55,7 @@ impl Engine {
     /// the first handle (see [`Server::start`](crate::Server::start)).
     pub(crate) fn start(config: Config, handler: Box<dyn Handler>) -> Result<ServerHandle> {
         config.validate().map_err(Error::InvalidConfig)?;
+        let tls = config.tls_sources().map(crate::tls::Tls::load).transpose().map_err(Error::InvalidConfig)?;
         let listener = TcpListener::bind(config.bind)?;
         crate::sys::sock::deepen_backlog(&listener)?;
         // A reader and a writer per connection, most of them waiting on futexes.
@@ -85,6 +88,7 @@ impl Engine {
             listener: listener.clone(),
             threads: Mutex::new(Vec::new()),
             reader_threads: Arc::default(),
+            tls,
         });
         let handle = ServerHandle::new(engine);
         let acceptor = {
@@ -102,7 +106,8 @@ impl Engine {
             }
         };
         handle.engine().threads.lock().extend([acceptor, hub_thread]);
-        log::info!("listening on {local_addr}, WebSocket path {}", handle.engine().config.path);
+        let scheme = if handle.engine().tls.is_some() { "TLS (wss/https)" } else { "plain (ws/http)" };
+        log::info!("listening on {local_addr}, {scheme}, WebSocket path {}", handle.engine().config.path);
         Ok(handle)
     }
 

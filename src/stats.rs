@@ -24,6 +24,7 @@ pub(crate) struct Stats {
     /// `handshake_rejects` split by HTTP status (0: dropped without a response).
     pub handshake_rejects_by_status: Mutex<BTreeMap<u16, u64>>,
     pub queue_depth_max: AtomicU64,
+    pub tls_handshake_failures: AtomicU64,
 }
 
 /// A point-in-time copy of the server's counters.
@@ -69,6 +70,8 @@ pub struct StatsSnapshot {
     pub handshake_rejects_by_status: Vec<(u16, u64)>,
     /// The deepest any outbound queue has been.
     pub queue_depth_max: u64,
+    /// TLS handshakes that failed or timed out (the connection was dropped).
+    pub tls_handshake_failures: u64,
 }
 
 impl Stats {
@@ -104,6 +107,7 @@ impl Stats {
                 .map(|(status, n)| (*status, *n))
                 .collect(),
             queue_depth_max: self.queue_depth_max.load(Relaxed),
+            tls_handshake_failures: self.tls_handshake_failures.load(Relaxed),
         }
     }
 }

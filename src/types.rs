@@ -63,6 +63,9 @@ pub struct RequestInfo {
     pub headers: Vec<(String, String)>,
     /// When the request arrived.
     pub received_at: SystemTime,
+    /// Over TLS with client certificates (`tls_client_ca`): the subject of
+    /// the certificate the client proved it holds, as `CN=...,O=...`.
+    pub tls_client_subject: Option<String>,
 }
 
 impl RequestInfo {
@@ -215,6 +218,7 @@ mod tests {
             query: query.into(),
             headers: vec![("X-Token".into(), "abc".into())],
             received_at: SystemTime::now(),
+            tls_client_subject: None,
         }
     }
 

@@ -7,9 +7,10 @@
 //! and the handler's upgrade decision all share one path.
 
 use std::io::{self, Read, Write};
-use std::net::{Shutdown, SocketAddr, TcpStream};
+use std::net::{Shutdown, SocketAddr};
 use std::time::{Duration, Instant, SystemTime};
 
+use super::ConnShared;
 use crate::types::{status_reason, HttpResponse, RequestInfo};
 
 /// Largest request head (request line and headers) accepted.
@@ -43,7 +44,7 @@ pub(crate) enum ReadError {
 /// Buffers live on the heap and are freed before the connection's life
 /// begins: the reader thread's stack pages, once touched, stay resident for
 /// as long as the connection is open.
-pub(crate) fn read_request(mut stream: &TcpStream, remote: SocketAddr) -> Result<Request, ReadError> {
+pub(crate) fn read_request(mut stream: impl Read, remote: SocketAddr) -> Result<Request, ReadError> {
     let mut buf = Vec::with_capacity(1024);
     loop {
         let len = buf.len();
@@ -97,6 +98,7 @@ pub(crate) fn parse_request(buf: &[u8], remote: SocketAddr) -> Result<Option<Req
             query: query.to_owned(),
             headers,
             received_at: SystemTime::now(),
+            tls_client_subject: None,
         },
         leftover: buf[head_len..].to_vec(),
     }))
@@ -167,10 +169,17 @@ pub(crate) fn render(response: &HttpResponse, head_only: bool) -> Vec<u8> {
 /// Writes a plain response and closes the connection without losing it: the
 /// write side is shut first and unread input drained (briefly), because closing
 /// a socket with unread input sends a reset that can destroy the response
-/// before the client reads it.
-pub(crate) fn respond_and_close(mut stream: &TcpStream, response: &HttpResponse, head_only: bool) {
+/// before the client reads it. Over TLS the response is encrypted and followed
+/// by a close_notify.
+pub(crate) fn respond_and_close(conn: &ConnShared, response: &HttpResponse, head_only: bool) {
+    let mut stream = &conn.stream;
     let _ = stream.set_write_timeout(Some(Duration::from_secs(2)));
-    if crate::sys::sock::NoSigPipe(stream).write_all(&render(response, head_only)).is_err() {
+    let written = if conn.is_tls() {
+        conn.write_unframed(&render(response, head_only), true, Instant::now() + Duration::from_secs(2))
+    } else {
+        crate::sys::sock::NoSigPipe(stream).write_all(&render(response, head_only))
+    };
+    if written.is_err() {
         return;
     }
     let _ = stream.shutdown(Shutdown::Write);

@@ -21,7 +21,7 @@ use tungstenite::protocol::{Role, WebSocketConfig};
 use tungstenite::{Message as WsMessage, WebSocket};
 
 use super::frame_meter::{FrameLimit, FrameMeter};
-use super::{writer, ConnShared};
+use super::{writer, ConnShared, SockReader};
 use crate::sys::pthread;
 use crate::types::{HttpResponse, Message, Upgrade};
 use super::handshake::{self, ReadError};
@@ -33,6 +33,8 @@ use crate::stats::Stats;
 /// meter; writes go to the writer's queue.
 struct ReaderIo<'a> {
     conn: &'a ConnShared,
+    /// The socket's read side (decrypted, with TLS).
+    sock: SockReader<'a>,
     meter: FrameMeter,
     /// A limit the bytes read with the request already crossed.
     crossed: Option<FrameLimit>,
@@ -43,7 +45,7 @@ impl Read for ReaderIo<'_> {
         if let Some(limit) = self.crossed {
             return Err(io::Error::other(limit));
         }
-        let n = (&self.conn.stream).read(buf)?;
+        let n = self.sock.read(buf)?;
         self.meter.feed(&buf[..n]).map_err(io::Error::other)?;
         Ok(n)
     }
@@ -76,7 +78,20 @@ pub(crate) fn run(server: ServerHandle, conn: Arc<ConnShared>) {
     let engine = server.engine();
     let _ = conn.stream.set_nodelay(true);
     let _ = conn.stream.set_read_timeout(Some(engine.config.handshake_timeout));
-    if let Some((ws, request)) = upgrade(&server, &conn) {
+    let mut sock = SockReader::new(&conn);
+    if let Some(tls) = &engine.tls {
+        // Here, not on the acceptor: a client that stalls or sends garbage
+        // costs only this thread, for at most the handshake timeout.
+        if let Err(e) = tls_handshake(&conn, tls, &mut sock, engine.config.handshake_timeout) {
+            log::debug!("conn {} ({}): TLS handshake failed: {e}", conn.id, conn.remote);
+            Stats::add(&engine.stats.tls_handshake_failures, 1);
+            conn.kill();
+            engine.connection_finished(conn.id);
+            return;
+        }
+        let _ = conn.stream.set_read_timeout(Some(engine.config.handshake_timeout));
+    }
+    if let Some((ws, request)) = upgrade(&server, &conn, sock) {
         serve(&server, &conn, ws, &request);
     }
     conn.kill();
@@ -85,19 +100,36 @@ pub(crate) fn run(server: ServerHandle, conn: Arc<ConnShared>) {
 
 type Ws<'a> = WebSocket<ReaderIo<'a>>;
 
+/// Starts the connection's TLS session and completes its handshake within `timeout`.
+#[inline(never)]
+fn tls_handshake<'a>(
+    conn: &'a ConnShared,
+    tls: &crate::tls::Tls,
+    sock: &mut SockReader<'a>,
+    timeout: Duration,
+) -> io::Result<()> {
+    conn.start_tls(tls.current()).map_err(io::Error::other)?;
+    *sock = SockReader::new(conn);
+    sock.tls_handshake(Instant::now() + timeout)
+}
+
 /// Reads the request and either answers it over HTTP (returning `None`) or
 /// completes the upgrade.
 // Not inlined (nor `serve`, `read_loop`): each runs after the previous one
 // returned, so as separate frames their locals never share the stack, which
 // keeps an idle connection's reader on fewer touched stack pages.
 #[inline(never)]
-fn upgrade<'a>(server: &ServerHandle, conn: &'a ConnShared) -> Option<(Ws<'a>, handshake::Request)> {
+fn upgrade<'a>(
+    server: &ServerHandle,
+    conn: &'a ConnShared,
+    mut sock: SockReader<'a>,
+) -> Option<(Ws<'a>, handshake::Request)> {
     let engine = server.engine();
     let reject = |response: &HttpResponse, head_only: bool| {
         engine.stats.count_reject(response.status);
-        handshake::respond_and_close(&conn.stream, response, head_only);
+        handshake::respond_and_close(conn, response, head_only);
     };
-    let mut request = match handshake::read_request(&conn.stream, conn.remote) {
+    let mut request = match handshake::read_request(&mut sock, conn.remote) {
         Ok(r) => r,
         Err(ReadError::Gone) => return None,
         Err(e) => {
@@ -110,11 +142,14 @@ fn upgrade<'a>(server: &ServerHandle, conn: &'a ConnShared) -> Option<(Ws<'a>, h
             return None;
         }
     };
+    if conn.is_tls() {
+        request.info.tls_client_subject = conn.tls_client_subject();
+    }
     let head_only = request.method == "HEAD";
     if !handshake::wants_upgrade(&request.info) {
         let response = guarded(|| engine.handler.on_http(server, &request.info))
             .unwrap_or_else(|| plain(500));
-        handshake::respond_and_close(&conn.stream, &response, head_only);
+        handshake::respond_and_close(conn, &response, head_only);
         return None;
     }
     if request.info.path != engine.config.path {
@@ -151,7 +186,12 @@ fn upgrade<'a>(server: &ServerHandle, conn: &'a ConnShared) -> Option<(Ws<'a>, h
     };
     let response = handshake::switching_protocols(&key, subprotocol.as_deref());
     // Held back until the first message or the end of on_connect (see `serve`).
-    if crate::sys::sock::send_all_more(&conn.stream, &response).is_err() {
+    let sent = if conn.is_tls() {
+        conn.write_unframed(&response, false, Instant::now() + engine.config.handshake_timeout)
+    } else {
+        crate::sys::sock::send_all_more(&conn.stream, &response)
+    };
+    if sent.is_err() {
         engine.release_connection_slot();
         return None;
     }
@@ -163,7 +203,7 @@ fn upgrade<'a>(server: &ServerHandle, conn: &'a ConnShared) -> Option<(Ws<'a>, h
     let leftover = std::mem::take(&mut request.leftover);
     let mut meter = FrameMeter::new(engine.config.frame_rate_limit, engine.config.max_fragments);
     let crossed = meter.feed(&leftover).err();
-    let io = ReaderIo { conn, meter, crossed };
+    let io = ReaderIo { conn, sock, meter, crossed };
     let ws = WebSocket::from_partially_read(io, leftover, Role::Server, Some(ws_config));
     Some((ws, request))
 }

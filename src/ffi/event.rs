@@ -517,6 +517,7 @@ mod tests {
             query: String::new(),
             headers: Vec::new(),
             received_at: std::time::SystemTime::now(),
+            tls_client_subject: None,
         }
     }
 }
