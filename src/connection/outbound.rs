@@ -406,8 +406,7 @@ impl ConnShared {
             }
         }
         let mut stalled_since: Option<Instant> = None;
-        loop {
-            let Some(tls) = guard.tls.as_deref_mut() else { break };
+        while let Some(tls) = guard.tls.as_deref_mut() {
             match flush_tls(&self.stream, tls) {
                 Ok((n, done)) => {
                     Stats::add(&stats.bytes_out, n as u64);
