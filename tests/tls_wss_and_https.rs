@@ -377,3 +377,28 @@ fn a_client_that_stops_reading_is_closed_with_1013_over_tls() {
     assert_eq!(code, Some(1013));
     server.stop();
 }
+
+#[test]
+fn the_config_file_and_the_flags_turn_tls_on() {
+    let help = Command::new(env!("CARGO_BIN_EXE_wshub")).arg("--help").output().expect("run --help");
+    let help = String::from_utf8_lossy(&help.stdout);
+    for flag in ["--tls-cert", "--tls-key", "--tls-client-ca"] {
+        assert!(help.contains(flag), "{flag} missing from --help:\n{help}");
+    }
+    let pki = Pki::make();
+    let file = pki.path("wshub.toml");
+    std::fs::write(
+        &file,
+        format!("tls_cert = {:?}\ntls_key = {:?}\n", pki.path_str("server.pem"), pki.path_str("server.key")),
+    )
+    .unwrap();
+    let server = start(&["--config".into(), file.to_str().unwrap().into()]);
+    assert_eq!(https_get(server.addr, client_config(&pki.path("ca.pem"), None), "/healthz").0, 200);
+    // A certificate without its key is refused at start, naming the problem.
+    let out = Command::new(env!("CARGO_BIN_EXE_wshub"))
+        .args(["--bind", "127.0.0.1:0", "--tls-cert", &pki.path_str("server.pem")])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("tls_key"));
+}

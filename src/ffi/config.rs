@@ -10,6 +10,7 @@ use std::time::Duration;
 use super::error::wshub_result;
 use crate::config::Config;
 use crate::protocol::ProtocolConfig;
+use crate::tls::PemSource;
 
 /// How long, by default, a pull-mode upgrade waits for the application's answer.
 pub(crate) const DEFAULT_UPGRADE_TIMEOUT: Duration = Duration::from_secs(10);
@@ -373,6 +374,75 @@ pub extern "C" fn wshub_config_set_history_ttl_ms(
 ) -> wshub_result {
     ffi_boundary! {
         try_out!(config).protocol.history_ttl = Duration::from_millis(milliseconds);
+        wshub_result::WSHUB_OK
+    }
+}
+
+/// Serve TLS (`wss://`, `https://`) with the certificate chain in this PEM
+/// file (leaf first). Needs a key too (`wshub_config_set_tls_key_file` or
+/// `_pem`); the files are read by `wshub_start`, which fails with
+/// WSHUB_INVALID_CONFIG (and logs why) when they are bad, and again by
+/// `wshub_reload_tls`. Default: no TLS.
+#[no_mangle]
+pub extern "C" fn wshub_config_set_tls_cert_file(config: *mut wshub_config, path: *const c_char) -> wshub_result {
+    ffi_boundary! {
+        let config = try_out!(config);
+        config.config.tls_cert = Some(PemSource::File(try_str!(path).into()));
+        wshub_result::WSHUB_OK
+    }
+}
+
+/// Like `wshub_config_set_tls_cert_file`, with the PEM text itself
+/// (NUL-terminated, copied).
+#[no_mangle]
+pub extern "C" fn wshub_config_set_tls_cert_pem(config: *mut wshub_config, pem: *const c_char) -> wshub_result {
+    ffi_boundary! {
+        let config = try_out!(config);
+        config.config.tls_cert = Some(PemSource::Pem(try_str!(pem).as_bytes().to_vec()));
+        wshub_result::WSHUB_OK
+    }
+}
+
+/// The private key (PEM file: PKCS#8, PKCS#1 or SEC1) of the TLS certificate.
+#[no_mangle]
+pub extern "C" fn wshub_config_set_tls_key_file(config: *mut wshub_config, path: *const c_char) -> wshub_result {
+    ffi_boundary! {
+        let config = try_out!(config);
+        config.config.tls_key = Some(PemSource::File(try_str!(path).into()));
+        wshub_result::WSHUB_OK
+    }
+}
+
+/// Like `wshub_config_set_tls_key_file`, with the PEM text itself
+/// (NUL-terminated, copied).
+#[no_mangle]
+pub extern "C" fn wshub_config_set_tls_key_pem(config: *mut wshub_config, pem: *const c_char) -> wshub_result {
+    ffi_boundary! {
+        let config = try_out!(config);
+        config.config.tls_key = Some(PemSource::Pem(try_str!(pem).as_bytes().to_vec()));
+        wshub_result::WSHUB_OK
+    }
+}
+
+/// Require client certificates that chain to the CA certificates in this
+/// PEM file: a client without a valid one fails the TLS handshake. The
+/// certificate's subject is `wshub_request_tls_client_subject`. Default: none asked.
+#[no_mangle]
+pub extern "C" fn wshub_config_set_tls_client_ca_file(config: *mut wshub_config, path: *const c_char) -> wshub_result {
+    ffi_boundary! {
+        let config = try_out!(config);
+        config.config.tls_client_ca = Some(PemSource::File(try_str!(path).into()));
+        wshub_result::WSHUB_OK
+    }
+}
+
+/// Like `wshub_config_set_tls_client_ca_file`, with the PEM text itself
+/// (NUL-terminated, copied).
+#[no_mangle]
+pub extern "C" fn wshub_config_set_tls_client_ca_pem(config: *mut wshub_config, pem: *const c_char) -> wshub_result {
+    ffi_boundary! {
+        let config = try_out!(config);
+        config.config.tls_client_ca = Some(PemSource::Pem(try_str!(pem).as_bytes().to_vec()));
         wshub_result::WSHUB_OK
     }
 }
