@@ -38,9 +38,12 @@
 //! partial direct send, pongs and the close reply, from the moment they are
 //! queued until they are written. A push past either bound makes the
 //! connection a slow consumer: what it has queued is dropped and it is closed
-//! with 1013. Its pongs never pile up: a pong not yet written is replaced by
-//! the next one (RFC 6455 lets a pong answer only the latest ping), so a ping
-//! flood from a peer that never reads holds one pong, not one per ping.
+//! with 1013. Its pongs never pile up: up to [`PONGS_IN_FLIGHT`] unwritten
+//! pongs queue one per ping (a burst of pings read at once, as a TLS record
+//! of several pings often is, gets every pong), and past that a pong not yet
+//! written is replaced by the next one (RFC 6455 lets a pong answer only the
+//! latest ping), so a ping flood from a peer that never reads holds a few
+//! pongs, not one per ping.
 //!
 //! With TLS (`tls.rs`), the connection's one rustls session lives here, under
 //! the write lock ([`WriteState`]), and the rule above holds for ciphertext:
@@ -186,6 +189,8 @@ pub(crate) struct Outbound {
     /// The pong not yet taken by the writer; `Some` while an [`Out::Pong`]
     /// is queued.
     pong: Mutex<Option<Vec<u8>>>,
+    /// Pongs queued as [`Out::Control`] and not yet written or dropped.
+    pongs_in_flight: AtomicUsize,
     /// Held by whoever writes to the socket, so frames never interleave.
     write: Mutex<WriteState>,
     /// The connection speaks TLS (set once, before the writer exists).
@@ -201,6 +206,9 @@ pub(crate) struct Outbound {
     writer_state: AtomicU32,
 }
 
+/// Unwritten pongs queued one per ping before later ones replace the last.
+pub(crate) const PONGS_IN_FLIGHT: usize = 16;
+
 const WRITER_AWAKE: u32 = 0;
 const WRITER_PARKED: u32 = 1;
 
@@ -214,6 +222,7 @@ impl Outbound {
             controls: AtomicUsize::new(0),
             bytes: AtomicUsize::new(0),
             pong: Mutex::new(None),
+            pongs_in_flight: AtomicUsize::new(0),
             write: Mutex::new(WriteState::default()),
             tls: AtomicBool::new(false),
             closing: AtomicBool::new(false),
@@ -623,12 +632,21 @@ impl ConnShared {
     }
 
     /// Queues bytes tungstenite wrote on the reader's side (a pong, the close
-    /// reply), behind everything queued so far. A pong replaces the one still
-    /// waiting, if there is one, instead of queueing a second.
+    /// reply), behind everything queued so far. Past [`PONGS_IN_FLIGHT`]
+    /// unwritten pongs, a pong replaces the one still waiting in the slot
+    /// instead of queueing another.
     pub(crate) fn push_control(&self, bytes: Vec<u8>) {
         let out = &self.out;
         if crate::frame::is_single_pong(&bytes) {
             let mut slot = out.pong.lock();
+            if slot.is_none() && out.pongs_in_flight.load(Acquire) < PONGS_IN_FLIGHT {
+                out.pongs_in_flight.fetch_add(1, AcqRel);
+                out.controls.fetch_add(1, AcqRel);
+                out.bytes.fetch_add(bytes.len(), AcqRel);
+                drop(slot);
+                self.enqueue(Out::Control(bytes));
+                return;
+            }
             let new_len = bytes.len();
             if let Some(old) = slot.replace(bytes) {
                 // Its place in the queue is kept; only the payload is the newer one.
@@ -651,7 +669,12 @@ impl ConnShared {
     /// as a control frame (still counted until written). The next ping's pong
     /// queues anew.
     pub(crate) fn take_pong(&self) -> Out {
-        Out::Control(self.out.pong.lock().take().unwrap_or_default())
+        let pong = self.out.pong.lock().take().unwrap_or_default();
+        if crate::frame::is_single_pong(&pong) {
+            // Counted like the pongs queued as controls, until `done`.
+            self.out.pongs_in_flight.fetch_add(1, AcqRel);
+        }
+        Out::Control(pong)
     }
 
     /// `item` was written or dropped: it no longer holds the queue.
@@ -667,12 +690,18 @@ impl ConnShared {
                 out.depth.fetch_sub(1, AcqRel);
             }
             Out::Control(bytes) => {
+                if crate::frame::is_single_pong(bytes) {
+                    out.pongs_in_flight.fetch_sub(1, AcqRel);
+                }
                 out.bytes.fetch_sub(bytes.len(), AcqRel);
                 out.controls.fetch_sub(1, AcqRel);
             }
             // Dropped before the writer took its pong out of the slot.
             Out::Pong => {
                 if let Out::Control(bytes) = self.take_pong() {
+                    if crate::frame::is_single_pong(&bytes) {
+                        out.pongs_in_flight.fetch_sub(1, AcqRel);
+                    }
                     out.bytes.fetch_sub(bytes.len(), AcqRel);
                 }
                 out.controls.fetch_sub(1, AcqRel);
