@@ -831,5 +831,9 @@ mod tests {
         assert_eq!(t.path, "/ws");
         assert_eq!(t.host, "127.0.0.1:9001");
         assert!(Target::parse("http://x/").is_err());
+        assert!(t.tls.is_none());
+        let err = Target::parse("wss://127.0.0.1:9001/ws").err().unwrap_or_default();
+        assert!(err.contains("--tls-ca"), "{err}");
+        assert!(Target::parse_with_ca("wss://127.0.0.1:9001/ws", Some("/nonexistent/ca.pem")).is_err());
     }
 }
