@@ -58,9 +58,8 @@ fn echo_server_serves_wss_with_a_certificate_file_and_stops_cleanly() {
     ws.send(Message::binary(big.clone())).unwrap();
     let mut got = Vec::new();
     while got.len() < 2 {
-        match ws.read().expect("an echo") {
-            m @ (Message::Text(_) | Message::Binary(_)) => got.push(m),
-            _ => {}
+        if let m @ (Message::Text(_) | Message::Binary(_)) = ws.read().expect("an echo") {
+            got.push(m);
         }
     }
     assert_eq!(got, vec![Message::text("hello over TLS"), Message::binary(big)]);
