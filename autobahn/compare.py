@@ -1,7 +1,10 @@
 #!/usr/bin/env python3
 """Compares an Autobahn|Testsuite report with autobahn/expected-results.json.
 
-    python3 autobahn/compare.py REPORT_DIR/index.json AGENT
+    python3 autobahn/compare.py REPORT_DIR/index.json AGENT [EXPECTED_AGENT]
+
+EXPECTED_AGENT (default: AGENT) names the expected results to hold AGENT to:
+the wss run ("wshub-wss") must match plain "wshub" exactly.
 
 expected-results.json holds, per agent, each case's expected results.
 
@@ -14,6 +17,7 @@ the environment it rewrites expected-results.json from the report instead
 import json, os, sys
 
 report_path, agent = sys.argv[1], sys.argv[2]
+expected_agent = sys.argv[3] if len(sys.argv) > 3 else agent
 expected_path = os.path.join(os.path.dirname(__file__), "expected-results.json")
 got = json.load(open(report_path)).get(agent, {})
 all_expected = json.load(open(expected_path))
@@ -26,7 +30,7 @@ if os.environ.get("AUTOBAHN_UPDATE") == "1":
         f.write("\n")
     print(f"autobahn {agent}: wrote {len(got)} cases to {expected_path}")
     sys.exit(0)
-expected = all_expected.get(agent, {})
+expected = all_expected.get(expected_agent, {})
 if not expected:
     print(f"autobahn {agent}: no expected results for this agent")
     sys.exit(1)

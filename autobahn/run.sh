@@ -1,8 +1,11 @@
 #!/usr/bin/env bash
 # Runs the Autobahn|Testsuite fuzzingclient (RFC 6455 sections 1-10) against
-# `wshub --echo` (agent "wshub") and the C example ffi-examples/echo_server.c
-# (agent "c-echo"), then compares each agent's results with
-# autobahn/expected-results.json.
+# `wshub --echo` (agent "wshub"), the C example ffi-examples/echo_server.c
+# (agent "c-echo"), and `wshub --echo` serving TLS (agent "wshub-wss", a
+# certificate made here with openssl), then compares each agent's results with
+# autobahn/expected-results.json; "wshub-wss" must match "wshub" exactly.
+# The suite speaks wss:// itself, through Twisted and pyOpenSSL in its Python
+# 2.7 virtualenv (installed below), not through a TLS proxy.
 #
 # Sections 12 and 13 test permessage-deflate, which tungstenite does not
 # implement, so they are excluded. The suite is Python 2.7 only: it runs from a
@@ -17,6 +20,10 @@ if [ ! -x "$venv/bin/wstest" ]; then
   "$py2" -m pip install -q --disable-pip-version-check virtualenv 2>/dev/null
   "$py2" -m virtualenv -q "$venv"
   "$venv/bin/pip" install -q --disable-pip-version-check autobahntestsuite 2>/dev/null
+fi
+# wss:// in the suite needs pyOpenSSL (the last releases for Python 2.7).
+if ! "$venv/bin/python" -c "import OpenSSL, service_identity" 2>/dev/null; then
+  "$venv/bin/pip" install -q --disable-pip-version-check "pyOpenSSL<20" "cryptography<3.4" "service_identity<19" 2>/dev/null
 fi
 
 cargo build --release --bin wshub --lib
@@ -48,13 +55,21 @@ start wshub ./target/release/wshub --echo --bind 127.0.0.1:0 --max-message-size 
 wshub_addr=$addr
 start c-echo "$work/c/echo_server" 0 $big
 c_addr=$addr
+# A throwaway certificate for the wss run (the suite does not verify it).
+openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes -days 1 \
+  -subj "/CN=localhost" -keyout "$work/key.pem" -out "$work/cert.pem" 2>/dev/null
+start wshub-wss ./target/release/wshub --echo --bind 127.0.0.1:0 --max-message-size $big \
+  --outbound-max-bytes $((4 * big)) --frame-rate-limit 0 --max-fragments 0 --log-level warn \
+  --tls-cert "$work/cert.pem" --tls-key "$work/key.pem"
+wss_addr=$addr
 cat > "$work/spec.json" <<JSON
 {
   "options": {"failByDrop": false},
   "outdir": "$work/reports",
   "servers": [
     {"agent": "wshub", "url": "ws://$wshub_addr/ws"},
-    {"agent": "c-echo", "url": "ws://$c_addr/ws"}
+    {"agent": "c-echo", "url": "ws://$c_addr/ws"},
+    {"agent": "wshub-wss", "url": "wss://$wss_addr/ws"}
   ],
   "cases": ["*"],
   "exclude-cases": ["12.*", "13.*"],
@@ -68,10 +83,11 @@ for p in "${pids[@]}"; do kill -INT "$p"; done
 for p in "${pids[@]}"; do
   wait "$p" || { echo "autobahn: server $p exited with status $?" >&2; exit 1; }
 done
-echo "autobahn: both servers stopped gracefully (exit 0)"
+echo "autobahn: every server stopped gracefully (exit 0)"
 pids=()
 status=0
 for agent in wshub c-echo; do
   python3 autobahn/compare.py "$work/reports/index.json" "$agent" || status=1
 done
+python3 autobahn/compare.py "$work/reports/index.json" wshub-wss wshub || status=1
 exit $status

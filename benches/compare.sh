@@ -21,6 +21,10 @@
 #   WSHUB_BENCH  generator binary [benches/wshub-bench/target/release/wshub-bench]
 #   NO_BUILD=1   skip the cargo builds (use the binaries as they are)
 #   NO_CHECK=1   skip the protocol check (benches/peers/check.py) of each server
+#   TLS=1        also run each case over TLS (case NAME-wss: wss:// to wshub's
+#                --tls-cert and to the Node peer's https server, a certificate
+#                made here with openssl), beside the plain run, and print what
+#                TLS costs each server (wss figure / ws figure)
 #
 # Each server is started fresh for every case and stopped by its PID
 # (SIGTERM, then waited for) before the next one starts.
@@ -112,7 +116,10 @@ if loads:
     cpus = (meta or {}).get("cpus") or 0
     note = " (above the CPU count: other work was competing)" if cpus and max(loads) > cpus else ""
     print(f"1-min load average before each run: {min(loads):.1f} to {max(loads):.1f}{note}\n")
-cases = sorted({c for c, _ in rows}, key=lambda c: (ORDER.index(c) if c in ORDER else len(ORDER), c))
+def order(c):
+    base = c[:-4] if c.endswith("-wss") else c
+    return (ORDER.index(base) if base in ORDER else len(ORDER), base, c.endswith("-wss"))
+cases = sorted({c for c, _ in rows}, key=order)
 for case in cases:
     r = rows.get((case, "wshub")) or rows.get((case, "node"))
     print(f"- {case}: {r.get('case_desc', case)}")
@@ -128,6 +135,22 @@ for case in cases:
         print(f"| {case} | {name} {arrow} | {cell(rw, names)} | {cell(rn, names)} | {ratio} "
               f"| {cpu(rw, rn, 'gen_cpu_pct')} | {cpu(rw, rn, 'server_cpu_pct')} |")
 print("\n↑ higher is better, ↓ lower is better.")
+wss = [c for c in cases if c.endswith("-wss") and c[:-4] in cases]
+if wss:
+    print("\nWhat TLS costs each server: its wss figure / its plain ws figure (1.00 = free).\n")
+    print("| case | figure | wshub wss/ws | node wss/ws |")
+    print("|---|---|---:|---:|")
+    for case in wss:
+        base = case[:-4]
+        for name, names, better in CASES[kind(case)]:
+            if name in ("lost", "threads per conn", "fds per conn", "max µs"):
+                continue
+            cells = []
+            for server in ("wshub", "node"):
+                t, p = field(rows.get((case, server)), names), field(rows.get((base, server)), names)
+                cells.append(f"{t / p:.2f}" if t is not None and p not in (None, 0) else "—")
+            arrow = "↑" if better == "higher" else "↓"
+            print(f"| {base} | {name} {arrow} | {cells[0]} | {cells[1]} |")
 PY
 }
 
@@ -160,6 +183,11 @@ done
 for s in $SERVERS; do
     case "$s" in wshub | node) ;; *) echo "unknown server '$s' (wshub node)" >&2; exit 2 ;; esac
 done
+if [[ "${TLS:-0}" == 1 ]]; then
+    with_tls=""
+    for c in $CASES; do with_tls="$with_tls $c $c-wss"; done
+    CASES="${with_tls# }"
+fi
 
 # 10000 connections need 10000+ fds in the server and in the generator.
 hard="$(ulimit -Hn)"
@@ -193,6 +221,16 @@ fi
 
 WORK="$(mktemp -d)"
 SERVER_PID=""
+if [[ "${TLS:-0}" == 1 ]]; then
+    # A CA and a server certificate for 127.0.0.1 (what the URL names).
+    openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes -days 2 \
+        -subj "/CN=wshub bench CA" -keyout "$WORK/ca.key" -out "$WORK/ca.pem" 2>/dev/null
+    openssl req -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes -subj "/CN=127.0.0.1" \
+        -keyout "$WORK/key.pem" -out "$WORK/server.csr" 2>/dev/null
+    echo "subjectAltName=IP:127.0.0.1,DNS:localhost" >"$WORK/san.ext"
+    openssl x509 -req -in "$WORK/server.csr" -CA "$WORK/ca.pem" -CAkey "$WORK/ca.key" -CAcreateserial \
+        -days 2 -extfile "$WORK/san.ext" -out "$WORK/cert.pem" 2>/dev/null
+fi
 
 stop_server() {
     # Stops the server this script started, by its PID: SIGTERM, up to 10 s
@@ -223,16 +261,21 @@ trap 'exit 130' INT TERM
 
 start_server() { # server, case -> sets SERVER_PID and URL
     local server="$1" case="$2" out="$WORK/server.out" err="$WORK/server.err" addr="" i
+    local tls=() scheme=ws
+    if [[ "$case" == *-wss ]]; then
+        tls=(--tls-cert "$WORK/cert.pem" --tls-key "$WORK/key.pem")
+        scheme=wss
+    fi
     : >"$out"
     : >"$err"
     case "$server" in
         wshub)
             local extra=()
-            [[ "$case" == conns ]] && extra=(--max-connections "$((CONNS + 100))")
-            "$WSHUB" --bind 127.0.0.1:0 --rate-limit 0 --frame-rate-limit 0 --log-level warn "${extra[@]}" >"$out" 2>"$err" &
+            [[ "$case" == conns* ]] && extra=(--max-connections "$((CONNS + 100))")
+            "$WSHUB" --bind 127.0.0.1:0 --rate-limit 0 --frame-rate-limit 0 --log-level warn "${extra[@]}" "${tls[@]}" >"$out" 2>"$err" &
             ;;
         node)
-            node "$PEER/server.js" --port 0 >"$out" 2>"$err" &
+            node "$PEER/server.js" --port 0 "${tls[@]}" >"$out" 2>"$err" &
             ;;
     esac
     SERVER_PID=$!
@@ -252,29 +295,33 @@ start_server() { # server, case -> sets SERVER_PID and URL
         stop_server
         return 1
     fi
-    URL="ws://$addr/ws"
+    URL="$scheme://$addr/ws"
 }
 
 # --- cases --------------------------------------------------------------------------
 
 case_args() { # case, label -> the generator's arguments, in GEN_ARGS
     local label="$2"
-    case "$1" in
+    case "${1%-wss}" in
         conns) GEN_ARGS=(conns -n "$CONNS" --label "$label") ;;
         fanout) GEN_ARGS=(fanout --subscribers "$SUBSCRIBERS" --rooms 1 --size 100 --secs "$SECS" --label "$label") ;;
         fanout-rate) GEN_ARGS=(fanout --subscribers "$SUBSCRIBERS" --rooms 1 --size 100 --rate 50 --secs "$SECS" --label "$label") ;;
         echo-1) GEN_ARGS=(echo --clients 1 --trips "$ECHO_TRIPS_1" --label "$label") ;;
         echo-50) GEN_ARGS=(echo --clients 50 --trips "$ECHO_TRIPS_50" --label "$label") ;;
     esac
+    [[ "$1" == *-wss ]] && GEN_ARGS+=(--tls-ca "$WORK/ca.pem")
+    return 0
 }
 
 case_desc() {
-    case "$1" in
-        conns) echo "conns $CONNS" ;;
-        fanout) echo "fanout $SUBSCRIBERS subs, 1 room, 100 B, flat out, ${SECS} s" ;;
-        fanout-rate) echo "fanout $SUBSCRIBERS subs, 1 room, 100 B, 50 msg/s, ${SECS} s" ;;
-        echo-1) echo "echo 1 client × $ECHO_TRIPS_1" ;;
-        echo-50) echo "echo 50 clients × $ECHO_TRIPS_50" ;;
+    local wss=""
+    [[ "$1" == *-wss ]] && wss=", over TLS (wss://)"
+    case "${1%-wss}" in
+        conns) echo "conns $CONNS$wss" ;;
+        fanout) echo "fanout $SUBSCRIBERS subs, 1 room, 100 B, flat out, ${SECS} s$wss" ;;
+        fanout-rate) echo "fanout $SUBSCRIBERS subs, 1 room, 100 B, 50 msg/s, ${SECS} s$wss" ;;
+        echo-1) echo "echo 1 client × $ECHO_TRIPS_1$wss" ;;
+        echo-50) echo "echo 50 clients × $ECHO_TRIPS_50$wss" ;;
     esac
 }
 

@@ -636,6 +636,45 @@ wshub_result wshub_config_add_allow_origin(wshub_config *config, const char *ori
 wshub_result wshub_config_set_max_connections_per_user(wshub_config *config, size_t value);
 
 /*
+ Serve TLS (`wss://`, `https://`) with the certificate chain in this PEM
+ file (leaf first). Needs a key too (`wshub_config_set_tls_key_file` or
+ `_pem`); the files are read by `wshub_start`, which fails with
+ WSHUB_INVALID_CONFIG (and logs why) when they are bad, and again by
+ `wshub_reload_tls`. Default: no TLS.
+ */
+wshub_result wshub_config_set_tls_cert_file(wshub_config *config, const char *path);
+
+/*
+ Like `wshub_config_set_tls_cert_file`, with the PEM text itself
+ (NUL-terminated, copied).
+ */
+wshub_result wshub_config_set_tls_cert_pem(wshub_config *config, const char *pem);
+
+/*
+ The private key (PEM file: PKCS#8, PKCS#1 or SEC1) of the TLS certificate.
+ */
+wshub_result wshub_config_set_tls_key_file(wshub_config *config, const char *path);
+
+/*
+ Like `wshub_config_set_tls_key_file`, with the PEM text itself
+ (NUL-terminated, copied).
+ */
+wshub_result wshub_config_set_tls_key_pem(wshub_config *config, const char *pem);
+
+/*
+ Require client certificates that chain to the CA certificates in this
+ PEM file: a client without a valid one fails the TLS handshake. The
+ certificate's subject is `wshub_request_tls_client_subject`. Default: none asked.
+ */
+wshub_result wshub_config_set_tls_client_ca_file(wshub_config *config, const char *path);
+
+/*
+ Like `wshub_config_set_tls_client_ca_file`, with the PEM text itself
+ (NUL-terminated, copied).
+ */
+wshub_result wshub_config_set_tls_client_ca_pem(wshub_config *config, const char *pem);
+
+/*
  A static, NUL-terminated English description of a `wshub_result` code
  (any number: unknown codes get a generic message). Never NULL; never free it.
  */
@@ -752,6 +791,13 @@ const char *wshub_request_path(const wshub_request *request);
 const char *wshub_request_query(const wshub_request *request);
 
 /*
+ Over TLS with client certificates (`wshub_config_set_tls_client_ca_*`):
+ the subject of the client's certificate, e.g. "CN=alice,O=Example".
+ NULL without one (or when `request` is NULL).
+ */
+const char *wshub_request_tls_client_subject(const wshub_request *request);
+
+/*
  The value of the first header with this name (ASCII case-insensitive), or
  NULL when there is none (or an argument is NULL).
  */
@@ -855,6 +901,14 @@ wshub_result wshub_shutdown(wshub_server *server);
  0 when `server` is NULL.
  */
 uint16_t wshub_local_port(const wshub_server *server);
+
+/*
+ Re-reads the TLS certificate, key and client CA (files again; in-memory
+ PEM as given). New connections get the new certificate; open ones stay up.
+ WSHUB_INVALID_CONFIG (logged, with why) when the new material is bad (the
+ old certificate stays in use) or TLS is not configured. Any thread.
+ */
+wshub_result wshub_reload_tls(wshub_server *server);
 
 /*
  Queues a message to one connection (`length` bytes at `data`, copied;

@@ -6,6 +6,8 @@
 use std::net::SocketAddr;
 use std::time::Duration;
 
+use crate::tls::PemSource;
+
 /// Everything a [`Server`](crate::Server) needs to know before it starts.
 ///
 /// Build it from [`Config::default()`] and the by-value setters:
@@ -99,6 +101,15 @@ pub struct Config {
     /// Sockets the overflow thread holds at once while it answers them (each
     /// for at most a second or two); past it the oldest is dropped unanswered.
     pub overflow_sockets: usize,
+    /// The certificate chain (PEM, leaf first) served over TLS. With
+    /// [`Config::tls_key`] the port speaks only TLS: `wss://` and `https://`.
+    /// Re-read by [`ServerHandle::reload_tls`](crate::ServerHandle::reload_tls).
+    pub tls_cert: Option<PemSource>,
+    /// The private key (PEM: PKCS#8, PKCS#1 or SEC1) of [`Config::tls_cert`].
+    pub tls_key: Option<PemSource>,
+    /// CA certificates (PEM) that client certificates must chain to; a client
+    /// without a valid one fails the TLS handshake. `None`: no client certificates.
+    pub tls_client_ca: Option<PemSource>,
 }
 
 impl Default for Config {
@@ -127,6 +138,9 @@ impl Default for Config {
             max_connections_per_ip: 0,
             connect_rate_per_ip: 0,
             overflow_sockets: 1024,
+            tls_cert: None,
+            tls_key: None,
+            tls_client_ca: None,
         }
     }
 }
@@ -191,6 +205,12 @@ setters! {
     connect_rate_per_ip: u32;
     /// Sets [`Config::overflow_sockets`].
     overflow_sockets: usize;
+    /// Sets [`Config::tls_cert`].
+    tls_cert: Option<PemSource>;
+    /// Sets [`Config::tls_key`].
+    tls_key: Option<PemSource>;
+    /// Sets [`Config::tls_client_ca`].
+    tls_client_ca: Option<PemSource>;
 }
 
 impl Config {
@@ -239,7 +259,22 @@ impl Config {
         if !self.path.starts_with('/') {
             return Err("path must start with '/'".to_owned());
         }
+        if self.tls_cert.is_some() != self.tls_key.is_some() {
+            return Err("tls_cert and tls_key go together".to_owned());
+        }
+        if self.tls_client_ca.is_some() && self.tls_cert.is_none() {
+            return Err("tls_client_ca needs tls_cert and tls_key".to_owned());
+        }
         Ok(())
+    }
+
+    /// The TLS material, when TLS is on.
+    pub(crate) fn tls_sources(&self) -> Option<crate::tls::TlsSources> {
+        Some(crate::tls::TlsSources {
+            cert: self.tls_cert.clone()?,
+            key: self.tls_key.clone()?,
+            client_ca: self.tls_client_ca.clone(),
+        })
     }
 }
 

@@ -56,6 +56,9 @@ pub struct ConfigFile {
     /// Every allowed Origin (the flag `--allow-origin`, repeated).
     pub allow_origin: Option<Vec<String>>,
     pub max_connections_per_user: Option<usize>,
+    pub tls_cert: Option<std::path::PathBuf>,
+    pub tls_key: Option<std::path::PathBuf>,
+    pub tls_client_ca: Option<std::path::PathBuf>,
 }
 
 /// A per-second rate as the config file may write it: `20` or `"20/s"`

@@ -56,6 +56,8 @@ pub(crate) struct Engine {
     stopper: Mutex<Option<JoinHandle<()>>>,
     /// What each peer address holds: handshake slots, connections, connect rate.
     pub ip_table: IpTable,
+    /// TLS config new connections start from (`None`: plain ws/http).
+    pub tls: Option<crate::tls::Tls>,
 }
 
 impl Engine {
@@ -64,6 +66,8 @@ impl Engine {
     pub(crate) fn start(config: Config, handler: Box<dyn Handler>) -> Result<ServerHandle> {
         config.validate().map_err(Error::InvalidConfig)?;
         pthread::watch_fork();
+        let tls =
+            config.tls_sources().map(crate::tls::Tls::load).transpose().map_err(Error::InvalidConfig)?;
         let listener = TcpListener::bind(config.bind)?;
         crate::sys::sock::deepen_backlog(&listener)?;
         // A reader and a writer per connection, most of them waiting on futexes.
@@ -116,6 +120,7 @@ impl Engine {
             stopper_tx: Mutex::new(Some(stopper_tx)),
             stopper: Mutex::new(Some(stopper)),
             ip_table: IpTable::default(),
+            tls,
         });
         let handle = ServerHandle::new(engine);
         // Bounded: the acceptor never waits for the overflow thread; a full
@@ -146,7 +151,8 @@ impl Engine {
         };
         // The acceptor first: `stop` joins it before the rest.
         handle.engine().threads.lock().extend([acceptor, overflow, hub_thread]);
-        log::info!("listening on {local_addr}, WebSocket path {}", handle.engine().config.path);
+        let scheme = if handle.engine().tls.is_some() { "TLS (wss/https)" } else { "plain (ws/http)" };
+        log::info!("listening on {local_addr}, {scheme}, WebSocket path {}", handle.engine().config.path);
         Ok(handle)
     }
 

@@ -34,6 +34,7 @@ pub mod protocol;
 mod server;
 mod stats;
 mod sys;
+mod tls;
 mod types;
 
 pub use config::Config;
@@ -45,6 +46,7 @@ pub use handler::Handler;
 pub use hub::rooms;
 pub use server::{ConnInfo, Server, ServerHandle};
 pub use stats::StatsSnapshot;
+pub use tls::PemSource;
 pub use types::{ConnId, HttpResponse, Message, RequestInfo, Upgrade};
 
 /// The README's Rust example, compiled and run by `cargo test`.

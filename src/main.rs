@@ -16,7 +16,7 @@ use std::time::Duration;
 use clap::parser::ValueSource;
 use clap::{ArgMatches, CommandFactory, FromArgMatches, Parser};
 use wshub::protocol::{ProtocolConfig, ProtocolHandler};
-use wshub::{Config, EchoHandler, Server};
+use wshub::{Config, EchoHandler, PemSource, Server};
 
 /// A thread-per-connection WebSocket server with rooms.
 #[derive(Debug, Parser)]
@@ -162,6 +162,15 @@ struct Cli {
     /// Log level: off, error, warn, info, debug, trace.
     #[arg(long, default_value = "info")]
     log_level: log::LevelFilter,
+    /// Certificate chain (PEM) to serve wss:// and https:// on the port (needs --tls-key); SIGHUP re-reads it.
+    #[arg(long, value_name = "PEM")]
+    tls_cert: Option<PathBuf>,
+    /// Private key (PEM) of --tls-cert.
+    #[arg(long, value_name = "PEM")]
+    tls_key: Option<PathBuf>,
+    /// CA certificates (PEM) client certificates must chain to; clients without one fail the TLS handshake.
+    #[arg(long, value_name = "PEM")]
+    tls_client_ca: Option<PathBuf>,
 }
 
 /// `20` or `20/s`.
@@ -245,6 +254,14 @@ impl Cli {
                 .map_err(|_| format!("{}: log_level: unknown level {level:?}", path.display()))?;
             set(m, "log_level", &mut cli.log_level, level);
         }
+        macro_rules! merge_optional {
+            ($($field:ident),*) => {$(
+                if file.$field.is_some() && matches.value_source(stringify!($field)) != Some(ValueSource::CommandLine) {
+                    cli.$field = file.$field.clone();
+                }
+            )*};
+        }
+        merge_optional!(tls_cert, tls_key, tls_client_ca);
         Ok(cli)
     }
 
@@ -312,6 +329,9 @@ impl Cli {
             .max_connections_per_ip(self.max_connections_per_ip)
             .connect_rate_per_ip(self.connect_rate_per_ip)
             .overflow_sockets(self.overflow_sockets)
+            .tls_cert(self.tls_cert.clone().map(PemSource::File))
+            .tls_key(self.tls_key.clone().map(PemSource::File))
+            .tls_client_ca(self.tls_client_ca.clone().map(PemSource::File))
     }
 }
 
@@ -332,6 +352,7 @@ fn main() -> ExitCode {
     let mut signals = match signal_hook::iterator::Signals::new([
         signal_hook::consts::SIGINT,
         signal_hook::consts::SIGTERM,
+        signal_hook::consts::SIGHUP,
     ]) {
         Ok(s) => s,
         Err(e) => {
@@ -358,8 +379,15 @@ fn main() -> ExitCode {
     };
     // Scripts and tests read the real address (port 0 binds a free one) from here.
     println!("wshub listening on {}", server.local_addr());
-    if let Some(signal) = signals.forever().next() {
+    for signal in signals.forever() {
+        if signal == signal_hook::consts::SIGHUP {
+            // New connections get the new certificate; open ones stay up. A
+            // bad file is logged (by reload_tls) and the old one kept.
+            let _ = server.reload_tls(); // logs its outcome either way
+            continue;
+        }
         log::info!("signal {signal}: stopping gracefully");
+        break;
     }
     if cli.drain_delay_ms > 0 {
         protocol.begin_drain();

@@ -261,6 +261,21 @@ impl ServerHandle {
         self.engine.queue_stop(job);
     }
 
+    /// Re-reads the TLS certificate, key and client CA (files are read
+    /// again; in-memory PEM is reused). New connections get the new
+    /// certificate; open ones keep their sessions. On error (a bad or missing
+    /// file, TLS not configured) the old certificate stays in use and the
+    /// error says why.
+    pub fn reload_tls(&self) -> Result<()> {
+        match &self.engine.tls {
+            None => Err(Error::InvalidConfig("TLS is not configured (tls_cert, tls_key)".to_owned())),
+            Some(tls) => tls.reload().map_err(|why| {
+                log::error!("TLS reload failed, keeping the old certificate: {why}");
+                Error::InvalidConfig(why)
+            }),
+        }
+    }
+
     fn ask<T>(&self, make: impl FnOnce(Sender<T>) -> Cmd) -> Result<T> {
         let (tx, rx) = crossbeam_channel::bounded(1);
         self.engine.command(make(tx))?;

@@ -28,6 +28,7 @@ pub(crate) struct Stats {
     pub handshakes: AtomicU64,
     /// Sockets handed to the overflow thread, by `ip_table::Refusal::ALL` index.
     pub handshake_overflow: [AtomicU64; 4],
+    pub tls_handshake_failures: AtomicU64,
 }
 
 /// A point-in-time copy of the server's counters.
@@ -79,6 +80,8 @@ pub struct StatsSnapshot {
     /// thread instead, by reason (`connect_rate_per_ip`,
     /// `connections_per_ip`, `handshakes_per_ip`, `handshakes`).
     pub handshake_overflow_by_reason: Vec<(&'static str, u64)>,
+    /// TLS handshakes that failed or timed out (the connection was dropped).
+    pub tls_handshake_failures: u64,
 }
 
 impl Stats {
@@ -120,6 +123,7 @@ impl Stats {
                 .zip(&self.handshake_overflow)
                 .map(|(r, n)| (r.label(), n.load(Relaxed)))
                 .collect(),
+            tls_handshake_failures: self.tls_handshake_failures.load(Relaxed),
         }
     }
 }

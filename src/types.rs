@@ -68,6 +68,9 @@ pub struct RequestInfo {
     /// (`ProtocolHandler::with_app`, the C API with the protocol on); `None`
     /// otherwise. Never taken from the request itself.
     pub user: Option<String>,
+    /// Over TLS with client certificates (`tls_client_ca`): the subject of
+    /// the certificate the client proved it holds, as `CN=...,O=...`.
+    pub tls_client_subject: Option<String>,
 }
 
 impl RequestInfo {
@@ -213,6 +216,7 @@ mod tests {
             headers: vec![("X-Token".into(), "abc".into())],
             received_at: SystemTime::now(),
             user: None,
+            tls_client_subject: None,
         }
     }
 

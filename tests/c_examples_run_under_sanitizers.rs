@@ -5,6 +5,7 @@
 
 mod c_common;
 use c_common as common;
+mod tls_common;
 
 use std::io::Write;
 use std::process::Command;
@@ -40,6 +41,42 @@ fn echo_server_echoes_text_and_binary_and_stops_cleanly_on_sigint() {
     assert_eq!(expect_close(&mut ws), 1001, "a stopping server says 'going away'");
     let (status, stderr) = program.wait(EXIT);
     assert_clean_exit("echo_server", status, &stderr);
+}
+
+#[test]
+fn echo_server_serves_wss_with_a_certificate_file_and_stops_cleanly() {
+    let pki = tls_common::Pki::make();
+    let bin = make("ffi-examples", "asan", SANITIZE).join("echo_server");
+    let mut cmd = Command::new(bin);
+    cmd.args(["0", "0", &pki.path_str("server.pem"), &pki.path_str("server.key")]);
+    let program = Program::start(cmd, START);
+    let addr = std::net::SocketAddr::from(([127, 0, 0, 1], program.port));
+    let config = tls_common::client_config(&pki.path("ca.pem"), None);
+    let mut ws = tls_common::wss_connect(addr, config.clone(), "/ws");
+    ws.send(Message::text("hello over TLS")).unwrap();
+    let big = vec![7u8; 300_000];
+    ws.send(Message::binary(big.clone())).unwrap();
+    let mut got = Vec::new();
+    while got.len() < 2 {
+        if let m @ (Message::Text(_) | Message::Binary(_)) = ws.read().expect("an echo") {
+            got.push(m);
+        }
+    }
+    assert_eq!(got, vec![Message::text("hello over TLS"), Message::binary(big)]);
+    let (status, _) = tls_common::https_get(addr, config, "/other");
+    assert_eq!(status, 404);
+
+    program.sigint();
+    let code = loop {
+        match ws.read() {
+            Ok(Message::Close(frame)) => break frame.map(|f| u16::from(f.code)),
+            Ok(_) => {}
+            Err(e) => panic!("no close frame: {e}"),
+        }
+    };
+    assert_eq!(code, Some(1001));
+    let (status, stderr) = program.wait(EXIT);
+    assert_clean_exit("echo_server (wss)", status, &stderr);
 }
 
 /// Runs the chat scenario against a chat server example (C or C++).

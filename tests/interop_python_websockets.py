@@ -1,7 +1,8 @@
 """A scripted protocol v1 session with Python `websockets`, a client nobody
 here wrote, against the real wshub binary.
 
-Usage: python3 interop_python_websockets.py HOST:PORT
+Usage: python3 interop_python_websockets.py HOST:PORT [CAFILE]
+With CAFILE the session runs over wss:// (TLS), trusting that CA.
 Exits 0 and prints "interop ok" when every step behaved as docs/protocol.md says.
 """
 import asyncio
@@ -33,10 +34,15 @@ async def ok(ws, kind, payload, rid):
     return reply["payload"]
 
 
-async def main(addr):
+async def main(addr, cafile=None):
     url = f"ws://{addr}/ws"
-    async with websockets.connect(url, subprotocols=["wshub.v1.json"]) as alice, \
-            websockets.connect(url, subprotocols=["wshub.v1.bin", "wshub.v1.json"]) as bob:
+    tls = {}
+    if cafile:
+        import ssl
+        url = f"wss://localhost:{addr.rsplit(':', 1)[1]}/ws"
+        tls = {"ssl": ssl.create_default_context(cafile=cafile)}
+    async with websockets.connect(url, subprotocols=["wshub.v1.json"], **tls) as alice, \
+            websockets.connect(url, subprotocols=["wshub.v1.bin", "wshub.v1.json"], **tls) as bob:
         assert alice.subprotocol == "wshub.v1.json", alice.subprotocol
         assert bob.subprotocol == "wshub.v1.bin", bob.subprotocol
         hello_a = await recv_json(alice)
@@ -83,7 +89,7 @@ async def main(addr):
         for i in range(3):
             await ok(bob, "room:publish", {"room": "py", "data": i}, f"m{i}")
 
-    async with websockets.connect(url) as alice2:
+    async with websockets.connect(url, **tls) as alice2:
         assert (await recv_json(alice2))["type"] == "connected"
         await alice2.send(json.dumps({"type": "room:join", "id": "r1",
                                       "payload": {"room": "py", "since": 2, "epoch": epoch}}))
@@ -99,4 +105,4 @@ async def main(addr):
 
 
 if __name__ == "__main__":
-    asyncio.run(asyncio.wait_for(main(sys.argv[1]), 60))
+    asyncio.run(asyncio.wait_for(main(*sys.argv[1:3]), 60))

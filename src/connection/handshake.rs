@@ -10,6 +10,7 @@ use std::io::{self, Read, Write};
 use std::net::{Shutdown, SocketAddr, TcpStream};
 use std::time::{Duration, Instant, SystemTime};
 
+use super::ConnShared;
 use crate::types::{status_reason, HttpResponse, RequestInfo};
 
 /// Largest request head (request line and headers) accepted.
@@ -38,7 +39,8 @@ pub(crate) enum ReadError {
     TooLarge,
 }
 
-/// Reads one request head from `stream`, all of it before `deadline`
+/// Reads one request head from `stream` (the socket's bytes, decrypted when
+/// TLS is on), all of it before `deadline`
 /// (however slowly it trickles in; a per-read timeout would let a client that
 /// sends a byte a second hold its thread forever).
 ///
@@ -46,14 +48,15 @@ pub(crate) enum ReadError {
 /// begins: the reader thread's stack pages, once touched, stay resident for
 /// as long as the connection is open.
 pub(crate) fn read_request(
-    mut stream: &TcpStream,
+    mut stream: impl Read,
+    socket: &TcpStream,
     remote: SocketAddr,
     deadline: Instant,
 ) -> Result<Request, ReadError> {
     let mut buf = Vec::with_capacity(1024);
     loop {
         let left = deadline.saturating_duration_since(Instant::now());
-        if left.is_zero() || stream.set_read_timeout(Some(left)).is_err() {
+        if left.is_zero() || socket.set_read_timeout(Some(left)).is_err() {
             return Err(ReadError::Timeout);
         }
         let len = buf.len();
@@ -108,6 +111,7 @@ pub(crate) fn parse_request(buf: &[u8], remote: SocketAddr) -> Result<Option<Req
             headers,
             received_at: SystemTime::now(),
             user: None,
+            tls_client_subject: None,
         },
         leftover: buf[head_len..].to_vec(),
     }))
@@ -178,10 +182,17 @@ pub(crate) fn render(response: &HttpResponse, head_only: bool) -> Vec<u8> {
 /// Writes a plain response and closes the connection without losing it: the
 /// write side is shut first and unread input drained (briefly), because closing
 /// a socket with unread input sends a reset that can destroy the response
-/// before the client reads it.
-pub(crate) fn respond_and_close(mut stream: &TcpStream, response: &HttpResponse, head_only: bool) {
+/// before the client reads it. Over TLS the response is encrypted and followed
+/// by a close_notify.
+pub(crate) fn respond_and_close(conn: &ConnShared, response: &HttpResponse, head_only: bool) {
+    let mut stream = &conn.stream;
     let _ = stream.set_write_timeout(Some(Duration::from_secs(2)));
-    if crate::sys::sock::NoSigPipe(stream).write_all(&render(response, head_only)).is_err() {
+    let written = if conn.is_tls() {
+        conn.write_unframed(&render(response, head_only), true, Instant::now() + Duration::from_secs(2))
+    } else {
+        crate::sys::sock::NoSigPipe(stream).write_all(&render(response, head_only))
+    };
+    if written.is_err() {
         return;
     }
     let _ = stream.shutdown(Shutdown::Write);

@@ -30,8 +30,8 @@ use std::time::SystemTime;
 use parking_lot::Mutex;
 
 use crate::types::ConnId;
-use outbound::Outbound;
 pub(crate) use outbound::PushError;
+use outbound::{Outbound, TlsIn};
 
 /// The state of one connection shared by its reader, its writer, the hub and
 /// the server handle.
@@ -93,6 +93,38 @@ impl ConnShared {
     /// blocked on it. Errors (already shut down, reset) mean the same thing.
     pub(crate) fn kill(&self) {
         let _ = self.stream.shutdown(Shutdown::Both);
+    }
+}
+
+/// The reader's side of the socket: plain reads, or (TLS) plaintext out of
+/// the session, which [`ConnShared::tls_read`] feeds without holding the
+/// write lock while it waits for bytes.
+pub(crate) struct SockReader<'a> {
+    conn: &'a ConnShared,
+    tls: Option<TlsIn>,
+}
+
+impl<'a> SockReader<'a> {
+    /// For a plain connection, or a TLS one whose session is started.
+    pub(crate) fn new(conn: &'a ConnShared) -> Self {
+        SockReader { conn, tls: conn.is_tls().then(TlsIn::new) }
+    }
+
+    /// Runs the TLS handshake (a no-op on a plain connection).
+    pub(crate) fn tls_handshake(&mut self, deadline: std::time::Instant) -> std::io::Result<()> {
+        match &mut self.tls {
+            Some(tls_in) => self.conn.tls_handshake(tls_in, deadline),
+            None => Ok(()),
+        }
+    }
+}
+
+impl std::io::Read for SockReader<'_> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        match &mut self.tls {
+            None => (&self.conn.stream).read(buf),
+            Some(tls_in) => self.conn.tls_read(tls_in, buf),
+        }
     }
 }
 

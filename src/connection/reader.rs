@@ -22,7 +22,7 @@ use tungstenite::{Message as WsMessage, WebSocket};
 
 use super::frame_meter::{FrameLimit, FrameMeter};
 use super::handshake::{self, ReadError};
-use super::{writer, ConnShared};
+use super::{writer, ConnShared, SockReader};
 use crate::hub::Cmd;
 use crate::server::{ServerHandle, ON_CONNECTION_THREAD};
 use crate::stats::Stats;
@@ -33,6 +33,8 @@ use crate::types::{HttpResponse, Message, Upgrade};
 /// meter; writes go to the writer's queue.
 struct ReaderIo<'a> {
     conn: &'a ConnShared,
+    /// The socket's read side (decrypted, with TLS).
+    sock: SockReader<'a>,
     meter: FrameMeter,
     /// A limit the bytes read with the request already crossed.
     crossed: Option<FrameLimit>,
@@ -43,7 +45,7 @@ impl Read for ReaderIo<'_> {
         if let Some(limit) = self.crossed {
             return Err(io::Error::other(limit));
         }
-        let n = (&self.conn.stream).read(buf)?;
+        let n = self.sock.read(buf)?;
         self.meter.feed(&buf[..n]).map_err(io::Error::other)?;
         Ok(n)
     }
@@ -77,7 +79,23 @@ pub(crate) fn run(server: ServerHandle, conn: Arc<ConnShared>) {
     ON_CONNECTION_THREAD.with(|c| c.set(true));
     let engine = server.engine();
     let _ = conn.stream.set_nodelay(true);
-    let upgraded = upgrade(&server, &conn);
+    // One deadline for the whole handshake, counted from the accept: the TLS
+    // handshake (when on), then the HTTP request, however slowly it trickles.
+    let deadline = conn.accepted + engine.config.handshake_timeout;
+    let mut sock = SockReader::new(&conn);
+    let upgraded = match &engine.tls {
+        // Here, not on the acceptor: a client that stalls or sends garbage
+        // costs only this thread, until the deadline.
+        Some(tls) => match tls_handshake(&conn, tls, &mut sock, deadline) {
+            Ok(()) => upgrade(&server, &conn, sock, deadline),
+            Err(e) => {
+                log::debug!("conn {} ({}): TLS handshake failed: {e}", conn.id, conn.remote);
+                Stats::add(&engine.stats.tls_handshake_failures, 1);
+                None
+            }
+        },
+        None => upgrade(&server, &conn, sock, deadline),
+    };
     engine.handshake_finished(&conn);
     if let Some((ws, request)) = upgraded {
         serve(&server, &conn, ws, &request);
@@ -88,20 +106,37 @@ pub(crate) fn run(server: ServerHandle, conn: Arc<ConnShared>) {
 
 type Ws<'a> = WebSocket<ReaderIo<'a>>;
 
+/// Starts the connection's TLS session and completes its handshake before `deadline`.
+#[inline(never)]
+fn tls_handshake<'a>(
+    conn: &'a ConnShared,
+    tls: &crate::tls::Tls,
+    sock: &mut SockReader<'a>,
+    deadline: Instant,
+) -> io::Result<()> {
+    conn.start_tls(tls.current()).map_err(io::Error::other)?;
+    *sock = SockReader::new(conn);
+    sock.tls_handshake(deadline)
+}
+
 /// Reads the request and either answers it over HTTP (returning `None`) or
 /// completes the upgrade.
 // Not inlined (nor `serve`, `read_loop`): each runs after the previous one
 // returned, so as separate frames their locals never share the stack, which
 // keeps an idle connection's reader on fewer touched stack pages.
 #[inline(never)]
-fn upgrade<'a>(server: &ServerHandle, conn: &'a ConnShared) -> Option<(Ws<'a>, handshake::Request)> {
+fn upgrade<'a>(
+    server: &ServerHandle,
+    conn: &'a ConnShared,
+    mut sock: SockReader<'a>,
+    deadline: Instant,
+) -> Option<(Ws<'a>, handshake::Request)> {
     let engine = server.engine();
     let reject = |response: &HttpResponse, head_only: bool| {
         engine.stats.count_reject(response.status);
-        handshake::respond_and_close(&conn.stream, response, head_only);
+        handshake::respond_and_close(conn, response, head_only);
     };
-    let deadline = conn.accepted + engine.config.handshake_timeout;
-    let mut request = match handshake::read_request(&conn.stream, conn.remote, deadline) {
+    let mut request = match handshake::read_request(&mut sock, &conn.stream, conn.remote, deadline) {
         Ok(r) => r,
         Err(ReadError::Gone) => return None,
         Err(e) => {
@@ -114,11 +149,14 @@ fn upgrade<'a>(server: &ServerHandle, conn: &'a ConnShared) -> Option<(Ws<'a>, h
             return None;
         }
     };
+    if conn.is_tls() {
+        request.info.tls_client_subject = conn.tls_client_subject();
+    }
     let head_only = request.method == "HEAD";
     if !handshake::wants_upgrade(&request.info) {
         let response =
             guarded(|| engine.handler.on_http(server, &request.info)).unwrap_or_else(|| plain(500));
-        handshake::respond_and_close(&conn.stream, &response, head_only);
+        handshake::respond_and_close(conn, &response, head_only);
         return None;
     }
     if request.info.path != engine.config.path {
@@ -155,7 +193,12 @@ fn upgrade<'a>(server: &ServerHandle, conn: &'a ConnShared) -> Option<(Ws<'a>, h
     };
     let response = handshake::switching_protocols(&key, subprotocol.as_deref());
     // Held back until the first message or the end of on_connect (see `serve`).
-    if crate::sys::sock::send_all_more(&conn.stream, &response).is_err() {
+    let sent = if conn.is_tls() {
+        conn.write_unframed(&response, false, Instant::now() + engine.config.handshake_timeout)
+    } else {
+        crate::sys::sock::send_all_more(&conn.stream, &response)
+    };
+    if sent.is_err() {
         engine.release_connection_slot();
         guarded(|| engine.handler.on_upgrade_failed(server, conn.id));
         return None;
@@ -168,7 +211,7 @@ fn upgrade<'a>(server: &ServerHandle, conn: &'a ConnShared) -> Option<(Ws<'a>, h
     let leftover = std::mem::take(&mut request.leftover);
     let mut meter = FrameMeter::new(engine.config.frame_rate_limit, engine.config.max_fragments);
     let crossed = meter.feed(&leftover).err();
-    let io = ReaderIo { conn, meter, crossed };
+    let io = ReaderIo { conn, sock, meter, crossed };
     let ws = WebSocket::from_partially_read(io, leftover, Role::Server, Some(ws_config));
     Some((ws, request))
 }

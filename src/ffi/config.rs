@@ -3,6 +3,7 @@
 //! default are still defined once, in `src/config.rs` (the protocol's in
 //! `src/protocol/config.rs`).
 
+use crate::tls::PemSource;
 use std::ffi::c_char;
 use std::net::SocketAddr;
 use std::time::Duration;
@@ -611,6 +612,93 @@ pub extern "C" fn wshub_config_set_max_connections_per_user(
 ) -> wshub_result {
     ffi_boundary! {
         try_out!(config).protocol.max_connections_per_user = value;
+        wshub_result::WSHUB_OK
+    }
+}
+
+/// Serve TLS (`wss://`, `https://`) with the certificate chain in this PEM
+/// file (leaf first). Needs a key too (`wshub_config_set_tls_key_file` or
+/// `_pem`); the files are read by `wshub_start`, which fails with
+/// WSHUB_INVALID_CONFIG (and logs why) when they are bad, and again by
+/// `wshub_reload_tls`. Default: no TLS.
+#[no_mangle]
+pub extern "C" fn wshub_config_set_tls_cert_file(
+    config: *mut wshub_config,
+    path: *const c_char,
+) -> wshub_result {
+    ffi_boundary! {
+        let config = try_out!(config);
+        config.config.tls_cert = Some(PemSource::File(try_str!(path).into()));
+        wshub_result::WSHUB_OK
+    }
+}
+
+/// Like `wshub_config_set_tls_cert_file`, with the PEM text itself
+/// (NUL-terminated, copied).
+#[no_mangle]
+pub extern "C" fn wshub_config_set_tls_cert_pem(
+    config: *mut wshub_config,
+    pem: *const c_char,
+) -> wshub_result {
+    ffi_boundary! {
+        let config = try_out!(config);
+        config.config.tls_cert = Some(PemSource::Pem(try_str!(pem).as_bytes().to_vec()));
+        wshub_result::WSHUB_OK
+    }
+}
+
+/// The private key (PEM file: PKCS#8, PKCS#1 or SEC1) of the TLS certificate.
+#[no_mangle]
+pub extern "C" fn wshub_config_set_tls_key_file(
+    config: *mut wshub_config,
+    path: *const c_char,
+) -> wshub_result {
+    ffi_boundary! {
+        let config = try_out!(config);
+        config.config.tls_key = Some(PemSource::File(try_str!(path).into()));
+        wshub_result::WSHUB_OK
+    }
+}
+
+/// Like `wshub_config_set_tls_key_file`, with the PEM text itself
+/// (NUL-terminated, copied).
+#[no_mangle]
+pub extern "C" fn wshub_config_set_tls_key_pem(
+    config: *mut wshub_config,
+    pem: *const c_char,
+) -> wshub_result {
+    ffi_boundary! {
+        let config = try_out!(config);
+        config.config.tls_key = Some(PemSource::Pem(try_str!(pem).as_bytes().to_vec()));
+        wshub_result::WSHUB_OK
+    }
+}
+
+/// Require client certificates that chain to the CA certificates in this
+/// PEM file: a client without a valid one fails the TLS handshake. The
+/// certificate's subject is `wshub_request_tls_client_subject`. Default: none asked.
+#[no_mangle]
+pub extern "C" fn wshub_config_set_tls_client_ca_file(
+    config: *mut wshub_config,
+    path: *const c_char,
+) -> wshub_result {
+    ffi_boundary! {
+        let config = try_out!(config);
+        config.config.tls_client_ca = Some(PemSource::File(try_str!(path).into()));
+        wshub_result::WSHUB_OK
+    }
+}
+
+/// Like `wshub_config_set_tls_client_ca_file`, with the PEM text itself
+/// (NUL-terminated, copied).
+#[no_mangle]
+pub extern "C" fn wshub_config_set_tls_client_ca_pem(
+    config: *mut wshub_config,
+    pem: *const c_char,
+) -> wshub_result {
+    ffi_boundary! {
+        let config = try_out!(config);
+        config.config.tls_client_ca = Some(PemSource::Pem(try_str!(pem).as_bytes().to_vec()));
         wshub_result::WSHUB_OK
     }
 }

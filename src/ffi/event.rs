@@ -519,6 +519,7 @@ mod tests {
             headers: Vec::new(),
             received_at: std::time::SystemTime::now(),
             user: None,
+            tls_client_subject: None,
         }
     }
 }

@@ -20,6 +20,8 @@ pub struct wshub_request {
     headers: Vec<CString>,
     /// The authenticated user, when the protocol verified a token.
     user: Option<CString>,
+    /// The client certificate's subject (TLS with a client CA).
+    tls_client_subject: Option<CString>,
     /// Decoded query parameters handed out so far; kept so their pointers stay valid.
     params: Mutex<Vec<CString>>,
     /// Set by the application before accepting.
@@ -42,6 +44,7 @@ impl wshub_request {
             query: c_string(&info.query),
             headers: info.headers.iter().map(|(_, v)| c_string(v)).collect(),
             user: info.user.as_deref().map(c_string),
+            tls_client_subject: info.tls_client_subject.as_deref().map(c_string),
             info: info.clone(),
             params: Mutex::new(Vec::new()),
             identity: Mutex::new(None),
@@ -66,6 +69,19 @@ pub extern "C" fn wshub_request_path(request: *const wshub_request) -> *const c_
 #[no_mangle]
 pub extern "C" fn wshub_request_query(request: *const wshub_request) -> *const c_char {
     ffi_boundary! { try_ref!(request).query.as_ptr() }
+}
+
+/// Over TLS with client certificates (`wshub_config_set_tls_client_ca_*`):
+/// the subject of the client's certificate, e.g. "CN=alice,O=Example".
+/// NULL without one (or when `request` is NULL).
+#[no_mangle]
+pub extern "C" fn wshub_request_tls_client_subject(request: *const wshub_request) -> *const c_char {
+    ffi_boundary! {
+        match &try_ref!(request).tls_client_subject {
+            Some(s) => s.as_ptr(),
+            None => std::ptr::null(),
+        }
+    }
 }
 
 /// The value of the first header with this name (ASCII case-insensitive), or

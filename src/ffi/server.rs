@@ -307,6 +307,24 @@ pub extern "C" fn wshub_local_port(server: *const wshub_server) -> u16 {
     ffi_boundary! { try_ref!(server).local_port.load(Relaxed) }
 }
 
+/// Re-reads the TLS certificate, key and client CA (files again; in-memory
+/// PEM as given). New connections get the new certificate; open ones stay up.
+/// WSHUB_INVALID_CONFIG (logged, with why) when the new material is bad (the
+/// old certificate stays in use) or TLS is not configured. Any thread.
+#[no_mangle]
+pub extern "C" fn wshub_reload_tls(server: *mut wshub_server) -> wshub_result {
+    ffi_boundary! {
+        let handle = match try_ref!(server).handle() {
+            Ok(h) => h,
+            Err(code) => return code,
+        };
+        match handle.reload_tls() {
+            Ok(()) => wshub_result::WSHUB_OK,
+            Err(_) => wshub_result::WSHUB_INVALID_CONFIG,
+        }
+    }
+}
+
 /// Checks a payload and turns it into a message.
 fn message(data: &[u8], kind: wshub_message_kind) -> Result<Message, wshub_result> {
     match kind {

@@ -176,6 +176,7 @@ mod tests {
             headers: headers.iter().map(|(n, v)| (n.to_string(), v.to_string())).collect(),
             received_at: SystemTime::now(),
             user: None,
+            tls_client_subject: None,
         }
     }
 

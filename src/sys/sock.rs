@@ -54,13 +54,23 @@ pub(crate) fn push(stream: &TcpStream) {
 
 /// `writev` without SIGPIPE: one `sendmsg` of all the slices.
 pub(crate) fn send_vectored(stream: &TcpStream, bufs: &[IoSlice<'_>]) -> io::Result<usize> {
+    sendmsg(stream, bufs, 0)
+}
+
+/// [`send_vectored`] that never blocks (`WouldBlock` when the socket buffer is full).
+pub(crate) fn send_vectored_dont_wait(stream: &TcpStream, bufs: &[IoSlice<'_>]) -> io::Result<usize> {
+    sendmsg(stream, bufs, libc::MSG_DONTWAIT)
+}
+
+#[inline]
+fn sendmsg(stream: &TcpStream, bufs: &[IoSlice<'_>], flags: libc::c_int) -> io::Result<usize> {
     // SAFETY: a zeroed msghdr is valid (no name, no control data).
     let mut msg: libc::msghdr = unsafe { std::mem::zeroed() };
     // IoSlice is guaranteed ABI-compatible with iovec on Unix.
     msg.msg_iov = bufs.as_ptr() as *mut libc::iovec;
     msg.msg_iovlen = bufs.len().min(libc::UIO_MAXIOV as usize) as _;
     // SAFETY: msg points at `bufs`, alive and unmodified for the call.
-    let n = unsafe { libc::sendmsg(stream.as_raw_fd(), &msg, libc::MSG_NOSIGNAL) };
+    let n = unsafe { libc::sendmsg(stream.as_raw_fd(), &msg, libc::MSG_NOSIGNAL | flags) };
     if n < 0 {
         Err(io::Error::last_os_error())
     } else {
@@ -107,4 +117,14 @@ pub(crate) fn deepen_backlog(listener: &TcpListener) -> io::Result<()> {
 pub(crate) fn shutdown_listener(listener: &TcpListener) {
     // SAFETY: the fd is owned by `listener`, which outlives this call.
     unsafe { libc::shutdown(listener.as_raw_fd(), libc::SHUT_RD) };
+}
+
+/// Waits until `stream` can take more bytes, its peer is gone, or `timeout`
+/// passes (TLS writes are non-blocking so that the write lock can be let go
+/// while the socket is full: see `connection/outbound.rs`).
+pub(crate) fn wait_writable(stream: &TcpStream, timeout: std::time::Duration) {
+    let mut fds = libc::pollfd { fd: stream.as_raw_fd(), events: libc::POLLOUT, revents: 0 };
+    let ms = timeout.as_millis().min(i32::MAX as u128) as libc::c_int;
+    // SAFETY: one valid pollfd, alive for the call; the fd is owned by `stream`.
+    unsafe { libc::poll(&mut fds, 1, ms) };
 }

@@ -190,6 +190,18 @@ static void null_everything(void) {
     CHECK_RC(wshub_config_add_allow_origin(NULL, "https://a.test"), WSHUB_NULL_PARAMETER);
     CHECK_RC(wshub_config_add_allow_origin(config, NULL), WSHUB_NULL_PARAMETER);
     CHECK_RC(wshub_config_set_max_connections_per_user(NULL, 1), WSHUB_NULL_PARAMETER);
+    CHECK_RC(wshub_config_set_tls_cert_file(NULL, "cert.pem"), WSHUB_NULL_PARAMETER);
+    CHECK_RC(wshub_config_set_tls_cert_file(config, NULL), WSHUB_NULL_PARAMETER);
+    CHECK_RC(wshub_config_set_tls_cert_pem(NULL, "pem"), WSHUB_NULL_PARAMETER);
+    CHECK_RC(wshub_config_set_tls_cert_pem(config, NULL), WSHUB_NULL_PARAMETER);
+    CHECK_RC(wshub_config_set_tls_key_file(NULL, "key.pem"), WSHUB_NULL_PARAMETER);
+    CHECK_RC(wshub_config_set_tls_key_file(config, NULL), WSHUB_NULL_PARAMETER);
+    CHECK_RC(wshub_config_set_tls_key_pem(NULL, "pem"), WSHUB_NULL_PARAMETER);
+    CHECK_RC(wshub_config_set_tls_key_pem(config, NULL), WSHUB_NULL_PARAMETER);
+    CHECK_RC(wshub_config_set_tls_client_ca_file(NULL, "ca.pem"), WSHUB_NULL_PARAMETER);
+    CHECK_RC(wshub_config_set_tls_client_ca_file(config, NULL), WSHUB_NULL_PARAMETER);
+    CHECK_RC(wshub_config_set_tls_client_ca_pem(NULL, "pem"), WSHUB_NULL_PARAMETER);
+    CHECK_RC(wshub_config_set_tls_client_ca_pem(config, NULL), WSHUB_NULL_PARAMETER);
 
     /* start: NULL arguments, and invalid configurations */
     CHECK_RC(wshub_config_set_bind(config, "127.0.0.1:0"), WSHUB_OK);
@@ -214,6 +226,11 @@ static void null_everything(void) {
     CHECK_RC(wshub_config_set_event_queue_capacity(config, 8), WSHUB_OK);
     CHECK_RC(wshub_config_set_outbound_queue(config, 0), WSHUB_OK);
     CHECK_RC(wshub_start_polling(config, &server), WSHUB_INVALID_CONFIG);
+    CHECK_RC(wshub_config_set_outbound_queue(config, 8), WSHUB_OK);
+    /* TLS material that is not PEM: refused at start */
+    CHECK_RC(wshub_config_set_tls_cert_pem(config, "not a certificate"), WSHUB_OK);
+    CHECK_RC(wshub_config_set_tls_key_pem(config, "not a key"), WSHUB_OK);
+    CHECK_RC(wshub_start(config, &callbacks, NULL, &server), WSHUB_INVALID_CONFIG);
     CHECK(server == NULL); /* out-parameters are written only on success */
     wshub_config_free(config);
 
@@ -221,6 +238,7 @@ static void null_everything(void) {
     wshub_stop(NULL);
     CHECK_RC(wshub_shutdown(NULL), WSHUB_NULL_PARAMETER);
     CHECK(wshub_local_port(NULL) == 0);
+    CHECK_RC(wshub_reload_tls(NULL), WSHUB_NULL_PARAMETER);
     CHECK_RC(wshub_send(NULL, 1, HELLO, 5, WSHUB_TEXT), WSHUB_NULL_PARAMETER);
     CHECK_RC(wshub_join(NULL, 1, "room"), WSHUB_NULL_PARAMETER);
     CHECK_RC(wshub_leave(NULL, 1, "room"), WSHUB_NULL_PARAMETER);
@@ -251,6 +269,7 @@ static void null_everything(void) {
     CHECK(wshub_request_query(NULL) == NULL);
     CHECK(wshub_request_header(NULL, "Host") == NULL);
     CHECK(wshub_request_query_param(NULL, "room") == NULL);
+    CHECK(wshub_request_tls_client_subject(NULL) == NULL);
     CHECK_RC(wshub_request_set_identity(NULL, "alice"), WSHUB_NULL_PARAMETER);
     CHECK_RC(wshub_request_set_subprotocol(NULL, "chat"), WSHUB_NULL_PARAMETER);
     CHECK(wshub_request_user(NULL) == NULL);
@@ -281,6 +300,7 @@ static void callback_server(void) {
     if (server == NULL)
         return;
     CHECK(wshub_local_port(server) != 0);
+    CHECK_RC(wshub_reload_tls(server), WSHUB_INVALID_CONFIG); /* no TLS configured */
 
     /* NULL arguments with a valid server */
     CHECK_RC(wshub_send(server, 1, NULL, 5, WSHUB_TEXT), WSHUB_NULL_PARAMETER);
@@ -343,6 +363,7 @@ static void callback_server(void) {
     /* stopped (handle kept by wshub_shutdown) */
     CHECK_RC(wshub_shutdown(server), WSHUB_OK);
     CHECK_RC(wshub_shutdown(server), WSHUB_OK); /* idempotent */
+    CHECK_RC(wshub_reload_tls(server), WSHUB_STOPPED);
     CHECK_RC(wshub_send(server, conn, HELLO, 5, WSHUB_TEXT), WSHUB_STOPPED);
     CHECK_RC(wshub_join(server, conn, "room"), WSHUB_STOPPED);
     CHECK_RC(wshub_leave(server, conn, "room"), WSHUB_STOPPED);

@@ -7,6 +7,7 @@
 // presence, typing, binary frames, rate limit or auth.
 //
 //   node server.js --port 0     # prints "listening on 127.0.0.1:PORT"
+//   node server.js --port 0 --tls-cert cert.pem --tls-key key.pem   # wss:// (https)
 //
 // Speaks, as PROTOCOL.md: `connected` first; `room:join {room}` -> ack
 // {room, seq, members}; `room:leave {room}` -> ack {room}; `room:publish
@@ -16,6 +17,8 @@
 'use strict';
 
 const http = require('http');
+const https = require('https');
+const fs = require('fs');
 const { WebSocketServer, WebSocket } = require('ws');
 
 const HEARTBEAT_MS = 30000;
@@ -25,13 +28,19 @@ const MAX_ROOM_LEN = 128;
 
 function parseArgs(argv) {
   let port = 9002;
+  let tlsCert = null;
+  let tlsKey = null;
   for (let i = 0; i < argv.length; i++) {
-    if (argv[i] === '--port' && i + 1 < argv.length) {
+    if (argv[i] === '--tls-cert' && i + 1 < argv.length) {
+      tlsCert = argv[++i];
+    } else if (argv[i] === '--tls-key' && i + 1 < argv.length) {
+      tlsKey = argv[++i];
+    } else if (argv[i] === '--port' && i + 1 < argv.length) {
       port = Number(argv[++i]);
     } else if (argv[i].startsWith('--port=')) {
       port = Number(argv[i].slice('--port='.length));
     } else {
-      console.error(`usage: node server.js [--port N]   (unknown argument ${argv[i]})`);
+      console.error(`usage: node server.js [--port N] [--tls-cert PEM --tls-key PEM]   (unknown argument ${argv[i]})`);
       process.exit(2);
     }
   }
@@ -39,7 +48,11 @@ function parseArgs(argv) {
     console.error('--port must be 0..65535');
     process.exit(2);
   }
-  return { port };
+  if ((tlsCert === null) !== (tlsKey === null)) {
+    console.error('--tls-cert and --tls-key go together');
+    process.exit(2);
+  }
+  return { port, tlsCert, tlsKey };
 }
 
 const clients = new Map(); // ws -> { id, rooms: Set<string> }
@@ -180,11 +193,15 @@ function onMessage(ws, client, data, isBinary) {
 }
 
 function main() {
-  const { port } = parseArgs(process.argv.slice(2));
-  const server = http.createServer((req, res) => {
+  const { port, tlsCert, tlsKey } = parseArgs(process.argv.slice(2));
+  const onRequest = (req, res) => {
     res.writeHead(req.url === '/ws' ? 426 : 404, { 'Content-Type': 'text/plain' });
     res.end(req.url === '/ws' ? 'upgrade required\n' : 'not found\n');
-  });
+  };
+  // With TLS: Node's https server (OpenSSL), TLS 1.2 and 1.3, ALPN http/1.1, as wshub.
+  const server = tlsCert === null
+    ? http.createServer(onRequest)
+    : https.createServer({ cert: fs.readFileSync(tlsCert), key: fs.readFileSync(tlsKey), ALPNProtocols: ['http/1.1'] }, onRequest);
   const wss = new WebSocketServer({ server, path: '/ws', maxPayload: MAX_MESSAGE_BYTES, clientTracking: false });
 
   wss.on('connection', (ws) => {

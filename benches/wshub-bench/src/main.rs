@@ -12,6 +12,7 @@ mod fanout;
 mod measure;
 mod net;
 mod proto;
+mod tls;
 
 use std::collections::BTreeMap;
 use std::process::ExitCode;
@@ -38,7 +39,8 @@ scenarios:
           each client does sequential ping requests; RTT and requests/s
 
 common options:
-  --url ws://127.0.0.1:9001/ws   the server's WebSocket endpoint
+  --url ws://127.0.0.1:9001/ws   the server's WebSocket endpoint (wss://HOST:PORT/ws for TLS)
+  --tls-ca FILE                  wss:// only: the CA certificate (PEM) the server's chains to
   --pid PID                      the server's pid, for its CPU/RSS/threads/fds
   --label TEXT                   copied into the JSON line
   --timeout SECS (10)            for each connect+handshake, reply and close
@@ -333,7 +335,7 @@ fn run() -> Result<Report, String> {
     let mut opts = Opts::parse(&args[1..])?;
     let url: String = opts.get("url", "ws://127.0.0.1:9001/ws".to_string())?;
     let common = Common {
-        target: Target::parse(&url)?,
+        target: Target::parse_with_ca(&url, opts.opt::<String>("tls-ca")?.as_deref())?,
         url,
         pid: opts.opt("pid")?,
         label: opts.get("label", String::new())?,

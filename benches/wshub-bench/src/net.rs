@@ -19,6 +19,8 @@ use std::time::{Duration, Instant};
 use mio::net::TcpStream;
 use mio::{Events, Interest, Poll, Token};
 
+use crate::tls::Sock;
+
 /// Largest server frame or message accepted.
 const MAX_MESSAGE: usize = 64 << 20;
 /// Largest 101 response header accepted.
@@ -26,19 +28,31 @@ const MAX_RESPONSE_HEAD: usize = 16 << 10;
 /// How often deadlines are checked.
 const DEADLINE_SCAN: Duration = Duration::from_millis(100);
 
-/// `ws://host:port/path`, resolved once.
-#[derive(Clone, Debug)]
+/// `ws://host:port/path` or `wss://...`, resolved once.
+#[derive(Clone)]
 pub struct Target {
     pub addr: SocketAddr,
     pub host: String,
     pub path: String,
+    /// `wss://`: the client config (from `--tls-ca`).
+    pub tls: Option<std::sync::Arc<rustls::ClientConfig>>,
 }
 
 impl Target {
     pub fn parse(url: &str) -> Result<Target, String> {
-        let rest = url
-            .strip_prefix("ws://")
-            .ok_or_else(|| format!("--url {url:?}: only ws:// URLs are supported"))?;
+        Target::parse_with_ca(url, None)
+    }
+
+    /// `wss://` URLs need the CA file (PEM) the server's certificate chains to.
+    pub fn parse_with_ca(url: &str, tls_ca: Option<&str>) -> Result<Target, String> {
+        let (rest, tls, port) = if let Some(rest) = url.strip_prefix("wss://") {
+            let ca = tls_ca.ok_or_else(|| format!("--url {url:?}: wss:// needs --tls-ca FILE"))?;
+            (rest, Some(crate::tls::client_config(ca)?), 443)
+        } else if let Some(rest) = url.strip_prefix("ws://") {
+            (rest, None, 80)
+        } else {
+            return Err(format!("--url {url:?}: only ws:// and wss:// URLs are supported"));
+        };
         let (hostport, path) = match rest.find('/') {
             Some(i) => (&rest[..i], rest[i..].to_string()),
             None => (rest, "/".to_string()),
@@ -49,14 +63,14 @@ impl Target {
         let with_port = if hostport.rsplit_once(':').is_some_and(|(_, p)| p.parse::<u16>().is_ok()) {
             hostport.to_string()
         } else {
-            format!("{hostport}:80")
+            format!("{hostport}:{port}")
         };
         let addr = with_port
             .to_socket_addrs()
             .map_err(|e| format!("--url {url:?}: cannot resolve {with_port}: {e}"))?
             .next()
             .ok_or_else(|| format!("--url {url:?}: {with_port} resolves to nothing"))?;
-        Ok(Target { addr, host: hostport.to_string(), path })
+        Ok(Target { addr, host: hostport.to_string(), path, tls })
     }
 }
 
@@ -86,7 +100,7 @@ enum St {
 }
 
 struct Conn {
-    stream: TcpStream,
+    stream: Sock,
     st: St,
     /// The expected `Sec-WebSocket-Accept` until the 101 arrives.
     accept: String,
@@ -174,6 +188,9 @@ impl Net {
     pub fn open(&mut self) -> io::Result<usize> {
         let stream = TcpStream::connect(self.target.addr)?;
         let _ = stream.set_nodelay(true);
+        // The certificate is for the URL's host name without the port.
+        let sni = self.target.host.rsplit_once(':').map_or(self.target.host.as_str(), |(h, _)| h).to_owned();
+        let stream = Sock::new(stream, self.target.tls.as_ref().map(|c| (c, sni.as_str())))?;
         let tok = self.free.pop().unwrap_or_else(|| {
             self.conns.push(None);
             self.conns.len() - 1
@@ -192,7 +209,7 @@ impl Net {
             close_sent: false,
             deadline: Some((Instant::now() + self.handshake_timeout, "the TCP connect and the 101 response")),
         };
-        if let Err(e) = self.poll.registry().register(&mut conn.stream, Token(tok), Interest::READABLE | Interest::WRITABLE) {
+        if let Err(e) = self.poll.registry().register(conn.stream.tcp_mut(), Token(tok), Interest::READABLE | Interest::WRITABLE) {
             self.free.push(tok);
             return Err(e);
         }
@@ -290,6 +307,17 @@ impl Net {
         if c.st == St::Connecting {
             return;
         }
+        // TLS records a full socket held back go first.
+        if c.writable {
+            match c.stream.flush_pending() {
+                Ok(()) => {}
+                Err(e) if e.kind() == ErrorKind::WouldBlock => c.writable = false,
+                Err(e) => {
+                    self.doomed.push((tok, format!("write: {e}")));
+                    return;
+                }
+            }
+        }
         while c.writable && c.wpos < c.wbuf.len() {
             match c.stream.write(&c.wbuf[c.wpos..]) {
                 Ok(0) => {
@@ -333,7 +361,7 @@ impl Net {
 
     fn remove(&mut self, tok: usize) {
         if let Some(mut c) = self.conns[tok].take() {
-            let _ = self.poll.registry().deregister(&mut c.stream);
+            let _ = self.poll.registry().deregister(c.stream.tcp_mut());
             self.free.push(tok);
             self.live -= 1;
         }
@@ -398,11 +426,11 @@ impl Net {
     fn on_writable(&mut self, tok: usize, f: &mut Handler<'_>) {
         let Some(Some(c)) = self.conns.get_mut(tok) else { return };
         if c.st == St::Connecting {
-            match c.stream.take_error() {
+            match c.stream.tcp().take_error() {
                 Ok(Some(e)) | Err(e) => return self.fail(tok, format!("connect: {e}"), f),
                 Ok(None) => {}
             }
-            match c.stream.peer_addr() {
+            match c.stream.tcp().peer_addr() {
                 Ok(_) => {}
                 Err(e) if e.kind() == ErrorKind::NotConnected => return,
                 Err(e) => return self.fail(tok, format!("connect: {e}"), f),
@@ -803,5 +831,9 @@ mod tests {
         assert_eq!(t.path, "/ws");
         assert_eq!(t.host, "127.0.0.1:9001");
         assert!(Target::parse("http://x/").is_err());
+        assert!(t.tls.is_none());
+        let err = Target::parse("wss://127.0.0.1:9001/ws").err().unwrap_or_default();
+        assert!(err.contains("--tls-ca"), "{err}");
+        assert!(Target::parse_with_ca("wss://127.0.0.1:9001/ws", Some("/nonexistent/ca.pem")).is_err());
     }
 }
