@@ -30,7 +30,8 @@ once, for --secs):
      empty continuation frames;
   8. memory never returned: the RSS 10 s after the attacks end.
 
-The honest client publishes a small message every 50 ms and times each ack;
+The honest client (from 127.0.0.2, another address than the attackers')
+publishes a small message every 50 ms and times each ack;
 every 2 s it also opens a fresh connection (its handshake must succeed).
 A refusal is an `error` reply, a failed or closed connection, or an ack that
 took longer than 5 s.
@@ -314,8 +315,14 @@ async def big_room_members(stats, host, port, n, ready):
 
 # --- the honest client -------------------------------------------------------
 
+# The honest client connects from another loopback address than the attackers
+# (as a real one would): the per-IP bounds (handshake slots, connection caps)
+# are what keep an attacker's address from locking out everyone else.
+HONEST_ADDR = "127.0.0.2"
+
+
 async def honest(url, deadline, lat, stats):
-    async with websockets.connect(url, max_size=None, ping_interval=None) as ws:
+    async with websockets.connect(url, max_size=None, ping_interval=None, local_addr=(HONEST_ADDR, 0)) as ws:
         json.loads(await ws.recv())  # connected
         await ws.send(json.dumps({"type": "room:join", "id": "j", "payload": {"room": "honest"}}))
         while True:
@@ -350,7 +357,8 @@ async def honest(url, deadline, lat, stats):
 async def honest_reconnects(url, deadline, stats):
     while time.monotonic() < deadline:
         try:
-            async with websockets.connect(url, open_timeout=5, ping_interval=None) as ws:
+            async with websockets.connect(url, open_timeout=5, ping_interval=None,
+                                          local_addr=(HONEST_ADDR, 0)) as ws:
                 first = json.loads(await asyncio.wait_for(ws.recv(), 5))
                 stats.add("honest_reconnects" if first.get("type") == "connected" else "honest_refused")
         except Exception:
