@@ -481,7 +481,7 @@ wshub_result wshub_config_set_event_queue_capacity(wshub_config *config, size_t 
 
 /*
  Turns wshub's built-in wire protocol v1 (rooms with seq numbers, history
- and recovery, presence, acks, rate limit; see PROTOCOL.md) on or off.
+ and recovery, presence, acks, rate limit; see docs/protocol.md) on or off.
  Default off. With it on, the callbacks (or pull-mode events) compose with
  the protocol:
  - upgrade: the application decides first (that is where auth belongs); if it

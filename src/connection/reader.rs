@@ -6,9 +6,9 @@
 //! tungstenite has no read/write split (tungstenite-rs #311), and its `read`
 //! writes pong and close replies itself; here its stream is [`ReaderIo`], whose
 //! write side hands those bytes to the writer's queue. So the reader never
-//! writes to the socket after the 101, the replies go out after every frame
-//! already queued, and the writer, which sees every byte, sends nothing after a
-//! close.
+//! writes to the socket after the 101, and the replies go out after every
+//! frame already queued, through the one ordering point every writer uses
+//! (`outbound.rs`), which sends nothing after a close.
 
 use std::io::{self, Read, Write};
 use std::net::Shutdown;

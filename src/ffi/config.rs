@@ -318,7 +318,7 @@ pub extern "C" fn wshub_config_set_event_queue_capacity(
 // The protocol's settings: each default is `ProtocolConfig::default()`'s.
 
 /// Turns wshub's built-in wire protocol v1 (rooms with seq numbers, history
-/// and recovery, presence, acks, rate limit; see PROTOCOL.md) on or off.
+/// and recovery, presence, acks, rate limit; see docs/protocol.md) on or off.
 /// Default off. With it on, the callbacks (or pull-mode events) compose with
 /// the protocol:
 /// - upgrade: the application decides first (that is where auth belongs); if it

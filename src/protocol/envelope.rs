@@ -32,7 +32,7 @@ pub(crate) const MAX_ID_LEN: usize = 64;
 /// stack (see `reader_stack_size`).
 pub(crate) const MAX_DEPTH: usize = 32;
 
-/// The error codes of PROTOCOL.md, as sent in `error` payloads.
+/// The error codes of docs/protocol.md, as sent in `error` payloads.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ErrorCode {
     /// Malformed JSON, a missing or non-string `type`, a wrong payload, a
@@ -130,7 +130,7 @@ impl Serialize for RawJson {
     }
 }
 
-/// The client → server message types of PROTOCOL.md.
+/// The client → server message types of docs/protocol.md.
 #[derive(Debug, Clone, PartialEq)]
 #[non_exhaustive]
 pub enum RequestKind {

@@ -42,7 +42,7 @@ use crate::server::ServerHandle;
 use crate::sys::trim;
 use crate::types::{ConnId, HttpResponse, Message, RequestInfo, Upgrade};
 
-/// The subprotocols of PROTOCOL.md; both accept text and binary frames.
+/// The subprotocols of docs/protocol.md; both accept text and binary frames.
 pub const SUBPROTOCOLS: [&str; 2] = ["wshub.v1.json", "wshub.v1.bin"];
 
 /// Serves wire protocol v1 (rooms with seq, history and recovery, presence,

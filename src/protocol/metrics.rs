@@ -33,7 +33,7 @@ impl Metrics {
         *self.disconnects.lock().entry(code).or_default() += 1;
     }
 
-    /// The Prometheus text exposition (format 0.0.4) of every metric in PROTOCOL.md.
+    /// The Prometheus text exposition (format 0.0.4) of every metric in docs/protocol.md.
     pub fn render(&self, server: &ServerHandle, history: &Budget) -> String {
         let s = server.stats();
         let rooms = server.room_count().unwrap_or(0);

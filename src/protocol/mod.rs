@@ -1,4 +1,4 @@
-//! Wire protocol v1 (`PROTOCOL.md`, documented in `docs/protocol.md`) as a
+//! Wire protocol v1 (`docs/protocol.md`) as a
 //! layer on top of the engine: a [`Handler`](crate::Handler) implementation,
 //! not part of the engine.
 //!
