@@ -407,7 +407,7 @@ impl Session<'_> {
     /// outbound queue): a client that asks for big replies and never reads
     /// them would otherwise make the server hold each one.
     fn refuse_if_backlogged(&self) -> Result<(), ErrorReply> {
-        let waiting = self.server.conn_info(self.conn).map_or(0, |c| c.queue_depth);
+        let waiting = self.server.queued_frames(self.conn);
         if waiting < self.shared.config.max_reply_backlog {
             return Ok(());
         }
