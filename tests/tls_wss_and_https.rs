@@ -119,8 +119,23 @@ fn a_client_trusting_another_ca_fails_the_handshake() {
     assert!(err.to_string().contains("UnknownIssuer") || err.to_string().contains("certificate"), "{err}");
     let out = python(&[PY_TLS, "wrong-ca", &server.addr.to_string(), &pki.path_str("wrong-ca.pem")]);
     assert!(out.contains("refused as expected"), "{out}");
-    // The server is unharmed.
-    assert_eq!(https_get(server.addr, client_config(&pki.path("ca.pem"), None), "/healthz").0, 200);
+    // The server is unharmed, and counts both failures (each is counted when
+    // its reader thread sees the alert, which may be just after the client
+    // gave up: wait for it, bounded).
+    let config = client_config(&pki.path("ca.pem"), None);
+    assert_eq!(https_get(server.addr, config.clone(), "/healthz").0, 200);
+    let failures = || {
+        let (_, body) = https_get(server.addr, config.clone(), "/metrics");
+        let line =
+            body.lines().find(|l| l.starts_with("wshub_tls_handshake_failures_total ")).map(str::to_owned);
+        line.and_then(|l| l.rsplit(' ').next().and_then(|n| n.parse::<u64>().ok())).expect("the metric")
+    };
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while failures() < 2 {
+        assert!(Instant::now() < deadline, "wshub_tls_handshake_failures_total stayed below 2");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert_eq!(failures(), 2);
 }
 
 /// Reads until the server ends the connection; how long after `started` that was.

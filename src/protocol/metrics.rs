@@ -131,6 +131,12 @@ impl Metrics {
             &one(s.queue_depth_max),
         );
         metric(
+            "wshub_tls_handshake_failures_total",
+            "counter",
+            "TLS handshakes that failed or timed out (no HTTP request was read).",
+            &one(s.tls_handshake_failures),
+        );
+        metric(
             "wshub_handshakes_in_progress",
             "gauge",
             "Sockets in their handshake (HTTP request not yet answered), each holding a reader thread.",
