@@ -29,6 +29,7 @@ pub mod fuzzing;
 mod handler;
 mod hub;
 mod ip_table;
+mod logging;
 mod overflow;
 pub mod protocol;
 mod server;
