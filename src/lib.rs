@@ -35,6 +35,9 @@ pub mod protocol;
 mod server;
 mod stats;
 mod sys;
+/// systemd integration for the binary (and any Rust service): socket
+/// activation and `sd_notify`.
+pub mod systemd;
 mod tls;
 mod types;
 
