@@ -141,7 +141,7 @@ fn an_adopted_socket_over_the_per_address_cap_is_answered_from_what_the_host_rea
             .header("Sec-WebSocket-Key", tungstenite::handshake::client::generate_key())
             .body(())
             .unwrap();
-        let client = std::thread::spawn(move || tungstenite::client(request, stream).map(|(ws, _)| ws));
+        let client = std::thread::spawn(move || tungstenite::client(request, stream).ok().map(|(ws, _)| ws));
         host.adopt_next(&server, limit);
         client.join().unwrap().expect("the first one upgrades")
     };

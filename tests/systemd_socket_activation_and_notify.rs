@@ -118,3 +118,46 @@ impl Output for Child {
         all
     }
 }
+
+#[test]
+fn the_packaged_units_are_sandboxed_and_sized_for_two_threads_per_connection() {
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("packaging");
+    let service = std::fs::read_to_string(dir.join("wshub.service")).unwrap();
+    let socket = std::fs::read_to_string(dir.join("wshub.socket")).unwrap();
+    let value = |unit: &str, key: &str| -> Option<String> {
+        unit.lines().find_map(|l| l.strip_prefix(&format!("{key}=")).map(|v| v.trim().to_owned()))
+    };
+    for (key, want) in [
+        ("Type", "notify"),
+        ("DynamicUser", "yes"),
+        ("ProtectSystem", "strict"),
+        ("NoNewPrivileges", "yes"),
+        ("ExecStart", "/usr/bin/wshub --config /etc/wshub/wshub.toml"),
+    ] {
+        assert_eq!(value(&service, key).as_deref(), Some(want), "{key}");
+    }
+    assert!(value(&service, "WatchdogSec").is_some());
+    // Two threads (reader and writer) and one socket per connection.
+    let max = wshub::Config::default().max_connections as u64;
+    let tasks: u64 = value(&service, "TasksMax").unwrap().parse().unwrap();
+    let files: u64 = value(&service, "LimitNOFILE").unwrap().parse().unwrap();
+    assert!(tasks >= 2 * max + 16, "TasksMax={tasks}");
+    assert!(files >= max + 64, "LimitNOFILE={files}");
+    assert!(value(&socket, "ListenStream").is_some());
+    // systemd's own check, where systemd-analyze is installed.
+    if let Ok(out) = Command::new("systemd-analyze").arg("--version").output() {
+        if out.status.success() {
+            let out = Command::new("systemd-analyze")
+                .args(["verify", "--man=no"])
+                .arg(dir.join("wshub.socket"))
+                .arg(dir.join("wshub.service"))
+                .output()
+                .unwrap();
+            let text = String::from_utf8_lossy(&out.stderr);
+            // /usr/bin/wshub is not installed on a test machine: that one complaint is expected.
+            let bad: Vec<_> =
+                text.lines().filter(|l| !l.contains("/usr/bin/wshub") && !l.trim().is_empty()).collect();
+            assert!(bad.is_empty(), "systemd-analyze verify:\n{text}");
+        }
+    }
+}
