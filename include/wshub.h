@@ -953,11 +953,10 @@ wshub_result wshub_event_reject(wshub_event *event, uint16_t http_status);
 /*
  Sets how much wshub logs and where it goes. `level` is a wshub_log_level
  (WSHUB_INVALID_ARGUMENT otherwise); WSHUB_LOG_OFF silences
- wshub entirely. `callback` NULL: lines go to stderr, one line each, as
-
-     2026-12-01T00:41:07.123Z wshub WARN wshub::connection::reader: conn 7 (127.0.0.1:51234): request refused with 403
-
- (UTC time, "wshub", level ERROR/WARN/INFO/DEBUG/TRACE, target, message).
+ wshub entirely. `callback` NULL: lines go to stderr, one line each:
+ "2026-12-01T00:41:07.123Z wshub WARN wshub::connection::reader: conn 7
+ (127.0.0.1:51234): request refused with 403" (UTC time, "wshub", level
+ ERROR/WARN/INFO/DEBUG/TRACE, target, message; no line breaks inside).
  Without any call, a program using the C API gets warnings and errors on
  stderr in this format from its first `wshub_start*` on.
 
@@ -976,9 +975,7 @@ wshub_result wshub_event_reject(wshub_event *event, uint16_t http_status);
  the C API), that logger keeps receiving everything and this only records
  the setting.
  */
-wshub_result wshub_set_log_callback(uint32_t level,
-                                    wshub_log_fn callback,
-                                    void *user_data);
+wshub_result wshub_set_log_callback(uint32_t level, wshub_log_fn callback, void *user_data);
 
 /*
  The peer's address as "IP:port" (e.g. "127.0.0.1:51234"). NULL if `request` is NULL.

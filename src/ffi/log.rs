@@ -72,11 +72,10 @@ pub type wshub_log_fn = Option<
 
 /// Sets how much wshub logs and where it goes. `level` is a wshub_log_level
 /// (WSHUB_INVALID_ARGUMENT otherwise); WSHUB_LOG_OFF silences
-/// wshub entirely. `callback` NULL: lines go to stderr, one line each, as
-///
-///     2026-12-01T00:41:07.123Z wshub WARN wshub::connection::reader: conn 7 (127.0.0.1:51234): request refused with 403
-///
-/// (UTC time, "wshub", level ERROR/WARN/INFO/DEBUG/TRACE, target, message).
+/// wshub entirely. `callback` NULL: lines go to stderr, one line each:
+/// "2026-12-01T00:41:07.123Z wshub WARN wshub::connection::reader: conn 7
+/// (127.0.0.1:51234): request refused with 403" (UTC time, "wshub", level
+/// ERROR/WARN/INFO/DEBUG/TRACE, target, message; no line breaks inside).
 /// Without any call, a program using the C API gets warnings and errors on
 /// stderr in this format from its first `wshub_start*` on.
 ///
