@@ -181,6 +181,37 @@ typedef uint32_t wshub_event_kind;
 #endif // __cplusplus
 
 /*
+ How much wshub logs: a record is passed on when its level is at or below
+ the level set (WSHUB_LOG_WARN passes warnings and errors).
+ */
+typedef enum {
+  /*
+   Nothing at all.
+   */
+  WSHUB_LOG_OFF = 0,
+  /*
+   Errors: a thread could not be created, a callback panicked, ...
+   */
+  WSHUB_LOG_ERROR = 1,
+  /*
+   Warnings: refused handshakes, peers over a limit, slow shutdowns. The default.
+   */
+  WSHUB_LOG_WARN = 2,
+  /*
+   Start, stop, TLS reloads, protocol API calls.
+   */
+  WSHUB_LOG_INFO = 3,
+  /*
+   Per-connection detail (why a connection ended, refused tokens' reasons).
+   */
+  WSHUB_LOG_DEBUG = 4,
+  /*
+   Everything.
+   */
+  WSHUB_LOG_TRACE = 5,
+} wshub_log_level;
+
+/*
  A server configuration under construction. Create with `wshub_config_new`,
  adjust with the setters, pass to `wshub_start` (which copies it, so the same
  config may start several servers), free with `wshub_config_free`. Not
@@ -210,6 +241,17 @@ typedef struct wshub_server wshub_server;
  A message kind: `WSHUB_TEXT` (UTF-8) or `WSHUB_BINARY`.
  */
 typedef uint32_t wshub_message_kind;
+
+/*
+ Receives one log record: its level, its target (the wshub module that
+ logged it, e.g. "wshub::connection::reader") and the message, one line
+ without a trailing newline. Both strings are NUL-terminated and valid only
+ during the call.
+ */
+typedef void (*wshub_log_fn)(void *user_data,
+                             wshub_log_level level,
+                             const char *target,
+                             const char *message);
 
 /*
  on_upgrade: a client asks to open a WebSocket on the configured path; no
@@ -327,6 +369,137 @@ typedef struct {
 } wshub_callbacks;
 
 /*
+ A server's counters, filled by `wshub_stats`. Set `size` to
+ `sizeof(wshub_server_stats)` before the call: fields may be added at the end in
+ later versions, and wshub writes only the first `size` bytes (and sets
+ `size` to how many it wrote), so a program built against an older header
+ keeps working. Counters named `_total` only grow; the others are gauges.
+ */
+typedef struct {
+  /*
+   In: the caller's `sizeof(wshub_server_stats)`. Out: the bytes wshub wrote.
+   */
+  size_t size;
+  /*
+   Open WebSocket connections.
+   */
+  uint64_t connections;
+  /*
+   WebSocket connections opened since the start.
+   */
+  uint64_t connections_total;
+  /*
+   Rooms with at least one member.
+   */
+  uint64_t rooms;
+  /*
+   Data messages received from peers.
+   */
+  uint64_t messages_in_total;
+  /*
+   Data frames written to peers.
+   */
+  uint64_t messages_out_total;
+  /*
+   Payload bytes received in data messages.
+   */
+  uint64_t bytes_in_total;
+  /*
+   Bytes written to sockets after the handshake (frames of every kind).
+   */
+  uint64_t bytes_out_total;
+  /*
+   Sockets in their handshake now (HTTP request not yet answered).
+   */
+  uint64_t handshakes_in_progress;
+  /*
+   Connections closed with 1013: their outbound queue was full (frames).
+   */
+  uint64_t dropped_slow_consumer_total;
+  /*
+   Connections closed with 1013: their outbound queue was full (bytes).
+   */
+  uint64_t dropped_outbound_bytes_total;
+  /*
+   Connections closed with 1008 for sending frames too fast.
+   */
+  uint64_t dropped_frame_rate_total;
+  /*
+   Connections closed with 1009 for a message in too many frames.
+   */
+  uint64_t dropped_fragments_total;
+  /*
+   Requests refused instead of upgraded, all statuses (the sum of the
+   `rejects_*` fields below).
+   */
+  uint64_t rejects_total;
+  /*
+   Sockets dropped without any response (over every bound).
+   */
+  uint64_t rejects_dropped_total;
+  /*
+   Refused with 400 Bad Request.
+   */
+  uint64_t rejects_400_total;
+  /*
+   Refused with 401 Unauthorized (token missing or invalid).
+   */
+  uint64_t rejects_401_total;
+  /*
+   Refused with 403 Forbidden (Origin not allowed, or the application said so).
+   */
+  uint64_t rejects_403_total;
+  /*
+   Refused with 404 Not Found (an upgrade on another path).
+   */
+  uint64_t rejects_404_total;
+  /*
+   Refused with 408 Request Timeout (no complete request in time).
+   */
+  uint64_t rejects_408_total;
+  /*
+   Refused with 429 Too Many Requests (connect rate).
+   */
+  uint64_t rejects_429_total;
+  /*
+   Refused with 431 (request head too large).
+   */
+  uint64_t rejects_431_total;
+  /*
+   Refused with 503 Service Unavailable (a cap, or stopping).
+   */
+  uint64_t rejects_503_total;
+  /*
+   Refused with any other status.
+   */
+  uint64_t rejects_other_total;
+  /*
+   Sockets answered by the overflow thread: over the per-IP connect rate.
+   */
+  uint64_t overflow_connect_rate_total;
+  /*
+   ... over the per-IP connection cap.
+   */
+  uint64_t overflow_connections_per_ip_total;
+  /*
+   ... over the per-IP handshake cap.
+   */
+  uint64_t overflow_handshakes_per_ip_total;
+  /*
+   ... over the server's handshake cap.
+   */
+  uint64_t overflow_handshakes_total;
+  /*
+   TLS handshakes that failed or timed out.
+   */
+  uint64_t tls_handshake_failures_total;
+  /*
+   The deepest any outbound queue has been (frames).
+   */
+  uint64_t queue_depth_max;
+} wshub_server_stats;
+
+/*
  A text message: the bytes must be UTF-8.
  */
 #define WSHUB_TEXT 1
@@ -354,7 +527,9 @@ void wshub_config_free(wshub_config *config);
 
 /*
  Address and port to listen on, e.g. "127.0.0.1:8080" or "[::1]:0". Port 0
- picks a free port (read it back with `wshub_local_port`).
+ picks a free port (read it back with `wshub_local_port`). "" (empty):
+ no listener at all, no acceptor thread; the server takes connections only
+ from `wshub_adopt`, and `wshub_local_port` returns 0.
  WSHUB_INVALID_ARGUMENT when it does not parse as IP:port.
  */
 wshub_result wshub_config_set_bind(wshub_config *config, const char *address);
@@ -776,6 +951,33 @@ wshub_result wshub_event_accept(wshub_event *event);
 wshub_result wshub_event_reject(wshub_event *event, uint16_t http_status);
 
 /*
+ Sets how much wshub logs and where it goes. `level` is a wshub_log_level
+ (WSHUB_INVALID_ARGUMENT otherwise); WSHUB_LOG_OFF silences
+ wshub entirely. `callback` NULL: lines go to stderr, one line each:
+ "2026-12-01T00:41:07.123Z wshub WARN wshub::connection::reader: conn 7
+ (127.0.0.1:51234): request refused with 403" (UTC time, "wshub", level
+ ERROR/WARN/INFO/DEBUG/TRACE, target, message; no line breaks inside).
+ Without any call, a program using the C API gets warnings and errors on
+ stderr in this format from its first `wshub_start*` on.
+
+ May be called at any time, before `wshub_start` or while servers run; the
+ setting is per process, for every server. When it returns, the previous
+ callback is not running and is never called again, so its `user_data`
+ may be freed.
+
+ Threads: the callback runs on whichever wshub thread logs (connection
+ threads, the hub, the acceptor, ...), possibly on several at once; it must
+ be thread-safe, return quickly, and must not call any wshub function
+ (wshub may hold a lock while it logs). No log line contains a token, an
+ API key or a query string.
+
+ When the process already has a Rust logger (a Rust program that also uses
+ the C API), that logger keeps receiving everything and this only records
+ the setting.
+ */
+wshub_result wshub_set_log_callback(uint32_t level, wshub_log_fn callback, void *user_data);
+
+/*
  The peer's address as "IP:port" (e.g. "127.0.0.1:51234"). NULL if `request` is NULL.
  */
 const char *wshub_request_remote_addr(const wshub_request *request);
@@ -989,6 +1191,50 @@ wshub_result wshub_conn_identity(wshub_server *server,
                                  char *buf,
                                  size_t buf_len,
                                  size_t *len_out);
+
+/*
+ Hands wshub a connected TCP socket the application accepted itself, e.g.
+ on the port of its own HTTP server once it saw a request for the
+ WebSocket path. `already_read`/`len`: what the application already read
+ from the socket (the start of the HTTP request, or all of it; NULL with
+ `len` 0 if nothing), at most 8192 bytes, the largest request head wshub
+ accepts. wshub finishes the handshake on its own threads and answers
+ the request itself (101, or a refusal), with every check a connection
+ accepted by wshub gets: the per-address caps and connect rate, the
+ handshake deadline (counted from this call), the path, Origin and token
+ checks of the protocol, `on_upgrade`. Returns at once.
+
+ On WSHUB_OK wshub owns `fd`: it closes it when the connection ends, and
+ the application must neither use nor close it again. On any error `fd`
+ is still the application's. Errors: WSHUB_INVALID_ARGUMENT (`fd` is not a
+ connected TCP socket, more than 8192 bytes already read, or bytes
+ already read on a TLS server), WSHUB_STOPPED (the server is stopping).
+ Works with or without a listener of the server's own (see
+ `wshub_config_set_bind` with ""). Any thread, also inside callbacks.
+ */
+wshub_result wshub_adopt(wshub_server *server, int fd, const uint8_t *already_read, size_t len);
+
+/*
+ Fills `*stats` with the server's counters now (see `wshub_server_stats`'s
+ `size` rule). WSHUB_INVALID_ARGUMENT when `stats->size` is smaller than
+ the `size` field itself. Any thread, also inside callbacks.
+ */
+wshub_result wshub_stats(wshub_server *server, wshub_server_stats *stats);
+
+/*
+ Writes the server's counters as Prometheus text (exposition format
+ 0.0.4), NUL-terminated, into `buf` (`len` bytes), for a host that serves
+ them on its own admin port. With the protocol on
+ (`wshub_config_set_protocol`) it is exactly what `GET /metrics` returns;
+ without it, the engine's counters under the same metric names and in the
+ same format.
+
+ `*needed_out` (when not NULL) is always set to the bytes the text needs,
+ NUL included. When `len` is smaller, nothing is written to `buf` and the
+ call returns WSHUB_BUFFER_TOO_SMALL: call again with a larger buffer.
+ `buf` may be NULL when `len` is 0 (to ask for the size). Any thread.
+ */
+wshub_result wshub_metrics_text(wshub_server *server, char *buf, size_t len, size_t *needed_out);
 
 #ifdef __cplusplus
 }  // extern "C"

@@ -7,26 +7,57 @@
 //! (`overflow`), which answers it (a refusal, or `/healthz`) without a thread
 //! of its own, so sockets that never finish their request cannot lock the
 //! server out.
+//!
+//! [`ServerHandle::adopt`] (a socket a host accepted itself) goes through the
+//! same [`admit`] as an accepted one: caps, handshake deadline, then the
+//! reader's checks (path, Origin, auth) are one code path for both.
 
 use std::io;
-use std::net::TcpListener;
+use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use crossbeam_channel::Sender;
 
+use crate::connection::handshake::MAX_REQUEST_HEAD;
 use crate::connection::{reader, ConnShared};
+use crate::error::{Error, Result};
 use crate::overflow::Overflowing;
 use crate::server::ServerHandle;
 use crate::sys::pthread;
 
-pub(crate) fn run(server: ServerHandle, listener: Arc<TcpListener>, overflow: Sender<Overflowing>) {
+/// How often the acceptor of an inherited (non-blocking) listener looks at
+/// `draining` while no connection comes.
+const INHERITED_TICK: Duration = Duration::from_millis(50);
+
+/// Accepts until the server drains. `inherited`: the listener is
+/// non-blocking and shared with whoever passed it (systemd), so the stop
+/// cannot wake a blocked `accept` with `shutdown`; it is polled instead.
+pub(crate) fn run(
+    server: ServerHandle,
+    listener: Arc<TcpListener>,
+    inherited: bool,
+    overflow: Sender<Overflowing>,
+) {
     let engine = server.engine();
+    let fd = [std::os::fd::AsRawFd::as_raw_fd(&*listener)];
+    let mut ready = Vec::new();
     loop {
+        if inherited {
+            if engine.is_draining() {
+                break;
+            }
+            if crate::sys::poll::readable(&fd, INHERITED_TICK, &mut ready).is_err() {
+                std::thread::sleep(INHERITED_TICK);
+            }
+            if !ready.first().copied().unwrap_or(false) {
+                continue;
+            }
+        }
         let (stream, remote) = match listener.accept() {
             Ok(pair) => pair,
             Err(_) if engine.is_draining() => break,
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            Err(e) if matches!(e.kind(), io::ErrorKind::Interrupted | io::ErrorKind::WouldBlock) => continue,
             Err(e) => {
                 // Out of fds or memory: back off instead of spinning; the
                 // listen backlog holds the connection until we can take it.
@@ -38,36 +69,108 @@ pub(crate) fn run(server: ServerHandle, listener: Arc<TcpListener>, overflow: Se
         if engine.is_draining() {
             break;
         }
-        if let Err((refusal, log)) = engine.ip_table.admit(remote.ip(), &engine.config, Instant::now()) {
-            if log {
-                // Once per address per interval, however many it sends.
-                log::warn!(
-                    "{}: over {}; answering {} from the overflow thread",
-                    remote.ip(),
-                    refusal.label(),
-                    refusal.status()
-                );
-            }
-            crate::stats::Stats::add(&engine.stats.handshake_overflow[refusal as usize], 1);
-            if overflow.try_send(Overflowing { stream, remote, refusal }).is_err() {
-                engine.stats.count_reject(0);
-            }
-            continue;
-        }
-        let conn = Arc::new(ConnShared::new(engine.next_conn_id(), remote, stream));
-        engine.handshake_started(&conn);
-        engine.connection_started(conn.clone());
-        let (server2, conn2) = (server.clone(), conn.clone());
-        let name = format!("wshub-r{}", conn.id);
-        if let Err(e) = pthread::spawn_detached(
-            &name,
-            engine.config.reader_stack_size,
-            &engine.reader_threads,
-            move || reader::run(server2, conn2),
-        ) {
-            log::error!("{remote}: cannot spawn a reader thread: {e}; dropping");
-            engine.connection_finished(conn.id);
-        }
+        admit(&server, stream, remote, Vec::new(), &overflow);
     }
     log::debug!("acceptor stopped");
+}
+
+/// What happens to every socket after its accept (by the acceptor, or by a
+/// host that adopts it): a handshake slot and a reader thread, or the
+/// overflow thread's answer. `preread`: what the host already read of it.
+fn admit(
+    server: &ServerHandle,
+    stream: TcpStream,
+    remote: SocketAddr,
+    preread: Vec<u8>,
+    overflow: &Sender<Overflowing>,
+) {
+    let engine = server.engine();
+    if let Err((refusal, log)) = engine.ip_table.admit(remote.ip(), &engine.config, Instant::now()) {
+        if log {
+            // Once per address per interval, however many it sends.
+            log::warn!(
+                "{}: over {}; answering {} from the overflow thread",
+                remote.ip(),
+                refusal.label(),
+                refusal.status()
+            );
+        }
+        crate::stats::Stats::add(&engine.stats.handshake_overflow[refusal as usize], 1);
+        if overflow.try_send(Overflowing { stream, remote, refusal, preread }).is_err() {
+            engine.stats.count_reject(0);
+        }
+        return;
+    }
+    let conn = Arc::new(ConnShared::new(engine.next_conn_id(), remote, stream));
+    engine.handshake_started(&conn);
+    engine.connection_started(conn.clone());
+    let (server2, conn2) = (server.clone(), conn.clone());
+    let name = format!("wshub-r{}", conn.id);
+    if let Err(e) =
+        pthread::spawn_detached(&name, engine.config.reader_stack_size, &engine.reader_threads, move || {
+            reader::run(server2, conn2, preread)
+        })
+    {
+        log::error!("{remote}: cannot spawn a reader thread: {e}; dropping");
+        engine.connection_finished(conn.id);
+    }
+}
+
+impl crate::server::Server {
+    /// Like [`Server::start`](crate::Server::start), serving on `listener`,
+    /// a listening socket made elsewhere (passed by systemd, see
+    /// `LISTEN_FDS`), instead of binding [`Config::bind`](crate::Config::bind).
+    /// The socket stays listening when the server stops (connections queued
+    /// then wait for the next process).
+    pub fn start_on(
+        listener: TcpListener,
+        config: crate::Config,
+        handler: impl crate::Handler,
+    ) -> Result<ServerHandle> {
+        crate::engine::Engine::start(config, Box::new(handler), Some(listener))
+    }
+}
+
+impl ServerHandle {
+    /// Takes over a TCP connection the application accepted itself, e.g. on a
+    /// port its own HTTP server owns, once it has seen a request for the
+    /// WebSocket path. `already_read` is what the application read from it
+    /// so far (the start of the HTTP request, or all of it; empty if
+    /// nothing); at most 8 KiB, the largest request head wshub accepts.
+    ///
+    /// From here the socket is treated exactly like one the server accepted:
+    /// the per-address caps and connect rate, the handshake deadline
+    /// (counted from now), the path, the handler's `on_upgrade` (Origin and
+    /// token checks of the protocol), then the connection's threads. The
+    /// call returns at once; the answer (101 or a refusal) is written by
+    /// wshub's threads. Works with or without a listener of the server's own
+    /// ([`Config::listen`](crate::Config::listen)).
+    ///
+    /// Errors: [`Error::Stopped`] after a stop began; [`Error::InvalidConfig`]
+    /// when `already_read` is longer than 8 KiB, or not empty on a TLS
+    /// server (TLS bytes must reach wshub undecrypted); [`Error::Io`] when
+    /// the socket's address cannot be read (it is not connected).
+    pub fn adopt(&self, stream: TcpStream, already_read: &[u8]) -> Result<()> {
+        let engine = self.engine();
+        if engine.is_draining() {
+            return Err(Error::Stopped);
+        }
+        if already_read.len() > MAX_REQUEST_HEAD {
+            return Err(Error::InvalidConfig(format!(
+                "adopt: {} bytes already read; a request head is at most {MAX_REQUEST_HEAD}",
+                already_read.len()
+            )));
+        }
+        if engine.tls.is_some() && !already_read.is_empty() {
+            return Err(Error::InvalidConfig(
+                "adopt: a TLS server cannot take bytes already read from the socket".into(),
+            ));
+        }
+        let remote = stream.peer_addr()?;
+        // The host may have made it non-blocking; the reader expects blocking reads.
+        stream.set_nonblocking(false)?;
+        let overflow = engine.overflow_sender().ok_or(Error::Stopped)?;
+        admit(self, stream, remote, already_read.to_vec(), &overflow);
+        Ok(())
+    }
 }

@@ -110,6 +110,15 @@ pub struct Config {
     /// CA certificates (PEM) that client certificates must chain to; a client
     /// without a valid one fails the TLS handshake. `None`: no client certificates.
     pub tls_client_ca: Option<PemSource>,
+
+    // Embedding in a host (issue 20).
+    /// Whether the server binds [`bind`](Self::bind) and runs an acceptor
+    /// thread (default true). False: no listening socket and no acceptor
+    /// thread at all; connections come only from
+    /// [`ServerHandle::adopt`](crate::ServerHandle::adopt), and
+    /// [`ServerHandle::local_addr`](crate::ServerHandle::local_addr) is
+    /// `0.0.0.0:0`. In C: `wshub_config_set_bind(config, "")`.
+    pub listen: bool,
 }
 
 impl Default for Config {
@@ -141,6 +150,7 @@ impl Default for Config {
             tls_cert: None,
             tls_key: None,
             tls_client_ca: None,
+            listen: true,
         }
     }
 }
@@ -211,6 +221,8 @@ setters! {
     tls_key: Option<PemSource>;
     /// Sets [`Config::tls_client_ca`].
     tls_client_ca: Option<PemSource>;
+    /// Sets [`Config::listen`].
+    listen: bool;
 }
 
 impl Config {

@@ -46,7 +46,15 @@ pub(crate) struct Engine {
     stop_started: AtomicBool,
     stopped: Mutex<bool>,
     stopped_changed: Condvar,
-    listener: Arc<TcpListener>,
+    /// `None` without a listener ([`Config::listen`] false): no acceptor either.
+    listener: Option<Arc<TcpListener>>,
+    /// The listener came from outside (systemd): it is shared with whoever
+    /// passed it, so the stop must not shut it down (that would close it for
+    /// the next instance too); the acceptor polls it instead.
+    inherited: bool,
+    acceptor: Mutex<Option<JoinHandle<()>>>,
+    /// For sockets adopted over the caps (see `acceptor::admit`); dropped by the stop.
+    overflow_tx: Mutex<Option<Sender<crate::overflow::Overflowing>>>,
     threads: Mutex<Vec<JoinHandle<()>>>,
     /// Reader threads not yet finished (they are detached; see `pthread::reap_detached`).
     pub reader_threads: Arc<std::sync::atomic::AtomicUsize>,
@@ -61,20 +69,42 @@ pub(crate) struct Engine {
 }
 
 impl Engine {
-    /// Binds `config.bind`, starts the acceptor and hub threads, and returns
-    /// the first handle (see [`Server::start`](crate::Server::start)).
-    pub(crate) fn start(config: Config, handler: Box<dyn Handler>) -> Result<ServerHandle> {
+    /// Binds `config.bind` (or takes `inherited`, a listening socket made
+    /// by someone else, such as systemd), starts the acceptor and hub
+    /// threads, and returns the first handle (see
+    /// [`Server::start`](crate::Server::start)). With
+    /// [`Config::listen`] false and nothing inherited, no socket and no
+    /// acceptor thread.
+    pub(crate) fn start(
+        config: Config,
+        handler: Box<dyn Handler>,
+        inherited: Option<TcpListener>,
+    ) -> Result<ServerHandle> {
         config.validate().map_err(Error::InvalidConfig)?;
         pthread::watch_fork();
         let tls =
             config.tls_sources().map(crate::tls::Tls::load).transpose().map_err(Error::InvalidConfig)?;
-        let listener = TcpListener::bind(config.bind)?;
-        crate::sys::sock::deepen_backlog(&listener)?;
+        let shared_listener = inherited.is_some();
+        let listener = match inherited {
+            Some(l) => Some(l),
+            None if config.listen => {
+                let l = TcpListener::bind(config.bind)?;
+                crate::sys::sock::deepen_backlog(&l)?;
+                Some(l)
+            }
+            None => None,
+        };
+        if let Some(l) = &listener {
+            l.set_nonblocking(shared_listener)?;
+        }
         // A reader and a writer per connection, most of them waiting on futexes.
         let buckets = crate::sys::futex::size_futex_hash(2 * config.max_connections + 16);
         log::debug!("futex hash buckets: {buckets:?}");
-        let listener = Arc::new(listener);
-        let local_addr = listener.local_addr()?;
+        let listener = listener.map(Arc::new);
+        let local_addr = match &listener {
+            Some(l) => l.local_addr()?,
+            None => SocketAddr::from(([0, 0, 0, 0], 0)),
+        };
         let stats = Arc::new(Stats::default());
         let (hub_tx, hub_rx) = crossbeam_channel::bounded(config.hub_queue);
         let limits = QueueLimits { frames: config.outbound_queue, bytes: config.outbound_max_bytes };
@@ -115,6 +145,9 @@ impl Engine {
             stopped: Mutex::new(false),
             stopped_changed: Condvar::new(),
             listener: listener.clone(),
+            inherited: shared_listener,
+            acceptor: Mutex::new(None),
+            overflow_tx: Mutex::new(None),
             threads: Mutex::new(Vec::new()),
             reader_threads: Arc::default(),
             stopper_tx: Mutex::new(Some(stopper_tx)),
@@ -132,28 +165,43 @@ impl Engine {
                 .name("wshub-overflow".into())
                 .spawn(move || crate::overflow::run(handle, overflow_rx))
         };
-        let acceptor = overflow.and_then(|overflow| {
-            let handle = handle.clone();
-            std::thread::Builder::new()
-                .name("wshub-acceptor".into())
-                .spawn(move || crate::acceptor::run(handle, listener, overflow_tx))
-                .map(|acceptor| (acceptor, overflow))
+        *handle.engine().overflow_tx.lock() = Some(overflow_tx.clone());
+        let acceptor = overflow.and_then(|overflow| match listener {
+            Some(listener) => {
+                let handle = handle.clone();
+                std::thread::Builder::new()
+                    .name("wshub-accept".into())
+                    .spawn(move || crate::acceptor::run(handle, listener, shared_listener, overflow_tx))
+                    .map(|acceptor| (Some(acceptor), overflow))
+            }
+            None => Ok((None, overflow)),
         });
         let (acceptor, overflow) = match acceptor {
             Ok(t) => t,
             Err(e) => {
                 // A spawned overflow thread ends when its channel's sender drops.
+                handle.engine().overflow_tx.lock().take();
                 handle.engine().send_to_hub(Cmd::Shutdown);
                 let _ = hub_thread.join();
                 handle.engine().release_stopper();
                 return Err(e.into());
             }
         };
-        // The acceptor first: `stop` joins it before the rest.
-        handle.engine().threads.lock().extend([acceptor, overflow, hub_thread]);
+        // `stop` joins the acceptor before the rest.
+        *handle.engine().acceptor.lock() = acceptor;
+        handle.engine().threads.lock().extend([overflow, hub_thread]);
         let scheme = if handle.engine().tls.is_some() { "TLS (wss/https)" } else { "plain (ws/http)" };
-        log::info!("listening on {local_addr}, {scheme}, WebSocket path {}", handle.engine().config.path);
+        if handle.engine().listener.is_some() {
+            log::info!("listening on {local_addr}, {scheme}, WebSocket path {}", handle.engine().config.path);
+        } else {
+            log::info!("started without a listener (adopted sockets only), {scheme}");
+        }
         Ok(handle)
+    }
+
+    /// Where `ServerHandle::adopt` sends a socket over the caps; `None` once stopping.
+    pub(crate) fn overflow_sender(&self) -> Option<Sender<crate::overflow::Overflowing>> {
+        self.overflow_tx.lock().clone()
     }
 
     pub(crate) fn is_draining(&self) -> bool {
@@ -274,11 +322,15 @@ impl Engine {
         }
         log::info!("stopping: draining connections");
         self.draining.store(true, SeqCst);
-        crate::sys::sock::shutdown_listener(&self.listener);
-        let acceptor = self.threads.lock().drain(..1).next();
+        match &self.listener {
+            Some(listener) if !self.inherited => crate::sys::sock::shutdown_listener(listener),
+            _ => {} // an inherited one is polled: the acceptor sees `draining` within a tick
+        }
+        let acceptor = self.acceptor.lock().take();
         if let Some(t) = acceptor {
             let _ = t.join();
         }
+        self.overflow_tx.lock().take();
         // Through the hub, so each connection first gets what was sent to it
         // before the stop; connections that register later close themselves.
         self.send_to_hub(Cmd::CloseAll(1001, "server shutting down".into()));

@@ -70,4 +70,12 @@ pub trait Handler: Send + Sync + 'static {
     fn on_close(&self, server: &ServerHandle, conn: ConnId, code: u16, reason: &str) {
         let _ = (server, conn, code, reason);
     }
+
+    /// The Prometheus text [`ServerHandle::metrics_text`] returns, when this
+    /// handler keeps counters of its own (the protocol's, which it also
+    /// serves at `/metrics`). Default `None`: the engine's counters.
+    fn metrics_text(&self, server: &ServerHandle) -> Option<String> {
+        let _ = server;
+        None
+    }
 }

@@ -29,11 +29,15 @@ pub mod fuzzing;
 mod handler;
 mod hub;
 mod ip_table;
+mod logging;
 mod overflow;
 pub mod protocol;
 mod server;
 mod stats;
 mod sys;
+/// systemd integration for the binary (and any Rust service): socket
+/// activation and `sd_notify`.
+pub mod systemd;
 mod tls;
 mod types;
 

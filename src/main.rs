@@ -368,8 +368,20 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    let started =
-        if cli.echo { Server::start(config, EchoHandler) } else { Server::start(config, protocol.clone()) };
+    // systemd (issue 20): a socket passed by socket activation replaces --bind.
+    let inherited = match wshub::systemd::listener_from_env() {
+        Ok(l) => l,
+        Err(e) => {
+            eprintln!("wshub: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let started = match (inherited, cli.echo) {
+        (Some(l), true) => Server::start_on(l, config, EchoHandler),
+        (Some(l), false) => Server::start_on(l, config, protocol.clone()),
+        (None, true) => Server::start(config, EchoHandler),
+        (None, false) => Server::start(config, protocol.clone()),
+    };
     let server = match started {
         Ok(s) => s,
         Err(e) => {
@@ -379,6 +391,11 @@ fn main() -> ExitCode {
     };
     // Scripts and tests read the real address (port 0 binds a free one) from here.
     println!("wshub listening on {}", server.local_addr());
+    wshub::systemd::notify("READY=1");
+    let watchdog = {
+        let server = server.clone();
+        wshub::systemd::Watchdog::start(move || server.room_count().is_ok())
+    };
     for signal in signals.forever() {
         if signal == signal_hook::consts::SIGHUP {
             // New connections get the new certificate; open ones stay up. A
@@ -389,6 +406,8 @@ fn main() -> ExitCode {
         log::info!("signal {signal}: stopping gracefully");
         break;
     }
+    wshub::systemd::notify("STOPPING=1");
+    drop(watchdog);
     if cli.drain_delay_ms > 0 {
         protocol.begin_drain();
         std::thread::sleep(Duration::from_millis(cli.drain_delay_ms));

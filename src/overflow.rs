@@ -40,6 +40,9 @@ pub(crate) struct Overflowing {
     pub stream: TcpStream,
     pub remote: SocketAddr,
     pub refusal: Refusal,
+    /// What the host read before adopting it (`ServerHandle::adopt`); empty
+    /// for an accepted socket.
+    pub preread: Vec<u8>,
 }
 
 struct Held {
@@ -107,7 +110,7 @@ pub(crate) fn run(server: ServerHandle, rx: Receiver<Overflowing>) {
 
 fn take(
     held: &mut VecDeque<Held>,
-    socket: Overflowing,
+    mut socket: Overflowing,
     hold: Duration,
     capacity: usize,
     server: &ServerHandle,
@@ -119,7 +122,13 @@ fn take(
         held.pop_front();
         server.engine().stats.count_reject(0);
     }
-    held.push_back(Held { socket, buf: Vec::new(), deadline: Instant::now() + hold, answered: false });
+    let buf = std::mem::take(&mut socket.preread);
+    let mut h = Held { socket, buf, deadline: Instant::now() + hold, answered: false };
+    // An adopted socket's request may be complete already: no byte may come.
+    if !h.buf.is_empty() {
+        on_bytes(&mut h, server);
+    }
+    held.push_back(h);
 }
 
 /// Reads what a ready socket has; answers it once its head is complete.
@@ -134,26 +143,31 @@ fn serve(h: &mut Held, server: &ServerHandle) -> bool {
             }
             Ok(n) => {
                 h.buf.extend_from_slice(&chunk[..n]);
-                match handshake::parse_request(&h.buf, h.socket.remote) {
-                    Ok(Some(request)) => {
-                        let head_only = request.method == "HEAD";
-                        let response = respond_to(&request, h.socket.refusal, server);
-                        answer(h, &response, head_only, server);
-                    }
-                    Ok(None) if h.buf.len() <= handshake::MAX_REQUEST_HEAD => {}
-                    Ok(None) | Err(ReadError::TooLarge) => {
-                        server.engine().stats.count_reject(431);
-                        answer(h, &plain(431), false, server)
-                    }
-                    Err(_) => {
-                        server.engine().stats.count_reject(400);
-                        answer(h, &plain(400), false, server)
-                    }
-                }
+                on_bytes(h, server);
             }
             Err(e) if e.kind() == io::ErrorKind::WouldBlock => return true,
             Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
             Err(_) => return false,
+        }
+    }
+}
+
+/// Answers `h` once its buffer holds a complete head (or a bad one).
+fn on_bytes(h: &mut Held, server: &ServerHandle) {
+    match handshake::parse_request(&h.buf, h.socket.remote) {
+        Ok(Some(request)) => {
+            let head_only = request.method == "HEAD";
+            let response = respond_to(&request, h.socket.refusal, server);
+            answer(h, &response, head_only, server);
+        }
+        Ok(None) if h.buf.len() <= handshake::MAX_REQUEST_HEAD => {}
+        Ok(None) | Err(ReadError::TooLarge) => {
+            server.engine().stats.count_reject(431);
+            answer(h, &plain(431), false, server)
+        }
+        Err(_) => {
+            server.engine().stats.count_reject(400);
+            answer(h, &plain(400), false, server)
         }
     }
 }

@@ -35,7 +35,7 @@ impl Server {
     /// Binds `config.bind`, starts the acceptor and hub threads, and returns a
     /// handle. Connections are served until [`ServerHandle::stop`].
     pub fn start(config: Config, handler: impl Handler) -> Result<ServerHandle> {
-        Engine::start(config, Box::new(handler))
+        Engine::start(config, Box::new(handler), None)
     }
 }
 

@@ -127,3 +127,103 @@ impl Stats {
         }
     }
 }
+
+impl crate::server::ServerHandle {
+    /// The server's counters as Prometheus text (exposition format 0.0.4),
+    /// for an application that serves them on its own admin port. With the
+    /// protocol ([`ProtocolHandler`](crate::protocol::ProtocolHandler)) it
+    /// is exactly what `GET /metrics` returns; otherwise the engine's
+    /// counters, under the same metric names and in the same format (the
+    /// protocol's own counters, such as `reason="rate_limited"`, are absent).
+    pub fn metrics_text(&self) -> String {
+        let engine = self.engine();
+        engine.handler.metrics_text(self).unwrap_or_else(|| render_engine(&self.stats(), self))
+    }
+}
+
+/// The engine's counters in the format and under the names of the
+/// protocol's `/metrics` (`protocol/metrics.rs`), which adds its own.
+fn render_engine(s: &StatsSnapshot, server: &crate::server::ServerHandle) -> String {
+    use std::fmt::Write;
+    let rooms = server.room_count().unwrap_or(0) as u64;
+    let mut out = String::with_capacity(2048);
+    let mut metric = |name: &str, kind: &str, help: &str, samples: &[(String, u64)]| {
+        let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}");
+        for (labels, value) in samples {
+            let _ = writeln!(out, "{name}{labels} {value}");
+        }
+    };
+    let one = |v: u64| [(String::new(), v)];
+    let labelled = |label: &str, pairs: &[(String, u64)]| -> Vec<(String, u64)> {
+        pairs.iter().map(|(k, v)| (format!("{{{label}=\"{k}\"}}"), *v)).collect()
+    };
+    metric("wshub_connections", "gauge", "Open WebSocket connections.", &one(s.connections));
+    metric("wshub_connections_total", "counter", "WebSocket connections opened.", &one(s.connections_total));
+    metric("wshub_rooms", "gauge", "Rooms with at least one member.", &one(rooms));
+    metric("wshub_messages_in_total", "counter", "Data messages received.", &one(s.messages_in));
+    metric("wshub_messages_out_total", "counter", "Data frames sent.", &one(s.messages_out));
+    metric(
+        "wshub_direct_sends_total",
+        "counter",
+        "Data frames sent straight to an idle socket, not through a writer thread (part of wshub_messages_out_total).",
+        &one(s.direct_sends),
+    );
+    metric(
+        "wshub_write_batches_total",
+        "counter",
+        "writev calls by writer threads (frames per call = (messages_out - direct_sends) / this).",
+        &one(s.write_batches),
+    );
+    metric("wshub_bytes_in_total", "counter", "Payload bytes received.", &one(s.bytes_in));
+    metric("wshub_bytes_out_total", "counter", "Bytes written after the handshake.", &one(s.bytes_out));
+    let drops = [
+        ("slow_consumer".to_owned(), s.dropped_slow_consumer),
+        ("outbound_bytes".to_owned(), s.dropped_outbound_bytes),
+        ("frame_rate".to_owned(), s.dropped_frame_rate),
+        ("fragments".to_owned(), s.dropped_fragments),
+    ];
+    metric(
+        "wshub_dropped_total",
+        "counter",
+        "Messages or connections dropped, by reason.",
+        &labelled("reason", &drops),
+    );
+    metric(
+        "wshub_memory_trims_total",
+        "counter",
+        "Times freed heap memory was given back to the system (malloc_trim).",
+        &one(crate::sys::trim::trims() as u64),
+    );
+    let rejects: Vec<_> = s
+        .handshake_rejects_by_status
+        .iter()
+        .map(|(status, n)| (if *status == 0 { "dropped".to_owned() } else { status.to_string() }, *n))
+        .collect();
+    metric(
+        "wshub_handshake_rejects_total",
+        "counter",
+        "Requests refused instead of upgraded, by HTTP status (\"dropped\": no response).",
+        &labelled("status", &rejects),
+    );
+    metric(
+        "wshub_outbound_queue_depth",
+        "gauge",
+        "Deepest any outbound queue has been (high-water mark, frames).",
+        &one(s.queue_depth_max),
+    );
+    metric(
+        "wshub_handshakes_in_progress",
+        "gauge",
+        "Sockets in their handshake (HTTP request not yet answered), each holding a reader thread.",
+        &one(s.handshakes_in_progress),
+    );
+    let overflow: Vec<_> =
+        s.handshake_overflow_by_reason.iter().map(|(r, n)| ((*r).to_owned(), *n)).collect();
+    metric(
+        "wshub_handshake_overflow_total",
+        "counter",
+        "Sockets over a handshake bound, a per-IP cap or the connect rate, answered by the overflow thread, by the bound.",
+        &labelled("reason", &overflow),
+    );
+    out
+}

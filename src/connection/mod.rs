@@ -102,12 +102,21 @@ impl ConnShared {
 pub(crate) struct SockReader<'a> {
     conn: &'a ConnShared,
     tls: Option<TlsIn>,
+    /// Bytes a host read from an adopted socket before handing it over
+    /// (`ServerHandle::adopt`), read before the socket's own; at most
+    /// `handshake::MAX_REQUEST_HEAD`, and never on a TLS connection.
+    prefix: std::io::Cursor<Vec<u8>>,
 }
 
 impl<'a> SockReader<'a> {
     /// For a plain connection, or a TLS one whose session is started.
     pub(crate) fn new(conn: &'a ConnShared) -> Self {
-        SockReader { conn, tls: conn.is_tls().then(TlsIn::new) }
+        SockReader { conn, tls: conn.is_tls().then(TlsIn::new), prefix: Default::default() }
+    }
+
+    /// Like [`SockReader::new`], reading `prefix` first.
+    pub(crate) fn with_prefix(conn: &'a ConnShared, prefix: Vec<u8>) -> Self {
+        SockReader { prefix: std::io::Cursor::new(prefix), ..SockReader::new(conn) }
     }
 
     /// Runs the TLS handshake (a no-op on a plain connection).
@@ -121,6 +130,9 @@ impl<'a> SockReader<'a> {
 
 impl std::io::Read for SockReader<'_> {
     fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        if (self.prefix.position() as usize) < self.prefix.get_ref().len() {
+            return std::io::Read::read(&mut self.prefix, buf);
+        }
         match &mut self.tls {
             None => (&self.conn.stream).read(buf),
             Some(tls_in) => self.conn.tls_read(tls_in, buf),

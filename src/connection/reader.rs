@@ -74,15 +74,16 @@ enum End {
     Deadline(u16, String),
 }
 
-/// The whole life of one accepted TCP connection.
-pub(crate) fn run(server: ServerHandle, conn: Arc<ConnShared>) {
+/// The whole life of one accepted TCP connection; `preread`: the bytes a
+/// host already read from an adopted socket (empty otherwise).
+pub(crate) fn run(server: ServerHandle, conn: Arc<ConnShared>, preread: Vec<u8>) {
     ON_CONNECTION_THREAD.with(|c| c.set(true));
     let engine = server.engine();
     let _ = conn.stream.set_nodelay(true);
     // One deadline for the whole handshake, counted from the accept: the TLS
     // handshake (when on), then the HTTP request, however slowly it trickles.
     let deadline = conn.accepted + engine.config.handshake_timeout;
-    let mut sock = SockReader::new(&conn);
+    let mut sock = SockReader::with_prefix(&conn, preread);
     let upgraded = match &engine.tls {
         // Here, not on the acceptor: a client that stalls or sends garbage
         // costs only this thread, until the deadline.
@@ -133,6 +134,8 @@ fn upgrade<'a>(
 ) -> Option<(Ws<'a>, handshake::Request)> {
     let engine = server.engine();
     let reject = |response: &HttpResponse, head_only: bool| {
+        // Address and status only: never the query (it may carry a token).
+        log::warn!("conn {} ({}): request refused with {}", conn.id, conn.remote, response.status);
         engine.stats.count_reject(response.status);
         handshake::respond_and_close(conn, response, head_only);
     };

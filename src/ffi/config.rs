@@ -65,16 +65,23 @@ pub extern "C" fn wshub_config_free(config: *mut wshub_config) {
 }
 
 /// Address and port to listen on, e.g. "127.0.0.1:8080" or "[::1]:0". Port 0
-/// picks a free port (read it back with `wshub_local_port`).
+/// picks a free port (read it back with `wshub_local_port`). "" (empty):
+/// no listener at all, no acceptor thread; the server takes connections only
+/// from `wshub_adopt`, and `wshub_local_port` returns 0.
 /// WSHUB_INVALID_ARGUMENT when it does not parse as IP:port.
 #[no_mangle]
 pub extern "C" fn wshub_config_set_bind(config: *mut wshub_config, address: *const c_char) -> wshub_result {
     ffi_boundary! {
         let config = try_out!(config);
         let address = try_str!(address);
+        if address.is_empty() {
+            config.config.listen = false;
+            return wshub_result::WSHUB_OK;
+        }
         match address.parse::<SocketAddr>() {
             Ok(addr) => {
                 config.config.bind = addr;
+                config.config.listen = true;
                 wshub_result::WSHUB_OK
             }
             Err(_) => wshub_result::WSHUB_INVALID_ARGUMENT,

@@ -131,6 +131,10 @@ impl Handler for FfiHandler {
         }
     }
 
+    fn metrics_text(&self, handle: &ServerHandle) -> Option<String> {
+        self.protocol.as_ref().and_then(|protocol| protocol.metrics_text(handle))
+    }
+
     fn on_connect(&self, handle: &ServerHandle, conn: ConnId, info: &RequestInfo) {
         self.adopt(handle);
         if let Some(protocol) = &self.protocol {

@@ -22,5 +22,9 @@ pub(crate) mod config;
 pub(crate) mod error;
 pub(crate) mod event;
 pub(crate) mod handler;
+pub(crate) mod log;
 pub(crate) mod request;
 pub(crate) mod server;
+// Embedding in a host: adopting sockets, counters.
+pub(crate) mod adopt;
+pub(crate) mod stats;

@@ -74,7 +74,7 @@ pub struct wshub_server {
 
 impl wshub_server {
     /// The engine handle, or WSHUB_STOPPED.
-    fn handle(&self) -> Result<ServerHandle, wshub_result> {
+    pub(super) fn handle(&self) -> Result<ServerHandle, wshub_result> {
         self.slot.lock().handle.clone().ok_or(wshub_result::WSHUB_STOPPED)
     }
 
@@ -136,6 +136,7 @@ impl wshub_server {
 }
 
 fn start(config: &wshub_config, mode: Mode) -> Result<*mut wshub_server, wshub_result> {
+    crate::logging::install_for_host();
     let server = Arc::new(wshub_server {
         slot: Mutex::new(Slot::default()),
         mode,

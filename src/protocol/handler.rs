@@ -212,6 +212,11 @@ impl Handler for ProtocolHandler {
         http::route(&self.shared, server, request)
     }
 
+    /// The text `/metrics` serves.
+    fn metrics_text(&self, server: &ServerHandle) -> Option<String> {
+        Some(self.shared.metrics.render(server, self.shared.rooms.budget()))
+    }
+
     fn on_connect(&self, server: &ServerHandle, conn: ConnId, request: &RequestInfo) {
         let c = &self.shared.config;
         let identity = self.shared.admission.take(conn);

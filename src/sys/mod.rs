@@ -9,10 +9,12 @@
 //!   waking a blocked `accept`.
 //! - [`trim`]: giving freed heap memory back to the system (`malloc_trim`).
 //! - [`poll`]: `poll(2)` over many sockets, for the overflow thread.
+//! - [`fd`]: a listening socket passed by number (systemd's `LISTEN_FDS`).
 #![allow(unsafe_code)]
 
 use std::sync::OnceLock;
 
+pub(crate) mod fd;
 pub(crate) mod futex;
 pub(crate) mod poll;
 pub(crate) mod pthread;

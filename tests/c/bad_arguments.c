@@ -315,6 +315,22 @@ static void callback_server(void) {
     CHECK_RC(wshub_conn_identity(server, 1, buf, sizeof buf, NULL), WSHUB_NULL_PARAMETER);
     CHECK_RC(wshub_poll_event(server, 0, NULL), WSHUB_NULL_PARAMETER);
     CHECK_RC(wshub_event_fd(server, NULL), WSHUB_NULL_PARAMETER);
+    CHECK_RC(wshub_stats(NULL, NULL), WSHUB_NULL_PARAMETER);
+    CHECK_RC(wshub_stats(server, NULL), WSHUB_NULL_PARAMETER);
+    CHECK_RC(wshub_metrics_text(NULL, NULL, 0, NULL), WSHUB_NULL_PARAMETER);
+    CHECK_RC(wshub_metrics_text(server, NULL, 8, NULL), WSHUB_NULL_PARAMETER);
+    CHECK_RC(wshub_adopt(NULL, 0, NULL, 0), WSHUB_NULL_PARAMETER);
+    CHECK_RC(wshub_adopt(server, 0, NULL, 5), WSHUB_NULL_PARAMETER);
+
+    /* wshub_adopt refuses what is not a connected TCP socket, and leaves it open */
+    {
+        int pipe_fds[2];
+        CHECK_RC(wshub_adopt(server, -1, NULL, 0), WSHUB_INVALID_ARGUMENT);
+        CHECK(pipe(pipe_fds) == 0);
+        CHECK_RC(wshub_adopt(server, pipe_fds[0], NULL, 0), WSHUB_INVALID_ARGUMENT);
+        CHECK(close(pipe_fds[0]) == 0 && close(pipe_fds[1]) == 0); /* still ours to close */
+    }
+    CHECK_RC(wshub_set_log_callback(6, NULL, NULL), WSHUB_INVALID_ARGUMENT);
 
     /* bad values */
     CHECK_RC(wshub_broadcast(server, "", HELLO, 5, WSHUB_TEXT, 0), WSHUB_INVALID_ROOM);

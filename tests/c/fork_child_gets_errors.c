@@ -22,6 +22,16 @@ static int child(wshub_server *server) {
     bad += wshub_join(server, 1, "room") != WSHUB_FORKED;
     bad += wshub_room_size(server, "room", &n) != WSHUB_FORKED;
     bad += wshub_local_port(server) != 0;
+    {
+        wshub_server_stats stats;
+        char text[64];
+        memset(&stats, 0, sizeof stats);
+        stats.size = sizeof stats;
+        bad += wshub_stats(server, &stats) != WSHUB_FORKED;
+        bad += wshub_metrics_text(server, text, sizeof text, &n) != WSHUB_FORKED;
+        bad += wshub_adopt(server, 0, NULL, 0) != WSHUB_FORKED;
+        bad += wshub_set_log_callback(WSHUB_LOG_WARN, NULL, NULL) != WSHUB_FORKED;
+    }
     bad += wshub_config_new() != NULL;
     bad += message == NULL || strstr(message, "fork") == NULL;
     bad += wshub_version() == NULL;

@@ -1,0 +1,136 @@
+//! Where wshub's log lines go when C links it.
+//!
+//! Rust programs pick their own logger through the `log` facade, and nothing
+//! here runs for them. A C host has no Rust logger, so the C entry points
+//! (`wshub_set_log_callback`, `wshub_start*`) install [`HostLogger`]: it sends
+//! every record at or above the level set either to the host's sink (the C
+//! callback, wrapped by `ffi/log.rs`) or, when none is set, to stderr in the
+//! one format the header documents, [`stderr_line`]. The default level is
+//! `Warn`; `Off` silences everything.
+//!
+//! What is logged never includes a token, an API key or a query string: the
+//! call sites log addresses, connection ids, paths and reasons only.
+
+use std::io::Write;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use log::{Level, LevelFilter, Log, Metadata, Record};
+use parking_lot::RwLock;
+
+/// The host's sink: level, target and message of one record.
+pub(crate) type Sink = Box<dyn Fn(Level, &str, &str) + Send + Sync>;
+
+struct State {
+    level: LevelFilter,
+    /// `None`: stderr.
+    sink: Option<Sink>,
+}
+
+static STATE: RwLock<State> = RwLock::new(State { level: LevelFilter::Warn, sink: None });
+
+/// The logger installed for C hosts.
+struct HostLogger;
+
+static LOGGER: HostLogger = HostLogger;
+
+impl Log for HostLogger {
+    fn enabled(&self, metadata: &Metadata<'_>) -> bool {
+        metadata.level() <= STATE.read().level
+    }
+
+    fn log(&self, record: &Record<'_>) {
+        // Read-locked while the sink runs: a new sink set meanwhile waits for
+        // calls to the old one to return, so after `set_sink` returns the old
+        // one is never called again.
+        let state = STATE.read();
+        if record.level() > state.level {
+            return;
+        }
+        let message = record.args().to_string();
+        match &state.sink {
+            Some(sink) => sink(record.level(), record.target(), &message),
+            None => {
+                let line = stderr_line(SystemTime::now(), record.level(), record.target(), &message);
+                // One write per line, so lines of different threads never interleave.
+                let _ = std::io::stderr().lock().write_all(line.as_bytes());
+            }
+        }
+    }
+
+    fn flush(&self) {}
+}
+
+/// Installs [`HostLogger`] as the process's logger unless one is installed
+/// already (a Rust program that also uses the C API keeps its own).
+pub(crate) fn install_for_host() {
+    if log::set_logger(&LOGGER).is_ok() {
+        log::set_max_level(STATE.read().level);
+    }
+}
+
+/// Sets the level and the sink (`None`: stderr) of the host logger and
+/// installs it. Returns once no call to the previous sink is running.
+pub(crate) fn set_sink(level: LevelFilter, sink: Option<Sink>) {
+    {
+        let mut state = STATE.write();
+        state.level = level;
+        state.sink = sink;
+    }
+    install_for_host();
+    if std::ptr::addr_eq(log::logger(), &LOGGER) {
+        log::set_max_level(level);
+    }
+}
+
+/// The stderr format: `2026-12-01T00:41:07.123Z wshub WARN <target>: <message>`,
+/// one line (newlines in the message become spaces).
+pub(crate) fn stderr_line(now: SystemTime, level: Level, target: &str, message: &str) -> String {
+    let since = now.duration_since(UNIX_EPOCH).unwrap_or_default();
+    let secs = since.as_secs();
+    let (y, mo, d) = civil_from_days((secs / 86_400) as i64);
+    let day = secs % 86_400;
+    let message = message.replace(['\n', '\r'], " ");
+    format!(
+        "{y:04}-{mo:02}-{d:02}T{:02}:{:02}:{:02}.{:03}Z wshub {level} {target}: {message}\n",
+        day / 3600,
+        day / 60 % 60,
+        day % 60,
+        since.subsec_millis()
+    )
+}
+
+/// Year, month, day of the `days`-th day after 1970-01-01 (Howard Hinnant's
+/// `civil_from_days`, proleptic Gregorian calendar).
+fn civil_from_days(days: i64) -> (i64, u32, u32) {
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = (doy - (153 * mp + 2) / 5 + 1) as u32;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 } as u32;
+    let y = yoe + era * 400 + i64::from(m <= 2);
+    (y, m, d)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+
+    #[test]
+    fn the_stderr_line_has_the_documented_format() {
+        let t = UNIX_EPOCH + Duration::from_millis(1_796_085_667_123);
+        let line = stderr_line(t, Level::Warn, "wshub::connection", "refused\nwith 403");
+        assert_eq!(line, "2026-12-01T00:41:07.123Z wshub WARN wshub::connection: refused with 403\n");
+    }
+
+    #[test]
+    fn dates_across_leap_years_and_epochs() {
+        assert_eq!(civil_from_days(0), (1970, 1, 1));
+        assert_eq!(civil_from_days(11_016), (2000, 2, 29));
+        assert_eq!(civil_from_days(-1), (1969, 12, 31));
+        assert_eq!(civil_from_days(20_513), (2026, 3, 1));
+    }
+}

@@ -1,0 +1,88 @@
+//! Every thread of a running `wshub` binary with clients carries a wshub
+//! name within Linux's 15 bytes, as `ps -L` (and `top -H`, gdb, perf) show
+//! it: per connection a reader `wshub-r<conn>` and a writer `wshub-w<conn>`,
+//! and the hub, acceptor, overflow, stopper, trim and fan-out threads. On
+//! the pooled-stack path and on glibc stacks (`WSHUB_KERNEL_FALLBACK`).
+
+mod common;
+
+use std::io::{BufRead, BufReader};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+/// The binary, started by this test on port 0; killed by PID when dropped.
+struct Binary(Child);
+
+impl Drop for Binary {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn start(fallback: bool) -> (Binary, std::net::SocketAddr) {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_wshub"));
+    cmd.args(["--bind", "127.0.0.1:0"]).stdout(Stdio::piped()).stderr(Stdio::null());
+    if fallback {
+        cmd.env("WSHUB_KERNEL_FALLBACK", "1");
+    }
+    let mut child = cmd.spawn().expect("start wshub");
+    let stdout = child.stdout.take().unwrap();
+    let bin = Binary(child);
+    let mut line = String::new();
+    BufReader::new(stdout).read_line(&mut line).unwrap();
+    let addr = line.trim().rsplit(' ').next().unwrap().parse().unwrap_or_else(|_| panic!("{line:?}"));
+    (bin, addr)
+}
+
+/// `ps -L -o comm=` of `pid`: one name per thread.
+fn thread_names(pid: u32) -> Vec<String> {
+    let out = Command::new("ps").args(["-L", "-o", "comm=", "-p", &pid.to_string()]).output().expect("ps");
+    String::from_utf8_lossy(&out.stdout).lines().map(|l| l.trim().to_owned()).collect()
+}
+
+fn check(fallback: bool) {
+    let (bin, addr) = start(fallback);
+    let clients: Vec<_> = (0..3).map(|_| common::connect(addr, "/ws")).collect();
+    let pid = bin.0.id();
+    // Every connection's two threads are up once its 101 came; wait for the
+    // names anyway (a thread names itself as it starts).
+    let deadline = Instant::now() + common::WAIT;
+    let names = loop {
+        let names = thread_names(pid);
+        let per_conn = names.iter().filter(|n| n.starts_with("wshub-r") || n.starts_with("wshub-w")).count();
+        if per_conn >= 6 || Instant::now() > deadline {
+            break names;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    // /proc says the same as ps.
+    let proc_names: Vec<String> = std::fs::read_dir(format!("/proc/{pid}/task"))
+        .unwrap()
+        .filter_map(|t| std::fs::read_to_string(t.ok()?.path().join("comm")).ok())
+        .map(|n| n.trim().to_owned())
+        .collect();
+    assert_eq!(proc_names.len(), names.len(), "{proc_names:?} vs {names:?}");
+    for name in &names {
+        assert!(name.starts_with("wshub"), "an unnamed thread: {name:?} in {names:?}");
+        assert!(name.len() <= 15, "{name:?}");
+    }
+    for wanted in ["wshub-hub", "wshub-accept", "wshub-overflow", "wshub-stopper"] {
+        assert!(names.iter().any(|n| n == wanted), "no {wanted} in {names:?}");
+    }
+    for prefix in ["wshub-r", "wshub-w"] {
+        let n = names.iter().filter(|n| n.starts_with(prefix) && n[7..].parse::<u64>().is_ok()).count();
+        assert_eq!(n, 3, "{prefix}<conn> threads in {names:?}");
+    }
+    drop(clients);
+}
+
+#[test]
+fn ps_lists_named_wshub_threads_on_pooled_stacks() {
+    check(false);
+}
+
+#[test]
+fn ps_lists_named_wshub_threads_on_glibc_stacks() {
+    check(true);
+}
