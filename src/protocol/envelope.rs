@@ -148,7 +148,7 @@ pub enum RequestKind {
         /// The room.
         room: String,
     },
-    /// `room:publish {room, data, echo?}`.
+    /// `room:publish {room, data, echo?, key?}`.
     Publish {
         /// The room.
         room: String,
@@ -156,6 +156,9 @@ pub enum RequestKind {
         data: RawJson,
         /// Whether the sender gets the message too.
         echo: bool,
+        /// The idempotency key (protocol 1.1): a resend with a key the room's
+        /// history still holds publishes nothing.
+        key: Option<String>,
     },
     /// `typing:start` / `typing:stop {room}`.
     Typing {
@@ -275,6 +278,8 @@ struct RoomPayload<'a> {
     data: Option<&'a RawValue>,
     #[serde(borrow, default, deserialize_with = "present")]
     echo: Option<&'a RawValue>,
+    #[serde(borrow, default, deserialize_with = "present")]
+    key: Option<&'a RawValue>,
 }
 
 /// Parses one raw field as `T`; `None` when it is not one.
@@ -413,11 +418,32 @@ fn parse_kind(kind: &str, payload: Option<&RawValue>) -> Result<RequestKind, Err
                     field::<Option<bool>>(v).ok_or_else(|| bad("echo must be a boolean"))?.unwrap_or(false)
                 }
             },
+            key: match p.key {
+                None => None,
+                Some(v) => match field::<Option<String>>(v) {
+                    Some(key) => key.map(check_key).transpose()?,
+                    None => return Err(bad(KEY_RULE)),
+                },
+            },
         },
         "typing:start" => RequestKind::Typing { room, active: true },
         "typing:stop" => RequestKind::Typing { room, active: false },
         _ => RequestKind::PresenceGet { room },
     })
+}
+
+/// What a publish's `key` must be.
+pub(crate) const KEY_RULE: &str = "key must be a string of 1 to 64 bytes";
+
+/// The longest idempotency key, in bytes.
+pub(crate) const MAX_KEY_LEN: usize = 64;
+
+/// A `key` as PROTOCOL.md 1.1 allows it: 1 to [`MAX_KEY_LEN`] bytes.
+pub(crate) fn check_key(key: String) -> Result<String, ErrorReply> {
+    if key.is_empty() || key.len() > MAX_KEY_LEN {
+        return Err(ErrorReply::new(ErrorCode::BadRequest, KEY_RULE));
+    }
+    Ok(key)
 }
 
 fn room_field(room: Option<&RawValue>) -> Result<String, ErrorReply> {
@@ -459,8 +485,11 @@ mod tests {
             parse_text(r#"{"type":"room:publish","id":"c1","payload":{"room":"a","data":[1],"echo":true}}"#)
                 .unwrap();
         assert_eq!(r.id.as_deref(), Some("c1"));
-        let RequestKind::Publish { room, data, echo } = r.kind else { panic!("{:?}", r.kind) };
-        assert_eq!((room.as_str(), data.get(), echo), ("a", "[1]", true));
+        let RequestKind::Publish { room, data, echo, key } = r.kind else { panic!("{:?}", r.kind) };
+        assert_eq!((room.as_str(), data.get(), echo, key), ("a", "[1]", true, None));
+        let r = parse_text(r#"{"type":"room:publish","payload":{"room":"a","data":1,"key":"k-1"}}"#).unwrap();
+        let RequestKind::Publish { key, .. } = r.kind else { panic!("{:?}", r.kind) };
+        assert_eq!(key.as_deref(), Some("k-1"));
     }
 
     #[test]
@@ -487,6 +516,10 @@ mod tests {
             code(r#"{"type":"room:publish","payload":{"room":"a","data":1,"echo":1}}"#).0,
             ErrorCode::BadRequest
         );
+        for key in [r#""""#, "7", &format!("{:?}", "k".repeat(65))] {
+            let text = format!(r#"{{"type":"room:publish","payload":{{"room":"a","data":1,"key":{key}}}}}"#);
+            assert_eq!(code(&text).0, ErrorCode::BadRequest, "{text}");
+        }
     }
 
     #[test]

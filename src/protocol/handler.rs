@@ -1,7 +1,8 @@
 //! [`ProtocolHandler`]: the wire protocol v1 as an engine [`Handler`].
 //!
 //! It owns each connection's protocol state (clientId, joined rooms, rate
-//! limiter) and drives the rooms' state in `room.rs`. The engine's hub still
+//! limiter) and drives the rooms' state in `room.rs` (publishes through
+//! `publish.rs`, the one way into a room). The engine's hub still
 //! does all delivery; the rule that keeps `seq` order equal to delivery order:
 //! every `broadcast` of a seq'd message, and every join with its replay and ack,
 //! is issued while holding that room's lock, and the hub applies one thread's
@@ -22,21 +23,18 @@ use std::time::Instant;
 use parking_lot::Mutex;
 
 use crate::conn_map::ConnMap;
-use serde::Serialize;
 use serde_json::{json, Value};
 
 use super::admission::Admission;
 use super::auth::Identity;
-use super::binary::{self, parse_binary};
+use super::binary::parse_binary;
 use super::config::{ProtocolConfig, BIG_REPLY};
-use super::envelope::{
-    self, ack, frame, frame_at, now_ms, parse_text, ErrorCode, ErrorReply, RawJson, Request, RequestKind,
-};
+use super::envelope::{self, ack, frame, parse_text, ErrorCode, ErrorReply, RawJson, Request, RequestKind};
 use super::http;
 use super::metrics::Metrics;
+use super::publish::{self, Body, Publish, Published};
 use super::rate_limit::{RateLimiter, Verdict};
-use super::room::{Limits, Miss, RoomTable};
-use crate::frame::{self as wire, SharedFrame};
+use super::room::{Limits, RoomTable};
 use crate::handler::Handler;
 use crate::server::ServerHandle;
 use crate::sys::trim;
@@ -72,7 +70,7 @@ impl std::fmt::Debug for ProtocolHandler {
 
 /// The state every clone of one handler shares.
 pub(crate) struct Shared {
-    config: ProtocolConfig,
+    pub config: ProtocolConfig,
     pub rooms: RoomTable,
     /// Read on every message, written on connect and close.
     conns: ConnMap<Arc<Mutex<ConnState>>>,
@@ -278,7 +276,7 @@ impl Handler for ProtocolHandler {
         let reply = match &message {
             Message::Text(text) => parse_text(text).and_then(|r| session.handle(r)),
             Message::Binary(bytes) => {
-                parse_binary(bytes).and_then(|p| session.publish_binary(&p.room, p.body))
+                parse_binary(bytes).and_then(|p| session.publish_binary(&p.room, p.body, p.key.as_deref()))
             }
         };
         match reply {
@@ -365,8 +363,8 @@ impl Session<'_> {
         let result = match request.kind {
             RequestKind::Join { room, since, epoch } => self.join(id, &room, since, epoch.as_deref()),
             RequestKind::Leave { room } => self.leave(&room).and_then(|()| ack_with(json!({"room": room}))),
-            RequestKind::Publish { room, data, echo } => {
-                self.publish(&room, &data, echo).and_then(|seq| ack_with(json!({"room": room, "seq": seq})))
+            RequestKind::Publish { room, data, echo, key } => {
+                self.publish(&room, &data, echo, key.as_deref()).and_then(|p| ack_with(p.ack_payload(&room)))
             }
             RequestKind::Typing { room, active } => {
                 self.typing(&room, active).and_then(|()| ack_with(json!({"room": room})))
@@ -546,20 +544,7 @@ impl Session<'_> {
                 Ok(None)
             }
             Ok(Err(e)) => Err(internal(e)),
-            Err(miss) => Err(self.missed(miss)),
-        }
-    }
-
-    fn missed(&self, miss: Miss) -> ErrorReply {
-        match miss {
-            Miss::Full => {
-                self.shared.metrics.max_rooms.fetch_add(1, Relaxed);
-                ErrorReply::new(
-                    ErrorCode::Forbidden,
-                    format!("the server has {} rooms, the most it keeps", self.shared.config.max_rooms),
-                )
-            }
-            Miss::Absent | Miss::Busy => ErrorReply::new(ErrorCode::Internal, "room is busy, try again"),
+            Err(miss) => Err(publish::missed(self.shared, miss)),
         }
     }
 
@@ -581,45 +566,39 @@ impl Session<'_> {
         Ok(())
     }
 
-    fn publish(&mut self, room: &str, data: &RawJson, echo: bool) -> Result<u64, ErrorReply> {
+    fn publish(
+        &mut self,
+        room: &str,
+        data: &RawJson,
+        echo: bool,
+        key: Option<&str>,
+    ) -> Result<Published, ErrorReply> {
         self.require_allowed(room)?;
         self.require_member(room)?;
         if echo && data.get().len() > BIG_REPLY {
             self.refuse_if_backlogged()?;
         }
-        let (server, conn, from) = (self.server, self.conn, &self.state.client_id);
-        let ts = now_ms();
-        let published = self.shared.rooms.with_room(room, true, |r| {
-            let (seq, frame) = r.publish(Instant::now(), |seq| {
-                let payload = RoomMessage { data, from, room, seq };
-                text_frame(&frame_at("room:message", None, payload, ts))
-            });
-            server.broadcast_frame(room, frame, if echo { None } else { Some(conn) }).map(|()| seq)
-        });
-        trim::note_freed(self.shared.rooms.budget().take_freed());
-        match published {
-            Ok(Ok(seq)) => Ok(seq),
-            Ok(Err(e)) => Err(internal(e)),
-            Err(miss) => Err(self.missed(miss)),
-        }
+        let except = if echo { None } else { Some(self.conn) };
+        let from = &self.state.client_id;
+        publish::publish(
+            self.shared,
+            self.server,
+            Publish { room, body: Body::Json(data), from, key, except },
+        )
     }
 
-    fn publish_binary(&mut self, room: &str, body: &[u8]) -> Reply {
+    /// A binary publish; one with a key is acked by a text `ack` whose `id`
+    /// is the key (binary frames carry no id of their own).
+    fn publish_binary(&mut self, room: &str, body: &[u8], key: Option<&str>) -> Reply {
         self.require_allowed(room)?;
         self.require_member(room)?;
-        let (server, conn) = (self.server, self.conn);
-        let published = self.shared.rooms.with_room(room, true, |r| {
-            let (_, frame) = r.publish(Instant::now(), |seq| {
-                Arc::new(wire::encode(wire::OP_BINARY, &binary::encode_message(room, seq, body)))
-            });
-            server.broadcast_frame(room, frame, Some(conn))
-        });
-        trim::note_freed(self.shared.rooms.budget().take_freed());
-        match published {
-            Ok(Ok(())) => Ok(None),
-            Ok(Err(e)) => Err(internal(e)),
-            Err(miss) => Err(self.missed(miss)),
-        }
+        let from = &self.state.client_id;
+        let p = Publish { room, body: Body::Binary(body), from, key, except: Some(self.conn) };
+        let published = publish::publish(self.shared, self.server, p).map_err(|mut e| {
+            e.id = key.map(str::to_owned);
+            e
+        })?;
+        Ok(key.map(|key| ack(key, published.ack_payload(room))))
     }
 
     fn typing(&mut self, room: &str, active: bool) -> Result<(), ErrorReply> {
@@ -641,18 +620,3 @@ const LARGE_TRAFFIC: usize = 1 << 20;
 /// Bytes one member adds to a `presence:get` ack, at most (clientId up to 20
 /// digits, the keys, `{}` meta and punctuation).
 const PRESENCE_ENTRY_BYTES: usize = 48;
-
-/// The payload of a `room:message` text frame (keys in the order a `json!`
-/// object would have them, as before `data` was kept raw).
-#[derive(Serialize)]
-struct RoomMessage<'a> {
-    data: &'a RawJson,
-    from: &'a str,
-    room: &'a str,
-    seq: u64,
-}
-
-/// A text frame, ready to share between the room's members and its history.
-fn text_frame(text: &str) -> SharedFrame {
-    Arc::new(wire::encode(wire::OP_TEXT, text.as_bytes()))
-}

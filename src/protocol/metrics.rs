@@ -25,6 +25,8 @@ pub(crate) struct Metrics {
     pub reply_backlog: AtomicU64,
     /// Recoveries cut short by `replay_max_bytes`.
     pub replay_bytes: AtomicU64,
+    /// Publishes whose idempotency key was already in the room's history.
+    pub duplicates: AtomicU64,
     pub disconnects: Mutex<BTreeMap<u16, u64>>,
 }
 
@@ -86,6 +88,12 @@ impl Metrics {
                 (r#"{reason="max_rooms"}"#.to_owned(), self.max_rooms.load(Relaxed)),
                 (r#"{reason="reply_backlog"}"#.to_owned(), self.reply_backlog.load(Relaxed)),
             ],
+        );
+        metric(
+            "wshub_duplicate_publishes_total",
+            "counter",
+            "Publishes that repeated a key still in the room's history (acked, not sent again).",
+            &one(self.duplicates.load(Relaxed)),
         );
         metric(
             "wshub_history_bytes",

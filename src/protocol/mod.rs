@@ -3,7 +3,7 @@
 //! not part of the engine.
 //!
 //! An upgrade passes `admission` first. A message's path: [`envelope`] or [`binary`] parses it, `rate_limit`
-//! decides whether it is served, `handler` acts on it, `room` keeps each room's
+//! decides whether it is served, `handler` acts on it, `publish` is the one way a message enters a room, `room` keeps each room's
 //! seq, history and presence, `http` and `metrics` answer the plain HTTP routes.
 
 pub(crate) mod admission;
@@ -14,6 +14,7 @@ pub mod envelope;
 mod handler;
 mod http;
 mod metrics;
+mod publish;
 mod rate_limit;
 mod room;
 

@@ -80,17 +80,20 @@ impl Budget {
     }
 }
 
-/// One published message as kept for recovery: the exact frame members got.
+/// One published message as kept for recovery: the exact frame members got,
+/// and the idempotency key it was published with.
 #[derive(Debug, Clone)]
 pub(crate) struct Entry {
     pub seq: u64,
     pub at: Instant,
     pub frame: SharedFrame,
+    key: Option<Box<str>>,
 }
 
 impl Entry {
     fn cost(&self) -> usize {
-        self.frame.len() + ENTRY_OVERHEAD
+        // A key is held twice: here and in the room's `keys`.
+        self.frame.len() + ENTRY_OVERHEAD + self.key.as_ref().map_or(0, |k| 2 * k.len())
     }
 }
 
@@ -116,6 +119,8 @@ pub(crate) struct RoomState {
     history: VecDeque<Entry>,
     /// Bytes `history` counts for.
     history_bytes: usize,
+    /// The seq of each keyed message still in `history`, by key.
+    keys: HashMap<Box<str>, u64>,
     /// Members in join order: clientId and meta by connection.
     pub members: BTreeMap<ConnId, Value>,
     /// Bytes of every message published here (members receive this much).
@@ -132,6 +137,7 @@ impl RoomState {
             epoch,
             history: VecDeque::new(),
             history_bytes: 0,
+            keys: HashMap::new(),
             members: BTreeMap::new(),
             published_bytes: 0,
             dead: false,
@@ -142,6 +148,9 @@ impl RoomState {
     /// Drops the oldest message; false when there is none.
     fn pop_oldest(&mut self) -> bool {
         let Some(e) = self.history.pop_front() else { return false };
+        if let Some(key) = &e.key {
+            self.keys.remove(key);
+        }
         let cost = e.cost();
         self.history_bytes -= cost;
         self.budget.total.fetch_sub(cost, Relaxed);
@@ -175,13 +184,29 @@ impl RoomState {
         n
     }
 
-    /// Assigns the next seq and records the frame `make` builds from it.
-    pub fn publish(&mut self, now: Instant, make: impl FnOnce(u64) -> SharedFrame) -> (u64, SharedFrame) {
+    /// The seq of the message published with `key`, while history holds it.
+    pub fn keyed(&self, key: &str) -> Option<u64> {
+        self.keys.get(key).copied()
+    }
+
+    /// Assigns the next seq and records the frame `make` builds from it, with
+    /// its idempotency key (a key already held is the caller's to check with
+    /// [`keyed`](Self::keyed) first).
+    pub fn publish(
+        &mut self,
+        now: Instant,
+        key: Option<&str>,
+        make: impl FnOnce(u64) -> SharedFrame,
+    ) -> (u64, SharedFrame) {
         self.seq += 1;
         let frame = make(self.seq);
         self.published_bytes += frame.len() as u64;
         if self.budget.limits.count > 0 {
-            let entry = Entry { seq: self.seq, at: now, frame: frame.clone() };
+            let key: Option<Box<str>> = key.map(Box::from);
+            if let Some(key) = &key {
+                self.keys.insert(key.clone(), self.seq);
+            }
+            let entry = Entry { seq: self.seq, at: now, frame: frame.clone(), key };
             let cost = entry.cost();
             self.history.push_back(entry);
             self.history_bytes += cost;
@@ -444,7 +469,7 @@ mod tests {
         let mut r = room(limits(3, Duration::from_secs(60), usize::MAX, usize::MAX));
         let now = Instant::now();
         for _ in 0..5 {
-            r.publish(now, text);
+            r.publish(now, None, text);
         }
         let all = r.recover(2, None, 100, usize::MAX);
         assert!(all.recovered);
@@ -470,7 +495,7 @@ mod tests {
     #[test]
     fn a_replay_shares_the_stored_frame() {
         let mut r = room(limits(10, Duration::from_secs(60), usize::MAX, usize::MAX));
-        let (_, published) = r.publish(Instant::now(), text);
+        let (_, published) = r.publish(Instant::now(), None, text);
         let replayed = r.recover(0, None, 10, usize::MAX).replay.remove(0);
         assert!(Arc::ptr_eq(&published, &replayed));
     }
@@ -479,7 +504,7 @@ mod tests {
     fn history_expires_by_age() {
         let mut r = room(limits(10, Duration::from_secs(1), usize::MAX, usize::MAX));
         let t0 = Instant::now();
-        r.publish(t0, text);
+        r.publish(t0, None, text);
         r.prune(t0 + Duration::from_secs(2));
         assert!(!r.recover(0, None, 100, usize::MAX).recovered);
         assert!(r.is_idle());
@@ -492,7 +517,7 @@ mod tests {
         let mut r = room(limits(100, Duration::from_secs(60), 3 * per, usize::MAX));
         let now = Instant::now();
         for _ in 0..5 {
-            r.publish(now, |_| Arc::new(vec![0; 10]));
+            r.publish(now, None, |_| Arc::new(vec![0; 10]));
         }
         assert_eq!(r.history.len(), 3);
         assert_eq!(r.history_bytes, 3 * per);
@@ -504,8 +529,9 @@ mod tests {
     fn the_total_budget_drops_the_oldest_message_of_any_room() {
         let per = 10 + ENTRY_OVERHEAD;
         let t = RoomTable::new(limits(100, Duration::from_secs(60), usize::MAX, 3 * per));
-        let publish =
-            |room: &str| t.with_room(room, true, |r| r.publish(Instant::now(), |_| Arc::new(vec![0; 10])).0);
+        let publish = |room: &str| {
+            t.with_room(room, true, |r| r.publish(Instant::now(), None, |_| Arc::new(vec![0; 10])).0)
+        };
         assert_eq!(publish("a"), Ok(1));
         assert_eq!(publish("b"), Ok(1));
         assert_eq!(publish("a"), Ok(2));
@@ -535,5 +561,21 @@ mod tests {
     fn epochs_differ_per_incarnation() {
         let t = RoomTable::new(limits(1, Duration::from_secs(1), 1, 1));
         assert_ne!(t.new_epoch(), t.new_epoch());
+    }
+
+    #[test]
+    fn a_key_is_kept_exactly_as_long_as_its_message() {
+        let mut r = room(limits(2, Duration::from_secs(60), 10_000, 10_000));
+        let now = Instant::now();
+        r.publish(now, Some("k1"), text);
+        r.publish(now, None, text);
+        assert_eq!(r.keyed("k1"), Some(1));
+        assert_eq!(r.keyed("k2"), None);
+        r.publish(now, Some("k3"), text);
+        assert_eq!(r.keyed("k1"), None, "message 1 left the history, and its key with it");
+        assert_eq!(r.keyed("k3"), Some(3));
+        while r.pop_oldest() {}
+        assert!(r.keys.is_empty());
+        assert_eq!(r.budget.total.load(Relaxed), 0, "a key's bytes are counted in and out the same");
     }
 }

@@ -1,0 +1,135 @@
+//! The one way a message enters a room, whoever publishes it: the next seq,
+//! the history entry (with its idempotency key), and the fan-out of one shared
+//! frame to the room's members, all under the room's lock so that seq order
+//! is delivery order.
+//!
+//! Callers check who may publish (membership, the token's rooms claim, the
+//! reply backlog); this module does not. A client's `room:publish` and binary
+//! publish (`handler.rs`) come here; so must every other publisher.
+
+use std::sync::atomic::Ordering::Relaxed;
+use std::sync::Arc;
+use std::time::Instant;
+
+use serde::Serialize;
+use serde_json::{json, Value};
+
+use super::binary;
+use super::envelope::{frame_at, now_ms, ErrorCode, ErrorReply, RawJson};
+use super::handler::Shared;
+use super::room::Miss;
+use crate::frame::{self as wire, SharedFrame};
+use crate::server::ServerHandle;
+use crate::sys::trim;
+use crate::types::ConnId;
+
+/// What is published.
+#[derive(Debug, Clone, Copy)]
+pub(crate) enum Body<'a> {
+    /// Any JSON value: members get a `room:message` text frame.
+    Json(&'a RawJson),
+    /// Opaque bytes: members get a binary frame (docs/protocol.md, binary frames).
+    Binary(&'a [u8]),
+}
+
+/// One publish.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Publish<'a> {
+    pub room: &'a str,
+    pub body: Body<'a>,
+    /// The `from` members see: the publisher's clientId, or `api`.
+    pub from: &'a str,
+    /// The idempotency key: a key the room's history still holds publishes
+    /// nothing and answers with the first message's seq.
+    pub key: Option<&'a str>,
+    /// The connection that does not get the message (a sender without `echo`).
+    pub except: Option<ConnId>,
+}
+
+/// What a publish did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Published {
+    /// The message's seq (the first one's, for a duplicate).
+    pub seq: u64,
+    /// True when the key was already in the room's history: nothing was sent.
+    pub duplicate: bool,
+}
+
+impl Published {
+    /// The ack's payload: `{room, seq}`, with `duplicate: true` for a duplicate.
+    pub fn ack_payload(&self, room: &str) -> Value {
+        let mut payload = json!({"room": room, "seq": self.seq});
+        if self.duplicate {
+            payload["duplicate"] = Value::Bool(true);
+        }
+        payload
+    }
+}
+
+/// Publishes `p` into its room, creating the room if needed.
+pub(crate) fn publish(
+    shared: &Shared,
+    server: &ServerHandle,
+    p: Publish<'_>,
+) -> Result<Published, ErrorReply> {
+    let ts = now_ms();
+    let outcome = shared.rooms.with_room(p.room, true, |r| {
+        let now = Instant::now();
+        if let Some(seq) = p.key.and_then(|key| {
+            r.prune(now);
+            r.keyed(key)
+        }) {
+            return Ok(Published { seq, duplicate: true });
+        }
+        let (seq, frame) = r.publish(now, p.key, |seq| build_frame(&p, seq, ts));
+        server.broadcast_frame(p.room, frame, p.except).map(|()| Published { seq, duplicate: false })
+    });
+    trim::note_freed(shared.rooms.budget().take_freed());
+    match outcome {
+        Ok(Ok(published)) => {
+            if published.duplicate {
+                shared.metrics.duplicates.fetch_add(1, Relaxed);
+            }
+            Ok(published)
+        }
+        Ok(Err(_)) => Err(ErrorReply::new(ErrorCode::Internal, "the server is stopping")),
+        Err(miss) => Err(missed(shared, miss)),
+    }
+}
+
+/// The error for a room the table could not give.
+pub(crate) fn missed(shared: &Shared, miss: Miss) -> ErrorReply {
+    match miss {
+        Miss::Full => {
+            shared.metrics.max_rooms.fetch_add(1, Relaxed);
+            ErrorReply::new(
+                ErrorCode::Forbidden,
+                format!("the server has {} rooms, the most it keeps", shared.config.max_rooms),
+            )
+        }
+        Miss::Absent | Miss::Busy => ErrorReply::new(ErrorCode::Internal, "room is busy, try again"),
+    }
+}
+
+/// The frame members get for message `seq`, built once and shared.
+fn build_frame(p: &Publish<'_>, seq: u64, ts: u64) -> SharedFrame {
+    match p.body {
+        Body::Json(data) => {
+            let payload = RoomMessage { data, from: p.from, room: p.room, seq };
+            Arc::new(wire::encode(wire::OP_TEXT, frame_at("room:message", None, payload, ts).as_bytes()))
+        }
+        Body::Binary(body) => {
+            Arc::new(wire::encode(wire::OP_BINARY, &binary::encode_message(p.room, seq, body)))
+        }
+    }
+}
+
+/// The payload of a `room:message` text frame (keys in the order a `json!`
+/// object would have them).
+#[derive(Serialize)]
+struct RoomMessage<'a> {
+    data: &'a RawJson,
+    from: &'a str,
+    room: &'a str,
+    seq: u64,
+}
