@@ -89,6 +89,7 @@ impl Write for WriteHalf {
 }
 
 /// What the writer thread sends.
+#[derive(Clone)]
 pub(crate) enum Out {
     Text(String),
     Binary(Vec<u8>),
@@ -175,7 +176,9 @@ pub(crate) fn open(target: &Target, shared: &Shared) -> Result<Conn, OpenError> 
     let shutdown = stream.try_clone().map_err(|e| failed("socket", &e))?;
     std::thread::Builder::new()
         .name("wshub-client-w".into())
-        .spawn(move || write_loop(WebSocket::from_raw_socket(WriteHalf(write_stream), Role::Client, None), rx, shutdown))
+        .spawn(move || {
+            write_loop(WebSocket::from_raw_socket(WriteHalf(write_stream), Role::Client, None), rx, shutdown)
+        })
         .map_err(|e| failed("spawning the writer", &e))?;
     Ok(Conn { reader, writer: tx, stream })
 }

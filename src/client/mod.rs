@@ -286,8 +286,9 @@ pub(crate) struct RoomPos {
 
 /// A publish not yet acknowledged: buffered (`deadline: None`) or sent.
 pub(crate) struct Outgoing {
+    /// The request id, or for a binary publish its key (the id of its ack).
     pub(crate) id: String,
-    pub(crate) frame: String,
+    pub(crate) frame: conn::Out,
     pub(crate) reply: Sender<Result<Value>>,
     pub(crate) deadline: Option<Instant>,
 }
@@ -296,8 +297,9 @@ pub(crate) struct Outgoing {
 pub(crate) enum Waiter {
     /// An application request (not a publish).
     Request { reply: Sender<Result<Value>>, deadline: Instant, join: Option<String> },
-    /// The session's own rejoin of a room.
-    Rejoin { room: String },
+    /// The session's own rejoin of a room; `resync` for the second join
+    /// (`since: 0` in the new epoch) after the first found the room reset.
+    Rejoin { room: String, resync: bool },
 }
 
 /// Everything the client threads share, under one lock.
@@ -440,6 +442,10 @@ impl Client {
         let frame = json!({"type": "room:publish", "id": id,
             "payload": {"room": room, "data": data, "key": key}})
         .to_string();
+        self.enqueue(id, conn::Out::Text(frame))
+    }
+
+    fn enqueue(&self, id: String, frame: conn::Out) -> Result<Receipt> {
         let (tx, rx) = crossbeam_channel::bounded(1);
         let mut st = self.shared.state.lock();
         if st.closed {
@@ -448,7 +454,7 @@ impl Client {
         let mut deadline = None;
         if st.online {
             if let Some(conn) = &st.conn {
-                let _ = conn.send(conn::Out::Text(frame.clone()));
+                let _ = conn.send(frame.clone());
                 deadline = Some(Instant::now() + self.shared.options.request_timeout);
             }
         } else if st.outbox.len() >= self.shared.options.max_buffered {
@@ -458,24 +464,29 @@ impl Client {
         Ok(Receipt(rx))
     }
 
-    /// Publishes bytes as a binary frame (`[0x01][u16 room length][room][body]`).
-    /// Binary publishes have no ack and are not buffered: offline, this fails
-    /// with [`Error::Disconnected`].
-    pub fn publish_binary(&self, room: &str, body: &[u8]) -> Result<()> {
+    /// Publishes bytes as a keyed binary frame
+    /// (`[0x03][u16 room length][room][u8 key length][key][body]`) and waits for
+    /// its ack, with the same buffering and resend rules as [`Client::publish`].
+    pub fn publish_binary(&self, room: &str, body: &[u8]) -> Result<Value> {
+        self.publish_binary_nowait(room, body)?.wait()
+    }
+
+    /// Queues a keyed binary publish; see [`Client::publish_nowait`].
+    pub fn publish_binary_nowait(&self, room: &str, body: &[u8]) -> Result<Receipt> {
+        let n = self.shared.next_id();
+        // The server acks a keyed binary publish with the key as the reply's id.
+        let key = format!("{}-{}", self.shared.key_prefix, &n[2..]);
         let room_bytes = room.as_bytes();
         let len = u16::try_from(room_bytes.len())
             .map_err(|_| Error::Server { code: "too_large".into(), message: "room name too long".into() })?;
-        let mut frame = Vec::with_capacity(3 + room_bytes.len() + body.len());
-        frame.push(0x01);
+        let mut frame = Vec::with_capacity(4 + room_bytes.len() + key.len() + body.len());
+        frame.push(0x03);
         frame.extend_from_slice(&len.to_be_bytes());
         frame.extend_from_slice(room_bytes);
+        frame.push(key.len() as u8);
+        frame.extend_from_slice(key.as_bytes());
         frame.extend_from_slice(body);
-        let st = self.shared.state.lock();
-        match (&st.conn, st.online) {
-            (Some(conn), true) => conn.send(conn::Out::Binary(frame)).map_err(|_| Error::Disconnected),
-            _ if st.closed => Err(Error::Closed),
-            _ => Err(Error::Disconnected),
-        }
+        self.enqueue(key, conn::Out::Binary(frame))
     }
 
     /// Sends a request of any type (`ping`, `presence:get`, `typing:start`, ...)

@@ -3,6 +3,7 @@
 //! between connections. Stops for good on `close()`, a 1000 close from the
 //! server, or a 401/403 at the handshake (`docs/clients.md`, "When it stops").
 
+use std::collections::{BTreeMap, HashMap};
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -16,6 +17,16 @@ use super::{Error, Event, RoomPos, Shared, Waiter};
 
 /// How long a `close()` waits for the server's close reply.
 const CLOSE_WAIT: Duration = Duration::from_secs(2);
+
+/// Messages of one room held while it is resynchronised after a reset.
+const MAX_HELD: usize = 4096;
+
+/// A room being read again from seq 1 of its new epoch: what arrives is held
+/// (by seq, so the replay and live copies count once) until the second ack.
+struct Resync {
+    previous_epoch: Option<String>,
+    held: BTreeMap<u64, Event>,
+}
 
 enum End {
     /// Reconnect.
@@ -114,6 +125,7 @@ fn serve(shared: &Shared, conn: Conn) -> End {
         heartbeat: Duration::from_secs(30),
         last_frame: Instant::now(),
         close_sent_at: None,
+        resyncing: HashMap::new(),
     };
     let (code, why) = s.read_loop(&mut reader);
     drop(reader);
@@ -154,6 +166,7 @@ struct Session<'a> {
     heartbeat: Duration,
     last_frame: Instant,
     close_sent_at: Option<Instant>,
+    resyncing: HashMap<String, Resync>,
 }
 
 impl Session<'_> {
@@ -183,8 +196,8 @@ impl Session<'_> {
                         }
                         Message::Pong(_) | Message::Frame(_) => {}
                         Message::Close(frame) => {
-                            let (code, reason) =
-                                frame.map_or((1005, String::new()), |f| (u16::from(f.code), f.reason.to_string()));
+                            let (code, reason) = frame
+                                .map_or((1005, String::new()), |f| (u16::from(f.code), f.reason.to_string()));
                             if self.close_sent_at.is_none() {
                                 let _ = self.writer.send(Out::Close(1000));
                             }
@@ -253,7 +266,7 @@ impl Session<'_> {
                 None => json!({"room": room, "since": pos.seq}),
             };
             let frame = json!({"type": "room:join", "id": id, "payload": payload}).to_string();
-            st.waiters.insert(id, Waiter::Rejoin { room });
+            st.waiters.insert(id, Waiter::Rejoin { room, resync: false });
             let _ = self.writer.send(Out::Text(frame));
             self.rejoining += 1;
         }
@@ -268,7 +281,7 @@ impl Session<'_> {
     fn go_online(&mut self, mut st: parking_lot::MutexGuard<'_, super::State>) {
         let deadline = Instant::now() + self.shared.options.request_timeout;
         for out in st.outbox.iter_mut() {
-            let _ = self.writer.send(Out::Text(out.frame.clone()));
+            let _ = self.writer.send(out.frame.clone());
             out.deadline = Some(deadline);
         }
         st.online = true;
@@ -288,12 +301,10 @@ impl Session<'_> {
             ("room:message", _) => {
                 let room = payload["room"].as_str().unwrap_or_default().to_owned();
                 let Some(seq) = payload["seq"].as_u64() else { return };
-                if self.is_new(&room, seq) {
-                    let from = payload["from"].as_str().unwrap_or_default().to_owned();
-                    let mut payload = payload;
-                    let data = payload["data"].take();
-                    self.shared.emit(Event::Message { room, seq, from, data });
-                }
+                let from = payload["from"].as_str().unwrap_or_default().to_owned();
+                let mut payload = payload;
+                let data = payload["data"].take();
+                self.deliver(Event::Message { room, seq, from, data });
             }
             ("presence:join" | "presence:leave", _) => self.shared.emit(Event::Presence {
                 room: payload["room"].as_str().unwrap_or_default().to_owned(),
@@ -307,6 +318,26 @@ impl Session<'_> {
                 active: payload["active"].as_bool().unwrap_or(false),
             }),
             _ => {}
+        }
+    }
+
+    /// Emits a room's message once: held while the room resynchronises,
+    /// dropped when its seq was already seen.
+    fn deliver(&mut self, event: Event) {
+        let (room, seq) = match &event {
+            Event::Message { room, seq, .. } | Event::Binary { room, seq, .. } => (room.clone(), *seq),
+            _ => return,
+        };
+        if let Some(resync) = self.resyncing.get_mut(&room) {
+            // Past MAX_HELD the newest are dropped: the app already gets
+            // `recovered: false` for this room and must refetch anyway.
+            if resync.held.len() < MAX_HELD || resync.held.contains_key(&seq) {
+                resync.held.insert(seq, event);
+            }
+            return;
+        }
+        if self.is_new(&room, seq) {
+            self.shared.emit(event);
         }
     }
 
@@ -335,10 +366,8 @@ impl Session<'_> {
         let mut seq_bytes = [0u8; 8];
         seq_bytes.copy_from_slice(&b[3 + room_len..11 + room_len]);
         let seq = u64::from_be_bytes(seq_bytes);
-        if self.is_new(room, seq) {
-            let body = b[11 + room_len..].to_vec();
-            self.shared.emit(Event::Binary { room: room.to_owned(), seq, body });
-        }
+        let body = b[11 + room_len..].to_vec();
+        self.deliver(Event::Binary { room: room.to_owned(), seq, body });
     }
 
     fn on_reply(&mut self, id: &str, ok: bool, payload: Value) {
@@ -352,47 +381,9 @@ impl Session<'_> {
                     }
                     let _ = reply.send(result);
                 }
-                Waiter::Rejoin { room } => {
-                    let mut event = None;
-                    if ok {
-                        let now = position(&payload);
-                        let before = st.rooms.insert(room.clone(), now.clone()).unwrap_or_default();
-                        let recovered = payload["recovered"].as_bool().unwrap_or(true);
-                        if !recovered || (before.epoch.is_some() && before.epoch != now.epoch) {
-                            event = Some(Event::Recovery {
-                                room,
-                                recovered,
-                                epoch: now.epoch.unwrap_or_default(),
-                                previous_epoch: before.epoch,
-                            });
-                        }
-                    } else {
-                        st.rooms.remove(&room);
-                        let e = server_error(&payload);
-                        event = Some(Event::Error {
-                            code: match &e {
-                                Error::Server { code, .. } => code.clone(),
-                                _ => "internal".into(),
-                            },
-                            message: format!("rejoining {room:?}: {e}"),
-                        });
-                    }
-                    self.rejoining = self.rejoining.saturating_sub(1);
-                    let done = self.rejoining == 0;
-                    if done {
-                        // Recovery comes before Connected, as the rooms were rejoined first.
-                        drop(st);
-                        if let Some(e) = event.take() {
-                            self.shared.emit(e);
-                        }
-                        let st = self.shared.state.lock();
-                        self.go_online(st);
-                        return;
-                    }
+                Waiter::Rejoin { room, resync } => {
                     drop(st);
-                    if let Some(e) = event {
-                        self.shared.emit(e);
-                    }
+                    self.on_rejoin(room, resync, ok, &payload);
                 }
             }
             return;
@@ -406,6 +397,86 @@ impl Session<'_> {
         drop(st);
         if !ok {
             self.shared.emit(server_error_event(&payload));
+        }
+    }
+}
+
+impl Session<'_> {
+    /// A rejoin's reply. A room whose epoch changed (the server lost its
+    /// history, e.g. restarted) is joined a second time with `since: 0` in the
+    /// new epoch, so the messages of the new epoch published before this
+    /// client came back are recovered too; the application gets
+    /// `Recovery { recovered: false }` with both epochs.
+    fn on_rejoin(&mut self, room: String, resync: bool, ok: bool, payload: &Value) {
+        let mut events = Vec::new();
+        {
+            let mut st = self.shared.state.lock();
+            if !ok {
+                st.rooms.remove(&room);
+                self.resyncing.remove(&room);
+                let e = server_error(payload);
+                let code = match &e {
+                    Error::Server { code, .. } => code.clone(),
+                    _ => "internal".into(),
+                };
+                events.push(Event::Error { code, message: format!("rejoining {room:?}: {e}") });
+            } else if resync {
+                let now = position(payload);
+                let held = self.resyncing.remove(&room);
+                let mut last = now.seq;
+                let mut previous_epoch = None;
+                if let Some(held) = held {
+                    previous_epoch = held.previous_epoch;
+                    for (seq, event) in held.held {
+                        last = last.max(seq);
+                        events.push(event);
+                    }
+                }
+                st.rooms.insert(room.clone(), RoomPos { seq: last, epoch: now.epoch.clone() });
+                events.insert(
+                    0,
+                    Event::Recovery {
+                        room: room.clone(),
+                        recovered: false,
+                        epoch: now.epoch.unwrap_or_default(),
+                        previous_epoch,
+                    },
+                );
+            } else {
+                let now = position(payload);
+                let before = st.rooms.get(&room).cloned().unwrap_or_default();
+                let recovered = payload["recovered"].as_bool().unwrap_or(true);
+                if before.epoch.is_some() && before.epoch != now.epoch && now.epoch.is_some() {
+                    let id = self.shared.next_id();
+                    let frame = json!({"type": "room:join", "id": id,
+                        "payload": {"room": room, "since": 0, "epoch": now.epoch}})
+                    .to_string();
+                    st.rooms.insert(room.clone(), RoomPos { seq: 0, epoch: now.epoch.clone() });
+                    st.waiters.insert(id, Waiter::Rejoin { room: room.clone(), resync: true });
+                    self.resyncing
+                        .insert(room, Resync { previous_epoch: before.epoch, held: BTreeMap::new() });
+                    let _ = self.writer.send(Out::Text(frame));
+                    return; // still rejoining: the second reply finishes this room
+                }
+                st.rooms.insert(room.clone(), now.clone());
+                if !recovered {
+                    events.push(Event::Recovery {
+                        room,
+                        recovered,
+                        epoch: now.epoch.unwrap_or_default(),
+                        previous_epoch: before.epoch,
+                    });
+                }
+            }
+        }
+        // The Recovery event comes before the messages it recovered.
+        for event in events {
+            self.shared.emit(event);
+        }
+        self.rejoining = self.rejoining.saturating_sub(1);
+        if self.rejoining == 0 && !self.online {
+            let st = self.shared.state.lock();
+            self.go_online(st);
         }
     }
 }
