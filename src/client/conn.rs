@@ -47,6 +47,13 @@ pub(crate) struct ReadHalf {
     handshaking: bool,
 }
 
+impl ReadHalf {
+    /// Ends the TCP connection both ways (the writer's copy of the socket too).
+    pub(crate) fn shutdown(&self) {
+        let _ = self.stream.shutdown(std::net::Shutdown::Both);
+    }
+}
+
 impl Read for ReadHalf {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
         self.stream.read(buf)
@@ -102,7 +109,6 @@ pub(crate) enum Out {
 pub(crate) struct Conn {
     pub(crate) reader: WebSocket<ReadHalf>,
     pub(crate) writer: Sender<Out>,
-    pub(crate) stream: TcpStream,
 }
 
 /// Why a connection attempt failed.
@@ -112,6 +118,9 @@ pub(crate) enum OpenError {
     /// Anything else (connect refused, timeout, a broken handshake).
     Failed(String),
 }
+
+/// Frames that may wait for the writer thread.
+const WRITE_QUEUE: usize = 1024;
 
 /// How often the reading half wakes to check deadlines and stop requests.
 pub(crate) const TICK: Duration = Duration::from_millis(200);
@@ -171,21 +180,20 @@ pub(crate) fn open(target: &Target, shared: &Shared) -> Result<Conn, OpenError> 
     };
     reader.get_mut().handshaking = false;
     stream.set_read_timeout(Some(TICK)).map_err(|e| failed("socket", &e))?;
-    let write_stream = stream.try_clone().map_err(|e| failed("socket", &e))?;
-    let (tx, rx) = crossbeam_channel::unbounded();
-    let shutdown = stream.try_clone().map_err(|e| failed("socket", &e))?;
+    // Bounded: a sender waits while the writer is behind (a stuck socket
+    // fails its write within the timeout, which ends the queue).
+    let (tx, rx) = crossbeam_channel::bounded(WRITE_QUEUE);
+    // Two descriptors per connection: this one for the writer, the clone in the reading half.
     std::thread::Builder::new()
         .name("wshub-client-w".into())
-        .spawn(move || {
-            write_loop(WebSocket::from_raw_socket(WriteHalf(write_stream), Role::Client, None), rx, shutdown)
-        })
+        .spawn(move || write_loop(WebSocket::from_raw_socket(WriteHalf(stream), Role::Client, None), rx))
         .map_err(|e| failed("spawning the writer", &e))?;
-    Ok(Conn { reader, writer: tx, stream })
+    Ok(Conn { reader, writer: tx })
 }
 
 /// Sends what the queue holds until it is closed or a write fails; then shuts
 /// the socket down so the reading half sees the end too.
-fn write_loop(mut ws: WebSocket<WriteHalf>, rx: Receiver<Out>, socket: TcpStream) {
+fn write_loop(mut ws: WebSocket<WriteHalf>, rx: Receiver<Out>) {
     for out in rx.iter() {
         let result = match out {
             Out::Text(t) => ws.send(Message::text(t)),
@@ -199,7 +207,7 @@ fn write_loop(mut ws: WebSocket<WriteHalf>, rx: Receiver<Out>, socket: TcpStream
             }
         };
         if result.is_err() {
-            let _ = socket.shutdown(std::net::Shutdown::Both);
+            let _ = ws.get_ref().0.shutdown(std::net::Shutdown::Both);
             return;
         }
     }

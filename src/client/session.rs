@@ -113,7 +113,7 @@ fn finish(shared: &Shared, reason: String) {
 /// One connection's life: `connected`, rejoins, buffered publishes, then
 /// frames until it ends.
 fn serve(shared: &Shared, conn: Conn) -> End {
-    let Conn { mut reader, writer, stream } = conn;
+    let Conn { mut reader, writer } = conn;
     let timeout = shared.options.request_timeout;
     let mut s = Session {
         shared,
@@ -128,8 +128,8 @@ fn serve(shared: &Shared, conn: Conn) -> End {
         resyncing: HashMap::new(),
     };
     let (code, why) = s.read_loop(&mut reader);
+    reader.get_ref().shutdown();
     drop(reader);
-    let _ = stream.shutdown(std::net::Shutdown::Both);
     {
         let mut st = shared.state.lock();
         st.conn = None;
