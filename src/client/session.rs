@@ -173,7 +173,15 @@ impl Session<'_> {
     /// Reads until the connection ends; its close code and reason.
     fn read_loop(&mut self, reader: &mut tungstenite::WebSocket<conn::ReadHalf>) -> (u16, String) {
         let mut got_connected = false;
+        let mut last_tick = Instant::now();
         loop {
+            // Under steady traffic reads never time out: tick by the clock too.
+            if last_tick.elapsed() >= conn::TICK {
+                last_tick = Instant::now();
+                if let Some(end) = self.tick(got_connected) {
+                    return end;
+                }
+            }
             match reader.read() {
                 Ok(message) => {
                     self.last_frame = Instant::now();

@@ -33,6 +33,9 @@ try {
   const open = (p) => p.waitForFunction(() => window.chat.state === "open" && document.querySelectorAll("#members li").length === 2, null, { timeout: 20000 });
   await open(ann);
   await open(bob);
+  const record = (p) => p.evaluate(() => { window.__reconnects = []; window.chat.on("reconnecting", (e) => window.__reconnects.push(e)); });
+  await record(ann);
+  await record(bob);
 
   // Chat both ways.
   const say = async (p, text) => { await p.fill("#send-form input[name=text]", text); await p.press("#send-form input[name=text]", "Enter"); };
@@ -58,6 +61,16 @@ try {
   await ann.waitForSelector("#log .pending", { timeout: 5000 });
   await ann.screenshot({ path: `${shots}/3-offline-message-ann.png` });
 
+  // The offline buffer is bounded, and close() rejects what waits (never a silent drop).
+  const bounded = await ann.evaluate(async () => {
+    const c = new WshubClient("ws://" + location.host + "/ws", { maxBuffered: 1, backoff: { minMs: 50, maxMs: 100 } });
+    const first = c.publish("x", 1).then(() => "acked", (e) => e.code);
+    const second = await c.publish("x", 2).then(() => "acked", (e) => e.code);
+    c.close();
+    return { second, first: await first, state: c.state };
+  });
+  assert.deepEqual(bounded, { second: "buffer_full", first: "closed", state: "closed" });
+
   // Back on the same port: both reconnect and rejoin; the message arrives once.
   await ask("start-server");
   await open(ann);
@@ -71,6 +84,15 @@ try {
   const count = (p) => p.evaluate(() => document.getElementById("log").innerText.split("sent while the server was down").length - 1);
   assert.equal(await count(bob), 1, "Bob saw the offline message once");
   assert.equal(await count(ann), 1, "Ann saw her offline message once");
+  // The delays seen: attempts 1, 2, ... each within [0, min(max, min * 2^(attempt-1))].
+  for (const p of [ann, bob]) {
+    const seen = await p.evaluate(() => window.__reconnects);
+    assert.ok(seen.length >= 1, "reconnected after at least one wait");
+    seen.forEach((e, i) => {
+      assert.equal(e.attempt, i + 1);
+      assert.ok(e.delayMs >= 0 && e.delayMs <= Math.min(30000, 1000 * 2 ** (e.attempt - 1)), JSON.stringify(e));
+    });
+  }
   const stats = await ann.evaluate(() => ({ outbox: window.chat._outbox.length, state: window.chat.state }));
   assert.deepEqual(stats, { outbox: 0, state: "open" });
   await ann.screenshot({ path: `${shots}/4-reconnected-ann.png` });
