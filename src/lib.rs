@@ -15,6 +15,7 @@
 #![warn(clippy::undocumented_unsafe_blocks)]
 
 mod acceptor;
+pub mod client;
 mod config;
 mod config_file;
 mod conn_map;

@@ -1,0 +1,66 @@
+//! `wshub-cli --room R` prints the room's messages as JSON lines and publishes
+//! the lines it reads (JSON when they parse, else strings); at the end of its
+//! input it waits for the acks and exits 0.
+
+mod client_common;
+
+use std::io::{BufRead, BufReader, Write};
+use std::process::{Command, Stdio};
+
+use client_common::{wait_for, Server};
+use serde_json::{json, Value};
+use wshub::client::{Client, Event, Options};
+
+#[test]
+fn the_cli_watches_a_room_and_publishes_stdin() {
+    let server = Server::start(&[]);
+    let url = format!("ws://{}/ws", server.addr);
+    let other = Client::connect(&url, Options::default()).unwrap();
+    other.join("r").unwrap();
+    let mut cli = Command::new(env!("CARGO_BIN_EXE_wshub-cli"))
+        .args(["--url", &url, "--room", "r"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn wshub-cli");
+    let mut stdin = cli.stdin.take().unwrap();
+    let mut stdout = BufReader::new(cli.stdout.take().unwrap());
+    let mut stderr = BufReader::new(cli.stderr.take().unwrap());
+    let mut line = String::new();
+    // Joined once it says so.
+    while !line.contains("in room r") {
+        line.clear();
+        assert!(stderr.read_line(&mut line).unwrap() > 0, "wshub-cli ended early");
+    }
+    other.publish("r", &json!({"x": 1})).unwrap();
+    line.clear();
+    stdout.read_line(&mut line).unwrap();
+    let got: Value = serde_json::from_str(&line).expect("a JSON line");
+    assert_eq!(got["data"], json!({"x": 1}));
+    assert_eq!(got["room"], "r");
+    assert_eq!(got["seq"], 1);
+
+    writeln!(stdin, "hello there").unwrap();
+    writeln!(stdin, "{{\"a\": 2}}").unwrap();
+    drop(stdin);
+    let mut seen = Vec::new();
+    let first = wait_for(&other, &mut seen, |e| match e {
+        Event::Message { data, .. } => Some(data.clone()),
+        _ => None,
+    });
+    let second = wait_for(&other, &mut seen, |e| match e {
+        Event::Message { data, .. } => Some(data.clone()),
+        _ => None,
+    });
+    assert_eq!((first, second), (json!("hello there"), json!({"a": 2})));
+    let deadline = std::time::Instant::now() + client_common::WAIT;
+    let status = loop {
+        if let Some(s) = cli.try_wait().unwrap() {
+            break s;
+        }
+        assert!(std::time::Instant::now() < deadline, "wshub-cli did not exit at the end of its input");
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    };
+    assert!(status.success(), "{status}");
+}
