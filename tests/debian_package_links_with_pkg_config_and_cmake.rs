@@ -99,6 +99,7 @@ fn the_package_holds_the_binary_library_units_and_dev_files_that_pkg_config_and_
     let contents = run(Command::new("dpkg-deb").arg("-c").arg(&deb));
     for path in [
         "./usr/bin/wshub",
+        "./usr/bin/wshub-cli",
         "./usr/lib/libwshub.so",
         "./usr/lib/libwshub.a",
         "./usr/include/wshub.h",
