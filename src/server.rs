@@ -305,6 +305,27 @@ impl ServerHandle {
         self.engine.command(Cmd::Broadcast { room: room.to_owned(), frame, except })
     }
 
+    /// True when `conn` is an event stream (opened by
+    /// [`HttpResponse::event_stream`](crate::HttpResponse::event_stream)),
+    /// not a WebSocket: what is sent to it must already be event-stream
+    /// bytes, and it never receives messages.
+    pub fn is_event_stream(&self, conn: ConnId) -> bool {
+        self.engine.conns.get(conn).is_some_and(|c| c.is_event_stream())
+    }
+
+    /// Adds an event stream to a hub room of the protocol's own (a name no
+    /// client room can have, so it is not checked like one).
+    pub(crate) fn join_stream(&self, conn: ConnId, hub_room: &str) -> Result<()> {
+        self.engine.open_conn(conn)?;
+        self.engine.command(Cmd::Join(conn, hub_room.to_owned()))
+    }
+
+    /// [`broadcast_frame`](Self::broadcast_frame) to a hub room of
+    /// [`join_stream`](Self::join_stream).
+    pub(crate) fn broadcast_stream(&self, hub_room: &str, frame: crate::frame::SharedFrame) -> Result<()> {
+        self.engine.command(Cmd::Broadcast { room: hub_room.to_owned(), frame, except: None })
+    }
+
     /// Frames still queued for a connection, open or closing (0 once it is
     /// gone): lets `on_close` see that a large backlog is about to be freed.
     pub(crate) fn queued_frames(&self, conn: ConnId) -> usize {
