@@ -318,7 +318,8 @@ impl Cli {
     /// The backend API's key (the flag or config file, else `WSHUB_API_KEY`)
     /// and the ban list's bound.
     fn backend_api(&self, mut config: ProtocolConfig) -> ProtocolConfig {
-        let key = self.api_key.clone().or_else(|| std::env::var("WSHUB_API_KEY").ok().filter(|k| !k.is_empty()));
+        let key =
+            self.api_key.clone().or_else(|| std::env::var("WSHUB_API_KEY").ok().filter(|k| !k.is_empty()));
         if let Some(key) = key {
             config = config.api_key(key);
         }

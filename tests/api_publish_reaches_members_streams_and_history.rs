@@ -28,13 +28,21 @@ fn a_publish_reaches_members_and_streams_with_the_next_seq_and_is_recovered_from
     assert_eq!(connected.data["seq"], 1);
     assert_eq!(connected.data["room"], "orders");
 
-    let (status, body) =
-        api(server.addr, "POST", "/api/publish", Some(KEY), r#"{"room":"orders","data":{"status":"shipped"}}"#);
+    let (status, body) = api(
+        server.addr,
+        "POST",
+        "/api/publish",
+        Some(KEY),
+        r#"{"room":"orders","data":{"status":"shipped"}}"#,
+    );
     assert_eq!((status, &body), (200, &json!({"room": "orders", "seq": 2})));
 
     let Frame::Json(m) = member.frame() else { panic!("expected the message") };
     assert_eq!(m["type"], "room:message");
-    assert_eq!(m["payload"], json!({"room": "orders", "seq": 2, "from": "api", "data": {"status": "shipped"}}));
+    assert_eq!(
+        m["payload"],
+        json!({"room": "orders", "seq": 2, "from": "api", "data": {"status": "shipped"}})
+    );
     let e = stream.expect("room:message");
     assert_eq!(e.id.as_deref(), Some("2"));
     assert_eq!(e.data, json!({"room": "orders", "seq": 2, "from": "api", "data": {"status": "shipped"}}));

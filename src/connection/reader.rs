@@ -146,7 +146,8 @@ fn upgrade<'a>(
         handshake::respond_and_close(conn, response, head_only);
     };
     let max_body = engine.config.max_message_size;
-    let mut request = match handshake::read_request(&mut sock, &conn.stream, conn.remote, deadline, max_body) {
+    let mut request = match handshake::read_request(&mut sock, &conn.stream, conn.remote, deadline, max_body)
+    {
         Ok(r) => r,
         Err(e) => {
             if let Some(status) = e.status() {
@@ -323,7 +324,11 @@ fn serve(server: &ServerHandle, conn: &Arc<ConnShared>, mut ws: Ws<'_>, request:
 
 /// Spawns the writer and opens the connection (registered, counted); on
 /// failure gives back the slot and tells the handler.
-fn start(server: &ServerHandle, conn: &Arc<ConnShared>, request: &handshake::Request) -> Option<pthread::RawThread> {
+fn start(
+    server: &ServerHandle,
+    conn: &Arc<ConnShared>,
+    request: &handshake::Request,
+) -> Option<pthread::RawThread> {
     let engine = server.engine();
     let config = &engine.config;
     let writer = {
@@ -371,7 +376,12 @@ fn finish(server: &ServerHandle, conn: &ConnShared, writer: pthread::RawThread, 
 /// the server ends it (its writer then shuts the socket, which ends the read
 /// here). What the client sends meanwhile is read and dropped.
 #[inline(never)]
-fn serve_stream(server: &ServerHandle, conn: &Arc<ConnShared>, mut sock: SockReader<'_>, request: &handshake::Request) {
+fn serve_stream(
+    server: &ServerHandle,
+    conn: &Arc<ConnShared>,
+    mut sock: SockReader<'_>,
+    request: &handshake::Request,
+) {
     let engine = server.engine();
     let Some(writer) = start(server, conn, request) else { return };
     let connected = guarded(|| engine.handler.on_connect(server, conn.id, &request.info));
@@ -417,7 +427,11 @@ fn wait_for_end(conn: &ConnShared, sock: &mut SockReader<'_>) -> (u16, String) {
         match sock.read(&mut sink) {
             Ok(0) => return (1006, String::new()),
             Ok(_) => {}
-            Err(e) if matches!(e.kind(), io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut | io::ErrorKind::Interrupted) => {}
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut | io::ErrorKind::Interrupted
+                ) => {}
             Err(_) => return (1006, String::new()),
         }
     }

@@ -122,7 +122,10 @@ fn call(shared: &Shared, server: &ServerHandle, request: &RequestInfo) -> Result
         _ => return Err((404, ErrorReply::new(ErrorCode::NotFound, format!("no API call {name:?}")))),
     };
     if method != wanted {
-        return Err((405, ErrorReply::new(ErrorCode::BadRequest, format!("{} takes {wanted}", request.path))));
+        return Err((
+            405,
+            ErrorReply::new(ErrorCode::BadRequest, format!("{} takes {wanted}", request.path)),
+        ));
     }
     match result {
         Action::Post(f) => f(shared, server, &request.body),
@@ -165,7 +168,8 @@ fn publish_call(shared: &Shared, server: &ServerHandle, body: &[u8]) -> Result<V
     let room = room(body.room)?;
     let key = body.key.map(check_key).transpose().map_err(|e| (400, e))?;
     let data = RawJson::from_raw(body.data);
-    let p = Publish { room: &room, body: Body::Json(&data), from: FROM_API, key: key.as_deref(), except: None };
+    let p =
+        Publish { room: &room, body: Body::Json(&data), from: FROM_API, key: key.as_deref(), except: None };
     let published = publish::publish(shared, server, p).map_err(|e| (status_of(&e), e))?;
     Ok(published.ack_payload(&room))
 }

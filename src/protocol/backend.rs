@@ -68,14 +68,26 @@ impl ProtocolHandler {
 
     /// Closes the connection with this clientId (its id in decimal) with
     /// `code` and `reason`; how many were closed (0 or 1).
-    pub fn disconnect_client(&self, server: &ServerHandle, conn: ConnId, code: u16, reason: &str) -> Result<usize> {
+    pub fn disconnect_client(
+        &self,
+        server: &ServerHandle,
+        conn: ConnId,
+        code: u16,
+        reason: &str,
+    ) -> Result<usize> {
         check_close(code, reason)?;
         Ok(bans::disconnect_client(server, &conn.to_string(), code, reason))
     }
 
     /// Closes every open connection (WebSocket and event stream) of `user`
     /// (a token's `sub`); how many.
-    pub fn disconnect_user(&self, server: &ServerHandle, user: &str, code: u16, reason: &str) -> Result<usize> {
+    pub fn disconnect_user(
+        &self,
+        server: &ServerHandle,
+        user: &str,
+        code: u16,
+        reason: &str,
+    ) -> Result<usize> {
         check_close(code, reason)?;
         Ok(bans::disconnect_user(&self.shared, server, user, code, reason))
     }
@@ -86,7 +98,8 @@ impl ProtocolHandler {
     /// ([`ProtocolConfig::max_bans`](super::ProtocolConfig::max_bans)).
     pub fn ban(&self, server: &ServerHandle, user: &str, duration: Duration) -> Result<SystemTime> {
         let secs = duration.as_secs().max(1);
-        let until = self.shared.bans.ban(user, secs, SystemTime::now()).map_err(|e| Error::Refused(e.to_string()))?;
+        let until =
+            self.shared.bans.ban(user, secs, SystemTime::now()).map_err(|e| Error::Refused(e.to_string()))?;
         bans::disconnect_user(&self.shared, server, user, BANNED_CLOSE_CODE, "banned");
         Ok(until)
     }

@@ -26,9 +26,8 @@ use crate::conn_map::ConnMap;
 use serde_json::{json, Value};
 
 use super::admission::Admission;
-use super::bans::Bans;
-use super::sse;
 use super::auth::Identity;
+use super::bans::Bans;
 use super::binary::parse_binary;
 use super::config::{ProtocolConfig, BIG_REPLY};
 use super::envelope::{self, ack, frame, parse_text, ErrorCode, ErrorReply, RawJson, Request, RequestKind};
@@ -37,6 +36,7 @@ use super::metrics::Metrics;
 use super::publish::{self, Body, Publish, Published};
 use super::rate_limit::{RateLimiter, Verdict};
 use super::room::{Limits, RoomTable};
+use super::sse;
 use crate::handler::Handler;
 use crate::server::ServerHandle;
 use crate::sys::trim;
@@ -176,7 +176,8 @@ impl ProtocolHandler {
         let admitted = self.shared.admission.admit(&self.shared.draining, conn, request)?;
         // Bans, and an event stream's room against the token's claim: after
         // the token is known, before anything is opened.
-        let banned = admitted.user.as_deref().is_some_and(|u| self.shared.bans.is_banned(u, SystemTime::now()));
+        let banned =
+            admitted.user.as_deref().is_some_and(|u| self.shared.bans.is_banned(u, SystemTime::now()));
         let refusal = if banned {
             Some("this user is banned\n")
         } else if request.path == sse::PATH

@@ -55,12 +55,14 @@ pub(crate) struct StreamRequest {
 pub(crate) fn parse(request: &RequestInfo) -> Result<StreamRequest, String> {
     let room = request.query_param("room").ok_or("missing room (GET /sse?room=R)")?;
     let room = check_room(room).map_err(|e| e.message)?;
-    let since = match request.header("last-event-id").map(str::to_owned).or_else(|| request.query_param("since"))
-    {
-        None => None,
-        Some(s) if s.trim().is_empty() => None,
-        Some(s) => Some(s.trim().parse::<u64>().map_err(|_| "Last-Event-ID / since must be a seq (u64)")?),
-    };
+    let since =
+        match request.header("last-event-id").map(str::to_owned).or_else(|| request.query_param("since")) {
+            None => None,
+            Some(s) if s.trim().is_empty() => None,
+            Some(s) => {
+                Some(s.trim().parse::<u64>().map_err(|_| "Last-Event-ID / since must be a seq (u64)")?)
+            }
+        };
     Ok(StreamRequest { room, since })
 }
 
@@ -88,7 +90,13 @@ pub(crate) fn claim_allows(identity: Option<&Identity>, request: &RequestInfo) -
 /// A stream opened (`on_connect`): joins the room's shadow room, sends
 /// `connected` and replays what the client missed, all under the room's
 /// lock, so a message published meanwhile comes after them, exactly once.
-pub(crate) fn open(shared: &Shared, server: &ServerHandle, conn: ConnId, request: &RequestInfo, user: Option<&str>) {
+pub(crate) fn open(
+    shared: &Shared,
+    server: &ServerHandle,
+    conn: ConnId,
+    request: &RequestInfo,
+    user: Option<&str>,
+) {
     let Ok(req) = parse(request) else {
         // on_http checked it; a changed request cannot get here.
         let _ = server.close(conn, 1008, "bad stream request");
@@ -296,8 +304,15 @@ mod tests {
 
     #[test]
     fn base64_matches_rfc_4648_vectors() {
-        let cases =
-            [("", ""), ("f", "Zg=="), ("fo", "Zm8="), ("foo", "Zm9v"), ("foob", "Zm9vYg=="), ("fooba", "Zm9vYmE="), ("foobar", "Zm9vYmFy")];
+        let cases = [
+            ("", ""),
+            ("f", "Zg=="),
+            ("fo", "Zm8="),
+            ("foo", "Zm9v"),
+            ("foob", "Zm9vYg=="),
+            ("fooba", "Zm9vYmE="),
+            ("foobar", "Zm9vYmFy"),
+        ];
         for (plain, encoded) in cases {
             assert_eq!(base64(plain.as_bytes()), encoded);
         }
@@ -306,13 +321,17 @@ mod tests {
 
     #[test]
     fn events_split_data_at_line_breaks() {
-        assert_eq!(event(Some(3), "room:message", "{\"a\":\n1}"), b"id: 3\nevent: room:message\ndata: {\"a\":\ndata: 1}\n\n");
+        assert_eq!(
+            event(Some(3), "room:message", "{\"a\":\n1}"),
+            b"id: 3\nevent: room:message\ndata: {\"a\":\ndata: 1}\n\n"
+        );
         assert_eq!(event(None, "connected", "{}"), b"event: connected\ndata: {}\n\n");
     }
 
     #[test]
     fn stored_frames_decode_back() {
-        let text = r#"{"type":"room:message","ts":1,"payload":{"data":{"x":[1]},"from":"7","room":"r","seq":5}}"#;
+        let text =
+            r#"{"type":"room:message","ts":1,"payload":{"data":{"x":[1]},"from":"7","room":"r","seq":5}}"#;
         let frame = Arc::new(encode(OP_TEXT, text.as_bytes()));
         match decode_stored(&frame).unwrap() {
             Stored::Json { seq, from, data, .. } => {

@@ -65,7 +65,8 @@ impl Sse {
     pub fn open_on(mut stream: TcpStream, _addr: SocketAddr, query: &str, headers: &[(&str, &str)]) -> Sse {
         stream.set_read_timeout(Some(WAIT)).expect("timeout");
         let extra: String = headers.iter().map(|(n, v)| format!("{n}: {v}\r\n")).collect();
-        let raw = format!("GET /sse?{query} HTTP/1.1\r\nHost: test\r\nAccept: text/event-stream\r\n{extra}\r\n");
+        let raw =
+            format!("GET /sse?{query} HTTP/1.1\r\nHost: test\r\nAccept: text/event-stream\r\n{extra}\r\n");
         stream.write_all(raw.as_bytes()).expect("write");
         let mut reader = BufReader::new(stream);
         let mut head = String::new();
@@ -135,7 +136,8 @@ impl Sse {
             match self.reader.read(&mut buf) {
                 Ok(0) => return true,
                 Ok(_) => {}
-                Err(e) if matches!(e.kind(), std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut) => {}
+                Err(e)
+                    if matches!(e.kind(), std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut) => {}
                 Err(_) => return true,
             }
         }
