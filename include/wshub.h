@@ -814,9 +814,9 @@ wshub_result wshub_ban(wshub_server *server,
 wshub_result wshub_unban(wshub_server *server, const char *user);
 
 /*
- Protocol only: the key (copied) the backend HTTP API (`/api/*`) requires
+ Protocol only: the key (copied) the backend HTTP API (paths under `/api/`) requires
  in `Authorization: apikey <KEY>` or `X-API-Key`; NULL turns the API off
- (every `/api/*` is 404). An empty key makes `wshub_start` return
+ (every path under `/api/` is 404). An empty key makes `wshub_start` return
  WSHUB_INVALID_CONFIG. Never logged. Default off.
  */
 wshub_result wshub_config_set_api_key(wshub_config *config, const char *key);

@@ -93,9 +93,9 @@ pub extern "C" fn wshub_unban(server: *mut wshub_server, user: *const c_char) ->
     }
 }
 
-/// Protocol only: the key (copied) the backend HTTP API (`/api/*`) requires
+/// Protocol only: the key (copied) the backend HTTP API (paths under `/api/`) requires
 /// in `Authorization: apikey <KEY>` or `X-API-Key`; NULL turns the API off
-/// (every `/api/*` is 404). An empty key makes `wshub_start` return
+/// (every path under `/api/` is 404). An empty key makes `wshub_start` return
 /// WSHUB_INVALID_CONFIG. Never logged. Default off.
 #[no_mangle]
 pub extern "C" fn wshub_config_set_api_key(config: *mut wshub_config, key: *const c_char) -> wshub_result {
