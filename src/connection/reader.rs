@@ -108,7 +108,9 @@ pub(crate) fn run(server: ServerHandle, conn: Arc<ConnShared>) {
 
 type Ws<'a> = WebSocket<ReaderIo<'a>>;
 
-/// What a request became.
+/// What a request became. Not boxed: it lives only between `upgrade` and
+/// `serve`, and a box would cost every WebSocket an allocation.
+#[allow(clippy::large_enum_variant)]
 enum Opened<'a> {
     WebSocket(Ws<'a>, handshake::Request),
     /// An event stream (`HttpResponse::event_stream`), its head sent.
