@@ -97,9 +97,13 @@ impl ServerHandle {
         &self.engine.config
     }
 
-    /// Sends a message to one connection.
+    /// Sends a message to one connection (an event stream refuses it with
+    /// [`Error::Refused`]).
     pub fn send(&self, conn: ConnId, message: impl Into<Message>) -> Result<()> {
         let target = self.engine.open_conn(conn)?;
+        if target.is_event_stream() {
+            return Err(Error::Refused(NOT_A_WEBSOCKET.to_owned()));
+        }
         let frame = encode_message(&message.into());
         // Straight to the socket when nothing can be overtaken: every earlier
         // command of this thread has taken effect, and the connection has
@@ -111,10 +115,13 @@ impl ServerHandle {
         self.engine.command(Cmd::Send(conn, frame))
     }
 
-    /// Adds a connection to a room (created on first join).
+    /// Adds a connection to a room (created on first join); an event stream
+    /// refuses it with [`Error::Refused`].
     pub fn join(&self, conn: ConnId, room: &str) -> Result<()> {
         check_room(room)?;
-        self.engine.open_conn(conn)?;
+        if self.engine.open_conn(conn)?.is_event_stream() {
+            return Err(Error::Refused(NOT_A_WEBSOCKET.to_owned()));
+        }
         self.engine.command(Cmd::Join(conn, room.to_owned()))
     }
 
@@ -332,6 +339,10 @@ impl ServerHandle {
         self.engine.conns.get(conn).map_or(0, |c| c.queue_depth())
     }
 }
+
+/// Why `send` and `join` refuse an event stream: it is written only in the
+/// event-stream format, by the protocol.
+const NOT_A_WEBSOCKET: &str = "this connection is an event stream, not a WebSocket";
 
 fn check_room(room: &str) -> Result<()> {
     if is_valid_room(room) {

@@ -99,6 +99,7 @@ fn a_ban_closes_the_user_with_4003_and_refuses_them_with_403_until_it_expires() 
     assert_eq!(connect_as(&server, "mallory").status(), 403);
     let sse = Sse::open(server.addr, &format!("room=r&access_token={}", token("mallory")), &[]);
     assert_eq!(sse.status, 403, "{}", sse.head);
+    assert_eq!(Sse::open(server.addr, "room=r", &[]).status, 401, "a stream needs a token like a WebSocket");
     alice.assert_nothing_pending();
     open_as(&server, "alice"); // others are not affected
 
