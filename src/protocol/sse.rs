@@ -108,8 +108,9 @@ pub(crate) fn open(
     let replay_bytes = shared.config.replay_max_bytes.min(config.outbound_max_bytes / 2);
     let outcome = shared.rooms.with_room(&req.room, true, |r| -> Result<(), crate::Error> {
         r.prune(Instant::now());
-        server.join_stream(conn, &shadow(&req.room))?;
+        // Counted before the join can fail: `close` takes it back either way.
         r.sse_streams += 1;
+        server.join_stream(conn, &shadow(&req.room))?;
         let mut connected = json!({
             "clientId": ProtocolHandler::client_id(conn),
             "room": req.room,
@@ -135,6 +136,7 @@ pub(crate) fn open(
         Ok(_) => {}
         Err(miss) => {
             // No room for one more room: say so, and end the stream.
+            shared.sse.remove(conn);
             let e = super::publish::missed(shared, miss);
             let body = json!({"code": e.code.as_str(), "message": e.message}).to_string();
             let _ = server.send_frame(conn, Arc::new(event(None, "error", &body)));
