@@ -173,3 +173,21 @@ fn the_api_is_404_without_a_key_and_the_key_may_come_from_the_environment() {
     assert_eq!(api(from_env.addr, "POST", "/api/publish", Some(KEY), r#"{"room":"r","data":1}"#).0, 200);
     assert_eq!(api(from_env.addr, "POST", "/api/publish", Some("other"), r#"{"room":"r","data":1}"#).0, 401);
 }
+
+#[test]
+fn a_body_that_never_finishes_arriving_gets_408_at_the_handshake_deadline() {
+    use std::io::{Read, Write};
+    let server = Wshub::start(&["--api-key", KEY, "--handshake-timeout-ms", "300"]);
+    let mut s = std::net::TcpStream::connect(server.addr).unwrap();
+    s.set_read_timeout(Some(protocol_common::WAIT)).unwrap();
+    let started = std::time::Instant::now();
+    s.write_all(
+        format!("POST /api/publish HTTP/1.1\r\nX-API-Key: {KEY}\r\nContent-Length: 100\r\n\r\n{{\"room\"")
+            .as_bytes(),
+    )
+    .unwrap();
+    let mut out = String::new();
+    let _ = s.read_to_string(&mut out);
+    assert!(out.starts_with("HTTP/1.1 408 "), "{out}");
+    assert!(started.elapsed() < std::time::Duration::from_secs(5));
+}
