@@ -123,6 +123,12 @@ enum wshub_result
    */
   WSHUB_FORKED = 14,
   /*
+   The wire protocol refused a backend call (`wshub_publish`, `wshub_ban`):
+   data that is not JSON, the room table or the ban list full, or the
+   protocol is not on.
+   */
+  WSHUB_REFUSED = 15,
+  /*
    wshub hit an internal bug (a Rust panic); it was contained, but the
    operation did not happen.
    */
@@ -976,6 +982,81 @@ wshub_result wshub_event_reject(wshub_event *event, uint16_t http_status);
  the setting.
  */
 wshub_result wshub_set_log_callback(uint32_t level, wshub_log_fn callback, void *user_data);
+
+/*
+ Protocol only: closes every open connection (WebSocket and SSE stream)
+ of `user` (a token's `sub`) with `code` (1000-1003, 1007-1014 or
+ 3000-4999; the API's default is 4000) and `reason` (NULL: none).
+ `*count_out` (may be NULL) gets how many. Errors: WSHUB_INVALID_CLOSE_CODE,
+ WSHUB_REFUSED (the protocol is off), WSHUB_STOPPED.
+ */
+wshub_result wshub_disconnect_user(wshub_server *server,
+                                   const char *user,
+                                   uint16_t code,
+                                   const char *reason,
+                                   size_t *count_out);
+
+/*
+ Protocol only: bans `user` for `seconds` (1 to ten years): their open
+ connections close with 4003, new ones get 403 until it ends.
+ `*until_ms_out` (may be NULL) gets its end in milliseconds since the
+ Unix epoch. Errors: WSHUB_INVALID_ARGUMENT (0 seconds), WSHUB_REFUSED (the
+ protocol is off, or the ban list is full: `wshub_config_set_max_bans`),
+ WSHUB_STOPPED.
+ */
+wshub_result wshub_ban(wshub_server *server,
+                       const char *user,
+                       uint64_t seconds,
+                       uint64_t *until_ms_out);
+
+/*
+ Protocol only: lifts `user`'s ban (not banned is not an error).
+ Errors: WSHUB_REFUSED (the protocol is off), WSHUB_STOPPED.
+ */
+wshub_result wshub_unban(wshub_server *server, const char *user);
+
+/*
+ Protocol only: the key (copied) the backend HTTP API (paths under `/api/`) requires
+ in `Authorization: apikey <KEY>` or `X-API-Key`; NULL turns the API off
+ (every path under `/api/` is 404). An empty key makes `wshub_start` return
+ WSHUB_INVALID_CONFIG. Never logged. Default off.
+ */
+wshub_result wshub_config_set_api_key(wshub_config *config, const char *key);
+
+/*
+ Protocol only: users the ban list holds at most (expired bans do not
+ count); a ban past it is refused (WSHUB_REFUSED, HTTP 503). Default 10000.
+ */
+wshub_result wshub_config_set_max_bans(wshub_config *config, size_t users);
+
+/*
+ Protocol only: publishes `length` bytes of JSON at `data` (copied; any
+ JSON value, e.g. `{"status":"shipped"}`) into `room` as the backend.
+ Members get a `room:message` with `from: "api"` and the room's next seq,
+ stored in history like a client's publish; `*seq_out` (may be NULL)
+ gets that seq. Safe from any thread and from inside callbacks.
+ Errors: WSHUB_INVALID_ARGUMENT (not UTF-8 JSON), WSHUB_INVALID_ROOM,
+ WSHUB_REFUSED (the protocol is off, or the room table is full),
+ WSHUB_STOPPED.
+ */
+wshub_result wshub_publish(wshub_server *server,
+                           const char *room,
+                           const uint8_t *data,
+                           size_t length,
+                           uint64_t *seq_out);
+
+/*
+ Protocol only: publishes `length` opaque bytes at `data` (copied; NULL
+ when `length` is 0) into `room` as the backend: members get the binary
+ room message `[0x02][u16 room length][room][u64 seq][body]`, event
+ streams its base64. `*seq_out` (may be NULL) gets the seq. Safe from any
+ thread and from inside callbacks. Errors as `wshub_publish`.
+ */
+wshub_result wshub_publish_binary(wshub_server *server,
+                                  const char *room,
+                                  const uint8_t *data,
+                                  size_t length,
+                                  uint64_t *seq_out);
 
 /*
  The peer's address as "IP:port" (e.g. "127.0.0.1:51234"). NULL if `request` is NULL.

@@ -56,6 +56,9 @@ pub struct ConfigFile {
     /// Every allowed Origin (the flag `--allow-origin`, repeated).
     pub allow_origin: Option<Vec<String>>,
     pub max_connections_per_user: Option<usize>,
+    /// The backend API's key (`--api-key`).
+    pub api_key: Option<String>,
+    pub max_bans: Option<usize>,
     pub tls_cert: Option<std::path::PathBuf>,
     pub tls_key: Option<std::path::PathBuf>,
     pub tls_client_ca: Option<std::path::PathBuf>,

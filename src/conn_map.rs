@@ -67,6 +67,13 @@ impl<V> ConnMap<V> {
             guard.values().for_each(&mut f);
         }
     }
+
+    /// [`for_each`](Self::for_each) with each entry's id.
+    pub(crate) fn for_each_entry(&self, mut f: impl FnMut(ConnId, &V)) {
+        for shard in self.shards.iter() {
+            shard.read().iter().for_each(|(id, v)| f(*id, v));
+        }
+    }
 }
 
 impl<V: Clone> ConnMap<V> {

@@ -45,6 +45,10 @@ pub enum Error {
     /// A close code that may not be sent on the wire (RFC 6455 section 7.4), or a
     /// reason longer than 123 bytes.
     InvalidCloseCode,
+    /// The wire protocol refused a backend call (a publish or a ban); the
+    /// text says why: data that is not JSON, the room table or the ban list
+    /// full.
+    Refused(String),
 }
 
 /// `Result` with [`Error`] as the default error type.
@@ -59,6 +63,7 @@ impl fmt::Display for Error {
             Error::NoSuchConnection => f.write_str(no_such_connection_text!()),
             Error::InvalidRoom => f.write_str(invalid_room_text!()),
             Error::InvalidCloseCode => f.write_str(invalid_close_code_text!()),
+            Error::Refused(why) => write!(f, "refused: {why}"),
         }
     }
 }

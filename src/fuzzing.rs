@@ -25,10 +25,13 @@ pub fn http_request(data: &[u8]) {
                 let _ = info.header(name);
             }
             token_path(info);
+            let _ = handshake::body_length(info);
             assert!(request.leftover.len() <= data.len());
         }
         Ok(None) | Err(ReadError::Malformed | ReadError::TooLarge) => {}
-        Err(ReadError::Gone | ReadError::Timeout) => unreachable!("no I/O happens here"),
+        Err(ReadError::Gone | ReadError::Timeout | ReadError::BodyTooLarge | ReadError::LengthRequired) => {
+            unreachable!("no I/O or body reading happens here")
+        }
     }
 }
 
@@ -76,4 +79,20 @@ pub fn config_file(data: &[u8]) {
     if let Ok(text) = std::str::from_utf8(data) {
         let _ = crate::ConfigFile::parse(text);
     }
+}
+
+/// A backend API call's JSON body (`POST /api/...`): the first byte picks
+/// the call, the rest is the body; parsed and checked as `/api/*` does
+/// before it acts, and turned into SSE and stored-message forms. Must never
+/// panic.
+pub fn api_body(data: &[u8]) {
+    let Some((&which, body)) = data.split_first() else { return };
+    let call = ["publish", "broadcast", "disconnect", "ban", "unban"][usize::from(which) % 5];
+    let _ = crate::protocol::api::check_body(call, body);
+    if let Ok(text) = std::str::from_utf8(body) {
+        let event = crate::protocol::sse::event(Some(1), "room:message", text);
+        assert!(event.ends_with(b"\n\n"));
+    }
+    let _ = crate::protocol::sse::decode_stored(body);
+    let _ = crate::protocol::sse::base64(body);
 }

@@ -17,7 +17,9 @@ use crate::types::{ConnId, HttpResponse, Message, RequestInfo, Upgrade};
 /// connection with 1011; the server lives on.
 pub trait Handler: Send + Sync + 'static {
     /// Decides whether an upgrade request on the WebSocket path becomes a
-    /// connection. Runs before the 101 is sent. `conn` is the id the connection
+    /// connection, or a request [`on_http`](Handler::on_http) answered with
+    /// [`HttpResponse::event_stream`] a stream. Runs before the 101 (or the
+    /// stream's 200) is sent. `conn` is the id the connection
     /// will have if accepted (so state attached here can be found in
     /// `on_connect`); a refused id is never used again. Default: accept.
     fn on_upgrade(&self, server: &ServerHandle, conn: ConnId, request: &RequestInfo) -> Upgrade {

@@ -159,6 +159,14 @@ struct Cli {
     /// Connections one user (token `sub`) may have open; more get 503. 0 = no limit.
     #[arg(long, default_value_t = ProtocolConfig::default().max_connections_per_user)]
     max_connections_per_user: usize,
+    // Backend HTTP API and moderation (docs/protocol.md, "Backend HTTP API").
+    /// Turns the backend HTTP API (/api/*) on, requiring this key. Prefer the
+    /// WSHUB_API_KEY environment variable or the config file: a flag shows in `ps`.
+    #[arg(long, value_name = "KEY")]
+    api_key: Option<String>,
+    /// Users the ban list holds at most; a ban past it is refused (503).
+    #[arg(long, default_value_t = ProtocolConfig::default().max_bans)]
+    max_bans: usize,
     /// Log level: off, error, warn, info, debug, trace.
     #[arg(long, default_value = "info")]
     log_level: log::LevelFilter,
@@ -243,6 +251,8 @@ impl Cli {
             )*};
         }
         merge_some!(jwt_secret, jwt_public_key, jwt_audience, jwt_issuer);
+        merge_some!(api_key);
+        merge!(max_bans);
         if let Some(rate) = &file.connect_rate_per_ip {
             let rate =
                 parse_rate(&rate.0).map_err(|e| format!("{}: connect_rate_per_ip: {e}", path.display()))?;
@@ -278,6 +288,7 @@ impl Cli {
             .max_rooms(self.max_rooms)
             .max_reply_backlog(self.max_reply_backlog);
         config = self.admission(config)?;
+        config = self.backend_api(config);
         config.validate()?;
         Ok(config)
     }
@@ -302,6 +313,17 @@ impl Cli {
             config = config.allow_origin(origin.clone());
         }
         Ok(config.max_connections_per_user(self.max_connections_per_user))
+    }
+
+    /// The backend API's key (the flag or config file, else `WSHUB_API_KEY`)
+    /// and the ban list's bound.
+    fn backend_api(&self, mut config: ProtocolConfig) -> ProtocolConfig {
+        let key =
+            self.api_key.clone().or_else(|| std::env::var("WSHUB_API_KEY").ok().filter(|k| !k.is_empty()));
+        if let Some(key) = key {
+            config = config.api_key(key);
+        }
+        config.max_bans(self.max_bans)
     }
 
     fn config(&self) -> Config {

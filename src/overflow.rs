@@ -175,14 +175,24 @@ fn on_bytes(h: &mut Held, server: &ServerHandle) {
 /// The answer to a complete request from an overflowing socket.
 fn respond_to(request: &handshake::Request, refusal: Refusal, server: &ServerHandle) -> HttpResponse {
     let engine = server.engine();
-    if handshake::wants_upgrade(&request.info) || refusal == Refusal::ConnectRate {
+    let refuse = || {
         let retry = if refusal == Refusal::ConnectRate { "1" } else { "5" };
         let status = refusal.status();
         engine.stats.count_reject(status);
-        return plain(status).with_header("Retry-After", retry);
+        plain(status).with_header("Retry-After", retry)
+    };
+    // Nothing that would hold a connection (an upgrade, an event stream) or
+    // needs a body read (this thread reads heads only) is served from here.
+    let has_body = !matches!(handshake::body_length(&request.info), Ok(0));
+    if handshake::wants_upgrade(&request.info) || refusal == Refusal::ConnectRate || has_body {
+        return refuse();
     }
-    catch_unwind(AssertUnwindSafe(|| engine.handler.on_http(server, &request.info)))
-        .unwrap_or_else(|_| plain(500))
+    let response = catch_unwind(AssertUnwindSafe(|| engine.handler.on_http(server, &request.info)))
+        .unwrap_or_else(|_| plain(500));
+    if response.stream {
+        return refuse();
+    }
+    response
 }
 
 /// Sends `response` without waiting (a response too big for the socket

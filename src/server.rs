@@ -97,9 +97,13 @@ impl ServerHandle {
         &self.engine.config
     }
 
-    /// Sends a message to one connection.
+    /// Sends a message to one connection (an event stream refuses it with
+    /// [`Error::Refused`]).
     pub fn send(&self, conn: ConnId, message: impl Into<Message>) -> Result<()> {
         let target = self.engine.open_conn(conn)?;
+        if target.is_event_stream() {
+            return Err(Error::Refused(NOT_A_WEBSOCKET.to_owned()));
+        }
         let frame = encode_message(&message.into());
         // Straight to the socket when nothing can be overtaken: every earlier
         // command of this thread has taken effect, and the connection has
@@ -111,10 +115,13 @@ impl ServerHandle {
         self.engine.command(Cmd::Send(conn, frame))
     }
 
-    /// Adds a connection to a room (created on first join).
+    /// Adds a connection to a room (created on first join); an event stream
+    /// refuses it with [`Error::Refused`].
     pub fn join(&self, conn: ConnId, room: &str) -> Result<()> {
         check_room(room)?;
-        self.engine.open_conn(conn)?;
+        if self.engine.open_conn(conn)?.is_event_stream() {
+            return Err(Error::Refused(NOT_A_WEBSOCKET.to_owned()));
+        }
         self.engine.command(Cmd::Join(conn, room.to_owned()))
     }
 
@@ -305,12 +312,37 @@ impl ServerHandle {
         self.engine.command(Cmd::Broadcast { room: room.to_owned(), frame, except })
     }
 
+    /// True when `conn` is an event stream (opened by
+    /// [`HttpResponse::event_stream`](crate::HttpResponse::event_stream)),
+    /// not a WebSocket: what is sent to it must already be event-stream
+    /// bytes, and it never receives messages.
+    pub fn is_event_stream(&self, conn: ConnId) -> bool {
+        self.engine.conns.get(conn).is_some_and(|c| c.is_event_stream())
+    }
+
+    /// Adds an event stream to a hub room of the protocol's own (a name no
+    /// client room can have, so it is not checked like one).
+    pub(crate) fn join_stream(&self, conn: ConnId, hub_room: &str) -> Result<()> {
+        self.engine.open_conn(conn)?;
+        self.engine.command(Cmd::Join(conn, hub_room.to_owned()))
+    }
+
+    /// [`broadcast_frame`](Self::broadcast_frame) to a hub room of
+    /// [`join_stream`](Self::join_stream).
+    pub(crate) fn broadcast_stream(&self, hub_room: &str, frame: crate::frame::SharedFrame) -> Result<()> {
+        self.engine.command(Cmd::Broadcast { room: hub_room.to_owned(), frame, except: None })
+    }
+
     /// Frames still queued for a connection, open or closing (0 once it is
     /// gone): lets `on_close` see that a large backlog is about to be freed.
     pub(crate) fn queued_frames(&self, conn: ConnId) -> usize {
         self.engine.conns.get(conn).map_or(0, |c| c.queue_depth())
     }
 }
+
+/// Why `send` and `join` refuse an event stream: it is written only in the
+/// event-stream format, by the protocol.
+const NOT_A_WEBSOCKET: &str = "this connection is an event stream, not a WebSocket";
 
 fn check_room(room: &str) -> Result<()> {
     if is_valid_room(room) {

@@ -55,6 +55,8 @@ impl From<Vec<u8>> for Message {
 pub struct RequestInfo {
     /// The peer's address.
     pub remote_addr: SocketAddr,
+    /// The request method, e.g. `GET`, as sent.
+    pub method: String,
     /// The request path without the query string, e.g. `/ws`.
     pub path: String,
     /// The raw query string without the `?` (empty when there is none).
@@ -71,6 +73,10 @@ pub struct RequestInfo {
     /// Over TLS with client certificates (`tls_client_ca`): the subject of
     /// the certificate the client proved it holds, as `CN=...,O=...`.
     pub tls_client_subject: Option<String>,
+    /// The request's body: read for plain HTTP requests with a
+    /// `Content-Length` (at most the max message size; past it the request
+    /// gets 413), empty for upgrades and requests without one.
+    pub body: Vec<u8>,
 }
 
 impl RequestInfo {
@@ -162,12 +168,40 @@ pub struct HttpResponse {
     pub content_type: String,
     /// The body.
     pub body: Vec<u8>,
+    /// True for [`HttpResponse::event_stream`]: the engine keeps the
+    /// connection open as a stream instead of sending a body and closing.
+    pub stream: bool,
 }
 
 impl HttpResponse {
     /// A response with this status, content type and body.
     pub fn new(status: u16, content_type: &str, body: impl Into<Vec<u8>>) -> Self {
-        HttpResponse { status, headers: Vec::new(), content_type: content_type.to_owned(), body: body.into() }
+        HttpResponse {
+            status,
+            headers: Vec::new(),
+            content_type: content_type.to_owned(),
+            body: body.into(),
+            stream: false,
+        }
+    }
+
+    /// `200 text/event-stream` that stays open (Server-Sent Events): the
+    /// engine then treats the request like an upgrade to a stream. It asks
+    /// [`Handler::on_upgrade`](crate::Handler::on_upgrade) (which may still
+    /// refuse), takes a connection slot, sends this head (no body, no
+    /// `Content-Length`), and runs the connection with a reader that only
+    /// waits for the client to go and a writer that writes what is sent to
+    /// it as is: a message's bytes must already be in the event-stream
+    /// format. Heartbeats are `: ping` comments; a close ends the stream.
+    /// `on_connect` and `on_close` follow as for a WebSocket;
+    /// [`ServerHandle::is_event_stream`](crate::ServerHandle::is_event_stream)
+    /// tells them apart.
+    pub fn event_stream() -> Self {
+        let mut response = HttpResponse::new(200, "text/event-stream; charset=utf-8", Vec::new())
+            .with_header("Cache-Control", "no-cache")
+            .with_header("X-Accel-Buffering", "no");
+        response.stream = true;
+        response
     }
 
     /// `404 Not Found`, the default for any path the handler does not serve.
@@ -195,6 +229,8 @@ pub(crate) fn status_reason(status: u16) -> &'static str {
         404 => "Not Found",
         405 => "Method Not Allowed",
         408 => "Request Timeout",
+        411 => "Length Required",
+        413 => "Content Too Large",
         426 => "Upgrade Required",
         429 => "Too Many Requests",
         431 => "Request Header Fields Too Large",
@@ -211,12 +247,14 @@ mod tests {
     fn req(query: &str) -> RequestInfo {
         RequestInfo {
             remote_addr: "127.0.0.1:1".parse().unwrap(),
+            method: "GET".into(),
             path: "/ws".into(),
             query: query.into(),
             headers: vec![("X-Token".into(), "abc".into())],
             received_at: SystemTime::now(),
             user: None,
             tls_client_subject: None,
+            body: Vec::new(),
         }
     }
 

@@ -3,7 +3,8 @@
 //! their 101 leave no per-connection state behind; `wshub_stop` from a
 //! callback works when no thread can be created, and from two callbacks at
 //! once; `wshub_stop` does not return while a callback is still to run; a
-//! forked child gets `WSHUB_FORKED` from every call.
+//! forked child gets `WSHUB_FORKED` from every call; `wshub_publish` works
+//! from inside a callback and from any thread.
 
 mod c_common;
 use c_common as common;
@@ -55,6 +56,12 @@ fn peers_that_reset_before_their_101_leave_no_connection_state() {
 fn stop_from_a_callback_happens_when_no_thread_can_be_created() {
     let stdout = run_c_test("stop_without_threads", true);
     assert!(stdout.contains("stop without threads ok"), "{stdout}");
+}
+
+#[test]
+fn publish_works_from_inside_a_callback_and_from_any_thread() {
+    let stdout = run_c_test("publish_from_callback", false);
+    assert!(stdout.contains("publish from callback ok"), "{stdout}");
 }
 
 #[test]

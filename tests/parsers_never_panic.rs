@@ -111,3 +111,8 @@ fn binary_frames_never_panic() {
 fn config_files_never_panic() {
     hammer("config_file", 5_000, wshub::fuzzing::config_file);
 }
+
+#[test]
+fn api_bodies_never_panic() {
+    hammer("api_body", 20_000, wshub::fuzzing::api_body);
+}

@@ -37,10 +37,31 @@ pub(crate) enum ReadError {
     Malformed,
     /// The head is larger than [`MAX_REQUEST_HEAD`]: answer 431.
     TooLarge,
+    /// The body (`Content-Length`) is larger than the max message size: answer 413.
+    BodyTooLarge,
+    /// A body without a usable `Content-Length` (chunked, or a length that
+    /// does not parse): answer 411.
+    LengthRequired,
+}
+
+impl ReadError {
+    /// The status a request that failed this way is answered with (`None`:
+    /// the peer is gone, answer nothing).
+    pub(crate) fn status(&self) -> Option<u16> {
+        match self {
+            ReadError::Gone => None,
+            ReadError::Timeout => Some(408),
+            ReadError::TooLarge => Some(431),
+            ReadError::Malformed => Some(400),
+            ReadError::BodyTooLarge => Some(413),
+            ReadError::LengthRequired => Some(411),
+        }
+    }
 }
 
 /// Reads one request head from `stream` (the socket's bytes, decrypted when
-/// TLS is on), all of it before `deadline`
+/// TLS is on), and the body of a plain (non-upgrade) request with a
+/// `Content-Length` of at most `max_body` bytes, all of it before `deadline`
 /// (however slowly it trickles in; a per-read timeout would let a client that
 /// sends a byte a second hold its thread forever).
 ///
@@ -52,32 +73,83 @@ pub(crate) fn read_request(
     socket: &TcpStream,
     remote: SocketAddr,
     deadline: Instant,
+    max_body: usize,
 ) -> Result<Request, ReadError> {
     let mut buf = Vec::with_capacity(1024);
-    loop {
-        let left = deadline.saturating_duration_since(Instant::now());
-        if left.is_zero() || socket.set_read_timeout(Some(left)).is_err() {
-            return Err(ReadError::Timeout);
-        }
-        let len = buf.len();
-        buf.resize(len + 1024, 0);
-        let n = match stream.read(&mut buf[len..]) {
-            Ok(0) => return Err(ReadError::Gone),
-            Ok(n) => n,
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => 0,
-            Err(e) if matches!(e.kind(), io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut) => {
-                return Err(ReadError::Timeout)
-            }
-            Err(_) => return Err(ReadError::Gone),
-        };
-        buf.truncate(len + n);
+    let mut request = loop {
+        read_more(&mut stream, socket, &mut buf, 1024, deadline)?;
         if let Some(request) = parse_request(&buf, remote)? {
-            return Ok(request);
+            break request;
         }
         if buf.len() > MAX_REQUEST_HEAD {
             return Err(ReadError::TooLarge);
         }
+    };
+    drop(buf);
+    if wants_upgrade(&request.info) {
+        return Ok(request);
     }
+    let length = body_length(&request.info)?;
+    if length > max_body {
+        return Err(ReadError::BodyTooLarge);
+    }
+    let mut body = std::mem::take(&mut request.leftover);
+    while body.len() < length {
+        let want = (length - body.len()).min(64 * 1024);
+        read_more(&mut stream, socket, &mut body, want, deadline)?;
+    }
+    // Bytes past the body (a pipelined request) are not served: the
+    // connection closes after its one response.
+    body.truncate(length);
+    request.info.body = body;
+    Ok(request)
+}
+
+/// Reads up to `want` more bytes onto the end of `buf`, before `deadline`.
+fn read_more(
+    stream: &mut impl Read,
+    socket: &TcpStream,
+    buf: &mut Vec<u8>,
+    want: usize,
+    deadline: Instant,
+) -> Result<(), ReadError> {
+    let left = deadline.saturating_duration_since(Instant::now());
+    if left.is_zero() || socket.set_read_timeout(Some(left)).is_err() {
+        return Err(ReadError::Timeout);
+    }
+    let len = buf.len();
+    buf.resize(len + want, 0);
+    let n = match stream.read(&mut buf[len..]) {
+        Ok(0) => return Err(ReadError::Gone),
+        Ok(n) => n,
+        Err(e) if e.kind() == io::ErrorKind::Interrupted => 0,
+        Err(e) if matches!(e.kind(), io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut) => {
+            return Err(ReadError::Timeout)
+        }
+        Err(_) => return Err(ReadError::Gone),
+    };
+    buf.truncate(len + n);
+    Ok(())
+}
+
+/// The body length a plain request declares: its `Content-Length`, 0
+/// without one. A `Transfer-Encoding` (chunked) or a `Content-Length` that
+/// is not one number is refused (411): bodies are read by length only.
+pub(crate) fn body_length(info: &RequestInfo) -> Result<usize, ReadError> {
+    if info.header("transfer-encoding").is_some() {
+        return Err(ReadError::LengthRequired);
+    }
+    let mut lengths = info.headers.iter().filter(|(n, _)| n.eq_ignore_ascii_case("content-length"));
+    let Some((_, value)) = lengths.next() else { return Ok(0) };
+    if lengths.next().is_some() {
+        return Err(ReadError::LengthRequired);
+    }
+    let value = value.trim();
+    if value.is_empty() || !value.bytes().all(|b| b.is_ascii_digit()) {
+        return Err(ReadError::LengthRequired);
+    }
+    // Too many digits for a usize is too large for any bound.
+    value.parse().map_err(|_| ReadError::BodyTooLarge)
 }
 
 /// Parses a complete head from `buf`, or `Ok(None)` when more bytes are needed.
@@ -106,12 +178,14 @@ pub(crate) fn parse_request(buf: &[u8], remote: SocketAddr) -> Result<Option<Req
         method: method.to_owned(),
         info: RequestInfo {
             remote_addr: remote,
+            method: method.to_owned(),
             path: path.to_owned(),
             query: query.to_owned(),
             headers,
             received_at: SystemTime::now(),
             user: None,
             tls_client_subject: None,
+            body: Vec::new(),
         },
         leftover: buf[head_len..].to_vec(),
     }))
@@ -179,6 +253,17 @@ pub(crate) fn render(response: &HttpResponse, head_only: bool) -> Vec<u8> {
     out
 }
 
+/// The head of an event stream (`HttpResponse::event_stream`): no
+/// `Content-Length`, the body runs until the connection closes.
+pub(crate) fn stream_head(response: &HttpResponse) -> Vec<u8> {
+    let mut out = format!("HTTP/1.1 {} {}\r\n", response.status, status_reason(response.status));
+    for (name, value) in &response.headers {
+        out.push_str(&format!("{name}: {value}\r\n"));
+    }
+    out.push_str(&format!("Content-Type: {}\r\nConnection: close\r\n\r\n", response.content_type));
+    out.into_bytes()
+}
+
 /// Writes a plain response and closes the connection without losing it: the
 /// write side is shut first and unread input drained (briefly), because closing
 /// a socket with unread input sends a reset that can destroy the response
@@ -238,6 +323,20 @@ mod tests {
     fn partial_and_malformed_heads() {
         assert!(parse_request(&UPGRADE.as_bytes()[..30], remote()).unwrap().is_none());
         assert!(matches!(parse_request(b"\x16\x03\x01garbage\r\n\r\n", remote()), Err(ReadError::Malformed)));
+    }
+
+    #[test]
+    fn body_lengths() {
+        let with = |headers: &str| {
+            let raw = format!("POST /api/publish HTTP/1.1\r\nHost: x\r\n{headers}\r\n");
+            body_length(&parse_request(raw.as_bytes(), remote()).unwrap().unwrap().info)
+        };
+        assert_eq!(with("").unwrap(), 0);
+        assert_eq!(with("Content-Length: 12\r\n").unwrap(), 12);
+        assert!(matches!(with("Transfer-Encoding: chunked\r\n"), Err(ReadError::LengthRequired)));
+        assert!(matches!(with("Content-Length: -1\r\n"), Err(ReadError::LengthRequired)));
+        assert!(matches!(with("Content-Length: 1\r\nContent-Length: 2\r\n"), Err(ReadError::LengthRequired)));
+        assert!(matches!(with("Content-Length: 99999999999999999999999\r\n"), Err(ReadError::BodyTooLarge)));
     }
 
     #[test]

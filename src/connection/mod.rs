@@ -13,6 +13,12 @@
 //!   may write.
 //! - [`writer`]: the connection's second thread. Drains the queue into the
 //!   socket, many frames per `writev`, and sends the heartbeat pings.
+//!
+//! An event stream (Server-Sent Events, `HttpResponse::event_stream`) is a
+//! connection of another kind on the same two threads and the same ordering
+//! point: its reader only waits for the client to go (`reader.rs`), its
+//! writer writes the bytes it is given unframed, `: ping` comments as
+//! heartbeats, and ends the stream instead of sending a close frame.
 
 pub(crate) mod frame_meter;
 pub(crate) mod handshake;
@@ -61,6 +67,9 @@ pub(crate) struct ConnShared {
     pub close_at: Mutex<Option<(std::time::Instant, u16, String)>>,
     /// Whether `close_at` is set: read before every frame, locked only when set.
     pub has_close_at: AtomicBool,
+    /// An event stream (`HttpResponse::event_stream`), not a WebSocket: its
+    /// writer writes bytes as given, and its reader only waits for the end.
+    event_stream: AtomicBool,
 }
 
 impl ConnShared {
@@ -78,6 +87,7 @@ impl ConnShared {
             handshaking: AtomicBool::new(false),
             close_at: Mutex::new(None),
             has_close_at: AtomicBool::new(false),
+            event_stream: AtomicBool::new(false),
         }
     }
 
@@ -87,6 +97,15 @@ impl ConnShared {
 
     pub(crate) fn set_open(&self, open: bool) {
         self.open.store(open, Release);
+    }
+
+    pub(crate) fn is_event_stream(&self) -> bool {
+        self.event_stream.load(Acquire)
+    }
+
+    /// Set once, before the stream's writer starts.
+    pub(crate) fn set_event_stream(&self) {
+        self.event_stream.store(true, Release);
     }
 
     /// Ends the TCP connection in both directions, waking whichever half is

@@ -21,7 +21,7 @@ use tungstenite::protocol::{Role, WebSocketConfig};
 use tungstenite::{Message as WsMessage, WebSocket};
 
 use super::frame_meter::{FrameLimit, FrameMeter};
-use super::handshake::{self, ReadError};
+use super::handshake;
 use super::{writer, ConnShared, SockReader};
 use crate::hub::Cmd;
 use crate::server::{ServerHandle, ON_CONNECTION_THREAD};
@@ -98,14 +98,25 @@ pub(crate) fn run(server: ServerHandle, conn: Arc<ConnShared>, preread: Vec<u8>)
         None => upgrade(&server, &conn, sock, deadline),
     };
     engine.handshake_finished(&conn);
-    if let Some((ws, request)) = upgraded {
-        serve(&server, &conn, ws, &request);
+    match upgraded {
+        Some(Opened::WebSocket(ws, request)) => serve(&server, &conn, ws, &request),
+        Some(Opened::Stream(sock, request)) => serve_stream(&server, &conn, sock, &request),
+        None => {}
     }
     conn.kill();
     engine.connection_finished(conn.id);
 }
 
 type Ws<'a> = WebSocket<ReaderIo<'a>>;
+
+/// What a request became. Not boxed: it lives only between `upgrade` and
+/// `serve`, and a box would cost every WebSocket an allocation.
+#[allow(clippy::large_enum_variant)]
+enum Opened<'a> {
+    WebSocket(Ws<'a>, handshake::Request),
+    /// An event stream (`HttpResponse::event_stream`), its head sent.
+    Stream(SockReader<'a>, handshake::Request),
+}
 
 /// Starts the connection's TLS session and completes its handshake before `deadline`.
 #[inline(never)]
@@ -131,7 +142,7 @@ fn upgrade<'a>(
     conn: &'a ConnShared,
     mut sock: SockReader<'a>,
     deadline: Instant,
-) -> Option<(Ws<'a>, handshake::Request)> {
+) -> Option<Opened<'a>> {
     let engine = server.engine();
     let reject = |response: &HttpResponse, head_only: bool| {
         // Address and status only: never the query (it may carry a token).
@@ -139,16 +150,14 @@ fn upgrade<'a>(
         engine.stats.count_reject(response.status);
         handshake::respond_and_close(conn, response, head_only);
     };
-    let mut request = match handshake::read_request(&mut sock, &conn.stream, conn.remote, deadline) {
+    let max_body = engine.config.max_message_size;
+    let mut request = match handshake::read_request(&mut sock, &conn.stream, conn.remote, deadline, max_body)
+    {
         Ok(r) => r,
-        Err(ReadError::Gone) => return None,
         Err(e) => {
-            let status = match e {
-                ReadError::Timeout => 408,
-                ReadError::TooLarge => 431,
-                _ => 400,
-            };
-            reject(&plain(status), false);
+            if let Some(status) = e.status() {
+                reject(&plain(status), false);
+            }
             return None;
         }
     };
@@ -159,6 +168,9 @@ fn upgrade<'a>(
     if !handshake::wants_upgrade(&request.info) {
         let response =
             guarded(|| engine.handler.on_http(server, &request.info)).unwrap_or_else(|| plain(500));
+        if response.stream && !head_only {
+            return open_stream(server, conn, sock, request, &response);
+        }
         handshake::respond_and_close(conn, &response, head_only);
         return None;
     }
@@ -216,7 +228,58 @@ fn upgrade<'a>(
     let crossed = meter.feed(&leftover).err();
     let io = ReaderIo { conn, sock, meter, crossed };
     let ws = WebSocket::from_partially_read(io, leftover, Role::Server, Some(ws_config));
-    Some((ws, request))
+    Some(Opened::WebSocket(ws, request))
+}
+
+/// The handler answered with an event stream: the same checks as an
+/// upgrade (drain, a connection slot, `on_upgrade`), then the response head.
+#[inline(never)]
+fn open_stream<'a>(
+    server: &ServerHandle,
+    conn: &'a ConnShared,
+    sock: SockReader<'a>,
+    request: handshake::Request,
+    response: &HttpResponse,
+) -> Option<Opened<'a>> {
+    let engine = server.engine();
+    let reject = |response: &HttpResponse| {
+        engine.stats.count_reject(response.status);
+        handshake::respond_and_close(conn, response, false);
+    };
+    if engine.is_draining() {
+        reject(&plain(503).with_header("Retry-After", "5"));
+        return None;
+    }
+    if !engine.reserve_connection_slot() {
+        reject(&plain(503).with_header("Retry-After", "1"));
+        return None;
+    }
+    match guarded(|| engine.handler.on_upgrade(server, conn.id, &request.info)) {
+        Some(Upgrade::Accept { .. }) => {}
+        Some(Upgrade::Reject(refusal)) => {
+            engine.release_connection_slot();
+            reject(&refusal);
+            return None;
+        }
+        None => {
+            engine.release_connection_slot();
+            reject(&plain(500));
+            return None;
+        }
+    }
+    let head = handshake::stream_head(response);
+    let sent = if conn.is_tls() {
+        conn.write_unframed(&head, false, Instant::now() + engine.config.handshake_timeout)
+    } else {
+        crate::sys::sock::send_all_more(&conn.stream, &head)
+    };
+    if sent.is_err() {
+        engine.release_connection_slot();
+        guarded(|| engine.handler.on_upgrade_failed(server, conn.id));
+        return None;
+    }
+    conn.set_event_stream();
+    Some(Opened::Stream(sock, request))
 }
 
 /// Runs an open connection until it ends, then cleans up after it.
@@ -224,33 +287,8 @@ fn upgrade<'a>(
 fn serve(server: &ServerHandle, conn: &Arc<ConnShared>, mut ws: Ws<'_>, request: &handshake::Request) {
     let engine = server.engine();
     let config = &engine.config;
-    let writer = {
-        let (conn2, config2, stats2) = (conn.clone(), config.clone(), engine.stats.clone());
-        let Some(rx) = conn.take_receiver() else {
-            engine.release_connection_slot();
-            guarded(|| engine.handler.on_upgrade_failed(server, conn.id));
-            return;
-        };
-        match pthread::spawn(&format!("wshub-w{}", conn.id), config.writer_stack_size, move || {
-            writer::run(conn2, rx, config2, stats2)
-        }) {
-            Ok(t) => t,
-            Err(e) => {
-                log::error!("conn {}: cannot spawn its writer thread: {e}", conn.id);
-                engine.release_connection_slot();
-                guarded(|| engine.handler.on_upgrade_failed(server, conn.id));
-                return;
-            }
-        }
-    };
-    *conn.request_path.lock() = (request.info.path.clone(), request.info.query.clone());
+    let Some(writer) = start(server, conn, request) else { return };
     let _ = conn.stream.set_read_timeout(Some(config.idle_timeout));
-    Stats::add(&engine.stats.connections_total, 1);
-    conn.set_open(true);
-    engine.register_with_hub(conn.clone());
-    if engine.is_draining() {
-        engine.close_in_order(conn, 1001, "server shutting down");
-    }
 
     let connected = guarded(|| engine.handler.on_connect(server, conn.id, &request.info));
     // The 101 went out with MSG_MORE, to share a packet with the first
@@ -286,12 +324,122 @@ fn serve(server: &ServerHandle, conn: &Arc<ConnShared>, mut ws: Ws<'_>, request:
             (conn.server_close_code().unwrap_or(1006), String::new())
         }
     };
+    finish(server, conn, writer, code, &reason);
+}
+
+/// Spawns the writer and opens the connection (registered, counted); on
+/// failure gives back the slot and tells the handler.
+fn start(
+    server: &ServerHandle,
+    conn: &Arc<ConnShared>,
+    request: &handshake::Request,
+) -> Option<pthread::RawThread> {
+    let engine = server.engine();
+    let config = &engine.config;
+    let writer = {
+        let (conn2, config2, stats2) = (conn.clone(), config.clone(), engine.stats.clone());
+        let Some(rx) = conn.take_receiver() else {
+            engine.release_connection_slot();
+            guarded(|| engine.handler.on_upgrade_failed(server, conn.id));
+            return None;
+        };
+        match pthread::spawn(&format!("wshub-w{}", conn.id), config.writer_stack_size, move || {
+            writer::run(conn2, rx, config2, stats2)
+        }) {
+            Ok(t) => t,
+            Err(e) => {
+                log::error!("conn {}: cannot spawn its writer thread: {e}", conn.id);
+                engine.release_connection_slot();
+                guarded(|| engine.handler.on_upgrade_failed(server, conn.id));
+                return None;
+            }
+        }
+    };
+    *conn.request_path.lock() = (request.info.path.clone(), request.info.query.clone());
+    Stats::add(&engine.stats.connections_total, 1);
+    conn.set_open(true);
+    engine.register_with_hub(conn.clone());
+    if engine.is_draining() {
+        engine.close_in_order(conn, 1001, "server shutting down");
+    }
+    Some(writer)
+}
+
+/// The end of an open connection: out of the registry, `on_close`, and the
+/// writer joined.
+fn finish(server: &ServerHandle, conn: &ConnShared, writer: pthread::RawThread, code: u16, reason: &str) {
+    let engine = server.engine();
     conn.set_open(false);
     engine.release_connection_slot();
     engine.send_to_hub(Cmd::Unregister(conn.id));
-    guarded(|| engine.handler.on_close(server, conn.id, code, &reason));
+    guarded(|| engine.handler.on_close(server, conn.id, code, reason));
     conn.push_reader_done();
     writer.join();
+}
+
+/// Runs an event stream until the client goes, its `close_at` time comes or
+/// the server ends it (its writer then shuts the socket, which ends the read
+/// here). What the client sends meanwhile is read and dropped.
+#[inline(never)]
+fn serve_stream(
+    server: &ServerHandle,
+    conn: &Arc<ConnShared>,
+    mut sock: SockReader<'_>,
+    request: &handshake::Request,
+) {
+    let engine = server.engine();
+    let Some(writer) = start(server, conn, request) else { return };
+    let connected = guarded(|| engine.handler.on_connect(server, conn.id, &request.info));
+    crate::sys::sock::push(&conn.stream);
+    let (code, reason) = if connected.is_none() {
+        engine.close_in_order(conn, 1011, "internal error");
+        (1011, "internal error".to_owned())
+    } else {
+        wait_for_end(conn, &mut sock)
+    };
+    if code != 1006 {
+        // Ours: the writer ends the stream after what is queued.
+        engine.close_in_order(conn, code, &reason);
+        drain_until_closed(conn, engine.config.close_timeout);
+    }
+    let code = conn.server_close_code().unwrap_or(code);
+    finish(server, conn, writer, code, &reason);
+}
+
+/// Reads (and drops) until the stream ends: 1006 when the client went or the
+/// server closed it, or its `close_at` code when that time came.
+fn wait_for_end(conn: &ConnShared, sock: &mut SockReader<'_>) -> (u16, String) {
+    let mut sink = [0u8; 512];
+    loop {
+        let at = if conn.has_close_at.load(std::sync::atomic::Ordering::Acquire) {
+            conn.close_at.lock().clone()
+        } else {
+            None
+        };
+        let timeout = match &at {
+            Some((at, code, reason)) => {
+                let left = at.saturating_duration_since(Instant::now());
+                if left.is_zero() {
+                    return (*code, reason.clone());
+                }
+                Some(left)
+            }
+            // Set only by on_connect, before this loop: without one, the
+            // read waits for the end alone.
+            None => None,
+        };
+        let _ = conn.stream.set_read_timeout(timeout);
+        match sock.read(&mut sink) {
+            Ok(0) => return (1006, String::new()),
+            Ok(_) => {}
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut | io::ErrorKind::Interrupted
+                ) => {}
+            Err(_) => return (1006, String::new()),
+        }
+    }
 }
 
 /// Reads messages and hands them to the handler until the connection ends.

@@ -5,7 +5,9 @@
 //! It sleeps on the outbound queue until something arrives or a ping is due,
 //! then takes everything queued (up to `write_buffer_size` bytes) and writes it
 //! with one `writev`: under load many frames leave in one syscall. After it has
-//! written a close frame it writes nothing more.
+//! written a close frame it writes nothing more. For an event stream it
+//! writes the same way, with `: ping` comments for pings and no close frame:
+//! a close ends the stream.
 
 use std::net::Shutdown;
 use std::sync::Arc;
@@ -26,8 +28,10 @@ const WRITE_TICK: Duration = Duration::from_millis(250);
 
 pub(crate) fn run(conn: Arc<ConnShared>, rx: Receiver<Out>, config: Config, stats: Arc<Stats>) {
     let _ = conn.stream.set_write_timeout(Some(WRITE_TICK.min(config.close_timeout)));
-    let mut w = Writer { conn: &conn, config: &config, stats: &stats, reader_done: false };
-    let ping = frame::encode(frame::OP_PING, b"");
+    let stream = conn.is_event_stream();
+    let mut w = Writer { conn: &conn, config: &config, stats: &stats, reader_done: false, stream };
+    // An event stream's heartbeat is a comment line.
+    let ping = if stream { b": ping\n\n".to_vec() } else { frame::encode(frame::OP_PING, b"") };
     let mut next_ping = Instant::now() + config.heartbeat_interval;
     let mut batch: Vec<Out> = Vec::new();
     let mut fresh = true;
@@ -100,6 +104,8 @@ struct Writer<'a> {
     /// The reader's `ReaderDone` has been taken off the queue (it is sent once,
     /// and may arrive in any batch, so every wait checks this first).
     reader_done: bool,
+    /// An event stream: a close writes no close frame, and ends the stream.
+    stream: bool,
 }
 
 impl Writer<'_> {
@@ -119,7 +125,9 @@ impl Writer<'_> {
                     break;
                 }
                 Out::Close(code, reason) => {
-                    close_frame = Some(frame::encode_close(*code, reason));
+                    if !self.stream {
+                        close_frame = Some(frame::encode_close(*code, reason));
+                    }
                     step = Step::Closed;
                     end = i;
                     break;
@@ -179,6 +187,12 @@ impl Writer<'_> {
     /// After a close frame: half-close, so the peer sees the end promptly, then
     /// give the reader `close_timeout` to see the peer's close before forcing it.
     fn after_close(&mut self, rx: &Receiver<Out>) {
+        if self.stream {
+            // No closing handshake: the end of the stream is the close, and
+            // ending both directions wakes the reader at once.
+            self.conn.kill();
+            return self.wait_for_reader(rx);
+        }
         let _ = self.conn.stream.shutdown(Shutdown::Write);
         let deadline = Instant::now() + self.config.close_timeout;
         while !self.reader_done {

@@ -51,6 +51,10 @@ pub enum wshub_result {
     /// in the child (only `wshub_error_message` and `wshub_version` answer).
     /// Start servers after `fork`, or `exec` in the child.
     WSHUB_FORKED = 14,
+    /// The wire protocol refused a backend call (`wshub_publish`, `wshub_ban`):
+    /// data that is not JSON, the room table or the ban list full, or the
+    /// protocol is not on.
+    WSHUB_REFUSED = 15,
     /// wshub hit an internal bug (a Rust panic); it was contained, but the
     /// operation did not happen.
     WSHUB_PANIC = 99,
@@ -71,6 +75,10 @@ impl From<Error> for wshub_result {
             Error::NoSuchConnection => wshub_result::WSHUB_NO_SUCH_CONNECTION,
             Error::InvalidRoom => wshub_result::WSHUB_INVALID_ROOM,
             Error::InvalidCloseCode => wshub_result::WSHUB_INVALID_CLOSE_CODE,
+            Error::Refused(why) => {
+                log::warn!("wshub: {why}");
+                wshub_result::WSHUB_REFUSED
+            }
         }
     }
 }
@@ -78,7 +86,7 @@ impl From<Error> for wshub_result {
 /// The message for each code, NUL-terminated so C can use it directly.
 fn message(code: u32) -> &'static [u8] {
     use wshub_result::*;
-    const ALL: [wshub_result; 16] = [
+    const ALL: [wshub_result; 17] = [
         WSHUB_OK,
         WSHUB_NULL_PARAMETER,
         WSHUB_INVALID_ARGUMENT,
@@ -94,6 +102,7 @@ fn message(code: u32) -> &'static [u8] {
         WSHUB_ALREADY_ANSWERED,
         WSHUB_NOT_FOUND,
         WSHUB_FORKED,
+        WSHUB_REFUSED,
         WSHUB_PANIC,
     ];
     match ALL.iter().find(|r| **r as u32 == code) {
@@ -113,6 +122,7 @@ fn message(code: u32) -> &'static [u8] {
         Some(WSHUB_ALREADY_ANSWERED) => b"this upgrade was already answered\0",
         Some(WSHUB_NOT_FOUND) => b"not found\0",
         Some(WSHUB_FORKED) => b"wshub cannot be used in a child forked from a process that used it\0",
+        Some(WSHUB_REFUSED) => b"the protocol refused it (data not JSON, room table or ban list full, or the protocol is off)\0",
         Some(WSHUB_PANIC) => b"internal error in wshub (a panic was contained)\0",
     }
 }

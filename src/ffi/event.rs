@@ -514,12 +514,14 @@ mod tests {
     fn request_info() -> crate::types::RequestInfo {
         crate::types::RequestInfo {
             remote_addr: "127.0.0.1:1".parse().unwrap(),
+            method: "GET".into(),
             path: "/ws".into(),
             query: String::new(),
             headers: Vec::new(),
             received_at: std::time::SystemTime::now(),
             user: None,
             tls_client_subject: None,
+            body: Vec::new(),
         }
     }
 }

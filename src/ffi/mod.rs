@@ -5,7 +5,8 @@
 //!   [`config`] (`wshub_config`), [`server`] (`wshub_server`: start, stop,
 //!   connections and rooms), [`callbacks`] (`wshub_callbacks`, what C plugs in),
 //!   [`request`] (`wshub_request`, what `on_upgrade` sees), [`event`]
-//!   (`wshub_event`, pull mode). [`handler`] is the engine's `Handler` that
+//!   (`wshub_event`, pull mode), [`publish`] and [`moderation`] (the
+//!   backend's calls into the protocol: publish, disconnect, ban). [`handler`] is the engine's `Handler` that
 //!   calls them. Shared plumbing: [`panic`] (the boundary and
 //!   argument macros every exported function goes through) and [`error`]
 //!   (`wshub_result`, the stable error codes).
@@ -23,6 +24,8 @@ pub(crate) mod error;
 pub(crate) mod event;
 pub(crate) mod handler;
 pub(crate) mod log;
+pub(crate) mod moderation;
+pub(crate) mod publish;
 pub(crate) mod request;
 pub(crate) mod server;
 // Embedding in a host: adopting sockets, counters.

@@ -70,6 +70,9 @@ pub struct wshub_server {
     pub(super) handler_gone_changed: Condvar,
     /// Set by the first `wshub_stop`: C's one reference is taken back once.
     stop_claimed: AtomicBool,
+    /// The wire protocol, when the config turned it on: for the backend
+    /// calls (`publish.rs`, `moderation.rs`).
+    pub(super) protocol: std::sync::OnceLock<ProtocolHandler>,
 }
 
 impl wshub_server {
@@ -146,12 +149,16 @@ fn start(config: &wshub_config, mode: Mode) -> Result<*mut wshub_server, wshub_r
         handler_gone: Mutex::new(false),
         handler_gone_changed: Condvar::new(),
         stop_claimed: AtomicBool::new(false),
+        protocol: std::sync::OnceLock::new(),
     });
     if config.protocol_enabled && config.protocol.validate().is_err() {
         return Err(wshub_result::WSHUB_INVALID_CONFIG);
     }
     let hooks = JoinHook { server: Arc::downgrade(&server) };
     let protocol = config.protocol_enabled.then(|| ProtocolHandler::with_app(config.protocol.clone(), hooks));
+    if let Some(protocol) = &protocol {
+        let _ = server.protocol.set(protocol.clone());
+    }
     let handler = FfiHandler { server: server.clone(), protocol };
     let handle = Server::start(config.config.clone(), handler).map_err(wshub_result::from)?;
     server.local_port.store(handle.local_addr().port(), Relaxed);

@@ -22,6 +22,9 @@ pub fn is_valid_room(name: &str) -> bool {
 pub(crate) struct Rooms {
     members: HashMap<String, Vec<ConnId>>,
     rooms_of: HashMap<ConnId, HashSet<String>>,
+    /// Rooms whose names no application can give (not [`is_valid_room`]):
+    /// the protocol's own, such as its event streams' rooms. Not counted.
+    internal: usize,
 }
 
 impl Rooms {
@@ -30,7 +33,11 @@ impl Rooms {
         if !self.rooms_of.entry(conn).or_default().insert(room.to_owned()) {
             return false;
         }
-        self.members.entry(room.to_owned()).or_default().push(conn);
+        let list = self.members.entry(room.to_owned()).or_default();
+        if list.is_empty() && !is_valid_room(room) {
+            self.internal += 1;
+        }
+        list.push(conn);
         true
     }
 
@@ -61,6 +68,9 @@ impl Rooms {
             }
             if list.is_empty() {
                 self.members.remove(room);
+                if !is_valid_room(room) {
+                    self.internal -= 1;
+                }
             }
         }
     }
@@ -78,9 +88,9 @@ impl Rooms {
         rooms
     }
 
-    /// How many rooms exist.
+    /// How many rooms exist (not counting internal ones).
     pub(crate) fn count(&self) -> usize {
-        self.members.len()
+        self.members.len() - self.internal
     }
 }
 

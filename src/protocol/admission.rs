@@ -139,6 +139,12 @@ impl Admission {
         Ok(admitted)
     }
 
+    /// The identity admitted for `conn`, still waiting for its `on_connect`
+    /// (a copy; [`take`](Self::take) removes it).
+    pub fn pending(&self, conn: ConnId) -> Option<Identity> {
+        self.users.lock().pending.get(&conn).map(|(identity, _)| identity.clone())
+    }
+
     /// The identity admitted for `conn`, for its `on_connect`.
     pub fn take(&self, conn: ConnId) -> Option<Identity> {
         self.users.lock().pending.remove(&conn).map(|(identity, _)| identity)

@@ -171,12 +171,14 @@ mod tests {
     fn request(headers: &[(&str, &str)], query: &str) -> RequestInfo {
         RequestInfo {
             remote_addr: "127.0.0.1:1".parse().unwrap(),
+            method: "GET".into(),
             path: "/ws".into(),
             query: query.into(),
             headers: headers.iter().map(|(n, v)| (n.to_string(), v.to_string())).collect(),
             received_at: SystemTime::now(),
             user: None,
             tls_client_subject: None,
+            body: Vec::new(),
         }
     }
 

@@ -63,6 +63,14 @@ pub struct ProtocolConfig {
     /// Connections one user (`sub`) may have open; one more gets 503 with
     /// `Retry-After`. 0 = no limit.
     pub max_connections_per_user: usize,
+    // Backend HTTP API and moderation (docs/protocol.md, "Backend HTTP API").
+    /// The key the backend HTTP API (`/api/*`) requires (`Authorization:
+    /// apikey <KEY>` or `X-API-Key`); `None` turns the API off (404). Never
+    /// shown by `Debug` or logged.
+    pub api_key: Option<Secret>,
+    /// Users the ban list holds at most (expired bans do not count); a ban
+    /// past it is refused.
+    pub max_bans: usize,
 }
 
 /// A secret setting: compared and cloned as usual, but `Debug` prints `***`.
@@ -98,6 +106,8 @@ impl Default for ProtocolConfig {
             jwt_issuer: None,
             allow_origins: Vec::new(),
             max_connections_per_user: 0,
+            api_key: None,
+            max_bans: 10_000,
         }
     }
 }
@@ -190,7 +200,25 @@ impl ProtocolConfig {
         {
             return Err(format!("allow_origin {bad:?} is not scheme://host[:port]"));
         }
+        if self.api_key.as_ref().is_some_and(|k| k.0.is_empty()) {
+            return Err("api_key must not be empty (leave it unset to turn the API off)".to_owned());
+        }
         Ok(())
+    }
+
+    /// Sets [`ProtocolConfig::api_key`] (an empty key is refused by
+    /// [`validate`](Self::validate)).
+    #[must_use]
+    pub fn api_key(mut self, key: impl Into<String>) -> Self {
+        self.api_key = Some(Secret(key.into()));
+        self
+    }
+
+    /// Sets [`ProtocolConfig::max_bans`].
+    #[must_use]
+    pub fn max_bans(mut self, users: usize) -> Self {
+        self.max_bans = users;
+        self
     }
 
     /// Sets [`ProtocolConfig::jwt_secret`].

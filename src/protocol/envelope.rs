@@ -111,6 +111,11 @@ pub struct Request {
 pub struct RawJson(Box<RawValue>);
 
 impl RawJson {
+    /// Wraps JSON text that was already validated (a backend API body's field).
+    pub(crate) fn from_raw(raw: Box<RawValue>) -> Self {
+        RawJson(raw)
+    }
+
     /// The JSON text, exactly as the client sent it.
     pub fn get(&self) -> &str {
         self.0.get()

@@ -18,7 +18,7 @@ use std::sync::atomic::{
     Ordering::{Relaxed, SeqCst},
 };
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Instant, SystemTime};
 
 use parking_lot::Mutex;
 
@@ -27,6 +27,7 @@ use serde_json::{json, Value};
 
 use super::admission::Admission;
 use super::auth::Identity;
+use super::bans::Bans;
 use super::binary::parse_binary;
 use super::config::{ProtocolConfig, BIG_REPLY};
 use super::envelope::{self, ack, frame, parse_text, ErrorCode, ErrorReply, RawJson, Request, RequestKind};
@@ -35,6 +36,7 @@ use super::metrics::Metrics;
 use super::publish::{self, Body, Publish, Published};
 use super::rate_limit::{RateLimiter, Verdict};
 use super::room::{Limits, RoomTable};
+use super::sse;
 use crate::handler::Handler;
 use crate::server::ServerHandle;
 use crate::sys::trim;
@@ -59,7 +61,7 @@ pub const SUBPROTOCOLS: [&str; 2] = ["wshub.v1.json", "wshub.v1.bin"];
 /// ```
 #[derive(Clone)]
 pub struct ProtocolHandler {
-    shared: Arc<Shared>,
+    pub(super) shared: Arc<Shared>,
 }
 
 impl std::fmt::Debug for ProtocolHandler {
@@ -77,12 +79,34 @@ pub(crate) struct Shared {
     pub metrics: Metrics,
     pub draining: AtomicBool,
     /// Origin, token and per-user checks at the upgrade.
-    admission: Admission,
+    pub(super) admission: Admission,
     /// Each authenticated connection's user, for presence (read without
     /// taking that connection's state lock, which its own thread may hold).
-    users: ConnMap<Arc<str>>,
+    pub(super) users: ConnMap<Arc<str>>,
     /// The application's hooks (`with_app`): upgrade, connect, join, close.
-    app: Option<Arc<dyn Handler>>,
+    pub(super) app: Option<Arc<dyn Handler>>,
+    /// Banned users (`bans.rs`).
+    pub bans: Bans,
+    /// Each open event stream's room (`sse.rs`).
+    pub sse: ConnMap<Arc<str>>,
+}
+
+impl Shared {
+    /// The user of an authenticated connection (WebSocket or event stream).
+    pub(crate) fn user_of(&self, conn: ConnId) -> Option<Arc<str>> {
+        self.users.get(conn)
+    }
+
+    /// The open connections of `user` (WebSocket and event streams).
+    pub(crate) fn connections_of_user(&self, user: &str) -> Vec<ConnId> {
+        let mut conns = Vec::new();
+        self.users.for_each_entry(|conn, u| {
+            if &**u == user {
+                conns.push(conn);
+            }
+        });
+        conns
+    }
 }
 
 /// One connection's protocol state. Only its own reader thread touches it.
@@ -127,8 +151,10 @@ impl ProtocolHandler {
             total_bytes: config.history_total_max_bytes,
             max_rooms: config.max_rooms,
         };
+        let bans = Bans::new(config.max_bans);
         ProtocolHandler {
             shared: Arc::new(Shared {
+                bans,
                 admission: Admission::new(&config),
                 rooms: RoomTable::new(limits),
                 config,
@@ -137,6 +163,7 @@ impl ProtocolHandler {
                 draining: AtomicBool::new(false),
                 users: ConnMap::default(),
                 app,
+                sse: ConnMap::default(),
             }),
         }
     }
@@ -146,7 +173,25 @@ impl ProtocolHandler {
     /// success the request with `user` set from the token. An upgrade admitted
     /// here and then refused must be given back with [`forget`](Self::forget).
     pub fn admit(&self, conn: ConnId, request: &RequestInfo) -> Result<RequestInfo, HttpResponse> {
-        self.shared.admission.admit(&self.shared.draining, conn, request)
+        let admitted = self.shared.admission.admit(&self.shared.draining, conn, request)?;
+        // Bans, and an event stream's room against the token's claim: after
+        // the token is known, before anything is opened.
+        let banned =
+            admitted.user.as_deref().is_some_and(|u| self.shared.bans.is_banned(u, SystemTime::now()));
+        let refusal = if banned {
+            Some("this user is banned\n")
+        } else if request.path == sse::PATH
+            && !sse::claim_allows(self.shared.admission.pending(conn).as_ref(), request)
+        {
+            Some("the token does not allow this room\n")
+        } else {
+            None
+        };
+        if let Some(why) = refusal {
+            self.forget(conn);
+            return Err(HttpResponse::new(403, "text/plain; charset=utf-8", why));
+        }
+        Ok(admitted)
     }
 
     /// Gives back what [`admit`](Self::admit) reserved for an upgrade that was
@@ -220,6 +265,9 @@ impl Handler for ProtocolHandler {
     fn on_connect(&self, server: &ServerHandle, conn: ConnId, request: &RequestInfo) {
         let c = &self.shared.config;
         let identity = self.shared.admission.take(conn);
+        if server.is_event_stream(conn) {
+            return self.stream_opened(server, conn, request, identity);
+        }
         let state = ConnState {
             client_id: Self::client_id(conn),
             rooms: BTreeMap::new(),
@@ -301,6 +349,7 @@ impl Handler for ProtocolHandler {
         if let Some(user) = &user {
             self.shared.admission.release(user);
         }
+        sse::close(&self.shared, conn);
         if let Some(state) = self.shared.conns.remove(conn) {
             let state = state.lock();
             // What it was sent, and sent us: all of it is free once its queue is

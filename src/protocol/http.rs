@@ -1,5 +1,6 @@
 //! The plain HTTP routes on the WebSocket port: health, metrics, the demo page
-//! and the browser client. Everything else is 404.
+//! and the browser client, the event stream (`sse.rs`) and the backend API
+//! (`api.rs`). Everything else is 404.
 
 use std::sync::atomic::Ordering::SeqCst;
 
@@ -20,11 +21,13 @@ pub(crate) fn route(shared: &Shared, server: &ServerHandle, request: &RequestInf
                 HttpResponse::new(200, "text/plain; charset=utf-8", "ok\n")
             }
         }
-        "/metrics" => HttpResponse::new(
-            200,
-            "text/plain; version=0.0.4; charset=utf-8",
-            shared.metrics.render(server, shared.rooms.budget()),
-        ),
+        "/metrics" => {
+            let mut text = shared.metrics.render(server, shared.rooms.budget());
+            text.push_str(&backend_metrics(shared));
+            HttpResponse::new(200, "text/plain; version=0.0.4; charset=utf-8", text)
+        }
+        super::sse::PATH => super::sse::route(request),
+        path if path.starts_with(super::api::PREFIX) => super::api::route(shared, server, request),
         "/" => HttpResponse::new(200, "text/html; charset=utf-8", DEMO_PAGE),
         "/client.js" => HttpResponse::new(200, "text/javascript; charset=utf-8", CLIENT_JS),
         path if path == server.config().path => {
@@ -33,4 +36,16 @@ pub(crate) fn route(shared: &Shared, server: &ServerHandle, request: &RequestInf
         }
         _ => HttpResponse::not_found(),
     }
+}
+
+/// The gauges of the event streams and the ban list.
+fn backend_metrics(shared: &Shared) -> String {
+    let streams = super::sse::streams(shared);
+    let bans = shared.bans.len(std::time::SystemTime::now());
+    format!(
+        "# HELP wshub_sse_streams Open Server-Sent Events streams (also counted in wshub_connections).\n\
+         # TYPE wshub_sse_streams gauge\nwshub_sse_streams {streams}\n\
+         # HELP wshub_bans Users banned now (at most max_bans).\n\
+         # TYPE wshub_bans gauge\nwshub_bans {bans}\n"
+    )
 }

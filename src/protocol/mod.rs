@@ -5,9 +5,15 @@
 //! An upgrade passes `admission` first. A message's path: [`envelope`] or [`binary`] parses it, `rate_limit`
 //! decides whether it is served, `handler` acts on it, `publish` is the one way a message enters a room, `room` keeps each room's
 //! seq, history and presence, `http` and `metrics` answer the plain HTTP routes.
+//! Backends come in through `api` (the HTTP API) or the handle's methods
+//! (`publish`, `ban`, ...); `bans` owns kick and ban, `sse` the event streams,
+//! `reads` what the API and streams read about rooms.
 
 pub(crate) mod admission;
+pub(crate) mod api;
 pub(crate) mod auth;
+mod backend;
+pub(crate) mod bans;
 pub mod binary;
 mod config;
 pub mod envelope;
@@ -16,7 +22,9 @@ mod http;
 mod metrics;
 mod publish;
 mod rate_limit;
+mod reads;
 mod room;
+pub(crate) mod sse;
 
 pub use config::{ProtocolConfig, Secret, BIG_REPLY};
 pub use handler::{choose_subprotocol, ProtocolHandler, SUBPROTOCOLS};

@@ -82,7 +82,9 @@ pub(crate) fn publish(
             return Ok(Published { seq, duplicate: true });
         }
         let (seq, frame) = r.publish(now, p.key, |seq| build_frame(&p, seq, ts));
-        server.broadcast_frame(p.room, frame, p.except).map(|()| Published { seq, duplicate: false })
+        let sent = server.broadcast_frame(p.room, frame, p.except);
+        super::sse::fan_out(server, r, &p, seq);
+        sent.map(|()| Published { seq, duplicate: false })
     });
     trim::note_freed(shared.rooms.budget().take_freed());
     match outcome {

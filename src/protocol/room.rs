@@ -125,6 +125,9 @@ pub(crate) struct RoomState {
     pub members: BTreeMap<ConnId, Value>,
     /// Bytes of every message published here (members receive this much).
     pub published_bytes: u64,
+    /// Server-Sent Events streams on this room (`sse.rs`): while there are
+    /// any, each message is also built once in the event-stream format.
+    pub sse_streams: usize,
     /// Set when the table dropped this room; its holder must look it up again.
     dead: bool,
     budget: Arc<Budget>,
@@ -140,6 +143,7 @@ impl RoomState {
             keys: HashMap::new(),
             members: BTreeMap::new(),
             published_bytes: 0,
+            sse_streams: 0,
             dead: false,
             budget,
         }
@@ -244,7 +248,7 @@ impl RoomState {
     }
 
     fn is_idle(&self) -> bool {
-        self.members.is_empty() && self.history.is_empty()
+        self.members.is_empty() && self.history.is_empty() && self.sse_streams == 0
     }
 }
 
@@ -391,6 +395,13 @@ impl RoomTable {
             let evicted = room.lock().evict_through(oldest.seq);
             self.budget.evicted_total_bytes.fetch_add(evicted, Relaxed);
         }
+    }
+
+    /// The names of up to `max` rooms (in no particular order), and whether
+    /// there were more.
+    pub fn names(&self, max: usize) -> (Vec<String>, bool) {
+        let rooms = self.rooms.lock();
+        (rooms.keys().take(max).cloned().collect(), rooms.len() > max)
     }
 
     /// Drops `room` now if it has neither members nor history (so its slot

@@ -190,6 +190,8 @@ static void null_everything(void) {
     CHECK_RC(wshub_config_add_allow_origin(NULL, "https://a.test"), WSHUB_NULL_PARAMETER);
     CHECK_RC(wshub_config_add_allow_origin(config, NULL), WSHUB_NULL_PARAMETER);
     CHECK_RC(wshub_config_set_max_connections_per_user(NULL, 1), WSHUB_NULL_PARAMETER);
+    CHECK_RC(wshub_config_set_api_key(NULL, "k"), WSHUB_NULL_PARAMETER);
+    CHECK_RC(wshub_config_set_max_bans(NULL, 1), WSHUB_NULL_PARAMETER);
     CHECK_RC(wshub_config_set_tls_cert_file(NULL, "cert.pem"), WSHUB_NULL_PARAMETER);
     CHECK_RC(wshub_config_set_tls_cert_file(config, NULL), WSHUB_NULL_PARAMETER);
     CHECK_RC(wshub_config_set_tls_cert_pem(NULL, "pem"), WSHUB_NULL_PARAMETER);
@@ -251,6 +253,11 @@ static void null_everything(void) {
     CHECK_RC(wshub_conn_identity(NULL, 1, buf, sizeof buf, &n), WSHUB_NULL_PARAMETER);
     CHECK_RC(wshub_poll_event(NULL, 0, &event), WSHUB_NULL_PARAMETER);
     CHECK_RC(wshub_event_fd(NULL, &fd), WSHUB_NULL_PARAMETER);
+    CHECK_RC(wshub_publish(NULL, "room", HELLO, 5, NULL), WSHUB_NULL_PARAMETER);
+    CHECK_RC(wshub_publish_binary(NULL, "room", HELLO, 5, NULL), WSHUB_NULL_PARAMETER);
+    CHECK_RC(wshub_disconnect_user(NULL, "u", 4000, NULL, NULL), WSHUB_NULL_PARAMETER);
+    CHECK_RC(wshub_ban(NULL, "u", 60, NULL), WSHUB_NULL_PARAMETER);
+    CHECK_RC(wshub_unban(NULL, "u"), WSHUB_NULL_PARAMETER);
 
     /* events and requests */
     wshub_event_free(NULL);
@@ -331,6 +338,14 @@ static void callback_server(void) {
         CHECK(close(pipe_fds[0]) == 0 && close(pipe_fds[1]) == 0); /* still ours to close */
     }
     CHECK_RC(wshub_set_log_callback(6, NULL, NULL), WSHUB_INVALID_ARGUMENT);
+    CHECK_RC(wshub_publish(server, NULL, HELLO, 5, NULL), WSHUB_NULL_PARAMETER);
+    CHECK_RC(wshub_publish_binary(server, "room", NULL, 5, NULL), WSHUB_NULL_PARAMETER);
+    CHECK_RC(wshub_disconnect_user(server, NULL, 4000, NULL, NULL), WSHUB_NULL_PARAMETER);
+    CHECK_RC(wshub_ban(server, NULL, 60, NULL), WSHUB_NULL_PARAMETER);
+    CHECK_RC(wshub_unban(server, NULL), WSHUB_NULL_PARAMETER);
+    /* the protocol is off here: nothing to publish into or ban from */
+    CHECK_RC(wshub_publish(server, "room", (const uint8_t *)"1", 1, NULL), WSHUB_REFUSED);
+    CHECK_RC(wshub_unban(server, "u"), WSHUB_REFUSED);
 
     /* bad values */
     CHECK_RC(wshub_broadcast(server, "", HELLO, 5, WSHUB_TEXT, 0), WSHUB_INVALID_ROOM);
@@ -387,6 +402,7 @@ static void callback_server(void) {
     CHECK_RC(wshub_room_size(server, "room", &n), WSHUB_STOPPED);
     CHECK_RC(wshub_connection_count(server, &n), WSHUB_STOPPED);
     CHECK_RC(wshub_close(server, conn, 1000, "bye"), WSHUB_STOPPED);
+    CHECK_RC(wshub_publish(server, "room", (const uint8_t *)"1", 1, NULL), WSHUB_STOPPED);
     CHECK_RC(wshub_conn_set_user_data(server, conn, &n), WSHUB_STOPPED);
     CHECK(wshub_conn_user_data(server, conn) == NULL);
     CHECK_RC(wshub_conn_identity(server, conn, buf, sizeof buf, &n), WSHUB_NO_SUCH_CONNECTION);

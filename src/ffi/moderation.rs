@@ -1,0 +1,118 @@
+//! Kick and ban from C (docs/protocol.md, "Backend HTTP API"), and the
+//! settings of the backend API and the ban list. The calls act like
+//! `POST /api/disconnect`, `/api/ban` and `/api/unban`; all are safe from
+//! any thread and from inside callbacks.
+
+use std::ffi::c_char;
+use std::time::{Duration, UNIX_EPOCH};
+
+use super::config::wshub_config;
+use super::error::wshub_result;
+use super::publish::protocol;
+use super::server::wshub_server;
+
+/// Protocol only: closes every open connection (WebSocket and SSE stream)
+/// of `user` (a token's `sub`) with `code` (1000-1003, 1007-1014 or
+/// 3000-4999; the API's default is 4000) and `reason` (NULL: none).
+/// `*count_out` (may be NULL) gets how many. Errors: WSHUB_INVALID_CLOSE_CODE,
+/// WSHUB_REFUSED (the protocol is off), WSHUB_STOPPED.
+#[no_mangle]
+pub extern "C" fn wshub_disconnect_user(
+    server: *mut wshub_server,
+    user: *const c_char,
+    code: u16,
+    reason: *const c_char,
+    count_out: *mut usize,
+) -> wshub_result {
+    ffi_boundary! {
+        let server = try_ref!(server);
+        let user = try_str!(user);
+        let reason = if reason.is_null() { "" } else { try_str!(reason) };
+        let result = protocol(server).and_then(|(protocol, handle)| {
+            protocol.disconnect_user(&handle, user, code, reason).map_err(wshub_result::from)
+        });
+        match result {
+            Ok(n) => {
+                if !count_out.is_null() {
+                    // SAFETY: the caller passes NULL or a valid, writable size_t.
+                    unsafe { *count_out = n };
+                }
+                wshub_result::WSHUB_OK
+            }
+            Err(code) => code,
+        }
+    }
+}
+
+/// Protocol only: bans `user` for `seconds` (1 to ten years): their open
+/// connections close with 4003, new ones get 403 until it ends.
+/// `*until_ms_out` (may be NULL) gets its end in milliseconds since the
+/// Unix epoch. Errors: WSHUB_INVALID_ARGUMENT (0 seconds), WSHUB_REFUSED (the
+/// protocol is off, or the ban list is full: `wshub_config_set_max_bans`),
+/// WSHUB_STOPPED.
+#[no_mangle]
+pub extern "C" fn wshub_ban(
+    server: *mut wshub_server,
+    user: *const c_char,
+    seconds: u64,
+    until_ms_out: *mut u64,
+) -> wshub_result {
+    ffi_boundary! {
+        let server = try_ref!(server);
+        let user = try_str!(user);
+        if seconds == 0 || user.is_empty() {
+            return wshub_result::WSHUB_INVALID_ARGUMENT;
+        }
+        let result = protocol(server).and_then(|(protocol, handle)| {
+            protocol.ban(&handle, user, Duration::from_secs(seconds)).map_err(wshub_result::from)
+        });
+        match result {
+            Ok(until) => {
+                if !until_ms_out.is_null() {
+                    let ms = until.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64);
+                    // SAFETY: the caller passes NULL or a valid, writable u64.
+                    unsafe { *until_ms_out = ms };
+                }
+                wshub_result::WSHUB_OK
+            }
+            Err(code) => code,
+        }
+    }
+}
+
+/// Protocol only: lifts `user`'s ban (not banned is not an error).
+/// Errors: WSHUB_REFUSED (the protocol is off), WSHUB_STOPPED.
+#[no_mangle]
+pub extern "C" fn wshub_unban(server: *mut wshub_server, user: *const c_char) -> wshub_result {
+    ffi_boundary! {
+        let server = try_ref!(server);
+        let user = try_str!(user);
+        to_result!(protocol(server).map(|(protocol, _)| {
+            protocol.unban(user);
+        }))
+    }
+}
+
+/// Protocol only: the key (copied) the backend HTTP API (paths under `/api/`) requires
+/// in `Authorization: apikey <KEY>` or `X-API-Key`; NULL turns the API off
+/// (every path under `/api/` is 404). An empty key makes `wshub_start` return
+/// WSHUB_INVALID_CONFIG. Never logged. Default off.
+#[no_mangle]
+pub extern "C" fn wshub_config_set_api_key(config: *mut wshub_config, key: *const c_char) -> wshub_result {
+    ffi_boundary! {
+        let config = try_out!(config);
+        config.protocol.api_key =
+            if key.is_null() { None } else { Some(crate::protocol::Secret(try_str!(key).to_owned())) };
+        wshub_result::WSHUB_OK
+    }
+}
+
+/// Protocol only: users the ban list holds at most (expired bans do not
+/// count); a ban past it is refused (WSHUB_REFUSED, HTTP 503). Default 10000.
+#[no_mangle]
+pub extern "C" fn wshub_config_set_max_bans(config: *mut wshub_config, users: usize) -> wshub_result {
+    ffi_boundary! {
+        try_out!(config).protocol.max_bans = users;
+        wshub_result::WSHUB_OK
+    }
+}

@@ -1,0 +1,65 @@
+//! What the backend API and the event streams read about rooms: presence,
+//! history and the room list, each one small function over the room table,
+//! so another source of rooms (a scale-out backend) has one place to plug in
+//! beside them. A stream's replay is read under the room's lock with its
+//! join (`sse.rs`), like a WebSocket join's.
+
+use serde_json::{json, Value};
+
+use super::handler::{ProtocolHandler, Shared};
+use super::sse::{base64, decode_stored, Stored};
+
+/// The members of `room`: `{clientId, user?, meta}` each (none when it does
+/// not exist).
+pub(crate) fn presence(shared: &Shared, room: &str) -> Vec<Value> {
+    let members = shared.rooms.with_room(room, false, |r| {
+        r.members
+            .iter()
+            .map(|(c, meta)| {
+                let mut m = json!({"clientId": ProtocolHandler::client_id(*c), "meta": meta});
+                if let Some(user) = shared.user_of(*c) {
+                    m["user"] = Value::String(user.to_string());
+                }
+                m
+            })
+            .collect::<Vec<_>>()
+    });
+    members.unwrap_or_default()
+}
+
+/// Up to `limit` messages of `room`'s history after seq `since`, oldest
+/// first, as `{seq, from, data}` (a binary message: `{seq, binary}` in
+/// base64), with the room's epoch (`None`: no such room).
+pub(crate) fn history(shared: &Shared, room: &str, since: u64, limit: usize) -> (Option<String>, Vec<Value>) {
+    let found = shared.rooms.with_room(room, false, |r| {
+        r.prune(std::time::Instant::now());
+        let frames = r.recover(since, None, usize::MAX, usize::MAX).replay;
+        (r.epoch.clone(), frames.into_iter().take(limit).collect::<Vec<_>>())
+    });
+    let Ok((epoch, frames)) = found else { return (None, Vec::new()) };
+    let messages = frames
+        .iter()
+        .filter_map(|f| match decode_stored(f)? {
+            Stored::Json { seq, from, data, .. } => Some(json!({"seq": seq, "from": from, "data": data})),
+            Stored::Binary { seq, body, .. } => Some(json!({"seq": seq, "binary": base64(body)})),
+        })
+        .collect();
+    (Some(epoch), messages)
+}
+
+/// Up to `max` rooms as `{room, members, seq}`, sorted by name, and whether
+/// there were more.
+pub(crate) fn rooms(shared: &Shared, max: usize) -> (Vec<Value>, bool) {
+    let (mut names, more) = shared.rooms.names(max);
+    names.sort_unstable();
+    let list = names
+        .iter()
+        .filter_map(|name| {
+            shared
+                .rooms
+                .with_room(name, false, |r| json!({"room": name, "members": r.members.len(), "seq": r.seq}))
+                .ok()
+        })
+        .collect();
+    (list, more)
+}

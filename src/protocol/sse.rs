@@ -1,0 +1,356 @@
+//! Server-Sent Events (docs/protocol.md, "Server-Sent Events"): `GET
+//! /sse?room=R` streams one room, read-only, for networks where WebSocket
+//! cannot pass.
+//!
+//! The engine runs a stream like a WebSocket connection of another kind
+//! (`HttpResponse::event_stream`): the same upgrade checks (`on_upgrade`,
+//! so Origin, token, bans and every cap), a writer thread that writes bytes
+//! as they are given and `: ping` comments as heartbeats, a reader thread
+//! that only waits for the client to go. This module owns the protocol's
+//! side: the stream's join, its `connected` event and replay (under the
+//! room's lock, like a WebSocket join), and the event-stream form of a
+//! message.
+//!
+//! Fan-out: a stream is a member of the room's shadow room in the hub (a
+//! name no client room can have), so the hub's one-shared-frame fan-out
+//! serves streams too. `publish.rs` builds a message's event bytes once,
+//! and only while the room has streams ([`RoomState::sse_streams`]).
+//! History keeps WebSocket frames; a replay converts each stored frame here.
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use serde::{Deserialize, Serialize};
+use serde_json::value::RawValue;
+use serde_json::{json, Value};
+
+use super::auth::Identity;
+use super::binary::KIND_MESSAGE;
+use super::envelope::{check_room, RawJson};
+use super::handler::{ProtocolHandler, Shared};
+use super::publish::{Body, Publish};
+use super::room::RoomState;
+use crate::frame::{SharedFrame, OP_BINARY, OP_TEXT};
+use crate::server::ServerHandle;
+use crate::types::{ConnId, HttpResponse, RequestInfo};
+
+/// The path of the event stream.
+pub(crate) const PATH: &str = "/sse";
+
+/// The hub room a room's streams are members of: the control character
+/// keeps it apart from every room a client can name.
+pub(crate) fn shadow(room: &str) -> String {
+    format!("\u{1}sse\u{1}{room}")
+}
+
+/// What a stream request asks for, once its query and headers are checked.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct StreamRequest {
+    pub room: String,
+    /// The last seq the client saw: `Last-Event-ID`, else `since`.
+    pub since: Option<u64>,
+}
+
+/// Reads the room and the recovery point of a stream request.
+pub(crate) fn parse(request: &RequestInfo) -> Result<StreamRequest, String> {
+    let room = request.query_param("room").ok_or("missing room (GET /sse?room=R)")?;
+    let room = check_room(room).map_err(|e| e.message)?;
+    let since =
+        match request.header("last-event-id").map(str::to_owned).or_else(|| request.query_param("since")) {
+            None => None,
+            Some(s) if s.trim().is_empty() => None,
+            Some(s) => {
+                Some(s.trim().parse::<u64>().map_err(|_| "Last-Event-ID / since must be a seq (u64)")?)
+            }
+        };
+    Ok(StreamRequest { room, since })
+}
+
+/// The answer to `GET /sse`: the stream (the engine then runs the upgrade
+/// checks), or 400 / 405.
+pub(crate) fn route(request: &RequestInfo) -> HttpResponse {
+    if request.method != "GET" {
+        return HttpResponse::new(405, "text/plain; charset=utf-8", "GET only\n").with_header("Allow", "GET");
+    }
+    match parse(request) {
+        Ok(_) => HttpResponse::event_stream(),
+        Err(why) => HttpResponse::new(400, "text/plain; charset=utf-8", format!("{why}\n")),
+    }
+}
+
+/// Whether a token may read the stream's room (its `rooms` claim): checked
+/// with the upgrade, before the 200.
+pub(crate) fn claim_allows(identity: Option<&Identity>, request: &RequestInfo) -> bool {
+    match (identity, parse(request)) {
+        (Some(identity), Ok(r)) => identity.allows(&r.room),
+        _ => true,
+    }
+}
+
+/// A stream opened (`on_connect`): joins the room's shadow room, sends
+/// `connected` and replays what the client missed, all under the room's
+/// lock, so a message published meanwhile comes after them, exactly once.
+pub(crate) fn open(
+    shared: &Shared,
+    server: &ServerHandle,
+    conn: ConnId,
+    request: &RequestInfo,
+    user: Option<&str>,
+) {
+    let Ok(req) = parse(request) else {
+        // on_http checked it; a changed request cannot get here.
+        let _ = server.close(conn, 1008, "bad stream request");
+        return;
+    };
+    shared.sse.insert(conn, Arc::from(req.room.as_str()));
+    let config = server.config();
+    let max_replay = (config.outbound_queue / 2).max(1);
+    let replay_bytes = shared.config.replay_max_bytes.min(config.outbound_max_bytes / 2);
+    let outcome = shared.rooms.with_room(&req.room, true, |r| -> Result<(), crate::Error> {
+        r.prune(Instant::now());
+        // Counted before the join can fail: `close` takes it back either way.
+        r.sse_streams += 1;
+        server.join_stream(conn, &shadow(&req.room))?;
+        let mut connected = json!({
+            "clientId": ProtocolHandler::client_id(conn),
+            "room": req.room,
+            "seq": r.seq,
+            "epoch": r.epoch,
+        });
+        if let Some(user) = user {
+            connected["user"] = Value::String(user.to_owned());
+        }
+        let replay = req.since.map(|since| r.recover(since, None, max_replay, replay_bytes));
+        if let Some(recovery) = &replay {
+            connected["recovered"] = Value::Bool(recovery.recovered);
+        }
+        server.send_frame(conn, Arc::new(event(None, "connected", &connected.to_string())))?;
+        for frame in replay.map(|r| r.replay).unwrap_or_default() {
+            if let Some(bytes) = from_stored(&frame) {
+                server.send_frame(conn, Arc::new(bytes))?;
+            }
+        }
+        Ok(())
+    });
+    match outcome {
+        Ok(_) => {}
+        Err(miss) => {
+            // No room for one more room: say so, and end the stream.
+            shared.sse.remove(conn);
+            let e = super::publish::missed(shared, miss);
+            let body = json!({"code": e.code.as_str(), "message": e.message}).to_string();
+            let _ = server.send_frame(conn, Arc::new(event(None, "error", &body)));
+            let _ = server.close(conn, 1008, "room refused");
+        }
+    }
+}
+
+/// A stream ended (`on_close`): out of its room's count.
+pub(crate) fn close(shared: &Shared, conn: ConnId) -> bool {
+    let Some(room) = shared.sse.remove(conn) else { return false };
+    let _ = shared.rooms.with_room(&room, false, |r| r.sse_streams = r.sse_streams.saturating_sub(1));
+    shared.rooms.remove_if_idle(&room);
+    true
+}
+
+/// Open streams (the `wshub_sse_streams` gauge).
+pub(crate) fn streams(shared: &Shared) -> usize {
+    shared.sse.len()
+}
+
+/// Sends a just-published message to the room's streams, if it has any:
+/// built once, shared by every stream. Called by `publish.rs` under the
+/// room's lock, after the WebSocket fan-out.
+pub(crate) fn fan_out(server: &ServerHandle, r: &RoomState, p: &Publish<'_>, seq: u64) {
+    if r.sse_streams == 0 {
+        return;
+    }
+    let b64;
+    let (data, binary) = match p.body {
+        Body::Json(data) => (Some(data), None),
+        Body::Binary(bytes) => {
+            b64 = base64(bytes);
+            (None, Some(b64.as_str()))
+        }
+    };
+    let m = Message { binary, data, from: Some(p.from), room: p.room, seq };
+    if let Ok(data) = serde_json::to_string(&m) {
+        let _ = server.broadcast_stream(&shadow(p.room), Arc::new(event(Some(seq), "room:message", &data)));
+    }
+}
+
+/// A `room:message` event's data (keys in `json!` order, as the WebSocket
+/// payload has them).
+#[derive(Serialize)]
+struct Message<'a> {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    binary: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    data: Option<&'a RawJson>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    from: Option<&'a str>,
+    room: &'a str,
+    seq: u64,
+}
+
+/// One event: `id` (when given), `event`, and `data` split at line breaks
+/// (a JSON text's line breaks are whitespace, so the client's rejoined data
+/// parses the same).
+pub(crate) fn event(id: Option<u64>, kind: &str, data: &str) -> Vec<u8> {
+    let mut out = Vec::with_capacity(data.len() + kind.len() + 40);
+    if let Some(id) = id {
+        out.extend_from_slice(format!("id: {id}\n").as_bytes());
+    }
+    out.extend_from_slice(format!("event: {kind}\n").as_bytes());
+    for line in data.split(['\n', '\r']) {
+        out.extend_from_slice(b"data: ");
+        out.extend_from_slice(line.as_bytes());
+        out.push(b'\n');
+    }
+    out.push(b'\n');
+    out
+}
+
+/// A stored message (a room's history keeps the WebSocket frame members got).
+#[derive(Debug, Clone)]
+pub(crate) enum Stored<'a> {
+    /// A `room:message` text frame's payload.
+    Json { seq: u64, from: String, data: &'a RawValue, payload: &'a RawValue },
+    /// A binary room message (it does not record who sent it).
+    Binary { room: String, seq: u64, body: &'a [u8] },
+}
+
+#[derive(Deserialize)]
+struct Envelope<'a> {
+    #[serde(borrow)]
+    payload: &'a RawValue,
+}
+
+#[derive(Deserialize)]
+struct Payload<'a> {
+    seq: u64,
+    from: String,
+    #[serde(borrow)]
+    data: &'a RawValue,
+}
+
+/// Reads a stored frame back: its opcode and payload, then the message.
+pub(crate) fn decode_stored(frame: &[u8]) -> Option<Stored<'_>> {
+    let (opcode, payload) = ws_payload(frame)?;
+    match opcode {
+        OP_TEXT => {
+            let env: Envelope<'_> = serde_json::from_slice(payload).ok()?;
+            let p: Payload<'_> = serde_json::from_str(env.payload.get()).ok()?;
+            Some(Stored::Json { seq: p.seq, from: p.from, data: p.data, payload: env.payload })
+        }
+        OP_BINARY => {
+            let (&kind, rest) = payload.split_first()?;
+            if kind != KIND_MESSAGE || rest.len() < 2 {
+                return None;
+            }
+            let room_len = usize::from(u16::from_be_bytes([rest[0], rest[1]]));
+            let room = std::str::from_utf8(rest.get(2..2 + room_len)?).ok()?.to_owned();
+            let seq = u64::from_be_bytes(rest.get(2 + room_len..10 + room_len)?.try_into().ok()?);
+            Some(Stored::Binary { room, seq, body: &rest[10 + room_len..] })
+        }
+        _ => None,
+    }
+}
+
+/// The event a stored frame becomes in a replay.
+fn from_stored(frame: &SharedFrame) -> Option<Vec<u8>> {
+    match decode_stored(frame)? {
+        Stored::Json { seq, payload, .. } => Some(event(Some(seq), "room:message", payload.get())),
+        Stored::Binary { room, seq, body } => {
+            let b64 = base64(body);
+            let m = Message { data: None, binary: Some(&b64), from: None, room: &room, seq };
+            serde_json::to_string(&m).ok().map(|data| event(Some(seq), "room:message", &data))
+        }
+    }
+}
+
+/// The opcode and payload of one complete unmasked server frame.
+fn ws_payload(frame: &[u8]) -> Option<(u8, &[u8])> {
+    let opcode = frame.first()? & 0x0f;
+    let (len, header): (usize, usize) = match frame.get(1)? & 0x7f {
+        126 => (usize::from(u16::from_be_bytes(frame.get(2..4)?.try_into().ok()?)), 4),
+        127 => (usize::try_from(u64::from_be_bytes(frame.get(2..10)?.try_into().ok()?)).ok()?, 10),
+        n => (usize::from(n), 2),
+    };
+    Some((opcode, frame.get(header..header.checked_add(len)?)?))
+}
+
+/// Standard base64 with padding (RFC 4648 section 4): the few lines it
+/// takes are shorter than a dependency.
+pub(crate) fn base64(bytes: &[u8]) -> String {
+    const ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    let mut out = String::with_capacity(bytes.len().div_ceil(3) * 4);
+    for chunk in bytes.chunks(3) {
+        let b = [chunk[0], chunk.get(1).copied().unwrap_or(0), chunk.get(2).copied().unwrap_or(0)];
+        let n = (u32::from(b[0]) << 16) | (u32::from(b[1]) << 8) | u32::from(b[2]);
+        for i in 0..4 {
+            if i <= chunk.len() {
+                out.push(char::from(ALPHABET[(n >> (18 - 6 * i)) as usize & 63]));
+            } else {
+                out.push('=');
+            }
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::frame::encode;
+
+    #[test]
+    fn base64_matches_rfc_4648_vectors() {
+        let cases = [
+            ("", ""),
+            ("f", "Zg=="),
+            ("fo", "Zm8="),
+            ("foo", "Zm9v"),
+            ("foob", "Zm9vYg=="),
+            ("fooba", "Zm9vYmE="),
+            ("foobar", "Zm9vYmFy"),
+        ];
+        for (plain, encoded) in cases {
+            assert_eq!(base64(plain.as_bytes()), encoded);
+        }
+        assert_eq!(base64(&[0xff, 0xfe, 0x00]), "//4A");
+    }
+
+    #[test]
+    fn events_split_data_at_line_breaks() {
+        assert_eq!(
+            event(Some(3), "room:message", "{\"a\":\n1}"),
+            b"id: 3\nevent: room:message\ndata: {\"a\":\ndata: 1}\n\n"
+        );
+        assert_eq!(event(None, "connected", "{}"), b"event: connected\ndata: {}\n\n");
+    }
+
+    #[test]
+    fn stored_frames_decode_back() {
+        let text =
+            r#"{"type":"room:message","ts":1,"payload":{"data":{"x":[1]},"from":"7","room":"r","seq":5}}"#;
+        let frame = Arc::new(encode(OP_TEXT, text.as_bytes()));
+        match decode_stored(&frame).unwrap() {
+            Stored::Json { seq, from, data, .. } => {
+                assert_eq!((seq, from.as_str(), data.get()), (5, "7", r#"{"x":[1]}"#));
+            }
+            other => panic!("{other:?}"),
+        }
+        assert_eq!(
+            from_stored(&frame).unwrap(),
+            b"id: 5\nevent: room:message\ndata: {\"data\":{\"x\":[1]},\"from\":\"7\",\"room\":\"r\",\"seq\":5}\n\n"
+        );
+        let big = Arc::new(encode(OP_BINARY, &super::super::binary::encode_message("r", 9, &[1u8; 300])));
+        match decode_stored(&big).unwrap() {
+            Stored::Binary { room, seq, body } => assert_eq!((room.as_str(), seq, body.len()), ("r", 9, 300)),
+            other => panic!("{other:?}"),
+        }
+        assert!(decode_stored(&[0x81]).is_none());
+        assert!(decode_stored(&encode(OP_TEXT, b"not json")).is_none());
+    }
+}
