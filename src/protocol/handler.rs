@@ -259,7 +259,7 @@ impl Handler for ProtocolHandler {
 
     /// The text `/metrics` serves.
     fn metrics_text(&self, server: &ServerHandle) -> Option<String> {
-        Some(self.shared.metrics.render(server, self.shared.rooms.budget()))
+        Some(http::metrics_text(&self.shared, server))
     }
 
     fn on_connect(&self, server: &ServerHandle, conn: ConnId, request: &RequestInfo) {

@@ -22,9 +22,7 @@ pub(crate) fn route(shared: &Shared, server: &ServerHandle, request: &RequestInf
             }
         }
         "/metrics" => {
-            let mut text = shared.metrics.render(server, shared.rooms.budget());
-            text.push_str(&backend_metrics(shared));
-            HttpResponse::new(200, "text/plain; version=0.0.4; charset=utf-8", text)
+            HttpResponse::new(200, "text/plain; version=0.0.4; charset=utf-8", metrics_text(shared, server))
         }
         super::sse::PATH => super::sse::route(request),
         path if path.starts_with(super::api::PREFIX) => super::api::route(shared, server, request),
@@ -36,6 +34,14 @@ pub(crate) fn route(shared: &Shared, server: &ServerHandle, request: &RequestInf
         }
         _ => HttpResponse::not_found(),
     }
+}
+
+/// The Prometheus text of `/metrics`, also what `ServerHandle::metrics_text`
+/// and `wshub_metrics_text` return: one source for all three.
+pub(crate) fn metrics_text(shared: &Shared, server: &ServerHandle) -> String {
+    let mut text = shared.metrics.render(server, shared.rooms.budget());
+    text.push_str(&backend_metrics(shared));
+    text
 }
 
 /// The gauges of the event streams and the ban list.
