@@ -63,6 +63,15 @@ pub struct ProtocolConfig {
     /// Connections one user (`sub`) may have open; one more gets 503 with
     /// `Retry-After`. 0 = no limit.
     pub max_connections_per_user: usize,
+
+    // Scale-out (docs/scaling.md).
+    /// `redis://[:password@]host:port[/db]` or `rediss://...`: rooms, seq,
+    /// history and presence are shared with every node on the same Redis.
+    /// None = a single node, with no Redis code on its paths. Never shown by
+    /// `Debug` (it may hold a password).
+    pub redis_url: Option<Secret>,
+    /// Prefix of every Redis key and channel this cluster uses.
+    pub redis_prefix: String,
 }
 
 /// A secret setting: compared and cloned as usual, but `Debug` prints `***`.
@@ -98,6 +107,8 @@ impl Default for ProtocolConfig {
             jwt_issuer: None,
             allow_origins: Vec::new(),
             max_connections_per_user: 0,
+            redis_url: None,
+            redis_prefix: "wshub".to_owned(),
         }
     }
 }
@@ -190,6 +201,12 @@ impl ProtocolConfig {
         {
             return Err(format!("allow_origin {bad:?} is not scheme://host[:port]"));
         }
+        if let Some(url) = &self.redis_url {
+            redis::Client::open(url.0.as_str()).map_err(|e| format!("redis: {e}"))?;
+        }
+        if self.redis_prefix.is_empty() || self.redis_prefix.chars().any(|c| c.is_control() || c == ' ') {
+            return Err("redis_prefix must be non-empty, without spaces or control characters".to_owned());
+        }
         Ok(())
     }
 
@@ -225,6 +242,20 @@ impl ProtocolConfig {
     #[must_use]
     pub fn allow_origin(mut self, origin: impl Into<String>) -> Self {
         self.allow_origins.push(origin.into());
+        self
+    }
+
+    /// Sets [`ProtocolConfig::redis_url`].
+    #[must_use]
+    pub fn redis(mut self, url: impl Into<String>) -> Self {
+        self.redis_url = Some(Secret(url.into()));
+        self
+    }
+
+    /// Sets [`ProtocolConfig::redis_prefix`].
+    #[must_use]
+    pub fn redis_prefix(mut self, prefix: impl Into<String>) -> Self {
+        self.redis_prefix = prefix.into();
         self
     }
 

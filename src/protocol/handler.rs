@@ -28,6 +28,7 @@ use serde_json::{json, Value};
 use super::admission::Admission;
 use super::auth::Identity;
 use super::binary::parse_binary;
+use super::cluster::{self, Cluster};
 use super::config::{ProtocolConfig, BIG_REPLY};
 use super::envelope::{self, ack, frame, parse_text, ErrorCode, ErrorReply, RawJson, Request, RequestKind};
 use super::http;
@@ -83,6 +84,8 @@ pub(crate) struct Shared {
     users: ConnMap<Arc<str>>,
     /// The application's hooks (`with_app`): upgrade, connect, join, close.
     app: Option<Arc<dyn Handler>>,
+    /// Scale-out over Redis (`--redis`); None on a single node.
+    pub cluster: Option<Cluster>,
 }
 
 /// One connection's protocol state. Only its own reader thread touches it.
@@ -127,8 +130,14 @@ impl ProtocolHandler {
             total_bytes: config.history_total_max_bytes,
             max_rooms: config.max_rooms,
         };
+        let cluster = config.redis_url.as_ref().and_then(|url| {
+            Cluster::new(&url.0, &config.redis_prefix, config.history_size, config.history_ttl)
+                .inspect_err(|e| log::error!("{e}: running as a single node"))
+                .ok()
+        });
         ProtocolHandler {
             shared: Arc::new(Shared {
+                cluster,
                 admission: Admission::new(&config),
                 rooms: RoomTable::new(limits),
                 config,
@@ -186,6 +195,7 @@ pub fn choose_subprotocol(offered: &[String]) -> Option<String> {
 
 impl Handler for ProtocolHandler {
     fn on_upgrade(&self, server: &ServerHandle, conn: ConnId, request: &RequestInfo) -> Upgrade {
+        Cluster::start(&self.shared, server);
         let admitted = match self.admit(conn, request) {
             Ok(admitted) => admitted,
             Err(refusal) => return Upgrade::Reject(refusal),
@@ -209,6 +219,7 @@ impl Handler for ProtocolHandler {
     }
 
     fn on_http(&self, server: &ServerHandle, request: &RequestInfo) -> HttpResponse {
+        Cluster::start(&self.shared, server);
         http::route(&self.shared, server, request)
     }
 
@@ -216,7 +227,11 @@ impl Handler for ProtocolHandler {
         let c = &self.shared.config;
         let identity = self.shared.admission.take(conn);
         let state = ConnState {
-            client_id: Self::client_id(conn),
+            client_id: self
+                .shared
+                .cluster
+                .as_ref()
+                .map_or_else(|| Self::client_id(conn), |c| c.client_id(conn)),
             rooms: BTreeMap::new(),
             limiter: RateLimiter::new(c.rate_limit, c.rate_burst, Instant::now()),
             closed: false,
@@ -302,13 +317,17 @@ impl Handler for ProtocolHandler {
             // (a client that stopped reading may have had all of it queued).
             let mut traffic = state.bytes_in.saturating_add(state.bytes_replied);
             for (room, joined_at) in &state.rooms {
-                let _ = self.shared.rooms.with_room(room, false, |r| {
+                let last = self.shared.rooms.with_room(room, false, |r| {
                     r.members.remove(&conn);
                     let sent = r.published_bytes.saturating_sub(*joined_at);
                     traffic = traffic.saturating_add(usize::try_from(sent).unwrap_or(usize::MAX));
                     let event = presence_event("presence:leave", room, &state.client_id, user.as_deref());
                     let _ = server.broadcast(room, event, Some(conn));
+                    r.members.is_empty()
                 });
+                if let Some(cluster) = &self.shared.cluster {
+                    cluster.left(room, &state.client_id, conn, user.as_deref(), last.unwrap_or(true));
+                }
                 self.shared.rooms.remove_if_idle(room);
             }
             self.shared.rooms.sweep();
@@ -328,14 +347,7 @@ impl Handler for ProtocolHandler {
     }
 }
 
-/// A `presence:join` / `presence:leave` event, with `user` when there is one.
-fn presence_event(kind: &str, room: &str, client_id: &str, user: Option<&str>) -> String {
-    let mut payload = json!({"room": room, "clientId": client_id});
-    if let Some(user) = user {
-        payload["user"] = Value::String(user.to_owned());
-    }
-    frame(kind, None, payload)
-}
+use cluster::presence_event;
 
 /// One message being handled for one connection.
 struct Session<'a> {
@@ -433,6 +445,9 @@ impl Session<'_> {
         if !claimed {
             self.require_member(room)?;
         }
+        if let Some(cluster) = &self.shared.cluster {
+            return cluster.presence(room);
+        }
         let users = &self.shared.users;
         let members = self.shared.rooms.with_room(room, false, |r| {
             r.members
@@ -502,6 +517,24 @@ impl Session<'_> {
                 }
             }
         }
+        if let Some(cluster) = &self.shared.cluster {
+            let j = cluster::Join {
+                conn,
+                id,
+                room,
+                since,
+                epoch,
+                newly,
+                client_id: &client_id,
+                user: user.as_deref(),
+                max_replay: (server.config().outbound_queue / 2).max(1),
+                max_bytes: config.replay_max_bytes.min(server.config().outbound_max_bytes / 2),
+            };
+            let (published_bytes, replayed) = cluster.join(self.shared, server, &j)?;
+            self.state.bytes_replied = self.state.bytes_replied.saturating_add(replayed);
+            self.state.rooms.entry(room.to_owned()).or_insert(published_bytes);
+            return Ok(None);
+        }
         let metrics = &self.shared.metrics;
         let mut replayed = 0;
         let outcome = self.shared.rooms.with_room(room, true, |r| -> Result<u64, crate::Error> {
@@ -554,12 +587,16 @@ impl Session<'_> {
         }
         let (server, conn, client_id) = (self.server, self.conn, &self.state.client_id);
         let user = self.state.identity.as_ref().map(|i| i.user.as_str());
-        let _ = self.shared.rooms.with_room(room, false, |r| {
+        let last = self.shared.rooms.with_room(room, false, |r| {
             r.members.remove(&conn);
             let _ = server.leave(conn, room);
             let event = presence_event("presence:leave", room, client_id, user);
             let _ = server.broadcast(room, event, Some(conn));
+            r.members.is_empty()
         });
+        if let Some(cluster) = &self.shared.cluster {
+            cluster.left(room, client_id, conn, user, last.unwrap_or(true));
+        }
         self.shared.rooms.remove_if_idle(room);
         self.shared.rooms.sweep();
         trim::note_freed(self.shared.rooms.budget().take_freed());
@@ -605,6 +642,9 @@ impl Session<'_> {
         self.require_member(room)?;
         let event =
             frame("typing", None, json!({"room": room, "clientId": self.state.client_id, "active": active}));
+        if let Some(cluster) = &self.shared.cluster {
+            cluster.relay(room, self.conn, &event)?;
+        }
         self.server.broadcast(room, event, Some(self.conn)).map_err(internal)
     }
 }

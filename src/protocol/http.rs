@@ -16,6 +16,8 @@ pub(crate) fn route(shared: &Shared, server: &ServerHandle, request: &RequestInf
         "/healthz" => {
             if server.is_draining() || shared.draining.load(SeqCst) {
                 super::admission::draining_response()
+            } else if shared.cluster.as_ref().is_some_and(|c| !c.is_up()) {
+                HttpResponse::new(503, "text/plain; charset=utf-8", "redis unavailable\n")
             } else {
                 HttpResponse::new(200, "text/plain; charset=utf-8", "ok\n")
             }
@@ -23,7 +25,8 @@ pub(crate) fn route(shared: &Shared, server: &ServerHandle, request: &RequestInf
         "/metrics" => HttpResponse::new(
             200,
             "text/plain; version=0.0.4; charset=utf-8",
-            shared.metrics.render(server, shared.rooms.budget()),
+            shared.metrics.render(server, shared.rooms.budget())
+                + &shared.cluster.as_ref().map(|c| c.render_metrics()).unwrap_or_default(),
         ),
         "/" => HttpResponse::new(200, "text/html; charset=utf-8", DEMO_PAGE),
         "/client.js" => HttpResponse::new(200, "text/javascript; charset=utf-8", CLIENT_JS),

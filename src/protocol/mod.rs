@@ -4,11 +4,12 @@
 //!
 //! An upgrade passes `admission` first. A message's path: [`envelope`] or [`binary`] parses it, `rate_limit`
 //! decides whether it is served, `handler` acts on it, `publish` is the one way a message enters a room, `room` keeps each room's
-//! seq, history and presence, `http` and `metrics` answer the plain HTTP routes.
+//! seq, history and presence, `cluster` spreads rooms over nodes through Redis (`--redis`), `http` and `metrics` answer the plain HTTP routes.
 
 pub(crate) mod admission;
 pub(crate) mod auth;
 pub mod binary;
+mod cluster;
 mod config;
 pub mod envelope;
 mod handler;

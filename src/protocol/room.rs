@@ -127,6 +127,9 @@ pub(crate) struct RoomState {
     pub published_bytes: u64,
     /// Set when the table dropped this room; its holder must look it up again.
     dead: bool,
+    /// With Redis (`cluster/`): `seq` and `epoch` are the last message this
+    /// node delivered, in step with the room's Redis stream.
+    pub cluster_synced: bool,
     budget: Arc<Budget>,
 }
 
@@ -141,6 +144,7 @@ impl RoomState {
             members: BTreeMap::new(),
             published_bytes: 0,
             dead: false,
+            cluster_synced: false,
             budget,
         }
     }
