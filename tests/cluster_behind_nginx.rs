@@ -1,5 +1,5 @@
 //! Debian's nginx as the load balancer in front of two nodes, with the config
-//! docs/scaling.md gives (docs/nginx-wshub.conf, ports and paths replaced): a
+//! docs/scaling.md gives (its `nginx` block, ports and paths replaced): a
 //! client whose node dies reconnects through nginx, lands on the other node
 //! and recovers what it missed.
 
@@ -22,8 +22,13 @@ impl Nginx {
     fn start(a: u16, b: u16) -> Nginx {
         let dir = TempDir::new("nginx");
         let port = free_port();
-        let conf = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/docs/nginx-wshub.conf"))
-            .expect("docs/nginx-wshub.conf")
+        let doc = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/docs/scaling.md"))
+            .expect("docs/scaling.md");
+        let conf = doc
+            .split_once("```nginx\n")
+            .and_then(|(_, rest)| rest.split_once("```"))
+            .expect("docs/scaling.md has an nginx block")
+            .0
             .replace("/var/lib/wshub-lb", dir.0.to_str().expect("utf-8"))
             .replace("127.0.0.1:9001", &format!("127.0.0.1:{a}"))
             .replace("127.0.0.1:9002", &format!("127.0.0.1:{b}"))
