@@ -120,7 +120,7 @@ pub(crate) fn missed(shared: &Shared, miss: Miss) -> ErrorReply {
 }
 
 /// The frame members get for message `seq`, built once and shared.
-fn build_frame(p: &Publish<'_>, seq: u64, ts: u64) -> SharedFrame {
+pub(super) fn build_frame(p: &Publish<'_>, seq: u64, ts: u64) -> SharedFrame {
     match p.body {
         Body::Json(_) => Arc::new(wire::encode(wire::OP_TEXT, frame_text(p, seq, ts).as_bytes())),
         Body::Binary(body) => {

@@ -615,3 +615,35 @@ fn parse_entry<'e>(id: &str, fields: &'e [Vec<u8>]) -> Option<(u64, u64, &'e [u8
     }
     Some((seq, ts?, body?))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::protocol::envelope::{parse_text, RequestKind};
+
+    /// A node that gets a message through Redis sends the very bytes the
+    /// publishing node would have sent alone.
+    #[test]
+    fn a_frame_rebuilt_from_its_body_is_the_single_node_frame() {
+        let request =
+            parse_text(r#"{"type":"room:publish","payload":{"room":"r","data":{"a":[1,"x"]}}}"#).unwrap();
+        let RequestKind::Publish { data, .. } = request.kind else { panic!("a publish") };
+        let json = Publish { room: "r", body: Body::Json(&data), from: "n-1", key: None, except: None };
+        let binary = Publish { body: Body::Binary(b"\x00bytes\n"), ..json };
+        for p in [json, binary] {
+            for seq in [1, 9, 10, 12345678901] {
+                let body = encode_body(&p, 1_700_000_000_000);
+                let alone = crate::protocol::publish::build_frame(&p, seq, 1_700_000_000_000);
+                assert_eq!(frame_of("r", seq, &body), alone, "seq {seq}");
+            }
+        }
+    }
+
+    #[test]
+    fn stream_entries_parse_and_junk_does_not() {
+        let fields = vec![b"t".to_vec(), b"17".to_vec(), b"b".to_vec(), b"tx".to_vec()];
+        assert_eq!(parse_entry("42-0", &fields), Some((42, 17, &b"tx"[..])));
+        assert_eq!(parse_entry("42-1", &fields), None);
+        assert_eq!(parse_entry("42-0", &fields[..2]), None);
+    }
+}

@@ -107,9 +107,14 @@ fn session(
                             return Err(e);
                         }
                         pubsub.set_read_timeout(Some(POLL))?;
-                        c.subscribed.lock().insert(room);
+                        c.subscribed.lock().insert(room.clone());
                     }
-                    let _ = done.send(true);
+                    // A join that gave up waiting leaves no subscription behind.
+                    if done.send(true).is_err() && release_if_idle(shared, c, &room) {
+                        pubsub.set_read_timeout(Some(TIMEOUT))?;
+                        pubsub.unsubscribe(c.channel(&room))?;
+                        pubsub.set_read_timeout(Some(POLL))?;
+                    }
                 }
                 Control::Unsubscribe(room) => {
                     if release_if_idle(shared, c, &room) {
