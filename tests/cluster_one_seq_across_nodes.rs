@@ -150,3 +150,24 @@ fn clientids_are_unique_across_nodes_and_presence_spans_them() {
     let members = ok(&mut ca, "presence:get", json!({"room": "p"}))["members"].clone();
     assert_eq!(members.as_array().unwrap().len(), 1, "{members}");
 }
+
+#[test]
+fn the_config_file_keys_turn_it_on_too() {
+    let redis = Redis::start();
+    let dir = TempDir::new("conf");
+    let path = dir.0.join("wshub.toml");
+    std::fs::write(&path, format!("redis = \"{}\"\nredis_prefix = \"other\"\n", redis.url())).unwrap();
+    let a = Wshub::start(&["--config", path.to_str().unwrap()]);
+    let b = Wshub::start(&["--config", path.to_str().unwrap()]);
+    let c = node(&redis, &[]); // the default prefix: another cluster on the same Redis
+    let mut on_a = a.client();
+    ok(&mut on_a, "room:join", json!({"room": "x"}));
+    let mut on_b = b.client();
+    ok(&mut on_b, "room:join", json!({"room": "x"}));
+    let mut on_c = c.client();
+    ok(&mut on_c, "room:join", json!({"room": "x"}));
+    assert_eq!(ok(&mut on_a, "room:publish", json!({"room": "x", "data": "hi"}))["seq"], 1);
+    assert_eq!(until(&mut on_b, 10, is_message)["payload"]["data"], "hi");
+    assert_eq!(ok(&mut on_c, "room:publish", json!({"room": "x", "data": "apart"}))["seq"], 1, "its own seq");
+    no_more_messages(&mut on_b);
+}

@@ -176,7 +176,9 @@ impl ProtocolHandler {
         self.shared.draining.store(true, SeqCst);
     }
 
-    /// The clientId of a connection: its id in decimal.
+    /// The clientId of a connection on a single node: its id in decimal.
+    /// With Redis (`redis_url`) clients get `<node>-<id>` instead, unique
+    /// across nodes (docs/protocol.md, "Scaling out").
     pub fn client_id(conn: ConnId) -> String {
         conn.to_string()
     }
