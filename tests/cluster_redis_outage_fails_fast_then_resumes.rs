@@ -98,3 +98,32 @@ fn a_room_whose_stream_was_lost_gets_a_new_epoch_and_recovery_says_so() {
     assert_eq!(v["payload"]["seq"], 1);
     assert_eq!(v["payload"]["data"], "new");
 }
+
+#[test]
+fn a_slow_redis_gives_unavailable_within_the_timeout_not_a_hang() {
+    let redis = Redis::start();
+    let a = node(&redis, &[]);
+    let mut publisher = a.client();
+    ok(&mut publisher, "room:join", json!({"room": "s"}));
+    ok(&mut publisher, "room:publish", json!({"room": "s", "data": 1, "key": "k1"}));
+    let url = redis.url();
+    let sleeper = std::thread::spawn(move || {
+        let client = redis::Client::open(url).unwrap();
+        let mut con = client.get_connection().unwrap();
+        let _: redis::RedisResult<()> = redis::cmd("DEBUG").arg("SLEEP").arg(3).query(&mut con);
+    });
+    std::thread::sleep(Duration::from_millis(200));
+    let sent = Instant::now();
+    let reply = publisher.request("room:publish", json!({"room": "s", "data": 2, "key": "k2"}));
+    let took = sent.elapsed();
+    assert_eq!(reply["payload"]["code"], "unavailable", "{reply}");
+    assert!(took < Duration::from_millis(2500), "the reader waited {took:?}");
+    // The connection lives; once Redis answers again a resend with the same
+    // key publishes once (the timed-out attempt may have run in Redis).
+    sleeper.join().unwrap();
+    wait_health(a.addr, 200, Duration::from_secs(10));
+    let first = ok(&mut publisher, "room:publish", json!({"room": "s", "data": 2, "key": "k2"}));
+    let again = ok(&mut publisher, "room:publish", json!({"room": "s", "data": 2, "key": "k2"}));
+    assert_eq!(first["seq"], 2, "{first}");
+    assert_eq!(again, json!({"room": "s", "seq": 2, "duplicate": true}));
+}

@@ -70,6 +70,8 @@ impl Redis {
                 "no",
             ])
             .args(["--dir", self.dir.0.to_str().expect("utf-8 path"), "--dbfilename", "dump.rdb"])
+            // DEBUG SLEEP plays a slow Redis (Redis 7 allows DEBUG only when asked).
+            .args(["--enable-debug-command", "local"])
             .stdout(Stdio::null())
             .stderr(Stdio::inherit())
             .spawn()
