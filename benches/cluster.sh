@@ -70,8 +70,20 @@ stop_all() {
 mkdir -p "$BENCHES/results"
 OUT="$BENCHES/results/cluster-$(date -u +%Y%m%dT%H%M%SZ).jsonl"
 
+# The 1-minute load average counts runnable threads, and a case leaves its own
+# (2,000 server threads) behind in it: wait up to SETTLE seconds for it to
+# fall under twice the CPU count before the next case.
+settle() {
+    local i
+    for i in $(seq "${SETTLE:-90}"); do
+        python3 -c "import os, sys; sys.exit(0 if os.getloadavg()[0] < 2 * os.cpu_count() else 1)" && return
+        sleep 1
+    done
+}
+
 run_case() { # case mode(flat|rate)
     local case="$1" mode="$2" extra=()
+    settle
     [[ "$mode" == rate ]] && extra=(--rate 50)
     case "$case" in
         one-node) start_node A ;;
@@ -114,7 +126,9 @@ print("|---|---:|---:|---:|---:|---:|")
 ms = lambda v: "-" if v is None else f"{v / 1000:.1f}"
 for r in rows:
     name = f"{r['case']}, {'flat out' if r['mode'] == 'flat' else '50 msg/s'}"
-    print(f"| {name} | {r['loadavg_1m_before']:.1f} | {r.get('delivered_per_s', '-'):,} | {r.get('lost', '-')} | "
+    dps = r.get("delivered_per_s")
+    dps = f"{dps:,.0f}" if isinstance(dps, (int, float)) else "failed: " + str(r.get("error", "?"))[:60]
+    print(f"| {name} | {r['loadavg_1m_before']:.1f} | {dps} | {r.get('lost', '-')} | "
           f"{ms(r.get('p50_us'))} / {ms(r.get('p99_us'))} | {ms(r.get('ack_p50_us'))} / {ms(r.get('ack_p99_us'))} |")
 PY
 echo "results: ${OUT#"$ROOT"/}" >&2
