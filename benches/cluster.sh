@@ -3,6 +3,7 @@
 #
 #   benches/cluster.sh                       # 1,000 subscribers, 10 s per case
 #   SUBSCRIBERS=200 SECS=2 benches/cluster.sh   # a quick smoke run
+#   CASES="one-node cross-node" MODES=rate benches/cluster.sh
 #
 # Cases, each with a fresh redis-server and fresh nodes (children of this
 # script, stopped by their PIDs):
@@ -112,8 +113,8 @@ open(out, "a").write(json.dumps(r) + "\n")
 PY
 }
 
-for case in one-node one-node+r cross-node; do
-    for mode in flat rate; do
+for case in ${CASES:-one-node one-node+r cross-node}; do
+    for mode in ${MODES:-flat rate}; do
         run_case "$case" "$mode"
     done
 done
