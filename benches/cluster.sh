@@ -14,6 +14,7 @@
 # each flat out (--window 64) and at 50 msg/s. Prints delivered/s, loss,
 # delivery p50/p99 and publish→ack p50/p99, with the load average before each
 # run (the machine may be shared). Results: benches/results/cluster-<stamp>.jsonl.
+# Exits 1 when a run lost a message or failed.
 set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -68,6 +69,7 @@ stop_all() {
     PIDS=()
 }
 
+FAILED=0
 mkdir -p "$BENCHES/results"
 OUT="$BENCHES/results/cluster-$(date -u +%Y%m%dT%H%M%SZ).jsonl"
 
@@ -98,7 +100,7 @@ run_case() { # case mode(flat|rate)
     local load; load="$(cut -d' ' -f1 /proc/loadavg)"
     echo "== $case, $mode (load $load)" >&2
     "$GEN" fanout --url "$A_URL" --pid "$A_PID" --subscribers "$SUBSCRIBERS" --secs "$SECS" "${extra[@]}" \
-        >"$WORK/gen.out" 2>"$WORK/gen.err" || { cat "$WORK/gen.err" >&2; }
+        >"$WORK/gen.out" 2>"$WORK/gen.err" || { cat "$WORK/gen.err" >&2; FAILED=1; }
     stop_all
     python3 - "$OUT" "$case" "$mode" "$load" "$WORK/gen.out" <<'PY'
 import json, sys
@@ -133,3 +135,5 @@ for r in rows:
           f"{ms(r.get('p50_us'))} / {ms(r.get('p99_us'))} | {ms(r.get('ack_p50_us'))} / {ms(r.get('ack_p99_us'))} |")
 PY
 echo "results: ${OUT#"$ROOT"/}" >&2
+# A lost message or a failed run fails the script (speeds are not judged).
+exit "$FAILED"
