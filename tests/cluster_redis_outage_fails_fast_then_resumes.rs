@@ -127,3 +127,30 @@ fn a_slow_redis_gives_unavailable_within_the_timeout_not_a_hang() {
     assert_eq!(first["seq"], 2, "{first}");
     assert_eq!(again, json!({"room": "s", "seq": 2, "duplicate": true}));
 }
+
+#[test]
+fn a_subscriber_connection_cut_mid_stream_loses_nothing() {
+    let redis = Redis::start();
+    let (a, b) = (node(&redis, &[]), node(&redis, &[]));
+    let mut publisher = a.client();
+    ok(&mut publisher, "room:join", json!({"room": "cut"}));
+    let mut reader = b.client();
+    ok(&mut reader, "room:join", json!({"room": "cut"}));
+    let mut next = 1u64;
+    for round in 0..5 {
+        // Redis drops every subscriber connection; publishes go on meanwhile.
+        redis.query(&["CLIENT", "KILL", "TYPE", "pubsub"]).expect("CLIENT KILL");
+        for _ in 0..20 {
+            ok(&mut publisher, "room:publish", json!({"room": "cut", "data": round}));
+        }
+        for _ in 0..20 {
+            let v = until(&mut reader, 100, is_message);
+            assert_eq!(v["payload"]["seq"], next, "in order, none lost: {v}");
+            next += 1;
+        }
+    }
+    let id = reader.send_request("ping", json!(null));
+    let v = until(&mut reader, 100, |v| v["id"] == id.as_str() || is_message(v));
+    assert_eq!(v["type"], "ack", "nothing doubled: {v}");
+    assert!(protocol_common::metric(b.addr, "wshub_redis_reconnects_total") >= 1);
+}
