@@ -817,6 +817,20 @@ wshub_result wshub_config_add_allow_origin(wshub_config *config, const char *ori
 wshub_result wshub_config_set_max_connections_per_user(wshub_config *config, size_t value);
 
 /*
+ Protocol only: share rooms, seq, history and presence with every node on
+ this Redis (copied): `redis://[:password@]host:port[/db]` or `rediss://`;
+ NULL turns it off (a single node, the default). A URL that does not parse
+ makes `wshub_start` return WSHUB_INVALID_CONFIG. See docs/scaling.md.
+ */
+wshub_result wshub_config_set_redis(wshub_config *config, const char *url);
+
+/*
+ Protocol only: the prefix (copied) of every Redis key and channel, so
+ that several clusters can share one Redis. Default `wshub`.
+ */
+wshub_result wshub_config_set_redis_prefix(wshub_config *config, const char *prefix);
+
+/*
  Serve TLS (`wss://`, `https://`) with the certificate chain in this PEM
  file (leaf first). Needs a key too (`wshub_config_set_tls_key_file` or
  `_pem`); the files are read by `wshub_start`, which fails with

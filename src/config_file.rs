@@ -62,6 +62,8 @@ pub struct ConfigFile {
     pub tls_cert: Option<std::path::PathBuf>,
     pub tls_key: Option<std::path::PathBuf>,
     pub tls_client_ca: Option<std::path::PathBuf>,
+    pub redis: Option<String>,
+    pub redis_prefix: Option<String>,
 }
 
 /// A per-second rate as the config file may write it: `20` or `"20/s"`

@@ -179,6 +179,14 @@ struct Cli {
     /// CA certificates (PEM) client certificates must chain to; clients without one fail the TLS handshake.
     #[arg(long, value_name = "PEM")]
     tls_client_ca: Option<PathBuf>,
+    // Scale-out over Redis (docs/scaling.md).
+    /// Share rooms with every node on this Redis: `redis://[:password@]host:port[/db]`
+    /// or `rediss://` (TLS). Prefer the config file when it holds a password.
+    #[arg(long, value_name = "URL")]
+    redis: Option<String>,
+    /// Prefix of every Redis key and channel (several clusters on one Redis).
+    #[arg(long, default_value_t = ProtocolConfig::default().redis_prefix)]
+    redis_prefix: String,
 }
 
 /// `20` or `20/s`.
@@ -244,7 +252,7 @@ impl Cli {
             drain_delay_ms
         );
         merge!(max_handshakes, max_handshakes_per_ip, max_connections_per_ip, overflow_sockets);
-        merge!(max_connections_per_user, allow_origin);
+        merge!(max_connections_per_user, allow_origin, redis_prefix);
         macro_rules! merge_some {
             ($($field:ident),*) => {$(
                 if file.$field.is_some() { set(m, stringify!($field), &mut cli.$field, file.$field.clone()); }
@@ -271,7 +279,7 @@ impl Cli {
                 }
             )*};
         }
-        merge_optional!(tls_cert, tls_key, tls_client_ca);
+        merge_optional!(tls_cert, tls_key, tls_client_ca, redis);
         Ok(cli)
     }
 
@@ -312,7 +320,12 @@ impl Cli {
         for origin in &self.allow_origin {
             config = config.allow_origin(origin.clone());
         }
-        Ok(config.max_connections_per_user(self.max_connections_per_user))
+        if let Some(url) = &self.redis {
+            config = config.redis(url.clone());
+        }
+        Ok(config
+            .max_connections_per_user(self.max_connections_per_user)
+            .redis_prefix(self.redis_prefix.clone()))
     }
 
     /// The backend API's key (the flag or config file, else `WSHUB_API_KEY`)

@@ -623,6 +623,34 @@ pub extern "C" fn wshub_config_set_max_connections_per_user(
     }
 }
 
+/// Protocol only: share rooms, seq, history and presence with every node on
+/// this Redis (copied): `redis://[:password@]host:port[/db]` or `rediss://`;
+/// NULL turns it off (a single node, the default). A URL that does not parse
+/// makes `wshub_start` return WSHUB_INVALID_CONFIG. See docs/scaling.md.
+#[no_mangle]
+pub extern "C" fn wshub_config_set_redis(config: *mut wshub_config, url: *const c_char) -> wshub_result {
+    ffi_boundary! {
+        let config = try_out!(config);
+        config.protocol.redis_url =
+            if url.is_null() { None } else { Some(crate::protocol::Secret(try_str!(url).to_owned())) };
+        wshub_result::WSHUB_OK
+    }
+}
+
+/// Protocol only: the prefix (copied) of every Redis key and channel, so
+/// that several clusters can share one Redis. Default `wshub`.
+#[no_mangle]
+pub extern "C" fn wshub_config_set_redis_prefix(
+    config: *mut wshub_config,
+    prefix: *const c_char,
+) -> wshub_result {
+    ffi_boundary! {
+        let config = try_out!(config);
+        config.protocol.redis_prefix = try_str!(prefix).to_owned();
+        wshub_result::WSHUB_OK
+    }
+}
+
 /// Serve TLS (`wss://`, `https://`) with the certificate chain in this PEM
 /// file (leaf first). Needs a key too (`wshub_config_set_tls_key_file` or
 /// `_pem`); the files are read by `wshub_start`, which fails with

@@ -80,7 +80,7 @@ fn status_of(e: &ErrorReply) -> u16 {
         ErrorCode::Forbidden => 403,
         ErrorCode::RateLimited => 429,
         ErrorCode::TooLarge => 413,
-        ErrorCode::Internal => 503,
+        ErrorCode::Internal | ErrorCode::Unavailable => 503,
     }
 }
 

@@ -71,6 +71,15 @@ pub struct ProtocolConfig {
     /// Users the ban list holds at most (expired bans do not count); a ban
     /// past it is refused.
     pub max_bans: usize,
+
+    // Scale-out (docs/scaling.md).
+    /// `redis://[:password@]host:port[/db]` or `rediss://...`: rooms, seq,
+    /// history and presence are shared with every node on the same Redis.
+    /// None = a single node, with no Redis code on its paths. Never shown by
+    /// `Debug` (it may hold a password).
+    pub redis_url: Option<Secret>,
+    /// Prefix of every Redis key and channel this cluster uses.
+    pub redis_prefix: String,
 }
 
 /// A secret setting: compared and cloned as usual, but `Debug` prints `***`.
@@ -108,6 +117,8 @@ impl Default for ProtocolConfig {
             max_connections_per_user: 0,
             api_key: None,
             max_bans: 10_000,
+            redis_url: None,
+            redis_prefix: "wshub".to_owned(),
         }
     }
 }
@@ -203,6 +214,12 @@ impl ProtocolConfig {
         if self.api_key.as_ref().is_some_and(|k| k.0.is_empty()) {
             return Err("api_key must not be empty (leave it unset to turn the API off)".to_owned());
         }
+        if let Some(url) = &self.redis_url {
+            redis::Client::open(url.0.as_str()).map_err(|e| format!("redis: {e}"))?;
+        }
+        if self.redis_prefix.is_empty() || self.redis_prefix.chars().any(|c| c.is_control() || c == ' ') {
+            return Err("redis_prefix must be non-empty, without spaces or control characters".to_owned());
+        }
         Ok(())
     }
 
@@ -253,6 +270,20 @@ impl ProtocolConfig {
     #[must_use]
     pub fn allow_origin(mut self, origin: impl Into<String>) -> Self {
         self.allow_origins.push(origin.into());
+        self
+    }
+
+    /// Sets [`ProtocolConfig::redis_url`].
+    #[must_use]
+    pub fn redis(mut self, url: impl Into<String>) -> Self {
+        self.redis_url = Some(Secret(url.into()));
+        self
+    }
+
+    /// Sets [`ProtocolConfig::redis_prefix`].
+    #[must_use]
+    pub fn redis_prefix(mut self, prefix: impl Into<String>) -> Self {
+        self.redis_prefix = prefix.into();
         self
     }
 

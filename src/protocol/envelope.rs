@@ -50,6 +50,8 @@ pub enum ErrorCode {
     TooLarge,
     /// The server failed (e.g. it is stopping).
     Internal,
+    /// The cluster's Redis cannot be reached (`--redis`): try again shortly.
+    Unavailable,
 }
 
 impl ErrorCode {
@@ -63,6 +65,7 @@ impl ErrorCode {
             ErrorCode::RateLimited => "rate_limited",
             ErrorCode::TooLarge => "too_large",
             ErrorCode::Internal => "internal",
+            ErrorCode::Unavailable => "unavailable",
         }
     }
 }

@@ -29,6 +29,7 @@ use super::admission::Admission;
 use super::auth::Identity;
 use super::bans::Bans;
 use super::binary::parse_binary;
+use super::cluster::{self, Cluster};
 use super::config::{ProtocolConfig, BIG_REPLY};
 use super::envelope::{self, ack, frame, parse_text, ErrorCode, ErrorReply, RawJson, Request, RequestKind};
 use super::http;
@@ -89,6 +90,8 @@ pub(crate) struct Shared {
     pub bans: Bans,
     /// Each open event stream's room (`sse.rs`).
     pub sse: ConnMap<Arc<str>>,
+    /// Scale-out over Redis (`--redis`); None on a single node.
+    pub cluster: Option<Cluster>,
 }
 
 impl Shared {
@@ -151,9 +154,15 @@ impl ProtocolHandler {
             total_bytes: config.history_total_max_bytes,
             max_rooms: config.max_rooms,
         };
+        let cluster = config.redis_url.as_ref().and_then(|url| {
+            Cluster::new(&url.0, &config.redis_prefix, config.history_size, config.history_ttl)
+                .inspect_err(|e| log::error!("{e}: running as a single node"))
+                .ok()
+        });
         let bans = Bans::new(config.max_bans);
         ProtocolHandler {
             shared: Arc::new(Shared {
+                cluster,
                 bans,
                 admission: Admission::new(&config),
                 rooms: RoomTable::new(limits),
@@ -212,7 +221,9 @@ impl ProtocolHandler {
         self.shared.draining.store(true, SeqCst);
     }
 
-    /// The clientId of a connection: its id in decimal.
+    /// The clientId of a connection on a single node: its id in decimal.
+    /// With Redis (`redis_url`) clients get `<node>-<id>` instead, unique
+    /// across nodes (docs/protocol.md, "Scaling out").
     pub fn client_id(conn: ConnId) -> String {
         conn.to_string()
     }
@@ -231,6 +242,7 @@ pub fn choose_subprotocol(offered: &[String]) -> Option<String> {
 
 impl Handler for ProtocolHandler {
     fn on_upgrade(&self, server: &ServerHandle, conn: ConnId, request: &RequestInfo) -> Upgrade {
+        Cluster::start(&self.shared, server);
         let admitted = match self.admit(conn, request) {
             Ok(admitted) => admitted,
             Err(refusal) => return Upgrade::Reject(refusal),
@@ -254,6 +266,7 @@ impl Handler for ProtocolHandler {
     }
 
     fn on_http(&self, server: &ServerHandle, request: &RequestInfo) -> HttpResponse {
+        Cluster::start(&self.shared, server);
         http::route(&self.shared, server, request)
     }
 
@@ -269,7 +282,11 @@ impl Handler for ProtocolHandler {
             return self.stream_opened(server, conn, request, identity);
         }
         let state = ConnState {
-            client_id: Self::client_id(conn),
+            client_id: self
+                .shared
+                .cluster
+                .as_ref()
+                .map_or_else(|| Self::client_id(conn), |c| c.client_id(conn)),
             rooms: BTreeMap::new(),
             limiter: RateLimiter::new(c.rate_limit, c.rate_burst, Instant::now()),
             closed: false,
@@ -356,13 +373,17 @@ impl Handler for ProtocolHandler {
             // (a client that stopped reading may have had all of it queued).
             let mut traffic = state.bytes_in.saturating_add(state.bytes_replied);
             for (room, joined_at) in &state.rooms {
-                let _ = self.shared.rooms.with_room(room, false, |r| {
+                let last = self.shared.rooms.with_room(room, false, |r| {
                     r.members.remove(&conn);
                     let sent = r.published_bytes.saturating_sub(*joined_at);
                     traffic = traffic.saturating_add(usize::try_from(sent).unwrap_or(usize::MAX));
                     let event = presence_event("presence:leave", room, &state.client_id, user.as_deref());
                     let _ = server.broadcast(room, event, Some(conn));
+                    r.members.is_empty()
                 });
+                if let Some(cluster) = &self.shared.cluster {
+                    cluster.left(room, &state.client_id, conn, user.as_deref(), last.unwrap_or(true));
+                }
                 self.shared.rooms.remove_if_idle(room);
             }
             self.shared.rooms.sweep();
@@ -382,14 +403,7 @@ impl Handler for ProtocolHandler {
     }
 }
 
-/// A `presence:join` / `presence:leave` event, with `user` when there is one.
-fn presence_event(kind: &str, room: &str, client_id: &str, user: Option<&str>) -> String {
-    let mut payload = json!({"room": room, "clientId": client_id});
-    if let Some(user) = user {
-        payload["user"] = Value::String(user.to_owned());
-    }
-    frame(kind, None, payload)
-}
+use cluster::presence_event;
 
 /// One message being handled for one connection.
 struct Session<'a> {
@@ -487,6 +501,9 @@ impl Session<'_> {
         if !claimed {
             self.require_member(room)?;
         }
+        if let Some(cluster) = &self.shared.cluster {
+            return cluster.presence(room);
+        }
         let users = &self.shared.users;
         let members = self.shared.rooms.with_room(room, false, |r| {
             r.members
@@ -556,6 +573,24 @@ impl Session<'_> {
                 }
             }
         }
+        if let Some(cluster) = &self.shared.cluster {
+            let j = cluster::Join {
+                conn,
+                id,
+                room,
+                since,
+                epoch,
+                newly,
+                client_id: &client_id,
+                user: user.as_deref(),
+                max_replay: (server.config().outbound_queue / 2).max(1),
+                max_bytes: config.replay_max_bytes.min(server.config().outbound_max_bytes / 2),
+            };
+            let (published_bytes, replayed) = cluster.join(self.shared, server, &j)?;
+            self.state.bytes_replied = self.state.bytes_replied.saturating_add(replayed);
+            self.state.rooms.entry(room.to_owned()).or_insert(published_bytes);
+            return Ok(None);
+        }
         let metrics = &self.shared.metrics;
         let mut replayed = 0;
         let outcome = self.shared.rooms.with_room(room, true, |r| -> Result<u64, crate::Error> {
@@ -608,12 +643,16 @@ impl Session<'_> {
         }
         let (server, conn, client_id) = (self.server, self.conn, &self.state.client_id);
         let user = self.state.identity.as_ref().map(|i| i.user.as_str());
-        let _ = self.shared.rooms.with_room(room, false, |r| {
+        let last = self.shared.rooms.with_room(room, false, |r| {
             r.members.remove(&conn);
             let _ = server.leave(conn, room);
             let event = presence_event("presence:leave", room, client_id, user);
             let _ = server.broadcast(room, event, Some(conn));
+            r.members.is_empty()
         });
+        if let Some(cluster) = &self.shared.cluster {
+            cluster.left(room, client_id, conn, user, last.unwrap_or(true));
+        }
         self.shared.rooms.remove_if_idle(room);
         self.shared.rooms.sweep();
         trim::note_freed(self.shared.rooms.budget().take_freed());
@@ -659,6 +698,9 @@ impl Session<'_> {
         self.require_member(room)?;
         let event =
             frame("typing", None, json!({"room": room, "clientId": self.state.client_id, "active": active}));
+        if let Some(cluster) = &self.shared.cluster {
+            cluster.relay(room, self.conn, &event)?;
+        }
         self.server.broadcast(room, event, Some(self.conn)).map_err(internal)
     }
 }

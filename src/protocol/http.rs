@@ -17,6 +17,8 @@ pub(crate) fn route(shared: &Shared, server: &ServerHandle, request: &RequestInf
         "/healthz" => {
             if server.is_draining() || shared.draining.load(SeqCst) {
                 super::admission::draining_response()
+            } else if shared.cluster.as_ref().is_some_and(|c| !c.is_up()) {
+                HttpResponse::new(503, "text/plain; charset=utf-8", "redis unavailable\n")
             } else {
                 HttpResponse::new(200, "text/plain; charset=utf-8", "ok\n")
             }
@@ -41,6 +43,9 @@ pub(crate) fn route(shared: &Shared, server: &ServerHandle, request: &RequestInf
 pub(crate) fn metrics_text(shared: &Shared, server: &ServerHandle) -> String {
     let mut text = shared.metrics.render(server, shared.rooms.budget());
     text.push_str(&backend_metrics(shared));
+    if let Some(cluster) = &shared.cluster {
+        text.push_str(&cluster.render_metrics());
+    }
     text
 }
 

@@ -4,7 +4,8 @@
 //!
 //! An upgrade passes `admission` first. A message's path: [`envelope`] or [`binary`] parses it, `rate_limit`
 //! decides whether it is served, `handler` acts on it, `publish` is the one way a message enters a room, `room` keeps each room's
-//! seq, history and presence, `http` and `metrics` answer the plain HTTP routes.
+//! seq, history and presence, `cluster` spreads rooms over nodes through Redis
+//! (`--redis`), `http` and `metrics` answer the plain HTTP routes.
 //! Backends come in through `api` (the HTTP API) or the handle's methods
 //! (`publish`, `ban`, ...); `bans` owns kick and ban, `sse` the event streams,
 //! `reads` what the API and streams read about rooms.
@@ -15,6 +16,7 @@ pub(crate) mod auth;
 mod backend;
 pub(crate) mod bans;
 pub mod binary;
+mod cluster;
 mod config;
 pub mod envelope;
 mod handler;

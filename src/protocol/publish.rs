@@ -73,6 +73,14 @@ pub(crate) fn publish(
     p: Publish<'_>,
 ) -> Result<Published, ErrorReply> {
     let ts = now_ms();
+    if let Some(cluster) = &shared.cluster {
+        // With Redis: one script call; the subscriber delivers (cluster/).
+        let published = cluster.publish(&p, ts)?;
+        if published.duplicate {
+            shared.metrics.duplicates.fetch_add(1, Relaxed);
+        }
+        return Ok(published);
+    }
     let outcome = shared.rooms.with_room(p.room, true, |r| {
         let now = Instant::now();
         if let Some(seq) = p.key.and_then(|key| {
@@ -114,15 +122,23 @@ pub(crate) fn missed(shared: &Shared, miss: Miss) -> ErrorReply {
 }
 
 /// The frame members get for message `seq`, built once and shared.
-fn build_frame(p: &Publish<'_>, seq: u64, ts: u64) -> SharedFrame {
+pub(super) fn build_frame(p: &Publish<'_>, seq: u64, ts: u64) -> SharedFrame {
     match p.body {
-        Body::Json(data) => {
-            let payload = RoomMessage { data, from: p.from, room: p.room, seq };
-            Arc::new(wire::encode(wire::OP_TEXT, frame_at("room:message", None, payload, ts).as_bytes()))
-        }
+        Body::Json(_) => Arc::new(wire::encode(wire::OP_TEXT, frame_text(p, seq, ts).as_bytes())),
         Body::Binary(body) => {
             Arc::new(wire::encode(wire::OP_BINARY, &binary::encode_message(p.room, seq, body)))
         }
+    }
+}
+
+/// The text of a JSON publish's `room:message` frame; it ends with `<seq>}}`
+/// (`cluster/` relies on that). A binary publish has no text: empty.
+pub(super) fn frame_text(p: &Publish<'_>, seq: u64, ts: u64) -> String {
+    match p.body {
+        Body::Json(data) => {
+            frame_at("room:message", None, RoomMessage { data, from: p.from, room: p.room, seq }, ts)
+        }
+        Body::Binary(_) => String::new(),
     }
 }
 

@@ -130,6 +130,9 @@ pub(crate) struct RoomState {
     pub sse_streams: usize,
     /// Set when the table dropped this room; its holder must look it up again.
     dead: bool,
+    /// With Redis (`cluster/`): `seq` and `epoch` are the last message this
+    /// node delivered, in step with the room's Redis stream.
+    pub cluster_synced: bool,
     budget: Arc<Budget>,
 }
 
@@ -145,6 +148,7 @@ impl RoomState {
             published_bytes: 0,
             sse_streams: 0,
             dead: false,
+            cluster_synced: false,
             budget,
         }
     }

@@ -204,6 +204,9 @@ static void null_everything(void) {
     CHECK_RC(wshub_config_set_tls_client_ca_file(config, NULL), WSHUB_NULL_PARAMETER);
     CHECK_RC(wshub_config_set_tls_client_ca_pem(NULL, "pem"), WSHUB_NULL_PARAMETER);
     CHECK_RC(wshub_config_set_tls_client_ca_pem(config, NULL), WSHUB_NULL_PARAMETER);
+    CHECK_RC(wshub_config_set_redis(NULL, "redis://127.0.0.1"), WSHUB_NULL_PARAMETER);
+    CHECK_RC(wshub_config_set_redis_prefix(NULL, "p"), WSHUB_NULL_PARAMETER);
+    CHECK_RC(wshub_config_set_redis_prefix(config, NULL), WSHUB_NULL_PARAMETER);
 
     /* start: NULL arguments, and invalid configurations */
     CHECK_RC(wshub_config_set_bind(config, "127.0.0.1:0"), WSHUB_OK);
@@ -222,6 +225,13 @@ static void null_everything(void) {
     CHECK_RC(wshub_config_set_jwt_public_key_pem(config, NULL), WSHUB_OK);
     CHECK_RC(wshub_config_set_jwt_secret(config, "s"), WSHUB_OK);
     CHECK_RC(wshub_config_set_jwt_secret(config, NULL), WSHUB_OK);
+    /* a Redis URL that does not parse, or an empty key prefix */
+    CHECK_RC(wshub_config_set_redis(config, "not a url"), WSHUB_OK);
+    CHECK_RC(wshub_start(config, &callbacks, NULL, &server), WSHUB_INVALID_CONFIG);
+    CHECK_RC(wshub_config_set_redis(config, NULL), WSHUB_OK);
+    CHECK_RC(wshub_config_set_redis_prefix(config, ""), WSHUB_OK);
+    CHECK_RC(wshub_start(config, &callbacks, NULL, &server), WSHUB_INVALID_CONFIG);
+    CHECK_RC(wshub_config_set_redis_prefix(config, "wshub"), WSHUB_OK);
     CHECK_RC(wshub_config_set_protocol(config, false), WSHUB_OK);
     CHECK_RC(wshub_config_set_event_queue_capacity(config, 0), WSHUB_OK);
     CHECK_RC(wshub_start_polling(config, &server), WSHUB_INVALID_CONFIG);

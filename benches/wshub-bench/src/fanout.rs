@@ -42,6 +42,8 @@ struct Publisher {
     acked: u64,
     errors: u64,
     max_seq: u64,
+    /// Send stamps of the publishes not yet answered, oldest first.
+    sent_at: std::collections::VecDeque<u64>,
 }
 
 struct Fan {
@@ -55,6 +57,8 @@ struct Fan {
     t_end_ns: u64,
     timeout: Duration,
     hist: Hist,
+    /// Publish → ack (or error) latency.
+    ack_hist: Hist,
     delivered: u64,
     delivered_in_window: u64,
     presence: u64,
@@ -86,6 +90,7 @@ impl Fan {
         let pb = &mut self.pubs[p];
         pb.sent += 1;
         pb.inflight += 1;
+        pb.sent_at.push_back(now_ns());
         let (room, k) = (pb.room, pb.sent);
         let tok = pb.tok;
         self.buf.clear();
@@ -193,6 +198,9 @@ impl Fan {
             (Role::Pub(p), "ack" | "error") if env.id.is_some() => {
                 let pb = &mut self.pubs[p];
                 pb.inflight = pb.inflight.saturating_sub(1);
+                if let Some(sent) = pb.sent_at.pop_front() {
+                    self.ack_hist.record(now.saturating_sub(sent));
+                }
                 if env.ty == "ack" {
                     pb.acked += 1;
                     pb.max_seq = pb.max_seq.max(env.payload.seq.unwrap_or(0));
@@ -278,6 +286,10 @@ pub fn run(common: &Common, mut opts: Opts, nofile: u64) -> Result<Report, Strin
     let window: u64 = opts.get("window", 64)?;
     let drain_secs: f64 = opts.get("drain", 5.0)?;
     let concurrency: usize = opts.get("concurrency", 256)?;
+    // Another node of the same cluster: connections alternate between --url
+    // and it (subscribers split evenly; with an even --subscribers the one
+    // publisher of one room is on --url).
+    let also: Option<String> = opts.opt("also-url")?;
     opts.finish()?;
     if rooms == 0 || subscribers < rooms {
         return Err("need --rooms >= 1 and at least one subscriber per room".into());
@@ -288,6 +300,9 @@ pub fn run(common: &Common, mut opts: Opts, nofile: u64) -> Result<Report, Strin
     crate::check_nofile(subscribers + rooms, nofile)?;
 
     let mut net = Net::new(common.target.clone(), common.timeout).map_err(|e| format!("epoll: {e}"))?;
+    if let Some(url) = &also {
+        net.also(crate::net::Target::parse_with_ca(url, None)?);
+    }
     eprintln!(
         "fanout: {subscribers} subscribers in {rooms} room(s), {rooms} publisher(s), {size}-byte data, {} for {secs} s",
         if rate > 0.0 { format!("{rate} msgs/s per room") } else { format!("flat out ({window} in flight)") }
@@ -315,6 +330,7 @@ pub fn run(common: &Common, mut opts: Opts, nofile: u64) -> Result<Report, Strin
         t_end_ns: 0,
         timeout: common.timeout,
         hist: Hist::default(),
+        ack_hist: Hist::default(),
         delivered: 0,
         delivered_in_window: 0,
         presence: 0,
@@ -353,6 +369,7 @@ pub fn run(common: &Common, mut opts: Opts, nofile: u64) -> Result<Report, Strin
             acked: 0,
             errors: 0,
             max_seq: 0,
+            sent_at: std::collections::VecDeque::new(),
         });
     }
 
@@ -492,6 +509,7 @@ pub fn run(common: &Common, mut opts: Opts, nofile: u64) -> Result<Report, Strin
     );
     eprintln!("  drain: {} after {drain_took:.2} s", if drained { "complete" } else { "INCOMPLETE" });
     eprintln!("  latency {}", fan.hist.summary());
+    eprintln!("  publish→ack {}", fan.ack_hist.summary());
     eprintln!("  subscribers closed: {subs_closed}, server closes: {:?}", fan.closes);
     eprintln!("  CPU (of one core): generator {:.1} %, server {}", cpu.gen_pct, crate::measure::pct(cpu.server_pct));
 
@@ -524,6 +542,9 @@ pub fn run(common: &Common, mut opts: Opts, nofile: u64) -> Result<Report, Strin
         r.put(k, v);
     }
     r.put("latency_samples", json!(fan.hist.count()));
+    for (k, v) in fan.ack_hist.json_fields() {
+        r.put(&format!("ack_{k}"), v);
+    }
     r.put("subscribers_closed", json!(subs_closed));
     r.put("server_closes", json!(fan.closes));
     r.put("failures", json!(fan.failures));

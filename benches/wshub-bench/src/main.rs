@@ -31,10 +31,12 @@ scenarios:
           open N idle connections; handshakes/s and the server's RSS, threads
           and fds per connection (needs the server's pid)
   fanout  [--subscribers 1000] [--rooms 1] [--size 100] [--rate 0] [--secs 10]
-          [--window 64] [--drain 5]
+          [--window 64] [--drain 5] [--also-url ws://HOST:PORT/ws]
           subscribers join rooms bench-0..K-1, one publisher per room publishes
           (--rate msgs/s per room, 0 = flat out with --window publishes in
-          flight); delivered msgs/s, loss, latency, slow-consumer closes
+          flight); delivered msgs/s, loss, latency, publish→ack latency,
+          slow-consumer closes. --also-url: another node of the same cluster;
+          connections alternate between the two (the publisher on --url)
   echo    [--clients 1] [--trips 1000]
           each client does sequential ping requests; RTT and requests/s
 

@@ -115,6 +115,8 @@ struct Conn {
     dirty: bool,
     close_sent: bool,
     deadline: Option<(Instant, &'static str)>,
+    /// Which of the targets it connected to.
+    target: usize,
 }
 
 /// Counters over the whole run.
@@ -133,6 +135,10 @@ pub struct Net {
     conns: Vec<Option<Conn>>,
     free: Vec<usize>,
     target: Target,
+    /// More servers (`--also-url`): connections go round robin over
+    /// `target` and these, in the order they are opened.
+    also: Vec<Target>,
+    opened: usize,
     scratch: Vec<u8>,
     dirty: Vec<usize>,
     /// Connections with an error found outside a read (a failed flush).
@@ -158,6 +164,8 @@ impl Net {
             conns: Vec::new(),
             free: Vec::new(),
             target,
+            also: Vec::new(),
+            opened: 0,
             scratch: vec![0; 256 << 10],
             dirty: Vec::new(),
             doomed: Vec::new(),
@@ -184,13 +192,25 @@ impl Net {
         (0..self.conns.len()).filter(|&i| self.conns[i].is_some()).collect()
     }
 
+    /// Adds a server: connections then go round robin over all of them.
+    pub fn also(&mut self, target: Target) {
+        self.also.push(target);
+    }
+
+    fn target_of(&self, i: usize) -> &Target {
+        if i == 0 { &self.target } else { &self.also[i - 1] }
+    }
+
     /// Starts a non-blocking connect; the connection's handshake deadline starts now.
     pub fn open(&mut self) -> io::Result<usize> {
-        let stream = TcpStream::connect(self.target.addr)?;
+        let which = self.opened % (1 + self.also.len());
+        self.opened += 1;
+        let target = self.target_of(which);
+        let stream = TcpStream::connect(target.addr)?;
         let _ = stream.set_nodelay(true);
         // The certificate is for the URL's host name without the port.
-        let sni = self.target.host.rsplit_once(':').map_or(self.target.host.as_str(), |(h, _)| h).to_owned();
-        let stream = Sock::new(stream, self.target.tls.as_ref().map(|c| (c, sni.as_str())))?;
+        let sni = target.host.rsplit_once(':').map_or(target.host.as_str(), |(h, _)| h).to_owned();
+        let stream = Sock::new(stream, target.tls.as_ref().map(|c| (c, sni.as_str())))?;
         let tok = self.free.pop().unwrap_or_else(|| {
             self.conns.push(None);
             self.conns.len() - 1
@@ -208,6 +228,7 @@ impl Net {
             dirty: false,
             close_sent: false,
             deadline: Some((Instant::now() + self.handshake_timeout, "the TCP connect and the 101 response")),
+            target: which,
         };
         if let Err(e) = self.poll.registry().register(conn.stream.tcp_mut(), Token(tok), Interest::READABLE | Interest::WRITABLE) {
             self.free.push(tok);
@@ -436,12 +457,13 @@ impl Net {
                 Err(e) => return self.fail(tok, format!("connect: {e}"), f),
             }
             c.st = St::Handshake;
+            let target = if c.target == 0 { &self.target } else { &self.also[c.target - 1] };
             let key = tungstenite::handshake::client::generate_key();
             c.accept = tungstenite::handshake::derive_accept_key(key.as_bytes());
             let req = format!(
                 "GET {} HTTP/1.1\r\nHost: {}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
                  Sec-WebSocket-Key: {key}\r\nSec-WebSocket-Version: 13\r\n\r\n",
-                self.target.path, self.target.host
+                target.path, target.host
             );
             c.wbuf.extend_from_slice(req.as_bytes());
         }

@@ -1,0 +1,649 @@
+//! Scale-out over Redis (`--redis`): one room across many nodes, with one seq
+//! per room, history and recovery from a Redis stream, and presence across
+//! nodes. Without `--redis` none of this exists (`Shared::cluster` is `None`).
+//!
+//! How a message travels: `publish.rs` hands a publish to [`Cluster::publish`],
+//! which runs one Lua script (next seq, XADD, PUBLISH; `scripts.rs`) and acks
+//! once Redis answered. Every node's one subscriber connection
+//! (`subscriber.rs`), subscribed only to rooms with local members, gets the
+//! message in seq order, builds its frame once and broadcasts it to the local
+//! members with the hub, under the room's lock, as `publish.rs` does alone.
+//! A join reads the room's seq and history in Redis under the room's lock,
+//! so it is exact against the deliveries of the subscriber (which takes the
+//! same lock). `node.rs` keeps this node's heartbeat key and reaps the
+//! members of nodes whose key expired.
+//!
+//! Every Redis call from a reader thread is bounded by [`TIMEOUT`] (connect,
+//! read and write each), and while Redis is known to be down calls fail at
+//! once with `error unavailable`, without touching the network.
+
+mod node;
+mod scripts;
+mod subscriber;
+
+use std::collections::hash_map::RandomState;
+use std::collections::HashSet;
+use std::fmt::Write as _;
+use std::hash::{BuildHasher, Hasher};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
+use std::sync::{Arc, OnceLock};
+use std::time::{Duration, Instant};
+
+use crossbeam_channel::{Receiver, Sender};
+use parking_lot::Mutex;
+use serde_json::{json, Value};
+
+use super::envelope::{ack, frame, now_ms, ErrorCode, ErrorReply};
+use super::handler::Shared;
+use super::publish::{Body, Publish, Published};
+use super::room::RoomState;
+use crate::frame::{self as wire, SharedFrame};
+use crate::server::ServerHandle;
+use crate::types::ConnId;
+
+/// Bound on each Redis connect, read and write a reader thread may wait for.
+pub(crate) const TIMEOUT: Duration = Duration::from_secs(1);
+/// How often a node refreshes its heartbeat key and looks for dead nodes.
+pub(crate) const HEARTBEAT: Duration = Duration::from_secs(1);
+/// The TTL of a node's heartbeat key: a node silent this long is dead, and
+/// the next heartbeat of any other node reaps its members.
+pub(crate) const NODE_TTL: Duration = Duration::from_secs(5);
+/// Idle connections kept for reader threads (more are opened as needed).
+const POOL_MAX: usize = 32;
+/// Subscribe requests waiting for the subscriber thread.
+const CONTROL_QUEUE: usize = 1024;
+
+/// A request to the subscriber thread.
+enum Control {
+    /// Subscribe to a room's channel; answers once Redis confirmed (or not).
+    Subscribe(String, Sender<bool>),
+    /// Unsubscribe, if the room still has no local members by then.
+    Unsubscribe(String),
+}
+
+/// Counters for `/metrics`.
+#[derive(Debug, Default)]
+pub(crate) struct ClusterMetrics {
+    rtt_micros: AtomicU64,
+    calls: AtomicU64,
+    errors: AtomicU64,
+    reconnects: AtomicU64,
+    /// Messages a node read back from a stream because the live channel
+    /// skipped them (a resubscribe after Redis came back).
+    refilled: AtomicU64,
+}
+
+/// This node's side of the cluster.
+pub(crate) struct Cluster {
+    /// This node's id, unique per process start: the prefix of its clientIds.
+    pub node: String,
+    /// The key prefix with its trailing `:`.
+    prefix: String,
+    client: redis::Client,
+    pool: Mutex<Vec<redis::Connection>>,
+    scripts: scripts::Scripts,
+    /// False from a failed call until a heartbeat succeeds again.
+    up: AtomicBool,
+    started: OnceLock<()>,
+    control: (Sender<Control>, Receiver<Control>),
+    /// Rooms whose channel the subscriber has confirmed.
+    subscribed: Mutex<HashSet<String>>,
+    history_count: usize,
+    history_ttl: Duration,
+    epochs: RandomState,
+    epoch_counter: AtomicU64,
+    metrics: ClusterMetrics,
+}
+
+impl std::fmt::Debug for Cluster {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Cluster").field("node", &self.node).field("prefix", &self.prefix).finish()
+    }
+}
+
+/// The `error unavailable` a client gets while Redis cannot be reached.
+pub(crate) fn unavailable() -> ErrorReply {
+    ErrorReply::new(ErrorCode::Unavailable, "the cluster's Redis cannot be reached; try again shortly")
+}
+
+/// One join, as the handler asks for it.
+pub(crate) struct Join<'a> {
+    pub conn: ConnId,
+    pub id: Option<&'a str>,
+    pub room: &'a str,
+    pub since: Option<u64>,
+    pub epoch: Option<&'a str>,
+    pub newly: bool,
+    pub client_id: &'a str,
+    pub user: Option<&'a str>,
+    /// The replay bounds: frames, and bytes.
+    pub max_replay: usize,
+    pub max_bytes: usize,
+}
+
+/// Entries of a room's stream: id and flat field/value list.
+type Entries = Vec<(String, Vec<Vec<u8>>)>;
+
+impl Cluster {
+    /// A cluster node for this Redis URL; checks the URL only (the first
+    /// connection is made on first use).
+    pub fn new(url: &str, prefix: &str, history_count: usize, history_ttl: Duration) -> Result<Self, String> {
+        let client = redis::Client::open(url).map_err(|e| format!("--redis: {e}"))?;
+        let epochs = RandomState::new();
+        let mut h = epochs.build_hasher();
+        h.write_u32(std::process::id());
+        h.write_u128(
+            std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default().as_nanos(),
+        );
+        Ok(Cluster {
+            node: format!("{:012x}", h.finish() & 0xffff_ffff_ffff),
+            prefix: format!("{prefix}:"),
+            client,
+            pool: Mutex::new(Vec::new()),
+            scripts: scripts::Scripts::new(),
+            up: AtomicBool::new(true),
+            started: OnceLock::new(),
+            control: crossbeam_channel::bounded(CONTROL_QUEUE),
+            subscribed: Mutex::new(HashSet::new()),
+            history_count,
+            history_ttl,
+            epochs,
+            epoch_counter: AtomicU64::new(0),
+            metrics: ClusterMetrics::default(),
+        })
+    }
+
+    /// Starts the subscriber and heartbeat threads, once, on the first
+    /// callback that has the server's handle.
+    pub fn start(shared: &Arc<Shared>, server: &ServerHandle) {
+        let Some(cluster) = &shared.cluster else { return };
+        if cluster.started.get().is_some() {
+            return;
+        }
+        if cluster.started.set(()).is_err() {
+            return;
+        }
+        let (weak, server2) = (Arc::downgrade(shared), server.clone());
+        let spawned = std::thread::Builder::new()
+            .name("wshub-redis-sub".into())
+            .spawn(move || subscriber::run(weak, server2))
+            .and_then(|_| {
+                let weak = Arc::downgrade(shared);
+                std::thread::Builder::new().name("wshub-redis-node".into()).spawn(move || node::run(weak))
+            });
+        if let Err(e) = spawned {
+            log::error!("cannot start the Redis threads: {e}");
+        }
+    }
+
+    /// Whether Redis answered the last call.
+    pub fn is_up(&self) -> bool {
+        self.up.load(Relaxed)
+    }
+
+    /// A clientId unique across nodes: `<node>-<conn>`.
+    pub fn client_id(&self, conn: ConnId) -> String {
+        format!("{}-{conn}", self.node)
+    }
+
+    fn key(&self, kind: &str, room: &str) -> String {
+        format!("{}{kind}:{room}", self.prefix)
+    }
+
+    fn channel(&self, room: &str) -> String {
+        self.key("c", room)
+    }
+
+    /// The room a channel name belongs to.
+    fn room_of<'c>(&self, channel: &'c str) -> Option<&'c str> {
+        channel.strip_prefix(&self.prefix)?.strip_prefix("c:")
+    }
+
+    fn new_epoch(&self) -> String {
+        let mut h = self.epochs.build_hasher();
+        h.write_u64(self.epoch_counter.fetch_add(1, Relaxed));
+        format!("{:016x}", h.finish())
+    }
+
+    fn connect(&self) -> redis::RedisResult<redis::Connection> {
+        let conn = self.client.get_connection_with_timeout(TIMEOUT)?;
+        conn.set_read_timeout(Some(TIMEOUT))?;
+        conn.set_write_timeout(Some(TIMEOUT))?;
+        Ok(conn)
+    }
+
+    /// Runs `f` on a pooled connection, failing at once while Redis is down.
+    fn call<T>(
+        &self,
+        f: impl FnOnce(&mut redis::Connection) -> redis::RedisResult<T>,
+    ) -> Result<T, ErrorReply> {
+        if !self.is_up() {
+            self.metrics.errors.fetch_add(1, Relaxed);
+            return Err(unavailable());
+        }
+        self.call_anyway(f).map_err(|e| {
+            log::warn!("redis: {e}");
+            unavailable()
+        })
+    }
+
+    /// Runs `f` on a pooled connection whether or not Redis is thought up; a
+    /// connection error marks it down.
+    fn call_anyway<T>(
+        &self,
+        f: impl FnOnce(&mut redis::Connection) -> redis::RedisResult<T>,
+    ) -> redis::RedisResult<T> {
+        let pooled = self.pool.lock().pop();
+        let mut conn = match pooled {
+            Some(conn) => conn,
+            None => self.connect().inspect_err(|_| self.mark_failed(true))?,
+        };
+        let start = Instant::now();
+        let result = f(&mut conn);
+        self.metrics.rtt_micros.fetch_add(start.elapsed().as_micros() as u64, Relaxed);
+        self.metrics.calls.fetch_add(1, Relaxed);
+        match &result {
+            Ok(_) => {
+                let mut pool = self.pool.lock();
+                if pool.len() < POOL_MAX {
+                    pool.push(conn);
+                }
+            }
+            Err(e) => {
+                let broken = e.is_io_error()
+                    || e.is_timeout()
+                    || e.is_connection_dropped()
+                    || e.is_connection_refusal();
+                self.mark_failed(broken);
+                if !broken {
+                    self.pool.lock().push(conn);
+                }
+            }
+        }
+        result
+    }
+
+    fn mark_failed(&self, down: bool) {
+        self.metrics.errors.fetch_add(1, Relaxed);
+        if down && self.up.swap(false, Relaxed) {
+            log::warn!("redis is down: publishes and joins get `error unavailable` until it answers again");
+            self.pool.lock().clear();
+        }
+    }
+
+    /// Publishes `p`: one script call; the ack may go once it returns.
+    pub fn publish(&self, p: &Publish<'_>, ts: u64) -> Result<Published, ErrorReply> {
+        let body = encode_body(p, ts);
+        let origin = format!("{} {}", self.node, p.except.map_or_else(|| "-".to_owned(), |c| c.to_string()));
+        let room = p.room;
+        let (seq, _epoch, dup): (u64, String, u8) = self.call(|c| {
+            self.scripts
+                .publish
+                .key(self.key("m", room))
+                .key(self.key("h", room))
+                .key(self.key("k", room))
+                .key(self.key("kz", room))
+                .arg(&body)
+                .arg(self.history_count)
+                .arg(self.history_ttl.as_millis().max(1) as u64)
+                .arg(self.channel(room))
+                .arg(self.new_epoch())
+                .arg(p.key.unwrap_or(""))
+                .arg(origin)
+                .arg(ts)
+                .invoke(c)
+        })?;
+        Ok(Published { seq, duplicate: dup == 1 })
+    }
+
+    /// Makes sure this node's subscriber has the room's channel, waiting (at
+    /// most [`TIMEOUT`]) for Redis to confirm a new subscription.
+    fn ensure_subscribed(&self, room: &str) -> Result<(), ErrorReply> {
+        if self.subscribed.lock().contains(room) {
+            return Ok(());
+        }
+        if !self.is_up() {
+            return Err(unavailable());
+        }
+        let (tx, rx) = crossbeam_channel::bounded(1);
+        self.control.0.try_send(Control::Subscribe(room.to_owned(), tx)).map_err(|_| unavailable())?;
+        match rx.recv_timeout(TIMEOUT + HEARTBEAT) {
+            Ok(true) => Ok(()),
+            _ => Err(unavailable()),
+        }
+    }
+
+    /// Asks the subscriber to drop a room that lost its last local member.
+    fn release(&self, room: &str) {
+        let _ = self.control.0.try_send(Control::Unsubscribe(room.to_owned()));
+    }
+
+    /// The room's epoch, seq, history entries from..=to and member count in one call.
+    #[allow(clippy::too_many_arguments)]
+    fn read(
+        &self,
+        room: &str,
+        from: Option<u64>,
+        to: Option<u64>,
+        limit: usize,
+        presence: Option<(&str, &str, String)>,
+        anyway: bool,
+    ) -> Result<(String, u64, Entries, u64), ErrorReply> {
+        let invoke = |c: &mut redis::Connection| {
+            let (client_id, user, event) = presence.clone().unwrap_or_default();
+            self.scripts
+                .read
+                .key(self.key("m", room))
+                .key(self.key("h", room))
+                .key(self.key("p", room))
+                .key(format!("{}nm:{}", self.prefix, self.node))
+                .arg(self.new_epoch())
+                .arg(from.map(|s| s.to_string()).unwrap_or_default())
+                .arg(to.map(|s| s.to_string()).unwrap_or_default())
+                .arg(limit.max(1))
+                .arg(client_id)
+                .arg(user)
+                .arg(format!("{room}\n{client_id}"))
+                .arg(self.channel(room))
+                .arg(event)
+                .invoke(c)
+        };
+        if anyway {
+            self.call_anyway(invoke).map_err(|_| unavailable())
+        } else {
+            self.call(invoke)
+        }
+    }
+
+    /// A join (docs/protocol.md, "Scaling out"): under the room's lock, the
+    /// seq and history this node is at, from Redis; the replay, ack and
+    /// presence as for one node. Returns the room's published bytes and the
+    /// bytes replayed.
+    pub fn join(
+        &self,
+        shared: &Shared,
+        server: &ServerHandle,
+        j: &Join<'_>,
+    ) -> Result<(u64, usize), ErrorReply> {
+        for _ in 0..3 {
+            self.ensure_subscribed(j.room)?;
+            let outcome = shared.rooms.with_room(j.room, true, |r| self.join_locked(server, j, r));
+            match outcome {
+                Ok(Ok(Some(done))) => return Ok(done),
+                Ok(Ok(None)) => continue, // unsubscribed meanwhile: subscribe again
+                Ok(Err(e)) => return Err(e),
+                Err(miss) => return Err(super::publish::missed(shared, miss)),
+            }
+        }
+        Err(unavailable())
+    }
+
+    fn join_locked(
+        &self,
+        server: &ServerHandle,
+        j: &Join<'_>,
+        r: &mut RoomState,
+    ) -> Result<Option<(u64, usize)>, ErrorReply> {
+        if !self.subscribed.lock().contains(j.room) {
+            return Ok(None);
+        }
+        let event = presence_event("presence:join", j.room, j.client_id, j.user);
+        let presence =
+            j.newly.then(|| (j.client_id, j.user.unwrap_or(""), self.ephemeral(Some(j.conn), &event)));
+        let to = r.cluster_synced.then_some(r.seq);
+        let (epoch, seq, mut entries, members) =
+            self.read(j.room, j.since.map(|s| s + 1), to, j.max_replay, presence, false)?;
+        if !r.cluster_synced || r.epoch != epoch {
+            if r.cluster_synced {
+                entries.clear(); // read up to a seq of the old epoch
+            }
+            (r.epoch, r.seq, r.cluster_synced) = (epoch, seq, true);
+        }
+        if j.newly {
+            server.join(j.conn, j.room).map_err(|_| internal())?;
+            r.members.insert(j.conn, json!({}));
+            let _ = server.broadcast(j.room, event, Some(j.conn));
+        }
+        let mut payload = json!({"room": j.room, "seq": r.seq, "members": members, "epoch": r.epoch});
+        let mut replayed = 0;
+        if let Some(since) = j.since {
+            let same_epoch = j.epoch.is_none_or(|e| e == r.epoch);
+            let mut recovered = same_epoch && since <= r.seq;
+            if recovered {
+                let oldest_kept = now_ms().saturating_sub(self.history_ttl.as_millis() as u64);
+                let mut frames = Vec::new();
+                for (id, fields) in entries.iter().rev() {
+                    let Some((seq, ts, body)) = parse_entry(id, fields) else { continue };
+                    if seq <= since || seq > r.seq || ts < oldest_kept {
+                        continue;
+                    }
+                    let frame = frame_of(j.room, seq, body);
+                    if replayed + frame.len() > j.max_bytes {
+                        break;
+                    }
+                    replayed += frame.len();
+                    frames.push(frame);
+                }
+                recovered = frames.len() as u64 == r.seq - since;
+                for frame in frames {
+                    let _ = server.send_frame(j.conn, frame);
+                }
+            }
+            payload["recovered"] = Value::Bool(recovered);
+        }
+        if let Some(id) = j.id {
+            let _ = server.send(j.conn, ack(id, payload));
+        }
+        Ok(Some((r.published_bytes, replayed)))
+    }
+
+    /// After a local member left `room` (its local `presence:leave` is sent
+    /// already): drops its presence entry, tells the other nodes, and lets
+    /// the subscription go when no local member is left.
+    pub fn left(&self, room: &str, client_id: &str, conn: ConnId, user: Option<&str>, last: bool) {
+        let event = self.ephemeral(Some(conn), &presence_event("presence:leave", room, client_id, user));
+        let result = self.call(|c| {
+            self.scripts
+                .leave
+                .key(self.key("p", room))
+                .key(format!("{}nm:{}", self.prefix, self.node))
+                .arg(client_id)
+                .arg(format!("{room}\n{client_id}"))
+                .arg(self.channel(room))
+                .arg(event)
+                .invoke::<i64>(c)
+        });
+        if result.is_err() {
+            log::warn!(
+                "redis: the presence of {client_id} in {room:?} stays until this node's entries are reaped"
+            );
+        }
+        if last {
+            self.release(room);
+        }
+    }
+
+    /// Sends an ephemeral event (typing) to the room's members on other nodes.
+    pub fn relay(&self, room: &str, conn: ConnId, text: &str) -> Result<(), ErrorReply> {
+        let msg = self.ephemeral(Some(conn), text);
+        let channel = self.channel(room);
+        self.call(|c| redis::cmd("PUBLISH").arg(&channel).arg(&msg).query::<i64>(c)).map(drop)
+    }
+
+    /// `presence:get` across nodes: `[{clientId, meta, user?}]` by clientId.
+    pub fn presence(&self, room: &str) -> Result<Vec<Value>, ErrorReply> {
+        let key = self.key("p", room);
+        let all: Vec<(String, String)> = self.call(|c| redis::cmd("HGETALL").arg(&key).query(c))?;
+        let mut members: Vec<Value> = all
+            .into_iter()
+            .map(|(client_id, user)| {
+                let mut m = json!({"clientId": client_id, "meta": {}});
+                if !user.is_empty() {
+                    m["user"] = Value::String(user);
+                }
+                m
+            })
+            .collect();
+        members.sort_by(|a, b| a["clientId"].as_str().cmp(&b["clientId"].as_str()));
+        Ok(members)
+    }
+
+    /// An ephemeral message on a room's channel: `e <node> <conn>\n<frame>`.
+    fn ephemeral(&self, conn: Option<ConnId>, text: &str) -> String {
+        format!("e {} {}\n{text}", self.node, conn.map_or_else(|| "-".to_owned(), |c| c.to_string()))
+    }
+
+    /// The cluster's lines of `/metrics`.
+    pub fn render_metrics(&self) -> String {
+        let m = &self.metrics;
+        let mut out = String::with_capacity(1024);
+        let mut metric = |name: &str, kind: &str, help: &str, value: String| {
+            let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}\n{name} {value}");
+        };
+        metric(
+            "wshub_redis_up",
+            "gauge",
+            "1 while Redis answers, 0 while it is down.",
+            u64::from(self.is_up()).to_string(),
+        );
+        let micros = m.rtt_micros.load(Relaxed);
+        metric(
+            "wshub_redis_roundtrip_seconds_sum",
+            "counter",
+            "Time spent in Redis calls (with wshub_redis_calls_total: the mean round trip).",
+            format!("{:.6}", micros as f64 / 1e6),
+        );
+        metric("wshub_redis_calls_total", "counter", "Redis calls made.", m.calls.load(Relaxed).to_string());
+        metric(
+            "wshub_redis_errors_total",
+            "counter",
+            "Redis calls failed or refused while it was down.",
+            m.errors.load(Relaxed).to_string(),
+        );
+        metric(
+            "wshub_redis_reconnects_total",
+            "counter",
+            "Times the subscriber connection was made again.",
+            m.reconnects.load(Relaxed).to_string(),
+        );
+        metric(
+            "wshub_redis_subscribed_rooms",
+            "gauge",
+            "Rooms whose channel this node subscribes to (rooms with local members).",
+            self.subscribed.lock().len().to_string(),
+        );
+        metric(
+            "wshub_redis_refilled_total",
+            "counter",
+            "Messages read back from a room's stream because the channel skipped them.",
+            m.refilled.load(Relaxed).to_string(),
+        );
+        out
+    }
+}
+
+fn internal() -> ErrorReply {
+    ErrorReply::new(ErrorCode::Internal, "the server is stopping")
+}
+
+/// A `presence:join` / `presence:leave` event, with `user` when there is one.
+pub(crate) fn presence_event(kind: &str, room: &str, client_id: &str, user: Option<&str>) -> String {
+    let mut payload = json!({"room": room, "clientId": client_id});
+    if let Some(user) = user {
+        payload["user"] = Value::String(user.to_owned());
+    }
+    frame(kind, None, payload)
+}
+
+/// What the stream and channel carry for a message: `t` and the text frame
+/// without its trailing `<seq>}}`, or `b` and the binary body.
+fn encode_body(p: &Publish<'_>, ts: u64) -> Vec<u8> {
+    match p.body {
+        Body::Json(_) => {
+            let frame = super::publish::frame_text(p, 0, ts);
+            let prefix = frame.strip_suffix("0}}").unwrap_or(&frame);
+            let mut out = Vec::with_capacity(prefix.len() + 1);
+            out.push(b't');
+            out.extend_from_slice(prefix.as_bytes());
+            out
+        }
+        Body::Binary(bytes) => {
+            let mut out = Vec::with_capacity(bytes.len() + 1);
+            out.push(b'b');
+            out.extend_from_slice(bytes);
+            out
+        }
+    }
+}
+
+/// The frame members get for message `seq` of `room` with this body.
+fn frame_of(room: &str, seq: u64, body: &[u8]) -> SharedFrame {
+    match body.split_first() {
+        Some((b't', prefix)) => {
+            let mut text = Vec::with_capacity(prefix.len() + 24);
+            text.extend_from_slice(prefix);
+            let _ = write!(Digits(&mut text), "{seq}}}}}");
+            Arc::new(wire::encode(wire::OP_TEXT, &text))
+        }
+        Some((_, bytes)) => {
+            Arc::new(wire::encode(wire::OP_BINARY, &super::binary::encode_message(room, seq, bytes)))
+        }
+        None => Arc::new(wire::encode(wire::OP_BINARY, &super::binary::encode_message(room, seq, &[]))),
+    }
+}
+
+/// `fmt::Write` into a byte vector.
+struct Digits<'a>(&'a mut Vec<u8>);
+
+impl std::fmt::Write for Digits<'_> {
+    fn write_str(&mut self, s: &str) -> std::fmt::Result {
+        self.0.extend_from_slice(s.as_bytes());
+        Ok(())
+    }
+}
+
+/// A stream entry's seq, timestamp and body.
+fn parse_entry<'e>(id: &str, fields: &'e [Vec<u8>]) -> Option<(u64, u64, &'e [u8])> {
+    let seq = id.strip_suffix("-0")?.parse().ok()?;
+    let (mut ts, mut body) = (None, None);
+    for pair in fields.chunks(2) {
+        match pair {
+            [k, v] if k == b"t" => ts = std::str::from_utf8(v).ok()?.parse().ok(),
+            [k, v] if k == b"b" => body = Some(v.as_slice()),
+            _ => {}
+        }
+    }
+    Some((seq, ts?, body?))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::protocol::envelope::{parse_text, RequestKind};
+
+    /// A node that gets a message through Redis sends the very bytes the
+    /// publishing node would have sent alone.
+    #[test]
+    fn a_frame_rebuilt_from_its_body_is_the_single_node_frame() {
+        let request =
+            parse_text(r#"{"type":"room:publish","payload":{"room":"r","data":{"a":[1,"x"]}}}"#).unwrap();
+        let RequestKind::Publish { data, .. } = request.kind else { panic!("a publish") };
+        let json = Publish { room: "r", body: Body::Json(&data), from: "n-1", key: None, except: None };
+        let binary = Publish { body: Body::Binary(b"\x00bytes\n"), ..json };
+        for p in [json, binary] {
+            for seq in [1, 9, 10, 12345678901] {
+                let body = encode_body(&p, 1_700_000_000_000);
+                let alone = crate::protocol::publish::build_frame(&p, seq, 1_700_000_000_000);
+                assert_eq!(frame_of("r", seq, &body), alone, "seq {seq}");
+            }
+        }
+    }
+
+    #[test]
+    fn stream_entries_parse_and_junk_does_not() {
+        let fields = vec![b"t".to_vec(), b"17".to_vec(), b"b".to_vec(), b"tx".to_vec()];
+        assert_eq!(parse_entry("42-0", &fields), Some((42, 17, &b"tx"[..])));
+        assert_eq!(parse_entry("42-1", &fields), None);
+        assert_eq!(parse_entry("42-0", &fields[..2]), None);
+    }
+}

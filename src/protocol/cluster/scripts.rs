@@ -1,0 +1,142 @@
+//! The Lua scripts that make each cluster step one atomic Redis command.
+//!
+//! Keys of a room `R` under the prefix `P` (`--redis-prefix`, default `wshub`):
+//! `P:m:R` (hash: `e` epoch, `s` last seq), `P:h:R` (the history stream, entry
+//! ids `<seq>-0`, fields `t` (ms timestamp) and `b` (the message body)),
+//! `P:k:R` / `P:kz:R` (idempotency keys: key → seq, and by seq), `P:p:R`
+//! (presence: clientId → user), and the channel `P:c:R`. A node `N` has
+//! `P:node:N` (its heartbeat, with a TTL) and `P:nm:N` (its members:
+//! `room\nclientId` → user); `P:nodes` lists the nodes.
+//!
+//! Scripts build a few keys from the prefix (the reaper's), so this is for a
+//! single Redis (or one primary), not Redis Cluster.
+
+use redis::Script;
+
+/// Publish: new epoch when the room's meta is gone, idempotency check, next
+/// seq, XADD bounded by MAXLEN, keys kept while their message is, PUBLISH.
+/// KEYS: meta, stream, keys, keys-by-seq. ARGV: body, history count, ttl ms,
+/// channel, a fresh epoch, key (or ''), "node except", ts ms.
+/// Returns {seq, epoch, duplicate (0/1)}.
+pub(super) const PUBLISH: &str = r"
+local epoch = redis.call('hget', KEYS[1], 'e')
+if not epoch then
+  epoch = ARGV[5]
+  redis.call('hset', KEYS[1], 'e', epoch, 's', 0)
+  redis.call('del', KEYS[2], KEYS[3], KEYS[4])
+end
+local key = ARGV[6]
+if key ~= '' then
+  local s = redis.call('hget', KEYS[3], key)
+  if s and #redis.call('xrange', KEYS[2], s .. '-0', s .. '-0') > 0 then
+    return {tonumber(s), epoch, 1}
+  end
+end
+local seq = redis.call('hincrby', KEYS[1], 's', 1)
+local count = tonumber(ARGV[2])
+if count > 0 then
+  redis.call('xadd', KEYS[2], 'MAXLEN', count, seq .. '-0', 't', ARGV[8], 'b', ARGV[1])
+  redis.call('pexpire', KEYS[2], ARGV[3])
+  if key ~= '' then
+    redis.call('hset', KEYS[3], key, seq)
+    redis.call('zadd', KEYS[4], seq, key)
+    local gone = redis.call('zrangebyscore', KEYS[4], '-inf', seq - count, 'LIMIT', 0, 100)
+    if #gone > 0 then
+      redis.call('hdel', KEYS[3], unpack(gone))
+      redis.call('zrem', KEYS[4], unpack(gone))
+    end
+    redis.call('pexpire', KEYS[3], ARGV[3])
+    redis.call('pexpire', KEYS[4], ARGV[3])
+  end
+end
+redis.call('publish', ARGV[4], 'm ' .. seq .. ' ' .. epoch .. ' ' .. ARGV[7] .. '\n' .. ARGV[1])
+return {seq, epoch, 0}
+";
+
+/// Join / catch up: the room's epoch (a new one when its meta is gone) and
+/// seq, the newest history entries with ids from..to (at most `limit`, newest
+/// first), and for a new member its presence entry and `presence:join` event.
+/// KEYS: meta, stream, presence, node members. ARGV: a fresh epoch, from (''
+/// for no history), to ('' for the room's seq), limit, clientId, user,
+/// node-members field, channel, event ('' for none).
+/// Returns {epoch, seq, entries, members in presence}.
+pub(super) const READ: &str = r"
+local epoch = redis.call('hget', KEYS[1], 'e')
+local seq = 0
+if not epoch then
+  epoch = ARGV[1]
+  redis.call('hset', KEYS[1], 'e', epoch, 's', 0)
+  redis.call('del', KEYS[2])
+else
+  seq = tonumber(redis.call('hget', KEYS[1], 's') or '0')
+end
+local entries = {}
+if ARGV[2] ~= '' then
+  local to = ARGV[3]
+  if to == '' then to = tostring(seq) end
+  if tonumber(ARGV[2]) <= tonumber(to) then
+    entries = redis.call('xrevrange', KEYS[2], to .. '-0', ARGV[2] .. '-0', 'COUNT', ARGV[4])
+  end
+end
+if ARGV[9] ~= '' then
+  redis.call('hset', KEYS[3], ARGV[5], ARGV[6])
+  redis.call('hset', KEYS[4], ARGV[7], ARGV[6])
+  redis.call('publish', ARGV[8], ARGV[9])
+end
+return {epoch, seq, entries, redis.call('hlen', KEYS[3])}
+";
+
+/// Leave: drops the presence entry and publishes `presence:leave`.
+/// KEYS: presence, node members. ARGV: clientId, node-members field, channel, event.
+pub(super) const LEAVE: &str = r"
+redis.call('hdel', KEYS[1], ARGV[1])
+redis.call('hdel', KEYS[2], ARGV[2])
+redis.call('publish', ARGV[3], ARGV[4])
+return 1
+";
+
+/// Reaps the nodes whose heartbeat key expired: drops their members'
+/// presence entries and the node, and returns {room, clientId, user, ...}
+/// so the caller can publish their `presence:leave` events. Only one caller
+/// gets a dead node's members. KEYS: the nodes set. ARGV: the prefix with its `:`.
+pub(super) const REAP: &str = r"
+local dead = {}
+for _, id in ipairs(redis.call('smembers', KEYS[1])) do
+  if redis.call('exists', ARGV[1] .. 'node:' .. id) == 0 then
+    local m = redis.call('hgetall', ARGV[1] .. 'nm:' .. id)
+    for i = 1, #m, 2 do
+      local nl = string.find(m[i], '\n', 1, true)
+      if nl then
+        local room = string.sub(m[i], 1, nl - 1)
+        local cid = string.sub(m[i], nl + 1)
+        redis.call('hdel', ARGV[1] .. 'p:' .. room, cid)
+        table.insert(dead, room)
+        table.insert(dead, cid)
+        table.insert(dead, m[i + 1])
+      end
+    end
+    redis.call('del', ARGV[1] .. 'nm:' .. id)
+    redis.call('srem', KEYS[1], id)
+  end
+end
+return dead
+";
+
+/// The scripts, hashed once (EVALSHA, falling back to EVAL after a Redis restart).
+pub(super) struct Scripts {
+    pub publish: Script,
+    pub read: Script,
+    pub leave: Script,
+    pub reap: Script,
+}
+
+impl Scripts {
+    pub fn new() -> Self {
+        Scripts {
+            publish: Script::new(PUBLISH),
+            read: Script::new(READ),
+            leave: Script::new(LEAVE),
+            reap: Script::new(REAP),
+        }
+    }
+}

@@ -1,0 +1,129 @@
+//! Debian's nginx as the load balancer in front of two nodes, with the config
+//! docs/scaling.md gives (its `nginx` block, ports and paths replaced): a
+//! client whose node dies reconnects through nginx, lands on the other node
+//! and recovers what it missed.
+
+mod cluster_common;
+use cluster_common::*;
+
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use serde_json::{json, Value};
+
+/// nginx as a child (`daemon off`), killed by its PID on drop.
+struct Nginx {
+    child: Child,
+    port: u16,
+    _dir: TempDir,
+}
+
+impl Nginx {
+    fn start(a: u16, b: u16) -> Nginx {
+        let dir = TempDir::new("nginx");
+        let port = free_port();
+        let doc = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/docs/scaling.md"))
+            .expect("docs/scaling.md");
+        let conf = doc
+            .split_once("```nginx\n")
+            .and_then(|(_, rest)| rest.split_once("```"))
+            .expect("docs/scaling.md has an nginx block")
+            .0
+            .replace("/var/lib/wshub-lb", dir.0.to_str().expect("utf-8"))
+            .replace("127.0.0.1:9001", &format!("127.0.0.1:{a}"))
+            .replace("127.0.0.1:9002", &format!("127.0.0.1:{b}"))
+            .replace("listen 127.0.0.1:8080", &format!("listen 127.0.0.1:{port}"));
+        let path = dir.0.join("nginx.conf");
+        std::fs::write(&path, conf).expect("write nginx.conf");
+        let child = Command::new("nginx")
+            .args([
+                "-c",
+                path.to_str().expect("utf-8"),
+                "-e",
+                dir.0.join("error.log").to_str().expect("utf-8"),
+            ])
+            .args(["-g", "daemon off;"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("spawn nginx (bash .ci/setup installs it)");
+        let deadline = Instant::now() + WAIT;
+        while !listening(port) {
+            assert!(Instant::now() < deadline, "nginx did not listen within {WAIT:?}");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        Nginx { child, port, _dir: dir }
+    }
+}
+
+impl Drop for Nginx {
+    /// SIGTERM to the master (by its PID), which stops its worker before it
+    /// exits (a SIGKILLed master would leave the worker running); SIGKILL
+    /// only if it has not exited within [`WAIT`].
+    fn drop(&mut self) {
+        let _ = Command::new("kill").args(["-TERM", &self.child.id().to_string()]).status();
+        let deadline = Instant::now() + WAIT;
+        while Instant::now() < deadline {
+            if let Ok(Some(_)) = self.child.try_wait() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn is_message(v: &Value) -> bool {
+    v["type"] == "room:message"
+}
+
+#[test]
+fn a_client_reconnects_through_nginx_after_its_node_dies_and_recovers() {
+    let redis = Redis::start();
+    let mut nodes = [node(&redis, &[]), node(&redis, &[])];
+    let lb = Nginx::start(nodes[0].addr.port(), nodes[1].addr.port());
+    let lb_addr = format!("127.0.0.1:{}", lb.port).parse().unwrap();
+    assert_eq!(get(lb_addr, "/healthz").0, 200);
+
+    let mut client = Client::connect(lb_addr, &[]);
+    let joined = ok(&mut client, "room:join", json!({"room": "chat"}));
+    let epoch = joined["epoch"].clone();
+    // Which node did nginx pick?
+    let on = (0..2)
+        .find(|&i| protocol_common::metric(nodes[i].addr, "wshub_connections") == 1)
+        .expect("the client is on one node");
+    let other = 1 - on;
+    let mut publisher = nodes[other].client();
+    ok(&mut publisher, "room:join", json!({"room": "chat"}));
+    ok(&mut publisher, "room:publish", json!({"room": "chat", "data": 1}));
+    assert_eq!(until(&mut client, 50, is_message)["payload"]["seq"], 1);
+
+    kill_node(&mut nodes[on]);
+    // The client sees its connection end (nginx closes its side).
+    let deadline = Instant::now() + WAIT;
+    loop {
+        assert!(Instant::now() < deadline, "the connection through nginx did not end");
+        match client.ws.read() {
+            Ok(tungstenite::Message::Close(_)) | Err(_) => break,
+            Ok(_) => continue,
+        }
+    }
+    for i in 2..=6 {
+        ok(&mut publisher, "room:publish", json!({"room": "chat", "data": i}));
+    }
+    // Reconnect through nginx: it skips the dead node.
+    let mut again = Client::connect(lb_addr, &[]);
+    let id = again.send_request("room:join", json!({"room": "chat", "since": 1, "epoch": epoch}));
+    let mut got = Vec::new();
+    let ack = loop {
+        let v = until(&mut again, 50, |v| is_message(v) || v["id"] == id.as_str());
+        if !is_message(&v) {
+            break v;
+        }
+        got.push(v["payload"]["data"].as_u64().unwrap());
+    };
+    assert_eq!(got, vec![2, 3, 4, 5, 6]);
+    assert_eq!(ack["payload"]["recovered"], true, "{ack}");
+    assert_eq!(protocol_common::metric(nodes[other].addr, "wshub_connections"), 2);
+}

@@ -1,0 +1,178 @@
+//! Test plumbing for scale-out: a real `redis-server` (Debian's, installed by
+//! `.ci/setup`) on a free loopback port, run as a child with a temp dir and
+//! killed by its PID, and `wshub` nodes pointed at it.
+#![allow(dead_code)]
+
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::{Duration, Instant};
+
+#[path = "../protocol_common/mod.rs"]
+pub mod protocol_common;
+pub use protocol_common::{get, Client, Frame, Wshub, WAIT};
+
+/// A free loopback port: bound to port 0, read back, released.
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0").expect("bind").local_addr().expect("addr").port()
+}
+
+/// A directory under the system temp dir, removed on drop.
+pub struct TempDir(pub PathBuf);
+
+impl TempDir {
+    pub fn new(tag: &str) -> TempDir {
+        static N: AtomicU32 = AtomicU32::new(0);
+        let dir = std::env::temp_dir().join(format!(
+            "wshub-{tag}-{}-{}",
+            std::process::id(),
+            N.fetch_add(1, Ordering::Relaxed)
+        ));
+        std::fs::create_dir_all(&dir).expect("temp dir");
+        TempDir(dir)
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+/// A `redis-server` child on a free port; killed (by PID) on drop.
+pub struct Redis {
+    pub child: Option<Child>,
+    pub port: u16,
+    pub dir: TempDir,
+}
+
+impl Redis {
+    pub fn start() -> Redis {
+        let dir = TempDir::new("redis");
+        let mut redis = Redis { child: None, port: free_port(), dir };
+        redis.spawn();
+        redis
+    }
+
+    /// Starts the server (again) on the same port, loading `dump.rdb` from its dir if there is one.
+    pub fn spawn(&mut self) {
+        assert!(self.child.is_none(), "already running");
+        let child = Command::new("redis-server")
+            .args([
+                "--port",
+                &self.port.to_string(),
+                "--bind",
+                "127.0.0.1",
+                "--save",
+                "",
+                "--appendonly",
+                "no",
+            ])
+            .args(["--dir", self.dir.0.to_str().expect("utf-8 path"), "--dbfilename", "dump.rdb"])
+            // DEBUG SLEEP plays a slow Redis (Redis 7 allows DEBUG only when asked).
+            .args(["--enable-debug-command", "local"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("spawn redis-server (bash .ci/setup installs it)");
+        self.child = Some(child);
+        let deadline = Instant::now() + WAIT;
+        while self.query(&["PING"]).is_err() {
+            assert!(Instant::now() < deadline, "redis-server did not answer within {WAIT:?}");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    pub fn url(&self) -> String {
+        format!("redis://127.0.0.1:{}", self.port)
+    }
+
+    /// One command through the `redis` crate.
+    pub fn query(&self, args: &[&str]) -> redis::RedisResult<redis::Value> {
+        let client = redis::Client::open(self.url())?;
+        let mut con = client.get_connection_with_timeout(Duration::from_secs(1))?;
+        let mut cmd = redis::cmd(args[0]);
+        for a in &args[1..] {
+            cmd.arg(*a);
+        }
+        cmd.query(&mut con)
+    }
+
+    /// Saves its data (SAVE), then kills it by its PID: a restart with
+    /// [`spawn`](Self::spawn) comes back with the same data.
+    pub fn stop_keeping_data(&mut self) {
+        self.query(&["SAVE"]).expect("SAVE");
+        self.kill();
+    }
+
+    /// Kills it (SIGKILL, by PID) and waits for it.
+    pub fn kill(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+impl Drop for Redis {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+/// A `wshub` node on `redis`, with these extra flags.
+pub fn node(redis: &Redis, extra: &[&str]) -> Wshub {
+    let url = redis.url();
+    let mut args = vec!["--redis", url.as_str(), "--rate-limit", "0"];
+    args.extend_from_slice(extra);
+    Wshub::start(&args)
+}
+
+/// SIGKILLs a node (by its PID) and waits for it.
+pub fn kill_node(node: &mut Wshub) {
+    let _ = node.child.kill();
+    let _ = node.child.wait();
+}
+
+/// Reads frames until one satisfies `pred` (bounded in frames and by [`WAIT`] each).
+pub fn until(
+    client: &mut Client,
+    max: usize,
+    pred: impl Fn(&serde_json::Value) -> bool,
+) -> serde_json::Value {
+    for _ in 0..max {
+        if let Frame::Json(v) = client.frame() {
+            if pred(&v) {
+                return v;
+            }
+        }
+    }
+    panic!("no matching frame within {max} frames");
+}
+
+/// Waits (bounded) until `GET /healthz` on `addr` answers `status`.
+pub fn wait_health(addr: SocketAddr, status: u16, limit: Duration) {
+    let deadline = Instant::now() + limit;
+    loop {
+        if get(addr, "/healthz").0 == status {
+            return;
+        }
+        assert!(Instant::now() < deadline, "/healthz did not answer {status} within {limit:?}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// Whether something accepts TCP connections on `port`.
+pub fn listening(port: u16) -> bool {
+    TcpStream::connect(("127.0.0.1", port)).is_ok()
+}
+
+/// Sends a request and returns its ack's payload, skipping the events
+/// (presence, messages) that arrive before it.
+pub fn ok(client: &mut Client, kind: &str, payload: serde_json::Value) -> serde_json::Value {
+    let id = client.send_request(kind, payload);
+    let reply = until(client, 10_000, |v| v["id"] == id.as_str());
+    assert_eq!(reply["type"], "ack", "{kind}: {reply}");
+    reply["payload"].clone()
+}
