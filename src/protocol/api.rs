@@ -277,14 +277,15 @@ fn query_number(request: &RequestInfo, name: &str) -> Result<Option<u64>, Failur
 
 fn presence_call(shared: &Shared, request: &RequestInfo) -> Result<Value, Failure> {
     let room = query_room(request)?;
-    Ok(json!({"room": room, "members": reads::presence(shared, &room)}))
+    let members = reads::presence(shared, &room).map_err(|e| (status_of(&e), e))?;
+    Ok(json!({"room": room, "members": members}))
 }
 
 fn history_call(shared: &Shared, request: &RequestInfo) -> Result<Value, Failure> {
     let room = query_room(request)?;
     let since = query_number(request, "since")?.unwrap_or(0);
     let limit = query_number(request, "limit")?.map_or(MAX_HISTORY, |l| (l as usize).min(MAX_HISTORY));
-    let (epoch, messages) = reads::history(shared, &room, since, limit);
+    let (epoch, messages) = reads::history(shared, &room, since, limit).map_err(|e| (status_of(&e), e))?;
     Ok(json!({"room": room, "epoch": epoch, "messages": messages}))
 }
 

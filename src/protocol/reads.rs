@@ -1,17 +1,21 @@
 //! What the backend API and the event streams read about rooms: presence,
-//! history and the room list, each one small function over the room table,
-//! so another source of rooms (a scale-out backend) has one place to plug in
-//! beside them. A stream's replay is read under the room's lock with its
+//! history and the room list, each one small function over the room table
+//! or, with `--redis`, over the cluster's Redis state (presence and history;
+//! the room list is this node's rooms). A stream's replay is read under the room's lock with its
 //! join (`sse.rs`), like a WebSocket join's.
 
 use serde_json::{json, Value};
 
+use super::envelope::ErrorReply;
 use super::handler::{ProtocolHandler, Shared};
 use super::sse::{base64, decode_stored, Stored};
 
 /// The members of `room`: `{clientId, user?, meta}` each (none when it does
 /// not exist).
-pub(crate) fn presence(shared: &Shared, room: &str) -> Vec<Value> {
+pub(crate) fn presence(shared: &Shared, room: &str) -> Result<Vec<Value>, ErrorReply> {
+    if let Some(cluster) = &shared.cluster {
+        return cluster.presence(room);
+    }
     let members = shared.rooms.with_room(room, false, |r| {
         r.members
             .iter()
@@ -24,19 +28,35 @@ pub(crate) fn presence(shared: &Shared, room: &str) -> Vec<Value> {
             })
             .collect::<Vec<_>>()
     });
-    members.unwrap_or_default()
+    Ok(members.unwrap_or_default())
 }
 
 /// Up to `limit` messages of `room`'s history after seq `since`, oldest
 /// first, as `{seq, from, data}` (a binary message: `{seq, binary}` in
 /// base64), with the room's epoch (`None`: no such room).
-pub(crate) fn history(shared: &Shared, room: &str, since: u64, limit: usize) -> (Option<String>, Vec<Value>) {
-    let found = shared.rooms.with_room(room, false, |r| {
-        r.prune(std::time::Instant::now());
-        let frames = r.recover(since, None, usize::MAX, usize::MAX).replay;
-        (r.epoch.clone(), frames.into_iter().take(limit).collect::<Vec<_>>())
-    });
-    let Ok((epoch, frames)) = found else { return (None, Vec::new()) };
+pub(crate) fn history(
+    shared: &Shared,
+    room: &str,
+    since: u64,
+    limit: usize,
+) -> Result<(Option<String>, Vec<Value>), ErrorReply> {
+    let (epoch, frames) = match &shared.cluster {
+        Some(cluster) => {
+            let (epoch, frames) = cluster.history(room, since, limit)?;
+            (Some(epoch), frames)
+        }
+        None => {
+            let found = shared.rooms.with_room(room, false, |r| {
+                r.prune(std::time::Instant::now());
+                let frames = r.recover(since, None, usize::MAX, usize::MAX).replay;
+                (r.epoch.clone(), frames.into_iter().take(limit).collect::<Vec<_>>())
+            });
+            match found {
+                Ok((epoch, frames)) => (Some(epoch), frames),
+                Err(_) => return Ok((None, Vec::new())),
+            }
+        }
+    };
     let messages = frames
         .iter()
         .filter_map(|f| match decode_stored(f)? {
@@ -44,7 +64,7 @@ pub(crate) fn history(shared: &Shared, room: &str, since: u64, limit: usize) -> 
             Stored::Binary { seq, body, .. } => Some(json!({"seq": seq, "binary": base64(body)})),
         })
         .collect();
-    (Some(epoch), messages)
+    Ok((epoch, messages))
 }
 
 /// Up to `max` rooms as `{room, members, seq}`, sorted by name, and whether

@@ -488,6 +488,33 @@ impl Cluster {
         Ok(members)
     }
 
+    /// The room's epoch and the messages its stream holds after `since`,
+    /// oldest first, at most `limit`, each as the frame members got (for the
+    /// backend API's history read).
+    pub fn history(
+        &self,
+        room: &str,
+        since: u64,
+        limit: usize,
+    ) -> Result<(String, Vec<SharedFrame>), ErrorReply> {
+        // The stream holds at most history_count messages: read them all, then
+        // keep the oldest `limit` after `since`.
+        let (epoch, _, entries, _) =
+            self.read(room, Some(since + 1), None, self.history_count.max(1), None, false)?;
+        let mut found: Vec<(u64, &[u8])> = entries
+            .iter()
+            .filter_map(|(id, fields)| parse_entry(id, fields))
+            .map(|(seq, _, b)| (seq, b))
+            .collect();
+        found.sort_unstable_by_key(|(seq, _)| *seq);
+        let frames = found
+            .into_iter()
+            .filter(|(seq, _)| *seq > since)
+            .take(limit)
+            .map(|(seq, b)| frame_of(room, seq, b));
+        Ok((epoch, frames.collect()))
+    }
+
     /// An ephemeral message on a room's channel: `e <node> <conn>\n<frame>`.
     fn ephemeral(&self, conn: Option<ConnId>, text: &str) -> String {
         format!("e {} {}\n{text}", self.node, conn.map_or_else(|| "-".to_owned(), |c| c.to_string()))
