@@ -5,6 +5,7 @@
 //! as docs/scaling.md says, rather than left without messages.
 
 mod cluster_common;
+use cluster_common::protocol_common::http;
 use cluster_common::*;
 
 use serde_json::{json, Value};

@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 
 #[path = "../protocol_common/mod.rs"]
 pub mod protocol_common;
-pub use protocol_common::{get, http, Client, Frame, Wshub, WAIT};
+pub use protocol_common::{get, Client, Frame, Wshub, WAIT};
 
 /// A free loopback port: bound to port 0, read back, released.
 pub fn free_port() -> u16 {
