@@ -348,6 +348,11 @@ fn heartbeats_and_graceful_stop_with_1001_over_tls() {
 fn numbers_hooks(n: u32) -> Hooks {
     let (tx, _) = crossbeam_channel::unbounded();
     let on_message = Box::new(move |s: &ServerHandle, c: ConnId, _m: Message| {
+        // A query answered by the hub: once it returns, the join from
+        // on_connect has taken effect, so the first sends may go straight to
+        // the socket (on a busy machine the hub could otherwise still hold the
+        // join and every send would queue behind it).
+        let _ = s.room_size("all");
         for i in 0..n {
             let frame = Message::Binary(i.to_be_bytes().to_vec());
             let _ = if i % 100 == 99 { s.broadcast("all", frame, None) } else { s.send(c, frame) };
