@@ -137,21 +137,32 @@ impl crate::server::ServerHandle {
     /// protocol's own counters, such as `reason="rate_limited"`, are absent).
     pub fn metrics_text(&self) -> String {
         let engine = self.engine();
-        engine.handler.metrics_text(self).unwrap_or_else(|| render_engine(&self.stats(), self))
+        engine.handler.metrics_text(self).unwrap_or_else(|| render_engine(&self.stats(), self, &[]))
     }
 }
 
-/// The engine's counters in the format and under the names of the
-/// protocol's `/metrics` (`protocol/metrics.rs`), which adds its own.
-fn render_engine(s: &StatsSnapshot, server: &crate::server::ServerHandle) -> String {
+/// Appends one metric family in the Prometheus text format (0.0.4).
+pub(crate) fn write_metric(out: &mut String, name: &str, kind: &str, help: &str, samples: &[(String, u64)]) {
     use std::fmt::Write;
+    let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}");
+    for (labels, value) in samples {
+        let _ = writeln!(out, "{name}{labels} {value}");
+    }
+}
+
+/// The engine's counters in the Prometheus text format, as `/metrics` names
+/// them. `more_drops` are reasons a handler adds to `wshub_dropped_total` (a
+/// family's samples must stay together); the protocol appends its own
+/// families after this (`protocol/metrics.rs`).
+pub(crate) fn render_engine(
+    s: &StatsSnapshot,
+    server: &crate::server::ServerHandle,
+    more_drops: &[(&str, u64)],
+) -> String {
     let rooms = server.room_count().unwrap_or(0) as u64;
     let mut out = String::with_capacity(2048);
     let mut metric = |name: &str, kind: &str, help: &str, samples: &[(String, u64)]| {
-        let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}");
-        for (labels, value) in samples {
-            let _ = writeln!(out, "{name}{labels} {value}");
-        }
+        write_metric(&mut out, name, kind, help, samples)
     };
     let one = |v: u64| [(String::new(), v)];
     let labelled = |label: &str, pairs: &[(String, u64)]| -> Vec<(String, u64)> {
@@ -176,12 +187,13 @@ fn render_engine(s: &StatsSnapshot, server: &crate::server::ServerHandle) -> Str
     );
     metric("wshub_bytes_in_total", "counter", "Payload bytes received.", &one(s.bytes_in));
     metric("wshub_bytes_out_total", "counter", "Bytes written after the handshake.", &one(s.bytes_out));
-    let drops = [
+    let mut drops = vec![
         ("slow_consumer".to_owned(), s.dropped_slow_consumer),
         ("outbound_bytes".to_owned(), s.dropped_outbound_bytes),
         ("frame_rate".to_owned(), s.dropped_frame_rate),
         ("fragments".to_owned(), s.dropped_fragments),
     ];
+    drops.extend(more_drops.iter().map(|(reason, n)| ((*reason).to_owned(), *n)));
     metric(
         "wshub_dropped_total",
         "counter",
@@ -210,6 +222,12 @@ fn render_engine(s: &StatsSnapshot, server: &crate::server::ServerHandle) -> Str
         "gauge",
         "Deepest any outbound queue has been (high-water mark, frames).",
         &one(s.queue_depth_max),
+    );
+    metric(
+        "wshub_tls_handshake_failures_total",
+        "counter",
+        "TLS handshakes that failed or timed out (no HTTP request was read).",
+        &one(s.tls_handshake_failures),
     );
     metric(
         "wshub_handshakes_in_progress",
