@@ -83,16 +83,6 @@ fn the_demo_page_reads_a_room_over_sse_when_websocket_fails() {
         }
     }
     drop(to_node);
-    let exit_by = Instant::now() + Duration::from_secs(15);
-    let status = loop {
-        if let Some(status) = node.try_wait().expect("try_wait") {
-            break status;
-        }
-        if Instant::now() > exit_by {
-            let _ = node.kill(); // by its PID, through Child
-            break node.wait().expect("node exit");
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    };
+    let status = client_common::exit_status_within(&mut node, Duration::from_secs(15));
     assert!(ok && status.success(), "the browser session failed ({status}); see stderr");
 }
