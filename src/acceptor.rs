@@ -22,6 +22,7 @@ use crossbeam_channel::Sender;
 use crate::connection::handshake::MAX_REQUEST_HEAD;
 use crate::connection::{reader, ConnShared};
 use crate::error::{Error, Result};
+use crate::ip_table::{Admitted, Refusal};
 use crate::overflow::Overflowing;
 use crate::server::ServerHandle;
 use crate::sys::pthread;
@@ -85,25 +86,17 @@ fn admit(
     overflow: &Sender<Overflowing>,
 ) {
     let engine = server.engine();
-    if let Err((refusal, log)) = engine.ip_table.admit(remote.ip(), &engine.config, Instant::now()) {
-        if log {
-            // Once per address per interval, however many it sends.
-            log::warn!(
-                "{}: over {}; answering {} from the overflow thread",
-                remote.ip(),
-                refusal.label(),
-                refusal.status()
-            );
-        }
-        crate::stats::Stats::add(&engine.stats.handshake_overflow[refusal as usize], 1);
-        if overflow.try_send(Overflowing { stream, remote, refusal, preread }).is_err() {
-            engine.stats.count_reject(0);
-        }
-        return;
-    }
-    let conn = Arc::new(ConnShared::new(engine.next_conn_id(), remote, stream));
+    let id = engine.next_conn_id();
+    let admitted = match engine.ip_table.admit(remote.ip(), id, &engine.config, Instant::now()) {
+        Ok(admitted) => admitted,
+        Err(refusal) => return overflow_to(engine, stream, remote, refusal, preread, overflow),
+    };
+    let conn = Arc::new(ConnShared::new(id, remote, stream));
     engine.handshake_started(&conn);
     engine.connection_started(conn.clone());
+    if let Admitted::Took(oldest) = admitted {
+        engine.handshake_slot_taken(oldest);
+    }
     let (server2, conn2) = (server.clone(), conn.clone());
     let name = format!("wshub-r{}", conn.id);
     if let Err(e) =
@@ -113,6 +106,30 @@ fn admit(
     {
         log::error!("{remote}: cannot spawn a reader thread: {e}; dropping");
         engine.connection_finished(conn.id);
+    }
+}
+
+/// Hands a socket that got no handshake slot to the overflow thread.
+fn overflow_to(
+    engine: &crate::engine::Engine,
+    stream: TcpStream,
+    remote: SocketAddr,
+    (refusal, log): (Refusal, bool),
+    preread: Vec<u8>,
+    overflow: &Sender<Overflowing>,
+) {
+    if log {
+        // Once per address per interval, however many it sends.
+        log::warn!(
+            "{}: over {}; answering {} from the overflow thread",
+            remote.ip(),
+            refusal.label(),
+            refusal.status()
+        );
+    }
+    crate::stats::Stats::add(&engine.stats.handshake_overflow[refusal as usize], 1);
+    if overflow.try_send(Overflowing { stream, remote, refusal, preread }).is_err() {
+        engine.stats.count_reject(0);
     }
 }
 

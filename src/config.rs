@@ -87,10 +87,13 @@ pub struct Config {
     /// not yet answered), apart from [`max_connections`](Self::max_connections).
     /// Each holds a reader thread; past it, a socket gets a quick answer from
     /// the overflow thread (503, or the handler's answer to a plain request
-    /// such as `/healthz`).
+    /// such as `/healthz`). When all are taken, a socket from an address
+    /// holding fewer than the biggest holder takes that holder's oldest slot
+    /// (closing that socket).
     pub max_handshakes: usize,
-    /// Sockets one IP address may have in their handshake at once; past it,
-    /// as past [`max_handshakes`](Self::max_handshakes).
+    /// Sockets one IP address (an IPv6 address: its /64, as for every
+    /// per-address bound) may have in their handshake at once; past it, as
+    /// past [`max_handshakes`](Self::max_handshakes). Default 16.
     pub max_handshakes_per_ip: usize,
     /// Connections (open, or still in their handshake) one IP address may
     /// have; one more gets 503 with `Retry-After`. 0 = no limit.
@@ -143,7 +146,7 @@ impl Default for Config {
             shutdown_timeout: Duration::from_secs(5),
             hub_queue: 16 * 1024,
             max_handshakes: 1024,
-            max_handshakes_per_ip: 256,
+            max_handshakes_per_ip: 16,
             max_connections_per_ip: 0,
             connect_rate_per_ip: 0,
             overflow_sockets: 1024,

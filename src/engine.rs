@@ -230,8 +230,19 @@ impl Engine {
     /// upgraded, or it is gone.
     pub(crate) fn handshake_finished(&self, conn: &ConnShared) {
         if conn.handshaking.swap(false, SeqCst) {
-            self.ip_table.handshake_done(conn.remote.ip());
+            self.ip_table.handshake_done(conn.remote.ip(), conn.id);
             self.stats.handshakes.fetch_sub(1, Relaxed);
+        }
+    }
+
+    /// Another socket took `id`'s handshake slot (see `ip_table`): unless its
+    /// handshake has just ended anyway, it is closed, and its reader ends.
+    pub(crate) fn handshake_slot_taken(&self, id: ConnId) {
+        let Some(conn) = self.conns.get(id) else { return };
+        if conn.handshaking.swap(false, SeqCst) {
+            self.stats.handshakes.fetch_sub(1, Relaxed);
+            log::debug!("conn {} ({}): handshake slot taken by a newer address; closing", id, conn.remote);
+            conn.kill();
         }
     }
 

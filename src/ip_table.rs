@@ -1,15 +1,25 @@
 //! What each peer address holds before and after its upgrade: sockets in
 //! their handshake, connections, and its connect-rate bucket. The acceptor
 //! asks [`IpTable::admit`] for every accepted socket; the connection's reader
-//! gives back what it took. Only counts live here: no socket, no response.
+//! gives back what it took. Only counts and connection ids live here: no
+//! socket, no response.
+//!
+//! An address is a key ([`key`]): IPv4 as is, IPv6 by its /64 (one host
+//! usually holds a whole /64, so a bound per IPv6 address would bind nothing).
+//!
+//! When every handshake slot is taken, a socket from an address holding fewer
+//! slots than the biggest holder takes that holder's oldest slot
+//! ([`Admitted::Took`]; the caller closes that socket), so no set of
+//! addresses can hold every slot against a new one.
 
-use std::collections::HashMap;
-use std::net::IpAddr;
+use std::collections::{HashMap, VecDeque};
+use std::net::{IpAddr, Ipv6Addr};
 use std::time::{Duration, Instant};
 
 use parking_lot::Mutex;
 
 use crate::config::Config;
+use crate::types::ConnId;
 
 /// How often, at most, one address's refusals are logged (at warn level).
 const WARN_INTERVAL: Duration = Duration::from_secs(10);
@@ -53,10 +63,20 @@ impl Refusal {
         [Refusal::ConnectRate, Refusal::ConnectionsPerIp, Refusal::HandshakesPerIp, Refusal::Handshakes];
 }
 
+/// A socket that got a handshake slot.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Admitted {
+    /// A free slot.
+    Free,
+    /// The oldest slot of the biggest holder, the socket of this connection,
+    /// which the caller must close.
+    Took(ConnId),
+}
+
 #[derive(Debug)]
 struct Entry {
-    /// Sockets from this address in their handshake.
-    handshakes: usize,
+    /// Sockets from this address in their handshake, oldest first.
+    slots: VecDeque<ConnId>,
     /// Sockets from this address with a reader thread (handshake or open).
     conns: usize,
     /// Connect-rate tokens, and when they were last refilled.
@@ -78,16 +98,26 @@ struct Inner {
     handshakes: usize,
 }
 
-/// Folds an IPv4-mapped IPv6 address into its IPv4 form, so one peer is one key.
+/// The key every per-address bound counts under: an IPv4-mapped IPv6
+/// address as its IPv4 form, any other IPv6 address as its /64.
 pub(crate) fn key(ip: IpAddr) -> IpAddr {
-    ip.to_canonical()
+    match ip.to_canonical() {
+        IpAddr::V6(v6) => IpAddr::V6(Ipv6Addr::from(v6.to_bits() & !u128::from(u64::MAX))),
+        v4 => v4,
+    }
 }
 
 impl IpTable {
-    /// Takes a handshake slot and a connection for `ip`, or says why not; the
-    /// bool is true when this refusal should be logged (once per address per
-    /// [`WARN_INTERVAL`]).
-    pub(crate) fn admit(&self, ip: IpAddr, config: &Config, now: Instant) -> Result<(), (Refusal, bool)> {
+    /// Takes a handshake slot and a connection for `ip`, for the connection
+    /// `id`, or says why not; the bool is true when this refusal should be
+    /// logged (once per address per [`WARN_INTERVAL`]).
+    pub(crate) fn admit(
+        &self,
+        ip: IpAddr,
+        id: ConnId,
+        config: &Config,
+        now: Instant,
+    ) -> Result<Admitted, (Refusal, bool)> {
         let ip = key(ip);
         let mut inner = self.inner.lock();
         if inner.by_ip.len() >= SWEEP_AT && !inner.by_ip.contains_key(&ip) {
@@ -97,10 +127,10 @@ impl IpTable {
                     || (rate > 0.0 && e.tokens + now.duration_since(e.refilled).as_secs_f64() * rate < rate)
             });
         }
-        let total = inner.handshakes;
+        let full = inner.handshakes >= config.max_handshakes;
         let rate = f64::from(config.connect_rate_per_ip);
         let entry = inner.by_ip.entry(ip).or_insert(Entry {
-            handshakes: 0,
+            slots: VecDeque::new(),
             conns: 0,
             tokens: rate,
             refilled: now,
@@ -114,36 +144,47 @@ impl IpTable {
             Some(Refusal::ConnectRate)
         } else if config.max_connections_per_ip > 0 && entry.conns >= config.max_connections_per_ip {
             Some(Refusal::ConnectionsPerIp)
-        } else if entry.handshakes >= config.max_handshakes_per_ip {
+        } else if entry.slots.len() >= config.max_handshakes_per_ip {
             Some(Refusal::HandshakesPerIp)
-        } else if total >= config.max_handshakes {
-            Some(Refusal::Handshakes)
         } else {
             None
         };
-        if let Some(refusal) = refusal {
-            let log = entry.warned.is_none_or(|at| now.duration_since(at) >= WARN_INTERVAL);
-            if log {
-                entry.warned = Some(now);
+        let mine = entry.slots.len();
+        let admitted = match refusal {
+            Some(refusal) => Err(refusal),
+            None if !full => Ok(Admitted::Free),
+            None => inner.take_oldest_of_biggest(mine).map(Admitted::Took).ok_or(Refusal::Handshakes),
+        };
+        let Some(entry) = inner.by_ip.get_mut(&ip) else { return Err((Refusal::Handshakes, false)) };
+        let admitted = match admitted {
+            Ok(admitted) => admitted,
+            Err(refusal) => {
+                let log = entry.warned.is_none_or(|at| now.duration_since(at) >= WARN_INTERVAL);
+                if log {
+                    entry.warned = Some(now);
+                }
+                return Err((refusal, log));
             }
-            return Err((refusal, log));
-        }
+        };
         if rate > 0.0 {
             entry.tokens -= 1.0;
         }
-        entry.handshakes += 1;
+        entry.slots.push_back(id);
         entry.conns += 1;
-        inner.handshakes += 1;
-        Ok(())
+        if admitted == Admitted::Free {
+            inner.handshakes += 1;
+        }
+        Ok(admitted)
     }
 
-    /// The socket's handshake ended (upgraded, answered or gone).
-    pub(crate) fn handshake_done(&self, ip: IpAddr) {
+    /// The socket's handshake ended (upgraded, answered or gone); nothing
+    /// when its slot was taken by another socket meanwhile.
+    pub(crate) fn handshake_done(&self, ip: IpAddr, id: ConnId) {
         let mut inner = self.inner.lock();
+        let Some(e) = inner.by_ip.get_mut(&key(ip)) else { return };
+        let Some(at) = e.slots.iter().position(|&slot| slot == id) else { return };
+        e.slots.remove(at);
         inner.handshakes = inner.handshakes.saturating_sub(1);
-        if let Some(e) = inner.by_ip.get_mut(&key(ip)) {
-            e.handshakes = e.handshakes.saturating_sub(1);
-        }
     }
 
     /// The socket's reader thread is done with it.
@@ -159,6 +200,22 @@ impl IpTable {
     }
 }
 
+impl Inner {
+    /// Gives up the oldest slot of the address holding the most (of those
+    /// holding as many, the one with the oldest slot), if it holds more than
+    /// `mine`: the connection that held it.
+    fn take_oldest_of_biggest(&mut self, mine: usize) -> Option<ConnId> {
+        let biggest = self
+            .by_ip
+            .values_mut()
+            .max_by_key(|e| (e.slots.len(), std::cmp::Reverse(e.slots.front().copied())))?;
+        if biggest.slots.len() <= mine {
+            return None;
+        }
+        biggest.slots.pop_front()
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -169,25 +226,67 @@ mod tests {
         let config = Config::default().max_handshakes_per_ip(2).max_connections_per_ip(3);
         let (a, b) = ("127.0.0.1".parse().unwrap(), "127.0.0.2".parse().unwrap());
         let now = Instant::now();
-        assert!(table.admit(a, &config, now).is_ok());
-        assert!(table.admit(a, &config, now).is_ok());
-        assert_eq!(table.admit(a, &config, now), Err((Refusal::HandshakesPerIp, true)));
-        assert_eq!(table.admit(a, &config, now), Err((Refusal::HandshakesPerIp, false)), "logged once");
-        assert!(table.admit(b, &config, now).is_ok(), "another address is not affected");
-        table.handshake_done(a);
-        assert!(table.admit(a, &config, now).is_ok());
-        table.handshake_done(a);
-        table.handshake_done(a);
-        assert_eq!(table.admit(a, &config, now).unwrap_err().0, Refusal::ConnectionsPerIp);
+        assert!(table.admit(a, 1, &config, now).is_ok());
+        assert!(table.admit(a, 2, &config, now).is_ok());
+        assert_eq!(table.admit(a, 3, &config, now), Err((Refusal::HandshakesPerIp, true)));
+        assert_eq!(table.admit(a, 4, &config, now), Err((Refusal::HandshakesPerIp, false)), "logged once");
+        assert!(table.admit(b, 5, &config, now).is_ok(), "another address is not affected");
+        table.handshake_done(a, 1);
+        assert!(table.admit(a, 6, &config, now).is_ok());
+        table.handshake_done(a, 2);
+        table.handshake_done(a, 6);
+        assert_eq!(table.admit(a, 7, &config, now).unwrap_err().0, Refusal::ConnectionsPerIp);
         table.connection_done(a);
-        assert!(table.admit(a, &config, now).is_ok());
+        assert!(table.admit(a, 8, &config, now).is_ok());
         assert_eq!(table.inner.lock().handshakes, 2);
 
         let rated = Config::default().connect_rate_per_ip(2);
         let c: IpAddr = "::ffff:127.0.0.3".parse().unwrap();
-        assert!(table.admit(c, &rated, now).is_ok());
-        assert!(table.admit("127.0.0.3".parse().unwrap(), &rated, now).is_ok(), "mapped = same key");
-        assert_eq!(table.admit(c, &rated, now).unwrap_err().0, Refusal::ConnectRate);
-        assert!(table.admit(c, &rated, now + Duration::from_millis(600)).is_ok(), "refilled");
+        assert!(table.admit(c, 9, &rated, now).is_ok());
+        assert!(table.admit("127.0.0.3".parse().unwrap(), 10, &rated, now).is_ok(), "mapped = same key");
+        assert_eq!(table.admit(c, 11, &rated, now).unwrap_err().0, Refusal::ConnectRate);
+        assert!(table.admit(c, 12, &rated, now + Duration::from_millis(600)).is_ok(), "refilled");
+    }
+
+    #[test]
+    fn ipv6_addresses_count_by_their_64() {
+        let table = IpTable::default();
+        let config = Config::default().max_handshakes_per_ip(2);
+        let now = Instant::now();
+        let one: IpAddr = "2001:db8:1:2::1".parse().unwrap();
+        let same_64: IpAddr = "2001:db8:1:2:ffff:ffff:ffff:ffff".parse().unwrap();
+        let other_64: IpAddr = "2001:db8:1:3::1".parse().unwrap();
+        assert!(table.admit(one, 1, &config, now).is_ok());
+        assert!(table.admit(same_64, 2, &config, now).is_ok());
+        assert_eq!(table.admit(same_64, 3, &config, now).unwrap_err().0, Refusal::HandshakesPerIp);
+        assert!(table.admit(other_64, 4, &config, now).is_ok());
+        table.handshake_done(same_64, 1);
+        assert!(table.admit(one, 5, &config, now).is_ok(), "the /64 gave its slot back");
+    }
+
+    #[test]
+    fn a_newcomer_takes_the_oldest_slot_of_the_biggest_holder() {
+        let table = IpTable::default();
+        let config = Config::default().max_handshakes(5).max_handshakes_per_ip(3);
+        let now = Instant::now();
+        let ip = |s: &str| -> IpAddr { s.parse().unwrap() };
+        for id in 1..=3 {
+            assert_eq!(table.admit(ip("10.0.0.1"), id, &config, now), Ok(Admitted::Free));
+        }
+        for id in 4..=5 {
+            assert_eq!(table.admit(ip("10.0.0.2"), id, &config, now), Ok(Admitted::Free));
+        }
+        // Full: the newcomer (0 slots) takes 10.0.0.1's oldest.
+        assert_eq!(table.admit(ip("10.0.0.9"), 6, &config, now), Ok(Admitted::Took(1)));
+        assert_eq!(table.inner.lock().handshakes, 5, "a slot changed hands");
+        table.handshake_done(ip("10.0.0.1"), 1); // the taken one's reader ends: nothing to give back
+        assert_eq!(table.inner.lock().handshakes, 5);
+        // Now 2, 2, 1: a holder of 2 cannot take from another holder of 2.
+        assert_eq!(table.admit(ip("10.0.0.2"), 7, &config, now).unwrap_err().0, Refusal::Handshakes);
+        // The holder of 1 takes from one of the holders of 2.
+        assert!(matches!(table.admit(ip("10.0.0.9"), 8, &config, now), Ok(Admitted::Took(2 | 4))));
+        // Of the holders of 2, the one with the oldest slot gives it up.
+        let taken = table.admit(ip("10.0.0.3"), 9, &config, now);
+        assert!(matches!(taken, Ok(Admitted::Took(id)) if id != 6 && id != 8), "{taken:?}");
     }
 }

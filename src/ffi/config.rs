@@ -412,7 +412,9 @@ pub extern "C" fn wshub_config_set_history_max_bytes(
 /// not yet answered), apart from the connection cap; each holds a reader
 /// thread. More get a quick answer from one overflow thread: 503 with
 /// Retry-After for an upgrade, the normal answer for a plain request (so
-/// /healthz stays reachable). Default 1024.
+/// /healthz stays reachable). When all are taken, a socket from an address
+/// holding fewer than the biggest holder takes that holder's oldest slot
+/// (closing that socket). Default 1024.
 #[no_mangle]
 pub extern "C" fn wshub_config_set_max_handshakes(config: *mut wshub_config, value: usize) -> wshub_result {
     ffi_boundary! {
@@ -422,7 +424,8 @@ pub extern "C" fn wshub_config_set_max_handshakes(config: *mut wshub_config, val
 }
 
 /// Sockets one IP address may have in their handshake at once; more are
-/// answered as past `wshub_config_set_max_handshakes`. Default 256.
+/// answered as past `wshub_config_set_max_handshakes`. Default 16. IPv6
+/// addresses count by their /64, for this and every per-address bound.
 #[no_mangle]
 pub extern "C" fn wshub_config_set_max_handshakes_per_ip(
     config: *mut wshub_config,
