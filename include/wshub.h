@@ -768,7 +768,8 @@ wshub_result wshub_config_set_max_rooms(wshub_config *config, size_t rooms);
 
 /*
  Sockets the overflow thread holds at once while it answers them (each for
- at most 2 s); past it the oldest is dropped unanswered. Default 1024.
+ at most 2 s); past it the oldest socket of the address
+ holding the most is dropped unanswered. Default 1024.
  */
 wshub_result wshub_config_set_overflow_sockets(wshub_config *config, size_t value);
 

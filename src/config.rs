@@ -102,7 +102,8 @@ pub struct Config {
     /// holding one second's worth); one more gets 429. 0 = no limit.
     pub connect_rate_per_ip: u32,
     /// Sockets the overflow thread holds at once while it answers them (each
-    /// for at most a second or two); past it the oldest is dropped unanswered.
+    /// for at most a second or two); past it the oldest socket of the address
+    /// holding the most is dropped unanswered.
     pub overflow_sockets: usize,
     /// The certificate chain (PEM, leaf first) served over TLS. With
     /// [`Config::tls_key`] the port speaks only TLS: `wss://` and `https://`.

@@ -8,14 +8,16 @@
 //!   reachable while every handshake slot is taken), unless the address is
 //!   over its connect rate (429);
 //! - a socket that sends no complete head within `min(handshake_timeout, 2 s)`
-//!   gets 408; past `overflow_sockets` held, the oldest is dropped unanswered.
+//!   gets 408; past `overflow_sockets` held, the oldest socket of the address
+//!   holding the most (as `ip_table` counts addresses) is dropped unanswered,
+//!   so a flood from one address costs that address its own sockets.
 //!
 //! It never blocks on a socket (they are non-blocking) and holds each for a
 //! bounded time, so no peer can hold it.
 
-use std::collections::VecDeque;
+use std::collections::{HashMap, VecDeque};
 use std::io::{self, Read, Write};
-use std::net::{Shutdown, SocketAddr, TcpStream};
+use std::net::{IpAddr, Shutdown, SocketAddr, TcpStream};
 use std::os::fd::AsRawFd;
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::time::{Duration, Instant};
@@ -23,7 +25,7 @@ use std::time::{Duration, Instant};
 use crossbeam_channel::{Receiver, RecvTimeoutError};
 
 use crate::connection::handshake::{self, ReadError};
-use crate::ip_table::Refusal;
+use crate::ip_table::{self, Refusal};
 use crate::server::ServerHandle;
 use crate::types::{status_reason, HttpResponse};
 
@@ -119,7 +121,9 @@ fn take(
         return;
     }
     if held.len() >= capacity {
-        held.pop_front();
+        if let Some(at) = oldest_of_biggest(held) {
+            held.remove(at);
+        }
         server.engine().stats.count_reject(0);
     }
     let buf = std::mem::take(&mut socket.preread);
@@ -129,6 +133,16 @@ fn take(
         on_bytes(&mut h, server);
     }
     held.push_back(h);
+}
+
+/// Where in `held` the oldest socket of the address holding the most is (of
+/// addresses holding as many, the one whose oldest socket is oldest).
+fn oldest_of_biggest(held: &VecDeque<Held>) -> Option<usize> {
+    let mut by_address: HashMap<IpAddr, (usize, usize)> = HashMap::new();
+    for (at, h) in held.iter().enumerate() {
+        by_address.entry(ip_table::key(h.socket.remote.ip())).or_insert((0, at)).0 += 1;
+    }
+    by_address.into_values().max_by_key(|&(count, oldest)| (count, std::cmp::Reverse(oldest))).map(|(_, at)| at)
 }
 
 /// Reads what a ready socket has; answers it once its head is complete.

@@ -174,3 +174,26 @@ fn sixteen_handshakes_per_address_by_default() {
     assert_eq!(refused.status(), 503, "the 17th from one address: {refused:?}");
     drop(held);
 }
+
+#[test]
+fn an_address_flooding_the_overflow_thread_loses_its_own_sockets_first() {
+    let server = Wshub::start(&["--max-handshakes-per-ip", "1", "--overflow-sockets", "16"]);
+    // Each address holds its one handshake slot: everything more it sends
+    // goes to the overflow thread.
+    let _slot_2 = tcp_from(ip("127.0.0.2"), server.addr).expect("connect");
+    let _slot_3 = tcp_from(ip("127.0.0.3"), server.addr).expect("connect");
+    wait_for_handshakes(&server, "127.0.0.3", |n| n >= 2);
+    let mut flood = Vec::new();
+    for round in 0..10 {
+        // A request that arrives in two parts, with a flood in between.
+        let mut honest = tcp_from(ip("127.0.0.3"), server.addr).expect("connect");
+        honest.write_all(b"GET /healthz HTTP/1.1\r\n").unwrap();
+        flood.extend((0..40).filter_map(|_| tcp_from(ip("127.0.0.2"), server.addr).ok()));
+        std::thread::sleep(Duration::from_millis(100));
+        honest.write_all(b"Host: t\r\nConnection: close\r\n\r\n").unwrap();
+        let mut answer = Vec::new();
+        let _ = honest.read_to_end(&mut answer);
+        let answer = String::from_utf8_lossy(&answer);
+        assert!(answer.starts_with("HTTP/1.1 200"), "round {round}: {answer:?}");
+    }
+}

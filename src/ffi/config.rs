@@ -511,7 +511,8 @@ pub extern "C" fn wshub_config_set_max_rooms(config: *mut wshub_config, rooms: u
 }
 
 /// Sockets the overflow thread holds at once while it answers them (each for
-/// at most 2 s); past it the oldest is dropped unanswered. Default 1024.
+/// at most 2 s); past it the oldest socket of the address
+/// holding the most is dropped unanswered. Default 1024.
 #[no_mangle]
 pub extern "C" fn wshub_config_set_overflow_sockets(config: *mut wshub_config, value: usize) -> wshub_result {
     ffi_boundary! {
