@@ -12,6 +12,14 @@
 //!   holding the most (as `ip_table` counts addresses) is dropped unanswered,
 //!   so a flood from one address costs that address its own sockets.
 //!
+//! When the port speaks TLS, so does this thread: each socket gets its own
+//! rustls session (sans-IO, so it fits the poll loop), every answer is
+//! encrypted, and nothing is ever written in cleartext into a TLS socket (a
+//! socket whose TLS handshake has not completed by its deadline is closed
+//! without an answer). At most [`TLS_STEPS_PER_TICK`] sockets have their TLS
+//! records processed per tick, so a burst of ClientHellos cannot stall the
+//! thread; the rest wait for the next tick.
+//!
 //! It never blocks on a socket (they are non-blocking) and holds each for a
 //! bounded time, so no peer can hold it.
 
@@ -24,7 +32,10 @@ use std::time::{Duration, Instant};
 
 use crossbeam_channel::{Receiver, RecvTimeoutError};
 
+use rustls::ServerConnection;
+
 use crate::connection::handshake::{self, ReadError};
+use crate::connection::outbound::flush_tls;
 use crate::ip_table::{self, Refusal};
 use crate::server::ServerHandle;
 use crate::types::{status_reason, HttpResponse};
@@ -36,6 +47,8 @@ const MAX_HOLD: Duration = Duration::from_secs(2);
 const DRAIN: Duration = Duration::from_millis(500);
 /// Longest one poll sleeps while sockets are held (new sockets wait this long).
 const TICK: Duration = Duration::from_millis(10);
+/// Sockets whose TLS records are processed (handshake crypto included) per tick.
+const TLS_STEPS_PER_TICK: usize = 16;
 
 /// A socket handed over by the acceptor.
 pub(crate) struct Overflowing {
@@ -49,6 +62,9 @@ pub(crate) struct Overflowing {
 
 struct Held {
     socket: Overflowing,
+    /// The socket's TLS session, when the port speaks TLS.
+    tls: Option<Box<ServerConnection>>,
+    /// The request so far (plaintext).
     buf: Vec<u8>,
     deadline: Instant,
     /// Answered: only draining until EOF or the deadline.
@@ -86,12 +102,18 @@ pub(crate) fn run(server: ServerHandle, rx: Receiver<Overflowing>) {
             continue;
         }
         let now = Instant::now();
+        let mut tls_steps = TLS_STEPS_PER_TICK;
         let mut i = 0;
         while i < held.len() {
-            let keep = if ready.get(i).copied().unwrap_or(false) {
+            let ready_now = ready.get(i).copied().unwrap_or(false);
+            let keep = if ready_now && (held[i].tls.is_none() || tls_steps > 0) {
+                if held[i].tls.is_some() {
+                    tls_steps -= 1;
+                }
                 serve(&mut held[i], &server)
             } else if now >= held[i].deadline {
-                if !held[i].answered {
+                let in_tls_handshake = held[i].tls.as_ref().is_some_and(|t| t.is_handshaking());
+                if !held[i].answered && !in_tls_handshake {
                     engine.stats.count_reject(408);
                     answer(&mut held[i], &plain(408), false, &server);
                 }
@@ -120,6 +142,13 @@ fn take(
     if socket.stream.set_nonblocking(true).is_err() {
         return;
     }
+    let tls = match &server.engine().tls {
+        Some(tls) => match ServerConnection::new(tls.current()) {
+            Ok(session) => Some(Box::new(session)),
+            Err(_) => return,
+        },
+        None => None,
+    };
     if held.len() >= capacity {
         if let Some(at) = oldest_of_biggest(held) {
             held.remove(at);
@@ -127,7 +156,7 @@ fn take(
         server.engine().stats.count_reject(0);
     }
     let buf = std::mem::take(&mut socket.preread);
-    let mut h = Held { socket, buf, deadline: Instant::now() + hold, answered: false };
+    let mut h = Held { socket, tls, buf, deadline: Instant::now() + hold, answered: false };
     // An adopted socket's request may be complete already: no byte may come.
     if !h.buf.is_empty() {
         on_bytes(&mut h, server);
@@ -155,13 +184,54 @@ fn serve(h: &mut Held, server: &ServerHandle) -> bool {
             Ok(n) if h.answered => {
                 let _ = n; // draining
             }
-            Ok(n) => {
-                h.buf.extend_from_slice(&chunk[..n]);
-                on_bytes(h, server);
-            }
+            Ok(n) => match h.tls.as_deref_mut() {
+                None => {
+                    h.buf.extend_from_slice(&chunk[..n]);
+                    on_bytes(h, server);
+                }
+                Some(tls) => {
+                    if !decrypt(tls, &h.socket.stream, &chunk[..n], &mut h.buf) {
+                        return false;
+                    }
+                    if !h.buf.is_empty() {
+                        on_bytes(h, server);
+                    }
+                    // One step per tick: the rest waits (the socket stays readable).
+                    return true;
+                }
+            },
             Err(e) if e.kind() == io::ErrorKind::WouldBlock => return true,
             Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
             Err(_) => return false,
+        }
+    }
+}
+
+/// Feeds `ciphertext` to the session, sends what it answers (handshake
+/// records, alerts) without waiting, and appends the plaintext to `plain`.
+/// False when the peer spoke bad TLS (its alert is sent if the socket takes it).
+fn decrypt(tls: &mut ServerConnection, stream: &TcpStream, mut ciphertext: &[u8], plain: &mut Vec<u8>) -> bool {
+    while !ciphertext.is_empty() {
+        match tls.read_tls(&mut ciphertext) {
+            Ok(0) | Err(_) => return false,
+            Ok(_) => {}
+        }
+        let processed = tls.process_new_packets();
+        let _ = flush_tls(stream, tls);
+        if processed.is_err() {
+            return false;
+        }
+    }
+    let mut out = [0u8; 2048];
+    loop {
+        match tls.reader().read(&mut out) {
+            Ok(0) => return true,
+            Ok(n) => plain.extend_from_slice(&out[..n]),
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => return true,
+            Err(_) => return false,
+        }
+        if plain.len() > handshake::MAX_REQUEST_HEAD {
+            return true;
         }
     }
 }
@@ -217,7 +287,17 @@ fn answer(h: &mut Held, response: &HttpResponse, head_only: bool, _server: &Serv
     }
     h.answered = true;
     let bytes = handshake::render(response, head_only);
-    let _ = crate::sys::sock::NoSigPipe(&h.socket.stream).write(&bytes);
+    match h.tls.as_deref_mut() {
+        None => {
+            let _ = crate::sys::sock::NoSigPipe(&h.socket.stream).write(&bytes);
+        }
+        Some(tls) => {
+            if tls.writer().write_all(&bytes).is_ok() {
+                tls.send_close_notify();
+                let _ = flush_tls(&h.socket.stream, tls);
+            }
+        }
+    }
     let _ = h.socket.stream.shutdown(Shutdown::Write);
     h.deadline = Instant::now() + DRAIN;
 }

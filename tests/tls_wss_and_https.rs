@@ -429,3 +429,38 @@ fn the_config_file_and_the_flags_turn_tls_on() {
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("tls_key"));
 }
+
+#[test]
+fn the_overflow_thread_answers_over_tls() {
+    let pki = Pki::make();
+    let mut args = tls_args(&pki, "server");
+    args.extend(["--max-handshakes", "4", "--max-handshakes-per-ip", "4"].map(String::from));
+    let server = start(&args);
+    let config = client_config(&pki.path("ca.pem"), None);
+    // Every handshake slot held by idle sockets: what comes next goes to the
+    // overflow thread.
+    let idle: Vec<_> = (0..4).map(|_| TcpStream::connect(server.addr).unwrap()).collect();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let (status, body) = https_get(server.addr, config.clone(), "/metrics");
+        assert_eq!(status, 200, "{body}");
+        if body.lines().any(|l| l == "wshub_handshakes_in_progress 4") {
+            break;
+        }
+        assert!(Instant::now() < deadline, "the idle sockets never held every slot: {body}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let (status, body) = https_get(server.addr, config.clone(), "/healthz");
+    assert_eq!(status, 200, "{body}");
+    let stream = tls_connect(server.addr, config).expect("TLS handshake with the overflow thread");
+    let url = format!("wss://localhost:{}/ws", server.addr.port());
+    match tungstenite::client(url, stream) {
+        Err(tungstenite::HandshakeError::Failure(tungstenite::Error::Http(response))) => {
+            assert_eq!(response.status().as_u16(), 503);
+            assert!(response.headers().get("retry-after").is_some(), "{response:?}");
+        }
+        Err(e) => panic!("expected 503, got {e}"),
+        Ok(_) => panic!("expected 503, got an upgrade"),
+    }
+    drop(idle);
+}
