@@ -464,3 +464,40 @@ fn the_overflow_thread_answers_over_tls() {
     }
     drop(idle);
 }
+
+#[test]
+fn tls_records_without_a_request_do_not_stretch_the_handshake_deadline() {
+    let pki = Pki::make();
+    let mut args = tls_args(&pki, "server");
+    args.extend(["--handshake-timeout-ms", "2000"].map(String::from));
+    let server = start(&args);
+    let mut stream = tls_connect(server.addr, client_config(&pki.path("ca.pem"), None)).expect("TLS");
+    let started = Instant::now();
+    stream.sock.set_read_timeout(Some(Duration::from_millis(50))).unwrap();
+    // A KeyUpdate every 300 ms: TLS records, never a byte of the request.
+    let cut_after = loop {
+        assert!(started.elapsed() < Duration::from_secs(20), "never cut");
+        if stream.conn.refresh_traffic_keys().is_err() {
+            break started.elapsed();
+        }
+        if stream.conn.write_tls(&mut stream.sock).is_err() {
+            break started.elapsed();
+        }
+        let mut buf = [0u8; 4096];
+        let gone = loop {
+            match stream.sock.read(&mut buf) {
+                Ok(0) => break true,
+                Ok(_) => {} // a 408, its close_notify
+                Err(e) if matches!(e.kind(), std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut) => {
+                    break false
+                }
+                Err(_) => break true,
+            }
+        };
+        if gone {
+            break started.elapsed();
+        }
+        std::thread::sleep(Duration::from_millis(250));
+    };
+    assert!(cut_after < Duration::from_millis(4500), "cut after {cut_after:?} (deadline 2 s)");
+}

@@ -144,6 +144,8 @@ fn upgrade<'a>(
     deadline: Instant,
 ) -> Option<Opened<'a>> {
     let engine = server.engine();
+    // Every raw read of the request waits at most until the deadline.
+    sock.deadline = Some(deadline);
     let reject = |response: &HttpResponse, head_only: bool| {
         // Address and status only: never the query (it may carry a token).
         log::warn!("conn {} ({}): request refused with {}", conn.id, conn.remote, response.status);
@@ -226,6 +228,8 @@ fn upgrade<'a>(
     let leftover = std::mem::take(&mut request.leftover);
     let mut meter = FrameMeter::new(engine.config.frame_rate_limit, engine.config.max_fragments);
     let crossed = meter.feed(&leftover).err();
+    sock.deadline = None;
+    sock.idle = Some(engine.config.idle_timeout);
     let io = ReaderIo { conn, sock, meter, crossed };
     let ws = WebSocket::from_partially_read(io, leftover, Role::Server, Some(ws_config));
     Some(Opened::WebSocket(ws, request))
@@ -237,7 +241,7 @@ fn upgrade<'a>(
 fn open_stream<'a>(
     server: &ServerHandle,
     conn: &'a ConnShared,
-    sock: SockReader<'a>,
+    mut sock: SockReader<'a>,
     request: handshake::Request,
     response: &HttpResponse,
 ) -> Option<Opened<'a>> {
@@ -279,6 +283,7 @@ fn open_stream<'a>(
         return None;
     }
     conn.set_event_stream();
+    sock.deadline = None;
     Some(Opened::Stream(sock, request))
 }
 
@@ -303,10 +308,15 @@ fn serve(server: &ServerHandle, conn: &Arc<ConnShared>, mut ws: Ws<'_>, request:
     // The code on_close reports: a close the server queued first wins over the
     // peer's, which wins over none (1006).
     let (code, reason) = match end {
-        End::Peer(code, reason) => match conn.server_close_code() {
-            Some(ours) => (ours, String::new()),
-            None => (code, reason),
-        },
+        End::Peer(code, reason) => {
+            // The reply is queued: what is still queued before it gets the
+            // close timeout to go, not the idle timeout.
+            conn.peer_closed(config.close_timeout);
+            match conn.server_close_code() {
+                Some(ours) => (ours, String::new()),
+                None => (code, reason),
+            }
+        }
         End::Fail(code, reason) => {
             // A close queued earlier (a 1013, say) is the one the peer gets.
             let sent = conn.server_close_code().map_or((code, reason.to_owned()), |c| (c, String::new()));
