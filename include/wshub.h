@@ -774,6 +774,14 @@ wshub_result wshub_config_set_max_rooms(wshub_config *config, size_t rooms);
 wshub_result wshub_config_set_overflow_sockets(wshub_config *config, size_t value);
 
 /*
+ Bytes of plain requests' bodies (the protocol's backend API calls) all
+ connections together may be sending at once, each counted at its
+ Content-Length from its head; one more gets 503 with Retry-After, its
+ body unread. Default 16777216 (16 MiB).
+ */
+wshub_result wshub_config_set_request_body_budget(wshub_config *config, size_t bytes);
+
+/*
  Protocol only: frames waiting in a client's outbound queue at which a reply
  over 64 KiB (a `ping` ack, `presence:get`, a publish's echo) is refused
  with `error rate_limited` instead of queued. Default 8.

@@ -105,6 +105,12 @@ pub struct Config {
     /// for at most a second or two); past it the oldest socket of the address
     /// holding the most is dropped unanswered.
     pub overflow_sockets: usize,
+    /// Bytes of plain requests' bodies all connections together may be
+    /// reading at once (each counted at its `Content-Length` from its head
+    /// until it is answered); a body that would take it past gets 503 with
+    /// `Retry-After`, unread. Which requests take a body at all is the
+    /// handler's call ([`Handler::on_body`](crate::Handler::on_body)).
+    pub request_body_budget: usize,
     /// The certificate chain (PEM, leaf first) served over TLS. With
     /// [`Config::tls_key`] the port speaks only TLS: `wss://` and `https://`.
     /// Re-read by [`ServerHandle::reload_tls`](crate::ServerHandle::reload_tls).
@@ -151,6 +157,7 @@ impl Default for Config {
             max_connections_per_ip: 0,
             connect_rate_per_ip: 0,
             overflow_sockets: 1024,
+            request_body_budget: 16 << 20,
             tls_cert: None,
             tls_key: None,
             tls_client_ca: None,
@@ -219,6 +226,8 @@ setters! {
     connect_rate_per_ip: u32;
     /// Sets [`Config::overflow_sockets`].
     overflow_sockets: usize;
+    /// Sets [`Config::request_body_budget`].
+    request_body_budget: usize;
     /// Sets [`Config::tls_cert`].
     tls_cert: Option<PemSource>;
     /// Sets [`Config::tls_key`].

@@ -49,6 +49,7 @@ pub struct ConfigFile {
     /// `20`, or `"20/s"` as on the command line.
     pub connect_rate_per_ip: Option<Rate>,
     pub overflow_sockets: Option<usize>,
+    pub request_body_budget: Option<usize>,
     pub jwt_secret: Option<String>,
     pub jwt_public_key: Option<std::path::PathBuf>,
     pub jwt_audience: Option<String>,

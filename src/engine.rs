@@ -260,6 +260,24 @@ impl Engine {
         }
     }
 
+    /// Reserves `len` bytes of the request body budget; false when it has
+    /// no room for them.
+    pub(crate) fn reserve_body(&self, len: usize) -> bool {
+        let held = self.stats.request_body_bytes.fetch_add(len as u64, AcqRel);
+        if held.saturating_add(len as u64) > self.config.request_body_budget as u64 {
+            self.stats.request_body_bytes.fetch_sub(len as u64, AcqRel);
+            return false;
+        }
+        true
+    }
+
+    /// Frees a request's body and gives back the `reserved` bytes of the
+    /// budget; the freed memory counts towards a trim (`sys/trim.rs`).
+    pub(crate) fn release_body(&self, body: &mut Vec<u8>, reserved: usize) {
+        crate::sys::trim::note_freed(std::mem::take(body).capacity());
+        self.stats.request_body_bytes.fetch_sub(reserved as u64, AcqRel);
+    }
+
     /// Takes one of the `max_connections` slots; false when none is free.
     pub(crate) fn reserve_connection_slot(&self) -> bool {
         let max = self.config.max_connections as u64;

@@ -34,6 +34,19 @@ pub trait Handler: Send + Sync + 'static {
         HttpResponse::not_found()
     }
 
+    /// A plain request declares a body (a `Content-Length` above 0): decides,
+    /// on its head and before a byte of the body is read, whether to read
+    /// it. `Ok(n)`: read it if it is at most `n` bytes (and at most the max
+    /// message size; else 413), then [`on_http`](Handler::on_http) gets it
+    /// in [`RequestInfo::body`]; `Err(response)`: answer with that, the body
+    /// unread. Bodies being read count against
+    /// [`Config::request_body_budget`](crate::Config::request_body_budget).
+    /// Default: at most the max message size.
+    fn on_body(&self, server: &ServerHandle, request: &RequestInfo) -> Result<usize, HttpResponse> {
+        let _ = request;
+        Ok(server.config().max_message_size)
+    }
+
     /// An upgrade [`on_upgrade`](Handler::on_upgrade) accepted never became a
     /// connection: the 101 could not be sent (the peer was gone), or its
     /// writer thread could not be created. No `on_connect` or `on_close`

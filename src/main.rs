@@ -139,6 +139,10 @@ struct Cli {
     /// Sockets the overflow thread holds at once while answering them.
     #[arg(long, default_value_t = Config::default().overflow_sockets)]
     overflow_sockets: usize,
+    /// Bytes of request bodies (backend API calls) all clients together may be
+    /// sending at once; one more gets 503 with Retry-After.
+    #[arg(long, value_name = "BYTES", default_value_t = Config::default().request_body_budget)]
+    request_body_budget: usize,
     /// HMAC secret for HS256/384/512 tokens: every upgrade then needs a valid token
     /// (401 otherwise). Prefer the config file: a flag shows in `ps`.
     #[arg(long, value_name = "SECRET", conflicts_with = "jwt_public_key")]
@@ -252,6 +256,7 @@ impl Cli {
             drain_delay_ms
         );
         merge!(max_handshakes, max_handshakes_per_ip, max_connections_per_ip, overflow_sockets);
+        merge!(request_body_budget);
         merge!(max_connections_per_user, allow_origin, redis_prefix);
         macro_rules! merge_some {
             ($($field:ident),*) => {$(
@@ -364,6 +369,7 @@ impl Cli {
             .max_connections_per_ip(self.max_connections_per_ip)
             .connect_rate_per_ip(self.connect_rate_per_ip)
             .overflow_sockets(self.overflow_sockets)
+            .request_body_budget(self.request_body_budget)
             .tls_cert(self.tls_cert.clone().map(PemSource::File))
             .tls_key(self.tls_key.clone().map(PemSource::File))
             .tls_client_ca(self.tls_client_ca.clone().map(PemSource::File))

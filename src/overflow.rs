@@ -171,7 +171,10 @@ fn oldest_of_biggest(held: &VecDeque<Held>) -> Option<usize> {
     for (at, h) in held.iter().enumerate() {
         by_address.entry(ip_table::key(h.socket.remote.ip())).or_insert((0, at)).0 += 1;
     }
-    by_address.into_values().max_by_key(|&(count, oldest)| (count, std::cmp::Reverse(oldest))).map(|(_, at)| at)
+    by_address
+        .into_values()
+        .max_by_key(|&(count, oldest)| (count, std::cmp::Reverse(oldest)))
+        .map(|(_, at)| at)
 }
 
 /// Reads what a ready socket has; answers it once its head is complete.
@@ -210,7 +213,12 @@ fn serve(h: &mut Held, server: &ServerHandle) -> bool {
 /// Feeds `ciphertext` to the session, sends what it answers (handshake
 /// records, alerts) without waiting, and appends the plaintext to `plain`.
 /// False when the peer spoke bad TLS (its alert is sent if the socket takes it).
-fn decrypt(tls: &mut ServerConnection, stream: &TcpStream, mut ciphertext: &[u8], plain: &mut Vec<u8>) -> bool {
+fn decrypt(
+    tls: &mut ServerConnection,
+    stream: &TcpStream,
+    mut ciphertext: &[u8],
+    plain: &mut Vec<u8>,
+) -> bool {
     while !ciphertext.is_empty() {
         match tls.read_tls(&mut ciphertext) {
             Ok(0) | Err(_) => return false,

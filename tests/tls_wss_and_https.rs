@@ -488,7 +488,9 @@ fn tls_records_without_a_request_do_not_stretch_the_handshake_deadline() {
             match stream.sock.read(&mut buf) {
                 Ok(0) => break true,
                 Ok(_) => {} // a 408, its close_notify
-                Err(e) if matches!(e.kind(), std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut) => {
+                Err(e)
+                    if matches!(e.kind(), std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut) =>
+                {
                     break false
                 }
                 Err(_) => break true,

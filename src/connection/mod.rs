@@ -186,7 +186,8 @@ fn arm(
     deadline: Option<std::time::Instant>,
     idle: Option<std::time::Duration>,
 ) -> std::io::Result<()> {
-    let close_at = if conn.has_close_at.load(Acquire) { conn.close_at.lock().as_ref().map(|c| c.0) } else { None };
+    let close_at =
+        if conn.has_close_at.load(Acquire) { conn.close_at.lock().as_ref().map(|c| c.0) } else { None };
     let until = match (deadline, close_at) {
         (Some(a), Some(b)) => a.min(b),
         (Some(a), None) | (None, Some(a)) => a,

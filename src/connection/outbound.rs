@@ -807,7 +807,10 @@ fn session(st: &mut WriteState) -> io::Result<&mut ServerConnection> {
 
 /// Writes what the session has for the socket without blocking: (bytes
 /// written, whether all of it went).
-pub(crate) fn flush_tls(stream: &std::net::TcpStream, tls: &mut ServerConnection) -> io::Result<(usize, bool)> {
+pub(crate) fn flush_tls(
+    stream: &std::net::TcpStream,
+    tls: &mut ServerConnection,
+) -> io::Result<(usize, bool)> {
     struct DontWait<'a>(&'a std::net::TcpStream);
     impl Write for DontWait<'_> {
         fn write(&mut self, buf: &[u8]) -> io::Result<usize> {

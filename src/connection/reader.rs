@@ -152,9 +152,7 @@ fn upgrade<'a>(
         engine.stats.count_reject(response.status);
         handshake::respond_and_close(conn, response, head_only);
     };
-    let max_body = engine.config.max_message_size;
-    let mut request = match handshake::read_request(&mut sock, &conn.stream, conn.remote, deadline, max_body)
-    {
+    let mut request = match handshake::read_request(&mut sock, &conn.stream, conn.remote, deadline) {
         Ok(r) => r,
         Err(e) => {
             if let Some(status) = e.status() {
@@ -168,8 +166,21 @@ fn upgrade<'a>(
     }
     let head_only = request.method == "HEAD";
     if !handshake::wants_upgrade(&request.info) {
+        let reserved = match read_body(server, conn, &mut sock, &mut request, deadline) {
+            Ok(reserved) => reserved,
+            Err(Refused::Ours(response)) => {
+                reject(&response, head_only);
+                return None;
+            }
+            Err(Refused::Handler(response)) => {
+                handshake::respond_and_close(conn, &response, head_only);
+                return None;
+            }
+            Err(Refused::Gone) => return None,
+        };
         let response =
             guarded(|| engine.handler.on_http(server, &request.info)).unwrap_or_else(|| plain(500));
+        engine.release_body(&mut request.info.body, reserved);
         if response.stream && !head_only {
             return open_stream(server, conn, sock, request, &response);
         }
@@ -233,6 +244,49 @@ fn upgrade<'a>(
     let io = ReaderIo { conn, sock, meter, crossed };
     let ws = WebSocket::from_partially_read(io, leftover, Role::Server, Some(ws_config));
     Some(Opened::WebSocket(ws, request))
+}
+
+/// Why a request's body was not read.
+enum Refused {
+    /// A bound of ours: answered, counted and logged as a refusal.
+    Ours(HttpResponse),
+    /// The handler's answer to the head (`Handler::on_body`).
+    Handler(HttpResponse),
+    /// The peer went (or stalled past the deadline) while sending it.
+    Gone,
+}
+
+/// Reads a plain request's body, if it declares one the handler takes
+/// (judged on the head, before a byte of it is read) and the body budget has
+/// room for it. Returns the bytes reserved in that budget (give them back
+/// with `Engine::release_body`).
+fn read_body(
+    server: &ServerHandle,
+    conn: &ConnShared,
+    sock: &mut SockReader<'_>,
+    request: &mut handshake::Request,
+    deadline: Instant,
+) -> Result<usize, Refused> {
+    let engine = server.engine();
+    let refuse = |e: handshake::ReadError| e.status().map_or(Refused::Gone, |s| Refused::Ours(plain(s)));
+    let length = handshake::body_length(&request.info).map_err(refuse)?;
+    if length == 0 {
+        return Ok(0);
+    }
+    let limit = guarded(|| engine.handler.on_body(server, &request.info))
+        .unwrap_or_else(|| Err(plain(500)))
+        .map_err(Refused::Handler)?;
+    if length > limit.min(engine.config.max_message_size) {
+        return Err(Refused::Ours(plain(413)));
+    }
+    if !engine.reserve_body(length) {
+        return Err(Refused::Ours(plain(503).with_header("Retry-After", "1")));
+    }
+    if let Err(e) = handshake::read_body(sock, &conn.stream, request, length, deadline) {
+        engine.release_body(&mut request.info.body, length);
+        return Err(refuse(e));
+    }
+    Ok(length)
 }
 
 /// The handler answered with an event stream: the same checks as an

@@ -521,6 +521,21 @@ pub extern "C" fn wshub_config_set_overflow_sockets(config: *mut wshub_config, v
     }
 }
 
+/// Bytes of plain requests' bodies (the protocol's backend API calls) all
+/// connections together may be sending at once, each counted at its
+/// Content-Length from its head; one more gets 503 with Retry-After, its
+/// body unread. Default 16777216 (16 MiB).
+#[no_mangle]
+pub extern "C" fn wshub_config_set_request_body_budget(
+    config: *mut wshub_config,
+    bytes: usize,
+) -> wshub_result {
+    ffi_boundary! {
+        try_out!(config).config.request_body_budget = bytes;
+        wshub_result::WSHUB_OK
+    }
+}
+
 /// Protocol only: frames waiting in a client's outbound queue at which a reply
 /// over 64 KiB (a `ping` ack, `presence:get`, a publish's echo) is refused
 /// with `error rate_limited` instead of queued. Default 8.

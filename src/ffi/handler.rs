@@ -131,6 +131,13 @@ impl Handler for FfiHandler {
         }
     }
 
+    fn on_body(&self, handle: &ServerHandle, request: &RequestInfo) -> Result<usize, HttpResponse> {
+        match &self.protocol {
+            Some(protocol) => protocol.on_body(handle, request),
+            None => Err(HttpResponse::no_body_taken()), // C sees no bodies
+        }
+    }
+
     fn metrics_text(&self, handle: &ServerHandle) -> Option<String> {
         self.protocol.as_ref().and_then(|protocol| protocol.metrics_text(handle))
     }

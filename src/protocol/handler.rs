@@ -270,6 +270,11 @@ impl Handler for ProtocolHandler {
         http::route(&self.shared, server, request)
     }
 
+    /// Only the backend API's POSTs take a body, with the right key.
+    fn on_body(&self, server: &ServerHandle, request: &RequestInfo) -> Result<usize, HttpResponse> {
+        http::body_limit(&self.shared, server, request)
+    }
+
     /// The text `/metrics` serves.
     fn metrics_text(&self, server: &ServerHandle) -> Option<String> {
         Some(http::metrics_text(&self.shared, server))

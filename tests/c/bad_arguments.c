@@ -183,6 +183,7 @@ static void null_everything(void) {
     CHECK_RC(wshub_config_set_max_connections_per_ip(NULL, 1), WSHUB_NULL_PARAMETER);
     CHECK_RC(wshub_config_set_connect_rate_per_ip(NULL, 1), WSHUB_NULL_PARAMETER);
     CHECK_RC(wshub_config_set_overflow_sockets(NULL, 1), WSHUB_NULL_PARAMETER);
+    CHECK_RC(wshub_config_set_request_body_budget(NULL, 1), WSHUB_NULL_PARAMETER);
     CHECK_RC(wshub_config_set_jwt_secret(NULL, "s"), WSHUB_NULL_PARAMETER);
     CHECK_RC(wshub_config_set_jwt_public_key_pem(NULL, "pem"), WSHUB_NULL_PARAMETER);
     CHECK_RC(wshub_config_set_jwt_audience(NULL, "a"), WSHUB_NULL_PARAMETER);
