@@ -782,6 +782,15 @@ wshub_result wshub_config_set_overflow_sockets(wshub_config *config, size_t valu
 wshub_result wshub_config_set_request_body_budget(wshub_config *config, size_t bytes);
 
 /*
+ Adds a trusted proxy, an address block such as "10.0.0.0/8" or "::1": from
+ such a peer, the client's address is the rightmost X-Forwarded-For entry
+ that is not itself a trusted proxy, and every per-address bound, the logs
+ and `wshub_request_remote_addr` use it (its port is then 0). Repeatable.
+ WSHUB_INVALID_ARGUMENT when `cidr` is not an address block.
+ */
+wshub_result wshub_config_add_trusted_proxy(wshub_config *config, const char *cidr);
+
+/*
  Protocol only: frames waiting in a client's outbound queue at which a reply
  over 64 KiB (a `ping` ack, `presence:get`, a publish's echo) is refused
  with `error rate_limited` instead of queued. Default 8.

@@ -87,7 +87,8 @@ fn admit(
 ) {
     let engine = server.engine();
     let id = engine.next_conn_id();
-    let admitted = match engine.ip_table.admit(remote.ip(), id, &engine.config, Instant::now()) {
+    let trusted = engine.is_trusted_proxy(remote.ip());
+    let admitted = match engine.ip_table.admit(remote.ip(), id, trusted, &engine.config, Instant::now()) {
         Ok(admitted) => admitted,
         Err(refusal) => return overflow_to(engine, stream, remote, refusal, preread, overflow),
     };

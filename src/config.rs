@@ -111,6 +111,14 @@ pub struct Config {
     /// `Retry-After`, unread. Which requests take a body at all is the
     /// handler's call ([`Handler::on_body`](crate::Handler::on_body)).
     pub request_body_budget: usize,
+    /// Address blocks of proxies whose `X-Forwarded-For` is believed
+    /// (`10.0.0.0/8`, `::1`; see [`Config::trusted_proxy`]): from such a
+    /// peer, the client's address is the rightmost entry of that header
+    /// that is not itself in one of these blocks, and every per-address
+    /// bound, the logs and [`RequestInfo::remote_addr`](crate::RequestInfo::remote_addr)
+    /// use it; from any other peer the header is ignored. Empty: no proxy
+    /// is trusted.
+    pub trusted_proxies: Vec<String>,
     /// The certificate chain (PEM, leaf first) served over TLS. With
     /// [`Config::tls_key`] the port speaks only TLS: `wss://` and `https://`.
     /// Re-read by [`ServerHandle::reload_tls`](crate::ServerHandle::reload_tls).
@@ -158,6 +166,7 @@ impl Default for Config {
             connect_rate_per_ip: 0,
             overflow_sockets: 1024,
             request_body_budget: 16 << 20,
+            trusted_proxies: Vec::new(),
             tls_cert: None,
             tls_key: None,
             tls_client_ca: None,
@@ -239,6 +248,18 @@ setters! {
 }
 
 impl Config {
+    /// Adds a block to [`Config::trusted_proxies`].
+    #[must_use]
+    pub fn trusted_proxy(mut self, cidr: impl Into<String>) -> Self {
+        self.trusted_proxies.push(cidr.into());
+        self
+    }
+
+    /// [`Config::trusted_proxies`], parsed.
+    pub(crate) fn trusted_blocks(&self) -> Result<Vec<crate::ip_table::Cidr>, String> {
+        self.trusted_proxies.iter().map(|s| s.parse().map_err(|e| format!("trusted_proxy: {e}"))).collect()
+    }
+
     /// Sets [`Config::path`].
     #[must_use]
     pub fn path(mut self, path: impl Into<String>) -> Self {
@@ -287,6 +308,7 @@ impl Config {
         if self.tls_cert.is_some() != self.tls_key.is_some() {
             return Err("tls_cert and tls_key go together".to_owned());
         }
+        self.trusted_blocks()?;
         if self.tls_client_ca.is_some() && self.tls_cert.is_none() {
             return Err("tls_client_ca needs tls_cert and tls_key".to_owned());
         }

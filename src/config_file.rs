@@ -50,6 +50,8 @@ pub struct ConfigFile {
     pub connect_rate_per_ip: Option<Rate>,
     pub overflow_sockets: Option<usize>,
     pub request_body_budget: Option<usize>,
+    /// Every trusted proxy block (the flag `--trusted-proxy`, repeated).
+    pub trusted_proxy: Option<Vec<String>>,
     pub jwt_secret: Option<String>,
     pub jwt_public_key: Option<std::path::PathBuf>,
     pub jwt_audience: Option<String>,

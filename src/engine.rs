@@ -64,6 +64,8 @@ pub(crate) struct Engine {
     stopper: Mutex<Option<JoinHandle<()>>>,
     /// What each peer address holds: handshake slots, connections, connect rate.
     pub ip_table: IpTable,
+    /// `Config::trusted_proxies`, parsed.
+    pub trusted_proxies: Vec<crate::ip_table::Cidr>,
     /// TLS config new connections start from (`None`: plain ws/http).
     pub tls: Option<crate::tls::Tls>,
 }
@@ -84,6 +86,7 @@ impl Engine {
         pthread::watch_fork();
         let tls =
             config.tls_sources().map(crate::tls::Tls::load).transpose().map_err(Error::InvalidConfig)?;
+        let trusted_proxies = config.trusted_blocks().map_err(Error::InvalidConfig)?;
         let shared_listener = inherited.is_some();
         let listener = match inherited {
             Some(l) => Some(l),
@@ -153,6 +156,7 @@ impl Engine {
             stopper_tx: Mutex::new(Some(stopper_tx)),
             stopper: Mutex::new(Some(stopper)),
             ip_table: IpTable::default(),
+            trusted_proxies,
             tls,
         });
         let handle = ServerHandle::new(engine);
@@ -230,9 +234,34 @@ impl Engine {
     /// upgraded, or it is gone.
     pub(crate) fn handshake_finished(&self, conn: &ConnShared) {
         if conn.handshaking.swap(false, SeqCst) {
-            self.ip_table.handshake_done(conn.remote.ip(), conn.id);
+            self.ip_table.handshake_done(conn.addr().ip(), conn.id);
             self.stats.handshakes.fetch_sub(1, Relaxed);
         }
+    }
+
+    /// Whether `ip` is a trusted proxy's (`Config::trusted_proxies`).
+    pub(crate) fn is_trusted_proxy(&self, ip: std::net::IpAddr) -> bool {
+        self.trusted_proxies.iter().any(|cidr| cidr.contains(ip))
+    }
+
+    /// The client a trusted proxy forwards `request` from, and its counts
+    /// moved to that client's address (see `ip_table`); nothing for a peer
+    /// that is not a trusted proxy. Refused when that address is over a
+    /// per-address bound.
+    pub(crate) fn take_forwarded_client(
+        &self,
+        conn: &ConnShared,
+        request: &crate::types::RequestInfo,
+    ) -> std::result::Result<(), crate::ip_table::Refusal> {
+        if !self.is_trusted_proxy(conn.remote.ip()) {
+            return Ok(());
+        }
+        let Some(client) = crate::ip_table::forwarded_client(&request.headers, &self.trusted_proxies) else {
+            return Ok(());
+        };
+        self.ip_table.rekey(conn.remote.ip(), client, conn.id, &self.config, Instant::now())?;
+        conn.set_client(SocketAddr::new(client, 0));
+        Ok(())
     }
 
     /// Another socket took `id`'s handshake slot (see `ip_table`): unless its
@@ -241,7 +270,7 @@ impl Engine {
         let Some(conn) = self.conns.get(id) else { return };
         if conn.handshaking.swap(false, SeqCst) {
             self.stats.handshakes.fetch_sub(1, Relaxed);
-            log::debug!("conn {} ({}): handshake slot taken by a newer address; closing", id, conn.remote);
+            log::debug!("conn {} ({}): handshake slot taken by a newer address; closing", id, conn.addr());
             conn.kill();
         }
     }
@@ -249,7 +278,7 @@ impl Engine {
     pub(crate) fn connection_finished(&self, id: ConnId) {
         if let Some(conn) = self.conns.remove(id) {
             self.handshake_finished(&conn);
-            self.ip_table.connection_done(conn.remote.ip());
+            self.ip_table.connection_done(conn.addr().ip());
         }
         let empty = self.conns.is_empty();
         if empty {

@@ -143,6 +143,11 @@ struct Cli {
     /// sending at once; one more gets 503 with Retry-After.
     #[arg(long, value_name = "BYTES", default_value_t = Config::default().request_body_budget)]
     request_body_budget: usize,
+    /// A proxy whose X-Forwarded-For is believed (repeatable): `10.0.0.0/8`, `::1`.
+    /// From such a peer the client is the rightmost entry that is not a trusted
+    /// proxy, and every per-IP bound and log uses it; others' headers are ignored.
+    #[arg(long = "trusted-proxy", value_name = "CIDR")]
+    trusted_proxy: Vec<String>,
     /// HMAC secret for HS256/384/512 tokens: every upgrade then needs a valid token
     /// (401 otherwise). Prefer the config file: a flag shows in `ps`.
     #[arg(long, value_name = "SECRET", conflicts_with = "jwt_public_key")]
@@ -257,7 +262,7 @@ impl Cli {
         );
         merge!(max_handshakes, max_handshakes_per_ip, max_connections_per_ip, overflow_sockets);
         merge!(request_body_budget);
-        merge!(max_connections_per_user, allow_origin, redis_prefix);
+        merge!(max_connections_per_user, allow_origin, redis_prefix, trusted_proxy);
         macro_rules! merge_some {
             ($($field:ident),*) => {$(
                 if file.$field.is_some() { set(m, stringify!($field), &mut cli.$field, file.$field.clone()); }
@@ -345,7 +350,11 @@ impl Cli {
     }
 
     fn config(&self) -> Config {
-        Config::default()
+        let mut config = Config::default();
+        for cidr in &self.trusted_proxy {
+            config = config.trusted_proxy(cidr.clone());
+        }
+        config
             .bind(self.bind)
             .path(self.path.clone())
             .max_message_size(self.max_message_size)

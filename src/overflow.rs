@@ -268,10 +268,9 @@ fn on_bytes(h: &mut Held, server: &ServerHandle) {
 fn respond_to(request: &handshake::Request, refusal: Refusal, server: &ServerHandle) -> HttpResponse {
     let engine = server.engine();
     let refuse = || {
-        let retry = if refusal == Refusal::ConnectRate { "1" } else { "5" };
         let status = refusal.status();
         engine.stats.count_reject(status);
-        plain(status).with_header("Retry-After", retry)
+        plain(status).with_header("Retry-After", refusal.retry_after())
     };
     // Nothing that would hold a connection (an upgrade, an event stream) or
     // needs a body read (this thread reads heads only) is served from here.

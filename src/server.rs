@@ -213,7 +213,7 @@ impl ServerHandle {
         let (path, query) = c.request_path.lock().clone();
         Some(ConnInfo {
             id: c.id,
-            remote_addr: c.remote,
+            remote_addr: c.addr(),
             connected_at: c.accepted_at,
             path,
             query,

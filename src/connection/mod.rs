@@ -44,7 +44,12 @@ use outbound::{Outbound, TlsIn};
 #[derive(Debug)]
 pub(crate) struct ConnShared {
     pub id: ConnId,
+    /// The peer of the TCP connection (a proxy's, behind a trusted proxy:
+    /// see [`ConnShared::addr`]).
     pub remote: SocketAddr,
+    /// The client a trusted proxy forwards, once its request head named it
+    /// (port 0: `X-Forwarded-For` carries none).
+    client: std::sync::OnceLock<SocketAddr>,
     pub accepted_at: SystemTime,
     /// The same moment on the monotonic clock: the handshake deadline counts from it.
     pub accepted: std::time::Instant,
@@ -77,6 +82,7 @@ impl ConnShared {
         ConnShared {
             id,
             remote,
+            client: std::sync::OnceLock::new(),
             accepted_at: SystemTime::now(),
             accepted: std::time::Instant::now(),
             stream,
@@ -89,6 +95,17 @@ impl ConnShared {
             has_close_at: AtomicBool::new(false),
             event_stream: AtomicBool::new(false),
         }
+    }
+
+    /// The client's address: the forwarded one behind a trusted proxy,
+    /// else the peer's. Every per-address bound and log uses it.
+    pub(crate) fn addr(&self) -> SocketAddr {
+        self.client.get().copied().unwrap_or(self.remote)
+    }
+
+    /// Set once, by the reader, when a trusted proxy's request names its client.
+    pub(crate) fn set_client(&self, client: SocketAddr) {
+        let _ = self.client.set(client);
     }
 
     pub(crate) fn is_open(&self) -> bool {

@@ -148,7 +148,7 @@ fn upgrade<'a>(
     sock.deadline = Some(deadline);
     let reject = |response: &HttpResponse, head_only: bool| {
         // Address and status only: never the query (it may carry a token).
-        log::warn!("conn {} ({}): request refused with {}", conn.id, conn.remote, response.status);
+        log::warn!("conn {} ({}): request refused with {}", conn.id, conn.addr(), response.status);
         engine.stats.count_reject(response.status);
         handshake::respond_and_close(conn, response, head_only);
     };
@@ -165,6 +165,20 @@ fn upgrade<'a>(
         request.info.tls_client_subject = conn.tls_client_subject();
     }
     let head_only = request.method == "HEAD";
+    if let Err(refusal) = engine.take_forwarded_client(conn, &request.info) {
+        engine.stats.count_reject(refusal.status());
+        log::warn!(
+            "conn {} ({}): over {}; refused with {}",
+            conn.id,
+            conn.addr(),
+            refusal.label(),
+            refusal.status()
+        );
+        let response = plain(refusal.status()).with_header("Retry-After", refusal.retry_after());
+        handshake::respond_and_close(conn, &response, head_only);
+        return None;
+    }
+    request.info.remote_addr = conn.addr();
     if !handshake::wants_upgrade(&request.info) {
         let reserved = match read_body(server, conn, &mut sock, &mut request, deadline) {
             Ok(reserved) => reserved,
@@ -573,7 +587,7 @@ fn classify(conn: &ConnShared, stats: &Stats, e: WsError) -> End {
                     FrameLimit::Fragments => &stats.dropped_fragments,
                 };
                 Stats::add(counter, 1);
-                log::warn!("conn {} ({}): {limit}; closing it", conn.id, conn.remote);
+                log::warn!("conn {} ({}): {limit}; closing it", conn.id, conn.addr());
                 let (code, reason) = limit.close();
                 return End::Fail(code, reason);
             }

@@ -536,6 +536,27 @@ pub extern "C" fn wshub_config_set_request_body_budget(
     }
 }
 
+/// Adds a trusted proxy, an address block such as "10.0.0.0/8" or "::1": from
+/// such a peer, the client's address is the rightmost X-Forwarded-For entry
+/// that is not itself a trusted proxy, and every per-address bound, the logs
+/// and `wshub_request_remote_addr` use it (its port is then 0). Repeatable.
+/// WSHUB_INVALID_ARGUMENT when `cidr` is not an address block.
+#[no_mangle]
+pub extern "C" fn wshub_config_add_trusted_proxy(
+    config: *mut wshub_config,
+    cidr: *const c_char,
+) -> wshub_result {
+    ffi_boundary! {
+        let config = try_out!(config);
+        let cidr = try_str!(cidr);
+        if cidr.parse::<crate::ip_table::Cidr>().is_err() {
+            return wshub_result::WSHUB_INVALID_ARGUMENT;
+        }
+        config.config.trusted_proxies.push(cidr.to_owned());
+        wshub_result::WSHUB_OK
+    }
+}
+
 /// Protocol only: frames waiting in a client's outbound queue at which a reply
 /// over 64 KiB (a `ping` ack, `presence:get`, a publish's echo) is refused
 /// with `error rate_limited` instead of queued. Default 8.

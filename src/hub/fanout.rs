@@ -79,7 +79,7 @@ pub(super) fn deliver(
         Err(PushError::Full) => (format!("{} frames", limits.frames), &stats.dropped_slow_consumer),
         Err(PushError::OverBytes) => (format!("{} bytes", limits.bytes), &stats.dropped_outbound_bytes),
     };
-    log::warn!("conn {} ({}): outbound queue full at {what}; closing it with 1013", conn.id, conn.remote);
+    log::warn!("conn {} ({}): outbound queue full at {what}; closing it with 1013", conn.id, conn.addr());
     Stats::add(counter, 1);
     conn.close_slow_consumer();
 }
