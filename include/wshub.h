@@ -791,6 +791,15 @@ wshub_result wshub_config_set_request_body_budget(wshub_config *config, size_t b
 wshub_result wshub_config_add_trusted_proxy(wshub_config *config, const char *cidr);
 
 /*
+ A second listener, "host:port", serving /metrics, /healthz and the
+ backend API (paths under /api/), and nothing else (404, upgrades
+ included); the main port then answers 404 for /metrics and the API.
+ "" (the default): no admin listener.
+ WSHUB_INVALID_ARGUMENT when `address` is neither.
+ */
+wshub_result wshub_config_set_admin_bind(wshub_config *config, const char *address);
+
+/*
  Protocol only: frames waiting in a client's outbound queue at which a reply
  over 64 KiB (a `ping` ack, `presence:get`, a publish's echo) is refused
  with `error rate_limited` instead of queued. Default 8.

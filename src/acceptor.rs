@@ -22,7 +22,7 @@ use crossbeam_channel::Sender;
 use crate::connection::handshake::MAX_REQUEST_HEAD;
 use crate::connection::{reader, ConnShared};
 use crate::error::{Error, Result};
-use crate::ip_table::{Admitted, Refusal};
+use crate::ip_table::Admitted;
 use crate::overflow::Overflowing;
 use crate::server::ServerHandle;
 use crate::sys::pthread;
@@ -30,6 +30,12 @@ use crate::sys::pthread;
 /// How often the acceptor of an inherited (non-blocking) listener looks at
 /// `draining` while no connection comes.
 const INHERITED_TICK: Duration = Duration::from_millis(50);
+
+/// The admin listener's acceptor (`Config::admin_bind`): the same as
+/// [`run`], its sockets marked as the admin port's (see `Engine::admin_split`).
+pub(crate) fn run_admin(server: ServerHandle, listener: Arc<TcpListener>, overflow: Sender<Overflowing>) {
+    accept_loop(server, listener, false, overflow, true)
+}
 
 /// Accepts until the server drains. `inherited`: the listener is
 /// non-blocking and shared with whoever passed it (systemd), so the stop
@@ -39,6 +45,16 @@ pub(crate) fn run(
     listener: Arc<TcpListener>,
     inherited: bool,
     overflow: Sender<Overflowing>,
+) {
+    accept_loop(server, listener, inherited, overflow, false)
+}
+
+fn accept_loop(
+    server: ServerHandle,
+    listener: Arc<TcpListener>,
+    inherited: bool,
+    overflow: Sender<Overflowing>,
+    admin: bool,
 ) {
     let engine = server.engine();
     let fd = [std::os::fd::AsRawFd::as_raw_fd(&*listener)];
@@ -70,7 +86,7 @@ pub(crate) fn run(
         if engine.is_draining() {
             break;
         }
-        admit(&server, stream, remote, Vec::new(), &overflow);
+        admit(&server, stream, remote, Vec::new(), &overflow, admin);
     }
     log::debug!("acceptor stopped");
 }
@@ -84,15 +100,22 @@ fn admit(
     remote: SocketAddr,
     preread: Vec<u8>,
     overflow: &Sender<Overflowing>,
+    admin: bool,
 ) {
     let engine = server.engine();
     let id = engine.next_conn_id();
     let trusted = engine.is_trusted_proxy(remote.ip());
     let admitted = match engine.ip_table.admit(remote.ip(), id, trusted, &engine.config, Instant::now()) {
         Ok(admitted) => admitted,
-        Err(refusal) => return overflow_to(engine, stream, remote, refusal, preread, overflow),
+        Err(refusal) => {
+            let socket = Overflowing { stream, remote, refusal: refusal.0, preread, admin };
+            return overflow_to(engine, socket, refusal.1, overflow);
+        }
     };
     let conn = Arc::new(ConnShared::new(id, remote, stream));
+    if admin {
+        conn.set_on_admin();
+    }
     engine.handshake_started(&conn);
     engine.connection_started(conn.clone());
     if let Admitted::Took(oldest) = admitted {
@@ -113,12 +136,11 @@ fn admit(
 /// Hands a socket that got no handshake slot to the overflow thread.
 fn overflow_to(
     engine: &crate::engine::Engine,
-    stream: TcpStream,
-    remote: SocketAddr,
-    (refusal, log): (Refusal, bool),
-    preread: Vec<u8>,
+    socket: Overflowing,
+    log: bool,
     overflow: &Sender<Overflowing>,
 ) {
+    let (remote, refusal) = (socket.remote, socket.refusal);
     if log {
         // Once per address per interval, however many it sends.
         log::warn!(
@@ -129,7 +151,7 @@ fn overflow_to(
         );
     }
     crate::stats::Stats::add(&engine.stats.handshake_overflow[refusal as usize], 1);
-    if overflow.try_send(Overflowing { stream, remote, refusal, preread }).is_err() {
+    if overflow.try_send(socket).is_err() {
         engine.stats.count_reject(0);
     }
 }
@@ -188,7 +210,7 @@ impl ServerHandle {
         // The host may have made it non-blocking; the reader expects blocking reads.
         stream.set_nonblocking(false)?;
         let overflow = engine.overflow_sender().ok_or(Error::Stopped)?;
-        admit(self, stream, remote, already_read.to_vec(), &overflow);
+        admit(self, stream, remote, already_read.to_vec(), &overflow, false);
         Ok(())
     }
 }

@@ -119,6 +119,12 @@ pub struct Config {
     /// use it; from any other peer the header is ignored. Empty: no proxy
     /// is trusted.
     pub trusted_proxies: Vec<String>,
+    /// A second listener for the operator's endpoints: `/metrics`,
+    /// `/healthz` and `/api/*` are served there (and nothing else: `404`,
+    /// upgrades included), and the main port then answers `404` for
+    /// `/metrics` and `/api/*`. `None` (the default): everything on the
+    /// main port. Plain HTTP only (TLS, when on, is the main port's).
+    pub admin_bind: Option<SocketAddr>,
     /// The certificate chain (PEM, leaf first) served over TLS. With
     /// [`Config::tls_key`] the port speaks only TLS: `wss://` and `https://`.
     /// Re-read by [`ServerHandle::reload_tls`](crate::ServerHandle::reload_tls).
@@ -167,6 +173,7 @@ impl Default for Config {
             overflow_sockets: 1024,
             request_body_budget: 16 << 20,
             trusted_proxies: Vec::new(),
+            admin_bind: None,
             tls_cert: None,
             tls_key: None,
             tls_client_ca: None,
@@ -237,6 +244,8 @@ setters! {
     overflow_sockets: usize;
     /// Sets [`Config::request_body_budget`].
     request_body_budget: usize;
+    /// Sets [`Config::admin_bind`].
+    admin_bind: Option<SocketAddr>;
     /// Sets [`Config::tls_cert`].
     tls_cert: Option<PemSource>;
     /// Sets [`Config::tls_key`].

@@ -52,6 +52,7 @@ pub struct ConfigFile {
     pub request_body_budget: Option<usize>,
     /// Every trusted proxy block (the flag `--trusted-proxy`, repeated).
     pub trusted_proxy: Option<Vec<String>>,
+    pub admin_bind: Option<SocketAddr>,
     pub jwt_secret: Option<String>,
     pub jwt_public_key: Option<std::path::PathBuf>,
     pub jwt_audience: Option<String>,

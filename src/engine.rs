@@ -53,6 +53,9 @@ pub(crate) struct Engine {
     /// the next instance too); the acceptor polls it instead.
     inherited: bool,
     acceptor: Mutex<Option<JoinHandle<()>>>,
+    /// The listener of `Config::admin_bind`, and its acceptor thread.
+    admin_listener: Option<Arc<TcpListener>>,
+    admin_acceptor: Mutex<Option<JoinHandle<()>>>,
     /// For sockets adopted over the caps (see `acceptor::admit`); dropped by the stop.
     overflow_tx: Mutex<Option<Sender<crate::overflow::Overflowing>>>,
     threads: Mutex<Vec<JoinHandle<()>>>,
@@ -104,6 +107,14 @@ impl Engine {
         let buckets = crate::sys::futex::size_futex_hash(2 * config.max_connections + 16);
         log::debug!("futex hash buckets: {buckets:?}");
         let listener = listener.map(Arc::new);
+        let admin_listener = match config.admin_bind {
+            Some(addr) => {
+                let l = TcpListener::bind(addr)?;
+                crate::sys::sock::deepen_backlog(&l)?;
+                Some(Arc::new(l))
+            }
+            None => None,
+        };
         let local_addr = match &listener {
             Some(l) => l.local_addr()?,
             None => SocketAddr::from(([0, 0, 0, 0], 0)),
@@ -150,6 +161,8 @@ impl Engine {
             listener: listener.clone(),
             inherited: shared_listener,
             acceptor: Mutex::new(None),
+            admin_listener: admin_listener.clone(),
+            admin_acceptor: Mutex::new(None),
             overflow_tx: Mutex::new(None),
             threads: Mutex::new(Vec::new()),
             reader_threads: Arc::default(),
@@ -170,6 +183,7 @@ impl Engine {
                 .spawn(move || crate::overflow::run(handle, overflow_rx))
         };
         *handle.engine().overflow_tx.lock() = Some(overflow_tx.clone());
+        let overflow_tx_admin = overflow_tx.clone();
         let acceptor = overflow.and_then(|overflow| match listener {
             Some(listener) => {
                 let handle = handle.clone();
@@ -194,6 +208,19 @@ impl Engine {
         // `stop` joins the acceptor before the rest.
         *handle.engine().acceptor.lock() = acceptor;
         handle.engine().threads.lock().extend([overflow, hub_thread]);
+        if let Some(admin) = admin_listener {
+            let (server, overflow) = (handle.clone(), overflow_tx_admin);
+            let spawned = std::thread::Builder::new()
+                .name("wshub-admin".into())
+                .spawn(move || crate::acceptor::run_admin(server, admin, overflow));
+            match spawned {
+                Ok(t) => *handle.engine().admin_acceptor.lock() = Some(t),
+                Err(e) => {
+                    handle.engine().stop();
+                    return Err(e.into());
+                }
+            }
+        }
         let scheme = if handle.engine().tls.is_some() { "TLS (wss/https)" } else { "plain (ws/http)" };
         if handle.engine().listener.is_some() {
             log::info!("listening on {local_addr}, {scheme}, WebSocket path {}", handle.engine().config.path);
@@ -237,6 +264,31 @@ impl Engine {
             self.ip_table.handshake_done(conn.addr().ip(), conn.id);
             self.stats.handshakes.fetch_sub(1, Relaxed);
         }
+    }
+
+    /// Where the admin listener (`Config::admin_bind`) listens, if there is one.
+    pub(crate) fn admin_addr(&self) -> Option<SocketAddr> {
+        self.admin_listener.as_ref().and_then(|l| l.local_addr().ok())
+    }
+
+    /// With an admin listener (`Config::admin_bind`), the `404` a request
+    /// gets instead of the handler's answer: on the admin port anything but
+    /// `/metrics`, `/healthz` and `/api/*` (upgrades included), on the main
+    /// port `/metrics` and `/api/*`. `None`: the handler answers.
+    pub(crate) fn admin_split(
+        &self,
+        on_admin: bool,
+        request: &crate::types::RequestInfo,
+    ) -> Option<crate::types::HttpResponse> {
+        self.config.admin_bind?;
+        let path = request.path.as_str();
+        let operators = path == "/metrics" || path.starts_with("/api/");
+        let refused = if on_admin {
+            crate::connection::handshake::wants_upgrade(request) || !(operators || path == "/healthz")
+        } else {
+            operators
+        };
+        refused.then(crate::types::HttpResponse::not_found)
     }
 
     /// Whether `ip` is a trusted proxy's (`Config::trusted_proxies`).
@@ -386,6 +438,13 @@ impl Engine {
         }
         let acceptor = self.acceptor.lock().take();
         if let Some(t) = acceptor {
+            let _ = t.join();
+        }
+        if let Some(admin) = &self.admin_listener {
+            crate::sys::sock::shutdown_listener(admin);
+        }
+        let admin_acceptor = self.admin_acceptor.lock().take();
+        if let Some(t) = admin_acceptor {
             let _ = t.join();
         }
         self.overflow_tx.lock().take();

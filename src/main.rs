@@ -148,6 +148,10 @@ struct Cli {
     /// proxy, and every per-IP bound and log uses it; others' headers are ignored.
     #[arg(long = "trusted-proxy", value_name = "CIDR")]
     trusted_proxy: Vec<String>,
+    /// A second address serving /metrics, /healthz and /api/* (and nothing else);
+    /// the main port then answers 404 for /metrics and /api/*.
+    #[arg(long, value_name = "ADDR")]
+    admin_bind: Option<SocketAddr>,
     /// HMAC secret for HS256/384/512 tokens: every upgrade then needs a valid token
     /// (401 otherwise). Prefer the config file: a flag shows in `ps`.
     #[arg(long, value_name = "SECRET", conflicts_with = "jwt_public_key")]
@@ -289,7 +293,7 @@ impl Cli {
                 }
             )*};
         }
-        merge_optional!(tls_cert, tls_key, tls_client_ca, redis);
+        merge_optional!(tls_cert, tls_key, tls_client_ca, redis, admin_bind);
         Ok(cli)
     }
 
@@ -379,6 +383,7 @@ impl Cli {
             .connect_rate_per_ip(self.connect_rate_per_ip)
             .overflow_sockets(self.overflow_sockets)
             .request_body_budget(self.request_body_budget)
+            .admin_bind(self.admin_bind)
             .tls_cert(self.tls_cert.clone().map(PemSource::File))
             .tls_key(self.tls_key.clone().map(PemSource::File))
             .tls_client_ca(self.tls_client_ca.clone().map(PemSource::File))
@@ -441,6 +446,9 @@ fn main() -> ExitCode {
     };
     // Scripts and tests read the real address (port 0 binds a free one) from here.
     println!("wshub listening on {}", server.local_addr());
+    if let Some(admin) = server.admin_addr() {
+        log::info!("admin endpoints (/metrics, /healthz, /api/*) on {admin}");
+    }
     wshub::systemd::notify("READY=1");
     let watchdog = {
         let server = server.clone();

@@ -58,6 +58,8 @@ pub(crate) struct Overflowing {
     /// What the host read before adopting it (`ServerHandle::adopt`); empty
     /// for an accepted socket.
     pub preread: Vec<u8>,
+    /// It came to the admin listener (`Config::admin_bind`).
+    pub admin: bool,
 }
 
 struct Held {
@@ -249,7 +251,7 @@ fn on_bytes(h: &mut Held, server: &ServerHandle) {
     match handshake::parse_request(&h.buf, h.socket.remote) {
         Ok(Some(request)) => {
             let head_only = request.method == "HEAD";
-            let response = respond_to(&request, h.socket.refusal, server);
+            let response = respond_to(&request, &h.socket, server);
             answer(h, &response, head_only, server);
         }
         Ok(None) if h.buf.len() <= handshake::MAX_REQUEST_HEAD => {}
@@ -265,8 +267,12 @@ fn on_bytes(h: &mut Held, server: &ServerHandle) {
 }
 
 /// The answer to a complete request from an overflowing socket.
-fn respond_to(request: &handshake::Request, refusal: Refusal, server: &ServerHandle) -> HttpResponse {
+fn respond_to(request: &handshake::Request, socket: &Overflowing, server: &ServerHandle) -> HttpResponse {
     let engine = server.engine();
+    let refusal = socket.refusal;
+    if let Some(response) = engine.admin_split(socket.admin, &request.info) {
+        return response;
+    }
     let refuse = || {
         let status = refusal.status();
         engine.stats.count_reject(status);

@@ -92,6 +92,12 @@ impl ServerHandle {
         self.engine.local_addr
     }
 
+    /// Where the admin listener ([`Config::admin_bind`]) listens (its real
+    /// port when the config asked for port 0); `None` without one.
+    pub fn admin_addr(&self) -> Option<SocketAddr> {
+        self.engine.admin_addr()
+    }
+
     /// The configuration the server runs with.
     pub fn config(&self) -> &Config {
         &self.engine.config

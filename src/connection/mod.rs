@@ -75,6 +75,8 @@ pub(crate) struct ConnShared {
     /// An event stream (`HttpResponse::event_stream`), not a WebSocket: its
     /// writer writes bytes as given, and its reader only waits for the end.
     event_stream: AtomicBool,
+    /// Accepted on the admin listener (`Config::admin_bind`); set before its reader starts.
+    on_admin: AtomicBool,
 }
 
 impl ConnShared {
@@ -94,6 +96,7 @@ impl ConnShared {
             close_at: Mutex::new(None),
             has_close_at: AtomicBool::new(false),
             event_stream: AtomicBool::new(false),
+            on_admin: AtomicBool::new(false),
         }
     }
 
@@ -106,6 +109,15 @@ impl ConnShared {
     /// Set once, by the reader, when a trusted proxy's request names its client.
     pub(crate) fn set_client(&self, client: SocketAddr) {
         let _ = self.client.set(client);
+    }
+
+    /// Whether it came to the admin listener.
+    pub(crate) fn on_admin(&self) -> bool {
+        self.on_admin.load(Acquire)
+    }
+
+    pub(crate) fn set_on_admin(&self) {
+        self.on_admin.store(true, Release);
     }
 
     pub(crate) fn is_open(&self) -> bool {

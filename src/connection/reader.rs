@@ -179,6 +179,13 @@ fn upgrade<'a>(
         return None;
     }
     request.info.remote_addr = conn.addr();
+    if let Some(response) = engine.admin_split(conn.on_admin(), &request.info) {
+        match handshake::wants_upgrade(&request.info) {
+            true => reject(&response, head_only),
+            false => handshake::respond_and_close(conn, &response, head_only),
+        }
+        return None;
+    }
     if !handshake::wants_upgrade(&request.info) {
         let reserved = match read_body(server, conn, &mut sock, &mut request, deadline) {
             Ok(reserved) => reserved,

@@ -557,6 +557,33 @@ pub extern "C" fn wshub_config_add_trusted_proxy(
     }
 }
 
+/// A second listener, "host:port", serving /metrics, /healthz and the
+/// backend API (paths under /api/), and nothing else (404, upgrades
+/// included); the main port then answers 404 for /metrics and the API.
+/// "" (the default): no admin listener.
+/// WSHUB_INVALID_ARGUMENT when `address` is neither.
+#[no_mangle]
+pub extern "C" fn wshub_config_set_admin_bind(
+    config: *mut wshub_config,
+    address: *const c_char,
+) -> wshub_result {
+    ffi_boundary! {
+        let config = try_out!(config);
+        let address = try_str!(address);
+        if address.is_empty() {
+            config.config.admin_bind = None;
+            return wshub_result::WSHUB_OK;
+        }
+        match address.parse::<SocketAddr>() {
+            Ok(addr) => {
+                config.config.admin_bind = Some(addr);
+                wshub_result::WSHUB_OK
+            }
+            Err(_) => wshub_result::WSHUB_INVALID_ARGUMENT,
+        }
+    }
+}
+
 /// Protocol only: frames waiting in a client's outbound queue at which a reply
 /// over 64 KiB (a `ping` ack, `presence:get`, a publish's echo) is refused
 /// with `error rate_limited` instead of queued. Default 8.

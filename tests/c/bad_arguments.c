@@ -149,6 +149,9 @@ static void null_everything(void) {
     CHECK_RC(wshub_config_set_bind(config, "\xff\xfe"), WSHUB_INVALID_ARGUMENT);
     CHECK_RC(wshub_config_add_trusted_proxy(config, "10.0.0.0/33"), WSHUB_INVALID_ARGUMENT);
     CHECK_RC(wshub_config_add_trusted_proxy(config, "10.0.0.0/8"), WSHUB_OK);
+    CHECK_RC(wshub_config_set_admin_bind(NULL, "127.0.0.1:0"), WSHUB_NULL_PARAMETER);
+    CHECK_RC(wshub_config_set_admin_bind(config, "not an address"), WSHUB_INVALID_ARGUMENT);
+    CHECK_RC(wshub_config_set_admin_bind(config, ""), WSHUB_OK);
     CHECK_RC(wshub_config_set_path(NULL, "/ws"), WSHUB_NULL_PARAMETER);
     CHECK_RC(wshub_config_set_path(config, NULL), WSHUB_NULL_PARAMETER);
     CHECK_RC(wshub_config_set_max_message_size(NULL, 1), WSHUB_NULL_PARAMETER);
