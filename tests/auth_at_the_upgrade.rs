@@ -323,7 +323,9 @@ fn a_session_ends_at_exp_even_while_a_frame_trickles_in() {
             Err(_) => break now(),
         }
     };
-    assert!(closed_at <= exp + 1, "closed at {closed_at}, exp {exp}");
+    // Seconds on the wall clock, with room for a loaded machine; the frame
+    // would have taken 30 s to arrive.
+    assert!(closed_at <= exp + 3, "closed at {closed_at}, exp {exp}");
     let close = got.iter().position(|&b| b == 0x88).expect("a close frame");
     assert_eq!(&got[close + 2..close + 4], &1008u16.to_be_bytes(), "{got:?}");
 }

@@ -100,10 +100,11 @@ fn after_the_peers_close_a_backlog_is_given_up_within_the_close_timeout() {
             break;
         }
         assert_eq!(next.status(), 503, "{next:?}");
-        assert!(started.elapsed() < Duration::from_secs(15), "the closed member is still held");
+        assert!(started.elapsed() < Duration::from_secs(20), "the closed member is still held");
         std::thread::sleep(Duration::from_millis(100));
     }
     let took = started.elapsed();
-    assert!(took < Duration::from_millis(5000), "the close took {took:?} (close timeout 2 s)");
+    // Generous for a loaded machine; the idle timeout (30 s) is what held it before.
+    assert!(took < Duration::from_secs(9), "the close took {took:?} (close timeout 2 s)");
     drop(member);
 }
