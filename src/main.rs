@@ -126,7 +126,8 @@ struct Cli {
     /// get a quick answer from the overflow thread (503, or /healthz).
     #[arg(long, default_value_t = Config::default().max_handshakes)]
     max_handshakes: usize,
-    /// Sockets one IP address may have in their handshake at once.
+    /// Sockets one IP address (IPv6: one /64, as for every per-IP bound) may have in
+    /// their handshake at once.
     #[arg(long, default_value_t = Config::default().max_handshakes_per_ip)]
     max_handshakes_per_ip: usize,
     /// Connections (open or in their handshake) one IP address may have; more get
