@@ -623,6 +623,18 @@ pub extern "C" fn wshub_config_set_max_connections_per_user(
     }
 }
 
+/// Protocol only: serve Server-Sent Events (`GET /sse?room=R`, on by
+/// default). A stream passes every check a `room:join` of its room passes,
+/// `on_join` included (called on the stream's reader thread, before the
+/// `200`); `false` answers `/sse` with 404.
+#[no_mangle]
+pub extern "C" fn wshub_config_set_sse(config: *mut wshub_config, on: bool) -> wshub_result {
+    ffi_boundary! {
+        try_out!(config).protocol.sse = on;
+        wshub_result::WSHUB_OK
+    }
+}
+
 /// Protocol only: share rooms, seq, history and presence with every node on
 /// this Redis (copied): `redis://[:password@]host:port[/db]` or `rediss://`;
 /// NULL turns it off (a single node, the default). A URL that does not parse

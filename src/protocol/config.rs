@@ -80,6 +80,10 @@ pub struct ProtocolConfig {
     pub redis_url: Option<Secret>,
     /// Prefix of every Redis key and channel this cluster uses.
     pub redis_prefix: String,
+
+    /// Serves `GET /sse` (docs/protocol.md, "Server-Sent Events"); `false`
+    /// answers it `404`.
+    pub sse: bool,
 }
 
 /// A secret setting: compared and cloned as usual, but `Debug` prints `***`.
@@ -119,6 +123,7 @@ impl Default for ProtocolConfig {
             max_bans: 10_000,
             redis_url: None,
             redis_prefix: "wshub".to_owned(),
+            sse: true,
         }
     }
 }
@@ -284,6 +289,13 @@ impl ProtocolConfig {
     #[must_use]
     pub fn redis_prefix(mut self, prefix: impl Into<String>) -> Self {
         self.redis_prefix = prefix.into();
+        self
+    }
+
+    /// Sets [`ProtocolConfig::sse`].
+    #[must_use]
+    pub fn sse(mut self, on: bool) -> Self {
+        self.sse = on;
         self
     }
 

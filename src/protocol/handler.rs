@@ -178,21 +178,27 @@ impl ProtocolHandler {
     }
 
     /// The protocol's upgrade checks alone (drain, Origin, token, per-user
-    /// cap), for an embedder that composes its own decision with them: on
-    /// success the request with `user` set from the token. An upgrade admitted
-    /// here and then refused must be given back with [`forget`](Self::forget).
-    pub fn admit(&self, conn: ConnId, request: &RequestInfo) -> Result<RequestInfo, HttpResponse> {
+    /// cap, bans; for an event stream every check a `room:join` of its room
+    /// passes, the application's join hook included), for an embedder that
+    /// composes its own decision with them: on success the request with
+    /// `user` set from the token. An upgrade admitted here and then refused
+    /// must be given back with [`forget`](Self::forget).
+    pub fn admit(
+        &self,
+        server: &ServerHandle,
+        conn: ConnId,
+        request: &RequestInfo,
+    ) -> Result<RequestInfo, HttpResponse> {
         let admitted = self.shared.admission.admit(&self.shared.draining, conn, request)?;
-        // Bans, and an event stream's room against the token's claim: after
-        // the token is known, before anything is opened.
+        // Bans, and an event stream's room: after the token is known, before
+        // anything is opened.
         let banned =
             admitted.user.as_deref().is_some_and(|u| self.shared.bans.is_banned(u, SystemTime::now()));
         let refusal = if banned {
-            Some("this user is banned\n")
-        } else if request.path == sse::PATH
-            && !sse::claim_allows(self.shared.admission.pending(conn).as_ref(), request)
-        {
-            Some("the token does not allow this room\n")
+            Some("this user is banned\n".to_owned())
+        } else if request.path == sse::PATH {
+            let identity = self.shared.admission.pending(conn);
+            sse::refusal(&self.shared, server, conn, identity.as_ref(), request)
         } else {
             None
         };
@@ -243,7 +249,7 @@ pub fn choose_subprotocol(offered: &[String]) -> Option<String> {
 impl Handler for ProtocolHandler {
     fn on_upgrade(&self, server: &ServerHandle, conn: ConnId, request: &RequestInfo) -> Upgrade {
         Cluster::start(&self.shared, server);
-        let admitted = match self.admit(conn, request) {
+        let admitted = match self.admit(server, conn, request) {
             Ok(admitted) => admitted,
             Err(refusal) => return Upgrade::Reject(refusal),
         };

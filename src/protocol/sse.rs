@@ -78,13 +78,32 @@ pub(crate) fn route(request: &RequestInfo) -> HttpResponse {
     }
 }
 
-/// Whether a token may read the stream's room (its `rooms` claim): checked
-/// with the upgrade, before the 200.
-pub(crate) fn claim_allows(identity: Option<&Identity>, request: &RequestInfo) -> bool {
-    match (identity, parse(request)) {
-        (Some(identity), Ok(r)) => identity.allows(&r.room),
-        _ => true,
+/// Why a stream may not read its room, or None when it may: checked with
+/// the upgrade, before the 200, and the same checks a `room:join` of that
+/// room passes (the token's claim, the application's join hook, the room
+/// cap; bans are the upgrade's own).
+pub(crate) fn refusal(
+    shared: &Shared,
+    server: &ServerHandle,
+    conn: ConnId,
+    identity: Option<&Identity>,
+    request: &RequestInfo,
+) -> Option<String> {
+    // A request that does not parse was answered 400 by `route`.
+    let Ok(req) = parse(request) else { return None };
+    if identity.is_some_and(|i| !i.allows(&req.room)) {
+        return Some("the token does not allow this room\n".to_owned());
     }
+    if let Some(app) = &shared.app {
+        if !app.on_join(server, conn, identity.map(|i| i.user.as_str()), &req.room) {
+            return Some(format!("joining {:?} was refused\n", req.room));
+        }
+    }
+    // Would opening it create one room past `max_rooms`? (A room made here
+    // and left empty goes again at once.)
+    let fits = shared.rooms.with_room(&req.room, true, |_| ());
+    shared.rooms.remove_if_idle(&req.room);
+    fits.err().map(|miss| format!("{}\n", super::publish::missed(shared, miss).message))
 }
 
 /// A stream opened (`on_connect`): joins the room's shadow room, sends
