@@ -143,7 +143,7 @@ struct Cli {
     /// (401 otherwise). Prefer the config file: a flag shows in `ps`.
     #[arg(long, value_name = "SECRET", conflicts_with = "jwt_public_key")]
     jwt_secret: Option<String>,
-    /// PEM file with the public key verifying RS256 (RSA) or ES256 (P-256) tokens.
+    /// PEM file with the public key verifying RS256 (RSA), ES256 (P-256) or ES384 (P-384) tokens.
     #[arg(long, value_name = "FILE")]
     jwt_public_key: Option<PathBuf>,
     /// A token's `aud` must name this.

@@ -553,7 +553,7 @@ pub extern "C" fn wshub_config_set_jwt_secret(
 }
 
 /// Protocol only: the PEM text (copied) of the public key verifying RS256
-/// (RSA) or ES256 (P-256) tokens; NULL turns it off. A key that does not
+/// (RSA), ES256 (P-256) or ES384 (P-384) tokens; NULL turns it off. A key that does not
 /// parse makes `wshub_start` return WSHUB_INVALID_CONFIG. Default off.
 #[no_mangle]
 pub extern "C" fn wshub_config_set_jwt_public_key_pem(

@@ -50,9 +50,10 @@ pub struct ProtocolConfig {
     /// [`jwt_public_key_pem`](Self::jwt_public_key_pem)) every upgrade needs a
     /// valid token (else 401). Never shown by `Debug`.
     pub jwt_secret: Option<Secret>,
-    /// PEM public key (RSA for RS256, P-256 for ES256) verifying tokens.
+    /// PEM public key (RSA for RS256, P-256 for ES256, P-384 for ES384) verifying tokens.
     pub jwt_public_key_pem: Option<String>,
-    /// When set, a token's `aud` must name it.
+    /// When set, a token's `aud` must name it; when not, a token carrying
+    /// `aud` is refused (it was minted for another service).
     pub jwt_audience: Option<String>,
     /// When set, a token's `iss` must be it.
     pub jwt_issuer: Option<String>,
