@@ -17,7 +17,7 @@ use serde_json::{json, Value};
 use super::bans::{self, BANNED_CLOSE_CODE, DISCONNECT_CLOSE_CODE};
 use super::envelope::{check_key, check_room, ErrorCode, ErrorReply, RawJson};
 use super::handler::Shared;
-use super::publish::{self, Body, Publish};
+use super::publish::{self, Body, Publish, Publisher};
 use super::reads;
 use crate::frame::is_sendable_close_code;
 use crate::server::ServerHandle;
@@ -168,8 +168,14 @@ fn publish_call(shared: &Shared, server: &ServerHandle, body: &[u8]) -> Result<V
     let room = room(body.room)?;
     let key = body.key.map(check_key).transpose().map_err(|e| (400, e))?;
     let data = RawJson::from_raw(body.data);
-    let p =
-        Publish { room: &room, body: Body::Json(&data), from: FROM_API, key: key.as_deref(), except: None };
+    let p = Publish {
+        room: &room,
+        body: Body::Json(&data),
+        from: FROM_API,
+        publisher: Publisher::Server,
+        key: key.as_deref(),
+        except: None,
+    };
     let published = publish::publish(shared, server, p).map_err(|e| (status_of(&e), e))?;
     Ok(published.ack_payload(&room))
 }
@@ -193,7 +199,14 @@ fn broadcast_call(shared: &Shared, server: &ServerHandle, body: &[u8]) -> Result
     let data = RawJson::from_raw(body.data);
     let mut results = Vec::with_capacity(rooms.len());
     for room in &rooms {
-        let p = Publish { room, body: Body::Json(&data), from: FROM_API, key: None, except: None };
+        let p = Publish {
+            room,
+            body: Body::Json(&data),
+            from: FROM_API,
+            publisher: Publisher::Server,
+            key: None,
+            except: None,
+        };
         match publish::publish(shared, server, p) {
             Ok(published) => results.push(json!({"room": room, "seq": published.seq})),
             Err(e) => {

@@ -16,7 +16,7 @@ use super::auth::Identity;
 use super::bans::{self, BANNED_CLOSE_CODE};
 use super::envelope::{ErrorCode, ErrorReply, RawJson};
 use super::handler::ProtocolHandler;
-use super::publish::{self, Body, Publish};
+use super::publish::{self, Body, Publish, Publisher};
 use super::sse;
 use crate::error::{Error, Result};
 use crate::frame::is_sendable_close_code;
@@ -62,7 +62,7 @@ impl ProtocolHandler {
         if server.is_draining() {
             return Err(Error::Stopped);
         }
-        let p = Publish { room, body, from: FROM_API, key: None, except: None };
+        let p = Publish { room, body, from: FROM_API, publisher: Publisher::Server, key: None, except: None };
         publish::publish(&self.shared, server, p).map(|p| p.seq).map_err(refused)
     }
 

@@ -34,7 +34,7 @@ use super::config::{ProtocolConfig, BIG_REPLY};
 use super::envelope::{self, ack, frame, parse_text, ErrorCode, ErrorReply, RawJson, Request, RequestKind};
 use super::http;
 use super::metrics::Metrics;
-use super::publish::{self, Body, Publish, Published};
+use super::publish::{self, Body, Publish, Published, Publisher};
 use super::rate_limit::{RateLimiter, Verdict};
 use super::room::{Limits, RoomTable};
 use super::sse;
@@ -678,11 +678,11 @@ impl Session<'_> {
             self.refuse_if_backlogged()?;
         }
         let except = if echo { None } else { Some(self.conn) };
-        let from = &self.state.client_id;
+        let (from, publisher) = (&self.state.client_id, self.publisher());
         publish::publish(
             self.shared,
             self.server,
-            Publish { room, body: Body::Json(data), from, key, except },
+            Publish { room, body: Body::Json(data), from, publisher, key, except },
         )
     }
 
@@ -691,13 +691,21 @@ impl Session<'_> {
     fn publish_binary(&mut self, room: &str, body: &[u8], key: Option<&str>) -> Reply {
         self.require_allowed(room)?;
         self.require_member(room)?;
-        let from = &self.state.client_id;
-        let p = Publish { room, body: Body::Binary(body), from, key, except: Some(self.conn) };
+        let (from, publisher) = (&self.state.client_id, self.publisher());
+        let p = Publish { room, body: Body::Binary(body), from, publisher, key, except: Some(self.conn) };
         let published = publish::publish(self.shared, self.server, p).map_err(|mut e| {
             e.id = key.map(str::to_owned);
             e
         })?;
         Ok(key.map(|key| ack(key, published.ack_payload(room))))
+    }
+
+    /// Whose keys this connection's publishes use: its user's, else its own.
+    fn publisher(&self) -> Publisher<'_> {
+        match &self.state.identity {
+            Some(identity) => Publisher::User(&identity.user),
+            None => Publisher::Client(&self.state.client_id),
+        }
     }
 
     fn typing(&mut self, room: &str, active: bool) -> Result<(), ErrorReply> {
