@@ -74,6 +74,11 @@ impl Admission {
         }
     }
 
+    /// Whether connections can have a user: token auth is on.
+    pub fn has_tokens(&self) -> bool {
+        matches!(self.verifier, Ok(Some(_)))
+    }
+
     /// Verifies a token sent later (`auth:refresh`).
     pub fn verify(&self, token: &str) -> Option<Identity> {
         match &self.verifier {

@@ -254,6 +254,9 @@ struct BanBody {
 
 fn ban_call(shared: &Shared, server: &ServerHandle, body: &[u8]) -> Result<Value, Failure> {
     let body: BanBody = fields(body)?;
+    if !shared.admission.has_tokens() {
+        return Err(bad("auth is off (no --jwt-secret or --jwt-public-key): no connection has a user, so a ban could never match one".to_owned()));
+    }
     if body.user.is_empty() || body.seconds == 0 || body.seconds > bans::MAX_BAN_SECS {
         return Err(bad(format!("user must be non-empty and seconds 1 to {}", bans::MAX_BAN_SECS)));
     }
@@ -261,7 +264,7 @@ fn ban_call(shared: &Shared, server: &ServerHandle, body: &[u8]) -> Result<Value
         .bans
         .ban(&body.user, body.seconds, SystemTime::now())
         .map_err(|e| (503, ErrorReply::new(ErrorCode::Forbidden, e.to_string())))?;
-    bans::disconnect_user(shared, server, &body.user, BANNED_CLOSE_CODE, "banned");
+    bans::disconnect_user(shared, server, &body.user, BANNED_CLOSE_CODE, bans::BANNED_REASON);
     Ok(json!({"user": body.user, "until": bans::unix_ms(until)}))
 }
 

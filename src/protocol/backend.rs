@@ -100,7 +100,7 @@ impl ProtocolHandler {
         let secs = duration.as_secs().max(1);
         let until =
             self.shared.bans.ban(user, secs, SystemTime::now()).map_err(|e| Error::Refused(e.to_string()))?;
-        bans::disconnect_user(&self.shared, server, user, BANNED_CLOSE_CODE, "banned");
+        bans::disconnect_user(&self.shared, server, user, BANNED_CLOSE_CODE, bans::BANNED_REASON);
         Ok(until)
     }
 
@@ -126,6 +126,7 @@ impl ProtocolHandler {
         if let Some(identity) = &identity {
             shared.users.insert(conn, Arc::from(identity.user.as_str()));
             let _ = server.close_at(conn, Some(identity.expires_at()), 1008, "token expired");
+            bans::close_if_banned(shared, server, conn, &identity.user);
         }
         let user = identity.as_ref().map(|i| i.user.as_str());
         sse::open(shared, server, conn, request, user);

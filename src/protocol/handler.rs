@@ -27,7 +27,7 @@ use serde_json::{json, Value};
 
 use super::admission::Admission;
 use super::auth::Identity;
-use super::bans::Bans;
+use super::bans::{self, Bans};
 use super::binary::parse_binary;
 use super::cluster::{self, Cluster};
 use super::config::{ProtocolConfig, BIG_REPLY};
@@ -311,6 +311,7 @@ impl Handler for ProtocolHandler {
             self.shared.users.insert(conn, Arc::from(identity.user.as_str()));
             // The session ends at the token's exp, to the moment.
             let _ = server.close_at(conn, Some(identity.expires_at()), 1008, "token expired");
+            bans::close_if_banned(&self.shared, server, conn, &identity.user);
         }
         self.shared.conns.insert(conn, Arc::new(Mutex::new(state)));
         let _ = server.send(conn, frame("connected", None, payload));
@@ -538,6 +539,9 @@ impl Session<'_> {
         };
         if fresh.user != current.user {
             return Err(ErrorReply::new(ErrorCode::Forbidden, "the token is for another user"));
+        }
+        if bans::close_if_banned(self.shared, self.server, self.conn, &fresh.user) {
+            return Err(ErrorReply::new(ErrorCode::Forbidden, "this user is banned"));
         }
         self.server.close_at(self.conn, Some(fresh.expires_at()), 1008, "token expired").map_err(internal)?;
         let exp = fresh.exp;
