@@ -271,6 +271,15 @@ impl Handler for ProtocolHandler {
         }
     }
 
+    /// An upgrade accepted here whose 101 (or stream head) could not be sent:
+    /// no `on_connect` or `on_close` will come, so its per-user slot goes now.
+    fn on_upgrade_failed(&self, server: &ServerHandle, conn: ConnId) {
+        self.forget(conn);
+        if let Some(app) = &self.shared.app {
+            app.on_upgrade_failed(server, conn);
+        }
+    }
+
     fn on_http(&self, server: &ServerHandle, request: &RequestInfo) -> HttpResponse {
         Cluster::start(&self.shared, server);
         http::route(&self.shared, server, request)
