@@ -432,6 +432,14 @@ struct Session<'a> {
 /// The reply to send (an ack, when the request had an id), or an error.
 type Reply = Result<Option<String>, ErrorReply>;
 
+/// `room:left`'s reason when the token no longer allows the room.
+const LEFT_FORBIDDEN: &str = "forbidden";
+
+/// `room:left` (docs/protocol.md): the server removed the client from `room`.
+fn room_left(room: &str, reason: &str) -> String {
+    frame("room:left", None, json!({"room": room, "reason": reason}))
+}
+
 fn forbidden(room: &str) -> ErrorReply {
     ErrorReply::new(ErrorCode::Forbidden, format!("the token does not allow room {room:?}"))
 }
@@ -537,7 +545,8 @@ impl Session<'_> {
     }
 
     /// `auth:refresh`: a fresh token for the same user moves the session's
-    /// end to its `exp` (and its `rooms` claim replaces the old one). A bad or
+    /// end to its `exp`, and its `rooms` claim replaces the old one (joined
+    /// rooms it no longer allows are left, with `room:left`). A bad or
     /// foreign token changes nothing.
     fn refresh(&mut self, token: &str) -> Result<u64, ErrorReply> {
         let Some(current) = &self.state.identity else {
@@ -554,7 +563,15 @@ impl Session<'_> {
         }
         self.server.close_at(self.conn, Some(fresh.expires_at()), 1008, "token expired").map_err(internal)?;
         let exp = fresh.exp;
+        // Rooms the new claim no longer allows are left now, each with
+        // `room:left` (after the room's last message to this client: both go
+        // through the hub, in order).
+        let forbidden: Vec<String> = self.state.rooms.keys().filter(|r| !fresh.allows(r)).cloned().collect();
         self.state.identity = Some(fresh);
+        for room in forbidden {
+            self.leave(&room)?;
+            let _ = self.server.send(self.conn, room_left(&room, LEFT_FORBIDDEN));
+        }
         Ok(exp)
     }
 
