@@ -35,7 +35,10 @@ pub(crate) const MAX_ROOMS_LISTED: usize = 10_000;
 
 /// Answers one `/api/*` request, and logs it.
 pub(crate) fn route(shared: &Shared, server: &ServerHandle, request: &RequestInfo) -> HttpResponse {
-    let Some(key) = &shared.config.api_key else { return HttpResponse::not_found() };
+    // No key, or an empty one (the Rust API does not insist on `validate`): off.
+    let Some(key) = shared.config.api_key.as_ref().filter(|k| !k.0.is_empty()) else {
+        return HttpResponse::not_found();
+    };
     let response = if !authorized(request, key.0.as_bytes()) {
         error(401, ErrorCode::Forbidden, "a valid API key is required (Authorization: apikey <KEY>)")
             .with_header("WWW-Authenticate", "apikey")
@@ -85,15 +88,19 @@ fn status_of(e: &ErrorReply) -> u16 {
 }
 
 /// The key from `Authorization: apikey <KEY>` or `X-API-Key`, compared with
-/// `expected` in constant time.
+/// `expected` in constant time. An empty key, presented or expected, never
+/// matches.
 fn authorized(request: &RequestInfo, expected: &[u8]) -> bool {
+    if expected.is_empty() {
+        return false;
+    }
     let from_auth = request.header("authorization").and_then(|v| {
         let (scheme, key) = v.trim().split_once(' ')?;
         scheme.eq_ignore_ascii_case("apikey").then(|| key.trim())
     });
     match from_auth.or_else(|| request.header("x-api-key").map(str::trim)) {
-        Some(key) => constant_time_eq(key.as_bytes(), expected),
-        None => false,
+        Some(key) if !key.is_empty() => constant_time_eq(key.as_bytes(), expected),
+        _ => false,
     }
 }
 

@@ -66,8 +66,9 @@ pub struct ProtocolConfig {
     pub max_connections_per_user: usize,
     // Backend HTTP API and moderation (docs/protocol.md, "Backend HTTP API").
     /// The key the backend HTTP API (`/api/*`) requires (`Authorization:
-    /// apikey <KEY>` or `X-API-Key`); `None` turns the API off (404). Never
-    /// shown by `Debug` or logged.
+    /// apikey <KEY>` or `X-API-Key`); `None` or an empty key turns the API
+    /// off (404), and an empty presented key never matches. Never shown by
+    /// `Debug` or logged.
     pub api_key: Option<Secret>,
     /// Users the ban list holds at most (expired bans do not count); a ban
     /// past it is refused.
@@ -230,7 +231,7 @@ impl ProtocolConfig {
     }
 
     /// Sets [`ProtocolConfig::api_key`] (an empty key is refused by
-    /// [`validate`](Self::validate)).
+    /// [`validate`](Self::validate), and without it leaves the API off).
     #[must_use]
     pub fn api_key(mut self, key: impl Into<String>) -> Self {
         self.api_key = Some(Secret(key.into()));
