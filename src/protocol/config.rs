@@ -214,7 +214,7 @@ impl ProtocolConfig {
         if let Some(bad) = self
             .allow_origins
             .iter()
-            .find(|o| super::admission::Origin::parse(&o.replacen("*.", "x.", 1)).is_none())
+            .find(|o| super::admission::Origin::parse_pattern(o).is_none())
         {
             return Err(format!("allow_origin {bad:?} is not scheme://host[:port]"));
         }
