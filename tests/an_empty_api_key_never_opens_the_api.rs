@@ -9,8 +9,11 @@ use api_common::raw_http;
 use wshub::protocol::{ProtocolConfig, ProtocolHandler};
 
 fn rooms_with(addr: std::net::SocketAddr, header: &str) -> u16 {
-    raw_http(addr, format!("GET /api/rooms HTTP/1.1\r\nHost: x\r\n{header}\r\nConnection: close\r\n\r\n").as_bytes())
-        .0
+    raw_http(
+        addr,
+        format!("GET /api/rooms HTTP/1.1\r\nHost: x\r\n{header}\r\nConnection: close\r\n\r\n").as_bytes(),
+    )
+    .0
 }
 
 #[test]

@@ -55,7 +55,11 @@ fn a_refresh_that_no_longer_allows_a_room_leaves_it_with_room_left() {
     bob.ok("room:publish", json!({"room": "b", "data": "secret"}));
     bob.ok("room:publish", json!({"room": "a", "data": "still yours"}));
     let next = alice.json();
-    assert_eq!((next["type"].as_str(), &next["payload"]["room"]), (Some("room:message"), &json!("a")), "{next}");
+    assert_eq!(
+        (next["type"].as_str(), &next["payload"]["room"]),
+        (Some("room:message"), &json!("a")),
+        "{next}"
+    );
     alice.assert_nothing_pending();
     let refused = alice.request("room:publish", json!({"room": "b", "data": 1}));
     assert_eq!(refused["payload"]["code"], "forbidden", "{refused}");

@@ -37,8 +37,10 @@ impl Handler for Gate {
 fn a_ban_made_while_the_user_upgrades_closes_the_connection_once_it_opens() {
     let (entered_tx, entered) = bounded(1);
     let (go, go_rx) = bounded(1);
-    let handler =
-        ProtocolHandler::with_app(ProtocolConfig::default().jwt_secret(SECRET), Gate { entered: entered_tx, go: go_rx });
+    let handler = ProtocolHandler::with_app(
+        ProtocolConfig::default().jwt_secret(SECRET),
+        Gate { entered: entered_tx, go: go_rx },
+    );
     let config = wshub::Config::default().bind("127.0.0.1:0".parse().unwrap());
     let server = wshub::Server::start(config, handler.clone()).expect("start");
     let addr = server.local_addr();
@@ -47,7 +49,8 @@ fn a_ban_made_while_the_user_upgrades_closes_the_connection_once_it_opens() {
         use jsonwebtoken::{encode, EncodingKey, Header};
         let exp = SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_secs() + 300;
         let claims = serde_json::json!({"sub": "mallory", "exp": exp});
-        let token = encode(&Header::default(), &claims, &EncodingKey::from_secret(SECRET.as_bytes())).unwrap();
+        let token =
+            encode(&Header::default(), &claims, &EncodingKey::from_secret(SECRET.as_bytes())).unwrap();
         let stream = TcpStream::connect(addr).expect("connect");
         stream.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
         let (mut ws, _) =

@@ -39,7 +39,8 @@ fn a_publish_whose_ack_was_lost_is_resent_and_acked_as_a_duplicate() {
     let proxy = Proxy::start(server.addr);
     let a = Client::connect(&format!("ws://{}/ws", proxy.addr), options().token(token("a")))
         .expect("a via the proxy");
-    let b = Client::connect(&format!("ws://{}/ws", server.addr), options().token(token("b"))).expect("b direct");
+    let b =
+        Client::connect(&format!("ws://{}/ws", server.addr), options().token(token("b"))).expect("b direct");
     let (mut seen_a, mut seen_b) = (Vec::new(), Vec::new());
     a.join("r").unwrap();
     b.join("r").unwrap();

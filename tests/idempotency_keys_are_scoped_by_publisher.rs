@@ -32,9 +32,12 @@ fn api_publish(addr: SocketAddr, room: &str, key: &str) -> Value {
 fn user_client(addr: SocketAddr, user: &str) -> Client {
     use jsonwebtoken::{encode, EncodingKey, Header};
     let exp = SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_secs() + 300;
-    let token =
-        encode(&Header::default(), &json!({"sub": user, "exp": exp}), &EncodingKey::from_secret(SECRET.as_bytes()))
-            .unwrap();
+    let token = encode(
+        &Header::default(),
+        &json!({"sub": user, "exp": exp}),
+        &EncodingKey::from_secret(SECRET.as_bytes()),
+    )
+    .unwrap();
     let stream = TcpStream::connect(addr).expect("connect");
     stream.set_read_timeout(Some(WAIT)).expect("timeout");
     let url = format!("ws://{addr}/ws?access_token={token}");

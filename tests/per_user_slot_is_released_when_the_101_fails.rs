@@ -45,7 +45,10 @@ fn a_failed_101_gives_the_users_slot_back() {
     let (entered_tx, entered) = bounded(1);
     let (go, go_rx) = bounded(1);
     let config = ProtocolConfig::default().jwt_secret(SECRET).max_connections_per_user(1);
-    let handler = ProtocolHandler::with_app(config, Gate { entered: entered_tx, go: go_rx, held: AtomicBool::new(false) });
+    let handler = ProtocolHandler::with_app(
+        config,
+        Gate { entered: entered_tx, go: go_rx, held: AtomicBool::new(false) },
+    );
     let server =
         wshub::Server::start(wshub::Config::default().bind("127.0.0.1:0".parse().unwrap()), handler).unwrap();
     let addr = server.local_addr();

@@ -89,7 +89,8 @@ fn key_pair(dir: &Path, name: &str, genpkey: &[&str]) -> (Vec<u8>, PathBuf) {
 fn a_p384_key_verifies_es384_and_other_key_types_are_refused_at_start() {
     let dir = std::env::temp_dir().join(format!("wshub-keys-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
-    let (p384, p384_pub) = key_pair(&dir, "p384", &["-algorithm", "EC", "-pkeyopt", "ec_paramgen_curve:P-384"]);
+    let (p384, p384_pub) =
+        key_pair(&dir, "p384", &["-algorithm", "EC", "-pkeyopt", "ec_paramgen_curve:P-384"]);
     let (p256, _) = key_pair(&dir, "p256", &["-algorithm", "EC", "-pkeyopt", "ec_paramgen_curve:P-256"]);
     let server = Wshub::start(&["--jwt-public-key", p384_pub.to_str().unwrap()]);
     let claims = json!({"sub": "carol", "exp": now() + 300});

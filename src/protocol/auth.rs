@@ -88,7 +88,8 @@ fn public_key(pem: &str) -> Result<(DecodingKey, Algorithm), String> {
     const P256: &[u8] = &[0x06, 0x08, 0x2a, 0x86, 0x48, 0xce, 0x3d, 0x03, 0x01, 0x07];
     const P384: &[u8] = &[0x06, 0x05, 0x2b, 0x81, 0x04, 0x00, 0x22];
     let refused = || "the JWT public key is not an RSA, P-256 or P-384 public key in PEM".to_owned();
-    let spki = rustls_pki_types::SubjectPublicKeyInfoDer::from_pem_slice(pem.as_bytes()).map_err(|_| refused())?;
+    let spki =
+        rustls_pki_types::SubjectPublicKeyInfoDer::from_pem_slice(pem.as_bytes()).map_err(|_| refused())?;
     let names = |oid: &[u8]| spki.windows(oid.len()).any(|w| w == oid);
     let algorithm = if names(P256) {
         Algorithm::ES256

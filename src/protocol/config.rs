@@ -211,10 +211,8 @@ impl ProtocolConfig {
             self.jwt_audience.as_deref(),
             self.jwt_issuer.as_deref(),
         )?;
-        if let Some(bad) = self
-            .allow_origins
-            .iter()
-            .find(|o| super::admission::Origin::parse_pattern(o).is_none())
+        if let Some(bad) =
+            self.allow_origins.iter().find(|o| super::admission::Origin::parse_pattern(o).is_none())
         {
             return Err(format!("allow_origin {bad:?} is not scheme://host[:port]"));
         }
