@@ -178,8 +178,9 @@ impl Verifier {
             return Err(Rejected("expired".into()));
         }
         // The session's end must be a time this clock can hold, as a wall
-        // time and as a deadline from now.
-        let ahead = Duration::from_secs(claims.exp - since_epoch);
+        // time and as a deadline from now (with a day to spare: the deadline
+        // is computed again, a moment later, when the session is armed).
+        let ahead = Duration::from_secs(claims.exp - since_epoch).saturating_add(Duration::from_secs(86_400));
         if UNIX_EPOCH.checked_add(Duration::from_secs(claims.exp)).is_none()
             || std::time::Instant::now().checked_add(ahead).is_none()
         {
