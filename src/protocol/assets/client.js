@@ -69,7 +69,9 @@
   // seq, from, data}, "binary" {room, seq, body: Uint8Array}, "presence" {room,
   // clientId, user, joined} (also as "presence:join"/"presence:leave"),
   // "typing" {room, clientId, active}, "recovery" {room, recovered, epoch,
-  // previousEpoch}, "error" {code, message}, "connected" (the raw first frame).
+  // previousEpoch}, "room:left" {room, reason} (the server removed us: the
+  // room is not rejoined), "error" {code, message}, "connected" (the raw
+  // first frame).
   WshubClient.prototype.on = function (type, handler) {
     if (!this._handlers.has(type)) this._handlers.set(type, []);
     this._handlers.get(type).push(handler);
@@ -301,6 +303,10 @@
       case "presence:leave":
         this._emit(env.type, p, env);
         this._emit("presence", { room: p.room, clientId: p.clientId, user: p.user, joined: env.type === "presence:join" }, env);
+        return;
+      case "room:left":
+        this._rooms.delete(p.room);
+        this._emit(env.type, p, env);
         return;
       default: this._emit(env.type, p, env);
     }
