@@ -105,6 +105,15 @@ assert.ok(bobSeen.some(([n, code, reason]) => n === "close" && code === 1008 && 
 assert.equal(calls, 3);
 assert.deepEqual((await bob.presence("app")).room, "app", "rejoined with the fresh token");
 
+// A token for a year: no refresh now (a timer past 2^31 ms would fire at once).
+let carlCalls = 0;
+const carl = new WshubClient(url, { getToken: () => { carlCalls += 1; return sign("carl", 365 * 24 * 3600).token; } });
+await carl.ready;
+await carl.ping(1);
+await new Promise((resolve) => setTimeout(resolve, 1500));
+assert.equal(carlCalls, 1, "getToken asked once for a token that lives a year");
+carl.close();
+
 ann.close();
 bob.close();
 assert.deepEqual(states, ["connecting", "open", "closed"]);

@@ -134,6 +134,27 @@ const scenarios = {
     assert.equal(await publish, "closed");
     await assert.rejects(c.ready.then(() => c.join("x")), (e) => e.code === "closed");
     server.close();
+
+    // Closed while a rejoin waits for its answer: it stays closed.
+    const second = await startServer(async (conn) => {
+      conn.hello();
+      const join = await conn.untilJoin();
+      if (conn.index === 0) {
+        conn.send(envelope("ack", { room: "r", seq: 0, members: 1, epoch: "e1" }, join.id));
+        setTimeout(() => conn.close(1001, "going away"), 50);
+      }
+    });
+    const d = new WshubClient(second.url, { timeoutMs: 5000, backoff: fast });
+    const states = record(d, ["state"]);
+    await d.join("r");
+    const rejoined = await second.conn(1);
+    await until(() => rejoined.received.some((m) => m.type === "room:join"), "the rejoin");
+    d.close();
+    await d.ping(1).catch(() => {}); // a turn of the event loop
+    await new Promise((resolve) => setTimeout(resolve, 50));
+    assert.equal(d.state, "closed");
+    assert.deepEqual(states.map(([, p]) => p.state).slice(-2), ["connecting", "closed"]);
+    second.close();
   },
 
   // Accepts, acks the join, closes with 1011, every time. The attempt counter

@@ -1,7 +1,8 @@
 //! client.js (the bundled browser client) in Node against WebSocket servers
 //! written to misbehave (`tests/client_js_broken_server.mjs`): one that never
 //! sends `connected`, one that never answers the rejoin, one that goes silent
-//! after the join, one that never answers the close handshake, one that
+//! after the join, one that never answers the close handshake (nor the rejoin
+//! the client is closed during), one that
 //! accepts and closes with 1011 every time, one that sends frames named after
 //! the client's own events, one whose join ack comes with a message. Each
 //! scenario is `tests/client_js_broken_servers.mjs SCENARIO`, bounded by its

@@ -27,8 +27,12 @@
   var DEFAULT_HEARTBEAT_MS = 30000;
   // The shortest heartbeat honoured, so a server cannot make the client ping in a loop.
   var MIN_HEARTBEAT_MS = 100;
-  // A token refresh (getToken) comes before exp by half the time left, at most this.
+  // A token refresh (getToken) comes before exp by half the time left, at most
+  // this; and never sooner than MIN_REFRESH_WAIT_MS after the last one.
   var MAX_REFRESH_LEAD_MS = 30000;
+  var MIN_REFRESH_WAIT_MS = 1000;
+  // The longest setTimeout browsers honour (longer ones fire at once).
+  var MAX_TIMER_MS = 2147483647;
 
   // What every Promise of this client is rejected with, and what "error" carries.
   class WshubError extends Error {
@@ -317,7 +321,7 @@
 
   WshubClient.prototype._heartbeatMs = function () {
     var h = this.hello && this.hello.heartbeatMs;
-    return typeof h === "number" && h > 0 ? Math.max(MIN_HEARTBEAT_MS, Math.min(h, 2147483647)) : DEFAULT_HEARTBEAT_MS;
+    return typeof h === "number" && h > 0 ? Math.max(MIN_HEARTBEAT_MS, Math.min(h, MAX_TIMER_MS)) : DEFAULT_HEARTBEAT_MS;
   };
 
   WshubClient.prototype._armIdle = function (ms) {
@@ -378,16 +382,20 @@
     var exp = this.getToken && tokenExpiry(this.token);
     if (!exp) return;
     var left = exp - Date.now();
-    this._refreshTimer = setTimeout(function () {
+    var at = Date.now() + Math.max(MIN_REFRESH_WAIT_MS, left - Math.min(MAX_REFRESH_LEAD_MS, left / 2));
+    var wake = function () {
       self._refreshTimer = null;
+      if (Date.now() < at) { self._refreshTimer = setTimeout(wake, Math.min(MAX_TIMER_MS, at - Date.now())); return; }
       var gen = self._gen;
       Promise.resolve().then(function () { return self.getToken(); }).then(function (token) {
         if (gen !== self._gen || typeof token !== "string" || !token) return null;
         return self.setToken(token).then(function () { if (gen === self._gen) self._armRefresh(); });
       }).catch(function (e) {
+        if (gen !== self._gen) return; // the connection went meanwhile; the next one asks anew
         self._emit("error", new WshubError(e && e.code || "token_unavailable", "refreshing the token: " + String(e && e.message || e)));
       });
-    }, Math.max(0, left - Math.min(MAX_REFRESH_LEAD_MS, left / 2)));
+    };
+    this._refreshTimer = setTimeout(wake, Math.min(MAX_TIMER_MS, at - Date.now()));
   };
 
   // --- Rooms
@@ -405,7 +413,7 @@
         self._onRejoin(room, resync, ack);
       },
       reject: function (err) {
-        if (err.code === "disconnected") return;
+        if (err.code === "disconnected" || err.code === "closed") return; // the connection went first
         self._rooms.delete(room);
         self._resync.delete(room);
         self._emit("error", new WshubError(err.code, "rejoining " + room + ": " + err.message));
@@ -455,6 +463,7 @@
   // Every room rejoined: send what waited, in order, then say "open".
   WshubClient.prototype._goOnline = function () {
     var self = this;
+    if (!this.ws) return;
     this._openedAt = Date.now();
     this._everOpen = true;
     this._setState("open");
