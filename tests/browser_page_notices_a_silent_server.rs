@@ -26,10 +26,14 @@ fn the_page_leaves_a_silent_server_and_retries_when_online() {
     let server_b = Server::start(&["--heartbeat-ms", "60000"]);
     let proxy_a = Proxy::start(server_a.addr);
     let proxy_b = Proxy::start(server_b.addr);
+    // Refuses every connection: where the page's attempts fail in part 3.
+    let proxy_c = Proxy::start(server_b.addr);
+    proxy_c.set_refuse(true);
     let mut node = Command::new("node")
         .arg(format!("{root}/tests/browser/silent_server.mjs"))
         .arg(proxy_a.addr.to_string())
         .arg(proxy_b.addr.to_string())
+        .arg(proxy_c.addr.to_string())
         .arg(&shots)
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
@@ -46,11 +50,7 @@ fn the_page_leaves_a_silent_server_and_retries_when_online() {
             "swallow a" => proxy_a.set_swallow_down(true),
             "unswallow a" => proxy_a.set_swallow_down(false),
             "swallow b" => proxy_b.set_swallow_down(true),
-            "refuse b" => {
-                proxy_b.set_refuse(true);
-                proxy_b.set_swallow_down(false);
-            }
-            "accept b" => proxy_b.set_refuse(false),
+            "unswallow b" => proxy_b.set_swallow_down(false),
             "browser ok" => {
                 ok = true;
                 break;

@@ -91,7 +91,7 @@ const scenarios = {
   // ping gets no reply, and reconnects. The next server is quiet but alive:
   // its pings are answered and the client stays.
   async silent_after_join() {
-    const heartbeatMs = 400;
+    const heartbeatMs = 1000;
     let frozenAt = 0;
     const server = await startServer(async (conn) => {
       conn.hello({ heartbeatMs });

@@ -7,16 +7,17 @@
 //  2. B goes silent and the page becomes visible again (`visibilitychange`,
 //     as after a laptop sleep): the page checks at once instead of waiting
 //     for its 60 s heartbeat, and leaves "connected".
-//  3. While B refuses connections the page waits out its backoff; an
+//  3. While its attempts are refused (the client pointed at ADDR_C, a proxy
+//     that refuses every connection) the page waits out its backoff; an
 //     `online` event makes it retry at once, long before its next attempt.
 // The driver answers each request on stdout ("swallow a", "unswallow a",
-// "swallow b", "refuse b", "accept b") with "done" on stdin.
-// Usage: node silent_server.mjs ADDR_A ADDR_B SCREENSHOT_DIR
+// "swallow b", "unswallow b") with "done" on stdin.
+// Usage: node silent_server.mjs ADDR_A ADDR_B ADDR_C SCREENSHOT_DIR
 import assert from "node:assert/strict";
 import { createInterface } from "node:readline";
 import { chromium } from "playwright-core";
 
-const [addrA, addrB, shots] = process.argv.slice(2);
+const [addrA, addrB, addrC, shots] = process.argv.slice(2);
 const HEARTBEAT_A = 1000;
 const lines = createInterface({ input: process.stdin })[Symbol.asyncIterator]();
 async function ask(what) {
@@ -55,9 +56,9 @@ try {
   const left = await ann.evaluate(() => window.__left);
   const took = left.at - silentFrom;
   console.log(`left "connected" ${took} ms after the server went silent (heartbeat ${HEARTBEAT_A} ms)`);
-  // Two heartbeats (one idle, one waiting for the ping's ack), plus a second
+  // Two heartbeats (one idle, one waiting for the ping's ack), plus 1.5 s
   // for timers late on a loaded machine.
-  assert.ok(took <= 2 * HEARTBEAT_A + 1000, `left after ${took} ms`);
+  assert.ok(took <= 2 * HEARTBEAT_A + 1500, `left after ${took} ms`);
   await ann.waitForFunction(() => document.getElementById("log").innerText.includes("connection lost: no reply to a ping"), null, { timeout: 10000 });
   await ann.screenshot({ path: `${shots}/8-silent-server-left-ann.png` });
   await ask("unswallow a");
@@ -84,15 +85,20 @@ try {
   await bob.screenshot({ path: `${shots}/10-visible-again-bob.png` });
 
   // 3. Refused; `online` retries at once.
-  await ask("refuse b");
-  // Attempts fail at once; wait (bounded) for one that waits at least 1.5 s.
+  await bob.evaluate((c) => { window.__url = window.chat.url; window.chat.url = `ws://${c}/ws`; }, addrC);
+  await ask("unswallow b");
+  // Attempts fail at once; wait (bounded) for a delay of at least 1.5 s.
   await bob.waitForFunction(() => window.chat.state === "reconnecting" && window.chat.nextAttemptAt - Date.now() > 1500, null, { timeout: 60000, polling: 20 });
-  await ask("accept b");
-  const retry = await bob.evaluate(() => new Promise((resolve) => {
+  // In one turn of the page: point back at B, go online, see the attempt start.
+  const retry = await bob.evaluate(() => {
+    let seen = null;
     const planned = window.chat.nextAttemptAt;
-    window.chat.once("state", (e) => resolve({ state: e.state, early: planned - Date.now() }));
+    window.chat.url = window.__url;
+    window.chat.once("state", (e) => { seen = { state: e.state, early: planned - Date.now() }; });
     window.dispatchEvent(new Event("online"));
-  }));
+    return seen;
+  });
+  assert.ok(retry, "online started no attempt");
   console.log(`online: ${retry.state} ${retry.early} ms before the planned attempt`);
   assert.equal(retry.state, "connecting");
   assert.ok(retry.early > 1000, JSON.stringify(retry));
