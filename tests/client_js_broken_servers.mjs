@@ -256,6 +256,39 @@ const scenarios = {
     c.close();
     server.close();
   },
+
+  // `room:left` (PROTOCOL 1.2: the server removed the client from a room):
+  // reported, and that room is not rejoined after a reconnection.
+  async room_left() {
+    const rejoins = [];
+    const server = await startServer(async (conn) => {
+      conn.hello();
+      if (conn.index === 0) {
+        for (const room of ["kept", "gone"]) {
+          const join = await conn.untilJoin();
+          conn.send(envelope("ack", { room, seq: 0, members: 1, epoch: "e1" }, join.id));
+        }
+        conn.send(envelope("room:left", { room: "gone", reason: "kicked" }));
+        setTimeout(() => conn.close(1001, "going away"), 100);
+      } else {
+        const join = await conn.untilJoin();
+        rejoins.push(join.payload.room);
+        conn.send(envelope("ack", { room: join.payload.room, seq: 0, members: 1, epoch: "e1", recovered: true }, join.id));
+        await conn.serve();
+      }
+    });
+    const c = new WshubClient(server.url, { timeoutMs: 5000, backoff: fast });
+    const seen = record(c, ["room:left", "open"]);
+    await c.join("kept");
+    await c.join("gone");
+    await until(() => seen.filter(([n]) => n === "open").length === 2, "the reconnection");
+    await c.ping(1);
+    assert.deepEqual(seen.filter(([n]) => n === "room:left").map(([, p]) => p), [{ room: "gone", reason: "kicked" }]);
+    assert.deepEqual(rejoins, ["kept"]);
+    assert.equal(server.conns[1].received.filter((m) => m.type === "room:join").length, 1);
+    c.close();
+    server.close();
+  },
 };
 
 if (!scenarios[scenario]) { console.error(`unknown scenario ${scenario}`); process.exit(2); }

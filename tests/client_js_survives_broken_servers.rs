@@ -4,7 +4,8 @@
 //! after the join, one that never answers the close handshake (nor the rejoin
 //! the client is closed during), one that
 //! accepts and closes with 1011 every time, one that sends frames named after
-//! the client's own events, one whose join ack comes with a message. Each
+//! the client's own events, one whose join ack comes with a message, one that
+//! removes the client from a room (`room:left`). Each
 //! scenario is `tests/client_js_broken_servers.mjs SCENARIO`, bounded by its
 //! own timer. Needs `node` 20 or later on PATH.
 
@@ -73,4 +74,9 @@ fn frames_named_after_client_events_fire_no_handlers() {
 #[test]
 fn messages_that_come_with_the_join_ack_are_not_delivered_twice() {
     run("ack_with_message");
+}
+
+#[test]
+fn a_room_the_server_removed_the_client_from_is_not_rejoined() {
+    run("room_left");
 }
