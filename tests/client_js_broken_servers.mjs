@@ -289,6 +289,25 @@ const scenarios = {
     c.close();
     server.close();
   },
+
+  // getToken never answers the first time: the attempt is given up after
+  // timeoutMs like one without `connected`, and the next one connects.
+  async get_token_hangs() {
+    const server = await startServer((conn) => { conn.hello(); return conn.serve(); });
+    let calls = 0;
+    const c = new WshubClient(server.url, {
+      timeoutMs: 600,
+      backoff: fast,
+      getToken: () => { calls += 1; return calls === 1 ? new Promise(() => {}) : "t"; },
+    });
+    const seen = record(c, ["close", "error", "open"]);
+    await c.ready;
+    assert.deepEqual(seen.map(([n, p]) => [n, p.code]), [["error", "token_unavailable"], ["close", 1006], ["open", undefined]]);
+    assert.equal(calls, 2);
+    assert.equal(server.conns.length, 1);
+    c.close();
+    server.close();
+  },
 };
 
 if (!scenarios[scenario]) { console.error(`unknown scenario ${scenario}`); process.exit(2); }

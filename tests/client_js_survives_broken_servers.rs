@@ -5,7 +5,8 @@
 //! the client is closed during), one that
 //! accepts and closes with 1011 every time, one that sends frames named after
 //! the client's own events, one whose join ack comes with a message, one that
-//! removes the client from a room (`room:left`). Each
+//! removes the client from a room (`room:left`); and a `getToken` that never
+//! answers. Each
 //! scenario is `tests/client_js_broken_servers.mjs SCENARIO`, bounded by its
 //! own timer. Needs `node` 20 or later on PATH.
 
@@ -79,4 +80,9 @@ fn messages_that_come_with_the_join_ack_are_not_delivered_twice() {
 #[test]
 fn a_room_the_server_removed_the_client_from_is_not_rejoined() {
     run("room_left");
+}
+
+#[test]
+fn a_get_token_that_never_answers_is_given_up_and_retried() {
+    run("get_token_hangs");
 }

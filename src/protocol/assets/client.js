@@ -196,15 +196,19 @@
     this._setState("connecting");
     this._watch(true);
     if (!this.getToken) return this._open();
+    var failed = function (why) {
+      if (gen !== self._gen) return;
+      self._gen += 1; // a late answer is ignored
+      self._emit("error", new WshubError("token_unavailable", why));
+      self._onClose(1006, "no token to connect with");
+    };
+    this._connTimer = setTimeout(function () { failed("getToken gave no token within " + self.timeoutMs + " ms"); }, this.timeoutMs);
     Promise.resolve().then(function () { return self.getToken(); }).then(function (token) {
       if (gen !== self._gen) return;
+      clearTimeout(self._connTimer);
       if (typeof token === "string" && token) self.token = token;
       self._open();
-    }, function (e) {
-      if (gen !== self._gen) return;
-      self._emit("error", new WshubError("token_unavailable", "getToken failed: " + String(e && e.message || e)));
-      self._onClose(1006, "no token to connect with");
-    });
+    }, function (e) { failed("getToken failed: " + String(e && e.message || e)); });
   };
 
   WshubClient.prototype._open = function () {
