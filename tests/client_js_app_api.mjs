@@ -117,6 +117,12 @@ carl.close();
 ann.close();
 bob.close();
 assert.deepEqual(states, ["connecting", "open", "closed"]);
+// connect() after close(): a new connection, its rooms rejoined.
+ann.connect();
+const again = await ann.ready;
+assert.deepEqual(states, ["connecting", "open", "closed", "connecting", "open"]);
+assert.ok((await ann.presence("app")).members.some((m) => m.clientId === again.clientId), "rejoined app");
+ann.close();
 clearTimeout(killer);
 console.log("client.js app api ok");
 process.exit(0);

@@ -102,15 +102,14 @@
     this._attempt = 0;
     this._rejoining = 0;
     this._retryTimer = null;
-    this._connTimer = null;      // the deadline for `connected`
+    this._connTimer = null;      // the deadline for getToken's answer, then for `connected`
     this._idleTimer = null;      // fires when nothing came for a heartbeat
     this._refreshTimer = null;   // getToken before the token's exp
     this._probe = null;          // the id of the liveness ping in flight
     this._lastFrameAt = 0;
     this._openedAt = 0;
-    this._gen = 0;               // counts attempts, so a late getToken answer is ignored
+    this._gen = 0;               // counts attempts and the close, so late answers to an old one are ignored
     this._stopped = false;
-    this._everOpen = false;
     this._watching = null;       // the browser listeners (online, visibilitychange)
     this._keyPrefix = Math.random().toString(36).slice(2, 10) + Date.now().toString(36);
     this._newReady();
@@ -469,7 +468,6 @@
     var self = this;
     if (!this.ws) return;
     this._openedAt = Date.now();
-    this._everOpen = true;
     this._setState("open");
     this._armIdle(this._heartbeatMs());
     this._armRefresh();
