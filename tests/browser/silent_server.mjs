@@ -34,6 +34,12 @@ const browser = await chromium.launch({
 });
 try {
   const context = await browser.newContext({ viewport: { width: 900, height: 640 } });
+  // The page follows the client's state events: it polls nothing.
+  await context.addInitScript(() => {
+    window.__intervals = 0;
+    const setInterval = window.setInterval;
+    window.setInterval = function (...args) { window.__intervals += 1; return setInterval.apply(this, args); };
+  });
   // Records when the page's client leaves "open", and what its log says.
   const watch = (p) => p.evaluate(() => {
     window.__left = null;
@@ -64,6 +70,7 @@ try {
   await ask("unswallow a");
   await opened(ann);
   await ann.screenshot({ path: `${shots}/9-silent-server-reconnected-ann.png` });
+  assert.equal(await ann.evaluate(() => window.__intervals), 0, "the page set an interval timer");
 
   // 2. B goes silent; the page shows again.
   const bob = await context.newPage();
