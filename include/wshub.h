@@ -322,8 +322,9 @@ typedef void (*wshub_on_close)(void *user_data,
  `user` is the token's `sub` (NULL when auth is off); `user` and `room` are
  valid only during the call. Runs on the connection's reader thread, before
  the join takes effect, for the first join of each room (not for a rejoin
- of a room the connection is in). Not called in pull mode (joins are
- allowed there).
+ of a room the connection is in). An event stream (`GET /sse?room=R`) asks
+ it too, before its `200` and before on_upgrade (refused: `403`). Not
+ called in pull mode (joins are allowed there).
  */
 typedef bool (*wshub_on_join)(void *user_data,
                               wshub_server *server,
@@ -817,7 +818,7 @@ wshub_result wshub_config_set_jwt_secret(wshub_config *config, const char *secre
 
 /*
  Protocol only: the PEM text (copied) of the public key verifying RS256
- (RSA) or ES256 (P-256) tokens; NULL turns it off. A key that does not
+ (RSA), ES256 (P-256) or ES384 (P-384) tokens; NULL turns it off. A key that does not
  parse makes `wshub_start` return WSHUB_INVALID_CONFIG. Default off.
  */
 wshub_result wshub_config_set_jwt_public_key_pem(wshub_config *config, const char *pem);
@@ -845,6 +846,14 @@ wshub_result wshub_config_add_allow_origin(wshub_config *config, const char *ori
  more gets 503 with Retry-After. 0 = no limit (the default).
  */
 wshub_result wshub_config_set_max_connections_per_user(wshub_config *config, size_t value);
+
+/*
+ Protocol only: serve Server-Sent Events (`GET /sse?room=R`, on by
+ default). A stream passes every check a `room:join` of its room passes,
+ `on_join` included (called on the stream's reader thread, before the
+ `200`); `false` answers `/sse` with 404.
+ */
+wshub_result wshub_config_set_sse(wshub_config *config, bool on);
 
 /*
  Protocol only: share rooms, seq, history and presence with every node on

@@ -68,6 +68,8 @@ pub struct ConfigFile {
     pub tls_client_ca: Option<std::path::PathBuf>,
     pub redis: Option<String>,
     pub redis_prefix: Option<String>,
+    /// `true` turns `GET /sse` off (`--no-sse`).
+    pub no_sse: Option<bool>,
 }
 
 /// A per-second rate as the config file may write it: `20` or `"20/s"`

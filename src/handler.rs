@@ -72,8 +72,10 @@ pub trait Handler: Send + Sync + 'static {
     /// `error forbidden`. `user` is the token's `sub` when auth is on. Called by
     /// [`ProtocolHandler`](crate::protocol::ProtocolHandler) on the handler it
     /// was given with [`with_app`](crate::protocol::ProtocolHandler::with_app),
-    /// on the connection's reader thread, before the join takes effect.
-    /// Default: allow.
+    /// on the connection's reader thread, before the join takes effect. An
+    /// event stream (`GET /sse?room=R`) asks it too, with the upgrade, before
+    /// its `200` and before [`on_upgrade`](Handler::on_upgrade): false answers
+    /// `403`. Default: allow.
     fn on_join(&self, server: &ServerHandle, conn: ConnId, user: Option<&str>, room: &str) -> bool {
         let _ = (server, conn, user, room);
         true

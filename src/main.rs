@@ -157,7 +157,7 @@ struct Cli {
     /// (401 otherwise). Prefer the config file: a flag shows in `ps`.
     #[arg(long, value_name = "SECRET", conflicts_with = "jwt_public_key")]
     jwt_secret: Option<String>,
-    /// PEM file with the public key verifying RS256 (RSA) or ES256 (P-256) tokens.
+    /// PEM file with the public key verifying RS256 (RSA), ES256 (P-256) or ES384 (P-384) tokens.
     #[arg(long, value_name = "FILE")]
     jwt_public_key: Option<PathBuf>,
     /// A token's `aud` must name this.
@@ -178,6 +178,9 @@ struct Cli {
     /// WSHUB_API_KEY environment variable or the config file: a flag shows in `ps`.
     #[arg(long, value_name = "KEY")]
     api_key: Option<String>,
+    /// Turns Server-Sent Events (`GET /sse`) off: it answers 404.
+    #[arg(long)]
+    no_sse: bool,
     /// Users the ban list holds at most; a ban past it is refused (503).
     #[arg(long, default_value_t = ProtocolConfig::default().max_bans)]
     max_bans: usize,
@@ -275,7 +278,7 @@ impl Cli {
         }
         merge_some!(jwt_secret, jwt_public_key, jwt_audience, jwt_issuer);
         merge_some!(api_key);
-        merge!(max_bans);
+        merge!(max_bans, no_sse);
         if let Some(rate) = &file.connect_rate_per_ip {
             let rate =
                 parse_rate(&rate.0).map_err(|e| format!("{}: connect_rate_per_ip: {e}", path.display()))?;
@@ -343,15 +346,15 @@ impl Cli {
             .redis_prefix(self.redis_prefix.clone()))
     }
 
-    /// The backend API's key (the flag or config file, else `WSHUB_API_KEY`)
-    /// and the ban list's bound.
+    /// The backend API's key (the flag or config file, else `WSHUB_API_KEY`),
+    /// the ban list's bound, and whether `/sse` is served.
     fn backend_api(&self, mut config: ProtocolConfig) -> ProtocolConfig {
         let key =
             self.api_key.clone().or_else(|| std::env::var("WSHUB_API_KEY").ok().filter(|k| !k.is_empty()));
         if let Some(key) = key {
             config = config.api_key(key);
         }
-        config.max_bans(self.max_bans)
+        config.max_bans(self.max_bans).sse(!self.no_sse)
     }
 
     fn config(&self) -> Config {

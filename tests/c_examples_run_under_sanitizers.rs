@@ -225,6 +225,23 @@ fn auth_client(port: u16, user: &str) -> Result<Client, u16> {
     }
 }
 
+/// The status of `GET /sse?room={room}` on auth_server with a token for `user`.
+fn auth_stream_status(port: u16, user: &str, room: &str) -> u16 {
+    use jsonwebtoken::{encode, EncodingKey, Header};
+    use std::io::{Read, Write};
+    let exp = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs() + 300;
+    let claims = serde_json::json!({"sub": user, "exp": exp});
+    let token =
+        encode(&Header::default(), &claims, &EncodingKey::from_secret(b"auth-example-demo-secret")).unwrap();
+    let mut stream = std::net::TcpStream::connect(("127.0.0.1", port)).expect("connect");
+    stream.set_read_timeout(Some(Duration::from_secs(30))).expect("read timeout");
+    let request = format!("GET /sse?room={room}&access_token={token} HTTP/1.1\r\nHost: t\r\n\r\n");
+    stream.write_all(request.as_bytes()).expect("write");
+    let mut head = [0u8; 12];
+    stream.read_exact(&mut head).expect("a status line");
+    String::from_utf8_lossy(&head[9..12]).parse().expect("a status")
+}
+
 #[test]
 fn auth_server_join_hook_refuses_a_room_and_upgrade_hook_sees_the_user() {
     let program = example("ffi-examples", "asan", "auth_server");
@@ -244,6 +261,10 @@ fn auth_server_join_hook_refuses_a_room_and_upgrade_hook_sees_the_user() {
     let mut admin = auth_client(port, "admin").expect("admin opens");
     admin.send(Message::text(r#"{"type":"room:join","id":"p","payload":{"room":"private:ops"}}"#)).unwrap();
     assert_eq!(next_of_type(&mut admin, "ack")["payload"]["room"], "private:ops");
+    // An event stream of the room goes through the same on_join.
+    assert_eq!(auth_stream_status(port, "alice", "private:payroll"), 403, "/sse asks on_join");
+    assert_eq!(auth_stream_status(port, "admin", "private:payroll"), 200);
+    assert_eq!(auth_stream_status(port, "alice", "lobby"), 200);
 
     program.sigint();
     assert_eq!(expect_close(&mut alice), 1001);

@@ -1,6 +1,6 @@
 //! wshub::client through a TCP proxy that the test cuts: (1) the connection
-//! dies after the server stored a publish but before its ack reached the
-//! client; the resend (same key) is acked `duplicate: true` and the other
+//! of a user dies after the server stored a publish but before its ack
+//! reached the client; the resend (same key, same user) is acked `duplicate: true` and the other
 //! member sees the message once. (2) a cut while the server lives on: the
 //! client rejoins with `since` and recovers, in order, what it missed
 //! (`recovered: true`, so no Recovery event), and its offline publishes arrive
@@ -18,12 +18,29 @@ fn options() -> Options {
     Options::default().backoff(Duration::from_millis(20), Duration::from_millis(200))
 }
 
+const SECRET: &str = "resend-secret";
+
+/// A token for `user`: a key is its publisher's, so a resend over a new
+/// connection is recognised when the publisher is a user (docs/protocol.md,
+/// "Idempotent publish").
+fn token(user: &str) -> String {
+    let exp = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs() + 300;
+    jsonwebtoken::encode(
+        &jsonwebtoken::Header::default(),
+        &json!({"sub": user, "exp": exp}),
+        &jsonwebtoken::EncodingKey::from_secret(SECRET.as_bytes()),
+    )
+    .unwrap()
+}
+
 #[test]
 fn a_publish_whose_ack_was_lost_is_resent_and_acked_as_a_duplicate() {
-    let server = Server::start(&[]);
+    let server = Server::start(&["--jwt-secret", SECRET]);
     let proxy = Proxy::start(server.addr);
-    let a = Client::connect(&format!("ws://{}/ws", proxy.addr), options()).expect("a via the proxy");
-    let b = Client::connect(&format!("ws://{}/ws", server.addr), options()).expect("b direct");
+    let a = Client::connect(&format!("ws://{}/ws", proxy.addr), options().token(token("a")))
+        .expect("a via the proxy");
+    let b =
+        Client::connect(&format!("ws://{}/ws", server.addr), options().token(token("b"))).expect("b direct");
     let (mut seen_a, mut seen_b) = (Vec::new(), Vec::new());
     a.join("r").unwrap();
     b.join("r").unwrap();

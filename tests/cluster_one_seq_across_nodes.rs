@@ -1,6 +1,6 @@
 //! Scale-out over a real `redis-server`: members on every node see one
 //! gap-free seq order per room, whoever publishes on whichever node, and a
-//! resend with the same key on another node is still a duplicate.
+//! resend with the same key by the same user on another node is still a duplicate.
 
 mod cluster_common;
 use cluster_common::*;
@@ -103,13 +103,33 @@ fn publishers_alternating_nodes_under_load_give_one_gap_free_order_to_all() {
     }
 }
 
+/// A client of `user` on `node` (keys are scoped to their user, so a resend
+/// over another connection is recognised for a user).
+fn user_client(node: &Wshub, user: &str) -> Client {
+    let exp = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs() + 300;
+    let token = jsonwebtoken::encode(
+        &jsonwebtoken::Header::default(),
+        &json!({"sub": user, "exp": exp}),
+        &jsonwebtoken::EncodingKey::from_secret(b"resend-secret"),
+    )
+    .unwrap();
+    let stream = std::net::TcpStream::connect(node.addr).expect("connect");
+    stream.set_read_timeout(Some(WAIT)).expect("timeout");
+    let url = format!("ws://{}/ws?access_token={token}", node.addr);
+    let (ws, _) = tungstenite::client::client(url, stream).expect("upgrade");
+    let mut client = Client::from_parts(ws, None);
+    assert_eq!(client.json()["type"], "connected");
+    client
+}
+
 #[test]
 fn a_resend_with_the_same_key_on_another_node_is_a_duplicate() {
     let redis = Redis::start();
-    let (a, b) = (node(&redis, &[]), node(&redis, &[]));
-    let mut on_a = a.client();
+    let auth = ["--jwt-secret", "resend-secret"];
+    let (a, b) = (node(&redis, &auth), node(&redis, &auth));
+    let mut on_a = user_client(&a, "u");
     ok(&mut on_a, "room:join", json!({"room": "k"}));
-    let mut on_b = b.client();
+    let mut on_b = user_client(&b, "u");
     ok(&mut on_b, "room:join", json!({"room": "k"}));
     let first = ok(&mut on_a, "room:publish", json!({"room": "k", "data": 1, "key": "once"}));
     assert_eq!(first, json!({"room": "k", "seq": 1}));

@@ -188,6 +188,15 @@ pub enum Event {
         /// Started or stopped.
         active: bool,
     },
+    /// The server removed this client from `room` (`room:left`); it is not
+    /// rejoined on reconnection.
+    Left {
+        /// The room.
+        room: String,
+        /// Why: `forbidden` (an `auth:refresh` whose claim no longer allows
+        /// it), `kicked`.
+        reason: String,
+    },
     /// Something failed that answers no call of the application: an `error`
     /// frame without a pending request, a rejoin refused, a refused handshake.
     Error {

@@ -320,6 +320,13 @@ impl Session<'_> {
                 user: payload["user"].as_str().map(str::to_owned),
                 joined: kind == "presence:join",
             }),
+            ("room:left", _) => {
+                let room = payload["room"].as_str().unwrap_or_default().to_owned();
+                self.shared.state.lock().rooms.remove(&room);
+                self.resyncing.remove(&room);
+                let reason = payload["reason"].as_str().unwrap_or_default().to_owned();
+                self.shared.emit(Event::Left { room, reason });
+            }
             ("typing", _) => self.shared.emit(Event::Typing {
                 room: payload["room"].as_str().unwrap_or_default().to_owned(),
                 client_id: payload["clientId"].as_str().unwrap_or_default().to_owned(),

@@ -84,8 +84,9 @@ pub type wshub_on_close = Option<
 /// `user` is the token's `sub` (NULL when auth is off); `user` and `room` are
 /// valid only during the call. Runs on the connection's reader thread, before
 /// the join takes effect, for the first join of each room (not for a rejoin
-/// of a room the connection is in). Not called in pull mode (joins are
-/// allowed there).
+/// of a room the connection is in). An event stream (`GET /sse?room=R`) asks
+/// it too, before its `200` and before on_upgrade (refused: `403`). Not
+/// called in pull mode (joins are allowed there).
 pub type wshub_on_join = Option<
     extern "C" fn(
         user_data: *mut c_void,

@@ -620,7 +620,7 @@ pub extern "C" fn wshub_config_set_jwt_secret(
 }
 
 /// Protocol only: the PEM text (copied) of the public key verifying RS256
-/// (RSA) or ES256 (P-256) tokens; NULL turns it off. A key that does not
+/// (RSA), ES256 (P-256) or ES384 (P-384) tokens; NULL turns it off. A key that does not
 /// parse makes `wshub_start` return WSHUB_INVALID_CONFIG. Default off.
 #[no_mangle]
 pub extern "C" fn wshub_config_set_jwt_public_key_pem(
@@ -686,6 +686,18 @@ pub extern "C" fn wshub_config_set_max_connections_per_user(
 ) -> wshub_result {
     ffi_boundary! {
         try_out!(config).protocol.max_connections_per_user = value;
+        wshub_result::WSHUB_OK
+    }
+}
+
+/// Protocol only: serve Server-Sent Events (`GET /sse?room=R`, on by
+/// default). A stream passes every check a `room:join` of its room passes,
+/// `on_join` included (called on the stream's reader thread, before the
+/// `200`); `false` answers `/sse` with 404.
+#[no_mangle]
+pub extern "C" fn wshub_config_set_sse(config: *mut wshub_config, on: bool) -> wshub_result {
+    ffi_boundary! {
+        try_out!(config).protocol.sse = on;
         wshub_result::WSHUB_OK
     }
 }

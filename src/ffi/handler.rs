@@ -56,7 +56,7 @@ impl Handler for FfiHandler {
         // The protocol's checks (drain, Origin, token, per-user cap) come
         // first, so the application decides knowing the user.
         let admitted = match &self.protocol {
-            Some(protocol) => match protocol.admit(conn, info) {
+            Some(protocol) => match protocol.admit(handle, conn, info) {
                 Ok(admitted) => Some(admitted),
                 Err(refusal) => return Upgrade::Reject(refusal),
             },

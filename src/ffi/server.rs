@@ -554,6 +554,7 @@ mod tests {
 
     use super::super::config::{
         wshub_config_free, wshub_config_new, wshub_config_set_bind, wshub_config_set_protocol,
+        wshub_config_set_sse,
     };
     use super::super::event::{
         wshub_event_accept, wshub_event_free, wshub_event_get_kind, wshub_event_kind, wshub_poll_event,
@@ -608,5 +609,33 @@ mod tests {
         assert!(first.contains(r#""type":"connected""#), "{first}");
         assert!(reply.contains(r#""type":"ack""#) && reply.contains(r#""id":"j""#), "{reply}");
         wshub_stop(server);
+    }
+
+    /// `GET /sse?room=r` on a C host's protocol server: its status line.
+    /// (With streams on, the answer waits for the application's upgrade decision.)
+    fn stream_status(sse: bool) -> String {
+        use std::io::{BufRead, BufReader, Write};
+        let config = wshub_config_new();
+        let bind = CString::new("127.0.0.1:0").unwrap();
+        assert_eq!(wshub_config_set_bind(config, bind.as_ptr()), wshub_result::WSHUB_OK);
+        assert_eq!(wshub_config_set_protocol(config, true), wshub_result::WSHUB_OK);
+        assert_eq!(wshub_config_set_sse(config, sse), wshub_result::WSHUB_OK);
+        let mut server: *mut wshub_server = std::ptr::null_mut();
+        assert_eq!(wshub_start_polling(config, &mut server), wshub_result::WSHUB_OK);
+        wshub_config_free(config);
+        let mut stream = TcpStream::connect(("127.0.0.1", wshub_local_port(server))).unwrap();
+        stream.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+        stream.write_all(b"GET /sse?room=r HTTP/1.1\r\nHost: t\r\n\r\n").unwrap();
+        let mut line = String::new();
+        BufReader::new(&stream).read_line(&mut line).unwrap();
+        drop(stream);
+        wshub_stop(server);
+        line
+    }
+
+    #[test]
+    fn a_c_host_turns_event_streams_off() {
+        let line = stream_status(false);
+        assert!(line.starts_with("HTTP/1.1 404"), "{line}");
     }
 }

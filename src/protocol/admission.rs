@@ -74,6 +74,11 @@ impl Admission {
         }
     }
 
+    /// Whether connections can have a user: token auth is on.
+    pub fn has_tokens(&self) -> bool {
+        matches!(self.verifier, Ok(Some(_)))
+    }
+
     /// Verifies a token sent later (`auth:refresh`).
     pub fn verify(&self, token: &str) -> Option<Identity> {
         match &self.verifier {
@@ -185,31 +190,62 @@ pub(crate) struct Origin {
 }
 
 impl Origin {
+    /// Reads a serialized origin (RFC 6454 section 6.2) strictly, as a browser
+    /// sends it: `scheme://host[:port]`, the port 1 to 65535 in digits only
+    /// (no sign, no leading zero), the host a DNS name (letters, digits, `-`,
+    /// `_`, `.`) or a bracketed IPv6 address. Anything else (a `\`, a space, a
+    /// path, user info) is not an origin. Case does not matter.
     pub(crate) fn parse(s: &str) -> Option<Origin> {
-        let s = s.trim().trim_end_matches('/').to_ascii_lowercase();
+        let s = s.trim().to_ascii_lowercase();
         let (scheme, rest) = s.split_once("://")?;
         let default = match scheme {
             "http" | "ws" => 80,
             "https" | "wss" => 443,
             _ => return None,
         };
-        if rest.is_empty() || rest.contains(['/', '@', '?', '#']) {
-            return None;
-        }
-        let (host, port) = match rest.rsplit_once(':') {
-            Some((host, port)) if !rest.ends_with(']') => (host, port.parse().ok()?),
-            _ => (rest, default),
+        let (host, port) = match rest.strip_prefix('[') {
+            Some(v6) => {
+                let (addr, after) = v6.split_once(']')?;
+                if addr.is_empty() || !addr.bytes().all(|b| b.is_ascii_hexdigit() || b == b':' || b == b'.') {
+                    return None;
+                }
+                (&rest[..addr.len() + 2], after)
+            }
+            None => {
+                let end = rest.find(':').unwrap_or(rest.len());
+                let host = &rest[..end];
+                let name = |b: u8| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.');
+                if host.is_empty() || !host.bytes().all(name) {
+                    return None;
+                }
+                (host, &rest[end..])
+            }
         };
-        if host.is_empty() {
-            return None;
-        }
+        let port = match port.strip_prefix(':') {
+            None if port.is_empty() => default,
+            None => return None,
+            Some(digits) => {
+                let plain = !digits.is_empty() && digits.len() <= 5 && !digits.starts_with('0');
+                if !plain || !digits.bytes().all(|b| b.is_ascii_digit()) {
+                    return None;
+                }
+                digits.parse().ok()?
+            }
+        };
         Some(Origin { scheme: scheme.to_owned(), host: host.to_owned(), port })
+    }
+
+    /// Reads an allow-list entry: an origin as [`parse`](Self::parse) reads
+    /// it, a trailing `/` tolerated, and `*.` before the domain for any of
+    /// its subdomains.
+    pub(crate) fn parse_pattern(pattern: &str) -> Option<Origin> {
+        Origin::parse(&pattern.trim_end_matches('/').replacen("*.", "wildcard-sub.", 1))
     }
 
     /// Matches `scheme://host[:port]` exactly, or `scheme://*.domain[:port]`
     /// for any subdomain of `domain` (not `domain` itself).
     fn matches(&self, pattern: &str) -> bool {
-        let Some(p) = Origin::parse(&pattern.replacen("*.", "wildcard-sub.", 1)) else { return false };
+        let Some(p) = Origin::parse_pattern(pattern) else { return false };
         if p.scheme != self.scheme || p.port != self.port {
             return false;
         }
@@ -262,5 +298,29 @@ mod tests {
         assert!(!allowed(&list, "null"));
         assert!(!allowed(&list, "https://app.example.com.evil.com"));
         assert!(allowed(&[], "https://anything.test"), "no list: any origin");
+    }
+
+    #[test]
+    fn origins_are_read_as_browsers_serialize_them() {
+        let list = ["https://app.example.com", "https://*.example.org", "http://[::1]:8080"];
+        assert!(allowed(&list, "http://[::1]:8080"));
+        assert!(allowed(&list, "https://a-b_c.example.org"));
+        for bad in [
+            "https://app.example.com:+443",
+            "https://app.example.com:0443",
+            "https://app.example.com:",
+            "https://app.example.com:443:443",
+            "https://app.example.com/",
+            "https://evil\\.example.org",
+            "https://evil\\@x.example.org",
+            "https://ev il.example.org",
+            "https://evil%2e.example.org",
+            "https://app.example.com:99999",
+            "http://[::1]x:8080",
+            "http://[]:8080",
+            "https://",
+        ] {
+            assert!(!allowed(&list, bad), "{bad}");
+        }
     }
 }

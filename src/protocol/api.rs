@@ -17,7 +17,7 @@ use serde_json::{json, Value};
 use super::bans::{self, BANNED_CLOSE_CODE, DISCONNECT_CLOSE_CODE};
 use super::envelope::{check_key, check_room, ErrorCode, ErrorReply, RawJson};
 use super::handler::Shared;
-use super::publish::{self, Body, Publish};
+use super::publish::{self, Body, Publish, Publisher};
 use super::reads;
 use crate::frame::is_sendable_close_code;
 use crate::server::ServerHandle;
@@ -35,7 +35,10 @@ pub(crate) const MAX_ROOMS_LISTED: usize = 10_000;
 
 /// Answers one `/api/*` request, and logs it.
 pub(crate) fn route(shared: &Shared, server: &ServerHandle, request: &RequestInfo) -> HttpResponse {
-    let Some(key) = &shared.config.api_key else { return HttpResponse::not_found() };
+    // No key, or an empty one (the Rust API does not insist on `validate`): off.
+    let Some(key) = shared.config.api_key.as_ref().filter(|k| !k.0.is_empty()) else {
+        return HttpResponse::not_found();
+    };
     let response = if !authorized(request, key.0.as_bytes()) {
         error(401, ErrorCode::Forbidden, "a valid API key is required (Authorization: apikey <KEY>)")
             .with_header("WWW-Authenticate", "apikey")
@@ -85,15 +88,19 @@ fn status_of(e: &ErrorReply) -> u16 {
 }
 
 /// The key from `Authorization: apikey <KEY>` or `X-API-Key`, compared with
-/// `expected` in constant time.
+/// `expected` in constant time. An empty key, presented or expected, never
+/// matches.
 fn authorized(request: &RequestInfo, expected: &[u8]) -> bool {
+    if expected.is_empty() {
+        return false;
+    }
     let from_auth = request.header("authorization").and_then(|v| {
         let (scheme, key) = v.trim().split_once(' ')?;
         scheme.eq_ignore_ascii_case("apikey").then(|| key.trim())
     });
     match from_auth.or_else(|| request.header("x-api-key").map(str::trim)) {
-        Some(key) => constant_time_eq(key.as_bytes(), expected),
-        None => false,
+        Some(key) if !key.is_empty() => constant_time_eq(key.as_bytes(), expected),
+        _ => false,
     }
 }
 
@@ -174,8 +181,14 @@ fn publish_call(shared: &Shared, server: &ServerHandle, body: &[u8]) -> Result<V
     let room = room(body.room)?;
     let key = body.key.map(check_key).transpose().map_err(|e| (400, e))?;
     let data = RawJson::from_raw(body.data);
-    let p =
-        Publish { room: &room, body: Body::Json(&data), from: FROM_API, key: key.as_deref(), except: None };
+    let p = Publish {
+        room: &room,
+        body: Body::Json(&data),
+        from: FROM_API,
+        publisher: Publisher::Server,
+        key: key.as_deref(),
+        except: None,
+    };
     let published = publish::publish(shared, server, p).map_err(|e| (status_of(&e), e))?;
     Ok(published.ack_payload(&room))
 }
@@ -199,7 +212,14 @@ fn broadcast_call(shared: &Shared, server: &ServerHandle, body: &[u8]) -> Result
     let data = RawJson::from_raw(body.data);
     let mut results = Vec::with_capacity(rooms.len());
     for room in &rooms {
-        let p = Publish { room, body: Body::Json(&data), from: FROM_API, key: None, except: None };
+        let p = Publish {
+            room,
+            body: Body::Json(&data),
+            from: FROM_API,
+            publisher: Publisher::Server,
+            key: None,
+            except: None,
+        };
         match publish::publish(shared, server, p) {
             Ok(published) => results.push(json!({"room": room, "seq": published.seq})),
             Err(e) => {
@@ -247,6 +267,9 @@ struct BanBody {
 
 fn ban_call(shared: &Shared, server: &ServerHandle, body: &[u8]) -> Result<Value, Failure> {
     let body: BanBody = fields(body)?;
+    if !shared.admission.has_tokens() {
+        return Err(bad("auth is off (no --jwt-secret or --jwt-public-key): no connection has a user, so a ban could never match one".to_owned()));
+    }
     if body.user.is_empty() || body.seconds == 0 || body.seconds > bans::MAX_BAN_SECS {
         return Err(bad(format!("user must be non-empty and seconds 1 to {}", bans::MAX_BAN_SECS)));
     }
@@ -254,7 +277,7 @@ fn ban_call(shared: &Shared, server: &ServerHandle, body: &[u8]) -> Result<Value
         .bans
         .ban(&body.user, body.seconds, SystemTime::now())
         .map_err(|e| (503, ErrorReply::new(ErrorCode::Forbidden, e.to_string())))?;
-    bans::disconnect_user(shared, server, &body.user, BANNED_CLOSE_CODE, "banned");
+    bans::disconnect_user(shared, server, &body.user, BANNED_CLOSE_CODE, bans::BANNED_REASON);
     Ok(json!({"user": body.user, "until": bans::unix_ms(until)}))
 }
 

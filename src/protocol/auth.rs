@@ -16,7 +16,7 @@ use crate::types::RequestInfo;
 /// is never echoed back as the chosen subprotocol.
 pub(crate) const BEARER_SUBPROTOCOL: &str = "bearer.";
 
-/// Clock skew tolerated on `nbf` (and `iat`). `exp` is not stretched: the
+/// Clock skew tolerated on `nbf`. `exp` is not stretched: the
 /// session ends at `exp`, so a token past it is refused rather than opened
 /// and closed at once.
 pub(crate) const LEEWAY_SECS: u64 = 30;
@@ -62,15 +62,53 @@ impl RoomsClaim {
 struct Claims {
     sub: String,
     exp: u64,
-    #[serde(default)]
+    /// Absent: every room. Present, it must be an array of strings (`null`
+    /// included is refused, not read as absent).
+    #[serde(default, deserialize_with = "present")]
     rooms: Option<Vec<String>>,
+    /// Whether the token names an audience at all (any value, `null` too).
+    #[serde(default, deserialize_with = "present")]
+    aud: Option<serde::de::IgnoredAny>,
+}
+
+/// A claim that is present, whatever its value: `Some` (serde's `Option`
+/// would read `null` as absent).
+fn present<'de, D: serde::Deserializer<'de>, T: Deserialize<'de>>(d: D) -> Result<Option<T>, D::Error> {
+    T::deserialize(d).map(Some)
+}
+
+/// The one algorithm a public key verifies, from its type: RSA, or an EC key
+/// on P-256 or P-384. Any other key is refused.
+fn public_key(pem: &str) -> Result<(DecodingKey, Algorithm), String> {
+    use rustls_pki_types::pem::PemObject;
+    if let Ok(key) = DecodingKey::from_rsa_pem(pem.as_bytes()) {
+        return Ok((key, Algorithm::RS256));
+    }
+    // The curve's OID in the key's AlgorithmIdentifier (RFC 5480).
+    const P256: &[u8] = &[0x06, 0x08, 0x2a, 0x86, 0x48, 0xce, 0x3d, 0x03, 0x01, 0x07];
+    const P384: &[u8] = &[0x06, 0x05, 0x2b, 0x81, 0x04, 0x00, 0x22];
+    let refused = || "the JWT public key is not an RSA, P-256 or P-384 public key in PEM".to_owned();
+    let spki =
+        rustls_pki_types::SubjectPublicKeyInfoDer::from_pem_slice(pem.as_bytes()).map_err(|_| refused())?;
+    let names = |oid: &[u8]| spki.windows(oid.len()).any(|w| w == oid);
+    let algorithm = if names(P256) {
+        Algorithm::ES256
+    } else if names(P384) {
+        Algorithm::ES384
+    } else {
+        return Err(refused());
+    };
+    let key = DecodingKey::from_ec_pem(pem.as_bytes()).map_err(|_| refused())?;
+    Ok((key, algorithm))
 }
 
 /// Verifies tokens against one key: an HMAC secret (HS256/384/512) or a
-/// public key (RS256 or ES256, from its PEM).
+/// public key (RS256, ES256 or ES384, from its PEM).
 pub(crate) struct Verifier {
     key: DecodingKey,
     validation: Validation,
+    /// Whether an audience is configured.
+    audience: bool,
 }
 
 impl std::fmt::Debug for Verifier {
@@ -102,13 +140,8 @@ impl Verifier {
             (None, Some(pem)) => {
                 // The key's type decides the one algorithm it verifies, so a
                 // token cannot pick another (e.g. HS256 keyed with the public key).
-                if let Ok(key) = DecodingKey::from_rsa_pem(pem.as_bytes()) {
-                    (key, vec![Algorithm::RS256])
-                } else if let Ok(key) = DecodingKey::from_ec_pem(pem.as_bytes()) {
-                    (key, vec![Algorithm::ES256])
-                } else {
-                    return Err("the JWT public key is not an RSA or EC (P-256) public key in PEM".into());
-                }
+                let (key, algorithm) = public_key(pem)?;
+                (key, vec![algorithm])
             }
         };
         let mut validation = Validation::new(algorithms[0]);
@@ -117,19 +150,18 @@ impl Verifier {
         validation.validate_exp = true;
         validation.validate_nbf = true;
         let mut required = vec!["exp", "sub"];
-        match audience {
-            Some(aud) => {
-                validation.set_audience(&[aud]);
-                required.push("aud");
-            }
-            None => validation.validate_aud = false,
+        // Without a configured audience, a token naming one is refused in
+        // `verify` (it was minted for another service).
+        if let Some(aud) = audience {
+            validation.set_audience(&[aud]);
+            required.push("aud");
         }
         if let Some(iss) = issuer {
             validation.set_issuer(&[iss]);
             required.push("iss");
         }
         validation.set_required_spec_claims(&required);
-        Ok(Some(Verifier { key, validation }))
+        Ok(Some(Verifier { key, validation, audience: audience.is_some() }))
     }
 
     /// Verifies `token`: signature, algorithm, `exp` (still ahead), `nbf`
@@ -138,9 +170,21 @@ impl Verifier {
         let data = jsonwebtoken::decode::<Claims>(token, &self.key, &self.validation)
             .map_err(|e| Rejected(format!("{:?}", e.kind())))?;
         let claims = data.claims;
-        let now = now.duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0);
-        if claims.exp <= now {
+        if claims.aud.is_some() && !self.audience {
+            return Err(Rejected("aud present, and no audience is configured".into()));
+        }
+        let since_epoch = now.duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0);
+        if claims.exp <= since_epoch {
             return Err(Rejected("expired".into()));
+        }
+        // The session's end must be a time this clock can hold, as a wall
+        // time and as a deadline from now (with a day to spare: the deadline
+        // is computed again, a moment later, when the session is armed).
+        let ahead = Duration::from_secs(claims.exp - since_epoch).saturating_add(Duration::from_secs(86_400));
+        if UNIX_EPOCH.checked_add(Duration::from_secs(claims.exp)).is_none()
+            || std::time::Instant::now().checked_add(ahead).is_none()
+        {
+            return Err(Rejected("exp is past what the clock can hold".into()));
         }
         if claims.sub.is_empty() {
             return Err(Rejected("empty sub".into()));

@@ -16,7 +16,7 @@ use super::auth::Identity;
 use super::bans::{self, BANNED_CLOSE_CODE};
 use super::envelope::{ErrorCode, ErrorReply, RawJson};
 use super::handler::ProtocolHandler;
-use super::publish::{self, Body, Publish};
+use super::publish::{self, Body, Publish, Publisher};
 use super::sse;
 use crate::error::{Error, Result};
 use crate::frame::is_sendable_close_code;
@@ -62,7 +62,7 @@ impl ProtocolHandler {
         if server.is_draining() {
             return Err(Error::Stopped);
         }
-        let p = Publish { room, body, from: FROM_API, key: None, except: None };
+        let p = Publish { room, body, from: FROM_API, publisher: Publisher::Server, key: None, except: None };
         publish::publish(&self.shared, server, p).map(|p| p.seq).map_err(refused)
     }
 
@@ -100,7 +100,7 @@ impl ProtocolHandler {
         let secs = duration.as_secs().max(1);
         let until =
             self.shared.bans.ban(user, secs, SystemTime::now()).map_err(|e| Error::Refused(e.to_string()))?;
-        bans::disconnect_user(&self.shared, server, user, BANNED_CLOSE_CODE, "banned");
+        bans::disconnect_user(&self.shared, server, user, BANNED_CLOSE_CODE, bans::BANNED_REASON);
         Ok(until)
     }
 
@@ -126,6 +126,7 @@ impl ProtocolHandler {
         if let Some(identity) = &identity {
             shared.users.insert(conn, Arc::from(identity.user.as_str()));
             let _ = server.close_at(conn, Some(identity.expires_at()), 1008, "token expired");
+            bans::close_if_banned(shared, server, conn, &identity.user);
         }
         let user = identity.as_ref().map(|i| i.user.as_str());
         sse::open(shared, server, conn, request, user);

@@ -101,6 +101,22 @@ pub(crate) fn connections_of(shared: &Shared, user: &str) -> Vec<ConnId> {
     shared.connections_of_user(user)
 }
 
+/// Closes `conn` as banned when `user` is banned now; whether it did. Called
+/// once a connection's user is registered (so a ban made during its upgrade,
+/// after the upgrade's own check, still reaches it: the ban is recorded
+/// before its connections are looked up, the user registered before this
+/// check) and on `auth:refresh`.
+pub(crate) fn close_if_banned(shared: &Shared, server: &ServerHandle, conn: ConnId, user: &str) -> bool {
+    if !shared.bans.is_banned(user, SystemTime::now()) {
+        return false;
+    }
+    let _ = server.close(conn, BANNED_CLOSE_CODE, BANNED_REASON);
+    true
+}
+
+/// The close reason of a banned user's connections.
+pub(crate) const BANNED_REASON: &str = "banned";
+
 /// Closes every open connection of `user` with `code` and `reason`; how many.
 pub(crate) fn disconnect_user(
     shared: &Shared,

@@ -50,9 +50,10 @@ pub struct ProtocolConfig {
     /// [`jwt_public_key_pem`](Self::jwt_public_key_pem)) every upgrade needs a
     /// valid token (else 401). Never shown by `Debug`.
     pub jwt_secret: Option<Secret>,
-    /// PEM public key (RSA for RS256, P-256 for ES256) verifying tokens.
+    /// PEM public key (RSA for RS256, P-256 for ES256, P-384 for ES384) verifying tokens.
     pub jwt_public_key_pem: Option<String>,
-    /// When set, a token's `aud` must name it.
+    /// When set, a token's `aud` must name it; when not, a token carrying
+    /// `aud` is refused (it was minted for another service).
     pub jwt_audience: Option<String>,
     /// When set, a token's `iss` must be it.
     pub jwt_issuer: Option<String>,
@@ -65,8 +66,9 @@ pub struct ProtocolConfig {
     pub max_connections_per_user: usize,
     // Backend HTTP API and moderation (docs/protocol.md, "Backend HTTP API").
     /// The key the backend HTTP API (`/api/*`) requires (`Authorization:
-    /// apikey <KEY>` or `X-API-Key`); `None` turns the API off (404). Never
-    /// shown by `Debug` or logged.
+    /// apikey <KEY>` or `X-API-Key`); `None` or an empty key turns the API
+    /// off (404), and an empty presented key never matches. Never shown by
+    /// `Debug` or logged.
     pub api_key: Option<Secret>,
     /// Users the ban list holds at most (expired bans do not count); a ban
     /// past it is refused.
@@ -80,6 +82,10 @@ pub struct ProtocolConfig {
     pub redis_url: Option<Secret>,
     /// Prefix of every Redis key and channel this cluster uses.
     pub redis_prefix: String,
+
+    /// Serves `GET /sse` (docs/protocol.md, "Server-Sent Events"); `false`
+    /// answers it `404`.
+    pub sse: bool,
 }
 
 /// A secret setting: compared and cloned as usual, but `Debug` prints `***`.
@@ -119,6 +125,7 @@ impl Default for ProtocolConfig {
             max_bans: 10_000,
             redis_url: None,
             redis_prefix: "wshub".to_owned(),
+            sse: true,
         }
     }
 }
@@ -204,10 +211,8 @@ impl ProtocolConfig {
             self.jwt_audience.as_deref(),
             self.jwt_issuer.as_deref(),
         )?;
-        if let Some(bad) = self
-            .allow_origins
-            .iter()
-            .find(|o| super::admission::Origin::parse(&o.replacen("*.", "x.", 1)).is_none())
+        if let Some(bad) =
+            self.allow_origins.iter().find(|o| super::admission::Origin::parse_pattern(o).is_none())
         {
             return Err(format!("allow_origin {bad:?} is not scheme://host[:port]"));
         }
@@ -224,7 +229,7 @@ impl ProtocolConfig {
     }
 
     /// Sets [`ProtocolConfig::api_key`] (an empty key is refused by
-    /// [`validate`](Self::validate)).
+    /// [`validate`](Self::validate), and without it leaves the API off).
     #[must_use]
     pub fn api_key(mut self, key: impl Into<String>) -> Self {
         self.api_key = Some(Secret(key.into()));
@@ -284,6 +289,13 @@ impl ProtocolConfig {
     #[must_use]
     pub fn redis_prefix(mut self, prefix: impl Into<String>) -> Self {
         self.redis_prefix = prefix.into();
+        self
+    }
+
+    /// Sets [`ProtocolConfig::sse`].
+    #[must_use]
+    pub fn sse(mut self, on: bool) -> Self {
+        self.sse = on;
         self
     }
 

@@ -27,14 +27,14 @@ use serde_json::{json, Value};
 
 use super::admission::Admission;
 use super::auth::Identity;
-use super::bans::Bans;
+use super::bans::{self, Bans};
 use super::binary::parse_binary;
 use super::cluster::{self, Cluster};
 use super::config::{ProtocolConfig, BIG_REPLY};
 use super::envelope::{self, ack, frame, parse_text, ErrorCode, ErrorReply, RawJson, Request, RequestKind};
 use super::http;
 use super::metrics::Metrics;
-use super::publish::{self, Body, Publish, Published};
+use super::publish::{self, Body, Publish, Published, Publisher};
 use super::rate_limit::{RateLimiter, Verdict};
 use super::room::{Limits, RoomTable};
 use super::sse;
@@ -178,21 +178,27 @@ impl ProtocolHandler {
     }
 
     /// The protocol's upgrade checks alone (drain, Origin, token, per-user
-    /// cap), for an embedder that composes its own decision with them: on
-    /// success the request with `user` set from the token. An upgrade admitted
-    /// here and then refused must be given back with [`forget`](Self::forget).
-    pub fn admit(&self, conn: ConnId, request: &RequestInfo) -> Result<RequestInfo, HttpResponse> {
+    /// cap, bans; for an event stream every check a `room:join` of its room
+    /// passes, the application's join hook included), for an embedder that
+    /// composes its own decision with them: on success the request with
+    /// `user` set from the token. An upgrade admitted here and then refused
+    /// must be given back with [`forget`](Self::forget).
+    pub fn admit(
+        &self,
+        server: &ServerHandle,
+        conn: ConnId,
+        request: &RequestInfo,
+    ) -> Result<RequestInfo, HttpResponse> {
         let admitted = self.shared.admission.admit(&self.shared.draining, conn, request)?;
-        // Bans, and an event stream's room against the token's claim: after
-        // the token is known, before anything is opened.
+        // Bans, and an event stream's room: after the token is known, before
+        // anything is opened.
         let banned =
             admitted.user.as_deref().is_some_and(|u| self.shared.bans.is_banned(u, SystemTime::now()));
         let refusal = if banned {
-            Some("this user is banned\n")
-        } else if request.path == sse::PATH
-            && !sse::claim_allows(self.shared.admission.pending(conn).as_ref(), request)
-        {
-            Some("the token does not allow this room\n")
+            Some("this user is banned\n".to_owned())
+        } else if request.path == sse::PATH {
+            let identity = self.shared.admission.pending(conn);
+            sse::refusal(&self.shared, server, conn, identity.as_ref(), request)
         } else {
             None
         };
@@ -243,7 +249,7 @@ pub fn choose_subprotocol(offered: &[String]) -> Option<String> {
 impl Handler for ProtocolHandler {
     fn on_upgrade(&self, server: &ServerHandle, conn: ConnId, request: &RequestInfo) -> Upgrade {
         Cluster::start(&self.shared, server);
-        let admitted = match self.admit(conn, request) {
+        let admitted = match self.admit(server, conn, request) {
             Ok(admitted) => admitted,
             Err(refusal) => return Upgrade::Reject(refusal),
         };
@@ -262,6 +268,15 @@ impl Handler for ProtocolHandler {
                     refusal
                 }
             },
+        }
+    }
+
+    /// An upgrade accepted here whose 101 (or stream head) could not be sent:
+    /// no `on_connect` or `on_close` will come, so its per-user slot goes now.
+    fn on_upgrade_failed(&self, server: &ServerHandle, conn: ConnId) {
+        self.forget(conn);
+        if let Some(app) = &self.shared.app {
+            app.on_upgrade_failed(server, conn);
         }
     }
 
@@ -310,6 +325,7 @@ impl Handler for ProtocolHandler {
             self.shared.users.insert(conn, Arc::from(identity.user.as_str()));
             // The session ends at the token's exp, to the moment.
             let _ = server.close_at(conn, Some(identity.expires_at()), 1008, "token expired");
+            bans::close_if_banned(&self.shared, server, conn, &identity.user);
         }
         self.shared.conns.insert(conn, Arc::new(Mutex::new(state)));
         let _ = server.send(conn, frame("connected", None, payload));
@@ -421,6 +437,14 @@ struct Session<'a> {
 /// The reply to send (an ack, when the request had an id), or an error.
 type Reply = Result<Option<String>, ErrorReply>;
 
+/// `room:left`'s reason when the token no longer allows the room.
+const LEFT_FORBIDDEN: &str = "forbidden";
+
+/// `room:left` (docs/protocol.md): the server removed the client from `room`.
+fn room_left(room: &str, reason: &str) -> String {
+    frame("room:left", None, json!({"room": room, "reason": reason}))
+}
+
 fn forbidden(room: &str) -> ErrorReply {
     ErrorReply::new(ErrorCode::Forbidden, format!("the token does not allow room {room:?}"))
 }
@@ -526,7 +550,8 @@ impl Session<'_> {
     }
 
     /// `auth:refresh`: a fresh token for the same user moves the session's
-    /// end to its `exp` (and its `rooms` claim replaces the old one). A bad or
+    /// end to its `exp`, and its `rooms` claim replaces the old one (joined
+    /// rooms it no longer allows are left, with `room:left`). A bad or
     /// foreign token changes nothing.
     fn refresh(&mut self, token: &str) -> Result<u64, ErrorReply> {
         let Some(current) = &self.state.identity else {
@@ -538,9 +563,20 @@ impl Session<'_> {
         if fresh.user != current.user {
             return Err(ErrorReply::new(ErrorCode::Forbidden, "the token is for another user"));
         }
+        if bans::close_if_banned(self.shared, self.server, self.conn, &fresh.user) {
+            return Err(ErrorReply::new(ErrorCode::Forbidden, "this user is banned"));
+        }
         self.server.close_at(self.conn, Some(fresh.expires_at()), 1008, "token expired").map_err(internal)?;
         let exp = fresh.exp;
+        // Rooms the new claim no longer allows are left now, each with
+        // `room:left` (after the room's last message to this client: both go
+        // through the hub, in order).
+        let forbidden: Vec<String> = self.state.rooms.keys().filter(|r| !fresh.allows(r)).cloned().collect();
         self.state.identity = Some(fresh);
+        for room in forbidden {
+            self.leave(&room)?;
+            let _ = self.server.send(self.conn, room_left(&room, LEFT_FORBIDDEN));
+        }
         Ok(exp)
     }
 
@@ -677,11 +713,11 @@ impl Session<'_> {
             self.refuse_if_backlogged()?;
         }
         let except = if echo { None } else { Some(self.conn) };
-        let from = &self.state.client_id;
+        let (from, publisher) = (&self.state.client_id, self.publisher());
         publish::publish(
             self.shared,
             self.server,
-            Publish { room, body: Body::Json(data), from, key, except },
+            Publish { room, body: Body::Json(data), from, publisher, key, except },
         )
     }
 
@@ -690,13 +726,21 @@ impl Session<'_> {
     fn publish_binary(&mut self, room: &str, body: &[u8], key: Option<&str>) -> Reply {
         self.require_allowed(room)?;
         self.require_member(room)?;
-        let from = &self.state.client_id;
-        let p = Publish { room, body: Body::Binary(body), from, key, except: Some(self.conn) };
+        let (from, publisher) = (&self.state.client_id, self.publisher());
+        let p = Publish { room, body: Body::Binary(body), from, publisher, key, except: Some(self.conn) };
         let published = publish::publish(self.shared, self.server, p).map_err(|mut e| {
             e.id = key.map(str::to_owned);
             e
         })?;
         Ok(key.map(|key| ack(key, published.ack_payload(room))))
+    }
+
+    /// Whose keys this connection's publishes use: its user's, else its own.
+    fn publisher(&self) -> Publisher<'_> {
+        match &self.state.identity {
+            Some(identity) => Publisher::User(&identity.user),
+            None => Publisher::Client(&self.state.client_id),
+        }
     }
 
     fn typing(&mut self, room: &str, active: bool) -> Result<(), ErrorReply> {

@@ -26,6 +26,7 @@ pub(crate) fn route(shared: &Shared, server: &ServerHandle, request: &RequestInf
         "/metrics" => {
             HttpResponse::new(200, "text/plain; version=0.0.4; charset=utf-8", metrics_text(shared, server))
         }
+        super::sse::PATH if !shared.config.sse => HttpResponse::not_found(),
         // Streams take their room's messages from the local fan-out, which a
         // cluster node does not run (docs/scaling.md says so).
         super::sse::PATH if shared.cluster.is_some() => HttpResponse::new(

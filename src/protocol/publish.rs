@@ -39,11 +39,38 @@ pub(crate) struct Publish<'a> {
     pub body: Body<'a>,
     /// The `from` members see: the publisher's clientId, or `api`.
     pub from: &'a str,
-    /// The idempotency key: a key the room's history still holds publishes
-    /// nothing and answers with the first message's seq.
+    /// Who publishes: the scope of `key`.
+    pub publisher: Publisher<'a>,
+    /// The idempotency key: a key the room's history still holds from the
+    /// same publisher publishes nothing and answers with the first message's seq.
     pub key: Option<&'a str>,
     /// The connection that does not get the message (a sender without `echo`).
     pub except: Option<ConnId>,
+}
+
+/// Who publishes, as far as idempotency keys go (docs/protocol.md,
+/// "Idempotent publish"): each publisher's keys live apart from the others'.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Publisher<'a> {
+    /// The backend API, or the embedding application (Rust or C `publish`).
+    Server,
+    /// A client with a user (the token's `sub`): every connection of that user.
+    User(&'a str),
+    /// A client without a user: that connection alone (its clientId).
+    Client(&'a str),
+}
+
+impl Publisher<'_> {
+    /// `key` as the room stores it (and the cluster's publish script):
+    /// the publisher's scope first. The scope's length is written, so no two
+    /// (scope, key) pairs store the same string.
+    fn scoped(self, key: &str) -> String {
+        match self {
+            Publisher::Server => format!("s:{key}"),
+            Publisher::User(user) => format!("u{}:{user}:{key}", user.len()),
+            Publisher::Client(client) => format!("c{}:{client}:{key}", client.len()),
+        }
+    }
 }
 
 /// What a publish did.
@@ -73,6 +100,8 @@ pub(crate) fn publish(
     p: Publish<'_>,
 ) -> Result<Published, ErrorReply> {
     let ts = now_ms();
+    let scoped = p.key.map(|key| p.publisher.scoped(key));
+    let p = Publish { key: scoped.as_deref(), ..p };
     if let Some(cluster) = &shared.cluster {
         // With Redis: one script call; the subscriber delivers (cluster/).
         let published = cluster.publish(&p, ts)?;
@@ -150,4 +179,27 @@ struct RoomMessage<'a> {
     from: &'a str,
     room: &'a str,
     seq: u64,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Publisher;
+
+    #[test]
+    fn scoped_keys_never_collide_across_publishers() {
+        let stored = [
+            Publisher::Server.scoped("k"),
+            Publisher::User("a").scoped("k"),
+            Publisher::Client("a").scoped("k"),
+            // A user whose name looks like another scope's key.
+            Publisher::User("a:k").scoped(""),
+            Publisher::User("a").scoped("k:"),
+        ];
+        for (i, a) in stored.iter().enumerate() {
+            for b in &stored[i + 1..] {
+                assert_ne!(a, b);
+            }
+        }
+        assert_eq!(Publisher::User("a").scoped("k"), Publisher::User("a").scoped("k"));
+    }
 }

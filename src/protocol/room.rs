@@ -8,7 +8,9 @@
 //! order is delivery order.
 //!
 //! History keeps each message as the frame that was broadcast ([`SharedFrame`]),
-//! so a replay pushes the same bytes again (a reference count, not a copy).
+//! so a replay pushes the same bytes again (a reference count, not a copy);
+//! the message's event-stream form, once a stream's replay needed it, is kept
+//! beside it and shared the same way.
 //! Locks: a room's lock may be held while taking the table's `order` lock,
 //! never the other way round, and no thread holds two rooms' locks.
 
@@ -16,7 +18,7 @@ use std::collections::hash_map::RandomState;
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::hash::{BuildHasher, Hasher};
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering::Relaxed};
-use std::sync::{Arc, Weak};
+use std::sync::{Arc, OnceLock, Weak};
 use std::time::{Duration, Instant};
 
 use parking_lot::Mutex;
@@ -88,6 +90,11 @@ pub(crate) struct Entry {
     pub at: Instant,
     pub frame: SharedFrame,
     key: Option<Box<str>>,
+    /// Its event-stream form (`sse.rs`), built by the first stream replay
+    /// that needs it and shared by every later one (`None` inside: it has
+    /// none). Its bytes are not counted against the history bounds (they go
+    /// with the entry; a message has at most this one extra copy).
+    event: OnceLock<Option<SharedFrame>>,
 }
 
 impl Entry {
@@ -163,7 +170,8 @@ impl RoomState {
         self.history_bytes -= cost;
         self.budget.total.fetch_sub(cost, Relaxed);
         self.budget.entries.fetch_sub(1, Relaxed);
-        self.budget.freed.fetch_add(cost, Relaxed);
+        let event = e.event.get().and_then(Option::as_ref).map_or(0, |f| f.len());
+        self.budget.freed.fetch_add(cost + event, Relaxed);
         true
     }
 
@@ -214,7 +222,7 @@ impl RoomState {
             if let Some(key) = &key {
                 self.keys.insert(key.clone(), self.seq);
             }
-            let entry = Entry { seq: self.seq, at: now, frame: frame.clone(), key };
+            let entry = Entry { seq: self.seq, at: now, frame: frame.clone(), key, event: OnceLock::new() };
             let cost = entry.cost();
             self.history.push_back(entry);
             self.history_bytes += cost;
@@ -229,6 +237,34 @@ impl RoomState {
     /// at most the newest `max_replay` messages and `max_bytes` bytes (more
     /// would overflow its outbound queue and get it closed as a slow consumer).
     pub fn recover(&self, since: u64, epoch: Option<&str>, max_replay: usize, max_bytes: usize) -> Recovery {
+        self.recover_as(since, epoch, max_replay, max_bytes, |e| Some(e.frame.clone()))
+    }
+
+    /// [`recover`](Self::recover) for an event stream: each message in its
+    /// event-stream form, built by `to_event` from the stored frame the first
+    /// time any stream needs it and kept with the entry, so every stream's
+    /// replay shares the same bytes. A frame `to_event` cannot convert is
+    /// left out.
+    pub fn recover_events(
+        &self,
+        since: u64,
+        max_replay: usize,
+        max_bytes: usize,
+        to_event: impl Fn(&SharedFrame) -> Option<SharedFrame>,
+    ) -> Recovery {
+        self.recover_as(since, None, max_replay, max_bytes, |e| {
+            e.event.get_or_init(|| to_event(&e.frame)).clone()
+        })
+    }
+
+    fn recover_as(
+        &self,
+        since: u64,
+        epoch: Option<&str>,
+        max_replay: usize,
+        max_bytes: usize,
+        mut form: impl FnMut(&Entry) -> Option<SharedFrame>,
+    ) -> Recovery {
         if epoch.is_some_and(|e| e != self.epoch) || since > self.seq {
             return Recovery { replay: Vec::new(), recovered: false, cut_by_bytes: false };
         }
@@ -245,7 +281,9 @@ impl RoomState {
                 break;
             }
             bytes += e.frame.len();
-            replay.push(e.frame.clone());
+            if let Some(frame) = form(e) {
+                replay.push(frame);
+            }
         }
         replay.reverse();
         Recovery { replay, recovered: oldest <= since + 1 && !cut, cut_by_bytes }

@@ -15,7 +15,8 @@
 //! name no client room can have), so the hub's one-shared-frame fan-out
 //! serves streams too. `publish.rs` builds a message's event bytes once,
 //! and only while the room has streams ([`RoomState::sse_streams`]).
-//! History keeps WebSocket frames; a replay converts each stored frame here.
+//! History keeps WebSocket frames; a replay converts a stored frame here once,
+//! and history keeps that event for every later stream's replay.
 
 use std::sync::Arc;
 use std::time::Instant;
@@ -78,13 +79,32 @@ pub(crate) fn route(request: &RequestInfo) -> HttpResponse {
     }
 }
 
-/// Whether a token may read the stream's room (its `rooms` claim): checked
-/// with the upgrade, before the 200.
-pub(crate) fn claim_allows(identity: Option<&Identity>, request: &RequestInfo) -> bool {
-    match (identity, parse(request)) {
-        (Some(identity), Ok(r)) => identity.allows(&r.room),
-        _ => true,
+/// Why a stream may not read its room, or None when it may: checked with
+/// the upgrade, before the 200, and the same checks a `room:join` of that
+/// room passes (the token's claim, the application's join hook, the room
+/// cap; bans are the upgrade's own).
+pub(crate) fn refusal(
+    shared: &Shared,
+    server: &ServerHandle,
+    conn: ConnId,
+    identity: Option<&Identity>,
+    request: &RequestInfo,
+) -> Option<String> {
+    // A request that does not parse was answered 400 by `route`.
+    let Ok(req) = parse(request) else { return None };
+    if identity.is_some_and(|i| !i.allows(&req.room)) {
+        return Some("the token does not allow this room\n".to_owned());
     }
+    if let Some(app) = &shared.app {
+        if !app.on_join(server, conn, identity.map(|i| i.user.as_str()), &req.room) {
+            return Some(format!("joining {:?} was refused\n", req.room));
+        }
+    }
+    // Would opening it create one room past `max_rooms`? (A room made here
+    // and left empty goes again at once.)
+    let fits = shared.rooms.with_room(&req.room, true, |_| ());
+    shared.rooms.remove_if_idle(&req.room);
+    fits.err().map(|miss| format!("{}\n", super::publish::missed(shared, miss).message))
 }
 
 /// A stream opened (`on_connect`): joins the room's shadow room, sends
@@ -120,15 +140,13 @@ pub(crate) fn open(
         if let Some(user) = user {
             connected["user"] = Value::String(user.to_owned());
         }
-        let replay = req.since.map(|since| r.recover(since, None, max_replay, replay_bytes));
+        let replay = req.since.map(|since| r.recover_events(since, max_replay, replay_bytes, from_stored));
         if let Some(recovery) = &replay {
             connected["recovered"] = Value::Bool(recovery.recovered);
         }
         server.send_frame(conn, Arc::new(event(None, "connected", &connected.to_string())))?;
-        for frame in replay.map(|r| r.replay).unwrap_or_default() {
-            if let Some(bytes) = from_stored(&frame) {
-                server.send_frame(conn, Arc::new(bytes))?;
-            }
+        for event in replay.map(|r| r.replay).unwrap_or_default() {
+            server.send_frame(conn, event)?;
         }
         Ok(())
     });
@@ -257,16 +275,18 @@ pub(crate) fn decode_stored(frame: &[u8]) -> Option<Stored<'_>> {
     }
 }
 
-/// The event a stored frame becomes in a replay.
-fn from_stored(frame: &SharedFrame) -> Option<Vec<u8>> {
-    match decode_stored(frame)? {
-        Stored::Json { seq, payload, .. } => Some(event(Some(seq), "room:message", payload.get())),
+/// The event a stored frame becomes in a replay (built once per stored
+/// message: history keeps it for the next stream, see `RoomState::recover_events`).
+fn from_stored(frame: &SharedFrame) -> Option<SharedFrame> {
+    let bytes = match decode_stored(frame)? {
+        Stored::Json { seq, payload, .. } => event(Some(seq), "room:message", payload.get()),
         Stored::Binary { room, seq, body } => {
             let b64 = base64(body);
             let m = Message { data: None, binary: Some(&b64), from: None, room: &room, seq };
-            serde_json::to_string(&m).ok().map(|data| event(Some(seq), "room:message", &data))
+            event(Some(seq), "room:message", &serde_json::to_string(&m).ok()?)
         }
-    }
+    };
+    Some(Arc::new(bytes))
 }
 
 /// The opcode and payload of one complete unmasked server frame.
@@ -342,7 +362,7 @@ mod tests {
             other => panic!("{other:?}"),
         }
         assert_eq!(
-            from_stored(&frame).unwrap(),
+            *from_stored(&frame).unwrap(),
             b"id: 5\nevent: room:message\ndata: {\"data\":{\"x\":[1]},\"from\":\"7\",\"room\":\"r\",\"seq\":5}\n\n"
         );
         let big = Arc::new(encode(OP_BINARY, &super::super::binary::encode_message("r", 9, &[1u8; 300])));

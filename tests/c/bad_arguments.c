@@ -197,6 +197,7 @@ static void null_everything(void) {
     CHECK_RC(wshub_config_add_allow_origin(NULL, "https://a.test"), WSHUB_NULL_PARAMETER);
     CHECK_RC(wshub_config_add_allow_origin(config, NULL), WSHUB_NULL_PARAMETER);
     CHECK_RC(wshub_config_set_max_connections_per_user(NULL, 1), WSHUB_NULL_PARAMETER);
+    CHECK_RC(wshub_config_set_sse(NULL, false), WSHUB_NULL_PARAMETER);
     CHECK_RC(wshub_config_set_api_key(NULL, "k"), WSHUB_NULL_PARAMETER);
     CHECK_RC(wshub_config_set_max_bans(NULL, 1), WSHUB_NULL_PARAMETER);
     CHECK_RC(wshub_config_set_tls_cert_file(NULL, "cert.pem"), WSHUB_NULL_PARAMETER);
@@ -239,6 +240,8 @@ static void null_everything(void) {
     CHECK_RC(wshub_config_set_redis_prefix(config, ""), WSHUB_OK);
     CHECK_RC(wshub_start(config, &callbacks, NULL, &server), WSHUB_INVALID_CONFIG);
     CHECK_RC(wshub_config_set_redis_prefix(config, "wshub"), WSHUB_OK);
+    CHECK_RC(wshub_config_set_sse(config, false), WSHUB_OK);
+    CHECK_RC(wshub_config_set_sse(config, true), WSHUB_OK);
     CHECK_RC(wshub_config_set_protocol(config, false), WSHUB_OK);
     CHECK_RC(wshub_config_set_event_queue_capacity(config, 0), WSHUB_OK);
     CHECK_RC(wshub_start_polling(config, &server), WSHUB_INVALID_CONFIG);

@@ -655,7 +655,14 @@ mod tests {
         let request =
             parse_text(r#"{"type":"room:publish","payload":{"room":"r","data":{"a":[1,"x"]}}}"#).unwrap();
         let RequestKind::Publish { data, .. } = request.kind else { panic!("a publish") };
-        let json = Publish { room: "r", body: Body::Json(&data), from: "n-1", key: None, except: None };
+        let json = Publish {
+            room: "r",
+            body: Body::Json(&data),
+            from: "n-1",
+            publisher: crate::protocol::publish::Publisher::Server,
+            key: None,
+            except: None,
+        };
         let binary = Publish { body: Body::Binary(b"\x00bytes\n"), ..json };
         for p in [json, binary] {
             for seq in [1, 9, 10, 12345678901] {

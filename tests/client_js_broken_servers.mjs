@@ -1,0 +1,322 @@
+// client.js (src/protocol/assets/client.js) in Node against servers that
+// misbehave on purpose (tests/client_js_broken_server.mjs), one scenario per
+// run. Driven by tests/client_js_survives_broken_servers.rs.
+// Usage: node --experimental-websocket client_js_broken_servers.mjs SCENARIO
+// Prints "ok SCENARIO" when client.js behaved as docs/clients.md says.
+import assert from "node:assert/strict";
+import { readFileSync } from "node:fs";
+import { envelope, startServer } from "./client_js_broken_server.mjs";
+
+const source = readFileSync(new URL("../src/protocol/assets/client.js", import.meta.url), "utf8");
+const module = { exports: {} };
+new Function("module", "globalThis", source)(module, globalThis);
+const WshubClient = module.exports;
+
+const scenario = process.argv[2];
+const killer = setTimeout(() => { console.error(`${scenario}: timed out`); process.exit(1); }, 40000);
+
+// Resolves when `test()` holds, checked on every event of `client` and every
+// 20 ms; rejects after `ms` with `what`.
+function until(test, what, ms = 15000) {
+  return new Promise((resolve, reject) => {
+    const until = Date.now() + ms;
+    const check = () => {
+      let v;
+      try { v = test(); } catch (e) { clearInterval(t); reject(e); return; }
+      if (v) { clearInterval(t); resolve(v); } else if (Date.now() > until) { clearInterval(t); reject(new Error(`${scenario}: ${what} did not happen within ${ms} ms`)); }
+    };
+    const t = setInterval(check, 20);
+    check();
+  });
+}
+
+// Every event the client emits, in order, as [name, payload, at].
+function record(client, names) {
+  const seen = [];
+  names.forEach((n) => client.on(n, (p) => seen.push([n, p, Date.now()])));
+  return seen;
+}
+const fast = { minMs: 50, maxMs: 200 };
+
+const scenarios = {
+  // Accepts the WebSocket and never sends `connected`: the attempt is given
+  // up after timeoutMs and another one made.
+  async no_connected() {
+    const server = await startServer(() => {});
+    const c = new WshubClient(server.url, { timeoutMs: 600, backoff: fast });
+    const seen = record(c, ["close", "reconnecting", "open"]);
+    await server.conn(1);
+    const close = seen.find(([n]) => n === "close");
+    assert.ok(close && /connected/.test(close[1].reason), JSON.stringify(seen));
+    assert.ok(!seen.some(([n]) => n === "open"));
+    assert.ok(server.conns[0].closed || close, "the first attempt was given up");
+    c.close();
+    server.close();
+  },
+
+  // Acks the first join, drops the connection; the next connection never
+  // answers the rejoin; the one after is normal. The publish made meanwhile
+  // waits in the buffer and is acked at the end.
+  async rejoin_unanswered() {
+    const server = await startServer(async (conn) => {
+      conn.hello();
+      if (conn.index === 0) {
+        const join = await conn.untilJoin();
+        conn.send(envelope("ack", { room: "r", seq: 0, members: 1, epoch: "e1" }, join.id));
+        setTimeout(() => conn.close(1001, "going away"), 50);
+      } else if (conn.index === 1) {
+        await conn.next(60000); // the rejoin, unanswered; then nothing
+      } else {
+        await conn.serve();
+      }
+    });
+    const c = new WshubClient(server.url, { timeoutMs: 700, backoff: fast });
+    const seen = record(c, ["close", "open", "state"]);
+    await c.join("r");
+    await until(() => c.state !== "open", "the drop");
+    const published = c.publish("r", { text: "waited" });
+    await server.conn(1);
+    await server.conn(2);
+    assert.deepEqual(await published, { room: "r", seq: 1 });
+    const closes = seen.filter(([n]) => n === "close").map(([, p]) => p.reason);
+    assert.ok(closes.some((r) => /rejoin/.test(r)), JSON.stringify(closes));
+    await until(() => c.state === "open", "open again");
+    assert.equal(seen.filter(([n]) => n === "open").length, 2);
+    c.close();
+    server.close();
+  },
+
+  // Acks the join, then goes silent (reads and writes nothing, keeps TCP).
+  // The client pings after heartbeatMs without a frame, gives up when the
+  // ping gets no reply, and reconnects. The next server is quiet but alive:
+  // its pings are answered and the client stays.
+  async silent_after_join() {
+    const heartbeatMs = 1000;
+    let frozenAt = 0;
+    const server = await startServer(async (conn) => {
+      conn.hello({ heartbeatMs });
+      const join = await conn.untilJoin();
+      conn.send(envelope("ack", { room: "r", seq: 0, members: 1, epoch: "e1" }, join.id));
+      if (conn.index === 0) { frozenAt = Date.now(); conn.freeze(); } else await conn.serve();
+    });
+    const c = new WshubClient(server.url, { timeoutMs: 5000, backoff: fast });
+    const seen = record(c, ["close", "open"]);
+    await c.join("r");
+    const second = await server.conn(1);
+    const close = seen.find(([n]) => n === "close");
+    assert.ok(close && /ping/.test(close[1].reason), JSON.stringify(seen));
+    // Never before one idle heartbeat (timers do not fire early).
+    assert.ok(close[2] - frozenAt >= heartbeatMs, `gave up after ${close[2] - frozenAt} ms`);
+    await until(() => c.state === "open", "open again");
+    // Alive and idle: pinged at least twice, answered, still the same connection.
+    await until(() => second.received.filter((m) => m.type === "ping").length >= 2, "two pings on an idle connection");
+    assert.equal(server.conns.length, 2);
+    assert.equal(c.state, "open");
+    c.close();
+    server.close();
+  },
+
+  // The server never answers the close handshake: close() still ends at once.
+  async close_unanswered() {
+    const server = await startServer(async (conn) => {
+      conn.hello();
+      const join = await conn.untilJoin();
+      conn.send(envelope("ack", { room: "r", seq: 0, members: 1, epoch: "e1" }, join.id));
+      conn.freeze();
+    });
+    const c = new WshubClient(server.url, { timeoutMs: 5000, backoff: fast });
+    const seen = record(c, ["close"]);
+    await c.join("r");
+    const publish = c.publish("r", 1).then(() => "acked", (e) => e.code);
+    c.close();
+    await until(() => seen.length === 1 && c.state === "closed", "the close event");
+    assert.equal(seen[0][1].code, 1000);
+    assert.equal(await publish, "closed");
+    await assert.rejects(c.ready.then(() => c.join("x")), (e) => e.code === "closed");
+    server.close();
+
+    // Closed while a rejoin waits for its answer: it stays closed.
+    const second = await startServer(async (conn) => {
+      conn.hello();
+      const join = await conn.untilJoin();
+      if (conn.index === 0) {
+        conn.send(envelope("ack", { room: "r", seq: 0, members: 1, epoch: "e1" }, join.id));
+        setTimeout(() => conn.close(1001, "going away"), 50);
+      }
+    });
+    const d = new WshubClient(second.url, { timeoutMs: 5000, backoff: fast });
+    const states = record(d, ["state"]);
+    await d.join("r");
+    const rejoined = await second.conn(1);
+    await until(() => rejoined.received.some((m) => m.type === "room:join"), "the rejoin");
+    d.close();
+    await d.ping(1).catch(() => {}); // a turn of the event loop
+    await new Promise((resolve) => setTimeout(resolve, 50));
+    assert.equal(d.state, "closed");
+    assert.deepEqual(states.map(([, p]) => p.state).slice(-2), ["connecting", "closed"]);
+    second.close();
+  },
+
+  // Accepts, acks the join, closes with 1011, every time. The attempt counter
+  // grows (the delays follow the schedule) instead of starting again at 1 on
+  // every connection. A connection that stays up for maxMs resets it.
+  async flapping_1011() {
+    const backoff = { minMs: 50, maxMs: 800 };
+    const server = await startServer(async (conn) => {
+      conn.hello();
+      const join = await conn.untilJoin();
+      conn.send(envelope("ack", { room: "r", seq: 0, members: 1, epoch: "e1" }, join.id));
+      if (conn.index === 5) {
+        // Up for longer than maxMs, then the same error.
+        await new Promise((resolve) => setTimeout(resolve, backoff.maxMs + 400));
+      }
+      conn.close(1011, "internal");
+    });
+    const c = new WshubClient(server.url, { timeoutMs: 2000, backoff });
+    const seen = record(c, ["reconnecting"]);
+    await c.join("r");
+    await server.conn(6);
+    await until(() => seen.length >= 6, "six reconnecting events");
+    const attempts = seen.map(([, p]) => p.attempt);
+    assert.deepEqual(attempts.slice(0, 6), [1, 2, 3, 4, 5, 1], JSON.stringify(seen.map(([, p]) => p)));
+    seen.forEach(([, p]) => assert.ok(p.delayMs >= 0 && p.delayMs < Math.min(backoff.maxMs, backoff.minMs * 2 ** (p.attempt - 1)), JSON.stringify(p)));
+    c.close();
+    server.close();
+  },
+
+  // A hostile server names events it has no right to: client.js emits only
+  // the events of its fixed set, from the frames that mean them, and drops
+  // messages whose seq or room are not what the protocol says.
+  async hostile_types() {
+    const server = await startServer(async (conn) => {
+      conn.hello();
+      const join = await conn.untilJoin();
+      conn.send(envelope("ack", { room: "r", seq: 0, members: 1, epoch: "e1" }, join.id));
+      conn.send(
+        envelope("open", { clientId: "evil" }),
+        envelope("reconnecting", { attempt: 99, delayMs: 1 }),
+        envelope("close", { code: 1000 }),
+        envelope("state", { state: "closed" }),
+        envelope("__proto__", {}),
+        envelope("connected", { clientId: "again", protocol: 1, heartbeatMs: 30000 }),
+        envelope("room:message", { room: "r", seq: "2", from: "x", data: "seq as a string" }),
+        envelope("room:message", { room: "r", seq: 1.5, from: "x", data: "fractional seq" }),
+        envelope("room:message", { room: 7, seq: 1, from: "x", data: "room not a string" }),
+        envelope("room:message", { room: "r", seq: 1, from: "x", data: "good" }),
+        envelope("room:message", { room: "r", seq: 2, from: "x", data: "good too" }),
+      );
+      await conn.serve({ seq: 2, epoch: "e1" });
+    });
+    const c = new WshubClient(server.url, { timeoutMs: 5000, backoff: fast });
+    const seen = record(c, ["open", "reconnecting", "close", "state", "connected", "room:message"]);
+    assert.throws(() => c.on("room:mesage", () => {}), TypeError);
+    await c.join("r");
+    await until(() => seen.filter(([n]) => n === "room:message").length >= 2, "the good messages");
+    await c.ping(1); // everything sent before the ping's ack was handled
+    assert.deepEqual(seen.filter(([n]) => n === "room:message").map(([, p]) => p.data), ["good", "good too"]);
+    assert.deepEqual(seen.filter(([n]) => n === "open").map(([, p]) => p.clientId), ["1"]);
+    assert.equal(seen.filter(([n]) => n === "connected").length, 1);
+    assert.ok(!seen.some(([n]) => n === "reconnecting" || n === "close"), JSON.stringify(seen));
+    assert.deepEqual(seen.filter(([n]) => n === "state").map(([, p]) => p.state), ["connecting", "open"]);
+    assert.equal(server.conns.length, 1);
+    c.close();
+    server.close();
+  },
+
+  // The join ack and a message arrive in one TCP read: the room's position
+  // is the message's seq when the connection drops, so the rejoin asks from
+  // there and the message is not delivered twice.
+  async ack_with_message() {
+    let since;
+    const server = await startServer(async (conn) => {
+      conn.hello();
+      const join = await conn.untilJoin();
+      if (conn.index === 0) {
+        conn.send(
+          envelope("ack", { room: "r", seq: 10, members: 1, epoch: "e1" }, join.id),
+          envelope("room:message", { room: "r", seq: 11, from: "x", data: "with the ack" }),
+        );
+        setTimeout(() => conn.close(1001, "going away"), 100);
+      } else {
+        since = join.payload.since;
+        // A replay from what the client asked for.
+        const replay = [];
+        for (let s = since + 1; s <= 11; s++) replay.push(envelope("room:message", { room: "r", seq: s, from: "x", data: "replayed " + s }));
+        conn.send(...replay, envelope("ack", { room: "r", seq: 11, members: 1, epoch: "e1", recovered: true }, join.id));
+        await conn.serve({ seq: 11, epoch: "e1" });
+      }
+    });
+    const c = new WshubClient(server.url, { timeoutMs: 5000, backoff: fast });
+    const seen = record(c, ["room:message", "open"]);
+    await c.join("r");
+    await server.conn(1);
+    await until(() => seen.filter(([n]) => n === "open").length === 2, "the reconnection");
+    assert.equal(since, 11, "the rejoin asks from the message that came with the ack");
+    assert.deepEqual(seen.filter(([n]) => n === "room:message").map(([, p]) => p.seq), [11]);
+    c.close();
+    server.close();
+  },
+
+  // `room:left` (PROTOCOL 1.2: the server removed the client from a room):
+  // reported, and that room is not rejoined after a reconnection.
+  async room_left() {
+    const rejoins = [];
+    const server = await startServer(async (conn) => {
+      conn.hello();
+      if (conn.index === 0) {
+        for (const room of ["kept", "gone"]) {
+          const join = await conn.untilJoin();
+          conn.send(envelope("ack", { room, seq: 0, members: 1, epoch: "e1" }, join.id));
+        }
+        conn.send(envelope("room:left", { room: "gone", reason: "kicked" }));
+        setTimeout(() => conn.close(1001, "going away"), 100);
+      } else {
+        const join = await conn.untilJoin();
+        rejoins.push(join.payload.room);
+        conn.send(envelope("ack", { room: join.payload.room, seq: 0, members: 1, epoch: "e1", recovered: true }, join.id));
+        await conn.serve();
+      }
+    });
+    const c = new WshubClient(server.url, { timeoutMs: 5000, backoff: fast });
+    const seen = record(c, ["room:left", "open"]);
+    await c.join("kept");
+    await c.join("gone");
+    await until(() => seen.filter(([n]) => n === "open").length === 2, "the reconnection");
+    await c.ping(1);
+    assert.deepEqual(seen.filter(([n]) => n === "room:left").map(([, p]) => p), [{ room: "gone", reason: "kicked" }]);
+    assert.deepEqual(rejoins, ["kept"]);
+    assert.equal(server.conns[1].received.filter((m) => m.type === "room:join").length, 1);
+    c.close();
+    server.close();
+  },
+
+  // getToken never answers the first time: the attempt is given up after
+  // timeoutMs like one without `connected`, and the next one connects.
+  async get_token_hangs() {
+    const server = await startServer((conn) => { conn.hello(); return conn.serve(); });
+    let calls = 0;
+    const c = new WshubClient(server.url, {
+      timeoutMs: 600,
+      backoff: fast,
+      getToken: () => { calls += 1; return calls === 1 ? new Promise(() => {}) : "t"; },
+    });
+    const seen = record(c, ["close", "error", "open"]);
+    await c.ready;
+    assert.deepEqual(seen.map(([n, p]) => [n, p.code]), [["error", "token_unavailable"], ["close", 1006], ["open", undefined]]);
+    assert.equal(calls, 2);
+    assert.equal(server.conns.length, 1);
+    c.close();
+    server.close();
+  },
+};
+
+if (!scenarios[scenario]) { console.error(`unknown scenario ${scenario}`); process.exit(2); }
+try {
+  await scenarios[scenario]();
+  console.log(`ok ${scenario}`);
+} catch (e) {
+  console.error(e);
+  process.exitCode = 1;
+}
+clearTimeout(killer);
+process.exit(process.exitCode ?? 0);
