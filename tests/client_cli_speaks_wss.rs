@@ -1,0 +1,62 @@
+//! `wshub-cli --url wss://…` against the real server with the TLS tests'
+//! certificates: exit 4 for a CA it does not trust, a room read with
+//! `--ca-file`, and `--insecure` accepted only with a warning on stderr.
+
+mod client_common;
+mod tls_common;
+
+use std::io::{BufRead, BufReader, Read};
+use std::process::{Command, Stdio};
+
+use client_common::{exit_status_within, Server, WAIT};
+use tls_common::Pki;
+
+/// Runs the CLI with the given flags until it says it joined (then ends its
+/// input) or exits; (exit code, stderr).
+fn cli(url: &str, extra: &[&str]) -> (Option<i32>, String) {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_wshub-cli"))
+        .args(["--url", url, "--room", "r"])
+        .args(extra)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn wshub-cli");
+    let mut stderr = BufReader::new(child.stderr.take().unwrap());
+    let mut said = String::new();
+    loop {
+        let mut line = String::new();
+        if stderr.read_line(&mut line).unwrap_or(0) == 0 {
+            break;
+        }
+        said.push_str(&line);
+        if line.contains("in room r") {
+            drop(child.stdin.take()); // the end of input: it exits 0
+        }
+    }
+    let status = exit_status_within(&mut child, WAIT);
+    let mut rest = String::new();
+    let _ = stderr.read_to_string(&mut rest);
+    (status.code(), said + &rest)
+}
+
+#[test]
+fn wss_is_verified_refused_for_an_unknown_ca_and_accepted_with_ca_file() {
+    let pki = Pki::make();
+    let server =
+        Server::start(&["--tls-cert", &pki.path_str("server.pem"), "--tls-key", &pki.path_str("server.key")]);
+    let url = format!("wss://localhost:{}/ws", server.addr.port());
+
+    let (code, said) = cli(&url, &[]);
+    assert_eq!(code, Some(4), "the system's roots do not hold the test CA: {said}");
+    let (code, said) = cli(&url, &["--ca-file", &pki.path_str("wrong-ca.pem")]);
+    assert_eq!(code, Some(4), "{said}");
+
+    let (code, said) = cli(&url, &["--ca-file", &pki.path_str("ca.pem")]);
+    assert_eq!(code, Some(0), "{said}");
+    assert!(said.contains("in room r"), "{said}");
+
+    let (code, said) = cli(&url, &["--insecure"]);
+    assert_eq!(code, Some(0), "{said}");
+    assert!(said.contains("NOT checked"), "--insecure must say so: {said}");
+}
