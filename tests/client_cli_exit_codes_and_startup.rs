@@ -245,3 +245,24 @@ fn verbose_says_why_and_stdout_marks_an_epoch_change() {
     assert!(err.contains("connection lost: server error (close code 1011): restarting"), "{err}");
     assert!(err.contains("room r was reset"), "{err}");
 }
+
+#[test]
+fn the_end_of_input_while_the_server_is_away_waits_boundedly_then_exits_3() {
+    let server = refuse_after_first("HTTP/1.1 503 Service Unavailable\r\nContent-Length: 0\r\n\r\n");
+    let url = server.url();
+    let mut child =
+        cli(&["--url", &url, "--room", "r", "--backoff-min-ms", "200", "--backoff-max-ms", "400"]);
+    let mut stderr = BufReader::new(child.stderr.take().unwrap());
+    stderr_until(&mut stderr, "reconnecting");
+    let mut stdin = child.stdin.take().unwrap();
+    writeln!(stdin, "buffered while the server is away").unwrap();
+    drop(stdin);
+    let started = Instant::now();
+    let status = exit_status_within(&mut child, WAIT);
+    let took = started.elapsed();
+    let mut rest = String::new();
+    let _ = stderr.read_to_string(&mut rest);
+    // 10 s for the acknowledgements, then it gives up and says so.
+    assert_eq!(status.code(), Some(3), "after {took:?}: {rest}");
+    assert!(rest.contains("not sent"), "{rest}");
+}

@@ -17,13 +17,14 @@
 //!
 //! Exit codes (`docs/clients.md`, "wshub-cli exit codes"): see [`Exit`].
 
+use std::collections::VecDeque;
 use std::io::{BufRead, Write};
 use std::time::{Duration, Instant};
 
 use clap::Parser;
 use crossbeam_channel::{select, Receiver};
 use serde_json::{json, Value};
-use wshub::client::{Client, Error, Event, Options};
+use wshub::client::{Client, Error, Event, Options, Receipt};
 
 /// How the process ends; the numbers are part of the CLI's interface.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -51,8 +52,12 @@ const STARTUP_RETRIES: u32 = 10;
 /// The longest `Retry-After` waited out at startup.
 const MAX_RETRY_AFTER: u64 = 300;
 
-/// Lines read from stdin that may wait to be published.
+/// Lines read from stdin that may wait to be published, and publishes that
+/// may wait for their acknowledgement before stdin is read further.
 const LINE_QUEUE: usize = 64;
+
+/// How often a wait for an acknowledgement looks for Ctrl-C.
+const STOP_POLL: Duration = Duration::from_millis(100);
 
 #[derive(Parser)]
 #[command(
@@ -138,7 +143,11 @@ fn run(args: &Args) -> Exit {
     if let Err(e) = client.join(&args.room) {
         say(&format!("joining {}: {e}", args.room));
         return match e {
-            Error::Server { .. } => Exit::Refused,
+            // Refused by rule (the token's rooms, the room's rights, the name):
+            // the same join will be refused again.
+            Error::Server { code, .. } if matches!(code.as_str(), "forbidden" | "bad_request") => {
+                Exit::Refused
+            }
             _ => Exit::Unreachable,
         };
     }
@@ -330,9 +339,10 @@ fn stdin_lines() -> Receiver<String> {
 /// already read are published too); waits at most [`SETTLE`] for the
 /// acknowledgements. Whether every line was acknowledged.
 fn publish_lines(client: &Client, room: &str, lines: &Receiver<String>, stop: &Receiver<()>) -> bool {
-    let mut receipts = std::collections::VecDeque::new();
+    let mut receipts = VecDeque::new();
     let mut all_sent = true;
-    let publish = |line: String, receipts: &mut std::collections::VecDeque<_>| {
+    // Whether the line was taken (or was empty).
+    let publish = |line: String, receipts: &mut VecDeque<Receipt>| {
         if line.trim().is_empty() {
             return true;
         }
@@ -348,24 +358,32 @@ fn publish_lines(client: &Client, room: &str, lines: &Receiver<String>, stop: &R
             }
         }
     };
-    loop {
+    let mut stopping = false;
+    while !stopping {
         select! {
             recv(lines) -> line => match line {
                 Ok(line) => all_sent &= publish(line, &mut receipts),
                 Err(_) => break,
             },
-            recv(stop) -> _ => {
-                while let Ok(line) = lines.try_recv() {
-                    all_sent &= publish(line, &mut receipts);
+            recv(stop) -> _ => stopping = true,
+        }
+        // Keep the number of receipts held bounded: settle the oldest first
+        // (while offline this waits for the connection, or for `stop`).
+        while receipts.len() > LINE_QUEUE && !stopping {
+            match receipts.front().and_then(|r| r.wait_timeout(STOP_POLL)) {
+                Some(result) => {
+                    receipts.pop_front();
+                    if let Err(e) = result {
+                        say(&format!("not sent: {e}"));
+                        all_sent = false;
+                    }
                 }
-                break;
+                None => stopping = stop.try_recv().is_ok(),
             }
         }
-        // Keep the number of receipts held bounded: settle the oldest first.
-        while receipts.len() > LINE_QUEUE {
-            if let Some(Err(e)) = receipts.pop_front().map(|r| r.wait()) {
-                say(&format!("not sent: {e}"));
-                all_sent = false;
+        if stopping {
+            while let Ok(line) = lines.try_recv() {
+                all_sent &= publish(line, &mut receipts);
             }
         }
     }
