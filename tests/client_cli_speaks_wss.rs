@@ -1,6 +1,7 @@
 //! `wshub-cli --url wss://…` against the real server with the TLS tests'
-//! certificates: exit 4 for a CA it does not trust, a room read with
-//! `--ca-file`, and `--insecure` accepted only with a warning on stderr.
+//! certificates: exit 4 for a CA it does not trust (2 for a CA file that is
+//! not there), a room read with `--ca-file`, and `--insecure` accepted only
+//! with a warning on stderr.
 
 mod client_common;
 mod tls_common;
@@ -51,6 +52,8 @@ fn wss_is_verified_refused_for_an_unknown_ca_and_accepted_with_ca_file() {
     assert_eq!(code, Some(4), "the system's roots do not hold the test CA: {said}");
     let (code, said) = cli(&url, &["--ca-file", &pki.path_str("wrong-ca.pem")]);
     assert_eq!(code, Some(4), "{said}");
+    let (code, said) = cli(&url, &["--ca-file", &pki.path_str("no-such.pem")]);
+    assert_eq!(code, Some(2), "a CA file that is not there is a usage error: {said}");
 
     let (code, said) = cli(&url, &["--ca-file", &pki.path_str("ca.pem")]);
     assert_eq!(code, Some(0), "{said}");

@@ -32,9 +32,12 @@ fn an_unknown_ca_is_refused_and_the_right_ca_file_accepted() {
     // Another CA than the one that signed the server's certificate.
     let wrong = Options::default().ca_file(pki.path("wrong-ca.pem"));
     assert!(matches!(Client::connect(&by_name, wrong), Err(Error::Tls(_))));
-    // A file that is not there is a clear error, not a silent fallback.
+    // A file that is not there, or holds no certificate, is a clear error,
+    // not a silent fallback to the system's roots.
     let missing = Options::default().ca_file(pki.path("no-such.pem"));
-    assert!(matches!(Client::connect(&by_name, missing), Err(Error::Tls(_))));
+    assert!(matches!(Client::connect(&by_name, missing), Err(Error::Options(_))));
+    let not_a_ca = Options::default().ca_file(pki.path("server.ext"));
+    assert!(matches!(Client::connect(&by_name, not_a_ca), Err(Error::Options(_))));
 
     // The right CA, by name and by IP address (the certificate names both),
     // with the scheme in upper case.

@@ -165,7 +165,7 @@ fn connect(url: &str, options: Options) -> Result<Client, Exit> {
         };
         say(&e.to_string());
         match e {
-            Error::BadUrl(_) => return Err(Exit::Usage),
+            Error::BadUrl(_) | Error::Options(_) => return Err(Exit::Usage),
             Error::Tls(_) | Error::Refused { status: 401 | 403, .. } => return Err(Exit::Refused),
             Error::Refused { retry_after: Some(s), .. } if retries < STARTUP_RETRIES => {
                 retries += 1;

@@ -273,9 +273,12 @@ pub enum Error {
     BadUrl(String),
     /// The first connection failed (later ones are retried, not reported here).
     Connect(String),
-    /// TLS could not be set up, or the server's certificate was not accepted
-    /// (see [`Options::ca_file`]); retrying cannot help.
+    /// TLS could not be set up (no system roots), or the server's
+    /// certificate was not accepted (see [`Options::ca_file`]); retrying
+    /// cannot help.
     Tls(String),
+    /// An option cannot be used: the CA file cannot be read or holds no certificate.
+    Options(String),
     /// The handshake was refused with this HTTP status (401, 403, 503, ...).
     Refused {
         /// The HTTP status.
@@ -307,6 +310,7 @@ impl fmt::Display for Error {
             Error::BadUrl(u) => write!(f, "not a ws:// or wss:// URL: {u}"),
             Error::Connect(why) => write!(f, "could not connect: {why}"),
             Error::Tls(why) => write!(f, "TLS: {why}"),
+            Error::Options(why) => write!(f, "bad option: {why}"),
             Error::Refused { status, retry_after: Some(s) } => {
                 write!(f, "handshake refused with {status} (retry after {s} s)")
             }

@@ -6,7 +6,7 @@
 //! [`Options::ca_file`]: super::Options::ca_file
 //! [`Options::insecure`]: super::Options::insecure
 
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 
 use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
 use rustls::crypto::{verify_tls12_signature, verify_tls13_signature, CryptoProvider};
@@ -41,23 +41,34 @@ fn roots(options: &Options) -> Result<RootCertStore, Error> {
     if let Some(path) = &options.ca_file {
         let shown = path.display();
         let certs = CertificateDer::pem_file_iter(path)
-            .map_err(|e| Error::Tls(format!("cannot read the CA file {shown}: {e}")))?;
+            .map_err(|e| Error::Options(format!("cannot read the CA file {shown}: {e}")))?;
         for cert in certs {
-            let cert = cert.map_err(|e| Error::Tls(format!("the CA file {shown}: {e}")))?;
-            roots.add(cert).map_err(|e| Error::Tls(format!("the CA file {shown}: {e}")))?;
+            let cert = cert.map_err(|e| Error::Options(format!("the CA file {shown}: {e}")))?;
+            roots.add(cert).map_err(|e| Error::Options(format!("the CA file {shown}: {e}")))?;
         }
         if roots.is_empty() {
-            return Err(Error::Tls(format!("the CA file {shown} holds no certificate")));
+            return Err(Error::Options(format!("the CA file {shown} holds no certificate")));
         }
         return Ok(roots);
     }
-    let found = rustls_native_certs::load_native_certs();
-    let (added, _) = roots.add_parsable_certificates(found.certs);
-    if added == 0 {
-        let why = found.errors.first().map(|e| e.to_string()).unwrap_or_else(|| "none found".into());
-        return Err(Error::Tls(format!("no system root certificates ({why}); pass a CA file")));
-    }
-    Ok(roots)
+    system_roots().map(|r| (*r).clone())
+}
+
+/// The system's roots, read once per process (every client would read the
+/// same files).
+fn system_roots() -> Result<Arc<RootCertStore>, Error> {
+    static ROOTS: OnceLock<Result<Arc<RootCertStore>, String>> = OnceLock::new();
+    let found = ROOTS.get_or_init(|| {
+        let found = rustls_native_certs::load_native_certs();
+        let mut roots = RootCertStore::empty();
+        let (added, _) = roots.add_parsable_certificates(found.certs);
+        if added == 0 {
+            let why = found.errors.first().map(|e| e.to_string()).unwrap_or_else(|| "none found".into());
+            return Err(format!("no system root certificates ({why}); pass a CA file"));
+        }
+        Ok(Arc::new(roots))
+    });
+    found.clone().map_err(Error::Tls)
 }
 
 /// `--insecure`: any certificate for any name is accepted; the handshake's
