@@ -8,6 +8,8 @@
 mod client_common;
 
 use std::io::{BufRead, BufReader, Read, Write};
+
+use crossbeam_channel::Receiver;
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
@@ -37,15 +39,57 @@ fn run_to_exit(args: &[&str]) -> (ExitStatus, String) {
     (status, err)
 }
 
-/// Reads stderr lines until one contains `what`; every line read so far.
-fn stderr_until(stderr: &mut impl BufRead, what: &str) -> String {
-    let mut all = String::new();
-    while !all.contains(what) {
-        let mut line = String::new();
-        assert!(stderr.read_line(&mut line).unwrap_or(0) > 0, "wshub-cli ended early: {all}");
-        all.push_str(&line);
+/// A child's output lines, read by their own thread (so every wait on them
+/// is bounded).
+struct Lines(Receiver<String>);
+
+impl Lines {
+    fn of(stream: impl Read + Send + 'static) -> Lines {
+        let (tx, rx) = crossbeam_channel::unbounded();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stream).lines() {
+                let Ok(line) = line else { break };
+                if tx.send(line).is_err() {
+                    break;
+                }
+            }
+        });
+        Lines(rx)
     }
-    all
+
+    /// The child's stderr.
+    fn stderr(child: &mut Child) -> Lines {
+        Lines::of(child.stderr.take().expect("stderr"))
+    }
+
+    /// The next line (within [`WAIT`]).
+    fn next(&self) -> String {
+        self.0.recv_timeout(WAIT).unwrap_or_else(|_| panic!("no line from wshub-cli within {WAIT:?}"))
+    }
+
+    /// Lines until one contains `what` (within [`WAIT`]); every line read so far.
+    fn until(&self, what: &str) -> String {
+        let deadline = Instant::now() + WAIT;
+        let mut all = String::new();
+        while !all.contains(what) {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match self.0.recv_timeout(left) {
+                Ok(line) => all.push_str(&(line + "\n")),
+                Err(_) => panic!("no {what:?} from wshub-cli within {WAIT:?}: {all}"),
+            }
+        }
+        all
+    }
+
+    /// Every line up to the end of the stream (within [`WAIT`]).
+    fn rest(&self) -> String {
+        let deadline = Instant::now() + WAIT;
+        let mut all = String::new();
+        while let Ok(line) = self.0.recv_timeout(deadline.saturating_duration_since(Instant::now())) {
+            all.push_str(&(line + "\n"));
+        }
+        all
+    }
 }
 
 fn token(secret: &str) -> String {
@@ -135,8 +179,7 @@ fn retry_after_is_waited_out_at_startup() {
         }
     });
     let mut child = cli(&["--url", &server.url(), "--room", "r", "--read-only"]);
-    let mut stderr = BufReader::new(child.stderr.take().unwrap());
-    let said = stderr_until(&mut stderr, "in room r");
+    let said = Lines::stderr(&mut child).until("in room r");
     assert!(said.contains("Retry-After"), "{said}");
     let _ = child.kill();
     let _ = child.wait();
@@ -149,8 +192,7 @@ fn the_token_can_come_from_a_file() {
     std::fs::write(&path, format!("{}\n", token("file-secret"))).unwrap();
     let url = format!("ws://{}/ws", server.addr);
     let mut child = cli(&["--url", &url, "--room", "r", "--token-file", path.to_str().unwrap()]);
-    let mut stderr = BufReader::new(child.stderr.take().unwrap());
-    stderr_until(&mut stderr, "in room r");
+    Lines::stderr(&mut child).until("in room r");
     drop(child.stdin.take());
     let status = exit_status_within(&mut child, WAIT);
     let _ = std::fs::remove_file(&path);
@@ -174,8 +216,7 @@ fn ctrl_c_sends_what_was_read_and_closes_1000() {
     let other = Client::connect(&url, Options::default()).unwrap();
     other.join("r").unwrap();
     let mut child = cli(&["--url", &url, "--room", "r"]);
-    let mut stderr = BufReader::new(child.stderr.take().unwrap());
-    stderr_until(&mut stderr, "in room r");
+    Lines::stderr(&mut child).until("in room r");
     let mut stdin = child.stdin.take().unwrap();
     writeln!(stdin, "one").unwrap();
     writeln!(stdin, "two").unwrap();
@@ -228,17 +269,12 @@ fn verbose_says_why_and_stdout_marks_an_epoch_change() {
     });
     let mut child =
         cli(&["--url", &server.url(), "--room", "r", "--read-only", "--verbose", "--backoff-min-ms", "10"]);
-    let mut stdout = BufReader::new(child.stdout.take().unwrap());
-    let mut lines = Vec::new();
-    for _ in 0..3 {
-        let mut line = String::new();
-        assert!(stdout.read_line(&mut line).unwrap_or(0) > 0, "stdout ended: {lines:?}");
-        lines.push(serde_json::from_str::<Value>(&line).expect("a JSON line"));
-    }
+    let (stdout, stderr) = (Lines::of(child.stdout.take().unwrap()), Lines::stderr(&mut child));
+    let lines: Vec<Value> =
+        (0..3).map(|_| serde_json::from_str(&stdout.next()).expect("a JSON line")).collect();
     let _ = child.kill();
     let _ = child.wait();
-    let mut err = String::new();
-    let _ = child.stderr.take().unwrap().read_to_string(&mut err);
+    let err = stderr.rest();
     assert_eq!(lines[0]["data"], "old");
     assert_eq!(lines[1], json!({"room": "r", "epoch": "e2", "previousEpoch": "e1"}));
     assert_eq!((lines[2]["data"].clone(), lines[2]["seq"].clone()), (json!("new"), json!(1)));
@@ -252,17 +288,46 @@ fn the_end_of_input_while_the_server_is_away_waits_boundedly_then_exits_3() {
     let url = server.url();
     let mut child =
         cli(&["--url", &url, "--room", "r", "--backoff-min-ms", "200", "--backoff-max-ms", "400"]);
-    let mut stderr = BufReader::new(child.stderr.take().unwrap());
-    stderr_until(&mut stderr, "reconnecting");
+    let stderr = Lines::stderr(&mut child);
+    stderr.until("reconnecting");
     let mut stdin = child.stdin.take().unwrap();
     writeln!(stdin, "buffered while the server is away").unwrap();
     drop(stdin);
     let started = Instant::now();
     let status = exit_status_within(&mut child, WAIT);
     let took = started.elapsed();
-    let mut rest = String::new();
-    let _ = stderr.read_to_string(&mut rest);
+    let rest = stderr.rest();
     // 10 s for the acknowledgements, then it gives up and says so.
     assert_eq!(status.code(), Some(3), "after {took:?}: {rest}");
     assert!(rest.contains("not sent"), "{rest}");
+}
+
+#[test]
+fn a_trickled_101_at_startup_exits_3_within_the_attempt_deadline() {
+    // 128 bytes every 700 ms: each read is quick, the whole 101 takes 28 s.
+    let server = Fake::start(|stream, _| {
+        let mut head = b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\n".to_vec();
+        for n in 0..40 {
+            head.extend_from_slice(format!("X-Pad-{n:02}: {}\r\n", "a".repeat(116)).as_bytes());
+        }
+        fake::trickle(stream, &head, 128, Duration::from_millis(700));
+    });
+    let started = Instant::now();
+    let (status, err) = run_to_exit(&["--url", &server.url(), "--room", "r"]);
+    let took = started.elapsed();
+    assert_eq!(status.code(), Some(3), "after {took:?}: {err}");
+    // The default deadline is 5 s; the rest is slack for a loaded machine.
+    assert!(took < Duration::from_secs(15), "{took:?}");
+}
+
+#[test]
+fn against_a_flapping_server_the_cli_backs_off_further_each_time() {
+    let server = Fake::start(fake::flap);
+    let mut child = cli(&["--url", &server.url(), "--room", "r", "--read-only", "--backoff-min-ms", "10"]);
+    let stderr = Lines::stderr(&mut child);
+    let said = (0..4).map(|_| stderr.until("reconnecting")).collect::<String>();
+    let _ = child.kill();
+    let _ = child.wait();
+    let attempts: Vec<&str> = said.lines().filter_map(|l| l.split("(attempt ").nth(1)).collect();
+    assert_eq!(attempts, ["1)", "2)", "3)", "4)"], "{said}");
 }

@@ -6,14 +6,15 @@
 mod client_common;
 mod tls_common;
 
-use std::io::{BufRead, BufReader, Read};
+use std::io::{BufRead, BufReader};
 use std::process::{Command, Stdio};
+use std::time::Instant;
 
 use client_common::{exit_status_within, Server, WAIT};
 use tls_common::Pki;
 
 /// Runs the CLI with the given flags until it says it joined (then ends its
-/// input) or exits; (exit code, stderr).
+/// input) or exits; (exit code, stderr). Bounded by [`WAIT`].
 fn cli(url: &str, extra: &[&str]) -> (Option<i32>, String) {
     let mut child = Command::new(env!("CARGO_BIN_EXE_wshub-cli"))
         .args(["--url", url, "--room", "r"])
@@ -23,22 +24,26 @@ fn cli(url: &str, extra: &[&str]) -> (Option<i32>, String) {
         .stderr(Stdio::piped())
         .spawn()
         .expect("spawn wshub-cli");
-    let mut stderr = BufReader::new(child.stderr.take().unwrap());
-    let mut said = String::new();
-    loop {
-        let mut line = String::new();
-        if stderr.read_line(&mut line).unwrap_or(0) == 0 {
-            break;
+    let stderr = BufReader::new(child.stderr.take().unwrap());
+    let (tx, rx) = crossbeam_channel::unbounded();
+    std::thread::spawn(move || {
+        for line in stderr.lines().map_while(Result::ok) {
+            if tx.send(line).is_err() {
+                break;
+            }
         }
-        said.push_str(&line);
+    });
+    let deadline = Instant::now() + WAIT;
+    let mut said = String::new();
+    while let Ok(line) = rx.recv_timeout(deadline.saturating_duration_since(Instant::now())) {
         if line.contains("in room r") {
             drop(child.stdin.take()); // the end of input: it exits 0
         }
+        said.push_str(&line);
+        said.push('\n');
     }
     let status = exit_status_within(&mut child, WAIT);
-    let mut rest = String::new();
-    let _ = stderr.read_to_string(&mut rest);
-    (status.code(), said + &rest)
+    (status.code(), said)
 }
 
 #[test]
