@@ -251,7 +251,8 @@ pub enum Event {
     /// Something failed that answers no call of the application: an `error`
     /// frame without a pending request, a rejoin refused, a refused handshake.
     Error {
-        /// A protocol error code, or `http_401`, `http_403`, ... for a refused handshake.
+        /// A protocol error code, `http_401`, `http_403`, ... for a refused
+        /// handshake, or `tls` for a certificate not accepted on a reconnect.
         code: String,
         /// What happened.
         message: String,
