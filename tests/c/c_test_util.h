@@ -6,6 +6,7 @@
 #define WSHUB_C_TEST_UTIL_H
 
 #include <arpa/inet.h>
+#include <dirent.h>
 #include <netinet/in.h>
 #include <string.h>
 #include <sys/socket.h>
@@ -82,6 +83,18 @@ static inline int refused_within(uint16_t port, int seconds) {
         nanosleep(&pause, NULL);
     }
     return 0;
+}
+
+/* How many file descriptors the process has open (-1 when /proc is not there). */
+static inline int open_fds(void) {
+    DIR *dir = opendir("/proc/self/fd");
+    int n = 0;
+    if (dir == NULL)
+        return -1;
+    while (readdir(dir) != NULL)
+        n++;
+    closedir(dir);
+    return n;
 }
 
 #endif
