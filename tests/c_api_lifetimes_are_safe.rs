@@ -120,3 +120,9 @@ fn a_forked_child_gets_wshub_forked_from_every_call() {
     let stdout = run_c_test("fork_child_gets_errors", false);
     assert!(stdout.contains("fork child gets errors ok"), "{stdout}");
 }
+
+#[test]
+fn a_callbacks_struct_from_an_older_header_works_with_the_rest_taken_as_null() {
+    let stdout = run_c_test("older_header_callbacks", false);
+    assert!(stdout.contains("older header callbacks ok"), "{stdout}");
+}
