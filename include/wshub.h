@@ -906,6 +906,18 @@ wshub_result wshub_config_set_tls_client_ca_pem(wshub_config *config, const char
 const char *wshub_error_message(uint32_t code);
 
 /*
+ Why the calling thread's last failed call failed, as one English sentence
+ (e.g. "invalid configuration: hub_queue must be at most 1048576", "cannot
+ bind 127.0.0.1:9001: Address in use (os error 98)", a TLS file that does
+ not parse). Only calls returning a wshub_result other than WSHUB_OK set
+ it; later successful calls leave it. Writes it NUL-terminated into `buf`
+ (at most `len` bytes, cut at a character boundary when longer; `buf` may
+ be NULL when `len` is 0) and returns its full length without the NUL, as
+ snprintf does: 0 when this thread has had no failure. Any thread.
+ */
+size_t wshub_last_error(char *buf, size_t len);
+
+/*
  The library's version, e.g. "0.1.0", as a static NUL-terminated string; it
  matches the WSHUB_VERSION macro of the header the application was built with
  when the library and header agree.

@@ -60,3 +60,9 @@ fn the_c_test_calls_every_function_the_header_declares() {
     let missing: Vec<_> = declared.iter().filter(|f| !test.contains(&format!("{f}("))).collect();
     assert!(missing.is_empty(), "not exercised by tests/c/bad_arguments.c: {missing:?}");
 }
+
+#[test]
+fn last_error_says_why_a_start_failed_on_the_calling_thread() {
+    let stdout = run_c_test("last_error_says_why");
+    assert!(stdout.contains("last error says why ok"), "{stdout}");
+}

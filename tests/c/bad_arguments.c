@@ -303,6 +303,7 @@ static void null_everything(void) {
     CHECK(wshub_error_message(WSHUB_OK) != NULL);
     CHECK(wshub_error_message(WSHUB_STOPPED) != NULL);
     CHECK(strcmp(wshub_error_message(12345), "unknown wshub error code") == 0);
+    CHECK(wshub_last_error(NULL, 0) > 0); /* after the failures above */
 }
 
 /* A running callback server: unknown and closed ids, bad values, then stopped. */
