@@ -155,16 +155,24 @@ fn start(config: &wshub_config, mode: Mode) -> Result<*mut wshub_server, wshub_r
         stop_claimed: AtomicBool::new(false),
         protocol: std::sync::OnceLock::new(),
     });
-    if config.protocol_enabled && config.protocol.validate().is_err() {
-        return Err(wshub_result::WSHUB_INVALID_CONFIG);
+    if config.protocol_enabled {
+        if let Err(why) = config.protocol.validate() {
+            super::error::failed_because(format!("invalid configuration: {why}"));
+            return Err(wshub_result::WSHUB_INVALID_CONFIG);
+        }
     }
     let hooks = JoinHook { server: Arc::downgrade(&server) };
     let protocol = config.protocol_enabled.then(|| ProtocolHandler::with_app(config.protocol.clone(), hooks));
     if let Some(protocol) = &protocol {
         let _ = server.protocol.set(protocol.clone());
     }
-    let handler = FfiHandler { server: server.clone(), protocol };
+    let handler = FfiHandler { server: server.clone(), protocol: protocol.clone() };
     let handle = Server::start(config.config.clone(), handler).map_err(wshub_result::from)?;
+    // Cross-node fan-out works from the start, not from the first request
+    // that happens to pass through the protocol's own `on_upgrade`.
+    if let Some(protocol) = &protocol {
+        protocol.start_cluster(&handle);
+    }
     server.local_port.store(handle.local_addr().port(), Relaxed);
     {
         // A callback may have stored it already (`FfiHandler::adopt`).
@@ -197,6 +205,9 @@ pub extern "C" fn wshub_start(
         // SAFETY: not NULL; the C API requires a struct initialized with
         // WSHUB_CALLBACKS_INIT, i.e. at least `struct_size` readable bytes.
         let Some(callbacks) = (unsafe { wshub_callbacks::read(callbacks) }) else {
+            super::error::failed_because(
+                "callbacks->struct_size is not the size of a wshub_callbacks: initialize it with WSHUB_CALLBACKS_INIT",
+            );
             return wshub_result::WSHUB_INVALID_ARGUMENT;
         };
         match start(config, Mode::Callbacks(callbacks, UserData(user_data))) {
@@ -225,6 +236,7 @@ pub extern "C" fn wshub_start_polling(
         let config = try_ref!(config);
         let server_out = try_out!(server_out);
         if config.event_queue_capacity == 0 {
+            super::error::failed_because("invalid configuration: event_queue_capacity must be greater than 0");
             return wshub_result::WSHUB_INVALID_CONFIG;
         }
         let queue = match EventQueue::new(config.event_queue_capacity) {
@@ -334,7 +346,7 @@ pub extern "C" fn wshub_reload_tls(server: *mut wshub_server) -> wshub_result {
         };
         match handle.reload_tls() {
             Ok(()) => wshub_result::WSHUB_OK,
-            Err(_) => wshub_result::WSHUB_INVALID_CONFIG,
+            Err(e) => e.into(), // WSHUB_INVALID_CONFIG, with why
         }
     }
 }
