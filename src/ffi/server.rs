@@ -235,8 +235,16 @@ pub extern "C" fn wshub_start_polling(
     ffi_boundary! {
         let config = try_ref!(config);
         let server_out = try_out!(server_out);
-        if config.event_queue_capacity == 0 {
-            super::error::failed_because("invalid configuration: event_queue_capacity must be greater than 0");
+        let bounded = crate::config::bounds::check(&[(
+            "event_queue_capacity",
+            config.event_queue_capacity,
+            crate::config::bounds::SLOTS,
+        )])
+        .and_then(|()| crate::config::bounds::check_durations(&[("upgrade_timeout", config.upgrade_timeout)]));
+        if config.event_queue_capacity == 0 || bounded.is_err() {
+            let why = bounded.err().unwrap_or_else(|| "event_queue_capacity must be greater than 0".to_owned());
+            log::warn!("wshub_start_polling: {why}");
+            super::error::failed_because(format!("invalid configuration: {why}"));
             return wshub_result::WSHUB_INVALID_CONFIG;
         }
         let queue = match EventQueue::new(config.event_queue_capacity) {
