@@ -34,11 +34,12 @@
  * Every thread wshub starts blocks all signals but the ones faults raise,
  * so the host's signal handlers run on the host's own threads.
  *
- * Log callback (wshub_set_log_callback): runs on any wshub thread, holding
- * no wshub lock; it may not call wshub functions (wshub_set_log_callback
- * from inside it returns WSHUB_WRONG_MODE), and lines wshub would log from
- * inside it are dropped. Do not hold a lock your log callback takes while
- * calling wshub_set_log_callback: it waits for running calls of the old one.
+ * Log callback (wshub_set_log_callback): runs on any thread that logs, with
+ * no wshub lock held; it should not call wshub functions (lines wshub would
+ * log from inside it are dropped; wshub_set_log_callback from inside it
+ * returns WSHUB_WRONG_MODE). Do not hold a lock your log callback takes
+ * while calling wshub_set_log_callback: it waits for running calls of the
+ * old callback to return, so that their user_data may be freed.
  *
  * Not thread-safe application? Use pull mode instead (wshub_start_polling,
  * wshub_poll_event, wshub_event_fd): then no callback runs on a wshub thread.
@@ -87,8 +88,9 @@ enum wshub_result
    */
   WSHUB_INVALID_ARGUMENT = 2,
   /*
-   `wshub_start` refused the configuration (a zero limit, a path without
-   a leading '/', a stack below 64 KiB or above 256 MiB).
+   `wshub_start` refused the configuration (a zero limit, a size, count
+   or duration over its bound, a path without a leading '/', a stack
+   below 64 KiB or above 256 MiB); `wshub_last_error` says which.
    */
   WSHUB_INVALID_CONFIG = 3,
   /*
@@ -1025,13 +1027,19 @@ wshub_result wshub_event_reject(wshub_event *event, uint16_t http_status);
  May be called at any time, before `wshub_start` or while servers run; the
  setting is per process, for every server. When it returns, the previous
  callback is not running and is never called again, so its `user_data`
- may be freed.
+ may be freed: it waits for the calls of the previous callback under way
+ on other threads, so do not hold a lock that your callback takes while
+ calling this. From inside the log callback it returns WSHUB_WRONG_MODE
+ and changes nothing.
 
- Threads: the callback runs on whichever wshub thread logs (connection
- threads, the hub, the acceptor, ...), possibly on several at once; it must
- be thread-safe, return quickly, and must not call any wshub function
- (wshub may hold a lock while it logs). No log line contains a token, an
- API key or a query string.
+ Threads: the callback runs on whichever thread logs (wshub's connection
+ threads, the hub, the acceptor, ..., or yours inside a wshub call),
+ possibly on several at once, and no wshub lock is held while it runs. It
+ must be thread-safe and return quickly, and should not call wshub
+ functions: what wshub would log from inside it is dropped (never passed
+ to it again), and wshub may hold its own locks while it logs. No log line
+ contains a token, an API key or a query string. A panic inside wshub (a
+ bug) is logged as an error, never printed on stderr by itself.
 
  When the process already has a Rust logger (a Rust program that also uses
  the C API), that logger keeps receiving everything and this only records
