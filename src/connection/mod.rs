@@ -153,7 +153,7 @@ impl std::io::Read for SockReader<'_> {
             return std::io::Read::read(&mut self.prefix, buf);
         }
         match &mut self.tls {
-            None => (&self.conn.stream).read(buf),
+            None => crate::sys::sock::recv(&self.conn.stream, buf),
             Some(tls_in) => self.conn.tls_read(tls_in, buf),
         }
     }
