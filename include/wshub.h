@@ -1351,9 +1351,15 @@ wshub_result wshub_conn_identity(wshub_server *server,
  handshake deadline (counted from this call), the path, Origin and token
  checks of the protocol, `on_upgrade`. Returns at once.
 
- On WSHUB_OK wshub owns `fd`: it closes it when the connection ends, and
- the application must neither use nor close it again. On any error `fd`
- is still the application's. Errors: WSHUB_INVALID_ARGUMENT (`fd` is not a
+ On WSHUB_OK wshub owns `fd` itself (no copy is made): it closes it when
+ the connection ends, and the application must neither read, write nor
+ close it again. Until the connection ends the number stays this socket,
+ so the application may still remove it from its poll sets
+ (`EPOLL_CTL_DEL`) right after the call; when something else could end
+ the connection first (the client, a stop), remove it before calling. A
+ registration left in an epoll set goes away when wshub closes it. On
+ any error `fd` is still the application's, open, with its flags
+ (O_NONBLOCK) as they were. Errors: WSHUB_INVALID_ARGUMENT (`fd` is not a
  connected TCP socket, more than 8192 bytes already read, or bytes
  already read on a TLS server), WSHUB_STOPPED (the server is stopping).
  Works with or without a listener of the server's own (see

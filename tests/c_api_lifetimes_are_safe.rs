@@ -126,3 +126,9 @@ fn a_callbacks_struct_from_an_older_header_works_with_the_rest_taken_as_null() {
     let stdout = run_c_test("older_header_callbacks", false);
     assert!(stdout.contains("older header callbacks ok"), "{stdout}");
 }
+
+#[test]
+fn an_adopted_descriptor_can_leave_the_hosts_epoll_set_and_a_refused_one_is_untouched() {
+    let stdout = run_c_test("adopt_keeps_the_descriptor_usable", false);
+    assert!(stdout.contains("adopt keeps the descriptor usable ok"), "{stdout}");
+}
