@@ -52,7 +52,7 @@ pub(crate) fn soon() {
         return; // the running thread sees the new request after its sleep
     }
     let spawned =
-        std::thread::Builder::new().name("wshub-trim".into()).stack_size(64 * 1024).spawn(|| loop {
+        super::signals::spawn(std::thread::Builder::new().name("wshub-trim".into()).stack_size(64 * 1024), || loop {
             let seen = REQUESTS.load(SeqCst);
             std::thread::sleep(DELAY);
             release_free_memory(); // every request up to `seen` has waited DELAY
