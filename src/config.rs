@@ -327,7 +327,8 @@ impl Config {
         // Far above any need; keeps the stack arithmetic (glibc's share,
         // guards, 32 stacks per mapping) far from overflowing.
         const MAX_STACK: usize = 256 * 1024 * 1024;
-        let stacks = [("reader_stack_size", self.reader_stack_size), ("writer_stack_size", self.writer_stack_size)];
+        let stacks =
+            [("reader_stack_size", self.reader_stack_size), ("writer_stack_size", self.writer_stack_size)];
         if let Some((name, _)) = stacks.iter().find(|(_, s)| !(MIN_STACK..=MAX_STACK).contains(s)) {
             return Err(format!("{name} must be {MIN_STACK} to {MAX_STACK} bytes"));
         }
@@ -384,7 +385,11 @@ mod tests {
     fn sizes_counts_and_durations_have_upper_bounds() {
         let err = Config::default().hub_queue(1 << 40).validate().unwrap_err();
         assert_eq!(err, format!("hub_queue must be at most {}", bounds::SLOTS));
-        assert!(Config::default().read_buffer_size(usize::MAX).validate().unwrap_err().contains("read_buffer_size"));
+        assert!(Config::default()
+            .read_buffer_size(usize::MAX)
+            .validate()
+            .unwrap_err()
+            .contains("read_buffer_size"));
         assert!(Config::default().hub_queue(bounds::SLOTS).validate().is_ok());
         let err = Config::default().shutdown_timeout(Duration::MAX).validate().unwrap_err();
         assert!(err.contains("shutdown_timeout"), "{err}");

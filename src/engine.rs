@@ -174,7 +174,7 @@ impl Engine {
                 signals::spawn(std::thread::Builder::new().name("wshub-accept".into()), move || {
                     crate::acceptor::run(handle, listener, shared_listener, overflow_tx)
                 })
-                    .map(|acceptor| (Some(acceptor), overflow))
+                .map(|acceptor| (Some(acceptor), overflow))
             }
             None => Ok((None, overflow)),
         });

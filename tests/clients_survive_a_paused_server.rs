@@ -47,7 +47,8 @@ fn the_binary_keeps_every_client_through_a_stop_and_continue() {
 #[test]
 fn a_c_host_keeps_every_client_through_a_stop_and_continue() {
     let build = c_common::make("tests/c", "c-api", c_common::SANITIZE);
-    let mut host = c_common::Program::start(Command::new(build.join("protocol_host")), Duration::from_secs(60));
+    let mut host =
+        c_common::Program::start(Command::new(build.join("protocol_host")), Duration::from_secs(60));
     let addr = SocketAddr::from(([127, 0, 0, 1], host.port));
     clients_survive_a_pause(addr, host.pid() as u32);
     drop(host.stdin.take());

@@ -22,8 +22,15 @@ pub(crate) fn block_all() -> Blocked {
     unsafe {
         let mut all: libc::sigset_t = std::mem::zeroed();
         libc::sigfillset(&mut all);
-        for fault in [libc::SIGSEGV, libc::SIGBUS, libc::SIGILL, libc::SIGFPE, libc::SIGTRAP, libc::SIGSYS, libc::SIGABRT]
-        {
+        for fault in [
+            libc::SIGSEGV,
+            libc::SIGBUS,
+            libc::SIGILL,
+            libc::SIGFPE,
+            libc::SIGTRAP,
+            libc::SIGSYS,
+            libc::SIGABRT,
+        ] {
             libc::sigdelset(&mut all, fault);
         }
         let mut old: libc::sigset_t = std::mem::zeroed();
@@ -73,7 +80,8 @@ mod tests {
     fn a_spawned_thread_blocks_sigint_but_not_faults_and_the_caller_is_unchanged() {
         let mask = blocked_on_a_spawned_thread();
         // SAFETY: sigismember reads an initialised set.
-        let (int, segv) = unsafe { (libc::sigismember(&mask, libc::SIGINT), libc::sigismember(&mask, libc::SIGSEGV)) };
+        let (int, segv) =
+            unsafe { (libc::sigismember(&mask, libc::SIGINT), libc::sigismember(&mask, libc::SIGSEGV)) };
         assert_eq!((int, segv), (1, 0));
         // SAFETY: as above, for this thread's own mask.
         let here = unsafe {

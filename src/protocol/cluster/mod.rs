@@ -171,7 +171,9 @@ impl Cluster {
         })
         .and_then(|_| {
             let weak = Arc::downgrade(shared);
-            signals::spawn(std::thread::Builder::new().name("wshub-redis-node".into()), move || node::run(weak))
+            signals::spawn(std::thread::Builder::new().name("wshub-redis-node".into()), move || {
+                node::run(weak)
+            })
         });
         if let Err(e) = spawned {
             log::error!("cannot start the Redis threads: {e}");
