@@ -155,6 +155,21 @@ mod tests {
         assert_eq!(line, "2026-12-01T00:41:07.123Z wshub WARN wshub::connection: refused with 403\n");
     }
 
+    /// With the host logger installed (as by every C entry point), a panic's
+    /// message reaches the host's sink and is not printed by itself.
+    #[test]
+    fn a_panic_goes_to_the_hosts_sink() {
+        let seen = Arc::new(Mutex::new(Vec::<String>::new()));
+        let seen2 = seen.clone();
+        set_sink(
+            LevelFilter::Error,
+            Some(Box::new(move |_, _, message: &str| seen2.lock().push(message.to_owned()))),
+        );
+        let _ = std::panic::catch_unwind(|| panic!("a panic for the sink"));
+        set_sink(LevelFilter::Warn, None);
+        assert!(seen.lock().iter().any(|m| m.contains("a panic for the sink")), "{:?}", seen.lock());
+    }
+
     #[test]
     fn dates_across_leap_years_and_epochs() {
         assert_eq!(civil_from_days(0), (1970, 1, 1));
