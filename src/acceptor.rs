@@ -191,25 +191,42 @@ impl ServerHandle {
     /// server (TLS bytes must reach wshub undecrypted); [`Error::Io`] when
     /// the socket's address cannot be read (it is not connected).
     pub fn adopt(&self, stream: TcpStream, already_read: &[u8]) -> Result<()> {
+        self.try_adopt(stream, already_read).map_err(|(e, _)| e)
+    }
+
+    /// [`adopt`](Self::adopt) that hands the socket back, untouched (its
+    /// blocking mode too), with any error: for C hosts, whose descriptor
+    /// must stay theirs when the call fails (`ffi/adopt.rs`).
+    pub(crate) fn try_adopt(
+        &self,
+        stream: TcpStream,
+        already_read: &[u8],
+    ) -> std::result::Result<(), (Error, TcpStream)> {
         let engine = self.engine();
         if engine.is_draining() {
-            return Err(Error::Stopped);
+            return Err((Error::Stopped, stream));
         }
         if already_read.len() > MAX_REQUEST_HEAD {
-            return Err(Error::InvalidConfig(format!(
+            let why = format!(
                 "adopt: {} bytes already read; a request head is at most {MAX_REQUEST_HEAD}",
                 already_read.len()
-            )));
+            );
+            return Err((Error::InvalidConfig(why), stream));
         }
         if engine.tls.is_some() && !already_read.is_empty() {
-            return Err(Error::InvalidConfig(
-                "adopt: a TLS server cannot take bytes already read from the socket".into(),
-            ));
+            let why = "adopt: a TLS server cannot take bytes already read from the socket".into();
+            return Err((Error::InvalidConfig(why), stream));
         }
-        let remote = stream.peer_addr()?;
-        // The host may have made it non-blocking; the reader expects blocking reads.
-        stream.set_nonblocking(false)?;
-        let overflow = engine.overflow_sender().ok_or(Error::Stopped)?;
+        let remote = match stream.peer_addr() {
+            Ok(remote) => remote,
+            Err(e) => return Err((e.into(), stream)),
+        };
+        let Some(overflow) = engine.overflow_sender() else { return Err((Error::Stopped, stream)) };
+        // The last step that can fail. The host may have made it
+        // non-blocking; the reader expects blocking reads.
+        if let Err(e) = stream.set_nonblocking(false) {
+            return Err((e.into(), stream));
+        }
         admit(self, stream, remote, already_read.to_vec(), &overflow, false);
         Ok(())
     }
