@@ -290,6 +290,108 @@ const scenarios = {
     server.close();
   },
 
+  // Handlers that close the client while it changes state: it stays closed.
+  // close() from a "state" handler on "connecting" opens no connection; on
+  // "open" it leaves no timer (no token refresh asked after close, no "open"
+  // after "close"); on "reconnecting" no "reconnecting" follows. A publish
+  // from a "state" handler on "open" is sent once.
+  async close_from_handlers() {
+    const server = await startServer((conn) => { conn.hello(); return conn.serve(); });
+    const a = new WshubClient(server.url, { timeoutMs: 1000, backoff: fast });
+    const aSeen = record(a, ["state", "close", "open"]);
+    a.on("state", (p) => { if (p.state === "connecting") a.close(); });
+    await new Promise((resolve) => setTimeout(resolve, 300));
+    assert.equal(a.state, "closed");
+    assert.deepEqual(aSeen.map(([n, p]) => n === "state" ? p.state : n), ["connecting", "closed", "close"]);
+    assert.equal(server.conns.length, 0, "no connection after close()");
+
+    // A JWT that expires in 2 s: the refresh would be asked after 1 s.
+    const b64 = (o) => Buffer.from(JSON.stringify(o)).toString("base64url");
+    let calls = 0;
+    const b = new WshubClient(server.url, {
+      timeoutMs: 1000,
+      backoff: fast,
+      getToken: () => { calls += 1; return b64({ alg: "none" }) + "." + b64({ exp: Math.floor(Date.now() / 1000) + 2 }) + ".x"; },
+    });
+    const bSeen = record(b, ["state", "close", "open"]);
+    b.on("state", (p) => { if (p.state === "open") b.close(); });
+    await until(() => b.state === "closed", "closed from the open handler");
+    await new Promise((resolve) => setTimeout(resolve, 2500));
+    assert.equal(calls, 1, "getToken asked after close()");
+    assert.deepEqual(bSeen.map(([n, p]) => n === "state" ? p.state : n), ["connecting", "open", "closed", "close"]);
+
+    const c = new WshubClient(server.url, { timeoutMs: 1000, backoff: fast });
+    const cSeen = record(c, ["state", "close", "reconnecting"]);
+    await c.ready;
+    c.on("state", (p) => { if (p.state === "reconnecting") c.close(); });
+    server.conns[server.conns.length - 1].close(1011, "internal");
+    await until(() => c.state === "closed", "closed from the reconnecting handler");
+    await new Promise((resolve) => setTimeout(resolve, 300));
+    assert.deepEqual(cSeen.map(([n, p]) => n === "state" ? p.state : n), ["connecting", "open", "reconnecting", "closed", "close"]);
+
+    const d = new WshubClient(server.url, { timeoutMs: 1000, backoff: fast });
+    let published;
+    d.on("state", (p) => { if (p.state === "open" && !published) published = d.publish("r", "from the handler"); });
+    await d.ready;
+    await published;
+    await d.ping(1);
+    assert.equal(server.conns[server.conns.length - 1].received.filter((m) => m.type === "room:publish").length, 1);
+    d.close();
+    server.close();
+  },
+
+  // The server answers a rejoin with an error whose code is "closed" (or
+  // "disconnected"), the words client.js uses for its own end of a
+  // connection: a server error like any other (the room is dropped and
+  // reported), not a reason to wait for good.
+  async rejoin_error_named_like_a_drop() {
+    const server = await startServer(async (conn) => {
+      conn.hello();
+      const join = await conn.untilJoin();
+      if (conn.index === 0) {
+        conn.send(envelope("ack", { room: "r", seq: 0, members: 1, epoch: "e1" }, join.id));
+        setTimeout(() => conn.close(1001, "going away"), 50);
+      } else {
+        conn.send(envelope("error", { code: "closed", message: "named like a drop" }, join.id));
+        await conn.serve();
+      }
+    });
+    const c = new WshubClient(server.url, { timeoutMs: 5000, backoff: fast });
+    const seen = record(c, ["error", "open"]);
+    await c.join("r");
+    await until(() => seen.filter(([n]) => n === "open").length === 2, "open again", 3000);
+    assert.deepEqual(seen.filter(([n]) => n === "error").map(([, p]) => p.code), ["closed"]);
+    assert.deepEqual([...c._rooms.keys()], []);
+    c.close();
+    server.close();
+  },
+
+  // The idle ping is answered with `error rate_limited` (a reply: the
+  // server is alive), then the server goes silent: the next idle ping goes
+  // unanswered and the connection is given up.
+  async ping_answered_with_error() {
+    const heartbeatMs = 300;
+    const server = await startServer(async (conn) => {
+      conn.hello({ heartbeatMs });
+      if (conn.index > 0) return conn.serve();
+      for (;;) {
+        const m = await conn.next(60000);
+        if (!m || m.type === "ping") {
+          if (m) conn.send(envelope("error", { code: "rate_limited", message: "rate limit exceeded" }, m.id));
+          break;
+        }
+      }
+      conn.freeze();
+    });
+    const c = new WshubClient(server.url, { timeoutMs: 5000, backoff: fast });
+    const seen = record(c, ["close"]);
+    await c.ready;
+    await server.conn(1, 4000);
+    assert.ok(seen.length === 1 && /ping/.test(seen[0][1].reason), JSON.stringify(seen));
+    c.close();
+    server.close();
+  },
+
   // getToken never answers the first time: the attempt is given up after
   // timeoutMs like one without `connected`, and the next one connects.
   async get_token_hangs() {

@@ -5,8 +5,10 @@
 //! the client is closed during), one that
 //! accepts and closes with 1011 every time, one that sends frames named after
 //! the client's own events, one whose join ack comes with a message, one that
-//! removes the client from a room (`room:left`); and a `getToken` that never
-//! answers. Each
+//! removes the client from a room (`room:left`), one that answers a rejoin
+//! with an error coded `closed`, one that answers the idle ping with an error
+//! and then goes silent; a `getToken` that never answers; and handlers that
+//! close the client as it changes state. Each
 //! scenario is `tests/client_js_broken_servers.mjs SCENARIO`, bounded by its
 //! own timer. Needs `node` 20 or later on PATH.
 
@@ -85,4 +87,19 @@ fn a_room_the_server_removed_the_client_from_is_not_rejoined() {
 #[test]
 fn a_get_token_that_never_answers_is_given_up_and_retried() {
     run("get_token_hangs");
+}
+
+#[test]
+fn handlers_that_close_the_client_leave_it_closed_with_no_timer_running() {
+    run("close_from_handlers");
+}
+
+#[test]
+fn a_rejoin_refused_with_the_code_closed_does_not_hang_the_client() {
+    run("rejoin_error_named_like_a_drop");
+}
+
+#[test]
+fn a_ping_answered_with_an_error_keeps_the_liveness_check_going() {
+    run("ping_answered_with_error");
 }

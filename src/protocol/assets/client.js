@@ -193,6 +193,7 @@
     this._retryTimer = null;
     this.nextAttemptAt = null;
     this._setState("connecting");
+    if (gen !== this._gen) return; // a "state" handler closed the client (or started anew)
     this._watch(true);
     if (!this.getToken) return this._open();
     var failed = function (why) {
@@ -290,7 +291,9 @@
     var delay = backoffDelay(this.backoff, this._attempt, Math.random());
     this.nextAttemptAt = Date.now() + delay;
     this._setState("reconnecting");
+    if (this.state !== "reconnecting") return; // a "state" handler closed the client (it said "close")
     this._emit("close", { code: code, reason: reason, wasOpen: wasOpen });
+    if (this.state !== "reconnecting") return; // a "close" handler closed the client
     this._emit("reconnecting", { attempt: this._attempt, delayMs: delay });
     if (this.state !== "reconnecting" || this._retryTimer) return; // a handler closed or retried
     this._retryTimer = setTimeout(function () { self._connect(); }, delay);
@@ -344,14 +347,17 @@
     if (this.state !== "open" || this._probe) return;
     var id = "p-" + (++this._nextId);
     var ms = Math.min(this._heartbeatMs(), this.timeoutMs);
+    var ws = this.ws;
+    var alive = function () { self._probe = null; self._armIdle(self._heartbeatMs()); };
     this._probe = id;
     this._pending.set(id, {
       timer: setTimeout(function () {
         self._pending.delete(id);
         self._abandon("no reply to a ping within " + ms + " ms");
       }, ms),
-      resolve: function () { self._probe = null; self._armIdle(self._heartbeatMs()); },
-      reject: function () {}
+      resolve: alive,
+      // An error reply (rate_limited) is a reply too; the connection's own end rejects it with ws gone.
+      reject: function () { if (self.ws === ws) alive(); }
     });
     this._send({ type: "ping", id: id, payload: null });
   };
@@ -392,7 +398,7 @@
       var gen = self._gen;
       Promise.resolve().then(function () { return self.getToken(); }).then(function (token) {
         if (gen !== self._gen || typeof token !== "string" || !token) return null;
-        return self.setToken(token).then(function () { if (gen === self._gen) self._armRefresh(); });
+        return self.setToken(token).then(function () { if (gen === self._gen && self.state === "open") self._armRefresh(); });
       }).catch(function (e) {
         if (gen !== self._gen) return; // the connection went meanwhile; the next one asks anew
         self._emit("error", new WshubError(e && e.code || "token_unavailable", "refreshing the token: " + String(e && e.message || e)));
@@ -406,6 +412,7 @@
   WshubClient.prototype._rejoin = function (room, payload, resync) {
     var self = this;
     var id = "j-" + (++this._nextId);
+    var ws = this.ws;
     this._pending.set(id, {
       timer: setTimeout(function () {
         self._pending.delete(id);
@@ -413,14 +420,15 @@
       }, this.timeoutMs),
       resolve: function (ack) {
         if (!isObject(ack) || !isSeq(ack.seq)) return self._abandon("the rejoin of " + room + " was acked without a seq");
-        self._onRejoin(room, resync, ack);
+        self._onRejoin(room, resync, ack, ws);
       },
       reject: function (err) {
-        if (err.code === "disconnected" || err.code === "closed") return; // the connection went first
+        // The connection went first (a server's error may carry any code, "closed" too).
+        if (self.ws !== ws) return;
         self._rooms.delete(room);
         self._resync.delete(room);
         self._emit("error", new WshubError(err.code, "rejoining " + room + ": " + err.message));
-        self._rejoinDone();
+        if (self.ws === ws) self._rejoinDone(); // unless an "error" handler closed the client
       }
     });
     this._send({ type: "room:join", id: id, payload: payload });
@@ -428,7 +436,7 @@
 
   function epochOf(ack) { return typeof ack.epoch === "string" ? ack.epoch : null; }
 
-  WshubClient.prototype._onRejoin = function (room, resync, ack) {
+  WshubClient.prototype._onRejoin = function (room, resync, ack, ws) {
     var self = this;
     var before = this._rooms.get(room) || { seq: 0, epoch: null };
     var epoch = epochOf(ack);
@@ -455,7 +463,7 @@
       this._rooms.set(room, { seq: Math.max(ack.seq, before.seq), epoch: epoch });
       if (ack.recovered === false) this._emit("recovery", { room: room, recovered: false, epoch: epoch, previousEpoch: before.epoch });
     }
-    this._rejoinDone();
+    if (this.ws === ws) this._rejoinDone(); // unless a handler closed the client
   };
 
   WshubClient.prototype._rejoinDone = function () {
@@ -468,13 +476,15 @@
     var self = this;
     if (!this.ws) return;
     this._openedAt = Date.now();
-    this._setState("open");
     this._armIdle(this._heartbeatMs());
     this._armRefresh();
     this._outbox.forEach(function (o) { self._sendPublish(o); });
     var waiting = this._waiting;
     this._waiting = [];
     waiting.forEach(function (w) { clearTimeout(w.timer); w.go(); });
+    // After the flush: what a "state" handler sends goes once, behind what waited.
+    this._setState("open");
+    if (this.state !== "open") return; // a "state" handler closed the client
     this._resolveReady(this.hello); // the `connected` payload
     this._emit("open", { clientId: this.clientId });
   };
@@ -534,7 +544,9 @@
       p = isObject(p) ? p : {};
       this.clientId = typeof p.clientId === "string" ? p.clientId : null;
       this.hello = p;
+      var gen = this._gen;
       this._emit("connected", p);
+      if (gen !== this._gen) return; // a "connected" handler closed the client
       this._rejoining = 1; // held until every rejoin is sent
       this._rooms.forEach(function (pos, room) {
         self._rejoining += 1;
