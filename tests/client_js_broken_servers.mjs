@@ -392,6 +392,26 @@ const scenarios = {
     server.close();
   },
 
+  // getToken's first answer ends with a newline (fetch(...).then((r) =>
+  // r.text()) of an endpoint that prints one): it cannot travel as a
+  // subprotocol, so the attempt fails as token_unavailable and backs off,
+  // and the next answer connects; the client does not stop for good.
+  async get_token_with_a_newline() {
+    const server = await startServer((conn) => { conn.hello(); return conn.serve(); });
+    let calls = 0;
+    const c = new WshubClient(server.url, {
+      timeoutMs: 1000,
+      backoff: fast,
+      getToken: () => { calls += 1; return calls === 1 ? "e30.e30.x\n" : "e30.e30.x"; },
+    });
+    const seen = record(c, ["close", "error", "open"]);
+    await c.ready;
+    assert.deepEqual(seen.map(([n, p]) => [n, p.code]), [["error", "token_unavailable"], ["close", 1006], ["open", undefined]]);
+    assert.equal(server.conns.length, 1);
+    c.close();
+    server.close();
+  },
+
   // getToken never answers the first time: the attempt is given up after
   // timeoutMs like one without `connected`, and the next one connects.
   async get_token_hangs() {

@@ -7,7 +7,7 @@
 //! the client's own events, one whose join ack comes with a message, one that
 //! removes the client from a room (`room:left`), one that answers a rejoin
 //! with an error coded `closed`, one that answers the idle ping with an error
-//! and then goes silent; a `getToken` that never answers; and handlers that
+//! and then goes silent; a `getToken` that never answers or answers with a newline; and handlers that
 //! close the client as it changes state. Each
 //! scenario is `tests/client_js_broken_servers.mjs SCENARIO`, bounded by its
 //! own timer. Needs `node` 20 or later on PATH.
@@ -102,4 +102,9 @@ fn a_rejoin_refused_with_the_code_closed_does_not_hang_the_client() {
 #[test]
 fn a_ping_answered_with_an_error_keeps_the_liveness_check_going() {
     run("ping_answered_with_error");
+}
+
+#[test]
+fn a_token_with_a_trailing_newline_is_an_attempt_that_failed_not_the_end() {
+    run("get_token_with_a_newline");
 }

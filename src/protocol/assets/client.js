@@ -51,6 +51,9 @@
   }
 
   function isSeq(v) { return Number.isSafeInteger(v) && v >= 0; }
+  // What a subprotocol entry may hold (an RFC 7230 token): a JWT's letters,
+  // digits, "-", "_" and "." are; a newline or a space is not.
+  var TOKEN = /^[!#$%&'*+\-.^_`|~0-9A-Za-z]+$/;
   function isObject(v) { return v !== null && typeof v === "object" && !Array.isArray(v); }
 
   // The reconnect delay: full jitter over min(maxMs, minMs * 2^(attempt-1)).
@@ -206,7 +209,11 @@
     Promise.resolve().then(function () { return self.getToken(); }).then(function (token) {
       if (gen !== self._gen) return;
       clearTimeout(self._connTimer);
-      if (typeof token === "string" && token) self.token = token;
+      if (typeof token === "string" && token) {
+        // new WebSocket would throw, and the client would stop for good as if the URL were bad.
+        if (!TOKEN.test(token)) return failed("getToken gave a token that cannot travel as a WebSocket subprotocol (a character other than letters, digits and !#$%&'*+-.^_`|~; a trailing newline?)");
+        self.token = token;
+      }
       self._open();
     }, function (e) { failed("getToken failed: " + String(e && e.message || e)); });
   };
