@@ -7,9 +7,9 @@
 //! the client's own events, one whose join ack comes with a message, one that
 //! removes the client from a room (`room:left`), one that answers a rejoin
 //! with an error coded `closed`, one that answers the idle ping with an error
-//! and then goes silent; a `getToken` that never answers or answers with a newline; and handlers that
-//! close the client as it changes state. Each
-//! scenario is `tests/client_js_broken_servers.mjs SCENARIO`, bounded by its
+//! and then goes silent, one that rate-limits a rejoin; a `getToken` that
+//! never answers or answers with a newline; and handlers that close the
+//! client as it changes state. Each scenario is `tests/client_js_broken_servers.mjs SCENARIO`, bounded by its
 //! own timer. Needs `node` 20 or later on PATH.
 
 mod client_common;
@@ -107,4 +107,9 @@ fn a_ping_answered_with_an_error_keeps_the_liveness_check_going() {
 #[test]
 fn a_token_with_a_trailing_newline_is_an_attempt_that_failed_not_the_end() {
     run("get_token_with_a_newline");
+}
+
+#[test]
+fn a_rejoin_refused_as_rate_limited_is_asked_again_and_the_room_kept() {
+    run("rejoin_rate_limited");
 }

@@ -33,6 +33,11 @@
   var MIN_REFRESH_WAIT_MS = 1000;
   // The longest setTimeout browsers honour (longer ones fire at once).
   var MAX_TIMER_MS = 2147483647;
+  // A rejoin the server refused with rate_limited (a client in many rooms
+  // joins each twice after a server restart: the rejoin, then the resync) is
+  // sent again after this, at most REJOIN_TRIES times in all.
+  var REJOIN_RETRY_MS = 1000;
+  var REJOIN_TRIES = 10;
 
   // What every Promise of this client is rejected with, and what "error" carries.
   class WshubError extends Error {
@@ -109,6 +114,7 @@
     this._idleTimer = null;      // fires when nothing came for a heartbeat
     this._refreshTimer = null;   // getToken before the token's exp
     this._probe = null;          // the id of the liveness ping in flight
+    this._rejoinRetries = [];    // timers of rejoins to send again (rate_limited)
     this._lastFrameAt = 0;
     this._openedAt = 0;
     this._gen = 0;               // counts attempts and the close, so late answers to an old one are ignored
@@ -262,6 +268,8 @@
     clearTimeout(this._idleTimer); this._idleTimer = null;
     clearTimeout(this._refreshTimer); this._refreshTimer = null;
     this._probe = null;
+    this._rejoinRetries.forEach(clearTimeout);
+    this._rejoinRetries = [];
     this._resync.clear();
     this._pending.forEach(function (p) { clearTimeout(p.timer); p.reject(err); });
     this._pending.clear();
@@ -416,8 +424,9 @@
 
   // --- Rooms
 
-  WshubClient.prototype._rejoin = function (room, payload, resync) {
+  WshubClient.prototype._rejoin = function (room, payload, resync, tries) {
     var self = this;
+    tries = tries || 1;
     var id = "j-" + (++this._nextId);
     var ws = this.ws;
     this._pending.set(id, {
@@ -432,6 +441,16 @@
       reject: function (err) {
         // The connection went first (a server's error may carry any code, "closed" too).
         if (self.ws !== ws) return;
+        if (err.code === "rate_limited") {
+          // Not a refusal of the room: the same rejoin again, later.
+          if (tries >= REJOIN_TRIES) return self._abandon("the rejoin of " + room + " was rate limited " + tries + " times");
+          var retry = setTimeout(function () {
+            self._rejoinRetries.splice(self._rejoinRetries.indexOf(retry), 1);
+            self._rejoin(room, payload, resync, tries + 1);
+          }, REJOIN_RETRY_MS);
+          self._rejoinRetries.push(retry);
+          return;
+        }
         self._rooms.delete(room);
         self._resync.delete(room);
         self._emit("error", new WshubError(err.code, "rejoining " + room + ": " + err.message));
