@@ -155,6 +155,7 @@
   // Like `on`, for the next event of that name only.
   WshubClient.prototype.once = function (name, handler) {
     var self = this;
+    if (typeof handler !== "function") throw new TypeError("the handler of " + name + " is not a function");
     var once = function (p) { self.off(name, once); handler.call(this, p); };
     once.listener = handler;
     return this.on(name, once);
