@@ -430,6 +430,27 @@ const scenarios = {
     server.close();
   },
 
+  // timeoutMs: Infinity ("no deadline"), or past 2^31 ms: timers that long
+  // fire at once, so every attempt was given up after 1 ms, for good. The
+  // `connected` that comes after 100 ms is waited for, and so is a ping.
+  async timeout_infinity() {
+    const server = await startServer(async (conn) => {
+      await new Promise((resolve) => setTimeout(resolve, 100));
+      conn.hello();
+      await conn.serve();
+    });
+    for (const timeoutMs of [Infinity, 2 ** 32]) {
+      const c = new WshubClient(server.url, { timeoutMs, backoff: fast });
+      const seen = record(c, ["close"]);
+      await until(() => c.state === "open", `open with timeoutMs ${timeoutMs}`, 3000);
+      assert.deepEqual(seen, []);
+      assert.equal(await c.request("ping", 1, { timeoutMs: Infinity }), 1);
+      c.close();
+    }
+    assert.equal(server.conns.length, 2);
+    server.close();
+  },
+
   // getToken's first answer ends with a newline (fetch(...).then((r) =>
   // r.text()) of an endpoint that prints one): it cannot travel as a
   // subprotocol, so the attempt fails as token_unavailable and backs off,

@@ -8,8 +8,8 @@
 //! removes the client from a room (`room:left`), one that answers a rejoin
 //! with an error coded `closed`, one that answers the idle ping with an error
 //! and then goes silent, one that rate-limits a rejoin; a `getToken` that
-//! never answers or answers with a newline; and handlers that close the
-//! client as it changes state. Each scenario is `tests/client_js_broken_servers.mjs SCENARIO`, bounded by its
+//! never answers or answers with a newline; handlers that close the client
+//! as it changes state; `timeoutMs: Infinity`. Each scenario is `tests/client_js_broken_servers.mjs SCENARIO`, bounded by its
 //! own timer. Needs `node` 20 or later on PATH.
 
 mod client_common;
@@ -112,4 +112,9 @@ fn a_token_with_a_trailing_newline_is_an_attempt_that_failed_not_the_end() {
 #[test]
 fn a_rejoin_refused_as_rate_limited_is_asked_again_and_the_room_kept() {
     run("rejoin_rate_limited");
+}
+
+#[test]
+fn a_timeout_of_infinity_waits_instead_of_giving_every_attempt_up_at_once() {
+    run("timeout_infinity");
 }

@@ -92,7 +92,8 @@
     this.getToken = typeof options.getToken === "function" ? options.getToken : null;
     this.backoff = { minMs: opt(b.minMs, 1000), maxMs: opt(b.maxMs, 30000) };
     this.maxBuffered = opt(options.maxBuffered, 100);
-    this.timeoutMs = opt(options.timeoutMs, 5000);
+    // At most MAX_TIMER_MS: a longer one (Infinity for "no deadline") would fire at once.
+    this.timeoutMs = Math.min(MAX_TIMER_MS, opt(options.timeoutMs, 5000));
     this.clientId = null;
     this.hello = null; // the last `connected` payload
     // "idle" (not started), "connecting" (until every room is rejoined), "open",
@@ -304,7 +305,7 @@
     // whole schedule, not a retry a second.
     if (wasOpen && Date.now() - this._openedAt >= this.backoff.maxMs) this._attempt = 0;
     this._attempt += 1;
-    var delay = backoffDelay(this.backoff, this._attempt, Math.random());
+    var delay = Math.min(MAX_TIMER_MS, backoffDelay(this.backoff, this._attempt, Math.random()));
     this.nextAttemptAt = Date.now() + delay;
     this._setState("reconnecting");
     if (this.state !== "reconnecting") return; // a "state" handler closed the client (it said "close")
@@ -664,7 +665,7 @@
   };
 
   WshubClient.prototype.request = function (type, payload, opts) {
-    return this._request(type, payload, opts && opts.timeoutMs !== undefined ? opts.timeoutMs : this.timeoutMs, null);
+    return this._request(type, payload, opts && opts.timeoutMs !== undefined ? Math.min(MAX_TIMER_MS, opts.timeoutMs) : this.timeoutMs, null);
   };
 
   // Sends without an id (no ack); dropped while offline.
