@@ -451,6 +451,41 @@ const scenarios = {
     server.close();
   },
 
+  // The application leaves a room while its rejoin is in flight: the late
+  // rejoin ack does not bring the room back, and the next connection does
+  // not rejoin it.
+  async leave_while_rejoining() {
+    let rejoining = false;
+    const joins = [];
+    const server = await startServer(async (conn) => {
+      conn.hello();
+      for (;;) {
+        const m = await conn.next(20000);
+        if (!m || m.close !== undefined) return;
+        if (m.type === "room:join") {
+          joins.push([conn.index, m.payload.room]);
+          if (conn.index === 1) { rejoining = true; await new Promise((resolve) => setTimeout(resolve, 300)); }
+          conn.send(envelope("ack", { room: m.payload.room, seq: 0, members: 1, epoch: "e1", recovered: true }, m.id));
+          if (conn.index === 0) setTimeout(() => conn.close(1001, "going away"), 50);
+        } else if (m.id !== undefined) {
+          conn.send(envelope("ack", { room: m.payload && m.payload.room }, m.id));
+          if (conn.index === 1 && m.type === "room:leave") setTimeout(() => conn.close(1001, "going away"), 50);
+        }
+      }
+    });
+    const c = new WshubClient(server.url, { timeoutMs: 5000, backoff: fast });
+    await c.join("r");
+    await until(() => rejoining, "the rejoin");
+    await c.leave("r");
+    await server.conn(2);
+    await until(() => c.state === "open", "open on the third connection");
+    await c.ping(1);
+    assert.deepEqual(joins, [[0, "r"], [1, "r"]]);
+    assert.deepEqual([...c._rooms.keys()], []);
+    c.close();
+    server.close();
+  },
+
   // getToken's first answer ends with a newline (fetch(...).then((r) =>
   // r.text()) of an endpoint that prints one): it cannot travel as a
   // subprotocol, so the attempt fails as token_unavailable and backs off,

@@ -9,7 +9,8 @@
 //! with an error coded `closed`, one that answers the idle ping with an error
 //! and then goes silent, one that rate-limits a rejoin; a `getToken` that
 //! never answers or answers with a newline; handlers that close the client
-//! as it changes state; `timeoutMs: Infinity`. Each scenario is `tests/client_js_broken_servers.mjs SCENARIO`, bounded by its
+//! as it changes state; `timeoutMs: Infinity`; a room left while its rejoin
+//! is in flight. Each scenario is `tests/client_js_broken_servers.mjs SCENARIO`, bounded by its
 //! own timer. Needs `node` 20 or later on PATH.
 
 mod client_common;
@@ -117,4 +118,9 @@ fn a_rejoin_refused_as_rate_limited_is_asked_again_and_the_room_kept() {
 #[test]
 fn a_timeout_of_infinity_waits_instead_of_giving_every_attempt_up_at_once() {
     run("timeout_infinity");
+}
+
+#[test]
+fn a_room_left_while_its_rejoin_was_in_flight_stays_left() {
+    run("leave_while_rejoining");
 }

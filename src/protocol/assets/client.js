@@ -466,6 +466,11 @@
 
   WshubClient.prototype._onRejoin = function (room, resync, ack, ws) {
     var self = this;
+    if (!this._rooms.has(room)) {
+      // Left (leave(), room:left) while the rejoin was in flight: it stays left.
+      this._resync.delete(room);
+      return this._rejoinDone();
+    }
     var before = this._rooms.get(room) || { seq: 0, epoch: null };
     var epoch = epochOf(ack);
     if (resync) {
