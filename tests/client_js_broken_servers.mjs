@@ -486,6 +486,38 @@ const scenarios = {
     server.close();
   },
 
+  // A publish larger than the server's maxMessageBytes (wshub closes such a
+  // frame with 1009): rejected as too_large without sending it. Sent, it
+  // was resent on every reconnection, each closed with 1009, for good, and
+  // every publish behind it waited forever.
+  async publish_too_large() {
+    const max = 300;
+    const server = await startServer(async (conn) => {
+      conn.hello({ maxMessageBytes: max });
+      const room = { seq: 0 };
+      for (;;) {
+        const m = await conn.next(60000);
+        if (!m || m.close !== undefined) return;
+        if (JSON.stringify(m).length > max) return conn.close(1009, "message too big");
+        if (m.type === "room:join") conn.send(envelope("ack", { room: m.payload.room, seq: room.seq, members: 1, epoch: "e1" }, m.id));
+        else if (m.type === "room:publish") { room.seq += 1; conn.send(envelope("ack", { room: m.payload.room, seq: room.seq }, m.id)); }
+        else if (m.id !== undefined) conn.send(envelope("ack", m.payload, m.id));
+      }
+    });
+    const c = new WshubClient(server.url, { timeoutMs: 5000, backoff: fast });
+    const seen = record(c, ["close"]);
+    await c.join("r");
+    const big = c.publish("r", "x".repeat(2 * max)).then(() => "acked", (e) => e.code);
+    const small = c.publish("r", "small").then(() => "acked", (e) => e.code);
+    assert.deepEqual([await big, await small], ["too_large", "acked"]);
+    await assert.rejects(c.ping("y".repeat(2 * max)), (e) => e.code === "too_large");
+    assert.equal(await c.ping(1), 1);
+    assert.deepEqual(seen, []);
+    assert.equal(server.conns.length, 1);
+    c.close();
+    server.close();
+  },
+
   // getToken's first answer ends with a newline (fetch(...).then((r) =>
   // r.text()) of an endpoint that prints one): it cannot travel as a
   // subprotocol, so the attempt fails as token_unavailable and backs off,

@@ -15,7 +15,8 @@
 // Requests return Promises resolved with the ack's payload, rejected with a
 // WshubError (an Error with a `code`): a server error code, or "timeout",
 // "buffer_full", "disconnected" (the connection dropped before the reply;
-// publishes are resent instead), "closed", "bad_reply".
+// publishes are resent instead), "closed", "bad_reply", "too_large" (longer
+// than the server's maxMessageBytes: not sent).
 (function (global) {
   "use strict";
 
@@ -511,7 +512,7 @@
     this._openedAt = Date.now();
     this._armIdle(this._heartbeatMs());
     this._armRefresh();
-    this._outbox.forEach(function (o) { self._sendPublish(o); });
+    this._outbox.slice().forEach(function (o) { self._sendPublish(o); }); // a copy: one too large leaves it
     var waiting = this._waiting;
     this._waiting = [];
     waiting.forEach(function (w) { clearTimeout(w.timer); w.go(); });
@@ -522,8 +523,25 @@
     this._emit("open", { clientId: this.clientId });
   };
 
+  // A WshubError "too_large" when the frame is longer than the server's
+  // maxMessageBytes: sent, it would close the connection (1009), and a
+  // publish would be resent on every reconnection, each closed the same way.
+  WshubClient.prototype._tooLarge = function (frame) {
+    var max = this.hello && this.hello.maxMessageBytes;
+    if (typeof max !== "number" || !(max > 0)) return null;
+    var n = typeof frame === "string" ? new TextEncoder().encode(frame).length : frame.length;
+    return n > max ? new WshubError("too_large", "a message of " + n + " bytes; the server takes at most " + max) : null;
+  };
+
   WshubClient.prototype._sendPublish = function (o) {
     var self = this;
+    var big = this._tooLarge(o.frame);
+    if (big) {
+      var at = this._outbox.indexOf(o);
+      if (at >= 0) this._outbox.splice(at, 1);
+      clearTimeout(o.timer);
+      return o.reject(big);
+    }
     clearTimeout(o.timer);
     o.timer = setTimeout(function () {
       var i = self._outbox.indexOf(o);
@@ -647,6 +665,9 @@
       if (self.state === "closed") return reject(new WshubError("closed", "the client is closed"));
       var go = function () {
         var id = "c-" + (++self._nextId);
+        var frame = JSON.stringify({ type: type, id: id, payload: payload === undefined ? null : payload });
+        var big = self._tooLarge(frame);
+        if (big) return reject(big);
         var timer = setTimeout(function () {
           self._pending.delete(id);
           reject(new WshubError("timeout", type + " got no reply"));
@@ -656,7 +677,7 @@
           if (err) reject(err); else resolve(p);
         };
         self._pending.set(id, { resolve: settle, reject: reject, timer: timer });
-        self._send({ type: type, id: id, payload: payload === undefined ? null : payload });
+        self._send(frame);
       };
       if (self.state === "open") return go();
       var w = { go: go, reject: reject, timer: null };
