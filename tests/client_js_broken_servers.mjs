@@ -518,6 +518,26 @@ const scenarios = {
     server.close();
   },
 
+  // retryNow() from a "reconnecting" handler tries at once (it did nothing:
+  // the retry timer was not set yet when the event came).
+  async retry_now_from_handler() {
+    const server = await startServer(async (conn) => {
+      conn.hello();
+      if (conn.index === 0) setTimeout(() => conn.close(1011, "internal"), 50);
+      await conn.serve();
+    });
+    const c = new WshubClient(server.url, { timeoutMs: 5000, backoff: { minMs: 20000, maxMs: 30000 } });
+    let after;
+    c.once("reconnecting", () => { c.retryNow(); after = c.state; });
+    await c.ready;
+    await until(() => after !== undefined, "the reconnecting event", 2000);
+    assert.equal(after, "connecting");
+    await server.conn(1, 2000);
+    await until(() => c.state === "open" && c.clientId === "2", "open again at once", 2000);
+    c.close();
+    server.close();
+  },
+
   // getToken's first answer ends with a newline (fetch(...).then((r) =>
   // r.text()) of an endpoint that prints one): it cannot travel as a
   // subprotocol, so the attempt fails as token_unavailable and backs off,

@@ -10,7 +10,8 @@
 //! and then goes silent, one that rate-limits a rejoin; a `getToken` that
 //! never answers or answers with a newline; handlers that close the client
 //! as it changes state; `timeoutMs: Infinity`; a room left while its rejoin
-//! is in flight; a publish over `maxMessageBytes`. Each scenario is `tests/client_js_broken_servers.mjs SCENARIO`, bounded by its
+//! is in flight; a publish over `maxMessageBytes`; `retryNow()` from a
+//! `reconnecting` handler. Each scenario is `tests/client_js_broken_servers.mjs SCENARIO`, bounded by its
 //! own timer. Needs `node` 20 or later on PATH.
 
 mod client_common;
@@ -128,4 +129,9 @@ fn a_room_left_while_its_rejoin_was_in_flight_stays_left() {
 #[test]
 fn a_publish_over_max_message_bytes_is_refused_instead_of_closing_every_connection() {
     run("publish_too_large");
+}
+
+#[test]
+fn retry_now_from_a_reconnecting_handler_tries_at_once() {
+    run("retry_now_from_handler");
 }

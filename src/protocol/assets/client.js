@@ -333,8 +333,8 @@
 
   // Tries now instead of waiting out the current delay.
   WshubClient.prototype.retryNow = function () {
-    if (this.state !== "reconnecting" || !this._retryTimer) return;
-    clearTimeout(this._retryTimer);
+    if (this.state !== "reconnecting") return;
+    clearTimeout(this._retryTimer); // none yet when called from a "reconnecting" handler
     this._connect();
   };
 
