@@ -538,6 +538,26 @@ const scenarios = {
     server.close();
   },
 
+  // A request made before the connection opens, with a payload JSON cannot
+  // encode: it fails alone (bad_request); the requests that waited with it
+  // are sent, and the client opens. The exception stopped the flush.
+  async request_payload_not_json() {
+    const server = await startServer(async (conn) => {
+      await new Promise((resolve) => setTimeout(resolve, 50));
+      conn.hello();
+      await conn.serve();
+    });
+    const c = new WshubClient(server.url, { timeoutMs: 3000, backoff: fast });
+    const cycle = {};
+    cycle.self = cycle;
+    const bad = c.request("echo", cycle).then(() => "sent", (e) => e instanceof WshubClient.WshubError && e.code);
+    const ping = c.ping("after").then((p) => p, (e) => e.code);
+    assert.deepEqual([await bad, await ping], ["bad_request", "after"]);
+    assert.equal(c.state, "open");
+    c.close();
+    server.close();
+  },
+
   // getToken's first answer ends with a newline (fetch(...).then((r) =>
   // r.text()) of an endpoint that prints one): it cannot travel as a
   // subprotocol, so the attempt fails as token_unavailable and backs off,

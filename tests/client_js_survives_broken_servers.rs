@@ -11,7 +11,8 @@
 //! never answers or answers with a newline; handlers that close the client
 //! as it changes state; `timeoutMs: Infinity`; a room left while its rejoin
 //! is in flight; a publish over `maxMessageBytes`; `retryNow()` from a
-//! `reconnecting` handler. Each scenario is `tests/client_js_broken_servers.mjs SCENARIO`, bounded by its
+//! `reconnecting` handler; a request whose payload JSON cannot encode. Each
+//! scenario is `tests/client_js_broken_servers.mjs SCENARIO`, bounded by its
 //! own timer. Needs `node` 20 or later on PATH.
 
 mod client_common;
@@ -134,4 +135,9 @@ fn a_publish_over_max_message_bytes_is_refused_instead_of_closing_every_connecti
 #[test]
 fn retry_now_from_a_reconnecting_handler_tries_at_once() {
     run("retry_now_from_handler");
+}
+
+#[test]
+fn a_request_whose_payload_is_not_json_fails_alone() {
+    run("request_payload_not_json");
 }

@@ -665,7 +665,12 @@
       if (self.state === "closed") return reject(new WshubError("closed", "the client is closed"));
       var go = function () {
         var id = "c-" + (++self._nextId);
-        var frame = JSON.stringify({ type: type, id: id, payload: payload === undefined ? null : payload });
+        var frame;
+        // A payload JSON cannot encode (a cycle, a BigInt) fails this request only:
+        // thrown here, it would stop the flush of everything else that waited.
+        try { frame = JSON.stringify({ type: type, id: id, payload: payload === undefined ? null : payload }); } catch (e) {
+          return reject(new WshubError("bad_request", type + ": the payload cannot be sent as JSON: " + String(e && e.message || e)));
+        }
         var big = self._tooLarge(frame);
         if (big) return reject(big);
         var timer = setTimeout(function () {
