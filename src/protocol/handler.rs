@@ -189,24 +189,50 @@ impl ProtocolHandler {
         conn: ConnId,
         request: &RequestInfo,
     ) -> Result<RequestInfo, HttpResponse> {
+        let admitted = self.admit_user(conn, request)?;
+        self.admit_stream(server, conn, request)?;
+        Ok(admitted)
+    }
+
+    /// The checks before the application's `on_upgrade`: drain, Origin,
+    /// token, per-user cap, bans. Refused: nothing stays reserved.
+    pub(crate) fn admit_user(
+        &self,
+        conn: ConnId,
+        request: &RequestInfo,
+    ) -> Result<RequestInfo, HttpResponse> {
         let admitted = self.shared.admission.admit(&self.shared.draining, conn, request)?;
-        // Bans, and an event stream's room: after the token is known, before
-        // anything is opened.
-        let banned =
-            admitted.user.as_deref().is_some_and(|u| self.shared.bans.is_banned(u, SystemTime::now()));
-        let refusal = if banned {
-            Some("this user is banned\n".to_owned())
-        } else if request.path == sse::PATH {
-            let identity = self.shared.admission.pending(conn);
-            sse::refusal(&self.shared, server, conn, identity.as_ref(), request)
-        } else {
-            None
-        };
-        if let Some(why) = refusal {
+        // Bans: after the token is known, before anything is opened.
+        if admitted.user.as_deref().is_some_and(|u| self.shared.bans.is_banned(u, SystemTime::now())) {
             self.forget(conn);
-            return Err(HttpResponse::new(403, "text/plain; charset=utf-8", why));
+            return Err(HttpResponse::new(403, "text/plain; charset=utf-8", "this user is banned\n"));
         }
         Ok(admitted)
+    }
+
+    /// For an event stream, the checks a `room:join` of its room passes (the
+    /// token's claim, the application's join hook, the room cap); nothing for
+    /// a WebSocket. Run once the application's `on_upgrade` accepted, so the
+    /// join hook sees the connection as `on_upgrade` left it, as a
+    /// `room:join` does. Refused: `403`, and what [`admit_user`](Self::admit_user)
+    /// reserved is given back.
+    pub(crate) fn admit_stream(
+        &self,
+        server: &ServerHandle,
+        conn: ConnId,
+        request: &RequestInfo,
+    ) -> Result<(), HttpResponse> {
+        if request.path != sse::PATH {
+            return Ok(());
+        }
+        let identity = self.shared.admission.pending(conn);
+        match sse::refusal(&self.shared, server, conn, identity.as_ref(), request) {
+            None => Ok(()),
+            Some(why) => {
+                self.forget(conn);
+                Err(HttpResponse::new(403, "text/plain; charset=utf-8", why))
+            }
+        }
     }
 
     /// Gives back what [`admit`](Self::admit) reserved for an upgrade that was
@@ -249,25 +275,36 @@ pub fn choose_subprotocol(offered: &[String]) -> Option<String> {
 impl Handler for ProtocolHandler {
     fn on_upgrade(&self, server: &ServerHandle, conn: ConnId, request: &RequestInfo) -> Upgrade {
         Cluster::start(&self.shared, server);
-        let admitted = match self.admit(server, conn, request) {
+        let admitted = match self.admit_user(conn, request) {
             Ok(admitted) => admitted,
             Err(refusal) => return Upgrade::Reject(refusal),
         };
         let ours = choose_subprotocol(&request.subprotocols());
-        match &self.shared.app {
-            None => Upgrade::Accept { subprotocol: ours },
-            Some(app) => match app.on_upgrade(server, conn, &admitted) {
-                // A `bearer.<token>` entry is never echoed back.
-                Upgrade::Accept { subprotocol } => Upgrade::Accept {
+        let Some(app) = &self.shared.app else {
+            return match self.admit_stream(server, conn, request) {
+                Ok(()) => Upgrade::Accept { subprotocol: ours },
+                Err(refusal) => Upgrade::Reject(refusal),
+            };
+        };
+        match app.on_upgrade(server, conn, &admitted) {
+            // A `bearer.<token>` entry is never echoed back.
+            Upgrade::Accept { subprotocol } => match self.admit_stream(server, conn, request) {
+                Ok(()) => Upgrade::Accept {
                     subprotocol: subprotocol
                         .filter(|p| !p.starts_with(super::auth::BEARER_SUBPROTOCOL))
                         .or(ours),
                 },
-                refusal => {
-                    self.forget(conn);
-                    refusal
+                // Accepted by the application, then refused: it releases what
+                // its on_upgrade attached, as for a 101 that could not be sent.
+                Err(refusal) => {
+                    app.on_upgrade_failed(server, conn);
+                    Upgrade::Reject(refusal)
                 }
             },
+            refusal => {
+                self.forget(conn);
+                refusal
+            }
         }
     }
 
