@@ -326,7 +326,9 @@ typedef void (*wshub_on_close)(void *user_data,
  it too, once on_upgrade accepted it (so `wshub_conn_identity` and
  `wshub_conn_user_data` answer as for a `room:join`) and before its `200`
  (refused: `403`, and what on_upgrade attached is forgotten, as for a 101
- that cannot be sent). Not called in pull mode (joins are allowed there).
+ that cannot be sent). A `presence:get` of a room the client is not in
+ (allowed by its token's `rooms` claim) asks it too. Not called in pull
+ mode (joins are allowed there).
  */
 typedef bool (*wshub_on_join)(void *user_data,
                               wshub_server *server,

@@ -65,6 +65,8 @@ pub trait Handler: Send + Sync + 'static {
     /// [`on_upgrade`](Handler::on_upgrade) accepted it (so it sees what
     /// `on_upgrade` attached, as a `room:join` does) and before its `200`:
     /// false answers `403`, with [`on_upgrade_failed`](Handler::on_upgrade_failed).
+    /// A `presence:get` of a room the client is not in (allowed by its
+    /// token's `rooms` claim) asks it too: false answers `error forbidden`.
     /// Default: allow.
     fn on_join(&self, server: &ServerHandle, conn: ConnId, user: Option<&str>, room: &str) -> bool {
         let _ = (server, conn, user, room);

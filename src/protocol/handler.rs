@@ -555,12 +555,22 @@ impl Session<'_> {
     }
 
     /// `presence:get`: for members, or for a token whose `rooms` claim names
-    /// the room (no claim is not enough: presence is not public).
+    /// the room (no claim is not enough: presence is not public) and whom the
+    /// application's join hook would let join it (a room it refuses to a
+    /// user shows that user its members no more than its messages).
     fn presence(&self, room: &str) -> Result<Vec<Value>, ErrorReply> {
         self.require_allowed(room)?;
-        let claimed = self.state.identity.as_ref().is_some_and(|i| i.rooms.is_some());
-        if !claimed {
-            self.require_member(room)?;
+        if !self.state.rooms.contains_key(room) {
+            let identity = self.state.identity.as_ref().filter(|i| i.rooms.is_some());
+            let Some(identity) = identity else { return self.require_member(room).map(|()| Vec::new()) };
+            if let Some(app) = &self.shared.app {
+                if !app.on_join(self.server, self.conn, Some(&identity.user), room) {
+                    return Err(ErrorReply::new(
+                        ErrorCode::Forbidden,
+                        format!("joining {room:?} was refused"),
+                    ));
+                }
+            }
         }
         if let Some(cluster) = &self.shared.cluster {
             return cluster.presence(room);
