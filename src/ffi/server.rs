@@ -664,4 +664,65 @@ mod tests {
         let line = stream_status(false);
         assert!(line.starts_with("HTTP/1.1 404"), "{line}");
     }
+
+    /// on_upgrade attaches the identity a C host's own session check found.
+    extern "C" fn attach_admin(
+        _: *mut c_void,
+        _: *mut wshub_server,
+        _: u64,
+        request: *mut super::super::request::wshub_request,
+    ) -> u16 {
+        let admin = CString::new("admin").unwrap();
+        assert_eq!(
+            super::super::request::wshub_request_set_identity(request, admin.as_ptr()),
+            wshub_result::WSHUB_OK
+        );
+        0
+    }
+
+    /// on_join allows the identity on_upgrade attached, and nothing else.
+    extern "C" fn join_if_admin(
+        _: *mut c_void,
+        server: *mut wshub_server,
+        conn: u64,
+        _: *const c_char,
+        _: *const c_char,
+    ) -> bool {
+        let mut buf = [0 as c_char; 16];
+        let mut len = 0;
+        wshub_conn_identity(server, conn, buf.as_mut_ptr(), buf.len(), &mut len) == wshub_result::WSHUB_OK
+            && buf[..len].iter().map(|&b| b as u8).eq(*b"admin")
+    }
+
+    /// A stream's on_join comes after on_upgrade, as a `room:join`'s does:
+    /// it reads the identity on_upgrade attached.
+    #[test]
+    fn a_streams_on_join_sees_the_identity_on_upgrade_attached() {
+        use std::io::{BufRead, BufReader, Write};
+        let config = wshub_config_new();
+        let bind = CString::new("127.0.0.1:0").unwrap();
+        assert_eq!(wshub_config_set_bind(config, bind.as_ptr()), wshub_result::WSHUB_OK);
+        assert_eq!(wshub_config_set_protocol(config, true), wshub_result::WSHUB_OK);
+        let callbacks = wshub_callbacks {
+            on_upgrade: Some(attach_admin),
+            on_connect: None,
+            on_message: None,
+            on_close: None,
+            on_join: Some(join_if_admin),
+        };
+        let mut server: *mut wshub_server = std::ptr::null_mut();
+        assert_eq!(
+            wshub_start(config, &callbacks, std::ptr::null_mut(), &mut server),
+            wshub_result::WSHUB_OK
+        );
+        wshub_config_free(config);
+        let mut stream = TcpStream::connect(("127.0.0.1", wshub_local_port(server))).unwrap();
+        stream.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+        stream.write_all(b"GET /sse?room=private HTTP/1.1\r\nHost: t\r\n\r\n").unwrap();
+        let mut line = String::new();
+        BufReader::new(&stream).read_line(&mut line).unwrap();
+        drop(stream);
+        wshub_stop(server);
+        assert!(line.starts_with("HTTP/1.1 200"), "{line}");
+    }
 }
