@@ -572,6 +572,7 @@ pub extern "C" fn wshub_conn_identity(
 
 #[cfg(test)]
 mod tests {
+    use std::ffi::c_int;
     use std::net::TcpStream;
 
     use crate::ffi::event::wshub_event;
@@ -687,11 +688,13 @@ mod tests {
         conn: u64,
         _: *const c_char,
         _: *const c_char,
-    ) -> bool {
+    ) -> c_int {
         let mut buf = [0 as c_char; 16];
         let mut len = 0;
-        wshub_conn_identity(server, conn, buf.as_mut_ptr(), buf.len(), &mut len) == wshub_result::WSHUB_OK
-            && buf[..len].iter().map(|&b| b as u8).eq(*b"admin")
+        let admin = wshub_conn_identity(server, conn, buf.as_mut_ptr(), buf.len(), &mut len)
+            == wshub_result::WSHUB_OK
+            && buf[..len].iter().map(|&b| b as u8).eq(*b"admin");
+        c_int::from(admin)
     }
 
     /// A stream's on_join comes after on_upgrade, as a `room:join`'s does:
@@ -704,6 +707,7 @@ mod tests {
         assert_eq!(wshub_config_set_bind(config, bind.as_ptr()), wshub_result::WSHUB_OK);
         assert_eq!(wshub_config_set_protocol(config, true), wshub_result::WSHUB_OK);
         let callbacks = wshub_callbacks {
+            struct_size: std::mem::size_of::<wshub_callbacks>(),
             on_upgrade: Some(attach_admin),
             on_connect: None,
             on_message: None,
