@@ -101,6 +101,8 @@ pub(crate) struct ReadHalf {
     stopping: Arc<AtomicBool>,
     /// The TLS session has records to send that reading produced.
     pub(crate) wants_flush: bool,
+    /// After the handshake: when a read last returned to the session with `WouldBlock`.
+    yielded_at: Instant,
 }
 
 impl ReadHalf {
@@ -123,10 +125,21 @@ impl ReadHalf {
 
     /// One read of the TCP socket. While handshaking it waits (within the
     /// attempt's deadline) until bytes come; afterwards a read that times out
-    /// returns `WouldBlock`, for the session's periodic checks.
+    /// returns `WouldBlock`, for the session's periodic checks, and so does a
+    /// read a [`TICK`] after the last one that did: tungstenite reads on until
+    /// a message is whole, so a peer trickling a frame would otherwise keep
+    /// the deadlines and `close()` from being looked at.
     fn read_tcp(&mut self, buf: &mut [u8]) -> io::Result<usize> {
         if !self.handshaking {
-            return self.tcp.read(buf);
+            if self.yielded_at.elapsed() >= TICK {
+                self.yielded_at = Instant::now();
+                return Err(io::ErrorKind::WouldBlock.into());
+            }
+            return self.tcp.read(buf).inspect_err(|e| {
+                if matches!(e.kind(), io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut) {
+                    self.yielded_at = Instant::now();
+                }
+            });
         }
         loop {
             let left = self.check_attempt()?;
@@ -371,6 +384,7 @@ pub(crate) fn open(
         deadline,
         stopping: shared.stopping.clone(),
         wants_flush: false,
+        yielded_at: Instant::now(),
     };
     if let Some(session) = &session {
         half.tls_handshake(session).map_err(|e| match e.kind() {
@@ -403,6 +417,7 @@ pub(crate) fn open(
         }
     };
     reader.get_mut().handshaking = false;
+    reader.get_mut().yielded_at = Instant::now();
     stream.set_read_timeout(Some(TICK)).map_err(|e| failed("socket", &e))?;
     // Bounded: a sender waits while the writer is behind (a stuck socket
     // fails its write within the timeout, which ends the queue).
