@@ -375,7 +375,8 @@ impl Session<'_> {
         self.shared.emit(Event::Connected { client_id: self.client_id.clone() });
     }
 
-    /// One envelope after `connected`; `size` is its frame's length.
+    /// One envelope after `connected`; `size` is its frame's length (a
+    /// message counts for what its parsed data holds when that is more).
     fn on_envelope(&mut self, mut env: Value, size: usize) {
         let payload = env["payload"].take();
         let kind = env["type"].as_str().unwrap_or_default();
@@ -389,6 +390,7 @@ impl Session<'_> {
                 let from = payload["from"].as_str().unwrap_or_default().to_owned();
                 let mut payload = payload;
                 let data = payload["data"].take();
+                let size = size.max(held_bytes(&data));
                 self.deliver(Event::Message { room, seq, from, data }, size);
             }
             ("presence:join" | "presence:leave", _) => self.shared.emit(Event::Presence {
@@ -569,6 +571,21 @@ impl Session<'_> {
             let st = self.shared.state.lock();
             self.go_online(st);
         }
+    }
+}
+
+/// About the memory a parsed JSON value holds: a frame's length understates
+/// it many times over (`[0,0,…]` is 2 bytes an element on the wire, a
+/// `Value` each in memory), and the byte bounds are about memory.
+fn held_bytes(v: &Value) -> usize {
+    const NODE: usize = std::mem::size_of::<Value>();
+    NODE + match v {
+        Value::String(s) => s.capacity(),
+        Value::Array(a) => a.iter().map(held_bytes).sum::<usize>() + (a.capacity() - a.len()) * NODE,
+        Value::Object(m) => {
+            m.iter().map(|(k, v)| std::mem::size_of::<String>() + k.capacity() + held_bytes(v)).sum()
+        }
+        _ => 0,
     }
 }
 
