@@ -109,6 +109,17 @@ fn usage_errors_exit_2() {
     let (status, err) =
         run_to_exit(&["--url", "ws://127.0.0.1:1/ws", "--room", "r", "--token-file", "/nonexistent"]);
     assert_eq!(status.code(), Some(2), "{err}");
+    // A token no HTTP header can carry fails every attempt alike: a usage
+    // error (it was 3, "unreachable", whatever the server), never shown.
+    let dir = std::env::temp_dir().join(format!("wshub-cli-token-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let file = dir.join("token");
+    std::fs::write(&file, "s3cr3t\u{1}t0ken\n").unwrap();
+    let file = file.to_str().unwrap();
+    let (status, err) = run_to_exit(&["--url", "ws://127.0.0.1:1/ws", "--room", "r", "--token-file", file]);
+    let _ = std::fs::remove_dir_all(&dir);
+    assert_eq!(status.code(), Some(2), "{err}");
+    assert!(!err.contains("s3cr3t"), "{err}");
 }
 
 #[test]

@@ -279,7 +279,8 @@ pub enum Error {
     /// certificate was not accepted (see [`Options::ca_file`]); retrying
     /// cannot help.
     Tls(String),
-    /// An option cannot be used: the CA file cannot be read or holds no certificate.
+    /// An option cannot be used: the CA file cannot be read or holds no
+    /// certificate, or the token cannot go in an HTTP header.
     Options(String),
     /// The handshake was refused with this HTTP status (401, 403, 503, ...).
     Refused {
@@ -474,6 +475,9 @@ impl Client {
     /// accepted as [`Error::Tls`]); later cuts are retried.
     pub fn connect(url: &str, options: Options) -> Result<Client> {
         let target = conn::Target::parse(url)?;
+        if let Some(token) = &options.token {
+            check_token(token)?;
+        }
         let tls = if target.is_tls() { Some(tls::client_config(&options)?) } else { None };
         let (tx, rx) = crossbeam_channel::bounded(options.event_capacity.max(1));
         let mut seed = backoff::Jitter::seeded(&tx as *const _ as u64);
@@ -613,8 +617,10 @@ impl Client {
 
     /// Hands the client a new token: used on every later connection, and sent
     /// now as `auth:refresh` when online (its ack `{exp}` is returned; offline,
-    /// `Ok(Value::Null)`).
+    /// `Ok(Value::Null)`). A token no HTTP header can carry is refused with
+    /// [`Error::Options`] and the old one kept.
     pub fn set_token(&self, token: &str) -> Result<Value> {
+        check_token(token)?;
         let online = {
             let mut st = self.shared.state.lock();
             st.token = Some(token.to_owned());
@@ -682,6 +688,15 @@ impl Client {
         let _ = conn.send(conn::Out::Text(frame));
         Ok(Receipt(rx))
     }
+}
+
+/// A token that cannot be sent as `Authorization: Bearer <token>` (a control
+/// character, a line break) would fail every connection attempt the same way:
+/// it is refused up front, without showing it.
+fn check_token(token: &str) -> Result<()> {
+    tungstenite::http::HeaderValue::from_str(&format!("Bearer {token}"))
+        .map(drop)
+        .map_err(|_| Error::Options("the token holds a character an HTTP header cannot carry".into()))
 }
 
 impl Drop for Client {
