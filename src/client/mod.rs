@@ -428,7 +428,8 @@ impl Shared {
                     let taken = eb.sizes.pop_front().unwrap_or(0);
                     eb.total -= taken;
                 }
-                if eb.sizes.is_empty() || eb.total + size <= self.options.event_capacity_bytes {
+                let room = self.events.len() < self.options.event_capacity.max(1);
+                if room && (eb.sizes.is_empty() || eb.total + size <= self.options.event_capacity_bytes) {
                     match self.events.try_send(event) {
                         Ok(()) => {
                             eb.sizes.push_back(size);
@@ -445,6 +446,14 @@ impl Shared {
             }
             std::thread::sleep(EVENT_POLL);
         }
+    }
+
+    /// Sends [`Event::Closed`], the last event: it never waits and never
+    /// finds the channel full (one place is kept for it), so an application
+    /// reading `events()` sees it also when `close()` came while the channel
+    /// was full.
+    pub(crate) fn emit_closed(&self, reason: String) {
+        let _ = self.events.try_send(Event::Closed { reason });
     }
 }
 
@@ -479,7 +488,8 @@ impl Client {
             check_token(token)?;
         }
         let tls = if target.is_tls() { Some(tls::client_config(&options)?) } else { None };
-        let (tx, rx) = crossbeam_channel::bounded(options.event_capacity.max(1));
+        // One place more than `event_capacity`: the one `Event::Closed` always has.
+        let (tx, rx) = crossbeam_channel::bounded(options.event_capacity.max(1) + 1);
         let mut seed = backoff::Jitter::seeded(&tx as *const _ as u64);
         let shared = Arc::new(Shared {
             url: url.to_owned(),

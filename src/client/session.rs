@@ -123,7 +123,7 @@ fn finish(shared: &Shared, reason: String) {
         }
         shared.changed.notify_all();
     }
-    shared.emit(Event::Closed { reason });
+    shared.emit_closed(reason);
 }
 
 /// One connection's life: `connected`, rejoins, buffered publishes, then
