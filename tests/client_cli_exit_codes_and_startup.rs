@@ -342,3 +342,48 @@ fn against_a_flapping_server_the_cli_backs_off_further_each_time() {
     let attempts: Vec<&str> = said.lines().filter_map(|l| l.split("(attempt ").nth(1)).collect();
     assert_eq!(attempts, ["1)", "2)", "3)", "4)"], "{said}");
 }
+
+/// The first connection is served and cut with 1011; on every later one the
+/// rejoin gets `error {code}`, and the connection stays open.
+fn refuse_rejoins_with(code: &'static str) -> Fake {
+    Fake::start(move |stream, ctx| {
+        let Some(mut ws) = fake::upgrade(stream) else { return };
+        fake::connected(&mut ws, &format!("c{}", ctx.n), 30_000, 1 << 20);
+        if ctx.n == 0 {
+            if fake::ack_join(&mut ws, "e").is_some() {
+                fake::close(&mut ws, 1011, "restarting");
+                let _ = fake::close_reply(&mut ws, Duration::from_secs(2));
+            }
+            return;
+        }
+        let Some(join) = fake::request(&mut ws) else { return };
+        let error = json!({"type": "error", "id": join["id"], "payload": {"code": code, "message": "no"}});
+        fake::send(&mut ws, &error);
+        let _ = fake::close_reply(&mut ws, Duration::from_secs(10));
+    })
+}
+
+#[test]
+fn a_rejoin_refused_for_good_exits_4_and_one_refused_for_now_is_tried_again() {
+    // Refused by rule: the CLI was left in no room, watching nothing, forever.
+    let server = refuse_rejoins_with("forbidden");
+    let url = server.url();
+    let (status, err) = run_to_exit(&["--url", &url, "--room", "r", "--read-only", "--backoff-min-ms", "10"]);
+    assert_eq!(status.code(), Some(4), "{err}");
+    assert!(err.contains("rejoining"), "{err}");
+
+    // Refused for now (a join backend down): the room was dropped just the
+    // same; now the connection is given up and the room rejoined on the next.
+    let server = refuse_rejoins_with("unavailable");
+    let url = server.url();
+    let mut child = cli(&["--url", &url, "--room", "r", "--read-only", "--backoff-min-ms", "10"]);
+    let until = Instant::now() + WAIT;
+    while server.accepted.load(std::sync::atomic::Ordering::SeqCst) < 4 && Instant::now() < until {
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let running = child.try_wait().expect("try_wait").is_none();
+    let _ = child.kill();
+    let _ = child.wait();
+    assert!(running, "the CLI ended on a rejoin refused for now");
+    assert!(server.accepted.load(std::sync::atomic::Ordering::SeqCst) >= 4, "the rejoin was not tried again");
+}

@@ -37,7 +37,7 @@ enum Exit {
     /// or lines were left unacknowledged: trying again later may help.
     Unreachable = 3,
     /// Refused for good: 401 or 403 at the handshake, a certificate not
-    /// accepted, the join refused. Trying again unchanged cannot help.
+    /// accepted, the join (or a rejoin) refused. Trying again unchanged cannot help.
     Refused = 4,
     /// Ctrl-C (SIGINT) or SIGTERM, after a clean close.
     Interrupted = 130,
@@ -210,9 +210,13 @@ fn watch(args: &Args, client: &Client) -> Exit {
                             Exit::Unreachable
                         };
                     }
+                    // The room's rejoin refused for good (the client left it):
+                    // nothing more will come, the same join is refused again.
+                    let mut left = false;
                     match &event {
-                        Event::Error { code, .. } => {
-                            refused |= matches!(code.as_str(), "http_401" | "http_403" | "tls")
+                        Event::Error { code, message } => {
+                            refused |= matches!(code.as_str(), "http_401" | "http_403" | "tls");
+                            left = message.starts_with("rejoining ");
                         }
                         Event::Disconnected { code, .. } => last_close = Some(*code),
                         _ => {}
@@ -222,6 +226,9 @@ fn watch(args: &Args, client: &Client) -> Exit {
                         if writeln!(out, "{line}").and_then(|()| out.flush()).is_err() {
                             break Exit::Done; // stdout closed (e.g. `| head`)
                         }
+                    }
+                    if left {
+                        break Exit::Refused;
                     }
                 }
                 recv(signals) -> _ => {

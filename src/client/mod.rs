@@ -250,7 +250,10 @@ pub enum Event {
         active: bool,
     },
     /// Something failed that answers no call of the application: an `error`
-    /// frame without a pending request, a rejoin refused, a refused handshake.
+    /// frame without a pending request, a rejoin refused for good (the room
+    /// is left; the message starts with `rejoining`), a refused handshake. A
+    /// rejoin refused for now (`unavailable`, `rate_limited`, `internal`)
+    /// ends the connection instead, and the room is rejoined on the next.
     Error {
         /// A protocol error code, `http_401`, `http_403`, ... for a refused
         /// handshake, or `tls` for a certificate not accepted on a reconnect.

@@ -142,6 +142,7 @@ fn serve(shared: &Shared, conn: Conn) -> End {
         last_frame: Instant::now(),
         close_sent_at: None,
         resyncing: HashMap::new(),
+        rejoin_failed: None,
     };
     let (code, why) = s.read_loop(&mut reader);
     let up = s.online_since.map_or(Duration::ZERO, |t| t.elapsed());
@@ -194,6 +195,9 @@ struct Session<'a> {
     last_frame: Instant,
     close_sent_at: Option<Instant>,
     resyncing: HashMap<String, Resync>,
+    /// A rejoin refused for now (`unavailable`, `rate_limited`, ...): this
+    /// connection is given up and the room rejoined on the next one.
+    rejoin_failed: Option<String>,
 }
 
 impl Session<'_> {
@@ -234,6 +238,9 @@ impl Session<'_> {
                                 continue;
                             }
                             self.on_envelope(env, size);
+                            if let Some(why) = self.rejoin_failed.take() {
+                                return self.close_with(1011, &why);
+                            }
                         }
                         Message::Binary(bytes) => self.on_binary(&bytes),
                         Message::Ping(p) => {
@@ -503,13 +510,20 @@ impl Session<'_> {
         {
             let mut st = self.shared.state.lock();
             if !ok {
-                st.rooms.remove(&room);
                 self.resyncing.remove(&room);
                 let e = server_error(payload);
                 let code = match &e {
                     Error::Server { code, .. } => code.clone(),
                     _ => "internal".into(),
                 };
+                if !matches!(code.as_str(), "forbidden" | "bad_request" | "not_found" | "too_large") {
+                    // Refused for now (a backend down, a rate): the room is
+                    // kept and rejoined on the next connection, after the
+                    // backoff, rather than left for good.
+                    self.rejoin_failed = Some(format!("rejoining {room:?} failed for now: {e}"));
+                    return;
+                }
+                st.rooms.remove(&room);
                 events
                     .push((Event::Error { code, message: format!("rejoining {room:?}: {e}") }, SMALL_EVENT));
             } else if resync {
