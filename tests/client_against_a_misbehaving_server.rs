@@ -178,3 +178,24 @@ fn close_is_bounded_when_the_server_never_answers_it() {
     let took = started.elapsed();
     assert!(took < Duration::from_secs(6), "close() took {took:?}");
 }
+
+#[test]
+fn a_connection_cut_without_a_close_is_reported_1006_not_a_protocol_error() {
+    let server = Fake::start(|stream, ctx| {
+        let Some(mut ws) = fake::upgrade(stream) else { return };
+        fake::connected(&mut ws, &format!("c{}", ctx.n), 30_000, 1 << 20);
+        std::thread::sleep(Duration::from_millis(100));
+        // As a killed server: the socket ends, no close frame.
+        let _ = ws.get_ref().shutdown(std::net::Shutdown::Both);
+    });
+    let options = Options::default().backoff(Duration::from_secs(5), Duration::from_secs(10));
+    let client = Client::connect(&server.url(), options).expect("connect");
+    let mut seen = Vec::new();
+    let code = wait_for(&client, &mut seen, |e| match e {
+        Event::Disconnected { code, .. } => Some(*code),
+        _ => None,
+    });
+    // It was 1002 ("the server broke the protocol"), and a close frame was
+    // written to the dead socket.
+    assert_eq!(code, 1006, "{seen:#?}");
+}

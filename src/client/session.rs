@@ -10,6 +10,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
+use tungstenite::error::ProtocolError;
 use tungstenite::Message;
 
 use super::backoff::Jitter;
@@ -270,6 +271,11 @@ impl Session<'_> {
                 }
                 Err(tungstenite::Error::Capacity(e)) => {
                     return self.close_with(1009, &format!("a message from the server was too big: {e}"))
+                }
+                // The socket ended without a close frame (the server was
+                // killed, a proxy cut it): no close to send, nothing broken.
+                Err(tungstenite::Error::Protocol(ProtocolError::ResetWithoutClosingHandshake)) => {
+                    return (1006, "the connection ended without a close".to_owned())
                 }
                 Err(tungstenite::Error::Protocol(e)) => {
                     return self.close_with(1002, &format!("the server broke the protocol: {e}"))
