@@ -109,6 +109,11 @@ fn usage_errors_exit_2() {
     let (status, err) =
         run_to_exit(&["--url", "ws://127.0.0.1:1/ws", "--room", "r", "--token-file", "/nonexistent"]);
     assert_eq!(status.code(), Some(2), "{err}");
+    // A zero backoff retried a server that was down ~700 times a second.
+    for flag in ["--backoff-min-ms", "--backoff-max-ms"] {
+        let (status, err) = run_to_exit(&["--url", "ws://127.0.0.1:1/ws", "--room", "r", flag, "0"]);
+        assert_eq!(status.code(), Some(2), "{flag} 0: {err}");
+    }
     // A token no HTTP header can carry fails every attempt alike: a usage
     // error (it was 3, "unreachable", whatever the server), never shown.
     let dir = std::env::temp_dir().join(format!("wshub-cli-token-{}", std::process::id()));

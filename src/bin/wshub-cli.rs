@@ -92,11 +92,12 @@ struct Args {
     /// Say on stderr why each connection ended and what a rejoin could not recover.
     #[arg(long, short)]
     verbose: bool,
-    /// Smallest reconnect delay cap, in milliseconds.
-    #[arg(long, default_value_t = 1000)]
+    /// Smallest reconnect delay cap, in milliseconds (at least 1: with 0 every
+    /// delay is 0, and a server that is down is retried without pause).
+    #[arg(long, default_value_t = 1000, value_parser = clap::value_parser!(u64).range(1..))]
     backoff_min_ms: u64,
-    /// Largest reconnect delay, in milliseconds.
-    #[arg(long, default_value_t = 30000)]
+    /// Largest reconnect delay, in milliseconds (at least 1).
+    #[arg(long, default_value_t = 30000, value_parser = clap::value_parser!(u64).range(1..))]
     backoff_max_ms: u64,
 }
 
