@@ -277,6 +277,11 @@ impl Session<'_> {
                 Err(tungstenite::Error::Protocol(ProtocolError::ResetWithoutClosingHandshake)) => {
                     return (1006, "the connection ended without a close".to_owned())
                 }
+                // Text (or a close reason) that is not UTF-8: failed with
+                // 1007 (RFC 6455, 8.1), answered rather than dropped.
+                Err(tungstenite::Error::Utf8(e)) => {
+                    return self.close_with(1007, &format!("the server sent text that is not UTF-8: {e}"))
+                }
                 Err(tungstenite::Error::Protocol(e)) => {
                     return self.close_with(1002, &format!("the server broke the protocol: {e}"))
                 }
