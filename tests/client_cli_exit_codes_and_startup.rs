@@ -392,3 +392,37 @@ fn a_rejoin_refused_for_good_exits_4_and_one_refused_for_now_is_tried_again() {
     assert!(running, "the CLI ended on a rejoin refused for now");
     assert!(server.accepted.load(std::sync::atomic::Ordering::SeqCst) >= 4, "the rejoin was not tried again");
 }
+
+#[test]
+fn a_stderr_that_is_gone_does_not_end_the_cli() {
+    // Served, cut with 1011 a moment after the reader is gone, then served again.
+    let server = Fake::start(|stream, ctx| {
+        let Some(mut ws) = fake::upgrade(stream) else { return };
+        fake::connected(&mut ws, &format!("c{}", ctx.n), 30_000, 1 << 20);
+        if fake::ack_join(&mut ws, "e").is_none() {
+            return;
+        }
+        if ctx.n == 0 {
+            std::thread::sleep(Duration::from_millis(500));
+            fake::close(&mut ws, 1011, "restarting");
+            let _ = fake::close_reply(&mut ws, Duration::from_secs(2));
+        } else {
+            let _ = ctx.notes.send("back".into());
+            let _ = fake::close_reply(&mut ws, Duration::from_secs(10));
+        }
+    });
+    let url = server.url();
+    let mut child = cli(&["--url", &url, "--room", "r", "--read-only", "--backoff-min-ms", "10"]);
+    let mut stderr = BufReader::new(child.stderr.take().expect("stderr"));
+    let mut first = String::new();
+    let _ = stderr.read_line(&mut first);
+    assert!(first.contains("in room"), "{first}");
+    drop(stderr); // as `2>&1 | head -1`: the next line meets a broken pipe
+    assert_eq!(server.note(WAIT).as_deref(), Some("back"), "no reconnection");
+    std::thread::sleep(Duration::from_millis(300));
+    let status = child.try_wait().expect("try_wait");
+    let _ = child.kill();
+    let _ = child.wait();
+    // It panicked (exit 101) on the "reconnecting" line.
+    assert!(status.is_none(), "the CLI ended: {status:?}");
+}

@@ -106,8 +106,9 @@ fn main() {
     std::process::exit(run(&args) as i32);
 }
 
+/// A line on stderr; a stderr that is gone (`2>&1 | head -1`) is not a reason to panic.
 fn say(what: &str) {
-    eprintln!("wshub-cli: {what}");
+    let _ = writeln!(std::io::stderr().lock(), "wshub-cli: {what}");
 }
 
 fn run(args: &Args) -> Exit {
