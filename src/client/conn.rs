@@ -74,7 +74,11 @@ impl Target {
         }
         let scheme = if tls { "wss" } else { "ws" };
         let path = if path.is_empty() { "/" } else { path };
-        Ok(Target { url: format!("{scheme}://{authority}{path}"), host: host.to_owned(), port, tls })
+        let url = format!("{scheme}://{authority}{path}");
+        // What every attempt builds its request from must build one (a
+        // space in the query, say), or every attempt fails the same way.
+        url.as_str().into_client_request().map_err(|_| bad())?;
+        Ok(Target { url, host: host.to_owned(), port, tls })
     }
 
     /// Whether this is a `wss://` URL.
@@ -475,8 +479,17 @@ mod tests {
         assert_eq!(parts("WsS://example.org/ws").2, 443);
         assert_eq!(parts("wss://127.0.0.1:8443").0, "wss://127.0.0.1:8443/");
         assert_eq!(parts("ws://h:1/p").0, "ws://h:1/p");
-        for bad in ["http://h/ws", "ws://", "ws://[::1/ws", "ws://[zz]/", "ws://h:x/", "ws://u@h/", "h:1/ws"]
-        {
+        for bad in [
+            "http://h/ws",
+            "ws://",
+            "ws://[::1/ws",
+            "ws://[zz]/",
+            "ws://h:x/",
+            "ws://u@h/",
+            "h:1/ws",
+            "ws://h/ws?a=b c",
+            "ws://h/w\ns",
+        ] {
             assert!(Target::parse(bad).is_err(), "{bad}");
         }
     }
