@@ -426,3 +426,42 @@ fn a_stderr_that_is_gone_does_not_end_the_cli() {
     // It panicked (exit 101) on the "reconnecting" line.
     assert!(status.is_none(), "the CLI ended: {status:?}");
 }
+
+#[test]
+fn ctrl_c_is_heard_while_stdout_is_stalled() {
+    // 300 messages of 1 KB: more than a pipe holds.
+    let server = Fake::start(|stream, ctx| {
+        let Some(mut ws) = fake::upgrade(stream) else { return };
+        fake::connected(&mut ws, &format!("s{}", ctx.n), 30_000, 1 << 20);
+        if fake::ack_join(&mut ws, "e").is_none() {
+            return;
+        }
+        let pad = "p".repeat(1000);
+        for seq in 1..=300 {
+            let env = json!({"type": "room:message", "payload": {"room": "r", "seq": seq, "from": "7", "data": pad}});
+            if !fake::send(&mut ws, &env) {
+                return;
+            }
+        }
+        let _ = ctx.notes.send("sent".into());
+        let _ = fake::close_reply(&mut ws, Duration::from_secs(10));
+    });
+    let url = server.url();
+    for extra in [&["--read-only"][..], &[][..]] {
+        let mut args = vec!["--url", url.as_str(), "--room", "r"];
+        args.extend(extra);
+        // stdout is a pipe nobody reads: the CLI's writes to it block.
+        let mut child = cli(&args);
+        let stdout = child.stdout.take();
+        Lines::stderr(&mut child).until("in room r");
+        std::thread::sleep(Duration::from_millis(500));
+        let kill = Command::new("kill").args(["-INT", &child.id().to_string()]).status().unwrap();
+        assert!(kill.success());
+        let started = Instant::now();
+        let status = exit_status_within(&mut child, WAIT);
+        drop(stdout);
+        // It never ended: the loop that hears signals was blocked in a write.
+        assert_eq!(status.code(), Some(130), "{extra:?}: {status}");
+        assert!(started.elapsed() < Duration::from_secs(8), "{extra:?}: took {:?}", started.elapsed());
+    }
+}

@@ -56,6 +56,9 @@ const MAX_RETRY_AFTER: u64 = 300;
 /// may wait for their acknowledgement before stdin is read further.
 const LINE_QUEUE: usize = 64;
 
+/// How long the end waits for the lines taken to be written to stdout.
+const PRINT_WAIT: Duration = Duration::from_secs(2);
+
 /// How often a wait for an acknowledgement looks for Ctrl-C.
 const STOP_POLL: Duration = Duration::from_millis(100);
 
@@ -188,7 +191,15 @@ fn watch(args: &Args, client: &Client) -> Exit {
     let mut refused = false;
     let mut last_close = None;
     let mut interrupted = false;
-    let stdout = std::io::stdout();
+    // stdout is written by its own thread: a stalled stdout (a full pipe,
+    // Ctrl-S) then holds back the events, but not Ctrl-C.
+    let (print_tx, printed) = printer();
+    // A line waiting for the printer; meanwhile no event is taken.
+    let mut pending: Option<String> = None;
+    // A sender that is never ready and a receiver that never yields, for the
+    // arm that is off (crossbeam's `select!` has no conditional arms).
+    let (idle_tx, _idle_rx) = crossbeam_channel::bounded::<String>(0);
+    let idle_rx = crossbeam_channel::never::<Event>();
     std::thread::scope(|scope| {
         if !args.read_only {
             let lines = stdin_lines();
@@ -199,8 +210,16 @@ fn watch(args: &Args, client: &Client) -> Exit {
             });
         }
         let code = loop {
+            let (events, print) =
+                if pending.is_some() { (&idle_rx, &print_tx) } else { (client.events(), &idle_tx) };
             select! {
-                recv(client.events()) -> event => {
+                send(print, pending.clone().unwrap_or_default()) -> sent => {
+                    if sent.is_err() {
+                        break Exit::Done; // stdout closed (e.g. `| head`)
+                    }
+                    pending = None;
+                }
+                recv(events) -> event => {
                     let Ok(event) = event else { break Exit::Unreachable };
                     if let Event::Closed { reason } = &event {
                         say(&format!("stopped: {reason}"));
@@ -223,12 +242,7 @@ fn watch(args: &Args, client: &Client) -> Exit {
                         Event::Disconnected { code, .. } => last_close = Some(*code),
                         _ => {}
                     }
-                    if let Some(line) = describe(event, args.verbose) {
-                        let mut out = stdout.lock();
-                        if writeln!(out, "{line}").and_then(|()| out.flush()).is_err() {
-                            break Exit::Done; // stdout closed (e.g. `| head`)
-                        }
-                    }
+                    pending = describe(event, args.verbose).map(|line| line.to_string());
                     if left {
                         break Exit::Refused;
                     }
@@ -255,10 +269,30 @@ fn watch(args: &Args, client: &Client) -> Exit {
             }
         };
         client.close();
-        let _ = stdout.lock().flush();
+        // The lines taken are written, unless stdout stays stalled.
+        drop(print_tx);
+        let _ = printed.recv_timeout(PRINT_WAIT);
         // The stdin thread may be blocked in a read: the process ends without it.
         std::process::exit(code as i32)
     })
+}
+
+/// Writes the lines it is given to stdout, each flushed; ends when stdout
+/// fails (its receiver dropped, so a send fails) or the sender is dropped
+/// (then the second channel is disconnected).
+fn printer() -> (crossbeam_channel::Sender<String>, Receiver<()>) {
+    let (tx, rx) = crossbeam_channel::bounded::<String>(1);
+    let (done_tx, done_rx) = crossbeam_channel::bounded::<()>(0);
+    std::thread::spawn(move || {
+        let mut out = std::io::stdout().lock();
+        for line in rx {
+            if writeln!(out, "{line}").and_then(|()| out.flush()).is_err() {
+                break;
+            }
+        }
+        drop(done_tx);
+    });
+    (tx, done_rx)
 }
 
 /// A stdout line for messages and epoch resets; everything else goes to stderr here.
