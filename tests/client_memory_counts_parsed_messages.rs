@@ -44,5 +44,5 @@ fn unread_messages_are_counted_by_what_they_hold_in_memory() {
     let grew = (peak_kib() - before) / 1024;
     // The server's side here takes ~20 MiB; 40 MiB of slack for the rest.
     assert!(grew < 80, "the process grew by {grew} MiB with {} events unread", client.events().len());
-    assert!(client.events().len() >= 1, "one event is always let through");
+    assert!(!client.events().is_empty(), "one event is always let through");
 }
