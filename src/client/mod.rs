@@ -62,8 +62,8 @@ pub struct Options {
     /// reading thread waits (and the server eventually sees a slow consumer).
     /// Default 4096.
     pub event_capacity: usize,
-    /// Bytes of messages that may wait unread in [`Client::events`] (and be
-    /// held per room while it resynchronises); past it the reading thread waits
+    /// Bytes of messages that may wait unread in [`Client::events`] (and, as
+    /// much again over all rooms, be held while rooms resynchronise); past it the reading thread waits
     /// as for [`Options::event_capacity`]. A message counts for what its
     /// parsed data holds in memory (at least its frame's length). One event
     /// is always let through. Default 16 MiB.

@@ -22,7 +22,8 @@ use super::{Error, Event, RoomPos, Shared, Waiter, SMALL_EVENT};
 const CLOSE_WAIT: Duration = Duration::from_secs(2);
 
 /// Messages of one room held while it is resynchronised after a reset (their
-/// bytes are bounded too, by `Options::event_capacity_bytes`).
+/// bytes are bounded too, over all rooms together, by
+/// `Options::event_capacity_bytes`).
 const MAX_HELD: usize = 4096;
 
 /// A room being read again from seq 1 of its new epoch: what arrives is held
@@ -433,12 +434,14 @@ impl Session<'_> {
             Event::Message { room, seq, .. } | Event::Binary { room, seq, .. } => (room.clone(), *seq),
             _ => return,
         };
+        // The byte bound is over every room held, not per room.
+        let held_bytes: usize = self.resyncing.values().map(|r| r.held_bytes).sum();
         if let Some(resync) = self.resyncing.get_mut(&room) {
             // Past MAX_HELD messages or the byte bound the newest are dropped:
             // the app already gets `recovered: false` for this room and must
             // refetch anyway. A seq held already is not held twice.
-            let fits = resync.held.len() < MAX_HELD
-                && resync.held_bytes + size <= self.shared.options.event_capacity_bytes;
+            let fits =
+                resync.held.len() < MAX_HELD && held_bytes + size <= self.shared.options.event_capacity_bytes;
             if fits && !resync.held.contains_key(&seq) {
                 resync.held.insert(seq, (event, size));
                 resync.held_bytes += size;
