@@ -465,3 +465,34 @@ fn ctrl_c_is_heard_while_stdout_is_stalled() {
         assert!(started.elapsed() < Duration::from_secs(8), "{extra:?}: took {:?}", started.elapsed());
     }
 }
+
+#[test]
+fn what_a_server_says_reaches_the_terminal_without_control_characters() {
+    let server = Fake::start(|stream, ctx| {
+        let Some(mut ws) = fake::upgrade(stream) else { return };
+        fake::connected(&mut ws, &format!("c{}\u{1b}[2J", ctx.n), 30_000, 1 << 20);
+        if fake::ack_join(&mut ws, "e").is_none() || ctx.n > 0 {
+            return;
+        }
+        let error =
+            json!({"type": "error", "payload": {"code": "x\u{1b}[2J", "message": "\u{1b}]0;pwned\u{7}"}});
+        fake::send(&mut ws, &error);
+        fake::close(&mut ws, 4000, "\u{1b}[31mred\r");
+        let _ = fake::close_reply(&mut ws, Duration::from_secs(2));
+    });
+    let url = server.url();
+    let mut child =
+        cli(&["--url", &url, "--room", "r", "--read-only", "--verbose", "--backoff-min-ms", "10"]);
+    let stderr = Lines::stderr(&mut child);
+    let mut seen = String::new();
+    while !seen.contains("attempt 1") {
+        seen.push_str(&stderr.next());
+        seen.push('\n');
+    }
+    let _ = child.kill();
+    let _ = child.wait();
+    // A hostile server's error text, close reason and clientId went to the
+    // terminal raw: escape sequences that clear it or retitle it.
+    assert!(seen.contains("pwned") && seen.contains("red"), "{seen}");
+    assert!(!seen.chars().any(|c| c.is_control() && c != '\n'), "{seen:?}");
+}

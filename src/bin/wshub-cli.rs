@@ -109,9 +109,16 @@ fn main() {
     std::process::exit(run(&args) as i32);
 }
 
-/// A line on stderr; a stderr that is gone (`2>&1 | head -1`) is not a reason to panic.
+/// A line on stderr; a stderr that is gone (`2>&1 | head -1`) is not a reason
+/// to panic. Control characters are shown escaped: much of what is said comes
+/// from the server (error texts, close reasons, ids), and raw they could drive
+/// the terminal (clear it, retitle it, hide text).
 fn say(what: &str) {
-    let _ = writeln!(std::io::stderr().lock(), "wshub-cli: {what}");
+    let shown: String = what
+        .chars()
+        .map(|c| if c.is_control() { c.escape_default().to_string() } else { c.to_string() })
+        .collect();
+    let _ = writeln!(std::io::stderr().lock(), "wshub-cli: {shown}");
 }
 
 fn run(args: &Args) -> Exit {
