@@ -63,10 +63,10 @@ pub struct Options {
     /// Default 4096.
     pub event_capacity: usize,
     /// Bytes of messages that may wait unread in [`Client::events`] (and, as
-    /// much again over all rooms, be held while rooms resynchronise); past it the reading thread waits
-    /// as for [`Options::event_capacity`]. A message counts for what its
-    /// parsed data holds in memory (at least its frame's length). One event
-    /// is always let through. Default 16 MiB.
+    /// much again over all rooms, be held while rooms resynchronise); past it
+    /// the reading thread waits as for [`Options::event_capacity`]. A message
+    /// counts for what its parsed data holds in memory (at least its frame's
+    /// length). One event is always let through. Default 16 MiB.
     pub event_capacity_bytes: usize,
     /// The largest message (and frame) accepted from the server; the server's
     /// `maxMessageBytes` from `connected` lowers it. A larger one closes the
