@@ -203,7 +203,7 @@ impl ReadHalf {
         let n = conn.read_tls(&mut pending)?;
         // After the peer's close_notify rustls takes nothing more.
         self.raw_at = if n == 0 { self.raw.len() } else { self.raw_at + n };
-        conn.process_new_packets().map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))?;
+        conn.process_new_packets().map_err(tls_error)?;
         if conn.wants_write() {
             self.wants_flush = true;
         }
@@ -320,6 +320,22 @@ pub(crate) enum OpenError {
     Tls(String),
     /// Anything else (connect refused, timeout, a broken handshake, `close()`).
     Failed(String),
+}
+
+/// A rustls error as an I/O error: `InvalidData` (which stops a client for
+/// good, [`OpenError::Tls`]) only when the server's certificate was not
+/// accepted or the two sides share no TLS version or cipher; anything else
+/// (a corrupt record, say: plain HTTP on the port, a proxy) may pass, and
+/// is retried.
+fn tls_error(e: rustls::Error) -> io::Error {
+    use rustls::Error as E;
+    let kind = match e {
+        E::InvalidCertificate(_) | E::NoCertificatesPresented | E::PeerIncompatible(_) => {
+            io::ErrorKind::InvalidData
+        }
+        _ => io::ErrorKind::ConnectionAborted,
+    };
+    io::Error::new(kind, e)
 }
 
 /// Frames that may wait for the writer thread.

@@ -278,9 +278,10 @@ pub enum Error {
     BadUrl(String),
     /// The first connection failed (later ones are retried, not reported here).
     Connect(String),
-    /// TLS could not be set up (no system roots), or the server's
-    /// certificate was not accepted (see [`Options::ca_file`]); retrying
-    /// cannot help.
+    /// TLS could not be set up (no system roots), the server's certificate
+    /// was not accepted (see [`Options::ca_file`]), or the server shares no
+    /// TLS version or cipher with the client; retrying cannot help. (Other
+    /// failures during the TLS handshake are [`Error::Connect`], and retried.)
     Tls(String),
     /// An option cannot be used: the CA file cannot be read or holds no
     /// certificate, or the token cannot go in an HTTP header.
