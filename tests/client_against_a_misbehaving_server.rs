@@ -178,3 +178,53 @@ fn close_is_bounded_when_the_server_never_answers_it() {
     let took = started.elapsed();
     assert!(took < Duration::from_secs(6), "close() took {took:?}");
 }
+
+#[test]
+fn a_connection_cut_without_a_close_is_reported_1006_not_a_protocol_error() {
+    let server = Fake::start(|stream, ctx| {
+        let Some(mut ws) = fake::upgrade(stream) else { return };
+        fake::connected(&mut ws, &format!("c{}", ctx.n), 30_000, 1 << 20);
+        std::thread::sleep(Duration::from_millis(100));
+        // As a killed server: the socket ends, no close frame.
+        let _ = ws.get_ref().shutdown(std::net::Shutdown::Both);
+    });
+    let options = Options::default().backoff(Duration::from_secs(5), Duration::from_secs(10));
+    let client = Client::connect(&server.url(), options).expect("connect");
+    let mut seen = Vec::new();
+    let code = wait_for(&client, &mut seen, |e| match e {
+        Event::Disconnected { code, .. } => Some(*code),
+        _ => None,
+    });
+    // It was 1002 ("the server broke the protocol"), and a close frame was
+    // written to the dead socket.
+    assert_eq!(code, 1006, "{seen:#?}");
+}
+
+#[test]
+fn text_that_is_not_utf8_is_failed_with_1007() {
+    let server = Fake::start(|stream, ctx| {
+        let Some(mut ws) = fake::upgrade(stream) else { return };
+        fake::connected(&mut ws, "u", 30_000, 1 << 20);
+        if ctx.n > 0 {
+            std::thread::sleep(Duration::from_secs(3));
+            return;
+        }
+        // A text frame that is not UTF-8, written raw.
+        let mut stream = ws.into_inner();
+        let _ = std::io::Write::write_all(&mut stream, &[0x81, 0x02, 0xff, 0xfe]);
+        let mut ws =
+            tungstenite::WebSocket::from_raw_socket(stream, tungstenite::protocol::Role::Server, None);
+        let reply = fake::close_reply(&mut ws, Duration::from_secs(5));
+        let _ = ctx.notes.send(format!("{reply:?}"));
+    });
+    let options = Options::default().backoff(Duration::from_secs(5), Duration::from_secs(10));
+    let client = Client::connect(&server.url(), options).expect("connect");
+    let mut seen = Vec::new();
+    let code = wait_for(&client, &mut seen, |e| match e {
+        Event::Disconnected { code, .. } => Some(*code),
+        _ => None,
+    });
+    assert_eq!(code, 1007, "{seen:#?}");
+    // It was a silent 1006: no close frame reached the server.
+    assert_eq!(server.note(WAIT).as_deref(), Some("Some(1007)"));
+}

@@ -109,6 +109,22 @@ fn usage_errors_exit_2() {
     let (status, err) =
         run_to_exit(&["--url", "ws://127.0.0.1:1/ws", "--room", "r", "--token-file", "/nonexistent"]);
     assert_eq!(status.code(), Some(2), "{err}");
+    // A zero backoff retried a server that was down ~700 times a second.
+    for flag in ["--backoff-min-ms", "--backoff-max-ms"] {
+        let (status, err) = run_to_exit(&["--url", "ws://127.0.0.1:1/ws", "--room", "r", flag, "0"]);
+        assert_eq!(status.code(), Some(2), "{flag} 0: {err}");
+    }
+    // A token no HTTP header can carry fails every attempt alike: a usage
+    // error (it was 3, "unreachable", whatever the server), never shown.
+    let dir = std::env::temp_dir().join(format!("wshub-cli-token-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let file = dir.join("token");
+    std::fs::write(&file, "s3cr3t\u{1}t0ken\n").unwrap();
+    let file = file.to_str().unwrap();
+    let (status, err) = run_to_exit(&["--url", "ws://127.0.0.1:1/ws", "--room", "r", "--token-file", file]);
+    let _ = std::fs::remove_dir_all(&dir);
+    assert_eq!(status.code(), Some(2), "{err}");
+    assert!(!err.contains("s3cr3t"), "{err}");
 }
 
 #[test]
@@ -330,4 +346,153 @@ fn against_a_flapping_server_the_cli_backs_off_further_each_time() {
     let _ = child.wait();
     let attempts: Vec<&str> = said.lines().filter_map(|l| l.split("(attempt ").nth(1)).collect();
     assert_eq!(attempts, ["1)", "2)", "3)", "4)"], "{said}");
+}
+
+/// The first connection is served and cut with 1011; on every later one the
+/// rejoin gets `error {code}`, and the connection stays open.
+fn refuse_rejoins_with(code: &'static str) -> Fake {
+    Fake::start(move |stream, ctx| {
+        let Some(mut ws) = fake::upgrade(stream) else { return };
+        fake::connected(&mut ws, &format!("c{}", ctx.n), 30_000, 1 << 20);
+        if ctx.n == 0 {
+            if fake::ack_join(&mut ws, "e").is_some() {
+                fake::close(&mut ws, 1011, "restarting");
+                let _ = fake::close_reply(&mut ws, Duration::from_secs(2));
+            }
+            return;
+        }
+        let Some(join) = fake::request(&mut ws) else { return };
+        let error = json!({"type": "error", "id": join["id"], "payload": {"code": code, "message": "no"}});
+        fake::send(&mut ws, &error);
+        let _ = fake::close_reply(&mut ws, Duration::from_secs(10));
+    })
+}
+
+#[test]
+fn a_rejoin_refused_for_good_exits_4_and_one_refused_for_now_is_tried_again() {
+    // Refused by rule: the CLI was left in no room, watching nothing, forever.
+    let server = refuse_rejoins_with("forbidden");
+    let url = server.url();
+    let (status, err) = run_to_exit(&["--url", &url, "--room", "r", "--read-only", "--backoff-min-ms", "10"]);
+    assert_eq!(status.code(), Some(4), "{err}");
+    assert!(err.contains("rejoining"), "{err}");
+
+    // Refused for now (a join backend down): the room was dropped just the
+    // same; now the connection is given up and the room rejoined on the next.
+    let server = refuse_rejoins_with("unavailable");
+    let url = server.url();
+    let mut child = cli(&["--url", &url, "--room", "r", "--read-only", "--backoff-min-ms", "10"]);
+    let until = Instant::now() + WAIT;
+    while server.accepted.load(std::sync::atomic::Ordering::SeqCst) < 4 && Instant::now() < until {
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let running = child.try_wait().expect("try_wait").is_none();
+    let _ = child.kill();
+    let _ = child.wait();
+    assert!(running, "the CLI ended on a rejoin refused for now");
+    assert!(server.accepted.load(std::sync::atomic::Ordering::SeqCst) >= 4, "the rejoin was not tried again");
+}
+
+#[test]
+fn a_stderr_that_is_gone_does_not_end_the_cli() {
+    // Served, cut with 1011 a moment after the reader is gone, then served again.
+    let server = Fake::start(|stream, ctx| {
+        let Some(mut ws) = fake::upgrade(stream) else { return };
+        fake::connected(&mut ws, &format!("c{}", ctx.n), 30_000, 1 << 20);
+        if fake::ack_join(&mut ws, "e").is_none() {
+            return;
+        }
+        if ctx.n == 0 {
+            std::thread::sleep(Duration::from_millis(500));
+            fake::close(&mut ws, 1011, "restarting");
+            let _ = fake::close_reply(&mut ws, Duration::from_secs(2));
+        } else {
+            let _ = ctx.notes.send("back".into());
+            let _ = fake::close_reply(&mut ws, Duration::from_secs(10));
+        }
+    });
+    let url = server.url();
+    let mut child = cli(&["--url", &url, "--room", "r", "--read-only", "--backoff-min-ms", "10"]);
+    let mut stderr = BufReader::new(child.stderr.take().expect("stderr"));
+    let mut first = String::new();
+    let _ = stderr.read_line(&mut first);
+    assert!(first.contains("in room"), "{first}");
+    drop(stderr); // as `2>&1 | head -1`: the next line meets a broken pipe
+    assert_eq!(server.note(WAIT).as_deref(), Some("back"), "no reconnection");
+    std::thread::sleep(Duration::from_millis(300));
+    let status = child.try_wait().expect("try_wait");
+    let _ = child.kill();
+    let _ = child.wait();
+    // It panicked (exit 101) on the "reconnecting" line.
+    assert!(status.is_none(), "the CLI ended: {status:?}");
+}
+
+#[test]
+fn ctrl_c_is_heard_while_stdout_is_stalled() {
+    // 300 messages of 1 KB: more than a pipe holds.
+    let server = Fake::start(|stream, ctx| {
+        let Some(mut ws) = fake::upgrade(stream) else { return };
+        fake::connected(&mut ws, &format!("s{}", ctx.n), 30_000, 1 << 20);
+        if fake::ack_join(&mut ws, "e").is_none() {
+            return;
+        }
+        let pad = "p".repeat(1000);
+        for seq in 1..=300 {
+            let env = json!({"type": "room:message", "payload": {"room": "r", "seq": seq, "from": "7", "data": pad}});
+            if !fake::send(&mut ws, &env) {
+                return;
+            }
+        }
+        let _ = ctx.notes.send("sent".into());
+        let _ = fake::close_reply(&mut ws, Duration::from_secs(10));
+    });
+    let url = server.url();
+    for extra in [&["--read-only"][..], &[][..]] {
+        let mut args = vec!["--url", url.as_str(), "--room", "r"];
+        args.extend(extra);
+        // stdout is a pipe nobody reads: the CLI's writes to it block.
+        let mut child = cli(&args);
+        let stdout = child.stdout.take();
+        Lines::stderr(&mut child).until("in room r");
+        std::thread::sleep(Duration::from_millis(500));
+        let kill = Command::new("kill").args(["-INT", &child.id().to_string()]).status().unwrap();
+        assert!(kill.success());
+        let started = Instant::now();
+        let status = exit_status_within(&mut child, WAIT);
+        drop(stdout);
+        // It never ended: the loop that hears signals was blocked in a write.
+        assert_eq!(status.code(), Some(130), "{extra:?}: {status}");
+        assert!(started.elapsed() < Duration::from_secs(8), "{extra:?}: took {:?}", started.elapsed());
+    }
+}
+
+#[test]
+fn what_a_server_says_reaches_the_terminal_without_control_characters() {
+    let server = Fake::start(|stream, ctx| {
+        let Some(mut ws) = fake::upgrade(stream) else { return };
+        fake::connected(&mut ws, &format!("c{}\u{1b}[2J", ctx.n), 30_000, 1 << 20);
+        if fake::ack_join(&mut ws, "e").is_none() || ctx.n > 0 {
+            return;
+        }
+        let error =
+            json!({"type": "error", "payload": {"code": "x\u{1b}[2J", "message": "\u{1b}]0;pwned\u{7}"}});
+        fake::send(&mut ws, &error);
+        fake::close(&mut ws, 4000, "\u{1b}[31mred\r");
+        let _ = fake::close_reply(&mut ws, Duration::from_secs(2));
+    });
+    let url = server.url();
+    let mut child =
+        cli(&["--url", &url, "--room", "r", "--read-only", "--verbose", "--backoff-min-ms", "10"]);
+    let stderr = Lines::stderr(&mut child);
+    let mut seen = String::new();
+    while !seen.contains("attempt 1") {
+        seen.push_str(&stderr.next());
+        seen.push('\n');
+    }
+    let _ = child.kill();
+    let _ = child.wait();
+    // A hostile server's error text, close reason and clientId went to the
+    // terminal raw: escape sequences that clear it or retitle it.
+    assert!(seen.contains("pwned") && seen.contains("red"), "{seen}");
+    assert!(!seen.chars().any(|c| c.is_control() && c != '\n'), "{seen:?}");
 }

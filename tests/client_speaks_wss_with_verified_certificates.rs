@@ -7,11 +7,14 @@
 mod client_common;
 mod tls_common;
 
+use std::io::{Read, Write};
+use std::time::{Duration, Instant};
+
 use client_common::fake::{self, Fake};
 use client_common::Server;
 use serde_json::json;
 use tls_common::Pki;
-use wshub::client::{Client, Error, Options};
+use wshub::client::{Client, Error, Event, Options};
 
 fn tls_server(pki: &Pki) -> Server {
     Server::start(&["--tls-cert", &pki.path_str("server.pem"), "--tls-key", &pki.path_str("server.key")])
@@ -92,4 +95,38 @@ fn an_ipv6_host_in_brackets_and_a_scheme_in_any_case() {
     let client = Client::connect(&url, Options::default()).expect("an IPv6 URL");
     client.join("r").expect("join");
     assert!(matches!(Client::connect("ftp://[::1]/ws", Options::default()), Err(Error::BadUrl(_))));
+}
+
+#[test]
+fn a_tls_failure_that_is_not_about_the_certificate_is_retried() {
+    let pki = Pki::make();
+    let server = tls_server(&pki);
+    let port = server.addr.port();
+    let url = format!("wss://localhost:{port}/ws");
+    let options = Options::default()
+        .ca_file(pki.path("ca.pem"))
+        .backoff(Duration::from_millis(10), Duration::from_millis(50));
+    let client = Client::connect(&url, options).expect("connect over wss");
+    client.join("r").expect("join");
+    // The port now answers plain HTTP to the ClientHello (a proxy, a server
+    // started without its TLS flags): rustls sees a corrupt record.
+    drop(server);
+    let _plain = Fake::start_on(&format!("127.0.0.1:{port}"), |mut stream, _| {
+        let mut buf = [0u8; 1024];
+        let _ = stream.read(&mut buf);
+        let _ = stream.write_all(b"HTTP/1.1 400 Bad Request\r\nContent-Length: 0\r\n\r\n");
+    });
+    // It stopped for good at the first such attempt ("TLS: received corrupt
+    // message"), as if the certificate had been refused.
+    let until = Instant::now() + client_common::WAIT;
+    let mut attempts = 0;
+    while attempts < 3 {
+        assert!(Instant::now() < until, "only {attempts} attempts");
+        match client.events().recv_timeout(client_common::WAIT) {
+            Ok(Event::Reconnecting { attempt, .. }) => attempts = attempt,
+            Ok(Event::Closed { reason }) => panic!("the client stopped: {reason}"),
+            Ok(_) => {}
+            Err(_) => panic!("no event"),
+        }
+    }
 }

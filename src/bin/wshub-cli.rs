@@ -37,7 +37,7 @@ enum Exit {
     /// or lines were left unacknowledged: trying again later may help.
     Unreachable = 3,
     /// Refused for good: 401 or 403 at the handshake, a certificate not
-    /// accepted, the join refused. Trying again unchanged cannot help.
+    /// accepted, the join (or a rejoin) refused. Trying again unchanged cannot help.
     Refused = 4,
     /// Ctrl-C (SIGINT) or SIGTERM, after a clean close.
     Interrupted = 130,
@@ -55,6 +55,9 @@ const MAX_RETRY_AFTER: u64 = 300;
 /// Lines read from stdin that may wait to be published, and publishes that
 /// may wait for their acknowledgement before stdin is read further.
 const LINE_QUEUE: usize = 64;
+
+/// How long the end waits for the lines taken to be written to stdout.
+const PRINT_WAIT: Duration = Duration::from_secs(2);
 
 /// How often a wait for an acknowledgement looks for Ctrl-C.
 const STOP_POLL: Duration = Duration::from_millis(100);
@@ -92,11 +95,12 @@ struct Args {
     /// Say on stderr why each connection ended and what a rejoin could not recover.
     #[arg(long, short)]
     verbose: bool,
-    /// Smallest reconnect delay cap, in milliseconds.
-    #[arg(long, default_value_t = 1000)]
+    /// Smallest reconnect delay cap, in milliseconds (at least 1: with 0 every
+    /// delay is 0, and a server that is down is retried without pause).
+    #[arg(long, default_value_t = 1000, value_parser = clap::value_parser!(u64).range(1..))]
     backoff_min_ms: u64,
-    /// Largest reconnect delay, in milliseconds.
-    #[arg(long, default_value_t = 30000)]
+    /// Largest reconnect delay, in milliseconds (at least 1).
+    #[arg(long, default_value_t = 30000, value_parser = clap::value_parser!(u64).range(1..))]
     backoff_max_ms: u64,
 }
 
@@ -105,8 +109,16 @@ fn main() {
     std::process::exit(run(&args) as i32);
 }
 
+/// A line on stderr; a stderr that is gone (`2>&1 | head -1`) is not a reason
+/// to panic. Control characters are shown escaped: much of what is said comes
+/// from the server (error texts, close reasons, ids), and raw they could drive
+/// the terminal (clear it, retitle it, hide text).
 fn say(what: &str) {
-    eprintln!("wshub-cli: {what}");
+    let shown: String = what
+        .chars()
+        .map(|c| if c.is_control() { c.escape_default().to_string() } else { c.to_string() })
+        .collect();
+    let _ = writeln!(std::io::stderr().lock(), "wshub-cli: {shown}");
 }
 
 fn run(args: &Args) -> Exit {
@@ -186,7 +198,15 @@ fn watch(args: &Args, client: &Client) -> Exit {
     let mut refused = false;
     let mut last_close = None;
     let mut interrupted = false;
-    let stdout = std::io::stdout();
+    // stdout is written by its own thread: a stalled stdout (a full pipe,
+    // Ctrl-S) then holds back the events, but not Ctrl-C.
+    let (print_tx, printed) = printer();
+    // A line waiting for the printer; meanwhile no event is taken.
+    let mut pending: Option<String> = None;
+    // A sender that is never ready and a receiver that never yields, for the
+    // arm that is off (crossbeam's `select!` has no conditional arms).
+    let (idle_tx, _idle_rx) = crossbeam_channel::bounded::<String>(0);
+    let idle_rx = crossbeam_channel::never::<Event>();
     std::thread::scope(|scope| {
         if !args.read_only {
             let lines = stdin_lines();
@@ -197,8 +217,16 @@ fn watch(args: &Args, client: &Client) -> Exit {
             });
         }
         let code = loop {
+            let (events, print) =
+                if pending.is_some() { (&idle_rx, &print_tx) } else { (client.events(), &idle_tx) };
             select! {
-                recv(client.events()) -> event => {
+                send(print, pending.clone().unwrap_or_default()) -> sent => {
+                    if sent.is_err() {
+                        break Exit::Done; // stdout closed (e.g. `| head`)
+                    }
+                    pending = None;
+                }
+                recv(events) -> event => {
                     let Ok(event) = event else { break Exit::Unreachable };
                     if let Event::Closed { reason } = &event {
                         say(&format!("stopped: {reason}"));
@@ -210,18 +238,20 @@ fn watch(args: &Args, client: &Client) -> Exit {
                             Exit::Unreachable
                         };
                     }
+                    // The room's rejoin refused for good (the client left it):
+                    // nothing more will come, the same join is refused again.
+                    let mut left = false;
                     match &event {
-                        Event::Error { code, .. } => {
-                            refused |= matches!(code.as_str(), "http_401" | "http_403" | "tls")
+                        Event::Error { code, message } => {
+                            refused |= matches!(code.as_str(), "http_401" | "http_403" | "tls");
+                            left = message.starts_with("rejoining ");
                         }
                         Event::Disconnected { code, .. } => last_close = Some(*code),
                         _ => {}
                     }
-                    if let Some(line) = describe(event, args.verbose) {
-                        let mut out = stdout.lock();
-                        if writeln!(out, "{line}").and_then(|()| out.flush()).is_err() {
-                            break Exit::Done; // stdout closed (e.g. `| head`)
-                        }
+                    pending = describe(event, args.verbose).map(|line| line.to_string());
+                    if left {
+                        break Exit::Refused;
                     }
                 }
                 recv(signals) -> _ => {
@@ -246,10 +276,30 @@ fn watch(args: &Args, client: &Client) -> Exit {
             }
         };
         client.close();
-        let _ = stdout.lock().flush();
+        // The lines taken are written, unless stdout stays stalled.
+        drop(print_tx);
+        let _ = printed.recv_timeout(PRINT_WAIT);
         // The stdin thread may be blocked in a read: the process ends without it.
         std::process::exit(code as i32)
     })
+}
+
+/// Writes the lines it is given to stdout, each flushed; ends when stdout
+/// fails (its receiver dropped, so a send fails) or the sender is dropped
+/// (then the second channel is disconnected).
+fn printer() -> (crossbeam_channel::Sender<String>, Receiver<()>) {
+    let (tx, rx) = crossbeam_channel::bounded::<String>(1);
+    let (done_tx, done_rx) = crossbeam_channel::bounded::<()>(0);
+    std::thread::spawn(move || {
+        let mut out = std::io::stdout().lock();
+        for line in rx {
+            if writeln!(out, "{line}").and_then(|()| out.flush()).is_err() {
+                break;
+            }
+        }
+        drop(done_tx);
+    });
+    (tx, done_rx)
 }
 
 /// A stdout line for messages and epoch resets; everything else goes to stderr here.

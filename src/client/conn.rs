@@ -74,7 +74,11 @@ impl Target {
         }
         let scheme = if tls { "wss" } else { "ws" };
         let path = if path.is_empty() { "/" } else { path };
-        Ok(Target { url: format!("{scheme}://{authority}{path}"), host: host.to_owned(), port, tls })
+        let url = format!("{scheme}://{authority}{path}");
+        // What every attempt builds its request from must build one (a
+        // space in the query, say), or every attempt fails the same way.
+        url.as_str().into_client_request().map_err(|_| bad())?;
+        Ok(Target { url, host: host.to_owned(), port, tls })
     }
 
     /// Whether this is a `wss://` URL.
@@ -101,6 +105,8 @@ pub(crate) struct ReadHalf {
     stopping: Arc<AtomicBool>,
     /// The TLS session has records to send that reading produced.
     pub(crate) wants_flush: bool,
+    /// After the handshake: when a read last returned to the session with `WouldBlock`.
+    yielded_at: Instant,
 }
 
 impl ReadHalf {
@@ -123,10 +129,21 @@ impl ReadHalf {
 
     /// One read of the TCP socket. While handshaking it waits (within the
     /// attempt's deadline) until bytes come; afterwards a read that times out
-    /// returns `WouldBlock`, for the session's periodic checks.
+    /// returns `WouldBlock`, for the session's periodic checks, and so does a
+    /// read a [`TICK`] after the last one that did: tungstenite reads on until
+    /// a message is whole, so a peer trickling a frame would otherwise keep
+    /// the deadlines and `close()` from being looked at.
     fn read_tcp(&mut self, buf: &mut [u8]) -> io::Result<usize> {
         if !self.handshaking {
-            return self.tcp.read(buf);
+            if self.yielded_at.elapsed() >= TICK {
+                self.yielded_at = Instant::now();
+                return Err(io::ErrorKind::WouldBlock.into());
+            }
+            return self.tcp.read(buf).inspect_err(|e| {
+                if matches!(e.kind(), io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut) {
+                    self.yielded_at = Instant::now();
+                }
+            });
         }
         loop {
             let left = self.check_attempt()?;
@@ -186,7 +203,7 @@ impl ReadHalf {
         let n = conn.read_tls(&mut pending)?;
         // After the peer's close_notify rustls takes nothing more.
         self.raw_at = if n == 0 { self.raw.len() } else { self.raw_at + n };
-        conn.process_new_packets().map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))?;
+        conn.process_new_packets().map_err(tls_error)?;
         if conn.wants_write() {
             self.wants_flush = true;
         }
@@ -305,6 +322,22 @@ pub(crate) enum OpenError {
     Failed(String),
 }
 
+/// A rustls error as an I/O error: `InvalidData` (which stops a client for
+/// good, [`OpenError::Tls`]) only when the server's certificate was not
+/// accepted or the two sides share no TLS version or cipher; anything else
+/// (a corrupt record, say: plain HTTP on the port, a proxy) may pass, and
+/// is retried.
+fn tls_error(e: rustls::Error) -> io::Error {
+    use rustls::Error as E;
+    let kind = match e {
+        E::InvalidCertificate(_) | E::NoCertificatesPresented | E::PeerIncompatible(_) => {
+            io::ErrorKind::InvalidData
+        }
+        _ => io::ErrorKind::ConnectionAborted,
+    };
+    io::Error::new(kind, e)
+}
+
 /// Frames that may wait for the writer thread.
 const WRITE_QUEUE: usize = 1024;
 
@@ -371,6 +404,7 @@ pub(crate) fn open(
         deadline,
         stopping: shared.stopping.clone(),
         wants_flush: false,
+        yielded_at: Instant::now(),
     };
     if let Some(session) = &session {
         half.tls_handshake(session).map_err(|e| match e.kind() {
@@ -403,6 +437,7 @@ pub(crate) fn open(
         }
     };
     reader.get_mut().handshaking = false;
+    reader.get_mut().yielded_at = Instant::now();
     stream.set_read_timeout(Some(TICK)).map_err(|e| failed("socket", &e))?;
     // Bounded: a sender waits while the writer is behind (a stuck socket
     // fails its write within the timeout, which ends the queue).
@@ -460,8 +495,17 @@ mod tests {
         assert_eq!(parts("WsS://example.org/ws").2, 443);
         assert_eq!(parts("wss://127.0.0.1:8443").0, "wss://127.0.0.1:8443/");
         assert_eq!(parts("ws://h:1/p").0, "ws://h:1/p");
-        for bad in ["http://h/ws", "ws://", "ws://[::1/ws", "ws://[zz]/", "ws://h:x/", "ws://u@h/", "h:1/ws"]
-        {
+        for bad in [
+            "http://h/ws",
+            "ws://",
+            "ws://[::1/ws",
+            "ws://[zz]/",
+            "ws://h:x/",
+            "ws://u@h/",
+            "h:1/ws",
+            "ws://h/ws?a=b c",
+            "ws://h/w\ns",
+        ] {
             assert!(Target::parse(bad).is_err(), "{bad}");
         }
     }

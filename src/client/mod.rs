@@ -62,10 +62,11 @@ pub struct Options {
     /// reading thread waits (and the server eventually sees a slow consumer).
     /// Default 4096.
     pub event_capacity: usize,
-    /// Bytes of messages that may wait unread in [`Client::events`] (and be
-    /// held per room while it resynchronises); past it the reading thread waits
-    /// as for [`Options::event_capacity`]. One event is always let through.
-    /// Default 16 MiB.
+    /// Bytes of messages that may wait unread in [`Client::events`] (and, as
+    /// much again over all rooms, be held while rooms resynchronise); past it
+    /// the reading thread waits as for [`Options::event_capacity`]. A message
+    /// counts for what its parsed data holds in memory (at least its frame's
+    /// length). One event is always let through. Default 16 MiB.
     pub event_capacity_bytes: usize,
     /// The largest message (and frame) accepted from the server; the server's
     /// `maxMessageBytes` from `connected` lowers it. A larger one closes the
@@ -258,7 +259,10 @@ pub enum Event {
         reason: String,
     },
     /// Something failed that answers no call of the application: an `error`
-    /// frame without a pending request, a rejoin refused, a refused handshake.
+    /// frame without a pending request, a rejoin refused for good (the room
+    /// is left; the message starts with `rejoining`), a refused handshake. A
+    /// rejoin refused for now (`unavailable`, `rate_limited`, `internal`)
+    /// ends the connection instead, and the room is rejoined on the next.
     Error {
         /// A protocol error code, `http_401`, `http_403`, ... for a refused
         /// handshake, or `tls` for a certificate not accepted on a reconnect.
@@ -283,11 +287,13 @@ pub enum Error {
     BadUrl(String),
     /// The first connection failed (later ones are retried, not reported here).
     Connect(String),
-    /// TLS could not be set up (no system roots), or the server's
-    /// certificate was not accepted (see [`Options::ca_file`]); retrying
-    /// cannot help.
+    /// TLS could not be set up (no system roots), the server's certificate
+    /// was not accepted (see [`Options::ca_file`]), or the server shares no
+    /// TLS version or cipher with the client; retrying cannot help. (Other
+    /// failures during the TLS handshake are [`Error::Connect`], and retried.)
     Tls(String),
-    /// An option cannot be used: the CA file cannot be read or holds no certificate.
+    /// An option cannot be used: the CA file cannot be read or holds no
+    /// certificate, or the token cannot go in an HTTP header.
     Options(String),
     /// The handshake was refused with this HTTP status (401, 403, 503, ...).
     Refused {
@@ -435,7 +441,8 @@ impl Shared {
                     let taken = eb.sizes.pop_front().unwrap_or(0);
                     eb.total -= taken;
                 }
-                if eb.sizes.is_empty() || eb.total + size <= self.options.event_capacity_bytes {
+                let room = self.events.len() < self.options.event_capacity.max(1);
+                if room && (eb.sizes.is_empty() || eb.total + size <= self.options.event_capacity_bytes) {
                     match self.events.try_send(event) {
                         Ok(()) => {
                             eb.sizes.push_back(size);
@@ -452,6 +459,14 @@ impl Shared {
             }
             std::thread::sleep(EVENT_POLL);
         }
+    }
+
+    /// Sends [`Event::Closed`], the last event: it never waits and never
+    /// finds the channel full (one place is kept for it), so an application
+    /// reading `events()` sees it also when `close()` came while the channel
+    /// was full.
+    pub(crate) fn emit_closed(&self, reason: String) {
+        let _ = self.events.try_send(Event::Closed { reason });
     }
 }
 
@@ -482,8 +497,12 @@ impl Client {
     /// accepted as [`Error::Tls`]); later cuts are retried.
     pub fn connect(url: &str, options: Options) -> Result<Client> {
         let target = conn::Target::parse(url)?;
+        if let Some(token) = &options.token {
+            check_token(token)?;
+        }
         let tls = if target.is_tls() { Some(tls::client_config(&options)?) } else { None };
-        let (tx, rx) = crossbeam_channel::bounded(options.event_capacity.max(1));
+        // One place more than `event_capacity`: the one `Event::Closed` always has.
+        let (tx, rx) = crossbeam_channel::bounded(options.event_capacity.max(1) + 1);
         let mut seed = backoff::Jitter::seeded(&tx as *const _ as u64);
         let shared = Arc::new(Shared {
             url: url.to_owned(),
@@ -621,8 +640,10 @@ impl Client {
 
     /// Hands the client a new token: used on every later connection, and sent
     /// now as `auth:refresh` when online (its ack `{exp}` is returned; offline,
-    /// `Ok(Value::Null)`).
+    /// `Ok(Value::Null)`). A token no HTTP header can carry is refused with
+    /// [`Error::Options`] and the old one kept.
     pub fn set_token(&self, token: &str) -> Result<Value> {
+        check_token(token)?;
         let online = {
             let mut st = self.shared.state.lock();
             st.token = Some(token.to_owned());
@@ -690,6 +711,15 @@ impl Client {
         let _ = conn.send(conn::Out::Text(frame));
         Ok(Receipt(rx))
     }
+}
+
+/// A token that cannot be sent as `Authorization: Bearer <token>` (a control
+/// character, a line break) would fail every connection attempt the same way:
+/// it is refused up front, without showing it.
+fn check_token(token: &str) -> Result<()> {
+    tungstenite::http::HeaderValue::from_str(&format!("Bearer {token}"))
+        .map(drop)
+        .map_err(|_| Error::Options("the token holds a character an HTTP header cannot carry".into()))
 }
 
 impl Drop for Client {

@@ -10,6 +10,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
+use tungstenite::error::ProtocolError;
 use tungstenite::Message;
 
 use super::backoff::Jitter;
@@ -21,7 +22,8 @@ use super::{Error, Event, RoomPos, Shared, Waiter, SMALL_EVENT};
 const CLOSE_WAIT: Duration = Duration::from_secs(2);
 
 /// Messages of one room held while it is resynchronised after a reset (their
-/// bytes are bounded too, by `Options::event_capacity_bytes`).
+/// bytes are bounded too, over all rooms together, by
+/// `Options::event_capacity_bytes`).
 const MAX_HELD: usize = 4096;
 
 /// A room being read again from seq 1 of its new epoch: what arrives is held
@@ -123,7 +125,7 @@ fn finish(shared: &Shared, reason: String) {
         }
         shared.changed.notify_all();
     }
-    shared.emit(Event::Closed { reason });
+    shared.emit_closed(reason);
 }
 
 /// One connection's life: `connected`, rejoins, buffered publishes, then
@@ -142,6 +144,7 @@ fn serve(shared: &Shared, conn: Conn) -> End {
         last_frame: Instant::now(),
         close_sent_at: None,
         resyncing: HashMap::new(),
+        rejoin_failed: None,
     };
     let (code, why) = s.read_loop(&mut reader);
     let up = s.online_since.map_or(Duration::ZERO, |t| t.elapsed());
@@ -194,6 +197,9 @@ struct Session<'a> {
     last_frame: Instant,
     close_sent_at: Option<Instant>,
     resyncing: HashMap<String, Resync>,
+    /// A rejoin refused for now (`unavailable`, `rate_limited`, ...): this
+    /// connection is given up and the room rejoined on the next one.
+    rejoin_failed: Option<String>,
 }
 
 impl Session<'_> {
@@ -234,6 +240,9 @@ impl Session<'_> {
                                 continue;
                             }
                             self.on_envelope(env, size);
+                            if let Some(why) = self.rejoin_failed.take() {
+                                return self.close_with(1011, &why);
+                            }
                         }
                         Message::Binary(bytes) => self.on_binary(&bytes),
                         Message::Ping(p) => {
@@ -263,6 +272,16 @@ impl Session<'_> {
                 }
                 Err(tungstenite::Error::Capacity(e)) => {
                     return self.close_with(1009, &format!("a message from the server was too big: {e}"))
+                }
+                // The socket ended without a close frame (the server was
+                // killed, a proxy cut it): no close to send, nothing broken.
+                Err(tungstenite::Error::Protocol(ProtocolError::ResetWithoutClosingHandshake)) => {
+                    return (1006, "the connection ended without a close".to_owned())
+                }
+                // Text (or a close reason) that is not UTF-8: failed with
+                // 1007 (RFC 6455, 8.1), answered rather than dropped.
+                Err(tungstenite::Error::Utf8(e)) => {
+                    return self.close_with(1007, &format!("the server sent text that is not UTF-8: {e}"))
                 }
                 Err(tungstenite::Error::Protocol(e)) => {
                     return self.close_with(1002, &format!("the server broke the protocol: {e}"))
@@ -375,7 +394,8 @@ impl Session<'_> {
         self.shared.emit(Event::Connected { client_id: self.client_id.clone() });
     }
 
-    /// One envelope after `connected`; `size` is its frame's length.
+    /// One envelope after `connected`; `size` is its frame's length (a
+    /// message counts for what its parsed data holds when that is more).
     fn on_envelope(&mut self, mut env: Value, size: usize) {
         let payload = env["payload"].take();
         let kind = env["type"].as_str().unwrap_or_default();
@@ -389,6 +409,7 @@ impl Session<'_> {
                 let from = payload["from"].as_str().unwrap_or_default().to_owned();
                 let mut payload = payload;
                 let data = payload["data"].take();
+                let size = size.max(held_bytes(&data));
                 self.deliver(Event::Message { room, seq, from, data }, size);
             }
             ("presence:join" | "presence:leave", _) => self.shared.emit(Event::Presence {
@@ -420,12 +441,14 @@ impl Session<'_> {
             Event::Message { room, seq, .. } | Event::Binary { room, seq, .. } => (room.clone(), *seq),
             _ => return,
         };
+        // The byte bound is over every room held, not per room.
+        let held_bytes: usize = self.resyncing.values().map(|r| r.held_bytes).sum();
         if let Some(resync) = self.resyncing.get_mut(&room) {
             // Past MAX_HELD messages or the byte bound the newest are dropped:
             // the app already gets `recovered: false` for this room and must
             // refetch anyway. A seq held already is not held twice.
-            let fits = resync.held.len() < MAX_HELD
-                && resync.held_bytes + size <= self.shared.options.event_capacity_bytes;
+            let fits =
+                resync.held.len() < MAX_HELD && held_bytes + size <= self.shared.options.event_capacity_bytes;
             if fits && !resync.held.contains_key(&seq) {
                 resync.held.insert(seq, (event, size));
                 resync.held_bytes += size;
@@ -508,13 +531,20 @@ impl Session<'_> {
         {
             let mut st = self.shared.state.lock();
             if !ok {
-                st.rooms.remove(&room);
                 self.resyncing.remove(&room);
                 let e = server_error(payload);
                 let code = match &e {
                     Error::Server { code, .. } => code.clone(),
                     _ => "internal".into(),
                 };
+                if !matches!(code.as_str(), "forbidden" | "bad_request" | "not_found" | "too_large") {
+                    // Refused for now (a backend down, a rate): the room is
+                    // kept and rejoined on the next connection, after the
+                    // backoff, rather than left for good.
+                    self.rejoin_failed = Some(format!("rejoining {room:?} failed for now: {e}"));
+                    return;
+                }
+                st.rooms.remove(&room);
                 events
                     .push((Event::Error { code, message: format!("rejoining {room:?}: {e}") }, SMALL_EVENT));
             } else if resync {
@@ -576,6 +606,21 @@ impl Session<'_> {
             let st = self.shared.state.lock();
             self.go_online(st);
         }
+    }
+}
+
+/// About the memory a parsed JSON value holds: a frame's length understates
+/// it many times over (`[0,0,…]` is 2 bytes an element on the wire, a
+/// `Value` each in memory), and the byte bounds are about memory.
+fn held_bytes(v: &Value) -> usize {
+    const NODE: usize = std::mem::size_of::<Value>();
+    NODE + match v {
+        Value::String(s) => s.capacity(),
+        Value::Array(a) => a.iter().map(held_bytes).sum::<usize>() + (a.capacity() - a.len()) * NODE,
+        Value::Object(m) => {
+            m.iter().map(|(k, v)| std::mem::size_of::<String>() + k.capacity() + held_bytes(v)).sum()
+        }
+        _ => 0,
     }
 }
 
