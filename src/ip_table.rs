@@ -137,13 +137,7 @@ impl IpTable {
     ) -> Result<Admitted, (Refusal, bool)> {
         let ip = key(ip);
         let mut inner = self.inner.lock();
-        if inner.by_ip.len() >= SWEEP_AT && !inner.by_ip.contains_key(&ip) {
-            let rate = f64::from(config.connect_rate_per_ip);
-            inner.by_ip.retain(|_, e| {
-                e.conns > 0
-                    || (rate > 0.0 && e.tokens + now.duration_since(e.refilled).as_secs_f64() * rate < rate)
-            });
-        }
+        inner.sweep_before_adding(ip, config, now);
         let full = inner.handshakes >= config.max_handshakes;
         let rate = f64::from(config.connect_rate_per_ip);
         let entry = inner.by_ip.entry(ip).or_insert(Entry {
@@ -198,6 +192,10 @@ impl IpTable {
             return Ok(());
         }
         let mut inner = self.inner.lock();
+        // Behind a proxy every accepted socket is the proxy's (an address
+        // the table holds), so the sweep must run here too, or each client
+        // address ever forwarded would stay for good.
+        inner.sweep_before_adding(to, config, now);
         let rate = f64::from(config.connect_rate_per_ip);
         let entry = inner.by_ip.entry(to).or_insert(Entry {
             slots: VecDeque::new(),
@@ -343,6 +341,19 @@ pub(crate) fn forwarded_client(headers: &[(String, String)], trusted: &[Cidr]) -
 }
 
 impl Inner {
+    /// Before `ip` gets an entry: once the table holds [`SWEEP_AT`]
+    /// addresses, drops those that hold nothing (no socket, a full
+    /// connect-rate bucket).
+    fn sweep_before_adding(&mut self, ip: IpAddr, config: &Config, now: Instant) {
+        if self.by_ip.len() >= SWEEP_AT && !self.by_ip.contains_key(&ip) {
+            let rate = f64::from(config.connect_rate_per_ip);
+            self.by_ip.retain(|_, e| {
+                e.conns > 0
+                    || (rate > 0.0 && e.tokens + now.duration_since(e.refilled).as_secs_f64() * rate < rate)
+            });
+        }
+    }
+
     /// Gives up the oldest slot of the address holding the most (of those
     /// holding as many, the one with the oldest slot), if it holds more than
     /// `mine`: the connection that held it.
@@ -463,6 +474,24 @@ mod tests {
         assert_eq!(client(&["10.1.1.1, 127.0.0.1"]), Some(ip("10.1.1.1")), "all trusted: the leftmost");
         assert_eq!(client(&["1.2.3.4, junk"]), None, "garbage from the proxy: the peer counts");
         assert_eq!(client(&[]), None);
+    }
+
+    #[test]
+    fn addresses_a_proxy_forwarded_do_not_pile_up() {
+        let table = IpTable::default();
+        let config = Config::default();
+        let now = Instant::now();
+        let proxy: IpAddr = "127.0.0.1".parse().unwrap();
+        // Short requests (under a second), each from another client address.
+        for id in 0..3 * SWEEP_AT as u64 {
+            let client = IpAddr::V6(Ipv6Addr::from((0x2001_0db8_u128 << 96) | (u128::from(id) << 64)));
+            assert!(table.admit(proxy, id, true, &config, now).is_ok());
+            assert_eq!(table.rekey(proxy, client, id, &config, now), Ok(()));
+            table.handshake_done(client, id);
+            table.connection_done(client);
+        }
+        let held = table.inner.lock().by_ip.len();
+        assert!(held <= SWEEP_AT + 1, "{held} addresses held for nothing");
     }
 
     #[test]
