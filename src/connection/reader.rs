@@ -165,12 +165,13 @@ fn upgrade<'a>(
         request.info.tls_client_subject = conn.tls_client_subject();
     }
     let head_only = request.method == "HEAD";
-    if let Err(refusal) = engine.take_forwarded_client(conn, &request.info) {
+    if let Err((refusal, client)) = engine.take_forwarded_client(conn, &request.info) {
         engine.stats.count_reject(refusal.status());
+        // The forwarded client's address: the bound is its, not the proxy's.
         log::warn!(
-            "conn {} ({}): over {}; refused with {}",
+            "conn {} ({client}, via {}): over {}; refused with {}",
             conn.id,
-            conn.addr(),
+            conn.remote,
             refusal.label(),
             refusal.status()
         );
