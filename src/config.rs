@@ -123,7 +123,8 @@ pub struct Config {
     /// `/healthz` and `/api/*` are served there (and nothing else: `404`,
     /// upgrades included), and the main port then answers `404` for
     /// `/metrics` and `/api/*`. `None` (the default): everything on the
-    /// main port. Plain HTTP only (TLS, when on, is the main port's).
+    /// main port. It speaks TLS when the main port does (the same
+    /// certificate), so the API key never travels in cleartext there either.
     pub admin_bind: Option<SocketAddr>,
     /// The certificate chain (PEM, leaf first) served over TLS. With
     /// [`Config::tls_key`] the port speaks only TLS: `wss://` and `https://`.
