@@ -289,6 +289,11 @@ impl std::str::FromStr for Cidr {
             }
             Some(_) => return Err(bad()),
         };
+        // An IPv4-mapped block (`::ffff:10.0.0.1`, `::ffff:0:0/96`) is its
+        // IPv4 form: `contains` compares the peer in that form.
+        if let (IpAddr::V4(v4), true) = (addr.to_canonical(), prefix >= 96 && addr.is_ipv6()) {
+            return Ok(Cidr { addr: IpAddr::V4(v4), prefix: prefix - 96 });
+        }
         Ok(Cidr { addr, prefix })
     }
 }
@@ -458,6 +463,10 @@ mod tests {
         assert!(!cidr("10.0.0.0/8").contains(ip("11.0.0.1")));
         assert!(cidr("127.0.0.1").contains(ip("::ffff:127.0.0.1")));
         assert!(cidr("0.0.0.0/0").contains(ip("1.2.3.4")));
+        assert!(cidr("::ffff:127.0.0.1").contains(ip("127.0.0.1")), "a mapped address is its IPv4 form");
+        assert!(cidr("::ffff:127.0.0.1").contains(ip("::ffff:127.0.0.1")));
+        assert!(cidr("::ffff:10.0.0.0/104").contains(ip("10.9.9.9")));
+        assert!(!cidr("::ffff:10.0.0.0/104").contains(ip("11.0.0.1")));
         assert!(cidr("fd00::/8").contains(ip("fd12::1")) && !cidr("fd00::/8").contains(ip("fe80::1")));
         for bad in ["10.0.0.0/33", "10.0.0.0/", "x/8", "::/129", "10.0.0.0/+8"] {
             assert!(bad.parse::<Cidr>().is_err(), "{bad}");
