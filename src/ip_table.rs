@@ -110,6 +110,12 @@ pub(crate) struct IpTable {
 struct Inner {
     by_ip: HashMap<IpAddr, Entry>,
     handshakes: usize,
+    /// The size at which the next sweep runs: twice what the last one kept
+    /// (at least [`SWEEP_AT`]), so that many addresses holding connections
+    /// do not make every new address pay a sweep of them all.
+    sweep_at: usize,
+    /// Sweeps so far (for the tests).
+    sweeps: usize,
 }
 
 /// The key every per-address bound counts under: an IPv4-mapped IPv6
@@ -346,16 +352,18 @@ pub(crate) fn forwarded_client(headers: &[(String, String)], trusted: &[Cidr]) -
 }
 
 impl Inner {
-    /// Before `ip` gets an entry: once the table holds [`SWEEP_AT`]
-    /// addresses, drops those that hold nothing (no socket, a full
-    /// connect-rate bucket).
+    /// Before `ip` gets an entry: once the table holds `sweep_at` (at least
+    /// [`SWEEP_AT`]) addresses, drops those that hold nothing (no socket, a
+    /// full connect-rate bucket).
     fn sweep_before_adding(&mut self, ip: IpAddr, config: &Config, now: Instant) {
-        if self.by_ip.len() >= SWEEP_AT && !self.by_ip.contains_key(&ip) {
+        if self.by_ip.len() >= self.sweep_at.max(SWEEP_AT) && !self.by_ip.contains_key(&ip) {
             let rate = f64::from(config.connect_rate_per_ip);
             self.by_ip.retain(|_, e| {
                 e.conns > 0
                     || (rate > 0.0 && e.tokens + now.duration_since(e.refilled).as_secs_f64() * rate < rate)
             });
+            self.sweep_at = 2 * self.by_ip.len();
+            self.sweeps += 1;
         }
     }
 
@@ -501,6 +509,22 @@ mod tests {
         }
         let held = table.inner.lock().by_ip.len();
         assert!(held <= SWEEP_AT + 1, "{held} addresses held for nothing");
+    }
+
+    #[test]
+    fn many_connected_addresses_do_not_make_each_new_one_sweep_them_all() {
+        let table = IpTable::default();
+        let config = Config::default().max_handshakes(usize::MAX);
+        let now = Instant::now();
+        // Connections from 4 * SWEEP_AT addresses, all still open.
+        for id in 0..4 * SWEEP_AT as u64 {
+            let ip = IpAddr::V6(Ipv6Addr::from((0x2001_0db8_u128 << 96) | (u128::from(id) << 64)));
+            assert!(table.admit(ip, id, false, &config, now).is_ok());
+            table.handshake_done(ip, id);
+        }
+        let inner = table.inner.lock();
+        assert_eq!(inner.by_ip.len(), 4 * SWEEP_AT, "open connections are kept");
+        assert!(inner.sweeps <= 3, "{} sweeps of every address for {} admits", inner.sweeps, 4 * SWEEP_AT);
     }
 
     #[test]
