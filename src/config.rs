@@ -108,7 +108,8 @@ pub struct Config {
     /// Bytes of plain requests' bodies all connections together may be
     /// reading at once (each counted at its `Content-Length` from its head
     /// until it is answered); a body that would take it past gets 503 with
-    /// `Retry-After`, unread. Which requests take a body at all is the
+    /// `Retry-After`, unread (413 when it is larger than the whole budget,
+    /// as it could never be read). Which requests take a body at all is the
     /// handler's call ([`Handler::on_body`](crate::Handler::on_body)).
     pub request_body_budget: usize,
     /// Address blocks of proxies whose `X-Forwarded-For` is believed

@@ -298,7 +298,9 @@ fn read_body(
     let limit = guarded(|| engine.handler.on_body(server, &request.info))
         .unwrap_or_else(|| Err(plain(500)))
         .map_err(Refused::Handler)?;
-    if length > limit.min(engine.config.max_message_size) {
+    // Over the whole budget it could never be read: 413, not a 503 whose
+    // Retry-After would be retried for ever.
+    if length > limit.min(engine.config.max_message_size).min(engine.config.request_body_budget) {
         return Err(Refused::Ours(plain(413)));
     }
     if !engine.reserve_body(length) {
