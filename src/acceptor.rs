@@ -31,6 +31,11 @@ use crate::sys::pthread;
 /// `draining` while no connection comes.
 const INHERITED_TICK: Duration = Duration::from_millis(50);
 
+/// Longest the acceptor waits for room in the overflow thread's channel
+/// before it drops a socket unanswered (an overflow thread that is not
+/// draining it, e.g. busy in a slow `on_http`, costs accepts at most this).
+const OVERFLOW_WAIT: Duration = Duration::from_millis(5);
+
 /// The admin listener's acceptor (`Config::admin_bind`): the same as
 /// [`run`], its sockets marked as the admin port's (see `Engine::admin_split`).
 pub(crate) fn run_admin(server: ServerHandle, listener: Arc<TcpListener>, overflow: Sender<Overflowing>) {
@@ -151,7 +156,12 @@ fn overflow_to(
         );
     }
     crate::stats::Stats::add(&engine.stats.handshake_overflow[refusal as usize], 1);
-    if overflow.try_send(socket).is_err() {
+    // A full channel would drop this socket whatever its address, before the
+    // overflow thread's eviction (which takes from the address holding the
+    // most) can choose: wait for it a little instead (it drains the channel
+    // every `BUSY_TICK` while sockets keep coming); meanwhile the next
+    // connections wait in the listen backlog.
+    if overflow.send_timeout(socket, OVERFLOW_WAIT).is_err() {
         engine.stats.count_reject(0);
     }
 }
@@ -182,9 +192,10 @@ impl ServerHandle {
     /// the per-address caps and connect rate, the handshake deadline
     /// (counted from now), the path, the handler's `on_upgrade` (Origin and
     /// token checks of the protocol), then the connection's threads. The
-    /// call returns at once; the answer (101 or a refusal) is written by
-    /// wshub's threads. Works with or without a listener of the server's own
-    /// ([`Config::listen`](crate::Config::listen)).
+    /// call returns at once (after at most a few milliseconds over the caps
+    /// while the overflow thread is saturated); the answer (101 or a
+    /// refusal) is written by wshub's threads. Works with or without a
+    /// listener of the server's own ([`Config::listen`](crate::Config::listen)).
     ///
     /// Errors: [`Error::Stopped`] after a stop began; [`Error::InvalidConfig`]
     /// when `already_read` is longer than 8 KiB, or not empty on a TLS

@@ -150,7 +150,8 @@ pub struct Config {
     /// Bytes of plain requests' bodies all connections together may be
     /// reading at once (each counted at its `Content-Length` from its head
     /// until it is answered); a body that would take it past gets 503 with
-    /// `Retry-After`, unread. Which requests take a body at all is the
+    /// `Retry-After`, unread (413 when it is larger than the whole budget,
+    /// as it could never be read). Which requests take a body at all is the
     /// handler's call ([`Handler::on_body`](crate::Handler::on_body)).
     pub request_body_budget: usize,
     /// Address blocks of proxies whose `X-Forwarded-For` is believed
@@ -165,7 +166,8 @@ pub struct Config {
     /// `/healthz` and `/api/*` are served there (and nothing else: `404`,
     /// upgrades included), and the main port then answers `404` for
     /// `/metrics` and `/api/*`. `None` (the default): everything on the
-    /// main port. Plain HTTP only (TLS, when on, is the main port's).
+    /// main port. It speaks TLS when the main port does (the same
+    /// certificate), so the API key never travels in cleartext there either.
     pub admin_bind: Option<SocketAddr>,
     /// The certificate chain (PEM, leaf first) served over TLS. With
     /// [`Config::tls_key`] the port speaks only TLS: `wss://` and `https://`.

@@ -301,19 +301,22 @@ impl Engine {
     /// The client a trusted proxy forwards `request` from, and its counts
     /// moved to that client's address (see `ip_table`); nothing for a peer
     /// that is not a trusted proxy. Refused when that address is over a
-    /// per-address bound.
+    /// per-address bound (with that address: the connection's stays the
+    /// proxy's, its counts being the proxy's still).
     pub(crate) fn take_forwarded_client(
         &self,
         conn: &ConnShared,
         request: &crate::types::RequestInfo,
-    ) -> std::result::Result<(), crate::ip_table::Refusal> {
+    ) -> std::result::Result<(), (crate::ip_table::Refusal, std::net::IpAddr)> {
         if !self.is_trusted_proxy(conn.remote.ip()) {
             return Ok(());
         }
         let Some(client) = crate::ip_table::forwarded_client(&request.headers, &self.trusted_proxies) else {
             return Ok(());
         };
-        self.ip_table.rekey(conn.remote.ip(), client, conn.id, &self.config, Instant::now())?;
+        self.ip_table
+            .rekey(conn.remote.ip(), client, conn.id, &self.config, Instant::now())
+            .map_err(|refusal| (refusal, client))?;
         conn.set_client(SocketAddr::new(client, 0));
         Ok(())
     }
