@@ -7,6 +7,17 @@
 use std::env;
 use std::path::PathBuf;
 
+/// The initializer of `wshub_callbacks` (src/ffi/callbacks.rs): its size,
+/// then one NULL per callback, in field order. Valid C99 and C++.
+const CALLBACKS_INIT: &str = "\
+/*
+ * Initializes a wshub_callbacks: struct_size set to this header's size of it,
+ * every callback NULL. Start every wshub_callbacks from it, then set the
+ * callbacks you use.
+ */
+#define WSHUB_CALLBACKS_INIT { sizeof(wshub_callbacks), NULL, NULL, NULL, NULL, NULL }
+";
+
 fn main() {
     println!("cargo:rerun-if-changed=src/ffi");
     println!("cargo:rerun-if-changed=cbindgen.toml");
@@ -23,7 +34,7 @@ fn main() {
     let mut config = config;
     config.after_includes = Some(format!(
         "\n#define WSHUB_VERSION \"{version}\"\n#define WSHUB_VERSION_MAJOR {major}\n\
-         #define WSHUB_VERSION_MINOR {minor}\n#define WSHUB_VERSION_PATCH {patch}\n"
+         #define WSHUB_VERSION_MINOR {minor}\n#define WSHUB_VERSION_PATCH {patch}\n\n{CALLBACKS_INIT}"
     ));
     let bindings = cbindgen::Builder::new()
         .with_crate(&crate_dir)

@@ -88,7 +88,9 @@ impl Engine {
         let listener = match inherited {
             Some(l) => Some(l),
             None if config.listen => {
-                let l = TcpListener::bind(config.bind)?;
+                let l = TcpListener::bind(config.bind).map_err(|e| {
+                    std::io::Error::new(e.kind(), format!("cannot bind {}: {e}", config.bind))
+                })?;
                 crate::sys::sock::deepen_backlog(&l)?;
                 Some(l)
             }

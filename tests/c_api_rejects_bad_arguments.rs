@@ -46,12 +46,6 @@ fn every_function_refuses_null_stopped_and_unknown_arguments_without_crashing() 
 }
 
 #[test]
-fn stop_from_inside_a_callback_neither_deadlocks_nor_uses_freed_memory() {
-    let stdout = run_c_test("stop_from_callback");
-    assert!(stdout.contains("stop from callback ok"), "{stdout}");
-}
-
-#[test]
 fn the_c_test_calls_every_function_the_header_declares() {
     let header = std::fs::read_to_string(repo().join("include/wshub.h")).unwrap();
     let test = std::fs::read_to_string(repo().join("tests/c/bad_arguments.c")).unwrap();
@@ -65,4 +59,10 @@ fn the_c_test_calls_every_function_the_header_declares() {
     assert!(declared.len() > 50, "found only {declared:?}");
     let missing: Vec<_> = declared.iter().filter(|f| !test.contains(&format!("{f}("))).collect();
     assert!(missing.is_empty(), "not exercised by tests/c/bad_arguments.c: {missing:?}");
+}
+
+#[test]
+fn last_error_says_why_a_start_failed_on_the_calling_thread() {
+    let stdout = run_c_test("last_error_says_why");
+    assert!(stdout.contains("last error says why ok"), "{stdout}");
 }

@@ -24,7 +24,7 @@ const APP: &str = r#"
 int main(void) {
     wshub_config *config = wshub_config_new();
     wshub_server *server = NULL;
-    wshub_callbacks callbacks = {0};
+    wshub_callbacks callbacks = WSHUB_CALLBACKS_INIT;
     wshub_server_stats stats;
     wshub_result rc = wshub_config_set_bind(config, "127.0.0.1:0");
     if (rc == WSHUB_OK) rc = wshub_start(config, &callbacks, NULL, &server);

@@ -182,7 +182,7 @@ class Server : public Handle {
   public:
     Server(const Config &config, Callbacks callbacks)
         : Handle(nullptr), callbacks_(std::make_unique<Callbacks>(std::move(callbacks))) {
-        wshub_callbacks c{};
+        wshub_callbacks c = WSHUB_CALLBACKS_INIT;
         c.on_upgrade = detail::on_upgrade;
         c.on_connect = detail::on_connect;
         c.on_message = detail::on_message;

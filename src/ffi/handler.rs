@@ -215,7 +215,7 @@ impl Handler for JoinHook {
                     let user = user.map(c_string);
                     let room = c_string(room);
                     let user_ptr = user.as_ref().map_or(std::ptr::null(), |u| u.as_ptr());
-                    f(user_data.0, server.as_ptr(), conn, user_ptr, room.as_ptr())
+                    f(user_data.0, server.as_ptr(), conn, user_ptr, room.as_ptr()) != 0
                 }
                 None => true,
             },

@@ -209,6 +209,13 @@ impl ProtocolHandler {
         Ok(admitted)
     }
 
+    /// Starts the Redis threads (with `redis_url`; a no-op otherwise or when
+    /// they run). For hosts whose upgrades come through [`admit`](Self::admit),
+    /// not [`Handler::on_upgrade`]: the C API, as soon as its server starts.
+    pub(crate) fn start_cluster(&self, server: &ServerHandle) {
+        Cluster::start(&self.shared, server);
+    }
+
     /// Gives back what [`admit`](Self::admit) reserved for an upgrade that was
     /// refused afterwards.
     pub fn forget(&self, conn: ConnId) {

@@ -153,8 +153,9 @@ impl Cluster {
         })
     }
 
-    /// Starts the subscriber and heartbeat threads, once, on the first
-    /// callback that has the server's handle.
+    /// Starts the subscriber and heartbeat threads, once: when the server
+    /// starts (C hosts, `ffi/server.rs`), or on the first callback that has
+    /// the server's handle. Neither thread keeps the server alive.
     pub fn start(shared: &Arc<Shared>, server: &ServerHandle) {
         let Some(cluster) = &shared.cluster else { return };
         if cluster.started.get().is_some() {
@@ -163,7 +164,7 @@ impl Cluster {
         if cluster.started.set(()).is_err() {
             return;
         }
-        let (weak, server2) = (Arc::downgrade(shared), server.clone());
+        let (weak, server2) = (Arc::downgrade(shared), server.downgrade());
         let spawned = std::thread::Builder::new()
             .name("wshub-redis-sub".into())
             .spawn(move || subscriber::run(weak, server2))
