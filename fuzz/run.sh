@@ -4,7 +4,7 @@
 # directory, not into the repository; a crash fails the run and leaves the
 # input in fuzz/artifacts/TARGET.
 #
-#   bash fuzz/run.sh            # every target, 30 s each (what CI runs)
+#   bash fuzz/run.sh            # every target, 30 s each (CI passes 15)
 #   bash fuzz/run.sh 600 http_request
 #
 # cargo-fuzz needs nightly-only compiler flags (-Zsanitizer); RUSTC_BOOTSTRAP=1
@@ -17,7 +17,7 @@ targets=("$@")
 if [ ${#targets[@]} -eq 0 ]; then
   mapfile -t targets < <(ls fuzz_targets | sed 's/\.rs$//')
 fi
-command -v cargo-fuzz >/dev/null || cargo install --locked cargo-fuzz
+command -v cargo-fuzz >/dev/null || cargo install --locked cargo-fuzz --version 0.13.2
 export RUSTC_BOOTSTRAP=1
 for t in "${targets[@]}"; do
   scratch=$(mktemp -d)
