@@ -273,7 +273,15 @@ impl Cluster {
     }
 
     /// Publishes `p`: one script call; the ack may go once it returns.
-    pub fn publish(&self, p: &Publish<'_>, ts: u64) -> Result<Published, ErrorReply> {
+    /// `seen` is the epoch and seq this node delivered last in the room, if
+    /// it follows the room: Redis being behind it moves the room to a new epoch.
+    pub fn publish(
+        &self,
+        p: &Publish<'_>,
+        ts: u64,
+        seen: Option<(String, u64)>,
+    ) -> Result<Published, ErrorReply> {
+        let (seen_epoch, seen_seq) = seen.unwrap_or_default();
         let body = encode_body(p, ts);
         let origin = format!("{} {}", self.node, p.except.map_or_else(|| "-".to_owned(), |c| c.to_string()));
         let room = p.room;
@@ -292,6 +300,8 @@ impl Cluster {
                 .arg(p.key.unwrap_or(""))
                 .arg(origin)
                 .arg(ts)
+                .arg(&seen_epoch)
+                .arg(seen_seq)
                 .invoke(c)
         })?;
         Ok(Published { seq, duplicate: dup == 1 })
@@ -319,7 +329,9 @@ impl Cluster {
         let _ = self.control.0.try_send(Control::Unsubscribe(room.to_owned()));
     }
 
-    /// The room's epoch, seq, history entries from..=to and member count in one call.
+    /// The room's epoch, seq, history entries from..=to and member count in
+    /// one call. `seen` is the epoch and seq this node delivered last, if it
+    /// follows the room (a Redis behind it moves the room to a new epoch).
     #[allow(clippy::too_many_arguments)]
     fn read(
         &self,
@@ -328,16 +340,20 @@ impl Cluster {
         to: Option<u64>,
         limit: usize,
         presence: Option<(&str, &str, String)>,
+        seen: Option<(&str, u64)>,
         anyway: bool,
     ) -> Result<(String, u64, Entries, u64), ErrorReply> {
         let invoke = |c: &mut redis::Connection| {
             let (client_id, user, event) = presence.clone().unwrap_or_default();
+            let (seen_epoch, seen_seq) = seen.unwrap_or_default();
             self.scripts
                 .read
                 .key(self.key("m", room))
                 .key(self.key("h", room))
                 .key(self.key("p", room))
                 .key(format!("{}nm:{}", self.prefix, self.node))
+                .key(self.key("k", room))
+                .key(self.key("kz", room))
                 .arg(self.new_epoch())
                 .arg(from.map(|s| s.to_string()).unwrap_or_default())
                 .arg(to.map(|s| s.to_string()).unwrap_or_default())
@@ -347,6 +363,8 @@ impl Cluster {
                 .arg(format!("{room}\n{client_id}"))
                 .arg(self.channel(room))
                 .arg(event)
+                .arg(seen_epoch)
+                .arg(seen_seq)
                 .invoke(c)
         };
         if anyway {
@@ -392,11 +410,13 @@ impl Cluster {
         let presence =
             j.newly.then(|| (j.client_id, j.user.unwrap_or(""), self.ephemeral(Some(j.conn), &event)));
         let to = r.cluster_synced.then_some(r.seq);
+        let seen = r.cluster_synced.then_some((r.epoch.as_str(), r.seq));
         let (epoch, seq, mut entries, members) =
-            self.read(j.room, j.since.map(|s| s + 1), to, j.max_replay, presence, false)?;
+            self.read(j.room, j.since.map(|s| s + 1), to, j.max_replay, presence, seen, false)?;
         if !r.cluster_synced || r.epoch != epoch {
             if r.cluster_synced {
                 entries.clear(); // read up to a seq of the old epoch
+                subscriber::notify(server, j.room, r.seq, subscriber::NEW_EPOCH);
             }
             (r.epoch, r.seq, r.cluster_synced) = (epoch, seq, true);
         }
@@ -501,7 +521,7 @@ impl Cluster {
         // The stream holds at most history_count messages: read them all, then
         // keep the oldest `limit` after `since`.
         let (epoch, _, entries, _) =
-            self.read(room, Some(since + 1), None, self.history_count.max(1), None, false)?;
+            self.read(room, Some(since + 1), None, self.history_count.max(1), None, None, false)?;
         let mut found: Vec<(u64, &[u8])> = entries
             .iter()
             .filter_map(|(id, fields)| parse_entry(id, fields))

@@ -13,13 +13,18 @@
 
 use redis::Script;
 
-/// Publish: new epoch when the room's meta is gone, idempotency check, next
-/// seq, XADD bounded by MAXLEN, keys kept while their message is, PUBLISH.
+/// Publish: new epoch when the room's meta is gone or behind what the calling
+/// node saw (see [`READ`]), idempotency check, next seq, XADD bounded by
+/// MAXLEN, keys kept while their message is, PUBLISH.
 /// KEYS: meta, stream, keys, keys-by-seq. ARGV: body, history count, ttl ms,
-/// channel, a fresh epoch, key (or ''), "node except", ts ms.
+/// channel, a fresh epoch, key (or ''), "node except", ts ms, the epoch and
+/// seq the node saw last ('' and 0 for none).
 /// Returns {seq, epoch, duplicate (0/1)}.
 pub(super) const PUBLISH: &str = r"
 local epoch = redis.call('hget', KEYS[1], 'e')
+if epoch and epoch == ARGV[9] and tonumber(redis.call('hget', KEYS[1], 's') or '0') < tonumber(ARGV[10]) then
+  epoch = nil
+end
 if not epoch then
   epoch = ARGV[5]
   redis.call('hset', KEYS[1], 'e', epoch, 's', 0)
@@ -56,17 +61,26 @@ return {seq, epoch, 0}
 /// Join / catch up: the room's epoch (a new one when its meta is gone) and
 /// seq, the newest history entries with ids from..to (at most `limit`, newest
 /// first), and for a new member its presence entry and `presence:join` event.
-/// KEYS: meta, stream, presence, node members. ARGV: a fresh epoch, from (''
+/// A room whose seq is behind the one the calling node saw under the same
+/// epoch lost writes (Redis restarted from an older snapshot, or a replica
+/// that had not caught up was promoted): it gets a new epoch too, so no seq
+/// is handed out twice under one epoch.
+/// KEYS: meta, stream, presence, node members, keys, keys-by-seq (a new epoch
+/// drops the old one's idempotency keys). ARGV: a fresh epoch, from (''
 /// for no history), to ('' for the room's seq), limit, clientId, user,
-/// node-members field, channel, event ('' for none).
+/// node-members field, channel, event ('' for none), the epoch and seq the
+/// node saw last ('' and 0 for none).
 /// Returns {epoch, seq, entries, members in presence}.
 pub(super) const READ: &str = r"
 local epoch = redis.call('hget', KEYS[1], 'e')
 local seq = 0
+if epoch and epoch == ARGV[10] and tonumber(redis.call('hget', KEYS[1], 's') or '0') < tonumber(ARGV[11]) then
+  epoch = nil
+end
 if not epoch then
   epoch = ARGV[1]
   redis.call('hset', KEYS[1], 'e', epoch, 's', 0)
-  redis.call('del', KEYS[2])
+  redis.call('del', KEYS[2], KEYS[5], KEYS[6])
 else
   seq = tonumber(redis.call('hget', KEYS[1], 's') or '0')
 end

@@ -183,7 +183,7 @@ fn deliver(shared: &Shared, c: &Cluster, server: &ServerHandle, room: &str, payl
                     return;
                 }
                 if epoch != r.epoch {
-                    notify(server, room, r.seq, "the room's history was lost in Redis (a new epoch)");
+                    notify(server, room, r.seq, NEW_EPOCH);
                     (r.epoch, r.seq) = (epoch.to_owned(), 0);
                 }
                 if seq <= r.seq {
@@ -216,12 +216,14 @@ fn deliver(shared: &Shared, c: &Cluster, server: &ServerHandle, room: &str, payl
 fn refill(c: &Cluster, server: &ServerHandle, room: &str, r: &mut RoomState, until: Option<u64>) {
     let to = until.map(|u| u - 1);
     let limit = c.history_count.max(1);
-    let Ok((epoch, seq, entries, _)) = c.read(room, Some(r.seq + 1), to, limit, None, true) else {
+    let Ok((epoch, seq, entries, _)) =
+        c.read(room, Some(r.seq + 1), to, limit, None, Some((&r.epoch, r.seq)), true)
+    else {
         notify(server, room, r.seq, "redis could not be read");
         return;
     };
     if epoch != r.epoch {
-        notify(server, room, r.seq, "the room's history was lost in Redis (a new epoch)");
+        notify(server, room, r.seq, NEW_EPOCH);
         (r.epoch, r.seq) = (epoch, if until.is_some() { 0 } else { seq });
         return;
     }
@@ -246,8 +248,11 @@ fn refill(c: &Cluster, server: &ServerHandle, room: &str, r: &mut RoomState, unt
     }
 }
 
+/// Why members are told after a room moved to a new epoch.
+pub(super) const NEW_EPOCH: &str = "the room's history was lost in Redis (a new epoch)";
+
 /// Tells a room's local members they may have missed messages after `seq`.
-fn notify(server: &ServerHandle, room: &str, seq: u64, why: &str) {
+pub(super) fn notify(server: &ServerHandle, room: &str, seq: u64, why: &str) {
     let message = format!("messages after seq {seq} may be missing ({why}): rejoin with since");
     let text =
         frame("error", None, json!({"code": "unavailable", "message": message, "room": room, "seq": seq}));
