@@ -3,13 +3,17 @@
 //! local member leaves), and delivers what arrives to the local members with
 //! the hub, in seq order, under each room's lock.
 //!
+//! A connection silent for [`PING_AFTER`] is pinged; one that does not
+//! answer within [`TIMEOUT`] counts as broken (a NAT or load balancer may
+//! drop an idle connection without closing it).
+//!
 //! When the connection breaks it reconnects with backoff, subscribes again
 //! and reads what the channels skipped meanwhile from each room's stream; a
 //! room whose stream no longer reaches back gets a notice (`error
 //! unavailable` with `room` and `seq`: rejoin with `since`).
 
 use std::sync::{Arc, Weak};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use serde_json::json;
 
@@ -21,6 +25,9 @@ use crate::server::{ServerHandle, WeakServerHandle};
 
 /// How long the subscriber waits for a message before it looks at its requests.
 const POLL: Duration = Duration::from_millis(10);
+/// Silence after which the subscriber pings Redis to learn whether the
+/// connection still carries anything.
+const PING_AFTER: Duration = Duration::from_secs(1);
 const MIN_BACKOFF: Duration = Duration::from_millis(100);
 const MAX_BACKOFF: Duration = Duration::from_secs(2);
 
@@ -100,6 +107,7 @@ fn session(
         }
     }
     pubsub.set_read_timeout(Some(POLL))?;
+    let mut heard = Instant::now();
     loop {
         if Arc::strong_count(shared) == 1 || server.upgrade().is_none() {
             return Ok(()); // the handler or the server was dropped
@@ -134,12 +142,20 @@ fn session(
         }
         match pubsub.get_message() {
             Ok(msg) => {
+                heard = Instant::now();
                 if let Some(room) = c.room_of(msg.get_channel_name()) {
                     let Some(server) = server.upgrade() else { return Ok(()) }; // stopped
                     deliver(shared, c, &server, room, msg.get_payload_bytes());
                 }
             }
-            Err(e) if e.is_timeout() => {}
+            Err(e) if e.is_timeout() => {
+                if heard.elapsed() >= PING_AFTER {
+                    pubsub.set_read_timeout(Some(TIMEOUT))?;
+                    pubsub.ping::<redis::Value>()?;
+                    pubsub.set_read_timeout(Some(POLL))?;
+                    heard = Instant::now();
+                }
+            }
             Err(e) => return Err(e),
         }
     }
