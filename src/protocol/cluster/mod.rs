@@ -22,7 +22,7 @@ mod scripts;
 mod subscriber;
 
 use std::collections::hash_map::RandomState;
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::fmt::Write as _;
 use std::hash::{BuildHasher, Hasher};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
@@ -88,6 +88,10 @@ pub(crate) struct Cluster {
     control: (Sender<Control>, Receiver<Control>),
     /// Rooms whose channel the subscriber has confirmed.
     subscribed: Mutex<HashSet<String>>,
+    /// This node's members as its Redis members hash holds them (field
+    /// `room\nclientId` → user and presence payload): what the heartbeat puts
+    /// back when Redis lost them (`node.rs`).
+    members: Mutex<HashMap<String, Member>>,
     history_count: usize,
     history_ttl: Duration,
     epochs: RandomState,
@@ -104,6 +108,14 @@ impl std::fmt::Debug for Cluster {
 /// The `error unavailable` a client gets while Redis cannot be reached.
 pub(crate) fn unavailable() -> ErrorReply {
     ErrorReply::new(ErrorCode::Unavailable, "the cluster's Redis cannot be reached; try again shortly")
+}
+
+/// A local member's presence, as Redis should hold it.
+#[derive(Clone, Debug)]
+pub(super) struct Member {
+    pub user: String,
+    /// `{room, clientId, user?}`: the payload of its presence events.
+    pub payload: String,
 }
 
 /// One join, as the handler asks for it.
@@ -145,6 +157,7 @@ impl Cluster {
             started: OnceLock::new(),
             control: crossbeam_channel::bounded(CONTROL_QUEUE),
             subscribed: Mutex::new(HashSet::new()),
+            members: Mutex::new(HashMap::new()),
             history_count,
             history_ttl,
             epochs,
@@ -339,12 +352,17 @@ impl Cluster {
         from: Option<u64>,
         to: Option<u64>,
         limit: usize,
-        presence: Option<(&str, &str, String)>,
+        presence: Option<(&str, &Member, String)>,
         seen: Option<(&str, u64)>,
         anyway: bool,
     ) -> Result<(String, u64, Entries, u64), ErrorReply> {
         let invoke = |c: &mut redis::Connection| {
-            let (client_id, user, event) = presence.clone().unwrap_or_default();
+            let (client_id, user, payload, event) = match &presence {
+                Some((client_id, m, event)) => {
+                    (*client_id, m.user.as_str(), m.payload.as_str(), event.as_str())
+                }
+                None => ("", "", "", ""),
+            };
             let (seen_epoch, seen_seq) = seen.unwrap_or_default();
             self.scripts
                 .read
@@ -360,11 +378,12 @@ impl Cluster {
                 .arg(limit.max(1))
                 .arg(client_id)
                 .arg(user)
-                .arg(format!("{room}\n{client_id}"))
+                .arg(member_field(room, client_id))
                 .arg(self.channel(room))
                 .arg(event)
                 .arg(seen_epoch)
                 .arg(seen_seq)
+                .arg(payload)
                 .invoke(c)
         };
         if anyway {
@@ -407,8 +426,11 @@ impl Cluster {
             return Ok(None);
         }
         let event = presence_event("presence:join", j.room, j.client_id, j.user);
-        let presence =
-            j.newly.then(|| (j.client_id, j.user.unwrap_or(""), self.ephemeral(Some(j.conn), &event)));
+        let member = Member {
+            user: j.user.unwrap_or("").to_owned(),
+            payload: presence_payload(j.room, j.client_id, j.user).to_string(),
+        };
+        let presence = j.newly.then(|| (j.client_id, &member, self.ephemeral(Some(j.conn), &event)));
         let to = r.cluster_synced.then_some(r.seq);
         let seen = r.cluster_synced.then_some((r.epoch.as_str(), r.seq));
         let (epoch, seq, mut entries, members) =
@@ -421,6 +443,7 @@ impl Cluster {
             (r.epoch, r.seq, r.cluster_synced) = (epoch, seq, true);
         }
         if j.newly {
+            self.members.lock().insert(member_field(j.room, j.client_id), member);
             server.join(j.conn, j.room).map_err(|_| internal())?;
             r.members.insert(j.conn, json!({}));
             let _ = server.broadcast(j.room, event, Some(j.conn));
@@ -463,13 +486,15 @@ impl Cluster {
     /// the subscription go when no local member is left.
     pub fn left(&self, room: &str, client_id: &str, conn: ConnId, user: Option<&str>, last: bool) {
         let event = self.ephemeral(Some(conn), &presence_event("presence:leave", room, client_id, user));
+        // Before Redis: the heartbeat must not put back a member on its way out.
+        self.members.lock().remove(&member_field(room, client_id));
         let result = self.call(|c| {
             self.scripts
                 .leave
                 .key(self.key("p", room))
                 .key(format!("{}nm:{}", self.prefix, self.node))
                 .arg(client_id)
-                .arg(format!("{room}\n{client_id}"))
+                .arg(member_field(room, client_id))
                 .arg(self.channel(room))
                 .arg(event)
                 .invoke::<i64>(c)
@@ -596,11 +621,21 @@ fn internal() -> ErrorReply {
 
 /// A `presence:join` / `presence:leave` event, with `user` when there is one.
 pub(crate) fn presence_event(kind: &str, room: &str, client_id: &str, user: Option<&str>) -> String {
+    frame(kind, None, presence_payload(room, client_id, user))
+}
+
+/// The payload of a presence event: `{room, clientId, user?}`.
+fn presence_payload(room: &str, client_id: &str, user: Option<&str>) -> Value {
     let mut payload = json!({"room": room, "clientId": client_id});
     if let Some(user) = user {
         payload["user"] = Value::String(user.to_owned());
     }
-    frame(kind, None, payload)
+    payload
+}
+
+/// A member's field in its node's members hash (and in [`Cluster::members`]).
+pub(super) fn member_field(room: &str, client_id: &str) -> String {
+    format!("{room}\n{client_id}")
 }
 
 /// What the stream and channel carry for a message: `t` and the text frame

@@ -69,7 +69,8 @@ return {seq, epoch, 0}
 /// drops the old one's idempotency keys). ARGV: a fresh epoch, from (''
 /// for no history), to ('' for the room's seq), limit, clientId, user,
 /// node-members field, channel, event ('' for none), the epoch and seq the
-/// node saw last ('' and 0 for none).
+/// node saw last ('' and 0 for none), the member's presence payload (JSON,
+/// kept in the node's members for the reaper's `presence:leave`).
 /// Returns {epoch, seq, entries, members in presence}.
 pub(super) const READ: &str = r"
 local epoch = redis.call('hget', KEYS[1], 'e')
@@ -94,7 +95,7 @@ if ARGV[2] ~= '' then
 end
 if ARGV[9] ~= '' then
   redis.call('hset', KEYS[3], ARGV[5], ARGV[6])
-  redis.call('hset', KEYS[4], ARGV[7], ARGV[6])
+  redis.call('hset', KEYS[4], ARGV[7], ARGV[12])
   redis.call('publish', ARGV[8], ARGV[9])
 end
 return {epoch, seq, entries, redis.call('hlen', KEYS[3])}
@@ -109,38 +110,57 @@ redis.call('publish', ARGV[3], ARGV[4])
 return 1
 ";
 
-/// Reaps the nodes whose heartbeat key expired: drops their members'
-/// presence entries and the node, and returns {room, clientId, user, ...}
-/// so the caller can publish their `presence:leave` events. Only one caller
-/// gets a dead node's members. KEYS: the nodes set. ARGV: the prefix with its `:`.
-pub(super) const REAP: &str = r"
-local dead = {}
+/// The nodes in the nodes set whose heartbeat key is gone (dead, paused, or
+/// not yet back after a Redis outage: the caller decides).
+/// KEYS: the nodes set. ARGV: the prefix with its `:`.
+pub(super) const SILENT: &str = r"
+local silent = {}
 for _, id in ipairs(redis.call('smembers', KEYS[1])) do
   if redis.call('exists', ARGV[1] .. 'node:' .. id) == 0 then
-    local m = redis.call('hgetall', ARGV[1] .. 'nm:' .. id)
-    for i = 1, #m, 2 do
-      local nl = string.find(m[i], '\n', 1, true)
-      if nl then
-        local room = string.sub(m[i], 1, nl - 1)
-        local cid = string.sub(m[i], nl + 1)
-        redis.call('hdel', ARGV[1] .. 'p:' .. room, cid)
-        table.insert(dead, room)
-        table.insert(dead, cid)
-        table.insert(dead, m[i + 1])
-      end
-    end
-    redis.call('del', ARGV[1] .. 'nm:' .. id)
-    redis.call('srem', KEYS[1], id)
+    table.insert(silent, id)
   end
 end
-return dead
+return silent
 ";
+
+/// Reaps up to ARGV[3] members of node ARGV[2] if its heartbeat key is still
+/// gone: drops their presence entries and publishes each one's
+/// `presence:leave` in the same step (so no leave is lost between the two);
+/// the node leaves the nodes set with its last member. Returns -1 when the
+/// node beats again, else how many members are left to reap.
+/// KEYS: the nodes set. ARGV: the prefix with its `:`, the node id, the page size.
+pub(super) const REAP: &str = r#"
+local id = ARGV[2]
+if redis.call('exists', ARGV[1] .. 'node:' .. id) == 1 then
+  return -1
+end
+local nm = ARGV[1] .. 'nm:' .. id
+local page = redis.call('hscan', nm, 0, 'COUNT', ARGV[3])[2]
+local now = redis.call('time')
+local ts = string.format('%.0f', now[1] * 1000 + math.floor(now[2] / 1000))
+for i = 1, #page, 2 do
+  local nl = string.find(page[i], '\n', 1, true)
+  if nl then
+    local room = string.sub(page[i], 1, nl - 1)
+    redis.call('hdel', ARGV[1] .. 'p:' .. room, string.sub(page[i], nl + 1))
+    redis.call('publish', ARGV[1] .. 'c:' .. room,
+      'e - -\n{"type":"presence:leave","ts":' .. ts .. ',"payload":' .. page[i + 1] .. '}')
+  end
+  redis.call('hdel', nm, page[i])
+end
+local left = redis.call('hlen', nm)
+if left == 0 then
+  redis.call('srem', KEYS[1], id)
+end
+return left
+"#;
 
 /// The scripts, hashed once (EVALSHA, falling back to EVAL after a Redis restart).
 pub(super) struct Scripts {
     pub publish: Script,
     pub read: Script,
     pub leave: Script,
+    pub silent: Script,
     pub reap: Script,
 }
 
@@ -150,6 +170,7 @@ impl Scripts {
             publish: Script::new(PUBLISH),
             read: Script::new(READ),
             leave: Script::new(LEAVE),
+            silent: Script::new(SILENT),
             reap: Script::new(REAP),
         }
     }
