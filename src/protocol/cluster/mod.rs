@@ -18,6 +18,7 @@
 //! once with `error unavailable`, without touching the network.
 
 mod node;
+mod pool;
 mod scripts;
 mod subscriber;
 
@@ -48,8 +49,6 @@ pub(crate) const HEARTBEAT: Duration = Duration::from_secs(1);
 /// The TTL of a node's heartbeat key: a node silent this long is dead, and
 /// the next heartbeat of any other node reaps its members.
 pub(crate) const NODE_TTL: Duration = Duration::from_secs(5);
-/// Idle connections kept for reader threads (more are opened as needed).
-const POOL_MAX: usize = 32;
 /// Subscribe requests waiting for the subscriber thread.
 const CONTROL_QUEUE: usize = 1024;
 
@@ -80,7 +79,7 @@ pub(crate) struct Cluster {
     /// The key prefix with its trailing `:`.
     prefix: String,
     client: redis::Client,
-    pool: Mutex<Vec<redis::Connection>>,
+    pool: pool::Pool,
     scripts: scripts::Scripts,
     /// False from a failed call until a heartbeat succeeds again.
     up: AtomicBool,
@@ -151,7 +150,7 @@ impl Cluster {
             node: format!("{:012x}", h.finish() & 0xffff_ffff_ffff),
             prefix: format!("{prefix}:"),
             client,
-            pool: Mutex::new(Vec::new()),
+            pool: pool::Pool::default(),
             scripts: scripts::Scripts::new(),
             up: AtomicBool::new(true),
             started: OnceLock::new(),
@@ -241,36 +240,49 @@ impl Cluster {
         })
     }
 
-    /// Runs `f` on a pooled connection whether or not Redis is thought up; a
-    /// connection error marks it down.
+    /// Runs `f` on a pooled connection whether or not Redis is thought up.
+    /// A connection that cannot be made marks Redis down; one that breaks or
+    /// times out during `f` is closed, and fails this call only (a slow
+    /// call is not an unavailable Redis: the heartbeat tells that).
     fn call_anyway<T>(
         &self,
         f: impl FnOnce(&mut redis::Connection) -> redis::RedisResult<T>,
     ) -> redis::RedisResult<T> {
-        let pooled = self.pool.lock().pop();
-        let mut conn = match pooled {
-            Some(conn) => conn,
-            None => self.connect().inspect_err(|_| self.mark_failed(true))?,
+        let mut conn = match self.pool.take(TIMEOUT) {
+            Some(pool::Slot::Idle(conn)) => conn,
+            Some(pool::Slot::Open) => match self.connect() {
+                Ok(conn) => conn,
+                Err(e) => {
+                    self.pool.forget();
+                    self.mark_failed(true);
+                    return Err(e);
+                }
+            },
+            None => {
+                self.metrics.errors.fetch_add(1, Relaxed);
+                return Err(redis::RedisError::from(std::io::Error::new(
+                    std::io::ErrorKind::TimedOut,
+                    "every pooled Redis connection stayed busy for the call timeout",
+                )));
+            }
         };
         let start = Instant::now();
         let result = f(&mut conn);
         self.metrics.rtt_micros.fetch_add(start.elapsed().as_micros() as u64, Relaxed);
         self.metrics.calls.fetch_add(1, Relaxed);
         match &result {
-            Ok(_) => {
-                let mut pool = self.pool.lock();
-                if pool.len() < POOL_MAX {
-                    pool.push(conn);
-                }
-            }
+            Ok(_) => self.pool.give_back(conn),
             Err(e) => {
                 let broken = e.is_io_error()
                     || e.is_timeout()
                     || e.is_connection_dropped()
                     || e.is_connection_refusal();
-                self.mark_failed(broken);
-                if !broken {
-                    self.pool.lock().push(conn);
+                let down = broken && !e.is_timeout();
+                self.mark_failed(down);
+                if broken {
+                    self.pool.forget();
+                } else {
+                    self.pool.give_back(conn);
                 }
             }
         }
@@ -279,9 +291,16 @@ impl Cluster {
 
     fn mark_failed(&self, down: bool) {
         self.metrics.errors.fetch_add(1, Relaxed);
-        if down && self.up.swap(false, Relaxed) {
+        if down {
+            self.mark_down();
+        }
+    }
+
+    /// Redis is down until a heartbeat goes through again.
+    fn mark_down(&self) {
+        if self.up.swap(false, Relaxed) {
             log::warn!("redis is down: publishes and joins get `error unavailable` until it answers again");
-            self.pool.lock().clear();
+            self.pool.clear();
         }
     }
 

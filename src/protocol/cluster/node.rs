@@ -62,6 +62,7 @@ fn beat(c: &Cluster, silent: &mut HashMap<String, Instant>) {
         // What this node saw of the others while it could not see Redis
         // says nothing: they may be as cut off as it was.
         silent.clear();
+        c.mark_down();
         return;
     };
     if !c.up.swap(true, std::sync::atomic::Ordering::Relaxed) {
