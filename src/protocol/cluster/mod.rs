@@ -34,6 +34,7 @@ use crossbeam_channel::{Receiver, Sender};
 use parking_lot::Mutex;
 use serde_json::{json, Value};
 
+use super::config::ProtocolConfig;
 use super::envelope::{ack, frame, now_ms, ErrorCode, ErrorReply};
 use super::handler::Shared;
 use super::publish::{Body, Publish, Published};
@@ -93,6 +94,7 @@ pub(crate) struct Cluster {
     members: Mutex<HashMap<String, Member>>,
     history_count: usize,
     history_ttl: Duration,
+    idempotency_ttl: Duration,
     epochs: RandomState,
     epoch_counter: AtomicU64,
     metrics: ClusterMetrics,
@@ -138,7 +140,7 @@ type Entries = Vec<(String, Vec<Vec<u8>>)>;
 impl Cluster {
     /// A cluster node for this Redis URL; checks the URL only (the first
     /// connection is made on first use).
-    pub fn new(url: &str, prefix: &str, history_count: usize, history_ttl: Duration) -> Result<Self, String> {
+    pub fn new(url: &str, config: &ProtocolConfig) -> Result<Self, String> {
         let client = redis::Client::open(url).map_err(|e| format!("--redis: {e}"))?;
         let epochs = RandomState::new();
         let mut h = epochs.build_hasher();
@@ -148,7 +150,7 @@ impl Cluster {
         );
         Ok(Cluster {
             node: format!("{:012x}", h.finish() & 0xffff_ffff_ffff),
-            prefix: format!("{prefix}:"),
+            prefix: format!("{}:", config.redis_prefix),
             client,
             pool: pool::Pool::default(),
             scripts: scripts::Scripts::new(),
@@ -157,8 +159,9 @@ impl Cluster {
             control: crossbeam_channel::bounded(CONTROL_QUEUE),
             subscribed: Mutex::new(HashSet::new()),
             members: Mutex::new(HashMap::new()),
-            history_count,
-            history_ttl,
+            history_count: config.history_size,
+            history_ttl: config.history_ttl,
+            idempotency_ttl: config.idempotency_ttl,
             epochs,
             epoch_counter: AtomicU64::new(0),
             metrics: ClusterMetrics::default(),
@@ -334,6 +337,7 @@ impl Cluster {
                 .arg(ts)
                 .arg(&seen_epoch)
                 .arg(seen_seq)
+                .arg(self.idempotency_ttl.as_millis().max(1) as u64)
                 .invoke(c)
         })?;
         Ok(Published { seq, duplicate: dup == 1 })

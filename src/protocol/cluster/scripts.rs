@@ -3,7 +3,8 @@
 //! Keys of a room `R` under the prefix `P` (`--redis-prefix`, default `wshub`):
 //! `P:m:R` (hash: `e` epoch, `s` last seq), `P:h:R` (the history stream, entry
 //! ids `<seq>-0`, fields `t` (ms timestamp) and `b` (the message body)),
-//! `P:k:R` / `P:kz:R` (idempotency keys: key → seq, and by seq), `P:p:R`
+//! `P:k:R` / `P:kz:R` (idempotency keys: key → seq, and by the time they were
+//! stored), `P:p:R`
 //! (presence: clientId → user), and the channel `P:c:R`. A node `N` has
 //! `P:node:N` (its heartbeat, with a TTL) and `P:nm:N` (its members:
 //! `room\nclientId` → user); `P:nodes` lists the nodes.
@@ -15,10 +16,13 @@ use redis::Script;
 
 /// Publish: new epoch when the room's meta is gone or behind what the calling
 /// node saw (see [`READ`]), idempotency check, next seq, XADD bounded by
-/// MAXLEN, keys kept while their message is, PUBLISH.
-/// KEYS: meta, stream, keys, keys-by-seq. ARGV: body, history count, ttl ms,
-/// channel, a fresh epoch, key (or ''), "node except", ts ms, the epoch and
-/// seq the node saw last ('' and 0 for none).
+/// MAXLEN, PUBLISH. An idempotency key is remembered for its own window
+/// (`--idempotency-ttl-ms`), apart from history: the keys hash maps key →
+/// seq, the keys-by-time sorted set holds each key scored by when it was
+/// stored, and every publish forgets up to 100 keys older than the window.
+/// KEYS: meta, stream, keys, keys-by-time. ARGV: body, history count, ttl
+/// ms, channel, a fresh epoch, key (or ''), "node except", ts ms, the epoch
+/// and seq the node saw last ('' and 0 for none), the keys' window in ms.
 /// Returns {seq, epoch, duplicate (0/1)}.
 pub(super) const PUBLISH: &str = r"
 local epoch = redis.call('hget', KEYS[1], 'e')
@@ -30,10 +34,19 @@ if not epoch then
   redis.call('hset', KEYS[1], 'e', epoch, 's', 0)
   redis.call('del', KEYS[2], KEYS[3], KEYS[4])
 end
+local now = redis.call('time')
+now = now[1] * 1000 + math.floor(now[2] / 1000)
+local window = tonumber(ARGV[11])
+local gone = redis.call('zrangebyscore', KEYS[4], '-inf', now - window, 'LIMIT', 0, 100)
+if #gone > 0 then
+  redis.call('hdel', KEYS[3], unpack(gone))
+  redis.call('zrem', KEYS[4], unpack(gone))
+end
 local key = ARGV[6]
 if key ~= '' then
   local s = redis.call('hget', KEYS[3], key)
-  if s and #redis.call('xrange', KEYS[2], s .. '-0', s .. '-0') > 0 then
+  local at = redis.call('zscore', KEYS[4], key)
+  if s and at and tonumber(at) > now - window then
     return {tonumber(s), epoch, 1}
   end
 end
@@ -42,17 +55,12 @@ local count = tonumber(ARGV[2])
 if count > 0 then
   redis.call('xadd', KEYS[2], 'MAXLEN', count, seq .. '-0', 't', ARGV[8], 'b', ARGV[1])
   redis.call('pexpire', KEYS[2], ARGV[3])
-  if key ~= '' then
-    redis.call('hset', KEYS[3], key, seq)
-    redis.call('zadd', KEYS[4], seq, key)
-    local gone = redis.call('zrangebyscore', KEYS[4], '-inf', seq - count, 'LIMIT', 0, 100)
-    if #gone > 0 then
-      redis.call('hdel', KEYS[3], unpack(gone))
-      redis.call('zrem', KEYS[4], unpack(gone))
-    end
-    redis.call('pexpire', KEYS[3], ARGV[3])
-    redis.call('pexpire', KEYS[4], ARGV[3])
-  end
+end
+if key ~= '' then
+  redis.call('hset', KEYS[3], key, seq)
+  redis.call('zadd', KEYS[4], now, key)
+  redis.call('pexpire', KEYS[3], window)
+  redis.call('pexpire', KEYS[4], window)
 end
 redis.call('publish', ARGV[4], 'm ' .. seq .. ' ' .. epoch .. ' ' .. ARGV[7] .. '\n' .. ARGV[1])
 return {seq, epoch, 0}
