@@ -282,6 +282,11 @@ impl Cluster {
                     || e.is_connection_refusal();
                 let down = broken && !e.is_timeout();
                 self.mark_failed(down);
+                if e.is_timeout() {
+                    // The idle ones may be as stale (a network cut): make
+                    // them again rather than have each fail a call.
+                    self.pool.clear();
+                }
                 if broken {
                     self.pool.forget();
                 } else {

@@ -1,6 +1,7 @@
 //! The node's one subscriber connection: it subscribes to the channels of
 //! rooms with local members (on request of a join, dropping them when the last
-//! local member leaves), and delivers what arrives to the local members with
+//! local member leaves; the requests waiting are served together, one
+//! SUBSCRIBE and one UNSUBSCRIBE for many channels), and delivers what arrives to the local members with
 //! the hub, in seq order, under each room's lock.
 //!
 //! A connection silent for [`PING_AFTER`] is pinged; one that does not
@@ -28,6 +29,8 @@ const POLL: Duration = Duration::from_millis(10);
 /// Silence after which the subscriber pings Redis to learn whether the
 /// connection still carries anything.
 const PING_AFTER: Duration = Duration::from_secs(1);
+/// Channels per SUBSCRIBE or UNSUBSCRIBE.
+const BATCH: usize = 1000;
 const MIN_BACKOFF: Duration = Duration::from_millis(100);
 const MAX_BACKOFF: Duration = Duration::from_secs(2);
 
@@ -57,6 +60,8 @@ pub(super) fn run(weak: Weak<Shared>, server: WeakServerHandle) {
                         cluster.mark_failed(false);
                     }
                 }
+                drop(shared);
+                std::thread::sleep(MIN_BACKOFF);
             }
             Err(e) => {
                 log::debug!("redis: cannot connect the subscriber: {e}");
@@ -94,16 +99,20 @@ fn session(
     let mut pubsub = conn.as_pubsub();
     pubsub.set_read_timeout(Some(TIMEOUT))?;
     let rooms: Vec<String> = c.subscribed.lock().iter().cloned().collect();
-    for room in &rooms {
-        pubsub.subscribe(c.channel(room))?;
+    for batch in rooms.chunks(BATCH) {
+        pubsub.subscribe(batch.iter().map(|room| c.channel(room)).collect::<Vec<_>>())?;
     }
     if let Some(server) = server.upgrade() {
         for room in &rooms {
-            let _ = shared.rooms.with_room(room, false, |r| {
-                if r.cluster_synced {
-                    refill(c, &server, room, r, None);
-                }
-            });
+            let read = shared
+                .rooms
+                .with_room(room, false, |r| !r.cluster_synced || refill(c, &server, room, r, None));
+            if read == Ok(false) {
+                // Connect again (after a backoff) and read it then.
+                return Err(redis::RedisError::from(std::io::Error::other(
+                    "a room's stream could not be read",
+                )));
+            }
         }
     }
     pubsub.set_read_timeout(Some(POLL))?;
@@ -112,33 +121,21 @@ fn session(
         if Arc::strong_count(shared) == 1 || server.upgrade().is_none() {
             return Ok(()); // the handler or the server was dropped
         }
+        let (mut joins, mut releases) = (Vec::new(), Vec::new());
         while let Ok(ctl) = c.control.1.try_recv() {
             match ctl {
-                Control::Subscribe(room, done) => {
-                    if !c.subscribed.lock().contains(&room) {
-                        pubsub.set_read_timeout(Some(TIMEOUT))?;
-                        if let Err(e) = pubsub.subscribe(c.channel(&room)) {
-                            let _ = done.send(false);
-                            return Err(e);
-                        }
-                        pubsub.set_read_timeout(Some(POLL))?;
-                        c.subscribed.lock().insert(room.clone());
-                    }
-                    // A join that gave up waiting leaves no subscription behind.
-                    if done.send(true).is_err() && release_if_idle(shared, c, &room) {
-                        pubsub.set_read_timeout(Some(TIMEOUT))?;
-                        pubsub.unsubscribe(c.channel(&room))?;
-                        pubsub.set_read_timeout(Some(POLL))?;
-                    }
-                }
-                Control::Unsubscribe(room) => {
-                    if release_if_idle(shared, c, &room) {
-                        pubsub.set_read_timeout(Some(TIMEOUT))?;
-                        pubsub.unsubscribe(c.channel(&room))?;
-                        pubsub.set_read_timeout(Some(POLL))?;
-                    }
-                }
+                Control::Subscribe(room, done) => joins.push((room, done)),
+                Control::Unsubscribe(room) => releases.push(room),
             }
+            if joins.len() + releases.len() >= BATCH {
+                break;
+            }
+        }
+        if !joins.is_empty() || !releases.is_empty() {
+            pubsub.set_read_timeout(Some(TIMEOUT))?;
+            serve_requests(shared, c, &mut pubsub, joins, releases)?;
+            pubsub.set_read_timeout(Some(POLL))?;
+            heard = Instant::now();
         }
         match pubsub.get_message() {
             Ok(msg) => {
@@ -159,6 +156,46 @@ fn session(
             Err(e) => return Err(e),
         }
     }
+}
+
+/// Subscribes the joined rooms' channels with one SUBSCRIBE, answers each
+/// join, then unsubscribes with one UNSUBSCRIBE the rooms left without local
+/// members (and those of joins that gave up waiting).
+fn serve_requests(
+    shared: &Shared,
+    c: &Cluster,
+    pubsub: &mut redis::PubSub<'_>,
+    joins: Vec<(String, crossbeam_channel::Sender<bool>)>,
+    mut releases: Vec<String>,
+) -> redis::RedisResult<()> {
+    let new: Vec<String> = {
+        let subscribed = c.subscribed.lock();
+        let mut new: Vec<String> =
+            joins.iter().map(|(room, _)| room.clone()).filter(|r| !subscribed.contains(r)).collect();
+        new.sort_unstable();
+        new.dedup();
+        new
+    };
+    if !new.is_empty() {
+        if let Err(e) = pubsub.subscribe(new.iter().map(|room| c.channel(room)).collect::<Vec<_>>()) {
+            for (_, done) in joins {
+                let _ = done.send(false);
+            }
+            return Err(e);
+        }
+        c.subscribed.lock().extend(new);
+    }
+    for (room, done) in joins {
+        // A join that gave up waiting leaves no subscription behind.
+        if done.send(true).is_err() {
+            releases.push(room);
+        }
+    }
+    let gone: Vec<String> = releases.into_iter().filter(|room| release_if_idle(shared, c, room)).collect();
+    if !gone.is_empty() {
+        pubsub.unsubscribe(gone.iter().map(|room| c.channel(room)).collect::<Vec<_>>())?;
+    }
+    Ok(())
 }
 
 /// Drops the room from the subscribed set if it has no local member, under
@@ -205,8 +242,8 @@ fn deliver(shared: &Shared, c: &Cluster, server: &ServerHandle, room: &str, payl
                 if seq <= r.seq {
                     return;
                 }
-                if seq > r.seq + 1 {
-                    refill(c, server, room, r, Some(seq));
+                if seq > r.seq + 1 && !refill(c, server, room, r, Some(seq)) {
+                    notify(server, room, r.seq, "redis could not be read");
                 }
                 let frame = frame_of(room, seq, body);
                 r.seq = seq;
@@ -228,20 +265,20 @@ fn deliver(shared: &Shared, c: &Cluster, server: &ServerHandle, room: &str, payl
 
 /// Delivers from the room's stream what follows `r.seq`, up to `until`
 /// (exclusive) or the room's seq; what the stream no longer holds is
-/// announced to the members.
-fn refill(c: &Cluster, server: &ServerHandle, room: &str, r: &mut RoomState, until: Option<u64>) {
+/// announced to the members. False when Redis could not be read (nothing
+/// changed).
+fn refill(c: &Cluster, server: &ServerHandle, room: &str, r: &mut RoomState, until: Option<u64>) -> bool {
     let to = until.map(|u| u - 1);
     let limit = c.history_count.max(1);
     let Ok((epoch, seq, entries, _)) =
         c.read(room, Some(r.seq + 1), to, limit, None, Some((&r.epoch, r.seq)), true)
     else {
-        notify(server, room, r.seq, "redis could not be read");
-        return;
+        return false;
     };
     if epoch != r.epoch {
         notify(server, room, r.seq, NEW_EPOCH);
         (r.epoch, r.seq) = (epoch, if until.is_some() { 0 } else { seq });
-        return;
+        return true;
     }
     let target = to.unwrap_or(seq);
     for (id, fields) in entries.iter().rev() {
@@ -262,6 +299,7 @@ fn refill(c: &Cluster, server: &ServerHandle, room: &str, r: &mut RoomState, unt
         notify(server, room, r.seq, "messages are no longer in history");
         r.seq = target;
     }
+    true
 }
 
 /// Why members are told after a room moved to a new epoch.
