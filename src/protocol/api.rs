@@ -245,8 +245,8 @@ fn disconnect_call(shared: &Shared, server: &ServerHandle, body: &[u8]) -> Resul
         return Err(bad(crate::error::invalid_close_code_text!()));
     }
     let n = match (body.client_id, body.user) {
-        (Some(client_id), None) => bans::disconnect_client(server, &client_id, code, &reason),
-        (None, Some(user)) => bans::disconnect_user(shared, server, &user, code, &reason),
+        (Some(client_id), None) => bans::disconnect_client_id(shared, server, &client_id, code, &reason),
+        (None, Some(user)) => bans::disconnect_user_everywhere(shared, server, &user, code, &reason),
         _ => return Err(bad("give exactly one of clientId and user")),
     };
     Ok(json!({"disconnected": n}))

@@ -202,6 +202,43 @@ impl Cluster {
         format!("{}-{conn}", self.node)
     }
 
+    /// Whose a clientId is: `Ok(conn)` this node's, `Err(())` another
+    /// node's, `None` not a cluster clientId.
+    pub fn owner_of(&self, client_id: &str) -> Option<Result<ConnId, ()>> {
+        let (node, conn) = client_id.split_once('-')?;
+        let conn: ConnId = conn.parse().ok().filter(|c: &ConnId| c.to_string() == conn)?;
+        if node.len() != self.node.len() || !node.bytes().all(|b| b.is_ascii_hexdigit()) {
+            return None;
+        }
+        Some(if node == self.node { Ok(conn) } else { Err(()) })
+    }
+
+    /// Asks every node to close the connection with this clientId (its own
+    /// node does). Best effort: Redis down, nobody hears it.
+    pub fn kick_client(&self, client_id: &str, code: u16, reason: &str) {
+        self.send_control('k', code, reason, client_id);
+    }
+
+    /// Asks every node to close the connections of `user`.
+    pub fn kick_user(&self, user: &str, code: u16, reason: &str) {
+        self.send_control('u', code, reason, user);
+    }
+
+    fn send_control(&self, kind: char, code: u16, reason: &str, target: &str) {
+        let channel = self.control_channel();
+        let message = format!("{kind} {code} {}\n{reason}{target}", reason.len());
+        if self.call(|c| redis::cmd("PUBLISH").arg(&channel).arg(&message).query::<i64>(c)).is_err() {
+            log::warn!("redis: a kick could not reach the other nodes");
+        }
+    }
+
+    /// The channel every node subscribes to for requests to all nodes
+    /// (kicks): `<k or u> <close code> <reason length>\n<reason><clientId
+    /// or user>` (`subscriber.rs` reads them).
+    fn control_channel(&self) -> String {
+        format!("{}ctl", self.prefix)
+    }
+
     fn key(&self, kind: &str, room: &str) -> String {
         format!("{}{kind}:{room}", self.prefix)
     }

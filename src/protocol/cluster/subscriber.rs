@@ -98,6 +98,7 @@ fn session(
 ) -> redis::RedisResult<()> {
     let mut pubsub = conn.as_pubsub();
     pubsub.set_read_timeout(Some(TIMEOUT))?;
+    pubsub.subscribe(c.control_channel())?;
     let rooms: Vec<String> = c.subscribed.lock().iter().cloned().collect();
     for batch in rooms.chunks(BATCH) {
         pubsub.subscribe(batch.iter().map(|room| c.channel(room)).collect::<Vec<_>>())?;
@@ -140,9 +141,11 @@ fn session(
         match pubsub.get_message() {
             Ok(msg) => {
                 heard = Instant::now();
+                let Some(server) = server.upgrade() else { return Ok(()) }; // stopped
                 if let Some(room) = c.room_of(msg.get_channel_name()) {
-                    let Some(server) = server.upgrade() else { return Ok(()) }; // stopped
                     deliver(shared, c, &server, room, msg.get_payload_bytes());
+                } else if msg.get_channel_name() == c.control_channel() {
+                    kick(shared, c, &server, msg.get_payload_bytes());
                 }
             }
             Err(e) if e.is_timeout() => {
@@ -258,6 +261,33 @@ fn deliver(shared: &Shared, c: &Cluster, server: &ServerHandle, room: &str, payl
             if let Ok(text) = std::str::from_utf8(body) {
                 let _ = server.broadcast(room, text.to_owned(), None);
             }
+        }
+        _ => {}
+    }
+}
+
+/// A kick from any node ([`Cluster::kick_client`], [`Cluster::kick_user`]):
+/// closes the connections it names on this node.
+fn kick(shared: &Shared, c: &Cluster, server: &ServerHandle, payload: &[u8]) {
+    let Some(nl) = payload.iter().position(|&b| b == b'\n') else { return };
+    let Ok(header) = std::str::from_utf8(&payload[..nl]) else { return };
+    let mut words = header.split(' ');
+    let (Some(kind), Some(Ok(code)), Some(Ok(len))) =
+        (words.next(), words.next().map(str::parse::<u16>), words.next().map(str::parse::<usize>))
+    else {
+        return;
+    };
+    let rest = &payload[nl + 1..];
+    let (Some(reason), Some(target)) = (rest.get(..len), rest.get(len..)) else { return };
+    let (Ok(reason), Ok(target)) = (std::str::from_utf8(reason), std::str::from_utf8(target)) else { return };
+    match kind {
+        "k" => {
+            if let Some(Ok(conn)) = c.owner_of(target) {
+                let _ = server.close(conn, code, reason);
+            }
+        }
+        "u" => {
+            crate::protocol::bans::disconnect_user(shared, server, target, code, reason);
         }
         _ => {}
     }
