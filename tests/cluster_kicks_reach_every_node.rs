@@ -97,3 +97,45 @@ fn a_user_kicked_through_one_node_is_closed_on_every_node() {
     assert_eq!(closed_with(&mut on_a), 4003);
     ok(&mut bystander, "ping", json!(null));
 }
+
+/// Whether an upgrade as `user` is refused.
+fn refused_as(node: &Wshub, user: &str) -> bool {
+    use std::time::{SystemTime, UNIX_EPOCH};
+    let exp = SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_secs() + 300;
+    let token = jsonwebtoken::encode(
+        &jsonwebtoken::Header::default(),
+        &json!({"sub": user, "exp": exp}),
+        &jsonwebtoken::EncodingKey::from_secret(SECRET.as_bytes()),
+    )
+    .unwrap();
+    let stream = std::net::TcpStream::connect(node.addr).expect("connect");
+    stream.set_read_timeout(Some(WAIT)).expect("timeout");
+    let url = format!("ws://{}/ws?access_token={token}", node.addr);
+    tungstenite::client::client(url, stream).is_err()
+}
+
+#[test]
+fn a_ban_through_one_node_holds_on_every_node_and_on_nodes_started_later() {
+    let redis = Redis::start();
+    let flags = ["--api-key", KEY, "--jwt-secret", SECRET];
+    let (a, b) = (node(&redis, &flags), node(&redis, &flags));
+    let mut on_b = connect_as(&b, "mallory");
+    let (status, reply) = api(a.addr, "/api/ban", r#"{"user":"mallory","seconds":600}"#);
+    assert_eq!(status, 200, "{reply}");
+    assert_eq!(closed_with(&mut on_b), 4003);
+    assert!(refused_as(&b, "mallory"), "banned on the other node");
+    let c = node(&redis, &flags);
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while !refused_as(&c, "mallory") {
+        assert!(std::time::Instant::now() < deadline, "a node started after the ban does not know it");
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    let (status, _) = api(b.addr, "/api/unban", r#"{"user":"mallory"}"#);
+    assert_eq!(status, 200);
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while refused_as(&a, "mallory") || refused_as(&c, "mallory") {
+        assert!(std::time::Instant::now() < deadline, "the unban did not reach every node");
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    let _ = connect_as(&b, "alice");
+}

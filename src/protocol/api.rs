@@ -272,6 +272,9 @@ fn ban_call(shared: &Shared, server: &ServerHandle, body: &[u8]) -> Result<Value
         .ban(&body.user, body.seconds, SystemTime::now())
         .map_err(|e| (503, ErrorReply::new(ErrorCode::Forbidden, e.to_string())))?;
     bans::disconnect_user(shared, server, &body.user, BANNED_CLOSE_CODE, bans::BANNED_REASON);
+    if let Some(cluster) = &shared.cluster {
+        cluster.share_ban(&body.user, bans::unix_ms(until));
+    }
     Ok(json!({"user": body.user, "until": bans::unix_ms(until)}))
 }
 
@@ -284,6 +287,9 @@ struct UnbanBody {
 fn unban_call(shared: &Shared, _: &ServerHandle, body: &[u8]) -> Result<Value, Failure> {
     let body: UnbanBody = fields(body)?;
     shared.bans.unban(&body.user, SystemTime::now());
+    if let Some(cluster) = &shared.cluster {
+        cluster.share_unban(&body.user);
+    }
     Ok(json!({"user": body.user}))
 }
 

@@ -216,25 +216,56 @@ impl Cluster {
     /// Asks every node to close the connection with this clientId (its own
     /// node does). Best effort: Redis down, nobody hears it.
     pub fn kick_client(&self, client_id: &str, code: u16, reason: &str) {
-        self.send_control('k', code, reason, client_id);
+        self.send_control('k', code.into(), reason, client_id);
     }
 
     /// Asks every node to close the connections of `user`.
     pub fn kick_user(&self, user: &str, code: u16, reason: &str) {
-        self.send_control('u', code, reason, user);
+        self.send_control('u', code.into(), reason, user);
     }
 
-    fn send_control(&self, kind: char, code: u16, reason: &str, target: &str) {
+    /// Records a ban of `user` until `until_ms` (Unix ms) in Redis, for
+    /// nodes started later, and tells every node now.
+    pub fn share_ban(&self, user: &str, until_ms: u64) {
+        let bans = self.bans_key();
+        if self.call(|c| redis::cmd("HSET").arg(&bans).arg(user).arg(until_ms).query::<i64>(c)).is_err() {
+            log::warn!("redis: the ban of {user:?} could not be recorded for the other nodes");
+        }
+        self.send_control('b', until_ms, "", user);
+    }
+
+    /// Lifts a ban in Redis and on every node.
+    pub fn share_unban(&self, user: &str) {
+        let bans = self.bans_key();
+        if self.call(|c| redis::cmd("HDEL").arg(&bans).arg(user).query::<i64>(c)).is_err() {
+            log::warn!("redis: the unban of {user:?} could not be recorded for the other nodes");
+        }
+        self.send_control('n', 0, "", user);
+    }
+
+    /// The bans recorded in Redis: user and until (Unix ms).
+    fn recorded_bans(&self) -> redis::RedisResult<Vec<(String, u64)>> {
+        let bans = self.bans_key();
+        self.call_anyway(|c| redis::cmd("HGETALL").arg(&bans).query(c))
+    }
+
+    fn bans_key(&self) -> String {
+        format!("{}bans", self.prefix)
+    }
+
+    fn send_control(&self, kind: char, number: u64, reason: &str, target: &str) {
         let channel = self.control_channel();
-        let message = format!("{kind} {code} {}\n{reason}{target}", reason.len());
+        let message = format!("{kind} {number} {}\n{reason}{target}", reason.len());
         if self.call(|c| redis::cmd("PUBLISH").arg(&channel).arg(&message).query::<i64>(c)).is_err() {
-            log::warn!("redis: a kick could not reach the other nodes");
+            log::warn!("redis: a kick or ban could not reach the other nodes");
         }
     }
 
-    /// The channel every node subscribes to for requests to all nodes
-    /// (kicks): `<k or u> <close code> <reason length>\n<reason><clientId
-    /// or user>` (`subscriber.rs` reads them).
+    /// The channel every node subscribes to for requests to all nodes:
+    /// `<kind> <number> <reason length>\n<reason><target>`, kind `k` (kick a
+    /// clientId, number the close code), `u` (kick a user, the same), `b`
+    /// (ban a user, number until when in Unix ms), `n` (unban a user).
+    /// `subscriber.rs` reads them.
     fn control_channel(&self) -> String {
         format!("{}ctl", self.prefix)
     }

@@ -1,4 +1,5 @@
-//! This node's heartbeat: every [`HEARTBEAT`] it sets its key with a TTL of
+//! This node's heartbeat (and its reading of the bans Redis records: at
+//! start and after an outage): every [`HEARTBEAT`] it sets its key with a TTL of
 //! [`NODE_TTL`], which also tells whether Redis is up. Then:
 //!
 //! - it puts back its own members if Redis holds fewer of them than the node
@@ -28,17 +29,34 @@ const PAGES_PER_BEAT: usize = 20;
 pub(super) fn run(weak: Weak<Shared>) {
     // Nodes found silent, since when (as this node saw it).
     let mut silent: HashMap<String, Instant> = HashMap::new();
+    let mut bans_read = false;
     loop {
         {
             let Some(shared) = weak.upgrade() else { return };
             let Some(cluster) = shared.cluster.as_ref() else { return };
-            beat(cluster, &mut silent);
+            let was_up = cluster.is_up();
+            let alive = beat(cluster, &mut silent);
+            // At start, and after an outage (bans made meanwhile reached no
+            // subscriber of this node): the bans recorded in Redis.
+            if alive && (!bans_read || !was_up) {
+                bans_read = read_bans(&shared, cluster);
+            }
         }
         std::thread::sleep(HEARTBEAT);
     }
 }
 
-fn beat(c: &Cluster, silent: &mut HashMap<String, Instant>) {
+/// Bans this node the users Redis records as banned; whether Redis answered.
+fn read_bans(shared: &Shared, c: &Cluster) -> bool {
+    let Ok(recorded) = c.recorded_bans() else { return false };
+    for (user, until_ms) in recorded {
+        crate::protocol::bans::ban_until(shared, &user, until_ms);
+    }
+    true
+}
+
+/// One heartbeat; whether Redis answered it.
+fn beat(c: &Cluster, silent: &mut HashMap<String, Instant>) -> bool {
     let node_key = format!("{}node:{}", c.prefix, c.node);
     let nodes = format!("{}nodes", c.prefix);
     let members_key = format!("{}nm:{}", c.prefix, c.node);
@@ -63,7 +81,7 @@ fn beat(c: &Cluster, silent: &mut HashMap<String, Instant>) {
         // says nothing: they may be as cut off as it was.
         silent.clear();
         c.mark_down();
-        return;
+        return false;
     };
     if !c.up.swap(true, std::sync::atomic::Ordering::Relaxed) {
         log::info!("redis answers again");
@@ -74,7 +92,7 @@ fn beat(c: &Cluster, silent: &mut HashMap<String, Instant>) {
     let found: Vec<String> =
         match c.call_anyway(|conn| c.scripts.silent.key(&nodes).arg(&c.prefix).invoke(conn)) {
             Ok(found) => found,
-            Err(_) => return,
+            Err(_) => return true,
         };
     let now = Instant::now();
     silent.retain(|id, _| found.contains(id));
@@ -100,10 +118,11 @@ fn beat(c: &Cluster, silent: &mut HashMap<String, Instant>) {
                     break;
                 }
                 Ok(_) => {}
-                Err(_) => return,
+                Err(_) => return true,
             }
         }
     }
+    true
 }
 
 /// Writes back the members this node has that Redis lost (its entries were

@@ -19,6 +19,7 @@ use std::time::{Duration, Instant};
 use serde_json::json;
 
 use super::{frame_of, parse_entry, Cluster, Control, TIMEOUT};
+use crate::protocol::bans;
 use crate::protocol::envelope::frame;
 use crate::protocol::handler::Shared;
 use crate::protocol::room::RoomState;
@@ -266,20 +267,22 @@ fn deliver(shared: &Shared, c: &Cluster, server: &ServerHandle, room: &str, payl
     }
 }
 
-/// A kick from any node ([`Cluster::kick_client`], [`Cluster::kick_user`]):
-/// closes the connections it names on this node.
+/// A request from any node ([`Cluster::kick_client`], [`Cluster::kick_user`],
+/// [`Cluster::share_ban`], [`Cluster::share_unban`]): closes the connections
+/// it names on this node, or bans or unbans a user here.
 fn kick(shared: &Shared, c: &Cluster, server: &ServerHandle, payload: &[u8]) {
     let Some(nl) = payload.iter().position(|&b| b == b'\n') else { return };
     let Ok(header) = std::str::from_utf8(&payload[..nl]) else { return };
     let mut words = header.split(' ');
-    let (Some(kind), Some(Ok(code)), Some(Ok(len))) =
-        (words.next(), words.next().map(str::parse::<u16>), words.next().map(str::parse::<usize>))
+    let (Some(kind), Some(Ok(number)), Some(Ok(len))) =
+        (words.next(), words.next().map(str::parse::<u64>), words.next().map(str::parse::<usize>))
     else {
         return;
     };
     let rest = &payload[nl + 1..];
     let (Some(reason), Some(target)) = (rest.get(..len), rest.get(len..)) else { return };
     let (Ok(reason), Ok(target)) = (std::str::from_utf8(reason), std::str::from_utf8(target)) else { return };
+    let code = u16::try_from(number).unwrap_or(0);
     match kind {
         "k" => {
             if let Some(Ok(conn)) = c.owner_of(target) {
@@ -287,7 +290,14 @@ fn kick(shared: &Shared, c: &Cluster, server: &ServerHandle, payload: &[u8]) {
             }
         }
         "u" => {
-            crate::protocol::bans::disconnect_user(shared, server, target, code, reason);
+            bans::disconnect_user(shared, server, target, code, reason);
+        }
+        "b" => {
+            bans::ban_until(shared, target, number);
+            bans::disconnect_user(shared, server, target, bans::BANNED_CLOSE_CODE, bans::BANNED_REASON);
+        }
+        "n" => {
+            shared.bans.unban(target, std::time::SystemTime::now());
         }
         _ => {}
     }
