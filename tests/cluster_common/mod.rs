@@ -243,7 +243,7 @@ impl Proxy {
                             (client.try_clone().expect("clone"), server.try_clone().expect("clone"));
                         let (cut_a, stop_a, cut_b, stop_b) =
                             (cut2.clone(), stop2.clone(), cut2.clone(), stop2.clone());
-                        let pump_b = pump.clone();
+                        let pump_b = pump;
                         std::thread::spawn(move || pump(client, server, era, cut_a, stop_a));
                         std::thread::spawn(move || pump_b(s2, c2, era, cut_b, stop_b));
                     }
