@@ -416,8 +416,9 @@ impl Cluster {
         Ok(Published { seq, duplicate: dup == 1 })
     }
 
-    /// Makes sure this node's subscriber has the room's channel, waiting (at
-    /// most [`TIMEOUT`]) for Redis to confirm a new subscription.
+    /// Makes sure this node's subscriber has the room's channel, waiting at
+    /// most [`TIMEOUT`] for room in the subscriber's queue, then at most
+    /// [`TIMEOUT`] and a [`HEARTBEAT`] for Redis to confirm a new subscription.
     fn ensure_subscribed(&self, room: &str) -> Result<(), ErrorReply> {
         if self.subscribed.lock().contains(room) {
             return Ok(());
@@ -426,7 +427,11 @@ impl Cluster {
             return Err(unavailable());
         }
         let (tx, rx) = crossbeam_channel::bounded(1);
-        self.control.0.try_send(Control::Subscribe(room.to_owned(), tx)).map_err(|_| unavailable())?;
+        // Many joins at once may fill the queue: wait for room, within the bound.
+        self.control
+            .0
+            .send_timeout(Control::Subscribe(room.to_owned(), tx), TIMEOUT)
+            .map_err(|_| unavailable())?;
         match rx.recv_timeout(TIMEOUT + HEARTBEAT) {
             Ok(true) => Ok(()),
             _ => Err(unavailable()),
