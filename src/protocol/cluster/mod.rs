@@ -243,10 +243,18 @@ impl Cluster {
         self.send_control('n', 0, "", user);
     }
 
-    /// The bans recorded in Redis: user and until (Unix ms).
+    /// The bans recorded in Redis that still hold: user and until (Unix
+    /// ms). Expired ones are removed from Redis.
     fn recorded_bans(&self) -> redis::RedisResult<Vec<(String, u64)>> {
         let bans = self.bans_key();
-        self.call_anyway(|c| redis::cmd("HGETALL").arg(&bans).query(c))
+        let all: Vec<(String, u64)> = self.call_anyway(|c| redis::cmd("HGETALL").arg(&bans).query(c))?;
+        let now = super::bans::unix_ms(std::time::SystemTime::now());
+        let (held, expired): (Vec<_>, Vec<_>) = all.into_iter().partition(|(_, until)| *until > now);
+        if !expired.is_empty() {
+            let users: Vec<&str> = expired.iter().map(|(user, _)| user.as_str()).collect();
+            let _ = self.call_anyway(|c| redis::cmd("HDEL").arg(&bans).arg(&users).query::<i64>(c));
+        }
+        Ok(held)
     }
 
     fn bans_key(&self) -> String {
@@ -544,8 +552,8 @@ impl Cluster {
             (r.epoch, r.seq, r.cluster_synced) = (epoch, seq, true);
         }
         if j.newly {
-            self.members.lock().insert(member_field(j.room, j.client_id), member);
             server.join(j.conn, j.room).map_err(|_| internal())?;
+            self.members.lock().insert(member_field(j.room, j.client_id), member);
             r.members.insert(j.conn, json!({}));
             let _ = server.broadcast(j.room, event, Some(j.conn));
         }
