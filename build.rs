@@ -31,6 +31,11 @@ fn main() {
     let mut parts = version.split(['.', '-', '+']).map(|p| p.parse::<u32>().unwrap_or(0));
     let (major, minor, patch) =
         (parts.next().unwrap_or(0), parts.next().unwrap_or(0), parts.next().unwrap_or(0));
+    // The shared library's SONAME: programs record libwshub.so.<major> and
+    // keep working across compatible releases (packaging/ installs the links).
+    if env::var("CARGO_CFG_TARGET_OS").as_deref() == Ok("linux") {
+        println!("cargo:rustc-cdylib-link-arg=-Wl,-soname,libwshub.so.{major}");
+    }
     let mut config = config;
     config.after_includes = Some(format!(
         "\n#define WSHUB_VERSION \"{version}\"\n#define WSHUB_VERSION_MAJOR {major}\n\

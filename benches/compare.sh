@@ -272,7 +272,10 @@ start_server() { # server, case -> sets SERVER_PID and URL
         wshub)
             local extra=()
             [[ "$case" == conns* ]] && extra=(--max-connections "$((CONNS + 100))")
-            "$WSHUB" --bind 127.0.0.1:0 --rate-limit 0 --frame-rate-limit 0 --log-level warn "${extra[@]}" "${tls[@]}" >"$out" 2>"$err" &
+            # Every load comes from one address, 256 handshakes in flight: past
+            # the default bound per address (16), so it is raised like the rate limits.
+            "$WSHUB" --bind 127.0.0.1:0 --rate-limit 0 --frame-rate-limit 0 --max-handshakes-per-ip 1024 \
+                --log-level warn "${extra[@]}" "${tls[@]}" >"$out" 2>"$err" &
             ;;
         node)
             node "$PEER/server.js" --port 0 "${tls[@]}" >"$out" 2>"$err" &

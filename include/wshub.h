@@ -34,11 +34,12 @@
  * Every thread wshub starts blocks all signals but the ones faults raise,
  * so the host's signal handlers run on the host's own threads.
  *
- * Log callback (wshub_set_log_callback): runs on any wshub thread, holding
- * no wshub lock; it may not call wshub functions (wshub_set_log_callback
- * from inside it returns WSHUB_WRONG_MODE), and lines wshub would log from
- * inside it are dropped. Do not hold a lock your log callback takes while
- * calling wshub_set_log_callback: it waits for running calls of the old one.
+ * Log callback (wshub_set_log_callback): runs on any thread that logs, with
+ * no wshub lock held; it should not call wshub functions (lines wshub would
+ * log from inside it are dropped; wshub_set_log_callback from inside it
+ * returns WSHUB_WRONG_MODE). Do not hold a lock your log callback takes
+ * while calling wshub_set_log_callback: it waits for running calls of the
+ * old callback to return, so that their user_data may be freed.
  *
  * Not thread-safe application? Use pull mode instead (wshub_start_polling,
  * wshub_poll_event, wshub_event_fd): then no callback runs on a wshub thread.
@@ -87,8 +88,9 @@ enum wshub_result
    */
   WSHUB_INVALID_ARGUMENT = 2,
   /*
-   `wshub_start` refused the configuration (a zero limit, a path without
-   a leading '/', a stack below 64 KiB or above 256 MiB).
+   `wshub_start` refused the configuration (a zero limit, a size, count
+   or duration over its bound, a path without a leading '/', a stack
+   below 64 KiB or above 256 MiB); `wshub_last_error` says which.
    */
   WSHUB_INVALID_CONFIG = 3,
   /*
@@ -342,8 +344,12 @@ typedef void (*wshub_on_close)(void *user_data,
  valid only during the call. Runs on the connection's reader thread, before
  the join takes effect, for the first join of each room (not for a rejoin
  of a room the connection is in). An event stream (`GET /sse?room=R`) asks
- it too, before its `200` and before on_upgrade (refused: `403`). Not
- called in pull mode (joins are allowed there).
+ it too, once on_upgrade accepted it (so `wshub_conn_identity` and
+ `wshub_conn_user_data` answer as for a `room:join`) and before its `200`
+ (refused: `403`, and what on_upgrade attached is forgotten, as for a 101
+ that cannot be sent). A `presence:get` of a room the client is not in
+ (allowed by its token's `rooms` claim) asks it too. Not called in pull
+ mode (joins are allowed there).
  */
 typedef int (*wshub_on_join)(void *user_data,
                              wshub_server *server,
@@ -747,13 +753,16 @@ wshub_result wshub_config_set_history_max_bytes(wshub_config *config, size_t byt
  not yet answered), apart from the connection cap; each holds a reader
  thread. More get a quick answer from one overflow thread: 503 with
  Retry-After for an upgrade, the normal answer for a plain request (so
- /healthz stays reachable). Default 1024.
+ /healthz stays reachable). When all are taken, a socket from an address
+ holding fewer than the biggest holder takes that holder's oldest slot
+ (closing that socket). Default 1024.
  */
 wshub_result wshub_config_set_max_handshakes(wshub_config *config, size_t value);
 
 /*
  Sockets one IP address may have in their handshake at once; more are
- answered as past `wshub_config_set_max_handshakes`. Default 256.
+ answered as past `wshub_config_set_max_handshakes`. Default 16. IPv6
+ addresses count by their /64, for this and every per-address bound.
  */
 wshub_result wshub_config_set_max_handshakes_per_ip(wshub_config *config, size_t value);
 
@@ -796,9 +805,36 @@ wshub_result wshub_config_set_max_rooms(wshub_config *config, size_t rooms);
 
 /*
  Sockets the overflow thread holds at once while it answers them (each for
- at most 2 s); past it the oldest is dropped unanswered. Default 1024.
+ at most 2 s); past it the oldest socket of the address
+ holding the most is dropped unanswered. Default 1024.
  */
 wshub_result wshub_config_set_overflow_sockets(wshub_config *config, size_t value);
+
+/*
+ Bytes of plain requests' bodies (the protocol's backend API calls) all
+ connections together may be sending at once, each counted at its
+ Content-Length from its head; one more gets 503 with Retry-After, its
+ body unread. Default 16777216 (16 MiB).
+ */
+wshub_result wshub_config_set_request_body_budget(wshub_config *config, size_t bytes);
+
+/*
+ Adds a trusted proxy, an address block such as "10.0.0.0/8" or "::1": from
+ such a peer, the client's address is the rightmost X-Forwarded-For entry
+ that is not itself a trusted proxy, and every per-address bound, the logs
+ and `wshub_request_remote_addr` use it (its port is then 0). Repeatable.
+ WSHUB_INVALID_ARGUMENT when `cidr` is not an address block.
+ */
+wshub_result wshub_config_add_trusted_proxy(wshub_config *config, const char *cidr);
+
+/*
+ A second listener, "host:port", serving /metrics, /healthz and the
+ backend API (paths under /api/), and nothing else (404, upgrades
+ included); the main port then answers 404 for /metrics and the API.
+ "" (the default): no admin listener.
+ WSHUB_INVALID_ARGUMENT when `address` is neither.
+ */
+wshub_result wshub_config_set_admin_bind(wshub_config *config, const char *address);
 
 /*
  Protocol only: frames waiting in a client's outbound queue at which a reply
@@ -1034,13 +1070,19 @@ wshub_result wshub_event_reject(wshub_event *event, uint16_t http_status);
  May be called at any time, before `wshub_start` or while servers run; the
  setting is per process, for every server. When it returns, the previous
  callback is not running and is never called again, so its `user_data`
- may be freed.
+ may be freed: it waits for the calls of the previous callback under way
+ on other threads, so do not hold a lock that your callback takes while
+ calling this. From inside the log callback it returns WSHUB_WRONG_MODE
+ and changes nothing.
 
- Threads: the callback runs on whichever wshub thread logs (connection
- threads, the hub, the acceptor, ...), possibly on several at once; it must
- be thread-safe, return quickly, and must not call any wshub function
- (wshub may hold a lock while it logs). No log line contains a token, an
- API key or a query string.
+ Threads: the callback runs on whichever thread logs (wshub's connection
+ threads, the hub, the acceptor, ..., or yours inside a wshub call),
+ possibly on several at once, and no wshub lock is held while it runs. It
+ must be thread-safe and return quickly, and should not call wshub
+ functions: what wshub would log from inside it is dropped (never passed
+ to it again), and wshub may hold its own locks while it logs. No log line
+ contains a token, an API key or a query string. A panic inside wshub (a
+ bug) is logged as an error, never printed on stderr by itself.
 
  When the process already has a Rust logger (a Rust program that also uses
  the C API), that logger keeps receiving everything and this only records
@@ -1352,9 +1394,15 @@ wshub_result wshub_conn_identity(wshub_server *server,
  handshake deadline (counted from this call), the path, Origin and token
  checks of the protocol, `on_upgrade`. Returns at once.
 
- On WSHUB_OK wshub owns `fd`: it closes it when the connection ends, and
- the application must neither use nor close it again. On any error `fd`
- is still the application's. Errors: WSHUB_INVALID_ARGUMENT (`fd` is not a
+ On WSHUB_OK wshub owns `fd` itself (no copy is made): it closes it when
+ the connection ends, and the application must neither read, write nor
+ close it again. Until the connection ends the number stays this socket,
+ so the application may still remove it from its poll sets
+ (`EPOLL_CTL_DEL`) right after the call; when something else could end
+ the connection first (the client, a stop), remove it before calling. A
+ registration left in an epoll set goes away when wshub closes it. On
+ any error `fd` is still the application's, open, with its flags
+ (O_NONBLOCK) as they were. Errors: WSHUB_INVALID_ARGUMENT (`fd` is not a
  connected TCP socket, more than 8192 bytes already read, or bytes
  already read on a TLS server), WSHUB_STOPPED (the server is stopping).
  Works with or without a listener of the server's own (see

@@ -22,6 +22,7 @@ use crossbeam_channel::Sender;
 use crate::connection::handshake::MAX_REQUEST_HEAD;
 use crate::connection::{reader, ConnShared};
 use crate::error::{Error, Result};
+use crate::ip_table::Admitted;
 use crate::overflow::Overflowing;
 use crate::server::ServerHandle;
 use crate::sys::pthread;
@@ -29,6 +30,12 @@ use crate::sys::pthread;
 /// How often the acceptor of an inherited (non-blocking) listener looks at
 /// `draining` while no connection comes.
 const INHERITED_TICK: Duration = Duration::from_millis(50);
+
+/// The admin listener's acceptor (`Config::admin_bind`): the same as
+/// [`run`], its sockets marked as the admin port's (see `Engine::admin_split`).
+pub(crate) fn run_admin(server: ServerHandle, listener: Arc<TcpListener>, overflow: Sender<Overflowing>) {
+    accept_loop(server, listener, false, overflow, true)
+}
 
 /// Accepts until the server drains. `inherited`: the listener is
 /// non-blocking and shared with whoever passed it (systemd), so the stop
@@ -38,6 +45,16 @@ pub(crate) fn run(
     listener: Arc<TcpListener>,
     inherited: bool,
     overflow: Sender<Overflowing>,
+) {
+    accept_loop(server, listener, inherited, overflow, false)
+}
+
+fn accept_loop(
+    server: ServerHandle,
+    listener: Arc<TcpListener>,
+    inherited: bool,
+    overflow: Sender<Overflowing>,
+    admin: bool,
 ) {
     let engine = server.engine();
     let fd = [std::os::fd::AsRawFd::as_raw_fd(&*listener)];
@@ -69,7 +86,7 @@ pub(crate) fn run(
         if engine.is_draining() {
             break;
         }
-        admit(&server, stream, remote, Vec::new(), &overflow);
+        admit(&server, stream, remote, Vec::new(), &overflow, admin);
     }
     log::debug!("acceptor stopped");
 }
@@ -83,27 +100,27 @@ fn admit(
     remote: SocketAddr,
     preread: Vec<u8>,
     overflow: &Sender<Overflowing>,
+    admin: bool,
 ) {
     let engine = server.engine();
-    if let Err((refusal, log)) = engine.ip_table.admit(remote.ip(), &engine.config, Instant::now()) {
-        if log {
-            // Once per address per interval, however many it sends.
-            log::warn!(
-                "{}: over {}; answering {} from the overflow thread",
-                remote.ip(),
-                refusal.label(),
-                refusal.status()
-            );
+    let id = engine.next_conn_id();
+    let trusted = engine.is_trusted_proxy(remote.ip());
+    let admitted = match engine.ip_table.admit(remote.ip(), id, trusted, &engine.config, Instant::now()) {
+        Ok(admitted) => admitted,
+        Err(refusal) => {
+            let socket = Overflowing { stream, remote, refusal: refusal.0, preread, admin };
+            return overflow_to(engine, socket, refusal.1, overflow);
         }
-        crate::stats::Stats::add(&engine.stats.handshake_overflow[refusal as usize], 1);
-        if overflow.try_send(Overflowing { stream, remote, refusal, preread }).is_err() {
-            engine.stats.count_reject(0);
-        }
-        return;
+    };
+    let conn = Arc::new(ConnShared::new(id, remote, stream));
+    if admin {
+        conn.set_on_admin();
     }
-    let conn = Arc::new(ConnShared::new(engine.next_conn_id(), remote, stream));
     engine.handshake_started(&conn);
     engine.connection_started(conn.clone());
+    if let Admitted::Took(oldest) = admitted {
+        engine.handshake_slot_taken(oldest);
+    }
     let (server2, conn2) = (server.clone(), conn.clone());
     let name = format!("wshub-r{}", conn.id);
     if let Err(e) =
@@ -113,6 +130,29 @@ fn admit(
     {
         log::error!("{remote}: cannot spawn a reader thread: {e}; dropping");
         engine.connection_finished(conn.id);
+    }
+}
+
+/// Hands a socket that got no handshake slot to the overflow thread.
+fn overflow_to(
+    engine: &crate::engine::Engine,
+    socket: Overflowing,
+    log: bool,
+    overflow: &Sender<Overflowing>,
+) {
+    let (remote, refusal) = (socket.remote, socket.refusal);
+    if log {
+        // Once per address per interval, however many it sends.
+        log::warn!(
+            "{}: over {}; answering {} from the overflow thread",
+            remote.ip(),
+            refusal.label(),
+            refusal.status()
+        );
+    }
+    crate::stats::Stats::add(&engine.stats.handshake_overflow[refusal as usize], 1);
+    if overflow.try_send(socket).is_err() {
+        engine.stats.count_reject(0);
     }
 }
 
@@ -151,26 +191,43 @@ impl ServerHandle {
     /// server (TLS bytes must reach wshub undecrypted); [`Error::Io`] when
     /// the socket's address cannot be read (it is not connected).
     pub fn adopt(&self, stream: TcpStream, already_read: &[u8]) -> Result<()> {
+        self.try_adopt(stream, already_read).map_err(|(e, _)| e)
+    }
+
+    /// [`adopt`](Self::adopt) that hands the socket back, untouched (its
+    /// blocking mode too), with any error: for C hosts, whose descriptor
+    /// must stay theirs when the call fails (`ffi/adopt.rs`).
+    pub(crate) fn try_adopt(
+        &self,
+        stream: TcpStream,
+        already_read: &[u8],
+    ) -> std::result::Result<(), (Error, TcpStream)> {
         let engine = self.engine();
         if engine.is_draining() {
-            return Err(Error::Stopped);
+            return Err((Error::Stopped, stream));
         }
         if already_read.len() > MAX_REQUEST_HEAD {
-            return Err(Error::InvalidConfig(format!(
+            let why = format!(
                 "adopt: {} bytes already read; a request head is at most {MAX_REQUEST_HEAD}",
                 already_read.len()
-            )));
+            );
+            return Err((Error::InvalidConfig(why), stream));
         }
         if engine.tls.is_some() && !already_read.is_empty() {
-            return Err(Error::InvalidConfig(
-                "adopt: a TLS server cannot take bytes already read from the socket".into(),
-            ));
+            let why = "adopt: a TLS server cannot take bytes already read from the socket".into();
+            return Err((Error::InvalidConfig(why), stream));
         }
-        let remote = stream.peer_addr()?;
-        // The host may have made it non-blocking; the reader expects blocking reads.
-        stream.set_nonblocking(false)?;
-        let overflow = engine.overflow_sender().ok_or(Error::Stopped)?;
-        admit(self, stream, remote, already_read.to_vec(), &overflow);
+        let remote = match stream.peer_addr() {
+            Ok(remote) => remote,
+            Err(e) => return Err((e.into(), stream)),
+        };
+        let Some(overflow) = engine.overflow_sender() else { return Err((Error::Stopped, stream)) };
+        // The last step that can fail. The host may have made it
+        // non-blocking; the reader expects blocking reads.
+        if let Err(e) = stream.set_nonblocking(false) {
+            return Err((e.into(), stream));
+        }
+        admit(self, stream, remote, already_read.to_vec(), &overflow, false);
         Ok(())
     }
 }

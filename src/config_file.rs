@@ -49,6 +49,10 @@ pub struct ConfigFile {
     /// `20`, or `"20/s"` as on the command line.
     pub connect_rate_per_ip: Option<Rate>,
     pub overflow_sockets: Option<usize>,
+    pub request_body_budget: Option<usize>,
+    /// Every trusted proxy block (the flag `--trusted-proxy`, repeated).
+    pub trusted_proxy: Option<Vec<String>>,
+    pub admin_bind: Option<SocketAddr>,
     pub jwt_secret: Option<String>,
     pub jwt_public_key: Option<std::path::PathBuf>,
     pub jwt_audience: Option<String>,

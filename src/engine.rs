@@ -21,7 +21,7 @@ use crate::hub::{self, Cmd, Hub};
 use crate::ip_table::IpTable;
 use crate::server::ServerHandle;
 use crate::stats::Stats;
-use crate::sys::pthread;
+use crate::sys::{pthread, signals};
 use crate::types::ConnId;
 
 /// What the stopper thread runs: a stop asked for from inside a callback.
@@ -53,6 +53,9 @@ pub(crate) struct Engine {
     /// the next instance too); the acceptor polls it instead.
     inherited: bool,
     acceptor: Mutex<Option<JoinHandle<()>>>,
+    /// The listener of `Config::admin_bind`, and its acceptor thread.
+    admin_listener: Option<Arc<TcpListener>>,
+    admin_acceptor: Mutex<Option<JoinHandle<()>>>,
     /// For sockets adopted over the caps (see `acceptor::admit`); dropped by the stop.
     overflow_tx: Mutex<Option<Sender<crate::overflow::Overflowing>>>,
     threads: Mutex<Vec<JoinHandle<()>>>,
@@ -64,6 +67,8 @@ pub(crate) struct Engine {
     stopper: Mutex<Option<JoinHandle<()>>>,
     /// What each peer address holds: handshake slots, connections, connect rate.
     pub ip_table: IpTable,
+    /// `Config::trusted_proxies`, parsed.
+    pub trusted_proxies: Vec<crate::ip_table::Cidr>,
     /// TLS config new connections start from (`None`: plain ws/http).
     pub tls: Option<crate::tls::Tls>,
 }
@@ -84,6 +89,7 @@ impl Engine {
         pthread::watch_fork();
         let tls =
             config.tls_sources().map(crate::tls::Tls::load).transpose().map_err(Error::InvalidConfig)?;
+        let trusted_proxies = config.trusted_blocks().map_err(Error::InvalidConfig)?;
         let shared_listener = inherited.is_some();
         let listener = match inherited {
             Some(l) => Some(l),
@@ -103,6 +109,14 @@ impl Engine {
         let buckets = crate::sys::futex::size_futex_hash(2 * config.max_connections + 16);
         log::debug!("futex hash buckets: {buckets:?}");
         let listener = listener.map(Arc::new);
+        let admin_listener = match config.admin_bind {
+            Some(addr) => {
+                let l = TcpListener::bind(addr)?;
+                crate::sys::sock::deepen_backlog(&l)?;
+                Some(Arc::new(l))
+            }
+            None => None,
+        };
         let local_addr = match &listener {
             Some(l) => l.local_addr()?,
             None => SocketAddr::from(([0, 0, 0, 0], 0)),
@@ -113,13 +127,13 @@ impl Engine {
         let mut hub = Hub::new(limits, stats.clone());
         hub.start_helper();
         let hub_thread =
-            std::thread::Builder::new().name("wshub-hub".into()).spawn(move || hub.run(hub_rx))?;
+            signals::spawn(std::thread::Builder::new().name("wshub-hub".into()), move || hub.run(hub_rx))?;
         // A stop asked for from inside a callback cannot run on the callback's
         // thread, and must not depend on creating a thread then: the server
         // may be out of threads exactly when it is asked to stop. So the
         // thread that will run it is made now, and waits.
         let (stopper_tx, stopper_rx) = crossbeam_channel::unbounded::<StopJob>();
-        let stopper = std::thread::Builder::new().name("wshub-stopper".into()).spawn(move || {
+        let stopper = signals::spawn(std::thread::Builder::new().name("wshub-stopper".into()), move || {
             while let Ok(job) = stopper_rx.recv() {
                 job();
             }
@@ -149,12 +163,15 @@ impl Engine {
             listener: listener.clone(),
             inherited: shared_listener,
             acceptor: Mutex::new(None),
+            admin_listener: admin_listener.clone(),
+            admin_acceptor: Mutex::new(None),
             overflow_tx: Mutex::new(None),
             threads: Mutex::new(Vec::new()),
             reader_threads: Arc::default(),
             stopper_tx: Mutex::new(Some(stopper_tx)),
             stopper: Mutex::new(Some(stopper)),
             ip_table: IpTable::default(),
+            trusted_proxies,
             tls,
         });
         let handle = ServerHandle::new(engine);
@@ -163,18 +180,19 @@ impl Engine {
         let (overflow_tx, overflow_rx) = crossbeam_channel::bounded(handle.engine().config.overflow_sockets);
         let overflow = {
             let handle = handle.clone();
-            std::thread::Builder::new()
-                .name("wshub-overflow".into())
-                .spawn(move || crate::overflow::run(handle, overflow_rx))
+            signals::spawn(std::thread::Builder::new().name("wshub-overflow".into()), move || {
+                crate::overflow::run(handle, overflow_rx)
+            })
         };
         *handle.engine().overflow_tx.lock() = Some(overflow_tx.clone());
+        let overflow_tx_admin = overflow_tx.clone();
         let acceptor = overflow.and_then(|overflow| match listener {
             Some(listener) => {
                 let handle = handle.clone();
-                std::thread::Builder::new()
-                    .name("wshub-accept".into())
-                    .spawn(move || crate::acceptor::run(handle, listener, shared_listener, overflow_tx))
-                    .map(|acceptor| (Some(acceptor), overflow))
+                signals::spawn(std::thread::Builder::new().name("wshub-accept".into()), move || {
+                    crate::acceptor::run(handle, listener, shared_listener, overflow_tx)
+                })
+                .map(|acceptor| (Some(acceptor), overflow))
             }
             None => Ok((None, overflow)),
         });
@@ -192,6 +210,19 @@ impl Engine {
         // `stop` joins the acceptor before the rest.
         *handle.engine().acceptor.lock() = acceptor;
         handle.engine().threads.lock().extend([overflow, hub_thread]);
+        if let Some(admin) = admin_listener {
+            let (server, overflow) = (handle.clone(), overflow_tx_admin);
+            let spawned = std::thread::Builder::new()
+                .name("wshub-admin".into())
+                .spawn(move || crate::acceptor::run_admin(server, admin, overflow));
+            match spawned {
+                Ok(t) => *handle.engine().admin_acceptor.lock() = Some(t),
+                Err(e) => {
+                    handle.engine().stop();
+                    return Err(e.into());
+                }
+            }
+        }
         let scheme = if handle.engine().tls.is_some() { "TLS (wss/https)" } else { "plain (ws/http)" };
         if handle.engine().listener.is_some() {
             log::info!("listening on {local_addr}, {scheme}, WebSocket path {}", handle.engine().config.path);
@@ -232,15 +263,76 @@ impl Engine {
     /// upgraded, or it is gone.
     pub(crate) fn handshake_finished(&self, conn: &ConnShared) {
         if conn.handshaking.swap(false, SeqCst) {
-            self.ip_table.handshake_done(conn.remote.ip());
+            self.ip_table.handshake_done(conn.addr().ip(), conn.id);
             self.stats.handshakes.fetch_sub(1, Relaxed);
+        }
+    }
+
+    /// Where the admin listener (`Config::admin_bind`) listens, if there is one.
+    pub(crate) fn admin_addr(&self) -> Option<SocketAddr> {
+        self.admin_listener.as_ref().and_then(|l| l.local_addr().ok())
+    }
+
+    /// With an admin listener (`Config::admin_bind`), the `404` a request
+    /// gets instead of the handler's answer: on the admin port anything but
+    /// `/metrics`, `/healthz` and `/api/*` (upgrades included), on the main
+    /// port `/metrics` and `/api/*`. `None`: the handler answers.
+    pub(crate) fn admin_split(
+        &self,
+        on_admin: bool,
+        request: &crate::types::RequestInfo,
+    ) -> Option<crate::types::HttpResponse> {
+        self.config.admin_bind?;
+        let path = request.path.as_str();
+        let operators = path == "/metrics" || path.starts_with("/api/");
+        let refused = if on_admin {
+            crate::connection::handshake::wants_upgrade(request) || !(operators || path == "/healthz")
+        } else {
+            operators
+        };
+        refused.then(crate::types::HttpResponse::not_found)
+    }
+
+    /// Whether `ip` is a trusted proxy's (`Config::trusted_proxies`).
+    pub(crate) fn is_trusted_proxy(&self, ip: std::net::IpAddr) -> bool {
+        self.trusted_proxies.iter().any(|cidr| cidr.contains(ip))
+    }
+
+    /// The client a trusted proxy forwards `request` from, and its counts
+    /// moved to that client's address (see `ip_table`); nothing for a peer
+    /// that is not a trusted proxy. Refused when that address is over a
+    /// per-address bound.
+    pub(crate) fn take_forwarded_client(
+        &self,
+        conn: &ConnShared,
+        request: &crate::types::RequestInfo,
+    ) -> std::result::Result<(), crate::ip_table::Refusal> {
+        if !self.is_trusted_proxy(conn.remote.ip()) {
+            return Ok(());
+        }
+        let Some(client) = crate::ip_table::forwarded_client(&request.headers, &self.trusted_proxies) else {
+            return Ok(());
+        };
+        self.ip_table.rekey(conn.remote.ip(), client, conn.id, &self.config, Instant::now())?;
+        conn.set_client(SocketAddr::new(client, 0));
+        Ok(())
+    }
+
+    /// Another socket took `id`'s handshake slot (see `ip_table`): unless its
+    /// handshake has just ended anyway, it is closed, and its reader ends.
+    pub(crate) fn handshake_slot_taken(&self, id: ConnId) {
+        let Some(conn) = self.conns.get(id) else { return };
+        if conn.handshaking.swap(false, SeqCst) {
+            self.stats.handshakes.fetch_sub(1, Relaxed);
+            log::debug!("conn {} ({}): handshake slot taken by a newer address; closing", id, conn.addr());
+            conn.kill();
         }
     }
 
     pub(crate) fn connection_finished(&self, id: ConnId) {
         if let Some(conn) = self.conns.remove(id) {
             self.handshake_finished(&conn);
-            self.ip_table.connection_done(conn.remote.ip());
+            self.ip_table.connection_done(conn.addr().ip());
         }
         let empty = self.conns.is_empty();
         if empty {
@@ -249,6 +341,24 @@ impl Engine {
             let _guard = self.conns_emptied.lock();
             self.conns_changed.notify_all();
         }
+    }
+
+    /// Reserves `len` bytes of the request body budget; false when it has
+    /// no room for them.
+    pub(crate) fn reserve_body(&self, len: usize) -> bool {
+        let held = self.stats.request_body_bytes.fetch_add(len as u64, AcqRel);
+        if held.saturating_add(len as u64) > self.config.request_body_budget as u64 {
+            self.stats.request_body_bytes.fetch_sub(len as u64, AcqRel);
+            return false;
+        }
+        true
+    }
+
+    /// Frees a request's body and gives back the `reserved` bytes of the
+    /// budget; the freed memory counts towards a trim (`sys/trim.rs`).
+    pub(crate) fn release_body(&self, body: &mut Vec<u8>, reserved: usize) {
+        crate::sys::trim::note_freed(std::mem::take(body).capacity());
+        self.stats.request_body_bytes.fetch_sub(reserved as u64, AcqRel);
     }
 
     /// Takes one of the `max_connections` slots; false when none is free.
@@ -330,6 +440,13 @@ impl Engine {
         }
         let acceptor = self.acceptor.lock().take();
         if let Some(t) = acceptor {
+            let _ = t.join();
+        }
+        if let Some(admin) = &self.admin_listener {
+            crate::sys::sock::shutdown_listener(admin);
+        }
+        let admin_acceptor = self.admin_acceptor.lock().take();
+        if let Some(t) = admin_acceptor {
             let _ = t.join();
         }
         self.overflow_tx.lock().take();

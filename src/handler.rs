@@ -34,9 +34,23 @@ pub trait Handler: Send + Sync + 'static {
         HttpResponse::not_found()
     }
 
+    /// A plain request declares a body (a `Content-Length` above 0): decides,
+    /// on its head and before a byte of the body is read, whether to read
+    /// it. `Ok(n)`: read it if it is at most `n` bytes (and at most the max
+    /// message size; else 413), then [`on_http`](Handler::on_http) gets it
+    /// in [`RequestInfo::body`]; `Err(response)`: answer with that, the body
+    /// unread. Bodies being read count against
+    /// [`Config::request_body_budget`](crate::Config::request_body_budget).
+    /// Default: at most the max message size.
+    fn on_body(&self, server: &ServerHandle, request: &RequestInfo) -> Result<usize, HttpResponse> {
+        let _ = request;
+        Ok(server.config().max_message_size)
+    }
+
     /// An upgrade [`on_upgrade`](Handler::on_upgrade) accepted never became a
-    /// connection: the 101 could not be sent (the peer was gone), or its
-    /// writer thread could not be created. No `on_connect` or `on_close`
+    /// connection: the 101 could not be sent (the peer was gone), its writer
+    /// thread could not be created, or (an event stream) the protocol's join
+    /// checks refused it after `on_upgrade`. No `on_connect` or `on_close`
     /// follows; release here whatever `on_upgrade` attached to `conn`.
     fn on_upgrade_failed(&self, server: &ServerHandle, conn: ConnId) {
         let _ = (server, conn);
@@ -60,9 +74,13 @@ pub trait Handler: Send + Sync + 'static {
     /// [`ProtocolHandler`](crate::protocol::ProtocolHandler) on the handler it
     /// was given with [`with_app`](crate::protocol::ProtocolHandler::with_app),
     /// on the connection's reader thread, before the join takes effect. An
-    /// event stream (`GET /sse?room=R`) asks it too, with the upgrade, before
-    /// its `200` and before [`on_upgrade`](Handler::on_upgrade): false answers
-    /// `403`. Default: allow.
+    /// event stream (`GET /sse?room=R`) asks it too, with the upgrade, once
+    /// [`on_upgrade`](Handler::on_upgrade) accepted it (so it sees what
+    /// `on_upgrade` attached, as a `room:join` does) and before its `200`:
+    /// false answers `403`, with [`on_upgrade_failed`](Handler::on_upgrade_failed).
+    /// A `presence:get` of a room the client is not in (allowed by its
+    /// token's `rooms` claim) asks it too: false answers `error forbidden`.
+    /// Default: allow.
     fn on_join(&self, server: &ServerHandle, conn: ConnId, user: Option<&str>, room: &str) -> bool {
         let _ = (server, conn, user, room);
         true

@@ -1,15 +1,31 @@
 //! What each peer address holds before and after its upgrade: sockets in
 //! their handshake, connections, and its connect-rate bucket. The acceptor
 //! asks [`IpTable::admit`] for every accepted socket; the connection's reader
-//! gives back what it took. Only counts live here: no socket, no response.
+//! gives back what it took. Only counts and connection ids live here: no
+//! socket, no response.
+//!
+//! An address is a key ([`key`]): IPv4 as is, IPv6 by its /64 (one host
+//! usually holds a whole /64, so a bound per IPv6 address would bind nothing).
+//!
+//! Behind a trusted proxy (`Config::trusted_proxies`) the peer is the proxy:
+//! its sockets skip the per-address bounds when accepted, and once the
+//! request head names the client ([`forwarded_client`]) the socket's counts
+//! move to the client's address ([`IpTable::rekey`]), which must be within
+//! its bounds like any peer's.
+//!
+//! When every handshake slot is taken, a socket from an address holding fewer
+//! slots than the biggest holder takes that holder's oldest slot
+//! ([`Admitted::Took`]; the caller closes that socket), so no set of
+//! addresses can hold every slot against a new one.
 
-use std::collections::HashMap;
-use std::net::IpAddr;
+use std::collections::{HashMap, VecDeque};
+use std::net::{IpAddr, Ipv6Addr};
 use std::time::{Duration, Instant};
 
 use parking_lot::Mutex;
 
 use crate::config::Config;
+use crate::types::ConnId;
 
 /// How often, at most, one address's refusals are logged (at warn level).
 const WARN_INTERVAL: Duration = Duration::from_secs(10);
@@ -31,6 +47,14 @@ pub(crate) enum Refusal {
 }
 
 impl Refusal {
+    /// The `Retry-After` seconds its answer carries.
+    pub(crate) fn retry_after(self) -> &'static str {
+        match self {
+            Refusal::ConnectRate => "1",
+            _ => "5",
+        }
+    }
+
     /// The HTTP status an upgrade gets.
     pub(crate) fn status(self) -> u16 {
         match self {
@@ -53,10 +77,20 @@ impl Refusal {
         [Refusal::ConnectRate, Refusal::ConnectionsPerIp, Refusal::HandshakesPerIp, Refusal::Handshakes];
 }
 
+/// A socket that got a handshake slot.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Admitted {
+    /// A free slot.
+    Free,
+    /// The oldest slot of the biggest holder, the socket of this connection,
+    /// which the caller must close.
+    Took(ConnId),
+}
+
 #[derive(Debug)]
 struct Entry {
-    /// Sockets from this address in their handshake.
-    handshakes: usize,
+    /// Sockets from this address in their handshake, oldest first.
+    slots: VecDeque<ConnId>,
     /// Sockets from this address with a reader thread (handshake or open).
     conns: usize,
     /// Connect-rate tokens, and when they were last refilled.
@@ -78,16 +112,29 @@ struct Inner {
     handshakes: usize,
 }
 
-/// Folds an IPv4-mapped IPv6 address into its IPv4 form, so one peer is one key.
+/// The key every per-address bound counts under: an IPv4-mapped IPv6
+/// address as its IPv4 form, any other IPv6 address as its /64.
 pub(crate) fn key(ip: IpAddr) -> IpAddr {
-    ip.to_canonical()
+    match ip.to_canonical() {
+        IpAddr::V6(v6) => IpAddr::V6(Ipv6Addr::from(v6.to_bits() & !u128::from(u64::MAX))),
+        v4 => v4,
+    }
 }
 
 impl IpTable {
-    /// Takes a handshake slot and a connection for `ip`, or says why not; the
-    /// bool is true when this refusal should be logged (once per address per
-    /// [`WARN_INTERVAL`]).
-    pub(crate) fn admit(&self, ip: IpAddr, config: &Config, now: Instant) -> Result<(), (Refusal, bool)> {
+    /// Takes a handshake slot and a connection for `ip`, for the connection
+    /// `id`, or says why not; the bool is true when this refusal should be
+    /// logged (once per address per [`WARN_INTERVAL`]).
+    /// A `trusted` peer (a proxy) is held to the total only: its clients'
+    /// bounds are checked once they are known ([`IpTable::rekey`]).
+    pub(crate) fn admit(
+        &self,
+        ip: IpAddr,
+        id: ConnId,
+        trusted: bool,
+        config: &Config,
+        now: Instant,
+    ) -> Result<Admitted, (Refusal, bool)> {
         let ip = key(ip);
         let mut inner = self.inner.lock();
         if inner.by_ip.len() >= SWEEP_AT && !inner.by_ip.contains_key(&ip) {
@@ -97,53 +144,94 @@ impl IpTable {
                     || (rate > 0.0 && e.tokens + now.duration_since(e.refilled).as_secs_f64() * rate < rate)
             });
         }
-        let total = inner.handshakes;
+        let full = inner.handshakes >= config.max_handshakes;
         let rate = f64::from(config.connect_rate_per_ip);
         let entry = inner.by_ip.entry(ip).or_insert(Entry {
-            handshakes: 0,
+            slots: VecDeque::new(),
             conns: 0,
             tokens: rate,
             refilled: now,
             warned: None,
         });
-        let refusal = if rate > 0.0 && {
-            entry.tokens = (entry.tokens + now.duration_since(entry.refilled).as_secs_f64() * rate).min(rate);
-            entry.refilled = now;
-            entry.tokens < 1.0
-        } {
-            Some(Refusal::ConnectRate)
-        } else if config.max_connections_per_ip > 0 && entry.conns >= config.max_connections_per_ip {
-            Some(Refusal::ConnectionsPerIp)
-        } else if entry.handshakes >= config.max_handshakes_per_ip {
-            Some(Refusal::HandshakesPerIp)
-        } else if total >= config.max_handshakes {
-            Some(Refusal::Handshakes)
-        } else {
-            None
+        let refusal = if trusted { None } else { entry.over_a_bound(config, now) };
+        let mine = entry.slots.len();
+        let admitted = match refusal {
+            Some(refusal) => Err(refusal),
+            None if !full => Ok(Admitted::Free),
+            None => inner.take_oldest_of_biggest(mine).map(Admitted::Took).ok_or(Refusal::Handshakes),
         };
-        if let Some(refusal) = refusal {
-            let log = entry.warned.is_none_or(|at| now.duration_since(at) >= WARN_INTERVAL);
-            if log {
-                entry.warned = Some(now);
+        let Some(entry) = inner.by_ip.get_mut(&ip) else { return Err((Refusal::Handshakes, false)) };
+        let admitted = match admitted {
+            Ok(admitted) => admitted,
+            Err(refusal) => {
+                let log = entry.warned.is_none_or(|at| now.duration_since(at) >= WARN_INTERVAL);
+                if log {
+                    entry.warned = Some(now);
+                }
+                return Err((refusal, log));
             }
-            return Err((refusal, log));
+        };
+        if rate > 0.0 && !trusted {
+            entry.tokens -= 1.0;
         }
+        entry.slots.push_back(id);
+        entry.conns += 1;
+        if admitted == Admitted::Free {
+            inner.handshakes += 1;
+        }
+        Ok(admitted)
+    }
+
+    /// Moves connection `id`'s counts (its connection, its handshake slot
+    /// unless another socket took it) from `from` (a trusted proxy) to
+    /// `to` (the client it forwards), when `to` is within its bounds.
+    pub(crate) fn rekey(
+        &self,
+        from: IpAddr,
+        to: IpAddr,
+        id: ConnId,
+        config: &Config,
+        now: Instant,
+    ) -> Result<(), Refusal> {
+        let (from, to) = (key(from), key(to));
+        if from == to {
+            return Ok(());
+        }
+        let mut inner = self.inner.lock();
+        let rate = f64::from(config.connect_rate_per_ip);
+        let entry = inner.by_ip.entry(to).or_insert(Entry {
+            slots: VecDeque::new(),
+            conns: 0,
+            tokens: rate,
+            refilled: now,
+            warned: None,
+        });
+        if let Some(refusal) = entry.over_a_bound(config, now) {
+            return Err(refusal);
+        }
+        let held = inner.by_ip.get_mut(&from).map(|e| {
+            e.conns = e.conns.saturating_sub(1);
+            e.slots.iter().position(|&slot| slot == id).map(|at| e.slots.remove(at)).is_some()
+        });
+        let Some(entry) = inner.by_ip.get_mut(&to) else { return Ok(()) };
         if rate > 0.0 {
             entry.tokens -= 1.0;
         }
-        entry.handshakes += 1;
         entry.conns += 1;
-        inner.handshakes += 1;
+        if held == Some(true) {
+            entry.slots.push_back(id);
+        }
         Ok(())
     }
 
-    /// The socket's handshake ended (upgraded, answered or gone).
-    pub(crate) fn handshake_done(&self, ip: IpAddr) {
+    /// The socket's handshake ended (upgraded, answered or gone); nothing
+    /// when its slot was taken by another socket meanwhile.
+    pub(crate) fn handshake_done(&self, ip: IpAddr, id: ConnId) {
         let mut inner = self.inner.lock();
+        let Some(e) = inner.by_ip.get_mut(&key(ip)) else { return };
+        let Some(at) = e.slots.iter().position(|&slot| slot == id) else { return };
+        e.slots.remove(at);
         inner.handshakes = inner.handshakes.saturating_sub(1);
-        if let Some(e) = inner.by_ip.get_mut(&key(ip)) {
-            e.handshakes = e.handshakes.saturating_sub(1);
-        }
     }
 
     /// The socket's reader thread is done with it.
@@ -159,6 +247,117 @@ impl IpTable {
     }
 }
 
+impl Entry {
+    /// The first per-address bound one more socket from this address would
+    /// cross (refilling its connect-rate bucket first), if any.
+    fn over_a_bound(&mut self, config: &Config, now: Instant) -> Option<Refusal> {
+        let rate = f64::from(config.connect_rate_per_ip);
+        if rate > 0.0 {
+            self.tokens = (self.tokens + now.duration_since(self.refilled).as_secs_f64() * rate).min(rate);
+            self.refilled = now;
+            if self.tokens < 1.0 {
+                return Some(Refusal::ConnectRate);
+            }
+        }
+        if config.max_connections_per_ip > 0 && self.conns >= config.max_connections_per_ip {
+            Some(Refusal::ConnectionsPerIp)
+        } else if self.slots.len() >= config.max_handshakes_per_ip {
+            Some(Refusal::HandshakesPerIp)
+        } else {
+            None
+        }
+    }
+}
+
+/// An address block (`10.0.0.0/8`, `::1/128`, or a bare address).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Cidr {
+    addr: IpAddr,
+    prefix: u8,
+}
+
+impl std::str::FromStr for Cidr {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, String> {
+        let bad = || format!("{s:?} is not an address block (such as 10.0.0.0/8 or ::1)");
+        let (addr, prefix) = s.trim().split_once('/').map_or((s.trim(), None), |(a, p)| (a, Some(p)));
+        let addr: IpAddr = addr.parse().map_err(|_| bad())?;
+        let max = if addr.is_ipv4() { 32 } else { 128 };
+        let prefix = match prefix {
+            None => max,
+            Some(p) if !p.is_empty() && p.bytes().all(|b| b.is_ascii_digit()) => {
+                p.parse::<u8>().ok().filter(|&p| p <= max).ok_or_else(bad)?
+            }
+            Some(_) => return Err(bad()),
+        };
+        Ok(Cidr { addr, prefix })
+    }
+}
+
+impl Cidr {
+    /// Whether `ip` (an IPv4-mapped IPv6 address as its IPv4 form) is in the block.
+    pub(crate) fn contains(&self, ip: IpAddr) -> bool {
+        let bits =
+            |prefix: u8, width: u32| if prefix == 0 { 0 } else { u128::MAX << (width - u32::from(prefix)) };
+        match (self.addr, ip.to_canonical()) {
+            (IpAddr::V4(net), IpAddr::V4(ip)) => {
+                let mask = bits(self.prefix, 32) as u32;
+                u32::from(net) & mask == u32::from(ip) & mask
+            }
+            (IpAddr::V6(net), IpAddr::V6(ip)) => {
+                let mask = bits(self.prefix, 128);
+                net.to_bits() & mask == ip.to_bits() & mask
+            }
+            _ => false,
+        }
+    }
+}
+
+/// The client a trusted proxy forwards: the rightmost `X-Forwarded-For`
+/// entry (over every such header, in order) that is not itself in
+/// `trusted`; the leftmost when all are. `None` when the header is absent,
+/// or that entry is not an address (then the peer counts as the client).
+pub(crate) fn forwarded_client(headers: &[(String, String)], trusted: &[Cidr]) -> Option<IpAddr> {
+    let entries: Vec<&str> = headers
+        .iter()
+        .filter(|(name, _)| name.eq_ignore_ascii_case("x-forwarded-for"))
+        .flat_map(|(_, value)| value.split(','))
+        .map(str::trim)
+        .collect();
+    let parse = |entry: &str| -> Option<IpAddr> {
+        // `1.2.3.4`, `::1`, or with a port: `1.2.3.4:5`, `[::1]:5`.
+        entry
+            .parse()
+            .ok()
+            .or_else(|| entry.parse::<std::net::SocketAddr>().ok().map(|a| a.ip()))
+            .or_else(|| entry.strip_prefix('[')?.strip_suffix(']')?.parse().ok())
+    };
+    for entry in entries.iter().rev() {
+        let ip = parse(entry)?;
+        if !trusted.iter().any(|cidr| cidr.contains(ip)) {
+            return Some(ip);
+        }
+    }
+    entries.first().and_then(|entry| parse(entry))
+}
+
+impl Inner {
+    /// Gives up the oldest slot of the address holding the most (of those
+    /// holding as many, the one with the oldest slot), if it holds more than
+    /// `mine`: the connection that held it.
+    fn take_oldest_of_biggest(&mut self, mine: usize) -> Option<ConnId> {
+        let biggest = self
+            .by_ip
+            .values_mut()
+            .max_by_key(|e| (e.slots.len(), std::cmp::Reverse(e.slots.front().copied())))?;
+        if biggest.slots.len() <= mine {
+            return None;
+        }
+        biggest.slots.pop_front()
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -169,25 +368,119 @@ mod tests {
         let config = Config::default().max_handshakes_per_ip(2).max_connections_per_ip(3);
         let (a, b) = ("127.0.0.1".parse().unwrap(), "127.0.0.2".parse().unwrap());
         let now = Instant::now();
-        assert!(table.admit(a, &config, now).is_ok());
-        assert!(table.admit(a, &config, now).is_ok());
-        assert_eq!(table.admit(a, &config, now), Err((Refusal::HandshakesPerIp, true)));
-        assert_eq!(table.admit(a, &config, now), Err((Refusal::HandshakesPerIp, false)), "logged once");
-        assert!(table.admit(b, &config, now).is_ok(), "another address is not affected");
-        table.handshake_done(a);
-        assert!(table.admit(a, &config, now).is_ok());
-        table.handshake_done(a);
-        table.handshake_done(a);
-        assert_eq!(table.admit(a, &config, now).unwrap_err().0, Refusal::ConnectionsPerIp);
+        assert!(table.admit(a, 1, false, &config, now).is_ok());
+        assert!(table.admit(a, 2, false, &config, now).is_ok());
+        assert_eq!(table.admit(a, 3, false, &config, now), Err((Refusal::HandshakesPerIp, true)));
+        assert_eq!(
+            table.admit(a, 4, false, &config, now),
+            Err((Refusal::HandshakesPerIp, false)),
+            "logged once"
+        );
+        assert!(table.admit(b, 5, false, &config, now).is_ok(), "another address is not affected");
+        table.handshake_done(a, 1);
+        assert!(table.admit(a, 6, false, &config, now).is_ok());
+        table.handshake_done(a, 2);
+        table.handshake_done(a, 6);
+        assert_eq!(table.admit(a, 7, false, &config, now).unwrap_err().0, Refusal::ConnectionsPerIp);
         table.connection_done(a);
-        assert!(table.admit(a, &config, now).is_ok());
+        assert!(table.admit(a, 8, false, &config, now).is_ok());
         assert_eq!(table.inner.lock().handshakes, 2);
 
         let rated = Config::default().connect_rate_per_ip(2);
         let c: IpAddr = "::ffff:127.0.0.3".parse().unwrap();
-        assert!(table.admit(c, &rated, now).is_ok());
-        assert!(table.admit("127.0.0.3".parse().unwrap(), &rated, now).is_ok(), "mapped = same key");
-        assert_eq!(table.admit(c, &rated, now).unwrap_err().0, Refusal::ConnectRate);
-        assert!(table.admit(c, &rated, now + Duration::from_millis(600)).is_ok(), "refilled");
+        assert!(table.admit(c, 9, false, &rated, now).is_ok());
+        assert!(
+            table.admit("127.0.0.3".parse().unwrap(), 10, false, &rated, now).is_ok(),
+            "mapped = same key"
+        );
+        assert_eq!(table.admit(c, 11, false, &rated, now).unwrap_err().0, Refusal::ConnectRate);
+        assert!(table.admit(c, 12, false, &rated, now + Duration::from_millis(600)).is_ok(), "refilled");
+    }
+
+    #[test]
+    fn ipv6_addresses_count_by_their_64() {
+        let table = IpTable::default();
+        let config = Config::default().max_handshakes_per_ip(2);
+        let now = Instant::now();
+        let one: IpAddr = "2001:db8:1:2::1".parse().unwrap();
+        let same_64: IpAddr = "2001:db8:1:2:ffff:ffff:ffff:ffff".parse().unwrap();
+        let other_64: IpAddr = "2001:db8:1:3::1".parse().unwrap();
+        assert!(table.admit(one, 1, false, &config, now).is_ok());
+        assert!(table.admit(same_64, 2, false, &config, now).is_ok());
+        assert_eq!(table.admit(same_64, 3, false, &config, now).unwrap_err().0, Refusal::HandshakesPerIp);
+        assert!(table.admit(other_64, 4, false, &config, now).is_ok());
+        table.handshake_done(same_64, 1);
+        assert!(table.admit(one, 5, false, &config, now).is_ok(), "the /64 gave its slot back");
+    }
+
+    #[test]
+    fn a_newcomer_takes_the_oldest_slot_of_the_biggest_holder() {
+        let table = IpTable::default();
+        let config = Config::default().max_handshakes(5).max_handshakes_per_ip(3);
+        let now = Instant::now();
+        let ip = |s: &str| -> IpAddr { s.parse().unwrap() };
+        for id in 1..=3 {
+            assert_eq!(table.admit(ip("10.0.0.1"), id, false, &config, now), Ok(Admitted::Free));
+        }
+        for id in 4..=5 {
+            assert_eq!(table.admit(ip("10.0.0.2"), id, false, &config, now), Ok(Admitted::Free));
+        }
+        // Full: the newcomer (0 slots) takes 10.0.0.1's oldest.
+        assert_eq!(table.admit(ip("10.0.0.9"), 6, false, &config, now), Ok(Admitted::Took(1)));
+        assert_eq!(table.inner.lock().handshakes, 5, "a slot changed hands");
+        table.handshake_done(ip("10.0.0.1"), 1); // the taken one's reader ends: nothing to give back
+        assert_eq!(table.inner.lock().handshakes, 5);
+        // Now 2, 2, 1: a holder of 2 cannot take from another holder of 2.
+        assert_eq!(table.admit(ip("10.0.0.2"), 7, false, &config, now).unwrap_err().0, Refusal::Handshakes);
+        // The holder of 1 takes from one of the holders of 2.
+        assert!(matches!(table.admit(ip("10.0.0.9"), 8, false, &config, now), Ok(Admitted::Took(2 | 4))));
+        // Of the holders of 2, the one with the oldest slot gives it up.
+        let taken = table.admit(ip("10.0.0.3"), 9, false, &config, now);
+        assert!(matches!(taken, Ok(Admitted::Took(id)) if id != 6 && id != 8), "{taken:?}");
+    }
+
+    #[test]
+    fn address_blocks_and_forwarded_clients() {
+        let cidr = |s: &str| s.parse::<Cidr>().unwrap();
+        let ip = |s: &str| -> IpAddr { s.parse().unwrap() };
+        assert!(cidr("10.0.0.0/8").contains(ip("10.200.1.1")));
+        assert!(!cidr("10.0.0.0/8").contains(ip("11.0.0.1")));
+        assert!(cidr("127.0.0.1").contains(ip("::ffff:127.0.0.1")));
+        assert!(cidr("0.0.0.0/0").contains(ip("1.2.3.4")));
+        assert!(cidr("fd00::/8").contains(ip("fd12::1")) && !cidr("fd00::/8").contains(ip("fe80::1")));
+        for bad in ["10.0.0.0/33", "10.0.0.0/", "x/8", "::/129", "10.0.0.0/+8"] {
+            assert!(bad.parse::<Cidr>().is_err(), "{bad}");
+        }
+        let trusted = [cidr("127.0.0.1"), cidr("10.0.0.0/8")];
+        let xff = |values: &[&str]| -> Vec<(String, String)> {
+            values.iter().map(|v| ("X-Forwarded-For".to_owned(), (*v).to_owned())).collect()
+        };
+        let client = |values: &[&str]| forwarded_client(&xff(values), &trusted);
+        assert_eq!(client(&["9.9.9.9, 1.2.3.4"]), Some(ip("1.2.3.4")), "the rightmost untrusted");
+        assert_eq!(client(&["1.2.3.4, 10.1.1.1"]), Some(ip("1.2.3.4")), "past a trusted hop");
+        assert_eq!(client(&["9.9.9.9", "1.2.3.4:5, 10.1.1.1"]), Some(ip("1.2.3.4")), "two headers");
+        assert_eq!(client(&["[2001:db8::1]:5"]), Some(ip("2001:db8::1")));
+        assert_eq!(client(&["10.1.1.1, 127.0.0.1"]), Some(ip("10.1.1.1")), "all trusted: the leftmost");
+        assert_eq!(client(&["1.2.3.4, junk"]), None, "garbage from the proxy: the peer counts");
+        assert_eq!(client(&[]), None);
+    }
+
+    #[test]
+    fn a_proxys_socket_moves_to_its_client() {
+        let table = IpTable::default();
+        let config = Config::default().max_connections_per_ip(1);
+        let now = Instant::now();
+        let (proxy, a, b): (IpAddr, IpAddr, IpAddr) =
+            ("127.0.0.1".parse().unwrap(), "10.0.0.1".parse().unwrap(), "10.0.0.2".parse().unwrap());
+        assert!(table.admit(proxy, 1, true, &config, now).is_ok());
+        assert!(table.admit(proxy, 2, true, &config, now).is_ok(), "a proxy skips the per-address caps");
+        assert_eq!(table.rekey(proxy, a, 1, &config, now), Ok(()));
+        assert_eq!(table.rekey(proxy, a, 2, &config, now), Err(Refusal::ConnectionsPerIp));
+        assert_eq!(table.rekey(proxy, b, 2, &config, now), Ok(()));
+        assert_eq!(table.inner.lock().by_ip[&proxy].conns, 0);
+        table.handshake_done(a, 1);
+        table.handshake_done(b, 2);
+        assert_eq!(table.inner.lock().handshakes, 0);
+        assert!(table.admit(a, 3, false, &config, now).is_err(), "a still holds its connection");
     }
 }

@@ -126,7 +126,8 @@ struct Cli {
     /// get a quick answer from the overflow thread (503, or /healthz).
     #[arg(long, default_value_t = Config::default().max_handshakes)]
     max_handshakes: usize,
-    /// Sockets one IP address may have in their handshake at once.
+    /// Sockets one IP address (IPv6: one /64, as for every per-IP bound) may have in
+    /// their handshake at once.
     #[arg(long, default_value_t = Config::default().max_handshakes_per_ip)]
     max_handshakes_per_ip: usize,
     /// Connections (open or in their handshake) one IP address may have; more get
@@ -139,6 +140,19 @@ struct Cli {
     /// Sockets the overflow thread holds at once while answering them.
     #[arg(long, default_value_t = Config::default().overflow_sockets)]
     overflow_sockets: usize,
+    /// Bytes of request bodies (backend API calls) all clients together may be
+    /// sending at once; one more gets 503 with Retry-After.
+    #[arg(long, value_name = "BYTES", default_value_t = Config::default().request_body_budget)]
+    request_body_budget: usize,
+    /// A proxy whose X-Forwarded-For is believed (repeatable): `10.0.0.0/8`, `::1`.
+    /// From such a peer the client is the rightmost entry that is not a trusted
+    /// proxy, and every per-IP bound and log uses it; others' headers are ignored.
+    #[arg(long = "trusted-proxy", value_name = "CIDR")]
+    trusted_proxy: Vec<String>,
+    /// A second address serving /metrics, /healthz and /api/* (and nothing else);
+    /// the main port then answers 404 for /metrics and /api/*.
+    #[arg(long, value_name = "ADDR")]
+    admin_bind: Option<SocketAddr>,
     /// HMAC secret for HS256/384/512 tokens: every upgrade then needs a valid token
     /// (401 otherwise). Prefer the config file: a flag shows in `ps`.
     #[arg(long, value_name = "SECRET", conflicts_with = "jwt_public_key")]
@@ -259,7 +273,8 @@ impl Cli {
             drain_delay_ms
         );
         merge!(max_handshakes, max_handshakes_per_ip, max_connections_per_ip, overflow_sockets);
-        merge!(max_connections_per_user, allow_origin, redis_prefix, idempotency_ttl_ms);
+        merge!(request_body_budget);
+        merge!(max_connections_per_user, allow_origin, redis_prefix, trusted_proxy, idempotency_ttl_ms);
         macro_rules! merge_some {
             ($($field:ident),*) => {$(
                 if file.$field.is_some() { set(m, stringify!($field), &mut cli.$field, file.$field.clone()); }
@@ -286,7 +301,7 @@ impl Cli {
                 }
             )*};
         }
-        merge_optional!(tls_cert, tls_key, tls_client_ca, redis);
+        merge_optional!(tls_cert, tls_key, tls_client_ca, redis, admin_bind);
         Ok(cli)
     }
 
@@ -348,7 +363,11 @@ impl Cli {
     }
 
     fn config(&self) -> Config {
-        Config::default()
+        let mut config = Config::default();
+        for cidr in &self.trusted_proxy {
+            config = config.trusted_proxy(cidr.clone());
+        }
+        config
             .bind(self.bind)
             .path(self.path.clone())
             .max_message_size(self.max_message_size)
@@ -372,6 +391,8 @@ impl Cli {
             .max_connections_per_ip(self.max_connections_per_ip)
             .connect_rate_per_ip(self.connect_rate_per_ip)
             .overflow_sockets(self.overflow_sockets)
+            .request_body_budget(self.request_body_budget)
+            .admin_bind(self.admin_bind)
             .tls_cert(self.tls_cert.clone().map(PemSource::File))
             .tls_key(self.tls_key.clone().map(PemSource::File))
             .tls_client_ca(self.tls_client_ca.clone().map(PemSource::File))
@@ -429,11 +450,16 @@ fn main() -> ExitCode {
         Ok(s) => s,
         Err(e) => {
             eprintln!("wshub: {e}");
-            return ExitCode::FAILURE;
+            // A value out of range is the caller's to fix, like a bad flag.
+            let usage = matches!(e, wshub::Error::InvalidConfig(_));
+            return if usage { ExitCode::from(2) } else { ExitCode::FAILURE };
         }
     };
     // Scripts and tests read the real address (port 0 binds a free one) from here.
     println!("wshub listening on {}", server.local_addr());
+    if let Some(admin) = server.admin_addr() {
+        log::info!("admin endpoints (/metrics, /healthz, /api/*) on {admin}");
+    }
     wshub::systemd::notify("READY=1");
     let watchdog = {
         let server = server.clone();

@@ -8,22 +8,35 @@
 //!   reachable while every handshake slot is taken), unless the address is
 //!   over its connect rate (429);
 //! - a socket that sends no complete head within `min(handshake_timeout, 2 s)`
-//!   gets 408; past `overflow_sockets` held, the oldest is dropped unanswered.
+//!   gets 408; past `overflow_sockets` held, the oldest socket of the address
+//!   holding the most (as `ip_table` counts addresses) is dropped unanswered,
+//!   so a flood from one address costs that address its own sockets.
+//!
+//! When the port speaks TLS, so does this thread: each socket gets its own
+//! rustls session (sans-IO, so it fits the poll loop), every answer is
+//! encrypted, and nothing is ever written in cleartext into a TLS socket (a
+//! socket whose TLS handshake has not completed by its deadline is closed
+//! without an answer). At most [`TLS_STEPS_PER_TICK`] sockets have their TLS
+//! records processed per tick, so a burst of ClientHellos cannot stall the
+//! thread; the rest wait for the next tick.
 //!
 //! It never blocks on a socket (they are non-blocking) and holds each for a
 //! bounded time, so no peer can hold it.
 
-use std::collections::VecDeque;
+use std::collections::{HashMap, VecDeque};
 use std::io::{self, Read, Write};
-use std::net::{Shutdown, SocketAddr, TcpStream};
+use std::net::{IpAddr, Shutdown, SocketAddr, TcpStream};
 use std::os::fd::AsRawFd;
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::time::{Duration, Instant};
 
 use crossbeam_channel::{Receiver, RecvTimeoutError};
 
+use rustls::ServerConnection;
+
 use crate::connection::handshake::{self, ReadError};
-use crate::ip_table::Refusal;
+use crate::connection::outbound::flush_tls;
+use crate::ip_table::{self, Refusal};
 use crate::server::ServerHandle;
 use crate::types::{status_reason, HttpResponse};
 
@@ -34,6 +47,8 @@ const MAX_HOLD: Duration = Duration::from_secs(2);
 const DRAIN: Duration = Duration::from_millis(500);
 /// Longest one poll sleeps while sockets are held (new sockets wait this long).
 const TICK: Duration = Duration::from_millis(10);
+/// Sockets whose TLS records are processed (handshake crypto included) per tick.
+const TLS_STEPS_PER_TICK: usize = 16;
 
 /// A socket handed over by the acceptor.
 pub(crate) struct Overflowing {
@@ -43,10 +58,15 @@ pub(crate) struct Overflowing {
     /// What the host read before adopting it (`ServerHandle::adopt`); empty
     /// for an accepted socket.
     pub preread: Vec<u8>,
+    /// It came to the admin listener (`Config::admin_bind`).
+    pub admin: bool,
 }
 
 struct Held {
     socket: Overflowing,
+    /// The socket's TLS session, when the port speaks TLS.
+    tls: Option<Box<ServerConnection>>,
+    /// The request so far (plaintext).
     buf: Vec<u8>,
     deadline: Instant,
     /// Answered: only draining until EOF or the deadline.
@@ -84,12 +104,18 @@ pub(crate) fn run(server: ServerHandle, rx: Receiver<Overflowing>) {
             continue;
         }
         let now = Instant::now();
+        let mut tls_steps = TLS_STEPS_PER_TICK;
         let mut i = 0;
         while i < held.len() {
-            let keep = if ready.get(i).copied().unwrap_or(false) {
+            let ready_now = ready.get(i).copied().unwrap_or(false);
+            let keep = if ready_now && (held[i].tls.is_none() || tls_steps > 0) {
+                if held[i].tls.is_some() {
+                    tls_steps -= 1;
+                }
                 serve(&mut held[i], &server)
             } else if now >= held[i].deadline {
-                if !held[i].answered {
+                let in_tls_handshake = held[i].tls.as_ref().is_some_and(|t| t.is_handshaking());
+                if !held[i].answered && !in_tls_handshake {
                     engine.stats.count_reject(408);
                     answer(&mut held[i], &plain(408), false, &server);
                 }
@@ -118,17 +144,39 @@ fn take(
     if socket.stream.set_nonblocking(true).is_err() {
         return;
     }
+    let tls = match &server.engine().tls {
+        Some(tls) => match ServerConnection::new(tls.current()) {
+            Ok(session) => Some(Box::new(session)),
+            Err(_) => return,
+        },
+        None => None,
+    };
     if held.len() >= capacity {
-        held.pop_front();
+        if let Some(at) = oldest_of_biggest(held) {
+            held.remove(at);
+        }
         server.engine().stats.count_reject(0);
     }
     let buf = std::mem::take(&mut socket.preread);
-    let mut h = Held { socket, buf, deadline: Instant::now() + hold, answered: false };
+    let mut h = Held { socket, tls, buf, deadline: Instant::now() + hold, answered: false };
     // An adopted socket's request may be complete already: no byte may come.
     if !h.buf.is_empty() {
         on_bytes(&mut h, server);
     }
     held.push_back(h);
+}
+
+/// Where in `held` the oldest socket of the address holding the most is (of
+/// addresses holding as many, the one whose oldest socket is oldest).
+fn oldest_of_biggest(held: &VecDeque<Held>) -> Option<usize> {
+    let mut by_address: HashMap<IpAddr, (usize, usize)> = HashMap::new();
+    for (at, h) in held.iter().enumerate() {
+        by_address.entry(ip_table::key(h.socket.remote.ip())).or_insert((0, at)).0 += 1;
+    }
+    by_address
+        .into_values()
+        .max_by_key(|&(count, oldest)| (count, std::cmp::Reverse(oldest)))
+        .map(|(_, at)| at)
 }
 
 /// Reads what a ready socket has; answers it once its head is complete.
@@ -141,13 +189,59 @@ fn serve(h: &mut Held, server: &ServerHandle) -> bool {
             Ok(n) if h.answered => {
                 let _ = n; // draining
             }
-            Ok(n) => {
-                h.buf.extend_from_slice(&chunk[..n]);
-                on_bytes(h, server);
-            }
+            Ok(n) => match h.tls.as_deref_mut() {
+                None => {
+                    h.buf.extend_from_slice(&chunk[..n]);
+                    on_bytes(h, server);
+                }
+                Some(tls) => {
+                    if !decrypt(tls, &h.socket.stream, &chunk[..n], &mut h.buf) {
+                        return false;
+                    }
+                    if !h.buf.is_empty() {
+                        on_bytes(h, server);
+                    }
+                    // One step per tick: the rest waits (the socket stays readable).
+                    return true;
+                }
+            },
             Err(e) if e.kind() == io::ErrorKind::WouldBlock => return true,
             Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
             Err(_) => return false,
+        }
+    }
+}
+
+/// Feeds `ciphertext` to the session, sends what it answers (handshake
+/// records, alerts) without waiting, and appends the plaintext to `plain`.
+/// False when the peer spoke bad TLS (its alert is sent if the socket takes it).
+fn decrypt(
+    tls: &mut ServerConnection,
+    stream: &TcpStream,
+    mut ciphertext: &[u8],
+    plain: &mut Vec<u8>,
+) -> bool {
+    while !ciphertext.is_empty() {
+        match tls.read_tls(&mut ciphertext) {
+            Ok(0) | Err(_) => return false,
+            Ok(_) => {}
+        }
+        let processed = tls.process_new_packets();
+        let _ = flush_tls(stream, tls);
+        if processed.is_err() {
+            return false;
+        }
+    }
+    let mut out = [0u8; 2048];
+    loop {
+        match tls.reader().read(&mut out) {
+            Ok(0) => return true,
+            Ok(n) => plain.extend_from_slice(&out[..n]),
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => return true,
+            Err(_) => return false,
+        }
+        if plain.len() > handshake::MAX_REQUEST_HEAD {
+            return true;
         }
     }
 }
@@ -157,7 +251,7 @@ fn on_bytes(h: &mut Held, server: &ServerHandle) {
     match handshake::parse_request(&h.buf, h.socket.remote) {
         Ok(Some(request)) => {
             let head_only = request.method == "HEAD";
-            let response = respond_to(&request, h.socket.refusal, server);
+            let response = respond_to(&request, &h.socket, server);
             answer(h, &response, head_only, server);
         }
         Ok(None) if h.buf.len() <= handshake::MAX_REQUEST_HEAD => {}
@@ -173,13 +267,16 @@ fn on_bytes(h: &mut Held, server: &ServerHandle) {
 }
 
 /// The answer to a complete request from an overflowing socket.
-fn respond_to(request: &handshake::Request, refusal: Refusal, server: &ServerHandle) -> HttpResponse {
+fn respond_to(request: &handshake::Request, socket: &Overflowing, server: &ServerHandle) -> HttpResponse {
     let engine = server.engine();
+    let refusal = socket.refusal;
+    if let Some(response) = engine.admin_split(socket.admin, &request.info) {
+        return response;
+    }
     let refuse = || {
-        let retry = if refusal == Refusal::ConnectRate { "1" } else { "5" };
         let status = refusal.status();
         engine.stats.count_reject(status);
-        plain(status).with_header("Retry-After", retry)
+        plain(status).with_header("Retry-After", refusal.retry_after())
     };
     // Nothing that would hold a connection (an upgrade, an event stream) or
     // needs a body read (this thread reads heads only) is served from here.
@@ -203,7 +300,17 @@ fn answer(h: &mut Held, response: &HttpResponse, head_only: bool, _server: &Serv
     }
     h.answered = true;
     let bytes = handshake::render(response, head_only);
-    let _ = crate::sys::sock::NoSigPipe(&h.socket.stream).write(&bytes);
+    match h.tls.as_deref_mut() {
+        None => {
+            let _ = crate::sys::sock::NoSigPipe(&h.socket.stream).write(&bytes);
+        }
+        Some(tls) => {
+            if tls.writer().write_all(&bytes).is_ok() {
+                tls.send_close_notify();
+                let _ = flush_tls(&h.socket.stream, tls);
+            }
+        }
+    }
     let _ = h.socket.stream.shutdown(Shutdown::Write);
     h.deadline = Instant::now() + DRAIN;
 }

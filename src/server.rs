@@ -110,6 +110,12 @@ impl ServerHandle {
         self.engine.local_addr
     }
 
+    /// Where the admin listener ([`Config::admin_bind`]) listens (its real
+    /// port when the config asked for port 0); `None` without one.
+    pub fn admin_addr(&self) -> Option<SocketAddr> {
+        self.engine.admin_addr()
+    }
+
     /// The configuration the server runs with.
     pub fn config(&self) -> &Config {
         &self.engine.config
@@ -231,7 +237,7 @@ impl ServerHandle {
         let (path, query) = c.request_path.lock().clone();
         Some(ConnInfo {
             id: c.id,
-            remote_addr: c.remote,
+            remote_addr: c.addr(),
             connected_at: c.accepted_at,
             path,
             query,

@@ -29,6 +29,8 @@ pub(crate) struct Stats {
     /// Sockets handed to the overflow thread, by `ip_table::Refusal::ALL` index.
     pub handshake_overflow: [AtomicU64; 4],
     pub tls_handshake_failures: AtomicU64,
+    /// Bytes of request bodies being read or answered now (`Config::request_body_budget`).
+    pub request_body_bytes: AtomicU64,
 }
 
 /// A point-in-time copy of the server's counters.
@@ -82,6 +84,9 @@ pub struct StatsSnapshot {
     pub handshake_overflow_by_reason: Vec<(&'static str, u64)>,
     /// TLS handshakes that failed or timed out (the connection was dropped).
     pub tls_handshake_failures: u64,
+    /// Bytes of plain requests' bodies being read or answered now (counted
+    /// at their `Content-Length`; at most the request body budget).
+    pub request_body_bytes: u64,
 }
 
 impl Stats {
@@ -124,6 +129,7 @@ impl Stats {
                 .map(|(r, n)| (r.label(), n.load(Relaxed)))
                 .collect(),
             tls_handshake_failures: self.tls_handshake_failures.load(Relaxed),
+            request_body_bytes: self.request_body_bytes.load(Relaxed),
         }
     }
 }
@@ -234,6 +240,12 @@ pub(crate) fn render_engine(
         "gauge",
         "Sockets in their handshake (HTTP request not yet answered), each holding a reader thread.",
         &one(s.handshakes_in_progress),
+    );
+    metric(
+        "wshub_request_body_bytes",
+        "gauge",
+        "Bytes of plain requests' bodies being read or answered (at most the request body budget).",
+        &one(s.request_body_bytes),
     );
     let overflow: Vec<_> =
         s.handshake_overflow_by_reason.iter().map(|(r, n)| ((*r).to_owned(), *n)).collect();

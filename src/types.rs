@@ -209,6 +209,17 @@ impl HttpResponse {
         HttpResponse::new(404, "text/plain; charset=utf-8", "not found\n")
     }
 
+    /// `413 Payload Too Large` for a request whose path takes no body (see
+    /// [`Handler::on_body`](crate::Handler::on_body)).
+    pub fn no_body_taken() -> Self {
+        HttpResponse::new(
+            413,
+            "text/plain; charset=utf-8",
+            "this request takes no body
+",
+        )
+    }
+
     /// Adds a header.
     #[must_use]
     pub fn with_header(mut self, name: &str, value: &str) -> Self {

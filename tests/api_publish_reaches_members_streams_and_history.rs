@@ -8,6 +8,10 @@
 mod api_common;
 mod protocol_common;
 
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::time::{Duration, Instant};
+
 use api_common::{api, raw_http, Sse};
 use protocol_common::{Frame, Wshub};
 use serde_json::json;
@@ -190,4 +194,59 @@ fn a_body_that_never_finishes_arriving_gets_408_at_the_handshake_deadline() {
     let _ = s.read_to_string(&mut out);
     assert!(out.starts_with("HTTP/1.1 408 "), "{out}");
     assert!(started.elapsed() < std::time::Duration::from_secs(5));
+}
+
+/// A request head with `Content-Length: length` and no body yet.
+fn head_only(addr: std::net::SocketAddr, method_path: &str, key: Option<&str>, length: usize) -> TcpStream {
+    let auth = key.map(|k| format!("Authorization: apikey {k}\r\n")).unwrap_or_default();
+    let mut s = TcpStream::connect(addr).expect("connect");
+    s.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
+    write!(s, "{method_path} HTTP/1.1\r\nHost: t\r\n{auth}Content-Length: {length}\r\n\r\n").unwrap();
+    s
+}
+
+/// What the server answered on `s`: (status, whole response).
+fn answer(mut s: TcpStream) -> (u16, String) {
+    let mut out = Vec::new();
+    let _ = s.read_to_end(&mut out);
+    let text = String::from_utf8_lossy(&out).into_owned();
+    (text.split(' ').nth(1).and_then(|s| s.parse().ok()).unwrap_or(0), text)
+}
+
+#[test]
+fn bodies_are_refused_on_the_head_where_none_is_taken() {
+    // A long deadline: an answer must come from the head, not from a timeout.
+    let server = Wshub::start(&["--api-key", KEY, "--handshake-timeout-ms", "30000"]);
+    let started = Instant::now();
+    let (status, text) = answer(head_only(server.addr, "POST /healthz", None, 1_048_575));
+    assert_eq!(status, 413, "{text}");
+    let (status, text) = answer(head_only(server.addr, "POST /api/publish", Some("wrong"), 1000));
+    assert_eq!(status, 401, "{text}");
+    let (status, text) = answer(head_only(server.addr, "POST /api/publish", None, 1000));
+    assert_eq!(status, 401, "{text}");
+    let (status, text) = answer(head_only(server.addr, "GET /", None, 10));
+    assert_eq!(status, 413, "{text}");
+    assert!(started.elapsed() < Duration::from_secs(15), "answered after {:?}", started.elapsed());
+    let off = Wshub::start(&["--handshake-timeout-ms", "30000"]);
+    assert_eq!(answer(head_only(off.addr, "POST /api/publish", Some(KEY), 1000)).0, 404, "the API is off");
+}
+
+#[test]
+fn bodies_in_flight_share_one_budget() {
+    let server = Wshub::start(&["--api-key", KEY, "--request-body-budget", "100000"]);
+    let body = format!(r#"{{"room":"r","data":"{}"}}"#, "x".repeat(59_000));
+    let mut first = head_only(server.addr, "POST /api/publish", Some(KEY), body.len());
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while protocol_common::metric(server.addr, "wshub_request_body_bytes") < body.len() as u64 {
+        assert!(Instant::now() < deadline, "the first body was never counted");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let (status, text) = answer(head_only(server.addr, "POST /api/publish", Some(KEY), body.len()));
+    assert_eq!(status, 503, "{text}");
+    assert!(text.to_ascii_lowercase().contains("retry-after:"), "{text}");
+    first.write_all(body.as_bytes()).unwrap();
+    let (status, text) = answer(first);
+    assert_eq!(status, 200, "{text}");
+    assert_eq!(api(server.addr, "POST", "/api/publish", Some(KEY), &body).0, 200, "the budget is back");
+    assert_eq!(protocol_common::metric(server.addr, "wshub_request_body_bytes"), 0);
 }

@@ -287,3 +287,45 @@ fn origin_allow_list_and_per_user_cap() {
         }
     }
 }
+
+#[test]
+fn a_session_ends_at_exp_even_while_a_frame_trickles_in() {
+    let server = Wshub::start(&["--jwt-secret", SECRET]);
+    let exp = now() + 3;
+    let short = hs(Algorithm::HS256, &json!({"sub": "trickler", "exp": exp}));
+    let (mut client, _) = try_token(&server, Some(&short), Place::Header).open();
+    client.join("lobby");
+    let stream = client.ws.get_mut();
+    stream.set_read_timeout(Some(Duration::from_millis(100))).unwrap();
+    // A masked text frame of 100 bytes, its header at once, then a byte every 300 ms.
+    std::io::Write::write_all(stream, &[0x81, 0x80 | 100, 1, 2, 3, 4]).unwrap();
+    let started = Instant::now();
+    let mut got = Vec::new();
+    let mut next_byte = Instant::now();
+    let closed_at = loop {
+        assert!(started.elapsed() < Duration::from_secs(25), "never closed");
+        if Instant::now() >= next_byte {
+            if std::io::Write::write_all(stream, b"x").is_err() {
+                break now();
+            }
+            next_byte += Duration::from_millis(300);
+        }
+        let mut buf = [0u8; 256];
+        match std::io::Read::read(stream, &mut buf) {
+            Ok(0) => break now(),
+            Ok(n) => {
+                got.extend_from_slice(&buf[..n]);
+                if got.contains(&0x88) {
+                    break now();
+                }
+            }
+            Err(e) if matches!(e.kind(), std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut) => {}
+            Err(_) => break now(),
+        }
+    };
+    // Seconds on the wall clock, with room for a loaded machine; the frame
+    // would have taken 30 s to arrive.
+    assert!(closed_at <= exp + 3, "closed at {closed_at}, exp {exp}");
+    let close = got.iter().position(|&b| b == 0x88).expect("a close frame");
+    assert_eq!(&got[close + 2..close + 4], &1008u16.to_be_bytes(), "{got:?}");
+}

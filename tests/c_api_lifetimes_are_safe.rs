@@ -126,3 +126,28 @@ fn a_callbacks_struct_from_an_older_header_works_with_the_rest_taken_as_null() {
     let stdout = run_c_test("older_header_callbacks", false);
     assert!(stdout.contains("older header callbacks ok"), "{stdout}");
 }
+
+#[test]
+fn an_adopted_descriptor_can_leave_the_hosts_epoll_set_and_a_refused_one_is_untouched() {
+    let stdout = run_c_test("adopt_keeps_the_descriptor_usable", false);
+    assert!(stdout.contains("adopt keeps the descriptor usable ok"), "{stdout}");
+}
+
+/// wshub's threads block the process's signals: a SIGINT sent while main
+/// blocks it waits for main, even with 100 connections (200 threads) open.
+#[test]
+fn a_hosts_sigint_handler_runs_on_its_main_thread_with_100_connections_open() {
+    use std::io::Write;
+    let build = make("tests/c", "c-api", SANITIZE);
+    let mut host =
+        Program::start(Command::new(build.join("sigint_runs_on_the_hosts_thread")), Duration::from_secs(120));
+    host.sigint();
+    // Give a thread that does not block SIGINT time to take it.
+    std::thread::sleep(Duration::from_millis(300));
+    let mut stdin = host.stdin.take().expect("stdin");
+    stdin.write_all(b"sent\n").expect("write to the host");
+    drop(stdin);
+    host.expect_line("sigint on the host's thread ok", Duration::from_secs(60));
+    let (status, stderr) = host.wait(Duration::from_secs(60));
+    assert_clean_exit("sigint_runs_on_the_hosts_thread", status, &stderr);
+}

@@ -1,10 +1,14 @@
 //! Debian's nginx as the load balancer in front of two nodes, with the config
 //! docs/scaling.md gives (its `nginx` block, ports and paths replaced): a
 //! client whose node dies reconnects through nginx, lands on the other node
-//! and recovers what it missed.
+//! and recovers what it missed; and with `--trusted-proxy`, the clients
+//! behind it are counted by their own addresses (`X-Forwarded-For`).
 
+mod admission_common;
 mod cluster_common;
 use cluster_common::*;
+// admission_common finds it at the crate root.
+use cluster_common::protocol_common;
 
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -126,4 +130,38 @@ fn a_client_reconnects_through_nginx_after_its_node_dies_and_recovers() {
     assert_eq!(got, vec![2, 3, 4, 5, 6]);
     assert_eq!(ack["payload"]["recovered"], true, "{ack}");
     assert_eq!(protocol_common::metric(nodes[other].addr, "wshub_connections"), 2);
+}
+
+#[test]
+fn clients_behind_nginx_are_counted_by_their_own_addresses() {
+    let server = Wshub::start(&["--max-connections-per-ip", "1", "--trusted-proxy", "127.0.0.1/32"]);
+    // Both upstream entries are the one node.
+    let lb = Nginx::start(server.addr.port(), server.addr.port());
+    let lb_addr = format!("127.0.0.1:{}", lb.port).parse().unwrap();
+    let ip = admission_common::ip;
+    let (mut a, _) = admission_common::upgrade(ip("127.0.0.2"), lb_addr, "", &[], &[]).open();
+    let (mut b, _) = admission_common::upgrade(ip("127.0.0.3"), lb_addr, "", &[], &[]).open();
+    ok(&mut a, "ping", json!(1));
+    ok(&mut b, "ping", json!(2));
+    // A second connection from 127.0.0.2 is over its cap, whatever it claims
+    // (nginx answers its own 502 once its one upstream refused twice).
+    let again = admission_common::upgrade(ip("127.0.0.2"), lb_addr, "", &[], &[]);
+    assert!(matches!(again.status(), 502 | 503), "{again:?}");
+    let spoofed =
+        admission_common::upgrade(ip("127.0.0.2"), lb_addr, "", &[("X-Forwarded-For", "127.0.0.77")], &[]);
+    assert!(matches!(spoofed.status(), 502 | 503), "{spoofed:?}");
+    // Straight to the node: a trusted peer's header names the client...
+    let forwarded =
+        admission_common::upgrade(ip("127.0.0.1"), server.addr, "", &[("X-Forwarded-For", "127.0.0.3")], &[]);
+    assert_eq!(forwarded.status(), 503, "{forwarded:?}");
+    // ...and any other peer's header counts for nothing.
+    let direct = admission_common::upgrade(
+        ip("127.0.0.2"),
+        server.addr,
+        "",
+        &[("X-Forwarded-For", "127.0.0.78")],
+        &[],
+    );
+    assert_eq!(direct.status(), 503, "{direct:?}");
+    ok(&mut a, "ping", json!(3));
 }

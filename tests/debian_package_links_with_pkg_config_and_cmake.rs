@@ -100,7 +100,8 @@ fn the_package_holds_the_binary_library_units_and_dev_files_that_pkg_config_and_
     for path in [
         "./usr/bin/wshub",
         "./usr/bin/wshub-cli",
-        "./usr/lib/libwshub.so",
+        "./usr/lib/libwshub.so -> libwshub.so.0",
+        "./usr/lib/libwshub.so.0 -> libwshub.so.0.",
         "./usr/lib/libwshub.a",
         "./usr/include/wshub.h",
         "./usr/lib/pkgconfig/wshub.pc",

@@ -129,3 +129,71 @@ fn three_hundred_tricklers_do_not_keep_out_a_client_from_another_address() {
     assert!(last < Duration::from_secs(6), "last trickler cut after {last:?} (deadline 2 s)");
     honest_client_chats(&server, "127.0.0.1");
 }
+
+/// Waits (bounded) until the number of sockets the server counts in their
+/// handshake passes `check`, asking from `from` (an address at its own bound
+/// asks without taking a slot; otherwise the asking socket counts too).
+fn wait_for_handshakes(server: &Wshub, from: &str, check: impl Fn(u64) -> bool) {
+    let started = Instant::now();
+    let mut seen = 0;
+    while started.elapsed() < Duration::from_secs(10) {
+        let (_, metrics) = get_from(ip(from), server.addr, "/metrics");
+        seen = metric(&metrics, "wshub_handshakes_in_progress");
+        if check(seen) {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    panic!("handshakes in progress stayed at {seen}");
+}
+
+#[test]
+fn four_addresses_holding_every_slot_cannot_keep_out_a_fifth() {
+    let server = Wshub::start(&["--max-handshakes", "40", "--max-handshakes-per-ip", "10"]);
+    for round in 0..3 {
+        wait_for_handshakes(&server, "127.0.0.250", |n| n <= 1);
+        // Every slot held: 10 idle sockets from each of four addresses.
+        let mut held = Vec::new();
+        for from in ["127.0.0.2", "127.0.0.3", "127.0.0.4", "127.0.0.5"] {
+            held.extend((0..10).map(|_| tcp_from(ip(from), server.addr).expect("connect")));
+        }
+        wait_for_handshakes(&server, "127.0.0.2", |n| n >= 40);
+        let honest = upgrade(ip("127.0.0.9"), server.addr, "", &[], &[]);
+        assert_eq!(honest.status(), 101, "round {round}: {honest:?}");
+        drop(honest);
+        drop(held);
+    }
+}
+
+#[test]
+fn sixteen_handshakes_per_address_by_default() {
+    let server = Wshub::start(&[]);
+    let held: Vec<_> = (0..16).map(|_| tcp_from(ip("127.0.0.1"), server.addr).expect("connect")).collect();
+    wait_for_handshakes(&server, "127.0.0.250", |n| n >= 16);
+    let refused = upgrade(ip("127.0.0.1"), server.addr, "", &[], &[]);
+    assert_eq!(refused.status(), 503, "the 17th from one address: {refused:?}");
+    drop(held);
+}
+
+#[test]
+fn an_address_flooding_the_overflow_thread_loses_its_own_sockets_first() {
+    let server = Wshub::start(&["--max-handshakes-per-ip", "1", "--overflow-sockets", "16"]);
+    // Each address holds its one handshake slot: everything more it sends
+    // goes to the overflow thread.
+    let _slot_2 = tcp_from(ip("127.0.0.2"), server.addr).expect("connect");
+    let _slot_3 = tcp_from(ip("127.0.0.3"), server.addr).expect("connect");
+    wait_for_handshakes(&server, "127.0.0.3", |n| n >= 2);
+    let mut flood = Vec::new();
+    for round in 0..10 {
+        // A request that arrives in two parts, with a flood in between.
+        let mut honest = tcp_from(ip("127.0.0.3"), server.addr).expect("connect");
+        honest.write_all(b"GET /healthz HTTP/1.1\r\n").unwrap();
+        flood.extend((0..40).filter_map(|_| tcp_from(ip("127.0.0.2"), server.addr).ok()));
+        std::thread::sleep(Duration::from_millis(100));
+        honest.write_all(b"Host: t\r\nConnection: close\r\n\r\n").unwrap();
+        let mut answer = Vec::new();
+        let _ = honest.read_to_end(&mut answer);
+        let answer = String::from_utf8_lossy(&answer);
+        assert!(answer.starts_with("HTTP/1.1 200"), "round {round}: {answer:?}");
+    }
+}

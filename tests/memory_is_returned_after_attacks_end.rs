@@ -61,3 +61,29 @@ fn rss_falls_back_after_slow_consumers_and_their_rooms_are_gone() {
         (peak - before) / MIB
     );
 }
+
+#[test]
+fn bodies_sent_where_none_is_taken_cost_no_memory() {
+    let server = Wshub::start(&["--api-key", "k", "--max-handshakes-per-ip", "1024"]);
+    let pid = server.child.id();
+    let before = rss_bytes(pid);
+    let body = vec![b'x'; 1_048_575];
+    let head = format!("POST /healthz HTTP/1.1\r\nHost: t\r\nContent-Length: {}\r\n\r\n", body.len());
+    let mut sockets = Vec::new();
+    for _ in 0..200 {
+        let Ok(mut s) = std::net::TcpStream::connect(server.addr) else { continue };
+        let _ = std::io::Write::write_all(&mut s, head.as_bytes());
+        s.set_nonblocking(true).unwrap();
+        // As much of the body as the socket takes without waiting.
+        let _ = std::io::Write::write(&mut s, &body);
+        sockets.push(s);
+    }
+    let peak = peak_rss_over(pid, Duration::from_millis(1500));
+    eprintln!("RSS before {} MiB, peak {} MiB", before / MIB, peak / MIB);
+    assert!(
+        peak < before + 48 * MIB,
+        "200 bodies nobody takes raised RSS by {} MiB",
+        (peak.saturating_sub(before)) / MIB
+    );
+    drop(sockets);
+}

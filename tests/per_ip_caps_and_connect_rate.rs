@@ -2,7 +2,8 @@
 //! cap (503 with Retry-After, a socket still in its handshake counts), the
 //! per-IP connect rate (429) while another loopback address is still
 //! accepted, the rejects counted in /metrics, and an honest client that
-//! chats after all of it.
+//! chats after all of it; and the client address a trusted proxy forwards
+//! (`X-Forwarded-For`) in the request the handler sees.
 
 mod admission_common;
 mod protocol_common;
@@ -70,4 +71,30 @@ fn a_connect_flood_from_one_ip_gets_429_while_another_ip_is_accepted() {
     honest.ok("room:publish", json!({"room": "lobby", "data": "hello after the flood"}));
     let message = other.json();
     assert!(message["type"] == "presence:join" || message["type"] == "room:message", "{message}");
+}
+
+/// Answers every plain request with the address the server saw it from.
+struct EchoAddr;
+
+impl wshub::Handler for EchoAddr {
+    fn on_http(&self, _: &wshub::ServerHandle, request: &wshub::RequestInfo) -> wshub::HttpResponse {
+        wshub::HttpResponse::new(200, "text/plain", request.remote_addr.ip().to_string())
+    }
+}
+
+#[test]
+fn the_request_names_the_client_a_trusted_proxy_forwards() {
+    let config = wshub::Config::default().bind("127.0.0.1:0".parse().unwrap()).trusted_proxy("127.0.0.1/32");
+    let server = wshub::Server::start(config, EchoAddr).expect("start");
+    let from = |peer: &str, xff: &str| {
+        let raw =
+            format!("GET /who HTTP/1.1\r\nHost: t\r\nX-Forwarded-For: {xff}\r\nConnection: close\r\n\r\n");
+        let (status, text) = admission_common::http_from(ip(peer), server.local_addr(), &raw);
+        assert_eq!(status, 200, "{text}");
+        text.rsplit("\r\n\r\n").next().unwrap_or_default().to_owned()
+    };
+    assert_eq!(from("127.0.0.1", "203.0.113.9, 10.0.0.1"), "10.0.0.1", "the rightmost untrusted entry");
+    assert_eq!(from("127.0.0.1", "203.0.113.9, 127.0.0.1"), "203.0.113.9", "trusted hops are skipped");
+    assert_eq!(from("127.0.0.2", "203.0.113.9"), "127.0.0.2", "an untrusted peer's header is ignored");
+    server.stop();
 }

@@ -169,3 +169,33 @@ fn echo_mode_is_kept() {
     c.send_text("{\"type\":\"ping\"}");
     assert_eq!(c.json(), json!({"type": "ping"}));
 }
+
+#[test]
+fn admin_bind_serves_metrics_healthz_and_the_api_apart_from_the_public_port() {
+    let admin: std::net::SocketAddr = {
+        let probe = std::net::TcpListener::bind("127.0.0.1:0").expect("a free port");
+        probe.local_addr().expect("addr")
+    };
+    let server = Wshub::start(&["--api-key", "k", "--admin-bind", &admin.to_string()]);
+    let api = |addr, path: &str| {
+        http(addr, &format!("GET {path} HTTP/1.1\r\nHost: t\r\nX-API-Key: k\r\nConnection: close\r\n\r\n")).0
+    };
+    // The public port: the page, health and WebSockets, no metrics, no API.
+    assert_eq!(get(server.addr, "/metrics").0, 404);
+    assert_eq!(api(server.addr, "/api/rooms"), 404);
+    assert_eq!(get(server.addr, "/healthz").0, 200);
+    assert_eq!(get(server.addr, "/").0, 200);
+    let mut c = server.client();
+    c.join("lobby");
+    // The admin port: metrics, health and the API only.
+    let (status, _, body) = get(admin, "/metrics");
+    assert_eq!(status, 200);
+    assert!(body.contains("wshub_connections 1"), "{body}");
+    assert_eq!(get(admin, "/healthz").0, 200);
+    assert_eq!(api(admin, "/api/rooms"), 200);
+    assert_eq!(get(admin, "/").0, 404);
+    assert_eq!(get(admin, "/client.js").0, 404);
+    let upgrade = "GET /ws HTTP/1.1\r\nHost: t\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
+                   Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n";
+    assert_eq!(http(admin, upgrade).0, 404, "no WebSocket on the admin port");
+}

@@ -1,12 +1,15 @@
 //! PROTOCOL.md "Liveness": the server pings every heartbeat, a client that
 //! answers stays, a silent one is terminated after the idle timeout.
 
+mod admission_common;
 mod protocol_common;
 use protocol_common as common;
 
 use std::io::Read;
 use std::net::TcpStream;
-use std::time::Instant;
+use std::time::{Duration, Instant};
+
+use admission_common::{ip, upgrade};
 
 use common::{Client, Wshub, WAIT};
 use serde_json::json;
@@ -58,4 +61,50 @@ fn a_silent_client_is_terminated_after_the_idle_timeout() {
         "closed too early: {:?}",
         started.elapsed()
     );
+}
+
+#[test]
+fn after_the_peers_close_a_backlog_is_given_up_within_the_close_timeout() {
+    let server = Wshub::start(&[
+        "--close-timeout-ms",
+        "2000",
+        "--idle-timeout-ms",
+        "30000",
+        "--max-connections-per-ip",
+        "1",
+        "--outbound-max-bytes",
+        "200000000",
+        "--outbound-queue",
+        "100000",
+        "--rate-limit",
+        "0",
+    ]);
+    // A member that never reads, from an address allowed one connection.
+    let (mut member, _) = upgrade(ip("127.0.0.5"), server.addr, "", &[], &[]).open();
+    member.join("backlog");
+    let (mut publisher, _) = upgrade(ip("127.0.0.6"), server.addr, "", &[], &[]).open();
+    publisher.join("backlog");
+    for i in 0..300 {
+        publisher.send_text(&common::big_publish("backlog", 100_000, Some(&format!("p{i}"))));
+    }
+    publisher.sync(400);
+    assert!(common::metric(server.addr, "wshub_outbound_queue_depth") > 10, "a backlog for the member");
+    // Far more is queued for the member than its socket holds; now it closes.
+    let close = [0x88, 0x82, 1, 2, 3, 4, 0x03 ^ 1, 0xe8 ^ 2];
+    std::io::Write::write_all(member.ws.get_mut(), &close).expect("send a close frame");
+    let started = Instant::now();
+    // Its address gets its one connection back once the close is over.
+    loop {
+        let next = upgrade(ip("127.0.0.5"), server.addr, "", &[], &[]);
+        if next.status() == 101 {
+            break;
+        }
+        assert_eq!(next.status(), 503, "{next:?}");
+        assert!(started.elapsed() < Duration::from_secs(20), "the closed member is still held");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let took = started.elapsed();
+    // Generous for a loaded machine; the idle timeout (30 s) is what held it before.
+    assert!(took < Duration::from_secs(9), "the close took {took:?} (close timeout 2 s)");
+    drop(member);
 }

@@ -177,6 +177,10 @@ fn garbage_client_hellos_do_not_disturb_other_clients() {
     let pki = Pki::make();
     let mut args = tls_args(&pki, "server");
     args.push("--echo".into());
+    // Every socket here comes from 127.0.0.1: 24 garbage handshakes, some
+    // still in flight on a busy machine, must not reach the per-address bound
+    // that this test is not about.
+    args.extend(["--max-handshakes-per-ip".into(), "64".into()]);
     let server = start(&args);
     let config = client_config(&pki.path("ca.pem"), None);
     let mut ws = wss_connect(server.addr, config.clone(), "/ws");
@@ -428,4 +432,78 @@ fn the_config_file_and_the_flags_turn_tls_on() {
         .unwrap();
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("tls_key"));
+}
+
+#[test]
+fn the_overflow_thread_answers_over_tls() {
+    let pki = Pki::make();
+    let mut args = tls_args(&pki, "server");
+    args.extend(["--max-handshakes", "4", "--max-handshakes-per-ip", "4"].map(String::from));
+    let server = start(&args);
+    let config = client_config(&pki.path("ca.pem"), None);
+    // Every handshake slot held by idle sockets: what comes next goes to the
+    // overflow thread.
+    let idle: Vec<_> = (0..4).map(|_| TcpStream::connect(server.addr).unwrap()).collect();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let (status, body) = https_get(server.addr, config.clone(), "/metrics");
+        assert_eq!(status, 200, "{body}");
+        if body.lines().any(|l| l == "wshub_handshakes_in_progress 4") {
+            break;
+        }
+        assert!(Instant::now() < deadline, "the idle sockets never held every slot: {body}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let (status, body) = https_get(server.addr, config.clone(), "/healthz");
+    assert_eq!(status, 200, "{body}");
+    let stream = tls_connect(server.addr, config).expect("TLS handshake with the overflow thread");
+    let url = format!("wss://localhost:{}/ws", server.addr.port());
+    match tungstenite::client(url, stream) {
+        Err(tungstenite::HandshakeError::Failure(tungstenite::Error::Http(response))) => {
+            assert_eq!(response.status().as_u16(), 503);
+            assert!(response.headers().get("retry-after").is_some(), "{response:?}");
+        }
+        Err(e) => panic!("expected 503, got {e}"),
+        Ok(_) => panic!("expected 503, got an upgrade"),
+    }
+    drop(idle);
+}
+
+#[test]
+fn tls_records_without_a_request_do_not_stretch_the_handshake_deadline() {
+    let pki = Pki::make();
+    let mut args = tls_args(&pki, "server");
+    args.extend(["--handshake-timeout-ms", "2000"].map(String::from));
+    let server = start(&args);
+    let mut stream = tls_connect(server.addr, client_config(&pki.path("ca.pem"), None)).expect("TLS");
+    let started = Instant::now();
+    stream.sock.set_read_timeout(Some(Duration::from_millis(50))).unwrap();
+    // A KeyUpdate every 300 ms: TLS records, never a byte of the request.
+    let cut_after = loop {
+        assert!(started.elapsed() < Duration::from_secs(20), "never cut");
+        if stream.conn.refresh_traffic_keys().is_err() {
+            break started.elapsed();
+        }
+        if stream.conn.write_tls(&mut stream.sock).is_err() {
+            break started.elapsed();
+        }
+        let mut buf = [0u8; 4096];
+        let gone = loop {
+            match stream.sock.read(&mut buf) {
+                Ok(0) => break true,
+                Ok(_) => {} // a 408, its close_notify
+                Err(e)
+                    if matches!(e.kind(), std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut) =>
+                {
+                    break false
+                }
+                Err(_) => break true,
+            }
+        };
+        if gone {
+            break started.elapsed();
+        }
+        std::thread::sleep(Duration::from_millis(250));
+    };
+    assert!(cut_after < Duration::from_millis(5500), "cut after {cut_after:?} (deadline 2 s)");
 }

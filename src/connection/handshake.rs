@@ -60,10 +60,10 @@ impl ReadError {
 }
 
 /// Reads one request head from `stream` (the socket's bytes, decrypted when
-/// TLS is on), and the body of a plain (non-upgrade) request with a
-/// `Content-Length` of at most `max_body` bytes, all of it before `deadline`
-/// (however slowly it trickles in; a per-read timeout would let a client that
-/// sends a byte a second hold its thread forever).
+/// TLS is on), all of it before `deadline` (however slowly it trickles in; a
+/// per-read timeout would let a client that sends a byte a second hold its
+/// thread forever). A body is read only once the head has been judged
+/// ([`read_body`]).
 ///
 /// Buffers live on the heap and are freed before the connection's life
 /// begins: the reader thread's stack pages, once touched, stay resident for
@@ -73,26 +73,28 @@ pub(crate) fn read_request(
     socket: &TcpStream,
     remote: SocketAddr,
     deadline: Instant,
-    max_body: usize,
 ) -> Result<Request, ReadError> {
     let mut buf = Vec::with_capacity(1024);
-    let mut request = loop {
+    loop {
         read_more(&mut stream, socket, &mut buf, 1024, deadline)?;
         if let Some(request) = parse_request(&buf, remote)? {
-            break request;
+            return Ok(request);
         }
         if buf.len() > MAX_REQUEST_HEAD {
             return Err(ReadError::TooLarge);
         }
-    };
-    drop(buf);
-    if wants_upgrade(&request.info) {
-        return Ok(request);
     }
-    let length = body_length(&request.info)?;
-    if length > max_body {
-        return Err(ReadError::BodyTooLarge);
-    }
+}
+
+/// Reads the `length` bytes of `request`'s body (what came with the head
+/// first) into `request.info.body`, before `deadline`.
+pub(crate) fn read_body(
+    mut stream: impl Read,
+    socket: &TcpStream,
+    request: &mut Request,
+    length: usize,
+    deadline: Instant,
+) -> Result<(), ReadError> {
     let mut body = std::mem::take(&mut request.leftover);
     while body.len() < length {
         let want = (length - body.len()).min(64 * 1024);
@@ -102,7 +104,7 @@ pub(crate) fn read_request(
     // connection closes after its one response.
     body.truncate(length);
     request.info.body = body;
-    Ok(request)
+    Ok(())
 }
 
 /// Reads up to `want` more bytes onto the end of `buf`, before `deadline`.

@@ -44,7 +44,12 @@ use outbound::{Outbound, TlsIn};
 #[derive(Debug)]
 pub(crate) struct ConnShared {
     pub id: ConnId,
+    /// The peer of the TCP connection (a proxy's, behind a trusted proxy:
+    /// see [`ConnShared::addr`]).
     pub remote: SocketAddr,
+    /// The client a trusted proxy forwards, once its request head named it
+    /// (port 0: `X-Forwarded-For` carries none).
+    client: std::sync::OnceLock<SocketAddr>,
     pub accepted_at: SystemTime,
     /// The same moment on the monotonic clock: the handshake deadline counts from it.
     pub accepted: std::time::Instant,
@@ -70,6 +75,8 @@ pub(crate) struct ConnShared {
     /// An event stream (`HttpResponse::event_stream`), not a WebSocket: its
     /// writer writes bytes as given, and its reader only waits for the end.
     event_stream: AtomicBool,
+    /// Accepted on the admin listener (`Config::admin_bind`); set before its reader starts.
+    on_admin: AtomicBool,
 }
 
 impl ConnShared {
@@ -77,6 +84,7 @@ impl ConnShared {
         ConnShared {
             id,
             remote,
+            client: std::sync::OnceLock::new(),
             accepted_at: SystemTime::now(),
             accepted: std::time::Instant::now(),
             stream,
@@ -88,7 +96,28 @@ impl ConnShared {
             close_at: Mutex::new(None),
             has_close_at: AtomicBool::new(false),
             event_stream: AtomicBool::new(false),
+            on_admin: AtomicBool::new(false),
         }
+    }
+
+    /// The client's address: the forwarded one behind a trusted proxy,
+    /// else the peer's. Every per-address bound and log uses it.
+    pub(crate) fn addr(&self) -> SocketAddr {
+        self.client.get().copied().unwrap_or(self.remote)
+    }
+
+    /// Set once, by the reader, when a trusted proxy's request names its client.
+    pub(crate) fn set_client(&self, client: SocketAddr) {
+        let _ = self.client.set(client);
+    }
+
+    /// Whether it came to the admin listener.
+    pub(crate) fn on_admin(&self) -> bool {
+        self.on_admin.load(Acquire)
+    }
+
+    pub(crate) fn set_on_admin(&self) {
+        self.on_admin.store(true, Release);
     }
 
     pub(crate) fn is_open(&self) -> bool {
@@ -121,6 +150,12 @@ impl ConnShared {
 pub(crate) struct SockReader<'a> {
     conn: &'a ConnShared,
     tls: Option<TlsIn>,
+    /// No raw read waits past this (the handshake deadline), nor past the
+    /// connection's `close_at`: see [`arm`].
+    pub deadline: Option<std::time::Instant>,
+    /// The read timeout the socket keeps otherwise (the idle timeout of an
+    /// open WebSocket); `None`: none, so every raw read is armed.
+    pub idle: Option<std::time::Duration>,
     /// Bytes a host read from an adopted socket before handing it over
     /// (`ServerHandle::adopt`), read before the socket's own; at most
     /// `handshake::MAX_REQUEST_HEAD`, and never on a TLS connection.
@@ -130,7 +165,13 @@ pub(crate) struct SockReader<'a> {
 impl<'a> SockReader<'a> {
     /// For a plain connection, or a TLS one whose session is started.
     pub(crate) fn new(conn: &'a ConnShared) -> Self {
-        SockReader { conn, tls: conn.is_tls().then(TlsIn::new), prefix: Default::default() }
+        SockReader {
+            conn,
+            tls: conn.is_tls().then(TlsIn::new),
+            deadline: None,
+            idle: None,
+            prefix: Default::default(),
+        }
     }
 
     /// Like [`SockReader::new`], reading `prefix` first.
@@ -152,11 +193,43 @@ impl std::io::Read for SockReader<'_> {
         if (self.prefix.position() as usize) < self.prefix.get_ref().len() {
             return std::io::Read::read(&mut self.prefix, buf);
         }
+        let (conn, deadline, idle) = (self.conn, self.deadline, self.idle);
         match &mut self.tls {
-            None => (&self.conn.stream).read(buf),
-            Some(tls_in) => self.conn.tls_read(tls_in, buf),
+            None => {
+                arm(conn, deadline, idle)?;
+                crate::sys::sock::recv(&conn.stream, buf)
+            }
+            Some(tls_in) => conn.tls_read(tls_in, buf, || arm(conn, deadline, idle)),
         }
     }
+}
+
+/// Sets the socket's read timeout so that the next raw read cannot wait past
+/// `deadline` or the connection's `close_at`, whichever comes first; called
+/// before every raw read, because one `read` of the reader's (a TLS record
+/// without plaintext, a frame trickling in) may take many. `TimedOut` once
+/// that time has come. Without either, or while `idle` (the timeout the
+/// socket keeps) ends sooner, the timeout is left alone (no syscall).
+fn arm(
+    conn: &ConnShared,
+    deadline: Option<std::time::Instant>,
+    idle: Option<std::time::Duration>,
+) -> std::io::Result<()> {
+    let close_at =
+        if conn.has_close_at.load(Acquire) { conn.close_at.lock().as_ref().map(|c| c.0) } else { None };
+    let until = match (deadline, close_at) {
+        (Some(a), Some(b)) => a.min(b),
+        (Some(a), None) | (None, Some(a)) => a,
+        (None, None) => return Ok(()),
+    };
+    let left = until.saturating_duration_since(std::time::Instant::now());
+    if left.is_zero() {
+        return Err(std::io::ErrorKind::TimedOut.into());
+    }
+    if idle.is_some_and(|idle| idle <= left) {
+        return Ok(());
+    }
+    conn.stream.set_read_timeout(Some(left))
 }
 
 #[cfg(test)]

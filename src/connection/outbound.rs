@@ -197,6 +197,9 @@ pub(crate) struct Outbound {
     tls: AtomicBool,
     /// A close has been queued: nothing more is queued after it.
     closing: AtomicBool,
+    /// Once closing: when every write must be over (the peer's close came,
+    /// see [`ConnShared::peer_closed`]); `None`: only stalls are bounded.
+    close_by: Mutex<Option<Instant>>,
     /// Code of the close the server queued first (0 when none).
     close_code: AtomicU16,
     /// Slow consumer: the writer drops the data frames still queued.
@@ -226,6 +229,7 @@ impl Outbound {
             write: Mutex::new(WriteState::default()),
             tls: AtomicBool::new(false),
             closing: AtomicBool::new(false),
+            close_by: Mutex::new(None),
             close_code: AtomicU16::new(0),
             discard: AtomicBool::new(false),
             writer_state: AtomicU32::new(WRITER_AWAKE),
@@ -345,6 +349,9 @@ impl ConnShared {
         let mut stalled_since: Option<Instant> = None;
         let mut writes = 0u64;
         while !slices.is_empty() {
+            if self.past_close_by() {
+                return Err(self.write_failed("close timeout"));
+            }
             match sock::send_vectored(&self.stream, slices) {
                 Ok(0) => return Err(self.write_failed("socket closed")),
                 Ok(n) => {
@@ -433,6 +440,9 @@ impl ConnShared {
         }
         let mut stalled_since: Option<Instant> = None;
         while let Some(tls) = guard.tls.as_deref_mut() {
+            if self.past_close_by() {
+                return Err(self.write_failed("close timeout"));
+            }
             match flush_tls(&self.stream, tls) {
                 Ok((n, done)) => {
                     Stats::add(&stats.bytes_out, n as u64);
@@ -507,7 +517,7 @@ impl ConnShared {
                 .filter(|d| !d.is_zero())
                 .ok_or(io::ErrorKind::TimedOut)?;
             self.stream.set_read_timeout(Some(left))?;
-            let n = (&self.stream).read(&mut tls_in.buf)?;
+            let n = crate::sys::sock::recv(&self.stream, &mut tls_in.buf)?;
             if n == 0 {
                 return Err(io::ErrorKind::UnexpectedEof.into());
             }
@@ -520,7 +530,13 @@ impl ConnShared {
     /// has, else ciphertext from `tls_in`, else a blocking socket read taken
     /// *without* the write lock (writers go on meanwhile); the lock is held
     /// only to feed the session and take plaintext out. `Ok(0)` at the end.
-    pub(crate) fn tls_read(&self, tls_in: &mut TlsIn, buf: &mut [u8]) -> io::Result<usize> {
+    /// `arm` runs before every raw read (it bounds how long that read may wait).
+    pub(crate) fn tls_read(
+        &self,
+        tls_in: &mut TlsIn,
+        buf: &mut [u8],
+        arm: impl Fn() -> io::Result<()>,
+    ) -> io::Result<usize> {
         loop {
             {
                 let mut st = self.out.write.lock();
@@ -548,7 +564,8 @@ impl ConnShared {
                     }
                 }
             }
-            let n = (&self.stream).read(&mut tls_in.buf)?;
+            arm()?;
+            let n = crate::sys::sock::recv(&self.stream, &mut tls_in.buf)?;
             if n == 0 {
                 return Ok(0);
             }
@@ -639,6 +656,19 @@ impl ConnShared {
     /// Data or control frames are queued or being written.
     fn has_queued(&self) -> bool {
         self.out.depth.load(Acquire) != 0 || self.out.controls.load(Acquire) != 0
+    }
+
+    /// The peer sent its close (the reply is queued): nothing more is
+    /// queued, and everything still queued (the reply last) must be written
+    /// within `limit` from now, or the socket is shut down.
+    pub(crate) fn peer_closed(&self, limit: Duration) {
+        *self.out.close_by.lock() = Some(Instant::now() + limit);
+        self.out.closing.store(true, Release);
+    }
+
+    /// Closing, and the time set by [`ConnShared::peer_closed`] has passed.
+    fn past_close_by(&self) -> bool {
+        self.is_closing() && self.out.close_by.lock().is_some_and(|at| Instant::now() >= at)
     }
 
     /// Queues a close frame after everything queued so far. Only the first close
@@ -777,7 +807,10 @@ fn session(st: &mut WriteState) -> io::Result<&mut ServerConnection> {
 
 /// Writes what the session has for the socket without blocking: (bytes
 /// written, whether all of it went).
-fn flush_tls(stream: &std::net::TcpStream, tls: &mut ServerConnection) -> io::Result<(usize, bool)> {
+pub(crate) fn flush_tls(
+    stream: &std::net::TcpStream,
+    tls: &mut ServerConnection,
+) -> io::Result<(usize, bool)> {
     struct DontWait<'a>(&'a std::net::TcpStream);
     impl Write for DontWait<'_> {
         fn write(&mut self, buf: &[u8]) -> io::Result<usize> {

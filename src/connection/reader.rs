@@ -144,15 +144,15 @@ fn upgrade<'a>(
     deadline: Instant,
 ) -> Option<Opened<'a>> {
     let engine = server.engine();
+    // Every raw read of the request waits at most until the deadline.
+    sock.deadline = Some(deadline);
     let reject = |response: &HttpResponse, head_only: bool| {
         // Address and status only: never the query (it may carry a token).
-        log::warn!("conn {} ({}): request refused with {}", conn.id, conn.remote, response.status);
+        log::warn!("conn {} ({}): request refused with {}", conn.id, conn.addr(), response.status);
         engine.stats.count_reject(response.status);
         handshake::respond_and_close(conn, response, head_only);
     };
-    let max_body = engine.config.max_message_size;
-    let mut request = match handshake::read_request(&mut sock, &conn.stream, conn.remote, deadline, max_body)
-    {
+    let mut request = match handshake::read_request(&mut sock, &conn.stream, conn.remote, deadline) {
         Ok(r) => r,
         Err(e) => {
             if let Some(status) = e.status() {
@@ -165,9 +165,43 @@ fn upgrade<'a>(
         request.info.tls_client_subject = conn.tls_client_subject();
     }
     let head_only = request.method == "HEAD";
+    if let Err(refusal) = engine.take_forwarded_client(conn, &request.info) {
+        engine.stats.count_reject(refusal.status());
+        log::warn!(
+            "conn {} ({}): over {}; refused with {}",
+            conn.id,
+            conn.addr(),
+            refusal.label(),
+            refusal.status()
+        );
+        let response = plain(refusal.status()).with_header("Retry-After", refusal.retry_after());
+        handshake::respond_and_close(conn, &response, head_only);
+        return None;
+    }
+    request.info.remote_addr = conn.addr();
+    if let Some(response) = engine.admin_split(conn.on_admin(), &request.info) {
+        match handshake::wants_upgrade(&request.info) {
+            true => reject(&response, head_only),
+            false => handshake::respond_and_close(conn, &response, head_only),
+        }
+        return None;
+    }
     if !handshake::wants_upgrade(&request.info) {
+        let reserved = match read_body(server, conn, &mut sock, &mut request, deadline) {
+            Ok(reserved) => reserved,
+            Err(Refused::Ours(response)) => {
+                reject(&response, head_only);
+                return None;
+            }
+            Err(Refused::Handler(response)) => {
+                handshake::respond_and_close(conn, &response, head_only);
+                return None;
+            }
+            Err(Refused::Gone) => return None,
+        };
         let response =
             guarded(|| engine.handler.on_http(server, &request.info)).unwrap_or_else(|| plain(500));
+        engine.release_body(&mut request.info.body, reserved);
         if response.stream && !head_only {
             return open_stream(server, conn, sock, request, &response);
         }
@@ -226,9 +260,54 @@ fn upgrade<'a>(
     let leftover = std::mem::take(&mut request.leftover);
     let mut meter = FrameMeter::new(engine.config.frame_rate_limit, engine.config.max_fragments);
     let crossed = meter.feed(&leftover).err();
+    sock.deadline = None;
+    sock.idle = Some(engine.config.idle_timeout);
     let io = ReaderIo { conn, sock, meter, crossed };
     let ws = WebSocket::from_partially_read(io, leftover, Role::Server, Some(ws_config));
     Some(Opened::WebSocket(ws, request))
+}
+
+/// Why a request's body was not read.
+enum Refused {
+    /// A bound of ours: answered, counted and logged as a refusal.
+    Ours(HttpResponse),
+    /// The handler's answer to the head (`Handler::on_body`).
+    Handler(HttpResponse),
+    /// The peer went (or stalled past the deadline) while sending it.
+    Gone,
+}
+
+/// Reads a plain request's body, if it declares one the handler takes
+/// (judged on the head, before a byte of it is read) and the body budget has
+/// room for it. Returns the bytes reserved in that budget (give them back
+/// with `Engine::release_body`).
+fn read_body(
+    server: &ServerHandle,
+    conn: &ConnShared,
+    sock: &mut SockReader<'_>,
+    request: &mut handshake::Request,
+    deadline: Instant,
+) -> Result<usize, Refused> {
+    let engine = server.engine();
+    let refuse = |e: handshake::ReadError| e.status().map_or(Refused::Gone, |s| Refused::Ours(plain(s)));
+    let length = handshake::body_length(&request.info).map_err(refuse)?;
+    if length == 0 {
+        return Ok(0);
+    }
+    let limit = guarded(|| engine.handler.on_body(server, &request.info))
+        .unwrap_or_else(|| Err(plain(500)))
+        .map_err(Refused::Handler)?;
+    if length > limit.min(engine.config.max_message_size) {
+        return Err(Refused::Ours(plain(413)));
+    }
+    if !engine.reserve_body(length) {
+        return Err(Refused::Ours(plain(503).with_header("Retry-After", "1")));
+    }
+    if let Err(e) = handshake::read_body(sock, &conn.stream, request, length, deadline) {
+        engine.release_body(&mut request.info.body, length);
+        return Err(refuse(e));
+    }
+    Ok(length)
 }
 
 /// The handler answered with an event stream: the same checks as an
@@ -237,7 +316,7 @@ fn upgrade<'a>(
 fn open_stream<'a>(
     server: &ServerHandle,
     conn: &'a ConnShared,
-    sock: SockReader<'a>,
+    mut sock: SockReader<'a>,
     request: handshake::Request,
     response: &HttpResponse,
 ) -> Option<Opened<'a>> {
@@ -279,6 +358,7 @@ fn open_stream<'a>(
         return None;
     }
     conn.set_event_stream();
+    sock.deadline = None;
     Some(Opened::Stream(sock, request))
 }
 
@@ -303,10 +383,15 @@ fn serve(server: &ServerHandle, conn: &Arc<ConnShared>, mut ws: Ws<'_>, request:
     // The code on_close reports: a close the server queued first wins over the
     // peer's, which wins over none (1006).
     let (code, reason) = match end {
-        End::Peer(code, reason) => match conn.server_close_code() {
-            Some(ours) => (ours, String::new()),
-            None => (code, reason),
-        },
+        End::Peer(code, reason) => {
+            // The reply is queued: what is still queued before it gets the
+            // close timeout to go, not the idle timeout.
+            conn.peer_closed(config.close_timeout);
+            match conn.server_close_code() {
+                Some(ours) => (ours, String::new()),
+                None => (code, reason),
+            }
+        }
         End::Fail(code, reason) => {
             // A close queued earlier (a 1013, say) is the one the peer gets.
             let sent = conn.server_close_code().map_or((code, reason.to_owned()), |c| (c, String::new()));
@@ -509,7 +594,7 @@ fn classify(conn: &ConnShared, stats: &Stats, e: WsError) -> End {
                     FrameLimit::Fragments => &stats.dropped_fragments,
                 };
                 Stats::add(counter, 1);
-                log::warn!("conn {} ({}): {limit}; closing it", conn.id, conn.remote);
+                log::warn!("conn {} ({}): {limit}; closing it", conn.id, conn.addr());
                 let (code, reason) = limit.close();
                 return End::Fail(code, reason);
             }

@@ -85,8 +85,12 @@ pub type wshub_on_close = Option<
 /// valid only during the call. Runs on the connection's reader thread, before
 /// the join takes effect, for the first join of each room (not for a rejoin
 /// of a room the connection is in). An event stream (`GET /sse?room=R`) asks
-/// it too, before its `200` and before on_upgrade (refused: `403`). Not
-/// called in pull mode (joins are allowed there).
+/// it too, once on_upgrade accepted it (so `wshub_conn_identity` and
+/// `wshub_conn_user_data` answer as for a `room:join`) and before its `200`
+/// (refused: `403`, and what on_upgrade attached is forgotten, as for a 101
+/// that cannot be sent). A `presence:get` of a room the client is not in
+/// (allowed by its token's `rooms` claim) asks it too. Not called in pull
+/// mode (joins are allowed there).
 pub type wshub_on_join = Option<
     extern "C" fn(
         user_data: *mut c_void,

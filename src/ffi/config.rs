@@ -412,7 +412,9 @@ pub extern "C" fn wshub_config_set_history_max_bytes(
 /// not yet answered), apart from the connection cap; each holds a reader
 /// thread. More get a quick answer from one overflow thread: 503 with
 /// Retry-After for an upgrade, the normal answer for a plain request (so
-/// /healthz stays reachable). Default 1024.
+/// /healthz stays reachable). When all are taken, a socket from an address
+/// holding fewer than the biggest holder takes that holder's oldest slot
+/// (closing that socket). Default 1024.
 #[no_mangle]
 pub extern "C" fn wshub_config_set_max_handshakes(config: *mut wshub_config, value: usize) -> wshub_result {
     ffi_boundary! {
@@ -422,7 +424,8 @@ pub extern "C" fn wshub_config_set_max_handshakes(config: *mut wshub_config, val
 }
 
 /// Sockets one IP address may have in their handshake at once; more are
-/// answered as past `wshub_config_set_max_handshakes`. Default 256.
+/// answered as past `wshub_config_set_max_handshakes`. Default 16. IPv6
+/// addresses count by their /64, for this and every per-address bound.
 #[no_mangle]
 pub extern "C" fn wshub_config_set_max_handshakes_per_ip(
     config: *mut wshub_config,
@@ -508,12 +511,76 @@ pub extern "C" fn wshub_config_set_max_rooms(config: *mut wshub_config, rooms: u
 }
 
 /// Sockets the overflow thread holds at once while it answers them (each for
-/// at most 2 s); past it the oldest is dropped unanswered. Default 1024.
+/// at most 2 s); past it the oldest socket of the address
+/// holding the most is dropped unanswered. Default 1024.
 #[no_mangle]
 pub extern "C" fn wshub_config_set_overflow_sockets(config: *mut wshub_config, value: usize) -> wshub_result {
     ffi_boundary! {
         try_out!(config).config.overflow_sockets = value;
         wshub_result::WSHUB_OK
+    }
+}
+
+/// Bytes of plain requests' bodies (the protocol's backend API calls) all
+/// connections together may be sending at once, each counted at its
+/// Content-Length from its head; one more gets 503 with Retry-After, its
+/// body unread. Default 16777216 (16 MiB).
+#[no_mangle]
+pub extern "C" fn wshub_config_set_request_body_budget(
+    config: *mut wshub_config,
+    bytes: usize,
+) -> wshub_result {
+    ffi_boundary! {
+        try_out!(config).config.request_body_budget = bytes;
+        wshub_result::WSHUB_OK
+    }
+}
+
+/// Adds a trusted proxy, an address block such as "10.0.0.0/8" or "::1": from
+/// such a peer, the client's address is the rightmost X-Forwarded-For entry
+/// that is not itself a trusted proxy, and every per-address bound, the logs
+/// and `wshub_request_remote_addr` use it (its port is then 0). Repeatable.
+/// WSHUB_INVALID_ARGUMENT when `cidr` is not an address block.
+#[no_mangle]
+pub extern "C" fn wshub_config_add_trusted_proxy(
+    config: *mut wshub_config,
+    cidr: *const c_char,
+) -> wshub_result {
+    ffi_boundary! {
+        let config = try_out!(config);
+        let cidr = try_str!(cidr);
+        if cidr.parse::<crate::ip_table::Cidr>().is_err() {
+            return wshub_result::WSHUB_INVALID_ARGUMENT;
+        }
+        config.config.trusted_proxies.push(cidr.to_owned());
+        wshub_result::WSHUB_OK
+    }
+}
+
+/// A second listener, "host:port", serving /metrics, /healthz and the
+/// backend API (paths under /api/), and nothing else (404, upgrades
+/// included); the main port then answers 404 for /metrics and the API.
+/// "" (the default): no admin listener.
+/// WSHUB_INVALID_ARGUMENT when `address` is neither.
+#[no_mangle]
+pub extern "C" fn wshub_config_set_admin_bind(
+    config: *mut wshub_config,
+    address: *const c_char,
+) -> wshub_result {
+    ffi_boundary! {
+        let config = try_out!(config);
+        let address = try_str!(address);
+        if address.is_empty() {
+            config.config.admin_bind = None;
+            return wshub_result::WSHUB_OK;
+        }
+        match address.parse::<SocketAddr>() {
+            Ok(addr) => {
+                config.config.admin_bind = Some(addr);
+                wshub_result::WSHUB_OK
+            }
+            Err(_) => wshub_result::WSHUB_INVALID_ARGUMENT,
+        }
     }
 }
 

@@ -23,8 +23,9 @@ pub enum wshub_result {
     /// An argument was not acceptable: a string that is not UTF-8, a bind
     /// address that does not parse, text that is not UTF-8, an unknown kind.
     WSHUB_INVALID_ARGUMENT = 2,
-    /// `wshub_start` refused the configuration (a zero limit, a path without
-    /// a leading '/', a stack below 64 KiB or above 256 MiB).
+    /// `wshub_start` refused the configuration (a zero limit, a size, count
+    /// or duration over its bound, a path without a leading '/', a stack
+    /// below 64 KiB or above 256 MiB); `wshub_last_error` says which.
     WSHUB_INVALID_CONFIG = 3,
     /// An operating-system error: binding the port, creating a thread or an
     /// eventfd.
@@ -145,7 +146,7 @@ fn message(code: u32) -> &'static [u8] {
         Some(WSHUB_OK) => b"success\0",
         Some(WSHUB_NULL_PARAMETER) => b"a required pointer argument was NULL\0",
         Some(WSHUB_INVALID_ARGUMENT) => b"invalid argument (not UTF-8, unparsable address, or unknown kind)\0",
-        Some(WSHUB_INVALID_CONFIG) => b"invalid configuration (a zero limit, a path without '/', or a stack outside 64 KiB to 256 MiB)\0",
+        Some(WSHUB_INVALID_CONFIG) => b"invalid configuration (a zero limit, a value over its bound, a path without '/', or a stack outside 64 KiB to 256 MiB)\0",
         Some(WSHUB_IO) => b"operating-system error (bind, thread or eventfd creation)\0",
         Some(WSHUB_STOPPED) => concat!(stopped_text!(), "\0").as_bytes(),
         Some(WSHUB_NO_SUCH_CONNECTION) => concat!(no_such_connection_text!(), "\0").as_bytes(),

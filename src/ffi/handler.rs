@@ -53,10 +53,11 @@ fn nul_terminated(message: Message) -> (Vec<u8>, wshub_message_kind) {
 impl Handler for FfiHandler {
     fn on_upgrade(&self, handle: &ServerHandle, conn: ConnId, info: &RequestInfo) -> Upgrade {
         self.adopt(handle);
-        // The protocol's checks (drain, Origin, token, per-user cap) come
-        // first, so the application decides knowing the user.
+        // The protocol's checks (drain, Origin, token, per-user cap, bans)
+        // come first, so the application decides knowing the user; an event
+        // stream's join checks come after it accepted (below).
         let admitted = match &self.protocol {
-            Some(protocol) => match protocol.admit(handle, conn, info) {
+            Some(protocol) => match protocol.admit_user(conn, info) {
                 Ok(admitted) => Some(admitted),
                 Err(refusal) => return Upgrade::Reject(refusal),
             },
@@ -105,6 +106,17 @@ impl Handler for FfiHandler {
             }
             Decision::Reject(status) => Upgrade::reject(status),
         };
+        // An event stream asks on_join once on_upgrade accepted it, so the
+        // hook reads what on_upgrade attached (wshub_conn_identity,
+        // wshub_conn_user_data), as for a `room:join`. Refused: 403, and the
+        // attachments are forgotten as for a 101 that could not be sent.
+        let upgrade = match (&upgrade, &self.protocol) {
+            (Upgrade::Accept { .. }, Some(protocol)) => match protocol.admit_stream(handle, conn, info) {
+                Ok(()) => upgrade,
+                Err(refusal) => Upgrade::Reject(refusal),
+            },
+            _ => upgrade,
+        };
         if matches!(upgrade, Upgrade::Reject(_)) {
             server.conns.remove(conn);
             if let Some(protocol) = &self.protocol {
@@ -128,6 +140,13 @@ impl Handler for FfiHandler {
         match &self.protocol {
             Some(protocol) => protocol.on_http(handle, request),
             None => HttpResponse::not_found(),
+        }
+    }
+
+    fn on_body(&self, handle: &ServerHandle, request: &RequestInfo) -> Result<usize, HttpResponse> {
+        match &self.protocol {
+            Some(protocol) => protocol.on_body(handle, request),
+            None => Err(HttpResponse::no_body_taken()), // C sees no bodies
         }
     }
 

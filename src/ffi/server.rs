@@ -235,8 +235,16 @@ pub extern "C" fn wshub_start_polling(
     ffi_boundary! {
         let config = try_ref!(config);
         let server_out = try_out!(server_out);
-        if config.event_queue_capacity == 0 {
-            super::error::failed_because("invalid configuration: event_queue_capacity must be greater than 0");
+        let bounded = crate::config::bounds::check(&[(
+            "event_queue_capacity",
+            config.event_queue_capacity,
+            crate::config::bounds::SLOTS,
+        )])
+        .and_then(|()| crate::config::bounds::check_durations(&[("upgrade_timeout", config.upgrade_timeout)]));
+        if config.event_queue_capacity == 0 || bounded.is_err() {
+            let why = bounded.err().unwrap_or_else(|| "event_queue_capacity must be greater than 0".to_owned());
+            log::warn!("wshub_start_polling: {why}");
+            super::error::failed_because(format!("invalid configuration: {why}"));
             return wshub_result::WSHUB_INVALID_CONFIG;
         }
         let queue = match EventQueue::new(config.event_queue_capacity) {
@@ -564,6 +572,7 @@ pub extern "C" fn wshub_conn_identity(
 
 #[cfg(test)]
 mod tests {
+    use std::ffi::c_int;
     use std::net::TcpStream;
 
     use crate::ffi::event::wshub_event;
@@ -655,5 +664,69 @@ mod tests {
     fn a_c_host_turns_event_streams_off() {
         let line = stream_status(false);
         assert!(line.starts_with("HTTP/1.1 404"), "{line}");
+    }
+
+    /// on_upgrade attaches the identity a C host's own session check found.
+    extern "C" fn attach_admin(
+        _: *mut c_void,
+        _: *mut wshub_server,
+        _: u64,
+        request: *mut super::super::request::wshub_request,
+    ) -> u16 {
+        let admin = CString::new("admin").unwrap();
+        assert_eq!(
+            super::super::request::wshub_request_set_identity(request, admin.as_ptr()),
+            wshub_result::WSHUB_OK
+        );
+        0
+    }
+
+    /// on_join allows the identity on_upgrade attached, and nothing else.
+    extern "C" fn join_if_admin(
+        _: *mut c_void,
+        server: *mut wshub_server,
+        conn: u64,
+        _: *const c_char,
+        _: *const c_char,
+    ) -> c_int {
+        let mut buf = [0 as c_char; 16];
+        let mut len = 0;
+        let admin = wshub_conn_identity(server, conn, buf.as_mut_ptr(), buf.len(), &mut len)
+            == wshub_result::WSHUB_OK
+            && buf[..len].iter().map(|&b| b as u8).eq(*b"admin");
+        c_int::from(admin)
+    }
+
+    /// A stream's on_join comes after on_upgrade, as a `room:join`'s does:
+    /// it reads the identity on_upgrade attached.
+    #[test]
+    fn a_streams_on_join_sees_the_identity_on_upgrade_attached() {
+        use std::io::{BufRead, BufReader, Write};
+        let config = wshub_config_new();
+        let bind = CString::new("127.0.0.1:0").unwrap();
+        assert_eq!(wshub_config_set_bind(config, bind.as_ptr()), wshub_result::WSHUB_OK);
+        assert_eq!(wshub_config_set_protocol(config, true), wshub_result::WSHUB_OK);
+        let callbacks = wshub_callbacks {
+            struct_size: std::mem::size_of::<wshub_callbacks>(),
+            on_upgrade: Some(attach_admin),
+            on_connect: None,
+            on_message: None,
+            on_close: None,
+            on_join: Some(join_if_admin),
+        };
+        let mut server: *mut wshub_server = std::ptr::null_mut();
+        assert_eq!(
+            wshub_start(config, &callbacks, std::ptr::null_mut(), &mut server),
+            wshub_result::WSHUB_OK
+        );
+        wshub_config_free(config);
+        let mut stream = TcpStream::connect(("127.0.0.1", wshub_local_port(server))).unwrap();
+        stream.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+        stream.write_all(b"GET /sse?room=private HTTP/1.1\r\nHost: t\r\n\r\n").unwrap();
+        let mut line = String::new();
+        BufReader::new(&stream).read_line(&mut line).unwrap();
+        drop(stream);
+        wshub_stop(server);
+        assert!(line.starts_with("HTTP/1.1 200"), "{line}");
     }
 }

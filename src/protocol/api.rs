@@ -104,6 +104,12 @@ fn authorized(request: &RequestInfo, expected: &[u8]) -> bool {
     }
 }
 
+/// Whether the API is on and `request` carries its key: the check a body
+/// waits for (`http::body_limit`), before it is read.
+pub(crate) fn key_accepted(shared: &Shared, request: &RequestInfo) -> bool {
+    shared.config.api_key.as_ref().is_some_and(|key| authorized(request, key.0.as_bytes()))
+}
+
 /// Equal byte strings, in a time that depends on their lengths only (not on
 /// where they differ).
 pub(crate) fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {

@@ -46,6 +46,28 @@ pub(crate) fn route(shared: &Shared, server: &ServerHandle, request: &RequestInf
     }
 }
 
+/// Which requests take a body (`Handler::on_body`), decided on the head:
+/// a `POST` to the backend API carrying the right key. Another request to
+/// the API without the key gets the API's refusal (404 with the API off,
+/// 401 without the key); any other gets 413.
+pub(crate) fn body_limit(
+    shared: &Shared,
+    server: &ServerHandle,
+    request: &RequestInfo,
+) -> Result<usize, HttpResponse> {
+    if !request.path.starts_with(super::api::PREFIX) {
+        return Err(HttpResponse::no_body_taken());
+    }
+    if !super::api::key_accepted(shared, request) {
+        // Refused without looking at the body (and logged, as every call is).
+        return Err(super::api::route(shared, server, request));
+    }
+    if request.method != "POST" {
+        return Err(HttpResponse::no_body_taken());
+    }
+    Ok(server.config().max_message_size)
+}
+
 /// The Prometheus text of `/metrics`, also what `ServerHandle::metrics_text`
 /// and `wshub_metrics_text` return: one source for all three.
 pub(crate) fn metrics_text(shared: &Shared, server: &ServerHandle) -> String {

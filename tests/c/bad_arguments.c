@@ -146,6 +146,11 @@ static void null_everything(void) {
     CHECK_RC(wshub_config_set_bind(config, NULL), WSHUB_NULL_PARAMETER);
     CHECK_RC(wshub_config_set_bind(config, "not an address"), WSHUB_INVALID_ARGUMENT);
     CHECK_RC(wshub_config_set_bind(config, "\xff\xfe"), WSHUB_INVALID_ARGUMENT);
+    CHECK_RC(wshub_config_add_trusted_proxy(config, "10.0.0.0/33"), WSHUB_INVALID_ARGUMENT);
+    CHECK_RC(wshub_config_add_trusted_proxy(config, "10.0.0.0/8"), WSHUB_OK);
+    CHECK_RC(wshub_config_set_admin_bind(NULL, "127.0.0.1:0"), WSHUB_NULL_PARAMETER);
+    CHECK_RC(wshub_config_set_admin_bind(config, "not an address"), WSHUB_INVALID_ARGUMENT);
+    CHECK_RC(wshub_config_set_admin_bind(config, ""), WSHUB_OK);
     CHECK_RC(wshub_config_set_path(NULL, "/ws"), WSHUB_NULL_PARAMETER);
     CHECK_RC(wshub_config_set_path(config, NULL), WSHUB_NULL_PARAMETER);
     CHECK_RC(wshub_config_set_max_message_size(NULL, 1), WSHUB_NULL_PARAMETER);
@@ -182,6 +187,8 @@ static void null_everything(void) {
     CHECK_RC(wshub_config_set_max_connections_per_ip(NULL, 1), WSHUB_NULL_PARAMETER);
     CHECK_RC(wshub_config_set_connect_rate_per_ip(NULL, 1), WSHUB_NULL_PARAMETER);
     CHECK_RC(wshub_config_set_overflow_sockets(NULL, 1), WSHUB_NULL_PARAMETER);
+    CHECK_RC(wshub_config_set_request_body_budget(NULL, 1), WSHUB_NULL_PARAMETER);
+    CHECK_RC(wshub_config_add_trusted_proxy(NULL, "10.0.0.0/8"), WSHUB_NULL_PARAMETER);
     CHECK_RC(wshub_config_set_jwt_secret(NULL, "s"), WSHUB_NULL_PARAMETER);
     CHECK_RC(wshub_config_set_jwt_public_key_pem(NULL, "pem"), WSHUB_NULL_PARAMETER);
     CHECK_RC(wshub_config_set_jwt_audience(NULL, "a"), WSHUB_NULL_PARAMETER);

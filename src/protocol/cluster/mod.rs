@@ -180,13 +180,16 @@ impl Cluster {
             return;
         }
         let (weak, server2) = (Arc::downgrade(shared), server.downgrade());
-        let spawned = std::thread::Builder::new()
-            .name("wshub-redis-sub".into())
-            .spawn(move || subscriber::run(weak, server2))
-            .and_then(|_| {
-                let weak = Arc::downgrade(shared);
-                std::thread::Builder::new().name("wshub-redis-node".into()).spawn(move || node::run(weak))
-            });
+        use crate::sys::signals;
+        let spawned = signals::spawn(std::thread::Builder::new().name("wshub-redis-sub".into()), move || {
+            subscriber::run(weak, server2)
+        })
+        .and_then(|_| {
+            let weak = Arc::downgrade(shared);
+            signals::spawn(std::thread::Builder::new().name("wshub-redis-node".into()), move || {
+                node::run(weak)
+            })
+        });
         if let Err(e) = spawned {
             log::error!("cannot start the Redis threads: {e}");
         }
