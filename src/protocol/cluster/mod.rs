@@ -552,7 +552,7 @@ impl Cluster {
                 entries.clear(); // read up to a seq of the old epoch
                 subscriber::notify(server, j.room, r.seq, subscriber::NEW_EPOCH);
             }
-            (r.epoch, r.seq, r.cluster_synced) = (epoch, seq, true);
+            (r.epoch, r.seq, r.cluster_synced, r.cluster_last) = (epoch, seq, true, None);
         }
         if j.newly {
             server.join(j.conn, j.room).map_err(|_| internal())?;
@@ -795,6 +795,14 @@ impl std::fmt::Write for Digits<'_> {
         self.0.extend_from_slice(s.as_bytes());
         Ok(())
     }
+}
+
+/// A fingerprint of a message's body (which holds its timestamp and
+/// publisher): two messages Redis put at one seq are told apart by it.
+fn fingerprint(body: &[u8]) -> u64 {
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    h.write(body);
+    h.finish()
 }
 
 /// A stream entry's seq, timestamp and body.

@@ -18,7 +18,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::json;
 
-use super::{frame_of, parse_entry, Cluster, Control, TIMEOUT};
+use super::{fingerprint, frame_of, parse_entry, Cluster, Control, TIMEOUT};
 use crate::protocol::bans;
 use crate::protocol::envelope::frame;
 use crate::protocol::handler::Shared;
@@ -241,7 +241,7 @@ fn deliver(shared: &Shared, c: &Cluster, server: &ServerHandle, room: &str, payl
                 }
                 if epoch != r.epoch {
                     notify(server, room, r.seq, NEW_EPOCH);
-                    (r.epoch, r.seq) = (epoch.to_owned(), 0);
+                    (r.epoch, r.seq, r.cluster_last) = (epoch.to_owned(), 0, None);
                 }
                 if seq <= r.seq {
                     return;
@@ -249,8 +249,12 @@ fn deliver(shared: &Shared, c: &Cluster, server: &ServerHandle, room: &str, payl
                 if seq > r.seq + 1 && !refill(c, server, room, r, Some(seq)) {
                     notify(server, room, r.seq, "redis could not be read");
                 }
+                if epoch != r.epoch {
+                    return; // the refill found the room in a new epoch: this message is of the old one
+                }
                 let frame = frame_of(room, seq, body);
                 r.seq = seq;
+                r.cluster_last = Some((seq, fingerprint(body)));
                 r.published_bytes += frame.len() as u64;
                 let _ = server.broadcast_frame(room, frame, except);
             });
@@ -310,14 +314,32 @@ fn kick(shared: &Shared, c: &Cluster, server: &ServerHandle, payload: &[u8]) {
 fn refill(c: &Cluster, server: &ServerHandle, room: &str, r: &mut RoomState, until: Option<u64>) -> bool {
     let to = until.map(|u| u - 1);
     let limit = c.history_count.max(1);
-    let Ok((epoch, seq, entries, _)) =
-        c.read(room, Some(r.seq + 1), to, limit, None, Some((&r.epoch, r.seq)), true)
+    // The last message delivered is read back too: Redis may hold another
+    // one at its seq (it lost writes, then a node that does not follow the
+    // room published past the seq this node saw, so Redis is not behind it).
+    let last = r.cluster_last.filter(|&(seq, _)| seq == r.seq && seq > 0);
+    let from = if last.is_some() { r.seq } else { r.seq + 1 };
+    let Ok((mut epoch, mut seq, mut entries, _)) =
+        c.read(room, Some(from), to, limit, None, Some((&r.epoch, r.seq)), true)
     else {
         return false;
     };
+    if let (true, Some((at, print))) = (epoch == r.epoch, last) {
+        let rewritten = entries
+            .iter()
+            .filter_map(|(id, fields)| parse_entry(id, fields))
+            .any(|(s, _, body)| s == at && fingerprint(body) != print);
+        if rewritten {
+            // Moves the room to a new epoch (unless another node did already).
+            let Ok(read) = c.read(room, None, None, 1, None, Some((&r.epoch, u64::MAX)), true) else {
+                return false;
+            };
+            (epoch, seq, entries) = (read.0, read.1, Vec::new());
+        }
+    }
     if epoch != r.epoch {
         notify(server, room, r.seq, NEW_EPOCH);
-        (r.epoch, r.seq) = (epoch, if until.is_some() { 0 } else { seq });
+        (r.epoch, r.seq, r.cluster_last) = (epoch, if until.is_some() { 0 } else { seq }, None);
         return true;
     }
     let target = to.unwrap_or(seq);
@@ -331,6 +353,7 @@ fn refill(c: &Cluster, server: &ServerHandle, room: &str, r: &mut RoomState, unt
         }
         let frame = frame_of(room, seq, body);
         r.seq = seq;
+        r.cluster_last = Some((seq, fingerprint(body)));
         r.published_bytes += frame.len() as u64;
         c.metrics.refilled.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let _ = server.broadcast_frame(room, frame, None);
