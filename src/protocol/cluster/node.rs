@@ -2,9 +2,10 @@
 //! start and after an outage): every [`HEARTBEAT`] it sets its key with a TTL of
 //! [`NODE_TTL`], which also tells whether Redis is up. Then:
 //!
-//! - it puts back its own members if Redis holds fewer of them than the node
-//!   has (it was taken for dead while paused, or Redis lost writes), with a
-//!   `presence:join` for each put back;
+//! - it puts back its own members Redis lost (it was taken for dead while
+//!   paused, or Redis lost writes), with a `presence:join` for each put back:
+//!   looked for when Redis holds fewer of them than the node has, and after
+//!   every outage;
 //! - it reaps dead nodes: a node whose key this node has seen missing for
 //!   [`NODE_TTL`] in a row, while its own heartbeats went through. So an
 //!   outage of Redis (every key expires meanwhile) or a pause shorter than
@@ -83,10 +84,14 @@ fn beat(c: &Cluster, silent: &mut HashMap<String, Instant>) -> bool {
         c.mark_down();
         return false;
     };
-    if !c.up.swap(true, std::sync::atomic::Ordering::Relaxed) {
+    let came_back = !c.up.swap(true, std::sync::atomic::Ordering::Relaxed);
+    if came_back {
         log::info!("redis answers again");
     }
-    if held < c.members.lock().len() {
+    // After an outage the count alone does not tell: Redis may have come
+    // back without a member that joined after its snapshot, yet still hold
+    // one that left while it was down.
+    if came_back || held < c.members.lock().len() {
         put_back(c, &members_key);
     }
     let found: Vec<String> =
