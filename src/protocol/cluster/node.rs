@@ -28,8 +28,9 @@ const REAP_PAGE: usize = 500;
 const PAGES_PER_BEAT: usize = 20;
 
 pub(super) fn run(weak: Weak<Shared>) {
-    // Nodes found silent, since when (as this node saw it).
-    let mut silent: HashMap<String, Instant> = HashMap::new();
+    // Nodes found silent: since when (as this node saw it), and where the
+    // reaping of their members got to.
+    let mut silent: HashMap<String, Silent> = HashMap::new();
     let mut bans_read = false;
     loop {
         {
@@ -56,8 +57,17 @@ fn read_bans(shared: &Shared, c: &Cluster) -> bool {
     true
 }
 
+/// A node found silent.
+struct Silent {
+    since: Instant,
+    /// The `HSCAN` cursor of its members hash where the last page ended: a
+    /// scan started again from 0 each page finds nothing once the buckets it
+    /// reaches first are emptied, and would leave the rest there for good.
+    cursor: u64,
+}
+
 /// One heartbeat; whether Redis answered it.
-fn beat(c: &Cluster, silent: &mut HashMap<String, Instant>) -> bool {
+fn beat(c: &Cluster, silent: &mut HashMap<String, Silent>) -> bool {
     let node_key = format!("{}node:{}", c.prefix, c.node);
     let nodes = format!("{}nodes", c.prefix);
     let members_key = format!("{}nm:{}", c.prefix, c.node);
@@ -103,16 +113,30 @@ fn beat(c: &Cluster, silent: &mut HashMap<String, Instant>) -> bool {
     silent.retain(|id, _| found.contains(id));
     let mut pages = 0;
     for id in found {
-        let since = *silent.entry(id.clone()).or_insert(now);
-        if now.duration_since(since) < NODE_TTL {
+        let found = silent.entry(id.clone()).or_insert(Silent { since: now, cursor: 0 });
+        if now.duration_since(found.since) < NODE_TTL {
             continue;
         }
+        let mut cursor = found.cursor;
         while pages < PAGES_PER_BEAT {
             pages += 1;
             let left = c.call_anyway(|conn| {
-                c.scripts.reap.key(&nodes).arg(&c.prefix).arg(&id).arg(REAP_PAGE).invoke::<i64>(conn)
+                c.scripts
+                    .reap
+                    .key(&nodes)
+                    .arg(&c.prefix)
+                    .arg(&id)
+                    .arg(REAP_PAGE)
+                    .arg(cursor)
+                    .invoke::<(i64, u64)>(conn)
             });
-            match left {
+            if let Ok((_, next)) = left {
+                cursor = next;
+                if let Some(found) = silent.get_mut(&id) {
+                    found.cursor = next;
+                }
+            }
+            match left.map(|(left, _)| left) {
                 Ok(0) => {
                     log::info!("redis: reaped the members of dead node {id}");
                     silent.remove(&id);

@@ -131,19 +131,24 @@ end
 return silent
 ";
 
-/// Reaps up to ARGV[3] members of node ARGV[2] if its heartbeat key is still
+/// Reaps about ARGV[3] members of node ARGV[2] if its heartbeat key is still
 /// gone: drops their presence entries and publishes each one's
 /// `presence:leave` in the same step (so no leave is lost between the two);
-/// the node leaves the nodes set with its last member. Returns -1 when the
-/// node beats again, else how many members are left to reap.
-/// KEYS: the nodes set. ARGV: the prefix with its `:`, the node id, the page size.
+/// the node leaves the nodes set with its last member. The page is the
+/// members hash's `HSCAN` from cursor ARGV[4], the one the previous page
+/// returned (restarting from 0 each page would find nothing once the buckets
+/// it visits first are empty). Returns {-1, 0} when the node beats again,
+/// else {how many members are left to reap, the cursor for the next page}.
+/// KEYS: the nodes set. ARGV: the prefix with its `:`, the node id, the page
+/// size, the cursor.
 pub(super) const REAP: &str = r#"
 local id = ARGV[2]
 if redis.call('exists', ARGV[1] .. 'node:' .. id) == 1 then
-  return -1
+  return {-1, 0}
 end
 local nm = ARGV[1] .. 'nm:' .. id
-local page = redis.call('hscan', nm, 0, 'COUNT', ARGV[3])[2]
+local scan = redis.call('hscan', nm, ARGV[4], 'COUNT', ARGV[3])
+local page = scan[2]
 local now = redis.call('time')
 local ts = string.format('%.0f', now[1] * 1000 + math.floor(now[2] / 1000))
 for i = 1, #page, 2 do
@@ -160,7 +165,7 @@ local left = redis.call('hlen', nm)
 if left == 0 then
   redis.call('srem', KEYS[1], id)
 end
-return left
+return {left, scan[1]}
 "#;
 
 /// The scripts, hashed once (EVALSHA, falling back to EVAL after a Redis restart).
