@@ -52,6 +52,7 @@ fn a_kick_asked_of_one_node_closes_the_connection_on_another() {
     let redis = Redis::start();
     let (a, b) = (node(&redis, &["--api-key", KEY]), node(&redis, &["--api-key", KEY]));
     let (mut c, id) = connect(&a);
+    wait_ctl_subscribers(&redis, 1);
     let (status, _) = api(b.addr, "/api/disconnect", &json!({"clientId": id, "code": 4002}).to_string());
     assert_eq!(status, 200);
     assert_eq!(closed_with(&mut c), 4002);
@@ -83,6 +84,23 @@ fn connect_as(node: &Wshub, user: &str) -> Client {
     c
 }
 
+/// Waits (bounded) until `nodes` subscribers listen on the `ctl` channel: a
+/// node's subscriber starts with its first connection, and a kick published
+/// before it subscribed does not reach that node.
+fn wait_ctl_subscribers(redis: &Redis, nodes: i64) {
+    let deadline = std::time::Instant::now() + WAIT;
+    loop {
+        let reply = redis.query(&["PUBSUB", "NUMSUB", "wshub:ctl"]).expect("PUBSUB");
+        if let redis::Value::Array(v) = &reply {
+            if v.get(1) == Some(&redis::Value::Int(nodes)) {
+                return;
+            }
+        }
+        assert!(std::time::Instant::now() < deadline, "ctl subscribers: {reply:?}");
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+}
+
 #[test]
 fn a_user_kicked_through_one_node_is_closed_on_every_node() {
     let redis = Redis::start();
@@ -91,6 +109,7 @@ fn a_user_kicked_through_one_node_is_closed_on_every_node() {
     let mut on_a = connect_as(&a, "mallory");
     let mut on_b = connect_as(&b, "mallory");
     let mut bystander = connect_as(&a, "alice");
+    wait_ctl_subscribers(&redis, 2);
     let (status, reply) = api(b.addr, "/api/disconnect", r#"{"user":"mallory","code":4003}"#);
     assert_eq!((status, reply), (200, json!({"disconnected": 1})), "this node's connections are counted");
     assert_eq!(closed_with(&mut on_b), 4003);
