@@ -68,6 +68,7 @@ pub struct ConfigFile {
     pub tls_client_ca: Option<std::path::PathBuf>,
     pub redis: Option<String>,
     pub redis_prefix: Option<String>,
+    pub idempotency_ttl_ms: Option<u64>,
     /// `true` turns `GET /sse` off (`--no-sse`).
     pub no_sse: Option<bool>,
 }

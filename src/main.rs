@@ -204,6 +204,10 @@ struct Cli {
     /// Prefix of every Redis key and channel (several clusters on one Redis).
     #[arg(long, default_value_t = ProtocolConfig::default().redis_prefix)]
     redis_prefix: String,
+    /// With --redis: how long a publish's idempotency key is remembered (ms),
+    /// however few messages history keeps.
+    #[arg(long, default_value_t = ms(ProtocolConfig::default().idempotency_ttl))]
+    idempotency_ttl_ms: u64,
 }
 
 /// `20` or `20/s`.
@@ -270,7 +274,7 @@ impl Cli {
         );
         merge!(max_handshakes, max_handshakes_per_ip, max_connections_per_ip, overflow_sockets);
         merge!(request_body_budget);
-        merge!(max_connections_per_user, allow_origin, redis_prefix, trusted_proxy);
+        merge!(max_connections_per_user, allow_origin, redis_prefix, trusted_proxy, idempotency_ttl_ms);
         macro_rules! merge_some {
             ($($field:ident),*) => {$(
                 if file.$field.is_some() { set(m, stringify!($field), &mut cli.$field, file.$field.clone()); }
@@ -343,7 +347,8 @@ impl Cli {
         }
         Ok(config
             .max_connections_per_user(self.max_connections_per_user)
-            .redis_prefix(self.redis_prefix.clone()))
+            .redis_prefix(self.redis_prefix.clone())
+            .idempotency_ttl(Duration::from_millis(self.idempotency_ttl_ms)))
     }
 
     /// The backend API's key (the flag or config file, else `WSHUB_API_KEY`),

@@ -251,8 +251,8 @@ fn disconnect_call(shared: &Shared, server: &ServerHandle, body: &[u8]) -> Resul
         return Err(bad(crate::error::invalid_close_code_text!()));
     }
     let n = match (body.client_id, body.user) {
-        (Some(client_id), None) => bans::disconnect_client(server, &client_id, code, &reason),
-        (None, Some(user)) => bans::disconnect_user(shared, server, &user, code, &reason),
+        (Some(client_id), None) => bans::disconnect_client_id(shared, server, &client_id, code, &reason),
+        (None, Some(user)) => bans::disconnect_user_everywhere(shared, server, &user, code, &reason),
         _ => return Err(bad("give exactly one of clientId and user")),
     };
     Ok(json!({"disconnected": n}))
@@ -278,6 +278,9 @@ fn ban_call(shared: &Shared, server: &ServerHandle, body: &[u8]) -> Result<Value
         .ban(&body.user, body.seconds, SystemTime::now())
         .map_err(|e| (503, ErrorReply::new(ErrorCode::Forbidden, e.to_string())))?;
     bans::disconnect_user(shared, server, &body.user, BANNED_CLOSE_CODE, bans::BANNED_REASON);
+    if let Some(cluster) = &shared.cluster {
+        cluster.share_ban(&body.user, bans::unix_ms(until));
+    }
     Ok(json!({"user": body.user, "until": bans::unix_ms(until)}))
 }
 
@@ -290,6 +293,9 @@ struct UnbanBody {
 fn unban_call(shared: &Shared, _: &ServerHandle, body: &[u8]) -> Result<Value, Failure> {
     let body: UnbanBody = fields(body)?;
     shared.bans.unban(&body.user, SystemTime::now());
+    if let Some(cluster) = &shared.cluster {
+        cluster.share_unban(&body.user);
+    }
     Ok(json!({"user": body.user}))
 }
 

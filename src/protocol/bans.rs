@@ -137,6 +137,58 @@ pub(crate) fn disconnect_client(server: &ServerHandle, client_id: &str, code: u1
     }
 }
 
+/// Bans `user` here until `until_ms` (Unix ms), as another node did
+/// (`cluster/`): an expired or unrepresentable time bans nobody; a full list
+/// logs and keeps what it holds.
+pub(crate) fn ban_until(shared: &Shared, user: &str, until_ms: u64) {
+    let now = SystemTime::now();
+    let now_ms = unix_ms(now);
+    if until_ms <= now_ms || user.is_empty() {
+        return;
+    }
+    let secs = (until_ms - now_ms).div_ceil(1000).min(MAX_BAN_SECS);
+    if let Err(e) = shared.bans.ban(user, secs, now) {
+        log::warn!("a ban of {user:?} from another node: {e}");
+    }
+}
+
+/// Closes one connection by a clientId as `/api/disconnect` takes it: with
+/// Redis a node-prefixed id (`<node>-<conn>`) of this node closes here, one
+/// of another node is published for that node to close (counted there, not
+/// here: 0); without, see [`disconnect_client`].
+pub(crate) fn disconnect_client_id(
+    shared: &Shared,
+    server: &ServerHandle,
+    client_id: &str,
+    code: u16,
+    reason: &str,
+) -> usize {
+    let Some(cluster) = &shared.cluster else { return disconnect_client(server, client_id, code, reason) };
+    match cluster.owner_of(client_id) {
+        Some(Ok(conn)) => usize::from(server.close(conn, code, reason).is_ok()),
+        Some(Err(())) => {
+            cluster.kick_client(client_id, code, reason);
+            0
+        }
+        None => disconnect_client(server, client_id, code, reason),
+    }
+}
+
+/// [`disconnect_user`], and with Redis on every other node too (their
+/// connections are counted there, not here).
+pub(crate) fn disconnect_user_everywhere(
+    shared: &Shared,
+    server: &ServerHandle,
+    user: &str,
+    code: u16,
+    reason: &str,
+) -> usize {
+    if let Some(cluster) = &shared.cluster {
+        cluster.kick_user(user, code, reason);
+    }
+    disconnect_user(shared, server, user, code, reason)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -82,6 +82,9 @@ pub struct ProtocolConfig {
     pub redis_url: Option<Secret>,
     /// Prefix of every Redis key and channel this cluster uses.
     pub redis_prefix: String,
+    /// With Redis: how long a publish's idempotency key is remembered, however
+    /// few messages the room's history keeps.
+    pub idempotency_ttl: Duration,
 
     /// Serves `GET /sse` (docs/protocol.md, "Server-Sent Events"); `false`
     /// answers it `404`.
@@ -125,6 +128,7 @@ impl Default for ProtocolConfig {
             max_bans: 10_000,
             redis_url: None,
             redis_prefix: "wshub".to_owned(),
+            idempotency_ttl: Duration::from_secs(300),
             sse: true,
         }
     }
@@ -302,6 +306,13 @@ impl ProtocolConfig {
     #[must_use]
     pub fn redis_prefix(mut self, prefix: impl Into<String>) -> Self {
         self.redis_prefix = prefix.into();
+        self
+    }
+
+    /// Sets [`ProtocolConfig::idempotency_ttl`].
+    #[must_use]
+    pub fn idempotency_ttl(mut self, ttl: Duration) -> Self {
+        self.idempotency_ttl = ttl;
         self
     }
 

@@ -155,9 +155,7 @@ impl ProtocolHandler {
             max_rooms: config.max_rooms,
         };
         let cluster = config.redis_url.as_ref().and_then(|url| {
-            Cluster::new(&url.0, &config.redis_prefix, config.history_size, config.history_ttl)
-                .inspect_err(|e| log::error!("{e}: running as a single node"))
-                .ok()
+            Cluster::new(&url.0, &config).inspect_err(|e| log::error!("{e}: running as a single node")).ok()
         });
         let bans = Bans::new(config.max_bans);
         ProtocolHandler {

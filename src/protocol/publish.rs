@@ -104,7 +104,9 @@ pub(crate) fn publish(
     let p = Publish { key: scoped.as_deref(), ..p };
     if let Some(cluster) = &shared.cluster {
         // With Redis: one script call; the subscriber delivers (cluster/).
-        let published = cluster.publish(&p, ts)?;
+        let seen =
+            shared.rooms.with_room(p.room, false, |r| r.cluster_synced.then(|| (r.epoch.clone(), r.seq)));
+        let published = cluster.publish(&p, ts, seen.ok().flatten())?;
         if published.duplicate {
             shared.metrics.duplicates.fetch_add(1, Relaxed);
         }

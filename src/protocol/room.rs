@@ -145,6 +145,10 @@ pub(crate) struct RoomState {
     /// With Redis (`cluster/`): `seq` and `epoch` are the last message this
     /// node delivered, in step with the room's Redis stream.
     pub cluster_synced: bool,
+    /// With Redis: the seq and a fingerprint of the body of the last
+    /// message this node delivered, when it delivered one in this epoch (a
+    /// reconnect checks that Redis still holds that very message there).
+    pub cluster_last: Option<(u64, u64)>,
     budget: Arc<Budget>,
 }
 
@@ -161,6 +165,7 @@ impl RoomState {
             sse_streams: 0,
             dead: false,
             cluster_synced: false,
+            cluster_last: None,
             budget,
         }
     }

@@ -176,3 +176,103 @@ pub fn ok(client: &mut Client, kind: &str, payload: serde_json::Value) -> serde_
     assert_eq!(reply["type"], "ack", "{kind}: {reply}");
     reply["payload"].clone()
 }
+
+/// A TCP proxy on loopback in front of Redis, run by threads of the test.
+/// [`cut_silently`](Proxy::cut_silently) plays a NAT or load balancer that
+/// forgot the connections open so far: their bytes go nowhere and nothing is
+/// closed; connections made later pass. Stops (closing everything) on drop.
+pub struct Proxy {
+    pub port: u16,
+    cut: std::sync::Arc<AtomicU32>,
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+}
+
+impl Proxy {
+    /// A proxy to `upstream` adding `latency` before each chunk it forwards.
+    pub fn start(upstream: u16, latency: Duration) -> Proxy {
+        use std::io::{Read, Write};
+        use std::sync::atomic::AtomicBool;
+        use std::sync::Arc;
+        let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
+        listener.set_nonblocking(true).expect("nonblocking");
+        let port = listener.local_addr().expect("addr").port();
+        let cut = Arc::new(AtomicU32::new(0));
+        let stop = Arc::new(AtomicBool::new(false));
+        let (cut2, stop2) = (cut.clone(), stop.clone());
+        std::thread::spawn(move || {
+            let pump = move |mut from: TcpStream,
+                             mut to: TcpStream,
+                             era: u32,
+                             cut: Arc<AtomicU32>,
+                             stop: Arc<AtomicBool>| {
+                from.set_read_timeout(Some(Duration::from_millis(50))).expect("timeout");
+                let mut buf = vec![0u8; 64 * 1024];
+                while !stop.load(Ordering::Relaxed) {
+                    match from.read(&mut buf) {
+                        Ok(0) => break,
+                        Ok(n) => {
+                            if cut.load(Ordering::Relaxed) > era {
+                                continue; // forgotten: the bytes go nowhere
+                            }
+                            if !latency.is_zero() {
+                                std::thread::sleep(latency);
+                            }
+                            if to.write_all(&buf[..n]).is_err() {
+                                break;
+                            }
+                        }
+                        Err(e)
+                            if matches!(
+                                e.kind(),
+                                std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+                            ) => {}
+                        Err(_) => break,
+                    }
+                }
+                if cut.load(Ordering::Relaxed) <= era {
+                    let _ = to.shutdown(std::net::Shutdown::Both);
+                }
+            };
+            while !stop2.load(Ordering::Relaxed) {
+                match listener.accept() {
+                    Ok((client, _)) => {
+                        client.set_nonblocking(false).expect("blocking");
+                        let Ok(server) = TcpStream::connect(("127.0.0.1", upstream)) else { continue };
+                        let era = cut2.load(Ordering::Relaxed);
+                        let (c2, s2) =
+                            (client.try_clone().expect("clone"), server.try_clone().expect("clone"));
+                        let (cut_a, stop_a, cut_b, stop_b) =
+                            (cut2.clone(), stop2.clone(), cut2.clone(), stop2.clone());
+                        let pump_b = pump;
+                        std::thread::spawn(move || pump(client, server, era, cut_a, stop_a));
+                        std::thread::spawn(move || pump_b(s2, c2, era, cut_b, stop_b));
+                    }
+                    Err(_) => std::thread::sleep(Duration::from_millis(5)),
+                }
+            }
+        });
+        Proxy { port, cut, stop }
+    }
+
+    pub fn url(&self) -> String {
+        format!("redis://127.0.0.1:{}", self.port)
+    }
+
+    /// Every connection open now stops forwarding, without being closed.
+    pub fn cut_silently(&self) {
+        self.cut.fetch_add(1, Ordering::Relaxed);
+    }
+}
+
+impl Drop for Proxy {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+    }
+}
+
+/// A `wshub` node on the Redis at `url`, with these extra flags.
+pub fn node_at(url: &str, extra: &[&str]) -> Wshub {
+    let mut args = vec!["--redis", url, "--rate-limit", "0"];
+    args.extend_from_slice(extra);
+    Wshub::start(&args)
+}

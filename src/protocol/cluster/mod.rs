@@ -18,11 +18,12 @@
 //! once with `error unavailable`, without touching the network.
 
 mod node;
+mod pool;
 mod scripts;
 mod subscriber;
 
 use std::collections::hash_map::RandomState;
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::fmt::Write as _;
 use std::hash::{BuildHasher, Hasher};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
@@ -33,6 +34,7 @@ use crossbeam_channel::{Receiver, Sender};
 use parking_lot::Mutex;
 use serde_json::{json, Value};
 
+use super::config::ProtocolConfig;
 use super::envelope::{ack, frame, now_ms, ErrorCode, ErrorReply};
 use super::handler::Shared;
 use super::publish::{Body, Publish, Published};
@@ -48,8 +50,6 @@ pub(crate) const HEARTBEAT: Duration = Duration::from_secs(1);
 /// The TTL of a node's heartbeat key: a node silent this long is dead, and
 /// the next heartbeat of any other node reaps its members.
 pub(crate) const NODE_TTL: Duration = Duration::from_secs(5);
-/// Idle connections kept for reader threads (more are opened as needed).
-const POOL_MAX: usize = 32;
 /// Subscribe requests waiting for the subscriber thread.
 const CONTROL_QUEUE: usize = 1024;
 
@@ -80,7 +80,7 @@ pub(crate) struct Cluster {
     /// The key prefix with its trailing `:`.
     prefix: String,
     client: redis::Client,
-    pool: Mutex<Vec<redis::Connection>>,
+    pool: pool::Pool,
     scripts: scripts::Scripts,
     /// False from a failed call until a heartbeat succeeds again.
     up: AtomicBool,
@@ -88,8 +88,13 @@ pub(crate) struct Cluster {
     control: (Sender<Control>, Receiver<Control>),
     /// Rooms whose channel the subscriber has confirmed.
     subscribed: Mutex<HashSet<String>>,
+    /// This node's members as its Redis members hash holds them (field
+    /// `room\nclientId` → user and presence payload): what the heartbeat puts
+    /// back when Redis lost them (`node.rs`).
+    members: Mutex<HashMap<String, Member>>,
     history_count: usize,
     history_ttl: Duration,
+    idempotency_ttl: Duration,
     epochs: RandomState,
     epoch_counter: AtomicU64,
     metrics: ClusterMetrics,
@@ -104,6 +109,14 @@ impl std::fmt::Debug for Cluster {
 /// The `error unavailable` a client gets while Redis cannot be reached.
 pub(crate) fn unavailable() -> ErrorReply {
     ErrorReply::new(ErrorCode::Unavailable, "the cluster's Redis cannot be reached; try again shortly")
+}
+
+/// A local member's presence, as Redis should hold it.
+#[derive(Clone, Debug)]
+pub(super) struct Member {
+    pub user: String,
+    /// `{room, clientId, user?}`: the payload of its presence events.
+    pub payload: String,
 }
 
 /// One join, as the handler asks for it.
@@ -127,7 +140,7 @@ type Entries = Vec<(String, Vec<Vec<u8>>)>;
 impl Cluster {
     /// A cluster node for this Redis URL; checks the URL only (the first
     /// connection is made on first use).
-    pub fn new(url: &str, prefix: &str, history_count: usize, history_ttl: Duration) -> Result<Self, String> {
+    pub fn new(url: &str, config: &ProtocolConfig) -> Result<Self, String> {
         let client = redis::Client::open(url).map_err(|e| format!("--redis: {e}"))?;
         let epochs = RandomState::new();
         let mut h = epochs.build_hasher();
@@ -137,16 +150,18 @@ impl Cluster {
         );
         Ok(Cluster {
             node: format!("{:012x}", h.finish() & 0xffff_ffff_ffff),
-            prefix: format!("{prefix}:"),
+            prefix: format!("{}:", config.redis_prefix),
             client,
-            pool: Mutex::new(Vec::new()),
+            pool: pool::Pool::default(),
             scripts: scripts::Scripts::new(),
             up: AtomicBool::new(true),
             started: OnceLock::new(),
             control: crossbeam_channel::bounded(CONTROL_QUEUE),
             subscribed: Mutex::new(HashSet::new()),
-            history_count,
-            history_ttl,
+            members: Mutex::new(HashMap::new()),
+            history_count: config.history_size,
+            history_ttl: config.history_ttl,
+            idempotency_ttl: config.idempotency_ttl,
             epochs,
             epoch_counter: AtomicU64::new(0),
             metrics: ClusterMetrics::default(),
@@ -190,6 +205,82 @@ impl Cluster {
         format!("{}-{conn}", self.node)
     }
 
+    /// Whose a clientId is: `Ok(conn)` this node's, `Err(())` another
+    /// node's, `None` not a cluster clientId.
+    pub fn owner_of(&self, client_id: &str) -> Option<Result<ConnId, ()>> {
+        let (node, conn) = client_id.split_once('-')?;
+        let conn: ConnId = conn.parse().ok().filter(|c: &ConnId| c.to_string() == conn)?;
+        if node.len() != self.node.len() || !node.bytes().all(|b| b.is_ascii_hexdigit()) {
+            return None;
+        }
+        Some(if node == self.node { Ok(conn) } else { Err(()) })
+    }
+
+    /// Asks every node to close the connection with this clientId (its own
+    /// node does). Best effort: Redis down, nobody hears it.
+    pub fn kick_client(&self, client_id: &str, code: u16, reason: &str) {
+        self.send_control('k', code.into(), reason, client_id);
+    }
+
+    /// Asks every node to close the connections of `user`.
+    pub fn kick_user(&self, user: &str, code: u16, reason: &str) {
+        self.send_control('u', code.into(), reason, user);
+    }
+
+    /// Records a ban of `user` until `until_ms` (Unix ms) in Redis, for
+    /// nodes started later, and tells every node now.
+    pub fn share_ban(&self, user: &str, until_ms: u64) {
+        let bans = self.bans_key();
+        if self.call(|c| redis::cmd("HSET").arg(&bans).arg(user).arg(until_ms).query::<i64>(c)).is_err() {
+            log::warn!("redis: the ban of {user:?} could not be recorded for the other nodes");
+        }
+        self.send_control('b', until_ms, "", user);
+    }
+
+    /// Lifts a ban in Redis and on every node.
+    pub fn share_unban(&self, user: &str) {
+        let bans = self.bans_key();
+        if self.call(|c| redis::cmd("HDEL").arg(&bans).arg(user).query::<i64>(c)).is_err() {
+            log::warn!("redis: the unban of {user:?} could not be recorded for the other nodes");
+        }
+        self.send_control('n', 0, "", user);
+    }
+
+    /// The bans recorded in Redis that still hold: user and until (Unix
+    /// ms). Expired ones are removed from Redis.
+    fn recorded_bans(&self) -> redis::RedisResult<Vec<(String, u64)>> {
+        let bans = self.bans_key();
+        let all: Vec<(String, u64)> = self.call_anyway(|c| redis::cmd("HGETALL").arg(&bans).query(c))?;
+        let now = super::bans::unix_ms(std::time::SystemTime::now());
+        let (held, expired): (Vec<_>, Vec<_>) = all.into_iter().partition(|(_, until)| *until > now);
+        if !expired.is_empty() {
+            let users: Vec<&str> = expired.iter().map(|(user, _)| user.as_str()).collect();
+            let _ = self.call_anyway(|c| redis::cmd("HDEL").arg(&bans).arg(&users).query::<i64>(c));
+        }
+        Ok(held)
+    }
+
+    fn bans_key(&self) -> String {
+        format!("{}bans", self.prefix)
+    }
+
+    fn send_control(&self, kind: char, number: u64, reason: &str, target: &str) {
+        let channel = self.control_channel();
+        let message = format!("{kind} {number} {}\n{reason}{target}", reason.len());
+        if self.call(|c| redis::cmd("PUBLISH").arg(&channel).arg(&message).query::<i64>(c)).is_err() {
+            log::warn!("redis: a kick or ban could not reach the other nodes");
+        }
+    }
+
+    /// The channel every node subscribes to for requests to all nodes:
+    /// `<kind> <number> <reason length>\n<reason><target>`, kind `k` (kick a
+    /// clientId, number the close code), `u` (kick a user, the same), `b`
+    /// (ban a user, number until when in Unix ms), `n` (unban a user).
+    /// `subscriber.rs` reads them.
+    fn control_channel(&self) -> String {
+        format!("{}ctl", self.prefix)
+    }
+
     fn key(&self, kind: &str, room: &str) -> String {
         format!("{}{kind}:{room}", self.prefix)
     }
@@ -231,36 +322,54 @@ impl Cluster {
         })
     }
 
-    /// Runs `f` on a pooled connection whether or not Redis is thought up; a
-    /// connection error marks it down.
+    /// Runs `f` on a pooled connection whether or not Redis is thought up.
+    /// A connection that cannot be made marks Redis down; one that breaks or
+    /// times out during `f` is closed, and fails this call only (a slow
+    /// call is not an unavailable Redis: the heartbeat tells that).
     fn call_anyway<T>(
         &self,
         f: impl FnOnce(&mut redis::Connection) -> redis::RedisResult<T>,
     ) -> redis::RedisResult<T> {
-        let pooled = self.pool.lock().pop();
-        let mut conn = match pooled {
-            Some(conn) => conn,
-            None => self.connect().inspect_err(|_| self.mark_failed(true))?,
+        let mut conn = match self.pool.take(TIMEOUT) {
+            Some(pool::Slot::Idle(conn)) => conn,
+            Some(pool::Slot::Open) => match self.connect() {
+                Ok(conn) => conn,
+                Err(e) => {
+                    self.pool.forget();
+                    self.mark_failed(true);
+                    return Err(e);
+                }
+            },
+            None => {
+                self.metrics.errors.fetch_add(1, Relaxed);
+                return Err(redis::RedisError::from(std::io::Error::new(
+                    std::io::ErrorKind::TimedOut,
+                    "every pooled Redis connection stayed busy for the call timeout",
+                )));
+            }
         };
         let start = Instant::now();
         let result = f(&mut conn);
         self.metrics.rtt_micros.fetch_add(start.elapsed().as_micros() as u64, Relaxed);
         self.metrics.calls.fetch_add(1, Relaxed);
         match &result {
-            Ok(_) => {
-                let mut pool = self.pool.lock();
-                if pool.len() < POOL_MAX {
-                    pool.push(conn);
-                }
-            }
+            Ok(_) => self.pool.give_back(conn),
             Err(e) => {
                 let broken = e.is_io_error()
                     || e.is_timeout()
                     || e.is_connection_dropped()
                     || e.is_connection_refusal();
-                self.mark_failed(broken);
-                if !broken {
-                    self.pool.lock().push(conn);
+                let down = broken && !e.is_timeout();
+                self.mark_failed(down);
+                if e.is_timeout() {
+                    // The idle ones may be as stale (a network cut): make
+                    // them again rather than have each fail a call.
+                    self.pool.clear();
+                }
+                if broken {
+                    self.pool.forget();
+                } else {
+                    self.pool.give_back(conn);
                 }
             }
         }
@@ -269,14 +378,29 @@ impl Cluster {
 
     fn mark_failed(&self, down: bool) {
         self.metrics.errors.fetch_add(1, Relaxed);
-        if down && self.up.swap(false, Relaxed) {
+        if down {
+            self.mark_down();
+        }
+    }
+
+    /// Redis is down until a heartbeat goes through again.
+    fn mark_down(&self) {
+        if self.up.swap(false, Relaxed) {
             log::warn!("redis is down: publishes and joins get `error unavailable` until it answers again");
-            self.pool.lock().clear();
+            self.pool.clear();
         }
     }
 
     /// Publishes `p`: one script call; the ack may go once it returns.
-    pub fn publish(&self, p: &Publish<'_>, ts: u64) -> Result<Published, ErrorReply> {
+    /// `seen` is the epoch and seq this node delivered last in the room, if
+    /// it follows the room: Redis being behind it moves the room to a new epoch.
+    pub fn publish(
+        &self,
+        p: &Publish<'_>,
+        ts: u64,
+        seen: Option<(String, u64)>,
+    ) -> Result<Published, ErrorReply> {
+        let (seen_epoch, seen_seq) = seen.unwrap_or_default();
         let body = encode_body(p, ts);
         let origin = format!("{} {}", self.node, p.except.map_or_else(|| "-".to_owned(), |c| c.to_string()));
         let room = p.room;
@@ -295,13 +419,17 @@ impl Cluster {
                 .arg(p.key.unwrap_or(""))
                 .arg(origin)
                 .arg(ts)
+                .arg(&seen_epoch)
+                .arg(seen_seq)
+                .arg(self.idempotency_ttl.as_millis().max(1) as u64)
                 .invoke(c)
         })?;
         Ok(Published { seq, duplicate: dup == 1 })
     }
 
-    /// Makes sure this node's subscriber has the room's channel, waiting (at
-    /// most [`TIMEOUT`]) for Redis to confirm a new subscription.
+    /// Makes sure this node's subscriber has the room's channel, waiting at
+    /// most [`TIMEOUT`] for room in the subscriber's queue, then at most
+    /// [`TIMEOUT`] and a [`HEARTBEAT`] for Redis to confirm a new subscription.
     fn ensure_subscribed(&self, room: &str) -> Result<(), ErrorReply> {
         if self.subscribed.lock().contains(room) {
             return Ok(());
@@ -310,7 +438,11 @@ impl Cluster {
             return Err(unavailable());
         }
         let (tx, rx) = crossbeam_channel::bounded(1);
-        self.control.0.try_send(Control::Subscribe(room.to_owned(), tx)).map_err(|_| unavailable())?;
+        // Many joins at once may fill the queue: wait for room, within the bound.
+        self.control
+            .0
+            .send_timeout(Control::Subscribe(room.to_owned(), tx), TIMEOUT)
+            .map_err(|_| unavailable())?;
         match rx.recv_timeout(TIMEOUT + HEARTBEAT) {
             Ok(true) => Ok(()),
             _ => Err(unavailable()),
@@ -322,7 +454,9 @@ impl Cluster {
         let _ = self.control.0.try_send(Control::Unsubscribe(room.to_owned()));
     }
 
-    /// The room's epoch, seq, history entries from..=to and member count in one call.
+    /// The room's epoch, seq, history entries from..=to and member count in
+    /// one call. `seen` is the epoch and seq this node delivered last, if it
+    /// follows the room (a Redis behind it moves the room to a new epoch).
     #[allow(clippy::too_many_arguments)]
     fn read(
         &self,
@@ -330,26 +464,38 @@ impl Cluster {
         from: Option<u64>,
         to: Option<u64>,
         limit: usize,
-        presence: Option<(&str, &str, String)>,
+        presence: Option<(&str, &Member, String)>,
+        seen: Option<(&str, u64)>,
         anyway: bool,
     ) -> Result<(String, u64, Entries, u64), ErrorReply> {
         let invoke = |c: &mut redis::Connection| {
-            let (client_id, user, event) = presence.clone().unwrap_or_default();
+            let (client_id, user, payload, event) = match &presence {
+                Some((client_id, m, event)) => {
+                    (*client_id, m.user.as_str(), m.payload.as_str(), event.as_str())
+                }
+                None => ("", "", "", ""),
+            };
+            let (seen_epoch, seen_seq) = seen.unwrap_or_default();
             self.scripts
                 .read
                 .key(self.key("m", room))
                 .key(self.key("h", room))
                 .key(self.key("p", room))
                 .key(format!("{}nm:{}", self.prefix, self.node))
+                .key(self.key("k", room))
+                .key(self.key("kz", room))
                 .arg(self.new_epoch())
                 .arg(from.map(|s| s.to_string()).unwrap_or_default())
                 .arg(to.map(|s| s.to_string()).unwrap_or_default())
                 .arg(limit.max(1))
                 .arg(client_id)
                 .arg(user)
-                .arg(format!("{room}\n{client_id}"))
+                .arg(member_field(room, client_id))
                 .arg(self.channel(room))
                 .arg(event)
+                .arg(seen_epoch)
+                .arg(seen_seq)
+                .arg(payload)
                 .invoke(c)
         };
         if anyway {
@@ -392,19 +538,25 @@ impl Cluster {
             return Ok(None);
         }
         let event = presence_event("presence:join", j.room, j.client_id, j.user);
-        let presence =
-            j.newly.then(|| (j.client_id, j.user.unwrap_or(""), self.ephemeral(Some(j.conn), &event)));
+        let member = Member {
+            user: j.user.unwrap_or("").to_owned(),
+            payload: presence_payload(j.room, j.client_id, j.user).to_string(),
+        };
+        let presence = j.newly.then(|| (j.client_id, &member, self.ephemeral(Some(j.conn), &event)));
         let to = r.cluster_synced.then_some(r.seq);
+        let seen = r.cluster_synced.then_some((r.epoch.as_str(), r.seq));
         let (epoch, seq, mut entries, members) =
-            self.read(j.room, j.since.map(|s| s + 1), to, j.max_replay, presence, false)?;
+            self.read(j.room, j.since.map(|s| s + 1), to, j.max_replay, presence, seen, false)?;
         if !r.cluster_synced || r.epoch != epoch {
             if r.cluster_synced {
                 entries.clear(); // read up to a seq of the old epoch
+                subscriber::notify(server, j.room, r.seq, subscriber::NEW_EPOCH);
             }
-            (r.epoch, r.seq, r.cluster_synced) = (epoch, seq, true);
+            (r.epoch, r.seq, r.cluster_synced, r.cluster_last) = (epoch, seq, true, None);
         }
         if j.newly {
             server.join(j.conn, j.room).map_err(|_| internal())?;
+            self.members.lock().insert(member_field(j.room, j.client_id), member);
             r.members.insert(j.conn, json!({}));
             let _ = server.broadcast(j.room, event, Some(j.conn));
         }
@@ -446,13 +598,15 @@ impl Cluster {
     /// the subscription go when no local member is left.
     pub fn left(&self, room: &str, client_id: &str, conn: ConnId, user: Option<&str>, last: bool) {
         let event = self.ephemeral(Some(conn), &presence_event("presence:leave", room, client_id, user));
+        // Before Redis: the heartbeat must not put back a member on its way out.
+        self.members.lock().remove(&member_field(room, client_id));
         let result = self.call(|c| {
             self.scripts
                 .leave
                 .key(self.key("p", room))
                 .key(format!("{}nm:{}", self.prefix, self.node))
                 .arg(client_id)
-                .arg(format!("{room}\n{client_id}"))
+                .arg(member_field(room, client_id))
                 .arg(self.channel(room))
                 .arg(event)
                 .invoke::<i64>(c)
@@ -504,7 +658,7 @@ impl Cluster {
         // The stream holds at most history_count messages: read them all, then
         // keep the oldest `limit` after `since`.
         let (epoch, _, entries, _) =
-            self.read(room, Some(since + 1), None, self.history_count.max(1), None, false)?;
+            self.read(room, Some(since + 1), None, self.history_count.max(1), None, None, false)?;
         let mut found: Vec<(u64, &[u8])> = entries
             .iter()
             .filter_map(|(id, fields)| parse_entry(id, fields))
@@ -579,11 +733,21 @@ fn internal() -> ErrorReply {
 
 /// A `presence:join` / `presence:leave` event, with `user` when there is one.
 pub(crate) fn presence_event(kind: &str, room: &str, client_id: &str, user: Option<&str>) -> String {
+    frame(kind, None, presence_payload(room, client_id, user))
+}
+
+/// The payload of a presence event: `{room, clientId, user?}`.
+fn presence_payload(room: &str, client_id: &str, user: Option<&str>) -> Value {
     let mut payload = json!({"room": room, "clientId": client_id});
     if let Some(user) = user {
         payload["user"] = Value::String(user.to_owned());
     }
-    frame(kind, None, payload)
+    payload
+}
+
+/// A member's field in its node's members hash (and in [`Cluster::members`]).
+pub(super) fn member_field(room: &str, client_id: &str) -> String {
+    format!("{room}\n{client_id}")
 }
 
 /// What the stream and channel carry for a message: `t` and the text frame
@@ -631,6 +795,14 @@ impl std::fmt::Write for Digits<'_> {
         self.0.extend_from_slice(s.as_bytes());
         Ok(())
     }
+}
+
+/// A fingerprint of a message's body (which holds its timestamp and
+/// publisher): two messages Redis put at one seq are told apart by it.
+fn fingerprint(body: &[u8]) -> u64 {
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    h.write(body);
+    h.finish()
 }
 
 /// A stream entry's seq, timestamp and body.

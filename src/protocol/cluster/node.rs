@@ -1,27 +1,76 @@
-//! This node's heartbeat: every [`HEARTBEAT`] it sets its key with a TTL of
-//! [`NODE_TTL`] (the other nodes take it for dead once the key expires), which
-//! also tells whether Redis is up; then it reaps dead nodes: their members'
-//! presence entries go, and their rooms get `presence:leave` for each.
+//! This node's heartbeat (and its reading of the bans Redis records: at
+//! start and after an outage): every [`HEARTBEAT`] it sets its key with a TTL of
+//! [`NODE_TTL`], which also tells whether Redis is up. Then:
+//!
+//! - it puts back its own members Redis lost (it was taken for dead while
+//!   paused, or Redis lost writes), with a `presence:join` for each put back:
+//!   looked for when Redis holds fewer of them than the node has, and after
+//!   every outage;
+//! - it reaps dead nodes: a node whose key this node has seen missing for
+//!   [`NODE_TTL`] in a row, while its own heartbeats went through. So an
+//!   outage of Redis (every key expires meanwhile) or a pause shorter than
+//!   that removes no member; a dead node's members go within
+//!   [`NODE_TTL`] twice plus two heartbeats. Reaping goes by pages of
+//!   [`REAP_PAGE`] members, each page one script that also publishes the
+//!   page's `presence:leave` events.
 
+use std::collections::HashMap;
 use std::sync::Weak;
+use std::time::Instant;
 
-use super::{presence_event, Cluster, HEARTBEAT, NODE_TTL};
+use super::{member_field, Cluster, Member, HEARTBEAT, NODE_TTL};
+use crate::protocol::envelope::frame;
 use crate::protocol::handler::Shared;
 
+/// Members reaped (or put back) per Redis call.
+const REAP_PAGE: usize = 500;
+/// Reap calls per heartbeat (the rest waits for the next one).
+const PAGES_PER_BEAT: usize = 20;
+
 pub(super) fn run(weak: Weak<Shared>) {
+    // Nodes found silent: since when (as this node saw it), and where the
+    // reaping of their members got to.
+    let mut silent: HashMap<String, Silent> = HashMap::new();
+    let mut bans_read = false;
     loop {
         {
             let Some(shared) = weak.upgrade() else { return };
             let Some(cluster) = shared.cluster.as_ref() else { return };
-            beat(cluster);
+            let was_up = cluster.is_up();
+            let alive = beat(cluster, &mut silent);
+            // At start, and after an outage (bans made meanwhile reached no
+            // subscriber of this node): the bans recorded in Redis.
+            if alive && (!bans_read || !was_up) {
+                bans_read = read_bans(&shared, cluster);
+            }
         }
         std::thread::sleep(HEARTBEAT);
     }
 }
 
-fn beat(c: &Cluster) {
+/// Bans this node the users Redis records as banned; whether Redis answered.
+fn read_bans(shared: &Shared, c: &Cluster) -> bool {
+    let Ok(recorded) = c.recorded_bans() else { return false };
+    for (user, until_ms) in recorded {
+        crate::protocol::bans::ban_until(shared, &user, until_ms);
+    }
+    true
+}
+
+/// A node found silent.
+struct Silent {
+    since: Instant,
+    /// The `HSCAN` cursor of its members hash where the last page ended: a
+    /// scan started again from 0 each page finds nothing once the buckets it
+    /// reaches first are emptied, and would leave the rest there for good.
+    cursor: u64,
+}
+
+/// One heartbeat; whether Redis answered it.
+fn beat(c: &Cluster, silent: &mut HashMap<String, Silent>) -> bool {
     let node_key = format!("{}node:{}", c.prefix, c.node);
     let nodes = format!("{}nodes", c.prefix);
+    let members_key = format!("{}nm:{}", c.prefix, c.node);
     let alive = c.call_anyway(|conn| {
         redis::pipe()
             .cmd("SET")
@@ -34,29 +83,113 @@ fn beat(c: &Cluster) {
             .arg(&nodes)
             .arg(&c.node)
             .ignore()
-            .query::<()>(conn)
+            .cmd("HLEN")
+            .arg(&members_key)
+            .query::<(usize,)>(conn)
     });
-    if alive.is_err() {
-        return;
-    }
-    if !c.up.swap(true, std::sync::atomic::Ordering::Relaxed) {
+    let Ok((held,)) = alive else {
+        // What this node saw of the others while it could not see Redis
+        // says nothing: they may be as cut off as it was.
+        silent.clear();
+        c.mark_down();
+        return false;
+    };
+    let came_back = !c.up.swap(true, std::sync::atomic::Ordering::Relaxed);
+    if came_back {
         log::info!("redis answers again");
     }
-    let dead: Vec<String> = match c.call_anyway(|conn| c.scripts.reap.key(&nodes).arg(&c.prefix).invoke(conn))
-    {
-        Ok(dead) => dead,
-        Err(_) => return,
+    // After an outage the count alone does not tell: Redis may have come
+    // back without a member that joined after its snapshot, yet still hold
+    // one that left while it was down.
+    if came_back || held < c.members.lock().len() {
+        put_back(c, &members_key);
+    }
+    let found: Vec<String> =
+        match c.call_anyway(|conn| c.scripts.silent.key(&nodes).arg(&c.prefix).invoke(conn)) {
+            Ok(found) => found,
+            Err(_) => return true,
+        };
+    let now = Instant::now();
+    silent.retain(|id, _| found.contains(id));
+    let mut pages = 0;
+    for id in found {
+        let found = silent.entry(id.clone()).or_insert(Silent { since: now, cursor: 0 });
+        if now.duration_since(found.since) < NODE_TTL {
+            continue;
+        }
+        let mut cursor = found.cursor;
+        while pages < PAGES_PER_BEAT {
+            pages += 1;
+            let left = c.call_anyway(|conn| {
+                c.scripts
+                    .reap
+                    .key(&nodes)
+                    .arg(&c.prefix)
+                    .arg(&id)
+                    .arg(REAP_PAGE)
+                    .arg(cursor)
+                    .invoke::<(i64, u64)>(conn)
+            });
+            if let Ok((_, next)) = left {
+                cursor = next;
+                if let Some(found) = silent.get_mut(&id) {
+                    found.cursor = next;
+                }
+            }
+            match left.map(|(left, _)| left) {
+                Ok(0) => {
+                    log::info!("redis: reaped the members of dead node {id}");
+                    silent.remove(&id);
+                    break;
+                }
+                Ok(n) if n < 0 => {
+                    silent.remove(&id); // it beats again
+                    break;
+                }
+                Ok(_) => {}
+                Err(_) => return true,
+            }
+        }
+    }
+    true
+}
+
+/// Writes back the members this node has that Redis lost (its entries were
+/// reaped, or Redis came back without them), each with a `presence:join`.
+fn put_back(c: &Cluster, members_key: &str) {
+    let Ok(held) = c.call_anyway(|conn| redis::cmd("HKEYS").arg(members_key).query::<Vec<String>>(conn))
+    else {
+        return;
     };
-    if dead.is_empty() {
+    let held: std::collections::HashSet<String> = held.into_iter().collect();
+    let missing: Vec<(String, Member)> = c
+        .members
+        .lock()
+        .iter()
+        .filter(|(field, _)| !held.contains(*field))
+        .map(|(field, m)| (field.clone(), m.clone()))
+        .collect();
+    if missing.is_empty() {
         return;
     }
-    let mut pipe = redis::pipe();
-    for member in dead.chunks(3) {
-        let [room, client_id, user] = member else { continue };
-        let user = (!user.is_empty()).then_some(user.as_str());
-        let event = presence_event("presence:leave", room, client_id, user);
-        pipe.cmd("PUBLISH").arg(c.channel(room)).arg(format!("e - -\n{event}")).ignore();
+    log::info!("redis: putting back {} members of this node it no longer held", missing.len());
+    for page in missing.chunks(REAP_PAGE) {
+        let mut pipe = redis::pipe();
+        for (field, m) in page {
+            let Some((room, client_id)) = field.split_once('\n') else { continue };
+            // Left meanwhile: the leave's own call removes what this adds.
+            if !c.members.lock().contains_key(&member_field(room, client_id)) {
+                continue;
+            }
+            let event = serde_json::from_str::<serde_json::Value>(&m.payload)
+                .map(|payload| frame("presence:join", None, payload))
+                .unwrap_or_default();
+            pipe.cmd("HSET").arg(c.key("p", room)).arg(client_id).arg(&m.user).ignore();
+            pipe.cmd("HSET").arg(members_key).arg(field).arg(&m.payload).ignore();
+            pipe.cmd("PUBLISH").arg(c.channel(room)).arg(format!("e - -\n{event}")).ignore();
+        }
+        if c.call_anyway(|conn| pipe.query::<()>(conn)).is_err() {
+            return;
+        }
     }
-    log::info!("redis: reaped {} members of dead nodes", dead.len() / 3);
-    let _ = c.call_anyway(|conn| pipe.query::<()>(conn));
 }

@@ -1,7 +1,12 @@
 //! The node's one subscriber connection: it subscribes to the channels of
 //! rooms with local members (on request of a join, dropping them when the last
-//! local member leaves), and delivers what arrives to the local members with
+//! local member leaves; the requests waiting are served together, one
+//! SUBSCRIBE and one UNSUBSCRIBE for many channels), and delivers what arrives to the local members with
 //! the hub, in seq order, under each room's lock.
+//!
+//! A connection silent for [`PING_AFTER`] is pinged; one that does not
+//! answer within [`TIMEOUT`] counts as broken (a NAT or load balancer may
+//! drop an idle connection without closing it).
 //!
 //! When the connection breaks it reconnects with backoff, subscribes again
 //! and reads what the channels skipped meanwhile from each room's stream; a
@@ -9,11 +14,12 @@
 //! unavailable` with `room` and `seq`: rejoin with `since`).
 
 use std::sync::{Arc, Weak};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use serde_json::json;
 
-use super::{frame_of, parse_entry, Cluster, Control, TIMEOUT};
+use super::{fingerprint, frame_of, parse_entry, Cluster, Control, TIMEOUT};
+use crate::protocol::bans;
 use crate::protocol::envelope::frame;
 use crate::protocol::handler::Shared;
 use crate::protocol::room::RoomState;
@@ -21,6 +27,11 @@ use crate::server::{ServerHandle, WeakServerHandle};
 
 /// How long the subscriber waits for a message before it looks at its requests.
 const POLL: Duration = Duration::from_millis(10);
+/// Silence after which the subscriber pings Redis to learn whether the
+/// connection still carries anything.
+const PING_AFTER: Duration = Duration::from_secs(1);
+/// Channels per SUBSCRIBE or UNSUBSCRIBE.
+const BATCH: usize = 1000;
 const MIN_BACKOFF: Duration = Duration::from_millis(100);
 const MAX_BACKOFF: Duration = Duration::from_secs(2);
 
@@ -50,6 +61,8 @@ pub(super) fn run(weak: Weak<Shared>, server: WeakServerHandle) {
                         cluster.mark_failed(false);
                     }
                 }
+                drop(shared);
+                std::thread::sleep(MIN_BACKOFF);
             }
             Err(e) => {
                 log::debug!("redis: cannot connect the subscriber: {e}");
@@ -86,63 +99,116 @@ fn session(
 ) -> redis::RedisResult<()> {
     let mut pubsub = conn.as_pubsub();
     pubsub.set_read_timeout(Some(TIMEOUT))?;
+    pubsub.subscribe(c.control_channel())?;
+    // Bans published while this node had no subscription (it was starting,
+    // reconnecting, or its connection was silently cut) reached no one here:
+    // the ones Redis recorded hold from now on, on the users' connections too.
+    if let Some(server) = server.upgrade() {
+        for (user, until_ms) in c.recorded_bans()? {
+            bans::ban_until(shared, &user, until_ms);
+            bans::disconnect_user(shared, &server, &user, bans::BANNED_CLOSE_CODE, bans::BANNED_REASON);
+        }
+    }
     let rooms: Vec<String> = c.subscribed.lock().iter().cloned().collect();
-    for room in &rooms {
-        pubsub.subscribe(c.channel(room))?;
+    for batch in rooms.chunks(BATCH) {
+        pubsub.subscribe(batch.iter().map(|room| c.channel(room)).collect::<Vec<_>>())?;
     }
     if let Some(server) = server.upgrade() {
         for room in &rooms {
-            let _ = shared.rooms.with_room(room, false, |r| {
-                if r.cluster_synced {
-                    refill(c, &server, room, r, None);
-                }
-            });
+            let read = shared
+                .rooms
+                .with_room(room, false, |r| !r.cluster_synced || refill(c, &server, room, r, None));
+            if read == Ok(false) {
+                // Connect again (after a backoff) and read it then.
+                return Err(redis::RedisError::from(std::io::Error::other(
+                    "a room's stream could not be read",
+                )));
+            }
         }
     }
     pubsub.set_read_timeout(Some(POLL))?;
+    let mut heard = Instant::now();
     loop {
         if Arc::strong_count(shared) == 1 || server.upgrade().is_none() {
             return Ok(()); // the handler or the server was dropped
         }
+        let (mut joins, mut releases) = (Vec::new(), Vec::new());
         while let Ok(ctl) = c.control.1.try_recv() {
             match ctl {
-                Control::Subscribe(room, done) => {
-                    if !c.subscribed.lock().contains(&room) {
-                        pubsub.set_read_timeout(Some(TIMEOUT))?;
-                        if let Err(e) = pubsub.subscribe(c.channel(&room)) {
-                            let _ = done.send(false);
-                            return Err(e);
-                        }
-                        pubsub.set_read_timeout(Some(POLL))?;
-                        c.subscribed.lock().insert(room.clone());
-                    }
-                    // A join that gave up waiting leaves no subscription behind.
-                    if done.send(true).is_err() && release_if_idle(shared, c, &room) {
-                        pubsub.set_read_timeout(Some(TIMEOUT))?;
-                        pubsub.unsubscribe(c.channel(&room))?;
-                        pubsub.set_read_timeout(Some(POLL))?;
-                    }
-                }
-                Control::Unsubscribe(room) => {
-                    if release_if_idle(shared, c, &room) {
-                        pubsub.set_read_timeout(Some(TIMEOUT))?;
-                        pubsub.unsubscribe(c.channel(&room))?;
-                        pubsub.set_read_timeout(Some(POLL))?;
-                    }
-                }
+                Control::Subscribe(room, done) => joins.push((room, done)),
+                Control::Unsubscribe(room) => releases.push(room),
             }
+            if joins.len() + releases.len() >= BATCH {
+                break;
+            }
+        }
+        if !joins.is_empty() || !releases.is_empty() {
+            pubsub.set_read_timeout(Some(TIMEOUT))?;
+            serve_requests(shared, c, &mut pubsub, joins, releases)?;
+            pubsub.set_read_timeout(Some(POLL))?;
+            heard = Instant::now();
         }
         match pubsub.get_message() {
             Ok(msg) => {
+                heard = Instant::now();
+                let Some(server) = server.upgrade() else { return Ok(()) }; // stopped
                 if let Some(room) = c.room_of(msg.get_channel_name()) {
-                    let Some(server) = server.upgrade() else { return Ok(()) }; // stopped
                     deliver(shared, c, &server, room, msg.get_payload_bytes());
+                } else if msg.get_channel_name() == c.control_channel() {
+                    kick(shared, c, &server, msg.get_payload_bytes());
                 }
             }
-            Err(e) if e.is_timeout() => {}
+            Err(e) if e.is_timeout() => {
+                if heard.elapsed() >= PING_AFTER {
+                    pubsub.set_read_timeout(Some(TIMEOUT))?;
+                    pubsub.ping::<redis::Value>()?;
+                    pubsub.set_read_timeout(Some(POLL))?;
+                    heard = Instant::now();
+                }
+            }
             Err(e) => return Err(e),
         }
     }
+}
+
+/// Subscribes the joined rooms' channels with one SUBSCRIBE, answers each
+/// join, then unsubscribes with one UNSUBSCRIBE the rooms left without local
+/// members (and those of joins that gave up waiting).
+fn serve_requests(
+    shared: &Shared,
+    c: &Cluster,
+    pubsub: &mut redis::PubSub<'_>,
+    joins: Vec<(String, crossbeam_channel::Sender<bool>)>,
+    mut releases: Vec<String>,
+) -> redis::RedisResult<()> {
+    let new: Vec<String> = {
+        let subscribed = c.subscribed.lock();
+        let mut new: Vec<String> =
+            joins.iter().map(|(room, _)| room.clone()).filter(|r| !subscribed.contains(r)).collect();
+        new.sort_unstable();
+        new.dedup();
+        new
+    };
+    if !new.is_empty() {
+        if let Err(e) = pubsub.subscribe(new.iter().map(|room| c.channel(room)).collect::<Vec<_>>()) {
+            for (_, done) in joins {
+                let _ = done.send(false);
+            }
+            return Err(e);
+        }
+        c.subscribed.lock().extend(new);
+    }
+    for (room, done) in joins {
+        // A join that gave up waiting leaves no subscription behind.
+        if done.send(true).is_err() {
+            releases.push(room);
+        }
+    }
+    let gone: Vec<String> = releases.into_iter().filter(|room| release_if_idle(shared, c, room)).collect();
+    if !gone.is_empty() {
+        pubsub.unsubscribe(gone.iter().map(|room| c.channel(room)).collect::<Vec<_>>())?;
+    }
+    Ok(())
 }
 
 /// Drops the room from the subscribed set if it has no local member, under
@@ -183,17 +249,21 @@ fn deliver(shared: &Shared, c: &Cluster, server: &ServerHandle, room: &str, payl
                     return;
                 }
                 if epoch != r.epoch {
-                    notify(server, room, r.seq, "the room's history was lost in Redis (a new epoch)");
-                    (r.epoch, r.seq) = (epoch.to_owned(), 0);
+                    notify(server, room, r.seq, NEW_EPOCH);
+                    (r.epoch, r.seq, r.cluster_last) = (epoch.to_owned(), 0, None);
                 }
                 if seq <= r.seq {
                     return;
                 }
-                if seq > r.seq + 1 {
-                    refill(c, server, room, r, Some(seq));
+                if seq > r.seq + 1 && !refill(c, server, room, r, Some(seq)) {
+                    notify(server, room, r.seq, "redis could not be read");
+                }
+                if epoch != r.epoch {
+                    return; // the refill found the room in a new epoch: this message is of the old one
                 }
                 let frame = frame_of(room, seq, body);
                 r.seq = seq;
+                r.cluster_last = Some((seq, fingerprint(body)));
                 r.published_bytes += frame.len() as u64;
                 let _ = server.broadcast_frame(room, frame, except);
             });
@@ -210,20 +280,76 @@ fn deliver(shared: &Shared, c: &Cluster, server: &ServerHandle, room: &str, payl
     }
 }
 
-/// Delivers from the room's stream what follows `r.seq`, up to `until`
-/// (exclusive) or the room's seq; what the stream no longer holds is
-/// announced to the members.
-fn refill(c: &Cluster, server: &ServerHandle, room: &str, r: &mut RoomState, until: Option<u64>) {
-    let to = until.map(|u| u - 1);
-    let limit = c.history_count.max(1);
-    let Ok((epoch, seq, entries, _)) = c.read(room, Some(r.seq + 1), to, limit, None, true) else {
-        notify(server, room, r.seq, "redis could not be read");
+/// A request from any node ([`Cluster::kick_client`], [`Cluster::kick_user`],
+/// [`Cluster::share_ban`], [`Cluster::share_unban`]): closes the connections
+/// it names on this node, or bans or unbans a user here.
+fn kick(shared: &Shared, c: &Cluster, server: &ServerHandle, payload: &[u8]) {
+    let Some(nl) = payload.iter().position(|&b| b == b'\n') else { return };
+    let Ok(header) = std::str::from_utf8(&payload[..nl]) else { return };
+    let mut words = header.split(' ');
+    let (Some(kind), Some(Ok(number)), Some(Ok(len))) =
+        (words.next(), words.next().map(str::parse::<u64>), words.next().map(str::parse::<usize>))
+    else {
         return;
     };
+    let rest = &payload[nl + 1..];
+    let (Some(reason), Some(target)) = (rest.get(..len), rest.get(len..)) else { return };
+    let (Ok(reason), Ok(target)) = (std::str::from_utf8(reason), std::str::from_utf8(target)) else { return };
+    let code = u16::try_from(number).unwrap_or(0);
+    match kind {
+        "k" => {
+            if let Some(Ok(conn)) = c.owner_of(target) {
+                let _ = server.close(conn, code, reason);
+            }
+        }
+        "u" => {
+            bans::disconnect_user(shared, server, target, code, reason);
+        }
+        "b" => {
+            bans::ban_until(shared, target, number);
+            bans::disconnect_user(shared, server, target, bans::BANNED_CLOSE_CODE, bans::BANNED_REASON);
+        }
+        "n" => {
+            shared.bans.unban(target, std::time::SystemTime::now());
+        }
+        _ => {}
+    }
+}
+
+/// Delivers from the room's stream what follows `r.seq`, up to `until`
+/// (exclusive) or the room's seq; what the stream no longer holds is
+/// announced to the members. False when Redis could not be read (nothing
+/// changed).
+fn refill(c: &Cluster, server: &ServerHandle, room: &str, r: &mut RoomState, until: Option<u64>) -> bool {
+    let to = until.map(|u| u - 1);
+    let limit = c.history_count.max(1);
+    // The last message delivered is read back too: Redis may hold another
+    // one at its seq (it lost writes, then a node that does not follow the
+    // room published past the seq this node saw, so Redis is not behind it).
+    let last = r.cluster_last.filter(|&(seq, _)| seq == r.seq && seq > 0);
+    let from = if last.is_some() { r.seq } else { r.seq + 1 };
+    let Ok((mut epoch, mut seq, mut entries, _)) =
+        c.read(room, Some(from), to, limit, None, Some((&r.epoch, r.seq)), true)
+    else {
+        return false;
+    };
+    if let (true, Some((at, print))) = (epoch == r.epoch, last) {
+        let rewritten = entries
+            .iter()
+            .filter_map(|(id, fields)| parse_entry(id, fields))
+            .any(|(s, _, body)| s == at && fingerprint(body) != print);
+        if rewritten {
+            // Moves the room to a new epoch (unless another node did already).
+            let Ok(read) = c.read(room, None, None, 1, None, Some((&r.epoch, u64::MAX)), true) else {
+                return false;
+            };
+            (epoch, seq, entries) = (read.0, read.1, Vec::new());
+        }
+    }
     if epoch != r.epoch {
-        notify(server, room, r.seq, "the room's history was lost in Redis (a new epoch)");
-        (r.epoch, r.seq) = (epoch, if until.is_some() { 0 } else { seq });
-        return;
+        notify(server, room, r.seq, NEW_EPOCH);
+        (r.epoch, r.seq, r.cluster_last) = (epoch, if until.is_some() { 0 } else { seq }, None);
+        return true;
     }
     let target = to.unwrap_or(seq);
     for (id, fields) in entries.iter().rev() {
@@ -236,6 +362,7 @@ fn refill(c: &Cluster, server: &ServerHandle, room: &str, r: &mut RoomState, unt
         }
         let frame = frame_of(room, seq, body);
         r.seq = seq;
+        r.cluster_last = Some((seq, fingerprint(body)));
         r.published_bytes += frame.len() as u64;
         c.metrics.refilled.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let _ = server.broadcast_frame(room, frame, None);
@@ -244,10 +371,14 @@ fn refill(c: &Cluster, server: &ServerHandle, room: &str, r: &mut RoomState, unt
         notify(server, room, r.seq, "messages are no longer in history");
         r.seq = target;
     }
+    true
 }
 
+/// Why members are told after a room moved to a new epoch.
+pub(super) const NEW_EPOCH: &str = "the room's history was lost in Redis (a new epoch)";
+
 /// Tells a room's local members they may have missed messages after `seq`.
-fn notify(server: &ServerHandle, room: &str, seq: u64, why: &str) {
+pub(super) fn notify(server: &ServerHandle, room: &str, seq: u64, why: &str) {
     let message = format!("messages after seq {seq} may be missing ({why}): rejoin with since");
     let text =
         frame("error", None, json!({"code": "unavailable", "message": message, "room": room, "seq": seq}));
