@@ -223,6 +223,7 @@ impl Engine {
                 }
             }
         }
+        handle.engine().handler.on_start(&handle);
         let scheme = if handle.engine().tls.is_some() { "TLS (wss/https)" } else { "plain (ws/http)" };
         if handle.engine().listener.is_some() {
             log::info!("listening on {local_addr}, {scheme}, WebSocket path {}", handle.engine().config.path);

@@ -16,6 +16,14 @@ use crate::types::{ConnId, HttpResponse, Message, RequestInfo, Upgrade};
 /// may be called from inside any callback. A panic inside a callback closes that
 /// connection with 1011; the server lives on.
 pub trait Handler: Send + Sync + 'static {
+    /// Runs once when the server has started, on the thread that called
+    /// start, before start returns (connections may already be arriving):
+    /// for work that must not wait for the first request, such as the
+    /// protocol's Redis threads. Default: nothing.
+    fn on_start(&self, server: &ServerHandle) {
+        let _ = server;
+    }
+
     /// Decides whether an upgrade request on the WebSocket path becomes a
     /// connection, or a request [`on_http`](Handler::on_http) answered with
     /// [`HttpResponse::event_stream`] a stream. Runs before the 101 (or the

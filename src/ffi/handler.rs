@@ -51,6 +51,14 @@ fn nul_terminated(message: Message) -> (Vec<u8>, wshub_message_kind) {
 }
 
 impl Handler for FfiHandler {
+    /// The protocol's Redis threads start with the server, so cross-node
+    /// fan-out works before the first request.
+    fn on_start(&self, handle: &ServerHandle) {
+        if let Some(protocol) = &self.protocol {
+            protocol.on_start(handle);
+        }
+    }
+
     fn on_upgrade(&self, handle: &ServerHandle, conn: ConnId, info: &RequestInfo) -> Upgrade {
         self.adopt(handle);
         // The protocol's checks (drain, Origin, token, per-user cap, bans)

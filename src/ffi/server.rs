@@ -168,11 +168,6 @@ fn start(config: &wshub_config, mode: Mode) -> Result<*mut wshub_server, wshub_r
     }
     let handler = FfiHandler { server: server.clone(), protocol: protocol.clone() };
     let handle = Server::start(config.config.clone(), handler).map_err(wshub_result::from)?;
-    // Cross-node fan-out works from the start, not from the first request
-    // that happens to pass through the protocol's own `on_upgrade`.
-    if let Some(protocol) = &protocol {
-        protocol.start_cluster(&handle);
-    }
     server.local_port.store(handle.local_addr().port(), Relaxed);
     {
         // A callback may have stored it already (`FfiHandler::adopt`).

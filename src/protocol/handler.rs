@@ -208,13 +208,6 @@ impl ProtocolHandler {
         Ok(admitted)
     }
 
-    /// Starts the Redis threads (with `redis_url`; a no-op otherwise or when
-    /// they run). For hosts whose upgrades come through [`admit`](Self::admit),
-    /// not [`Handler::on_upgrade`]: the C API, as soon as its server starts.
-    pub(crate) fn start_cluster(&self, server: &ServerHandle) {
-        Cluster::start(&self.shared, server);
-    }
-
     /// For an event stream, the checks a `room:join` of its room passes (the
     /// token's claim, the application's join hook, the room cap); nothing for
     /// a WebSocket. Run once the application's `on_upgrade` accepted, so the
@@ -278,6 +271,14 @@ pub fn choose_subprotocol(offered: &[String]) -> Option<String> {
 }
 
 impl Handler for ProtocolHandler {
+    /// Starts the Redis threads (with `redis_url`; a no-op otherwise), so a
+    /// node heartbeats, reaps and fans out before its first request.
+    /// `on_upgrade` and `on_http` start them too (a no-op once they run), for
+    /// a host that wraps this handler without forwarding `on_start`.
+    fn on_start(&self, server: &ServerHandle) {
+        Cluster::start(&self.shared, server);
+    }
+
     fn on_upgrade(&self, server: &ServerHandle, conn: ConnId, request: &RequestInfo) -> Upgrade {
         Cluster::start(&self.shared, server);
         let admitted = match self.admit_user(conn, request) {
