@@ -635,7 +635,7 @@ wshub_result wshub_config_set_writer_stack_size(wshub_config *config, size_t val
 
 /*
  Initial read buffer per connection, and the most one read takes, in bytes.
- Default 2 KiB.
+ Default 2 KiB, at most 1 MiB (WSHUB_INVALID_CONFIG at start past it).
  */
 wshub_result wshub_config_set_read_buffer_size(wshub_config *config, size_t value);
 
