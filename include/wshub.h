@@ -382,7 +382,9 @@ typedef struct {
   /*
    `sizeof(wshub_callbacks)` in the header the application was built
    with; `WSHUB_CALLBACKS_INIT` sets it. `wshub_start` refuses a struct
-   without it (WSHUB_INVALID_ARGUMENT).
+   without it (WSHUB_INVALID_ARGUMENT): 0, not a multiple of a pointer's
+   size, or over 4096 (the address of an `on_upgrade` from a header
+   that had no `struct_size`).
    */
   size_t struct_size;
   /*
