@@ -36,8 +36,9 @@
  *
  * Log callback (wshub_set_log_callback): runs on any thread that logs, with
  * no wshub lock held; it should not call wshub functions (lines wshub would
- * log from inside it are dropped; wshub_set_log_callback from inside it
- * returns WSHUB_WRONG_MODE). Do not hold a lock your log callback takes
+ * log from inside it are dropped; wshub_set_log_callback and wshub_shutdown
+ * from inside it return WSHUB_WRONG_MODE; wshub_stop from inside it only
+ * begins the stop, as from any callback). Do not hold a lock your log callback takes
  * while calling wshub_set_log_callback: it waits for running calls of the
  * old callback to return, so that their user_data may be freed.
  *
@@ -386,7 +387,9 @@ typedef struct {
   /*
    `sizeof(wshub_callbacks)` in the header the application was built
    with; `WSHUB_CALLBACKS_INIT` sets it. `wshub_start` refuses a struct
-   without it (WSHUB_INVALID_ARGUMENT).
+   without it (WSHUB_INVALID_ARGUMENT): 0, not a multiple of a pointer's
+   size, or over 4096 (the address of an `on_upgrade` from a header
+   that had no `struct_size`).
    */
   size_t struct_size;
   /*
@@ -639,7 +642,7 @@ wshub_result wshub_config_set_writer_stack_size(wshub_config *config, size_t val
 
 /*
  Initial read buffer per connection, and the most one read takes, in bytes.
- Default 2 KiB.
+ Default 2 KiB, at most 1 MiB (WSHUB_INVALID_CONFIG at start past it).
  */
 wshub_result wshub_config_set_read_buffer_size(wshub_config *config, size_t value);
 
@@ -1080,7 +1083,10 @@ wshub_result wshub_event_reject(wshub_event *event, uint16_t http_status);
  possibly on several at once, and no wshub lock is held while it runs. It
  must be thread-safe and return quickly, and should not call wshub
  functions: what wshub would log from inside it is dropped (never passed
- to it again), and wshub may hold its own locks while it logs. No log line
+ to it again), and wshub may hold its own locks while it logs. It is a
+ callback: `wshub_stop` from inside it only begins the stop (even on the
+ host's own thread, inside a wshub call), `wshub_shutdown` returns
+ WSHUB_WRONG_MODE. No log line
  contains a token, an API key or a query string. A panic inside wshub (a
  bug) is logged as an error, never printed on stderr by itself.
 
@@ -1267,8 +1273,9 @@ wshub_result wshub_start_polling(const wshub_config *config, wshub_server **serv
  still be executing their last instructions of thread exit: do not unload
  the library (dlclose) while the process lives.
 
- From inside a callback it only begins the stop and returns at once (a
- callback cannot wait for its own thread): the stop runs on a thread the
+ From inside a callback (the log callback included, on whichever thread
+ it runs) it only begins the stop and returns at once (a callback cannot
+ wait for its own thread): the stop runs on a thread the
  server made when it started (so it happens even when no thread can be
  created any more), callbacks still run during the drain (on_close) with a
  valid `server` pointer, and functions on the handle answer WSHUB_OK or
@@ -1283,8 +1290,8 @@ void wshub_stop(wshub_server *server);
  Like `wshub_stop` but keeps the handle (and waits for callbacks the same
  way): afterwards every function on it returns WSHUB_STOPPED, and in pull mode the events queued during the
  shutdown (closes) can still be taken until WSHUB_STOPPED. Free it with
- `wshub_stop`. Must not be called from inside a callback (returns
- WSHUB_WRONG_MODE there).
+ `wshub_stop`. Must not be called from inside a callback or the log
+ callback (returns WSHUB_WRONG_MODE there).
  */
 wshub_result wshub_shutdown(wshub_server *server);
 

@@ -26,6 +26,11 @@ pub(crate) mod bounds {
     /// A single buffer or message, in bytes (a connection's read and write
     /// buffers, the largest message).
     pub(crate) const BUFFER: usize = 1 << 30;
+    /// A connection's read buffer: tungstenite zero-fills this many bytes
+    /// before every read, so each connection pays it in memory (touched, not
+    /// just reserved) and every read in time. At 1 GiB twenty clients took
+    /// 20 GiB and the OOM killer ended the host.
+    pub(crate) const READ_BUFFER: usize = 1 << 20;
     /// A byte budget that is counted, never allocated at once (an outbound
     /// queue's bytes, history bytes, replay bytes).
     pub(crate) const BUDGET: usize = 1 << 36;
@@ -103,9 +108,9 @@ pub struct Config {
     /// Stack reserved for each writer thread.
     pub writer_stack_size: usize,
     /// Initial capacity of a connection's read buffer, and the most one `read`
-    /// takes (tungstenite's default is 128 KiB). A small one keeps an idle
-    /// connection's footprint small (see the README's idle figures); the buffer
-    /// grows to hold a larger message.
+    /// takes (tungstenite's default is 128 KiB), at most 1 MiB. A small one
+    /// keeps an idle connection's footprint small (see the README's idle
+    /// figures); the buffer grows to hold a larger message.
     pub read_buffer_size: usize,
     /// Most bytes the writer gathers into one `writev` batch.
     pub write_buffer_size: usize,
@@ -353,7 +358,7 @@ impl Config {
             ("outbound_max_bytes", self.outbound_max_bytes, bounds::BUDGET),
             ("max_fragments", self.max_fragments, bounds::SLOTS),
             ("max_connections", self.max_connections, bounds::CONNECTIONS),
-            ("read_buffer_size", self.read_buffer_size, bounds::BUFFER),
+            ("read_buffer_size", self.read_buffer_size, bounds::READ_BUFFER),
             ("write_buffer_size", self.write_buffer_size, bounds::BUFFER),
             ("hub_queue", self.hub_queue, bounds::SLOTS),
             ("max_handshakes", self.max_handshakes, bounds::CONNECTIONS),
@@ -437,6 +442,12 @@ mod tests {
             .unwrap_err()
             .contains("read_buffer_size"));
         assert!(Config::default().hub_queue(bounds::SLOTS).validate().is_ok());
+        // Each connection touches its whole read buffer: 1 GiB each is a
+        // host killed by its twentieth client, not a bound.
+        assert!(Config::default().read_buffer_size(1 << 20).validate().is_ok());
+        let err = Config::default().read_buffer_size((1 << 20) + 1).validate().unwrap_err();
+        assert_eq!(err, "read_buffer_size must be at most 1048576");
+        assert!(Config::default().read_buffer_size(1 << 30).validate().is_err());
         let err = Config::default().shutdown_timeout(Duration::MAX).validate().unwrap_err();
         assert!(err.contains("shutdown_timeout"), "{err}");
     }

@@ -65,7 +65,7 @@ struct Cli {
     /// Stack bytes reserved per writer thread.
     #[arg(long, default_value_t = Config::default().writer_stack_size)]
     writer_stack_size: usize,
-    /// Initial read buffer per connection, in bytes.
+    /// Initial read buffer per connection, in bytes (at most 1048576).
     #[arg(long, default_value_t = Config::default().read_buffer_size)]
     read_buffer_size: usize,
     /// Most bytes one writev batch gathers.

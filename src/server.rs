@@ -278,11 +278,18 @@ impl ServerHandle {
     /// be created any more. Later calls wait for the first to finish.
     pub fn stop(&self) {
         if ON_CONNECTION_THREAD.with(Cell::get) {
-            let engine = self.engine.clone();
-            self.stop_in_background(Box::new(move || engine.stop()));
+            self.begin_stop();
             return;
         }
         self.engine.stop();
+    }
+
+    /// Starts the stop on the server's stopper thread and returns at once:
+    /// for callers that must not wait for it (a callback, or the host's log
+    /// callback, which may run on the very thread that performs the stop).
+    pub(crate) fn begin_stop(&self) {
+        let engine = self.engine.clone();
+        self.stop_in_background(Box::new(move || engine.stop()));
     }
 
     /// Runs `job` (which stops the server) on the server's stopper thread.

@@ -88,6 +88,17 @@ fn stop_from_a_callback_then_from_main_is_clean_under_asan_and_valgrind() {
     valgrind_clean("stop_from_callback_then_main", "stop from callback then main ok");
 }
 
+/// The log callback is a callback too: its `wshub_stop` only begins the
+/// stop, on the host's thread inside a wshub call (it must not take the
+/// owner's reference) and on the thread that performs the stop (it must not
+/// wait for itself); its `wshub_shutdown` is refused.
+#[test]
+fn stop_from_the_log_callback_only_begins_the_stop_on_any_thread() {
+    let stdout = run_c_test("stop_from_the_log_callback", false);
+    assert!(stdout.contains("stop from the log callback ok"), "{stdout}");
+    valgrind_clean("stop_from_the_log_callback", "stop from the log callback ok");
+}
+
 /// Runs the program of tests/c built without sanitizers under memcheck
 /// (skipped with WSHUB_SKIP_VALGRIND set).
 fn valgrind_clean(name: &str, ok_line: &str) {

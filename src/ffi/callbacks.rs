@@ -129,7 +129,9 @@ pub type wshub_on_join = Option<
 pub struct wshub_callbacks {
     /// `sizeof(wshub_callbacks)` in the header the application was built
     /// with; `WSHUB_CALLBACKS_INIT` sets it. `wshub_start` refuses a struct
-    /// without it (WSHUB_INVALID_ARGUMENT).
+    /// without it (WSHUB_INVALID_ARGUMENT): 0, not a multiple of a pointer's
+    /// size, or over 4096 (the address of an `on_upgrade` from a header
+    /// that had no `struct_size`).
     pub struct_size: usize,
     /// See `wshub_on_upgrade`.
     pub on_upgrade: wshub_on_upgrade,
@@ -154,10 +156,15 @@ impl wshub_callbacks {
     /// `wshub_callbacks` (the C API's contract for the argument).
     pub(super) unsafe fn read(ptr: *const wshub_callbacks) -> Option<wshub_callbacks> {
         const FIELD: usize = std::mem::size_of::<usize>();
+        // No header will ever declare a struct this large, and no function
+        // is mapped this low: a program built against the header from
+        // before `struct_size`, whose struct starts with `on_upgrade`,
+        // passes a code address here, refused rather than taken as a size.
+        const LARGEST: usize = 4096;
         // SAFETY: the caller's struct starts with `struct_size` (every
-        // version of the header has it first).
+        // version of the header that has it has it first).
         let size = unsafe { std::ptr::addr_of!((*ptr).struct_size).read() };
-        if size < FIELD || size % FIELD != 0 {
+        if !(FIELD..=LARGEST).contains(&size) || size % FIELD != 0 {
             return None;
         }
         let covered = size.min(std::mem::size_of::<wshub_callbacks>());

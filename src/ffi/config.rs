@@ -199,7 +199,7 @@ pub extern "C" fn wshub_config_set_writer_stack_size(
 }
 
 /// Initial read buffer per connection, and the most one read takes, in bytes.
-/// Default 2 KiB.
+/// Default 2 KiB, at most 1 MiB (WSHUB_INVALID_CONFIG at start past it).
 #[no_mangle]
 pub extern "C" fn wshub_config_set_read_buffer_size(config: *mut wshub_config, value: usize) -> wshub_result {
     ffi_boundary! {

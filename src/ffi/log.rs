@@ -92,7 +92,10 @@ pub type wshub_log_fn = Option<
 /// possibly on several at once, and no wshub lock is held while it runs. It
 /// must be thread-safe and return quickly, and should not call wshub
 /// functions: what wshub would log from inside it is dropped (never passed
-/// to it again), and wshub may hold its own locks while it logs. No log line
+/// to it again), and wshub may hold its own locks while it logs. It is a
+/// callback: `wshub_stop` from inside it only begins the stop (even on the
+/// host's own thread, inside a wshub call), `wshub_shutdown` returns
+/// WSHUB_WRONG_MODE. No log line
 /// contains a token, an API key or a query string. A panic inside wshub (a
 /// bug) is logged as an error, never printed on stderr by itself.
 ///

@@ -256,6 +256,15 @@ pub extern "C" fn wshub_start_polling(
     }
 }
 
+/// True inside a callback: a connection's callback on its reader thread, or
+/// the host's log callback on any thread (also the host's own, inside a
+/// wshub call that logs, or wshub's stopper while it logs the stop). There a
+/// stop may only begin: waiting would wait for the caller itself, and the
+/// owner's reference is not the callback's to take.
+fn inside_a_callback() -> bool {
+    ON_CONNECTION_THREAD.with(Cell::get) || crate::logging::in_sink()
+}
+
 /// Stops the server gracefully and frees it: no new connections; each open
 /// connection gets what is already queued for it, then a 1001 close (and its
 /// on_close / close event); connections not finished after the shutdown
@@ -274,8 +283,9 @@ pub extern "C" fn wshub_start_polling(
 /// still be executing their last instructions of thread exit: do not unload
 /// the library (dlclose) while the process lives.
 ///
-/// From inside a callback it only begins the stop and returns at once (a
-/// callback cannot wait for its own thread): the stop runs on a thread the
+/// From inside a callback (the log callback included, on whichever thread
+/// it runs) it only begins the stop and returns at once (a callback cannot
+/// wait for its own thread): the stop runs on a thread the
 /// server made when it started (so it happens even when no thread can be
 /// created any more), callbacks still run during the drain (on_close) with a
 /// valid `server` pointer, and functions on the handle answer WSHUB_OK or
@@ -289,13 +299,13 @@ pub extern "C" fn wshub_stop(server: *mut wshub_server) {
         if server.is_null() {
             return;
         }
-        if ON_CONNECTION_THREAD.with(Cell::get) {
+        if inside_a_callback() {
             // SAFETY: not NULL; a callback's pointer is live while it runs
             // (the handler holds a reference), and so is the owner's until
             // the owner's wshub_stop returns.
             let server = unsafe { &*server };
             if let Ok(handle) = server.handle() {
-                handle.stop(); // on a connection thread: begins the stop only
+                handle.begin_stop();
             }
             return;
         }
@@ -315,13 +325,13 @@ pub extern "C" fn wshub_stop(server: *mut wshub_server) {
 /// Like `wshub_stop` but keeps the handle (and waits for callbacks the same
 /// way): afterwards every function on it returns WSHUB_STOPPED, and in pull mode the events queued during the
 /// shutdown (closes) can still be taken until WSHUB_STOPPED. Free it with
-/// `wshub_stop`. Must not be called from inside a callback (returns
-/// WSHUB_WRONG_MODE there).
+/// `wshub_stop`. Must not be called from inside a callback or the log
+/// callback (returns WSHUB_WRONG_MODE there).
 #[no_mangle]
 pub extern "C" fn wshub_shutdown(server: *mut wshub_server) -> wshub_result {
     ffi_boundary! {
         let server = try_ref!(server);
-        if ON_CONNECTION_THREAD.with(Cell::get) {
+        if inside_a_callback() {
             return wshub_result::WSHUB_WRONG_MODE;
         }
         server.stop_and_release();

@@ -2,7 +2,10 @@
  * A program built against an older header, whose wshub_callbacks ends before
  * on_join: its struct (struct_size and four callbacks, allocated at exactly
  * that size so that ASan sees a read past it) must work, with on_join, which
- * it does not cover, taken as NULL (every join allowed).
+ * it does not cover, taken as NULL (every join allowed). And a program built
+ * against the header from before struct_size (its struct starts with
+ * on_upgrade, whose address is then read as the size) is refused with
+ * WSHUB_INVALID_ARGUMENT, not read past its end with every callback shifted.
  * Run under ASan + UBSan by tests/c_api_lifetimes_are_safe.rs.
  */
 #define _POSIX_C_SOURCE 200809L
@@ -22,6 +25,20 @@ typedef struct {
     wshub_on_close on_close;
 } callbacks_before_on_join;
 
+/* wshub_callbacks as the header before struct_size declared it. */
+typedef struct {
+    wshub_on_upgrade on_upgrade;
+    wshub_on_connect on_connect;
+    wshub_on_message on_message;
+    wshub_on_close on_close;
+    wshub_on_join on_join;
+} callbacks_before_struct_size;
+
+static uint16_t on_upgrade(void *ud, wshub_server *s, uint64_t conn, wshub_request *request) {
+    (void)ud, (void)s, (void)conn, (void)request;
+    return 0;
+}
+
 static pthread_mutex_t lock = PTHREAD_MUTEX_INITIALIZER;
 static int connected = 0;
 
@@ -33,6 +50,7 @@ static void on_connect(void *ud, wshub_server *s, uint64_t conn, const wshub_req
 }
 
 int main(void) {
+    callbacks_before_struct_size *unsized = calloc(1, sizeof *unsized);
     callbacks_before_on_join *old = malloc(sizeof *old);
     wshub_config *config = wshub_config_new();
     wshub_server *server = NULL;
@@ -40,8 +58,17 @@ int main(void) {
     int fd, ok;
     long n;
 
-    if (old == NULL)
+    if (old == NULL || unsized == NULL)
         return 2;
+    unsized->on_upgrade = on_upgrade;
+    unsized->on_connect = on_connect;
+    wshub_config_set_bind(config, "127.0.0.1:0");
+    if (wshub_start(config, (const wshub_callbacks *)(const void *)unsized, NULL, &server) !=
+        WSHUB_INVALID_ARGUMENT) {
+        fprintf(stderr, "a struct without struct_size was not refused\n");
+        return 6;
+    }
+    free(unsized);
     memset(old, 0, sizeof *old);
     old->struct_size = sizeof *old;
     old->on_connect = on_connect;
