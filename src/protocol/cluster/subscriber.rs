@@ -158,7 +158,9 @@ fn session(
                     kick(shared, c, &server, msg.get_payload_bytes());
                 }
             }
-            Err(e) if e.is_timeout() => {
+            // A read cut short by a signal (the process was stopped and
+            // continued) left the connection as a timeout does.
+            Err(e) if e.is_timeout() || interrupted(&e) => {
                 if heard.elapsed() >= PING_AFTER {
                     pubsub.set_read_timeout(Some(TIMEOUT))?;
                     pubsub.ping::<redis::Value>()?;
@@ -169,6 +171,15 @@ fn session(
             Err(e) => return Err(e),
         }
     }
+}
+
+/// Whether a Redis call failed only because a signal interrupted its read
+/// (`EINTR` after SIGSTOP and SIGCONT), not because the connection broke.
+/// redis-rs keeps the `io::Error` to itself (behind an `Arc` no downcast
+/// reaches), so this reads std's rendering of it, which ends with the OS
+/// error code whatever the locale.
+fn interrupted(e: &redis::RedisError) -> bool {
+    e.is_io_error() && e.to_string().ends_with(&format!("(os error {})", libc::EINTR))
 }
 
 /// Subscribes the joined rooms' channels with one SUBSCRIBE, answers each
