@@ -551,8 +551,16 @@ const scenarios = {
     const cycle = {};
     cycle.self = cycle;
     const bad = c.request("echo", cycle).then(() => "sent", (e) => e instanceof WshubClient.WshubError && e.code);
+    // publish and publishBinary reject the same way instead of throwing.
+    let publish, binary;
+    try {
+      publish = c.publish("lobby", cycle).then(() => "sent", (e) => e instanceof WshubClient.WshubError && e.code);
+      binary = c.publishBinary("lobby", "not bytes").then(() => "sent", (e) => e instanceof WshubClient.WshubError && e.code);
+    } catch (e) {
+      assert.fail("publish threw instead of rejecting: " + e);
+    }
     const ping = c.ping("after").then((p) => p, (e) => e.code);
-    assert.deepEqual([await bad, await ping], ["bad_request", "after"]);
+    assert.deepEqual([await bad, await publish, await binary, await ping], ["bad_request", "bad_request", "bad_request", "after"]);
     assert.equal(c.state, "open");
     c.close();
     server.close();

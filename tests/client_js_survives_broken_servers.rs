@@ -138,6 +138,6 @@ fn retry_now_from_a_reconnecting_handler_tries_at_once() {
 }
 
 #[test]
-fn a_request_whose_payload_is_not_json_fails_alone() {
+fn a_request_or_publish_whose_payload_is_not_json_fails_alone() {
     run("request_payload_not_json");
 }

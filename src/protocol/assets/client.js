@@ -744,11 +744,18 @@
     var id = "c-" + (++this._nextId);
     var payload = { room: room, data: data, key: this._keyPrefix + "-" + this._nextId };
     if (opts && opts.echo) payload.echo = true;
-    return this._enqueue(id, JSON.stringify({ type: "room:publish", id: id, payload: payload }));
+    var frame;
+    // Data JSON cannot encode (a cycle, a BigInt) rejects this publish, as
+    // every other failure does, instead of throwing at the caller.
+    try { frame = JSON.stringify({ type: "room:publish", id: id, payload: payload }); } catch (e) {
+      return Promise.reject(new WshubError("bad_request", "room:publish: the data cannot be sent as JSON: " + String(e && e.message || e)));
+    }
+    return this._enqueue(id, frame);
   };
   // Publishes bytes (Uint8Array) as a keyed binary frame
   // [0x03][u16 room length][room][u8 key length][key][body]; acked like publish.
   WshubClient.prototype.publishBinary = function (room, body) {
+    if (!(body instanceof Uint8Array)) return Promise.reject(new WshubError("bad_request", "publishBinary: the body is not a Uint8Array"));
     var key = this._keyPrefix + "-" + (++this._nextId);
     var r = new TextEncoder().encode(room);
     var k = new TextEncoder().encode(key);
