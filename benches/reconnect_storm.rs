@@ -18,9 +18,10 @@
 //! ```
 //!
 //! The server of the restart storm runs with its default caps: per address at
-//! most 256 sockets in their handshake and no connection or connect-rate cap,
-//! and 1024 handshakes in all; 2000 clients over 16 addresses stay inside them
-//! with the jitter.
+//! most 16 sockets in their handshake and no connection or connect-rate cap,
+//! and 1024 handshakes in all. A client refused there (503) waits out its
+//! `Retry-After`; the refused handshakes it prints show how often the jitter
+//! kept the bursts inside those caps.
 
 #[path = "../tests/client_common/storm.rs"]
 mod storm;
