@@ -48,10 +48,12 @@ start_redis() {
     echo "redis-server did not start" >&2; exit 1
 }
 
-# start_node NAME [ARGS...]: sets NAME_URL and NAME_PID
+# start_node NAME [ARGS...]: sets NAME_URL and NAME_PID. Every subscriber
+# comes from 127.0.0.1, so the per-address handshake bound is raised past
+# what the generator opens at once.
 start_node() {
     local name="$1"; shift
-    "$WSHUB" --bind 127.0.0.1:0 --log-level warn --rate-limit 0 --frame-rate-limit 0 "$@" >"$WORK/$name.out" 2>"$WORK/$name.err" &
+    "$WSHUB" --bind 127.0.0.1:0 --log-level warn --rate-limit 0 --frame-rate-limit 0 --max-handshakes-per-ip 1024 "$@" >"$WORK/$name.out" 2>"$WORK/$name.err" &
     local pid=$!
     PIDS+=("$pid")
     for _ in $(seq 200); do

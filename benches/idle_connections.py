@@ -3,7 +3,7 @@
 RSS, thread count, fds and memory mappings per connection, read from /proc.
 
     cargo build --release
-    ./target/release/wshub --echo --bind 127.0.0.1:9001 &
+    ./target/release/wshub --echo --bind 127.0.0.1:9001 --max-handshakes-per-ip 1024 &
     python3 benches/idle_connections.py --pid $! --url ws://127.0.0.1:9001/ws -n 1000
 
 Needs `pip install websockets`. Prints a readable summary and one JSON line.

@@ -4,7 +4,7 @@ random against a running wshub for a long time, while the server's RSS,
 threads and fds are tabled from /proc.
 
     cargo build --release
-    ./target/release/wshub --bind 127.0.0.1:9001 --log-level warn &
+    ./target/release/wshub --bind 127.0.0.1:9001 --log-level warn --max-handshakes-per-ip 1024 &
     python3 benches/soak.py --pid $! --url ws://127.0.0.1:9001/ws --clients 2000 --minutes 30
 
 What it checks, and fails (exit 1) on:
