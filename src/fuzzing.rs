@@ -16,7 +16,11 @@ pub fn http_request(data: &[u8]) {
             let info = &request.info;
             let _ = handshake::wants_upgrade(info);
             if let Ok(key) = handshake::check_upgrade(&request.method, info) {
-                let _ = handshake::switching_protocols(&key, info.subprotocols().first().map(String::as_str));
+                let _ = handshake::switching_protocols(
+                    &key,
+                    info.subprotocols().first().map(String::as_str),
+                    None,
+                );
             }
             for name in ["room", "access_token", "since", ""] {
                 let _ = info.query_param(name);

@@ -20,15 +20,18 @@
 //! writer writes the bytes it is given unframed, `: ping` comments as
 //! heartbeats, and ends the stream instead of sending a close frame.
 
+pub(crate) mod assembly;
+pub(crate) mod deflate;
 pub(crate) mod frame_meter;
 pub(crate) mod handshake;
+pub(crate) mod inflate;
 pub(crate) mod outbound;
 pub(crate) mod reader;
 pub(crate) mod writer;
 
 use std::collections::HashMap;
 use std::net::{Shutdown, SocketAddr, TcpStream};
-use std::sync::atomic::{AtomicBool, Ordering::*};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering::*};
 #[cfg(test)]
 use std::sync::Arc;
 use std::time::SystemTime;
@@ -77,6 +80,10 @@ pub(crate) struct ConnShared {
     event_stream: AtomicBool,
     /// Accepted on the admin listener (`Config::admin_bind`); set before its reader starts.
     on_admin: AtomicBool,
+    /// permessage-deflate: the largest payload sent compressed (0: not
+    /// agreed) and the smallest; set at the upgrade (see `outbound.rs`).
+    deflate_max: AtomicUsize,
+    deflate_min: AtomicUsize,
 }
 
 impl ConnShared {
@@ -97,6 +104,8 @@ impl ConnShared {
             has_close_at: AtomicBool::new(false),
             event_stream: AtomicBool::new(false),
             on_admin: AtomicBool::new(false),
+            deflate_max: AtomicUsize::new(0),
+            deflate_min: AtomicUsize::new(0),
         }
     }
 

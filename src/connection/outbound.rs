@@ -247,6 +247,7 @@ impl ConnShared {
         limits: QueueLimits,
         stats: &Stats,
     ) -> Result<(), PushError> {
+        let frame = self.wire_form(&frame);
         let out = &self.out;
         if out.closing.load(Acquire) {
             return Ok(());
@@ -264,6 +265,7 @@ impl ConnShared {
             return Err(PushError::OverBytes);
         }
         stats.queue_depth_max.fetch_max(depth as u64 + 1, Relaxed);
+        count_compressed(&frame, stats);
         self.enqueue(Out::Frame(frame));
         Ok(())
     }
@@ -279,14 +281,19 @@ impl ConnShared {
         if self.has_queued() {
             return false;
         }
+        let frame = &self.wire_form(frame);
         let Some(mut st) = out.write.try_lock() else { return false };
         if st.tail.is_some() || st.tls_tail || self.has_queued() || out.closing.load(Acquire) {
             return false;
         }
         if st.tls.is_some() {
-            return self.send_direct_tls(&mut st, frame, stats);
+            let sent = self.send_direct_tls(&mut st, frame, stats);
+            if sent {
+                count_compressed(frame, stats);
+            }
+            return sent;
         }
-        match sock::send(&self.stream, frame, true) {
+        let sent = match sock::send(&self.stream, frame, true) {
             Ok(n) if n == frame.len() => {
                 Stats::add(&stats.bytes_out, n as u64);
                 Stats::add(&stats.messages_out, 1);
@@ -303,7 +310,29 @@ impl ConnShared {
             }
             // Full socket buffer, or an error the writer will meet and report.
             _ => false,
+        };
+        if sent {
+            count_compressed(frame, stats);
         }
+        sent
+    }
+
+    /// The form of `frame` this connection gets: the shared compressed one
+    /// when it agreed to permessage-deflate and the frame qualifies (see
+    /// `Frame::for_deflate`), else the frame itself.
+    fn wire_form(&self, frame: &SharedFrame) -> SharedFrame {
+        let max_payload = self.deflate_max.load(Relaxed);
+        match max_payload {
+            0 => frame.clone(),
+            max => frame.for_deflate(max, self.deflate_min.load(Relaxed)),
+        }
+    }
+
+    /// With permessage-deflate agreed: payloads up to `max_payload` bytes and
+    /// at least `min_bytes` go compressed. Set once, before the connection opens.
+    pub(crate) fn set_deflate(&self, max_payload: usize, min_bytes: usize) {
+        self.deflate_min.store(min_bytes, Relaxed);
+        self.deflate_max.store(max_payload.max(1), Relaxed);
     }
 
     /// Writes, under the write lock: the rest of a partial direct send first
@@ -892,5 +921,14 @@ mod tests {
             assert!(waited < Duration::from_secs(5), "round {round}: parked for {waited:?}");
             conn.done(&item);
         }
+    }
+}
+
+/// Counts a frame handed to a connection compressed.
+fn count_compressed(frame: &SharedFrame, stats: &Stats) {
+    if let Some(plain) = frame.compressed_from() {
+        Stats::add(&stats.compressed_frames, 1);
+        Stats::add(&stats.compressed_bytes, frame.len() as u64);
+        Stats::add(&stats.compressed_plain_bytes, plain as u64);
     }
 }

@@ -1,0 +1,106 @@
+//! Inflating one compressed message (permessage-deflate, RFC 7692 section
+//! 7.2.2), bounded: the output may not pass the message size limit, and the
+//! work stops as soon as it does, so a small message that would inflate to
+//! gigabytes costs at most the limit (and one growth step) in memory.
+//!
+//! No state survives a message: the client was told
+//! `client_no_context_takeover`, so every message is a fresh DEFLATE stream,
+//! inflated by an inflater made for it and dropped with it.
+
+use flate2::{Decompress, FlushDecompress, Status};
+
+/// The empty stored block RFC 7692 has the sender strip from every message;
+/// the receiver appends it back before inflating.
+const TAIL: [u8; 4] = [0x00, 0x00, 0xff, 0xff];
+
+/// Why a message did not inflate.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum InflateError {
+    /// It inflates to more than the limit.
+    TooBig,
+    /// Not valid DEFLATE data.
+    Invalid,
+}
+
+/// Inflates `compressed` (one message's payload, without the stripped tail)
+/// into at most `limit` bytes.
+pub(crate) fn inflate(compressed: &[u8], limit: usize) -> Result<Vec<u8>, InflateError> {
+    let mut inflater = Decompress::new(false);
+    let mut out: Vec<u8> = Vec::new();
+    for mut input in [compressed, &TAIL[..]] {
+        loop {
+            if out.len() == out.capacity() {
+                if out.len() > limit {
+                    return Err(InflateError::TooBig);
+                }
+                // Geometric growth, but never past one byte over the limit
+                // (that byte is how going over is seen).
+                let target = (out.capacity() * 2).max(4096).min(limit.saturating_add(1));
+                out.reserve_exact(target - out.len());
+            }
+            let (in_before, out_before) = (inflater.total_in(), inflater.total_out());
+            let status = inflater
+                .decompress_vec(input, &mut out, FlushDecompress::None)
+                .map_err(|_| InflateError::Invalid)?;
+            let used = (inflater.total_in() - in_before) as usize;
+            let produced = inflater.total_out() - out_before;
+            input = &input[used..];
+            if out.len() > limit {
+                return Err(InflateError::TooBig);
+            }
+            if status == Status::StreamEnd {
+                // A final block ended the stream: what follows it is not DEFLATE.
+                return if input.is_empty() || input == &TAIL[TAIL.len() - input.len().min(4)..] {
+                    Ok(out)
+                } else {
+                    Err(InflateError::Invalid)
+                };
+            }
+            let room_left = out.len() < out.capacity();
+            if input.is_empty() && room_left {
+                break;
+            }
+            if used == 0 && produced == 0 && room_left {
+                return Err(InflateError::Invalid);
+            }
+        }
+    }
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::connection::deflate::compress;
+
+    #[test]
+    fn a_compressed_message_inflates_back() {
+        let text =
+            br#"{"type":"room:publish","room":"lobby","data":{"text":"hello hello hello"}}"#.repeat(50);
+        let packed = compress(&text);
+        assert!(packed.len() < text.len() / 4);
+        assert_eq!(inflate(&packed, text.len()).unwrap(), text);
+    }
+
+    #[test]
+    fn a_bomb_stops_at_the_limit() {
+        // 16 MiB of zeros packs into a few KiB; the limit is 64 KiB.
+        let packed = compress(&vec![0u8; 16 << 20]);
+        assert!(packed.len() < 64 * 1024);
+        assert_eq!(inflate(&packed, 64 * 1024), Err(InflateError::TooBig));
+        assert_eq!(inflate(&compress(&[7u8; 100]), 99), Err(InflateError::TooBig));
+        assert_eq!(inflate(&compress(&[7u8; 100]), 100).unwrap().len(), 100);
+    }
+
+    #[test]
+    fn garbage_is_invalid() {
+        // BTYPE 11 is reserved.
+        assert_eq!(inflate(&[0xff, 0xff, 0xff], 1000), Err(InflateError::Invalid));
+    }
+
+    #[test]
+    fn empty_message_inflates_to_nothing() {
+        assert_eq!(inflate(&compress(b""), 10).unwrap(), b"");
+        assert_eq!(inflate(&[0x00], 10).unwrap(), b"");
+    }
+}
