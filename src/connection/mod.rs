@@ -4,9 +4,13 @@
 //! - [`handshake`]: the HTTP request and the 101 (or a refusal), read and
 //!   written by the reader before the WebSocket exists.
 //! - [`reader`]: the connection's first thread. Upgrades, spawns the writer,
-//!   reads frames and runs the handler's callbacks. It never writes to the
-//!   socket after the handshake. [`frame_meter`] counts the peer's frames on
-//!   the way in (frame-rate and fragment limits).
+//!   reads messages and runs the handler's callbacks. It never writes to the
+//!   socket after the handshake. On the way in, bytes pass through
+//!   [`tls_session`] (decryption, with TLS), [`frame_meter`] (frame-rate and
+//!   fragment limits), [`assembly`] (frames checked and joined into
+//!   messages) and [`inflate`] (compressed messages, bounded).
+//! - [`deflate`]: permessage-deflate's negotiation at the upgrade, and
+//!   compressing an outbound message (once, shared: see `frame.rs`).
 //! - [`outbound`]: the one ordering point for every byte written after the
 //!   101: the queue, its bound, direct sends from other threads, and the rule
 //!   that keeps frames in order. Its module comment names every thread that
@@ -27,6 +31,7 @@ pub(crate) mod handshake;
 pub(crate) mod inflate;
 pub(crate) mod outbound;
 pub(crate) mod reader;
+pub(crate) mod tls_session;
 pub(crate) mod writer;
 
 use std::collections::HashMap;
@@ -39,8 +44,9 @@ use std::time::SystemTime;
 use parking_lot::Mutex;
 
 use crate::types::ConnId;
+use outbound::Outbound;
 pub(crate) use outbound::PushError;
-use outbound::{Outbound, TlsIn};
+use tls_session::TlsIn;
 
 /// The state of one connection shared by its reader, its writer, the hub and
 /// the server handle.
