@@ -554,9 +554,9 @@ wshub_result wshub_config_set_path(wshub_config *config, const char *path);
 wshub_result wshub_config_set_max_message_size(wshub_config *config, size_t value);
 
 /*
- permessage-deflate (RFC 7692): `true` accepts a client's offer (the
- server answers with no context takeover on either side); `false`, the
- default, answers every offer without the extension.
+ permessage-deflate (RFC 7692): `true`, the default, accepts a client's
+ offer (the server answers with no context takeover on either side);
+ `false` answers every offer without the extension.
  */
 wshub_result wshub_config_set_compression(wshub_config *config, bool on);
 

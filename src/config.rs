@@ -48,7 +48,7 @@ pub struct Config {
     /// connection with 1009. 0 turns the limit off.
     pub max_fragments: usize,
     /// Whether the server accepts `permessage-deflate` (RFC 7692) when a
-    /// client offers it. Off by default: see the README's compression section.
+    /// client offers it. On by default: see "Compression" in the README for the measurement.
     pub compression: bool,
     /// With [`Config::compression`]: messages to a client whose payload is
     /// shorter than this go uncompressed (RSV1 clear).
@@ -161,7 +161,7 @@ impl Default for Config {
             outbound_max_bytes: 8 << 20,
             frame_rate_limit: 1000,
             max_fragments: 1024,
-            compression: false,
+            compression: true,
             compression_min_bytes: 128,
             heartbeat_interval: Duration::from_secs(30),
             idle_timeout: Duration::from_secs(45),

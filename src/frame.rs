@@ -83,7 +83,7 @@ impl Frame {
             return self.clone();
         }
         let deflated = self.deflated.get_or_init(|| {
-            let packed = crate::connection::deflate::compress(payload);
+            let packed = crate::connection::deflate::compress(payload)?;
             let mut bytes = Vec::with_capacity(packed.len() + 10);
             push_header(&mut bytes, self.bytes[0] & 0x0f, packed.len());
             bytes[0] |= 0x40;

@@ -267,7 +267,10 @@ fn unmask(data: &mut [u8], mask: [u8; 4]) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::connection::deflate::compress;
+
+    fn compress(data: &[u8]) -> Vec<u8> {
+        crate::connection::deflate::compress(data).unwrap()
+    }
 
     /// A masked client frame.
     fn frame(first: u8, payload: &[u8]) -> Vec<u8> {

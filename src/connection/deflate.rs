@@ -87,10 +87,33 @@ fn offer(text: &str) -> Option<Agreed> {
     Some(Agreed { max_payload, window_bits })
 }
 
+/// Compressors kept for reuse, reset after every message (so no message
+/// sees another's data): process-wide, not per connection, and at most this many.
+const POOL_MAX: usize = 8;
+static POOL: parking_lot::Mutex<Vec<Compress>> = parking_lot::Mutex::new(Vec::new());
+
+/// A compressor from the pool, or a new one made on a thread of its own with
+/// a large stack: miniz_oxide builds its hash tables (some 300 KiB) on the
+/// stack before boxing them when unoptimised, more than a connection thread
+/// has. `None` when that thread cannot be spawned.
+fn compressor() -> Option<Compress> {
+    if let Some(c) = POOL.lock().pop() {
+        return Some(c);
+    }
+    std::thread::Builder::new()
+        .name("wshub-deflate".into())
+        .stack_size(8 << 20)
+        .spawn(|| Compress::new(Compression::default(), false))
+        .ok()?
+        .join()
+        .ok()
+}
+
 /// Compresses one message's payload as RFC 7692 section 7.2.1 says: a DEFLATE
-/// stream ended by a sync flush, its final `00 00 ff ff` removed.
-pub(crate) fn compress(payload: &[u8]) -> Vec<u8> {
-    let mut deflater = Compress::new(Compression::default(), false);
+/// stream ended by a sync flush, its final `00 00 ff ff` removed. `None`
+/// when no compressor could be had (the message then goes uncompressed).
+pub(crate) fn compress(payload: &[u8]) -> Option<Vec<u8>> {
+    let mut deflater = compressor()?;
     let mut out = Vec::with_capacity(payload.len() / 2 + 64);
     let mut input = payload;
     loop {
@@ -99,17 +122,23 @@ pub(crate) fn compress(payload: &[u8]) -> Vec<u8> {
         }
         let before = deflater.total_in();
         // Only an allocation failure or misuse makes this fail, and neither
-        // happens with a fresh compressor and room in `out`.
+        // happens with a reset compressor and room in `out`.
         let _ = deflater.compress_vec(input, &mut out, FlushCompress::Sync);
         input = &input[(deflater.total_in() - before) as usize..];
         if input.is_empty() && out.len() < out.capacity() {
             break;
         }
     }
+    deflater.reset();
+    let mut pool = POOL.lock();
+    if pool.len() < POOL_MAX {
+        pool.push(deflater);
+    }
+    drop(pool);
     if out.ends_with(&[0x00, 0x00, 0xff, 0xff]) {
         out.truncate(out.len() - 4);
     }
-    out
+    Some(out)
 }
 
 #[cfg(test)]
@@ -158,10 +187,10 @@ mod tests {
 
     #[test]
     fn compressed_output_drops_the_sync_tail() {
-        let packed = compress(b"hello");
+        let packed = compress(b"hello").unwrap();
         assert!(!packed.ends_with(&[0x00, 0x00, 0xff, 0xff]));
         // RFC 7692 section 7.2.3.1's example: "Hello" compressed.
-        let hello = compress(b"Hello");
+        let hello = compress(b"Hello").unwrap();
         assert_eq!(crate::connection::inflate::inflate(&hello, 5).unwrap(), b"Hello");
     }
 }

@@ -113,9 +113,9 @@ pub extern "C" fn wshub_config_set_max_message_size(config: *mut wshub_config, v
     }
 }
 
-/// permessage-deflate (RFC 7692): `true` accepts a client's offer (the
-/// server answers with no context takeover on either side); `false`, the
-/// default, answers every offer without the extension.
+/// permessage-deflate (RFC 7692): `true`, the default, accepts a client's
+/// offer (the server answers with no context takeover on either side);
+/// `false` answers every offer without the extension.
 #[no_mangle]
 pub extern "C" fn wshub_config_set_compression(config: *mut wshub_config, on: bool) -> wshub_result {
     ffi_boundary! {
