@@ -77,7 +77,7 @@ cat > "$work/spec.json" <<JSON
   "exclude-agent-cases": {}
 }
 JSON
-(cd "$work" && timeout 1200 "$venv/bin/wstest" -m fuzzingclient -s spec.json > wstest.log 2>&1) || {
+(cd "$work" && timeout 3600 "$venv/bin/wstest" -m fuzzingclient -s spec.json > wstest.log 2>&1) || {
   tail -20 "$work/wstest.log"; exit 1; }
 # Graceful stops: both must exit 0 (set -e fails the run otherwise).
 for p in "${pids[@]}"; do kill -INT "$p"; done

@@ -114,7 +114,10 @@ fn compressor() -> Option<Compress> {
 /// when no compressor could be had (the message then goes uncompressed).
 pub(crate) fn compress(payload: &[u8]) -> Option<Vec<u8>> {
     let mut deflater = compressor()?;
-    let mut out = Vec::with_capacity(payload.len() / 2 + 64);
+    // Room for the worst case (stored blocks: 5 bytes per 64 KiB, and the
+    // flush), so the stream is written in one call: miniz_oxide is not
+    // trusted to resume a sync flush cut short by a full buffer.
+    let mut out = Vec::with_capacity(payload.len() + payload.len() / 1024 + 128);
     let mut input = payload;
     loop {
         if out.len() == out.capacity() {
@@ -183,6 +186,22 @@ mod tests {
             assert!(ext(&both).is_some(), "{both}");
         }
         assert_eq!(negotiate([("Host", "x")]), None);
+    }
+
+    #[test]
+    fn incompressible_payloads_round_trip_whole() {
+        // Pseudo-random bytes: the compressed stream is longer than the payload.
+        let mut seed = 1u64;
+        for len in [1000usize, 65535, 65536, 200_000] {
+            let data: Vec<u8> = (0..len)
+                .map(|_| {
+                    seed = seed.wrapping_mul(6_364_136_223_846_793_005).wrapping_add(1);
+                    (seed >> 56) as u8
+                })
+                .collect();
+            let packed = compress(&data).unwrap();
+            assert_eq!(crate::connection::inflate::inflate(&packed, len).unwrap(), data, "{len}");
+        }
     }
 
     #[test]

@@ -57,7 +57,10 @@ pub(crate) fn inflate(compressed: &[u8], limit: usize) -> Result<Vec<u8>, Inflat
                 };
             }
             let room_left = out.len() < out.capacity();
-            if input.is_empty() && room_left {
+            // Done with this input once it is all taken and a call with room
+            // to spare produced nothing more (the inflater may hold output
+            // back until asked again).
+            if input.is_empty() && room_left && produced == 0 {
                 break;
             }
             if used == 0 && produced == 0 && room_left {
@@ -93,6 +96,20 @@ mod tests {
         assert_eq!(inflate(&packed, 64 * 1024), Err(InflateError::TooBig));
         assert_eq!(inflate(&compress(&[7u8; 100]), 99), Err(InflateError::TooBig));
         assert_eq!(inflate(&compress(&[7u8; 100]), 100).unwrap().len(), 100);
+    }
+
+    #[test]
+    fn every_size_around_the_buffer_steps_inflates_whole() {
+        let mut seed = 7u32;
+        for len in [4095usize, 4096, 4097, 8192, 65289, 65535, 65536, 65537, 131072, 300_000] {
+            let data: Vec<u8> = (0..len)
+                .map(|_| {
+                    seed = seed.wrapping_mul(1_103_515_245).wrapping_add(12345);
+                    b"abcdefgh {}\"0123"[(seed >> 16) as usize % 16]
+                })
+                .collect();
+            assert_eq!(inflate(&compress(&data), len).unwrap(), data, "{len}");
+        }
     }
 
     #[test]
