@@ -7,6 +7,17 @@
 use std::env;
 use std::path::PathBuf;
 
+/// The initializer of `wshub_callbacks` (src/ffi/callbacks.rs): its size,
+/// then one NULL per callback, in field order. Valid C99 and C++.
+const CALLBACKS_INIT: &str = "\
+/*
+ * Initializes a wshub_callbacks: struct_size set to this header's size of it,
+ * every callback NULL. Start every wshub_callbacks from it, then set the
+ * callbacks you use.
+ */
+#define WSHUB_CALLBACKS_INIT { sizeof(wshub_callbacks), NULL, NULL, NULL, NULL, NULL }
+";
+
 fn main() {
     println!("cargo:rerun-if-changed=src/ffi");
     println!("cargo:rerun-if-changed=cbindgen.toml");
@@ -20,10 +31,15 @@ fn main() {
     let mut parts = version.split(['.', '-', '+']).map(|p| p.parse::<u32>().unwrap_or(0));
     let (major, minor, patch) =
         (parts.next().unwrap_or(0), parts.next().unwrap_or(0), parts.next().unwrap_or(0));
+    // The shared library's SONAME: programs record libwshub.so.<major> and
+    // keep working across compatible releases (packaging/ installs the links).
+    if env::var("CARGO_CFG_TARGET_OS").as_deref() == Ok("linux") {
+        println!("cargo:rustc-cdylib-link-arg=-Wl,-soname,libwshub.so.{major}");
+    }
     let mut config = config;
     config.after_includes = Some(format!(
         "\n#define WSHUB_VERSION \"{version}\"\n#define WSHUB_VERSION_MAJOR {major}\n\
-         #define WSHUB_VERSION_MINOR {minor}\n#define WSHUB_VERSION_PATCH {patch}\n"
+         #define WSHUB_VERSION_MINOR {minor}\n#define WSHUB_VERSION_PATCH {patch}\n\n{CALLBACKS_INIT}"
     ));
     let bindings = cbindgen::Builder::new()
         .with_crate(&crate_dir)

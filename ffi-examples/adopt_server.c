@@ -111,7 +111,7 @@ static void serve(wshub_server *server, int fd) {
 
 int main(int argc, char **argv) {
     int port = argc > 1 ? atoi(argv[1]) : 8080;
-    wshub_callbacks callbacks = {0};
+    wshub_callbacks callbacks = WSHUB_CALLBACKS_INIT;
     wshub_server *server = NULL;
     wshub_config *config;
     wshub_result rc;

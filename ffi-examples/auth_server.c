@@ -39,8 +39,8 @@ static uint16_t on_upgrade(void *user_data, wshub_server *server, uint64_t conn,
 }
 
 /* Runs before a join takes effect (after the token's `rooms` claim allowed it). */
-static bool on_join(void *user_data, wshub_server *server, uint64_t conn, const char *user,
-                    const char *room) {
+static int on_join(void *user_data, wshub_server *server, uint64_t conn, const char *user,
+                   const char *room) {
     bool allowed = strncmp(room, "private:", 8) != 0 || (user != NULL && strcmp(user, "admin") == 0);
     (void)user_data;
     (void)server;
@@ -54,7 +54,7 @@ int main(int argc, char **argv) {
     const char *port = argc > 1 ? argv[1] : "9001";
     const char *secret = argc > 2 ? argv[2] : "auth-example-demo-secret";
     char address[64];
-    wshub_callbacks callbacks = {0};
+    wshub_callbacks callbacks = WSHUB_CALLBACKS_INIT;
     wshub_server *server = NULL;
     wshub_config *config;
     wshub_result rc;

@@ -50,7 +50,7 @@ int main(int argc, char **argv) {
     const char *tls_cert = argc > 4 ? argv[3] : NULL;
     const char *tls_key = argc > 4 ? argv[4] : NULL;
     char address[64];
-    wshub_callbacks callbacks = {0};
+    wshub_callbacks callbacks = WSHUB_CALLBACKS_INIT;
     wshub_server *server = NULL;
     wshub_config *config;
     wshub_result rc;

@@ -55,7 +55,7 @@ static void on_close(void *user_data, wshub_server *server, uint64_t conn, uint1
 int main(int argc, char **argv) {
     const char *port = argc > 1 ? argv[1] : "9001";
     char address[64];
-    wshub_callbacks callbacks = {0};
+    wshub_callbacks callbacks = WSHUB_CALLBACKS_INIT;
     wshub_server *server = NULL;
     wshub_config *config;
     wshub_result rc;

@@ -14,13 +14,32 @@
  *  - Handles are created by *_new / wshub_start*, and freed by *_free /
  *    wshub_stop; freeing NULL is a no-op. Using a handle after freeing it is
  *    undefined behaviour, as with free().
+ *  - wshub_last_error describes the calling thread's last failure.
+ *  - Every macro is prefixed WSHUB_; start every wshub_callbacks from
+ *    WSHUB_CALLBACKS_INIT.
  *
- * Threads and callbacks: on_upgrade, on_connect, on_message and on_close run on
- * the connection's own reader thread (one thread per connection, not the thread
- * that called wshub_start). Callbacks for one connection are never concurrent
- * with each other; callbacks of different connections run in parallel. Every
- * function in this header may be called from inside any callback, including
- * wshub_stop (which then starts the stop and returns at once).
+ * Lifetime and stop: the server pointer from wshub_start* is valid until its
+ * owner's wshub_stop returns, where the owner's call is one made outside
+ * callbacks, exactly once per server. wshub_stop from inside a callback only
+ * begins the stop (it returns at once and frees nothing), so a callback may
+ * call it and main may call it again at exit. The owner's wshub_stop waits
+ * until every callback has returned, then frees.
+ *
+ * Threads and callbacks: on_upgrade, on_connect, on_message, on_close and
+ * on_join run on the connection's own reader thread (one thread per
+ * connection, not the thread that called wshub_start); they may run before
+ * wshub_start returns. Callbacks for one connection are never concurrent
+ * with each other; callbacks of different connections run in parallel.
+ * Every function in this header may be called from inside those callbacks.
+ * Every thread wshub starts blocks all signals but the ones faults raise,
+ * so the host's signal handlers run on the host's own threads.
+ *
+ * Log callback (wshub_set_log_callback): runs on any thread that logs, with
+ * no wshub lock held; it should not call wshub functions (lines wshub would
+ * log from inside it are dropped; wshub_set_log_callback from inside it
+ * returns WSHUB_WRONG_MODE). Do not hold a lock your log callback takes
+ * while calling wshub_set_log_callback: it waits for running calls of the
+ * old callback to return, so that their user_data may be freed.
  *
  * Not thread-safe application? Use pull mode instead (wshub_start_polling,
  * wshub_poll_event, wshub_event_fd): then no callback runs on a wshub thread.
@@ -38,12 +57,13 @@
 #define WSHUB_VERSION_MINOR 1
 #define WSHUB_VERSION_PATCH 0
 
-
 /*
- Replies larger than this many bytes wait for a client that reads (see
- [`ProtocolConfig::max_reply_backlog`]).
+ * Initializes a wshub_callbacks: struct_size set to this header's size of it,
+ * every callback NULL. Start every wshub_callbacks from it, then set the
+ * callbacks you use.
  */
-#define BIG_REPLY (64 * 1024)
+#define WSHUB_CALLBACKS_INIT { sizeof(wshub_callbacks), NULL, NULL, NULL, NULL, NULL }
+
 
 /*
  What a wshub function reports. `WSHUB_OK` is 0; every other value is an
@@ -68,8 +88,9 @@ enum wshub_result
    */
   WSHUB_INVALID_ARGUMENT = 2,
   /*
-   `wshub_start` refused the configuration (a zero limit, a path without
-   a leading '/', a stack below 64 KiB or above 256 MiB).
+   `wshub_start` refused the configuration (a zero limit, a size, count
+   or duration over its bound, a path without a leading '/', a stack
+   below 64 KiB or above 256 MiB); `wshub_last_error` says which.
    */
   WSHUB_INVALID_CONFIG = 3,
   /*
@@ -318,23 +339,32 @@ typedef void (*wshub_on_close)(void *user_data,
 /*
  on_join: protocol only (`wshub_config_set_protocol`): a client asks to
  join `room` (`room:join`), and its token's `rooms` claim, if any, allows
- it. Return true to let it join, false to refuse with `error forbidden`.
+ it. Return nonzero to let it join, 0 to refuse with `error forbidden`.
  `user` is the token's `sub` (NULL when auth is off); `user` and `room` are
  valid only during the call. Runs on the connection's reader thread, before
  the join takes effect, for the first join of each room (not for a rejoin
  of a room the connection is in). An event stream (`GET /sse?room=R`) asks
- it too, before its `200` and before on_upgrade (refused: `403`). Not
- called in pull mode (joins are allowed there).
+ it too, once on_upgrade accepted it (so `wshub_conn_identity` and
+ `wshub_conn_user_data` answer as for a `room:join`) and before its `200`
+ (refused: `403`, and what on_upgrade attached is forgotten, as for a 101
+ that cannot be sent). A `presence:get` of a room the client is not in
+ (allowed by its token's `rooms` claim) asks it too. Not called in pull
+ mode (joins are allowed there).
  */
-typedef bool (*wshub_on_join)(void *user_data,
-                              wshub_server *server,
-                              uint64_t conn,
-                              const char *user,
-                              const char *room);
+typedef int (*wshub_on_join)(void *user_data,
+                             wshub_server *server,
+                             uint64_t conn,
+                             const char *user,
+                             const char *room);
 
 /*
  The callbacks of a server started with `wshub_start`. Any may be NULL
- (on_upgrade NULL accepts every upgrade).
+ (on_upgrade NULL accepts every upgrade). Always initialize it with
+ `WSHUB_CALLBACKS_INIT`, which sets `struct_size` and every callback to
+ NULL (`wshub_callbacks callbacks = WSHUB_CALLBACKS_INIT;`), then set the
+ callbacks you use. wshub reads only the fields `struct_size` covers, so a program built
+ against an older header, whose struct ends earlier, keeps working: the
+ callbacks it does not know are taken as NULL.
 
  Threads: every callback runs on the reader thread of its connection (one
  thread per connection, never the thread that called wshub_start), so
@@ -353,6 +383,12 @@ typedef bool (*wshub_on_join)(void *user_data,
  exceptions or longjmp out. The struct is copied by wshub_start.
  */
 typedef struct {
+  /*
+   `sizeof(wshub_callbacks)` in the header the application was built
+   with; `WSHUB_CALLBACKS_INIT` sets it. `wshub_start` refuses a struct
+   without it (WSHUB_INVALID_ARGUMENT).
+   */
+  size_t struct_size;
   /*
    See `wshub_on_upgrade`.
    */
@@ -928,6 +964,18 @@ wshub_result wshub_config_set_tls_client_ca_pem(wshub_config *config, const char
 const char *wshub_error_message(uint32_t code);
 
 /*
+ Why the calling thread's last failed call failed, as one English sentence
+ (e.g. "invalid configuration: hub_queue must be at most 1048576", "cannot
+ bind 127.0.0.1:9001: Address in use (os error 98)", a TLS file that does
+ not parse). Only calls returning a wshub_result other than WSHUB_OK set
+ it; later successful calls leave it. Writes it NUL-terminated into `buf`
+ (at most `len` bytes, cut at a character boundary when longer; `buf` may
+ be NULL when `len` is 0) and returns its full length without the NUL, as
+ snprintf does: 0 when this thread has had no failure. Any thread.
+ */
+size_t wshub_last_error(char *buf, size_t len);
+
+/*
  The library's version, e.g. "0.1.0", as a static NUL-terminated string; it
  matches the WSHUB_VERSION macro of the header the application was built with
  when the library and header agree.
@@ -1035,13 +1083,19 @@ wshub_result wshub_event_reject(wshub_event *event, uint16_t http_status);
  May be called at any time, before `wshub_start` or while servers run; the
  setting is per process, for every server. When it returns, the previous
  callback is not running and is never called again, so its `user_data`
- may be freed.
+ may be freed: it waits for the calls of the previous callback under way
+ on other threads, so do not hold a lock that your callback takes while
+ calling this. From inside the log callback it returns WSHUB_WRONG_MODE
+ and changes nothing.
 
- Threads: the callback runs on whichever wshub thread logs (connection
- threads, the hub, the acceptor, ...), possibly on several at once; it must
- be thread-safe, return quickly, and must not call any wshub function
- (wshub may hold a lock while it logs). No log line contains a token, an
- API key or a query string.
+ Threads: the callback runs on whichever thread logs (wshub's connection
+ threads, the hub, the acceptor, ..., or yours inside a wshub call),
+ possibly on several at once, and no wshub lock is held while it runs. It
+ must be thread-safe and return quickly, and should not call wshub
+ functions: what wshub would log from inside it is dropped (never passed
+ to it again), and wshub may hold its own locks while it logs. No log line
+ contains a token, an API key or a query string. A panic inside wshub (a
+ bug) is logged as an error, never printed on stderr by itself.
 
  When the process already has a Rust logger (a Rust program that also uses
  the C API), that logger keeps receiving everything and this only records
@@ -1183,11 +1237,13 @@ wshub_result wshub_request_set_identity(wshub_request *request, const char *iden
 wshub_result wshub_request_set_subprotocol(wshub_request *request, const char *subprotocol);
 
 /*
- Starts a server that calls `callbacks` (copied) with `user_data` as their
- first argument. `config` is copied (free it when you like). On WSHUB_OK
- `*server_out` is the running server; stop and free it with `wshub_stop`.
- Errors: WSHUB_NULL_PARAMETER, WSHUB_INVALID_CONFIG, WSHUB_IO (e.g. the port
- is taken).
+ Starts a server that calls `callbacks` (copied; initialized with
+ `WSHUB_CALLBACKS_INIT`) with `user_data` as their first argument. `config`
+ is copied (free it when you like). On WSHUB_OK `*server_out` is the
+ running server; stop and free it with `wshub_stop`. Callbacks may run
+ before this returns. Errors: WSHUB_NULL_PARAMETER, WSHUB_INVALID_ARGUMENT
+ (`callbacks->struct_size` not set), WSHUB_INVALID_CONFIG, WSHUB_IO (e.g.
+ the port is taken); `wshub_last_error` says why.
  */
 wshub_result wshub_start(const wshub_config *config,
                          const wshub_callbacks *callbacks,
@@ -1224,15 +1280,15 @@ wshub_result wshub_start_polling(const wshub_config *config, wshub_server **serv
  still be executing their last instructions of thread exit: do not unload
  the library (dlclose) while the process lives.
 
- From inside a callback it cannot wait for its own thread: it hands the
- stop to a thread the server made when it started (so the stop happens
- even when no thread can be created any more) and returns at once; the
- server is freed when the stop completes. Until then callbacks still run
- (this one, and on_close during the drain) with a valid `server` pointer,
- and nothing tells the application when it is over: an application that
- must know (to free `user_data`, to exit) should have one of its own
- threads call wshub_stop instead. When several callbacks call it at once,
- the first stops the server and the others return at once.
+ From inside a callback it only begins the stop and returns at once (a
+ callback cannot wait for its own thread): the stop runs on a thread the
+ server made when it started (so it happens even when no thread can be
+ created any more), callbacks still run during the drain (on_close) with a
+ valid `server` pointer, and functions on the handle answer WSHUB_OK or
+ WSHUB_STOPPED. It frees nothing: the handle stays valid until the owner
+ calls wshub_stop from outside callbacks, which waits for the stop and
+ frees. So "a quit message calls wshub_stop; main calls wshub_stop at
+ exit" is correct, and every server must get that owner's call.
  */
 void wshub_stop(wshub_server *server);
 
@@ -1351,9 +1407,15 @@ wshub_result wshub_conn_identity(wshub_server *server,
  handshake deadline (counted from this call), the path, Origin and token
  checks of the protocol, `on_upgrade`. Returns at once.
 
- On WSHUB_OK wshub owns `fd`: it closes it when the connection ends, and
- the application must neither use nor close it again. On any error `fd`
- is still the application's. Errors: WSHUB_INVALID_ARGUMENT (`fd` is not a
+ On WSHUB_OK wshub owns `fd` itself (no copy is made): it closes it when
+ the connection ends, and the application must neither read, write nor
+ close it again. Until the connection ends the number stays this socket,
+ so the application may still remove it from its poll sets
+ (`EPOLL_CTL_DEL`) right after the call; when something else could end
+ the connection first (the client, a stop), remove it before calling. A
+ registration left in an epoll set goes away when wshub closes it. On
+ any error `fd` is still the application's, open, with its flags
+ (O_NONBLOCK) as they were. Errors: WSHUB_INVALID_ARGUMENT (`fd` is not a
  connected TCP socket, more than 8192 bytes already read, or bytes
  already read on a TLS server), WSHUB_STOPPED (the server is stopping).
  Works with or without a listener of the server's own (see

@@ -5,7 +5,8 @@
 #
 # Needs cargo-deb (`cargo install cargo-deb --locked`). Generates the files
 # the package holds that depend on the version or the build (pkg-config
-# file, CMake version file, `wshub --help` text, the stripped archive) into
+# file, CMake version file, `wshub --help` text, the stripped archive and
+# shared library with its links) into
 # target/packaging/,
 # then runs `cargo deb` with the assets listed in Cargo.toml
 # ([package.metadata.deb]).
@@ -22,7 +23,15 @@ sed -e "s|@VERSION@|$version|g" -e "s|@MAJOR@|$major|g" packaging/cmake/wshubCon
     > "$out/wshubConfigVersion.cmake"
 target/release/wshub --help > "$out/wshub-help.txt"
 # The release profile keeps line tables for backtraces (Cargo.toml); the
-# package does without: binaries and the .so stripped by cargo deb --strip,
-# the archive here (debug sections only: its symbols are needed to link).
+# package does without: binaries stripped by cargo deb --strip, the .so and
+# the archive here (the archive of debug sections only: its symbols are
+# needed to link).
 strip --strip-debug -o "$out/libwshub.a" target/release/libwshub.a
+# The shared library under its full version, with the usual links: the
+# SONAME libwshub.so.$major (build.rs sets it; what programs load) and the
+# development link libwshub.so (what -lwshub finds).
+rm -f "$out"/libwshub.so*
+strip --strip-unneeded -o "$out/libwshub.so.$version" target/release/libwshub.so
+ln -s "libwshub.so.$version" "$out/libwshub.so.$major"
+ln -s "libwshub.so.$major" "$out/libwshub.so"
 cargo deb --no-build --strip "$@"

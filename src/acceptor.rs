@@ -31,6 +31,11 @@ use crate::sys::pthread;
 /// `draining` while no connection comes.
 const INHERITED_TICK: Duration = Duration::from_millis(50);
 
+/// Longest the acceptor waits for room in the overflow thread's channel
+/// before it drops a socket unanswered (an overflow thread that is not
+/// draining it, e.g. busy in a slow `on_http`, costs accepts at most this).
+const OVERFLOW_WAIT: Duration = Duration::from_millis(5);
+
 /// The admin listener's acceptor (`Config::admin_bind`): the same as
 /// [`run`], its sockets marked as the admin port's (see `Engine::admin_split`).
 pub(crate) fn run_admin(server: ServerHandle, listener: Arc<TcpListener>, overflow: Sender<Overflowing>) {
@@ -151,7 +156,12 @@ fn overflow_to(
         );
     }
     crate::stats::Stats::add(&engine.stats.handshake_overflow[refusal as usize], 1);
-    if overflow.try_send(socket).is_err() {
+    // A full channel would drop this socket whatever its address, before the
+    // overflow thread's eviction (which takes from the address holding the
+    // most) can choose: wait for it a little instead (it drains the channel
+    // every `BUSY_TICK` while sockets keep coming); meanwhile the next
+    // connections wait in the listen backlog.
+    if overflow.send_timeout(socket, OVERFLOW_WAIT).is_err() {
         engine.stats.count_reject(0);
     }
 }
@@ -182,34 +192,52 @@ impl ServerHandle {
     /// the per-address caps and connect rate, the handshake deadline
     /// (counted from now), the path, the handler's `on_upgrade` (Origin and
     /// token checks of the protocol), then the connection's threads. The
-    /// call returns at once; the answer (101 or a refusal) is written by
-    /// wshub's threads. Works with or without a listener of the server's own
-    /// ([`Config::listen`](crate::Config::listen)).
+    /// call returns at once (after at most a few milliseconds over the caps
+    /// while the overflow thread is saturated); the answer (101 or a
+    /// refusal) is written by wshub's threads. Works with or without a
+    /// listener of the server's own ([`Config::listen`](crate::Config::listen)).
     ///
     /// Errors: [`Error::Stopped`] after a stop began; [`Error::InvalidConfig`]
     /// when `already_read` is longer than 8 KiB, or not empty on a TLS
     /// server (TLS bytes must reach wshub undecrypted); [`Error::Io`] when
     /// the socket's address cannot be read (it is not connected).
     pub fn adopt(&self, stream: TcpStream, already_read: &[u8]) -> Result<()> {
+        self.try_adopt(stream, already_read).map_err(|(e, _)| e)
+    }
+
+    /// [`adopt`](Self::adopt) that hands the socket back, untouched (its
+    /// blocking mode too), with any error: for C hosts, whose descriptor
+    /// must stay theirs when the call fails (`ffi/adopt.rs`).
+    pub(crate) fn try_adopt(
+        &self,
+        stream: TcpStream,
+        already_read: &[u8],
+    ) -> std::result::Result<(), (Error, TcpStream)> {
         let engine = self.engine();
         if engine.is_draining() {
-            return Err(Error::Stopped);
+            return Err((Error::Stopped, stream));
         }
         if already_read.len() > MAX_REQUEST_HEAD {
-            return Err(Error::InvalidConfig(format!(
+            let why = format!(
                 "adopt: {} bytes already read; a request head is at most {MAX_REQUEST_HEAD}",
                 already_read.len()
-            )));
+            );
+            return Err((Error::InvalidConfig(why), stream));
         }
         if engine.tls.is_some() && !already_read.is_empty() {
-            return Err(Error::InvalidConfig(
-                "adopt: a TLS server cannot take bytes already read from the socket".into(),
-            ));
+            let why = "adopt: a TLS server cannot take bytes already read from the socket".into();
+            return Err((Error::InvalidConfig(why), stream));
         }
-        let remote = stream.peer_addr()?;
-        // The host may have made it non-blocking; the reader expects blocking reads.
-        stream.set_nonblocking(false)?;
-        let overflow = engine.overflow_sender().ok_or(Error::Stopped)?;
+        let remote = match stream.peer_addr() {
+            Ok(remote) => remote,
+            Err(e) => return Err((e.into(), stream)),
+        };
+        let Some(overflow) = engine.overflow_sender() else { return Err((Error::Stopped, stream)) };
+        // The last step that can fail. The host may have made it
+        // non-blocking; the reader expects blocking reads.
+        if let Err(e) = stream.set_nonblocking(false) {
+            return Err((e.into(), stream));
+        }
         admit(self, stream, remote, already_read.to_vec(), &overflow, false);
         Ok(())
     }

@@ -8,6 +8,48 @@ use std::time::Duration;
 
 use crate::tls::PemSource;
 
+/// Upper bounds of every size, count and duration in a configuration, here
+/// and in [`ProtocolConfig`](crate::protocol::ProtocolConfig): checked when a
+/// server starts, so the Rust API, the C setters, the binary's flags and its
+/// config file refuse the same values with the same message. Each is far
+/// above any real deployment and low enough that what wshub allocates up to
+/// it (a queue's slots, a connection's buffers) cannot abort the process.
+pub(crate) mod bounds {
+    use std::time::Duration;
+
+    /// Connections, handshakes, per-address and per-user caps.
+    pub(crate) const CONNECTIONS: usize = 1 << 22;
+    /// Slots of a queue allocated up front or grown per message: the hub's
+    /// queue, a connection's outbound frames, fragments, events, history
+    /// entries, rooms and bans.
+    pub(crate) const SLOTS: usize = 1 << 20;
+    /// A single buffer or message, in bytes (a connection's read and write
+    /// buffers, the largest message).
+    pub(crate) const BUFFER: usize = 1 << 30;
+    /// A byte budget that is counted, never allocated at once (an outbound
+    /// queue's bytes, history bytes, replay bytes).
+    pub(crate) const BUDGET: usize = 1 << 36;
+    /// Any timeout or interval: 30 days.
+    pub(crate) const DURATION: Duration = Duration::from_secs(30 * 24 * 3600);
+
+    /// The first `(name, value, bound)` whose value is over its bound, as the
+    /// error every caller reports.
+    pub(crate) fn check(limits: &[(&str, usize, usize)]) -> Result<(), String> {
+        match limits.iter().find(|(_, value, bound)| value > bound) {
+            Some((name, _, bound)) => Err(format!("{name} must be at most {bound}")),
+            None => Ok(()),
+        }
+    }
+
+    /// Like [`check`] for durations.
+    pub(crate) fn check_durations(limits: &[(&str, Duration)]) -> Result<(), String> {
+        match limits.iter().find(|(_, value)| *value > DURATION) {
+            Some((name, _)) => Err(format!("{name} must be at most {} ms", DURATION.as_millis())),
+            None => Ok(()),
+        }
+    }
+}
+
 /// Everything a [`Server`](crate::Server) needs to know before it starts.
 ///
 /// Build it from [`Config::default()`] and the by-value setters:
@@ -114,7 +156,8 @@ pub struct Config {
     /// Bytes of plain requests' bodies all connections together may be
     /// reading at once (each counted at its `Content-Length` from its head
     /// until it is answered); a body that would take it past gets 503 with
-    /// `Retry-After`, unread. Which requests take a body at all is the
+    /// `Retry-After`, unread (413 when it is larger than the whole budget,
+    /// as it could never be read). Which requests take a body at all is the
     /// handler's call ([`Handler::on_body`](crate::Handler::on_body)).
     pub request_body_budget: usize,
     /// Address blocks of proxies whose `X-Forwarded-For` is believed
@@ -129,7 +172,8 @@ pub struct Config {
     /// `/healthz` and `/api/*` are served there (and nothing else: `404`,
     /// upgrades included), and the main port then answers `404` for
     /// `/metrics` and `/api/*`. `None` (the default): everything on the
-    /// main port. Plain HTTP only (TLS, when on, is the main port's).
+    /// main port. It speaks TLS when the main port does (the same
+    /// certificate), so the API key never travels in cleartext there either.
     pub admin_bind: Option<SocketAddr>,
     /// The certificate chain (PEM, leaf first) served over TLS. With
     /// [`Config::tls_key`] the port speaks only TLS: `wss://` and `https://`.
@@ -315,13 +359,35 @@ impl Config {
         if let Some((name, _)) = durations.iter().find(|(_, d)| d.is_zero()) {
             return Err(format!("{name} must be greater than 0"));
         }
+        bounds::check(&[
+            ("max_message_size", self.max_message_size, bounds::BUFFER),
+            ("outbound_queue", self.outbound_queue, bounds::SLOTS),
+            ("outbound_max_bytes", self.outbound_max_bytes, bounds::BUDGET),
+            ("max_fragments", self.max_fragments, bounds::SLOTS),
+            ("max_connections", self.max_connections, bounds::CONNECTIONS),
+            ("read_buffer_size", self.read_buffer_size, bounds::BUFFER),
+            ("write_buffer_size", self.write_buffer_size, bounds::BUFFER),
+            ("hub_queue", self.hub_queue, bounds::SLOTS),
+            ("max_handshakes", self.max_handshakes, bounds::CONNECTIONS),
+            ("max_handshakes_per_ip", self.max_handshakes_per_ip, bounds::CONNECTIONS),
+            ("max_connections_per_ip", self.max_connections_per_ip, bounds::CONNECTIONS),
+            ("overflow_sockets", self.overflow_sockets, bounds::SLOTS),
+        ])?;
+        bounds::check_durations(&[
+            ("heartbeat_interval", self.heartbeat_interval),
+            ("idle_timeout", self.idle_timeout),
+            ("handshake_timeout", self.handshake_timeout),
+            ("close_timeout", self.close_timeout),
+            ("shutdown_timeout", self.shutdown_timeout),
+        ])?;
         const MIN_STACK: usize = 64 * 1024;
         // Far above any need; keeps the stack arithmetic (glibc's share,
         // guards, 32 stacks per mapping) far from overflowing.
         const MAX_STACK: usize = 256 * 1024 * 1024;
-        let stacks = [self.reader_stack_size, self.writer_stack_size];
-        if stacks.iter().any(|s| !(MIN_STACK..=MAX_STACK).contains(s)) {
-            return Err(format!("thread stack sizes must be {MIN_STACK} to {MAX_STACK} bytes"));
+        let stacks =
+            [("reader_stack_size", self.reader_stack_size), ("writer_stack_size", self.writer_stack_size)];
+        if let Some((name, _)) = stacks.iter().find(|(_, s)| !(MIN_STACK..=MAX_STACK).contains(s)) {
+            return Err(format!("{name} must be {MIN_STACK} to {MAX_STACK} bytes"));
         }
         if !self.path.starts_with('/') {
             return Err("path must start with '/'".to_owned());
@@ -371,5 +437,19 @@ mod tests {
         assert!(Config::default().writer_stack_size(usize::MAX).validate().is_err());
         assert!(Config::default().reader_stack_size(256 << 20).validate().is_ok());
         assert!(Config::default().reader_stack_size((256 << 20) + 1).validate().is_err());
+    }
+
+    #[test]
+    fn sizes_counts_and_durations_have_upper_bounds() {
+        let err = Config::default().hub_queue(1 << 40).validate().unwrap_err();
+        assert_eq!(err, format!("hub_queue must be at most {}", bounds::SLOTS));
+        assert!(Config::default()
+            .read_buffer_size(usize::MAX)
+            .validate()
+            .unwrap_err()
+            .contains("read_buffer_size"));
+        assert!(Config::default().hub_queue(bounds::SLOTS).validate().is_ok());
+        let err = Config::default().shutdown_timeout(Duration::MAX).validate().unwrap_err();
+        assert!(err.contains("shutdown_timeout"), "{err}");
     }
 }

@@ -21,7 +21,7 @@ use crate::hub::{self, Cmd, Hub};
 use crate::ip_table::IpTable;
 use crate::server::ServerHandle;
 use crate::stats::Stats;
-use crate::sys::pthread;
+use crate::sys::{pthread, signals};
 use crate::types::ConnId;
 
 /// What the stopper thread runs: a stop asked for from inside a callback.
@@ -94,7 +94,9 @@ impl Engine {
         let listener = match inherited {
             Some(l) => Some(l),
             None if config.listen => {
-                let l = TcpListener::bind(config.bind)?;
+                let l = TcpListener::bind(config.bind).map_err(|e| {
+                    std::io::Error::new(e.kind(), format!("cannot bind {}: {e}", config.bind))
+                })?;
                 crate::sys::sock::deepen_backlog(&l)?;
                 Some(l)
             }
@@ -125,13 +127,13 @@ impl Engine {
         let mut hub = Hub::new(limits, stats.clone());
         hub.start_helper();
         let hub_thread =
-            std::thread::Builder::new().name("wshub-hub".into()).spawn(move || hub.run(hub_rx))?;
+            signals::spawn(std::thread::Builder::new().name("wshub-hub".into()), move || hub.run(hub_rx))?;
         // A stop asked for from inside a callback cannot run on the callback's
         // thread, and must not depend on creating a thread then: the server
         // may be out of threads exactly when it is asked to stop. So the
         // thread that will run it is made now, and waits.
         let (stopper_tx, stopper_rx) = crossbeam_channel::unbounded::<StopJob>();
-        let stopper = std::thread::Builder::new().name("wshub-stopper".into()).spawn(move || {
+        let stopper = signals::spawn(std::thread::Builder::new().name("wshub-stopper".into()), move || {
             while let Ok(job) = stopper_rx.recv() {
                 job();
             }
@@ -178,19 +180,19 @@ impl Engine {
         let (overflow_tx, overflow_rx) = crossbeam_channel::bounded(handle.engine().config.overflow_sockets);
         let overflow = {
             let handle = handle.clone();
-            std::thread::Builder::new()
-                .name("wshub-overflow".into())
-                .spawn(move || crate::overflow::run(handle, overflow_rx))
+            signals::spawn(std::thread::Builder::new().name("wshub-overflow".into()), move || {
+                crate::overflow::run(handle, overflow_rx)
+            })
         };
         *handle.engine().overflow_tx.lock() = Some(overflow_tx.clone());
         let overflow_tx_admin = overflow_tx.clone();
         let acceptor = overflow.and_then(|overflow| match listener {
             Some(listener) => {
                 let handle = handle.clone();
-                std::thread::Builder::new()
-                    .name("wshub-accept".into())
-                    .spawn(move || crate::acceptor::run(handle, listener, shared_listener, overflow_tx))
-                    .map(|acceptor| (Some(acceptor), overflow))
+                signals::spawn(std::thread::Builder::new().name("wshub-accept".into()), move || {
+                    crate::acceptor::run(handle, listener, shared_listener, overflow_tx)
+                })
+                .map(|acceptor| (Some(acceptor), overflow))
             }
             None => Ok((None, overflow)),
         });
@@ -299,19 +301,22 @@ impl Engine {
     /// The client a trusted proxy forwards `request` from, and its counts
     /// moved to that client's address (see `ip_table`); nothing for a peer
     /// that is not a trusted proxy. Refused when that address is over a
-    /// per-address bound.
+    /// per-address bound (with that address: the connection's stays the
+    /// proxy's, its counts being the proxy's still).
     pub(crate) fn take_forwarded_client(
         &self,
         conn: &ConnShared,
         request: &crate::types::RequestInfo,
-    ) -> std::result::Result<(), crate::ip_table::Refusal> {
+    ) -> std::result::Result<(), (crate::ip_table::Refusal, std::net::IpAddr)> {
         if !self.is_trusted_proxy(conn.remote.ip()) {
             return Ok(());
         }
         let Some(client) = crate::ip_table::forwarded_client(&request.headers, &self.trusted_proxies) else {
             return Ok(());
         };
-        self.ip_table.rekey(conn.remote.ip(), client, conn.id, &self.config, Instant::now())?;
+        self.ip_table
+            .rekey(conn.remote.ip(), client, conn.id, &self.config, Instant::now())
+            .map_err(|refusal| (refusal, client))?;
         conn.set_client(SocketAddr::new(client, 0));
         Ok(())
     }

@@ -48,8 +48,9 @@ pub trait Handler: Send + Sync + 'static {
     }
 
     /// An upgrade [`on_upgrade`](Handler::on_upgrade) accepted never became a
-    /// connection: the 101 could not be sent (the peer was gone), or its
-    /// writer thread could not be created. No `on_connect` or `on_close`
+    /// connection: the 101 could not be sent (the peer was gone), its writer
+    /// thread could not be created, or (an event stream) the protocol's join
+    /// checks refused it after `on_upgrade`. No `on_connect` or `on_close`
     /// follows; release here whatever `on_upgrade` attached to `conn`.
     fn on_upgrade_failed(&self, server: &ServerHandle, conn: ConnId) {
         let _ = (server, conn);
@@ -73,9 +74,13 @@ pub trait Handler: Send + Sync + 'static {
     /// [`ProtocolHandler`](crate::protocol::ProtocolHandler) on the handler it
     /// was given with [`with_app`](crate::protocol::ProtocolHandler::with_app),
     /// on the connection's reader thread, before the join takes effect. An
-    /// event stream (`GET /sse?room=R`) asks it too, with the upgrade, before
-    /// its `200` and before [`on_upgrade`](Handler::on_upgrade): false answers
-    /// `403`. Default: allow.
+    /// event stream (`GET /sse?room=R`) asks it too, with the upgrade, once
+    /// [`on_upgrade`](Handler::on_upgrade) accepted it (so it sees what
+    /// `on_upgrade` attached, as a `room:join` does) and before its `200`:
+    /// false answers `403`, with [`on_upgrade_failed`](Handler::on_upgrade_failed).
+    /// A `presence:get` of a room the client is not in (allowed by its
+    /// token's `rooms` claim) asks it too: false answers `error forbidden`.
+    /// Default: allow.
     fn on_join(&self, server: &ServerHandle, conn: ConnId, user: Option<&str>, room: &str) -> bool {
         let _ = (server, conn, user, room);
         true

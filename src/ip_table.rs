@@ -110,6 +110,12 @@ pub(crate) struct IpTable {
 struct Inner {
     by_ip: HashMap<IpAddr, Entry>,
     handshakes: usize,
+    /// The size at which the next sweep runs: twice what the last one kept
+    /// (at least [`SWEEP_AT`]), so that many addresses holding connections
+    /// do not make every new address pay a sweep of them all.
+    sweep_at: usize,
+    /// Sweeps so far (for the tests).
+    sweeps: usize,
 }
 
 /// The key every per-address bound counts under: an IPv4-mapped IPv6
@@ -137,13 +143,7 @@ impl IpTable {
     ) -> Result<Admitted, (Refusal, bool)> {
         let ip = key(ip);
         let mut inner = self.inner.lock();
-        if inner.by_ip.len() >= SWEEP_AT && !inner.by_ip.contains_key(&ip) {
-            let rate = f64::from(config.connect_rate_per_ip);
-            inner.by_ip.retain(|_, e| {
-                e.conns > 0
-                    || (rate > 0.0 && e.tokens + now.duration_since(e.refilled).as_secs_f64() * rate < rate)
-            });
-        }
+        inner.sweep_before_adding(ip, config, now);
         let full = inner.handshakes >= config.max_handshakes;
         let rate = f64::from(config.connect_rate_per_ip);
         let entry = inner.by_ip.entry(ip).or_insert(Entry {
@@ -198,6 +198,10 @@ impl IpTable {
             return Ok(());
         }
         let mut inner = self.inner.lock();
+        // Behind a proxy every accepted socket is the proxy's (an address
+        // the table holds), so the sweep must run here too, or each client
+        // address ever forwarded would stay for good.
+        inner.sweep_before_adding(to, config, now);
         let rate = f64::from(config.connect_rate_per_ip);
         let entry = inner.by_ip.entry(to).or_insert(Entry {
             slots: VecDeque::new(),
@@ -291,6 +295,11 @@ impl std::str::FromStr for Cidr {
             }
             Some(_) => return Err(bad()),
         };
+        // An IPv4-mapped block (`::ffff:10.0.0.1`, `::ffff:0:0/96`) is its
+        // IPv4 form: `contains` compares the peer in that form.
+        if let (IpAddr::V4(v4), true) = (addr.to_canonical(), prefix >= 96 && addr.is_ipv6()) {
+            return Ok(Cidr { addr: IpAddr::V4(v4), prefix: prefix - 96 });
+        }
         Ok(Cidr { addr, prefix })
     }
 }
@@ -343,6 +352,21 @@ pub(crate) fn forwarded_client(headers: &[(String, String)], trusted: &[Cidr]) -
 }
 
 impl Inner {
+    /// Before `ip` gets an entry: once the table holds `sweep_at` (at least
+    /// [`SWEEP_AT`]) addresses, drops those that hold nothing (no socket, a
+    /// full connect-rate bucket).
+    fn sweep_before_adding(&mut self, ip: IpAddr, config: &Config, now: Instant) {
+        if self.by_ip.len() >= self.sweep_at.max(SWEEP_AT) && !self.by_ip.contains_key(&ip) {
+            let rate = f64::from(config.connect_rate_per_ip);
+            self.by_ip.retain(|_, e| {
+                e.conns > 0
+                    || (rate > 0.0 && e.tokens + now.duration_since(e.refilled).as_secs_f64() * rate < rate)
+            });
+            self.sweep_at = 2 * self.by_ip.len();
+            self.sweeps += 1;
+        }
+    }
+
     /// Gives up the oldest slot of the address holding the most (of those
     /// holding as many, the one with the oldest slot), if it holds more than
     /// `mine`: the connection that held it.
@@ -447,6 +471,10 @@ mod tests {
         assert!(!cidr("10.0.0.0/8").contains(ip("11.0.0.1")));
         assert!(cidr("127.0.0.1").contains(ip("::ffff:127.0.0.1")));
         assert!(cidr("0.0.0.0/0").contains(ip("1.2.3.4")));
+        assert!(cidr("::ffff:127.0.0.1").contains(ip("127.0.0.1")), "a mapped address is its IPv4 form");
+        assert!(cidr("::ffff:127.0.0.1").contains(ip("::ffff:127.0.0.1")));
+        assert!(cidr("::ffff:10.0.0.0/104").contains(ip("10.9.9.9")));
+        assert!(!cidr("::ffff:10.0.0.0/104").contains(ip("11.0.0.1")));
         assert!(cidr("fd00::/8").contains(ip("fd12::1")) && !cidr("fd00::/8").contains(ip("fe80::1")));
         for bad in ["10.0.0.0/33", "10.0.0.0/", "x/8", "::/129", "10.0.0.0/+8"] {
             assert!(bad.parse::<Cidr>().is_err(), "{bad}");
@@ -463,6 +491,40 @@ mod tests {
         assert_eq!(client(&["10.1.1.1, 127.0.0.1"]), Some(ip("10.1.1.1")), "all trusted: the leftmost");
         assert_eq!(client(&["1.2.3.4, junk"]), None, "garbage from the proxy: the peer counts");
         assert_eq!(client(&[]), None);
+    }
+
+    #[test]
+    fn addresses_a_proxy_forwarded_do_not_pile_up() {
+        let table = IpTable::default();
+        let config = Config::default();
+        let now = Instant::now();
+        let proxy: IpAddr = "127.0.0.1".parse().unwrap();
+        // Short requests (under a second), each from another client address.
+        for id in 0..3 * SWEEP_AT as u64 {
+            let client = IpAddr::V6(Ipv6Addr::from((0x2001_0db8_u128 << 96) | (u128::from(id) << 64)));
+            assert!(table.admit(proxy, id, true, &config, now).is_ok());
+            assert_eq!(table.rekey(proxy, client, id, &config, now), Ok(()));
+            table.handshake_done(client, id);
+            table.connection_done(client);
+        }
+        let held = table.inner.lock().by_ip.len();
+        assert!(held <= SWEEP_AT + 1, "{held} addresses held for nothing");
+    }
+
+    #[test]
+    fn many_connected_addresses_do_not_make_each_new_one_sweep_them_all() {
+        let table = IpTable::default();
+        let config = Config::default().max_handshakes(usize::MAX);
+        let now = Instant::now();
+        // Connections from 4 * SWEEP_AT addresses, all still open.
+        for id in 0..4 * SWEEP_AT as u64 {
+            let ip = IpAddr::V6(Ipv6Addr::from((0x2001_0db8_u128 << 96) | (u128::from(id) << 64)));
+            assert!(table.admit(ip, id, false, &config, now).is_ok());
+            table.handshake_done(ip, id);
+        }
+        let inner = table.inner.lock();
+        assert_eq!(inner.by_ip.len(), 4 * SWEEP_AT, "open connections are kept");
+        assert!(inner.sweeps <= 3, "{} sweeps of every address for {} admits", inner.sweeps, 4 * SWEEP_AT);
     }
 
     #[test]

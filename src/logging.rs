@@ -6,49 +6,67 @@
 //! every record at or above the level set either to the host's sink (the C
 //! callback, wrapped by `ffi/log.rs`) or, when none is set, to stderr in the
 //! one format the header documents, [`stderr_line`]. The default level is
-//! `Warn`; `Off` silences everything.
+//! `Warn`; `Off` silences everything. No lock is held while the sink runs.
 //!
 //! What is logged never includes a token, an API key or a query string: the
 //! call sites log addresses, connection ids, paths and reasons only.
 
+use std::cell::Cell;
 use std::io::Write;
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::sync::atomic::{AtomicUsize, Ordering::Relaxed};
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use log::{Level, LevelFilter, Log, Metadata, Record};
-use parking_lot::RwLock;
+use parking_lot::Mutex;
 
 /// The host's sink: level, target and message of one record.
 pub(crate) type Sink = Box<dyn Fn(Level, &str, &str) + Send + Sync>;
 
-struct State {
-    level: LevelFilter,
-    /// `None`: stderr.
-    sink: Option<Sink>,
-}
+/// The level set, as a `LevelFilter` number (`Warn` until the host sets one).
+static LEVEL: AtomicUsize = AtomicUsize::new(LevelFilter::Warn as usize);
 
-static STATE: RwLock<State> = RwLock::new(State { level: LevelFilter::Warn, sink: None });
+/// The sink (`None`: stderr). Locked only to read or replace the pointer,
+/// never while a sink runs: each call holds its own reference instead.
+static SINK: Mutex<Option<Arc<Sink>>> = Mutex::new(None);
+
+thread_local! {
+    /// True while this thread runs the host's sink.
+    static IN_SINK: Cell<bool> = const { Cell::new(false) };
+}
 
 /// The logger installed for C hosts.
 struct HostLogger;
 
 static LOGGER: HostLogger = HostLogger;
 
+fn level() -> LevelFilter {
+    [LevelFilter::Off, LevelFilter::Error, LevelFilter::Warn, LevelFilter::Info, LevelFilter::Debug]
+        .into_iter()
+        .find(|l| *l as usize == LEVEL.load(Relaxed))
+        .unwrap_or(LevelFilter::Trace)
+}
+
 impl Log for HostLogger {
     fn enabled(&self, metadata: &Metadata<'_>) -> bool {
-        metadata.level() <= STATE.read().level
+        metadata.level() <= level()
     }
 
     fn log(&self, record: &Record<'_>) {
-        // Read-locked while the sink runs: a new sink set meanwhile waits for
-        // calls to the old one to return, so after `set_sink` returns the old
-        // one is never called again.
-        let state = STATE.read();
-        if record.level() > state.level {
+        // What wshub logs from inside the host's own callback (a wshub call
+        // made there) is dropped: calling the callback again from inside
+        // itself could deadlock on the host's locks.
+        if record.level() > level() || in_sink() {
             return;
         }
         let message = record.args().to_string();
-        match &state.sink {
-            Some(sink) => sink(record.level(), record.target(), &message),
+        let sink = SINK.lock().clone();
+        match sink {
+            Some(sink) => {
+                IN_SINK.with(|c| c.set(true));
+                sink(record.level(), record.target(), &message);
+                IN_SINK.with(|c| c.set(false));
+            }
             None => {
                 let line = stderr_line(SystemTime::now(), record.level(), record.target(), &message);
                 // One write per line, so lines of different threads never interleave.
@@ -60,25 +78,36 @@ impl Log for HostLogger {
     fn flush(&self) {}
 }
 
+/// True on a thread that is running the host's sink right now.
+pub(crate) fn in_sink() -> bool {
+    IN_SINK.with(Cell::get)
+}
+
 /// Installs [`HostLogger`] as the process's logger unless one is installed
-/// already (a Rust program that also uses the C API keeps its own).
+/// already (a Rust program that also uses the C API keeps its own, and its
+/// panic hook). With it comes a panic hook that sends a panic's message to
+/// the log like any error, so a C host never finds it on stderr unasked.
 pub(crate) fn install_for_host() {
     if log::set_logger(&LOGGER).is_ok() {
-        log::set_max_level(STATE.read().level);
+        log::set_max_level(level());
+        std::panic::set_hook(Box::new(|info| log::error!("{info}")));
     }
 }
 
 /// Sets the level and the sink (`None`: stderr) of the host logger and
-/// installs it. Returns once no call to the previous sink is running.
+/// installs it. Returns once no call to the previous sink is running: each
+/// call holds a reference to it, and this waits for those to go.
 pub(crate) fn set_sink(level: LevelFilter, sink: Option<Sink>) {
-    {
-        let mut state = STATE.write();
-        state.level = level;
-        state.sink = sink;
-    }
+    LEVEL.store(level as usize, Relaxed);
+    let old = std::mem::replace(&mut *SINK.lock(), sink.map(Arc::new));
     install_for_host();
     if std::ptr::addr_eq(log::logger(), &LOGGER) {
         log::set_max_level(level);
+    }
+    if let Some(old) = old {
+        while Arc::strong_count(&old) > 1 {
+            std::thread::sleep(Duration::from_millis(1));
+        }
     }
 }
 
@@ -124,6 +153,21 @@ mod tests {
         let t = UNIX_EPOCH + Duration::from_millis(1_796_085_667_123);
         let line = stderr_line(t, Level::Warn, "wshub::connection", "refused\nwith 403");
         assert_eq!(line, "2026-12-01T00:41:07.123Z wshub WARN wshub::connection: refused with 403\n");
+    }
+
+    /// With the host logger installed (as by every C entry point), a panic's
+    /// message reaches the host's sink and is not printed by itself.
+    #[test]
+    fn a_panic_goes_to_the_hosts_sink() {
+        let seen = Arc::new(Mutex::new(Vec::<String>::new()));
+        let seen2 = seen.clone();
+        set_sink(
+            LevelFilter::Error,
+            Some(Box::new(move |_, _, message: &str| seen2.lock().push(message.to_owned()))),
+        );
+        let _ = std::panic::catch_unwind(|| panic!("a panic for the sink"));
+        set_sink(LevelFilter::Warn, None);
+        assert!(seen.lock().iter().any(|m| m.contains("a panic for the sink")), "{:?}", seen.lock());
     }
 
     #[test]

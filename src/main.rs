@@ -474,7 +474,9 @@ fn main() -> ExitCode {
         Ok(s) => s,
         Err(e) => {
             eprintln!("wshub: {e}");
-            return ExitCode::FAILURE;
+            // A value out of range is the caller's to fix, like a bad flag.
+            let usage = matches!(e, wshub::Error::InvalidConfig(_));
+            return if usage { ExitCode::from(2) } else { ExitCode::FAILURE };
         }
     };
     // Scripts and tests read the real address (port 0 binds a free one) from here.

@@ -47,6 +47,11 @@ const MAX_HOLD: Duration = Duration::from_secs(2);
 const DRAIN: Duration = Duration::from_millis(500);
 /// Longest one poll sleeps while sockets are held (new sockets wait this long).
 const TICK: Duration = Duration::from_millis(10);
+/// How long it sleeps instead while sockets keep coming: the channel from the
+/// acceptor holds only `overflow_sockets`, and one that is full drops the
+/// newest socket whatever its address, so under a flood it is drained often
+/// enough for the eviction here (per address) to be the one that chooses.
+const BUSY_TICK: Duration = Duration::from_millis(1);
 /// Sockets whose TLS records are processed (handshake crypto included) per tick.
 const TLS_STEPS_PER_TICK: usize = 16;
 
@@ -83,12 +88,17 @@ pub(crate) fn run(server: ServerHandle, rx: Receiver<Overflowing>) {
     let mut ready = Vec::new();
     loop {
         let wait = if held.is_empty() { Duration::from_millis(200) } else { Duration::ZERO };
+        let mut came = false;
         match rx.recv_timeout(wait) {
-            Ok(socket) => take(&mut held, socket, hold, capacity, &server),
+            Ok(socket) => {
+                came = true;
+                take(&mut held, socket, hold, capacity, &server)
+            }
             Err(RecvTimeoutError::Timeout) => {}
             Err(RecvTimeoutError::Disconnected) => break,
         }
         while let Ok(socket) = rx.try_recv() {
+            came = true;
             take(&mut held, socket, hold, capacity, &server);
         }
         if engine.is_draining() {
@@ -99,7 +109,7 @@ pub(crate) fn run(server: ServerHandle, rx: Receiver<Overflowing>) {
         }
         fds.clear();
         fds.extend(held.iter().map(|h| h.socket.stream.as_raw_fd()));
-        if crate::sys::poll::readable(&fds, TICK, &mut ready).is_err() {
+        if crate::sys::poll::readable(&fds, if came { BUSY_TICK } else { TICK }, &mut ready).is_err() {
             std::thread::sleep(TICK);
             continue;
         }

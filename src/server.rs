@@ -78,9 +78,27 @@ pub struct ConnInfo {
     pub queued_bytes: usize,
 }
 
+/// A handle that does not keep the server alive: for threads that outlive no
+/// stop (the Redis subscriber), so that the engine and its handler are
+/// dropped when everyone else lets go.
+#[derive(Clone)]
+pub(crate) struct WeakServerHandle(std::sync::Weak<Engine>);
+
+impl WeakServerHandle {
+    /// The server, while anything else still holds it.
+    pub(crate) fn upgrade(&self) -> Option<ServerHandle> {
+        self.0.upgrade().map(ServerHandle::new)
+    }
+}
+
 impl ServerHandle {
     pub(crate) fn new(engine: Arc<Engine>) -> Self {
         ServerHandle { engine }
+    }
+
+    /// A [`WeakServerHandle`] to this server.
+    pub(crate) fn downgrade(&self) -> WeakServerHandle {
+        WeakServerHandle(Arc::downgrade(&self.engine))
     }
 
     pub(crate) fn engine(&self) -> &Engine {

@@ -93,7 +93,8 @@ impl Watchdog {
         let Some(interval) = watchdog_interval() else { return none };
         let (tx, rx): (Sender<()>, Receiver<()>) = std::sync::mpsc::channel();
         let every = interval / 2;
-        let thread = std::thread::Builder::new().name("wshub-watchdog".into()).spawn(move || {
+        let builder = std::thread::Builder::new().name("wshub-watchdog".into());
+        let thread = crate::sys::signals::spawn(builder, move || {
             while let Err(RecvTimeoutError::Timeout) = rx.recv_timeout(every) {
                 if healthy() {
                     notify("WATCHDOG=1");

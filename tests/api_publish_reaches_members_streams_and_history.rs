@@ -250,3 +250,13 @@ fn bodies_in_flight_share_one_budget() {
     assert_eq!(api(server.addr, "POST", "/api/publish", Some(KEY), &body).0, 200, "the budget is back");
     assert_eq!(protocol_common::metric(server.addr, "wshub_request_body_bytes"), 0);
 }
+
+#[test]
+fn a_body_larger_than_the_whole_budget_is_413_not_a_retry_that_never_helps() {
+    let server = Wshub::start(&["--api-key", KEY, "--request-body-budget", "1000"]);
+    let body = format!(r#"{{"room":"r","data":"{}"}}"#, "x".repeat(2000));
+    // Nothing else in flight: it can never fit, so Retry-After would be a lie.
+    let (status, text) = answer(head_only(server.addr, "POST /api/publish", Some(KEY), body.len()));
+    assert_eq!(status, 413, "{text}");
+    assert_eq!(api(server.addr, "POST", "/api/publish", Some(KEY), r#"{"room":"r","data":"x"}"#).0, 200);
+}

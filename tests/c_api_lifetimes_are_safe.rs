@@ -2,7 +2,10 @@
 //! run under ASan + UBSan (LeakSanitizer included): peers that reset before
 //! their 101 leave no per-connection state behind; `wshub_stop` from a
 //! callback works when no thread can be created, and from two callbacks at
-//! once; `wshub_stop` does not return while a callback is still to run; a
+//! once; it only begins the stop, so `wshub_start` returns a live handle
+//! when a callback stopped the server before it returned, and a stop from a
+//! callback followed by main's stop is clean (under valgrind too);
+//! `wshub_stop` does not return while a callback is still to run; a
 //! forked child gets `WSHUB_FORKED` from every call; `wshub_publish` works
 //! from inside a callback and from any thread.
 
@@ -70,6 +73,38 @@ fn stop_returns_only_after_every_callback_has_run() {
     assert!(stdout.contains("stop waits for callbacks ok"), "{stdout}");
 }
 
+#[test]
+fn start_returns_a_live_handle_when_a_callback_stopped_the_server_during_start() {
+    let stdout = run_c_test("stop_from_a_callback_during_start", false);
+    assert!(stdout.contains("stop from a callback during start ok"), "{stdout}");
+}
+
+/// The common pattern: a quit message calls `wshub_stop`, main calls it at
+/// exit. ASan does not see Rust code reading freed memory; valgrind does.
+#[test]
+fn stop_from_a_callback_then_from_main_is_clean_under_asan_and_valgrind() {
+    let stdout = run_c_test("stop_from_callback_then_main", false);
+    assert!(stdout.contains("stop from callback then main ok"), "{stdout}");
+    valgrind_clean("stop_from_callback_then_main", "stop from callback then main ok");
+}
+
+/// Runs the program of tests/c built without sanitizers under memcheck
+/// (skipped with WSHUB_SKIP_VALGRIND set).
+fn valgrind_clean(name: &str, ok_line: &str) {
+    if std::env::var_os("WSHUB_SKIP_VALGRIND").is_some() {
+        return;
+    }
+    let bin = make("tests/c", "c-api-plain", "").join(name);
+    let out = Command::new("valgrind")
+        .args(["--error-exitcode=1", "--leak-check=no", "-q"])
+        .arg(bin)
+        .output()
+        .expect("valgrind is not installed (apt-get install valgrind), or set WSHUB_SKIP_VALGRIND=1");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{name} under valgrind: {:?}\n{stderr}", out.status);
+    assert!(String::from_utf8_lossy(&out.stdout).contains(ok_line), "{stderr}");
+}
+
 /// ASan sees only the C side; a reference taken twice shows in Rust code
 /// (an Arc's count written after it was freed), which only valgrind sees:
 /// the same program, built without sanitizers, runs under memcheck too.
@@ -77,22 +112,42 @@ fn stop_returns_only_after_every_callback_has_run() {
 fn two_callbacks_may_call_stop_at_once() {
     let stdout = run_c_test("two_callbacks_stop_at_once", false);
     assert!(stdout.contains("two stops at once ok"), "{stdout}");
-    if std::env::var_os("WSHUB_SKIP_VALGRIND").is_some() {
-        return;
-    }
-    let bin = make("tests/c", "c-api-plain", "").join("two_callbacks_stop_at_once");
-    let out = Command::new("valgrind")
-        .args(["--error-exitcode=1", "--leak-check=no", "-q"])
-        .arg(bin)
-        .output()
-        .expect("valgrind is not installed (apt-get install valgrind), or set WSHUB_SKIP_VALGRIND=1");
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(out.status.success(), "under valgrind: {:?}\n{stderr}", out.status);
-    assert!(String::from_utf8_lossy(&out.stdout).contains("two stops at once ok"), "{stderr}");
+    valgrind_clean("two_callbacks_stop_at_once", "two stops at once ok");
 }
 
 #[test]
 fn a_forked_child_gets_wshub_forked_from_every_call() {
     let stdout = run_c_test("fork_child_gets_errors", false);
     assert!(stdout.contains("fork child gets errors ok"), "{stdout}");
+}
+
+#[test]
+fn a_callbacks_struct_from_an_older_header_works_with_the_rest_taken_as_null() {
+    let stdout = run_c_test("older_header_callbacks", false);
+    assert!(stdout.contains("older header callbacks ok"), "{stdout}");
+}
+
+#[test]
+fn an_adopted_descriptor_can_leave_the_hosts_epoll_set_and_a_refused_one_is_untouched() {
+    let stdout = run_c_test("adopt_keeps_the_descriptor_usable", false);
+    assert!(stdout.contains("adopt keeps the descriptor usable ok"), "{stdout}");
+}
+
+/// wshub's threads block the process's signals: a SIGINT sent while main
+/// blocks it waits for main, even with 100 connections (200 threads) open.
+#[test]
+fn a_hosts_sigint_handler_runs_on_its_main_thread_with_100_connections_open() {
+    use std::io::Write;
+    let build = make("tests/c", "c-api", SANITIZE);
+    let mut host =
+        Program::start(Command::new(build.join("sigint_runs_on_the_hosts_thread")), Duration::from_secs(120));
+    host.sigint();
+    // Give a thread that does not block SIGINT time to take it.
+    std::thread::sleep(Duration::from_millis(300));
+    let mut stdin = host.stdin.take().expect("stdin");
+    stdin.write_all(b"sent\n").expect("write to the host");
+    drop(stdin);
+    host.expect_line("sigint on the host's thread ok", Duration::from_secs(60));
+    let (status, stderr) = host.wait(Duration::from_secs(60));
+    assert_clean_exit("sigint_runs_on_the_hosts_thread", status, &stderr);
 }

@@ -14,6 +14,11 @@ use common::*;
 
 /// Runs one program of tests/c under the sanitizers; returns its stdout.
 fn run_c_test(name: &str) -> String {
+    run_c_test_with_stderr(name).0
+}
+
+/// [`run_c_test`], with its stderr.
+fn run_c_test_with_stderr(name: &str) -> (String, String) {
     let build = make("tests/c", "c-api", SANITIZE);
     let mut cmd = Command::new(build.join(name));
     cmd.env("ASAN_OPTIONS", "detect_leaks=1:abort_on_error=0")
@@ -34,21 +39,15 @@ fn run_c_test(name: &str) -> String {
         }
     };
     let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert_clean_exit(name, out.status, &stderr);
-    stdout
+    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert_clean_exit(name, out.status, &format!("{stderr}\nstdout:\n{stdout}"));
+    (stdout, stderr)
 }
 
 #[test]
 fn every_function_refuses_null_stopped_and_unknown_arguments_without_crashing() {
     let stdout = run_c_test("bad_arguments");
     assert!(stdout.contains("all checks passed"), "{stdout}");
-}
-
-#[test]
-fn stop_from_inside_a_callback_neither_deadlocks_nor_uses_freed_memory() {
-    let stdout = run_c_test("stop_from_callback");
-    assert!(stdout.contains("stop from callback ok"), "{stdout}");
 }
 
 #[test]
@@ -65,4 +64,20 @@ fn the_c_test_calls_every_function_the_header_declares() {
     assert!(declared.len() > 50, "found only {declared:?}");
     let missing: Vec<_> = declared.iter().filter(|f| !test.contains(&format!("{f}("))).collect();
     assert!(missing.is_empty(), "not exercised by tests/c/bad_arguments.c: {missing:?}");
+}
+
+#[test]
+fn last_error_says_why_a_start_failed_on_the_calling_thread() {
+    let stdout = run_c_test("last_error_says_why");
+    assert!(stdout.contains("last error says why ok"), "{stdout}");
+}
+
+/// Sizes that used to abort the host (exit 134) or panic onto stderr: each
+/// over its bound is refused at start, and with logging off nothing at all
+/// reaches stderr.
+#[test]
+fn sizes_over_their_bounds_are_refused_at_start_and_nothing_reaches_stderr() {
+    let (stdout, stderr) = run_c_test_with_stderr("sizes_over_their_bounds");
+    assert!(stdout.contains("sizes over their bounds ok"), "{stdout}");
+    assert!(stderr.is_empty(), "stderr with logging off:\n{stderr}");
 }

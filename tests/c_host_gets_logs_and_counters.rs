@@ -61,3 +61,12 @@ fn stats_and_metrics_text_agree_with_the_metrics_endpoint() {
     let (stdout, stderr) = run_c_test("stats_and_metrics");
     assert!(stdout.contains("stats_and_metrics: ok"), "{stdout}\n{stderr}");
 }
+
+/// A log callback that calls `wshub_set_log_callback` gets WSHUB_WRONG_MODE
+/// (it used to hang), and a wshub call that logs from inside the callback
+/// while another thread waits to swap it returns (it used to deadlock).
+#[test]
+fn the_log_callback_may_reenter_without_hanging() {
+    let (stdout, stderr) = run_c_test("log_callback_reentry");
+    assert!(stdout.contains("log callback reentry ok"), "{stdout}\n{stderr}");
+}

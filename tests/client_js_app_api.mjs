@@ -65,6 +65,8 @@ ann.on("room:message", removed);
 ann.off("room:message", removed);
 ann.on("room:message", (p) => all.push(p.seq));
 assert.throws(() => ann.on("message", () => {}), TypeError);
+// A handler that is not a function is refused when given, not when the event comes.
+assert.throws(() => ann.once("open", "not a function"), TypeError);
 await ann.join("app");
 await ann.publish("app", 1, { echo: true });
 await ann.publish("app", 2, { echo: true });

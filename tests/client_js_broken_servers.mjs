@@ -290,6 +290,294 @@ const scenarios = {
     server.close();
   },
 
+  // Handlers that close the client while it changes state: it stays closed.
+  // close() from a "state" handler on "connecting" opens no connection; on
+  // "open" it leaves no timer (no token refresh asked after close, no "open"
+  // after "close"); on "reconnecting" no "reconnecting" follows. A publish
+  // from a "state" handler on "open" is sent once.
+  async close_from_handlers() {
+    const server = await startServer((conn) => { conn.hello(); return conn.serve(); });
+    const a = new WshubClient(server.url, { timeoutMs: 1000, backoff: fast });
+    const aSeen = record(a, ["state", "close", "open"]);
+    a.on("state", (p) => { if (p.state === "connecting") a.close(); });
+    await new Promise((resolve) => setTimeout(resolve, 300));
+    assert.equal(a.state, "closed");
+    assert.deepEqual(aSeen.map(([n, p]) => n === "state" ? p.state : n), ["connecting", "closed", "close"]);
+    assert.equal(server.conns.length, 0, "no connection after close()");
+
+    // A JWT that expires in 2 s: the refresh would be asked after 1 s.
+    const b64 = (o) => Buffer.from(JSON.stringify(o)).toString("base64url");
+    let calls = 0;
+    const b = new WshubClient(server.url, {
+      timeoutMs: 1000,
+      backoff: fast,
+      getToken: () => { calls += 1; return b64({ alg: "none" }) + "." + b64({ exp: Math.floor(Date.now() / 1000) + 2 }) + ".x"; },
+    });
+    const bSeen = record(b, ["state", "close", "open"]);
+    b.on("state", (p) => { if (p.state === "open") b.close(); });
+    await until(() => b.state === "closed", "closed from the open handler");
+    await new Promise((resolve) => setTimeout(resolve, 2500));
+    assert.equal(calls, 1, "getToken asked after close()");
+    assert.deepEqual(bSeen.map(([n, p]) => n === "state" ? p.state : n), ["connecting", "open", "closed", "close"]);
+
+    const c = new WshubClient(server.url, { timeoutMs: 1000, backoff: fast });
+    const cSeen = record(c, ["state", "close", "reconnecting"]);
+    await c.ready;
+    c.on("state", (p) => { if (p.state === "reconnecting") c.close(); });
+    server.conns[server.conns.length - 1].close(1011, "internal");
+    await until(() => c.state === "closed", "closed from the reconnecting handler");
+    await new Promise((resolve) => setTimeout(resolve, 300));
+    assert.deepEqual(cSeen.map(([n, p]) => n === "state" ? p.state : n), ["connecting", "open", "reconnecting", "closed", "close"]);
+
+    const d = new WshubClient(server.url, { timeoutMs: 1000, backoff: fast });
+    let published;
+    d.on("state", (p) => { if (p.state === "open" && !published) published = d.publish("r", "from the handler"); });
+    await d.ready;
+    await published;
+    await d.ping(1);
+    assert.equal(server.conns[server.conns.length - 1].received.filter((m) => m.type === "room:publish").length, 1);
+    d.close();
+    server.close();
+  },
+
+  // The server answers a rejoin with an error whose code is "closed" (or
+  // "disconnected"), the words client.js uses for its own end of a
+  // connection: a server error like any other (the room is dropped and
+  // reported), not a reason to wait for good.
+  async rejoin_error_named_like_a_drop() {
+    const server = await startServer(async (conn) => {
+      conn.hello();
+      const join = await conn.untilJoin();
+      if (conn.index === 0) {
+        conn.send(envelope("ack", { room: "r", seq: 0, members: 1, epoch: "e1" }, join.id));
+        setTimeout(() => conn.close(1001, "going away"), 50);
+      } else {
+        conn.send(envelope("error", { code: "closed", message: "named like a drop" }, join.id));
+        await conn.serve();
+      }
+    });
+    const c = new WshubClient(server.url, { timeoutMs: 5000, backoff: fast });
+    const seen = record(c, ["error", "open"]);
+    await c.join("r");
+    await until(() => seen.filter(([n]) => n === "open").length === 2, "open again", 3000);
+    assert.deepEqual(seen.filter(([n]) => n === "error").map(([, p]) => p.code), ["closed"]);
+    assert.deepEqual([...c._rooms.keys()], []);
+    c.close();
+    server.close();
+  },
+
+  // The idle ping is answered with `error rate_limited` (a reply: the
+  // server is alive), then the server goes silent: the next idle ping goes
+  // unanswered and the connection is given up.
+  async ping_answered_with_error() {
+    const heartbeatMs = 300;
+    const server = await startServer(async (conn) => {
+      conn.hello({ heartbeatMs });
+      if (conn.index > 0) return conn.serve();
+      for (;;) {
+        const m = await conn.next(60000);
+        if (!m || m.type === "ping") {
+          if (m) conn.send(envelope("error", { code: "rate_limited", message: "rate limit exceeded" }, m.id));
+          break;
+        }
+      }
+      conn.freeze();
+    });
+    const c = new WshubClient(server.url, { timeoutMs: 5000, backoff: fast });
+    const seen = record(c, ["close"]);
+    await c.ready;
+    await server.conn(1, 4000);
+    assert.ok(seen.length === 1 && /ping/.test(seen[0][1].reason), JSON.stringify(seen));
+    c.close();
+    server.close();
+  },
+
+  // After a drop, the rejoin of one room is refused with rate_limited (as
+  // wshub does past its burst: after a restart a client in many rooms joins
+  // each twice). Not a refusal of the room: it is asked again, and kept.
+  async rejoin_rate_limited() {
+    const server = await startServer(async (conn) => {
+      conn.hello();
+      if (conn.index === 0) {
+        for (const room of ["a", "b"]) {
+          const join = await conn.untilJoin();
+          conn.send(envelope("ack", { room, seq: 0, members: 1, epoch: "e1" }, join.id));
+        }
+        setTimeout(() => conn.close(1001, "going away"), 50);
+        return;
+      }
+      let limited = 0;
+      for (;;) {
+        const m = await conn.next(60000);
+        if (!m || m.close !== undefined) return;
+        if (m.type === "room:join" && m.payload.room === "b" && limited < 2) {
+          limited += 1;
+          conn.send(envelope("error", { code: "rate_limited", message: "rate limit exceeded" }, m.id));
+        } else if (m.id !== undefined) {
+          conn.send(envelope("ack", { room: m.payload && m.payload.room, seq: 0, members: 1, epoch: "e1", recovered: true }, m.id));
+        }
+      }
+    });
+    const c = new WshubClient(server.url, { timeoutMs: 5000, backoff: fast });
+    const seen = record(c, ["error", "open"]);
+    await c.join("a");
+    await c.join("b");
+    await until(() => seen.filter(([n]) => n === "open").length === 2, "open again", 8000);
+    assert.deepEqual([...c._rooms.keys()].sort(), ["a", "b"]);
+    assert.deepEqual(seen.filter(([n]) => n === "error"), []);
+    assert.equal(server.conns[1].received.filter((m) => m.type === "room:join" && m.payload.room === "b").length, 3);
+    c.close();
+    server.close();
+  },
+
+  // timeoutMs: Infinity ("no deadline"), or past 2^31 ms: timers that long
+  // fire at once, so every attempt was given up after 1 ms, for good. The
+  // `connected` that comes after 100 ms is waited for, and so is a ping.
+  async timeout_infinity() {
+    const server = await startServer(async (conn) => {
+      await new Promise((resolve) => setTimeout(resolve, 100));
+      conn.hello();
+      await conn.serve();
+    });
+    for (const timeoutMs of [Infinity, 2 ** 32]) {
+      const c = new WshubClient(server.url, { timeoutMs, backoff: fast });
+      const seen = record(c, ["close"]);
+      await until(() => c.state === "open", `open with timeoutMs ${timeoutMs}`, 3000);
+      assert.deepEqual(seen, []);
+      assert.equal(await c.request("ping", 1, { timeoutMs: Infinity }), 1);
+      c.close();
+    }
+    assert.equal(server.conns.length, 2);
+    server.close();
+  },
+
+  // The application leaves a room while its rejoin is in flight: the late
+  // rejoin ack does not bring the room back, and the next connection does
+  // not rejoin it.
+  async leave_while_rejoining() {
+    let rejoining = false;
+    const joins = [];
+    const server = await startServer(async (conn) => {
+      conn.hello();
+      for (;;) {
+        const m = await conn.next(20000);
+        if (!m || m.close !== undefined) return;
+        if (m.type === "room:join") {
+          joins.push([conn.index, m.payload.room]);
+          if (conn.index === 1) { rejoining = true; await new Promise((resolve) => setTimeout(resolve, 300)); }
+          conn.send(envelope("ack", { room: m.payload.room, seq: 0, members: 1, epoch: "e1", recovered: true }, m.id));
+          if (conn.index === 0) setTimeout(() => conn.close(1001, "going away"), 50);
+        } else if (m.id !== undefined) {
+          conn.send(envelope("ack", { room: m.payload && m.payload.room }, m.id));
+          if (conn.index === 1 && m.type === "room:leave") setTimeout(() => conn.close(1001, "going away"), 50);
+        }
+      }
+    });
+    const c = new WshubClient(server.url, { timeoutMs: 5000, backoff: fast });
+    await c.join("r");
+    await until(() => rejoining, "the rejoin");
+    await c.leave("r");
+    await server.conn(2);
+    await until(() => c.state === "open", "open on the third connection");
+    await c.ping(1);
+    assert.deepEqual(joins, [[0, "r"], [1, "r"]]);
+    assert.deepEqual([...c._rooms.keys()], []);
+    c.close();
+    server.close();
+  },
+
+  // A publish larger than the server's maxMessageBytes (wshub closes such a
+  // frame with 1009): rejected as too_large without sending it. Sent, it
+  // was resent on every reconnection, each closed with 1009, for good, and
+  // every publish behind it waited forever.
+  async publish_too_large() {
+    const max = 300;
+    const server = await startServer(async (conn) => {
+      conn.hello({ maxMessageBytes: max });
+      const room = { seq: 0 };
+      for (;;) {
+        const m = await conn.next(60000);
+        if (!m || m.close !== undefined) return;
+        if (JSON.stringify(m).length > max) return conn.close(1009, "message too big");
+        if (m.type === "room:join") conn.send(envelope("ack", { room: m.payload.room, seq: room.seq, members: 1, epoch: "e1" }, m.id));
+        else if (m.type === "room:publish") { room.seq += 1; conn.send(envelope("ack", { room: m.payload.room, seq: room.seq }, m.id)); }
+        else if (m.id !== undefined) conn.send(envelope("ack", m.payload, m.id));
+      }
+    });
+    const c = new WshubClient(server.url, { timeoutMs: 5000, backoff: fast });
+    const seen = record(c, ["close"]);
+    await c.join("r");
+    const big = c.publish("r", "x".repeat(2 * max)).then(() => "acked", (e) => e.code);
+    const small = c.publish("r", "small").then(() => "acked", (e) => e.code);
+    assert.deepEqual([await big, await small], ["too_large", "acked"]);
+    await assert.rejects(c.ping("y".repeat(2 * max)), (e) => e.code === "too_large");
+    assert.equal(await c.ping(1), 1);
+    assert.deepEqual(seen, []);
+    assert.equal(server.conns.length, 1);
+    c.close();
+    server.close();
+  },
+
+  // retryNow() from a "reconnecting" handler tries at once (it did nothing:
+  // the retry timer was not set yet when the event came).
+  async retry_now_from_handler() {
+    const server = await startServer(async (conn) => {
+      conn.hello();
+      if (conn.index === 0) setTimeout(() => conn.close(1011, "internal"), 50);
+      await conn.serve();
+    });
+    const c = new WshubClient(server.url, { timeoutMs: 5000, backoff: { minMs: 20000, maxMs: 30000 } });
+    let after;
+    c.once("reconnecting", () => { c.retryNow(); after = c.state; });
+    await c.ready;
+    await until(() => after !== undefined, "the reconnecting event", 2000);
+    assert.equal(after, "connecting");
+    await server.conn(1, 2000);
+    await until(() => c.state === "open" && c.clientId === "2", "open again at once", 2000);
+    c.close();
+    server.close();
+  },
+
+  // A request made before the connection opens, with a payload JSON cannot
+  // encode: it fails alone (bad_request); the requests that waited with it
+  // are sent, and the client opens. The exception stopped the flush.
+  async request_payload_not_json() {
+    const server = await startServer(async (conn) => {
+      await new Promise((resolve) => setTimeout(resolve, 50));
+      conn.hello();
+      await conn.serve();
+    });
+    const c = new WshubClient(server.url, { timeoutMs: 3000, backoff: fast });
+    const cycle = {};
+    cycle.self = cycle;
+    const bad = c.request("echo", cycle).then(() => "sent", (e) => e instanceof WshubClient.WshubError && e.code);
+    const ping = c.ping("after").then((p) => p, (e) => e.code);
+    assert.deepEqual([await bad, await ping], ["bad_request", "after"]);
+    assert.equal(c.state, "open");
+    c.close();
+    server.close();
+  },
+
+  // getToken's first answer ends with a newline (fetch(...).then((r) =>
+  // r.text()) of an endpoint that prints one): it cannot travel as a
+  // subprotocol, so the attempt fails as token_unavailable and backs off,
+  // and the next answer connects; the client does not stop for good.
+  async get_token_with_a_newline() {
+    const server = await startServer((conn) => { conn.hello(); return conn.serve(); });
+    let calls = 0;
+    const c = new WshubClient(server.url, {
+      timeoutMs: 1000,
+      backoff: fast,
+      getToken: () => { calls += 1; return calls === 1 ? "e30.e30.x\n" : "e30.e30.x"; },
+    });
+    const seen = record(c, ["close", "error", "open"]);
+    await c.ready;
+    assert.deepEqual(seen.map(([n, p]) => [n, p.code]), [["error", "token_unavailable"], ["close", 1006], ["open", undefined]]);
+    assert.equal(server.conns.length, 1);
+    c.close();
+    server.close();
+  },
+
   // getToken never answers the first time: the attempt is given up after
   // timeoutMs like one without `connected`, and the next one connects.
   async get_token_hangs() {

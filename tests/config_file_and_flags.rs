@@ -141,3 +141,30 @@ fn admission_settings_come_from_the_file_and_flags() {
     assert_eq!(bad.status.code(), Some(2), "an unreadable key is a startup error");
     let _ = std::fs::remove_file(path);
 }
+
+/// The same upper bounds as the library's (one definition, `config::bounds`):
+/// a size that used to abort the process (a 2^40-slot hub queue: "memory
+/// allocation failed", exit 134) is a startup error naming the setting, from
+/// a flag and from the file alike.
+#[test]
+fn sizes_over_their_bounds_are_startup_errors_from_flags_and_the_file() {
+    let huge = (1u64 << 40).to_string();
+    let path = config_file("over-bounds", &format!("read_buffer_size = {huge}\n"));
+    let runs = [
+        (vec!["--hub-queue", huge.as_str()], "hub_queue must be at most"),
+        (vec!["--history-size", huge.as_str()], "history_size must be at most"),
+        (vec!["--config", path.to_str().expect("utf-8 path")], "read_buffer_size must be at most"),
+    ];
+    for (args, expected) in runs {
+        let out = Command::new(env!("CARGO_BIN_EXE_wshub"))
+            .args(["--bind", "127.0.0.1:0"])
+            .args(&args)
+            .stdin(Stdio::null())
+            .output()
+            .expect("run");
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{args:?}: {:?}\n{stderr}", out.status);
+        assert!(stderr.contains(expected), "{args:?}: {stderr}");
+    }
+    let _ = std::fs::remove_file(path);
+}

@@ -24,7 +24,7 @@ const APP: &str = r#"
 int main(void) {
     wshub_config *config = wshub_config_new();
     wshub_server *server = NULL;
-    wshub_callbacks callbacks = {0};
+    wshub_callbacks callbacks = WSHUB_CALLBACKS_INIT;
     wshub_server_stats stats;
     wshub_result rc = wshub_config_set_bind(config, "127.0.0.1:0");
     if (rc == WSHUB_OK) rc = wshub_start(config, &callbacks, NULL, &server);
@@ -100,7 +100,8 @@ fn the_package_holds_the_binary_library_units_and_dev_files_that_pkg_config_and_
     for path in [
         "./usr/bin/wshub",
         "./usr/bin/wshub-cli",
-        "./usr/lib/libwshub.so",
+        "./usr/lib/libwshub.so -> libwshub.so.0",
+        "./usr/lib/libwshub.so.0 -> libwshub.so.0.",
         "./usr/lib/libwshub.a",
         "./usr/include/wshub.h",
         "./usr/lib/pkgconfig/wshub.pc",

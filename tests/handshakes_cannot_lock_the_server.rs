@@ -197,3 +197,54 @@ fn an_address_flooding_the_overflow_thread_loses_its_own_sockets_first() {
         assert!(answer.starts_with("HTTP/1.1 200"), "round {round}: {answer:?}");
     }
 }
+
+#[test]
+fn a_continuous_flood_from_one_address_does_not_crowd_out_another_at_the_overflow_thread() {
+    let server = Wshub::start(&["--max-handshakes-per-ip", "1", "--overflow-sockets", "128"]);
+    // Each address holds its one handshake slot: the rest goes to the overflow thread.
+    let _slot_2 = tcp_from(ip("127.0.0.2"), server.addr).expect("connect");
+    let _slot_3 = tcp_from(ip("127.0.0.3"), server.addr).expect("connect");
+    wait_for_handshakes(&server, "127.0.0.3", |n| n >= 2);
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let flooders: Vec<_> = (0..2)
+        .map(|_| {
+            let (stop, addr) = (stop.clone(), server.addr);
+            std::thread::spawn(move || {
+                let started = Instant::now();
+                let mut held = std::collections::VecDeque::new();
+                while !stop.load(std::sync::atomic::Ordering::Relaxed)
+                    && started.elapsed() < Duration::from_secs(20)
+                {
+                    if let Ok(s) = tcp_from(ip("127.0.0.2"), addr) {
+                        held.push_back(s);
+                    }
+                    if held.len() > 1000 {
+                        held.drain(..500);
+                    }
+                }
+            })
+        })
+        .collect();
+    std::thread::sleep(Duration::from_millis(300));
+    let mut failed = Vec::new();
+    for round in 0..60 {
+        let answer = (|| {
+            let mut s = tcp_from(ip("127.0.0.3"), server.addr)?;
+            s.set_read_timeout(Some(Duration::from_secs(5)))?;
+            s.write_all(b"GET /healthz HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n")?;
+            let mut answer = Vec::new();
+            s.read_to_end(&mut answer)?;
+            Ok::<_, std::io::Error>(String::from_utf8_lossy(&answer).into_owned())
+        })();
+        match answer {
+            Ok(a) if a.starts_with("HTTP/1.1 200") => {}
+            other => failed.push((round, other.map_err(|e| e.to_string()))),
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    for f in flooders {
+        f.join().unwrap();
+    }
+    assert!(failed.is_empty(), "{} of 60 requests from another address failed: {failed:?}", failed.len());
+}

@@ -25,3 +25,17 @@ fn header_version_macros_match_cargo_toml() {
     let patch = env!("CARGO_PKG_VERSION_PATCH");
     assert!(generated.contains(&format!("#define WSHUB_VERSION_PATCH {patch}")));
 }
+
+/// A C program includes the header beside others: every name it defines as a
+/// macro is wshub's own (`BIG_REPLY`, a Rust constant, once leaked in).
+#[test]
+fn every_macro_in_the_header_is_prefixed_wshub() {
+    let generated = include_str!(concat!(env!("OUT_DIR"), "/wshub.h"));
+    let unprefixed: Vec<&str> = generated
+        .lines()
+        .filter_map(|line| line.trim_start().strip_prefix("#define "))
+        .filter_map(|rest| rest.split(|c: char| c.is_whitespace() || c == '(').next())
+        .filter(|name| !name.starts_with("WSHUB_"))
+        .collect();
+    assert!(unprefixed.is_empty(), "macros without the WSHUB_ prefix: {unprefixed:?}");
+}

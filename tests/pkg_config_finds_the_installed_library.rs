@@ -1,7 +1,9 @@
 //! The install step of ffi-examples/README.md works: after
 //! `tools/install-c-library.sh PREFIX`, `cc app.c $(pkg-config --cflags --libs
 //! wshub)` builds a program that runs, for the shared library and (with
-//! `--static`) the static one.
+//! `--static`) the static one. The shared library carries the SONAME
+//! `libwshub.so.<major>`, which the program records, and the install makes
+//! the usual links to the versioned file.
 
 mod c_common;
 use c_common as common;
@@ -17,7 +19,7 @@ const APP: &str = r#"
 int main(void) {
     wshub_config *config = wshub_config_new();
     wshub_server *server = NULL;
-    wshub_callbacks callbacks = {0};
+    wshub_callbacks callbacks = WSHUB_CALLBACKS_INIT;
     wshub_result rc = wshub_config_set_bind(config, "127.0.0.1:0");
     if (rc == WSHUB_OK) rc = wshub_start(config, &callbacks, NULL, &server);
     wshub_config_free(config);
@@ -72,6 +74,16 @@ fn pkg_config_flags_build_and_link_a_c_program() {
         }
         run(&mut cc);
         let out = run(Command::new(&bin).env("LD_LIBRARY_PATH", prefix.join("lib")));
+        if static_flag.is_none() {
+            let major = env!("CARGO_PKG_VERSION_MAJOR");
+            let dynamic = run(Command::new("readelf").arg("-d").arg(&bin));
+            assert!(dynamic.contains(&format!("[libwshub.so.{major}]")), "{dynamic}");
+            let lib = prefix.join("lib");
+            let link = std::fs::read_link(lib.join("libwshub.so")).expect("libwshub.so is a link");
+            assert_eq!(link, std::path::Path::new(&format!("libwshub.so.{major}")));
+            let soname = std::fs::read_link(lib.join(format!("libwshub.so.{major}"))).expect("a link");
+            assert_eq!(soname, std::path::Path::new(&format!("libwshub.so.{}", env!("CARGO_PKG_VERSION"))));
+        }
         assert!(
             out.starts_with(&format!("wshub {} on port ", env!("CARGO_PKG_VERSION"))),
             "{flavour}: {out}"

@@ -112,3 +112,30 @@ fn a_p384_key_verifies_es384_and_other_key_types_are_refused_at_start() {
     assert!(stderr.contains("RSA, P-256 or P-384"), "a clear message: {stderr}");
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// A certificate of a P-256 key verifies ES256 as it did before the key's
+/// type was checked (jsonwebtoken reads a certificate's key; an RSA
+/// certificate verifies RS256 the same way).
+#[test]
+fn an_ec_certificate_still_verifies_es256() {
+    let dir = std::env::temp_dir().join(format!("wshub-cert-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let (p256, _) = key_pair(&dir, "p256", &["-algorithm", "EC", "-pkeyopt", "ec_paramgen_curve:P-256"]);
+    let (key, cert) = (dir.join("p256.pem"), dir.join("p256.crt"));
+    let ok = Command::new("openssl")
+        .args(["req", "-x509", "-subj", "/CN=tokens", "-days", "1", "-key"])
+        .arg(&key)
+        .arg("-out")
+        .arg(&cert)
+        .stderr(Stdio::null())
+        .status()
+        .unwrap()
+        .success();
+    assert!(ok, "openssl req -x509");
+    let server = Wshub::start(&["--jwt-public-key", cert.to_str().unwrap()]);
+    let claims = json!({"sub": "dave", "exp": now() + 300});
+    let es256 = encode(&Header::new(Algorithm::ES256), &claims, &EncodingKey::from_ec_pem(&p256).unwrap());
+    let (_, connected) = with_token(&server, &es256.unwrap()).open();
+    assert_eq!(connected["payload"]["user"], "dave");
+    let _ = std::fs::remove_dir_all(&dir);
+}

@@ -21,6 +21,11 @@ version=$(sed -n 's/^version *= *"\(.*\)"/\1/p' "$root/Cargo.toml" | head -n 1)
 mkdir -p "$prefix/lib/pkgconfig" "$prefix/include"
 install -m 0644 "$root/include/wshub.h" "$prefix/include/wshub.h"
 install -m 0644 "$libdir_src/libwshub.a" "$prefix/lib/libwshub.a"
-install -m 0755 "$libdir_src/libwshub.so" "$prefix/lib/libwshub.so"
+major=${version%%.*}
+# The real file, then the usual links: libwshub.so.MAJOR (the SONAME, what
+# programs load) and libwshub.so (what -lwshub finds when linking).
+install -m 0755 "$libdir_src/libwshub.so" "$prefix/lib/libwshub.so.$version"
+ln -sf "libwshub.so.$version" "$prefix/lib/libwshub.so.$major"
+ln -sf "libwshub.so.$major" "$prefix/lib/libwshub.so"
 sed -e "s|@PREFIX@|$prefix|" -e "s|@VERSION@|$version|" "$root/tools/wshub.pc.in" > "$prefix/lib/pkgconfig/wshub.pc"
 echo "installed wshub $version into $prefix"

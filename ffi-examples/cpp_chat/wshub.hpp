@@ -182,7 +182,7 @@ class Server : public Handle {
   public:
     Server(const Config &config, Callbacks callbacks)
         : Handle(nullptr), callbacks_(std::make_unique<Callbacks>(std::move(callbacks))) {
-        wshub_callbacks c{};
+        wshub_callbacks c = WSHUB_CALLBACKS_INIT;
         c.on_upgrade = detail::on_upgrade;
         c.on_connect = detail::on_connect;
         c.on_message = detail::on_message;
@@ -202,8 +202,10 @@ class Server : public Handle {
     }
     ~Server() { stop(); }
 
-    // Graceful stop; every callback has returned when this returns (unless
-    // called from inside a callback, see wshub_stop). Idempotent.
+    // Graceful stop and free; every callback has returned when this returns.
+    // Call it (or let the destructor) from outside callbacks: inside one, call
+    // wshub_stop on the callback's server pointer, which only begins the stop.
+    // Idempotent.
     void stop() noexcept { wshub_stop(std::exchange(raw_, nullptr)); }
 
   private:

@@ -12,9 +12,8 @@ set(wshub_INCLUDE_DIRS "${_wshub_prefix}/include")
 if(NOT TARGET wshub::wshub)
   add_library(wshub::wshub SHARED IMPORTED)
   set_target_properties(wshub::wshub PROPERTIES
+    # A link to libwshub.so.<major>; programs record that SONAME.
     IMPORTED_LOCATION "${_wshub_prefix}/lib/libwshub.so"
-    # libwshub.so has no SONAME: link it as -lwshub, not by its path.
-    IMPORTED_NO_SONAME TRUE
     INTERFACE_INCLUDE_DIRECTORIES "${wshub_INCLUDE_DIRS}")
 endif()
 

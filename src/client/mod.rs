@@ -24,10 +24,12 @@
 mod backoff;
 mod conn;
 mod session;
+mod tls;
 
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::fmt;
 use std::net::IpAddr;
+use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::thread::JoinHandle;
@@ -40,8 +42,8 @@ use serde_json::{json, Value};
 pub use backoff::Backoff;
 
 /// How a [`Client`] connects and behaves; `Options::default()` gives the
-/// defaults `docs/clients.md` lists.
-#[derive(Debug, Clone)]
+/// defaults `docs/clients.md` lists. Its `Debug` output never shows the token.
+#[derive(Clone)]
 #[non_exhaustive]
 pub struct Options {
     /// A token sent as `Authorization: Bearer <token>` on every (re)connection.
@@ -52,16 +54,50 @@ pub struct Options {
     /// over from a cut included); past it `publish` fails with
     /// [`Error::BufferFull`]. Default 100.
     pub max_buffered: usize,
-    /// How long a request (or a sent publish) waits for its reply, and how long
-    /// one connection attempt (TCP connect plus handshake) may take. Default 5 s.
+    /// How long a request (or a sent publish) waits for its reply, and the one
+    /// deadline of a connection attempt: TCP connect, TLS, the upgrade and the
+    /// server's `connected` frame together. Default 5 s.
     pub request_timeout: Duration,
     /// Events that may wait unread in [`Client::events`]; when it is full the
     /// reading thread waits (and the server eventually sees a slow consumer).
     /// Default 4096.
     pub event_capacity: usize,
+    /// Bytes of messages that may wait unread in [`Client::events`] (and, as
+    /// much again over all rooms, be held while rooms resynchronise); past it
+    /// the reading thread waits as for [`Options::event_capacity`]. A message
+    /// counts for what its parsed data holds in memory (at least its frame's
+    /// length). One event is always let through. Default 16 MiB.
+    pub event_capacity_bytes: usize,
+    /// The largest message (and frame) accepted from the server; the server's
+    /// `maxMessageBytes` from `connected` lowers it. A larger one closes the
+    /// connection with 1009 before it is read. Default 1 MiB.
+    pub max_message_bytes: usize,
     /// The local address to bind before connecting (e.g. one of `127.0.0.x`
     /// to spread test clients over source addresses); `None` lets the system pick.
     pub local_addr: Option<IpAddr>,
+    /// For `wss://`: trust only the CA certificates in this PEM file instead
+    /// of the system's roots.
+    pub ca_file: Option<PathBuf>,
+    /// For `wss://`: accept any certificate for any name (the traffic is
+    /// encrypted, but to whoever answered). Off by default; for tests only.
+    pub insecure: bool,
+}
+
+impl fmt::Debug for Options {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Options")
+            .field("token", &self.token.as_ref().map(|_| "<redacted>"))
+            .field("backoff", &self.backoff)
+            .field("max_buffered", &self.max_buffered)
+            .field("request_timeout", &self.request_timeout)
+            .field("event_capacity", &self.event_capacity)
+            .field("event_capacity_bytes", &self.event_capacity_bytes)
+            .field("max_message_bytes", &self.max_message_bytes)
+            .field("local_addr", &self.local_addr)
+            .field("ca_file", &self.ca_file)
+            .field("insecure", &self.insecure)
+            .finish()
+    }
 }
 
 impl Default for Options {
@@ -72,7 +108,11 @@ impl Default for Options {
             max_buffered: 100,
             request_timeout: Duration::from_secs(5),
             event_capacity: 4096,
+            event_capacity_bytes: 16 << 20,
+            max_message_bytes: 1 << 20,
             local_addr: None,
+            ca_file: None,
+            insecure: false,
         }
     }
 }
@@ -103,9 +143,29 @@ impl Options {
         self.event_capacity = n;
         self
     }
+    /// Sets [`Options::event_capacity_bytes`].
+    pub fn event_capacity_bytes(mut self, n: usize) -> Self {
+        self.event_capacity_bytes = n;
+        self
+    }
+    /// Sets [`Options::max_message_bytes`].
+    pub fn max_message_bytes(mut self, n: usize) -> Self {
+        self.max_message_bytes = n;
+        self
+    }
     /// Sets [`Options::local_addr`].
     pub fn local_addr(mut self, ip: IpAddr) -> Self {
         self.local_addr = Some(ip);
+        self
+    }
+    /// Sets [`Options::ca_file`].
+    pub fn ca_file(mut self, path: impl Into<PathBuf>) -> Self {
+        self.ca_file = Some(path.into());
+        self
+    }
+    /// Sets [`Options::insecure`].
+    pub fn insecure(mut self, on: bool) -> Self {
+        self.insecure = on;
         self
     }
 }
@@ -128,8 +188,9 @@ pub enum Event {
         /// The close reason, or what failed.
         reason: String,
     },
-    /// The next connection attempt waits `delay` (`attempt` counts from 1 since
-    /// the last successful connection).
+    /// The next connection attempt waits `delay` (`attempt` counts from 1; it
+    /// starts again at 1 only after a connection stayed up for
+    /// [`Backoff::max`]).
     Reconnecting {
         /// 1 for the first attempt after a cut.
         attempt: u32,
@@ -198,15 +259,20 @@ pub enum Event {
         reason: String,
     },
     /// Something failed that answers no call of the application: an `error`
-    /// frame without a pending request, a rejoin refused, a refused handshake.
+    /// frame without a pending request, a rejoin refused for good (the room
+    /// is left; the message starts with `rejoining`), a refused handshake. A
+    /// rejoin refused for now (`unavailable`, `rate_limited`, `internal`)
+    /// ends the connection instead, and the room is rejoined on the next.
     Error {
-        /// A protocol error code, or `http_401`, `http_403`, ... for a refused handshake.
+        /// A protocol error code, `http_401`, `http_403`, ... for a refused
+        /// handshake, or `tls` for a certificate not accepted on a reconnect.
         code: String,
         /// What happened.
         message: String,
     },
     /// The client stopped for good: `close()` was called, the server closed
-    /// with 1000, or the handshake was refused with 401/403. No event follows.
+    /// with 1000, the handshake was refused with 401/403, or the server's
+    /// certificate was not accepted. No event follows.
     Closed {
         /// Why.
         reason: String,
@@ -217,10 +283,18 @@ pub enum Event {
 #[derive(Debug, Clone, PartialEq, Eq)]
 #[non_exhaustive]
 pub enum Error {
-    /// The URL is not `ws://host[:port]/path` (`wss://` is not supported by this client).
+    /// The URL is not `ws://` or `wss://` `host[:port]/path`.
     BadUrl(String),
     /// The first connection failed (later ones are retried, not reported here).
     Connect(String),
+    /// TLS could not be set up (no system roots), the server's certificate
+    /// was not accepted (see [`Options::ca_file`]), or the server shares no
+    /// TLS version or cipher with the client; retrying cannot help. (Other
+    /// failures during the TLS handshake are [`Error::Connect`], and retried.)
+    Tls(String),
+    /// An option cannot be used: the CA file cannot be read or holds no
+    /// certificate, or the token cannot go in an HTTP header.
+    Options(String),
     /// The handshake was refused with this HTTP status (401, 403, 503, ...).
     Refused {
         /// The HTTP status.
@@ -249,8 +323,10 @@ pub enum Error {
 impl fmt::Display for Error {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            Error::BadUrl(u) => write!(f, "not a ws:// URL: {u}"),
+            Error::BadUrl(u) => write!(f, "not a ws:// or wss:// URL: {u}"),
             Error::Connect(why) => write!(f, "could not connect: {why}"),
+            Error::Tls(why) => write!(f, "TLS: {why}"),
+            Error::Options(why) => write!(f, "bad option: {why}"),
             Error::Refused { status, retry_after: Some(s) } => {
                 write!(f, "handshake refused with {status} (retry after {s} s)")
             }
@@ -331,7 +407,12 @@ pub(crate) struct Shared {
     /// Signalled when `online` or `closed` changes.
     pub(crate) changed: Condvar,
     pub(crate) events: Sender<Event>,
-    pub(crate) stopping: AtomicBool,
+    /// The sizes of the events in `events`, to bound it by bytes.
+    event_bytes: Mutex<EventBytes>,
+    /// Set by `close()`; an attempt in progress checks it before every read.
+    pub(crate) stopping: Arc<AtomicBool>,
+    /// For `wss://` URLs.
+    pub(crate) tls: Option<Arc<rustls::ClientConfig>>,
     next_id: AtomicU64,
     key_prefix: String,
 }
@@ -341,23 +422,66 @@ impl Shared {
         format!("c-{}", self.next_id.fetch_add(1, Ordering::Relaxed) + 1)
     }
 
-    /// Sends an event; waits while the channel is full unless the client stops.
+    /// Sends an event that is not a message (counted as [`SMALL_EVENT`] bytes).
     pub(crate) fn emit(&self, event: Event) {
+        self.emit_sized(event, SMALL_EVENT);
+    }
+
+    /// Sends an event of about `size` bytes; waits while the channel holds
+    /// [`Options::event_capacity`] events or would pass
+    /// [`Options::event_capacity_bytes`], unless the client stops. Only the
+    /// session thread sends, so the sizes recorded match the channel's order.
+    pub(crate) fn emit_sized(&self, event: Event, size: usize) {
         let mut event = event;
         loop {
-            match self.events.send_timeout(event, Duration::from_millis(100)) {
-                Ok(()) => return,
-                Err(crossbeam_channel::SendTimeoutError::Timeout(e)) => {
-                    if self.stopping.load(Ordering::Relaxed) {
-                        return;
-                    }
-                    event = e;
+            {
+                let mut eb = self.event_bytes.lock();
+                // The application has taken the oldest ones since.
+                while eb.sizes.len() > self.events.len() {
+                    let taken = eb.sizes.pop_front().unwrap_or(0);
+                    eb.total -= taken;
                 }
-                Err(crossbeam_channel::SendTimeoutError::Disconnected(_)) => return,
+                let room = self.events.len() < self.options.event_capacity.max(1);
+                if room && (eb.sizes.is_empty() || eb.total + size <= self.options.event_capacity_bytes) {
+                    match self.events.try_send(event) {
+                        Ok(()) => {
+                            eb.sizes.push_back(size);
+                            eb.total += size;
+                            return;
+                        }
+                        Err(crossbeam_channel::TrySendError::Full(e)) => event = e,
+                        Err(crossbeam_channel::TrySendError::Disconnected(_)) => return,
+                    }
+                }
             }
+            if self.stopping.load(Ordering::Relaxed) {
+                return;
+            }
+            std::thread::sleep(EVENT_POLL);
         }
     }
+
+    /// Sends [`Event::Closed`], the last event: it never waits and never
+    /// finds the channel full (one place is kept for it), so an application
+    /// reading `events()` sees it also when `close()` came while the channel
+    /// was full.
+    pub(crate) fn emit_closed(&self, reason: String) {
+        let _ = self.events.try_send(Event::Closed { reason });
+    }
 }
+
+/// What the event channel holds, in bytes.
+#[derive(Default)]
+struct EventBytes {
+    sizes: VecDeque<usize>,
+    total: usize,
+}
+
+/// The size an event other than a message counts for.
+pub(crate) const SMALL_EVENT: usize = 128;
+
+/// How often a full event channel is looked at again.
+const EVENT_POLL: Duration = Duration::from_millis(5);
 
 /// A connection to a wshub server that reconnects by itself. Dropping it closes it.
 pub struct Client {
@@ -367,12 +491,18 @@ pub struct Client {
 }
 
 impl Client {
-    /// Connects to `url` (`ws://host:port/path`) and starts the client's
-    /// threads. The first attempt is made here: its failure is returned (a
-    /// refused handshake as [`Error::Refused`]); later cuts are retried.
+    /// Connects to `url` (`ws://` or `wss://` `host:port/path`) and starts the
+    /// client's threads. The first attempt is made here: its failure is
+    /// returned (a refused handshake as [`Error::Refused`], a certificate not
+    /// accepted as [`Error::Tls`]); later cuts are retried.
     pub fn connect(url: &str, options: Options) -> Result<Client> {
         let target = conn::Target::parse(url)?;
-        let (tx, rx) = crossbeam_channel::bounded(options.event_capacity.max(1));
+        if let Some(token) = &options.token {
+            check_token(token)?;
+        }
+        let tls = if target.is_tls() { Some(tls::client_config(&options)?) } else { None };
+        // One place more than `event_capacity`: the one `Event::Closed` always has.
+        let (tx, rx) = crossbeam_channel::bounded(options.event_capacity.max(1) + 1);
         let mut seed = backoff::Jitter::seeded(&tx as *const _ as u64);
         let shared = Arc::new(Shared {
             url: url.to_owned(),
@@ -388,12 +518,15 @@ impl Client {
             options,
             changed: Condvar::new(),
             events: tx,
-            stopping: AtomicBool::new(false),
+            event_bytes: Mutex::new(EventBytes::default()),
+            stopping: Arc::new(AtomicBool::new(false)),
+            tls,
             next_id: AtomicU64::new(0),
             key_prefix: format!("{:016x}", seed.next_u64()),
         });
-        let first = conn::open(&target, &shared).map_err(|e| match e {
+        let first = conn::open(&target, &shared, shared.tls.as_ref()).map_err(|e| match e {
             conn::OpenError::Refused { status, retry_after } => Error::Refused { status, retry_after },
+            conn::OpenError::Tls(why) => Error::Tls(why),
             conn::OpenError::Failed(why) => Error::Connect(why),
         })?;
         let thread_shared = shared.clone();
@@ -507,8 +640,10 @@ impl Client {
 
     /// Hands the client a new token: used on every later connection, and sent
     /// now as `auth:refresh` when online (its ack `{exp}` is returned; offline,
-    /// `Ok(Value::Null)`).
+    /// `Ok(Value::Null)`). A token no HTTP header can carry is refused with
+    /// [`Error::Options`] and the old one kept.
     pub fn set_token(&self, token: &str) -> Result<Value> {
+        check_token(token)?;
         let online = {
             let mut st = self.shared.state.lock();
             st.token = Some(token.to_owned());
@@ -521,14 +656,16 @@ impl Client {
     }
 
     /// Closes the connection with 1000 and stops reconnecting; buffered
-    /// publishes fail with [`Error::Closed`]. Waits for the client thread.
+    /// publishes fail with [`Error::Closed`]. A connection attempt in progress
+    /// ends at its next read; the server's close reply is awaited at most 2 s.
+    /// Waits for the client thread.
     pub fn close(&self) {
         self.shared.stopping.store(true, Ordering::SeqCst);
         {
             let mut st = self.shared.state.lock();
             st.closed = true;
             if let Some(conn) = &st.conn {
-                let _ = conn.send(conn::Out::Close(1000));
+                let _ = conn.send_timeout(conn::Out::Close(1000), conn::TICK);
             }
             self.shared.changed.notify_all();
         }
@@ -576,6 +713,15 @@ impl Client {
     }
 }
 
+/// A token that cannot be sent as `Authorization: Bearer <token>` (a control
+/// character, a line break) would fail every connection attempt the same way:
+/// it is refused up front, without showing it.
+fn check_token(token: &str) -> Result<()> {
+    tungstenite::http::HeaderValue::from_str(&format!("Bearer {token}"))
+        .map(drop)
+        .map_err(|_| Error::Options("the token holds a character an HTTP header cannot carry".into()))
+}
+
 impl Drop for Client {
     fn drop(&mut self) {
         self.close();
@@ -585,5 +731,18 @@ impl Drop for Client {
 impl fmt::Debug for Client {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Client").field("url", &self.shared.url).finish_non_exhaustive()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn options_debug_never_shows_the_token() {
+        let shown = format!("{:?}", Options::default().token("s3cr3t-t0ken"));
+        assert!(!shown.contains("s3cr3t"), "{shown}");
+        assert!(shown.contains("<redacted>"), "{shown}");
+        assert!(format!("{:?}", Options::default()).contains("token: None"));
     }
 }

@@ -1,7 +1,8 @@
 //! The client's own thread: reads one connection at a time, rejoins rooms and
 //! resends publishes when a connection comes up, and waits out the backoff
 //! between connections. Stops for good on `close()`, a 1000 close from the
-//! server, or a 401/403 at the handshake (`docs/clients.md`, "When it stops").
+//! server, a 401/403 at the handshake, or a certificate not accepted
+//! (`docs/clients.md`, "When it stops").
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::atomic::Ordering;
@@ -9,28 +10,34 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
+use tungstenite::error::ProtocolError;
 use tungstenite::Message;
 
 use super::backoff::Jitter;
 use super::conn::{self, Conn, OpenError, Out, Target};
-use super::{Error, Event, RoomPos, Shared, Waiter};
+use super::{Error, Event, RoomPos, Shared, Waiter, SMALL_EVENT};
 
-/// How long a `close()` waits for the server's close reply.
+/// How long a `close()` waits for the server's close reply, and how long the
+/// reply to a server's close may take to be written.
 const CLOSE_WAIT: Duration = Duration::from_secs(2);
 
-/// Messages of one room held while it is resynchronised after a reset.
+/// Messages of one room held while it is resynchronised after a reset (their
+/// bytes are bounded too, over all rooms together, by
+/// `Options::event_capacity_bytes`).
 const MAX_HELD: usize = 4096;
 
 /// A room being read again from seq 1 of its new epoch: what arrives is held
 /// (by seq, so the replay and live copies count once) until the second ack.
 struct Resync {
     previous_epoch: Option<String>,
-    held: BTreeMap<u64, Event>,
+    /// Each event with its size.
+    held: BTreeMap<u64, (Event, usize)>,
+    held_bytes: usize,
 }
 
 enum End {
-    /// Reconnect.
-    Lost,
+    /// Reconnect; the connection had been online this long (zero if never).
+    Lost(Duration),
     /// Stop for good, for this reason.
     Stop(String),
 }
@@ -41,9 +48,13 @@ pub(crate) fn run(shared: Arc<Shared>, target: Target, first: Conn, mut jitter: 
     let mut at_least = Duration::ZERO;
     let reason = loop {
         if let Some(conn) = next.take() {
-            attempt = 0;
-            if let End::Stop(reason) = serve(&shared, conn) {
-                break reason;
+            match serve(&shared, conn) {
+                End::Stop(reason) => break reason,
+                // A connection that did not stay up keeps the count going: a
+                // server that accepts and then drops everyone at once is not
+                // hammered at the first attempt's rate.
+                End::Lost(up) if up >= shared.options.backoff.max => attempt = 0,
+                End::Lost(_) => {}
             }
         }
         if shared.stopping.load(Ordering::SeqCst) {
@@ -57,8 +68,15 @@ pub(crate) fn run(shared: Arc<Shared>, target: Target, first: Conn, mut jitter: 
         if wait_for_stop(&shared, delay) {
             break "closed by the application".to_owned();
         }
-        match conn::open(&target, &shared) {
+        match conn::open(&target, &shared, shared.tls.as_ref()) {
             Ok(conn) => next = Some(conn),
+            Err(OpenError::Tls(why)) => {
+                shared.emit(Event::Error {
+                    code: "tls".to_owned(),
+                    message: format!("{why}: not retrying; check the CA file or the server's certificate"),
+                });
+                break format!("TLS: {why}");
+            }
             Err(OpenError::Refused { status: status @ (401 | 403), .. }) => {
                 let message = if status == 401 {
                     "the server refused the token (401): not retrying; set a valid token and connect again"
@@ -107,27 +125,37 @@ fn finish(shared: &Shared, reason: String) {
         }
         shared.changed.notify_all();
     }
-    shared.emit(Event::Closed { reason });
+    shared.emit_closed(reason);
 }
 
 /// One connection's life: `connected`, rejoins, buffered publishes, then
 /// frames until it ends.
 fn serve(shared: &Shared, conn: Conn) -> End {
-    let Conn { mut reader, writer } = conn;
-    let timeout = shared.options.request_timeout;
+    let Conn { mut reader, writer, writer_done, deadline } = conn;
     let mut s = Session {
         shared,
         writer,
         client_id: String::new(),
         rejoining: 0,
-        rejoin_deadline: Instant::now() + timeout,
+        rejoin_deadline: deadline,
         online: false,
+        online_since: None,
         heartbeat: Duration::from_secs(30),
         last_frame: Instant::now(),
         close_sent_at: None,
         resyncing: HashMap::new(),
+        rejoin_failed: None,
     };
     let (code, why) = s.read_loop(&mut reader);
+    let up = s.online_since.map_or(Duration::ZERO, |t| t.elapsed());
+    if s.close_sent_at.is_some() {
+        // Let the writer put the close frame on the wire before the socket
+        // goes: the writer ends right after it (bounded by its write timeout).
+        drop(s);
+        let _ = writer_done.recv_timeout(CLOSE_WAIT);
+    } else {
+        drop(s);
+    }
     reader.get_ref().shutdown();
     drop(reader);
     {
@@ -152,7 +180,7 @@ fn serve(shared: &Shared, conn: Conn) -> End {
     } else if code == 1000 {
         End::Stop("the server closed the connection normally (1000)".to_owned())
     } else {
-        End::Lost
+        End::Lost(up)
     }
 }
 
@@ -163,10 +191,15 @@ struct Session<'a> {
     rejoining: usize,
     rejoin_deadline: Instant,
     online: bool,
+    /// When every room was rejoined on this connection.
+    online_since: Option<Instant>,
     heartbeat: Duration,
     last_frame: Instant,
     close_sent_at: Option<Instant>,
     resyncing: HashMap<String, Resync>,
+    /// A rejoin refused for now (`unavailable`, `rate_limited`, ...): this
+    /// connection is given up and the room rejoined on the next one.
+    rejoin_failed: Option<String>,
 }
 
 impl Session<'_> {
@@ -185,18 +218,31 @@ impl Session<'_> {
             match reader.read() {
                 Ok(message) => {
                     self.last_frame = Instant::now();
+                    self.pass_tls_records(reader);
                     match message {
                         Message::Text(text) => {
+                            let size = text.len();
                             let Ok(env) = serde_json::from_str::<Value>(text.as_str()) else { continue };
                             if !got_connected {
                                 if env["type"] != "connected" {
-                                    return (1002, "the first frame was not `connected`".into());
+                                    return self.close_with(1002, "the first frame was not `connected`");
                                 }
                                 got_connected = true;
+                                if let Some(limit) = env["payload"]["maxMessageBytes"].as_u64() {
+                                    let limit = usize::try_from(limit).unwrap_or(usize::MAX);
+                                    let limit = Some(limit.min(self.shared.options.max_message_bytes));
+                                    reader.set_config(|c| {
+                                        c.max_message_size = limit;
+                                        c.max_frame_size = limit;
+                                    });
+                                }
                                 self.on_connected(&env["payload"]);
                                 continue;
                             }
-                            self.on_envelope(env);
+                            self.on_envelope(env, size);
+                            if let Some(why) = self.rejoin_failed.take() {
+                                return self.close_with(1011, &why);
+                            }
                         }
                         Message::Binary(bytes) => self.on_binary(&bytes),
                         Message::Ping(p) => {
@@ -207,7 +253,10 @@ impl Session<'_> {
                             let (code, reason) = frame
                                 .map_or((1005, String::new()), |f| (u16::from(f.code), f.reason.to_string()));
                             if self.close_sent_at.is_none() {
-                                let _ = self.writer.send(Out::Close(1000));
+                                // The reply echoes the server's code (RFC 6455, 5.5.1);
+                                // a close without one is answered with 1000.
+                                let reply = if code == 1005 { 1000 } else { code };
+                                self.send_close(reply);
                             }
                             return (code, reason);
                         }
@@ -216,20 +265,65 @@ impl Session<'_> {
                 Err(tungstenite::Error::Io(e))
                     if matches!(e.kind(), std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut) =>
                 {
+                    self.pass_tls_records(reader);
                     if let Some(end) = self.tick(got_connected) {
                         return end;
                     }
+                }
+                Err(tungstenite::Error::Capacity(e)) => {
+                    return self.close_with(1009, &format!("a message from the server was too big: {e}"))
+                }
+                // The socket ended without a close frame (the server was
+                // killed, a proxy cut it): no close to send, nothing broken.
+                Err(tungstenite::Error::Protocol(ProtocolError::ResetWithoutClosingHandshake)) => {
+                    return (1006, "the connection ended without a close".to_owned())
+                }
+                // Text (or a close reason) that is not UTF-8: failed with
+                // 1007 (RFC 6455, 8.1), answered rather than dropped.
+                Err(tungstenite::Error::Utf8(e)) => {
+                    return self.close_with(1007, &format!("the server sent text that is not UTF-8: {e}"))
+                }
+                Err(tungstenite::Error::Protocol(e)) => {
+                    return self.close_with(1002, &format!("the server broke the protocol: {e}"))
                 }
                 Err(e) => return (1006, e.to_string()),
             }
         }
     }
 
+    /// TLS records that reading produced go out through the writer (the only
+    /// thread that writes to the socket).
+    fn pass_tls_records(&self, reader: &mut tungstenite::WebSocket<conn::ReadHalf>) {
+        if reader.get_ref().wants_flush {
+            reader.get_mut().wants_flush = false;
+            let _ = self.writer.send(Out::Flush);
+        }
+    }
+
+    /// Queues a close frame for the writer (once per connection).
+    fn send_close(&mut self, code: u16) {
+        if self.close_sent_at.is_none() {
+            self.close_sent_at = Some(Instant::now());
+            let _ = self.writer.send_timeout(Out::Close(code), conn::TICK);
+        }
+    }
+
+    /// Ends the connection from this side with `code`; what the session reports.
+    fn close_with(&mut self, code: u16, why: &str) -> (u16, String) {
+        self.send_close(code);
+        (code, why.to_owned())
+    }
+
     /// Periodic checks between reads: deadlines, `close()`, silence.
     fn tick(&mut self, got_connected: bool) -> Option<(u16, String)> {
         let now = Instant::now();
         if self.shared.stopping.load(Ordering::SeqCst) {
+            // close() queued the close frame itself when the connection was
+            // up; before that, this is the first the session hears of it.
             let sent = *self.close_sent_at.get_or_insert(now);
+            if !self.online && !got_connected {
+                return Some((1006, "closed by the application while connecting".into()));
+            }
             if now.duration_since(sent) > CLOSE_WAIT {
                 return Some((1006, "no close reply from the server".into()));
             }
@@ -294,12 +388,15 @@ impl Session<'_> {
         }
         st.online = true;
         self.online = true;
+        self.online_since = Some(Instant::now());
         self.shared.changed.notify_all();
         drop(st);
         self.shared.emit(Event::Connected { client_id: self.client_id.clone() });
     }
 
-    fn on_envelope(&mut self, mut env: Value) {
+    /// One envelope after `connected`; `size` is its frame's length (a
+    /// message counts for what its parsed data holds when that is more).
+    fn on_envelope(&mut self, mut env: Value, size: usize) {
         let payload = env["payload"].take();
         let kind = env["type"].as_str().unwrap_or_default();
         let id = env["id"].as_str();
@@ -312,7 +409,8 @@ impl Session<'_> {
                 let from = payload["from"].as_str().unwrap_or_default().to_owned();
                 let mut payload = payload;
                 let data = payload["data"].take();
-                self.deliver(Event::Message { room, seq, from, data });
+                let size = size.max(held_bytes(&data));
+                self.deliver(Event::Message { room, seq, from, data }, size);
             }
             ("presence:join" | "presence:leave", _) => self.shared.emit(Event::Presence {
                 room: payload["room"].as_str().unwrap_or_default().to_owned(),
@@ -338,21 +436,27 @@ impl Session<'_> {
 
     /// Emits a room's message once: held while the room resynchronises,
     /// dropped when its seq was already seen.
-    fn deliver(&mut self, event: Event) {
+    fn deliver(&mut self, event: Event, size: usize) {
         let (room, seq) = match &event {
             Event::Message { room, seq, .. } | Event::Binary { room, seq, .. } => (room.clone(), *seq),
             _ => return,
         };
+        // The byte bound is over every room held, not per room.
+        let held_bytes: usize = self.resyncing.values().map(|r| r.held_bytes).sum();
         if let Some(resync) = self.resyncing.get_mut(&room) {
-            // Past MAX_HELD the newest are dropped: the app already gets
-            // `recovered: false` for this room and must refetch anyway.
-            if resync.held.len() < MAX_HELD || resync.held.contains_key(&seq) {
-                resync.held.insert(seq, event);
+            // Past MAX_HELD messages or the byte bound the newest are dropped:
+            // the app already gets `recovered: false` for this room and must
+            // refetch anyway. A seq held already is not held twice.
+            let fits =
+                resync.held.len() < MAX_HELD && held_bytes + size <= self.shared.options.event_capacity_bytes;
+            if fits && !resync.held.contains_key(&seq) {
+                resync.held.insert(seq, (event, size));
+                resync.held_bytes += size;
             }
             return;
         }
         if self.is_new(&room, seq) {
-            self.shared.emit(event);
+            self.shared.emit_sized(event, size);
         }
     }
 
@@ -382,7 +486,7 @@ impl Session<'_> {
         seq_bytes.copy_from_slice(&b[3 + room_len..11 + room_len]);
         let seq = u64::from_be_bytes(seq_bytes);
         let body = b[11 + room_len..].to_vec();
-        self.deliver(Event::Binary { room: room.to_owned(), seq, body });
+        self.deliver(Event::Binary { room: room.to_owned(), seq, body }, b.len());
     }
 
     fn on_reply(&mut self, id: &str, ok: bool, payload: Value) {
@@ -423,18 +527,26 @@ impl Session<'_> {
     /// client came back are recovered too; the application gets
     /// `Recovery { recovered: false }` with both epochs.
     fn on_rejoin(&mut self, room: String, resync: bool, ok: bool, payload: &Value) {
-        let mut events = Vec::new();
+        let mut events: Vec<(Event, usize)> = Vec::new();
         {
             let mut st = self.shared.state.lock();
             if !ok {
-                st.rooms.remove(&room);
                 self.resyncing.remove(&room);
                 let e = server_error(payload);
                 let code = match &e {
                     Error::Server { code, .. } => code.clone(),
                     _ => "internal".into(),
                 };
-                events.push(Event::Error { code, message: format!("rejoining {room:?}: {e}") });
+                if !matches!(code.as_str(), "forbidden" | "bad_request" | "not_found" | "too_large") {
+                    // Refused for now (a backend down, a rate): the room is
+                    // kept and rejoined on the next connection, after the
+                    // backoff, rather than left for good.
+                    self.rejoin_failed = Some(format!("rejoining {room:?} failed for now: {e}"));
+                    return;
+                }
+                st.rooms.remove(&room);
+                events
+                    .push((Event::Error { code, message: format!("rejoining {room:?}: {e}") }, SMALL_EVENT));
             } else if resync {
                 let now = position(payload);
                 let held = self.resyncing.remove(&room);
@@ -442,21 +554,19 @@ impl Session<'_> {
                 let mut previous_epoch = None;
                 if let Some(held) = held {
                     previous_epoch = held.previous_epoch;
-                    for (seq, event) in held.held {
+                    for (seq, held) in held.held {
                         last = last.max(seq);
-                        events.push(event);
+                        events.push(held);
                     }
                 }
                 st.rooms.insert(room.clone(), RoomPos { seq: last, epoch: now.epoch.clone() });
-                events.insert(
-                    0,
-                    Event::Recovery {
-                        room: room.clone(),
-                        recovered: false,
-                        epoch: now.epoch.unwrap_or_default(),
-                        previous_epoch,
-                    },
-                );
+                let recovery = Event::Recovery {
+                    room: room.clone(),
+                    recovered: false,
+                    epoch: now.epoch.unwrap_or_default(),
+                    previous_epoch,
+                };
+                events.insert(0, (recovery, SMALL_EVENT));
             } else {
                 let now = position(payload);
                 let before = st.rooms.get(&room).cloned().unwrap_or_default();
@@ -468,31 +578,49 @@ impl Session<'_> {
                     .to_string();
                     st.rooms.insert(room.clone(), RoomPos { seq: 0, epoch: now.epoch.clone() });
                     st.waiters.insert(id, Waiter::Rejoin { room: room.clone(), resync: true });
-                    self.resyncing
-                        .insert(room, Resync { previous_epoch: before.epoch, held: BTreeMap::new() });
+                    self.resyncing.insert(
+                        room,
+                        Resync { previous_epoch: before.epoch, held: BTreeMap::new(), held_bytes: 0 },
+                    );
                     let _ = self.writer.send(Out::Text(frame));
                     return; // still rejoining: the second reply finishes this room
                 }
                 st.rooms.insert(room.clone(), now.clone());
                 if !recovered {
-                    events.push(Event::Recovery {
+                    let recovery = Event::Recovery {
                         room,
                         recovered,
                         epoch: now.epoch.unwrap_or_default(),
                         previous_epoch: before.epoch,
-                    });
+                    };
+                    events.push((recovery, SMALL_EVENT));
                 }
             }
         }
         // The Recovery event comes before the messages it recovered.
-        for event in events {
-            self.shared.emit(event);
+        for (event, size) in events {
+            self.shared.emit_sized(event, size);
         }
         self.rejoining = self.rejoining.saturating_sub(1);
         if self.rejoining == 0 && !self.online {
             let st = self.shared.state.lock();
             self.go_online(st);
         }
+    }
+}
+
+/// About the memory a parsed JSON value holds: a frame's length understates
+/// it many times over (`[0,0,…]` is 2 bytes an element on the wire, a
+/// `Value` each in memory), and the byte bounds are about memory.
+fn held_bytes(v: &Value) -> usize {
+    const NODE: usize = std::mem::size_of::<Value>();
+    NODE + match v {
+        Value::String(s) => s.capacity(),
+        Value::Array(a) => a.iter().map(held_bytes).sum::<usize>() + (a.capacity() - a.len()) * NODE,
+        Value::Object(m) => {
+            m.iter().map(|(k, v)| std::mem::size_of::<String>() + k.capacity() + held_bytes(v)).sum()
+        }
+        _ => 0,
     }
 }
 

@@ -212,7 +212,7 @@ impl std::io::Read for SockReader<'_> {
         match &mut self.tls {
             None => {
                 arm(conn, deadline, idle)?;
-                (&conn.stream).read(buf)
+                crate::sys::sock::recv(&conn.stream, buf)
             }
             Some(tls_in) => conn.tls_read(tls_in, buf, || arm(conn, deadline, idle)),
         }

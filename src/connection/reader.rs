@@ -153,12 +153,13 @@ fn upgrade<'a>(
         request.info.tls_client_subject = conn.tls_client_subject();
     }
     let head_only = request.method == "HEAD";
-    if let Err(refusal) = engine.take_forwarded_client(conn, &request.info) {
+    if let Err((refusal, client)) = engine.take_forwarded_client(conn, &request.info) {
         engine.stats.count_reject(refusal.status());
+        // The forwarded client's address: the bound is its, not the proxy's.
         log::warn!(
-            "conn {} ({}): over {}; refused with {}",
+            "conn {} ({client}, via {}): over {}; refused with {}",
             conn.id,
-            conn.addr(),
+            conn.remote,
             refusal.label(),
             refusal.status()
         );
@@ -294,7 +295,9 @@ fn read_body(
     let limit = guarded(|| engine.handler.on_body(server, &request.info))
         .unwrap_or_else(|| Err(plain(500)))
         .map_err(Refused::Handler)?;
-    if length > limit.min(engine.config.max_message_size) {
+    // Over the whole budget it could never be read: 413, not a 503 whose
+    // Retry-After would be retried for ever.
+    if length > limit.min(engine.config.max_message_size).min(engine.config.request_body_budget) {
         return Err(Refused::Ours(plain(413)));
     }
     if !engine.reserve_body(length) {

@@ -190,7 +190,7 @@ impl ConnShared {
                 .filter(|d| !d.is_zero())
                 .ok_or(io::ErrorKind::TimedOut)?;
             self.stream.set_read_timeout(Some(left))?;
-            let n = (&self.stream).read(&mut tls_in.buf)?;
+            let n = crate::sys::sock::recv(&self.stream, &mut tls_in.buf)?;
             if n == 0 {
                 return Err(io::ErrorKind::UnexpectedEof.into());
             }
@@ -238,7 +238,7 @@ impl ConnShared {
                 }
             }
             arm()?;
-            let n = (&self.stream).read(&mut tls_in.buf)?;
+            let n = crate::sys::sock::recv(&self.stream, &mut tls_in.buf)?;
             if n == 0 {
                 return Ok(0);
             }

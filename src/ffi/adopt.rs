@@ -4,7 +4,7 @@
 use std::ffi::c_int;
 use std::mem::ManuallyDrop;
 use std::net::TcpStream;
-use std::os::fd::FromRawFd;
+use std::os::fd::{FromRawFd, IntoRawFd};
 
 use super::error::wshub_result;
 use super::server::wshub_server;
@@ -20,9 +20,15 @@ use super::server::wshub_server;
 /// handshake deadline (counted from this call), the path, Origin and token
 /// checks of the protocol, `on_upgrade`. Returns at once.
 ///
-/// On WSHUB_OK wshub owns `fd`: it closes it when the connection ends, and
-/// the application must neither use nor close it again. On any error `fd`
-/// is still the application's. Errors: WSHUB_INVALID_ARGUMENT (`fd` is not a
+/// On WSHUB_OK wshub owns `fd` itself (no copy is made): it closes it when
+/// the connection ends, and the application must neither read, write nor
+/// close it again. Until the connection ends the number stays this socket,
+/// so the application may still remove it from its poll sets
+/// (`EPOLL_CTL_DEL`) right after the call; when something else could end
+/// the connection first (the client, a stop), remove it before calling. A
+/// registration left in an epoll set goes away when wshub closes it. On
+/// any error `fd` is still the application's, open, with its flags
+/// (O_NONBLOCK) as they were. Errors: WSHUB_INVALID_ARGUMENT (`fd` is not a
 /// connected TCP socket, more than 8192 bytes already read, or bytes
 /// already read on a TLS server), WSHUB_STOPPED (the server is stopping).
 /// Works with or without a listener of the server's own (see
@@ -41,7 +47,7 @@ pub extern "C" fn wshub_adopt(
             return wshub_result::WSHUB_INVALID_ARGUMENT;
         }
         // SAFETY: the caller passes an open fd it owns; wrapped in
-        // ManuallyDrop, it is not closed here unless the adoption succeeds.
+        // ManuallyDrop, it is not closed here unless wshub takes it.
         let theirs = ManuallyDrop::new(unsafe { TcpStream::from_raw_fd(fd) });
         // A TCP socket with a peer, or not ours to take.
         if theirs.peer_addr().is_err() || !is_stream_socket(&theirs) {
@@ -51,23 +57,22 @@ pub extern "C" fn wshub_adopt(
             Ok(h) => h,
             Err(code) => return code,
         };
-        // wshub works on a duplicate, so a refusal below leaves `fd` untouched.
-        let ours = match theirs.try_clone() {
-            Ok(s) => s,
-            Err(_) => return wshub_result::WSHUB_IO,
-        };
-        match handle.adopt(ours, bytes) {
-            Ok(()) => {
-                // The socket lives on in the duplicate; `fd` was handed over.
-                drop(ManuallyDrop::into_inner(theirs));
-                wshub_result::WSHUB_OK
+        // The descriptor itself goes to wshub; every refusal hands it back
+        // untouched, and it is released to the caller again.
+        match handle.try_adopt(ManuallyDrop::into_inner(theirs), bytes) {
+            Ok(()) => wshub_result::WSHUB_OK,
+            Err((e, stream)) => {
+                let _ = stream.into_raw_fd(); // the caller's again, not closed
+                match e {
+                    crate::Error::Stopped => wshub_result::WSHUB_STOPPED,
+                    crate::Error::InvalidConfig(why) => {
+                        log::warn!("wshub_adopt: {why}");
+                        super::error::failed_because(why);
+                        wshub_result::WSHUB_INVALID_ARGUMENT
+                    }
+                    e => e.into(),
+                }
             }
-            Err(crate::Error::Stopped) => wshub_result::WSHUB_STOPPED,
-            Err(crate::Error::InvalidConfig(why)) => {
-                log::warn!("wshub_adopt: {why}");
-                wshub_result::WSHUB_INVALID_ARGUMENT
-            }
-            Err(e) => e.into(),
         }
     }
 }

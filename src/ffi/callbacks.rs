@@ -2,7 +2,7 @@
 //! (`wshub_callbacks`), their types and threads, and the kinds of message
 //! they are handed. The adapter that calls them is `handler.rs`.
 
-use std::ffi::{c_char, c_void};
+use std::ffi::{c_char, c_int, c_void};
 
 use super::request::wshub_request;
 use super::server::wshub_server;
@@ -80,13 +80,17 @@ pub type wshub_on_close = Option<
 
 /// on_join: protocol only (`wshub_config_set_protocol`): a client asks to
 /// join `room` (`room:join`), and its token's `rooms` claim, if any, allows
-/// it. Return true to let it join, false to refuse with `error forbidden`.
+/// it. Return nonzero to let it join, 0 to refuse with `error forbidden`.
 /// `user` is the token's `sub` (NULL when auth is off); `user` and `room` are
 /// valid only during the call. Runs on the connection's reader thread, before
 /// the join takes effect, for the first join of each room (not for a rejoin
 /// of a room the connection is in). An event stream (`GET /sse?room=R`) asks
-/// it too, before its `200` and before on_upgrade (refused: `403`). Not
-/// called in pull mode (joins are allowed there).
+/// it too, once on_upgrade accepted it (so `wshub_conn_identity` and
+/// `wshub_conn_user_data` answer as for a `room:join`) and before its `200`
+/// (refused: `403`, and what on_upgrade attached is forgotten, as for a 101
+/// that cannot be sent). A `presence:get` of a room the client is not in
+/// (allowed by its token's `rooms` claim) asks it too. Not called in pull
+/// mode (joins are allowed there).
 pub type wshub_on_join = Option<
     extern "C" fn(
         user_data: *mut c_void,
@@ -94,11 +98,16 @@ pub type wshub_on_join = Option<
         conn: u64,
         user: *const c_char,
         room: *const c_char,
-    ) -> bool,
+    ) -> c_int,
 >;
 
 /// The callbacks of a server started with `wshub_start`. Any may be NULL
-/// (on_upgrade NULL accepts every upgrade).
+/// (on_upgrade NULL accepts every upgrade). Always initialize it with
+/// `WSHUB_CALLBACKS_INIT`, which sets `struct_size` and every callback to
+/// NULL (`wshub_callbacks callbacks = WSHUB_CALLBACKS_INIT;`), then set the
+/// callbacks you use. wshub reads only the fields `struct_size` covers, so a program built
+/// against an older header, whose struct ends earlier, keeps working: the
+/// callbacks it does not know are taken as NULL.
 ///
 /// Threads: every callback runs on the reader thread of its connection (one
 /// thread per connection, never the thread that called wshub_start), so
@@ -118,6 +127,10 @@ pub type wshub_on_join = Option<
 #[repr(C)]
 #[derive(Clone, Copy)]
 pub struct wshub_callbacks {
+    /// `sizeof(wshub_callbacks)` in the header the application was built
+    /// with; `WSHUB_CALLBACKS_INIT` sets it. `wshub_start` refuses a struct
+    /// without it (WSHUB_INVALID_ARGUMENT).
+    pub struct_size: usize,
     /// See `wshub_on_upgrade`.
     pub on_upgrade: wshub_on_upgrade,
     /// See `wshub_on_connect`.
@@ -128,6 +141,37 @@ pub struct wshub_callbacks {
     pub on_close: wshub_on_close,
     /// See `wshub_on_join` (protocol only; may be NULL: every join allowed).
     pub on_join: wshub_on_join,
+}
+
+impl wshub_callbacks {
+    /// The caller's callbacks, read as far as its `struct_size` says: fields
+    /// past it (a program built against an older header) are NULL, fields
+    /// this library does not know (a newer header) are not read. `None` when
+    /// `struct_size` is not a size this struct could have.
+    ///
+    /// # Safety
+    /// `ptr` points to at least `struct_size` readable bytes, aligned for
+    /// `wshub_callbacks` (the C API's contract for the argument).
+    pub(super) unsafe fn read(ptr: *const wshub_callbacks) -> Option<wshub_callbacks> {
+        const FIELD: usize = std::mem::size_of::<usize>();
+        // SAFETY: the caller's struct starts with `struct_size` (every
+        // version of the header has it first).
+        let size = unsafe { std::ptr::addr_of!((*ptr).struct_size).read() };
+        if size < FIELD || size % FIELD != 0 {
+            return None;
+        }
+        let covered = size.min(std::mem::size_of::<wshub_callbacks>());
+        let mut ours = std::mem::MaybeUninit::<wshub_callbacks>::zeroed();
+        // SAFETY: `covered` bytes are readable at `ptr` (at most the caller's
+        // size) and writable in `ours` (at most our size); they do not overlap.
+        unsafe { std::ptr::copy_nonoverlapping(ptr.cast::<u8>(), ours.as_mut_ptr().cast::<u8>(), covered) };
+        // SAFETY: all-zero bytes are a valid `usize` and a valid NULL (`None`)
+        // for every callback; the copied fields are whole fields the caller
+        // wrote as these types.
+        let mut ours = unsafe { ours.assume_init() };
+        ours.struct_size = std::mem::size_of::<wshub_callbacks>();
+        Some(ours)
+    }
 }
 
 /// The application's `user_data`, handed back to every callback.

@@ -1,7 +1,10 @@
 //! `wshub_result`, the C API's error codes, and the functions that describe
-//! them. The values are part of the ABI: a code keeps its number forever, new
-//! codes take new numbers, and a retired one is never reused.
+//! them: `wshub_error_message` (a code's meaning) and `wshub_last_error` (why
+//! this thread's last call failed). The values are part of the ABI: a code
+//! keeps its number forever, new codes take new numbers, and a retired one is
+//! never reused.
 
+use std::cell::RefCell;
 use std::ffi::c_char;
 
 use crate::error::{
@@ -20,8 +23,9 @@ pub enum wshub_result {
     /// An argument was not acceptable: a string that is not UTF-8, a bind
     /// address that does not parse, text that is not UTF-8, an unknown kind.
     WSHUB_INVALID_ARGUMENT = 2,
-    /// `wshub_start` refused the configuration (a zero limit, a path without
-    /// a leading '/', a stack below 64 KiB or above 256 MiB).
+    /// `wshub_start` refused the configuration (a zero limit, a size, count
+    /// or duration over its bound, a path without a leading '/', a stack
+    /// below 64 KiB or above 256 MiB); `wshub_last_error` says which.
     WSHUB_INVALID_CONFIG = 3,
     /// An operating-system error: binding the port, creating a thread or an
     /// eventfd.
@@ -65,10 +69,12 @@ impl From<Error> for wshub_result {
         match e {
             Error::InvalidConfig(why) => {
                 log::warn!("wshub_start: {why}");
+                failed_because(format!("invalid configuration: {why}"));
                 wshub_result::WSHUB_INVALID_CONFIG
             }
             Error::Io(e) => {
                 log::warn!("wshub: {e}");
+                failed_because(e.to_string());
                 wshub_result::WSHUB_IO
             }
             Error::Stopped => wshub_result::WSHUB_STOPPED,
@@ -77,10 +83,40 @@ impl From<Error> for wshub_result {
             Error::InvalidCloseCode => wshub_result::WSHUB_INVALID_CLOSE_CODE,
             Error::Refused(why) => {
                 log::warn!("wshub: {why}");
+                failed_because(why);
                 wshub_result::WSHUB_REFUSED
             }
         }
     }
+}
+
+thread_local! {
+    /// Why the current call fails, when it says more than its code.
+    static DETAIL: RefCell<Option<String>> = const { RefCell::new(None) };
+    /// This thread's last failure, for `wshub_last_error`.
+    static LAST_ERROR: RefCell<Option<String>> = const { RefCell::new(None) };
+}
+
+/// Records why the running call fails (its code alone would say less): what
+/// `wshub_last_error` returns once the call has returned its error.
+pub(crate) fn failed_because(why: impl Into<String>) {
+    DETAIL.with(|d| *d.borrow_mut() = Some(why.into()));
+}
+
+/// Called by the boundary (`panic.rs`) as a call starts.
+pub(crate) fn call_started() {
+    DETAIL.with(|d| d.borrow_mut().take());
+}
+
+/// Called by the boundary as a call returns `code` (any `wshub_result`
+/// other than WSHUB_OK): the thread's last error becomes the recorded reason,
+/// or the code's message.
+pub(crate) fn call_failed(code: u32) {
+    let why = DETAIL.with(|d| d.borrow_mut().take()).unwrap_or_else(|| {
+        let text = message(code);
+        String::from_utf8_lossy(&text[..text.len() - 1]).into_owned()
+    });
+    LAST_ERROR.with(|e| *e.borrow_mut() = Some(why));
 }
 
 /// The message for each code, NUL-terminated so C can use it directly.
@@ -110,7 +146,7 @@ fn message(code: u32) -> &'static [u8] {
         Some(WSHUB_OK) => b"success\0",
         Some(WSHUB_NULL_PARAMETER) => b"a required pointer argument was NULL\0",
         Some(WSHUB_INVALID_ARGUMENT) => b"invalid argument (not UTF-8, unparsable address, or unknown kind)\0",
-        Some(WSHUB_INVALID_CONFIG) => b"invalid configuration (a zero limit, a path without '/', or a stack outside 64 KiB to 256 MiB)\0",
+        Some(WSHUB_INVALID_CONFIG) => b"invalid configuration (a zero limit, a value over its bound, a path without '/', or a stack outside 64 KiB to 256 MiB)\0",
         Some(WSHUB_IO) => b"operating-system error (bind, thread or eventfd creation)\0",
         Some(WSHUB_STOPPED) => concat!(stopped_text!(), "\0").as_bytes(),
         Some(WSHUB_NO_SUCH_CONNECTION) => concat!(no_such_connection_text!(), "\0").as_bytes(),
@@ -132,6 +168,44 @@ fn message(code: u32) -> &'static [u8] {
 #[no_mangle]
 pub extern "C" fn wshub_error_message(code: u32) -> *const c_char {
     ffi_boundary! { even_after_fork: message(code).as_ptr().cast::<c_char>() }
+}
+
+/// Why the calling thread's last failed call failed, as one English sentence
+/// (e.g. "invalid configuration: hub_queue must be at most 1048576", "cannot
+/// bind 127.0.0.1:9001: Address in use (os error 98)", a TLS file that does
+/// not parse). Only calls returning a wshub_result other than WSHUB_OK set
+/// it; later successful calls leave it. Writes it NUL-terminated into `buf`
+/// (at most `len` bytes, cut at a character boundary when longer; `buf` may
+/// be NULL when `len` is 0) and returns its full length without the NUL, as
+/// snprintf does: 0 when this thread has had no failure. Any thread.
+#[no_mangle]
+pub extern "C" fn wshub_last_error(buf: *mut c_char, len: usize) -> usize {
+    ffi_boundary! { even_after_fork:
+        LAST_ERROR.with(|e| {
+            let last = e.borrow();
+            let Some(text) = last.as_deref() else {
+                if !buf.is_null() && len > 0 {
+                    // SAFETY: not NULL and at least one writable byte.
+                    unsafe { *buf = 0 };
+                }
+                return 0;
+            };
+            if !buf.is_null() && len > 0 {
+                let mut keep = text.len().min(len - 1);
+                while !text.is_char_boundary(keep) {
+                    keep -= 1;
+                }
+                // SAFETY: `buf` is not NULL and the caller guarantees `len`
+                // writable bytes; `keep + 1 <= len` are written, from a
+                // separate allocation.
+                unsafe {
+                    std::ptr::copy_nonoverlapping(text.as_ptr().cast::<c_char>(), buf, keep);
+                    *buf.add(keep) = 0;
+                }
+            }
+            text.len()
+        })
+    }
 }
 
 /// The library's version, e.g. "0.1.0", as a static NUL-terminated string; it

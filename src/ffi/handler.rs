@@ -53,10 +53,11 @@ fn nul_terminated(message: Message) -> (Vec<u8>, wshub_message_kind) {
 impl Handler for FfiHandler {
     fn on_upgrade(&self, handle: &ServerHandle, conn: ConnId, info: &RequestInfo) -> Upgrade {
         self.adopt(handle);
-        // The protocol's checks (drain, Origin, token, per-user cap) come
-        // first, so the application decides knowing the user.
+        // The protocol's checks (drain, Origin, token, per-user cap, bans)
+        // come first, so the application decides knowing the user; an event
+        // stream's join checks come after it accepted (below).
         let admitted = match &self.protocol {
-            Some(protocol) => match protocol.admit(handle, conn, info) {
+            Some(protocol) => match protocol.admit_user(conn, info) {
                 Ok(admitted) => Some(admitted),
                 Err(refusal) => return Upgrade::Reject(refusal),
             },
@@ -104,6 +105,17 @@ impl Handler for FfiHandler {
                 }
             }
             Decision::Reject(status) => Upgrade::reject(status),
+        };
+        // An event stream asks on_join once on_upgrade accepted it, so the
+        // hook reads what on_upgrade attached (wshub_conn_identity,
+        // wshub_conn_user_data), as for a `room:join`. Refused: 403, and the
+        // attachments are forgotten as for a 101 that could not be sent.
+        let upgrade = match (&upgrade, &self.protocol) {
+            (Upgrade::Accept { .. }, Some(protocol)) => match protocol.admit_stream(handle, conn, info) {
+                Ok(()) => upgrade,
+                Err(refusal) => Upgrade::Reject(refusal),
+            },
+            _ => upgrade,
         };
         if matches!(upgrade, Upgrade::Reject(_)) {
             server.conns.remove(conn);
@@ -222,7 +234,7 @@ impl Handler for JoinHook {
                     let user = user.map(c_string);
                     let room = c_string(room);
                     let user_ptr = user.as_ref().map_or(std::ptr::null(), |u| u.as_ptr());
-                    f(user_data.0, server.as_ptr(), conn, user_ptr, room.as_ptr())
+                    f(user_data.0, server.as_ptr(), conn, user_ptr, room.as_ptr()) != 0
                 }
                 None => true,
             },

@@ -82,13 +82,19 @@ pub type wshub_log_fn = Option<
 /// May be called at any time, before `wshub_start` or while servers run; the
 /// setting is per process, for every server. When it returns, the previous
 /// callback is not running and is never called again, so its `user_data`
-/// may be freed.
+/// may be freed: it waits for the calls of the previous callback under way
+/// on other threads, so do not hold a lock that your callback takes while
+/// calling this. From inside the log callback it returns WSHUB_WRONG_MODE
+/// and changes nothing.
 ///
-/// Threads: the callback runs on whichever wshub thread logs (connection
-/// threads, the hub, the acceptor, ...), possibly on several at once; it must
-/// be thread-safe, return quickly, and must not call any wshub function
-/// (wshub may hold a lock while it logs). No log line contains a token, an
-/// API key or a query string.
+/// Threads: the callback runs on whichever thread logs (wshub's connection
+/// threads, the hub, the acceptor, ..., or yours inside a wshub call),
+/// possibly on several at once, and no wshub lock is held while it runs. It
+/// must be thread-safe and return quickly, and should not call wshub
+/// functions: what wshub would log from inside it is dropped (never passed
+/// to it again), and wshub may hold its own locks while it logs. No log line
+/// contains a token, an API key or a query string. A panic inside wshub (a
+/// bug) is logged as an error, never printed on stderr by itself.
 ///
 /// When the process already has a Rust logger (a Rust program that also uses
 /// the C API), that logger keeps receiving everything and this only records
@@ -100,6 +106,11 @@ pub extern "C" fn wshub_set_log_callback(
     user_data: *mut c_void,
 ) -> wshub_result {
     ffi_boundary! {
+        if crate::logging::in_sink() {
+            // It would wait for the call it is part of to return.
+            super::error::failed_because("wshub_set_log_callback was called from inside the log callback");
+            return wshub_result::WSHUB_WRONG_MODE;
+        }
         // A plain integer, not the enum type: C may pass any value.
         let Some(level) = wshub_log_level::from_u32(level) else {
             return wshub_result::WSHUB_INVALID_ARGUMENT;

@@ -24,6 +24,10 @@ pub(crate) trait FfiDefault {
     {
         Self::panicked()
     }
+    /// The error code this value reports, when it is a failed `wshub_result`.
+    fn failure(&self) -> Option<u32> {
+        None
+    }
 }
 
 impl FfiDefault for wshub_result {
@@ -38,6 +42,9 @@ impl FfiDefault for wshub_result {
     }
     fn forked() -> Self {
         wshub_result::WSHUB_FORKED
+    }
+    fn failure(&self) -> Option<u32> {
+        (*self != wshub_result::WSHUB_OK).then_some(*self as u32)
     }
 }
 
@@ -91,13 +98,24 @@ pub(crate) fn boundary<T: FfiDefault>(even_after_fork: bool, body: impl FnOnce()
     if !even_after_fork && crate::sys::pthread::in_forked_child() {
         return T::forked();
     }
-    match std::panic::catch_unwind(std::panic::AssertUnwindSafe(body)) {
+    super::error::call_started();
+    let result = match std::panic::catch_unwind(std::panic::AssertUnwindSafe(body)) {
         Ok(v) => v,
-        Err(_) => {
-            log::error!("wshub: a panic was caught at the C boundary");
+        Err(payload) => {
+            let what = payload
+                .downcast_ref::<&str>()
+                .copied()
+                .or_else(|| payload.downcast_ref::<String>().map(String::as_str))
+                .unwrap_or("no message");
+            log::error!("wshub: a panic was caught at the C boundary: {what}");
+            super::error::failed_because(format!("internal error in wshub (a panic was contained): {what}"));
             T::panicked()
         }
+    };
+    if let Some(code) = result.failure() {
+        super::error::call_failed(code);
     }
+    result
 }
 
 /// The body of every `extern "C"` function: `ffi_boundary! {{ ... }}`. Inside,

@@ -3,12 +3,16 @@
 //! callbacks it calls are declared in `callbacks.rs` and called by
 //! `handler.rs`.
 //!
-//! Memory: C's pointer is one strong reference of an `Arc<wshub_server>`; the
-//! engine's handler holds another, so the pointer handed to callbacks stays
-//! valid while any callback can run. `wshub_stop` stops the engine, drops the
-//! engine handle (breaking the cycle), waits for the handler to be dropped with
-//! the engine's last thread, then drops C's reference; whoever lets go last
-//! frees it.
+//! Memory: C's pointer is one strong reference of an `Arc<wshub_server>`,
+//! given back only by the owner's `wshub_stop` (one called outside
+//! callbacks); the engine's handler holds another, so the pointer handed to
+//! callbacks stays valid while any callback can run. A `wshub_stop` inside a
+//! callback only begins the engine's stop and never touches C's reference,
+//! so a callback that runs before `wshub_start` returns cannot free what
+//! `wshub_start` is about to return. The owner's `wshub_stop` stops the
+//! engine (or waits for the stop already under way), drops the engine handle
+//! (breaking the cycle), waits for the handler to be dropped with the
+//! engine's last thread, then drops C's reference, the last one.
 
 use crate::conn_map::ConnMap;
 use std::cell::Cell;
@@ -68,7 +72,7 @@ pub struct wshub_server {
     /// True once the engine dropped its handler, i.e. its last thread let go.
     pub(super) handler_gone: Mutex<bool>,
     pub(super) handler_gone_changed: Condvar,
-    /// Set by the first `wshub_stop`: C's one reference is taken back once.
+    /// Set by the owner's first `wshub_stop`: C's one reference is taken back once.
     stop_claimed: AtomicBool,
     /// The wire protocol, when the config turned it on: for the backend
     /// calls (`publish.rs`, `moderation.rs`).
@@ -151,31 +155,42 @@ fn start(config: &wshub_config, mode: Mode) -> Result<*mut wshub_server, wshub_r
         stop_claimed: AtomicBool::new(false),
         protocol: std::sync::OnceLock::new(),
     });
-    if config.protocol_enabled && config.protocol.validate().is_err() {
-        return Err(wshub_result::WSHUB_INVALID_CONFIG);
+    if config.protocol_enabled {
+        if let Err(why) = config.protocol.validate() {
+            super::error::failed_because(format!("invalid configuration: {why}"));
+            return Err(wshub_result::WSHUB_INVALID_CONFIG);
+        }
     }
     let hooks = JoinHook { server: Arc::downgrade(&server) };
     let protocol = config.protocol_enabled.then(|| ProtocolHandler::with_app(config.protocol.clone(), hooks));
     if let Some(protocol) = &protocol {
         let _ = server.protocol.set(protocol.clone());
     }
-    let handler = FfiHandler { server: server.clone(), protocol };
+    let handler = FfiHandler { server: server.clone(), protocol: protocol.clone() };
     let handle = Server::start(config.config.clone(), handler).map_err(wshub_result::from)?;
+    // Cross-node fan-out works from the start, not from the first request
+    // that happens to pass through the protocol's own `on_upgrade`.
+    if let Some(protocol) = &protocol {
+        protocol.start_cluster(&handle);
+    }
     server.local_port.store(handle.local_addr().port(), Relaxed);
     {
+        // A callback may have stored it already (`FfiHandler::adopt`).
         let mut slot = server.slot.lock();
-        if slot.handle.is_none() {
+        if slot.handle.is_none() && !slot.stopped {
             slot.handle = Some(handle);
         }
     }
     Ok(Arc::into_raw(server).cast_mut())
 }
 
-/// Starts a server that calls `callbacks` (copied) with `user_data` as their
-/// first argument. `config` is copied (free it when you like). On WSHUB_OK
-/// `*server_out` is the running server; stop and free it with `wshub_stop`.
-/// Errors: WSHUB_NULL_PARAMETER, WSHUB_INVALID_CONFIG, WSHUB_IO (e.g. the port
-/// is taken).
+/// Starts a server that calls `callbacks` (copied; initialized with
+/// `WSHUB_CALLBACKS_INIT`) with `user_data` as their first argument. `config`
+/// is copied (free it when you like). On WSHUB_OK `*server_out` is the
+/// running server; stop and free it with `wshub_stop`. Callbacks may run
+/// before this returns. Errors: WSHUB_NULL_PARAMETER, WSHUB_INVALID_ARGUMENT
+/// (`callbacks->struct_size` not set), WSHUB_INVALID_CONFIG, WSHUB_IO (e.g.
+/// the port is taken); `wshub_last_error` says why.
 #[no_mangle]
 pub extern "C" fn wshub_start(
     config: *const wshub_config,
@@ -185,8 +200,16 @@ pub extern "C" fn wshub_start(
 ) -> wshub_result {
     ffi_boundary! {
         let config = try_ref!(config);
-        let callbacks = *try_ref!(callbacks);
+        let callbacks = try_ref!(callbacks);
         let server_out = try_out!(server_out);
+        // SAFETY: not NULL; the C API requires a struct initialized with
+        // WSHUB_CALLBACKS_INIT, i.e. at least `struct_size` readable bytes.
+        let Some(callbacks) = (unsafe { wshub_callbacks::read(callbacks) }) else {
+            super::error::failed_because(
+                "callbacks->struct_size is not the size of a wshub_callbacks: initialize it with WSHUB_CALLBACKS_INIT",
+            );
+            return wshub_result::WSHUB_INVALID_ARGUMENT;
+        };
         match start(config, Mode::Callbacks(callbacks, UserData(user_data))) {
             Ok(server) => {
                 *server_out = server;
@@ -212,7 +235,16 @@ pub extern "C" fn wshub_start_polling(
     ffi_boundary! {
         let config = try_ref!(config);
         let server_out = try_out!(server_out);
-        if config.event_queue_capacity == 0 {
+        let bounded = crate::config::bounds::check(&[(
+            "event_queue_capacity",
+            config.event_queue_capacity,
+            crate::config::bounds::SLOTS,
+        )])
+        .and_then(|()| crate::config::bounds::check_durations(&[("upgrade_timeout", config.upgrade_timeout)]));
+        if config.event_queue_capacity == 0 || bounded.is_err() {
+            let why = bounded.err().unwrap_or_else(|| "event_queue_capacity must be greater than 0".to_owned());
+            log::warn!("wshub_start_polling: {why}");
+            super::error::failed_because(format!("invalid configuration: {why}"));
             return wshub_result::WSHUB_INVALID_CONFIG;
         }
         let queue = match EventQueue::new(config.event_queue_capacity) {
@@ -247,46 +279,40 @@ pub extern "C" fn wshub_start_polling(
 /// still be executing their last instructions of thread exit: do not unload
 /// the library (dlclose) while the process lives.
 ///
-/// From inside a callback it cannot wait for its own thread: it hands the
-/// stop to a thread the server made when it started (so the stop happens
-/// even when no thread can be created any more) and returns at once; the
-/// server is freed when the stop completes. Until then callbacks still run
-/// (this one, and on_close during the drain) with a valid `server` pointer,
-/// and nothing tells the application when it is over: an application that
-/// must know (to free `user_data`, to exit) should have one of its own
-/// threads call wshub_stop instead. When several callbacks call it at once,
-/// the first stops the server and the others return at once.
+/// From inside a callback it only begins the stop and returns at once (a
+/// callback cannot wait for its own thread): the stop runs on a thread the
+/// server made when it started (so it happens even when no thread can be
+/// created any more), callbacks still run during the drain (on_close) with a
+/// valid `server` pointer, and functions on the handle answer WSHUB_OK or
+/// WSHUB_STOPPED. It frees nothing: the handle stays valid until the owner
+/// calls wshub_stop from outside callbacks, which waits for the stop and
+/// frees. So "a quit message calls wshub_stop; main calls wshub_stop at
+/// exit" is correct, and every server must get that owner's call.
 #[no_mangle]
 pub extern "C" fn wshub_stop(server: *mut wshub_server) {
     ffi_boundary! {
         if server.is_null() {
             return;
         }
+        if ON_CONNECTION_THREAD.with(Cell::get) {
+            // SAFETY: not NULL; a callback's pointer is live while it runs
+            // (the handler holds a reference), and so is the owner's until
+            // the owner's wshub_stop returns.
+            let server = unsafe { &*server };
+            if let Ok(handle) = server.handle() {
+                handle.stop(); // on a connection thread: begins the stop only
+            }
+            return;
+        }
         // SAFETY: not NULL; the C API requires a pointer from wshub_start or
-        // wshub_start_polling that is live: not yet freed by a stop, or passed
-        // to a callback that is still running (the handler's reference keeps
-        // it alive then, also while another callback's stop is under way).
+        // wshub_start_polling that the owner has not stopped yet.
         let claimed = unsafe { &*server }.stop_claimed.swap(true, AcqRel);
         if claimed {
-            return; // another callback's wshub_stop took C's reference
+            return; // another application thread's wshub_stop took C's reference
         }
         // SAFETY: as above; the pointer owns one strong reference (C's), and
         // `stop_claimed` lets exactly one call take it back.
         let server = unsafe { Arc::from_raw(server.cast_const()) };
-        if ON_CONNECTION_THREAD.with(Cell::get) {
-            // This thread cannot wait for itself: the engine's stopper thread,
-            // made at start, stops the engine and drops C's reference; the
-            // handler's reference frees the server after the last callback.
-            let handle = server.slot.lock().handle.clone();
-            match handle {
-                Some(handle) => handle.stop_in_background(Box::new(move || {
-                    server.stop_engine();
-                    drop(server);
-                })),
-                None => drop(server), // the engine has stopped already
-            }
-            return;
-        }
         server.stop_and_release();
     }
 }
@@ -328,7 +354,7 @@ pub extern "C" fn wshub_reload_tls(server: *mut wshub_server) -> wshub_result {
         };
         match handle.reload_tls() {
             Ok(()) => wshub_result::WSHUB_OK,
-            Err(_) => wshub_result::WSHUB_INVALID_CONFIG,
+            Err(e) => e.into(), // WSHUB_INVALID_CONFIG, with why
         }
     }
 }
@@ -546,6 +572,7 @@ pub extern "C" fn wshub_conn_identity(
 
 #[cfg(test)]
 mod tests {
+    use std::ffi::c_int;
     use std::net::TcpStream;
 
     use crate::ffi::event::wshub_event;
@@ -637,5 +664,69 @@ mod tests {
     fn a_c_host_turns_event_streams_off() {
         let line = stream_status(false);
         assert!(line.starts_with("HTTP/1.1 404"), "{line}");
+    }
+
+    /// on_upgrade attaches the identity a C host's own session check found.
+    extern "C" fn attach_admin(
+        _: *mut c_void,
+        _: *mut wshub_server,
+        _: u64,
+        request: *mut super::super::request::wshub_request,
+    ) -> u16 {
+        let admin = CString::new("admin").unwrap();
+        assert_eq!(
+            super::super::request::wshub_request_set_identity(request, admin.as_ptr()),
+            wshub_result::WSHUB_OK
+        );
+        0
+    }
+
+    /// on_join allows the identity on_upgrade attached, and nothing else.
+    extern "C" fn join_if_admin(
+        _: *mut c_void,
+        server: *mut wshub_server,
+        conn: u64,
+        _: *const c_char,
+        _: *const c_char,
+    ) -> c_int {
+        let mut buf = [0 as c_char; 16];
+        let mut len = 0;
+        let admin = wshub_conn_identity(server, conn, buf.as_mut_ptr(), buf.len(), &mut len)
+            == wshub_result::WSHUB_OK
+            && buf[..len].iter().map(|&b| b as u8).eq(*b"admin");
+        c_int::from(admin)
+    }
+
+    /// A stream's on_join comes after on_upgrade, as a `room:join`'s does:
+    /// it reads the identity on_upgrade attached.
+    #[test]
+    fn a_streams_on_join_sees_the_identity_on_upgrade_attached() {
+        use std::io::{BufRead, BufReader, Write};
+        let config = wshub_config_new();
+        let bind = CString::new("127.0.0.1:0").unwrap();
+        assert_eq!(wshub_config_set_bind(config, bind.as_ptr()), wshub_result::WSHUB_OK);
+        assert_eq!(wshub_config_set_protocol(config, true), wshub_result::WSHUB_OK);
+        let callbacks = wshub_callbacks {
+            struct_size: std::mem::size_of::<wshub_callbacks>(),
+            on_upgrade: Some(attach_admin),
+            on_connect: None,
+            on_message: None,
+            on_close: None,
+            on_join: Some(join_if_admin),
+        };
+        let mut server: *mut wshub_server = std::ptr::null_mut();
+        assert_eq!(
+            wshub_start(config, &callbacks, std::ptr::null_mut(), &mut server),
+            wshub_result::WSHUB_OK
+        );
+        wshub_config_free(config);
+        let mut stream = TcpStream::connect(("127.0.0.1", wshub_local_port(server))).unwrap();
+        stream.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+        stream.write_all(b"GET /sse?room=private HTTP/1.1\r\nHost: t\r\n\r\n").unwrap();
+        let mut line = String::new();
+        BufReader::new(&stream).read_line(&mut line).unwrap();
+        drop(stream);
+        wshub_stop(server);
+        assert!(line.starts_with("HTTP/1.1 200"), "{line}");
     }
 }

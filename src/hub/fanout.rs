@@ -35,7 +35,8 @@ impl Helper {
     pub(super) fn start(limits: QueueLimits, stats: Arc<Stats>) -> std::io::Result<Helper> {
         let (jobs, job_rx) = crossbeam_channel::bounded::<Half>(1);
         let (done_tx, done) = crossbeam_channel::bounded(1);
-        let thread = std::thread::Builder::new().name("wshub-fanout".into()).spawn(move || {
+        let builder = std::thread::Builder::new().name("wshub-fanout".into());
+        let thread = crate::sys::signals::spawn(builder, move || {
             for half in job_rx {
                 for conn in &half.members {
                     deliver(conn, half.frame.clone(), true, limits, &stats);

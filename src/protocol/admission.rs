@@ -193,7 +193,7 @@ impl Origin {
     /// Reads a serialized origin (RFC 6454 section 6.2) strictly, as a browser
     /// sends it: `scheme://host[:port]`, the port 1 to 65535 in digits only
     /// (no sign, no leading zero), the host a DNS name (letters, digits, `-`,
-    /// `_`, `.`) or a bracketed IPv6 address. Anything else (a `\`, a space, a
+    /// `_`, and `.` between non-empty labels) or a bracketed IPv6 address. Anything else (a `\`, a space, a
     /// path, user info) is not an origin. Case does not matter.
     pub(crate) fn parse(s: &str) -> Option<Origin> {
         let s = s.trim().to_ascii_lowercase();
@@ -215,7 +215,8 @@ impl Origin {
                 let end = rest.find(':').unwrap_or(rest.len());
                 let host = &rest[..end];
                 let name = |b: u8| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.');
-                if host.is_empty() || !host.bytes().all(name) {
+                // No empty label: `..example.org` is no name a browser sends.
+                if !host.bytes().all(name) || host.split('.').any(str::is_empty) {
                     return None;
                 }
                 (host, &rest[end..])
@@ -318,6 +319,10 @@ mod tests {
             "https://app.example.com:99999",
             "http://[::1]x:8080",
             "http://[]:8080",
+            "https://..example.org",
+            "https://.x.example.org",
+            "https://x..example.org",
+            "https://app.example.com.",
             "https://",
         ] {
             assert!(!allowed(&list, bad), "{bad}");

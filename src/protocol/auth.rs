@@ -78,7 +78,8 @@ fn present<'de, D: serde::Deserializer<'de>, T: Deserialize<'de>>(d: D) -> Resul
 }
 
 /// The one algorithm a public key verifies, from its type: RSA, or an EC key
-/// on P-256 or P-384. Any other key is refused.
+/// on P-256 or P-384, given as a public key or a certificate (as jsonwebtoken
+/// reads both). Any other key is refused.
 fn public_key(pem: &str) -> Result<(DecodingKey, Algorithm), String> {
     use rustls_pki_types::pem::PemObject;
     if let Ok(key) = DecodingKey::from_rsa_pem(pem.as_bytes()) {
@@ -87,10 +88,17 @@ fn public_key(pem: &str) -> Result<(DecodingKey, Algorithm), String> {
     // The curve's OID in the key's AlgorithmIdentifier (RFC 5480).
     const P256: &[u8] = &[0x06, 0x08, 0x2a, 0x86, 0x48, 0xce, 0x3d, 0x03, 0x01, 0x07];
     const P384: &[u8] = &[0x06, 0x05, 0x2b, 0x81, 0x04, 0x00, 0x22];
-    let refused = || "the JWT public key is not an RSA, P-256 or P-384 public key in PEM".to_owned();
-    let spki =
-        rustls_pki_types::SubjectPublicKeyInfoDer::from_pem_slice(pem.as_bytes()).map_err(|_| refused())?;
-    let names = |oid: &[u8]| spki.windows(oid.len()).any(|w| w == oid);
+    let refused =
+        || "the JWT public key is not an RSA, P-256 or P-384 public key (or certificate) in PEM".to_owned();
+    // A certificate names one curve too: its subject key's (its signature
+    // algorithm is a hash OID, not a curve's).
+    let der: Vec<u8> = match rustls_pki_types::SubjectPublicKeyInfoDer::from_pem_slice(pem.as_bytes()) {
+        Ok(spki) => spki.to_vec(),
+        Err(_) => {
+            rustls_pki_types::CertificateDer::from_pem_slice(pem.as_bytes()).map_err(|_| refused())?.to_vec()
+        }
+    };
+    let names = |oid: &[u8]| der.windows(oid.len()).any(|w| w == oid);
     let algorithm = if names(P256) {
         Algorithm::ES256
     } else if names(P384) {

@@ -205,6 +205,19 @@ impl ProtocolConfig {
     /// that cannot be used, a secret and a public key both set, an Origin
     /// pattern that does not parse.
     pub fn validate(&self) -> Result<(), String> {
+        use crate::config::bounds;
+        bounds::check(&[
+            ("history_size", self.history_size, bounds::SLOTS),
+            ("history_max_bytes", self.history_max_bytes, bounds::BUDGET),
+            ("history_total_max_bytes", self.history_total_max_bytes, bounds::BUDGET),
+            ("replay_max_bytes", self.replay_max_bytes, bounds::BUDGET),
+            ("max_rooms_per_client", self.max_rooms_per_client, bounds::SLOTS),
+            ("max_rooms", self.max_rooms, bounds::SLOTS),
+            ("max_reply_backlog", self.max_reply_backlog, bounds::SLOTS),
+            ("max_connections_per_user", self.max_connections_per_user, bounds::CONNECTIONS),
+            ("max_bans", self.max_bans, bounds::SLOTS),
+        ])?;
+        bounds::check_durations(&[("history_ttl", self.history_ttl)])?;
         super::auth::Verifier::new(
             self.jwt_secret.as_ref().map(|s| s.0.as_str()),
             self.jwt_public_key_pem.as_deref(),

@@ -189,24 +189,57 @@ impl ProtocolHandler {
         conn: ConnId,
         request: &RequestInfo,
     ) -> Result<RequestInfo, HttpResponse> {
+        let admitted = self.admit_user(conn, request)?;
+        self.admit_stream(server, conn, request)?;
+        Ok(admitted)
+    }
+
+    /// The checks before the application's `on_upgrade`: drain, Origin,
+    /// token, per-user cap, bans. Refused: nothing stays reserved.
+    pub(crate) fn admit_user(
+        &self,
+        conn: ConnId,
+        request: &RequestInfo,
+    ) -> Result<RequestInfo, HttpResponse> {
         let admitted = self.shared.admission.admit(&self.shared.draining, conn, request)?;
-        // Bans, and an event stream's room: after the token is known, before
-        // anything is opened.
-        let banned =
-            admitted.user.as_deref().is_some_and(|u| self.shared.bans.is_banned(u, SystemTime::now()));
-        let refusal = if banned {
-            Some("this user is banned\n".to_owned())
-        } else if request.path == sse::PATH {
-            let identity = self.shared.admission.pending(conn);
-            sse::refusal(&self.shared, server, conn, identity.as_ref(), request)
-        } else {
-            None
-        };
-        if let Some(why) = refusal {
+        // Bans: after the token is known, before anything is opened.
+        if admitted.user.as_deref().is_some_and(|u| self.shared.bans.is_banned(u, SystemTime::now())) {
             self.forget(conn);
-            return Err(HttpResponse::new(403, "text/plain; charset=utf-8", why));
+            return Err(HttpResponse::new(403, "text/plain; charset=utf-8", "this user is banned\n"));
         }
         Ok(admitted)
+    }
+
+    /// Starts the Redis threads (with `redis_url`; a no-op otherwise or when
+    /// they run). For hosts whose upgrades come through [`admit`](Self::admit),
+    /// not [`Handler::on_upgrade`]: the C API, as soon as its server starts.
+    pub(crate) fn start_cluster(&self, server: &ServerHandle) {
+        Cluster::start(&self.shared, server);
+    }
+
+    /// For an event stream, the checks a `room:join` of its room passes (the
+    /// token's claim, the application's join hook, the room cap); nothing for
+    /// a WebSocket. Run once the application's `on_upgrade` accepted, so the
+    /// join hook sees the connection as `on_upgrade` left it, as a
+    /// `room:join` does. Refused: `403`, and what [`admit_user`](Self::admit_user)
+    /// reserved is given back.
+    pub(crate) fn admit_stream(
+        &self,
+        server: &ServerHandle,
+        conn: ConnId,
+        request: &RequestInfo,
+    ) -> Result<(), HttpResponse> {
+        if request.path != sse::PATH {
+            return Ok(());
+        }
+        let identity = self.shared.admission.pending(conn);
+        match sse::refusal(&self.shared, server, conn, identity.as_ref(), request) {
+            None => Ok(()),
+            Some(why) => {
+                self.forget(conn);
+                Err(HttpResponse::new(403, "text/plain; charset=utf-8", why))
+            }
+        }
     }
 
     /// Gives back what [`admit`](Self::admit) reserved for an upgrade that was
@@ -249,25 +282,36 @@ pub fn choose_subprotocol(offered: &[String]) -> Option<String> {
 impl Handler for ProtocolHandler {
     fn on_upgrade(&self, server: &ServerHandle, conn: ConnId, request: &RequestInfo) -> Upgrade {
         Cluster::start(&self.shared, server);
-        let admitted = match self.admit(server, conn, request) {
+        let admitted = match self.admit_user(conn, request) {
             Ok(admitted) => admitted,
             Err(refusal) => return Upgrade::Reject(refusal),
         };
         let ours = choose_subprotocol(&request.subprotocols());
-        match &self.shared.app {
-            None => Upgrade::Accept { subprotocol: ours },
-            Some(app) => match app.on_upgrade(server, conn, &admitted) {
-                // A `bearer.<token>` entry is never echoed back.
-                Upgrade::Accept { subprotocol } => Upgrade::Accept {
+        let Some(app) = &self.shared.app else {
+            return match self.admit_stream(server, conn, request) {
+                Ok(()) => Upgrade::Accept { subprotocol: ours },
+                Err(refusal) => Upgrade::Reject(refusal),
+            };
+        };
+        match app.on_upgrade(server, conn, &admitted) {
+            // A `bearer.<token>` entry is never echoed back.
+            Upgrade::Accept { subprotocol } => match self.admit_stream(server, conn, request) {
+                Ok(()) => Upgrade::Accept {
                     subprotocol: subprotocol
                         .filter(|p| !p.starts_with(super::auth::BEARER_SUBPROTOCOL))
                         .or(ours),
                 },
-                refusal => {
-                    self.forget(conn);
-                    refusal
+                // Accepted by the application, then refused: it releases what
+                // its on_upgrade attached, as for a 101 that could not be sent.
+                Err(refusal) => {
+                    app.on_upgrade_failed(server, conn);
+                    Upgrade::Reject(refusal)
                 }
             },
+            refusal => {
+                self.forget(conn);
+                refusal
+            }
         }
     }
 
@@ -523,12 +567,22 @@ impl Session<'_> {
     }
 
     /// `presence:get`: for members, or for a token whose `rooms` claim names
-    /// the room (no claim is not enough: presence is not public).
+    /// the room (no claim is not enough: presence is not public) and whom the
+    /// application's join hook would let join it (a room it refuses to a
+    /// user shows that user its members no more than its messages).
     fn presence(&self, room: &str) -> Result<Vec<Value>, ErrorReply> {
         self.require_allowed(room)?;
-        let claimed = self.state.identity.as_ref().is_some_and(|i| i.rooms.is_some());
-        if !claimed {
-            self.require_member(room)?;
+        if !self.state.rooms.contains_key(room) {
+            let identity = self.state.identity.as_ref().filter(|i| i.rooms.is_some());
+            let Some(identity) = identity else { return self.require_member(room).map(|()| Vec::new()) };
+            if let Some(app) = &self.shared.app {
+                if !app.on_join(self.server, self.conn, Some(&identity.user), room) {
+                    return Err(ErrorReply::new(
+                        ErrorCode::Forbidden,
+                        format!("joining {room:?} was refused"),
+                    ));
+                }
+            }
         }
         if let Some(cluster) = &self.shared.cluster {
             return cluster.presence(room);

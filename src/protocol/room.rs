@@ -92,15 +92,20 @@ pub(crate) struct Entry {
     key: Option<Box<str>>,
     /// Its event-stream form (`sse.rs`), built by the first stream replay
     /// that needs it and shared by every later one (`None` inside: it has
-    /// none). Its bytes are not counted against the history bounds (they go
-    /// with the entry; a message has at most this one extra copy).
+    /// none). Its bytes count in the entry's cost from then on, so the
+    /// history bounds hold what history really keeps.
     event: OnceLock<Option<SharedFrame>>,
 }
 
 impl Entry {
     fn cost(&self) -> usize {
         // A key is held twice: here and in the room's `keys`.
-        self.frame.len() + ENTRY_OVERHEAD + self.key.as_ref().map_or(0, |k| 2 * k.len())
+        self.frame.len() + ENTRY_OVERHEAD + self.key.as_ref().map_or(0, |k| 2 * k.len()) + self.event_len()
+    }
+
+    /// Bytes of its event-stream form, once built.
+    fn event_len(&self) -> usize {
+        self.event.get().and_then(Option::as_ref).map_or(0, |f| f.len())
     }
 }
 
@@ -170,8 +175,7 @@ impl RoomState {
         self.history_bytes -= cost;
         self.budget.total.fetch_sub(cost, Relaxed);
         self.budget.entries.fetch_sub(1, Relaxed);
-        let event = e.event.get().and_then(Option::as_ref).map_or(0, |f| f.len());
-        self.budget.freed.fetch_add(cost + event, Relaxed);
+        self.budget.freed.fetch_add(cost, Relaxed);
         true
     }
 
@@ -244,17 +248,32 @@ impl RoomState {
     /// event-stream form, built by `to_event` from the stored frame the first
     /// time any stream needs it and kept with the entry, so every stream's
     /// replay shares the same bytes. A frame `to_event` cannot convert is
-    /// left out.
+    /// left out. The forms built here count toward the history's bytes (then
+    /// pruned as any publish prunes: a room over its bound drops its oldest
+    /// messages), so streams cannot make history hold more than its bounds.
     pub fn recover_events(
-        &self,
+        &mut self,
         since: u64,
         max_replay: usize,
         max_bytes: usize,
         to_event: impl Fn(&SharedFrame) -> Option<SharedFrame>,
     ) -> Recovery {
-        self.recover_as(since, None, max_replay, max_bytes, |e| {
-            e.event.get_or_init(|| to_event(&e.frame)).clone()
-        })
+        let mut built = 0;
+        let recovery = self.recover_as(since, None, max_replay, max_bytes, |e| {
+            e.event
+                .get_or_init(|| {
+                    let event = to_event(&e.frame);
+                    built += event.as_ref().map_or(0, |f| f.len());
+                    event
+                })
+                .clone()
+        });
+        if built > 0 {
+            self.history_bytes += built;
+            self.budget.total.fetch_add(built, Relaxed);
+            self.prune(Instant::now());
+        }
+        recovery
     }
 
     fn recover_as(
@@ -616,6 +635,34 @@ mod tests {
     fn epochs_differ_per_incarnation() {
         let t = RoomTable::new(limits(1, Duration::from_secs(1), 1, 1));
         assert_ne!(t.new_epoch(), t.new_epoch());
+    }
+
+    /// A stream replay's event forms are history's bytes too: counted in the
+    /// room and the total budget, built once, pruned by the room's bound, and
+    /// given back in full when their message goes.
+    #[test]
+    fn event_forms_count_toward_the_history_bounds() {
+        let one = text(1).len() + ENTRY_OVERHEAD;
+        let mut r = room(limits(100, Duration::from_secs(60), 3 * one + 200, 1 << 20));
+        let now = Instant::now();
+        for _ in 0..3 {
+            r.publish(now, None, text);
+        }
+        assert_eq!(r.budget.total.load(Relaxed), 3 * one);
+        let event = |_: &SharedFrame| Some(Arc::new(vec![b'e'; 100]));
+        let replay = r.recover_events(0, 100, usize::MAX, event);
+        assert_eq!(replay.replay.len(), 3, "the replay is built before the bound is applied");
+        // 3 events of 100 bytes on top of 3 messages: over the room's bound
+        // by 100, so the oldest message (and its event) goes.
+        assert_eq!(r.history.len(), 2);
+        assert_eq!(r.history_bytes, 2 * (one + 100));
+        assert_eq!(r.budget.total.load(Relaxed), 2 * (one + 100), "the total counts the events");
+        assert_eq!(r.budget.take_freed(), one + 100);
+        r.recover_events(0, 100, usize::MAX, event);
+        assert_eq!(r.history_bytes, 2 * (one + 100), "built once: a second replay adds nothing");
+        r.evict_through(u64::MAX);
+        assert_eq!((r.history_bytes, r.budget.total.load(Relaxed)), (0, 0));
+        assert_eq!(r.budget.take_freed(), 2 * (one + 100));
     }
 
     #[test]

@@ -10,6 +10,7 @@
 //! - [`trim`]: giving freed heap memory back to the system (`malloc_trim`).
 //! - [`poll`]: `poll(2)` over many sockets, for the overflow thread.
 //! - [`fd`]: a listening socket passed by number (systemd's `LISTEN_FDS`).
+//! - [`signals`]: every thread wshub starts blocks the process's signals.
 #![allow(unsafe_code)]
 
 use std::sync::OnceLock;
@@ -18,6 +19,7 @@ pub(crate) mod fd;
 pub(crate) mod futex;
 pub(crate) mod poll;
 pub(crate) mod pthread;
+pub(crate) mod signals;
 pub(crate) mod sock;
 pub(crate) mod stacks;
 pub(crate) mod trim;

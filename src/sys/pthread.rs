@@ -147,6 +147,7 @@ fn spawn_inner(
         let arg = Box::into_raw(Box::new(Start { job, stack, detached })).cast::<c_void>();
         let mut id: libc::pthread_t = std::mem::zeroed();
         if rc == 0 {
+            let _blocked = super::signals::block_all(); // inherited by the new thread
             rc = libc::pthread_create(&mut id, &attr, start, arg);
         }
         libc::pthread_attr_destroy(&mut attr);

@@ -1,12 +1,18 @@
 //! The few socket calls std does not offer: sends that never raise SIGPIPE, a
-//! non-blocking send on a blocking socket, and a deeper listen backlog.
+//! non-blocking send on a blocking socket, reads and sends that survive a
+//! stopped process, and a deeper listen backlog.
+//!
+//! A blocking socket call with a timeout (SO_RCVTIMEO, SO_SNDTIMEO) fails
+//! with EINTR when the process is stopped (SIGSTOP, a debugger, Ctrl-Z) and
+//! continued, even without a handler (signal(7)); every read and send here
+//! retries it, so a paused server keeps its connections.
 //!
 //! Every byte wshub writes to a peer goes through here with `MSG_NOSIGNAL`. A
 //! Rust binary ignores SIGPIPE, but a C or C++ program linking `libwshub`
 //! usually does not, and there a plain `write` to a socket the peer has reset
 //! kills the whole process (tests/no_sigpipe_when_peers_reset.rs).
 
-use std::io::{self, IoSlice, Write};
+use std::io::{self, IoSlice, Read, Write};
 use std::net::{TcpListener, TcpStream};
 use std::os::fd::AsRawFd;
 
@@ -16,16 +22,34 @@ pub(crate) fn send(stream: &TcpStream, buf: &[u8], dont_wait: bool) -> io::Resul
     send_flags(stream, buf, if dont_wait { libc::MSG_DONTWAIT } else { 0 })
 }
 
-/// One `send` with `MSG_NOSIGNAL` and `flags`.
-fn send_flags(stream: &TcpStream, buf: &[u8], flags: libc::c_int) -> io::Result<usize> {
-    // SAFETY: the pointer and length describe `buf`, alive for the call.
-    let n =
-        unsafe { libc::send(stream.as_raw_fd(), buf.as_ptr().cast(), buf.len(), libc::MSG_NOSIGNAL | flags) };
-    if n < 0 {
-        Err(io::Error::last_os_error())
-    } else {
-        Ok(n as usize)
+/// Runs `call` again while it fails with EINTR.
+fn retrying<T>(mut call: impl FnMut() -> io::Result<T>) -> io::Result<T> {
+    loop {
+        match call() {
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            done => return done,
+        }
     }
+}
+
+/// One `read` from the socket, retried on EINTR (a timeout still ends it).
+pub(crate) fn recv(stream: &TcpStream, buf: &mut [u8]) -> io::Result<usize> {
+    retrying(|| (&*stream).read(buf))
+}
+
+/// One `send` with `MSG_NOSIGNAL` and `flags`, retried on EINTR.
+fn send_flags(stream: &TcpStream, buf: &[u8], flags: libc::c_int) -> io::Result<usize> {
+    retrying(|| {
+        // SAFETY: the pointer and length describe `buf`, alive for the call.
+        let n = unsafe {
+            libc::send(stream.as_raw_fd(), buf.as_ptr().cast(), buf.len(), libc::MSG_NOSIGNAL | flags)
+        };
+        if n < 0 {
+            Err(io::Error::last_os_error())
+        } else {
+            Ok(n as usize)
+        }
+    })
 }
 
 /// Writes all of `buf` with `MSG_MORE`: the kernel holds it back (even with
@@ -69,13 +93,15 @@ fn sendmsg(stream: &TcpStream, bufs: &[IoSlice<'_>], flags: libc::c_int) -> io::
     // IoSlice is guaranteed ABI-compatible with iovec on Unix.
     msg.msg_iov = bufs.as_ptr() as *mut libc::iovec;
     msg.msg_iovlen = bufs.len().min(libc::UIO_MAXIOV as usize) as _;
-    // SAFETY: msg points at `bufs`, alive and unmodified for the call.
-    let n = unsafe { libc::sendmsg(stream.as_raw_fd(), &msg, libc::MSG_NOSIGNAL | flags) };
-    if n < 0 {
-        Err(io::Error::last_os_error())
-    } else {
-        Ok(n as usize)
-    }
+    retrying(|| {
+        // SAFETY: msg points at `bufs`, alive and unmodified for the call.
+        let n = unsafe { libc::sendmsg(stream.as_raw_fd(), &msg, libc::MSG_NOSIGNAL | flags) };
+        if n < 0 {
+            Err(io::Error::last_os_error())
+        } else {
+            Ok(n as usize)
+        }
+    })
 }
 
 /// A `Write` over a shared socket that never raises SIGPIPE (HTTP responses

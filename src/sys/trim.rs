@@ -51,8 +51,9 @@ pub(crate) fn soon() {
     if RUNNING.swap(true, SeqCst) {
         return; // the running thread sees the new request after its sleep
     }
-    let spawned =
-        std::thread::Builder::new().name("wshub-trim".into()).stack_size(64 * 1024).spawn(|| loop {
+    let spawned = super::signals::spawn(
+        std::thread::Builder::new().name("wshub-trim".into()).stack_size(64 * 1024),
+        || loop {
             let seen = REQUESTS.load(SeqCst);
             std::thread::sleep(DELAY);
             release_free_memory(); // every request up to `seen` has waited DELAY
@@ -65,7 +66,8 @@ pub(crate) fn soon() {
             if REQUESTS.load(SeqCst) == seen || RUNNING.swap(true, SeqCst) {
                 return;
             }
-        });
+        },
+    );
     if spawned.is_err() {
         RUNNING.store(false, SeqCst);
     }

@@ -137,9 +137,8 @@ static void null_everything(void) {
     size_t n = 0;
     int fd = 0;
     char buf[8];
-    wshub_callbacks callbacks;
+    wshub_callbacks callbacks = WSHUB_CALLBACKS_INIT;
     wshub_config *config = wshub_config_new();
-    memset(&callbacks, 0, sizeof callbacks);
 
     /* config */
     wshub_config_free(NULL);
@@ -221,6 +220,14 @@ static void null_everything(void) {
     CHECK_RC(wshub_start(NULL, &callbacks, NULL, &server), WSHUB_NULL_PARAMETER);
     CHECK_RC(wshub_start(config, NULL, NULL, &server), WSHUB_NULL_PARAMETER);
     CHECK_RC(wshub_start(config, &callbacks, NULL, NULL), WSHUB_NULL_PARAMETER);
+    {
+        /* Not from WSHUB_CALLBACKS_INIT: no size, refused rather than guessed. */
+        wshub_callbacks unsized = WSHUB_CALLBACKS_INIT;
+        unsized.struct_size = 0;
+        CHECK_RC(wshub_start(config, &unsized, NULL, &server), WSHUB_INVALID_ARGUMENT);
+        unsized.struct_size = sizeof unsized - 1;
+        CHECK_RC(wshub_start(config, &unsized, NULL, &server), WSHUB_INVALID_ARGUMENT);
+    }
     CHECK_RC(wshub_start_polling(NULL, &server), WSHUB_NULL_PARAMETER);
     CHECK_RC(wshub_start_polling(config, NULL), WSHUB_NULL_PARAMETER);
     CHECK_RC(wshub_config_set_path(config, "no-slash"), WSHUB_OK);
@@ -306,11 +313,12 @@ static void null_everything(void) {
     CHECK(wshub_error_message(WSHUB_OK) != NULL);
     CHECK(wshub_error_message(WSHUB_STOPPED) != NULL);
     CHECK(strcmp(wshub_error_message(12345), "unknown wshub error code") == 0);
+    CHECK(wshub_last_error(NULL, 0) > 0); /* after the failures above */
 }
 
 /* A running callback server: unknown and closed ids, bad values, then stopped. */
 static void callback_server(void) {
-    wshub_callbacks callbacks;
+    wshub_callbacks callbacks = WSHUB_CALLBACKS_INIT;
     wshub_config *config = wshub_config_new();
     wshub_server *server = NULL;
     wshub_event *event = NULL;
@@ -318,7 +326,6 @@ static void callback_server(void) {
     size_t n = 99;
     int fd = -1;
     char buf[4];
-    memset(&callbacks, 0, sizeof callbacks);
     callbacks.on_connect = on_connect;
     callbacks.on_close = on_close;
     CHECK_RC(wshub_config_set_bind(config, "127.0.0.1:0"), WSHUB_OK);

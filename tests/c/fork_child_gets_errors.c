@@ -40,14 +40,12 @@ static int child(wshub_server *server) {
 }
 
 int main(void) {
-    wshub_callbacks callbacks;
+    wshub_callbacks callbacks = WSHUB_CALLBACKS_INIT;
     wshub_config *config = wshub_config_new();
     wshub_server *server = NULL;
     size_t n = 99;
     pid_t pid;
     int status = 0, fd;
-
-    memset(&callbacks, 0, sizeof callbacks);
     wshub_config_set_bind(config, "127.0.0.1:0");
     if (wshub_start(config, &callbacks, NULL, &server) != WSHUB_OK)
         return 2;

@@ -68,7 +68,7 @@ static int count(struct seen *s, int *field) {
 }
 
 int main(void) {
-    wshub_callbacks callbacks;
+    wshub_callbacks callbacks = WSHUB_CALLBACKS_INIT;
     wshub_config *config = wshub_config_new();
     wshub_server *server = NULL;
     struct seen s;
@@ -77,7 +77,6 @@ int main(void) {
     memset(&s, 0, sizeof s);
     pthread_mutex_init(&s.lock, NULL);
     s.max_level = WSHUB_LOG_WARN;
-    memset(&callbacks, 0, sizeof callbacks);
     if (wshub_set_log_callback(99, NULL, NULL) != WSHUB_INVALID_ARGUMENT)
         return 2;
     wshub_config_set_bind(config, "127.0.0.1:0");

@@ -89,7 +89,7 @@ int main(void) {
     static const uint8_t binary_message[] = {0x02, 0x00, 0x04, 'n', 'e', 'w', 's', 0, 0, 0, 0, 0, 0, 0, 3, 'x', 'y', 'z'};
     static char buf[1 << 16];
     struct timeval timeout = {10, 0};
-    wshub_callbacks callbacks;
+    wshub_callbacks callbacks = WSHUB_CALLBACKS_INIT;
     wshub_config *config = wshub_config_new();
     wshub_server *server = NULL, *plain = NULL;
     struct job job;
@@ -97,8 +97,6 @@ int main(void) {
     uint64_t seq = 0, until = 0;
     size_t have = 0, count = 99;
     int a, b;
-
-    memset(&callbacks, 0, sizeof callbacks);
     callbacks.on_connect = on_connect;
     wshub_config_set_bind(config, "127.0.0.1:0");
     wshub_config_set_protocol(config, true);

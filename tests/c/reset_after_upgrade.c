@@ -40,7 +40,7 @@ static void on_connect(void *ud, wshub_server *s, uint64_t conn, const wshub_req
 }
 
 int main(void) {
-    wshub_callbacks callbacks;
+    wshub_callbacks callbacks = WSHUB_CALLBACKS_INIT;
     wshub_config *config = wshub_config_new();
     wshub_server *server = NULL;
     struct linger reset = {1, 0};
@@ -50,8 +50,6 @@ int main(void) {
     uint64_t conn;
     int i, j, fd, left = 0;
     wshub_result rc = WSHUB_OK;
-
-    memset(&callbacks, 0, sizeof callbacks);
     callbacks.on_upgrade = on_upgrade;
     callbacks.on_connect = on_connect;
     wshub_config_set_bind(config, "127.0.0.1:0");

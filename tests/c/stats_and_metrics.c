@@ -92,15 +92,13 @@ static int check(int ok, const char *what) {
 }
 
 static int run(int protocol) {
-    wshub_callbacks callbacks;
+    wshub_callbacks callbacks = WSHUB_CALLBACKS_INIT;
     wshub_config *config = wshub_config_new();
     wshub_server *server = NULL;
     wshub_server_stats stats, shorter;
     char *text, *body = NULL, *page;
     int bad = 0, fd, rejected;
     uint16_t port;
-
-    memset(&callbacks, 0, sizeof callbacks);
     wshub_config_set_bind(config, "127.0.0.1:0");
     wshub_config_set_protocol(config, protocol);
     if (wshub_start(config, &callbacks, NULL, &server) != WSHUB_OK)

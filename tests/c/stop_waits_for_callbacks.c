@@ -57,7 +57,7 @@ static void *releaser(void *arg) {
 }
 
 int main(void) {
-    wshub_callbacks callbacks;
+    wshub_callbacks callbacks = WSHUB_CALLBACKS_INIT;
     wshub_config *config = wshub_config_new();
     wshub_server *server = NULL;
     struct app *app = malloc(sizeof *app);
@@ -68,7 +68,6 @@ int main(void) {
     if (!app)
         return 2;
     app->magic = 42;
-    memset(&callbacks, 0, sizeof callbacks);
     callbacks.on_message = on_message;
     callbacks.on_close = on_close;
     wshub_config_set_bind(config, "127.0.0.1:0");

@@ -54,14 +54,12 @@ static void on_close(void *ud, wshub_server *s, uint64_t conn, uint16_t code, co
 }
 
 int main(void) {
-    wshub_callbacks callbacks;
+    wshub_callbacks callbacks = WSHUB_CALLBACKS_INIT;
     wshub_config *config = wshub_config_new();
     wshub_server *server = NULL;
     struct timespec deadline;
     uint16_t port;
     int fd, ok, gone;
-
-    memset(&callbacks, 0, sizeof callbacks);
     callbacks.on_message = on_message;
     callbacks.on_close = on_close;
     wshub_config_set_bind(config, "127.0.0.1:0");
@@ -74,7 +72,6 @@ int main(void) {
     fd = ws_open(port);
     if (fd < 0 || ws_send_text(fd, "stop") != 0)
         return 3;
-    /* server is the stop's now. */
 
     deadline = deadline_in(20);
     pthread_mutex_lock(&lock);
@@ -84,6 +81,7 @@ int main(void) {
     pthread_mutex_unlock(&lock);
     gone = refused_within(port, 20);
     close(fd);
+    wshub_stop(server); /* the owner's stop frees */
     if (!ok || !gone) {
         fprintf(stderr, "closed=%d code=%u spawn_blocked=%d port_closed=%d\n", closed, (unsigned)close_code,
                 spawn_blocked, gone);

@@ -1,6 +1,6 @@
 /*
- * Two callbacks call wshub_stop at the same moment: C's one reference must
- * be taken once. Run under ASan + UBSan by tests/c_api_lifetimes_are_safe.rs.
+ * Two callbacks call wshub_stop at the same moment: the stop happens once,
+ * and main's wshub_stop afterwards frees the server once. Run under ASan + UBSan by tests/c_api_lifetimes_are_safe.rs.
  */
 #define _POSIX_C_SOURCE 200809L
 #include <pthread.h>
@@ -35,7 +35,7 @@ static void on_close(void *ud, wshub_server *s, uint64_t conn, uint16_t code, co
 }
 
 int main(void) {
-    wshub_callbacks callbacks;
+    wshub_callbacks callbacks = WSHUB_CALLBACKS_INIT;
     wshub_config *config = wshub_config_new();
     wshub_server *server = NULL;
     struct timespec deadline;
@@ -43,7 +43,6 @@ int main(void) {
     int a, b, ok, gone;
 
     pthread_barrier_init(&both, NULL, 2);
-    memset(&callbacks, 0, sizeof callbacks);
     callbacks.on_message = on_message;
     callbacks.on_close = on_close;
     wshub_config_set_bind(config, "127.0.0.1:0");
@@ -67,8 +66,8 @@ int main(void) {
     gone = refused_within(port, 20);
     close(a);
     close(b);
-    /* The stop frees the server on its own thread: let a double free show. */
     sleep(1);
+    wshub_stop(server); /* the owner's stop frees */
     pthread_barrier_destroy(&both);
     if (!ok || !gone) {
         fprintf(stderr, "closed=%d stopped=%d port_closed=%d\n", closed, stopped, gone);

@@ -11,6 +11,8 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use parking_lot::Mutex;
+pub mod fake;
+
 use wshub::client::{Client, Event};
 
 /// The longest any single wait in these tests may take.

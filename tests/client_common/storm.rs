@@ -1,6 +1,11 @@
-//! The reconnect storm, shared by `benches/reconnect_storm.rs` (2000 clients)
-//! and `tests/client_reconnect_storm_all_come_back.rs` (a smaller one).
+//! The reconnect storms, shared by `benches/reconnect_storm.rs` (2000 clients)
+//! and `tests/client_reconnect_storm_all_come_back.rs` (smaller ones): a
+//! restart of the real server ([`run`]), and a flapping server that accepts,
+//! acks the join and closes 1011 every connection ([`flap`]).
 #![allow(dead_code)]
+
+#[path = "fake.rs"]
+mod fake;
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{IpAddr, Ipv4Addr, SocketAddr, TcpStream};
@@ -240,4 +245,143 @@ fn histogram(title: &str, delays: &[(u32, Duration)], span_ms: u64) -> String {
         out += &format!("  {:>6} ms {:>6} {bar}\n", i as u64 * width, n);
     }
     out
+}
+
+/// What to run against the flapping server.
+#[derive(Debug, Clone)]
+pub struct FlapParams {
+    pub clients: usize,
+    /// Source addresses 127.0.0.1 ..= 127.0.0.ADDRS.
+    pub addrs: u8,
+    pub min_ms: u64,
+    pub max_ms: u64,
+    /// How long the clients are left against it.
+    pub secs: u64,
+}
+
+/// What the flapping server saw.
+pub struct FlapReport {
+    pub params: FlapParams,
+    /// Connections the server accepted during the window (the clients' first ones excluded).
+    pub connections: usize,
+    /// Per second of the window, the connections accepted.
+    pub per_second: Vec<usize>,
+    /// Reconnects whose attempt number was not the previous one plus 1.
+    pub resets: usize,
+    /// Delays longer than their attempt's cap.
+    pub over_cap: usize,
+    /// Reconnects reported, all clients together.
+    pub reconnects: usize,
+    /// The connections the schedule gives all clients in the window when
+    /// every draw is the mean one (half the cap).
+    pub expected: f64,
+    pub highest_attempt: u32,
+}
+
+/// Runs `clients` clients against a server that closes every connection with
+/// 1011 right after acking the join, for `secs` seconds.
+pub fn flap(p: &FlapParams) -> FlapReport {
+    let server = fake::Fake::start(fake::flap);
+    let url = server.url();
+    let backoff = Backoff { min: Duration::from_millis(p.min_ms), max: Duration::from_millis(p.max_ms) };
+    let mut clients = Vec::with_capacity(p.clients);
+    for i in 0..p.clients {
+        let ip = IpAddr::V4(Ipv4Addr::new(127, 0, 0, 1 + (i % p.addrs.max(1) as usize) as u8));
+        let options = Options::default()
+            .backoff(backoff.min, backoff.max)
+            .local_addr(ip)
+            .request_timeout(Duration::from_secs(10))
+            .event_capacity(256);
+        let c = Client::connect(&url, options).unwrap_or_else(|e| panic!("client {i}: {e}"));
+        // The ack may lose the race with the close; the rejoins go on either way.
+        let _ = c.join("flap");
+        clients.push(c);
+    }
+    let started = Instant::now();
+    let accepted_at_start = server.accepted.load(std::sync::atomic::Ordering::SeqCst);
+    let mut last_attempt = vec![0u32; clients.len()];
+    let (mut resets, mut over_cap, mut reconnects, mut highest) = (0, 0, 0, 0);
+    let mut per_second = vec![0usize; p.secs as usize];
+    let mut seen = accepted_at_start;
+    let window = Duration::from_secs(p.secs);
+    while started.elapsed() < window {
+        let mut idle = true;
+        for (i, c) in clients.iter().enumerate() {
+            while let Ok(event) = c.events().try_recv() {
+                idle = false;
+                if let Event::Reconnecting { attempt, delay } = event {
+                    reconnects += 1;
+                    if attempt != last_attempt[i] + 1 {
+                        resets += 1;
+                    }
+                    if delay > backoff.cap(attempt) {
+                        over_cap += 1;
+                    }
+                    last_attempt[i] = attempt;
+                    highest = highest.max(attempt);
+                }
+            }
+        }
+        let now = server.accepted.load(std::sync::atomic::Ordering::SeqCst);
+        let second = (started.elapsed().as_secs() as usize).min(per_second.len().saturating_sub(1));
+        if let Some(slot) = per_second.get_mut(second) {
+            *slot += now - seen;
+        }
+        seen = now;
+        if idle {
+            std::thread::sleep(Duration::from_millis(5));
+        }
+    }
+    let connections = seen - accepted_at_start;
+    // At the mean draw (cap / 2) a client waits sum(cap(n) / 2) before attempt n.
+    let mut expected_per_client = 0.0;
+    let mut waited = 0.0;
+    for n in 1.. {
+        waited += backoff.cap(n).as_secs_f64() / 2.0;
+        if waited > window.as_secs_f64() {
+            break;
+        }
+        expected_per_client += 1.0;
+    }
+    std::thread::scope(|s| {
+        for chunk in clients.chunks(100) {
+            s.spawn(move || chunk.iter().for_each(Client::close));
+        }
+    });
+    FlapReport {
+        params: p.clone(),
+        connections,
+        per_second,
+        resets,
+        over_cap,
+        reconnects,
+        expected: expected_per_client * p.clients as f64,
+        highest_attempt: highest,
+    }
+}
+
+impl FlapReport {
+    /// Whether the storm kept to the schedule: no counter started again, no delay over its cap.
+    pub fn within_schedule(&self) -> bool {
+        self.resets == 0 && self.over_cap == 0
+    }
+
+    /// The summary and connections per second, as text.
+    pub fn text(&self) -> String {
+        let p = &self.params;
+        let mut out = format!(
+            "flapping server (accept, ack the join, close 1011): {} clients over {} source addresses; backoff {} ms .. {} ms; {} s\n",
+            p.clients, p.addrs, p.min_ms, p.max_ms, p.secs
+        );
+        out += &format!(
+            "connections accepted: {} ({:.0} expected at the mean draw); reconnects: {}; highest attempt: {}; counters started again: {}; delays over their cap: {}\n",
+            self.connections, self.expected, self.reconnects, self.highest_attempt, self.resets, self.over_cap
+        );
+        let most = self.per_second.iter().copied().max().unwrap_or(1).max(1);
+        out += "connections per second:\n";
+        for (s, n) in self.per_second.iter().enumerate() {
+            out += &format!("  {:>3} s {:>6} {}\n", s, n, "#".repeat((n * 50).div_ceil(most)));
+        }
+        out
+    }
 }

@@ -15,7 +15,8 @@
 // Requests return Promises resolved with the ack's payload, rejected with a
 // WshubError (an Error with a `code`): a server error code, or "timeout",
 // "buffer_full", "disconnected" (the connection dropped before the reply;
-// publishes are resent instead), "closed", "bad_reply".
+// publishes are resent instead), "closed", "bad_reply", "too_large" (longer
+// than the server's maxMessageBytes: not sent).
 (function (global) {
   "use strict";
 
@@ -33,6 +34,11 @@
   var MIN_REFRESH_WAIT_MS = 1000;
   // The longest setTimeout browsers honour (longer ones fire at once).
   var MAX_TIMER_MS = 2147483647;
+  // A rejoin the server refused with rate_limited (a client in many rooms
+  // joins each twice after a server restart: the rejoin, then the resync) is
+  // sent again after this, at most REJOIN_TRIES times in all.
+  var REJOIN_RETRY_MS = 1000;
+  var REJOIN_TRIES = 10;
 
   // What every Promise of this client is rejected with, and what "error" carries.
   class WshubError extends Error {
@@ -51,6 +57,9 @@
   }
 
   function isSeq(v) { return Number.isSafeInteger(v) && v >= 0; }
+  // What a subprotocol entry may hold (an RFC 7230 token): a JWT's letters,
+  // digits, "-", "_" and "." are; a newline or a space is not.
+  var TOKEN = /^[!#$%&'*+\-.^_`|~0-9A-Za-z]+$/;
   function isObject(v) { return v !== null && typeof v === "object" && !Array.isArray(v); }
 
   // The reconnect delay: full jitter over min(maxMs, minMs * 2^(attempt-1)).
@@ -84,7 +93,8 @@
     this.getToken = typeof options.getToken === "function" ? options.getToken : null;
     this.backoff = { minMs: opt(b.minMs, 1000), maxMs: opt(b.maxMs, 30000) };
     this.maxBuffered = opt(options.maxBuffered, 100);
-    this.timeoutMs = opt(options.timeoutMs, 5000);
+    // At most MAX_TIMER_MS: a longer one (Infinity for "no deadline") would fire at once.
+    this.timeoutMs = Math.min(MAX_TIMER_MS, opt(options.timeoutMs, 5000));
     this.clientId = null;
     this.hello = null; // the last `connected` payload
     // "idle" (not started), "connecting" (until every room is rejoined), "open",
@@ -106,6 +116,7 @@
     this._idleTimer = null;      // fires when nothing came for a heartbeat
     this._refreshTimer = null;   // getToken before the token's exp
     this._probe = null;          // the id of the liveness ping in flight
+    this._rejoinRetries = [];    // timers of rejoins to send again (rate_limited)
     this._lastFrameAt = 0;
     this._openedAt = 0;
     this._gen = 0;               // counts attempts and the close, so late answers to an old one are ignored
@@ -146,6 +157,7 @@
   // Like `on`, for the next event of that name only.
   WshubClient.prototype.once = function (name, handler) {
     var self = this;
+    if (typeof handler !== "function") throw new TypeError("the handler of " + name + " is not a function");
     var once = function (p) { self.off(name, once); handler.call(this, p); };
     once.listener = handler;
     return this.on(name, once);
@@ -193,6 +205,7 @@
     this._retryTimer = null;
     this.nextAttemptAt = null;
     this._setState("connecting");
+    if (gen !== this._gen) return; // a "state" handler closed the client (or started anew)
     this._watch(true);
     if (!this.getToken) return this._open();
     var failed = function (why) {
@@ -205,7 +218,11 @@
     Promise.resolve().then(function () { return self.getToken(); }).then(function (token) {
       if (gen !== self._gen) return;
       clearTimeout(self._connTimer);
-      if (typeof token === "string" && token) self.token = token;
+      if (typeof token === "string" && token) {
+        // new WebSocket would throw, and the client would stop for good as if the URL were bad.
+        if (!TOKEN.test(token)) return failed("getToken gave a token that cannot travel as a WebSocket subprotocol (a character other than letters, digits and !#$%&'*+-.^_`|~; a trailing newline?)");
+        self.token = token;
+      }
       self._open();
     }, function (e) { failed("getToken failed: " + String(e && e.message || e)); });
   };
@@ -254,6 +271,8 @@
     clearTimeout(this._idleTimer); this._idleTimer = null;
     clearTimeout(this._refreshTimer); this._refreshTimer = null;
     this._probe = null;
+    this._rejoinRetries.forEach(clearTimeout);
+    this._rejoinRetries = [];
     this._resync.clear();
     this._pending.forEach(function (p) { clearTimeout(p.timer); p.reject(err); });
     this._pending.clear();
@@ -287,10 +306,12 @@
     // whole schedule, not a retry a second.
     if (wasOpen && Date.now() - this._openedAt >= this.backoff.maxMs) this._attempt = 0;
     this._attempt += 1;
-    var delay = backoffDelay(this.backoff, this._attempt, Math.random());
+    var delay = Math.min(MAX_TIMER_MS, backoffDelay(this.backoff, this._attempt, Math.random()));
     this.nextAttemptAt = Date.now() + delay;
     this._setState("reconnecting");
+    if (this.state !== "reconnecting") return; // a "state" handler closed the client (it said "close")
     this._emit("close", { code: code, reason: reason, wasOpen: wasOpen });
+    if (this.state !== "reconnecting") return; // a "close" handler closed the client
     this._emit("reconnecting", { attempt: this._attempt, delayMs: delay });
     if (this.state !== "reconnecting" || this._retryTimer) return; // a handler closed or retried
     this._retryTimer = setTimeout(function () { self._connect(); }, delay);
@@ -312,8 +333,8 @@
 
   // Tries now instead of waiting out the current delay.
   WshubClient.prototype.retryNow = function () {
-    if (this.state !== "reconnecting" || !this._retryTimer) return;
-    clearTimeout(this._retryTimer);
+    if (this.state !== "reconnecting") return;
+    clearTimeout(this._retryTimer); // none yet when called from a "reconnecting" handler
     this._connect();
   };
 
@@ -344,14 +365,17 @@
     if (this.state !== "open" || this._probe) return;
     var id = "p-" + (++this._nextId);
     var ms = Math.min(this._heartbeatMs(), this.timeoutMs);
+    var ws = this.ws;
+    var alive = function () { self._probe = null; self._armIdle(self._heartbeatMs()); };
     this._probe = id;
     this._pending.set(id, {
       timer: setTimeout(function () {
         self._pending.delete(id);
         self._abandon("no reply to a ping within " + ms + " ms");
       }, ms),
-      resolve: function () { self._probe = null; self._armIdle(self._heartbeatMs()); },
-      reject: function () {}
+      resolve: alive,
+      // An error reply (rate_limited) is a reply too; the connection's own end rejects it with ws gone.
+      reject: function () { if (self.ws === ws) alive(); }
     });
     this._send({ type: "ping", id: id, payload: null });
   };
@@ -392,7 +416,7 @@
       var gen = self._gen;
       Promise.resolve().then(function () { return self.getToken(); }).then(function (token) {
         if (gen !== self._gen || typeof token !== "string" || !token) return null;
-        return self.setToken(token).then(function () { if (gen === self._gen) self._armRefresh(); });
+        return self.setToken(token).then(function () { if (gen === self._gen && self.state === "open") self._armRefresh(); });
       }).catch(function (e) {
         if (gen !== self._gen) return; // the connection went meanwhile; the next one asks anew
         self._emit("error", new WshubError(e && e.code || "token_unavailable", "refreshing the token: " + String(e && e.message || e)));
@@ -403,9 +427,11 @@
 
   // --- Rooms
 
-  WshubClient.prototype._rejoin = function (room, payload, resync) {
+  WshubClient.prototype._rejoin = function (room, payload, resync, tries) {
     var self = this;
+    tries = tries || 1;
     var id = "j-" + (++this._nextId);
+    var ws = this.ws;
     this._pending.set(id, {
       timer: setTimeout(function () {
         self._pending.delete(id);
@@ -413,14 +439,25 @@
       }, this.timeoutMs),
       resolve: function (ack) {
         if (!isObject(ack) || !isSeq(ack.seq)) return self._abandon("the rejoin of " + room + " was acked without a seq");
-        self._onRejoin(room, resync, ack);
+        self._onRejoin(room, resync, ack, ws);
       },
       reject: function (err) {
-        if (err.code === "disconnected" || err.code === "closed") return; // the connection went first
+        // The connection went first (a server's error may carry any code, "closed" too).
+        if (self.ws !== ws) return;
+        if (err.code === "rate_limited") {
+          // Not a refusal of the room: the same rejoin again, later.
+          if (tries >= REJOIN_TRIES) return self._abandon("the rejoin of " + room + " was rate limited " + tries + " times");
+          var retry = setTimeout(function () {
+            self._rejoinRetries.splice(self._rejoinRetries.indexOf(retry), 1);
+            self._rejoin(room, payload, resync, tries + 1);
+          }, REJOIN_RETRY_MS);
+          self._rejoinRetries.push(retry);
+          return;
+        }
         self._rooms.delete(room);
         self._resync.delete(room);
         self._emit("error", new WshubError(err.code, "rejoining " + room + ": " + err.message));
-        self._rejoinDone();
+        if (self.ws === ws) self._rejoinDone(); // unless an "error" handler closed the client
       }
     });
     this._send({ type: "room:join", id: id, payload: payload });
@@ -428,8 +465,13 @@
 
   function epochOf(ack) { return typeof ack.epoch === "string" ? ack.epoch : null; }
 
-  WshubClient.prototype._onRejoin = function (room, resync, ack) {
+  WshubClient.prototype._onRejoin = function (room, resync, ack, ws) {
     var self = this;
+    if (!this._rooms.has(room)) {
+      // Left (leave(), room:left) while the rejoin was in flight: it stays left.
+      this._resync.delete(room);
+      return this._rejoinDone();
+    }
     var before = this._rooms.get(room) || { seq: 0, epoch: null };
     var epoch = epochOf(ack);
     if (resync) {
@@ -455,7 +497,7 @@
       this._rooms.set(room, { seq: Math.max(ack.seq, before.seq), epoch: epoch });
       if (ack.recovered === false) this._emit("recovery", { room: room, recovered: false, epoch: epoch, previousEpoch: before.epoch });
     }
-    this._rejoinDone();
+    if (this.ws === ws) this._rejoinDone(); // unless a handler closed the client
   };
 
   WshubClient.prototype._rejoinDone = function () {
@@ -468,19 +510,38 @@
     var self = this;
     if (!this.ws) return;
     this._openedAt = Date.now();
-    this._setState("open");
     this._armIdle(this._heartbeatMs());
     this._armRefresh();
-    this._outbox.forEach(function (o) { self._sendPublish(o); });
+    this._outbox.slice().forEach(function (o) { self._sendPublish(o); }); // a copy: one too large leaves it
     var waiting = this._waiting;
     this._waiting = [];
     waiting.forEach(function (w) { clearTimeout(w.timer); w.go(); });
+    // After the flush: what a "state" handler sends goes once, behind what waited.
+    this._setState("open");
+    if (this.state !== "open") return; // a "state" handler closed the client
     this._resolveReady(this.hello); // the `connected` payload
     this._emit("open", { clientId: this.clientId });
   };
 
+  // A WshubError "too_large" when the frame is longer than the server's
+  // maxMessageBytes: sent, it would close the connection (1009), and a
+  // publish would be resent on every reconnection, each closed the same way.
+  WshubClient.prototype._tooLarge = function (frame) {
+    var max = this.hello && this.hello.maxMessageBytes;
+    if (typeof max !== "number" || !(max > 0)) return null;
+    var n = typeof frame === "string" ? new TextEncoder().encode(frame).length : frame.length;
+    return n > max ? new WshubError("too_large", "a message of " + n + " bytes; the server takes at most " + max) : null;
+  };
+
   WshubClient.prototype._sendPublish = function (o) {
     var self = this;
+    var big = this._tooLarge(o.frame);
+    if (big) {
+      var at = this._outbox.indexOf(o);
+      if (at >= 0) this._outbox.splice(at, 1);
+      clearTimeout(o.timer);
+      return o.reject(big);
+    }
     clearTimeout(o.timer);
     o.timer = setTimeout(function () {
       var i = self._outbox.indexOf(o);
@@ -534,7 +595,9 @@
       p = isObject(p) ? p : {};
       this.clientId = typeof p.clientId === "string" ? p.clientId : null;
       this.hello = p;
+      var gen = this._gen;
       this._emit("connected", p);
+      if (gen !== this._gen) return; // a "connected" handler closed the client
       this._rejoining = 1; // held until every rejoin is sent
       this._rooms.forEach(function (pos, room) {
         self._rejoining += 1;
@@ -602,6 +665,14 @@
       if (self.state === "closed") return reject(new WshubError("closed", "the client is closed"));
       var go = function () {
         var id = "c-" + (++self._nextId);
+        var frame;
+        // A payload JSON cannot encode (a cycle, a BigInt) fails this request only:
+        // thrown here, it would stop the flush of everything else that waited.
+        try { frame = JSON.stringify({ type: type, id: id, payload: payload === undefined ? null : payload }); } catch (e) {
+          return reject(new WshubError("bad_request", type + ": the payload cannot be sent as JSON: " + String(e && e.message || e)));
+        }
+        var big = self._tooLarge(frame);
+        if (big) return reject(big);
         var timer = setTimeout(function () {
           self._pending.delete(id);
           reject(new WshubError("timeout", type + " got no reply"));
@@ -611,7 +682,7 @@
           if (err) reject(err); else resolve(p);
         };
         self._pending.set(id, { resolve: settle, reject: reject, timer: timer });
-        self._send({ type: type, id: id, payload: payload === undefined ? null : payload });
+        self._send(frame);
       };
       if (self.state === "open") return go();
       var w = { go: go, reject: reject, timer: null };
@@ -625,7 +696,7 @@
   };
 
   WshubClient.prototype.request = function (type, payload, opts) {
-    return this._request(type, payload, opts && opts.timeoutMs !== undefined ? opts.timeoutMs : this.timeoutMs, null);
+    return this._request(type, payload, opts && opts.timeoutMs !== undefined ? Math.min(MAX_TIMER_MS, opts.timeoutMs) : this.timeoutMs, null);
   };
 
   // Sends without an id (no ack); dropped while offline.

@@ -153,8 +153,9 @@ impl Cluster {
         })
     }
 
-    /// Starts the subscriber and heartbeat threads, once, on the first
-    /// callback that has the server's handle.
+    /// Starts the subscriber and heartbeat threads, once: when the server
+    /// starts (C hosts, `ffi/server.rs`), or on the first callback that has
+    /// the server's handle. Neither thread keeps the server alive.
     pub fn start(shared: &Arc<Shared>, server: &ServerHandle) {
         let Some(cluster) = &shared.cluster else { return };
         if cluster.started.get().is_some() {
@@ -163,14 +164,17 @@ impl Cluster {
         if cluster.started.set(()).is_err() {
             return;
         }
-        let (weak, server2) = (Arc::downgrade(shared), server.clone());
-        let spawned = std::thread::Builder::new()
-            .name("wshub-redis-sub".into())
-            .spawn(move || subscriber::run(weak, server2))
-            .and_then(|_| {
-                let weak = Arc::downgrade(shared);
-                std::thread::Builder::new().name("wshub-redis-node".into()).spawn(move || node::run(weak))
-            });
+        let (weak, server2) = (Arc::downgrade(shared), server.downgrade());
+        use crate::sys::signals;
+        let spawned = signals::spawn(std::thread::Builder::new().name("wshub-redis-sub".into()), move || {
+            subscriber::run(weak, server2)
+        })
+        .and_then(|_| {
+            let weak = Arc::downgrade(shared);
+            signals::spawn(std::thread::Builder::new().name("wshub-redis-node".into()), move || {
+                node::run(weak)
+            })
+        });
         if let Err(e) = spawned {
             log::error!("cannot start the Redis threads: {e}");
         }

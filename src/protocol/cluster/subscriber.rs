@@ -17,14 +17,16 @@ use super::{frame_of, parse_entry, Cluster, Control, TIMEOUT};
 use crate::protocol::envelope::frame;
 use crate::protocol::handler::Shared;
 use crate::protocol::room::RoomState;
-use crate::server::ServerHandle;
+use crate::server::{ServerHandle, WeakServerHandle};
 
 /// How long the subscriber waits for a message before it looks at its requests.
 const POLL: Duration = Duration::from_millis(10);
 const MIN_BACKOFF: Duration = Duration::from_millis(100);
 const MAX_BACKOFF: Duration = Duration::from_secs(2);
 
-pub(super) fn run(weak: Weak<Shared>, server: ServerHandle) {
+/// Holds the server weakly: a stop must not wait for this thread, which may
+/// be sleeping in a backoff or connecting to an unreachable Redis.
+pub(super) fn run(weak: Weak<Shared>, server: WeakServerHandle) {
     let mut backoff = MIN_BACKOFF;
     let mut first = true;
     loop {
@@ -79,7 +81,7 @@ fn refuse_pending(shared: &Shared, c: &Cluster) {
 fn session(
     shared: &Arc<Shared>,
     c: &Cluster,
-    server: &ServerHandle,
+    server: &WeakServerHandle,
     conn: &mut redis::Connection,
 ) -> redis::RedisResult<()> {
     let mut pubsub = conn.as_pubsub();
@@ -88,17 +90,19 @@ fn session(
     for room in &rooms {
         pubsub.subscribe(c.channel(room))?;
     }
-    for room in &rooms {
-        let _ = shared.rooms.with_room(room, false, |r| {
-            if r.cluster_synced {
-                refill(c, server, room, r, None);
-            }
-        });
+    if let Some(server) = server.upgrade() {
+        for room in &rooms {
+            let _ = shared.rooms.with_room(room, false, |r| {
+                if r.cluster_synced {
+                    refill(c, &server, room, r, None);
+                }
+            });
+        }
     }
     pubsub.set_read_timeout(Some(POLL))?;
     loop {
-        if Arc::strong_count(shared) == 1 {
-            return Ok(()); // the handler was dropped
+        if Arc::strong_count(shared) == 1 || server.upgrade().is_none() {
+            return Ok(()); // the handler or the server was dropped
         }
         while let Ok(ctl) = c.control.1.try_recv() {
             match ctl {
@@ -131,7 +135,8 @@ fn session(
         match pubsub.get_message() {
             Ok(msg) => {
                 if let Some(room) = c.room_of(msg.get_channel_name()) {
-                    deliver(shared, c, server, room, msg.get_payload_bytes());
+                    let Some(server) = server.upgrade() else { return Ok(()) }; // stopped
+                    deliver(shared, c, &server, room, msg.get_payload_bytes());
                 }
             }
             Err(e) if e.is_timeout() => {}

@@ -1,8 +1,11 @@
 /*
- * wshub_stop called from inside a callback must neither deadlock nor touch
- * freed memory: the callback keeps using its server pointer after the call,
- * and callbacks that run during the drain (on_close) get a valid pointer.
- * Run under ASan + UBSan by tests/c_api_rejects_bad_arguments.rs.
+ * The common pattern: a quit message calls wshub_stop from its callback, and
+ * main calls wshub_stop at exit. The callback's stop only begins the stop
+ * (neither deadlock nor free): the callback keeps using its server pointer
+ * after the call, callbacks that run during the drain (on_close) get a valid
+ * pointer, and main's stop, long after the engine stopped, waits and frees.
+ * Run under ASan + UBSan, and built plain under valgrind, by
+ * tests/c_api_lifetimes_are_safe.rs.
  */
 #define _POSIX_C_SOURCE 200809L
 #include <arpa/inet.h>
@@ -15,6 +18,7 @@
 #include <unistd.h>
 
 #include "wshub.h"
+#include "c_test_util.h"
 
 static pthread_mutex_t lock = PTHREAD_MUTEX_INITIALIZER;
 static pthread_cond_t changed = PTHREAD_COND_INITIALIZER;
@@ -55,15 +59,13 @@ int main(void) {
                                   "Connection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n"
                                   "Sec-WebSocket-Version: 13\r\n\r\n";
     unsigned char frame[10] = {0x81, 0x84, 1, 2, 3, 4, 0, 0, 0, 0};
-    wshub_callbacks callbacks;
+    wshub_callbacks callbacks = WSHUB_CALLBACKS_INIT;
     wshub_config *config = wshub_config_new();
     wshub_server *server = NULL;
     struct sockaddr_in addr;
     struct timespec deadline;
     char buf[512];
     int fd, i, ok;
-
-    memset(&callbacks, 0, sizeof callbacks);
     callbacks.on_message = on_message;
     callbacks.on_close = on_close;
     wshub_config_set_bind(config, "127.0.0.1:0");
@@ -87,7 +89,6 @@ int main(void) {
         frame[6 + i] = (unsigned char)("stop"[i] ^ frame[2 + i]);
     if (write(fd, frame, sizeof frame) != (ssize_t)sizeof frame)
         return 5;
-    /* server is not used by this thread any more: the stop frees it. */
 
     clock_gettime(CLOCK_REALTIME, &deadline);
     deadline.tv_sec += 20;
@@ -101,9 +102,11 @@ int main(void) {
         fprintf(stderr, "closed=%d code=%u after_stop_ok=%d\n", closed, (unsigned)close_code, after_stop_ok);
         return 1;
     }
-    /* Give the detached stopping thread time to finish freeing, so a
-       use-after-free there would be caught before exit. */
+    /* Long after the callback's stop has finished: the handle is still the
+       owner's, and this stop frees it. */
+    refused_within(wshub_local_port(server), 20);
     sleep(1);
-    printf("stop from callback ok\n");
+    wshub_stop(server);
+    printf("stop from callback then main ok\n");
     return 0;
 }
