@@ -649,7 +649,7 @@ mod tests {
             r.publish(now, None, text);
         }
         assert_eq!(r.budget.total.load(Relaxed), 3 * one);
-        let event = |_: &SharedFrame| Some(Arc::new(vec![b'e'; 100]));
+        let event = |_: &SharedFrame| Some(crate::frame::shared(vec![b'e'; 100]));
         let replay = r.recover_events(0, 100, usize::MAX, event);
         assert_eq!(replay.replay.len(), 3, "the replay is built before the bound is applied");
         // 3 events of 100 bytes on top of 3 messages: over the room's bound
