@@ -7,7 +7,11 @@
 //! `client_no_context_takeover`, so every message is a fresh DEFLATE stream,
 //! inflated by an inflater made for it and dropped with it.
 
-use flate2::{Decompress, FlushDecompress, Status};
+use miniz_oxide::inflate::core::inflate_flags::{
+    TINFL_FLAG_HAS_MORE_INPUT, TINFL_FLAG_USING_NON_WRAPPING_OUTPUT_BUF,
+};
+use miniz_oxide::inflate::core::{decompress, DecompressorOxide};
+use miniz_oxide::inflate::TINFLStatus;
 
 /// The empty stored block RFC 7692 has the sender strip from every message;
 /// the receiver appends it back before inflating.
@@ -18,56 +22,63 @@ const TAIL: [u8; 4] = [0x00, 0x00, 0xff, 0xff];
 pub(crate) enum InflateError {
     /// It inflates to more than the limit.
     TooBig,
-    /// Not valid DEFLATE data.
+    /// Not valid DEFLATE data (a back-reference to before the message's own
+    /// start included: there is no preset dictionary or earlier message to
+    /// refer to).
     Invalid,
 }
 
 /// Inflates `compressed` (one message's payload, without the stripped tail)
 /// into at most `limit` bytes.
+///
+/// The output buffer is the whole message from its first byte (miniz_oxide's
+/// non-wrapping mode), so a distance reaching before that start is refused
+/// rather than read from an empty window as zeros.
 pub(crate) fn inflate(compressed: &[u8], limit: usize) -> Result<Vec<u8>, InflateError> {
-    let mut inflater = Decompress::new(false);
+    // Boxed: some 11 KiB, kept off small reader stacks.
+    let mut inflater = Box::<DecompressorOxide>::default();
     let mut out: Vec<u8> = Vec::new();
-    for mut input in [compressed, &TAIL[..]] {
+    let mut pos = 0;
+    for (mut input, more) in [(compressed, TINFL_FLAG_HAS_MORE_INPUT), (&TAIL[..], 0)] {
         loop {
-            if out.len() == out.capacity() {
-                if out.len() > limit {
+            if pos == out.len() {
+                if pos > limit {
                     return Err(InflateError::TooBig);
                 }
                 // Geometric growth, but never past one byte over the limit
                 // (that byte is how going over is seen).
-                let target = (out.capacity() * 2).max(4096).min(limit.saturating_add(1));
-                out.reserve_exact(target - out.len());
+                let target = (out.len() * 2).max(4096).min(limit.saturating_add(1));
+                out.resize(target, 0);
             }
-            let (in_before, out_before) = (inflater.total_in(), inflater.total_out());
-            let status = inflater
-                .decompress_vec(input, &mut out, FlushDecompress::None)
-                .map_err(|_| InflateError::Invalid)?;
-            let used = (inflater.total_in() - in_before) as usize;
-            let produced = inflater.total_out() - out_before;
+            let flags = more | TINFL_FLAG_USING_NON_WRAPPING_OUTPUT_BUF;
+            let (status, used, produced) = decompress(&mut inflater, input, &mut out, pos, flags);
             input = &input[used..];
-            if out.len() > limit {
+            pos += produced;
+            if pos > limit {
                 return Err(InflateError::TooBig);
             }
-            if status == Status::StreamEnd {
-                // A final block ended the stream: what follows it is not DEFLATE.
-                return if input.is_empty() || input == &TAIL[TAIL.len() - input.len().min(4)..] {
-                    Ok(out)
-                } else {
-                    Err(InflateError::Invalid)
-                };
-            }
-            let room_left = out.len() < out.capacity();
-            // Done with this input once it is all taken and a call with room
-            // to spare produced nothing more (the inflater may hold output
-            // back until asked again).
-            if input.is_empty() && room_left && produced == 0 {
-                break;
-            }
-            if used == 0 && produced == 0 && room_left {
-                return Err(InflateError::Invalid);
+            match status {
+                TINFLStatus::Done => {
+                    // A final block ended the stream: what follows it is not DEFLATE.
+                    out.truncate(pos);
+                    return if input.is_empty() || input == &TAIL[TAIL.len() - input.len().min(4)..] {
+                        Ok(out)
+                    } else {
+                        Err(InflateError::Invalid)
+                    };
+                }
+                // The buffer is full: grown on the next turn.
+                TINFLStatus::HasMoreOutput if pos == out.len() => {}
+                // This input is all taken.
+                TINFLStatus::NeedsMoreInput => break,
+                // The tail taken and no final block: a message sent with sync
+                // flushes only, as RFC 7692 senders do.
+                TINFLStatus::FailedCannotMakeProgress if more == 0 => break,
+                _ => return Err(InflateError::Invalid),
             }
         }
     }
+    out.truncate(pos);
     Ok(out)
 }
 
@@ -116,6 +127,14 @@ mod tests {
     fn garbage_is_invalid() {
         // BTYPE 11 is reserved.
         assert_eq!(inflate(&[0xff, 0xff, 0xff], 1000), Err(InflateError::Invalid));
+    }
+
+    #[test]
+    fn a_reference_before_the_start_is_invalid() {
+        // Raw DEFLATE made with a preset dictionary ("hello hello"): a fixed
+        // Huffman block whose first symbol is a match reaching into it.
+        let with_dictionary = [0xca, 0x40, 0x30, 0x01, 0x00];
+        assert_eq!(inflate(&with_dictionary, 1000), Err(InflateError::Invalid));
     }
 
     #[test]
