@@ -22,6 +22,9 @@ const OP_CLOSE: u8 = 0x8;
 const OP_PING: u8 = 0x9;
 const OP_PONG: u8 = 0xA;
 
+/// The most a frame's payload buffer grows ahead of the bytes that arrived.
+const APPEND_STEP: usize = 64 * 1024;
+
 /// What the peer sent, once a whole message or control frame is in.
 #[derive(Debug, PartialEq, Eq)]
 pub(crate) enum Inbound {
@@ -164,8 +167,7 @@ impl Assembly {
                 return Err(Fault::TooBig);
             }
             let at = partial.data.len();
-            partial.data.resize(at + len, 0);
-            self.read_exact(io, &mut partial.data[at..])?;
+            self.read_append(io, &mut partial.data, len)?;
             unmask(&mut partial.data[at..], mask);
             if partial.text && !partial.compressed {
                 partial.checked = check_utf8(&partial.data, partial.checked, fin)?;
@@ -185,6 +187,42 @@ impl Assembly {
                 true => String::from_utf8(data).map(Inbound::Text).map_err(|_| Fault::BadUtf8),
                 false => Ok(Inbound::Binary(data)),
             };
+        }
+    }
+
+    /// Appends `len` bytes of the stream to `data`, growing it only as bytes
+    /// arrive (at most [`APPEND_STEP`] ahead of them): a header announcing a
+    /// frame of the size limit costs memory only once its bytes come.
+    fn read_append(&mut self, io: &mut impl Read, data: &mut Vec<u8>, len: usize) -> io::Result<()> {
+        let end = data.len() + len;
+        while data.len() < end {
+            let at = data.len();
+            let step = (end - at).min(APPEND_STEP.max(self.buf.capacity()));
+            data.resize(at + step, 0);
+            let got = self.read_some(io, &mut data[at..]);
+            data.truncate(at + *got.as_ref().unwrap_or(&0));
+            got?;
+        }
+        Ok(())
+    }
+
+    /// Reads at least one byte into `dst` (from the buffer, else the stream)
+    /// and returns how many.
+    fn read_some(&mut self, io: &mut impl Read, dst: &mut [u8]) -> io::Result<usize> {
+        let buffered = self.buf.len() - self.start;
+        if buffered > 0 {
+            let n = buffered.min(dst.len());
+            dst[..n].copy_from_slice(&self.buf[self.start..self.start + n]);
+            self.start += n;
+            return Ok(n);
+        }
+        loop {
+            match io.read(dst) {
+                Ok(0) => return Err(io::ErrorKind::UnexpectedEof.into()),
+                Ok(n) => return Ok(n),
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => return Err(e),
+            }
         }
     }
 
@@ -372,6 +410,32 @@ mod tests {
         let s = frame(0x88, &[&1000u16.to_be_bytes()[..], b"bye"].concat());
         assert_eq!(read_all(s, 100, false), vec![Ok(Inbound::Close(Some((1000, "bye".into()))))]);
         assert_eq!(read_all(frame(0x88, b""), 100, false), vec![Ok(Inbound::Close(None))]);
+    }
+
+    /// Hands out its bytes and records the largest buffer it was given.
+    struct Trickle {
+        bytes: io::Cursor<Vec<u8>>,
+        largest: usize,
+    }
+
+    impl Read for Trickle {
+        fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+            self.largest = self.largest.max(buf.len());
+            self.bytes.read(buf)
+        }
+    }
+
+    #[test]
+    fn a_big_frame_header_alone_does_not_reserve_its_length() {
+        // A header announcing 8 MiB and ten bytes: the payload buffer may not
+        // be grown (and zeroed) to 8 MiB before the bytes come.
+        let mut s = frame(0x82, &[0u8; 10]);
+        s[1] = 0x80 | 127;
+        s.splice(2..2, (8u64 << 20).to_be_bytes());
+        let mut io = Trickle { bytes: io::Cursor::new(s), largest: 0 };
+        let mut asm = Assembly::new(Vec::new(), 64, 16 << 20, false);
+        assert!(matches!(asm.next(&mut io), Err(Fault::Io(_))));
+        assert!(io.largest <= APPEND_STEP, "{}", io.largest);
     }
 
     #[test]
