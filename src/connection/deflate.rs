@@ -66,7 +66,8 @@ fn offer(text: &str) -> Option<Agreed> {
         }
         let bits = |v: Option<&str>| -> Option<u8> {
             let v = v?;
-            if v.is_empty() || !v.bytes().all(|b| b.is_ascii_digit()) || v.len() > 2 {
+            // RFC 7692 section 7.1.2: 8 to 15 written without a leading zero.
+            if v.is_empty() || !v.bytes().all(|b| b.is_ascii_digit()) || v.len() > 2 || v.starts_with('0') {
                 return None;
             }
             v.parse().ok().filter(|b| (8..=15).contains(b))
@@ -176,6 +177,8 @@ mod tests {
             "permessage-deflate; server_max_window_bits",
             "permessage-deflate; server_max_window_bits=7",
             "permessage-deflate; client_max_window_bits=x",
+            "permessage-deflate; client_max_window_bits=08",
+            "permessage-deflate; server_max_window_bits=010",
             "permessage-deflate; unknown_param",
             "permessage-deflate; server_no_context_takeover=1",
             "permessage-deflate; server_no_context_takeover; server_no_context_takeover",
