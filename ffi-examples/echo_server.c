@@ -5,14 +5,16 @@
  *   ./build/echo_server 9001 33554432   (conformance mode: a larger message
  *                                        limit in bytes, 4x that queued per
  *                                        client, no frame-rate or fragment
- *                                        limits: the Autobahn run needs 16 MB
- *                                        messages and 1000-message bursts)
+ *                                        limits, permessage-deflate on: the
+ *                                        Autobahn run needs 16 MB messages,
+ *                                        1000-message bursts and compression)
  *   ./build/echo_server 9001 0 cert.pem key.pem   (wss:// with this
  *                                        certificate and key; SIGHUP re-reads
  *                                        them; 0 keeps the default limits)
  *
  * Shows: the config builder, wshub_start with one callback, wshub_send from
- * inside a callback, a clean SIGINT shutdown with wshub_stop, and TLS
+ * inside a callback, a clean SIGINT shutdown with wshub_stop, compression
+ * (wshub_config_set_compression), and TLS
  * (wshub_config_set_tls_cert_file / _key_file, wshub_reload_tls on SIGHUP).
  */
 #define _POSIX_C_SOURCE 200809L
@@ -81,6 +83,8 @@ int main(int argc, char **argv) {
         rc = wshub_config_set_frame_rate_limit(config, 0);
     if (rc == WSHUB_OK && max_message > 0)
         rc = wshub_config_set_max_fragments(config, 0);
+    if (rc == WSHUB_OK && max_message > 0)
+        rc = wshub_config_set_compression(config, true);
     if (rc == WSHUB_OK && tls_cert != NULL)
         rc = wshub_config_set_tls_cert_file(config, tls_cert);
     if (rc == WSHUB_OK && tls_key != NULL)

@@ -593,6 +593,19 @@ wshub_result wshub_config_set_path(wshub_config *config, const char *path);
 wshub_result wshub_config_set_max_message_size(wshub_config *config, size_t value);
 
 /*
+ permessage-deflate (RFC 7692): `true`, the default, accepts a client's
+ offer (the server answers with no context takeover on either side);
+ `false` answers every offer without the extension.
+ */
+wshub_result wshub_config_set_compression(wshub_config *config, bool on);
+
+/*
+ With compression on: messages whose payload is shorter than this many
+ bytes go uncompressed. Default 128.
+ */
+wshub_result wshub_config_set_compression_min_bytes(wshub_config *config, size_t value);
+
+/*
  Frames that may wait in one connection's outbound queue before it is
  closed with 1013 as a slow consumer. Default 1024.
  */

@@ -94,6 +94,12 @@ pub struct Config {
     /// Frames one message may arrive in; a message in more closes the
     /// connection with 1009. 0 turns the limit off.
     pub max_fragments: usize,
+    /// Whether the server accepts `permessage-deflate` (RFC 7692) when a
+    /// client offers it. On by default: see "Compression" in the README for the measurement.
+    pub compression: bool,
+    /// With [`Config::compression`]: messages to a client whose payload is
+    /// shorter than this go uncompressed (RSV1 clear).
+    pub compression_min_bytes: usize,
     /// How often the writer pings an open connection.
     pub heartbeat_interval: Duration,
     /// A connection that sends nothing (no frame, no pong) for this long is
@@ -204,6 +210,8 @@ impl Default for Config {
             outbound_max_bytes: 8 << 20,
             frame_rate_limit: 1000,
             max_fragments: 1024,
+            compression: true,
+            compression_min_bytes: 128,
             heartbeat_interval: Duration::from_secs(30),
             idle_timeout: Duration::from_secs(45),
             max_connections: 10_000,
@@ -259,6 +267,10 @@ setters! {
     frame_rate_limit: u32;
     /// Sets [`Config::max_fragments`].
     max_fragments: usize;
+    /// Sets [`Config::compression`].
+    compression: bool;
+    /// Sets [`Config::compression_min_bytes`].
+    compression_min_bytes: usize;
     /// Sets [`Config::heartbeat_interval`].
     heartbeat_interval: Duration;
     /// Sets [`Config::idle_timeout`].

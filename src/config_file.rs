@@ -20,6 +20,9 @@ pub struct ConfigFile {
     pub outbound_max_bytes: Option<usize>,
     pub frame_rate_limit: Option<u32>,
     pub max_fragments: Option<usize>,
+    /// `"off"` or `"on"`, as `--compression`.
+    pub compression: Option<String>,
+    pub compression_min_bytes: Option<usize>,
     pub heartbeat_ms: Option<u64>,
     pub idle_timeout_ms: Option<u64>,
     pub max_connections: Option<usize>,

@@ -2,17 +2,118 @@
 //!
 //! Server frames are unmasked, so one message framed once is byte-identical for
 //! every receiver: a broadcast frames its payload here, once, and every member's
-//! writer writes the same shared bytes. Reading frames is tungstenite's job.
+//! writer writes the same shared bytes. The same holds compressed
+//! (permessage-deflate without context takeover): a frame's compressed form
+//! is made once, the first time a member that agreed to the extension needs
+//! it, and kept next to the plain one, so every such member (and history)
+//! shares it. Reading frames is `connection/assembly.rs`'s job.
 
-use std::sync::Arc;
+use std::ops::Deref;
+use std::sync::{Arc, OnceLock};
 
 /// One complete frame, shared between every queue it was pushed to.
-pub(crate) type SharedFrame = Arc<Vec<u8>>;
+pub(crate) type SharedFrame = Arc<Frame>;
+
+/// A complete frame's bytes, with its compressed form once one was needed.
+#[derive(Debug, Default)]
+pub(crate) struct Frame {
+    bytes: Vec<u8>,
+    /// The compressed frame (RSV1 set), or `None` when this frame is not a
+    /// final data frame, is shorter than the minimum, or does not shrink.
+    deflated: OnceLock<Option<SharedFrame>>,
+    /// Of a compressed frame: the length of the plain frame it stands for.
+    plain_len: usize,
+}
+
+impl Deref for Frame {
+    type Target = Vec<u8>;
+    fn deref(&self) -> &Vec<u8> {
+        &self.bytes
+    }
+}
+
+impl From<Vec<u8>> for Frame {
+    fn from(bytes: Vec<u8>) -> Self {
+        Frame { bytes, deflated: OnceLock::new(), plain_len: 0 }
+    }
+}
+
+/// Frames are equal when their bytes are (tests compare what was sent).
+impl PartialEq for Frame {
+    fn eq(&self, other: &Frame) -> bool {
+        self.bytes == other.bytes
+    }
+}
+
+impl PartialEq<Vec<u8>> for Frame {
+    fn eq(&self, other: &Vec<u8>) -> bool {
+        &self.bytes == other
+    }
+}
+
+impl PartialEq<Frame> for Vec<u8> {
+    fn eq(&self, other: &Frame) -> bool {
+        self == &other.bytes
+    }
+}
+
+impl<const N: usize> PartialEq<&[u8; N]> for Frame {
+    fn eq(&self, other: &&[u8; N]) -> bool {
+        self.bytes == other[..]
+    }
+}
+
+/// Shares a frame's bytes.
+pub(crate) fn shared(bytes: Vec<u8>) -> SharedFrame {
+    Arc::new(Frame::from(bytes))
+}
+
+impl Frame {
+    /// The plain frame's length, when this is a compressed one.
+    pub(crate) fn compressed_from(&self) -> Option<usize> {
+        (self.plain_len > 0).then_some(self.plain_len)
+    }
+
+    /// The form to send to a client that agreed to permessage-deflate and
+    /// takes compressed payloads up to `max_payload` bytes; compressed once
+    /// (on the first call) when the payload is at least `min_bytes`.
+    pub(crate) fn for_deflate(self: &Arc<Self>, max_payload: usize, min_bytes: usize) -> SharedFrame {
+        let Some((header, payload)) = data_payload(&self.bytes) else { return self.clone() };
+        if payload.len() > max_payload || payload.len() < min_bytes.max(1) {
+            return self.clone();
+        }
+        let deflated = self.deflated.get_or_init(|| {
+            let packed = crate::connection::deflate::compress(payload)?;
+            let mut bytes = Vec::with_capacity(packed.len() + 10);
+            push_header(&mut bytes, self.bytes[0] & 0x0f, packed.len());
+            bytes[0] |= 0x40;
+            bytes.extend_from_slice(&packed);
+            (bytes.len() < header + payload.len())
+                .then(|| Arc::new(Frame { bytes, deflated: OnceLock::new(), plain_len: self.bytes.len() }))
+        });
+        deflated.clone().unwrap_or_else(|| self.clone())
+    }
+}
+
+/// A final, uncompressed, unmasked text or binary frame's header length and payload.
+fn data_payload(frame: &[u8]) -> Option<(usize, &[u8])> {
+    let (&first, &second) = (frame.first()?, frame.get(1)?);
+    if first & 0xf0 != 0x80 || !matches!(first & 0x0f, OP_TEXT | OP_BINARY) || second & 0x80 != 0 {
+        return None;
+    }
+    let header = match second {
+        126 => 4,
+        127 => 10,
+        _ => 2,
+    };
+    Some((header, frame.get(header..)?))
+}
 
 pub(crate) const OP_TEXT: u8 = 0x1;
 pub(crate) const OP_BINARY: u8 = 0x2;
 pub(crate) const OP_CLOSE: u8 = 0x8;
 pub(crate) const OP_PING: u8 = 0x9;
+pub(crate) const OP_PONG: u8 = 0xA;
 
 /// The frame header for a final, unmasked frame of `len` payload bytes.
 fn push_header(out: &mut Vec<u8>, opcode: u8, len: usize) {
@@ -39,7 +140,7 @@ pub(crate) fn encode(opcode: u8, payload: &[u8]) -> Vec<u8> {
 /// Frames a data message, ready to share.
 pub(crate) fn encode_message(message: &crate::Message) -> SharedFrame {
     let opcode = if message.is_text() { OP_TEXT } else { OP_BINARY };
-    Arc::new(encode(opcode, message.as_bytes()))
+    shared(encode(opcode, message.as_bytes()))
 }
 
 /// A close frame with a status code and a reason (cut to fit 125 bytes, on a

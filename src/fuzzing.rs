@@ -16,7 +16,11 @@ pub fn http_request(data: &[u8]) {
             let info = &request.info;
             let _ = handshake::wants_upgrade(info);
             if let Ok(key) = handshake::check_upgrade(&request.method, info) {
-                let _ = handshake::switching_protocols(&key, info.subprotocols().first().map(String::as_str));
+                let _ = handshake::switching_protocols(
+                    &key,
+                    info.subprotocols().first().map(String::as_str),
+                    None,
+                );
             }
             for name in ["room", "access_token", "since", ""] {
                 let _ = info.query_param(name);
@@ -95,4 +99,46 @@ pub fn api_body(data: &[u8]) {
     }
     let _ = crate::protocol::sse::decode_stored(body);
     let _ = crate::protocol::sse::base64(body);
+}
+
+/// A client's bytes after the upgrade, through the inbound message assembly
+/// (frames, fragments, RSV bits, masks, control frames, deflate streams). The
+/// first byte sets the case: bit 0 whether permessage-deflate was agreed, bits
+/// 1-3 the message size limit (64 bytes to 8 KiB), bits 4-7 how many bytes
+/// each read returns (1 to 16, or a whole buffer), so frames split anywhere.
+/// Must never panic, nor hand over a message past the limit.
+pub fn inbound_frames(data: &[u8]) {
+    use crate::connection::assembly::{Assembly, Inbound};
+    let Some((&case, stream)) = data.split_first() else { return };
+    let deflate = case & 1 != 0;
+    let limit = 64usize << ((case >> 1) & 7);
+    let step = match usize::from(case >> 4) {
+        0 => usize::MAX,
+        n => n,
+    };
+    /// Returns at most `step` bytes per read.
+    struct Trickle<'a> {
+        rest: &'a [u8],
+        step: usize,
+    }
+    impl std::io::Read for Trickle<'_> {
+        fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+            let n = self.rest.len().min(buf.len()).min(self.step);
+            buf[..n].copy_from_slice(&self.rest[..n]);
+            self.rest = &self.rest[n..];
+            Ok(n)
+        }
+    }
+    let mut io = Trickle { rest: stream, step };
+    let mut assembly = Assembly::new(Vec::new(), 64, limit, deflate);
+    // Each message or control frame takes at least two bytes.
+    for _ in 0..=stream.len() / 2 {
+        match assembly.next(&mut io) {
+            Ok(Inbound::Text(text)) => assert!(text.len() <= limit, "a text past the limit"),
+            Ok(Inbound::Binary(bytes)) => assert!(bytes.len() <= limit, "a binary past the limit"),
+            Ok(Inbound::Ping(payload)) => assert!(payload.len() <= 125),
+            Ok(Inbound::Pong) => {}
+            Ok(Inbound::Close(_)) | Err(_) => return,
+        }
+    }
 }

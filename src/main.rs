@@ -50,6 +50,12 @@ struct Cli {
     /// Frames one message may arrive in; more closes with 1009; 0 = no limit.
     #[arg(long, default_value_t = Config::default().max_fragments)]
     max_fragments: usize,
+    /// permessage-deflate (RFC 7692) for clients that offer it: off or on.
+    #[arg(long, value_name = "off|on", default_value = on_off(Config::default().compression), value_parser = parse_on_off, action = clap::ArgAction::Set)]
+    compression: bool,
+    /// With --compression on: messages shorter than this many bytes go uncompressed.
+    #[arg(long, default_value_t = Config::default().compression_min_bytes)]
+    compression_min_bytes: usize,
     /// Milliseconds between server pings.
     #[arg(long, default_value_t = ms(Config::default().heartbeat_interval))]
     heartbeat_ms: u64,
@@ -215,6 +221,23 @@ fn parse_rate(s: &str) -> Result<u32, String> {
     s.strip_suffix("/s").unwrap_or(s).trim().parse().map_err(|e| format!("{s:?}: {e}"))
 }
 
+/// `--compression`'s value: `off` or `on`.
+fn parse_on_off(s: &str) -> Result<bool, String> {
+    match s {
+        "off" => Ok(false),
+        "on" => Ok(true),
+        _ => Err(format!("expected off or on, not {s:?}")),
+    }
+}
+
+fn on_off(on: bool) -> &'static str {
+    if on {
+        "on"
+    } else {
+        "off"
+    }
+}
+
 fn ms(d: Duration) -> u64 {
     d.as_millis() as u64
 }
@@ -273,7 +296,11 @@ impl Cli {
             drain_delay_ms
         );
         merge!(max_handshakes, max_handshakes_per_ip, max_connections_per_ip, overflow_sockets);
-        merge!(request_body_budget);
+        merge!(request_body_budget, compression_min_bytes);
+        if let Some(on) = &file.compression {
+            let on = parse_on_off(on).map_err(|e| format!("{}: compression: {e}", path.display()))?;
+            set(m, "compression", &mut cli.compression, on);
+        }
         merge!(max_connections_per_user, allow_origin, redis_prefix, trusted_proxy, idempotency_ttl_ms);
         macro_rules! merge_some {
             ($($field:ident),*) => {$(
@@ -375,6 +402,8 @@ impl Cli {
             .outbound_max_bytes(self.outbound_max_bytes)
             .frame_rate_limit(self.frame_rate_limit)
             .max_fragments(self.max_fragments)
+            .compression(self.compression)
+            .compression_min_bytes(self.compression_min_bytes)
             .heartbeat_interval(Duration::from_millis(self.heartbeat_ms))
             .idle_timeout(Duration::from_millis(self.idle_timeout_ms))
             .max_connections(self.max_connections)

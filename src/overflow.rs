@@ -35,7 +35,7 @@ use crossbeam_channel::{Receiver, RecvTimeoutError};
 use rustls::ServerConnection;
 
 use crate::connection::handshake::{self, ReadError};
-use crate::connection::outbound::flush_tls;
+use crate::connection::tls_session::flush_tls;
 use crate::ip_table::{self, Refusal};
 use crate::server::ServerHandle;
 use crate::types::{status_reason, HttpResponse};

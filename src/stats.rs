@@ -16,6 +16,9 @@ pub(crate) struct Stats {
     pub bytes_out: AtomicU64,
     pub write_batches: AtomicU64,
     pub direct_sends: AtomicU64,
+    pub compressed_frames: AtomicU64,
+    pub compressed_bytes: AtomicU64,
+    pub compressed_plain_bytes: AtomicU64,
     pub dropped_slow_consumer: AtomicU64,
     pub dropped_outbound_bytes: AtomicU64,
     pub dropped_frame_rate: AtomicU64,
@@ -56,6 +59,13 @@ pub struct StatsSnapshot {
     /// by the thread calling `send` (one non-blocking `send` each, no writer
     /// woken); included in `messages_out`.
     pub direct_sends: u64,
+    /// Data frames sent compressed (permessage-deflate), each member's copy
+    /// of a shared frame counted; included in `messages_out`.
+    pub compressed_frames: u64,
+    /// Bytes of those compressed frames, headers included.
+    pub compressed_bytes: u64,
+    /// Bytes those frames would have been uncompressed.
+    pub compressed_plain_bytes: u64,
     /// Connections closed with 1013 because their outbound queue held
     /// `outbound_queue` frames.
     pub dropped_slow_consumer: u64,
@@ -110,6 +120,9 @@ impl Stats {
             bytes_out: self.bytes_out.load(Relaxed),
             write_batches: self.write_batches.load(Relaxed),
             direct_sends: self.direct_sends.load(Relaxed),
+            compressed_frames: self.compressed_frames.load(Relaxed),
+            compressed_bytes: self.compressed_bytes.load(Relaxed),
+            compressed_plain_bytes: self.compressed_plain_bytes.load(Relaxed),
             dropped_slow_consumer: self.dropped_slow_consumer.load(Relaxed),
             dropped_outbound_bytes: self.dropped_outbound_bytes.load(Relaxed),
             dropped_frame_rate: self.dropped_frame_rate.load(Relaxed),
@@ -190,6 +203,24 @@ pub(crate) fn render_engine(
         "counter",
         "writev calls by writer threads (frames per call = (messages_out - direct_sends) / this).",
         &one(s.write_batches),
+    );
+    metric(
+        "wshub_compressed_frames_total",
+        "counter",
+        "Data frames sent compressed with permessage-deflate (part of wshub_messages_out_total).",
+        &one(s.compressed_frames),
+    );
+    metric(
+        "wshub_compressed_bytes_total",
+        "counter",
+        "Bytes of the frames sent compressed.",
+        &one(s.compressed_bytes),
+    );
+    metric(
+        "wshub_compressed_plain_bytes_total",
+        "counter",
+        "Bytes the frames sent compressed would have taken uncompressed.",
+        &one(s.compressed_plain_bytes),
     );
     metric("wshub_bytes_in_total", "counter", "Payload bytes received.", &one(s.bytes_in));
     metric("wshub_bytes_out_total", "counter", "Bytes written after the handshake.", &one(s.bytes_out));

@@ -116,3 +116,8 @@ fn config_files_never_panic() {
 fn api_bodies_never_panic() {
     hammer("api_body", 20_000, wshub::fuzzing::api_body);
 }
+
+#[test]
+fn inbound_frames_never_panic() {
+    hammer("inbound_frames", 20_000, wshub::fuzzing::inbound_frames);
+}

@@ -1,6 +1,6 @@
-//! Counts a peer's frames as their bytes pass from the socket to tungstenite,
-//! which reassembles messages and answers pings without telling anyone how
-//! many frames that took. Two limits come from the count:
+//! Counts a peer's frames as their bytes pass from the socket to the message
+//! assembly (`assembly.rs`), so the limits hold before a frame's payload is
+//! read. Two limits come from the count:
 //!
 //! - **frames per second** (`Config::frame_rate_limit`, a token bucket with a
 //!   burst of twice the rate): every frame counts, data, continuation, ping,
@@ -10,7 +10,7 @@
 //!   arrive in more frames than this, so it cannot be kept open forever.
 //!
 //! Only frame headers are parsed; payloads are skipped by length. Malformed
-//! headers are tungstenite's to refuse: the meter only has to stay in step
+//! headers are the assembly's to refuse: the meter only has to stay in step
 //! with well-formed ones.
 
 use std::fmt;

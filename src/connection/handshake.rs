@@ -224,7 +224,7 @@ pub(crate) fn check_upgrade(method: &str, info: &RequestInfo) -> Result<String, 
 }
 
 /// The 101 response that completes the upgrade.
-pub(crate) fn switching_protocols(key: &str, subprotocol: Option<&str>) -> Vec<u8> {
+pub(crate) fn switching_protocols(key: &str, subprotocol: Option<&str>, extensions: Option<&str>) -> Vec<u8> {
     let accept = tungstenite::handshake::derive_accept_key(key.as_bytes());
     let mut out = format!(
         "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
@@ -232,6 +232,9 @@ pub(crate) fn switching_protocols(key: &str, subprotocol: Option<&str>) -> Vec<u
     );
     if let Some(p) = subprotocol {
         out.push_str(&format!("Sec-WebSocket-Protocol: {p}\r\n"));
+    }
+    if let Some(e) = extensions {
+        out.push_str(&format!("Sec-WebSocket-Extensions: {e}\r\n"));
     }
     out.push_str("\r\n");
     out.into_bytes()
@@ -343,7 +346,8 @@ mod tests {
 
     #[test]
     fn rfc_example_accept_key() {
-        let resp = String::from_utf8(switching_protocols("dGhlIHNhbXBsZSBub25jZQ==", Some("a"))).unwrap();
+        let resp =
+            String::from_utf8(switching_protocols("dGhlIHNhbXBsZSBub25jZQ==", Some("a"), None)).unwrap();
         assert!(resp.contains("Sec-WebSocket-Accept: s3pPLMBiTxaQ9kYGzzhZRbK+xOo=\r\n"));
         assert!(resp.contains("Sec-WebSocket-Protocol: a\r\n"));
     }

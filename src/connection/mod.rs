@@ -4,9 +4,13 @@
 //! - [`handshake`]: the HTTP request and the 101 (or a refusal), read and
 //!   written by the reader before the WebSocket exists.
 //! - [`reader`]: the connection's first thread. Upgrades, spawns the writer,
-//!   reads frames and runs the handler's callbacks. It never writes to the
-//!   socket after the handshake. [`frame_meter`] counts the peer's frames on
-//!   the way in (frame-rate and fragment limits).
+//!   reads messages and runs the handler's callbacks. It never writes to the
+//!   socket after the handshake. On the way in, bytes pass through
+//!   [`tls_session`] (decryption, with TLS), [`frame_meter`] (frame-rate and
+//!   fragment limits), [`assembly`] (frames checked and joined into
+//!   messages) and [`inflate`] (compressed messages, bounded).
+//! - [`deflate`]: permessage-deflate's negotiation at the upgrade, and
+//!   compressing an outbound message (once, shared: see `frame.rs`).
 //! - [`outbound`]: the one ordering point for every byte written after the
 //!   101: the queue, its bound, direct sends from other threads, and the rule
 //!   that keeps frames in order. Its module comment names every thread that
@@ -20,15 +24,19 @@
 //! writer writes the bytes it is given unframed, `: ping` comments as
 //! heartbeats, and ends the stream instead of sending a close frame.
 
+pub(crate) mod assembly;
+pub(crate) mod deflate;
 pub(crate) mod frame_meter;
 pub(crate) mod handshake;
+pub(crate) mod inflate;
 pub(crate) mod outbound;
 pub(crate) mod reader;
+pub(crate) mod tls_session;
 pub(crate) mod writer;
 
 use std::collections::HashMap;
 use std::net::{Shutdown, SocketAddr, TcpStream};
-use std::sync::atomic::{AtomicBool, Ordering::*};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering::*};
 #[cfg(test)]
 use std::sync::Arc;
 use std::time::SystemTime;
@@ -36,8 +44,9 @@ use std::time::SystemTime;
 use parking_lot::Mutex;
 
 use crate::types::ConnId;
+use outbound::Outbound;
 pub(crate) use outbound::PushError;
-use outbound::{Outbound, TlsIn};
+use tls_session::TlsIn;
 
 /// The state of one connection shared by its reader, its writer, the hub and
 /// the server handle.
@@ -77,6 +86,10 @@ pub(crate) struct ConnShared {
     event_stream: AtomicBool,
     /// Accepted on the admin listener (`Config::admin_bind`); set before its reader starts.
     on_admin: AtomicBool,
+    /// permessage-deflate: the largest payload sent compressed (0: not
+    /// agreed) and the smallest; set at the upgrade (see `outbound.rs`).
+    deflate_max: AtomicUsize,
+    deflate_min: AtomicUsize,
 }
 
 impl ConnShared {
@@ -97,6 +110,8 @@ impl ConnShared {
             has_close_at: AtomicBool::new(false),
             event_stream: AtomicBool::new(false),
             on_admin: AtomicBool::new(false),
+            deflate_max: AtomicUsize::new(0),
+            deflate_min: AtomicUsize::new(0),
         }
     }
 

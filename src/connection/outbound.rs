@@ -45,23 +45,10 @@
 //! latest ping), so a ping flood from a peer that never reads holds a few
 //! pongs, not one per ping.
 //!
-//! With TLS (`tls.rs`), the connection's one rustls session lives here, under
-//! the write lock ([`WriteState`]), and the rule above holds for ciphertext:
-//! - every thread that writes encrypts under the write lock and writes the
-//!   session's output (in record order) before letting go of it, so frames
-//!   are encrypted in exactly the order they would have been written in clear;
-//! - output the session holds but the socket has not taken yet counts like a
-//!   [`Tail`]: no direct send may start while the session has pending output,
-//!   and whoever left it there made sure the writer will flush it first (an
-//!   [`Out::Tail`] for a partial direct send, an empty [`Out::Control`] for
-//!   records the reader caused);
-//! - TLS writes never block while holding the lock: a full socket makes the
-//!   writer let go of the lock and `poll` for room, so the reader can keep
-//!   decrypting (and a direct send sees the pending output and queues);
-//! - the reader reads the socket *without* the lock, then takes it briefly to
-//!   hand the ciphertext to the session and take plaintext out
-//!   ([`ConnShared::tls_read`]); alerts, key updates and session tickets that
-//!   this produces go out under the lock in the same order.
+//! With TLS (`tls.rs`), the connection's one rustls session lives under the
+//! write lock ([`WriteState`]) and the rule above holds for ciphertext: how
+//! each read and write keeps it is in `tls_session.rs`, which holds the
+//! session's side of every path here.
 //!
 //! The queue is crossbeam's list-backed channel with the bounds kept by
 //! counters: an array-backed bounded channel would preallocate its slots for
@@ -69,14 +56,12 @@
 //! is queued. Only the hub (or its fan-out helper, for members the hub is not
 //! serving at that moment) pushes data frames, so the checks need no lock.
 
-use std::io::{self, IoSlice, Read, Write};
+use std::io::{self, IoSlice};
 use std::sync::atomic::{fence, AtomicBool, AtomicU16, AtomicU32, AtomicUsize, Ordering::*};
 use std::time::{Duration, Instant};
 
 use crossbeam_channel::{Receiver, Sender};
 use parking_lot::Mutex;
-
-use parking_lot::MutexGuard;
 use rustls::ServerConnection;
 
 use super::ConnShared;
@@ -115,31 +100,13 @@ pub(crate) struct Tail {
 /// connection's TLS session, if it has one.
 #[derive(Debug, Default)]
 pub(crate) struct WriteState {
-    tail: Option<Tail>,
+    pub(super) tail: Option<Tail>,
     /// The TLS session: every byte written is encrypted here, under the lock.
-    tls: Option<Box<ServerConnection>>,
+    pub(super) tls: Option<Box<ServerConnection>>,
     /// TLS: a direct send left ciphertext in the session; the writer's
     /// [`Out::Tail`] flushes it (and completes that frame).
-    tls_tail: bool,
+    pub(super) tls_tail: bool,
 }
-
-/// The reader's ciphertext not yet handed to the TLS session.
-#[derive(Debug)]
-pub(crate) struct TlsIn {
-    buf: Vec<u8>,
-    start: usize,
-    end: usize,
-}
-
-impl TlsIn {
-    /// Most ciphertext one socket `read` takes.
-    pub(crate) fn new() -> Self {
-        TlsIn { buf: vec![0; 8 * 1024], start: 0, end: 0 }
-    }
-}
-
-/// How often a TLS write waiting for room in the socket looks at its deadline.
-const TLS_WRITE_TICK: Duration = Duration::from_millis(250);
 
 /// Why a frame was not queued: the connection is a slow consumer.
 #[derive(Debug, PartialEq, Eq)]
@@ -179,22 +146,22 @@ pub(crate) struct Outbound {
     tx: Sender<Out>,
     rx: Mutex<Option<Receiver<Out>>>,
     /// Data frames queued or being written (released once written or dropped).
-    depth: AtomicUsize,
+    pub(super) depth: AtomicUsize,
     /// Control frames (the reader's pongs and close reply) queued or being
     /// written: a direct send must not overtake them either (a pong answers a
     /// ping that came before the message the direct send may be replying to).
     controls: AtomicUsize,
     /// Bytes of everything counted in `depth` and `controls`.
-    bytes: AtomicUsize,
+    pub(super) bytes: AtomicUsize,
     /// The pong not yet taken by the writer; `Some` while an [`Out::Pong`]
     /// is queued.
     pong: Mutex<Option<Vec<u8>>>,
     /// Pongs queued as [`Out::Control`] and not yet written or dropped.
     pongs_in_flight: AtomicUsize,
     /// Held by whoever writes to the socket, so frames never interleave.
-    write: Mutex<WriteState>,
+    pub(super) write: Mutex<WriteState>,
     /// The connection speaks TLS (set once, before the writer exists).
-    tls: AtomicBool,
+    pub(super) tls: AtomicBool,
     /// A close has been queued: nothing more is queued after it.
     closing: AtomicBool,
     /// Once closing: when every write must be over (the peer's close came,
@@ -247,6 +214,7 @@ impl ConnShared {
         limits: QueueLimits,
         stats: &Stats,
     ) -> Result<(), PushError> {
+        let frame = self.wire_form(&frame);
         let out = &self.out;
         if out.closing.load(Acquire) {
             return Ok(());
@@ -264,6 +232,7 @@ impl ConnShared {
             return Err(PushError::OverBytes);
         }
         stats.queue_depth_max.fetch_max(depth as u64 + 1, Relaxed);
+        count_compressed(&frame, stats);
         self.enqueue(Out::Frame(frame));
         Ok(())
     }
@@ -279,14 +248,19 @@ impl ConnShared {
         if self.has_queued() {
             return false;
         }
+        let frame = &self.wire_form(frame);
         let Some(mut st) = out.write.try_lock() else { return false };
         if st.tail.is_some() || st.tls_tail || self.has_queued() || out.closing.load(Acquire) {
             return false;
         }
         if st.tls.is_some() {
-            return self.send_direct_tls(&mut st, frame, stats);
+            let sent = self.send_direct_tls(&mut st, frame, stats);
+            if sent {
+                count_compressed(frame, stats);
+            }
+            return sent;
         }
-        match sock::send(&self.stream, frame, true) {
+        let sent = match sock::send(&self.stream, frame, true) {
             Ok(n) if n == frame.len() => {
                 Stats::add(&stats.bytes_out, n as u64);
                 Stats::add(&stats.messages_out, 1);
@@ -303,7 +277,29 @@ impl ConnShared {
             }
             // Full socket buffer, or an error the writer will meet and report.
             _ => false,
+        };
+        if sent {
+            count_compressed(frame, stats);
         }
+        sent
+    }
+
+    /// The form of `frame` this connection gets: the shared compressed one
+    /// when it agreed to permessage-deflate and the frame qualifies (see
+    /// `Frame::for_deflate`), else the frame itself.
+    fn wire_form(&self, frame: &SharedFrame) -> SharedFrame {
+        let max_payload = self.deflate_max.load(Relaxed);
+        match max_payload {
+            0 => frame.clone(),
+            max => frame.for_deflate(max, self.deflate_min.load(Relaxed)),
+        }
+    }
+
+    /// With permessage-deflate agreed: payloads up to `max_payload` bytes and
+    /// at least `min_bytes` go compressed. Set once, before the connection opens.
+    pub(crate) fn set_deflate(&self, max_payload: usize, min_bytes: usize) {
+        self.deflate_min.store(min_bytes, Relaxed);
+        self.deflate_max.store(max_payload.max(1), Relaxed);
     }
 
     /// Writes, under the write lock: the rest of a partial direct send first
@@ -375,243 +371,7 @@ impl ConnShared {
         Ok(())
     }
 
-    /// [`ConnShared::try_send_direct`] on a TLS connection, under the write lock.
-    fn send_direct_tls(&self, st: &mut WriteState, frame: &SharedFrame, stats: &Stats) -> bool {
-        let Some(tls) = st.tls.as_deref_mut() else { return false };
-        // Output still pending (records the reader caused): like a Tail.
-        if tls.wants_write() {
-            return false;
-        }
-        if tls.writer().write_all(frame).is_err() {
-            return false; // the session is closed: the frame could never go
-        }
-        match flush_tls(&self.stream, tls) {
-            Ok((n, true)) => {
-                Stats::add(&stats.bytes_out, n as u64);
-                Stats::add(&stats.messages_out, 1);
-                Stats::add(&stats.direct_sends, 1);
-            }
-            // Encrypted but not all written (or the socket failed, which the
-            // writer meets and reports): the frame is in the session now, so
-            // the writer must finish it before anything else.
-            Ok((n, false)) => {
-                Stats::add(&stats.bytes_out, n as u64);
-                self.queue_tls_tail(st, frame.len());
-            }
-            Err(_) => self.queue_tls_tail(st, frame.len()),
-        }
-        true
-    }
-
-    fn queue_tls_tail(&self, st: &mut WriteState, len: usize) {
-        st.tls_tail = true;
-        self.out.depth.fetch_add(1, AcqRel);
-        self.out.bytes.fetch_add(len, AcqRel);
-        self.enqueue(Out::Tail(len));
-    }
-
-    /// [`ConnShared::write_locked`] on a TLS connection: encrypts `parts` in
-    /// order behind whatever the session still holds, then writes it all.
-    fn write_locked_tls(
-        &self,
-        mut guard: MutexGuard<'_, WriteState>,
-        parts: &[&[u8]],
-        close: bool,
-        patience: Patience,
-        stats: &Stats,
-    ) -> Result<bool, WriteFailed> {
-        let tail = std::mem::take(&mut guard.tls_tail);
-        if let Some(tls) = guard.tls.as_deref_mut() {
-            // One vectored write: rustls packs the whole batch into as few
-            // full-size records as it takes (a write per frame would make a
-            // record, an AEAD call and 22 bytes of overhead per frame).
-            let mut slices: Vec<IoSlice<'_>> =
-                parts.iter().filter(|p| !p.is_empty()).map(|p| IoSlice::new(p)).collect();
-            let mut slices = &mut slices[..];
-            while !slices.is_empty() {
-                match tls.writer().write_vectored(slices) {
-                    Ok(0) | Err(_) => return Err(self.write_failed("TLS session closed")),
-                    Ok(n) => IoSlice::advance_slices(&mut slices, n),
-                }
-            }
-            if close {
-                tls.send_close_notify();
-            }
-        }
-        let mut stalled_since: Option<Instant> = None;
-        while let Some(tls) = guard.tls.as_deref_mut() {
-            if self.past_close_by() {
-                return Err(self.write_failed("close timeout"));
-            }
-            match flush_tls(&self.stream, tls) {
-                Ok((n, done)) => {
-                    Stats::add(&stats.bytes_out, n as u64);
-                    Stats::add(&stats.write_batches, 1);
-                    if done {
-                        break;
-                    }
-                    if n > 0 {
-                        stalled_since = None;
-                    }
-                    let since = *stalled_since.get_or_insert_with(Instant::now);
-                    let limit = if self.is_closing() { patience.closing } else { patience.open };
-                    if since.elapsed() >= limit {
-                        return Err(self.write_failed("peer stopped reading"));
-                    }
-                    // Let the reader feed the session while the socket is full.
-                    let wait = TLS_WRITE_TICK.min(limit);
-                    MutexGuard::unlocked(&mut guard, || sock::wait_writable(&self.stream, wait));
-                }
-                Err(e) => return Err(self.write_failed(&e.to_string())),
-            }
-        }
-        Ok(tail)
-    }
-
-    /// Gives the connection its TLS session, before its handshake. Only the
-    /// reader calls this, before the writer exists.
-    pub(crate) fn start_tls(
-        &self,
-        config: std::sync::Arc<rustls::ServerConfig>,
-    ) -> Result<(), rustls::Error> {
-        let mut session = ServerConnection::new(config)?;
-        // The outbound queue is bounded already (in frames and bytes); the
-        // session only holds what one batch or one direct send encrypted.
-        session.set_buffer_limit(None);
-        self.out.write.lock().tls = Some(Box::new(session));
-        self.out.tls.store(true, Release);
-        Ok(())
-    }
-
-    /// The connection speaks TLS.
-    pub(crate) fn is_tls(&self) -> bool {
-        self.out.tls.load(Acquire)
-    }
-
-    /// Runs the TLS handshake on the reader's thread until it completes, fails,
-    /// or `deadline` passes. Ciphertext read past the handshake (the HTTP
-    /// request, often) stays in `tls_in` for [`ConnShared::tls_read`].
-    pub(crate) fn tls_handshake(&self, tls_in: &mut TlsIn, deadline: Instant) -> io::Result<()> {
-        loop {
-            {
-                let mut st = self.out.write.lock();
-                while tls_in.start < tls_in.end && session(&mut st)?.is_handshaking() {
-                    let tls = session(&mut st)?;
-                    let n = tls.read_tls(&mut &tls_in.buf[tls_in.start..tls_in.end])?;
-                    if n == 0 {
-                        break;
-                    }
-                    tls_in.start += n;
-                    if let Err(e) = tls.process_new_packets() {
-                        let _ = flush_tls(&self.stream, tls); // the alert, if the socket takes it
-                        return Err(io::Error::new(io::ErrorKind::InvalidData, e));
-                    }
-                }
-                flush_tls_until(&self.stream, session(&mut st)?, deadline)?;
-                if !session(&mut st)?.is_handshaking() {
-                    return Ok(());
-                }
-            }
-            let left = deadline
-                .checked_duration_since(Instant::now())
-                .filter(|d| !d.is_zero())
-                .ok_or(io::ErrorKind::TimedOut)?;
-            self.stream.set_read_timeout(Some(left))?;
-            let n = crate::sys::sock::recv(&self.stream, &mut tls_in.buf)?;
-            if n == 0 {
-                return Err(io::ErrorKind::UnexpectedEof.into());
-            }
-            tls_in.start = 0;
-            tls_in.end = n;
-        }
-    }
-
-    /// The reader's `read` on a TLS connection: plaintext the session already
-    /// has, else ciphertext from `tls_in`, else a blocking socket read taken
-    /// *without* the write lock (writers go on meanwhile); the lock is held
-    /// only to feed the session and take plaintext out. `Ok(0)` at the end.
-    /// `arm` runs before every raw read (it bounds how long that read may wait).
-    pub(crate) fn tls_read(
-        &self,
-        tls_in: &mut TlsIn,
-        buf: &mut [u8],
-        arm: impl Fn() -> io::Result<()>,
-    ) -> io::Result<usize> {
-        loop {
-            {
-                let mut st = self.out.write.lock();
-                loop {
-                    match session(&mut st)?.reader().read(buf) {
-                        Ok(n) => return Ok(n),
-                        Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
-                        Err(e) => return Err(e),
-                    }
-                    if tls_in.start == tls_in.end {
-                        break;
-                    }
-                    let tls = session(&mut st)?;
-                    let n = tls.read_tls(&mut &tls_in.buf[tls_in.start..tls_in.end])?;
-                    tls_in.start += n;
-                    let processed = tls.process_new_packets();
-                    if tls.wants_write() {
-                        self.flush_for_reader(&mut st);
-                    }
-                    if let Err(e) = processed {
-                        return Err(io::Error::new(io::ErrorKind::InvalidData, e));
-                    }
-                    if n == 0 {
-                        break;
-                    }
-                }
-            }
-            arm()?;
-            let n = crate::sys::sock::recv(&self.stream, &mut tls_in.buf)?;
-            if n == 0 {
-                return Ok(0);
-            }
-            tls_in.start = 0;
-            tls_in.end = n;
-        }
-    }
-
-    /// Records the reader's input caused (alerts, key updates, tickets): out
-    /// now if the socket takes them, else the writer flushes them before its
-    /// next frame (an empty control frame holds a direct send back meanwhile).
-    fn flush_for_reader(&self, st: &mut WriteState) {
-        let Some(tls) = st.tls.as_deref_mut() else { return };
-        if matches!(flush_tls(&self.stream, tls), Ok((_, true))) || st.tls_tail {
-            return; // done, or the writer's Out::Tail will flush it anyway
-        }
-        self.push_control(Vec::new());
-    }
-
-    /// Writes bytes that are not WebSocket frames (the HTTP response, the 101)
-    /// through the TLS session, on the reader's thread before the writer
-    /// exists. With `close_notify`, TLS says goodbye after them.
-    pub(crate) fn write_unframed(
-        &self,
-        bytes: &[u8],
-        close_notify: bool,
-        deadline: Instant,
-    ) -> io::Result<()> {
-        let mut st = self.out.write.lock();
-        let tls = session(&mut st)?;
-        tls.writer().write_all(bytes)?;
-        if close_notify {
-            tls.send_close_notify();
-        }
-        flush_tls_until(&self.stream, tls, deadline)
-    }
-
-    /// The subject of the client's certificate, when it sent one (TLS with
-    /// `tls_client_ca`).
-    pub(crate) fn tls_client_subject(&self) -> Option<String> {
-        let st = self.out.write.lock();
-        let cert = st.tls.as_deref()?.peer_certificates()?.first()?;
-        crate::tls::subject_of(cert)
-    }
-
-    fn write_failed(&self, why: &str) -> WriteFailed {
+    pub(super) fn write_failed(&self, why: &str) -> WriteFailed {
         log::debug!("conn {}: write failed: {why}", self.id);
         self.kill();
         WriteFailed
@@ -619,7 +379,7 @@ impl ConnShared {
 
     /// Puts `out` on the writer's queue, and wakes the writer if it is
     /// parked on [`ConnShared::park_writer`] (crossbeam wakes it otherwise).
-    fn enqueue(&self, item: Out) {
+    pub(super) fn enqueue(&self, item: Out) {
         let out = &self.out;
         // The receiver lives until the writer exits; a send after that is moot.
         let _ = out.tx.send(item);
@@ -667,7 +427,7 @@ impl ConnShared {
     }
 
     /// Closing, and the time set by [`ConnShared::peer_closed`] has passed.
-    fn past_close_by(&self) -> bool {
+    pub(super) fn past_close_by(&self) -> bool {
         self.is_closing() && self.out.close_by.lock().is_some_and(|at| Instant::now() >= at)
     }
 
@@ -800,57 +560,12 @@ impl ConnShared {
     }
 }
 
-/// The TLS session of a connection that has one.
-fn session(st: &mut WriteState) -> io::Result<&mut ServerConnection> {
-    st.tls.as_deref_mut().ok_or_else(|| io::Error::other("not a TLS connection"))
-}
-
-/// Writes what the session has for the socket without blocking: (bytes
-/// written, whether all of it went).
-pub(crate) fn flush_tls(
-    stream: &std::net::TcpStream,
-    tls: &mut ServerConnection,
-) -> io::Result<(usize, bool)> {
-    struct DontWait<'a>(&'a std::net::TcpStream);
-    impl Write for DontWait<'_> {
-        fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
-            sock::send(self.0, buf, true)
-        }
-        fn write_vectored(&mut self, bufs: &[IoSlice<'_>]) -> io::Result<usize> {
-            sock::send_vectored_dont_wait(self.0, bufs)
-        }
-        fn flush(&mut self) -> io::Result<()> {
-            Ok(())
-        }
-    }
-    let mut written = 0;
-    while tls.wants_write() {
-        match tls.write_tls(&mut DontWait(stream)) {
-            Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
-            Ok(n) => written += n,
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-            Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok((written, false)),
-            Err(e) => return Err(e),
-        }
-    }
-    Ok((written, true))
-}
-
-/// Writes everything the session has for the socket, waiting for room until
-/// `deadline` (the reader's writes before the writer exists: nobody else
-/// wants the lock yet).
-fn flush_tls_until(
-    stream: &std::net::TcpStream,
-    tls: &mut ServerConnection,
-    deadline: Instant,
-) -> io::Result<()> {
-    loop {
-        if flush_tls(stream, tls)?.1 {
-            return Ok(());
-        }
-        let left = deadline.checked_duration_since(Instant::now()).filter(|d| !d.is_zero());
-        let Some(left) = left else { return Err(io::ErrorKind::TimedOut.into()) };
-        sock::wait_writable(stream, left.min(TLS_WRITE_TICK));
+/// Counts a frame handed to a connection compressed.
+fn count_compressed(frame: &SharedFrame, stats: &Stats) {
+    if let Some(plain) = frame.compressed_from() {
+        Stats::add(&stats.compressed_frames, 1);
+        Stats::add(&stats.compressed_bytes, frame.len() as u64);
+        Stats::add(&stats.compressed_plain_bytes, plain as u64);
     }
 }
 

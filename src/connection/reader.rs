@@ -2,24 +2,20 @@
 //! its socket.
 //!
 //! It reads the HTTP request, upgrades (or answers plain HTTP), spawns the
-//! writer, then reads frames with tungstenite and runs the handler's callbacks.
-//! tungstenite has no read/write split (tungstenite-rs #311), and its `read`
-//! writes pong and close replies itself; here its stream is [`ReaderIo`], whose
-//! write side hands those bytes to the writer's queue. So the reader never
-//! writes to the socket after the 101, and the replies go out after every
-//! frame already queued, through the one ordering point every writer uses
-//! (`outbound.rs`), which sends nothing after a close.
+//! writer, then reads messages (`assembly.rs`, which inflates compressed
+//! ones with `inflate.rs`) and runs the handler's callbacks. Pongs and the
+//! close reply go to the writer's queue ([`ConnShared::push_control`]): the
+//! reader never writes to the socket after the 101, and the replies go out
+//! after every frame already queued, through the one ordering point every
+//! writer uses (`outbound.rs`), which sends nothing after a close.
 
-use std::io::{self, Read, Write};
+use std::io::{self, Read};
 use std::net::Shutdown;
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use tungstenite::error::{Error as WsError, ProtocolError};
-use tungstenite::protocol::{Role, WebSocketConfig};
-use tungstenite::{Message as WsMessage, WebSocket};
-
+use super::assembly::{Assembly, Fault, Inbound};
 use super::frame_meter::{FrameLimit, FrameMeter};
 use super::handshake;
 use super::{writer, ConnShared, SockReader};
@@ -30,9 +26,8 @@ use crate::sys::pthread;
 use crate::types::{HttpResponse, Message, Upgrade};
 
 /// The reader's view of the socket: reads come from it, counted by the frame
-/// meter; writes go to the writer's queue.
+/// meter.
 struct ReaderIo<'a> {
-    conn: &'a ConnShared,
     /// The socket's read side (decrypted, with TLS).
     sock: SockReader<'a>,
     meter: FrameMeter,
@@ -48,17 +43,6 @@ impl Read for ReaderIo<'_> {
         let n = self.sock.read(buf)?;
         self.meter.feed(&buf[..n]).map_err(io::Error::other)?;
         Ok(n)
-    }
-}
-
-impl Write for ReaderIo<'_> {
-    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
-        self.conn.push_control(buf.to_vec());
-        Ok(buf.len())
-    }
-
-    fn flush(&mut self) -> io::Result<()> {
-        Ok(())
     }
 }
 
@@ -107,7 +91,11 @@ pub(crate) fn run(server: ServerHandle, conn: Arc<ConnShared>, preread: Vec<u8>)
     engine.connection_finished(conn.id);
 }
 
-type Ws<'a> = WebSocket<ReaderIo<'a>>;
+/// An open WebSocket's inbound side: the socket and the message assembly.
+struct Ws<'a> {
+    io: ReaderIo<'a>,
+    assembly: Assembly,
+}
 
 /// What a request became. Not boxed: it lives only between `upgrade` and
 /// `serve`, and a box would cost every WebSocket an allocation.
@@ -241,7 +229,12 @@ fn upgrade<'a>(
             return None;
         }
     };
-    let response = handshake::switching_protocols(&key, subprotocol.as_deref());
+    let deflate = match engine.config.compression {
+        true => super::deflate::negotiate(request.info.headers.iter().map(|(n, v)| (n.as_str(), v.as_str()))),
+        false => None,
+    };
+    let extensions = deflate.map(|agreed| agreed.response());
+    let response = handshake::switching_protocols(&key, subprotocol.as_deref(), extensions.as_deref());
     // Held back until the first message or the end of on_connect (see `serve`).
     let sent = if conn.is_tls() {
         conn.write_unframed(&response, false, Instant::now() + engine.config.handshake_timeout)
@@ -253,18 +246,22 @@ fn upgrade<'a>(
         guarded(|| engine.handler.on_upgrade_failed(server, conn.id));
         return None;
     }
-    let ws_config = WebSocketConfig::default()
-        .read_buffer_size(engine.config.read_buffer_size)
-        .write_buffer_size(0)
-        .max_message_size(Some(engine.config.max_message_size))
-        .max_frame_size(Some(engine.config.max_message_size));
+    if let Some(agreed) = deflate {
+        conn.set_deflate(agreed.max_payload, engine.config.compression_min_bytes);
+    }
     let leftover = std::mem::take(&mut request.leftover);
     let mut meter = FrameMeter::new(engine.config.frame_rate_limit, engine.config.max_fragments);
     let crossed = meter.feed(&leftover).err();
     sock.deadline = None;
     sock.idle = Some(engine.config.idle_timeout);
-    let io = ReaderIo { conn, sock, meter, crossed };
-    let ws = WebSocket::from_partially_read(io, leftover, Role::Server, Some(ws_config));
+    let io = ReaderIo { sock, meter, crossed };
+    let assembly = Assembly::new(
+        leftover,
+        engine.config.read_buffer_size,
+        engine.config.max_message_size,
+        deflate.is_some(),
+    );
+    let ws = Ws { io, assembly };
     Some(Opened::WebSocket(ws, request))
 }
 
@@ -551,18 +548,27 @@ fn read_loop(server: &ServerHandle, conn: &ConnShared, ws: &mut Ws<'_>) -> End {
             deadline_armed = timeout < engine.config.idle_timeout;
             let _ = conn.stream.set_read_timeout(Some(timeout));
         }
-        let message = match ws.read() {
-            Ok(WsMessage::Text(text)) => Message::Text(text.as_str().to_owned()),
-            Ok(WsMessage::Binary(bytes)) => Message::Binary(bytes.into()),
-            Ok(WsMessage::Close(frame)) => {
-                // Hand tungstenite's close reply to the writer (it may not flush it itself).
-                let _ = ws.flush();
+        let message = match ws.assembly.next(&mut ws.io) {
+            Ok(Inbound::Text(text)) => Message::Text(text),
+            Ok(Inbound::Binary(bytes)) => Message::Binary(bytes),
+            Ok(Inbound::Close(frame)) => {
+                // The reply echoes the peer's code and reason.
                 return match frame {
-                    Some(f) => End::Peer(u16::from(f.code), f.reason.as_str().to_owned()),
-                    None => End::Peer(1005, String::new()),
+                    Some((code, reason)) => {
+                        conn.push_control(crate::frame::encode_close(code, &reason));
+                        End::Peer(code, reason)
+                    }
+                    None => {
+                        conn.push_control(crate::frame::encode(crate::frame::OP_CLOSE, b""));
+                        End::Peer(1005, String::new())
+                    }
                 };
             }
-            Ok(_) => continue, // ping (pong already queued), pong, raw frame
+            Ok(Inbound::Ping(payload)) => {
+                conn.push_control(crate::frame::encode(crate::frame::OP_PONG, &payload));
+                continue;
+            }
+            Ok(Inbound::Pong) => continue,
             Err(e) => {
                 if let Some((at, code, reason)) = conn.close_at.lock().clone() {
                     if at <= Instant::now() {
@@ -580,17 +586,10 @@ fn read_loop(server: &ServerHandle, conn: &ConnShared, ws: &mut Ws<'_>) -> End {
     }
 }
 
-/// Maps a tungstenite error to how the connection ends.
-fn classify(conn: &ConnShared, stats: &Stats, e: WsError) -> End {
+/// Maps a refusal of the peer's input, or a read error, to how the connection ends.
+fn classify(conn: &ConnShared, stats: &Stats, e: Fault) -> End {
     match e {
-        WsError::Capacity(_) => End::Fail(1009, "message too big"),
-        WsError::Utf8(_) => End::Fail(1007, "invalid UTF-8"),
-        WsError::Protocol(ProtocolError::ResetWithoutClosingHandshake) => End::Abnormal,
-        WsError::Protocol(p) => {
-            log::debug!("conn {}: protocol error: {p}", conn.id);
-            End::Fail(1002, "protocol error")
-        }
-        WsError::Io(io) => {
+        Fault::Io(io) => {
             if let Some(&limit) = io.get_ref().and_then(|e| e.downcast_ref::<FrameLimit>()) {
                 let counter = match limit {
                     FrameLimit::Rate => &stats.dropped_frame_rate,
@@ -606,7 +605,15 @@ fn classify(conn: &ConnShared, stats: &Stats, e: WsError) -> End {
             }
             End::Abnormal
         }
-        _ => End::Abnormal,
+        Fault::Protocol(why) => {
+            log::debug!("conn {}: protocol error: {why}", conn.id);
+            let (code, reason) = e.close();
+            End::Fail(code, reason)
+        }
+        refused => {
+            let (code, reason) = refused.close();
+            End::Fail(code, reason)
+        }
     }
 }
 

@@ -237,7 +237,7 @@ mod tests {
         let stats = Arc::new(Stats::default());
         let mut expected = Vec::new();
         for i in 0..100u32 {
-            let f = Arc::new(frame::encode(frame::OP_BINARY, &i.to_be_bytes()));
+            let f = frame::shared(frame::encode(frame::OP_BINARY, &i.to_be_bytes()));
             expected.extend_from_slice(&f);
             conn.push_frame(f, LIMITS, &stats).unwrap();
         }
@@ -265,11 +265,12 @@ mod tests {
         let stats = Arc::new(Stats::default());
         // Far more than loopback's socket buffers hold: the peer is not reading
         // yet, so the non-blocking send takes only part of it.
-        let big: crate::frame::SharedFrame = Arc::new(frame::encode(frame::OP_BINARY, &vec![5u8; 32 << 20]));
+        let big: crate::frame::SharedFrame =
+            frame::shared(frame::encode(frame::OP_BINARY, &vec![5u8; 32 << 20]));
         assert!(conn.try_send_direct(&big, &stats));
         assert_eq!(conn.queue_depth(), 1, "its unsent rest holds the queue");
         assert_eq!(stats.direct_sends.load(Relaxed), 0);
-        let small: crate::frame::SharedFrame = Arc::new(frame::encode(frame::OP_TEXT, b"after"));
+        let small: crate::frame::SharedFrame = frame::shared(frame::encode(frame::OP_TEXT, b"after"));
         assert!(!conn.try_send_direct(&small, &stats), "must not overtake the rest");
         conn.push_frame(small.clone(), LIMITS, &stats).unwrap();
         conn.push_close(1000, "done");
@@ -300,7 +301,7 @@ mod tests {
         let stats = Arc::new(Stats::default());
         let pong = frame::encode(0xA, b"p"); // a pong frame
         conn.push_control(pong.clone());
-        let reply: crate::frame::SharedFrame = Arc::new(frame::encode(frame::OP_TEXT, b"reply"));
+        let reply: crate::frame::SharedFrame = frame::shared(frame::encode(frame::OP_TEXT, b"reply"));
         assert!(!conn.try_send_direct(&reply, &stats), "the pong is still queued");
         conn.push_frame(reply.clone(), LIMITS, &stats).unwrap();
         conn.push_close(1000, "");
@@ -313,7 +314,7 @@ mod tests {
         expected.extend_from_slice(&reply);
         expected.extend_from_slice(&frame::encode_close(1000, ""));
         assert_eq!(got, expected);
-        let fresh: crate::frame::SharedFrame = Arc::new(frame::encode(frame::OP_TEXT, b"x"));
+        let fresh: crate::frame::SharedFrame = frame::shared(frame::encode(frame::OP_TEXT, b"x"));
         assert!(!conn.try_send_direct(&fresh, &stats), "closed: nothing more");
     }
 }

@@ -113,6 +113,30 @@ pub extern "C" fn wshub_config_set_max_message_size(config: *mut wshub_config, v
     }
 }
 
+/// permessage-deflate (RFC 7692): `true`, the default, accepts a client's
+/// offer (the server answers with no context takeover on either side);
+/// `false` answers every offer without the extension.
+#[no_mangle]
+pub extern "C" fn wshub_config_set_compression(config: *mut wshub_config, on: bool) -> wshub_result {
+    ffi_boundary! {
+        try_out!(config).config.compression = on;
+        wshub_result::WSHUB_OK
+    }
+}
+
+/// With compression on: messages whose payload is shorter than this many
+/// bytes go uncompressed. Default 128.
+#[no_mangle]
+pub extern "C" fn wshub_config_set_compression_min_bytes(
+    config: *mut wshub_config,
+    value: usize,
+) -> wshub_result {
+    ffi_boundary! {
+        try_out!(config).config.compression_min_bytes = value;
+        wshub_result::WSHUB_OK
+    }
+}
+
 /// Frames that may wait in one connection's outbound queue before it is
 /// closed with 1013 as a slow consumer. Default 1024.
 #[no_mangle]

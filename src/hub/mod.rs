@@ -207,8 +207,9 @@ mod tests {
             hub.handle_queued(Cmd::Register(c.clone()));
             hub.handle_queued(Cmd::Join(c.id, "big".into()));
         }
-        let frames: Vec<SharedFrame> =
-            (0..3u8).map(|i| Arc::new(crate::frame::encode(crate::frame::OP_BINARY, &[i; 10]))).collect();
+        let frames: Vec<SharedFrame> = (0..3u8)
+            .map(|i| crate::frame::shared(crate::frame::encode(crate::frame::OP_BINARY, &[i; 10])))
+            .collect();
         for f in &frames {
             hub.handle(Cmd::Broadcast { room: "big".into(), frame: f.clone(), except: Some(5) }, &|| true);
         }
@@ -232,7 +233,9 @@ mod tests {
         let rx = conn.take_receiver().unwrap();
         hub.handle_queued(Cmd::Register(conn.clone()));
         hub.handle_queued(Cmd::Join(1, "r".into()));
-        let frame = |b: &[u8]| -> SharedFrame { Arc::new(crate::frame::encode(crate::frame::OP_TEXT, b)) };
+        let frame = |b: &[u8]| -> SharedFrame {
+            crate::frame::shared(crate::frame::encode(crate::frame::OP_TEXT, b))
+        };
 
         // Keeping up, nothing queued: on the wire at once, no queue entry.
         hub.handle(Cmd::Broadcast { room: "r".into(), frame: frame(b"one"), except: None }, &|| true);
@@ -266,7 +269,7 @@ mod tests {
             hub.handle_queued(Cmd::Register(c.clone()));
             hub.handle_queued(Cmd::Join(c.id, "r".into()));
         }
-        let frame: SharedFrame = Arc::new(crate::frame::encode(crate::frame::OP_TEXT, b"hi"));
+        let frame: SharedFrame = crate::frame::shared(crate::frame::encode(crate::frame::OP_TEXT, b"hi"));
         hub.handle_queued(Cmd::Broadcast { room: "r".into(), frame: frame.clone(), except: Some(3) });
         for rx in &receivers[..2] {
             match rx.try_recv().unwrap() {

@@ -8,7 +8,6 @@
 //! publish (`handler.rs`) come here; so must every other publisher.
 
 use std::sync::atomic::Ordering::Relaxed;
-use std::sync::Arc;
 use std::time::Instant;
 
 use serde::Serialize;
@@ -155,9 +154,9 @@ pub(crate) fn missed(shared: &Shared, miss: Miss) -> ErrorReply {
 /// The frame members get for message `seq`, built once and shared.
 pub(super) fn build_frame(p: &Publish<'_>, seq: u64, ts: u64) -> SharedFrame {
     match p.body {
-        Body::Json(_) => Arc::new(wire::encode(wire::OP_TEXT, frame_text(p, seq, ts).as_bytes())),
+        Body::Json(_) => wire::shared(wire::encode(wire::OP_TEXT, frame_text(p, seq, ts).as_bytes())),
         Body::Binary(body) => {
-            Arc::new(wire::encode(wire::OP_BINARY, &binary::encode_message(p.room, seq, body)))
+            wire::shared(wire::encode(wire::OP_BINARY, &binary::encode_message(p.room, seq, body)))
         }
     }
 }

@@ -331,7 +331,7 @@ impl Drop for RoomState {
 struct Stored {
     room: Weak<Mutex<RoomState>>,
     seq: u64,
-    frame: Weak<Vec<u8>>,
+    frame: Weak<crate::frame::Frame>,
 }
 
 /// Why [`RoomTable::with_room`] did not run.
@@ -534,7 +534,7 @@ mod tests {
     }
 
     fn text(seq: u64) -> SharedFrame {
-        Arc::new(seq.to_string().into_bytes())
+        crate::frame::shared(seq.to_string().into_bytes())
     }
 
     fn frames(r: &Recovery) -> Vec<SharedFrame> {
@@ -594,7 +594,7 @@ mod tests {
         let mut r = room(limits(100, Duration::from_secs(60), 3 * per, usize::MAX));
         let now = Instant::now();
         for _ in 0..5 {
-            r.publish(now, None, |_| Arc::new(vec![0; 10]));
+            r.publish(now, None, |_| crate::frame::shared(vec![0; 10]));
         }
         assert_eq!(r.history.len(), 3);
         assert_eq!(r.history_bytes, 3 * per);
@@ -607,7 +607,9 @@ mod tests {
         let per = 10 + ENTRY_OVERHEAD;
         let t = RoomTable::new(limits(100, Duration::from_secs(60), usize::MAX, 3 * per));
         let publish = |room: &str| {
-            t.with_room(room, true, |r| r.publish(Instant::now(), None, |_| Arc::new(vec![0; 10])).0)
+            t.with_room(room, true, |r| {
+                r.publish(Instant::now(), None, |_| crate::frame::shared(vec![0; 10])).0
+            })
         };
         assert_eq!(publish("a"), Ok(1));
         assert_eq!(publish("b"), Ok(1));
@@ -652,7 +654,7 @@ mod tests {
             r.publish(now, None, text);
         }
         assert_eq!(r.budget.total.load(Relaxed), 3 * one);
-        let event = |_: &SharedFrame| Some(Arc::new(vec![b'e'; 100]));
+        let event = |_: &SharedFrame| Some(crate::frame::shared(vec![b'e'; 100]));
         let replay = r.recover_events(0, 100, usize::MAX, event);
         assert_eq!(replay.replay.len(), 3, "the replay is built before the bound is applied");
         // 3 events of 100 bytes on top of 3 messages: over the room's bound

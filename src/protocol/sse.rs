@@ -144,7 +144,7 @@ pub(crate) fn open(
         if let Some(recovery) = &replay {
             connected["recovered"] = Value::Bool(recovery.recovered);
         }
-        server.send_frame(conn, Arc::new(event(None, "connected", &connected.to_string())))?;
+        server.send_frame(conn, crate::frame::shared(event(None, "connected", &connected.to_string())))?;
         for event in replay.map(|r| r.replay).unwrap_or_default() {
             server.send_frame(conn, event)?;
         }
@@ -157,7 +157,7 @@ pub(crate) fn open(
             shared.sse.remove(conn);
             let e = super::publish::missed(shared, miss);
             let body = json!({"code": e.code.as_str(), "message": e.message}).to_string();
-            let _ = server.send_frame(conn, Arc::new(event(None, "error", &body)));
+            let _ = server.send_frame(conn, crate::frame::shared(event(None, "error", &body)));
             let _ = server.close(conn, 1008, "room refused");
         }
     }
@@ -193,7 +193,8 @@ pub(crate) fn fan_out(server: &ServerHandle, r: &RoomState, p: &Publish<'_>, seq
     };
     let m = Message { binary, data, from: Some(p.from), room: p.room, seq };
     if let Ok(data) = serde_json::to_string(&m) {
-        let _ = server.broadcast_stream(&shadow(p.room), Arc::new(event(Some(seq), "room:message", &data)));
+        let _ = server
+            .broadcast_stream(&shadow(p.room), crate::frame::shared(event(Some(seq), "room:message", &data)));
     }
 }
 
@@ -286,7 +287,7 @@ fn from_stored(frame: &SharedFrame) -> Option<SharedFrame> {
             event(Some(seq), "room:message", &serde_json::to_string(&m).ok()?)
         }
     };
-    Some(Arc::new(bytes))
+    Some(crate::frame::shared(bytes))
 }
 
 /// The opcode and payload of one complete unmasked server frame.
@@ -354,7 +355,7 @@ mod tests {
     fn stored_frames_decode_back() {
         let text =
             r#"{"type":"room:message","ts":1,"payload":{"data":{"x":[1]},"from":"7","room":"r","seq":5}}"#;
-        let frame = Arc::new(encode(OP_TEXT, text.as_bytes()));
+        let frame = crate::frame::shared(encode(OP_TEXT, text.as_bytes()));
         match decode_stored(&frame).unwrap() {
             Stored::Json { seq, from, data, .. } => {
                 assert_eq!((seq, from.as_str(), data.get()), (5, "7", r#"{"x":[1]}"#));
@@ -365,7 +366,10 @@ mod tests {
             *from_stored(&frame).unwrap(),
             b"id: 5\nevent: room:message\ndata: {\"data\":{\"x\":[1]},\"from\":\"7\",\"room\":\"r\",\"seq\":5}\n\n"
         );
-        let big = Arc::new(encode(OP_BINARY, &super::super::binary::encode_message("r", 9, &[1u8; 300])));
+        let big = crate::frame::shared(encode(
+            OP_BINARY,
+            &super::super::binary::encode_message("r", 9, &[1u8; 300]),
+        ));
         match decode_stored(&big).unwrap() {
             Stored::Binary { room, seq, body } => assert_eq!((room.as_str(), seq, body.len()), ("r", 9, 300)),
             other => panic!("{other:?}"),

@@ -158,6 +158,8 @@ static void null_everything(void) {
     CHECK_RC(wshub_config_set_outbound_max_bytes(NULL, 1), WSHUB_NULL_PARAMETER);
     CHECK_RC(wshub_config_set_frame_rate_limit(NULL, 1), WSHUB_NULL_PARAMETER);
     CHECK_RC(wshub_config_set_max_fragments(NULL, 1), WSHUB_NULL_PARAMETER);
+    CHECK_RC(wshub_config_set_compression(NULL, true), WSHUB_NULL_PARAMETER);
+    CHECK_RC(wshub_config_set_compression_min_bytes(NULL, 1), WSHUB_NULL_PARAMETER);
     CHECK_RC(wshub_config_set_max_connections(NULL, 1), WSHUB_NULL_PARAMETER);
     CHECK_RC(wshub_config_set_reader_stack_size(NULL, 1), WSHUB_NULL_PARAMETER);
     CHECK_RC(wshub_config_set_writer_stack_size(NULL, 1), WSHUB_NULL_PARAMETER);
@@ -249,6 +251,9 @@ static void null_everything(void) {
     CHECK_RC(wshub_config_set_redis_prefix(config, "wshub"), WSHUB_OK);
     CHECK_RC(wshub_config_set_sse(config, false), WSHUB_OK);
     CHECK_RC(wshub_config_set_sse(config, true), WSHUB_OK);
+    CHECK_RC(wshub_config_set_compression(config, false), WSHUB_OK);
+    CHECK_RC(wshub_config_set_compression(config, true), WSHUB_OK);
+    CHECK_RC(wshub_config_set_compression_min_bytes(config, 0), WSHUB_OK);
     CHECK_RC(wshub_config_set_protocol(config, false), WSHUB_OK);
     CHECK_RC(wshub_config_set_event_queue_capacity(config, 0), WSHUB_OK);
     CHECK_RC(wshub_start_polling(config, &server), WSHUB_INVALID_CONFIG);

@@ -778,12 +778,12 @@ fn frame_of(room: &str, seq: u64, body: &[u8]) -> SharedFrame {
             let mut text = Vec::with_capacity(prefix.len() + 24);
             text.extend_from_slice(prefix);
             let _ = write!(Digits(&mut text), "{seq}}}}}");
-            Arc::new(wire::encode(wire::OP_TEXT, &text))
+            wire::shared(wire::encode(wire::OP_TEXT, &text))
         }
         Some((_, bytes)) => {
-            Arc::new(wire::encode(wire::OP_BINARY, &super::binary::encode_message(room, seq, bytes)))
+            wire::shared(wire::encode(wire::OP_BINARY, &super::binary::encode_message(room, seq, bytes)))
         }
-        None => Arc::new(wire::encode(wire::OP_BINARY, &super::binary::encode_message(room, seq, &[]))),
+        None => wire::shared(wire::encode(wire::OP_BINARY, &super::binary::encode_message(room, seq, &[]))),
     }
 }
 
