@@ -52,7 +52,7 @@ fn a_kick_asked_of_one_node_closes_the_connection_on_another() {
     let redis = Redis::start();
     let (a, b) = (node(&redis, &["--api-key", KEY]), node(&redis, &["--api-key", KEY]));
     let (mut c, id) = connect(&a);
-    wait_ctl_subscribers(&redis, 1);
+    wait_ctl_subscribers(&redis, 2);
     let (status, _) = api(b.addr, "/api/disconnect", &json!({"clientId": id, "code": 4002}).to_string());
     assert_eq!(status, 200);
     assert_eq!(closed_with(&mut c), 4002);
@@ -85,8 +85,8 @@ fn connect_as(node: &Wshub, user: &str) -> Client {
 }
 
 /// Waits (bounded) until `nodes` subscribers listen on the `ctl` channel: a
-/// node's subscriber starts with its first connection, and a kick published
-/// before it subscribed does not reach that node.
+/// node's subscriber starts with the node but subscribes a moment later, and
+/// a kick published before it subscribed does not reach that node.
 fn wait_ctl_subscribers(redis: &Redis, nodes: i64) {
     let deadline = std::time::Instant::now() + WAIT;
     loop {
