@@ -312,8 +312,8 @@ fn query_number(request: &RequestInfo, name: &str) -> Result<Option<u64>, Failur
 
 fn presence_call(shared: &Shared, request: &RequestInfo) -> Result<Value, Failure> {
     let room = query_room(request)?;
-    let members = reads::presence(shared, &room).map_err(|e| (status_of(&e), e))?;
-    Ok(json!({"room": room, "members": members}))
+    let presence = reads::presence(shared, &room).map_err(|e| (status_of(&e), e))?;
+    Ok(presence.payload(&room))
 }
 
 fn history_call(shared: &Shared, request: &RequestInfo) -> Result<Value, Failure> {

@@ -38,6 +38,7 @@ use super::config::ProtocolConfig;
 use super::envelope::{ack, frame, now_ms, ErrorCode, ErrorReply};
 use super::handler::Shared;
 use super::publish::{Body, Publish, Published};
+use super::reads::{Presence, PRESENCE_MAX};
 use super::room::RoomState;
 use crate::frame::{self as wire, SharedFrame};
 use crate::server::ServerHandle;
@@ -50,6 +51,8 @@ pub(crate) const HEARTBEAT: Duration = Duration::from_secs(1);
 /// The TTL of a node's heartbeat key: a node silent this long is dead, and
 /// the next heartbeat of any other node reaps its members.
 pub(crate) const NODE_TTL: Duration = Duration::from_secs(5);
+/// `HSCAN` calls one presence read makes at most.
+const PRESENCE_PAGES: usize = 8;
 /// Subscribe requests waiting for the subscriber thread.
 const CONTROL_QUEUE: usize = 1024;
 
@@ -323,9 +326,11 @@ impl Cluster {
     }
 
     /// Runs `f` on a pooled connection whether or not Redis is thought up.
-    /// A connection that cannot be made marks Redis down; one that breaks or
-    /// times out during `f` is closed, and fails this call only (a slow
-    /// call is not an unavailable Redis: the heartbeat tells that).
+    /// A connection that cannot be made, or that breaks or times out during
+    /// `f`, fails this call only (and a broken one is closed): whether Redis
+    /// is down is for the heartbeat to tell, on a connection of its own
+    /// (`node.rs`), so a slow call or a pool busy with slow calls never
+    /// makes every room of the node unavailable.
     fn call_anyway<T>(
         &self,
         f: impl FnOnce(&mut redis::Connection) -> redis::RedisResult<T>,
@@ -336,7 +341,7 @@ impl Cluster {
                 Ok(conn) => conn,
                 Err(e) => {
                     self.pool.forget();
-                    self.mark_failed(true);
+                    self.metrics.errors.fetch_add(1, Relaxed);
                     return Err(e);
                 }
             },
@@ -355,18 +360,14 @@ impl Cluster {
         match &result {
             Ok(_) => self.pool.give_back(conn),
             Err(e) => {
+                self.metrics.errors.fetch_add(1, Relaxed);
                 let broken = e.is_io_error()
                     || e.is_timeout()
                     || e.is_connection_dropped()
                     || e.is_connection_refusal();
-                let down = broken && !e.is_timeout();
-                self.mark_failed(down);
-                if e.is_timeout() {
-                    // The idle ones may be as stale (a network cut): make
-                    // them again rather than have each fail a call.
-                    self.pool.clear();
-                }
                 if broken {
+                    // A timed-out reply may still arrive: the connection
+                    // cannot serve another call.
                     self.pool.forget();
                 } else {
                     self.pool.give_back(conn);
@@ -376,11 +377,9 @@ impl Cluster {
         result
     }
 
-    fn mark_failed(&self, down: bool) {
+    /// Counts a failed call that was not made through the pool.
+    fn count_failure(&self) {
         self.metrics.errors.fetch_add(1, Relaxed);
-        if down {
-            self.mark_down();
-        }
     }
 
     /// Redis is down until a heartbeat goes through again.
@@ -628,11 +627,35 @@ impl Cluster {
         self.call(|c| redis::cmd("PUBLISH").arg(&channel).arg(&msg).query::<i64>(c)).map(drop)
     }
 
-    /// `presence:get` across nodes: `[{clientId, meta, user?}]` by clientId.
-    pub fn presence(&self, room: &str) -> Result<Vec<Value>, ErrorReply> {
+    /// `presence:get` across nodes: at most [`PRESENCE_MAX`] members
+    /// (`{clientId, meta, user?}` by clientId) and the room's count, read
+    /// by `HSCAN` pages (each a bounded amount of work for Redis, however big
+    /// the room) on one pooled connection.
+    pub fn presence(&self, room: &str) -> Result<Presence, ErrorReply> {
         let key = self.key("p", room);
-        let all: Vec<(String, String)> = self.call(|c| redis::cmd("HGETALL").arg(&key).query(c))?;
-        let mut members: Vec<Value> = all
+        let (count, found) = self.call(|c| {
+            let count: usize = redis::cmd("HLEN").arg(&key).query(c)?;
+            let mut found: Vec<(String, String)> = Vec::with_capacity(count.min(PRESENCE_MAX));
+            let mut cursor = 0u64;
+            // HSCAN's COUNT is a hint: a few pages may come short, so the
+            // pages are bounded too, not only the members.
+            for _ in 0..PRESENCE_PAGES {
+                let (next, page): (u64, Vec<(String, String)>) =
+                    redis::cmd("HSCAN").arg(&key).arg(cursor).arg("COUNT").arg(PRESENCE_MAX).query(c)?;
+                found.extend(page);
+                cursor = next;
+                if cursor == 0 || found.len() >= PRESENCE_MAX {
+                    break;
+                }
+            }
+            Ok((count, found))
+        })?;
+        let mut found = found;
+        // A scan may return a field twice (the hash was resized meanwhile).
+        found.sort_unstable_by(|a, b| a.0.cmp(&b.0));
+        found.dedup_by(|a, b| a.0 == b.0);
+        found.truncate(PRESENCE_MAX);
+        let members = found
             .into_iter()
             .map(|(client_id, user)| {
                 let mut m = json!({"clientId": client_id, "meta": {}});
@@ -642,8 +665,7 @@ impl Cluster {
                 m
             })
             .collect();
-        members.sort_by(|a, b| a["clientId"].as_str().cmp(&b["clientId"].as_str()));
-        Ok(members)
+        Ok(Presence { members, count })
     }
 
     /// The room's epoch and the messages its stream holds after `since`,

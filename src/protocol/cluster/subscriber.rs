@@ -58,7 +58,7 @@ pub(super) fn run(weak: Weak<Shared>, server: WeakServerHandle) {
                         // the calls tell that): publishes go on, and what the
                         // channel skips now is read back from the streams.
                         log::warn!("redis: the subscriber connection failed: {e}");
-                        cluster.mark_failed(false);
+                        cluster.count_failure();
                     }
                 }
                 drop(shared);
