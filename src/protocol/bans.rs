@@ -189,6 +189,36 @@ pub(crate) fn disconnect_user_everywhere(
     disconnect_user(shared, server, user, code, reason)
 }
 
+/// Bans `user` for `secs` here, closes their connections here, and with
+/// Redis records the ban there and tells every other node (which close
+/// theirs): what `/api/ban`, [`ProtocolHandler::ban`] and `wshub_ban` do.
+/// Returns when it ends.
+///
+/// [`ProtocolHandler::ban`]: super::ProtocolHandler::ban
+pub(crate) fn ban_everywhere(
+    shared: &Shared,
+    server: &ServerHandle,
+    user: &str,
+    secs: u64,
+) -> Result<SystemTime, BanError> {
+    let until = shared.bans.ban(user, secs, SystemTime::now())?;
+    disconnect_user(shared, server, user, BANNED_CLOSE_CODE, BANNED_REASON);
+    if let Some(cluster) = &shared.cluster {
+        cluster.share_ban(user, unix_ms(until));
+    }
+    Ok(until)
+}
+
+/// Lifts `user`'s ban here and, with Redis, there and on every other node;
+/// whether this node had it banned.
+pub(crate) fn unban_everywhere(shared: &Shared, user: &str) -> bool {
+    let was = shared.bans.unban(user, SystemTime::now());
+    if let Some(cluster) = &shared.cluster {
+        cluster.share_unban(user);
+    }
+    was
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
