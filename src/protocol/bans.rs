@@ -83,6 +83,11 @@ impl Bans {
         }
     }
 
+    /// The users banned at `now`.
+    pub fn users(&self, now: SystemTime) -> Vec<String> {
+        self.until.lock().iter().filter(|(_, end)| **end > now).map(|(user, _)| user.clone()).collect()
+    }
+
     /// Unexpired bans (the `wshub_bans` gauge).
     pub fn len(&self, now: SystemTime) -> usize {
         let mut map = self.until.lock();
@@ -201,10 +206,25 @@ pub(crate) fn ban_everywhere(
     user: &str,
     secs: u64,
 ) -> Result<SystemTime, BanError> {
-    let until = shared.bans.ban(user, secs, SystemTime::now())?;
+    let now = SystemTime::now();
+    let until_ms = unix_ms(now + Duration::from_secs(secs.min(MAX_BAN_SECS)));
+    // Recorded in Redis before it is made here: a node reading the recorded
+    // bans lifts those of its own that Redis does not hold.
+    if let Some(cluster) = &shared.cluster {
+        cluster.record_ban(user, until_ms);
+    }
+    let until = match shared.bans.ban(user, secs, now) {
+        Ok(until) => until,
+        Err(e) => {
+            if let Some(cluster) = &shared.cluster {
+                cluster.forget_ban(user); // not made here: not recorded either
+            }
+            return Err(e);
+        }
+    };
     disconnect_user(shared, server, user, BANNED_CLOSE_CODE, BANNED_REASON);
     if let Some(cluster) = &shared.cluster {
-        cluster.share_ban(user, unix_ms(until));
+        cluster.tell_ban(user, until_ms);
     }
     Ok(until)
 }

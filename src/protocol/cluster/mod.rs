@@ -95,6 +95,9 @@ pub(crate) struct Cluster {
     /// `room\nclientId` → user and presence payload): what the heartbeat puts
     /// back when Redis lost them (`node.rs`).
     members: Mutex<HashMap<String, Member>>,
+    /// Bans (`Some(until)`, Unix ms) and unbans (`None`) made on this node
+    /// that Redis has not recorded yet, by user.
+    unrecorded: Mutex<HashMap<String, Option<u64>>>,
     history_count: usize,
     history_ttl: Duration,
     idempotency_ttl: Duration,
@@ -162,6 +165,7 @@ impl Cluster {
             control: crossbeam_channel::bounded(CONTROL_QUEUE),
             subscribed: Mutex::new(HashSet::new()),
             members: Mutex::new(HashMap::new()),
+            unrecorded: Mutex::new(HashMap::new()),
             history_count: config.history_size,
             history_ttl: config.history_ttl,
             idempotency_ttl: config.idempotency_ttl,
@@ -231,22 +235,96 @@ impl Cluster {
     }
 
     /// Records a ban of `user` until `until_ms` (Unix ms) in Redis, for
-    /// nodes started later, and tells every node now.
-    pub fn share_ban(&self, user: &str, until_ms: u64) {
-        let bans = self.bans_key();
-        if self.call(|c| redis::cmd("HSET").arg(&bans).arg(user).arg(until_ms).query::<i64>(c)).is_err() {
-            log::warn!("redis: the ban of {user:?} could not be recorded for the other nodes");
-        }
+    /// nodes started later and nodes that were not listening; one Redis could
+    /// not take is written when the recorded bans are next read.
+    /// Before the ban is made on this node: see [`Cluster::sync_bans`].
+    pub fn record_ban(&self, user: &str, until_ms: u64) {
+        self.record(user, Some(until_ms));
+    }
+
+    /// Tells every node now of a ban [`Cluster::record_ban`] recorded.
+    pub fn tell_ban(&self, user: &str, until_ms: u64) {
         self.send_control('b', until_ms, "", user);
+    }
+
+    /// Takes back a ban [`Cluster::record_ban`] recorded that its node then
+    /// refused (its ban list was full); nobody was told of it.
+    pub fn forget_ban(&self, user: &str) {
+        self.record(user, None);
     }
 
     /// Lifts a ban in Redis and on every node.
     pub fn share_unban(&self, user: &str) {
-        let bans = self.bans_key();
-        if self.call(|c| redis::cmd("HDEL").arg(&bans).arg(user).query::<i64>(c)).is_err() {
-            log::warn!("redis: the unban of {user:?} could not be recorded for the other nodes");
-        }
+        self.record(user, None);
         self.send_control('n', 0, "", user);
+    }
+
+    /// Writes a ban (`Some(until)`) or an unban (`None`) of `user` to Redis;
+    /// one that fails waits in `unrecorded`, replacing what waited for the user.
+    fn record(&self, user: &str, ban: Option<u64>) {
+        let bans = self.bans_key();
+        // Waiting before the write: a ban list read meanwhile must not lift it.
+        self.unrecorded.lock().insert(user.to_owned(), ban);
+        let written = self.call(|c| match ban {
+            Some(until_ms) => redis::cmd("HSET").arg(&bans).arg(user).arg(until_ms).query::<i64>(c),
+            None => redis::cmd("HDEL").arg(&bans).arg(user).query::<i64>(c),
+        });
+        let mut unrecorded = self.unrecorded.lock();
+        if written.is_ok() {
+            if unrecorded.get(user) == Some(&ban) {
+                unrecorded.remove(user);
+            }
+        } else {
+            log::warn!(
+                "redis: the ban or unban of {user:?} is written for the other nodes once Redis answers"
+            );
+        }
+    }
+
+    /// Makes this node's ban list what Redis records: writes first the bans
+    /// and unbans Redis could not take when they were made, then bans here
+    /// the users Redis records (and closes their connections, given the
+    /// server) and lifts the bans here that Redis no longer records (an
+    /// unban published while this node was not listening). A ban is recorded
+    /// before it is made on its node, so one made here meanwhile is either
+    /// in Redis by the time it is read or still waits in `unrecorded`.
+    pub(super) fn sync_bans(&self, shared: &Shared, server: Option<&ServerHandle>) -> redis::RedisResult<()> {
+        let waiting: Vec<(String, Option<u64>)> =
+            self.unrecorded.lock().iter().map(|(u, b)| (u.clone(), *b)).collect();
+        let bans = self.bans_key();
+        for (user, ban) in waiting {
+            self.call_anyway(|c| match ban {
+                Some(until_ms) => redis::cmd("HSET").arg(&bans).arg(&user).arg(until_ms).query::<i64>(c),
+                None => redis::cmd("HDEL").arg(&bans).arg(&user).query::<i64>(c),
+            })?;
+            let mut unrecorded = self.unrecorded.lock();
+            if unrecorded.get(&user) == Some(&ban) {
+                unrecorded.remove(&user);
+            }
+        }
+        let now = std::time::SystemTime::now();
+        let here = shared.bans.users(now);
+        let recorded = self.recorded_bans()?;
+        for (user, until_ms) in &recorded {
+            super::bans::ban_until(shared, user, *until_ms);
+            if let Some(server) = server {
+                super::bans::disconnect_user(
+                    shared,
+                    server,
+                    user,
+                    super::bans::BANNED_CLOSE_CODE,
+                    super::bans::BANNED_REASON,
+                );
+            }
+        }
+        let recorded: HashSet<&str> = recorded.iter().map(|(user, _)| user.as_str()).collect();
+        for user in here {
+            if !recorded.contains(user.as_str()) && !self.unrecorded.lock().contains_key(&user) {
+                log::info!("redis: the ban of {user:?} was lifted while this node was not listening");
+                shared.bans.unban(&user, now);
+            }
+        }
+        Ok(())
     }
 
     /// The bans recorded in Redis that still hold: user and until (Unix

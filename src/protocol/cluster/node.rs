@@ -42,8 +42,8 @@ pub(super) fn run(weak: Weak<Shared>) {
             let Some(cluster) = shared.cluster.as_ref() else { return };
             let was_up = cluster.is_up();
             let alive = beat(cluster, &mut own, &mut silent);
-            // At start, and after an outage (bans made meanwhile reached no
-            // subscriber of this node): the bans recorded in Redis.
+            // At start, and after an outage (bans and unbans made meanwhile
+            // reached no subscriber of this node): the bans recorded in Redis.
             if alive && (!bans_read || !was_up) {
                 bans_read = read_bans(&shared, cluster);
             }
@@ -52,13 +52,10 @@ pub(super) fn run(weak: Weak<Shared>) {
     }
 }
 
-/// Bans this node the users Redis records as banned; whether Redis answered.
+/// Makes this node's ban list what Redis records ([`Cluster::sync_bans`]);
+/// whether Redis answered.
 fn read_bans(shared: &Shared, c: &Cluster) -> bool {
-    let Ok(recorded) = c.recorded_bans() else { return false };
-    for (user, until_ms) in recorded {
-        crate::protocol::bans::ban_until(shared, &user, until_ms);
-    }
-    true
+    c.sync_bans(shared, None).is_ok()
 }
 
 /// A node found silent.

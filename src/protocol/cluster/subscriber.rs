@@ -100,14 +100,12 @@ fn session(
     let mut pubsub = conn.as_pubsub();
     pubsub.set_read_timeout(Some(TIMEOUT))?;
     pubsub.subscribe(c.control_channel())?;
-    // Bans published while this node had no subscription (it was starting,
-    // reconnecting, or its connection was silently cut) reached no one here:
-    // the ones Redis recorded hold from now on, on the users' connections too.
+    // Bans and unbans published while this node had no subscription (it was
+    // starting, reconnecting, or its connection was silently cut) reached no
+    // one here: what Redis records holds from now on, on the users'
+    // connections too.
     if let Some(server) = server.upgrade() {
-        for (user, until_ms) in c.recorded_bans()? {
-            bans::ban_until(shared, &user, until_ms);
-            bans::disconnect_user(shared, &server, &user, bans::BANNED_CLOSE_CODE, bans::BANNED_REASON);
-        }
+        c.sync_bans(shared, Some(&server))?;
     }
     let rooms: Vec<String> = c.subscribed.lock().iter().cloned().collect();
     for batch in rooms.chunks(BATCH) {
