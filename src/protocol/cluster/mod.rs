@@ -526,8 +526,9 @@ impl Cluster {
         }
     }
 
-    /// Asks the subscriber to drop a room that lost its last local member.
-    fn release(&self, room: &str) {
+    /// Asks the subscriber to drop a room that lost its last local member
+    /// or stream.
+    pub(crate) fn release(&self, room: &str) {
         let _ = self.control.0.try_send(Control::Unsubscribe(room.to_owned()));
     }
 
@@ -624,13 +625,7 @@ impl Cluster {
         let seen = r.cluster_synced.then_some((r.epoch.as_str(), r.seq));
         let (epoch, seq, mut entries, members) =
             self.read(j.room, j.since.map(|s| s + 1), to, j.max_replay, presence, seen, false)?;
-        if !r.cluster_synced || r.epoch != epoch {
-            if r.cluster_synced {
-                entries.clear(); // read up to a seq of the old epoch
-                subscriber::notify(server, j.room, r.seq, subscriber::NEW_EPOCH);
-            }
-            (r.epoch, r.seq, r.cluster_synced, r.cluster_last) = (epoch, seq, true, None);
-        }
+        adopt(server, j.room, r, epoch, seq, &mut entries);
         if j.newly {
             server.join(j.conn, j.room).map_err(|_| internal())?;
             self.members.lock().insert(member_field(j.room, j.client_id), member);
@@ -641,26 +636,10 @@ impl Cluster {
         let mut replayed = 0;
         if let Some(since) = j.since {
             let same_epoch = j.epoch.is_none_or(|e| e == r.epoch);
-            let mut recovered = same_epoch && since <= r.seq;
-            if recovered {
-                let oldest_kept = now_ms().saturating_sub(self.history_ttl.as_millis() as u64);
-                let mut frames = Vec::new();
-                for (id, fields) in entries.iter().rev() {
-                    let Some((seq, ts, body)) = parse_entry(id, fields) else { continue };
-                    if seq <= since || seq > r.seq || ts < oldest_kept {
-                        continue;
-                    }
-                    let frame = frame_of(j.room, seq, body);
-                    if replayed + frame.len() > j.max_bytes {
-                        break;
-                    }
-                    replayed += frame.len();
-                    frames.push(frame);
-                }
-                recovered = frames.len() as u64 == r.seq - since;
-                for frame in frames {
-                    let _ = server.send_frame(j.conn, frame);
-                }
+            let (frames, recovered) = self.replay(j.room, r, since, same_epoch, &entries, j.max_bytes);
+            for frame in frames {
+                replayed += frame.len();
+                let _ = server.send_frame(j.conn, frame);
             }
             payload["recovered"] = Value::Bool(recovered);
         }
@@ -668,6 +647,100 @@ impl Cluster {
             let _ = server.send(j.conn, ack(id, payload));
         }
         Ok(Some((r.published_bytes, replayed)))
+    }
+
+    /// The frames a client that saw `since` (in the room's epoch when
+    /// `same_epoch`) missed, from `entries` (newest first), within
+    /// `max_bytes` and the history TTL, oldest first; and whether they are
+    /// all it missed.
+    fn replay(
+        &self,
+        room: &str,
+        r: &RoomState,
+        since: u64,
+        same_epoch: bool,
+        entries: &Entries,
+        max_bytes: usize,
+    ) -> (Vec<SharedFrame>, bool) {
+        if !same_epoch || since > r.seq {
+            return (Vec::new(), false);
+        }
+        let oldest_kept = now_ms().saturating_sub(self.history_ttl.as_millis() as u64);
+        let (mut frames, mut bytes) = (Vec::new(), 0);
+        for (id, fields) in entries.iter().rev() {
+            let Some((seq, ts, body)) = parse_entry(id, fields) else { continue };
+            if seq <= since || seq > r.seq || ts < oldest_kept {
+                continue;
+            }
+            let frame = frame_of(room, seq, body);
+            if bytes + frame.len() > max_bytes {
+                break;
+            }
+            bytes += frame.len();
+            frames.push(frame);
+        }
+        let recovered = frames.len() as u64 == r.seq - since;
+        (frames, recovered)
+    }
+
+    /// An event stream opening on this node (`sse.rs`): as a join, under
+    /// the room's lock, the seq and history this node is at, from Redis; then
+    /// `connected` (`connected` given, with the room's seq, epoch and, with
+    /// `since`, `recovered`) and the replay are sent, and the stream joins the
+    /// room's shadow room, which the subscriber feeds from then on.
+    #[allow(clippy::too_many_arguments)]
+    pub fn open_stream(
+        &self,
+        shared: &Shared,
+        server: &ServerHandle,
+        conn: ConnId,
+        room: &str,
+        since: Option<u64>,
+        max_replay: usize,
+        max_bytes: usize,
+        connected: Value,
+    ) -> Result<(), ErrorReply> {
+        for _ in 0..3 {
+            self.ensure_subscribed(room)?;
+            let outcome = shared.rooms.with_room(room, true, |r| -> Result<bool, ErrorReply> {
+                if !self.subscribed.lock().contains(room) {
+                    return Ok(false);
+                }
+                let to = r.cluster_synced.then_some(r.seq);
+                let seen = r.cluster_synced.then_some((r.epoch.as_str(), r.seq));
+                let (epoch, seq, mut entries, _) =
+                    self.read(room, since.map(|s| s + 1), to, max_replay, None, seen, false)?;
+                adopt(server, room, r, epoch, seq, &mut entries);
+                server.join_stream(conn, &super::sse::shadow(room)).map_err(|_| internal())?;
+                r.sse_streams += 1;
+                let mut connected = connected.clone();
+                connected["seq"] = json!(r.seq);
+                connected["epoch"] = json!(r.epoch);
+                let mut frames = Vec::new();
+                if let Some(since) = since {
+                    let recovered;
+                    (frames, recovered) = self.replay(room, r, since, true, &entries, max_bytes);
+                    connected["recovered"] = Value::Bool(recovered);
+                }
+                let _ = server.send_frame(
+                    conn,
+                    wire::shared(super::sse::event(None, "connected", &connected.to_string())),
+                );
+                for frame in frames {
+                    if let Some(event) = super::sse::from_stored(&frame) {
+                        let _ = server.send_frame(conn, event);
+                    }
+                }
+                Ok(true)
+            });
+            match outcome {
+                Ok(Ok(true)) => return Ok(()),
+                Ok(Ok(false)) => continue, // unsubscribed meanwhile: subscribe again
+                Ok(Err(e)) => return Err(e),
+                Err(miss) => return Err(super::publish::missed(shared, miss)),
+            }
+        }
+        Err(unavailable())
     }
 
     /// After a local member left `room` (its local `presence:leave` is sent
@@ -824,6 +897,27 @@ impl Cluster {
             m.refilled.load(Relaxed).to_string(),
         );
         out
+    }
+}
+
+/// Adopts what Redis says of a room (its `epoch` and `seq`) when this node
+/// does not follow it yet, or Redis moved it to a new epoch (its local
+/// members are told, and `entries` read up to a seq of the old epoch are
+/// dropped).
+fn adopt(
+    server: &ServerHandle,
+    room: &str,
+    r: &mut RoomState,
+    epoch: String,
+    seq: u64,
+    entries: &mut Entries,
+) {
+    if !r.cluster_synced || r.epoch != epoch {
+        if r.cluster_synced {
+            entries.clear();
+            subscriber::notify(server, room, r.seq, subscriber::NEW_EPOCH);
+        }
+        (r.epoch, r.seq, r.cluster_synced, r.cluster_last) = (epoch, seq, true, None);
     }
 }
 
