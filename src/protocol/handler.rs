@@ -585,7 +585,7 @@ impl Session<'_> {
                 }
             }
         }
-        super::reads::presence(&self.shared, room)
+        super::reads::presence(self.shared, room)
     }
 
     /// `auth:refresh`: a fresh token for the same user moves the session's
