@@ -653,6 +653,7 @@ impl Session<'_> {
                 }
             }
         }
+        let (max_replay, max_bytes) = super::room::replay_bounds(config, server.config());
         if let Some(cluster) = &self.shared.cluster {
             let j = cluster::Join {
                 conn,
@@ -663,8 +664,8 @@ impl Session<'_> {
                 newly,
                 client_id: &client_id,
                 user: user.as_deref(),
-                max_replay: (server.config().outbound_queue / 2).max(1),
-                max_bytes: config.replay_max_bytes.min(server.config().outbound_max_bytes / 2),
+                max_replay,
+                max_bytes,
             };
             let (published_bytes, replayed) = cluster.join(self.shared, server, &j)?;
             self.state.bytes_replied = self.state.bytes_replied.saturating_add(replayed);
@@ -686,12 +687,7 @@ impl Session<'_> {
             let mut payload =
                 json!({"room": room, "seq": r.seq, "members": r.members.len(), "epoch": r.epoch});
             if let Some(since) = since {
-                // At most half of each outbound bound, so a replay into a
-                // queue that also holds live frames cannot make a client
-                // that reads a slow consumer.
-                let max_replay = (server.config().outbound_queue / 2).max(1);
-                let replay_bytes = config.replay_max_bytes.min(server.config().outbound_max_bytes / 2);
-                let recovery = r.recover(since, epoch, max_replay, replay_bytes);
+                let recovery = r.recover(since, epoch, max_replay, max_bytes);
                 if recovery.cut_by_bytes {
                     metrics.replay_bytes.fetch_add(1, Relaxed);
                 }

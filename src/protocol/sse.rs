@@ -127,9 +127,7 @@ pub(crate) fn open(
         return;
     };
     shared.sse.insert(conn, Arc::from(req.room.as_str()));
-    let config = server.config();
-    let max_replay = (config.outbound_queue / 2).max(1);
-    let replay_bytes = shared.config.replay_max_bytes.min(config.outbound_max_bytes / 2);
+    let (max_replay, replay_bytes) = super::room::replay_bounds(&shared.config, server.config());
     if let Some(cluster) = &shared.cluster {
         let mut connected = json!({"clientId": cluster.client_id(conn), "room": req.room});
         if let Some(user) = user {
