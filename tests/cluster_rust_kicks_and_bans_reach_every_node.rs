@@ -86,3 +86,21 @@ fn kicks_bans_and_unbans_from_rust_reach_the_other_node() {
     ok(&mut bystander, "ping", json!(null));
     a.stop();
 }
+
+#[test]
+fn a_node_prefixed_client_id_is_kicked_from_rust_on_whichever_node_holds_it() {
+    let redis = Redis::start();
+    let handler = ProtocolHandler::new(ProtocolConfig::default().redis(redis.url()));
+    let config = wshub::Config::default().bind("127.0.0.1:0".parse().unwrap());
+    let a = wshub::Server::start(config, handler.clone()).expect("start node A");
+    let b = node(&redis, &[]);
+    wait_ctl_subscribers(&redis, 2);
+    let mut on_b = Client::connect_raw(b.addr, &[]);
+    let id = on_b.json()["payload"]["clientId"].as_str().expect("a clientId").to_owned();
+    let mut bystander = b.client();
+    assert_eq!(handler.disconnect_client_id(&a, &id, 4002, "").expect("disconnect_client_id"), 0);
+    assert_eq!(closed_with(&mut on_b), 4002, "closed on B, asked of A");
+    assert_eq!(handler.disconnect_client_id(&a, "nonode-1", 4002, "").expect("an id of no node"), 0);
+    ok(&mut bystander, "ping", json!(null));
+    a.stop();
+}

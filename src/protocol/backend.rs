@@ -66,8 +66,9 @@ impl ProtocolHandler {
         publish::publish(&self.shared, server, p).map(|p| p.seq).map_err(refused)
     }
 
-    /// Closes the connection with this clientId (its id in decimal) with
-    /// `code` and `reason`; how many were closed (0 or 1).
+    /// Closes this node's connection `conn` with `code` and `reason`; how
+    /// many were closed (0 or 1). See
+    /// [`disconnect_client_id`](Self::disconnect_client_id) for a clientId.
     pub fn disconnect_client(
         &self,
         server: &ServerHandle,
@@ -77,6 +78,21 @@ impl ProtocolHandler {
     ) -> Result<usize> {
         check_close(code, reason)?;
         Ok(bans::disconnect_client(server, &conn.to_string(), code, reason))
+    }
+
+    /// Closes the connection with this clientId as `connected` gave it: with
+    /// Redis a node-prefixed id (`<node>-<conn>`) closes that connection on
+    /// whichever node holds it (as `/api/disconnect` does); how many were
+    /// closed on this node (0 or 1: another node's is counted there).
+    pub fn disconnect_client_id(
+        &self,
+        server: &ServerHandle,
+        client_id: &str,
+        code: u16,
+        reason: &str,
+    ) -> Result<usize> {
+        check_close(code, reason)?;
+        Ok(bans::disconnect_client_id(&self.shared, server, client_id, code, reason))
     }
 
     /// Closes every open connection (WebSocket and event stream) of `user`
