@@ -1113,7 +1113,8 @@ wshub_result wshub_set_log_callback(uint32_t level, wshub_log_fn callback, void 
  Protocol only: closes every open connection (WebSocket and SSE stream)
  of `user` (a token's `sub`) with `code` (1000-1003, 1007-1014 or
  3000-4999; the API's default is 4000) and `reason` (NULL: none).
- `*count_out` (may be NULL) gets how many. Errors: WSHUB_INVALID_CLOSE_CODE,
+ `*count_out` (may be NULL) gets how many on this node (with Redis, every
+ other node closes the user's connections too). Errors: WSHUB_INVALID_CLOSE_CODE,
  WSHUB_REFUSED (the protocol is off), WSHUB_STOPPED.
  */
 wshub_result wshub_disconnect_user(wshub_server *server,
@@ -1124,8 +1125,8 @@ wshub_result wshub_disconnect_user(wshub_server *server,
 
 /*
  Protocol only: bans `user` for `seconds` (1 to ten years): their open
- connections close with 4003, new ones get 403 until it ends.
- `*until_ms_out` (may be NULL) gets its end in milliseconds since the
+ connections close with 4003, new ones get 403 until it ends (with Redis,
+ on every node). `*until_ms_out` (may be NULL) gets its end in milliseconds since the
  Unix epoch. Errors: WSHUB_INVALID_ARGUMENT (0 seconds), WSHUB_REFUSED (the
  protocol is off, or the ban list is full: `wshub_config_set_max_bans`),
  WSHUB_STOPPED.
@@ -1136,7 +1137,8 @@ wshub_result wshub_ban(wshub_server *server,
                        uint64_t *until_ms_out);
 
 /*
- Protocol only: lifts `user`'s ban (not banned is not an error).
+ Protocol only: lifts `user`'s ban (with Redis, on every node; not banned
+ is not an error).
  Errors: WSHUB_REFUSED (the protocol is off), WSHUB_STOPPED.
  */
 wshub_result wshub_unban(wshub_server *server, const char *user);

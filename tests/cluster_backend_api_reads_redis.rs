@@ -1,8 +1,7 @@
 //! The backend HTTP API on cluster nodes: a publish through one node's API
 //! reaches members on another node in the room's one seq order, and
 //! `/api/history` and `/api/presence` on any node read the room's Redis state
-//! (not only that node's). Event streams are refused on a cluster node (501),
-//! as docs/scaling.md says, rather than left without messages.
+//! (not only that node's).
 
 mod cluster_common;
 use cluster_common::protocol_common::http;
@@ -53,8 +52,4 @@ fn api_publish_history_and_presence_span_the_nodes() {
     let (status, presence) = api(b.addr, "GET", "/api/presence?room=orders", "");
     assert_eq!(status, 200, "{presence}");
     assert_eq!(presence["members"].as_array().map(Vec::len), Some(2), "members on both nodes: {presence}");
-
-    // No event streams on a cluster node.
-    let (status, _, body) = http(a.addr, "GET /sse?room=orders HTTP/1.1\r\nHost: x\r\n\r\n");
-    assert_eq!(status, 501, "{body}");
 }

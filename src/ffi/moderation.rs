@@ -1,7 +1,7 @@
 //! Kick and ban from C (docs/protocol.md, "Backend HTTP API"), and the
 //! settings of the backend API and the ban list. The calls act like
-//! `POST /api/disconnect`, `/api/ban` and `/api/unban`; all are safe from
-//! any thread and from inside callbacks.
+//! `POST /api/disconnect`, `/api/ban` and `/api/unban` (with Redis, on every
+//! node); all are safe from any thread and from inside callbacks.
 
 use std::ffi::c_char;
 use std::time::{Duration, UNIX_EPOCH};
@@ -14,7 +14,8 @@ use super::server::wshub_server;
 /// Protocol only: closes every open connection (WebSocket and SSE stream)
 /// of `user` (a token's `sub`) with `code` (1000-1003, 1007-1014 or
 /// 3000-4999; the API's default is 4000) and `reason` (NULL: none).
-/// `*count_out` (may be NULL) gets how many. Errors: WSHUB_INVALID_CLOSE_CODE,
+/// `*count_out` (may be NULL) gets how many on this node (with Redis, every
+/// other node closes the user's connections too). Errors: WSHUB_INVALID_CLOSE_CODE,
 /// WSHUB_REFUSED (the protocol is off), WSHUB_STOPPED.
 #[no_mangle]
 pub extern "C" fn wshub_disconnect_user(
@@ -45,8 +46,8 @@ pub extern "C" fn wshub_disconnect_user(
 }
 
 /// Protocol only: bans `user` for `seconds` (1 to ten years): their open
-/// connections close with 4003, new ones get 403 until it ends.
-/// `*until_ms_out` (may be NULL) gets its end in milliseconds since the
+/// connections close with 4003, new ones get 403 until it ends (with Redis,
+/// on every node). `*until_ms_out` (may be NULL) gets its end in milliseconds since the
 /// Unix epoch. Errors: WSHUB_INVALID_ARGUMENT (0 seconds), WSHUB_REFUSED (the
 /// protocol is off, or the ban list is full: `wshub_config_set_max_bans`),
 /// WSHUB_STOPPED.
@@ -80,7 +81,8 @@ pub extern "C" fn wshub_ban(
     }
 }
 
-/// Protocol only: lifts `user`'s ban (not banned is not an error).
+/// Protocol only: lifts `user`'s ban (with Redis, on every node; not banned
+/// is not an error).
 /// Errors: WSHUB_REFUSED (the protocol is off), WSHUB_STOPPED.
 #[no_mangle]
 pub extern "C" fn wshub_unban(server: *mut wshub_server, user: *const c_char) -> wshub_result {

@@ -8,13 +8,11 @@
 //! presence, history and rooms. Every call leaves one info-level audit line
 //! (method, target, caller's address, status).
 
-use std::time::SystemTime;
-
 use serde::Deserialize;
 use serde_json::value::RawValue;
 use serde_json::{json, Value};
 
-use super::bans::{self, BANNED_CLOSE_CODE, DISCONNECT_CLOSE_CODE};
+use super::bans::{self, DISCONNECT_CLOSE_CODE};
 use super::envelope::{check_key, check_room, ErrorCode, ErrorReply, RawJson};
 use super::handler::Shared;
 use super::publish::{self, Body, Publish, Publisher};
@@ -273,14 +271,8 @@ fn ban_call(shared: &Shared, server: &ServerHandle, body: &[u8]) -> Result<Value
     if body.user.is_empty() || body.seconds == 0 || body.seconds > bans::MAX_BAN_SECS {
         return Err(bad(format!("user must be non-empty and seconds 1 to {}", bans::MAX_BAN_SECS)));
     }
-    let until = shared
-        .bans
-        .ban(&body.user, body.seconds, SystemTime::now())
+    let until = bans::ban_everywhere(shared, server, &body.user, body.seconds)
         .map_err(|e| (503, ErrorReply::new(ErrorCode::Forbidden, e.to_string())))?;
-    bans::disconnect_user(shared, server, &body.user, BANNED_CLOSE_CODE, bans::BANNED_REASON);
-    if let Some(cluster) = &shared.cluster {
-        cluster.share_ban(&body.user, bans::unix_ms(until));
-    }
     Ok(json!({"user": body.user, "until": bans::unix_ms(until)}))
 }
 
@@ -292,10 +284,7 @@ struct UnbanBody {
 
 fn unban_call(shared: &Shared, _: &ServerHandle, body: &[u8]) -> Result<Value, Failure> {
     let body: UnbanBody = fields(body)?;
-    shared.bans.unban(&body.user, SystemTime::now());
-    if let Some(cluster) = &shared.cluster {
-        cluster.share_unban(&body.user);
-    }
+    bans::unban_everywhere(shared, &body.user);
     Ok(json!({"user": body.user}))
 }
 
@@ -312,8 +301,8 @@ fn query_number(request: &RequestInfo, name: &str) -> Result<Option<u64>, Failur
 
 fn presence_call(shared: &Shared, request: &RequestInfo) -> Result<Value, Failure> {
     let room = query_room(request)?;
-    let members = reads::presence(shared, &room).map_err(|e| (status_of(&e), e))?;
-    Ok(json!({"room": room, "members": members}))
+    let presence = reads::presence(shared, &room).map_err(|e| (status_of(&e), e))?;
+    Ok(presence.payload(&room))
 }
 
 fn history_call(shared: &Shared, request: &RequestInfo) -> Result<Value, Failure> {

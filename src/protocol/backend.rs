@@ -13,7 +13,7 @@ use serde_json::Value;
 
 use super::api::FROM_API;
 use super::auth::Identity;
-use super::bans::{self, BANNED_CLOSE_CODE};
+use super::bans;
 use super::envelope::{ErrorCode, ErrorReply, RawJson};
 use super::handler::ProtocolHandler;
 use super::publish::{self, Body, Publish, Publisher};
@@ -66,8 +66,9 @@ impl ProtocolHandler {
         publish::publish(&self.shared, server, p).map(|p| p.seq).map_err(refused)
     }
 
-    /// Closes the connection with this clientId (its id in decimal) with
-    /// `code` and `reason`; how many were closed (0 or 1).
+    /// Closes this node's connection `conn` with `code` and `reason`; how
+    /// many were closed (0 or 1). See
+    /// [`disconnect_client_id`](Self::disconnect_client_id) for a clientId.
     pub fn disconnect_client(
         &self,
         server: &ServerHandle,
@@ -79,8 +80,24 @@ impl ProtocolHandler {
         Ok(bans::disconnect_client(server, &conn.to_string(), code, reason))
     }
 
+    /// Closes the connection with this clientId as `connected` gave it: with
+    /// Redis a node-prefixed id (`<node>-<conn>`) closes that connection on
+    /// whichever node holds it (as `/api/disconnect` does); how many were
+    /// closed on this node (0 or 1: another node's is counted there).
+    pub fn disconnect_client_id(
+        &self,
+        server: &ServerHandle,
+        client_id: &str,
+        code: u16,
+        reason: &str,
+    ) -> Result<usize> {
+        check_close(code, reason)?;
+        Ok(bans::disconnect_client_id(&self.shared, server, client_id, code, reason))
+    }
+
     /// Closes every open connection (WebSocket and event stream) of `user`
-    /// (a token's `sub`); how many.
+    /// (a token's `sub`); how many on this node. With Redis every other node
+    /// closes the user's connections too (counted there).
     pub fn disconnect_user(
         &self,
         server: &ServerHandle,
@@ -89,24 +106,23 @@ impl ProtocolHandler {
         reason: &str,
     ) -> Result<usize> {
         check_close(code, reason)?;
-        Ok(bans::disconnect_user(&self.shared, server, user, code, reason))
+        Ok(bans::disconnect_user_everywhere(&self.shared, server, user, code, reason))
     }
 
     /// Bans `user` for `duration` (at most ten years): their open
     /// connections close with 4003 and new ones get 403 until it ends.
+    /// With Redis the ban holds on every node (and on nodes started later).
     /// Returns when it ends. Refused when the ban list is full
     /// ([`ProtocolConfig::max_bans`](super::ProtocolConfig::max_bans)).
     pub fn ban(&self, server: &ServerHandle, user: &str, duration: Duration) -> Result<SystemTime> {
         let secs = duration.as_secs().max(1);
-        let until =
-            self.shared.bans.ban(user, secs, SystemTime::now()).map_err(|e| Error::Refused(e.to_string()))?;
-        bans::disconnect_user(&self.shared, server, user, BANNED_CLOSE_CODE, bans::BANNED_REASON);
-        Ok(until)
+        bans::ban_everywhere(&self.shared, server, user, secs).map_err(|e| Error::Refused(e.to_string()))
     }
 
-    /// Lifts a ban; false when `user` was not banned.
+    /// Lifts a ban (with Redis, on every node); false when `user` was not
+    /// banned on this node.
     pub fn unban(&self, user: &str) -> bool {
-        self.shared.bans.unban(user, SystemTime::now())
+        bans::unban_everywhere(&self.shared, user)
     }
 
     /// Whether `user` is banned now.

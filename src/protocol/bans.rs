@@ -83,6 +83,11 @@ impl Bans {
         }
     }
 
+    /// The users banned at `now`.
+    pub fn users(&self, now: SystemTime) -> Vec<String> {
+        self.until.lock().iter().filter(|(_, end)| **end > now).map(|(user, _)| user.clone()).collect()
+    }
+
     /// Unexpired bans (the `wshub_bans` gauge).
     pub fn len(&self, now: SystemTime) -> usize {
         let mut map = self.until.lock();
@@ -187,6 +192,51 @@ pub(crate) fn disconnect_user_everywhere(
         cluster.kick_user(user, code, reason);
     }
     disconnect_user(shared, server, user, code, reason)
+}
+
+/// Bans `user` for `secs` here, closes their connections here, and with
+/// Redis records the ban there and tells every other node (which close
+/// theirs): what `/api/ban`, [`ProtocolHandler::ban`] and `wshub_ban` do.
+/// Returns when it ends.
+///
+/// [`ProtocolHandler::ban`]: super::ProtocolHandler::ban
+pub(crate) fn ban_everywhere(
+    shared: &Shared,
+    server: &ServerHandle,
+    user: &str,
+    secs: u64,
+) -> Result<SystemTime, BanError> {
+    let now = SystemTime::now();
+    let until_ms = unix_ms(now + Duration::from_secs(secs.min(MAX_BAN_SECS)));
+    // Recorded in Redis before it is made here: a node reading the recorded
+    // bans lifts those of its own that Redis does not hold.
+    if let Some(cluster) = &shared.cluster {
+        cluster.record_ban(user, until_ms);
+    }
+    let until = match shared.bans.ban(user, secs, now) {
+        Ok(until) => until,
+        Err(e) => {
+            if let Some(cluster) = &shared.cluster {
+                cluster.forget_ban(user); // not made here: not recorded either
+            }
+            return Err(e);
+        }
+    };
+    disconnect_user(shared, server, user, BANNED_CLOSE_CODE, BANNED_REASON);
+    if let Some(cluster) = &shared.cluster {
+        cluster.tell_ban(user, until_ms);
+    }
+    Ok(until)
+}
+
+/// Lifts `user`'s ban here and, with Redis, there and on every other node;
+/// whether this node had it banned.
+pub(crate) fn unban_everywhere(shared: &Shared, user: &str) -> bool {
+    let was = shared.bans.unban(user, SystemTime::now());
+    if let Some(cluster) = &shared.cluster {
+        cluster.share_unban(user);
+    }
+    was
 }
 
 #[cfg(test)]

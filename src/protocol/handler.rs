@@ -523,12 +523,12 @@ impl Session<'_> {
 
     /// `presence:get`'s ack, refused while big replies wait unread.
     fn presence_ack(&mut self, id: Option<&str>, room: &str) -> Reply {
-        let members = self.presence(room)?;
-        let big = members.len() * PRESENCE_ENTRY_BYTES > BIG_REPLY;
+        let presence = self.presence(room)?;
+        let big = presence.members.len() * PRESENCE_ENTRY_BYTES > BIG_REPLY;
         if big && id.is_some() {
             self.refuse_if_backlogged()?;
         }
-        Ok(id.map(|id| ack(id, json!({"room": room, "members": members}))))
+        Ok(id.map(|id| ack(id, presence.payload(room))))
     }
 
     /// `ping`'s ack (its payload echoed), refused while big replies wait unread.
@@ -569,11 +569,13 @@ impl Session<'_> {
     /// the room (no claim is not enough: presence is not public) and whom the
     /// application's join hook would let join it (a room it refuses to a
     /// user shows that user its members no more than its messages).
-    fn presence(&self, room: &str) -> Result<Vec<Value>, ErrorReply> {
+    fn presence(&self, room: &str) -> Result<super::reads::Presence, ErrorReply> {
         self.require_allowed(room)?;
         if !self.state.rooms.contains_key(room) {
             let identity = self.state.identity.as_ref().filter(|i| i.rooms.is_some());
-            let Some(identity) = identity else { return self.require_member(room).map(|()| Vec::new()) };
+            let Some(identity) = identity else {
+                return self.require_member(room).map(|()| Default::default());
+            };
             if let Some(app) = &self.shared.app {
                 if !app.on_join(self.server, self.conn, Some(&identity.user), room) {
                     return Err(ErrorReply::new(
@@ -583,23 +585,7 @@ impl Session<'_> {
                 }
             }
         }
-        if let Some(cluster) = &self.shared.cluster {
-            return cluster.presence(room);
-        }
-        let users = &self.shared.users;
-        let members = self.shared.rooms.with_room(room, false, |r| {
-            r.members
-                .iter()
-                .map(|(c, meta)| {
-                    let mut m = json!({"clientId": ProtocolHandler::client_id(*c), "meta": meta});
-                    if let Some(user) = users.get(*c) {
-                        m["user"] = Value::String(user.to_string());
-                    }
-                    m
-                })
-                .collect::<Vec<_>>()
-        });
-        Ok(members.unwrap_or_default())
+        super::reads::presence(self.shared, room)
     }
 
     /// `auth:refresh`: a fresh token for the same user moves the session's
@@ -667,6 +653,7 @@ impl Session<'_> {
                 }
             }
         }
+        let (max_replay, max_bytes) = super::room::replay_bounds(config, server.config());
         if let Some(cluster) = &self.shared.cluster {
             let j = cluster::Join {
                 conn,
@@ -677,8 +664,8 @@ impl Session<'_> {
                 newly,
                 client_id: &client_id,
                 user: user.as_deref(),
-                max_replay: (server.config().outbound_queue / 2).max(1),
-                max_bytes: config.replay_max_bytes.min(server.config().outbound_max_bytes / 2),
+                max_replay,
+                max_bytes,
             };
             let (published_bytes, replayed) = cluster.join(self.shared, server, &j)?;
             self.state.bytes_replied = self.state.bytes_replied.saturating_add(replayed);
@@ -700,12 +687,7 @@ impl Session<'_> {
             let mut payload =
                 json!({"room": room, "seq": r.seq, "members": r.members.len(), "epoch": r.epoch});
             if let Some(since) = since {
-                // At most half of each outbound bound, so a replay into a
-                // queue that also holds live frames cannot make a client
-                // that reads a slow consumer.
-                let max_replay = (server.config().outbound_queue / 2).max(1);
-                let replay_bytes = config.replay_max_bytes.min(server.config().outbound_max_bytes / 2);
-                let recovery = r.recover(since, epoch, max_replay, replay_bytes);
+                let recovery = r.recover(since, epoch, max_replay, max_bytes);
                 if recovery.cut_by_bytes {
                     metrics.replay_bytes.fetch_add(1, Relaxed);
                 }

@@ -10,15 +10,39 @@ use super::envelope::ErrorReply;
 use super::handler::{ProtocolHandler, Shared};
 use super::sse::{base64, decode_stored, Stored};
 
-/// The members of `room`: `{clientId, user?, meta}` each (none when it does
-/// not exist).
-pub(crate) fn presence(shared: &Shared, room: &str) -> Result<Vec<Value>, ErrorReply> {
+/// The most members one presence read lists (`presence:get`, the join
+/// hook's reads, `GET /api/presence`); the read's `count` says how many the
+/// room has. A room of any size costs one bounded read, on one node or in Redis.
+pub(crate) const PRESENCE_MAX: usize = 1000;
+
+/// A presence read: at most [`PRESENCE_MAX`] members and the room's count.
+#[derive(Debug, Default)]
+pub(crate) struct Presence {
+    /// `{clientId, user?, meta}` each: on one node in join order; with
+    /// `--redis` sorted by clientId.
+    pub members: Vec<Value>,
+    /// Every member of the room, listed or not.
+    pub count: usize,
+}
+
+impl Presence {
+    /// The payload of a `presence:get` ack and of `GET /api/presence`.
+    pub(crate) fn payload(self, room: &str) -> Value {
+        json!({"room": room, "members": self.members, "count": self.count})
+    }
+}
+
+/// The members of `room` (none when it does not exist), bounded by
+/// [`PRESENCE_MAX`].
+pub(crate) fn presence(shared: &Shared, room: &str) -> Result<Presence, ErrorReply> {
     if let Some(cluster) = &shared.cluster {
         return cluster.presence(room);
     }
-    let members = shared.rooms.with_room(room, false, |r| {
-        r.members
+    let members = shared.rooms.with_room(room, false, |r| Presence {
+        members: r
+            .members
             .iter()
+            .take(PRESENCE_MAX)
             .map(|(c, meta)| {
                 let mut m = json!({"clientId": ProtocolHandler::client_id(*c), "meta": meta});
                 if let Some(user) = shared.user_of(*c) {
@@ -26,7 +50,8 @@ pub(crate) fn presence(shared: &Shared, room: &str) -> Result<Vec<Value>, ErrorR
                 }
                 m
             })
-            .collect::<Vec<_>>()
+            .collect(),
+        count: r.members.len(),
     });
     Ok(members.unwrap_or_default())
 }

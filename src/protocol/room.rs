@@ -82,6 +82,14 @@ impl Budget {
     }
 }
 
+/// How much one replay (a join's or an event stream's, on one node or
+/// through Redis) sends at most: messages, and bytes. Half of each outbound
+/// bound, so a replay into a queue that also holds live frames cannot make
+/// a client that reads a slow consumer.
+pub(crate) fn replay_bounds(protocol: &super::ProtocolConfig, server: &crate::Config) -> (usize, usize) {
+    ((server.outbound_queue / 2).max(1), protocol.replay_max_bytes.min(server.outbound_max_bytes / 2))
+}
+
 /// One published message as kept for recovery: the exact frame members got,
 /// and the idempotency key it was published with.
 #[derive(Debug, Clone)]

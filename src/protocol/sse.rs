@@ -17,6 +17,10 @@
 //! and only while the room has streams ([`RoomState::sse_streams`]).
 //! History keeps WebSocket frames; a replay converts a stored frame here once,
 //! and history keeps that event for every later stream's replay.
+//!
+//! With `--redis` a stream opens through the cluster (`cluster/`,
+//! `Cluster::open_stream`: seq and replay from Redis, as a join), and the
+//! node's subscriber feeds the shadow room each message it delivers.
 
 use std::sync::Arc;
 use std::time::Instant;
@@ -123,9 +127,27 @@ pub(crate) fn open(
         return;
     };
     shared.sse.insert(conn, Arc::from(req.room.as_str()));
-    let config = server.config();
-    let max_replay = (config.outbound_queue / 2).max(1);
-    let replay_bytes = shared.config.replay_max_bytes.min(config.outbound_max_bytes / 2);
+    let (max_replay, replay_bytes) = super::room::replay_bounds(&shared.config, server.config());
+    if let Some(cluster) = &shared.cluster {
+        let mut connected = json!({"clientId": cluster.client_id(conn), "room": req.room});
+        if let Some(user) = user {
+            connected["user"] = Value::String(user.to_owned());
+        }
+        let opened = cluster.open_stream(
+            shared,
+            server,
+            conn,
+            &req.room,
+            req.since,
+            max_replay,
+            replay_bytes,
+            connected,
+        );
+        if let Err(e) = opened {
+            refuse(shared, server, conn, &e);
+        }
+        return;
+    }
     let outcome = shared.rooms.with_room(&req.room, true, |r| -> Result<(), crate::Error> {
         r.prune(Instant::now());
         // Counted before the join can fail: `close` takes it back either way.
@@ -152,21 +174,29 @@ pub(crate) fn open(
     });
     match outcome {
         Ok(_) => {}
-        Err(miss) => {
-            // No room for one more room: say so, and end the stream.
-            shared.sse.remove(conn);
-            let e = super::publish::missed(shared, miss);
-            let body = json!({"code": e.code.as_str(), "message": e.message}).to_string();
-            let _ = server.send_frame(conn, crate::frame::shared(event(None, "error", &body)));
-            let _ = server.close(conn, 1008, "room refused");
-        }
+        // No room for one more room.
+        Err(miss) => refuse(shared, server, conn, &super::publish::missed(shared, miss)),
     }
+}
+
+/// A stream that could not open its room: says why, and ends the stream.
+fn refuse(shared: &Shared, server: &ServerHandle, conn: ConnId, e: &super::envelope::ErrorReply) {
+    shared.sse.remove(conn); // not counted in its room: `close` leaves the count alone
+    let body = json!({"code": e.code.as_str(), "message": e.message}).to_string();
+    let _ = server.send_frame(conn, crate::frame::shared(event(None, "error", &body)));
+    let _ = server.close(conn, 1008, "room refused");
 }
 
 /// A stream ended (`on_close`): out of its room's count.
 pub(crate) fn close(shared: &Shared, conn: ConnId) -> bool {
     let Some(room) = shared.sse.remove(conn) else { return false };
-    let _ = shared.rooms.with_room(&room, false, |r| r.sse_streams = r.sse_streams.saturating_sub(1));
+    let idle = shared.rooms.with_room(&room, false, |r| {
+        r.sse_streams = r.sse_streams.saturating_sub(1);
+        r.members.is_empty() && r.sse_streams == 0
+    });
+    if let (Some(cluster), Ok(true)) = (&shared.cluster, idle) {
+        cluster.release(&room); // the subscriber drops the room if still idle then
+    }
     shared.rooms.remove_if_idle(&room);
     true
 }
@@ -276,9 +306,23 @@ pub(crate) fn decode_stored(frame: &[u8]) -> Option<Stored<'_>> {
     }
 }
 
+/// Sends a message delivered through Redis (the frame members got) to the
+/// room's streams on this node, if it has any: built once, shared by every
+/// stream. Called by the cluster's subscriber under the room's lock, with
+/// the WebSocket fan-out.
+pub(crate) fn fan_out_frame(server: &ServerHandle, r: &RoomState, room: &str, frame: &SharedFrame) {
+    if r.sse_streams == 0 {
+        return;
+    }
+    if let Some(event) = from_stored(frame) {
+        let _ = server.broadcast_stream(&shadow(room), event);
+    }
+}
+
 /// The event a stored frame becomes in a replay (built once per stored
-/// message: history keeps it for the next stream, see `RoomState::recover_events`).
-fn from_stored(frame: &SharedFrame) -> Option<SharedFrame> {
+/// message: history keeps it for the next stream, see
+/// `RoomState::recover_events`), or a frame delivered through Redis.
+pub(crate) fn from_stored(frame: &SharedFrame) -> Option<SharedFrame> {
     let bytes = match decode_stored(frame)? {
         Stored::Json { seq, payload, .. } => event(Some(seq), "room:message", payload.get()),
         Stored::Binary { room, seq, body } => {

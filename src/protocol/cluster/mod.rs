@@ -38,6 +38,7 @@ use super::config::ProtocolConfig;
 use super::envelope::{ack, frame, now_ms, ErrorCode, ErrorReply};
 use super::handler::Shared;
 use super::publish::{Body, Publish, Published};
+use super::reads::{Presence, PRESENCE_MAX};
 use super::room::RoomState;
 use crate::frame::{self as wire, SharedFrame};
 use crate::server::ServerHandle;
@@ -50,6 +51,8 @@ pub(crate) const HEARTBEAT: Duration = Duration::from_secs(1);
 /// The TTL of a node's heartbeat key: a node silent this long is dead, and
 /// the next heartbeat of any other node reaps its members.
 pub(crate) const NODE_TTL: Duration = Duration::from_secs(5);
+/// `HSCAN` calls one presence read makes at most.
+const PRESENCE_PAGES: usize = 8;
 /// Subscribe requests waiting for the subscriber thread.
 const CONTROL_QUEUE: usize = 1024;
 
@@ -92,6 +95,9 @@ pub(crate) struct Cluster {
     /// `room\nclientId` → user and presence payload): what the heartbeat puts
     /// back when Redis lost them (`node.rs`).
     members: Mutex<HashMap<String, Member>>,
+    /// Bans (`Some(until)`, Unix ms) and unbans (`None`) made on this node
+    /// that Redis has not recorded yet, by user.
+    unrecorded: Mutex<HashMap<String, Option<u64>>>,
     history_count: usize,
     history_ttl: Duration,
     idempotency_ttl: Duration,
@@ -159,6 +165,7 @@ impl Cluster {
             control: crossbeam_channel::bounded(CONTROL_QUEUE),
             subscribed: Mutex::new(HashSet::new()),
             members: Mutex::new(HashMap::new()),
+            unrecorded: Mutex::new(HashMap::new()),
             history_count: config.history_size,
             history_ttl: config.history_ttl,
             idempotency_ttl: config.idempotency_ttl,
@@ -228,22 +235,96 @@ impl Cluster {
     }
 
     /// Records a ban of `user` until `until_ms` (Unix ms) in Redis, for
-    /// nodes started later, and tells every node now.
-    pub fn share_ban(&self, user: &str, until_ms: u64) {
-        let bans = self.bans_key();
-        if self.call(|c| redis::cmd("HSET").arg(&bans).arg(user).arg(until_ms).query::<i64>(c)).is_err() {
-            log::warn!("redis: the ban of {user:?} could not be recorded for the other nodes");
-        }
+    /// nodes started later and nodes that were not listening; one Redis could
+    /// not take is written when the recorded bans are next read.
+    /// Before the ban is made on this node: see [`Cluster::sync_bans`].
+    pub fn record_ban(&self, user: &str, until_ms: u64) {
+        self.record(user, Some(until_ms));
+    }
+
+    /// Tells every node now of a ban [`Cluster::record_ban`] recorded.
+    pub fn tell_ban(&self, user: &str, until_ms: u64) {
         self.send_control('b', until_ms, "", user);
+    }
+
+    /// Takes back a ban [`Cluster::record_ban`] recorded that its node then
+    /// refused (its ban list was full); nobody was told of it.
+    pub fn forget_ban(&self, user: &str) {
+        self.record(user, None);
     }
 
     /// Lifts a ban in Redis and on every node.
     pub fn share_unban(&self, user: &str) {
-        let bans = self.bans_key();
-        if self.call(|c| redis::cmd("HDEL").arg(&bans).arg(user).query::<i64>(c)).is_err() {
-            log::warn!("redis: the unban of {user:?} could not be recorded for the other nodes");
-        }
+        self.record(user, None);
         self.send_control('n', 0, "", user);
+    }
+
+    /// Writes a ban (`Some(until)`) or an unban (`None`) of `user` to Redis;
+    /// one that fails waits in `unrecorded`, replacing what waited for the user.
+    fn record(&self, user: &str, ban: Option<u64>) {
+        let bans = self.bans_key();
+        // Waiting before the write: a ban list read meanwhile must not lift it.
+        self.unrecorded.lock().insert(user.to_owned(), ban);
+        let written = self.call(|c| match ban {
+            Some(until_ms) => redis::cmd("HSET").arg(&bans).arg(user).arg(until_ms).query::<i64>(c),
+            None => redis::cmd("HDEL").arg(&bans).arg(user).query::<i64>(c),
+        });
+        let mut unrecorded = self.unrecorded.lock();
+        if written.is_ok() {
+            if unrecorded.get(user) == Some(&ban) {
+                unrecorded.remove(user);
+            }
+        } else {
+            log::warn!(
+                "redis: the ban or unban of {user:?} is written for the other nodes once Redis answers"
+            );
+        }
+    }
+
+    /// Makes this node's ban list what Redis records: writes first the bans
+    /// and unbans Redis could not take when they were made, then bans here
+    /// the users Redis records (and closes their connections, given the
+    /// server) and lifts the bans here that Redis no longer records (an
+    /// unban published while this node was not listening). A ban is recorded
+    /// before it is made on its node, so one made here meanwhile is either
+    /// in Redis by the time it is read or still waits in `unrecorded`.
+    pub(super) fn sync_bans(&self, shared: &Shared, server: Option<&ServerHandle>) -> redis::RedisResult<()> {
+        let waiting: Vec<(String, Option<u64>)> =
+            self.unrecorded.lock().iter().map(|(u, b)| (u.clone(), *b)).collect();
+        let bans = self.bans_key();
+        for (user, ban) in waiting {
+            self.call_anyway(|c| match ban {
+                Some(until_ms) => redis::cmd("HSET").arg(&bans).arg(&user).arg(until_ms).query::<i64>(c),
+                None => redis::cmd("HDEL").arg(&bans).arg(&user).query::<i64>(c),
+            })?;
+            let mut unrecorded = self.unrecorded.lock();
+            if unrecorded.get(&user) == Some(&ban) {
+                unrecorded.remove(&user);
+            }
+        }
+        let now = std::time::SystemTime::now();
+        let here = shared.bans.users(now);
+        let recorded = self.recorded_bans()?;
+        for (user, until_ms) in &recorded {
+            super::bans::ban_until(shared, user, *until_ms);
+            if let Some(server) = server {
+                super::bans::disconnect_user(
+                    shared,
+                    server,
+                    user,
+                    super::bans::BANNED_CLOSE_CODE,
+                    super::bans::BANNED_REASON,
+                );
+            }
+        }
+        let recorded: HashSet<&str> = recorded.iter().map(|(user, _)| user.as_str()).collect();
+        for user in here {
+            if !recorded.contains(user.as_str()) && !self.unrecorded.lock().contains_key(&user) {
+                log::info!("redis: the ban of {user:?} was lifted while this node was not listening");
+                shared.bans.unban(&user, now);
+            }
+        }
+        Ok(())
     }
 
     /// The bans recorded in Redis that still hold: user and until (Unix
@@ -323,9 +404,11 @@ impl Cluster {
     }
 
     /// Runs `f` on a pooled connection whether or not Redis is thought up.
-    /// A connection that cannot be made marks Redis down; one that breaks or
-    /// times out during `f` is closed, and fails this call only (a slow
-    /// call is not an unavailable Redis: the heartbeat tells that).
+    /// A connection that cannot be made, or that breaks or times out during
+    /// `f`, fails this call only (and a broken one is closed): whether Redis
+    /// is down is for the heartbeat to tell, on a connection of its own
+    /// (`node.rs`), so a slow call or a pool busy with slow calls never
+    /// makes every room of the node unavailable.
     fn call_anyway<T>(
         &self,
         f: impl FnOnce(&mut redis::Connection) -> redis::RedisResult<T>,
@@ -336,7 +419,7 @@ impl Cluster {
                 Ok(conn) => conn,
                 Err(e) => {
                     self.pool.forget();
-                    self.mark_failed(true);
+                    self.metrics.errors.fetch_add(1, Relaxed);
                     return Err(e);
                 }
             },
@@ -355,18 +438,14 @@ impl Cluster {
         match &result {
             Ok(_) => self.pool.give_back(conn),
             Err(e) => {
+                self.metrics.errors.fetch_add(1, Relaxed);
                 let broken = e.is_io_error()
                     || e.is_timeout()
                     || e.is_connection_dropped()
                     || e.is_connection_refusal();
-                let down = broken && !e.is_timeout();
-                self.mark_failed(down);
-                if e.is_timeout() {
-                    // The idle ones may be as stale (a network cut): make
-                    // them again rather than have each fail a call.
-                    self.pool.clear();
-                }
                 if broken {
+                    // A timed-out reply may still arrive: the connection
+                    // cannot serve another call.
                     self.pool.forget();
                 } else {
                     self.pool.give_back(conn);
@@ -376,11 +455,9 @@ impl Cluster {
         result
     }
 
-    fn mark_failed(&self, down: bool) {
+    /// Counts a failed call that was not made through the pool.
+    fn count_failure(&self) {
         self.metrics.errors.fetch_add(1, Relaxed);
-        if down {
-            self.mark_down();
-        }
     }
 
     /// Redis is down until a heartbeat goes through again.
@@ -449,8 +526,9 @@ impl Cluster {
         }
     }
 
-    /// Asks the subscriber to drop a room that lost its last local member.
-    fn release(&self, room: &str) {
+    /// Asks the subscriber to drop a room that lost its last local member
+    /// or stream.
+    pub(crate) fn release(&self, room: &str) {
         let _ = self.control.0.try_send(Control::Unsubscribe(room.to_owned()));
     }
 
@@ -547,13 +625,7 @@ impl Cluster {
         let seen = r.cluster_synced.then_some((r.epoch.as_str(), r.seq));
         let (epoch, seq, mut entries, members) =
             self.read(j.room, j.since.map(|s| s + 1), to, j.max_replay, presence, seen, false)?;
-        if !r.cluster_synced || r.epoch != epoch {
-            if r.cluster_synced {
-                entries.clear(); // read up to a seq of the old epoch
-                subscriber::notify(server, j.room, r.seq, subscriber::NEW_EPOCH);
-            }
-            (r.epoch, r.seq, r.cluster_synced, r.cluster_last) = (epoch, seq, true, None);
-        }
+        adopt(server, j.room, r, epoch, seq, &mut entries);
         if j.newly {
             server.join(j.conn, j.room).map_err(|_| internal())?;
             self.members.lock().insert(member_field(j.room, j.client_id), member);
@@ -564,26 +636,10 @@ impl Cluster {
         let mut replayed = 0;
         if let Some(since) = j.since {
             let same_epoch = j.epoch.is_none_or(|e| e == r.epoch);
-            let mut recovered = same_epoch && since <= r.seq;
-            if recovered {
-                let oldest_kept = now_ms().saturating_sub(self.history_ttl.as_millis() as u64);
-                let mut frames = Vec::new();
-                for (id, fields) in entries.iter().rev() {
-                    let Some((seq, ts, body)) = parse_entry(id, fields) else { continue };
-                    if seq <= since || seq > r.seq || ts < oldest_kept {
-                        continue;
-                    }
-                    let frame = frame_of(j.room, seq, body);
-                    if replayed + frame.len() > j.max_bytes {
-                        break;
-                    }
-                    replayed += frame.len();
-                    frames.push(frame);
-                }
-                recovered = frames.len() as u64 == r.seq - since;
-                for frame in frames {
-                    let _ = server.send_frame(j.conn, frame);
-                }
+            let (frames, recovered) = self.replay(j.room, r, since, same_epoch, &entries, j.max_bytes);
+            for frame in frames {
+                replayed += frame.len();
+                let _ = server.send_frame(j.conn, frame);
             }
             payload["recovered"] = Value::Bool(recovered);
         }
@@ -591,6 +647,100 @@ impl Cluster {
             let _ = server.send(j.conn, ack(id, payload));
         }
         Ok(Some((r.published_bytes, replayed)))
+    }
+
+    /// The frames a client that saw `since` (in the room's epoch when
+    /// `same_epoch`) missed, from `entries` (newest first), within
+    /// `max_bytes` and the history TTL, oldest first; and whether they are
+    /// all it missed.
+    fn replay(
+        &self,
+        room: &str,
+        r: &RoomState,
+        since: u64,
+        same_epoch: bool,
+        entries: &Entries,
+        max_bytes: usize,
+    ) -> (Vec<SharedFrame>, bool) {
+        if !same_epoch || since > r.seq {
+            return (Vec::new(), false);
+        }
+        let oldest_kept = now_ms().saturating_sub(self.history_ttl.as_millis() as u64);
+        let (mut frames, mut bytes) = (Vec::new(), 0);
+        for (id, fields) in entries.iter().rev() {
+            let Some((seq, ts, body)) = parse_entry(id, fields) else { continue };
+            if seq <= since || seq > r.seq || ts < oldest_kept {
+                continue;
+            }
+            let frame = frame_of(room, seq, body);
+            if bytes + frame.len() > max_bytes {
+                break;
+            }
+            bytes += frame.len();
+            frames.push(frame);
+        }
+        let recovered = frames.len() as u64 == r.seq - since;
+        (frames, recovered)
+    }
+
+    /// An event stream opening on this node (`sse.rs`): as a join, under
+    /// the room's lock, the seq and history this node is at, from Redis; then
+    /// `connected` (`connected` given, with the room's seq, epoch and, with
+    /// `since`, `recovered`) and the replay are sent, and the stream joins the
+    /// room's shadow room, which the subscriber feeds from then on.
+    #[allow(clippy::too_many_arguments)]
+    pub fn open_stream(
+        &self,
+        shared: &Shared,
+        server: &ServerHandle,
+        conn: ConnId,
+        room: &str,
+        since: Option<u64>,
+        max_replay: usize,
+        max_bytes: usize,
+        connected: Value,
+    ) -> Result<(), ErrorReply> {
+        for _ in 0..3 {
+            self.ensure_subscribed(room)?;
+            let outcome = shared.rooms.with_room(room, true, |r| -> Result<bool, ErrorReply> {
+                if !self.subscribed.lock().contains(room) {
+                    return Ok(false);
+                }
+                let to = r.cluster_synced.then_some(r.seq);
+                let seen = r.cluster_synced.then_some((r.epoch.as_str(), r.seq));
+                let (epoch, seq, mut entries, _) =
+                    self.read(room, since.map(|s| s + 1), to, max_replay, None, seen, false)?;
+                adopt(server, room, r, epoch, seq, &mut entries);
+                server.join_stream(conn, &super::sse::shadow(room)).map_err(|_| internal())?;
+                r.sse_streams += 1;
+                let mut connected = connected.clone();
+                connected["seq"] = json!(r.seq);
+                connected["epoch"] = json!(r.epoch);
+                let mut frames = Vec::new();
+                if let Some(since) = since {
+                    let recovered;
+                    (frames, recovered) = self.replay(room, r, since, true, &entries, max_bytes);
+                    connected["recovered"] = Value::Bool(recovered);
+                }
+                let _ = server.send_frame(
+                    conn,
+                    wire::shared(super::sse::event(None, "connected", &connected.to_string())),
+                );
+                for frame in frames {
+                    if let Some(event) = super::sse::from_stored(&frame) {
+                        let _ = server.send_frame(conn, event);
+                    }
+                }
+                Ok(true)
+            });
+            match outcome {
+                Ok(Ok(true)) => return Ok(()),
+                Ok(Ok(false)) => continue, // unsubscribed meanwhile: subscribe again
+                Ok(Err(e)) => return Err(e),
+                Err(miss) => return Err(super::publish::missed(shared, miss)),
+            }
+        }
+        Err(unavailable())
     }
 
     /// After a local member left `room` (its local `presence:leave` is sent
@@ -628,11 +778,35 @@ impl Cluster {
         self.call(|c| redis::cmd("PUBLISH").arg(&channel).arg(&msg).query::<i64>(c)).map(drop)
     }
 
-    /// `presence:get` across nodes: `[{clientId, meta, user?}]` by clientId.
-    pub fn presence(&self, room: &str) -> Result<Vec<Value>, ErrorReply> {
+    /// `presence:get` across nodes: at most [`PRESENCE_MAX`] members
+    /// (`{clientId, meta, user?}` by clientId) and the room's count, read
+    /// by `HSCAN` pages (each a bounded amount of work for Redis, however big
+    /// the room) on one pooled connection.
+    pub fn presence(&self, room: &str) -> Result<Presence, ErrorReply> {
         let key = self.key("p", room);
-        let all: Vec<(String, String)> = self.call(|c| redis::cmd("HGETALL").arg(&key).query(c))?;
-        let mut members: Vec<Value> = all
+        let (count, found) = self.call(|c| {
+            let count: usize = redis::cmd("HLEN").arg(&key).query(c)?;
+            let mut found: Vec<(String, String)> = Vec::with_capacity(count.min(PRESENCE_MAX));
+            let mut cursor = 0u64;
+            // HSCAN's COUNT is a hint: a few pages may come short, so the
+            // pages are bounded too, not only the members.
+            for _ in 0..PRESENCE_PAGES {
+                let (next, page): (u64, Vec<(String, String)>) =
+                    redis::cmd("HSCAN").arg(&key).arg(cursor).arg("COUNT").arg(PRESENCE_MAX).query(c)?;
+                found.extend(page);
+                cursor = next;
+                if cursor == 0 || found.len() >= PRESENCE_MAX {
+                    break;
+                }
+            }
+            Ok((count, found))
+        })?;
+        let mut found = found;
+        // A scan may return a field twice (the hash was resized meanwhile).
+        found.sort_unstable_by(|a, b| a.0.cmp(&b.0));
+        found.dedup_by(|a, b| a.0 == b.0);
+        found.truncate(PRESENCE_MAX);
+        let members = found
             .into_iter()
             .map(|(client_id, user)| {
                 let mut m = json!({"clientId": client_id, "meta": {}});
@@ -642,8 +816,7 @@ impl Cluster {
                 m
             })
             .collect();
-        members.sort_by(|a, b| a["clientId"].as_str().cmp(&b["clientId"].as_str()));
-        Ok(members)
+        Ok(Presence { members, count })
     }
 
     /// The room's epoch and the messages its stream holds after `since`,
@@ -724,6 +897,27 @@ impl Cluster {
             m.refilled.load(Relaxed).to_string(),
         );
         out
+    }
+}
+
+/// Adopts what Redis says of a room (its `epoch` and `seq`) when this node
+/// does not follow it yet, or Redis moved it to a new epoch (its local
+/// members are told, and `entries` read up to a seq of the old epoch are
+/// dropped).
+fn adopt(
+    server: &ServerHandle,
+    room: &str,
+    r: &mut RoomState,
+    epoch: String,
+    seq: u64,
+    entries: &mut Entries,
+) {
+    if !r.cluster_synced || r.epoch != epoch {
+        if r.cluster_synced {
+            entries.clear();
+            subscriber::notify(server, room, r.seq, subscriber::NEW_EPOCH);
+        }
+        (r.epoch, r.seq, r.cluster_synced, r.cluster_last) = (epoch, seq, true, None);
     }
 }
 

@@ -1,6 +1,8 @@
 //! This node's heartbeat (and its reading of the bans Redis records: at
 //! start and after an outage): every [`HEARTBEAT`] it sets its key with a TTL of
-//! [`NODE_TTL`], which also tells whether Redis is up. Then:
+//! [`NODE_TTL`], which also tells whether Redis is up. It alone decides that
+//! Redis is down, and it beats on a connection of its own, so calls that are
+//! slow, or that wait for a pooled connection, fail only themselves. Then:
 //!
 //! - it puts back its own members Redis lost (it was taken for dead while
 //!   paused, or Redis lost writes), with a `presence:join` for each put back:
@@ -32,14 +34,16 @@ pub(super) fn run(weak: Weak<Shared>) {
     // reaping of their members got to.
     let mut silent: HashMap<String, Silent> = HashMap::new();
     let mut bans_read = false;
+    // The heartbeat's own connection, made again after it broke.
+    let mut own: Option<redis::Connection> = None;
     loop {
         {
             let Some(shared) = weak.upgrade() else { return };
             let Some(cluster) = shared.cluster.as_ref() else { return };
             let was_up = cluster.is_up();
-            let alive = beat(cluster, &mut silent);
-            // At start, and after an outage (bans made meanwhile reached no
-            // subscriber of this node): the bans recorded in Redis.
+            let alive = beat(cluster, &mut own, &mut silent);
+            // At start, and after an outage (bans and unbans made meanwhile
+            // reached no subscriber of this node): the bans recorded in Redis.
             if alive && (!bans_read || !was_up) {
                 bans_read = read_bans(&shared, cluster);
             }
@@ -48,13 +52,10 @@ pub(super) fn run(weak: Weak<Shared>) {
     }
 }
 
-/// Bans this node the users Redis records as banned; whether Redis answered.
+/// Makes this node's ban list what Redis records ([`Cluster::sync_bans`]);
+/// whether Redis answered.
 fn read_bans(shared: &Shared, c: &Cluster) -> bool {
-    let Ok(recorded) = c.recorded_bans() else { return false };
-    for (user, until_ms) in recorded {
-        crate::protocol::bans::ban_until(shared, &user, until_ms);
-    }
-    true
+    c.sync_bans(shared, None).is_ok()
 }
 
 /// A node found silent.
@@ -66,12 +67,13 @@ struct Silent {
     cursor: u64,
 }
 
-/// One heartbeat; whether Redis answered it.
-fn beat(c: &Cluster, silent: &mut HashMap<String, Silent>) -> bool {
+/// One heartbeat, on `own` (made first if there is none); whether Redis
+/// answered it.
+fn beat(c: &Cluster, own: &mut Option<redis::Connection>, silent: &mut HashMap<String, Silent>) -> bool {
     let node_key = format!("{}node:{}", c.prefix, c.node);
     let nodes = format!("{}nodes", c.prefix);
     let members_key = format!("{}nm:{}", c.prefix, c.node);
-    let alive = c.call_anyway(|conn| {
+    let alive = own_call(c, own, |conn| {
         redis::pipe()
             .cmd("SET")
             .arg(&node_key)
@@ -152,6 +154,25 @@ fn beat(c: &Cluster, silent: &mut HashMap<String, Silent>) -> bool {
         }
     }
     true
+}
+
+/// Runs `f` on the heartbeat's own connection, making it first if needed;
+/// a connection that failed is dropped (the next beat makes a new one).
+fn own_call<T>(
+    c: &Cluster,
+    own: &mut Option<redis::Connection>,
+    f: impl FnOnce(&mut redis::Connection) -> redis::RedisResult<T>,
+) -> redis::RedisResult<T> {
+    let conn = match own {
+        Some(conn) => conn,
+        None => own.insert(c.connect()?),
+    };
+    let result = f(conn);
+    if result.is_err() {
+        *own = None;
+        c.count_failure();
+    }
+    result
 }
 
 /// Writes back the members this node has that Redis lost (its entries were

@@ -19,10 +19,10 @@ use std::time::{Duration, Instant};
 use serde_json::json;
 
 use super::{fingerprint, frame_of, parse_entry, Cluster, Control, TIMEOUT};
-use crate::protocol::bans;
 use crate::protocol::envelope::frame;
 use crate::protocol::handler::Shared;
 use crate::protocol::room::RoomState;
+use crate::protocol::{bans, sse};
 use crate::server::{ServerHandle, WeakServerHandle};
 
 /// How long the subscriber waits for a message before it looks at its requests.
@@ -58,7 +58,7 @@ pub(super) fn run(weak: Weak<Shared>, server: WeakServerHandle) {
                         // the calls tell that): publishes go on, and what the
                         // channel skips now is read back from the streams.
                         log::warn!("redis: the subscriber connection failed: {e}");
-                        cluster.mark_failed(false);
+                        cluster.count_failure();
                     }
                 }
                 drop(shared);
@@ -100,14 +100,12 @@ fn session(
     let mut pubsub = conn.as_pubsub();
     pubsub.set_read_timeout(Some(TIMEOUT))?;
     pubsub.subscribe(c.control_channel())?;
-    // Bans published while this node had no subscription (it was starting,
-    // reconnecting, or its connection was silently cut) reached no one here:
-    // the ones Redis recorded hold from now on, on the users' connections too.
+    // Bans and unbans published while this node had no subscription (it was
+    // starting, reconnecting, or its connection was silently cut) reached no
+    // one here: what Redis records holds from now on, on the users'
+    // connections too.
     if let Some(server) = server.upgrade() {
-        for (user, until_ms) in c.recorded_bans()? {
-            bans::ban_until(shared, &user, until_ms);
-            bans::disconnect_user(shared, &server, &user, bans::BANNED_CLOSE_CODE, bans::BANNED_REASON);
-        }
+        c.sync_bans(shared, Some(&server))?;
     }
     let rooms: Vec<String> = c.subscribed.lock().iter().cloned().collect();
     for batch in rooms.chunks(BATCH) {
@@ -228,7 +226,7 @@ fn release_if_idle(shared: &Shared, c: &Cluster, room: &str) -> bool {
     let released = shared
         .rooms
         .with_room(room, true, |r| {
-            let idle = r.members.is_empty();
+            let idle = r.members.is_empty() && r.sse_streams == 0;
             if idle {
                 r.cluster_synced = false;
                 c.subscribed.lock().remove(room);
@@ -276,6 +274,7 @@ fn deliver(shared: &Shared, c: &Cluster, server: &ServerHandle, room: &str, payl
                 r.seq = seq;
                 r.cluster_last = Some((seq, fingerprint(body)));
                 r.published_bytes += frame.len() as u64;
+                sse::fan_out_frame(server, r, room, &frame);
                 let _ = server.broadcast_frame(room, frame, except);
             });
         }
@@ -332,6 +331,19 @@ fn kick(shared: &Shared, c: &Cluster, server: &ServerHandle, payload: &[u8]) {
 /// announced to the members. False when Redis could not be read (nothing
 /// changed).
 fn refill(c: &Cluster, server: &ServerHandle, room: &str, r: &mut RoomState, until: Option<u64>) -> bool {
+    refill_at(c, server, room, r, until, true)
+}
+
+/// [`refill`]; `again`: when the room turns out to be in a new epoch, deliver
+/// that epoch's messages from its first one (once).
+fn refill_at(
+    c: &Cluster,
+    server: &ServerHandle,
+    room: &str,
+    r: &mut RoomState,
+    until: Option<u64>,
+    again: bool,
+) -> bool {
     let to = until.map(|u| u - 1);
     let limit = c.history_count.max(1);
     // The last message delivered is read back too: Redis may hold another
@@ -359,7 +371,16 @@ fn refill(c: &Cluster, server: &ServerHandle, room: &str, r: &mut RoomState, unt
     }
     if epoch != r.epoch {
         notify(server, room, r.seq, NEW_EPOCH);
-        (r.epoch, r.seq, r.cluster_last) = (epoch, if until.is_some() { 0 } else { seq }, None);
+        (r.epoch, r.seq, r.cluster_last) = (epoch, 0, None);
+        // Messages another node published in the new epoch before this one
+        // read it were acked: deliver them (a delivery's refill stops short
+        // of its own message, which `deliver` then drops as of another epoch).
+        if until.is_none() && again && seq > 0 {
+            return refill_at(c, server, room, r, None, false);
+        }
+        if until.is_none() {
+            r.seq = seq;
+        }
         return true;
     }
     let target = to.unwrap_or(seq);
@@ -376,6 +397,7 @@ fn refill(c: &Cluster, server: &ServerHandle, room: &str, r: &mut RoomState, unt
         r.cluster_last = Some((seq, fingerprint(body)));
         r.published_bytes += frame.len() as u64;
         c.metrics.refilled.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        sse::fan_out_frame(server, r, room, &frame);
         let _ = server.broadcast_frame(room, frame, None);
     }
     if r.seq < target {

@@ -1,0 +1,71 @@
+//! An unban made through one node while another node's subscriber
+//! connection was silently cut (a NAT or load balancer forgot it) never
+//! reaches that subscriber on the `ctl` channel. Once it is connected again,
+//! the node must read the bans Redis records and lift the ones Redis no
+//! longer holds: the user may connect there again.
+
+mod cluster_common;
+use cluster_common::protocol_common::http;
+use cluster_common::*;
+
+use std::time::{Duration, Instant};
+
+use serde_json::json;
+
+const KEY: &str = "cluster-cut-unban-key";
+const SECRET: &str = "cluster-cut-unban-secret-of-some-length";
+
+fn connect_as(addr: std::net::SocketAddr, user: &str) -> Result<Client, String> {
+    use std::time::{SystemTime, UNIX_EPOCH};
+    let exp = SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_secs() + 300;
+    let token = jsonwebtoken::encode(
+        &jsonwebtoken::Header::default(),
+        &json!({"sub": user, "exp": exp}),
+        &jsonwebtoken::EncodingKey::from_secret(SECRET.as_bytes()),
+    )
+    .unwrap();
+    let stream = std::net::TcpStream::connect(addr).expect("connect");
+    stream.set_read_timeout(Some(WAIT)).expect("timeout");
+    let url = format!("ws://{addr}/ws?access_token={token}");
+    let (ws, _) = tungstenite::client::client(url, stream).map_err(|e| e.to_string())?;
+    let mut c = Client::from_parts(ws, None);
+    match c.frame() {
+        Frame::Json(v) if v["type"] == "connected" => Ok(c),
+        other => Err(format!("{other:?}")),
+    }
+}
+
+fn api(addr: std::net::SocketAddr, target: &str, body: &str) -> u16 {
+    let request = format!(
+        "POST {target} HTTP/1.1\r\nHost: x\r\nX-API-Key: {KEY}\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    );
+    http(addr, &request).0
+}
+
+#[test]
+fn an_unban_missed_by_a_cut_off_subscriber_is_applied_once_it_reconnects() {
+    let redis = Redis::start();
+    let proxy = Proxy::start(redis.port, Duration::ZERO);
+    let flags = ["--api-key", KEY, "--jwt-secret", SECRET];
+    let a = node(&redis, &flags);
+    let b = node_at(&proxy.url(), &flags);
+    let mut bystander = connect_as(b.addr, "alice").expect("alice connects");
+    ok(&mut bystander, "room:join", json!({"room": "r"}));
+    assert_eq!(api(a.addr, "/api/ban", r#"{"user":"mallory","seconds":600}"#), 200);
+    let deadline = Instant::now() + WAIT;
+    while connect_as(b.addr, "mallory").is_ok() {
+        assert!(Instant::now() < deadline, "the ban did not reach B");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+
+    proxy.cut_silently();
+    assert_eq!(api(a.addr, "/api/unban", r#"{"user":"mallory"}"#), 200);
+    // The subscriber notices the cut within about 2 s and connects again.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while connect_as(b.addr, "mallory").is_err() {
+        assert!(Instant::now() < deadline, "B still refuses mallory after its subscriber reconnected");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    assert!(connect_as(a.addr, "mallory").is_ok(), "A lifted it at once");
+}
