@@ -216,9 +216,8 @@ fn flag_cell(arg: &Arg) -> String {
 /// The flag table of `docs/configuration.md`: every flag `wshub --help` lists,
 /// with its config key, C setter, default and help text.
 pub fn reference(command: &Command) -> String {
-    let mut out = String::from(
-        "| Flag | Config key | C setter | Default | Meaning |\n|---|---|---|---|---|\n",
-    );
+    let mut out =
+        String::from("| Flag | Config key | C setter | Default | Meaning |\n|---|---|---|---|---|\n");
     for arg in command.get_arguments() {
         let id = arg.get_id().as_str();
         if arg.get_long().is_none() || arg.is_hide_set() || id == "help" || id == "version" {
@@ -228,7 +227,8 @@ pub fn reference(command: &Command) -> String {
         let setter = c_setter(id).map_or("—".to_string(), |s| format!("`{s}`"));
         let defaults: Vec<String> =
             arg.get_default_values().iter().map(|v| v.to_string_lossy().into_owned()).collect();
-        let default = if defaults.is_empty() { "—".to_string() } else { format!("`{}`", defaults.join(",")) };
+        let default =
+            if defaults.is_empty() { "—".to_string() } else { format!("`{}`", defaults.join(",")) };
         let help = arg.get_long_help().or(arg.get_help()).map(|h| h.to_string()).unwrap_or_default();
         let help = help.split_whitespace().collect::<Vec<_>>().join(" ").replace('|', "\\|");
         out.push_str(&format!("| {} | {key} | {setter} | {default} | {help} |\n", flag_cell(arg)));

@@ -109,12 +109,16 @@ fn every_flag_and_default_in_help_is_in_the_docs_table() {
 #[test]
 fn every_c_setter_in_the_table_is_in_the_header() {
     let doc = std::fs::read_to_string(docs_path()).expect("read docs/configuration.md");
-    let header = std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("include/wshub.h")).unwrap();
+    let header =
+        std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("include/wshub.h")).unwrap();
     let (_, table, _) = split(&doc);
     for row in table.lines().skip(2) {
         let setter = row.split(" | ").nth(2).unwrap_or_default().trim_matches('`');
         if setter != "—" {
-            assert!(header.contains(&format!(" {setter}(")), "{setter} (docs/configuration.md) is not in include/wshub.h");
+            assert!(
+                header.contains(&format!(" {setter}(")),
+                "{setter} (docs/configuration.md) is not in include/wshub.h"
+            );
         }
     }
 }

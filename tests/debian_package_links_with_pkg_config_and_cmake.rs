@@ -118,7 +118,8 @@ fn the_package_holds_the_binary_library_units_and_dev_files_that_pkg_config_and_
     let help = run(Command::new(usr.join("bin/wshub")).arg("--help"));
     assert!(help.contains("--bind"), "{help}");
     // The man page the unit's Documentation= names renders, with the flags.
-    let man = run(Command::new("man").arg("-l").arg(usr.join("share/man/man1/wshub.1.gz")).env("MANWIDTH", "100"));
+    let man =
+        run(Command::new("man").arg("-l").arg(usr.join("share/man/man1/wshub.1.gz")).env("MANWIDTH", "100"));
     assert!(man.contains("--bind") && man.contains("genconfig"), "{man}");
 
     // pkg-config, against the package's .pc (its prefix redefined to where it is).

@@ -41,7 +41,11 @@ fn every_corpus_input_passes_its_targets_entry_point() {
             let data = std::fs::read(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
             // A panic here names the input through the message below.
             let outcome = std::panic::catch_unwind(|| run(&data));
-            assert!(outcome.is_ok(), "{target}: {} panics (replay: bash fuzz/run.sh 1 {target})", path.display());
+            assert!(
+                outcome.is_ok(),
+                "{target}: {} panics (replay: bash fuzz/run.sh 1 {target})",
+                path.display()
+            );
             count += 1;
         }
         assert!(count > 0, "{target}: its corpus {} is empty", corpus.display());
