@@ -198,6 +198,15 @@ ulimit -Sn "$hard"
 
 # --- build and install --------------------------------------------------------------
 
+# Before the builds, so a missing module fails in a second.
+if [[ -z "${NO_CHECK:-}" ]] && ! python3 -c 'import websockets' 2>/dev/null; then
+    # Without it the figures of a server that breaks the protocol would be
+    # printed as if comparable: refuse rather than skip in silence.
+    echo "compare.sh: python3 cannot import websockets, which the protocol check needs:" >&2
+    echo "  pip install websockets (or bash .ci/setup), or NO_CHECK=1 to skip the check knowingly" >&2
+    exit 1
+fi
+
 if [[ -z "${NO_BUILD:-}" ]]; then
     if [[ " $SERVERS " == *" wshub "* ]]; then
         echo "== cargo build --release (wshub)" >&2
@@ -403,7 +412,7 @@ sys.exit(1 if failed else 0)
 PY
 }
 
-if [[ -z "${NO_CHECK:-}" ]] && python3 -c 'import websockets' 2>/dev/null; then
+if [[ -z "${NO_CHECK:-}" ]]; then
     for server in $SERVERS; do
         start_server "$server" check
         if ! python3 "$BENCHES/peers/check.py" "$URL" >"$WORK/check.out" 2>&1; then
@@ -414,8 +423,6 @@ if [[ -z "${NO_CHECK:-}" ]] && python3 -c 'import websockets' 2>/dev/null; then
         stop_server
         echo "== $server passes benches/peers/check.py" >&2
     done
-elif [[ -z "${NO_CHECK:-}" ]]; then
-    echo "(python websockets missing: skipping the protocol check; pip install websockets)" >&2
 fi
 
 FAILED=0

@@ -4,7 +4,7 @@
 # directory, not into the repository; a crash fails the run and leaves the
 # input in fuzz/artifacts/TARGET.
 #
-#   bash fuzz/run.sh            # every target, 30 s each (CI passes 15)
+#   bash fuzz/run.sh            # every target, 30 s each (CI: only with WSHUB_CI_FUZZ_SECONDS)
 #   bash fuzz/run.sh 600 http_request
 #
 # cargo-fuzz needs nightly-only compiler flags (-Zsanitizer); RUSTC_BOOTSTRAP=1

@@ -5,7 +5,7 @@
 #
 # Needs cargo-deb (`cargo install cargo-deb --locked`). Generates the files
 # the package holds that depend on the version or the build (pkg-config
-# file, CMake version file, `wshub --help` text, the stripped archive and
+# file, CMake version file, `wshub --help` text and man page, the stripped archive and
 # shared library with its links) into
 # target/packaging/,
 # then runs `cargo deb` with the assets listed in Cargo.toml
@@ -22,6 +22,9 @@ sed -e "s|@PREFIX@|/usr|" -e "s|@VERSION@|$version|" tools/wshub.pc.in > "$out/w
 sed -e "s|@VERSION@|$version|g" -e "s|@MAJOR@|$major|g" packaging/cmake/wshubConfigVersion.cmake.in \
     > "$out/wshubConfigVersion.cmake"
 target/release/wshub --help > "$out/wshub-help.txt"
+# The man page (wshub(1), named by the unit's Documentation=), generated from
+# the same CLI definition as --help.
+target/release/wshub man | gzip -9n > "$out/wshub.1.gz"
 # The release profile keeps line tables for backtraces (Cargo.toml); the
 # package does without: binaries stripped by cargo deb --strip, the .so and
 # the archive here (the archive of debug sections only: its symbols are

@@ -95,7 +95,7 @@ pub struct Config {
     /// connection with 1009. 0 turns the limit off.
     pub max_fragments: usize,
     /// Whether the server accepts `permessage-deflate` (RFC 7692) when a
-    /// client offers it. On by default: see "Compression" in the README for the measurement.
+    /// client offers it. On by default: see "Compression" in docs/design.md for the measurement.
     pub compression: bool,
     /// With [`Config::compression`]: messages to a client whose payload is
     /// shorter than this go uncompressed (RSV1 clear).
@@ -115,8 +115,8 @@ pub struct Config {
     pub writer_stack_size: usize,
     /// Initial capacity of a connection's read buffer, and the most one `read`
     /// takes (tungstenite's default is 128 KiB), at most 1 MiB. A small one
-    /// keeps an idle connection's footprint small (see the README's idle
-    /// figures); the buffer grows to hold a larger message.
+    /// keeps an idle connection's footprint small (docs/operations.md, "What a
+    /// connection costs"); the buffer grows to hold a larger message.
     pub read_buffer_size: usize,
     /// Most bytes the writer gathers into one `writev` batch.
     pub write_buffer_size: usize,

@@ -58,3 +58,8 @@ pub use types::{ConnId, HttpResponse, Message, RequestInfo, Upgrade};
 #[cfg(doctest)]
 #[doc = include_str!("../README.md")]
 struct ReadmeDoctests;
+
+/// The Rust API chapter's example (`docs/rust-api.md`), compiled and run by `cargo test`.
+#[cfg(doctest)]
+#[doc = include_str!("../docs/rust-api.md")]
+struct RustApiDoctests;

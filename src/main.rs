@@ -18,10 +18,14 @@ use clap::{ArgMatches, CommandFactory, FromArgMatches, Parser};
 use wshub::protocol::{ProtocolConfig, ProtocolHandler};
 use wshub::{Config, EchoHandler, PemSource, Server};
 
+mod cli_tools;
+
 /// A thread-per-connection WebSocket server with rooms.
 #[derive(Debug, Parser)]
-#[command(version, about)]
+#[command(version, about, args_conflicts_with_subcommands = true)]
 struct Cli {
+    #[command(subcommand)]
+    tool: Option<cli_tools::Tool>,
     /// Address to listen on (port 0 picks a free port; the real address is printed).
     #[arg(long, default_value = "127.0.0.1:9001")]
     bind: SocketAddr,
@@ -429,13 +433,22 @@ impl Cli {
 }
 
 fn main() -> ExitCode {
-    let cli = match Cli::load() {
+    let mut cli = match Cli::load() {
         Ok(cli) => cli,
         Err(e) => {
             eprintln!("wshub: {e}");
             return ExitCode::from(2);
         }
     };
+    if let Some(tool) = cli.tool.take() {
+        return match cli_tools::run(tool, Cli::command()) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("wshub: {e}");
+                ExitCode::FAILURE
+            }
+        };
+    }
     let _ = simplelog::TermLogger::init(
         cli.log_level,
         simplelog::Config::default(),

@@ -109,6 +109,7 @@ fn the_package_holds_the_binary_library_units_and_dev_files_that_pkg_config_and_
         "./usr/lib/cmake/wshub/wshubConfigVersion.cmake",
         "./etc/wshub/wshub.toml",
         "./usr/share/doc/wshub/wshub--help.txt",
+        "./usr/share/man/man1/wshub.1.gz",
         "wshub.service",
         "wshub.socket",
     ] {
@@ -116,6 +117,10 @@ fn the_package_holds_the_binary_library_units_and_dev_files_that_pkg_config_and_
     }
     let help = run(Command::new(usr.join("bin/wshub")).arg("--help"));
     assert!(help.contains("--bind"), "{help}");
+    // The man page the unit's Documentation= names renders, with the flags.
+    let man =
+        run(Command::new("man").arg("-l").arg(usr.join("share/man/man1/wshub.1.gz")).env("MANWIDTH", "100"));
+    assert!(man.contains("--bind") && man.contains("genconfig"), "{man}");
 
     // pkg-config, against the package's .pc (its prefix redefined to where it is).
     let app = work.join("app.c");

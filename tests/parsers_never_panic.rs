@@ -121,3 +121,23 @@ fn api_bodies_never_panic() {
 fn inbound_frames_never_panic() {
     hammer("inbound_frames", 20_000, wshub::fuzzing::inbound_frames);
 }
+
+/// The fuzz targets the tests above hammer, by `fuzz/fuzz_targets` file name.
+const HAMMERED: &[&str] =
+    &["api_body", "binary_frame", "config_file", "envelope", "http_request", "inbound_frames"];
+
+/// Every fuzz target's corpus is replayed here, so CI's test run catches a
+/// parser regression on a committed input without the fuzz build.
+#[test]
+fn every_fuzz_target_is_hammered_here() {
+    let dir = format!("{}/fuzz/fuzz_targets", env!("CARGO_MANIFEST_DIR"));
+    let mut targets: Vec<String> = fs::read_dir(&dir)
+        .unwrap_or_else(|e| panic!("{dir}: {e}"))
+        .map(|e| e.unwrap().file_name().to_string_lossy().trim_end_matches(".rs").to_owned())
+        .collect();
+    targets.sort();
+    assert_eq!(
+        targets, HAMMERED,
+        "a fuzz target without a test here (or one gone): add a hammer test and list it"
+    );
+}

@@ -8,7 +8,7 @@
 # without it the release build is made first (cargo build --release --lib).
 # Afterwards:
 #   cc app.c $(pkg-config --cflags --libs wshub)            # shared library
-#   cc app.c $(pkg-config --static --cflags --libs wshub)   # static (see README)
+#   cc app.c $(pkg-config --static --cflags --libs wshub)   # static (see docs/c-api.md)
 set -eu
 root=$(cd "$(dirname "$0")/.." && pwd)
 prefix=${1:-/usr/local}

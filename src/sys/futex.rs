@@ -39,7 +39,7 @@ pub(crate) fn futex_wake(word: &AtomicU32) {
 /// Every idle writer waits on a futex, so with thousands of connections each
 /// bucket holds hundreds of waiters and every futex wake in the process (a
 /// lock handed over, a channel send, a new thread's start) walks one of those
-/// lists (the README's performance section has the measurement). Asks for
+/// lists (benches/README.md's history has the measurement). Asks for
 /// about one bucket per thread (64 bytes each), never shrinks a larger table,
 /// and does
 /// nothing on kernels without `PR_FUTEX_HASH` (their global hash is sized by

@@ -164,7 +164,7 @@ fn spawn_inner(
 
 /// The stack to give a thread for `requested` bytes of its own: glibc puts
 /// the thread descriptor and the static TLS at the top of the stack it is
-/// given (README, "Deploying"), so what the thread may use is what is left. As in Rust's std, glibc's
+/// given (docs/operations.md, "Deploying"), so what the thread may use is what is left. As in Rust's std, glibc's
 /// `__pthread_get_minstack` says how much that is (it includes
 /// `PTHREAD_STACK_MIN`); it is added to the request, which is what
 /// `reader_stack_size` promises the code running on the thread. Rounded up to

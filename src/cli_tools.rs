@@ -1,0 +1,254 @@
+//! The `wshub` binary's helper subcommands (part of the binary, not the
+//! library): `genconfig` writes a config file with fresh secrets, `gentoken`
+//! signs a token with that file's secret, `man` prints the man page and
+//! `reference` the configuration reference's flag table, both generated from
+//! the same clap definition as `wshub --help`.
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use clap::{Arg, ArgAction, Command, Subcommand};
+
+/// Where `genconfig` writes and `gentoken` reads when `--config` is not given.
+const DEFAULT_CONFIG: &str = "wshub.toml";
+
+/// The helper subcommands; `wshub` without one runs the server.
+#[derive(Debug, Subcommand)]
+pub enum Tool {
+    /// Write a config file with a fresh JWT secret and API key (from the OS's
+    /// random source); refuses to overwrite an existing file.
+    Genconfig {
+        /// The file to write.
+        #[arg(long, value_name = "PATH", default_value = DEFAULT_CONFIG)]
+        config: PathBuf,
+    },
+    /// Print an HS256 token signed with the config file's `jwt_secret`.
+    Gentoken {
+        /// The user (the token's `sub`).
+        #[arg(long, value_name = "USER")]
+        sub: String,
+        /// Rooms the token may use (comma-separated or repeated; `chat:*` is a
+        /// prefix). None given: every room.
+        #[arg(long, value_name = "ROOMS", value_delimiter = ',')]
+        rooms: Vec<String>,
+        /// How long the token is valid: `90s`, `15m`, `1h`, `7d` (plain
+        /// number: seconds).
+        #[arg(long, value_name = "DURATION", default_value = "1h", value_parser = parse_ttl)]
+        ttl: Duration,
+        /// The config file holding `jwt_secret` (and `jwt_audience`/`jwt_issuer`,
+        /// copied into the token when set).
+        #[arg(long, value_name = "PATH", default_value = DEFAULT_CONFIG)]
+        config: PathBuf,
+    },
+    /// Print the man page (roff), generated from this command line's definition.
+    #[command(hide = true)]
+    Man,
+    /// Print the configuration reference's flag table (Markdown), generated
+    /// from this command line's definition.
+    #[command(hide = true)]
+    Reference,
+}
+
+/// Runs a subcommand; `command` is the whole CLI's definition (for `man` and
+/// `reference`). Errors are for stderr, prefixed by the caller.
+pub fn run(tool: Tool, command: Command) -> Result<(), String> {
+    match tool {
+        Tool::Genconfig { config } => genconfig(&config),
+        Tool::Gentoken { sub, rooms, ttl, config } => {
+            let token = gentoken(&config, &sub, &rooms, ttl)?;
+            println!("{token}");
+            Ok(())
+        }
+        Tool::Man => {
+            let mut out = Vec::new();
+            clap_mangen::Man::new(command).render(&mut out).map_err(|e| e.to_string())?;
+            std::io::stdout().write_all(&out).map_err(|e| e.to_string())
+        }
+        Tool::Reference => {
+            print!("{}", reference(&command));
+            Ok(())
+        }
+    }
+}
+
+/// `32` random bytes from the OS, as 64 hex digits.
+fn random_hex() -> Result<String, String> {
+    let mut bytes = [0u8; 32];
+    getrandom::getrandom(&mut bytes).map_err(|e| format!("the OS random source failed: {e}"))?;
+    Ok(bytes.iter().map(|b| format!("{b:02x}")).collect())
+}
+
+fn genconfig(path: &Path) -> Result<(), String> {
+    let text = format!(
+        "# wshub config, written by `wshub genconfig`. Every key is a flag's name\n\
+         # with `_` for `-` (`wshub --help`); flags given on the command line win.\n\
+         # Keep this file private: it holds the secrets below.\n\
+         \n\
+         bind = \"127.0.0.1:9001\"\n\
+         \n\
+         # Every upgrade needs a token signed with this (HS256); make one with\n\
+         # `wshub gentoken --config {path} --sub USER`.\n\
+         jwt_secret = \"{secret}\"\n\
+         \n\
+         # The backend HTTP API (/api/*): `Authorization: apikey <api_key>`.\n\
+         api_key = \"{key}\"\n\
+         \n\
+         # wss:// and https:// on the same port:\n\
+         # tls_cert = \"/etc/wshub/cert.pem\"\n\
+         # tls_key = \"/etc/wshub/key.pem\"\n",
+        path = path.display(),
+        secret = random_hex()?,
+        key = random_hex()?,
+    );
+    let mut options = std::fs::OpenOptions::new();
+    options.write(true).create_new(true);
+    #[cfg(unix)]
+    std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
+    let mut file = options.open(path).map_err(|e| match e.kind() {
+        std::io::ErrorKind::AlreadyExists => {
+            format!("{} exists; not overwriting it (remove it or pick another --config)", path.display())
+        }
+        _ => format!("cannot create {}: {e}", path.display()),
+    })?;
+    file.write_all(text.as_bytes()).map_err(|e| format!("cannot write {}: {e}", path.display()))?;
+    eprintln!("wshub: wrote {} (a fresh jwt_secret and api_key)", path.display());
+    Ok(())
+}
+
+/// The claims a `gentoken` token carries.
+#[derive(serde::Serialize)]
+struct Claims<'a> {
+    sub: &'a str,
+    iat: u64,
+    exp: u64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    rooms: Option<&'a [String]>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    aud: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    iss: Option<String>,
+}
+
+fn gentoken(path: &Path, sub: &str, rooms: &[String], ttl: Duration) -> Result<String, String> {
+    let file = wshub::ConfigFile::load(path)?;
+    let Some(secret) = file.jwt_secret else {
+        return Err(format!("{} has no jwt_secret (`wshub genconfig` writes one)", path.display()));
+    };
+    let now = SystemTime::now().duration_since(UNIX_EPOCH).map_err(|e| e.to_string())?.as_secs();
+    let claims = Claims {
+        sub,
+        iat: now,
+        exp: now.saturating_add(ttl.as_secs()),
+        rooms: (!rooms.is_empty()).then_some(rooms),
+        aud: file.jwt_audience,
+        iss: file.jwt_issuer,
+    };
+    jsonwebtoken::encode(
+        &jsonwebtoken::Header::new(jsonwebtoken::Algorithm::HS256),
+        &claims,
+        &jsonwebtoken::EncodingKey::from_secret(secret.as_bytes()),
+    )
+    .map_err(|e| format!("cannot sign the token: {e}"))
+}
+
+/// `90s`, `15m`, `1h`, `7d`, or a number of seconds.
+fn parse_ttl(s: &str) -> Result<Duration, String> {
+    let (number, unit) = match s.char_indices().find(|(_, c)| !c.is_ascii_digit()) {
+        Some((i, _)) => s.split_at(i),
+        None => (s, "s"),
+    };
+    let n: u64 = number.parse().map_err(|_| format!("{s:?}: expected a number then s, m, h or d"))?;
+    let secs = match unit {
+        "s" => Some(n),
+        "m" => n.checked_mul(60),
+        "h" => n.checked_mul(3600),
+        "d" => n.checked_mul(86_400),
+        _ => return Err(format!("{s:?}: the unit is s, m, h or d")),
+    };
+    match secs {
+        Some(secs) if secs > 0 => Ok(Duration::from_secs(secs)),
+        Some(_) => Err(format!("{s:?}: a token must live longer than 0 s")),
+        None => Err(format!("{s:?}: too long")),
+    }
+}
+
+/// Flags that have no config-file key (the file cannot name itself).
+const NO_CONFIG_KEY: &[&str] = &["config"];
+
+/// Flags whose C setter is not `wshub_config_set_<key>` (nor `_add_`, `_file`):
+/// `(flag id, C setter)`. A flag with no C counterpart is absent from the
+/// header, and its column says so.
+const C_SETTER_NAMES: &[(&str, &str)] =
+    &[("heartbeat_ms", "wshub_config_set_heartbeat_interval_ms"), ("no_sse", "wshub_config_set_sse")];
+
+/// The C header, to name each flag's C setter only when it exists.
+const HEADER: &str = include_str!("../include/wshub.h");
+
+/// The C function setting what flag `id` sets, when the header has one.
+fn c_setter(id: &str) -> Option<String> {
+    let declared = |name: &str| HEADER.contains(&format!(" {name}("));
+    if let Some((_, name)) = C_SETTER_NAMES.iter().find(|(flag, _)| *flag == id) {
+        return declared(name).then(|| name.to_string());
+    }
+    let names = [
+        format!("wshub_config_set_{id}"),
+        format!("wshub_config_add_{id}"),
+        format!("wshub_config_set_{id}_file"),
+        format!("wshub_config_set_{id}_pem"),
+    ];
+    names.into_iter().find(|name| declared(name))
+}
+
+/// The flag's name and value as `--help` writes them: `--bind <BIND>` (with
+/// `|` escaped, as a Markdown table cell needs).
+fn flag_cell(arg: &Arg) -> String {
+    let long = arg.get_long().unwrap_or_default();
+    let takes_value = matches!(arg.get_action(), ArgAction::Set | ArgAction::Append);
+    let cell = match arg.get_value_names() {
+        Some(names) if takes_value => format!("`--{long} <{}>`", names[0]),
+        _ if takes_value => format!("`--{long} <{}>`", arg.get_id().as_str().to_uppercase()),
+        _ => format!("`--{long}`"),
+    };
+    cell.replace('|', "\\|")
+}
+
+/// The flag table of `docs/configuration.md`: every flag `wshub --help` lists,
+/// with its config key, C setter, default and help text.
+pub fn reference(command: &Command) -> String {
+    let mut out =
+        String::from("| Flag | Config key | C setter | Default | Meaning |\n|---|---|---|---|---|\n");
+    for arg in command.get_arguments() {
+        let id = arg.get_id().as_str();
+        if arg.get_long().is_none() || arg.is_hide_set() || id == "help" || id == "version" {
+            continue;
+        }
+        let key = if NO_CONFIG_KEY.contains(&id) { "—".to_string() } else { format!("`{id}`") };
+        let setter = c_setter(id).map_or("—".to_string(), |s| format!("`{s}`"));
+        let defaults: Vec<String> =
+            arg.get_default_values().iter().map(|v| v.to_string_lossy().into_owned()).collect();
+        let default =
+            if defaults.is_empty() { "—".to_string() } else { format!("`{}`", defaults.join(",")) };
+        let help = arg.get_long_help().or(arg.get_help()).map(|h| h.to_string()).unwrap_or_default();
+        let help = help.split_whitespace().collect::<Vec<_>>().join(" ").replace('|', "\\|");
+        out.push_str(&format!("| {} | {key} | {setter} | {default} | {help} |\n", flag_cell(arg)));
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ttls_take_a_unit_or_seconds() {
+        assert_eq!(parse_ttl("90"), Ok(Duration::from_secs(90)));
+        assert_eq!(parse_ttl("15m"), Ok(Duration::from_secs(900)));
+        assert_eq!(parse_ttl("1h"), Ok(Duration::from_secs(3600)));
+        assert_eq!(parse_ttl("7d"), Ok(Duration::from_secs(7 * 86_400)));
+        assert!(parse_ttl("0").is_err());
+        assert!(parse_ttl("1w").is_err());
+        assert!(parse_ttl("h").is_err());
+        assert!(parse_ttl("99999999999999999999d").is_err());
+    }
+}
