@@ -112,6 +112,7 @@ pub fn run(common: &Common, mut opts: Opts, nofile: u64) -> Result<Report, Strin
     r.put("first_error", json!(opened.first_error));
     r.put("open_secs", json!((secs * 1000.0).round() / 1000.0));
     r.put("handshakes_per_s", json!(rate.round()));
+    r.put("server_cpu_us_per_handshake", json!(cpu.server_us_per(connected as u64)));
     r.put("listen_overflows", json!(overflows));
     r.put("before", before.json());
     r.put("held", held.json());

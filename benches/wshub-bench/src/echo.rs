@@ -156,6 +156,7 @@ pub fn run(common: &Common, mut opts: Opts, nofile: u64) -> Result<Report, Strin
     r.put("first_error", json!(t.first_error));
     r.put("elapsed_secs", json!((elapsed * 1000.0).round() / 1000.0));
     r.put("requests_per_s", json!(rps.round()));
+    r.put("server_cpu_us_per_trip", json!(cpu.server_us_per(t.completed + t.errors)));
     for (k, v) in hist.json_fields() {
         r.put(k, v);
     }

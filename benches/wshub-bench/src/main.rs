@@ -32,10 +32,13 @@ scenarios:
           and fds per connection (needs the server's pid)
   fanout  [--subscribers 1000] [--rooms 1] [--size 100] [--rate 0] [--secs 10]
           [--window 64] [--drain 5] [--also-url ws://HOST:PORT/ws]
+          [--payload bytes|chat] [--deflate true]
           subscribers join rooms bench-0..K-1, one publisher per room publishes
           (--rate msgs/s per room, 0 = flat out with --window publishes in
           flight); delivered msgs/s, loss, latency, publish→ack latency,
-          slow-consumer closes. --also-url: another node of the same cluster;
+          slow-consumer closes, wire bytes per delivered message.
+          --payload chat: data is chat-like JSON of about --size bytes;
+          --deflate true: offer permessage-deflate. --also-url: another node of the same cluster;
           connections alternate between the two (the publisher on --url)
   echo    [--clients 1] [--trips 1000]
           each client does sequential ping requests; RTT and requests/s
@@ -166,7 +169,8 @@ impl Report {
         self.put(
             "net",
             json!({"frames_in": s.frames_in, "frames_out": s.frames_out, "bytes_in": s.bytes_in,
-                   "bytes_out": s.bytes_out, "pings_answered": s.pings_answered}),
+                   "bytes_out": s.bytes_out, "pings_answered": s.pings_answered,
+                   "compressed_in": s.compressed_in, "compressed_wire_bytes_in": s.compressed_wire_bytes_in}),
         );
     }
 

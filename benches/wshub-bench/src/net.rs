@@ -7,6 +7,11 @@
 //! callback that receives [`Ev`]s per connection and may [`Net::send_text`] on
 //! any connection; sends are buffered per connection and flushed once per turn.
 //!
+//! With [`Net::offer_deflate`] the upgrade request offers permessage-deflate
+//! (RFC 7692) as browsers do; when the server accepts, its compressed messages
+//! (RSV1) are inflated here before the callback sees them, with or without
+//! context takeover as the server's answer says.
+//!
 //! Every connection can carry a deadline (handshake, a reply, the close
 //! handshake); when it passes the connection fails with a message naming what
 //! was awaited, so nothing waits forever.
@@ -16,6 +21,7 @@ use std::mem;
 use std::net::{SocketAddr, ToSocketAddrs};
 use std::time::{Duration, Instant};
 
+use flate2::{Decompress, FlushDecompress};
 use mio::net::TcpStream;
 use mio::{Events, Interest, Poll, Token};
 
@@ -117,6 +123,53 @@ struct Conn {
     deadline: Option<(Instant, &'static str)>,
     /// Which of the targets it connected to.
     target: usize,
+    /// permessage-deflate, when the server accepted it.
+    inflate: Option<Inflate>,
+    /// Whether the message being reassembled is compressed (RSV1 on its first frame).
+    frag_z: bool,
+}
+
+/// One connection's permessage-deflate receive side.
+struct Inflate {
+    z: Decompress,
+    /// The server answered `server_no_context_takeover`: each message is
+    /// inflated from a fresh window.
+    reset: bool,
+    out: Vec<u8>,
+}
+
+impl Inflate {
+    fn new(reset: bool) -> Inflate {
+        Inflate { z: Decompress::new(false), reset, out: Vec::new() }
+    }
+
+    /// Inflates one whole message (its payloads joined) into `self.out`.
+    fn message(&mut self, input: &[u8]) -> Result<(), String> {
+        self.out.clear();
+        for chunk in [input, &[0, 0, 0xff, 0xff][..]] {
+            let mut used = 0;
+            loop {
+                if self.out.capacity() - self.out.len() < 1024 {
+                    self.out.reserve(self.out.len().max(16 << 10));
+                }
+                let before = self.z.total_in();
+                self.z
+                    .decompress_vec(&chunk[used..], &mut self.out, FlushDecompress::Sync)
+                    .map_err(|e| format!("protocol: bad deflate data: {e}"))?;
+                used += (self.z.total_in() - before) as usize;
+                if self.out.len() > MAX_MESSAGE {
+                    return Err("protocol: compressed message inflates too large".into());
+                }
+                if used == chunk.len() && self.out.len() < self.out.capacity() {
+                    break;
+                }
+            }
+        }
+        if self.reset {
+            self.z.reset(false);
+        }
+        Ok(())
+    }
 }
 
 /// Counters over the whole run.
@@ -126,6 +179,13 @@ pub struct NetStats {
     pub frames_out: u64,
     pub bytes_in: u64,
     pub bytes_out: u64,
+    /// Messages that arrived compressed (RSV1), and their wire bytes
+    /// (frame headers and compressed payloads).
+    pub compressed_in: u64,
+    pub compressed_wire_bytes_in: u64,
+    /// Wire bytes (headers and payloads, as sent) of the last complete data
+    /// message handed to the callback: read it from within the callback.
+    pub last_message_wire_bytes: u64,
     pub pings_answered: u64,
 }
 
@@ -148,6 +208,8 @@ pub struct Net {
     close_timeout: Duration,
     last_scan: Instant,
     live: usize,
+    /// Offer permessage-deflate in the upgrade request.
+    deflate: bool,
     pub stats: NetStats,
 }
 
@@ -174,6 +236,7 @@ impl Net {
             close_timeout: Duration::from_secs(5),
             last_scan: Instant::now(),
             live: 0,
+            deflate: false,
             stats: NetStats::default(),
         })
     }
@@ -190,6 +253,12 @@ impl Net {
     /// Tokens of all live connections.
     pub fn live_tokens(&self) -> Vec<usize> {
         (0..self.conns.len()).filter(|&i| self.conns[i].is_some()).collect()
+    }
+
+    /// Offers permessage-deflate (`client_max_window_bits`, as browsers do)
+    /// on the connections opened from now on.
+    pub fn offer_deflate(&mut self) {
+        self.deflate = true;
     }
 
     /// Adds a server: connections then go round robin over all of them.
@@ -229,6 +298,8 @@ impl Net {
             close_sent: false,
             deadline: Some((Instant::now() + self.handshake_timeout, "the TCP connect and the 101 response")),
             target: which,
+            inflate: None,
+            frag_z: false,
         };
         if let Err(e) = self.poll.registry().register(conn.stream.tcp_mut(), Token(tok), Interest::READABLE | Interest::WRITABLE) {
             self.free.push(tok);
@@ -460,9 +531,14 @@ impl Net {
             let target = if c.target == 0 { &self.target } else { &self.also[c.target - 1] };
             let key = tungstenite::handshake::client::generate_key();
             c.accept = tungstenite::handshake::derive_accept_key(key.as_bytes());
+            let ext = if self.deflate {
+                "Sec-WebSocket-Extensions: permessage-deflate; client_max_window_bits\r\n"
+            } else {
+                ""
+            };
             let req = format!(
                 "GET {} HTTP/1.1\r\nHost: {}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
-                 Sec-WebSocket-Key: {key}\r\nSec-WebSocket-Version: 13\r\n\r\n",
+                 Sec-WebSocket-Key: {key}\r\nSec-WebSocket-Version: 13\r\n{ext}\r\n",
                 target.path, target.host
             );
             c.wbuf.extend_from_slice(req.as_bytes());
@@ -551,9 +627,12 @@ impl Net {
                     return (pos, true);
                 };
                 let head = &rest[..end + 4];
-                if let Err(msg) = check_101(head, &c.accept) {
-                    self.fail(tok, msg, f);
-                    return (pos, false);
+                match check_101(head, &c.accept, self.deflate) {
+                    Ok(deflate) => c.inflate = deflate.map(Inflate::new),
+                    Err(msg) => {
+                        self.fail(tok, msg, f);
+                        return (pos, false);
+                    }
                 }
                 c.st = St::Open;
                 c.accept = String::new();
@@ -568,7 +647,8 @@ impl Net {
             let (b0, b1) = (rest[0], rest[1]);
             let fin = b0 & 0x80 != 0;
             let op = b0 & 0x0f;
-            if b0 & 0x70 != 0 {
+            let rsv1 = b0 & 0x40 != 0;
+            if b0 & 0x30 != 0 || (rsv1 && (c.inflate.is_none() || !(op == 1 || op == 2))) {
                 self.fail(tok, format!("protocol: reserved bits set (0x{b0:02x})"), f);
                 return (pos, false);
             }
@@ -598,12 +678,16 @@ impl Net {
                         self.fail(tok, "protocol: new message inside a fragmented one".into(), f);
                         return (pos, false);
                     }
-                    if fin {
-                        f(self, tok, if op == 1 { Ev::Text(payload) } else { Ev::Binary(payload) });
+                            if fin {
+                        if !self.deliver(tok, op, rsv1, payload, (hl + len) as u64, f) {
+                            return (pos, false);
+                        }
                     } else {
                         c.frag_op = op;
+                        c.frag_z = rsv1;
                         c.frag.clear();
                         c.frag.extend_from_slice(payload);
+                        self.stats.last_message_wire_bytes = (hl + len) as u64;
                     }
                 }
                 0x0 => {
@@ -616,10 +700,15 @@ impl Net {
                         return (pos, false);
                     }
                     c.frag.extend_from_slice(payload);
+                    self.stats.last_message_wire_bytes += (hl + len) as u64;
                     if fin {
                         let msg = mem::take(&mut c.frag);
                         let op = mem::replace(&mut c.frag_op, 0);
-                        f(self, tok, if op == 1 { Ev::Text(&msg) } else { Ev::Binary(&msg) });
+                        let z = mem::replace(&mut c.frag_z, false);
+                        let wire = self.stats.last_message_wire_bytes;
+                        if !self.deliver(tok, op, z, &msg, wire, f) {
+                            return (pos, false);
+                        }
                         if let Some(Some(c)) = self.conns.get_mut(tok) {
                             let mut msg = msg;
                             msg.clear();
@@ -667,8 +756,35 @@ impl Net {
     }
 }
 
-/// Checks the upgrade response head (ending in the blank line).
-fn check_101(head: &[u8], accept: &str) -> Result<(), String> {
+impl Net {
+    /// Hands one complete data message to the callback, inflated first when
+    /// it came compressed; false when the connection failed.
+    fn deliver(&mut self, tok: usize, op: u8, compressed: bool, payload: &[u8], wire: u64, f: &mut Handler<'_>) -> bool {
+        self.stats.last_message_wire_bytes = wire;
+        if !compressed {
+            f(self, tok, if op == 1 { Ev::Text(payload) } else { Ev::Binary(payload) });
+            return true;
+        }
+        self.stats.compressed_in += 1;
+        self.stats.compressed_wire_bytes_in += wire;
+        let Some(Some(Conn { inflate: Some(z), .. })) = self.conns.get_mut(tok) else { return false };
+        if let Err(msg) = z.message(payload) {
+            self.fail(tok, msg, f);
+            return false;
+        }
+        let out = mem::take(&mut z.out);
+        f(self, tok, if op == 1 { Ev::Text(&out) } else { Ev::Binary(&out) });
+        if let Some(Some(Conn { inflate: Some(z), .. })) = self.conns.get_mut(tok) {
+            z.out = out;
+        }
+        true
+    }
+}
+
+/// Checks the upgrade response head (ending in the blank line). With
+/// `offered` (permessage-deflate was offered), returns what the server agreed:
+/// `Some(server_no_context_takeover)` when it accepted the extension.
+fn check_101(head: &[u8], accept: &str, offered: bool) -> Result<Option<bool>, String> {
     let mut headers = [httparse::EMPTY_HEADER; 32];
     let mut resp = httparse::Response::new(&mut headers);
     match resp.parse(head) {
@@ -698,7 +814,29 @@ fn check_101(head: &[u8], accept: &str) -> Result<(), String> {
             String::from_utf8_lossy(got)
         ));
     }
-    Ok(())
+    let mut agreed = None;
+    for h in resp.headers.iter().filter(|h| h.name.eq_ignore_ascii_case("sec-websocket-extensions")) {
+        let value = String::from_utf8_lossy(h.value);
+        for ext in value.split(',') {
+            let mut params = ext.split(';').map(str::trim);
+            if params.next() != Some("permessage-deflate") {
+                return Err(format!("handshake: extension {:?} was not offered", ext.trim()));
+            }
+            if !offered || agreed.is_some() {
+                return Err(format!("handshake: permessage-deflate in the answer but not offered once: {value:?}"));
+            }
+            let mut reset = false;
+            for p in params {
+                match p.split_once('=').map_or(p, |(k, _)| k).trim() {
+                    "server_no_context_takeover" => reset = true,
+                    "client_no_context_takeover" | "client_max_window_bits" | "server_max_window_bits" => {}
+                    other => return Err(format!("handshake: unknown permessage-deflate parameter {other:?}")),
+                }
+            }
+            agreed = Some(reset);
+        }
+    }
+    Ok(agreed)
 }
 
 /// XORs `data` with the masking key, 8 bytes at a time.
