@@ -92,7 +92,9 @@ pub fn run(common: &Common, mut opts: Opts, nofile: u64) -> Result<Report, Strin
     // The server's threads and fds should go back to the baseline.
     let settle_start = Instant::now();
     let mut after = ProcStats::read(pid)?;
-    while (after.threads > before.threads || after.fds > before.fds) && settle_start.elapsed() < Duration::from_secs(5) {
+    while (after.threads > before.threads || after.fds > before.fds)
+        && settle_start.elapsed() < Duration::from_secs(5)
+    {
         std::thread::sleep(Duration::from_millis(100));
         after = ProcStats::read(pid)?;
     }

@@ -100,7 +100,10 @@ impl Fan {
         let (room, k) = (pb.room, pb.sent);
         let tok = pb.tok;
         self.buf.clear();
-        let _ = write!(self.buf, r#"{{"type":"room:publish","id":"{k}","payload":{{"room":"bench-{room}","data":""#);
+        let _ = write!(
+            self.buf,
+            r#"{{"type":"room:publish","id":"{k}","payload":{{"room":"bench-{room}","data":""#
+        );
         if self.chat {
             self.buf.pop(); // the opening quote: chat data is an object
             let stamp = format!("{}:{p}:{k}:", now_ns());
@@ -173,13 +176,19 @@ impl Fan {
                 let sent = env.payload.data.as_deref().and_then(|d| d.split(':').next()?.parse::<u64>().ok());
                 let Some(sent) = sent else {
                     self.bad += 1;
-                    self.note(format!("room:message without a send stamp: {}", String::from_utf8_lossy(text)));
+                    self.note(format!(
+                        "room:message without a send stamp: {}",
+                        String::from_utf8_lossy(text)
+                    ));
                     return;
                 };
                 let room = self.subs[i].room;
                 if env.payload.room.as_deref() != Some(self.room_names[room].as_str()) {
                     self.bad += 1;
-                    self.note(format!("room:message for {:?} on a subscriber of bench-{room}", env.payload.room));
+                    self.note(format!(
+                        "room:message for {:?} on a subscriber of bench-{room}",
+                        env.payload.room
+                    ));
                     return;
                 }
                 let s = &mut self.subs[i];
@@ -410,9 +419,10 @@ pub fn run(common: &Common, mut opts: Opts, nofile: u64) -> Result<Report, Strin
         net.send_text(s.tok, proto::join(&room_name(s.room), "j").as_bytes());
         net.set_deadline(s.tok, Some((Instant::now() + common.timeout, "the room:join ack")));
     }
-    let joined = turn_until(&mut net, &mut fan, Instant::now() + common.timeout + Duration::from_secs(1), |f| {
-        f.subs.iter().all(|s| s.joined || !s.alive)
-    })?;
+    let joined =
+        turn_until(&mut net, &mut fan, Instant::now() + common.timeout + Duration::from_secs(1), |f| {
+            f.subs.iter().all(|s| s.joined || !s.alive)
+        })?;
     let subs_joined = fan.subs.iter().filter(|s| s.joined && s.alive).count();
     if !joined || subs_joined < subscribers {
         return Err(format!(
@@ -505,9 +515,10 @@ pub fn run(common: &Common, mut opts: Opts, nofile: u64) -> Result<Report, Strin
 
     // Drain: the remaining acks, and every live subscriber up to its room's last seq.
     let drain_start = Instant::now();
-    let drained = turn_until(&mut net, &mut fan, Instant::now() + Duration::from_secs_f64(drain_secs), |f| {
-        f.drained(rooms)
-    })?;
+    let drained =
+        turn_until(&mut net, &mut fan, Instant::now() + Duration::from_secs_f64(drain_secs), |f| {
+            f.drained(rooms)
+        })?;
     let drain_took = drain_start.elapsed().as_secs_f64();
 
     let finals = fan.room_final(rooms);
@@ -542,7 +553,11 @@ pub fn run(common: &Common, mut opts: Opts, nofile: u64) -> Result<Report, Strin
     eprintln!("  latency {}", fan.hist.summary());
     eprintln!("  publish→ack {}", fan.ack_hist.summary());
     eprintln!("  subscribers closed: {subs_closed}, server closes: {:?}", fan.closes);
-    eprintln!("  CPU (of one core): generator {:.1} %, server {}", cpu.gen_pct, crate::measure::pct(cpu.server_pct));
+    eprintln!(
+        "  CPU (of one core): generator {:.1} %, server {}",
+        cpu.gen_pct,
+        crate::measure::pct(cpu.server_pct)
+    );
 
     let mut r = Report::new("fanout", common);
     r.put("subscribers", json!(subscribers));
@@ -567,7 +582,13 @@ pub fn run(common: &Common, mut opts: Opts, nofile: u64) -> Result<Report, Strin
     r.put("delivered_per_s", json!(delivered_per_s.round()));
     r.put("lost", json!(lost));
     r.put("server_cpu_us_per_delivered", json!(cpu.server_us_per(fan.delivered_in_window)));
-    let per = |b: u64| if fan.delivered > 0 { json!((b as f64 / fan.delivered as f64 * 10.0).round() / 10.0) } else { json!(null) };
+    let per = |b: u64| {
+        if fan.delivered > 0 {
+            json!((b as f64 / fan.delivered as f64 * 10.0).round() / 10.0)
+        } else {
+            json!(null)
+        }
+    };
     r.put("wire_bytes_per_delivered", per(fan.wire_bytes));
     r.put("text_bytes_per_delivered", per(fan.text_bytes));
     r.put("lost_gaps", json!(gaps));

@@ -155,11 +155,8 @@ impl Report {
     }
 
     pub fn line(&self) -> String {
-        let body: Vec<String> = self
-            .fields
-            .iter()
-            .map(|(k, v)| format!("{}:{}", Value::String(k.clone()), v))
-            .collect();
+        let body: Vec<String> =
+            self.fields.iter().map(|(k, v)| format!("{}:{}", Value::String(k.clone()), v)).collect();
         format!("{{{}}}", body.join(","))
     }
 
@@ -231,7 +228,8 @@ pub fn open_all(
                 }
                 Err(e) => {
                     errors += 1;
-                    first_error.get_or_insert_with(|| format!("connection #{}: socket/connect: {e}", started + 1));
+                    first_error
+                        .get_or_insert_with(|| format!("connection #{}: socket/connect: {e}", started + 1));
                     stopped = true;
                 }
             }
@@ -249,7 +247,9 @@ pub fn open_all(
                         }
                         Ok(env) => {
                             errors += 1;
-                            first_error.get_or_insert_with(|| format!("first frame is {:?}, not `connected`", env.ty));
+                            first_error.get_or_insert_with(|| {
+                                format!("first frame is {:?}, not `connected`", env.ty)
+                            });
                         }
                         Err(e) => {
                             errors += 1;
@@ -265,7 +265,8 @@ pub fn open_all(
                     inflight -= 1;
                 }
                 errors += 1;
-                first_error.get_or_insert_with(|| format!("server closed a connection: code {code:?} {reason:?}"));
+                first_error
+                    .get_or_insert_with(|| format!("server closed a connection: code {code:?} {reason:?}"));
             }
             Ev::Failed(msg) => {
                 if pending.get(tok).copied().unwrap_or(false) {

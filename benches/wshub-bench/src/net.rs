@@ -267,7 +267,11 @@ impl Net {
     }
 
     fn target_of(&self, i: usize) -> &Target {
-        if i == 0 { &self.target } else { &self.also[i - 1] }
+        if i == 0 {
+            &self.target
+        } else {
+            &self.also[i - 1]
+        }
     }
 
     /// Starts a non-blocking connect; the connection's handshake deadline starts now.
@@ -301,7 +305,11 @@ impl Net {
             inflate: None,
             frag_z: false,
         };
-        if let Err(e) = self.poll.registry().register(conn.stream.tcp_mut(), Token(tok), Interest::READABLE | Interest::WRITABLE) {
+        if let Err(e) = self.poll.registry().register(
+            conn.stream.tcp_mut(),
+            Token(tok),
+            Interest::READABLE | Interest::WRITABLE,
+        ) {
             self.free.push(tok);
             return Err(e);
         }
@@ -678,7 +686,7 @@ impl Net {
                         self.fail(tok, "protocol: new message inside a fragmented one".into(), f);
                         return (pos, false);
                     }
-                            if fin {
+                    if fin {
                         if !self.deliver(tok, op, rsv1, payload, (hl + len) as u64, f) {
                             return (pos, false);
                         }
@@ -759,7 +767,15 @@ impl Net {
 impl Net {
     /// Hands one complete data message to the callback, inflated first when
     /// it came compressed; false when the connection failed.
-    fn deliver(&mut self, tok: usize, op: u8, compressed: bool, payload: &[u8], wire: u64, f: &mut Handler<'_>) -> bool {
+    fn deliver(
+        &mut self,
+        tok: usize,
+        op: u8,
+        compressed: bool,
+        payload: &[u8],
+        wire: u64,
+        f: &mut Handler<'_>,
+    ) -> bool {
         self.stats.last_message_wire_bytes = wire;
         if !compressed {
             f(self, tok, if op == 1 { Ev::Text(payload) } else { Ev::Binary(payload) });
@@ -823,14 +839,18 @@ fn check_101(head: &[u8], accept: &str, offered: bool) -> Result<Option<bool>, S
                 return Err(format!("handshake: extension {:?} was not offered", ext.trim()));
             }
             if !offered || agreed.is_some() {
-                return Err(format!("handshake: permessage-deflate in the answer but not offered once: {value:?}"));
+                return Err(format!(
+                    "handshake: permessage-deflate in the answer but not offered once: {value:?}"
+                ));
             }
             let mut reset = false;
             for p in params {
                 match p.split_once('=').map_or(p, |(k, _)| k).trim() {
                     "server_no_context_takeover" => reset = true,
                     "client_no_context_takeover" | "client_max_window_bits" | "server_max_window_bits" => {}
-                    other => return Err(format!("handshake: unknown permessage-deflate parameter {other:?}")),
+                    other => {
+                        return Err(format!("handshake: unknown permessage-deflate parameter {other:?}"))
+                    }
                 }
             }
             agreed = Some(reset);
@@ -962,6 +982,138 @@ mod tests {
 
     /// A server that accepts and never answers: the handshake deadline fails
     /// the connection instead of waiting forever.
+    /// A raw-deflate message as a permessage-deflate sender frames it: sync
+    /// flushed, the trailing 00 00 ff ff taken off.
+    fn deflated(z: &mut flate2::Compress, text: &[u8]) -> Vec<u8> {
+        let mut out = Vec::with_capacity(text.len() + 64);
+        z.compress_vec(text, &mut out, flate2::FlushCompress::Sync).unwrap();
+        assert!(out.ends_with(&[0, 0, 0xff, 0xff]));
+        out.truncate(out.len() - 4);
+        out
+    }
+
+    /// One server on loopback that answers the upgrade with `ext` and sends
+    /// `frames`; returns the upgrade request it got.
+    fn deflate_server(ext: &'static str, frames: Vec<u8>) -> (SocketAddr, std::thread::JoinHandle<String>) {
+        use std::io::{Read as _, Write as _};
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = listener.local_addr().unwrap();
+        let server = std::thread::spawn(move || {
+            let (mut s, _) = listener.accept().unwrap();
+            s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+            let mut req = Vec::new();
+            let mut b = [0u8; 1];
+            while !req.ends_with(b"\r\n\r\n") {
+                s.read_exact(&mut b).unwrap();
+                req.push(b[0]);
+            }
+            let req = String::from_utf8(req).unwrap();
+            let key = req.lines().find_map(|l| l.strip_prefix("Sec-WebSocket-Key: ")).unwrap();
+            let accept = tungstenite::handshake::derive_accept_key(key.trim().as_bytes());
+            let mut out = format!(
+                "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
+                 Sec-WebSocket-Accept: {accept}\r\nSec-WebSocket-Extensions: {ext}\r\n\r\n"
+            )
+            .into_bytes();
+            out.extend_from_slice(&frames);
+            out.extend_from_slice(&[0x88, 2, 0x03, 0xE8]);
+            s.write_all(&out).unwrap();
+            // Wait for the client's close answer before dropping the socket.
+            let mut h = [0u8; 8];
+            let _ = s.read(&mut h);
+            req
+        });
+        (addr, server)
+    }
+
+    fn texts(addr: SocketAddr) -> (Vec<String>, NetStats) {
+        let mut net =
+            Net::new(Target::parse(&format!("ws://{addr}/ws")).unwrap(), Duration::from_secs(5)).unwrap();
+        net.offer_deflate();
+        net.open().unwrap();
+        let mut seen = Vec::new();
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while net.live() > 0 && Instant::now() < deadline {
+            net.turn(Duration::from_millis(20), &mut |net, _, ev| match ev {
+                Ev::Text(t) => {
+                    seen.push(format!("{} {}", String::from_utf8_lossy(t), net.stats.last_message_wire_bytes))
+                }
+                Ev::Failed(m) => seen.push(format!("failed {m}")),
+                _ => {}
+            })
+            .unwrap();
+        }
+        (seen, net.stats)
+    }
+
+    #[test]
+    fn inflates_compressed_messages_whole_and_fragmented() {
+        let text = br#"{"type":"room:message","payload":{"data":"hello hello hello hello hello"}}"#;
+        let mut z = flate2::Compress::new(flate2::Compression::default(), false);
+        let c = deflated(&mut z, text);
+        z.reset();
+        let mut frames = vec![0xC1, c.len() as u8];
+        frames.extend_from_slice(&c);
+        // The same compressed message in two fragments: RSV1 on the first only.
+        let (a, b) = c.split_at(c.len() / 2);
+        frames.extend_from_slice(&[0x41, a.len() as u8]);
+        frames.extend_from_slice(a);
+        frames.extend_from_slice(&[0x80, b.len() as u8]);
+        frames.extend_from_slice(b);
+        // And a plain one between compressed ones.
+        frames.extend_from_slice(&[0x81, 5]);
+        frames.extend_from_slice(b"plain");
+        let (addr, server) = deflate_server(
+            "permessage-deflate; server_no_context_takeover; client_no_context_takeover",
+            frames,
+        );
+        let (seen, stats) = texts(addr);
+        let want = String::from_utf8_lossy(text);
+        assert_eq!(
+            seen,
+            [format!("{want} {}", c.len() + 2), format!("{want} {}", c.len() + 4), "plain 7".to_string()]
+        );
+        assert_eq!((stats.compressed_in, stats.compressed_wire_bytes_in), (2, 2 * c.len() as u64 + 6));
+        let req = server.join().unwrap();
+        assert!(
+            req.contains("Sec-WebSocket-Extensions: permessage-deflate; client_max_window_bits\r\n"),
+            "{req}"
+        );
+    }
+
+    #[test]
+    fn inflates_with_context_takeover_when_the_server_keeps_its_window() {
+        let text = b"the same words again and again: the same words again and again";
+        let mut z = flate2::Compress::new(flate2::Compression::default(), false);
+        let (c1, c2) = (deflated(&mut z, text), deflated(&mut z, text));
+        assert!(c2.len() < c1.len(), "the second refers back to the first");
+        let mut frames = vec![0xC1, c1.len() as u8];
+        frames.extend_from_slice(&c1);
+        frames.extend_from_slice(&[0xC1, c2.len() as u8]);
+        frames.extend_from_slice(&c2);
+        let (addr, server) = deflate_server("permessage-deflate", frames);
+        let (seen, _) = texts(addr);
+        let want = String::from_utf8_lossy(text);
+        assert_eq!(seen, [format!("{want} {}", c1.len() + 2), format!("{want} {}", c2.len() + 2)]);
+        server.join().unwrap();
+    }
+
+    #[test]
+    fn refuses_bad_deflate_data_and_an_extension_not_offered() {
+        let (addr, server) = deflate_server("permessage-deflate", vec![0xC1, 3, 0xff, 0xff, 0xff]);
+        let (seen, _) = texts(addr);
+        assert_eq!(seen.len(), 1);
+        assert!(seen[0].starts_with("failed protocol: bad deflate data"), "{seen:?}");
+        server.join().unwrap();
+        assert!(check_101(
+            b"HTTP/1.1 101 OK\r\nSec-WebSocket-Accept: k\r\nSec-WebSocket-Extensions: permessage-deflate\r\n\r\n",
+            "k",
+            false
+        )
+        .unwrap_err()
+        .contains("not offered"));
+    }
+
     #[test]
     fn handshake_deadline() {
         let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();

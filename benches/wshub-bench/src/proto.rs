@@ -168,8 +168,10 @@ mod tests {
 
     #[test]
     fn reads_acks_errors_and_others() {
-        let e = parse(br#"{"type":"ack","id":"j","ts":1,"payload":{"room":"a","seq":0,"members":3,"epoch":"x"}}"#)
-            .unwrap();
+        let e = parse(
+            br#"{"type":"ack","id":"j","ts":1,"payload":{"room":"a","seq":0,"members":3,"epoch":"x"}}"#,
+        )
+        .unwrap();
         assert_eq!((e.ty.as_ref(), e.id.as_deref(), e.payload.seq), ("ack", Some("j"), Some(0)));
         let e = parse(br#"{"type":"error","id":"5","ts":1,"payload":{"code":"rate_limited","message":"slow \"down\""}}"#)
             .unwrap();
