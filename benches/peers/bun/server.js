@@ -55,6 +55,8 @@ function parseArgs(argv) {
 const rooms = new Map(); // room name -> { seq, members: number }
 const open = new Set(); // every open ws, for the close 1001 at stop
 let nextClientId = 1;
+// --deflate: publishes go compressed to the connections that agreed to it.
+let compress = false;
 
 function frame(type, id, payload) {
   const out = { type };
@@ -139,8 +141,9 @@ function handle(server, ws, type, payload) {
       const room = rooms.get(name);
       const seq = ++room.seq;
       const str = frame('room:message', undefined, { room: name, seq, from: client.id, data: payload.data });
-      if (echo) server.publish(name, str);
-      else ws.publish(name, str);
+      // The last argument asks for compression; Bun sends uncompressed without it.
+      if (echo) server.publish(name, str, compress);
+      else ws.publish(name, str, compress);
       return { room: name, seq };
     }
 
@@ -194,6 +197,7 @@ function onMessage(server, ws, data) {
 
 function main() {
   const { port, tlsCert, tlsKey, deflate } = parseArgs(process.argv.slice(2));
+  compress = deflate;
   const server = Bun.serve({
     hostname: '127.0.0.1',
     port,
