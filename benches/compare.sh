@@ -27,8 +27,10 @@
 #   SECS         seconds each fanout case publishes for [10]
 #   ECHO_TRIPS_1 / ECHO_TRIPS_50   trips per client in echo-1 / echo-50 [20000 / 2000]
 #   GEN_NICE     nice(1) adjustment for the generator, e.g. -5 [0: none]
-#   WSHUB        the wshub binary [target/release/wshub]; with NO_BUILD=1, e.g.
-#                to measure an older build against a newer one
+#   WSHUB        the wshub binary [target/release/wshub]
+#   WSHUB_BASE   another wshub binary (an older build), run as the server
+#                `wshub-base` (add it to SERVERS) with wshub's flags: a
+#                before/after in one run, under the same load
 #   WSHUB_BENCH  generator binary [benches/wshub-bench/target/release/wshub-bench]
 #   NO_BUILD=1   skip the cargo builds (use the binaries as they are)
 #   NO_CHECK=1   skip the protocol check (benches/peers/check.py) of each server;
@@ -78,7 +80,7 @@ CASES = {
              ("p50 µs", ["p50_us"], "lower"), ("p99 µs", ["p99_us"], "lower")],
 }
 ORDER = ["conns", "fanout", "fanout-rate", "fanout-json", "fanout-json-deflate", "echo-1", "echo-50"]
-SERVER_ORDER = ["wshub", "bun", "node"]
+SERVER_ORDER = ["wshub", "wshub-base", "bun", "node"]
 
 def kind(case):
     return "conns" if case.startswith("conns") else "fanout" if case.startswith("fanout") else "echo"
@@ -227,7 +229,10 @@ for c in $CASES; do
     esac
 done
 for s in $SERVERS; do
-    case "$s" in wshub | bun | node) ;; *) echo "unknown server '$s' (wshub bun node)" >&2; exit 2 ;; esac
+    case "$s" in wshub | bun | node) ;;
+        wshub-base) [[ -x "${WSHUB_BASE:-}" ]] || { echo "server wshub-base needs WSHUB_BASE=<binary>" >&2; exit 2; } ;;
+        *) echo "unknown server '$s' (wshub bun node wshub-base)" >&2; exit 2 ;;
+    esac
 done
 if [[ "${TLS:-0}" == 1 ]]; then
     with_tls=""
@@ -321,14 +326,15 @@ start_server() { # server, case -> sets SERVER_PID and URL
     : >"$out"
     : >"$err"
     case "$server" in
-        wshub)
-            local extra=()
+        wshub | wshub-base)
+            local extra=() bin="$WSHUB"
+            [[ "$server" == wshub-base ]] && bin="$WSHUB_BASE"
             [[ "$case" == conns* ]] && extra=(--max-connections "$((CONNS + 100))")
             [[ "${case%-wss}" == fanout-json ]] && extra=(--compression off)
             [[ "${case%-wss}" == fanout-json-deflate ]] && extra=(--compression on)
             # Every load comes from one address, 256 handshakes in flight: past
             # the default bound per address (16), so it is raised like the rate limits.
-            "$WSHUB" --bind 127.0.0.1:0 --rate-limit 0 --frame-rate-limit 0 --max-handshakes-per-ip 1024 \
+            "$bin" --bind 127.0.0.1:0 --rate-limit 0 --frame-rate-limit 0 --max-handshakes-per-ip 1024 \
                 --log-level warn "${extra[@]}" "${tls[@]}" >"$out" 2>"$err" &
             ;;
         node)
