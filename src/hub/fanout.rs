@@ -23,11 +23,30 @@ pub(super) const SPLIT_AT: usize = 128;
 #[derive(Default)]
 pub(super) struct Cork {
     members: Vec<(Arc<ConnShared>, Vec<SharedFrame>)>,
+    /// Where each member is in `members`, from the round's second command on.
     index: HashMap<ConnId, usize>,
+    /// Commands gathered this round, counting the one being gathered.
+    commands: usize,
 }
 
 impl Cork {
+    /// Starts gathering the next command's frames. One command names each
+    /// member once (a room's members are a set), so the first command of a
+    /// round, often the only one, adds its members without looking them up;
+    /// from the second on a member may already have frames, and the index is
+    /// built.
+    pub(super) fn next_command(&mut self) {
+        self.commands += 1;
+        if self.commands == 2 {
+            self.index.extend(self.members.iter().enumerate().map(|(i, (c, _))| (c.id, i)));
+        }
+    }
+
     pub(super) fn add(&mut self, conn: &Arc<ConnShared>, frame: SharedFrame) {
+        if self.commands <= 1 {
+            self.members.push((conn.clone(), vec![frame]));
+            return;
+        }
         match self.index.entry(conn.id) {
             Entry::Occupied(at) => self.members[*at.get()].1.push(frame),
             Entry::Vacant(at) => {
@@ -44,6 +63,7 @@ impl Cork {
     /// The round's members and their frames; the cork is empty after.
     pub(super) fn take(&mut self) -> Vec<(Arc<ConnShared>, Vec<SharedFrame>)> {
         self.index.clear();
+        self.commands = 0;
         std::mem::take(&mut self.members)
     }
 }
@@ -118,4 +138,33 @@ fn queue(conn: &ConnShared, frame: SharedFrame, limits: QueueLimits, stats: &Sta
     Stats::add(counter, 1);
     conn.close_slow_consumer();
     false
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::connection::test_support::loopback_conn;
+
+    #[test]
+    fn a_cork_keeps_one_entry_per_member_and_its_frames_in_command_order() {
+        let conns: Vec<_> = (1..=3).map(|id| loopback_conn(id).0).collect();
+        let frame = |b: u8| crate::frame::shared(crate::frame::encode(crate::frame::OP_TEXT, &[b]));
+        let mut cork = Cork::default();
+        // A send to member 2 first, then two broadcasts to all three.
+        cork.next_command();
+        cork.add(&conns[1], frame(0));
+        for b in 1..=2 {
+            cork.next_command();
+            conns.iter().for_each(|c| cork.add(c, frame(b)));
+        }
+        let round = cork.take();
+        let got: Vec<(ConnId, Vec<u8>)> =
+            round.iter().map(|(c, frames)| (c.id, frames.iter().map(|f| f[2]).collect())).collect();
+        assert_eq!(got, [(2, vec![0, 1, 2]), (1, vec![1, 2]), (3, vec![1, 2])]);
+        // Empty again; the next round starts without an index.
+        assert!(cork.is_empty());
+        cork.next_command();
+        cork.add(&conns[0], frame(9));
+        assert_eq!(cork.take().len(), 1);
+    }
 }

@@ -160,11 +160,13 @@ impl Hub {
         match cmd {
             Cmd::Send(id, frame) => {
                 if let Some(conn) = self.conns.get(&id) {
+                    self.cork.next_command();
                     self.cork.add(conn, frame);
                 }
                 return true;
             }
             Cmd::Broadcast { room, frame, except } => {
+                self.cork.next_command();
                 for &id in self.rooms.members(&room) {
                     if Some(id) != except {
                         if let Some(conn) = self.conns.get(&id) {
