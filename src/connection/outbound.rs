@@ -7,9 +7,10 @@
 //! Who writes to a socket, all through this file:
 //! - the connection's **writer thread** (`writer.rs`): queued frames in
 //!   batches, heartbeat pings, the close frame ([`ConnShared::write_locked`]);
-//! - the **hub thread** and its **fan-out helper** (`hub/fanout.rs`): a
-//!   frame for a member with nothing queued goes straight to its socket
-//!   ([`ConnShared::try_send_direct`]) while the hub keeps up;
+//! - the **hub thread** and its **fan-out helper** (`hub/fanout.rs`): the
+//!   frames a member gets in one round of the hub go straight to its socket
+//!   in one `writev` when it has nothing queued
+//!   ([`ConnShared::try_send_direct_many`]);
 //! - **any thread calling `ServerHandle::send`** (a callback on a reader
 //!   thread, an application thread): the same direct send, when every
 //!   earlier hub command of that thread has taken effect (`hub/order.rs`).
@@ -282,6 +283,54 @@ impl ConnShared {
             count_compressed(frame, stats);
         }
         sent
+    }
+
+    /// [`ConnShared::try_send_direct`] for the frames one round of the hub
+    /// has for this connection, in one non-blocking `writev`. Returns how
+    /// many of `frames`, from the first, are taken care of: sent, the last of
+    /// them possibly only in part with its rest handed to the writer as the
+    /// [`Tail`]. The caller queues the others, in order, behind them.
+    pub(crate) fn try_send_direct_many(&self, frames: &[SharedFrame], stats: &Stats) -> usize {
+        if frames.len() == 1 {
+            return usize::from(self.try_send_direct(&frames[0], stats));
+        }
+        let out = &self.out;
+        if frames.is_empty() || self.has_queued() {
+            return 0;
+        }
+        let Some(mut st) = out.write.try_lock() else { return 0 };
+        if st.tail.is_some() || st.tls_tail || self.has_queued() || out.closing.load(Acquire) {
+            return 0;
+        }
+        if st.tls.is_some() {
+            // Through the session one frame at a time, each under the lock.
+            drop(st);
+            return frames.iter().take_while(|f| self.try_send_direct(f, stats)).count();
+        }
+        let wire: Vec<SharedFrame> = frames.iter().map(|f| self.wire_form(f)).collect();
+        let slices: Vec<IoSlice<'_>> = wire.iter().map(|f| IoSlice::new(f)).collect();
+        // Full socket buffer, or an error the writer will meet and report.
+        let Ok(n) = sock::send_vectored_dont_wait(&self.stream, &slices) else { return 0 };
+        Stats::add(&stats.bytes_out, n as u64);
+        let (mut left, mut taken) = (n, 0);
+        for frame in &wire {
+            if left == 0 {
+                break;
+            }
+            taken += 1;
+            count_compressed(frame, stats);
+            if left < frame.len() {
+                st.tail = Some(Tail { frame: frame.clone(), written: left });
+                out.depth.fetch_add(1, AcqRel);
+                out.bytes.fetch_add(frame.len() - left, AcqRel);
+                self.enqueue(Out::Tail(frame.len() - left));
+                break;
+            }
+            left -= frame.len();
+            Stats::add(&stats.messages_out, 1);
+            Stats::add(&stats.direct_sends, 1);
+        }
+        taken
     }
 
     /// The form of `frame` this connection gets: the shared compressed one

@@ -294,6 +294,69 @@ mod tests {
     }
 
     #[test]
+    fn a_corked_round_the_socket_takes_in_part_leaves_its_rest_then_the_queue_in_order() {
+        let (conn, mut peer) = loopback_conn(1);
+        let stats = Arc::new(Stats::default());
+        // A round of frames far larger than loopback's socket buffers, the
+        // peer not reading yet: one writev takes the first ones and part of one.
+        let round: Vec<crate::frame::SharedFrame> =
+            (0..64u8).map(|i| frame::shared(frame::encode(frame::OP_BINARY, &vec![i; 1 << 20]))).collect();
+        let sent = conn.try_send_direct_many(&round, &stats);
+        assert!(sent > 0 && sent < round.len(), "{sent} of {}", round.len());
+        assert_eq!(conn.queue_depth(), 1, "the rest of the frame cut short holds the queue");
+        for f in &round[sent..] {
+            conn.push_frame(f.clone(), LIMITS, &stats).unwrap();
+        }
+        // Neither a later round nor a direct send may overtake what is queued.
+        let after: crate::frame::SharedFrame = frame::shared(frame::encode(frame::OP_TEXT, b"after"));
+        assert_eq!(conn.try_send_direct_many(&[after.clone(), after.clone()], &stats), 0);
+        assert!(!conn.try_send_direct(&after, &stats));
+        conn.push_frame(after.clone(), LIMITS, &stats).unwrap();
+        conn.push_close(1000, "done");
+        conn.push_reader_done();
+
+        let rx = conn.take_receiver().unwrap();
+        let writer = {
+            let (conn, stats) = (conn.clone(), stats.clone());
+            std::thread::spawn(move || run(conn, rx, Config::default(), stats))
+        };
+        let mut got = Vec::new();
+        peer.read_to_end(&mut got).unwrap();
+        writer.join().unwrap();
+        let mut expected: Vec<u8> = round.iter().flat_map(|f| f.iter().copied()).collect();
+        expected.extend_from_slice(&after);
+        expected.extend_from_slice(&frame::encode_close(1000, "done"));
+        assert_eq!(got.len(), expected.len());
+        assert!(got == expected, "the bytes arrive whole and in order");
+        assert_eq!(stats.messages_out.load(Relaxed), 65);
+        assert_eq!(conn.queue_depth(), 0);
+    }
+
+    #[test]
+    fn a_corked_round_never_overtakes_a_queued_pong() {
+        let (conn, mut peer) = loopback_conn(1);
+        let stats = Arc::new(Stats::default());
+        let pong = frame::encode(0xA, b"p");
+        conn.push_control(pong.clone());
+        let round: Vec<crate::frame::SharedFrame> =
+            (0..3u8).map(|i| frame::shared(frame::encode(frame::OP_TEXT, &[b'a' + i]))).collect();
+        assert_eq!(conn.try_send_direct_many(&round, &stats), 0, "the pong is still queued");
+        for f in &round {
+            conn.push_frame(f.clone(), LIMITS, &stats).unwrap();
+        }
+        conn.push_close(1000, "");
+        conn.push_reader_done();
+        let rx = conn.take_receiver().unwrap();
+        run(conn.clone(), rx, Config::default(), stats.clone());
+        let mut got = Vec::new();
+        peer.read_to_end(&mut got).unwrap();
+        let mut expected = pong;
+        round.iter().for_each(|f| expected.extend_from_slice(f));
+        expected.extend_from_slice(&frame::encode_close(1000, ""));
+        assert_eq!(got, expected);
+    }
+
+    #[test]
     fn a_direct_send_never_overtakes_a_queued_pong() {
         // Autobahn 5.6: fragment, ping, fragment; the pong (queued by the
         // reader) must reach the peer before the echo of the whole message.

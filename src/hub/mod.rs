@@ -7,12 +7,14 @@
 //! connection a slow consumer (closed with 1013); it runs no application code,
 //! so any thread, including a callback, may wait on its replies.
 //!
-//! While it keeps up (at most [`KEEPING_UP_BACKLOG`] commands waiting), the hub sends
-//! each frame straight to a member's socket when that member has nothing queued
-//! (one non-blocking `send`, no thread woken); once commands pile up it stops
-//! doing syscalls and only queues, so the writers batch many frames per
-//! `writev`. A broadcast to a large room looks again every [`CHECK_EVERY`]
-//! members, so it switches mid-room when publishes arrive faster than it sends.
+//! The hub works in rounds, corked: it takes the command that woke it and
+//! whatever else is already waiting (up to [`ROUND_COMMANDS`]), gathers every
+//! frame the sends and broadcasts among them have for each member, then hands
+//! each member its frames at once (`hub/fanout.rs`): one non-blocking `writev`
+//! straight to its socket when it has nothing queued, no thread woken, else
+//! its queue. Any other command ends the round there: the frames gathered so
+//! far go out first, so every command still takes effect in order. A thread's
+//! commands count as carried out ([`order`]) once their round has gone out.
 
 pub mod rooms;
 
@@ -30,7 +32,7 @@ use crate::connection::ConnShared;
 use crate::frame::SharedFrame;
 use crate::stats::Stats;
 use crate::types::ConnId;
-use fanout::{deliver, Half, Helper, SPLIT_AT};
+use fanout::{deliver_all, Cork, Half, Helper, SPLIT_AT};
 pub(crate) use order::{nothing_pending, submit, submit_untracked, Ticketed};
 use rooms::Rooms;
 
@@ -55,12 +57,9 @@ pub(crate) enum Cmd {
     Shutdown,
 }
 
-/// Members a broadcast serves between two looks at the command queue.
-const CHECK_EVERY: usize = 32;
-/// Commands that may wait while the hub still counts as keeping up. Not zero:
-/// a publish arrives as a broadcast with its ack right behind it, so even a
-/// hub with nothing else to do nearly always sees one command waiting.
-const KEEPING_UP_BACKLOG: usize = 4;
+/// Sends and broadcasts gathered into one round at most: bounds what a round
+/// holds and how long the first command of a round waits for its last.
+const ROUND_COMMANDS: usize = 64;
 
 pub(crate) struct Hub {
     conns: HashMap<ConnId, Arc<ConnShared>>,
@@ -68,11 +67,20 @@ pub(crate) struct Hub {
     limits: QueueLimits,
     stats: Arc<Stats>,
     helper: Option<Helper>,
+    /// The frames of the current round, per member.
+    cork: Cork,
 }
 
 impl Hub {
     pub(crate) fn new(limits: QueueLimits, stats: Arc<Stats>) -> Self {
-        Hub { conns: HashMap::new(), rooms: Rooms::default(), limits, stats, helper: None }
+        Hub {
+            conns: HashMap::new(),
+            rooms: Rooms::default(),
+            limits,
+            stats,
+            helper: None,
+            cork: Cork::default(),
+        }
     }
 
     /// Starts the fan-out helper thread (before the server counts as started,
@@ -84,22 +92,92 @@ impl Hub {
         }
     }
 
-    /// Serves commands until `Shutdown` or until every sender is gone.
+    /// Serves commands, a round at a time, until `Shutdown` or until every
+    /// sender is gone.
     pub(crate) fn run(mut self, rx: Receiver<Ticketed>) {
-        while let Ok(Ticketed { cmd, done }) = rx.recv() {
-            if let Cmd::Shutdown = cmd {
-                break;
+        let mut gathered = Vec::with_capacity(ROUND_COMMANDS);
+        while let Ok(first) = rx.recv() {
+            let mut next = Some(first);
+            while let Some(Ticketed { cmd, done }) = next.take() {
+                if let Cmd::Shutdown = cmd {
+                    self.end_round(&mut gathered);
+                    return;
+                }
+                if self.gather(cmd) {
+                    gathered.push(done);
+                    if gathered.len() < ROUND_COMMANDS {
+                        next = rx.try_recv().ok();
+                    }
+                } else {
+                    // Not a frame: what was gathered goes out before it takes effect.
+                    self.end_round(&mut gathered);
+                    if let Some(done) = done {
+                        done.fetch_add(1, Release);
+                    }
+                    next = rx.try_recv().ok();
+                }
             }
-            self.handle(cmd, &|| rx.len() <= KEEPING_UP_BACKLOG);
-            if let Some(done) = done {
-                done.fetch_add(1, Release);
+            self.end_round(&mut gathered);
+        }
+    }
+
+    /// Sends the round's frames, then counts its commands as carried out.
+    fn end_round(&mut self, gathered: &mut Vec<Option<Arc<std::sync::atomic::AtomicU64>>>) {
+        self.flush();
+        for done in gathered.drain(..).flatten() {
+            done.fetch_add(1, Release);
+        }
+    }
+
+    /// Hands every member of the round its frames, half of a large round's
+    /// members on the helper thread.
+    fn flush(&mut self) {
+        if self.cork.is_empty() {
+            return;
+        }
+        let mut members = self.cork.take();
+        let mut helped = false;
+        if let (true, Some(helper)) = (members.len() > SPLIT_AT, &self.helper) {
+            let second = members.split_off(members.len() / 2);
+            match helper.jobs.send(Half { members: second }) {
+                Ok(()) => helped = true,
+                Err(crossbeam_channel::SendError(half)) => members.extend(half.members),
+            }
+        }
+        for (conn, frames) in members {
+            deliver_all(&conn, frames, self.limits, &self.stats);
+        }
+        if helped {
+            if let Some(helper) = &self.helper {
+                let _ = helper.done.recv();
             }
         }
     }
 
-    /// Carries out one command; `keeping_up` tells whether sending directly is
-    /// affordable right now.
-    fn handle(&mut self, cmd: Cmd, keeping_up: &dyn Fn() -> bool) {
+    /// Adds the frames of a send or broadcast to the round (true); carries
+    /// out any other command at once (false), after sending the round.
+    fn gather(&mut self, cmd: Cmd) -> bool {
+        match cmd {
+            Cmd::Send(id, frame) => {
+                if let Some(conn) = self.conns.get(&id) {
+                    self.cork.next_command();
+                    self.cork.add(conn, frame);
+                }
+                return true;
+            }
+            Cmd::Broadcast { room, frame, except } => {
+                self.cork.next_command();
+                for &id in self.rooms.members(&room) {
+                    if Some(id) != except {
+                        if let Some(conn) = self.conns.get(&id) {
+                            self.cork.add(conn, frame.clone());
+                        }
+                    }
+                }
+                return true;
+            }
+            _ => self.flush(),
+        }
         match cmd {
             Cmd::Register(conn) => {
                 self.conns.insert(conn.id, conn);
@@ -116,44 +194,8 @@ impl Hub {
             Cmd::Leave(id, room) => {
                 self.rooms.leave(id, &room);
             }
-            Cmd::Send(id, frame) => {
-                if let Some(conn) = self.conns.get(&id) {
-                    deliver(conn, frame, keeping_up(), self.limits, &self.stats);
-                }
-            }
-            Cmd::Broadcast { room, frame, except } => {
-                let mut direct = keeping_up();
-                let members = self.rooms.members(&room);
-                let mut mine = members;
-                let mut helped = false;
-                if let (true, true, Some(helper)) = (direct, members.len() > SPLIT_AT, &self.helper) {
-                    let (first, second) = members.split_at(members.len() / 2);
-                    let others: Vec<_> = second
-                        .iter()
-                        .filter(|&&id| Some(id) != except)
-                        .filter_map(|id| self.conns.get(id).cloned())
-                        .collect();
-                    if helper.jobs.send(Half { frame: frame.clone(), members: others }).is_ok() {
-                        mine = first;
-                        helped = true;
-                    }
-                }
-                for (i, &id) in mine.iter().enumerate() {
-                    if direct && i % CHECK_EVERY == CHECK_EVERY - 1 {
-                        direct = keeping_up();
-                    }
-                    if Some(id) != except {
-                        if let Some(conn) = self.conns.get(&id) {
-                            deliver(conn, frame.clone(), direct, self.limits, &self.stats);
-                        }
-                    }
-                }
-                if helped {
-                    if let Some(helper) = &self.helper {
-                        let _ = helper.done.recv();
-                    }
-                }
-            }
+            // Gathered above: never here.
+            Cmd::Send(..) | Cmd::Broadcast { .. } => {}
             Cmd::Close(id, code, reason) => {
                 if let Some(conn) = self.conns.get(&id) {
                     conn.push_close(code, &reason);
@@ -175,6 +217,7 @@ impl Hub {
             }
             Cmd::Shutdown => {}
         }
+        false
     }
 }
 
@@ -190,9 +233,11 @@ mod tests {
     }
 
     impl Hub {
-        /// As when commands are waiting: everything goes through the queues.
-        fn handle_queued(&mut self, cmd: Cmd) {
-            self.handle(cmd, &|| false);
+        /// Carries out one command as a round of its own.
+        fn handle(&mut self, cmd: Cmd) {
+            if self.gather(cmd) {
+                self.flush();
+            }
         }
     }
 
@@ -204,14 +249,14 @@ mod tests {
         let members = 2 * SPLIT_AT + 11;
         let conns: Vec<_> = (1..=members as ConnId).map(loopback_conn).collect();
         for (c, _) in &conns {
-            hub.handle_queued(Cmd::Register(c.clone()));
-            hub.handle_queued(Cmd::Join(c.id, "big".into()));
+            hub.handle(Cmd::Register(c.clone()));
+            hub.handle(Cmd::Join(c.id, "big".into()));
         }
         let frames: Vec<SharedFrame> = (0..3u8)
             .map(|i| crate::frame::shared(crate::frame::encode(crate::frame::OP_BINARY, &[i; 10])))
             .collect();
         for f in &frames {
-            hub.handle(Cmd::Broadcast { room: "big".into(), frame: f.clone(), except: Some(5) }, &|| true);
+            hub.handle(Cmd::Broadcast { room: "big".into(), frame: f.clone(), except: Some(5) });
         }
         let want: Vec<u8> = frames.iter().flat_map(|f| f.iter().copied()).collect();
         for (c, peer) in conns.iter().filter(|(c, _)| c.id != 5) {
@@ -225,30 +270,110 @@ mod tests {
         drop(hub); // stops and joins the helper
     }
 
+    /// Runs a hub over `cmds` (then Shutdown) on this thread, the commands
+    /// all waiting before it starts, as when publishes arrive faster than it
+    /// sends: each stretch of sends and broadcasts is one round.
+    fn run_waiting(hub: Hub, cmds: Vec<Cmd>) {
+        let (tx, rx) = crossbeam_channel::bounded(cmds.len() + 1);
+        for cmd in cmds {
+            submit(&tx, cmd).ok().unwrap();
+        }
+        submit_untracked(&tx, Cmd::Shutdown);
+        assert!(!nothing_pending());
+        hub.run(rx);
+        assert!(nothing_pending(), "every command counts as carried out once its round went out");
+    }
+
+    #[test]
+    fn waiting_broadcasts_go_out_corked_straight_to_each_member_in_command_order() {
+        let stats = Arc::new(Stats::default());
+        let mut hub = Hub::new(limits(4), stats.clone());
+        hub.start_helper();
+        // More members than SPLIT_AT: the helper takes half of each round.
+        let members = SPLIT_AT as ConnId + 40;
+        let conns: Vec<_> = (1..=members).map(loopback_conn).collect();
+        let late = loopback_conn(members + 1);
+        let receivers: Vec<_> = conns.iter().map(|(c, _)| c.take_receiver().unwrap()).collect();
+        let late_rx = late.0.take_receiver().unwrap();
+        let mut cmds = vec![Cmd::Register(late.0.clone())];
+        for (c, _) in &conns {
+            cmds.push(Cmd::Register(c.clone()));
+            cmds.push(Cmd::Join(c.id, "r".into()));
+        }
+        let frame = |i: u8| crate::frame::shared(crate::frame::encode(crate::frame::OP_TEXT, &[b'a' + i; 3]));
+        // Round one: ten broadcasts and a send to member 1 between them; far
+        // more than each queue's bound of 4, so any frame queued would close
+        // its member as a slow consumer. Then a join ends the round: the late
+        // member gets only round two.
+        for i in 0..10 {
+            cmds.push(Cmd::Broadcast { room: "r".into(), frame: frame(i), except: Some(2) });
+            if i == 4 {
+                cmds.push(Cmd::Send(1, frame(20)));
+            }
+        }
+        cmds.push(Cmd::Join(late.0.id, "r".into()));
+        for i in 10..14 {
+            cmds.push(Cmd::Broadcast { room: "r".into(), frame: frame(i), except: None });
+        }
+        run_waiting(hub, cmds);
+
+        let expect = |id: ConnId| -> Vec<u8> {
+            let mut v = Vec::new();
+            for i in 0..10 {
+                if id != 2 {
+                    v.extend_from_slice(&frame(i));
+                }
+                if i == 4 && id == 1 {
+                    v.extend_from_slice(&frame(20));
+                }
+            }
+            (10..14).for_each(|i| v.extend_from_slice(&frame(i)));
+            v
+        };
+        for (c, peer) in &conns {
+            let want = expect(c.id);
+            let mut got = vec![0u8; want.len()];
+            let mut peer = peer.try_clone().unwrap();
+            peer.set_read_timeout(Some(std::time::Duration::from_secs(10))).unwrap();
+            peer.read_exact(&mut got).unwrap();
+            assert_eq!(got, want, "member {}", c.id);
+            assert!(!c.is_closing(), "member {} closed", c.id);
+        }
+        let want: Vec<u8> = (10..14).flat_map(|i| frame(i).to_vec()).collect();
+        let mut got = vec![0u8; want.len()];
+        late.1.set_read_timeout(Some(std::time::Duration::from_secs(10))).unwrap();
+        (&late.1).read_exact(&mut got).unwrap();
+        assert_eq!(got, want, "the late member: only what came after its join");
+        assert!(receivers.iter().chain([&late_rx]).all(|rx| rx.is_empty()), "nothing went through a queue");
+        let frames = (members - 1) * 10 + 1 + (members + 1) * 4;
+        assert_eq!(stats.direct_sends.load(Relaxed), frames);
+        assert_eq!(stats.dropped_slow_consumer.load(Relaxed), 0);
+    }
+
     #[test]
     fn an_idle_member_gets_frames_straight_from_the_hub_and_a_backlogged_one_through_its_queue() {
         let stats = Arc::new(Stats::default());
         let mut hub = Hub::new(limits(16), stats.clone());
         let (conn, mut peer) = loopback_conn(1);
         let rx = conn.take_receiver().unwrap();
-        hub.handle_queued(Cmd::Register(conn.clone()));
-        hub.handle_queued(Cmd::Join(1, "r".into()));
+        hub.handle(Cmd::Register(conn.clone()));
+        hub.handle(Cmd::Join(1, "r".into()));
         let frame = |b: &[u8]| -> SharedFrame {
             crate::frame::shared(crate::frame::encode(crate::frame::OP_TEXT, b))
         };
 
-        // Keeping up, nothing queued: on the wire at once, no queue entry.
-        hub.handle(Cmd::Broadcast { room: "r".into(), frame: frame(b"one"), except: None }, &|| true);
+        // Nothing queued: on the wire at once, no queue entry.
+        hub.handle(Cmd::Broadcast { room: "r".into(), frame: frame(b"one"), except: None });
         let mut got = vec![0u8; 5];
         peer.read_exact(&mut got).unwrap();
         assert_eq!(got, *frame(b"one"));
         assert!(rx.try_recv().is_err());
         assert_eq!(stats.direct_sends.load(Relaxed), 1);
 
-        // Falling behind: queued. Then, though keeping up again, the next frame
-        // must queue behind it (order), not overtake it on the socket.
-        hub.handle_queued(Cmd::Send(1, frame(b"two")));
-        hub.handle(Cmd::Send(1, frame(b"three")), &|| true);
+        // Something queued (its writer is behind): the next frame must queue
+        // behind it (order), not overtake it on the socket.
+        conn.push_frame(frame(b"two"), limits(16), &stats).unwrap();
+        hub.handle(Cmd::Send(1, frame(b"three")));
         assert_eq!(stats.direct_sends.load(Relaxed), 1);
         assert_eq!(conn.queue_depth(), 2);
         for want in [b"two".as_slice(), b"three"] {
@@ -266,17 +391,21 @@ mod tests {
         let conns: Vec<_> = (1..=3).map(loopback_conn).collect();
         let receivers: Vec<_> = conns.iter().map(|(c, _)| c.take_receiver().unwrap()).collect();
         for (c, _) in &conns {
-            hub.handle_queued(Cmd::Register(c.clone()));
-            hub.handle_queued(Cmd::Join(c.id, "r".into()));
+            hub.handle(Cmd::Register(c.clone()));
+            hub.handle(Cmd::Join(c.id, "r".into()));
+            // A pong waits in each queue (writers behind): frames queue behind it.
+            c.push_control(vec![0x8a, 0]);
         }
         let frame: SharedFrame = crate::frame::shared(crate::frame::encode(crate::frame::OP_TEXT, b"hi"));
-        hub.handle_queued(Cmd::Broadcast { room: "r".into(), frame: frame.clone(), except: Some(3) });
+        hub.handle(Cmd::Broadcast { room: "r".into(), frame: frame.clone(), except: Some(3) });
         for rx in &receivers[..2] {
+            assert!(matches!(rx.try_recv().unwrap(), Out::Control(_)), "the pong first");
             match rx.try_recv().unwrap() {
                 Out::Frame(f) => assert!(Arc::ptr_eq(&f, &frame), "the same bytes, not a copy"),
                 other => panic!("{other:?}"),
             }
         }
+        assert!(matches!(receivers[2].try_recv().unwrap(), Out::Control(_)));
         assert!(receivers[2].try_recv().is_err(), "the excepted member got nothing");
 
         // Members 1 and 3 drain their queues, member 2 does not: with a bound of
@@ -288,7 +417,7 @@ mod tests {
         };
         drain(0);
         for _ in 0..3 {
-            hub.handle_queued(Cmd::Broadcast { room: "r".into(), frame: frame.clone(), except: None });
+            hub.handle(Cmd::Broadcast { room: "r".into(), frame: frame.clone(), except: None });
             drain(0);
             drain(2);
         }

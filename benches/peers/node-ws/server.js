@@ -8,6 +8,7 @@
 //
 //   node server.js --port 0     # prints "listening on 127.0.0.1:PORT"
 //   node server.js --port 0 --tls-cert cert.pem --tls-key key.pem   # wss:// (https)
+//   node server.js --port 0 --deflate   # accept permessage-deflate (ws's perMessageDeflate: true)
 //
 // Speaks, as PROTOCOL.md: `connected` first; `room:join {room}` -> ack
 // {room, seq, members}; `room:leave {room}` -> ack {room}; `room:publish
@@ -30,6 +31,7 @@ function parseArgs(argv) {
   let port = 9002;
   let tlsCert = null;
   let tlsKey = null;
+  let deflate = false;
   for (let i = 0; i < argv.length; i++) {
     if (argv[i] === '--tls-cert' && i + 1 < argv.length) {
       tlsCert = argv[++i];
@@ -37,10 +39,12 @@ function parseArgs(argv) {
       tlsKey = argv[++i];
     } else if (argv[i] === '--port' && i + 1 < argv.length) {
       port = Number(argv[++i]);
+    } else if (argv[i] === '--deflate') {
+      deflate = true;
     } else if (argv[i].startsWith('--port=')) {
       port = Number(argv[i].slice('--port='.length));
     } else {
-      console.error(`usage: node server.js [--port N] [--tls-cert PEM --tls-key PEM]   (unknown argument ${argv[i]})`);
+      console.error(`usage: node server.js [--port N] [--tls-cert PEM --tls-key PEM] [--deflate]   (unknown argument ${argv[i]})`);
       process.exit(2);
     }
   }
@@ -52,7 +56,7 @@ function parseArgs(argv) {
     console.error('--tls-cert and --tls-key go together');
     process.exit(2);
   }
-  return { port, tlsCert, tlsKey };
+  return { port, tlsCert, tlsKey, deflate };
 }
 
 const clients = new Map(); // ws -> { id, rooms: Set<string> }
@@ -193,7 +197,7 @@ function onMessage(ws, client, data, isBinary) {
 }
 
 function main() {
-  const { port, tlsCert, tlsKey } = parseArgs(process.argv.slice(2));
+  const { port, tlsCert, tlsKey, deflate } = parseArgs(process.argv.slice(2));
   const onRequest = (req, res) => {
     res.writeHead(req.url === '/ws' ? 426 : 404, { 'Content-Type': 'text/plain' });
     res.end(req.url === '/ws' ? 'upgrade required\n' : 'not found\n');
@@ -202,7 +206,8 @@ function main() {
   const server = tlsCert === null
     ? http.createServer(onRequest)
     : https.createServer({ cert: fs.readFileSync(tlsCert), key: fs.readFileSync(tlsKey), ALPNProtocols: ['http/1.1'] }, onRequest);
-  const wss = new WebSocketServer({ server, path: '/ws', maxPayload: MAX_MESSAGE_BYTES, clientTracking: false });
+  const wss = new WebSocketServer({ server, path: '/ws', maxPayload: MAX_MESSAGE_BYTES, clientTracking: false,
+    perMessageDeflate: deflate });
 
   wss.on('connection', (ws) => {
     const client = { id: String(nextClientId++), rooms: new Set() };

@@ -92,7 +92,9 @@ pub fn run(common: &Common, mut opts: Opts, nofile: u64) -> Result<Report, Strin
     // The server's threads and fds should go back to the baseline.
     let settle_start = Instant::now();
     let mut after = ProcStats::read(pid)?;
-    while (after.threads > before.threads || after.fds > before.fds) && settle_start.elapsed() < Duration::from_secs(5) {
+    while (after.threads > before.threads || after.fds > before.fds)
+        && settle_start.elapsed() < Duration::from_secs(5)
+    {
         std::thread::sleep(Duration::from_millis(100));
         after = ProcStats::read(pid)?;
     }
@@ -112,6 +114,7 @@ pub fn run(common: &Common, mut opts: Opts, nofile: u64) -> Result<Report, Strin
     r.put("first_error", json!(opened.first_error));
     r.put("open_secs", json!((secs * 1000.0).round() / 1000.0));
     r.put("handshakes_per_s", json!(rate.round()));
+    r.put("server_cpu_us_per_handshake", json!(cpu.server_us_per(connected as u64)));
     r.put("listen_overflows", json!(overflows));
     r.put("before", before.json());
     r.put("held", held.json());

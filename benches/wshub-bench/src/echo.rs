@@ -95,8 +95,9 @@ pub fn run(common: &Common, mut opts: Opts, nofile: u64) -> Result<Report, Strin
                     let want = (c.done + 1).to_string();
                     if env.id.as_deref() != Some(want.as_str()) {
                         t.unexpected += 1;
-                        t.first_error
-                            .get_or_insert_with(|| format!("unexpected {:?} frame with id {:?}", env.ty, env.id));
+                        t.first_error.get_or_insert_with(|| {
+                            format!("unexpected {:?} frame with id {:?}", env.ty, env.id)
+                        });
                         return;
                     }
                     match env.ty.as_ref() {
@@ -106,7 +107,8 @@ pub fn run(common: &Common, mut opts: Opts, nofile: u64) -> Result<Report, Strin
                         }
                         _ => {
                             t.errors += 1;
-                            t.first_error.get_or_insert_with(|| format!("ping answered {}", proto::error_text(&env)));
+                            t.first_error
+                                .get_or_insert_with(|| format!("ping answered {}", proto::error_text(&env)));
                         }
                     }
                     c.done += 1;
@@ -121,7 +123,8 @@ pub fn run(common: &Common, mut opts: Opts, nofile: u64) -> Result<Report, Strin
                     c.alive = false;
                     active -= 1;
                     t.failures += 1;
-                    t.first_error.get_or_insert_with(|| format!("server closed a client: {code:?} {reason:?}"));
+                    t.first_error
+                        .get_or_insert_with(|| format!("server closed a client: {code:?} {reason:?}"));
                 }
                 Ev::Failed(msg) => {
                     c.alive = false;
@@ -143,7 +146,11 @@ pub fn run(common: &Common, mut opts: Opts, nofile: u64) -> Result<Report, Strin
     let rps = (t.completed + t.errors) as f64 / elapsed.max(1e-9);
     eprintln!("  {} trips in {elapsed:.2} s: {rps:.0} requests/s", t.completed + t.errors);
     eprintln!("  RTT {}", hist.summary());
-    eprintln!("  CPU (of one core): generator {:.1} %, server {}", cpu.gen_pct, crate::measure::pct(cpu.server_pct));
+    eprintln!(
+        "  CPU (of one core): generator {:.1} %, server {}",
+        cpu.gen_pct,
+        crate::measure::pct(cpu.server_pct)
+    );
     let closing = close_all(&mut net)?;
 
     let mut r = Report::new("echo", common);
@@ -156,6 +163,7 @@ pub fn run(common: &Common, mut opts: Opts, nofile: u64) -> Result<Report, Strin
     r.put("first_error", json!(t.first_error));
     r.put("elapsed_secs", json!((elapsed * 1000.0).round() / 1000.0));
     r.put("requests_per_s", json!(rps.round()));
+    r.put("server_cpu_us_per_trip", json!(cpu.server_us_per(t.completed + t.errors)));
     for (k, v) in hist.json_fields() {
         r.put(k, v);
     }

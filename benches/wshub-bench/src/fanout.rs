@@ -48,6 +48,12 @@ struct Publisher {
 
 struct Fan {
     roles: Vec<Role>,
+    /// `data` is chat-like JSON (`--payload chat`) instead of a padded string.
+    chat: bool,
+    /// Over the room:messages delivered to subscribers: their wire bytes
+    /// (headers and payloads, compressed or not) and their JSON text bytes.
+    wire_bytes: u64,
+    text_bytes: u64,
     subs: Vec<Sub>,
     pubs: Vec<Publisher>,
     size: usize,
@@ -94,14 +100,24 @@ impl Fan {
         let (room, k) = (pb.room, pb.sent);
         let tok = pb.tok;
         self.buf.clear();
-        let _ = write!(self.buf, r#"{{"type":"room:publish","id":"{k}","payload":{{"room":"bench-{room}","data":""#);
-        let data_start = self.buf.len();
-        let _ = write!(self.buf, "{}:{p}:{k}:", now_ns());
-        let used = self.buf.len() - data_start;
-        for _ in used..self.size {
-            self.buf.push('x');
+        let _ = write!(
+            self.buf,
+            r#"{{"type":"room:publish","id":"{k}","payload":{{"room":"bench-{room}","data":""#
+        );
+        if self.chat {
+            self.buf.pop(); // the opening quote: chat data is an object
+            let stamp = format!("{}:{p}:{k}:", now_ns());
+            proto::chat_data(&mut self.buf, &stamp, self.size, k);
+            self.buf.push_str("}}");
+        } else {
+            let data_start = self.buf.len();
+            let _ = write!(self.buf, "{}:{p}:{k}:", now_ns());
+            let used = self.buf.len() - data_start;
+            for _ in used..self.size {
+                self.buf.push('x');
+            }
+            self.buf.push_str("\"}}");
         }
-        self.buf.push_str("\"}}");
         net.send_text(tok, self.buf.as_bytes());
         net.set_deadline(tok, Some((Instant::now() + self.timeout, "a publish ack")));
     }
@@ -160,13 +176,19 @@ impl Fan {
                 let sent = env.payload.data.as_deref().and_then(|d| d.split(':').next()?.parse::<u64>().ok());
                 let Some(sent) = sent else {
                     self.bad += 1;
-                    self.note(format!("room:message without a send stamp: {}", String::from_utf8_lossy(text)));
+                    self.note(format!(
+                        "room:message without a send stamp: {}",
+                        String::from_utf8_lossy(text)
+                    ));
                     return;
                 };
                 let room = self.subs[i].room;
                 if env.payload.room.as_deref() != Some(self.room_names[room].as_str()) {
                     self.bad += 1;
-                    self.note(format!("room:message for {:?} on a subscriber of bench-{room}", env.payload.room));
+                    self.note(format!(
+                        "room:message for {:?} on a subscriber of bench-{room}",
+                        env.payload.room
+                    ));
                     return;
                 }
                 let s = &mut self.subs[i];
@@ -178,6 +200,8 @@ impl Fan {
                 }
                 s.received += 1;
                 self.delivered += 1;
+                self.wire_bytes += net.stats.last_message_wire_bytes;
+                self.text_bytes += text.len() as u64;
                 if now < self.t_end_ns {
                     self.delivered_in_window += 1;
                 }
@@ -290,7 +314,17 @@ pub fn run(common: &Common, mut opts: Opts, nofile: u64) -> Result<Report, Strin
     // and it (subscribers split evenly; with an even --subscribers the one
     // publisher of one room is on --url).
     let also: Option<String> = opts.opt("also-url")?;
+    // `bytes`: data is a string of the stamp padded with 'x' to --size;
+    // `chat`: data is chat-like JSON of about --size bytes.
+    let payload: String = opts.get("payload", "bytes".to_string())?;
+    // Offer permessage-deflate (as browsers do) on every connection.
+    let deflate: bool = opts.get("deflate", false)?;
     opts.finish()?;
+    let chat = match payload.as_str() {
+        "bytes" => false,
+        "chat" => true,
+        other => return Err(format!("--payload {other:?}: bytes or chat")),
+    };
     if rooms == 0 || subscribers < rooms {
         return Err("need --rooms >= 1 and at least one subscriber per room".into());
     }
@@ -302,6 +336,9 @@ pub fn run(common: &Common, mut opts: Opts, nofile: u64) -> Result<Report, Strin
     let mut net = Net::new(common.target.clone(), common.timeout).map_err(|e| format!("epoll: {e}"))?;
     if let Some(url) = &also {
         net.also(crate::net::Target::parse_with_ca(url, None)?);
+    }
+    if deflate {
+        net.offer_deflate();
     }
     eprintln!(
         "fanout: {subscribers} subscribers in {rooms} room(s), {rooms} publisher(s), {size}-byte data, {} for {secs} s",
@@ -321,6 +358,9 @@ pub fn run(common: &Common, mut opts: Opts, nofile: u64) -> Result<Report, Strin
     let max_tok = opened.tokens.iter().copied().max().unwrap_or(0);
     let mut fan = Fan {
         roles: vec![Role::None; max_tok + 1],
+        chat,
+        wire_bytes: 0,
+        text_bytes: 0,
         subs: Vec::with_capacity(subscribers),
         pubs: Vec::with_capacity(rooms),
         size,
@@ -379,9 +419,10 @@ pub fn run(common: &Common, mut opts: Opts, nofile: u64) -> Result<Report, Strin
         net.send_text(s.tok, proto::join(&room_name(s.room), "j").as_bytes());
         net.set_deadline(s.tok, Some((Instant::now() + common.timeout, "the room:join ack")));
     }
-    let joined = turn_until(&mut net, &mut fan, Instant::now() + common.timeout + Duration::from_secs(1), |f| {
-        f.subs.iter().all(|s| s.joined || !s.alive)
-    })?;
+    let joined =
+        turn_until(&mut net, &mut fan, Instant::now() + common.timeout + Duration::from_secs(1), |f| {
+            f.subs.iter().all(|s| s.joined || !s.alive)
+        })?;
     let subs_joined = fan.subs.iter().filter(|s| s.joined && s.alive).count();
     if !joined || subs_joined < subscribers {
         return Err(format!(
@@ -474,9 +515,10 @@ pub fn run(common: &Common, mut opts: Opts, nofile: u64) -> Result<Report, Strin
 
     // Drain: the remaining acks, and every live subscriber up to its room's last seq.
     let drain_start = Instant::now();
-    let drained = turn_until(&mut net, &mut fan, Instant::now() + Duration::from_secs_f64(drain_secs), |f| {
-        f.drained(rooms)
-    })?;
+    let drained =
+        turn_until(&mut net, &mut fan, Instant::now() + Duration::from_secs_f64(drain_secs), |f| {
+            f.drained(rooms)
+        })?;
     let drain_took = drain_start.elapsed().as_secs_f64();
 
     let finals = fan.room_final(rooms);
@@ -511,12 +553,18 @@ pub fn run(common: &Common, mut opts: Opts, nofile: u64) -> Result<Report, Strin
     eprintln!("  latency {}", fan.hist.summary());
     eprintln!("  publish→ack {}", fan.ack_hist.summary());
     eprintln!("  subscribers closed: {subs_closed}, server closes: {:?}", fan.closes);
-    eprintln!("  CPU (of one core): generator {:.1} %, server {}", cpu.gen_pct, crate::measure::pct(cpu.server_pct));
+    eprintln!(
+        "  CPU (of one core): generator {:.1} %, server {}",
+        cpu.gen_pct,
+        crate::measure::pct(cpu.server_pct)
+    );
 
     let mut r = Report::new("fanout", common);
     r.put("subscribers", json!(subscribers));
     r.put("rooms", json!(rooms));
     r.put("size", json!(size));
+    r.put("payload", json!(payload));
+    r.put("deflate_offered", json!(deflate));
     r.put("rate", json!(rate));
     r.put("secs", json!(secs));
     r.put("window", json!(window));
@@ -533,6 +581,16 @@ pub fn run(common: &Common, mut opts: Opts, nofile: u64) -> Result<Report, Strin
     r.put("delivered_in_window", json!(fan.delivered_in_window));
     r.put("delivered_per_s", json!(delivered_per_s.round()));
     r.put("lost", json!(lost));
+    r.put("server_cpu_us_per_delivered", json!(cpu.server_us_per(fan.delivered_in_window)));
+    let per = |b: u64| {
+        if fan.delivered > 0 {
+            json!((b as f64 / fan.delivered as f64 * 10.0).round() / 10.0)
+        } else {
+            json!(null)
+        }
+    };
+    r.put("wire_bytes_per_delivered", per(fan.wire_bytes));
+    r.put("text_bytes_per_delivered", per(fan.text_bytes));
     r.put("lost_gaps", json!(gaps));
     r.put("lost_tail", json!(tail));
     r.put("out_of_order", json!(out_of_order));

@@ -32,10 +32,13 @@ scenarios:
           and fds per connection (needs the server's pid)
   fanout  [--subscribers 1000] [--rooms 1] [--size 100] [--rate 0] [--secs 10]
           [--window 64] [--drain 5] [--also-url ws://HOST:PORT/ws]
+          [--payload bytes|chat] [--deflate true]
           subscribers join rooms bench-0..K-1, one publisher per room publishes
           (--rate msgs/s per room, 0 = flat out with --window publishes in
           flight); delivered msgs/s, loss, latency, publish→ack latency,
-          slow-consumer closes. --also-url: another node of the same cluster;
+          slow-consumer closes, wire bytes per delivered message.
+          --payload chat: data is chat-like JSON of about --size bytes;
+          --deflate true: offer permessage-deflate. --also-url: another node of the same cluster;
           connections alternate between the two (the publisher on --url)
   echo    [--clients 1] [--trips 1000]
           each client does sequential ping requests; RTT and requests/s
@@ -152,11 +155,8 @@ impl Report {
     }
 
     pub fn line(&self) -> String {
-        let body: Vec<String> = self
-            .fields
-            .iter()
-            .map(|(k, v)| format!("{}:{}", Value::String(k.clone()), v))
-            .collect();
+        let body: Vec<String> =
+            self.fields.iter().map(|(k, v)| format!("{}:{}", Value::String(k.clone()), v)).collect();
         format!("{{{}}}", body.join(","))
     }
 
@@ -166,7 +166,8 @@ impl Report {
         self.put(
             "net",
             json!({"frames_in": s.frames_in, "frames_out": s.frames_out, "bytes_in": s.bytes_in,
-                   "bytes_out": s.bytes_out, "pings_answered": s.pings_answered}),
+                   "bytes_out": s.bytes_out, "pings_answered": s.pings_answered,
+                   "compressed_in": s.compressed_in, "compressed_wire_bytes_in": s.compressed_wire_bytes_in}),
         );
     }
 
@@ -227,7 +228,8 @@ pub fn open_all(
                 }
                 Err(e) => {
                     errors += 1;
-                    first_error.get_or_insert_with(|| format!("connection #{}: socket/connect: {e}", started + 1));
+                    first_error
+                        .get_or_insert_with(|| format!("connection #{}: socket/connect: {e}", started + 1));
                     stopped = true;
                 }
             }
@@ -245,7 +247,9 @@ pub fn open_all(
                         }
                         Ok(env) => {
                             errors += 1;
-                            first_error.get_or_insert_with(|| format!("first frame is {:?}, not `connected`", env.ty));
+                            first_error.get_or_insert_with(|| {
+                                format!("first frame is {:?}, not `connected`", env.ty)
+                            });
                         }
                         Err(e) => {
                             errors += 1;
@@ -261,7 +265,8 @@ pub fn open_all(
                     inflight -= 1;
                 }
                 errors += 1;
-                first_error.get_or_insert_with(|| format!("server closed a connection: code {code:?} {reason:?}"));
+                first_error
+                    .get_or_insert_with(|| format!("server closed a connection: code {code:?} {reason:?}"));
             }
             Ev::Failed(msg) => {
                 if pending.get(tok).copied().unwrap_or(false) {

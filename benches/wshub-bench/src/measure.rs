@@ -207,6 +207,17 @@ pub struct CpuMark {
 pub struct CpuUse {
     pub gen_pct: f64,
     pub server_pct: Option<f64>,
+    /// The server's CPU time over the phase (utime + stime), in seconds.
+    pub server_secs: Option<f64>,
+}
+
+impl CpuUse {
+    /// The server's CPU time per unit of work, in µs (two decimals); None
+    /// without --pid or without work.
+    pub fn server_us_per(&self, units: u64) -> Option<f64> {
+        let secs = self.server_secs?;
+        (units > 0).then(|| (secs * 1e6 / units as f64 * 100.0).round() / 100.0)
+    }
 }
 
 impl CpuMark {
@@ -221,11 +232,11 @@ impl CpuMark {
     pub fn stop(&self) -> CpuUse {
         let wall = self.wall.elapsed().as_secs_f64().max(1e-9);
         let pct = |d: Duration| (d.as_secs_f64() / wall * 1000.0).round() / 10.0;
+        let server = self.server.and_then(|(p, before)| proc_cpu(p).map(|now| now.saturating_sub(before)));
         CpuUse {
             gen_pct: pct(self_cpu().saturating_sub(self.gen)),
-            server_pct: self
-                .server
-                .and_then(|(p, before)| proc_cpu(p).map(|now| pct(now.saturating_sub(before)))),
+            server_pct: server.map(pct),
+            server_secs: server.map(|d| d.as_secs_f64()),
         }
     }
 }

@@ -7,6 +7,11 @@
 //! callback that receives [`Ev`]s per connection and may [`Net::send_text`] on
 //! any connection; sends are buffered per connection and flushed once per turn.
 //!
+//! With [`Net::offer_deflate`] the upgrade request offers permessage-deflate
+//! (RFC 7692) as browsers do; when the server accepts, its compressed messages
+//! (RSV1) are inflated here before the callback sees them, with or without
+//! context takeover as the server's answer says.
+//!
 //! Every connection can carry a deadline (handshake, a reply, the close
 //! handshake); when it passes the connection fails with a message naming what
 //! was awaited, so nothing waits forever.
@@ -16,6 +21,7 @@ use std::mem;
 use std::net::{SocketAddr, ToSocketAddrs};
 use std::time::{Duration, Instant};
 
+use flate2::{Decompress, FlushDecompress};
 use mio::net::TcpStream;
 use mio::{Events, Interest, Poll, Token};
 
@@ -117,6 +123,53 @@ struct Conn {
     deadline: Option<(Instant, &'static str)>,
     /// Which of the targets it connected to.
     target: usize,
+    /// permessage-deflate, when the server accepted it.
+    inflate: Option<Inflate>,
+    /// Whether the message being reassembled is compressed (RSV1 on its first frame).
+    frag_z: bool,
+}
+
+/// One connection's permessage-deflate receive side.
+struct Inflate {
+    z: Decompress,
+    /// The server answered `server_no_context_takeover`: each message is
+    /// inflated from a fresh window.
+    reset: bool,
+    out: Vec<u8>,
+}
+
+impl Inflate {
+    fn new(reset: bool) -> Inflate {
+        Inflate { z: Decompress::new(false), reset, out: Vec::new() }
+    }
+
+    /// Inflates one whole message (its payloads joined) into `self.out`.
+    fn message(&mut self, input: &[u8]) -> Result<(), String> {
+        self.out.clear();
+        for chunk in [input, &[0, 0, 0xff, 0xff][..]] {
+            let mut used = 0;
+            loop {
+                if self.out.capacity() - self.out.len() < 1024 {
+                    self.out.reserve(self.out.len().max(16 << 10));
+                }
+                let before = self.z.total_in();
+                self.z
+                    .decompress_vec(&chunk[used..], &mut self.out, FlushDecompress::Sync)
+                    .map_err(|e| format!("protocol: bad deflate data: {e}"))?;
+                used += (self.z.total_in() - before) as usize;
+                if self.out.len() > MAX_MESSAGE {
+                    return Err("protocol: compressed message inflates too large".into());
+                }
+                if used == chunk.len() && self.out.len() < self.out.capacity() {
+                    break;
+                }
+            }
+        }
+        if self.reset {
+            self.z.reset(false);
+        }
+        Ok(())
+    }
 }
 
 /// Counters over the whole run.
@@ -126,6 +179,13 @@ pub struct NetStats {
     pub frames_out: u64,
     pub bytes_in: u64,
     pub bytes_out: u64,
+    /// Messages that arrived compressed (RSV1), and their wire bytes
+    /// (frame headers and compressed payloads).
+    pub compressed_in: u64,
+    pub compressed_wire_bytes_in: u64,
+    /// Wire bytes (headers and payloads, as sent) of the last complete data
+    /// message handed to the callback: read it from within the callback.
+    pub last_message_wire_bytes: u64,
     pub pings_answered: u64,
 }
 
@@ -148,6 +208,8 @@ pub struct Net {
     close_timeout: Duration,
     last_scan: Instant,
     live: usize,
+    /// Offer permessage-deflate in the upgrade request.
+    deflate: bool,
     pub stats: NetStats,
 }
 
@@ -174,6 +236,7 @@ impl Net {
             close_timeout: Duration::from_secs(5),
             last_scan: Instant::now(),
             live: 0,
+            deflate: false,
             stats: NetStats::default(),
         })
     }
@@ -192,13 +255,23 @@ impl Net {
         (0..self.conns.len()).filter(|&i| self.conns[i].is_some()).collect()
     }
 
+    /// Offers permessage-deflate (`client_max_window_bits`, as browsers do)
+    /// on the connections opened from now on.
+    pub fn offer_deflate(&mut self) {
+        self.deflate = true;
+    }
+
     /// Adds a server: connections then go round robin over all of them.
     pub fn also(&mut self, target: Target) {
         self.also.push(target);
     }
 
     fn target_of(&self, i: usize) -> &Target {
-        if i == 0 { &self.target } else { &self.also[i - 1] }
+        if i == 0 {
+            &self.target
+        } else {
+            &self.also[i - 1]
+        }
     }
 
     /// Starts a non-blocking connect; the connection's handshake deadline starts now.
@@ -229,8 +302,14 @@ impl Net {
             close_sent: false,
             deadline: Some((Instant::now() + self.handshake_timeout, "the TCP connect and the 101 response")),
             target: which,
+            inflate: None,
+            frag_z: false,
         };
-        if let Err(e) = self.poll.registry().register(conn.stream.tcp_mut(), Token(tok), Interest::READABLE | Interest::WRITABLE) {
+        if let Err(e) = self.poll.registry().register(
+            conn.stream.tcp_mut(),
+            Token(tok),
+            Interest::READABLE | Interest::WRITABLE,
+        ) {
             self.free.push(tok);
             return Err(e);
         }
@@ -460,9 +539,14 @@ impl Net {
             let target = if c.target == 0 { &self.target } else { &self.also[c.target - 1] };
             let key = tungstenite::handshake::client::generate_key();
             c.accept = tungstenite::handshake::derive_accept_key(key.as_bytes());
+            let ext = if self.deflate {
+                "Sec-WebSocket-Extensions: permessage-deflate; client_max_window_bits\r\n"
+            } else {
+                ""
+            };
             let req = format!(
                 "GET {} HTTP/1.1\r\nHost: {}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
-                 Sec-WebSocket-Key: {key}\r\nSec-WebSocket-Version: 13\r\n\r\n",
+                 Sec-WebSocket-Key: {key}\r\nSec-WebSocket-Version: 13\r\n{ext}\r\n",
                 target.path, target.host
             );
             c.wbuf.extend_from_slice(req.as_bytes());
@@ -551,9 +635,12 @@ impl Net {
                     return (pos, true);
                 };
                 let head = &rest[..end + 4];
-                if let Err(msg) = check_101(head, &c.accept) {
-                    self.fail(tok, msg, f);
-                    return (pos, false);
+                match check_101(head, &c.accept, self.deflate) {
+                    Ok(deflate) => c.inflate = deflate.map(Inflate::new),
+                    Err(msg) => {
+                        self.fail(tok, msg, f);
+                        return (pos, false);
+                    }
                 }
                 c.st = St::Open;
                 c.accept = String::new();
@@ -568,7 +655,8 @@ impl Net {
             let (b0, b1) = (rest[0], rest[1]);
             let fin = b0 & 0x80 != 0;
             let op = b0 & 0x0f;
-            if b0 & 0x70 != 0 {
+            let rsv1 = b0 & 0x40 != 0;
+            if b0 & 0x30 != 0 || (rsv1 && (c.inflate.is_none() || !(op == 1 || op == 2))) {
                 self.fail(tok, format!("protocol: reserved bits set (0x{b0:02x})"), f);
                 return (pos, false);
             }
@@ -599,11 +687,15 @@ impl Net {
                         return (pos, false);
                     }
                     if fin {
-                        f(self, tok, if op == 1 { Ev::Text(payload) } else { Ev::Binary(payload) });
+                        if !self.deliver(tok, op, rsv1, payload, (hl + len) as u64, f) {
+                            return (pos, false);
+                        }
                     } else {
                         c.frag_op = op;
+                        c.frag_z = rsv1;
                         c.frag.clear();
                         c.frag.extend_from_slice(payload);
+                        self.stats.last_message_wire_bytes = (hl + len) as u64;
                     }
                 }
                 0x0 => {
@@ -616,10 +708,15 @@ impl Net {
                         return (pos, false);
                     }
                     c.frag.extend_from_slice(payload);
+                    self.stats.last_message_wire_bytes += (hl + len) as u64;
                     if fin {
                         let msg = mem::take(&mut c.frag);
                         let op = mem::replace(&mut c.frag_op, 0);
-                        f(self, tok, if op == 1 { Ev::Text(&msg) } else { Ev::Binary(&msg) });
+                        let z = mem::replace(&mut c.frag_z, false);
+                        let wire = self.stats.last_message_wire_bytes;
+                        if !self.deliver(tok, op, z, &msg, wire, f) {
+                            return (pos, false);
+                        }
                         if let Some(Some(c)) = self.conns.get_mut(tok) {
                             let mut msg = msg;
                             msg.clear();
@@ -667,8 +764,43 @@ impl Net {
     }
 }
 
-/// Checks the upgrade response head (ending in the blank line).
-fn check_101(head: &[u8], accept: &str) -> Result<(), String> {
+impl Net {
+    /// Hands one complete data message to the callback, inflated first when
+    /// it came compressed; false when the connection failed.
+    fn deliver(
+        &mut self,
+        tok: usize,
+        op: u8,
+        compressed: bool,
+        payload: &[u8],
+        wire: u64,
+        f: &mut Handler<'_>,
+    ) -> bool {
+        self.stats.last_message_wire_bytes = wire;
+        if !compressed {
+            f(self, tok, if op == 1 { Ev::Text(payload) } else { Ev::Binary(payload) });
+            return true;
+        }
+        self.stats.compressed_in += 1;
+        self.stats.compressed_wire_bytes_in += wire;
+        let Some(Some(Conn { inflate: Some(z), .. })) = self.conns.get_mut(tok) else { return false };
+        if let Err(msg) = z.message(payload) {
+            self.fail(tok, msg, f);
+            return false;
+        }
+        let out = mem::take(&mut z.out);
+        f(self, tok, if op == 1 { Ev::Text(&out) } else { Ev::Binary(&out) });
+        if let Some(Some(Conn { inflate: Some(z), .. })) = self.conns.get_mut(tok) {
+            z.out = out;
+        }
+        true
+    }
+}
+
+/// Checks the upgrade response head (ending in the blank line). With
+/// `offered` (permessage-deflate was offered), returns what the server agreed:
+/// `Some(server_no_context_takeover)` when it accepted the extension.
+fn check_101(head: &[u8], accept: &str, offered: bool) -> Result<Option<bool>, String> {
     let mut headers = [httparse::EMPTY_HEADER; 32];
     let mut resp = httparse::Response::new(&mut headers);
     match resp.parse(head) {
@@ -698,7 +830,33 @@ fn check_101(head: &[u8], accept: &str) -> Result<(), String> {
             String::from_utf8_lossy(got)
         ));
     }
-    Ok(())
+    let mut agreed = None;
+    for h in resp.headers.iter().filter(|h| h.name.eq_ignore_ascii_case("sec-websocket-extensions")) {
+        let value = String::from_utf8_lossy(h.value);
+        for ext in value.split(',') {
+            let mut params = ext.split(';').map(str::trim);
+            if params.next() != Some("permessage-deflate") {
+                return Err(format!("handshake: extension {:?} was not offered", ext.trim()));
+            }
+            if !offered || agreed.is_some() {
+                return Err(format!(
+                    "handshake: permessage-deflate in the answer but not offered once: {value:?}"
+                ));
+            }
+            let mut reset = false;
+            for p in params {
+                match p.split_once('=').map_or(p, |(k, _)| k).trim() {
+                    "server_no_context_takeover" => reset = true,
+                    "client_no_context_takeover" | "client_max_window_bits" | "server_max_window_bits" => {}
+                    other => {
+                        return Err(format!("handshake: unknown permessage-deflate parameter {other:?}"))
+                    }
+                }
+            }
+            agreed = Some(reset);
+        }
+    }
+    Ok(agreed)
 }
 
 /// XORs `data` with the masking key, 8 bytes at a time.
@@ -824,6 +982,138 @@ mod tests {
 
     /// A server that accepts and never answers: the handshake deadline fails
     /// the connection instead of waiting forever.
+    /// A raw-deflate message as a permessage-deflate sender frames it: sync
+    /// flushed, the trailing 00 00 ff ff taken off.
+    fn deflated(z: &mut flate2::Compress, text: &[u8]) -> Vec<u8> {
+        let mut out = Vec::with_capacity(text.len() + 64);
+        z.compress_vec(text, &mut out, flate2::FlushCompress::Sync).unwrap();
+        assert!(out.ends_with(&[0, 0, 0xff, 0xff]));
+        out.truncate(out.len() - 4);
+        out
+    }
+
+    /// One server on loopback that answers the upgrade with `ext` and sends
+    /// `frames`; returns the upgrade request it got.
+    fn deflate_server(ext: &'static str, frames: Vec<u8>) -> (SocketAddr, std::thread::JoinHandle<String>) {
+        use std::io::{Read as _, Write as _};
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = listener.local_addr().unwrap();
+        let server = std::thread::spawn(move || {
+            let (mut s, _) = listener.accept().unwrap();
+            s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+            let mut req = Vec::new();
+            let mut b = [0u8; 1];
+            while !req.ends_with(b"\r\n\r\n") {
+                s.read_exact(&mut b).unwrap();
+                req.push(b[0]);
+            }
+            let req = String::from_utf8(req).unwrap();
+            let key = req.lines().find_map(|l| l.strip_prefix("Sec-WebSocket-Key: ")).unwrap();
+            let accept = tungstenite::handshake::derive_accept_key(key.trim().as_bytes());
+            let mut out = format!(
+                "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
+                 Sec-WebSocket-Accept: {accept}\r\nSec-WebSocket-Extensions: {ext}\r\n\r\n"
+            )
+            .into_bytes();
+            out.extend_from_slice(&frames);
+            out.extend_from_slice(&[0x88, 2, 0x03, 0xE8]);
+            s.write_all(&out).unwrap();
+            // Wait for the client's close answer before dropping the socket.
+            let mut h = [0u8; 8];
+            let _ = s.read(&mut h);
+            req
+        });
+        (addr, server)
+    }
+
+    fn texts(addr: SocketAddr) -> (Vec<String>, NetStats) {
+        let mut net =
+            Net::new(Target::parse(&format!("ws://{addr}/ws")).unwrap(), Duration::from_secs(5)).unwrap();
+        net.offer_deflate();
+        net.open().unwrap();
+        let mut seen = Vec::new();
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while net.live() > 0 && Instant::now() < deadline {
+            net.turn(Duration::from_millis(20), &mut |net, _, ev| match ev {
+                Ev::Text(t) => {
+                    seen.push(format!("{} {}", String::from_utf8_lossy(t), net.stats.last_message_wire_bytes))
+                }
+                Ev::Failed(m) => seen.push(format!("failed {m}")),
+                _ => {}
+            })
+            .unwrap();
+        }
+        (seen, net.stats)
+    }
+
+    #[test]
+    fn inflates_compressed_messages_whole_and_fragmented() {
+        let text = br#"{"type":"room:message","payload":{"data":"hello hello hello hello hello"}}"#;
+        let mut z = flate2::Compress::new(flate2::Compression::default(), false);
+        let c = deflated(&mut z, text);
+        z.reset();
+        let mut frames = vec![0xC1, c.len() as u8];
+        frames.extend_from_slice(&c);
+        // The same compressed message in two fragments: RSV1 on the first only.
+        let (a, b) = c.split_at(c.len() / 2);
+        frames.extend_from_slice(&[0x41, a.len() as u8]);
+        frames.extend_from_slice(a);
+        frames.extend_from_slice(&[0x80, b.len() as u8]);
+        frames.extend_from_slice(b);
+        // And a plain one between compressed ones.
+        frames.extend_from_slice(&[0x81, 5]);
+        frames.extend_from_slice(b"plain");
+        let (addr, server) = deflate_server(
+            "permessage-deflate; server_no_context_takeover; client_no_context_takeover",
+            frames,
+        );
+        let (seen, stats) = texts(addr);
+        let want = String::from_utf8_lossy(text);
+        assert_eq!(
+            seen,
+            [format!("{want} {}", c.len() + 2), format!("{want} {}", c.len() + 4), "plain 7".to_string()]
+        );
+        assert_eq!((stats.compressed_in, stats.compressed_wire_bytes_in), (2, 2 * c.len() as u64 + 6));
+        let req = server.join().unwrap();
+        assert!(
+            req.contains("Sec-WebSocket-Extensions: permessage-deflate; client_max_window_bits\r\n"),
+            "{req}"
+        );
+    }
+
+    #[test]
+    fn inflates_with_context_takeover_when_the_server_keeps_its_window() {
+        let text = b"the same words again and again: the same words again and again";
+        let mut z = flate2::Compress::new(flate2::Compression::default(), false);
+        let (c1, c2) = (deflated(&mut z, text), deflated(&mut z, text));
+        assert!(c2.len() < c1.len(), "the second refers back to the first");
+        let mut frames = vec![0xC1, c1.len() as u8];
+        frames.extend_from_slice(&c1);
+        frames.extend_from_slice(&[0xC1, c2.len() as u8]);
+        frames.extend_from_slice(&c2);
+        let (addr, server) = deflate_server("permessage-deflate", frames);
+        let (seen, _) = texts(addr);
+        let want = String::from_utf8_lossy(text);
+        assert_eq!(seen, [format!("{want} {}", c1.len() + 2), format!("{want} {}", c2.len() + 2)]);
+        server.join().unwrap();
+    }
+
+    #[test]
+    fn refuses_bad_deflate_data_and_an_extension_not_offered() {
+        let (addr, server) = deflate_server("permessage-deflate", vec![0xC1, 3, 0xff, 0xff, 0xff]);
+        let (seen, _) = texts(addr);
+        assert_eq!(seen.len(), 1);
+        assert!(seen[0].starts_with("failed protocol: bad deflate data"), "{seen:?}");
+        server.join().unwrap();
+        assert!(check_101(
+            b"HTTP/1.1 101 OK\r\nSec-WebSocket-Accept: k\r\nSec-WebSocket-Extensions: permessage-deflate\r\n\r\n",
+            "k",
+            false
+        )
+        .unwrap_err()
+        .contains("not offered"));
+    }
+
     #[test]
     fn handshake_deadline() {
         let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();

@@ -44,7 +44,8 @@ pub struct TlsSock {
 impl Sock {
     pub fn new(tcp: TcpStream, tls: Option<(&Arc<ClientConfig>, &str)>) -> io::Result<Sock> {
         let Some((config, host)) = tls else { return Ok(Sock::Plain(tcp)) };
-        let name = ServerName::try_from(host.to_owned()).map_err(|e| io::Error::new(ErrorKind::InvalidInput, e))?;
+        let name =
+            ServerName::try_from(host.to_owned()).map_err(|e| io::Error::new(ErrorKind::InvalidInput, e))?;
         let conn = ClientConnection::new(config.clone(), name).map_err(io::Error::other)?;
         Ok(Sock::Tls(Box::new(TlsSock { tcp, conn })))
     }

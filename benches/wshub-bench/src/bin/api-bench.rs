@@ -116,7 +116,10 @@ fn publish(args: &HashMap<String, String>, addr: SocketAddr) {
     }
     let mut l = latencies.lock().unwrap().clone();
     l.sort_unstable();
-    let q = |p: f64| l.get(((l.len() as f64 * p) as usize).min(l.len().saturating_sub(1))).map_or(0.0, |d| d.as_secs_f64() * 1000.0);
+    let q = |p: f64| {
+        l.get(((l.len() as f64 * p) as usize).min(l.len().saturating_sub(1)))
+            .map_or(0.0, |d| d.as_secs_f64() * 1000.0)
+    };
     let rps = l.len() as f64 / elapsed;
     let errors = errors.load(Relaxed);
     eprintln!(

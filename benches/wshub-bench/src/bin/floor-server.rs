@@ -72,8 +72,13 @@ fn run(bind: SocketAddr) -> io::Result<()> {
                                 conns.len() - 1
                             });
                             poll.registry().register(&mut stream, Token(i), Interest::READABLE)?;
-                            conns[i] =
-                                Some(Conn { stream, inbuf: Vec::new(), out: Vec::new(), upgraded: false, closing: false });
+                            conns[i] = Some(Conn {
+                                stream,
+                                inbuf: Vec::new(),
+                                out: Vec::new(),
+                                upgraded: false,
+                                closing: false,
+                            });
                         }
                         Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
                         Err(e) => return Err(e),
@@ -90,7 +95,11 @@ fn run(bind: SocketAddr) -> io::Result<()> {
                 }
                 free.push(i);
             } else if !conn.out.is_empty() {
-                poll.registry().reregister(&mut conn.stream, Token(i), Interest::READABLE | Interest::WRITABLE)?;
+                poll.registry().reregister(
+                    &mut conn.stream,
+                    Token(i),
+                    Interest::READABLE | Interest::WRITABLE,
+                )?;
             } else if ev.is_writable() {
                 poll.registry().reregister(&mut conn.stream, Token(i), Interest::READABLE)?;
             }
@@ -114,7 +123,9 @@ fn serve(c: &mut Conn, buf: &mut [u8]) -> bool {
         let head = String::from_utf8_lossy(&c.inbuf[..end]).into_owned();
         let key = head
             .lines()
-            .find_map(|l| l.split_once(':').filter(|(k, _)| k.trim().eq_ignore_ascii_case("sec-websocket-key")))
+            .find_map(|l| {
+                l.split_once(':').filter(|(k, _)| k.trim().eq_ignore_ascii_case("sec-websocket-key"))
+            })
             .map(|(_, v)| v.trim().to_owned());
         let Some(key) = key else { return false };
         let accept = tungstenite::handshake::derive_accept_key(key.as_bytes());
