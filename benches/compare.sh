@@ -45,6 +45,13 @@
 #
 # Each server is started fresh for every case and stopped by its PID
 # (SIGTERM, then waited for) before the next one starts.
+#
+# Exits 1 when a run failed: a server that did not start or exited non-zero,
+# or the generator's ok: false (loss, out of order, closes, errors). A fanout
+# case's loss fails every server but Bun, which drops past its
+# backpressureLimit by design: its loss is shown (lost, ⚠, a "Loss not
+# judged" line) and fails nothing when it is its only problem. A server that
+# is behind but still delivering is waited for (the generator's --drain).
 set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -139,6 +146,10 @@ if meta:
           f"node {meta.get('node', '?')} + ws {meta.get('ws', '?')}, {meta.get('cpus', '?')} CPUs; "
           f"CPU % columns are the {' / '.join(servers)} runs, 100 = one core. "
           f"⚠ = the generator reported ok: false.\n")
+not_judged = sorted({(c, s) for (c, s), r in rows.items() if "loss_not_judged" in r})
+if not_judged:
+    print("Loss not judged (the run did not fail on it): " + "; ".join(
+        f"{s} in {c}: lost {rows[(c, s)].get('lost')}, {rows[(c, s)]['loss_not_judged']}" for c, s in not_judged) + ".\n")
 loads = [r["loadavg_1m_before"] for r in rows.values() if num(r.get("loadavg_1m_before")) is not None]
 if loads:
     cpus = (meta or {}).get("cpus") or 0
@@ -467,9 +478,20 @@ with open(server_err, errors="replace") as f:
 if lines:  # wshub runs at --log-level warn: anything here is worth keeping
     r["server_stderr_lines"] = len(lines)
     r["server_stderr_tail"] = "\n".join(lines[-5:])[-1000:]
+with open(stderr, errors="replace") as f:
+    problems = [l[len("PROBLEM: "):].strip() for l in f if l.startswith("PROBLEM: ")]
+# Bun drops what a send or publish adds past its backpressureLimit, by design
+# and without closing (benches/README.md): when its only problem in a fanout
+# case is loss, the loss is shown (lost, ⚠) but does not fail the run. Every
+# other server, wshub first, fails on any loss.
+loss_only = bool(problems) and all(p.split(" ", 1)[-1].startswith("deliveries lost") for p in problems)
+if server == "bun" and case.startswith("fanout") and loss_only and "error" not in r:
+    r["loss_not_judged"] = "bun drops past its backpressureLimit by design"
 with open(out, "a") as f:
     f.write(json.dumps(r) + "\n")
-failed = "error" in r or r.get("ok") is False or r["server_exit"] != 0
+failed = "error" in r or (r.get("ok") is False and "loss_not_judged" not in r) or r["server_exit"] != 0
+if "loss_not_judged" in r:
+    print(f"   {server}: lost {r.get('lost')} (not judged: {r['loss_not_judged']})", file=sys.stderr)
 print(f"   {server}: " + ("FAILED: " + r["error"] if "error" in r else json.dumps(
     {k: v for k, v in r.items() if k not in ("server", "case", "case_desc", "server_stderr_tail")})),
     file=sys.stderr)
