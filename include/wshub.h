@@ -916,6 +916,23 @@ wshub_result wshub_config_set_sse(wshub_config *config, bool on);
 wshub_result wshub_config_set_redis(wshub_config *config, const char *url);
 
 /*
+ Protocol only: adds a Sentinel, "HOST:PORT" (copied), that names the
+ primary of the master set with `wshub_config_set_redis_sentinel_master`:
+ every new Redis connection goes to the primary the sentinels name, so the
+ node follows a failover. The URL of `wshub_config_set_redis`, if set,
+ then only lends its password, database and TLS settings. Repeatable.
+ WSHUB_INVALID_ARGUMENT when `addr` is not HOST:PORT. See docs/scaling.md.
+ */
+wshub_result wshub_config_add_redis_sentinel(wshub_config *config, const char *addr);
+
+/*
+ Protocol only: the master name (copied) the sentinels watch; needed with
+ `wshub_config_add_redis_sentinel` (without it, or it without a sentinel,
+ `wshub_start` returns WSHUB_INVALID_CONFIG). NULL unsets it.
+ */
+wshub_result wshub_config_set_redis_sentinel_master(wshub_config *config, const char *name);
+
+/*
  Protocol only: the prefix (copied) of every Redis key and channel, so
  that several clusters can share one Redis. Default `wshub`.
  */

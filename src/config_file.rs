@@ -70,6 +70,9 @@ pub struct ConfigFile {
     pub tls_key: Option<std::path::PathBuf>,
     pub tls_client_ca: Option<std::path::PathBuf>,
     pub redis: Option<String>,
+    /// Every sentinel (the flag `--redis-sentinel`, repeated).
+    pub redis_sentinel: Option<Vec<String>>,
+    pub redis_sentinel_master: Option<String>,
     pub redis_prefix: Option<String>,
     pub idempotency_ttl_ms: Option<u64>,
     /// `true` turns `GET /sse` off (`--no-sse`).

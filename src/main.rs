@@ -207,6 +207,14 @@ struct Cli {
     /// or `rediss://` (TLS). Prefer the config file when it holds a password.
     #[arg(long, value_name = "URL")]
     redis: Option<String>,
+    /// A Sentinel (`HOST:PORT`, repeatable) that names the primary of
+    /// --redis-sentinel-master: the node follows failovers. --redis, if
+    /// given, then only lends its password, database and TLS.
+    #[arg(long = "redis-sentinel", value_name = "HOST:PORT")]
+    redis_sentinel: Vec<String>,
+    /// The master name the sentinels watch (needed with --redis-sentinel).
+    #[arg(long, value_name = "NAME")]
+    redis_sentinel_master: Option<String>,
     /// Prefix of every Redis key and channel (several clusters on one Redis).
     #[arg(long, default_value_t = ProtocolConfig::default().redis_prefix)]
     redis_prefix: String,
@@ -302,6 +310,7 @@ impl Cli {
             set(m, "compression", &mut cli.compression, on);
         }
         merge!(max_connections_per_user, allow_origin, redis_prefix, trusted_proxy, idempotency_ttl_ms);
+        merge!(redis_sentinel);
         macro_rules! merge_some {
             ($($field:ident),*) => {$(
                 if file.$field.is_some() { set(m, stringify!($field), &mut cli.$field, file.$field.clone()); }
@@ -328,7 +337,7 @@ impl Cli {
                 }
             )*};
         }
-        merge_optional!(tls_cert, tls_key, tls_client_ca, redis, admin_bind);
+        merge_optional!(tls_cert, tls_key, tls_client_ca, redis, admin_bind, redis_sentinel_master);
         Ok(cli)
     }
 
@@ -371,6 +380,12 @@ impl Cli {
         }
         if let Some(url) = &self.redis {
             config = config.redis(url.clone());
+        }
+        for addr in &self.redis_sentinel {
+            config = config.redis_sentinel(addr.clone());
+        }
+        if let Some(name) = &self.redis_sentinel_master {
+            config = config.redis_sentinel_master(name.clone());
         }
         Ok(config
             .max_connections_per_user(self.max_connections_per_user)

@@ -740,6 +740,44 @@ pub extern "C" fn wshub_config_set_redis(config: *mut wshub_config, url: *const 
     }
 }
 
+/// Protocol only: adds a Sentinel, "HOST:PORT" (copied), that names the
+/// primary of the master set with `wshub_config_set_redis_sentinel_master`:
+/// every new Redis connection goes to the primary the sentinels name, so the
+/// node follows a failover. The URL of `wshub_config_set_redis`, if set,
+/// then only lends its password, database and TLS settings. Repeatable.
+/// WSHUB_INVALID_ARGUMENT when `addr` is not HOST:PORT. See docs/scaling.md.
+#[no_mangle]
+pub extern "C" fn wshub_config_add_redis_sentinel(
+    config: *mut wshub_config,
+    addr: *const c_char,
+) -> wshub_result {
+    ffi_boundary! {
+        let config = try_out!(config);
+        let addr = try_str!(addr);
+        if crate::protocol::parse_sentinel_addr(addr).is_err() {
+            return wshub_result::WSHUB_INVALID_ARGUMENT;
+        }
+        config.protocol.redis_sentinels.push(addr.to_owned());
+        wshub_result::WSHUB_OK
+    }
+}
+
+/// Protocol only: the master name (copied) the sentinels watch; needed with
+/// `wshub_config_add_redis_sentinel` (without it, or it without a sentinel,
+/// `wshub_start` returns WSHUB_INVALID_CONFIG). NULL unsets it.
+#[no_mangle]
+pub extern "C" fn wshub_config_set_redis_sentinel_master(
+    config: *mut wshub_config,
+    name: *const c_char,
+) -> wshub_result {
+    ffi_boundary! {
+        let config = try_out!(config);
+        config.protocol.redis_sentinel_master =
+            if name.is_null() { None } else { Some(try_str!(name).to_owned()) };
+        wshub_result::WSHUB_OK
+    }
+}
+
 /// Protocol only: the prefix (copied) of every Redis key and channel, so
 /// that several clusters can share one Redis. Default `wshub`.
 #[no_mangle]

@@ -80,6 +80,14 @@ pub struct ProtocolConfig {
     /// None = a single node, with no Redis code on its paths. Never shown by
     /// `Debug` (it may hold a password).
     pub redis_url: Option<Secret>,
+    /// Sentinels (`HOST:PORT`) that name the primary of
+    /// [`redis_sentinel_master`](Self::redis_sentinel_master): each new
+    /// connection goes to the primary they name, so a node follows a
+    /// failover. `redis_url`, if set, then only lends its password, database
+    /// and TLS settings. Empty = no Sentinel.
+    pub redis_sentinels: Vec<String>,
+    /// The master name the sentinels watch; needed with `redis_sentinels`.
+    pub redis_sentinel_master: Option<String>,
     /// Prefix of every Redis key and channel this cluster uses.
     pub redis_prefix: String,
     /// With Redis: how long a publish's idempotency key is remembered, however
@@ -127,6 +135,8 @@ impl Default for ProtocolConfig {
             api_key: None,
             max_bans: 10_000,
             redis_url: None,
+            redis_sentinels: Vec::new(),
+            redis_sentinel_master: None,
             redis_prefix: "wshub".to_owned(),
             idempotency_ttl: Duration::from_secs(300),
             sse: true,
@@ -239,6 +249,17 @@ impl ProtocolConfig {
         if let Some(url) = &self.redis_url {
             redis::Client::open(url.0.as_str()).map_err(|e| format!("redis: {e}"))?;
         }
+        for addr in &self.redis_sentinels {
+            super::cluster::sentinel::parse_addr(addr)?;
+        }
+        match (self.redis_sentinels.is_empty(), &self.redis_sentinel_master) {
+            (false, None) => return Err("redis_sentinel needs redis_sentinel_master".to_owned()),
+            (true, Some(_)) => return Err("redis_sentinel_master needs redis_sentinel".to_owned()),
+            (_, Some(name)) if name.is_empty() || name.contains(char::is_whitespace) => {
+                return Err("redis_sentinel_master must be a name without spaces".to_owned())
+            }
+            _ => {}
+        }
         if self.redis_prefix.is_empty() || self.redis_prefix.chars().any(|c| c.is_control() || c == ' ') {
             return Err("redis_prefix must be non-empty, without spaces or control characters".to_owned());
         }
@@ -300,6 +321,25 @@ impl ProtocolConfig {
     pub fn redis(mut self, url: impl Into<String>) -> Self {
         self.redis_url = Some(Secret(url.into()));
         self
+    }
+
+    /// Adds a sentinel to [`ProtocolConfig::redis_sentinels`].
+    #[must_use]
+    pub fn redis_sentinel(mut self, addr: impl Into<String>) -> Self {
+        self.redis_sentinels.push(addr.into());
+        self
+    }
+
+    /// Sets [`ProtocolConfig::redis_sentinel_master`].
+    #[must_use]
+    pub fn redis_sentinel_master(mut self, name: impl Into<String>) -> Self {
+        self.redis_sentinel_master = Some(name.into());
+        self
+    }
+
+    /// Whether this node shares rooms through Redis (a URL or sentinels).
+    pub fn clustered(&self) -> bool {
+        self.redis_url.is_some() || !self.redis_sentinels.is_empty()
     }
 
     /// Sets [`ProtocolConfig::redis_prefix`].

@@ -154,9 +154,10 @@ impl ProtocolHandler {
             total_bytes: config.history_total_max_bytes,
             max_rooms: config.max_rooms,
         };
-        let cluster = config.redis_url.as_ref().and_then(|url| {
-            Cluster::new(&url.0, &config).inspect_err(|e| log::error!("{e}: running as a single node")).ok()
-        });
+        let cluster = config
+            .clustered()
+            .then(|| Cluster::new(&config))
+            .and_then(|made| made.inspect_err(|e| log::error!("{e}: running as a single node")).ok());
         let bans = Bans::new(config.max_bans);
         ProtocolHandler {
             shared: Arc::new(Shared {

@@ -20,6 +20,7 @@
 mod node;
 mod pool;
 mod scripts;
+pub(crate) mod sentinel;
 mod subscriber;
 
 use std::collections::hash_map::RandomState;
@@ -79,7 +80,7 @@ pub(crate) struct Cluster {
     pub node: String,
     /// The key prefix with its trailing `:`.
     prefix: String,
-    client: redis::Client,
+    connector: sentinel::Connector,
     pool: pool::Pool,
     scripts: scripts::Scripts,
     /// False from a failed call until a heartbeat succeeds again.
@@ -138,10 +139,14 @@ pub(crate) struct Join<'a> {
 type Entries = Vec<(String, Vec<Vec<u8>>)>;
 
 impl Cluster {
-    /// A cluster node for this Redis URL; checks the URL only (the first
-    /// connection is made on first use).
-    pub fn new(url: &str, config: &ProtocolConfig) -> Result<Self, String> {
-        let client = redis::Client::open(url).map_err(|e| format!("--redis: {e}"))?;
+    /// A cluster node for the configured Redis URL or sentinels; checks
+    /// them only (the first connection is made on first use).
+    pub fn new(config: &ProtocolConfig) -> Result<Self, String> {
+        let connector = sentinel::Connector::new(
+            config.redis_url.as_ref().map(|url| url.0.as_str()),
+            &config.redis_sentinels,
+            config.redis_sentinel_master.as_deref(),
+        )?;
         let epochs = RandomState::new();
         let mut h = epochs.build_hasher();
         h.write_u32(std::process::id());
@@ -151,7 +156,7 @@ impl Cluster {
         Ok(Cluster {
             node: format!("{:012x}", h.finish() & 0xffff_ffff_ffff),
             prefix: format!("{}:", config.redis_prefix),
-            client,
+            connector,
             pool: pool::Pool::default(),
             scripts: scripts::Scripts::new(),
             up: AtomicBool::new(true),
@@ -301,10 +306,7 @@ impl Cluster {
     }
 
     fn connect(&self) -> redis::RedisResult<redis::Connection> {
-        let conn = self.client.get_connection_with_timeout(TIMEOUT)?;
-        conn.set_read_timeout(Some(TIMEOUT))?;
-        conn.set_write_timeout(Some(TIMEOUT))?;
-        Ok(conn)
+        self.connector.connect(TIMEOUT)
     }
 
     /// Runs `f` on a pooled connection, failing at once while Redis is down.
@@ -325,7 +327,10 @@ impl Cluster {
     /// Runs `f` on a pooled connection whether or not Redis is thought up.
     /// A connection that cannot be made marks Redis down; one that breaks or
     /// times out during `f` is closed, and fails this call only (a slow
-    /// call is not an unavailable Redis: the heartbeat tells that).
+    /// call is not an unavailable Redis: the heartbeat tells that). A
+    /// READONLY reply (the primary was made a replica by a failover) counts
+    /// as a broken connection and marks Redis down: the next connection asks
+    /// the sentinels again.
     fn call_anyway<T>(
         &self,
         f: impl FnOnce(&mut redis::Connection) -> redis::RedisResult<T>,
@@ -358,7 +363,8 @@ impl Cluster {
                 let broken = e.is_io_error()
                     || e.is_timeout()
                     || e.is_connection_dropped()
-                    || e.is_connection_refusal();
+                    || e.is_connection_refusal()
+                    || sentinel::not_primary(e);
                 let down = broken && !e.is_timeout();
                 self.mark_failed(down);
                 if e.is_timeout() {
