@@ -204,9 +204,11 @@ struct Cli {
     tls_client_ca: Option<PathBuf>,
     // Scale-out over Redis (docs/scaling.md).
     /// Share rooms with every node on this Redis: `redis://[:password@]host:port[/db]`
-    /// or `rediss://` (TLS). Prefer the config file when it holds a password.
+    /// or `rediss://` (TLS). Repeatable: rooms are spread over the instances by a
+    /// hash of their name (every node needs the same list, in the same order).
+    /// Prefer the config file when it holds a password.
     #[arg(long, value_name = "URL")]
-    redis: Option<String>,
+    redis: Vec<String>,
     /// A Sentinel (`HOST:PORT`, repeatable) that names the primary of
     /// --redis-sentinel-master: the node follows failovers. --redis, if
     /// given, then only lends its password, database and TLS.
@@ -337,7 +339,10 @@ impl Cli {
                 }
             )*};
         }
-        merge_optional!(tls_cert, tls_key, tls_client_ca, redis, admin_bind, redis_sentinel_master);
+        merge_optional!(tls_cert, tls_key, tls_client_ca, admin_bind, redis_sentinel_master);
+        if let Some(urls) = file.redis.clone() {
+            set(m, "redis", &mut cli.redis, urls.into_vec());
+        }
         Ok(cli)
     }
 
@@ -378,7 +383,7 @@ impl Cli {
         for origin in &self.allow_origin {
             config = config.allow_origin(origin.clone());
         }
-        if let Some(url) = &self.redis {
+        for url in &self.redis {
             config = config.redis(url.clone());
         }
         for addr in &self.redis_sentinel {

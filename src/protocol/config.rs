@@ -77,14 +77,18 @@ pub struct ProtocolConfig {
     // Scale-out (docs/scaling.md).
     /// `redis://[:password@]host:port[/db]` or `rediss://...`: rooms, seq,
     /// history and presence are shared with every node on the same Redis.
-    /// None = a single node, with no Redis code on its paths. Never shown by
-    /// `Debug` (it may hold a password).
-    pub redis_url: Option<Secret>,
+    /// More than one: rooms are spread over them by a consistent hash of the
+    /// room name (every node must be given the same list, in the same
+    /// order). Empty = a single node, with no Redis code on its paths (unless
+    /// `redis_sentinels` are set). Never shown by `Debug` (a URL may hold a
+    /// password).
+    pub redis_urls: Vec<Secret>,
     /// Sentinels (`HOST:PORT`) that name the primary of
     /// [`redis_sentinel_master`](Self::redis_sentinel_master): each new
     /// connection goes to the primary they name, so a node follows a
-    /// failover. `redis_url`, if set, then only lends its password, database
-    /// and TLS settings. Empty = no Sentinel.
+    /// failover. A URL in `redis_urls`, if set, then only lends its password,
+    /// database and TLS settings. Empty = no Sentinel. Sentinel serves one
+    /// shard: with more than one URL it is refused.
     pub redis_sentinels: Vec<String>,
     /// The master name the sentinels watch; needed with `redis_sentinels`.
     pub redis_sentinel_master: Option<String>,
@@ -134,7 +138,7 @@ impl Default for ProtocolConfig {
             max_connections_per_user: 0,
             api_key: None,
             max_bans: 10_000,
-            redis_url: None,
+            redis_urls: Vec::new(),
             redis_sentinels: Vec::new(),
             redis_sentinel_master: None,
             redis_prefix: "wshub".to_owned(),
@@ -246,8 +250,11 @@ impl ProtocolConfig {
         if self.api_key.as_ref().is_some_and(|k| k.0.is_empty()) {
             return Err("api_key must not be empty (leave it unset to turn the API off)".to_owned());
         }
-        if let Some(url) = &self.redis_url {
+        for url in &self.redis_urls {
             redis::Client::open(url.0.as_str()).map_err(|e| format!("redis: {e}"))?;
+        }
+        if self.redis_urls.len() > 1 && !self.redis_sentinels.is_empty() {
+            return Err("redis_sentinel watches one master: give at most one redis URL with it".to_owned());
         }
         for addr in &self.redis_sentinels {
             super::cluster::sentinel::parse_addr(addr)?;
@@ -316,10 +323,11 @@ impl ProtocolConfig {
         self
     }
 
-    /// Sets [`ProtocolConfig::redis_url`].
+    /// Adds a Redis to [`ProtocolConfig::redis_urls`] (called again: one
+    /// more shard).
     #[must_use]
     pub fn redis(mut self, url: impl Into<String>) -> Self {
-        self.redis_url = Some(Secret(url.into()));
+        self.redis_urls.push(Secret(url.into()));
         self
     }
 
@@ -339,7 +347,7 @@ impl ProtocolConfig {
 
     /// Whether this node shares rooms through Redis (a URL or sentinels).
     pub fn clustered(&self) -> bool {
-        self.redis_url.is_some() || !self.redis_sentinels.is_empty()
+        !self.redis_urls.is_empty() || !self.redis_sentinels.is_empty()
     }
 
     /// Sets [`ProtocolConfig::redis_prefix`].

@@ -253,7 +253,7 @@ impl ProtocolHandler {
     }
 
     /// The clientId of a connection on a single node: its id in decimal.
-    /// With Redis (`redis_url`) clients get `<node>-<id>` instead, unique
+    /// With Redis (`redis_urls`) clients get `<node>-<id>` instead, unique
     /// across nodes (docs/protocol.md, "Scaling out").
     pub fn client_id(conn: ConnId) -> String {
         conn.to_string()
@@ -272,7 +272,7 @@ pub fn choose_subprotocol(offered: &[String]) -> Option<String> {
 }
 
 impl Handler for ProtocolHandler {
-    /// Starts the Redis threads (with `redis_url`; a no-op otherwise), so a
+    /// Starts the Redis threads (with Redis; a no-op otherwise), so a
     /// node heartbeats, reaps and fans out before its first request.
     /// `on_upgrade` and `on_http` start them too (a no-op once they run), for
     /// a host that wraps this handler without forwarding `on_start`.

@@ -21,18 +21,17 @@ mod node;
 mod pool;
 mod scripts;
 pub(crate) mod sentinel;
+mod shards;
 mod subscriber;
 
 use std::collections::hash_map::RandomState;
-use std::collections::{HashMap, HashSet};
 use std::fmt::Write as _;
 use std::hash::{BuildHasher, Hasher};
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
-use crossbeam_channel::{Receiver, Sender};
-use parking_lot::Mutex;
+use crossbeam_channel::Sender;
 use serde_json::{json, Value};
 
 use super::config::ProtocolConfig;
@@ -51,7 +50,7 @@ pub(crate) const HEARTBEAT: Duration = Duration::from_secs(1);
 /// The TTL of a node's heartbeat key: a node silent this long is dead, and
 /// the next heartbeat of any other node reaps its members.
 pub(crate) const NODE_TTL: Duration = Duration::from_secs(5);
-/// Subscribe requests waiting for the subscriber thread.
+/// Subscribe requests waiting for a shard's subscriber thread.
 const CONTROL_QUEUE: usize = 1024;
 
 /// A request to the subscriber thread.
@@ -80,19 +79,13 @@ pub(crate) struct Cluster {
     pub node: String,
     /// The key prefix with its trailing `:`.
     prefix: String,
-    connector: sentinel::Connector,
-    pool: pool::Pool,
+    /// The Redis instances rooms are spread over (`shards.rs`); the first
+    /// also carries bans and requests to all nodes.
+    shards: Vec<shards::Shard>,
+    /// The fingerprint of the shard list every node must share.
+    shard_list: String,
     scripts: scripts::Scripts,
-    /// False from a failed call until a heartbeat succeeds again.
-    up: AtomicBool,
     started: OnceLock<()>,
-    control: (Sender<Control>, Receiver<Control>),
-    /// Rooms whose channel the subscriber has confirmed.
-    subscribed: Mutex<HashSet<String>>,
-    /// This node's members as its Redis members hash holds them (field
-    /// `room\nclientId` → user and presence payload): what the heartbeat puts
-    /// back when Redis lost them (`node.rs`).
-    members: Mutex<HashMap<String, Member>>,
     history_count: usize,
     history_ttl: Duration,
     idempotency_ttl: Duration,
@@ -139,14 +132,19 @@ pub(crate) struct Join<'a> {
 type Entries = Vec<(String, Vec<Vec<u8>>)>;
 
 impl Cluster {
-    /// A cluster node for the configured Redis URL or sentinels; checks
-    /// them only (the first connection is made on first use).
+    /// A cluster node for the configured Redis URLs (one shard each) or
+    /// sentinels; checks them only (the first connection is made on first use).
     pub fn new(config: &ProtocolConfig) -> Result<Self, String> {
-        let connector = sentinel::Connector::new(
-            config.redis_url.as_ref().map(|url| url.0.as_str()),
-            &config.redis_sentinels,
-            config.redis_sentinel_master.as_deref(),
-        )?;
+        let urls: Vec<String> = config.redis_urls.iter().map(|url| url.0.clone()).collect();
+        let mut shards = Vec::new();
+        for index in 0..urls.len().max(1) {
+            let connector = sentinel::Connector::new(
+                urls.get(index).map(String::as_str),
+                &config.redis_sentinels,
+                config.redis_sentinel_master.as_deref(),
+            )?;
+            shards.push(shards::Shard::new(index, connector));
+        }
         let epochs = RandomState::new();
         let mut h = epochs.build_hasher();
         h.write_u32(std::process::id());
@@ -156,14 +154,10 @@ impl Cluster {
         Ok(Cluster {
             node: format!("{:012x}", h.finish() & 0xffff_ffff_ffff),
             prefix: format!("{}:", config.redis_prefix),
-            connector,
-            pool: pool::Pool::default(),
+            shards,
+            shard_list: shards::fingerprint(&urls),
             scripts: scripts::Scripts::new(),
-            up: AtomicBool::new(true),
             started: OnceLock::new(),
-            control: crossbeam_channel::bounded(CONTROL_QUEUE),
-            subscribed: Mutex::new(HashSet::new()),
-            members: Mutex::new(HashMap::new()),
             history_count: config.history_size,
             history_ttl: config.history_ttl,
             idempotency_ttl: config.idempotency_ttl,
@@ -184,12 +178,18 @@ impl Cluster {
         if cluster.started.set(()).is_err() {
             return;
         }
-        let (weak, server2) = (Arc::downgrade(shared), server.downgrade());
         use crate::sys::signals;
-        let spawned = signals::spawn(std::thread::Builder::new().name("wshub-redis-sub".into()), move || {
-            subscriber::run(weak, server2)
-        })
-        .and_then(|_| {
+        let mut spawned = Ok(());
+        for shard in 0..cluster.shards.len() {
+            let (weak, server2) = (Arc::downgrade(shared), server.downgrade());
+            spawned = spawned.and_then(|_| {
+                signals::spawn(std::thread::Builder::new().name("wshub-redis-sub".into()), move || {
+                    subscriber::run(weak, server2, shard)
+                })
+                .map(drop)
+            });
+        }
+        let spawned = spawned.and_then(|_| {
             let weak = Arc::downgrade(shared);
             signals::spawn(std::thread::Builder::new().name("wshub-redis-node".into()), move || {
                 node::run(weak)
@@ -200,9 +200,25 @@ impl Cluster {
         }
     }
 
-    /// Whether Redis answered the last call.
+    /// Whether some shard answered its last call: a node that can serve
+    /// some rooms is worth its clients (every node sees the same shard down).
     pub fn is_up(&self) -> bool {
-        self.up.load(Relaxed)
+        self.shards.iter().any(|s| s.up.load(Relaxed))
+    }
+
+    /// Whether every shard answered its last call.
+    fn all_up(&self) -> bool {
+        self.shards.iter().all(|s| s.up.load(Relaxed))
+    }
+
+    /// The shard a room lives on.
+    fn shard(&self, room: &str) -> &shards::Shard {
+        &self.shards[shards::shard_of(room, self.shards.len())]
+    }
+
+    /// The shard that carries bans and the requests to all nodes.
+    fn home(&self) -> &shards::Shard {
+        &self.shards[0]
     }
 
     /// A clientId unique across nodes: `<node>-<conn>`.
@@ -236,7 +252,7 @@ impl Cluster {
     /// nodes started later, and tells every node now.
     pub fn share_ban(&self, user: &str, until_ms: u64) {
         let bans = self.bans_key();
-        if self.call(|c| redis::cmd("HSET").arg(&bans).arg(user).arg(until_ms).query::<i64>(c)).is_err() {
+        if self.call(self.home(), |c| redis::cmd("HSET").arg(&bans).arg(user).arg(until_ms).query::<i64>(c)).is_err() {
             log::warn!("redis: the ban of {user:?} could not be recorded for the other nodes");
         }
         self.send_control('b', until_ms, "", user);
@@ -245,7 +261,7 @@ impl Cluster {
     /// Lifts a ban in Redis and on every node.
     pub fn share_unban(&self, user: &str) {
         let bans = self.bans_key();
-        if self.call(|c| redis::cmd("HDEL").arg(&bans).arg(user).query::<i64>(c)).is_err() {
+        if self.call(self.home(), |c| redis::cmd("HDEL").arg(&bans).arg(user).query::<i64>(c)).is_err() {
             log::warn!("redis: the unban of {user:?} could not be recorded for the other nodes");
         }
         self.send_control('n', 0, "", user);
@@ -255,12 +271,13 @@ impl Cluster {
     /// ms). Expired ones are removed from Redis.
     fn recorded_bans(&self) -> redis::RedisResult<Vec<(String, u64)>> {
         let bans = self.bans_key();
-        let all: Vec<(String, u64)> = self.call_anyway(|c| redis::cmd("HGETALL").arg(&bans).query(c))?;
+        let all: Vec<(String, u64)> =
+            self.call_anyway(self.home(), |c| redis::cmd("HGETALL").arg(&bans).query(c))?;
         let now = super::bans::unix_ms(std::time::SystemTime::now());
         let (held, expired): (Vec<_>, Vec<_>) = all.into_iter().partition(|(_, until)| *until > now);
         if !expired.is_empty() {
             let users: Vec<&str> = expired.iter().map(|(user, _)| user.as_str()).collect();
-            let _ = self.call_anyway(|c| redis::cmd("HDEL").arg(&bans).arg(&users).query::<i64>(c));
+            let _ = self.call_anyway(self.home(), |c| redis::cmd("HDEL").arg(&bans).arg(&users).query::<i64>(c));
         }
         Ok(held)
     }
@@ -272,7 +289,7 @@ impl Cluster {
     fn send_control(&self, kind: char, number: u64, reason: &str, target: &str) {
         let channel = self.control_channel();
         let message = format!("{kind} {number} {}\n{reason}{target}", reason.len());
-        if self.call(|c| redis::cmd("PUBLISH").arg(&channel).arg(&message).query::<i64>(c)).is_err() {
+        if self.call(self.home(), |c| redis::cmd("PUBLISH").arg(&channel).arg(&message).query::<i64>(c)).is_err() {
             log::warn!("redis: a kick or ban could not reach the other nodes");
         }
     }
@@ -305,20 +322,22 @@ impl Cluster {
         format!("{:016x}", h.finish())
     }
 
-    fn connect(&self) -> redis::RedisResult<redis::Connection> {
-        self.connector.connect(TIMEOUT)
+    fn connect(&self, s: &shards::Shard) -> redis::RedisResult<redis::Connection> {
+        s.connector.connect(TIMEOUT)
     }
 
-    /// Runs `f` on a pooled connection, failing at once while Redis is down.
+    /// Runs `f` on a pooled connection of shard `s`, failing at once while
+    /// that shard is down.
     fn call<T>(
         &self,
+        s: &shards::Shard,
         f: impl FnOnce(&mut redis::Connection) -> redis::RedisResult<T>,
     ) -> Result<T, ErrorReply> {
-        if !self.is_up() {
+        if !s.up.load(Relaxed) {
             self.metrics.errors.fetch_add(1, Relaxed);
             return Err(unavailable());
         }
-        self.call_anyway(f).map_err(|e| {
+        self.call_anyway(s, f).map_err(|e| {
             log::warn!("redis: {e}");
             unavailable()
         })
@@ -333,15 +352,16 @@ impl Cluster {
     /// the sentinels again.
     fn call_anyway<T>(
         &self,
+        s: &shards::Shard,
         f: impl FnOnce(&mut redis::Connection) -> redis::RedisResult<T>,
     ) -> redis::RedisResult<T> {
-        let mut conn = match self.pool.take(TIMEOUT) {
+        let mut conn = match s.pool.take(TIMEOUT) {
             Some(pool::Slot::Idle(conn)) => conn,
-            Some(pool::Slot::Open) => match self.connect() {
+            Some(pool::Slot::Open) => match self.connect(s) {
                 Ok(conn) => conn,
                 Err(e) => {
-                    self.pool.forget();
-                    self.mark_failed(true);
+                    s.pool.forget();
+                    self.mark_failed(s, true);
                     return Err(e);
                 }
             },
@@ -358,7 +378,7 @@ impl Cluster {
         self.metrics.rtt_micros.fetch_add(start.elapsed().as_micros() as u64, Relaxed);
         self.metrics.calls.fetch_add(1, Relaxed);
         match &result {
-            Ok(_) => self.pool.give_back(conn),
+            Ok(_) => s.pool.give_back(conn),
             Err(e) => {
                 let broken = e.is_io_error()
                     || e.is_timeout()
@@ -366,34 +386,37 @@ impl Cluster {
                     || e.is_connection_refusal()
                     || sentinel::not_primary(e);
                 let down = broken && !e.is_timeout();
-                self.mark_failed(down);
+                self.mark_failed(s, down);
                 if e.is_timeout() {
                     // The idle ones may be as stale (a network cut): make
                     // them again rather than have each fail a call.
-                    self.pool.clear();
+                    s.pool.clear();
                 }
                 if broken {
-                    self.pool.forget();
+                    s.pool.forget();
                 } else {
-                    self.pool.give_back(conn);
+                    s.pool.give_back(conn);
                 }
             }
         }
         result
     }
 
-    fn mark_failed(&self, down: bool) {
+    fn mark_failed(&self, s: &shards::Shard, down: bool) {
         self.metrics.errors.fetch_add(1, Relaxed);
         if down {
-            self.mark_down();
+            self.mark_down(s);
         }
     }
 
-    /// Redis is down until a heartbeat goes through again.
-    fn mark_down(&self) {
-        if self.up.swap(false, Relaxed) {
-            log::warn!("redis is down: publishes and joins get `error unavailable` until it answers again");
-            self.pool.clear();
+    /// A shard is down until a heartbeat on it goes through again.
+    fn mark_down(&self, s: &shards::Shard) {
+        if s.up.swap(false, Relaxed) {
+            log::warn!(
+                "redis (shard {}) is down: publishes and joins in its rooms get `error unavailable` until it answers again",
+                s.index
+            );
+            s.pool.clear();
         }
     }
 
@@ -410,7 +433,7 @@ impl Cluster {
         let body = encode_body(p, ts);
         let origin = format!("{} {}", self.node, p.except.map_or_else(|| "-".to_owned(), |c| c.to_string()));
         let room = p.room;
-        let (seq, _epoch, dup): (u64, String, u8) = self.call(|c| {
+        let (seq, _epoch, dup): (u64, String, u8) = self.call(self.shard(room), |c| {
             self.scripts
                 .publish
                 .key(self.key("m", room))
@@ -437,15 +460,16 @@ impl Cluster {
     /// most [`TIMEOUT`] for room in the subscriber's queue, then at most
     /// [`TIMEOUT`] and a [`HEARTBEAT`] for Redis to confirm a new subscription.
     fn ensure_subscribed(&self, room: &str) -> Result<(), ErrorReply> {
-        if self.subscribed.lock().contains(room) {
+        let s = self.shard(room);
+        if s.subscribed.lock().contains(room) {
             return Ok(());
         }
-        if !self.is_up() {
+        if !s.up.load(Relaxed) {
             return Err(unavailable());
         }
         let (tx, rx) = crossbeam_channel::bounded(1);
         // Many joins at once may fill the queue: wait for room, within the bound.
-        self.control
+        s.control
             .0
             .send_timeout(Control::Subscribe(room.to_owned(), tx), TIMEOUT)
             .map_err(|_| unavailable())?;
@@ -457,7 +481,7 @@ impl Cluster {
 
     /// Asks the subscriber to drop a room that lost its last local member.
     fn release(&self, room: &str) {
-        let _ = self.control.0.try_send(Control::Unsubscribe(room.to_owned()));
+        let _ = self.shard(room).control.0.try_send(Control::Unsubscribe(room.to_owned()));
     }
 
     /// The room's epoch, seq, history entries from..=to and member count in
@@ -504,10 +528,11 @@ impl Cluster {
                 .arg(payload)
                 .invoke(c)
         };
+        let s = self.shard(room);
         if anyway {
-            self.call_anyway(invoke).map_err(|_| unavailable())
+            self.call_anyway(s, invoke).map_err(|_| unavailable())
         } else {
-            self.call(invoke)
+            self.call(s, invoke)
         }
     }
 
@@ -540,7 +565,7 @@ impl Cluster {
         j: &Join<'_>,
         r: &mut RoomState,
     ) -> Result<Option<(u64, usize)>, ErrorReply> {
-        if !self.subscribed.lock().contains(j.room) {
+        if !self.shard(j.room).subscribed.lock().contains(j.room) {
             return Ok(None);
         }
         let event = presence_event("presence:join", j.room, j.client_id, j.user);
@@ -562,7 +587,7 @@ impl Cluster {
         }
         if j.newly {
             server.join(j.conn, j.room).map_err(|_| internal())?;
-            self.members.lock().insert(member_field(j.room, j.client_id), member);
+            self.shard(j.room).members.lock().insert(member_field(j.room, j.client_id), member);
             r.members.insert(j.conn, json!({}));
             let _ = server.broadcast(j.room, event, Some(j.conn));
         }
@@ -605,8 +630,9 @@ impl Cluster {
     pub fn left(&self, room: &str, client_id: &str, conn: ConnId, user: Option<&str>, last: bool) {
         let event = self.ephemeral(Some(conn), &presence_event("presence:leave", room, client_id, user));
         // Before Redis: the heartbeat must not put back a member on its way out.
-        self.members.lock().remove(&member_field(room, client_id));
-        let result = self.call(|c| {
+        let s = self.shard(room);
+        s.members.lock().remove(&member_field(room, client_id));
+        let result = self.call(s, |c| {
             self.scripts
                 .leave
                 .key(self.key("p", room))
@@ -631,13 +657,13 @@ impl Cluster {
     pub fn relay(&self, room: &str, conn: ConnId, text: &str) -> Result<(), ErrorReply> {
         let msg = self.ephemeral(Some(conn), text);
         let channel = self.channel(room);
-        self.call(|c| redis::cmd("PUBLISH").arg(&channel).arg(&msg).query::<i64>(c)).map(drop)
+        self.call(self.shard(room), |c| redis::cmd("PUBLISH").arg(&channel).arg(&msg).query::<i64>(c)).map(drop)
     }
 
     /// `presence:get` across nodes: `[{clientId, meta, user?}]` by clientId.
     pub fn presence(&self, room: &str) -> Result<Vec<Value>, ErrorReply> {
         let key = self.key("p", room);
-        let all: Vec<(String, String)> = self.call(|c| redis::cmd("HGETALL").arg(&key).query(c))?;
+        let all: Vec<(String, String)> = self.call(self.shard(room), |c| redis::cmd("HGETALL").arg(&key).query(c))?;
         let mut members: Vec<Value> = all
             .into_iter()
             .map(|(client_id, user)| {
@@ -694,8 +720,8 @@ impl Cluster {
         metric(
             "wshub_redis_up",
             "gauge",
-            "1 while Redis answers, 0 while it is down.",
-            u64::from(self.is_up()).to_string(),
+            "1 while Redis (every shard) answers, 0 while one is down.",
+            u64::from(self.all_up()).to_string(),
         );
         let micros = m.rtt_micros.load(Relaxed);
         metric(
@@ -721,7 +747,7 @@ impl Cluster {
             "wshub_redis_subscribed_rooms",
             "gauge",
             "Rooms whose channel this node subscribes to (rooms with local members).",
-            self.subscribed.lock().len().to_string(),
+            self.shards.iter().map(|s| s.subscribed.lock().len()).sum::<usize>().to_string(),
         );
         metric(
             "wshub_redis_refilled_total",
