@@ -118,7 +118,9 @@ impl ConfigFile {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(untagged)]
 pub enum OneOrMany {
+    /// `key = "value"`.
     One(String),
+    /// `key = ["value", ...]`.
     Many(Vec<String>),
 }
 

@@ -214,6 +214,8 @@ static void null_everything(void) {
     CHECK_RC(wshub_config_set_tls_client_ca_pem(NULL, "pem"), WSHUB_NULL_PARAMETER);
     CHECK_RC(wshub_config_set_tls_client_ca_pem(config, NULL), WSHUB_NULL_PARAMETER);
     CHECK_RC(wshub_config_set_redis(NULL, "redis://127.0.0.1"), WSHUB_NULL_PARAMETER);
+    CHECK_RC(wshub_config_add_redis(NULL, "redis://127.0.0.1"), WSHUB_NULL_PARAMETER);
+    CHECK_RC(wshub_config_add_redis(config, NULL), WSHUB_NULL_PARAMETER);
     CHECK_RC(wshub_config_set_redis_prefix(NULL, "p"), WSHUB_NULL_PARAMETER);
     CHECK_RC(wshub_config_set_redis_prefix(config, NULL), WSHUB_NULL_PARAMETER);
     CHECK_RC(wshub_config_add_redis_sentinel(NULL, "127.0.0.1:26379"), WSHUB_NULL_PARAMETER);
@@ -263,7 +265,17 @@ static void null_everything(void) {
     CHECK_RC(wshub_start(sentinel, &callbacks, NULL, &server), WSHUB_INVALID_CONFIG);
     CHECK_RC(wshub_config_set_redis_sentinel_master(sentinel, "m"), WSHUB_OK);
     CHECK_RC(wshub_config_set_redis_sentinel_master(sentinel, NULL), WSHUB_OK);
+    /* sentinel with two Redis shards */
+    CHECK_RC(wshub_config_set_redis_sentinel_master(sentinel, "m"), WSHUB_OK);
+    CHECK_RC(wshub_config_set_redis(sentinel, "redis://127.0.0.1:1"), WSHUB_OK);
+    CHECK_RC(wshub_config_add_redis(sentinel, "redis://127.0.0.1:2"), WSHUB_OK);
+    CHECK_RC(wshub_start(sentinel, &callbacks, NULL, &server), WSHUB_INVALID_CONFIG);
     wshub_config_free(sentinel);
+    /* a second Redis URL (a shard) that does not parse */
+    CHECK_RC(wshub_config_set_redis(config, "redis://127.0.0.1:1"), WSHUB_OK);
+    CHECK_RC(wshub_config_add_redis(config, "not a url"), WSHUB_OK);
+    CHECK_RC(wshub_start(config, &callbacks, NULL, &server), WSHUB_INVALID_CONFIG);
+    CHECK_RC(wshub_config_set_redis(config, NULL), WSHUB_OK);
     CHECK_RC(wshub_config_set_sse(config, false), WSHUB_OK);
     CHECK_RC(wshub_config_set_sse(config, true), WSHUB_OK);
     CHECK_RC(wshub_config_set_compression(config, false), WSHUB_OK);

@@ -86,6 +86,9 @@ pub(crate) struct Cluster {
     shard_list: String,
     scripts: scripts::Scripts,
     started: OnceLock<()>,
+    /// Subscriber sessions running (each holds the handler while it runs):
+    /// when they are all that holds it, the handler was dropped.
+    sessions: std::sync::atomic::AtomicUsize,
     history_count: usize,
     history_ttl: Duration,
     idempotency_ttl: Duration,
@@ -158,6 +161,7 @@ impl Cluster {
             shard_list: shards::fingerprint(&urls),
             scripts: scripts::Scripts::new(),
             started: OnceLock::new(),
+            sessions: std::sync::atomic::AtomicUsize::new(0),
             history_count: config.history_size,
             history_ttl: config.history_ttl,
             idempotency_ttl: config.idempotency_ttl,
@@ -252,7 +256,10 @@ impl Cluster {
     /// nodes started later, and tells every node now.
     pub fn share_ban(&self, user: &str, until_ms: u64) {
         let bans = self.bans_key();
-        if self.call(self.home(), |c| redis::cmd("HSET").arg(&bans).arg(user).arg(until_ms).query::<i64>(c)).is_err() {
+        if self
+            .call(self.home(), |c| redis::cmd("HSET").arg(&bans).arg(user).arg(until_ms).query::<i64>(c))
+            .is_err()
+        {
             log::warn!("redis: the ban of {user:?} could not be recorded for the other nodes");
         }
         self.send_control('b', until_ms, "", user);
@@ -277,7 +284,8 @@ impl Cluster {
         let (held, expired): (Vec<_>, Vec<_>) = all.into_iter().partition(|(_, until)| *until > now);
         if !expired.is_empty() {
             let users: Vec<&str> = expired.iter().map(|(user, _)| user.as_str()).collect();
-            let _ = self.call_anyway(self.home(), |c| redis::cmd("HDEL").arg(&bans).arg(&users).query::<i64>(c));
+            let _ =
+                self.call_anyway(self.home(), |c| redis::cmd("HDEL").arg(&bans).arg(&users).query::<i64>(c));
         }
         Ok(held)
     }
@@ -289,7 +297,10 @@ impl Cluster {
     fn send_control(&self, kind: char, number: u64, reason: &str, target: &str) {
         let channel = self.control_channel();
         let message = format!("{kind} {number} {}\n{reason}{target}", reason.len());
-        if self.call(self.home(), |c| redis::cmd("PUBLISH").arg(&channel).arg(&message).query::<i64>(c)).is_err() {
+        if self
+            .call(self.home(), |c| redis::cmd("PUBLISH").arg(&channel).arg(&message).query::<i64>(c))
+            .is_err()
+        {
             log::warn!("redis: a kick or ban could not reach the other nodes");
         }
     }
@@ -657,13 +668,15 @@ impl Cluster {
     pub fn relay(&self, room: &str, conn: ConnId, text: &str) -> Result<(), ErrorReply> {
         let msg = self.ephemeral(Some(conn), text);
         let channel = self.channel(room);
-        self.call(self.shard(room), |c| redis::cmd("PUBLISH").arg(&channel).arg(&msg).query::<i64>(c)).map(drop)
+        self.call(self.shard(room), |c| redis::cmd("PUBLISH").arg(&channel).arg(&msg).query::<i64>(c))
+            .map(drop)
     }
 
     /// `presence:get` across nodes: `[{clientId, meta, user?}]` by clientId.
     pub fn presence(&self, room: &str) -> Result<Vec<Value>, ErrorReply> {
         let key = self.key("p", room);
-        let all: Vec<(String, String)> = self.call(self.shard(room), |c| redis::cmd("HGETALL").arg(&key).query(c))?;
+        let all: Vec<(String, String)> =
+            self.call(self.shard(room), |c| redis::cmd("HGETALL").arg(&key).query(c))?;
         let mut members: Vec<Value> = all
             .into_iter()
             .map(|(client_id, user)| {

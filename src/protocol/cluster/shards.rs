@@ -68,7 +68,8 @@ pub(super) fn shard_of(room: &str, shards: usize) -> usize {
     while j < shards as i64 {
         b = j;
         key = key.wrapping_mul(2_862_933_555_777_941_757).wrapping_add(1);
-        j = ((b.wrapping_add(1)) as f64 * ((1u64 << 31) as f64 / ((key >> 33).wrapping_add(1)) as f64)) as i64;
+        j = ((b.wrapping_add(1)) as f64 * ((1u64 << 31) as f64 / ((key >> 33).wrapping_add(1)) as f64))
+            as i64;
     }
     b as usize
 }

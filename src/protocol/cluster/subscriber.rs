@@ -13,6 +13,7 @@
 //! room whose stream no longer reaches back gets a notice (`error
 //! unavailable` with `room` and `seq`: rejoin with `since`).
 
+use std::sync::atomic::Ordering::Relaxed;
 use std::sync::{Arc, Weak};
 use std::time::{Duration, Instant};
 
@@ -101,6 +102,8 @@ fn session(
     server: &WeakServerHandle,
     conn: &mut redis::Connection,
 ) -> redis::RedisResult<()> {
+    c.sessions.fetch_add(1, Relaxed);
+    let _session = Session(c);
     let mut pubsub = conn.as_pubsub();
     pubsub.set_read_timeout(Some(TIMEOUT))?;
     // The first shard carries the requests to all nodes and the bans.
@@ -137,7 +140,9 @@ fn session(
     pubsub.set_read_timeout(Some(POLL))?;
     let mut heard = Instant::now();
     loop {
-        if Arc::strong_count(shared) == 1 || server.upgrade().is_none() {
+        // Only subscriber sessions (one per shard) hold the handler: it was dropped.
+        let handler_gone = Arc::strong_count(shared) <= c.sessions.load(Relaxed);
+        if handler_gone || server.upgrade().is_none() {
             return Ok(()); // the handler or the server was dropped
         }
         let (mut joins, mut releases) = (Vec::new(), Vec::new());
@@ -178,6 +183,15 @@ fn session(
             }
             Err(e) => return Err(e),
         }
+    }
+}
+
+/// Counts a session in [`Cluster::sessions`] while it lives.
+struct Session<'c>(&'c Cluster);
+
+impl Drop for Session<'_> {
+    fn drop(&mut self) {
+        self.0.sessions.fetch_sub(1, Relaxed);
     }
 }
 
