@@ -190,7 +190,14 @@ fn failover_is_followed(how: Failover) {
         matches!(query(replica_port, &["INFO", "replication"]),
             Ok(redis::Value::BulkString(info)) if String::from_utf8_lossy(&info).contains("master_link_status:up"))
     });
-    let (a, b) = (Wshub::start(&args), Wshub::start(&args));
+    // Node B has the same from its config file.
+    let file = dir.0.join("wshub.toml");
+    std::fs::write(
+        &file,
+        format!("redis_sentinel = {addrs:?}\nredis_sentinel_master = {MASTER:?}\nrate_limit = 0\n"),
+    )
+    .expect("config file");
+    let (a, b) = (Wshub::start(&args), Wshub::start(&["--config", file.to_str().expect("utf-8")]));
     let (mut pa, mut pb, mut ra, mut rb) = (a.client(), b.client(), a.client(), b.client());
     for client in [&mut pa, &mut pb, &mut ra, &mut rb] {
         ok(client, "room:join", json!({"room": "r"}));

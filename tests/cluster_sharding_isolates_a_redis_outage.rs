@@ -33,7 +33,11 @@ fn one_redis_down_stops_only_its_rooms_and_they_recover() {
     let (first, mut second) = (Redis::start(), Redis::start());
     let (u1, u2) = (first.url(), second.url());
     let args = ["--redis", u1.as_str(), "--redis", u2.as_str(), "--rate-limit", "0"];
-    let (a, b) = (Wshub::start(&args), Wshub::start(&args));
+    // Node B has the same list from its config file (a list under `redis`).
+    let dir = TempDir::new("shards-config");
+    let file = dir.0.join("wshub.toml");
+    std::fs::write(&file, format!("redis = [{u1:?}, {u2:?}]\nrate_limit = 0\n")).expect("config file");
+    let (a, b) = (Wshub::start(&args), Wshub::start(&["--config", file.to_str().expect("utf-8")]));
     let (mut publisher, mut reader) = (a.client(), b.client());
     let rooms: Vec<String> = (0..ROOMS).map(|i| format!("room-{i}")).collect();
     for room in &rooms {
