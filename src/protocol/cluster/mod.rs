@@ -1,10 +1,15 @@
 //! Scale-out over Redis (`--redis`): one room across many nodes, with one seq
 //! per room, history and recovery from a Redis stream, and presence across
-//! nodes. Without `--redis` none of this exists (`Shared::cluster` is `None`).
+//! nodes. Without `--redis` (or `--redis-sentinel`) none of this exists
+//! (`Shared::cluster` is `None`). Rooms are spread over the Redis instances
+//! given, each a shard with its own connections (`shards.rs`); a connection
+//! goes to an instance's address or to the primary Sentinel names
+//! (`sentinel.rs`).
 //!
 //! How a message travels: `publish.rs` hands a publish to [`Cluster::publish`],
-//! which runs one Lua script (next seq, XADD, PUBLISH; `scripts.rs`) and acks
-//! once Redis answered. Every node's one subscriber connection
+//! which runs one Lua script (next seq, XADD, PUBLISH; `scripts.rs`) on the
+//! room's shard and acks once Redis answered. Every node's subscriber
+//! connection to that shard
 //! (`subscriber.rs`), subscribed only to rooms with local members, gets the
 //! message in seq order, builds its frame once and broadcasts it to the local
 //! members with the hub, under the room's lock, as `publish.rs` does alone.
@@ -14,8 +19,8 @@
 //! members of nodes whose key expired.
 //!
 //! Every Redis call from a reader thread is bounded by [`TIMEOUT`] (connect,
-//! read and write each), and while Redis is known to be down calls fail at
-//! once with `error unavailable`, without touching the network.
+//! read and write each), and while a shard is known to be down calls to it
+//! fail at once with `error unavailable`, without touching the network.
 
 mod node;
 mod pool;
