@@ -97,3 +97,41 @@ fn one_redis_down_stops_only_its_rooms_and_they_recover() {
         assert_eq!((got["data"].as_str(), &got["seq"]), (Some("back"), &json!(2)), "{room}");
     }
 }
+
+/// A node given the instances in another order would look for rooms on
+/// other shards: it says so in its log.
+#[test]
+fn a_node_given_another_shard_list_says_so() {
+    use std::io::{BufRead, BufReader};
+    use std::process::{Command, Stdio};
+
+    let (first, second) = (Redis::start(), Redis::start());
+    let (u1, u2) = (first.url(), second.url());
+    let _a = Wshub::start(&["--redis", u1.as_str(), "--redis", u2.as_str()]);
+    let deadline = Instant::now() + WAIT;
+    while !matches!(second.query(&["EXISTS", "wshub:shards"]), Ok(redis::Value::Int(1))) {
+        assert!(Instant::now() < deadline, "node A did not record its shard list");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let mut b = Command::new(env!("CARGO_BIN_EXE_wshub"))
+        .args(["--bind", "127.0.0.1:0", "--log-level", "warn", "--redis", &u2, "--redis", &u1])
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn wshub");
+    let stderr = b.stderr.take().expect("stderr");
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+            if tx.send(line).is_err() {
+                return;
+            }
+        }
+    });
+    let told = std::iter::from_fn(|| rx.recv_timeout(WAIT).ok())
+        .take(1000)
+        .any(|line| line.contains("another node of this cluster was given another --redis list"));
+    let _ = b.kill();
+    let _ = b.wait();
+    assert!(told, "node B did not log the mismatch");
+}
