@@ -71,6 +71,14 @@ fn one_redis_down_stops_only_its_rooms_and_they_recover() {
         let reply = publish(&mut publisher, room, "refused");
         assert_eq!(reply["payload"]["code"], "unavailable", "{room} on the stopped instance: {reply}");
     }
+    // The node serves the running instance's rooms: healthy, with one shard of two up.
+    let deadline = Instant::now() + WAIT;
+    while protocol_common::metric(a.addr, "wshub_redis_shards_up") != 1 {
+        assert!(Instant::now() < deadline, "wshub_redis_shards_up did not fall to 1");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert_eq!(protocol_common::metric(a.addr, "wshub_redis_up"), 0);
+    assert_eq!(get(a.addr, "/healthz").0, 200);
     // A join of a new room on the running instance works too.
     let mut newcomer = b.client();
     let fresh = (0..1000).map(|i| format!("fresh-{i}")).find(|r| {
@@ -96,6 +104,7 @@ fn one_redis_down_stops_only_its_rooms_and_they_recover() {
         let got = next_message(&mut reader, room);
         assert_eq!((got["data"].as_str(), &got["seq"]), (Some("back"), &json!(2)), "{room}");
     }
+    assert_eq!(protocol_common::metric(a.addr, "wshub_redis_shards_up"), 2);
 }
 
 /// A node given the instances in another order would look for rooms on

@@ -741,6 +741,12 @@ impl Cluster {
             "1 while Redis (every shard) answers, 0 while one is down.",
             u64::from(self.all_up()).to_string(),
         );
+        metric(
+            "wshub_redis_shards_up",
+            "gauge",
+            "Redis instances (shards, --redis repeated) answering now.",
+            self.shards.iter().filter(|s| s.up.load(Relaxed)).count().to_string(),
+        );
         let micros = m.rtt_micros.load(Relaxed);
         metric(
             "wshub_redis_roundtrip_seconds_sum",
