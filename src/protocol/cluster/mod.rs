@@ -163,7 +163,14 @@ impl Cluster {
             node: format!("{:012x}", h.finish() & 0xffff_ffff_ffff),
             prefix: format!("{}:", config.redis_prefix),
             shards,
-            shard_list: shards::fingerprint(&urls),
+            // With Sentinel the URL lends only credentials: the master name
+            // is what every node must share.
+            shard_list: match &config.redis_sentinel_master {
+                Some(master) if !config.redis_sentinels.is_empty() => {
+                    shards::fingerprint(&[format!("sentinel master {master}")])
+                }
+                _ => shards::fingerprint(&urls),
+            },
             scripts: scripts::Scripts::new(),
             started: OnceLock::new(),
             sessions: std::sync::atomic::AtomicUsize::new(0),
