@@ -225,13 +225,14 @@ impl Cluster {
         }
     }
 
-    /// Whether some shard answered its last call: a node that can serve
-    /// some rooms is worth its clients (every node sees the same shard down).
+    /// Whether some shard is up (its last heartbeat answered): a node that
+    /// can serve some rooms is worth its clients (every node sees the same
+    /// shard down).
     pub fn is_up(&self) -> bool {
         self.shards.iter().any(|s| s.up.load(Relaxed))
     }
 
-    /// Whether every shard answered its last call.
+    /// Whether every shard is up.
     fn all_up(&self) -> bool {
         self.shards.iter().all(|s| s.up.load(Relaxed))
     }
@@ -321,7 +322,8 @@ impl Cluster {
     }
 
     /// Makes this node's ban list what Redis records: writes first the bans
-    /// and unbans Redis could not take when they were made, then bans here
+    /// and unbans Redis could not take when they were made (telling every
+    /// node of each again, as it is written), then bans here
     /// the users Redis records (and closes their connections, given the
     /// server) and lifts the bans here that Redis no longer records (an
     /// unban published while this node was not listening). A ban is recorded
@@ -332,10 +334,16 @@ impl Cluster {
             self.unrecorded.lock().iter().map(|(u, b)| (u.clone(), *b)).collect();
         let bans = self.bans_key();
         for (user, ban) in waiting {
-            self.call_anyway(self.home(), |c| match ban {
-                Some(until_ms) => redis::cmd("HSET").arg(&bans).arg(&user).arg(until_ms).query::<i64>(c),
-                None => redis::cmd("HDEL").arg(&bans).arg(&user).query::<i64>(c),
-            })?;
+            // Told again with the write: a node whose subscriber read the
+            // recorded bans before this write would not read them again.
+            let mut pipe = redis::pipe();
+            match ban {
+                Some(until_ms) => pipe.cmd("HSET").arg(&bans).arg(&user).arg(until_ms).ignore(),
+                None => pipe.cmd("HDEL").arg(&bans).arg(&user).ignore(),
+            };
+            let told = control_message(if ban.is_some() { 'b' } else { 'n' }, ban.unwrap_or(0), "", &user);
+            pipe.cmd("PUBLISH").arg(self.control_channel()).arg(told).ignore();
+            self.call_anyway(self.home(), |c| pipe.query::<()>(c))?;
             let mut unrecorded = self.unrecorded.lock();
             if unrecorded.get(&user) == Some(&ban) {
                 unrecorded.remove(&user);
@@ -388,7 +396,7 @@ impl Cluster {
 
     fn send_control(&self, kind: char, number: u64, reason: &str, target: &str) {
         let channel = self.control_channel();
-        let message = format!("{kind} {number} {}\n{reason}{target}", reason.len());
+        let message = control_message(kind, number, reason, target);
         if self
             .call(self.home(), |c| redis::cmd("PUBLISH").arg(&channel).arg(&message).query::<i64>(c))
             .is_err()
@@ -446,7 +454,8 @@ impl Cluster {
         })
     }
 
-    /// Runs `f` on a pooled connection whether or not Redis is thought up.
+    /// Runs `f` on a pooled connection of shard `s` whether or not it is
+    /// thought up.
     /// A connection that cannot be made, or that breaks or times out during
     /// `f`, fails this call only (and a broken one is closed): whether a
     /// shard is down is for its heartbeat to tell, on a connection of its
@@ -963,6 +972,11 @@ impl Cluster {
         );
         out
     }
+}
+
+/// A request to all nodes, as [`Cluster::control_channel`] carries it.
+fn control_message(kind: char, number: u64, reason: &str, target: &str) -> String {
+    format!("{kind} {number} {}\n{reason}{target}", reason.len())
 }
 
 /// Adopts what Redis says of a room (its `epoch` and `seq`) when this node
