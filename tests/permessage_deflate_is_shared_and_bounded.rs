@@ -268,3 +268,32 @@ fn inflated_bytes_count_against_the_limit_and_bad_data_closes_1007() {
     let reply = bystander.request("ping", "still", json!("here"));
     assert_eq!(reply["payload"], "here");
 }
+
+#[test]
+fn a_reply_over_the_minimum_arrives_compressed_and_a_shorter_one_plain() {
+    let server = Wshub::start(&["--compression", "on", "--compression-min-bytes", "256"]);
+    let mut c = Raw::connect(server.addr, Some("permessage-deflate"));
+    let reply_to = |c: &mut Raw, id: &str, payload: &str| -> Frame {
+        c.send_json(json!({"type": "ping", "id": id, "payload": payload}));
+        for _ in 0..100 {
+            let (first, body) = c.frame();
+            if first & 0x0f != 0x1 {
+                continue;
+            }
+            let text = if first & 0x40 != 0 { inflate(&body) } else { body.clone() };
+            let v: Value = serde_json::from_slice(&text).unwrap();
+            if v["id"] == id {
+                assert_eq!(v["payload"], payload, "intact");
+                return (first, body);
+            }
+        }
+        panic!("no reply to {id}");
+    };
+    let long = "chat chat chat ".repeat(200);
+    let (first, body) = reply_to(&mut c, "long", &long);
+    assert_eq!(first, 0xC1, "over the minimum: FIN, RSV1, text");
+    assert!(body.len() * 5 < long.len(), "{} bytes on the wire", body.len());
+    let (first, _) = reply_to(&mut c, "short", "hi");
+    assert_eq!(first, 0x81, "under the minimum: plain");
+    assert_eq!(metric(server.addr, "wshub_compressed_frames_total"), 1);
+}

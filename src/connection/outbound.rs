@@ -248,6 +248,10 @@ impl ConnShared {
         if self.has_queued() {
             return false;
         }
+        // One client's frame that needs compressing is the writer's to compress.
+        if self.writer_compresses(frame) {
+            return false;
+        }
         let frame = &self.wire_form(frame);
         let Some(mut st) = out.write.try_lock() else { return false };
         if st.tail.is_some() || st.tls_tail || self.has_queued() || out.closing.load(Acquire) {
@@ -284,15 +288,42 @@ impl ConnShared {
         sent
     }
 
-    /// The form of `frame` this connection gets: the shared compressed one
-    /// when it agreed to permessage-deflate and the frame qualifies (see
-    /// `Frame::for_deflate`), else the frame itself.
+    /// The form of `frame` this connection is handed by the thread that
+    /// pushes or sends it: the shared compressed one when it agreed to
+    /// permessage-deflate and the frame qualifies (see `Frame::for_deflate`),
+    /// else the frame itself. A frame for one client only stays plain here:
+    /// the writer compresses it ([`ConnShared::writer_form`]).
     fn wire_form(&self, frame: &SharedFrame) -> SharedFrame {
-        let max_payload = self.deflate_max.load(Relaxed);
-        match max_payload {
+        match self.deflate_max.load(Relaxed) {
             0 => frame.clone(),
+            _ if frame.is_single() => frame.clone(),
             max => frame.for_deflate(max, self.deflate_min.load(Relaxed)),
         }
+    }
+
+    /// The form the writer puts on the wire for a queued frame, when it is not
+    /// the frame itself: one client's frame (a reply, a direct send: see
+    /// `frame::single`) compressed just before it is written, with nothing
+    /// kept between messages. Every other frame was given its form when it
+    /// was queued.
+    pub(crate) fn writer_form(&self, frame: &SharedFrame, stats: &Stats) -> Option<SharedFrame> {
+        let max = self.deflate_max.load(Relaxed);
+        if max == 0 || !frame.is_single() {
+            return None;
+        }
+        let packed = frame.for_deflate(max, self.deflate_min.load(Relaxed));
+        if packed.compressed_from().is_none() {
+            return None;
+        }
+        count_compressed(&packed, stats);
+        Some(packed)
+    }
+
+    /// `frame` is one client's, and long enough that this connection's writer
+    /// will compress it: it must go through the queue, not past it.
+    fn writer_compresses(&self, frame: &SharedFrame) -> bool {
+        let max = self.deflate_max.load(Relaxed);
+        max != 0 && frame.is_single() && frame.qualifies_for_deflate(max, self.deflate_min.load(Relaxed))
     }
 
     /// With permessage-deflate agreed: payloads up to `max_payload` bytes and
