@@ -312,9 +312,7 @@ impl ConnShared {
             return None;
         }
         let packed = frame.for_deflate(max, self.deflate_min.load(Relaxed));
-        if packed.compressed_from().is_none() {
-            return None;
-        }
+        packed.compressed_from()?;
         count_compressed(&packed, stats);
         Some(packed)
     }
