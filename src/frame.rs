@@ -7,8 +7,9 @@
 //! is made once, the first time a member that agreed to the extension needs
 //! it, and kept next to the plain one, so every such member (and history)
 //! shares it. A frame for one client only (a reply, a direct send: [`single`])
-//! is compressed by that client's writer instead, just before it is written
-//! (`connection/outbound.rs`), so the thread that sends it never pays for it.
+//! is compressed just before it is written instead, never by the hub: by
+//! that client's writer, or by the thread sending it straight to the socket
+//! (`connection/outbound.rs`).
 //! Reading frames is `connection/assembly.rs`'s job.
 
 use std::ops::Deref;
@@ -26,7 +27,7 @@ pub(crate) struct Frame {
     deflated: OnceLock<Option<SharedFrame>>,
     /// Of a compressed frame: the length of the plain frame it stands for.
     plain_len: usize,
-    /// For one client only: compressed by its writer (see [`single`]).
+    /// For one client only: compressed just before it is written (see [`single`]).
     single: bool,
 }
 
@@ -74,14 +75,15 @@ pub(crate) fn shared(bytes: Vec<u8>) -> SharedFrame {
 }
 
 /// A frame for one client only (a reply, a direct send): its compressed form,
-/// when it needs one, is made by that client's writer just before writing,
-/// not by the thread that sends it.
+/// when it needs one, is made just before it is written (by the client's
+/// writer, or by a sending thread that is not the hub, under the write lock),
+/// not when it is queued.
 pub(crate) fn single(bytes: Vec<u8>) -> SharedFrame {
     Arc::new(Frame { single: true, ..Frame::from(bytes) })
 }
 
 impl Frame {
-    /// A frame for one client only, compressed (if at all) by its writer.
+    /// A frame for one client only, compressed (if at all) just before it is written.
     pub(crate) fn is_single(&self) -> bool {
         self.single
     }

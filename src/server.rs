@@ -132,8 +132,9 @@ impl ServerHandle {
         // Straight to the socket when nothing can be overtaken: every earlier
         // command of this thread has taken effect, and the connection has
         // nothing queued or being written. A reply from a callback usually is
-        // such a case, and then costs no hub or writer wakeup.
-        if hub::nothing_pending() && target.try_send_direct(&frame, &self.engine.stats) {
+        // such a case, and then costs no hub or writer wakeup (compressed
+        // here, on this thread, when it needs to be).
+        if hub::nothing_pending() && target.try_send_direct_compressing(&frame, &self.engine.stats) {
             return Ok(());
         }
         self.engine.command(Cmd::Send(conn, frame))

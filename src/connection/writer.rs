@@ -352,10 +352,17 @@ mod tests {
         assert_eq!(stats.compressed_frames.load(Relaxed), 2);
         assert_eq!(stats.messages_out.load(Relaxed), 3);
         assert_eq!(conn.queued_bytes(), 0, "released by the plain length it was queued with");
-        // A short one-client frame still goes straight to the socket.
-        let (conn, _peer) = loopback_conn(2);
+        // A short one-client frame still goes straight to the socket; a long
+        // one too from a thread that is not the hub, compressed by it.
+        let (conn, mut peer) = loopback_conn(2);
         conn.set_deflate(usize::MAX, 128);
         assert!(conn.try_send_direct(&short, &stats));
+        assert!(conn.try_send_direct_compressing(&reply, &stats));
+        let mut got = vec![0u8; short.len() + 1];
+        peer.read_exact(&mut got).unwrap();
+        assert_eq!(got[..short.len()], short[..]);
+        assert_eq!(got[short.len()], 0xC1, "compressed: FIN, RSV1, text");
+        assert_eq!(stats.compressed_frames.load(Relaxed), 3);
     }
 
     #[test]
