@@ -311,7 +311,8 @@ impl ConnShared {
     /// pushes or sends it: the shared compressed one when it agreed to
     /// permessage-deflate and the frame qualifies (see `Frame::for_deflate`),
     /// else the frame itself. A frame for one client only stays plain here:
-    /// the writer compresses it ([`ConnShared::writer_form`]).
+    /// it is compressed just before it is written ([`ConnShared::writer_form`],
+    /// [`ConnShared::try_send_direct_compressing`]).
     fn wire_form(&self, frame: &SharedFrame) -> SharedFrame {
         match self.deflate_max.load(Relaxed) {
             0 => frame.clone(),
@@ -343,8 +344,8 @@ impl ConnShared {
         Some(packed)
     }
 
-    /// `frame` is one client's, and long enough that this connection's writer
-    /// will compress it: it must go through the queue, not past it.
+    /// `frame` is one client's, and this connection takes it compressed: the
+    /// hub must not send it directly (it would have to compress it).
     fn writer_compresses(&self, frame: &SharedFrame) -> bool {
         let max = self.deflate_max.load(Relaxed);
         max != 0 && frame.is_single() && frame.qualifies_for_deflate(max, self.deflate_min.load(Relaxed))

@@ -310,15 +310,15 @@ mod tests {
     }
 
     #[test]
-    fn one_clients_frame_is_compressed_by_its_writer_not_by_the_thread_that_sends_it() {
+    fn one_clients_frame_is_compressed_just_before_it_is_written_never_by_the_hub() {
         let (conn, mut peer) = loopback_conn(1);
         let stats = Arc::new(Stats::default());
         conn.set_deflate(usize::MAX, 128);
         let text = "{\"type\":\"ack\",\"payload\":\"the quick brown fox\"} ".repeat(40);
         let reply = frame::single(frame::encode(frame::OP_TEXT, text.as_bytes()));
-        assert!(!conn.try_send_direct(&reply, &stats), "not compressed on the sending thread");
+        assert!(!conn.try_send_direct(&reply, &stats), "the hub's direct send leaves it to the writer");
         conn.push_frame(reply.clone(), LIMITS, &stats).unwrap();
-        assert_eq!(conn.queued_bytes(), reply.len(), "queued plain");
+        assert_eq!(conn.queued_bytes(), reply.len(), "queued plain: compressed by the writer");
         assert_eq!(stats.compressed_frames.load(Relaxed), 0);
         // One byte short of the minimum, then exactly at it.
         let short = frame::single(frame::encode(frame::OP_TEXT, &[b'a'; 127]));
