@@ -293,7 +293,15 @@ fn a_reply_over_the_minimum_arrives_compressed_and_a_shorter_one_plain() {
     let (first, body) = reply_to(&mut c, "long", &long);
     assert_eq!(first, 0xC1, "over the minimum: FIN, RSV1, text");
     assert!(body.len() * 5 < long.len(), "{} bytes on the wire", body.len());
-    let (first, _) = reply_to(&mut c, "short", "hi");
+    let (first, body) = reply_to(&mut c, "short", "hi");
     assert_eq!(first, 0x81, "under the minimum: plain");
-    assert_eq!(metric(server.addr, "wshub_compressed_frames_total"), 1);
+    // A reply of exactly the minimum (256 bytes) goes compressed, one byte
+    // shorter plain: the reply grows with its payload byte for byte.
+    let fill = |n: usize| "x".repeat(2 + n);
+    let at_min = 256 - body.len();
+    assert_eq!(reply_to(&mut c, "short", &fill(at_min - 1)).0, 0x81, "255 bytes: plain");
+    let (first, body) = reply_to(&mut c, "short", &fill(at_min));
+    assert_eq!(first, 0xC1, "256 bytes: compressed");
+    assert_eq!(inflate(&body).len(), 256);
+    assert_eq!(metric(server.addr, "wshub_compressed_frames_total"), 2);
 }

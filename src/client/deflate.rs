@@ -335,6 +335,21 @@ mod tests {
         assert!(accept([both, both]).is_err(), "two extensions");
     }
 
+    #[test]
+    fn a_message_of_the_minimum_goes_compressed_one_byte_shorter_plain() {
+        let agreed = Some(Agreed { max_payload: usize::MAX });
+        let rsv1 = |m: &Message| matches!(m, Message::Frame(f) if f.header().rsv1);
+        assert!(rsv1(&outgoing(Message::text("a".repeat(128)), agreed, 128)));
+        assert_eq!(outgoing(Message::text("a".repeat(127)), agreed, 128), Message::text("a".repeat(127)));
+        assert!(rsv1(&outgoing(Message::binary(vec![0u8; 128]), agreed, 128)));
+        assert!(!rsv1(&outgoing(Message::text("a".repeat(128)), None, 128)), "not agreed");
+        let small_window = Some(Agreed { max_payload: 256 });
+        assert!(!rsv1(&outgoing(Message::text("a".repeat(257)), small_window, 128)), "past the window");
+        let Message::Frame(f) = outgoing(Message::text("ab".repeat(500)), agreed, 128) else { panic!() };
+        let inflated = crate::connection::inflate::inflate(f.payload(), 1000).unwrap();
+        assert_eq!(inflated, "ab".repeat(500).as_bytes());
+    }
+
     /// Feeds `bytes` to an [`Unpack`] a few bytes per read, with a
     /// `WouldBlock` between reads, and returns what tungstenite would see.
     fn unpack(bytes: &[u8], limit: usize) -> io::Result<Vec<u8>> {
