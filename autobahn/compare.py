@@ -12,7 +12,8 @@ Durations and the report's prose are ignored; each case's `behavior` and
 `behaviorClose` must match the expected ones exactly, and no case may be
 missing. With ONLY_CASES (comma-separated case patterns such as `12.1.*`,
 as run.sh passes them for AUTOBAHN_CASES), only the cases they match are
-expected.
+expected, and with EXCLUDE_CASES (the same form) the cases those match are
+not.
 Exits 1 on any difference, listing them. With AUTOBAHN_UPDATE=1 in
 the environment it rewrites expected-results.json from the report instead
 (review the diff before committing it).
@@ -37,6 +38,8 @@ expected = all_expected.get(expected_agent, {})
 only = [p for p in os.environ.get("ONLY_CASES", "").split(",") if p]
 if only:
     expected = {c: v for c, v in expected.items() if any(fnmatch.fnmatchcase(c, p) for p in only)}
+excluded = [p for p in os.environ.get("EXCLUDE_CASES", "").split(",") if p]
+expected = {c: v for c, v in expected.items() if not any(fnmatch.fnmatchcase(c, p) for p in excluded)}
 if not expected:
     print(f"autobahn {agent}: no expected results for this agent")
     sys.exit(1)
