@@ -195,6 +195,19 @@ pub fn metric(addr: SocketAddr, name: &str) -> u64 {
         .unwrap_or(0)
 }
 
+/// [`metric`] once it reaches `want` (a counter bumped after its frame was
+/// sent may lag the frame), or its value after [`WAIT`].
+pub fn metric_reaching(addr: SocketAddr, name: &str, want: u64) -> u64 {
+    let deadline = Instant::now() + WAIT;
+    loop {
+        let value = metric(addr, name);
+        if value >= want || Instant::now() >= deadline {
+            return value;
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
 /// The events of `seen` that are messages of `room`, as (seq, data).
 pub fn messages(seen: &[Event], room: &str) -> Vec<(u64, serde_json::Value)> {
     seen.iter()
