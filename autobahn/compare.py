@@ -10,13 +10,15 @@ expected-results.json holds, per agent, each case's expected results.
 
 Durations and the report's prose are ignored; each case's `behavior` and
 `behaviorClose` must match the expected ones exactly, and no case may be
-missing, except cases whose id starts with one of the comma-separated
-prefixes in SKIP_CASES (the sections run.sh did not run for that agent).
+missing. With ONLY_CASES (comma-separated case patterns such as `12.1.*`,
+as run.sh passes them for AUTOBAHN_CASES), only the cases they match are
+expected, and with EXCLUDE_CASES (the same form) the cases those match are
+not.
 Exits 1 on any difference, listing them. With AUTOBAHN_UPDATE=1 in
 the environment it rewrites expected-results.json from the report instead
 (review the diff before committing it).
 """
-import json, os, sys
+import fnmatch, json, os, sys
 
 report_path, agent = sys.argv[1], sys.argv[2]
 expected_agent = sys.argv[3] if len(sys.argv) > 3 else agent
@@ -33,9 +35,11 @@ if os.environ.get("AUTOBAHN_UPDATE") == "1":
     print(f"autobahn {agent}: wrote {len(got)} cases to {expected_path}")
     sys.exit(0)
 expected = all_expected.get(expected_agent, {})
-skipped = tuple(p for p in os.environ.get("SKIP_CASES", "").split(",") if p)
-if skipped:
-    expected = {c: v for c, v in expected.items() if not c.startswith(skipped)}
+only = [p for p in os.environ.get("ONLY_CASES", "").split(",") if p]
+if only:
+    expected = {c: v for c, v in expected.items() if any(fnmatch.fnmatchcase(c, p) for p in only)}
+excluded = [p for p in os.environ.get("EXCLUDE_CASES", "").split(",") if p]
+expected = {c: v for c, v in expected.items() if not any(fnmatch.fnmatchcase(c, p) for p in excluded)}
 if not expected:
     print(f"autobahn {agent}: no expected results for this agent")
     sys.exit(1)

@@ -13,13 +13,22 @@
 #                subscribers alternating between A and B (half on each)
 # each flat out (--window 64) and at 50 msg/s. Prints delivered/s, loss,
 # delivery p50/p99 and publish→ack p50/p99, with the load average before each
-# run (the machine may be shared). Results: benches/results/cluster-<stamp>.jsonl.
-# Exits 1 when a run lost a message or failed.
+# run (the machine may be shared).
+#   one-shard    two nodes on one Redis; PUBLISHERS (32) publishers, each in a
+#                room of its own, alternating between the nodes, WINDOW (16)
+#                publishes in flight each (benches/cluster_shards.py)
+#   two-shards   the same with two Redis instances (--redis twice): rooms
+#                spread over both
+# print publishes/s across the cluster and Redis CPU per publish (INFO cpu
+# of every instance, before and after; run with MODES=flat: the two modes
+# are the same for them).
+# Results: benches/results/cluster-<stamp>.jsonl. Exits 1 when a run lost a
+# message or failed. WSHUB_BIN runs another wshub binary (with NO_BUILD=1).
 set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 BENCHES="$ROOT/benches"
-WSHUB="$ROOT/target/release/wshub"
+WSHUB="${WSHUB_BIN:-$ROOT/target/release/wshub}"
 GEN="${WSHUB_BENCH:-$BENCHES/wshub-bench/target/release/wshub-bench}"
 SUBSCRIBERS="${SUBSCRIBERS:-1000}"
 SECS="${SECS:-10}"
@@ -40,11 +49,14 @@ trap cleanup EXIT
 
 free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
 
+# start_redis [VAR]: a fresh redis-server; its port in VAR (REDIS_PORT).
 start_redis() {
-    REDIS_PORT="$(free_port)"
-    redis-server --port "$REDIS_PORT" --bind 127.0.0.1 --save '' --appendonly no --dir "$WORK" >/dev/null &
+    local var="${1:-REDIS_PORT}" port
+    port="$(free_port)"
+    printf -v "$var" '%s' "$port"
+    redis-server --port "$port" --bind 127.0.0.1 --save '' --appendonly no --dir "$WORK" --dbfilename "$var.rdb" >/dev/null &
     PIDS+=($!)
-    for _ in $(seq 100); do redis-cli -p "$REDIS_PORT" PING >/dev/null 2>&1 && return; sleep 0.05; done
+    for _ in $(seq 100); do redis-cli -p "$port" PING >/dev/null 2>&1 && return; sleep 0.05; done
     echo "redis-server did not start" >&2; exit 1
 }
 
@@ -86,6 +98,22 @@ settle() {
     done
 }
 
+# shards_case N: two nodes on N Redis instances, benches/cluster_shards.py against them.
+shards_case() {
+    local n="$1" urls=() ports=() i var
+    for i in $(seq "$n"); do
+        var="REDIS${i}_PORT"
+        start_redis "$var"
+        ports+=(--redis-port "${!var}")
+        urls+=(--redis "redis://127.0.0.1:${!var}")
+    done
+    start_node A "${urls[@]}"
+    start_node B "${urls[@]}"
+    python3 "$BENCHES/cluster_shards.py" --url "$A_URL" --url "$B_URL" "${ports[@]}" \
+        --publishers "${PUBLISHERS:-32}" --window "${WINDOW:-16}" --secs "$SECS" \
+        >"$WORK/gen.out" 2>"$WORK/gen.err" || { cat "$WORK/gen.err" >&2; FAILED=1; }
+}
+
 run_case() { # case mode(flat|rate)
     local case="$1" mode="$2" extra=()
     settle
@@ -101,8 +129,12 @@ run_case() { # case mode(flat|rate)
     esac
     local load; load="$(cut -d' ' -f1 /proc/loadavg)"
     echo "== $case, $mode (load $load)" >&2
-    "$GEN" fanout --url "$A_URL" --pid "$A_PID" --subscribers "$SUBSCRIBERS" --secs "$SECS" "${extra[@]}" \
-        >"$WORK/gen.out" 2>"$WORK/gen.err" || { cat "$WORK/gen.err" >&2; FAILED=1; }
+    case "$case" in
+        one-shard) shards_case 1 ;;
+        two-shards) shards_case 2 ;;
+        *) "$GEN" fanout --url "$A_URL" --pid "$A_PID" --subscribers "$SUBSCRIBERS" --secs "$SECS" "${extra[@]}" \
+            >"$WORK/gen.out" 2>"$WORK/gen.err" || { cat "$WORK/gen.err" >&2; FAILED=1; } ;;
+    esac
     stop_all
     python3 - "$OUT" "$case" "$mode" "$load" "$WORK/gen.out" <<'PY'
 import json, sys
@@ -112,13 +144,16 @@ for l in open(gen, errors="replace"):
     if l.startswith('{"scenario":'):
         r = json.loads(l)
 r = r or {"ok": False}
+if not r.get("ok"):
+    print(f"{case}, {mode}: failed: {r.get('error')}", file=sys.stderr)
 r.update(case=case, mode=mode, loadavg_1m_before=float(load))
 open(out, "a").write(json.dumps(r) + "\n")
 PY
 }
 
-for case in ${CASES:-one-node one-node+r cross-node}; do
+for case in ${CASES:-one-node one-node+r cross-node one-shard two-shards}; do
     for mode in ${MODES:-flat rate}; do
+        [[ "$case" == *shard* && "$mode" == rate ]] && continue # no rate mode: flat only
         run_case "$case" "$mode"
     done
 done
@@ -126,8 +161,21 @@ done
 python3 - "$OUT" <<'PY'
 import json, sys
 rows = [json.loads(l) for l in open(sys.argv[1])]
-print("| case | load | delivered/s | lost | p50 / p99 ms | publish→ack p50 / p99 ms |")
-print("|---|---:|---:|---:|---:|---:|")
+shards = [r for r in rows if r.get("scenario") == "shards" or r["case"] in ("one-shard", "two-shards")]
+rows = [r for r in rows if r not in shards]
+if shards:
+    print("| case | load | publishes/s | Redis CPU µs per publish | CPU s per shard | errors |")
+    print("|---|---:|---:|---:|---|---:|")
+    for r in shards:
+        per = r.get("redis_cpu_us_per_publish")
+        pps = r.get("publishes_per_s")
+        print(f"| {r['case']} | {r['loadavg_1m_before']:.1f} | "
+              f"{'failed' if pps is None else f'{pps:,.0f}'} | {'-' if per is None else f'{per:.1f}'} | "
+              f"{r.get('per_shard_cpu_s', '-')} | {r.get('errors', '-')} |")
+    print()
+if rows:
+    print("| case | load | delivered/s | lost | p50 / p99 ms | publish→ack p50 / p99 ms |")
+    print("|---|---:|---:|---:|---:|---:|")
 ms = lambda v: "-" if v is None else f"{v / 1000:.1f}"
 for r in rows:
     name = f"{r['case']}, {'flat out' if r['mode'] == 'flat' else '50 msg/s'}"

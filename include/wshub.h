@@ -910,10 +910,39 @@ wshub_result wshub_config_set_sse(wshub_config *config, bool on);
 /*
  Protocol only: share rooms, seq, history and presence with every node on
  this Redis (copied): `redis://[:password@]host:port[/db]` or `rediss://`;
- NULL turns it off (a single node, the default). A URL that does not parse
- makes `wshub_start` return WSHUB_INVALID_CONFIG. See docs/scaling.md.
+ it replaces any URL set or added before. NULL turns Redis off (a single
+ node, the default). A URL that does not parse makes `wshub_start` return
+ WSHUB_INVALID_CONFIG. More Redis instances: `wshub_config_add_redis`.
+ See docs/scaling.md.
  */
 wshub_result wshub_config_set_redis(wshub_config *config, const char *url);
+
+/*
+ Protocol only: adds one more Redis (copied) after those set or added
+ before: rooms are spread over all of them by a consistent hash of the
+ room name, each instance a shard with its own connections, so one down
+ makes only its rooms unavailable. Every node must be given the same
+ URLs in the same order. A URL that does not parse makes `wshub_start`
+ return WSHUB_INVALID_CONFIG. See docs/scaling.md, "Sharding".
+ */
+wshub_result wshub_config_add_redis(wshub_config *config, const char *url);
+
+/*
+ Protocol only: adds a Sentinel, "HOST:PORT" (copied), that names the
+ primary of the master set with `wshub_config_set_redis_sentinel_master`:
+ every new Redis connection goes to the primary the sentinels name, so the
+ node follows a failover. The URL of `wshub_config_set_redis`, if set,
+ then only lends its password, database and TLS settings. Repeatable.
+ WSHUB_INVALID_ARGUMENT when `addr` is not HOST:PORT. See docs/scaling.md.
+ */
+wshub_result wshub_config_add_redis_sentinel(wshub_config *config, const char *addr);
+
+/*
+ Protocol only: the master name (copied) the sentinels watch; needed with
+ `wshub_config_add_redis_sentinel` (without it, or it without a sentinel,
+ `wshub_start` returns WSHUB_INVALID_CONFIG). NULL unsets it.
+ */
+wshub_result wshub_config_set_redis_sentinel_master(wshub_config *config, const char *name);
 
 /*
  Protocol only: the prefix (copied) of every Redis key and channel, so

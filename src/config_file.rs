@@ -69,7 +69,11 @@ pub struct ConfigFile {
     pub tls_cert: Option<std::path::PathBuf>,
     pub tls_key: Option<std::path::PathBuf>,
     pub tls_client_ca: Option<std::path::PathBuf>,
-    pub redis: Option<String>,
+    /// One Redis URL, or a list of them (shards).
+    pub redis: Option<OneOrMany>,
+    /// Every sentinel (the flag `--redis-sentinel`, repeated).
+    pub redis_sentinel: Option<Vec<String>>,
+    pub redis_sentinel_master: Option<String>,
     pub redis_prefix: Option<String>,
     pub idempotency_ttl_ms: Option<u64>,
     /// `true` turns `GET /sse` off (`--no-sse`).
@@ -107,5 +111,25 @@ impl ConfigFile {
     /// Parses TOML text; unknown keys and wrong types are errors.
     pub fn parse(text: &str) -> Result<Self, String> {
         toml::from_str(text).map_err(|e| e.to_string())
+    }
+}
+
+/// A key that takes one string or a list of them (`redis`).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(untagged)]
+pub enum OneOrMany {
+    /// `key = "value"`.
+    One(String),
+    /// `key = ["value", ...]`.
+    Many(Vec<String>),
+}
+
+impl OneOrMany {
+    /// The strings, in order.
+    pub fn into_vec(self) -> Vec<String> {
+        match self {
+            OneOrMany::One(one) => vec![one],
+            OneOrMany::Many(many) => many,
+        }
     }
 }

@@ -6,7 +6,11 @@
 //! (permessage-deflate without context takeover): a frame's compressed form
 //! is made once, the first time a member that agreed to the extension needs
 //! it, and kept next to the plain one, so every such member (and history)
-//! shares it. Reading frames is `connection/assembly.rs`'s job.
+//! shares it. A frame for one client only (a reply, a direct send: [`single`])
+//! is compressed just before it is written instead, never by the hub: by
+//! that client's writer, or by the thread sending it straight to the socket
+//! (`connection/outbound.rs`).
+//! Reading frames is `connection/assembly.rs`'s job.
 
 use std::ops::Deref;
 use std::sync::{Arc, OnceLock};
@@ -23,6 +27,8 @@ pub(crate) struct Frame {
     deflated: OnceLock<Option<SharedFrame>>,
     /// Of a compressed frame: the length of the plain frame it stands for.
     plain_len: usize,
+    /// For one client only: compressed just before it is written (see [`single`]).
+    single: bool,
 }
 
 impl Deref for Frame {
@@ -34,7 +40,7 @@ impl Deref for Frame {
 
 impl From<Vec<u8>> for Frame {
     fn from(bytes: Vec<u8>) -> Self {
-        Frame { bytes, deflated: OnceLock::new(), plain_len: 0 }
+        Frame { bytes, deflated: OnceLock::new(), plain_len: 0, single: false }
     }
 }
 
@@ -68,20 +74,41 @@ pub(crate) fn shared(bytes: Vec<u8>) -> SharedFrame {
     Arc::new(Frame::from(bytes))
 }
 
+/// A frame for one client only (a reply, a direct send): its compressed form,
+/// when it needs one, is made just before it is written (by the client's
+/// writer, or by a sending thread that is not the hub, under the write lock),
+/// not when it is queued.
+pub(crate) fn single(bytes: Vec<u8>) -> SharedFrame {
+    Arc::new(Frame { single: true, ..Frame::from(bytes) })
+}
+
 impl Frame {
+    /// A frame for one client only, compressed (if at all) just before it is written.
+    pub(crate) fn is_single(&self) -> bool {
+        self.single
+    }
+
     /// The plain frame's length, when this is a compressed one.
     pub(crate) fn compressed_from(&self) -> Option<usize> {
         (self.plain_len > 0).then_some(self.plain_len)
+    }
+
+    /// Whether [`Frame::for_deflate`] with these bounds tries to compress this
+    /// frame: a final data frame whose payload is at least `min_bytes` (and
+    /// at least one byte) and at most `max_payload`.
+    pub(crate) fn qualifies_for_deflate(&self, max_payload: usize, min_bytes: usize) -> bool {
+        data_payload(&self.bytes)
+            .is_some_and(|(_, payload)| payload.len() <= max_payload && payload.len() >= min_bytes.max(1))
     }
 
     /// The form to send to a client that agreed to permessage-deflate and
     /// takes compressed payloads up to `max_payload` bytes; compressed once
     /// (on the first call) when the payload is at least `min_bytes`.
     pub(crate) fn for_deflate(self: &Arc<Self>, max_payload: usize, min_bytes: usize) -> SharedFrame {
-        let Some((header, payload)) = data_payload(&self.bytes) else { return self.clone() };
-        if payload.len() > max_payload || payload.len() < min_bytes.max(1) {
+        if !self.qualifies_for_deflate(max_payload, min_bytes) {
             return self.clone();
         }
+        let Some((header, payload)) = data_payload(&self.bytes) else { return self.clone() };
         let deflated = self.deflated.get_or_init(|| {
             let packed = crate::connection::deflate::compress(payload)?;
             let mut bytes = Vec::with_capacity(packed.len() + 10);
@@ -89,7 +116,7 @@ impl Frame {
             bytes[0] |= 0x40;
             bytes.extend_from_slice(&packed);
             (bytes.len() < header + payload.len())
-                .then(|| Arc::new(Frame { bytes, deflated: OnceLock::new(), plain_len: self.bytes.len() }))
+                .then(|| Arc::new(Frame { plain_len: self.bytes.len(), ..Frame::from(bytes) }))
         });
         deflated.clone().unwrap_or_else(|| self.clone())
     }
@@ -139,8 +166,20 @@ pub(crate) fn encode(opcode: u8, payload: &[u8]) -> Vec<u8> {
 
 /// Frames a data message, ready to share.
 pub(crate) fn encode_message(message: &crate::Message) -> SharedFrame {
-    let opcode = if message.is_text() { OP_TEXT } else { OP_BINARY };
-    shared(encode(opcode, message.as_bytes()))
+    shared(encode(message_opcode(message), message.as_bytes()))
+}
+
+/// Frames a data message for one client only (see [`single`]).
+pub(crate) fn encode_single(message: &crate::Message) -> SharedFrame {
+    single(encode(message_opcode(message), message.as_bytes()))
+}
+
+fn message_opcode(message: &crate::Message) -> u8 {
+    if message.is_text() {
+        OP_TEXT
+    } else {
+        OP_BINARY
+    }
 }
 
 /// A close frame with a status code and a reason (cut to fit 125 bytes, on a

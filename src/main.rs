@@ -208,9 +208,19 @@ struct Cli {
     tls_client_ca: Option<PathBuf>,
     // Scale-out over Redis (docs/scaling.md).
     /// Share rooms with every node on this Redis: `redis://[:password@]host:port[/db]`
-    /// or `rediss://` (TLS). Prefer the config file when it holds a password.
+    /// or `rediss://` (TLS). Repeatable: rooms are spread over the instances by a
+    /// hash of their name (every node needs the same list, in the same order).
+    /// Prefer the config file when it holds a password.
     #[arg(long, value_name = "URL")]
-    redis: Option<String>,
+    redis: Vec<String>,
+    /// A Sentinel (`HOST:PORT`, repeatable) that names the primary of
+    /// --redis-sentinel-master: the node follows failovers. --redis, if
+    /// given, then only lends its password, database and TLS.
+    #[arg(long = "redis-sentinel", value_name = "HOST:PORT")]
+    redis_sentinel: Vec<String>,
+    /// The master name the sentinels watch (needed with --redis-sentinel).
+    #[arg(long, value_name = "NAME")]
+    redis_sentinel_master: Option<String>,
     /// Prefix of every Redis key and channel (several clusters on one Redis).
     #[arg(long, default_value_t = ProtocolConfig::default().redis_prefix)]
     redis_prefix: String,
@@ -306,6 +316,7 @@ impl Cli {
             set(m, "compression", &mut cli.compression, on);
         }
         merge!(max_connections_per_user, allow_origin, redis_prefix, trusted_proxy, idempotency_ttl_ms);
+        merge!(redis_sentinel);
         macro_rules! merge_some {
             ($($field:ident),*) => {$(
                 if file.$field.is_some() { set(m, stringify!($field), &mut cli.$field, file.$field.clone()); }
@@ -332,7 +343,10 @@ impl Cli {
                 }
             )*};
         }
-        merge_optional!(tls_cert, tls_key, tls_client_ca, redis, admin_bind);
+        merge_optional!(tls_cert, tls_key, tls_client_ca, admin_bind, redis_sentinel_master);
+        if let Some(urls) = file.redis.clone() {
+            set(m, "redis", &mut cli.redis, urls.into_vec());
+        }
         Ok(cli)
     }
 
@@ -373,8 +387,14 @@ impl Cli {
         for origin in &self.allow_origin {
             config = config.allow_origin(origin.clone());
         }
-        if let Some(url) = &self.redis {
+        for url in &self.redis {
             config = config.redis(url.clone());
+        }
+        for addr in &self.redis_sentinel {
+            config = config.redis_sentinel(addr.clone());
+        }
+        if let Some(name) = &self.redis_sentinel_master {
+            config = config.redis_sentinel_master(name.clone());
         }
         Ok(config
             .max_connections_per_user(self.max_connections_per_user)

@@ -15,7 +15,7 @@ use crossbeam_channel::Sender;
 use crate::config::Config;
 use crate::engine::{Engine, StopJob};
 use crate::error::{Error, Result};
-use crate::frame::{encode_message, is_sendable_close_code};
+use crate::frame::{encode_message, encode_single, is_sendable_close_code};
 use crate::handler::Handler;
 use crate::hub::rooms::is_valid_room;
 use crate::hub::{self, Cmd};
@@ -128,12 +128,13 @@ impl ServerHandle {
         if target.is_event_stream() {
             return Err(Error::Refused(NOT_A_WEBSOCKET.to_owned()));
         }
-        let frame = encode_message(&message.into());
+        let frame = encode_single(&message.into());
         // Straight to the socket when nothing can be overtaken: every earlier
         // command of this thread has taken effect, and the connection has
         // nothing queued or being written. A reply from a callback usually is
-        // such a case, and then costs no hub or writer wakeup.
-        if hub::nothing_pending() && target.try_send_direct(&frame, &self.engine.stats) {
+        // such a case, and then costs no hub or writer wakeup (compressed
+        // here, on this thread, when it needs to be).
+        if hub::nothing_pending() && target.try_send_direct_compressing(&frame, &self.engine.stats) {
             return Ok(());
         }
         self.engine.command(Cmd::Send(conn, frame))

@@ -64,3 +64,45 @@ fn the_cli_watches_a_room_and_publishes_stdin() {
     };
     assert!(status.success(), "{status}");
 }
+
+#[test]
+fn the_cli_takes_compression_unless_told_not_to() {
+    let server = Server::start(&["--compression", "on"]);
+    let url = format!("ws://{}/ws", server.addr);
+    let publisher = Client::connect(&url, Options::default().compression(false)).unwrap();
+    publisher.join("r").unwrap();
+    let watch = |extra: &[&str]| {
+        let mut cli = Command::new(env!("CARGO_BIN_EXE_wshub-cli"))
+            .args(["--url", &url, "--room", "r", "--read-only"])
+            .args(extra)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("spawn wshub-cli");
+        let mut stderr = BufReader::new(cli.stderr.take().unwrap());
+        let mut line = String::new();
+        while !line.contains("in room r") {
+            line.clear();
+            assert!(stderr.read_line(&mut line).unwrap() > 0, "wshub-cli ended early");
+        }
+        let stdout = BufReader::new(cli.stdout.take().unwrap());
+        (cli, stdout)
+    };
+    let (mut compressed, mut compressed_out) = watch(&[]);
+    let (mut plain, mut plain_out) = watch(&["--no-compression"]);
+    let before = client_common::metric(server.addr, "wshub_compressed_frames_total");
+    let text = "the same words again and again ".repeat(350);
+    publisher.publish("r", &json!({ "text": text })).unwrap();
+    for out in [&mut compressed_out, &mut plain_out] {
+        let mut line = String::new();
+        out.read_line(&mut line).unwrap();
+        let got: Value = serde_json::from_str(&line).expect("a JSON line");
+        assert_eq!(got["data"]["text"], text.as_str());
+    }
+    let after = client_common::metric_reaching(server.addr, "wshub_compressed_frames_total", before + 1);
+    assert_eq!(after - before, 1, "compressed for the one CLI that offered it");
+    for cli in [&mut compressed, &mut plain] {
+        let _ = cli.kill();
+        let _ = cli.wait();
+    }
+}

@@ -224,7 +224,7 @@ fn a_room_message_is_compressed_once_and_the_same_frame_reaches_every_member_tha
     };
     assert_eq!(ack, 0x81, "a short ack is not compressed");
 
-    assert_eq!(metric(server.addr, "wshub_compressed_frames_total"), 2);
+    assert_eq!(compressed_frames_reaching(server.addr, 2), 2);
     let packed = metric(server.addr, "wshub_compressed_bytes_total");
     let plain_bytes = metric(server.addr, "wshub_compressed_plain_bytes_total");
     assert!(packed > 0 && packed * 3 < plain_bytes, "{packed} vs {plain_bytes}");
@@ -267,4 +267,55 @@ fn inflated_bytes_count_against_the_limit_and_bad_data_closes_1007() {
 
     let reply = bystander.request("ping", "still", json!("here"));
     assert_eq!(reply["payload"], "here");
+}
+
+#[test]
+fn a_reply_over_the_minimum_arrives_compressed_and_a_shorter_one_plain() {
+    let server = Wshub::start(&["--compression", "on", "--compression-min-bytes", "256"]);
+    let mut c = Raw::connect(server.addr, Some("permessage-deflate"));
+    let reply_to = |c: &mut Raw, id: &str, payload: &str| -> Frame {
+        c.send_json(json!({"type": "ping", "id": id, "payload": payload}));
+        for _ in 0..100 {
+            let (first, body) = c.frame();
+            if first & 0x0f != 0x1 {
+                continue;
+            }
+            let text = if first & 0x40 != 0 { inflate(&body) } else { body.clone() };
+            let v: Value = serde_json::from_slice(&text).unwrap();
+            if v["id"] == id {
+                assert_eq!(v["payload"], payload, "intact");
+                return (first, body);
+            }
+        }
+        panic!("no reply to {id}");
+    };
+    let long = "chat chat chat ".repeat(200);
+    let (first, body) = reply_to(&mut c, "long", &long);
+    assert_eq!(first, 0xC1, "over the minimum: FIN, RSV1, text");
+    assert!(body.len() * 5 < long.len(), "{} bytes on the wire", body.len());
+    let (first, body) = reply_to(&mut c, "short", "hi");
+    assert_eq!(first, 0x81, "under the minimum: plain");
+    // A reply of exactly the minimum (256 bytes) goes compressed, one byte
+    // shorter plain: the reply grows with its payload byte for byte.
+    let fill = |n: usize| "x".repeat(2 + n);
+    let at_min = 256 - body.len();
+    assert_eq!(reply_to(&mut c, "short", &fill(at_min - 1)).0, 0x81, "255 bytes: plain");
+    let (first, body) = reply_to(&mut c, "short", &fill(at_min));
+    assert_eq!(first, 0xC1, "256 bytes: compressed");
+    assert_eq!(inflate(&body).len(), 256);
+    assert_eq!(compressed_frames_reaching(server.addr, 2), 2);
+}
+
+/// `wshub_compressed_frames_total` once it reaches `want`, or its value after
+/// [`WAIT`]: a frame sent straight to its socket is counted once sent, so the
+/// count may come a moment after the frame did.
+fn compressed_frames_reaching(addr: SocketAddr, want: u64) -> u64 {
+    let deadline = std::time::Instant::now() + WAIT;
+    loop {
+        let frames = metric(addr, "wshub_compressed_frames_total");
+        if frames >= want || std::time::Instant::now() >= deadline {
+            return frames;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
 }

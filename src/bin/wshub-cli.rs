@@ -89,6 +89,9 @@ struct Args {
     /// For wss://: accept any certificate (the traffic is encrypted, but to whoever answers).
     #[arg(long)]
     insecure: bool,
+    /// Do not offer permessage-deflate (messages cross uncompressed both ways).
+    #[arg(long)]
+    no_compression: bool,
     /// Do not read stdin (only watch the room).
     #[arg(long)]
     read_only: bool,
@@ -124,7 +127,8 @@ fn say(what: &str) {
 fn run(args: &Args) -> Exit {
     let mut options = Options::default()
         .backoff(Duration::from_millis(args.backoff_min_ms), Duration::from_millis(args.backoff_max_ms))
-        .insecure(args.insecure);
+        .insecure(args.insecure)
+        .compression(!args.no_compression);
     if let Some(path) = &args.ca_file {
         options = options.ca_file(path);
     }

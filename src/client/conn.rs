@@ -27,6 +27,7 @@ use tungstenite::http::HeaderValue;
 use tungstenite::protocol::{frame::coding::CloseCode, CloseFrame, Role, WebSocketConfig};
 use tungstenite::{HandshakeError, Message, WebSocket};
 
+use super::deflate::{self, Unpack};
 use super::{Error, Shared};
 
 /// Where to connect: the parsed URL.
@@ -107,6 +108,13 @@ pub(crate) struct ReadHalf {
     pub(crate) wants_flush: bool,
     /// After the handshake: when a read last returned to the session with `WouldBlock`.
     yielded_at: Instant,
+    /// While handshaking: how much of the `\r\n\r\n` that ends the response
+    /// head has been read; the bytes after it wait in `after_head`, so that
+    /// they reach tungstenite through [`Unpack`] and not with the response.
+    head_matched: usize,
+    after_head: Vec<u8>,
+    /// With permessage-deflate agreed: what inflates the server's compressed messages.
+    unpack: Option<Unpack>,
 }
 
 impl ReadHalf {
@@ -211,8 +219,44 @@ impl ReadHalf {
     }
 }
 
-impl Read for ReadHalf {
-    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+impl ReadHalf {
+    /// Lowers the largest message the server's compressed ones may inflate to.
+    pub(crate) fn set_inflate_limit(&mut self, limit: usize) {
+        if let Some(unpack) = &mut self.unpack {
+            unpack.set_limit(limit);
+        }
+    }
+
+    /// The stream's bytes: while handshaking, up to the end of the response
+    /// head and no further; afterwards what came after it first.
+    fn read_stream(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        if !self.handshaking && !self.after_head.is_empty() {
+            let n = buf.len().min(self.after_head.len());
+            buf[..n].copy_from_slice(&self.after_head[..n]);
+            self.after_head.drain(..n);
+            return Ok(n);
+        }
+        let n = self.read_decrypted(buf)?;
+        if self.handshaking {
+            for (i, &b) in buf[..n].iter().enumerate() {
+                let expected = b"\r\n\r\n"[self.head_matched];
+                self.head_matched = match (b == expected, b == b'\r') {
+                    (true, _) => self.head_matched + 1,
+                    (false, true) => 1,
+                    (false, false) => 0,
+                };
+                if self.head_matched == 4 {
+                    self.after_head.extend_from_slice(&buf[i + 1..n]);
+                    self.head_matched = 0;
+                    return Ok(i + 1);
+                }
+            }
+        }
+        Ok(n)
+    }
+
+    /// The socket's bytes, decrypted with TLS.
+    fn read_decrypted(&mut self, buf: &mut [u8]) -> io::Result<usize> {
         let Some(tls) = self.tls.clone() else { return self.read_tcp(buf) };
         loop {
             match tls.lock().reader().read(buf) {
@@ -226,6 +270,19 @@ impl Read for ReadHalf {
             if self.handshaking && self.wants_flush {
                 self.wants_flush = false;
                 self.send_tls(&tls)?;
+            }
+        }
+    }
+}
+
+impl Read for ReadHalf {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        match self.unpack.take() {
+            None => self.read_stream(buf),
+            Some(mut unpack) => {
+                let got = unpack.read(buf, &mut |b| self.read_stream(b));
+                self.unpack = Some(unpack);
+                got
             }
         }
     }
@@ -405,6 +462,9 @@ pub(crate) fn open(
         stopping: shared.stopping.clone(),
         wants_flush: false,
         yielded_at: Instant::now(),
+        head_matched: 0,
+        after_head: Vec::new(),
+        unpack: None,
     };
     if let Some(session) = &session {
         half.tls_handshake(session).map_err(|e| match e.kind() {
@@ -419,10 +479,21 @@ pub(crate) fn open(
         let value = HeaderValue::from_str(&format!("Bearer {token}")).map_err(|e| failed("token", &e))?;
         headers.insert("Authorization", value);
     }
+    if shared.options.compression {
+        headers.insert("Sec-WebSocket-Extensions", HeaderValue::from_static(deflate::OFFER));
+    }
     let limit = Some(shared.options.max_message_bytes);
     let config = WebSocketConfig::default().max_message_size(limit).max_frame_size(limit);
-    let mut reader = match tungstenite::client::client_with_config(request, half, Some(config)) {
-        Ok((ws, _response)) => ws,
+    let (mut reader, agreed) = match tungstenite::client::client_with_config(request, half, Some(config)) {
+        Ok((ws, response)) => {
+            let answers = response.headers().get_all("Sec-WebSocket-Extensions");
+            let answers = answers.iter().map(|v| v.to_str().unwrap_or("(not text)"));
+            match deflate::accept(answers) {
+                Ok(agreed) if agreed.is_none() || shared.options.compression => (ws, agreed),
+                Ok(_) => return Err(failed("handshake", &"permessage-deflate answered but not offered")),
+                Err(why) => return Err(failed("handshake", &why)),
+            }
+        }
         Err(HandshakeError::Failure(tungstenite::Error::Http(response))) => {
             let retry_after = response
                 .headers()
@@ -436,6 +507,9 @@ pub(crate) fn open(
             return Err(OpenError::Failed("handshake: no answer in time".into()))
         }
     };
+    if agreed.is_some() {
+        reader.get_mut().unpack = Some(Unpack::new(shared.options.max_message_bytes));
+    }
     reader.get_mut().handshaking = false;
     reader.get_mut().yielded_at = Instant::now();
     stream.set_read_timeout(Some(TICK)).map_err(|e| failed("socket", &e))?;
@@ -444,24 +518,32 @@ pub(crate) fn open(
     let (tx, rx) = crossbeam_channel::bounded(WRITE_QUEUE);
     let (done_tx, done_rx) = crossbeam_channel::bounded::<()>(0);
     let write_half = WriteHalf { tcp: stream, tls: session };
+    let compress = Compress { agreed, min_bytes: shared.options.compression_min_bytes };
     // Two descriptors per connection: this one for the writer, the clone in the reading half.
     std::thread::Builder::new()
         .name("wshub-client-w".into())
         .spawn(move || {
-            write_loop(WebSocket::from_raw_socket(write_half, Role::Client, None), rx);
+            write_loop(WebSocket::from_raw_socket(write_half, Role::Client, None), rx, compress);
             drop(done_tx);
         })
         .map_err(|e| failed("spawning the writer", &e))?;
     Ok(Conn { reader, writer: tx, writer_done: done_rx, deadline })
 }
 
+/// How the writer compresses: what the server agreed to (`None`: never).
+struct Compress {
+    agreed: Option<deflate::Agreed>,
+    min_bytes: usize,
+}
+
 /// Sends what the queue holds until it is closed or a write fails; then shuts
 /// the socket down so the reading half sees the end too.
-fn write_loop(mut ws: WebSocket<WriteHalf>, rx: Receiver<Out>) {
+fn write_loop(mut ws: WebSocket<WriteHalf>, rx: Receiver<Out>, compress: Compress) {
+    let Compress { agreed, min_bytes } = compress;
     for out in rx.iter() {
         let result = match out {
-            Out::Text(t) => ws.send(Message::text(t)),
-            Out::Binary(b) => ws.send(Message::binary(b)),
+            Out::Text(t) => ws.send(deflate::outgoing(Message::text(t), agreed, min_bytes)),
+            Out::Binary(b) => ws.send(deflate::outgoing(Message::binary(b), agreed, min_bytes)),
             Out::Pong(p) => ws.send(Message::Pong(p.into())),
             Out::Flush => ws.get_mut().flush().map_err(tungstenite::Error::Io),
             Out::Close(code) => {

@@ -23,6 +23,7 @@
 
 mod backoff;
 mod conn;
+mod deflate;
 mod session;
 mod tls;
 
@@ -81,6 +82,14 @@ pub struct Options {
     /// For `wss://`: accept any certificate for any name (the traffic is
     /// encrypted, but to whoever answered). Off by default; for tests only.
     pub insecure: bool,
+    /// Offer permessage-deflate (RFC 7692, no context takeover either way)
+    /// in the upgrade request, and when the server takes it, inflate what it
+    /// sends compressed (within [`Options::max_message_bytes`]) and compress
+    /// what is sent to it. Default on.
+    pub compression: bool,
+    /// With [`Options::compression`] agreed: messages shorter than this are
+    /// sent uncompressed. Default 128 (the server's default too).
+    pub compression_min_bytes: usize,
 }
 
 impl fmt::Debug for Options {
@@ -96,6 +105,8 @@ impl fmt::Debug for Options {
             .field("local_addr", &self.local_addr)
             .field("ca_file", &self.ca_file)
             .field("insecure", &self.insecure)
+            .field("compression", &self.compression)
+            .field("compression_min_bytes", &self.compression_min_bytes)
             .finish()
     }
 }
@@ -113,6 +124,8 @@ impl Default for Options {
             local_addr: None,
             ca_file: None,
             insecure: false,
+            compression: true,
+            compression_min_bytes: 128,
         }
     }
 }
@@ -166,6 +179,16 @@ impl Options {
     /// Sets [`Options::insecure`].
     pub fn insecure(mut self, on: bool) -> Self {
         self.insecure = on;
+        self
+    }
+    /// Sets [`Options::compression`].
+    pub fn compression(mut self, on: bool) -> Self {
+        self.compression = on;
+        self
+    }
+    /// Sets [`Options::compression_min_bytes`].
+    pub fn compression_min_bytes(mut self, n: usize) -> Self {
+        self.compression_min_bytes = n;
         self
     }
 }

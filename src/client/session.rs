@@ -15,6 +15,7 @@ use tungstenite::Message;
 
 use super::backoff::Jitter;
 use super::conn::{self, Conn, OpenError, Out, Target};
+use super::deflate;
 use super::{Error, Event, RoomPos, Shared, Waiter, SMALL_EVENT};
 
 /// How long a `close()` waits for the server's close reply, and how long the
@@ -230,11 +231,12 @@ impl Session<'_> {
                                 got_connected = true;
                                 if let Some(limit) = env["payload"]["maxMessageBytes"].as_u64() {
                                     let limit = usize::try_from(limit).unwrap_or(usize::MAX);
-                                    let limit = Some(limit.min(self.shared.options.max_message_bytes));
+                                    let limit = limit.min(self.shared.options.max_message_bytes);
                                     reader.set_config(|c| {
-                                        c.max_message_size = limit;
-                                        c.max_frame_size = limit;
+                                        c.max_message_size = Some(limit);
+                                        c.max_frame_size = Some(limit);
                                     });
+                                    reader.get_mut().set_inflate_limit(limit);
                                 }
                                 self.on_connected(&env["payload"]);
                                 continue;
@@ -269,6 +271,12 @@ impl Session<'_> {
                     if let Some(end) = self.tick(got_connected) {
                         return end;
                     }
+                }
+                // A compressed message refused on its way in (`client/deflate.rs`).
+                Err(tungstenite::Error::Io(e)) if deflate::refusal(&e).is_some() => {
+                    let (code, why) = deflate::refusal(&e).map_or((1002, ""), |r| (r.code, r.why));
+                    return self
+                        .close_with(code, &format!("the server sent a bad compressed message: {why}"));
                 }
                 Err(tungstenite::Error::Capacity(e)) => {
                     return self.close_with(1009, &format!("a message from the server was too big: {e}"))

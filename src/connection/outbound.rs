@@ -242,18 +242,41 @@ impl ConnShared {
     /// wait: nothing is queued or being written, the writer does not hold the
     /// socket, and no close has gone out. True when the frame is taken care of
     /// (sent, or partly sent with its rest handed to the writer); false when
-    /// the caller should queue it instead.
+    /// the caller should queue it instead. A one-client frame that needs
+    /// compressing is refused: the hub (which calls this) never compresses
+    /// one; the writer does.
     pub(crate) fn try_send_direct(&self, frame: &SharedFrame, stats: &Stats) -> bool {
+        self.send_direct(frame, stats, false)
+    }
+
+    /// [`ConnShared::try_send_direct`] for a thread that is not the hub
+    /// (`ServerHandle::send`: a reader's callback, an application thread):
+    /// a one-client frame that needs compressing is compressed here, under
+    /// the write lock just before it is written, as the writer would
+    /// ([`ConnShared::writer_form`]). A reply then still costs no hub or
+    /// writer wakeup, and the hub still never compresses it.
+    pub(crate) fn try_send_direct_compressing(&self, frame: &SharedFrame, stats: &Stats) -> bool {
+        self.send_direct(frame, stats, true)
+    }
+
+    fn send_direct(&self, frame: &SharedFrame, stats: &Stats, compress_here: bool) -> bool {
         let out = &self.out;
         // Checked before the lock (cheap refusal) and again under it.
         if self.has_queued() {
             return false;
         }
-        let frame = &self.wire_form(frame);
+        let single_to_compress = self.writer_compresses(frame);
+        if single_to_compress && !compress_here {
+            return false;
+        }
         let Some(mut st) = out.write.try_lock() else { return false };
         if st.tail.is_some() || st.tls_tail || self.has_queued() || out.closing.load(Acquire) {
             return false;
         }
+        let frame = &match single_to_compress {
+            true => self.single_form(frame).unwrap_or_else(|| frame.clone()),
+            false => self.wire_form(frame),
+        };
         if st.tls.is_some() {
             let sent = self.send_direct_tls(&mut st, frame, stats);
             if sent {
@@ -295,6 +318,10 @@ impl ConnShared {
             return usize::from(self.try_send_direct(&frames[0], stats));
         }
         let out = &self.out;
+        // One client's frame that this connection takes compressed is left,
+        // with everything after it, to the writer (the hub never compresses
+        // one: see `try_send_direct`).
+        let frames = &frames[..frames.iter().position(|f| self.writer_compresses(f)).unwrap_or(frames.len())];
         if frames.is_empty() || self.has_queued() {
             return 0;
         }
@@ -333,15 +360,48 @@ impl ConnShared {
         taken
     }
 
-    /// The form of `frame` this connection gets: the shared compressed one
-    /// when it agreed to permessage-deflate and the frame qualifies (see
-    /// `Frame::for_deflate`), else the frame itself.
+    /// The form of `frame` this connection is handed by the thread that
+    /// pushes or sends it: the shared compressed one when it agreed to
+    /// permessage-deflate and the frame qualifies (see `Frame::for_deflate`),
+    /// else the frame itself. A frame for one client only stays plain here:
+    /// it is compressed just before it is written ([`ConnShared::writer_form`],
+    /// [`ConnShared::try_send_direct_compressing`]).
     fn wire_form(&self, frame: &SharedFrame) -> SharedFrame {
-        let max_payload = self.deflate_max.load(Relaxed);
-        match max_payload {
+        match self.deflate_max.load(Relaxed) {
             0 => frame.clone(),
+            _ if frame.is_single() => frame.clone(),
             max => frame.for_deflate(max, self.deflate_min.load(Relaxed)),
         }
+    }
+
+    /// The form the writer puts on the wire for a queued frame, when it is not
+    /// the frame itself: one client's frame (a reply, a direct send: see
+    /// `frame::single`) compressed just before it is written, with nothing
+    /// kept between messages. Every other frame was given its form when it
+    /// was queued.
+    pub(crate) fn writer_form(&self, frame: &SharedFrame, stats: &Stats) -> Option<SharedFrame> {
+        let packed = self.single_form(frame)?;
+        count_compressed(&packed, stats);
+        Some(packed)
+    }
+
+    /// A one-client frame compressed for this connection (made once, kept in
+    /// the frame); `None` for any other frame, or when it stays plain.
+    fn single_form(&self, frame: &SharedFrame) -> Option<SharedFrame> {
+        let max = self.deflate_max.load(Relaxed);
+        if max == 0 || !frame.is_single() {
+            return None;
+        }
+        let packed = frame.for_deflate(max, self.deflate_min.load(Relaxed));
+        packed.compressed_from()?;
+        Some(packed)
+    }
+
+    /// `frame` is one client's, and this connection takes it compressed: the
+    /// hub must not send it directly (it would have to compress it).
+    fn writer_compresses(&self, frame: &SharedFrame) -> bool {
+        let max = self.deflate_max.load(Relaxed);
+        max != 0 && frame.is_single() && frame.qualifies_for_deflate(max, self.deflate_min.load(Relaxed))
     }
 
     /// With permessage-deflate agreed: payloads up to `max_payload` bytes and

@@ -146,12 +146,28 @@ impl Writer<'_> {
         if batch.iter().any(|item| matches!(item, Out::ReaderDone)) {
             self.reader_done = true;
         }
+        // One client's frames are compressed here, just before framing the
+        // batch (`ConnShared::writer_form`): (position in the batch, form).
+        let mut forms: Vec<(usize, frame::SharedFrame)> = Vec::new();
+        if !discard {
+            for (i, item) in batch[..end].iter().enumerate() {
+                if let Out::Frame(f) = item {
+                    if let Some(form) = self.conn.writer_form(f, self.stats) {
+                        forms.push((i, form));
+                    }
+                }
+            }
+        }
+        let mut forms_left = forms.iter().peekable();
         let mut parts: Vec<&[u8]> = Vec::with_capacity(end + 1);
         let mut data_frames = 0u64;
-        for item in &batch[..end] {
+        for (i, item) in batch[..end].iter().enumerate() {
             match item {
                 Out::Frame(f) if !discard => {
-                    parts.push(f);
+                    match forms_left.next_if(|(at, _)| *at == i) {
+                        Some((_, form)) => parts.push(form),
+                        None => parts.push(f),
+                    }
                     data_frames += 1;
                 }
                 Out::Control(bytes) => parts.push(bytes),
@@ -354,6 +370,62 @@ mod tests {
         round.iter().for_each(|f| expected.extend_from_slice(f));
         expected.extend_from_slice(&frame::encode_close(1000, ""));
         assert_eq!(got, expected);
+    }
+
+    #[test]
+    fn one_clients_frame_is_compressed_just_before_it_is_written_never_by_the_hub() {
+        let (conn, mut peer) = loopback_conn(1);
+        let stats = Arc::new(Stats::default());
+        conn.set_deflate(usize::MAX, 128);
+        let text = "{\"type\":\"ack\",\"payload\":\"the quick brown fox\"} ".repeat(40);
+        let reply = frame::single(frame::encode(frame::OP_TEXT, text.as_bytes()));
+        assert!(!conn.try_send_direct(&reply, &stats), "the hub's direct send leaves it to the writer");
+        conn.push_frame(reply.clone(), LIMITS, &stats).unwrap();
+        assert_eq!(conn.queued_bytes(), reply.len(), "queued plain: compressed by the writer");
+        assert_eq!(stats.compressed_frames.load(Relaxed), 0);
+        // One byte short of the minimum, then exactly at it.
+        let short = frame::single(frame::encode(frame::OP_TEXT, &[b'a'; 127]));
+        let at_min = frame::single(frame::encode(frame::OP_BINARY, &[b'b'; 128]));
+        conn.push_frame(short.clone(), LIMITS, &stats).unwrap();
+        conn.push_frame(at_min, LIMITS, &stats).unwrap();
+        conn.push_close(1000, "");
+        conn.push_reader_done();
+        let rx = conn.take_receiver().unwrap();
+        run(conn.clone(), rx, Config::default(), stats.clone());
+
+        let mut got = Vec::new();
+        peer.read_to_end(&mut got).unwrap();
+        let mut at = std::io::Cursor::new(&got[..]);
+        let mut next = || {
+            let (header, len) = tungstenite::protocol::frame::FrameHeader::parse(&mut at).unwrap().unwrap();
+            let start = at.position() as usize;
+            at.set_position((start + len as usize) as u64);
+            (header, got[start..start + len as usize].to_vec())
+        };
+        let (h, payload) = next();
+        assert!(h.rsv1 && h.is_final, "compressed: RSV1 set");
+        assert!(payload.len() * 3 < text.len());
+        assert_eq!(crate::connection::inflate::inflate(&payload, text.len()).unwrap(), text.as_bytes());
+        let (h, payload) = next();
+        assert!(!h.rsv1, "under the minimum: plain");
+        assert_eq!(payload, [b'a'; 127]);
+        let (h, payload) = next();
+        assert!(h.rsv1, "at the minimum: compressed");
+        assert_eq!(crate::connection::inflate::inflate(&payload, 128).unwrap(), [b'b'; 128]);
+        assert_eq!(stats.compressed_frames.load(Relaxed), 2);
+        assert_eq!(stats.messages_out.load(Relaxed), 3);
+        assert_eq!(conn.queued_bytes(), 0, "released by the plain length it was queued with");
+        // A short one-client frame still goes straight to the socket; a long
+        // one too from a thread that is not the hub, compressed by it.
+        let (conn, mut peer) = loopback_conn(2);
+        conn.set_deflate(usize::MAX, 128);
+        assert!(conn.try_send_direct(&short, &stats));
+        assert!(conn.try_send_direct_compressing(&reply, &stats));
+        let mut got = vec![0u8; short.len() + 1];
+        peer.read_exact(&mut got).unwrap();
+        assert_eq!(got[..short.len()], short[..]);
+        assert_eq!(got[short.len()], 0xC1, "compressed: FIN, RSV1, text");
+        assert_eq!(stats.compressed_frames.load(Relaxed), 3);
     }
 
     #[test]

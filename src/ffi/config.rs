@@ -728,14 +728,72 @@ pub extern "C" fn wshub_config_set_sse(config: *mut wshub_config, on: bool) -> w
 
 /// Protocol only: share rooms, seq, history and presence with every node on
 /// this Redis (copied): `redis://[:password@]host:port[/db]` or `rediss://`;
-/// NULL turns it off (a single node, the default). A URL that does not parse
-/// makes `wshub_start` return WSHUB_INVALID_CONFIG. See docs/scaling.md.
+/// it replaces any URL set or added before. NULL turns Redis off (a single
+/// node, the default). A URL that does not parse makes `wshub_start` return
+/// WSHUB_INVALID_CONFIG. More Redis instances: `wshub_config_add_redis`.
+/// See docs/scaling.md.
 #[no_mangle]
 pub extern "C" fn wshub_config_set_redis(config: *mut wshub_config, url: *const c_char) -> wshub_result {
     ffi_boundary! {
         let config = try_out!(config);
-        config.protocol.redis_url =
-            if url.is_null() { None } else { Some(crate::protocol::Secret(try_str!(url).to_owned())) };
+        config.protocol.redis_urls.clear();
+        if !url.is_null() {
+            config.protocol.redis_urls.push(crate::protocol::Secret(try_str!(url).to_owned()));
+        }
+        wshub_result::WSHUB_OK
+    }
+}
+
+/// Protocol only: adds one more Redis (copied) after those set or added
+/// before: rooms are spread over all of them by a consistent hash of the
+/// room name, each instance a shard with its own connections, so one down
+/// makes only its rooms unavailable. Every node must be given the same
+/// URLs in the same order. A URL that does not parse makes `wshub_start`
+/// return WSHUB_INVALID_CONFIG. See docs/scaling.md, "Sharding".
+#[no_mangle]
+pub extern "C" fn wshub_config_add_redis(config: *mut wshub_config, url: *const c_char) -> wshub_result {
+    ffi_boundary! {
+        let config = try_out!(config);
+        let url = try_str!(url).to_owned();
+        config.protocol.redis_urls.push(crate::protocol::Secret(url));
+        wshub_result::WSHUB_OK
+    }
+}
+
+/// Protocol only: adds a Sentinel, "HOST:PORT" (copied), that names the
+/// primary of the master set with `wshub_config_set_redis_sentinel_master`:
+/// every new Redis connection goes to the primary the sentinels name, so the
+/// node follows a failover. The URL of `wshub_config_set_redis`, if set,
+/// then only lends its password, database and TLS settings. Repeatable.
+/// WSHUB_INVALID_ARGUMENT when `addr` is not HOST:PORT. See docs/scaling.md.
+#[no_mangle]
+pub extern "C" fn wshub_config_add_redis_sentinel(
+    config: *mut wshub_config,
+    addr: *const c_char,
+) -> wshub_result {
+    ffi_boundary! {
+        let config = try_out!(config);
+        let addr = try_str!(addr);
+        if crate::protocol::parse_sentinel_addr(addr).is_err() {
+            return wshub_result::WSHUB_INVALID_ARGUMENT;
+        }
+        config.protocol.redis_sentinels.push(addr.to_owned());
+        wshub_result::WSHUB_OK
+    }
+}
+
+/// Protocol only: the master name (copied) the sentinels watch; needed with
+/// `wshub_config_add_redis_sentinel` (without it, or it without a sentinel,
+/// `wshub_start` returns WSHUB_INVALID_CONFIG). NULL unsets it.
+#[no_mangle]
+pub extern "C" fn wshub_config_set_redis_sentinel_master(
+    config: *mut wshub_config,
+    name: *const c_char,
+) -> wshub_result {
+    ffi_boundary! {
+        let config = try_out!(config);
+        config.protocol.redis_sentinel_master =
+            if name.is_null() { None } else { Some(try_str!(name).to_owned()) };
         wshub_result::WSHUB_OK
     }
 }

@@ -77,9 +77,21 @@ pub struct ProtocolConfig {
     // Scale-out (docs/scaling.md).
     /// `redis://[:password@]host:port[/db]` or `rediss://...`: rooms, seq,
     /// history and presence are shared with every node on the same Redis.
-    /// None = a single node, with no Redis code on its paths. Never shown by
-    /// `Debug` (it may hold a password).
-    pub redis_url: Option<Secret>,
+    /// More than one: rooms are spread over them by a consistent hash of the
+    /// room name (every node must be given the same list, in the same
+    /// order). Empty = a single node, with no Redis code on its paths (unless
+    /// `redis_sentinels` are set). Never shown by `Debug` (a URL may hold a
+    /// password).
+    pub redis_urls: Vec<Secret>,
+    /// Sentinels (`HOST:PORT`) that name the primary of
+    /// [`redis_sentinel_master`](Self::redis_sentinel_master): each new
+    /// connection goes to the primary they name, so a node follows a
+    /// failover. A URL in `redis_urls`, if set, then only lends its password,
+    /// database and TLS settings. Empty = no Sentinel. Sentinel serves one
+    /// shard: with more than one URL it is refused.
+    pub redis_sentinels: Vec<String>,
+    /// The master name the sentinels watch; needed with `redis_sentinels`.
+    pub redis_sentinel_master: Option<String>,
     /// Prefix of every Redis key and channel this cluster uses.
     pub redis_prefix: String,
     /// With Redis: how long a publish's idempotency key is remembered, however
@@ -126,7 +138,9 @@ impl Default for ProtocolConfig {
             max_connections_per_user: 0,
             api_key: None,
             max_bans: 10_000,
-            redis_url: None,
+            redis_urls: Vec::new(),
+            redis_sentinels: Vec::new(),
+            redis_sentinel_master: None,
             redis_prefix: "wshub".to_owned(),
             idempotency_ttl: Duration::from_secs(300),
             sse: true,
@@ -236,8 +250,22 @@ impl ProtocolConfig {
         if self.api_key.as_ref().is_some_and(|k| k.0.is_empty()) {
             return Err("api_key must not be empty (leave it unset to turn the API off)".to_owned());
         }
-        if let Some(url) = &self.redis_url {
+        for url in &self.redis_urls {
             redis::Client::open(url.0.as_str()).map_err(|e| format!("redis: {e}"))?;
+        }
+        if self.redis_urls.len() > 1 && !self.redis_sentinels.is_empty() {
+            return Err("redis_sentinel watches one master: give at most one redis URL with it".to_owned());
+        }
+        for addr in &self.redis_sentinels {
+            super::cluster::sentinel::parse_addr(addr)?;
+        }
+        match (self.redis_sentinels.is_empty(), &self.redis_sentinel_master) {
+            (false, None) => return Err("redis_sentinel needs redis_sentinel_master".to_owned()),
+            (true, Some(_)) => return Err("redis_sentinel_master needs redis_sentinel".to_owned()),
+            (_, Some(name)) if name.is_empty() || name.contains(char::is_whitespace) => {
+                return Err("redis_sentinel_master must be a name without spaces".to_owned())
+            }
+            _ => {}
         }
         if self.redis_prefix.is_empty() || self.redis_prefix.chars().any(|c| c.is_control() || c == ' ') {
             return Err("redis_prefix must be non-empty, without spaces or control characters".to_owned());
@@ -295,11 +323,31 @@ impl ProtocolConfig {
         self
     }
 
-    /// Sets [`ProtocolConfig::redis_url`].
+    /// Adds a Redis to [`ProtocolConfig::redis_urls`] (called again: one
+    /// more shard).
     #[must_use]
     pub fn redis(mut self, url: impl Into<String>) -> Self {
-        self.redis_url = Some(Secret(url.into()));
+        self.redis_urls.push(Secret(url.into()));
         self
+    }
+
+    /// Adds a sentinel to [`ProtocolConfig::redis_sentinels`].
+    #[must_use]
+    pub fn redis_sentinel(mut self, addr: impl Into<String>) -> Self {
+        self.redis_sentinels.push(addr.into());
+        self
+    }
+
+    /// Sets [`ProtocolConfig::redis_sentinel_master`].
+    #[must_use]
+    pub fn redis_sentinel_master(mut self, name: impl Into<String>) -> Self {
+        self.redis_sentinel_master = Some(name.into());
+        self
+    }
+
+    /// Whether this node shares rooms through Redis (a URL or sentinels).
+    pub fn clustered(&self) -> bool {
+        !self.redis_urls.is_empty() || !self.redis_sentinels.is_empty()
     }
 
     /// Sets [`ProtocolConfig::redis_prefix`].

@@ -154,9 +154,10 @@ impl ProtocolHandler {
             total_bytes: config.history_total_max_bytes,
             max_rooms: config.max_rooms,
         };
-        let cluster = config.redis_url.as_ref().and_then(|url| {
-            Cluster::new(&url.0, &config).inspect_err(|e| log::error!("{e}: running as a single node")).ok()
-        });
+        let cluster = config
+            .clustered()
+            .then(|| Cluster::new(&config))
+            .and_then(|made| made.inspect_err(|e| log::error!("{e}: running as a single node")).ok());
         let bans = Bans::new(config.max_bans);
         ProtocolHandler {
             shared: Arc::new(Shared {
@@ -252,7 +253,7 @@ impl ProtocolHandler {
     }
 
     /// The clientId of a connection on a single node: its id in decimal.
-    /// With Redis (`redis_url`) clients get `<node>-<id>` instead, unique
+    /// With Redis (`redis_urls`) clients get `<node>-<id>` instead, unique
     /// across nodes (docs/protocol.md, "Scaling out").
     pub fn client_id(conn: ConnId) -> String {
         conn.to_string()
@@ -271,7 +272,7 @@ pub fn choose_subprotocol(offered: &[String]) -> Option<String> {
 }
 
 impl Handler for ProtocolHandler {
-    /// Starts the Redis threads (with `redis_url`; a no-op otherwise), so a
+    /// Starts the Redis threads (with Redis; a no-op otherwise), so a
     /// node heartbeats, reaps and fans out before its first request.
     /// `on_upgrade` and `on_http` start them too (a no-op once they run), for
     /// a host that wraps this handler without forwarding `on_start`.

@@ -28,5 +28,6 @@ mod reads;
 mod room;
 pub(crate) mod sse;
 
+pub(crate) use cluster::sentinel::parse_addr as parse_sentinel_addr;
 pub use config::{ProtocolConfig, Secret, BIG_REPLY};
 pub use handler::{choose_subprotocol, ProtocolHandler, SUBPROTOCOLS};

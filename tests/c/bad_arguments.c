@@ -214,8 +214,14 @@ static void null_everything(void) {
     CHECK_RC(wshub_config_set_tls_client_ca_pem(NULL, "pem"), WSHUB_NULL_PARAMETER);
     CHECK_RC(wshub_config_set_tls_client_ca_pem(config, NULL), WSHUB_NULL_PARAMETER);
     CHECK_RC(wshub_config_set_redis(NULL, "redis://127.0.0.1"), WSHUB_NULL_PARAMETER);
+    CHECK_RC(wshub_config_add_redis(NULL, "redis://127.0.0.1"), WSHUB_NULL_PARAMETER);
+    CHECK_RC(wshub_config_add_redis(config, NULL), WSHUB_NULL_PARAMETER);
     CHECK_RC(wshub_config_set_redis_prefix(NULL, "p"), WSHUB_NULL_PARAMETER);
     CHECK_RC(wshub_config_set_redis_prefix(config, NULL), WSHUB_NULL_PARAMETER);
+    CHECK_RC(wshub_config_add_redis_sentinel(NULL, "127.0.0.1:26379"), WSHUB_NULL_PARAMETER);
+    CHECK_RC(wshub_config_add_redis_sentinel(config, NULL), WSHUB_NULL_PARAMETER);
+    CHECK_RC(wshub_config_add_redis_sentinel(config, "no port"), WSHUB_INVALID_ARGUMENT);
+    CHECK_RC(wshub_config_set_redis_sentinel_master(NULL, "m"), WSHUB_NULL_PARAMETER);
 
     /* start: NULL arguments, and invalid configurations */
     CHECK_RC(wshub_config_set_bind(config, "127.0.0.1:0"), WSHUB_OK);
@@ -249,6 +255,27 @@ static void null_everything(void) {
     CHECK_RC(wshub_config_set_redis_prefix(config, ""), WSHUB_OK);
     CHECK_RC(wshub_start(config, &callbacks, NULL, &server), WSHUB_INVALID_CONFIG);
     CHECK_RC(wshub_config_set_redis_prefix(config, "wshub"), WSHUB_OK);
+    /* a sentinel without a master name (on a config of its own: a sentinel
+       once added stays) */
+    wshub_config *sentinel = wshub_config_new();
+    CHECK(sentinel != NULL);
+    CHECK_RC(wshub_config_set_bind(sentinel, "127.0.0.1:0"), WSHUB_OK);
+    CHECK_RC(wshub_config_set_protocol(sentinel, true), WSHUB_OK);
+    CHECK_RC(wshub_config_add_redis_sentinel(sentinel, "127.0.0.1:26379"), WSHUB_OK);
+    CHECK_RC(wshub_start(sentinel, &callbacks, NULL, &server), WSHUB_INVALID_CONFIG);
+    CHECK_RC(wshub_config_set_redis_sentinel_master(sentinel, "m"), WSHUB_OK);
+    CHECK_RC(wshub_config_set_redis_sentinel_master(sentinel, NULL), WSHUB_OK);
+    /* sentinel with two Redis shards */
+    CHECK_RC(wshub_config_set_redis_sentinel_master(sentinel, "m"), WSHUB_OK);
+    CHECK_RC(wshub_config_set_redis(sentinel, "redis://127.0.0.1:1"), WSHUB_OK);
+    CHECK_RC(wshub_config_add_redis(sentinel, "redis://127.0.0.1:2"), WSHUB_OK);
+    CHECK_RC(wshub_start(sentinel, &callbacks, NULL, &server), WSHUB_INVALID_CONFIG);
+    wshub_config_free(sentinel);
+    /* a second Redis URL (a shard) that does not parse */
+    CHECK_RC(wshub_config_set_redis(config, "redis://127.0.0.1:1"), WSHUB_OK);
+    CHECK_RC(wshub_config_add_redis(config, "not a url"), WSHUB_OK);
+    CHECK_RC(wshub_start(config, &callbacks, NULL, &server), WSHUB_INVALID_CONFIG);
+    CHECK_RC(wshub_config_set_redis(config, NULL), WSHUB_OK);
     CHECK_RC(wshub_config_set_sse(config, false), WSHUB_OK);
     CHECK_RC(wshub_config_set_sse(config, true), WSHUB_OK);
     CHECK_RC(wshub_config_set_compression(config, false), WSHUB_OK);

@@ -182,6 +182,32 @@ pub fn wait_for<T>(client: &Client, seen: &mut Vec<Event>, mut pick: impl FnMut(
     }
 }
 
+/// A counter's value on the server's `/metrics` (0 when it is not there).
+pub fn metric(addr: SocketAddr, name: &str) -> u64 {
+    let mut s = TcpStream::connect(addr).expect("connect for /metrics");
+    s.set_read_timeout(Some(WAIT)).expect("a read timeout");
+    write!(s, "GET /metrics HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").expect("the request");
+    let mut body = String::new();
+    let _ = s.read_to_string(&mut body);
+    body.lines()
+        .find_map(|l| l.strip_prefix(name).and_then(|v| v.strip_prefix(' ')))
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or(0)
+}
+
+/// [`metric`] once it reaches `want` (a counter bumped after its frame was
+/// sent may lag the frame), or its value after [`WAIT`].
+pub fn metric_reaching(addr: SocketAddr, name: &str, want: u64) -> u64 {
+    let deadline = Instant::now() + WAIT;
+    loop {
+        let value = metric(addr, name);
+        if value >= want || Instant::now() >= deadline {
+            return value;
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
 /// The events of `seen` that are messages of `room`, as (seq, data).
 pub fn messages(seen: &[Event], room: &str) -> Vec<(u64, serde_json::Value)> {
     seen.iter()

@@ -1,10 +1,15 @@
 //! Scale-out over Redis (`--redis`): one room across many nodes, with one seq
 //! per room, history and recovery from a Redis stream, and presence across
-//! nodes. Without `--redis` none of this exists (`Shared::cluster` is `None`).
+//! nodes. Without `--redis` (or `--redis-sentinel`) none of this exists
+//! (`Shared::cluster` is `None`). Rooms are spread over the Redis instances
+//! given, each a shard with its own connections (`shards.rs`); a connection
+//! goes to an instance's address or to the primary Sentinel names
+//! (`sentinel.rs`).
 //!
 //! How a message travels: `publish.rs` hands a publish to [`Cluster::publish`],
-//! which runs one Lua script (next seq, XADD, PUBLISH; `scripts.rs`) and acks
-//! once Redis answered. Every node's one subscriber connection
+//! which runs one Lua script (next seq, XADD, PUBLISH; `scripts.rs`) on the
+//! room's shard and acks once Redis answered. Every node's subscriber
+//! connection to that shard
 //! (`subscriber.rs`), subscribed only to rooms with local members, gets the
 //! message in seq order, builds its frame once and broadcasts it to the local
 //! members with the hub, under the room's lock, as `publish.rs` does alone.
@@ -14,23 +19,25 @@
 //! members of nodes whose key expired.
 //!
 //! Every Redis call from a reader thread is bounded by [`TIMEOUT`] (connect,
-//! read and write each), and while Redis is known to be down calls fail at
-//! once with `error unavailable`, without touching the network.
+//! read and write each), and while a shard is known to be down calls to it
+//! fail at once with `error unavailable`, without touching the network.
 
 mod node;
 mod pool;
 mod scripts;
+pub(crate) mod sentinel;
+mod shards;
 mod subscriber;
 
 use std::collections::hash_map::RandomState;
 use std::collections::{HashMap, HashSet};
 use std::fmt::Write as _;
 use std::hash::{BuildHasher, Hasher};
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
-use crossbeam_channel::{Receiver, Sender};
+use crossbeam_channel::Sender;
 use parking_lot::Mutex;
 use serde_json::{json, Value};
 
@@ -53,7 +60,7 @@ pub(crate) const HEARTBEAT: Duration = Duration::from_secs(1);
 pub(crate) const NODE_TTL: Duration = Duration::from_secs(5);
 /// `HSCAN` calls one presence read makes at most.
 const PRESENCE_PAGES: usize = 8;
-/// Subscribe requests waiting for the subscriber thread.
+/// Subscribe requests waiting for a shard's subscriber thread.
 const CONTROL_QUEUE: usize = 1024;
 
 /// A request to the subscriber thread.
@@ -82,22 +89,19 @@ pub(crate) struct Cluster {
     pub node: String,
     /// The key prefix with its trailing `:`.
     prefix: String,
-    client: redis::Client,
-    pool: pool::Pool,
+    /// The Redis instances rooms are spread over (`shards.rs`); the first
+    /// also carries bans and requests to all nodes.
+    shards: Vec<shards::Shard>,
+    /// The fingerprint of the shard list every node must share.
+    shard_list: String,
     scripts: scripts::Scripts,
-    /// False from a failed call until a heartbeat succeeds again.
-    up: AtomicBool,
     started: OnceLock<()>,
-    control: (Sender<Control>, Receiver<Control>),
-    /// Rooms whose channel the subscriber has confirmed.
-    subscribed: Mutex<HashSet<String>>,
-    /// This node's members as its Redis members hash holds them (field
-    /// `room\nclientId` → user and presence payload): what the heartbeat puts
-    /// back when Redis lost them (`node.rs`).
-    members: Mutex<HashMap<String, Member>>,
     /// Bans (`Some(until)`, Unix ms) and unbans (`None`) made on this node
-    /// that Redis has not recorded yet, by user.
+    /// that the home shard has not recorded yet, by user.
     unrecorded: Mutex<HashMap<String, Option<u64>>>,
+    /// Subscriber sessions running (each holds the handler while it runs):
+    /// when they are all that holds it, the handler was dropped.
+    sessions: std::sync::atomic::AtomicUsize,
     history_count: usize,
     history_ttl: Duration,
     idempotency_ttl: Duration,
@@ -144,10 +148,19 @@ pub(crate) struct Join<'a> {
 type Entries = Vec<(String, Vec<Vec<u8>>)>;
 
 impl Cluster {
-    /// A cluster node for this Redis URL; checks the URL only (the first
-    /// connection is made on first use).
-    pub fn new(url: &str, config: &ProtocolConfig) -> Result<Self, String> {
-        let client = redis::Client::open(url).map_err(|e| format!("--redis: {e}"))?;
+    /// A cluster node for the configured Redis URLs (one shard each) or
+    /// sentinels; checks them only (the first connection is made on first use).
+    pub fn new(config: &ProtocolConfig) -> Result<Self, String> {
+        let urls: Vec<String> = config.redis_urls.iter().map(|url| url.0.clone()).collect();
+        let mut shards = Vec::new();
+        for index in 0..urls.len().max(1) {
+            let connector = sentinel::Connector::new(
+                urls.get(index).map(String::as_str),
+                &config.redis_sentinels,
+                config.redis_sentinel_master.as_deref(),
+            )?;
+            shards.push(shards::Shard::new(index, connector));
+        }
         let epochs = RandomState::new();
         let mut h = epochs.build_hasher();
         h.write_u32(std::process::id());
@@ -157,15 +170,19 @@ impl Cluster {
         Ok(Cluster {
             node: format!("{:012x}", h.finish() & 0xffff_ffff_ffff),
             prefix: format!("{}:", config.redis_prefix),
-            client,
-            pool: pool::Pool::default(),
+            shards,
+            // With Sentinel the URL lends only credentials: the master name
+            // is what every node must share.
+            shard_list: match &config.redis_sentinel_master {
+                Some(master) if !config.redis_sentinels.is_empty() => {
+                    shards::fingerprint(&[format!("sentinel master {master}")])
+                }
+                _ => shards::fingerprint(&urls),
+            },
             scripts: scripts::Scripts::new(),
-            up: AtomicBool::new(true),
             started: OnceLock::new(),
-            control: crossbeam_channel::bounded(CONTROL_QUEUE),
-            subscribed: Mutex::new(HashSet::new()),
-            members: Mutex::new(HashMap::new()),
             unrecorded: Mutex::new(HashMap::new()),
+            sessions: std::sync::atomic::AtomicUsize::new(0),
             history_count: config.history_size,
             history_ttl: config.history_ttl,
             idempotency_ttl: config.idempotency_ttl,
@@ -186,12 +203,18 @@ impl Cluster {
         if cluster.started.set(()).is_err() {
             return;
         }
-        let (weak, server2) = (Arc::downgrade(shared), server.downgrade());
         use crate::sys::signals;
-        let spawned = signals::spawn(std::thread::Builder::new().name("wshub-redis-sub".into()), move || {
-            subscriber::run(weak, server2)
-        })
-        .and_then(|_| {
+        let mut spawned = Ok(());
+        for shard in 0..cluster.shards.len() {
+            let (weak, server2) = (Arc::downgrade(shared), server.downgrade());
+            spawned = spawned.and_then(|_| {
+                signals::spawn(std::thread::Builder::new().name("wshub-redis-sub".into()), move || {
+                    subscriber::run(weak, server2, shard)
+                })
+                .map(drop)
+            });
+        }
+        let spawned = spawned.and_then(|_| {
             let weak = Arc::downgrade(shared);
             signals::spawn(std::thread::Builder::new().name("wshub-redis-node".into()), move || {
                 node::run(weak)
@@ -202,9 +225,26 @@ impl Cluster {
         }
     }
 
-    /// Whether Redis answered the last call.
+    /// Whether some shard is up (its last heartbeat answered): a node that
+    /// can serve some rooms is worth its clients (every node sees the same
+    /// shard down).
     pub fn is_up(&self) -> bool {
-        self.up.load(Relaxed)
+        self.shards.iter().any(|s| s.up.load(Relaxed))
+    }
+
+    /// Whether every shard is up.
+    fn all_up(&self) -> bool {
+        self.shards.iter().all(|s| s.up.load(Relaxed))
+    }
+
+    /// The shard a room lives on.
+    fn shard(&self, room: &str) -> &shards::Shard {
+        &self.shards[shards::shard_of(room, self.shards.len())]
+    }
+
+    /// The shard that carries bans and the requests to all nodes.
+    fn home(&self) -> &shards::Shard {
+        &self.shards[0]
     }
 
     /// A clientId unique across nodes: `<node>-<conn>`.
@@ -265,7 +305,7 @@ impl Cluster {
         let bans = self.bans_key();
         // Waiting before the write: a ban list read meanwhile must not lift it.
         self.unrecorded.lock().insert(user.to_owned(), ban);
-        let written = self.call(|c| match ban {
+        let written = self.call(self.home(), |c| match ban {
             Some(until_ms) => redis::cmd("HSET").arg(&bans).arg(user).arg(until_ms).query::<i64>(c),
             None => redis::cmd("HDEL").arg(&bans).arg(user).query::<i64>(c),
         });
@@ -282,7 +322,8 @@ impl Cluster {
     }
 
     /// Makes this node's ban list what Redis records: writes first the bans
-    /// and unbans Redis could not take when they were made, then bans here
+    /// and unbans Redis could not take when they were made (telling every
+    /// node of each again, as it is written), then bans here
     /// the users Redis records (and closes their connections, given the
     /// server) and lifts the bans here that Redis no longer records (an
     /// unban published while this node was not listening). A ban is recorded
@@ -293,10 +334,16 @@ impl Cluster {
             self.unrecorded.lock().iter().map(|(u, b)| (u.clone(), *b)).collect();
         let bans = self.bans_key();
         for (user, ban) in waiting {
-            self.call_anyway(|c| match ban {
-                Some(until_ms) => redis::cmd("HSET").arg(&bans).arg(&user).arg(until_ms).query::<i64>(c),
-                None => redis::cmd("HDEL").arg(&bans).arg(&user).query::<i64>(c),
-            })?;
+            // Told again with the write: a node whose subscriber read the
+            // recorded bans before this write would not read them again.
+            let mut pipe = redis::pipe();
+            match ban {
+                Some(until_ms) => pipe.cmd("HSET").arg(&bans).arg(&user).arg(until_ms).ignore(),
+                None => pipe.cmd("HDEL").arg(&bans).arg(&user).ignore(),
+            };
+            let told = control_message(if ban.is_some() { 'b' } else { 'n' }, ban.unwrap_or(0), "", &user);
+            pipe.cmd("PUBLISH").arg(self.control_channel()).arg(told).ignore();
+            self.call_anyway(self.home(), |c| pipe.query::<()>(c))?;
             let mut unrecorded = self.unrecorded.lock();
             if unrecorded.get(&user) == Some(&ban) {
                 unrecorded.remove(&user);
@@ -331,12 +378,14 @@ impl Cluster {
     /// ms). Expired ones are removed from Redis.
     fn recorded_bans(&self) -> redis::RedisResult<Vec<(String, u64)>> {
         let bans = self.bans_key();
-        let all: Vec<(String, u64)> = self.call_anyway(|c| redis::cmd("HGETALL").arg(&bans).query(c))?;
+        let all: Vec<(String, u64)> =
+            self.call_anyway(self.home(), |c| redis::cmd("HGETALL").arg(&bans).query(c))?;
         let now = super::bans::unix_ms(std::time::SystemTime::now());
         let (held, expired): (Vec<_>, Vec<_>) = all.into_iter().partition(|(_, until)| *until > now);
         if !expired.is_empty() {
             let users: Vec<&str> = expired.iter().map(|(user, _)| user.as_str()).collect();
-            let _ = self.call_anyway(|c| redis::cmd("HDEL").arg(&bans).arg(&users).query::<i64>(c));
+            let _ =
+                self.call_anyway(self.home(), |c| redis::cmd("HDEL").arg(&bans).arg(&users).query::<i64>(c));
         }
         Ok(held)
     }
@@ -347,8 +396,11 @@ impl Cluster {
 
     fn send_control(&self, kind: char, number: u64, reason: &str, target: &str) {
         let channel = self.control_channel();
-        let message = format!("{kind} {number} {}\n{reason}{target}", reason.len());
-        if self.call(|c| redis::cmd("PUBLISH").arg(&channel).arg(&message).query::<i64>(c)).is_err() {
+        let message = control_message(kind, number, reason, target);
+        if self
+            .call(self.home(), |c| redis::cmd("PUBLISH").arg(&channel).arg(&message).query::<i64>(c))
+            .is_err()
+        {
             log::warn!("redis: a kick or ban could not reach the other nodes");
         }
     }
@@ -381,44 +433,49 @@ impl Cluster {
         format!("{:016x}", h.finish())
     }
 
-    fn connect(&self) -> redis::RedisResult<redis::Connection> {
-        let conn = self.client.get_connection_with_timeout(TIMEOUT)?;
-        conn.set_read_timeout(Some(TIMEOUT))?;
-        conn.set_write_timeout(Some(TIMEOUT))?;
-        Ok(conn)
+    fn connect(&self, s: &shards::Shard) -> redis::RedisResult<redis::Connection> {
+        s.connector.connect(TIMEOUT)
     }
 
-    /// Runs `f` on a pooled connection, failing at once while Redis is down.
+    /// Runs `f` on a pooled connection of shard `s`, failing at once while
+    /// that shard is down.
     fn call<T>(
         &self,
+        s: &shards::Shard,
         f: impl FnOnce(&mut redis::Connection) -> redis::RedisResult<T>,
     ) -> Result<T, ErrorReply> {
-        if !self.is_up() {
+        if !s.up.load(Relaxed) {
             self.metrics.errors.fetch_add(1, Relaxed);
             return Err(unavailable());
         }
-        self.call_anyway(f).map_err(|e| {
+        self.call_anyway(s, f).map_err(|e| {
             log::warn!("redis: {e}");
             unavailable()
         })
     }
 
-    /// Runs `f` on a pooled connection whether or not Redis is thought up.
+    /// Runs `f` on a pooled connection of shard `s` whether or not it is
+    /// thought up.
     /// A connection that cannot be made, or that breaks or times out during
-    /// `f`, fails this call only (and a broken one is closed): whether Redis
-    /// is down is for the heartbeat to tell, on a connection of its own
-    /// (`node.rs`), so a slow call or a pool busy with slow calls never
-    /// makes every room of the node unavailable.
+    /// `f`, fails this call only (and a broken one is closed): whether a
+    /// shard is down is for its heartbeat to tell, on a connection of its
+    /// own (`node.rs`), so a slow call or a pool busy with slow calls never
+    /// makes every room of the shard unavailable. The one exception is a
+    /// READONLY reply (the primary was made a replica by a failover): it
+    /// counts as a broken connection and marks the shard down, which drops
+    /// its pooled connections, so the next connection asks the sentinels
+    /// again rather than the pool handing out more to a demoted primary.
     fn call_anyway<T>(
         &self,
+        s: &shards::Shard,
         f: impl FnOnce(&mut redis::Connection) -> redis::RedisResult<T>,
     ) -> redis::RedisResult<T> {
-        let mut conn = match self.pool.take(TIMEOUT) {
+        let mut conn = match s.pool.take(TIMEOUT) {
             Some(pool::Slot::Idle(conn)) => conn,
-            Some(pool::Slot::Open) => match self.connect() {
+            Some(pool::Slot::Open) => match self.connect(s) {
                 Ok(conn) => conn,
                 Err(e) => {
-                    self.pool.forget();
+                    s.pool.forget();
                     self.metrics.errors.fetch_add(1, Relaxed);
                     return Err(e);
                 }
@@ -436,19 +493,23 @@ impl Cluster {
         self.metrics.rtt_micros.fetch_add(start.elapsed().as_micros() as u64, Relaxed);
         self.metrics.calls.fetch_add(1, Relaxed);
         match &result {
-            Ok(_) => self.pool.give_back(conn),
+            Ok(_) => s.pool.give_back(conn),
             Err(e) => {
                 self.metrics.errors.fetch_add(1, Relaxed);
                 let broken = e.is_io_error()
                     || e.is_timeout()
                     || e.is_connection_dropped()
-                    || e.is_connection_refusal();
+                    || e.is_connection_refusal()
+                    || sentinel::not_primary(e);
+                if sentinel::not_primary(e) {
+                    self.mark_down(s);
+                }
                 if broken {
                     // A timed-out reply may still arrive: the connection
                     // cannot serve another call.
-                    self.pool.forget();
+                    s.pool.forget();
                 } else {
-                    self.pool.give_back(conn);
+                    s.pool.give_back(conn);
                 }
             }
         }
@@ -460,11 +521,14 @@ impl Cluster {
         self.metrics.errors.fetch_add(1, Relaxed);
     }
 
-    /// Redis is down until a heartbeat goes through again.
-    fn mark_down(&self) {
-        if self.up.swap(false, Relaxed) {
-            log::warn!("redis is down: publishes and joins get `error unavailable` until it answers again");
-            self.pool.clear();
+    /// A shard is down until a heartbeat on it goes through again.
+    fn mark_down(&self, s: &shards::Shard) {
+        if s.up.swap(false, Relaxed) {
+            log::warn!(
+                "redis (shard {}) is down: publishes and joins in its rooms get `error unavailable` until it answers again",
+                s.index
+            );
+            s.pool.clear();
         }
     }
 
@@ -481,7 +545,7 @@ impl Cluster {
         let body = encode_body(p, ts);
         let origin = format!("{} {}", self.node, p.except.map_or_else(|| "-".to_owned(), |c| c.to_string()));
         let room = p.room;
-        let (seq, _epoch, dup): (u64, String, u8) = self.call(|c| {
+        let (seq, _epoch, dup): (u64, String, u8) = self.call(self.shard(room), |c| {
             self.scripts
                 .publish
                 .key(self.key("m", room))
@@ -508,15 +572,16 @@ impl Cluster {
     /// most [`TIMEOUT`] for room in the subscriber's queue, then at most
     /// [`TIMEOUT`] and a [`HEARTBEAT`] for Redis to confirm a new subscription.
     fn ensure_subscribed(&self, room: &str) -> Result<(), ErrorReply> {
-        if self.subscribed.lock().contains(room) {
+        let s = self.shard(room);
+        if s.subscribed.lock().contains(room) {
             return Ok(());
         }
-        if !self.is_up() {
+        if !s.up.load(Relaxed) {
             return Err(unavailable());
         }
         let (tx, rx) = crossbeam_channel::bounded(1);
         // Many joins at once may fill the queue: wait for room, within the bound.
-        self.control
+        s.control
             .0
             .send_timeout(Control::Subscribe(room.to_owned(), tx), TIMEOUT)
             .map_err(|_| unavailable())?;
@@ -526,10 +591,10 @@ impl Cluster {
         }
     }
 
-    /// Asks the subscriber to drop a room that lost its last local member
-    /// or stream.
+    /// Asks the room's shard's subscriber to drop a room that lost its last
+    /// local member or stream.
     pub(crate) fn release(&self, room: &str) {
-        let _ = self.control.0.try_send(Control::Unsubscribe(room.to_owned()));
+        let _ = self.shard(room).control.0.try_send(Control::Unsubscribe(room.to_owned()));
     }
 
     /// The room's epoch, seq, history entries from..=to and member count in
@@ -576,10 +641,11 @@ impl Cluster {
                 .arg(payload)
                 .invoke(c)
         };
+        let s = self.shard(room);
         if anyway {
-            self.call_anyway(invoke).map_err(|_| unavailable())
+            self.call_anyway(s, invoke).map_err(|_| unavailable())
         } else {
-            self.call(invoke)
+            self.call(s, invoke)
         }
     }
 
@@ -612,7 +678,7 @@ impl Cluster {
         j: &Join<'_>,
         r: &mut RoomState,
     ) -> Result<Option<(u64, usize)>, ErrorReply> {
-        if !self.subscribed.lock().contains(j.room) {
+        if !self.shard(j.room).subscribed.lock().contains(j.room) {
             return Ok(None);
         }
         let event = presence_event("presence:join", j.room, j.client_id, j.user);
@@ -628,7 +694,7 @@ impl Cluster {
         adopt(server, j.room, r, epoch, seq, &mut entries);
         if j.newly {
             server.join(j.conn, j.room).map_err(|_| internal())?;
-            self.members.lock().insert(member_field(j.room, j.client_id), member);
+            self.shard(j.room).members.lock().insert(member_field(j.room, j.client_id), member);
             r.members.insert(j.conn, json!({}));
             let _ = server.broadcast(j.room, event, Some(j.conn));
         }
@@ -703,7 +769,7 @@ impl Cluster {
         for _ in 0..3 {
             self.ensure_subscribed(room)?;
             let outcome = shared.rooms.with_room(room, true, |r| -> Result<bool, ErrorReply> {
-                if !self.subscribed.lock().contains(room) {
+                if !self.shard(room).subscribed.lock().contains(room) {
                     return Ok(false);
                 }
                 let to = r.cluster_synced.then_some(r.seq);
@@ -749,8 +815,9 @@ impl Cluster {
     pub fn left(&self, room: &str, client_id: &str, conn: ConnId, user: Option<&str>, last: bool) {
         let event = self.ephemeral(Some(conn), &presence_event("presence:leave", room, client_id, user));
         // Before Redis: the heartbeat must not put back a member on its way out.
-        self.members.lock().remove(&member_field(room, client_id));
-        let result = self.call(|c| {
+        let s = self.shard(room);
+        s.members.lock().remove(&member_field(room, client_id));
+        let result = self.call(s, |c| {
             self.scripts
                 .leave
                 .key(self.key("p", room))
@@ -775,7 +842,8 @@ impl Cluster {
     pub fn relay(&self, room: &str, conn: ConnId, text: &str) -> Result<(), ErrorReply> {
         let msg = self.ephemeral(Some(conn), text);
         let channel = self.channel(room);
-        self.call(|c| redis::cmd("PUBLISH").arg(&channel).arg(&msg).query::<i64>(c)).map(drop)
+        self.call(self.shard(room), |c| redis::cmd("PUBLISH").arg(&channel).arg(&msg).query::<i64>(c))
+            .map(drop)
     }
 
     /// `presence:get` across nodes: at most [`PRESENCE_MAX`] members
@@ -784,7 +852,7 @@ impl Cluster {
     /// the room) on one pooled connection.
     pub fn presence(&self, room: &str) -> Result<Presence, ErrorReply> {
         let key = self.key("p", room);
-        let (count, found) = self.call(|c| {
+        let (count, found) = self.call(self.shard(room), |c| {
             let count: usize = redis::cmd("HLEN").arg(&key).query(c)?;
             let mut found: Vec<(String, String)> = Vec::with_capacity(count.min(PRESENCE_MAX));
             let mut cursor = 0u64;
@@ -861,8 +929,14 @@ impl Cluster {
         metric(
             "wshub_redis_up",
             "gauge",
-            "1 while Redis answers, 0 while it is down.",
-            u64::from(self.is_up()).to_string(),
+            "1 while Redis (every shard) answers, 0 while one is down.",
+            u64::from(self.all_up()).to_string(),
+        );
+        metric(
+            "wshub_redis_shards_up",
+            "gauge",
+            "Redis instances (shards, --redis repeated) answering now.",
+            self.shards.iter().filter(|s| s.up.load(Relaxed)).count().to_string(),
         );
         let micros = m.rtt_micros.load(Relaxed);
         metric(
@@ -888,7 +962,7 @@ impl Cluster {
             "wshub_redis_subscribed_rooms",
             "gauge",
             "Rooms whose channel this node subscribes to (rooms with local members).",
-            self.subscribed.lock().len().to_string(),
+            self.shards.iter().map(|s| s.subscribed.lock().len()).sum::<usize>().to_string(),
         );
         metric(
             "wshub_redis_refilled_total",
@@ -898,6 +972,11 @@ impl Cluster {
         );
         out
     }
+}
+
+/// A request to all nodes, as [`Cluster::control_channel`] carries it.
+fn control_message(kind: char, number: u64, reason: &str, target: &str) -> String {
+    format!("{kind} {number} {}\n{reason}{target}", reason.len())
 }
 
 /// Adopts what Redis says of a room (its `epoch` and `seq`) when this node

@@ -1,8 +1,11 @@
 //! This node's heartbeat (and its reading of the bans Redis records: at
 //! start and after an outage): every [`HEARTBEAT`] it sets its key with a TTL of
-//! [`NODE_TTL`], which also tells whether Redis is up. It alone decides that
-//! Redis is down, and it beats on a connection of its own, so calls that are
-//! slow, or that wait for a pooled connection, fail only themselves. Then:
+//! [`NODE_TTL`] on every shard, which also tells whether that shard is up,
+//! and checks that the shard holds the same shard-list fingerprint as this
+//! node's (`shards.rs`). It alone decides that a shard is down (a READONLY
+//! reply on a call also does, `mod.rs`), and it beats on a connection of its
+//! own per shard, so calls that are slow, or that wait for a pooled
+//! connection, fail only themselves. Then, on each shard apart:
 //!
 //! - it puts back its own members Redis lost (it was taken for dead while
 //!   paused, or Redis lost writes), with a `presence:join` for each put back:
@@ -20,6 +23,7 @@ use std::collections::HashMap;
 use std::sync::Weak;
 use std::time::Instant;
 
+use super::shards::Shard;
 use super::{member_field, Cluster, Member, HEARTBEAT, NODE_TTL};
 use crate::protocol::envelope::frame;
 use crate::protocol::handler::Shared;
@@ -30,20 +34,28 @@ const REAP_PAGE: usize = 500;
 const PAGES_PER_BEAT: usize = 20;
 
 pub(super) fn run(weak: Weak<Shared>) {
-    // Nodes found silent: since when (as this node saw it), and where the
-    // reaping of their members got to.
-    let mut silent: HashMap<String, Silent> = HashMap::new();
+    // Per shard, nodes found silent: since when (as this node saw it), and
+    // where the reaping of their members got to.
+    let mut silent: Vec<HashMap<String, Silent>> = Vec::new();
     let mut bans_read = false;
-    // The heartbeat's own connection, made again after it broke.
-    let mut own: Option<redis::Connection> = None;
+    // Per shard, the heartbeat's own connection, made again after it broke.
+    let mut own: Vec<Option<redis::Connection>> = Vec::new();
+    let mut mismatch_told = false;
     loop {
         {
             let Some(shared) = weak.upgrade() else { return };
             let Some(cluster) = shared.cluster.as_ref() else { return };
-            let was_up = cluster.is_up();
-            let alive = beat(cluster, &mut own, &mut silent);
-            // At start, and after an outage (bans and unbans made meanwhile
-            // reached no subscriber of this node): the bans recorded in Redis.
+            silent.resize_with(cluster.shards.len(), HashMap::new);
+            own.resize_with(cluster.shards.len(), || None);
+            let mut alive = false;
+            let was_up = cluster.home().up.load(std::sync::atomic::Ordering::Relaxed);
+            for ((s, silent), own) in cluster.shards.iter().zip(silent.iter_mut()).zip(own.iter_mut()) {
+                let answered = beat(cluster, s, own, silent, &mut mismatch_told);
+                alive |= answered && s.index == 0;
+            }
+            // At start, and after an outage of the home shard (bans and
+            // unbans made meanwhile reached no subscriber of this node): the
+            // bans recorded in Redis.
             if alive && (!bans_read || !was_up) {
                 bans_read = read_bans(&shared, cluster);
             }
@@ -67,14 +79,31 @@ struct Silent {
     cursor: u64,
 }
 
-/// One heartbeat, on `own` (made first if there is none); whether Redis
-/// answered it.
-fn beat(c: &Cluster, own: &mut Option<redis::Connection>, silent: &mut HashMap<String, Silent>) -> bool {
+/// One heartbeat on shard `s`, on `own` (its heartbeat connection, made
+/// first if there is none); whether it answered. A shard list that differs
+/// from another node's is logged once (`told`).
+fn beat(
+    c: &Cluster,
+    s: &Shard,
+    own: &mut Option<redis::Connection>,
+    silent: &mut HashMap<String, Silent>,
+    told: &mut bool,
+) -> bool {
     let node_key = format!("{}node:{}", c.prefix, c.node);
     let nodes = format!("{}nodes", c.prefix);
     let members_key = format!("{}nm:{}", c.prefix, c.node);
-    let alive = own_call(c, own, |conn| {
+    let list_key = format!("{}shards", c.prefix);
+    let alive = own_call(c, s, own, |conn| {
         redis::pipe()
+            .cmd("SET")
+            .arg(&list_key)
+            .arg(&c.shard_list)
+            .arg("NX")
+            .arg("PX")
+            .arg(3 * NODE_TTL.as_millis() as u64)
+            .ignore()
+            .cmd("GET")
+            .arg(&list_key)
             .cmd("SET")
             .arg(&node_key)
             .arg(1)
@@ -87,27 +116,45 @@ fn beat(c: &Cluster, own: &mut Option<redis::Connection>, silent: &mut HashMap<S
             .ignore()
             .cmd("HLEN")
             .arg(&members_key)
-            .query::<(usize,)>(conn)
+            .query::<(Option<String>, usize)>(conn)
     });
-    let Ok((held,)) = alive else {
+    let Ok((list, held)) = alive else {
         // What this node saw of the others while it could not see Redis
         // says nothing: they may be as cut off as it was.
         silent.clear();
-        c.mark_down();
+        c.mark_down(s);
         return false;
     };
-    let came_back = !c.up.swap(true, std::sync::atomic::Ordering::Relaxed);
+    match list {
+        Some(list) if list != c.shard_list => {
+            if !*told {
+                log::error!(
+                    "redis: another node of this cluster was given another --redis list ({list}, this node \
+                     {}): rooms are looked for on different shards; give every node the same list, in order",
+                    c.shard_list
+                );
+                *told = true;
+            }
+        }
+        _ => {
+            // Ours (or none yet): keep it alive while this node runs.
+            let _ = own_call(c, s, own, |conn| {
+                redis::cmd("PEXPIRE").arg(&list_key).arg(3 * NODE_TTL.as_millis() as u64).query::<i64>(conn)
+            });
+        }
+    }
+    let came_back = !s.up.swap(true, std::sync::atomic::Ordering::Relaxed);
     if came_back {
-        log::info!("redis answers again");
+        log::info!("redis (shard {}) answers again", s.index);
     }
     // After an outage the count alone does not tell: Redis may have come
     // back without a member that joined after its snapshot, yet still hold
     // one that left while it was down.
-    if came_back || held < c.members.lock().len() {
-        put_back(c, &members_key);
+    if came_back || held < s.members.lock().len() {
+        put_back(c, s, &members_key);
     }
     let found: Vec<String> =
-        match c.call_anyway(|conn| c.scripts.silent.key(&nodes).arg(&c.prefix).invoke(conn)) {
+        match c.call_anyway(s, |conn| c.scripts.silent.key(&nodes).arg(&c.prefix).invoke(conn)) {
             Ok(found) => found,
             Err(_) => return true,
         };
@@ -122,7 +169,7 @@ fn beat(c: &Cluster, own: &mut Option<redis::Connection>, silent: &mut HashMap<S
         let mut cursor = found.cursor;
         while pages < PAGES_PER_BEAT {
             pages += 1;
-            let left = c.call_anyway(|conn| {
+            let left = c.call_anyway(s, |conn| {
                 c.scripts
                     .reap
                     .key(&nodes)
@@ -156,16 +203,19 @@ fn beat(c: &Cluster, own: &mut Option<redis::Connection>, silent: &mut HashMap<S
     true
 }
 
-/// Runs `f` on the heartbeat's own connection, making it first if needed;
-/// a connection that failed is dropped (the next beat makes a new one).
+/// Runs `f` on the heartbeat's own connection to shard `s`, making it first
+/// if needed (through the shard's connector: with Sentinel, to the primary
+/// it names now); a connection that failed is dropped (the next beat makes
+/// a new one).
 fn own_call<T>(
     c: &Cluster,
+    s: &Shard,
     own: &mut Option<redis::Connection>,
     f: impl FnOnce(&mut redis::Connection) -> redis::RedisResult<T>,
 ) -> redis::RedisResult<T> {
     let conn = match own {
         Some(conn) => conn,
-        None => own.insert(c.connect()?),
+        None => own.insert(c.connect(s).inspect_err(|_| c.count_failure())?),
     };
     let result = f(conn);
     if result.is_err() {
@@ -177,13 +227,13 @@ fn own_call<T>(
 
 /// Writes back the members this node has that Redis lost (its entries were
 /// reaped, or Redis came back without them), each with a `presence:join`.
-fn put_back(c: &Cluster, members_key: &str) {
-    let Ok(held) = c.call_anyway(|conn| redis::cmd("HKEYS").arg(members_key).query::<Vec<String>>(conn))
+fn put_back(c: &Cluster, s: &Shard, members_key: &str) {
+    let Ok(held) = c.call_anyway(s, |conn| redis::cmd("HKEYS").arg(members_key).query::<Vec<String>>(conn))
     else {
         return;
     };
     let held: std::collections::HashSet<String> = held.into_iter().collect();
-    let missing: Vec<(String, Member)> = c
+    let missing: Vec<(String, Member)> = s
         .members
         .lock()
         .iter()
@@ -199,7 +249,7 @@ fn put_back(c: &Cluster, members_key: &str) {
         for (field, m) in page {
             let Some((room, client_id)) = field.split_once('\n') else { continue };
             // Left meanwhile: the leave's own call removes what this adds.
-            if !c.members.lock().contains_key(&member_field(room, client_id)) {
+            if !s.members.lock().contains_key(&member_field(room, client_id)) {
                 continue;
             }
             let event = serde_json::from_str::<serde_json::Value>(&m.payload)
@@ -209,7 +259,7 @@ fn put_back(c: &Cluster, members_key: &str) {
             pipe.cmd("HSET").arg(members_key).arg(field).arg(&m.payload).ignore();
             pipe.cmd("PUBLISH").arg(c.channel(room)).arg(format!("e - -\n{event}")).ignore();
         }
-        if c.call_anyway(|conn| pipe.query::<()>(conn)).is_err() {
+        if c.call_anyway(s, |conn| pipe.query::<()>(conn)).is_err() {
             return;
         }
     }

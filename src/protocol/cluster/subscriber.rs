@@ -1,4 +1,4 @@
-//! The node's one subscriber connection: it subscribes to the channels of
+//! A node's subscriber connection, one per shard (`shards.rs`): it subscribes to the channels of
 //! rooms with local members (on request of a join, dropping them when the last
 //! local member leaves; the requests waiting are served together, one
 //! SUBSCRIBE and one UNSUBSCRIBE for many channels), and delivers what arrives to the local members with
@@ -13,11 +13,13 @@
 //! room whose stream no longer reaches back gets a notice (`error
 //! unavailable` with `room` and `seq`: rejoin with `since`).
 
+use std::sync::atomic::Ordering::Relaxed;
 use std::sync::{Arc, Weak};
 use std::time::{Duration, Instant};
 
 use serde_json::json;
 
+use super::shards::Shard;
 use super::{fingerprint, frame_of, parse_entry, Cluster, Control, TIMEOUT};
 use crate::protocol::envelope::frame;
 use crate::protocol::handler::Shared;
@@ -35,15 +37,17 @@ const BATCH: usize = 1000;
 const MIN_BACKOFF: Duration = Duration::from_millis(100);
 const MAX_BACKOFF: Duration = Duration::from_secs(2);
 
-/// Holds the server weakly: a stop must not wait for this thread, which may
-/// be sleeping in a backoff or connecting to an unreachable Redis.
-pub(super) fn run(weak: Weak<Shared>, server: WeakServerHandle) {
+/// The subscriber of shard `index`. Holds the server weakly: a stop must
+/// not wait for this thread, which may be sleeping in a backoff or
+/// connecting to an unreachable Redis.
+pub(super) fn run(weak: Weak<Shared>, server: WeakServerHandle, index: usize) {
     let mut backoff = MIN_BACKOFF;
     let mut first = true;
     loop {
         let Some(shared) = weak.upgrade() else { return };
         let Some(cluster) = shared.cluster.as_ref() else { return };
-        match cluster.connect() {
+        let Some(shard) = cluster.shards.get(index) else { return };
+        match cluster.connect(shard) {
             Ok(mut conn) => {
                 backoff = MIN_BACKOFF;
                 if !first {
@@ -51,7 +55,7 @@ pub(super) fn run(weak: Weak<Shared>, server: WeakServerHandle) {
                     log::info!("redis: the subscriber is connected again");
                 }
                 first = false;
-                match session(&shared, cluster, &server, &mut conn) {
+                match session(&shared, cluster, shard, &server, &mut conn) {
                     Ok(()) => return,
                     Err(e) => {
                         // Not a sign that Redis is down (the heartbeat and
@@ -66,7 +70,7 @@ pub(super) fn run(weak: Weak<Shared>, server: WeakServerHandle) {
             }
             Err(e) => {
                 log::debug!("redis: cannot connect the subscriber: {e}");
-                refuse_pending(&shared, cluster);
+                refuse_pending(&shared, shard);
                 drop(shared);
                 std::thread::sleep(backoff);
                 backoff = (backoff * 2).min(MAX_BACKOFF);
@@ -77,14 +81,14 @@ pub(super) fn run(weak: Weak<Shared>, server: WeakServerHandle) {
 
 /// Answers what waits while there is no connection: subscriptions fail,
 /// releases happen (only subscribed rooms are subscribed again).
-fn refuse_pending(shared: &Shared, c: &Cluster) {
-    while let Ok(ctl) = c.control.1.try_recv() {
+fn refuse_pending(shared: &Shared, s: &Shard) {
+    while let Ok(ctl) = s.control.1.try_recv() {
         match ctl {
             Control::Subscribe(_, done) => {
                 let _ = done.send(false);
             }
             Control::Unsubscribe(room) => {
-                release_if_idle(shared, c, &room);
+                release_if_idle(shared, s, &room);
             }
         }
     }
@@ -94,20 +98,27 @@ fn refuse_pending(shared: &Shared, c: &Cluster) {
 fn session(
     shared: &Arc<Shared>,
     c: &Cluster,
+    s: &Shard,
     server: &WeakServerHandle,
     conn: &mut redis::Connection,
 ) -> redis::RedisResult<()> {
+    c.sessions.fetch_add(1, Relaxed);
+    let _session = Session(c);
     let mut pubsub = conn.as_pubsub();
     pubsub.set_read_timeout(Some(TIMEOUT))?;
-    pubsub.subscribe(c.control_channel())?;
+    // The first shard carries the requests to all nodes and the bans.
+    let home = s.index == 0;
+    if home {
+        pubsub.subscribe(c.control_channel())?;
+    }
     // Bans and unbans published while this node had no subscription (it was
     // starting, reconnecting, or its connection was silently cut) reached no
     // one here: what Redis records holds from now on, on the users'
     // connections too.
-    if let Some(server) = server.upgrade() {
+    if let Some(server) = server.upgrade().filter(|_| home) {
         c.sync_bans(shared, Some(&server))?;
     }
-    let rooms: Vec<String> = c.subscribed.lock().iter().cloned().collect();
+    let rooms: Vec<String> = s.subscribed.lock().iter().cloned().collect();
     for batch in rooms.chunks(BATCH) {
         pubsub.subscribe(batch.iter().map(|room| c.channel(room)).collect::<Vec<_>>())?;
     }
@@ -127,11 +138,13 @@ fn session(
     pubsub.set_read_timeout(Some(POLL))?;
     let mut heard = Instant::now();
     loop {
-        if Arc::strong_count(shared) == 1 || server.upgrade().is_none() {
+        // Only subscriber sessions (one per shard) hold the handler: it was dropped.
+        let handler_gone = Arc::strong_count(shared) <= c.sessions.load(Relaxed);
+        if handler_gone || server.upgrade().is_none() {
             return Ok(()); // the handler or the server was dropped
         }
         let (mut joins, mut releases) = (Vec::new(), Vec::new());
-        while let Ok(ctl) = c.control.1.try_recv() {
+        while let Ok(ctl) = s.control.1.try_recv() {
             match ctl {
                 Control::Subscribe(room, done) => joins.push((room, done)),
                 Control::Unsubscribe(room) => releases.push(room),
@@ -142,7 +155,7 @@ fn session(
         }
         if !joins.is_empty() || !releases.is_empty() {
             pubsub.set_read_timeout(Some(TIMEOUT))?;
-            serve_requests(shared, c, &mut pubsub, joins, releases)?;
+            serve_requests(shared, c, s, &mut pubsub, joins, releases)?;
             pubsub.set_read_timeout(Some(POLL))?;
             heard = Instant::now();
         }
@@ -171,6 +184,15 @@ fn session(
     }
 }
 
+/// Counts a session in [`Cluster::sessions`] while it lives.
+struct Session<'c>(&'c Cluster);
+
+impl Drop for Session<'_> {
+    fn drop(&mut self) {
+        self.0.sessions.fetch_sub(1, Relaxed);
+    }
+}
+
 /// Whether a Redis call failed only because a signal interrupted its read
 /// (`EINTR` after SIGSTOP and SIGCONT), not because the connection broke.
 /// redis-rs keeps the `io::Error` to itself (behind an `Arc` no downcast
@@ -186,12 +208,13 @@ fn interrupted(e: &redis::RedisError) -> bool {
 fn serve_requests(
     shared: &Shared,
     c: &Cluster,
+    s: &Shard,
     pubsub: &mut redis::PubSub<'_>,
     joins: Vec<(String, crossbeam_channel::Sender<bool>)>,
     mut releases: Vec<String>,
 ) -> redis::RedisResult<()> {
     let new: Vec<String> = {
-        let subscribed = c.subscribed.lock();
+        let subscribed = s.subscribed.lock();
         let mut new: Vec<String> =
             joins.iter().map(|(room, _)| room.clone()).filter(|r| !subscribed.contains(r)).collect();
         new.sort_unstable();
@@ -205,7 +228,7 @@ fn serve_requests(
             }
             return Err(e);
         }
-        c.subscribed.lock().extend(new);
+        s.subscribed.lock().extend(new);
     }
     for (room, done) in joins {
         // A join that gave up waiting leaves no subscription behind.
@@ -213,7 +236,7 @@ fn serve_requests(
             releases.push(room);
         }
     }
-    let gone: Vec<String> = releases.into_iter().filter(|room| release_if_idle(shared, c, room)).collect();
+    let gone: Vec<String> = releases.into_iter().filter(|room| release_if_idle(shared, s, room)).collect();
     if !gone.is_empty() {
         pubsub.unsubscribe(gone.iter().map(|room| c.channel(room)).collect::<Vec<_>>())?;
     }
@@ -222,14 +245,14 @@ fn serve_requests(
 
 /// Drops the room from the subscribed set if it has no local member, under
 /// its lock (so a join holding the lock sees either the room subscribed or not).
-fn release_if_idle(shared: &Shared, c: &Cluster, room: &str) -> bool {
+fn release_if_idle(shared: &Shared, s: &Shard, room: &str) -> bool {
     let released = shared
         .rooms
         .with_room(room, true, |r| {
             let idle = r.members.is_empty() && r.sse_streams == 0;
             if idle {
                 r.cluster_synced = false;
-                c.subscribed.lock().remove(room);
+                s.subscribed.lock().remove(room);
             }
             idle
         })

@@ -1,0 +1,172 @@
+//! How a node reaches its Redis: straight at the `--redis` URL, or through
+//! Sentinel (`--redis-sentinel HOST:PORT`, repeatable, with
+//! `--redis-sentinel-master NAME`): every new connection asks the sentinels
+//! which instance is the primary, connects there and checks that it says it
+//! is one (`ROLE`), so after a failover the next connection made (the
+//! subscriber's, the pool's, the heartbeat's) reaches the new primary.
+//!
+//! With Sentinel the `--redis` URL, when given, only lends its password,
+//! database and TLS settings: its host and port are replaced by the
+//! primary's. The sentinels themselves are asked without a password.
+//!
+//! This module owns making connections; what a broken one means (Redis
+//! down, a resubscribe and refill) stays with the pool's callers.
+
+use std::sync::atomic::{AtomicUsize, Ordering::Relaxed};
+use std::time::Duration;
+
+use redis::{ConnectionAddr, ConnectionInfo, IntoConnectionInfo};
+
+/// Where connections go.
+pub(super) enum Connector {
+    /// One Redis at a fixed address.
+    Direct(redis::Client),
+    /// The primary that the sentinels name for a master.
+    Sentinel(Sentinels),
+}
+
+/// The sentinels watching one master.
+pub(super) struct Sentinels {
+    /// `HOST:PORT` of each sentinel.
+    addrs: Vec<String>,
+    master: String,
+    /// Password, database and TLS settings for the primary.
+    template: ConnectionInfo,
+    /// The sentinel that answered last: asked first next time.
+    last_good: AtomicUsize,
+}
+
+impl Connector {
+    /// A connector for `url` alone, or for the primary the `sentinels` name
+    /// for `master` (with `url`'s password, database and TLS, if given).
+    pub fn new(url: Option<&str>, sentinels: &[String], master: Option<&str>) -> Result<Self, String> {
+        if sentinels.is_empty() {
+            let url = url.ok_or("--redis: no URL")?;
+            return redis::Client::open(url).map(Connector::Direct).map_err(|e| format!("--redis: {e}"));
+        }
+        let master = master.ok_or("--redis-sentinel needs --redis-sentinel-master")?;
+        let template =
+            url.unwrap_or("redis://127.0.0.1").into_connection_info().map_err(|e| format!("--redis: {e}"))?;
+        for addr in sentinels {
+            parse_addr(addr)?;
+        }
+        Ok(Connector::Sentinel(Sentinels {
+            addrs: sentinels.to_vec(),
+            master: master.to_owned(),
+            template,
+            last_good: AtomicUsize::new(0),
+        }))
+    }
+
+    /// A connection to the primary, each step (a sentinel's answer, the
+    /// primary's connect and `ROLE`) bounded by `timeout`, with `timeout`
+    /// set on its reads and writes.
+    pub fn connect(&self, timeout: Duration) -> redis::RedisResult<redis::Connection> {
+        let conn = match self {
+            Connector::Direct(client) => client.get_connection_with_timeout(timeout)?,
+            Connector::Sentinel(s) => s.connect(timeout)?,
+        };
+        conn.set_read_timeout(Some(timeout))?;
+        conn.set_write_timeout(Some(timeout))?;
+        Ok(conn)
+    }
+}
+
+impl Sentinels {
+    fn connect(&self, timeout: Duration) -> redis::RedisResult<redis::Connection> {
+        let n = self.addrs.len();
+        let first = self.last_good.load(Relaxed) % n;
+        let mut last_error = None;
+        for i in (0..n).map(|k| (first + k) % n) {
+            match self.primary_from(&self.addrs[i], timeout) {
+                Ok(Some(info)) => {
+                    self.last_good.store(i, Relaxed);
+                    let mut conn = redis::Client::open(info)?.get_connection_with_timeout(timeout)?;
+                    conn.set_read_timeout(Some(timeout))?;
+                    // Between a failover and the sentinels' next look, the one
+                    // named may be an old primary come back as a replica.
+                    let role: Vec<redis::Value> = redis::cmd("ROLE").query(&mut conn)?;
+                    return match role.first() {
+                        Some(redis::Value::BulkString(r)) if r == b"master" => Ok(conn),
+                        _ => Err(redis::RedisError::from((
+                            redis::ErrorKind::Server(redis::ServerErrorKind::ReadOnly),
+                            "the instance the sentinels name is not a primary (yet)",
+                        ))),
+                    };
+                }
+                Ok(None) => {}
+                Err(e) => last_error = Some(e),
+            }
+        }
+        Err(last_error.unwrap_or_else(|| {
+            redis::RedisError::from(std::io::Error::new(
+                std::io::ErrorKind::NotFound,
+                format!("no sentinel knows a primary for master {:?}", self.master),
+            ))
+        }))
+    }
+
+    /// What one sentinel says the primary is: its connection info, or
+    /// `None` when it does not know the master.
+    fn primary_from(&self, addr: &str, timeout: Duration) -> redis::RedisResult<Option<ConnectionInfo>> {
+        let (host, port) = parse_addr(addr)
+            .map_err(|e| redis::RedisError::from(std::io::Error::new(std::io::ErrorKind::InvalidInput, e)))?;
+        let info = ConnectionAddr::Tcp(host.to_owned(), port).into_connection_info()?;
+        let mut conn = redis::Client::open(info)?.get_connection_with_timeout(timeout)?;
+        conn.set_read_timeout(Some(timeout))?;
+        conn.set_write_timeout(Some(timeout))?;
+        let found: Option<(String, u16)> =
+            redis::cmd("SENTINEL").arg("get-master-addr-by-name").arg(&self.master).query(&mut conn)?;
+        Ok(found.map(|(host, port)| {
+            let addr = match self.template.addr() {
+                ConnectionAddr::TcpTls { insecure, tls_params, .. } => {
+                    ConnectionAddr::TcpTls { host, port, insecure: *insecure, tls_params: tls_params.clone() }
+                }
+                _ => ConnectionAddr::Tcp(host, port),
+            };
+            self.template.clone().set_addr(addr)
+        }))
+    }
+}
+
+/// `HOST:PORT` (an IPv6 host in brackets) into its parts.
+pub(crate) fn parse_addr(addr: &str) -> Result<(&str, u16), String> {
+    let bad = || format!("--redis-sentinel {addr:?} is not HOST:PORT");
+    let (host, port) = addr.rsplit_once(':').ok_or_else(bad)?;
+    let host = host.strip_prefix('[').and_then(|h| h.strip_suffix(']')).unwrap_or(host);
+    let port: u16 = port.parse().map_err(|_| bad())?;
+    if host.is_empty() || port == 0 || host.contains(char::is_whitespace) {
+        return Err(bad());
+    }
+    Ok((host, port))
+}
+
+/// Whether a Redis error says the connection reaches no primary any more: a
+/// READONLY reply (the instance was made a replica in a failover) counts as
+/// a broken connection, so the next one asks the sentinels again.
+pub(super) fn not_primary(e: &redis::RedisError) -> bool {
+    e.code() == Some("READONLY")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sentinel_addresses_parse_and_junk_does_not() {
+        assert_eq!(parse_addr("127.0.0.1:26379"), Ok(("127.0.0.1", 26379)));
+        assert_eq!(parse_addr("[::1]:26379"), Ok(("::1", 26379)));
+        assert_eq!(parse_addr("sentinel-a:1"), Ok(("sentinel-a", 1)));
+        for bad in ["", "host", ":26379", "host:", "host:0", "host:99999", "a b:1"] {
+            assert!(parse_addr(bad).is_err(), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn sentinel_without_a_master_name_is_refused() {
+        let sentinels = vec!["127.0.0.1:26379".to_owned()];
+        assert!(Connector::new(None, &sentinels, None).is_err());
+        assert!(Connector::new(None, &sentinels, Some("m")).is_ok());
+        assert!(Connector::new(None, &["nope".to_owned()], Some("m")).is_err());
+    }
+}
