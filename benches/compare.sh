@@ -1,8 +1,12 @@
 #!/usr/bin/env bash
-# Runs wshub and the Node `ws` peer (benches/peers/node-ws) one after the
-# other on this machine under the same load generator (benches/wshub-bench),
-# records every result to benches/results/<timestamp>.jsonl and prints a
-# markdown table: case | figure | wshub | node | ratio | gen CPU % | server CPU %.
+# Runs wshub and its peers, Bun (benches/peers/bun: Bun.serve, uWebSockets
+# inside) and Node `ws` (benches/peers/node-ws), one after the other on this
+# machine under the same load generator (benches/wshub-bench), records every
+# result to benches/results/<timestamp>.jsonl and prints a markdown table:
+# case | figure | one column per server | wshub's ratio to each peer | gen CPU % |
+# server CPU %. Every case's rows include the server's CPU time (utime +
+# stime from /proc/<pid>/stat) per unit of work: per handshake (conns), per
+# delivered message (fanout*), per round trip (echo*).
 #
 #   benches/compare.sh                      # every case, full size
 #   CASES="echo-1 echo-50" benches/compare.sh
@@ -11,30 +15,52 @@
 #
 # Environment knobs (defaults in brackets):
 #   CASES        cases to run, space or comma separated
-#                [conns fanout fanout-rate echo-1 echo-50]
-#   SERVERS      servers to run [wshub node]
+#                [conns fanout fanout-rate fanout-json fanout-json-deflate echo-1 echo-50]
+#                fanout-json: ~2 KB chat-like JSON messages, no compression;
+#                fanout-json-deflate: the same with permessage-deflate offered
+#                by every subscriber (wshub --compression on, the peers with
+#                their perMessageDeflate on): wire bytes and server CPU per
+#                delivered message, compressed / plain, in a table of its own
+#   SERVERS      servers to run [wshub bun node]
 #   CONNS        connections in the conns case [10000]
 #   SUBSCRIBERS  subscribers in the fanout cases [1000]
 #   SECS         seconds each fanout case publishes for [10]
 #   ECHO_TRIPS_1 / ECHO_TRIPS_50   trips per client in echo-1 / echo-50 [20000 / 2000]
 #   GEN_NICE     nice(1) adjustment for the generator, e.g. -5 [0: none]
+#   WSHUB        the wshub binary [target/release/wshub]
+#   WSHUB_BASE   another wshub binary (an older build), run as the server
+#                `wshub-base` (add it to SERVERS) with wshub's flags: a
+#                before/after in one run, under the same load
 #   WSHUB_BENCH  generator binary [benches/wshub-bench/target/release/wshub-bench]
 #   NO_BUILD=1   skip the cargo builds (use the binaries as they are)
-#   NO_CHECK=1   skip the protocol check (benches/peers/check.py) of each server
+#   NO_CHECK=1   skip the protocol check (benches/peers/check.py) of each server;
+#                without it a missing python `websockets` is an error
 #   TLS=1        also run each case over TLS (case NAME-wss: wss:// to wshub's
-#                --tls-cert and to the Node peer's https server, a certificate
+#                --tls-cert and to each peer's TLS server, a certificate
 #                made here with openssl), beside the plain run, and print what
 #                TLS costs each server (wss figure / ws figure)
 #
+# Bun is the npm package `bun` (version pinned by benches/peers/bun's
+# package-lock.json), installed there by `npm ci` on first use.
+#
 # Each server is started fresh for every case and stopped by its PID
 # (SIGTERM, then waited for) before the next one starts.
+#
+# Exits 1 when a run failed: a server that did not start or exited non-zero,
+# or the generator's ok: false (loss, out of order, closes, errors). A fanout
+# case's loss fails every server but Bun, which drops past its
+# backpressureLimit by design: its loss is shown (lost, ⚠, a "Loss not
+# judged" line) and fails nothing when it is its only problem. A server that
+# is behind but still delivering is waited for (the generator's --drain).
 set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 BENCHES="$ROOT/benches"
 RESULTS="$BENCHES/results"
 PEER="$BENCHES/peers/node-ws"
-WSHUB="$ROOT/target/release/wshub"
+BUN_PEER="$BENCHES/peers/bun"
+BUN="$BUN_PEER/node_modules/.bin/bun"
+WSHUB="${WSHUB:-$ROOT/target/release/wshub}"
 GEN="${WSHUB_BENCH:-$BENCHES/wshub-bench/target/release/wshub-bench}"
 
 # --- the table, from a results file -------------------------------------------------
@@ -46,17 +72,22 @@ import json, sys
 CASES = {
     # case: [(figure shown, [JSON field names, first present wins], "higher"/"lower" is better)]
     "conns": [("handshakes/s", ["handshakes_per_s"], "higher"),
+              ("server CPU µs per handshake", ["server_cpu_us_per_handshake"], "lower"),
               ("RSS per conn (KiB)", ["rss_per_conn_kb"], "lower"),
               ("threads per conn", ["threads_per_conn"], "lower"),
               ("fds per conn", ["fds_per_conn"], "lower")],
     "fanout": [("delivered/s", ["delivered_per_s"], "higher"),
+               ("server CPU µs per delivered", ["server_cpu_us_per_delivered"], "lower"),
+               ("wire bytes per delivered", ["wire_bytes_per_delivered"], "lower"),
                ("lost", ["lost"], "lower"),
                ("p50 µs", ["p50_us"], "lower"), ("p90 µs", ["p90_us"], "lower"),
                ("p99 µs", ["p99_us"], "lower"), ("max µs", ["max_us"], "lower")],
     "echo": [("round trips/s", ["rps", "requests_per_s", "trips_per_s"], "higher"),
+             ("server CPU µs per trip", ["server_cpu_us_per_trip"], "lower"),
              ("p50 µs", ["p50_us"], "lower"), ("p99 µs", ["p99_us"], "lower")],
 }
-ORDER = ["conns", "fanout", "fanout-rate", "echo-1", "echo-50"]
+ORDER = ["conns", "fanout", "fanout-rate", "fanout-json", "fanout-json-deflate", "echo-1", "echo-50"]
+SERVER_ORDER = ["wshub", "wshub-base", "bun", "node"]
 
 def kind(case):
     return "conns" if case.startswith("conns") else "fanout" if case.startswith("fanout") else "echo"
@@ -104,13 +135,21 @@ def cell(r, names):
     v = fmt(field(r, names))
     return v if r.get("ok", True) is not False else v + " ⚠"
 
-def cpu(rw, rn, key):
-    return " / ".join(fmt(num(r.get(key))) if r else "—" for r in (rw, rn))
+servers = sorted({s for _, s in rows}, key=lambda s: (SERVER_ORDER.index(s) if s in SERVER_ORDER else 9, s))
+peers = [s for s in servers if s != "wshub"] if "wshub" in servers else []
+
+def cpu(case, key):
+    return " / ".join(fmt(num(rows[(case, s)].get(key))) if (case, s) in rows else "—" for s in servers)
 
 if meta:
-    print(f"{meta.get('date', '')}: wshub {meta.get('wshub_rev', '?')}, node {meta.get('node', '?')} "
-          f"+ ws {meta.get('ws', '?')}, {meta.get('cpus', '?')} CPUs; CPU % columns are wshub run / node run, "
-          f"100 = one core. ⚠ = the generator reported ok: false.\n")
+    print(f"{meta.get('date', '')}: wshub {meta.get('wshub_rev', '?')}, bun {meta.get('bun', '?')}, "
+          f"node {meta.get('node', '?')} + ws {meta.get('ws', '?')}, {meta.get('cpus', '?')} CPUs; "
+          f"CPU % columns are the {' / '.join(servers)} runs, 100 = one core. "
+          f"⚠ = the generator reported ok: false.\n")
+not_judged = sorted({(c, s) for (c, s), r in rows.items() if "loss_not_judged" in r})
+if not_judged:
+    print("Loss not judged (the run did not fail on it): " + "; ".join(
+        f"{s} in {c}: lost {rows[(c, s)].get('lost')}, {rows[(c, s)]['loss_not_judged']}" for c, s in not_judged) + ".\n")
 loads = [r["loadavg_1m_before"] for r in rows.values() if num(r.get("loadavg_1m_before")) is not None]
 if loads:
     cpus = (meta or {}).get("cpus") or 0
@@ -121,36 +160,55 @@ def order(c):
     return (ORDER.index(base) if base in ORDER else len(ORDER), base, c.endswith("-wss"))
 cases = sorted({c for c, _ in rows}, key=order)
 for case in cases:
-    r = rows.get((case, "wshub")) or rows.get((case, "node"))
+    r = next(rows[(case, s)] for s in servers if (case, s) in rows)
     print(f"- {case}: {r.get('case_desc', case)}")
 print()
-print("| case | figure | wshub | node | ratio wshub/node | gen CPU % | server CPU % |")
-print("|---|---|---:|---:|---:|---:|---:|")
+head = " | ".join(servers) + "".join(f" | wshub/{p}" for p in peers)
+print(f"| case | figure | {head} | gen CPU % | server CPU % |")
+print("|---|---|" + "---:|" * (len(servers) + len(peers) + 2))
 for case in cases:
-    rw, rn = rows.get((case, "wshub")), rows.get((case, "node"))
     for name, names, better in CASES[kind(case)]:
-        w, n = field(rw, names), field(rn, names)
-        ratio = f"{w / n:.2f}" if w is not None and n not in (None, 0) else "—"
+        values = {s: field(rows.get((case, s)), names) for s in servers}
+        cells = [cell(rows.get((case, s)), names) for s in servers]
+        for p in peers:
+            w, n = values["wshub"], values[p]
+            cells.append(f"{w / n:.2f}" if w is not None and n not in (None, 0) else "—")
         arrow = "↑" if better == "higher" else "↓"
-        print(f"| {case} | {name} {arrow} | {cell(rw, names)} | {cell(rn, names)} | {ratio} "
-              f"| {cpu(rw, rn, 'gen_cpu_pct')} | {cpu(rw, rn, 'server_cpu_pct')} |")
+        print(f"| {case} | {name} {arrow} | {' | '.join(cells)} "
+              f"| {cpu(case, 'gen_cpu_pct')} | {cpu(case, 'server_cpu_pct')} |")
 print("\n↑ higher is better, ↓ lower is better.")
-wss = [c for c in cases if c.endswith("-wss") and c[:-4] in cases]
-if wss:
-    print("\nWhat TLS costs each server: its wss figure / its plain ws figure (1.00 = free).\n")
-    print("| case | figure | wshub wss/ws | node wss/ws |")
-    print("|---|---|---:|---:|")
-    for case in wss:
-        base = case[:-4]
-        for name, names, better in CASES[kind(case)]:
-            if name in ("lost", "threads per conn", "fds per conn", "max µs"):
-                continue
+
+def per_server_ratio(title, pairs, figures):
+    if not pairs:
+        return
+    print(f"\n{title}\n")
+    print("| case | figure | " + " | ".join(servers) + " |")
+    print("|---|---|" + "---:|" * len(servers))
+    for case, base in pairs:
+        for name, names in figures:
             cells = []
-            for server in ("wshub", "node"):
-                t, p = field(rows.get((case, server)), names), field(rows.get((base, server)), names)
+            for s in servers:
+                t, p = field(rows.get((case, s)), names), field(rows.get((base, s)), names)
                 cells.append(f"{t / p:.2f}" if t is not None and p not in (None, 0) else "—")
-            arrow = "↑" if better == "higher" else "↓"
-            print(f"| {base} | {name} {arrow} | {cells[0]} | {cells[1]} |")
+            print(f"| {case} | {name} | {' | '.join(cells)} |")
+
+deflate = [(c, c.replace("fanout-json-deflate", "fanout-json")) for c in cases
+           if c.startswith("fanout-json-deflate") and c.replace("fanout-json-deflate", "fanout-json") in cases]
+per_server_ratio("What permessage-deflate does for each server: its fanout-json-deflate figure / its "
+                 "fanout-json figure (wire bytes: ≤ 0.35 is issue 29's target; CPU: ≤ 1.5).",
+                 deflate, [("wire bytes per delivered ↓", ["wire_bytes_per_delivered"]),
+                           ("server CPU µs per delivered ↓", ["server_cpu_us_per_delivered"]),
+                           ("delivered/s ↑", ["delivered_per_s"])])
+wss = [(c, c[:-4]) for c in cases if c.endswith("-wss") and c[:-4] in cases]
+if wss:
+    figures = {}
+    for case, base in wss:
+        figures.setdefault(kind(case), [(f"{n} {'↑' if b == 'higher' else '↓'}", names)
+                                        for n, names, b in CASES[kind(case)]
+                                        if n not in ("lost", "threads per conn", "fds per conn", "max µs")])
+    print("\nWhat TLS costs each server: its wss figure / its plain ws figure (1.00 = free).")
+    for k, figs in figures.items():
+        per_server_ratio(f"({k} cases)", [(c, b) for c, b in wss if kind(c) == k], figs)
 PY
 }
 
@@ -164,9 +222,9 @@ elif [[ $# -gt 0 ]]; then
     exit 2
 fi
 
-CASES="${CASES:-conns fanout fanout-rate echo-1 echo-50}"
+CASES="${CASES:-conns fanout fanout-rate fanout-json fanout-json-deflate echo-1 echo-50}"
 CASES="${CASES//,/ }"
-SERVERS="${SERVERS:-wshub node}"
+SERVERS="${SERVERS:-wshub bun node}"
 SERVERS="${SERVERS//,/ }"
 CONNS="${CONNS:-10000}"
 SUBSCRIBERS="${SUBSCRIBERS:-1000}"
@@ -176,12 +234,16 @@ ECHO_TRIPS_50="${ECHO_TRIPS_50:-2000}"
 GEN_NICE="${GEN_NICE:-0}"
 
 for c in $CASES; do
-    case "$c" in conns | fanout | fanout-rate | echo-1 | echo-50) ;;
-        *) echo "unknown case '$c' (conns fanout fanout-rate echo-1 echo-50)" >&2; exit 2 ;;
+    case "$c" in conns | fanout | fanout-rate | fanout-json | fanout-json-deflate | echo-1 | echo-50) ;;
+        *) echo "unknown case '$c' (conns fanout fanout-rate fanout-json fanout-json-deflate echo-1 echo-50)" >&2
+            exit 2 ;;
     esac
 done
 for s in $SERVERS; do
-    case "$s" in wshub | node) ;; *) echo "unknown server '$s' (wshub node)" >&2; exit 2 ;; esac
+    case "$s" in wshub | bun | node) ;;
+        wshub-base) [[ -x "${WSHUB_BASE:-}" ]] || { echo "server wshub-base needs WSHUB_BASE=<binary>" >&2; exit 2; } ;;
+        *) echo "unknown server '$s' (wshub bun node wshub-base)" >&2; exit 2 ;;
+    esac
 done
 if [[ "${TLS:-0}" == 1 ]]; then
     with_tls=""
@@ -224,6 +286,11 @@ if [[ " $SERVERS " == *" wshub "* && ! -x "$WSHUB" ]]; then echo "$WSHUB is not 
 if [[ " $SERVERS " == *" node "* && ! -d "$PEER/node_modules/ws" ]]; then
     echo "== npm ci (benches/peers/node-ws)" >&2
     (cd "$PEER" && npm ci --no-audit --no-fund >&2)
+fi
+if [[ " $SERVERS " == *" bun "* && ! -x "$BUN" ]]; then
+    echo "== npm ci (benches/peers/bun: the bun package)" >&2
+    (cd "$BUN_PEER" && npm ci --no-audit --no-fund >&2)
+    [[ -x "$BUN" ]] || { echo "npm ci in benches/peers/bun installed no $BUN" >&2; exit 1; }
 fi
 
 # --- servers ------------------------------------------------------------------------
@@ -270,7 +337,8 @@ trap 'exit 130' INT TERM
 
 start_server() { # server, case -> sets SERVER_PID and URL
     local server="$1" case="$2" out="$WORK/server.out" err="$WORK/server.err" addr="" i
-    local tls=() scheme=ws
+    local tls=() scheme=ws deflate=()
+    [[ "$case" == fanout-json-deflate* ]] && deflate=(--deflate)
     if [[ "$case" == *-wss ]]; then
         tls=(--tls-cert "$WORK/cert.pem" --tls-key "$WORK/key.pem")
         scheme=wss
@@ -278,16 +346,22 @@ start_server() { # server, case -> sets SERVER_PID and URL
     : >"$out"
     : >"$err"
     case "$server" in
-        wshub)
-            local extra=()
+        wshub | wshub-base)
+            local extra=() bin="$WSHUB"
+            [[ "$server" == wshub-base ]] && bin="$WSHUB_BASE"
             [[ "$case" == conns* ]] && extra=(--max-connections "$((CONNS + 100))")
+            [[ "${case%-wss}" == fanout-json ]] && extra=(--compression off)
+            [[ "${case%-wss}" == fanout-json-deflate ]] && extra=(--compression on)
             # Every load comes from one address, 256 handshakes in flight: past
             # the default bound per address (16), so it is raised like the rate limits.
-            "$WSHUB" --bind 127.0.0.1:0 --rate-limit 0 --frame-rate-limit 0 --max-handshakes-per-ip 1024 \
+            "$bin" --bind 127.0.0.1:0 --rate-limit 0 --frame-rate-limit 0 --max-handshakes-per-ip 1024 \
                 --log-level warn "${extra[@]}" "${tls[@]}" >"$out" 2>"$err" &
             ;;
         node)
-            node "$PEER/server.js" --port 0 "${tls[@]}" >"$out" 2>"$err" &
+            node "$PEER/server.js" --port 0 "${tls[@]}" "${deflate[@]}" >"$out" 2>"$err" &
+            ;;
+        bun)
+            "$BUN" "$BUN_PEER/server.js" --port 0 "${tls[@]}" "${deflate[@]}" >"$out" 2>"$err" &
             ;;
     esac
     SERVER_PID=$!
@@ -318,6 +392,8 @@ case_args() { # case, label -> the generator's arguments, in GEN_ARGS
         conns) GEN_ARGS=(conns -n "$CONNS" --label "$label") ;;
         fanout) GEN_ARGS=(fanout --subscribers "$SUBSCRIBERS" --rooms 1 --size 100 --secs "$SECS" --label "$label") ;;
         fanout-rate) GEN_ARGS=(fanout --subscribers "$SUBSCRIBERS" --rooms 1 --size 100 --rate 50 --secs "$SECS" --label "$label") ;;
+        fanout-json) GEN_ARGS=(fanout --subscribers "$SUBSCRIBERS" --rooms 1 --size 2048 --payload chat --secs "$SECS" --label "$label") ;;
+        fanout-json-deflate) GEN_ARGS=(fanout --subscribers "$SUBSCRIBERS" --rooms 1 --size 2048 --payload chat --deflate true --secs "$SECS" --label "$label") ;;
         echo-1) GEN_ARGS=(echo --clients 1 --trips "$ECHO_TRIPS_1" --label "$label") ;;
         echo-50) GEN_ARGS=(echo --clients 50 --trips "$ECHO_TRIPS_50" --label "$label") ;;
     esac
@@ -332,6 +408,8 @@ case_desc() {
         conns) echo "conns $CONNS$wss" ;;
         fanout) echo "fanout $SUBSCRIBERS subs, 1 room, 100 B, flat out, ${SECS} s$wss" ;;
         fanout-rate) echo "fanout $SUBSCRIBERS subs, 1 room, 100 B, 50 msg/s, ${SECS} s$wss" ;;
+        fanout-json) echo "fanout $SUBSCRIBERS subs, 1 room, ~2 KB chat JSON, flat out, no compression, ${SECS} s$wss" ;;
+        fanout-json-deflate) echo "fanout $SUBSCRIBERS subs, 1 room, ~2 KB chat JSON, flat out, permessage-deflate, ${SECS} s$wss" ;;
         echo-1) echo "echo 1 client × $ECHO_TRIPS_1$wss" ;;
         echo-50) echo "echo 50 clients × $ECHO_TRIPS_50$wss" ;;
     esac
@@ -349,9 +427,9 @@ mkdir -p "$RESULTS"
 STAMP="$(date -u +%Y%m%dT%H%M%SZ)"
 OUT="$RESULTS/$STAMP.jsonl"
 
-python3 - "$OUT" "$STAMP" "$ROOT" "$PEER" "$GEN_NICE" <<'PY'
+python3 - "$OUT" "$STAMP" "$ROOT" "$PEER" "$GEN_NICE" "$BUN" <<'PY'
 import json, os, subprocess, sys
-out, stamp, root, peer, gen_nice = sys.argv[1:]
+out, stamp, root, peer, gen_nice, bun = sys.argv[1:]
 def run(*cmd, cwd=None):
     try:
         return subprocess.run(cmd, cwd=cwd, capture_output=True, text=True, timeout=10).stdout.strip()
@@ -364,7 +442,7 @@ try:
 except Exception:
     pass
 meta = {"date": stamp, "wshub_rev": run("git", "rev-parse", "--short", "HEAD", cwd=root),
-        "node": run("node", "--version"), "ws": ws, "cpus": os.cpu_count(), "gen_nice": int(gen_nice),
+        "node": run("node", "--version"), "ws": ws, "bun": run(bun, "--version"), "cpus": os.cpu_count(), "gen_nice": int(gen_nice),
         "knobs": {k: os.environ[k] for k in ("CASES", "SERVERS", "CONNS", "SUBSCRIBERS", "SECS",
                                              "ECHO_TRIPS_1", "ECHO_TRIPS_50") if k in os.environ}}
 with open(out, "w") as f:
@@ -400,9 +478,20 @@ with open(server_err, errors="replace") as f:
 if lines:  # wshub runs at --log-level warn: anything here is worth keeping
     r["server_stderr_lines"] = len(lines)
     r["server_stderr_tail"] = "\n".join(lines[-5:])[-1000:]
+with open(stderr, errors="replace") as f:
+    problems = [l[len("PROBLEM: "):].strip() for l in f if l.startswith("PROBLEM: ")]
+# Bun drops what a send or publish adds past its backpressureLimit, by design
+# and without closing (benches/README.md): when its only problem in a fanout
+# case is loss, the loss is shown (lost, ⚠) but does not fail the run. Every
+# other server, wshub first, fails on any loss.
+loss_only = bool(problems) and all(p.split(" ", 1)[-1].startswith("deliveries lost") for p in problems)
+if server == "bun" and case.startswith("fanout") and loss_only and "error" not in r:
+    r["loss_not_judged"] = "bun drops past its backpressureLimit by design"
 with open(out, "a") as f:
     f.write(json.dumps(r) + "\n")
-failed = "error" in r or r.get("ok") is False or r["server_exit"] != 0
+failed = "error" in r or (r.get("ok") is False and "loss_not_judged" not in r) or r["server_exit"] != 0
+if "loss_not_judged" in r:
+    print(f"   {server}: lost {r.get('lost')} (not judged: {r['loss_not_judged']})", file=sys.stderr)
 print(f"   {server}: " + ("FAILED: " + r["error"] if "error" in r else json.dumps(
     {k: v for k, v in r.items() if k not in ("server", "case", "case_desc", "server_stderr_tail")})),
     file=sys.stderr)

@@ -267,6 +267,11 @@ impl Fan {
         f
     }
 
+    /// Deliveries and publish answers so far: a drain goes on while these move.
+    fn progress(&self) -> (u64, u64) {
+        (self.delivered, self.pubs.iter().map(|p| p.acked + p.errors).sum())
+    }
+
     /// Everything acked and every live subscriber caught up.
     fn drained(&self, rooms: usize) -> bool {
         if self.pubs.iter().any(|p| p.alive && p.inflight > 0) {
@@ -279,6 +284,36 @@ impl Fan {
 
 fn room_name(room: usize) -> String {
     format!("bench-{room}")
+}
+
+/// How long the drain after the window waits: while deliveries or publish
+/// answers keep arriving, at most `stall` apart, and `max` in all. A server
+/// that is behind but still delivering is waited for; one that has stopped is
+/// given up on `stall` after its last delivery, and what is missing is lost.
+struct Drain {
+    stall: Duration,
+    end: Instant,
+    last: (u64, u64),
+    moved: Instant,
+}
+
+impl Drain {
+    fn new(start: Instant, stall_secs: f64, max_secs: f64) -> Drain {
+        let stall = Duration::from_secs_f64(stall_secs);
+        let end = start + Duration::from_secs_f64(max_secs).max(stall);
+        Drain { stall, end, last: (0, 0), moved: start }
+    }
+
+    /// With `progress` (see [`Fan::progress`]) at `now`: wait until the
+    /// instant returned, or `None` when the drain is over.
+    fn until(&mut self, now: Instant, progress: (u64, u64)) -> Option<Instant> {
+        if progress != self.last {
+            self.last = progress;
+            self.moved = now;
+        }
+        let until = (self.moved + self.stall).min(self.end);
+        (now < until).then_some(until)
+    }
 }
 
 /// Turns until `done` or `deadline`; false on the deadline.
@@ -309,6 +344,7 @@ pub fn run(common: &Common, mut opts: Opts, nofile: u64) -> Result<Report, Strin
     let secs: f64 = opts.get("secs", 10.0)?;
     let window: u64 = opts.get("window", 64)?;
     let drain_secs: f64 = opts.get("drain", 5.0)?;
+    let drain_max_secs: f64 = opts.get("drain-max", 60.0)?;
     let concurrency: usize = opts.get("concurrency", 256)?;
     // Another node of the same cluster: connections alternate between --url
     // and it (subscribers split evenly; with an even --subscribers the one
@@ -513,12 +549,19 @@ pub fn run(common: &Common, mut opts: Opts, nofile: u64) -> Result<Report, Strin
     let wall = start.elapsed().as_secs_f64();
     let cpu = mark.stop();
 
-    // Drain: the remaining acks, and every live subscriber up to its room's last seq.
+    // Drain: the remaining acks, and every live subscriber up to its room's
+    // last seq, for as long as the server keeps delivering (see `Drain`).
     let drain_start = Instant::now();
-    let drained =
-        turn_until(&mut net, &mut fan, Instant::now() + Duration::from_secs_f64(drain_secs), |f| {
-            f.drained(rooms)
-        })?;
+    let mut drain = Drain::new(drain_start, drain_secs, drain_max_secs);
+    let drained = loop {
+        if fan.drained(rooms) {
+            break true;
+        }
+        let now = Instant::now();
+        let Some(until) = drain.until(now, fan.progress()) else { break false };
+        let wait = until.duration_since(now).min(Duration::from_millis(20));
+        net.turn(wait, &mut |net, tok, ev| fan.on_event(net, tok, ev)).map_err(|e| format!("poll: {e}"))?;
+    };
     let drain_took = drain_start.elapsed().as_secs_f64();
 
     let finals = fan.room_final(rooms);
@@ -569,6 +612,7 @@ pub fn run(common: &Common, mut opts: Opts, nofile: u64) -> Result<Report, Strin
     r.put("secs", json!(secs));
     r.put("window", json!(window));
     r.put("drain_secs", json!(drain_secs));
+    r.put("drain_max_secs", json!(drain_max_secs));
     r.put("published", json!(published));
     r.put("acked", json!(acked));
     r.put("publish_errors", json!(publish_errors));
@@ -636,4 +680,44 @@ pub fn run(common: &Common, mut opts: Opts, nofile: u64) -> Result<Report, Strin
     }
     r.finish_common(cpu, &closing);
     Ok(r)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Drain;
+    use std::time::{Duration, Instant};
+
+    const S: Duration = Duration::from_secs(1);
+
+    #[test]
+    fn a_drain_waits_for_a_server_still_delivering_past_the_stall_time() {
+        let t0 = Instant::now();
+        let mut d = Drain::new(t0, 5.0, 60.0);
+        // A delivery every 4 s for 20 s: never 5 s without one.
+        for i in 0..=5u64 {
+            let now = t0 + 4 * S * i as u32;
+            assert_eq!(d.until(now, (100 + i, 10)), Some(now + 5 * S), "at {i}");
+        }
+    }
+
+    #[test]
+    fn a_drain_gives_up_the_stall_time_after_the_last_delivery() {
+        let t0 = Instant::now();
+        let mut d = Drain::new(t0, 5.0, 60.0);
+        assert_eq!(d.until(t0, (7, 1)), Some(t0 + 5 * S));
+        assert_eq!(d.until(t0 + 2 * S, (8, 1)), Some(t0 + 7 * S));
+        assert_eq!(d.until(t0 + 6 * S, (8, 1)), Some(t0 + 7 * S));
+        assert_eq!(d.until(t0 + 7 * S, (8, 1)), None);
+    }
+
+    #[test]
+    fn a_drain_ends_at_its_maximum_however_the_server_delivers() {
+        let t0 = Instant::now();
+        let mut d = Drain::new(t0, 5.0, 12.0);
+        assert_eq!(d.until(t0 + 10 * S, (1, 0)), Some(t0 + 12 * S));
+        assert_eq!(d.until(t0 + 12 * S, (2, 0)), None);
+        // A maximum below the stall time is the stall time.
+        let mut d = Drain::new(t0, 5.0, 1.0);
+        assert_eq!(d.until(t0, (0, 0)), Some(t0 + 5 * S));
+    }
 }

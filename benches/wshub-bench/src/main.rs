@@ -31,7 +31,7 @@ scenarios:
           open N idle connections; handshakes/s and the server's RSS, threads
           and fds per connection (needs the server's pid)
   fanout  [--subscribers 1000] [--rooms 1] [--size 100] [--rate 0] [--secs 10]
-          [--window 64] [--drain 5] [--also-url ws://HOST:PORT/ws]
+          [--window 64] [--drain 5] [--drain-max 60] [--also-url ws://HOST:PORT/ws]
           [--payload bytes|chat] [--deflate true]
           subscribers join rooms bench-0..K-1, one publisher per room publishes
           (--rate msgs/s per room, 0 = flat out with --window publishes in
