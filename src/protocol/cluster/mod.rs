@@ -76,6 +76,15 @@ pub(crate) struct ClusterMetrics {
     refilled: AtomicU64,
 }
 
+/// A ban (`ban: Some(until)`, Unix ms) or an unban (`None`) made on this
+/// node that Redis has not recorded yet; `tell`: the other nodes are told
+/// once it is (false for a ban taken back before anyone was told).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Unrecorded {
+    ban: Option<u64>,
+    tell: bool,
+}
+
 /// This node's side of the cluster.
 pub(crate) struct Cluster {
     /// This node's id, unique per process start: the prefix of its clientIds.
@@ -95,9 +104,9 @@ pub(crate) struct Cluster {
     /// `room\nclientId` → user and presence payload): what the heartbeat puts
     /// back when Redis lost them (`node.rs`).
     members: Mutex<HashMap<String, Member>>,
-    /// Bans (`Some(until)`, Unix ms) and unbans (`None`) made on this node
-    /// that Redis has not recorded yet, by user.
-    unrecorded: Mutex<HashMap<String, Option<u64>>>,
+    /// Bans and unbans made on this node that Redis has not recorded yet,
+    /// by user.
+    unrecorded: Mutex<HashMap<String, Unrecorded>>,
     history_count: usize,
     history_ttl: Duration,
     idempotency_ttl: Duration,
@@ -239,7 +248,7 @@ impl Cluster {
     /// not take is written when the recorded bans are next read.
     /// Before the ban is made on this node: see [`Cluster::sync_bans`].
     pub fn record_ban(&self, user: &str, until_ms: u64) {
-        self.record(user, Some(until_ms));
+        self.record(user, Unrecorded { ban: Some(until_ms), tell: true });
     }
 
     /// Tells every node now of a ban [`Cluster::record_ban`] recorded.
@@ -250,28 +259,29 @@ impl Cluster {
     /// Takes back a ban [`Cluster::record_ban`] recorded that its node then
     /// refused (its ban list was full); nobody was told of it.
     pub fn forget_ban(&self, user: &str) {
-        self.record(user, None);
+        self.record(user, Unrecorded { ban: None, tell: false });
     }
 
     /// Lifts a ban in Redis and on every node.
     pub fn share_unban(&self, user: &str) {
-        self.record(user, None);
+        self.record(user, Unrecorded { ban: None, tell: true });
         self.send_control('n', 0, "", user);
     }
 
     /// Writes a ban (`Some(until)`) or an unban (`None`) of `user` to Redis;
     /// one that fails waits in `unrecorded`, replacing what waited for the user.
-    fn record(&self, user: &str, ban: Option<u64>) {
+    fn record(&self, user: &str, waiting: Unrecorded) {
         let bans = self.bans_key();
+        let ban = waiting.ban;
         // Waiting before the write: a ban list read meanwhile must not lift it.
-        self.unrecorded.lock().insert(user.to_owned(), ban);
+        self.unrecorded.lock().insert(user.to_owned(), waiting);
         let written = self.call(|c| match ban {
             Some(until_ms) => redis::cmd("HSET").arg(&bans).arg(user).arg(until_ms).query::<i64>(c),
             None => redis::cmd("HDEL").arg(&bans).arg(user).query::<i64>(c),
         });
         let mut unrecorded = self.unrecorded.lock();
         if written.is_ok() {
-            if unrecorded.get(user) == Some(&ban) {
+            if unrecorded.get(user) == Some(&waiting) {
                 unrecorded.remove(user);
             }
         } else {
@@ -279,6 +289,47 @@ impl Cluster {
                 "redis: the ban or unban of {user:?} is written for the other nodes once Redis answers"
             );
         }
+    }
+
+    /// Writes the bans and unbans Redis could not take when they were made,
+    /// and tells every node of each as it is written: their `ctl` message
+    /// was lost with Redis, and a node that did not lose its subscriber
+    /// meanwhile never reads the recorded bans again. The heartbeat calls it
+    /// on every beat while any waits (a single call that timed out is no
+    /// outage: nothing else would write it), and before reading the bans.
+    pub(super) fn write_unrecorded(&self) -> redis::RedisResult<()> {
+        let waiting: Vec<(String, Unrecorded)> =
+            self.unrecorded.lock().iter().map(|(u, w)| (u.clone(), *w)).collect();
+        let bans = self.bans_key();
+        let channel = self.control_channel();
+        for (user, w) in waiting {
+            let tell = match w.ban {
+                Some(until_ms) => format!("b {until_ms} 0\n{user}"),
+                None => format!("n 0 0\n{user}"),
+            };
+            self.call_anyway(|c| {
+                let mut pipe = redis::pipe();
+                match w.ban {
+                    Some(until_ms) => pipe.cmd("HSET").arg(&bans).arg(&user).arg(until_ms).ignore(),
+                    None => pipe.cmd("HDEL").arg(&bans).arg(&user).ignore(),
+                };
+                // A ban refused here (`forget_ban`) was told to nobody.
+                if w.tell {
+                    pipe.cmd("PUBLISH").arg(&channel).arg(&tell).ignore();
+                }
+                pipe.query::<()>(c)
+            })?;
+            let mut unrecorded = self.unrecorded.lock();
+            if unrecorded.get(&user) == Some(&w) {
+                unrecorded.remove(&user);
+            }
+        }
+        Ok(())
+    }
+
+    /// Whether bans or unbans wait for Redis ([`Cluster::write_unrecorded`]).
+    pub(super) fn has_unrecorded(&self) -> bool {
+        !self.unrecorded.lock().is_empty()
     }
 
     /// Makes this node's ban list what Redis records: writes first the bans
@@ -289,19 +340,7 @@ impl Cluster {
     /// before it is made on its node, so one made here meanwhile is either
     /// in Redis by the time it is read or still waits in `unrecorded`.
     pub(super) fn sync_bans(&self, shared: &Shared, server: Option<&ServerHandle>) -> redis::RedisResult<()> {
-        let waiting: Vec<(String, Option<u64>)> =
-            self.unrecorded.lock().iter().map(|(u, b)| (u.clone(), *b)).collect();
-        let bans = self.bans_key();
-        for (user, ban) in waiting {
-            self.call_anyway(|c| match ban {
-                Some(until_ms) => redis::cmd("HSET").arg(&bans).arg(&user).arg(until_ms).query::<i64>(c),
-                None => redis::cmd("HDEL").arg(&bans).arg(&user).query::<i64>(c),
-            })?;
-            let mut unrecorded = self.unrecorded.lock();
-            if unrecorded.get(&user) == Some(&ban) {
-                unrecorded.remove(&user);
-            }
-        }
+        self.write_unrecorded()?;
         let now = std::time::SystemTime::now();
         let here = shared.bans.users(now);
         let recorded = self.recorded_bans()?;

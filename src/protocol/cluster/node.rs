@@ -33,7 +33,9 @@ pub(super) fn run(weak: Weak<Shared>) {
     // Nodes found silent: since when (as this node saw it), and where the
     // reaping of their members got to.
     let mut silent: HashMap<String, Silent> = HashMap::new();
-    let mut bans_read = false;
+    // The bans recorded in Redis are to be read (at start, after an outage,
+    // and again after a read that failed).
+    let mut bans_due = true;
     // The heartbeat's own connection, made again after it broke.
     let mut own: Option<redis::Connection> = None;
     loop {
@@ -44,8 +46,12 @@ pub(super) fn run(weak: Weak<Shared>) {
             let alive = beat(cluster, &mut own, &mut silent);
             // At start, and after an outage (bans and unbans made meanwhile
             // reached no subscriber of this node): the bans recorded in Redis.
-            if alive && (!bans_read || !was_up) {
-                bans_read = read_bans(&shared, cluster);
+            bans_due |= !was_up;
+            if alive && bans_due {
+                bans_due = !read_bans(&shared, cluster);
+            } else if alive && cluster.has_unrecorded() {
+                // A ban or unban whose write failed alone (no outage).
+                let _ = cluster.write_unrecorded();
             }
         }
         std::thread::sleep(HEARTBEAT);
