@@ -83,9 +83,14 @@ impl Bans {
         }
     }
 
-    /// The users banned at `now`.
-    pub fn users(&self, now: SystemTime) -> Vec<String> {
-        self.until.lock().iter().filter(|(_, end)| **end > now).map(|(user, _)| user.clone()).collect()
+    /// The users banned at `now`, and until when.
+    pub fn held(&self, now: SystemTime) -> Vec<(String, SystemTime)> {
+        self.until
+            .lock()
+            .iter()
+            .filter(|(_, end)| **end > now)
+            .map(|(user, end)| (user.clone(), *end))
+            .collect()
     }
 
     /// Unexpired bans (the `wshub_bans` gauge).

@@ -107,6 +107,8 @@ pub(crate) struct Cluster {
     /// Bans and unbans made on this node that Redis has not recorded yet,
     /// by user.
     unrecorded: Mutex<HashMap<String, Unrecorded>>,
+    /// The `run_id` of the Redis whose bans were last read ([`Cluster::sync_bans`]).
+    bans_run_id: Mutex<Option<String>>,
     history_count: usize,
     history_ttl: Duration,
     idempotency_ttl: Duration,
@@ -175,6 +177,7 @@ impl Cluster {
             subscribed: Mutex::new(HashSet::new()),
             members: Mutex::new(HashMap::new()),
             unrecorded: Mutex::new(HashMap::new()),
+            bans_run_id: Mutex::new(None),
             history_count: config.history_size,
             history_ttl: config.history_ttl,
             idempotency_ttl: config.idempotency_ttl,
@@ -339,11 +342,17 @@ impl Cluster {
     /// unban published while this node was not listening). A ban is recorded
     /// before it is made on its node, so one made here meanwhile is either
     /// in Redis by the time it is read or still waits in `unrecorded`.
+    ///
+    /// Except when Redis is another server than at the last read (its
+    /// `run_id` changed: a restart, perhaps without its data, or a failover):
+    /// then the bans here that it does not record are written back instead,
+    /// since it may have lost them. An unban lost with them is made again.
     pub(super) fn sync_bans(&self, shared: &Shared, server: Option<&ServerHandle>) -> redis::RedisResult<()> {
         self.write_unrecorded()?;
         let now = std::time::SystemTime::now();
-        let here = shared.bans.users(now);
-        let recorded = self.recorded_bans()?;
+        let here = shared.bans.held(now);
+        let (run_id, recorded) = self.recorded_bans()?;
+        let same_redis = self.bans_run_id.lock().as_ref().is_none_or(|seen| *seen == run_id);
         for (user, until_ms) in &recorded {
             super::bans::ban_until(shared, user, *until_ms);
             if let Some(server) = server {
@@ -357,27 +366,42 @@ impl Cluster {
             }
         }
         let recorded: HashSet<&str> = recorded.iter().map(|(user, _)| user.as_str()).collect();
-        for user in here {
-            if !recorded.contains(user.as_str()) && !self.unrecorded.lock().contains_key(&user) {
+        let bans = self.bans_key();
+        for (user, until) in here {
+            if recorded.contains(user.as_str()) || self.unrecorded.lock().contains_key(&user) {
+                continue;
+            }
+            if same_redis {
                 log::info!("redis: the ban of {user:?} was lifted while this node was not listening");
                 shared.bans.unban(&user, now);
+            } else {
+                let until_ms = super::bans::unix_ms(until);
+                self.call_anyway(|c| redis::cmd("HSET").arg(&bans).arg(&user).arg(until_ms).query::<i64>(c))?;
             }
         }
+        // Only once every ban is back: a read that failed halfway looks again.
+        *self.bans_run_id.lock() = Some(run_id);
         Ok(())
     }
 
-    /// The bans recorded in Redis that still hold: user and until (Unix
-    /// ms). Expired ones are removed from Redis.
-    fn recorded_bans(&self) -> redis::RedisResult<Vec<(String, u64)>> {
+    /// The `run_id` of the Redis read, and the bans it records that still
+    /// hold: user and until (Unix ms). Expired ones are removed from Redis.
+    fn recorded_bans(&self) -> redis::RedisResult<(String, Vec<(String, u64)>)> {
         let bans = self.bans_key();
-        let all: Vec<(String, u64)> = self.call_anyway(|c| redis::cmd("HGETALL").arg(&bans).query(c))?;
+        let (info, all): (String, Vec<(String, u64)>) =
+            self.call_anyway(|c| redis::pipe().cmd("INFO").arg("server").cmd("HGETALL").arg(&bans).query(c))?;
+        let run_id = info
+            .lines()
+            .find_map(|line| line.strip_prefix("run_id:"))
+            .map(|id| id.trim().to_owned())
+            .unwrap_or_default();
         let now = super::bans::unix_ms(std::time::SystemTime::now());
         let (held, expired): (Vec<_>, Vec<_>) = all.into_iter().partition(|(_, until)| *until > now);
         if !expired.is_empty() {
             let users: Vec<&str> = expired.iter().map(|(user, _)| user.as_str()).collect();
             let _ = self.call_anyway(|c| redis::cmd("HDEL").arg(&bans).arg(&users).query::<i64>(c));
         }
-        Ok(held)
+        Ok((run_id, held))
     }
 
     fn bans_key(&self) -> String {
