@@ -656,17 +656,24 @@ impl Cluster {
         server: &ServerHandle,
         j: &Join<'_>,
     ) -> Result<(u64, usize), ErrorReply> {
-        for _ in 0..3 {
-            self.ensure_subscribed(j.room)?;
-            let outcome = shared.rooms.with_room(j.room, true, |r| self.join_locked(server, j, r));
-            match outcome {
-                Ok(Ok(Some(done))) => return Ok(done),
-                Ok(Ok(None)) => continue, // unsubscribed meanwhile: subscribe again
-                Ok(Err(e)) => return Err(e),
-                Err(miss) => return Err(super::publish::missed(shared, miss)),
+        fits(shared, j.room)?;
+        let joined = (|| {
+            for _ in 0..3 {
+                self.ensure_subscribed(j.room)?;
+                let outcome = shared.rooms.with_room(j.room, true, |r| self.join_locked(server, j, r));
+                match outcome {
+                    Ok(Ok(Some(done))) => return Ok(done),
+                    Ok(Ok(None)) => continue, // unsubscribed meanwhile: subscribe again
+                    Ok(Err(e)) => return Err(e),
+                    Err(miss) => return Err(super::publish::missed(shared, miss)),
+                }
             }
+            Err(unavailable())
+        })();
+        if joined.is_err() {
+            self.release(j.room); // the subscription made for it goes, if the room is idle
         }
-        Err(unavailable())
+        joined
     }
 
     fn join_locked(
@@ -753,6 +760,27 @@ impl Cluster {
     /// room's shadow room, which the subscriber feeds from then on.
     #[allow(clippy::too_many_arguments)]
     pub fn open_stream(
+        &self,
+        shared: &Shared,
+        server: &ServerHandle,
+        conn: ConnId,
+        room: &str,
+        since: Option<u64>,
+        max_replay: usize,
+        max_bytes: usize,
+        connected: Value,
+    ) -> Result<(), ErrorReply> {
+        fits(shared, room)?;
+        let opened =
+            self.open_stream_subscribed(shared, server, conn, room, since, max_replay, max_bytes, connected);
+        if opened.is_err() {
+            self.release(room); // the subscription made for it goes, if the room is idle
+        }
+        opened
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn open_stream_subscribed(
         &self,
         shared: &Shared,
         server: &ServerHandle,
@@ -961,6 +989,14 @@ impl Cluster {
         );
         out
     }
+}
+
+/// Refuses a room this node's room table cannot take before its channel is
+/// subscribed: a subscription is let go under the room's lock, which a room
+/// that cannot be made never has, so each refused join used to leave its
+/// channel subscribed for good (and subscribed again on every reconnect).
+fn fits(shared: &Shared, room: &str) -> Result<(), ErrorReply> {
+    shared.rooms.with_room(room, true, |_| ()).map_err(|miss| super::publish::missed(shared, miss))
 }
 
 /// Adopts what Redis says of a room (its `epoch` and `seq`) when this node
