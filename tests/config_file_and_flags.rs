@@ -153,6 +153,9 @@ fn sizes_over_their_bounds_are_startup_errors_from_flags_and_the_file() {
     let runs = [
         (vec!["--hub-queue", huge.as_str()], "hub_queue must be at most"),
         (vec!["--history-size", huge.as_str()], "history_size must be at most"),
+        // Accepted before, then every publish with an idempotency key failed
+        // as `unavailable` (Redis refused the out-of-range expiry).
+        (vec!["--idempotency-ttl-ms", "18446744073709551615"], "idempotency_ttl must be at most"),
         (vec!["--config", path.to_str().expect("utf-8 path")], "read_buffer_size must be at most"),
     ];
     for (args, expected) in runs {

@@ -65,6 +65,21 @@ impl Bans {
         Ok(until)
     }
 
+    /// Whether [`Bans::ban`] of `user` at `now` would find room (expired
+    /// bans are pruned to make it): its refusal if not.
+    pub fn check_room(&self, user: &str, now: SystemTime) -> Result<(), BanError> {
+        let mut map = self.until.lock();
+        if map.contains_key(user) || map.len() < self.max {
+            return Ok(());
+        }
+        map.retain(|_, end| *end > now);
+        if map.len() < self.max {
+            Ok(())
+        } else {
+            Err(BanError::Full(self.max))
+        }
+    }
+
     /// Lifts a ban; false when `user` was not banned (or it had expired).
     pub fn unban(&self, user: &str, now: SystemTime) -> bool {
         self.until.lock().remove(user).is_some_and(|end| end > now)
@@ -83,9 +98,14 @@ impl Bans {
         }
     }
 
-    /// The users banned at `now`.
-    pub fn users(&self, now: SystemTime) -> Vec<String> {
-        self.until.lock().iter().filter(|(_, end)| **end > now).map(|(user, _)| user.clone()).collect()
+    /// The users banned at `now`, and until when.
+    pub fn held(&self, now: SystemTime) -> Vec<(String, SystemTime)> {
+        self.until
+            .lock()
+            .iter()
+            .filter(|(_, end)| **end > now)
+            .map(|(user, end)| (user.clone(), *end))
+            .collect()
     }
 
     /// Unexpired bans (the `wshub_bans` gauge).
@@ -211,6 +231,9 @@ pub(crate) fn ban_everywhere(
     // Recorded in Redis before it is made here: a node reading the recorded
     // bans lifts those of its own that Redis does not hold.
     if let Some(cluster) = &shared.cluster {
+        // A ban this node refuses is not recorded: it would replace, then
+        // take back, what Redis holds for the user (another node's ban).
+        shared.bans.check_room(user, now)?;
         cluster.record_ban(user, until_ms);
     }
     let until = match shared.bans.ban(user, secs, now) {

@@ -235,7 +235,10 @@ impl ProtocolConfig {
             ("max_connections_per_user", self.max_connections_per_user, bounds::CONNECTIONS),
             ("max_bans", self.max_bans, bounds::SLOTS),
         ])?;
-        bounds::check_durations(&[("history_ttl", self.history_ttl)])?;
+        bounds::check_durations(&[
+            ("history_ttl", self.history_ttl),
+            ("idempotency_ttl", self.idempotency_ttl),
+        ])?;
         super::auth::Verifier::new(
             self.jwt_secret.as_ref().map(|s| s.0.as_str()),
             self.jwt_public_key_pem.as_deref(),

@@ -27,8 +27,6 @@ pub(crate) fn route(shared: &Shared, server: &ServerHandle, request: &RequestInf
             HttpResponse::new(200, "text/plain; version=0.0.4; charset=utf-8", metrics_text(shared, server))
         }
         super::sse::PATH if !shared.config.sse => HttpResponse::not_found(),
-        // Streams take their room's messages from the local fan-out, which a
-        // cluster node does not run (docs/scaling.md says so).
         super::sse::PATH => super::sse::route(request),
         path if path.starts_with(super::api::PREFIX) => super::api::route(shared, server, request),
         "/" => HttpResponse::new(200, "text/html; charset=utf-8", DEMO_PAGE),

@@ -18,7 +18,7 @@ pub(crate) const PRESENCE_MAX: usize = 1000;
 /// A presence read: at most [`PRESENCE_MAX`] members and the room's count.
 #[derive(Debug, Default)]
 pub(crate) struct Presence {
-    /// `{clientId, user?, meta}` each: on one node in join order; with
+    /// `{clientId, user?, meta}` each: on one node by connection (clientId); with
     /// `--redis` sorted by clientId.
     pub members: Vec<Value>,
     /// Every member of the room, listed or not.

@@ -141,7 +141,7 @@ pub(crate) struct RoomState {
     history_bytes: usize,
     /// The seq of each keyed message still in `history`, by key.
     keys: HashMap<Box<str>, u64>,
-    /// Members in join order: clientId and meta by connection.
+    /// Members by connection (in clientId order, not join order): meta each.
     pub members: BTreeMap<ConnId, Value>,
     /// Bytes of every message published here (members receive this much).
     pub published_bytes: u64,

@@ -180,11 +180,14 @@ pub fn ok(client: &mut Client, kind: &str, payload: serde_json::Value) -> serde_
 /// A TCP proxy on loopback in front of Redis, run by threads of the test.
 /// [`cut_silently`](Proxy::cut_silently) plays a NAT or load balancer that
 /// forgot the connections open so far: their bytes go nowhere and nothing is
-/// closed; connections made later pass. Stops (closing everything) on drop.
+/// closed; connections made later pass. [`set_down`](Proxy::set_down) plays a
+/// network cut that resets: every connection is closed and new ones are
+/// closed at once, until it is lifted. Stops (closing everything) on drop.
 pub struct Proxy {
     pub port: u16,
     cut: std::sync::Arc<AtomicU32>,
     stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    down: std::sync::Arc<std::sync::atomic::AtomicBool>,
 }
 
 impl Proxy {
@@ -198,8 +201,10 @@ impl Proxy {
         let port = listener.local_addr().expect("addr").port();
         let cut = Arc::new(AtomicU32::new(0));
         let stop = Arc::new(AtomicBool::new(false));
-        let (cut2, stop2) = (cut.clone(), stop.clone());
+        let down = Arc::new(AtomicBool::new(false));
+        let (cut2, stop2, down2) = (cut.clone(), stop.clone(), down.clone());
         std::thread::spawn(move || {
+            let down3 = down2.clone();
             let pump = move |mut from: TcpStream,
                              mut to: TcpStream,
                              era: u32,
@@ -207,7 +212,7 @@ impl Proxy {
                              stop: Arc<AtomicBool>| {
                 from.set_read_timeout(Some(Duration::from_millis(50))).expect("timeout");
                 let mut buf = vec![0u8; 64 * 1024];
-                while !stop.load(Ordering::Relaxed) {
+                while !stop.load(Ordering::Relaxed) && !down3.load(Ordering::Relaxed) {
                     match from.read(&mut buf) {
                         Ok(0) => break,
                         Ok(n) => {
@@ -236,6 +241,9 @@ impl Proxy {
             while !stop2.load(Ordering::Relaxed) {
                 match listener.accept() {
                     Ok((client, _)) => {
+                        if down2.load(Ordering::Relaxed) {
+                            continue; // dropped: closed at once
+                        }
                         client.set_nonblocking(false).expect("blocking");
                         let Ok(server) = TcpStream::connect(("127.0.0.1", upstream)) else { continue };
                         let era = cut2.load(Ordering::Relaxed);
@@ -243,15 +251,15 @@ impl Proxy {
                             (client.try_clone().expect("clone"), server.try_clone().expect("clone"));
                         let (cut_a, stop_a, cut_b, stop_b) =
                             (cut2.clone(), stop2.clone(), cut2.clone(), stop2.clone());
-                        let pump_b = pump;
-                        std::thread::spawn(move || pump(client, server, era, cut_a, stop_a));
+                        let (pump_a, pump_b) = (pump.clone(), pump.clone());
+                        std::thread::spawn(move || pump_a(client, server, era, cut_a, stop_a));
                         std::thread::spawn(move || pump_b(s2, c2, era, cut_b, stop_b));
                     }
                     Err(_) => std::thread::sleep(Duration::from_millis(5)),
                 }
             }
         });
-        Proxy { port, cut, stop }
+        Proxy { port, cut, stop, down }
     }
 
     pub fn url(&self) -> String {
@@ -261,6 +269,12 @@ impl Proxy {
     /// Every connection open now stops forwarding, without being closed.
     pub fn cut_silently(&self) {
         self.cut.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// While `down`, every connection is closed (within 50 ms) and new ones
+    /// are closed at once; then connections pass again.
+    pub fn set_down(&self, down: bool) {
+        self.down.store(down, Ordering::Relaxed);
     }
 }
 

@@ -83,6 +83,15 @@ pub(crate) struct ClusterMetrics {
     refilled: AtomicU64,
 }
 
+/// A ban (`ban: Some(until)`, Unix ms) or an unban (`None`) made on this
+/// node that Redis has not recorded yet; `tell`: the other nodes are told
+/// once it is (false for a ban taken back before anyone was told).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Unrecorded {
+    ban: Option<u64>,
+    tell: bool,
+}
+
 /// This node's side of the cluster.
 pub(crate) struct Cluster {
     /// This node's id, unique per process start: the prefix of its clientIds.
@@ -96,9 +105,12 @@ pub(crate) struct Cluster {
     shard_list: String,
     scripts: scripts::Scripts,
     started: OnceLock<()>,
-    /// Bans (`Some(until)`, Unix ms) and unbans (`None`) made on this node
-    /// that the home shard has not recorded yet, by user.
-    unrecorded: Mutex<HashMap<String, Option<u64>>>,
+    /// Bans and unbans made on this node that the home shard has not
+    /// recorded yet, by user.
+    unrecorded: Mutex<HashMap<String, Unrecorded>>,
+    /// The `run_id` of the home shard's Redis whose bans were last read
+    /// ([`Cluster::sync_bans`]).
+    bans_run_id: Mutex<Option<String>>,
     /// Subscriber sessions running (each holds the handler while it runs):
     /// when they are all that holds it, the handler was dropped.
     sessions: std::sync::atomic::AtomicUsize,
@@ -183,6 +195,7 @@ impl Cluster {
             started: OnceLock::new(),
             unrecorded: Mutex::new(HashMap::new()),
             sessions: std::sync::atomic::AtomicUsize::new(0),
+            bans_run_id: Mutex::new(None),
             history_count: config.history_size,
             history_ttl: config.history_ttl,
             idempotency_ttl: config.idempotency_ttl,
@@ -279,7 +292,7 @@ impl Cluster {
     /// not take is written when the recorded bans are next read.
     /// Before the ban is made on this node: see [`Cluster::sync_bans`].
     pub fn record_ban(&self, user: &str, until_ms: u64) {
-        self.record(user, Some(until_ms));
+        self.record(user, Unrecorded { ban: Some(until_ms), tell: true });
     }
 
     /// Tells every node now of a ban [`Cluster::record_ban`] recorded.
@@ -290,28 +303,29 @@ impl Cluster {
     /// Takes back a ban [`Cluster::record_ban`] recorded that its node then
     /// refused (its ban list was full); nobody was told of it.
     pub fn forget_ban(&self, user: &str) {
-        self.record(user, None);
+        self.record(user, Unrecorded { ban: None, tell: false });
     }
 
     /// Lifts a ban in Redis and on every node.
     pub fn share_unban(&self, user: &str) {
-        self.record(user, None);
+        self.record(user, Unrecorded { ban: None, tell: true });
         self.send_control('n', 0, "", user);
     }
 
     /// Writes a ban (`Some(until)`) or an unban (`None`) of `user` to Redis;
     /// one that fails waits in `unrecorded`, replacing what waited for the user.
-    fn record(&self, user: &str, ban: Option<u64>) {
+    fn record(&self, user: &str, waiting: Unrecorded) {
         let bans = self.bans_key();
+        let ban = waiting.ban;
         // Waiting before the write: a ban list read meanwhile must not lift it.
-        self.unrecorded.lock().insert(user.to_owned(), ban);
+        self.unrecorded.lock().insert(user.to_owned(), waiting);
         let written = self.call(self.home(), |c| match ban {
             Some(until_ms) => redis::cmd("HSET").arg(&bans).arg(user).arg(until_ms).query::<i64>(c),
             None => redis::cmd("HDEL").arg(&bans).arg(user).query::<i64>(c),
         });
         let mut unrecorded = self.unrecorded.lock();
         if written.is_ok() {
-            if unrecorded.get(user) == Some(&ban) {
+            if unrecorded.get(user) == Some(&waiting) {
                 unrecorded.remove(user);
             }
         } else {
@@ -319,6 +333,44 @@ impl Cluster {
                 "redis: the ban or unban of {user:?} is written for the other nodes once Redis answers"
             );
         }
+    }
+
+    /// Writes the bans and unbans Redis could not take when they were made,
+    /// and tells every node of each as it is written: their `ctl` message
+    /// was lost with Redis, and a node that did not lose its subscriber
+    /// meanwhile never reads the recorded bans again. The heartbeat calls it
+    /// on every beat while any waits (a single call that timed out is no
+    /// outage: nothing else would write it), and before reading the bans.
+    pub(super) fn write_unrecorded(&self) -> redis::RedisResult<()> {
+        let waiting: Vec<(String, Unrecorded)> =
+            self.unrecorded.lock().iter().map(|(u, w)| (u.clone(), *w)).collect();
+        let bans = self.bans_key();
+        let channel = self.control_channel();
+        for (user, w) in waiting {
+            let tell = control_message(if w.ban.is_some() { 'b' } else { 'n' }, w.ban.unwrap_or(0), "", &user);
+            self.call_anyway(self.home(), |c| {
+                let mut pipe = redis::pipe();
+                match w.ban {
+                    Some(until_ms) => pipe.cmd("HSET").arg(&bans).arg(&user).arg(until_ms).ignore(),
+                    None => pipe.cmd("HDEL").arg(&bans).arg(&user).ignore(),
+                };
+                // A ban refused here (`forget_ban`) was told to nobody.
+                if w.tell {
+                    pipe.cmd("PUBLISH").arg(&channel).arg(&tell).ignore();
+                }
+                pipe.query::<()>(c)
+            })?;
+            let mut unrecorded = self.unrecorded.lock();
+            if unrecorded.get(&user) == Some(&w) {
+                unrecorded.remove(&user);
+            }
+        }
+        Ok(())
+    }
+
+    /// Whether bans or unbans wait for Redis ([`Cluster::write_unrecorded`]).
+    pub(super) fn has_unrecorded(&self) -> bool {
+        !self.unrecorded.lock().is_empty()
     }
 
     /// Makes this node's ban list what Redis records: writes first the bans
@@ -329,29 +381,17 @@ impl Cluster {
     /// unban published while this node was not listening). A ban is recorded
     /// before it is made on its node, so one made here meanwhile is either
     /// in Redis by the time it is read or still waits in `unrecorded`.
+    ///
+    /// Except when Redis is another server than at the last read (its
+    /// `run_id` changed: a restart, perhaps without its data, or a failover):
+    /// then the bans here that it does not record are written back instead,
+    /// since it may have lost them. An unban lost with them is made again.
     pub(super) fn sync_bans(&self, shared: &Shared, server: Option<&ServerHandle>) -> redis::RedisResult<()> {
-        let waiting: Vec<(String, Option<u64>)> =
-            self.unrecorded.lock().iter().map(|(u, b)| (u.clone(), *b)).collect();
-        let bans = self.bans_key();
-        for (user, ban) in waiting {
-            // Told again with the write: a node whose subscriber read the
-            // recorded bans before this write would not read them again.
-            let mut pipe = redis::pipe();
-            match ban {
-                Some(until_ms) => pipe.cmd("HSET").arg(&bans).arg(&user).arg(until_ms).ignore(),
-                None => pipe.cmd("HDEL").arg(&bans).arg(&user).ignore(),
-            };
-            let told = control_message(if ban.is_some() { 'b' } else { 'n' }, ban.unwrap_or(0), "", &user);
-            pipe.cmd("PUBLISH").arg(self.control_channel()).arg(told).ignore();
-            self.call_anyway(self.home(), |c| pipe.query::<()>(c))?;
-            let mut unrecorded = self.unrecorded.lock();
-            if unrecorded.get(&user) == Some(&ban) {
-                unrecorded.remove(&user);
-            }
-        }
+        self.write_unrecorded()?;
         let now = std::time::SystemTime::now();
-        let here = shared.bans.users(now);
-        let recorded = self.recorded_bans()?;
+        let here = shared.bans.held(now);
+        let (run_id, recorded) = self.recorded_bans()?;
+        let same_redis = self.bans_run_id.lock().as_ref().is_none_or(|seen| *seen == run_id);
         for (user, until_ms) in &recorded {
             super::bans::ban_until(shared, user, *until_ms);
             if let Some(server) = server {
@@ -365,21 +405,36 @@ impl Cluster {
             }
         }
         let recorded: HashSet<&str> = recorded.iter().map(|(user, _)| user.as_str()).collect();
-        for user in here {
-            if !recorded.contains(user.as_str()) && !self.unrecorded.lock().contains_key(&user) {
+        let bans = self.bans_key();
+        for (user, until) in here {
+            if recorded.contains(user.as_str()) || self.unrecorded.lock().contains_key(&user) {
+                continue;
+            }
+            if same_redis {
                 log::info!("redis: the ban of {user:?} was lifted while this node was not listening");
                 shared.bans.unban(&user, now);
+            } else {
+                let until_ms = super::bans::unix_ms(until);
+                self.call_anyway(self.home(), |c| redis::cmd("HSET").arg(&bans).arg(&user).arg(until_ms).query::<i64>(c))?;
             }
         }
+        // Only once every ban is back: a read that failed halfway looks again.
+        *self.bans_run_id.lock() = Some(run_id);
         Ok(())
     }
 
-    /// The bans recorded in Redis that still hold: user and until (Unix
-    /// ms). Expired ones are removed from Redis.
-    fn recorded_bans(&self) -> redis::RedisResult<Vec<(String, u64)>> {
+    /// The `run_id` of the Redis read, and the bans it records that still
+    /// hold: user and until (Unix ms). Expired ones are removed from Redis.
+    fn recorded_bans(&self) -> redis::RedisResult<(String, Vec<(String, u64)>)> {
         let bans = self.bans_key();
-        let all: Vec<(String, u64)> =
-            self.call_anyway(self.home(), |c| redis::cmd("HGETALL").arg(&bans).query(c))?;
+        let (info, all): (String, Vec<(String, u64)>) = self.call_anyway(self.home(), |c| {
+            redis::pipe().cmd("INFO").arg("server").cmd("HGETALL").arg(&bans).query(c)
+        })?;
+        let run_id = info
+            .lines()
+            .find_map(|line| line.strip_prefix("run_id:"))
+            .map(|id| id.trim().to_owned())
+            .unwrap_or_default();
         let now = super::bans::unix_ms(std::time::SystemTime::now());
         let (held, expired): (Vec<_>, Vec<_>) = all.into_iter().partition(|(_, until)| *until > now);
         if !expired.is_empty() {
@@ -387,7 +442,7 @@ impl Cluster {
             let _ =
                 self.call_anyway(self.home(), |c| redis::cmd("HDEL").arg(&bans).arg(&users).query::<i64>(c));
         }
-        Ok(held)
+        Ok((run_id, held))
     }
 
     fn bans_key(&self) -> String {
@@ -659,17 +714,24 @@ impl Cluster {
         server: &ServerHandle,
         j: &Join<'_>,
     ) -> Result<(u64, usize), ErrorReply> {
-        for _ in 0..3 {
-            self.ensure_subscribed(j.room)?;
-            let outcome = shared.rooms.with_room(j.room, true, |r| self.join_locked(server, j, r));
-            match outcome {
-                Ok(Ok(Some(done))) => return Ok(done),
-                Ok(Ok(None)) => continue, // unsubscribed meanwhile: subscribe again
-                Ok(Err(e)) => return Err(e),
-                Err(miss) => return Err(super::publish::missed(shared, miss)),
+        fits(shared, j.room)?;
+        let joined = (|| {
+            for _ in 0..3 {
+                self.ensure_subscribed(j.room)?;
+                let outcome = shared.rooms.with_room(j.room, true, |r| self.join_locked(server, j, r));
+                match outcome {
+                    Ok(Ok(Some(done))) => return Ok(done),
+                    Ok(Ok(None)) => continue, // unsubscribed meanwhile: subscribe again
+                    Ok(Err(e)) => return Err(e),
+                    Err(miss) => return Err(super::publish::missed(shared, miss)),
+                }
             }
+            Err(unavailable())
+        })();
+        if joined.is_err() {
+            self.release(j.room); // the subscription made for it goes, if the room is idle
         }
-        Err(unavailable())
+        joined
     }
 
     fn join_locked(
@@ -756,6 +818,27 @@ impl Cluster {
     /// room's shadow room, which the subscriber feeds from then on.
     #[allow(clippy::too_many_arguments)]
     pub fn open_stream(
+        &self,
+        shared: &Shared,
+        server: &ServerHandle,
+        conn: ConnId,
+        room: &str,
+        since: Option<u64>,
+        max_replay: usize,
+        max_bytes: usize,
+        connected: Value,
+    ) -> Result<(), ErrorReply> {
+        fits(shared, room)?;
+        let opened =
+            self.open_stream_subscribed(shared, server, conn, room, since, max_replay, max_bytes, connected);
+        if opened.is_err() {
+            self.release(room); // the subscription made for it goes, if the room is idle
+        }
+        opened
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn open_stream_subscribed(
         &self,
         shared: &Shared,
         server: &ServerHandle,
@@ -977,6 +1060,14 @@ impl Cluster {
 /// A request to all nodes, as [`Cluster::control_channel`] carries it.
 fn control_message(kind: char, number: u64, reason: &str, target: &str) -> String {
     format!("{kind} {number} {}\n{reason}{target}", reason.len())
+}
+
+/// Refuses a room this node's room table cannot take before its channel is
+/// subscribed: a subscription is let go under the room's lock, which a room
+/// that cannot be made never has, so each refused join used to leave its
+/// channel subscribed for good (and subscribed again on every reconnect).
+fn fits(shared: &Shared, room: &str) -> Result<(), ErrorReply> {
+    shared.rooms.with_room(room, true, |_| ()).map_err(|miss| super::publish::missed(shared, miss))
 }
 
 /// Adopts what Redis says of a room (its `epoch` and `seq`) when this node

@@ -37,7 +37,9 @@ pub(super) fn run(weak: Weak<Shared>) {
     // Per shard, nodes found silent: since when (as this node saw it), and
     // where the reaping of their members got to.
     let mut silent: Vec<HashMap<String, Silent>> = Vec::new();
-    let mut bans_read = false;
+    // The bans recorded in Redis are to be read (at start, after an outage
+    // of the home shard, and again after a read that failed).
+    let mut bans_due = true;
     // Per shard, the heartbeat's own connection, made again after it broke.
     let mut own: Vec<Option<redis::Connection>> = Vec::new();
     let mut mismatch_told = false;
@@ -56,8 +58,12 @@ pub(super) fn run(weak: Weak<Shared>) {
             // At start, and after an outage of the home shard (bans and
             // unbans made meanwhile reached no subscriber of this node): the
             // bans recorded in Redis.
-            if alive && (!bans_read || !was_up) {
-                bans_read = read_bans(&shared, cluster);
+            bans_due |= !was_up;
+            if alive && bans_due {
+                bans_due = !read_bans(&shared, cluster);
+            } else if alive && cluster.has_unrecorded() {
+                // A ban or unban whose write failed alone (no outage).
+                let _ = cluster.write_unrecorded();
             }
         }
         std::thread::sleep(HEARTBEAT);

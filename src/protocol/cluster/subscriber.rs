@@ -433,10 +433,13 @@ fn refill_at(
 /// Why members are told after a room moved to a new epoch.
 pub(super) const NEW_EPOCH: &str = "the room's history was lost in Redis (a new epoch)";
 
-/// Tells a room's local members they may have missed messages after `seq`.
+/// Tells a room's local members, and its event streams (an `error` event
+/// with the same payload), they may have missed messages after `seq`: a
+/// stream's ids start again from 1 in a new epoch.
 pub(super) fn notify(server: &ServerHandle, room: &str, seq: u64, why: &str) {
     let message = format!("messages after seq {seq} may be missing ({why}): rejoin with since");
-    let text =
-        frame("error", None, json!({"code": "unavailable", "message": message, "room": room, "seq": seq}));
-    let _ = server.broadcast(room, text, None);
+    let payload = json!({"code": "unavailable", "message": message, "room": room, "seq": seq});
+    let event = sse::event(None, "error", &payload.to_string());
+    let _ = server.broadcast_stream(&sse::shadow(room), crate::frame::shared(event));
+    let _ = server.broadcast(room, frame("error", None, payload), None);
 }
