@@ -23,7 +23,11 @@ use tungstenite::Message;
 use crate::connection::inflate::{inflate, InflateError};
 
 /// The `Sec-WebSocket-Extensions` value of the upgrade request.
-pub(crate) const OFFER: &str = "permessage-deflate; client_no_context_takeover; server_no_context_takeover";
+/// `client_max_window_bits` (no value) lets the server answer with a window
+/// for the client's messages, which [`accept`] then honours (RFC 7692
+/// section 7.1.2.2: one answered without being offered fails the connection).
+pub(crate) const OFFER: &str =
+    "permessage-deflate; client_no_context_takeover; server_no_context_takeover; client_max_window_bits";
 
 /// What the server agreed to.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -262,12 +266,7 @@ impl Unpack {
         let collected = self.message.as_ref().map(|(_, data)| data.len());
         match (data_opcode, collected) {
             (Some(_), Some(_)) => return Err(refuse(1002, "a new message before the compressed one ended")),
-            (Some(opcode), None) if header.rsv1 => {
-                if header.mask.is_some() {
-                    return Err(refuse(1002, "a masked frame from the server"));
-                }
-                self.message = Some((opcode, Vec::new()));
-            }
+            (Some(opcode), None) if header.rsv1 => self.message = Some((opcode, Vec::new())),
             (None, Some(_)) if continuation && header.rsv1 => {
                 return Err(refuse(1002, "RSV1 on a continuation frame"));
             }
@@ -278,6 +277,13 @@ impl Unpack {
                 self.pass_through(head, len);
                 return Ok(());
             }
+        }
+        // A frame collected here never reaches tungstenite, which would refuse these.
+        if header.mask.is_some() {
+            return Err(refuse(1002, "a masked frame from the server"));
+        }
+        if header.rsv2 || header.rsv3 {
+            return Err(refuse(1002, "RSV2 or RSV3 set"));
         }
         let so_far = self.message.as_ref().map_or(0, |(_, data)| data.len());
         let len = usize::try_from(len).unwrap_or(usize::MAX);
@@ -332,6 +338,9 @@ mod tests {
         ] {
             assert!(agreed(bad).is_err(), "{bad}");
         }
+        // An answer's client_max_window_bits is taken only because the offer
+        // has it (RFC 7692 section 7.1.2.2: else the client must fail).
+        assert!(OFFER.split(';').any(|p| p.trim() == "client_max_window_bits"), "{OFFER}");
         assert!(accept([both, both]).is_err(), "two extensions");
     }
 
@@ -414,5 +423,23 @@ mod tests {
         let mut interleaved = compressed(0x41, b"ab");
         interleaved.extend(crate::frame::encode(crate::frame::OP_TEXT, b"x"));
         assert_eq!(code(interleaved, 1000), Some(1002));
+    }
+
+    #[test]
+    fn reserved_bits_and_masks_on_a_compressed_message_are_refused() {
+        let code = |wire: Vec<u8>| refusal(&unpack(&wire, 1000).unwrap_err()).map(|r| r.code);
+        let packed = crate::connection::deflate::compress(b"hello hello hello").unwrap();
+        // RSV2 or RSV3 next to RSV1: no extension here gives them a meaning.
+        assert_eq!(code(compressed(0xE1, &packed)), Some(1002), "RSV2");
+        assert_eq!(code(compressed(0xD1, &packed)), Some(1002), "RSV3");
+        let mut continued = compressed(0x41, &packed[..2]);
+        continued.extend(compressed(0xA0, &packed[2..]));
+        assert_eq!(code(continued), Some(1002), "RSV2 on its continuation");
+        // A masked continuation (an all-zero key leaves the bytes as they were).
+        let mut masked = compressed(0x41, &packed[..2]);
+        let mut tail = vec![0x80, 0x80 | (packed.len() - 2) as u8, 0, 0, 0, 0];
+        tail.extend_from_slice(&packed[2..]);
+        masked.extend(tail);
+        assert_eq!(code(masked), Some(1002), "masked continuation");
     }
 }
