@@ -171,7 +171,8 @@ impl Unpack {
         }
     }
 
-    /// Lowers the largest message (the server's `maxMessageBytes`).
+    /// Lowers the largest message (the server's `maxMessageBytes` and room
+    /// for the envelope).
     pub(crate) fn set_limit(&mut self, limit: usize) {
         self.limit = limit;
     }
