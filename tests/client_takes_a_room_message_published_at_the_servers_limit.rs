@@ -40,7 +40,8 @@ fn publish_exactly_at_the_limit(url: &str, data: &str) -> Value {
     };
     let joined = reply_to(json!({"type": "room:join", "id": "j", "payload": {"room": "r"}}).to_string(), "j");
     assert_eq!(joined["type"], "ack", "{joined}");
-    let frame = json!({"type": "room:publish", "id": "1", "payload": {"room": "r", "data": data}}).to_string();
+    let frame =
+        json!({"type": "room:publish", "id": "1", "payload": {"room": "r", "data": data}}).to_string();
     assert_eq!(frame.len(), LIMIT);
     reply_to(frame, "1")
 }

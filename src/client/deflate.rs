@@ -20,7 +20,7 @@ use tungstenite::protocol::frame::coding::{Data, OpCode};
 use tungstenite::protocol::frame::{Frame, FrameHeader};
 use tungstenite::Message;
 
-use crate::connection::inflate::{inflate, InflateError};
+use crate::connection::inflate::{compressed_limit, inflate, InflateError};
 
 /// The `Sec-WebSocket-Extensions` value of the upgrade request.
 /// `client_max_window_bits` (no value) lets the server answer with a window
@@ -140,7 +140,7 @@ const CHUNK: usize = 16 * 1024;
 /// The filter between the stream and tungstenite (see the module comment).
 #[derive(Debug)]
 pub(crate) struct Unpack {
-    /// The largest message, compressed or inflated.
+    /// The largest message inflated (compressed: see `compressed_limit`).
     limit: usize,
     /// Bytes read from the stream and not yet handled.
     input: Vec<u8>,
@@ -288,7 +288,7 @@ impl Unpack {
         }
         let so_far = self.message.as_ref().map_or(0, |(_, data)| data.len());
         let len = usize::try_from(len).unwrap_or(usize::MAX);
-        if len > self.limit.saturating_sub(so_far) {
+        if len > compressed_limit(self.limit).saturating_sub(so_far) {
             return Err(refuse(1009, "a compressed message longer than the limit"));
         }
         self.input.drain(..head);
@@ -424,6 +424,19 @@ mod tests {
         let mut interleaved = compressed(0x41, b"ab");
         interleaved.extend(crate::frame::encode(crate::frame::OP_TEXT, b"x"));
         assert_eq!(code(interleaved, 1000), Some(1002));
+    }
+
+    #[test]
+    fn a_message_at_the_limit_compressed_longer_than_plain_is_taken() {
+        use flate2::{Compress, Compression, FlushCompress};
+        let text = "q".repeat(1000);
+        let mut stored = Compress::new(Compression::none(), false);
+        let mut packed = Vec::with_capacity(1100);
+        stored.compress_vec(text.as_bytes(), &mut packed, FlushCompress::Sync).unwrap();
+        packed.truncate(packed.len() - 4);
+        assert!(packed.len() > 1000);
+        let expected = crate::frame::encode(crate::frame::OP_TEXT, text.as_bytes());
+        assert_eq!(unpack(&compressed(0xC1, &packed), 1000).unwrap(), expected);
     }
 
     #[test]
