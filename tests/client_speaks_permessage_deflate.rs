@@ -19,7 +19,8 @@ use serde_json::{json, Value};
 use wshub::client::{Client, Event, Options};
 
 /// What the client must offer.
-const OFFER: &str = "permessage-deflate; client_no_context_takeover; server_no_context_takeover";
+const OFFER: &str =
+    "permessage-deflate; client_no_context_takeover; server_no_context_takeover; client_max_window_bits";
 const ANSWER: &str = "permessage-deflate; server_no_context_takeover; client_no_context_takeover";
 
 /// About 10 KB of chat-like JSON.

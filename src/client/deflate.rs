@@ -20,10 +20,14 @@ use tungstenite::protocol::frame::coding::{Data, OpCode};
 use tungstenite::protocol::frame::{Frame, FrameHeader};
 use tungstenite::Message;
 
-use crate::connection::inflate::{inflate, InflateError};
+use crate::connection::inflate::{compressed_limit, inflate, InflateError};
 
 /// The `Sec-WebSocket-Extensions` value of the upgrade request.
-pub(crate) const OFFER: &str = "permessage-deflate; client_no_context_takeover; server_no_context_takeover";
+/// `client_max_window_bits` (no value) lets the server answer with a window
+/// for the client's messages, which [`accept`] then honours (RFC 7692
+/// section 7.1.2.2: one answered without being offered fails the connection).
+pub(crate) const OFFER: &str =
+    "permessage-deflate; client_no_context_takeover; server_no_context_takeover; client_max_window_bits";
 
 /// What the server agreed to.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -136,7 +140,7 @@ const CHUNK: usize = 16 * 1024;
 /// The filter between the stream and tungstenite (see the module comment).
 #[derive(Debug)]
 pub(crate) struct Unpack {
-    /// The largest message, compressed or inflated.
+    /// The largest message inflated (compressed: see `compressed_limit`).
     limit: usize,
     /// Bytes read from the stream and not yet handled.
     input: Vec<u8>,
@@ -167,7 +171,8 @@ impl Unpack {
         }
     }
 
-    /// Lowers the largest message (the server's `maxMessageBytes`).
+    /// Lowers the largest message (the server's `maxMessageBytes` and room
+    /// for the envelope).
     pub(crate) fn set_limit(&mut self, limit: usize) {
         self.limit = limit;
     }
@@ -262,12 +267,7 @@ impl Unpack {
         let collected = self.message.as_ref().map(|(_, data)| data.len());
         match (data_opcode, collected) {
             (Some(_), Some(_)) => return Err(refuse(1002, "a new message before the compressed one ended")),
-            (Some(opcode), None) if header.rsv1 => {
-                if header.mask.is_some() {
-                    return Err(refuse(1002, "a masked frame from the server"));
-                }
-                self.message = Some((opcode, Vec::new()));
-            }
+            (Some(opcode), None) if header.rsv1 => self.message = Some((opcode, Vec::new())),
             (None, Some(_)) if continuation && header.rsv1 => {
                 return Err(refuse(1002, "RSV1 on a continuation frame"));
             }
@@ -279,9 +279,16 @@ impl Unpack {
                 return Ok(());
             }
         }
+        // A frame collected here never reaches tungstenite, which would refuse these.
+        if header.mask.is_some() {
+            return Err(refuse(1002, "a masked frame from the server"));
+        }
+        if header.rsv2 || header.rsv3 {
+            return Err(refuse(1002, "RSV2 or RSV3 set"));
+        }
         let so_far = self.message.as_ref().map_or(0, |(_, data)| data.len());
         let len = usize::try_from(len).unwrap_or(usize::MAX);
-        if len > self.limit.saturating_sub(so_far) {
+        if len > compressed_limit(self.limit).saturating_sub(so_far) {
             return Err(refuse(1009, "a compressed message longer than the limit"));
         }
         self.input.drain(..head);
@@ -332,6 +339,9 @@ mod tests {
         ] {
             assert!(agreed(bad).is_err(), "{bad}");
         }
+        // An answer's client_max_window_bits is taken only because the offer
+        // has it (RFC 7692 section 7.1.2.2: else the client must fail).
+        assert!(OFFER.split(';').any(|p| p.trim() == "client_max_window_bits"), "{OFFER}");
         assert!(accept([both, both]).is_err(), "two extensions");
     }
 
@@ -414,5 +424,36 @@ mod tests {
         let mut interleaved = compressed(0x41, b"ab");
         interleaved.extend(crate::frame::encode(crate::frame::OP_TEXT, b"x"));
         assert_eq!(code(interleaved, 1000), Some(1002));
+    }
+
+    #[test]
+    fn a_message_at_the_limit_compressed_longer_than_plain_is_taken() {
+        use flate2::{Compress, Compression, FlushCompress};
+        let text = "q".repeat(1000);
+        let mut stored = Compress::new(Compression::none(), false);
+        let mut packed = Vec::with_capacity(1100);
+        stored.compress_vec(text.as_bytes(), &mut packed, FlushCompress::Sync).unwrap();
+        packed.truncate(packed.len() - 4);
+        assert!(packed.len() > 1000);
+        let expected = crate::frame::encode(crate::frame::OP_TEXT, text.as_bytes());
+        assert_eq!(unpack(&compressed(0xC1, &packed), 1000).unwrap(), expected);
+    }
+
+    #[test]
+    fn reserved_bits_and_masks_on_a_compressed_message_are_refused() {
+        let code = |wire: Vec<u8>| refusal(&unpack(&wire, 1000).unwrap_err()).map(|r| r.code);
+        let packed = crate::connection::deflate::compress(b"hello hello hello").unwrap();
+        // RSV2 or RSV3 next to RSV1: no extension here gives them a meaning.
+        assert_eq!(code(compressed(0xE1, &packed)), Some(1002), "RSV2");
+        assert_eq!(code(compressed(0xD1, &packed)), Some(1002), "RSV3");
+        let mut continued = compressed(0x41, &packed[..2]);
+        continued.extend(compressed(0xA0, &packed[2..]));
+        assert_eq!(code(continued), Some(1002), "RSV2 on its continuation");
+        // A masked continuation (an all-zero key leaves the bytes as they were).
+        let mut masked = compressed(0x41, &packed[..2]);
+        let mut tail = vec![0x80, 0x80 | (packed.len() - 2) as u8, 0, 0, 0, 0];
+        tail.extend_from_slice(&packed[2..]);
+        masked.extend(tail);
+        assert_eq!(code(masked), Some(1002), "masked continuation");
     }
 }

@@ -42,6 +42,11 @@ use serde_json::{json, Value};
 
 pub use backoff::Backoff;
 
+/// Room for a message's envelope over the server's `maxMessageBytes`: data
+/// published at the server's limit reaches the members wrapped in `room`,
+/// `seq`, `from` and `ts`.
+pub const ENVELOPE_ROOM: usize = 64 << 10;
+
 /// How a [`Client`] connects and behaves; `Options::default()` gives the
 /// defaults `docs/clients.md` lists. Its `Debug` output never shows the token.
 #[derive(Clone)]
@@ -70,8 +75,10 @@ pub struct Options {
     /// length). One event is always let through. Default 16 MiB.
     pub event_capacity_bytes: usize,
     /// The largest message (and frame) accepted from the server; the server's
-    /// `maxMessageBytes` from `connected` lowers it. A larger one closes the
-    /// connection with 1009 before it is read. Default 1 MiB.
+    /// `maxMessageBytes` from `connected` plus [`ENVELOPE_ROOM`] lowers it (a
+    /// room message published at the server's limit arrives longer, in its
+    /// envelope). A larger one closes the connection with 1009 before it is
+    /// read. Default 1 MiB + [`ENVELOPE_ROOM`]: the server's default limit.
     pub max_message_bytes: usize,
     /// The local address to bind before connecting (e.g. one of `127.0.0.x`
     /// to spread test clients over source addresses); `None` lets the system pick.
@@ -120,7 +127,7 @@ impl Default for Options {
             request_timeout: Duration::from_secs(5),
             event_capacity: 4096,
             event_capacity_bytes: 16 << 20,
-            max_message_bytes: 1 << 20,
+            max_message_bytes: (1 << 20) + ENVELOPE_ROOM,
             local_addr: None,
             ca_file: None,
             insecure: false,

@@ -230,7 +230,10 @@ impl Session<'_> {
                                 }
                                 got_connected = true;
                                 if let Some(limit) = env["payload"]["maxMessageBytes"].as_u64() {
+                                    // What the server takes: a room message published at
+                                    // that size arrives longer, in its envelope.
                                     let limit = usize::try_from(limit).unwrap_or(usize::MAX);
+                                    let limit = limit.saturating_add(super::ENVELOPE_ROOM);
                                     let limit = limit.min(self.shared.options.max_message_bytes);
                                     reader.set_config(|c| {
                                         c.max_message_size = Some(limit);

@@ -4,8 +4,10 @@
 //! agreed) are inflated by `inflate.rs`.
 //!
 //! Every bound holds before the bytes it guards are read or made: a frame or
-//! a message longer than the message size limit is refused from its header,
-//! and an inflated message from the moment it passes the limit. Text is
+//! a message longer than the message size limit is refused from its header
+//! (a compressed one past `inflate::compressed_limit`: stored blocks make a
+//! message that does not shrink a little longer), and an inflated message
+//! from the moment it passes the limit. Text is
 //! checked as UTF-8 as it arrives (after inflating, when compressed).
 //!
 //! It only reads: a ping's pong and the close reply are returned to the
@@ -13,7 +15,7 @@
 
 use std::io::{self, Read};
 
-use super::inflate::{inflate, InflateError};
+use super::inflate::{compressed_limit, inflate, InflateError};
 
 const OP_CONTINUATION: u8 = 0x0;
 const OP_TEXT: u8 = 0x1;
@@ -163,7 +165,12 @@ impl Assembly {
                 }
             };
             let mut partial = partial;
-            if len > self.max_message - partial.data.len().min(self.max_message) {
+            // Compressed bytes may be a little longer than what they inflate to.
+            let limit = match partial.compressed {
+                true => compressed_limit(self.max_message),
+                false => self.max_message,
+            };
+            if len > limit - partial.data.len().min(limit) {
                 return Err(Fault::TooBig);
             }
             let at = partial.data.len();

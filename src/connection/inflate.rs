@@ -28,6 +28,16 @@ pub(crate) enum InflateError {
     Invalid,
 }
 
+/// The most compressed bytes taken for a message that may inflate to at most
+/// `limit` bytes. A sender may compress a message that does not shrink (a
+/// browser compresses every one): its stored blocks make it longer than its
+/// plain form, by 5 bytes a block, and a few more for the flush. This allows
+/// for blocks down to 320 bytes, smaller than zlib makes at any `memLevel`
+/// (some 500 bytes at 1), at a cost of 1/64 more bytes held at most.
+pub(crate) fn compressed_limit(limit: usize) -> usize {
+    limit.saturating_add(limit / 64).saturating_add(64)
+}
+
 /// Inflates `compressed` (one message's payload, without the stripped tail)
 /// into at most `limit` bytes.
 ///
@@ -120,6 +130,20 @@ mod tests {
                 })
                 .collect();
             assert_eq!(inflate(&compress(&data), len).unwrap(), data, "{len}");
+        }
+    }
+
+    #[test]
+    fn stored_blocks_fit_the_compressed_limit() {
+        use flate2::{Compress, Compression, FlushCompress};
+        for len in [0usize, 1, 1000, 16 << 10, 65535, 65536, 1 << 20] {
+            let data: Vec<u8> = (0..len).map(|i| (i * 7919 % 251) as u8).collect();
+            let mut stored = Compress::new(Compression::none(), false);
+            let mut packed = Vec::with_capacity(len + len / 100 + 64);
+            stored.compress_vec(&data, &mut packed, FlushCompress::Sync).unwrap();
+            packed.truncate(packed.len() - 4);
+            assert!(packed.len() <= compressed_limit(len), "{len}: {} bytes", packed.len());
+            assert_eq!(inflate(&packed, len).unwrap(), data, "{len}");
         }
     }
 
