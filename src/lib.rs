@@ -43,7 +43,7 @@ mod tls;
 mod types;
 
 pub use config::Config;
-pub use config_file::ConfigFile;
+pub use config_file::{ConfigFile, NamespaceBlock};
 pub use echo::EchoHandler;
 pub use error::{Error, Result};
 pub use frame::is_sendable_close_code;

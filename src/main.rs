@@ -15,13 +15,16 @@ use std::time::Duration;
 
 use clap::parser::ValueSource;
 use clap::{ArgMatches, CommandFactory, FromArgMatches, Parser};
-use wshub::protocol::{ProtocolConfig, ProtocolHandler};
+use wshub::protocol::{Namespace, ProtocolConfig, ProtocolHandler};
 use wshub::{Config, EchoHandler, PemSource, Server};
 
 /// A thread-per-connection WebSocket server with rooms.
 #[derive(Debug, Parser)]
 #[command(version, about)]
 struct Cli {
+    /// The config file's `[[namespace]]` blocks (not flags).
+    #[arg(skip)]
+    namespaces: Vec<Namespace>,
     /// Address to listen on (port 0 picks a free port; the real address is printed).
     #[arg(long, default_value = "127.0.0.1:9001")]
     bind: SocketAddr,
@@ -329,6 +332,7 @@ impl Cli {
             )*};
         }
         merge_optional!(tls_cert, tls_key, tls_client_ca, redis, admin_bind);
+        cli.namespaces = file.namespace.iter().map(wshub::NamespaceBlock::to_namespace).collect();
         Ok(cli)
     }
 
@@ -344,6 +348,9 @@ impl Cli {
             .max_rooms_per_client(self.max_rooms_per_client)
             .max_rooms(self.max_rooms)
             .max_reply_backlog(self.max_reply_backlog);
+        for namespace in &self.namespaces {
+            config = config.namespace(namespace.clone());
+        }
         config = self.admission(config)?;
         config = self.backend_api(config);
         config.validate()?;

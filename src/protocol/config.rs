@@ -4,6 +4,8 @@
 
 use std::time::Duration;
 
+use super::namespace::Namespace;
+
 /// Settings of [`ProtocolHandler`](super::ProtocolHandler), built from plain
 /// values so the binary, the config file and a C setter can all fill it.
 ///
@@ -89,6 +91,10 @@ pub struct ProtocolConfig {
     /// Serves `GET /sse` (docs/protocol.md, "Server-Sent Events"); `false`
     /// answers it `404`.
     pub sse: bool,
+
+    /// Rooms with their own rules, by name prefix (docs/protocol.md,
+    /// "Namespaces and rights"); rooms no prefix matches follow the settings above.
+    pub namespaces: Vec<Namespace>,
 }
 
 /// A secret setting: compared and cloned as usual, but `Debug` prints `***`.
@@ -130,6 +136,7 @@ impl Default for ProtocolConfig {
             redis_prefix: "wshub".to_owned(),
             idempotency_ttl: Duration::from_secs(300),
             sse: true,
+            namespaces: Vec::new(),
         }
     }
 }
@@ -236,6 +243,9 @@ impl ProtocolConfig {
         if self.api_key.as_ref().is_some_and(|k| k.0.is_empty()) {
             return Err("api_key must not be empty (leave it unset to turn the API off)".to_owned());
         }
+        for namespace in &self.namespaces {
+            namespace.check()?;
+        }
         if let Some(url) = &self.redis_url {
             redis::Client::open(url.0.as_str()).map_err(|e| format!("redis: {e}"))?;
         }
@@ -320,6 +330,14 @@ impl ProtocolConfig {
     #[must_use]
     pub fn sse(mut self, on: bool) -> Self {
         self.sse = on;
+        self
+    }
+
+    /// Adds a namespace to [`ProtocolConfig::namespaces`] (one with the
+    /// prefix of an earlier one replaces it).
+    #[must_use]
+    pub fn namespace(mut self, namespace: Namespace) -> Self {
+        self.namespaces.push(namespace);
         self
     }
 

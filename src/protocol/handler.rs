@@ -34,6 +34,7 @@ use super::config::{ProtocolConfig, BIG_REPLY};
 use super::envelope::{self, ack, frame, parse_text, ErrorCode, ErrorReply, RawJson, Request, RequestKind};
 use super::http;
 use super::metrics::Metrics;
+use super::namespace::{Namespaces, Rules};
 use super::publish::{self, Body, Publish, Published, Publisher};
 use super::rate_limit::{RateLimiter, Verdict};
 use super::room::{Limits, RoomTable};
@@ -92,9 +93,16 @@ pub(crate) struct Shared {
     pub sse: ConnMap<Arc<str>>,
     /// Scale-out over Redis (`--redis`); None on a single node.
     pub cluster: Option<Cluster>,
+    /// Each room's rules, by its namespace (`namespace.rs`).
+    pub namespaces: Arc<Namespaces>,
 }
 
 impl Shared {
+    /// The rules `room` follows (its namespace's, else the top-level ones).
+    pub(crate) fn rules(&self, room: &str) -> &Arc<Rules> {
+        self.namespaces.rules(room)
+    }
+
     /// The user of an authenticated connection (WebSocket or event stream).
     pub(crate) fn user_of(&self, conn: ConnId) -> Option<Arc<str>> {
         self.users.get(conn)
@@ -148,9 +156,6 @@ impl ProtocolHandler {
 
     fn build(config: ProtocolConfig, app: Option<Arc<dyn Handler>>) -> Self {
         let limits = Limits {
-            count: config.history_size,
-            ttl: config.history_ttl,
-            room_bytes: config.history_max_bytes,
             total_bytes: config.history_total_max_bytes,
             max_rooms: config.max_rooms,
         };
@@ -158,12 +163,14 @@ impl ProtocolHandler {
             Cluster::new(&url.0, &config).inspect_err(|e| log::error!("{e}: running as a single node")).ok()
         });
         let bans = Bans::new(config.max_bans);
+        let namespaces = Arc::new(Namespaces::new(&config));
         ProtocolHandler {
             shared: Arc::new(Shared {
                 cluster,
                 bans,
                 admission: Admission::new(&config),
-                rooms: RoomTable::new(limits),
+                rooms: RoomTable::new(limits, namespaces.clone()),
+                namespaces,
                 config,
                 conns: ConnMap::default(),
                 metrics: Metrics::default(),
@@ -441,8 +448,10 @@ impl Handler for ProtocolHandler {
                     r.members.remove(&conn);
                     let sent = r.published_bytes.saturating_sub(*joined_at);
                     traffic = traffic.saturating_add(usize::try_from(sent).unwrap_or(usize::MAX));
-                    let event = presence_event("presence:leave", room, &state.client_id, user.as_deref());
-                    let _ = server.broadcast(room, event, Some(conn));
+                    if r.rules.announces_members() {
+                        let event = presence_event("presence:leave", room, &state.client_id, user.as_deref());
+                        let _ = server.broadcast(room, event, Some(conn));
+                    }
                     r.members.is_empty()
                 });
                 if let Some(cluster) = &self.shared.cluster {
@@ -571,6 +580,7 @@ impl Session<'_> {
     /// user shows that user its members no more than its messages).
     fn presence(&self, room: &str) -> Result<Vec<Value>, ErrorReply> {
         self.require_allowed(room)?;
+        self.shared.rules(room).check_presence(room)?;
         if !self.state.rooms.contains_key(room) {
             let identity = self.state.identity.as_ref().filter(|i| i.rooms.is_some());
             let Some(identity) = identity else { return self.require_member(room).map(|()| Vec::new()) };
@@ -687,13 +697,16 @@ impl Session<'_> {
         }
         let metrics = &self.shared.metrics;
         let mut replayed = 0;
-        let outcome = self.shared.rooms.with_room(room, true, |r| -> Result<u64, crate::Error> {
+        let outcome = self.shared.rooms.with_room(room, true, |r| -> Result<u64, ErrorReply> {
             r.prune(Instant::now());
             if newly {
-                server.join(conn, room)?;
+                r.rules.check_members(room, r.members.len())?;
+                server.join(conn, room).map_err(internal)?;
                 r.members.insert(conn, json!({}));
-                let event = presence_event("presence:join", room, &client_id, user.as_deref());
-                let _ = server.broadcast(room, event, Some(conn));
+                if r.rules.announces_members() {
+                    let event = presence_event("presence:join", room, &client_id, user.as_deref());
+                    let _ = server.broadcast(room, event, Some(conn));
+                }
             }
             // From here on the join has happened: a failed send means the
             // connection or the server is going away, and on_close cleans up.
@@ -726,7 +739,7 @@ impl Session<'_> {
                 self.state.rooms.entry(room.to_owned()).or_insert(published_bytes);
                 Ok(None)
             }
-            Ok(Err(e)) => Err(internal(e)),
+            Ok(Err(e)) => Err(e),
             Err(miss) => Err(publish::missed(self.shared, miss)),
         }
     }
@@ -740,8 +753,10 @@ impl Session<'_> {
         let last = self.shared.rooms.with_room(room, false, |r| {
             r.members.remove(&conn);
             let _ = server.leave(conn, room);
-            let event = presence_event("presence:leave", room, client_id, user);
-            let _ = server.broadcast(room, event, Some(conn));
+            if r.rules.announces_members() {
+                let event = presence_event("presence:leave", room, client_id, user);
+                let _ = server.broadcast(room, event, Some(conn));
+            }
             r.members.is_empty()
         });
         if let Some(cluster) = &self.shared.cluster {
@@ -762,6 +777,7 @@ impl Session<'_> {
     ) -> Result<Published, ErrorReply> {
         self.require_allowed(room)?;
         self.require_member(room)?;
+        self.shared.rules(room).check_client_publish(room)?;
         if echo && data.get().len() > BIG_REPLY {
             self.refuse_if_backlogged()?;
         }
@@ -779,6 +795,10 @@ impl Session<'_> {
     fn publish_binary(&mut self, room: &str, body: &[u8], key: Option<&str>) -> Reply {
         self.require_allowed(room)?;
         self.require_member(room)?;
+        self.shared.rules(room).check_client_publish(room).map_err(|mut e| {
+            e.id = key.map(str::to_owned);
+            e
+        })?;
         let (from, publisher) = (&self.state.client_id, self.publisher());
         let p = Publish { room, body: Body::Binary(body), from, publisher, key, except: Some(self.conn) };
         let published = publish::publish(self.shared, self.server, p).map_err(|mut e| {
@@ -798,6 +818,7 @@ impl Session<'_> {
 
     fn typing(&mut self, room: &str, active: bool) -> Result<(), ErrorReply> {
         self.require_member(room)?;
+        self.shared.rules(room).check_typing(room)?;
         let event =
             frame("typing", None, json!({"room": room, "clientId": self.state.client_id, "active": active}));
         if let Some(cluster) = &self.shared.cluster {

@@ -22,6 +22,7 @@ pub mod envelope;
 mod handler;
 mod http;
 mod metrics;
+mod namespace;
 mod publish;
 mod rate_limit;
 mod reads;
@@ -30,3 +31,4 @@ pub(crate) mod sse;
 
 pub use config::{ProtocolConfig, Secret, BIG_REPLY};
 pub use handler::{choose_subprotocol, ProtocolHandler, SUBPROTOCOLS};
+pub use namespace::Namespace;
