@@ -79,7 +79,10 @@ fn a_feed_room_is_read_only_for_clients_while_the_api_publishes() {
     assert_eq!(status, 200, "{answer}");
     let msg = c.json();
     assert_eq!(msg["type"], "room:message", "{msg}");
-    assert_eq!((msg["payload"]["from"].as_str(), msg["payload"]["data"]["n"].as_u64()), (Some("api"), Some(1)));
+    assert_eq!(
+        (msg["payload"]["from"].as_str(), msg["payload"]["data"]["n"].as_u64()),
+        (Some("api"), Some(1))
+    );
 
     // The longest prefix wins: feed:open: lets clients publish.
     c.join("feed:open:talk");

@@ -12,7 +12,7 @@
 //! and in all, history (in `room.rs`), replays in bytes, and big replies to a
 //! client that does not read them (`max_reply_backlog`).
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::atomic::{
     AtomicBool,
     Ordering::{Relaxed, SeqCst},
@@ -26,9 +26,10 @@ use crate::conn_map::ConnMap;
 use serde_json::{json, Value};
 
 use super::admission::Admission;
-use super::auth::Identity;
+use super::auth::{Identity, Rights};
 use super::bans::{self, Bans};
 use super::binary::parse_binary;
+use super::caps::Right;
 use super::cluster::{self, Cluster};
 use super::config::{ProtocolConfig, BIG_REPLY};
 use super::envelope::{self, ack, frame, parse_text, ErrorCode, ErrorReply, RawJson, Request, RequestKind};
@@ -39,7 +40,7 @@ use super::publish::{self, Body, Publish, Published, Publisher};
 use super::rate_limit::{RateLimiter, Verdict};
 use super::room::{Limits, RoomTable};
 use super::sse;
-use crate::handler::Handler;
+use crate::handler::{Handler, Membership};
 use crate::server::ServerHandle;
 use crate::sys::trim;
 use crate::types::{ConnId, HttpResponse, Message, RequestInfo, Upgrade};
@@ -135,6 +136,8 @@ struct ConnState {
     bytes_replied: usize,
     /// What its token grants, when auth is on.
     identity: Option<Identity>,
+    /// Joined rooms the application's join hook made it a read-only member of.
+    read_only: BTreeSet<String>,
 }
 
 impl ProtocolHandler {
@@ -155,10 +158,7 @@ impl ProtocolHandler {
     }
 
     fn build(config: ProtocolConfig, app: Option<Arc<dyn Handler>>) -> Self {
-        let limits = Limits {
-            total_bytes: config.history_total_max_bytes,
-            max_rooms: config.max_rooms,
-        };
+        let limits = Limits { total_bytes: config.history_total_max_bytes, max_rooms: config.max_rooms };
         let cluster = config.redis_url.as_ref().and_then(|url| {
             Cluster::new(&url.0, &config).inspect_err(|e| log::error!("{e}: running as a single node")).ok()
         });
@@ -363,6 +363,7 @@ impl Handler for ProtocolHandler {
             bytes_in: 0,
             bytes_replied: 0,
             identity,
+            read_only: BTreeSet::new(),
         };
         let mut payload = json!({
             "clientId": state.client_id,
@@ -565,13 +566,26 @@ impl Session<'_> {
         ))
     }
 
-    /// Whether the token lets this connection use `room` (no token or no
-    /// `rooms` claim: every room).
-    fn require_allowed(&self, room: &str) -> Result<(), ErrorReply> {
-        match &self.state.identity {
-            Some(identity) if !identity.allows(room) => Err(forbidden(room)),
-            _ => Ok(()),
+    /// Its rights in `room`: its token's (every right without a token), less
+    /// `publish` where the join hook made it read-only.
+    fn rights(&self, room: &str) -> Rights {
+        let rights = self.state.identity.as_ref().map_or(Rights::ALL, |i| i.rights(room));
+        if self.state.read_only.contains(room) {
+            rights.without(Right::Publish)
+        } else {
+            rights
         }
+    }
+
+    /// Refuses what its rights in `room` do not include.
+    fn require(&self, room: &str, right: Right) -> Result<(), ErrorReply> {
+        if self.rights(room).has(right) {
+            return Ok(());
+        }
+        Err(match right {
+            Right::Join => forbidden(room),
+            _ => ErrorReply::new(ErrorCode::Forbidden, format!("no {right:?} right in room {room:?}")),
+        })
     }
 
     /// `presence:get`: for members, or for a token whose `rooms` claim names
@@ -579,13 +593,13 @@ impl Session<'_> {
     /// application's join hook would let join it (a room it refuses to a
     /// user shows that user its members no more than its messages).
     fn presence(&self, room: &str) -> Result<Vec<Value>, ErrorReply> {
-        self.require_allowed(room)?;
+        self.require(room, Right::Presence)?;
         self.shared.rules(room).check_presence(room)?;
         if !self.state.rooms.contains_key(room) {
-            let identity = self.state.identity.as_ref().filter(|i| i.rooms.is_some());
+            let identity = self.state.identity.as_ref().filter(|i| i.names_rooms());
             let Some(identity) = identity else { return self.require_member(room).map(|()| Vec::new()) };
             if let Some(app) = &self.shared.app {
-                if !app.on_join(self.server, self.conn, Some(&identity.user), room) {
+                if app.on_join_as(self.server, self.conn, Some(&identity.user), room) == Membership::Refused {
                     return Err(ErrorReply::new(
                         ErrorCode::Forbidden,
                         format!("joining {room:?} was refused"),
@@ -655,7 +669,9 @@ impl Session<'_> {
     /// takes the lock after us is broadcast after our ack, and one before us is
     /// in the history we replay, so nothing is lost or doubled.
     fn join(&mut self, id: Option<&str>, room: &str, since: Option<u64>, epoch: Option<&str>) -> Reply {
-        self.require_allowed(room)?;
+        self.require(room, Right::Join)?;
+        // Without the history right a `since` is answered, never replayed.
+        let history = self.rights(room).has(Right::History);
         let (server, conn, config) = (self.server, self.conn, &self.shared.config);
         let newly = !self.state.rooms.contains_key(room);
         if newly && self.state.rooms.len() >= config.max_rooms_per_client {
@@ -669,11 +685,17 @@ impl Session<'_> {
         let user = self.state.identity.as_ref().map(|i| i.user.clone());
         if newly {
             if let Some(app) = &self.shared.app {
-                if !app.on_join(server, conn, user.as_deref(), room) {
-                    return Err(ErrorReply::new(
-                        ErrorCode::Forbidden,
-                        format!("joining {room:?} was refused"),
-                    ));
+                match app.on_join_as(server, conn, user.as_deref(), room) {
+                    Membership::Refused => {
+                        return Err(ErrorReply::new(
+                            ErrorCode::Forbidden,
+                            format!("joining {room:?} was refused"),
+                        ))
+                    }
+                    Membership::ReadOnly => {
+                        self.state.read_only.insert(room.to_owned());
+                    }
+                    Membership::Member => {}
                 }
             }
         }
@@ -685,12 +707,17 @@ impl Session<'_> {
                 since,
                 epoch,
                 newly,
+                history,
                 client_id: &client_id,
                 user: user.as_deref(),
                 max_replay: (server.config().outbound_queue / 2).max(1),
                 max_bytes: config.replay_max_bytes.min(server.config().outbound_max_bytes / 2),
             };
-            let (published_bytes, replayed) = cluster.join(self.shared, server, &j)?;
+            let (published_bytes, replayed) = cluster.join(self.shared, server, &j).inspect_err(|_| {
+                if newly {
+                    self.state.read_only.remove(room);
+                }
+            })?;
             self.state.bytes_replied = self.state.bytes_replied.saturating_add(replayed);
             self.state.rooms.entry(room.to_owned()).or_insert(published_bytes);
             return Ok(None);
@@ -712,7 +739,9 @@ impl Session<'_> {
             // connection or the server is going away, and on_close cleans up.
             let mut payload =
                 json!({"room": room, "seq": r.seq, "members": r.members.len(), "epoch": r.epoch});
-            if let Some(since) = since {
+            if let (Some(_), false) = (since, history) {
+                payload["recovered"] = Value::Bool(false);
+            } else if let Some(since) = since {
                 // At most half of each outbound bound, so a replay into a
                 // queue that also holds live frames cannot make a client
                 // that reads a slow consumer.
@@ -739,8 +768,18 @@ impl Session<'_> {
                 self.state.rooms.entry(room.to_owned()).or_insert(published_bytes);
                 Ok(None)
             }
-            Ok(Err(e)) => Err(e),
-            Err(miss) => Err(publish::missed(self.shared, miss)),
+            Ok(Err(e)) => {
+                if newly {
+                    self.state.read_only.remove(room);
+                }
+                Err(e)
+            }
+            Err(miss) => {
+                if newly {
+                    self.state.read_only.remove(room);
+                }
+                Err(publish::missed(self.shared, miss))
+            }
         }
     }
 
@@ -748,6 +787,7 @@ impl Session<'_> {
         if self.state.rooms.remove(room).is_none() {
             return Err(ErrorReply::new(ErrorCode::NotFound, format!("not in room {room:?}")));
         }
+        self.state.read_only.remove(room);
         let (server, conn, client_id) = (self.server, self.conn, &self.state.client_id);
         let user = self.state.identity.as_ref().map(|i| i.user.as_str());
         let last = self.shared.rooms.with_room(room, false, |r| {
@@ -775,8 +815,8 @@ impl Session<'_> {
         echo: bool,
         key: Option<&str>,
     ) -> Result<Published, ErrorReply> {
-        self.require_allowed(room)?;
         self.require_member(room)?;
+        self.require(room, Right::Publish)?;
         self.shared.rules(room).check_client_publish(room)?;
         if echo && data.get().len() > BIG_REPLY {
             self.refuse_if_backlogged()?;
@@ -793,12 +833,13 @@ impl Session<'_> {
     /// A binary publish; one with a key is acked by a text `ack` whose `id`
     /// is the key (binary frames carry no id of their own).
     fn publish_binary(&mut self, room: &str, body: &[u8], key: Option<&str>) -> Reply {
-        self.require_allowed(room)?;
         self.require_member(room)?;
-        self.shared.rules(room).check_client_publish(room).map_err(|mut e| {
-            e.id = key.map(str::to_owned);
-            e
-        })?;
+        self.require(room, Right::Publish)
+            .and_then(|()| self.shared.rules(room).check_client_publish(room))
+            .map_err(|mut e| {
+                e.id = key.map(str::to_owned);
+                e
+            })?;
         let (from, publisher) = (&self.state.client_id, self.publisher());
         let p = Publish { room, body: Body::Binary(body), from, publisher, key, except: Some(self.conn) };
         let published = publish::publish(self.shared, self.server, p).map_err(|mut e| {
@@ -818,6 +859,7 @@ impl Session<'_> {
 
     fn typing(&mut self, room: &str, active: bool) -> Result<(), ErrorReply> {
         self.require_member(room)?;
+        self.require(room, Right::Publish)?;
         self.shared.rules(room).check_typing(room)?;
         let event =
             frame("typing", None, json!({"room": room, "clientId": self.state.client_id, "active": active}));

@@ -16,6 +16,7 @@ pub(crate) mod auth;
 mod backend;
 pub(crate) mod bans;
 pub mod binary;
+mod caps;
 mod cluster;
 mod config;
 pub mod envelope;

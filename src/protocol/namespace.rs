@@ -223,8 +223,11 @@ impl Namespaces {
     /// The rules of `config`'s namespaces (history settings a namespace
     /// leaves unset take the top-level ones).
     pub fn new(config: &ProtocolConfig) -> Self {
-        let history =
-            HistoryRules { count: config.history_size, ttl: config.history_ttl, bytes: config.history_max_bytes };
+        let history = HistoryRules {
+            count: config.history_size,
+            ttl: config.history_ttl,
+            bytes: config.history_max_bytes,
+        };
         let top = Arc::new(Rules {
             prefix: String::new(),
             client_publish: true,

@@ -411,7 +411,11 @@ impl RoomTable {
                     }
                     None => {
                         let rules = self.namespaces.rules(room).clone();
-                        let s = Arc::new(Mutex::new(RoomState::new(self.new_epoch(), self.budget.clone(), rules)));
+                        let s = Arc::new(Mutex::new(RoomState::new(
+                            self.new_epoch(),
+                            self.budget.clone(),
+                            rules,
+                        )));
                         rooms.insert(room.to_owned(), s.clone());
                         s
                     }
@@ -530,7 +534,12 @@ mod tests {
     use super::*;
 
     /// Every room's history bounds, and the limits of all rooms together.
-    fn limits(count: usize, ttl: Duration, room_bytes: usize, total_bytes: usize) -> (Arc<Namespaces>, Limits) {
+    fn limits(
+        count: usize,
+        ttl: Duration,
+        room_bytes: usize,
+        total_bytes: usize,
+    ) -> (Arc<Namespaces>, Limits) {
         let config = crate::protocol::ProtocolConfig::default()
             .history_size(count)
             .history_ttl(ttl)

@@ -32,6 +32,7 @@ use super::handler::{ProtocolHandler, Shared};
 use super::publish::{Body, Publish};
 use super::room::RoomState;
 use crate::frame::{SharedFrame, OP_BINARY, OP_TEXT};
+use crate::handler::Membership;
 use crate::server::ServerHandle;
 use crate::types::{ConnId, HttpResponse, RequestInfo};
 
@@ -96,7 +97,7 @@ pub(crate) fn refusal(
         return Some("the token does not allow this room\n".to_owned());
     }
     if let Some(app) = &shared.app {
-        if !app.on_join(server, conn, identity.map(|i| i.user.as_str()), &req.room) {
+        if app.on_join_as(server, conn, identity.map(|i| i.user.as_str()), &req.room) == Membership::Refused {
             return Some(format!("joining {:?} was refused\n", req.room));
         }
     }

@@ -127,6 +127,9 @@ pub(crate) struct Join<'a> {
     pub since: Option<u64>,
     pub epoch: Option<&'a str>,
     pub newly: bool,
+    /// Whether it may be replayed what it missed (the history right): without
+    /// it a `since` is answered `recovered: false`.
+    pub history: bool,
     pub client_id: &'a str,
     pub user: Option<&'a str>,
     /// The replay bounds: frames, and bytes.
@@ -564,7 +567,7 @@ impl Cluster {
         let mut replayed = 0;
         if let Some(since) = j.since {
             let same_epoch = j.epoch.is_none_or(|e| e == r.epoch);
-            let mut recovered = same_epoch && since <= r.seq;
+            let mut recovered = j.history && same_epoch && since <= r.seq;
             if recovered {
                 let oldest_kept = now_ms().saturating_sub(self.history_ttl.as_millis() as u64);
                 let mut frames = Vec::new();
