@@ -77,6 +77,11 @@ pub struct ConfigFile {
     pub idempotency_ttl_ms: Option<u64>,
     /// `true` turns `GET /sse` off (`--no-sse`).
     pub no_sse: Option<bool>,
+    pub proxy_connect: Option<String>,
+    pub proxy_join: Option<String>,
+    pub proxy_publish: Option<String>,
+    pub proxy_timeout_ms: Option<u64>,
+    pub proxy_key: Option<String>,
     /// `[[namespace]]` blocks: rooms with their own rules (no flag can say this).
     #[serde(default)]
     pub namespace: Vec<NamespaceBlock>,

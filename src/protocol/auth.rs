@@ -33,8 +33,9 @@ pub(crate) struct Identity {
     pub rooms: Option<RoomPatterns>,
     /// `caps`: its rights room by room; when present, `rooms` is not read.
     pub caps: Option<Caps>,
-    /// `exp`, seconds since the Unix epoch: the session ends then.
-    pub exp: u64,
+    /// `exp`, seconds since the Unix epoch: the session ends then. `None`
+    /// for a user the connect proxy admitted: its session has no end.
+    pub exp: Option<u64>,
 }
 
 impl Identity {
@@ -59,9 +60,9 @@ impl Identity {
         self.caps.is_some() || self.rooms.is_some()
     }
 
-    /// When the session ends.
-    pub fn expires_at(&self) -> SystemTime {
-        UNIX_EPOCH + Duration::from_secs(self.exp)
+    /// When the session ends, if it does.
+    pub fn expires_at(&self) -> Option<SystemTime> {
+        self.exp.map(|exp| UNIX_EPOCH + Duration::from_secs(exp))
     }
 }
 
@@ -211,7 +212,7 @@ impl Verifier {
             user: claims.sub,
             rooms: claims.rooms.map(RoomPatterns::new),
             caps: claims.caps,
-            exp: claims.exp,
+            exp: Some(claims.exp),
         })
     }
 }
@@ -264,7 +265,7 @@ mod tests {
     fn caps_replace_the_rooms_claim() {
         let caps = serde_json::from_str(r#"[{"rooms":["b"],"allow":["join"]}]"#).unwrap();
         let rooms = Some(RoomPatterns::new(vec!["a".into()]));
-        let both = Identity { user: "u".into(), rooms: rooms.clone(), caps: Some(caps), exp: 1 };
+        let both = Identity { user: "u".into(), rooms: rooms.clone(), caps: Some(caps), exp: Some(1) };
         assert!(!both.allows("a") && both.allows("b"));
         assert!(!both.rights("b").has(Right::Publish));
         let only_rooms = Identity { caps: None, rooms, ..both.clone() };

@@ -12,7 +12,7 @@
 //! and in all, history (in `room.rs`), replays in bytes, and big replies to a
 //! client that does not read them (`max_reply_backlog`).
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeMap;
 use std::sync::atomic::{
     AtomicBool,
     Ordering::{Relaxed, SeqCst},
@@ -36,6 +36,7 @@ use super::envelope::{self, ack, frame, parse_text, ErrorCode, ErrorReply, RawJs
 use super::http;
 use super::metrics::Metrics;
 use super::namespace::{Namespaces, Rules};
+use super::proxy::Proxy;
 use super::publish::{self, Body, Publish, Published, Publisher};
 use super::rate_limit::{RateLimiter, Verdict};
 use super::room::{Limits, RoomTable};
@@ -96,6 +97,8 @@ pub(crate) struct Shared {
     pub cluster: Option<Cluster>,
     /// Each room's rules, by its namespace (`namespace.rs`).
     pub namespaces: Arc<Namespaces>,
+    /// The backend proxy (`proxy.rs`), when a proxy URL is set.
+    pub proxy: Option<Arc<Proxy>>,
 }
 
 impl Shared {
@@ -136,8 +139,9 @@ struct ConnState {
     bytes_replied: usize,
     /// What its token grants, when auth is on.
     identity: Option<Identity>,
-    /// Joined rooms the application's join hook made it a read-only member of.
-    read_only: BTreeSet<String>,
+    /// Its rights in joined rooms where the join hook or the join proxy
+    /// decided them (in place of its token's).
+    granted: BTreeMap<String, Rights>,
 }
 
 impl ProtocolHandler {
@@ -164,11 +168,14 @@ impl ProtocolHandler {
         });
         let bans = Bans::new(config.max_bans);
         let namespaces = Arc::new(Namespaces::new(&config));
+        let node = cluster.as_ref().map_or_else(|| format!("pid-{}", std::process::id()), |c| c.node.clone());
+        let proxy = Proxy::new(&config, node).map(Arc::new);
         ProtocolHandler {
             shared: Arc::new(Shared {
                 cluster,
                 bans,
-                admission: Admission::new(&config),
+                admission: Admission::new(&config, proxy.clone()),
+                proxy,
                 rooms: RoomTable::new(limits, namespaces.clone()),
                 namespaces,
                 config,
@@ -363,7 +370,7 @@ impl Handler for ProtocolHandler {
             bytes_in: 0,
             bytes_replied: 0,
             identity,
-            read_only: BTreeSet::new(),
+            granted: BTreeMap::new(),
         };
         let mut payload = json!({
             "clientId": state.client_id,
@@ -375,7 +382,7 @@ impl Handler for ProtocolHandler {
             payload["user"] = Value::String(identity.user.clone());
             self.shared.users.insert(conn, Arc::from(identity.user.as_str()));
             // The session ends at the token's exp, to the moment.
-            let _ = server.close_at(conn, Some(identity.expires_at()), 1008, "token expired");
+            let _ = server.close_at(conn, identity.expires_at(), 1008, "token expired");
             bans::close_if_banned(&self.shared, server, conn, &identity.user);
         }
         self.shared.conns.insert(conn, Arc::new(Mutex::new(state)));
@@ -566,15 +573,38 @@ impl Session<'_> {
         ))
     }
 
-    /// Its rights in `room`: its token's (every right without a token), less
-    /// `publish` where the join hook made it read-only.
+    /// Its rights in `room`: those granted at its join, else its token's
+    /// (every right without a token).
     fn rights(&self, room: &str) -> Rights {
-        let rights = self.state.identity.as_ref().map_or(Rights::ALL, |i| i.rights(room));
-        if self.state.read_only.contains(room) {
-            rights.without(Right::Publish)
-        } else {
-            rights
+        match self.state.granted.get(room) {
+            Some(granted) => *granted,
+            None => self.state.identity.as_ref().map_or(Rights::ALL, |i| i.rights(room)),
         }
+    }
+
+    /// A first join of `room` asks the application's join hook, then the
+    /// join proxy: either may refuse; the proxy's `allow` replaces the
+    /// token's rights, and a read-only answer from the hook takes `publish` away.
+    fn grant(&mut self, room: &str, user: Option<&str>) -> Result<(), ErrorReply> {
+        let membership = match &self.shared.app {
+            Some(app) => app.on_join_as(self.server, self.conn, user, room),
+            None => Membership::Member,
+        };
+        if membership == Membership::Refused {
+            return Err(ErrorReply::new(ErrorCode::Forbidden, format!("joining {room:?} was refused")));
+        }
+        let from_backend =
+            match self.shared.proxy.as_ref().and_then(|p| p.join(user, &self.state.client_id, room)) {
+                Some(answer) => answer?,
+                None => None,
+            };
+        let rights = from_backend.unwrap_or_else(|| self.rights(room));
+        if membership == Membership::ReadOnly {
+            self.state.granted.insert(room.to_owned(), rights.without(Right::Publish));
+        } else if from_backend.is_some() {
+            self.state.granted.insert(room.to_owned(), rights);
+        }
+        Ok(())
     }
 
     /// Refuses what its rights in `room` do not include.
@@ -643,8 +673,8 @@ impl Session<'_> {
         if bans::close_if_banned(self.shared, self.server, self.conn, &fresh.user) {
             return Err(ErrorReply::new(ErrorCode::Forbidden, "this user is banned"));
         }
-        self.server.close_at(self.conn, Some(fresh.expires_at()), 1008, "token expired").map_err(internal)?;
-        let exp = fresh.exp;
+        self.server.close_at(self.conn, fresh.expires_at(), 1008, "token expired").map_err(internal)?;
+        let exp = fresh.exp.unwrap_or_default();
         // Rooms the new claim no longer allows are left now, each with
         // `room:left` (after the room's last message to this client: both go
         // through the hub, in order).
@@ -670,8 +700,6 @@ impl Session<'_> {
     /// in the history we replay, so nothing is lost or doubled.
     fn join(&mut self, id: Option<&str>, room: &str, since: Option<u64>, epoch: Option<&str>) -> Reply {
         self.require(room, Right::Join)?;
-        // Without the history right a `since` is answered, never replayed.
-        let history = self.rights(room).has(Right::History);
         let (server, conn, config) = (self.server, self.conn, &self.shared.config);
         let newly = !self.state.rooms.contains_key(room);
         if newly && self.state.rooms.len() >= config.max_rooms_per_client {
@@ -684,21 +712,10 @@ impl Session<'_> {
         let client_id = self.state.client_id.clone();
         let user = self.state.identity.as_ref().map(|i| i.user.clone());
         if newly {
-            if let Some(app) = &self.shared.app {
-                match app.on_join_as(server, conn, user.as_deref(), room) {
-                    Membership::Refused => {
-                        return Err(ErrorReply::new(
-                            ErrorCode::Forbidden,
-                            format!("joining {room:?} was refused"),
-                        ))
-                    }
-                    Membership::ReadOnly => {
-                        self.state.read_only.insert(room.to_owned());
-                    }
-                    Membership::Member => {}
-                }
-            }
+            self.grant(room, user.as_deref())?;
         }
+        // Without the history right a `since` is answered, never replayed.
+        let history = self.rights(room).has(Right::History);
         if let Some(cluster) = &self.shared.cluster {
             let j = cluster::Join {
                 conn,
@@ -715,7 +732,7 @@ impl Session<'_> {
             };
             let (published_bytes, replayed) = cluster.join(self.shared, server, &j).inspect_err(|_| {
                 if newly {
-                    self.state.read_only.remove(room);
+                    self.state.granted.remove(room);
                 }
             })?;
             self.state.bytes_replied = self.state.bytes_replied.saturating_add(replayed);
@@ -770,13 +787,13 @@ impl Session<'_> {
             }
             Ok(Err(e)) => {
                 if newly {
-                    self.state.read_only.remove(room);
+                    self.state.granted.remove(room);
                 }
                 Err(e)
             }
             Err(miss) => {
                 if newly {
-                    self.state.read_only.remove(room);
+                    self.state.granted.remove(room);
                 }
                 Err(publish::missed(self.shared, miss))
             }
@@ -787,7 +804,7 @@ impl Session<'_> {
         if self.state.rooms.remove(room).is_none() {
             return Err(ErrorReply::new(ErrorCode::NotFound, format!("not in room {room:?}")));
         }
-        self.state.read_only.remove(room);
+        self.state.granted.remove(room);
         let (server, conn, client_id) = (self.server, self.conn, &self.state.client_id);
         let user = self.state.identity.as_ref().map(|i| i.user.as_str());
         let last = self.shared.rooms.with_room(room, false, |r| {
@@ -818,6 +835,14 @@ impl Session<'_> {
         self.require_member(room)?;
         self.require(room, Right::Publish)?;
         self.shared.rules(room).check_client_publish(room)?;
+        let user = self.state.identity.as_ref().map(|i| i.user.as_str());
+        let replaced =
+            match self.shared.proxy.as_ref().and_then(|p| p.publish(user, &self.state.client_id, room, data))
+            {
+                Some(answer) => answer?,
+                None => None,
+            };
+        let data = replaced.as_ref().unwrap_or(data);
         if echo && data.get().len() > BIG_REPLY {
             self.refuse_if_backlogged()?;
         }
@@ -836,6 +861,13 @@ impl Session<'_> {
         self.require_member(room)?;
         self.require(room, Right::Publish)
             .and_then(|()| self.shared.rules(room).check_client_publish(room))
+            .and_then(|()| match &self.shared.proxy {
+                Some(proxy) if proxy.checks_publishes() => Err(ErrorReply::new(
+                    ErrorCode::Forbidden,
+                    "binary publishes cannot pass the publish proxy: publish JSON",
+                )),
+                _ => Ok(()),
+            })
             .map_err(|mut e| {
                 e.id = key.map(str::to_owned);
                 e

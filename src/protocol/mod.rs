@@ -24,6 +24,7 @@ mod handler;
 mod http;
 mod metrics;
 mod namespace;
+mod proxy;
 mod publish;
 mod rate_limit;
 mod reads;
