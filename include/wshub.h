@@ -998,6 +998,46 @@ wshub_result wshub_config_set_max_connections_per_user(wshub_config *config, siz
 wshub_result wshub_config_set_sse(wshub_config *config, bool on);
 
 /*
+ Protocol only: the backend's connect proxy (copied `http://` URL; NULL
+ turns it off, the default): before each WebSocket upgrade, on the
+ connection's reader thread, a JSON POST `{remote_addr, origin, path,
+ query, headers}`; `200 {user, caps?}` admits in place of a token,
+ `401`/`403` refuse with that status, anything else or no answer within
+ the proxy timeout is `503`. Another scheme makes `wshub_start` return
+ WSHUB_INVALID_CONFIG.
+ */
+wshub_result wshub_config_set_proxy_connect(wshub_config *config, const char *url);
+
+/*
+ Protocol only: the backend's join proxy (copied `http://` URL; NULL: off,
+ the default): on each first `room:join` of a room and each `/sse`, a
+ JSON POST `{user, clientId, room}`; `200 {allow?}` admits with those
+ rights, `403` is `error forbidden`, a failure `error unavailable`.
+ */
+wshub_result wshub_config_set_proxy_join(wshub_config *config, const char *url);
+
+/*
+ Protocol only: the backend's publish proxy (copied `http://` URL; NULL:
+ off, the default): on each client publish, a JSON POST `{user,
+ clientId, room, data}`; `200` publishes (a `data` in its answer replaces
+ the client's), `403` is `error forbidden`, a failure `error
+ unavailable`. Binary publishes are refused while it is set.
+ */
+wshub_result wshub_config_set_proxy_publish(wshub_config *config, const char *url);
+
+/*
+ Protocol only: milliseconds one proxy call may take before it counts as
+ failed. Default 1000; 0 makes `wshub_start` return WSHUB_INVALID_CONFIG.
+ */
+wshub_result wshub_config_set_proxy_timeout_ms(wshub_config *config, uint64_t ms);
+
+/*
+ Protocol only: sent as `Authorization: apikey <key>` (copied) on every
+ proxy call; NULL: none (the default).
+ */
+wshub_result wshub_config_set_proxy_key(wshub_config *config, const char *key);
+
+/*
  Protocol only: share rooms, seq, history and presence with every node on
  this Redis (copied): `redis://[:password@]host:port[/db]` or `rediss://`;
  NULL turns it off (a single node, the default). A URL that does not parse

@@ -4,7 +4,8 @@
  * (wshub_config_add_namespace with client_publish false), "stage:" rooms
  * take at most 2 members and send no join/leave events, and on_join makes
  * every member of a "ro:" room read-only (WSHUB_JOIN_READ_ONLY). First it
- * checks wshub_config_add_namespace's argument errors. Prints "listening on
+ * checks the argument errors of wshub_config_add_namespace and the
+ * wshub_config_set_proxy_* setters. Prints "listening on
  * 127.0.0.1:PORT", serves until stdin ends, then stops.
  * Driven by tests/c_host_namespaces_and_read_only_joins.rs.
  */
@@ -49,6 +50,24 @@ int main(void) {
     wshub_config_set_bind(bad, "127.0.0.1:0");
     wshub_config_set_protocol(bad, true);
     CHECK(wshub_config_add_namespace(bad, "", NULL), WSHUB_OK);
+    CHECK(wshub_start(bad, &callbacks, NULL, &server), WSHUB_INVALID_CONFIG);
+    wshub_config_free(bad);
+
+    /* The proxy setters: argument errors, and a URL that is not http://. */
+    CHECK(wshub_config_set_proxy_connect(NULL, "http://127.0.0.1:1/"), WSHUB_NULL_PARAMETER);
+    CHECK(wshub_config_set_proxy_join(NULL, NULL), WSHUB_NULL_PARAMETER);
+    CHECK(wshub_config_set_proxy_publish(NULL, NULL), WSHUB_NULL_PARAMETER);
+    CHECK(wshub_config_set_proxy_timeout_ms(NULL, 5), WSHUB_NULL_PARAMETER);
+    CHECK(wshub_config_set_proxy_key(NULL, "k"), WSHUB_NULL_PARAMETER);
+    bad = wshub_config_new();
+    wshub_config_set_bind(bad, "127.0.0.1:0");
+    wshub_config_set_protocol(bad, true);
+    CHECK(wshub_config_set_proxy_key(bad, "k"), WSHUB_OK);
+    CHECK(wshub_config_set_proxy_timeout_ms(bad, 500), WSHUB_OK);
+    CHECK(wshub_config_set_proxy_join(bad, "https://backend.example/join"), WSHUB_OK);
+    CHECK(wshub_start(bad, &callbacks, NULL, &server), WSHUB_INVALID_CONFIG);
+    CHECK(wshub_config_set_proxy_join(bad, NULL), WSHUB_OK);
+    CHECK(wshub_config_set_proxy_timeout_ms(bad, 0), WSHUB_OK);
     CHECK(wshub_start(bad, &callbacks, NULL, &server), WSHUB_INVALID_CONFIG);
     wshub_config_free(bad);
 
