@@ -561,7 +561,9 @@ impl Cluster {
             server.join(j.conn, j.room).map_err(|_| internal())?;
             self.members.lock().insert(member_field(j.room, j.client_id), member);
             r.members.insert(j.conn, json!({}));
-            let _ = server.broadcast(j.room, event, Some(j.conn));
+            if r.rules.announces_members() {
+                let _ = server.broadcast(j.room, event, Some(j.conn));
+            }
         }
         let mut payload = json!({"room": j.room, "seq": r.seq, "members": members, "epoch": r.epoch});
         let mut replayed = 0;
@@ -732,6 +734,11 @@ impl Cluster {
 
 fn internal() -> ErrorReply {
     ErrorReply::new(ErrorCode::Internal, "the server is stopping")
+}
+
+/// Whether `text` is a frame [`presence_event`] made (its `type` comes first).
+pub(crate) fn is_presence_event(text: &str) -> bool {
+    text.starts_with(r#"{"type":"presence:"#)
 }
 
 /// A `presence:join` / `presence:leave` event, with `user` when there is one.
