@@ -4,7 +4,8 @@
 //! members on the other; a room without presence refuses `presence:get` and
 //! typing; a room without join/leave events sends none across nodes either
 //! (the other node's `presence:join`/`leave` is not delivered), while its
-//! members are still listed and its messages still cross.
+//! members are still listed and its messages still cross; `max_members`
+//! counts the members of both nodes.
 
 mod cluster_common;
 use cluster_common::protocol_common::http;
@@ -18,7 +19,8 @@ fn config() -> std::path::PathBuf {
     let path = std::env::temp_dir().join(format!("wshub-cluster-ns-{}.toml", std::process::id()));
     let text = "[[namespace]]\nprefix = \"feed:\"\nclient_publish = false\n\n\
                 [[namespace]]\nprefix = \"quiet:\"\npresence = false\ntyping = false\n\n\
-                [[namespace]]\nprefix = \"stage:\"\njoin_leave = false\n";
+                [[namespace]]\nprefix = \"stage:\"\njoin_leave = false\n\n\
+                [[namespace]]\nprefix = \"pair:\"\nmax_members = 2\n";
     std::fs::write(&path, text).expect("write config");
     path
 }
@@ -73,4 +75,12 @@ fn namespace_rules_hold_on_every_node() {
         "{first}"
     );
     on_a.assert_nothing_pending();
+
+    // max_members counts the members of every node.
+    ok(&mut on_a, "room:join", json!({"room": "pair:1"}));
+    ok(&mut on_b, "room:join", json!({"room": "pair:1"}));
+    let mut third = a.client();
+    assert_eq!(code(&third.request("room:join", json!({"room": "pair:1"}))), "forbidden");
+    ok(&mut on_b, "room:leave", json!({"room": "pair:1"}));
+    ok(&mut third, "room:join", json!({"room": "pair:1"}));
 }

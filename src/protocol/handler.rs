@@ -717,6 +717,15 @@ impl Session<'_> {
         // Without the history right a `since` is answered, never replayed.
         let history = self.rights(room).has(Right::History);
         if let Some(cluster) = &self.shared.cluster {
+            // `max_members` across nodes: checked against Redis's count before the join.
+            let rules = self.shared.rules(room);
+            if newly && rules.max_members > 0 {
+                let full = cluster.member_count(room).and_then(|n| rules.check_members(room, n));
+                if let Err(e) = full {
+                    self.state.granted.remove(room);
+                    return Err(e);
+                }
+            }
             let j = cluster::Join {
                 conn,
                 id,

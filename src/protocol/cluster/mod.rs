@@ -633,6 +633,12 @@ impl Cluster {
         self.call(|c| redis::cmd("PUBLISH").arg(&channel).arg(&msg).query::<i64>(c)).map(drop)
     }
 
+    /// How many members the room has on every node (its Redis presence).
+    pub fn member_count(&self, room: &str) -> Result<usize, ErrorReply> {
+        let key = self.key("p", room);
+        self.call(|c| redis::cmd("HLEN").arg(&key).query(c))
+    }
+
     /// `presence:get` across nodes: `[{clientId, meta, user?}]` by clientId.
     pub fn presence(&self, room: &str) -> Result<Vec<Value>, ErrorReply> {
         let key = self.key("p", room);
