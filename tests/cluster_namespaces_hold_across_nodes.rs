@@ -18,7 +18,7 @@ const KEY: &str = "cluster-ns-key";
 fn config() -> std::path::PathBuf {
     let path = std::env::temp_dir().join(format!("wshub-cluster-ns-{}.toml", std::process::id()));
     let text = "[[namespace]]\nprefix = \"feed:\"\nclient_publish = false\n\n\
-                [[namespace]]\nprefix = \"quiet:\"\npresence = false\ntyping = false\n\n\
+                [[namespace]]\nprefix = \"quiet:\"\npresence = false\ntyping = false\nhistory_size = 0\n\n\
                 [[namespace]]\nprefix = \"stage:\"\njoin_leave = false\n\n\
                 [[namespace]]\nprefix = \"pair:\"\nmax_members = 2\n";
     std::fs::write(&path, text).expect("write config");
@@ -54,10 +54,18 @@ fn namespace_rules_hold_on_every_node() {
         (Some("room:message"), Some("from the backend"))
     );
 
-    // Quiet: no presence, no typing.
+    // Quiet: no presence, no typing, no history (on either node).
     ok(&mut on_a, "room:join", json!({"room": "quiet:1"}));
     assert_eq!(code(&on_a.request("presence:get", json!({"room": "quiet:1"}))), "forbidden");
     assert_eq!(code(&on_a.request("typing:start", json!({"room": "quiet:1"}))), "forbidden");
+    ok(&mut on_a, "room:publish", json!({"room": "quiet:1", "data": 1}));
+    let late = ok(&mut on_b, "room:join", json!({"room": "quiet:1", "since": 0}));
+    assert_eq!((late["recovered"].as_bool(), late["seq"].as_u64()), (Some(false), Some(1)), "{late}");
+    // The feed room (top-level history) still recovers across nodes.
+    let mut late_feed = a.client();
+    late_feed.send_request("room:join", json!({"room": "feed:news", "since": 0}));
+    assert_eq!(late_feed.json()["type"], "room:message");
+    assert_eq!(late_feed.json()["payload"]["recovered"], true);
 
     // Stage: b's join and leave reach a from neither node; messages do.
     ok(&mut on_a, "room:join", json!({"room": "stage:1"}));

@@ -37,6 +37,7 @@ use serde_json::{json, Value};
 use super::config::ProtocolConfig;
 use super::envelope::{ack, frame, now_ms, ErrorCode, ErrorReply};
 use super::handler::Shared;
+use super::namespace::HistoryRules;
 use super::publish::{Body, Publish, Published};
 use super::room::RoomState;
 use crate::frame::{self as wire, SharedFrame};
@@ -92,8 +93,8 @@ pub(crate) struct Cluster {
     /// `room\nclientId` → user and presence payload): what the heartbeat puts
     /// back when Redis lost them (`node.rs`).
     members: Mutex<HashMap<String, Member>>,
+    /// Top-level history size: the most a history read asks the stream for.
     history_count: usize,
-    history_ttl: Duration,
     idempotency_ttl: Duration,
     epochs: RandomState,
     epoch_counter: AtomicU64,
@@ -163,7 +164,6 @@ impl Cluster {
             subscribed: Mutex::new(HashSet::new()),
             members: Mutex::new(HashMap::new()),
             history_count: config.history_size,
-            history_ttl: config.history_ttl,
             idempotency_ttl: config.idempotency_ttl,
             epochs,
             epoch_counter: AtomicU64::new(0),
@@ -402,7 +402,10 @@ impl Cluster {
         p: &Publish<'_>,
         ts: u64,
         seen: Option<(String, u64)>,
+        history: &HistoryRules,
     ) -> Result<Published, ErrorReply> {
+        // The room's namespace decides how much its stream keeps (0: nothing).
+        let count = if history.keeps() { history.count } else { 0 };
         let (seen_epoch, seen_seq) = seen.unwrap_or_default();
         let body = encode_body(p, ts);
         let origin = format!("{} {}", self.node, p.except.map_or_else(|| "-".to_owned(), |c| c.to_string()));
@@ -415,8 +418,8 @@ impl Cluster {
                 .key(self.key("k", room))
                 .key(self.key("kz", room))
                 .arg(&body)
-                .arg(self.history_count)
-                .arg(self.history_ttl.as_millis().max(1) as u64)
+                .arg(count)
+                .arg(history.ttl.as_millis().max(1) as u64)
                 .arg(self.channel(room))
                 .arg(self.new_epoch())
                 .arg(p.key.unwrap_or(""))
@@ -569,9 +572,9 @@ impl Cluster {
         let mut replayed = 0;
         if let Some(since) = j.since {
             let same_epoch = j.epoch.is_none_or(|e| e == r.epoch);
-            let mut recovered = j.history && same_epoch && since <= r.seq;
+            let mut recovered = j.history && r.rules.history.keeps() && same_epoch && since <= r.seq;
             if recovered {
-                let oldest_kept = now_ms().saturating_sub(self.history_ttl.as_millis() as u64);
+                let oldest_kept = now_ms().saturating_sub(r.rules.history.ttl.as_millis() as u64);
                 let mut frames = Vec::new();
                 for (id, fields) in entries.iter().rev() {
                     let Some((seq, ts, body)) = parse_entry(id, fields) else { continue };
