@@ -843,6 +843,17 @@ mod tests {
     use super::*;
     use crate::protocol::envelope::{parse_text, RequestKind};
 
+    /// The subscriber tells presence events from typing by their first bytes:
+    /// `presence_event` writes `type` first, whatever the user's name.
+    #[test]
+    fn presence_events_are_told_from_other_ephemerals() {
+        assert!(is_presence_event(&presence_event("presence:join", "r", "1", Some(r#"{"type":"typing"}"#))));
+        assert!(is_presence_event(&presence_event("presence:leave", "r", "1", None)));
+        let typing =
+            crate::protocol::envelope::frame("typing", None, json!({"room": "r", "clientId": "presence:"}));
+        assert!(!is_presence_event(&typing));
+    }
+
     /// A node that gets a message through Redis sends the very bytes the
     /// publishing node would have sent alone.
     #[test]
