@@ -222,7 +222,8 @@ fn a_hanging_backend_costs_only_the_waiting_upgrade_and_a_down_one_fails_closed(
         _ => Answer::Status(200, json!({"user": "quick"})),
     });
     let url = backend.url("/connect");
-    let server = Wshub::start(&["--proxy-connect", &url, "--proxy-timeout-ms", "1500"]);
+    // A generous timeout: the other upgrade below must fit inside it on a loaded machine.
+    let server = Wshub::start(&["--proxy-connect", &url, "--proxy-timeout-ms", "5000"]);
     let addr = server.addr;
     let slow = std::thread::spawn(move || {
         let outcome = upgrade(ip("127.0.0.1"), addr, "", &[("Cookie", "session=slow")], &["wshub.v1.json"]);
