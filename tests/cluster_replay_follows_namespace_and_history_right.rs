@@ -90,7 +90,10 @@ fn replays_on_redis_follow_the_namespace_and_the_history_right() {
     ok(&mut publisher, "room:publish", json!({"room": "brief:1", "data": 2}));
     late.send_request("room:join", json!({"room": "brief:1", "since": 0}));
     let replayed = late.json();
-    assert_eq!((replayed["type"].as_str(), replayed["payload"]["seq"].as_u64()), (Some("room:message"), Some(2)));
+    assert_eq!(
+        (replayed["type"].as_str(), replayed["payload"]["seq"].as_u64()),
+        (Some("room:message"), Some(2))
+    );
     let brief = late.json();
     assert_eq!(brief["payload"]["recovered"], false, "{brief}");
     let _ = std::fs::remove_file(path);
