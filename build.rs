@@ -7,8 +7,10 @@
 use std::env;
 use std::path::PathBuf;
 
-/// The initializer of `wshub_callbacks` (src/ffi/callbacks.rs): its size,
-/// then one NULL per callback, in field order. Valid C99 and C++.
+/// The initializers of `wshub_callbacks` (src/ffi/callbacks.rs: its size,
+/// then one NULL per callback, in field order) and of
+/// `wshub_namespace_options` (src/ffi/namespace.rs: its size, then each
+/// field's default, in field order). Valid C99 and C++.
 const CALLBACKS_INIT: &str = "\
 /*
  * Initializes a wshub_callbacks: struct_size set to this header's size of it,
@@ -16,6 +18,19 @@ const CALLBACKS_INIT: &str = "\
  * callbacks you use.
  */
 #define WSHUB_CALLBACKS_INIT { sizeof(wshub_callbacks), NULL, NULL, NULL, NULL, NULL }
+
+/*
+ * Initializes a wshub_namespace_options: struct_size set to this header's
+ * size of it, and the rules of a room outside any namespace (clients
+ * publish; presence, join/leave and typing on; the top-level history; no
+ * member limit). Start every wshub_namespace_options from it.
+ * WSHUB_NAMESPACE_INHERIT in history_size or history_max_bytes takes the
+ * top-level setting.
+ */
+#define WSHUB_NAMESPACE_INHERIT SIZE_MAX
+
+#define WSHUB_NAMESPACE_OPTIONS_INIT { sizeof(wshub_namespace_options), true, true, true, true, \\
+    WSHUB_NAMESPACE_INHERIT, WSHUB_NAMESPACE_INHERIT, WSHUB_NAMESPACE_INHERIT_MS, 0 }
 ";
 
 fn main() {

@@ -7,6 +7,9 @@ use std::path::Path;
 
 use serde::Deserialize;
 
+use crate::protocol::Namespace;
+use std::time::Duration;
+
 /// The `--config` file: every setting optional, unknown keys refused.
 #[derive(Debug, Default, Deserialize)]
 #[allow(missing_docs)] // each field is the CLI flag of the same name; `wshub --help` documents it
@@ -78,6 +81,46 @@ pub struct ConfigFile {
     pub idempotency_ttl_ms: Option<u64>,
     /// `true` turns `GET /sse` off (`--no-sse`).
     pub no_sse: Option<bool>,
+    pub proxy_connect: Option<String>,
+    pub proxy_join: Option<String>,
+    pub proxy_publish: Option<String>,
+    pub proxy_timeout_ms: Option<u64>,
+    pub proxy_key: Option<String>,
+    /// `[[namespace]]` blocks: rooms with their own rules (no flag can say this).
+    #[serde(default)]
+    pub namespace: Vec<NamespaceBlock>,
+}
+
+/// One `[[namespace]]` block; unset keys keep [`Namespace::new`]'s rules.
+#[derive(Debug, Default, Deserialize)]
+#[allow(missing_docs)] // each field is the `Namespace` field of the same name
+#[serde(deny_unknown_fields)]
+pub struct NamespaceBlock {
+    pub prefix: String,
+    pub client_publish: Option<bool>,
+    pub history_size: Option<usize>,
+    pub history_ttl_ms: Option<u64>,
+    pub history_max_bytes: Option<usize>,
+    pub presence: Option<bool>,
+    pub join_leave: Option<bool>,
+    pub typing: Option<bool>,
+    pub max_members: Option<usize>,
+}
+
+impl NamespaceBlock {
+    /// The namespace this block describes.
+    pub fn to_namespace(&self) -> Namespace {
+        let mut n = Namespace::new(self.prefix.clone());
+        n.client_publish = self.client_publish.unwrap_or(n.client_publish);
+        n.history_size = self.history_size;
+        n.history_ttl = self.history_ttl_ms.map(Duration::from_millis);
+        n.history_max_bytes = self.history_max_bytes;
+        n.presence = self.presence.unwrap_or(n.presence);
+        n.join_leave = self.join_leave.unwrap_or(n.join_leave);
+        n.typing = self.typing.unwrap_or(n.typing);
+        n.max_members = self.max_members.unwrap_or(n.max_members);
+        n
+    }
 }
 
 /// A per-second rate as the config file may write it: `20` or `"20/s"`

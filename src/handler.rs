@@ -94,6 +94,19 @@ pub trait Handler: Send + Sync + 'static {
         true
     }
 
+    /// [`on_join`](Handler::on_join) with a third answer: a read-only
+    /// membership ([`Membership::ReadOnly`]: the member receives but its
+    /// publishes and typing get `error forbidden`). Called instead of
+    /// `on_join` wherever the protocol asks; the default asks `on_join`
+    /// (true: a full member), so a handler implements one or the other.
+    fn on_join_as(&self, server: &ServerHandle, conn: ConnId, user: Option<&str>, room: &str) -> Membership {
+        if self.on_join(server, conn, user, room) {
+            Membership::Member
+        } else {
+            Membership::Refused
+        }
+    }
+
     /// The connection is gone and out of every room. `code` is the peer's close
     /// code when it sent one, the server's when it closed first, 1006 when the
     /// TCP connection ended without a close frame.
@@ -108,4 +121,15 @@ pub trait Handler: Send + Sync + 'static {
         let _ = server;
         None
     }
+}
+
+/// What [`Handler::on_join_as`] lets a client be in a room.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Membership {
+    /// Not a member: `error forbidden` (`403` for an event stream).
+    Refused,
+    /// A member with every right its token gives.
+    Member,
+    /// A member that may not publish or send typing events.
+    ReadOnly,
 }

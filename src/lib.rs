@@ -43,11 +43,11 @@ mod tls;
 mod types;
 
 pub use config::Config;
-pub use config_file::ConfigFile;
+pub use config_file::{ConfigFile, NamespaceBlock};
 pub use echo::EchoHandler;
 pub use error::{Error, Result};
 pub use frame::is_sendable_close_code;
-pub use handler::Handler;
+pub use handler::{Handler, Membership};
 pub use hub::rooms;
 pub use server::{ConnInfo, Server, ServerHandle};
 pub use stats::StatsSnapshot;

@@ -15,7 +15,7 @@ use std::time::Duration;
 
 use clap::parser::ValueSource;
 use clap::{ArgMatches, CommandFactory, FromArgMatches, Parser};
-use wshub::protocol::{ProtocolConfig, ProtocolHandler};
+use wshub::protocol::{Namespace, ProtocolConfig, ProtocolHandler};
 use wshub::{Config, EchoHandler, PemSource, Server};
 
 mod cli_tools;
@@ -26,6 +26,9 @@ mod cli_tools;
 struct Cli {
     #[command(subcommand)]
     tool: Option<cli_tools::Tool>,
+    /// The config file's `[[namespace]]` blocks (not flags).
+    #[arg(skip)]
+    namespaces: Vec<Namespace>,
     /// Address to listen on (port 0 picks a free port; the real address is printed).
     #[arg(long, default_value = "127.0.0.1:9001")]
     bind: SocketAddr,
@@ -191,6 +194,24 @@ struct Cli {
     /// Turns Server-Sent Events (`GET /sse`) off: it answers 404.
     #[arg(long)]
     no_sse: bool,
+    /// http:// URL the backend answers before each WebSocket upgrade: `200 {user, caps?}`
+    /// admits, 401/403 refuse, anything else (or no answer in time) is 503.
+    #[arg(long, value_name = "URL")]
+    proxy_connect: Option<String>,
+    /// http:// URL the backend answers on each first room:join and /sse: `200 {allow?}`
+    /// admits (with those rights), 403 is `error forbidden`, a failure `error unavailable`.
+    #[arg(long, value_name = "URL")]
+    proxy_join: Option<String>,
+    /// http:// URL the backend answers on each client publish: 200 publishes (its `data`,
+    /// if any, replaces the client's), 403 is `error forbidden`, a failure `error unavailable`.
+    #[arg(long, value_name = "URL")]
+    proxy_publish: Option<String>,
+    /// Milliseconds one proxy call may take before it counts as failed.
+    #[arg(long, default_value_t = ms(ProtocolConfig::default().proxy_timeout))]
+    proxy_timeout_ms: u64,
+    /// Sent as `Authorization: apikey KEY` on every proxy call (else $WSHUB_PROXY_KEY).
+    #[arg(long, value_name = "KEY")]
+    proxy_key: Option<String>,
     /// Users the ban list holds at most; a ban past it is refused (503).
     #[arg(long, default_value_t = ProtocolConfig::default().max_bans)]
     max_bans: usize,
@@ -324,7 +345,8 @@ impl Cli {
         }
         merge_some!(jwt_secret, jwt_public_key, jwt_audience, jwt_issuer);
         merge_some!(api_key);
-        merge!(max_bans, no_sse);
+        merge!(max_bans, no_sse, proxy_timeout_ms);
+        merge_some!(proxy_connect, proxy_join, proxy_publish, proxy_key);
         if let Some(rate) = &file.connect_rate_per_ip {
             let rate =
                 parse_rate(&rate.0).map_err(|e| format!("{}: connect_rate_per_ip: {e}", path.display()))?;
@@ -347,6 +369,7 @@ impl Cli {
         if let Some(urls) = file.redis.clone() {
             set(m, "redis", &mut cli.redis, urls.into_vec());
         }
+        cli.namespaces = file.namespace.iter().map(wshub::NamespaceBlock::to_namespace).collect();
         Ok(cli)
     }
 
@@ -362,6 +385,9 @@ impl Cli {
             .max_rooms_per_client(self.max_rooms_per_client)
             .max_rooms(self.max_rooms)
             .max_reply_backlog(self.max_reply_backlog);
+        for namespace in &self.namespaces {
+            config = config.namespace(namespace.clone());
+        }
         config = self.admission(config)?;
         config = self.backend_api(config);
         config.validate()?;
@@ -410,7 +436,29 @@ impl Cli {
         if let Some(key) = key {
             config = config.api_key(key);
         }
-        config.max_bans(self.max_bans).sse(!self.no_sse)
+        for (url, set) in [
+            (
+                &self.proxy_connect,
+                ProtocolConfig::proxy_connect as fn(ProtocolConfig, String) -> ProtocolConfig,
+            ),
+            (&self.proxy_join, ProtocolConfig::proxy_join),
+            (&self.proxy_publish, ProtocolConfig::proxy_publish),
+        ] {
+            if let Some(url) = url {
+                config = set(config, url.clone());
+            }
+        }
+        let proxy_key = self
+            .proxy_key
+            .clone()
+            .or_else(|| std::env::var("WSHUB_PROXY_KEY").ok().filter(|k| !k.is_empty()));
+        if let Some(key) = proxy_key {
+            config = config.proxy_key(key);
+        }
+        config
+            .proxy_timeout(Duration::from_millis(self.proxy_timeout_ms))
+            .max_bans(self.max_bans)
+            .sse(!self.no_sse)
     }
 
     fn config(&self) -> Config {

@@ -78,9 +78,15 @@ pub type wshub_on_close = Option<
     ),
 >;
 
+/// `on_join`'s answer for a read-only member: it joins and receives, but
+/// its publishes, binary publishes and typing get `error forbidden`.
+pub const WSHUB_JOIN_READ_ONLY: c_int = 2;
+
 /// on_join: protocol only (`wshub_config_set_protocol`): a client asks to
-/// join `room` (`room:join`), and its token's `rooms` claim, if any, allows
-/// it. Return nonzero to let it join, 0 to refuse with `error forbidden`.
+/// join `room` (`room:join`), and its token's `rooms` or `caps` claim, if
+/// any, allows it. Return 0 to refuse with `error forbidden`,
+/// `WSHUB_JOIN_READ_ONLY` to let it join read-only, any other value to let
+/// it join with every right its token gives.
 /// `user` is the token's `sub` (NULL when auth is off); `user` and `room` are
 /// valid only during the call. Runs on the connection's reader thread, before
 /// the join takes effect, for the first join of each room (not for a rejoin

@@ -726,6 +726,77 @@ pub extern "C" fn wshub_config_set_sse(config: *mut wshub_config, on: bool) -> w
     }
 }
 
+/// Protocol only: the backend's connect proxy (copied `http://` URL; NULL
+/// turns it off, the default): before each WebSocket upgrade, on the
+/// connection's reader thread, a JSON POST `{remote_addr, origin, path,
+/// query, headers}`; `200 {user, caps?}` admits in place of a token,
+/// `401`/`403` refuse with that status, anything else or no answer within
+/// the proxy timeout is `503`. Another scheme makes `wshub_start` return
+/// WSHUB_INVALID_CONFIG.
+#[no_mangle]
+pub extern "C" fn wshub_config_set_proxy_connect(
+    config: *mut wshub_config,
+    url: *const c_char,
+) -> wshub_result {
+    ffi_boundary! {
+        let config = try_out!(config);
+        config.protocol.proxy_connect = if url.is_null() { None } else { Some(try_str!(url).to_owned()) };
+        wshub_result::WSHUB_OK
+    }
+}
+
+/// Protocol only: the backend's join proxy (copied `http://` URL; NULL: off,
+/// the default): on each first `room:join` of a room and each `/sse`, a
+/// JSON POST `{user, clientId, room}`; `200 {allow?}` admits with those
+/// rights, `403` is `error forbidden`, a failure `error unavailable`.
+#[no_mangle]
+pub extern "C" fn wshub_config_set_proxy_join(config: *mut wshub_config, url: *const c_char) -> wshub_result {
+    ffi_boundary! {
+        let config = try_out!(config);
+        config.protocol.proxy_join = if url.is_null() { None } else { Some(try_str!(url).to_owned()) };
+        wshub_result::WSHUB_OK
+    }
+}
+
+/// Protocol only: the backend's publish proxy (copied `http://` URL; NULL:
+/// off, the default): on each client publish, a JSON POST `{user,
+/// clientId, room, data}`; `200` publishes (a `data` in its answer replaces
+/// the client's), `403` is `error forbidden`, a failure `error
+/// unavailable`. Binary publishes are refused while it is set.
+#[no_mangle]
+pub extern "C" fn wshub_config_set_proxy_publish(
+    config: *mut wshub_config,
+    url: *const c_char,
+) -> wshub_result {
+    ffi_boundary! {
+        let config = try_out!(config);
+        config.protocol.proxy_publish = if url.is_null() { None } else { Some(try_str!(url).to_owned()) };
+        wshub_result::WSHUB_OK
+    }
+}
+
+/// Protocol only: milliseconds one proxy call may take before it counts as
+/// failed. Default 1000; 0 makes `wshub_start` return WSHUB_INVALID_CONFIG.
+#[no_mangle]
+pub extern "C" fn wshub_config_set_proxy_timeout_ms(config: *mut wshub_config, ms: u64) -> wshub_result {
+    ffi_boundary! {
+        try_out!(config).protocol.proxy_timeout = Duration::from_millis(ms);
+        wshub_result::WSHUB_OK
+    }
+}
+
+/// Protocol only: sent as `Authorization: apikey <key>` (copied) on every
+/// proxy call; NULL: none (the default).
+#[no_mangle]
+pub extern "C" fn wshub_config_set_proxy_key(config: *mut wshub_config, key: *const c_char) -> wshub_result {
+    ffi_boundary! {
+        let config = try_out!(config);
+        config.protocol.proxy_key =
+            if key.is_null() { None } else { Some(crate::protocol::Secret(try_str!(key).to_owned())) };
+        wshub_result::WSHUB_OK
+    }
+}
+
 /// Protocol only: share rooms, seq, history and presence with every node on
 /// this Redis (copied): `redis://[:password@]host:port[/db]` or `rediss://`;
 /// it replaces any URL set or added before. NULL turns Redis off (a single

@@ -4,11 +4,11 @@
 
 use std::sync::Arc;
 
-use super::callbacks::{wshub_message_kind, Decision, WSHUB_BINARY, WSHUB_TEXT};
+use super::callbacks::{wshub_message_kind, Decision, WSHUB_BINARY, WSHUB_JOIN_READ_ONLY, WSHUB_TEXT};
 use super::event::wshub_event;
 use super::request::{c_string, wshub_request};
 use super::server::{wshub_server, ConnState, Mode, CLOSING};
-use crate::handler::Handler;
+use crate::handler::{Handler, Membership};
 use crate::protocol::ProtocolHandler;
 use crate::server::ServerHandle;
 use crate::types::{ConnId, HttpResponse, Message, RequestInfo, Upgrade};
@@ -234,19 +234,27 @@ pub(super) struct JoinHook {
 }
 
 impl Handler for JoinHook {
-    fn on_join(&self, _handle: &ServerHandle, conn: ConnId, user: Option<&str>, room: &str) -> bool {
-        let Some(server) = self.server.upgrade() else { return false };
+    fn on_join(&self, handle: &ServerHandle, conn: ConnId, user: Option<&str>, room: &str) -> bool {
+        self.on_join_as(handle, conn, user, room) != Membership::Refused
+    }
+
+    fn on_join_as(&self, _handle: &ServerHandle, conn: ConnId, user: Option<&str>, room: &str) -> Membership {
+        let Some(server) = self.server.upgrade() else { return Membership::Refused };
         match &server.mode {
             Mode::Callbacks(callbacks, user_data) => match callbacks.on_join {
                 Some(f) => {
                     let user = user.map(c_string);
                     let room = c_string(room);
                     let user_ptr = user.as_ref().map_or(std::ptr::null(), |u| u.as_ptr());
-                    f(user_data.0, server.as_ptr(), conn, user_ptr, room.as_ptr()) != 0
+                    match f(user_data.0, server.as_ptr(), conn, user_ptr, room.as_ptr()) {
+                        0 => Membership::Refused,
+                        WSHUB_JOIN_READ_ONLY => Membership::ReadOnly,
+                        _ => Membership::Member,
+                    }
                 }
-                None => true,
+                None => Membership::Member,
             },
-            Mode::Polling(_) => true,
+            Mode::Polling(_) => Membership::Member,
         }
     }
 }

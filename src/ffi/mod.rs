@@ -5,7 +5,7 @@
 //!   [`config`] (`wshub_config`), [`server`] (`wshub_server`: start, stop,
 //!   connections and rooms), [`callbacks`] (`wshub_callbacks`, what C plugs in),
 //!   [`request`] (`wshub_request`, what `on_upgrade` sees), [`event`]
-//!   (`wshub_event`, pull mode), [`publish`] and [`moderation`] (the
+//!   (`wshub_event`, pull mode), [`namespace`] (`wshub_namespace_options`), [`publish`] and [`moderation`] (the
 //!   backend's calls into the protocol: publish, disconnect, ban). [`handler`] is the engine's `Handler` that
 //!   calls them. Shared plumbing: [`panic`] (the boundary and
 //!   argument macros every exported function goes through) and [`error`]
@@ -25,6 +25,7 @@ pub(crate) mod event;
 pub(crate) mod handler;
 pub(crate) mod log;
 pub(crate) mod moderation;
+pub(crate) mod namespace;
 pub(crate) mod publish;
 pub(crate) mod request;
 pub(crate) mod server;

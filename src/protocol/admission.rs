@@ -16,7 +16,9 @@ use parking_lot::Mutex;
 
 use super::auth::{self, Identity, Verifier};
 use super::config::ProtocolConfig;
+use super::proxy::Proxy;
 use crate::types::{ConnId, HttpResponse, RequestInfo};
+use std::sync::Arc;
 
 /// How long an admitted upgrade may wait for its `on_connect` before its
 /// per-user reservation is given back (its 101 could not be sent).
@@ -30,6 +32,8 @@ pub(crate) struct Admission {
     origins: Vec<String>,
     max_per_user: usize,
     users: Mutex<Users>,
+    /// With `--proxy-connect`, the backend admits instead of a token.
+    proxy: Option<Arc<Proxy>>,
 }
 
 #[derive(Debug, Default)]
@@ -52,7 +56,8 @@ impl Users {
 }
 
 impl Admission {
-    pub fn new(config: &ProtocolConfig) -> Self {
+    pub fn new(config: &ProtocolConfig, proxy: Option<Arc<Proxy>>) -> Self {
+        let proxy = proxy.filter(|p| p.decides_connect());
         let verifier = Verifier::new(
             config.jwt_secret.as_ref().map(|s| s.0.as_str()),
             config.jwt_public_key_pem.as_deref(),
@@ -71,12 +76,13 @@ impl Admission {
                 .collect(),
             max_per_user: config.max_connections_per_user,
             users: Mutex::default(),
+            proxy,
         }
     }
 
-    /// Whether connections can have a user: token auth is on.
+    /// Whether connections can have a user: token auth or the connect proxy is on.
     pub fn has_tokens(&self) -> bool {
-        matches!(self.verifier, Ok(Some(_)))
+        matches!(self.verifier, Ok(Some(_))) || self.proxy.is_some()
     }
 
     /// Verifies a token sent later (`auth:refresh`).
@@ -101,7 +107,22 @@ impl Admission {
         if !self.origin_allowed(request.header("origin")) {
             return Err(refusal(403, "origin not allowed\n"));
         }
-        let identity = match &self.verifier {
+        let from_backend = self.proxy.as_ref().and_then(|p| p.connect(request));
+        let identity = match (from_backend, &self.verifier) {
+            (Some(Ok((user, caps))), _) => Some(Identity { user, rooms: None, caps, exp: None }),
+            (Some(Err(status)), _) => return Err(refusal(status, "the backend refused this connection\n")),
+            (None, verifier) => self.verify_request(verifier, request)?,
+        };
+        self.reserve(conn, request, identity)
+    }
+
+    /// The identity of `request`'s token, when tokens are on.
+    fn verify_request(
+        &self,
+        verifier: &Result<Option<Verifier>, String>,
+        request: &RequestInfo,
+    ) -> Result<Option<Identity>, HttpResponse> {
+        Ok(match verifier {
             Ok(None) => None,
             Err(_) => return Err(unauthorized()),
             Ok(Some(verifier)) => {
@@ -115,7 +136,17 @@ impl Admission {
                     }
                 }
             }
-        };
+        })
+    }
+
+    /// Holds `identity` for `conn` until its `on_connect`, within the
+    /// per-user cap; the request as the application sees it.
+    fn reserve(
+        &self,
+        conn: ConnId,
+        request: &RequestInfo,
+        identity: Option<Identity>,
+    ) -> Result<RequestInfo, HttpResponse> {
         let mut admitted = request.clone();
         if let Some(identity) = identity {
             let now = Instant::now();
@@ -281,7 +312,7 @@ mod tests {
             allow_origins: list.iter().map(|s| s.to_string()).collect(),
             ..ProtocolConfig::default()
         };
-        Admission::new(&config).origin_allowed(Some(origin))
+        Admission::new(&config, None).origin_allowed(Some(origin))
     }
 
     #[test]

@@ -1,7 +1,8 @@
 //! Token auth at the upgrade (docs/protocol.md, "Identity and
 //! authorization"): where a client's token is found, how it is verified
 //! (by `jsonwebtoken`; no signature code here), and what it grants: a user
-//! (`sub`), the rooms it may use (`rooms`), and when the session ends (`exp`).
+//! (`sub`), the rooms it may use (`rooms`, or its rights room by room in
+//! `caps`, read by `caps.rs`), and when the session ends (`exp`).
 //!
 //! A token is never logged: errors say why a token failed, never what it was.
 
@@ -10,6 +11,8 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use jsonwebtoken::{Algorithm, DecodingKey, Validation};
 use serde::Deserialize;
 
+pub(crate) use super::caps::Rights;
+use super::caps::{Caps, Right, RoomPatterns};
 use crate::types::RequestInfo;
 
 /// The prefix of a token sent as a `Sec-WebSocket-Protocol` entry; that entry
@@ -27,34 +30,39 @@ pub(crate) struct Identity {
     /// `sub`: the connection's user.
     pub user: String,
     /// `rooms`: the rooms it may join, publish to and read presence of.
-    pub rooms: Option<RoomsClaim>,
-    /// `exp`, seconds since the Unix epoch: the session ends then.
-    pub exp: u64,
+    pub rooms: Option<RoomPatterns>,
+    /// `caps`: its rights room by room; when present, `rooms` is not read.
+    pub caps: Option<Caps>,
+    /// `exp`, seconds since the Unix epoch: the session ends then. `None`
+    /// for a user the connect proxy admitted: its session has no end.
+    pub exp: Option<u64>,
 }
 
 impl Identity {
-    /// Whether the token lets the connection use `room` (no claim: every room).
+    /// Whether the token lets the connection join `room`.
     pub fn allows(&self, room: &str) -> bool {
-        self.rooms.as_ref().is_none_or(|r| r.allows(room))
+        self.rights(room).has(Right::Join)
     }
 
-    /// When the session ends.
-    pub fn expires_at(&self) -> SystemTime {
-        UNIX_EPOCH + Duration::from_secs(self.exp)
+    /// Its rights in `room`: the `caps` claim's; else all of them where a
+    /// `rooms` claim names the room (none where it does not); all without either.
+    pub fn rights(&self, room: &str) -> Rights {
+        match (&self.caps, &self.rooms) {
+            (Some(caps), _) => caps.rights(room),
+            (None, Some(rooms)) if !rooms.matches(room) => Rights::NONE,
+            (None, _) => Rights::ALL,
+        }
     }
-}
 
-/// A `rooms` claim: exact names, and prefixes written with a trailing `*`.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub(crate) struct RoomsClaim(Vec<String>);
+    /// Whether its token names rooms at all (`rooms` or `caps`): only then
+    /// may it read the presence of a room it is not in.
+    pub fn names_rooms(&self) -> bool {
+        self.caps.is_some() || self.rooms.is_some()
+    }
 
-impl RoomsClaim {
-    /// Whether the claim names `room` or a prefix of it (`chat:*` allows `chat:1`).
-    pub fn allows(&self, room: &str) -> bool {
-        self.0.iter().any(|p| match p.strip_suffix('*') {
-            Some(prefix) => room.starts_with(prefix),
-            None => p == room,
-        })
+    /// When the session ends, if it does.
+    pub fn expires_at(&self) -> Option<SystemTime> {
+        self.exp.map(|exp| UNIX_EPOCH + Duration::from_secs(exp))
     }
 }
 
@@ -66,6 +74,9 @@ struct Claims {
     /// included is refused, not read as absent).
     #[serde(default, deserialize_with = "present")]
     rooms: Option<Vec<String>>,
+    /// Absent: `rooms` decides. Present, it must be a list of `{rooms, allow}`.
+    #[serde(default, deserialize_with = "present")]
+    caps: Option<Caps>,
     /// Whether the token names an audience at all (any value, `null` too).
     #[serde(default, deserialize_with = "present")]
     aud: Option<serde::de::IgnoredAny>,
@@ -197,7 +208,12 @@ impl Verifier {
         if claims.sub.is_empty() {
             return Err(Rejected("empty sub".into()));
         }
-        Ok(Identity { user: claims.sub, rooms: claims.rooms.map(RoomsClaim), exp: claims.exp })
+        Ok(Identity {
+            user: claims.sub,
+            rooms: claims.rooms.map(RoomPatterns::new),
+            caps: claims.caps,
+            exp: Some(claims.exp),
+        })
     }
 }
 
@@ -246,10 +262,16 @@ mod tests {
     }
 
     #[test]
-    fn rooms_claims_match_names_and_prefixes() {
-        let claim = RoomsClaim(vec!["lobby".into(), "chat:*".into()]);
-        assert!(claim.allows("lobby") && claim.allows("chat:1") && claim.allows("chat:"));
-        assert!(!claim.allows("lobby2") && !claim.allows("chat") && !claim.allows("other"));
+    fn caps_replace_the_rooms_claim() {
+        let caps = serde_json::from_str(r#"[{"rooms":["b"],"allow":["join"]}]"#).unwrap();
+        let rooms = Some(RoomPatterns::new(vec!["a".into()]));
+        let both = Identity { user: "u".into(), rooms: rooms.clone(), caps: Some(caps), exp: Some(1) };
+        assert!(!both.allows("a") && both.allows("b"));
+        assert!(!both.rights("b").has(Right::Publish));
+        let only_rooms = Identity { caps: None, rooms, ..both.clone() };
+        assert_eq!((only_rooms.rights("a"), only_rooms.rights("b")), (Rights::ALL, Rights::NONE));
+        let neither = Identity { rooms: None, caps: None, ..both };
+        assert_eq!(neither.rights("any"), Rights::ALL);
     }
 
     #[test]

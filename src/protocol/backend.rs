@@ -141,7 +141,7 @@ impl ProtocolHandler {
         let shared = &self.shared;
         if let Some(identity) = &identity {
             shared.users.insert(conn, Arc::from(identity.user.as_str()));
-            let _ = server.close_at(conn, Some(identity.expires_at()), 1008, "token expired");
+            let _ = server.close_at(conn, identity.expires_at(), 1008, "token expired");
             bans::close_if_banned(shared, server, conn, &identity.user);
         }
         let user = identity.as_ref().map(|i| i.user.as_str());

@@ -4,6 +4,8 @@
 
 use std::time::Duration;
 
+use super::namespace::Namespace;
+
 /// Settings of [`ProtocolHandler`](super::ProtocolHandler), built from plain
 /// values so the binary, the config file and a C setter can all fill it.
 ///
@@ -101,6 +103,24 @@ pub struct ProtocolConfig {
     /// Serves `GET /sse` (docs/protocol.md, "Server-Sent Events"); `false`
     /// answers it `404`.
     pub sse: bool,
+
+    /// Rooms with their own rules, by name prefix (docs/protocol.md,
+    /// "Namespaces and rights"); rooms no prefix matches follow the settings above.
+    pub namespaces: Vec<Namespace>,
+
+    // The backend proxy (docs/protocol.md, "Namespaces and rights"): http:// URLs.
+    /// Asked before every WebSocket upgrade: its `200 {user, caps?}` admits
+    /// (instead of a token), `401`/`403` refuse, anything else is `503`.
+    pub proxy_connect: Option<String>,
+    /// Asked on every first `room:join` of a room and every `/sse`.
+    pub proxy_join: Option<String>,
+    /// Asked on every client publish; it may replace the data.
+    pub proxy_publish: Option<String>,
+    /// How long one proxy call may take before it counts as failed.
+    pub proxy_timeout: Duration,
+    /// Sent as `Authorization: apikey <key>` on every proxy call. Never
+    /// shown by `Debug` or logged.
+    pub proxy_key: Option<Secret>,
 }
 
 /// A secret setting: compared and cloned as usual, but `Debug` prints `***`.
@@ -144,6 +164,12 @@ impl Default for ProtocolConfig {
             redis_prefix: "wshub".to_owned(),
             idempotency_ttl: Duration::from_secs(300),
             sse: true,
+            namespaces: Vec::new(),
+            proxy_connect: None,
+            proxy_join: None,
+            proxy_publish: None,
+            proxy_timeout: Duration::from_millis(1000),
+            proxy_key: None,
         }
     }
 }
@@ -252,6 +278,22 @@ impl ProtocolConfig {
         }
         if self.api_key.as_ref().is_some_and(|k| k.0.is_empty()) {
             return Err("api_key must not be empty (leave it unset to turn the API off)".to_owned());
+        }
+        for namespace in &self.namespaces {
+            namespace.check()?;
+        }
+        for (name, url) in [
+            ("proxy_connect", &self.proxy_connect),
+            ("proxy_join", &self.proxy_join),
+            ("proxy_publish", &self.proxy_publish),
+        ] {
+            if let Some(url) = url {
+                super::proxy::check_url(name, url)?;
+            }
+        }
+        bounds::check_durations(&[("proxy_timeout", self.proxy_timeout)])?;
+        if self.proxy_timeout.is_zero() {
+            return Err("proxy_timeout must be above 0".to_owned());
         }
         for url in &self.redis_urls {
             redis::Client::open(url.0.as_str()).map_err(|e| format!("redis: {e}"))?;
@@ -371,6 +413,49 @@ impl ProtocolConfig {
     #[must_use]
     pub fn sse(mut self, on: bool) -> Self {
         self.sse = on;
+        self
+    }
+
+    /// Adds a namespace to [`ProtocolConfig::namespaces`] (one with the
+    /// prefix of an earlier one replaces it).
+    #[must_use]
+    pub fn namespace(mut self, namespace: Namespace) -> Self {
+        self.namespaces.push(namespace);
+        self
+    }
+
+    /// Sets [`ProtocolConfig::proxy_connect`].
+    #[must_use]
+    pub fn proxy_connect(mut self, url: impl Into<String>) -> Self {
+        self.proxy_connect = Some(url.into());
+        self
+    }
+
+    /// Sets [`ProtocolConfig::proxy_join`].
+    #[must_use]
+    pub fn proxy_join(mut self, url: impl Into<String>) -> Self {
+        self.proxy_join = Some(url.into());
+        self
+    }
+
+    /// Sets [`ProtocolConfig::proxy_publish`].
+    #[must_use]
+    pub fn proxy_publish(mut self, url: impl Into<String>) -> Self {
+        self.proxy_publish = Some(url.into());
+        self
+    }
+
+    /// Sets [`ProtocolConfig::proxy_timeout`].
+    #[must_use]
+    pub fn proxy_timeout(mut self, timeout: Duration) -> Self {
+        self.proxy_timeout = timeout;
+        self
+    }
+
+    /// Sets [`ProtocolConfig::proxy_key`].
+    #[must_use]
+    pub fn proxy_key(mut self, key: impl Into<String>) -> Self {
+        self.proxy_key = Some(Secret(key.into()));
         self
     }
 

@@ -26,19 +26,22 @@ use crate::conn_map::ConnMap;
 use serde_json::{json, Value};
 
 use super::admission::Admission;
-use super::auth::Identity;
+use super::auth::{Identity, Rights};
 use super::bans::{self, Bans};
 use super::binary::parse_binary;
+use super::caps::Right;
 use super::cluster::{self, Cluster};
 use super::config::{ProtocolConfig, BIG_REPLY};
 use super::envelope::{self, ack, frame, parse_text, ErrorCode, ErrorReply, RawJson, Request, RequestKind};
 use super::http;
 use super::metrics::Metrics;
+use super::namespace::{Namespaces, Rules};
+use super::proxy::Proxy;
 use super::publish::{self, Body, Publish, Published, Publisher};
 use super::rate_limit::{RateLimiter, Verdict};
 use super::room::{Limits, RoomTable};
 use super::sse;
-use crate::handler::Handler;
+use crate::handler::{Handler, Membership};
 use crate::server::ServerHandle;
 use crate::sys::trim;
 use crate::types::{ConnId, HttpResponse, Message, RequestInfo, Upgrade};
@@ -92,9 +95,18 @@ pub(crate) struct Shared {
     pub sse: ConnMap<Arc<str>>,
     /// Scale-out over Redis (`--redis`); None on a single node.
     pub cluster: Option<Cluster>,
+    /// Each room's rules, by its namespace (`namespace.rs`).
+    pub namespaces: Arc<Namespaces>,
+    /// The backend proxy (`proxy.rs`), when a proxy URL is set.
+    pub proxy: Option<Arc<Proxy>>,
 }
 
 impl Shared {
+    /// The rules `room` follows (its namespace's, else the top-level ones).
+    pub(crate) fn rules(&self, room: &str) -> &Arc<Rules> {
+        self.namespaces.rules(room)
+    }
+
     /// The user of an authenticated connection (WebSocket or event stream).
     pub(crate) fn user_of(&self, conn: ConnId) -> Option<Arc<str>> {
         self.users.get(conn)
@@ -127,6 +139,9 @@ struct ConnState {
     bytes_replied: usize,
     /// What its token grants, when auth is on.
     identity: Option<Identity>,
+    /// Its rights in joined rooms where the join hook or the join proxy
+    /// decided them (in place of its token's).
+    granted: BTreeMap<String, Rights>,
 }
 
 impl ProtocolHandler {
@@ -147,24 +162,23 @@ impl ProtocolHandler {
     }
 
     fn build(config: ProtocolConfig, app: Option<Arc<dyn Handler>>) -> Self {
-        let limits = Limits {
-            count: config.history_size,
-            ttl: config.history_ttl,
-            room_bytes: config.history_max_bytes,
-            total_bytes: config.history_total_max_bytes,
-            max_rooms: config.max_rooms,
-        };
+        let limits = Limits { total_bytes: config.history_total_max_bytes, max_rooms: config.max_rooms };
         let cluster = config
             .clustered()
             .then(|| Cluster::new(&config))
             .and_then(|made| made.inspect_err(|e| log::error!("{e}: running as a single node")).ok());
         let bans = Bans::new(config.max_bans);
+        let namespaces = Arc::new(Namespaces::new(&config));
+        let node = cluster.as_ref().map_or_else(|| format!("pid-{}", std::process::id()), |c| c.node.clone());
+        let proxy = Proxy::new(&config, node).map(Arc::new);
         ProtocolHandler {
             shared: Arc::new(Shared {
                 cluster,
                 bans,
-                admission: Admission::new(&config),
-                rooms: RoomTable::new(limits),
+                admission: Admission::new(&config, proxy.clone()),
+                proxy,
+                rooms: RoomTable::new(limits, namespaces.clone()),
+                namespaces,
                 config,
                 conns: ConnMap::default(),
                 metrics: Metrics::default(),
@@ -357,6 +371,7 @@ impl Handler for ProtocolHandler {
             bytes_in: 0,
             bytes_replied: 0,
             identity,
+            granted: BTreeMap::new(),
         };
         let mut payload = json!({
             "clientId": state.client_id,
@@ -368,7 +383,7 @@ impl Handler for ProtocolHandler {
             payload["user"] = Value::String(identity.user.clone());
             self.shared.users.insert(conn, Arc::from(identity.user.as_str()));
             // The session ends at the token's exp, to the moment.
-            let _ = server.close_at(conn, Some(identity.expires_at()), 1008, "token expired");
+            let _ = server.close_at(conn, identity.expires_at(), 1008, "token expired");
             bans::close_if_banned(&self.shared, server, conn, &identity.user);
         }
         self.shared.conns.insert(conn, Arc::new(Mutex::new(state)));
@@ -442,8 +457,10 @@ impl Handler for ProtocolHandler {
                     r.members.remove(&conn);
                     let sent = r.published_bytes.saturating_sub(*joined_at);
                     traffic = traffic.saturating_add(usize::try_from(sent).unwrap_or(usize::MAX));
-                    let event = presence_event("presence:leave", room, &state.client_id, user.as_deref());
-                    let _ = server.broadcast(room, event, Some(conn));
+                    if r.rules.announces_members() {
+                        let event = presence_event("presence:leave", room, &state.client_id, user.as_deref());
+                        let _ = server.broadcast(room, event, Some(conn));
+                    }
                     r.members.is_empty()
                 });
                 if let Some(cluster) = &self.shared.cluster {
@@ -557,13 +574,49 @@ impl Session<'_> {
         ))
     }
 
-    /// Whether the token lets this connection use `room` (no token or no
-    /// `rooms` claim: every room).
-    fn require_allowed(&self, room: &str) -> Result<(), ErrorReply> {
-        match &self.state.identity {
-            Some(identity) if !identity.allows(room) => Err(forbidden(room)),
-            _ => Ok(()),
+    /// Its rights in `room`: those granted at its join, else its token's
+    /// (every right without a token).
+    fn rights(&self, room: &str) -> Rights {
+        match self.state.granted.get(room) {
+            Some(granted) => *granted,
+            None => self.state.identity.as_ref().map_or(Rights::ALL, |i| i.rights(room)),
         }
+    }
+
+    /// A first join of `room` asks the application's join hook, then the
+    /// join proxy: either may refuse; the proxy's `allow` replaces the
+    /// token's rights, and a read-only answer from the hook takes `publish` away.
+    fn grant(&mut self, room: &str, user: Option<&str>) -> Result<(), ErrorReply> {
+        let membership = match &self.shared.app {
+            Some(app) => app.on_join_as(self.server, self.conn, user, room),
+            None => Membership::Member,
+        };
+        if membership == Membership::Refused {
+            return Err(ErrorReply::new(ErrorCode::Forbidden, format!("joining {room:?} was refused")));
+        }
+        let from_backend =
+            match self.shared.proxy.as_ref().and_then(|p| p.join(user, &self.state.client_id, room)) {
+                Some(answer) => answer?,
+                None => None,
+            };
+        let rights = from_backend.unwrap_or_else(|| self.rights(room));
+        if membership == Membership::ReadOnly {
+            self.state.granted.insert(room.to_owned(), rights.without(Right::Publish));
+        } else if from_backend.is_some() {
+            self.state.granted.insert(room.to_owned(), rights);
+        }
+        Ok(())
+    }
+
+    /// Refuses what its rights in `room` do not include.
+    fn require(&self, room: &str, right: Right) -> Result<(), ErrorReply> {
+        if self.rights(room).has(right) {
+            return Ok(());
+        }
+        Err(match right {
+            Right::Join => forbidden(room),
+            _ => ErrorReply::new(ErrorCode::Forbidden, format!("no {right:?} right in room {room:?}")),
+        })
     }
 
     /// `presence:get`: for members, or for a token whose `rooms` claim names
@@ -571,14 +624,15 @@ impl Session<'_> {
     /// application's join hook would let join it (a room it refuses to a
     /// user shows that user its members no more than its messages).
     fn presence(&self, room: &str) -> Result<super::reads::Presence, ErrorReply> {
-        self.require_allowed(room)?;
+        self.require(room, Right::Presence)?;
+        self.shared.rules(room).check_presence(room)?;
         if !self.state.rooms.contains_key(room) {
-            let identity = self.state.identity.as_ref().filter(|i| i.rooms.is_some());
+            let identity = self.state.identity.as_ref().filter(|i| i.names_rooms());
             let Some(identity) = identity else {
                 return self.require_member(room).map(|()| Default::default());
             };
             if let Some(app) = &self.shared.app {
-                if !app.on_join(self.server, self.conn, Some(&identity.user), room) {
+                if app.on_join_as(self.server, self.conn, Some(&identity.user), room) == Membership::Refused {
                     return Err(ErrorReply::new(
                         ErrorCode::Forbidden,
                         format!("joining {room:?} was refused"),
@@ -606,8 +660,8 @@ impl Session<'_> {
         if bans::close_if_banned(self.shared, self.server, self.conn, &fresh.user) {
             return Err(ErrorReply::new(ErrorCode::Forbidden, "this user is banned"));
         }
-        self.server.close_at(self.conn, Some(fresh.expires_at()), 1008, "token expired").map_err(internal)?;
-        let exp = fresh.exp;
+        self.server.close_at(self.conn, fresh.expires_at(), 1008, "token expired").map_err(internal)?;
+        let exp = fresh.exp.unwrap_or_default();
         // Rooms the new claim no longer allows are left now, each with
         // `room:left` (after the room's last message to this client: both go
         // through the hub, in order).
@@ -632,7 +686,7 @@ impl Session<'_> {
     /// takes the lock after us is broadcast after our ack, and one before us is
     /// in the history we replay, so nothing is lost or doubled.
     fn join(&mut self, id: Option<&str>, room: &str, since: Option<u64>, epoch: Option<&str>) -> Reply {
-        self.require_allowed(room)?;
+        self.require(room, Right::Join)?;
         let (server, conn, config) = (self.server, self.conn, &self.shared.config);
         let newly = !self.state.rooms.contains_key(room);
         if newly && self.state.rooms.len() >= config.max_rooms_per_client {
@@ -645,17 +699,21 @@ impl Session<'_> {
         let client_id = self.state.client_id.clone();
         let user = self.state.identity.as_ref().map(|i| i.user.clone());
         if newly {
-            if let Some(app) = &self.shared.app {
-                if !app.on_join(server, conn, user.as_deref(), room) {
-                    return Err(ErrorReply::new(
-                        ErrorCode::Forbidden,
-                        format!("joining {room:?} was refused"),
-                    ));
-                }
-            }
+            self.grant(room, user.as_deref())?;
         }
+        // Without the history right a `since` is answered, never replayed.
+        let history = self.rights(room).has(Right::History);
         let (max_replay, max_bytes) = super::room::replay_bounds(config, server.config());
         if let Some(cluster) = &self.shared.cluster {
+            // `max_members` across nodes: checked against Redis's count before the join.
+            let rules = self.shared.rules(room);
+            if newly && rules.max_members > 0 {
+                let full = cluster.member_count(room).and_then(|n| rules.check_members(room, n));
+                if let Err(e) = full {
+                    self.state.granted.remove(room);
+                    return Err(e);
+                }
+            }
             let j = cluster::Join {
                 conn,
                 id,
@@ -663,31 +721,41 @@ impl Session<'_> {
                 since,
                 epoch,
                 newly,
+                history,
                 client_id: &client_id,
                 user: user.as_deref(),
                 max_replay,
                 max_bytes,
             };
-            let (published_bytes, replayed) = cluster.join(self.shared, server, &j)?;
+            let (published_bytes, replayed) = cluster.join(self.shared, server, &j).inspect_err(|_| {
+                if newly {
+                    self.state.granted.remove(room);
+                }
+            })?;
             self.state.bytes_replied = self.state.bytes_replied.saturating_add(replayed);
             self.state.rooms.entry(room.to_owned()).or_insert(published_bytes);
             return Ok(None);
         }
         let metrics = &self.shared.metrics;
         let mut replayed = 0;
-        let outcome = self.shared.rooms.with_room(room, true, |r| -> Result<u64, crate::Error> {
+        let outcome = self.shared.rooms.with_room(room, true, |r| -> Result<u64, ErrorReply> {
             r.prune(Instant::now());
             if newly {
-                server.join(conn, room)?;
+                r.rules.check_members(room, r.members.len())?;
+                server.join(conn, room).map_err(internal)?;
                 r.members.insert(conn, json!({}));
-                let event = presence_event("presence:join", room, &client_id, user.as_deref());
-                let _ = server.broadcast(room, event, Some(conn));
+                if r.rules.announces_members() {
+                    let event = presence_event("presence:join", room, &client_id, user.as_deref());
+                    let _ = server.broadcast(room, event, Some(conn));
+                }
             }
             // From here on the join has happened: a failed send means the
             // connection or the server is going away, and on_close cleans up.
             let mut payload =
                 json!({"room": room, "seq": r.seq, "members": r.members.len(), "epoch": r.epoch});
-            if let Some(since) = since {
+            if let (Some(_), false) = (since, history) {
+                payload["recovered"] = Value::Bool(false);
+            } else if let Some(since) = since {
                 let recovery = r.recover(since, epoch, max_replay, max_bytes);
                 if recovery.cut_by_bytes {
                     metrics.replay_bytes.fetch_add(1, Relaxed);
@@ -709,8 +777,18 @@ impl Session<'_> {
                 self.state.rooms.entry(room.to_owned()).or_insert(published_bytes);
                 Ok(None)
             }
-            Ok(Err(e)) => Err(internal(e)),
-            Err(miss) => Err(publish::missed(self.shared, miss)),
+            Ok(Err(e)) => {
+                if newly {
+                    self.state.granted.remove(room);
+                }
+                Err(e)
+            }
+            Err(miss) => {
+                if newly {
+                    self.state.granted.remove(room);
+                }
+                Err(publish::missed(self.shared, miss))
+            }
         }
     }
 
@@ -718,13 +796,16 @@ impl Session<'_> {
         if self.state.rooms.remove(room).is_none() {
             return Err(ErrorReply::new(ErrorCode::NotFound, format!("not in room {room:?}")));
         }
+        self.state.granted.remove(room);
         let (server, conn, client_id) = (self.server, self.conn, &self.state.client_id);
         let user = self.state.identity.as_ref().map(|i| i.user.as_str());
         let last = self.shared.rooms.with_room(room, false, |r| {
             r.members.remove(&conn);
             let _ = server.leave(conn, room);
-            let event = presence_event("presence:leave", room, client_id, user);
-            let _ = server.broadcast(room, event, Some(conn));
+            if r.rules.announces_members() {
+                let event = presence_event("presence:leave", room, client_id, user);
+                let _ = server.broadcast(room, event, Some(conn));
+            }
             r.members.is_empty()
         });
         if let Some(cluster) = &self.shared.cluster {
@@ -743,8 +824,17 @@ impl Session<'_> {
         echo: bool,
         key: Option<&str>,
     ) -> Result<Published, ErrorReply> {
-        self.require_allowed(room)?;
         self.require_member(room)?;
+        self.require(room, Right::Publish)?;
+        self.shared.rules(room).check_client_publish(room)?;
+        let user = self.state.identity.as_ref().map(|i| i.user.as_str());
+        let replaced =
+            match self.shared.proxy.as_ref().and_then(|p| p.publish(user, &self.state.client_id, room, data))
+            {
+                Some(answer) => answer?,
+                None => None,
+            };
+        let data = replaced.as_ref().unwrap_or(data);
         if echo && data.get().len() > BIG_REPLY {
             self.refuse_if_backlogged()?;
         }
@@ -760,8 +850,20 @@ impl Session<'_> {
     /// A binary publish; one with a key is acked by a text `ack` whose `id`
     /// is the key (binary frames carry no id of their own).
     fn publish_binary(&mut self, room: &str, body: &[u8], key: Option<&str>) -> Reply {
-        self.require_allowed(room)?;
         self.require_member(room)?;
+        self.require(room, Right::Publish)
+            .and_then(|()| self.shared.rules(room).check_client_publish(room))
+            .and_then(|()| match &self.shared.proxy {
+                Some(proxy) if proxy.checks_publishes() => Err(ErrorReply::new(
+                    ErrorCode::Forbidden,
+                    "binary publishes cannot pass the publish proxy: publish JSON",
+                )),
+                _ => Ok(()),
+            })
+            .map_err(|mut e| {
+                e.id = key.map(str::to_owned);
+                e
+            })?;
         let (from, publisher) = (&self.state.client_id, self.publisher());
         let p = Publish { room, body: Body::Binary(body), from, publisher, key, except: Some(self.conn) };
         let published = publish::publish(self.shared, self.server, p).map_err(|mut e| {
@@ -781,6 +883,8 @@ impl Session<'_> {
 
     fn typing(&mut self, room: &str, active: bool) -> Result<(), ErrorReply> {
         self.require_member(room)?;
+        self.require(room, Right::Publish)?;
+        self.shared.rules(room).check_typing(room)?;
         let event =
             frame("typing", None, json!({"room": room, "clientId": self.state.client_id, "active": active}));
         if let Some(cluster) = &self.shared.cluster {

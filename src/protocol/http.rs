@@ -69,6 +69,9 @@ pub(crate) fn metrics_text(shared: &Shared, server: &ServerHandle) -> String {
     if let Some(cluster) = &shared.cluster {
         text.push_str(&cluster.render_metrics());
     }
+    if let Some(proxy) = &shared.proxy {
+        proxy.write_metrics(&mut text);
+    }
     text
 }
 

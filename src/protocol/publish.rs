@@ -105,7 +105,8 @@ pub(crate) fn publish(
         // With Redis: one script call; the subscriber delivers (cluster/).
         let seen =
             shared.rooms.with_room(p.room, false, |r| r.cluster_synced.then(|| (r.epoch.clone(), r.seq)));
-        let published = cluster.publish(&p, ts, seen.ok().flatten())?;
+        let history = shared.rules(p.room).history;
+        let published = cluster.publish(&p, ts, seen.ok().flatten(), &history)?;
         if published.duplicate {
             shared.metrics.duplicates.fetch_add(1, Relaxed);
         }

@@ -24,6 +24,7 @@ use std::time::{Duration, Instant};
 use parking_lot::Mutex;
 use serde_json::Value;
 
+use super::namespace::{Namespaces, Rules};
 use crate::frame::SharedFrame;
 use crate::types::ConnId;
 
@@ -32,15 +33,10 @@ use crate::types::ConnId;
 /// allocator headers. An estimate that keeps many small messages bounded too.
 pub(crate) const ENTRY_OVERHEAD: usize = 128;
 
-/// How much history rooms keep, and how many rooms may exist.
+/// How much history all rooms keep together, and how many rooms may exist
+/// (each room's own bounds are its [`Rules`]' history).
 #[derive(Debug, Clone)]
 pub(crate) struct Limits {
-    /// Messages per room.
-    pub count: usize,
-    /// Age of the oldest message a room keeps.
-    pub ttl: Duration,
-    /// Bytes per room (frames plus [`ENTRY_OVERHEAD`] each).
-    pub room_bytes: usize,
     /// Bytes of all rooms together; past it the oldest message of any room goes.
     pub total_bytes: usize,
     /// Rooms with members or history.
@@ -157,11 +153,13 @@ pub(crate) struct RoomState {
     /// message this node delivered, when it delivered one in this epoch (a
     /// reconnect checks that Redis still holds that very message there).
     pub cluster_last: Option<(u64, u64)>,
+    /// Its namespace's rules, resolved when the room was created.
+    pub rules: Arc<Rules>,
     budget: Arc<Budget>,
 }
 
 impl RoomState {
-    fn new(epoch: String, budget: Arc<Budget>) -> Self {
+    fn new(epoch: String, budget: Arc<Budget>, rules: Arc<Rules>) -> Self {
         RoomState {
             seq: 0,
             epoch,
@@ -174,6 +172,7 @@ impl RoomState {
             dead: false,
             cluster_synced: false,
             cluster_last: None,
+            rules,
             budget,
         }
     }
@@ -194,8 +193,8 @@ impl RoomState {
 
     /// Drops what is past the count or byte limit or older than the ttl.
     pub fn prune(&mut self, now: Instant) {
-        let limits = &self.budget.limits;
-        let (count, ttl, room_bytes) = (limits.count, limits.ttl, limits.room_bytes);
+        let history = &self.rules.history;
+        let (count, ttl, room_bytes) = (history.count, history.ttl, history.bytes);
         while self.history.len() > count {
             self.pop_oldest();
         }
@@ -234,7 +233,7 @@ impl RoomState {
         self.seq += 1;
         let frame = make(self.seq);
         self.published_bytes += frame.len() as u64;
-        if self.budget.limits.count > 0 {
+        if self.rules.history.keeps() {
             let key: Option<Box<str>> = key.map(Box::from);
             if let Some(key) = &key {
                 self.keys.insert(key.clone(), self.seq);
@@ -297,7 +296,8 @@ impl RoomState {
         max_bytes: usize,
         mut form: impl FnMut(&Entry) -> Option<SharedFrame>,
     ) -> Recovery {
-        if epoch.is_some_and(|e| e != self.epoch) || since > self.seq {
+        // A room without history never recovers, even a client that missed nothing.
+        if epoch.is_some_and(|e| e != self.epoch) || since > self.seq || !self.rules.history.keeps() {
             return Recovery { replay: Vec::new(), recovered: false, cut_by_bytes: false };
         }
         let oldest = self.history.front().map_or(self.seq + 1, |e| e.seq);
@@ -363,11 +363,14 @@ pub(crate) struct RoomTable {
     budget: Arc<Budget>,
     /// Every stored message, oldest first (plus stale ones, compacted as it grows).
     order: Mutex<VecDeque<Stored>>,
+    /// Each new room's rules come from here.
+    namespaces: Arc<Namespaces>,
 }
 
 impl RoomTable {
-    pub fn new(limits: Limits) -> Self {
+    pub fn new(limits: Limits, namespaces: Arc<Namespaces>) -> Self {
         RoomTable {
+            namespaces,
             rooms: Mutex::new(HashMap::new()),
             last_sweep: Mutex::new(Instant::now()),
             epochs: RandomState::new(),
@@ -415,7 +418,12 @@ impl RoomTable {
                         return Err(Miss::Full);
                     }
                     None => {
-                        let s = Arc::new(Mutex::new(RoomState::new(self.new_epoch(), self.budget.clone())));
+                        let rules = self.namespaces.rules(room).clone();
+                        let s = Arc::new(Mutex::new(RoomState::new(
+                            self.new_epoch(),
+                            self.budget.clone(),
+                            rules,
+                        )));
                         rooms.insert(room.to_owned(), s.clone());
                         s
                     }
@@ -533,12 +541,26 @@ impl RoomTable {
 mod tests {
     use super::*;
 
-    fn limits(count: usize, ttl: Duration, room_bytes: usize, total_bytes: usize) -> Limits {
-        Limits { count, ttl, room_bytes, total_bytes, max_rooms: 100 }
+    /// Every room's history bounds, and the limits of all rooms together.
+    fn limits(
+        count: usize,
+        ttl: Duration,
+        room_bytes: usize,
+        total_bytes: usize,
+    ) -> (Arc<Namespaces>, Limits) {
+        let config = crate::protocol::ProtocolConfig::default()
+            .history_size(count)
+            .history_ttl(ttl)
+            .history_max_bytes(room_bytes);
+        (Arc::new(Namespaces::new(&config)), Limits { total_bytes, max_rooms: 100 })
     }
 
-    fn room(limits: Limits) -> RoomState {
-        RoomState::new("e".into(), Arc::new(Budget::new(limits)))
+    fn room((namespaces, limits): (Arc<Namespaces>, Limits)) -> RoomState {
+        RoomState::new("e".into(), Arc::new(Budget::new(limits)), namespaces.rules("r").clone())
+    }
+
+    fn table((namespaces, limits): (Arc<Namespaces>, Limits)) -> RoomTable {
+        RoomTable::new(limits, namespaces)
     }
 
     fn text(seq: u64) -> SharedFrame {
@@ -613,7 +635,7 @@ mod tests {
     #[test]
     fn the_total_budget_drops_the_oldest_message_of_any_room() {
         let per = 10 + ENTRY_OVERHEAD;
-        let t = RoomTable::new(limits(100, Duration::from_secs(60), usize::MAX, 3 * per));
+        let t = table(limits(100, Duration::from_secs(60), usize::MAX, 3 * per));
         let publish = |room: &str| {
             t.with_room(room, true, |r| {
                 r.publish(Instant::now(), None, |_| crate::frame::shared(vec![0; 10])).0
@@ -634,7 +656,8 @@ mod tests {
 
     #[test]
     fn no_room_is_created_past_max_rooms() {
-        let t = RoomTable::new(Limits { max_rooms: 2, ..limits(10, Duration::from_secs(60), 1000, 1000) });
+        let (namespaces, limits) = limits(10, Duration::from_secs(60), 1000, 1000);
+        let t = RoomTable::new(Limits { max_rooms: 2, ..limits }, namespaces);
         t.with_room("a", true, |r| r.members.insert(1, Value::Null)).unwrap();
         t.with_room("b", true, |r| r.members.insert(1, Value::Null)).unwrap();
         assert_eq!(t.with_room("c", true, |_| ()), Err(Miss::Full));
@@ -646,7 +669,7 @@ mod tests {
 
     #[test]
     fn epochs_differ_per_incarnation() {
-        let t = RoomTable::new(limits(1, Duration::from_secs(1), 1, 1));
+        let t = table(limits(1, Duration::from_secs(1), 1, 1));
         assert_ne!(t.new_epoch(), t.new_epoch());
     }
 

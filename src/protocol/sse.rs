@@ -36,6 +36,7 @@ use super::handler::{ProtocolHandler, Shared};
 use super::publish::{Body, Publish};
 use super::room::RoomState;
 use crate::frame::{SharedFrame, OP_BINARY, OP_TEXT};
+use crate::handler::Membership;
 use crate::server::ServerHandle;
 use crate::types::{ConnId, HttpResponse, RequestInfo};
 
@@ -85,8 +86,8 @@ pub(crate) fn route(request: &RequestInfo) -> HttpResponse {
 
 /// Why a stream may not read its room, or None when it may: checked with
 /// the upgrade, before the 200, and the same checks a `room:join` of that
-/// room passes (the token's claim, the application's join hook, the room
-/// cap; bans are the upgrade's own).
+/// room passes (the token's claim, the application's join hook, the join
+/// proxy, the room cap; bans are the upgrade's own).
 pub(crate) fn refusal(
     shared: &Shared,
     server: &ServerHandle,
@@ -100,9 +101,13 @@ pub(crate) fn refusal(
         return Some("the token does not allow this room\n".to_owned());
     }
     if let Some(app) = &shared.app {
-        if !app.on_join(server, conn, identity.map(|i| i.user.as_str()), &req.room) {
+        if app.on_join_as(server, conn, identity.map(|i| i.user.as_str()), &req.room) == Membership::Refused {
             return Some(format!("joining {:?} was refused\n", req.room));
         }
+    }
+    let user = identity.map(|i| i.user.as_str());
+    if let Some(Err(e)) = shared.proxy.as_ref().and_then(|p| p.join(user, &conn.to_string(), &req.room)) {
+        return Some(format!("{}\n", e.message));
     }
     // Would opening it create one room past `max_rooms`? (A room made here
     // and left empty goes again at once.)

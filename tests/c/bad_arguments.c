@@ -199,6 +199,13 @@ static void null_everything(void) {
     CHECK_RC(wshub_config_add_allow_origin(config, NULL), WSHUB_NULL_PARAMETER);
     CHECK_RC(wshub_config_set_max_connections_per_user(NULL, 1), WSHUB_NULL_PARAMETER);
     CHECK_RC(wshub_config_set_sse(NULL, false), WSHUB_NULL_PARAMETER);
+    CHECK_RC(wshub_config_add_namespace(NULL, "a:", NULL), WSHUB_NULL_PARAMETER);
+    CHECK_RC(wshub_config_add_namespace(config, NULL, NULL), WSHUB_NULL_PARAMETER);
+    CHECK_RC(wshub_config_set_proxy_connect(NULL, "http://127.0.0.1:1/"), WSHUB_NULL_PARAMETER);
+    CHECK_RC(wshub_config_set_proxy_join(NULL, "http://127.0.0.1:1/"), WSHUB_NULL_PARAMETER);
+    CHECK_RC(wshub_config_set_proxy_publish(NULL, "http://127.0.0.1:1/"), WSHUB_NULL_PARAMETER);
+    CHECK_RC(wshub_config_set_proxy_timeout_ms(NULL, 1), WSHUB_NULL_PARAMETER);
+    CHECK_RC(wshub_config_set_proxy_key(NULL, "k"), WSHUB_NULL_PARAMETER);
     CHECK_RC(wshub_config_set_api_key(NULL, "k"), WSHUB_NULL_PARAMETER);
     CHECK_RC(wshub_config_set_max_bans(NULL, 1), WSHUB_NULL_PARAMETER);
     CHECK_RC(wshub_config_set_tls_cert_file(NULL, "cert.pem"), WSHUB_NULL_PARAMETER);

@@ -44,6 +44,7 @@ use serde_json::{json, Value};
 use super::config::ProtocolConfig;
 use super::envelope::{ack, frame, now_ms, ErrorCode, ErrorReply};
 use super::handler::Shared;
+use super::namespace::HistoryRules;
 use super::publish::{Body, Publish, Published};
 use super::reads::{Presence, PRESENCE_MAX};
 use super::room::RoomState;
@@ -114,8 +115,8 @@ pub(crate) struct Cluster {
     /// Subscriber sessions running (each holds the handler while it runs):
     /// when they are all that holds it, the handler was dropped.
     sessions: std::sync::atomic::AtomicUsize,
+    /// Top-level history size: the most a history read asks the stream for.
     history_count: usize,
-    history_ttl: Duration,
     idempotency_ttl: Duration,
     epochs: RandomState,
     epoch_counter: AtomicU64,
@@ -149,6 +150,9 @@ pub(crate) struct Join<'a> {
     pub since: Option<u64>,
     pub epoch: Option<&'a str>,
     pub newly: bool,
+    /// Whether it may be replayed what it missed (the history right): without
+    /// it a `since` is answered `recovered: false`.
+    pub history: bool,
     pub client_id: &'a str,
     pub user: Option<&'a str>,
     /// The replay bounds: frames, and bytes.
@@ -197,7 +201,6 @@ impl Cluster {
             sessions: std::sync::atomic::AtomicUsize::new(0),
             bans_run_id: Mutex::new(None),
             history_count: config.history_size,
-            history_ttl: config.history_ttl,
             idempotency_ttl: config.idempotency_ttl,
             epochs,
             epoch_counter: AtomicU64::new(0),
@@ -595,7 +598,10 @@ impl Cluster {
         p: &Publish<'_>,
         ts: u64,
         seen: Option<(String, u64)>,
+        history: &HistoryRules,
     ) -> Result<Published, ErrorReply> {
+        // The room's namespace decides how much its stream keeps (0: nothing).
+        let count = if history.keeps() { history.count } else { 0 };
         let (seen_epoch, seen_seq) = seen.unwrap_or_default();
         let body = encode_body(p, ts);
         let origin = format!("{} {}", self.node, p.except.map_or_else(|| "-".to_owned(), |c| c.to_string()));
@@ -608,8 +614,8 @@ impl Cluster {
                 .key(self.key("k", room))
                 .key(self.key("kz", room))
                 .arg(&body)
-                .arg(self.history_count)
-                .arg(self.history_ttl.as_millis().max(1) as u64)
+                .arg(count)
+                .arg(history.ttl.as_millis().max(1) as u64)
                 .arg(self.channel(room))
                 .arg(self.new_epoch())
                 .arg(p.key.unwrap_or(""))
@@ -758,13 +764,16 @@ impl Cluster {
             server.join(j.conn, j.room).map_err(|_| internal())?;
             self.shard(j.room).members.lock().insert(member_field(j.room, j.client_id), member);
             r.members.insert(j.conn, json!({}));
-            let _ = server.broadcast(j.room, event, Some(j.conn));
+            if r.rules.announces_members() {
+                let _ = server.broadcast(j.room, event, Some(j.conn));
+            }
         }
         let mut payload = json!({"room": j.room, "seq": r.seq, "members": members, "epoch": r.epoch});
         let mut replayed = 0;
         if let Some(since) = j.since {
             let same_epoch = j.epoch.is_none_or(|e| e == r.epoch);
-            let (frames, recovered) = self.replay(j.room, r, since, same_epoch, &entries, j.max_bytes);
+            let (frames, recovered) =
+                self.replay(j.room, r, since, same_epoch && j.history, &entries, j.max_bytes);
             for frame in frames {
                 replayed += frame.len();
                 let _ = server.send_frame(j.conn, frame);
@@ -777,23 +786,24 @@ impl Cluster {
         Ok(Some((r.published_bytes, replayed)))
     }
 
-    /// The frames a client that saw `since` (in the room's epoch when
-    /// `same_epoch`) missed, from `entries` (newest first), within
-    /// `max_bytes` and the history TTL, oldest first; and whether they are
-    /// all it missed.
+    /// The frames a client that saw `since` missed, from `entries` (newest
+    /// first), within `max_bytes` and the room's history rules (a room that
+    /// keeps none never recovers; older than its TTL is gone), oldest first;
+    /// and whether they are all it missed. `may_recover` is false when the
+    /// client saw another epoch or lacks the history right.
     fn replay(
         &self,
         room: &str,
         r: &RoomState,
         since: u64,
-        same_epoch: bool,
+        may_recover: bool,
         entries: &Entries,
         max_bytes: usize,
     ) -> (Vec<SharedFrame>, bool) {
-        if !same_epoch || since > r.seq {
+        if !may_recover || !r.rules.history.keeps() || since > r.seq {
             return (Vec::new(), false);
         }
-        let oldest_kept = now_ms().saturating_sub(self.history_ttl.as_millis() as u64);
+        let oldest_kept = now_ms().saturating_sub(r.rules.history.ttl.as_millis() as u64);
         let (mut frames, mut bytes) = (Vec::new(), 0);
         for (id, fields) in entries.iter().rev() {
             let Some((seq, ts, body)) = parse_entry(id, fields) else { continue };
@@ -927,6 +937,12 @@ impl Cluster {
         let channel = self.channel(room);
         self.call(self.shard(room), |c| redis::cmd("PUBLISH").arg(&channel).arg(&msg).query::<i64>(c))
             .map(drop)
+    }
+
+    /// How many members the room has on every node (its Redis presence).
+    pub fn member_count(&self, room: &str) -> Result<usize, ErrorReply> {
+        let key = self.key("p", room);
+        self.call(self.shard(room), |c| redis::cmd("HLEN").arg(&key).query(c))
     }
 
     /// `presence:get` across nodes: at most [`PRESENCE_MAX`] members
@@ -1095,6 +1111,11 @@ fn internal() -> ErrorReply {
     ErrorReply::new(ErrorCode::Internal, "the server is stopping")
 }
 
+/// Whether `text` is a frame [`presence_event`] made (its `type` comes first).
+pub(crate) fn is_presence_event(text: &str) -> bool {
+    text.starts_with(r#"{"type":"presence:"#)
+}
+
 /// A `presence:join` / `presence:leave` event, with `user` when there is one.
 pub(crate) fn presence_event(kind: &str, room: &str, client_id: &str, user: Option<&str>) -> String {
     frame(kind, None, presence_payload(room, client_id, user))
@@ -1187,6 +1208,17 @@ fn parse_entry<'e>(id: &str, fields: &'e [Vec<u8>]) -> Option<(u64, u64, &'e [u8
 mod tests {
     use super::*;
     use crate::protocol::envelope::{parse_text, RequestKind};
+
+    /// The subscriber tells presence events from typing by their first bytes:
+    /// `presence_event` writes `type` first, whatever the user's name.
+    #[test]
+    fn presence_events_are_told_from_other_ephemerals() {
+        assert!(is_presence_event(&presence_event("presence:join", "r", "1", Some(r#"{"type":"typing"}"#))));
+        assert!(is_presence_event(&presence_event("presence:leave", "r", "1", None)));
+        let typing =
+            crate::protocol::envelope::frame("typing", None, json!({"room": "r", "clientId": "presence:"}));
+        assert!(!is_presence_event(&typing));
+    }
 
     /// A node that gets a message through Redis sends the very bytes the
     /// publishing node would have sent alone.

@@ -306,6 +306,9 @@ fn deliver(shared: &Shared, c: &Cluster, server: &ServerHandle, room: &str, payl
                 return; // local members had it already
             }
             if let Ok(text) = std::str::from_utf8(body) {
+                if super::is_presence_event(text) && !shared.rules(room).announces_members() {
+                    return; // the room's namespace sends no join/leave events
+                }
                 let _ = server.broadcast(room, text.to_owned(), None);
             }
         }
