@@ -326,7 +326,7 @@ impl Config {
     }
 
     /// [`Config::trusted_proxies`], parsed.
-    pub(crate) fn trusted_blocks(&self) -> Result<Vec<crate::ip_table::Cidr>, String> {
+    pub(crate) fn trusted_blocks(&self) -> Result<Vec<crate::trusted_proxy::Cidr>, String> {
         self.trusted_proxies.iter().map(|s| s.parse().map_err(|e| format!("trusted_proxy: {e}"))).collect()
     }
 

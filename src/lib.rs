@@ -40,6 +40,7 @@ mod sys;
 /// activation and `sd_notify`.
 pub mod systemd;
 mod tls;
+mod trusted_proxy;
 mod types;
 
 pub use config::Config;

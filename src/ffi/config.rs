@@ -573,7 +573,7 @@ pub extern "C" fn wshub_config_add_trusted_proxy(
     ffi_boundary! {
         let config = try_out!(config);
         let cidr = try_str!(cidr);
-        if cidr.parse::<crate::ip_table::Cidr>().is_err() {
+        if cidr.parse::<crate::trusted_proxy::Cidr>().is_err() {
             return wshub_result::WSHUB_INVALID_ARGUMENT;
         }
         config.config.trusted_proxies.push(cidr.to_owned());
