@@ -22,6 +22,7 @@ pub mod envelope;
 mod handler;
 mod http;
 mod metrics;
+pub(crate) mod origin;
 mod publish;
 mod rate_limit;
 mod reads;
