@@ -1,6 +1,6 @@
 //! The protocol layer's counters and the Prometheus text of `GET /metrics`.
 //!
-//! Engine counters come from [`ServerHandle::stats`]; this adds what only the
+//! Engine counters come from [`ServerHandle::engine_numbers`]; this adds what only the
 //! protocol knows (rate-limit drops, what the protocol's bounds refused or
 //! evicted, disconnect codes).
 
@@ -48,7 +48,7 @@ impl Metrics {
             ("max_rooms", self.max_rooms.load(Relaxed)),
             ("reply_backlog", self.reply_backlog.load(Relaxed)),
         ];
-        let mut out = render_engine(&server.stats(), server, &drops);
+        let mut out = render_engine(&server.engine_numbers(), &drops);
         let one = |v: u64| [(String::new(), v)];
         write_metric(
             &mut out,
