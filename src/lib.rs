@@ -32,6 +32,7 @@ mod hub;
 mod ip_table;
 mod logging;
 mod overflow;
+mod prometheus;
 pub mod protocol;
 mod server;
 mod stats;

@@ -155,20 +155,12 @@ pub(crate) struct EngineNumbers {
     pub rooms: u64,
 }
 
-/// Appends one metric family in the Prometheus text format (0.0.4).
-pub(crate) fn write_metric(out: &mut String, name: &str, kind: &str, help: &str, samples: &[(String, u64)]) {
-    use std::fmt::Write;
-    let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}");
-    for (labels, value) in samples {
-        let _ = writeln!(out, "{name}{labels} {value}");
-    }
-}
-
 /// The engine's counters in the Prometheus text format, as `/metrics` names
 /// them. `more_drops` are reasons a handler adds to `wshub_dropped_total` (a
 /// family's samples must stay together); the protocol appends its own
 /// families after this (`protocol/metrics.rs`).
 pub(crate) fn render_engine(numbers: &EngineNumbers, more_drops: &[(&str, u64)]) -> String {
+    use crate::prometheus::write_metric;
     let (s, rooms) = (&numbers.stats, numbers.rooms);
     let mut out = String::with_capacity(2048);
     let mut metric = |name: &str, kind: &str, help: &str, samples: &[(String, u64)]| {

@@ -10,8 +10,9 @@ use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use parking_lot::Mutex;
 
 use super::room::Budget;
+use crate::prometheus::write_metric;
 use crate::server::ServerHandle;
-use crate::stats::{render_engine, write_metric};
+use crate::stats::render_engine;
 
 /// Counters the protocol handler keeps.
 #[derive(Debug, Default)]

@@ -41,6 +41,7 @@ use super::publish::{Body, Publish, Published};
 use super::reads::{Presence, PRESENCE_MAX};
 use super::room::RoomState;
 use crate::frame::{self as wire, SharedFrame};
+use crate::prometheus::write_one;
 use crate::server::ServerHandle;
 use crate::types::ConnId;
 
@@ -855,9 +856,8 @@ impl Cluster {
     pub fn render_metrics(&self) -> String {
         let m = &self.metrics;
         let mut out = String::with_capacity(1024);
-        let mut metric = |name: &str, kind: &str, help: &str, value: String| {
-            let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}\n{name} {value}");
-        };
+        let mut metric =
+            |name: &str, kind: &str, help: &str, value: String| write_one(&mut out, name, kind, help, value);
         metric(
             "wshub_redis_up",
             "gauge",
