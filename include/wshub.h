@@ -908,6 +908,20 @@ wshub_result wshub_config_set_max_connections_per_user(wshub_config *config, siz
 wshub_result wshub_config_set_sse(wshub_config *config, bool on);
 
 /*
+ Protocol only: the key (copied) the backend HTTP API (paths under `/api/`) requires
+ in `Authorization: apikey <KEY>` or `X-API-Key`; NULL turns the API off
+ (every path under `/api/` is 404). An empty key makes `wshub_start` return
+ WSHUB_INVALID_CONFIG. Never logged. Default off.
+ */
+wshub_result wshub_config_set_api_key(wshub_config *config, const char *key);
+
+/*
+ Protocol only: users the ban list holds at most (expired bans do not
+ count); a ban past it is refused (WSHUB_REFUSED, HTTP 503). Default 10000.
+ */
+wshub_result wshub_config_set_max_bans(wshub_config *config, size_t users);
+
+/*
  Protocol only: share rooms, seq, history and presence with every node on
  this Redis (copied): `redis://[:password@]host:port[/db]` or `rediss://`;
  NULL turns it off (a single node, the default). A URL that does not parse
@@ -1144,20 +1158,6 @@ wshub_result wshub_ban(wshub_server *server,
 wshub_result wshub_unban(wshub_server *server, const char *user);
 
 /*
- Protocol only: the key (copied) the backend HTTP API (paths under `/api/`) requires
- in `Authorization: apikey <KEY>` or `X-API-Key`; NULL turns the API off
- (every path under `/api/` is 404). An empty key makes `wshub_start` return
- WSHUB_INVALID_CONFIG. Never logged. Default off.
- */
-wshub_result wshub_config_set_api_key(wshub_config *config, const char *key);
-
-/*
- Protocol only: users the ban list holds at most (expired bans do not
- count); a ban past it is refused (WSHUB_REFUSED, HTTP 503). Default 10000.
- */
-wshub_result wshub_config_set_max_bans(wshub_config *config, size_t users);
-
-/*
  Protocol only: publishes `length` bytes of JSON at `data` (copied; any
  JSON value, e.g. `{"status":"shipped"}`) into `room` as the backend.
  Members get a `room:message` with `from: "api"` and the room's next seq,
@@ -1347,8 +1347,9 @@ wshub_result wshub_leave(wshub_server *server, uint64_t conn, const char *room);
 
 /*
  Sends a message to every member of `room` except connection `except`
- (0 excludes no one; ids are never 0). The payload is copied once and shared.
- A room without members is not an error.
+ (0 excludes no one; ids are never 0). The payload is copied (into a
+ message, then into one frame every member shares), so `data` may be freed
+ on return. A room without members is not an error.
  */
 wshub_result wshub_broadcast(wshub_server *server,
                              const char *room,

@@ -1,6 +1,8 @@
 //! Scale-out over Redis (`--redis`): one room across many nodes, with one seq
 //! per room, history and recovery from a Redis stream, and presence across
-//! nodes. Without `--redis` none of this exists (`Shared::cluster` is `None`).
+//! nodes. Without `--redis` no [`Cluster`] exists (`Shared::cluster` is
+//! `None`); a single node uses only [`presence_event`] from here, for the
+//! presence events it sends itself.
 //!
 //! How a message travels: `publish.rs` hands a publish to [`Cluster::publish`],
 //! which runs one Lua script (next seq, XADD, PUBLISH; `scripts.rs`) and acks
