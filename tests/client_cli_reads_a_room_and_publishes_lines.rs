@@ -2,7 +2,6 @@
 //! the lines it reads (JSON when they parse, else strings); at the end of its
 //! input it waits for the acks and exits 0.
 
-mod child_common;
 mod client_common;
 
 use std::io::{BufRead, BufReader, Write};
@@ -55,7 +54,7 @@ fn the_cli_watches_a_room_and_publishes_stdin() {
         _ => None,
     });
     assert_eq!((first, second), (json!("hello there"), json!({"a": 2})));
-    let status = child_common::wait_or_kill(&mut cli, client_common::WAIT)
+    let status = client_common::child_common::wait_or_kill(&mut cli, client_common::WAIT)
         .unwrap_or_else(|_| panic!("wshub-cli did not exit at the end of its input"));
     assert!(status.success(), "{status}");
 }

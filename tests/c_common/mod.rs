@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 use tungstenite::{Message, WebSocket};
 
 #[path = "../child_common/mod.rs"]
-mod child_common;
+pub mod child_common;
 
 pub const SANITIZE: &str = "-fsanitize=address,undefined -fno-omit-frame-pointer";
 

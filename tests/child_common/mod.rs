@@ -1,8 +1,9 @@
 //! Child processes in tests: wait for one to exit, bounded in time; past the
 //! bound it is killed (SIGKILL, by its PID through `Child`) and reaped, so no
 //! test leaves a process behind or waits forever. A test uses it as
-//! `mod child_common;`; another `*_common` module as
-//! `#[path = "../child_common/mod.rs"] mod child_common;`.
+//! `mod child_common;`, or as `client_common::child_common` /
+//! `c_common::child_common` when it has one of those (which include it with
+//! `#[path = "../child_common/mod.rs"] pub mod child_common;`).
 #![allow(dead_code)]
 
 use std::process::{Child, ExitStatus, Output};

@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 
 use parking_lot::Mutex;
 #[path = "../child_common/mod.rs"]
-mod child_common;
+pub mod child_common;
 pub mod fake;
 
 use wshub::client::{Client, Event};
