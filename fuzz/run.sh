@@ -1,11 +1,14 @@
 #!/usr/bin/env bash
-# Fuzzes every target in fuzz/fuzz_targets for SECONDS each (default 30), from
+# Fuzzes every target in fuzz/fuzz_targets for SECONDS each (default below), from
 # the committed seed corpus in fuzz/corpus/TARGET. New inputs go to a scratch
 # directory, not into the repository; a crash fails the run and leaves the
 # input in fuzz/artifacts/TARGET.
 #
-#   bash fuzz/run.sh            # every target, 30 s each (CI: only with WSHUB_CI_FUZZ_SECONDS)
-#   bash fuzz/run.sh 600 http_request
+#   bash fuzz/run.sh                    # every target, the default time each
+#   bash fuzz/run.sh SECONDS TARGET...  # those targets, SECONDS each
+#
+# .ci/run calls it only when WSHUB_CI_FUZZ_SECONDS is set, with that many
+# seconds; otherwise CI replays the corpora in the tests.
 #
 # cargo-fuzz needs nightly-only compiler flags (-Zsanitizer); RUSTC_BOOTSTRAP=1
 # lets this stable toolchain accept them.

@@ -1,7 +1,11 @@
-//! Server configuration: every limit and size wshub uses is defined here, once.
+//! Server configuration: the engine's settings (sockets, threads, queues,
+//! handshake and per-address bounds, TLS), each with its default here, once.
+//! The protocol's settings (rooms, history, auth, Redis) and their defaults
+//! are in [`ProtocolConfig`](crate::protocol::ProtocolConfig); fixed
+//! constants that are no setting stay next to the code they bound.
 //!
-//! The CLI flags of the `wshub` binary and the C setters in `ffi/` mirror these
-//! fields; neither defines a default of its own.
+//! The CLI flags of the `wshub` binary and the C setters in `ffi/` mirror
+//! these fields and `ProtocolConfig`'s; neither defines a default of its own.
 
 use std::net::SocketAddr;
 use std::time::Duration;
@@ -326,7 +330,7 @@ impl Config {
     }
 
     /// [`Config::trusted_proxies`], parsed.
-    pub(crate) fn trusted_blocks(&self) -> Result<Vec<crate::ip_table::Cidr>, String> {
+    pub(crate) fn trusted_blocks(&self) -> Result<Vec<crate::trusted_proxy::Cidr>, String> {
         self.trusted_proxies.iter().map(|s| s.parse().map_err(|e| format!("trusted_proxy: {e}"))).collect()
     }
 

@@ -1,8 +1,9 @@
 //! A map from connection id to per-connection state, split over shards so
 //! that threads touching different connections rarely meet on one lock.
 //!
-//! Every connection inserts itself when it starts and removes itself when it
-//! ends, on its own thread. With one `RwLock<HashMap>` a burst of new
+//! The engine's map gets each connection from the acceptor thread as it is
+//! accepted, and loses it on the connection's reader thread when it ends
+//! (the protocol's maps are written on the reader threads alone). With one `RwLock<HashMap>` a burst of new
 //! connections queues on the write lock; on 2 cores with thousands of threads
 //! the holder is often preempted mid-insert (or mid-rehash, which moves every
 //! entry), and every other new connection parks behind it (most of a burst

@@ -1,4 +1,6 @@
-//! The one error type of the Rust API.
+//! The error type of the server's Rust API ([`Server`](crate::Server),
+//! [`ServerHandle`](crate::ServerHandle)). The client (`wshub::client`) has
+//! its own, `client::Error`, for what a connecting client meets.
 
 use std::fmt;
 use std::io;

@@ -52,7 +52,7 @@ fn token_path(info: &crate::types::RequestInfo) {
         let _ = verifier.verify(&token, std::time::SystemTime::now());
     }
     if let Some(origin) = info.header("origin") {
-        let _ = crate::protocol::admission::Origin::parse(origin);
+        let _ = crate::protocol::origin::Origin::parse(origin);
     }
 }
 

@@ -12,7 +12,11 @@ use crate::types::{ConnId, HttpResponse, Message, RequestInfo, Upgrade};
 /// [`on_connect`](Handler::on_connect), [`on_message`](Handler::on_message) and
 /// [`on_close`](Handler::on_close) run on the connection's reader thread, so the
 /// callbacks of one connection never run concurrently with each other, and a slow
-/// callback slows only its own connection's reads. Every [`ServerHandle`] method
+/// callback slows only its own connection's reads. One exception:
+/// [`on_http`](Handler::on_http) also runs on the overflow thread, for plain
+/// requests on sockets the acceptor could not give a reader thread (over a
+/// handshake bound or a per-address cap); there a slow answer delays the other
+/// sockets that thread holds. Every [`ServerHandle`] method
 /// may be called from inside any callback. A panic inside a callback closes that
 /// connection with 1011; the server lives on.
 pub trait Handler: Send + Sync + 'static {

@@ -4,8 +4,10 @@
 //! A message's path through the crate, by module: [`acceptor`] takes the TCP
 //! connection; `connection::reader` upgrades it (`handshake`) and reads frames,
 //! calling the [`Handler`]; [`ServerHandle`] turns a send, join or broadcast into
-//! a command for the `hub` thread, which tracks [`rooms`] and pushes frames
-//! (`frame`) to each member's queue; `connection::writer` writes them out.
+//! a command for the `hub` thread, which tracks [`rooms`] and writes frames
+//! (`frame`) straight to each member's socket when nothing is queued for it,
+//! else to its queue (`connection::outbound`); `connection::writer` writes
+//! queued frames out.
 //! [`protocol`] is wire protocol v1 (rooms with seq and recovery, presence, HTTP
 //! routes) as one [`Handler`] on top of all that.
 #![warn(missing_docs)]
@@ -32,6 +34,7 @@ mod hub;
 mod ip_table;
 mod logging;
 mod overflow;
+mod prometheus;
 pub mod protocol;
 mod server;
 mod stats;
@@ -40,6 +43,7 @@ mod sys;
 /// activation and `sd_notify`.
 pub mod systemd;
 mod tls;
+mod trusted_proxy;
 mod types;
 
 pub use config::Config;

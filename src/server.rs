@@ -19,7 +19,7 @@ use crate::frame::{encode_message, encode_single, is_sendable_close_code};
 use crate::handler::Handler;
 use crate::hub::rooms::is_valid_room;
 use crate::hub::{self, Cmd};
-use crate::stats::StatsSnapshot;
+use crate::stats::{render_engine, EngineNumbers, StatsSnapshot};
 use crate::types::{ConnId, Message};
 
 thread_local! {
@@ -262,6 +262,22 @@ impl ServerHandle {
     /// The server's counters.
     pub fn stats(&self) -> StatsSnapshot {
         self.engine.stats.snapshot()
+    }
+
+    /// The server's counters as Prometheus text (exposition format 0.0.4),
+    /// for an application that serves them on its own admin port. With the
+    /// protocol ([`ProtocolHandler`](crate::protocol::ProtocolHandler)) it
+    /// is exactly what `GET /metrics` returns; otherwise the engine's
+    /// counters, under the same metric names and in the same format (the
+    /// protocol's own counters, such as `reason="rate_limited"`, are absent).
+    pub fn metrics_text(&self) -> String {
+        let engine = self.engine();
+        engine.handler.metrics_text(self).unwrap_or_else(|| render_engine(&self.engine_numbers(), &[]))
+    }
+
+    /// What [`render_engine`] writes: the counters and the room count.
+    pub(crate) fn engine_numbers(&self) -> EngineNumbers {
+        EngineNumbers { stats: self.stats(), rooms: self.room_count().unwrap_or(0) as u64 }
     }
 
     /// True once [`stop`](Self::stop) has begun.

@@ -147,38 +147,21 @@ impl Stats {
     }
 }
 
-impl crate::server::ServerHandle {
-    /// The server's counters as Prometheus text (exposition format 0.0.4),
-    /// for an application that serves them on its own admin port. With the
-    /// protocol ([`ProtocolHandler`](crate::protocol::ProtocolHandler)) it
-    /// is exactly what `GET /metrics` returns; otherwise the engine's
-    /// counters, under the same metric names and in the same format (the
-    /// protocol's own counters, such as `reason="rate_limited"`, are absent).
-    pub fn metrics_text(&self) -> String {
-        let engine = self.engine();
-        engine.handler.metrics_text(self).unwrap_or_else(|| render_engine(&self.stats(), self, &[]))
-    }
-}
-
-/// Appends one metric family in the Prometheus text format (0.0.4).
-pub(crate) fn write_metric(out: &mut String, name: &str, kind: &str, help: &str, samples: &[(String, u64)]) {
-    use std::fmt::Write;
-    let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}");
-    for (labels, value) in samples {
-        let _ = writeln!(out, "{name}{labels} {value}");
-    }
+/// The numbers [`render_engine`] writes: the counters, and the room count
+/// the hub reports (0 when it does not answer).
+#[derive(Debug, Clone)]
+pub(crate) struct EngineNumbers {
+    pub stats: StatsSnapshot,
+    pub rooms: u64,
 }
 
 /// The engine's counters in the Prometheus text format, as `/metrics` names
 /// them. `more_drops` are reasons a handler adds to `wshub_dropped_total` (a
 /// family's samples must stay together); the protocol appends its own
 /// families after this (`protocol/metrics.rs`).
-pub(crate) fn render_engine(
-    s: &StatsSnapshot,
-    server: &crate::server::ServerHandle,
-    more_drops: &[(&str, u64)],
-) -> String {
-    let rooms = server.room_count().unwrap_or(0) as u64;
+pub(crate) fn render_engine(numbers: &EngineNumbers, more_drops: &[(&str, u64)]) -> String {
+    use crate::prometheus::write_metric;
+    let (s, rooms) = (&numbers.stats, numbers.rooms);
     let mut out = String::with_capacity(2048);
     let mut metric = |name: &str, kind: &str, help: &str, samples: &[(String, u64)]| {
         write_metric(&mut out, name, kind, help, samples)

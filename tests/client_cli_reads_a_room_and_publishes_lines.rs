@@ -54,14 +54,8 @@ fn the_cli_watches_a_room_and_publishes_stdin() {
         _ => None,
     });
     assert_eq!((first, second), (json!("hello there"), json!({"a": 2})));
-    let deadline = std::time::Instant::now() + client_common::WAIT;
-    let status = loop {
-        if let Some(s) = cli.try_wait().unwrap() {
-            break s;
-        }
-        assert!(std::time::Instant::now() < deadline, "wshub-cli did not exit at the end of its input");
-        std::thread::sleep(std::time::Duration::from_millis(20));
-    };
+    let status = client_common::child_common::wait_or_kill(&mut cli, client_common::WAIT)
+        .unwrap_or_else(|_| panic!("wshub-cli did not exit at the end of its input"));
     assert!(status.success(), "{status}");
 }
 

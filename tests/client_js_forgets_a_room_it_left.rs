@@ -3,10 +3,11 @@
 //! event and forgets the room, so a reconnection does not rejoin it. Needs
 //! `node` 20 or later on PATH.
 
+mod child_common;
 mod protocol_common;
 
 use std::process::{Command, Stdio};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use protocol_common::Wshub;
 
@@ -30,7 +31,7 @@ fn client_js_forgets_a_room_the_server_removed_it_from() {
     };
     let server = Wshub::start(&["--jwt-secret", SECRET]);
     let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/client_js_room_left.mjs");
-    let mut child = Command::new("node")
+    let child = Command::new("node")
         .args(flags)
         .arg(script)
         .arg(server.addr.to_string())
@@ -40,16 +41,7 @@ fn client_js_forgets_a_room_the_server_removed_it_from() {
         .stderr(Stdio::piped())
         .spawn()
         .expect("spawn node");
-    let deadline = Instant::now() + Duration::from_secs(60);
-    while child.try_wait().expect("try_wait").is_none() {
-        if Instant::now() > deadline {
-            let _ = child.kill();
-            let _ = child.wait();
-            panic!("the node session did not finish in time");
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    let out = child.wait_with_output().expect("node output");
+    let out = child_common::output_within(child, Duration::from_secs(60), "the node session");
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(
         out.status.success() && stdout.contains("client.js room:left ok"),

@@ -2,13 +2,13 @@
 //! file sets values, flags given on the command line override it, unknown keys
 //! are refused with a message naming them.
 
+mod child_common;
 mod protocol_common;
 use protocol_common as common;
 
 use std::io::Read;
 use std::path::PathBuf;
 use std::process::{Command, Stdio};
-use std::time::{Duration, Instant};
 
 use common::Wshub;
 
@@ -91,17 +91,8 @@ fn an_unknown_key_is_refused_with_its_name() {
         .stderr(Stdio::piped())
         .spawn()
         .expect("spawn");
-    let deadline = Instant::now() + common::WAIT;
-    let status = loop {
-        if let Some(status) = child.try_wait().expect("try_wait") {
-            break status;
-        }
-        if Instant::now() > deadline {
-            let _ = child.kill();
-            panic!("wshub accepted an unknown key and kept running");
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    };
+    let status = child_common::wait_or_kill(&mut child, common::WAIT)
+        .unwrap_or_else(|_| panic!("wshub accepted an unknown key and kept running"));
     let mut err = String::new();
     child.stderr.take().expect("stderr").read_to_string(&mut err).expect("read stderr");
     assert_eq!(status.code(), Some(2), "{err}");

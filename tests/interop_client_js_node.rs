@@ -5,11 +5,12 @@
 //! `once`/`off`, WshubError rejections, getToken for refresh and reconnect)
 //! against a server with auth on. Needs `node` 20 or later on PATH.
 
+mod child_common;
 mod protocol_common;
 use protocol_common as common;
 
 use std::process::{Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use common::Wshub;
 
@@ -23,7 +24,7 @@ fn run_node(script: &str, args: &[&str], expect: &str) {
         Err(e) => panic!("node (20 or later) is needed for this test: {e}"),
     };
     let script = format!("{}/tests/{script}", env!("CARGO_MANIFEST_DIR"));
-    let mut child = Command::new("node")
+    let child = Command::new("node")
         .args(flags)
         .arg(script)
         .args(args)
@@ -31,16 +32,7 @@ fn run_node(script: &str, args: &[&str], expect: &str) {
         .stderr(Stdio::piped())
         .spawn()
         .expect("spawn node");
-    let deadline = Instant::now() + Duration::from_secs(60);
-    while child.try_wait().expect("try_wait").is_none() {
-        if Instant::now() > deadline {
-            let _ = child.kill();
-            let _ = child.wait();
-            panic!("the node session did not finish in time");
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    let out = child.wait_with_output().expect("node output");
+    let out = child_common::output_within(child, Duration::from_secs(60), "the node session");
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(
         out.status.success() && stdout.contains(expect),

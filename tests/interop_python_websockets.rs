@@ -4,11 +4,12 @@
 //! Needs `python3` with `websockets` installed (`pip install websockets`);
 //! the test fails with that instruction when it is missing.
 
+mod child_common;
 mod protocol_common;
 use protocol_common as common;
 
 use std::process::{Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use common::Wshub;
 
@@ -25,23 +26,14 @@ fn a_python_websockets_client_runs_a_scripted_session() {
     }
     let server = Wshub::start(&[]);
     let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/interop_python_websockets.py");
-    let mut child = Command::new("python3")
+    let child = Command::new("python3")
         .arg(script)
         .arg(server.addr.to_string())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
         .expect("spawn python3");
-    let deadline = Instant::now() + Duration::from_secs(90);
-    while child.try_wait().expect("try_wait").is_none() {
-        if Instant::now() > deadline {
-            let _ = child.kill();
-            let _ = child.wait();
-            panic!("the Python session did not finish in time");
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    let out = child.wait_with_output().expect("python output");
+    let out = child_common::output_within(child, Duration::from_secs(90), "the Python session");
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(
         out.status.success() && stdout.contains("interop ok"),

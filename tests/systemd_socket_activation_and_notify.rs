@@ -5,6 +5,7 @@
 //! Unix datagram socket, passed as `NOTIFY_SOCKET`, receives `READY=1`,
 //! watchdog pings (`WATCHDOG_USEC`) and, on SIGTERM, `STOPPING=1`.
 
+mod child_common;
 mod common;
 
 use std::net::TcpListener;
@@ -86,14 +87,8 @@ fn socket_activation_serves_the_passed_socket_and_notifies_ready_watchdog_and_st
     let stopping = (0..10).map(|_| next_state(&notify)).find(|s| s != "WATCHDOG=1");
     assert_eq!(stopping.as_deref(), Some("STOPPING=1"));
     assert_eq!(common::read_until_close(&mut ws), Some(1001));
-    let deadline = Instant::now() + common::WAIT;
-    let status = loop {
-        if let Some(status) = started.0.try_wait().unwrap() {
-            break status;
-        }
-        assert!(Instant::now() < deadline, "wshub did not exit after SIGTERM");
-        std::thread::sleep(Duration::from_millis(20));
-    };
+    let status = child_common::wait_or_kill(&mut started.0, common::WAIT)
+        .unwrap_or_else(|_| panic!("wshub did not exit after SIGTERM"));
     let out = started.0.wait_with_output_after_exit();
     assert!(status.success(), "exit {status:?}\n{out}");
     assert!(out.contains(&format!("wshub listening on 127.0.0.1:{port}")), "{out}");

@@ -4,6 +4,7 @@
 //! SIGHUP), the library in-process for the engine paths (client
 //! certificates, order of frames, 1001, 1013, heartbeats).
 
+mod child_common;
 mod common;
 mod protocol_common;
 mod tls_common;
@@ -34,22 +35,13 @@ fn start(args: &[String]) -> Wshub {
 
 /// Runs a Python script to completion (bounded); its stdout when it exits 0.
 fn python(args: &[&str]) -> String {
-    let mut child = Command::new("python3")
+    let child = Command::new("python3")
         .args(args)
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
         .expect("python3 with `websockets` is needed");
-    let deadline = Instant::now() + Duration::from_secs(90);
-    while child.try_wait().expect("try_wait").is_none() {
-        if Instant::now() > deadline {
-            let _ = child.kill();
-            let _ = child.wait();
-            panic!("python {args:?} did not finish in time");
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    let out = child.wait_with_output().expect("output");
+    let out = child_common::output_within(child, Duration::from_secs(90), &format!("python {args:?}"));
     let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
     assert!(
         out.status.success(),

@@ -2,7 +2,8 @@
 //! upgrade and a plain HTTP answer, and writing the response.
 //!
 //! Runs on the connection's reader thread before the writer exists, so writing
-//! to the socket here is safe. It parses with `httparse` rather than through
+//! to the socket here is safe. The overflow thread (`overflow.rs`) uses the
+//! same parser and response writer for the sockets it answers. It parses with `httparse` rather than through
 //! tungstenite's handshake so that plain HTTP routes, refusals with any status
 //! and the handler's upgrade decision all share one path.
 

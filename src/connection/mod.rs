@@ -4,8 +4,9 @@
 //! - [`handshake`]: the HTTP request and the 101 (or a refusal), read and
 //!   written by the reader before the WebSocket exists.
 //! - [`reader`]: the connection's first thread. Upgrades, spawns the writer,
-//!   reads messages and runs the handler's callbacks. It never writes to the
-//!   socket after the handshake. On the way in, bytes pass through
+//!   reads messages and runs the handler's callbacks. It writes no frame to
+//!   the socket after the handshake (under TLS it flushes the records its
+//!   reads caused, under the write lock: see [`tls_session`]). On the way in, bytes pass through
 //!   [`tls_session`] (decryption, with TLS), [`frame_meter`] (frame-rate and
 //!   fragment limits), [`assembly`] (frames checked and joined into
 //!   messages) and [`inflate`] (compressed messages, bounded).

@@ -2,7 +2,9 @@
 //! to its socket once it is a WebSocket. The queue, its depth counters, the
 //! write lock with the rest of a partial direct send ([`Tail`]), the direct
 //! send, and parking and waking the writer all live here, and nothing outside
-//! this file writes to a connection's socket after the 101.
+//! this file writes to a connection's socket after the 101, except the TLS
+//! records the reader's reads caused (`tls_session.rs`), under the same
+//! write lock.
 //!
 //! Who writes to a socket, all through this file:
 //! - the connection's **writer thread** (`writer.rs`): queued frames in
@@ -15,9 +17,12 @@
 //!   thread, an application thread): the same direct send, when every
 //!   earlier hub command of that thread has taken effect (`hub/order.rs`).
 //!
-//! The reader thread writes only the HTTP response, before the writer exists;
+//! The reader thread writes the HTTP response, before the writer exists;
 //! after the 101 its pong and close replies are queued like any frame
-//! ([`ConnShared::push_control`]).
+//! ([`ConnShared::push_control`]). Under TLS it also flushes, under the write
+//! lock, the records its reads caused (alerts, key updates, session
+//! tickets); what the socket does not take then, the writer flushes before
+//! its next frame.
 //!
 //! The rule that keeps frames in order:
 //! 1. Every write happens under the write lock, so frames never interleave.

@@ -5,9 +5,12 @@
 //! writer, then reads messages (`assembly.rs`, which inflates compressed
 //! ones with `inflate.rs`) and runs the handler's callbacks. Pongs and the
 //! close reply go to the writer's queue ([`ConnShared::push_control`]): the
-//! reader never writes to the socket after the 101, and the replies go out
+//! reader writes no frame to the socket after the 101, and the replies go out
 //! after every frame already queued, through the one ordering point every
-//! writer uses (`outbound.rs`), which sends nothing after a close.
+//! writer uses (`outbound.rs`), which sends nothing after a close. Under TLS
+//! the reader does write after the 101: the records its reads caused
+//! (alerts, key updates, session tickets), under the same write lock
+//! (`tls_session.rs`).
 
 use std::io::{self, Read};
 use std::net::Shutdown;

@@ -573,7 +573,7 @@ pub extern "C" fn wshub_config_add_trusted_proxy(
     ffi_boundary! {
         let config = try_out!(config);
         let cidr = try_str!(cidr);
-        if cidr.parse::<crate::ip_table::Cidr>().is_err() {
+        if cidr.parse::<crate::trusted_proxy::Cidr>().is_err() {
             return wshub_result::WSHUB_INVALID_ARGUMENT;
         }
         config.config.trusted_proxies.push(cidr.to_owned());
@@ -793,6 +793,30 @@ pub extern "C" fn wshub_config_set_proxy_key(config: *mut wshub_config, key: *co
         let config = try_out!(config);
         config.protocol.proxy_key =
             if key.is_null() { None } else { Some(crate::protocol::Secret(try_str!(key).to_owned())) };
+        wshub_result::WSHUB_OK
+    }
+}
+
+/// Protocol only: the key (copied) the backend HTTP API (paths under `/api/`) requires
+/// in `Authorization: apikey <KEY>` or `X-API-Key`; NULL turns the API off
+/// (every path under `/api/` is 404). An empty key makes `wshub_start` return
+/// WSHUB_INVALID_CONFIG. Never logged. Default off.
+#[no_mangle]
+pub extern "C" fn wshub_config_set_api_key(config: *mut wshub_config, key: *const c_char) -> wshub_result {
+    ffi_boundary! {
+        let config = try_out!(config);
+        config.protocol.api_key =
+            if key.is_null() { None } else { Some(crate::protocol::Secret(try_str!(key).to_owned())) };
+        wshub_result::WSHUB_OK
+    }
+}
+
+/// Protocol only: users the ban list holds at most (expired bans do not
+/// count); a ban past it is refused (WSHUB_REFUSED, HTTP 503). Default 10000.
+#[no_mangle]
+pub extern "C" fn wshub_config_set_max_bans(config: *mut wshub_config, users: usize) -> wshub_result {
+    ffi_boundary! {
+        try_out!(config).protocol.max_bans = users;
         wshub_result::WSHUB_OK
     }
 }

@@ -1,12 +1,12 @@
-//! Kick and ban from C (docs/protocol.md, "Backend HTTP API"), and the
-//! settings of the backend API and the ban list. The calls act like
+//! Kick and ban from C (docs/protocol.md, "Backend HTTP API"); the settings
+//! of the backend API and the ban list are `wshub_config` setters
+//! (`config.rs`). The calls act like
 //! `POST /api/disconnect`, `/api/ban` and `/api/unban` (with Redis, on every
 //! node); all are safe from any thread and from inside callbacks.
 
 use std::ffi::c_char;
 use std::time::{Duration, UNIX_EPOCH};
 
-use super::config::wshub_config;
 use super::error::wshub_result;
 use super::publish::protocol;
 use super::server::wshub_server;
@@ -92,29 +92,5 @@ pub extern "C" fn wshub_unban(server: *mut wshub_server, user: *const c_char) ->
         to_result!(protocol(server).map(|(protocol, _)| {
             protocol.unban(user);
         }))
-    }
-}
-
-/// Protocol only: the key (copied) the backend HTTP API (paths under `/api/`) requires
-/// in `Authorization: apikey <KEY>` or `X-API-Key`; NULL turns the API off
-/// (every path under `/api/` is 404). An empty key makes `wshub_start` return
-/// WSHUB_INVALID_CONFIG. Never logged. Default off.
-#[no_mangle]
-pub extern "C" fn wshub_config_set_api_key(config: *mut wshub_config, key: *const c_char) -> wshub_result {
-    ffi_boundary! {
-        let config = try_out!(config);
-        config.protocol.api_key =
-            if key.is_null() { None } else { Some(crate::protocol::Secret(try_str!(key).to_owned())) };
-        wshub_result::WSHUB_OK
-    }
-}
-
-/// Protocol only: users the ban list holds at most (expired bans do not
-/// count); a ban past it is refused (WSHUB_REFUSED, HTTP 503). Default 10000.
-#[no_mangle]
-pub extern "C" fn wshub_config_set_max_bans(config: *mut wshub_config, users: usize) -> wshub_result {
-    ffi_boundary! {
-        try_out!(config).protocol.max_bans = users;
-        wshub_result::WSHUB_OK
     }
 }

@@ -95,7 +95,7 @@ impl<T> FfiDefault for *mut T {
 /// In a forked child `body` does not run (unless `even_after_fork`): the
 /// call returns [`FfiDefault::forked`].
 pub(crate) fn boundary<T: FfiDefault>(even_after_fork: bool, body: impl FnOnce() -> T) -> T {
-    if !even_after_fork && crate::sys::pthread::in_forked_child() {
+    if !even_after_fork && crate::sys::fork::in_forked_child() {
         return T::forked();
     }
     super::error::call_started();

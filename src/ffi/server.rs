@@ -417,8 +417,9 @@ pub extern "C" fn wshub_leave(server: *mut wshub_server, conn: u64, room: *const
 }
 
 /// Sends a message to every member of `room` except connection `except`
-/// (0 excludes no one; ids are never 0). The payload is copied once and shared.
-/// A room without members is not an error.
+/// (0 excludes no one; ids are never 0). The payload is copied (into a
+/// message, then into one frame every member shares), so `data` may be freed
+/// on return. A room without members is not an error.
 #[no_mangle]
 pub extern "C" fn wshub_broadcast(
     server: *mut wshub_server,

@@ -272,7 +272,7 @@ impl ProtocolConfig {
             self.jwt_issuer.as_deref(),
         )?;
         if let Some(bad) =
-            self.allow_origins.iter().find(|o| super::admission::Origin::parse_pattern(o).is_none())
+            self.allow_origins.iter().find(|o| super::origin::Origin::parse_pattern(o).is_none())
         {
             return Err(format!("allow_origin {bad:?} is not scheme://host[:port]"));
         }

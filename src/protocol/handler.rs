@@ -453,20 +453,11 @@ impl Handler for ProtocolHandler {
             // (a client that stopped reading may have had all of it queued).
             let mut traffic = state.bytes_in.saturating_add(state.bytes_replied);
             for (room, joined_at) in &state.rooms {
-                let last = self.shared.rooms.with_room(room, false, |r| {
-                    r.members.remove(&conn);
-                    let sent = r.published_bytes.saturating_sub(*joined_at);
-                    traffic = traffic.saturating_add(usize::try_from(sent).unwrap_or(usize::MAX));
-                    if r.rules.announces_members() {
-                        let event = presence_event("presence:leave", room, &state.client_id, user.as_deref());
-                        let _ = server.broadcast(room, event, Some(conn));
-                    }
-                    r.members.is_empty()
-                });
-                if let Some(cluster) = &self.shared.cluster {
-                    cluster.left(room, &state.client_id, conn, user.as_deref(), last.unwrap_or(true));
-                }
-                self.shared.rooms.remove_if_idle(room);
+                // The engine drops a closed connection from the hub's rooms itself.
+                let published =
+                    leave_room(&self.shared, server, room, conn, &state.client_id, user.as_deref(), false);
+                let sent = published.map_or(0, |p| p.saturating_sub(*joined_at));
+                traffic = traffic.saturating_add(usize::try_from(sent).unwrap_or(usize::MAX));
             }
             self.shared.rooms.sweep();
             // Its outbound queue is freed by its writer just after this returns:
@@ -486,6 +477,37 @@ impl Handler for ProtocolHandler {
 }
 
 use cluster::presence_event;
+
+/// What a member leaving `room` does, whether it asked (`room:leave`) or
+/// closed: out of the room's members, `presence:leave` to the others, the
+/// cluster told, the room dropped when idle. With `hub` it also leaves the
+/// hub's room. The room's `published_bytes` then, when the room was there.
+fn leave_room(
+    shared: &Shared,
+    server: &ServerHandle,
+    room: &str,
+    conn: ConnId,
+    client_id: &str,
+    user: Option<&str>,
+    hub: bool,
+) -> Option<u64> {
+    let found = shared.rooms.with_room(room, false, |r| {
+        r.members.remove(&conn);
+        if hub {
+            let _ = server.leave(conn, room);
+        }
+        if r.rules.announces_members() {
+            let event = presence_event("presence:leave", room, client_id, user);
+            let _ = server.broadcast(room, event, Some(conn));
+        }
+        (r.members.is_empty(), r.published_bytes)
+    });
+    if let Some(cluster) = &shared.cluster {
+        cluster.left(room, client_id, conn, user, found.as_ref().map_or(true, |(last, _)| *last));
+    }
+    shared.rooms.remove_if_idle(room);
+    found.ok().map(|(_, published)| published)
+}
 
 /// One message being handled for one connection.
 struct Session<'a> {
@@ -797,21 +819,8 @@ impl Session<'_> {
             return Err(ErrorReply::new(ErrorCode::NotFound, format!("not in room {room:?}")));
         }
         self.state.granted.remove(room);
-        let (server, conn, client_id) = (self.server, self.conn, &self.state.client_id);
         let user = self.state.identity.as_ref().map(|i| i.user.as_str());
-        let last = self.shared.rooms.with_room(room, false, |r| {
-            r.members.remove(&conn);
-            let _ = server.leave(conn, room);
-            if r.rules.announces_members() {
-                let event = presence_event("presence:leave", room, client_id, user);
-                let _ = server.broadcast(room, event, Some(conn));
-            }
-            r.members.is_empty()
-        });
-        if let Some(cluster) = &self.shared.cluster {
-            cluster.left(room, client_id, conn, user, last.unwrap_or(true));
-        }
-        self.shared.rooms.remove_if_idle(room);
+        leave_room(self.shared, self.server, room, self.conn, &self.state.client_id, user, true);
         self.shared.rooms.sweep();
         trim::note_freed(self.shared.rooms.budget().take_freed());
         Ok(())

@@ -5,6 +5,7 @@
 use std::sync::atomic::Ordering::SeqCst;
 
 use super::handler::Shared;
+use crate::prometheus::write_one;
 use crate::server::ServerHandle;
 use crate::types::{HttpResponse, RequestInfo};
 
@@ -79,10 +80,14 @@ pub(crate) fn metrics_text(shared: &Shared, server: &ServerHandle) -> String {
 fn backend_metrics(shared: &Shared) -> String {
     let streams = super::sse::streams(shared);
     let bans = shared.bans.len(std::time::SystemTime::now());
-    format!(
-        "# HELP wshub_sse_streams Open Server-Sent Events streams (also counted in wshub_connections).\n\
-         # TYPE wshub_sse_streams gauge\nwshub_sse_streams {streams}\n\
-         # HELP wshub_bans Users banned now (at most max_bans).\n\
-         # TYPE wshub_bans gauge\nwshub_bans {bans}\n"
-    )
+    let mut out = String::new();
+    write_one(
+        &mut out,
+        "wshub_sse_streams",
+        "gauge",
+        "Open Server-Sent Events streams (also counted in wshub_connections).",
+        streams,
+    );
+    write_one(&mut out, "wshub_bans", "gauge", "Users banned now (at most max_bans).", bans);
+    out
 }

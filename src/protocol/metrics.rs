@@ -1,6 +1,6 @@
 //! The protocol layer's counters and the Prometheus text of `GET /metrics`.
 //!
-//! Engine counters come from [`ServerHandle::stats`]; this adds what only the
+//! Engine counters come from [`ServerHandle::engine_numbers`]; this adds what only the
 //! protocol knows (rate-limit drops, what the protocol's bounds refused or
 //! evicted, disconnect codes).
 
@@ -10,8 +10,9 @@ use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use parking_lot::Mutex;
 
 use super::room::Budget;
+use crate::prometheus::write_metric;
 use crate::server::ServerHandle;
-use crate::stats::{render_engine, write_metric};
+use crate::stats::render_engine;
 
 /// Counters the protocol handler keeps.
 #[derive(Debug, Default)]
@@ -48,7 +49,7 @@ impl Metrics {
             ("max_rooms", self.max_rooms.load(Relaxed)),
             ("reply_backlog", self.reply_backlog.load(Relaxed)),
         ];
-        let mut out = render_engine(&server.stats(), server, &drops);
+        let mut out = render_engine(&server.engine_numbers(), &drops);
         let one = |v: u64| [(String::new(), v)];
         write_metric(
             &mut out,

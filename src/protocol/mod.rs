@@ -2,8 +2,10 @@
 //! layer on top of the engine: a [`Handler`](crate::Handler) implementation,
 //! not part of the engine.
 //!
-//! An upgrade passes `admission` first. A message's path: [`envelope`] or [`binary`] parses it, `rate_limit`
-//! decides whether it is served, `handler` acts on it, `publish` is the one way a message enters a room, `room` keeps each room's
+//! An upgrade passes `admission` first. A message's path: `rate_limit`
+//! decides whether it is served (before it is parsed; a limited one gets
+//! `error rate_limited` with the id peeked from it), [`envelope`] or
+//! [`binary`] parses it, `handler` acts on it, `publish` is the one way a message enters a room, `room` keeps each room's
 //! seq, history and presence, `cluster` spreads rooms over nodes through Redis
 //! (`--redis`), `http` and `metrics` answer the plain HTTP routes.
 //! Backends come in through `api` (the HTTP API) or the handle's methods
@@ -25,6 +27,7 @@ mod http;
 mod metrics;
 mod namespace;
 mod proxy;
+pub(crate) mod origin;
 mod publish;
 mod rate_limit;
 mod reads;

@@ -4,7 +4,7 @@
 //!
 //! The engine's hub owns who receives a broadcast; this owns what the protocol
 //! promises on top: `seq` order, recovery and presence. Whoever assigns a seq
-//! must broadcast while holding the room's lock (see `handler.rs`), so seq
+//! must broadcast while holding the room's lock (see `publish.rs`), so seq
 //! order is delivery order.
 //!
 //! History keeps each message as the frame that was broadcast ([`SharedFrame`]),

@@ -10,12 +10,14 @@
 //! - [`trim`]: giving freed heap memory back to the system (`malloc_trim`).
 //! - [`poll`]: `poll(2)` over many sockets, for the overflow thread.
 //! - [`fd`]: a listening socket passed by number (systemd's `LISTEN_FDS`).
+//! - [`fork`]: whether this is a forked child, where nothing of wshub runs.
 //! - [`signals`]: every thread wshub starts blocks the process's signals.
 #![allow(unsafe_code)]
 
 use std::sync::OnceLock;
 
 pub(crate) mod fd;
+pub(crate) mod fork;
 pub(crate) mod futex;
 pub(crate) mod poll;
 pub(crate) mod pthread;

@@ -17,6 +17,7 @@ use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::atomic::{AtomicUsize, Ordering::*};
 use std::sync::Arc;
 
+use super::fork;
 use super::stacks::{self, Stack};
 
 type Job = Box<dyn FnOnce() + Send + 'static>;
@@ -185,15 +186,7 @@ fn usable_stack(requested: usize, attr: &libc::pthread_attr_t) -> Option<usize> 
     requested.checked_add(overhead)?.checked_next_multiple_of(page)
 }
 
-static FORKED_CHILD: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
-
-/// True in a child forked from a process that ran wshub: none of the
-/// parent's wshub threads exist there, so nothing of wshub may be used.
-pub(crate) fn in_forked_child() -> bool {
-    FORKED_CHILD.load(Relaxed)
-}
-
-/// Installs the `fork` handlers once per process (see [`in_forked_child`]
+/// Installs the `fork` handlers once per process (see [`fork::in_forked_child`]
 /// and [`stacks::lock_for_fork`]).
 pub(crate) fn watch_fork() {
     extern "C" fn prepare() {
@@ -203,7 +196,7 @@ pub(crate) fn watch_fork() {
         stacks::unlock_after_fork();
     }
     extern "C" fn child() {
-        FORKED_CHILD.store(true, Relaxed);
+        fork::mark_forked_child();
         stacks::unlock_after_fork();
     }
     static ONCE: std::sync::Once = std::sync::Once::new();

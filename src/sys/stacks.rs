@@ -140,7 +140,7 @@ pub(crate) fn take(size: usize) -> Option<Stack> {
     if super::kernel_fallback() {
         return None;
     }
-    if super::pthread::in_forked_child() {
+    if super::fork::in_forked_child() {
         return None;
     }
     let gone = POOL.lock().reap();

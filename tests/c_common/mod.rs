@@ -12,6 +12,9 @@ use std::time::{Duration, Instant};
 
 use tungstenite::{Message, WebSocket};
 
+#[path = "../child_common/mod.rs"]
+pub mod child_common;
+
 pub const SANITIZE: &str = "-fsanitize=address,undefined -fno-omit-frame-pointer";
 
 pub fn repo() -> PathBuf {
@@ -135,19 +138,11 @@ impl Program {
 
     /// Waits (at most `limit`) for the program to exit; returns its status and stderr.
     pub fn wait(mut self, limit: Duration) -> (ExitStatus, String) {
-        let deadline = Instant::now() + limit;
-        loop {
-            if let Some(status) = self.child.try_wait().expect("try_wait") {
-                let stderr = self.stderr.recv_timeout(Duration::from_secs(10)).unwrap_or_default();
-                return (status, stderr);
-            }
-            if Instant::now() >= deadline {
-                let _ = self.child.kill();
-                let _ = self.child.wait();
-                let stderr = self.stderr.recv_timeout(Duration::from_secs(10)).unwrap_or_default();
-                panic!("the program did not exit within {limit:?}; stderr:\n{stderr}");
-            }
-            std::thread::sleep(Duration::from_millis(20));
+        let exited = child_common::wait_or_kill(&mut self.child, limit);
+        let stderr = self.stderr.recv_timeout(Duration::from_secs(10)).unwrap_or_default();
+        match exited {
+            Ok(status) => (status, stderr),
+            Err(_) => panic!("the program did not exit within {limit:?}; stderr:\n{stderr}"),
         }
     }
 }

@@ -11,6 +11,8 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use parking_lot::Mutex;
+#[path = "../child_common/mod.rs"]
+pub mod child_common;
 pub mod fake;
 
 use wshub::client::{Client, Event};
@@ -221,15 +223,5 @@ pub fn messages(seen: &[Event], room: &str) -> Vec<(u64, serde_json::Value)> {
 /// Waits for a child (a node script that bounds its own run) to exit; past
 /// `limit` it is killed, by its PID through `Child`.
 pub fn exit_status_within(child: &mut Child, limit: Duration) -> std::process::ExitStatus {
-    let exit_by = Instant::now() + limit;
-    loop {
-        if let Some(status) = child.try_wait().expect("try_wait") {
-            return status;
-        }
-        if Instant::now() > exit_by {
-            let _ = child.kill();
-            return child.wait().expect("child exit");
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    child_common::wait_or_kill(child, limit).unwrap_or_else(|killed| killed)
 }

@@ -1,10 +1,11 @@
 //! Scale-out over Redis (`--redis`): one room across many nodes, with one seq
 //! per room, history and recovery from a Redis stream, and presence across
-//! nodes. Without `--redis` (or `--redis-sentinel`) none of this exists
-//! (`Shared::cluster` is `None`). Rooms are spread over the Redis instances
-//! given, each a shard with its own connections (`shards.rs`); a connection
-//! goes to an instance's address or to the primary Sentinel names
-//! (`sentinel.rs`).
+//! nodes. Without `--redis` (or `--redis-sentinel`) no [`Cluster`] exists
+//! (`Shared::cluster` is `None`); a single node uses only [`presence_event`]
+//! from here, for the presence events it sends itself. Rooms are spread over
+//! the Redis instances given, each a shard with its own connections
+//! (`shards.rs`); a connection goes to an instance's address or to the
+//! primary Sentinel names (`sentinel.rs`).
 //!
 //! How a message travels: `publish.rs` hands a publish to [`Cluster::publish`],
 //! which runs one Lua script (next seq, XADD, PUBLISH; `scripts.rs`) on the
@@ -49,6 +50,7 @@ use super::publish::{Body, Publish, Published};
 use super::reads::{Presence, PRESENCE_MAX};
 use super::room::RoomState;
 use crate::frame::{self as wire, SharedFrame};
+use crate::prometheus::write_one;
 use crate::server::ServerHandle;
 use crate::types::ConnId;
 
@@ -1022,9 +1024,8 @@ impl Cluster {
     pub fn render_metrics(&self) -> String {
         let m = &self.metrics;
         let mut out = String::with_capacity(1024);
-        let mut metric = |name: &str, kind: &str, help: &str, value: String| {
-            let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}\n{name} {value}");
-        };
+        let mut metric =
+            |name: &str, kind: &str, help: &str, value: String| write_one(&mut out, name, kind, help, value);
         metric(
             "wshub_redis_up",
             "gauge",

@@ -1,0 +1,36 @@
+//! Child processes in tests: wait for one to exit, bounded in time; past the
+//! bound it is killed (SIGKILL, by its PID through `Child`) and reaped, so no
+//! test leaves a process behind or waits forever. A test uses it as
+//! `mod child_common;`, or as `client_common::child_common` /
+//! `c_common::child_common` when it has one of those (which include it with
+//! `#[path = "../child_common/mod.rs"] pub mod child_common;`).
+#![allow(dead_code)]
+
+use std::process::{Child, ExitStatus, Output};
+use std::time::{Duration, Instant};
+
+/// Waits at most `limit` for `child` to exit: `Ok(status)` when it did,
+/// else it is killed and reaped and `Err(status)` is how it ended.
+pub fn wait_or_kill(child: &mut Child, limit: Duration) -> Result<ExitStatus, ExitStatus> {
+    let deadline = Instant::now() + limit;
+    loop {
+        if let Some(status) = child.try_wait().expect("try_wait") {
+            return Ok(status);
+        }
+        if Instant::now() >= deadline {
+            let _ = child.kill();
+            return Err(child.wait().expect("wait for the killed child"));
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// Runs `child` (spawned with piped stdout and stderr) to its end: its
+/// output when it exits within `limit`; otherwise it is killed and the test
+/// fails, naming `what`.
+pub fn output_within(mut child: Child, limit: Duration, what: &str) -> Output {
+    if wait_or_kill(&mut child, limit).is_err() {
+        panic!("{what} did not finish within {limit:?}");
+    }
+    child.wait_with_output().expect("the child's output")
+}
