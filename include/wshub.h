@@ -65,6 +65,30 @@
  */
 #define WSHUB_CALLBACKS_INIT { sizeof(wshub_callbacks), NULL, NULL, NULL, NULL, NULL }
 
+/*
+ * Initializes a wshub_namespace_options: struct_size set to this header's
+ * size of it, and the rules of a room outside any namespace (clients
+ * publish; presence, join/leave and typing on; the top-level history; no
+ * member limit). Start every wshub_namespace_options from it.
+ * WSHUB_NAMESPACE_INHERIT in history_size or history_max_bytes takes the
+ * top-level setting.
+ */
+#define WSHUB_NAMESPACE_INHERIT SIZE_MAX
+
+#define WSHUB_NAMESPACE_OPTIONS_INIT { sizeof(wshub_namespace_options), true, true, true, true, \
+    WSHUB_NAMESPACE_INHERIT, WSHUB_NAMESPACE_INHERIT, WSHUB_NAMESPACE_INHERIT_MS, 0 }
+
+
+/*
+ `on_join`'s answer for a read-only member: it joins and receives, but
+ its publishes, binary publishes and typing get `error forbidden`.
+ */
+#define WSHUB_JOIN_READ_ONLY 2
+
+/*
+ A `history_ttl_ms` that takes the top-level setting.
+ */
+#define WSHUB_NAMESPACE_INHERIT_MS UINT64_MAX
 
 /*
  What a wshub function reports. `WSHUB_OK` is 0; every other value is an
@@ -240,6 +264,11 @@ typedef enum {
 } wshub_log_level;
 
 /*
+ A set of rights.
+ */
+typedef struct Rights Rights;
+
+/*
  A server configuration under construction. Create with `wshub_config_new`,
  adjust with the setters, pass to `wshub_start` (which copies it, so the same
  config may start several servers), free with `wshub_config_free`. Not
@@ -280,6 +309,61 @@ typedef void (*wshub_log_fn)(void *user_data,
                              wshub_log_level level,
                              const char *target,
                              const char *message);
+
+/*
+ The rules of the rooms of one namespace (`wshub_config_add_namespace`).
+ Always initialize it with `WSHUB_NAMESPACE_OPTIONS_INIT`, which sets
+ `struct_size` and the rules of a room outside any namespace
+ (`wshub_namespace_options options = WSHUB_NAMESPACE_OPTIONS_INIT;`), then
+ change the rules you need. wshub reads only the fields `struct_size`
+ covers: a program built against an older header gets the defaults for
+ the fields it does not know.
+ */
+typedef struct {
+  /*
+   `sizeof(wshub_namespace_options)` in the header the application was
+   built with; `WSHUB_NAMESPACE_OPTIONS_INIT` sets it.
+   */
+  size_t struct_size;
+  /*
+   Whether clients may publish (false: only the backend API and
+   `wshub_publish*` may; clients get `error forbidden`). Default true.
+   */
+  bool client_publish;
+  /*
+   Whether rooms have a member list (false: `presence:get` is
+   `forbidden` and no `presence:join`/`leave` is sent). Default true.
+   */
+  bool presence;
+  /*
+   Whether members get `presence:join`/`leave` events. Default true.
+   */
+  bool join_leave;
+  /*
+   Whether `typing:start`/`typing:stop` are allowed. Default true.
+   */
+  bool typing;
+  /*
+   Messages each room keeps (0: no history); `WSHUB_NAMESPACE_INHERIT`
+   (the default) takes `wshub_config_set_history_size`'s.
+   */
+  size_t history_size;
+  /*
+   Bytes of history each room keeps (0: no history);
+   `WSHUB_NAMESPACE_INHERIT` (the default) takes the top-level setting.
+   */
+  size_t history_max_bytes;
+  /*
+   Milliseconds each room keeps a message (0: no history);
+   `WSHUB_NAMESPACE_INHERIT_MS` (the default) takes the top-level setting.
+   */
+  uint64_t history_ttl_ms;
+  /*
+   Members a room takes; one more join gets `error forbidden`. 0 (the
+   default) = no limit.
+   */
+  size_t max_members;
+} wshub_namespace_options;
 
 /*
  on_upgrade: a client asks to open a WebSocket on the configured path; no
@@ -339,8 +423,10 @@ typedef void (*wshub_on_close)(void *user_data,
 
 /*
  on_join: protocol only (`wshub_config_set_protocol`): a client asks to
- join `room` (`room:join`), and its token's `rooms` claim, if any, allows
- it. Return nonzero to let it join, 0 to refuse with `error forbidden`.
+ join `room` (`room:join`), and its token's `rooms` or `caps` claim, if
+ any, allows it. Return 0 to refuse with `error forbidden`,
+ `WSHUB_JOIN_READ_ONLY` to let it join read-only, any other value to let
+ it join with every right its token gives.
  `user` is the token's `sub` (NULL when auth is off); `user` and `room` are
  valid only during the call. Runs on the connection's reader thread, before
  the join takes effect, for the first join of each room (not for a rejoin
@@ -554,6 +640,10 @@ typedef struct {
  A binary message.
  */
 #define WSHUB_BINARY 2
+
+
+
+
 
 #ifdef __cplusplus
 extern "C" {
@@ -908,6 +998,46 @@ wshub_result wshub_config_set_max_connections_per_user(wshub_config *config, siz
 wshub_result wshub_config_set_sse(wshub_config *config, bool on);
 
 /*
+ Protocol only: the backend's connect proxy (copied `http://` URL; NULL
+ turns it off, the default): before each WebSocket upgrade, on the
+ connection's reader thread, a JSON POST `{remote_addr, origin, path,
+ query, headers}`; `200 {user, caps?}` admits in place of a token,
+ `401`/`403` refuse with that status, anything else or no answer within
+ the proxy timeout is `503`. Another scheme makes `wshub_start` return
+ WSHUB_INVALID_CONFIG.
+ */
+wshub_result wshub_config_set_proxy_connect(wshub_config *config, const char *url);
+
+/*
+ Protocol only: the backend's join proxy (copied `http://` URL; NULL: off,
+ the default): on each first `room:join` of a room and each `/sse`, a
+ JSON POST `{user, clientId, room}`; `200 {allow?}` admits with those
+ rights, `403` is `error forbidden`, a failure `error unavailable`.
+ */
+wshub_result wshub_config_set_proxy_join(wshub_config *config, const char *url);
+
+/*
+ Protocol only: the backend's publish proxy (copied `http://` URL; NULL:
+ off, the default): on each client publish, a JSON POST `{user,
+ clientId, room, data}`; `200` publishes (a `data` in its answer replaces
+ the client's), `403` is `error forbidden`, a failure `error
+ unavailable`. Binary publishes are refused while it is set.
+ */
+wshub_result wshub_config_set_proxy_publish(wshub_config *config, const char *url);
+
+/*
+ Protocol only: milliseconds one proxy call may take before it counts as
+ failed. Default 1000; 0 makes `wshub_start` return WSHUB_INVALID_CONFIG.
+ */
+wshub_result wshub_config_set_proxy_timeout_ms(wshub_config *config, uint64_t ms);
+
+/*
+ Protocol only: sent as `Authorization: apikey <key>` (copied) on every
+ proxy call; NULL: none (the default).
+ */
+wshub_result wshub_config_set_proxy_key(wshub_config *config, const char *key);
+
+/*
  Protocol only: the key (copied) the backend HTTP API (paths under `/api/`) requires
  in `Authorization: apikey <KEY>` or `X-API-Key`; NULL turns the API off
  (every path under `/api/` is 404). An empty key makes `wshub_start` return
@@ -924,10 +1054,39 @@ wshub_result wshub_config_set_max_bans(wshub_config *config, size_t users);
 /*
  Protocol only: share rooms, seq, history and presence with every node on
  this Redis (copied): `redis://[:password@]host:port[/db]` or `rediss://`;
- NULL turns it off (a single node, the default). A URL that does not parse
- makes `wshub_start` return WSHUB_INVALID_CONFIG. See docs/scaling.md.
+ it replaces any URL set or added before. NULL turns Redis off (a single
+ node, the default). A URL that does not parse makes `wshub_start` return
+ WSHUB_INVALID_CONFIG. More Redis instances: `wshub_config_add_redis`.
+ See docs/scaling.md.
  */
 wshub_result wshub_config_set_redis(wshub_config *config, const char *url);
+
+/*
+ Protocol only: adds one more Redis (copied) after those set or added
+ before: rooms are spread over all of them by a consistent hash of the
+ room name, each instance a shard with its own connections, so one down
+ makes only its rooms unavailable. Every node must be given the same
+ URLs in the same order. A URL that does not parse makes `wshub_start`
+ return WSHUB_INVALID_CONFIG. See docs/scaling.md, "Sharding".
+ */
+wshub_result wshub_config_add_redis(wshub_config *config, const char *url);
+
+/*
+ Protocol only: adds a Sentinel, "HOST:PORT" (copied), that names the
+ primary of the master set with `wshub_config_set_redis_sentinel_master`:
+ every new Redis connection goes to the primary the sentinels name, so the
+ node follows a failover. The URL of `wshub_config_set_redis`, if set,
+ then only lends its password, database and TLS settings. Repeatable.
+ WSHUB_INVALID_ARGUMENT when `addr` is not HOST:PORT. See docs/scaling.md.
+ */
+wshub_result wshub_config_add_redis_sentinel(wshub_config *config, const char *addr);
+
+/*
+ Protocol only: the master name (copied) the sentinels watch; needed with
+ `wshub_config_add_redis_sentinel` (without it, or it without a sentinel,
+ `wshub_start` returns WSHUB_INVALID_CONFIG). NULL unsets it.
+ */
+wshub_result wshub_config_set_redis_sentinel_master(wshub_config *config, const char *name);
 
 /*
  Protocol only: the prefix (copied) of every Redis key and channel, so
@@ -1156,6 +1315,20 @@ wshub_result wshub_ban(wshub_server *server,
  Errors: WSHUB_REFUSED (the protocol is off), WSHUB_STOPPED.
  */
 wshub_result wshub_unban(wshub_server *server, const char *user);
+
+/*
+ Protocol only: rooms whose name starts with `prefix` (copied; the
+ longest matching prefix wins) follow `options` (copied; NULL: the
+ defaults of `WSHUB_NAMESPACE_OPTIONS_INIT`) instead of the top-level
+ settings. A second namespace with the same prefix replaces the first.
+ Errors: WSHUB_NULL_PARAMETER (config or prefix), WSHUB_INVALID_ARGUMENT
+ (a `struct_size` that is not one, a prefix that is not UTF-8); an empty
+ prefix or a value over its bound makes `wshub_start` return
+ WSHUB_INVALID_CONFIG.
+ */
+wshub_result wshub_config_add_namespace(wshub_config *config,
+                                        const char *prefix,
+                                        const wshub_namespace_options *options);
 
 /*
  Protocol only: publishes `length` bytes of JSON at `data` (copied; any

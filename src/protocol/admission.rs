@@ -16,8 +16,8 @@ use parking_lot::Mutex;
 
 use super::auth::{self, Identity, Verifier};
 use super::config::ProtocolConfig;
-use super::proxy::Proxy;
 use super::origin::Origin;
+use super::proxy::Proxy;
 use crate::types::{ConnId, HttpResponse, RequestInfo};
 use std::sync::Arc;
 

@@ -4,7 +4,7 @@
 
 use std::time::Duration;
 
-use super::namespace::Namespace;
+use super::namespace::{HistoryRules, Namespace, Namespaces};
 
 /// Settings of [`ProtocolHandler`](super::ProtocolHandler), built from plain
 /// values so the binary, the config file and a C setter can all fill it.
@@ -175,6 +175,13 @@ impl Default for ProtocolConfig {
 }
 
 impl ProtocolConfig {
+    /// The rules every room gets: its namespace's, or the top-level ones.
+    pub(crate) fn namespace_rules(&self) -> Namespaces {
+        let history =
+            HistoryRules { count: self.history_size, ttl: self.history_ttl, bytes: self.history_max_bytes };
+        Namespaces::new(history, &self.namespaces)
+    }
+
     /// Sets [`ProtocolConfig::rate_limit`].
     #[must_use]
     pub fn rate_limit(mut self, per_second: u32) -> Self {
@@ -288,7 +295,7 @@ impl ProtocolConfig {
             ("proxy_publish", &self.proxy_publish),
         ] {
             if let Some(url) = url {
-                super::proxy::check_url(name, url)?;
+                check_url(name, url)?;
             }
         }
         bounds::check_durations(&[("proxy_timeout", self.proxy_timeout)])?;
@@ -464,5 +471,13 @@ impl ProtocolConfig {
     pub fn max_connections_per_user(mut self, n: usize) -> Self {
         self.max_connections_per_user = n;
         self
+    }
+}
+
+/// Checks a proxy URL (for [`ProtocolConfig::validate`]).
+pub(crate) fn check_url(name: &str, url: &str) -> Result<(), String> {
+    match url.strip_prefix("http://") {
+        Some(rest) if !rest.is_empty() && url.parse::<ureq::http::Uri>().is_ok() => Ok(()),
+        _ => Err(format!("{name} must be an http:// URL (https:// is not supported), not {url:?}")),
     }
 }

@@ -168,7 +168,7 @@ impl ProtocolHandler {
             .then(|| Cluster::new(&config))
             .and_then(|made| made.inspect_err(|e| log::error!("{e}: running as a single node")).ok());
         let bans = Bans::new(config.max_bans);
-        let namespaces = Arc::new(Namespaces::new(&config));
+        let namespaces = Arc::new(config.namespace_rules());
         let node = cluster.as_ref().map_or_else(|| format!("pid-{}", std::process::id()), |c| c.node.clone());
         let proxy = Proxy::new(&config, node).map(Arc::new);
         ProtocolHandler {

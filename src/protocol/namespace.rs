@@ -10,7 +10,6 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use super::config::ProtocolConfig;
 use super::envelope::{ErrorCode, ErrorReply};
 
 /// One `[[namespace]]` block: the rules of every room whose name starts
@@ -220,14 +219,10 @@ pub(crate) struct Namespaces {
 }
 
 impl Namespaces {
-    /// The rules of `config`'s namespaces (history settings a namespace
-    /// leaves unset take the top-level ones).
-    pub fn new(config: &ProtocolConfig) -> Self {
-        let history = HistoryRules {
-            count: config.history_size,
-            ttl: config.history_ttl,
-            bytes: config.history_max_bytes,
-        };
+    /// The rules of `namespaces`, and `history` for rooms no prefix matches
+    /// (history settings a namespace leaves unset take those too).
+    /// `ProtocolConfig::namespace_rules` gives a configuration's.
+    pub fn new(history: HistoryRules, namespaces: &[Namespace]) -> Self {
         let top = Arc::new(Rules {
             prefix: String::new(),
             client_publish: true,
@@ -237,8 +232,7 @@ impl Namespaces {
             typing: true,
             max_members: 0,
         });
-        let mut by_prefix: Vec<Arc<Rules>> = config
-            .namespaces
+        let mut by_prefix: Vec<Arc<Rules>> = namespaces
             .iter()
             .map(|n| {
                 Arc::new(Rules {
@@ -272,6 +266,7 @@ impl Namespaces {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::protocol::ProtocolConfig;
 
     #[test]
     fn the_longest_prefix_wins_and_unmatched_rooms_take_the_top_level() {
@@ -280,7 +275,7 @@ mod tests {
             .namespace(Namespace::new("feed:").client_publish(false))
             .namespace(Namespace::new("feed:open:"))
             .namespace(Namespace::new("quiet:").history_size(0).presence(false));
-        let ns = Namespaces::new(&config);
+        let ns = config.namespace_rules();
         assert!(!ns.rules("feed:1").client_publish);
         assert!(ns.rules("feed:open:1").client_publish);
         assert_eq!(ns.rules("feed:open:1").prefix, "feed:open:");
@@ -296,14 +291,14 @@ mod tests {
         let config = ProtocolConfig::default()
             .namespace(Namespace::new("a:").typing(false))
             .namespace(Namespace::new("a:").max_members(3));
-        let ns = Namespaces::new(&config);
+        let ns = config.namespace_rules();
         assert!(ns.rules("a:1").typing);
         assert_eq!(ns.rules("a:1").max_members, 3);
     }
 
     #[test]
     fn max_members_refuses_only_past_the_limit() {
-        let ns = Namespaces::new(&ProtocolConfig::default().namespace(Namespace::new("s:").max_members(2)));
+        let ns = ProtocolConfig::default().namespace(Namespace::new("s:").max_members(2)).namespace_rules();
         assert!(ns.rules("s:1").check_members("s:1", 1).is_ok());
         assert!(ns.rules("s:1").check_members("s:1", 2).is_err());
         assert!(ns.rules("other").check_members("other", 1_000_000).is_ok());

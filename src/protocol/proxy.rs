@@ -88,14 +88,6 @@ impl std::fmt::Debug for Proxy {
     }
 }
 
-/// Checks a proxy URL (for [`ProtocolConfig::validate`]).
-pub(crate) fn check_url(name: &str, url: &str) -> Result<(), String> {
-    match url.strip_prefix("http://") {
-        Some(rest) if !rest.is_empty() && url.parse::<ureq::http::Uri>().is_ok() => Ok(()),
-        _ => Err(format!("{name} must be an http:// URL (https:// is not supported), not {url:?}")),
-    }
-}
-
 impl Proxy {
     /// The proxy of these settings, or `None` when no proxy URL is set.
     /// `node` names this server in `X-Wshub-Node`.
@@ -315,6 +307,7 @@ fn admitted(answer: &Value) -> Option<(String, Option<Caps>)> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::protocol::config::check_url;
 
     #[test]
     fn a_connect_answer_needs_a_user_and_caps_that_parse() {

@@ -552,7 +552,7 @@ mod tests {
             .history_size(count)
             .history_ttl(ttl)
             .history_max_bytes(room_bytes);
-        (Arc::new(Namespaces::new(&config)), Limits { total_bytes, max_rooms: 100 })
+        (Arc::new(config.namespace_rules()), Limits { total_bytes, max_rooms: 100 })
     }
 
     fn room((namespaces, limits): (Arc<Namespaces>, Limits)) -> RoomState {

@@ -352,7 +352,8 @@ impl Cluster {
         let bans = self.bans_key();
         let channel = self.control_channel();
         for (user, w) in waiting {
-            let tell = control_message(if w.ban.is_some() { 'b' } else { 'n' }, w.ban.unwrap_or(0), "", &user);
+            let tell =
+                control_message(if w.ban.is_some() { 'b' } else { 'n' }, w.ban.unwrap_or(0), "", &user);
             self.call_anyway(self.home(), |c| {
                 let mut pipe = redis::pipe();
                 match w.ban {
@@ -420,7 +421,9 @@ impl Cluster {
                 shared.bans.unban(&user, now);
             } else {
                 let until_ms = super::bans::unix_ms(until);
-                self.call_anyway(self.home(), |c| redis::cmd("HSET").arg(&bans).arg(&user).arg(until_ms).query::<i64>(c))?;
+                self.call_anyway(self.home(), |c| {
+                    redis::cmd("HSET").arg(&bans).arg(&user).arg(until_ms).query::<i64>(c)
+                })?;
             }
         }
         // Only once every ban is back: a read that failed halfway looks again.
