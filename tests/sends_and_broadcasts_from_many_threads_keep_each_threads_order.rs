@@ -16,7 +16,7 @@ const PER_THREAD: usize = 1_500;
 
 /// Thread `t`'s `i`th message is a broadcast (else a send to the client).
 fn is_broadcast(t: usize, i: usize) -> bool {
-    (i / 3 + t) % 2 == 0
+    (i / 3 + t).is_multiple_of(2)
 }
 
 fn body(t: usize, i: usize) -> String {
