@@ -56,8 +56,10 @@ pub struct StatsSnapshot {
     /// write_batches = frames per writer syscall).
     pub write_batches: u64,
     /// Data frames sent straight to an idle connection's socket, by the hub or
-    /// by the thread calling `send` (one non-blocking `send` each, no writer
-    /// woken); included in `messages_out`.
+    /// by the thread calling `send` (a non-blocking `send`, or one `writev`
+    /// for all of a member's frames in a round of the hub; no writer woken);
+    /// a frame the socket took only part of is not one. Included in
+    /// `messages_out`.
     pub direct_sends: u64,
     /// Data frames sent compressed (permessage-deflate), each member's copy
     /// of a shared frame counted; included in `messages_out`.

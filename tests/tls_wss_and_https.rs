@@ -341,7 +341,9 @@ fn heartbeats_and_graceful_stop_with_1001_over_tls() {
 
 /// Sends 0..n as 4-byte frames alternately straight from the callback's
 /// thread and through the hub (a broadcast to the room the client is in).
-fn numbers_hooks(n: u32) -> Hooks {
+/// `on_message` sends `n` numbers to the sender (each followed by `pad`
+/// zero bytes), every hundredth as a broadcast to "all".
+fn numbers_hooks(n: u32, pad: usize) -> Hooks {
     let (tx, _) = crossbeam_channel::unbounded();
     let on_message = Box::new(move |s: &ServerHandle, c: ConnId, _m: Message| {
         // A query answered by the hub: once it returns, the join from
@@ -350,7 +352,9 @@ fn numbers_hooks(n: u32) -> Hooks {
         // join and every send would queue behind it).
         let _ = s.room_size("all");
         for i in 0..n {
-            let frame = Message::Binary(i.to_be_bytes().to_vec());
+            let mut bytes = i.to_be_bytes().to_vec();
+            bytes.resize(4 + pad, 0);
+            let frame = Message::Binary(bytes);
             let _ = if i % 100 == 99 { s.broadcast("all", frame, None) } else { s.send(c, frame) };
         }
     });
@@ -363,7 +367,7 @@ fn frames_keep_their_order_over_tls_across_direct_sends_the_hub_and_the_writer()
     let pki = Pki::make();
     const N: u32 = 30_000;
     let config = tls_config(&pki).outbound_queue(1 << 20).outbound_max_bytes(1 << 30);
-    let server = Server::start(config, numbers_hooks(N)).unwrap();
+    let server = Server::start(config, numbers_hooks(N, 1020)).unwrap();
     let mut ws = wss_connect(server.local_addr(), client_config(&pki.path("ca.pem"), None), "/ws");
     ws.send(WsMessage::text("go")).unwrap();
     // Not reading for a while fills the socket: partial direct sends leave
@@ -372,13 +376,17 @@ fn frames_keep_their_order_over_tls_across_direct_sends_the_hub_and_the_writer()
     for expected in 0..N {
         match ws.read().expect("a number") {
             WsMessage::Binary(b) => {
-                assert_eq!(b.as_ref(), expected.to_be_bytes(), "frame {expected} out of order")
+                assert_eq!(b[..4], expected.to_be_bytes(), "frame {expected} out of order");
+                assert_eq!(b.len(), 1024, "frame {expected} whole");
             }
             other => panic!("unexpected {other:?}"),
         }
     }
     let stats = server.stats();
     assert!(stats.direct_sends > 0, "{stats:?}");
+    // The socket did fill: the writer wrote some of them, behind the rest of
+    // a partial direct send.
+    assert!(stats.direct_sends < u64::from(N), "{stats:?}");
     server.stop();
 }
 
@@ -386,7 +394,10 @@ fn frames_keep_their_order_over_tls_across_direct_sends_the_hub_and_the_writer()
 fn a_client_that_stops_reading_is_closed_with_1013_over_tls() {
     let pki = Pki::make();
     let config = tls_config(&pki).outbound_queue(64);
-    let server = Server::start(config, numbers_hooks(100_000)).unwrap();
+    // 100,000 frames of 1 KB: more than the socket buffers of a host that
+    // lets them grow far (tcp_rmem up to 32 MB takes 100,000 frames of 4
+    // bytes whole, and nobody is ever a slow consumer).
+    let server = Server::start(config, numbers_hooks(100_000, 1020)).unwrap();
     let mut ws = wss_connect(server.local_addr(), client_config(&pki.path("ca.pem"), None), "/ws");
     ws.send(WsMessage::text("go")).unwrap();
     common::wait_until("the slow consumer is caught", || server.stats().dropped_slow_consumer == 1);

@@ -98,9 +98,14 @@ impl Hub {
         let mut gathered = Vec::with_capacity(ROUND_COMMANDS);
         while let Ok(first) = rx.recv() {
             let mut next = Some(first);
-            while let Some(Ticketed { cmd, done }) = next.take() {
+            while let Some((cmd, done)) = next.take().map(Ticketed::into_parts) {
                 if let Cmd::Shutdown = cmd {
                     self.end_round(&mut gathered);
+                    if let Some(done) = done {
+                        done.fetch_add(1, Release);
+                    }
+                    // What waits behind it is dropped with `rx`, each
+                    // command counted as done (see `Ticketed`).
                     return;
                 }
                 if self.gather(cmd) {
@@ -282,6 +287,26 @@ mod tests {
         assert!(!nothing_pending());
         hub.run(rx);
         assert!(nothing_pending(), "every command counts as carried out once its round went out");
+    }
+
+    /// The thread that stops a server sends the hub its `Shutdown`, and
+    /// other threads may have commands still waiting behind it: none of them
+    /// will ever take effect, and none may count as pending for ever (the
+    /// thread could never again send straight to a socket, to any server).
+    #[test]
+    fn commands_a_hub_never_carries_out_do_not_stay_pending() {
+        let hub = Hub::new(limits(4), Arc::new(Stats::default()));
+        let (tx, rx) = crossbeam_channel::unbounded();
+        submit(&tx, Cmd::RoomCount(crossbeam_channel::bounded(1).0)).ok().unwrap();
+        submit(&tx, Cmd::Shutdown).ok().unwrap();
+        // Behind the Shutdown: dropped with the hub's end of the channel.
+        submit(&tx, Cmd::Leave(1, "r".into())).ok().unwrap();
+        assert!(!nothing_pending());
+        hub.run(rx);
+        assert!(nothing_pending(), "the Shutdown and what waited behind it no longer count");
+        // The channel is closed now: a command sent to it fails, and is not pending either.
+        assert!(submit(&tx, Cmd::Leave(1, "r".into())).is_err());
+        assert!(nothing_pending());
     }
 
     #[test]

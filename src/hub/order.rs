@@ -13,10 +13,29 @@ use crossbeam_channel::{SendError, Sender};
 use super::Cmd;
 
 /// A command with the counter of the thread that sent it, which the hub bumps
-/// once the command has taken effect.
+/// once the command has taken effect. A command dropped before the hub took
+/// it apart (behind a `Shutdown`, discarded with the hub's end of the
+/// channel) will never take effect: dropping it bumps the counter, so its
+/// thread does not wait on it for ever.
 pub(crate) struct Ticketed {
-    pub(super) cmd: Cmd,
-    pub(super) done: Option<Arc<AtomicU64>>,
+    cmd: Cmd,
+    done: Option<Arc<AtomicU64>>,
+}
+
+impl Ticketed {
+    /// The command, and the counter to bump once it has taken effect.
+    pub(super) fn into_parts(mut self) -> (Cmd, Option<Arc<AtomicU64>>) {
+        let cmd = std::mem::replace(&mut self.cmd, Cmd::Shutdown);
+        (cmd, self.done.take())
+    }
+}
+
+impl Drop for Ticketed {
+    fn drop(&mut self) {
+        if let Some(done) = self.done.take() {
+            done.fetch_add(1, Release);
+        }
+    }
 }
 
 /// Per thread: how many commands it has sent to a hub, and how many of them
@@ -35,8 +54,9 @@ pub(crate) fn submit(tx: &Sender<Ticketed>, cmd: Cmd) -> Result<(), SendError<Cm
     TICKETS.with(|t| {
         t.sent.set(t.sent.get() + 1);
         tx.send(Ticketed { cmd, done: Some(t.done.clone()) }).map_err(|SendError(e)| {
+            // Never sent: uncounted, not counted as done.
             t.sent.set(t.sent.get() - 1);
-            SendError(e.cmd)
+            SendError(e.into_parts().0)
         })
     })
 }
