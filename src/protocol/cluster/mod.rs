@@ -102,6 +102,8 @@ pub(crate) struct Cluster {
     /// Subscriber sessions running (each holds the handler while it runs):
     /// when they are all that holds it, the handler was dropped.
     sessions: std::sync::atomic::AtomicUsize,
+    /// Whether a shard list that differs from another node's was logged.
+    list_mismatch_told: std::sync::atomic::AtomicBool,
     history_count: usize,
     history_ttl: Duration,
     idempotency_ttl: Duration,
@@ -183,6 +185,7 @@ impl Cluster {
             started: OnceLock::new(),
             unrecorded: Mutex::new(HashMap::new()),
             sessions: std::sync::atomic::AtomicUsize::new(0),
+            list_mismatch_told: std::sync::atomic::AtomicBool::new(false),
             history_count: config.history_size,
             history_ttl: config.history_ttl,
             idempotency_ttl: config.idempotency_ttl,
@@ -214,12 +217,15 @@ impl Cluster {
                 .map(drop)
             });
         }
-        let spawned = spawned.and_then(|_| {
+        for shard in 0..cluster.shards.len() {
             let weak = Arc::downgrade(shared);
-            signals::spawn(std::thread::Builder::new().name("wshub-redis-node".into()), move || {
-                node::run(weak)
-            })
-        });
+            spawned = spawned.and_then(|_| {
+                signals::spawn(std::thread::Builder::new().name("wshub-redis-node".into()), move || {
+                    node::run(weak, shard)
+                })
+                .map(drop)
+            });
+        }
         if let Err(e) = spawned {
             log::error!("cannot start the Redis threads: {e}");
         }
