@@ -944,7 +944,22 @@ impl Cluster {
             "Redis instances (shards, --redis repeated) answering now.",
             self.shards.iter().filter(|s| s.up.load(Relaxed)).count().to_string(),
         );
+        out.push_str(
+            "# HELP wshub_redis_shard_up 1 while the Redis instance at this position of the list answers.\n\
+             # TYPE wshub_redis_shard_up gauge\n",
+        );
+        for s in &self.shards {
+            let _ = writeln!(
+                out,
+                "wshub_redis_shard_up{{shard=\"{}\"}} {}",
+                s.index,
+                u8::from(s.up.load(Relaxed))
+            );
+        }
         let micros = m.rtt_micros.load(Relaxed);
+        let mut metric = |name: &str, kind: &str, help: &str, value: String| {
+            let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}\n{name} {value}");
+        };
         metric(
             "wshub_redis_roundtrip_seconds_sum",
             "counter",
