@@ -73,28 +73,28 @@ impl Connector {
 }
 
 impl Sentinels {
+    /// A connection to the primary the first sentinel able to name one
+    /// names. A sentinel whose named instance cannot be reached or is not a
+    /// primary (one that has not seen a failover yet, or is cut off from
+    /// the others) is passed over for the next: each is asked in turn.
     fn connect(&self, timeout: Duration) -> redis::RedisResult<redis::Connection> {
         let n = self.addrs.len();
         let first = self.last_good.load(Relaxed) % n;
         let mut last_error = None;
         for i in (0..n).map(|k| (first + k) % n) {
-            match self.primary_from(&self.addrs[i], timeout) {
-                Ok(Some(info)) => {
-                    self.last_good.store(i, Relaxed);
-                    let mut conn = redis::Client::open(info)?.get_connection_with_timeout(timeout)?;
-                    conn.set_read_timeout(Some(timeout))?;
-                    // Between a failover and the sentinels' next look, the one
-                    // named may be an old primary come back as a replica.
-                    let role: Vec<redis::Value> = redis::cmd("ROLE").query(&mut conn)?;
-                    return match role.first() {
-                        Some(redis::Value::BulkString(r)) if r == b"master" => Ok(conn),
-                        _ => Err(redis::RedisError::from((
-                            redis::ErrorKind::Server(redis::ServerErrorKind::ReadOnly),
-                            "the instance the sentinels name is not a primary (yet)",
-                        ))),
-                    };
+            let named = match self.primary_from(&self.addrs[i], timeout) {
+                Ok(Some(info)) => info,
+                Ok(None) => continue,
+                Err(e) => {
+                    last_error = Some(e);
+                    continue;
                 }
-                Ok(None) => {}
+            };
+            match primary_at(named, timeout) {
+                Ok(conn) => {
+                    self.last_good.store(i, Relaxed);
+                    return Ok(conn);
+                }
                 Err(e) => last_error = Some(e),
             }
         }
@@ -126,6 +126,22 @@ impl Sentinels {
             };
             self.template.clone().set_addr(addr)
         }))
+    }
+}
+
+/// A connection to the instance a sentinel named, checked with `ROLE` to
+/// be a primary: between a failover and the sentinels' next look, the one
+/// named may be an old primary come back as a replica.
+fn primary_at(info: ConnectionInfo, timeout: Duration) -> redis::RedisResult<redis::Connection> {
+    let mut conn = redis::Client::open(info)?.get_connection_with_timeout(timeout)?;
+    conn.set_read_timeout(Some(timeout))?;
+    let role: Vec<redis::Value> = redis::cmd("ROLE").query(&mut conn)?;
+    match role.first() {
+        Some(redis::Value::BulkString(r)) if r == b"master" => Ok(conn),
+        _ => Err(redis::RedisError::from((
+            redis::ErrorKind::Server(redis::ServerErrorKind::ReadOnly),
+            "the instance the sentinels name is not a primary (yet)",
+        ))),
     }
 }
 
