@@ -7,6 +7,13 @@
 //! connection failed and every join and publish got `unavailable`, however
 //! many sentinels knew the primary.
 //!
+//! Of a node's sentinels, the first ones accept connections but never
+//! answer (a wedged or overloaded sentinel): a call that needs a new
+//! connection must still answer within a few seconds, and the node find the
+//! primary through the sentinel that answers. Each silent sentinel cost its
+//! own 2 s (16 of them: a publish through the API took 32 s), before and
+//! after.
+//!
 //! The sentinels here are stand-ins on loopback answering
 //! `SENTINEL get-master-addr-by-name` with a fixed address; the primary and
 //! the replica are real `redis-server` children.
@@ -36,6 +43,24 @@ fn command(reader: &mut BufReader<TcpStream>) -> Option<Vec<String>> {
         args.push(String::from_utf8_lossy(&data).into_owned());
     }
     Some(args)
+}
+
+/// A stand-in sentinel that accepts connections and never answers, for 60 s.
+fn silent_sentinel() -> u16 {
+    let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
+    let own = listener.local_addr().expect("addr").port();
+    listener.set_nonblocking(true).expect("nonblocking");
+    std::thread::spawn(move || {
+        let mut held = Vec::new();
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while Instant::now() < deadline {
+            match listener.accept() {
+                Ok((socket, _)) => held.push(socket),
+                Err(_) => std::thread::sleep(Duration::from_millis(10)),
+            }
+        }
+    });
+    own
 }
 
 /// A stand-in sentinel naming `127.0.0.1:<port>` as the primary, for 60 s.
@@ -103,5 +128,40 @@ fn a_sentinel_naming_a_replica_is_passed_over_for_one_naming_the_primary() {
     }
     let ack = ok(&mut client, "room:publish", json!({"room": "r", "data": "through the second sentinel"}));
     assert_eq!(ack["seq"], 1, "{ack}");
+    assert!(matches!(primary.query(&["EXISTS", "wshub:m:r"]), Ok(redis::Value::Int(1))), "on the primary");
+}
+
+#[test]
+fn silent_sentinels_delay_a_call_by_one_timeout_and_the_answering_one_is_found() {
+    const KEY: &str = "silent-sentinels-key";
+    let primary = Redis::start();
+    let mut args: Vec<String> = Vec::new();
+    for _ in 0..4 {
+        args.extend(["--redis-sentinel".to_owned(), format!("127.0.0.1:{}", silent_sentinel())]);
+    }
+    args.extend(["--redis-sentinel".to_owned(), format!("127.0.0.1:{}", sentinel_naming(primary.port))]);
+    args.extend(["--redis-sentinel-master", "m", "--rate-limit", "0", "--api-key", KEY].map(String::from));
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let node = Wshub::start(&args);
+    let body = r#"{"room":"r","data":1}"#;
+    let request = format!(
+        "POST /api/publish HTTP/1.1\r\nHost: x\r\nX-API-Key: {KEY}\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    );
+    let deadline = Instant::now() + Duration::from_secs(15);
+    loop {
+        let asked = Instant::now();
+        let (status, _, reply) = protocol_common::http(node.addr, &request);
+        let took = asked.elapsed();
+        // One timeout (1 s) for the sentinels, and the primary's connect; a
+        // margin for a loaded machine.
+        assert!(took < Duration::from_secs(4), "a publish took {took:?} ({status} {reply})");
+        if status == 200 {
+            break;
+        }
+        assert_eq!(status, 503, "{reply}");
+        assert!(Instant::now() < deadline, "the answering sentinel was never found: {status} {reply}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
     assert!(matches!(primary.query(&["EXISTS", "wshub:m:r"]), Ok(redis::Value::Int(1))), "on the primary");
 }
