@@ -39,7 +39,7 @@ pub(crate) mod bounds {
     /// memory for the threads' stacks) and 2,000 ran 2,000 threads.
     pub(crate) const REDIS_SHARDS: usize = 256;
     /// Sentinels (`--redis-sentinel` repeated): every new Redis connection
-    /// may ask each in turn, 1 s apiece when they do not answer.
+    /// may ask each in turn.
     pub(crate) const REDIS_SENTINELS: usize = 16;
     /// Any timeout or interval: 30 days.
     pub(crate) const DURATION: Duration = Duration::from_secs(30 * 24 * 3600);
