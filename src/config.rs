@@ -38,6 +38,13 @@ pub(crate) mod bounds {
     /// A byte budget that is counted, never allocated at once (an outbound
     /// queue's bytes, history bytes, replay bytes).
     pub(crate) const BUDGET: usize = 1 << 36;
+    /// Redis instances (`--redis` repeated), each a shard with a subscriber
+    /// thread of its own: 20,000 made the process abort at start (no
+    /// memory for the threads' stacks) and 2,000 ran 2,000 threads.
+    pub(crate) const REDIS_SHARDS: usize = 256;
+    /// Sentinels (`--redis-sentinel` repeated): every new Redis connection
+    /// may ask each in turn.
+    pub(crate) const REDIS_SENTINELS: usize = 16;
     /// Any timeout or interval: 30 days.
     pub(crate) const DURATION: Duration = Duration::from_secs(30 * 24 * 3600);
 

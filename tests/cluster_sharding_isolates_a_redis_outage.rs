@@ -78,6 +78,9 @@ fn one_redis_down_stops_only_its_rooms_and_they_recover() {
         std::thread::sleep(Duration::from_millis(50));
     }
     assert_eq!(protocol_common::metric(a.addr, "wshub_redis_up"), 0);
+    // Which one is down, by its position in the list.
+    assert_eq!(protocol_common::metric(a.addr, "wshub_redis_shard_up{shard=\"0\"}"), 1);
+    assert_eq!(protocol_common::metric(a.addr, "wshub_redis_shard_up{shard=\"1\"}"), 0);
     assert_eq!(get(a.addr, "/healthz").0, 200);
     // A join of a new room on the running instance works too.
     let mut newcomer = b.client();

@@ -267,6 +267,8 @@ impl ProtocolConfig {
             ("max_reply_backlog", self.max_reply_backlog, bounds::SLOTS),
             ("max_connections_per_user", self.max_connections_per_user, bounds::CONNECTIONS),
             ("max_bans", self.max_bans, bounds::SLOTS),
+            ("redis (instances)", self.redis_urls.len(), bounds::REDIS_SHARDS),
+            ("redis_sentinel (sentinels)", self.redis_sentinels.len(), bounds::REDIS_SENTINELS),
         ])?;
         bounds::check_durations(&[
             ("history_ttl", self.history_ttl),

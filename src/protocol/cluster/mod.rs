@@ -118,6 +118,8 @@ pub(crate) struct Cluster {
     /// when they are all that holds it, the handler was dropped.
     sessions: std::sync::atomic::AtomicUsize,
     /// Top-level history size: the most a history read asks the stream for.
+    /// Whether a shard list that differs from another node's was logged.
+    list_mismatch_told: std::sync::atomic::AtomicBool,
     history_count: usize,
     idempotency_ttl: Duration,
     epochs: RandomState,
@@ -202,6 +204,7 @@ impl Cluster {
             unrecorded: Mutex::new(HashMap::new()),
             sessions: std::sync::atomic::AtomicUsize::new(0),
             bans_run_id: Mutex::new(None),
+            list_mismatch_told: std::sync::atomic::AtomicBool::new(false),
             history_count: config.history_size,
             idempotency_ttl: config.idempotency_ttl,
             epochs,
@@ -232,12 +235,15 @@ impl Cluster {
                 .map(drop)
             });
         }
-        let spawned = spawned.and_then(|_| {
+        for shard in 0..cluster.shards.len() {
             let weak = Arc::downgrade(shared);
-            signals::spawn(std::thread::Builder::new().name("wshub-redis-node".into()), move || {
-                node::run(weak)
-            })
-        });
+            spawned = spawned.and_then(|_| {
+                signals::spawn(std::thread::Builder::new().name("wshub-redis-node".into()), move || {
+                    node::run(weak, shard)
+                })
+                .map(drop)
+            });
+        }
         if let Err(e) = spawned {
             log::error!("cannot start the Redis threads: {e}");
         }
@@ -1041,7 +1047,22 @@ impl Cluster {
             "Redis instances (shards, --redis repeated) answering now.",
             self.shards.iter().filter(|s| s.up.load(Relaxed)).count().to_string(),
         );
+        out.push_str(
+            "# HELP wshub_redis_shard_up 1 while the Redis instance at this position of the list answers.\n\
+             # TYPE wshub_redis_shard_up gauge\n",
+        );
+        for s in &self.shards {
+            let _ = writeln!(
+                out,
+                "wshub_redis_shard_up{{shard=\"{}\"}} {}",
+                s.index,
+                u8::from(s.up.load(Relaxed))
+            );
+        }
         let micros = m.rtt_micros.load(Relaxed);
+        let mut metric = |name: &str, kind: &str, help: &str, value: String| {
+            let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}\n{name} {value}");
+        };
         metric(
             "wshub_redis_roundtrip_seconds_sum",
             "counter",

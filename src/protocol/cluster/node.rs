@@ -4,8 +4,9 @@
 //! and checks that the shard holds the same shard-list fingerprint as this
 //! node's (`shards.rs`). It alone decides that a shard is down (a READONLY
 //! reply on a call also does, `mod.rs`), and it beats on a connection of its
-//! own per shard, so calls that are slow, or that wait for a pooled
-//! connection, fail only themselves. Then, on each shard apart:
+//! own per shard, in a thread of its own per shard, so calls that are slow,
+//! or that wait for a pooled connection, fail only themselves, and a shard
+//! that does not answer delays no other's beat. Then, on each shard apart:
 //!
 //! - it puts back its own members Redis lost (it was taken for dead while
 //!   paused, or Redis lost writes), with a `presence:join` for each put back:
@@ -33,37 +34,37 @@ const REAP_PAGE: usize = 500;
 /// Reap calls per heartbeat (the rest waits for the next one).
 const PAGES_PER_BEAT: usize = 20;
 
-pub(super) fn run(weak: Weak<Shared>) {
-    // Per shard, nodes found silent: since when (as this node saw it), and
-    // where the reaping of their members got to.
-    let mut silent: Vec<HashMap<String, Silent>> = Vec::new();
+/// The heartbeat of shard `index`, in a thread of its own: a shard that
+/// does not answer (each beat then waits out its 1 s timeouts) delays no
+/// other shard's beat, which must refresh this node's key within
+/// [`NODE_TTL`] or the other nodes reap its members there.
+pub(super) fn run(weak: Weak<Shared>, index: usize) {
+    // Nodes found silent: since when (as this node saw it), and where the
+    // reaping of their members got to.
+    let mut silent: HashMap<String, Silent> = HashMap::new();
     // The bans recorded in Redis are to be read (at start, after an outage
     // of the home shard, and again after a read that failed).
     let mut bans_due = true;
-    // Per shard, the heartbeat's own connection, made again after it broke.
-    let mut own: Vec<Option<redis::Connection>> = Vec::new();
-    let mut mismatch_told = false;
+    // The heartbeat's own connection, made again after it broke.
+    let mut own: Option<redis::Connection> = None;
     loop {
         {
             let Some(shared) = weak.upgrade() else { return };
             let Some(cluster) = shared.cluster.as_ref() else { return };
-            silent.resize_with(cluster.shards.len(), HashMap::new);
-            own.resize_with(cluster.shards.len(), || None);
-            let mut alive = false;
-            let was_up = cluster.home().up.load(std::sync::atomic::Ordering::Relaxed);
-            for ((s, silent), own) in cluster.shards.iter().zip(silent.iter_mut()).zip(own.iter_mut()) {
-                let answered = beat(cluster, s, own, silent, &mut mismatch_told);
-                alive |= answered && s.index == 0;
-            }
+            let Some(s) = cluster.shards.get(index) else { return };
+            let was_up = s.up.load(std::sync::atomic::Ordering::Relaxed);
+            let answered = beat(cluster, s, &mut own, &mut silent);
             // At start, and after an outage of the home shard (bans and
             // unbans made meanwhile reached no subscriber of this node): the
             // bans recorded in Redis.
-            bans_due |= !was_up;
-            if alive && bans_due {
-                bans_due = !read_bans(&shared, cluster);
-            } else if alive && cluster.has_unrecorded() {
-                // A ban or unban whose write failed alone (no outage).
-                let _ = cluster.write_unrecorded();
+            if index == 0 {
+                bans_due |= !was_up;
+                if answered && bans_due {
+                    bans_due = !read_bans(&shared, cluster);
+                } else if answered && cluster.has_unrecorded() {
+                    // A ban or unban whose write failed alone (no outage).
+                    let _ = cluster.write_unrecorded();
+                }
             }
         }
         std::thread::sleep(HEARTBEAT);
@@ -87,13 +88,12 @@ struct Silent {
 
 /// One heartbeat on shard `s`, on `own` (its heartbeat connection, made
 /// first if there is none); whether it answered. A shard list that differs
-/// from another node's is logged once (`told`).
+/// from another node's is logged once per start.
 fn beat(
     c: &Cluster,
     s: &Shard,
     own: &mut Option<redis::Connection>,
     silent: &mut HashMap<String, Silent>,
-    told: &mut bool,
 ) -> bool {
     let node_key = format!("{}node:{}", c.prefix, c.node);
     let nodes = format!("{}nodes", c.prefix);
@@ -133,13 +133,12 @@ fn beat(
     };
     match list {
         Some(list) if list != c.shard_list => {
-            if !*told {
+            if !c.list_mismatch_told.swap(true, std::sync::atomic::Ordering::Relaxed) {
                 log::error!(
                     "redis: another node of this cluster was given another --redis list ({list}, this node \
                      {}): rooms are looked for on different shards; give every node the same list, in order",
                     c.shard_list
                 );
-                *told = true;
             }
         }
         _ => {

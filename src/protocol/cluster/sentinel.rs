@@ -13,9 +13,12 @@
 //! down, a resubscribe and refill) stays with the pool's callers.
 
 use std::sync::atomic::{AtomicUsize, Ordering::Relaxed};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use redis::{ConnectionAddr, ConnectionInfo, IntoConnectionInfo};
+
+/// Less time than this left for the sentinels: none is asked.
+const MIN_ASK: Duration = Duration::from_millis(10);
 
 /// Where connections go.
 pub(super) enum Connector {
@@ -32,7 +35,8 @@ pub(super) struct Sentinels {
     master: String,
     /// Password, database and TLS settings for the primary.
     template: ConnectionInfo,
-    /// The sentinel that answered last: asked first next time.
+    /// The sentinel asked first next time: the last whose primary was
+    /// connected to, or the one after the last that failed.
     last_good: AtomicUsize,
 }
 
@@ -58,9 +62,9 @@ impl Connector {
         }))
     }
 
-    /// A connection to the primary, each step (a sentinel's answer, the
-    /// primary's connect and `ROLE`) bounded by `timeout`, with `timeout`
-    /// set on its reads and writes.
+    /// A connection to the primary, each step (the sentinels' answers
+    /// together, the primary's connect, its `ROLE`) bounded by `timeout`,
+    /// with `timeout` set on its reads and writes.
     pub fn connect(&self, timeout: Duration) -> redis::RedisResult<redis::Connection> {
         let conn = match self {
             Connector::Direct(client) => client.get_connection_with_timeout(timeout)?,
@@ -73,29 +77,46 @@ impl Connector {
 }
 
 impl Sentinels {
+    /// A connection to the primary the first sentinel able to name one
+    /// names. A sentinel whose named instance cannot be reached or is not a
+    /// primary (one that has not seen a failover yet, or is cut off from
+    /// the others) is passed over for the next: each is asked in turn.
+    ///
+    /// The sentinels' answers share one `timeout` (each asked with what is
+    /// left of it): each that does not answer used to take its own, so a
+    /// call waited 2 s per silent sentinel (32 s with sixteen) before its
+    /// connection was made. One that fails is asked last next time.
     fn connect(&self, timeout: Duration) -> redis::RedisResult<redis::Connection> {
         let n = self.addrs.len();
         let first = self.last_good.load(Relaxed) % n;
+        let deadline = Instant::now() + timeout;
         let mut last_error = None;
         for i in (0..n).map(|k| (first + k) % n) {
-            match self.primary_from(&self.addrs[i], timeout) {
-                Ok(Some(info)) => {
-                    self.last_good.store(i, Relaxed);
-                    let mut conn = redis::Client::open(info)?.get_connection_with_timeout(timeout)?;
-                    conn.set_read_timeout(Some(timeout))?;
-                    // Between a failover and the sentinels' next look, the one
-                    // named may be an old primary come back as a replica.
-                    let role: Vec<redis::Value> = redis::cmd("ROLE").query(&mut conn)?;
-                    return match role.first() {
-                        Some(redis::Value::BulkString(r)) if r == b"master" => Ok(conn),
-                        _ => Err(redis::RedisError::from((
-                            redis::ErrorKind::Server(redis::ServerErrorKind::ReadOnly),
-                            "the instance the sentinels name is not a primary (yet)",
-                        ))),
-                    };
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left < MIN_ASK {
+                break;
+            }
+            let named = match self.primary_from(&self.addrs[i], deadline) {
+                Ok(Some(info)) => info,
+                Ok(None) => {
+                    self.pass_over(i);
+                    continue;
                 }
-                Ok(None) => {}
-                Err(e) => last_error = Some(e),
+                Err(e) => {
+                    self.pass_over(i);
+                    last_error = Some(e);
+                    continue;
+                }
+            };
+            match primary_at(named, timeout) {
+                Ok(conn) => {
+                    self.last_good.store(i, Relaxed);
+                    return Ok(conn);
+                }
+                Err(e) => {
+                    self.pass_over(i);
+                    last_error = Some(e);
+                }
             }
         }
         Err(last_error.unwrap_or_else(|| {
@@ -106,15 +127,32 @@ impl Sentinels {
         }))
     }
 
+    /// Makes the sentinel after `i` the first asked next time, unless
+    /// another one answered meanwhile.
+    fn pass_over(&self, i: usize) {
+        let _ = self.last_good.compare_exchange(i, (i + 1) % self.addrs.len(), Relaxed, Relaxed);
+    }
+
     /// What one sentinel says the primary is: its connection info, or
-    /// `None` when it does not know the master.
-    fn primary_from(&self, addr: &str, timeout: Duration) -> redis::RedisResult<Option<ConnectionInfo>> {
+    /// `None` when it does not know the master; by `deadline`.
+    fn primary_from(&self, addr: &str, deadline: Instant) -> redis::RedisResult<Option<ConnectionInfo>> {
         let (host, port) = parse_addr(addr)
             .map_err(|e| redis::RedisError::from(std::io::Error::new(std::io::ErrorKind::InvalidInput, e)))?;
         let info = ConnectionAddr::Tcp(host.to_owned(), port).into_connection_info()?;
-        let mut conn = redis::Client::open(info)?.get_connection_with_timeout(timeout)?;
-        conn.set_read_timeout(Some(timeout))?;
-        conn.set_write_timeout(Some(timeout))?;
+        let left = || {
+            Some(deadline.saturating_duration_since(Instant::now())).filter(|d| *d >= MIN_ASK).ok_or_else(
+                || {
+                    redis::RedisError::from(std::io::Error::new(
+                        std::io::ErrorKind::TimedOut,
+                        format!("sentinel {addr}: no answer in time"),
+                    ))
+                },
+            )
+        };
+        let mut conn = redis::Client::open(info)?.get_connection_with_timeout(left()?)?;
+        let left = left()?;
+        conn.set_read_timeout(Some(left))?;
+        conn.set_write_timeout(Some(left))?;
         let found: Option<(String, u16)> =
             redis::cmd("SENTINEL").arg("get-master-addr-by-name").arg(&self.master).query(&mut conn)?;
         Ok(found.map(|(host, port)| {
@@ -126,6 +164,22 @@ impl Sentinels {
             };
             self.template.clone().set_addr(addr)
         }))
+    }
+}
+
+/// A connection to the instance a sentinel named, checked with `ROLE` to
+/// be a primary: between a failover and the sentinels' next look, the one
+/// named may be an old primary come back as a replica.
+fn primary_at(info: ConnectionInfo, timeout: Duration) -> redis::RedisResult<redis::Connection> {
+    let mut conn = redis::Client::open(info)?.get_connection_with_timeout(timeout)?;
+    conn.set_read_timeout(Some(timeout))?;
+    let role: Vec<redis::Value> = redis::cmd("ROLE").query(&mut conn)?;
+    match role.first() {
+        Some(redis::Value::BulkString(r)) if r == b"master" => Ok(conn),
+        _ => Err(redis::RedisError::from((
+            redis::ErrorKind::Server(redis::ServerErrorKind::ReadOnly),
+            "the instance the sentinels name is not a primary (yet)",
+        ))),
     }
 }
 

@@ -284,7 +284,22 @@ fn deliver(shared: &Shared, c: &Cluster, server: &ServerHandle, room: &str, payl
                     notify(server, room, r.seq, NEW_EPOCH);
                     (r.epoch, r.seq, r.cluster_last) = (epoch.to_owned(), 0, None);
                 }
-                if seq <= r.seq {
+                if seq < r.seq {
+                    return;
+                }
+                if seq == r.seq {
+                    // Another message at the seq delivered last: Redis lost
+                    // writes while this connection stayed up (a primary
+                    // demoted without dying keeps its subscribers through
+                    // its resync), so no reconnect's refill will compare
+                    // them. This one does: it moves the room to a new epoch
+                    // and tells the members. A repeat of the same message
+                    // (a refill and the live channel both had it) is dropped.
+                    if r.cluster_last.is_some_and(|(at, print)| at == seq && print != fingerprint(body))
+                        && !refill(c, server, room, r, None)
+                    {
+                        notify(server, room, r.seq, "redis could not be read");
+                    }
                     return;
                 }
                 if seq > r.seq + 1 && !refill(c, server, room, r, Some(seq)) {
