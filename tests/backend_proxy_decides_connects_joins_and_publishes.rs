@@ -35,6 +35,8 @@ struct Call {
 /// What the backend answers a call with.
 enum Answer {
     Status(u16, Value),
+    /// A redirect (status, `Location`), with an empty body.
+    Redirect(u16, String),
     /// Holds the call without answering (until its connection is closed by
     /// the server, or the hold ends).
     Hang,
@@ -122,6 +124,13 @@ fn serve(stream: TcpStream, calls: &Mutex<Vec<Call>>, decide: &Decide, arrived: 
                 );
                 if writer.write_all(head.as_bytes()).and_then(|()| writer.write_all(body.as_bytes())).is_err()
                 {
+                    return;
+                }
+            }
+            Answer::Redirect(status, location) => {
+                let head =
+                    format!("HTTP/1.1 {status} X\r\nLocation: {location}\r\nContent-Length: 0\r\n\r\n");
+                if writer.write_all(head.as_bytes()).is_err() {
                     return;
                 }
             }
@@ -318,4 +327,26 @@ fn the_publish_proxy_refuses_replaces_data_or_is_unavailable() {
     assert!(call.body["clientId"].is_string() && call.body["user"].is_null(), "{call:?}");
     assert_eq!(metric(server.addr, r#"wshub_proxy_calls_total{kind="publish"}"#), 4);
     assert_eq!(metric(server.addr, r#"wshub_proxy_failures_total{kind="publish"}"#), 1);
+}
+
+#[test]
+fn a_redirect_from_the_backend_is_a_failure_not_followed() {
+    // Another host that would admit anyone: a followed redirect would ask it.
+    let elsewhere =
+        Backend::start(|_| Answer::Status(200, json!({"user": "intruder", "allow": ["join", "publish"]})));
+    let target = elsewhere.url("/connect");
+    let backend = Backend::start(move |call| match call.body["headers"]["cookie"].as_str() {
+        Some("status=301") => Answer::Redirect(301, target.clone()),
+        Some("status=302") => Answer::Redirect(302, target.clone()),
+        Some("status=307") => Answer::Redirect(307, target.clone()),
+        _ => Answer::Redirect(303, target.clone()),
+    });
+    let url = backend.url("/connect");
+    let server = Wshub::start(&["--proxy-connect", &url, "--proxy-key", "proxy-secret"]);
+    for cookie in ["status=301", "status=302", "status=303", "status=307"] {
+        assert_eq!(connect_with(&server, cookie).0, 503, "{cookie}: a redirect is not an answer");
+    }
+    assert_eq!(backend.calls_to("/connect").len(), 4);
+    assert!(elsewhere.calls_to("/connect").is_empty(), "the redirect was followed to another host");
+    assert_eq!(metric(server.addr, r#"wshub_proxy_failures_total{kind="connect"}"#), 4);
 }

@@ -107,6 +107,11 @@ impl Proxy {
             .timeout_global(Some(config.proxy_timeout))
             .http_status_as_error(false)
             .max_idle_connections_per_host(64)
+            // A redirect is an answer the proxy does not know (a failure),
+            // never a request to another URL: a followed one would let
+            // whatever host it names admit connections.
+            .max_redirects(0)
+            .max_redirects_will_error(false)
             .build();
         Some(Proxy {
             agent: ureq::Agent::new_with_config(agent_config),
