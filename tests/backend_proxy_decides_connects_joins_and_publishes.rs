@@ -350,3 +350,28 @@ fn a_redirect_from_the_backend_is_a_failure_not_followed() {
     assert!(elsewhere.calls_to("/connect").is_empty(), "the redirect was followed to another host");
     assert_eq!(metric(server.addr, r#"wshub_proxy_failures_total{kind="connect"}"#), 4);
 }
+
+#[test]
+fn the_publish_proxy_cannot_replace_data_with_more_than_a_message_may_hold() {
+    let backend = Backend::start(|call| match call.body["data"].as_str() {
+        Some("grow") => Answer::Status(200, json!({"data": "x".repeat(10_000)})),
+        _ => Answer::Status(200, json!({"data": "y".repeat(1_000)})),
+    });
+    let url = backend.url("/publish");
+    let server = Wshub::start(&["--proxy-publish", &url, "--max-message-size", "4096", "--rate-limit", "0"]);
+    let mut a = server.client();
+    let mut b = server.client();
+    a.join("room");
+    b.join("room");
+    assert_eq!(a.json()["type"], "presence:join");
+    // Members are told `maxMessageBytes` 4096 and may refuse (1009) anything longer.
+    assert_eq!(
+        code(&a.request("room:publish", json!({"room": "room", "data": "grow"}))),
+        "unavailable",
+        "a replacement over the message size is the backend's failure"
+    );
+    b.assert_nothing_pending();
+    a.ok("room:publish", json!({"room": "room", "data": "small"}));
+    assert_eq!(b.json()["payload"]["data"], "y".repeat(1_000));
+    assert_eq!(metric(server.addr, r#"wshub_proxy_failures_total{kind="publish"}"#), 1);
+}

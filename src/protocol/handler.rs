@@ -845,12 +845,16 @@ impl Session<'_> {
         self.require(room, Right::Publish)?;
         self.shared.rules(room).check_client_publish(room)?;
         let user = self.state.identity.as_ref().map(|i| i.user.as_str());
-        let replaced =
-            match self.shared.proxy.as_ref().and_then(|p| p.publish(user, &self.state.client_id, room, data))
-            {
-                Some(answer) => answer?,
-                None => None,
-            };
+        let max = self.server.config().max_message_size;
+        let replaced = match self
+            .shared
+            .proxy
+            .as_ref()
+            .and_then(|p| p.publish(user, &self.state.client_id, room, data, max))
+        {
+            Some(answer) => answer?,
+            None => None,
+        };
         let data = replaced.as_ref().unwrap_or(data);
         if echo && data.get().len() > BIG_REPLY {
             self.refuse_if_backlogged()?;

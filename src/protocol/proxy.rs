@@ -246,21 +246,29 @@ impl Proxy {
 
     /// `--proxy-publish`: the data to publish (the backend's `data` when its
     /// answer has one, else the client's), or the error to answer. `None`
-    /// when there is no publish proxy.
+    /// when there is no publish proxy. A `data` longer than `max_bytes` (the
+    /// message size clients are told) is a failure: members may refuse it.
     pub fn publish(
         &self,
         user: Option<&str>,
         client_id: &str,
         room: &str,
         data: &RawJson,
+        max_bytes: usize,
     ) -> Option<Result<Option<RawJson>, ErrorReply>> {
         let url = self.publish.as_deref()?;
         let body = json!({"user": user, "clientId": client_id, "room": room, "data": data});
         Some(match self.call(Kind::Publish, url, &body) {
-            Verdict::Allow(answer) => Ok(answer
-                .get("data")
-                .and_then(|d| serde_json::value::RawValue::from_string(d.to_string()).ok())
-                .map(RawJson::from_raw)),
+            Verdict::Allow(answer) => match answer.get("data").map(Value::to_string) {
+                Some(d) if d.len() > max_bytes => {
+                    log::warn!("proxy {url}: the answer's data is over {max_bytes} bytes");
+                    self.counters[Kind::Publish as usize].failures.fetch_add(1, Relaxed);
+                    Err(unavailable("the backend's data is larger than a message may be"))
+                }
+                d => Ok(d
+                    .and_then(|d| serde_json::value::RawValue::from_string(d).ok())
+                    .map(RawJson::from_raw)),
+            },
             Verdict::Refuse(_) => {
                 Err(ErrorReply::new(ErrorCode::Forbidden, format!("publishing to {room:?} was refused")))
             }
