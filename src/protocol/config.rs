@@ -274,6 +274,11 @@ impl ProtocolConfig {
                 super::proxy::check_url(name, url)?;
             }
         }
+        // Sent as a header value: a control character (CR, LF) would fail
+        // every call (refused by the HTTP client), so it is refused here.
+        if self.proxy_key.as_ref().is_some_and(|k| k.0.is_empty() || k.0.chars().any(|c| c.is_control())) {
+            return Err("proxy_key must be non-empty, without control characters".to_owned());
+        }
         bounds::check_durations(&[("proxy_timeout", self.proxy_timeout)])?;
         if self.proxy_timeout.is_zero() {
             return Err("proxy_timeout must be above 0".to_owned());
@@ -413,5 +418,19 @@ impl ProtocolConfig {
     pub fn max_connections_per_user(mut self, n: usize) -> Self {
         self.max_connections_per_user = n;
         self
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_proxy_key_that_cannot_be_a_header_value_is_refused() {
+        let with = |key: &str| ProtocolConfig::default().proxy_key(key).validate();
+        assert!(with("k3y-with spaces").is_ok());
+        assert!(with("key\r\nX-Evil: 1").is_err());
+        assert!(with("key\n").is_err());
+        assert!(with("").is_err());
     }
 }
