@@ -375,3 +375,44 @@ fn the_publish_proxy_cannot_replace_data_with_more_than_a_message_may_hold() {
     assert_eq!(b.json()["payload"]["data"], "y".repeat(1_000));
     assert_eq!(metric(server.addr, r#"wshub_proxy_failures_total{kind="publish"}"#), 1);
 }
+
+#[test]
+fn presence_of_a_room_the_join_proxy_refuses_is_not_shown_to_a_non_member() {
+    use jsonwebtoken::{encode, EncodingKey, Header};
+    const SECRET: &str = "presence-proxy-secret";
+    let backend = Backend::start(|call| match (call.body["user"].as_str(), call.body["room"].as_str()) {
+        (Some("insider"), _) => Answer::Status(200, Value::Null),
+        (_, Some("vip")) => Answer::Status(403, Value::Null),
+        (_, Some("quiet")) => Answer::Status(200, json!({"allow": ["join"]})),
+        _ => Answer::Status(200, Value::Null),
+    });
+    let url = backend.url("/join");
+    let server = Wshub::start(&["--jwt-secret", SECRET, "--proxy-join", &url, "--rate-limit", "0"]);
+    let connect = |claims: Value| {
+        let exp = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs() + 300;
+        let mut claims = claims;
+        claims["exp"] = json!(exp);
+        let token =
+            encode(&Header::default(), &claims, &EncodingKey::from_secret(SECRET.as_bytes())).unwrap();
+        let query = format!("?access_token={token}");
+        upgrade(ip("127.0.0.1"), server.addr, &query, &[], &["wshub.v1.json"]).open().0
+    };
+    let mut insider = connect(json!({"sub": "insider"}));
+    for room in ["vip", "quiet", "open"] {
+        insider.join(room);
+    }
+    let mut spy = connect(json!({"sub": "spy", "rooms": ["vip", "quiet", "open"]}));
+    assert_eq!(code(&spy.request("room:join", json!({"room": "vip"}))), "forbidden");
+    assert_eq!(
+        code(&spy.request("presence:get", json!({"room": "vip"}))),
+        "forbidden",
+        "the backend refuses this user the room: its members are not shown either"
+    );
+    assert_eq!(
+        code(&spy.request("presence:get", json!({"room": "quiet"}))),
+        "forbidden",
+        "the backend's allow has no presence"
+    );
+    let open = spy.ok("presence:get", json!({"room": "open"}));
+    assert_eq!(open["members"][0]["user"], "insider", "{open}");
+}

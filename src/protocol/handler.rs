@@ -620,8 +620,9 @@ impl Session<'_> {
 
     /// `presence:get`: for members, or for a token whose `rooms` claim names
     /// the room (no claim is not enough: presence is not public) and whom the
-    /// application's join hook would let join it (a room it refuses to a
-    /// user shows that user its members no more than its messages).
+    /// application's join hook and the join proxy would let join it (a room
+    /// either refuses to a user shows that user its members no more than its
+    /// messages; a proxy `allow` without `presence` refuses it too).
     fn presence(&self, room: &str) -> Result<Vec<Value>, ErrorReply> {
         self.require(room, Right::Presence)?;
         self.shared.rules(room).check_presence(room)?;
@@ -633,6 +634,17 @@ impl Session<'_> {
                     return Err(ErrorReply::new(
                         ErrorCode::Forbidden,
                         format!("joining {room:?} was refused"),
+                    ));
+                }
+            }
+            let user = Some(identity.user.as_str());
+            if let Some(answer) =
+                self.shared.proxy.as_ref().and_then(|p| p.join(user, &self.state.client_id, room))
+            {
+                if answer?.is_some_and(|rights| !rights.has(Right::Presence)) {
+                    return Err(ErrorReply::new(
+                        ErrorCode::Forbidden,
+                        format!("no Presence right in room {room:?}"),
                     ));
                 }
             }
