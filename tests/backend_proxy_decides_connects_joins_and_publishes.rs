@@ -262,6 +262,7 @@ fn the_join_proxy_refuses_grants_rights_or_is_unavailable() {
         Some("vip") => Answer::Status(403, Value::Null),
         Some("feed") => Answer::Status(200, json!({"allow": ["join"]})),
         Some("flaky") => Answer::Status(502, Value::Null),
+        Some("nil") => Answer::Status(200, json!({"allow": null})),
         _ => Answer::Status(200, Value::Null),
     });
     let url = backend.url("/join");
@@ -279,15 +280,17 @@ fn the_join_proxy_refuses_grants_rights_or_is_unavailable() {
     c.ok("room:publish", json!({"room": "open", "data": 1}));
     // A rejoin of a room it is in does not ask again.
     c.join("open");
+    // A present but null `allow` is not the token's rights (fail closed).
+    assert_eq!(code(&c.request("room:join", json!({"room": "nil"}))), "unavailable");
     let calls = backend.calls_to("/join");
-    assert_eq!(calls.len(), 4, "{calls:?}");
+    assert_eq!(calls.len(), 5, "{calls:?}");
     assert_eq!(calls[0].body, json!({"user": null, "clientId": calls[0].body["clientId"], "room": "vip"}));
     assert!(calls[0].body["clientId"].is_string());
     // An event stream asks it too.
     let (status, _, _) = get(server.addr, "/sse?room=vip");
     assert_eq!(status, 403);
-    assert_eq!(metric(server.addr, r#"wshub_proxy_calls_total{kind="join"}"#), 5);
-    assert_eq!(metric(server.addr, r#"wshub_proxy_failures_total{kind="join"}"#), 1);
+    assert_eq!(metric(server.addr, r#"wshub_proxy_calls_total{kind="join"}"#), 6);
+    assert_eq!(metric(server.addr, r#"wshub_proxy_failures_total{kind="join"}"#), 2);
 
     let down = format!("http://127.0.0.1:{}/join", closed_port());
     let server = Wshub::start(&["--proxy-join", &down]);

@@ -227,8 +227,11 @@ impl Proxy {
         let url = self.join.as_deref()?;
         let body = json!({"user": user, "clientId": client_id, "room": room});
         Some(match self.call(Kind::Join, url, &body) {
+            // An `allow` that is present must be a list: `null` (a nil list
+            // from some serializers, meant as "nothing") is not read as absent,
+            // which would give every right of the token.
             Verdict::Allow(answer) => match answer.get("allow") {
-                None | Some(Value::Null) => Ok(None),
+                None => Ok(None),
                 Some(allow) => match serde_json::from_value::<Vec<Right>>(allow.clone()) {
                     Ok(allow) => Ok(Some(Rights::of(&allow))),
                     Err(_) => {
