@@ -139,9 +139,19 @@ struct ConnState {
     bytes_replied: usize,
     /// What its token grants, when auth is on.
     identity: Option<Identity>,
-    /// Its rights in joined rooms where the join hook or the join proxy
-    /// decided them (in place of its token's).
-    granted: BTreeMap<String, Rights>,
+    /// What the join hook or the join proxy decided at its join of a room,
+    /// where either did.
+    granted: BTreeMap<String, Grant>,
+}
+
+/// What a room's join decided about a member's rights.
+#[derive(Debug, Clone, Copy)]
+struct Grant {
+    /// The join proxy's `allow`, in place of the token's rights; `None`:
+    /// the token's, as they are now (an `auth:refresh` changes them).
+    rights: Option<Rights>,
+    /// The join hook made it read-only: `publish` is taken away.
+    read_only: bool,
 }
 
 impl ProtocolHandler {
@@ -573,12 +583,15 @@ impl Session<'_> {
         ))
     }
 
-    /// Its rights in `room`: those granted at its join, else its token's
-    /// (every right without a token).
+    /// Its rights in `room`: the join proxy's when it decided them, else its
+    /// token's (every right without a token); without `publish` where the
+    /// join hook made it read-only.
     fn rights(&self, room: &str) -> Rights {
+        let token = || self.state.identity.as_ref().map_or(Rights::ALL, |i| i.rights(room));
         match self.state.granted.get(room) {
-            Some(granted) => *granted,
-            None => self.state.identity.as_ref().map_or(Rights::ALL, |i| i.rights(room)),
+            Some(Grant { rights, read_only: true }) => rights.unwrap_or_else(token).without(Right::Publish),
+            Some(Grant { rights, read_only: false }) => rights.unwrap_or_else(token),
+            None => token(),
         }
     }
 
@@ -598,11 +611,9 @@ impl Session<'_> {
                 Some(answer) => answer?,
                 None => None,
             };
-        let rights = from_backend.unwrap_or_else(|| self.rights(room));
-        if membership == Membership::ReadOnly {
-            self.state.granted.insert(room.to_owned(), rights.without(Right::Publish));
-        } else if from_backend.is_some() {
-            self.state.granted.insert(room.to_owned(), rights);
+        let read_only = membership == Membership::ReadOnly;
+        if read_only || from_backend.is_some() {
+            self.state.granted.insert(room.to_owned(), Grant { rights: from_backend, read_only });
         }
         Ok(())
     }
