@@ -1033,7 +1033,8 @@ wshub_result wshub_config_set_proxy_timeout_ms(wshub_config *config, uint64_t ms
 
 /*
  Protocol only: sent as `Authorization: apikey <key>` (copied) on every
- proxy call; NULL: none (the default).
+ proxy call; NULL: none (the default). An empty key or one with a control
+ character (CR, LF) makes `wshub_start` return WSHUB_INVALID_CONFIG.
  */
 wshub_result wshub_config_set_proxy_key(wshub_config *config, const char *key);
 

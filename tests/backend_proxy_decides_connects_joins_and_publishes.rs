@@ -35,6 +35,8 @@ struct Call {
 /// What the backend answers a call with.
 enum Answer {
     Status(u16, Value),
+    /// A redirect (status, `Location`), with an empty body.
+    Redirect(u16, String),
     /// Holds the call without answering (until its connection is closed by
     /// the server, or the hold ends).
     Hang,
@@ -122,6 +124,13 @@ fn serve(stream: TcpStream, calls: &Mutex<Vec<Call>>, decide: &Decide, arrived: 
                 );
                 if writer.write_all(head.as_bytes()).and_then(|()| writer.write_all(body.as_bytes())).is_err()
                 {
+                    return;
+                }
+            }
+            Answer::Redirect(status, location) => {
+                let head =
+                    format!("HTTP/1.1 {status} X\r\nLocation: {location}\r\nContent-Length: 0\r\n\r\n");
+                if writer.write_all(head.as_bytes()).is_err() {
                     return;
                 }
             }
@@ -253,6 +262,7 @@ fn the_join_proxy_refuses_grants_rights_or_is_unavailable() {
         Some("vip") => Answer::Status(403, Value::Null),
         Some("feed") => Answer::Status(200, json!({"allow": ["join"]})),
         Some("flaky") => Answer::Status(502, Value::Null),
+        Some("nil") => Answer::Status(200, json!({"allow": null})),
         _ => Answer::Status(200, Value::Null),
     });
     let url = backend.url("/join");
@@ -270,15 +280,17 @@ fn the_join_proxy_refuses_grants_rights_or_is_unavailable() {
     c.ok("room:publish", json!({"room": "open", "data": 1}));
     // A rejoin of a room it is in does not ask again.
     c.join("open");
+    // A present but null `allow` is not the token's rights (fail closed).
+    assert_eq!(code(&c.request("room:join", json!({"room": "nil"}))), "unavailable");
     let calls = backend.calls_to("/join");
-    assert_eq!(calls.len(), 4, "{calls:?}");
+    assert_eq!(calls.len(), 5, "{calls:?}");
     assert_eq!(calls[0].body, json!({"user": null, "clientId": calls[0].body["clientId"], "room": "vip"}));
     assert!(calls[0].body["clientId"].is_string());
     // An event stream asks it too.
     let (status, _, _) = get(server.addr, "/sse?room=vip");
     assert_eq!(status, 403);
-    assert_eq!(metric(server.addr, r#"wshub_proxy_calls_total{kind="join"}"#), 5);
-    assert_eq!(metric(server.addr, r#"wshub_proxy_failures_total{kind="join"}"#), 1);
+    assert_eq!(metric(server.addr, r#"wshub_proxy_calls_total{kind="join"}"#), 6);
+    assert_eq!(metric(server.addr, r#"wshub_proxy_failures_total{kind="join"}"#), 2);
 
     let down = format!("http://127.0.0.1:{}/join", closed_port());
     let server = Wshub::start(&["--proxy-join", &down]);
@@ -318,4 +330,92 @@ fn the_publish_proxy_refuses_replaces_data_or_is_unavailable() {
     assert!(call.body["clientId"].is_string() && call.body["user"].is_null(), "{call:?}");
     assert_eq!(metric(server.addr, r#"wshub_proxy_calls_total{kind="publish"}"#), 4);
     assert_eq!(metric(server.addr, r#"wshub_proxy_failures_total{kind="publish"}"#), 1);
+}
+
+#[test]
+fn a_redirect_from_the_backend_is_a_failure_not_followed() {
+    // Another host that would admit anyone: a followed redirect would ask it.
+    let elsewhere =
+        Backend::start(|_| Answer::Status(200, json!({"user": "intruder", "allow": ["join", "publish"]})));
+    let target = elsewhere.url("/connect");
+    let backend = Backend::start(move |call| match call.body["headers"]["cookie"].as_str() {
+        Some("status=301") => Answer::Redirect(301, target.clone()),
+        Some("status=302") => Answer::Redirect(302, target.clone()),
+        Some("status=307") => Answer::Redirect(307, target.clone()),
+        _ => Answer::Redirect(303, target.clone()),
+    });
+    let url = backend.url("/connect");
+    let server = Wshub::start(&["--proxy-connect", &url, "--proxy-key", "proxy-secret"]);
+    for cookie in ["status=301", "status=302", "status=303", "status=307"] {
+        assert_eq!(connect_with(&server, cookie).0, 503, "{cookie}: a redirect is not an answer");
+    }
+    assert_eq!(backend.calls_to("/connect").len(), 4);
+    assert!(elsewhere.calls_to("/connect").is_empty(), "the redirect was followed to another host");
+    assert_eq!(metric(server.addr, r#"wshub_proxy_failures_total{kind="connect"}"#), 4);
+}
+
+#[test]
+fn the_publish_proxy_cannot_replace_data_with_more_than_a_message_may_hold() {
+    let backend = Backend::start(|call| match call.body["data"].as_str() {
+        Some("grow") => Answer::Status(200, json!({"data": "x".repeat(10_000)})),
+        _ => Answer::Status(200, json!({"data": "y".repeat(1_000)})),
+    });
+    let url = backend.url("/publish");
+    let server = Wshub::start(&["--proxy-publish", &url, "--max-message-size", "4096", "--rate-limit", "0"]);
+    let mut a = server.client();
+    let mut b = server.client();
+    a.join("room");
+    b.join("room");
+    assert_eq!(a.json()["type"], "presence:join");
+    // Members are told `maxMessageBytes` 4096 and may refuse (1009) anything longer.
+    assert_eq!(
+        code(&a.request("room:publish", json!({"room": "room", "data": "grow"}))),
+        "unavailable",
+        "a replacement over the message size is the backend's failure"
+    );
+    b.assert_nothing_pending();
+    a.ok("room:publish", json!({"room": "room", "data": "small"}));
+    assert_eq!(b.json()["payload"]["data"], "y".repeat(1_000));
+    assert_eq!(metric(server.addr, r#"wshub_proxy_failures_total{kind="publish"}"#), 1);
+}
+
+#[test]
+fn presence_of_a_room_the_join_proxy_refuses_is_not_shown_to_a_non_member() {
+    use jsonwebtoken::{encode, EncodingKey, Header};
+    const SECRET: &str = "presence-proxy-secret";
+    let backend = Backend::start(|call| match (call.body["user"].as_str(), call.body["room"].as_str()) {
+        (Some("insider"), _) => Answer::Status(200, Value::Null),
+        (_, Some("vip")) => Answer::Status(403, Value::Null),
+        (_, Some("quiet")) => Answer::Status(200, json!({"allow": ["join"]})),
+        _ => Answer::Status(200, Value::Null),
+    });
+    let url = backend.url("/join");
+    let server = Wshub::start(&["--jwt-secret", SECRET, "--proxy-join", &url, "--rate-limit", "0"]);
+    let connect = |claims: Value| {
+        let exp = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs() + 300;
+        let mut claims = claims;
+        claims["exp"] = json!(exp);
+        let token =
+            encode(&Header::default(), &claims, &EncodingKey::from_secret(SECRET.as_bytes())).unwrap();
+        let query = format!("?access_token={token}");
+        upgrade(ip("127.0.0.1"), server.addr, &query, &[], &["wshub.v1.json"]).open().0
+    };
+    let mut insider = connect(json!({"sub": "insider"}));
+    for room in ["vip", "quiet", "open"] {
+        insider.join(room);
+    }
+    let mut spy = connect(json!({"sub": "spy", "rooms": ["vip", "quiet", "open"]}));
+    assert_eq!(code(&spy.request("room:join", json!({"room": "vip"}))), "forbidden");
+    assert_eq!(
+        code(&spy.request("presence:get", json!({"room": "vip"}))),
+        "forbidden",
+        "the backend refuses this user the room: its members are not shown either"
+    );
+    assert_eq!(
+        code(&spy.request("presence:get", json!({"room": "quiet"}))),
+        "forbidden",
+        "the backend's allow has no presence"
+    );
+    let open = spy.ok("presence:get", json!({"room": "open"}));
+    assert_eq!(open["members"][0]["user"], "insider", "{open}");
 }

@@ -3,6 +3,7 @@
 //! receives, but its publishes, binary publishes and typing get `error
 //! forbidden`, in that room only; what others publish still reaches it.
 
+mod admission_common;
 mod protocol_common;
 
 use protocol_common::Client;
@@ -52,5 +53,37 @@ fn a_read_only_member_receives_but_cannot_publish() {
     handler.publish(&server, "stage:1", &json!({"n": 2})).expect("publish");
     let msg = viewer.json();
     assert_eq!((msg["type"].as_str(), msg["payload"]["data"]["n"].as_u64()), (Some("room:message"), Some(2)));
+    server.stop();
+}
+
+/// A token for `sub` "viewer" with these caps, signed with `secret`.
+fn token(secret: &str, caps: serde_json::Value) -> String {
+    use jsonwebtoken::{encode, EncodingKey, Header};
+    let exp = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs() + 300;
+    let claims = json!({"sub": "viewer", "exp": exp, "caps": caps});
+    encode(&Header::default(), &claims, &EncodingKey::from_secret(secret.as_bytes())).unwrap()
+}
+
+#[test]
+fn a_read_only_member_keeps_following_its_token_for_the_other_rights() {
+    const SECRET: &str = "read-only-refresh-secret";
+    let handler = ProtocolHandler::with_app(ProtocolConfig::default().jwt_secret(SECRET), Stage);
+    let config = wshub::Config::default().bind("127.0.0.1:0".parse().unwrap());
+    let server = wshub::Server::start(config, handler).expect("start");
+    let all = json!([{"rooms": ["stage:*"], "allow": ["join", "publish", "presence", "history"]}]);
+    let query = format!("?access_token={}", token(SECRET, all));
+    let outcome =
+        admission_common::upgrade(admission_common::ip("127.0.0.1"), server.local_addr(), &query, &[], &[]);
+    let (mut viewer, _) = outcome.open();
+    viewer.join("stage:1");
+    viewer.ok("presence:get", json!({"room": "stage:1"}));
+    // A refresh that takes presence away takes it away from a read-only member too.
+    let fewer = json!([{"rooms": ["stage:*"], "allow": ["join", "publish"]}]);
+    viewer.ok("auth:refresh", json!({"token": token(SECRET, fewer)}));
+    let reply = viewer.request("presence:get", json!({"room": "stage:1"}));
+    assert_eq!(reply["payload"]["code"], "forbidden", "{reply}");
+    // And it stays read-only whatever the token grants.
+    let reply = viewer.request("room:publish", json!({"room": "stage:1", "data": 1}));
+    assert_eq!(reply["payload"]["code"], "forbidden", "{reply}");
     server.stop();
 }

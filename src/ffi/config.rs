@@ -786,7 +786,8 @@ pub extern "C" fn wshub_config_set_proxy_timeout_ms(config: *mut wshub_config, m
 }
 
 /// Protocol only: sent as `Authorization: apikey <key>` (copied) on every
-/// proxy call; NULL: none (the default).
+/// proxy call; NULL: none (the default). An empty key or one with a control
+/// character (CR, LF) makes `wshub_start` return WSHUB_INVALID_CONFIG.
 #[no_mangle]
 pub extern "C" fn wshub_config_set_proxy_key(config: *mut wshub_config, key: *const c_char) -> wshub_result {
     ffi_boundary! {

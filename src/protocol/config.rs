@@ -300,6 +300,11 @@ impl ProtocolConfig {
                 check_url(name, url)?;
             }
         }
+        // Sent as a header value: a control character (CR, LF) would fail
+        // every call (refused by the HTTP client), so it is refused here.
+        if self.proxy_key.as_ref().is_some_and(|k| k.0.is_empty() || k.0.chars().any(|c| c.is_control())) {
+            return Err("proxy_key must be non-empty, without control characters".to_owned());
+        }
         bounds::check_durations(&[("proxy_timeout", self.proxy_timeout)])?;
         if self.proxy_timeout.is_zero() {
             return Err("proxy_timeout must be above 0".to_owned());
@@ -481,5 +486,19 @@ pub(crate) fn check_url(name: &str, url: &str) -> Result<(), String> {
     match url.strip_prefix("http://") {
         Some(rest) if !rest.is_empty() && url.parse::<ureq::http::Uri>().is_ok() => Ok(()),
         _ => Err(format!("{name} must be an http:// URL (https:// is not supported), not {url:?}")),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_proxy_key_that_cannot_be_a_header_value_is_refused() {
+        let with = |key: &str| ProtocolConfig::default().proxy_key(key).validate();
+        assert!(with("k3y-with spaces").is_ok());
+        assert!(with("key\r\nX-Evil: 1").is_err());
+        assert!(with("key\n").is_err());
+        assert!(with("").is_err());
     }
 }

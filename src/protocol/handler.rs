@@ -139,9 +139,19 @@ struct ConnState {
     bytes_replied: usize,
     /// What its token grants, when auth is on.
     identity: Option<Identity>,
-    /// Its rights in joined rooms where the join hook or the join proxy
-    /// decided them (in place of its token's).
-    granted: BTreeMap<String, Rights>,
+    /// What the join hook or the join proxy decided at its join of a room,
+    /// where either did.
+    granted: BTreeMap<String, Grant>,
+}
+
+/// What a room's join decided about a member's rights.
+#[derive(Debug, Clone, Copy)]
+struct Grant {
+    /// The join proxy's `allow`, in place of the token's rights; `None`:
+    /// the token's, as they are now (an `auth:refresh` changes them).
+    rights: Option<Rights>,
+    /// The join hook made it read-only: `publish` is taken away.
+    read_only: bool,
 }
 
 impl ProtocolHandler {
@@ -596,12 +606,15 @@ impl Session<'_> {
         ))
     }
 
-    /// Its rights in `room`: those granted at its join, else its token's
-    /// (every right without a token).
+    /// Its rights in `room`: the join proxy's when it decided them, else its
+    /// token's (every right without a token); without `publish` where the
+    /// join hook made it read-only.
     fn rights(&self, room: &str) -> Rights {
+        let token = || self.state.identity.as_ref().map_or(Rights::ALL, |i| i.rights(room));
         match self.state.granted.get(room) {
-            Some(granted) => *granted,
-            None => self.state.identity.as_ref().map_or(Rights::ALL, |i| i.rights(room)),
+            Some(Grant { rights, read_only: true }) => rights.unwrap_or_else(token).without(Right::Publish),
+            Some(Grant { rights, read_only: false }) => rights.unwrap_or_else(token),
+            None => token(),
         }
     }
 
@@ -621,11 +634,9 @@ impl Session<'_> {
                 Some(answer) => answer?,
                 None => None,
             };
-        let rights = from_backend.unwrap_or_else(|| self.rights(room));
-        if membership == Membership::ReadOnly {
-            self.state.granted.insert(room.to_owned(), rights.without(Right::Publish));
-        } else if from_backend.is_some() {
-            self.state.granted.insert(room.to_owned(), rights);
+        let read_only = membership == Membership::ReadOnly;
+        if read_only || from_backend.is_some() {
+            self.state.granted.insert(room.to_owned(), Grant { rights: from_backend, read_only });
         }
         Ok(())
     }
@@ -643,8 +654,9 @@ impl Session<'_> {
 
     /// `presence:get`: for members, or for a token whose `rooms` claim names
     /// the room (no claim is not enough: presence is not public) and whom the
-    /// application's join hook would let join it (a room it refuses to a
-    /// user shows that user its members no more than its messages).
+    /// application's join hook and the join proxy would let join it (a room
+    /// either refuses to a user shows that user its members no more than its
+    /// messages; a proxy `allow` without `presence` refuses it too).
     fn presence(&self, room: &str) -> Result<super::reads::Presence, ErrorReply> {
         self.require(room, Right::Presence)?;
         self.shared.rules(room).check_presence(room)?;
@@ -658,6 +670,17 @@ impl Session<'_> {
                     return Err(ErrorReply::new(
                         ErrorCode::Forbidden,
                         format!("joining {room:?} was refused"),
+                    ));
+                }
+            }
+            let user = Some(identity.user.as_str());
+            if let Some(answer) =
+                self.shared.proxy.as_ref().and_then(|p| p.join(user, &self.state.client_id, room))
+            {
+                if answer?.is_some_and(|rights| !rights.has(Right::Presence)) {
+                    return Err(ErrorReply::new(
+                        ErrorCode::Forbidden,
+                        format!("no Presence right in room {room:?}"),
                     ));
                 }
             }
@@ -837,12 +860,16 @@ impl Session<'_> {
         self.require(room, Right::Publish)?;
         self.shared.rules(room).check_client_publish(room)?;
         let user = self.state.identity.as_ref().map(|i| i.user.as_str());
-        let replaced =
-            match self.shared.proxy.as_ref().and_then(|p| p.publish(user, &self.state.client_id, room, data))
-            {
-                Some(answer) => answer?,
-                None => None,
-            };
+        let max = self.server.config().max_message_size;
+        let replaced = match self
+            .shared
+            .proxy
+            .as_ref()
+            .and_then(|p| p.publish(user, &self.state.client_id, room, data, max))
+        {
+            Some(answer) => answer?,
+            None => None,
+        };
         let data = replaced.as_ref().unwrap_or(data);
         if echo && data.get().len() > BIG_REPLY {
             self.refuse_if_backlogged()?;

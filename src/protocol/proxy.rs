@@ -99,6 +99,11 @@ impl Proxy {
             .timeout_global(Some(config.proxy_timeout))
             .http_status_as_error(false)
             .max_idle_connections_per_host(64)
+            // A redirect is an answer the proxy does not know (a failure),
+            // never a request to another URL: a followed one would let
+            // whatever host it names admit connections.
+            .max_redirects(0)
+            .max_redirects_will_error(false)
             .build();
         Some(Proxy {
             agent: ureq::Agent::new_with_config(agent_config),
@@ -214,8 +219,11 @@ impl Proxy {
         let url = self.join.as_deref()?;
         let body = json!({"user": user, "clientId": client_id, "room": room});
         Some(match self.call(Kind::Join, url, &body) {
+            // An `allow` that is present must be a list: `null` (a nil list
+            // from some serializers, meant as "nothing") is not read as absent,
+            // which would give every right of the token.
             Verdict::Allow(answer) => match answer.get("allow") {
-                None | Some(Value::Null) => Ok(None),
+                None => Ok(None),
                 Some(allow) => match serde_json::from_value::<Vec<Right>>(allow.clone()) {
                     Ok(allow) => Ok(Some(Rights::of(&allow))),
                     Err(_) => {
@@ -233,21 +241,29 @@ impl Proxy {
 
     /// `--proxy-publish`: the data to publish (the backend's `data` when its
     /// answer has one, else the client's), or the error to answer. `None`
-    /// when there is no publish proxy.
+    /// when there is no publish proxy. A `data` longer than `max_bytes` (the
+    /// message size clients are told) is a failure: members may refuse it.
     pub fn publish(
         &self,
         user: Option<&str>,
         client_id: &str,
         room: &str,
         data: &RawJson,
+        max_bytes: usize,
     ) -> Option<Result<Option<RawJson>, ErrorReply>> {
         let url = self.publish.as_deref()?;
         let body = json!({"user": user, "clientId": client_id, "room": room, "data": data});
         Some(match self.call(Kind::Publish, url, &body) {
-            Verdict::Allow(answer) => Ok(answer
-                .get("data")
-                .and_then(|d| serde_json::value::RawValue::from_string(d.to_string()).ok())
-                .map(RawJson::from_raw)),
+            Verdict::Allow(answer) => match answer.get("data").map(Value::to_string) {
+                Some(d) if d.len() > max_bytes => {
+                    log::warn!("proxy {url}: the answer's data is over {max_bytes} bytes");
+                    self.counters[Kind::Publish as usize].failures.fetch_add(1, Relaxed);
+                    Err(unavailable("the backend's data is larger than a message may be"))
+                }
+                d => Ok(d
+                    .and_then(|d| serde_json::value::RawValue::from_string(d).ok())
+                    .map(RawJson::from_raw)),
+            },
             Verdict::Refuse(_) => {
                 Err(ErrorReply::new(ErrorCode::Forbidden, format!("publishing to {room:?} was refused")))
             }
