@@ -111,7 +111,13 @@ fn genconfig(path: &Path) -> Result<(), String> {
         }
         _ => format!("cannot create {}: {e}", path.display()),
     })?;
-    file.write_all(text.as_bytes()).map_err(|e| format!("cannot write {}: {e}", path.display()))?;
+    // The file is ours (create_new): a failed write (a full disk) removes it,
+    // or it would stay empty and every later genconfig refuse to replace it.
+    if let Err(e) = file.write_all(text.as_bytes()).and_then(|()| file.sync_all()) {
+        drop(file);
+        let _ = std::fs::remove_file(path);
+        return Err(format!("cannot write {}: {e}", path.display()));
+    }
     eprintln!("wshub: wrote {} (a fresh jwt_secret and api_key)", path.display());
     Ok(())
 }
