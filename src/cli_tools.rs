@@ -111,7 +111,13 @@ fn genconfig(path: &Path) -> Result<(), String> {
         }
         _ => format!("cannot create {}: {e}", path.display()),
     })?;
-    file.write_all(text.as_bytes()).map_err(|e| format!("cannot write {}: {e}", path.display()))?;
+    // The file is ours (create_new): a failed write (a full disk) removes it,
+    // or it would stay empty and every later genconfig refuse to replace it.
+    if let Err(e) = file.write_all(text.as_bytes()).and_then(|()| file.sync_all()) {
+        drop(file);
+        let _ = std::fs::remove_file(path);
+        return Err(format!("cannot write {}: {e}", path.display()));
+    }
     eprintln!("wshub: wrote {} (a fresh jwt_secret and api_key)", path.display());
     Ok(())
 }
@@ -132,9 +138,17 @@ struct Claims<'a> {
 
 fn gentoken(path: &Path, sub: &str, rooms: &[String], ttl: Duration) -> Result<String, String> {
     let file = wshub::ConfigFile::load(path)?;
-    let Some(secret) = file.jwt_secret else {
+    let Some(secret) = file.jwt_secret.filter(|s| !s.is_empty()) else {
         return Err(format!("{} has no jwt_secret (`wshub genconfig` writes one)", path.display()));
     };
+    // The server refuses a token with an empty `sub`, and a room name is never
+    // empty: such a token would only ever be refused.
+    if sub.is_empty() {
+        return Err("--sub must not be empty (the server refuses a token without a user)".to_owned());
+    }
+    if rooms.iter().any(|room| room.is_empty()) {
+        return Err("--rooms has an empty room name (a stray comma?)".to_owned());
+    }
     let now = SystemTime::now().duration_since(UNIX_EPOCH).map_err(|e| e.to_string())?.as_secs();
     let claims = Claims {
         sub,
@@ -250,5 +264,21 @@ mod tests {
         assert!(parse_ttl("1w").is_err());
         assert!(parse_ttl("h").is_err());
         assert!(parse_ttl("99999999999999999999d").is_err());
+    }
+
+    #[test]
+    fn tokens_the_server_would_refuse_are_not_signed() {
+        let dir = std::env::temp_dir().join(format!("wshub-gentoken-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let ok = dir.join("ok.toml");
+        std::fs::write(&ok, "jwt_secret = \"s3cret\"\n").unwrap();
+        let empty = dir.join("empty.toml");
+        std::fs::write(&empty, "jwt_secret = \"\"\n").unwrap();
+        let hour = Duration::from_secs(3600);
+        assert!(gentoken(&ok, "alice", &["chat:*".to_owned()], hour).is_ok());
+        assert!(gentoken(&ok, "", &[], hour).is_err(), "an empty sub");
+        assert!(gentoken(&ok, "alice", &["a".to_owned(), String::new()], hour).is_err(), "an empty room");
+        assert!(gentoken(&empty, "alice", &[], hour).is_err(), "an empty secret");
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 }

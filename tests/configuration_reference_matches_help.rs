@@ -122,3 +122,29 @@ fn every_c_setter_in_the_table_is_in_the_header() {
         }
     }
 }
+
+/// The table's "Config key" column is the flag's name, not read from the
+/// config file's definition: each key it names must be one the file accepts
+/// (a flag added without its `ConfigFile` field would be documented as a key
+/// that `wshub --config` refuses as unknown).
+#[test]
+fn every_config_key_in_the_table_is_accepted_by_the_config_file() {
+    let doc = std::fs::read_to_string(docs_path()).expect("read docs/configuration.md");
+    let (_, table, _) = split(&doc);
+    let mut checked = 0;
+    for row in table.lines().skip(2) {
+        let key = row.split(" | ").nth(1).unwrap_or_default().trim_matches('`');
+        if key == "—" {
+            continue;
+        }
+        // A value of the wrong type for every key: a known key fails on its
+        // type, an unknown one as unknown.
+        let err = wshub::ConfigFile::parse(&format!("{key} = {{ wrong = 1 }}")).err().unwrap_or_default();
+        assert!(
+            !err.contains("unknown field"),
+            "docs/configuration.md names the config key `{key}`, which the config file refuses:\n{err}"
+        );
+        checked += 1;
+    }
+    assert!(checked > 40, "too few config keys in the table: {checked}");
+}

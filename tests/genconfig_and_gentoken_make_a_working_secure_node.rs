@@ -104,3 +104,26 @@ fn gentoken_needs_a_config_with_a_secret() {
     assert!(String::from_utf8_lossy(&missing.stderr).contains("cannot read"), "{missing:?}");
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// A write that fails (a full disk; here a file-size limit of 0 with SIGXFSZ
+/// ignored, so the write returns EFBIG) leaves no empty file behind: that file
+/// would make every later `genconfig` refuse to overwrite it and `gentoken`
+/// say it has no secret.
+#[cfg(unix)]
+#[test]
+fn a_failed_genconfig_write_leaves_no_file_behind() {
+    let dir = scratch("full");
+    let path = dir.join("wshub.toml");
+    let out = Command::new("sh")
+        .arg("-c")
+        .arg("ulimit -f 0; trap '' XFSZ; exec \"$0\" genconfig --config \"$1\"")
+        .arg(env!("CARGO_BIN_EXE_wshub"))
+        .arg(&path)
+        .output()
+        .expect("run sh");
+    assert!(!out.status.success(), "a write past the file-size limit succeeded: {out:?}");
+    assert!(String::from_utf8_lossy(&out.stderr).contains("cannot write"), "{out:?}");
+    assert!(!path.exists(), "a failed genconfig left {} behind", path.display());
+    assert!(genconfig(&path).status.success(), "genconfig can run again");
+    let _ = std::fs::remove_dir_all(&dir);
+}

@@ -14,6 +14,8 @@ import sys
 ROOT = os.path.abspath(os.path.join(os.path.dirname(__file__), ".."))
 LINK = re.compile(r"(?<!\!)\[(?:[^\]\[]|\[[^\]]*\])*\]\(([^()\s]+)(?:\s+\"[^\"]*\")?\)")
 IMAGE = re.compile(r"!\[[^\]]*\]\(([^()\s]+)\)")
+# A reference-style link's definition: `[name]: target "title"`.
+DEFINITION = re.compile(r"^ {0,3}\[[^\]]+\]:\s*<?([^\s>]+)>?")
 FENCE = re.compile(r"^\s*(```|~~~)")
 HEADING = re.compile(r"^(#{1,6})\s+(.*?)\s*#*\s*$")
 
@@ -70,8 +72,10 @@ def main():
         path = os.path.join(ROOT, rel)
         with open(path, encoding="utf-8") as f:
             text = f.read()
-        for number, line, _ in prose_lines(text):
-            for m in list(LINK.finditer(line)) + list(IMAGE.finditer(line)):
+        for number, line, raw in prose_lines(text):
+            found = list(LINK.finditer(line)) + list(IMAGE.finditer(line))
+            found += list(DEFINITION.finditer(raw))
+            for m in found:
                 target = m.group(1)
                 if re.match(r"^[a-z][a-z0-9+.-]*:", target):
                     continue  # http:, https:, mailto:

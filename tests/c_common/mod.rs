@@ -56,6 +56,16 @@ pub fn make(dir: &str, build_name: &str, sanitize: &str) -> PathBuf {
     let _guard = LOCK.lock().unwrap_or_else(|e| e.into_inner());
     let lib = staticlib_dir();
     let build = profile_dir().join("ffi-tests").join(build_name);
+    // Under cargo-nextest every test is its own process, and tests of several
+    // binaries build the same directory at once: the mutex above no longer
+    // serializes them, and one test ran a program another was still linking
+    // (EACCES). A file lock does, across processes; it ends with `lock`.
+    std::fs::create_dir_all(build.parent().expect("ffi-tests")).expect("create ffi-tests");
+    let lock = std::fs::File::create(profile_dir().join("ffi-tests").join(format!("{build_name}.lock")))
+        .expect("create the build's lock file");
+    // SAFETY: flock on a descriptor this function owns, open until `lock` drops.
+    let locked = unsafe { libc::flock(std::os::fd::AsRawFd::as_raw_fd(&lock), libc::LOCK_EX) };
+    assert_eq!(locked, 0, "flock: {}", std::io::Error::last_os_error());
     let out = Command::new("make")
         .current_dir(repo().join(dir))
         .arg(format!("WSHUB_LIB_DIR={}", lib.display()))
