@@ -166,21 +166,6 @@ fn overflow_to(
     }
 }
 
-impl crate::server::Server {
-    /// Like [`Server::start`](crate::Server::start), serving on `listener`,
-    /// a listening socket made elsewhere (passed by systemd, see
-    /// `LISTEN_FDS`), instead of binding [`Config::bind`](crate::Config::bind).
-    /// The socket stays listening when the server stops (connections queued
-    /// then wait for the next process).
-    pub fn start_on(
-        listener: TcpListener,
-        config: crate::Config,
-        handler: impl crate::Handler,
-    ) -> Result<ServerHandle> {
-        crate::engine::Engine::start(config, Box::new(handler), Some(listener))
-    }
-}
-
 impl ServerHandle {
     /// Takes over a TCP connection the application accepted itself, e.g. on a
     /// port its own HTTP server owns, once it has seen a request for the

@@ -1,5 +1,5 @@
-//! Starting and stopping a server, and [`ServerHandle`], the API applications
-//! drive it with.
+//! [`ServerHandle`], the API applications drive a running server with (its
+//! stop included); how a server starts is `start.rs`.
 //!
 //! The handle owns no thread of its own: room operations travel to the hub as
 //! commands, connection lookups read the registry of live connections, which the
@@ -16,7 +16,6 @@ use crate::config::Config;
 use crate::engine::{Engine, StopJob};
 use crate::error::{Error, Result};
 use crate::frame::{encode_message, encode_single, is_sendable_close_code};
-use crate::handler::Handler;
 use crate::hub::rooms::is_valid_room;
 use crate::hub::{self, Cmd};
 use crate::stats::{render_engine, EngineNumbers, StatsSnapshot};
@@ -25,18 +24,6 @@ use crate::types::{ConnId, Message};
 thread_local! {
     /// True on a connection's reader thread, where the handler's callbacks run.
     pub(crate) static ON_CONNECTION_THREAD: Cell<bool> = const { Cell::new(false) };
-}
-
-/// Entry point: [`Server::start`].
-#[derive(Debug)]
-pub struct Server;
-
-impl Server {
-    /// Binds `config.bind`, starts the acceptor and hub threads, and returns a
-    /// handle. Connections are served until [`ServerHandle::stop`].
-    pub fn start(config: Config, handler: impl Handler) -> Result<ServerHandle> {
-        Engine::start(config, Box::new(handler), None)
-    }
 }
 
 /// A cheap, cloneable handle to a running server, usable from any thread and
