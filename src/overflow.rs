@@ -38,7 +38,7 @@ use crate::connection::handshake::{self, ReadError};
 use crate::connection::tls_session::flush_tls;
 use crate::ip_table::{self, Refusal};
 use crate::server::ServerHandle;
-use crate::types::{status_reason, HttpResponse};
+use crate::types::HttpResponse;
 
 /// Longest an overflowing socket is held to read its request.
 const MAX_HOLD: Duration = Duration::from_secs(2);
@@ -127,7 +127,7 @@ pub(crate) fn run(server: ServerHandle, rx: Receiver<Overflowing>) {
                 let in_tls_handshake = held[i].tls.as_ref().is_some_and(|t| t.is_handshaking());
                 if !held[i].answered && !in_tls_handshake {
                     engine.stats.count_reject(408);
-                    answer(&mut held[i], &plain(408), false, &server);
+                    answer(&mut held[i], &HttpResponse::plain(408), false, &server);
                 }
                 false
             } else {
@@ -267,11 +267,11 @@ fn on_bytes(h: &mut Held, server: &ServerHandle) {
         Ok(None) if h.buf.len() <= handshake::MAX_REQUEST_HEAD => {}
         Ok(None) | Err(ReadError::TooLarge) => {
             server.engine().stats.count_reject(431);
-            answer(h, &plain(431), false, server)
+            answer(h, &HttpResponse::plain(431), false, server)
         }
         Err(_) => {
             server.engine().stats.count_reject(400);
-            answer(h, &plain(400), false, server)
+            answer(h, &HttpResponse::plain(400), false, server)
         }
     }
 }
@@ -286,7 +286,7 @@ fn respond_to(request: &handshake::Request, socket: &Overflowing, server: &Serve
     let refuse = || {
         let status = refusal.status();
         engine.stats.count_reject(status);
-        plain(status).with_header("Retry-After", refusal.retry_after())
+        HttpResponse::plain(status).with_header("Retry-After", refusal.retry_after())
     };
     // Nothing that would hold a connection (an upgrade, an event stream) or
     // needs a body read (this thread reads heads only) is served from here.
@@ -295,7 +295,7 @@ fn respond_to(request: &handshake::Request, socket: &Overflowing, server: &Serve
         return refuse();
     }
     let response = catch_unwind(AssertUnwindSafe(|| engine.handler.on_http(server, &request.info)))
-        .unwrap_or_else(|_| plain(500));
+        .unwrap_or_else(|_| HttpResponse::plain(500));
     if response.stream {
         return refuse();
     }
@@ -323,8 +323,4 @@ fn answer(h: &mut Held, response: &HttpResponse, head_only: bool, _server: &Serv
     }
     let _ = h.socket.stream.shutdown(Shutdown::Write);
     h.deadline = Instant::now() + DRAIN;
-}
-
-fn plain(status: u16) -> HttpResponse {
-    HttpResponse::new(status, "text/plain; charset=utf-8", format!("{}\n", status_reason(status)))
 }
