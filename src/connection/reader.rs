@@ -212,27 +212,7 @@ fn upgrade<'a>(
             return None;
         }
     };
-    if engine.is_draining() {
-        reject(&HttpResponse::plain(503).with_header("Retry-After", "5"), false);
-        return None;
-    }
-    if !engine.reserve_connection_slot() {
-        reject(&HttpResponse::plain(503).with_header("Retry-After", "1"), false);
-        return None;
-    }
-    let subprotocol = match guarded(|| engine.handler.on_upgrade(server, conn.id, &request.info)) {
-        Some(Upgrade::Accept { subprotocol }) => subprotocol,
-        Some(Upgrade::Reject(response)) => {
-            engine.release_connection_slot();
-            reject(&response, false);
-            return None;
-        }
-        None => {
-            engine.release_connection_slot();
-            reject(&HttpResponse::plain(500), false);
-            return None;
-        }
-    };
+    let subprotocol = accept_upgrade(server, conn, &request.info, |response| reject(response, false))?;
     let deflate = match engine.config.compression {
         true => super::deflate::negotiate(request.info.headers.iter().map(|(n, v)| (n.as_str(), v.as_str()))),
         false => None,
@@ -315,6 +295,40 @@ fn read_body(
     Ok(length)
 }
 
+/// What a WebSocket upgrade and an event stream both pass before their
+/// response head: not draining, a connection slot, the handler's
+/// `on_upgrade`. `Some(subprotocol)` holds the slot; `None` gave it back and
+/// answered the request with `reject`.
+fn accept_upgrade(
+    server: &ServerHandle,
+    conn: &ConnShared,
+    request: &crate::types::RequestInfo,
+    reject: impl Fn(&HttpResponse),
+) -> Option<Option<String>> {
+    let engine = server.engine();
+    if engine.is_draining() {
+        reject(&HttpResponse::plain(503).with_header("Retry-After", "5"));
+        return None;
+    }
+    if !engine.reserve_connection_slot() {
+        reject(&HttpResponse::plain(503).with_header("Retry-After", "1"));
+        return None;
+    }
+    match guarded(|| engine.handler.on_upgrade(server, conn.id, request)) {
+        Some(Upgrade::Accept { subprotocol }) => Some(subprotocol),
+        Some(Upgrade::Reject(refusal)) => {
+            engine.release_connection_slot();
+            reject(&refusal);
+            None
+        }
+        None => {
+            engine.release_connection_slot();
+            reject(&HttpResponse::plain(500));
+            None
+        }
+    }
+}
+
 /// The handler answered with an event stream: the same checks as an
 /// upgrade (drain, a connection slot, `on_upgrade`), then the response head.
 #[inline(never)]
@@ -330,27 +344,7 @@ fn open_stream<'a>(
         engine.stats.count_reject(response.status);
         handshake::respond_and_close(conn, response, false);
     };
-    if engine.is_draining() {
-        reject(&HttpResponse::plain(503).with_header("Retry-After", "5"));
-        return None;
-    }
-    if !engine.reserve_connection_slot() {
-        reject(&HttpResponse::plain(503).with_header("Retry-After", "1"));
-        return None;
-    }
-    match guarded(|| engine.handler.on_upgrade(server, conn.id, &request.info)) {
-        Some(Upgrade::Accept { .. }) => {}
-        Some(Upgrade::Reject(refusal)) => {
-            engine.release_connection_slot();
-            reject(&refusal);
-            return None;
-        }
-        None => {
-            engine.release_connection_slot();
-            reject(&HttpResponse::plain(500));
-            return None;
-        }
-    }
+    accept_upgrade(server, conn, &request.info, reject)?;
     let head = handshake::stream_head(response);
     let sent = if conn.is_tls() {
         conn.write_unframed(&head, false, Instant::now() + engine.config.handshake_timeout)
