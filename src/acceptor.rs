@@ -20,8 +20,8 @@ use std::time::{Duration, Instant};
 use crossbeam_channel::Sender;
 
 use crate::connection::{reader, ConnShared};
+use crate::engine::Overflowing;
 use crate::ip_table::Admitted;
-use crate::overflow::Overflowing;
 use crate::server::ServerHandle;
 use crate::sys::pthread;
 

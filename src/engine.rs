@@ -25,6 +25,21 @@ use crate::types::ConnId;
 /// What the stopper thread runs: a stop asked for from inside a callback.
 pub(crate) type StopJob = Box<dyn FnOnce() + Send>;
 
+/// A socket the acceptor (or `adopt`) hands to the overflow thread
+/// (`overflow.rs`): over the caps, answered there without a thread of its own.
+/// Defined with the channel it travels on, so the engine needs nothing of
+/// the overflow thread.
+pub(crate) struct Overflowing {
+    pub stream: std::net::TcpStream,
+    pub remote: SocketAddr,
+    pub refusal: crate::ip_table::Refusal,
+    /// What the host read before adopting it (`ServerHandle::adopt`); empty
+    /// for an accepted socket.
+    pub preread: Vec<u8>,
+    /// It came to the admin listener (`Config::admin_bind`).
+    pub admin: bool,
+}
+
 /// The state every thread of one server shares.
 pub(crate) struct Engine {
     pub(crate) config: Config,
@@ -55,7 +70,7 @@ pub(crate) struct Engine {
     pub(crate) admin_listener: Option<Arc<TcpListener>>,
     pub(crate) admin_acceptor: Mutex<Option<JoinHandle<()>>>,
     /// For sockets adopted over the caps (see `acceptor::admit`); dropped by the stop.
-    pub(crate) overflow_tx: Mutex<Option<Sender<crate::overflow::Overflowing>>>,
+    pub(crate) overflow_tx: Mutex<Option<Sender<Overflowing>>>,
     pub(crate) threads: Mutex<Vec<JoinHandle<()>>>,
     /// Reader threads not yet finished (they are detached; see `pthread::reap_detached`).
     pub(crate) reader_threads: Arc<std::sync::atomic::AtomicUsize>,
@@ -73,7 +88,7 @@ pub(crate) struct Engine {
 
 impl Engine {
     /// Where `ServerHandle::adopt` sends a socket over the caps; `None` once stopping.
-    pub(crate) fn overflow_sender(&self) -> Option<Sender<crate::overflow::Overflowing>> {
+    pub(crate) fn overflow_sender(&self) -> Option<Sender<Overflowing>> {
         self.overflow_tx.lock().clone()
     }
 

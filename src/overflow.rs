@@ -25,7 +25,7 @@
 
 use std::collections::{HashMap, VecDeque};
 use std::io::{self, Read, Write};
-use std::net::{IpAddr, Shutdown, SocketAddr, TcpStream};
+use std::net::{IpAddr, Shutdown, TcpStream};
 use std::os::fd::AsRawFd;
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::time::{Duration, Instant};
@@ -36,6 +36,7 @@ use rustls::ServerConnection;
 
 use crate::connection::handshake::{self, ReadError};
 use crate::connection::tls_session::flush_tls;
+use crate::engine::Overflowing;
 use crate::ip_table::{self, Refusal};
 use crate::server::ServerHandle;
 use crate::types::HttpResponse;
@@ -54,18 +55,6 @@ const TICK: Duration = Duration::from_millis(10);
 const BUSY_TICK: Duration = Duration::from_millis(1);
 /// Sockets whose TLS records are processed (handshake crypto included) per tick.
 const TLS_STEPS_PER_TICK: usize = 16;
-
-/// A socket handed over by the acceptor.
-pub(crate) struct Overflowing {
-    pub stream: TcpStream,
-    pub remote: SocketAddr,
-    pub refusal: Refusal,
-    /// What the host read before adopting it (`ServerHandle::adopt`); empty
-    /// for an accepted socket.
-    pub preread: Vec<u8>,
-    /// It came to the admin listener (`Config::admin_bind`).
-    pub admin: bool,
-}
 
 struct Held {
     socket: Overflowing,
