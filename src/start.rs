@@ -1,6 +1,6 @@
 //! How a server starts: [`Server::start`] and [`Server::start_on`], and
 //! `Engine::start`, which binds (or takes) the listener, builds the
-//! [`Engine`] and spawns the hub, stopper, overflow and acceptor threads.
+//! `Engine` and spawns the hub, stopper, overflow and acceptor threads.
 //! The stop sequence is `Engine::stop` (`engine.rs`).
 
 use std::net::{SocketAddr, TcpListener};
@@ -31,10 +31,8 @@ impl Server {
     pub fn start(config: Config, handler: impl Handler) -> Result<ServerHandle> {
         Engine::start(config, Box::new(handler), None)
     }
-}
 
-impl Server {
-    /// Like [`Server::start`](crate::Server::start), serving on `listener`,
+    /// Like [`Server::start`], serving on `listener`,
     /// a listening socket made elsewhere (passed by systemd, see
     /// `LISTEN_FDS`), instead of binding [`Config::bind`](crate::Config::bind).
     /// The socket stays listening when the server stops (connections queued
