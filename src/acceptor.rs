@@ -8,7 +8,7 @@
 //! of its own, so sockets that never finish their request cannot lock the
 //! server out.
 //!
-//! [`ServerHandle::adopt`] (a socket a host accepted itself) goes through the
+//! [`ServerHandle::adopt`](crate::ServerHandle::adopt) (a socket a host accepted itself) goes through the
 //! same [`admit`] as an accepted one: caps, handshake deadline, then the
 //! reader's checks (path, Origin, auth) are one code path for both.
 
@@ -19,11 +19,9 @@ use std::time::{Duration, Instant};
 
 use crossbeam_channel::Sender;
 
-use crate::connection::handshake::MAX_REQUEST_HEAD;
 use crate::connection::{reader, ConnShared};
-use crate::error::{Error, Result};
+use crate::engine::Overflowing;
 use crate::ip_table::Admitted;
-use crate::overflow::Overflowing;
 use crate::server::ServerHandle;
 use crate::sys::pthread;
 
@@ -99,7 +97,7 @@ fn accept_loop(
 /// What happens to every socket after its accept (by the acceptor, or by a
 /// host that adopts it): a handshake slot and a reader thread, or the
 /// overflow thread's answer. `preread`: what the host already read of it.
-fn admit(
+pub(crate) fn admit(
     server: &ServerHandle,
     stream: TcpStream,
     remote: SocketAddr,
@@ -163,82 +161,5 @@ fn overflow_to(
     // connections wait in the listen backlog.
     if overflow.send_timeout(socket, OVERFLOW_WAIT).is_err() {
         engine.stats.count_reject(0);
-    }
-}
-
-impl crate::server::Server {
-    /// Like [`Server::start`](crate::Server::start), serving on `listener`,
-    /// a listening socket made elsewhere (passed by systemd, see
-    /// `LISTEN_FDS`), instead of binding [`Config::bind`](crate::Config::bind).
-    /// The socket stays listening when the server stops (connections queued
-    /// then wait for the next process).
-    pub fn start_on(
-        listener: TcpListener,
-        config: crate::Config,
-        handler: impl crate::Handler,
-    ) -> Result<ServerHandle> {
-        crate::engine::Engine::start(config, Box::new(handler), Some(listener))
-    }
-}
-
-impl ServerHandle {
-    /// Takes over a TCP connection the application accepted itself, e.g. on a
-    /// port its own HTTP server owns, once it has seen a request for the
-    /// WebSocket path. `already_read` is what the application read from it
-    /// so far (the start of the HTTP request, or all of it; empty if
-    /// nothing); at most 8 KiB, the largest request head wshub accepts.
-    ///
-    /// From here the socket is treated exactly like one the server accepted:
-    /// the per-address caps and connect rate, the handshake deadline
-    /// (counted from now), the path, the handler's `on_upgrade` (Origin and
-    /// token checks of the protocol), then the connection's threads. The
-    /// call returns at once (after at most a few milliseconds over the caps
-    /// while the overflow thread is saturated); the answer (101 or a
-    /// refusal) is written by wshub's threads. Works with or without a
-    /// listener of the server's own ([`Config::listen`](crate::Config::listen)).
-    ///
-    /// Errors: [`Error::Stopped`] after a stop began; [`Error::InvalidConfig`]
-    /// when `already_read` is longer than 8 KiB, or not empty on a TLS
-    /// server (TLS bytes must reach wshub undecrypted); [`Error::Io`] when
-    /// the socket's address cannot be read (it is not connected).
-    pub fn adopt(&self, stream: TcpStream, already_read: &[u8]) -> Result<()> {
-        self.try_adopt(stream, already_read).map_err(|(e, _)| e)
-    }
-
-    /// [`adopt`](Self::adopt) that hands the socket back, untouched (its
-    /// blocking mode too), with any error: for C hosts, whose descriptor
-    /// must stay theirs when the call fails (`ffi/adopt.rs`).
-    pub(crate) fn try_adopt(
-        &self,
-        stream: TcpStream,
-        already_read: &[u8],
-    ) -> std::result::Result<(), (Error, TcpStream)> {
-        let engine = self.engine();
-        if engine.is_draining() {
-            return Err((Error::Stopped, stream));
-        }
-        if already_read.len() > MAX_REQUEST_HEAD {
-            let why = format!(
-                "adopt: {} bytes already read; a request head is at most {MAX_REQUEST_HEAD}",
-                already_read.len()
-            );
-            return Err((Error::InvalidConfig(why), stream));
-        }
-        if engine.tls.is_some() && !already_read.is_empty() {
-            let why = "adopt: a TLS server cannot take bytes already read from the socket".into();
-            return Err((Error::InvalidConfig(why), stream));
-        }
-        let remote = match stream.peer_addr() {
-            Ok(remote) => remote,
-            Err(e) => return Err((e.into(), stream)),
-        };
-        let Some(overflow) = engine.overflow_sender() else { return Err((Error::Stopped, stream)) };
-        // The last step that can fail. The host may have made it
-        // non-blocking; the reader expects blocking reads.
-        if let Err(e) = stream.set_nonblocking(false) {
-            return Err((e.into(), stream));
-        }
-        admit(self, stream, remote, already_read.to_vec(), &overflow, false);
-        Ok(())
     }
 }

@@ -1,6 +1,6 @@
 //! The engine: the state every thread of one server shares (configuration,
-//! handler, hub channel, registry of connections, counters), how it starts,
-//! and the stop sequence. [`ServerHandle`] is the public face of it.
+//! handler, hub channel, registry of connections, counters) and the stop
+//! sequence; how it starts is `start.rs`. [`ServerHandle`](crate::ServerHandle) is the public face of it.
 
 use std::net::{SocketAddr, TcpListener};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::*};
@@ -13,228 +13,82 @@ use parking_lot::{Condvar, Mutex};
 
 use crate::config::Config;
 use crate::conn_map::ConnMap;
-use crate::connection::outbound::QueueLimits;
 use crate::connection::ConnShared;
 use crate::error::{Error, Result};
 use crate::handler::Handler;
-use crate::hub::{self, Cmd, Hub};
+use crate::hub::{self, Cmd};
 use crate::ip_table::IpTable;
-use crate::server::ServerHandle;
 use crate::stats::Stats;
-use crate::sys::{pthread, signals};
+use crate::sys::pthread;
 use crate::types::ConnId;
 
 /// What the stopper thread runs: a stop asked for from inside a callback.
 pub(crate) type StopJob = Box<dyn FnOnce() + Send>;
 
+/// A socket the acceptor (or `adopt`) hands to the overflow thread
+/// (`overflow.rs`): over the caps, answered there without a thread of its own.
+/// Defined with the channel it travels on, so the engine needs nothing of
+/// the overflow thread.
+pub(crate) struct Overflowing {
+    pub stream: std::net::TcpStream,
+    pub remote: SocketAddr,
+    pub refusal: crate::ip_table::Refusal,
+    /// What the host read before adopting it (`ServerHandle::adopt`); empty
+    /// for an accepted socket.
+    pub preread: Vec<u8>,
+    /// It came to the admin listener (`Config::admin_bind`).
+    pub admin: bool,
+}
+
 /// The state every thread of one server shares.
 pub(crate) struct Engine {
-    pub config: Config,
-    pub local_addr: SocketAddr,
-    pub handler: Box<dyn Handler>,
-    hub_tx: Sender<hub::Ticketed>,
-    pub stats: Arc<Stats>,
+    pub(crate) config: Config,
+    pub(crate) local_addr: SocketAddr,
+    pub(crate) handler: Box<dyn Handler>,
+    pub(crate) hub_tx: Sender<hub::Ticketed>,
+    pub(crate) stats: Arc<Stats>,
     /// Every accepted connection whose reader thread has not finished.
     /// Every connection with a thread, by id: read by every `send`, written
     /// when a connection starts and ends.
-    pub conns: ConnMap<Arc<ConnShared>>,
+    pub(crate) conns: ConnMap<Arc<ConnShared>>,
     /// With `conns_changed`: signalled when `conns` becomes empty.
-    conns_emptied: Mutex<()>,
-    conns_changed: Condvar,
-    next_id: AtomicU64,
-    draining: AtomicBool,
-    stop_started: AtomicBool,
-    stopped: Mutex<bool>,
-    stopped_changed: Condvar,
+    pub(crate) conns_emptied: Mutex<()>,
+    pub(crate) conns_changed: Condvar,
+    pub(crate) next_id: AtomicU64,
+    pub(crate) draining: AtomicBool,
+    pub(crate) stop_started: AtomicBool,
+    pub(crate) stopped: Mutex<bool>,
+    pub(crate) stopped_changed: Condvar,
     /// `None` without a listener ([`Config::listen`] false): no acceptor either.
-    listener: Option<Arc<TcpListener>>,
+    pub(crate) listener: Option<Arc<TcpListener>>,
     /// The listener came from outside (systemd): it is shared with whoever
     /// passed it, so the stop must not shut it down (that would close it for
     /// the next instance too); the acceptor polls it instead.
-    inherited: bool,
-    acceptor: Mutex<Option<JoinHandle<()>>>,
+    pub(crate) inherited: bool,
+    pub(crate) acceptor: Mutex<Option<JoinHandle<()>>>,
     /// The listener of `Config::admin_bind`, and its acceptor thread.
-    admin_listener: Option<Arc<TcpListener>>,
-    admin_acceptor: Mutex<Option<JoinHandle<()>>>,
+    pub(crate) admin_listener: Option<Arc<TcpListener>>,
+    pub(crate) admin_acceptor: Mutex<Option<JoinHandle<()>>>,
     /// For sockets adopted over the caps (see `acceptor::admit`); dropped by the stop.
-    overflow_tx: Mutex<Option<Sender<crate::overflow::Overflowing>>>,
-    threads: Mutex<Vec<JoinHandle<()>>>,
+    pub(crate) overflow_tx: Mutex<Option<Sender<Overflowing>>>,
+    pub(crate) threads: Mutex<Vec<JoinHandle<()>>>,
     /// Reader threads not yet finished (they are detached; see `pthread::reap_detached`).
-    pub reader_threads: Arc<std::sync::atomic::AtomicUsize>,
-    /// Where stops from inside callbacks go (see [`ServerHandle::stop`]);
+    pub(crate) reader_threads: Arc<std::sync::atomic::AtomicUsize>,
+    /// Where stops from inside callbacks go (see [`ServerHandle::stop`](crate::ServerHandle::stop));
     /// dropped at the end of the stop, which lets the stopper thread exit.
-    stopper_tx: Mutex<Option<Sender<StopJob>>>,
-    stopper: Mutex<Option<JoinHandle<()>>>,
+    pub(crate) stopper_tx: Mutex<Option<Sender<StopJob>>>,
+    pub(crate) stopper: Mutex<Option<JoinHandle<()>>>,
     /// What each peer address holds: handshake slots, connections, connect rate.
-    pub ip_table: IpTable,
+    pub(crate) ip_table: IpTable,
     /// `Config::trusted_proxies`, parsed.
-    pub trusted_proxies: Vec<crate::ip_table::Cidr>,
+    pub(crate) trusted_proxies: Vec<crate::ip_table::Cidr>,
     /// TLS config new connections start from (`None`: plain ws/http).
-    pub tls: Option<crate::tls::Tls>,
+    pub(crate) tls: Option<crate::tls::Tls>,
 }
 
 impl Engine {
-    /// Binds `config.bind` (or takes `inherited`, a listening socket made
-    /// by someone else, such as systemd), starts the acceptor and hub
-    /// threads, and returns the first handle (see
-    /// [`Server::start`](crate::Server::start)). With
-    /// [`Config::listen`] false and nothing inherited, no socket and no
-    /// acceptor thread.
-    pub(crate) fn start(
-        config: Config,
-        handler: Box<dyn Handler>,
-        inherited: Option<TcpListener>,
-    ) -> Result<ServerHandle> {
-        config.validate().map_err(Error::InvalidConfig)?;
-        pthread::watch_fork();
-        let tls =
-            config.tls_sources().map(crate::tls::Tls::load).transpose().map_err(Error::InvalidConfig)?;
-        let trusted_proxies = config.trusted_blocks().map_err(Error::InvalidConfig)?;
-        let shared_listener = inherited.is_some();
-        let listener = match inherited {
-            Some(l) => Some(l),
-            None if config.listen => {
-                let l = TcpListener::bind(config.bind).map_err(|e| {
-                    std::io::Error::new(e.kind(), format!("cannot bind {}: {e}", config.bind))
-                })?;
-                crate::sys::sock::deepen_backlog(&l)?;
-                Some(l)
-            }
-            None => None,
-        };
-        if let Some(l) = &listener {
-            l.set_nonblocking(shared_listener)?;
-        }
-        // A reader and a writer per connection, most of them waiting on futexes.
-        let buckets = crate::sys::futex::size_futex_hash(2 * config.max_connections + 16);
-        log::debug!("futex hash buckets: {buckets:?}");
-        let listener = listener.map(Arc::new);
-        let admin_listener = match config.admin_bind {
-            Some(addr) => {
-                let l = TcpListener::bind(addr)?;
-                crate::sys::sock::deepen_backlog(&l)?;
-                Some(Arc::new(l))
-            }
-            None => None,
-        };
-        let local_addr = match &listener {
-            Some(l) => l.local_addr()?,
-            None => SocketAddr::from(([0, 0, 0, 0], 0)),
-        };
-        let stats = Arc::new(Stats::default());
-        let (hub_tx, hub_rx) = crossbeam_channel::bounded(config.hub_queue);
-        let limits = QueueLimits { frames: config.outbound_queue, bytes: config.outbound_max_bytes };
-        let mut hub = Hub::new(limits, stats.clone());
-        hub.start_helper();
-        let hub_thread =
-            signals::spawn(std::thread::Builder::new().name("wshub-hub".into()), move || hub.run(hub_rx))?;
-        // A stop asked for from inside a callback cannot run on the callback's
-        // thread, and must not depend on creating a thread then: the server
-        // may be out of threads exactly when it is asked to stop. So the
-        // thread that will run it is made now, and waits.
-        let (stopper_tx, stopper_rx) = crossbeam_channel::unbounded::<StopJob>();
-        let stopper = signals::spawn(std::thread::Builder::new().name("wshub-stopper".into()), move || {
-            while let Ok(job) = stopper_rx.recv() {
-                job();
-            }
-        });
-        let stopper = match stopper {
-            Ok(t) => t,
-            Err(e) => {
-                let _ = hub::submit(&hub_tx, Cmd::Shutdown);
-                let _ = hub_thread.join();
-                return Err(e.into());
-            }
-        };
-        let engine = Arc::new(Engine {
-            config,
-            local_addr,
-            handler,
-            hub_tx,
-            stats,
-            conns: ConnMap::default(),
-            conns_emptied: Mutex::new(()),
-            conns_changed: Condvar::new(),
-            next_id: AtomicU64::new(1),
-            draining: AtomicBool::new(false),
-            stop_started: AtomicBool::new(false),
-            stopped: Mutex::new(false),
-            stopped_changed: Condvar::new(),
-            listener: listener.clone(),
-            inherited: shared_listener,
-            acceptor: Mutex::new(None),
-            admin_listener: admin_listener.clone(),
-            admin_acceptor: Mutex::new(None),
-            overflow_tx: Mutex::new(None),
-            threads: Mutex::new(Vec::new()),
-            reader_threads: Arc::default(),
-            stopper_tx: Mutex::new(Some(stopper_tx)),
-            stopper: Mutex::new(Some(stopper)),
-            ip_table: IpTable::default(),
-            trusted_proxies,
-            tls,
-        });
-        let handle = ServerHandle::new(engine);
-        // Bounded: the acceptor never waits for the overflow thread; a full
-        // channel drops the socket (counted as "dropped").
-        let (overflow_tx, overflow_rx) = crossbeam_channel::bounded(handle.engine().config.overflow_sockets);
-        let overflow = {
-            let handle = handle.clone();
-            signals::spawn(std::thread::Builder::new().name("wshub-overflow".into()), move || {
-                crate::overflow::run(handle, overflow_rx)
-            })
-        };
-        *handle.engine().overflow_tx.lock() = Some(overflow_tx.clone());
-        let overflow_tx_admin = overflow_tx.clone();
-        let acceptor = overflow.and_then(|overflow| match listener {
-            Some(listener) => {
-                let handle = handle.clone();
-                signals::spawn(std::thread::Builder::new().name("wshub-accept".into()), move || {
-                    crate::acceptor::run(handle, listener, shared_listener, overflow_tx)
-                })
-                .map(|acceptor| (Some(acceptor), overflow))
-            }
-            None => Ok((None, overflow)),
-        });
-        let (acceptor, overflow) = match acceptor {
-            Ok(t) => t,
-            Err(e) => {
-                // A spawned overflow thread ends when its channel's sender drops.
-                handle.engine().overflow_tx.lock().take();
-                handle.engine().send_to_hub(Cmd::Shutdown);
-                let _ = hub_thread.join();
-                handle.engine().release_stopper();
-                return Err(e.into());
-            }
-        };
-        // `stop` joins the acceptor before the rest.
-        *handle.engine().acceptor.lock() = acceptor;
-        handle.engine().threads.lock().extend([overflow, hub_thread]);
-        if let Some(admin) = admin_listener {
-            let (server, overflow) = (handle.clone(), overflow_tx_admin);
-            let spawned = std::thread::Builder::new()
-                .name("wshub-admin".into())
-                .spawn(move || crate::acceptor::run_admin(server, admin, overflow));
-            match spawned {
-                Ok(t) => *handle.engine().admin_acceptor.lock() = Some(t),
-                Err(e) => {
-                    handle.engine().stop();
-                    return Err(e.into());
-                }
-            }
-        }
-        handle.engine().handler.on_start(&handle);
-        let scheme = if handle.engine().tls.is_some() { "TLS (wss/https)" } else { "plain (ws/http)" };
-        if handle.engine().listener.is_some() {
-            log::info!("listening on {local_addr}, {scheme}, WebSocket path {}", handle.engine().config.path);
-        } else {
-            log::info!("started without a listener (adopted sockets only), {scheme}");
-        }
-        Ok(handle)
-    }
-
     /// Where `ServerHandle::adopt` sends a socket over the caps; `None` once stopping.
-    pub(crate) fn overflow_sender(&self) -> Option<Sender<crate::overflow::Overflowing>> {
+    pub(crate) fn overflow_sender(&self) -> Option<Sender<Overflowing>> {
         self.overflow_tx.lock().clone()
     }
 
@@ -497,7 +351,7 @@ impl Engine {
 
     /// Lets the stopper thread finish what is queued and exit, and joins it,
     /// unless this is the stopper thread (then it exits when its job returns).
-    fn release_stopper(&self) {
+    pub(crate) fn release_stopper(&self) {
         drop(self.stopper_tx.lock().take());
         let stopper = self.stopper.lock().take();
         if let Some(t) = stopper {

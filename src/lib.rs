@@ -37,6 +37,7 @@ mod overflow;
 mod prometheus;
 pub mod protocol;
 mod server;
+mod start;
 mod stats;
 mod sys;
 /// systemd integration for the binary (and any Rust service): socket
@@ -53,7 +54,8 @@ pub use error::{Error, Result};
 pub use frame::is_sendable_close_code;
 pub use handler::{Handler, Membership};
 pub use hub::rooms;
-pub use server::{ConnInfo, Server, ServerHandle};
+pub use server::{ConnInfo, ServerHandle};
+pub use start::Server;
 pub use stats::StatsSnapshot;
 pub use tls::PemSource;
 pub use types::{ConnId, HttpResponse, Message, RequestInfo, Upgrade};

@@ -25,7 +25,7 @@
 
 use std::collections::{HashMap, VecDeque};
 use std::io::{self, Read, Write};
-use std::net::{IpAddr, Shutdown, SocketAddr, TcpStream};
+use std::net::{IpAddr, Shutdown, TcpStream};
 use std::os::fd::AsRawFd;
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::time::{Duration, Instant};
@@ -36,9 +36,10 @@ use rustls::ServerConnection;
 
 use crate::connection::handshake::{self, ReadError};
 use crate::connection::tls_session::flush_tls;
+use crate::engine::Overflowing;
 use crate::ip_table::{self, Refusal};
 use crate::server::ServerHandle;
-use crate::types::{status_reason, HttpResponse};
+use crate::types::HttpResponse;
 
 /// Longest an overflowing socket is held to read its request.
 const MAX_HOLD: Duration = Duration::from_secs(2);
@@ -54,18 +55,6 @@ const TICK: Duration = Duration::from_millis(10);
 const BUSY_TICK: Duration = Duration::from_millis(1);
 /// Sockets whose TLS records are processed (handshake crypto included) per tick.
 const TLS_STEPS_PER_TICK: usize = 16;
-
-/// A socket handed over by the acceptor.
-pub(crate) struct Overflowing {
-    pub stream: TcpStream,
-    pub remote: SocketAddr,
-    pub refusal: Refusal,
-    /// What the host read before adopting it (`ServerHandle::adopt`); empty
-    /// for an accepted socket.
-    pub preread: Vec<u8>,
-    /// It came to the admin listener (`Config::admin_bind`).
-    pub admin: bool,
-}
 
 struct Held {
     socket: Overflowing,
@@ -127,7 +116,7 @@ pub(crate) fn run(server: ServerHandle, rx: Receiver<Overflowing>) {
                 let in_tls_handshake = held[i].tls.as_ref().is_some_and(|t| t.is_handshaking());
                 if !held[i].answered && !in_tls_handshake {
                     engine.stats.count_reject(408);
-                    answer(&mut held[i], &plain(408), false, &server);
+                    answer(&mut held[i], &HttpResponse::plain(408), false, &server);
                 }
                 false
             } else {
@@ -267,11 +256,11 @@ fn on_bytes(h: &mut Held, server: &ServerHandle) {
         Ok(None) if h.buf.len() <= handshake::MAX_REQUEST_HEAD => {}
         Ok(None) | Err(ReadError::TooLarge) => {
             server.engine().stats.count_reject(431);
-            answer(h, &plain(431), false, server)
+            answer(h, &HttpResponse::plain(431), false, server)
         }
         Err(_) => {
             server.engine().stats.count_reject(400);
-            answer(h, &plain(400), false, server)
+            answer(h, &HttpResponse::plain(400), false, server)
         }
     }
 }
@@ -286,7 +275,7 @@ fn respond_to(request: &handshake::Request, socket: &Overflowing, server: &Serve
     let refuse = || {
         let status = refusal.status();
         engine.stats.count_reject(status);
-        plain(status).with_header("Retry-After", refusal.retry_after())
+        HttpResponse::plain(status).with_header("Retry-After", refusal.retry_after())
     };
     // Nothing that would hold a connection (an upgrade, an event stream) or
     // needs a body read (this thread reads heads only) is served from here.
@@ -295,7 +284,7 @@ fn respond_to(request: &handshake::Request, socket: &Overflowing, server: &Serve
         return refuse();
     }
     let response = catch_unwind(AssertUnwindSafe(|| engine.handler.on_http(server, &request.info)))
-        .unwrap_or_else(|_| plain(500));
+        .unwrap_or_else(|_| HttpResponse::plain(500));
     if response.stream {
         return refuse();
     }
@@ -323,8 +312,4 @@ fn answer(h: &mut Held, response: &HttpResponse, head_only: bool, _server: &Serv
     }
     let _ = h.socket.stream.shutdown(Shutdown::Write);
     h.deadline = Instant::now() + DRAIN;
-}
-
-fn plain(status: u16) -> HttpResponse {
-    HttpResponse::new(status, "text/plain; charset=utf-8", format!("{}\n", status_reason(status)))
 }

@@ -1,22 +1,22 @@
-//! Starting and stopping a server, and [`ServerHandle`], the API applications
-//! drive it with.
+//! [`ServerHandle`], the API applications drive a running server with (its
+//! stop included); how a server starts is `start.rs`.
 //!
 //! The handle owns no thread of its own: room operations travel to the hub as
 //! commands, connection lookups read the registry of live connections, which the
 //! acceptor fills and each reader empties when its connection is over.
 
 use std::cell::Cell;
-use std::net::SocketAddr;
+use std::net::{SocketAddr, TcpStream};
 use std::sync::Arc;
 use std::time::SystemTime;
 
 use crossbeam_channel::Sender;
 
 use crate::config::Config;
+use crate::connection::handshake::MAX_REQUEST_HEAD;
 use crate::engine::{Engine, StopJob};
 use crate::error::{Error, Result};
 use crate::frame::{encode_message, encode_single, is_sendable_close_code};
-use crate::handler::Handler;
 use crate::hub::rooms::is_valid_room;
 use crate::hub::{self, Cmd};
 use crate::stats::{render_engine, EngineNumbers, StatsSnapshot};
@@ -25,18 +25,6 @@ use crate::types::{ConnId, Message};
 thread_local! {
     /// True on a connection's reader thread, where the handler's callbacks run.
     pub(crate) static ON_CONNECTION_THREAD: Cell<bool> = const { Cell::new(false) };
-}
-
-/// Entry point: [`Server::start`].
-#[derive(Debug)]
-pub struct Server;
-
-impl Server {
-    /// Binds `config.bind`, starts the acceptor and hub threads, and returns a
-    /// handle. Connections are served until [`ServerHandle::stop`].
-    pub fn start(config: Config, handler: impl Handler) -> Result<ServerHandle> {
-        Engine::start(config, Box::new(handler), None)
-    }
 }
 
 /// A cheap, cloneable handle to a running server, usable from any thread and
@@ -273,6 +261,66 @@ impl ServerHandle {
     pub fn metrics_text(&self) -> String {
         let engine = self.engine();
         engine.handler.metrics_text(self).unwrap_or_else(|| render_engine(&self.engine_numbers(), &[]))
+    }
+
+    /// Takes over a TCP connection the application accepted itself, e.g. on a
+    /// port its own HTTP server owns, once it has seen a request for the
+    /// WebSocket path. `already_read` is what the application read from it
+    /// so far (the start of the HTTP request, or all of it; empty if
+    /// nothing); at most 8 KiB, the largest request head wshub accepts.
+    ///
+    /// From here the socket is treated exactly like one the server accepted:
+    /// the per-address caps and connect rate, the handshake deadline
+    /// (counted from now), the path, the handler's `on_upgrade` (Origin and
+    /// token checks of the protocol), then the connection's threads. The
+    /// call returns at once (after at most a few milliseconds over the caps
+    /// while the overflow thread is saturated); the answer (101 or a
+    /// refusal) is written by wshub's threads. Works with or without a
+    /// listener of the server's own ([`Config::listen`](crate::Config::listen)).
+    ///
+    /// Errors: [`Error::Stopped`] after a stop began; [`Error::InvalidConfig`]
+    /// when `already_read` is longer than 8 KiB, or not empty on a TLS
+    /// server (TLS bytes must reach wshub undecrypted); [`Error::Io`] when
+    /// the socket's address cannot be read (it is not connected).
+    pub fn adopt(&self, stream: TcpStream, already_read: &[u8]) -> Result<()> {
+        self.try_adopt(stream, already_read).map_err(|(e, _)| e)
+    }
+
+    /// [`adopt`](Self::adopt) that hands the socket back, untouched (its
+    /// blocking mode too), with any error: for C hosts, whose descriptor
+    /// must stay theirs when the call fails (`ffi/adopt.rs`).
+    pub(crate) fn try_adopt(
+        &self,
+        stream: TcpStream,
+        already_read: &[u8],
+    ) -> std::result::Result<(), (Error, TcpStream)> {
+        let engine = self.engine();
+        if engine.is_draining() {
+            return Err((Error::Stopped, stream));
+        }
+        if already_read.len() > MAX_REQUEST_HEAD {
+            let why = format!(
+                "adopt: {} bytes already read; a request head is at most {MAX_REQUEST_HEAD}",
+                already_read.len()
+            );
+            return Err((Error::InvalidConfig(why), stream));
+        }
+        if engine.tls.is_some() && !already_read.is_empty() {
+            let why = "adopt: a TLS server cannot take bytes already read from the socket".into();
+            return Err((Error::InvalidConfig(why), stream));
+        }
+        let remote = match stream.peer_addr() {
+            Ok(remote) => remote,
+            Err(e) => return Err((e.into(), stream)),
+        };
+        let Some(overflow) = engine.overflow_sender() else { return Err((Error::Stopped, stream)) };
+        // The last step that can fail. The host may have made it
+        // non-blocking; the reader expects blocking reads.
+        if let Err(e) = stream.set_nonblocking(false) {
+            return Err((e.into(), stream));
+        }
+        crate::acceptor::admit(self, stream, remote, already_read.to_vec(), &overflow, false);
+        Ok(())
     }
 
     /// What [`render_engine`] writes: the counters and the room count.

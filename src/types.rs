@@ -209,6 +209,13 @@ impl HttpResponse {
         HttpResponse::new(404, "text/plain; charset=utf-8", "not found\n")
     }
 
+    /// The engine's own answer with `status`: its reason phrase as a
+    /// plain-text body (what the reader and the overflow thread send when
+    /// they refuse or fail a request themselves).
+    pub(crate) fn plain(status: u16) -> Self {
+        HttpResponse::new(status, "text/plain; charset=utf-8", format!("{}\n", status_reason(status)))
+    }
+
     /// `413 Payload Too Large` for a request whose path takes no body (see
     /// [`Handler::on_body`](crate::Handler::on_body)).
     pub fn no_body_taken() -> Self {
@@ -254,6 +261,14 @@ pub(crate) fn status_reason(status: u16) -> &'static str {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn plain_answer_is_the_reason_phrase_as_text() {
+        let r = HttpResponse::plain(503);
+        assert_eq!((r.status, r.content_type.as_str()), (503, "text/plain; charset=utf-8"));
+        assert_eq!(r.body, b"Service Unavailable\n");
+        assert!(r.headers.is_empty() && !r.stream);
+    }
 
     fn req(query: &str) -> RequestInfo {
         RequestInfo {

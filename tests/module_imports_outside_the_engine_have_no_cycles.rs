@@ -2,7 +2,8 @@
 //! that were broken broken: nothing in `sys/` is in a cycle, nor the
 //! configuration (`config`, `protocol::config`), the modules they read
 //! (`ip_table`, `trusted_proxy`, `protocol::admission`, `protocol::origin`),
-//! or the counters and their text (`stats`, `prometheus`).
+//! or the counters and their text (`stats`, `prometheus`); of the engine,
+//! its start (`start`) and the overflow thread (`overflow`).
 
 use std::process::Command;
 
@@ -17,6 +18,8 @@ const ACYCLIC: &[&str] = &[
     "protocol::origin",
     "stats",
     "prometheus",
+    "start",
+    "overflow",
 ];
 
 #[test]

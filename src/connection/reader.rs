@@ -147,7 +147,7 @@ fn upgrade<'a>(
         Ok(r) => r,
         Err(e) => {
             if let Some(status) = e.status() {
-                reject(&plain(status), false);
+                reject(&HttpResponse::plain(status), false);
             }
             return None;
         }
@@ -166,7 +166,8 @@ fn upgrade<'a>(
             refusal.label(),
             refusal.status()
         );
-        let response = plain(refusal.status()).with_header("Retry-After", refusal.retry_after());
+        let response =
+            HttpResponse::plain(refusal.status()).with_header("Retry-After", refusal.retry_after());
         handshake::respond_and_close(conn, &response, head_only);
         return None;
     }
@@ -191,8 +192,8 @@ fn upgrade<'a>(
             }
             Err(Refused::Gone) => return None,
         };
-        let response =
-            guarded(|| engine.handler.on_http(server, &request.info)).unwrap_or_else(|| plain(500));
+        let response = guarded(|| engine.handler.on_http(server, &request.info))
+            .unwrap_or_else(|| HttpResponse::plain(500));
         engine.release_body(&mut request.info.body, reserved);
         if response.stream && !head_only {
             return open_stream(server, conn, sock, request, &response);
@@ -211,27 +212,7 @@ fn upgrade<'a>(
             return None;
         }
     };
-    if engine.is_draining() {
-        reject(&plain(503).with_header("Retry-After", "5"), false);
-        return None;
-    }
-    if !engine.reserve_connection_slot() {
-        reject(&plain(503).with_header("Retry-After", "1"), false);
-        return None;
-    }
-    let subprotocol = match guarded(|| engine.handler.on_upgrade(server, conn.id, &request.info)) {
-        Some(Upgrade::Accept { subprotocol }) => subprotocol,
-        Some(Upgrade::Reject(response)) => {
-            engine.release_connection_slot();
-            reject(&response, false);
-            return None;
-        }
-        None => {
-            engine.release_connection_slot();
-            reject(&plain(500), false);
-            return None;
-        }
-    };
+    let subprotocol = accept_upgrade(server, conn, &request.info, |response| reject(response, false))?;
     let deflate = match engine.config.compression {
         true => super::deflate::negotiate(request.info.headers.iter().map(|(n, v)| (n.as_str(), v.as_str()))),
         false => None,
@@ -290,27 +271,62 @@ fn read_body(
     deadline: Instant,
 ) -> Result<usize, Refused> {
     let engine = server.engine();
-    let refuse = |e: handshake::ReadError| e.status().map_or(Refused::Gone, |s| Refused::Ours(plain(s)));
+    let refuse =
+        |e: handshake::ReadError| e.status().map_or(Refused::Gone, |s| Refused::Ours(HttpResponse::plain(s)));
     let length = handshake::body_length(&request.info).map_err(refuse)?;
     if length == 0 {
         return Ok(0);
     }
     let limit = guarded(|| engine.handler.on_body(server, &request.info))
-        .unwrap_or_else(|| Err(plain(500)))
+        .unwrap_or_else(|| Err(HttpResponse::plain(500)))
         .map_err(Refused::Handler)?;
     // Over the whole budget it could never be read: 413, not a 503 whose
     // Retry-After would be retried for ever.
     if length > limit.min(engine.config.max_message_size).min(engine.config.request_body_budget) {
-        return Err(Refused::Ours(plain(413)));
+        return Err(Refused::Ours(HttpResponse::plain(413)));
     }
     if !engine.reserve_body(length) {
-        return Err(Refused::Ours(plain(503).with_header("Retry-After", "1")));
+        return Err(Refused::Ours(HttpResponse::plain(503).with_header("Retry-After", "1")));
     }
     if let Err(e) = handshake::read_body(sock, &conn.stream, request, length, deadline) {
         engine.release_body(&mut request.info.body, length);
         return Err(refuse(e));
     }
     Ok(length)
+}
+
+/// What a WebSocket upgrade and an event stream both pass before their
+/// response head: not draining, a connection slot, the handler's
+/// `on_upgrade`. `Some(subprotocol)` holds the slot; `None` gave it back and
+/// answered the request with `reject`.
+fn accept_upgrade(
+    server: &ServerHandle,
+    conn: &ConnShared,
+    request: &crate::types::RequestInfo,
+    reject: impl Fn(&HttpResponse),
+) -> Option<Option<String>> {
+    let engine = server.engine();
+    if engine.is_draining() {
+        reject(&HttpResponse::plain(503).with_header("Retry-After", "5"));
+        return None;
+    }
+    if !engine.reserve_connection_slot() {
+        reject(&HttpResponse::plain(503).with_header("Retry-After", "1"));
+        return None;
+    }
+    match guarded(|| engine.handler.on_upgrade(server, conn.id, request)) {
+        Some(Upgrade::Accept { subprotocol }) => Some(subprotocol),
+        Some(Upgrade::Reject(refusal)) => {
+            engine.release_connection_slot();
+            reject(&refusal);
+            None
+        }
+        None => {
+            engine.release_connection_slot();
+            reject(&HttpResponse::plain(500));
+            None
+        }
+    }
 }
 
 /// The handler answered with an event stream: the same checks as an
@@ -328,27 +344,7 @@ fn open_stream<'a>(
         engine.stats.count_reject(response.status);
         handshake::respond_and_close(conn, response, false);
     };
-    if engine.is_draining() {
-        reject(&plain(503).with_header("Retry-After", "5"));
-        return None;
-    }
-    if !engine.reserve_connection_slot() {
-        reject(&plain(503).with_header("Retry-After", "1"));
-        return None;
-    }
-    match guarded(|| engine.handler.on_upgrade(server, conn.id, &request.info)) {
-        Some(Upgrade::Accept { .. }) => {}
-        Some(Upgrade::Reject(refusal)) => {
-            engine.release_connection_slot();
-            reject(&refusal);
-            return None;
-        }
-        None => {
-            engine.release_connection_slot();
-            reject(&plain(500));
-            return None;
-        }
-    }
+    accept_upgrade(server, conn, &request.info, reject)?;
     let head = handshake::stream_head(response);
     let sent = if conn.is_tls() {
         conn.write_unframed(&head, false, Instant::now() + engine.config.handshake_timeout)
@@ -654,12 +650,4 @@ fn guarded<T>(f: impl FnOnce() -> T) -> Option<T> {
             None
         }
     }
-}
-
-fn plain(status: u16) -> HttpResponse {
-    HttpResponse::new(
-        status,
-        "text/plain; charset=utf-8",
-        format!("{}\n", crate::types::status_reason(status)),
-    )
 }

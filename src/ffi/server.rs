@@ -32,7 +32,8 @@ use super::error::wshub_result;
 use super::event::EventQueue;
 use super::handler::{FfiHandler, JoinHook};
 use crate::protocol::ProtocolHandler;
-use crate::server::{Server, ServerHandle, ON_CONNECTION_THREAD};
+use crate::server::{ServerHandle, ON_CONNECTION_THREAD};
+use crate::start::Server;
 use crate::types::Message;
 
 /// How the application hears about connections.
