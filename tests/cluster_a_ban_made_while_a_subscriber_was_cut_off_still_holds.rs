@@ -16,23 +16,7 @@ const KEY: &str = "cluster-cut-ban-key";
 const SECRET: &str = "cluster-cut-ban-secret-of-some-length";
 
 fn connect_as(addr: std::net::SocketAddr, user: &str) -> Result<Client, String> {
-    use std::time::{SystemTime, UNIX_EPOCH};
-    let exp = SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_secs() + 300;
-    let token = jsonwebtoken::encode(
-        &jsonwebtoken::Header::default(),
-        &json!({"sub": user, "exp": exp}),
-        &jsonwebtoken::EncodingKey::from_secret(SECRET.as_bytes()),
-    )
-    .unwrap();
-    let stream = std::net::TcpStream::connect(addr).expect("connect");
-    stream.set_read_timeout(Some(WAIT)).expect("timeout");
-    let url = format!("ws://{addr}/ws?access_token={token}");
-    let (ws, _) = tungstenite::client::client(url, stream).map_err(|e| e.to_string())?;
-    let mut c = Client::from_parts(ws, None);
-    match c.frame() {
-        Frame::Json(v) if v["type"] == "connected" => Ok(c),
-        other => Err(format!("{other:?}")),
-    }
+    connect_as_user(addr, user, SECRET)
 }
 
 #[test]

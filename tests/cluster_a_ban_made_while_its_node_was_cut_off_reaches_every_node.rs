@@ -6,7 +6,6 @@
 //! other node (and may connect there again) until the ban ends.
 
 mod cluster_common;
-use cluster_common::protocol_common::http;
 use cluster_common::*;
 
 use std::time::{Duration, Instant};
@@ -17,31 +16,11 @@ const KEY: &str = "cluster-node-cut-ban-key";
 const SECRET: &str = "cluster-node-cut-ban-secret-of-some-length";
 
 fn connect_as(addr: std::net::SocketAddr, user: &str) -> Result<Client, String> {
-    use std::time::{SystemTime, UNIX_EPOCH};
-    let exp = SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_secs() + 300;
-    let token = jsonwebtoken::encode(
-        &jsonwebtoken::Header::default(),
-        &json!({"sub": user, "exp": exp}),
-        &jsonwebtoken::EncodingKey::from_secret(SECRET.as_bytes()),
-    )
-    .unwrap();
-    let stream = std::net::TcpStream::connect(addr).expect("connect");
-    stream.set_read_timeout(Some(WAIT)).expect("timeout");
-    let url = format!("ws://{addr}/ws?access_token={token}");
-    let (ws, _) = tungstenite::client::client(url, stream).map_err(|e| e.to_string())?;
-    let mut c = Client::from_parts(ws, None);
-    match c.frame() {
-        Frame::Json(v) if v["type"] == "connected" => Ok(c),
-        other => Err(format!("{other:?}")),
-    }
+    connect_as_user(addr, user, SECRET)
 }
 
 fn api(addr: std::net::SocketAddr, target: &str, body: &str) -> u16 {
-    let request = format!(
-        "POST {target} HTTP/1.1\r\nHost: x\r\nX-API-Key: {KEY}\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
-        body.len()
-    );
-    http(addr, &request).0
+    api_post(addr, KEY, target, body)
 }
 
 /// The close code `client` gets within `limit` (None: still open).

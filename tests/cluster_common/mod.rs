@@ -290,3 +290,37 @@ pub fn node_at(url: &str, extra: &[&str]) -> Wshub {
     args.extend_from_slice(extra);
     Wshub::start(&args)
 }
+
+/// A protocol client of `addr` with an HS256 token for `user` signed with
+/// `secret`; the server's refusal (or a first frame other than `connected`)
+/// as text.
+#[allow(dead_code)]
+pub fn connect_as_user(addr: SocketAddr, user: &str, secret: &str) -> Result<Client, String> {
+    use std::time::{SystemTime, UNIX_EPOCH};
+    let exp = SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_secs() + 300;
+    let token = jsonwebtoken::encode(
+        &jsonwebtoken::Header::default(),
+        &serde_json::json!({"sub": user, "exp": exp}),
+        &jsonwebtoken::EncodingKey::from_secret(secret.as_bytes()),
+    )
+    .unwrap();
+    let stream = TcpStream::connect(addr).expect("connect");
+    stream.set_read_timeout(Some(WAIT)).expect("timeout");
+    let url = format!("ws://{addr}/ws?access_token={token}");
+    let (ws, _) = tungstenite::client::client(url, stream).map_err(|e| e.to_string())?;
+    let mut c = Client::from_parts(ws, None);
+    match c.frame() {
+        Frame::Json(v) if v["type"] == "connected" => Ok(c),
+        other => Err(format!("{other:?}")),
+    }
+}
+
+/// A JSON POST to the backend API of `addr` with `key`; the status.
+#[allow(dead_code)]
+pub fn api_post(addr: SocketAddr, key: &str, target: &str, body: &str) -> u16 {
+    let request = format!(
+        "POST {target} HTTP/1.1\r\nHost: x\r\nX-API-Key: {key}\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    );
+    protocol_common::http(addr, &request).0
+}
