@@ -74,6 +74,9 @@ pub(crate) struct Engine {
     pub(crate) threads: Mutex<Vec<JoinHandle<()>>>,
     /// Reader threads not yet finished (they are detached; see `pthread::reap_detached`).
     pub(crate) reader_threads: Arc<std::sync::atomic::AtomicUsize>,
+    /// What connections' writer threads start from (`connection/writer.rs`),
+    /// and the count of those not yet finished (detached too).
+    pub(crate) writers: Arc<crate::connection::writer::WriterEnv>,
     /// Where stops from inside callbacks go (see [`ServerHandle::stop`](crate::ServerHandle::stop));
     /// dropped at the end of the stop, which lets the stopper thread exit.
     pub(crate) stopper_tx: Mutex<Option<Sender<StopJob>>>,
@@ -326,7 +329,11 @@ impl Engine {
                 log::error!("stopping: {} connection threads did not exit", self.live_connections());
             }
         }
-        pthread::reap_detached(&self.reader_threads, Instant::now() + Duration::from_secs(1));
+        // A reader waits for its writer to end before it finishes, so by now
+        // the writers are on their way out too.
+        let reap_by = Instant::now() + Duration::from_secs(1);
+        pthread::reap_detached(&self.writers.live, reap_by);
+        pthread::reap_detached(&self.reader_threads, reap_by);
         self.send_to_hub(Cmd::Shutdown);
         let rest: Vec<_> = self.threads.lock().drain(..).collect();
         for t in rest {

@@ -74,7 +74,8 @@ impl Engine {
         if let Some(l) = &listener {
             l.set_nonblocking(shared_listener)?;
         }
-        // A reader and a writer per connection, most of them waiting on futexes.
+        // A reader per connection, and a writer for each whose queue is
+        // backed up: at most two threads per connection.
         let buckets = crate::sys::futex::size_futex_hash(2 * config.max_connections + 16);
         log::debug!("futex hash buckets: {buckets:?}");
         let listener = listener.map(Arc::new);
@@ -93,7 +94,8 @@ impl Engine {
         let stats = Arc::new(Stats::default());
         let (hub_tx, hub_rx) = crossbeam_channel::bounded(config.hub_queue);
         let limits = QueueLimits { frames: config.outbound_queue, bytes: config.outbound_max_bytes };
-        let mut hub = Hub::new(limits, stats.clone());
+        let mut hub = Hub::new(limits, stats.clone(), config.heartbeat_interval);
+        let writers = Arc::new(crate::connection::writer::WriterEnv::new(&config, stats.clone()));
         hub.start_helper();
         let hub_thread =
             signals::spawn(std::thread::Builder::new().name("wshub-hub".into()), move || hub.run(hub_rx))?;
@@ -137,6 +139,7 @@ impl Engine {
             overflow_tx: Mutex::new(None),
             threads: Mutex::new(Vec::new()),
             reader_threads: Arc::default(),
+            writers,
             stopper_tx: Mutex::new(Some(stopper_tx)),
             stopper: Mutex::new(Some(stopper)),
             ip_table: IpTable::default(),

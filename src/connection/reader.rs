@@ -1,8 +1,9 @@
 //! The reader half: the connection's first thread, and the only one that reads
 //! its socket.
 //!
-//! It reads the HTTP request, upgrades (or answers plain HTTP), spawns the
-//! writer, then reads messages (`assembly.rs`, which inflates compressed
+//! It reads the HTTP request, upgrades (or answers plain HTTP), opens the
+//! connection (a writer thread starts when its queue needs one, see
+//! `writer.rs`), then reads messages (`assembly.rs`, which inflates compressed
 //! ones with `inflate.rs`) and runs the handler's callbacks. Pongs and the
 //! close reply go to the writer's queue ([`ConnShared::push_control`]): the
 //! reader writes no frame to the socket after the 101, and the replies go out
@@ -21,11 +22,11 @@ use std::time::{Duration, Instant};
 use super::assembly::{Assembly, Fault, Inbound};
 use super::frame_meter::{FrameLimit, FrameMeter};
 use super::handshake;
-use super::{writer, ConnShared, SockReader};
+use super::writer::WriterHome;
+use super::{ConnShared, SockReader};
 use crate::hub::Cmd;
 use crate::server::{ServerHandle, ON_CONNECTION_THREAD};
 use crate::stats::Stats;
-use crate::sys::pthread;
 use crate::types::{HttpResponse, Message, Upgrade};
 
 /// The reader's view of the socket: reads come from it, counted by the frame
@@ -366,7 +367,7 @@ fn open_stream<'a>(
 fn serve(server: &ServerHandle, conn: &Arc<ConnShared>, mut ws: Ws<'_>, request: &handshake::Request) {
     let engine = server.engine();
     let config = &engine.config;
-    let Some(writer) = start(server, conn, request) else { return };
+    start(server, conn, request);
     let _ = conn.stream.set_read_timeout(Some(config.idle_timeout));
 
     let connected = guarded(|| engine.handler.on_connect(server, conn.id, &request.info));
@@ -408,37 +409,14 @@ fn serve(server: &ServerHandle, conn: &Arc<ConnShared>, mut ws: Ws<'_>, request:
             (conn.server_close_code().unwrap_or(1006), String::new())
         }
     };
-    finish(server, conn, writer, code, &reason);
+    finish(server, conn, code, &reason);
 }
 
-/// Spawns the writer and opens the connection (registered, counted); on
-/// failure gives back the slot and tells the handler.
-fn start(
-    server: &ServerHandle,
-    conn: &Arc<ConnShared>,
-    request: &handshake::Request,
-) -> Option<pthread::RawThread> {
+/// Opens the connection: registered, counted, and from now on a writer
+/// thread starts whenever its queue needs one.
+fn start(server: &ServerHandle, conn: &Arc<ConnShared>, request: &handshake::Request) {
     let engine = server.engine();
-    let config = &engine.config;
-    let writer = {
-        let (conn2, config2, stats2) = (conn.clone(), config.clone(), engine.stats.clone());
-        let Some(rx) = conn.take_receiver() else {
-            engine.release_connection_slot();
-            guarded(|| engine.handler.on_upgrade_failed(server, conn.id));
-            return None;
-        };
-        match pthread::spawn(&format!("wshub-w{}", conn.id), config.writer_stack_size, move || {
-            writer::run(conn2, rx, config2, stats2)
-        }) {
-            Ok(t) => t,
-            Err(e) => {
-                log::error!("conn {}: cannot spawn its writer thread: {e}", conn.id);
-                engine.release_connection_slot();
-                guarded(|| engine.handler.on_upgrade_failed(server, conn.id));
-                return None;
-            }
-        }
-    };
+    conn.open_writer(WriterHome { env: engine.writers.clone(), conn: Arc::downgrade(conn) });
     *conn.request_path.lock() = (request.info.path.clone(), request.info.query.clone());
     Stats::add(&engine.stats.connections_total, 1);
     conn.set_open(true);
@@ -446,19 +424,17 @@ fn start(
     if engine.is_draining() {
         engine.close_in_order(conn, 1001, "server shutting down");
     }
-    Some(writer)
 }
 
 /// The end of an open connection: out of the registry, `on_close`, and the
-/// writer joined.
-fn finish(server: &ServerHandle, conn: &ConnShared, writer: pthread::RawThread, code: u16, reason: &str) {
+/// writer, if one runs, done with what was queued before and gone.
+fn finish(server: &ServerHandle, conn: &ConnShared, code: u16, reason: &str) {
     let engine = server.engine();
     conn.set_open(false);
     engine.release_connection_slot();
     engine.send_to_hub(Cmd::Unregister(conn.id));
     guarded(|| engine.handler.on_close(server, conn.id, code, reason));
-    conn.push_reader_done();
-    writer.join();
+    conn.end_writer();
 }
 
 /// Runs an event stream until the client goes, its `close_at` time comes or
@@ -472,7 +448,7 @@ fn serve_stream(
     request: &handshake::Request,
 ) {
     let engine = server.engine();
-    let Some(writer) = start(server, conn, request) else { return };
+    start(server, conn, request);
     let connected = guarded(|| engine.handler.on_connect(server, conn.id, &request.info));
     crate::sys::sock::push(&conn.stream);
     let (code, reason) = if connected.is_none() {
@@ -487,7 +463,7 @@ fn serve_stream(
         drain_until_closed(conn, engine.config.close_timeout);
     }
     let code = conn.server_close_code().unwrap_or(code);
-    finish(server, conn, writer, code, &reason);
+    finish(server, conn, code, &reason);
 }
 
 /// Reads (and drops) until the stream ends: 1006 when the client went or the

@@ -25,7 +25,6 @@ use rustls::ServerConnection;
 
 use super::outbound::{Out, Patience, WriteFailed, WriteState};
 use super::ConnShared;
-use crate::frame::SharedFrame;
 use crate::stats::Stats;
 use crate::sys::sock;
 
@@ -48,8 +47,15 @@ impl TlsIn {
 const TLS_WRITE_TICK: Duration = Duration::from_millis(250);
 
 impl ConnShared {
-    /// [`ConnShared::try_send_direct`] on a TLS connection, under the write lock.
-    pub(super) fn send_direct_tls(&self, st: &mut WriteState, frame: &SharedFrame, stats: &Stats) -> bool {
+    /// [`ConnShared::try_send_direct`] on a TLS connection, under the write
+    /// lock; `message`: `frame` is a data frame (not a heartbeat), counted.
+    pub(super) fn send_direct_tls(
+        &self,
+        st: &mut WriteState,
+        frame: &[u8],
+        stats: &Stats,
+        message: bool,
+    ) -> bool {
         let Some(tls) = st.tls.as_deref_mut() else { return false };
         // Output still pending (records the reader caused): like a Tail.
         if tls.wants_write() {
@@ -61,26 +67,28 @@ impl ConnShared {
         match flush_tls(&self.stream, tls) {
             Ok((n, true)) => {
                 Stats::add(&stats.bytes_out, n as u64);
-                Stats::add(&stats.messages_out, 1);
-                Stats::add(&stats.direct_sends, 1);
+                if message {
+                    Stats::add(&stats.messages_out, 1);
+                    Stats::add(&stats.direct_sends, 1);
+                }
             }
             // Encrypted but not all written (or the socket failed, which the
             // writer meets and reports): the frame is in the session now, so
             // the writer must finish it before anything else.
             Ok((n, false)) => {
                 Stats::add(&stats.bytes_out, n as u64);
-                self.queue_tls_tail(st, frame.len());
+                self.queue_tls_tail(st, frame.len(), message);
             }
-            Err(_) => self.queue_tls_tail(st, frame.len()),
+            Err(_) => self.queue_tls_tail(st, frame.len(), message),
         }
         true
     }
 
-    fn queue_tls_tail(&self, st: &mut WriteState, len: usize) {
+    fn queue_tls_tail(&self, st: &mut WriteState, len: usize, message: bool) {
         st.tls_tail = true;
         self.out.depth.fetch_add(1, AcqRel);
         self.out.bytes.fetch_add(len, AcqRel);
-        self.enqueue(Out::Tail(len));
+        self.enqueue(Out::Tail { bytes: len, message });
     }
 
     /// [`ConnShared::write_locked`] on a TLS connection: encrypts `parts` in
@@ -92,8 +100,8 @@ impl ConnShared {
         close: bool,
         patience: Patience,
         stats: &Stats,
-    ) -> Result<bool, WriteFailed> {
-        let tail = std::mem::take(&mut guard.tls_tail);
+    ) -> Result<(), WriteFailed> {
+        guard.tls_tail = false;
         if let Some(tls) = guard.tls.as_deref_mut() {
             // One vectored write: rustls packs the whole batch into as few
             // full-size records as it takes (a write per frame would make a
@@ -138,11 +146,11 @@ impl ConnShared {
                 Err(e) => return Err(self.write_failed(&e.to_string())),
             }
         }
-        Ok(tail)
+        Ok(())
     }
 
     /// Gives the connection its TLS session, before its handshake. Only the
-    /// reader calls this, before the writer exists.
+    /// reader calls this, before any writer can exist.
     pub(crate) fn start_tls(
         &self,
         config: std::sync::Arc<rustls::ServerConfig>,
@@ -248,8 +256,9 @@ impl ConnShared {
     }
 
     /// Records the reader's input caused (alerts, key updates, tickets): out
-    /// now if the socket takes them, else the writer flushes them before its
-    /// next frame (an empty control frame holds a direct send back meanwhile).
+    /// now if the socket takes them, else a writer flushes them before its
+    /// next frame (an empty control frame, queued, starts one if none runs,
+    /// and holds a direct send back meanwhile).
     fn flush_for_reader(&self, st: &mut WriteState) {
         let Some(tls) = st.tls.as_deref_mut() else { return };
         if matches!(flush_tls(&self.stream, tls), Ok((_, true))) || st.tls_tail {
@@ -259,8 +268,8 @@ impl ConnShared {
     }
 
     /// Writes bytes that are not WebSocket frames (the HTTP response, the 101)
-    /// through the TLS session, on the reader's thread before the writer
-    /// exists. With `close_notify`, TLS says goodbye after them.
+    /// through the TLS session, on the reader's thread before any writer can
+    /// exist. With `close_notify`, TLS says goodbye after them.
     pub(crate) fn write_unframed(
         &self,
         bytes: &[u8],

@@ -1,67 +1,111 @@
-//! The writer half: the connection's second thread, which drains its outbound
-//! queue. (Other threads may write to the socket too, straight past the queue
-//! when nothing is queued: `outbound.rs` says who and how order is kept.)
+//! The writer half: a thread that drains a connection's outbound queue,
+//! started only when the queue needs one. (Other threads write to the socket
+//! too, straight past the queue when nothing is queued: `outbound.rs` says who
+//! and how order is kept, and how a writer is started and handed the queue.)
 //!
-//! It sleeps on the outbound queue until something arrives or a ping is due,
-//! then takes everything queued (up to `write_buffer_size` bytes) and writes it
-//! with one `writev`: under load many frames leave in one syscall. After it has
-//! written a close frame it writes nothing more. For an event stream it
-//! writes the same way, with `: ping` comments for pings and no close frame:
-//! a close ends the stream.
+//! An idle connection has no writer: what is sent to it goes straight to its
+//! socket, and the hub sends its heartbeat (`hub/heartbeat.rs`). Once
+//! something must wait (the socket took only part of a frame, frames queue
+//! behind it, a pong or close reply, a close), whoever queued it starts a
+//! writer. The writer takes everything queued (up to `write_buffer_size`
+//! bytes) and writes it with one `writev`: under load many frames leave in
+//! one syscall. When the queue has stayed empty for its linger it ends. After
+//! it has written a close frame it writes nothing more, and stays until the
+//! reader has finished (the close handshake's deadline is its to keep). For an
+//! event stream it writes the same way, with no close frame: a close ends the
+//! stream.
 
 use std::net::Shutdown;
-use std::sync::Arc;
+use std::sync::atomic::AtomicUsize;
+use std::sync::{Arc, Weak};
 use std::time::{Duration, Instant};
 
-use crossbeam_channel::{Receiver, RecvTimeoutError, TryRecvError};
+use crossbeam_channel::{Receiver, RecvTimeoutError};
 
 use super::outbound::{Out, Patience};
 use super::ConnShared;
 use crate::config::Config;
 use crate::frame;
 use crate::stats::Stats;
+use crate::sys::pthread;
 
 /// Most frames in one batch (Linux's IOV_MAX is 1024).
 const MAX_BATCH_FRAMES: usize = 512;
 /// How often a blocked write wakes up to check its deadlines.
 const WRITE_TICK: Duration = Duration::from_millis(250);
+/// How long a writer waits with nothing queued before it ends: long enough
+/// that a connection receiving a steady stream it cannot take at once keeps
+/// one thread instead of starting one per burst.
+pub(crate) const WRITER_LINGER: Duration = Duration::from_secs(5);
 
-pub(crate) fn run(conn: Arc<ConnShared>, rx: Receiver<Out>, config: Config, stats: Arc<Stats>) {
-    let _ = conn.stream.set_write_timeout(Some(WRITE_TICK.min(config.close_timeout)));
+/// What every writer thread of one server needs, shared by them all.
+#[derive(Debug)]
+pub(crate) struct WriterEnv {
+    pub(crate) stats: Arc<Stats>,
+    /// Writer threads started and not yet gone (see `pthread::reap_detached`).
+    pub(crate) live: Arc<AtomicUsize>,
+    patience: Patience,
+    close_timeout: Duration,
+    write_buffer_size: usize,
+    stack_size: usize,
+    /// How long a writer with nothing queued waits before it ends.
+    pub(crate) linger: Duration,
+}
+
+impl WriterEnv {
+    pub(crate) fn new(config: &Config, stats: Arc<Stats>) -> Self {
+        WriterEnv {
+            stats,
+            live: Arc::default(),
+            patience: Patience { open: config.idle_timeout, closing: config.close_timeout },
+            close_timeout: config.close_timeout,
+            write_buffer_size: config.write_buffer_size,
+            stack_size: config.writer_stack_size,
+            linger: WRITER_LINGER,
+        }
+    }
+}
+
+/// Where an open connection's writer threads come from (see
+/// `ConnShared::open_writer`).
+#[derive(Debug)]
+pub(crate) struct WriterHome {
+    pub(crate) env: Arc<WriterEnv>,
+    /// The connection itself, for the thread to hold while it runs.
+    pub(crate) conn: Weak<ConnShared>,
+}
+
+/// Starts a writer thread for `conn`, which the caller has claimed for it
+/// (`ConnShared::claim_writer`).
+pub(crate) fn spawn(conn: Arc<ConnShared>, env: Arc<WriterEnv>) -> std::io::Result<()> {
+    let (stack, live) = (env.stack_size, env.live.clone());
+    pthread::spawn_detached(&format!("wshub-w{}", conn.id), stack, &live, move || run(conn, &env))
+}
+
+/// A writer's life: drains the queue until the reader's end (then marks the
+/// connection so that no writer starts again), or until the queue has stayed
+/// empty for the linger (then it hands the queue back).
+pub(crate) fn run(conn: Arc<ConnShared>, env: &WriterEnv) {
+    let _ = conn.stream.set_write_timeout(Some(WRITE_TICK.min(env.close_timeout)));
     let stream = conn.is_event_stream();
-    let mut w = Writer { conn: &conn, config: &config, stats: &stats, reader_done: false, stream };
-    // An event stream's heartbeat is a comment line.
-    let ping = if stream { b": ping\n\n".to_vec() } else { frame::encode(frame::OP_PING, b"") };
-    let mut next_ping = Instant::now() + config.heartbeat_interval;
+    let rx = conn.queue();
+    let mut w = Writer { conn: &conn, env, reader_done: false, stream };
     let mut batch: Vec<Out> = Vec::new();
-    let mut fresh = true;
     loop {
-        let got = if std::mem::take(&mut fresh) {
-            conn.park_writer(&rx, next_ping);
-            match rx.try_recv() {
-                Ok(item) => Ok(item),
-                Err(TryRecvError::Disconnected) => Err(RecvTimeoutError::Disconnected),
-                Err(TryRecvError::Empty) if Instant::now() >= next_ping => Err(RecvTimeoutError::Timeout),
-                Err(TryRecvError::Empty) => rx.recv_deadline(next_ping),
-            }
-        } else {
-            rx.recv_deadline(next_ping)
-        };
-        let first = match got {
+        let first = match rx.recv_timeout(env.linger) {
             Ok(item) => item,
             Err(RecvTimeoutError::Timeout) => {
-                next_ping = Instant::now() + config.heartbeat_interval;
-                match conn.write_locked(&[&ping], false, w.patience(), &stats) {
-                    Ok(tail) => Stats::add(&stats.messages_out, u64::from(tail)),
-                    Err(_) => return w.wait_for_reader(&rx),
+                if conn.writer_leaves() {
+                    return; // not ours any more: the next item starts a writer
                 }
                 continue;
             }
-            Err(RecvTimeoutError::Disconnected) => return,
+            // The queue's sender lives in the connection, as long as `rx`.
+            Err(RecvTimeoutError::Disconnected) => break,
         };
         batch.push(dequeued(&conn, first));
         let mut bytes = 0;
-        while batch.len() < MAX_BATCH_FRAMES && bytes < config.write_buffer_size {
+        while batch.len() < MAX_BATCH_FRAMES && bytes < env.write_buffer_size {
             match rx.try_recv() {
                 Ok(item) => {
                     if let Out::Frame(f) = &item {
@@ -74,11 +118,18 @@ pub(crate) fn run(conn: Arc<ConnShared>, rx: Receiver<Out>, config: Config, stat
         }
         match w.write_batch(&mut batch) {
             Step::Continue => {}
-            Step::ReaderDone => return,
-            Step::Closed => return w.after_close(&rx),
-            Step::Failed => return w.wait_for_reader(&rx),
+            Step::ReaderDone => break,
+            Step::Closed => {
+                w.after_close(rx);
+                break;
+            }
+            Step::Failed => {
+                w.wait_for_reader(rx);
+                break;
+            }
         }
     }
+    conn.writer_ended();
 }
 
 /// An item as it comes off the queue: a pong marker becomes the latest pong.
@@ -99,8 +150,7 @@ enum Step {
 
 struct Writer<'a> {
     conn: &'a ConnShared,
-    config: &'a Config,
-    stats: &'a Stats,
+    env: &'a WriterEnv,
     /// The reader's `ReaderDone` has been taken off the queue (it is sent once,
     /// and may arrive in any batch, so every wait checks this first).
     reader_done: bool,
@@ -152,7 +202,7 @@ impl Writer<'_> {
         if !discard {
             for (i, item) in batch[..end].iter().enumerate() {
                 if let Out::Frame(f) = item {
-                    if let Some(form) = self.conn.writer_form(f, self.stats) {
+                    if let Some(form) = self.conn.writer_form(f, &self.env.stats) {
                         forms.push((i, form));
                     }
                 }
@@ -171,6 +221,9 @@ impl Writer<'_> {
                     data_frames += 1;
                 }
                 Out::Control(bytes) => parts.push(bytes),
+                Out::Heartbeat => parts.push(self.conn.heartbeat_bytes()),
+                // Its bytes are the write lock's `Tail`, written first.
+                Out::Tail { message: true, .. } => data_frames += 1,
                 _ => {}
             }
         }
@@ -178,7 +231,7 @@ impl Writer<'_> {
             parts.push(close);
         }
         let closed = matches!(step, Step::Closed);
-        let result = self.conn.write_locked(&parts, closed, self.patience(), self.stats);
+        let result = self.conn.write_locked(&parts, closed, self.env.patience, &self.env.stats);
         drop(parts);
         // Released only now: while frames are being written the hub must not
         // send around them.
@@ -187,17 +240,11 @@ impl Writer<'_> {
         }
         match result {
             Err(_) => Step::Failed,
-            Ok(tail) => {
-                Stats::add(&self.stats.messages_out, data_frames + u64::from(tail));
+            Ok(()) => {
+                Stats::add(&self.env.stats.messages_out, data_frames);
                 step
             }
         }
-    }
-
-    /// How long a write may stall: the idle timeout, or the close timeout once
-    /// the connection is closing.
-    fn patience(&self) -> Patience {
-        Patience { open: self.config.idle_timeout, closing: self.config.close_timeout }
     }
 
     /// After a close frame: half-close, so the peer sees the end promptly, then
@@ -210,7 +257,7 @@ impl Writer<'_> {
             return self.wait_for_reader(rx);
         }
         let _ = self.conn.stream.shutdown(Shutdown::Write);
-        let deadline = Instant::now() + self.config.close_timeout;
+        let deadline = Instant::now() + self.env.close_timeout;
         while !self.reader_done {
             match rx.recv_deadline(deadline) {
                 Ok(Out::ReaderDone) | Err(RecvTimeoutError::Disconnected) => return,
@@ -247,6 +294,14 @@ mod tests {
 
     const LIMITS: QueueLimits = QueueLimits { frames: 1024, bytes: usize::MAX };
 
+    /// Runs a writer for `conn` on this thread (a test connection is never
+    /// opened, so nothing queued starts one of its own).
+    fn run_here(conn: &Arc<ConnShared>, stats: &Arc<Stats>) {
+        let env = WriterEnv::new(&Config::default(), stats.clone());
+        assert!(conn.claim_writer());
+        run(conn.clone(), &env);
+    }
+
     #[test]
     fn frames_queued_together_leave_in_one_writev_and_nothing_after_a_close() {
         let (conn, mut peer) = loopback_conn(1);
@@ -263,9 +318,7 @@ mod tests {
         conn.push_control(frame::encode(frame::OP_TEXT, b"too late"));
         conn.push_reader_done();
 
-        let rx = conn.take_receiver().unwrap();
-        let config = Config::default();
-        run(conn.clone(), rx, config, stats.clone());
+        run_here(&conn, &stats);
 
         let mut got = Vec::new();
         peer.read_to_end(&mut got).unwrap(); // the writer half-closed after the close
@@ -292,10 +345,9 @@ mod tests {
         conn.push_close(1000, "done");
         conn.push_reader_done();
 
-        let rx = conn.take_receiver().unwrap();
         let writer = {
             let (conn, stats) = (conn.clone(), stats.clone());
-            std::thread::spawn(move || run(conn, rx, Config::default(), stats))
+            std::thread::spawn(move || run_here(&conn, &stats))
         };
         let mut got = Vec::new();
         peer.read_to_end(&mut got).unwrap();
@@ -331,10 +383,9 @@ mod tests {
         conn.push_close(1000, "done");
         conn.push_reader_done();
 
-        let rx = conn.take_receiver().unwrap();
         let writer = {
             let (conn, stats) = (conn.clone(), stats.clone());
-            std::thread::spawn(move || run(conn, rx, Config::default(), stats))
+            std::thread::spawn(move || run_here(&conn, &stats))
         };
         let mut got = Vec::new();
         peer.read_to_end(&mut got).unwrap();
@@ -362,8 +413,7 @@ mod tests {
         }
         conn.push_close(1000, "");
         conn.push_reader_done();
-        let rx = conn.take_receiver().unwrap();
-        run(conn.clone(), rx, Config::default(), stats.clone());
+        run_here(&conn, &stats);
         let mut got = Vec::new();
         peer.read_to_end(&mut got).unwrap();
         let mut expected = pong;
@@ -390,8 +440,7 @@ mod tests {
         conn.push_frame(at_min, LIMITS, &stats).unwrap();
         conn.push_close(1000, "");
         conn.push_reader_done();
-        let rx = conn.take_receiver().unwrap();
-        run(conn.clone(), rx, Config::default(), stats.clone());
+        run_here(&conn, &stats);
 
         let mut got = Vec::new();
         peer.read_to_end(&mut got).unwrap();
@@ -441,8 +490,7 @@ mod tests {
         conn.push_frame(reply.clone(), LIMITS, &stats).unwrap();
         conn.push_close(1000, "");
         conn.push_reader_done();
-        let rx = conn.take_receiver().unwrap();
-        run(conn.clone(), rx, Config::default(), stats.clone());
+        run_here(&conn, &stats);
         let mut got = Vec::new();
         peer.read_to_end(&mut got).unwrap();
         let mut expected = pong;

@@ -15,17 +15,21 @@
 //! its queue. Any other command ends the round there: the frames gathered so
 //! far go out first, so every command still takes effect in order. A thread's
 //! commands count as carried out ([`order`]) once their round has gone out.
+//!
+//! Between rounds, and when no command comes, the hub sends the heartbeat
+//! pings that are due ([`heartbeat`]).
 
 pub mod rooms;
 
 mod fanout;
+mod heartbeat;
 mod order;
 
 use std::collections::HashMap;
 use std::sync::atomic::Ordering::*;
 use std::sync::Arc;
 
-use crossbeam_channel::{Receiver, Sender};
+use crossbeam_channel::{Receiver, RecvTimeoutError, Sender};
 
 use crate::connection::outbound::QueueLimits;
 use crate::connection::ConnShared;
@@ -33,6 +37,7 @@ use crate::frame::SharedFrame;
 use crate::stats::Stats;
 use crate::types::ConnId;
 use fanout::{deliver_all, Cork, Half, Helper, SPLIT_AT};
+use heartbeat::Heartbeat;
 pub(crate) use order::{nothing_pending, submit, submit_untracked, Ticketed};
 use rooms::Rooms;
 
@@ -69,10 +74,13 @@ pub(crate) struct Hub {
     helper: Option<Helper>,
     /// The frames of the current round, per member.
     cork: Cork,
+    /// When each connection's next ping is due.
+    heartbeat: Heartbeat,
 }
 
 impl Hub {
-    pub(crate) fn new(limits: QueueLimits, stats: Arc<Stats>) -> Self {
+    /// `heartbeat`: how often every open connection gets a ping.
+    pub(crate) fn new(limits: QueueLimits, stats: Arc<Stats>, heartbeat: std::time::Duration) -> Self {
         Hub {
             conns: HashMap::new(),
             rooms: Rooms::default(),
@@ -80,6 +88,7 @@ impl Hub {
             stats,
             helper: None,
             cork: Cork::default(),
+            heartbeat: Heartbeat::new(heartbeat),
         }
     }
 
@@ -96,7 +105,19 @@ impl Hub {
     /// sender is gone.
     pub(crate) fn run(mut self, rx: Receiver<Ticketed>) {
         let mut gathered = Vec::with_capacity(ROUND_COMMANDS);
-        while let Ok(first) = rx.recv() {
+        loop {
+            let got = match self.heartbeat.next() {
+                Some(at) => rx.recv_deadline(at),
+                None => rx.recv().map_err(|_| RecvTimeoutError::Disconnected),
+            };
+            let first = match got {
+                Ok(first) => first,
+                Err(RecvTimeoutError::Timeout) => {
+                    self.beat();
+                    continue;
+                }
+                Err(RecvTimeoutError::Disconnected) => return,
+            };
             let mut next = Some(first);
             while let Some((cmd, done)) = next.take().map(Ticketed::into_parts) {
                 if let Cmd::Shutdown = cmd {
@@ -123,7 +144,20 @@ impl Hub {
                 }
             }
             self.end_round(&mut gathered);
+            self.beat();
         }
+    }
+
+    /// Sends the heartbeats that are due to the connections still registered.
+    fn beat(&mut self) {
+        let (conns, stats) = (&self.conns, &self.stats);
+        self.heartbeat.run_due(std::time::Instant::now(), |id| match conns.get(&id) {
+            Some(conn) => {
+                conn.send_heartbeat(stats);
+                true
+            }
+            None => false,
+        });
     }
 
     /// Sends the round's frames, then counts its commands as carried out.
@@ -185,6 +219,7 @@ impl Hub {
         }
         match cmd {
             Cmd::Register(conn) => {
+                self.heartbeat.add(conn.id, std::time::Instant::now());
                 self.conns.insert(conn.id, conn);
             }
             Cmd::Unregister(id) => {
@@ -233,6 +268,8 @@ mod tests {
     use std::io::Read;
     use std::sync::atomic::Ordering::Relaxed;
 
+    const HEARTBEAT: std::time::Duration = std::time::Duration::from_secs(30);
+
     fn limits(frames: usize) -> QueueLimits {
         QueueLimits { frames, bytes: usize::MAX }
     }
@@ -249,7 +286,7 @@ mod tests {
     #[test]
     fn a_large_room_is_split_with_the_helper_and_every_member_gets_every_frame_in_order() {
         let stats = Arc::new(Stats::default());
-        let mut hub = Hub::new(limits(16), stats.clone());
+        let mut hub = Hub::new(limits(16), stats.clone(), HEARTBEAT);
         hub.helper = Some(Helper::start(limits(16), stats.clone()).unwrap());
         let members = 2 * SPLIT_AT + 11;
         let conns: Vec<_> = (1..=members as ConnId).map(loopback_conn).collect();
@@ -295,7 +332,7 @@ mod tests {
     /// thread could never again send straight to a socket, to any server).
     #[test]
     fn commands_a_hub_never_carries_out_do_not_stay_pending() {
-        let hub = Hub::new(limits(4), Arc::new(Stats::default()));
+        let hub = Hub::new(limits(4), Arc::new(Stats::default()), HEARTBEAT);
         let (tx, rx) = crossbeam_channel::unbounded();
         submit(&tx, Cmd::RoomCount(crossbeam_channel::bounded(1).0)).ok().unwrap();
         submit(&tx, Cmd::Shutdown).ok().unwrap();
@@ -312,7 +349,7 @@ mod tests {
     #[test]
     fn waiting_broadcasts_go_out_corked_straight_to_each_member_in_command_order() {
         let stats = Arc::new(Stats::default());
-        let mut hub = Hub::new(limits(4), stats.clone());
+        let mut hub = Hub::new(limits(4), stats.clone(), HEARTBEAT);
         hub.start_helper();
         // More members than SPLIT_AT: the helper takes half of each round.
         let members = SPLIT_AT as ConnId + 40;
@@ -378,7 +415,7 @@ mod tests {
     #[test]
     fn an_idle_member_gets_frames_straight_from_the_hub_and_a_backlogged_one_through_its_queue() {
         let stats = Arc::new(Stats::default());
-        let mut hub = Hub::new(limits(16), stats.clone());
+        let mut hub = Hub::new(limits(16), stats.clone(), HEARTBEAT);
         let (conn, mut peer) = loopback_conn(1);
         let rx = conn.take_receiver().unwrap();
         hub.handle(Cmd::Register(conn.clone()));
@@ -412,7 +449,7 @@ mod tests {
     #[test]
     fn a_broadcast_shares_one_frame_and_a_full_queue_drops_only_that_member() {
         let stats = Arc::new(Stats::default());
-        let mut hub = Hub::new(limits(2), stats.clone());
+        let mut hub = Hub::new(limits(2), stats.clone(), HEARTBEAT);
         let conns: Vec<_> = (1..=3).map(loopback_conn).collect();
         let receivers: Vec<_> = conns.iter().map(|(c, _)| c.take_receiver().unwrap()).collect();
         for (c, _) in &conns {

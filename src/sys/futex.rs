@@ -1,13 +1,13 @@
-//! Futexes: the writer's first wait (see `connection/outbound.rs`), and the
-//! size of the process's futex hash, which thousands of parked connection
-//! threads share.
+//! Futexes: a reader's wait for its connection's writer thread to end (see
+//! `connection/outbound.rs`), and the size of the process's futex hash,
+//! which thousands of blocked connection threads share.
 
 use std::io;
 use std::sync::atomic::AtomicU32;
 use std::time::Duration;
 
 /// Sleeps while `word` holds `expected`, for at most `timeout` (or until
-/// [`futex_wake`], or spuriously).
+/// [`futex_wake_all`], or spuriously).
 pub(crate) fn futex_wait(word: &AtomicU32, expected: u32, timeout: Duration) {
     let ts = libc::timespec {
         tv_sec: timeout.as_secs().min(i64::MAX as u64) as libc::time_t,
@@ -26,17 +26,20 @@ pub(crate) fn futex_wait(word: &AtomicU32, expected: u32, timeout: Duration) {
     };
 }
 
-/// Wakes one thread sleeping in [`futex_wait`] on `word`.
-pub(crate) fn futex_wake(word: &AtomicU32) {
+/// Wakes every thread sleeping in [`futex_wait`] on `word`.
+pub(crate) fn futex_wake_all(word: &AtomicU32) {
     // SAFETY: as in `futex_wait`; waking needs no memory but the word's address.
-    unsafe { libc::syscall(libc::SYS_futex, word.as_ptr(), libc::FUTEX_WAKE | libc::FUTEX_PRIVATE_FLAG, 1) };
+    unsafe {
+        libc::syscall(libc::SYS_futex, word.as_ptr(), libc::FUTEX_WAKE | libc::FUTEX_PRIVATE_FLAG, i32::MAX)
+    };
 }
 
 /// Gives the process a futex hash table sized for `threads` blocked threads.
 ///
 /// Since Linux 6.16 a process gets a private futex hash whose default size
 /// follows the number of CPUs, not of threads: 16 buckets on a 2-CPU machine.
-/// Every idle writer waits on a futex, so with thousands of connections each
+/// A writer thread waiting for its queue waits on a futex, so with thousands
+/// of connections backed up (each with its writer) each
 /// bucket holds hundreds of waiters and every futex wake in the process (a
 /// lock handed over, a channel send, a new thread's start) walks one of those
 /// lists (benches/README.md's history has the measurement). Asks for

@@ -2,7 +2,8 @@
 //!
 //! `std::thread` gives every thread a signal stack for its stack-overflow
 //! handler: two extra memory mappings (stack + guard page), four in all per
-//! thread. With a reader and a writer per connection that reaches
+//! thread. With a reader and a writer per connection (a connection that is
+//! backed up has both) that reaches
 //! `vm.max_map_count` (65530 by default) near 8k connections, and past it std
 //! aborts the whole process while mapping the signal stack. A raw pthread with an
 //! explicit small stack and one guard page costs two mappings; on a stack from
@@ -66,7 +67,9 @@ extern "C" fn start(arg: *mut c_void) -> *mut c_void {
 /// Starts `f` on a new joinable pthread with `stack_size` bytes of stack for
 /// its own use (plus what glibc keeps at the top, see [`usable_stack`]) above
 /// a guard of [`stacks::GUARD`] bytes; the stack comes from [`stacks`] when
-/// the kernel allows.
+/// the kernel allows. Connection threads are detached ([`spawn_detached`]);
+/// only the tests here join one.
+#[cfg(test)]
 pub(crate) fn spawn<F>(name: &str, stack_size: usize, f: F) -> io::Result<RawThread>
 where
     F: FnOnce() + Send + 'static,
@@ -226,6 +229,7 @@ pub(crate) fn reap_detached(live: &AtomicUsize, deadline: std::time::Instant) {
 
 impl RawThread {
     /// Waits for the thread to finish.
+    #[cfg(test)]
     pub(crate) fn join(mut self) {
         self.joined = true;
         // SAFETY: `id` is a joinable thread created by `spawn` that has not been
