@@ -44,6 +44,8 @@ pub(crate) struct WriterEnv {
     pub(crate) stats: Arc<Stats>,
     /// Writer threads started and not yet gone (see `pthread::reap_detached`).
     pub(crate) live: Arc<AtomicUsize>,
+    /// Writer threads started since the server started.
+    pub(crate) started: AtomicUsize,
     patience: Patience,
     close_timeout: Duration,
     write_buffer_size: usize,
@@ -57,6 +59,7 @@ impl WriterEnv {
         WriterEnv {
             stats,
             live: Arc::default(),
+            started: AtomicUsize::new(0),
             patience: Patience { open: config.idle_timeout, closing: config.close_timeout },
             close_timeout: config.close_timeout,
             write_buffer_size: config.write_buffer_size,
@@ -79,6 +82,7 @@ pub(crate) struct WriterHome {
 /// (`ConnShared::claim_writer`).
 pub(crate) fn spawn(conn: Arc<ConnShared>, env: Arc<WriterEnv>) -> std::io::Result<()> {
     let (stack, live) = (env.stack_size, env.live.clone());
+    env.started.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     pthread::spawn_detached(&format!("wshub-w{}", conn.id), stack, &live, move || run(conn, &env))
 }
 
@@ -499,5 +503,117 @@ mod tests {
         assert_eq!(got, expected);
         let fresh: crate::frame::SharedFrame = frame::shared(frame::encode(frame::OP_TEXT, b"x"));
         assert!(!conn.try_send_direct(&fresh, &stats), "closed: nothing more");
+    }
+
+    /// Frames of `len` bytes whose payload starts with `tag`.
+    fn tagged(opcode: u8, tag: u64, len: usize) -> Vec<u8> {
+        let mut payload = vec![0u8; len];
+        payload[..8].copy_from_slice(&tag.to_be_bytes());
+        frame::encode(opcode, &payload)
+    }
+
+    /// The sender's side, as the hub and `send` drive it: single frames sent
+    /// directly or queued, corked rounds of several (one `writev`, the rest
+    /// queued), and pongs the reader queues, all tagged from one counter,
+    /// while writers start and end under it (a linger of zero or a few
+    /// microseconds: a writer ends whenever the queue runs dry). The peer
+    /// reads in bursts with pauses, so the socket fills and empties. Every
+    /// data frame must arrive once and in order, and no pong before a frame
+    /// that was queued ahead of it.
+    #[test]
+    fn writers_started_and_ended_while_frames_arrive_lose_and_reorder_nothing() {
+        const FRAMES: u64 = 1500;
+        const PAYLOAD: usize = 4000;
+        // Unbounded here: the bound is not what this test is about.
+        const LIMITS: QueueLimits = QueueLimits { frames: usize::MAX, bytes: usize::MAX };
+        let stats = Arc::new(Stats::default());
+        let mut started = 0;
+        for round in 0..8u64 {
+            let (conn, mut peer) = loopback_conn(round + 1);
+            let mut env = WriterEnv::new(&Config::default(), stats.clone());
+            env.linger = Duration::from_micros(if round % 2 == 0 { 0 } else { 300 });
+            let env = Arc::new(env);
+            conn.open_writer(WriterHome { env: env.clone(), conn: Arc::downgrade(&conn) });
+            let reader = std::thread::spawn(move || {
+                let mut buf = Vec::new();
+                let mut chunk = vec![0u8; 64 * 1024];
+                let (mut next_data, mut pongs, mut reads) = (0u64, 0u64, 0u64);
+                peer.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
+                while next_data < FRAMES {
+                    let n = peer.read(&mut chunk).expect("the server's frames");
+                    assert!(n > 0, "the socket ended after {next_data} frames");
+                    buf.extend_from_slice(&chunk[..n]);
+                    reads += 1;
+                    if reads % 16 == 0 {
+                        std::thread::sleep(Duration::from_millis(1)); // let the socket fill
+                    }
+                    let mut at = std::io::Cursor::new(&buf[..]);
+                    let mut used = 0;
+                    while let Ok(Some((header, len))) =
+                        tungstenite::protocol::frame::FrameHeader::parse(&mut at)
+                    {
+                        let start = at.position() as usize;
+                        let end = start + len as usize;
+                        if end > buf.len() {
+                            break;
+                        }
+                        let tag = u64::from_be_bytes(buf[start..start + 8].try_into().unwrap());
+                        match header.opcode {
+                            tungstenite::protocol::frame::coding::OpCode::Control(_) => {
+                                assert!(tag >= next_data, "a pong ({tag}) overtook frame {next_data}");
+                                pongs += 1;
+                            }
+                            _ => {
+                                assert_eq!(tag, next_data, "frame lost or out of order");
+                                next_data += 1;
+                            }
+                        }
+                        at.set_position(end as u64);
+                        used = end;
+                    }
+                    buf.drain(..used);
+                }
+                pongs
+            });
+            let mut tag = 0u64;
+            while tag < FRAMES {
+                match tag % 7 {
+                    // A corked round of three: one writev, the rest queued behind.
+                    0 if tag + 3 <= FRAMES => {
+                        let round: Vec<_> = (tag..tag + 3)
+                            .map(|t| frame::shared(tagged(frame::OP_BINARY, t, PAYLOAD)))
+                            .collect();
+                        let sent = conn.try_send_direct_many(&round, &stats);
+                        for f in &round[sent..] {
+                            conn.push_frame(f.clone(), LIMITS, &stats).unwrap();
+                        }
+                        tag += 3;
+                        continue;
+                    }
+                    // A pong, queued; it carries the tag of the next data frame.
+                    3 => conn.push_control(tagged(0xA, tag, 8)),
+                    _ => {}
+                }
+                let f = frame::shared(tagged(frame::OP_BINARY, tag, PAYLOAD));
+                if !conn.try_send_direct(&f, &stats) {
+                    conn.push_frame(f, LIMITS, &stats).unwrap();
+                }
+                tag += 1;
+                if tag % 50 == 0 {
+                    std::thread::sleep(Duration::from_micros(200)); // the queue may run dry
+                }
+            }
+            let pongs = reader.join().expect("the peer saw every frame in order");
+            assert!(pongs > 0, "round {round}: no pong arrived");
+            conn.end_writer();
+            let deadline = Instant::now() + Duration::from_secs(20);
+            while env.live.load(std::sync::atomic::Ordering::Acquire) > 0 {
+                assert!(Instant::now() < deadline, "round {round}: a writer thread is left");
+                std::thread::sleep(Duration::from_millis(1));
+            }
+            assert!(!conn.has_writer());
+            started += env.started.load(Relaxed);
+        }
+        assert!(started > 8, "writers were started {started} times: the hand-off was not exercised");
     }
 }
