@@ -544,7 +544,7 @@ mod tests {
                     assert!(n > 0, "the socket ended after {next_data} frames");
                     buf.extend_from_slice(&chunk[..n]);
                     reads += 1;
-                    if reads % 16 == 0 {
+                    if reads.is_multiple_of(16) {
                         std::thread::sleep(Duration::from_millis(1)); // let the socket fill
                     }
                     let mut at = std::io::Cursor::new(&buf[..]);
@@ -599,7 +599,7 @@ mod tests {
                     conn.push_frame(f, LIMITS, &stats).unwrap();
                 }
                 tag += 1;
-                if tag % 50 == 0 {
+                if tag.is_multiple_of(50) {
                     std::thread::sleep(Duration::from_micros(200)); // the queue may run dry
                 }
             }
