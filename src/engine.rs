@@ -77,6 +77,8 @@ pub(crate) struct Engine {
     /// What connections' writer threads start from (`connection/writer.rs`),
     /// and the count of those not yet finished (detached too).
     pub(crate) writers: Arc<crate::connection::writer::WriterEnv>,
+    /// Starts a connection's writer thread from `writers`.
+    pub(crate) start_writer: crate::connection::outbound::StartWriter,
     /// Where stops from inside callbacks go (see [`ServerHandle::stop`](crate::ServerHandle::stop));
     /// dropped at the end of the stop, which lets the stopper thread exit.
     pub(crate) stopper_tx: Mutex<Option<Sender<StopJob>>>,

@@ -139,6 +139,7 @@ impl Engine {
             overflow_tx: Mutex::new(None),
             threads: Mutex::new(Vec::new()),
             reader_threads: Arc::default(),
+            start_writer: crate::connection::writer::starter(writers.clone()),
             writers,
             stopper_tx: Mutex::new(Some(stopper_tx)),
             stopper: Mutex::new(Some(stopper)),

@@ -22,7 +22,7 @@
 //!
 //! A connection has a writer thread only while something is queued, or
 //! shortly after: whoever queues an item when none runs starts one, and a
-//! writer that has found the queue empty for [`WriterEnv::linger`](super::writer::WriterEnv)
+//! writer that has found the queue empty for its linger (`writer.rs`)
 //! gives the connection up and ends. Who owns the queue is one word
 //! (`Outbound::writer`): no writer, a writer, or ended for good (the reader
 //! has finished). Queueing and leaving are ordered by two fences
@@ -86,7 +86,6 @@ use crossbeam_channel::{Receiver, Sender};
 use parking_lot::Mutex;
 use rustls::ServerConnection;
 
-use super::writer::{self, WriterHome};
 use super::ConnShared;
 use crate::frame::SharedFrame;
 use crate::stats::Stats;
@@ -205,6 +204,26 @@ pub(crate) struct Outbound {
     /// Where a writer thread comes from; set when the connection opens
     /// ([`ConnShared::open_writer`]). Until then nothing starts one.
     home: OnceLock<WriterHome>,
+}
+
+/// Starts a writer thread for a connection claimed for it
+/// ([`ConnShared::claim_writer`]): `writer::starter`, kept here as a function
+/// so that this file needs nothing of `writer.rs`.
+pub(crate) type StartWriter =
+    std::sync::Arc<dyn Fn(std::sync::Arc<ConnShared>) -> io::Result<()> + Send + Sync>;
+
+/// Where an open connection's writer threads come from (see
+/// [`ConnShared::open_writer`]).
+pub(crate) struct WriterHome {
+    pub(crate) start: StartWriter,
+    /// The connection itself, for the thread to hold while it runs.
+    pub(crate) conn: std::sync::Weak<ConnShared>,
+}
+
+impl std::fmt::Debug for WriterHome {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("WriterHome").finish_non_exhaustive()
+    }
 }
 
 /// Unwritten pongs queued one per ping before later ones replace the last.
@@ -562,11 +581,11 @@ impl ConnShared {
         if !self.claim_writer() {
             return;
         }
-        let spawned = match home.conn.upgrade() {
-            Some(conn) => writer::spawn(conn, home.env.clone()),
-            None => Ok(()), // gone: nothing is left to write to
+        let Some(conn) = home.conn.upgrade() else {
+            // Dropped already: nothing is left to write to.
+            return self.writer_ended();
         };
-        if let Err(e) = spawned {
+        if let Err(e) = (home.start)(conn) {
             log::error!("conn {}: cannot start a writer thread: {e}; closing it", self.id);
             self.writer_ended();
             self.kill();

@@ -22,7 +22,7 @@ use std::time::{Duration, Instant};
 use super::assembly::{Assembly, Fault, Inbound};
 use super::frame_meter::{FrameLimit, FrameMeter};
 use super::handshake;
-use super::writer::WriterHome;
+use super::outbound::WriterHome;
 use super::{ConnShared, SockReader};
 use crate::hub::Cmd;
 use crate::server::{ServerHandle, ON_CONNECTION_THREAD};
@@ -416,7 +416,7 @@ fn serve(server: &ServerHandle, conn: &Arc<ConnShared>, mut ws: Ws<'_>, request:
 /// thread starts whenever its queue needs one.
 fn start(server: &ServerHandle, conn: &Arc<ConnShared>, request: &handshake::Request) {
     let engine = server.engine();
-    conn.open_writer(WriterHome { env: engine.writers.clone(), conn: Arc::downgrade(conn) });
+    conn.open_writer(WriterHome { start: engine.start_writer.clone(), conn: Arc::downgrade(conn) });
     *conn.request_path.lock() = (request.info.path.clone(), request.info.query.clone());
     Stats::add(&engine.stats.connections_total, 1);
     conn.set_open(true);

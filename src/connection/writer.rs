@@ -17,12 +17,12 @@
 
 use std::net::Shutdown;
 use std::sync::atomic::AtomicUsize;
-use std::sync::{Arc, Weak};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use crossbeam_channel::{Receiver, RecvTimeoutError};
 
-use super::outbound::{Out, Patience};
+use super::outbound::{Out, Patience, StartWriter};
 use super::ConnShared;
 use crate::config::Config;
 use crate::frame;
@@ -69,21 +69,16 @@ impl WriterEnv {
     }
 }
 
-/// Where an open connection's writer threads come from (see
-/// `ConnShared::open_writer`).
-#[derive(Debug)]
-pub(crate) struct WriterHome {
-    pub(crate) env: Arc<WriterEnv>,
-    /// The connection itself, for the thread to hold while it runs.
-    pub(crate) conn: Weak<ConnShared>,
-}
-
-/// Starts a writer thread for `conn`, which the caller has claimed for it
-/// (`ConnShared::claim_writer`).
-pub(crate) fn spawn(conn: Arc<ConnShared>, env: Arc<WriterEnv>) -> std::io::Result<()> {
-    let (stack, live) = (env.stack_size, env.live.clone());
-    env.started.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-    pthread::spawn_detached(&format!("wshub-w{}", conn.id), stack, &live, move || run(conn, &env))
+/// What starts the writer threads of connections of one server
+/// (`ConnShared::open_writer`): each on a thread of its own, for a
+/// connection the caller has claimed for it (`ConnShared::claim_writer`).
+pub(crate) fn starter(env: Arc<WriterEnv>) -> StartWriter {
+    Arc::new(move |conn: Arc<ConnShared>| {
+        let env = env.clone();
+        let (stack, live) = (env.stack_size, env.live.clone());
+        env.started.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        pthread::spawn_detached(&format!("wshub-w{}", conn.id), stack, &live, move || run(conn, &env))
+    })
 }
 
 /// A writer's life: drains the queue until the reader's end (then marks the
@@ -291,7 +286,7 @@ impl Writer<'_> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::connection::outbound::QueueLimits;
+    use crate::connection::outbound::{QueueLimits, WriterHome};
     use crate::connection::test_support::loopback_conn;
     use std::io::Read;
     use std::sync::atomic::Ordering::Relaxed;
@@ -533,7 +528,7 @@ mod tests {
             let mut env = WriterEnv::new(&Config::default(), stats.clone());
             env.linger = Duration::from_micros(if round % 2 == 0 { 0 } else { 300 });
             let env = Arc::new(env);
-            conn.open_writer(WriterHome { env: env.clone(), conn: Arc::downgrade(&conn) });
+            conn.open_writer(WriterHome { start: starter(env.clone()), conn: Arc::downgrade(&conn) });
             let reader = std::thread::spawn(move || {
                 let mut buf = Vec::new();
                 let mut chunk = vec![0u8; 64 * 1024];
