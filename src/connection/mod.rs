@@ -1,10 +1,11 @@
-//! One WebSocket connection: the state its two threads, the hub and the
-//! server handle share. A message's path through these files:
+//! One WebSocket connection: the state its threads (a reader, and a writer
+//! while its queue needs one), the hub and the server handle share. A
+//! message's path through these files:
 //!
 //! - [`handshake`]: the HTTP request and the 101 (or a refusal), read and
 //!   written by the reader before the WebSocket exists.
-//! - [`reader`]: the connection's first thread. Upgrades, spawns the writer,
-//!   reads messages and runs the handler's callbacks. It writes no frame to
+//! - [`reader`]: the connection's thread for its whole life. Upgrades, opens
+//!   the connection, reads messages and runs the handler's callbacks. It writes no frame to
 //!   the socket after the handshake (under TLS it flushes the records its
 //!   reads caused, under the write lock: see [`tls_session`]). On the way in, bytes pass through
 //!   [`tls_session`] (decryption, with TLS), [`frame_meter`] (frame-rate and
@@ -16,11 +17,13 @@
 //!   101: the queue, its bound, direct sends from other threads, and the rule
 //!   that keeps frames in order. Its module comment names every thread that
 //!   may write.
-//! - [`writer`]: the connection's second thread. Drains the queue into the
-//!   socket, many frames per `writev`, and sends the heartbeat pings.
+//! - [`writer`]: the connection's second thread, started when something is
+//!   queued and ended once the queue has stayed empty a while. Drains the
+//!   queue into the socket, many frames per `writev`. (The heartbeat pings
+//!   come from the hub: `hub/heartbeat.rs`.)
 //!
 //! An event stream (Server-Sent Events, `HttpResponse::event_stream`) is a
-//! connection of another kind on the same two threads and the same ordering
+//! connection of another kind on the same threads and the same ordering
 //! point: its reader only waits for the client to go (`reader.rs`), its
 //! writer writes the bytes it is given unframed, `: ping` comments as
 //! heartbeats, and ends the stream instead of sending a close frame.
