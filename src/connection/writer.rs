@@ -597,6 +597,15 @@ mod tests {
                 if tag.is_multiple_of(50) {
                     std::thread::sleep(Duration::from_micros(200)); // the queue may run dry
                 }
+                if tag.is_multiple_of(250) {
+                    // Here it must: the writer drains, leaves, and the next
+                    // pong starts another.
+                    let deadline = Instant::now() + Duration::from_secs(20);
+                    while conn.has_writer() {
+                        assert!(Instant::now() < deadline, "round {round}: the writer never left");
+                        std::thread::sleep(Duration::from_micros(100));
+                    }
+                }
             }
             let pongs = reader.join().expect("the peer saw every frame in order");
             assert!(pongs > 0, "round {round}: no pong arrived");
@@ -609,6 +618,6 @@ mod tests {
             assert!(!conn.has_writer());
             started += env.started.load(Relaxed);
         }
-        assert!(started > 8, "writers were started {started} times: the hand-off was not exercised");
+        assert!(started >= 16, "writers were started {started} times: the hand-off was not exercised");
     }
 }
