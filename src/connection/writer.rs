@@ -500,6 +500,45 @@ mod tests {
         assert!(!conn.try_send_direct(&fresh, &stats), "closed: nothing more");
     }
 
+    #[test]
+    fn a_heartbeat_goes_straight_to_an_idle_socket_and_waits_behind_a_backlog() {
+        let stats = Arc::new(Stats::default());
+        // Idle: straight out, nothing queued, no writer, not a message.
+        let (conn, mut peer) = loopback_conn(1);
+        conn.send_heartbeat(&stats);
+        let mut got = [0u8; 2];
+        peer.read_exact(&mut got).unwrap();
+        assert_eq!(got, [0x89, 0x00]);
+        assert_eq!((conn.queue_depth(), conn.queued_bytes()), (0, 0));
+        assert!(!conn.has_writer());
+        // Backed up: behind the rest of a partial send, ahead of what follows.
+        let (conn, mut peer) = loopback_conn(2);
+        let big: crate::frame::SharedFrame =
+            frame::shared(frame::encode(frame::OP_BINARY, &vec![5u8; 32 << 20]));
+        assert!(conn.try_send_direct(&big, &stats));
+        assert_eq!(conn.queue_depth(), 1, "its unsent rest holds the queue");
+        conn.send_heartbeat(&stats);
+        let after: crate::frame::SharedFrame = frame::shared(frame::encode(frame::OP_TEXT, b"after"));
+        assert!(!conn.try_send_direct(&after, &stats), "the heartbeat is queued");
+        conn.push_frame(after.clone(), LIMITS, &stats).unwrap();
+        conn.push_close(1000, "done");
+        conn.push_reader_done();
+        let writer = {
+            let (conn, stats) = (conn.clone(), stats.clone());
+            std::thread::spawn(move || run_here(&conn, &stats))
+        };
+        let mut got = Vec::new();
+        peer.read_to_end(&mut got).unwrap();
+        writer.join().unwrap();
+        let mut expected = big.to_vec();
+        expected.extend_from_slice(&[0x89, 0x00]);
+        expected.extend_from_slice(&after);
+        expected.extend_from_slice(&frame::encode_close(1000, "done"));
+        assert!(got == expected, "the bytes arrive whole and in order");
+        assert_eq!(stats.messages_out.load(Relaxed), 2, "two data frames; heartbeats are not messages");
+        assert_eq!(conn.queued_bytes(), 0);
+    }
+
     /// Frames of `len` bytes whose payload starts with `tag`.
     fn tagged(opcode: u8, tag: u64, len: usize) -> Vec<u8> {
         let mut payload = vec![0u8; len];
