@@ -233,7 +233,8 @@ pub(crate) const PONGS_IN_FLIGHT: usize = 16;
 const NO_WRITER: u32 = 0;
 /// A writer thread owns the queue.
 const WRITER_RUNS: u32 = 1;
-/// The reader has finished and no writer runs or will run again.
+/// No writer runs or will run again: the reader has finished, or a writer
+/// could not be started (and the socket was shut down).
 const WRITER_ENDED: u32 = 2;
 
 /// The bytes of a heartbeat: an empty ping frame, or for an event stream a
