@@ -204,13 +204,18 @@ pub(crate) struct Outbound {
     /// Where a writer thread comes from; set when the connection opens
     /// ([`ConnShared::open_writer`]). Until then nothing starts one.
     home: OnceLock<WriterHome>,
+    /// A writer thread could not be started: none is tried again, and the
+    /// reader, woken, writes what is queued itself at its end.
+    no_thread: AtomicBool,
 }
 
-/// Starts a writer thread for a connection claimed for it
+/// Starts a writer for a connection claimed for it
 /// ([`ConnShared::claim_writer`]): `writer::starter`, kept here as a function
-/// so that this file needs nothing of `writer.rs`.
+/// so that this file needs nothing of `writer.rs`. With `here`, the writer
+/// runs on the calling thread and this returns once it has ended (the
+/// reader's last resort when no thread could be started).
 pub(crate) type StartWriter =
-    std::sync::Arc<dyn Fn(std::sync::Arc<ConnShared>) -> io::Result<()> + Send + Sync>;
+    std::sync::Arc<dyn Fn(std::sync::Arc<ConnShared>, bool) -> io::Result<()> + Send + Sync>;
 
 /// Where an open connection's writer threads come from (see
 /// [`ConnShared::open_writer`]).
@@ -233,8 +238,8 @@ pub(crate) const PONGS_IN_FLIGHT: usize = 16;
 const NO_WRITER: u32 = 0;
 /// A writer thread owns the queue.
 const WRITER_RUNS: u32 = 1;
-/// No writer runs or will run again: the reader has finished, or a writer
-/// could not be started (and the socket was shut down).
+/// No writer runs or will run again: the reader has finished (after
+/// writing what was queued itself, when no writer thread could be started).
 const WRITER_ENDED: u32 = 2;
 
 /// The bytes of a heartbeat: an empty ping frame, or for an event stream a
@@ -261,6 +266,7 @@ impl Outbound {
             discard: AtomicBool::new(false),
             writer: AtomicU32::new(NO_WRITER),
             home: OnceLock::new(),
+            no_thread: AtomicBool::new(false),
         }
     }
 }
@@ -576,20 +582,26 @@ impl ConnShared {
     /// Starts a writer thread for what is queued, unless one runs, the
     /// reader has finished, or the connection is not open yet (then
     /// [`ConnShared::open_writer`] starts it). A thread that cannot be
-    /// started ends the connection: nobody would write what is queued.
+    /// started (the process is at its thread limit) ends the connection: its
+    /// reading side is shut down, and the reader, at its end, writes what is
+    /// queued (a stop's 1001, say) on its own thread
+    /// ([`ConnShared::end_writer`]).
     fn start_writer(&self) {
         let Some(home) = self.out.home.get() else { return };
-        if !self.claim_writer() {
+        if self.out.no_thread.load(Acquire) || !self.claim_writer() {
             return;
         }
         let Some(conn) = home.conn.upgrade() else {
             // Dropped already: nothing is left to write to.
             return self.writer_ended();
         };
-        if let Err(e) = (home.start)(conn) {
-            log::error!("conn {}: cannot start a writer thread: {e}; closing it", self.id);
-            self.writer_ended();
-            self.kill();
+        if let Err(e) = (home.start)(conn, false) {
+            log::error!("conn {}: cannot start a writer thread: {e}; ending it", self.id);
+            self.out.no_thread.store(true, Release);
+            self.out.writer.store(NO_WRITER, Release);
+            // A reader already waiting in `end_writer` takes it from here.
+            futex::futex_wake_all(&self.out.writer);
+            let _ = self.stream.shutdown(std::net::Shutdown::Read);
         }
     }
 
@@ -636,7 +648,8 @@ impl ConnShared {
     /// The reader's last step: when a writer runs (or something is queued),
     /// tells it the reader is done and waits until it has written what was
     /// queued before (the close reply, say) and ended; with nothing queued
-    /// and no writer, marks the connection so that none starts again.
+    /// and no writer, marks the connection so that none starts again. When
+    /// no writer thread could be started, it writes what is queued itself.
     pub(crate) fn end_writer(&self) {
         let out = &self.out;
         if out.rx.is_empty() && out.writer.compare_exchange(NO_WRITER, WRITER_ENDED, AcqRel, Relaxed).is_ok()
@@ -646,6 +659,17 @@ impl ConnShared {
         // Starts a writer if none runs: it writes what is queued, then ends.
         self.enqueue(Out::ReaderDone);
         loop {
+            if out.no_thread.load(Acquire) && self.claim_writer() {
+                // No writer thread could be started: this thread, done
+                // reading, is the writer, and ends it.
+                let home = out.home.get().and_then(|home| Some((home, home.conn.upgrade()?)));
+                if let Some((home, conn)) = home {
+                    if (home.start)(conn, true).is_ok() {
+                        return;
+                    }
+                }
+                return self.writer_ended();
+            }
             let now = out.writer.load(Acquire);
             if now == WRITER_ENDED {
                 return;
@@ -653,6 +677,12 @@ impl ConnShared {
             // Bounded only so that a missed wakeup cannot hold the reader for long.
             futex::futex_wait(&out.writer, now, Duration::from_secs(1));
         }
+    }
+
+    /// No writer thread could be started for this connection: its reader
+    /// writes what is queued at its end ([`ConnShared::end_writer`]).
+    pub(crate) fn writer_cannot_start(&self) -> bool {
+        self.out.no_thread.load(Acquire)
     }
 
     /// A writer thread is draining this connection's queue now.

@@ -405,7 +405,11 @@ fn serve(server: &ServerHandle, conn: &Arc<ConnShared>, mut ws: Ws<'_>, request:
             (code, reason)
         }
         End::Abnormal => {
-            conn.kill();
+            // Unless the read ended because no writer thread could start:
+            // then this thread writes what is queued (`end_writer`) first.
+            if !conn.writer_cannot_start() {
+                conn.kill();
+            }
             (conn.server_close_code().unwrap_or(1006), String::new())
         }
     };

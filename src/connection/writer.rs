@@ -71,9 +71,14 @@ impl WriterEnv {
 
 /// What starts the writer threads of connections of one server
 /// (`ConnShared::open_writer`): each on a thread of its own, for a
-/// connection the caller has claimed for it (`ConnShared::claim_writer`).
+/// connection the caller has claimed for it (`ConnShared::claim_writer`);
+/// with `here`, on the calling thread (see [`StartWriter`]).
 pub(crate) fn starter(env: Arc<WriterEnv>) -> StartWriter {
-    Arc::new(move |conn: Arc<ConnShared>| {
+    Arc::new(move |conn: Arc<ConnShared>, here: bool| {
+        if here {
+            run(conn, &env);
+            return Ok(());
+        }
         let env = env.clone();
         let (stack, live) = (env.stack_size, env.live.clone());
         env.started.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
@@ -658,5 +663,140 @@ mod tests {
             started += env.started.load(Relaxed);
         }
         assert!(started >= 16, "writers were started {started} times: the hand-off was not exercised");
+    }
+
+    /// At the process's thread limit a writer thread cannot start: the
+    /// connection ends (its reading side is shut down, which wakes its
+    /// reader), and what was queued (a stop's 1001) still reaches the peer,
+    /// written by the reader at its end instead of lost with the socket.
+    #[test]
+    fn a_connection_whose_writer_cannot_start_still_gets_what_was_queued() {
+        let (conn, mut peer) = loopback_conn(1);
+        let stats = Arc::new(Stats::default());
+        let env = Arc::new(WriterEnv::new(&Config::default(), stats.clone()));
+        let real = starter(env.clone());
+        let tries = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let start: StartWriter = {
+            let tries = tries.clone();
+            Arc::new(move |conn: Arc<ConnShared>, here: bool| {
+                if here {
+                    return real(conn, true);
+                }
+                tries.fetch_add(1, Relaxed);
+                Err(std::io::Error::from_raw_os_error(libc::EAGAIN))
+            })
+        };
+        conn.open_writer(WriterHome { start, conn: Arc::downgrade(&conn) });
+        let text: crate::frame::SharedFrame = frame::shared(frame::encode(frame::OP_TEXT, b"last words"));
+        conn.push_frame(text.clone(), LIMITS, &stats).unwrap();
+        conn.push_close(1001, "server shutting down");
+        assert_eq!(tries.load(Relaxed), 1, "one try, not one per item");
+        // The reader's side was shut down: its next read ends at once.
+        let mut reader_side = conn.stream.try_clone().unwrap();
+        reader_side.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+        assert_eq!(reader_side.read(&mut [0u8; 16]).unwrap(), 0, "the reader is woken");
+        conn.end_writer();
+        assert!(!conn.has_writer());
+        peer.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+        let mut got = Vec::new();
+        peer.read_to_end(&mut got).unwrap();
+        let mut expected = text.to_vec();
+        expected.extend_from_slice(&frame::encode_close(1001, "server shutting down"));
+        assert_eq!(got, expected);
+        assert_eq!(conn.queue_depth(), 0);
+    }
+
+    /// Several threads at once (the hub, `send` from application threads, the
+    /// reader's pongs) send to one connection while its writer starts and
+    /// leaves (linger zero): each thread's frames arrive once and in that
+    /// thread's order, and nothing is left queued without a writer.
+    #[test]
+    fn writers_handed_off_under_several_senders_lose_and_reorder_nothing() {
+        const SENDERS: u64 = 4;
+        const FRAMES: u64 = 400;
+        const LIMITS: QueueLimits = QueueLimits { frames: usize::MAX, bytes: usize::MAX };
+        let rounds: u64 =
+            std::env::var("WSHUB_HANDOFF_ROUNDS").ok().and_then(|r| r.parse().ok()).unwrap_or(6);
+        let stats = Arc::new(Stats::default());
+        for round in 0..rounds {
+            let (conn, mut peer) = loopback_conn(round + 1);
+            let mut env = WriterEnv::new(&Config::default(), stats.clone());
+            env.linger = Duration::from_micros(if round % 2 == 0 { 0 } else { 50 });
+            let env = Arc::new(env);
+            conn.open_writer(WriterHome { start: starter(env.clone()), conn: Arc::downgrade(&conn) });
+            let reader = std::thread::spawn(move || {
+                let mut buf = Vec::new();
+                let mut chunk = vec![0u8; 64 * 1024];
+                let mut next = [0u64; SENDERS as usize];
+                peer.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
+                let mut reads = 0u64;
+                while next.iter().any(|n| *n < FRAMES) {
+                    let n = peer
+                        .read(&mut chunk)
+                        .unwrap_or_else(|e| panic!("round {round}: stuck at {next:?}: {e}"));
+                    assert!(n > 0);
+                    buf.extend_from_slice(&chunk[..n]);
+                    reads += 1;
+                    if reads.is_multiple_of(8) {
+                        std::thread::sleep(Duration::from_micros(300));
+                    }
+                    let mut at = std::io::Cursor::new(&buf[..]);
+                    let mut used = 0;
+                    while let Ok(Some((header, len))) =
+                        tungstenite::protocol::frame::FrameHeader::parse(&mut at)
+                    {
+                        let start = at.position() as usize;
+                        let end = start + len as usize;
+                        if end > buf.len() {
+                            break;
+                        }
+                        if let tungstenite::protocol::frame::coding::OpCode::Data(_) = header.opcode {
+                            let who = buf[start] as usize;
+                            let tag = u64::from_be_bytes(buf[start + 1..start + 9].try_into().unwrap());
+                            assert_eq!(
+                                tag, next[who],
+                                "round {round}: sender {who} lost or reordered a frame"
+                            );
+                            next[who] += 1;
+                        }
+                        at.set_position(end as u64);
+                        used = end;
+                    }
+                    buf.drain(..used);
+                }
+            });
+            let senders: Vec<_> = (0..SENDERS)
+                .map(|who| {
+                    let (conn, stats) = (conn.clone(), stats.clone());
+                    std::thread::spawn(move || {
+                        for tag in 0..FRAMES {
+                            let mut payload = vec![0u8; 1 + 8 + (tag as usize * 131 % 6000)];
+                            payload[0] = who as u8;
+                            payload[1..9].copy_from_slice(&tag.to_be_bytes());
+                            let f = frame::shared(frame::encode(frame::OP_BINARY, &payload));
+                            if who == 3 && tag % 5 == 0 {
+                                conn.push_control(frame::encode(0xA, b"p"));
+                            }
+                            if (tag + who) % 3 == 0 || !conn.try_send_direct(&f, &stats) {
+                                conn.push_frame(f, LIMITS, &stats).unwrap();
+                            }
+                            if tag % 37 == who {
+                                std::thread::sleep(Duration::from_micros(100));
+                            }
+                        }
+                    })
+                })
+                .collect();
+            for s in senders {
+                s.join().unwrap();
+            }
+            reader.join().expect("every sender's frames, in order");
+            conn.end_writer();
+            let deadline = Instant::now() + Duration::from_secs(20);
+            while env.live.load(std::sync::atomic::Ordering::Acquire) > 0 {
+                assert!(Instant::now() < deadline, "round {round}: a writer thread is left");
+                std::thread::sleep(Duration::from_millis(1));
+            }
+        }
     }
 }
