@@ -36,6 +36,7 @@ use super::envelope::{self, ack, frame, parse_text, ErrorCode, ErrorReply, RawJs
 use super::http;
 use super::metrics::Metrics;
 use super::namespace::{Namespaces, Rules};
+use super::presence;
 use super::proxy::Proxy;
 use super::publish::{self, Body, Publish, Published, Publisher};
 use super::rate_limit::{RateLimiter, Verdict};
@@ -508,7 +509,10 @@ fn leave_room(
         }
         if r.rules.announces_members() {
             let event = presence_event("presence:leave", room, client_id, user);
-            let _ = server.broadcast(room, event, Some(conn));
+            presence::announce(server, room, event, Some(conn));
+            if hub {
+                presence::listen(server, conn, room, false);
+            }
         }
         (r.members.is_empty(), r.published_bytes)
     });
@@ -716,6 +720,12 @@ impl Session<'_> {
             self.leave(&room)?;
             let _ = self.server.send(self.conn, room_left(&room, LEFT_FORBIDDEN));
         }
+        // The presence right may have come or gone in the rooms it stays in.
+        for room in self.state.rooms.keys() {
+            if self.shared.rules(room).announces_members() {
+                presence::listen(self.server, self.conn, room, self.rights(room).has(Right::Presence));
+            }
+        }
         Ok(exp)
     }
 
@@ -746,8 +756,10 @@ impl Session<'_> {
         if newly {
             self.grant(room, user.as_deref())?;
         }
-        // Without the history right a `since` is answered, never replayed.
+        // Without the history right a `since` is answered, never replayed;
+        // without the presence right no presence event reaches it.
         let history = self.rights(room).has(Right::History);
+        let hears = self.rights(room).has(Right::Presence);
         let (max_replay, max_bytes) = super::room::replay_bounds(config, server.config());
         if let Some(cluster) = &self.shared.cluster {
             // `max_members` across nodes: checked against Redis's count before the join.
@@ -767,6 +779,7 @@ impl Session<'_> {
                 epoch,
                 newly,
                 history,
+                presence: hears,
                 client_id: &client_id,
                 user: user.as_deref(),
                 max_replay,
@@ -791,7 +804,8 @@ impl Session<'_> {
                 r.members.insert(conn, json!({}));
                 if r.rules.announces_members() {
                     let event = presence_event("presence:join", room, &client_id, user.as_deref());
-                    let _ = server.broadcast(room, event, Some(conn));
+                    presence::announce(server, room, event, Some(conn));
+                    presence::listen(server, conn, room, hears);
                 }
             }
             // From here on the join has happened: a failed send means the

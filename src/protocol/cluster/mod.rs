@@ -157,6 +157,8 @@ pub(crate) struct Join<'a> {
     /// Whether it may be replayed what it missed (the history right): without
     /// it a `since` is answered `recovered: false`.
     pub history: bool,
+    /// Whether it hears the room's presence events (the presence right).
+    pub presence: bool,
     pub client_id: &'a str,
     pub user: Option<&'a str>,
     /// The replay bounds: frames, and bytes.
@@ -776,7 +778,8 @@ impl Cluster {
             self.shard(j.room).members.lock().insert(member_field(j.room, j.client_id), member);
             r.members.insert(j.conn, json!({}));
             if r.rules.announces_members() {
-                let _ = server.broadcast(j.room, event, Some(j.conn));
+                super::presence::announce(server, j.room, event, Some(j.conn));
+                super::presence::listen(server, j.conn, j.room, j.presence);
             }
         }
         let mut payload = json!({"room": j.room, "seq": r.seq, "members": members, "epoch": r.epoch});

@@ -321,10 +321,11 @@ fn deliver(shared: &Shared, c: &Cluster, server: &ServerHandle, room: &str, payl
                 return; // local members had it already
             }
             if let Ok(text) = std::str::from_utf8(body) {
-                if super::is_presence_event(text) && !shared.rules(room).announces_members() {
-                    return; // the room's namespace sends no join/leave events
-                }
-                let _ = server.broadcast(room, text.to_owned(), None);
+                if !super::is_presence_event(text) {
+                    let _ = server.broadcast(room, text.to_owned(), None);
+                } else if shared.rules(room).announces_members() {
+                    super::super::presence::announce(server, room, text.to_owned(), None);
+                } // else the room's namespace sends no join/leave events
             }
         }
         _ => {}
