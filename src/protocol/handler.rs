@@ -94,6 +94,9 @@ pub(crate) struct Shared {
     pub bans: Bans,
     /// Each open event stream's room (`sse.rs`).
     pub sse: ConnMap<Arc<str>>,
+    /// An admitted event stream's rights in its room, from its upgrade's
+    /// checks (`sse::decide`) until it opens.
+    pub stream_rights: ConnMap<Rights>,
     /// Scale-out over Redis (`--redis`); None on a single node.
     pub cluster: Option<Cluster>,
     /// Each room's rules, by its namespace (`namespace.rs`).
@@ -111,6 +114,26 @@ impl Shared {
     /// The user of an authenticated connection (WebSocket or event stream).
     pub(crate) fn user_of(&self, conn: ConnId) -> Option<Arc<str>> {
         self.users.get(conn)
+    }
+
+    /// Refuses one more reader of `room` (a `room:join` or an event stream)
+    /// past its namespace's `max_members`, the one check both make before
+    /// they take the seat (a single node's join checks again under the
+    /// room's lock, with [`RoomState::readers`](super::room::RoomState::readers)).
+    /// Members and event streams count; with Redis, the members on every node
+    /// (the room's Redis presence) and this node's streams.
+    pub(crate) fn check_seat(&self, room: &str) -> Result<(), ErrorReply> {
+        let rules = self.rules(room);
+        if rules.max_members == 0 {
+            return Ok(());
+        }
+        let here = self.rooms.with_room(room, false, |r| (r.members.len(), r.sse_streams));
+        let (members, streams) = here.unwrap_or((0, 0));
+        let members = match &self.cluster {
+            Some(cluster) => cluster.member_count(room)?,
+            None => members,
+        };
+        rules.check_members(room, members + streams)
     }
 
     /// The open connections of `user` (WebSocket and event streams).
@@ -197,6 +220,7 @@ impl ProtocolHandler {
                 users: ConnMap::default(),
                 app,
                 sse: ConnMap::default(),
+                stream_rights: ConnMap::default(),
             }),
         }
     }
@@ -250,9 +274,12 @@ impl ProtocolHandler {
             return Ok(());
         }
         let identity = self.shared.admission.pending(conn);
-        match sse::refusal(&self.shared, server, conn, identity.as_ref(), request) {
-            None => Ok(()),
-            Some(why) => {
+        match sse::decide(&self.shared, server, conn, identity.as_ref(), request) {
+            Ok(rights) => {
+                self.shared.stream_rights.insert(conn, rights);
+                Ok(())
+            }
+            Err(why) => {
                 self.forget(conn);
                 Err(HttpResponse::new(403, "text/plain; charset=utf-8", why))
             }
@@ -263,6 +290,7 @@ impl ProtocolHandler {
     /// refused afterwards.
     pub fn forget(&self, conn: ConnId) {
         self.shared.admission.forget(conn);
+        self.shared.stream_rights.remove(conn);
     }
 
     /// The settings it runs with.
@@ -763,10 +791,8 @@ impl Session<'_> {
         let (max_replay, max_bytes) = super::room::replay_bounds(config, server.config());
         if let Some(cluster) = &self.shared.cluster {
             // `max_members` across nodes: checked against Redis's count before the join.
-            let rules = self.shared.rules(room);
-            if newly && rules.max_members > 0 {
-                let full = cluster.member_count(room).and_then(|n| rules.check_members(room, n));
-                if let Err(e) = full {
+            if newly {
+                if let Err(e) = self.shared.check_seat(room) {
                     self.state.granted.remove(room);
                     return Err(e);
                 }
@@ -799,7 +825,7 @@ impl Session<'_> {
         let outcome = self.shared.rooms.with_room(room, true, |r| -> Result<u64, ErrorReply> {
             r.prune(Instant::now());
             if newly {
-                r.rules.check_members(room, r.members.len())?;
+                r.rules.check_members(room, r.readers())?;
                 server.join(conn, room).map_err(internal)?;
                 r.members.insert(conn, json!({}));
                 if r.rules.announces_members() {

@@ -159,6 +159,12 @@ pub(crate) struct RoomState {
 }
 
 impl RoomState {
+    /// Who reads this room on this node, as `max_members` counts them:
+    /// its members and its event streams.
+    pub fn readers(&self) -> usize {
+        self.members.len() + self.sse_streams
+    }
+
     fn new(epoch: String, budget: Arc<Budget>, rules: Arc<Rules>) -> Self {
         RoomState {
             seq: 0,

@@ -31,7 +31,8 @@ use serde_json::{json, Value};
 
 use super::auth::Identity;
 use super::binary::KIND_MESSAGE;
-use super::envelope::{check_room, RawJson};
+use super::caps::{Right, Rights};
+use super::envelope::{check_room, ErrorReply, RawJson};
 use super::handler::{ProtocolHandler, Shared};
 use super::publish::{Body, Publish};
 use super::room::RoomState;
@@ -84,36 +85,44 @@ pub(crate) fn route(request: &RequestInfo) -> HttpResponse {
     }
 }
 
-/// Why a stream may not read its room, or None when it may: checked with
-/// the upgrade, before the 200, and the same checks a `room:join` of that
-/// room passes (the token's claim, the application's join hook, the join
-/// proxy, the room cap; bans are the upgrade's own).
-pub(crate) fn refusal(
+/// Whether a stream may read its room: its rights there when it may (the
+/// join proxy's `allow` when it answered one, else the token's), else why
+/// not. Checked with the upgrade, before the 200, and the same checks a
+/// `room:join` of that room passes (the token's claim, the application's
+/// join hook, the join proxy, the room cap, the namespace's `max_members`;
+/// bans are the upgrade's own).
+pub(crate) fn decide(
     shared: &Shared,
     server: &ServerHandle,
     conn: ConnId,
     identity: Option<&Identity>,
     request: &RequestInfo,
-) -> Option<String> {
+) -> Result<Rights, String> {
     // A request that does not parse was answered 400 by `route`.
-    let Ok(req) = parse(request) else { return None };
+    let Ok(req) = parse(request) else { return Ok(Rights::NONE) };
     if identity.is_some_and(|i| !i.allows(&req.room)) {
-        return Some("the token does not allow this room\n".to_owned());
+        return Err("the token does not allow this room\n".to_owned());
     }
     if let Some(app) = &shared.app {
         if app.on_join_as(server, conn, identity.map(|i| i.user.as_str()), &req.room) == Membership::Refused {
-            return Some(format!("joining {:?} was refused\n", req.room));
+            return Err(format!("joining {:?} was refused\n", req.room));
         }
     }
     let user = identity.map(|i| i.user.as_str());
-    if let Some(Err(e)) = shared.proxy.as_ref().and_then(|p| p.join(user, &conn.to_string(), &req.room)) {
-        return Some(format!("{}\n", e.message));
-    }
+    let from_backend = match shared.proxy.as_ref().and_then(|p| p.join(user, &conn.to_string(), &req.room)) {
+        Some(Err(e)) => return Err(format!("{}\n", e.message)),
+        Some(Ok(allow)) => allow,
+        None => None,
+    };
+    shared.check_seat(&req.room).map_err(|e| format!("{}\n", e.message))?;
     // Would opening it create one room past `max_rooms`? (A room made here
     // and left empty goes again at once.)
     let fits = shared.rooms.with_room(&req.room, true, |_| ());
     shared.rooms.remove_if_idle(&req.room);
-    fits.err().map(|miss| format!("{}\n", super::publish::missed(shared, miss).message))
+    if let Err(miss) = fits {
+        return Err(format!("{}\n", super::publish::missed(shared, miss).message));
+    }
+    Ok(from_backend.unwrap_or_else(|| identity.map_or(Rights::ALL, |i| i.rights(&req.room))))
 }
 
 /// A stream opened (`on_connect`): joins the room's shadow room, sends
@@ -132,6 +141,9 @@ pub(crate) fn open(
         return;
     };
     shared.sse.insert(conn, Arc::from(req.room.as_str()));
+    // Without the history right a `Last-Event-ID` / `since` is answered
+    // `recovered: false`, never replayed, as a join's `since` is.
+    let history = shared.stream_rights.remove(conn).is_some_and(|rights| rights.has(Right::History));
     let (max_replay, replay_bytes) = super::room::replay_bounds(&shared.config, server.config());
     if let Some(cluster) = &shared.cluster {
         let mut connected = json!({"clientId": cluster.client_id(conn), "room": req.room});
@@ -144,6 +156,7 @@ pub(crate) fn open(
             conn,
             &req.room,
             req.since,
+            history,
             max_replay,
             replay_bytes,
             connected,
@@ -153,11 +166,17 @@ pub(crate) fn open(
         }
         return;
     }
-    let outcome = shared.rooms.with_room(&req.room, true, |r| -> Result<(), crate::Error> {
+    let outcome = shared.rooms.with_room(&req.room, true, |r| -> Result<(), ErrorReply> {
         r.prune(Instant::now());
+        // Checked again where it counts: streams opening at once each passed `decide`.
+        r.rules.check_members(&req.room, r.readers())?;
         // Counted before the join can fail: `close` takes it back either way.
+        // From here on a failed send means the stream or the server is going
+        // away, and `close` cleans up.
         r.sse_streams += 1;
-        server.join_stream(conn, &shadow(&req.room))?;
+        if server.join_stream(conn, &shadow(&req.room)).is_err() {
+            return Ok(());
+        }
         let mut connected = json!({
             "clientId": ProtocolHandler::client_id(conn),
             "room": req.room,
@@ -167,18 +186,26 @@ pub(crate) fn open(
         if let Some(user) = user {
             connected["user"] = Value::String(user.to_owned());
         }
-        let replay = req.since.map(|since| r.recover_events(since, max_replay, replay_bytes, from_stored));
+        let replay = req
+            .since
+            .filter(|_| history)
+            .map(|since| r.recover_events(since, max_replay, replay_bytes, from_stored));
         if let Some(recovery) = &replay {
             connected["recovered"] = Value::Bool(recovery.recovered);
+        } else if req.since.is_some() {
+            connected["recovered"] = Value::Bool(false);
         }
-        server.send_frame(conn, crate::frame::shared(event(None, "connected", &connected.to_string())))?;
+        let _ =
+            server.send_frame(conn, crate::frame::shared(event(None, "connected", &connected.to_string())));
         for event in replay.map(|r| r.replay).unwrap_or_default() {
-            server.send_frame(conn, event)?;
+            let _ = server.send_frame(conn, event);
         }
         Ok(())
     });
     match outcome {
-        Ok(_) => {}
+        Ok(Ok(())) => {}
+        // Full after all: a stream that opened meanwhile took the last seat.
+        Ok(Err(e)) => refuse(shared, server, conn, &e),
         // No room for one more room.
         Err(miss) => refuse(shared, server, conn, &super::publish::missed(shared, miss)),
     }

@@ -839,7 +839,8 @@ impl Cluster {
     /// the room's lock, the seq and history this node is at, from Redis; then
     /// `connected` (`connected` given, with the room's seq, epoch and, with
     /// `since`, `recovered`) and the replay are sent, and the stream joins the
-    /// room's shadow room, which the subscriber feeds from then on.
+    /// room's shadow room, which the subscriber feeds from then on. Without
+    /// `history` (the right) a `since` is answered `recovered: false`.
     #[allow(clippy::too_many_arguments)]
     pub fn open_stream(
         &self,
@@ -848,13 +849,14 @@ impl Cluster {
         conn: ConnId,
         room: &str,
         since: Option<u64>,
+        history: bool,
         max_replay: usize,
         max_bytes: usize,
         connected: Value,
     ) -> Result<(), ErrorReply> {
         fits(shared, room)?;
-        let opened =
-            self.open_stream_subscribed(shared, server, conn, room, since, max_replay, max_bytes, connected);
+        let (from, bounds) = ((since, history), (max_replay, max_bytes));
+        let opened = self.open_stream_subscribed(shared, server, conn, room, from, bounds, connected);
         if opened.is_err() {
             self.release(room); // the subscription made for it goes, if the room is idle
         }
@@ -868,9 +870,8 @@ impl Cluster {
         server: &ServerHandle,
         conn: ConnId,
         room: &str,
-        since: Option<u64>,
-        max_replay: usize,
-        max_bytes: usize,
+        (since, history): (Option<u64>, bool),
+        (max_replay, max_bytes): (usize, usize),
         connected: Value,
     ) -> Result<(), ErrorReply> {
         for _ in 0..3 {
@@ -892,7 +893,7 @@ impl Cluster {
                 let mut frames = Vec::new();
                 if let Some(since) = since {
                     let recovered;
-                    (frames, recovered) = self.replay(room, r, since, true, &entries, max_bytes);
+                    (frames, recovered) = self.replay(room, r, since, history, &entries, max_bytes);
                     connected["recovered"] = Value::Bool(recovered);
                 }
                 let _ = server.send_frame(
