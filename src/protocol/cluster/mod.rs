@@ -117,10 +117,8 @@ pub(crate) struct Cluster {
     /// Subscriber sessions running (each holds the handler while it runs):
     /// when they are all that holds it, the handler was dropped.
     sessions: std::sync::atomic::AtomicUsize,
-    /// Top-level history size: the most a history read asks the stream for.
     /// Whether a shard list that differs from another node's was logged.
     list_mismatch_told: std::sync::atomic::AtomicBool,
-    history_count: usize,
     idempotency_ttl: Duration,
     epochs: RandomState,
     epoch_counter: AtomicU64,
@@ -207,7 +205,6 @@ impl Cluster {
             sessions: std::sync::atomic::AtomicUsize::new(0),
             bans_run_id: Mutex::new(None),
             list_mismatch_told: std::sync::atomic::AtomicBool::new(false),
-            history_count: config.history_size,
             idempotency_ttl: config.idempotency_ttl,
             epochs,
             epoch_counter: AtomicU64::new(0),
@@ -1003,17 +1000,18 @@ impl Cluster {
 
     /// The room's epoch and the messages its stream holds after `since`,
     /// oldest first, at most `limit`, each as the frame members got (for the
-    /// backend API's history read).
+    /// backend API's history read). `history` is the room's (its namespace's).
     pub fn history(
         &self,
         room: &str,
         since: u64,
         limit: usize,
+        history: &HistoryRules,
     ) -> Result<(String, Vec<SharedFrame>), ErrorReply> {
-        // The stream holds at most history_count messages: read them all, then
-        // keep the oldest `limit` after `since`.
+        // The stream holds at most the room's history count: read them all,
+        // then keep the oldest `limit` after `since`.
         let (epoch, _, entries, _) =
-            self.read(room, Some(since + 1), None, self.history_count.max(1), None, None, false)?;
+            self.read(room, Some(since + 1), None, history.count.max(1), None, None, false)?;
         let mut found: Vec<(u64, &[u8])> = entries
             .iter()
             .filter_map(|(id, fields)| parse_entry(id, fields))

@@ -387,7 +387,8 @@ fn refill_at(
     again: bool,
 ) -> bool {
     let to = until.map(|u| u - 1);
-    let limit = c.history_count.max(1);
+    // The stream holds at most the room's (its namespace's) history count.
+    let limit = r.rules.history.count.max(1);
     // The last message delivered is read back too: Redis may hold another
     // one at its seq (it lost writes, then a node that does not follow the
     // room published past the seq this node saw, so Redis is not behind it).
