@@ -282,7 +282,7 @@ impl Engine {
         true
     }
 
-    pub(crate) fn stop(&self) {
+    pub(crate) fn stop(self: &Arc<Self>) {
         if self.stop_started.swap(true, AcqRel) {
             let mut stopped = self.stopped.lock();
             while !*stopped {
@@ -292,6 +292,9 @@ impl Engine {
         }
         log::info!("stopping: draining connections");
         self.draining.store(true, SeqCst);
+        // First, so what the handler waits for elsewhere (a call to its
+        // backend) ends now and its connections can close with the others.
+        self.handler.on_stop(&crate::server::ServerHandle::new(self.clone()));
         match &self.listener {
             Some(listener) if !self.inherited => crate::sys::sock::shutdown_listener(listener),
             _ => {} // an inherited one is polled: the acceptor sees `draining` within a tick

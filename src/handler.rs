@@ -28,6 +28,15 @@ pub trait Handler: Send + Sync + 'static {
         let _ = server;
     }
 
+    /// Runs once when the server's stop begins, on the thread performing
+    /// the stop, after new connections stop being accepted and before open
+    /// ones are closed: for ending what would hold the stop up, such as
+    /// calls to other services that connection threads wait for. It must not
+    /// block. Default: nothing.
+    fn on_stop(&self, server: &ServerHandle) {
+        let _ = server;
+    }
+
     /// Decides whether an upgrade request on the WebSocket path becomes a
     /// connection, or a request [`on_http`](Handler::on_http) answered with
     /// [`HttpResponse::event_stream`] a stream. Runs before the 101 (or the

@@ -333,6 +333,18 @@ impl Handler for ProtocolHandler {
         Cluster::start(&self.shared, server);
     }
 
+    /// Interrupts the backend proxy's calls in flight (and fails later ones),
+    /// so no connection thread holds the stop up for `proxy_timeout`; then
+    /// the application's `on_stop`.
+    fn on_stop(&self, server: &ServerHandle) {
+        if let Some(proxy) = &self.shared.proxy {
+            proxy.shutdown();
+        }
+        if let Some(app) = &self.shared.app {
+            app.on_stop(server);
+        }
+    }
+
     fn on_upgrade(&self, server: &ServerHandle, conn: ConnId, request: &RequestInfo) -> Upgrade {
         Cluster::start(&self.shared, server);
         let admitted = match self.admit_user(conn, request) {
