@@ -879,9 +879,14 @@ impl Cluster {
                 }
                 let to = r.cluster_synced.then_some(r.seq);
                 let seen = r.cluster_synced.then_some((r.epoch.as_str(), r.seq));
-                let (epoch, seq, mut entries, _) =
+                let (epoch, seq, mut entries, members) =
                     self.read(room, since.map(|s| s + 1), to, max_replay, None, seen, false)?;
                 adopt(server, room, r, epoch, seq, &mut entries);
+                // Checked again where it counts, as `check_seat` counts (the
+                // members on every node, this node's streams): streams opening
+                // at once on this node each passed the upgrade's check.
+                let members = usize::try_from(members).unwrap_or(usize::MAX);
+                r.rules.check_members(room, members.saturating_add(r.sse_streams))?;
                 server.join_stream(conn, &super::sse::shadow(room)).map_err(|_| internal())?;
                 r.sse_streams += 1;
                 let mut connected = connected.clone();
