@@ -759,6 +759,13 @@ impl Cluster {
         if !self.shard(j.room).subscribed.lock().contains(j.room) {
             return Ok(None);
         }
+        // Checked again where it counts (the read below adds the member):
+        // joins at once on this node each passed `check_seat` before any
+        // had its seat. Other nodes' joins at the same moment still may pass.
+        if j.newly && r.rules.max_members > 0 {
+            let members = self.member_count(j.room)?;
+            r.rules.check_members(j.room, members.saturating_add(r.sse_streams))?;
+        }
         let event = presence_event("presence:join", j.room, j.client_id, j.user);
         let member = Member {
             user: j.user.unwrap_or("").to_owned(),
