@@ -294,7 +294,14 @@ impl Engine {
         self.draining.store(true, SeqCst);
         // First, so what the handler waits for elsewhere (a call to its
         // backend) ends now and its connections can close with the others.
-        self.handler.on_stop(&crate::server::ServerHandle::new(self.clone()));
+        // A panic in it stops nothing else: the stop has begun (`stop_started`
+        // makes every other caller wait for its end), so it must finish.
+        let handle = crate::server::ServerHandle::new(self.clone());
+        let on_stop =
+            std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| self.handler.on_stop(&handle)));
+        if on_stop.is_err() {
+            log::error!("the handler's on_stop panicked; stopping anyway");
+        }
         match &self.listener {
             Some(listener) if !self.inherited => crate::sys::sock::shutdown_listener(listener),
             _ => {} // an inherited one is polled: the acceptor sees `draining` within a tick
