@@ -12,7 +12,7 @@
 //! owns the calls, what their answers mean and their counters; the call
 //! sites in `admission.rs`, `handler.rs` and `sse.rs` only act on a [`Verdict`].
 //! A stop interrupts the calls in flight ([`Proxy::shutdown`], from the
-//! handler's `on_stop`), so none holds it up.
+//! handler's `on_stop`), so none holds it up (but a connect in progress).
 
 use std::io::Read;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
@@ -124,7 +124,9 @@ impl Proxy {
     /// The server is stopping: every call in flight ends now (its socket
     /// is closed, so it fails like a backend that went away) and later calls
     /// fail at once. Connection threads waiting for the backend then go on,
-    /// and their connections close with everyone else's.
+    /// and their connections close with everyone else's. Not a TCP connect
+    /// still in progress (ureq does not interrupt it): that one runs out
+    /// `proxy_timeout`.
     pub fn shutdown(&self) {
         if !self.stopped.swap(true, Relaxed) {
             self.agent.clone().shutdown();
