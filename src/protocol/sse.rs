@@ -109,7 +109,10 @@ pub(crate) fn decide(
         }
     }
     let user = identity.map(|i| i.user.as_str());
-    let from_backend = match shared.proxy.as_ref().and_then(|p| p.join(user, &conn.to_string(), &req.room)) {
+    // The clientId the stream is given in `connected`, as a member's join call has it.
+    let client_id =
+        shared.cluster.as_ref().map_or_else(|| ProtocolHandler::client_id(conn), |c| c.client_id(conn));
+    let from_backend = match shared.proxy.as_ref().and_then(|p| p.join(user, &client_id, &req.room)) {
         Some(Err(e)) => return Err(format!("{}\n", e.message)),
         Some(Ok(allow)) => allow,
         None => None,
