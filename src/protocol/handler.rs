@@ -270,7 +270,9 @@ impl ProtocolHandler {
         conn: ConnId,
         request: &RequestInfo,
     ) -> Result<(), HttpResponse> {
-        if request.path != sse::PATH {
+        // The WebSocket path wins over `/sse` (the engine upgrades it): an
+        // upgrade there is a WebSocket, whose rights come with its joins.
+        if request.path != sse::PATH || request.path == server.config().path {
             return Ok(());
         }
         let identity = self.shared.admission.pending(conn);
