@@ -32,7 +32,9 @@ pub trait Handler: Send + Sync + 'static {
     /// the stop, after new connections stop being accepted and before open
     /// ones are closed: for ending what would hold the stop up, such as
     /// calls to other services that connection threads wait for. It must not
-    /// block. Default: nothing.
+    /// block; a [`ServerHandle::stop`] called from it returns at once (the
+    /// stop is under way), and a panic in it is logged and the stop goes on.
+    /// Default: nothing.
     fn on_stop(&self, server: &ServerHandle) {
         let _ = server;
     }

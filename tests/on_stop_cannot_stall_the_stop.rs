@@ -1,7 +1,8 @@
 //! `Handler::on_stop` runs on the thread performing the stop, before the
-//! connections are closed. A panic in it, like one in any other callback,
-//! must not leave the server half stopped: the stop goes on (connections get
-//! their 1001), returns, and a second `stop` returns too.
+//! connections are closed. Neither a panic in it, like one in any other
+//! callback, nor a call of the handle's `stop` from it (callbacks may call
+//! the handle) may leave the server half stopped: the stop goes on
+//! (connections get their 1001) and returns, and a second `stop` returns too.
 
 mod common;
 
@@ -47,4 +48,21 @@ fn the_stop_goes_on_and_clients_get_1001() {
     assert_eq!(close, Some(1001));
     let second = server.clone();
     assert!(returns_within(Duration::from_secs(20), move || second.stop()), "a second stop hangs");
+}
+
+/// Calls the handle's stop from inside on_stop, as any other callback may.
+struct StopsAgainOnStop;
+
+impl Handler for StopsAgainOnStop {
+    fn on_stop(&self, server: &ServerHandle) {
+        server.stop();
+    }
+}
+
+#[test]
+fn a_stop_called_from_on_stop_returns() {
+    let config =
+        Config::default().bind("127.0.0.1:0".parse().unwrap()).shutdown_timeout(Duration::from_millis(500));
+    let server = Server::start(config, StopsAgainOnStop).unwrap();
+    assert!(returns_within(Duration::from_secs(20), move || server.stop()), "the stop did not return");
 }
