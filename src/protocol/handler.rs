@@ -118,8 +118,9 @@ impl Shared {
 
     /// Refuses one more reader of `room` (a `room:join` or an event stream)
     /// past its namespace's `max_members`, the one check both make before
-    /// they take the seat (a single node's join checks again under the
-    /// room's lock, with [`RoomState::readers`](super::room::RoomState::readers)).
+    /// they take the seat (each checks again, counting the same way, under
+    /// the room's lock where it takes the seat: readers that came meanwhile
+    /// on this node count there).
     /// Members and event streams count; with Redis, the members on every node
     /// (the room's Redis presence) and this node's streams.
     pub(crate) fn check_seat(&self, room: &str) -> Result<(), ErrorReply> {
