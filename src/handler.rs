@@ -72,9 +72,10 @@ pub trait Handler: Send + Sync + 'static {
 
     /// An upgrade [`on_upgrade`](Handler::on_upgrade) accepted never became a
     /// connection: the 101 could not be sent (the peer was gone), its writer
-    /// thread could not be created, or (an event stream) the protocol's join
-    /// checks refused it after `on_upgrade`. No `on_connect` or `on_close`
-    /// follows; release here whatever `on_upgrade` attached to `conn`.
+    /// thread could not be created, (an event stream) the protocol's join
+    /// checks refused it after `on_upgrade`, or `on_upgrade` panicked (then
+    /// `500`). No `on_connect` or `on_close` follows; release here whatever
+    /// `on_upgrade` attached to `conn`.
     fn on_upgrade_failed(&self, server: &ServerHandle, conn: ConnId) {
         let _ = (server, conn);
     }
