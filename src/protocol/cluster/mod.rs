@@ -56,6 +56,10 @@ use crate::types::ConnId;
 
 /// Bound on each Redis connect, read and write a reader thread may wait for.
 pub(crate) const TIMEOUT: Duration = Duration::from_secs(1);
+/// The same bound once the server is stopping ([`Cluster::begin_stop`]): a
+/// stop waits for every connection's leaves, so a Redis that does not
+/// answer must not hold it for a call timeout per member and room.
+pub(crate) const STOP_TIMEOUT: Duration = Duration::from_millis(250);
 /// How often a node refreshes its heartbeat key and looks for dead nodes.
 pub(crate) const HEARTBEAT: Duration = Duration::from_secs(1);
 /// The TTL of a node's heartbeat key: a node silent this long is dead, and
@@ -117,6 +121,9 @@ pub(crate) struct Cluster {
     /// Subscriber sessions running (each holds the handler while it runs):
     /// when they are all that holds it, the handler was dropped.
     sessions: std::sync::atomic::AtomicUsize,
+    /// The server is stopping: calls wait [`STOP_TIMEOUT`], and one that
+    /// times out marks its shard down, so the calls after it fail at once.
+    stopping: std::sync::atomic::AtomicBool,
     /// Top-level history size: the most a history read asks the stream for.
     /// Whether a shard list that differs from another node's was logged.
     list_mismatch_told: std::sync::atomic::AtomicBool,
@@ -203,6 +210,7 @@ impl Cluster {
             started: OnceLock::new(),
             unrecorded: Mutex::new(HashMap::new()),
             sessions: std::sync::atomic::AtomicUsize::new(0),
+            stopping: std::sync::atomic::AtomicBool::new(false),
             bans_run_id: Mutex::new(None),
             list_mismatch_told: std::sync::atomic::AtomicBool::new(false),
             history_count: config.history_size,
@@ -503,7 +511,28 @@ impl Cluster {
     }
 
     fn connect(&self, s: &shards::Shard) -> redis::RedisResult<redis::Connection> {
-        s.connector.connect(TIMEOUT)
+        s.connector.connect(self.call_timeout())
+    }
+
+    /// The server is stopping (its connections are closing, each leaving
+    /// its rooms here): from now on every call is bounded by
+    /// [`STOP_TIMEOUT`], and a shard whose call times out is taken for down,
+    /// so the leaves after it give up at once. Members whose leave was
+    /// given up are reaped by the other nodes, as a dead node's are.
+    pub fn begin_stop(&self) {
+        if !self.stopping.swap(true, Relaxed) {
+            log::info!("redis: stopping: each Redis call now waits at most {STOP_TIMEOUT:?}");
+        }
+    }
+
+    /// The bound on each connect, read and write of a call, and on the wait
+    /// for a pooled connection.
+    fn call_timeout(&self) -> Duration {
+        if self.stopping.load(Relaxed) {
+            STOP_TIMEOUT
+        } else {
+            TIMEOUT
+        }
     }
 
     /// Runs `f` on a pooled connection of shard `s`, failing at once while
@@ -539,13 +568,18 @@ impl Cluster {
         s: &shards::Shard,
         f: impl FnOnce(&mut redis::Connection) -> redis::RedisResult<T>,
     ) -> redis::RedisResult<T> {
-        let mut conn = match s.pool.take(TIMEOUT) {
+        let wait = self.call_timeout();
+        let stopping = wait != TIMEOUT;
+        let mut conn = match s.pool.take(wait) {
             Some(pool::Slot::Idle(conn)) => conn,
             Some(pool::Slot::Open) => match self.connect(s) {
                 Ok(conn) => conn,
                 Err(e) => {
                     s.pool.forget();
                     self.metrics.errors.fetch_add(1, Relaxed);
+                    if stopping {
+                        self.mark_down(s);
+                    }
                     return Err(e);
                 }
             },
@@ -557,6 +591,15 @@ impl Cluster {
                 )));
             }
         };
+        if stopping {
+            // Pooled before the stop with the longer bound; it never serves
+            // a call without the stop's again.
+            let bounded = conn.set_read_timeout(Some(wait)).and_then(|()| conn.set_write_timeout(Some(wait)));
+            if let Err(e) = bounded {
+                s.pool.forget();
+                return Err(e);
+            }
+        }
         let start = Instant::now();
         let result = f(&mut conn);
         self.metrics.rtt_micros.fetch_add(start.elapsed().as_micros() as u64, Relaxed);
@@ -570,7 +613,8 @@ impl Cluster {
                     || e.is_connection_dropped()
                     || e.is_connection_refusal()
                     || sentinel::not_primary(e);
-                if sentinel::not_primary(e) {
+                // A stop does not wait for the heartbeat to tell.
+                if sentinel::not_primary(e) || (stopping && broken) {
                     self.mark_down(s);
                 }
                 if broken {
