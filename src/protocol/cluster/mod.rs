@@ -260,8 +260,21 @@ impl Cluster {
     /// Whether some shard is up (its last heartbeat answered): a node that
     /// can serve some rooms is worth its clients (every node sees the same
     /// shard down).
-    pub fn is_up(&self) -> bool {
+    fn is_up(&self) -> bool {
         self.shards.iter().any(|s| s.up.load(Relaxed))
+    }
+
+    /// Whether `/healthz` may say 200, and if not why (its 503 body): every
+    /// shard's heartbeat has answered once since the node started (the
+    /// first shard's bans read too), and some shard is up now.
+    pub fn health(&self) -> Result<(), &'static str> {
+        if !self.shards.iter().all(|s| s.answered.load(Relaxed)) {
+            return Err("redis not reached yet\n");
+        }
+        if !self.is_up() {
+            return Err("redis unavailable\n");
+        }
+        Ok(())
     }
 
     /// Whether every shard is up.

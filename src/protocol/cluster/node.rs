@@ -66,6 +66,10 @@ pub(super) fn run(weak: Weak<Shared>, index: usize) {
                     let _ = cluster.write_unrecorded();
                 }
             }
+            // A node that has not read the bans yet would admit banned users.
+            if answered && !(index == 0 && bans_due) {
+                s.answered.store(true, std::sync::atomic::Ordering::Relaxed);
+            }
         }
         std::thread::sleep(HEARTBEAT);
     }

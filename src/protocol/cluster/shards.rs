@@ -31,6 +31,10 @@ pub(super) struct Shard {
     /// False from a failed heartbeat on this shard (or a READONLY reply to
     /// any call) until a heartbeat on it succeeds again.
     pub up: AtomicBool,
+    /// Whether its heartbeat has answered once since the node started (on
+    /// the first shard: and the bans it records were read): until every
+    /// shard's has, `/healthz` answers 503.
+    pub answered: AtomicBool,
     /// Requests to this shard's subscriber thread.
     pub control: (Sender<Control>, Receiver<Control>),
     /// Rooms whose channel this shard's subscriber has confirmed.
@@ -48,6 +52,7 @@ impl Shard {
             connector,
             pool: pool::Pool::default(),
             up: AtomicBool::new(true),
+            answered: AtomicBool::new(false),
             control: crossbeam_channel::bounded(CONTROL_QUEUE),
             subscribed: Mutex::new(HashSet::new()),
             members: Mutex::new(HashMap::new()),
