@@ -1,6 +1,6 @@
 //! Server-Sent Events on cluster nodes: a stream on node B gets the
 //! messages published through node A (fed by B's subscriber, with the room's
-//! one seq as `id`), a stream reopened with `Last-Event-ID` on either node
+//! epoch and one seq as `id`), a stream reopened with `Last-Event-ID` on either node
 //! gets what it missed from the room's Redis history, and a stream with a
 //! token whose claim does not allow the room is refused (`403`), as on one
 //! node.
@@ -50,11 +50,12 @@ fn a_stream_on_one_node_gets_what_another_node_published_and_recovers_from_redis
     assert_eq!(stream.status, 200, "an event stream on a cluster node");
     let connected = stream.expect("connected");
     assert_eq!(connected.data["seq"], 0);
+    let epoch = connected.data["epoch"].as_str().expect("epoch").to_owned();
     for i in 1..=3u64 {
         let ack = ok(&mut publisher, "room:publish", json!({"room": "feed", "data": {"n": i}}));
         assert_eq!(ack["seq"], i);
         let e = stream.expect("room:message");
-        assert_eq!(e.id, Some(i.to_string()));
+        assert_eq!(e.id, Some(format!("{epoch}:{i}")));
         assert_eq!(e.data["seq"], i);
         assert_eq!(e.data["data"], json!({"n": i}));
     }
@@ -63,11 +64,11 @@ fn a_stream_on_one_node_gets_what_another_node_published_and_recovers_from_redis
         ok(&mut publisher, "room:publish", json!({"room": "feed", "data": {"n": i}}));
     }
     for node in [&b, &a] {
-        let mut again = Sse::open(node.addr, &q, &[("Last-Event-ID", "4")]);
+        let mut again = Sse::open(node.addr, &q, &[("Last-Event-ID", &format!("{epoch}:4"))]);
         let connected = again.expect("connected");
         assert_eq!((&connected.data["recovered"], &connected.data["seq"]), (&json!(true), &json!(6)));
         for i in 5..=6 {
-            assert_eq!(again.expect("room:message").id, Some(i.to_string()));
+            assert_eq!(again.expect("room:message").id, Some(format!("{epoch}:{i}")));
         }
     }
 

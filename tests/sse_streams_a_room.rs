@@ -1,6 +1,7 @@
 //! Server-Sent Events against the real binary (PROTOCOL.md 1.1): every
-//! message carries `id` = seq; a reconnect with `Last-Event-ID` (or `since`)
-//! gets exactly the missed ones; a binary publish arrives base64; `: ping`
+//! message carries `id` = `<epoch>:<seq>`; a reconnect with `Last-Event-ID`
+//! (or `since`) gets exactly the missed ones, and nothing from another
+//! epoch; a binary publish arrives base64; `: ping`
 //! keeps the stream alive; a stream whose client left is closed and its
 //! threads are gone; streams count against the per-IP cap and in
 //! `/metrics`; Origin applies; a stop ends every stream.
@@ -32,10 +33,12 @@ fn messages_carry_their_seq_as_id_and_a_reconnect_gets_exactly_the_missed_ones()
     let connected = stream.expect("connected");
     assert_eq!(connected.data["seq"], 0);
     assert!(connected.data["clientId"].is_string() && connected.data["epoch"].is_string());
+    let epoch = connected.data["epoch"].as_str().unwrap().to_owned();
+    let id = |seq: u64| Some(format!("{epoch}:{seq}"));
     for i in 1..=3 {
         assert_eq!(publish(&server, "feed", json!({"n": i})), i);
         let e = stream.expect("room:message");
-        assert_eq!(e.id, Some(i.to_string()));
+        assert_eq!(e.id, id(i));
         assert_eq!(e.data, json!({"room": "feed", "seq": i, "from": "api", "data": {"n": i}}));
     }
     drop(stream);
@@ -43,24 +46,29 @@ fn messages_carry_their_seq_as_id_and_a_reconnect_gets_exactly_the_missed_ones()
         publish(&server, "feed", json!({"n": i}));
     }
     // What an EventSource sends when it reconnects.
-    let mut again = Sse::open(server.addr, "room=feed", &[("Last-Event-ID", "4")]);
+    let last = id(4).unwrap();
+    let mut again = Sse::open(server.addr, "room=feed", &[("Last-Event-ID", &last)]);
     let connected = again.expect("connected");
     assert_eq!((&connected.data["recovered"], &connected.data["seq"]), (&json!(true), &json!(6)));
     for i in 5..=6 {
-        assert_eq!(again.expect("room:message").id, Some(i.to_string()));
+        assert_eq!(again.expect("room:message").id, id(i));
     }
     publish(&server, "feed", json!("live"));
     let live = again.expect("room:message");
-    assert_eq!(
-        (live.id.as_deref(), &live.data["data"]),
-        (Some("7"), &json!("live")),
-        "exactly once, in order"
-    );
+    assert_eq!((live.id, &live.data["data"]), (id(7), &json!("live")), "exactly once, in order");
+    // A bare seq (the id's form before epochs) is still taken.
+    let mut bare = Sse::open(server.addr, "room=feed", &[("Last-Event-ID", "6")]);
+    assert_eq!(bare.expect("connected").data["recovered"], true);
+    assert_eq!(bare.expect("room:message").id, id(7));
+    // Another epoch's seq (the room was made again since) recovers nothing.
+    let mut stale = Sse::open(server.addr, "room=feed", &[("Last-Event-ID", "0123456789abcdef:4")]);
+    let connected = stale.expect("connected");
+    assert_eq!(connected.data["recovered"], false, "{connected:?}");
 
     // `since` for clients that are not browsers.
     let mut by_query = Sse::open(server.addr, "room=feed&since=6", &[]);
     assert_eq!(by_query.expect("connected").data["recovered"], true);
-    assert_eq!(by_query.expect("room:message").id.as_deref(), Some("7"));
+    assert_eq!(by_query.expect("room:message").id, id(7));
     // A bad recovery point or room is a 400, not a stream.
     assert_eq!(Sse::open(server.addr, "room=feed&since=x", &[]).status, 400);
     assert_eq!(Sse::open(server.addr, "since=1", &[]).status, 400);
@@ -78,7 +86,7 @@ fn a_binary_publish_arrives_base64_and_keep_alives_flow() {
     frame.extend_from_slice(&[0xff, 0xfe, 0x00, b'h', b'i']);
     member.send_binary(&frame);
     let e = stream.expect("room:message");
-    assert_eq!(e.id.as_deref(), Some("1"));
+    assert_eq!(e.id.as_deref().and_then(|id| id.split_once(':')).map(|(_, seq)| seq), Some("1"));
     assert_eq!(e.data["binary"], "//4AaGk=");
     assert_eq!(e.data["seq"], 1);
     assert_eq!(e.data["from"], member_id(&server, "bin"));

@@ -55,21 +55,51 @@ pub(crate) struct StreamRequest {
     pub room: String,
     /// The last seq the client saw: `Last-Event-ID`, else `since`.
     pub since: Option<u64>,
+    /// The epoch of that seq, when the client said it (an event id
+    /// `<epoch>:<seq>`): another epoch than the room's recovers nothing.
+    pub epoch: Option<String>,
+}
+
+/// The longest epoch an event id may carry (the server's are 16 hex digits).
+const MAX_EPOCH: usize = 64;
+
+/// An event's `id`: `<epoch>:<seq>`, so a reconnecting client's
+/// `Last-Event-ID` says which epoch its seq belongs to.
+pub(crate) fn event_id(epoch: &str, seq: u64) -> String {
+    format!("{epoch}:{seq}")
+}
+
+/// A recovery point as a client gives it: `<epoch>:<seq>` (an event id), or
+/// a bare `<seq>` (any epoch).
+fn parse_point(text: &str) -> Option<(Option<String>, u64)> {
+    let text = text.trim();
+    match text.rsplit_once(':') {
+        Some((epoch, seq)) => {
+            let fine = !epoch.is_empty() && epoch.len() <= MAX_EPOCH && !epoch.contains(char::is_whitespace);
+            if !fine {
+                return None;
+            }
+            Some((Some(epoch.to_owned()), seq.parse().ok()?))
+        }
+        None => Some((None, text.parse().ok()?)),
+    }
 }
 
 /// Reads the room and the recovery point of a stream request.
 pub(crate) fn parse(request: &RequestInfo) -> Result<StreamRequest, String> {
     let room = request.query_param("room").ok_or("missing room (GET /sse?room=R)")?;
     let room = check_room(room).map_err(|e| e.message)?;
-    let since =
+    let (epoch, since) =
         match request.header("last-event-id").map(str::to_owned).or_else(|| request.query_param("since")) {
-            None => None,
-            Some(s) if s.trim().is_empty() => None,
+            None => (None, None),
+            Some(s) if s.trim().is_empty() => (None, None),
             Some(s) => {
-                Some(s.trim().parse::<u64>().map_err(|_| "Last-Event-ID / since must be a seq (u64)")?)
+                let (epoch, seq) =
+                    parse_point(&s).ok_or("Last-Event-ID / since must be <epoch>:<seq> or a seq (u64)")?;
+                (epoch, Some(seq))
             }
         };
-    Ok(StreamRequest { room, since })
+    Ok(StreamRequest { room, since, epoch })
 }
 
 /// The answer to `GET /sse`: the stream (the engine then runs the upgrade
@@ -144,6 +174,7 @@ pub(crate) fn open(
             conn,
             &req.room,
             req.since,
+            req.epoch.as_deref(),
             max_replay,
             replay_bytes,
             connected,
@@ -167,7 +198,12 @@ pub(crate) fn open(
         if let Some(user) = user {
             connected["user"] = Value::String(user.to_owned());
         }
-        let replay = req.since.map(|since| r.recover_events(since, max_replay, replay_bytes, from_stored));
+        let epoch = r.epoch.clone();
+        let replay = req.since.map(|since| {
+            r.recover_events(since, req.epoch.as_deref(), max_replay, replay_bytes, |f| {
+                from_stored(f, &epoch)
+            })
+        });
         if let Some(recovery) = &replay {
             connected["recovered"] = Value::Bool(recovery.recovered);
         }
@@ -228,8 +264,9 @@ pub(crate) fn fan_out(server: &ServerHandle, r: &RoomState, p: &Publish<'_>, seq
     };
     let m = Message { binary, data, from: Some(p.from), room: p.room, seq };
     if let Ok(data) = serde_json::to_string(&m) {
+        let id = event_id(&r.epoch, seq);
         let _ = server
-            .broadcast_stream(&shadow(p.room), crate::frame::shared(event(Some(seq), "room:message", &data)));
+            .broadcast_stream(&shadow(p.room), crate::frame::shared(event(Some(&id), "room:message", &data)));
     }
 }
 
@@ -250,7 +287,7 @@ struct Message<'a> {
 /// One event: `id` (when given), `event`, and `data` split at line breaks
 /// (a JSON text's line breaks are whitespace, so the client's rejoined data
 /// parses the same).
-pub(crate) fn event(id: Option<u64>, kind: &str, data: &str) -> Vec<u8> {
+pub(crate) fn event(id: Option<&str>, kind: &str, data: &str) -> Vec<u8> {
     let mut out = Vec::with_capacity(data.len() + kind.len() + 40);
     if let Some(id) = id {
         out.extend_from_slice(format!("id: {id}\n").as_bytes());
@@ -319,21 +356,24 @@ pub(crate) fn fan_out_frame(server: &ServerHandle, r: &RoomState, room: &str, fr
     if r.sse_streams == 0 {
         return;
     }
-    if let Some(event) = from_stored(frame) {
+    if let Some(event) = from_stored(frame, &r.epoch) {
         let _ = server.broadcast_stream(&shadow(room), event);
     }
 }
 
 /// The event a stored frame becomes in a replay (built once per stored
 /// message: history keeps it for the next stream, see
-/// `RoomState::recover_events`), or a frame delivered through Redis.
-pub(crate) fn from_stored(frame: &SharedFrame) -> Option<SharedFrame> {
+/// `RoomState::recover_events`), or a frame delivered through Redis; its
+/// id in the room's `epoch`.
+pub(crate) fn from_stored(frame: &SharedFrame, epoch: &str) -> Option<SharedFrame> {
     let bytes = match decode_stored(frame)? {
-        Stored::Json { seq, payload, .. } => event(Some(seq), "room:message", payload.get()),
+        Stored::Json { seq, payload, .. } => {
+            event(Some(&event_id(epoch, seq)), "room:message", payload.get())
+        }
         Stored::Binary { room, seq, body } => {
             let b64 = base64(body);
             let m = Message { data: None, binary: Some(&b64), from: None, room: &room, seq };
-            event(Some(seq), "room:message", &serde_json::to_string(&m).ok()?)
+            event(Some(&event_id(epoch, seq)), "room:message", &serde_json::to_string(&m).ok()?)
         }
     };
     Some(crate::frame::shared(bytes))
@@ -392,10 +432,21 @@ mod tests {
     }
 
     #[test]
+    fn recovery_points_are_an_event_id_or_a_bare_seq() {
+        assert_eq!(parse_point("ab12:7"), Some((Some("ab12".to_owned()), 7)));
+        assert_eq!(parse_point(" 7 "), Some((None, 7)));
+        assert_eq!(parse_point(&event_id("e", 3)), Some((Some("e".to_owned()), 3)));
+        let long = format!("{}:1", "e".repeat(MAX_EPOCH + 1));
+        for bad in [":3", "e:", "e:x", "x", "-1", "a b:1", long.as_str()] {
+            assert_eq!(parse_point(bad), None, "{bad:?}");
+        }
+    }
+
+    #[test]
     fn events_split_data_at_line_breaks() {
         assert_eq!(
-            event(Some(3), "room:message", "{\"a\":\n1}"),
-            b"id: 3\nevent: room:message\ndata: {\"a\":\ndata: 1}\n\n"
+            event(Some("e:3"), "room:message", "{\"a\":\n1}"),
+            b"id: e:3\nevent: room:message\ndata: {\"a\":\ndata: 1}\n\n"
         );
         assert_eq!(event(None, "connected", "{}"), b"event: connected\ndata: {}\n\n");
     }
@@ -412,8 +463,8 @@ mod tests {
             other => panic!("{other:?}"),
         }
         assert_eq!(
-            *from_stored(&frame).unwrap(),
-            b"id: 5\nevent: room:message\ndata: {\"data\":{\"x\":[1]},\"from\":\"7\",\"room\":\"r\",\"seq\":5}\n\n"
+            *from_stored(&frame, "ep").unwrap(),
+            b"id: ep:5\nevent: room:message\ndata: {\"data\":{\"x\":[1]},\"from\":\"7\",\"room\":\"r\",\"seq\":5}\n\n"
         );
         let big = crate::frame::shared(encode(
             OP_BINARY,

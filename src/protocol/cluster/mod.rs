@@ -893,7 +893,8 @@ impl Cluster {
     /// the room's lock, the seq and history this node is at, from Redis; then
     /// `connected` (`connected` given, with the room's seq, epoch and, with
     /// `since`, `recovered`) and the replay are sent, and the stream joins the
-    /// room's shadow room, which the subscriber feeds from then on.
+    /// room's shadow room, which the subscriber feeds from then on. A `since`
+    /// of another epoch than the room's (`epoch`) recovers nothing.
     #[allow(clippy::too_many_arguments)]
     pub fn open_stream(
         &self,
@@ -902,13 +903,15 @@ impl Cluster {
         conn: ConnId,
         room: &str,
         since: Option<u64>,
+        epoch: Option<&str>,
         max_replay: usize,
         max_bytes: usize,
         connected: Value,
     ) -> Result<(), ErrorReply> {
         fits(shared, room)?;
-        let opened =
-            self.open_stream_subscribed(shared, server, conn, room, since, max_replay, max_bytes, connected);
+        let opened = self.open_stream_subscribed(
+            shared, server, conn, room, since, epoch, max_replay, max_bytes, connected,
+        );
         if opened.is_err() {
             self.release(room); // the subscription made for it goes, if the room is idle
         }
@@ -923,6 +926,7 @@ impl Cluster {
         conn: ConnId,
         room: &str,
         since: Option<u64>,
+        since_epoch: Option<&str>,
         max_replay: usize,
         max_bytes: usize,
         connected: Value,
@@ -946,7 +950,8 @@ impl Cluster {
                 let mut frames = Vec::new();
                 if let Some(since) = since {
                     let recovered;
-                    (frames, recovered) = self.replay(room, r, since, true, &entries, max_bytes);
+                    let same_epoch = since_epoch.is_none_or(|e| e == r.epoch);
+                    (frames, recovered) = self.replay(room, r, since, same_epoch, &entries, max_bytes);
                     connected["recovered"] = Value::Bool(recovered);
                 }
                 let _ = server.send_frame(
@@ -954,7 +959,7 @@ impl Cluster {
                     wire::shared(super::sse::event(None, "connected", &connected.to_string())),
                 );
                 for frame in frames {
-                    if let Some(event) = super::sse::from_stored(&frame) {
+                    if let Some(event) = super::sse::from_stored(&frame, &r.epoch) {
                         let _ = server.send_frame(conn, event);
                     }
                 }

@@ -1,0 +1,87 @@
+//! An event stream's ids carry the room's epoch (`id: <epoch>:<seq>`), so a
+//! client reconnecting with `Last-Event-ID` after Redis lost the room (a
+//! restart without its data: seqs start again from 1 in a new epoch) gets
+//! what a WebSocket rejoin with `since` and that stale epoch gets:
+//! `recovered: false` and no replay of the new epoch's messages under its
+//! old seq. Before, ids were bare seqs and such a stream was replayed the
+//! new epoch's messages after its old seq with `recovered: true`. An id of
+//! the room's epoch recovers, and a bare seq is still accepted.
+
+mod api_common;
+mod cluster_common;
+use api_common::Sse;
+use cluster_common::*;
+
+use std::time::{Duration, Instant};
+
+use serde_json::json;
+
+/// Publishes until acked (Redis may still be coming back); the ack's seq.
+fn publish(client: &mut Client, data: serde_json::Value) -> u64 {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let id = client.send_request("room:publish", json!({"room": "feed", "data": data}));
+        let reply = until(client, 20, |v| v["id"] == id.as_str());
+        if reply["type"] == "ack" {
+            return reply["payload"]["seq"].as_u64().expect("seq");
+        }
+        assert!(Instant::now() < deadline, "publishing did not resume: {reply}");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+#[test]
+fn a_last_event_id_of_a_lost_epoch_recovers_nothing() {
+    let redis = Redis::start();
+    let (a, b) = (node(&redis, &[]), node(&redis, &[]));
+    let mut publisher = a.client();
+    ok(&mut publisher, "room:join", json!({"room": "feed"}));
+    let mut stream = Sse::open(b.addr, "room=feed", &[]);
+    let epoch = stream.expect("connected").data["epoch"].as_str().expect("epoch").to_owned();
+    let mut last_id = String::new();
+    for i in 1..=3u64 {
+        assert_eq!(publish(&mut publisher, json!(i)), i);
+        let e = stream.expect("room:message");
+        assert_eq!(e.id, Some(format!("{epoch}:{i}")), "the id carries the epoch");
+        last_id = e.id.expect("id");
+    }
+    drop(stream);
+
+    // Same epoch: recovered, on either node, the replay's ids in that epoch.
+    for node in [&b, &a] {
+        let mut again = Sse::open(node.addr, "room=feed", &[("Last-Event-ID", &format!("{epoch}:1"))]);
+        let connected = again.expect("connected");
+        assert_eq!(connected.data["recovered"], true, "{connected:?}");
+        for i in 2..=3 {
+            assert_eq!(again.expect("room:message").id, Some(format!("{epoch}:{i}")));
+        }
+    }
+    // A bare seq (the old form) is still taken, in whatever epoch.
+    let mut bare = Sse::open(b.addr, "room=feed", &[("Last-Event-ID", "2")]);
+    assert_eq!(bare.expect("connected").data["recovered"], true);
+    assert_eq!(bare.expect("room:message").id, Some(format!("{epoch}:3")));
+    drop(bare);
+    assert_eq!(Sse::open(b.addr, "room=feed", &[("Last-Event-ID", ":3")]).status, 400);
+    assert_eq!(Sse::open(b.addr, "room=feed&since=x:y", &[]).status, 400);
+
+    // Redis loses the room: the next publishes start a new epoch from seq 1,
+    // and go past the stream's last seq.
+    redis.query(&["FLUSHALL"]).expect("FLUSHALL");
+    let seqs: Vec<u64> = (0..5).map(|i| publish(&mut publisher, json!(format!("new-{i}")))).collect();
+    assert_eq!(seqs, [1, 2, 3, 4, 5], "a new epoch from 1");
+
+    for node in [&b, &a] {
+        let mut stale = Sse::open(node.addr, "room=feed", &[("Last-Event-ID", &last_id)]);
+        let connected = stale.expect("connected");
+        assert_ne!(connected.data["epoch"], epoch.as_str(), "{connected:?}");
+        assert_eq!(connected.data["recovered"], false, "a stale epoch cannot recover: {connected:?}");
+        // What comes next is live, not the new epoch's 4 and 5 as if they followed 3.
+        let live = publish(&mut publisher, json!("live"));
+        let e = stale.expect("room:message");
+        assert_eq!(e.data["data"], "live", "no replay across epochs: {e:?}");
+        assert_eq!(e.id, Some(format!("{}:{live}", connected.data["epoch"].as_str().expect("epoch"))));
+    }
+    // `since` takes the same form, for clients that are not browsers.
+    let mut by_query = Sse::open(b.addr, &format!("room=feed&since={last_id}"), &[]);
+    assert_eq!(by_query.expect("connected").data["recovered"], false);
+}
