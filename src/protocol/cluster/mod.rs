@@ -583,12 +583,19 @@ impl Cluster {
     ) -> redis::RedisResult<T> {
         let wait = self.call_timeout();
         let stopping = wait != TIMEOUT;
-        let mut conn = match s.pool.take(wait) {
-            Some(pool::Slot::Idle(conn)) => conn,
-            Some(pool::Slot::Open) => match self.connect(s) {
+        let Some(pool::Taken { slot, generation }) = s.pool.take(wait) else {
+            self.metrics.errors.fetch_add(1, Relaxed);
+            return Err(redis::RedisError::from(std::io::Error::new(
+                std::io::ErrorKind::TimedOut,
+                "every pooled Redis connection stayed busy for the call timeout",
+            )));
+        };
+        let mut conn = match slot {
+            pool::Slot::Idle(conn) => conn,
+            pool::Slot::Open => match self.connect(s) {
                 Ok(conn) => conn,
                 Err(e) => {
-                    s.pool.forget();
+                    s.pool.forget(generation);
                     self.metrics.errors.fetch_add(1, Relaxed);
                     if stopping {
                         self.mark_down(s);
@@ -596,20 +603,13 @@ impl Cluster {
                     return Err(e);
                 }
             },
-            None => {
-                self.metrics.errors.fetch_add(1, Relaxed);
-                return Err(redis::RedisError::from(std::io::Error::new(
-                    std::io::ErrorKind::TimedOut,
-                    "every pooled Redis connection stayed busy for the call timeout",
-                )));
-            }
         };
         if stopping {
             // Pooled before the stop with the longer bound; it never serves
             // a call without the stop's again.
             let bounded = conn.set_read_timeout(Some(wait)).and_then(|()| conn.set_write_timeout(Some(wait)));
             if let Err(e) = bounded {
-                s.pool.forget();
+                s.pool.forget(generation);
                 return Err(e);
             }
         }
@@ -618,7 +618,7 @@ impl Cluster {
         self.metrics.rtt_micros.fetch_add(start.elapsed().as_micros() as u64, Relaxed);
         self.metrics.calls.fetch_add(1, Relaxed);
         match &result {
-            Ok(_) => s.pool.give_back(conn),
+            Ok(_) => s.pool.give_back(conn, generation),
             Err(e) => {
                 self.metrics.errors.fetch_add(1, Relaxed);
                 let broken = e.is_io_error()
@@ -633,9 +633,9 @@ impl Cluster {
                 if broken {
                     // A timed-out reply may still arrive: the connection
                     // cannot serve another call.
-                    s.pool.forget();
+                    s.pool.forget(generation);
                 } else {
-                    s.pool.give_back(conn);
+                    s.pool.give_back(conn, generation);
                 }
             }
         }

@@ -14,7 +14,7 @@
 //! made on a shard stay in `mod.rs`.
 
 use std::collections::{HashMap, HashSet};
-use std::sync::atomic::AtomicBool;
+use std::sync::atomic::{AtomicBool, AtomicU64};
 
 use crossbeam_channel::{Receiver, Sender};
 use parking_lot::Mutex;
@@ -35,6 +35,10 @@ pub(super) struct Shard {
     /// the first shard: and the bans it records were read): until every
     /// shard's has, `/healthz` answers 503.
     pub answered: AtomicBool,
+    /// Times the heartbeat found the primary replaced (Sentinel named
+    /// another, or the one connected to is a replica now): the subscriber
+    /// connects again when it changes.
+    pub primary_changes: AtomicU64,
     /// Requests to this shard's subscriber thread.
     pub control: (Sender<Control>, Receiver<Control>),
     /// Rooms whose channel this shard's subscriber has confirmed.
@@ -53,6 +57,7 @@ impl Shard {
             pool: pool::Pool::default(),
             up: AtomicBool::new(true),
             answered: AtomicBool::new(false),
+            primary_changes: AtomicU64::new(0),
             control: crossbeam_channel::bounded(CONTROL_QUEUE),
             subscribed: Mutex::new(HashSet::new()),
             members: Mutex::new(HashMap::new()),

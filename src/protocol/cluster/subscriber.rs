@@ -137,7 +137,15 @@ fn session(
     }
     pubsub.set_read_timeout(Some(POLL))?;
     let mut heard = Instant::now();
+    let primary = s.primary_changes.load(Relaxed);
     loop {
+        if s.primary_changes.load(Relaxed) != primary {
+            // It may be on the old primary, which no longer gets the rooms'
+            // publishes: connect to the new one and read back what it skipped.
+            return Err(redis::RedisError::from(std::io::Error::other(
+                "the shard's primary was replaced: connecting to the new one",
+            )));
+        }
         // Only subscriber sessions (one per shard) hold the handler: it was dropped.
         let handler_gone = Arc::strong_count(shared) <= c.sessions.load(Relaxed);
         if handler_gone || server.upgrade().is_none() {
