@@ -75,7 +75,8 @@ impl Connector {
     /// one connections were last made to, and it says (`ROLE`) it is one:
     /// the first sentinel that names one is asked, all within `timeout`. A
     /// stale sentinel naming an instance that is not a primary (or does not
-    /// answer) does not count.
+    /// answer) does not count. The sentinels and the named instance share
+    /// `timeout`: the heartbeat waits for this on every beat.
     pub fn another_primary_named(&self, timeout: Duration) -> bool {
         let Connector::Sentinel(s) = self else { return false };
         let deadline = Instant::now() + timeout;
@@ -90,7 +91,8 @@ impl Connector {
                 if s.connected.lock().as_ref().is_none_or(|now| *now == at) {
                     return false;
                 }
-                return primary_at(info, timeout).is_ok();
+                let left = deadline.saturating_duration_since(Instant::now());
+                return left >= MIN_ASK && primary_at(info, left).is_ok();
             }
         }
         false
