@@ -45,7 +45,7 @@ fn sigterm_returns_promptly_while_redis_is_frozen() {
     }
     let mut watcher = b.client();
     watcher.join("room-0");
-    let members = watcher.ok("presence:get", json!({"room": "room-0"}));
+    let members = ok(&mut watcher, "presence:get", json!({"room": "room-0"}));
     assert_eq!(members["count"], MEMBERS + 1, "{members}");
 
     redis.freeze();
@@ -58,5 +58,15 @@ fn sigterm_returns_promptly_while_redis_is_frozen() {
     assert!(took < PROMPT, "the stop took {took:?} with Redis frozen (bound {PROMPT:?})");
     for reader in readers {
         reader.join().expect("member thread");
+    }
+    // The members whose leave was given up go as a dead node's do.
+    let deadline = Instant::now() + Duration::from_secs(40);
+    loop {
+        let members = ok(&mut watcher, "presence:get", json!({"room": "room-0"}));
+        if members["count"] == 1 {
+            break;
+        }
+        assert!(Instant::now() < deadline, "the stopped node's members stayed: {members}");
+        std::thread::sleep(Duration::from_millis(500));
     }
 }
