@@ -94,7 +94,7 @@ pub fn api_body(data: &[u8]) {
     let call = ["publish", "broadcast", "disconnect", "ban", "unban"][usize::from(which) % 5];
     let _ = crate::protocol::api::check_body(call, body);
     if let Ok(text) = std::str::from_utf8(body) {
-        let event = crate::protocol::sse::event(Some("e:1"), "room:message", text);
+        let event = crate::protocol::sse::event(Some(1), "room:message", text);
         assert!(event.ends_with(b"\n\n"));
     }
     let _ = crate::protocol::sse::decode_stored(body);

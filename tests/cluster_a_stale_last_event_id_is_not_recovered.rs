@@ -1,11 +1,12 @@
-//! An event stream's ids carry the room's epoch (`id: <epoch>:<seq>`), so a
-//! client reconnecting with `Last-Event-ID` after Redis lost the room (a
-//! restart without its data: seqs start again from 1 in a new epoch) gets
-//! what a WebSocket rejoin with `since` and that stale epoch gets:
+//! An event stream's ids are seqs (`id: <seq>`, PROTOCOL.md); a client that
+//! kept the epoch of `connected` may reconnect with `<epoch>:<seq>` as its
+//! `Last-Event-ID` (or `since`). After Redis lost the room (a restart
+//! without its data: seqs start again from 1 in a new epoch) such a client
+//! gets what a WebSocket rejoin with `since` and that stale epoch gets:
 //! `recovered: false` and no replay of the new epoch's messages under its
-//! old seq. Before, ids were bare seqs and such a stream was replayed the
-//! new epoch's messages after its old seq with `recovered: true`. An id of
-//! the room's epoch recovers, and a bare seq is still accepted.
+//! old seq. A bare seq (a browser's own reconnect) past the new epoch's seq
+//! can only be of a lost epoch: `recovered: false` too. Before, either was
+//! replayed the new epoch's messages after its old seq with `recovered: true`.
 
 mod api_common;
 mod cluster_common;
@@ -42,33 +43,50 @@ fn a_last_event_id_of_a_lost_epoch_recovers_nothing() {
     for i in 1..=3u64 {
         assert_eq!(publish(&mut publisher, json!(i)), i);
         let e = stream.expect("room:message");
-        assert_eq!(e.id, Some(format!("{epoch}:{i}")), "the id carries the epoch");
-        last_id = e.id.expect("id");
+        assert_eq!(e.id, Some(i.to_string()), "the id is the seq");
+        last_id = format!("{epoch}:{i}");
     }
     drop(stream);
 
-    // Same epoch: recovered, on either node, the replay's ids in that epoch.
+    // Same epoch: recovered, on either node.
     for node in [&b, &a] {
         let mut again = Sse::open(node.addr, "room=feed", &[("Last-Event-ID", &format!("{epoch}:1"))]);
         let connected = again.expect("connected");
         assert_eq!(connected.data["recovered"], true, "{connected:?}");
         for i in 2..=3 {
-            assert_eq!(again.expect("room:message").id, Some(format!("{epoch}:{i}")));
+            assert_eq!(again.expect("room:message").id, Some(i.to_string()));
         }
     }
-    // A bare seq (the old form) is still taken, in whatever epoch.
+    // A bare seq (what an EventSource sends) says no epoch: taken as the room's.
     let mut bare = Sse::open(b.addr, "room=feed", &[("Last-Event-ID", "2")]);
     assert_eq!(bare.expect("connected").data["recovered"], true);
-    assert_eq!(bare.expect("room:message").id, Some(format!("{epoch}:3")));
+    assert_eq!(bare.expect("room:message").id, Some("3".to_owned()));
     drop(bare);
     assert_eq!(Sse::open(b.addr, "room=feed", &[("Last-Event-ID", ":3")]).status, 400);
     assert_eq!(Sse::open(b.addr, "room=feed&since=x:y", &[]).status, 400);
 
-    // Redis loses the room: the next publishes start a new epoch from seq 1,
-    // and go past the stream's last seq.
+    // Redis loses the room: the next publishes start a new epoch from seq 1.
     redis.query(&["FLUSHALL"]).expect("FLUSHALL");
-    let seqs: Vec<u64> = (0..5).map(|i| publish(&mut publisher, json!(format!("new-{i}")))).collect();
-    assert_eq!(seqs, [1, 2, 3, 4, 5], "a new epoch from 1");
+    let seqs: Vec<u64> = (0..2).map(|i| publish(&mut publisher, json!(format!("new-{i}")))).collect();
+    assert_eq!(seqs, [1, 2], "a new epoch from 1");
+
+    // A bare seq past the new epoch's: only the lost epoch had it.
+    let mut ahead: Vec<Sse> =
+        [&b, &a].map(|n| Sse::open(n.addr, "room=feed", &[("Last-Event-ID", "3")])).into();
+    for stream in &mut ahead {
+        let connected = stream.expect("connected");
+        assert_eq!(connected.data["recovered"], false, "a seq the room never reached: {connected:?}");
+        assert_eq!(connected.data["seq"], 2, "{connected:?}");
+    }
+    assert_eq!(publish(&mut publisher, json!("live")), 3);
+    for stream in &mut ahead {
+        let e = stream.expect("room:message");
+        assert_eq!((&e.data["data"], e.id.as_deref()), (&json!("live"), Some("3")), "no replay");
+    }
+    drop(ahead);
+    // The new epoch goes past the stream's last seq.
+    let seqs: Vec<u64> = (0..2).map(|i| publish(&mut publisher, json!(format!("new-{i}")))).collect();
+    assert_eq!(seqs, [4, 5]);
 
     for node in [&b, &a] {
         let mut stale = Sse::open(node.addr, "room=feed", &[("Last-Event-ID", &last_id)]);
@@ -79,7 +97,7 @@ fn a_last_event_id_of_a_lost_epoch_recovers_nothing() {
         let live = publish(&mut publisher, json!("live"));
         let e = stale.expect("room:message");
         assert_eq!(e.data["data"], "live", "no replay across epochs: {e:?}");
-        assert_eq!(e.id, Some(format!("{}:{live}", connected.data["epoch"].as_str().expect("epoch"))));
+        assert_eq!(e.id, Some(live.to_string()));
     }
     // `since` takes the same form, for clients that are not browsers.
     let mut by_query = Sse::open(b.addr, &format!("room=feed&since={last_id}"), &[]);

@@ -55,22 +55,19 @@ pub(crate) struct StreamRequest {
     pub room: String,
     /// The last seq the client saw: `Last-Event-ID`, else `since`.
     pub since: Option<u64>,
-    /// The epoch of that seq, when the client said it (an event id
-    /// `<epoch>:<seq>`): another epoch than the room's recovers nothing.
+    /// The epoch of that seq, when the client said it (`<epoch>:<seq>`):
+    /// another epoch than the room's recovers nothing.
     pub epoch: Option<String>,
 }
 
-/// The longest epoch an event id may carry (the server's are 16 hex digits).
+/// The longest epoch a recovery point may carry (the server's are 16 hex digits).
 const MAX_EPOCH: usize = 64;
 
-/// An event's `id`: `<epoch>:<seq>`, so a reconnecting client's
-/// `Last-Event-ID` says which epoch its seq belongs to.
-pub(crate) fn event_id(epoch: &str, seq: u64) -> String {
-    format!("{epoch}:{seq}")
-}
-
-/// A recovery point as a client gives it: `<epoch>:<seq>` (an event id), or
-/// a bare `<seq>` (any epoch).
+/// A recovery point as a client gives it: a bare `<seq>` (an event's `id`,
+/// what a reconnecting `EventSource` sends), or `<epoch>:<seq>` from a client
+/// that kept the epoch of the `connected` event. A bare seq says no epoch:
+/// one past the room's seq can only be of a lost epoch and recovers nothing,
+/// but one within it cannot be told from the room's own.
 fn parse_point(text: &str) -> Option<(Option<String>, u64)> {
     let text = text.trim();
     match text.rsplit_once(':') {
@@ -198,11 +195,8 @@ pub(crate) fn open(
         if let Some(user) = user {
             connected["user"] = Value::String(user.to_owned());
         }
-        let epoch = r.epoch.clone();
         let replay = req.since.map(|since| {
-            r.recover_events(since, req.epoch.as_deref(), max_replay, replay_bytes, |f| {
-                from_stored(f, &epoch)
-            })
+            r.recover_events(since, req.epoch.as_deref(), max_replay, replay_bytes, from_stored)
         });
         if let Some(recovery) = &replay {
             connected["recovered"] = Value::Bool(recovery.recovered);
@@ -264,9 +258,8 @@ pub(crate) fn fan_out(server: &ServerHandle, r: &RoomState, p: &Publish<'_>, seq
     };
     let m = Message { binary, data, from: Some(p.from), room: p.room, seq };
     if let Ok(data) = serde_json::to_string(&m) {
-        let id = event_id(&r.epoch, seq);
         let _ = server
-            .broadcast_stream(&shadow(p.room), crate::frame::shared(event(Some(&id), "room:message", &data)));
+            .broadcast_stream(&shadow(p.room), crate::frame::shared(event(Some(seq), "room:message", &data)));
     }
 }
 
@@ -287,7 +280,7 @@ struct Message<'a> {
 /// One event: `id` (when given), `event`, and `data` split at line breaks
 /// (a JSON text's line breaks are whitespace, so the client's rejoined data
 /// parses the same).
-pub(crate) fn event(id: Option<&str>, kind: &str, data: &str) -> Vec<u8> {
+pub(crate) fn event(id: Option<u64>, kind: &str, data: &str) -> Vec<u8> {
     let mut out = Vec::with_capacity(data.len() + kind.len() + 40);
     if let Some(id) = id {
         out.extend_from_slice(format!("id: {id}\n").as_bytes());
@@ -356,24 +349,21 @@ pub(crate) fn fan_out_frame(server: &ServerHandle, r: &RoomState, room: &str, fr
     if r.sse_streams == 0 {
         return;
     }
-    if let Some(event) = from_stored(frame, &r.epoch) {
+    if let Some(event) = from_stored(frame) {
         let _ = server.broadcast_stream(&shadow(room), event);
     }
 }
 
 /// The event a stored frame becomes in a replay (built once per stored
 /// message: history keeps it for the next stream, see
-/// `RoomState::recover_events`), or a frame delivered through Redis; its
-/// id in the room's `epoch`.
-pub(crate) fn from_stored(frame: &SharedFrame, epoch: &str) -> Option<SharedFrame> {
+/// `RoomState::recover_events`), or a frame delivered through Redis.
+pub(crate) fn from_stored(frame: &SharedFrame) -> Option<SharedFrame> {
     let bytes = match decode_stored(frame)? {
-        Stored::Json { seq, payload, .. } => {
-            event(Some(&event_id(epoch, seq)), "room:message", payload.get())
-        }
+        Stored::Json { seq, payload, .. } => event(Some(seq), "room:message", payload.get()),
         Stored::Binary { room, seq, body } => {
             let b64 = base64(body);
             let m = Message { data: None, binary: Some(&b64), from: None, room: &room, seq };
-            event(Some(&event_id(epoch, seq)), "room:message", &serde_json::to_string(&m).ok()?)
+            event(Some(seq), "room:message", &serde_json::to_string(&m).ok()?)
         }
     };
     Some(crate::frame::shared(bytes))
@@ -432,10 +422,9 @@ mod tests {
     }
 
     #[test]
-    fn recovery_points_are_an_event_id_or_a_bare_seq() {
+    fn recovery_points_are_a_bare_seq_or_an_epoch_and_seq() {
         assert_eq!(parse_point("ab12:7"), Some((Some("ab12".to_owned()), 7)));
         assert_eq!(parse_point(" 7 "), Some((None, 7)));
-        assert_eq!(parse_point(&event_id("e", 3)), Some((Some("e".to_owned()), 3)));
         let long = format!("{}:1", "e".repeat(MAX_EPOCH + 1));
         for bad in [":3", "e:", "e:x", "x", "-1", "a b:1", long.as_str()] {
             assert_eq!(parse_point(bad), None, "{bad:?}");
@@ -445,8 +434,8 @@ mod tests {
     #[test]
     fn events_split_data_at_line_breaks() {
         assert_eq!(
-            event(Some("e:3"), "room:message", "{\"a\":\n1}"),
-            b"id: e:3\nevent: room:message\ndata: {\"a\":\ndata: 1}\n\n"
+            event(Some(3), "room:message", "{\"a\":\n1}"),
+            b"id: 3\nevent: room:message\ndata: {\"a\":\ndata: 1}\n\n"
         );
         assert_eq!(event(None, "connected", "{}"), b"event: connected\ndata: {}\n\n");
     }
@@ -463,8 +452,8 @@ mod tests {
             other => panic!("{other:?}"),
         }
         assert_eq!(
-            *from_stored(&frame, "ep").unwrap(),
-            b"id: ep:5\nevent: room:message\ndata: {\"data\":{\"x\":[1]},\"from\":\"7\",\"room\":\"r\",\"seq\":5}\n\n"
+            *from_stored(&frame).unwrap(),
+            b"id: 5\nevent: room:message\ndata: {\"data\":{\"x\":[1]},\"from\":\"7\",\"room\":\"r\",\"seq\":5}\n\n"
         );
         let big = crate::frame::shared(encode(
             OP_BINARY,

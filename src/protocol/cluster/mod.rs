@@ -959,7 +959,7 @@ impl Cluster {
                     wire::shared(super::sse::event(None, "connected", &connected.to_string())),
                 );
                 for frame in frames {
-                    if let Some(event) = super::sse::from_stored(&frame, &r.epoch) {
+                    if let Some(event) = super::sse::from_stored(&frame) {
                         let _ = server.send_frame(conn, event);
                     }
                 }
