@@ -56,10 +56,17 @@ use crate::types::ConnId;
 
 /// Bound on each Redis connect, read and write a reader thread may wait for.
 pub(crate) const TIMEOUT: Duration = Duration::from_secs(1);
-/// The same bound once the server is stopping ([`Cluster::begin_stop`]): a
-/// stop waits for every connection's leaves, so a Redis that does not
-/// answer must not hold it for a call timeout per member and room.
+/// The same bound once the server is stopping ([`Cluster::begin_stop`]) and
+/// [`STOP_GRACE`] has passed: a stop waits for every connection's leaves,
+/// so a Redis that does not answer must not hold it for a call timeout per
+/// member and room.
 pub(crate) const STOP_TIMEOUT: Duration = Duration::from_millis(250);
+/// From the start of a stop, how long its calls may wait for a Redis that
+/// stalls (a fork, an fsync, a slow script): a call made in it waits until
+/// it ends (at least [`STOP_TIMEOUT`], at most [`TIMEOUT`]), so a short
+/// stall costs no leave, and a Redis frozen for good holds the stop about
+/// this long before its shard is taken for down.
+pub(crate) const STOP_GRACE: Duration = Duration::from_secs(1);
 /// How often a node refreshes its heartbeat key and looks for dead nodes.
 pub(crate) const HEARTBEAT: Duration = Duration::from_secs(1);
 /// The TTL of a node's heartbeat key: a node silent this long is dead, and
@@ -121,9 +128,10 @@ pub(crate) struct Cluster {
     /// Subscriber sessions running (each holds the handler while it runs):
     /// when they are all that holds it, the handler was dropped.
     sessions: std::sync::atomic::AtomicUsize,
-    /// The server is stopping: calls wait [`STOP_TIMEOUT`], and one that
-    /// times out marks its shard down, so the calls after it fail at once.
-    stopping: std::sync::atomic::AtomicBool,
+    /// When the server began to stop: calls wait until [`STOP_GRACE`] has
+    /// passed, or [`STOP_TIMEOUT`] after, and one that times out marks its
+    /// shard down, so the calls after it fail at once.
+    stopping: OnceLock<Instant>,
     /// Top-level history size: the most a history read asks the stream for.
     /// Whether a shard list that differs from another node's was logged.
     list_mismatch_told: std::sync::atomic::AtomicBool,
@@ -210,7 +218,7 @@ impl Cluster {
             started: OnceLock::new(),
             unrecorded: Mutex::new(HashMap::new()),
             sessions: std::sync::atomic::AtomicUsize::new(0),
-            stopping: std::sync::atomic::AtomicBool::new(false),
+            stopping: OnceLock::new(),
             bans_run_id: Mutex::new(None),
             list_mismatch_told: std::sync::atomic::AtomicBool::new(false),
             history_count: config.history_size,
@@ -528,23 +536,27 @@ impl Cluster {
     }
 
     /// The server is stopping (its connections are closing, each leaving
-    /// its rooms here): from now on every call is bounded by
-    /// [`STOP_TIMEOUT`], and a shard whose call times out is taken for down,
-    /// so the leaves after it give up at once. Members whose leave was
-    /// given up are reaped by the other nodes, as a dead node's are.
+    /// its rooms here): from now on every call is bounded by the end of
+    /// [`STOP_GRACE`], or [`STOP_TIMEOUT`] once it has passed, and a shard
+    /// whose call times out is taken for down, so the leaves after it give
+    /// up at once. Members whose leave was given up are reaped by the other
+    /// nodes, as a dead node's are.
     pub fn begin_stop(&self) {
-        if !self.stopping.swap(true, Relaxed) {
-            log::info!("redis: stopping: each Redis call now waits at most {STOP_TIMEOUT:?}");
+        if self.stopping.set(Instant::now()).is_ok() {
+            log::info!(
+                "redis: stopping: Redis calls now wait until {STOP_GRACE:?} from now, then at most {STOP_TIMEOUT:?}"
+            );
         }
     }
 
     /// The bound on each connect, read and write of a call, and on the wait
     /// for a pooled connection.
     fn call_timeout(&self) -> Duration {
-        if self.stopping.load(Relaxed) {
-            STOP_TIMEOUT
-        } else {
-            TIMEOUT
+        match self.stopping.get() {
+            Some(began) => {
+                (*began + STOP_GRACE).saturating_duration_since(Instant::now()).clamp(STOP_TIMEOUT, TIMEOUT)
+            }
+            None => TIMEOUT,
         }
     }
 
@@ -582,7 +594,7 @@ impl Cluster {
         f: impl FnOnce(&mut redis::Connection) -> redis::RedisResult<T>,
     ) -> redis::RedisResult<T> {
         let wait = self.call_timeout();
-        let stopping = wait != TIMEOUT;
+        let stopping = self.stopping.get().is_some();
         let Some(pool::Taken { slot, generation }) = s.pool.take(wait) else {
             self.metrics.errors.fetch_add(1, Relaxed);
             return Err(redis::RedisError::from(std::io::Error::new(
