@@ -837,8 +837,10 @@ impl Cluster {
         let presence = j.newly.then(|| (j.client_id, &member, self.ephemeral(Some(j.conn), &event)));
         let to = r.cluster_synced.then_some(r.seq);
         let seen = r.cluster_synced.then_some((r.epoch.as_str(), r.seq));
+        // A `since` of the largest seq reads no history (no seq comes after it).
+        let from = j.since.and_then(|s| s.checked_add(1));
         let (epoch, seq, mut entries, members) =
-            self.read(j.room, j.since.map(|s| s + 1), to, j.max_replay, presence, seen, false)?;
+            self.read(j.room, from, to, j.max_replay, presence, seen, false)?;
         adopt(server, j.room, r, epoch, seq, &mut entries);
         if j.newly {
             server.join(j.conn, j.room).map_err(|_| internal())?;
@@ -952,7 +954,7 @@ impl Cluster {
                 let to = r.cluster_synced.then_some(r.seq);
                 let seen = r.cluster_synced.then_some((r.epoch.as_str(), r.seq));
                 let (epoch, seq, mut entries, _) =
-                    self.read(room, since.map(|s| s + 1), to, max_replay, None, seen, false)?;
+                    self.read(room, since.and_then(|s| s.checked_add(1)), to, max_replay, None, seen, false)?;
                 adopt(server, room, r, epoch, seq, &mut entries);
                 server.join_stream(conn, &super::sse::shadow(room)).map_err(|_| internal())?;
                 r.sse_streams += 1;
