@@ -298,6 +298,19 @@ const NOTICE: Duration = Duration::from_secs(3);
 /// acked by the old primary after that.
 #[test]
 fn no_publish_is_acked_by_the_old_primary_once_the_sentinels_name_another() {
+    split_brain(false);
+}
+
+/// The same while the sentinel asked first is frozen (`kill -STOP`: its
+/// socket accepts, nothing answers). Before, it took each beat's whole
+/// deadline and was asked first again on the next, so the node never
+/// learnt of the new primary and every publish the old one acked was lost.
+#[test]
+fn a_frozen_sentinel_does_not_hide_the_new_primary() {
+    split_brain(true);
+}
+
+fn split_brain(freeze_first: bool) {
     let dir = TempDir::new("sentinel-split");
     let (primary_port, replica_port) = (free_port(), free_port());
     let _primary = redis_server(primary_port, &dir, &[]);
@@ -327,7 +340,14 @@ fn no_publish_is_acked_by_the_old_primary_once_the_sentinels_name_another() {
     ok(&mut publisher, "room:join", json!({"room": "r"}));
     assert_eq!(try_publish(&mut publisher, "first"), Some(1));
 
-    query(sentinel_ports[0], &["SENTINEL", "FAILOVER", MASTER]).expect("SENTINEL FAILOVER");
+    let asked = if freeze_first {
+        let pid = _sentinels[0].0.as_ref().expect("sentinel running").id().to_string();
+        assert!(Command::new("kill").args(["-STOP", &pid]).status().expect("kill").success());
+        &sentinel_ports[1..]
+    } else {
+        &sentinel_ports[..]
+    };
+    query(asked[0], &["SENTINEL", "FAILOVER", MASTER]).expect("SENTINEL FAILOVER");
     // Publishes every 50 ms until the old primary is a replica again and
     // the node has published for a while since the sentinels named the new one.
     let mut named_at = None;
@@ -335,7 +355,7 @@ fn no_publish_is_acked_by_the_old_primary_once_the_sentinels_name_another() {
     let deadline = Instant::now() + Duration::from_secs(40);
     for n in 0.. {
         assert!(Instant::now() < deadline, "the failover did not settle: named at {named_at:?}");
-        if named_at.is_none() && sentinel_ports.iter().all(|&p| named_port(p) == Some(replica_port)) {
+        if named_at.is_none() && asked.iter().all(|&p| named_port(p) == Some(replica_port)) {
             named_at = Some(Instant::now());
         }
         let data = format!("p-{n}");

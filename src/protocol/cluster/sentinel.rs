@@ -77,23 +77,33 @@ impl Connector {
     /// stale sentinel naming an instance that is not a primary (or does not
     /// answer) does not count. The sentinels and the named instance share
     /// `timeout`: the heartbeat waits for this on every beat.
+    ///
+    /// A sentinel that does not answer (or knows no primary) gets at most
+    /// half of what is left, so the next is asked in the same beat, and is
+    /// passed over (asked last from then on, as by `connect`): one frozen
+    /// sentinel asked first on every beat would hide a new primary for as
+    /// long as it stays frozen, while the old one acks writes it will drop.
     pub fn another_primary_named(&self, timeout: Duration) -> bool {
         let Connector::Sentinel(s) = self else { return false };
         let deadline = Instant::now() + timeout;
         let n = s.addrs.len();
         let first = s.last_good.load(Relaxed) % n;
         for i in (0..n).map(|k| (first + k) % n) {
-            if deadline.saturating_duration_since(Instant::now()) < MIN_ASK {
+            let now = Instant::now();
+            let left = deadline.saturating_duration_since(now);
+            if left / 2 < MIN_ASK {
                 break;
             }
-            if let Ok(Some(info)) = s.primary_from(&s.addrs[i], deadline) {
-                let at = place(info.addr());
-                if s.connected.lock().as_ref().is_none_or(|now| *now == at) {
-                    return false;
-                }
-                let left = deadline.saturating_duration_since(Instant::now());
-                return left >= MIN_ASK && primary_at(info, left).is_ok();
+            let Ok(Some(info)) = s.primary_from(&s.addrs[i], now + left / 2) else {
+                s.pass_over(i);
+                continue;
+            };
+            let at = place(info.addr());
+            if s.connected.lock().as_ref().is_none_or(|now| *now == at) {
+                return false;
             }
+            let left = deadline.saturating_duration_since(Instant::now());
+            return left >= MIN_ASK && primary_at(info, left).is_ok();
         }
         false
     }
