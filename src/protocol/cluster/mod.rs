@@ -468,11 +468,26 @@ impl Cluster {
 
     /// The `run_id` of the Redis read, and the bans it records that still
     /// hold: user and until (Unix ms). Expired ones are removed from Redis.
+    /// An entry whose value is not a time was not written by a node: it is
+    /// passed over (one such entry must not fail the read, which every
+    /// subscriber session and a node's first `/healthz` 200 wait for).
     fn recorded_bans(&self) -> redis::RedisResult<(String, Vec<(String, u64)>)> {
         let bans = self.bans_key();
-        let (info, all): (String, Vec<(String, u64)>) = self.call_anyway(self.home(), |c| {
+        let (info, all): (String, Vec<(String, String)>) = self.call_anyway(self.home(), |c| {
             redis::pipe().cmd("INFO").arg("server").cmd("HGETALL").arg(&bans).query(c)
         })?;
+        let all: Vec<(String, u64)> = all
+            .into_iter()
+            .filter_map(|(user, until)| match until.parse() {
+                Ok(until) => Some((user, until)),
+                Err(_) => {
+                    log::warn!(
+                        "redis: {bans} holds {user:?} with {until:?}, not a time in Unix ms: passed over"
+                    );
+                    None
+                }
+            })
+            .collect();
         let run_id = info
             .lines()
             .find_map(|line| line.strip_prefix("run_id:"))
