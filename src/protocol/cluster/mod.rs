@@ -272,11 +272,12 @@ impl Cluster {
         self.shards.iter().any(|s| s.up.load(Relaxed))
     }
 
-    /// Whether `/healthz` may say 200, and if not why (its 503 body): every
-    /// shard's heartbeat has answered once since the node started (the
-    /// first shard's bans read too), and some shard is up now.
+    /// Whether `/healthz` may say 200, and if not why (its 503 body): the
+    /// node has settled on every shard (`Shard::settled`: each heartbeat
+    /// tried once, the first shard answered and its bans read), and some
+    /// shard is up now.
     pub fn health(&self) -> Result<(), &'static str> {
-        if !self.shards.iter().all(|s| s.answered.load(Relaxed)) {
+        if !self.shards.iter().all(|s| s.settled.load(Relaxed)) {
             return Err("redis not reached yet\n");
         }
         if !self.is_up() {

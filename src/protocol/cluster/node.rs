@@ -82,9 +82,10 @@ pub(super) fn run(weak: Weak<Shared>, index: usize) {
                     let _ = cluster.write_unrecorded();
                 }
             }
-            // A node that has not read the bans yet would admit banned users.
-            if answered && !(index == 0 && bans_due) {
-                s.answered.store(true, std::sync::atomic::Ordering::Relaxed);
+            // Settled once tried; the first shard once the bans were read
+            // (a node that has not read them would admit banned users).
+            if index != 0 || (answered && !bans_due) {
+                s.settled.store(true, std::sync::atomic::Ordering::Relaxed);
             }
         }
         std::thread::sleep(HEARTBEAT);

@@ -31,10 +31,13 @@ pub(super) struct Shard {
     /// False from a failed heartbeat on this shard (or a READONLY reply to
     /// any call) until a heartbeat on it succeeds again.
     pub up: AtomicBool,
-    /// Whether its heartbeat has answered once since the node started (on
-    /// the first shard: and the bans it records were read): until every
-    /// shard's has, `/healthz` answers 503.
-    pub answered: AtomicBool,
+    /// Whether the node has settled on this shard since it started: its
+    /// heartbeat was tried once (answered or not: a shard that is down at
+    /// start costs only its rooms, as later), and on the first shard, which
+    /// records the bans, it answered and the bans were read (a node that has
+    /// not read them would admit banned users). Until every shard has,
+    /// `/healthz` answers 503.
+    pub settled: AtomicBool,
     /// Times the heartbeat found the primary replaced (Sentinel named
     /// another, or the one connected to is a replica now): the subscriber
     /// connects again when it changes.
@@ -56,7 +59,7 @@ impl Shard {
             connector,
             pool: pool::Pool::default(),
             up: AtomicBool::new(true),
-            answered: AtomicBool::new(false),
+            settled: AtomicBool::new(false),
             primary_changes: AtomicU64::new(0),
             control: crossbeam_channel::bounded(CONTROL_QUEUE),
             subscribed: Mutex::new(HashSet::new()),
