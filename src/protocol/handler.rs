@@ -496,6 +496,10 @@ impl Handler for ProtocolHandler {
 
     fn on_close(&self, server: &ServerHandle, conn: ConnId, code: u16, reason: &str) {
         self.shared.metrics.count_disconnect(code);
+        if let Some(cluster) = self.shared.cluster.as_ref().filter(|_| server.is_draining()) {
+            // The stop waits for this connection's leaves.
+            cluster.begin_stop();
+        }
         let user = self.shared.users.remove(conn);
         if let Some(user) = &user {
             self.shared.admission.release(user);

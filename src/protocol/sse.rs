@@ -56,21 +56,48 @@ pub(crate) struct StreamRequest {
     pub room: String,
     /// The last seq the client saw: `Last-Event-ID`, else `since`.
     pub since: Option<u64>,
+    /// The epoch of that seq, when the client said it (`<epoch>:<seq>`):
+    /// another epoch than the room's recovers nothing.
+    pub epoch: Option<String>,
+}
+
+/// The longest epoch a recovery point may carry (the server's are 16 hex digits).
+const MAX_EPOCH: usize = 64;
+
+/// A recovery point as a client gives it: a bare `<seq>` (an event's `id`,
+/// what a reconnecting `EventSource` sends), or `<epoch>:<seq>` from a client
+/// that kept the epoch of the `connected` event. A bare seq says no epoch:
+/// one past the room's seq can only be of a lost epoch and recovers nothing,
+/// but one within it cannot be told from the room's own.
+fn parse_point(text: &str) -> Option<(Option<String>, u64)> {
+    let text = text.trim();
+    match text.rsplit_once(':') {
+        Some((epoch, seq)) => {
+            let fine = !epoch.is_empty() && epoch.len() <= MAX_EPOCH && !epoch.contains(char::is_whitespace);
+            if !fine {
+                return None;
+            }
+            Some((Some(epoch.to_owned()), seq.parse().ok()?))
+        }
+        None => Some((None, text.parse().ok()?)),
+    }
 }
 
 /// Reads the room and the recovery point of a stream request.
 pub(crate) fn parse(request: &RequestInfo) -> Result<StreamRequest, String> {
     let room = request.query_param("room").ok_or("missing room (GET /sse?room=R)")?;
     let room = check_room(room).map_err(|e| e.message)?;
-    let since =
+    let (epoch, since) =
         match request.header("last-event-id").map(str::to_owned).or_else(|| request.query_param("since")) {
-            None => None,
-            Some(s) if s.trim().is_empty() => None,
+            None => (None, None),
+            Some(s) if s.trim().is_empty() => (None, None),
             Some(s) => {
-                Some(s.trim().parse::<u64>().map_err(|_| "Last-Event-ID / since must be a seq (u64)")?)
+                let (epoch, seq) =
+                    parse_point(&s).ok_or("Last-Event-ID / since must be <epoch>:<seq> or a seq (u64)")?;
+                (epoch, Some(seq))
             }
         };
-    Ok(StreamRequest { room, since })
+    Ok(StreamRequest { room, since, epoch })
 }
 
 /// The answer to `GET /sse`: the stream (the engine then runs the upgrade
@@ -160,6 +187,7 @@ pub(crate) fn open(
             &req.room,
             req.since,
             history,
+            req.epoch.as_deref(),
             max_replay,
             replay_bytes,
             connected,
@@ -189,10 +217,9 @@ pub(crate) fn open(
         if let Some(user) = user {
             connected["user"] = Value::String(user.to_owned());
         }
-        let replay = req
-            .since
-            .filter(|_| history)
-            .map(|since| r.recover_events(since, max_replay, replay_bytes, from_stored));
+        let replay = req.since.filter(|_| history).map(|since| {
+            r.recover_events(since, req.epoch.as_deref(), max_replay, replay_bytes, from_stored)
+        });
         if let Some(recovery) = &replay {
             connected["recovered"] = Value::Bool(recovery.recovered);
         } else if req.since.is_some() {
@@ -419,6 +446,16 @@ mod tests {
             assert_eq!(base64(plain.as_bytes()), encoded);
         }
         assert_eq!(base64(&[0xff, 0xfe, 0x00]), "//4A");
+    }
+
+    #[test]
+    fn recovery_points_are_a_bare_seq_or_an_epoch_and_seq() {
+        assert_eq!(parse_point("ab12:7"), Some((Some("ab12".to_owned()), 7)));
+        assert_eq!(parse_point(" 7 "), Some((None, 7)));
+        let long = format!("{}:1", "e".repeat(MAX_EPOCH + 1));
+        for bad in [":3", "e:", "e:x", "x", "-1", "a b:1", long.as_str()] {
+            assert_eq!(parse_point(bad), None, "{bad:?}");
+        }
     }
 
     #[test]

@@ -56,6 +56,17 @@ use crate::types::ConnId;
 
 /// Bound on each Redis connect, read and write a reader thread may wait for.
 pub(crate) const TIMEOUT: Duration = Duration::from_secs(1);
+/// The same bound once the server is stopping ([`Cluster::begin_stop`]) and
+/// [`STOP_GRACE`] has passed: a stop waits for every connection's leaves,
+/// so a Redis that does not answer must not hold it for a call timeout per
+/// member and room.
+pub(crate) const STOP_TIMEOUT: Duration = Duration::from_millis(250);
+/// From the start of a stop, how long its calls may wait for a Redis that
+/// stalls (a fork, an fsync, a slow script): a call made in it waits until
+/// it ends (at least [`STOP_TIMEOUT`], at most [`TIMEOUT`]), so a short
+/// stall costs no leave, and a Redis frozen for good holds the stop about
+/// this long before its shard is taken for down.
+pub(crate) const STOP_GRACE: Duration = Duration::from_secs(1);
 /// How often a node refreshes its heartbeat key and looks for dead nodes.
 pub(crate) const HEARTBEAT: Duration = Duration::from_secs(1);
 /// The TTL of a node's heartbeat key: a node silent this long is dead, and
@@ -117,6 +128,10 @@ pub(crate) struct Cluster {
     /// Subscriber sessions running (each holds the handler while it runs):
     /// when they are all that holds it, the handler was dropped.
     sessions: std::sync::atomic::AtomicUsize,
+    /// When the server began to stop: calls wait until [`STOP_GRACE`] has
+    /// passed, or [`STOP_TIMEOUT`] after, and one that times out marks its
+    /// shard down, so the calls after it fail at once.
+    stopping: OnceLock<Instant>,
     /// Whether a shard list that differs from another node's was logged.
     list_mismatch_told: std::sync::atomic::AtomicBool,
     idempotency_ttl: Duration,
@@ -203,6 +218,7 @@ impl Cluster {
             started: OnceLock::new(),
             unrecorded: Mutex::new(HashMap::new()),
             sessions: std::sync::atomic::AtomicUsize::new(0),
+            stopping: OnceLock::new(),
             bans_run_id: Mutex::new(None),
             list_mismatch_told: std::sync::atomic::AtomicBool::new(false),
             idempotency_ttl: config.idempotency_ttl,
@@ -251,8 +267,22 @@ impl Cluster {
     /// Whether some shard is up (its last heartbeat answered): a node that
     /// can serve some rooms is worth its clients (every node sees the same
     /// shard down).
-    pub fn is_up(&self) -> bool {
+    fn is_up(&self) -> bool {
         self.shards.iter().any(|s| s.up.load(Relaxed))
+    }
+
+    /// Whether `/healthz` may say 200, and if not why (its 503 body): the
+    /// node has settled on every shard (`Shard::settled`: each heartbeat
+    /// tried once, the first shard answered and its bans read), and some
+    /// shard is up now.
+    pub fn health(&self) -> Result<(), &'static str> {
+        if !self.shards.iter().all(|s| s.settled.load(Relaxed)) {
+            return Err("redis not reached yet\n");
+        }
+        if !self.is_up() {
+            return Err("redis unavailable\n");
+        }
+        Ok(())
     }
 
     /// Whether every shard is up.
@@ -438,11 +468,26 @@ impl Cluster {
 
     /// The `run_id` of the Redis read, and the bans it records that still
     /// hold: user and until (Unix ms). Expired ones are removed from Redis.
+    /// An entry whose value is not a time was not written by a node: it is
+    /// passed over (one such entry must not fail the read, which every
+    /// subscriber session and a node's first `/healthz` 200 wait for).
     fn recorded_bans(&self) -> redis::RedisResult<(String, Vec<(String, u64)>)> {
         let bans = self.bans_key();
-        let (info, all): (String, Vec<(String, u64)>) = self.call_anyway(self.home(), |c| {
+        let (info, all): (String, Vec<(String, String)>) = self.call_anyway(self.home(), |c| {
             redis::pipe().cmd("INFO").arg("server").cmd("HGETALL").arg(&bans).query(c)
         })?;
+        let all: Vec<(String, u64)> = all
+            .into_iter()
+            .filter_map(|(user, until)| match until.parse() {
+                Ok(until) => Some((user, until)),
+                Err(_) => {
+                    log::warn!(
+                        "redis: {bans} holds {user:?} with {until:?}, not a time in Unix ms: passed over"
+                    );
+                    None
+                }
+            })
+            .collect();
         let run_id = info
             .lines()
             .find_map(|line| line.strip_prefix("run_id:"))
@@ -502,7 +547,32 @@ impl Cluster {
     }
 
     fn connect(&self, s: &shards::Shard) -> redis::RedisResult<redis::Connection> {
-        s.connector.connect(TIMEOUT)
+        s.connector.connect(self.call_timeout())
+    }
+
+    /// The server is stopping (its connections are closing, each leaving
+    /// its rooms here): from now on every call is bounded by the end of
+    /// [`STOP_GRACE`], or [`STOP_TIMEOUT`] once it has passed, and a shard
+    /// whose call times out is taken for down, so the leaves after it give
+    /// up at once. Members whose leave was given up are reaped by the other
+    /// nodes, as a dead node's are.
+    pub fn begin_stop(&self) {
+        if self.stopping.set(Instant::now()).is_ok() {
+            log::info!(
+                "redis: stopping: Redis calls now wait until {STOP_GRACE:?} from now, then at most {STOP_TIMEOUT:?}"
+            );
+        }
+    }
+
+    /// The bound on each connect, read and write of a call, and on the wait
+    /// for a pooled connection.
+    fn call_timeout(&self) -> Duration {
+        match self.stopping.get() {
+            Some(began) => {
+                (*began + STOP_GRACE).saturating_duration_since(Instant::now()).clamp(STOP_TIMEOUT, TIMEOUT)
+            }
+            None => TIMEOUT,
+        }
     }
 
     /// Runs `f` on a pooled connection of shard `s`, failing at once while
@@ -538,30 +608,44 @@ impl Cluster {
         s: &shards::Shard,
         f: impl FnOnce(&mut redis::Connection) -> redis::RedisResult<T>,
     ) -> redis::RedisResult<T> {
-        let mut conn = match s.pool.take(TIMEOUT) {
-            Some(pool::Slot::Idle(conn)) => conn,
-            Some(pool::Slot::Open) => match self.connect(s) {
+        let wait = self.call_timeout();
+        let stopping = self.stopping.get().is_some();
+        let Some(pool::Taken { slot, generation }) = s.pool.take(wait) else {
+            self.metrics.errors.fetch_add(1, Relaxed);
+            return Err(redis::RedisError::from(std::io::Error::new(
+                std::io::ErrorKind::TimedOut,
+                "every pooled Redis connection stayed busy for the call timeout",
+            )));
+        };
+        let mut conn = match slot {
+            pool::Slot::Idle(conn) => conn,
+            pool::Slot::Open => match self.connect(s) {
                 Ok(conn) => conn,
                 Err(e) => {
-                    s.pool.forget();
+                    s.pool.forget(generation);
                     self.metrics.errors.fetch_add(1, Relaxed);
+                    if stopping {
+                        self.mark_down(s);
+                    }
                     return Err(e);
                 }
             },
-            None => {
-                self.metrics.errors.fetch_add(1, Relaxed);
-                return Err(redis::RedisError::from(std::io::Error::new(
-                    std::io::ErrorKind::TimedOut,
-                    "every pooled Redis connection stayed busy for the call timeout",
-                )));
-            }
         };
+        if stopping {
+            // Pooled before the stop with the longer bound; it never serves
+            // a call without the stop's again.
+            let bounded = conn.set_read_timeout(Some(wait)).and_then(|()| conn.set_write_timeout(Some(wait)));
+            if let Err(e) = bounded {
+                s.pool.forget(generation);
+                return Err(e);
+            }
+        }
         let start = Instant::now();
         let result = f(&mut conn);
         self.metrics.rtt_micros.fetch_add(start.elapsed().as_micros() as u64, Relaxed);
         self.metrics.calls.fetch_add(1, Relaxed);
         match &result {
-            Ok(_) => s.pool.give_back(conn),
+            Ok(_) => s.pool.give_back(conn, generation),
             Err(e) => {
                 self.metrics.errors.fetch_add(1, Relaxed);
                 let broken = e.is_io_error()
@@ -569,15 +653,16 @@ impl Cluster {
                     || e.is_connection_dropped()
                     || e.is_connection_refusal()
                     || sentinel::not_primary(e);
-                if sentinel::not_primary(e) {
+                // A stop does not wait for the heartbeat to tell.
+                if sentinel::not_primary(e) || (stopping && broken) {
                     self.mark_down(s);
                 }
                 if broken {
                     // A timed-out reply may still arrive: the connection
                     // cannot serve another call.
-                    s.pool.forget();
+                    s.pool.forget(generation);
                 } else {
-                    s.pool.give_back(conn);
+                    s.pool.give_back(conn, generation);
                 }
             }
         }
@@ -774,8 +859,10 @@ impl Cluster {
         let presence = j.newly.then(|| (j.client_id, &member, self.ephemeral(Some(j.conn), &event)));
         let to = r.cluster_synced.then_some(r.seq);
         let seen = r.cluster_synced.then_some((r.epoch.as_str(), r.seq));
+        // A `since` of the largest seq reads no history (no seq comes after it).
+        let from = j.since.and_then(|s| s.checked_add(1));
         let (epoch, seq, mut entries, members) =
-            self.read(j.room, j.since.map(|s| s + 1), to, j.max_replay, presence, seen, false)?;
+            self.read(j.room, from, to, j.max_replay, presence, seen, false)?;
         adopt(server, j.room, r, epoch, seq, &mut entries);
         if j.newly {
             server.join(j.conn, j.room).map_err(|_| internal())?;
@@ -844,7 +931,8 @@ impl Cluster {
     /// `connected` (`connected` given, with the room's seq, epoch and, with
     /// `since`, `recovered`) and the replay are sent, and the stream joins the
     /// room's shadow room, which the subscriber feeds from then on. Without
-    /// `history` (the right) a `since` is answered `recovered: false`.
+    /// `history` (the right), or with a `since` of another epoch than the
+    /// room's (`epoch`), a `since` is answered `recovered: false`.
     #[allow(clippy::too_many_arguments)]
     pub fn open_stream(
         &self,
@@ -854,12 +942,13 @@ impl Cluster {
         room: &str,
         since: Option<u64>,
         history: bool,
+        epoch: Option<&str>,
         max_replay: usize,
         max_bytes: usize,
         connected: Value,
     ) -> Result<(), ErrorReply> {
         fits(shared, room)?;
-        let (from, bounds) = ((since, history), (max_replay, max_bytes));
+        let (from, bounds) = ((since, epoch, history), (max_replay, max_bytes));
         let opened = self.open_stream_subscribed(shared, server, conn, room, from, bounds, connected);
         if opened.is_err() {
             self.release(room); // the subscription made for it goes, if the room is idle
@@ -874,7 +963,7 @@ impl Cluster {
         server: &ServerHandle,
         conn: ConnId,
         room: &str,
-        (since, history): (Option<u64>, bool),
+        (since, since_epoch, history): (Option<u64>, Option<&str>, bool),
         (max_replay, max_bytes): (usize, usize),
         connected: Value,
     ) -> Result<(), ErrorReply> {
@@ -887,7 +976,7 @@ impl Cluster {
                 let to = r.cluster_synced.then_some(r.seq);
                 let seen = r.cluster_synced.then_some((r.epoch.as_str(), r.seq));
                 let (epoch, seq, mut entries, members) =
-                    self.read(room, since.map(|s| s + 1), to, max_replay, None, seen, false)?;
+                    self.read(room, since.and_then(|s| s.checked_add(1)), to, max_replay, None, seen, false)?;
                 adopt(server, room, r, epoch, seq, &mut entries);
                 // Checked again where it counts, as `check_seat` counts (the
                 // members on every node, this node's streams): streams opening
@@ -902,7 +991,9 @@ impl Cluster {
                 let mut frames = Vec::new();
                 if let Some(since) = since {
                     let recovered;
-                    (frames, recovered) = self.replay(room, r, since, history, &entries, max_bytes);
+                    let same_epoch = since_epoch.is_none_or(|e| e == r.epoch);
+                    (frames, recovered) =
+                        self.replay(room, r, since, history && same_epoch, &entries, max_bytes);
                     connected["recovered"] = Value::Bool(recovered);
                 }
                 let _ = server.send_frame(
