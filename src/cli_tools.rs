@@ -88,7 +88,7 @@ fn genconfig(path: &Path) -> Result<(), String> {
          bind = \"127.0.0.1:9001\"\n\
          \n\
          # Every upgrade needs a token signed with this (HS256); make one with\n\
-         # `wshub gentoken --config {path} --sub USER`.\n\
+         # `wshub gentoken --config {quoted} --sub USER`.\n\
          jwt_secret = \"{secret}\"\n\
          \n\
          # The backend HTTP API (/api/*): `Authorization: apikey <api_key>`.\n\
@@ -97,7 +97,7 @@ fn genconfig(path: &Path) -> Result<(), String> {
          # wss:// and https:// on the same port:\n\
          # tls_cert = \"/etc/wshub/cert.pem\"\n\
          # tls_key = \"/etc/wshub/key.pem\"\n",
-        path = path.display(),
+        quoted = shell_quoted(path),
         secret = random_hex()?,
         key = random_hex()?,
     );
@@ -122,6 +122,21 @@ fn genconfig(path: &Path) -> Result<(), String> {
     Ok(())
 }
 
+/// `path` as one word for a POSIX shell: as it is when it holds only
+/// characters no shell treats specially, else in single quotes (a `'` in it
+/// as `'\''`). A path a line cannot hold (a control character) or that is not
+/// UTF-8 is shown as `PATH`, for the user to fill in.
+fn shell_quoted(path: &Path) -> String {
+    let Some(text) = path.to_str().filter(|t| !t.is_empty() && !t.chars().any(char::is_control)) else {
+        return "PATH".to_owned();
+    };
+    if text.chars().all(|c| c.is_ascii_alphanumeric() || "/._-+,:@%=".contains(c)) {
+        text.to_owned()
+    } else {
+        format!("'{}'", text.replace('\'', "'\\''"))
+    }
+}
+
 /// The claims a `gentoken` token carries.
 #[derive(serde::Serialize)]
 struct Claims<'a> {
@@ -138,6 +153,16 @@ struct Claims<'a> {
 
 fn gentoken(path: &Path, sub: &str, rooms: &[String], ttl: Duration) -> Result<String, String> {
     let file = wshub::ConfigFile::load(path)?;
+    // Such a server accepts only tokens signed with the private key matching
+    // that public key (RS*/ES*/EdDSA), which gentoken never has.
+    if let Some(key) = &file.jwt_public_key {
+        return Err(format!(
+            "{} verifies tokens with jwt_public_key {}: gentoken signs only HS256 tokens, with a \
+             jwt_secret; sign this server's tokens with the private key that matches that public key",
+            path.display(),
+            key.display()
+        ));
+    }
     let Some(secret) = file.jwt_secret.filter(|s| !s.is_empty()) else {
         return Err(format!("{} has no jwt_secret (`wshub genconfig` writes one)", path.display()));
     };
@@ -264,6 +289,16 @@ mod tests {
         assert!(parse_ttl("1w").is_err());
         assert!(parse_ttl("h").is_err());
         assert!(parse_ttl("99999999999999999999d").is_err());
+    }
+
+    #[test]
+    fn paths_are_quoted_for_a_shell_and_never_break_the_line() {
+        assert_eq!(shell_quoted(Path::new("/etc/wshub/wshub.toml")), "/etc/wshub/wshub.toml");
+        assert_eq!(shell_quoted(Path::new("my config.toml")), "'my config.toml'");
+        assert_eq!(shell_quoted(Path::new("it's $HOME")), "'it'\\''s $HOME'");
+        // A newline would end the TOML comment and put the rest of the path in
+        // the config as TOML.
+        assert_eq!(shell_quoted(Path::new("a\njwt_secret = \"x\"")), "PATH");
     }
 
     #[test]
