@@ -1,10 +1,12 @@
 #!/usr/bin/env python3
 """Compares an Autobahn|Testsuite report with autobahn/expected-results.json.
 
-    python3 autobahn/compare.py REPORT_DIR/index.json AGENT [EXPECTED_AGENT]
+    python3 autobahn/compare.py AGENT[=EXPECTED_AGENT] REPORT_DIR/index.json...
 
 EXPECTED_AGENT (default: AGENT) names the expected results to hold AGENT to:
-the wss run ("wshub-wss") must match plain "wshub" exactly.
+the wss run ("wshub-wss") must match plain "wshub" exactly. The reports of
+several wstest processes (run.sh splits an agent's cases over several) are
+judged as one: a case reported twice is a difference.
 
 expected-results.json holds, per agent, each case's expected results.
 
@@ -20,10 +22,17 @@ the environment it rewrites expected-results.json from the report instead
 """
 import fnmatch, json, os, sys
 
-report_path, agent = sys.argv[1], sys.argv[2]
-expected_agent = sys.argv[3] if len(sys.argv) > 3 else agent
+if len(sys.argv) < 3:
+    sys.exit(__doc__)
+agent, _, expected_agent = sys.argv[1].partition("=")
+expected_agent = expected_agent or agent
 expected_path = os.path.join(os.path.dirname(__file__), "expected-results.json")
-got = json.load(open(report_path)).get(agent, {})
+got, twice = {}, []
+for report_path in sys.argv[2:]:
+    for case, result in json.load(open(report_path)).get(agent, {}).items():
+        if case in got:
+            twice.append(case)
+        got[case] = result
 all_expected = json.load(open(expected_path))
 if os.environ.get("AUTOBAHN_UPDATE") == "1":
     order = lambda case: [int(x) for x in case.split(".")]
@@ -43,7 +52,7 @@ expected = {c: v for c, v in expected.items() if not any(fnmatch.fnmatchcase(c, 
 if not expected:
     print(f"autobahn {agent}: no expected results for this agent")
     sys.exit(1)
-problems = []
+problems = [f"{case}: reported by two wstest runs" for case in twice]
 for case, want in expected.items():
     have = got.get(case)
     if have is None:

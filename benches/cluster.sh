@@ -29,13 +29,13 @@ set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 BENCHES="$ROOT/benches"
 WSHUB="${WSHUB_BIN:-$ROOT/target/release/wshub}"
-GEN="${WSHUB_BENCH:-$BENCHES/wshub-bench/target/release/wshub-bench}"
+GEN="${WSHUB_BENCH:-$ROOT/target/release/wshub-bench}"
 SUBSCRIBERS="${SUBSCRIBERS:-1000}"
 SECS="${SECS:-10}"
 
 if [[ -z "${NO_BUILD:-}" ]]; then
     (cd "$ROOT" && cargo build --release --bin wshub >&2)
-    (cd "$BENCHES/wshub-bench" && cargo build --release >&2)
+    (cd "$BENCHES/wshub-bench" && cargo build --release --target-dir "$ROOT/target" >&2)
 fi
 command -v redis-server >/dev/null || { echo "redis-server is missing (bash .ci/setup)" >&2; exit 1; }
 

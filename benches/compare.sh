@@ -31,7 +31,7 @@
 #   WSHUB_BASE   another wshub binary (an older build), run as the server
 #                `wshub-base` (add it to SERVERS) with wshub's flags: a
 #                before/after in one run, under the same load
-#   WSHUB_BENCH  generator binary [benches/wshub-bench/target/release/wshub-bench]
+#   WSHUB_BENCH  generator binary [target/release/wshub-bench]
 #   NO_BUILD=1   skip the cargo builds (use the binaries as they are)
 #   NO_CHECK=1   skip the protocol check (benches/peers/check.py) of each server;
 #                without it a missing python `websockets` is an error
@@ -61,7 +61,7 @@ PEER="$BENCHES/peers/node-ws"
 BUN_PEER="$BENCHES/peers/bun"
 BUN="$BUN_PEER/node_modules/.bin/bun"
 WSHUB="${WSHUB:-$ROOT/target/release/wshub}"
-GEN="${WSHUB_BENCH:-$BENCHES/wshub-bench/target/release/wshub-bench}"
+GEN="${WSHUB_BENCH:-$ROOT/target/release/wshub-bench}"
 
 # --- the table, from a results file -------------------------------------------------
 
@@ -278,7 +278,8 @@ if [[ -z "${NO_BUILD:-}" ]]; then
         [[ -f "$BENCHES/wshub-bench/Cargo.toml" ]] || {
             echo "no load generator: benches/wshub-bench/Cargo.toml is missing" >&2; exit 1; }
         echo "== cargo build --release (wshub-bench)" >&2
-        cargo build --release --quiet --manifest-path "$BENCHES/wshub-bench/Cargo.toml" >&2
+        # Into the root crate's target/: the dependencies both use are built once.
+        cargo build --release --quiet --manifest-path "$BENCHES/wshub-bench/Cargo.toml" --target-dir "$ROOT/target" >&2
     fi
 fi
 [[ -x "$GEN" ]] || { echo "generator $GEN is not built" >&2; exit 1; }

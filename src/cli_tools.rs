@@ -61,8 +61,7 @@ pub fn run(tool: Tool, command: Command) -> Result<(), String> {
             Ok(())
         }
         Tool::Man => {
-            let mut out = Vec::new();
-            clap_mangen::Man::new(command).render(&mut out).map_err(|e| e.to_string())?;
+            let out = man_page(&command).map_err(|e| e.to_string())?;
             std::io::stdout().write_all(&out).map_err(|e| e.to_string())
         }
         Tool::Reference => {
@@ -70,6 +69,81 @@ pub fn run(tool: Tool, command: Command) -> Result<(), String> {
             Ok(())
         }
     }
+}
+
+/// The man page wshub(1), the only page the package ships: clap_mangen's
+/// sections, except that the subcommands are described here in full, with
+/// their flags, where clap_mangen would name a page for each
+/// (`wshub-genconfig(1)`) that does not exist.
+fn man_page(command: &Command) -> std::io::Result<Vec<u8>> {
+    let man = clap_mangen::Man::new(command.clone());
+    let mut out = Vec::new();
+    man.render_title(&mut out)?;
+    man.render_name_section(&mut out)?;
+    man.render_synopsis_section(&mut out)?;
+    man.render_description_section(&mut out)?;
+    man.render_options_section(&mut out)?;
+    out.extend_from_slice(b".SH SUBCOMMANDS\n");
+    for sub in command.get_subcommands().filter(|s| !s.is_hide_set()) {
+        let name = format!("{} {}", command.get_name(), sub.get_name());
+        out.extend_from_slice(format!(".TP\n\\fB{}\\fR [OPTIONS]\n", roff_text(&name)).as_bytes());
+        if let Some(about) = sub.get_about() {
+            out.extend_from_slice(format!("{}\n", roff_text(&about.to_string())).as_bytes());
+        }
+        let args: Vec<&Arg> =
+            sub.get_arguments().filter(|a| !a.is_hide_set() && a.get_long().is_some()).collect();
+        if args.is_empty() {
+            continue;
+        }
+        out.extend_from_slice(b".RS\n");
+        for arg in args {
+            let long = arg.get_long().unwrap_or_default();
+            let mut head = match arg.get_value_names() {
+                Some(names) if arg.get_action().takes_values() => format!("--{long} <{}>", names[0]),
+                _ => format!("--{long}"),
+            };
+            if let Some(default) = arg.get_default_values().first() {
+                head.push_str(&format!(" [default: {}]", default.to_string_lossy()));
+            }
+            out.extend_from_slice(format!(".TP\n{}\n", roff_text(&head)).as_bytes());
+            if let Some(help) = arg.get_help() {
+                out.extend_from_slice(format!("{}\n", roff_text(&help.to_string())).as_bytes());
+            }
+        }
+        out.extend_from_slice(b".RE\n");
+    }
+    if command.get_after_help().is_some() || command.get_after_long_help().is_some() {
+        man.render_extra_section(&mut out)?;
+    }
+    man.render_version_section(&mut out)?;
+    if command.get_author().is_some() {
+        man.render_authors_section(&mut out)?;
+    }
+    // Each part clap_mangen renders starts with the same two lines defining
+    // the apostrophe string (`Aq`): the page needs them once.
+    let text = String::from_utf8_lossy(&out);
+    let mut seen = std::collections::HashSet::new();
+    let lines: Vec<&str> = text
+        .lines()
+        .filter(|l| !l.starts_with(".ie ") && !l.starts_with(".el ") || seen.insert(*l))
+        .collect();
+    Ok(format!("{}\n", lines.join("\n")).into_bytes())
+}
+
+/// `text` as roff prose: backslashes and dashes escaped, a line that would
+/// start with a control character (`.` or `'`) guarded, lines joined.
+fn roff_text(text: &str) -> String {
+    text.lines()
+        .map(|line| {
+            let escaped = line.replace('\\', "\\e").replace('-', "\\-");
+            if escaped.starts_with('.') || escaped.starts_with('\'') {
+                format!("\\&{escaped}")
+            } else {
+                escaped
+            }
+        })
+        .collect::<Vec<_>>()
+        .join(" ")
 }
 
 /// `32` random bytes from the OS, as 64 hex digits.
@@ -88,7 +162,7 @@ fn genconfig(path: &Path) -> Result<(), String> {
          bind = \"127.0.0.1:9001\"\n\
          \n\
          # Every upgrade needs a token signed with this (HS256); make one with\n\
-         # `wshub gentoken --config {path} --sub USER`.\n\
+         # `wshub gentoken --config {quoted} --sub USER`.\n\
          jwt_secret = \"{secret}\"\n\
          \n\
          # The backend HTTP API (/api/*): `Authorization: apikey <api_key>`.\n\
@@ -97,7 +171,7 @@ fn genconfig(path: &Path) -> Result<(), String> {
          # wss:// and https:// on the same port:\n\
          # tls_cert = \"/etc/wshub/cert.pem\"\n\
          # tls_key = \"/etc/wshub/key.pem\"\n",
-        path = path.display(),
+        quoted = shell_quoted(path),
         secret = random_hex()?,
         key = random_hex()?,
     );
@@ -122,6 +196,21 @@ fn genconfig(path: &Path) -> Result<(), String> {
     Ok(())
 }
 
+/// `path` as one word for a POSIX shell: as it is when it holds only
+/// characters no shell treats specially, else in single quotes (a `'` in it
+/// as `'\''`). A path a line cannot hold (a control character) or that is not
+/// UTF-8 is shown as `PATH`, for the user to fill in.
+fn shell_quoted(path: &Path) -> String {
+    let Some(text) = path.to_str().filter(|t| !t.is_empty() && !t.chars().any(char::is_control)) else {
+        return "PATH".to_owned();
+    };
+    if text.chars().all(|c| c.is_ascii_alphanumeric() || "/._-+,:@%=".contains(c)) {
+        text.to_owned()
+    } else {
+        format!("'{}'", text.replace('\'', "'\\''"))
+    }
+}
+
 /// The claims a `gentoken` token carries.
 #[derive(serde::Serialize)]
 struct Claims<'a> {
@@ -138,6 +227,16 @@ struct Claims<'a> {
 
 fn gentoken(path: &Path, sub: &str, rooms: &[String], ttl: Duration) -> Result<String, String> {
     let file = wshub::ConfigFile::load(path)?;
+    // Such a server accepts only tokens signed with the private key matching
+    // that public key (RS*/ES*/EdDSA), which gentoken never has.
+    if let Some(key) = &file.jwt_public_key {
+        return Err(format!(
+            "{} verifies tokens with jwt_public_key {}: gentoken signs only HS256 tokens, with a \
+             jwt_secret; sign this server's tokens with the private key that matches that public key",
+            path.display(),
+            key.display()
+        ));
+    }
     let Some(secret) = file.jwt_secret.filter(|s| !s.is_empty()) else {
         return Err(format!("{} has no jwt_secret (`wshub genconfig` writes one)", path.display()));
     };
@@ -264,6 +363,16 @@ mod tests {
         assert!(parse_ttl("1w").is_err());
         assert!(parse_ttl("h").is_err());
         assert!(parse_ttl("99999999999999999999d").is_err());
+    }
+
+    #[test]
+    fn paths_are_quoted_for_a_shell_and_never_break_the_line() {
+        assert_eq!(shell_quoted(Path::new("/etc/wshub/wshub.toml")), "/etc/wshub/wshub.toml");
+        assert_eq!(shell_quoted(Path::new("my config.toml")), "'my config.toml'");
+        assert_eq!(shell_quoted(Path::new("it's $HOME")), "'it'\\''s $HOME'");
+        // A newline would end the TOML comment and put the rest of the path in
+        // the config as TOML.
+        assert_eq!(shell_quoted(Path::new("a\njwt_secret = \"x\"")), "PATH");
     }
 
     #[test]

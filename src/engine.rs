@@ -22,6 +22,13 @@ use crate::stats::Stats;
 use crate::sys::pthread;
 use crate::types::ConnId;
 
+thread_local! {
+    /// The engine (its address) whose handler's `on_stop` this thread is
+    /// running, 0 for none: a `stop` called from there returns at once
+    /// rather than wait for the stop this thread is itself doing.
+    static IN_ON_STOP: std::cell::Cell<usize> = const { std::cell::Cell::new(0) };
+}
+
 /// What the stopper thread runs: a stop asked for from inside a callback.
 pub(crate) type StopJob = Box<dyn FnOnce() + Send>;
 
@@ -287,8 +294,11 @@ impl Engine {
         true
     }
 
-    pub(crate) fn stop(&self) {
+    pub(crate) fn stop(self: &Arc<Self>) {
         if self.stop_started.swap(true, AcqRel) {
+            if IN_ON_STOP.with(std::cell::Cell::get) == Arc::as_ptr(self) as usize {
+                return; // from the handler's on_stop: this very thread is doing the stop
+            }
             let mut stopped = self.stopped.lock();
             while !*stopped {
                 self.stopped_changed.wait(&mut stopped);
@@ -297,6 +307,18 @@ impl Engine {
         }
         log::info!("stopping: draining connections");
         self.draining.store(true, SeqCst);
+        // First, so what the handler waits for elsewhere (a call to its
+        // backend) ends now and its connections can close with the others.
+        // A panic in it stops nothing else: the stop has begun (`stop_started`
+        // makes every other caller wait for its end), so it must finish.
+        let handle = crate::server::ServerHandle::new(self.clone());
+        let outer = IN_ON_STOP.with(|s| s.replace(Arc::as_ptr(self) as usize));
+        let on_stop =
+            std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| self.handler.on_stop(&handle)));
+        IN_ON_STOP.with(|s| s.set(outer));
+        if on_stop.is_err() {
+            log::error!("the handler's on_stop panicked; stopping anyway");
+        }
         match &self.listener {
             Some(listener) if !self.inherited => crate::sys::sock::shutdown_listener(listener),
             _ => {} // an inherited one is polled: the acceptor sees `draining` within a tick

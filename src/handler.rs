@@ -28,6 +28,17 @@ pub trait Handler: Send + Sync + 'static {
         let _ = server;
     }
 
+    /// Runs once when the server's stop begins, on the thread performing
+    /// the stop, after new connections stop being accepted and before open
+    /// ones are closed: for ending what would hold the stop up, such as
+    /// calls to other services that connection threads wait for. It must not
+    /// block; a [`ServerHandle::stop`] called from it returns at once (the
+    /// stop is under way), and a panic in it is logged and the stop goes on.
+    /// Default: nothing.
+    fn on_stop(&self, server: &ServerHandle) {
+        let _ = server;
+    }
+
     /// Decides whether an upgrade request on the WebSocket path becomes a
     /// connection, or a request [`on_http`](Handler::on_http) answered with
     /// [`HttpResponse::event_stream`] a stream. Runs before the 101 (or the
@@ -61,9 +72,10 @@ pub trait Handler: Send + Sync + 'static {
 
     /// An upgrade [`on_upgrade`](Handler::on_upgrade) accepted never became a
     /// connection: the 101 could not be sent (the peer was gone), its writer
-    /// thread could not be created, or (an event stream) the protocol's join
-    /// checks refused it after `on_upgrade`. No `on_connect` or `on_close`
-    /// follows; release here whatever `on_upgrade` attached to `conn`.
+    /// thread could not be created, (an event stream) the protocol's join
+    /// checks refused it after `on_upgrade`, or `on_upgrade` panicked (then
+    /// `500`). No `on_connect` or `on_close` follows; release here whatever
+    /// `on_upgrade` attached to `conn`.
     fn on_upgrade_failed(&self, server: &ServerHandle, conn: ConnId) {
         let _ = (server, conn);
     }

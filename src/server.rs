@@ -416,11 +416,30 @@ impl ServerHandle {
         self.engine.conns.get(conn).is_some_and(|c| c.is_event_stream())
     }
 
-    /// Adds an event stream to a hub room of the protocol's own (a name no
+    /// Adds a connection (an event stream, or a WebSocket member for
+    /// `protocol/presence.rs`) to a hub room of the protocol's own (a name no
     /// client room can have, so it is not checked like one).
     pub(crate) fn join_stream(&self, conn: ConnId, hub_room: &str) -> Result<()> {
         self.engine.open_conn(conn)?;
         self.engine.command(Cmd::Join(conn, hub_room.to_owned()))
+    }
+
+    /// Removes a connection from a hub room of the protocol's own (see
+    /// [`join_stream`](Self::join_stream), which adds any connection).
+    pub(crate) fn leave_internal(&self, conn: ConnId, hub_room: &str) -> Result<()> {
+        self.engine.open_conn(conn)?;
+        self.engine.command(Cmd::Leave(conn, hub_room.to_owned()))
+    }
+
+    /// [`broadcast`](Self::broadcast) to a hub room of the protocol's own.
+    pub(crate) fn broadcast_internal(
+        &self,
+        hub_room: &str,
+        message: impl Into<Message>,
+        except: Option<ConnId>,
+    ) -> Result<()> {
+        let frame = encode_message(&message.into());
+        self.engine.command(Cmd::Broadcast { room: hub_room.to_owned(), frame, except })
     }
 
     /// [`broadcast_frame`](Self::broadcast_frame) to a hub room of

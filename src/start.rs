@@ -191,7 +191,7 @@ impl Engine {
             match spawned {
                 Ok(t) => *handle.engine().admin_acceptor.lock() = Some(t),
                 Err(e) => {
-                    handle.engine().stop();
+                    handle.stop();
                     return Err(e.into());
                 }
             }

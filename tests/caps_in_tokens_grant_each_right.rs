@@ -140,3 +140,52 @@ fn malformed_caps_are_refused_at_the_upgrade() {
         assert_eq!(outcome.status(), 401, "caps {caps}");
     }
 }
+
+/// The next frame's type and room, skipping nothing.
+fn kind_and_room(c: &mut Client) -> (String, String) {
+    let f = c.json();
+    (f["type"].as_str().unwrap_or("").to_owned(), f["payload"]["room"].as_str().unwrap_or("").to_owned())
+}
+
+#[test]
+fn a_member_without_presence_hears_no_joins_or_leaves() {
+    let server = start();
+    let mut quiet =
+        client(&server, json!({"sub": "quiet", "caps": [{"rooms": ["chat"], "allow": ["join"]}]}));
+    quiet.join("chat");
+    let mut watcher = client(&server, json!({"sub": "w"}));
+    watcher.join("chat");
+    // dave comes and goes; only the watcher, with the right, hears it.
+    let mut dave = client(&server, json!({"sub": "dave"}));
+    dave.join("chat");
+    dave.ok("room:publish", json!({"room": "chat", "data": "hi"}));
+    drop(dave);
+    assert_eq!(kind_and_room(&mut watcher), ("presence:join".into(), "chat".into()));
+    assert_eq!(kind_and_room(&mut watcher), ("room:message".into(), "chat".into()));
+    assert_eq!(kind_and_room(&mut watcher), ("presence:leave".into(), "chat".into()));
+    let (status, _) = api(server.addr, "POST", "/api/publish", Some(KEY), r#"{"room":"chat","data":"end"}"#);
+    assert_eq!(status, 200);
+    // The quiet member gets the messages, in order, with no presence event between.
+    assert_eq!(quiet.json()["payload"]["data"], "hi");
+    assert_eq!(quiet.json()["payload"]["data"], "end");
+    quiet.assert_nothing_pending();
+    assert_eq!(watcher.json()["payload"]["data"], "end");
+    assert_eq!(error_code(&quiet.request("presence:get", json!({"room": "chat"}))), "forbidden");
+
+    // An auth:refresh that grants `presence` makes it hear them from then on.
+    let wider = token(json!({"sub": "quiet", "caps": [{"rooms": ["chat"], "allow": ["join", "presence"]}]}));
+    quiet.ok("auth:refresh", json!({"token": wider}));
+    let mut erin = client(&server, json!({"sub": "erin"}));
+    erin.join("chat");
+    assert_eq!(kind_and_room(&mut quiet), ("presence:join".into(), "chat".into()));
+    assert_eq!(kind_and_room(&mut watcher), ("presence:join".into(), "chat".into()));
+    // And one that takes it away again silences them.
+    let narrower = token(json!({"sub": "quiet", "caps": [{"rooms": ["chat"], "allow": ["join"]}]}));
+    quiet.ok("auth:refresh", json!({"token": narrower}));
+    drop(erin);
+    assert_eq!(kind_and_room(&mut watcher), ("presence:leave".into(), "chat".into()));
+    let (status, _) = api(server.addr, "POST", "/api/publish", Some(KEY), r#"{"room":"chat","data":"last"}"#);
+    assert_eq!(status, 200);
+    assert_eq!(quiet.json()["payload"]["data"], "last");
+    quiet.assert_nothing_pending();
+}

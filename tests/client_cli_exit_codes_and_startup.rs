@@ -128,6 +128,33 @@ fn usage_errors_exit_2() {
 }
 
 #[test]
+fn the_end_of_input_is_said_before_the_cli_exits_0() {
+    let server = Server::start(&[]);
+    let url = format!("ws://{}/ws", server.addr);
+    // stdin at its end from the start (`< /dev/null`, a service without a
+    // terminal): nothing to publish, and the user is told why it ends.
+    let (status, err) = run_to_exit_with_input(&["--url", &url, "--room", "r"], "");
+    assert_eq!(status.code(), Some(0), "{err}");
+    assert!(err.contains("end of input: no line to publish"), "{err}");
+    assert!(err.contains("--read-only"), "the way to keep watching is named: {err}");
+    let (status, err) = run_to_exit_with_input(&["--url", &url, "--room", "r"], "one\ntwo\n");
+    assert_eq!(status.code(), Some(0), "{err}");
+    assert!(err.contains("end of input: 2 lines published and acknowledged"), "{err}");
+}
+
+/// Runs the CLI with `input` on stdin, then its end; its exit status and stderr.
+fn run_to_exit_with_input(args: &[&str], input: &str) -> (ExitStatus, String) {
+    let mut child = cli(args);
+    let mut stdin = child.stdin.take().expect("stdin");
+    stdin.write_all(input.as_bytes()).expect("write stdin");
+    drop(stdin);
+    let status = exit_status_within(&mut child, WAIT);
+    let mut err = String::new();
+    let _ = child.stderr.take().expect("stderr").read_to_string(&mut err);
+    (status, err)
+}
+
+#[test]
 fn an_unreachable_server_exits_3() {
     // A port that was just free: nothing listens there.
     let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();

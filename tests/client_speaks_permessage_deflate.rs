@@ -309,3 +309,17 @@ fn a_compression_bomb_stops_at_max_message_bytes_1009() {
     let (sent, reported) = refused(Some(ANSWER), frame(0xC1, &packed));
     assert_eq!((sent, reported), (Some(1009), 1009));
 }
+
+#[test]
+fn a_window_bits_value_out_of_the_rfc_fails_the_connect_with_a_clear_error() {
+    for answer in [
+        "permessage-deflate; server_no_context_takeover; client_max_window_bits=+9",
+        "permessage-deflate; server_no_context_takeover; server_max_window_bits=09",
+    ] {
+        let server = hand_framed(Some(answer), |_| String::new());
+        let options = Options::default().backoff(Duration::from_secs(10), Duration::from_secs(20));
+        let Err(error) = Client::connect(&server.url(), options) else { panic!("the connect did not fail") };
+        let param = answer.rsplit("; ").next().unwrap_or_default();
+        assert!(error.to_string().contains(param), "{param}: {error}");
+    }
+}

@@ -61,4 +61,6 @@ fn a_stream_gets_an_error_event_before_the_new_epochs_messages() {
     let told = events.iter().position(|(kind, _, data)| kind == "error" && data["code"] == "unavailable");
     assert!(told.is_some(), "the stream was not told of the new epoch: {events:?}");
     assert_eq!(told, Some(events.len() - 2), "told just before the new epoch's message: {events:?}");
+    // The id is the seq (PROTOCOL.md), which starts again in the new epoch.
+    assert_eq!(events.last().and_then(|(_, id, _)| id.as_deref()), Some("1"), "{events:?}");
 }

@@ -88,7 +88,8 @@ fn a_client_reconnects_through_nginx_after_its_node_dies_and_recovers() {
     let mut nodes = [node(&redis, &[]), node(&redis, &[])];
     let lb = Nginx::start(nodes[0].addr.port(), nodes[1].addr.port());
     let lb_addr = format!("127.0.0.1:{}", lb.port).parse().unwrap();
-    assert_eq!(get(lb_addr, "/healthz").0, 200);
+    // Healthy once each node's first heartbeat has reached Redis.
+    wait_health(lb_addr, 200, WAIT);
 
     let mut client = Client::connect(lb_addr, &[]);
     let joined = ok(&mut client, "room:join", json!({"room": "chat"}));

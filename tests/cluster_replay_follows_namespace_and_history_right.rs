@@ -4,7 +4,7 @@
 //! answer `recovered: false` for a room whose namespace keeps no history
 //! (even to a client that missed nothing), drop what is older than the
 //! namespace's `history_ttl_ms`, and replay nothing to a member without the
-//! `history` right.
+//! `history` right; and an event stream takes a seat under `max_members`.
 
 mod api_common;
 mod cluster_common;
@@ -40,10 +40,12 @@ fn member(node: &Wshub, claims: Value) -> Client {
     c
 }
 
-fn config() -> std::path::PathBuf {
-    let path = std::env::temp_dir().join(format!("wshub-cluster-replay-rules-{}.toml", std::process::id()));
+fn config(tag: &str) -> std::path::PathBuf {
+    let path =
+        std::env::temp_dir().join(format!("wshub-cluster-replay-rules-{tag}-{}.toml", std::process::id()));
     let text = "[[namespace]]\nprefix = \"quiet:\"\nhistory_size = 0\n\n\
-                [[namespace]]\nprefix = \"brief:\"\nhistory_ttl_ms = 200\n";
+                [[namespace]]\nprefix = \"brief:\"\nhistory_ttl_ms = 200\n\n\
+                [[namespace]]\nprefix = \"small:\"\nmax_members = 1\n";
     std::fs::write(&path, text).expect("write config");
     path
 }
@@ -51,7 +53,7 @@ fn config() -> std::path::PathBuf {
 #[test]
 fn replays_on_redis_follow_the_namespace_and_the_history_right() {
     let redis = Redis::start();
-    let path = config();
+    let path = config("replay");
     let file = path.to_str().expect("utf-8");
     let flags = ["--config", file, "--jwt-secret", SECRET];
     let (a, b) = (node(&redis, &flags), node(&redis, &flags));
@@ -78,6 +80,15 @@ fn replays_on_redis_follow_the_namespace_and_the_history_right() {
     let mut no_history = member(&b, caps);
     let chat = ok(&mut no_history, "room:join", json!({"room": "chat", "since": 0}));
     assert_eq!((chat["recovered"].as_bool(), chat["seq"].as_u64()), (Some(false), Some(1)), "{chat}");
+    // An event stream without the right: the same answer.
+    let q = format!(
+        "room=chat&since=0&access_token={}",
+        token(json!({"sub": "nohist", "caps": [{"rooms": ["chat"], "allow": ["join"]}]}))
+    );
+    let mut stream = Sse::open(b.addr, &q, &[]);
+    assert_eq!(stream.status, 200);
+    let connected = stream.expect("connected");
+    assert_eq!(connected.data["recovered"], false, "{:?}", connected.data);
     // With it, the same join replays the message.
     let mut with_history = member(&b, json!({"sub": "hist", "rooms": ["*"]}));
     with_history.send_request("room:join", json!({"room": "chat", "since": 0}));
@@ -96,5 +107,24 @@ fn replays_on_redis_follow_the_namespace_and_the_history_right() {
     );
     let brief = late.json();
     assert_eq!(brief["payload"]["recovered"], false, "{brief}");
+    let _ = std::fs::remove_file(path);
+}
+
+#[test]
+fn a_stream_needs_a_seat_under_max_members_across_nodes() {
+    let redis = Redis::start();
+    let path = config("seats");
+    let file = path.to_str().expect("utf-8");
+    let flags = ["--config", file, "--jwt-secret", SECRET];
+    let (a, b) = (node(&redis, &flags), node(&redis, &flags));
+    let mut seated = member(&a, json!({"sub": "seated"}));
+    ok(&mut seated, "room:join", json!({"room": "small:1"}));
+    let q = format!("room=small:1&access_token={}", token(json!({"sub": "reader"})));
+    let refused = Sse::open(b.addr, &q, &[]);
+    assert_eq!(refused.status, 403, "the one seat is taken on node a: {}", refused.head);
+    ok(&mut seated, "room:leave", json!({"room": "small:1"}));
+    let mut stream = Sse::open(b.addr, &q, &[]);
+    assert_eq!(stream.status, 200, "{}", stream.head);
+    stream.expect("connected");
     let _ = std::fs::remove_file(path);
 }

@@ -4,7 +4,8 @@
 //! promote the replica; publishing works again on every node within 15 s,
 //! clients got `unavailable` meanwhile, and every acked message is either
 //! delivered to the members of both nodes or they were told the room moved
-//! to a new epoch.
+//! to a new epoch. Across a `SENTINEL FAILOVER` the old primary, a primary
+//! still for seconds, acks no publish once the sentinels name the new one.
 
 mod cluster_common;
 use cluster_common::*;
@@ -270,5 +271,134 @@ fn failover_is_followed(how: Failover) {
         let v = until(reader, 100, |v| v["type"] == "room:message");
         assert_eq!(v["payload"]["data"], "after", "{v}");
         assert_eq!(v["payload"]["seq"].as_u64(), seq, "{v}");
+    }
+}
+
+/// The address `SENTINEL get-master-addr-by-name` gives on `sentinel`.
+fn named_port(sentinel: u16) -> Option<u16> {
+    match query(sentinel, &["SENTINEL", "get-master-addr-by-name", MASTER]) {
+        Ok(redis::Value::Array(addr)) => match addr.get(1) {
+            Some(redis::Value::BulkString(port)) => String::from_utf8_lossy(port).parse().ok(),
+            _ => None,
+        },
+        _ => None,
+    }
+}
+
+/// A heartbeat notices within a beat (1 s) and the time its calls take;
+/// the rest is margin for a loaded machine.
+const NOTICE: Duration = Duration::from_secs(3);
+
+/// Split brain: after `SENTINEL FAILOVER` the old primary stays a primary
+/// for seconds (until the sentinels demote it) and takes every write sent
+/// to it, which its resync then drops. A node's heartbeat asks the
+/// sentinels which primary they name and `ROLE` of its own: once they name
+/// another, its pooled connections to the old one are dropped, publishes
+/// fail (`unavailable`) until it is connected to the new one, and none is
+/// acked by the old primary after that.
+#[test]
+fn no_publish_is_acked_by_the_old_primary_once_the_sentinels_name_another() {
+    split_brain(false);
+}
+
+/// The same while the sentinel asked first is frozen (`kill -STOP`: its
+/// socket accepts, nothing answers). Before, it took each beat's whole
+/// deadline and was asked first again on the next, so the node never
+/// learnt of the new primary and every publish the old one acked was lost.
+#[test]
+fn a_frozen_sentinel_does_not_hide_the_new_primary() {
+    split_brain(true);
+}
+
+fn split_brain(freeze_first: bool) {
+    let dir = TempDir::new("sentinel-split");
+    let (primary_port, replica_port) = (free_port(), free_port());
+    let _primary = redis_server(primary_port, &dir, &[]);
+    let replica_dir = TempDir::new("sentinel-split-replica");
+    let _replica =
+        redis_server(replica_port, &replica_dir, &["--replicaof", "127.0.0.1", &primary_port.to_string()]);
+    let sentinel_ports = [free_port(), free_port(), free_port()];
+    let _sentinels: Vec<Proc> = sentinel_ports.iter().map(|&p| sentinel(p, primary_port, &dir)).collect();
+    for &port in &sentinel_ports {
+        wait_for("the sentinels find the replica and each other", Duration::from_secs(30), || {
+            count(port, &["SENTINEL", "replicas", MASTER]) >= 1
+                && count(port, &["SENTINEL", "sentinels", MASTER]) >= 2
+        });
+    }
+    wait_for("the replica is in sync", WAIT, || {
+        matches!(query(replica_port, &["INFO", "replication"]),
+            Ok(redis::Value::BulkString(info)) if String::from_utf8_lossy(&info).contains("master_link_status:up"))
+    });
+    let addrs: Vec<String> = sentinel_ports.iter().map(|p| format!("127.0.0.1:{p}")).collect();
+    let mut args = vec!["--redis-sentinel-master", MASTER, "--rate-limit", "0"];
+    for addr in &addrs {
+        args.extend(["--redis-sentinel", addr.as_str()]);
+    }
+    let a = Wshub::start(&args);
+    wait_health(a.addr, 200, WAIT);
+    let mut publisher = a.client();
+    ok(&mut publisher, "room:join", json!({"room": "r"}));
+    assert_eq!(try_publish(&mut publisher, "first"), Some(1));
+
+    let asked = if freeze_first {
+        let pid = _sentinels[0].0.as_ref().expect("sentinel running").id().to_string();
+        assert!(Command::new("kill").args(["-STOP", &pid]).status().expect("kill").success());
+        &sentinel_ports[1..]
+    } else {
+        &sentinel_ports[..]
+    };
+    query(asked[0], &["SENTINEL", "FAILOVER", MASTER]).expect("SENTINEL FAILOVER");
+    // Publishes every 50 ms until the old primary is a replica again and
+    // the node has published for a while since the sentinels named the new one.
+    let mut named_at = None;
+    let (mut acked_late, mut refused) = (Vec::new(), 0);
+    let deadline = Instant::now() + Duration::from_secs(40);
+    for n in 0.. {
+        assert!(Instant::now() < deadline, "the failover did not settle: named at {named_at:?}");
+        if named_at.is_none() && asked.iter().all(|&p| named_port(p) == Some(replica_port)) {
+            named_at = Some(Instant::now());
+        }
+        let data = format!("p-{n}");
+        let sent = Instant::now();
+        match try_publish(&mut publisher, &data) {
+            Some(_) if named_at.is_some_and(|t| sent >= t + NOTICE) => acked_late.push(data),
+            Some(_) => {}
+            None => refused += 1,
+        }
+        if named_at.is_some_and(|t| t.elapsed() > NOTICE + Duration::from_secs(3))
+            && role(primary_port) == "slave"
+            && acked_late.len() >= 20
+        {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    // The old primary has resynced from the new one: what it took alone is gone.
+    wait_for("the old primary is in sync with the new one", Duration::from_secs(20), || {
+        matches!(query(primary_port, &["INFO", "replication"]),
+            Ok(redis::Value::BulkString(info)) if String::from_utf8_lossy(&info).contains("master_link_status:up"))
+    });
+    let stream = match query(replica_port, &["XRANGE", "wshub:h:r", "-", "+"]) {
+        Ok(v) => text_of(&v),
+        Err(e) => panic!("XRANGE on the new primary: {e}"),
+    };
+    let lost: Vec<&String> = acked_late.iter().filter(|d| !stream.contains(&format!("\"{d}\""))).collect();
+    assert!(refused > 0, "publishes got `unavailable` while the node changed primaries");
+    assert!(
+        lost.is_empty(),
+        "{} of {} publishes acked {NOTICE:?} after the sentinels named the new primary are not on it \
+         (acked by the old one; {refused} refused): {lost:?}",
+        lost.len(),
+        acked_late.len()
+    );
+}
+
+/// Every string in a reply, joined by line breaks.
+fn text_of(v: &redis::Value) -> String {
+    match v {
+        redis::Value::BulkString(bytes) => String::from_utf8_lossy(bytes).into_owned(),
+        redis::Value::SimpleString(s) => s.clone(),
+        redis::Value::Array(items) => items.iter().map(text_of).collect::<Vec<_>>().join("\n"),
+        _ => String::new(),
     }
 }

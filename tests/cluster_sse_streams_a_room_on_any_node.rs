@@ -50,6 +50,7 @@ fn a_stream_on_one_node_gets_what_another_node_published_and_recovers_from_redis
     assert_eq!(stream.status, 200, "an event stream on a cluster node");
     let connected = stream.expect("connected");
     assert_eq!(connected.data["seq"], 0);
+    let epoch = connected.data["epoch"].as_str().expect("epoch").to_owned();
     for i in 1..=3u64 {
         let ack = ok(&mut publisher, "room:publish", json!({"room": "feed", "data": {"n": i}}));
         assert_eq!(ack["seq"], i);
@@ -62,8 +63,10 @@ fn a_stream_on_one_node_gets_what_another_node_published_and_recovers_from_redis
     for i in 4..=6u64 {
         ok(&mut publisher, "room:publish", json!({"room": "feed", "data": {"n": i}}));
     }
-    for node in [&b, &a] {
-        let mut again = Sse::open(node.addr, &q, &[("Last-Event-ID", "4")]);
+    // What an EventSource sends (the id), and `<epoch>:<seq>` from a client
+    // that kept the epoch of `connected`.
+    for (node, last) in [(&b, "4".to_owned()), (&a, format!("{epoch}:4"))] {
+        let mut again = Sse::open(node.addr, &q, &[("Last-Event-ID", &last)]);
         let connected = again.expect("connected");
         assert_eq!((&connected.data["recovered"], &connected.data["seq"]), (&json!(true), &json!(6)));
         for i in 5..=6 {

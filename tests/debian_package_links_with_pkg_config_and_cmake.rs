@@ -62,7 +62,9 @@ fn run(cmd: &mut Command) -> String {
 
 /// Builds the package; its path.
 fn build_deb() -> PathBuf {
-    let out = run(Command::new(repo().join("packaging/build-deb.sh")).current_dir(repo()));
+    let mut build = Command::new(repo().join("packaging/build-deb.sh"));
+    c_common::child_common::without_cargo_test_env(&mut build);
+    let out = run(build.current_dir(repo()));
     let deb = out.lines().rev().find(|l| l.trim().ends_with(".deb")).map(|l| PathBuf::from(l.trim()));
     let deb = deb.unwrap_or_else(|| panic!("no .deb path in cargo deb's output:\n{out}"));
     if deb.is_absolute() {

@@ -127,3 +127,43 @@ fn a_failed_genconfig_write_leaves_no_file_behind() {
     assert!(genconfig(&path).status.success(), "genconfig can run again");
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// A server that verifies RS/ES tokens with `jwt_public_key` has no secret
+/// `gentoken` could sign with: it says so (not "run genconfig") and fails.
+#[test]
+fn gentoken_refuses_a_config_with_a_public_key() {
+    let dir = scratch("pubkey");
+    let config = dir.join("rs.toml");
+    std::fs::write(&config, "jwt_public_key = \"/etc/wshub/jwt.pub.pem\"\n").unwrap();
+    let out = wshub(&["gentoken", "--config", config.to_str().unwrap(), "--sub", "bob"]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "{out:?}");
+    assert!(out.stdout.is_empty(), "no token printed: {out:?}");
+    assert!(err.contains("jwt_public_key") && err.contains("only HS256 tokens"), "{err}");
+    assert!(!err.contains("genconfig"), "genconfig's secret would not be accepted by this server: {err}");
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// The command genconfig's file suggests runs as written in a shell, whatever
+/// the path holds (spaces, quotes, `$`).
+#[cfg(unix)]
+#[test]
+fn the_gentoken_command_in_a_genconfig_file_is_quoted_for_a_shell() {
+    let dir = scratch("quoted").join("a dir with 'quotes' and $HOME");
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join("my wshub.toml");
+    assert!(genconfig(&path).status.success());
+    let text = std::fs::read_to_string(&path).unwrap();
+    let line = text.lines().find(|l| l.contains("wshub gentoken")).unwrap_or_else(|| panic!("{text}"));
+    let command = line.split('`').nth(1).unwrap_or_else(|| panic!("no `command` in {line}"));
+    let command = command.replace("USER", "alice");
+    let out = Command::new("sh")
+        .arg("-c")
+        .arg(format!("wshub() {{ \"$0\" \"$@\"; }}; {command}"))
+        .arg(env!("CARGO_BIN_EXE_wshub"))
+        .output()
+        .expect("run sh");
+    assert!(out.status.success(), "{command}: {out:?}");
+    assert_eq!(String::from_utf8_lossy(&out.stdout).matches('.').count(), 2, "a token: {out:?}");
+    let _ = std::fs::remove_dir_all(dir.parent().unwrap());
+}

@@ -61,3 +61,23 @@ fn man_renders_it() {
     }
     assert!(text.contains("NAME") && text.contains("SYNOPSIS") && text.contains("--bind"), "{text}");
 }
+
+/// The .deb ships wshub(1) only: the page names no other page (clap_mangen's
+/// default lists `wshub-genconfig(1)` and the like, pages that do not exist)
+/// and carries each subcommand's own flags instead.
+#[test]
+fn the_man_page_names_no_page_that_is_not_shipped() {
+    let roff = wshub(&["man"]);
+    let text = roff.replace("\\-", "-");
+    assert!(!text.contains("wshub-genconfig(") && !text.contains("wshub-gentoken("), "{text}");
+    assert!(!text.contains("wshub-help("), "{text}");
+    let subcommands =
+        text.split(".SH SUBCOMMANDS").nth(1).unwrap_or_else(|| panic!("no SUBCOMMANDS:\n{text}"));
+    for flag in ["--sub", "--rooms", "--ttl", "--config"] {
+        assert!(subcommands.contains(flag), "gentoken's {flag} is not in the man page:\n{subcommands}");
+    }
+    assert!(
+        subcommands.contains("wshub genconfig") && subcommands.contains("wshub gentoken"),
+        "{subcommands}"
+    );
+}

@@ -1,6 +1,8 @@
 //! Server-Sent Events against the real binary (PROTOCOL.md 1.1): every
 //! message carries `id` = seq; a reconnect with `Last-Event-ID` (or `since`)
-//! gets exactly the missed ones; a binary publish arrives base64; `: ping`
+//! gets exactly the missed ones, and nothing from another epoch (given as
+//! `<epoch>:<seq>`, or a bare seq past the room's); a binary publish arrives
+//! base64; `: ping`
 //! keeps the stream alive; a stream whose client left is closed and its
 //! threads are gone; streams count against the per-IP cap and in
 //! `/metrics`; Origin applies; a stop ends every stream.
@@ -32,10 +34,12 @@ fn messages_carry_their_seq_as_id_and_a_reconnect_gets_exactly_the_missed_ones()
     let connected = stream.expect("connected");
     assert_eq!(connected.data["seq"], 0);
     assert!(connected.data["clientId"].is_string() && connected.data["epoch"].is_string());
+    let epoch = connected.data["epoch"].as_str().unwrap().to_owned();
+    let id = |seq: u64| Some(seq.to_string());
     for i in 1..=3 {
         assert_eq!(publish(&server, "feed", json!({"n": i})), i);
         let e = stream.expect("room:message");
-        assert_eq!(e.id, Some(i.to_string()));
+        assert_eq!(e.id, id(i));
         assert_eq!(e.data, json!({"room": "feed", "seq": i, "from": "api", "data": {"n": i}}));
     }
     drop(stream);
@@ -47,20 +51,31 @@ fn messages_carry_their_seq_as_id_and_a_reconnect_gets_exactly_the_missed_ones()
     let connected = again.expect("connected");
     assert_eq!((&connected.data["recovered"], &connected.data["seq"]), (&json!(true), &json!(6)));
     for i in 5..=6 {
-        assert_eq!(again.expect("room:message").id, Some(i.to_string()));
+        assert_eq!(again.expect("room:message").id, id(i));
     }
     publish(&server, "feed", json!("live"));
     let live = again.expect("room:message");
-    assert_eq!(
-        (live.id.as_deref(), &live.data["data"]),
-        (Some("7"), &json!("live")),
-        "exactly once, in order"
-    );
+    assert_eq!((live.id, &live.data["data"]), (id(7), &json!("live")), "exactly once, in order");
+    // A client that kept the epoch of `connected` may give it with the seq.
+    let mut with_epoch = Sse::open(server.addr, "room=feed", &[("Last-Event-ID", &format!("{epoch}:6"))]);
+    assert_eq!(with_epoch.expect("connected").data["recovered"], true);
+    assert_eq!(with_epoch.expect("room:message").id, id(7));
+    // Another epoch's seq (the room was made again since) recovers nothing.
+    let mut stale = Sse::open(server.addr, "room=feed", &[("Last-Event-ID", "0123456789abcdef:4")]);
+    let connected = stale.expect("connected");
+    assert_eq!(connected.data["recovered"], false, "{connected:?}");
+    // Nor does a bare seq past the room's: only a lost epoch had it.
+    let mut ahead = Sse::open(server.addr, "room=feed", &[("Last-Event-ID", "8")]);
+    let connected = ahead.expect("connected");
+    assert_eq!((&connected.data["recovered"], &connected.data["seq"]), (&json!(false), &json!(7)));
+    publish(&server, "feed", json!("next"));
+    let next = ahead.expect("room:message");
+    assert_eq!((next.id, &next.data["data"]), (id(8), &json!("next")), "live only, no replay");
 
     // `since` for clients that are not browsers.
     let mut by_query = Sse::open(server.addr, "room=feed&since=6", &[]);
     assert_eq!(by_query.expect("connected").data["recovered"], true);
-    assert_eq!(by_query.expect("room:message").id.as_deref(), Some("7"));
+    assert_eq!(by_query.expect("room:message").id, id(7));
     // A bad recovery point or room is a 400, not a stream.
     assert_eq!(Sse::open(server.addr, "room=feed&since=x", &[]).status, 400);
     assert_eq!(Sse::open(server.addr, "since=1", &[]).status, 400);

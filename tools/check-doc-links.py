@@ -4,31 +4,94 @@ names exists inside the repository, and its #anchor is a heading there (as
 GitHub and mdBook derive ids from headings). External links (http, https,
 mailto) are not fetched. Prints each broken link and exits 1 if any.
 
-    python3 tools/check-doc-links.py        # run by .ci/run after `mdbook build docs`
+    python3 tools/check-doc-links.py [ROOT]   # run by .ci/run after `mdbook build docs`
+
+ROOT is the git work tree to check (default: this repository). A chapter of
+the book (docs/) may not link out of docs/: mdBook builds only what is in
+it. Links and
+headings inside code blocks, fenced or indented, do not count; setext
+headings (a line underlined with `===` or `---`) do.
+tests/doc_link_check_reads_markdown_as_mdbook_does.rs runs it on small trees.
 """
 import os
 import re
 import subprocess
 import sys
 
-ROOT = os.path.abspath(os.path.join(os.path.dirname(__file__), ".."))
+ROOT = os.path.abspath(sys.argv[1] if len(sys.argv) > 1 else os.path.join(os.path.dirname(__file__), ".."))
 LINK = re.compile(r"(?<!\!)\[(?:[^\]\[]|\[[^\]]*\])*\]\(([^()\s]+)(?:\s+\"[^\"]*\")?\)")
 IMAGE = re.compile(r"!\[[^\]]*\]\(([^()\s]+)\)")
 # A reference-style link's definition: `[name]: target "title"`.
 DEFINITION = re.compile(r"^ {0,3}\[[^\]]+\]:\s*<?([^\s>]+)>?")
 FENCE = re.compile(r"^\s*(```|~~~)")
-HEADING = re.compile(r"^(#{1,6})\s+(.*?)\s*#*\s*$")
+HEADING = re.compile(r"^ {0,3}(#{1,6})\s+(.*?)\s*#*\s*$")
+# The underline of a setext heading (`Title` then `=====` or `-----`).
+SETEXT = re.compile(r"^ {0,3}(=+|-+)\s*$")
+LIST_ITEM = re.compile(r"^(\s*)([-*+]|\d{1,9}[.)])(\s+|$)")
+
+
+def indent(line):
+    expanded = line.expandtabs(4)
+    return len(expanded) - len(expanded.lstrip(" "))
+
+
+def blocks(text):
+    """Each line of the text with what it is, as CommonMark reads it:
+    (number, line, kind), kind "code" (in a fenced or an indented code
+    block), "heading" with the heading's text (ATX `#` or setext), or "text".
+    A line indented four columns past the enclosing list item's content,
+    after a blank line or another such line, is code; a paragraph's next line
+    of `===` or `---` makes it a heading."""
+    fenced = False
+    list_content = None  # the content column of the list item we are in
+    previous = "blank"  # "blank", "code", "paragraph" or "other"
+    paragraph = []  # (number, line) of the paragraph so far
+    out = []
+    for number, line in enumerate(text.split("\n"), 1):
+        if fenced or FENCE.match(line):
+            if FENCE.match(line):
+                fenced = not fenced
+            out.append([number, line, "code"])
+            previous, paragraph = "other", []
+            continue
+        if not line.strip():
+            out.append([number, line, "text"])
+            previous, paragraph = "blank", []
+            continue
+        column = indent(line)
+        if list_content is not None and previous == "blank" and column < list_content and not LIST_ITEM.match(line):
+            list_content = None
+        base = list_content or 0
+        if column >= base + 4 and previous in ("blank", "code"):
+            out.append([number, line, "code"])
+            previous, paragraph = "code", []
+            continue
+        item = LIST_ITEM.match(line)
+        if item:
+            list_content = len(item.group(1).expandtabs(4)) + len(item.group(2)) + max(1, len(item.group(3)))
+        if SETEXT.match(line) and previous == "paragraph" and not item and column >= base:
+            heading = " ".join(l.strip() for _, l in paragraph)
+            for entry in out[-len(paragraph):]:
+                entry[2] = "heading-text"
+            out.append([number, line, ("heading", heading)])
+            previous, paragraph = "other", []
+            continue
+        m = HEADING.match(line)
+        if m:
+            out.append([number, line, ("heading", m.group(2))])
+            previous, paragraph = "other", []
+            continue
+        out.append([number, line, "text"])
+        previous = "paragraph"
+        paragraph.append((number, line))
+    return out
 
 
 def prose_lines(text):
-    """The lines outside fenced code blocks: (number, the line without its
-    inline code, the line)."""
-    fenced = False
-    for number, line in enumerate(text.split("\n"), 1):
-        if FENCE.match(line):
-            fenced = not fenced
-            continue
-        if not fenced:
+    """The lines outside code blocks: (number, the line without its inline
+    code, the line)."""
+    for number, line, kind in blocks(text):
+        if kind != "code":
             yield number, re.sub(r"`[^`]*`", "", line), line
 
 
@@ -46,15 +109,20 @@ def anchors(path, cache={}):
     if path not in cache:
         ids, seen = set(), {}
         with open(path, encoding="utf-8") as f:
-            for _, _, line in prose_lines(f.read()):
-                m = HEADING.match(line)
-                if m:
-                    base = slug(m.group(2))
+            for _, _, kind in blocks(f.read()):
+                if isinstance(kind, tuple):
+                    base = slug(kind[1])
                     n = seen.get(base, 0)
                     seen[base] = n + 1
                     ids.add(base if n == 0 else f"{base}-{n}")
         cache[path] = ids
     return cache[path]
+
+
+def in_book(path):
+    """Whether `path` is inside the mdBook's source (docs/, where book.toml is)."""
+    book = os.path.join(ROOT, "docs")
+    return os.path.exists(os.path.join(book, "book.toml")) and os.path.commonpath([path, book]) == book
 
 
 def markdown_files():
@@ -84,6 +152,8 @@ def main():
                 where = f"{rel}:{number}: ({target})"
                 if os.path.commonpath([dest, ROOT]) != ROOT:
                     broken.append(f"{where} points outside the repository")
+                elif in_book(path) and not in_book(dest):
+                    broken.append(f"{where} leaves the book (docs/): mdBook does not copy it, the built page's link breaks")
                 elif not os.path.exists(dest):
                     broken.append(f"{where} names a file that does not exist")
                 elif anchor and dest.endswith(".md") and anchor not in anchors(dest):

@@ -12,8 +12,10 @@
 //! parses as JSON, else as a string). Connection changes go to stderr (with
 //! `--verbose`, why each connection ended and what a rejoin could not
 //! recover). It reconnects by itself as `docs/clients.md` says; it ends at the
-//! end of its input (after the acknowledgements), on Ctrl-C (after sending
-//! what stdin gave and closing with 1000), or when retrying cannot help.
+//! end of its input (after the acknowledgements, saying so on stderr: stdin at
+//! its end from the start, as under a service manager, needs `--read-only` to
+//! watch), on Ctrl-C (after sending what stdin gave and closing with 1000), or
+//! when retrying cannot help.
 //!
 //! Exit codes (`docs/clients.md`, "wshub-cli exit codes"): see [`Exit`].
 
@@ -197,7 +199,7 @@ fn connect(url: &str, options: Options) -> Result<Client, Exit> {
 /// Prints the room until the client stops, the input ends or a signal comes.
 fn watch(args: &Args, client: &Client) -> Exit {
     let (stop_tx, stop_rx) = crossbeam_channel::bounded::<()>(1);
-    let (done_tx, done_rx) = crossbeam_channel::bounded::<bool>(1);
+    let (done_tx, done_rx) = crossbeam_channel::bounded::<Published>(1);
     let signals = signal_channel();
     let mut refused = false;
     let mut last_close = None;
@@ -216,8 +218,8 @@ fn watch(args: &Args, client: &Client) -> Exit {
             let lines = stdin_lines();
             let room = args.room.as_str();
             scope.spawn(move || {
-                let all_sent = publish_lines(client, room, &lines, &stop_rx);
-                let _ = done_tx.send(all_sent);
+                let published = publish_lines(client, room, &lines, &stop_rx);
+                let _ = done_tx.send(published);
             });
         }
         let code = loop {
@@ -270,12 +272,13 @@ fn watch(args: &Args, client: &Client) -> Exit {
                     say("interrupted: sending what was read, then closing");
                     let _ = stop_tx.try_send(());
                 }
-                recv(done_rx) -> all_sent => {
-                    break match (interrupted, all_sent) {
-                        (true, _) => Exit::Interrupted,
-                        (false, Ok(true)) => Exit::Done,
-                        (false, _) => Exit::Unreachable,
-                    };
+                recv(done_rx) -> published => {
+                    let Ok(published) = published else { break Exit::Unreachable };
+                    if interrupted {
+                        break Exit::Interrupted;
+                    }
+                    say(&published.at_the_end_of_input());
+                    break if published.all_sent { Exit::Done } else { Exit::Unreachable };
                 }
             }
         };
@@ -389,12 +392,34 @@ fn stdin_lines() -> Receiver<String> {
     rx
 }
 
+/// What [`publish_lines`] did with the input.
+struct Published {
+    /// Whether every line taken was acknowledged.
+    all_sent: bool,
+    /// The lines taken to publish (blank lines are skipped).
+    lines: usize,
+}
+
+impl Published {
+    /// What stderr says when the input has ended.
+    fn at_the_end_of_input(&self) -> String {
+        match (self.lines, self.all_sent) {
+            (0, _) => "end of input: no line to publish; closing (--read-only watches the room without reading stdin)"
+                .to_owned(),
+            (1, true) => "end of input: 1 line published and acknowledged; closing".to_owned(),
+            (n, true) => format!("end of input: {n} lines published and acknowledged; closing"),
+            (n, false) => format!("end of input: of {n} lines read, some were not sent (above); closing"),
+        }
+    }
+}
+
 /// Publishes each line until the input ends or `stop` comes (then the lines
 /// already read are published too); waits at most [`SETTLE`] for the
-/// acknowledgements. Whether every line was acknowledged.
-fn publish_lines(client: &Client, room: &str, lines: &Receiver<String>, stop: &Receiver<()>) -> bool {
+/// acknowledgements.
+fn publish_lines(client: &Client, room: &str, lines: &Receiver<String>, stop: &Receiver<()>) -> Published {
     let mut receipts = VecDeque::new();
     let mut all_sent = true;
+    let mut taken = 0;
     // Whether the line was taken (or was empty).
     let publish = |line: String, receipts: &mut VecDeque<Receipt>| {
         if line.trim().is_empty() {
@@ -416,7 +441,10 @@ fn publish_lines(client: &Client, room: &str, lines: &Receiver<String>, stop: &R
     while !stopping {
         select! {
             recv(lines) -> line => match line {
-                Ok(line) => all_sent &= publish(line, &mut receipts),
+                Ok(line) => {
+                    taken += usize::from(!line.trim().is_empty());
+                    all_sent &= publish(line, &mut receipts);
+                }
                 Err(_) => break,
             },
             recv(stop) -> _ => stopping = true,
@@ -437,6 +465,7 @@ fn publish_lines(client: &Client, room: &str, lines: &Receiver<String>, stop: &R
         }
         if stopping {
             while let Ok(line) = lines.try_recv() {
+                taken += usize::from(!line.trim().is_empty());
                 all_sent &= publish(line, &mut receipts);
             }
         }
@@ -455,5 +484,5 @@ fn publish_lines(client: &Client, room: &str, lines: &Receiver<String>, stop: &R
             }
         }
     }
-    all_sent
+    Published { all_sent, lines: taken }
 }

@@ -59,19 +59,27 @@ pub(crate) fn accept<'a>(values: impl IntoIterator<Item = &'a str>) -> Result<Op
     let (mut seen, mut server_no_takeover, mut max_payload) = (Vec::new(), false, usize::MAX);
     for part in parts {
         let (name, value) = match part.split_once('=') {
-            Some((n, v)) => (n.trim().to_ascii_lowercase(), Some(v.trim().trim_matches('"'))),
+            Some((n, v)) => (n.trim().to_ascii_lowercase(), Some(v.trim())),
             None => (part.to_ascii_lowercase(), None),
         };
         if seen.contains(&name) {
             return bad("a parameter given twice");
         }
-        let bits = value.and_then(|v| v.parse::<u8>().ok()).filter(|b| (8..=15).contains(b));
-        match (name.as_str(), value, bits) {
-            ("server_no_context_takeover", None, _) => server_no_takeover = true,
-            ("client_no_context_takeover", None, _) => {}
-            // Any window inflates here: each message is inflated on its own.
-            ("server_max_window_bits", Some(_), Some(_)) => {}
-            ("client_max_window_bits", Some(_), Some(b)) => max_payload = 1 << b,
+        match (name.as_str(), value) {
+            ("server_no_context_takeover", None) => server_no_takeover = true,
+            ("client_no_context_takeover", None) => {}
+            (window @ ("server_max_window_bits" | "client_max_window_bits"), Some(value)) => {
+                let Some(bits) = window_bits(value) else {
+                    return Err(format!(
+                        "the server's permessage-deflate answer has {window}={value}: \
+                         a window is 8 to 15, in digits without a leading zero (RFC 7692 section 7.1.2)"
+                    ));
+                };
+                // Any server window inflates here: each message is inflated on its own.
+                if window == "client_max_window_bits" {
+                    max_payload = 1 << bits;
+                }
+            }
             _ => return bad("a parameter not offered or not valid"),
         }
         seen.push(name);
@@ -82,6 +90,22 @@ pub(crate) fn accept<'a>(values: impl IntoIterator<Item = &'a str>) -> Result<Op
         return bad("no server_no_context_takeover");
     }
     Ok(Some(Agreed { max_payload }))
+}
+
+/// A `*_max_window_bits` value as RFC 7692 section 7.1.2 allows it: 8 to 15
+/// in decimal digits without a leading zero, bare or as a quoted string
+/// (`"10"`) with nothing else inside the quotes.
+fn window_bits(value: &str) -> Option<u8> {
+    let digits = match value.strip_prefix('"') {
+        Some(quoted) => quoted.strip_suffix('"')?,
+        None => value,
+    };
+    let well_formed = !digits.is_empty()
+        && digits.len() <= 2
+        && digits.bytes().all(|b| b.is_ascii_digit())
+        && !digits.starts_with('0');
+    let bits: u8 = digits.parse().ok().filter(|_| well_formed)?;
+    (8..=15).contains(&bits).then_some(bits)
 }
 
 /// `message` as it is to be sent: compressed (RSV1 set) when the extension
@@ -343,6 +367,63 @@ mod tests {
         // has it (RFC 7692 section 7.1.2.2: else the client must fail).
         assert!(OFFER.split(';').any(|p| p.trim() == "client_max_window_bits"), "{OFFER}");
         assert!(accept([both, both]).is_err(), "two extensions");
+    }
+
+    /// RFC 7692 section 7.1.2: a window-bits value is a decimal 8 to 15
+    /// without leading zeros (plain or as a quoted string), given at most once;
+    /// anything else fails the connection rather than being read leniently.
+    #[test]
+    fn window_bits_are_read_strictly() {
+        let with = |param: &str| {
+            accept([format!("permessage-deflate; server_no_context_takeover; {param}").as_str()])
+        };
+        for (param, max_payload) in [
+            ("client_max_window_bits=8", 256),
+            ("client_max_window_bits=15", 1 << 15),
+            ("client_max_window_bits=\"9\"", 512),
+            // Whitespace around `=` is the header grammar's (implied LWS), not the value's.
+            ("client_max_window_bits = 10", 1024),
+            ("server_max_window_bits=12", usize::MAX),
+        ] {
+            assert_eq!(with(param), Ok(Some(Agreed { max_payload })), "{param}");
+        }
+        for name in ["client_max_window_bits", "server_max_window_bits"] {
+            for value in [
+                "+9",
+                "-9",
+                "09",
+                "010",
+                "008",
+                "7",
+                "16",
+                "0",
+                "",
+                "9a",
+                "0x9",
+                "9.0",
+                "1e1",
+                "\"\"",
+                "\"9",
+                "9\"",
+                "\"+9\"",
+                "\"09\"",
+                "\" 9\"",
+                "\"9 \"",
+                "\"\"9\"\"",
+                "'9'",
+                "9 9",
+                "\u{0669}",
+                "999999999999",
+            ] {
+                let param = format!("{name}={value}");
+                let answer = with(&param);
+                assert!(answer.as_ref().is_err_and(|e| e.contains(&param)), "{param}: {answer:?}");
+            }
+            let twice = format!("{name}=10; {name}=10");
+            assert!(with(&twice).is_err(), "{twice}");
+            let cased = format!("{}=10; {name}=11", name.to_ascii_uppercase());
+            assert!(with(&cased).is_err(), "{cased}");
+        }
     }
 
     #[test]

@@ -322,8 +322,11 @@ fn accept_upgrade(
             reject(&refusal);
             None
         }
+        // It panicked: what it reserved before (the protocol's per-user
+        // slot, the application's attachments) goes as for a 101 not sent.
         None => {
             engine.release_connection_slot();
+            guarded(|| engine.handler.on_upgrade_failed(server, conn.id));
             reject(&HttpResponse::plain(500));
             None
         }

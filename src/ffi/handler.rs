@@ -59,6 +59,13 @@ impl Handler for FfiHandler {
         }
     }
 
+    /// The protocol's backend calls in flight end with the stop.
+    fn on_stop(&self, handle: &ServerHandle) {
+        if let Some(protocol) = &self.protocol {
+            protocol.on_stop(handle);
+        }
+    }
+
     fn on_upgrade(&self, handle: &ServerHandle, conn: ConnId, info: &RequestInfo) -> Upgrade {
         self.adopt(handle);
         // The protocol's checks (drain, Origin, token, per-user cap, bans)

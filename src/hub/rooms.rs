@@ -80,10 +80,13 @@ impl Rooms {
         self.members.get(room).map(Vec::as_slice).unwrap_or(&[])
     }
 
-    /// The rooms `conn` is in, sorted.
+    /// The rooms `conn` is in, sorted (not the internal ones).
     pub(crate) fn rooms_of(&self, conn: ConnId) -> Vec<String> {
-        let mut rooms: Vec<String> =
-            self.rooms_of.get(&conn).map(|r| r.iter().cloned().collect()).unwrap_or_default();
+        let mut rooms: Vec<String> = self
+            .rooms_of
+            .get(&conn)
+            .map(|r| r.iter().filter(|room| is_valid_room(room)).cloned().collect())
+            .unwrap_or_default();
         rooms.sort();
         rooms
     }
@@ -110,6 +113,15 @@ mod tests {
         r.leave_all(1);
         assert_eq!(r.count(), 0);
         assert!(r.rooms_of(1).is_empty() && r.members("a").is_empty());
+    }
+
+    #[test]
+    fn internal_rooms_are_not_listed_or_counted() {
+        let mut r = Rooms::default();
+        assert!(r.join(1, "a") && r.join(1, "\u{1}presence\u{1}a"));
+        assert_eq!(r.rooms_of(1), vec!["a"]);
+        assert_eq!(r.count(), 1);
+        assert_eq!(r.members("\u{1}presence\u{1}a"), &[1]);
     }
 
     #[test]

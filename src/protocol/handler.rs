@@ -36,6 +36,7 @@ use super::envelope::{self, ack, frame, parse_text, ErrorCode, ErrorReply, RawJs
 use super::http;
 use super::metrics::Metrics;
 use super::namespace::{Namespaces, Rules};
+use super::presence;
 use super::proxy::Proxy;
 use super::publish::{self, Body, Publish, Published, Publisher};
 use super::rate_limit::{RateLimiter, Verdict};
@@ -93,6 +94,9 @@ pub(crate) struct Shared {
     pub bans: Bans,
     /// Each open event stream's room (`sse.rs`).
     pub sse: ConnMap<Arc<str>>,
+    /// An admitted event stream's rights in its room, from its upgrade's
+    /// checks (`sse::decide`) until it opens.
+    pub stream_rights: ConnMap<Rights>,
     /// Scale-out over Redis (`--redis`); None on a single node.
     pub cluster: Option<Cluster>,
     /// Each room's rules, by its namespace (`namespace.rs`).
@@ -110,6 +114,27 @@ impl Shared {
     /// The user of an authenticated connection (WebSocket or event stream).
     pub(crate) fn user_of(&self, conn: ConnId) -> Option<Arc<str>> {
         self.users.get(conn)
+    }
+
+    /// Refuses one more reader of `room` (a `room:join` or an event stream)
+    /// past its namespace's `max_members`, the one check both make before
+    /// they take the seat (each checks again, counting the same way, under
+    /// the room's lock where it takes the seat: readers that came meanwhile
+    /// on this node count there).
+    /// Members and event streams count; with Redis, the members on every node
+    /// (the room's Redis presence) and this node's streams.
+    pub(crate) fn check_seat(&self, room: &str) -> Result<(), ErrorReply> {
+        let rules = self.rules(room);
+        if rules.max_members == 0 {
+            return Ok(());
+        }
+        let here = self.rooms.with_room(room, false, |r| (r.members.len(), r.sse_streams));
+        let (members, streams) = here.unwrap_or((0, 0));
+        let members = match &self.cluster {
+            Some(cluster) => cluster.member_count(room)?,
+            None => members,
+        };
+        rules.check_members(room, members + streams)
     }
 
     /// The open connections of `user` (WebSocket and event streams).
@@ -196,6 +221,7 @@ impl ProtocolHandler {
                 users: ConnMap::default(),
                 app,
                 sse: ConnMap::default(),
+                stream_rights: ConnMap::default(),
             }),
         }
     }
@@ -245,13 +271,18 @@ impl ProtocolHandler {
         conn: ConnId,
         request: &RequestInfo,
     ) -> Result<(), HttpResponse> {
-        if request.path != sse::PATH {
+        // The WebSocket path wins over `/sse` (the engine upgrades it): an
+        // upgrade there is a WebSocket, whose rights come with its joins.
+        if request.path != sse::PATH || request.path == server.config().path {
             return Ok(());
         }
         let identity = self.shared.admission.pending(conn);
-        match sse::refusal(&self.shared, server, conn, identity.as_ref(), request) {
-            None => Ok(()),
-            Some(why) => {
+        match sse::decide(&self.shared, server, conn, identity.as_ref(), request) {
+            Ok(rights) => {
+                self.shared.stream_rights.insert(conn, rights);
+                Ok(())
+            }
+            Err(why) => {
                 self.forget(conn);
                 Err(HttpResponse::new(403, "text/plain; charset=utf-8", why))
             }
@@ -262,6 +293,7 @@ impl ProtocolHandler {
     /// refused afterwards.
     pub fn forget(&self, conn: ConnId) {
         self.shared.admission.forget(conn);
+        self.shared.stream_rights.remove(conn);
     }
 
     /// The settings it runs with.
@@ -302,6 +334,18 @@ impl Handler for ProtocolHandler {
     /// a host that wraps this handler without forwarding `on_start`.
     fn on_start(&self, server: &ServerHandle) {
         Cluster::start(&self.shared, server);
+    }
+
+    /// Interrupts the backend proxy's calls in flight (and fails later ones),
+    /// so no connection thread holds the stop up for `proxy_timeout`; then
+    /// the application's `on_stop`.
+    fn on_stop(&self, server: &ServerHandle) {
+        if let Some(proxy) = &self.shared.proxy {
+            proxy.shutdown();
+        }
+        if let Some(app) = &self.shared.app {
+            app.on_stop(server);
+        }
     }
 
     fn on_upgrade(&self, server: &ServerHandle, conn: ConnId, request: &RequestInfo) -> Upgrade {
@@ -452,6 +496,10 @@ impl Handler for ProtocolHandler {
 
     fn on_close(&self, server: &ServerHandle, conn: ConnId, code: u16, reason: &str) {
         self.shared.metrics.count_disconnect(code);
+        if let Some(cluster) = self.shared.cluster.as_ref().filter(|_| server.is_draining()) {
+            // The stop waits for this connection's leaves.
+            cluster.begin_stop();
+        }
         let user = self.shared.users.remove(conn);
         if let Some(user) = &user {
             self.shared.admission.release(user);
@@ -508,7 +556,10 @@ fn leave_room(
         }
         if r.rules.announces_members() {
             let event = presence_event("presence:leave", room, client_id, user);
-            let _ = server.broadcast(room, event, Some(conn));
+            presence::announce(server, room, event, Some(conn));
+            if hub {
+                presence::listen(server, conn, room, false);
+            }
         }
         (r.members.is_empty(), r.published_bytes)
     });
@@ -716,6 +767,12 @@ impl Session<'_> {
             self.leave(&room)?;
             let _ = self.server.send(self.conn, room_left(&room, LEFT_FORBIDDEN));
         }
+        // The presence right may have come or gone in the rooms it stays in.
+        for room in self.state.rooms.keys() {
+            if self.shared.rules(room).announces_members() {
+                presence::listen(self.server, self.conn, room, self.rights(room).has(Right::Presence));
+            }
+        }
         Ok(exp)
     }
 
@@ -746,15 +803,15 @@ impl Session<'_> {
         if newly {
             self.grant(room, user.as_deref())?;
         }
-        // Without the history right a `since` is answered, never replayed.
+        // Without the history right a `since` is answered, never replayed;
+        // without the presence right no presence event reaches it.
         let history = self.rights(room).has(Right::History);
+        let hears = self.rights(room).has(Right::Presence);
         let (max_replay, max_bytes) = super::room::replay_bounds(config, server.config());
         if let Some(cluster) = &self.shared.cluster {
             // `max_members` across nodes: checked against Redis's count before the join.
-            let rules = self.shared.rules(room);
-            if newly && rules.max_members > 0 {
-                let full = cluster.member_count(room).and_then(|n| rules.check_members(room, n));
-                if let Err(e) = full {
+            if newly {
+                if let Err(e) = self.shared.check_seat(room) {
                     self.state.granted.remove(room);
                     return Err(e);
                 }
@@ -767,6 +824,7 @@ impl Session<'_> {
                 epoch,
                 newly,
                 history,
+                presence: hears,
                 client_id: &client_id,
                 user: user.as_deref(),
                 max_replay,
@@ -786,12 +844,13 @@ impl Session<'_> {
         let outcome = self.shared.rooms.with_room(room, true, |r| -> Result<u64, ErrorReply> {
             r.prune(Instant::now());
             if newly {
-                r.rules.check_members(room, r.members.len())?;
+                r.rules.check_members(room, r.readers())?;
                 server.join(conn, room).map_err(internal)?;
                 r.members.insert(conn, json!({}));
                 if r.rules.announces_members() {
                     let event = presence_event("presence:join", room, &client_id, user.as_deref());
-                    let _ = server.broadcast(room, event, Some(conn));
+                    presence::announce(server, room, event, Some(conn));
+                    presence::listen(server, conn, room, hears);
                 }
             }
             // From here on the join has happened: a failed send means the

@@ -18,8 +18,8 @@ pub(crate) fn route(shared: &Shared, server: &ServerHandle, request: &RequestInf
         "/healthz" => {
             if server.is_draining() || shared.draining.load(SeqCst) {
                 super::admission::draining_response()
-            } else if shared.cluster.as_ref().is_some_and(|c| !c.is_up()) {
-                HttpResponse::new(503, "text/plain; charset=utf-8", "redis unavailable\n")
+            } else if let Some(Err(why)) = shared.cluster.as_ref().map(|c| c.health()) {
+                HttpResponse::new(503, "text/plain; charset=utf-8", why)
             } else {
                 HttpResponse::new(200, "text/plain; charset=utf-8", "ok\n")
             }

@@ -6,7 +6,7 @@
 //! decides whether it is served (before it is parsed; a limited one gets
 //! `error rate_limited` with the id peeked from it), [`envelope`] or
 //! [`binary`] parses it, `handler` acts on it, `publish` is the one way a message enters a room, `room` keeps each room's
-//! seq, history and presence, `cluster` spreads rooms over nodes through Redis
+//! seq, history and presence, `presence` who hears a room's presence events, `cluster` spreads rooms over nodes through Redis
 //! (`--redis`), `http` and `metrics` answer the plain HTTP routes.
 //! Backends come in through `api` (the HTTP API) or the handle's methods
 //! (`publish`, `ban`, ...); `bans` owns kick and ban, `sse` the event streams,
@@ -27,6 +27,7 @@ mod http;
 mod metrics;
 mod namespace;
 pub(crate) mod origin;
+mod presence;
 mod proxy;
 mod publish;
 mod rate_limit;

@@ -11,9 +11,11 @@
 //! connection only, never the acceptor or other connections. This module
 //! owns the calls, what their answers mean and their counters; the call
 //! sites in `admission.rs`, `handler.rs` and `sse.rs` only act on a [`Verdict`].
+//! A stop interrupts the calls in flight ([`Proxy::shutdown`], from the
+//! handler's `on_stop`), so none holds it up (but a connect in progress).
 
 use std::io::Read;
-use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
 use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
@@ -70,6 +72,8 @@ pub(crate) enum Verdict {
 /// The proxy URLs and the one HTTP agent they share.
 pub(crate) struct Proxy {
     agent: ureq::Agent,
+    /// Set by [`Proxy::shutdown`]: calls fail at once from then on.
+    stopped: AtomicBool,
     connect: Option<String>,
     join: Option<String>,
     publish: Option<String>,
@@ -107,6 +111,7 @@ impl Proxy {
             .build();
         Some(Proxy {
             agent: ureq::Agent::new_with_config(agent_config),
+            stopped: AtomicBool::new(false),
             connect: config.proxy_connect.clone(),
             join: config.proxy_join.clone(),
             publish: config.proxy_publish.clone(),
@@ -114,6 +119,18 @@ impl Proxy {
             node,
             counters: Default::default(),
         })
+    }
+
+    /// The server is stopping: every call in flight ends now (its socket
+    /// is closed, so it fails like a backend that went away) and later calls
+    /// fail at once. Connection threads waiting for the backend then go on,
+    /// and their connections close with everyone else's. Not a TCP connect
+    /// still in progress (ureq does not interrupt it): that one runs out
+    /// `proxy_timeout`.
+    pub fn shutdown(&self) {
+        if !self.stopped.swap(true, Relaxed) {
+            self.agent.clone().shutdown();
+        }
     }
 
     pub fn decides_connect(&self) -> bool {
@@ -144,6 +161,10 @@ impl Proxy {
         }
         let mut response = match request.send(body.to_string().as_bytes()) {
             Ok(r) => r,
+            Err(e) if self.stopped.load(Relaxed) => {
+                log::debug!("proxy {url}: ended by the server's stop ({e})");
+                return Verdict::Failed;
+            }
             Err(e) => {
                 log::warn!("proxy {url}: {e}");
                 return Verdict::Failed;

@@ -67,7 +67,7 @@ pub(crate) fn history(
 ) -> Result<(Option<String>, Vec<Value>), ErrorReply> {
     let (epoch, frames) = match &shared.cluster {
         Some(cluster) => {
-            let (epoch, frames) = cluster.history(room, since, limit)?;
+            let (epoch, frames) = cluster.history(room, since, limit, &shared.rules(room).history)?;
             (Some(epoch), frames)
         }
         None => {

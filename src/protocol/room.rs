@@ -159,6 +159,12 @@ pub(crate) struct RoomState {
 }
 
 impl RoomState {
+    /// Who reads this room on this node, as `max_members` counts them:
+    /// its members and its event streams.
+    pub fn readers(&self) -> usize {
+        self.members.len() + self.sse_streams
+    }
+
     fn new(epoch: String, budget: Arc<Budget>, rules: Arc<Rules>) -> Self {
         RoomState {
             seq: 0,
@@ -266,12 +272,13 @@ impl RoomState {
     pub fn recover_events(
         &mut self,
         since: u64,
+        epoch: Option<&str>,
         max_replay: usize,
         max_bytes: usize,
         to_event: impl Fn(&SharedFrame) -> Option<SharedFrame>,
     ) -> Recovery {
         let mut built = 0;
-        let recovery = self.recover_as(since, None, max_replay, max_bytes, |e| {
+        let recovery = self.recover_as(since, epoch, max_replay, max_bytes, |e| {
             e.event
                 .get_or_init(|| {
                     let event = to_event(&e.frame);
@@ -686,7 +693,7 @@ mod tests {
         }
         assert_eq!(r.budget.total.load(Relaxed), 3 * one);
         let event = |_: &SharedFrame| Some(crate::frame::shared(vec![b'e'; 100]));
-        let replay = r.recover_events(0, 100, usize::MAX, event);
+        let replay = r.recover_events(0, None, 100, usize::MAX, event);
         assert_eq!(replay.replay.len(), 3, "the replay is built before the bound is applied");
         // 3 events of 100 bytes on top of 3 messages: over the room's bound
         // by 100, so the oldest message (and its event) goes.
@@ -694,7 +701,7 @@ mod tests {
         assert_eq!(r.history_bytes, 2 * (one + 100));
         assert_eq!(r.budget.total.load(Relaxed), 2 * (one + 100), "the total counts the events");
         assert_eq!(r.budget.take_freed(), one + 100);
-        r.recover_events(0, 100, usize::MAX, event);
+        r.recover_events(0, None, 100, usize::MAX, event);
         assert_eq!(r.history_bytes, 2 * (one + 100), "built once: a second replay adds nothing");
         r.evict_through(u64::MAX);
         assert_eq!((r.history_bytes, r.budget.total.load(Relaxed)), (0, 0));

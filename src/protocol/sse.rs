@@ -31,7 +31,8 @@ use serde_json::{json, Value};
 
 use super::auth::Identity;
 use super::binary::KIND_MESSAGE;
-use super::envelope::{check_room, RawJson};
+use super::caps::{Right, Rights};
+use super::envelope::{check_room, ErrorReply, RawJson};
 use super::handler::{ProtocolHandler, Shared};
 use super::publish::{Body, Publish};
 use super::room::RoomState;
@@ -55,21 +56,48 @@ pub(crate) struct StreamRequest {
     pub room: String,
     /// The last seq the client saw: `Last-Event-ID`, else `since`.
     pub since: Option<u64>,
+    /// The epoch of that seq, when the client said it (`<epoch>:<seq>`):
+    /// another epoch than the room's recovers nothing.
+    pub epoch: Option<String>,
+}
+
+/// The longest epoch a recovery point may carry (the server's are 16 hex digits).
+const MAX_EPOCH: usize = 64;
+
+/// A recovery point as a client gives it: a bare `<seq>` (an event's `id`,
+/// what a reconnecting `EventSource` sends), or `<epoch>:<seq>` from a client
+/// that kept the epoch of the `connected` event. A bare seq says no epoch:
+/// one past the room's seq can only be of a lost epoch and recovers nothing,
+/// but one within it cannot be told from the room's own.
+fn parse_point(text: &str) -> Option<(Option<String>, u64)> {
+    let text = text.trim();
+    match text.rsplit_once(':') {
+        Some((epoch, seq)) => {
+            let fine = !epoch.is_empty() && epoch.len() <= MAX_EPOCH && !epoch.contains(char::is_whitespace);
+            if !fine {
+                return None;
+            }
+            Some((Some(epoch.to_owned()), seq.parse().ok()?))
+        }
+        None => Some((None, text.parse().ok()?)),
+    }
 }
 
 /// Reads the room and the recovery point of a stream request.
 pub(crate) fn parse(request: &RequestInfo) -> Result<StreamRequest, String> {
     let room = request.query_param("room").ok_or("missing room (GET /sse?room=R)")?;
     let room = check_room(room).map_err(|e| e.message)?;
-    let since =
+    let (epoch, since) =
         match request.header("last-event-id").map(str::to_owned).or_else(|| request.query_param("since")) {
-            None => None,
-            Some(s) if s.trim().is_empty() => None,
+            None => (None, None),
+            Some(s) if s.trim().is_empty() => (None, None),
             Some(s) => {
-                Some(s.trim().parse::<u64>().map_err(|_| "Last-Event-ID / since must be a seq (u64)")?)
+                let (epoch, seq) =
+                    parse_point(&s).ok_or("Last-Event-ID / since must be <epoch>:<seq> or a seq (u64)")?;
+                (epoch, Some(seq))
             }
         };
-    Ok(StreamRequest { room, since })
+    Ok(StreamRequest { room, since, epoch })
 }
 
 /// The answer to `GET /sse`: the stream (the engine then runs the upgrade
@@ -84,36 +112,47 @@ pub(crate) fn route(request: &RequestInfo) -> HttpResponse {
     }
 }
 
-/// Why a stream may not read its room, or None when it may: checked with
-/// the upgrade, before the 200, and the same checks a `room:join` of that
-/// room passes (the token's claim, the application's join hook, the join
-/// proxy, the room cap; bans are the upgrade's own).
-pub(crate) fn refusal(
+/// Whether a stream may read its room: its rights there when it may (the
+/// join proxy's `allow` when it answered one, else the token's), else why
+/// not. Checked with the upgrade, before the 200, and the same checks a
+/// `room:join` of that room passes (the token's claim, the application's
+/// join hook, the join proxy, the room cap, the namespace's `max_members`;
+/// bans are the upgrade's own).
+pub(crate) fn decide(
     shared: &Shared,
     server: &ServerHandle,
     conn: ConnId,
     identity: Option<&Identity>,
     request: &RequestInfo,
-) -> Option<String> {
+) -> Result<Rights, String> {
     // A request that does not parse was answered 400 by `route`.
-    let Ok(req) = parse(request) else { return None };
+    let Ok(req) = parse(request) else { return Ok(Rights::NONE) };
     if identity.is_some_and(|i| !i.allows(&req.room)) {
-        return Some("the token does not allow this room\n".to_owned());
+        return Err("the token does not allow this room\n".to_owned());
     }
     if let Some(app) = &shared.app {
         if app.on_join_as(server, conn, identity.map(|i| i.user.as_str()), &req.room) == Membership::Refused {
-            return Some(format!("joining {:?} was refused\n", req.room));
+            return Err(format!("joining {:?} was refused\n", req.room));
         }
     }
     let user = identity.map(|i| i.user.as_str());
-    if let Some(Err(e)) = shared.proxy.as_ref().and_then(|p| p.join(user, &conn.to_string(), &req.room)) {
-        return Some(format!("{}\n", e.message));
-    }
+    // The clientId the stream is given in `connected`, as a member's join call has it.
+    let client_id =
+        shared.cluster.as_ref().map_or_else(|| ProtocolHandler::client_id(conn), |c| c.client_id(conn));
+    let from_backend = match shared.proxy.as_ref().and_then(|p| p.join(user, &client_id, &req.room)) {
+        Some(Err(e)) => return Err(format!("{}\n", e.message)),
+        Some(Ok(allow)) => allow,
+        None => None,
+    };
+    shared.check_seat(&req.room).map_err(|e| format!("{}\n", e.message))?;
     // Would opening it create one room past `max_rooms`? (A room made here
     // and left empty goes again at once.)
     let fits = shared.rooms.with_room(&req.room, true, |_| ());
     shared.rooms.remove_if_idle(&req.room);
-    fits.err().map(|miss| format!("{}\n", super::publish::missed(shared, miss).message))
+    if let Err(miss) = fits {
+        return Err(format!("{}\n", super::publish::missed(shared, miss).message));
+    }
+    Ok(from_backend.unwrap_or_else(|| identity.map_or(Rights::ALL, |i| i.rights(&req.room))))
 }
 
 /// A stream opened (`on_connect`): joins the room's shadow room, sends
@@ -132,6 +171,9 @@ pub(crate) fn open(
         return;
     };
     shared.sse.insert(conn, Arc::from(req.room.as_str()));
+    // Without the history right a `Last-Event-ID` / `since` is answered
+    // `recovered: false`, never replayed, as a join's `since` is.
+    let history = shared.stream_rights.remove(conn).is_some_and(|rights| rights.has(Right::History));
     let (max_replay, replay_bytes) = super::room::replay_bounds(&shared.config, server.config());
     if let Some(cluster) = &shared.cluster {
         let mut connected = json!({"clientId": cluster.client_id(conn), "room": req.room});
@@ -144,6 +186,8 @@ pub(crate) fn open(
             conn,
             &req.room,
             req.since,
+            history,
+            req.epoch.as_deref(),
             max_replay,
             replay_bytes,
             connected,
@@ -153,11 +197,17 @@ pub(crate) fn open(
         }
         return;
     }
-    let outcome = shared.rooms.with_room(&req.room, true, |r| -> Result<(), crate::Error> {
+    let outcome = shared.rooms.with_room(&req.room, true, |r| -> Result<(), ErrorReply> {
         r.prune(Instant::now());
+        // Checked again where it counts: streams opening at once each passed `decide`.
+        r.rules.check_members(&req.room, r.readers())?;
         // Counted before the join can fail: `close` takes it back either way.
+        // From here on a failed send means the stream or the server is going
+        // away, and `close` cleans up.
         r.sse_streams += 1;
-        server.join_stream(conn, &shadow(&req.room))?;
+        if server.join_stream(conn, &shadow(&req.room)).is_err() {
+            return Ok(());
+        }
         let mut connected = json!({
             "clientId": ProtocolHandler::client_id(conn),
             "room": req.room,
@@ -167,18 +217,25 @@ pub(crate) fn open(
         if let Some(user) = user {
             connected["user"] = Value::String(user.to_owned());
         }
-        let replay = req.since.map(|since| r.recover_events(since, max_replay, replay_bytes, from_stored));
+        let replay = req.since.filter(|_| history).map(|since| {
+            r.recover_events(since, req.epoch.as_deref(), max_replay, replay_bytes, from_stored)
+        });
         if let Some(recovery) = &replay {
             connected["recovered"] = Value::Bool(recovery.recovered);
+        } else if req.since.is_some() {
+            connected["recovered"] = Value::Bool(false);
         }
-        server.send_frame(conn, crate::frame::shared(event(None, "connected", &connected.to_string())))?;
+        let _ =
+            server.send_frame(conn, crate::frame::shared(event(None, "connected", &connected.to_string())));
         for event in replay.map(|r| r.replay).unwrap_or_default() {
-            server.send_frame(conn, event)?;
+            let _ = server.send_frame(conn, event);
         }
         Ok(())
     });
     match outcome {
-        Ok(_) => {}
+        Ok(Ok(())) => {}
+        // Full after all: a stream that opened meanwhile took the last seat.
+        Ok(Err(e)) => refuse(shared, server, conn, &e),
         // No room for one more room.
         Err(miss) => refuse(shared, server, conn, &super::publish::missed(shared, miss)),
     }
@@ -389,6 +446,16 @@ mod tests {
             assert_eq!(base64(plain.as_bytes()), encoded);
         }
         assert_eq!(base64(&[0xff, 0xfe, 0x00]), "//4A");
+    }
+
+    #[test]
+    fn recovery_points_are_a_bare_seq_or_an_epoch_and_seq() {
+        assert_eq!(parse_point("ab12:7"), Some((Some("ab12".to_owned()), 7)));
+        assert_eq!(parse_point(" 7 "), Some((None, 7)));
+        let long = format!("{}:1", "e".repeat(MAX_EPOCH + 1));
+        for bad in [":3", "e:", "e:x", "x", "-1", "a b:1", long.as_str()] {
+            assert_eq!(parse_point(bad), None, "{bad:?}");
+        }
     }
 
     #[test]

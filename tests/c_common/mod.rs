@@ -38,6 +38,7 @@ pub fn staticlib_dir() -> PathBuf {
             let target = profile.parent().expect("target dir").to_path_buf();
             let mut cmd = Command::new(env!("CARGO"));
             cmd.args(["build", "--lib", "--target-dir"]).arg(&target).current_dir(repo());
+            child_common::without_cargo_test_env(&mut cmd);
             if profile.file_name().is_some_and(|n| n == "release") {
                 cmd.arg("--release");
             }

@@ -34,3 +34,31 @@ pub fn output_within(mut child: Child, limit: Duration, what: &str) -> Output {
     }
     child.wait_with_output().expect("the child's output")
 }
+
+/// Takes out of `cmd`'s environment what cargo sets for a running test
+/// (`OUT_DIR`, `CARGO_PKG_*`, `CARGO_MANIFEST_*`, `CARGO_CFG_*`, ...), for a
+/// test that runs cargo (directly or through a script). Build scripts watch
+/// some of these (ring's reads `CARGO_PKG_NAME` and `OUT_DIR` through
+/// `rerun-if-env-changed`): a cargo started with the test's values reruns
+/// them, rebuilding ring and every crate above it up to wshub, and the next
+/// cargo started from a shell rebuilds them all again.
+pub fn without_cargo_test_env(cmd: &mut std::process::Command) -> &mut std::process::Command {
+    const SET_FOR_TESTS: &[&str] = &[
+        "CARGO_PKG_",
+        "CARGO_MANIFEST_",
+        "CARGO_CFG_",
+        "CARGO_CRATE_",
+        "CARGO_BIN_",
+        "CARGO_PRIMARY_PACKAGE",
+    ];
+    for (name, _) in std::env::vars_os() {
+        let Some(text) = name.to_str() else { continue };
+        if text == "OUT_DIR"
+            || text == "CARGO_TARGET_TMPDIR"
+            || SET_FOR_TESTS.iter().any(|p| text.starts_with(p))
+        {
+            cmd.env_remove(&name);
+        }
+    }
+    cmd
+}

@@ -106,6 +106,23 @@ impl Redis {
         self.kill();
     }
 
+    /// Freezes it (SIGSTOP, by PID): its sockets stay open and nothing answers.
+    pub fn freeze(&self) {
+        self.signal("STOP");
+    }
+
+    /// Lets a frozen server run again (SIGCONT, by PID).
+    pub fn thaw(&self) {
+        self.signal("CONT");
+    }
+
+    fn signal(&self, name: &str) {
+        let child = self.child.as_ref().expect("redis-server running");
+        let status =
+            Command::new("kill").args([&format!("-{name}"), &child.id().to_string()]).status().expect("kill");
+        assert!(status.success(), "kill -{name} redis-server");
+    }
+
     /// Kills it (SIGKILL, by PID) and waits for it.
     pub fn kill(&mut self) {
         if let Some(mut child) = self.child.take() {

@@ -56,6 +56,17 @@ use crate::types::ConnId;
 
 /// Bound on each Redis connect, read and write a reader thread may wait for.
 pub(crate) const TIMEOUT: Duration = Duration::from_secs(1);
+/// The same bound once the server is stopping ([`Cluster::begin_stop`]) and
+/// [`STOP_GRACE`] has passed: a stop waits for every connection's leaves,
+/// so a Redis that does not answer must not hold it for a call timeout per
+/// member and room.
+pub(crate) const STOP_TIMEOUT: Duration = Duration::from_millis(250);
+/// From the start of a stop, how long its calls may wait for a Redis that
+/// stalls (a fork, an fsync, a slow script): a call made in it waits until
+/// it ends (at least [`STOP_TIMEOUT`], at most [`TIMEOUT`]), so a short
+/// stall costs no leave, and a Redis frozen for good holds the stop about
+/// this long before its shard is taken for down.
+pub(crate) const STOP_GRACE: Duration = Duration::from_secs(1);
 /// How often a node refreshes its heartbeat key and looks for dead nodes.
 pub(crate) const HEARTBEAT: Duration = Duration::from_secs(1);
 /// The TTL of a node's heartbeat key: a node silent this long is dead, and
@@ -117,10 +128,12 @@ pub(crate) struct Cluster {
     /// Subscriber sessions running (each holds the handler while it runs):
     /// when they are all that holds it, the handler was dropped.
     sessions: std::sync::atomic::AtomicUsize,
-    /// Top-level history size: the most a history read asks the stream for.
+    /// When the server began to stop: calls wait until [`STOP_GRACE`] has
+    /// passed, or [`STOP_TIMEOUT`] after, and one that times out marks its
+    /// shard down, so the calls after it fail at once.
+    stopping: OnceLock<Instant>,
     /// Whether a shard list that differs from another node's was logged.
     list_mismatch_told: std::sync::atomic::AtomicBool,
-    history_count: usize,
     idempotency_ttl: Duration,
     epochs: RandomState,
     epoch_counter: AtomicU64,
@@ -157,6 +170,8 @@ pub(crate) struct Join<'a> {
     /// Whether it may be replayed what it missed (the history right): without
     /// it a `since` is answered `recovered: false`.
     pub history: bool,
+    /// Whether it hears the room's presence events (the presence right).
+    pub presence: bool,
     pub client_id: &'a str,
     pub user: Option<&'a str>,
     /// The replay bounds: frames, and bytes.
@@ -203,9 +218,9 @@ impl Cluster {
             started: OnceLock::new(),
             unrecorded: Mutex::new(HashMap::new()),
             sessions: std::sync::atomic::AtomicUsize::new(0),
+            stopping: OnceLock::new(),
             bans_run_id: Mutex::new(None),
             list_mismatch_told: std::sync::atomic::AtomicBool::new(false),
-            history_count: config.history_size,
             idempotency_ttl: config.idempotency_ttl,
             epochs,
             epoch_counter: AtomicU64::new(0),
@@ -252,8 +267,22 @@ impl Cluster {
     /// Whether some shard is up (its last heartbeat answered): a node that
     /// can serve some rooms is worth its clients (every node sees the same
     /// shard down).
-    pub fn is_up(&self) -> bool {
+    fn is_up(&self) -> bool {
         self.shards.iter().any(|s| s.up.load(Relaxed))
+    }
+
+    /// Whether `/healthz` may say 200, and if not why (its 503 body): the
+    /// node has settled on every shard (`Shard::settled`: each heartbeat
+    /// tried once, the first shard answered and its bans read), and some
+    /// shard is up now.
+    pub fn health(&self) -> Result<(), &'static str> {
+        if !self.shards.iter().all(|s| s.settled.load(Relaxed)) {
+            return Err("redis not reached yet\n");
+        }
+        if !self.is_up() {
+            return Err("redis unavailable\n");
+        }
+        Ok(())
     }
 
     /// Whether every shard is up.
@@ -439,11 +468,26 @@ impl Cluster {
 
     /// The `run_id` of the Redis read, and the bans it records that still
     /// hold: user and until (Unix ms). Expired ones are removed from Redis.
+    /// An entry whose value is not a time was not written by a node: it is
+    /// passed over (one such entry must not fail the read, which every
+    /// subscriber session and a node's first `/healthz` 200 wait for).
     fn recorded_bans(&self) -> redis::RedisResult<(String, Vec<(String, u64)>)> {
         let bans = self.bans_key();
-        let (info, all): (String, Vec<(String, u64)>) = self.call_anyway(self.home(), |c| {
+        let (info, all): (String, Vec<(String, String)>) = self.call_anyway(self.home(), |c| {
             redis::pipe().cmd("INFO").arg("server").cmd("HGETALL").arg(&bans).query(c)
         })?;
+        let all: Vec<(String, u64)> = all
+            .into_iter()
+            .filter_map(|(user, until)| match until.parse() {
+                Ok(until) => Some((user, until)),
+                Err(_) => {
+                    log::warn!(
+                        "redis: {bans} holds {user:?} with {until:?}, not a time in Unix ms: passed over"
+                    );
+                    None
+                }
+            })
+            .collect();
         let run_id = info
             .lines()
             .find_map(|line| line.strip_prefix("run_id:"))
@@ -503,7 +547,32 @@ impl Cluster {
     }
 
     fn connect(&self, s: &shards::Shard) -> redis::RedisResult<redis::Connection> {
-        s.connector.connect(TIMEOUT)
+        s.connector.connect(self.call_timeout())
+    }
+
+    /// The server is stopping (its connections are closing, each leaving
+    /// its rooms here): from now on every call is bounded by the end of
+    /// [`STOP_GRACE`], or [`STOP_TIMEOUT`] once it has passed, and a shard
+    /// whose call times out is taken for down, so the leaves after it give
+    /// up at once. Members whose leave was given up are reaped by the other
+    /// nodes, as a dead node's are.
+    pub fn begin_stop(&self) {
+        if self.stopping.set(Instant::now()).is_ok() {
+            log::info!(
+                "redis: stopping: Redis calls now wait until {STOP_GRACE:?} from now, then at most {STOP_TIMEOUT:?}"
+            );
+        }
+    }
+
+    /// The bound on each connect, read and write of a call, and on the wait
+    /// for a pooled connection.
+    fn call_timeout(&self) -> Duration {
+        match self.stopping.get() {
+            Some(began) => {
+                (*began + STOP_GRACE).saturating_duration_since(Instant::now()).clamp(STOP_TIMEOUT, TIMEOUT)
+            }
+            None => TIMEOUT,
+        }
     }
 
     /// Runs `f` on a pooled connection of shard `s`, failing at once while
@@ -539,30 +608,44 @@ impl Cluster {
         s: &shards::Shard,
         f: impl FnOnce(&mut redis::Connection) -> redis::RedisResult<T>,
     ) -> redis::RedisResult<T> {
-        let mut conn = match s.pool.take(TIMEOUT) {
-            Some(pool::Slot::Idle(conn)) => conn,
-            Some(pool::Slot::Open) => match self.connect(s) {
+        let wait = self.call_timeout();
+        let stopping = self.stopping.get().is_some();
+        let Some(pool::Taken { slot, generation }) = s.pool.take(wait) else {
+            self.metrics.errors.fetch_add(1, Relaxed);
+            return Err(redis::RedisError::from(std::io::Error::new(
+                std::io::ErrorKind::TimedOut,
+                "every pooled Redis connection stayed busy for the call timeout",
+            )));
+        };
+        let mut conn = match slot {
+            pool::Slot::Idle(conn) => conn,
+            pool::Slot::Open => match self.connect(s) {
                 Ok(conn) => conn,
                 Err(e) => {
-                    s.pool.forget();
+                    s.pool.forget(generation);
                     self.metrics.errors.fetch_add(1, Relaxed);
+                    if stopping {
+                        self.mark_down(s);
+                    }
                     return Err(e);
                 }
             },
-            None => {
-                self.metrics.errors.fetch_add(1, Relaxed);
-                return Err(redis::RedisError::from(std::io::Error::new(
-                    std::io::ErrorKind::TimedOut,
-                    "every pooled Redis connection stayed busy for the call timeout",
-                )));
-            }
         };
+        if stopping {
+            // Pooled before the stop with the longer bound; it never serves
+            // a call without the stop's again.
+            let bounded = conn.set_read_timeout(Some(wait)).and_then(|()| conn.set_write_timeout(Some(wait)));
+            if let Err(e) = bounded {
+                s.pool.forget(generation);
+                return Err(e);
+            }
+        }
         let start = Instant::now();
         let result = f(&mut conn);
         self.metrics.rtt_micros.fetch_add(start.elapsed().as_micros() as u64, Relaxed);
         self.metrics.calls.fetch_add(1, Relaxed);
         match &result {
-            Ok(_) => s.pool.give_back(conn),
+            Ok(_) => s.pool.give_back(conn, generation),
             Err(e) => {
                 self.metrics.errors.fetch_add(1, Relaxed);
                 let broken = e.is_io_error()
@@ -570,15 +653,16 @@ impl Cluster {
                     || e.is_connection_dropped()
                     || e.is_connection_refusal()
                     || sentinel::not_primary(e);
-                if sentinel::not_primary(e) {
+                // A stop does not wait for the heartbeat to tell.
+                if sentinel::not_primary(e) || (stopping && broken) {
                     self.mark_down(s);
                 }
                 if broken {
                     // A timed-out reply may still arrive: the connection
                     // cannot serve another call.
-                    s.pool.forget();
+                    s.pool.forget(generation);
                 } else {
-                    s.pool.give_back(conn);
+                    s.pool.give_back(conn, generation);
                 }
             }
         }
@@ -760,6 +844,13 @@ impl Cluster {
         if !self.shard(j.room).subscribed.lock().contains(j.room) {
             return Ok(None);
         }
+        // Checked again where it counts (the read below adds the member):
+        // joins at once on this node each passed `check_seat` before any
+        // had its seat. Other nodes' joins at the same moment still may pass.
+        if j.newly && r.rules.max_members > 0 {
+            let members = self.member_count(j.room)?;
+            r.rules.check_members(j.room, members.saturating_add(r.sse_streams))?;
+        }
         let event = presence_event("presence:join", j.room, j.client_id, j.user);
         let member = Member {
             user: j.user.unwrap_or("").to_owned(),
@@ -768,15 +859,18 @@ impl Cluster {
         let presence = j.newly.then(|| (j.client_id, &member, self.ephemeral(Some(j.conn), &event)));
         let to = r.cluster_synced.then_some(r.seq);
         let seen = r.cluster_synced.then_some((r.epoch.as_str(), r.seq));
+        // A `since` of the largest seq reads no history (no seq comes after it).
+        let from = j.since.and_then(|s| s.checked_add(1));
         let (epoch, seq, mut entries, members) =
-            self.read(j.room, j.since.map(|s| s + 1), to, j.max_replay, presence, seen, false)?;
+            self.read(j.room, from, to, j.max_replay, presence, seen, false)?;
         adopt(server, j.room, r, epoch, seq, &mut entries);
         if j.newly {
             server.join(j.conn, j.room).map_err(|_| internal())?;
             self.shard(j.room).members.lock().insert(member_field(j.room, j.client_id), member);
             r.members.insert(j.conn, json!({}));
             if r.rules.announces_members() {
-                let _ = server.broadcast(j.room, event, Some(j.conn));
+                super::presence::announce(server, j.room, event, Some(j.conn));
+                super::presence::listen(server, j.conn, j.room, j.presence);
             }
         }
         let mut payload = json!({"room": j.room, "seq": r.seq, "members": members, "epoch": r.epoch});
@@ -836,7 +930,9 @@ impl Cluster {
     /// the room's lock, the seq and history this node is at, from Redis; then
     /// `connected` (`connected` given, with the room's seq, epoch and, with
     /// `since`, `recovered`) and the replay are sent, and the stream joins the
-    /// room's shadow room, which the subscriber feeds from then on.
+    /// room's shadow room, which the subscriber feeds from then on. Without
+    /// `history` (the right), or with a `since` of another epoch than the
+    /// room's (`epoch`), a `since` is answered `recovered: false`.
     #[allow(clippy::too_many_arguments)]
     pub fn open_stream(
         &self,
@@ -845,13 +941,15 @@ impl Cluster {
         conn: ConnId,
         room: &str,
         since: Option<u64>,
+        history: bool,
+        epoch: Option<&str>,
         max_replay: usize,
         max_bytes: usize,
         connected: Value,
     ) -> Result<(), ErrorReply> {
         fits(shared, room)?;
-        let opened =
-            self.open_stream_subscribed(shared, server, conn, room, since, max_replay, max_bytes, connected);
+        let (from, bounds) = ((since, epoch, history), (max_replay, max_bytes));
+        let opened = self.open_stream_subscribed(shared, server, conn, room, from, bounds, connected);
         if opened.is_err() {
             self.release(room); // the subscription made for it goes, if the room is idle
         }
@@ -865,9 +963,8 @@ impl Cluster {
         server: &ServerHandle,
         conn: ConnId,
         room: &str,
-        since: Option<u64>,
-        max_replay: usize,
-        max_bytes: usize,
+        (since, since_epoch, history): (Option<u64>, Option<&str>, bool),
+        (max_replay, max_bytes): (usize, usize),
         connected: Value,
     ) -> Result<(), ErrorReply> {
         for _ in 0..3 {
@@ -878,9 +975,14 @@ impl Cluster {
                 }
                 let to = r.cluster_synced.then_some(r.seq);
                 let seen = r.cluster_synced.then_some((r.epoch.as_str(), r.seq));
-                let (epoch, seq, mut entries, _) =
-                    self.read(room, since.map(|s| s + 1), to, max_replay, None, seen, false)?;
+                let (epoch, seq, mut entries, members) =
+                    self.read(room, since.and_then(|s| s.checked_add(1)), to, max_replay, None, seen, false)?;
                 adopt(server, room, r, epoch, seq, &mut entries);
+                // Checked again where it counts, as `check_seat` counts (the
+                // members on every node, this node's streams): streams opening
+                // at once on this node each passed the upgrade's check.
+                let members = usize::try_from(members).unwrap_or(usize::MAX);
+                r.rules.check_members(room, members.saturating_add(r.sse_streams))?;
                 server.join_stream(conn, &super::sse::shadow(room)).map_err(|_| internal())?;
                 r.sse_streams += 1;
                 let mut connected = connected.clone();
@@ -889,7 +991,9 @@ impl Cluster {
                 let mut frames = Vec::new();
                 if let Some(since) = since {
                     let recovered;
-                    (frames, recovered) = self.replay(room, r, since, true, &entries, max_bytes);
+                    let same_epoch = since_epoch.is_none_or(|e| e == r.epoch);
+                    (frames, recovered) =
+                        self.replay(room, r, since, history && same_epoch, &entries, max_bytes);
                     connected["recovered"] = Value::Bool(recovered);
                 }
                 let _ = server.send_frame(
@@ -999,17 +1103,18 @@ impl Cluster {
 
     /// The room's epoch and the messages its stream holds after `since`,
     /// oldest first, at most `limit`, each as the frame members got (for the
-    /// backend API's history read).
+    /// backend API's history read). `history` is the room's (its namespace's).
     pub fn history(
         &self,
         room: &str,
         since: u64,
         limit: usize,
+        history: &HistoryRules,
     ) -> Result<(String, Vec<SharedFrame>), ErrorReply> {
-        // The stream holds at most history_count messages: read them all, then
-        // keep the oldest `limit` after `since`.
+        // The stream holds at most the room's history count: read them all,
+        // then keep the oldest `limit` after `since`.
         let (epoch, _, entries, _) =
-            self.read(room, Some(since + 1), None, self.history_count.max(1), None, None, false)?;
+            self.read(room, Some(since + 1), None, history.count.max(1), None, None, false)?;
         let mut found: Vec<(u64, &[u8])> = entries
             .iter()
             .filter_map(|(id, fields)| parse_entry(id, fields))

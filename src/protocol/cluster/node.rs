@@ -2,8 +2,9 @@
 //! start and after an outage): every [`HEARTBEAT`] it sets its key with a TTL of
 //! [`NODE_TTL`] on every shard, which also tells whether that shard is up,
 //! and checks that the shard holds the same shard-list fingerprint as this
-//! node's (`shards.rs`). It alone decides that a shard is down (a READONLY
-//! reply on a call also does, `mod.rs`), and it beats on a connection of its
+//! node's (`shards.rs`); with Sentinel it first checks that the primary its
+//! connections reach was not replaced ([`replaced`]). It alone decides that
+//! a shard is down (a READONLY reply on a call also does, `mod.rs`), and it beats on a connection of its
 //! own per shard, in a thread of its own per shard, so calls that are slow,
 //! or that wait for a pooled connection, fail only themselves, and a shard
 //! that does not answer delays no other's beat. Then, on each shard apart:
@@ -53,7 +54,22 @@ pub(super) fn run(weak: Weak<Shared>, index: usize) {
             let Some(cluster) = shared.cluster.as_ref() else { return };
             let Some(s) = cluster.shards.get(index) else { return };
             let was_up = s.up.load(std::sync::atomic::Ordering::Relaxed);
-            let answered = beat(cluster, s, &mut own, &mut silent);
+            let answered = match replaced(cluster, s, &mut own) {
+                Some(why) => {
+                    log::warn!(
+                        "redis (shard {}): {why}: its connections are dropped and made again to the primary \
+                         the sentinels name; calls get `error unavailable` meanwhile",
+                        s.index
+                    );
+                    own = None;
+                    silent.clear();
+                    s.pool.clear();
+                    s.primary_changes.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                    cluster.mark_down(s);
+                    false
+                }
+                None => beat(cluster, s, &mut own, &mut silent),
+            };
             // At start, and after an outage of the home shard (bans and
             // unbans made meanwhile reached no subscriber of this node): the
             // bans recorded in Redis.
@@ -66,9 +82,35 @@ pub(super) fn run(weak: Weak<Shared>, index: usize) {
                     let _ = cluster.write_unrecorded();
                 }
             }
+            // Settled once tried; the first shard once the bans were read
+            // (a node that has not read them would admit banned users).
+            if index != 0 || (answered && !bans_due) {
+                s.settled.store(true, std::sync::atomic::Ordering::Relaxed);
+            }
         }
         std::thread::sleep(HEARTBEAT);
     }
+}
+
+/// With Sentinel, whether the primary this node's connections reach was
+/// replaced, and how: the instance the heartbeat's own connection reaches
+/// says (`ROLE`) it is a replica now, or the sentinels name another
+/// primary, which says it is one. After a `SENTINEL FAILOVER` (or a
+/// partition) the old primary stays a primary for seconds, taking every
+/// write sent to it, which its resync then drops: the pooled connections
+/// still on it must not serve another call. A sentinel or `ROLE` that does
+/// not answer tells nothing (the beat itself finds an outage).
+fn replaced(c: &Cluster, s: &Shard, own: &mut Option<redis::Connection>) -> Option<&'static str> {
+    if !s.connector.is_sentinel() {
+        return None;
+    }
+    if own.is_some() {
+        let role = own_call(c, s, own, |conn| redis::cmd("ROLE").query::<Vec<redis::Value>>(conn));
+        if role.is_ok_and(|role| !super::sentinel::is_primary(&role)) {
+            return Some("the primary it was connected to is a replica now");
+        }
+    }
+    s.connector.another_primary_named(super::TIMEOUT).then_some("the sentinels name another primary")
 }
 
 /// Makes this node's ban list what Redis records ([`Cluster::sync_bans`]);

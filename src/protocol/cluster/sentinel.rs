@@ -9,12 +9,18 @@
 //! database and TLS settings: its host and port are replaced by the
 //! primary's. The sentinels themselves are asked without a password.
 //!
+//! A primary replaced while connections still reach it (a `SENTINEL
+//! FAILOVER`, a partition: the old one takes writes for seconds until the
+//! sentinels demote it) is noticed by the heartbeat, which asks
+//! [`Connector::another_primary_named`] on every beat (`node.rs`).
+//!
 //! This module owns making connections; what a broken one means (Redis
 //! down, a resubscribe and refill) stays with the pool's callers.
 
 use std::sync::atomic::{AtomicUsize, Ordering::Relaxed};
 use std::time::{Duration, Instant};
 
+use parking_lot::Mutex;
 use redis::{ConnectionAddr, ConnectionInfo, IntoConnectionInfo};
 
 /// Less time than this left for the sentinels: none is asked.
@@ -38,6 +44,8 @@ pub(super) struct Sentinels {
     /// The sentinel asked first next time: the last whose primary was
     /// connected to, or the one after the last that failed.
     last_good: AtomicUsize,
+    /// `HOST:PORT` of the primary the last connection was made to.
+    connected: Mutex<Option<String>>,
 }
 
 impl Connector {
@@ -59,7 +67,50 @@ impl Connector {
             master: master.to_owned(),
             template,
             last_good: AtomicUsize::new(0),
+            connected: Mutex::new(None),
         }))
+    }
+
+    /// With Sentinel, whether the sentinels name another primary than the
+    /// one connections were last made to, and it says (`ROLE`) it is one:
+    /// the first sentinel that names one is asked, all within `timeout`. A
+    /// stale sentinel naming an instance that is not a primary (or does not
+    /// answer) does not count. The sentinels and the named instance share
+    /// `timeout`: the heartbeat waits for this on every beat.
+    ///
+    /// A sentinel that does not answer (or knows no primary) gets at most
+    /// half of what is left, so the next is asked in the same beat, and is
+    /// passed over (asked last from then on, as by `connect`): one frozen
+    /// sentinel asked first on every beat would hide a new primary for as
+    /// long as it stays frozen, while the old one acks writes it will drop.
+    pub fn another_primary_named(&self, timeout: Duration) -> bool {
+        let Connector::Sentinel(s) = self else { return false };
+        let deadline = Instant::now() + timeout;
+        let n = s.addrs.len();
+        let first = s.last_good.load(Relaxed) % n;
+        for i in (0..n).map(|k| (first + k) % n) {
+            let now = Instant::now();
+            let left = deadline.saturating_duration_since(now);
+            if left / 2 < MIN_ASK {
+                break;
+            }
+            let Ok(Some(info)) = s.primary_from(&s.addrs[i], now + left / 2) else {
+                s.pass_over(i);
+                continue;
+            };
+            let at = place(info.addr());
+            if s.connected.lock().as_ref().is_none_or(|now| *now == at) {
+                return false;
+            }
+            let left = deadline.saturating_duration_since(Instant::now());
+            return left >= MIN_ASK && primary_at(info, left).is_ok();
+        }
+        false
+    }
+
+    /// Whether connections go through Sentinel.
+    pub fn is_sentinel(&self) -> bool {
+        matches!(self, Connector::Sentinel(_))
     }
 
     /// A connection to the primary, each step (the sentinels' answers
@@ -108,9 +159,11 @@ impl Sentinels {
                     continue;
                 }
             };
+            let at = place(named.addr());
             match primary_at(named, timeout) {
                 Ok(conn) => {
                     self.last_good.store(i, Relaxed);
+                    *self.connected.lock() = Some(at);
                     return Ok(conn);
                 }
                 Err(e) => {
@@ -174,13 +227,28 @@ fn primary_at(info: ConnectionInfo, timeout: Duration) -> redis::RedisResult<red
     let mut conn = redis::Client::open(info)?.get_connection_with_timeout(timeout)?;
     conn.set_read_timeout(Some(timeout))?;
     let role: Vec<redis::Value> = redis::cmd("ROLE").query(&mut conn)?;
-    match role.first() {
-        Some(redis::Value::BulkString(r)) if r == b"master" => Ok(conn),
-        _ => Err(redis::RedisError::from((
+    match is_primary(&role) {
+        true => Ok(conn),
+        false => Err(redis::RedisError::from((
             redis::ErrorKind::Server(redis::ServerErrorKind::ReadOnly),
             "the instance the sentinels name is not a primary (yet)",
         ))),
     }
+}
+
+/// `HOST:PORT` of an address.
+fn place(addr: &ConnectionAddr) -> String {
+    match addr {
+        ConnectionAddr::Tcp(host, port) | ConnectionAddr::TcpTls { host, port, .. } => {
+            format!("{host}:{port}")
+        }
+        other => other.to_string(),
+    }
+}
+
+/// Whether a `ROLE` reply is a primary's.
+pub(super) fn is_primary(role: &[redis::Value]) -> bool {
+    matches!(role.first(), Some(redis::Value::BulkString(r)) if r == b"master")
 }
 
 /// `HOST:PORT` (an IPv6 host in brackets) into its parts.

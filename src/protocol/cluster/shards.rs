@@ -14,7 +14,7 @@
 //! made on a shard stay in `mod.rs`.
 
 use std::collections::{HashMap, HashSet};
-use std::sync::atomic::AtomicBool;
+use std::sync::atomic::{AtomicBool, AtomicU64};
 
 use crossbeam_channel::{Receiver, Sender};
 use parking_lot::Mutex;
@@ -31,6 +31,17 @@ pub(super) struct Shard {
     /// False from a failed heartbeat on this shard (or a READONLY reply to
     /// any call) until a heartbeat on it succeeds again.
     pub up: AtomicBool,
+    /// Whether the node has settled on this shard since it started: its
+    /// heartbeat was tried once (answered or not: a shard that is down at
+    /// start costs only its rooms, as later), and on the first shard, which
+    /// records the bans, it answered and the bans were read (a node that has
+    /// not read them would admit banned users). Until every shard has,
+    /// `/healthz` answers 503.
+    pub settled: AtomicBool,
+    /// Times the heartbeat found the primary replaced (Sentinel named
+    /// another, or the one connected to is a replica now): the subscriber
+    /// connects again when it changes.
+    pub primary_changes: AtomicU64,
     /// Requests to this shard's subscriber thread.
     pub control: (Sender<Control>, Receiver<Control>),
     /// Rooms whose channel this shard's subscriber has confirmed.
@@ -48,6 +59,8 @@ impl Shard {
             connector,
             pool: pool::Pool::default(),
             up: AtomicBool::new(true),
+            settled: AtomicBool::new(false),
+            primary_changes: AtomicU64::new(0),
             control: crossbeam_channel::bounded(CONTROL_QUEUE),
             subscribed: Mutex::new(HashSet::new()),
             members: Mutex::new(HashMap::new()),

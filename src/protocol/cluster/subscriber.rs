@@ -47,6 +47,10 @@ pub(super) fn run(weak: Weak<Shared>, server: WeakServerHandle, index: usize) {
         let Some(shared) = weak.upgrade() else { return };
         let Some(cluster) = shared.cluster.as_ref() else { return };
         let Some(shard) = cluster.shards.get(index) else { return };
+        // Before connecting: a primary replaced while this connects,
+        // subscribes and refills (it may have reached the old one) ends the
+        // session at its first turn.
+        let primary = shard.primary_changes.load(Relaxed);
         match cluster.connect(shard) {
             Ok(mut conn) => {
                 backoff = MIN_BACKOFF;
@@ -55,7 +59,7 @@ pub(super) fn run(weak: Weak<Shared>, server: WeakServerHandle, index: usize) {
                     log::info!("redis: the subscriber is connected again");
                 }
                 first = false;
-                match session(&shared, cluster, shard, &server, &mut conn) {
+                match session(&shared, cluster, shard, &server, &mut conn, primary) {
                     Ok(()) => return,
                     Err(e) => {
                         // Not a sign that Redis is down (the heartbeat and
@@ -94,13 +98,15 @@ fn refuse_pending(shared: &Shared, s: &Shard) {
     }
 }
 
-/// Serves one connection until it fails (or the handler is gone: `Ok`).
+/// Serves one connection until it fails (or the handler is gone: `Ok`);
+/// `primary`: the shard's `primary_changes` before it was connected.
 fn session(
     shared: &Arc<Shared>,
     c: &Cluster,
     s: &Shard,
     server: &WeakServerHandle,
     conn: &mut redis::Connection,
+    primary: u64,
 ) -> redis::RedisResult<()> {
     c.sessions.fetch_add(1, Relaxed);
     let _session = Session(c);
@@ -138,6 +144,13 @@ fn session(
     pubsub.set_read_timeout(Some(POLL))?;
     let mut heard = Instant::now();
     loop {
+        if s.primary_changes.load(Relaxed) != primary {
+            // It may be on the old primary, which no longer gets the rooms'
+            // publishes: connect to the new one and read back what it skipped.
+            return Err(redis::RedisError::from(std::io::Error::other(
+                "the shard's primary was replaced: connecting to the new one",
+            )));
+        }
         // Only subscriber sessions (one per shard) hold the handler: it was dropped.
         let handler_gone = Arc::strong_count(shared) <= c.sessions.load(Relaxed);
         if handler_gone || server.upgrade().is_none() {
@@ -321,10 +334,11 @@ fn deliver(shared: &Shared, c: &Cluster, server: &ServerHandle, room: &str, payl
                 return; // local members had it already
             }
             if let Ok(text) = std::str::from_utf8(body) {
-                if super::is_presence_event(text) && !shared.rules(room).announces_members() {
-                    return; // the room's namespace sends no join/leave events
-                }
-                let _ = server.broadcast(room, text.to_owned(), None);
+                if !super::is_presence_event(text) {
+                    let _ = server.broadcast(room, text.to_owned(), None);
+                } else if shared.rules(room).announces_members() {
+                    super::super::presence::announce(server, room, text.to_owned(), None);
+                } // else the room's namespace sends no join/leave events
             }
         }
         _ => {}
@@ -386,7 +400,8 @@ fn refill_at(
     again: bool,
 ) -> bool {
     let to = until.map(|u| u - 1);
-    let limit = c.history_count.max(1);
+    // The stream holds at most the room's (its namespace's) history count.
+    let limit = r.rules.history.count.max(1);
     // The last message delivered is read back too: Redis may hold another
     // one at its seq (it lost writes, then a node that does not follow the
     // room published past the seq this node saw, so Redis is not behind it).
