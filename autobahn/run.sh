@@ -29,6 +29,10 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 venv="${WSHUB_AUTOBAHN_VENV:-$HOME/.cache/wshub-autobahn}"
+# .ci/setup clones pyenv into $PYENV_ROOT without putting it on the PATH of
+# later shells (.ci/run's): look for it there.
+export PYENV_ROOT="${PYENV_ROOT:-$HOME/.pyenv}"
+export PATH="$PYENV_ROOT/bin:$PATH"
 if [ ! -x "$venv/bin/wstest" ]; then
   py2="$(pyenv root)/versions/2.7.18/bin/python"
   [ -x "$py2" ] || pyenv install -s 2.7.18
