@@ -91,7 +91,9 @@ fn a_suite_case_the_expected_results_lack_is_still_run() {
     std::fs::write(&file, serde_json::to_string(&suite).unwrap()).unwrap();
     let jobs = plan_with(&[r#"["1.1.*", "12.1.*"]"#, "wshub", "3", file.to_str().unwrap()]);
     let _ = std::fs::remove_file(&file);
-    for (agent, case) in [("wshub", "1.1.99"), ("c-echo", "1.1.99"), ("wshub-wss", "1.1.99"), ("wshub", "12.1.99")] {
+    for (agent, case) in
+        [("wshub", "1.1.99"), ("c-echo", "1.1.99"), ("wshub-wss", "1.1.99"), ("wshub", "12.1.99")]
+    {
         let runs = jobs.iter().filter(|(_, a, cases)| a == agent && cases.iter().any(|c| c == case)).count();
         assert_eq!(runs, 1, "{agent} {case}: {jobs:?}");
     }

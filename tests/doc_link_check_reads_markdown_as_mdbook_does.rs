@@ -107,8 +107,14 @@ fn a_fence_closes_only_on_its_own_kind() {
         )],
     );
     let (ok, out) = check(&dir);
-    assert!(!ok && out.contains("gone1.md") && out.contains("gone2.md"), "links after a block unchecked:\n{out}");
-    assert!(!out.contains("fine.md") && out.contains("2 broken"), "a link inside a block was checked:\n{out}");
+    assert!(
+        !ok && out.contains("gone1.md") && out.contains("gone2.md"),
+        "links after a block unchecked:\n{out}"
+    );
+    assert!(
+        !out.contains("fine.md") && out.contains("2 broken"),
+        "a link inside a block was checked:\n{out}"
+    );
 }
 
 /// mdBook's ids come from a heading's rendered text: emphasis with `_`, HTML
