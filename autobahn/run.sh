@@ -47,7 +47,6 @@ fi
 
 cargo build --release --bin wshub --lib
 work=$(mktemp -d)
-make -s -C ffi-examples WSHUB_LIB_DIR="$PWD/target/release" BUILD="$work/c" "$work/c/echo_server"
 pids=()
 suites=()
 # On any exit: the servers, the job shells, and each wstest with the
@@ -65,6 +64,7 @@ cleanup() {
   rm -rf "$work"
 }
 trap cleanup EXIT
+make -s -C ffi-examples WSHUB_LIB_DIR="$PWD/target/release" BUILD="$work/c" "$work/c/echo_server"
 
 # Starts a server whose first stdout line ends with "listening on HOST:PORT";
 # sets $addr to that address. (Not called in $(...): the pid must reach $pids.)
