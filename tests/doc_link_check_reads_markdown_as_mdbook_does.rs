@@ -132,3 +132,18 @@ fn anchors_are_made_from_the_rendered_heading() {
     let (ok, out) = check(&dir);
     assert!(ok, "an anchor mdBook makes was refused:\n{out}");
 }
+
+/// mdBook renders only the pages SUMMARY.md lists: a chapter's link to
+/// another Markdown file in docs/ becomes a link to an .html page that is
+/// never written.
+#[test]
+fn a_chapter_linking_to_a_page_summary_does_not_list_is_broken() {
+    let dir = tree("summary", &[]);
+    std::fs::create_dir_all(dir.join("docs")).unwrap();
+    std::fs::write(dir.join("docs/book.toml"), "[book]\nsrc = \".\"\n").unwrap();
+    std::fs::write(dir.join("docs/SUMMARY.md"), "# Summary\n\n- [A](a.md)\n").unwrap();
+    std::fs::write(dir.join("docs/a.md"), "# A\n\n[listed](a.md#a) [not listed](notes.md)\n").unwrap();
+    std::fs::write(dir.join("docs/notes.md"), "# Notes\n").unwrap();
+    let (ok, out) = check(&dir);
+    assert!(!ok && out.contains("(notes.md)") && out.contains("1 broken"), "{out}");
+}

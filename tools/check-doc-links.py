@@ -7,8 +7,8 @@ mailto) are not fetched. Prints each broken link and exits 1 if any.
     python3 tools/check-doc-links.py [ROOT]   # run by .ci/run after `mdbook build docs`
 
 ROOT is the git work tree to check (default: this repository). A chapter of
-the book (docs/) may not link out of docs/: mdBook builds only what is in
-it. Links and
+the book (docs/) may not link out of docs/, nor to a Markdown file
+SUMMARY.md does not list: mdBook builds only those. Links and
 headings inside code blocks, fenced or indented, do not count; setext
 headings (a line underlined with `===` or `---`) do.
 tests/doc_link_check_reads_markdown_as_mdbook_does.rs runs it on small trees.
@@ -138,6 +138,21 @@ def in_book(path):
     return os.path.exists(os.path.join(book, "book.toml")) and os.path.commonpath([path, book]) == book
 
 
+def chapters(cache=[]):
+    """The Markdown files SUMMARY.md lists: the only ones mdBook renders."""
+    if not cache:
+        book = os.path.join(ROOT, "docs")
+        listed = set()
+        summary = os.path.join(book, "SUMMARY.md")
+        if os.path.exists(summary):
+            with open(summary, encoding="utf-8") as f:
+                for _, line, _ in prose_lines(f.read()):
+                    for m in LINK.finditer(line):
+                        listed.add(os.path.normpath(os.path.join(book, m.group(1).partition("#")[0])))
+        cache.append(listed)
+    return cache[0]
+
+
 def markdown_files():
     out = subprocess.run(
         ["git", "ls-files", "--cached", "--others", "--exclude-standard", "*.md"],
@@ -169,6 +184,8 @@ def main():
                     broken.append(f"{where} leaves the book (docs/): mdBook does not copy it, the built page's link breaks")
                 elif not os.path.exists(dest):
                     broken.append(f"{where} names a file that does not exist")
+                elif in_book(path) and dest.endswith(".md") and dest not in chapters():
+                    broken.append(f"{where} names a page SUMMARY.md does not list: mdBook does not render it")
                 elif anchor and dest.endswith(".md") and anchor not in anchors(dest):
                     broken.append(f"{where} names an anchor that is no heading of {os.path.relpath(dest, ROOT)}")
     for b in broken:
