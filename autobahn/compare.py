@@ -17,8 +17,10 @@ as run.sh passes them for AUTOBAHN_CASES), only the cases they match are
 expected, and with EXCLUDE_CASES (the same form) the cases those match are
 not.
 Exits 1 on any difference, listing them. With AUTOBAHN_UPDATE=1 in
-the environment it rewrites expected-results.json from the report instead
-(review the diff before committing it).
+the environment it rewrites AGENT's cases in expected-results.json from the
+report instead, the ones ONLY_CASES and EXCLUDE_CASES leave out kept as they
+are (an AGENT held to another's results is not written; review the diff
+before committing it).
 """
 import fnmatch, json, os, sys
 
@@ -34,21 +36,27 @@ for report_path in sys.argv[2:]:
             twice.append(case)
         got[case] = result
 all_expected = json.load(open(expected_path))
+only = [p for p in os.environ.get("ONLY_CASES", "").split(",") if p]
+excluded = [p for p in os.environ.get("EXCLUDE_CASES", "").split(",") if p]
+# Whether the run was asked for this case (ONLY_CASES, EXCLUDE_CASES).
+in_scope = lambda c: (not only or any(fnmatch.fnmatchcase(c, p) for p in only)) \
+    and not any(fnmatch.fnmatchcase(c, p) for p in excluded)
 if os.environ.get("AUTOBAHN_UPDATE") == "1":
+    if expected_agent != agent:
+        print(f"autobahn {agent}: held to {expected_agent}'s results, not written")
+        sys.exit(0)
     order = lambda case: [int(x) for x in case.split(".")]
-    all_expected[agent] = {c: {"behavior": got[c]["behavior"], "behaviorClose": got[c]["behaviorClose"]}
-                           for c in sorted(got, key=order)}
+    # The cases this run was not asked for keep their expected results: a
+    # partial run (AUTOBAHN_CASES) updates its cases, it does not drop the rest.
+    kept = {c: v for c, v in all_expected.get(agent, {}).items() if not in_scope(c)}
+    kept.update({c: {"behavior": got[c]["behavior"], "behaviorClose": got[c]["behaviorClose"]} for c in got})
+    all_expected[agent] = {c: kept[c] for c in sorted(kept, key=order)}
     with open(expected_path, "w") as f:
         json.dump(all_expected, f, indent=1)
         f.write("\n")
     print(f"autobahn {agent}: wrote {len(got)} cases to {expected_path}")
     sys.exit(0)
-expected = all_expected.get(expected_agent, {})
-only = [p for p in os.environ.get("ONLY_CASES", "").split(",") if p]
-if only:
-    expected = {c: v for c, v in expected.items() if any(fnmatch.fnmatchcase(c, p) for p in only)}
-excluded = [p for p in os.environ.get("EXCLUDE_CASES", "").split(",") if p]
-expected = {c: v for c, v in expected.items() if not any(fnmatch.fnmatchcase(c, p) for p in excluded)}
+expected = {c: v for c, v in all_expected.get(expected_agent, {}).items() if in_scope(c)}
 if not expected:
     print(f"autobahn {agent}: no expected results for this agent")
     sys.exit(1)

@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Splits the Autobahn|Testsuite cases run.sh runs into wstest jobs.
 
-    python3 autobahn/plan.py CASES DEFLATE_AGENTS SHARDS
+    python3 autobahn/plan.py CASES DEFLATE_AGENTS SHARDS [SUITE_CASES]
 
 CASES is the suite's JSON list of case patterns (AUTOBAHN_CASES, `["*"]` for
 every case), DEFLATE_AGENTS the agents that run sections 12 and 13
@@ -9,9 +9,13 @@ every case), DEFLATE_AGENTS the agents that run sections 12 and 13
 agent's sections 12 and 13. Prints one job a line: `NAME AGENT CASE_LIST`,
 CASE_LIST the job's case ids as a JSON list without spaces.
 
-The cases are the ids in autobahn/expected-results.json (the wss agent takes
-the plain `wshub` agent's), matched against the patterns as compare.py
-matches them; a job left with no case is not printed, since a wstest given
+The cases are the suite's own case ids (SUITE_CASES, a file holding them as
+a JSON list; run.sh asks the installed suite), else the ids in
+autobahn/expected-results.json (the wss agent takes the plain `wshub`
+agent's), matched against the patterns as compare.py matches them. With
+SUITE_CASES, a case the suite has and the expected results lack is run, and
+compare.py reports it, as when wstest was given the patterns themselves;
+without, such a case would silently never run; a job left with no case is not printed, since a wstest given
 no case never exits. Sections 12 and 13 are twelve groups of 18 cases, the
 Nth case of each group sending the same messages, and the groups' Nth cases
 are dealt out in turn, so every shard gets about as many of each group and
@@ -27,11 +31,12 @@ def order(case):
     return [int(x) for x in case.split(".")]
 
 
-def plan(patterns, deflate_agents, shards):
+def plan(patterns, deflate_agents, shards, suite=None):
     expected = json.load(open(os.path.join(os.path.dirname(os.path.abspath(__file__)), "expected-results.json")))
     jobs = []
     for agent in AGENTS:
-        cases = [c for c in expected[EXPECTED_AS.get(agent, agent)] if any(fnmatch.fnmatchcase(c, p) for p in patterns)]
+        ids = suite if suite is not None else expected[EXPECTED_AS.get(agent, agent)]
+        cases = [c for c in ids if any(fnmatch.fnmatchcase(c, p) for p in patterns)]
         deflate = [c for c in cases if c.split(".")[0] in ("12", "13")]
         rest = sorted((c for c in cases if c not in deflate), key=order)
         if rest:
@@ -51,7 +56,8 @@ def plan(patterns, deflate_agents, shards):
 
 
 if __name__ == "__main__":
-    if len(sys.argv) != 4:
+    if len(sys.argv) not in (4, 5):
         sys.exit(__doc__)
-    for name, agent, cases in plan(json.loads(sys.argv[1]), sys.argv[2].split(), int(sys.argv[3])):
+    suite = json.load(open(sys.argv[4])) if len(sys.argv) == 5 else None
+    for name, agent, cases in plan(json.loads(sys.argv[1]), sys.argv[2].split(), int(sys.argv[3]), suite):
         print(name, agent, json.dumps(cases, separators=(",", ":")))

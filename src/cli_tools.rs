@@ -199,10 +199,18 @@ fn genconfig(path: &Path) -> Result<(), String> {
 /// `path` as one word for a POSIX shell: as it is when it holds only
 /// characters no shell treats specially, else in single quotes (a `'` in it
 /// as `'\''`). A path a line cannot hold (a control character) or that is not
-/// UTF-8 is shown as `PATH`, for the user to fill in.
+/// UTF-8 is shown as `PATH`, for the user to fill in. A relative path that
+/// starts with `-` gets `./` in front, or `--config` would take it for a flag.
 fn shell_quoted(path: &Path) -> String {
     let Some(text) = path.to_str().filter(|t| !t.is_empty() && !t.chars().any(char::is_control)) else {
         return "PATH".to_owned();
+    };
+    let dotted;
+    let text = if text.starts_with('-') {
+        dotted = format!("./{text}");
+        dotted.as_str()
+    } else {
+        text
     };
     if text.chars().all(|c| c.is_ascii_alphanumeric() || "/._-+,:@%=".contains(c)) {
         text.to_owned()
@@ -373,6 +381,9 @@ mod tests {
         // A newline would end the TOML comment and put the rest of the path in
         // the config as TOML.
         assert_eq!(shell_quoted(Path::new("a\njwt_secret = \"x\"")), "PATH");
+        // `--config -x.toml` is the unknown flag -x to clap.
+        assert_eq!(shell_quoted(Path::new("-x.toml")), "./-x.toml");
+        assert_eq!(shell_quoted(Path::new("-my config")), "'./-my config'");
     }
 
     #[test]

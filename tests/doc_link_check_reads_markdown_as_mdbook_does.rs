@@ -91,3 +91,59 @@ fn a_chapter_linking_out_of_the_book_is_broken() {
     let (ok, out) = check(&dir);
     assert!(!ok && out.contains("leaves the book"), "mdBook would not copy ../examples:\n{out}");
 }
+
+/// A fence closes only on a fence of its own character at least as long
+/// (CommonMark): a ``` line inside a ~~~ block, or inside a ```` block, is
+/// the block's text. Read as a close, the real close opened a block that ran
+/// to the end of the file, and every link after it went unchecked.
+#[test]
+fn a_fence_closes_only_on_its_own_kind() {
+    let dir = tree(
+        "fences",
+        &[(
+            "a.md",
+            "# A\n\n~~~\n```\n~~~\n\n[after tildes](gone1.md)\n\n````\n```\n[in the block](fine.md)\n```\n````\n\n\
+             [after four](gone2.md)\n",
+        )],
+    );
+    let (ok, out) = check(&dir);
+    assert!(
+        !ok && out.contains("gone1.md") && out.contains("gone2.md"),
+        "links after a block unchecked:\n{out}"
+    );
+    assert!(
+        !out.contains("fine.md") && out.contains("2 broken"),
+        "a link inside a block was checked:\n{out}"
+    );
+}
+
+/// mdBook's ids come from a heading's rendered text: emphasis with `_`, HTML
+/// tags and entities leave no trace in them (`## _Note_ on A &amp; B` is
+/// `note-on-a--b`).
+#[test]
+fn anchors_are_made_from_the_rendered_heading() {
+    let dir = tree(
+        "slugs",
+        &[
+            ("a.md", "# A\n\n[one](b.md#note-on-a--b) [two](b.md#foo-x) [three](b.md#snake_case-name)\n"),
+            ("b.md", "# B\n\n## _Note_ on A &amp; B\n\n## Foo <span>x</span>\n\n## `snake_case` name\n"),
+        ],
+    );
+    let (ok, out) = check(&dir);
+    assert!(ok, "an anchor mdBook makes was refused:\n{out}");
+}
+
+/// mdBook renders only the pages SUMMARY.md lists: a chapter's link to
+/// another Markdown file in docs/ becomes a link to an .html page that is
+/// never written.
+#[test]
+fn a_chapter_linking_to_a_page_summary_does_not_list_is_broken() {
+    let dir = tree("summary", &[]);
+    std::fs::create_dir_all(dir.join("docs")).unwrap();
+    std::fs::write(dir.join("docs/book.toml"), "[book]\nsrc = \".\"\n").unwrap();
+    std::fs::write(dir.join("docs/SUMMARY.md"), "# Summary\n\n- [A](a.md)\n").unwrap();
+    std::fs::write(dir.join("docs/a.md"), "# A\n\n[listed](a.md#a) [not listed](notes.md)\n").unwrap();
+    std::fs::write(dir.join("docs/notes.md"), "# Notes\n").unwrap();
+    let (ok, out) = check(&dir);
+    assert!(!ok && out.contains("(notes.md)") && out.contains("1 broken"), "{out}");
+}

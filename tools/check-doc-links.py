@@ -7,8 +7,8 @@ mailto) are not fetched. Prints each broken link and exits 1 if any.
     python3 tools/check-doc-links.py [ROOT]   # run by .ci/run after `mdbook build docs`
 
 ROOT is the git work tree to check (default: this repository). A chapter of
-the book (docs/) may not link out of docs/: mdBook builds only what is in
-it. Links and
+the book (docs/) may not link out of docs/, nor to a Markdown file
+SUMMARY.md does not list: mdBook builds only those. Links and
 headings inside code blocks, fenced or indented, do not count; setext
 headings (a line underlined with `===` or `---`) do.
 tests/doc_link_check_reads_markdown_as_mdbook_does.rs runs it on small trees.
@@ -23,7 +23,9 @@ LINK = re.compile(r"(?<!\!)\[(?:[^\]\[]|\[[^\]]*\])*\]\(([^()\s]+)(?:\s+\"[^\"]*
 IMAGE = re.compile(r"!\[[^\]]*\]\(([^()\s]+)\)")
 # A reference-style link's definition: `[name]: target "title"`.
 DEFINITION = re.compile(r"^ {0,3}\[[^\]]+\]:\s*<?([^\s>]+)>?")
-FENCE = re.compile(r"^\s*(```|~~~)")
+# A fence's run of three or more backticks or tildes; it is closed by a run
+# of the same character at least as long with nothing after it (CommonMark).
+FENCE = re.compile(r"^\s*(`{3,}|~{3,})(.*)$")
 HEADING = re.compile(r"^ {0,3}(#{1,6})\s+(.*?)\s*#*\s*$")
 # The underline of a setext heading (`Title` then `=====` or `-----`).
 SETEXT = re.compile(r"^ {0,3}(=+|-+)\s*$")
@@ -42,15 +44,20 @@ def blocks(text):
     A line indented four columns past the enclosing list item's content,
     after a blank line or another such line, is code; a paragraph's next line
     of `===` or `---` makes it a heading."""
-    fenced = False
+    fenced = None  # the run of ` or ~ that opened the fenced block we are in
     list_content = None  # the content column of the list item we are in
     previous = "blank"  # "blank", "code", "paragraph" or "other"
     paragraph = []  # (number, line) of the paragraph so far
     out = []
     for number, line in enumerate(text.split("\n"), 1):
-        if fenced or FENCE.match(line):
-            if FENCE.match(line):
-                fenced = not fenced
+        fence = FENCE.match(line)
+        if fence and fenced is None and not (fence.group(1)[0] == "`" and "`" in fence.group(2)):
+            fenced = fence.group(1)
+        elif fenced is not None:
+            if fence and fence.group(1)[0] == fenced[0] and len(fence.group(1)) >= len(fenced) \
+                    and not fence.group(2).strip():
+                fenced = None
+        if fence or fenced is not None:
             out.append([number, line, "code"])
             previous, paragraph = "other", []
             continue
@@ -98,7 +105,13 @@ def prose_lines(text):
 def slug(heading):
     """GitHub's and mdBook's id for a heading: lower case, punctuation
     dropped, spaces to dashes."""
-    text = re.sub(r"`([^`]*)`", r"\1", heading)
+    # What mdBook renders: code spans' text kept as it is; emphasis by `_`,
+    # HTML tags and entities gone.
+    parts = re.split(r"(`[^`]*`)", heading)
+    for i in range(0, len(parts), 2):
+        part = re.sub(r"<[^>]*>|&#?\w+;", "", parts[i])
+        parts[i] = re.sub(r"(?<!\w)_+(?=\S)|(?<=\S)_+(?!\w)", "", part)
+    text = "".join(p.strip("`") if i % 2 else p for i, p in enumerate(parts))
     text = re.sub(r"\[([^\]]*)\]\([^)]*\)", r"\1", text)
     text = text.strip().lower()
     text = re.sub(r"[^\w\- ]", "", text)
@@ -123,6 +136,21 @@ def in_book(path):
     """Whether `path` is inside the mdBook's source (docs/, where book.toml is)."""
     book = os.path.join(ROOT, "docs")
     return os.path.exists(os.path.join(book, "book.toml")) and os.path.commonpath([path, book]) == book
+
+
+def chapters(cache=[]):
+    """The Markdown files SUMMARY.md lists: the only ones mdBook renders."""
+    if not cache:
+        book = os.path.join(ROOT, "docs")
+        listed = set()
+        summary = os.path.join(book, "SUMMARY.md")
+        if os.path.exists(summary):
+            with open(summary, encoding="utf-8") as f:
+                for _, line, _ in prose_lines(f.read()):
+                    for m in LINK.finditer(line):
+                        listed.add(os.path.normpath(os.path.join(book, m.group(1).partition("#")[0])))
+        cache.append(listed)
+    return cache[0]
 
 
 def markdown_files():
@@ -156,6 +184,8 @@ def main():
                     broken.append(f"{where} leaves the book (docs/): mdBook does not copy it, the built page's link breaks")
                 elif not os.path.exists(dest):
                     broken.append(f"{where} names a file that does not exist")
+                elif in_book(path) and dest.endswith(".md") and dest not in chapters():
+                    broken.append(f"{where} names a page SUMMARY.md does not list: mdBook does not render it")
                 elif anchor and dest.endswith(".md") and anchor not in anchors(dest):
                     broken.append(f"{where} names an anchor that is no heading of {os.path.relpath(dest, ROOT)}")
     for b in broken:
