@@ -128,7 +128,7 @@ run_job() { # job agent case-list: one wstest, its own spec and report directory
 }
 JSON
   local from=$SECONDS
-  (cd "$work/$1" && timeout 1800 "$venv/bin/wstest" -m fuzzingclient -s spec.json > wstest.log 2>&1 &
+  (cd "$work/$1" && timeout -k 30 1800 "$venv/bin/wstest" -m fuzzingclient -s spec.json > wstest.log 2>&1 &
    echo $! > "$work/$1/timeout.pid"; wait $!) || {
     echo "autobahn: wstest for $1 failed:" >&2; tail -20 "$work/$1/wstest.log" >&2; return 1; }
   echo "autobahn: $1's $(python3 -c 'import json,sys; print(len(json.loads(sys.argv[1])))' "$3") cases took $((SECONDS - from))s"
