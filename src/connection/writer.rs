@@ -306,6 +306,19 @@ mod tests {
         run(conn.clone(), &env);
     }
 
+    /// Runs a writer for `conn` on a thread of its own (what is queued ends
+    /// with the reader's end) and returns every byte the peer read until EOF.
+    fn written_to_the_end(conn: &Arc<ConnShared>, stats: &Arc<Stats>, peer: &mut impl Read) -> Vec<u8> {
+        let writer = {
+            let (conn, stats) = (conn.clone(), stats.clone());
+            std::thread::spawn(move || run_here(&conn, &stats))
+        };
+        let mut got = Vec::new();
+        peer.read_to_end(&mut got).unwrap();
+        writer.join().unwrap();
+        got
+    }
+
     #[test]
     fn frames_queued_together_leave_in_one_writev_and_nothing_after_a_close() {
         let (conn, mut peer) = loopback_conn(1);
@@ -349,13 +362,7 @@ mod tests {
         conn.push_close(1000, "done");
         conn.push_reader_done();
 
-        let writer = {
-            let (conn, stats) = (conn.clone(), stats.clone());
-            std::thread::spawn(move || run_here(&conn, &stats))
-        };
-        let mut got = Vec::new();
-        peer.read_to_end(&mut got).unwrap();
-        writer.join().unwrap();
+        let got = written_to_the_end(&conn, &stats, &mut peer);
         let mut expected = big.to_vec();
         expected.extend_from_slice(&small);
         expected.extend_from_slice(&frame::encode_close(1000, "done"));
@@ -387,13 +394,7 @@ mod tests {
         conn.push_close(1000, "done");
         conn.push_reader_done();
 
-        let writer = {
-            let (conn, stats) = (conn.clone(), stats.clone());
-            std::thread::spawn(move || run_here(&conn, &stats))
-        };
-        let mut got = Vec::new();
-        peer.read_to_end(&mut got).unwrap();
-        writer.join().unwrap();
+        let got = written_to_the_end(&conn, &stats, &mut peer);
         let mut expected: Vec<u8> = round.iter().flat_map(|f| f.iter().copied()).collect();
         expected.extend_from_slice(&after);
         expected.extend_from_slice(&frame::encode_close(1000, "done"));
@@ -528,13 +529,7 @@ mod tests {
         conn.push_frame(after.clone(), LIMITS, &stats).unwrap();
         conn.push_close(1000, "done");
         conn.push_reader_done();
-        let writer = {
-            let (conn, stats) = (conn.clone(), stats.clone());
-            std::thread::spawn(move || run_here(&conn, &stats))
-        };
-        let mut got = Vec::new();
-        peer.read_to_end(&mut got).unwrap();
-        writer.join().unwrap();
+        let got = written_to_the_end(&conn, &stats, &mut peer);
         let mut expected = big.to_vec();
         expected.extend_from_slice(&[0x89, 0x00]);
         expected.extend_from_slice(&after);
