@@ -26,23 +26,9 @@ fn sigterm_returns_promptly_while_redis_is_frozen() {
     let mut a = node(&redis, &[]);
     let b = node(&redis, &[]);
     wait_health(a.addr, 200, WAIT);
-    let mut readers = Vec::new();
-    for m in 0..MEMBERS {
-        let mut c = a.client();
-        for r in 0..ROOMS {
-            c.join(&format!("room-{r}"));
-        }
-        // Each member answers the server's close as soon as it comes.
-        readers.push(std::thread::spawn(move || {
-            for _ in 0..1000 {
-                match c.ws.read() {
-                    Ok(tungstenite::Message::Close(_)) | Err(_) => return,
-                    Ok(_) => {}
-                }
-            }
-            panic!("member {m}: no close within 1000 frames");
-        }));
-    }
+    let rooms: Vec<String> = (0..ROOMS).map(|r| format!("room-{r}")).collect();
+    let rooms: Vec<&str> = rooms.iter().map(String::as_str).collect();
+    let readers = members_answering_close(&a, &rooms, MEMBERS);
     let mut watcher = b.client();
     watcher.join("room-0");
     let members = ok(&mut watcher, "presence:get", json!({"room": "room-0"}));

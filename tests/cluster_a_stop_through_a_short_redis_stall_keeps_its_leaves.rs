@@ -25,20 +25,7 @@ fn leaves_sent_through_a_short_stall_reach_the_other_node() {
     let b = node(&redis, &[]);
     wait_health(a.addr, 200, WAIT);
     wait_health(b.addr, 200, WAIT);
-    let mut readers = Vec::new();
-    for m in 0..MEMBERS {
-        let mut c = a.client();
-        c.join("room");
-        readers.push(std::thread::spawn(move || {
-            for _ in 0..1000 {
-                match c.ws.read() {
-                    Ok(tungstenite::Message::Close(_)) | Err(_) => return,
-                    Ok(_) => {}
-                }
-            }
-            panic!("member {m}: no close within 1000 frames");
-        }));
-    }
+    let readers = members_answering_close(&a, &["room"], MEMBERS);
     let mut watcher = b.client();
     watcher.join("room");
     let members = ok(&mut watcher, "presence:get", json!({"room": "room"}));

@@ -194,6 +194,30 @@ pub fn ok(client: &mut Client, kind: &str, payload: serde_json::Value) -> serde_
     reply["payload"].clone()
 }
 
+/// `n` members of `node`, each joined to every room of `rooms`, each on a
+/// thread of its own that answers the server's close as soon as it comes
+/// (it panics when no close comes within 1000 frames): join them to see
+/// every member closed.
+pub fn members_answering_close(node: &Wshub, rooms: &[&str], n: usize) -> Vec<std::thread::JoinHandle<()>> {
+    (0..n)
+        .map(|m| {
+            let mut c = node.client();
+            for room in rooms {
+                c.join(room);
+            }
+            std::thread::spawn(move || {
+                for _ in 0..1000 {
+                    match c.ws.read() {
+                        Ok(tungstenite::Message::Close(_)) | Err(_) => return,
+                        Ok(_) => {}
+                    }
+                }
+                panic!("member {m}: no close within 1000 frames");
+            })
+        })
+        .collect()
+}
+
 /// A TCP proxy on loopback in front of Redis, run by threads of the test.
 /// [`cut_silently`](Proxy::cut_silently) plays a NAT or load balancer that
 /// forgot the connections open so far: their bytes go nowhere and nothing is
@@ -308,28 +332,47 @@ pub fn node_at(url: &str, extra: &[&str]) -> Wshub {
     Wshub::start(&args)
 }
 
-/// A protocol client of `addr` with an HS256 token for `user` signed with
-/// `secret`; the server's refusal (or a first frame other than `connected`)
-/// as text.
+/// An HS256 token of `claims` (an `exp` five minutes ahead added) signed
+/// with `secret`.
 #[allow(dead_code)]
-pub fn connect_as_user(addr: SocketAddr, user: &str, secret: &str) -> Result<Client, String> {
+pub fn token_for(claims: serde_json::Value, secret: &str) -> String {
     use std::time::{SystemTime, UNIX_EPOCH};
-    let exp = SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_secs() + 300;
-    let token = jsonwebtoken::encode(
+    let mut claims = claims;
+    claims["exp"] = serde_json::json!(SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_secs() + 300);
+    jsonwebtoken::encode(
         &jsonwebtoken::Header::default(),
-        &serde_json::json!({"sub": user, "exp": exp}),
+        &claims,
         &jsonwebtoken::EncodingKey::from_secret(secret.as_bytes()),
     )
-    .unwrap();
+    .unwrap()
+}
+
+/// A protocol client of `addr` with a token of `claims` signed with
+/// `secret` ([`token_for`]); the server's refusal (or a first frame other
+/// than `connected`) as text.
+#[allow(dead_code)]
+pub fn connect_with_claims(
+    addr: SocketAddr,
+    claims: serde_json::Value,
+    secret: &str,
+) -> Result<Client, String> {
     let stream = TcpStream::connect(addr).expect("connect");
     stream.set_read_timeout(Some(WAIT)).expect("timeout");
-    let url = format!("ws://{addr}/ws?access_token={token}");
+    let url = format!("ws://{addr}/ws?access_token={}", token_for(claims, secret));
     let (ws, _) = tungstenite::client::client(url, stream).map_err(|e| e.to_string())?;
     let mut c = Client::from_parts(ws, None);
     match c.frame() {
         Frame::Json(v) if v["type"] == "connected" => Ok(c),
         other => Err(format!("{other:?}")),
     }
+}
+
+/// A protocol client of `addr` with an HS256 token for `user` signed with
+/// `secret`; the server's refusal (or a first frame other than `connected`)
+/// as text.
+#[allow(dead_code)]
+pub fn connect_as_user(addr: SocketAddr, user: &str, secret: &str) -> Result<Client, String> {
+    connect_with_claims(addr, serde_json::json!({"sub": user}), secret)
 }
 
 /// A JSON POST to the backend API of `addr` with `key`; the status.
