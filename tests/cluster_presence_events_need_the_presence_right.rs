@@ -5,33 +5,15 @@
 mod cluster_common;
 use cluster_common::*;
 
-use std::time::{SystemTime, UNIX_EPOCH};
-
 use serde_json::{json, Value};
 
 const SECRET: &str = "cluster-presence-right-secret-of-some-length";
 const KEY: &str = "cluster-presence-right-key";
 
-fn token(claims: Value) -> String {
-    let exp = SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_secs() + 300;
-    let mut claims = claims;
-    claims["exp"] = json!(exp);
-    jsonwebtoken::encode(
-        &jsonwebtoken::Header::default(),
-        &claims,
-        &jsonwebtoken::EncodingKey::from_secret(SECRET.as_bytes()),
-    )
-    .unwrap()
-}
-
+/// Connects to `node` with a token of `claims`.
+/// Connects to `node` with a token of `claims`.
 fn member(node: &Wshub, claims: Value) -> Client {
-    let stream = std::net::TcpStream::connect(node.addr).expect("connect");
-    stream.set_read_timeout(Some(WAIT)).expect("timeout");
-    let url = format!("ws://{}/ws?access_token={}", node.addr, token(claims));
-    let (ws, _) = tungstenite::client::client(url, stream).expect("upgrade");
-    let mut c = Client::from_parts(ws, None);
-    assert_eq!(c.json()["type"], "connected");
-    c
+    connect_with_claims(node.addr, claims, SECRET).expect("connected")
 }
 
 fn kind(c: &mut Client) -> String {

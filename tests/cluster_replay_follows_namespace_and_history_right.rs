@@ -11,33 +11,19 @@ mod cluster_common;
 use api_common::Sse;
 use cluster_common::*;
 
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use serde_json::{json, Value};
 
 const SECRET: &str = "cluster-replay-rules-secret-of-some-length";
 
 fn token(claims: Value) -> String {
-    let exp = SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_secs() + 300;
-    let mut claims = claims;
-    claims["exp"] = json!(exp);
-    jsonwebtoken::encode(
-        &jsonwebtoken::Header::default(),
-        &claims,
-        &jsonwebtoken::EncodingKey::from_secret(SECRET.as_bytes()),
-    )
-    .unwrap()
+    token_for(claims, SECRET)
 }
 
 /// Connects to `node` with a token of `claims`.
 fn member(node: &Wshub, claims: Value) -> Client {
-    let stream = std::net::TcpStream::connect(node.addr).expect("connect");
-    stream.set_read_timeout(Some(WAIT)).expect("timeout");
-    let url = format!("ws://{}/ws?access_token={}", node.addr, token(claims));
-    let (ws, _) = tungstenite::client::client(url, stream).expect("upgrade");
-    let mut c = Client::from_parts(ws, None);
-    assert_eq!(c.json()["type"], "connected");
-    c
+    connect_with_claims(node.addr, claims, SECRET).expect("connected")
 }
 
 fn config(tag: &str) -> std::path::PathBuf {
