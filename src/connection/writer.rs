@@ -306,6 +306,22 @@ mod tests {
         run(conn.clone(), &env);
     }
 
+    /// A loopback connection opened as the engine opens one (items queued
+    /// start writer threads), its writers lingering `linger` before they
+    /// hand the queue back; the peer's end, and the writers' environment.
+    fn opened_with_linger(
+        id: crate::types::ConnId,
+        linger: Duration,
+        stats: &Arc<Stats>,
+    ) -> (Arc<ConnShared>, std::net::TcpStream, Arc<WriterEnv>) {
+        let (conn, peer) = loopback_conn(id);
+        let mut env = WriterEnv::new(&Config::default(), stats.clone());
+        env.linger = linger;
+        let env = Arc::new(env);
+        conn.open_writer(WriterHome { start: starter(env.clone()), conn: Arc::downgrade(&conn) });
+        (conn, peer, env)
+    }
+
     /// Runs a writer for `conn` on a thread of its own (what is queued ends
     /// with the reader's end) and returns every byte the peer read until EOF.
     fn written_to_the_end(conn: &Arc<ConnShared>, stats: &Arc<Stats>, peer: &mut impl Read) -> Vec<u8> {
@@ -563,11 +579,8 @@ mod tests {
         let stats = Arc::new(Stats::default());
         let mut started = 0;
         for round in 0..8u64 {
-            let (conn, mut peer) = loopback_conn(round + 1);
-            let mut env = WriterEnv::new(&Config::default(), stats.clone());
-            env.linger = Duration::from_micros(if round % 2 == 0 { 0 } else { 300 });
-            let env = Arc::new(env);
-            conn.open_writer(WriterHome { start: starter(env.clone()), conn: Arc::downgrade(&conn) });
+            let linger = Duration::from_micros(if round % 2 == 0 { 0 } else { 300 });
+            let (conn, mut peer, env) = opened_with_linger(round + 1, linger, &stats);
             let reader = std::thread::spawn(move || {
                 let mut buf = Vec::new();
                 let mut chunk = vec![0u8; 64 * 1024];
@@ -714,11 +727,8 @@ mod tests {
             std::env::var("WSHUB_HANDOFF_ROUNDS").ok().and_then(|r| r.parse().ok()).unwrap_or(6);
         let stats = Arc::new(Stats::default());
         for round in 0..rounds {
-            let (conn, mut peer) = loopback_conn(round + 1);
-            let mut env = WriterEnv::new(&Config::default(), stats.clone());
-            env.linger = Duration::from_micros(if round % 2 == 0 { 0 } else { 50 });
-            let env = Arc::new(env);
-            conn.open_writer(WriterHome { start: starter(env.clone()), conn: Arc::downgrade(&conn) });
+            let linger = Duration::from_micros(if round % 2 == 0 { 0 } else { 50 });
+            let (conn, mut peer, env) = opened_with_linger(round + 1, linger, &stats);
             let reader = std::thread::spawn(move || {
                 let mut buf = Vec::new();
                 let mut chunk = vec![0u8; 64 * 1024];
