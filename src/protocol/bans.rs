@@ -188,15 +188,7 @@ pub(crate) fn disconnect_client_id(
     code: u16,
     reason: &str,
 ) -> usize {
-    let Some(cluster) = &shared.cluster else { return disconnect_client(server, client_id, code, reason) };
-    match cluster.owner_of(client_id) {
-        Some(Ok(conn)) => usize::from(server.close(conn, code, reason).is_ok()),
-        Some(Err(())) => {
-            cluster.kick_client(client_id, code, reason);
-            0
-        }
-        None => disconnect_client(server, client_id, code, reason),
-    }
+    shared.broker.disconnect_client(shared, server, client_id, code, reason)
 }
 
 /// [`disconnect_user`], and with Redis on every other node too (their
@@ -208,9 +200,7 @@ pub(crate) fn disconnect_user_everywhere(
     code: u16,
     reason: &str,
 ) -> usize {
-    if let Some(cluster) = &shared.cluster {
-        cluster.kick_user(user, code, reason);
-    }
+    shared.broker.kick_user(user, code, reason);
     disconnect_user(shared, server, user, code, reason)
 }
 
@@ -230,25 +220,16 @@ pub(crate) fn ban_everywhere(
     let until_ms = unix_ms(now + Duration::from_secs(secs.min(MAX_BAN_SECS)));
     // Recorded in Redis before it is made here: a node reading the recorded
     // bans lifts those of its own that Redis does not hold.
-    if let Some(cluster) = &shared.cluster {
-        // A ban this node refuses is not recorded: it would replace, then
-        // take back, what Redis holds for the user (another node's ban).
-        shared.bans.check_room(user, now)?;
-        cluster.record_ban(user, until_ms);
-    }
+    shared.broker.record_ban(shared, user, until_ms)?;
     let until = match shared.bans.ban(user, secs, now) {
         Ok(until) => until,
         Err(e) => {
-            if let Some(cluster) = &shared.cluster {
-                cluster.forget_ban(user); // not made here: not recorded either
-            }
+            shared.broker.forget_ban(user); // not made here: not recorded either
             return Err(e);
         }
     };
     disconnect_user(shared, server, user, BANNED_CLOSE_CODE, BANNED_REASON);
-    if let Some(cluster) = &shared.cluster {
-        cluster.tell_ban(user, until_ms);
-    }
+    shared.broker.tell_ban(user, until_ms);
     Ok(until)
 }
 
@@ -256,9 +237,7 @@ pub(crate) fn ban_everywhere(
 /// whether this node had it banned.
 pub(crate) fn unban_everywhere(shared: &Shared, user: &str) -> bool {
     let was = shared.bans.unban(user, SystemTime::now());
-    if let Some(cluster) = &shared.cluster {
-        cluster.share_unban(user);
-    }
+    shared.broker.share_unban(user);
     was
 }
 

@@ -29,8 +29,8 @@ use super::admission::Admission;
 use super::auth::{Identity, Rights};
 use super::bans::{self, Bans};
 use super::binary::parse_binary;
+use super::broker::{self, Broker, Join};
 use super::caps::Right;
-use super::cluster::{self, Cluster};
 use super::config::{ProtocolConfig, BIG_REPLY};
 use super::envelope::{self, ack, frame, parse_text, ErrorCode, ErrorReply, RawJson, Request, RequestKind};
 use super::http;
@@ -97,8 +97,9 @@ pub(crate) struct Shared {
     /// An admitted event stream's rights in its room, from its upgrade's
     /// checks (`sse::decide`) until it opens.
     pub stream_rights: ConnMap<Rights>,
-    /// Scale-out over Redis (`--redis`); None on a single node.
-    pub cluster: Option<Cluster>,
+    /// Where rooms live (`broker.rs`): this node alone (`local.rs`), or
+    /// every node through Redis (`--redis`, `cluster/`).
+    pub broker: Box<dyn Broker>,
     /// Each room's rules, by its namespace (`namespace.rs`).
     pub namespaces: Arc<Namespaces>,
     /// The backend proxy (`proxy.rs`), when a proxy URL is set.
@@ -128,12 +129,8 @@ impl Shared {
         if rules.max_members == 0 {
             return Ok(());
         }
-        let here = self.rooms.with_room(room, false, |r| (r.members.len(), r.sse_streams));
-        let (members, streams) = here.unwrap_or((0, 0));
-        let members = match &self.cluster {
-            Some(cluster) => cluster.member_count(room)?,
-            None => members,
-        };
+        let streams = self.rooms.with_room(room, false, |r| r.sse_streams).unwrap_or(0);
+        let members = self.broker.member_count(self, room)?;
         rules.check_members(room, members + streams)
     }
 
@@ -198,17 +195,13 @@ impl ProtocolHandler {
 
     fn build(config: ProtocolConfig, app: Option<Arc<dyn Handler>>) -> Self {
         let limits = Limits { total_bytes: config.history_total_max_bytes, max_rooms: config.max_rooms };
-        let cluster = config
-            .clustered()
-            .then(|| Cluster::new(&config))
-            .and_then(|made| made.inspect_err(|e| log::error!("{e}: running as a single node")).ok());
+        let broker = broker::for_config(&config);
         let bans = Bans::new(config.max_bans);
         let namespaces = Arc::new(config.namespace_rules());
-        let node = cluster.as_ref().map_or_else(|| format!("pid-{}", std::process::id()), |c| c.node.clone());
-        let proxy = Proxy::new(&config, node).map(Arc::new);
+        let proxy = Proxy::new(&config, broker.node()).map(Arc::new);
         ProtocolHandler {
             shared: Arc::new(Shared {
-                cluster,
+                broker,
                 bans,
                 admission: Admission::new(&config, proxy.clone()),
                 proxy,
@@ -333,7 +326,7 @@ impl Handler for ProtocolHandler {
     /// `on_upgrade` and `on_http` start them too (a no-op once they run), for
     /// a host that wraps this handler without forwarding `on_start`.
     fn on_start(&self, server: &ServerHandle) {
-        Cluster::start(&self.shared, server);
+        self.shared.broker.start(&self.shared, server);
     }
 
     /// Interrupts the backend proxy's calls in flight (and fails later ones),
@@ -349,7 +342,7 @@ impl Handler for ProtocolHandler {
     }
 
     fn on_upgrade(&self, server: &ServerHandle, conn: ConnId, request: &RequestInfo) -> Upgrade {
-        Cluster::start(&self.shared, server);
+        self.shared.broker.start(&self.shared, server);
         let admitted = match self.admit_user(conn, request) {
             Ok(admitted) => admitted,
             Err(refusal) => return Upgrade::Reject(refusal),
@@ -393,7 +386,7 @@ impl Handler for ProtocolHandler {
     }
 
     fn on_http(&self, server: &ServerHandle, request: &RequestInfo) -> HttpResponse {
-        Cluster::start(&self.shared, server);
+        self.shared.broker.start(&self.shared, server);
         http::route(&self.shared, server, request)
     }
 
@@ -414,11 +407,7 @@ impl Handler for ProtocolHandler {
             return self.stream_opened(server, conn, request, identity);
         }
         let state = ConnState {
-            client_id: self
-                .shared
-                .cluster
-                .as_ref()
-                .map_or_else(|| Self::client_id(conn), |c| c.client_id(conn)),
+            client_id: self.shared.broker.client_id(conn),
             rooms: BTreeMap::new(),
             limiter: RateLimiter::new(c.rate_limit, c.rate_burst, Instant::now()),
             closed: false,
@@ -496,9 +485,9 @@ impl Handler for ProtocolHandler {
 
     fn on_close(&self, server: &ServerHandle, conn: ConnId, code: u16, reason: &str) {
         self.shared.metrics.count_disconnect(code);
-        if let Some(cluster) = self.shared.cluster.as_ref().filter(|_| server.is_draining()) {
+        if server.is_draining() {
             // The stop waits for this connection's leaves.
-            cluster.begin_stop();
+            self.shared.broker.begin_stop();
         }
         let user = self.shared.users.remove(conn);
         if let Some(user) = &user {
@@ -534,8 +523,6 @@ impl Handler for ProtocolHandler {
     }
 }
 
-use cluster::presence_event;
-
 /// What a member leaving `room` does, whether it asked (`room:leave`) or
 /// closed: out of the room's members, `presence:leave` to the others, the
 /// cluster told, the room dropped when idle. With `hub` it also leaves the
@@ -555,7 +542,7 @@ fn leave_room(
             let _ = server.leave(conn, room);
         }
         if r.rules.announces_members() {
-            let event = presence_event("presence:leave", room, client_id, user);
+            let event = presence::event("presence:leave", room, client_id, user);
             presence::announce(server, room, event, Some(conn));
             if hub {
                 presence::listen(server, conn, room, false);
@@ -563,9 +550,7 @@ fn leave_room(
         }
         (r.members.is_empty(), r.published_bytes)
     });
-    if let Some(cluster) = &shared.cluster {
-        cluster.left(room, client_id, conn, user, found.as_ref().map_or(true, |(last, _)| *last));
-    }
+    shared.broker.left(room, client_id, conn, user, found.as_ref().map_or(true, |(last, _)| *last));
     shared.rooms.remove_if_idle(room);
     found.ok().map(|(_, published)| published)
 }
@@ -784,9 +769,8 @@ impl Session<'_> {
         }
     }
 
-    /// Join, presence, replay and ack, all under the room's lock: a publish that
-    /// takes the lock after us is broadcast after our ack, and one before us is
-    /// in the history we replay, so nothing is lost or doubled.
+    /// Join, presence, replay and ack, through the broker (`broker.rs`),
+    /// which keeps them in `seq` order with the room's publishes.
     fn join(&mut self, id: Option<&str>, room: &str, since: Option<u64>, epoch: Option<&str>) -> Reply {
         self.require(room, Right::Join)?;
         let (server, conn, config) = (self.server, self.conn, &self.shared.config);
@@ -808,92 +792,29 @@ impl Session<'_> {
         let history = self.rights(room).has(Right::History);
         let hears = self.rights(room).has(Right::Presence);
         let (max_replay, max_bytes) = super::room::replay_bounds(config, server.config());
-        if let Some(cluster) = &self.shared.cluster {
-            // `max_members` across nodes: checked against Redis's count before the join.
-            if newly {
-                if let Err(e) = self.shared.check_seat(room) {
-                    self.state.granted.remove(room);
-                    return Err(e);
-                }
-            }
-            let j = cluster::Join {
-                conn,
-                id,
-                room,
-                since,
-                epoch,
-                newly,
-                history,
-                presence: hears,
-                client_id: &client_id,
-                user: user.as_deref(),
-                max_replay,
-                max_bytes,
-            };
-            let (published_bytes, replayed) = cluster.join(self.shared, server, &j).inspect_err(|_| {
+        let j = Join {
+            conn,
+            id,
+            room,
+            since,
+            epoch,
+            newly,
+            history,
+            presence: hears,
+            client_id: &client_id,
+            user: user.as_deref(),
+            max_replay,
+            max_bytes,
+        };
+        let (published_bytes, replayed) =
+            self.shared.broker.join(self.shared, server, &j).inspect_err(|_| {
                 if newly {
                     self.state.granted.remove(room);
                 }
             })?;
-            self.state.bytes_replied = self.state.bytes_replied.saturating_add(replayed);
-            self.state.rooms.entry(room.to_owned()).or_insert(published_bytes);
-            return Ok(None);
-        }
-        let metrics = &self.shared.metrics;
-        let mut replayed = 0;
-        let outcome = self.shared.rooms.with_room(room, true, |r| -> Result<u64, ErrorReply> {
-            r.prune(Instant::now());
-            if newly {
-                r.rules.check_members(room, r.readers())?;
-                server.join(conn, room).map_err(internal)?;
-                r.members.insert(conn, json!({}));
-                if r.rules.announces_members() {
-                    let event = presence_event("presence:join", room, &client_id, user.as_deref());
-                    presence::announce(server, room, event, Some(conn));
-                    presence::listen(server, conn, room, hears);
-                }
-            }
-            // From here on the join has happened: a failed send means the
-            // connection or the server is going away, and on_close cleans up.
-            let mut payload =
-                json!({"room": room, "seq": r.seq, "members": r.members.len(), "epoch": r.epoch});
-            if let (Some(_), false) = (since, history) {
-                payload["recovered"] = Value::Bool(false);
-            } else if let Some(since) = since {
-                let recovery = r.recover(since, epoch, max_replay, max_bytes);
-                if recovery.cut_by_bytes {
-                    metrics.replay_bytes.fetch_add(1, Relaxed);
-                }
-                for frame in recovery.replay {
-                    replayed += frame.len();
-                    let _ = server.send_frame(conn, frame);
-                }
-                payload["recovered"] = Value::Bool(recovery.recovered);
-            }
-            if let Some(id) = id {
-                let _ = server.send(conn, ack(id, payload));
-            }
-            Ok(r.published_bytes)
-        });
         self.state.bytes_replied = self.state.bytes_replied.saturating_add(replayed);
-        match outcome {
-            Ok(Ok(published_bytes)) => {
-                self.state.rooms.entry(room.to_owned()).or_insert(published_bytes);
-                Ok(None)
-            }
-            Ok(Err(e)) => {
-                if newly {
-                    self.state.granted.remove(room);
-                }
-                Err(e)
-            }
-            Err(miss) => {
-                if newly {
-                    self.state.granted.remove(room);
-                }
-                Err(publish::missed(self.shared, miss))
-            }
-        }
+        self.state.rooms.entry(room.to_owned()).or_insert(published_bytes);
+        Ok(None)
     }
 
     fn leave(&mut self, room: &str) -> Result<(), ErrorReply> {
@@ -982,9 +903,7 @@ impl Session<'_> {
         self.shared.rules(room).check_typing(room)?;
         let event =
             frame("typing", None, json!({"room": room, "clientId": self.state.client_id, "active": active}));
-        if let Some(cluster) = &self.shared.cluster {
-            cluster.relay(room, self.conn, &event)?;
-        }
+        self.shared.broker.relay(room, self.conn, &event)?;
         self.server.broadcast(room, event, Some(self.conn)).map_err(internal)
     }
 }

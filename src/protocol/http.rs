@@ -18,7 +18,7 @@ pub(crate) fn route(shared: &Shared, server: &ServerHandle, request: &RequestInf
         "/healthz" => {
             if server.is_draining() || shared.draining.load(SeqCst) {
                 super::admission::draining_response()
-            } else if let Some(Err(why)) = shared.cluster.as_ref().map(|c| c.health()) {
+            } else if let Err(why) = shared.broker.health() {
                 HttpResponse::new(503, "text/plain; charset=utf-8", why)
             } else {
                 HttpResponse::new(200, "text/plain; charset=utf-8", "ok\n")
@@ -67,9 +67,7 @@ pub(crate) fn body_limit(
 pub(crate) fn metrics_text(shared: &Shared, server: &ServerHandle) -> String {
     let mut text = shared.metrics.render(server, shared.rooms.budget());
     text.push_str(&backend_metrics(shared));
-    if let Some(cluster) = &shared.cluster {
-        text.push_str(&cluster.render_metrics());
-    }
+    shared.broker.write_metrics(&mut text);
     if let Some(proxy) = &shared.proxy {
         proxy.write_metrics(&mut text);
     }

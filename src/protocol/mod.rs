@@ -6,8 +6,9 @@
 //! decides whether it is served (before it is parsed; a limited one gets
 //! `error rate_limited` with the id peeked from it), [`envelope`] or
 //! [`binary`] parses it, `handler` acts on it, `publish` is the one way a message enters a room, `room` keeps each room's
-//! seq, history and presence, `presence` who hears a room's presence events, `cluster` spreads rooms over nodes through Redis
-//! (`--redis`), `http` and `metrics` answer the plain HTTP routes.
+//! seq, history and presence, `presence` who hears a room's presence events. Every operation whose answer
+//! depends on where rooms live goes through `broker` (the seam): `local` keeps them on this
+//! node, `cluster` spreads them over nodes through Redis (`--redis`); `http` and `metrics` answer the plain HTTP routes.
 //! Backends come in through `api` (the HTTP API) or the handle's methods
 //! (`publish`, `ban`, ...); `bans` owns kick and ban, `sse` the event streams,
 //! `reads` what the API and streams read about rooms.
@@ -18,12 +19,14 @@ pub(crate) mod auth;
 mod backend;
 pub(crate) mod bans;
 pub mod binary;
+mod broker;
 mod caps;
 mod cluster;
 mod config;
 pub mod envelope;
 mod handler;
 mod http;
+mod local;
 mod metrics;
 mod namespace;
 pub(crate) mod origin;

@@ -6,11 +6,28 @@
 //! client room can have, like the event streams' shadow rooms), and every
 //! presence event, local or from another node, is broadcast there, so the
 //! hub's one-shared-frame fan-out skips the members without the right. This
-//! module owns that room's name and who is in it; the events themselves are
-//! made by `cluster::presence_event`.
+//! module owns that room's name, who is in it, and the events themselves
+//! ([`event`]), whichever broker sends them.
 
+use serde_json::{json, Value};
+
+use super::envelope::frame;
 use crate::server::ServerHandle;
 use crate::types::ConnId;
+
+/// A `presence:join` / `presence:leave` event, with `user` when there is one.
+pub(crate) fn event(kind: &str, room: &str, client_id: &str, user: Option<&str>) -> String {
+    frame(kind, None, payload(room, client_id, user))
+}
+
+/// The payload of a presence event: `{room, clientId, user?}`.
+pub(crate) fn payload(room: &str, client_id: &str, user: Option<&str>) -> Value {
+    let mut payload = json!({"room": room, "clientId": client_id});
+    if let Some(user) = user {
+        payload["user"] = Value::String(user.to_owned());
+    }
+    payload
+}
 
 /// The hub room of `room`'s presence listeners: the control character keeps
 /// it apart from every room a client can name.

@@ -1,14 +1,14 @@
-//! The one way a message enters a room, whoever publishes it: the next seq,
-//! the history entry (with its idempotency key), and the fan-out of one shared
-//! frame to the room's members, all under the room's lock so that seq order
-//! is delivery order.
+//! The one way a message enters a room, whoever publishes it: the
+//! idempotency key scoped to its publisher, then the broker (`broker.rs`),
+//! which assigns the next seq, keeps the history entry (with its key) and
+//! fans out one shared frame to the room's members so that seq order is
+//! delivery order (`local.rs` under the room's lock; `cluster/` in Redis).
 //!
 //! Callers check who may publish (membership, the token's rooms claim, the
 //! reply backlog); this module does not. A client's `room:publish` and binary
 //! publish (`handler.rs`) come here; so must every other publisher.
 
 use std::sync::atomic::Ordering::Relaxed;
-use std::time::Instant;
 
 use serde::Serialize;
 use serde_json::{json, Value};
@@ -19,7 +19,6 @@ use super::handler::Shared;
 use super::room::Miss;
 use crate::frame::{self as wire, SharedFrame};
 use crate::server::ServerHandle;
-use crate::sys::trim;
 use crate::types::ConnId;
 
 /// What is published.
@@ -92,7 +91,8 @@ impl Published {
     }
 }
 
-/// Publishes `p` into its room, creating the room if needed.
+/// Publishes `p` into its room, creating the room if needed, through the
+/// broker (`broker.rs`): the next seq, the history entry and the fan-out.
 pub(crate) fn publish(
     shared: &Shared,
     server: &ServerHandle,
@@ -101,41 +101,11 @@ pub(crate) fn publish(
     let ts = now_ms();
     let scoped = p.key.map(|key| p.publisher.scoped(key));
     let p = Publish { key: scoped.as_deref(), ..p };
-    if let Some(cluster) = &shared.cluster {
-        // With Redis: one script call; the subscriber delivers (cluster/).
-        let seen =
-            shared.rooms.with_room(p.room, false, |r| r.cluster_synced.then(|| (r.epoch.clone(), r.seq)));
-        let history = shared.rules(p.room).history;
-        let published = cluster.publish(&p, ts, seen.ok().flatten(), &history)?;
-        if published.duplicate {
-            shared.metrics.duplicates.fetch_add(1, Relaxed);
-        }
-        return Ok(published);
+    let published = shared.broker.publish(shared, server, &p, ts)?;
+    if published.duplicate {
+        shared.metrics.duplicates.fetch_add(1, Relaxed);
     }
-    let outcome = shared.rooms.with_room(p.room, true, |r| {
-        let now = Instant::now();
-        if let Some(seq) = p.key.and_then(|key| {
-            r.prune(now);
-            r.keyed(key)
-        }) {
-            return Ok(Published { seq, duplicate: true });
-        }
-        let (seq, frame) = r.publish(now, p.key, |seq| build_frame(&p, seq, ts));
-        let sent = server.broadcast_frame(p.room, frame, p.except);
-        super::sse::fan_out(server, r, &p, seq);
-        sent.map(|()| Published { seq, duplicate: false })
-    });
-    trim::note_freed(shared.rooms.budget().take_freed());
-    match outcome {
-        Ok(Ok(published)) => {
-            if published.duplicate {
-                shared.metrics.duplicates.fetch_add(1, Relaxed);
-            }
-            Ok(published)
-        }
-        Ok(Err(_)) => Err(ErrorReply::new(ErrorCode::Internal, "the server is stopping")),
-        Err(miss) => Err(missed(shared, miss)),
-    }
+    Ok(published)
 }
 
 /// The error for a room the table could not give.

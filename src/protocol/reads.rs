@@ -1,13 +1,13 @@
 //! What the backend API and the event streams read about rooms: presence,
-//! history and the room list, each one small function over the room table
-//! or, with `--redis`, over the cluster's Redis state (presence and history;
-//! the room list is this node's rooms). A stream's replay is read under the room's lock with its
+//! history and the room list, each one small function over the broker
+//! (`broker.rs`: presence and history) or the room table (the room list is
+//! this node's rooms). A stream's replay is read under the room's lock with its
 //! join (`sse.rs`), like a WebSocket join's.
 
 use serde_json::{json, Value};
 
 use super::envelope::ErrorReply;
-use super::handler::{ProtocolHandler, Shared};
+use super::handler::Shared;
 use super::sse::{base64, decode_stored, Stored};
 
 /// The most members one presence read lists (`presence:get`, the join
@@ -35,25 +35,7 @@ impl Presence {
 /// The members of `room` (none when it does not exist), bounded by
 /// [`PRESENCE_MAX`].
 pub(crate) fn presence(shared: &Shared, room: &str) -> Result<Presence, ErrorReply> {
-    if let Some(cluster) = &shared.cluster {
-        return cluster.presence(room);
-    }
-    let members = shared.rooms.with_room(room, false, |r| Presence {
-        members: r
-            .members
-            .iter()
-            .take(PRESENCE_MAX)
-            .map(|(c, meta)| {
-                let mut m = json!({"clientId": ProtocolHandler::client_id(*c), "meta": meta});
-                if let Some(user) = shared.user_of(*c) {
-                    m["user"] = Value::String(user.to_string());
-                }
-                m
-            })
-            .collect(),
-        count: r.members.len(),
-    });
-    Ok(members.unwrap_or_default())
+    shared.broker.presence(shared, room)
 }
 
 /// Up to `limit` messages of `room`'s history after seq `since`, oldest
@@ -65,23 +47,10 @@ pub(crate) fn history(
     since: u64,
     limit: usize,
 ) -> Result<(Option<String>, Vec<Value>), ErrorReply> {
-    let (epoch, frames) = match &shared.cluster {
-        Some(cluster) => {
-            let (epoch, frames) = cluster.history(room, since, limit, &shared.rules(room).history)?;
-            (Some(epoch), frames)
-        }
-        None => {
-            let found = shared.rooms.with_room(room, false, |r| {
-                r.prune(std::time::Instant::now());
-                let frames = r.recover(since, None, usize::MAX, usize::MAX).replay;
-                (r.epoch.clone(), frames.into_iter().take(limit).collect::<Vec<_>>())
-            });
-            match found {
-                Ok((epoch, frames)) => (Some(epoch), frames),
-                Err(_) => return Ok((None, Vec::new())),
-            }
-        }
-    };
+    let (epoch, frames) = shared.broker.history(shared, room, since, limit)?;
+    if epoch.is_none() {
+        return Ok((None, Vec::new()));
+    }
     let messages = frames
         .iter()
         .filter_map(|f| match decode_stored(f)? {

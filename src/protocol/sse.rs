@@ -18,12 +18,12 @@
 //! History keeps WebSocket frames; a replay converts a stored frame here once,
 //! and history keeps that event for every later stream's replay.
 //!
-//! With `--redis` a stream opens through the cluster (`cluster/`,
-//! `Cluster::open_stream`: seq and replay from Redis, as a join), and the
-//! node's subscriber feeds the shadow room each message it delivers.
+//! A stream opens through the broker (`broker.rs`), as a join does: on one
+//! node under the room's lock (`local.rs`), with `--redis` with seq and
+//! replay from Redis (`cluster/`), where the node's subscriber feeds the
+//! shadow room each message it delivers.
 
 use std::sync::Arc;
-use std::time::Instant;
 
 use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
@@ -31,9 +31,10 @@ use serde_json::{json, Value};
 
 use super::auth::Identity;
 use super::binary::KIND_MESSAGE;
+use super::broker::StreamOpen;
 use super::caps::{Right, Rights};
-use super::envelope::{check_room, ErrorReply, RawJson};
-use super::handler::{ProtocolHandler, Shared};
+use super::envelope::{check_room, RawJson};
+use super::handler::Shared;
 use super::publish::{Body, Publish};
 use super::room::RoomState;
 use crate::frame::{SharedFrame, OP_BINARY, OP_TEXT};
@@ -137,8 +138,7 @@ pub(crate) fn decide(
     }
     let user = identity.map(|i| i.user.as_str());
     // The clientId the stream is given in `connected`, as a member's join call has it.
-    let client_id =
-        shared.cluster.as_ref().map_or_else(|| ProtocolHandler::client_id(conn), |c| c.client_id(conn));
+    let client_id = shared.broker.client_id(conn);
     let from_backend = match shared.proxy.as_ref().and_then(|p| p.join(user, &client_id, &req.room)) {
         Some(Err(e)) => return Err(format!("{}\n", e.message)),
         Some(Ok(allow)) => allow,
@@ -175,69 +175,26 @@ pub(crate) fn open(
     // `recovered: false`, never replayed, as a join's `since` is.
     let history = shared.stream_rights.remove(conn).is_some_and(|rights| rights.has(Right::History));
     let (max_replay, replay_bytes) = super::room::replay_bounds(&shared.config, server.config());
-    if let Some(cluster) = &shared.cluster {
-        let mut connected = json!({"clientId": cluster.client_id(conn), "room": req.room});
-        if let Some(user) = user {
-            connected["user"] = Value::String(user.to_owned());
-        }
-        let opened = cluster.open_stream(
-            shared,
-            server,
-            conn,
-            &req.room,
-            req.since,
-            history,
-            req.epoch.as_deref(),
-            max_replay,
-            replay_bytes,
-            connected,
-        );
-        if let Err(e) = opened {
-            refuse(shared, server, conn, &e);
-        }
-        return;
+    let mut connected = json!({"clientId": shared.broker.client_id(conn), "room": req.room});
+    if let Some(user) = user {
+        connected["user"] = Value::String(user.to_owned());
     }
-    let outcome = shared.rooms.with_room(&req.room, true, |r| -> Result<(), ErrorReply> {
-        r.prune(Instant::now());
-        // Checked again where it counts: streams opening at once each passed `decide`.
-        r.rules.check_members(&req.room, r.readers())?;
-        // Counted before the join can fail: `close` takes it back either way.
-        // From here on a failed send means the stream or the server is going
-        // away, and `close` cleans up.
-        r.sse_streams += 1;
-        if server.join_stream(conn, &shadow(&req.room)).is_err() {
-            return Ok(());
-        }
-        let mut connected = json!({
-            "clientId": ProtocolHandler::client_id(conn),
-            "room": req.room,
-            "seq": r.seq,
-            "epoch": r.epoch,
-        });
-        if let Some(user) = user {
-            connected["user"] = Value::String(user.to_owned());
-        }
-        let replay = req.since.filter(|_| history).map(|since| {
-            r.recover_events(since, req.epoch.as_deref(), max_replay, replay_bytes, from_stored)
-        });
-        if let Some(recovery) = &replay {
-            connected["recovered"] = Value::Bool(recovery.recovered);
-        } else if req.since.is_some() {
-            connected["recovered"] = Value::Bool(false);
-        }
-        let _ =
-            server.send_frame(conn, crate::frame::shared(event(None, "connected", &connected.to_string())));
-        for event in replay.map(|r| r.replay).unwrap_or_default() {
-            let _ = server.send_frame(conn, event);
-        }
-        Ok(())
-    });
-    match outcome {
-        Ok(Ok(())) => {}
-        // Full after all: a stream that opened meanwhile took the last seat.
-        Ok(Err(e)) => refuse(shared, server, conn, &e),
-        // No room for one more room.
-        Err(miss) => refuse(shared, server, conn, &super::publish::missed(shared, miss)),
+    let opened = shared.broker.open_stream(
+        shared,
+        server,
+        StreamOpen {
+            conn,
+            room: &req.room,
+            since: req.since,
+            epoch: req.epoch.as_deref(),
+            history,
+            max_replay,
+            max_bytes: replay_bytes,
+            connected,
+        },
+    );
+    if let Err(e) = opened {
+        refuse(shared, server, conn, &e);
     }
 }
 
@@ -256,8 +213,8 @@ pub(crate) fn close(shared: &Shared, conn: ConnId) -> bool {
         r.sse_streams = r.sse_streams.saturating_sub(1);
         r.members.is_empty() && r.sse_streams == 0
     });
-    if let (Some(cluster), Ok(true)) = (&shared.cluster, idle) {
-        cluster.release(&room); // the subscriber drops the room if still idle then
+    if let Ok(true) = idle {
+        shared.broker.release(&room); // with Redis the subscriber drops the room if still idle then
     }
     shared.rooms.remove_if_idle(&room);
     true

@@ -1,8 +1,7 @@
 //! Scale-out over Redis (`--redis`): one room across many nodes, with one seq
 //! per room, history and recovery from a Redis stream, and presence across
-//! nodes. Without `--redis` (or `--redis-sentinel`) no [`Cluster`] exists
-//! (`Shared::cluster` is `None`); a single node uses only [`presence_event`]
-//! from here, for the presence events it sends itself. Rooms are spread over
+//! nodes: the [`Broker`](super::broker::Broker) of a node started with
+//! `--redis` (or `--redis-sentinel`; `broker.rs` here). Rooms are spread over
 //! the Redis instances given, each a shard with its own connections
 //! (`shards.rs`); a connection goes to an instance's address or to the
 //! primary Sentinel names (`sentinel.rs`).
@@ -23,6 +22,7 @@
 //! read and write each), and while a shard is known to be down calls to it
 //! fail at once with `error unavailable`, without touching the network.
 
+mod broker;
 mod node;
 mod pool;
 mod scripts;
@@ -42,10 +42,12 @@ use crossbeam_channel::Sender;
 use parking_lot::Mutex;
 use serde_json::{json, Value};
 
+use super::broker::Join;
 use super::config::ProtocolConfig;
-use super::envelope::{ack, frame, now_ms, ErrorCode, ErrorReply};
+use super::envelope::{ack, now_ms, ErrorCode, ErrorReply};
 use super::handler::Shared;
 use super::namespace::HistoryRules;
+use super::presence::{event as presence_event, payload as presence_payload};
 use super::publish::{Body, Publish, Published};
 use super::reads::{Presence, PRESENCE_MAX};
 use super::room::RoomState;
@@ -159,26 +161,6 @@ pub(super) struct Member {
     pub payload: String,
 }
 
-/// One join, as the handler asks for it.
-pub(crate) struct Join<'a> {
-    pub conn: ConnId,
-    pub id: Option<&'a str>,
-    pub room: &'a str,
-    pub since: Option<u64>,
-    pub epoch: Option<&'a str>,
-    pub newly: bool,
-    /// Whether it may be replayed what it missed (the history right): without
-    /// it a `since` is answered `recovered: false`.
-    pub history: bool,
-    /// Whether it hears the room's presence events (the presence right).
-    pub presence: bool,
-    pub client_id: &'a str,
-    pub user: Option<&'a str>,
-    /// The replay bounds: frames, and bytes.
-    pub max_replay: usize,
-    pub max_bytes: usize,
-}
-
 /// Entries of a room's stream: id and flat field/value list.
 type Entries = Vec<(String, Vec<Vec<u8>>)>;
 
@@ -231,8 +213,7 @@ impl Cluster {
     /// Starts the subscriber and heartbeat threads, once: when the server
     /// starts (C hosts, `ffi/server.rs`), or on the first callback that has
     /// the server's handle. Neither thread keeps the server alive.
-    pub fn start(shared: &Arc<Shared>, server: &ServerHandle) {
-        let Some(cluster) = &shared.cluster else { return };
+    pub fn start(cluster: &Arc<Cluster>, shared: &Arc<Shared>, server: &ServerHandle) {
         if cluster.started.get().is_some() {
             return;
         }
@@ -242,19 +223,19 @@ impl Cluster {
         use crate::sys::signals;
         let mut spawned = Ok(());
         for shard in 0..cluster.shards.len() {
-            let (weak, server2) = (Arc::downgrade(shared), server.downgrade());
+            let (weak, server2, cluster2) = (Arc::downgrade(shared), server.downgrade(), cluster.clone());
             spawned = spawned.and_then(|_| {
                 signals::spawn(std::thread::Builder::new().name("wshub-redis-sub".into()), move || {
-                    subscriber::run(weak, server2, shard)
+                    subscriber::run(weak, cluster2, server2, shard)
                 })
                 .map(drop)
             });
         }
         for shard in 0..cluster.shards.len() {
-            let weak = Arc::downgrade(shared);
+            let (weak, cluster2) = (Arc::downgrade(shared), cluster.clone());
             spawned = spawned.and_then(|_| {
                 signals::spawn(std::thread::Builder::new().name("wshub-redis-node".into()), move || {
-                    node::run(weak, shard)
+                    node::run(weak, cluster2, shard)
                 })
                 .map(drop)
             });
@@ -1244,20 +1225,6 @@ fn internal() -> ErrorReply {
 /// Whether `text` is a frame [`presence_event`] made (its `type` comes first).
 pub(crate) fn is_presence_event(text: &str) -> bool {
     text.starts_with(r#"{"type":"presence:"#)
-}
-
-/// A `presence:join` / `presence:leave` event, with `user` when there is one.
-pub(crate) fn presence_event(kind: &str, room: &str, client_id: &str, user: Option<&str>) -> String {
-    frame(kind, None, presence_payload(room, client_id, user))
-}
-
-/// The payload of a presence event: `{room, clientId, user?}`.
-fn presence_payload(room: &str, client_id: &str, user: Option<&str>) -> Value {
-    let mut payload = json!({"room": room, "clientId": client_id});
-    if let Some(user) = user {
-        payload["user"] = Value::String(user.to_owned());
-    }
-    payload
 }
 
 /// A member's field in its node's members hash (and in [`Cluster::members`]).

@@ -39,7 +39,7 @@ const PAGES_PER_BEAT: usize = 20;
 /// does not answer (each beat then waits out its 1 s timeouts) delays no
 /// other shard's beat, which must refresh this node's key within
 /// [`NODE_TTL`] or the other nodes reap its members there.
-pub(super) fn run(weak: Weak<Shared>, index: usize) {
+pub(super) fn run(weak: Weak<Shared>, cluster: std::sync::Arc<Cluster>, index: usize) {
     // Nodes found silent: since when (as this node saw it), and where the
     // reaping of their members got to.
     let mut silent: HashMap<String, Silent> = HashMap::new();
@@ -51,7 +51,7 @@ pub(super) fn run(weak: Weak<Shared>, index: usize) {
     loop {
         {
             let Some(shared) = weak.upgrade() else { return };
-            let Some(cluster) = shared.cluster.as_ref() else { return };
+            let cluster = &*cluster;
             let Some(s) = cluster.shards.get(index) else { return };
             let was_up = s.up.load(std::sync::atomic::Ordering::Relaxed);
             let answered = match replaced(cluster, s, &mut own) {

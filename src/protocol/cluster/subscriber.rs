@@ -40,12 +40,12 @@ const MAX_BACKOFF: Duration = Duration::from_secs(2);
 /// The subscriber of shard `index`. Holds the server weakly: a stop must
 /// not wait for this thread, which may be sleeping in a backoff or
 /// connecting to an unreachable Redis.
-pub(super) fn run(weak: Weak<Shared>, server: WeakServerHandle, index: usize) {
+pub(super) fn run(weak: Weak<Shared>, cluster: Arc<Cluster>, server: WeakServerHandle, index: usize) {
     let mut backoff = MIN_BACKOFF;
     let mut first = true;
     loop {
         let Some(shared) = weak.upgrade() else { return };
-        let Some(cluster) = shared.cluster.as_ref() else { return };
+        let cluster = &*cluster;
         let Some(shard) = cluster.shards.get(index) else { return };
         // Before connecting: a primary replaced while this connects,
         // subscribes and refills (it may have reached the old one) ends the
