@@ -27,7 +27,7 @@ use super::handler::Shared;
 use super::local::LocalBroker;
 use super::publish::{Publish, Published};
 use super::reads::Presence;
-use crate::frame::SharedFrame;
+use super::record::Record;
 use crate::server::ServerHandle;
 use crate::types::ConnId;
 
@@ -136,14 +136,14 @@ pub(crate) trait Broker: Send + Sync {
     fn presence(&self, shared: &Shared, room: &str) -> Result<Presence, ErrorReply>;
 
     /// The room's epoch (`None`: no such room) and up to `limit` of its
-    /// messages after `since`, oldest first, each as the frame members got.
+    /// messages after `since`, oldest first, as records (`record.rs`).
     fn history(
         &self,
         shared: &Shared,
         room: &str,
         since: u64,
         limit: usize,
-    ) -> Result<(Option<String>, Vec<SharedFrame>), ErrorReply>;
+    ) -> Result<(Option<String>, Vec<Record>), ErrorReply>;
 
     /// Opens an event stream on its room: `connected`, the replay, then the
     /// room's messages, in `seq` order.

@@ -13,10 +13,10 @@ use super::broker::{Broker, Join, StreamOpen};
 use super::envelope::{ack, ErrorCode, ErrorReply};
 use super::handler::{ProtocolHandler, Shared};
 use super::presence;
-use super::publish::{build_frame, missed, Publish, Published};
+use super::publish::{missed, Publish, Published};
 use super::reads::{Presence, PRESENCE_MAX};
+use super::record::Record;
 use super::sse;
-use crate::frame::SharedFrame;
 use crate::server::ServerHandle;
 use crate::sys::trim;
 use crate::types::ConnId;
@@ -122,9 +122,9 @@ impl Broker for LocalBroker {
             }) {
                 return Ok(Published { seq, duplicate: true });
             }
-            let (seq, frame) = r.publish(now, p.key, |seq| build_frame(p, seq, ts));
-            let sent = server.broadcast_frame(p.room, frame, p.except);
-            sse::fan_out(server, r, p, seq);
+            let (seq, record) = r.publish(now, p.key, |seq| Record::encode(p.room, seq, ts, p.from, p.body));
+            let sent = server.broadcast_frame(p.room, record.frame().clone(), p.except);
+            sse::fan_out(server, r, p.room, &record, Some(p.from));
             sent.map(|()| Published { seq, duplicate: false })
         });
         trim::note_freed(shared.rooms.budget().take_freed());
@@ -160,11 +160,11 @@ impl Broker for LocalBroker {
         room: &str,
         since: u64,
         limit: usize,
-    ) -> Result<(Option<String>, Vec<SharedFrame>), ErrorReply> {
+    ) -> Result<(Option<String>, Vec<Record>), ErrorReply> {
         let found = shared.rooms.with_room(room, false, |r| {
             r.prune(Instant::now());
-            let frames = r.recover(since, None, usize::MAX, usize::MAX).replay;
-            (r.epoch.clone(), frames.into_iter().take(limit).collect::<Vec<_>>())
+            let records = r.recover_records(since, None, usize::MAX, usize::MAX).replay;
+            (r.epoch.clone(), records.into_iter().take(limit).collect::<Vec<_>>())
         });
         Ok(match found {
             Ok((epoch, frames)) => (Some(epoch), frames),
@@ -195,10 +195,9 @@ impl Broker for LocalBroker {
             let mut connected = s.connected.clone();
             connected["seq"] = json!(r.seq);
             connected["epoch"] = json!(r.epoch);
-            let replay = s
-                .since
-                .filter(|_| s.history)
-                .map(|since| r.recover_events(since, s.epoch, s.max_replay, s.max_bytes, sse::from_stored));
+            let replay = s.since.filter(|_| s.history).map(|since| {
+                r.recover_events(since, s.epoch, s.max_replay, s.max_bytes, |m| m.sse_event(s.room, None))
+            });
             if let Some(recovery) = &replay {
                 connected["recovered"] = Value::Bool(recovery.recovered);
             } else if s.since.is_some() {

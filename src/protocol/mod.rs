@@ -6,7 +6,7 @@
 //! decides whether it is served (before it is parsed; a limited one gets
 //! `error rate_limited` with the id peeked from it), [`envelope`] or
 //! [`binary`] parses it, `handler` acts on it, `publish` is the one way a message enters a room, `room` keeps each room's
-//! seq, history and presence, `presence` who hears a room's presence events. Every operation whose answer
+//! seq, history and presence, `record` is the one encoder of a stored message (frame, event, API entry, Redis form), `presence` who hears a room's presence events. Every operation whose answer
 //! depends on where rooms live goes through `broker` (the seam): `local` keeps them on this
 //! node, `cluster` spreads them over nodes through Redis (`--redis`); `http` and `metrics` answer the plain HTTP routes.
 //! Backends come in through `api` (the HTTP API) or the handle's methods
@@ -35,6 +35,7 @@ mod proxy;
 mod publish;
 mod rate_limit;
 mod reads;
+pub(crate) mod record;
 mod room;
 pub(crate) mod sse;
 

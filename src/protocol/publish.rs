@@ -10,14 +10,11 @@
 
 use std::sync::atomic::Ordering::Relaxed;
 
-use serde::Serialize;
 use serde_json::{json, Value};
 
-use super::binary;
-use super::envelope::{frame_at, now_ms, ErrorCode, ErrorReply, RawJson};
+use super::envelope::{now_ms, ErrorCode, ErrorReply, RawJson};
 use super::handler::Shared;
 use super::room::Miss;
-use crate::frame::{self as wire, SharedFrame};
 use crate::server::ServerHandle;
 use crate::types::ConnId;
 
@@ -120,37 +117,6 @@ pub(crate) fn missed(shared: &Shared, miss: Miss) -> ErrorReply {
         }
         Miss::Absent | Miss::Busy => ErrorReply::new(ErrorCode::Internal, "room is busy, try again"),
     }
-}
-
-/// The frame members get for message `seq`, built once and shared.
-pub(super) fn build_frame(p: &Publish<'_>, seq: u64, ts: u64) -> SharedFrame {
-    match p.body {
-        Body::Json(_) => wire::shared(wire::encode(wire::OP_TEXT, frame_text(p, seq, ts).as_bytes())),
-        Body::Binary(body) => {
-            wire::shared(wire::encode(wire::OP_BINARY, &binary::encode_message(p.room, seq, body)))
-        }
-    }
-}
-
-/// The text of a JSON publish's `room:message` frame; it ends with `<seq>}}`
-/// (`cluster/` relies on that). A binary publish has no text: empty.
-pub(super) fn frame_text(p: &Publish<'_>, seq: u64, ts: u64) -> String {
-    match p.body {
-        Body::Json(data) => {
-            frame_at("room:message", None, RoomMessage { data, from: p.from, room: p.room, seq }, ts)
-        }
-        Body::Binary(_) => String::new(),
-    }
-}
-
-/// The payload of a `room:message` text frame (keys in the order a `json!`
-/// object would have them).
-#[derive(Serialize)]
-struct RoomMessage<'a> {
-    data: &'a RawJson,
-    from: &'a str,
-    room: &'a str,
-    seq: u64,
 }
 
 #[cfg(test)]

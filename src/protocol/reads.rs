@@ -8,7 +8,7 @@ use serde_json::{json, Value};
 
 use super::envelope::ErrorReply;
 use super::handler::Shared;
-use super::sse::{base64, decode_stored, Stored};
+use super::record::Record;
 
 /// The most members one presence read lists (`presence:get`, the join
 /// hook's reads, `GET /api/presence`); the read's `count` says how many the
@@ -47,17 +47,11 @@ pub(crate) fn history(
     since: u64,
     limit: usize,
 ) -> Result<(Option<String>, Vec<Value>), ErrorReply> {
-    let (epoch, frames) = shared.broker.history(shared, room, since, limit)?;
+    let (epoch, records) = shared.broker.history(shared, room, since, limit)?;
     if epoch.is_none() {
         return Ok((None, Vec::new()));
     }
-    let messages = frames
-        .iter()
-        .filter_map(|f| match decode_stored(f)? {
-            Stored::Json { seq, from, data, .. } => Some(json!({"seq": seq, "from": from, "data": data})),
-            Stored::Binary { seq, body, .. } => Some(json!({"seq": seq, "binary": base64(body)})),
-        })
-        .collect();
+    let messages = records.iter().filter_map(Record::api_entry).collect();
     Ok((epoch, messages))
 }
 

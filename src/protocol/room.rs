@@ -7,8 +7,10 @@
 //! must broadcast while holding the room's lock (see `publish.rs`), so seq
 //! order is delivery order.
 //!
-//! History keeps each message as the frame that was broadcast ([`SharedFrame`]),
-//! so a replay pushes the same bytes again (a reference count, not a copy);
+//! History keeps each message as a [`Record`] around the frame that was
+//! broadcast ([`SharedFrame`]), so a replay pushes the same bytes again (a
+//! reference count, not a copy), and every other reading of it goes through
+//! `record.rs`;
 //! the message's event-stream form, once a stream's replay needed it, is kept
 //! beside it and shared the same way.
 //! Locks: a room's lock may be held while taking the table's `order` lock,
@@ -25,6 +27,7 @@ use parking_lot::Mutex;
 use serde_json::Value;
 
 use super::namespace::{Namespaces, Rules};
+use super::record::Record;
 use crate::frame::SharedFrame;
 use crate::types::ConnId;
 
@@ -86,13 +89,13 @@ pub(crate) fn replay_bounds(protocol: &super::ProtocolConfig, server: &crate::Co
     ((server.outbound_queue / 2).max(1), protocol.replay_max_bytes.min(server.outbound_max_bytes / 2))
 }
 
-/// One published message as kept for recovery: the exact frame members got,
-/// and the idempotency key it was published with.
+/// One published message as kept for recovery: its record (with the exact
+/// frame members got), and the idempotency key it was published with.
 #[derive(Debug, Clone)]
 pub(crate) struct Entry {
     pub seq: u64,
     pub at: Instant,
-    pub frame: SharedFrame,
+    pub record: Record,
     key: Option<Box<str>>,
     /// Its event-stream form (`sse.rs`), built by the first stream replay
     /// that needs it and shared by every later one (`None` inside: it has
@@ -104,7 +107,10 @@ pub(crate) struct Entry {
 impl Entry {
     fn cost(&self) -> usize {
         // A key is held twice: here and in the room's `keys`.
-        self.frame.len() + ENTRY_OVERHEAD + self.key.as_ref().map_or(0, |k| 2 * k.len()) + self.event_len()
+        self.record.frame().len()
+            + ENTRY_OVERHEAD
+            + self.key.as_ref().map_or(0, |k| 2 * k.len())
+            + self.event_len()
     }
 
     /// Bytes of its event-stream form, once built.
@@ -115,9 +121,10 @@ impl Entry {
 
 /// What a `since` asks for, given the history.
 #[derive(Debug)]
-pub(crate) struct Recovery {
-    /// Frames of the messages after `since` still in history, in order.
-    pub replay: Vec<SharedFrame>,
+pub(crate) struct Recovery<T = SharedFrame> {
+    /// The messages after `since` still in history, in order (their frames,
+    /// their event-stream forms, or their records).
+    pub replay: Vec<T>,
     /// False when history no longer reaches back to `since + 1`, the replay
     /// was cut, or `since` belongs to another epoch.
     pub recovered: bool,
@@ -227,24 +234,24 @@ impl RoomState {
         self.keys.get(key).copied()
     }
 
-    /// Assigns the next seq and records the frame `make` builds from it, with
+    /// Assigns the next seq and keeps the record `make` builds from it, with
     /// its idempotency key (a key already held is the caller's to check with
     /// [`keyed`](Self::keyed) first).
     pub fn publish(
         &mut self,
         now: Instant,
         key: Option<&str>,
-        make: impl FnOnce(u64) -> SharedFrame,
-    ) -> (u64, SharedFrame) {
+        make: impl FnOnce(u64) -> Record,
+    ) -> (u64, Record) {
         self.seq += 1;
-        let frame = make(self.seq);
-        self.published_bytes += frame.len() as u64;
+        let record = make(self.seq);
+        self.published_bytes += record.frame().len() as u64;
         if self.rules.history.keeps() {
             let key: Option<Box<str>> = key.map(Box::from);
             if let Some(key) = &key {
                 self.keys.insert(key.clone(), self.seq);
             }
-            let entry = Entry { seq: self.seq, at: now, frame: frame.clone(), key, event: OnceLock::new() };
+            let entry = Entry { seq: self.seq, at: now, record: record.clone(), key, event: OnceLock::new() };
             let cost = entry.cost();
             self.history.push_back(entry);
             self.history_bytes += cost;
@@ -252,20 +259,31 @@ impl RoomState {
             self.budget.entries.fetch_add(1, Relaxed);
         }
         self.prune(now);
-        (self.seq, frame)
+        (self.seq, record)
     }
 
     /// What a client that last saw `since` (in `epoch`, when it says) missed,
     /// at most the newest `max_replay` messages and `max_bytes` bytes (more
     /// would overflow its outbound queue and get it closed as a slow consumer).
     pub fn recover(&self, since: u64, epoch: Option<&str>, max_replay: usize, max_bytes: usize) -> Recovery {
-        self.recover_as(since, epoch, max_replay, max_bytes, |e| Some(e.frame.clone()))
+        self.recover_as(since, epoch, max_replay, max_bytes, |e| Some(e.record.frame().clone()))
+    }
+
+    /// [`recover`](Self::recover) as records (for the history reads).
+    pub fn recover_records(
+        &self,
+        since: u64,
+        epoch: Option<&str>,
+        max_replay: usize,
+        max_bytes: usize,
+    ) -> Recovery<Record> {
+        self.recover_as(since, epoch, max_replay, max_bytes, |e| Some(e.record.clone()))
     }
 
     /// [`recover`](Self::recover) for an event stream: each message in its
-    /// event-stream form, built by `to_event` from the stored frame the first
+    /// event-stream form, built by `to_event` from the stored record the first
     /// time any stream needs it and kept with the entry, so every stream's
-    /// replay shares the same bytes. A frame `to_event` cannot convert is
+    /// replay shares the same bytes. A record `to_event` cannot convert is
     /// left out. The forms built here count toward the history's bytes (then
     /// pruned as any publish prunes: a room over its bound drops its oldest
     /// messages), so streams cannot make history hold more than its bounds.
@@ -275,13 +293,13 @@ impl RoomState {
         epoch: Option<&str>,
         max_replay: usize,
         max_bytes: usize,
-        to_event: impl Fn(&SharedFrame) -> Option<SharedFrame>,
+        to_event: impl Fn(&Record) -> Option<SharedFrame>,
     ) -> Recovery {
         let mut built = 0;
         let recovery = self.recover_as(since, epoch, max_replay, max_bytes, |e| {
             e.event
                 .get_or_init(|| {
-                    let event = to_event(&e.frame);
+                    let event = to_event(&e.record);
                     built += event.as_ref().map_or(0, |f| f.len());
                     event
                 })
@@ -295,14 +313,14 @@ impl RoomState {
         recovery
     }
 
-    fn recover_as(
+    fn recover_as<T>(
         &self,
         since: u64,
         epoch: Option<&str>,
         max_replay: usize,
         max_bytes: usize,
-        mut form: impl FnMut(&Entry) -> Option<SharedFrame>,
-    ) -> Recovery {
+        mut form: impl FnMut(&Entry) -> Option<T>,
+    ) -> Recovery<T> {
         // A room without history never recovers, even a client that missed nothing.
         if epoch.is_some_and(|e| e != self.epoch) || since > self.seq || !self.rules.history.keeps() {
             return Recovery { replay: Vec::new(), recovered: false, cut_by_bytes: false };
@@ -315,13 +333,14 @@ impl RoomState {
                 cut = true;
                 break;
             }
-            if bytes + e.frame.len() > max_bytes {
+            let len = e.record.frame().len();
+            if bytes + len > max_bytes {
                 (cut, cut_by_bytes) = (true, true);
                 break;
             }
-            bytes += e.frame.len();
-            if let Some(frame) = form(e) {
-                replay.push(frame);
+            bytes += len;
+            if let Some(item) = form(e) {
+                replay.push(item);
             }
         }
         replay.reverse();
@@ -465,7 +484,7 @@ impl RoomTable {
             order.push_back(Stored {
                 room: Arc::downgrade(state),
                 seq: e.seq,
-                frame: Arc::downgrade(&e.frame),
+                frame: Arc::downgrade(e.record.frame()),
             });
         }
         // Messages their rooms dropped by count, age or room bytes stay here
@@ -574,6 +593,14 @@ mod tests {
         crate::frame::shared(seq.to_string().into_bytes())
     }
 
+    fn rec(seq: u64) -> Record {
+        Record::opaque(seq, text(seq))
+    }
+
+    fn ten_bytes(seq: u64) -> Record {
+        Record::opaque(seq, crate::frame::shared(vec![0; 10]))
+    }
+
     fn frames(r: &Recovery) -> Vec<SharedFrame> {
         r.replay.clone()
     }
@@ -583,7 +610,7 @@ mod tests {
         let mut r = room(limits(3, Duration::from_secs(60), usize::MAX, usize::MAX));
         let now = Instant::now();
         for _ in 0..5 {
-            r.publish(now, None, text);
+            r.publish(now, None, rec);
         }
         let all = r.recover(2, None, 100, usize::MAX);
         assert!(all.recovered);
@@ -609,16 +636,16 @@ mod tests {
     #[test]
     fn a_replay_shares_the_stored_frame() {
         let mut r = room(limits(10, Duration::from_secs(60), usize::MAX, usize::MAX));
-        let (_, published) = r.publish(Instant::now(), None, text);
+        let (_, published) = r.publish(Instant::now(), None, rec);
         let replayed = r.recover(0, None, 10, usize::MAX).replay.remove(0);
-        assert!(Arc::ptr_eq(&published, &replayed));
+        assert!(Arc::ptr_eq(published.frame(), &replayed));
     }
 
     #[test]
     fn history_expires_by_age() {
         let mut r = room(limits(10, Duration::from_secs(1), usize::MAX, usize::MAX));
         let t0 = Instant::now();
-        r.publish(t0, None, text);
+        r.publish(t0, None, rec);
         r.prune(t0 + Duration::from_secs(2));
         assert!(!r.recover(0, None, 100, usize::MAX).recovered);
         assert!(r.is_idle());
@@ -631,7 +658,7 @@ mod tests {
         let mut r = room(limits(100, Duration::from_secs(60), 3 * per, usize::MAX));
         let now = Instant::now();
         for _ in 0..5 {
-            r.publish(now, None, |_| crate::frame::shared(vec![0; 10]));
+            r.publish(now, None, ten_bytes);
         }
         assert_eq!(r.history.len(), 3);
         assert_eq!(r.history_bytes, 3 * per);
@@ -643,11 +670,7 @@ mod tests {
     fn the_total_budget_drops_the_oldest_message_of_any_room() {
         let per = 10 + ENTRY_OVERHEAD;
         let t = table(limits(100, Duration::from_secs(60), usize::MAX, 3 * per));
-        let publish = |room: &str| {
-            t.with_room(room, true, |r| {
-                r.publish(Instant::now(), None, |_| crate::frame::shared(vec![0; 10])).0
-            })
-        };
+        let publish = |room: &str| t.with_room(room, true, |r| r.publish(Instant::now(), None, ten_bytes).0);
         assert_eq!(publish("a"), Ok(1));
         assert_eq!(publish("b"), Ok(1));
         assert_eq!(publish("a"), Ok(2));
@@ -689,10 +712,10 @@ mod tests {
         let mut r = room(limits(100, Duration::from_secs(60), 3 * one + 200, 1 << 20));
         let now = Instant::now();
         for _ in 0..3 {
-            r.publish(now, None, text);
+            r.publish(now, None, rec);
         }
         assert_eq!(r.budget.total.load(Relaxed), 3 * one);
-        let event = |_: &SharedFrame| Some(crate::frame::shared(vec![b'e'; 100]));
+        let event = |_: &Record| Some(crate::frame::shared(vec![b'e'; 100]));
         let replay = r.recover_events(0, None, 100, usize::MAX, event);
         assert_eq!(replay.replay.len(), 3, "the replay is built before the bound is applied");
         // 3 events of 100 bytes on top of 3 messages: over the room's bound
@@ -712,11 +735,11 @@ mod tests {
     fn a_key_is_kept_exactly_as_long_as_its_message() {
         let mut r = room(limits(2, Duration::from_secs(60), 10_000, 10_000));
         let now = Instant::now();
-        r.publish(now, Some("k1"), text);
-        r.publish(now, None, text);
+        r.publish(now, Some("k1"), rec);
+        r.publish(now, None, rec);
         assert_eq!(r.keyed("k1"), Some(1));
         assert_eq!(r.keyed("k2"), None);
-        r.publish(now, Some("k3"), text);
+        r.publish(now, Some("k3"), rec);
         assert_eq!(r.keyed("k1"), None, "message 1 left the history, and its key with it");
         assert_eq!(r.keyed("k3"), Some(3));
         while r.pop_oldest() {}

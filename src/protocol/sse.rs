@@ -15,8 +15,9 @@
 //! name no client room can have), so the hub's one-shared-frame fan-out
 //! serves streams too. `publish.rs` builds a message's event bytes once,
 //! and only while the room has streams ([`RoomState::sse_streams`]).
-//! History keeps WebSocket frames; a replay converts a stored frame here once,
-//! and history keeps that event for every later stream's replay.
+//! A message's event is made from its record (`record.rs`, the one
+//! encoder): a replay builds it once per stored message, and history keeps
+//! that event for every later stream's replay.
 //!
 //! A stream opens through the broker (`broker.rs`), as a join does: on one
 //! node under the room's lock (`local.rs`), with `--redis` with seq and
@@ -25,19 +26,15 @@
 
 use std::sync::Arc;
 
-use serde::{Deserialize, Serialize};
-use serde_json::value::RawValue;
 use serde_json::{json, Value};
 
 use super::auth::Identity;
-use super::binary::KIND_MESSAGE;
 use super::broker::StreamOpen;
 use super::caps::{Right, Rights};
-use super::envelope::{check_room, RawJson};
+use super::envelope::check_room;
 use super::handler::Shared;
-use super::publish::{Body, Publish};
+use super::record::Record;
 use super::room::RoomState;
-use crate::frame::{SharedFrame, OP_BINARY, OP_TEXT};
 use crate::handler::Membership;
 use crate::server::ServerHandle;
 use crate::types::{ConnId, HttpResponse, RequestInfo};
@@ -225,40 +222,18 @@ pub(crate) fn streams(shared: &Shared) -> usize {
     shared.sse.len()
 }
 
-/// Sends a just-published message to the room's streams, if it has any:
-/// built once, shared by every stream. Called by `publish.rs` under the
-/// room's lock, after the WebSocket fan-out.
-pub(crate) fn fan_out(server: &ServerHandle, r: &RoomState, p: &Publish<'_>, seq: u64) {
+/// Sends a just-delivered message to the room's streams, if it has any:
+/// its event (`record.rs`) built once, shared by every stream. Called under
+/// the room's lock after the WebSocket fan-out, by `local.rs` as it
+/// publishes (with `from`, which a binary message's event names then) and
+/// by the cluster's subscriber as it delivers.
+pub(crate) fn fan_out(server: &ServerHandle, r: &RoomState, room: &str, record: &Record, from: Option<&str>) {
     if r.sse_streams == 0 {
         return;
     }
-    let b64;
-    let (data, binary) = match p.body {
-        Body::Json(data) => (Some(data), None),
-        Body::Binary(bytes) => {
-            b64 = base64(bytes);
-            (None, Some(b64.as_str()))
-        }
-    };
-    let m = Message { binary, data, from: Some(p.from), room: p.room, seq };
-    if let Ok(data) = serde_json::to_string(&m) {
-        let _ = server
-            .broadcast_stream(&shadow(p.room), crate::frame::shared(event(Some(seq), "room:message", &data)));
+    if let Some(event) = record.sse_event(room, from) {
+        let _ = server.broadcast_stream(&shadow(room), event);
     }
-}
-
-/// A `room:message` event's data (keys in `json!` order, as the WebSocket
-/// payload has them).
-#[derive(Serialize)]
-struct Message<'a> {
-    #[serde(skip_serializing_if = "Option::is_none")]
-    binary: Option<&'a str>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    data: Option<&'a RawJson>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    from: Option<&'a str>,
-    room: &'a str,
-    seq: u64,
 }
 
 /// One event: `id` (when given), `event`, and `data` split at line breaks
@@ -277,91 +252,6 @@ pub(crate) fn event(id: Option<u64>, kind: &str, data: &str) -> Vec<u8> {
     }
     out.push(b'\n');
     out
-}
-
-/// A stored message (a room's history keeps the WebSocket frame members got).
-#[derive(Debug, Clone)]
-pub(crate) enum Stored<'a> {
-    /// A `room:message` text frame's payload.
-    Json { seq: u64, from: String, data: &'a RawValue, payload: &'a RawValue },
-    /// A binary room message (it does not record who sent it).
-    Binary { room: String, seq: u64, body: &'a [u8] },
-}
-
-#[derive(Deserialize)]
-struct Envelope<'a> {
-    #[serde(borrow)]
-    payload: &'a RawValue,
-}
-
-#[derive(Deserialize)]
-struct Payload<'a> {
-    seq: u64,
-    from: String,
-    #[serde(borrow)]
-    data: &'a RawValue,
-}
-
-/// Reads a stored frame back: its opcode and payload, then the message.
-pub(crate) fn decode_stored(frame: &[u8]) -> Option<Stored<'_>> {
-    let (opcode, payload) = ws_payload(frame)?;
-    match opcode {
-        OP_TEXT => {
-            let env: Envelope<'_> = serde_json::from_slice(payload).ok()?;
-            let p: Payload<'_> = serde_json::from_str(env.payload.get()).ok()?;
-            Some(Stored::Json { seq: p.seq, from: p.from, data: p.data, payload: env.payload })
-        }
-        OP_BINARY => {
-            let (&kind, rest) = payload.split_first()?;
-            if kind != KIND_MESSAGE || rest.len() < 2 {
-                return None;
-            }
-            let room_len = usize::from(u16::from_be_bytes([rest[0], rest[1]]));
-            let room = std::str::from_utf8(rest.get(2..2 + room_len)?).ok()?.to_owned();
-            let seq = u64::from_be_bytes(rest.get(2 + room_len..10 + room_len)?.try_into().ok()?);
-            Some(Stored::Binary { room, seq, body: &rest[10 + room_len..] })
-        }
-        _ => None,
-    }
-}
-
-/// Sends a message delivered through Redis (the frame members got) to the
-/// room's streams on this node, if it has any: built once, shared by every
-/// stream. Called by the cluster's subscriber under the room's lock, with
-/// the WebSocket fan-out.
-pub(crate) fn fan_out_frame(server: &ServerHandle, r: &RoomState, room: &str, frame: &SharedFrame) {
-    if r.sse_streams == 0 {
-        return;
-    }
-    if let Some(event) = from_stored(frame) {
-        let _ = server.broadcast_stream(&shadow(room), event);
-    }
-}
-
-/// The event a stored frame becomes in a replay (built once per stored
-/// message: history keeps it for the next stream, see
-/// `RoomState::recover_events`), or a frame delivered through Redis.
-pub(crate) fn from_stored(frame: &SharedFrame) -> Option<SharedFrame> {
-    let bytes = match decode_stored(frame)? {
-        Stored::Json { seq, payload, .. } => event(Some(seq), "room:message", payload.get()),
-        Stored::Binary { room, seq, body } => {
-            let b64 = base64(body);
-            let m = Message { data: None, binary: Some(&b64), from: None, room: &room, seq };
-            event(Some(seq), "room:message", &serde_json::to_string(&m).ok()?)
-        }
-    };
-    Some(crate::frame::shared(bytes))
-}
-
-/// The opcode and payload of one complete unmasked server frame.
-fn ws_payload(frame: &[u8]) -> Option<(u8, &[u8])> {
-    let opcode = frame.first()? & 0x0f;
-    let (len, header): (usize, usize) = match frame.get(1)? & 0x7f {
-        126 => (usize::from(u16::from_be_bytes(frame.get(2..4)?.try_into().ok()?)), 4),
-        127 => (usize::try_from(u64::from_be_bytes(frame.get(2..10)?.try_into().ok()?)).ok()?, 10),
-        n => (usize::from(n), 2),
-    };
-    Some((opcode, frame.get(header..header.checked_add(len)?)?))
 }
 
 /// Standard base64 with padding (RFC 4648 section 4): the few lines it
@@ -386,7 +276,6 @@ pub(crate) fn base64(bytes: &[u8]) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::frame::encode;
 
     #[test]
     fn base64_matches_rfc_4648_vectors() {
@@ -422,32 +311,5 @@ mod tests {
             b"id: 3\nevent: room:message\ndata: {\"a\":\ndata: 1}\n\n"
         );
         assert_eq!(event(None, "connected", "{}"), b"event: connected\ndata: {}\n\n");
-    }
-
-    #[test]
-    fn stored_frames_decode_back() {
-        let text =
-            r#"{"type":"room:message","ts":1,"payload":{"data":{"x":[1]},"from":"7","room":"r","seq":5}}"#;
-        let frame = crate::frame::shared(encode(OP_TEXT, text.as_bytes()));
-        match decode_stored(&frame).unwrap() {
-            Stored::Json { seq, from, data, .. } => {
-                assert_eq!((seq, from.as_str(), data.get()), (5, "7", r#"{"x":[1]}"#));
-            }
-            other => panic!("{other:?}"),
-        }
-        assert_eq!(
-            *from_stored(&frame).unwrap(),
-            b"id: 5\nevent: room:message\ndata: {\"data\":{\"x\":[1]},\"from\":\"7\",\"room\":\"r\",\"seq\":5}\n\n"
-        );
-        let big = crate::frame::shared(encode(
-            OP_BINARY,
-            &super::super::binary::encode_message("r", 9, &[1u8; 300]),
-        ));
-        match decode_stored(&big).unwrap() {
-            Stored::Binary { room, seq, body } => assert_eq!((room.as_str(), seq, body.len()), ("r", 9, 300)),
-            other => panic!("{other:?}"),
-        }
-        assert!(decode_stored(&[0x81]).is_none());
-        assert!(decode_stored(&encode(OP_TEXT, b"not json")).is_none());
     }
 }

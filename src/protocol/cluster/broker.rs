@@ -6,13 +6,13 @@ use std::sync::Arc;
 use std::time::SystemTime;
 
 use super::Cluster;
-use crate::frame::SharedFrame;
 use crate::protocol::bans::{self, BanError};
 use crate::protocol::broker::{Broker, Join, StreamOpen};
 use crate::protocol::envelope::ErrorReply;
 use crate::protocol::handler::Shared;
 use crate::protocol::publish::{Publish, Published};
 use crate::protocol::reads::Presence;
+use crate::protocol::record::Record;
 use crate::server::ServerHandle;
 use crate::types::ConnId;
 
@@ -91,7 +91,7 @@ impl Broker for Arc<Cluster> {
         room: &str,
         since: u64,
         limit: usize,
-    ) -> Result<(Option<String>, Vec<SharedFrame>), ErrorReply> {
+    ) -> Result<(Option<String>, Vec<Record>), ErrorReply> {
         let (epoch, frames) = Cluster::history(self, room, since, limit, &shared.rules(room).history)?;
         Ok((Some(epoch), frames))
     }

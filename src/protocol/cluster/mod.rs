@@ -48,10 +48,11 @@ use super::envelope::{ack, now_ms, ErrorCode, ErrorReply};
 use super::handler::Shared;
 use super::namespace::HistoryRules;
 use super::presence::{event as presence_event, payload as presence_payload};
-use super::publish::{Body, Publish, Published};
+use super::publish::{Publish, Published};
 use super::reads::{Presence, PRESENCE_MAX};
+use super::record::Record;
 use super::room::RoomState;
-use crate::frame::{self as wire, SharedFrame};
+use crate::frame as wire;
 use crate::prometheus::write_one;
 use crate::server::ServerHandle;
 use crate::types::ConnId;
@@ -679,7 +680,7 @@ impl Cluster {
         // The room's namespace decides how much its stream keeps (0: nothing).
         let count = if history.keeps() { history.count } else { 0 };
         let (seen_epoch, seen_seq) = seen.unwrap_or_default();
-        let body = encode_body(p, ts);
+        let body = Record::redis_body(p.room, ts, p.from, p.body);
         let origin = format!("{} {}", self.node, p.except.map_or_else(|| "-".to_owned(), |c| c.to_string()));
         let room = p.room;
         let (seq, _epoch, dup): (u64, String, u8) = self.call(self.shard(room), |c| {
@@ -860,9 +861,9 @@ impl Cluster {
             let same_epoch = j.epoch.is_none_or(|e| e == r.epoch);
             let (frames, recovered) =
                 self.replay(j.room, r, since, same_epoch && j.history, &entries, j.max_bytes);
-            for frame in frames {
-                replayed += frame.len();
-                let _ = server.send_frame(j.conn, frame);
+            for record in frames {
+                replayed += record.frame().len();
+                let _ = server.send_frame(j.conn, record.frame().clone());
             }
             payload["recovered"] = Value::Bool(recovered);
         }
@@ -885,7 +886,7 @@ impl Cluster {
         may_recover: bool,
         entries: &Entries,
         max_bytes: usize,
-    ) -> (Vec<SharedFrame>, bool) {
+    ) -> (Vec<Record>, bool) {
         if !may_recover || !r.rules.history.keeps() || since > r.seq {
             return (Vec::new(), false);
         }
@@ -896,12 +897,12 @@ impl Cluster {
             if seq <= since || seq > r.seq || ts < oldest_kept {
                 continue;
             }
-            let frame = frame_of(room, seq, body);
-            if bytes + frame.len() > max_bytes {
+            let record = Record::from_redis(room, seq, body);
+            if bytes + record.frame().len() > max_bytes {
                 break;
             }
-            bytes += frame.len();
-            frames.push(frame);
+            bytes += record.frame().len();
+            frames.push(record);
         }
         let recovered = frames.len() as u64 == r.seq - since;
         (frames, recovered)
@@ -981,8 +982,8 @@ impl Cluster {
                     conn,
                     wire::shared(super::sse::event(None, "connected", &connected.to_string())),
                 );
-                for frame in frames {
-                    if let Some(event) = super::sse::from_stored(&frame) {
+                for record in frames {
+                    if let Some(event) = record.sse_event(room, None) {
                         let _ = server.send_frame(conn, event);
                     }
                 }
@@ -1091,7 +1092,7 @@ impl Cluster {
         since: u64,
         limit: usize,
         history: &HistoryRules,
-    ) -> Result<(String, Vec<SharedFrame>), ErrorReply> {
+    ) -> Result<(String, Vec<Record>), ErrorReply> {
         // The stream holds at most the room's history count: read them all,
         // then keep the oldest `limit` after `since`.
         let (epoch, _, entries, _) =
@@ -1106,7 +1107,7 @@ impl Cluster {
             .into_iter()
             .filter(|(seq, _)| *seq > since)
             .take(limit)
-            .map(|(seq, b)| frame_of(room, seq, b));
+            .map(|(seq, b)| Record::from_redis(room, seq, b));
         Ok((epoch, frames.collect()))
     }
 
@@ -1232,53 +1233,6 @@ pub(super) fn member_field(room: &str, client_id: &str) -> String {
     format!("{room}\n{client_id}")
 }
 
-/// What the stream and channel carry for a message: `t` and the text frame
-/// without its trailing `<seq>}}`, or `b` and the binary body.
-fn encode_body(p: &Publish<'_>, ts: u64) -> Vec<u8> {
-    match p.body {
-        Body::Json(_) => {
-            let frame = super::publish::frame_text(p, 0, ts);
-            let prefix = frame.strip_suffix("0}}").unwrap_or(&frame);
-            let mut out = Vec::with_capacity(prefix.len() + 1);
-            out.push(b't');
-            out.extend_from_slice(prefix.as_bytes());
-            out
-        }
-        Body::Binary(bytes) => {
-            let mut out = Vec::with_capacity(bytes.len() + 1);
-            out.push(b'b');
-            out.extend_from_slice(bytes);
-            out
-        }
-    }
-}
-
-/// The frame members get for message `seq` of `room` with this body.
-fn frame_of(room: &str, seq: u64, body: &[u8]) -> SharedFrame {
-    match body.split_first() {
-        Some((b't', prefix)) => {
-            let mut text = Vec::with_capacity(prefix.len() + 24);
-            text.extend_from_slice(prefix);
-            let _ = write!(Digits(&mut text), "{seq}}}}}");
-            wire::shared(wire::encode(wire::OP_TEXT, &text))
-        }
-        Some((_, bytes)) => {
-            wire::shared(wire::encode(wire::OP_BINARY, &super::binary::encode_message(room, seq, bytes)))
-        }
-        None => wire::shared(wire::encode(wire::OP_BINARY, &super::binary::encode_message(room, seq, &[]))),
-    }
-}
-
-/// `fmt::Write` into a byte vector.
-struct Digits<'a>(&'a mut Vec<u8>);
-
-impl std::fmt::Write for Digits<'_> {
-    fn write_str(&mut self, s: &str) -> std::fmt::Result {
-        self.0.extend_from_slice(s.as_bytes());
-        Ok(())
-    }
-}
-
 /// A fingerprint of a message's body (which holds its timestamp and
 /// publisher): two messages Redis put at one seq are told apart by it.
 fn fingerprint(body: &[u8]) -> u64 {
@@ -1304,7 +1258,6 @@ fn parse_entry<'e>(id: &str, fields: &'e [Vec<u8>]) -> Option<(u64, u64, &'e [u8
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::protocol::envelope::{parse_text, RequestKind};
 
     /// The subscriber tells presence events from typing by their first bytes:
     /// `presence_event` writes `type` first, whatever the user's name.
@@ -1315,31 +1268,6 @@ mod tests {
         let typing =
             crate::protocol::envelope::frame("typing", None, json!({"room": "r", "clientId": "presence:"}));
         assert!(!is_presence_event(&typing));
-    }
-
-    /// A node that gets a message through Redis sends the very bytes the
-    /// publishing node would have sent alone.
-    #[test]
-    fn a_frame_rebuilt_from_its_body_is_the_single_node_frame() {
-        let request =
-            parse_text(r#"{"type":"room:publish","payload":{"room":"r","data":{"a":[1,"x"]}}}"#).unwrap();
-        let RequestKind::Publish { data, .. } = request.kind else { panic!("a publish") };
-        let json = Publish {
-            room: "r",
-            body: Body::Json(&data),
-            from: "n-1",
-            publisher: crate::protocol::publish::Publisher::Server,
-            key: None,
-            except: None,
-        };
-        let binary = Publish { body: Body::Binary(b"\x00bytes\n"), ..json };
-        for p in [json, binary] {
-            for seq in [1, 9, 10, 12345678901] {
-                let body = encode_body(&p, 1_700_000_000_000);
-                let alone = crate::protocol::publish::build_frame(&p, seq, 1_700_000_000_000);
-                assert_eq!(frame_of("r", seq, &body), alone, "seq {seq}");
-            }
-        }
     }
 
     #[test]

@@ -20,9 +20,10 @@ use std::time::{Duration, Instant};
 use serde_json::json;
 
 use super::shards::Shard;
-use super::{fingerprint, frame_of, parse_entry, Cluster, Control, TIMEOUT};
+use super::{fingerprint, parse_entry, Cluster, Control, TIMEOUT};
 use crate::protocol::envelope::frame;
 use crate::protocol::handler::Shared;
+use crate::protocol::record::Record;
 use crate::protocol::room::RoomState;
 use crate::protocol::{bans, sse};
 use crate::server::{ServerHandle, WeakServerHandle};
@@ -321,12 +322,12 @@ fn deliver(shared: &Shared, c: &Cluster, server: &ServerHandle, room: &str, payl
                 if epoch != r.epoch {
                     return; // the refill found the room in a new epoch: this message is of the old one
                 }
-                let frame = frame_of(room, seq, body);
+                let record = Record::from_redis(room, seq, body);
                 r.seq = seq;
                 r.cluster_last = Some((seq, fingerprint(body)));
-                r.published_bytes += frame.len() as u64;
-                sse::fan_out_frame(server, r, room, &frame);
-                let _ = server.broadcast_frame(room, frame, except);
+                r.published_bytes += record.frame().len() as u64;
+                sse::fan_out(server, r, room, &record, None);
+                let _ = server.broadcast_frame(room, record.frame().clone(), except);
             });
         }
         Some("e") => {
@@ -448,13 +449,13 @@ fn refill_at(
         if seq > r.seq + 1 {
             notify(server, room, r.seq, "messages are no longer in history");
         }
-        let frame = frame_of(room, seq, body);
+        let record = Record::from_redis(room, seq, body);
         r.seq = seq;
         r.cluster_last = Some((seq, fingerprint(body)));
-        r.published_bytes += frame.len() as u64;
+        r.published_bytes += record.frame().len() as u64;
         c.metrics.refilled.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        sse::fan_out_frame(server, r, room, &frame);
-        let _ = server.broadcast_frame(room, frame, None);
+        sse::fan_out(server, r, room, &record, None);
+        let _ = server.broadcast_frame(room, record.frame().clone(), None);
     }
     if r.seq < target {
         notify(server, room, r.seq, "messages are no longer in history");
