@@ -1,12 +1,13 @@
 //! [`ProtocolHandler`]: the wire protocol v1 as an engine [`Handler`].
 //!
 //! It owns each connection's protocol state (clientId, joined rooms, rate
-//! limiter) and drives the rooms' state in `room.rs` (publishes through
-//! `publish.rs`, the one way into a room). The engine's hub still
-//! does all delivery; the rule that keeps `seq` order equal to delivery order:
-//! every `broadcast` of a seq'd message, and every join with its replay and ack,
-//! is issued while holding that room's lock, and the hub applies one thread's
-//! commands in order.
+//! limiter) and drives the rooms through the broker (`broker.rs`: the
+//! room table of `room.rs` alone in `local.rs`, with Redis in `cluster/`;
+//! publishes through `publish.rs`, the one way into a room). The engine's
+//! hub still does all delivery; the rule that keeps `seq` order equal to
+//! delivery order: every `broadcast` of a seq'd message, and every join with
+//! its replay and ack, is issued while holding that room's lock, and the hub
+//! applies one thread's commands in order.
 //!
 //! What one client may make the server hold is bounded here: rooms per client
 //! and in all, history (in `room.rs`), replays in bytes, and big replies to a
