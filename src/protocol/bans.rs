@@ -188,7 +188,7 @@ pub(crate) fn disconnect_client_id(
     code: u16,
     reason: &str,
 ) -> usize {
-    shared.broker.disconnect_client(shared, server, client_id, code, reason)
+    shared.broker.disconnect_client(server, client_id, code, reason)
 }
 
 /// [`disconnect_user`], and with Redis on every other node too (their

@@ -159,14 +159,7 @@ pub(crate) trait Broker: Send + Sync {
 
     /// Closes a connection by clientId (`/api/disconnect`), here or on the
     /// node that owns it; how many closed here.
-    fn disconnect_client(
-        &self,
-        shared: &Shared,
-        server: &ServerHandle,
-        client_id: &str,
-        code: u16,
-        reason: &str,
-    ) -> usize;
+    fn disconnect_client(&self, server: &ServerHandle, client_id: &str, code: u16, reason: &str) -> usize;
 
     /// Tells every other node to close `user`'s connections.
     fn kick_user(&self, user: &str, code: u16, reason: &str);

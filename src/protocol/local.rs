@@ -220,14 +220,7 @@ impl Broker for LocalBroker {
 
     fn release(&self, _: &str) {}
 
-    fn disconnect_client(
-        &self,
-        _: &Shared,
-        server: &ServerHandle,
-        client_id: &str,
-        code: u16,
-        reason: &str,
-    ) -> usize {
+    fn disconnect_client(&self, server: &ServerHandle, client_id: &str, code: u16, reason: &str) -> usize {
         bans::disconnect_client(server, client_id, code, reason)
     }
 

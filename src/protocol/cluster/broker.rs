@@ -124,14 +124,7 @@ impl Broker for Arc<Cluster> {
     /// A node-prefixed id (`<node>-<conn>`) of this node closes here; one of
     /// another node is published for that node to close (counted there, not
     /// here: 0); any other is taken as a single node's.
-    fn disconnect_client(
-        &self,
-        _: &Shared,
-        server: &ServerHandle,
-        client_id: &str,
-        code: u16,
-        reason: &str,
-    ) -> usize {
+    fn disconnect_client(&self, server: &ServerHandle, client_id: &str, code: u16, reason: &str) -> usize {
         match self.owner_of(client_id) {
             Some(Ok(conn)) => usize::from(server.close(conn, code, reason).is_ok()),
             Some(Err(())) => {
