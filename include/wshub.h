@@ -1096,6 +1096,14 @@ wshub_result wshub_config_set_redis_sentinel_master(wshub_config *config, const 
 wshub_result wshub_config_set_redis_prefix(wshub_config *config, const char *prefix);
 
 /*
+ Protocol only: milliseconds each Redis connect, read and write may take
+ (and a call may wait for a pooled connection) before the call fails
+ (`error unavailable`). Default 1000; 0 makes `wshub_start` return
+ WSHUB_INVALID_CONFIG.
+ */
+wshub_result wshub_config_set_redis_timeout_ms(wshub_config *config, uint64_t ms);
+
+/*
  Serve TLS (`wss://`, `https://`) with the certificate chain in this PEM
  file (leaf first). Needs a key too (`wshub_config_set_tls_key_file` or
  `_pem`); the files are read by `wshub_start`, which fails with

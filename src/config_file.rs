@@ -79,6 +79,7 @@ pub struct ConfigFile {
     pub redis_sentinel_master: Option<String>,
     pub redis_prefix: Option<String>,
     pub idempotency_ttl_ms: Option<u64>,
+    pub redis_timeout_ms: Option<u64>,
     /// `true` turns `GET /sse` off (`--no-sse`).
     pub no_sse: Option<bool>,
     pub proxy_connect: Option<String>,

@@ -249,6 +249,10 @@ struct Cli {
     /// however few messages history keeps.
     #[arg(long, default_value_t = ms(ProtocolConfig::default().idempotency_ttl))]
     idempotency_ttl_ms: u64,
+    /// With --redis: milliseconds each Redis connect, read and write may
+    /// take before the call fails (`error unavailable`).
+    #[arg(long, default_value_t = ms(ProtocolConfig::default().redis_timeout))]
+    redis_timeout_ms: u64,
 }
 
 /// `20` or `20/s`.
@@ -337,7 +341,7 @@ impl Cli {
             set(m, "compression", &mut cli.compression, on);
         }
         merge!(max_connections_per_user, allow_origin, redis_prefix, trusted_proxy, idempotency_ttl_ms);
-        merge!(redis_sentinel);
+        merge!(redis_sentinel, redis_timeout_ms);
         macro_rules! merge_some {
             ($($field:ident),*) => {$(
                 if file.$field.is_some() { set(m, stringify!($field), &mut cli.$field, file.$field.clone()); }
@@ -425,7 +429,8 @@ impl Cli {
         Ok(config
             .max_connections_per_user(self.max_connections_per_user)
             .redis_prefix(self.redis_prefix.clone())
-            .idempotency_ttl(Duration::from_millis(self.idempotency_ttl_ms)))
+            .idempotency_ttl(Duration::from_millis(self.idempotency_ttl_ms))
+            .redis_timeout(Duration::from_millis(self.redis_timeout_ms)))
     }
 
     /// The backend API's key (the flag or config file, else `WSHUB_API_KEY`),

@@ -147,6 +147,8 @@ fn sizes_over_their_bounds_are_startup_errors_from_flags_and_the_file() {
         // Accepted before, then every publish with an idempotency key failed
         // as `unavailable` (Redis refused the out-of-range expiry).
         (vec!["--idempotency-ttl-ms", "18446744073709551615"], "idempotency_ttl must be at most"),
+        (vec!["--redis-timeout-ms", "18446744073709551615"], "redis_timeout must be at most"),
+        (vec!["--redis-timeout-ms", "0"], "redis_timeout must be above 0"),
         (vec!["--config", path.to_str().expect("utf-8 path")], "read_buffer_size must be at most"),
     ];
     for (args, expected) in runs {

@@ -908,6 +908,18 @@ pub extern "C" fn wshub_config_set_redis_prefix(
     }
 }
 
+/// Protocol only: milliseconds each Redis connect, read and write may take
+/// (and a call may wait for a pooled connection) before the call fails
+/// (`error unavailable`). Default 1000; 0 makes `wshub_start` return
+/// WSHUB_INVALID_CONFIG.
+#[no_mangle]
+pub extern "C" fn wshub_config_set_redis_timeout_ms(config: *mut wshub_config, ms: u64) -> wshub_result {
+    ffi_boundary! {
+        try_out!(config).protocol.redis_timeout = Duration::from_millis(ms);
+        wshub_result::WSHUB_OK
+    }
+}
+
 /// Serve TLS (`wss://`, `https://`) with the certificate chain in this PEM
 /// file (leaf first). Needs a key too (`wshub_config_set_tls_key_file` or
 /// `_pem`); the files are read by `wshub_start`, which fails with

@@ -99,6 +99,10 @@ pub struct ProtocolConfig {
     /// With Redis: how long a publish's idempotency key is remembered, however
     /// few messages the room's history keeps.
     pub idempotency_ttl: Duration,
+    /// With Redis: the bound on each Redis connect, read and write a call
+    /// may wait for (and on the wait for a pooled connection), before the
+    /// call fails with `error unavailable`.
+    pub redis_timeout: Duration,
 
     /// Serves `GET /sse` (docs/protocol.md, "Server-Sent Events"); `false`
     /// answers it `404`.
@@ -163,6 +167,7 @@ impl Default for ProtocolConfig {
             redis_sentinel_master: None,
             redis_prefix: "wshub".to_owned(),
             idempotency_ttl: Duration::from_secs(300),
+            redis_timeout: Duration::from_millis(1000),
             sse: true,
             namespaces: Vec::new(),
             proxy_connect: None,
@@ -273,7 +278,11 @@ impl ProtocolConfig {
         bounds::check_durations(&[
             ("history_ttl", self.history_ttl),
             ("idempotency_ttl", self.idempotency_ttl),
+            ("redis_timeout", self.redis_timeout),
         ])?;
+        if self.redis_timeout.is_zero() {
+            return Err("redis_timeout must be above 0".to_owned());
+        }
         super::auth::Verifier::new(
             self.jwt_secret.as_ref().map(|s| s.0.as_str()),
             self.jwt_public_key_pem.as_deref(),
@@ -456,6 +465,13 @@ impl ProtocolConfig {
     #[must_use]
     pub fn proxy_publish(mut self, url: impl Into<String>) -> Self {
         self.proxy_publish = Some(url.into());
+        self
+    }
+
+    /// Sets [`ProtocolConfig::redis_timeout`].
+    #[must_use]
+    pub fn redis_timeout(mut self, timeout: Duration) -> Self {
+        self.redis_timeout = timeout;
         self
     }
 

@@ -18,8 +18,8 @@
 //! same lock). `node.rs` keeps this node's heartbeat key and reaps the
 //! members of nodes whose key expired.
 //!
-//! Every Redis call from a reader thread is bounded by [`TIMEOUT`] (connect,
-//! read and write each), and while a shard is known to be down calls to it
+//! Every Redis call from a reader thread is bounded by the call timeout
+//! (`--redis-timeout-ms`; connect, read and write each), and while a shard is known to be down calls to it
 //! fail at once with `error unavailable`, without touching the network.
 
 mod broker;
@@ -57,16 +57,15 @@ use crate::prometheus::write_one;
 use crate::server::ServerHandle;
 use crate::types::ConnId;
 
-/// Bound on each Redis connect, read and write a reader thread may wait for.
-pub(crate) const TIMEOUT: Duration = Duration::from_secs(1);
-/// The same bound once the server is stopping ([`Cluster::begin_stop`]) and
-/// [`STOP_GRACE`] has passed: a stop waits for every connection's leaves,
-/// so a Redis that does not answer must not hold it for a call timeout per
-/// member and room.
+/// The bound on each Redis connect, read and write once the server is
+/// stopping ([`Cluster::begin_stop`]) and [`STOP_GRACE`] has passed (or the
+/// call timeout, `--redis-timeout-ms`, if that is shorter): a stop waits for
+/// every connection's leaves, so a Redis that does not answer must not hold
+/// it for a call timeout per member and room.
 pub(crate) const STOP_TIMEOUT: Duration = Duration::from_millis(250);
 /// From the start of a stop, how long its calls may wait for a Redis that
 /// stalls (a fork, an fsync, a slow script): a call made in it waits until
-/// it ends (at least [`STOP_TIMEOUT`], at most [`TIMEOUT`]), so a short
+/// it ends (at least [`STOP_TIMEOUT`], at most the call timeout), so a short
 /// stall costs no leave, and a Redis frozen for good holds the stop about
 /// this long before its shard is taken for down.
 pub(crate) const STOP_GRACE: Duration = Duration::from_secs(1);
@@ -138,6 +137,9 @@ pub(crate) struct Cluster {
     /// Whether a shard list that differs from another node's was logged.
     list_mismatch_told: std::sync::atomic::AtomicBool,
     idempotency_ttl: Duration,
+    /// Bound on each Redis connect, read and write a thread may wait for
+    /// (`--redis-timeout-ms`).
+    pub(super) timeout: Duration,
     epochs: RandomState,
     epoch_counter: AtomicU64,
     metrics: ClusterMetrics,
@@ -205,6 +207,7 @@ impl Cluster {
             bans_run_id: Mutex::new(None),
             list_mismatch_told: std::sync::atomic::AtomicBool::new(false),
             idempotency_ttl: config.idempotency_ttl,
+            timeout: config.redis_timeout,
             epochs,
             epoch_counter: AtomicU64::new(0),
             metrics: ClusterMetrics::default(),
@@ -550,10 +553,10 @@ impl Cluster {
     /// for a pooled connection.
     fn call_timeout(&self) -> Duration {
         match self.stopping.get() {
-            Some(began) => {
-                (*began + STOP_GRACE).saturating_duration_since(Instant::now()).clamp(STOP_TIMEOUT, TIMEOUT)
-            }
-            None => TIMEOUT,
+            Some(began) => (*began + STOP_GRACE)
+                .saturating_duration_since(Instant::now())
+                .clamp(STOP_TIMEOUT.min(self.timeout), self.timeout),
+            None => self.timeout,
         }
     }
 
@@ -707,8 +710,8 @@ impl Cluster {
     }
 
     /// Makes sure this node's subscriber has the room's channel, waiting at
-    /// most [`TIMEOUT`] for room in the subscriber's queue, then at most
-    /// [`TIMEOUT`] and a [`HEARTBEAT`] for Redis to confirm a new subscription.
+    /// most the call timeout for room in the subscriber's queue, then at most
+    /// the call timeout and a [`HEARTBEAT`] for Redis to confirm a new subscription.
     fn ensure_subscribed(&self, room: &str) -> Result<(), ErrorReply> {
         let s = self.shard(room);
         if s.subscribed.lock().contains(room) {
@@ -721,9 +724,9 @@ impl Cluster {
         // Many joins at once may fill the queue: wait for room, within the bound.
         s.control
             .0
-            .send_timeout(Control::Subscribe(room.to_owned(), tx), TIMEOUT)
+            .send_timeout(Control::Subscribe(room.to_owned(), tx), self.timeout)
             .map_err(|_| unavailable())?;
-        match rx.recv_timeout(TIMEOUT + HEARTBEAT) {
+        match rx.recv_timeout(self.timeout + HEARTBEAT) {
             Ok(true) => Ok(()),
             _ => Err(unavailable()),
         }

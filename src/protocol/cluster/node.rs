@@ -110,7 +110,7 @@ fn replaced(c: &Cluster, s: &Shard, own: &mut Option<redis::Connection>) -> Opti
             return Some("the primary it was connected to is a replica now");
         }
     }
-    s.connector.another_primary_named(super::TIMEOUT).then_some("the sentinels name another primary")
+    s.connector.another_primary_named(c.timeout).then_some("the sentinels name another primary")
 }
 
 /// Makes this node's ban list what Redis records ([`Cluster::sync_bans`]);

@@ -5,7 +5,7 @@
 //! the hub, in seq order, under each room's lock.
 //!
 //! A connection silent for [`PING_AFTER`] is pinged; one that does not
-//! answer within [`TIMEOUT`] counts as broken (a NAT or load balancer may
+//! answer within the call timeout (`--redis-timeout-ms`) counts as broken (a NAT or load balancer may
 //! drop an idle connection without closing it).
 //!
 //! When the connection breaks it reconnects with backoff, subscribes again
@@ -20,7 +20,7 @@ use std::time::{Duration, Instant};
 use serde_json::json;
 
 use super::shards::Shard;
-use super::{fingerprint, parse_entry, Cluster, Control, TIMEOUT};
+use super::{fingerprint, parse_entry, Cluster, Control};
 use crate::protocol::envelope::frame;
 use crate::protocol::handler::Shared;
 use crate::protocol::record::Record;
@@ -112,7 +112,7 @@ fn session(
     c.sessions.fetch_add(1, Relaxed);
     let _session = Session(c);
     let mut pubsub = conn.as_pubsub();
-    pubsub.set_read_timeout(Some(TIMEOUT))?;
+    pubsub.set_read_timeout(Some(c.timeout))?;
     // The first shard carries the requests to all nodes and the bans.
     let home = s.index == 0;
     if home {
@@ -168,7 +168,7 @@ fn session(
             }
         }
         if !joins.is_empty() || !releases.is_empty() {
-            pubsub.set_read_timeout(Some(TIMEOUT))?;
+            pubsub.set_read_timeout(Some(c.timeout))?;
             serve_requests(shared, c, s, &mut pubsub, joins, releases)?;
             pubsub.set_read_timeout(Some(POLL))?;
             heard = Instant::now();
@@ -187,7 +187,7 @@ fn session(
             // continued) left the connection as a timeout does.
             Err(e) if e.is_timeout() || interrupted(&e) => {
                 if heard.elapsed() >= PING_AFTER {
-                    pubsub.set_read_timeout(Some(TIMEOUT))?;
+                    pubsub.set_read_timeout(Some(c.timeout))?;
                     pubsub.ping::<redis::Value>()?;
                     pubsub.set_read_timeout(Some(POLL))?;
                     heard = Instant::now();
