@@ -223,12 +223,17 @@ pub fn members_answering_close(node: &Wshub, rooms: &[&str], n: usize) -> Vec<st
 /// forgot the connections open so far: their bytes go nowhere and nothing is
 /// closed; connections made later pass. [`set_down`](Proxy::set_down) plays a
 /// network cut that resets: every connection is closed and new ones are
-/// closed at once, until it is lifted. Stops (closing everything) on drop.
+/// closed at once, until it is lifted. [`freeze_calls`](Proxy::freeze_calls)
+/// plays a Redis slow to answer calls but not the subscriber: what the node
+/// sends on its connections that never sent `SUBSCRIBE` is held (nothing is
+/// lost or closed) until it is lifted. Stops (closing everything) on drop.
 pub struct Proxy {
     pub port: u16,
     cut: std::sync::Arc<AtomicU32>,
     stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
     down: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    frozen: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    held: std::sync::Arc<std::sync::Mutex<Vec<u8>>>,
 }
 
 impl Proxy {
@@ -243,22 +248,50 @@ impl Proxy {
         let cut = Arc::new(AtomicU32::new(0));
         let stop = Arc::new(AtomicBool::new(false));
         let down = Arc::new(AtomicBool::new(false));
+        let frozen = Arc::new(AtomicBool::new(false));
+        let held = Arc::new(std::sync::Mutex::new(Vec::new()));
         let (cut2, stop2, down2) = (cut.clone(), stop.clone(), down.clone());
+        let (frozen2, held2) = (frozen.clone(), held.clone());
         std::thread::spawn(move || {
             let down3 = down2.clone();
+            // `subscriber`: Some for the node-to-Redis half, set once the
+            // node sent SUBSCRIBE on it (such a half is never frozen).
             let pump = move |mut from: TcpStream,
                              mut to: TcpStream,
                              era: u32,
                              cut: Arc<AtomicU32>,
-                             stop: Arc<AtomicBool>| {
+                             stop: Arc<AtomicBool>,
+                             subscriber: Option<Arc<AtomicBool>>| {
                 from.set_read_timeout(Some(Duration::from_millis(50))).expect("timeout");
                 let mut buf = vec![0u8; 64 * 1024];
+                let mut waiting: Vec<u8> = Vec::new();
+                let freezable = |subscriber: &Option<Arc<AtomicBool>>| {
+                    subscriber.as_ref().is_some_and(|s| !s.load(Ordering::Relaxed))
+                };
                 while !stop.load(Ordering::Relaxed) && !down3.load(Ordering::Relaxed) {
+                    if !waiting.is_empty() && !frozen2.load(Ordering::Relaxed) {
+                        if to.write_all(&waiting).is_err() {
+                            break;
+                        }
+                        waiting.clear();
+                    }
                     match from.read(&mut buf) {
                         Ok(0) => break,
                         Ok(n) => {
                             if cut.load(Ordering::Relaxed) > era {
                                 continue; // forgotten: the bytes go nowhere
+                            }
+                            if let Some(s) = &subscriber {
+                                if buf[..n].windows(9).any(|w| w == b"SUBSCRIBE") {
+                                    s.store(true, Ordering::Relaxed);
+                                }
+                            }
+                            if (frozen2.load(Ordering::Relaxed) && freezable(&subscriber))
+                                || !waiting.is_empty()
+                            {
+                                held2.lock().expect("held").extend_from_slice(&buf[..n]);
+                                waiting.extend_from_slice(&buf[..n]);
+                                continue; // forwarded once the freeze is lifted, in order
                             }
                             if !latency.is_zero() {
                                 std::thread::sleep(latency);
@@ -293,14 +326,15 @@ impl Proxy {
                         let (cut_a, stop_a, cut_b, stop_b) =
                             (cut2.clone(), stop2.clone(), cut2.clone(), stop2.clone());
                         let (pump_a, pump_b) = (pump.clone(), pump.clone());
-                        std::thread::spawn(move || pump_a(client, server, era, cut_a, stop_a));
-                        std::thread::spawn(move || pump_b(s2, c2, era, cut_b, stop_b));
+                        let subscriber = Some(Arc::new(AtomicBool::new(false)));
+                        std::thread::spawn(move || pump_a(client, server, era, cut_a, stop_a, subscriber));
+                        std::thread::spawn(move || pump_b(s2, c2, era, cut_b, stop_b, None));
                     }
                     Err(_) => std::thread::sleep(Duration::from_millis(5)),
                 }
             }
         });
-        Proxy { port, cut, stop, down }
+        Proxy { port, cut, stop, down, frozen, held }
     }
 
     pub fn url(&self) -> String {
@@ -316,6 +350,22 @@ impl Proxy {
     /// are closed at once; then connections pass again.
     pub fn set_down(&self, down: bool) {
         self.down.store(down, Ordering::Relaxed);
+    }
+
+    /// While `frozen`, what the node sends on its connections that are not
+    /// its subscriber's (those that never sent `SUBSCRIBE`) is held, not
+    /// forwarded; lifted, it goes on in order. A freeze forgets what the
+    /// last one held ([`held_contains`](Proxy::held_contains)).
+    pub fn freeze_calls(&self, frozen: bool) {
+        if frozen {
+            self.held.lock().expect("held").clear();
+        }
+        self.frozen.store(frozen, Ordering::Relaxed);
+    }
+
+    /// Whether the bytes held since the last freeze contain `needle`.
+    pub fn held_contains(&self, needle: &[u8]) -> bool {
+        self.held.lock().expect("held").windows(needle.len()).any(|w| w == needle)
     }
 }
 
