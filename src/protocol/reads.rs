@@ -1,8 +1,9 @@
 //! What the backend API and the event streams read about rooms: presence,
 //! history and the room list, each one small function over the broker
 //! (`broker.rs`: presence and history) or the room table (the room list is
-//! this node's rooms). A stream's replay is read under the room's lock with its
-//! join (`sse.rs`), like a WebSocket join's.
+//! this node's rooms). A stream's replay is sent under the room's lock with its
+//! join (`sse.rs`), like a WebSocket join's (with Redis, read from it before
+//! the lock is taken, and sent only if the room did not move meanwhile: `cluster/`).
 
 use serde_json::{json, Value};
 

@@ -160,6 +160,11 @@ pub(crate) struct RoomState {
     /// message this node delivered, when it delivered one in this epoch (a
     /// reconnect checks that Redis still holds that very message there).
     pub cluster_last: Option<(u64, u64)>,
+    /// With Redis, while the room is not synced: the epoch and seq of the
+    /// last message the subscriber passed over (it follows no seq yet). A
+    /// join that read Redis meanwhile learns from it whether a message
+    /// newer than its read went by (`cluster/mod.rs`, `Before`).
+    pub cluster_skipped: Option<(String, u64)>,
     /// Its namespace's rules, resolved when the room was created.
     pub rules: Arc<Rules>,
     budget: Arc<Budget>,
@@ -185,6 +190,7 @@ impl RoomState {
             dead: false,
             cluster_synced: false,
             cluster_last: None,
+            cluster_skipped: None,
             rules,
             budget,
         }

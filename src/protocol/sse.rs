@@ -21,8 +21,9 @@
 //!
 //! A stream opens through the broker (`broker.rs`), as a join does: on one
 //! node under the room's lock (`local.rs`), with `--redis` with seq and
-//! replay from Redis (`cluster/`), where the node's subscriber feeds the
-//! shadow room each message it delivers.
+//! replay read from Redis before the room's lock is taken and sent under it
+//! (`cluster/`), where the node's subscriber feeds the shadow room each
+//! message it delivers.
 
 use std::sync::Arc;
 

@@ -49,7 +49,8 @@ impl Broker for Arc<Cluster> {
     }
 
     /// `max_members` across nodes is checked against Redis's count before
-    /// the join (and again under the room's lock as it takes the seat).
+    /// the join (and again in the room's turn among this node's joins, as
+    /// it takes the seat).
     fn join(&self, shared: &Shared, server: &ServerHandle, j: &Join<'_>) -> Result<(u64, usize), ErrorReply> {
         if j.newly {
             shared.check_seat(j.room)?;

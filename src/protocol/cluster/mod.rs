@@ -13,9 +13,11 @@
 //! (`subscriber.rs`), subscribed only to rooms with local members, gets the
 //! message in seq order, builds its frame once and broadcasts it to the local
 //! members with the hub, under the room's lock, as `publish.rs` does alone.
-//! A join reads the room's seq and history in Redis under the room's lock,
-//! so it is exact against the deliveries of the subscriber (which takes the
-//! same lock). `node.rs` keeps this node's heartbeat key and reaps the
+//! A join reads the room's seq and history in Redis without the room's
+//! lock (so a slow Redis holds up that join, not the subscriber's
+//! deliveries), then applies them under it only if the room has not moved
+//! past its read, so it is exact against the deliveries of the subscriber
+//! (which takes the same lock; `Before`). `node.rs` keeps this node's heartbeat key and reaps the
 //! members of nodes whose key expired.
 //!
 //! Every Redis call from a reader thread is bounded by the call timeout
@@ -78,6 +80,9 @@ pub(crate) const NODE_TTL: Duration = Duration::from_secs(5);
 const PRESENCE_PAGES: usize = 8;
 /// Subscribe requests waiting for a shard's subscriber thread.
 const CONTROL_QUEUE: usize = 1024;
+/// Reads a join or stream open makes at most when what it read no longer
+/// holds by the time it has the room's lock ([`Before::holds`]).
+const READ_ATTEMPTS: usize = 4;
 
 /// A request to the subscriber thread.
 enum Control {
@@ -137,6 +142,9 @@ pub(crate) struct Cluster {
     /// Whether a shard list that differs from another node's was logged.
     list_mismatch_told: std::sync::atomic::AtomicBool,
     idempotency_ttl: Duration,
+    /// Each room's turn among this node's joins and stream opens
+    /// ([`Cluster::gated`]), while one is taken or waited for.
+    gates: Mutex<HashMap<String, Arc<Mutex<()>>>>,
     /// Bound on each Redis connect, read and write a thread may wait for
     /// (`--redis-timeout-ms`).
     pub(super) timeout: Duration,
@@ -207,6 +215,7 @@ impl Cluster {
             bans_run_id: Mutex::new(None),
             list_mismatch_told: std::sync::atomic::AtomicBool::new(false),
             idempotency_ttl: config.idempotency_ttl,
+            gates: Mutex::new(HashMap::new()),
             timeout: config.redis_timeout,
             epochs,
             epoch_counter: AtomicU64::new(0),
@@ -790,10 +799,13 @@ impl Cluster {
         }
     }
 
-    /// A join (docs/protocol.md, "Scaling out"): under the room's lock, the
-    /// seq and history this node is at, from Redis; the replay, ack and
-    /// presence as for one node. Returns the room's published bytes and the
-    /// bytes replayed.
+    /// A join (docs/protocol.md, "Scaling out"): the seq and history this
+    /// node is at, read from Redis without the room's lock, then the replay,
+    /// ack and presence as for one node, under it (see [`Before`] for why
+    /// that is exact against the subscriber's deliveries). Joins and stream
+    /// opens of one room on this node take turns ([`Cluster::gated`]), so a
+    /// room's seats are counted one join at a time. Returns the room's
+    /// published bytes and the bytes replayed.
     pub fn join(
         &self,
         shared: &Shared,
@@ -801,60 +813,98 @@ impl Cluster {
         j: &Join<'_>,
     ) -> Result<(u64, usize), ErrorReply> {
         fits(shared, j.room)?;
-        let joined = (|| {
-            for _ in 0..3 {
-                self.ensure_subscribed(j.room)?;
-                let outcome = shared.rooms.with_room(j.room, true, |r| self.join_locked(server, j, r));
-                match outcome {
-                    Ok(Ok(Some(done))) => return Ok(done),
-                    Ok(Ok(None)) => continue, // unsubscribed meanwhile: subscribe again
-                    Ok(Err(e)) => return Err(e),
-                    Err(miss) => return Err(super::publish::missed(shared, miss)),
-                }
+        let joined = self.gated(j.room, || {
+            let mut added = false;
+            let joined = self.join_gated(shared, server, j, &mut added);
+            if joined.is_err() && added {
+                // The read added the member's presence and told the other
+                // nodes: they hear it leave again.
+                self.left(j.room, j.client_id, j.conn, j.user, false);
             }
-            Err(unavailable())
-        })();
+            joined
+        });
         if joined.is_err() {
             self.release(j.room); // the subscription made for it goes, if the room is idle
         }
         joined
     }
 
-    fn join_locked(
+    /// [`Cluster::join`] while it has the room's turn; `added`: set once a
+    /// read added the member's presence in Redis.
+    fn join_gated(
         &self,
+        shared: &Shared,
         server: &ServerHandle,
         j: &Join<'_>,
-        r: &mut RoomState,
-    ) -> Result<Option<(u64, usize)>, ErrorReply> {
-        if !self.shard(j.room).subscribed.lock().contains(j.room) {
-            return Ok(None);
-        }
+        added: &mut bool,
+    ) -> Result<(u64, usize), ErrorReply> {
+        let missed = |miss| super::publish::missed(shared, miss);
         // Checked again where it counts (the read below adds the member):
         // joins at once on this node each passed `check_seat` before any
-        // had its seat. Other nodes' joins at the same moment still may pass.
-        if j.newly && r.rules.max_members > 0 {
-            let members = self.member_count(j.room)?;
-            r.rules.check_members(j.room, members.saturating_add(r.sse_streams))?;
+        // had its seat, and take turns from here. Other nodes' joins at the
+        // same moment still may pass.
+        if j.newly {
+            let (rules, streams) =
+                shared.rooms.with_room(j.room, true, |r| (r.rules.clone(), r.sse_streams)).map_err(missed)?;
+            if rules.max_members > 0 {
+                let members = self.member_count(j.room)?;
+                rules.check_members(j.room, members.saturating_add(streams))?;
+            }
         }
         let event = presence_event("presence:join", j.room, j.client_id, j.user);
         let member = Member {
             user: j.user.unwrap_or("").to_owned(),
             payload: presence_payload(j.room, j.client_id, j.user).to_string(),
         };
-        let presence = j.newly.then(|| (j.client_id, &member, self.ephemeral(Some(j.conn), &event)));
-        let to = r.cluster_synced.then_some(r.seq);
-        let seen = r.cluster_synced.then_some((r.epoch.as_str(), r.seq));
         // A `since` of the largest seq reads no history (no seq comes after it).
         let from = j.since.and_then(|s| s.checked_add(1));
-        let (epoch, seq, mut entries, members) =
-            self.read(j.room, from, to, j.max_replay, presence, seen, false)?;
+        for _ in 0..READ_ATTEMPTS {
+            self.ensure_subscribed(j.room)?;
+            let before = shared.rooms.with_room(j.room, true, Before::take).map_err(missed)?;
+            // Only the first read that answers adds the member and tells the
+            // other nodes; a read again after it must not tell them twice.
+            let presence =
+                (j.newly && !*added).then(|| (j.client_id, &member, self.ephemeral(Some(j.conn), &event)));
+            let telling = presence.is_some();
+            let read = self.read(j.room, from, before.to(), j.max_replay, presence, before.seen(), false)?;
+            *added |= telling;
+            let outcome = shared
+                .rooms
+                .with_room(j.room, true, |r| self.join_apply(server, j, r, &before, read, &member, &event))
+                .map_err(missed)?;
+            if let Some(done) = outcome? {
+                return Ok(done);
+            }
+        }
+        Err(unavailable())
+    }
+
+    /// A join's read applied under the room's lock, if it still holds
+    /// ([`Before::holds`]); None: read again.
+    #[allow(clippy::too_many_arguments)]
+    fn join_apply(
+        &self,
+        server: &ServerHandle,
+        j: &Join<'_>,
+        r: &mut RoomState,
+        before: &Before,
+        read: (String, u64, Entries, u64),
+        member: &Member,
+        event: &str,
+    ) -> Result<Option<(u64, usize)>, ErrorReply> {
+        let (epoch, seq, mut entries, members) = read;
+        if !self.shard(j.room).subscribed.lock().contains(j.room)
+            || !before.holds(r, &epoch, seq, j.since.is_some())
+        {
+            return Ok(None);
+        }
         adopt(server, j.room, r, epoch, seq, &mut entries);
         if j.newly {
             server.join(j.conn, j.room).map_err(|_| internal())?;
-            self.shard(j.room).members.lock().insert(member_field(j.room, j.client_id), member);
+            self.shard(j.room).members.lock().insert(member_field(j.room, j.client_id), member.clone());
             r.members.insert(j.conn, json!({}));
             if r.rules.announces_members() {
-                super::presence::announce(server, j.room, event, Some(j.conn));
+                super::presence::announce(server, j.room, event.to_owned(), Some(j.conn));
                 super::presence::listen(server, j.conn, j.room, j.presence);
             }
         }
@@ -874,6 +924,25 @@ impl Cluster {
             let _ = server.send(j.conn, ack(id, payload));
         }
         Ok(Some((r.published_bytes, replayed)))
+    }
+
+    /// Runs `f` with the room's turn among this node's joins and stream
+    /// opens: one at a time per room, across their Redis calls. Not the
+    /// room's lock, which the subscriber takes for every delivery: holding
+    /// that across a Redis call stalled every room of the shard behind it.
+    /// Taken before the room's lock, never while holding it.
+    fn gated<T>(&self, room: &str, f: impl FnOnce() -> T) -> T {
+        let gate = self.gates.lock().entry(room.to_owned()).or_default().clone();
+        let out = {
+            let _turn = gate.lock();
+            f()
+        };
+        let mut gates = self.gates.lock();
+        // Only the table and this caller hold it: nobody waits for the turn.
+        if Arc::strong_count(&gate) == 2 {
+            gates.remove(room);
+        }
+        out
     }
 
     /// The frames a client that saw `since` missed, from `entries` (newest
@@ -911,8 +980,9 @@ impl Cluster {
         (frames, recovered)
     }
 
-    /// An event stream opening on this node (`sse.rs`): as a join, under
-    /// the room's lock, the seq and history this node is at, from Redis; then
+    /// An event stream opening on this node (`sse.rs`): as a join, the seq
+    /// and history this node is at, read from Redis without the room's lock
+    /// and applied under it ([`Before`]), in the room's turn; then
     /// `connected` (`connected` given, with the room's seq, epoch and, with
     /// `since`, `recovered`) and the replay are sent, and the stream joins the
     /// room's shadow room, which the subscriber feeds from then on. Without
@@ -934,7 +1004,8 @@ impl Cluster {
     ) -> Result<(), ErrorReply> {
         fits(shared, room)?;
         let (from, bounds) = ((since, epoch, history), (max_replay, max_bytes));
-        let opened = self.open_stream_subscribed(shared, server, conn, room, from, bounds, connected);
+        let opened = self
+            .gated(room, || self.open_stream_subscribed(shared, server, conn, room, from, bounds, connected));
         if opened.is_err() {
             self.release(room); // the subscription made for it goes, if the room is idle
         }
@@ -952,20 +1023,24 @@ impl Cluster {
         (max_replay, max_bytes): (usize, usize),
         connected: Value,
     ) -> Result<(), ErrorReply> {
-        for _ in 0..3 {
+        let missed = |miss| super::publish::missed(shared, miss);
+        for _ in 0..READ_ATTEMPTS {
             self.ensure_subscribed(room)?;
+            let before = shared.rooms.with_room(room, true, Before::take).map_err(missed)?;
+            let from = since.and_then(|s| s.checked_add(1));
+            let (epoch, seq, mut entries, members) =
+                self.read(room, from, before.to(), max_replay, None, before.seen(), false)?;
             let outcome = shared.rooms.with_room(room, true, |r| -> Result<bool, ErrorReply> {
-                if !self.shard(room).subscribed.lock().contains(room) {
+                if !self.shard(room).subscribed.lock().contains(room)
+                    || !before.holds(r, &epoch, seq, since.is_some())
+                {
                     return Ok(false);
                 }
-                let to = r.cluster_synced.then_some(r.seq);
-                let seen = r.cluster_synced.then_some((r.epoch.as_str(), r.seq));
-                let (epoch, seq, mut entries, members) =
-                    self.read(room, since.and_then(|s| s.checked_add(1)), to, max_replay, None, seen, false)?;
                 adopt(server, room, r, epoch, seq, &mut entries);
                 // Checked again where it counts, as `check_seat` counts (the
                 // members on every node, this node's streams): streams opening
-                // at once on this node each passed the upgrade's check.
+                // at once on this node each passed the upgrade's check, and
+                // take turns from there.
                 let members = usize::try_from(members).unwrap_or(usize::MAX);
                 r.rules.check_members(room, members.saturating_add(r.sse_streams))?;
                 server.join_stream(conn, &super::sse::shadow(room)).map_err(|_| internal())?;
@@ -992,11 +1067,8 @@ impl Cluster {
                 }
                 Ok(true)
             });
-            match outcome {
-                Ok(Ok(true)) => return Ok(()),
-                Ok(Ok(false)) => continue, // unsubscribed meanwhile: subscribe again
-                Ok(Err(e)) => return Err(e),
-                Err(miss) => return Err(super::publish::missed(shared, miss)),
+            if outcome.map_err(missed)?? {
+                return Ok(());
             }
         }
         Err(unavailable())
@@ -1219,6 +1291,67 @@ fn adopt(
             subscriber::notify(server, room, r.seq, subscriber::NEW_EPOCH);
         }
         (r.epoch, r.seq, r.cluster_synced, r.cluster_last) = (epoch, seq, true, None);
+    }
+}
+
+/// How this node followed a room when a join or stream open began to read
+/// it from Redis, without the room's lock (a read under it stalled the
+/// subscriber, which takes the lock of each room it delivers to, and so
+/// every room of the shard, for as long as Redis took).
+///
+/// The invariant that makes the read exact once applied under the lock:
+/// the member (or stream) starts hearing the room's deliveries when it is
+/// added under the lock; everything the room delivered before that is what
+/// the replay must hold, and nothing after. So the read must end exactly at
+/// the seq the room has delivered when it is applied (`r.seq`). It read up
+/// to the seq the room had delivered when it began (`to`); the subscriber
+/// delivers in seq order, so if the room is still at that seq in the same
+/// epoch, the read ends where the deliveries do: the replay is the read's
+/// messages after `since`, each once, and every later message comes live.
+/// If the subscriber delivered meanwhile, the read is short of them and is
+/// made again (a join without `since` replays nothing and needs no match).
+/// A room not followed yet takes the read's epoch and seq as its own: that
+/// holds unless the subscriber passed over a message newer than the read
+/// meanwhile (`RoomState::cluster_skipped`; messages it passed over at or
+/// below the read's seq are in the read).
+struct Before {
+    synced: bool,
+    epoch: String,
+    seq: u64,
+}
+
+impl Before {
+    /// Notes the room as it is now, and starts watching what the subscriber
+    /// passes over in a room it does not follow yet.
+    fn take(r: &mut RoomState) -> Before {
+        if !r.cluster_synced {
+            r.cluster_skipped = None;
+        }
+        Before { synced: r.cluster_synced, epoch: r.epoch.clone(), seq: r.seq }
+    }
+
+    /// The newest seq to read: what the room had delivered (unfollowed: Redis's).
+    fn to(&self) -> Option<u64> {
+        self.synced.then_some(self.seq)
+    }
+
+    /// The epoch and seq this node delivered last, for the read's check
+    /// that Redis is not behind it.
+    fn seen(&self) -> Option<(&str, u64)> {
+        self.synced.then_some((self.epoch.as_str(), self.seq))
+    }
+
+    /// Whether a read begun at `self` that found the room at `epoch` and
+    /// `seq` may be applied to the room as it is now (`exact`: its history
+    /// is replayed, so it must end where the deliveries do).
+    fn holds(&self, r: &RoomState, epoch: &str, seq: u64, exact: bool) -> bool {
+        if r.cluster_synced != self.synced {
+            return false; // followed or let go meanwhile
+        }
+        if !self.synced {
+            return r.cluster_skipped.as_ref().is_none_or(|(e, s)| e == epoch && *s <= seq);
+        }
+        r.epoch == self.epoch && (!exact || r.seq == self.seq)
     }
 }
 

@@ -292,6 +292,8 @@ fn deliver(shared: &Shared, c: &Cluster, server: &ServerHandle, room: &str, payl
             let except = if node == c.node { except.parse().ok() } else { None };
             let _ = shared.rooms.with_room(room, false, |r| {
                 if !r.cluster_synced {
+                    // A join reading the room now must know (`Before::holds`).
+                    r.cluster_skipped = Some((epoch.to_owned(), seq));
                     return;
                 }
                 if epoch != r.epoch {
