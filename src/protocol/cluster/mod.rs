@@ -82,7 +82,7 @@ const PRESENCE_PAGES: usize = 8;
 const CONTROL_QUEUE: usize = 1024;
 /// Reads a join or stream open makes at most when what it read no longer
 /// holds by the time it has the room's lock ([`Before::holds`]).
-const READ_ATTEMPTS: usize = 4;
+pub(super) const READ_ATTEMPTS: usize = 4;
 
 /// A request to the subscriber thread.
 enum Control {

@@ -9,9 +9,12 @@
 //! drop an idle connection without closing it).
 //!
 //! When the connection breaks it reconnects with backoff, subscribes again
-//! and reads what the channels skipped meanwhile from each room's stream; a
-//! room whose stream no longer reaches back gets a notice (`error
-//! unavailable` with `room` and `seq`: rejoin with `since`).
+//! and reads what the channels skipped meanwhile from each room's stream (as
+//! it does when a message shows a gap); a room whose stream no longer
+//! reaches back gets a notice (`error unavailable` with `room` and `seq`:
+//! rejoin with `since`). Such a read (a refill) is made without the room's
+//! lock and applied under it ([`refill`]), so a slow Redis holds up this
+//! thread but not the room's joins, publishes and reads on this node.
 
 use std::sync::atomic::Ordering::Relaxed;
 use std::sync::{Arc, Weak};
@@ -131,10 +134,7 @@ fn session(
     }
     if let Some(server) = server.upgrade() {
         for room in &rooms {
-            let read = shared
-                .rooms
-                .with_room(room, false, |r| !r.cluster_synced || refill(c, &server, room, r, None));
-            if read == Ok(false) {
+            if !refill(shared, c, &server, room, None) {
                 // Connect again (after a backoff) and read it then.
                 return Err(redis::RedisError::from(std::io::Error::other(
                     "a room's stream could not be read",
@@ -290,47 +290,19 @@ fn deliver(shared: &Shared, c: &Cluster, server: &ServerHandle, room: &str, payl
             };
             let Ok(seq) = seq.parse::<u64>() else { return };
             let except = if node == c.node { except.parse().ok() } else { None };
-            let _ = shared.rooms.with_room(room, false, |r| {
-                if !r.cluster_synced {
-                    // A join reading the room now must know (`Before::holds`).
-                    r.cluster_skipped = Some((epoch.to_owned(), seq));
-                    return;
-                }
-                if epoch != r.epoch {
-                    notify(server, room, r.seq, NEW_EPOCH);
-                    (r.epoch, r.seq, r.cluster_last) = (epoch.to_owned(), 0, None);
-                }
-                if seq < r.seq {
-                    return;
-                }
-                if seq == r.seq {
-                    // Another message at the seq delivered last: Redis lost
-                    // writes while this connection stayed up (a primary
-                    // demoted without dying keeps its subscribers through
-                    // its resync), so no reconnect's refill will compare
-                    // them. This one does: it moves the room to a new epoch
-                    // and tells the members. A repeat of the same message
-                    // (a refill and the live channel both had it) is dropped.
-                    if r.cluster_last.is_some_and(|(at, print)| at == seq && print != fingerprint(body))
-                        && !refill(c, server, room, r, None)
-                    {
-                        notify(server, room, r.seq, "redis could not be read");
-                    }
-                    return;
-                }
-                if seq > r.seq + 1 && !refill(c, server, room, r, Some(seq)) {
-                    notify(server, room, r.seq, "redis could not be read");
-                }
-                if epoch != r.epoch {
-                    return; // the refill found the room in a new epoch: this message is of the old one
-                }
-                let record = Record::from_redis(room, seq, body);
-                r.seq = seq;
-                r.cluster_last = Some((seq, fingerprint(body)));
-                r.published_bytes += record.frame().len() as u64;
-                sse::fan_out(server, r, room, &record, None);
-                let _ = server.broadcast_frame(room, record.frame().clone(), except);
-            });
+            let m = Message { room, seq, epoch, body, except };
+            let first = shared.rooms.with_room(room, false, |r| m.first(server, r));
+            // The refill's read is made without the room's lock; the rest of
+            // the message waits for it (this thread delivers nothing else
+            // meanwhile, so the room's order holds).
+            if let Ok(Some(need)) = first {
+                let until = match need {
+                    (Refill::Gap, seq) => Some(seq),
+                    (Refill::Rewritten, _) => None,
+                };
+                let read = refill(shared, c, server, room, until);
+                let _ = shared.rooms.with_room(room, false, |r| m.after_refill(server, r, need, read));
+            }
         }
         Some("e") => {
             if words.next() == Some(c.node.as_str()) {
@@ -345,6 +317,88 @@ fn deliver(shared: &Shared, c: &Cluster, server: &ServerHandle, room: &str, payl
             }
         }
         _ => {}
+    }
+}
+
+/// A publish from a room's channel.
+struct Message<'m> {
+    room: &'m str,
+    seq: u64,
+    epoch: &'m str,
+    body: &'m [u8],
+    except: Option<crate::types::ConnId>,
+}
+
+/// Why a message waits for a refill of its room.
+#[derive(Clone, Copy)]
+enum Refill {
+    /// Messages before it were skipped: read them, up to its seq.
+    Gap,
+    /// Another message at the seq delivered last: Redis lost writes.
+    Rewritten,
+}
+
+impl Message<'_> {
+    /// Delivers the message under the room's lock, unless a refill must come
+    /// first (then nothing is delivered yet).
+    fn first(&self, server: &ServerHandle, r: &mut RoomState) -> Option<(Refill, u64)> {
+        let (room, seq, epoch) = (self.room, self.seq, self.epoch);
+        if !r.cluster_synced {
+            // A join reading the room now must know (`Before::holds`).
+            r.cluster_skipped = Some((epoch.to_owned(), seq));
+            return None;
+        }
+        if epoch != r.epoch {
+            notify(server, room, r.seq, NEW_EPOCH);
+            (r.epoch, r.seq, r.cluster_last) = (epoch.to_owned(), 0, None);
+        }
+        if seq < r.seq {
+            return None;
+        }
+        if seq == r.seq {
+            // Another message at the seq delivered last: Redis lost
+            // writes while this connection stayed up (a primary
+            // demoted without dying keeps its subscribers through
+            // its resync), so no reconnect's refill will compare
+            // them. This one does: it moves the room to a new epoch
+            // and tells the members. A repeat of the same message
+            // (a refill and the live channel both had it) is dropped.
+            let rewritten =
+                r.cluster_last.is_some_and(|(at, print)| at == seq && print != fingerprint(self.body));
+            return rewritten.then_some((Refill::Rewritten, seq));
+        }
+        if seq > r.seq + 1 {
+            return Some((Refill::Gap, seq));
+        }
+        self.send(server, r);
+        None
+    }
+
+    /// The rest of [`Message::first`] once the refill it asked for ran
+    /// (`read`: whether it could read Redis).
+    fn after_refill(&self, server: &ServerHandle, r: &mut RoomState, (why, _): (Refill, u64), read: bool) {
+        if !read {
+            notify(server, self.room, r.seq, "redis could not be read");
+        }
+        match why {
+            Refill::Rewritten => {}
+            Refill::Gap => {
+                // The refill found the room in a new epoch (this message is
+                // of the old one), or the room was let go meanwhile.
+                if r.cluster_synced && self.epoch == r.epoch && self.seq > r.seq {
+                    self.send(server, r);
+                }
+            }
+        }
+    }
+
+    fn send(&self, server: &ServerHandle, r: &mut RoomState) {
+        let record = Record::from_redis(self.room, self.seq, self.body);
+        r.seq = self.seq;
+        r.cluster_last = Some((self.seq, fingerprint(self.body)));
+        r.published_bytes += record.frame().len() as u64;
+        sse::fan_out(server, r, self.room, &record, None);
+        let _ = server.broadcast_frame(self.room, record.frame().clone(), self.except);
     }
 }
 
@@ -384,84 +438,141 @@ fn kick(shared: &Shared, c: &Cluster, server: &ServerHandle, payload: &[u8]) {
     }
 }
 
-/// Delivers from the room's stream what follows `r.seq`, up to `until`
-/// (exclusive) or the room's seq; what the stream no longer holds is
-/// announced to the members. False when Redis could not be read (nothing
-/// changed).
-fn refill(c: &Cluster, server: &ServerHandle, room: &str, r: &mut RoomState, until: Option<u64>) -> bool {
-    refill_at(c, server, room, r, until, true)
+/// How this node follows a room: what a refill reads from and moves on.
+#[derive(Clone, PartialEq)]
+struct Follow {
+    epoch: String,
+    seq: u64,
+    last: Option<(u64, u64)>,
 }
 
-/// [`refill`]; `again`: when the room turns out to be in a new epoch, deliver
-/// that epoch's messages from its first one (once).
-fn refill_at(
+/// What a refill does to a room once its reads are made, in order.
+enum Step {
+    Notify(u64, &'static str),
+    /// A message read back, its seq and body's fingerprint.
+    Deliver(Record, u64, u64),
+}
+
+/// Delivers from the room's stream what follows the room's seq, up to
+/// `until` (exclusive) or the room's seq in Redis; what the stream no longer
+/// holds is announced to the members. The reads are made without the
+/// room's lock (a join's or a publish's turn on this node must not wait for
+/// Redis behind it), then applied under it if the room still follows what
+/// they were read from (a join may have moved it to a new epoch, or it was
+/// let go meanwhile: then read again, a bounded number of times). This
+/// thread delivers nothing else meanwhile, so no delivery of the room comes
+/// between the read and its application. True when nothing is left to
+/// refill (the room is not followed, or the refill was applied); false when
+/// Redis could not be read (nothing changed).
+fn refill(shared: &Shared, c: &Cluster, server: &ServerHandle, room: &str, until: Option<u64>) -> bool {
+    for _ in 0..super::READ_ATTEMPTS {
+        let before = shared.rooms.with_room(room, false, |r| {
+            r.cluster_synced.then(|| {
+                let follow = Follow { epoch: r.epoch.clone(), seq: r.seq, last: r.cluster_last };
+                (follow, r.rules.history.count.max(1))
+            })
+        });
+        let Ok(Some((before, limit))) = before else { return true };
+        let mut follow = before.clone();
+        let mut steps = Vec::new();
+        if !plan(c, room, &mut follow, limit, until, true, &mut steps) {
+            return false;
+        }
+        let applied = shared.rooms.with_room(room, false, |r| {
+            let now = Follow { epoch: r.epoch.clone(), seq: r.seq, last: r.cluster_last };
+            if !r.cluster_synced || now != before {
+                return false;
+            }
+            for step in steps {
+                match step {
+                    Step::Notify(seq, why) => notify(server, room, seq, why),
+                    Step::Deliver(record, seq, print) => {
+                        r.published_bytes += record.frame().len() as u64;
+                        c.metrics.refilled.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                        (r.seq, r.cluster_last) = (seq, Some((seq, print)));
+                        sse::fan_out(server, r, room, &record, None);
+                        let _ = server.broadcast_frame(room, record.frame().clone(), None);
+                    }
+                }
+            }
+            (r.epoch, r.seq, r.cluster_last) = (follow.epoch, follow.seq, follow.last);
+            true
+        });
+        match applied {
+            Ok(true) | Err(_) => return true,
+            Ok(false) => continue,
+        }
+    }
+    false
+}
+
+/// The reads of a refill of `room` as `f` follows it, and what they call
+/// for (`steps`); `f` is moved on as the room will be. `again`: when the
+/// room turns out to be in a new epoch, deliver that epoch's messages from
+/// its first one (once). False when Redis could not be read.
+fn plan(
     c: &Cluster,
-    server: &ServerHandle,
     room: &str,
-    r: &mut RoomState,
+    f: &mut Follow,
+    limit: usize,
     until: Option<u64>,
     again: bool,
+    steps: &mut Vec<Step>,
 ) -> bool {
     let to = until.map(|u| u - 1);
-    // The stream holds at most the room's (its namespace's) history count.
-    let limit = r.rules.history.count.max(1);
     // The last message delivered is read back too: Redis may hold another
     // one at its seq (it lost writes, then a node that does not follow the
     // room published past the seq this node saw, so Redis is not behind it).
-    let last = r.cluster_last.filter(|&(seq, _)| seq == r.seq && seq > 0);
-    let from = if last.is_some() { r.seq } else { r.seq + 1 };
+    let last = f.last.filter(|&(seq, _)| seq == f.seq && seq > 0);
+    let from = if last.is_some() { f.seq } else { f.seq + 1 };
     let Ok((mut epoch, mut seq, mut entries, _)) =
-        c.read(room, Some(from), to, limit, None, Some((&r.epoch, r.seq)), true)
+        c.read(room, Some(from), to, limit, None, Some((&f.epoch, f.seq)), true)
     else {
         return false;
     };
-    if let (true, Some((at, print))) = (epoch == r.epoch, last) {
+    if let (true, Some((at, print))) = (epoch == f.epoch, last) {
         let rewritten = entries
             .iter()
             .filter_map(|(id, fields)| parse_entry(id, fields))
             .any(|(s, _, body)| s == at && fingerprint(body) != print);
         if rewritten {
             // Moves the room to a new epoch (unless another node did already).
-            let Ok(read) = c.read(room, None, None, 1, None, Some((&r.epoch, u64::MAX)), true) else {
+            let Ok(read) = c.read(room, None, None, 1, None, Some((&f.epoch, u64::MAX)), true) else {
                 return false;
             };
             (epoch, seq, entries) = (read.0, read.1, Vec::new());
         }
     }
-    if epoch != r.epoch {
-        notify(server, room, r.seq, NEW_EPOCH);
-        (r.epoch, r.seq, r.cluster_last) = (epoch, 0, None);
+    if epoch != f.epoch {
+        steps.push(Step::Notify(f.seq, NEW_EPOCH));
+        (f.epoch, f.seq, f.last) = (epoch, 0, None);
         // Messages another node published in the new epoch before this one
         // read it were acked: deliver them (a delivery's refill stops short
         // of its own message, which `deliver` then drops as of another epoch).
         if until.is_none() && again && seq > 0 {
-            return refill_at(c, server, room, r, None, false);
+            return plan(c, room, f, limit, None, false, steps);
         }
         if until.is_none() {
-            r.seq = seq;
+            f.seq = seq;
         }
         return true;
     }
     let target = to.unwrap_or(seq);
     for (id, fields) in entries.iter().rev() {
         let Some((seq, _, body)) = parse_entry(id, fields) else { continue };
-        if seq <= r.seq || seq > target {
+        if seq <= f.seq || seq > target {
             continue;
         }
-        if seq > r.seq + 1 {
-            notify(server, room, r.seq, "messages are no longer in history");
+        if seq > f.seq + 1 {
+            steps.push(Step::Notify(f.seq, "messages are no longer in history"));
         }
-        let record = Record::from_redis(room, seq, body);
-        r.seq = seq;
-        r.cluster_last = Some((seq, fingerprint(body)));
-        r.published_bytes += record.frame().len() as u64;
-        c.metrics.refilled.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        sse::fan_out(server, r, room, &record, None);
-        let _ = server.broadcast_frame(room, record.frame().clone(), None);
+        let print = fingerprint(body);
+        steps.push(Step::Deliver(Record::from_redis(room, seq, body), seq, print));
+        (f.seq, f.last) = (seq, Some((seq, print)));
     }
-    if r.seq < target {
-        notify(server, room, r.seq, "messages are no longer in history");
-        r.seq = target;
+    if f.seq < target {
+        steps.push(Step::Notify(f.seq, "messages are no longer in history"));
+        f.seq = target;
     }
     true
 }
