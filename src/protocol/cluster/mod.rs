@@ -1406,6 +1406,47 @@ mod tests {
         assert!(!is_presence_event(&typing));
     }
 
+    /// A read made without the room's lock is applied only while the room
+    /// has not moved past it: the cases the slow-join test cannot time
+    /// (a message passed over while the room was not followed, an epoch
+    /// or follow change meanwhile).
+    #[test]
+    fn a_read_holds_only_while_the_room_has_not_moved_past_it() {
+        use crate::protocol::room::{Limits, RoomTable};
+        let namespaces = Arc::new(ProtocolConfig::default().namespace_rules());
+        let rooms = RoomTable::new(Limits { total_bytes: 1 << 20, max_rooms: 10 }, namespaces);
+        rooms
+            .with_room("r", true, |r| {
+                // Not followed yet: the read's epoch and seq become the room's
+                // unless the subscriber passed over a newer message meanwhile.
+                r.cluster_skipped = Some(("old".into(), 9));
+                let before = Before::take(r);
+                assert_eq!((before.to(), before.seen()), (None, None));
+                assert!(before.holds(r, "e1", 5, true), "take forgets what was passed over before");
+                r.cluster_skipped = Some(("e1".into(), 5));
+                assert!(before.holds(r, "e1", 5, true), "a message the read has");
+                r.cluster_skipped = Some(("e1".into(), 6));
+                assert!(!before.holds(r, "e1", 5, true), "a message after the read");
+                r.cluster_skipped = Some(("e0".into(), 1));
+                assert!(!before.holds(r, "e1", 5, true), "a message of another epoch");
+                (r.cluster_synced, r.epoch, r.seq) = (true, "e1".into(), 5);
+                assert!(!before.holds(r, "e1", 5, false), "followed meanwhile");
+
+                // Followed: the read ends at the seq delivered when it began.
+                let before = Before::take(r);
+                assert_eq!((before.to(), before.seen()), (Some(5), Some(("e1", 5))));
+                assert!(before.holds(r, "e1", 5, true));
+                r.seq = 6;
+                assert!(!before.holds(r, "e1", 6, true), "a delivery the replay would miss");
+                assert!(before.holds(r, "e1", 6, false), "no replay: nothing to miss");
+                r.epoch = "e2".into();
+                assert!(!before.holds(r, "e2", 1, false), "a new epoch meanwhile");
+                r.cluster_synced = false;
+                assert!(!before.holds(r, "e1", 6, false), "let go meanwhile");
+            })
+            .expect("room");
+    }
+
     #[test]
     fn stream_entries_parse_and_junk_does_not() {
         let fields = vec![b"t".to_vec(), b"17".to_vec(), b"b".to_vec(), b"tx".to_vec()];
