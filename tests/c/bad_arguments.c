@@ -225,6 +225,7 @@ static void null_everything(void) {
     CHECK_RC(wshub_config_add_redis(config, NULL), WSHUB_NULL_PARAMETER);
     CHECK_RC(wshub_config_set_redis_prefix(NULL, "p"), WSHUB_NULL_PARAMETER);
     CHECK_RC(wshub_config_set_redis_prefix(config, NULL), WSHUB_NULL_PARAMETER);
+    CHECK_RC(wshub_config_set_redis_timeout_ms(NULL, 1), WSHUB_NULL_PARAMETER);
     CHECK_RC(wshub_config_add_redis_sentinel(NULL, "127.0.0.1:26379"), WSHUB_NULL_PARAMETER);
     CHECK_RC(wshub_config_add_redis_sentinel(config, NULL), WSHUB_NULL_PARAMETER);
     CHECK_RC(wshub_config_add_redis_sentinel(config, "no port"), WSHUB_INVALID_ARGUMENT);
@@ -262,6 +263,10 @@ static void null_everything(void) {
     CHECK_RC(wshub_config_set_redis_prefix(config, ""), WSHUB_OK);
     CHECK_RC(wshub_start(config, &callbacks, NULL, &server), WSHUB_INVALID_CONFIG);
     CHECK_RC(wshub_config_set_redis_prefix(config, "wshub"), WSHUB_OK);
+    /* a Redis call timeout of 0 */
+    CHECK_RC(wshub_config_set_redis_timeout_ms(config, 0), WSHUB_OK);
+    CHECK_RC(wshub_start(config, &callbacks, NULL, &server), WSHUB_INVALID_CONFIG);
+    CHECK_RC(wshub_config_set_redis_timeout_ms(config, 1000), WSHUB_OK);
     /* a sentinel without a master name (on a config of its own: a sentinel
        once added stays) */
     wshub_config *sentinel = wshub_config_new();
