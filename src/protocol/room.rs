@@ -165,12 +165,30 @@ pub(crate) struct RoomState {
     /// join that read Redis meanwhile learns from it whether a message
     /// newer than its read went by (`cluster/mod.rs`, `Before`).
     pub cluster_skipped: Option<(String, u64)>,
+    /// With Redis, while a join or stream open of this node reads the room
+    /// from Redis (`cluster/mod.rs`, `Before`; one at a time per room): each
+    /// message the subscriber delivered or passed over meanwhile, with its
+    /// epoch and seq (at most `WATCHED` of them), for the replay of a read
+    /// that the subscriber overtook. `None` when none reads, or a refill
+    /// moved the room meanwhile.
+    pub cluster_watch: Option<Vec<(String, u64, Record)>>,
     /// Its namespace's rules, resolved when the room was created.
     pub rules: Arc<Rules>,
     budget: Arc<Budget>,
 }
 
+/// Messages a join's read may fall behind by ([`RoomState::cluster_watch`]).
+pub(crate) const WATCHED: usize = 256;
+
 impl RoomState {
+    /// Notes a message the subscriber delivered or passed over while a
+    /// join reads the room ([`RoomState::cluster_watch`]).
+    pub(crate) fn watched(&mut self, epoch: &str, seq: u64, record: impl FnOnce() -> Record) {
+        if let Some(watch) = self.cluster_watch.as_mut().filter(|w| w.len() < WATCHED) {
+            watch.push((epoch.to_owned(), seq, record()));
+        }
+    }
+
     /// Who reads this room on this node, as `max_members` counts them:
     /// its members and its event streams.
     pub fn readers(&self) -> usize {
@@ -191,6 +209,7 @@ impl RoomState {
             cluster_synced: false,
             cluster_last: None,
             cluster_skipped: None,
+            cluster_watch: None,
             rules,
             budget,
         }

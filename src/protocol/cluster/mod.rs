@@ -893,12 +893,13 @@ impl Cluster {
         event: &str,
     ) -> Result<Option<(u64, usize)>, ErrorReply> {
         let (epoch, seq, mut entries, members) = read;
-        if !self.shard(j.room).subscribed.lock().contains(j.room)
-            || !before.holds(r, &epoch, seq, j.since.is_some())
-        {
+        let meanwhile = before.settle(r, &epoch, seq, j.since.is_some());
+        let Some(meanwhile) = meanwhile.filter(|_| self.shard(j.room).subscribed.lock().contains(j.room))
+        else {
             return Ok(None);
-        }
+        };
         adopt(server, j.room, r, epoch, seq, &mut entries);
+        caught_up(r, &meanwhile);
         if j.newly {
             server.join(j.conn, j.room).map_err(|_| internal())?;
             self.shard(j.room).members.lock().insert(member_field(j.room, j.client_id), member.clone());
@@ -913,7 +914,7 @@ impl Cluster {
         if let Some(since) = j.since {
             let same_epoch = j.epoch.is_none_or(|e| e == r.epoch);
             let (frames, recovered) =
-                self.replay(j.room, r, since, same_epoch && j.history, &entries, j.max_bytes);
+                self.replay(j.room, r, since, same_epoch && j.history, (&entries, &meanwhile), j.max_bytes);
             for record in frames {
                 replayed += record.frame().len();
                 let _ = server.send_frame(j.conn, record.frame().clone());
@@ -956,7 +957,7 @@ impl Cluster {
         r: &RoomState,
         since: u64,
         may_recover: bool,
-        entries: &Entries,
+        (entries, meanwhile): (&Entries, &[(u64, Record)]),
         max_bytes: usize,
     ) -> (Vec<Record>, bool) {
         if !may_recover || !r.rules.history.keeps() || since > r.seq {
@@ -964,12 +965,15 @@ impl Cluster {
         }
         let oldest_kept = now_ms().saturating_sub(r.rules.history.ttl.as_millis() as u64);
         let (mut frames, mut bytes) = (Vec::new(), 0);
-        for (id, fields) in entries.iter().rev() {
-            let Some((seq, ts, body)) = parse_entry(id, fields) else { continue };
-            if seq <= since || seq > r.seq || ts < oldest_kept {
-                continue;
-            }
-            let record = Record::from_redis(room, seq, body);
+        let read = entries
+            .iter()
+            .rev()
+            .filter_map(|(id, fields)| parse_entry(id, fields))
+            .filter(|&(seq, ts, _)| seq > since && seq <= r.seq && ts >= oldest_kept)
+            .map(|(seq, _, body)| Record::from_redis(room, seq, body));
+        // What the subscriber delivered while the read was made comes after it.
+        let meanwhile = meanwhile.iter().filter(|(seq, _)| *seq > since).map(|(_, record)| record.clone());
+        for record in read.chain(meanwhile) {
             if bytes + record.frame().len() > max_bytes {
                 break;
             }
@@ -1031,12 +1035,13 @@ impl Cluster {
             let (epoch, seq, mut entries, members) =
                 self.read(room, from, before.to(), max_replay, None, before.seen(), false)?;
             let outcome = shared.rooms.with_room(room, true, |r| -> Result<bool, ErrorReply> {
-                if !self.shard(room).subscribed.lock().contains(room)
-                    || !before.holds(r, &epoch, seq, since.is_some())
-                {
+                let meanwhile = before.settle(r, &epoch, seq, since.is_some());
+                let Some(meanwhile) = meanwhile.filter(|_| self.shard(room).subscribed.lock().contains(room))
+                else {
                     return Ok(false);
-                }
+                };
                 adopt(server, room, r, epoch, seq, &mut entries);
+                caught_up(r, &meanwhile);
                 // Checked again where it counts, as `check_seat` counts (the
                 // members on every node, this node's streams): streams opening
                 // at once on this node each passed the upgrade's check, and
@@ -1053,7 +1058,7 @@ impl Cluster {
                     let recovered;
                     let same_epoch = since_epoch.is_none_or(|e| e == r.epoch);
                     (frames, recovered) =
-                        self.replay(room, r, since, history && same_epoch, &entries, max_bytes);
+                        self.replay(room, r, since, history && same_epoch, (&entries, &meanwhile), max_bytes);
                     connected["recovered"] = Value::Bool(recovered);
                 }
                 let _ = server.send_frame(
@@ -1294,6 +1299,14 @@ fn adopt(
     }
 }
 
+/// After [`adopt`]: a room not followed yet is at the last message the
+/// subscriber passed over while its read was made ([`Before::settle`]).
+fn caught_up(r: &mut RoomState, meanwhile: &[(u64, Record)]) {
+    if let Some((seq, _)) = meanwhile.last() {
+        r.seq = r.seq.max(*seq);
+    }
+}
+
 /// How this node followed a room when a join or stream open began to read
 /// it from Redis, without the room's lock (a read under it stalled the
 /// subscriber, which takes the lock of each room it delivers to, and so
@@ -1327,6 +1340,7 @@ impl Before {
         if !r.cluster_synced {
             r.cluster_skipped = None;
         }
+        r.cluster_watch = Some(Vec::new());
         Before { synced: r.cluster_synced, epoch: r.epoch.clone(), seq: r.seq }
     }
 
@@ -1343,15 +1357,47 @@ impl Before {
 
     /// Whether a read begun at `self` that found the room at `epoch` and
     /// `seq` may be applied to the room as it is now (`exact`: its history
-    /// is replayed, so it must end where the deliveries do).
-    fn holds(&self, r: &RoomState, epoch: &str, seq: u64, exact: bool) -> bool {
+    /// is replayed, so it must reach as far as the subscriber went), with
+    /// the messages the subscriber delivered or passed over after the read's
+    /// last one (from the room's watch, which this ends), in order, to be
+    /// replayed after the read's; `None`: read again.
+    fn settle(&self, r: &mut RoomState, epoch: &str, seq: u64, exact: bool) -> Option<Vec<(u64, Record)>> {
+        let watched = r.cluster_watch.take();
         if r.cluster_synced != self.synced {
-            return false; // followed or let go meanwhile
+            return None; // followed or let go meanwhile
         }
-        if !self.synced {
-            return r.cluster_skipped.as_ref().is_none_or(|(e, s)| e == epoch && *s <= seq);
+        // How far the read reaches, and how far the subscriber went.
+        let (read, went) = if self.synced {
+            if r.epoch != self.epoch {
+                return None;
+            }
+            if !exact {
+                return Some(Vec::new());
+            }
+            if epoch != r.epoch {
+                // A new epoch read moves the room to it (`adopt`) if
+                // nothing of the old one came meanwhile.
+                return (r.seq == self.seq).then(Vec::new);
+            }
+            (self.seq, r.seq)
+        } else {
+            match &r.cluster_skipped {
+                None => return Some(Vec::new()),
+                Some((e, s)) if e == epoch => (seq, *s),
+                Some(_) => return None,
+            }
+        };
+        if went <= read {
+            return Some(Vec::new());
         }
-        r.epoch == self.epoch && (!exact || r.seq == self.seq)
+        let meanwhile: Vec<(u64, Record)> = watched?
+            .into_iter()
+            .filter(|(e, s, _)| e == epoch && *s > read)
+            .map(|(_, s, record)| (s, record))
+            .collect();
+        // All of them, each once: the subscriber goes in seq order.
+        let whole = meanwhile.iter().map(|(s, _)| *s).eq(read + 1..=went);
+        whole.then_some(meanwhile)
     }
 }
 
@@ -1422,27 +1468,47 @@ mod tests {
                 r.cluster_skipped = Some(("old".into(), 9));
                 let before = Before::take(r);
                 assert_eq!((before.to(), before.seen()), (None, None));
-                assert!(before.holds(r, "e1", 5, true), "take forgets what was passed over before");
+                assert!(
+                    before.settle(r, "e1", 5, true).is_some(),
+                    "take forgets what was passed over before"
+                );
                 r.cluster_skipped = Some(("e1".into(), 5));
-                assert!(before.holds(r, "e1", 5, true), "a message the read has");
+                assert!(before.settle(r, "e1", 5, true).is_some(), "a message the read has");
                 r.cluster_skipped = Some(("e1".into(), 6));
-                assert!(!before.holds(r, "e1", 5, true), "a message after the read");
+                assert!(before.settle(r, "e1", 5, true).is_none(), "a message after the read");
                 r.cluster_skipped = Some(("e0".into(), 1));
-                assert!(!before.holds(r, "e1", 5, true), "a message of another epoch");
+                assert!(before.settle(r, "e1", 5, true).is_none(), "a message of another epoch");
                 (r.cluster_synced, r.epoch, r.seq) = (true, "e1".into(), 5);
-                assert!(!before.holds(r, "e1", 5, false), "followed meanwhile");
+                assert!(before.settle(r, "e1", 5, false).is_none(), "followed meanwhile");
 
                 // Followed: the read ends at the seq delivered when it began.
                 let before = Before::take(r);
                 assert_eq!((before.to(), before.seen()), (Some(5), Some(("e1", 5))));
-                assert!(before.holds(r, "e1", 5, true));
+                assert!(before.settle(r, "e1", 5, true).is_some());
                 r.seq = 6;
-                assert!(!before.holds(r, "e1", 6, true), "a delivery the replay would miss");
-                assert!(before.holds(r, "e1", 6, false), "no replay: nothing to miss");
+                assert!(before.settle(r, "e1", 6, true).is_none(), "a delivery the replay would miss");
+                assert!(before.settle(r, "e1", 6, false).is_some(), "no replay: nothing to miss");
+
+                // The subscriber overtook the read: what it delivered meanwhile
+                // (its watch) fills in, when the watch has all of it.
+                r.seq = 5;
+                let before = Before::take(r);
+                for seq in [6, 7] {
+                    r.watched("e1", seq, || Record::from_redis("r", seq, b"1"));
+                    r.seq = seq;
+                }
+                let meanwhile = before.settle(r, "e1", 7, true).expect("the watch has 6 and 7");
+                assert_eq!(meanwhile.iter().map(|(s, _)| *s).collect::<Vec<_>>(), [6, 7]);
+                assert!(r.cluster_watch.is_none(), "settling ends the watch");
+                let before = Before::take(r);
+                r.watched("e1", 9, || Record::from_redis("r", 9, b"1"));
+                r.seq = 9;
+                assert!(before.settle(r, "e1", 9, true).is_none(), "8 is not in the watch");
+                r.seq = 6;
                 r.epoch = "e2".into();
-                assert!(!before.holds(r, "e2", 1, false), "a new epoch meanwhile");
+                assert!(before.settle(r, "e2", 1, false).is_none(), "a new epoch meanwhile");
                 r.cluster_synced = false;
-                assert!(!before.holds(r, "e1", 6, false), "let go meanwhile");
+                assert!(before.settle(r, "e1", 6, false).is_none(), "let go meanwhile");
             })
             .expect("room");
     }

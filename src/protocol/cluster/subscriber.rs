@@ -346,6 +346,7 @@ impl Message<'_> {
         if !r.cluster_synced {
             // A join reading the room now must know (`Before::holds`).
             r.cluster_skipped = Some((epoch.to_owned(), seq));
+            r.watched(epoch, seq, || Record::from_redis(room, seq, self.body));
             return None;
         }
         if epoch != r.epoch {
@@ -394,6 +395,7 @@ impl Message<'_> {
 
     fn send(&self, server: &ServerHandle, r: &mut RoomState) {
         let record = Record::from_redis(self.room, self.seq, self.body);
+        r.watched(self.epoch, self.seq, || record.clone());
         r.seq = self.seq;
         r.cluster_last = Some((self.seq, fingerprint(self.body)));
         r.published_bytes += record.frame().len() as u64;
@@ -483,6 +485,9 @@ fn refill(shared: &Shared, c: &Cluster, server: &ServerHandle, room: &str, until
             if !r.cluster_synced || now != before {
                 return false;
             }
+            // A join reading the room meanwhile reads again: the steps may
+            // change its epoch and notify, which its watch does not note.
+            r.cluster_watch = None;
             for step in steps {
                 match step {
                     Step::Notify(seq, why) => notify(server, room, seq, why),
