@@ -1321,12 +1321,17 @@ fn caught_up(r: &mut RoomState, meanwhile: &[(u64, Record)]) {
 /// delivers in seq order, so if the room is still at that seq in the same
 /// epoch, the read ends where the deliveries do: the replay is the read's
 /// messages after `since`, each once, and every later message comes live.
-/// If the subscriber delivered meanwhile, the read is short of them and is
-/// made again (a join without `since` replays nothing and needs no match).
-/// A room not followed yet takes the read's epoch and seq as its own: that
-/// holds unless the subscriber passed over a message newer than the read
-/// meanwhile (`RoomState::cluster_skipped`; messages it passed over at or
-/// below the read's seq are in the read).
+/// If the subscriber delivered meanwhile, the read is short of them: the
+/// room's watch (`RoomState::cluster_watch`, kept from [`Before::take`] to
+/// [`Before::settle`]; joins of a room take turns, so one at a time) holds
+/// them, and they are replayed after the read's (in a busy room nearly every
+/// read is overtaken: reading again failed as often). Only when the watch
+/// lacks some (a refill moved the room, more than `WATCHED` came) is the
+/// read made again (a join without `since` replays nothing and needs no match).
+/// A room not followed yet takes the read's epoch and seq as its own, moved
+/// on to the last message the subscriber passed over meanwhile
+/// (`RoomState::cluster_skipped`; messages at or below the read's seq are in
+/// the read, those after it in the watch).
 struct Before {
     synced: bool,
     epoch: String,
