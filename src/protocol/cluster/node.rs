@@ -23,13 +23,17 @@
 
 use std::collections::HashMap;
 use std::sync::Weak;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use super::shards::Shard;
 use super::{member_field, Cluster, Member, HEARTBEAT, NODE_TTL};
 use crate::protocol::envelope::frame;
 use crate::protocol::handler::Shared;
 
+/// Bound on each connect, read and write of the heartbeat's own connection
+/// (the call timeout if shorter): a beat that fails within it is made again
+/// on a new connection well within [`NODE_TTL`].
+const BEAT_TIMEOUT: Duration = Duration::from_secs(1);
 /// Members reaped (or put back) per Redis call.
 const REAP_PAGE: usize = 500;
 /// Reap calls per heartbeat (the rest waits for the next one).
@@ -262,7 +266,12 @@ fn own_call<T>(
 ) -> redis::RedisResult<T> {
     let conn = match own {
         Some(conn) => conn,
-        None => own.insert(c.connect(s).inspect_err(|_| c.count_failure())?),
+        // At most [`BEAT_TIMEOUT`] whatever the call timeout: a beat stuck
+        // longer on a connection cut without a close lets the node's key
+        // expire, and the other nodes reap its members, still connected.
+        None => own.insert(
+            s.connector.connect(c.call_timeout().min(BEAT_TIMEOUT)).inspect_err(|_| c.count_failure())?,
+        ),
     };
     let result = f(conn);
     if result.is_err() {
