@@ -205,7 +205,7 @@ fn beat(
         put_back(c, s, &members_key);
     }
     let found: Vec<String> =
-        match c.call_anyway(s, |conn| c.scripts.silent.key(&nodes).arg(&c.prefix).invoke(conn)) {
+        match own_call(c, s, own, |conn| c.scripts.silent.key(&nodes).arg(&c.prefix).invoke(conn)) {
             Ok(found) => found,
             Err(_) => return true,
         };
@@ -220,7 +220,7 @@ fn beat(
         let mut cursor = found.cursor;
         while pages < PAGES_PER_BEAT {
             pages += 1;
-            let left = c.call_anyway(s, |conn| {
+            let left = own_call(c, s, own, |conn| {
                 c.scripts
                     .reap
                     .key(&nodes)
@@ -268,7 +268,9 @@ fn own_call<T>(
         Some(conn) => conn,
         // At most [`BEAT_TIMEOUT`] whatever the call timeout: a beat stuck
         // longer on a connection cut without a close lets the node's key
-        // expire, and the other nodes reap its members, still connected.
+        // expire, and the other nodes reap its members, still connected (so
+        // the beat's look for silent nodes and its reaping go here too, not
+        // through the pool, whose idle connections a NAT may drop).
         None => own.insert(
             s.connector.connect(c.call_timeout().min(BEAT_TIMEOUT)).inspect_err(|_| c.count_failure())?,
         ),
