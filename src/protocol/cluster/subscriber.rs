@@ -278,17 +278,25 @@ fn release_if_idle(shared: &Shared, s: &Shard, room: &str) -> bool {
 /// One message from a room's channel: `m <seq> <epoch> <node> <except>\n<body>`
 /// (a publish) or `e <node> <conn>\n<frame>` (presence, typing).
 fn deliver(shared: &Shared, c: &Cluster, server: &ServerHandle, room: &str, payload: &[u8]) {
-    let Some(nl) = payload.iter().position(|&b| b == b'\n') else { return };
-    let (Ok(header), body) = (std::str::from_utf8(&payload[..nl]), &payload[nl + 1..]) else { return };
+    let foreign = || log::warn!("redis: skipped a message in {room:?}'s channel that no node wrote");
+    let Some(nl) = payload.iter().position(|&b| b == b'\n') else { return foreign() };
+    let (Ok(header), body) = (std::str::from_utf8(&payload[..nl]), &payload[nl + 1..]) else {
+        return foreign();
+    };
     let mut words = header.split(' ');
     match words.next() {
         Some("m") => {
             let (Some(seq), Some(epoch), Some(node), Some(except)) =
                 (words.next(), words.next(), words.next(), words.next())
             else {
-                return;
+                return foreign();
             };
-            let Ok(seq) = seq.parse::<u64>() else { return };
+            let Ok(seq) = seq.parse::<u64>() else { return foreign() };
+            let record = Record::from_redis(room, seq, body);
+            if !record.is_message() {
+                // Another tool's PUBLISH: it takes no seq and reaches no member.
+                return foreign();
+            }
             let except = if node == c.node { except.parse().ok() } else { None };
             let _ = shared.rooms.with_room(room, false, |r| {
                 if !r.cluster_synced {
@@ -322,7 +330,6 @@ fn deliver(shared: &Shared, c: &Cluster, server: &ServerHandle, room: &str, payl
                 if epoch != r.epoch {
                     return; // the refill found the room in a new epoch: this message is of the old one
                 }
-                let record = Record::from_redis(room, seq, body);
                 r.seq = seq;
                 r.cluster_last = Some((seq, fingerprint(body)));
                 r.published_bytes += record.frame().len() as u64;
@@ -342,7 +349,7 @@ fn deliver(shared: &Shared, c: &Cluster, server: &ServerHandle, room: &str, payl
                 } // else the room's namespace sends no join/leave events
             }
         }
-        _ => {}
+        _ => foreign(),
     }
 }
 
@@ -454,6 +461,10 @@ fn refill_at(
         r.cluster_last = Some((seq, fingerprint(body)));
         r.published_bytes += record.frame().len() as u64;
         c.metrics.refilled.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        if !record.is_message() {
+            log::warn!("redis: skipped an entry of {room:?}'s stream that no node wrote");
+            continue;
+        }
         sse::fan_out(server, r, room, &record, None);
         let _ = server.broadcast_frame(room, record.frame().clone(), None);
     }
