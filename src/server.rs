@@ -334,7 +334,9 @@ impl ServerHandle {
     }
 
     /// Stops the server gracefully: no new connections; every open connection
-    /// gets what is already queued for it and then a 1001 close; connections
+    /// gets what is already queued for it (and what the calling thread sent
+    /// before; broadcasts other threads still have waiting in the hub are
+    /// overtaken, then dropped) and then a 1001 close; connections
     /// that have not finished after `shutdown_timeout` are cut; every thread is
     /// joined. Returns when all of that is done, except when called from inside
     /// a callback: then it starts the stop and returns at once (the callback's
