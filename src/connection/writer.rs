@@ -13,7 +13,8 @@
 //! it has written a close frame it writes nothing more, and stays until the
 //! reader has finished (the close handshake's deadline is its to keep). For an
 //! event stream it writes the same way, with no close frame: a close ends the
-//! stream.
+//! stream. A writer that panics ends its connection ([`EndsOnPanic`]), so
+//! its reader is never left waiting for it.
 
 use std::net::Shutdown;
 use std::sync::atomic::AtomicUsize;
@@ -52,6 +53,9 @@ pub(crate) struct WriterEnv {
     stack_size: usize,
     /// How long a writer with nothing queued waits before it ends.
     pub(crate) linger: Duration,
+    /// A test's writers panic as they start a batch.
+    #[cfg(test)]
+    pub(crate) panic_in_batch: bool,
 }
 
 impl WriterEnv {
@@ -65,6 +69,8 @@ impl WriterEnv {
             write_buffer_size: config.write_buffer_size,
             stack_size: config.writer_stack_size,
             linger: WRITER_LINGER,
+            #[cfg(test)]
+            panic_in_batch: false,
         }
     }
 }
@@ -90,6 +96,7 @@ pub(crate) fn starter(env: Arc<WriterEnv>) -> StartWriter {
 /// connection so that no writer starts again), or until the queue has stayed
 /// empty for the linger (then it hands the queue back).
 pub(crate) fn run(conn: Arc<ConnShared>, env: &WriterEnv) {
+    let _unwinding = EndsOnPanic(&conn);
     let _ = conn.stream.set_write_timeout(Some(WRITE_TICK.min(env.close_timeout)));
     let stream = conn.is_event_stream();
     let rx = conn.queue();
@@ -136,6 +143,25 @@ pub(crate) fn run(conn: Arc<ConnShared>, env: &WriterEnv) {
     conn.writer_ended();
 }
 
+/// Ends the connection when its writer panics: nothing would drain its
+/// queue again, and its reader would wait for the writer's end for good.
+/// The socket is shut down in both directions (the peer sees the end, the
+/// reader's read returns and it finishes the connection), and the writer
+/// counts as ended, so the reader's last wait (`ConnShared::end_writer`)
+/// returns and no writer starts again. The panic itself goes on to the
+/// thread's start, which logs it.
+struct EndsOnPanic<'a>(&'a ConnShared);
+
+impl Drop for EndsOnPanic<'_> {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            log::error!("conn {}: its writer panicked; ending the connection", self.0.id);
+            self.0.kill();
+            self.0.writer_ended();
+        }
+    }
+}
+
 /// An item as it comes off the queue: a pong marker becomes the latest pong.
 fn dequeued(conn: &ConnShared, item: Out) -> Out {
     match item {
@@ -167,6 +193,8 @@ impl Writer<'_> {
     /// (after the rest of a partial direct send, if any: see
     /// [`ConnShared::write_locked`]).
     fn write_batch(&mut self, batch: &mut Vec<Out>) -> Step {
+        #[cfg(test)]
+        assert!(!self.env.panic_in_batch, "a test's writer panics");
         let discard = self.conn.discards();
         let mut close_frame = None;
         let mut step = Step::Continue;
@@ -712,6 +740,46 @@ mod tests {
         expected.extend_from_slice(&frame::encode_close(1001, "server shutting down"));
         assert_eq!(got, expected);
         assert_eq!(conn.queue_depth(), 0);
+    }
+
+    /// A writer thread that panics ends its connection: the socket is shut
+    /// down (the peer sees its end, the reader's read returns), the reader's
+    /// last wait for the writer returns, and no thread is left.
+    #[test]
+    fn a_writer_that_panics_ends_its_connection_and_releases_its_reader() {
+        let stats = Arc::new(Stats::default());
+        let (conn, mut peer) = loopback_conn(1);
+        let mut env = WriterEnv::new(&Config::default(), stats.clone());
+        env.panic_in_batch = true;
+        let env = Arc::new(env);
+        conn.open_writer(WriterHome { start: starter(env.clone()), conn: Arc::downgrade(&conn) });
+        // The reader: reads until the socket ends, then waits for the writer.
+        let (ended_tx, ended) = crossbeam_channel::bounded(1);
+        let reader = {
+            let conn = conn.clone();
+            std::thread::spawn(move || {
+                let mut buf = [0u8; 64];
+                while matches!((&conn.stream).read(&mut buf), Ok(n) if n > 0) {}
+                conn.end_writer();
+                let _ = ended_tx.send(());
+            })
+        };
+        let text: crate::frame::SharedFrame = frame::shared(frame::encode(frame::OP_TEXT, b"x"));
+        conn.push_frame(text, LIMITS, &stats).unwrap(); // starts the writer, which panics
+        assert!(
+            ended.recv_timeout(Duration::from_secs(20)).is_ok(),
+            "the reader is still waiting (its socket open, or its writer never counted as ended)"
+        );
+        reader.join().unwrap();
+        peer.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
+        let mut rest = Vec::new();
+        assert!(peer.read_to_end(&mut rest).is_ok(), "the peer sees the socket end");
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while env.live.load(std::sync::atomic::Ordering::Acquire) > 0 {
+            assert!(Instant::now() < deadline, "the writer thread is left");
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        assert!(!conn.has_writer());
     }
 
     /// Several threads at once (the hub, `send` from application threads, the
