@@ -34,6 +34,29 @@ pub(crate) struct Stats {
     pub tls_handshake_failures: AtomicU64,
     /// Bytes of request bodies being read or answered now (`Config::request_body_budget`).
     pub request_body_bytes: AtomicU64,
+    /// Writer threads started (`connection/writer.rs`).
+    pub writer_threads_started: AtomicU64,
+    /// Connection threads that could not be started, by [`ThreadKind`].
+    pub thread_spawn_failures: [AtomicU64; 2],
+}
+
+/// The connection threads whose failures to start are counted.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum ThreadKind {
+    Reader = 0,
+    Writer = 1,
+}
+
+impl ThreadKind {
+    pub(crate) const ALL: [ThreadKind; 2] = [ThreadKind::Reader, ThreadKind::Writer];
+
+    /// Its name in `/metrics` and in [`StatsSnapshot::thread_spawn_failures_by_kind`].
+    pub(crate) fn label(self) -> &'static str {
+        match self {
+            ThreadKind::Reader => "reader",
+            ThreadKind::Writer => "writer",
+        }
+    }
 }
 
 /// A point-in-time copy of the server's counters.
@@ -99,6 +122,12 @@ pub struct StatsSnapshot {
     /// Bytes of plain requests' bodies being read or answered now (counted
     /// at their `Content-Length`; at most the request body budget).
     pub request_body_bytes: u64,
+    /// Writer threads started since the start (a connection has one only
+    /// while something waits in its queue).
+    pub writer_threads_started: u64,
+    /// Connection threads that could not be started (the process at its
+    /// thread limit), by kind (`reader`, `writer`).
+    pub thread_spawn_failures_by_kind: Vec<(&'static str, u64)>,
 }
 
 impl Stats {
@@ -145,6 +174,11 @@ impl Stats {
                 .collect(),
             tls_handshake_failures: self.tls_handshake_failures.load(Relaxed),
             request_body_bytes: self.request_body_bytes.load(Relaxed),
+            writer_threads_started: self.writer_threads_started.load(Relaxed),
+            thread_spawn_failures_by_kind: ThreadKind::ALL
+                .iter()
+                .map(|k| (k.label(), self.thread_spawn_failures[*k as usize].load(Relaxed)))
+                .collect(),
         }
     }
 }
@@ -270,6 +304,20 @@ pub(crate) fn render_engine(numbers: &EngineNumbers, more_drops: &[(&str, u64)])
         "counter",
         "Sockets over a handshake bound, a per-IP cap or the connect rate, answered by the overflow thread, by the bound.",
         &labelled("reason", &overflow),
+    );
+    metric(
+        "wshub_writer_threads_started_total",
+        "counter",
+        "Writer threads started (a connection has one only while something waits in its queue).",
+        &one(s.writer_threads_started),
+    );
+    let failures: Vec<_> =
+        s.thread_spawn_failures_by_kind.iter().map(|(k, n)| ((*k).to_owned(), *n)).collect();
+    metric(
+        "wshub_thread_spawn_failures_total",
+        "counter",
+        "Connection threads that could not be started (the process at its thread limit), by thread.",
+        &labelled("thread", &failures),
     );
     out
 }

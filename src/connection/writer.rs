@@ -43,10 +43,9 @@ pub(crate) const WRITER_LINGER: Duration = Duration::from_secs(5);
 #[derive(Debug)]
 pub(crate) struct WriterEnv {
     pub(crate) stats: Arc<Stats>,
-    /// Writer threads started and not yet gone (see `pthread::reap_detached`).
+    /// Writer threads started and not yet gone (see `pthread::reap_detached`);
+    /// those started in all are `Stats::writer_threads_started`.
     pub(crate) live: Arc<AtomicUsize>,
-    /// Writer threads started since the server started.
-    pub(crate) started: AtomicUsize,
     patience: Patience,
     close_timeout: Duration,
     write_buffer_size: usize,
@@ -63,7 +62,6 @@ impl WriterEnv {
         WriterEnv {
             stats,
             live: Arc::default(),
-            started: AtomicUsize::new(0),
             patience: Patience { open: config.idle_timeout, closing: config.close_timeout },
             close_timeout: config.close_timeout,
             write_buffer_size: config.write_buffer_size,
@@ -86,9 +84,10 @@ pub(crate) fn starter(env: Arc<WriterEnv>) -> StartWriter {
             return Ok(());
         }
         let env = env.clone();
-        let (stack, live) = (env.stack_size, env.live.clone());
-        env.started.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        pthread::spawn_detached(&format!("wshub-w{}", conn.id), stack, &live, move || run(conn, &env))
+        let (stack, live, stats) = (env.stack_size, env.live.clone(), env.stats.clone());
+        pthread::spawn_detached(&format!("wshub-w{}", conn.id), stack, &live, move || run(conn, &env))?;
+        Stats::add(&stats.writer_threads_started, 1);
+        Ok(())
     })
 }
 
@@ -555,7 +554,7 @@ mod tests {
         let stats = Arc::new(Stats::default());
         // Idle: straight out, nothing queued, no writer, not a message.
         let (conn, mut peer) = loopback_conn(1);
-        conn.send_heartbeat(&stats);
+        conn.send_heartbeat(&stats, false);
         let mut got = [0u8; 2];
         peer.read_exact(&mut got).unwrap();
         assert_eq!(got, [0x89, 0x00]);
@@ -567,7 +566,7 @@ mod tests {
             frame::shared(frame::encode(frame::OP_BINARY, &vec![5u8; 32 << 20]));
         assert!(conn.try_send_direct(&big, &stats));
         assert_eq!(conn.queue_depth(), 1, "its unsent rest holds the queue");
-        conn.send_heartbeat(&stats);
+        conn.send_heartbeat(&stats, false);
         let after: crate::frame::SharedFrame = frame::shared(frame::encode(frame::OP_TEXT, b"after"));
         assert!(!conn.try_send_direct(&after, &stats), "the heartbeat is queued");
         conn.push_frame(after.clone(), LIMITS, &stats).unwrap();
@@ -581,6 +580,35 @@ mod tests {
         assert!(got == expected, "the bytes arrive whole and in order");
         assert_eq!(stats.messages_out.load(Relaxed), 2, "two data frames; heartbeats are not messages");
         assert_eq!(conn.queued_bytes(), 0);
+    }
+
+    /// A heartbeat that finds another thread writing is put off (nothing
+    /// queued, no writer) when it may be, queued when it may not; while one
+    /// heartbeat waits in the queue, the next ones are not queued again.
+    #[test]
+    fn a_heartbeat_is_put_off_while_another_thread_writes_and_queued_once_at_most() {
+        let stats = Arc::new(Stats::default());
+        let (conn, mut peer) = loopback_conn(1);
+        let rx = conn.take_receiver().unwrap();
+        {
+            let _writing = conn.out_write_lock_for_test();
+            assert!(!conn.send_heartbeat(&stats, true), "put off");
+            assert!(rx.is_empty() && conn.queued_bytes() == 0, "nothing queued for it");
+            assert!(conn.send_heartbeat(&stats, false), "too late to put off: queued");
+            assert!(conn.send_heartbeat(&stats, false), "one queued already serves");
+            assert!(conn.send_heartbeat(&stats, true));
+        }
+        assert_eq!(rx.len(), 1, "one heartbeat queued, not three");
+        assert_eq!(conn.queued_bytes(), 2);
+        let item = rx.try_recv().unwrap();
+        assert!(matches!(item, Out::Heartbeat));
+        conn.done(&item);
+        // Written: the next one goes straight out again.
+        assert!(conn.send_heartbeat(&stats, true));
+        let mut got = [0u8; 2];
+        peer.read_exact(&mut got).unwrap();
+        assert_eq!(got, [0x89, 0x00]);
+        assert!(rx.is_empty());
     }
 
     /// Frames of `len` bytes whose payload starts with `tag`.
@@ -605,7 +633,6 @@ mod tests {
         // Unbounded here: the bound is not what this test is about.
         const LIMITS: QueueLimits = QueueLimits { frames: usize::MAX, bytes: usize::MAX };
         let stats = Arc::new(Stats::default());
-        let mut started = 0;
         for round in 0..8u64 {
             let linger = Duration::from_micros(if round % 2 == 0 { 0 } else { 300 });
             let (conn, mut peer, env) = opened_with_linger(round + 1, linger, &stats);
@@ -696,8 +723,8 @@ mod tests {
                 std::thread::sleep(Duration::from_millis(1));
             }
             assert!(!conn.has_writer());
-            started += env.started.load(Relaxed);
         }
+        let started = stats.writer_threads_started.load(Relaxed);
         assert!(started >= 16, "writers were started {started} times: the hand-off was not exercised");
     }
 

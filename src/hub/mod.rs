@@ -40,7 +40,7 @@ use crate::frame::SharedFrame;
 use crate::stats::Stats;
 use crate::types::ConnId;
 use fanout::{deliver_all, Cork, Half, Helper, SPLIT_AT};
-use heartbeat::Heartbeat;
+use heartbeat::{Beat, Heartbeat};
 use order::Ticketed;
 pub(crate) use order::{lanes, nothing_pending, submit, submit_untracked, HubRx, HubTx};
 use rooms::Rooms;
@@ -216,12 +216,10 @@ impl Hub {
     /// Sends the heartbeats that are due to the connections still registered.
     fn beat(&mut self) {
         let (conns, stats) = (&self.conns, &self.stats);
-        self.heartbeat.run_due(std::time::Instant::now(), |id| match conns.get(&id) {
-            Some(conn) => {
-                conn.send_heartbeat(stats);
-                true
-            }
-            None => false,
+        self.heartbeat.run_due(std::time::Instant::now(), |id, may_defer| match conns.get(&id) {
+            Some(conn) if conn.send_heartbeat(stats, may_defer) => Beat::Done,
+            Some(_) => Beat::Busy,
+            None => Beat::Gone,
         });
     }
 
