@@ -37,25 +37,51 @@ pub(crate) struct Stats {
     /// Writer threads started (`connection/writer.rs`).
     pub writer_threads_started: AtomicU64,
     /// Connection threads that could not be started, by [`ThreadKind`].
-    pub thread_spawn_failures: [AtomicU64; 2],
+    pub thread_spawn_failures: [AtomicU64; ThreadKind::ALL.len()],
+    /// When those failures were last logged ([`Stats::thread_spawn_failed`]).
+    spawn_log: Mutex<LogLimiter>,
 }
 
-/// The connection threads whose failures to start are counted.
+/// The connection threads whose failures to start are counted here.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum ThreadKind {
-    Reader = 0,
-    Writer = 1,
+    Writer = 0,
 }
 
 impl ThreadKind {
-    pub(crate) const ALL: [ThreadKind; 2] = [ThreadKind::Reader, ThreadKind::Writer];
+    pub(crate) const ALL: [ThreadKind; 1] = [ThreadKind::Writer];
 
     /// Its name in `/metrics` and in [`StatsSnapshot::thread_spawn_failures_by_kind`].
     pub(crate) fn label(self) -> &'static str {
         match self {
-            ThreadKind::Reader => "reader",
             ThreadKind::Writer => "writer",
         }
+    }
+}
+
+/// How often at most a failure to start a connection thread is logged: at
+/// the thread limit every connection meets it, and one line per connection
+/// would bury everything else.
+const SPAWN_LOG_EVERY: std::time::Duration = std::time::Duration::from_secs(10);
+
+/// Lets one line through per period: the first occurrence at once, then the
+/// first after each period, with how many were kept quiet since the last.
+#[derive(Debug, Default)]
+struct LogLimiter {
+    last: Option<std::time::Instant>,
+    quiet: u64,
+}
+
+impl LogLimiter {
+    /// `Some(quiet)` when a line is due at `now` (`quiet`: occurrences not
+    /// logged since the last line); `None` when this one stays quiet.
+    fn due(&mut self, now: std::time::Instant, every: std::time::Duration) -> Option<u64> {
+        if self.last.is_some_and(|last| now.saturating_duration_since(last) < every) {
+            self.quiet += 1;
+            return None;
+        }
+        self.last = Some(now);
+        Some(std::mem::take(&mut self.quiet))
     }
 }
 
@@ -126,13 +152,35 @@ pub struct StatsSnapshot {
     /// while something waits in its queue).
     pub writer_threads_started: u64,
     /// Connection threads that could not be started (the process at its
-    /// thread limit), by kind (`reader`, `writer`).
+    /// thread limit), by kind (`writer`).
     pub thread_spawn_failures_by_kind: Vec<(&'static str, u64)>,
 }
 
 impl Stats {
     pub(crate) fn add(counter: &AtomicU64, n: u64) {
         counter.fetch_add(n, Relaxed);
+    }
+
+    /// A connection thread of `kind` could not be started for `conn` (the
+    /// process is at its thread limit): counted, and logged at most once
+    /// per [`SPAWN_LOG_EVERY`], with the number not logged since.
+    pub(crate) fn thread_spawn_failed(
+        &self,
+        kind: ThreadKind,
+        conn: crate::types::ConnId,
+        e: &std::io::Error,
+    ) {
+        Stats::add(&self.thread_spawn_failures[kind as usize], 1);
+        let due = self.spawn_log.lock().due(std::time::Instant::now(), SPAWN_LOG_EVERY);
+        let what = kind.label();
+        match due {
+            None => {}
+            Some(0) => log::error!("conn {conn}: cannot start a {what} thread: {e}; ending it"),
+            Some(quiet) => log::error!(
+                "conn {conn}: cannot start a {what} thread: {e}; ending it ({quiet} more connections \
+                 met this since the last such line; wshub_thread_spawn_failures_total counts them all)"
+            ),
+        }
     }
 
     /// Counts one refused request under its HTTP status (0: no response).
@@ -316,8 +364,44 @@ pub(crate) fn render_engine(numbers: &EngineNumbers, more_drops: &[(&str, u64)])
     metric(
         "wshub_thread_spawn_failures_total",
         "counter",
-        "Connection threads that could not be started (the process at its thread limit), by thread.",
-        &labelled("thread", &failures),
+        "Connection threads that could not be started (the process at its thread limit), by kind.",
+        &labelled("kind", &failures),
     );
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::{Duration, Instant};
+
+    #[test]
+    fn a_limited_log_lets_the_first_line_through_then_one_per_period_with_the_count() {
+        let every = Duration::from_secs(10);
+        let start = Instant::now();
+        let mut log = LogLimiter::default();
+        assert_eq!(log.due(start, every), Some(0), "the first at once");
+        for i in 1..=500 {
+            assert_eq!(
+                log.due(start + Duration::from_millis(i * 10), every),
+                None,
+                "quiet within the period"
+            );
+        }
+        assert_eq!(log.due(start + every, every), Some(500), "then one, with the count");
+        assert_eq!(log.due(start + every + Duration::from_secs(1), every), None);
+        assert_eq!(log.due(start + every * 5, every), Some(1));
+    }
+
+    #[test]
+    fn every_spawn_failure_is_counted_even_when_not_logged() {
+        let stats = Stats::default();
+        let e = std::io::Error::from_raw_os_error(libc::EAGAIN);
+        for conn in 0..100 {
+            stats.thread_spawn_failed(ThreadKind::Writer, conn, &e);
+        }
+        assert_eq!(stats.snapshot().thread_spawn_failures_by_kind, [("writer", 100)]);
+        let text = render_engine(&EngineNumbers { stats: stats.snapshot(), rooms: 0 }, &[]);
+        assert!(text.contains("wshub_thread_spawn_failures_total{kind=\"writer\"} 100"), "{text}");
+    }
 }

@@ -600,7 +600,8 @@ impl ConnShared {
             return self.writer_ended();
         };
         if let Err(e) = (home.start)(conn, false) {
-            log::error!("conn {}: cannot start a writer thread: {e}; ending it", self.id);
+            // Counted and logged (rate-limited) where it was started: `writer::starter`.
+            log::debug!("conn {}: no writer thread ({e}); ending it", self.id);
             self.out.no_thread.store(true, Release);
             self.out.writer.store(NO_WRITER, Release);
             // A reader already waiting in `end_writer` takes it from here.
@@ -732,37 +733,11 @@ impl ConnShared {
             match out.write.try_lock() {
                 None if may_defer => return false,
                 None => {}
-                Some(mut st) => {
-                    if st.tail.is_none() && !st.tls_tail && !self.has_queued() && !out.closing.load(Acquire) {
-                        if st.tls.is_some() {
-                            if self.send_direct_tls(&mut st, ping, stats, false) {
-                                return true;
-                            }
-                        } else {
-                            match sock::send(&self.stream, ping, true) {
-                                Ok(n) if n == ping.len() => {
-                                    Stats::add(&stats.bytes_out, n as u64);
-                                    return true;
-                                }
-                                Ok(n) if n > 0 => {
-                                    Stats::add(&stats.bytes_out, n as u64);
-                                    self.leave_tail(&mut st, crate::frame::shared(ping.to_vec()), n, false);
-                                    return true;
-                                }
-                                Err(e)
-                                    if !matches!(
-                                        e.kind(),
-                                        io::ErrorKind::WouldBlock | io::ErrorKind::Interrupted
-                                    ) =>
-                                {
-                                    drop(st);
-                                    self.write_failed(&e.to_string());
-                                    return true;
-                                }
-                                // Full: it waits its turn behind nothing, with a writer.
-                                _ => {}
-                            }
-                        }
+                Some(st) => {
+                    let idle =
+                        st.tail.is_none() && !st.tls_tail && !self.has_queued() && !out.closing.load(Acquire);
+                    if idle && self.heartbeat_direct(st, ping, stats) {
+                        return true;
                     }
                 }
             }
@@ -774,6 +749,39 @@ impl ConnShared {
         out.bytes.fetch_add(ping.len(), AcqRel);
         self.enqueue(Out::Heartbeat);
         true
+    }
+
+    /// The heartbeat straight to the socket, under the write lock `st`
+    /// (nothing queued or being written): true when it is taken care of
+    /// (sent, its rest left as the [`Tail`], or the socket failed and was
+    /// shut down); false when the socket is full and it must be queued.
+    fn heartbeat_direct(
+        &self,
+        mut st: parking_lot::MutexGuard<'_, WriteState>,
+        ping: &[u8],
+        stats: &Stats,
+    ) -> bool {
+        if st.tls.is_some() {
+            return self.send_direct_tls(&mut st, ping, stats, false);
+        }
+        match sock::send(&self.stream, ping, true) {
+            Ok(n) if n == ping.len() => {
+                Stats::add(&stats.bytes_out, n as u64);
+                true
+            }
+            Ok(n) if n > 0 => {
+                Stats::add(&stats.bytes_out, n as u64);
+                self.leave_tail(&mut st, crate::frame::shared(ping.to_vec()), n, false);
+                true
+            }
+            Err(e) if !matches!(e.kind(), io::ErrorKind::WouldBlock | io::ErrorKind::Interrupted) => {
+                drop(st);
+                self.write_failed(&e.to_string());
+                true
+            }
+            // Full: it waits its turn behind nothing, with a writer.
+            _ => false,
+        }
     }
 
     /// Data or control frames are queued or being written.

@@ -27,7 +27,7 @@ use super::outbound::{Out, Patience, StartWriter};
 use super::ConnShared;
 use crate::config::Config;
 use crate::frame;
-use crate::stats::Stats;
+use crate::stats::{Stats, ThreadKind};
 use crate::sys::pthread;
 
 /// Most frames in one batch (Linux's IOV_MAX is 1024).
@@ -84,10 +84,17 @@ pub(crate) fn starter(env: Arc<WriterEnv>) -> StartWriter {
             return Ok(());
         }
         let env = env.clone();
-        let (stack, live, stats) = (env.stack_size, env.live.clone(), env.stats.clone());
-        pthread::spawn_detached(&format!("wshub-w{}", conn.id), stack, &live, move || run(conn, &env))?;
-        Stats::add(&stats.writer_threads_started, 1);
-        Ok(())
+        let (id, stack, live, stats) = (conn.id, env.stack_size, env.live.clone(), env.stats.clone());
+        match pthread::spawn_detached(&format!("wshub-w{id}"), stack, &live, move || run(conn, &env)) {
+            Ok(()) => {
+                Stats::add(&stats.writer_threads_started, 1);
+                Ok(())
+            }
+            Err(e) => {
+                stats.thread_spawn_failed(ThreadKind::Writer, id, &e);
+                Err(e)
+            }
+        }
     })
 }
 
