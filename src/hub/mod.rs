@@ -2,11 +2,12 @@
 //! connections, and fans frames out to the connections' queues.
 //!
 //! Everything that changes or reads rooms arrives as a [`Cmd`] on one of two
-//! bounded lanes (`order.rs`): sends, broadcasts, joins and leaves on the
-//! ordered lane; the control commands (the stop's close, a connection's close
-//! and end, the queries) on the control lane, which the hub empties first, so
-//! a stop is not stuck behind a flood of broadcasts. Either way the commands
-//! of one caller take effect in the order they were sent. The hub never blocks on a connection: a queue at its bound makes that
+//! bounded lanes (`order.rs`): sends, broadcasts, joins, leaves, closes and
+//! queries on the ordered lane; the control commands (the stop's close and
+//! the hub's shutdown, a connection's registration and end) on the control
+//! lane, which the hub empties first, so a stop is not stuck behind a flood
+//! of broadcasts. Either way the commands of one caller take effect in the
+//! order they were sent. The hub never blocks on a connection: a queue at its bound makes that
 //! connection a slow consumer (closed with 1013); it runs no application code,
 //! so any thread, including a callback, may wait on its replies.
 //!
@@ -68,22 +69,26 @@ pub(crate) enum Cmd {
 
 impl Cmd {
     /// Takes the control lane when its thread has nothing pending
-    /// (`order.rs`): the stop's close, a connection's close, registration
-    /// and end, and the queries. Sends and broadcasts, and joins and leaves
+    /// (`order.rs`): the stop's close and the shutdown, a connection's
+    /// registration and end. Sends and broadcasts, and joins and leaves
     /// (they decide who gets a broadcast, and a join must not overtake a
     /// broadcast whose message its room's history already holds), keep
-    /// their place on the ordered lane.
+    /// their place on the ordered lane; so do a connection's close and the
+    /// queries: a close or a query one thread makes after another thread's
+    /// broadcast or join returned must see it take effect first (a close
+    /// comes "after the frames already queued", a query counts the join),
+    /// and only the ordered lane keeps that order between threads.
     pub(crate) fn is_control(&self) -> bool {
         match self {
-            Cmd::Register(_)
-            | Cmd::Unregister(_)
+            Cmd::Register(_) | Cmd::Unregister(_) | Cmd::CloseAll(..) | Cmd::Shutdown => true,
+            Cmd::Join(..)
+            | Cmd::Leave(..)
+            | Cmd::Send(..)
+            | Cmd::Broadcast { .. }
             | Cmd::Close(..)
-            | Cmd::CloseAll(..)
             | Cmd::RoomSize(..)
             | Cmd::RoomsOf(..)
-            | Cmd::RoomCount(_)
-            | Cmd::Shutdown => true,
-            Cmd::Join(..) | Cmd::Leave(..) | Cmd::Send(..) | Cmd::Broadcast { .. } => false,
+            | Cmd::RoomCount(_) => false,
         }
     }
 }

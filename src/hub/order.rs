@@ -7,10 +7,10 @@
 //! commands still waiting in the hub's queue.
 //!
 //! The hub reads two bounded channels ([`HubTx`], [`HubRx`]): the ordered
-//! lane (`Config::hub_queue`), which carries sends, broadcasts and
-//! membership changes, and the control lane, which the hub always empties
-//! first ([`Cmd::is_control`]: the stop's close, a connection's close and
-//! end, the queries). A control command takes the control lane only when
+//! lane (`Config::hub_queue`), which carries sends, broadcasts, membership
+//! changes, closes and queries, and the control lane, which the hub always
+//! empties first ([`Cmd::is_control`]: the stop's close and the shutdown, a
+//! connection's registration and end). A control command takes the control lane only when
 //! its thread has nothing pending in the hub ([`submit`]), so it can
 //! overtake other threads' broadcasts but never its own thread's earlier
 //! commands; with something pending it queues behind them on the ordered
