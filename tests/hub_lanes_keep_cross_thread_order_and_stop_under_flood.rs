@@ -11,6 +11,18 @@ use std::time::{Duration, Instant};
 use common::{connect, Recorder, WAIT};
 use tungstenite::Message as WsMessage;
 
+/// Members of `room` that read nothing, so that each broadcast keeps the
+/// hub busy a while: a backlog builds behind the broadcasting thread.
+fn members(server: &wshub::ServerHandle, events: &common::Events, room: &str) -> Vec<common::Client> {
+    (0..8)
+        .map(|_| {
+            let ws = connect(server.local_addr(), "/ws");
+            server.join(events.connected(), room).unwrap();
+            ws
+        })
+        .collect()
+}
+
 /// Thread A broadcasts to a room, then hands over to thread B, which closes
 /// a member: the member gets every broadcast A made before the close, as
 /// `close` promises ("after the frames already queued for it") and as one
@@ -27,6 +39,7 @@ fn a_close_from_another_thread_comes_after_broadcasts_that_returned_before_it() 
     let mut ws = connect(server.local_addr(), "/ws");
     let id = events.connected();
     server.join(id, "r").unwrap();
+    let bystanders = members(&server, &events, "r");
     let a = {
         let server = server.clone();
         std::thread::spawn(move || {
@@ -49,6 +62,8 @@ fn a_close_from_another_thread_comes_after_broadcasts_that_returned_before_it() 
             _ => {}
         }
     };
+    while ws.read().is_ok() {} // answers the close
+    drop(bystanders);
     assert_eq!((got, code), (SENT, Some(4000)), "the close overtook broadcasts made before it");
     server.stop();
 }
@@ -110,11 +125,12 @@ fn a_room_query_from_another_thread_sees_a_join_that_returned_before_it() {
         .outbound_queue(4 * SENT)
         .outbound_max_bytes(64 << 20);
     let server = wshub::Server::start(config, recorder).unwrap();
-    let _first = connect(server.local_addr(), "/ws");
+    let mut first_ws = connect(server.local_addr(), "/ws");
     let first = events.connected();
-    let _second = connect(server.local_addr(), "/ws");
+    let second_ws = connect(server.local_addr(), "/ws");
     let second = events.connected();
     server.join(first, "busy").unwrap();
+    let bystanders = members(&server, &events, "busy");
     let a = {
         let server = server.clone();
         std::thread::spawn(move || {
@@ -130,5 +146,11 @@ fn a_room_query_from_another_thread_sees_a_join_that_returned_before_it() {
         std::thread::spawn(move || server.room_size("r").unwrap())
     };
     assert_eq!(b.join().unwrap(), 1, "the query overtook a join made before it");
+    for _ in 0..SENT {
+        common::next_data(&mut first_ws);
+    }
+    common::close_client(first_ws);
+    common::close_client(second_ws);
+    drop(bystanders);
     server.stop();
 }
