@@ -359,11 +359,18 @@ impl ServerHandle {
         self.stop_in_background(Box::new(move || engine.stop()));
     }
 
-    /// Runs `job` (which stops the server) on the server's stopper thread.
-    /// Nothing is done when the server has already stopped, which is what
-    /// `job` would have done.
+    /// Runs `job` (which stops the server) on the server's stopper thread,
+    /// once what the calling thread sent to the hub before has taken effect
+    /// (at most the shutdown timeout later): the stop's close takes the
+    /// hub's control lane from the stopper, which has nothing pending, and
+    /// would overtake the caller's broadcasts. Nothing is done when the
+    /// server has already stopped, which is what `job` would have done.
     pub(crate) fn stop_in_background(&self, job: StopJob) {
-        self.engine.queue_stop(job);
+        let (before, most) = (crate::hub::sent_so_far(), self.engine.config.shutdown_timeout);
+        self.engine.queue_stop(Box::new(move || {
+            before.wait(most);
+            job();
+        }));
     }
 
     /// Re-reads the TLS certificate, key and client CA (files are read

@@ -154,3 +154,40 @@ fn a_room_query_from_another_thread_sees_a_join_that_returned_before_it() {
     drop(bystanders);
     server.stop();
 }
+
+/// A callback broadcasts, then stops the server (the stop runs on the
+/// stopper thread): the members get those broadcasts before their 1001,
+/// as `stop` promises for what "the calling thread sent before".
+#[test]
+fn a_stop_from_a_callback_comes_after_that_callbacks_broadcasts() {
+    const SENT: usize = 3000;
+    let (recorder, events) = Recorder::new();
+    let recorder = recorder.on_message(|server, _, _| {
+        for i in 0..SENT {
+            server.broadcast("r", format!("m{i}"), None).unwrap();
+        }
+        server.stop();
+    });
+    let config = wshub::Config::default()
+        .bind("127.0.0.1:0".parse().unwrap())
+        .outbound_queue(4 * SENT)
+        .outbound_max_bytes(64 << 20);
+    let server = wshub::Server::start(config, recorder).unwrap();
+    let mut ws = connect(server.local_addr(), "/ws");
+    let id = events.connected();
+    server.join(id, "r").unwrap();
+    let bystanders = members(&server, &events, "r");
+    ws.send(WsMessage::text("stop")).unwrap();
+    let mut got = 0;
+    let code = loop {
+        match ws.read().expect("read") {
+            WsMessage::Text(_) => got += 1,
+            WsMessage::Close(f) => break f.map(|f| u16::from(f.code)),
+            _ => {}
+        }
+    };
+    while ws.read().is_ok() {} // answers the close
+    drop(bystanders);
+    server.stop();
+    assert_eq!((got, code), (SENT, Some(1001)), "the stop overtook the callback's broadcasts");
+}

@@ -43,7 +43,7 @@ use crate::types::ConnId;
 use fanout::{deliver_all, Cork, Half, Helper, SPLIT_AT};
 use heartbeat::{Beat, Heartbeat};
 use order::Ticketed;
-pub(crate) use order::{lanes, nothing_pending, submit, submit_untracked, HubRx, HubTx};
+pub(crate) use order::{lanes, nothing_pending, sent_so_far, submit, submit_untracked, HubRx, HubTx};
 use rooms::Rooms;
 
 /// A request to the hub.

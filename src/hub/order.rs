@@ -120,6 +120,30 @@ pub(crate) fn submit_untracked(tx: &HubTx, cmd: Cmd) {
     let _ = tx.control.send(Ticketed { cmd, done: None });
 }
 
+/// What the calling thread has sent to the hub so far, for another thread
+/// to wait on ([`Sent::wait`]): the stop a callback asks for runs on the
+/// stopper thread, and must not overtake that callback's broadcasts.
+pub(crate) struct Sent {
+    done: Arc<AtomicU64>,
+    upto: u64,
+}
+
+/// See [`Sent`].
+pub(crate) fn sent_so_far() -> Sent {
+    TICKETS.with(|t| Sent { done: t.done.clone(), upto: t.sent.get() })
+}
+
+impl Sent {
+    /// Waits until every command counted in it has taken effect (or was
+    /// dropped with the hub), or `most` has passed.
+    pub(crate) fn wait(&self, most: std::time::Duration) {
+        let until = std::time::Instant::now() + most;
+        while self.done.load(Acquire) < self.upto && std::time::Instant::now() < until {
+            std::thread::sleep(std::time::Duration::from_millis(1));
+        }
+    }
+}
+
 /// True when every command this thread sent has taken effect: then a frame it
 /// sends straight to a socket cannot overtake one of its own earlier commands.
 pub(crate) fn nothing_pending() -> bool {
