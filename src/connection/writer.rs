@@ -80,7 +80,10 @@ impl WriterEnv {
 pub(crate) fn starter(env: Arc<WriterEnv>) -> StartWriter {
     Arc::new(move |conn: Arc<ConnShared>, here: bool| {
         if here {
-            run(conn, &env);
+            // On the reader's thread, at its end: a panic ends the connection
+            // (`EndsOnPanic`), and stops here, so the reader still gives the
+            // connection back (registry, counts) as a writer thread's would.
+            let _ = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| run(conn, &env)));
             return Ok(());
         }
         let env = env.clone();
@@ -774,6 +777,37 @@ mod tests {
         expected.extend_from_slice(&frame::encode_close(1001, "server shutting down"));
         assert_eq!(got, expected);
         assert_eq!(conn.queue_depth(), 0);
+    }
+
+    /// At the thread limit the reader writes what was queued itself, as the
+    /// writer, at its end: a panic there ends the connection like a writer
+    /// thread's, and does not unwind through the reader's last step (the
+    /// reader has the connection's registry entry still to give back).
+    #[test]
+    fn a_writer_that_panics_on_the_readers_thread_leaves_the_readers_end_to_it() {
+        let (conn, mut peer) = loopback_conn(1);
+        let stats = Arc::new(Stats::default());
+        let mut env = WriterEnv::new(&Config::default(), stats.clone());
+        env.panic_in_batch = true;
+        let real = starter(Arc::new(env));
+        let start: StartWriter = Arc::new(move |conn: Arc<ConnShared>, here: bool| {
+            if here {
+                return real(conn, true);
+            }
+            Err(std::io::Error::from_raw_os_error(libc::EAGAIN))
+        });
+        conn.open_writer(WriterHome { start, conn: Arc::downgrade(&conn) });
+        let text: crate::frame::SharedFrame = frame::shared(frame::encode(frame::OP_TEXT, b"x"));
+        conn.push_frame(text, LIMITS, &stats).unwrap(); // no thread: the reader's to write
+        let reader = {
+            let conn = conn.clone();
+            std::thread::spawn(move || conn.end_writer())
+        };
+        assert!(reader.join().is_ok(), "the writer's panic went through the reader's end");
+        assert!(!conn.has_writer());
+        peer.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
+        let mut rest = Vec::new();
+        assert!(peer.read_to_end(&mut rest).is_ok(), "the peer sees the socket end");
     }
 
     /// A writer thread that panics ends its connection: the socket is shut
