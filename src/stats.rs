@@ -46,15 +46,19 @@ pub(crate) struct Stats {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum ThreadKind {
     Writer = 0,
+    /// A new connection's reader thread (`acceptor.rs`): at the thread limit
+    /// every connection meets this one first.
+    Reader = 1,
 }
 
 impl ThreadKind {
-    pub(crate) const ALL: [ThreadKind; 1] = [ThreadKind::Writer];
+    pub(crate) const ALL: [ThreadKind; 2] = [ThreadKind::Writer, ThreadKind::Reader];
 
     /// Its name in `/metrics` and in [`StatsSnapshot::thread_spawn_failures_by_kind`].
     pub(crate) fn label(self) -> &'static str {
         match self {
             ThreadKind::Writer => "writer",
+            ThreadKind::Reader => "reader",
         }
     }
 }
@@ -152,7 +156,7 @@ pub struct StatsSnapshot {
     /// while something waits in its queue).
     pub writer_threads_started: u64,
     /// Connection threads that could not be started (the process at its
-    /// thread limit), by kind (`writer`).
+    /// thread limit), by kind (`writer`, `reader`).
     pub thread_spawn_failures_by_kind: Vec<(&'static str, u64)>,
 }
 
@@ -400,7 +404,7 @@ mod tests {
         for conn in 0..100 {
             stats.thread_spawn_failed(ThreadKind::Writer, conn, &e);
         }
-        assert_eq!(stats.snapshot().thread_spawn_failures_by_kind, [("writer", 100)]);
+        assert_eq!(stats.snapshot().thread_spawn_failures_by_kind, [("writer", 100), ("reader", 0)]);
         let text = render_engine(&EngineNumbers { stats: stats.snapshot(), rooms: 0 }, &[]);
         assert!(text.contains("wshub_thread_spawn_failures_total{kind=\"writer\"} 100"), "{text}");
     }
