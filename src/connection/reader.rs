@@ -380,6 +380,9 @@ fn serve(server: &ServerHandle, conn: &Arc<ConnShared>, mut ws: Ws<'_>, request:
     let end = if connected.is_none() {
         End::Fail(1011, "internal error")
     } else {
+        // The handshake and on_connect reached deeper than waiting for a
+        // frame does: an idle connection need not keep those stack pages.
+        crate::sys::pthread::release_unused_stack();
         read_loop(server, conn, &mut ws)
     };
 
@@ -462,6 +465,7 @@ fn serve_stream(
         engine.close_in_order(conn, 1011, "internal error");
         (1011, "internal error".to_owned())
     } else {
+        crate::sys::pthread::release_unused_stack();
         wait_for_end(conn, &mut sock)
     };
     if code != 1006 {

@@ -11,6 +11,7 @@
 //! stacks share one mapping. What is lost: a stack overflow on these threads is
 //! reported as a plain SIGSEGV instead of std's message.
 
+use std::cell::Cell;
 use std::ffi::c_void;
 use std::io;
 use std::panic::{catch_unwind, AssertUnwindSafe};
@@ -22,6 +23,30 @@ use super::fork;
 use super::stacks::{self, Stack};
 
 type Job = Box<dyn FnOnce() + Send + 'static>;
+
+thread_local! {
+    /// The pooled stack this thread runs on (`None` on a glibc stack).
+    static OWN_STACK: Cell<Option<Stack>> = const { Cell::new(None) };
+}
+
+/// What may still be live below the address of a local in
+/// [`release_unused_stack`]: the rest of its frame, the calls it makes
+/// (down to `madvise`'s return address) and the red zone, with room to spare.
+const LIVE_BELOW_LOCAL: usize = 1024;
+
+/// Gives the kernel back the pages of this thread's stack below the
+/// caller's frame: what deeper calls touched and left behind (a handshake's
+/// parsing, a callback's locals) stops counting as resident memory, and a
+/// page faults back in (zeroed) only if a call reaches that deep again.
+/// For a thread about to block for long with a shallow stack (an idle
+/// connection's reader). A no-op on a glibc stack.
+#[inline(never)]
+pub(crate) fn release_unused_stack() {
+    let Some(stack) = OWN_STACK.with(Cell::get) else { return };
+    let here = 0u8;
+    let at = std::hint::black_box(std::ptr::addr_of!(here)) as usize;
+    stack.release_under(at.saturating_sub(LIVE_BELOW_LOCAL));
+}
 
 /// What `start` runs, and what it does with the thread's pooled stack after.
 struct Start {
@@ -44,6 +69,7 @@ extern "C" fn start(arg: *mut c_void) -> *mut c_void {
     // SAFETY: `arg` is the `Box<Start>` leaked by `spawn_inner` for exactly this
     // thread, and it is reclaimed exactly once, here.
     let Start { job, stack, detached } = *unsafe { Box::from_raw(arg.cast::<Start>()) };
+    OWN_STACK.with(|own| own.set(stack));
     // A panic must not unwind through this `extern "C"` frame (that aborts).
     if catch_unwind(AssertUnwindSafe(job)).is_err() {
         log::error!("a connection thread panicked; its connection is dropped");
@@ -273,6 +299,54 @@ mod tests {
         .join();
         assert_eq!(n.load(Ordering::SeqCst), 1);
         spawn("t-panic", 64 * 1024, || panic!("boom")).unwrap().join();
+    }
+
+    /// Writes `depth` bytes of stack below the caller, in 16 KiB frames.
+    #[inline(never)]
+    fn touch_stack(depth: usize) {
+        let mut frame = [1u8; 16 * 1024];
+        std::hint::black_box(&mut frame);
+        if depth > frame.len() {
+            touch_stack(depth - frame.len());
+        }
+    }
+
+    /// Pages of `stack` in memory, by `mincore`.
+    fn resident_pages(stack: Stack) -> usize {
+        let mut pages = vec![0u8; stack.size() / stacks::PAGE];
+        // SAFETY: the range is a whole pooled stack (page-aligned, mapped),
+        // and `pages` has one byte per page of it.
+        let rc = unsafe { libc::mincore(stack.base(), stack.size(), pages.as_mut_ptr()) };
+        assert_eq!(rc, 0, "mincore: {}", io::Error::last_os_error());
+        pages.iter().filter(|&&p| p & 1 == 1).count()
+    }
+
+    #[test]
+    fn pages_touched_below_the_caller_are_released_on_request() {
+        let (tx, rx) = std::sync::mpsc::channel();
+        spawn("t-release", 256 * 1024, move || {
+            let Some(stack) = OWN_STACK.with(Cell::get) else {
+                let _ = tx.send(None); // a glibc stack: nothing to release
+                return;
+            };
+            touch_stack(96 * 1024);
+            let before = resident_pages(stack);
+            release_unused_stack();
+            let after = resident_pages(stack);
+            // The stack still works below the released pages (they read as zeros).
+            touch_stack(96 * 1024);
+            let _ = tx.send(Some((before, after, resident_pages(stack))));
+        })
+        .unwrap()
+        .join();
+        let Some((before, after, again)) = rx.recv().unwrap() else {
+            eprintln!("no guard markers on this kernel: nothing to test");
+            return;
+        };
+        assert!(before >= 24, "the thread touched {before} pages");
+        // What is left: glibc's descriptor and TLS, this test's frames.
+        assert!(after <= 4, "{after} of {before} pages still resident after the release");
+        assert!(again >= 24, "touched again: {again} pages");
     }
 
     #[test]
