@@ -174,10 +174,12 @@ fn spawn_inner(
                 rc => rc,
             },
         };
+        let masked = rc == 0 && super::signals::set_start_mask(&mut attr);
         let arg = Box::into_raw(Box::new(Start { job, stack, detached })).cast::<c_void>();
         let mut id: libc::pthread_t = std::mem::zeroed();
         if rc == 0 {
-            let _blocked = super::signals::block_all(); // inherited by the new thread
+            // Without a start mask in `attr`, the new thread inherits this one's.
+            let _blocked = (!masked).then(super::signals::block_all);
             rc = libc::pthread_create(&mut id, &attr, start, arg);
         }
         libc::pthread_attr_destroy(&mut attr);
@@ -347,6 +349,34 @@ mod tests {
         // What is left: glibc's descriptor and TLS, this test's frames.
         assert!(after <= 4, "{after} of {before} pages still resident after the release");
         assert!(again >= 24, "touched again: {again} pages");
+    }
+
+    /// This thread's signal mask.
+    fn own_mask() -> libc::sigset_t {
+        // SAFETY: reads the calling thread's mask into a zeroed set.
+        unsafe {
+            let mut mask: libc::sigset_t = std::mem::zeroed();
+            libc::pthread_sigmask(libc::SIG_SETMASK, std::ptr::null(), &mut mask);
+            mask
+        }
+    }
+
+    #[test]
+    fn a_connection_thread_blocks_sigint_but_not_faults_and_its_creator_is_unchanged() {
+        let (tx, rx) = std::sync::mpsc::channel();
+        spawn("t-mask", 64 * 1024, move || {
+            let _ = tx.send(own_mask());
+        })
+        .unwrap()
+        .join();
+        let mask = rx.recv().unwrap();
+        // SAFETY: sigismember reads initialised sets.
+        unsafe {
+            assert_eq!(libc::sigismember(&mask, libc::SIGINT), 1);
+            assert_eq!(libc::sigismember(&mask, libc::SIGTERM), 1);
+            assert_eq!(libc::sigismember(&mask, libc::SIGSEGV), 0);
+            assert_eq!(libc::sigismember(&own_mask(), libc::SIGINT), 0, "the creator's mask changed");
+        }
     }
 
     #[test]
