@@ -3,8 +3,8 @@
 //! `on_connect` touched deeper down went back to the kernel before the read
 //! loop began. Read from outside, on a running `wshub` binary: the blocked
 //! thread's stack pointer from `/proc/PID/task/TID/syscall`, which pages are
-//! in memory from `/proc/PID/pagemap`. On pooled stacks only (glibc stacks,
-//! `WSHUB_KERNEL_FALLBACK` or a kernel without guard markers, keep theirs).
+//! in memory from `/proc/PID/pagemap`. On the pooled-stack path and on glibc
+//! stacks (`WSHUB_KERNEL_FALLBACK`).
 
 mod common;
 
@@ -31,10 +31,13 @@ impl Drop for Binary {
     }
 }
 
-fn start() -> (Binary, std::net::SocketAddr) {
+fn start(fallback: bool) -> (Binary, std::net::SocketAddr) {
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_wshub"));
     cmd.args(["--bind", "127.0.0.1:0"]).stdout(Stdio::piped()).stderr(Stdio::null());
-    cmd.env_remove("WSHUB_KERNEL_FALLBACK");
+    match fallback {
+        true => cmd.env("WSHUB_KERNEL_FALLBACK", "1"),
+        false => cmd.env_remove("WSHUB_KERNEL_FALLBACK"),
+    };
     let mut child = cmd.spawn().expect("start wshub");
     let stdout = child.stdout.take().unwrap();
     let bin = Binary(child);
@@ -69,15 +72,15 @@ fn waiting_sp(pid: u32, tid: &str) -> Option<u64> {
     u64::from_str_radix(fields[7].trim_start_matches("0x"), 16).ok()
 }
 
-/// The start and size of the mapping of `pid` that holds `addr`.
-fn mapping_of(pid: u32, addr: u64) -> (u64, u64) {
+/// The start of the mapping of `pid` that holds `addr`.
+fn mapping_of(pid: u32, addr: u64) -> u64 {
     let maps = std::fs::read_to_string(format!("/proc/{pid}/maps")).unwrap();
     for line in maps.lines() {
         let range = line.split_whitespace().next().unwrap();
         let (lo, hi) = range.split_once('-').unwrap();
         let (lo, hi) = (u64::from_str_radix(lo, 16).unwrap(), u64::from_str_radix(hi, 16).unwrap());
         if (lo..hi).contains(&addr) {
-            return (lo, hi - lo);
+            return lo;
         }
     }
     panic!("no mapping holds {addr:#x}");
@@ -93,9 +96,8 @@ fn resident(pid: u32, from: u64, to: u64) -> usize {
     entries.chunks(8).filter(|e| u64::from_le_bytes((*e).try_into().unwrap()) >> 63 == 1).count()
 }
 
-#[test]
-fn an_idle_readers_stack_holds_nothing_below_its_wait() {
-    let (bin, addr) = start();
+fn check(fallback: bool) {
+    let (bin, addr) = start(fallback);
     let pid = bin.0.id();
     let clients: Vec<_> = (0..3).map(|_| common::connect(addr, "/ws")).collect();
     // Each reader is idle once blocked in its read.
@@ -110,16 +112,20 @@ fn an_idle_readers_stack_holds_nothing_below_its_wait() {
         std::thread::sleep(Duration::from_millis(20));
     };
     for (tid, sp) in waiting {
-        let (start, size) = mapping_of(pid, sp);
-        if size < 8 * 1024 * 1024 {
-            // A glibc stack (one mapping per thread): not the pool's.
-            eprintln!("reader {tid} runs on a glibc stack: nothing to check");
-            continue;
-        }
         let top = sp & !(PAGE - 1);
-        let from = top.saturating_sub(BELOW * PAGE).max(start);
+        let from = top.saturating_sub(BELOW * PAGE).max(mapping_of(pid, sp));
         let kept = resident(pid, from, top);
         assert_eq!(kept, 0, "reader {tid}: {kept} stack pages in memory below the one it waits in");
     }
     drop(clients);
+}
+
+#[test]
+fn on_pooled_stacks() {
+    check(false);
+}
+
+#[test]
+fn on_glibc_stacks() {
+    check(true);
 }

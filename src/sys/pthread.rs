@@ -39,13 +39,40 @@ const LIVE_BELOW_LOCAL: usize = 1024;
 /// parsing, a callback's locals) stops counting as resident memory, and a
 /// page faults back in (zeroed) only if a call reaches that deep again.
 /// For a thread about to block for long with a shallow stack (an idle
-/// connection's reader). A no-op on a glibc stack.
+/// connection's reader).
 #[inline(never)]
 pub(crate) fn release_unused_stack() {
-    let Some(stack) = OWN_STACK.with(Cell::get) else { return };
     let here = 0u8;
     let at = std::hint::black_box(std::ptr::addr_of!(here)) as usize;
-    stack.release_under(at.saturating_sub(LIVE_BELOW_LOCAL));
+    let limit = at.saturating_sub(LIVE_BELOW_LOCAL);
+    match OWN_STACK.with(Cell::get) {
+        Some(stack) => stack.release_under(limit),
+        None => release_glibc_stack_under(limit),
+    }
+}
+
+/// [`release_unused_stack`] on a stack glibc allocated (the kernel fallback
+/// path): its bounds come from `pthread_getattr_np`.
+fn release_glibc_stack_under(limit: usize) {
+    // SAFETY: `attr` is filled by pthread_getattr_np for this very thread
+    // and destroyed once; the released range lies inside this thread's own
+    // stack, at or above its lowest usable address and below `limit`, under
+    // which nothing is live. DONTNEED keeps the mapping; the pages read back
+    // as zeros.
+    unsafe {
+        let mut attr: libc::pthread_attr_t = std::mem::zeroed();
+        if libc::pthread_getattr_np(libc::pthread_self(), &mut attr) != 0 {
+            return;
+        }
+        let (mut addr, mut size) = (std::ptr::null_mut(), 0);
+        let rc = libc::pthread_attr_getstack(&attr, &mut addr, &mut size);
+        libc::pthread_attr_destroy(&mut attr);
+        let low = (addr as usize).next_multiple_of(stacks::PAGE);
+        let high = limit & !(stacks::PAGE - 1);
+        if rc == 0 && high > low && high < addr as usize + size {
+            libc::madvise(low as *mut c_void, high - low, libc::MADV_DONTNEED);
+        }
+    }
 }
 
 /// What `start` runs, and what it does with the thread's pooled stack after.
