@@ -32,6 +32,8 @@
 #                `wshub-base` (add it to SERVERS) with wshub's flags: a
 #                before/after in one run, under the same load
 #   WSHUB_BENCH  generator binary [target/release/wshub-bench]
+#   BUN          the bun binary [benches/peers/bun/node_modules/.bin/bun]:
+#                another checkout's, to skip `npm ci` here
 #   NO_BUILD=1   skip the cargo builds (use the binaries as they are)
 #   NO_CHECK=1   skip the protocol check (benches/peers/check.py) of each server;
 #                without it a missing python `websockets` is an error
@@ -59,7 +61,7 @@ BENCHES="$ROOT/benches"
 RESULTS="$BENCHES/results"
 PEER="$BENCHES/peers/node-ws"
 BUN_PEER="$BENCHES/peers/bun"
-BUN="$BUN_PEER/node_modules/.bin/bun"
+BUN="${BUN:-$BUN_PEER/node_modules/.bin/bun}"
 WSHUB="${WSHUB:-$ROOT/target/release/wshub}"
 GEN="${WSHUB_BENCH:-$ROOT/target/release/wshub-bench}"
 

@@ -1453,7 +1453,9 @@ wshub_result wshub_start_polling(const wshub_config *config, wshub_server **serv
 
 /*
  Stops the server gracefully and frees it: no new connections; each open
- connection gets what is already queued for it, then a 1001 close (and its
+ connection gets what is already queued for it (and what the calling thread
+ sent before; broadcasts other threads still have waiting in the hub are
+ overtaken, then dropped), then a 1001 close (and its
  on_close / close event); connections not finished after the shutdown
  timeout are cut. Pull mode: events not yet taken are freed (waiting
  upgrades are refused with 503). The pointer is invalid afterwards: no other

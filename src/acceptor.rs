@@ -131,7 +131,9 @@ pub(crate) fn admit(
             reader::run(server2, conn2, preread)
         })
     {
-        log::error!("{remote}: cannot spawn a reader thread: {e}; dropping");
+        // Counted, and logged once per period: at the thread limit every
+        // new connection ends here.
+        engine.stats.thread_spawn_failed(crate::stats::ThreadKind::Reader, conn.id, &e);
         engine.connection_finished(conn.id);
     }
 }

@@ -52,7 +52,7 @@ pub(crate) struct Engine {
     pub(crate) config: Config,
     pub(crate) local_addr: SocketAddr,
     pub(crate) handler: Box<dyn Handler>,
-    pub(crate) hub_tx: Sender<hub::Ticketed>,
+    pub(crate) hub_tx: hub::HubTx,
     pub(crate) stats: Arc<Stats>,
     /// Every accepted connection whose reader thread has not finished.
     /// Every connection with a thread, by id: read by every `send`, written

@@ -334,7 +334,9 @@ impl ServerHandle {
     }
 
     /// Stops the server gracefully: no new connections; every open connection
-    /// gets what is already queued for it and then a 1001 close; connections
+    /// gets what is already queued for it (and what the calling thread sent
+    /// before; broadcasts other threads still have waiting in the hub are
+    /// overtaken, then dropped) and then a 1001 close; connections
     /// that have not finished after `shutdown_timeout` are cut; every thread is
     /// joined. Returns when all of that is done, except when called from inside
     /// a callback: then it starts the stop and returns at once (the callback's
@@ -357,11 +359,18 @@ impl ServerHandle {
         self.stop_in_background(Box::new(move || engine.stop()));
     }
 
-    /// Runs `job` (which stops the server) on the server's stopper thread.
-    /// Nothing is done when the server has already stopped, which is what
-    /// `job` would have done.
+    /// Runs `job` (which stops the server) on the server's stopper thread,
+    /// once what the calling thread sent to the hub before has taken effect
+    /// (at most the shutdown timeout later): the stop's close takes the
+    /// hub's control lane from the stopper, which has nothing pending, and
+    /// would overtake the caller's broadcasts. Nothing is done when the
+    /// server has already stopped, which is what `job` would have done.
     pub(crate) fn stop_in_background(&self, job: StopJob) {
-        self.engine.queue_stop(job);
+        let (before, most) = (crate::hub::sent_so_far(), self.engine.config.shutdown_timeout);
+        self.engine.queue_stop(Box::new(move || {
+            before.wait(most);
+            job();
+        }));
     }
 
     /// Re-reads the TLS certificate, key and client CA (files are read

@@ -92,7 +92,7 @@ impl Engine {
             None => SocketAddr::from(([0, 0, 0, 0], 0)),
         };
         let stats = Arc::new(Stats::default());
-        let (hub_tx, hub_rx) = crossbeam_channel::bounded(config.hub_queue);
+        let (hub_tx, hub_rx) = hub::lanes(config.hub_queue);
         let limits = QueueLimits { frames: config.outbound_queue, bytes: config.outbound_max_bytes };
         let mut hub = Hub::new(limits, stats.clone(), config.heartbeat_interval);
         let writers = Arc::new(crate::connection::writer::WriterEnv::new(&config, stats.clone()));

@@ -34,6 +34,59 @@ pub(crate) struct Stats {
     pub tls_handshake_failures: AtomicU64,
     /// Bytes of request bodies being read or answered now (`Config::request_body_budget`).
     pub request_body_bytes: AtomicU64,
+    /// Writer threads started (`connection/writer.rs`).
+    pub writer_threads_started: AtomicU64,
+    /// Connection threads that could not be started, by [`ThreadKind`].
+    pub thread_spawn_failures: [AtomicU64; ThreadKind::ALL.len()],
+    /// When those failures were last logged ([`Stats::thread_spawn_failed`]).
+    spawn_log: Mutex<LogLimiter>,
+}
+
+/// The connection threads whose failures to start are counted here.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum ThreadKind {
+    Writer = 0,
+    /// A new connection's reader thread (`acceptor.rs`): at the thread limit
+    /// every connection meets this one first.
+    Reader = 1,
+}
+
+impl ThreadKind {
+    pub(crate) const ALL: [ThreadKind; 2] = [ThreadKind::Writer, ThreadKind::Reader];
+
+    /// Its name in `/metrics` and in [`StatsSnapshot::thread_spawn_failures_by_kind`].
+    pub(crate) fn label(self) -> &'static str {
+        match self {
+            ThreadKind::Writer => "writer",
+            ThreadKind::Reader => "reader",
+        }
+    }
+}
+
+/// How often at most a failure to start a connection thread is logged: at
+/// the thread limit every connection meets it, and one line per connection
+/// would bury everything else.
+const SPAWN_LOG_EVERY: std::time::Duration = std::time::Duration::from_secs(10);
+
+/// Lets one line through per period: the first occurrence at once, then the
+/// first after each period, with how many were kept quiet since the last.
+#[derive(Debug, Default)]
+struct LogLimiter {
+    last: Option<std::time::Instant>,
+    quiet: u64,
+}
+
+impl LogLimiter {
+    /// `Some(quiet)` when a line is due at `now` (`quiet`: occurrences not
+    /// logged since the last line); `None` when this one stays quiet.
+    fn due(&mut self, now: std::time::Instant, every: std::time::Duration) -> Option<u64> {
+        if self.last.is_some_and(|last| now.saturating_duration_since(last) < every) {
+            self.quiet += 1;
+            return None;
+        }
+        self.last = Some(now);
+        Some(std::mem::take(&mut self.quiet))
+    }
 }
 
 /// A point-in-time copy of the server's counters.
@@ -99,11 +152,39 @@ pub struct StatsSnapshot {
     /// Bytes of plain requests' bodies being read or answered now (counted
     /// at their `Content-Length`; at most the request body budget).
     pub request_body_bytes: u64,
+    /// Writer threads started since the start (a connection has one only
+    /// while something waits in its queue).
+    pub writer_threads_started: u64,
+    /// Connection threads that could not be started (the process at its
+    /// thread limit), by kind (`writer`, `reader`).
+    pub thread_spawn_failures_by_kind: Vec<(&'static str, u64)>,
 }
 
 impl Stats {
     pub(crate) fn add(counter: &AtomicU64, n: u64) {
         counter.fetch_add(n, Relaxed);
+    }
+
+    /// A connection thread of `kind` could not be started for `conn` (the
+    /// process is at its thread limit): counted, and logged at most once
+    /// per [`SPAWN_LOG_EVERY`], with the number not logged since.
+    pub(crate) fn thread_spawn_failed(
+        &self,
+        kind: ThreadKind,
+        conn: crate::types::ConnId,
+        e: &std::io::Error,
+    ) {
+        Stats::add(&self.thread_spawn_failures[kind as usize], 1);
+        let due = self.spawn_log.lock().due(std::time::Instant::now(), SPAWN_LOG_EVERY);
+        let what = kind.label();
+        match due {
+            None => {}
+            Some(0) => log::error!("conn {conn}: cannot start a {what} thread: {e}; ending it"),
+            Some(quiet) => log::error!(
+                "conn {conn}: cannot start a {what} thread: {e}; ending it ({quiet} more connections \
+                 met this since the last such line; wshub_thread_spawn_failures_total counts them all)"
+            ),
+        }
     }
 
     /// Counts one refused request under its HTTP status (0: no response).
@@ -145,6 +226,11 @@ impl Stats {
                 .collect(),
             tls_handshake_failures: self.tls_handshake_failures.load(Relaxed),
             request_body_bytes: self.request_body_bytes.load(Relaxed),
+            writer_threads_started: self.writer_threads_started.load(Relaxed),
+            thread_spawn_failures_by_kind: ThreadKind::ALL
+                .iter()
+                .map(|k| (k.label(), self.thread_spawn_failures[*k as usize].load(Relaxed)))
+                .collect(),
         }
     }
 }
@@ -271,5 +357,55 @@ pub(crate) fn render_engine(numbers: &EngineNumbers, more_drops: &[(&str, u64)])
         "Sockets over a handshake bound, a per-IP cap or the connect rate, answered by the overflow thread, by the bound.",
         &labelled("reason", &overflow),
     );
+    metric(
+        "wshub_writer_threads_started_total",
+        "counter",
+        "Writer threads started (a connection has one only while something waits in its queue).",
+        &one(s.writer_threads_started),
+    );
+    let failures: Vec<_> =
+        s.thread_spawn_failures_by_kind.iter().map(|(k, n)| ((*k).to_owned(), *n)).collect();
+    metric(
+        "wshub_thread_spawn_failures_total",
+        "counter",
+        "Connection threads that could not be started (the process at its thread limit), by kind.",
+        &labelled("kind", &failures),
+    );
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::{Duration, Instant};
+
+    #[test]
+    fn a_limited_log_lets_the_first_line_through_then_one_per_period_with_the_count() {
+        let every = Duration::from_secs(10);
+        let start = Instant::now();
+        let mut log = LogLimiter::default();
+        assert_eq!(log.due(start, every), Some(0), "the first at once");
+        for i in 1..=500 {
+            assert_eq!(
+                log.due(start + Duration::from_millis(i * 10), every),
+                None,
+                "quiet within the period"
+            );
+        }
+        assert_eq!(log.due(start + every, every), Some(500), "then one, with the count");
+        assert_eq!(log.due(start + every + Duration::from_secs(1), every), None);
+        assert_eq!(log.due(start + every * 5, every), Some(1));
+    }
+
+    #[test]
+    fn every_spawn_failure_is_counted_even_when_not_logged() {
+        let stats = Stats::default();
+        let e = std::io::Error::from_raw_os_error(libc::EAGAIN);
+        for conn in 0..100 {
+            stats.thread_spawn_failed(ThreadKind::Writer, conn, &e);
+        }
+        assert_eq!(stats.snapshot().thread_spawn_failures_by_kind, [("writer", 100), ("reader", 0)]);
+        let text = render_engine(&EngineNumbers { stats: stats.snapshot(), rooms: 0 }, &[]);
+        assert!(text.contains("wshub_thread_spawn_failures_total{kind=\"writer\"} 100"), "{text}");
+    }
 }

@@ -8,7 +8,7 @@
 //! and the handler's upgrade decision all share one path.
 
 use std::io::{self, Read, Write};
-use std::net::{Shutdown, SocketAddr, TcpStream};
+use std::net::{Shutdown, SocketAddr};
 use std::time::{Duration, Instant, SystemTime};
 
 use super::ConnShared;
@@ -63,21 +63,22 @@ impl ReadError {
 /// Reads one request head from `stream` (the socket's bytes, decrypted when
 /// TLS is on), all of it before `deadline` (however slowly it trickles in; a
 /// per-read timeout would let a client that sends a byte a second hold its
-/// thread forever). A body is read only once the head has been judged
-/// ([`read_body`]).
+/// thread forever). `stream` must end every read at `deadline` (the
+/// reader's `SockReader` sets the socket's timeout before each raw read, so
+/// this sets none of its own). A body is read only once the head has been
+/// judged ([`read_body`]).
 ///
 /// Buffers live on the heap and are freed before the connection's life
 /// begins: the reader thread's stack pages, once touched, stay resident for
 /// as long as the connection is open.
 pub(crate) fn read_request(
     mut stream: impl Read,
-    socket: &TcpStream,
     remote: SocketAddr,
     deadline: Instant,
 ) -> Result<Request, ReadError> {
     let mut buf = Vec::with_capacity(1024);
     loop {
-        read_more(&mut stream, socket, &mut buf, 1024, deadline)?;
+        read_more(&mut stream, &mut buf, 1024, deadline)?;
         if let Some(request) = parse_request(&buf, remote)? {
             return Ok(request);
         }
@@ -88,10 +89,10 @@ pub(crate) fn read_request(
 }
 
 /// Reads the `length` bytes of `request`'s body (what came with the head
-/// first) into `request.info.body`, before `deadline`.
+/// first) into `request.info.body`, before `deadline` (which `stream`
+/// enforces, as for [`read_request`]).
 pub(crate) fn read_body(
     mut stream: impl Read,
-    socket: &TcpStream,
     request: &mut Request,
     length: usize,
     deadline: Instant,
@@ -99,7 +100,7 @@ pub(crate) fn read_body(
     let mut body = std::mem::take(&mut request.leftover);
     while body.len() < length {
         let want = (length - body.len()).min(64 * 1024);
-        read_more(&mut stream, socket, &mut body, want, deadline)?;
+        read_more(&mut stream, &mut body, want, deadline)?;
     }
     // Bytes past the body (a pipelined request) are not served: the
     // connection closes after its one response.
@@ -111,13 +112,11 @@ pub(crate) fn read_body(
 /// Reads up to `want` more bytes onto the end of `buf`, before `deadline`.
 fn read_more(
     stream: &mut impl Read,
-    socket: &TcpStream,
     buf: &mut Vec<u8>,
     want: usize,
     deadline: Instant,
 ) -> Result<(), ReadError> {
-    let left = deadline.saturating_duration_since(Instant::now());
-    if left.is_zero() || socket.set_read_timeout(Some(left)).is_err() {
+    if Instant::now() >= deadline {
         return Err(ReadError::Timeout);
     }
     let len = buf.len();

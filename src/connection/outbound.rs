@@ -18,7 +18,8 @@
 //!   earlier hub command of that thread has taken effect (`hub/order.rs`);
 //! - the **hub thread** again for the heartbeat (`hub/heartbeat.rs`): a ping
 //!   sent the same way ([`ConnShared::send_heartbeat`]), or queued behind
-//!   what is queued.
+//!   what is queued (one at a time), or put off a moment when another
+//!   thread is writing.
 //!
 //! A connection has a writer thread only while something is queued, or
 //! shortly after: whoever queues an item when none runs starts one, and a
@@ -207,6 +208,8 @@ pub(crate) struct Outbound {
     /// A writer thread could not be started: none is tried again, and the
     /// reader, woken, writes what is queued itself at its end.
     no_thread: AtomicBool,
+    /// An [`Out::Heartbeat`] is queued and not yet written or dropped.
+    heartbeat_queued: AtomicBool,
 }
 
 /// Starts a writer for a connection claimed for it
@@ -267,6 +270,7 @@ impl Outbound {
             writer: AtomicU32::new(NO_WRITER),
             home: OnceLock::new(),
             no_thread: AtomicBool::new(false),
+            heartbeat_queued: AtomicBool::new(false),
         }
     }
 }
@@ -596,7 +600,8 @@ impl ConnShared {
             return self.writer_ended();
         };
         if let Err(e) = (home.start)(conn, false) {
-            log::error!("conn {}: cannot start a writer thread: {e}; ending it", self.id);
+            // Counted and logged (rate-limited) where it was started: `writer::starter`.
+            log::debug!("conn {}: no writer thread ({e}); ending it", self.id);
             self.out.no_thread.store(true, Release);
             self.out.writer.store(NO_WRITER, Release);
             // A reader already waiting in `end_writer` takes it from here.
@@ -685,6 +690,12 @@ impl ConnShared {
         self.out.no_thread.load(Acquire)
     }
 
+    /// Holds the write lock, as a thread writing to the socket does.
+    #[cfg(test)]
+    pub(crate) fn out_write_lock_for_test(&self) -> parking_lot::MutexGuard<'_, WriteState> {
+        self.out.write.lock()
+    }
+
     /// A writer thread is draining this connection's queue now.
     #[cfg(test)]
     pub(crate) fn has_writer(&self) -> bool {
@@ -705,52 +716,72 @@ impl ConnShared {
     /// the socket when nothing is queued or being written, like a direct
     /// send, so an idle connection needs no writer thread for it; else (the
     /// socket full, frames waiting) queued behind them, which starts a
-    /// writer if none runs. Nothing once a close is on its way. A socket
-    /// that fails is shut down; its reader then ends the connection.
-    pub(crate) fn send_heartbeat(&self, stats: &Stats) {
+    /// writer if none runs, unless a heartbeat queued earlier is still
+    /// waiting there (it serves for this one). False, with nothing done,
+    /// when `may_defer` and another thread holds the write lock (a frame
+    /// going straight out): the connection is not idle, and queueing the
+    /// ping would start a writer thread for it alone; the hub tries again
+    /// soon. Nothing once a close is on its way. A socket that fails is shut
+    /// down; its reader then ends the connection.
+    pub(crate) fn send_heartbeat(&self, stats: &Stats, may_defer: bool) -> bool {
         let out = &self.out;
         if out.closing.load(Acquire) {
-            return;
+            return true;
         }
         let ping = self.heartbeat_bytes();
         if !self.has_queued() {
-            if let Some(mut st) = out.write.try_lock() {
-                if st.tail.is_none() && !st.tls_tail && !self.has_queued() && !out.closing.load(Acquire) {
-                    if st.tls.is_some() {
-                        if self.send_direct_tls(&mut st, ping, stats, false) {
-                            return;
-                        }
-                    } else {
-                        match sock::send(&self.stream, ping, true) {
-                            Ok(n) if n == ping.len() => {
-                                Stats::add(&stats.bytes_out, n as u64);
-                                return;
-                            }
-                            Ok(n) if n > 0 => {
-                                Stats::add(&stats.bytes_out, n as u64);
-                                self.leave_tail(&mut st, crate::frame::shared(ping.to_vec()), n, false);
-                                return;
-                            }
-                            Err(e)
-                                if !matches!(
-                                    e.kind(),
-                                    io::ErrorKind::WouldBlock | io::ErrorKind::Interrupted
-                                ) =>
-                            {
-                                drop(st);
-                                self.write_failed(&e.to_string());
-                                return;
-                            }
-                            // Full: it waits its turn behind nothing, with a writer.
-                            _ => {}
-                        }
+            match out.write.try_lock() {
+                None if may_defer => return false,
+                None => {}
+                Some(st) => {
+                    let idle =
+                        st.tail.is_none() && !st.tls_tail && !self.has_queued() && !out.closing.load(Acquire);
+                    if idle && self.heartbeat_direct(st, ping, stats) {
+                        return true;
                     }
                 }
             }
         }
+        if out.heartbeat_queued.swap(true, AcqRel) {
+            return true;
+        }
         out.controls.fetch_add(1, AcqRel);
         out.bytes.fetch_add(ping.len(), AcqRel);
         self.enqueue(Out::Heartbeat);
+        true
+    }
+
+    /// The heartbeat straight to the socket, under the write lock `st`
+    /// (nothing queued or being written): true when it is taken care of
+    /// (sent, its rest left as the [`Tail`], or the socket failed and was
+    /// shut down); false when the socket is full and it must be queued.
+    fn heartbeat_direct(
+        &self,
+        mut st: parking_lot::MutexGuard<'_, WriteState>,
+        ping: &[u8],
+        stats: &Stats,
+    ) -> bool {
+        if st.tls.is_some() {
+            return self.send_direct_tls(&mut st, ping, stats, false);
+        }
+        match sock::send(&self.stream, ping, true) {
+            Ok(n) if n == ping.len() => {
+                Stats::add(&stats.bytes_out, n as u64);
+                true
+            }
+            Ok(n) if n > 0 => {
+                Stats::add(&stats.bytes_out, n as u64);
+                self.leave_tail(&mut st, crate::frame::shared(ping.to_vec()), n, false);
+                true
+            }
+            Err(e) if !matches!(e.kind(), io::ErrorKind::WouldBlock | io::ErrorKind::Interrupted) => {
+                drop(st);
+                self.write_failed(&e.to_string());
+                true
+            }
+            // Full: it waits its turn behind nothing, with a writer.
+            _ => false,
+        }
     }
 
     /// Data or control frames are queued or being written.
@@ -847,6 +878,7 @@ impl ConnShared {
             Out::Heartbeat => {
                 out.bytes.fetch_sub(self.heartbeat_bytes().len(), AcqRel);
                 out.controls.fetch_sub(1, AcqRel);
+                out.heartbeat_queued.store(false, Release);
             }
             Out::Control(bytes) => {
                 if crate::frame::is_single_pong(bytes) {

@@ -67,7 +67,6 @@ enum End {
 pub(crate) fn run(server: ServerHandle, conn: Arc<ConnShared>, preread: Vec<u8>) {
     ON_CONNECTION_THREAD.with(|c| c.set(true));
     let engine = server.engine();
-    let _ = conn.stream.set_nodelay(true);
     // One deadline for the whole handshake, counted from the accept: the TLS
     // handshake (when on), then the HTTP request, however slowly it trickles.
     let deadline = conn.accepted + engine.config.handshake_timeout;
@@ -118,6 +117,10 @@ fn tls_handshake<'a>(
     sock: &mut SockReader<'a>,
     deadline: Instant,
 ) -> io::Result<()> {
+    // The server's flight goes out in several writes, none to wait for an
+    // ACK. (A plain connection needs no Nagle-free socket before its 101:
+    // `push` sets it after, and a refusal goes in one write before the FIN.)
+    let _ = conn.stream.set_nodelay(true);
     conn.start_tls(tls.current()).map_err(io::Error::other)?;
     *sock = SockReader::new(conn);
     sock.tls_handshake(deadline)
@@ -144,7 +147,7 @@ fn upgrade<'a>(
         engine.stats.count_reject(response.status);
         handshake::respond_and_close(conn, response, head_only);
     };
-    let mut request = match handshake::read_request(&mut sock, &conn.stream, conn.remote, deadline) {
+    let mut request = match handshake::read_request(&mut sock, conn.remote, deadline) {
         Ok(r) => r,
         Err(e) => {
             if let Some(status) = e.status() {
@@ -181,7 +184,7 @@ fn upgrade<'a>(
         return None;
     }
     if !handshake::wants_upgrade(&request.info) {
-        let reserved = match read_body(server, conn, &mut sock, &mut request, deadline) {
+        let reserved = match read_body(server, &mut sock, &mut request, deadline) {
             Ok(reserved) => reserved,
             Err(Refused::Ours(response)) => {
                 reject(&response, head_only);
@@ -266,7 +269,6 @@ enum Refused {
 /// with `Engine::release_body`).
 fn read_body(
     server: &ServerHandle,
-    conn: &ConnShared,
     sock: &mut SockReader<'_>,
     request: &mut handshake::Request,
     deadline: Instant,
@@ -289,7 +291,7 @@ fn read_body(
     if !engine.reserve_body(length) {
         return Err(Refused::Ours(HttpResponse::plain(503).with_header("Retry-After", "1")));
     }
-    if let Err(e) = handshake::read_body(sock, &conn.stream, request, length, deadline) {
+    if let Err(e) = handshake::read_body(sock, request, length, deadline) {
         engine.release_body(&mut request.info.body, length);
         return Err(refuse(e));
     }
@@ -380,6 +382,9 @@ fn serve(server: &ServerHandle, conn: &Arc<ConnShared>, mut ws: Ws<'_>, request:
     let end = if connected.is_none() {
         End::Fail(1011, "internal error")
     } else {
+        // The handshake and on_connect reached deeper than waiting for a
+        // frame does: an idle connection need not keep those stack pages.
+        crate::sys::pthread::release_unused_stack();
         read_loop(server, conn, &mut ws)
     };
 
@@ -462,6 +467,7 @@ fn serve_stream(
         engine.close_in_order(conn, 1011, "internal error");
         (1011, "internal error".to_owned())
     } else {
+        crate::sys::pthread::release_unused_stack();
         wait_for_end(conn, &mut sock)
     };
     if code != 1006 {

@@ -13,7 +13,8 @@
 //! it has written a close frame it writes nothing more, and stays until the
 //! reader has finished (the close handshake's deadline is its to keep). For an
 //! event stream it writes the same way, with no close frame: a close ends the
-//! stream.
+//! stream. A writer that panics ends its connection ([`EndsOnPanic`]), so
+//! its reader is never left waiting for it.
 
 use std::net::Shutdown;
 use std::sync::atomic::AtomicUsize;
@@ -26,7 +27,7 @@ use super::outbound::{Out, Patience, StartWriter};
 use super::ConnShared;
 use crate::config::Config;
 use crate::frame;
-use crate::stats::Stats;
+use crate::stats::{Stats, ThreadKind};
 use crate::sys::pthread;
 
 /// Most frames in one batch (Linux's IOV_MAX is 1024).
@@ -42,16 +43,18 @@ pub(crate) const WRITER_LINGER: Duration = Duration::from_secs(5);
 #[derive(Debug)]
 pub(crate) struct WriterEnv {
     pub(crate) stats: Arc<Stats>,
-    /// Writer threads started and not yet gone (see `pthread::reap_detached`).
+    /// Writer threads started and not yet gone (see `pthread::reap_detached`);
+    /// those started in all are `Stats::writer_threads_started`.
     pub(crate) live: Arc<AtomicUsize>,
-    /// Writer threads started since the server started.
-    pub(crate) started: AtomicUsize,
     patience: Patience,
     close_timeout: Duration,
     write_buffer_size: usize,
     stack_size: usize,
     /// How long a writer with nothing queued waits before it ends.
     pub(crate) linger: Duration,
+    /// A test's writers panic as they start a batch.
+    #[cfg(test)]
+    pub(crate) panic_in_batch: bool,
 }
 
 impl WriterEnv {
@@ -59,12 +62,13 @@ impl WriterEnv {
         WriterEnv {
             stats,
             live: Arc::default(),
-            started: AtomicUsize::new(0),
             patience: Patience { open: config.idle_timeout, closing: config.close_timeout },
             close_timeout: config.close_timeout,
             write_buffer_size: config.write_buffer_size,
             stack_size: config.writer_stack_size,
             linger: WRITER_LINGER,
+            #[cfg(test)]
+            panic_in_batch: false,
         }
     }
 }
@@ -76,13 +80,24 @@ impl WriterEnv {
 pub(crate) fn starter(env: Arc<WriterEnv>) -> StartWriter {
     Arc::new(move |conn: Arc<ConnShared>, here: bool| {
         if here {
-            run(conn, &env);
+            // On the reader's thread, at its end: a panic ends the connection
+            // (`EndsOnPanic`), and stops here, so the reader still gives the
+            // connection back (registry, counts) as a writer thread's would.
+            let _ = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| run(conn, &env)));
             return Ok(());
         }
         let env = env.clone();
-        let (stack, live) = (env.stack_size, env.live.clone());
-        env.started.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        pthread::spawn_detached(&format!("wshub-w{}", conn.id), stack, &live, move || run(conn, &env))
+        let (id, stack, live, stats) = (conn.id, env.stack_size, env.live.clone(), env.stats.clone());
+        match pthread::spawn_detached(&format!("wshub-w{id}"), stack, &live, move || run(conn, &env)) {
+            Ok(()) => {
+                Stats::add(&stats.writer_threads_started, 1);
+                Ok(())
+            }
+            Err(e) => {
+                stats.thread_spawn_failed(ThreadKind::Writer, id, &e);
+                Err(e)
+            }
+        }
     })
 }
 
@@ -90,6 +105,7 @@ pub(crate) fn starter(env: Arc<WriterEnv>) -> StartWriter {
 /// connection so that no writer starts again), or until the queue has stayed
 /// empty for the linger (then it hands the queue back).
 pub(crate) fn run(conn: Arc<ConnShared>, env: &WriterEnv) {
+    let _unwinding = EndsOnPanic(&conn);
     let _ = conn.stream.set_write_timeout(Some(WRITE_TICK.min(env.close_timeout)));
     let stream = conn.is_event_stream();
     let rx = conn.queue();
@@ -136,6 +152,25 @@ pub(crate) fn run(conn: Arc<ConnShared>, env: &WriterEnv) {
     conn.writer_ended();
 }
 
+/// Ends the connection when its writer panics: nothing would drain its
+/// queue again, and its reader would wait for the writer's end for good.
+/// The socket is shut down in both directions (the peer sees the end, the
+/// reader's read returns and it finishes the connection), and the writer
+/// counts as ended, so the reader's last wait (`ConnShared::end_writer`)
+/// returns and no writer starts again. The panic itself goes on to the
+/// thread's start, which logs it.
+struct EndsOnPanic<'a>(&'a ConnShared);
+
+impl Drop for EndsOnPanic<'_> {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            log::error!("conn {}: its writer panicked; ending the connection", self.0.id);
+            self.0.kill();
+            self.0.writer_ended();
+        }
+    }
+}
+
 /// An item as it comes off the queue: a pong marker becomes the latest pong.
 fn dequeued(conn: &ConnShared, item: Out) -> Out {
     match item {
@@ -167,6 +202,8 @@ impl Writer<'_> {
     /// (after the rest of a partial direct send, if any: see
     /// [`ConnShared::write_locked`]).
     fn write_batch(&mut self, batch: &mut Vec<Out>) -> Step {
+        #[cfg(test)]
+        assert!(!self.env.panic_in_batch, "a test's writer panics");
         let discard = self.conn.discards();
         let mut close_frame = None;
         let mut step = Step::Continue;
@@ -527,7 +564,7 @@ mod tests {
         let stats = Arc::new(Stats::default());
         // Idle: straight out, nothing queued, no writer, not a message.
         let (conn, mut peer) = loopback_conn(1);
-        conn.send_heartbeat(&stats);
+        conn.send_heartbeat(&stats, false);
         let mut got = [0u8; 2];
         peer.read_exact(&mut got).unwrap();
         assert_eq!(got, [0x89, 0x00]);
@@ -539,7 +576,7 @@ mod tests {
             frame::shared(frame::encode(frame::OP_BINARY, &vec![5u8; 32 << 20]));
         assert!(conn.try_send_direct(&big, &stats));
         assert_eq!(conn.queue_depth(), 1, "its unsent rest holds the queue");
-        conn.send_heartbeat(&stats);
+        conn.send_heartbeat(&stats, false);
         let after: crate::frame::SharedFrame = frame::shared(frame::encode(frame::OP_TEXT, b"after"));
         assert!(!conn.try_send_direct(&after, &stats), "the heartbeat is queued");
         conn.push_frame(after.clone(), LIMITS, &stats).unwrap();
@@ -553,6 +590,35 @@ mod tests {
         assert!(got == expected, "the bytes arrive whole and in order");
         assert_eq!(stats.messages_out.load(Relaxed), 2, "two data frames; heartbeats are not messages");
         assert_eq!(conn.queued_bytes(), 0);
+    }
+
+    /// A heartbeat that finds another thread writing is put off (nothing
+    /// queued, no writer) when it may be, queued when it may not; while one
+    /// heartbeat waits in the queue, the next ones are not queued again.
+    #[test]
+    fn a_heartbeat_is_put_off_while_another_thread_writes_and_queued_once_at_most() {
+        let stats = Arc::new(Stats::default());
+        let (conn, mut peer) = loopback_conn(1);
+        let rx = conn.take_receiver().unwrap();
+        {
+            let _writing = conn.out_write_lock_for_test();
+            assert!(!conn.send_heartbeat(&stats, true), "put off");
+            assert!(rx.is_empty() && conn.queued_bytes() == 0, "nothing queued for it");
+            assert!(conn.send_heartbeat(&stats, false), "too late to put off: queued");
+            assert!(conn.send_heartbeat(&stats, false), "one queued already serves");
+            assert!(conn.send_heartbeat(&stats, true));
+        }
+        assert_eq!(rx.len(), 1, "one heartbeat queued, not three");
+        assert_eq!(conn.queued_bytes(), 2);
+        let item = rx.try_recv().unwrap();
+        assert!(matches!(item, Out::Heartbeat));
+        conn.done(&item);
+        // Written: the next one goes straight out again.
+        assert!(conn.send_heartbeat(&stats, true));
+        let mut got = [0u8; 2];
+        peer.read_exact(&mut got).unwrap();
+        assert_eq!(got, [0x89, 0x00]);
+        assert!(rx.is_empty());
     }
 
     /// Frames of `len` bytes whose payload starts with `tag`.
@@ -577,7 +643,6 @@ mod tests {
         // Unbounded here: the bound is not what this test is about.
         const LIMITS: QueueLimits = QueueLimits { frames: usize::MAX, bytes: usize::MAX };
         let stats = Arc::new(Stats::default());
-        let mut started = 0;
         for round in 0..8u64 {
             let linger = Duration::from_micros(if round % 2 == 0 { 0 } else { 300 });
             let (conn, mut peer, env) = opened_with_linger(round + 1, linger, &stats);
@@ -668,8 +733,8 @@ mod tests {
                 std::thread::sleep(Duration::from_millis(1));
             }
             assert!(!conn.has_writer());
-            started += env.started.load(Relaxed);
         }
+        let started = stats.writer_threads_started.load(Relaxed);
         assert!(started >= 16, "writers were started {started} times: the hand-off was not exercised");
     }
 
@@ -712,6 +777,77 @@ mod tests {
         expected.extend_from_slice(&frame::encode_close(1001, "server shutting down"));
         assert_eq!(got, expected);
         assert_eq!(conn.queue_depth(), 0);
+    }
+
+    /// At the thread limit the reader writes what was queued itself, as the
+    /// writer, at its end: a panic there ends the connection like a writer
+    /// thread's, and does not unwind through the reader's last step (the
+    /// reader has the connection's registry entry still to give back).
+    #[test]
+    fn a_writer_that_panics_on_the_readers_thread_leaves_the_readers_end_to_it() {
+        let (conn, mut peer) = loopback_conn(1);
+        let stats = Arc::new(Stats::default());
+        let mut env = WriterEnv::new(&Config::default(), stats.clone());
+        env.panic_in_batch = true;
+        let real = starter(Arc::new(env));
+        let start: StartWriter = Arc::new(move |conn: Arc<ConnShared>, here: bool| {
+            if here {
+                return real(conn, true);
+            }
+            Err(std::io::Error::from_raw_os_error(libc::EAGAIN))
+        });
+        conn.open_writer(WriterHome { start, conn: Arc::downgrade(&conn) });
+        let text: crate::frame::SharedFrame = frame::shared(frame::encode(frame::OP_TEXT, b"x"));
+        conn.push_frame(text, LIMITS, &stats).unwrap(); // no thread: the reader's to write
+        let reader = {
+            let conn = conn.clone();
+            std::thread::spawn(move || conn.end_writer())
+        };
+        assert!(reader.join().is_ok(), "the writer's panic went through the reader's end");
+        assert!(!conn.has_writer());
+        peer.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
+        let mut rest = Vec::new();
+        assert!(peer.read_to_end(&mut rest).is_ok(), "the peer sees the socket end");
+    }
+
+    /// A writer thread that panics ends its connection: the socket is shut
+    /// down (the peer sees its end, the reader's read returns), the reader's
+    /// last wait for the writer returns, and no thread is left.
+    #[test]
+    fn a_writer_that_panics_ends_its_connection_and_releases_its_reader() {
+        let stats = Arc::new(Stats::default());
+        let (conn, mut peer) = loopback_conn(1);
+        let mut env = WriterEnv::new(&Config::default(), stats.clone());
+        env.panic_in_batch = true;
+        let env = Arc::new(env);
+        conn.open_writer(WriterHome { start: starter(env.clone()), conn: Arc::downgrade(&conn) });
+        // The reader: reads until the socket ends, then waits for the writer.
+        let (ended_tx, ended) = crossbeam_channel::bounded(1);
+        let reader = {
+            let conn = conn.clone();
+            std::thread::spawn(move || {
+                let mut buf = [0u8; 64];
+                while matches!((&conn.stream).read(&mut buf), Ok(n) if n > 0) {}
+                conn.end_writer();
+                let _ = ended_tx.send(());
+            })
+        };
+        let text: crate::frame::SharedFrame = frame::shared(frame::encode(frame::OP_TEXT, b"x"));
+        conn.push_frame(text, LIMITS, &stats).unwrap(); // starts the writer, which panics
+        assert!(
+            ended.recv_timeout(Duration::from_secs(20)).is_ok(),
+            "the reader is still waiting (its socket open, or its writer never counted as ended)"
+        );
+        reader.join().unwrap();
+        peer.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
+        let mut rest = Vec::new();
+        assert!(peer.read_to_end(&mut rest).is_ok(), "the peer sees the socket end");
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while env.live.load(std::sync::atomic::Ordering::Acquire) > 0 {
+            assert!(Instant::now() < deadline, "the writer thread is left");
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        assert!(!conn.has_writer());
     }
 
     /// Several threads at once (the hub, `send` from application threads, the

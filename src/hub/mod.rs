@@ -1,9 +1,13 @@
 //! The room hub thread: owns room membership and the hub's view of open
 //! connections, and fans frames out to the connections' queues.
 //!
-//! Everything that changes or reads rooms arrives as a [`Cmd`] on one bounded
-//! channel, so the commands of one caller take effect in the order they were
-//! sent. The hub never blocks on a connection: a queue at its bound makes that
+//! Everything that changes or reads rooms arrives as a [`Cmd`] on one of two
+//! bounded lanes (`order.rs`): sends, broadcasts, joins, leaves, closes and
+//! queries on the ordered lane; the control commands (the stop's close and
+//! the hub's shutdown, a connection's registration and end) on the control
+//! lane, which the hub empties first, so a stop is not stuck behind a flood
+//! of broadcasts. Either way the commands of one caller take effect in the
+//! order they were sent. The hub never blocks on a connection: a queue at its bound makes that
 //! connection a slow consumer (closed with 1013); it runs no application code,
 //! so any thread, including a callback, may wait on its replies.
 //!
@@ -29,7 +33,7 @@ use std::collections::HashMap;
 use std::sync::atomic::Ordering::*;
 use std::sync::Arc;
 
-use crossbeam_channel::{Receiver, RecvTimeoutError, Sender};
+use crossbeam_channel::{Select, Sender, TryRecvError};
 
 use crate::connection::outbound::QueueLimits;
 use crate::connection::ConnShared;
@@ -37,8 +41,9 @@ use crate::frame::SharedFrame;
 use crate::stats::Stats;
 use crate::types::ConnId;
 use fanout::{deliver_all, Cork, Half, Helper, SPLIT_AT};
-use heartbeat::Heartbeat;
-pub(crate) use order::{nothing_pending, submit, submit_untracked, Ticketed};
+use heartbeat::{Beat, Heartbeat};
+use order::Ticketed;
+pub(crate) use order::{lanes, nothing_pending, sent_so_far, submit, submit_untracked, HubRx, HubTx};
 use rooms::Rooms;
 
 /// A request to the hub.
@@ -61,6 +66,35 @@ pub(crate) enum Cmd {
     RoomCount(Sender<usize>),
     Shutdown,
 }
+
+impl Cmd {
+    /// Takes the control lane when its thread has nothing pending
+    /// (`order.rs`): the stop's close and the shutdown, a connection's
+    /// registration and end. Sends and broadcasts, and joins and leaves
+    /// (they decide who gets a broadcast, and a join must not overtake a
+    /// broadcast whose message its room's history already holds), keep
+    /// their place on the ordered lane; so do a connection's close and the
+    /// queries: a close or a query one thread makes after another thread's
+    /// broadcast or join returned must see it take effect first (a close
+    /// comes "after the frames already queued", a query counts the join),
+    /// and only the ordered lane keeps that order between threads.
+    pub(crate) fn is_control(&self) -> bool {
+        match self {
+            Cmd::Register(_) | Cmd::Unregister(_) | Cmd::CloseAll(..) | Cmd::Shutdown => true,
+            Cmd::Join(..)
+            | Cmd::Leave(..)
+            | Cmd::Send(..)
+            | Cmd::Broadcast { .. }
+            | Cmd::Close(..)
+            | Cmd::RoomSize(..)
+            | Cmd::RoomsOf(..)
+            | Cmd::RoomCount(_) => false,
+        }
+    }
+}
+
+/// A command's counter, bumped once it has taken effect (`order.rs`).
+type Done = Option<Arc<std::sync::atomic::AtomicU64>>;
 
 /// Sends and broadcasts gathered into one round at most: bounds what a round
 /// holds and how long the first command of a round waits for its last.
@@ -103,65 +137,99 @@ impl Hub {
 
     /// Serves commands, a round at a time, until `Shutdown` or until every
     /// sender is gone.
-    pub(crate) fn run(mut self, rx: Receiver<Ticketed>) {
+    pub(crate) fn run(mut self, rx: HubRx) {
         let mut gathered = Vec::with_capacity(ROUND_COMMANDS);
         loop {
-            let got = match self.heartbeat.next() {
-                Some(at) => rx.recv_deadline(at),
-                None => rx.recv().map_err(|_| RecvTimeoutError::Disconnected),
+            let mut ready = Select::new();
+            ready.recv(&rx.control);
+            ready.recv(&rx.ordered);
+            let woken = match self.heartbeat.next() {
+                Some(at) => ready.ready_deadline(at).is_ok(),
+                None => {
+                    ready.ready();
+                    true
+                }
             };
-            let first = match got {
-                Ok(first) => first,
-                Err(RecvTimeoutError::Timeout) => {
-                    self.beat();
-                    continue;
-                }
-                Err(RecvTimeoutError::Disconnected) => return,
-            };
-            let mut next = Some(first);
-            while let Some((cmd, done)) = next.take().map(Ticketed::into_parts) {
-                if let Cmd::Shutdown = cmd {
-                    self.end_round(&mut gathered);
-                    if let Some(done) = done {
-                        done.fetch_add(1, Release);
-                    }
-                    // What waits behind it is dropped with `rx`, each
-                    // command counted as done (see `Ticketed`).
-                    return;
-                }
-                if self.gather(cmd) {
-                    gathered.push(done);
-                    if gathered.len() < ROUND_COMMANDS {
-                        next = rx.try_recv().ok();
-                    }
-                } else {
-                    // Not a frame: what was gathered goes out before it takes effect.
-                    self.end_round(&mut gathered);
-                    if let Some(done) = done {
-                        done.fetch_add(1, Release);
-                    }
-                    next = rx.try_recv().ok();
-                }
+            if woken && !self.round(&rx, &mut gathered) {
+                return;
             }
-            self.end_round(&mut gathered);
             self.beat();
         }
+    }
+
+    /// Carries out what waits on the lanes, a round: every control command
+    /// as soon as it is seen, and up to [`ROUND_COMMANDS`] sends and
+    /// broadcasts gathered from the ordered lane. False at `Shutdown`, or
+    /// once every sender is gone and nothing is left.
+    fn round(&mut self, rx: &HubRx, gathered: &mut Vec<Done>) -> bool {
+        loop {
+            let next = match gathered.len() < ROUND_COMMANDS {
+                true => rx.ordered.try_recv(),
+                false => Err(TryRecvError::Empty),
+            };
+            // Before the ordered command is carried out: a control command
+            // its thread sent before it is on the control lane by now.
+            let control_gone = loop {
+                match rx.control.try_recv() {
+                    Ok(cmd) => {
+                        if !self.carry_out(cmd, gathered) {
+                            return false;
+                        }
+                    }
+                    Err(TryRecvError::Empty) => break false,
+                    Err(TryRecvError::Disconnected) => break true,
+                }
+            };
+            match next {
+                Ok(cmd) => {
+                    if !self.carry_out(cmd, gathered) {
+                        return false;
+                    }
+                }
+                Err(TryRecvError::Empty) => break,
+                Err(TryRecvError::Disconnected) => {
+                    if control_gone {
+                        self.end_round(gathered);
+                        return false;
+                    }
+                    break;
+                }
+            }
+        }
+        self.end_round(gathered);
+        true
+    }
+
+    /// One command: a send or broadcast joins the round; any other ends the
+    /// round (what was gathered goes out first) and takes effect. False at
+    /// `Shutdown`: what still waits on the lanes is dropped with them, each
+    /// command counted as done (see `Ticketed`).
+    fn carry_out(&mut self, cmd: Ticketed, gathered: &mut Vec<Done>) -> bool {
+        let (cmd, done) = cmd.into_parts();
+        let shutdown = matches!(cmd, Cmd::Shutdown);
+        if !shutdown && self.gather(cmd) {
+            gathered.push(done);
+            return true;
+        }
+        self.end_round(gathered);
+        if let Some(done) = done {
+            done.fetch_add(1, Release);
+        }
+        !shutdown
     }
 
     /// Sends the heartbeats that are due to the connections still registered.
     fn beat(&mut self) {
         let (conns, stats) = (&self.conns, &self.stats);
-        self.heartbeat.run_due(std::time::Instant::now(), |id| match conns.get(&id) {
-            Some(conn) => {
-                conn.send_heartbeat(stats);
-                true
-            }
-            None => false,
+        self.heartbeat.run_due(std::time::Instant::now(), |id, may_defer| match conns.get(&id) {
+            Some(conn) if conn.send_heartbeat(stats, may_defer) => Beat::Done,
+            Some(_) => Beat::Busy,
+            None => Beat::Gone,
         });
     }
 
     /// Sends the round's frames, then counts its commands as carried out.
-    fn end_round(&mut self, gathered: &mut Vec<Option<Arc<std::sync::atomic::AtomicU64>>>) {
+    fn end_round(&mut self, gathered: &mut Vec<Done>) {
         self.flush();
         for done in gathered.drain(..).flatten() {
             done.fetch_add(1, Release);
@@ -264,7 +332,10 @@ impl Hub {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::connection::{outbound::Out, test_support::loopback_conn};
+    use crate::config::Config;
+    use crate::connection::outbound::{Out, WriterHome};
+    use crate::connection::test_support::loopback_conn;
+    use crate::connection::writer::{starter, WriterEnv};
     use std::io::Read;
     use std::sync::atomic::Ordering::Relaxed;
 
@@ -312,15 +383,16 @@ mod tests {
         drop(hub); // stops and joins the helper
     }
 
-    /// Runs a hub over `cmds` (then Shutdown) on this thread, the commands
-    /// all waiting before it starts, as when publishes arrive faster than it
-    /// sends: each stretch of sends and broadcasts is one round.
+    /// Runs a hub over `cmds` on this thread until they are all carried out
+    /// and the lanes' senders are gone, the commands all waiting before it
+    /// starts, as when publishes arrive faster than it sends: each stretch
+    /// of sends and broadcasts is one round.
     fn run_waiting(hub: Hub, cmds: Vec<Cmd>) {
-        let (tx, rx) = crossbeam_channel::bounded(cmds.len() + 1);
+        let (tx, rx) = lanes(cmds.len() + 1);
         for cmd in cmds {
             submit(&tx, cmd).ok().unwrap();
         }
-        submit_untracked(&tx, Cmd::Shutdown);
+        drop(tx);
         assert!(!nothing_pending());
         hub.run(rx);
         assert!(nothing_pending(), "every command counts as carried out once its round went out");
@@ -333,17 +405,113 @@ mod tests {
     #[test]
     fn commands_a_hub_never_carries_out_do_not_stay_pending() {
         let hub = Hub::new(limits(4), Arc::new(Stats::default()), HEARTBEAT);
-        let (tx, rx) = crossbeam_channel::unbounded();
+        let (tx, rx) = lanes(8);
         submit(&tx, Cmd::RoomCount(crossbeam_channel::bounded(1).0)).ok().unwrap();
         submit(&tx, Cmd::Shutdown).ok().unwrap();
-        // Behind the Shutdown: dropped with the hub's end of the channel.
+        // Behind the Shutdown: dropped with the hub's ends of the lanes.
         submit(&tx, Cmd::Leave(1, "r".into())).ok().unwrap();
         assert!(!nothing_pending());
         hub.run(rx);
         assert!(nothing_pending(), "the Shutdown and what waited behind it no longer count");
-        // The channel is closed now: a command sent to it fails, and is not pending either.
+        // The lanes are closed now: a command sent to them fails, and is not pending either.
         assert!(submit(&tx, Cmd::Leave(1, "r".into())).is_err());
         assert!(nothing_pending());
+    }
+
+    /// A loopback member opened as the engine opens one: what is queued for
+    /// it starts a writer thread, which writes it to the peer.
+    fn opened_member(id: ConnId, env: &Arc<WriterEnv>) -> (Arc<ConnShared>, std::net::TcpStream) {
+        let (conn, peer) = loopback_conn(id);
+        conn.open_writer(WriterHome { start: starter(env.clone()), conn: Arc::downgrade(&conn) });
+        (conn, peer)
+    }
+
+    /// Reads unmasked frames (payloads under 126 bytes) until a close: how
+    /// many data frames came before it, and the close's code.
+    fn data_frames_before_close(peer: &mut std::net::TcpStream, most: usize) -> (usize, u16) {
+        peer.set_read_timeout(Some(std::time::Duration::from_secs(20))).unwrap();
+        for seen in 0..=most {
+            let mut head = [0u8; 2];
+            peer.read_exact(&mut head).unwrap();
+            let mut payload = vec![0u8; usize::from(head[1] & 0x7f)];
+            peer.read_exact(&mut payload).unwrap();
+            if head[0] & 0x0f == crate::frame::OP_CLOSE {
+                return (seen, u16::from_be_bytes([payload[0], payload[1]]));
+            }
+        }
+        panic!("no close after {most} data frames");
+    }
+
+    /// A stop while another thread's broadcasts fill the hub's queue: the
+    /// stop's close reaches every member first, and the broadcasts that
+    /// waited in the queue find the members closing (dropped, not sent).
+    #[test]
+    fn a_stop_overtakes_the_broadcasts_other_threads_have_waiting() {
+        const QUEUED: usize = 64;
+        let stats = Arc::new(Stats::default());
+        let mut hub = Hub::new(limits(4 * QUEUED), stats.clone(), HEARTBEAT);
+        let env = Arc::new(WriterEnv::new(&Config::default(), stats.clone()));
+        let mut members: Vec<_> = (1..=8).map(|id| opened_member(id, &env)).collect();
+        for (c, _) in &members {
+            hub.handle(Cmd::Register(c.clone()));
+            hub.handle(Cmd::Join(c.id, "r".into()));
+        }
+        let (tx, rx) = lanes(QUEUED);
+        // Another thread's broadcasts fill the queue; none has taken effect.
+        let flood = {
+            let tx = tx.clone();
+            std::thread::spawn(move || {
+                for i in 0..QUEUED {
+                    let frame =
+                        crate::frame::shared(crate::frame::encode(crate::frame::OP_TEXT, &[b'a'; 20]));
+                    assert!(
+                        submit(&tx, Cmd::Broadcast { room: "r".into(), frame, except: None }).is_ok(),
+                        "{i}"
+                    );
+                }
+            })
+        };
+        flood.join().unwrap();
+        // The stop's close, from this thread, which has nothing waiting.
+        assert!(nothing_pending());
+        assert!(submit(&tx, Cmd::CloseAll(1001, "server shutting down".into())).is_ok());
+        drop(tx);
+        hub.run(rx);
+        for (c, peer) in &mut members {
+            let (before, code) = data_frames_before_close(peer, QUEUED);
+            assert_eq!(
+                (before, code),
+                (0, 1001),
+                "member {}: broadcasts went out before the stop's close",
+                c.id
+            );
+            c.end_writer();
+        }
+        assert_eq!(stats.messages_out.load(Relaxed), 0);
+    }
+
+    /// A thread's close waits behind that thread's own broadcasts still in
+    /// the queue (it takes the ordered lane while they are pending): its
+    /// members get them first.
+    #[test]
+    fn a_close_keeps_its_place_behind_its_own_threads_broadcasts() {
+        const QUEUED: usize = 16;
+        let stats = Arc::new(Stats::default());
+        let mut hub = Hub::new(limits(4 * QUEUED), stats.clone(), HEARTBEAT);
+        let env = Arc::new(WriterEnv::new(&Config::default(), stats.clone()));
+        let (conn, mut peer) = opened_member(1, &env);
+        hub.handle(Cmd::Register(conn.clone()));
+        hub.handle(Cmd::Join(1, "r".into()));
+        let (tx, rx) = lanes(QUEUED + 1);
+        for _ in 0..QUEUED {
+            let frame = crate::frame::shared(crate::frame::encode(crate::frame::OP_TEXT, &[b'a'; 20]));
+            assert!(submit(&tx, Cmd::Broadcast { room: "r".into(), frame, except: None }).is_ok());
+        }
+        assert!(submit(&tx, Cmd::Close(1, 1000, String::new())).is_ok());
+        drop(tx);
+        hub.run(rx);
+        assert_eq!(data_frames_before_close(&mut peer, QUEUED), (QUEUED, 1000));
+        conn.end_writer();
     }
 
     #[test]

@@ -220,7 +220,7 @@ pub(crate) fn ban_everywhere(
     let until_ms = unix_ms(now + Duration::from_secs(secs.min(MAX_BAN_SECS)));
     // Recorded in Redis before it is made here: a node reading the recorded
     // bans lifts those of its own that Redis does not hold.
-    shared.broker.record_ban(shared, user, until_ms)?;
+    shared.broker.record_ban(shared, user, now, until_ms)?;
     let until = match shared.bans.ban(user, secs, now) {
         Ok(until) => until,
         Err(e) => {

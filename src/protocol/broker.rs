@@ -16,6 +16,7 @@
 //! keep the room.
 
 use std::sync::Arc;
+use std::time::SystemTime;
 
 use serde_json::Value;
 
@@ -165,8 +166,10 @@ pub(crate) trait Broker: Send + Sync {
     fn kick_user(&self, user: &str, code: u16, reason: &str);
 
     /// Records a ban until `until_ms` where every node reads bans, before
-    /// it is made here (a ban this node would refuse is refused first).
-    fn record_ban(&self, shared: &Shared, user: &str, until_ms: u64) -> Result<(), BanError>;
+    /// it is made here at `now` (a ban this node would refuse at that same
+    /// instant is refused first).
+    fn record_ban(&self, shared: &Shared, user: &str, now: SystemTime, until_ms: u64)
+        -> Result<(), BanError>;
 
     /// Takes back a [`record_ban`](Self::record_ban) the ban list here refused.
     fn forget_ban(&self, user: &str);

@@ -4,7 +4,7 @@
 //! Nothing here waits on anything but a room's lock.
 
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Instant, SystemTime};
 
 use serde_json::{json, Value};
 
@@ -226,7 +226,7 @@ impl Broker for LocalBroker {
 
     fn kick_user(&self, _: &str, _: u16, _: &str) {}
 
-    fn record_ban(&self, _: &Shared, _: &str, _: u64) -> Result<(), BanError> {
+    fn record_ban(&self, _: &Shared, _: &str, _: SystemTime, _: u64) -> Result<(), BanError> {
         Ok(())
     }
 

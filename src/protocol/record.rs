@@ -28,8 +28,9 @@ pub(crate) struct Record {
     seq: u64,
     frame: SharedFrame,
     /// `None` for a frame read from Redis whose parts could not be found
-    /// (another node's bytes that are no message): it is delivered to
-    /// WebSocket members as it is, and left out of streams and history reads.
+    /// (a text no node wrote, put there by another tool): no member is
+    /// sent it ([`is_message`](Record::is_message)), and streams and
+    /// history reads leave it out.
     parts: Option<Parts>,
 }
 
@@ -155,6 +156,13 @@ impl Record {
     #[cfg(test)]
     pub fn opaque(seq: u64, frame: SharedFrame) -> Record {
         Record { seq, frame, parts: None }
+    }
+
+    /// Whether this is a message a node wrote: false for a text read from
+    /// Redis that is no `room:message` (its frame would reach members as
+    /// text no client can parse, or not even UTF-8).
+    pub fn is_message(&self) -> bool {
+        self.parts.is_some()
     }
 
     /// The frame members get (shared: cloning it copies no bytes).

@@ -33,8 +33,9 @@ use crate::types::ConnId;
 
 /// Bytes a stored message counts for beyond its frame: the `Arc` and `Vec`
 /// headers, its slots in the room's history and in the table's eviction order,
-/// allocator headers. An estimate that keeps many small messages bounded too.
-pub(crate) const ENTRY_OVERHEAD: usize = 128;
+/// allocator headers (a unit test checks the sizes of those types fit). It
+/// keeps many small messages bounded too.
+pub(crate) const ENTRY_OVERHEAD: usize = 256;
 
 /// How much history all rooms keep together, and how many rooms may exist
 /// (each room's own bounds are its [`Rules`]' history).
@@ -591,6 +592,18 @@ impl RoomTable {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// What a stored message holds besides its frame's bytes fits in the
+    /// overhead it is counted for: the entry in the room's history, its slot
+    /// in the eviction order, the frame's own header and the `Arc`'s counts.
+    #[test]
+    fn entry_overhead_covers_what_a_message_holds_besides_its_frame() {
+        let held = std::mem::size_of::<Entry>()
+            + std::mem::size_of::<Stored>()
+            + std::mem::size_of::<crate::frame::Frame>()
+            + 2 * std::mem::size_of::<usize>();
+        assert!(held <= ENTRY_OVERHEAD, "a stored message holds {held} bytes besides its frame");
+    }
 
     /// Every room's history bounds, and the limits of all rooms together.
     fn limits(

@@ -11,6 +11,7 @@
 //! stacks share one mapping. What is lost: a stack overflow on these threads is
 //! reported as a plain SIGSEGV instead of std's message.
 
+use std::cell::Cell;
 use std::ffi::c_void;
 use std::io;
 use std::panic::{catch_unwind, AssertUnwindSafe};
@@ -22,6 +23,57 @@ use super::fork;
 use super::stacks::{self, Stack};
 
 type Job = Box<dyn FnOnce() + Send + 'static>;
+
+thread_local! {
+    /// The pooled stack this thread runs on (`None` on a glibc stack).
+    static OWN_STACK: Cell<Option<Stack>> = const { Cell::new(None) };
+}
+
+/// What may still be live below the address of a local in
+/// [`release_unused_stack`]: the rest of its frame, the calls it makes
+/// (down to `madvise`'s return address) and the red zone, with room to spare.
+const LIVE_BELOW_LOCAL: usize = 1024;
+
+/// Gives the kernel back the pages of this thread's stack below the
+/// caller's frame: what deeper calls touched and left behind (a handshake's
+/// parsing, a callback's locals) stops counting as resident memory, and a
+/// page faults back in (zeroed) only if a call reaches that deep again.
+/// For a thread about to block for long with a shallow stack (an idle
+/// connection's reader).
+#[inline(never)]
+pub(crate) fn release_unused_stack() {
+    let here = 0u8;
+    let at = std::hint::black_box(std::ptr::addr_of!(here)) as usize;
+    let limit = at.saturating_sub(LIVE_BELOW_LOCAL);
+    match OWN_STACK.with(Cell::get) {
+        Some(stack) => stack.release_under(limit),
+        None => release_glibc_stack_under(limit),
+    }
+}
+
+/// [`release_unused_stack`] on a stack glibc allocated (the kernel fallback
+/// path): its bounds come from `pthread_getattr_np`.
+fn release_glibc_stack_under(limit: usize) {
+    // SAFETY: `attr` is filled by pthread_getattr_np for this very thread
+    // and destroyed once; the released range lies inside this thread's own
+    // stack, at or above its lowest usable address and below `limit`, under
+    // which nothing is live. DONTNEED keeps the mapping; the pages read back
+    // as zeros.
+    unsafe {
+        let mut attr: libc::pthread_attr_t = std::mem::zeroed();
+        if libc::pthread_getattr_np(libc::pthread_self(), &mut attr) != 0 {
+            return;
+        }
+        let (mut addr, mut size) = (std::ptr::null_mut(), 0);
+        let rc = libc::pthread_attr_getstack(&attr, &mut addr, &mut size);
+        libc::pthread_attr_destroy(&mut attr);
+        let low = (addr as usize).next_multiple_of(stacks::PAGE);
+        let high = limit & !(stacks::PAGE - 1);
+        if rc == 0 && high > low && high < addr as usize + size {
+            libc::madvise(low as *mut c_void, high - low, libc::MADV_DONTNEED);
+        }
+    }
+}
 
 /// What `start` runs, and what it does with the thread's pooled stack after.
 struct Start {
@@ -44,6 +96,7 @@ extern "C" fn start(arg: *mut c_void) -> *mut c_void {
     // SAFETY: `arg` is the `Box<Start>` leaked by `spawn_inner` for exactly this
     // thread, and it is reclaimed exactly once, here.
     let Start { job, stack, detached } = *unsafe { Box::from_raw(arg.cast::<Start>()) };
+    OWN_STACK.with(|own| own.set(stack));
     // A panic must not unwind through this `extern "C"` frame (that aborts).
     if catch_unwind(AssertUnwindSafe(job)).is_err() {
         log::error!("a connection thread panicked; its connection is dropped");
@@ -148,10 +201,12 @@ fn spawn_inner(
                 rc => rc,
             },
         };
+        let masked = rc == 0 && super::signals::set_start_mask(&mut attr);
         let arg = Box::into_raw(Box::new(Start { job, stack, detached })).cast::<c_void>();
         let mut id: libc::pthread_t = std::mem::zeroed();
         if rc == 0 {
-            let _blocked = super::signals::block_all(); // inherited by the new thread
+            // Without a start mask in `attr`, the new thread inherits this one's.
+            let _blocked = (!masked).then(super::signals::block_all);
             rc = libc::pthread_create(&mut id, &attr, start, arg);
         }
         libc::pthread_attr_destroy(&mut attr);
@@ -273,6 +328,82 @@ mod tests {
         .join();
         assert_eq!(n.load(Ordering::SeqCst), 1);
         spawn("t-panic", 64 * 1024, || panic!("boom")).unwrap().join();
+    }
+
+    /// Writes `depth` bytes of stack below the caller, in 16 KiB frames.
+    #[inline(never)]
+    fn touch_stack(depth: usize) {
+        let mut frame = [1u8; 16 * 1024];
+        std::hint::black_box(&mut frame);
+        if depth > frame.len() {
+            touch_stack(depth - frame.len());
+        }
+    }
+
+    /// Pages of `stack` in memory, by `mincore`.
+    fn resident_pages(stack: Stack) -> usize {
+        let mut pages = vec![0u8; stack.size() / stacks::PAGE];
+        // SAFETY: the range is a whole pooled stack (page-aligned, mapped),
+        // and `pages` has one byte per page of it.
+        let rc = unsafe { libc::mincore(stack.base(), stack.size(), pages.as_mut_ptr()) };
+        assert_eq!(rc, 0, "mincore: {}", io::Error::last_os_error());
+        pages.iter().filter(|&&p| p & 1 == 1).count()
+    }
+
+    #[test]
+    fn pages_touched_below_the_caller_are_released_on_request() {
+        let (tx, rx) = std::sync::mpsc::channel();
+        spawn("t-release", 256 * 1024, move || {
+            let Some(stack) = OWN_STACK.with(Cell::get) else {
+                let _ = tx.send(None); // a glibc stack: nothing to release
+                return;
+            };
+            touch_stack(96 * 1024);
+            let before = resident_pages(stack);
+            release_unused_stack();
+            let after = resident_pages(stack);
+            // The stack still works below the released pages (they read as zeros).
+            touch_stack(96 * 1024);
+            let _ = tx.send(Some((before, after, resident_pages(stack))));
+        })
+        .unwrap()
+        .join();
+        let Some((before, after, again)) = rx.recv().unwrap() else {
+            eprintln!("no guard markers on this kernel: nothing to test");
+            return;
+        };
+        assert!(before >= 24, "the thread touched {before} pages");
+        // What is left: glibc's descriptor and TLS, this test's frames.
+        assert!(after <= 4, "{after} of {before} pages still resident after the release");
+        assert!(again >= 24, "touched again: {again} pages");
+    }
+
+    /// This thread's signal mask.
+    fn own_mask() -> libc::sigset_t {
+        // SAFETY: reads the calling thread's mask into a zeroed set.
+        unsafe {
+            let mut mask: libc::sigset_t = std::mem::zeroed();
+            libc::pthread_sigmask(libc::SIG_SETMASK, std::ptr::null(), &mut mask);
+            mask
+        }
+    }
+
+    #[test]
+    fn a_connection_thread_blocks_sigint_but_not_faults_and_its_creator_is_unchanged() {
+        let (tx, rx) = std::sync::mpsc::channel();
+        spawn("t-mask", 64 * 1024, move || {
+            let _ = tx.send(own_mask());
+        })
+        .unwrap()
+        .join();
+        let mask = rx.recv().unwrap();
+        // SAFETY: sigismember reads initialised sets.
+        unsafe {
+            assert_eq!(libc::sigismember(&mask, libc::SIGINT), 1);
+            assert_eq!(libc::sigismember(&mask, libc::SIGTERM), 1);
+            assert_eq!(libc::sigismember(&mask, libc::SIGSEGV), 0);
+            assert_eq!(libc::sigismember(&own_mask(), libc::SIGINT), 0, "the creator's mask changed");
+        }
     }
 
     #[test]

@@ -70,8 +70,9 @@ pub(crate) fn send_all_more(stream: &TcpStream, buf: &[u8]) -> io::Result<()> {
     More(stream).write_all(buf)
 }
 
-/// Sends whatever [`send_all_more`] held back: setting TCP_NODELAY (again)
-/// pushes pending output at once (tcp(7)). A no-op when nothing is held.
+/// Sends whatever [`send_all_more`] held back: setting TCP_NODELAY pushes
+/// pending output at once (tcp(7)), and it stays set for every write after.
+/// Sends nothing when nothing is held.
 pub(crate) fn push(stream: &TcpStream) {
     let _ = stream.set_nodelay(true);
 }

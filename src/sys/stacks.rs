@@ -59,11 +59,18 @@ impl Stack {
     /// On the thread running on this stack, as it exits: returns the pages
     /// below `sp` (less one page of margin) to the kernel.
     pub(crate) fn release_below(&self, sp: usize) {
+        self.release_under((sp & !(PAGE - 1)).saturating_sub(PAGE));
+    }
+
+    /// On the thread running on this stack: returns the whole pages below
+    /// `limit` to the kernel. Nothing live may lie below `limit` (the caller
+    /// leaves room for its own frame and the calls it still makes).
+    pub(crate) fn release_under(&self, limit: usize) {
         let low = self.low + GUARD;
-        let high = (sp & !(PAGE - 1)).saturating_sub(PAGE);
-        if high > low && sp < low + self.size {
-            // SAFETY: [low, high) lies inside this thread's own stack, below its
-            // stack pointer: nothing live is there. DONTNEED keeps the mapping
+        let high = limit & !(PAGE - 1);
+        if high > low && high < low + self.size {
+            // SAFETY: [low, high) lies inside this thread's own stack, below
+            // `limit`, under which nothing is live. DONTNEED keeps the mapping
             // (and the guard marker below it); the pages read back as zeros.
             unsafe { libc::madvise(low as *mut c_void, high - low, libc::MADV_DONTNEED) };
         }

@@ -141,9 +141,16 @@ impl Broker for Arc<Cluster> {
     }
 
     /// A ban this node refuses is not recorded: it would replace, then take
-    /// back, what Redis holds for the user (another node's ban).
-    fn record_ban(&self, shared: &Shared, user: &str, until_ms: u64) -> Result<(), BanError> {
-        shared.bans.check_room(user, SystemTime::now())?;
+    /// back, what Redis holds for the user (another node's ban). Checked at
+    /// the instant `Bans::ban` then bans at, as before the broker seam.
+    fn record_ban(
+        &self,
+        shared: &Shared,
+        user: &str,
+        now: SystemTime,
+        until_ms: u64,
+    ) -> Result<(), BanError> {
+        shared.bans.check_room(user, now)?;
         Cluster::record_ban(self, user, until_ms);
         Ok(())
     }

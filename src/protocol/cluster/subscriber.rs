@@ -278,19 +278,27 @@ fn release_if_idle(shared: &Shared, s: &Shard, room: &str) -> bool {
 /// One message from a room's channel: `m <seq> <epoch> <node> <except>\n<body>`
 /// (a publish) or `e <node> <conn>\n<frame>` (presence, typing).
 fn deliver(shared: &Shared, c: &Cluster, server: &ServerHandle, room: &str, payload: &[u8]) {
-    let Some(nl) = payload.iter().position(|&b| b == b'\n') else { return };
-    let (Ok(header), body) = (std::str::from_utf8(&payload[..nl]), &payload[nl + 1..]) else { return };
+    let foreign = || log::warn!("redis: skipped a message in {room:?}'s channel that no node wrote");
+    let Some(nl) = payload.iter().position(|&b| b == b'\n') else { return foreign() };
+    let (Ok(header), body) = (std::str::from_utf8(&payload[..nl]), &payload[nl + 1..]) else {
+        return foreign();
+    };
     let mut words = header.split(' ');
     match words.next() {
         Some("m") => {
             let (Some(seq), Some(epoch), Some(node), Some(except)) =
                 (words.next(), words.next(), words.next(), words.next())
             else {
-                return;
+                return foreign();
             };
-            let Ok(seq) = seq.parse::<u64>() else { return };
+            let Ok(seq) = seq.parse::<u64>() else { return foreign() };
+            let record = Record::from_redis(room, seq, body);
+            if !record.is_message() {
+                // Another tool's PUBLISH: it takes no seq and reaches no member.
+                return foreign();
+            }
             let except = if node == c.node { except.parse().ok() } else { None };
-            let m = Message { room, seq, epoch, body, except };
+            let m = Message { room, seq, epoch, body, except, record };
             let first = shared.rooms.with_room(room, false, |r| m.first(server, r));
             // The refill's read is made without the room's lock; the rest of
             // the message waits for it (this thread delivers nothing else
@@ -316,7 +324,7 @@ fn deliver(shared: &Shared, c: &Cluster, server: &ServerHandle, room: &str, payl
                 } // else the room's namespace sends no join/leave events
             }
         }
-        _ => {}
+        _ => foreign(),
     }
 }
 
@@ -327,6 +335,8 @@ struct Message<'m> {
     epoch: &'m str,
     body: &'m [u8],
     except: Option<crate::types::ConnId>,
+    /// The message as members get it (built once, from `body`).
+    record: Record,
 }
 
 /// Why a message waits for a refill of its room.
@@ -346,7 +356,7 @@ impl Message<'_> {
         if !r.cluster_synced {
             // A join reading the room now must know (`Before::holds`).
             r.cluster_skipped = Some((epoch.to_owned(), seq));
-            r.watched(epoch, seq, || Record::from_redis(room, seq, self.body));
+            r.watched(epoch, seq, || self.record.clone());
             return None;
         }
         if epoch != r.epoch {
@@ -394,7 +404,7 @@ impl Message<'_> {
     }
 
     fn send(&self, server: &ServerHandle, r: &mut RoomState) {
-        let record = Record::from_redis(self.room, self.seq, self.body);
+        let record = self.record.clone();
         r.watched(self.epoch, self.seq, || record.clone());
         r.seq = self.seq;
         r.cluster_last = Some((self.seq, fingerprint(self.body)));
@@ -571,9 +581,14 @@ fn plan(
         if seq > f.seq + 1 {
             steps.push(Step::Notify(f.seq, "messages are no longer in history"));
         }
+        let record = Record::from_redis(room, seq, body);
         let print = fingerprint(body);
-        steps.push(Step::Deliver(Record::from_redis(room, seq, body), seq, print));
         (f.seq, f.last) = (seq, Some((seq, print)));
+        if !record.is_message() {
+            log::warn!("redis: skipped an entry of {room:?}'s stream that no node wrote");
+            continue;
+        }
+        steps.push(Step::Deliver(record, seq, print));
     }
     if f.seq < target {
         steps.push(Step::Notify(f.seq, "messages are no longer in history"));
