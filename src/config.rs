@@ -141,8 +141,11 @@ pub struct Config {
     /// Time [`ServerHandle::stop`](crate::ServerHandle::stop) lets connections
     /// drain their queues and finish the close handshake before forcing them.
     pub shutdown_timeout: Duration,
-    /// Commands that may wait in the room hub's queue; callers block (briefly)
-    /// when it is full, which is the back-pressure on publishers.
+    /// Commands that may wait in the room hub's queue (sends, broadcasts,
+    /// joins, leaves, closes, queries); callers block (briefly) when it is
+    /// full, which is the back-pressure on publishers. A stop and a
+    /// connection's start and end take the hub's control lane instead
+    /// (`hub/order.rs`), which this does not size.
     pub hub_queue: usize,
 
     // Admission: what a peer may hold before its upgrade, per address and in
