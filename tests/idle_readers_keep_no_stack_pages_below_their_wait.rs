@@ -6,10 +6,10 @@
 //! in memory from `/proc/PID/pagemap`. On the pooled-stack path and on glibc
 //! stacks (`WSHUB_KERNEL_FALLBACK`).
 
+mod child_common;
 mod common;
 
-use std::io::{BufRead, BufReader, Read, Seek, SeekFrom};
-use std::process::{Child, Command, Stdio};
+use std::io::{Read, Seek, SeekFrom};
 use std::time::{Duration, Instant};
 
 const PAGE: u64 = 4096;
@@ -20,32 +20,6 @@ const BELOW: u64 = 48;
 const RECVFROM: &str = "45";
 #[cfg(target_arch = "aarch64")]
 const RECVFROM: &str = "207";
-
-/// The binary, started by this test on port 0; killed by PID when dropped.
-struct Binary(Child);
-
-impl Drop for Binary {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-fn start(fallback: bool) -> (Binary, std::net::SocketAddr) {
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_wshub"));
-    cmd.args(["--bind", "127.0.0.1:0"]).stdout(Stdio::piped()).stderr(Stdio::null());
-    match fallback {
-        true => cmd.env("WSHUB_KERNEL_FALLBACK", "1"),
-        false => cmd.env_remove("WSHUB_KERNEL_FALLBACK"),
-    };
-    let mut child = cmd.spawn().expect("start wshub");
-    let stdout = child.stdout.take().unwrap();
-    let bin = Binary(child);
-    let mut line = String::new();
-    BufReader::new(stdout).read_line(&mut line).unwrap();
-    let addr = line.trim().rsplit(' ').next().unwrap().parse().unwrap_or_else(|_| panic!("{line:?}"));
-    (bin, addr)
-}
 
 /// The reader threads of `pid` (`wshub-r<conn>`) by task id.
 fn readers(pid: u32) -> Vec<String> {
@@ -97,7 +71,7 @@ fn resident(pid: u32, from: u64, to: u64) -> usize {
 }
 
 fn check(fallback: bool) {
-    let (bin, addr) = start(fallback);
+    let (bin, addr) = child_common::start_binary(fallback);
     let pid = bin.0.id();
     let clients: Vec<_> = (0..3).map(|_| common::connect(addr, "/ws")).collect();
     // Each reader is idle once blocked in its read.

@@ -5,36 +5,11 @@
 //! acceptor, overflow, stopper, trim and fan-out threads. On
 //! the pooled-stack path and on glibc stacks (`WSHUB_KERNEL_FALLBACK`).
 
+mod child_common;
 mod common;
 
-use std::io::{BufRead, BufReader};
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use std::time::{Duration, Instant};
-
-/// The binary, started by this test on port 0; killed by PID when dropped.
-struct Binary(Child);
-
-impl Drop for Binary {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-fn start(fallback: bool) -> (Binary, std::net::SocketAddr) {
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_wshub"));
-    cmd.args(["--bind", "127.0.0.1:0"]).stdout(Stdio::piped()).stderr(Stdio::null());
-    if fallback {
-        cmd.env("WSHUB_KERNEL_FALLBACK", "1");
-    }
-    let mut child = cmd.spawn().expect("start wshub");
-    let stdout = child.stdout.take().unwrap();
-    let bin = Binary(child);
-    let mut line = String::new();
-    BufReader::new(stdout).read_line(&mut line).unwrap();
-    let addr = line.trim().rsplit(' ').next().unwrap().parse().unwrap_or_else(|_| panic!("{line:?}"));
-    (bin, addr)
-}
 
 /// `ps -L -o comm=` of `pid`: one name per thread.
 fn thread_names(pid: u32) -> Vec<String> {
@@ -43,7 +18,7 @@ fn thread_names(pid: u32) -> Vec<String> {
 }
 
 fn check(fallback: bool) {
-    let (bin, addr) = start(fallback);
+    let (bin, addr) = child_common::start_binary(fallback);
     let clients: Vec<_> = (0..3).map(|_| common::connect(addr, "/ws")).collect();
     let pid = bin.0.id();
     // Every connection's reader is up once its 101 came; wait for the names

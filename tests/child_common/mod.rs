@@ -62,3 +62,36 @@ pub fn without_cargo_test_env(cmd: &mut std::process::Command) -> &mut std::proc
     }
     cmd
 }
+
+/// The `wshub` binary, started by a test on port 0; killed and reaped by its
+/// PID when dropped.
+pub struct Binary(pub Child);
+
+impl Drop for Binary {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// Starts the `wshub` binary on 127.0.0.1:0, on glibc's thread stacks when
+/// `fallback` (`WSHUB_KERNEL_FALLBACK=1`), else on its own, and reads the
+/// address it prints.
+pub fn start_binary(fallback: bool) -> (Binary, std::net::SocketAddr) {
+    use std::io::BufRead;
+    let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_wshub"));
+    cmd.args(["--bind", "127.0.0.1:0"])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null());
+    match fallback {
+        true => cmd.env("WSHUB_KERNEL_FALLBACK", "1"),
+        false => cmd.env_remove("WSHUB_KERNEL_FALLBACK"),
+    };
+    let mut child = cmd.spawn().expect("start wshub");
+    let stdout = child.stdout.take().unwrap();
+    let bin = Binary(child);
+    let mut line = String::new();
+    std::io::BufReader::new(stdout).read_line(&mut line).unwrap();
+    let addr = line.trim().rsplit(' ').next().unwrap().parse().unwrap_or_else(|_| panic!("{line:?}"));
+    (bin, addr)
+}
