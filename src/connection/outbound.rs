@@ -78,6 +78,7 @@
 //! is queued. Only the hub (or its fan-out helper, for members the hub is not
 //! serving at that moment) pushes data frames, so the checks need no lock.
 
+use std::borrow::Borrow;
 use std::io::{self, IoSlice};
 use std::sync::atomic::{fence, AtomicBool, AtomicU16, AtomicU32, AtomicUsize, Ordering::*};
 use std::sync::OnceLock;
@@ -234,6 +235,10 @@ impl std::fmt::Debug for WriterHome {
     }
 }
 
+/// The most frames [`ConnShared::try_send_direct_many`] hands the socket in
+/// one `writev` (a round of the hub has at most as many for a member).
+pub(crate) const MOST_IN_ONE_WRITE: usize = 64;
+
 /// Unwritten pongs queued one per ping before later ones replace the last.
 pub(crate) const PONGS_IN_FLIGHT: usize = 16;
 
@@ -376,19 +381,21 @@ impl ConnShared {
     }
 
     /// [`ConnShared::try_send_direct`] for the frames one round of the hub
-    /// has for this connection, in one non-blocking `writev`. Returns how
-    /// many of `frames`, from the first, are taken care of: sent, the last of
-    /// them possibly only in part with its rest handed to the writer as the
+    /// has for this connection (owned or borrowed), in one non-blocking
+    /// `writev` of at most [`MOST_IN_ONE_WRITE`]. Returns how many of
+    /// `frames`, from the first, are taken care of: sent, the last of them
+    /// possibly only in part with its rest handed to the writer as the
     /// [`Tail`]. The caller queues the others, in order, behind them.
-    pub(crate) fn try_send_direct_many(&self, frames: &[SharedFrame], stats: &Stats) -> usize {
+    pub(crate) fn try_send_direct_many<F: Borrow<SharedFrame>>(&self, frames: &[F], stats: &Stats) -> usize {
         if frames.len() == 1 {
-            return usize::from(self.try_send_direct(&frames[0], stats));
+            return usize::from(self.try_send_direct(frames[0].borrow(), stats));
         }
         let out = &self.out;
         // One client's frame that this connection takes compressed is left,
         // with everything after it, to the writer (the hub never compresses
         // one: see `try_send_direct`).
-        let frames = &frames[..frames.iter().position(|f| self.writer_compresses(f)).unwrap_or(frames.len())];
+        let upto = frames.iter().position(|f| self.writer_compresses(f.borrow())).unwrap_or(frames.len());
+        let frames = &frames[..upto.min(MOST_IN_ONE_WRITE)];
         if frames.is_empty() || self.has_queued() {
             return 0;
         }
@@ -399,18 +406,34 @@ impl ConnShared {
         if st.tls.is_some() {
             // Through the session one frame at a time, each under the lock.
             drop(st);
-            return frames.iter().take_while(|f| self.try_send_direct(f, stats)).count();
+            return frames.iter().take_while(|f| self.try_send_direct((*f).borrow(), stats)).count();
         }
-        let wire: Vec<SharedFrame> = frames.iter().map(|f| self.wire_form(f)).collect();
-        let slices: Vec<IoSlice<'_>> = wire.iter().map(|f| IoSlice::new(f)).collect();
+        // Without permessage-deflate every frame goes as it is, borrowed;
+        // with it, each in its form for this connection.
+        let deflating = self.deflate_max.load(Relaxed) != 0;
+        let forms: Vec<SharedFrame> = match deflating {
+            true => frames.iter().map(|f| self.wire_form(f.borrow())).collect(),
+            false => Vec::new(),
+        };
+        let wire = |i: usize| -> &SharedFrame {
+            match deflating {
+                true => &forms[i],
+                false => frames[i].borrow(),
+            }
+        };
+        let mut slices = [IoSlice::new(&[]); MOST_IN_ONE_WRITE];
+        for (i, slice) in slices.iter_mut().enumerate().take(frames.len()) {
+            *slice = IoSlice::new(wire(i));
+        }
         // Full socket buffer, or an error the writer will meet and report.
-        let Ok(n) = sock::send_vectored_dont_wait(&self.stream, &slices) else { return 0 };
+        let Ok(n) = sock::send_vectored_dont_wait(&self.stream, &slices[..frames.len()]) else { return 0 };
         Stats::add(&stats.bytes_out, n as u64);
         let (mut left, mut taken) = (n, 0);
-        for frame in &wire {
+        for i in 0..frames.len() {
             if left == 0 {
                 break;
             }
+            let frame = wire(i);
             taken += 1;
             count_compressed(frame, stats);
             if left < frame.len() {
@@ -418,9 +441,10 @@ impl ConnShared {
                 break;
             }
             left -= frame.len();
-            Stats::add(&stats.messages_out, 1);
-            Stats::add(&stats.direct_sends, 1);
         }
+        let whole = taken - usize::from(st.tail.is_some());
+        Stats::add(&stats.messages_out, whole as u64);
+        Stats::add(&stats.direct_sends, whole as u64);
         taken
     }
 

@@ -1,9 +1,13 @@
 //! Handing frames to members: [`Cork`] gathers what one round of the hub
-//! has for each member, [`deliver_all`] hands a member its frames (straight
-//! to its socket in one `writev`, or to its queue), and the fan-out
-//! [`Helper`] thread takes half of the members of a large round.
+//! has for each member, [`deliver_round`] hands each member its frames
+//! (straight to its socket in one `writev`, or to its queue), and the
+//! fan-out [`Helper`] thread takes half of the members of a large round.
+//!
+//! A round holds each command's frame once, and each member the set of the
+//! round's commands that have a frame for it (one bit per command): what a
+//! member gets costs no allocation and no reference count of its own, and a
+//! delivered frame is only borrowed until it is written or queued.
 
-use std::collections::hash_map::Entry;
 use std::collections::HashMap;
 use std::sync::Arc;
 
@@ -18,59 +22,111 @@ use crate::types::ConnId;
 /// A round for more members than this is split with the helper.
 pub(super) const SPLIT_AT: usize = 128;
 
+/// Which of a round's commands have a frame for a member: bit `i` for the
+/// round's command `i`.
+type Commands = u64;
+
+/// The most commands one round holds (one bit each in [`Commands`]).
+pub(super) const MOST_COMMANDS: usize = Commands::BITS as usize;
+
 /// What one round of the hub has for each member, members in the order they
 /// first got a frame, each member's frames in command order.
 #[derive(Default)]
 pub(super) struct Cork {
-    members: Vec<(Arc<ConnShared>, Vec<SharedFrame>)>,
-    /// Where each member is in `members`, from the round's second command on.
+    /// Each command's frame, in command order.
+    frames: Vec<SharedFrame>,
+    /// Each member and the commands with a frame for it.
+    members: Vec<(Arc<ConnShared>, Commands)>,
+    /// Where each member is in `members`; built at the first member a
+    /// command names out of the order it was first seen in.
     index: HashMap<ConnId, usize>,
-    /// Commands gathered this round, counting the one being gathered.
-    commands: usize,
+    indexed: bool,
+    /// Where in `members` the current command's next member likely is: a
+    /// room lists its members in the same order every time.
+    cursor: usize,
 }
 
 impl Cork {
-    /// Starts gathering the next command's frames. One command names each
-    /// member once (a room's members are a set), so the first command of a
-    /// round, often the only one, adds its members without looking them up;
-    /// from the second on a member may already have frames, and the index is
-    /// built.
-    pub(super) fn next_command(&mut self) {
-        self.commands += 1;
-        if self.commands == 2 {
-            self.index.extend(self.members.iter().enumerate().map(|(i, (c, _))| (c.id, i)));
-        }
+    /// Starts gathering the next command, whose members all get `frame`.
+    /// The caller sends the round first when it [`Cork::is_full`].
+    pub(super) fn next_command(&mut self, frame: SharedFrame) {
+        debug_assert!(!self.is_full());
+        self.frames.push(frame);
+        self.cursor = 0;
     }
 
-    pub(super) fn add(&mut self, conn: &Arc<ConnShared>, frame: SharedFrame) {
-        if self.commands <= 1 {
-            self.members.push((conn.clone(), vec![frame]));
-            return;
-        }
-        match self.index.entry(conn.id) {
-            Entry::Occupied(at) => self.members[*at.get()].1.push(frame),
-            Entry::Vacant(at) => {
-                at.insert(self.members.len());
-                self.members.push((conn.clone(), vec![frame]));
+    /// The round holds [`MOST_COMMANDS`]: it must go out before the next.
+    pub(super) fn is_full(&self) -> bool {
+        self.frames.len() >= MOST_COMMANDS
+    }
+
+    /// `conn` gets the current command's frame. One command names each
+    /// member once (a room's members are a set), so the first command of a
+    /// round, often the only one, adds its members without looking them up.
+    pub(super) fn add(&mut self, conn: &Arc<ConnShared>) {
+        let Some(command) = self.frames.len().checked_sub(1) else { return };
+        let bit: Commands = 1 << command;
+        match self.find(conn.id, command) {
+            Some(at) => self.members[at].1 |= bit,
+            None => {
+                if self.indexed {
+                    self.index.insert(conn.id, self.members.len());
+                }
+                self.members.push((conn.clone(), bit));
             }
         }
     }
 
-    pub(super) fn is_empty(&self) -> bool {
-        self.members.is_empty()
+    /// Where `id` is in `members`, if an earlier command of the round named it.
+    fn find(&mut self, id: ConnId, command: usize) -> Option<usize> {
+        if command == 0 {
+            return None;
+        }
+        if self.members.get(self.cursor).is_some_and(|(c, _)| c.id == id) {
+            self.cursor += 1;
+            return Some(self.cursor - 1);
+        }
+        if !self.indexed {
+            self.indexed = true;
+            self.index.extend(self.members.iter().enumerate().map(|(i, (c, _))| (c.id, i)));
+        }
+        let at = self.index.get(&id).copied()?;
+        self.cursor = at + 1;
+        Some(at)
     }
 
-    /// The round's members and their frames; the cork is empty after.
-    pub(super) fn take(&mut self) -> Vec<(Arc<ConnShared>, Vec<SharedFrame>)> {
+    /// No command gathered since the last flush.
+    pub(super) fn is_empty(&self) -> bool {
+        self.frames.is_empty()
+    }
+
+    /// Hands every member of the round its frames, half of a large round's
+    /// members on the `helper` thread, and waits for it: the cork is empty
+    /// after, every frame written or queued.
+    pub(super) fn flush(&mut self, helper: Option<&Helper>, limits: QueueLimits, stats: &Stats) {
+        let mut helped = false;
+        if let (true, Some(helper)) = (self.members.len() > SPLIT_AT, helper) {
+            let second = self.members.split_off(self.members.len() / 2);
+            match helper.jobs.send(Half { frames: self.frames.clone(), members: second }) {
+                Ok(()) => helped = true,
+                Err(crossbeam_channel::SendError(half)) => self.members.extend(half.members),
+            }
+        }
+        deliver_round(&self.frames, self.members.drain(..), limits, stats);
+        if let (true, Some(helper)) = (helped, helper) {
+            let _ = helper.done.recv();
+        }
+        self.frames.clear();
         self.index.clear();
-        self.commands = 0;
-        std::mem::take(&mut self.members)
+        self.indexed = false;
+        self.cursor = 0;
     }
 }
 
 /// Half of a large round's members, for the fan-out helper thread.
 pub(super) struct Half {
-    pub members: Vec<(Arc<ConnShared>, Vec<SharedFrame>)>,
+    frames: Vec<SharedFrame>,
+    members: Vec<(Arc<ConnShared>, Commands)>,
 }
 
 /// The fan-out helper: a second thread that sends to half of a large round's
@@ -79,8 +135,8 @@ pub(super) struct Half {
 /// before its next command, so every member still gets frames in command
 /// order; the helper never blocks on a member (non-blocking sends, queue pushes).
 pub(super) struct Helper {
-    pub jobs: Sender<Half>,
-    pub done: Receiver<()>,
+    jobs: Sender<Half>,
+    done: Receiver<()>,
     thread: Option<std::thread::JoinHandle<()>>,
 }
 
@@ -91,9 +147,7 @@ impl Helper {
         let builder = std::thread::Builder::new().name("wshub-fanout".into());
         let thread = crate::sys::signals::spawn(builder, move || {
             for half in job_rx {
-                for (conn, frames) in half.members {
-                    deliver_all(&conn, frames, limits, &stats);
-                }
+                deliver_round(&half.frames, half.members.into_iter(), limits, &stats);
                 if done_tx.send(()).is_err() {
                     break;
                 }
@@ -114,13 +168,33 @@ impl Drop for Helper {
     }
 }
 
+/// Hands each of `members` the frames of the round's commands it is in,
+/// borrowed from `frames`.
+fn deliver_round(
+    frames: &[SharedFrame],
+    members: impl Iterator<Item = (Arc<ConnShared>, Commands)>,
+    limits: QueueLimits,
+    stats: &Stats,
+) {
+    let mut mine: Vec<&SharedFrame> = Vec::with_capacity(frames.len());
+    for (conn, commands) in members {
+        mine.clear();
+        let mut left = commands;
+        while left != 0 {
+            mine.extend(frames.get(left.trailing_zeros() as usize));
+            left &= left - 1;
+        }
+        deliver_all(&conn, &mine, limits, stats);
+    }
+}
+
 /// Hands one member the frames a round has for it: as many as its socket
 /// takes straight away in one `writev` when that keeps order (nothing queued),
 /// the rest to its writer's queue behind them.
-pub(super) fn deliver_all(conn: &ConnShared, frames: Vec<SharedFrame>, limits: QueueLimits, stats: &Stats) {
-    let sent = conn.try_send_direct_many(&frames, stats);
-    for frame in frames.into_iter().skip(sent) {
-        if !queue(conn, frame, limits, stats) {
+fn deliver_all(conn: &ConnShared, frames: &[&SharedFrame], limits: QueueLimits, stats: &Stats) {
+    let sent = conn.try_send_direct_many(frames, stats);
+    for &frame in frames.iter().skip(sent) {
+        if !queue(conn, frame.clone(), limits, stats) {
             break;
         }
     }
@@ -147,24 +221,34 @@ mod tests {
 
     #[test]
     fn a_cork_keeps_one_entry_per_member_and_its_frames_in_command_order() {
-        let conns: Vec<_> = (1..=3).map(|id| loopback_conn(id).0).collect();
+        let conns: Vec<_> = (1..=4).map(loopback_conn).collect();
         let frame = |b: u8| crate::frame::shared(crate::frame::encode(crate::frame::OP_TEXT, &[b]));
+        let stats = Stats::default();
+        let limits = QueueLimits { frames: 16, bytes: usize::MAX };
         let mut cork = Cork::default();
-        // A send to member 2 first, then two broadcasts to all three.
-        cork.next_command();
-        cork.add(&conns[1], frame(0));
-        for b in 1..=2 {
-            cork.next_command();
-            conns.iter().for_each(|c| cork.add(c, frame(b)));
+        // A send to member 2 first, then broadcasts naming the members in
+        // different orders, the last one with a member new to the round.
+        cork.next_command(frame(0));
+        cork.add(&conns[1].0);
+        for (b, order) in [(1, [0, 1, 2]), (2, [2, 0, 1]), (3, [1, 2, 3])] {
+            cork.next_command(frame(b));
+            order.iter().for_each(|&i| cork.add(&conns[i].0));
         }
-        let round = cork.take();
-        let got: Vec<(ConnId, Vec<u8>)> =
-            round.iter().map(|(c, frames)| (c.id, frames.iter().map(|f| f[2]).collect())).collect();
-        assert_eq!(got, [(2, vec![0, 1, 2]), (1, vec![1, 2]), (3, vec![1, 2])]);
-        // Empty again; the next round starts without an index.
+        let ids: Vec<ConnId> = cork.members.iter().map(|(c, _)| c.id).collect();
+        assert_eq!(ids, [2, 1, 3, 4]);
+        cork.flush(None, limits, &stats);
         assert!(cork.is_empty());
-        cork.next_command();
-        cork.add(&conns[0], frame(9));
-        assert_eq!(cork.take().len(), 1);
+        for (conn, want) in conns.iter().zip([&[1u8, 2][..], &[0, 1, 2, 3], &[1, 2, 3], &[3]]) {
+            let mut peer = conn.1.try_clone().unwrap();
+            peer.set_read_timeout(Some(std::time::Duration::from_secs(10))).unwrap();
+            let mut got = vec![0u8; 3 * want.len()];
+            std::io::Read::read_exact(&mut peer, &mut got).unwrap();
+            let payloads: Vec<u8> = got.chunks(3).map(|f| f[2]).collect();
+            assert_eq!(payloads, want, "member {}", conn.0.id);
+        }
+        // The next round starts without an index.
+        cork.next_command(frame(9));
+        cork.add(&conns[0].0);
+        assert!(!cork.indexed && cork.members.len() == 1);
     }
 }

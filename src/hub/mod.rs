@@ -40,7 +40,7 @@ use crate::connection::ConnShared;
 use crate::frame::SharedFrame;
 use crate::stats::Stats;
 use crate::types::ConnId;
-use fanout::{deliver_all, Cork, Half, Helper, SPLIT_AT};
+use fanout::{Cork, Helper, MOST_COMMANDS};
 use heartbeat::{Beat, Heartbeat};
 use order::Ticketed;
 pub(crate) use order::{lanes, nothing_pending, sent_so_far, submit, submit_untracked, HubRx, HubTx};
@@ -97,8 +97,9 @@ impl Cmd {
 type Done = Option<Arc<std::sync::atomic::AtomicU64>>;
 
 /// Sends and broadcasts gathered into one round at most: bounds what a round
-/// holds and how long the first command of a round waits for its last.
-const ROUND_COMMANDS: usize = 64;
+/// holds and how long the first command of a round waits for its last. The
+/// cork holds as many (a round past it would go out in two).
+const ROUND_COMMANDS: usize = MOST_COMMANDS;
 
 pub(crate) struct Hub {
     conns: HashMap<ConnId, Arc<ConnShared>>,
@@ -239,25 +240,8 @@ impl Hub {
     /// Hands every member of the round its frames, half of a large round's
     /// members on the helper thread.
     fn flush(&mut self) {
-        if self.cork.is_empty() {
-            return;
-        }
-        let mut members = self.cork.take();
-        let mut helped = false;
-        if let (true, Some(helper)) = (members.len() > SPLIT_AT, &self.helper) {
-            let second = members.split_off(members.len() / 2);
-            match helper.jobs.send(Half { members: second }) {
-                Ok(()) => helped = true,
-                Err(crossbeam_channel::SendError(half)) => members.extend(half.members),
-            }
-        }
-        for (conn, frames) in members {
-            deliver_all(&conn, frames, self.limits, &self.stats);
-        }
-        if helped {
-            if let Some(helper) = &self.helper {
-                let _ = helper.done.recv();
-            }
+        if !self.cork.is_empty() {
+            self.cork.flush(self.helper.as_ref(), self.limits, &self.stats);
         }
     }
 
@@ -266,18 +250,24 @@ impl Hub {
     fn gather(&mut self, cmd: Cmd) -> bool {
         match cmd {
             Cmd::Send(id, frame) => {
+                if self.cork.is_full() {
+                    self.flush();
+                }
                 if let Some(conn) = self.conns.get(&id) {
-                    self.cork.next_command();
-                    self.cork.add(conn, frame);
+                    self.cork.next_command(frame);
+                    self.cork.add(conn);
                 }
                 return true;
             }
             Cmd::Broadcast { room, frame, except } => {
-                self.cork.next_command();
+                if self.cork.is_full() {
+                    self.flush();
+                }
+                self.cork.next_command(frame);
                 for &id in self.rooms.members(&room) {
                     if Some(id) != except {
                         if let Some(conn) = self.conns.get(&id) {
-                            self.cork.add(conn, frame.clone());
+                            self.cork.add(conn);
                         }
                     }
                 }
@@ -336,6 +326,7 @@ mod tests {
     use crate::connection::outbound::{Out, WriterHome};
     use crate::connection::test_support::loopback_conn;
     use crate::connection::writer::{starter, WriterEnv};
+    use fanout::SPLIT_AT;
     use std::io::Read;
     use std::sync::atomic::Ordering::Relaxed;
 
@@ -578,6 +569,85 @@ mod tests {
         let frames = (members - 1) * 10 + 1 + (members + 1) * 4;
         assert_eq!(stats.direct_sends.load(Relaxed), frames);
         assert_eq!(stats.dropped_slow_consumer.load(Relaxed), 0);
+    }
+
+    #[test]
+    fn a_round_holds_each_frame_once_however_many_members_it_goes_to() {
+        let stats = Arc::new(Stats::default());
+        let mut hub = Hub::new(limits(16), stats.clone(), HEARTBEAT);
+        let conns: Vec<_> = (1..=50).map(loopback_conn).collect();
+        for (c, _) in &conns {
+            hub.handle(Cmd::Register(c.clone()));
+            hub.handle(Cmd::Join(c.id, "r".into()));
+        }
+        let frames: Vec<SharedFrame> = (0..3u8)
+            .map(|i| crate::frame::shared(crate::frame::encode(crate::frame::OP_TEXT, &[b'a' + i; 4])))
+            .collect();
+        for f in &frames {
+            assert!(hub.gather(Cmd::Broadcast { room: "r".into(), frame: f.clone(), except: None }));
+        }
+        for f in &frames {
+            // Ours and the round's: no reference (no atomic count) per member.
+            assert_eq!(Arc::strong_count(f), 2);
+        }
+        hub.flush();
+        let want: Vec<u8> = frames.iter().flat_map(|f| f.to_vec()).collect();
+        for (c, peer) in &conns {
+            let mut got = vec![0u8; want.len()];
+            let mut peer = peer.try_clone().unwrap();
+            peer.set_read_timeout(Some(std::time::Duration::from_secs(10))).unwrap();
+            peer.read_exact(&mut got).unwrap();
+            assert_eq!(got, want, "member {}", c.id);
+        }
+        assert!(frames.iter().all(|f| Arc::strong_count(f) == 1), "the round let go of its frames");
+    }
+
+    #[test]
+    fn a_round_of_more_commands_than_a_cork_holds_reaches_every_member_in_order() {
+        let stats = Arc::new(Stats::default());
+        let mut hub = Hub::new(limits(4), stats.clone(), HEARTBEAT);
+        let conns: Vec<_> = (1..=6).map(loopback_conn).collect();
+        for (c, _) in &conns {
+            hub.handle(Cmd::Register(c.clone()));
+        }
+        // Rooms that list their members in different orders, and sends.
+        for id in [1, 2, 3, 4, 5] {
+            hub.handle(Cmd::Join(id, "a".into()));
+        }
+        for id in [5, 3, 6, 1] {
+            hub.handle(Cmd::Join(id, "b".into()));
+        }
+        let frame = |i: usize| {
+            crate::frame::shared(crate::frame::encode(crate::frame::OP_BINARY, &(i as u32).to_be_bytes()))
+        };
+        let mut want: HashMap<ConnId, Vec<u8>> = HashMap::new();
+        // Broadcasts to a room nobody is in count as commands too.
+        for _ in 0..ROUND_COMMANDS + 1 {
+            let f = frame(usize::MAX);
+            assert!(hub.gather(Cmd::Broadcast { room: "nobody".into(), frame: f, except: None }));
+        }
+        for i in 0..3 * ROUND_COMMANDS + 5 {
+            let f = frame(i);
+            let (cmd, to): (Cmd, Vec<ConnId>) = match i % 3 {
+                0 => {
+                    (Cmd::Broadcast { room: "a".into(), frame: f.clone(), except: Some(2) }, vec![1, 3, 4, 5])
+                }
+                1 => (Cmd::Broadcast { room: "b".into(), frame: f.clone(), except: None }, vec![5, 3, 6, 1]),
+                _ => (Cmd::Send((i / 3 % 6) as ConnId + 1, f.clone()), vec![(i / 3 % 6) as ConnId + 1]),
+            };
+            to.iter().for_each(|id| want.entry(*id).or_default().extend_from_slice(&f));
+            assert!(hub.gather(cmd));
+        }
+        hub.flush();
+        for (c, peer) in &conns {
+            let want = &want[&c.id];
+            let mut got = vec![0u8; want.len()];
+            let mut peer = peer.try_clone().unwrap();
+            peer.set_read_timeout(Some(std::time::Duration::from_secs(10))).unwrap();
+            peer.read_exact(&mut got).unwrap();
+            assert!(&got == want, "member {}", c.id);
+            assert!(!c.is_closing(), "member {} closed", c.id);
+        }
     }
 
     #[test]
