@@ -11,6 +11,7 @@
 //! shards.
 
 use std::collections::HashMap;
+use std::hash::{BuildHasherDefault, Hasher};
 
 use parking_lot::{RwLock, RwLockReadGuard};
 
@@ -18,19 +19,46 @@ use crate::types::ConnId;
 
 const SHARDS: usize = 64;
 
+/// Hashes the [`ConnId`] keys of the maps that hold connections (these
+/// shards, the hub's): ids are the server's own sequential numbers, never
+/// chosen by a peer, so Fibonacci hashing (one multiply, the product's high
+/// bits moved down to where the table takes its bucket from) spreads them,
+/// consecutive ones and a shard's every 64th alike, where std's keyed SipHash,
+/// made to resist keys an attacker picks, costs a hash per member per
+/// broadcast.
+#[derive(Debug, Default, Clone, Copy)]
+pub(crate) struct IdHasher(u64);
+
+impl Hasher for IdHasher {
+    fn finish(&self) -> u64 {
+        self.0.rotate_left(26)
+    }
+
+    fn write(&mut self, bytes: &[u8]) {
+        bytes.iter().for_each(|&b| self.write_u64(u64::from(b)));
+    }
+
+    fn write_u64(&mut self, n: u64) {
+        self.0 = (self.0.rotate_left(5) ^ n).wrapping_mul(0x9E37_79B9_7F4A_7C15);
+    }
+}
+
+/// A map keyed by [`ConnId`] with [`IdHasher`].
+pub(crate) type IdMap<V> = HashMap<ConnId, V, BuildHasherDefault<IdHasher>>;
+
 #[derive(Debug)]
 pub(crate) struct ConnMap<V> {
-    shards: Box<[RwLock<HashMap<ConnId, V>>]>,
+    shards: Box<[RwLock<IdMap<V>>]>,
 }
 
 impl<V> Default for ConnMap<V> {
     fn default() -> Self {
-        ConnMap { shards: (0..SHARDS).map(|_| RwLock::new(HashMap::new())).collect() }
+        ConnMap { shards: (0..SHARDS).map(|_| RwLock::new(IdMap::default())).collect() }
     }
 }
 
 impl<V> ConnMap<V> {
-    fn shard(&self, id: ConnId) -> &RwLock<HashMap<ConnId, V>> {
+    fn shard(&self, id: ConnId) -> &RwLock<IdMap<V>> {
         &self.shards[(id % SHARDS as u64) as usize]
     }
 
@@ -92,6 +120,26 @@ impl<V: Clone> ConnMap<V> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn consecutive_ids_and_a_shards_ids_spread_over_buckets_and_tags() {
+        use std::hash::BuildHasher;
+        let hash = BuildHasherDefault::<IdHasher>::default();
+        for stride in [1, SHARDS as ConnId] {
+            let ids: Vec<u64> = (0..4096).map(|i| hash.hash_one(1 + i * stride)).collect();
+            // Bucket indexes (low bits) of a 4,096-bucket table: at least as
+            // many distinct as keys placed at random would take (63 %).
+            let mut low: Vec<u64> = ids.iter().map(|h| h & 4095).collect();
+            low.sort_unstable();
+            low.dedup();
+            assert!(low.len() > 4096 * 63 / 100, "stride {stride}: {} buckets", low.len());
+            // The tag (top seven bits) takes every value.
+            let mut top: Vec<u64> = ids.iter().map(|h| h >> 57).collect();
+            top.sort_unstable();
+            top.dedup();
+            assert_eq!(top.len(), 128, "stride {stride}");
+        }
+    }
 
     #[test]
     fn inserts_finds_and_removes_across_shards() {

@@ -8,11 +8,11 @@
 //! member gets costs no allocation and no reference count of its own, and a
 //! delivered frame is only borrowed until it is written or queued.
 
-use std::collections::HashMap;
 use std::sync::Arc;
 
 use crossbeam_channel::{Receiver, Sender};
 
+use crate::conn_map::IdMap;
 use crate::connection::outbound::QueueLimits;
 use crate::connection::{ConnShared, PushError};
 use crate::frame::SharedFrame;
@@ -39,7 +39,7 @@ pub(super) struct Cork {
     members: Vec<(Arc<ConnShared>, Commands)>,
     /// Where each member is in `members`; built at the first member a
     /// command names out of the order it was first seen in.
-    index: HashMap<ConnId, usize>,
+    index: IdMap<usize>,
     indexed: bool,
     /// Where in `members` the current command's next member likely is: a
     /// room lists its members in the same order every time.

@@ -29,12 +29,12 @@ mod fanout;
 mod heartbeat;
 mod order;
 
-use std::collections::HashMap;
 use std::sync::atomic::Ordering::*;
 use std::sync::Arc;
 
 use crossbeam_channel::{Select, Sender, TryRecvError};
 
+use crate::conn_map::IdMap;
 use crate::connection::outbound::QueueLimits;
 use crate::connection::ConnShared;
 use crate::frame::SharedFrame;
@@ -102,7 +102,7 @@ type Done = Option<Arc<std::sync::atomic::AtomicU64>>;
 const ROUND_COMMANDS: usize = MOST_COMMANDS;
 
 pub(crate) struct Hub {
-    conns: HashMap<ConnId, Arc<ConnShared>>,
+    conns: IdMap<Arc<ConnShared>>,
     rooms: Rooms,
     limits: QueueLimits,
     stats: Arc<Stats>,
@@ -117,7 +117,7 @@ impl Hub {
     /// `heartbeat`: how often every open connection gets a ping.
     pub(crate) fn new(limits: QueueLimits, stats: Arc<Stats>, heartbeat: std::time::Duration) -> Self {
         Hub {
-            conns: HashMap::new(),
+            conns: IdMap::default(),
             rooms: Rooms::default(),
             limits,
             stats,
@@ -327,6 +327,7 @@ mod tests {
     use crate::connection::test_support::loopback_conn;
     use crate::connection::writer::{starter, WriterEnv};
     use fanout::SPLIT_AT;
+    use std::collections::HashMap;
     use std::io::Read;
     use std::sync::atomic::Ordering::Relaxed;
 
