@@ -17,7 +17,6 @@ use crate::connection::outbound::QueueLimits;
 use crate::connection::{ConnShared, PushError};
 use crate::frame::SharedFrame;
 use crate::stats::Stats;
-use crate::types::ConnId;
 
 /// A round for more members than this is split with the helper.
 pub(super) const SPLIT_AT: usize = 128;
@@ -66,7 +65,7 @@ impl Cork {
     pub(super) fn add(&mut self, conn: &Arc<ConnShared>) {
         let Some(command) = self.frames.len().checked_sub(1) else { return };
         let bit: Commands = 1 << command;
-        match self.find(conn.id, command) {
+        match self.find(conn, command) {
             Some(at) => self.members[at].1 |= bit,
             None => {
                 if self.indexed {
@@ -77,12 +76,14 @@ impl Cork {
         }
     }
 
-    /// Where `id` is in `members`, if an earlier command of the round named it.
-    fn find(&mut self, id: ConnId, command: usize) -> Option<usize> {
+    /// Where `conn` is in `members`, if an earlier command of the round
+    /// named it. The likely place is checked by pointer, without reading the
+    /// connection itself.
+    fn find(&mut self, conn: &Arc<ConnShared>, command: usize) -> Option<usize> {
         if command == 0 {
             return None;
         }
-        if self.members.get(self.cursor).is_some_and(|(c, _)| c.id == id) {
+        if self.members.get(self.cursor).is_some_and(|(c, _)| Arc::ptr_eq(c, conn)) {
             self.cursor += 1;
             return Some(self.cursor - 1);
         }
@@ -90,7 +91,7 @@ impl Cork {
             self.indexed = true;
             self.index.extend(self.members.iter().enumerate().map(|(i, (c, _))| (c.id, i)));
         }
-        let at = self.index.get(&id).copied()?;
+        let at = self.index.get(&conn.id).copied()?;
         self.cursor = at + 1;
         Some(at)
     }
@@ -234,7 +235,7 @@ mod tests {
             cork.next_command(frame(b));
             order.iter().for_each(|&i| cork.add(&conns[i].0));
         }
-        let ids: Vec<ConnId> = cork.members.iter().map(|(c, _)| c.id).collect();
+        let ids: Vec<crate::types::ConnId> = cork.members.iter().map(|(c, _)| c.id).collect();
         assert_eq!(ids, [2, 1, 3, 4]);
         cork.flush(None, limits, &stats);
         assert!(cork.is_empty());
