@@ -290,7 +290,10 @@ impl ConnShared {
         limits: QueueLimits,
         stats: &Stats,
     ) -> Result<(), PushError> {
-        let frame = self.wire_form(&frame);
+        let frame = match self.deflate_max.load(Relaxed) {
+            0 => frame,
+            _ => self.wire_form(&frame),
+        };
         let out = &self.out;
         if out.closing.load(Acquire) {
             return Ok(());
@@ -348,9 +351,20 @@ impl ConnShared {
         if st.tail.is_some() || st.tls_tail || self.has_queued() || out.closing.load(Acquire) {
             return false;
         }
-        let frame = &match single_to_compress {
-            true => self.single_form(frame).unwrap_or_else(|| frame.clone()),
-            false => self.wire_form(frame),
+        // Without permessage-deflate the frame goes as it is, borrowed: no
+        // reference count touched per member (the hub and its helper would
+        // share that cache line).
+        let formed;
+        let frame = match (single_to_compress, self.deflate_max.load(Relaxed)) {
+            (true, _) => {
+                formed = self.single_form(frame).unwrap_or_else(|| frame.clone());
+                &formed
+            }
+            (false, 0) => frame,
+            (false, _) => {
+                formed = self.wire_form(frame);
+                &formed
+            }
         };
         if st.tls.is_some() {
             let sent = self.send_direct_tls(&mut st, frame, stats, true);

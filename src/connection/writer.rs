@@ -458,6 +458,32 @@ mod tests {
     }
 
     #[test]
+    fn a_corked_round_to_a_deflate_member_goes_in_its_forms_and_stops_at_a_reply_to_compress() {
+        let (conn, mut peer) = loopback_conn(1);
+        let stats = Arc::new(Stats::default());
+        conn.set_deflate(usize::MAX, 128);
+        let long = "{\"type\":\"message\",\"data\":\"the quick brown fox\"} ".repeat(20);
+        let room = |b: &[u8]| frame::shared(frame::encode(frame::OP_TEXT, b));
+        // Compressed, plain (under the minimum), compressed, then one
+        // client's reply that the writer compresses, and a frame behind it.
+        let round = [room(long.as_bytes()), room(b"short"), room(long.as_bytes())];
+        let reply = frame::single(frame::encode(frame::OP_TEXT, long.as_bytes()));
+        let mine: Vec<&crate::frame::SharedFrame> = round.iter().chain([&reply, &round[1]]).collect();
+        assert_eq!(conn.try_send_direct_many(&mine, &stats), 3, "up to the reply the writer compresses");
+        let forms: Vec<crate::frame::SharedFrame> =
+            round.iter().map(|f| f.for_deflate(usize::MAX, 128)).collect();
+        let want: Vec<u8> = forms.iter().flat_map(|f| f.to_vec()).collect();
+        let mut got = vec![0u8; want.len()];
+        peer.set_read_timeout(Some(std::time::Duration::from_secs(10))).unwrap();
+        peer.read_exact(&mut got).unwrap();
+        assert!(got == want, "each frame in this member's form, in order");
+        assert_eq!(got[0], 0xC1, "compressed: FIN, RSV1, text");
+        assert_eq!(stats.compressed_frames.load(Relaxed), 2);
+        assert_eq!((stats.messages_out.load(Relaxed), stats.direct_sends.load(Relaxed)), (3, 3));
+        assert_eq!(conn.queue_depth(), 0);
+    }
+
+    #[test]
     fn a_corked_round_never_overtakes_a_queued_pong() {
         let (conn, mut peer) = loopback_conn(1);
         let stats = Arc::new(Stats::default());
