@@ -4,9 +4,10 @@
 //! fan-out [`Helper`] thread takes half of the members of a large round.
 //!
 //! A round holds each command's frame once, and each member the set of the
-//! round's commands that have a frame for it (one bit per command): what a
-//! member gets costs no allocation and no reference count of its own, and a
-//! delivered frame is only borrowed until it is written or queued.
+//! round's commands that have a frame for it (one bit per command): the
+//! frames a member gets are borrowed for its one `writev`, with no
+//! allocation and no reference count of their own; only a frame queued for
+//! it (the socket full, a backlog) takes a reference.
 
 use std::sync::Arc;
 
