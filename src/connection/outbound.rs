@@ -348,7 +348,7 @@ impl ConnShared {
             false => self.wire_form(frame),
         };
         if st.tls.is_some() {
-            let sent = self.send_direct_tls(&mut st, frame, stats, true);
+            let sent = self.send_direct_tls(&mut st, &[&frame[..]], stats, true);
             if sent {
                 count_compressed(frame, stats);
             }
@@ -396,12 +396,17 @@ impl ConnShared {
         if st.tail.is_some() || st.tls_tail || self.has_queued() || out.closing.load(Acquire) {
             return 0;
         }
-        if st.tls.is_some() {
-            // Through the session one frame at a time, each under the lock.
-            drop(st);
-            return frames.iter().take_while(|f| self.try_send_direct(f, stats)).count();
-        }
         let wire: Vec<SharedFrame> = frames.iter().map(|f| self.wire_form(f)).collect();
+        if st.tls.is_some() {
+            // Every frame into the session at once (as few records as they
+            // fit in), then one flush: all of them are taken care of, or none.
+            let framed: Vec<&[u8]> = wire.iter().map(|f| &f[..]).collect();
+            if !self.send_direct_tls(&mut st, &framed, stats, true) {
+                return 0;
+            }
+            wire.iter().for_each(|f| count_compressed(f, stats));
+            return wire.len();
+        }
         let slices: Vec<IoSlice<'_>> = wire.iter().map(|f| IoSlice::new(f)).collect();
         // Full socket buffer, or an error the writer will meet and report.
         let Ok(n) = sock::send_vectored_dont_wait(&self.stream, &slices) else { return 0 };
@@ -762,7 +767,7 @@ impl ConnShared {
         stats: &Stats,
     ) -> bool {
         if st.tls.is_some() {
-            return self.send_direct_tls(&mut st, ping, stats, false);
+            return self.send_direct_tls(&mut st, &[ping], stats, false);
         }
         match sock::send(&self.stream, ping, true) {
             Ok(n) if n == ping.len() => {
