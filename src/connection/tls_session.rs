@@ -28,18 +28,34 @@ use super::ConnShared;
 use crate::stats::Stats;
 use crate::sys::sock;
 
-/// The reader's ciphertext not yet handed to the TLS session.
+/// What the reader knows of its socket between reads on a TLS connection.
+/// It holds no buffer of its own: ciphertext goes from the socket straight
+/// into the session's buffer, under the write lock but with reads that never
+/// wait, and the reader waits for bytes with neither the lock nor a buffer
+/// ([`sock::wait_readable`]), so an idle connection keeps only the session.
 #[derive(Debug)]
 pub(crate) struct TlsIn {
-    buf: Vec<u8>,
-    start: usize,
-    end: usize,
+    /// The last read took everything the socket had: wait before the next.
+    drained: bool,
 }
 
 impl TlsIn {
-    /// Most ciphertext one socket `read` takes.
     pub(crate) fn new() -> Self {
-        TlsIn { buf: vec![0; 8 * 1024], start: 0, end: 0 }
+        TlsIn { drained: true }
+    }
+}
+
+/// The most the session reads from the socket at once when its buffer holds
+/// no partial record (rustls's read size): a read that took less left the
+/// socket empty, most likely.
+const SESSION_READ: usize = 4096;
+
+/// The socket as the session's source of ciphertext: reads that never wait.
+struct SockIn<'a>(&'a std::net::TcpStream);
+
+impl Read for SockIn<'_> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        sock::recv_dont_wait(self.0, buf)
     }
 }
 
@@ -168,26 +184,29 @@ impl ConnShared {
     }
 
     /// Runs the TLS handshake on the reader's thread until it completes, fails,
-    /// or `deadline` passes. Ciphertext read past the handshake (the HTTP
-    /// request, often) stays in `tls_in` for [`ConnShared::tls_read`].
+    /// or `deadline` passes. Whatever the client sent past the handshake (the
+    /// HTTP request, often) stays in the session or the socket for
+    /// [`ConnShared::tls_read`].
     pub(crate) fn tls_handshake(&self, tls_in: &mut TlsIn, deadline: Instant) -> io::Result<()> {
         loop {
             {
                 let mut st = self.out.write.lock();
-                while tls_in.start < tls_in.end && session(&mut st)?.is_handshaking() {
-                    let tls = session(&mut st)?;
-                    let n = tls.read_tls(&mut &tls_in.buf[tls_in.start..tls_in.end])?;
-                    if n == 0 {
-                        break;
+                let tls = session(&mut st)?;
+                while tls.is_handshaking() {
+                    match tls.read_tls(&mut SockIn(&self.stream)) {
+                        Ok(0) => return Err(io::ErrorKind::UnexpectedEof.into()),
+                        Ok(_) => {}
+                        Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+                        Err(e) => return Err(e),
                     }
-                    tls_in.start += n;
                     if let Err(e) = tls.process_new_packets() {
                         let _ = flush_tls(&self.stream, tls); // the alert, if the socket takes it
                         return Err(io::Error::new(io::ErrorKind::InvalidData, e));
                     }
                 }
-                flush_tls_until(&self.stream, session(&mut st)?, deadline)?;
-                if !session(&mut st)?.is_handshaking() {
+                flush_tls_until(&self.stream, tls, deadline)?;
+                if !tls.is_handshaking() {
+                    tls_in.drained = false;
                     return Ok(());
                 }
             }
@@ -196,20 +215,16 @@ impl ConnShared {
                 .filter(|d| !d.is_zero())
                 .ok_or(io::ErrorKind::TimedOut)?;
             self.stream.set_read_timeout(Some(left))?;
-            let n = crate::sys::sock::recv(&self.stream, &mut tls_in.buf)?;
-            if n == 0 {
-                return Err(io::ErrorKind::UnexpectedEof.into());
-            }
-            tls_in.start = 0;
-            tls_in.end = n;
+            sock::wait_readable(&self.stream)?;
         }
     }
 
     /// The reader's `read` on a TLS connection: plaintext the session already
-    /// has, else ciphertext from `tls_in`, else a blocking socket read taken
-    /// *without* the write lock (writers go on meanwhile); the lock is held
-    /// only to feed the session and take plaintext out. `Ok(0)` at the end.
-    /// `arm` runs before every raw read (it bounds how long that read may wait).
+    /// has, else what the socket has, read into the session without waiting;
+    /// when the socket is empty, the reader waits for bytes *without* the
+    /// write lock (writers go on meanwhile). The lock is held only to feed
+    /// the session and take plaintext out. `Ok(0)` at the end. `arm` runs
+    /// before every wait (it bounds how long that wait may take).
     pub(crate) fn tls_read(
         &self,
         tls_in: &mut TlsIn,
@@ -225,12 +240,20 @@ impl ConnShared {
                         Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
                         Err(e) => return Err(e),
                     }
-                    if tls_in.start == tls_in.end {
+                    if tls_in.drained {
                         break;
                     }
                     let tls = session(&mut st)?;
-                    let n = tls.read_tls(&mut &tls_in.buf[tls_in.start..tls_in.end])?;
-                    tls_in.start += n;
+                    let n = match tls.read_tls(&mut SockIn(&self.stream)) {
+                        Ok(0) => return Ok(0),
+                        Ok(n) => n,
+                        Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                            tls_in.drained = true;
+                            break;
+                        }
+                        Err(e) => return Err(e),
+                    };
+                    tls_in.drained = n < SESSION_READ;
                     let processed = tls.process_new_packets();
                     if tls.wants_write() {
                         self.flush_for_reader(&mut st);
@@ -238,18 +261,11 @@ impl ConnShared {
                     if let Err(e) = processed {
                         return Err(io::Error::new(io::ErrorKind::InvalidData, e));
                     }
-                    if n == 0 {
-                        break;
-                    }
                 }
             }
             arm()?;
-            let n = crate::sys::sock::recv(&self.stream, &mut tls_in.buf)?;
-            if n == 0 {
-                return Ok(0);
-            }
-            tls_in.start = 0;
-            tls_in.end = n;
+            sock::wait_readable(&self.stream)?;
+            tls_in.drained = false;
         }
     }
 
@@ -365,7 +381,7 @@ fn flush_tls_until(
 
 #[cfg(test)]
 mod tests {
-    use std::io::Read;
+    use std::io::{Read, Write};
     use std::net::TcpStream;
     use std::path::PathBuf;
     use std::sync::Arc;
@@ -525,5 +541,51 @@ mod tests {
         assert!(records <= 8, "{records} records for {} frames", frames.len());
         assert_eq!(stats.direct_sends.load(Relaxed), frames.len() as u64);
         assert_eq!(stats.messages_out.load(Relaxed), frames.len() as u64);
+    }
+
+    #[test]
+    fn the_tls_reader_keeps_no_buffer_and_waits_without_the_write_lock() {
+        // Nothing but a flag between reads: an idle connection keeps no
+        // ciphertext buffer of its own.
+        assert!(std::mem::size_of::<TlsIn>() <= std::mem::size_of::<usize>());
+        let pki = Pki::make("reader");
+        let (conn, mut client, mut peer) = tls_conn(&pki);
+        let mut sent = Vec::new();
+        sent.push(vec![7u8]);
+        sent.push((0..40_000).map(|k| k as u8).collect()); // several records
+        sent.extend((0..20u8).map(|i| vec![i; 300]));
+        let want: usize = sent.iter().map(Vec::len).sum();
+        let (started_tx, started) = crossbeam_channel::bounded(1);
+        let reader = {
+            let conn = conn.clone();
+            std::thread::spawn(move || {
+                let mut tls_in = TlsIn::new();
+                let (mut got, mut buf) = (Vec::new(), vec![0u8; 1024]);
+                let _ = started_tx.send(());
+                while got.len() < want {
+                    let n = conn.tls_read(&mut tls_in, &mut buf, || Ok(())).unwrap();
+                    assert!(n > 0, "the end after {} bytes", got.len());
+                    got.extend_from_slice(&buf[..n]);
+                }
+                got
+            })
+        };
+        started.recv().unwrap();
+        // The reader waits for bytes: a direct send still goes out, and the
+        // client gets it whole.
+        let stats = Stats::default();
+        let frames: Vec<SharedFrame> = (0..5u8).map(|i| numbered(i, 50)).collect();
+        for f in &frames {
+            assert!(conn.try_send_direct(f, &stats));
+        }
+        let expected: Vec<u8> = frames.iter().flat_map(|f| f.to_vec()).collect();
+        assert_eq!(read_plaintext(&mut client, &mut peer, expected.len()).0, expected);
+        for part in &sent {
+            client.writer().write_all(part).unwrap();
+            while client.wants_write() {
+                client.write_tls(&mut peer).unwrap();
+            }
+        }
+        assert_eq!(reader.join().unwrap(), sent.concat(), "every byte, in order");
     }
 }
