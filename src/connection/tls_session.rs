@@ -4,10 +4,13 @@
 //! The session lives under the write lock of `outbound.rs` ([`WriteState`]),
 //! whose module comment gives the rule that keeps frames in order; here is how
 //! each step keeps it with TLS:
-//! - the reader reads the socket *without* the lock, then takes it briefly to
-//!   hand the ciphertext to the session and take plaintext out
-//!   ([`ConnShared::tls_read`]); alerts, key updates and session tickets that
-//!   this produces go out under the lock in the same order;
+//! - the reader waits for bytes *without* the lock, then takes it briefly to
+//!   read what the socket has into the session (reads that never wait) and
+//!   take plaintext out ([`ConnShared::tls_read`]); alerts, key updates and
+//!   session tickets that this produces go out under the lock in the same
+//!   order;
+//! - a round of the hub hands a member all its frames at once, and they go
+//!   into the session together: as few records as they fit in, one `send`;
 //! - every thread that writes encrypts under the lock and writes the
 //!   session's output before letting go of it;
 //! - output the session holds but the socket has not taken yet counts like a
@@ -31,8 +34,9 @@ use crate::sys::sock;
 /// What the reader knows of its socket between reads on a TLS connection.
 /// It holds no buffer of its own: ciphertext goes from the socket straight
 /// into the session's buffer, under the write lock but with reads that never
-/// wait, and the reader waits for bytes with neither the lock nor a buffer
-/// ([`sock::wait_readable`]), so an idle connection keeps only the session.
+/// wait, and the reader waits for bytes without the lock, reading the first
+/// of them into its caller's plaintext buffer ([`ConnShared::tls_read`]), so
+/// an idle connection keeps only the session.
 #[derive(Debug)]
 pub(crate) struct TlsIn {
     /// The last read took everything the socket had: wait before the next.
@@ -221,10 +225,11 @@ impl ConnShared {
 
     /// The reader's `read` on a TLS connection: plaintext the session already
     /// has, else what the socket has, read into the session without waiting;
-    /// when the socket is empty, the reader waits for bytes *without* the
-    /// write lock (writers go on meanwhile). The lock is held only to feed
-    /// the session and take plaintext out. `Ok(0)` at the end. `arm` runs
-    /// before every wait (it bounds how long that wait may take).
+    /// when the socket is empty, a blocking read of the next bytes into
+    /// `buf` (the session copies them out before plaintext goes in), taken
+    /// *without* the write lock (writers go on meanwhile). The lock is held only to feed the session and take
+    /// plaintext out. `Ok(0)` at the end. `arm` runs before every blocking
+    /// read (it bounds how long that read may wait).
     pub(crate) fn tls_read(
         &self,
         tls_in: &mut TlsIn,
@@ -243,29 +248,44 @@ impl ConnShared {
                     if tls_in.drained {
                         break;
                     }
-                    let tls = session(&mut st)?;
-                    let n = match tls.read_tls(&mut SockIn(&self.stream)) {
+                    match self.take_in(&mut st, &mut SockIn(&self.stream)) {
                         Ok(0) => return Ok(0),
-                        Ok(n) => n,
-                        Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
-                            tls_in.drained = true;
-                            break;
-                        }
+                        Ok(n) => tls_in.drained = n < SESSION_READ,
+                        Err(e) if e.kind() == io::ErrorKind::WouldBlock => tls_in.drained = true,
                         Err(e) => return Err(e),
-                    };
-                    tls_in.drained = n < SESSION_READ;
-                    let processed = tls.process_new_packets();
-                    if tls.wants_write() {
-                        self.flush_for_reader(&mut st);
-                    }
-                    if let Err(e) = processed {
-                        return Err(io::Error::new(io::ErrorKind::InvalidData, e));
                     }
                 }
             }
+            // The caller's plaintext buffer holds the ciphertext until the
+            // session has taken it: no buffer of our own.
             arm()?;
-            sock::wait_readable(&self.stream)?;
-            tls_in.drained = false;
+            let n = sock::recv(&self.stream, buf)?;
+            if n == 0 {
+                return Ok(0);
+            }
+            let mut st = self.out.write.lock();
+            let mut fed = &buf[..n];
+            while !fed.is_empty() {
+                self.take_in(&mut st, &mut fed)?;
+            }
+            tls_in.drained = n < buf.len();
+        }
+    }
+
+    /// Under the write lock: one read of ciphertext from `from` into the
+    /// session, which decrypts what it completes; what that makes the session
+    /// send (alerts, key updates) goes out or is handed to the writer. The
+    /// bytes read; `WouldBlock` when `from` has none now.
+    fn take_in(&self, st: &mut WriteState, from: &mut dyn Read) -> io::Result<usize> {
+        let tls = session(st)?;
+        let n = tls.read_tls(from)?;
+        let processed = tls.process_new_packets();
+        if tls.wants_write() {
+            self.flush_for_reader(st);
+        }
+        match processed {
+            Ok(_) => Ok(n),
+            Err(e) => Err(io::Error::new(io::ErrorKind::InvalidData, e)),
         }
     }
 
