@@ -257,9 +257,13 @@ impl ConnShared {
                 }
             }
             // The caller's plaintext buffer holds the ciphertext until the
-            // session has taken it: no buffer of our own.
+            // session has taken it: no buffer of our own. No more than the
+            // session reads at once, so the plaintext it makes always fits
+            // in the session (rustls refuses ciphertext past 16 KiB of
+            // plaintext not yet taken out).
             arm()?;
-            let n = sock::recv(&self.stream, buf)?;
+            let first = buf.len().min(SESSION_READ);
+            let n = sock::recv(&self.stream, &mut buf[..first])?;
             if n == 0 {
                 return Ok(0);
             }
@@ -268,7 +272,7 @@ impl ConnShared {
             while !fed.is_empty() {
                 self.take_in(&mut st, &mut fed)?;
             }
-            tls_in.drained = n < buf.len();
+            tls_in.drained = n < first;
         }
     }
 
@@ -607,5 +611,26 @@ mod tests {
             }
         }
         assert_eq!(reader.join().unwrap(), sent.concat(), "every byte, in order");
+    }
+
+    #[test]
+    fn a_large_read_buffer_takes_many_records_waiting_in_the_socket() {
+        let pki = Pki::make("large");
+        let (conn, mut client, mut peer) = tls_conn(&pki);
+        // Everything is in the server's socket before the reader reads: its
+        // first read could take more ciphertext than the session holds
+        // plaintext for.
+        let sent: Vec<u8> = (0..60_000).map(|k| (k % 251) as u8).collect();
+        client.writer().write_all(&sent).unwrap();
+        while client.wants_write() {
+            client.write_tls(&mut peer).unwrap();
+        }
+        let (mut tls_in, mut got, mut buf) = (TlsIn::new(), Vec::new(), vec![0u8; 128 * 1024]);
+        while got.len() < sent.len() {
+            let n = conn.tls_read(&mut tls_in, &mut buf, || Ok(())).unwrap();
+            assert!(n > 0, "the end after {} bytes", got.len());
+            got.extend_from_slice(&buf[..n]);
+        }
+        assert!(got == sent, "every byte, in order");
     }
 }
