@@ -227,9 +227,10 @@ impl ConnShared {
     /// has, else what the socket has, read into the session without waiting;
     /// when the socket is empty, a blocking read of the next bytes into
     /// `buf` (the session copies them out before plaintext goes in), taken
-    /// *without* the write lock (writers go on meanwhile). The lock is held only to feed the session and take
-    /// plaintext out. `Ok(0)` at the end. `arm` runs before every blocking
-    /// read (it bounds how long that read may wait).
+    /// *without* the write lock (writers go on meanwhile). The lock is held
+    /// only to feed the session and take plaintext out. `Ok(0)` at the end.
+    /// `arm` runs before every blocking read (it bounds how long that read
+    /// may wait).
     pub(crate) fn tls_read(
         &self,
         tls_in: &mut TlsIn,
