@@ -367,7 +367,7 @@ impl ConnShared {
             }
         };
         if st.tls.is_some() {
-            let sent = self.send_direct_tls(&mut st, frame, stats, true);
+            let sent = self.send_direct_tls(&mut st, &[&frame[..]], stats, true);
             if sent {
                 count_compressed(frame, stats);
             }
@@ -417,11 +417,6 @@ impl ConnShared {
         if st.tail.is_some() || st.tls_tail || self.has_queued() || out.closing.load(Acquire) {
             return 0;
         }
-        if st.tls.is_some() {
-            // Through the session one frame at a time, each under the lock.
-            drop(st);
-            return frames.iter().take_while(|f| self.try_send_direct((*f).borrow(), stats)).count();
-        }
         // Without permessage-deflate every frame goes as it is, borrowed;
         // with it, each in its form for this connection.
         let deflating = self.deflate_max.load(Relaxed) != 0;
@@ -435,6 +430,16 @@ impl ConnShared {
                 false => frames[i].borrow(),
             }
         };
+        if st.tls.is_some() {
+            // Every frame into the session at once (as few records as they
+            // fit in), then one flush: all of them are taken care of, or none.
+            let framed: Vec<&[u8]> = (0..frames.len()).map(|i| &wire(i)[..]).collect();
+            if !self.send_direct_tls(&mut st, &framed, stats, true) {
+                return 0;
+            }
+            (0..frames.len()).for_each(|i| count_compressed(wire(i), stats));
+            return frames.len();
+        }
         let mut slices = [IoSlice::new(&[]); MOST_IN_ONE_WRITE];
         for (i, slice) in slices.iter_mut().enumerate().take(frames.len()) {
             *slice = IoSlice::new(wire(i));
@@ -800,7 +805,7 @@ impl ConnShared {
         stats: &Stats,
     ) -> bool {
         if st.tls.is_some() {
-            return self.send_direct_tls(&mut st, ping, stats, false);
+            return self.send_direct_tls(&mut st, &[ping], stats, false);
         }
         match sock::send(&self.stream, ping, true) {
             Ok(n) if n == ping.len() => {

@@ -4,10 +4,13 @@
 //! The session lives under the write lock of `outbound.rs` ([`WriteState`]),
 //! whose module comment gives the rule that keeps frames in order; here is how
 //! each step keeps it with TLS:
-//! - the reader reads the socket *without* the lock, then takes it briefly to
-//!   hand the ciphertext to the session and take plaintext out
-//!   ([`ConnShared::tls_read`]); alerts, key updates and session tickets that
-//!   this produces go out under the lock in the same order;
+//! - the reader waits for bytes *without* the lock, then takes it briefly to
+//!   read what the socket has into the session (reads that never wait) and
+//!   take plaintext out ([`ConnShared::tls_read`]); alerts, key updates and
+//!   session tickets that this produces go out under the lock in the same
+//!   order;
+//! - a round of the hub hands a member all its frames at once, and they go
+//!   into the session together: as few records as they fit in, one `send`;
 //! - every thread that writes encrypts under the lock and writes the
 //!   session's output before letting go of it;
 //! - output the session holds but the socket has not taken yet counts like a
@@ -28,18 +31,35 @@ use super::ConnShared;
 use crate::stats::Stats;
 use crate::sys::sock;
 
-/// The reader's ciphertext not yet handed to the TLS session.
+/// What the reader knows of its socket between reads on a TLS connection.
+/// It holds no buffer of its own: ciphertext goes from the socket straight
+/// into the session's buffer, under the write lock but with reads that never
+/// wait, and the reader waits for bytes without the lock, reading the first
+/// of them into its caller's plaintext buffer ([`ConnShared::tls_read`]), so
+/// an idle connection keeps only the session.
 #[derive(Debug)]
 pub(crate) struct TlsIn {
-    buf: Vec<u8>,
-    start: usize,
-    end: usize,
+    /// The last read took everything the socket had: wait before the next.
+    drained: bool,
 }
 
 impl TlsIn {
-    /// Most ciphertext one socket `read` takes.
     pub(crate) fn new() -> Self {
-        TlsIn { buf: vec![0; 8 * 1024], start: 0, end: 0 }
+        TlsIn { drained: true }
+    }
+}
+
+/// The most the session reads from the socket at once when its buffer holds
+/// no partial record (rustls's read size): a read that took less left the
+/// socket empty, most likely.
+const SESSION_READ: usize = 4096;
+
+/// The socket as the session's source of ciphertext: reads that never wait.
+struct SockIn<'a>(&'a std::net::TcpStream);
+
+impl Read for SockIn<'_> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        sock::recv_dont_wait(self.0, buf)
     }
 }
 
@@ -47,12 +67,16 @@ impl TlsIn {
 const TLS_WRITE_TICK: Duration = Duration::from_millis(250);
 
 impl ConnShared {
-    /// [`ConnShared::try_send_direct`] on a TLS connection, under the write
-    /// lock; `message`: `frame` is a data frame (not a heartbeat), counted.
+    /// [`ConnShared::try_send_direct`] (and `try_send_direct_many`) on a TLS
+    /// connection, under the write lock: `frames` go into the session
+    /// together, so a round's frames for this member share records and one
+    /// `send`. True when all of them are taken care of (sent, or encrypted
+    /// with the rest left to the writer), false when none is. `message`:
+    /// they are data frames (not a heartbeat), counted.
     pub(super) fn send_direct_tls(
         &self,
         st: &mut WriteState,
-        frame: &[u8],
+        frames: &[&[u8]],
         stats: &Stats,
         message: bool,
     ) -> bool {
@@ -61,25 +85,28 @@ impl ConnShared {
         if tls.wants_write() {
             return false;
         }
-        if tls.writer().write_all(frame).is_err() {
-            return false; // the session is closed: the frame could never go
+        if encrypt(tls, frames).is_err() {
+            return false; // the session is closed: the frames could never go
         }
-        match flush_tls(&self.stream, tls) {
-            Ok((n, true)) => {
+        let done = match flush_tls(&self.stream, tls) {
+            Ok((n, done)) => {
                 Stats::add(&stats.bytes_out, n as u64);
-                if message {
-                    Stats::add(&stats.messages_out, 1);
-                    Stats::add(&stats.direct_sends, 1);
-                }
+                done
             }
-            // Encrypted but not all written (or the socket failed, which the
-            // writer meets and reports): the frame is in the session now, so
-            // the writer must finish it before anything else.
-            Ok((n, false)) => {
-                Stats::add(&stats.bytes_out, n as u64);
-                self.queue_tls_tail(st, frame.len(), message);
+            Err(_) => false,
+        };
+        if done {
+            if message {
+                Stats::add(&stats.messages_out, frames.len() as u64);
+                Stats::add(&stats.direct_sends, frames.len() as u64);
             }
-            Err(_) => self.queue_tls_tail(st, frame.len(), message),
+            return true;
+        }
+        // Encrypted but not all written (or the socket failed, which the
+        // writer meets and reports): the frames are in the session now, so
+        // the writer must finish them before anything else.
+        for frame in frames {
+            self.queue_tls_tail(st, frame.len(), message);
         }
         true
     }
@@ -103,17 +130,8 @@ impl ConnShared {
     ) -> Result<(), WriteFailed> {
         guard.tls_tail = false;
         if let Some(tls) = guard.tls.as_deref_mut() {
-            // One vectored write: rustls packs the whole batch into as few
-            // full-size records as it takes (a write per frame would make a
-            // record, an AEAD call and 22 bytes of overhead per frame).
-            let mut slices: Vec<IoSlice<'_>> =
-                parts.iter().filter(|p| !p.is_empty()).map(|p| IoSlice::new(p)).collect();
-            let mut slices = &mut slices[..];
-            while !slices.is_empty() {
-                match tls.writer().write_vectored(slices) {
-                    Ok(0) | Err(_) => return Err(self.write_failed("TLS session closed")),
-                    Ok(n) => IoSlice::advance_slices(&mut slices, n),
-                }
+            if encrypt(tls, parts).is_err() {
+                return Err(self.write_failed("TLS session closed"));
             }
             if close {
                 tls.send_close_notify();
@@ -170,26 +188,29 @@ impl ConnShared {
     }
 
     /// Runs the TLS handshake on the reader's thread until it completes, fails,
-    /// or `deadline` passes. Ciphertext read past the handshake (the HTTP
-    /// request, often) stays in `tls_in` for [`ConnShared::tls_read`].
+    /// or `deadline` passes. Whatever the client sent past the handshake (the
+    /// HTTP request, often) stays in the session or the socket for
+    /// [`ConnShared::tls_read`].
     pub(crate) fn tls_handshake(&self, tls_in: &mut TlsIn, deadline: Instant) -> io::Result<()> {
         loop {
             {
                 let mut st = self.out.write.lock();
-                while tls_in.start < tls_in.end && session(&mut st)?.is_handshaking() {
-                    let tls = session(&mut st)?;
-                    let n = tls.read_tls(&mut &tls_in.buf[tls_in.start..tls_in.end])?;
-                    if n == 0 {
-                        break;
+                let tls = session(&mut st)?;
+                while tls.is_handshaking() {
+                    match tls.read_tls(&mut SockIn(&self.stream)) {
+                        Ok(0) => return Err(io::ErrorKind::UnexpectedEof.into()),
+                        Ok(_) => {}
+                        Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+                        Err(e) => return Err(e),
                     }
-                    tls_in.start += n;
                     if let Err(e) = tls.process_new_packets() {
                         let _ = flush_tls(&self.stream, tls); // the alert, if the socket takes it
                         return Err(io::Error::new(io::ErrorKind::InvalidData, e));
                     }
                 }
-                flush_tls_until(&self.stream, session(&mut st)?, deadline)?;
-                if !session(&mut st)?.is_handshaking() {
+                flush_tls_until(&self.stream, tls, deadline)?;
+                if !tls.is_handshaking() {
+                    tls_in.drained = false;
                     return Ok(());
                 }
             }
@@ -198,20 +219,18 @@ impl ConnShared {
                 .filter(|d| !d.is_zero())
                 .ok_or(io::ErrorKind::TimedOut)?;
             self.stream.set_read_timeout(Some(left))?;
-            let n = crate::sys::sock::recv(&self.stream, &mut tls_in.buf)?;
-            if n == 0 {
-                return Err(io::ErrorKind::UnexpectedEof.into());
-            }
-            tls_in.start = 0;
-            tls_in.end = n;
+            sock::wait_readable(&self.stream)?;
         }
     }
 
     /// The reader's `read` on a TLS connection: plaintext the session already
-    /// has, else ciphertext from `tls_in`, else a blocking socket read taken
-    /// *without* the write lock (writers go on meanwhile); the lock is held
+    /// has, else what the socket has, read into the session without waiting;
+    /// when the socket is empty, a blocking read of the next bytes into
+    /// `buf` (the session copies them out before plaintext goes in), taken
+    /// *without* the write lock (writers go on meanwhile). The lock is held
     /// only to feed the session and take plaintext out. `Ok(0)` at the end.
-    /// `arm` runs before every raw read (it bounds how long that read may wait).
+    /// `arm` runs before every blocking read (it bounds how long that read
+    /// may wait).
     pub(crate) fn tls_read(
         &self,
         tls_in: &mut TlsIn,
@@ -227,31 +246,51 @@ impl ConnShared {
                         Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
                         Err(e) => return Err(e),
                     }
-                    if tls_in.start == tls_in.end {
+                    if tls_in.drained {
                         break;
                     }
-                    let tls = session(&mut st)?;
-                    let n = tls.read_tls(&mut &tls_in.buf[tls_in.start..tls_in.end])?;
-                    tls_in.start += n;
-                    let processed = tls.process_new_packets();
-                    if tls.wants_write() {
-                        self.flush_for_reader(&mut st);
-                    }
-                    if let Err(e) = processed {
-                        return Err(io::Error::new(io::ErrorKind::InvalidData, e));
-                    }
-                    if n == 0 {
-                        break;
+                    match self.take_in(&mut st, &mut SockIn(&self.stream)) {
+                        Ok(0) => return Ok(0),
+                        Ok(n) => tls_in.drained = n < SESSION_READ,
+                        Err(e) if e.kind() == io::ErrorKind::WouldBlock => tls_in.drained = true,
+                        Err(e) => return Err(e),
                     }
                 }
             }
+            // The caller's plaintext buffer holds the ciphertext until the
+            // session has taken it: no buffer of our own. No more than the
+            // session reads at once, so the plaintext it makes always fits
+            // in the session (rustls refuses ciphertext past 16 KiB of
+            // plaintext not yet taken out).
             arm()?;
-            let n = crate::sys::sock::recv(&self.stream, &mut tls_in.buf)?;
+            let first = buf.len().min(SESSION_READ);
+            let n = sock::recv(&self.stream, &mut buf[..first])?;
             if n == 0 {
                 return Ok(0);
             }
-            tls_in.start = 0;
-            tls_in.end = n;
+            let mut st = self.out.write.lock();
+            let mut fed = &buf[..n];
+            while !fed.is_empty() {
+                self.take_in(&mut st, &mut fed)?;
+            }
+            tls_in.drained = n < first;
+        }
+    }
+
+    /// Under the write lock: one read of ciphertext from `from` into the
+    /// session, which decrypts what it completes; what that makes the session
+    /// send (alerts, key updates) goes out or is handed to the writer. The
+    /// bytes read; `WouldBlock` when `from` has none now.
+    fn take_in(&self, st: &mut WriteState, from: &mut dyn Read) -> io::Result<usize> {
+        let tls = session(st)?;
+        let n = tls.read_tls(from)?;
+        let processed = tls.process_new_packets();
+        if tls.wants_write() {
+            self.flush_for_reader(st);
+        }
+        match processed {
+            Ok(_) => Ok(n),
+            Err(e) => Err(io::Error::new(io::ErrorKind::InvalidData, e)),
         }
     }
 
@@ -297,6 +336,23 @@ impl ConnShared {
 /// The TLS session of a connection that has one.
 fn session(st: &mut WriteState) -> io::Result<&mut ServerConnection> {
     st.tls.as_deref_mut().ok_or_else(|| io::Error::other("not a TLS connection"))
+}
+
+/// Encrypts `parts` in order in one vectored write: rustls packs them into as
+/// few full-size records as they fit in (a write per frame would make a
+/// record, an AEAD call, an allocation and 22 bytes of overhead per frame).
+/// An error: the session takes no more (it has sent its close_notify).
+fn encrypt(tls: &mut ServerConnection, parts: &[&[u8]]) -> io::Result<()> {
+    let mut slices: Vec<IoSlice<'_>> =
+        parts.iter().filter(|p| !p.is_empty()).map(|p| IoSlice::new(p)).collect();
+    let mut slices = &mut slices[..];
+    while !slices.is_empty() {
+        match tls.writer().write_vectored(slices)? {
+            0 => return Err(io::ErrorKind::WriteZero.into()),
+            n => IoSlice::advance_slices(&mut slices, n),
+        }
+    }
+    Ok(())
 }
 
 /// Writes what the session has for the socket without blocking: (bytes
@@ -345,5 +401,237 @@ fn flush_tls_until(
         let left = deadline.checked_duration_since(Instant::now()).filter(|d| !d.is_zero());
         let Some(left) = left else { return Err(io::ErrorKind::TimedOut.into()) };
         sock::wait_writable(stream, left.min(TLS_WRITE_TICK));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::io::{Read, Write};
+    use std::net::TcpStream;
+    use std::path::PathBuf;
+    use std::sync::Arc;
+
+    use rustls::pki_types::pem::PemObject;
+    use rustls::pki_types::CertificateDer;
+
+    use super::*;
+    use crate::connection::test_support::loopback_conn;
+    use crate::frame::{self, SharedFrame};
+    use crate::tls::{PemSource, Tls, TlsSources};
+
+    /// A CA and a server certificate for localhost, made by the `openssl` CLI.
+    struct Pki(PathBuf);
+
+    impl Pki {
+        fn make(tag: &str) -> Pki {
+            let dir = std::env::temp_dir().join(format!("wshub-tls-unit-{tag}-{}", std::process::id()));
+            let _ = std::fs::remove_dir_all(&dir);
+            std::fs::create_dir_all(&dir).unwrap();
+            let ec = ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes"];
+            let run = |args: &[&str]| {
+                let out = std::process::Command::new("openssl").current_dir(&dir).args(args).output();
+                let out = out.expect("the openssl CLI is needed");
+                assert!(out.status.success(), "openssl {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+            };
+            std::fs::write(dir.join("san.ext"), "subjectAltName=DNS:localhost\n").unwrap();
+            let mut ca = vec!["req", "-x509"];
+            ca.extend(ec);
+            ca.extend(["-days", "2", "-subj", "/CN=unit CA", "-keyout", "ca.key", "-out", "ca.pem"]);
+            run(&ca);
+            let mut csr = vec!["req"];
+            csr.extend(ec);
+            csr.extend(["-subj", "/CN=localhost", "-keyout", "key.pem", "-out", "server.csr"]);
+            run(&csr);
+            run(&[
+                "x509",
+                "-req",
+                "-in",
+                "server.csr",
+                "-CA",
+                "ca.pem",
+                "-CAkey",
+                "ca.key",
+                "-CAcreateserial",
+                "-days",
+                "2",
+                "-extfile",
+                "san.ext",
+                "-out",
+                "cert.pem",
+            ]);
+            Pki(dir)
+        }
+
+        fn path(&self, name: &str) -> PathBuf {
+            self.0.join(name)
+        }
+    }
+
+    impl Drop for Pki {
+        fn drop(&mut self) {
+            let _ = std::fs::remove_dir_all(&self.0);
+        }
+    }
+
+    /// A connection over loopback with its TLS handshake done: the server
+    /// side, and a rustls client on the peer's end.
+    fn tls_conn(pki: &Pki) -> (Arc<ConnShared>, rustls::ClientConnection, TcpStream) {
+        let sources = TlsSources {
+            cert: PemSource::File(pki.path("cert.pem")),
+            key: PemSource::File(pki.path("key.pem")),
+            client_ca: None,
+        };
+        let config = Tls::load(sources).unwrap().current();
+        let (conn, mut peer) = loopback_conn(1);
+        conn.start_tls(config).unwrap();
+        let server = {
+            let conn = conn.clone();
+            std::thread::spawn(move || {
+                let deadline = Instant::now() + Duration::from_secs(10);
+                conn.tls_handshake(&mut TlsIn::new(), deadline)
+            })
+        };
+        let mut roots = rustls::RootCertStore::empty();
+        roots.add(CertificateDer::from_pem_file(pki.path("ca.pem")).unwrap()).unwrap();
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let client_config = rustls::ClientConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()
+            .unwrap()
+            .with_root_certificates(roots)
+            .with_no_client_auth();
+        let name = "localhost".try_into().unwrap();
+        let mut client = rustls::ClientConnection::new(Arc::new(client_config), name).unwrap();
+        peer.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+        while client.is_handshaking() {
+            client.complete_io(&mut peer).unwrap();
+        }
+        server.join().unwrap().unwrap();
+        (conn, client, peer)
+    }
+
+    /// Reads until `want` bytes of plaintext have come: (the plaintext, how
+    /// many application-data records carried it, counting any the
+    /// handshake's end left behind, such as session tickets).
+    fn read_plaintext(
+        client: &mut rustls::ClientConnection,
+        peer: &mut TcpStream,
+        want: usize,
+    ) -> (Vec<u8>, usize) {
+        let (mut plain, mut raw, mut records) = (Vec::new(), Vec::new(), 0);
+        let mut parsed = 0;
+        let mut buf = vec![0u8; 64 * 1024];
+        while plain.len() < want {
+            let n = peer.read(&mut buf).expect("ciphertext before the timeout");
+            assert!(n > 0, "the server closed after {} of {want} bytes", plain.len());
+            raw.extend_from_slice(&buf[..n]);
+            // Record headers: type, version (2), length (2).
+            while raw.len() >= parsed + 5 {
+                let len = usize::from(u16::from_be_bytes([raw[parsed + 3], raw[parsed + 4]]));
+                if raw.len() < parsed + 5 + len {
+                    break;
+                }
+                if raw[parsed] == 23 {
+                    records += 1;
+                }
+                parsed += 5 + len;
+            }
+            let mut fed = &buf[..n];
+            while !fed.is_empty() {
+                client.read_tls(&mut fed).unwrap();
+                client.process_new_packets().unwrap();
+                let _ = client.reader().read_to_end(&mut plain);
+            }
+        }
+        (plain, records)
+    }
+
+    fn numbered(i: u8, len: usize) -> SharedFrame {
+        frame::shared(frame::encode(frame::OP_BINARY, &vec![i; len]))
+    }
+
+    #[test]
+    fn a_rounds_frames_for_a_tls_member_share_records_and_arrive_whole_in_order() {
+        let pki = Pki::make("cork");
+        let (conn, mut client, mut peer) = tls_conn(&pki);
+        let stats = Stats::default();
+        // Small frames with one larger than a TLS record (16 KiB) among them.
+        let frames: Vec<SharedFrame> =
+            (0..50u8).map(|i| numbered(i, if i == 25 { 40_000 } else { 100 })).collect();
+        assert_eq!(conn.try_send_direct_many(&frames, &stats), frames.len());
+        let want: Vec<u8> = frames.iter().flat_map(|f| f.to_vec()).collect();
+        let (plain, records) = read_plaintext(&mut client, &mut peer, want.len());
+        assert_eq!(plain, want, "every frame whole and in order");
+        // 40 KiB of frames take three full records, and the handshake's end
+        // may leave a few session tickets: not a record per frame.
+        assert!(records <= 8, "{records} records for {} frames", frames.len());
+        assert_eq!(stats.direct_sends.load(Relaxed), frames.len() as u64);
+        assert_eq!(stats.messages_out.load(Relaxed), frames.len() as u64);
+    }
+
+    #[test]
+    fn the_tls_reader_keeps_no_buffer_and_waits_without_the_write_lock() {
+        // Nothing but a flag between reads: an idle connection keeps no
+        // ciphertext buffer of its own.
+        assert!(std::mem::size_of::<TlsIn>() <= std::mem::size_of::<usize>());
+        let pki = Pki::make("reader");
+        let (conn, mut client, mut peer) = tls_conn(&pki);
+        let mut sent = Vec::new();
+        sent.push(vec![7u8]);
+        sent.push((0..40_000).map(|k| k as u8).collect()); // several records
+        sent.extend((0..20u8).map(|i| vec![i; 300]));
+        let want: usize = sent.iter().map(Vec::len).sum();
+        let (started_tx, started) = crossbeam_channel::bounded(1);
+        let reader = {
+            let conn = conn.clone();
+            std::thread::spawn(move || {
+                let mut tls_in = TlsIn::new();
+                let (mut got, mut buf) = (Vec::new(), vec![0u8; 1024]);
+                let _ = started_tx.send(());
+                while got.len() < want {
+                    let n = conn.tls_read(&mut tls_in, &mut buf, || Ok(())).unwrap();
+                    assert!(n > 0, "the end after {} bytes", got.len());
+                    got.extend_from_slice(&buf[..n]);
+                }
+                got
+            })
+        };
+        started.recv().unwrap();
+        // The reader waits for bytes: a direct send still goes out, and the
+        // client gets it whole.
+        let stats = Stats::default();
+        let frames: Vec<SharedFrame> = (0..5u8).map(|i| numbered(i, 50)).collect();
+        for f in &frames {
+            assert!(conn.try_send_direct(f, &stats));
+        }
+        let expected: Vec<u8> = frames.iter().flat_map(|f| f.to_vec()).collect();
+        assert_eq!(read_plaintext(&mut client, &mut peer, expected.len()).0, expected);
+        for part in &sent {
+            client.writer().write_all(part).unwrap();
+            while client.wants_write() {
+                client.write_tls(&mut peer).unwrap();
+            }
+        }
+        assert_eq!(reader.join().unwrap(), sent.concat(), "every byte, in order");
+    }
+
+    #[test]
+    fn a_large_read_buffer_takes_many_records_waiting_in_the_socket() {
+        let pki = Pki::make("large");
+        let (conn, mut client, mut peer) = tls_conn(&pki);
+        // Everything is in the server's socket before the reader reads: its
+        // first read could take more ciphertext than the session holds
+        // plaintext for.
+        let sent: Vec<u8> = (0..60_000).map(|k| (k % 251) as u8).collect();
+        client.writer().write_all(&sent).unwrap();
+        while client.wants_write() {
+            client.write_tls(&mut peer).unwrap();
+        }
+        let (mut tls_in, mut got, mut buf) = (TlsIn::new(), Vec::new(), vec![0u8; 128 * 1024]);
+        while got.len() < sent.len() {
+            let n = conn.tls_read(&mut tls_in, &mut buf, || Ok(())).unwrap();
+            assert!(n > 0, "the end after {} bytes", got.len());
+            got.extend_from_slice(&buf[..n]);
+        }
+        assert!(got == sent, "every byte, in order");
     }
 }

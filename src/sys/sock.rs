@@ -37,6 +37,29 @@ pub(crate) fn recv(stream: &TcpStream, buf: &mut [u8]) -> io::Result<usize> {
     retrying(|| (&*stream).read(buf))
 }
 
+/// One `recv` that never blocks (`WouldBlock` when nothing is waiting),
+/// whatever the socket's mode; retried on EINTR.
+pub(crate) fn recv_dont_wait(stream: &TcpStream, buf: &mut [u8]) -> io::Result<usize> {
+    retrying(|| {
+        // SAFETY: the pointer and length describe `buf`, alive and
+        // exclusively borrowed for the call.
+        let n =
+            unsafe { libc::recv(stream.as_raw_fd(), buf.as_mut_ptr().cast(), buf.len(), libc::MSG_DONTWAIT) };
+        if n < 0 {
+            Err(io::Error::last_os_error())
+        } else {
+            Ok(n as usize)
+        }
+    })
+}
+
+/// Waits until the socket has bytes to read, or its end, and takes none (a
+/// one-byte `MSG_PEEK`): bounded by the read timeout like [`recv`], and
+/// retried on EINTR.
+pub(crate) fn wait_readable(stream: &TcpStream) -> io::Result<()> {
+    retrying(|| stream.peek(&mut [0u8; 1]).map(drop))
+}
+
 /// One `send` with `MSG_NOSIGNAL` and `flags`, retried on EINTR.
 fn send_flags(stream: &TcpStream, buf: &[u8], flags: libc::c_int) -> io::Result<usize> {
     retrying(|| {
