@@ -100,6 +100,73 @@ struct Ws<'a> {
     assembly: Assembly,
 }
 
+impl Ws<'_> {
+    /// Between frames with nothing read ahead anywhere (the assembly, the
+    /// TLS session, an adopted socket's prefix) and no limit already
+    /// crossed: the socket's readability says whether the peer is quiet.
+    fn is_empty(&self) -> bool {
+        self.assembly.is_empty() && self.io.crossed.is_none() && !self.io.sock.holds_input()
+    }
+}
+
+/// How long a connection must stay silent, at a frame boundary with nothing
+/// buffered, before its reader gives back the stack pages the handshake,
+/// `on_connect` and the first callbacks left (`sys::pthread::
+/// release_unused_stack`). The release's `madvise` flushes the TLB of every
+/// core running one of the process's threads, and in a burst of handshakes
+/// the other cores are all running the acceptor or other readers, so each
+/// flush waits for them; after a second the burst that brought the
+/// connection has usually ended, and an idle core is not interrupted. Long
+/// enough that a client's opening exchange (a join a round trip after
+/// `connected`, even over a slow link) comes first; short enough that the
+/// extra page (4 KiB) a new connection keeps meanwhile never adds up to
+/// much. A poll that sees bytes ends at once, so a talking client is not
+/// slowed.
+const QUIET_BEFORE_RELEASE: Duration = Duration::from_secs(1);
+
+/// Frame boundaries at which a reader that has not released yet waits for
+/// a quiet moment. A protocol client's opening exchange (joins, a presence
+/// read) takes a few frames and then goes quiet; a connection still talking
+/// past this many is busy, and its stack pages are in use anyway: from then
+/// on it reads without a `poll` before each frame (echo pays nothing more)
+/// and keeps those pages.
+const QUIET_TRIES: u32 = 8;
+
+/// A reader's one release of its unused stack pages, at its connection's
+/// first quiet moment.
+struct StackRelease {
+    tries_left: u32,
+}
+
+impl StackRelease {
+    fn new() -> Self {
+        StackRelease { tries_left: QUIET_TRIES }
+    }
+
+    /// Not released, and still trying.
+    fn pending(&self) -> bool {
+        self.tries_left > 0
+    }
+
+    /// At a frame boundary with nothing buffered: waits for bytes at most
+    /// [`QUIET_BEFORE_RELEASE`] (less when `limit`, the time the read may
+    /// wait anyway, is shorter), without reading; when none came, releases
+    /// and returns how long it waited (zero otherwise). A poll, not a read
+    /// timeout: nothing is read, so no frame is ever cut by it.
+    fn when_quiet(&mut self, conn: &ConnShared, stats: &Stats, limit: Duration) -> Duration {
+        self.tries_left -= 1;
+        Stats::add(&stats.reader_quiet_waits, 1);
+        let wait = QUIET_BEFORE_RELEASE.min(limit);
+        if crate::sys::sock::wait_readable(&conn.stream, wait) {
+            return Duration::ZERO;
+        }
+        self.tries_left = 0;
+        crate::sys::pthread::release_unused_stack();
+        Stats::add(&stats.reader_stack_releases, 1);
+        wait
+    }
+}
+
 /// What a request became. Not boxed: it lives only between `upgrade` and
 /// `serve`, and a box would cost every WebSocket an allocation.
 #[allow(clippy::large_enum_variant)]
@@ -379,13 +446,9 @@ fn serve(server: &ServerHandle, conn: &Arc<ConnShared>, mut ws: Ws<'_>, request:
     // The 101 went out with MSG_MORE, to share a packet with the first
     // message; if on_connect sent none, it goes now.
     crate::sys::sock::push(&conn.stream);
-    let end = if connected.is_none() {
-        End::Fail(1011, "internal error")
-    } else {
-        // The handshake and on_connect reached deeper than waiting for a
-        // frame does: an idle connection need not keep those stack pages.
-        crate::sys::pthread::release_unused_stack();
-        read_loop(server, conn, &mut ws)
+    let end = match connected {
+        None => End::Fail(1011, "internal error"),
+        Some(()) => read_loop(server, conn, &mut ws),
     };
 
     // The code on_close reports: a close the server queued first wins over the
@@ -467,8 +530,7 @@ fn serve_stream(
         engine.close_in_order(conn, 1011, "internal error");
         (1011, "internal error".to_owned())
     } else {
-        crate::sys::pthread::release_unused_stack();
-        wait_for_end(conn, &mut sock)
+        wait_for_end(conn, &mut sock, &engine.stats)
     };
     if code != 1006 {
         // Ours: the writer ends the stream after what is queued.
@@ -481,8 +543,9 @@ fn serve_stream(
 
 /// Reads (and drops) until the stream ends: 1006 when the client went or the
 /// server closed it, or its `close_at` code when that time came.
-fn wait_for_end(conn: &ConnShared, sock: &mut SockReader<'_>) -> (u16, String) {
+fn wait_for_end(conn: &ConnShared, sock: &mut SockReader<'_>, stats: &Stats) -> (u16, String) {
     let mut sink = [0u8; 512];
+    let mut release = StackRelease::new();
     loop {
         let at = if conn.has_close_at.load(std::sync::atomic::Ordering::Acquire) {
             conn.close_at.lock().clone()
@@ -501,6 +564,12 @@ fn wait_for_end(conn: &ConnShared, sock: &mut SockReader<'_>) -> (u16, String) {
             // read waits for the end alone.
             None => None,
         };
+        if release.pending()
+            && !sock.holds_input()
+            && !release.when_quiet(conn, stats, timeout.unwrap_or(Duration::MAX)).is_zero()
+        {
+            continue; // the `close_at` time is nearer by the wait
+        }
         let _ = conn.stream.set_read_timeout(timeout);
         match sock.read(&mut sink) {
             Ok(0) => return (1006, String::new()),
@@ -519,13 +588,23 @@ fn wait_for_end(conn: &ConnShared, sock: &mut SockReader<'_>) -> (u16, String) {
 #[inline(never)]
 fn read_loop(server: &ServerHandle, conn: &ConnShared, ws: &mut Ws<'_>) -> End {
     let engine = server.engine();
+    let idle = engine.config.idle_timeout;
     let mut deadline_armed = false;
+    let mut release = StackRelease::new();
     loop {
-        if conn.has_close_at.load(std::sync::atomic::Ordering::Acquire) || deadline_armed {
-            // One read timeout serves both: the idle timeout, or less when
-            // the session's end comes sooner.
+        // Between frames, with nothing buffered: the stack's release waits
+        // for a quiet moment here, and that wait counts toward the idle
+        // timeout.
+        let mut quiet = Duration::ZERO;
+        if release.pending() && ws.is_empty() {
+            quiet = release.when_quiet(conn, &engine.stats, idle);
+        }
+        if conn.has_close_at.load(std::sync::atomic::Ordering::Acquire) || deadline_armed || !quiet.is_zero()
+        {
+            // One read timeout serves both: the idle timeout (less the
+            // quiet wait), or less when the session's end comes sooner.
             let at = conn.close_at.lock().clone();
-            let mut timeout = engine.config.idle_timeout;
+            let mut timeout = idle.saturating_sub(quiet).max(Duration::from_millis(1));
             if let Some((at, code, reason)) = at {
                 let left = at.saturating_duration_since(Instant::now());
                 if left.is_zero() {
@@ -533,7 +612,7 @@ fn read_loop(server: &ServerHandle, conn: &ConnShared, ws: &mut Ws<'_>) -> End {
                 }
                 timeout = timeout.min(left);
             }
-            deadline_armed = timeout < engine.config.idle_timeout;
+            deadline_armed = timeout < idle;
             let _ = conn.stream.set_read_timeout(Some(timeout));
         }
         let message = match ws.assembly.next(&mut ws.io) {

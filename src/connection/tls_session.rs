@@ -285,6 +285,21 @@ impl ConnShared {
         flush_tls_until(&self.stream, tls, deadline)
     }
 
+    /// Whether the reader's side holds input not yet read: ciphertext in
+    /// `tls_in` not handed to the session, or plaintext the session has
+    /// (a record longer than the last read took). A failed session counts
+    /// as holding some: the next read reports it.
+    pub(crate) fn tls_holds_input(&self, tls_in: &TlsIn) -> bool {
+        if tls_in.start < tls_in.end {
+            return true;
+        }
+        let mut st = self.out.write.lock();
+        session(&mut st)
+            .ok()
+            .and_then(|tls| tls.process_new_packets().ok())
+            .is_none_or(|state| state.plaintext_bytes_to_read() > 0)
+    }
+
     /// The subject of the client's certificate, when it sent one (TLS with
     /// `tls_client_ca`).
     pub(crate) fn tls_client_subject(&self) -> Option<String> {

@@ -155,3 +155,14 @@ pub(crate) fn wait_writable(stream: &TcpStream, timeout: std::time::Duration) {
     // SAFETY: one valid pollfd, alive for the call; the fd is owned by `stream`.
     unsafe { libc::poll(&mut fds, 1, ms) };
 }
+
+/// Waits until `stream` has bytes to read (or its peer is gone, or it
+/// failed), at most `timeout`, without reading: `false` only when `timeout`
+/// passed with nothing (a signal counts as something, so the caller goes on
+/// to its read). The reader's wait for a quiet moment (`connection/reader.rs`).
+pub(crate) fn wait_readable(stream: &TcpStream, timeout: std::time::Duration) -> bool {
+    let mut fds = libc::pollfd { fd: stream.as_raw_fd(), events: libc::POLLIN, revents: 0 };
+    let ms = timeout.as_millis().min(i32::MAX as u128) as libc::c_int;
+    // SAFETY: one valid pollfd, alive for the call; the fd is owned by `stream`.
+    unsafe { libc::poll(&mut fds, 1, ms) != 0 }
+}
