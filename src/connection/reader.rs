@@ -133,14 +133,21 @@ const QUIET_BEFORE_RELEASE: Duration = Duration::from_secs(1);
 const QUIET_TRIES: u32 = 8;
 
 /// A reader's one release of its unused stack pages, at its connection's
-/// first quiet moment.
+/// first quiet moment. The read loops only wait for that moment
+/// ([`StackRelease::is_quiet`]) and then return to `serve` (or
+/// `serve_stream`), which releases from its own shallow frame and enters the
+/// loop again: released from inside the loop, the page holding the loop's
+/// frames would be kept, and with it whatever the handshake left on it.
 struct StackRelease {
     tries_left: u32,
+    /// How long the quiet wait that ended the loop lasted (it counts toward
+    /// the idle timeout once the loop is entered again).
+    waited: Duration,
 }
 
 impl StackRelease {
     fn new() -> Self {
-        StackRelease { tries_left: QUIET_TRIES }
+        StackRelease { tries_left: QUIET_TRIES, waited: Duration::ZERO }
     }
 
     /// Not released, and still trying.
@@ -150,20 +157,26 @@ impl StackRelease {
 
     /// At a frame boundary with nothing buffered: waits for bytes at most
     /// [`QUIET_BEFORE_RELEASE`] (less when `limit`, the time the read may
-    /// wait anyway, is shorter), without reading; when none came, releases
-    /// and returns how long it waited (zero otherwise). A poll, not a read
-    /// timeout: nothing is read, so no frame is ever cut by it.
-    fn when_quiet(&mut self, conn: &ConnShared, stats: &Stats, limit: Duration) -> Duration {
+    /// wait anyway, is shorter), without reading; true when none came. A
+    /// poll, not a read timeout: nothing is read, so no frame is ever cut by
+    /// it.
+    fn is_quiet(&mut self, conn: &ConnShared, stats: &Stats, limit: Duration) -> bool {
         self.tries_left -= 1;
         Stats::add(&stats.reader_quiet_waits, 1);
         let wait = QUIET_BEFORE_RELEASE.min(limit);
         if crate::sys::sock::wait_readable(&conn.stream, wait) {
-            return Duration::ZERO;
+            return false;
         }
+        self.waited = wait;
+        true
+    }
+
+    /// Gives back the pages below the caller's frame; called by `serve` and
+    /// `serve_stream`, above the read loops.
+    fn release(&mut self, stats: &Stats) {
         self.tries_left = 0;
         crate::sys::pthread::release_unused_stack();
         Stats::add(&stats.reader_stack_releases, 1);
-        wait
     }
 }
 
@@ -448,7 +461,15 @@ fn serve(server: &ServerHandle, conn: &Arc<ConnShared>, mut ws: Ws<'_>, request:
     crate::sys::sock::push(&conn.stream);
     let end = match connected {
         None => End::Fail(1011, "internal error"),
-        Some(()) => read_loop(server, conn, &mut ws),
+        Some(()) => {
+            let mut release = StackRelease::new();
+            loop {
+                match read_loop(server, conn, &mut ws, &mut release) {
+                    Some(end) => break end,
+                    None => release.release(&engine.stats),
+                }
+            }
+        }
     };
 
     // The code on_close reports: a close the server queued first wins over the
@@ -530,7 +551,13 @@ fn serve_stream(
         engine.close_in_order(conn, 1011, "internal error");
         (1011, "internal error".to_owned())
     } else {
-        wait_for_end(conn, &mut sock, &engine.stats)
+        let mut release = StackRelease::new();
+        loop {
+            match wait_for_end(conn, &mut sock, &engine.stats, &mut release) {
+                Some(end) => break end,
+                None => release.release(&engine.stats),
+            }
+        }
     };
     if code != 1006 {
         // Ours: the writer ends the stream after what is queued.
@@ -542,10 +569,17 @@ fn serve_stream(
 }
 
 /// Reads (and drops) until the stream ends: 1006 when the client went or the
-/// server closed it, or its `close_at` code when that time came.
-fn wait_for_end(conn: &ConnShared, sock: &mut SockReader<'_>, stats: &Stats) -> (u16, String) {
+/// server closed it, or its `close_at` code when that time came; `None`
+/// when the stream has been quiet long enough for the stack's
+/// release (see [`StackRelease`]): call again after it.
+#[inline(never)]
+fn wait_for_end(
+    conn: &ConnShared,
+    sock: &mut SockReader<'_>,
+    stats: &Stats,
+    release: &mut StackRelease,
+) -> Option<(u16, String)> {
     let mut sink = [0u8; 512];
-    let mut release = StackRelease::new();
     loop {
         let at = if conn.has_close_at.load(std::sync::atomic::Ordering::Acquire) {
             conn.close_at.lock().clone()
@@ -556,7 +590,7 @@ fn wait_for_end(conn: &ConnShared, sock: &mut SockReader<'_>, stats: &Stats) -> 
             Some((at, code, reason)) => {
                 let left = at.saturating_duration_since(Instant::now());
                 if left.is_zero() {
-                    return (*code, reason.clone());
+                    return Some((*code, reason.clone()));
                 }
                 Some(left)
             }
@@ -566,38 +600,48 @@ fn wait_for_end(conn: &ConnShared, sock: &mut SockReader<'_>, stats: &Stats) -> 
         };
         if release.pending()
             && !sock.holds_input()
-            && !release.when_quiet(conn, stats, timeout.unwrap_or(Duration::MAX)).is_zero()
+            && release.is_quiet(conn, stats, timeout.unwrap_or(Duration::MAX))
         {
-            continue; // the `close_at` time is nearer by the wait
+            return None;
         }
         let _ = conn.stream.set_read_timeout(timeout);
         match sock.read(&mut sink) {
-            Ok(0) => return (1006, String::new()),
+            Ok(0) => return Some((1006, String::new())),
             Ok(_) => {}
             Err(e)
                 if matches!(
                     e.kind(),
                     io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut | io::ErrorKind::Interrupted
                 ) => {}
-            Err(_) => return (1006, String::new()),
+            Err(_) => return Some((1006, String::new())),
         }
     }
 }
 
-/// Reads messages and hands them to the handler until the connection ends.
+/// Reads messages and hands them to the handler until the connection ends;
+/// `None` when the connection has been quiet long enough for the stack's
+/// release (see [`StackRelease`]): call again after it.
 #[inline(never)]
-fn read_loop(server: &ServerHandle, conn: &ConnShared, ws: &mut Ws<'_>) -> End {
+fn read_loop(
+    server: &ServerHandle,
+    conn: &ConnShared,
+    ws: &mut Ws<'_>,
+    release: &mut StackRelease,
+) -> Option<End> {
     let engine = server.engine();
     let idle = engine.config.idle_timeout;
     let mut deadline_armed = false;
-    let mut release = StackRelease::new();
     loop {
         // Between frames, with nothing buffered: the stack's release waits
         // for a quiet moment here, and that wait counts toward the idle
-        // timeout.
-        let mut quiet = Duration::ZERO;
-        if release.pending() && ws.is_empty() {
-            quiet = release.when_quiet(conn, &engine.stats, idle);
+        // timeout (here, once the loop is entered again after it).
+        let quiet = std::mem::take(&mut release.waited);
+        if quiet.is_zero()
+            && release.pending()
+            && ws.is_empty()
+            && release.is_quiet(conn, &engine.stats, idle)
+        {
+            return None;
         }
         if conn.has_close_at.load(std::sync::atomic::Ordering::Acquire) || deadline_armed || !quiet.is_zero()
         {
@@ -608,7 +652,7 @@ fn read_loop(server: &ServerHandle, conn: &ConnShared, ws: &mut Ws<'_>) -> End {
             if let Some((at, code, reason)) = at {
                 let left = at.saturating_duration_since(Instant::now());
                 if left.is_zero() {
-                    return End::Deadline(code, reason);
+                    return Some(End::Deadline(code, reason));
                 }
                 timeout = timeout.min(left);
             }
@@ -620,7 +664,7 @@ fn read_loop(server: &ServerHandle, conn: &ConnShared, ws: &mut Ws<'_>) -> End {
             Ok(Inbound::Binary(bytes)) => Message::Binary(bytes),
             Ok(Inbound::Close(frame)) => {
                 // The reply echoes the peer's code and reason.
-                return match frame {
+                return Some(match frame {
                     Some((code, reason)) => {
                         conn.push_control(crate::frame::encode_close(code, &reason));
                         End::Peer(code, reason)
@@ -629,7 +673,7 @@ fn read_loop(server: &ServerHandle, conn: &ConnShared, ws: &mut Ws<'_>) -> End {
                         conn.push_control(crate::frame::encode(crate::frame::OP_CLOSE, b""));
                         End::Peer(1005, String::new())
                     }
-                };
+                });
             }
             Ok(Inbound::Ping(payload)) => {
                 conn.push_control(crate::frame::encode(crate::frame::OP_PONG, &payload));
@@ -639,16 +683,16 @@ fn read_loop(server: &ServerHandle, conn: &ConnShared, ws: &mut Ws<'_>) -> End {
             Err(e) => {
                 if let Some((at, code, reason)) = conn.close_at.lock().clone() {
                     if at <= Instant::now() {
-                        return End::Deadline(code, reason);
+                        return Some(End::Deadline(code, reason));
                     }
                 }
-                return classify(conn, &engine.stats, e);
+                return Some(classify(conn, &engine.stats, e));
             }
         };
         Stats::add(&engine.stats.messages_in, 1);
         Stats::add(&engine.stats.bytes_in, message.as_bytes().len() as u64);
         if guarded(|| engine.handler.on_message(server, conn.id, message)).is_none() {
-            return End::Fail(1011, "internal error");
+            return Some(End::Fail(1011, "internal error"));
         }
     }
 }
