@@ -33,7 +33,7 @@ use std::collections::HashMap;
 use std::sync::atomic::Ordering::*;
 use std::sync::Arc;
 
-use crossbeam_channel::{Sender, TryRecvError};
+use crossbeam_channel::{Select, Sender, TryRecvError};
 
 use crate::connection::outbound::QueueLimits;
 use crate::connection::ConnShared;
@@ -140,11 +140,20 @@ impl Hub {
     pub(crate) fn run(mut self, rx: HubRx) {
         let mut gathered = Vec::with_capacity(ROUND_COMMANDS);
         loop {
-            if !self.round(&rx, &mut gathered) {
+            let mut ready = Select::new();
+            ready.recv(&rx.control);
+            ready.recv(&rx.ordered);
+            let woken = match self.heartbeat.next() {
+                Some(at) => ready.ready_deadline(at).is_ok(),
+                None => {
+                    ready.ready();
+                    true
+                }
+            };
+            if woken && !self.round(&rx, &mut gathered) {
                 return;
             }
             self.beat();
-            rx.wait(self.heartbeat.next());
         }
     }
 
@@ -389,8 +398,8 @@ mod tests {
         assert!(nothing_pending(), "every command counts as carried out once its round went out");
     }
 
-    /// The hub sleeps on its bell between commands: a command sent while it
-    /// sleeps (or just as it goes to sleep) wakes it, every time.
+    /// A command sent while the hub sleeps (or just as it goes to sleep)
+    /// wakes it, every time.
     #[test]
     fn every_command_sent_while_the_hub_sleeps_wakes_it() {
         let hub = Hub::new(limits(4), Arc::new(Stats::default()), HEARTBEAT);

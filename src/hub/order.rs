@@ -18,19 +18,14 @@
 //! at the control lane again after taking each command off the ordered lane
 //! and before carrying it out, so a control command always takes effect
 //! before any command its thread sent after it.
-//!
-//! The hub sleeps on a bell ([`HubRx::wait`]) that every send rings, not in
-//! a blocking receive of the lanes.
 
 use std::cell::Cell;
-use std::sync::atomic::{fence, AtomicU32, AtomicU64, AtomicUsize, Ordering::*};
+use std::sync::atomic::{AtomicU64, Ordering::*};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
 
 use crossbeam_channel::{Receiver, SendError, Sender};
 
 use super::Cmd;
-use crate::sys::futex::{futex_wait, futex_wake_all};
 
 /// A command with the counter of the thread that sent it, which the hub bumps
 /// once the command has taken effect. A command dropped before the hub took
@@ -74,85 +69,16 @@ thread_local! {
 const CONTROL_LANE: usize = 1024;
 
 /// The senders of a hub's two lanes (see the module comment).
+#[derive(Clone)]
 pub(crate) struct HubTx {
     control: Sender<Ticketed>,
     ordered: Sender<Ticketed>,
-    bell: Arc<Bell>,
 }
 
 /// The hub's ends of its two lanes.
 pub(crate) struct HubRx {
     pub(super) control: Receiver<Ticketed>,
     pub(super) ordered: Receiver<Ticketed>,
-    bell: Arc<Bell>,
-}
-
-/// How a sender wakes the hub: a futex word, [`ASLEEP`] while the hub
-/// sleeps on it. Not crossbeam's blocking receive, which spins and then
-/// yields the CPU several times before it sleeps: in a burst of handshakes
-/// the hub's work is one registration per wake, and that spinning was most
-/// of what the hub cost. A sender that finds the hub awake makes no syscall.
-struct Bell {
-    state: AtomicU32,
-    /// `HubTx`es alive: with none left the hub must not sleep, as nothing
-    /// could wake it (the lanes are closed, and it ends).
-    senders: AtomicUsize,
-}
-
-const AWAKE: u32 = 0;
-const ASLEEP: u32 = 1;
-
-impl Bell {
-    /// After a send (or a sender's end): wakes the hub if it sleeps.
-    fn ring(&self) {
-        // Pairs with the fence in `HubRx::wait`: either the hub sees what
-        // was sent, or this sees it asleep.
-        fence(SeqCst);
-        if self.state.swap(AWAKE, SeqCst) == ASLEEP {
-            futex_wake_all(&self.state);
-        }
-    }
-}
-
-impl Clone for HubTx {
-    fn clone(&self) -> Self {
-        self.bell.senders.fetch_add(1, SeqCst);
-        HubTx { control: self.control.clone(), ordered: self.ordered.clone(), bell: self.bell.clone() }
-    }
-}
-
-impl Drop for HubTx {
-    /// The last sender going closes the lanes, which the hub must wake to
-    /// see (it then ends): the channel senders go first, then the count and
-    /// the bell.
-    fn drop(&mut self) {
-        drop(std::mem::replace(&mut self.control, crossbeam_channel::bounded(0).0));
-        drop(std::mem::replace(&mut self.ordered, crossbeam_channel::bounded(0).0));
-        self.bell.senders.fetch_sub(1, SeqCst);
-        self.bell.ring();
-    }
-}
-
-impl HubRx {
-    /// Sleeps until a command is sent, every sender is gone, or `until`
-    /// (the next heartbeat) comes; at once if a lane holds a command or no
-    /// sender is left.
-    pub(super) fn wait(&self, until: Option<Instant>) {
-        let timeout = match until {
-            Some(at) => at.saturating_duration_since(Instant::now()),
-            None => Duration::from_secs(3600),
-        };
-        if timeout.is_zero() {
-            return;
-        }
-        self.bell.state.store(ASLEEP, SeqCst);
-        fence(SeqCst);
-        let idle = self.control.is_empty() && self.ordered.is_empty();
-        if idle && self.bell.senders.load(SeqCst) > 0 {
-            futex_wait(&self.bell.state, ASLEEP, timeout);
-        }
-        self.bell.state.store(AWAKE, SeqCst);
-    }
 }
 
 impl Drop for HubRx {
@@ -169,8 +95,7 @@ impl Drop for HubRx {
 pub(crate) fn lanes(ordered_bound: usize) -> (HubTx, HubRx) {
     let (control, control_rx) = crossbeam_channel::bounded(CONTROL_LANE);
     let (ordered, ordered_rx) = crossbeam_channel::bounded(ordered_bound);
-    let bell = Arc::new(Bell { state: AtomicU32::new(AWAKE), senders: AtomicUsize::new(1) });
-    (HubTx { control, ordered, bell: bell.clone() }, HubRx { control: control_rx, ordered: ordered_rx, bell })
+    (HubTx { control, ordered }, HubRx { control: control_rx, ordered: ordered_rx })
 }
 
 /// Sends `cmd` to the hub, counted against the calling thread: on the
@@ -185,18 +110,14 @@ pub(crate) fn submit(tx: &HubTx, cmd: Cmd) -> Result<(), SendError<Cmd>> {
             t.sent.set(t.sent.get() - 1);
             SendError(e.into_parts().0)
         })
-    })?;
-    tx.bell.ring();
-    Ok(())
+    })
 }
 
 /// Sends a command that cannot reorder frames (registering a connection), so
 /// it does not keep the thread's next `send` from going straight out. On the
 /// control lane: it takes effect before anything the thread sends after it.
 pub(crate) fn submit_untracked(tx: &HubTx, cmd: Cmd) {
-    if tx.control.send(Ticketed { cmd, done: None }).is_ok() {
-        tx.bell.ring();
-    }
+    let _ = tx.control.send(Ticketed { cmd, done: None });
 }
 
 /// What the calling thread has sent to the hub so far, for another thread
