@@ -3,7 +3,8 @@
 //! that talks from its first byte pays no release; a frame whose halves
 //! arrive on either side of the quiet interval is assembled intact (plain
 //! and TLS); a client that keeps talking stops costing a `poll` per
-//! message after a few. Counted by `wshub_reader_stack_releases_total` and
+//! message after a few; a session's end (`close_at`) due within the quiet
+//! interval is not put off by it. Counted by `wshub_reader_stack_releases_total` and
 //! `wshub_reader_quiet_waits_total` (`ServerHandle::stats`). (That an idle
 //! reader then keeps no page below its wait is
 //! `idle_readers_keep_no_stack_pages_below_their_wait.rs`.)
@@ -148,5 +149,27 @@ fn a_client_that_keeps_talking_stops_costing_a_poll_per_message() {
     round_trips(&mut ws, 200);
     assert_eq!(server.stats().reader_quiet_waits, after_20, "quiet waits past the bound");
     common::close_client(ws);
+    server.stop();
+}
+
+#[test]
+fn a_session_end_due_within_the_quiet_interval_is_not_put_off_by_it() {
+    let (handler, events) = Recorder::new();
+    let handler = handler.on_connect(|server, conn, _| {
+        let when = std::time::SystemTime::now() + std::time::Duration::from_millis(100);
+        server.close_at(conn, Some(when), 4001, "session over").unwrap();
+    });
+    let config = Config::default().bind("127.0.0.1:0".parse().unwrap());
+    let server = Server::start(config, handler).unwrap();
+    // Opened together: the clock's reader releases a quiet interval after
+    // this one opened, and the session's end comes well before that.
+    let (clock, _clock_events) = echo_server(Config::default());
+    let mut ws = connect(server.local_addr(), "/ws");
+    let _clock_ws = connect(clock.local_addr(), "/ws");
+    let id = events.connected();
+    assert_eq!(common::read_until_close(&mut ws), Some(4001));
+    assert_eq!(clock.stats().reader_stack_releases, 0, "the session's end waited for the quiet interval");
+    assert_eq!(events.closed(id), 4001);
+    clock.stop();
     server.stop();
 }

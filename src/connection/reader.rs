@@ -636,12 +636,11 @@ fn read_loop(
         // for a quiet moment here, and that wait counts toward the idle
         // timeout (here, once the loop is entered again after it).
         let quiet = std::mem::take(&mut release.waited);
-        if quiet.is_zero()
-            && release.pending()
-            && ws.is_empty()
-            && release.is_quiet(conn, &engine.stats, idle)
-        {
-            return None;
+        if quiet.is_zero() && release.pending() && ws.is_empty() {
+            let limit = close_at_left(conn).map_or(idle, |left| left.min(idle));
+            if release.is_quiet(conn, &engine.stats, limit) {
+                return None;
+            }
         }
         if conn.has_close_at.load(std::sync::atomic::Ordering::Acquire) || deadline_armed || !quiet.is_zero()
         {
@@ -695,6 +694,14 @@ fn read_loop(
             return Some(End::Fail(1011, "internal error"));
         }
     }
+}
+
+/// How long until the connection's `close_at` time, when it has one.
+fn close_at_left(conn: &ConnShared) -> Option<Duration> {
+    if !conn.has_close_at.load(std::sync::atomic::Ordering::Acquire) {
+        return None;
+    }
+    conn.close_at.lock().as_ref().map(|(at, _, _)| at.saturating_duration_since(Instant::now()))
 }
 
 /// Maps a refusal of the peer's input, or a read error, to how the connection ends.
