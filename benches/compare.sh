@@ -75,6 +75,7 @@ CASES = {
     # case: [(figure shown, [JSON field names, first present wins], "higher"/"lower" is better)]
     "conns": [("handshakes/s", ["handshakes_per_s"], "higher"),
               ("server CPU µs per handshake", ["server_cpu_us_per_handshake"], "lower"),
+              ("server CPU µs per conn, settling", ["server_cpu_us_per_conn_settling"], "lower"),
               ("RSS per conn (KiB)", ["rss_per_conn_kb"], "lower"),
               ("threads per conn", ["threads_per_conn"], "lower"),
               ("fds per conn", ["fds_per_conn"], "lower")],

@@ -36,6 +36,10 @@ pub(crate) struct Stats {
     pub request_body_bytes: AtomicU64,
     /// Writer threads started (`connection/writer.rs`).
     pub writer_threads_started: AtomicU64,
+    /// Readers that gave their unused stack pages back (`connection/reader.rs`).
+    pub reader_stack_releases: AtomicU64,
+    /// Waits a reader made for a quiet moment before that release.
+    pub reader_quiet_waits: AtomicU64,
     /// Connection threads that could not be started, by [`ThreadKind`].
     pub thread_spawn_failures: [AtomicU64; ThreadKind::ALL.len()],
     /// When those failures were last logged ([`Stats::thread_spawn_failed`]).
@@ -155,6 +159,13 @@ pub struct StatsSnapshot {
     /// Writer threads started since the start (a connection has one only
     /// while something waits in its queue).
     pub writer_threads_started: u64,
+    /// Readers that gave back the stack pages their handshake and first
+    /// callbacks left, at their connection's first quiet moment (at most
+    /// once per connection).
+    pub reader_stack_releases: u64,
+    /// Waits for that quiet moment: a `poll` of the socket at a frame
+    /// boundary, at most a few per connection, however long it talks.
+    pub reader_quiet_waits: u64,
     /// Connection threads that could not be started (the process at its
     /// thread limit), by kind (`writer`, `reader`).
     pub thread_spawn_failures_by_kind: Vec<(&'static str, u64)>,
@@ -227,6 +238,8 @@ impl Stats {
             tls_handshake_failures: self.tls_handshake_failures.load(Relaxed),
             request_body_bytes: self.request_body_bytes.load(Relaxed),
             writer_threads_started: self.writer_threads_started.load(Relaxed),
+            reader_stack_releases: self.reader_stack_releases.load(Relaxed),
+            reader_quiet_waits: self.reader_quiet_waits.load(Relaxed),
             thread_spawn_failures_by_kind: ThreadKind::ALL
                 .iter()
                 .map(|k| (k.label(), self.thread_spawn_failures[*k as usize].load(Relaxed)))
@@ -362,6 +375,18 @@ pub(crate) fn render_engine(numbers: &EngineNumbers, more_drops: &[(&str, u64)])
         "counter",
         "Writer threads started (a connection has one only while something waits in its queue).",
         &one(s.writer_threads_started),
+    );
+    metric(
+        "wshub_reader_stack_releases_total",
+        "counter",
+        "Readers that gave back their unused stack pages at their connection's first quiet moment.",
+        &one(s.reader_stack_releases),
+    );
+    metric(
+        "wshub_reader_quiet_waits_total",
+        "counter",
+        "Polls a reader made at a frame boundary waiting for a quiet moment to give back its stack (a few per connection at most).",
+        &one(s.reader_quiet_waits),
     );
     let failures: Vec<_> =
         s.thread_spawn_failures_by_kind.iter().map(|(k, n)| ((*k).to_owned(), *n)).collect();

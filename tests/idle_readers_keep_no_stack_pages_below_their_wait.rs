@@ -4,12 +4,14 @@
 //! loop began. Read from outside, on a running `wshub` binary: the blocked
 //! thread's stack pointer from `/proc/PID/task/TID/syscall`, which pages are
 //! in memory from `/proc/PID/pagemap`. On the pooled-stack path and on glibc
-//! stacks (`WSHUB_KERNEL_FALLBACK`).
+//! stacks (`WSHUB_KERNEL_FALLBACK`), for WebSockets and an event stream.
+//! The release waits for the connection's first quiet moment (a `poll`),
+//! so a reader found in `recvfrom` with nothing sent to it has had it.
 
 mod child_common;
 mod common;
 
-use std::io::{Read, Seek, SeekFrom};
+use std::io::{Read, Seek, SeekFrom, Write};
 use std::time::{Duration, Instant};
 
 const PAGE: u64 = 4096;
@@ -74,12 +76,14 @@ fn check(fallback: bool) {
     let (bin, addr) = child_common::start_binary(fallback);
     let pid = bin.0.id();
     let clients: Vec<_> = (0..3).map(|_| common::connect(addr, "/ws")).collect();
+    let mut stream = std::net::TcpStream::connect(addr).unwrap();
+    stream.write_all(b"GET /sse?room=feed HTTP/1.1\r\nHost: test\r\n\r\n").unwrap();
     // Each reader is idle once blocked in its read.
     let deadline = Instant::now() + common::WAIT;
     let waiting = loop {
         let waiting: Vec<(String, u64)> =
             readers(pid).into_iter().filter_map(|tid| waiting_sp(pid, &tid).map(|sp| (tid, sp))).collect();
-        if waiting.len() == clients.len() {
+        if waiting.len() == clients.len() + 1 {
             break waiting;
         }
         assert!(Instant::now() < deadline, "readers not all waiting: {waiting:?}");
@@ -91,7 +95,7 @@ fn check(fallback: bool) {
         let kept = resident(pid, from, top);
         assert_eq!(kept, 0, "reader {tid}: {kept} stack pages in memory below the one it waits in");
     }
-    drop(clients);
+    drop((clients, stream));
 }
 
 #[test]

@@ -105,6 +105,12 @@ impl Assembly {
         Assembly { buf, start: 0, partial: None, max_message, deflate }
     }
 
+    /// Holds nothing: no message half assembled, no byte read and not yet
+    /// consumed (the next `next` starts with a read of the stream).
+    pub(crate) fn is_empty(&self) -> bool {
+        self.partial.is_none() && self.start >= self.buf.len()
+    }
+
     /// Reads until a message or a control frame is complete.
     pub(crate) fn next(&mut self, io: &mut impl Read) -> Result<Inbound, Fault> {
         loop {

@@ -198,6 +198,16 @@ impl<'a> SockReader<'a> {
         SockReader { prefix: std::io::Cursor::new(prefix), ..SockReader::new(conn) }
     }
 
+    /// Whether bytes are waiting here that the socket's readability would
+    /// not show: an adopted socket's prefix, or (TLS) input the session
+    /// holds.
+    pub(crate) fn holds_input(&self) -> bool {
+        if (self.prefix.position() as usize) < self.prefix.get_ref().len() {
+            return true;
+        }
+        self.tls.is_some() && self.conn.tls_holds_input()
+    }
+
     /// Runs the TLS handshake (a no-op on a plain connection).
     pub(crate) fn tls_handshake(&mut self, deadline: std::time::Instant) -> std::io::Result<()> {
         match &mut self.tls {

@@ -100,6 +100,86 @@ struct Ws<'a> {
     assembly: Assembly,
 }
 
+impl Ws<'_> {
+    /// Between frames with nothing read ahead anywhere (the assembly, the
+    /// TLS session, an adopted socket's prefix) and no limit already
+    /// crossed: the socket's readability says whether the peer is quiet.
+    fn is_empty(&self) -> bool {
+        self.assembly.is_empty() && self.io.crossed.is_none() && !self.io.sock.holds_input()
+    }
+}
+
+/// How long a connection must stay silent, at a frame boundary with nothing
+/// buffered, before its reader gives back the stack pages the handshake,
+/// `on_connect` and the first callbacks left (`sys::pthread::
+/// release_unused_stack`). The release's `madvise` flushes the TLB of every
+/// core running one of the process's threads, and in a burst of handshakes
+/// the other cores are all running the acceptor or other readers, so each
+/// flush waits for them; after a second the burst that brought the
+/// connection has usually ended, and an idle core is not interrupted. Long
+/// enough that a client's opening exchange (a join a round trip after
+/// `connected`, even over a slow link) comes first; short enough that the
+/// extra page (4 KiB) a new connection keeps meanwhile never adds up to
+/// much. A poll that sees bytes ends at once, so a talking client is not
+/// slowed.
+const QUIET_BEFORE_RELEASE: Duration = Duration::from_secs(1);
+
+/// Frame boundaries at which a reader that has not released yet waits for
+/// a quiet moment. A protocol client's opening exchange (joins, a presence
+/// read) takes a few frames and then goes quiet; a connection still talking
+/// past this many is busy, and its stack pages are in use anyway: from then
+/// on it reads without a `poll` before each frame (echo pays nothing more)
+/// and keeps those pages.
+const QUIET_TRIES: u32 = 8;
+
+/// A reader's one release of its unused stack pages, at its connection's
+/// first quiet moment. The read loops only wait for that moment
+/// ([`StackRelease::is_quiet`]) and then return to `serve` (or
+/// `serve_stream`), which releases from its own shallow frame and enters the
+/// loop again: released from inside the loop, the page holding the loop's
+/// frames would be kept, and with it whatever the handshake left on it.
+struct StackRelease {
+    tries_left: u32,
+    /// How long the quiet wait that ended the loop lasted (it counts toward
+    /// the idle timeout once the loop is entered again).
+    waited: Duration,
+}
+
+impl StackRelease {
+    fn new() -> Self {
+        StackRelease { tries_left: QUIET_TRIES, waited: Duration::ZERO }
+    }
+
+    /// Not released, and still trying.
+    fn pending(&self) -> bool {
+        self.tries_left > 0
+    }
+
+    /// At a frame boundary with nothing buffered: waits for bytes at most
+    /// [`QUIET_BEFORE_RELEASE`] (less when `limit`, the time the read may
+    /// wait anyway, is shorter), without reading; true when none came. A
+    /// poll, not a read timeout: nothing is read, so no frame is ever cut by
+    /// it.
+    fn is_quiet(&mut self, conn: &ConnShared, stats: &Stats, limit: Duration) -> bool {
+        self.tries_left -= 1;
+        Stats::add(&stats.reader_quiet_waits, 1);
+        let wait = QUIET_BEFORE_RELEASE.min(limit);
+        if crate::sys::sock::wait_readable(&conn.stream, wait) {
+            return false;
+        }
+        self.waited = wait;
+        true
+    }
+
+    /// Gives back the pages below the caller's frame; called by `serve` and
+    /// `serve_stream`, above the read loops.
+    fn release(&mut self, stats: &Stats) {
+        self.tries_left = 0;
+        crate::sys::pthread::release_unused_stack();
+        Stats::add(&stats.reader_stack_releases, 1);
+    }
+}
+
 /// What a request became. Not boxed: it lives only between `upgrade` and
 /// `serve`, and a box would cost every WebSocket an allocation.
 #[allow(clippy::large_enum_variant)]
@@ -379,13 +459,17 @@ fn serve(server: &ServerHandle, conn: &Arc<ConnShared>, mut ws: Ws<'_>, request:
     // The 101 went out with MSG_MORE, to share a packet with the first
     // message; if on_connect sent none, it goes now.
     crate::sys::sock::push(&conn.stream);
-    let end = if connected.is_none() {
-        End::Fail(1011, "internal error")
-    } else {
-        // The handshake and on_connect reached deeper than waiting for a
-        // frame does: an idle connection need not keep those stack pages.
-        crate::sys::pthread::release_unused_stack();
-        read_loop(server, conn, &mut ws)
+    let end = match connected {
+        None => End::Fail(1011, "internal error"),
+        Some(()) => {
+            let mut release = StackRelease::new();
+            loop {
+                match read_loop(server, conn, &mut ws, &mut release) {
+                    Some(end) => break end,
+                    None => release.release(&engine.stats),
+                }
+            }
+        }
     };
 
     // The code on_close reports: a close the server queued first wins over the
@@ -467,8 +551,13 @@ fn serve_stream(
         engine.close_in_order(conn, 1011, "internal error");
         (1011, "internal error".to_owned())
     } else {
-        crate::sys::pthread::release_unused_stack();
-        wait_for_end(conn, &mut sock)
+        let mut release = StackRelease::new();
+        loop {
+            match wait_for_end(conn, &mut sock, &engine.stats, &mut release) {
+                Some(end) => break end,
+                None => release.release(&engine.stats),
+            }
+        }
     };
     if code != 1006 {
         // Ours: the writer ends the stream after what is queued.
@@ -480,8 +569,16 @@ fn serve_stream(
 }
 
 /// Reads (and drops) until the stream ends: 1006 when the client went or the
-/// server closed it, or its `close_at` code when that time came.
-fn wait_for_end(conn: &ConnShared, sock: &mut SockReader<'_>) -> (u16, String) {
+/// server closed it, or its `close_at` code when that time came; `None`
+/// when the stream has been quiet long enough for the stack's
+/// release (see [`StackRelease`]): call again after it.
+#[inline(never)]
+fn wait_for_end(
+    conn: &ConnShared,
+    sock: &mut SockReader<'_>,
+    stats: &Stats,
+    release: &mut StackRelease,
+) -> Option<(u16, String)> {
     let mut sink = [0u8; 512];
     loop {
         let at = if conn.has_close_at.load(std::sync::atomic::Ordering::Acquire) {
@@ -493,7 +590,7 @@ fn wait_for_end(conn: &ConnShared, sock: &mut SockReader<'_>) -> (u16, String) {
             Some((at, code, reason)) => {
                 let left = at.saturating_duration_since(Instant::now());
                 if left.is_zero() {
-                    return (*code, reason.clone());
+                    return Some((*code, reason.clone()));
                 }
                 Some(left)
             }
@@ -501,39 +598,64 @@ fn wait_for_end(conn: &ConnShared, sock: &mut SockReader<'_>) -> (u16, String) {
             // read waits for the end alone.
             None => None,
         };
+        if release.pending()
+            && !sock.holds_input()
+            && release.is_quiet(conn, stats, timeout.unwrap_or(Duration::MAX))
+        {
+            return None;
+        }
         let _ = conn.stream.set_read_timeout(timeout);
         match sock.read(&mut sink) {
-            Ok(0) => return (1006, String::new()),
+            Ok(0) => return Some((1006, String::new())),
             Ok(_) => {}
             Err(e)
                 if matches!(
                     e.kind(),
                     io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut | io::ErrorKind::Interrupted
                 ) => {}
-            Err(_) => return (1006, String::new()),
+            Err(_) => return Some((1006, String::new())),
         }
     }
 }
 
-/// Reads messages and hands them to the handler until the connection ends.
+/// Reads messages and hands them to the handler until the connection ends;
+/// `None` when the connection has been quiet long enough for the stack's
+/// release (see [`StackRelease`]): call again after it.
 #[inline(never)]
-fn read_loop(server: &ServerHandle, conn: &ConnShared, ws: &mut Ws<'_>) -> End {
+fn read_loop(
+    server: &ServerHandle,
+    conn: &ConnShared,
+    ws: &mut Ws<'_>,
+    release: &mut StackRelease,
+) -> Option<End> {
     let engine = server.engine();
+    let idle = engine.config.idle_timeout;
     let mut deadline_armed = false;
     loop {
-        if conn.has_close_at.load(std::sync::atomic::Ordering::Acquire) || deadline_armed {
-            // One read timeout serves both: the idle timeout, or less when
-            // the session's end comes sooner.
+        // Between frames, with nothing buffered: the stack's release waits
+        // for a quiet moment here, and that wait counts toward the idle
+        // timeout (here, once the loop is entered again after it).
+        let quiet = std::mem::take(&mut release.waited);
+        if quiet.is_zero() && release.pending() && ws.is_empty() {
+            let limit = close_at_left(conn).map_or(idle, |left| left.min(idle));
+            if release.is_quiet(conn, &engine.stats, limit) {
+                return None;
+            }
+        }
+        if conn.has_close_at.load(std::sync::atomic::Ordering::Acquire) || deadline_armed || !quiet.is_zero()
+        {
+            // One read timeout serves both: the idle timeout (less the
+            // quiet wait), or less when the session's end comes sooner.
             let at = conn.close_at.lock().clone();
-            let mut timeout = engine.config.idle_timeout;
+            let mut timeout = idle.saturating_sub(quiet).max(Duration::from_millis(1));
             if let Some((at, code, reason)) = at {
                 let left = at.saturating_duration_since(Instant::now());
                 if left.is_zero() {
-                    return End::Deadline(code, reason);
+                    return Some(End::Deadline(code, reason));
                 }
                 timeout = timeout.min(left);
             }
-            deadline_armed = timeout < engine.config.idle_timeout;
+            deadline_armed = timeout < idle;
             let _ = conn.stream.set_read_timeout(Some(timeout));
         }
         let message = match ws.assembly.next(&mut ws.io) {
@@ -541,7 +663,7 @@ fn read_loop(server: &ServerHandle, conn: &ConnShared, ws: &mut Ws<'_>) -> End {
             Ok(Inbound::Binary(bytes)) => Message::Binary(bytes),
             Ok(Inbound::Close(frame)) => {
                 // The reply echoes the peer's code and reason.
-                return match frame {
+                return Some(match frame {
                     Some((code, reason)) => {
                         conn.push_control(crate::frame::encode_close(code, &reason));
                         End::Peer(code, reason)
@@ -550,7 +672,7 @@ fn read_loop(server: &ServerHandle, conn: &ConnShared, ws: &mut Ws<'_>) -> End {
                         conn.push_control(crate::frame::encode(crate::frame::OP_CLOSE, b""));
                         End::Peer(1005, String::new())
                     }
-                };
+                });
             }
             Ok(Inbound::Ping(payload)) => {
                 conn.push_control(crate::frame::encode(crate::frame::OP_PONG, &payload));
@@ -560,18 +682,26 @@ fn read_loop(server: &ServerHandle, conn: &ConnShared, ws: &mut Ws<'_>) -> End {
             Err(e) => {
                 if let Some((at, code, reason)) = conn.close_at.lock().clone() {
                     if at <= Instant::now() {
-                        return End::Deadline(code, reason);
+                        return Some(End::Deadline(code, reason));
                     }
                 }
-                return classify(conn, &engine.stats, e);
+                return Some(classify(conn, &engine.stats, e));
             }
         };
         Stats::add(&engine.stats.messages_in, 1);
         Stats::add(&engine.stats.bytes_in, message.as_bytes().len() as u64);
         if guarded(|| engine.handler.on_message(server, conn.id, message)).is_none() {
-            return End::Fail(1011, "internal error");
+            return Some(End::Fail(1011, "internal error"));
         }
     }
+}
+
+/// How long until the connection's `close_at` time, when it has one.
+fn close_at_left(conn: &ConnShared) -> Option<Duration> {
+    if !conn.has_close_at.load(std::sync::atomic::Ordering::Acquire) {
+        return None;
+    }
+    conn.close_at.lock().as_ref().map(|(at, _, _)| at.saturating_duration_since(Instant::now()))
 }
 
 /// Maps a refusal of the peer's input, or a read error, to how the connection ends.

@@ -219,7 +219,9 @@ impl ConnShared {
                 .filter(|d| !d.is_zero())
                 .ok_or(io::ErrorKind::TimedOut)?;
             self.stream.set_read_timeout(Some(left))?;
-            sock::wait_readable(&self.stream)?;
+            // Nothing read here: the loop's top takes what came, or ends at
+            // the deadline.
+            sock::wait_readable(&self.stream, left);
         }
     }
 
@@ -322,6 +324,19 @@ impl ConnShared {
             tls.send_close_notify();
         }
         flush_tls_until(&self.stream, tls, deadline)
+    }
+
+    /// Whether the reader's side holds input not yet read: plaintext the
+    /// session has (a record longer than the last read took). Ciphertext is
+    /// in the socket (its poll sees it) or in the session's own buffer, a
+    /// partial record that waits for the socket's next bytes either way. A
+    /// failed session counts as holding some: the next read reports it.
+    pub(crate) fn tls_holds_input(&self) -> bool {
+        let mut st = self.out.write.lock();
+        session(&mut st)
+            .ok()
+            .and_then(|tls| tls.process_new_packets().ok())
+            .is_none_or(|state| state.plaintext_bytes_to_read() > 0)
     }
 
     /// The subject of the client's certificate, when it sent one (TLS with

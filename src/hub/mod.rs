@@ -390,6 +390,49 @@ mod tests {
         assert!(nothing_pending(), "every command counts as carried out once its round went out");
     }
 
+    /// A command sent while the hub sleeps (or just as it goes to sleep)
+    /// wakes it, every time.
+    #[test]
+    fn every_command_sent_while_the_hub_sleeps_wakes_it() {
+        let hub = Hub::new(limits(4), Arc::new(Stats::default()), HEARTBEAT);
+        let (tx, rx) = lanes(8);
+        let running = std::thread::spawn(move || hub.run(rx));
+        for i in 0..2000 {
+            let (reply, count) = crossbeam_channel::bounded(1);
+            submit(&tx, Cmd::RoomCount(reply)).ok().unwrap();
+            let answer = count.recv_timeout(std::time::Duration::from_secs(10));
+            assert_eq!(answer, Ok(0), "query {i} not answered: the hub missed its wake-up");
+            if i % 100 == 0 {
+                // Let it fall asleep properly now and then.
+                std::thread::sleep(std::time::Duration::from_millis(2));
+            }
+        }
+        drop(tx);
+        running.join().unwrap();
+    }
+
+    /// Its last sender going ends a sleeping hub at once, not at its next
+    /// heartbeat: nothing could wake it any more.
+    #[test]
+    fn a_sleeping_hub_ends_when_its_last_sender_goes() {
+        let hub = Hub::new(limits(4), Arc::new(Stats::default()), HEARTBEAT);
+        let (tx, rx) = lanes(8);
+        let (ended_tx, ended) = crossbeam_channel::bounded(1);
+        std::thread::spawn(move || {
+            hub.run(rx);
+            let _ = ended_tx.send(());
+        });
+        let other = tx.clone();
+        std::thread::sleep(std::time::Duration::from_millis(50));
+        drop(tx);
+        assert!(ended.recv_timeout(std::time::Duration::from_millis(200)).is_err(), "one sender is left");
+        drop(other);
+        assert!(
+            ended.recv_timeout(std::time::Duration::from_secs(10)).is_ok(),
+            "the hub still sleeps with no sender left (its heartbeat is {HEARTBEAT:?} away)"
+        );
+    }
+
     /// The thread that stops a server sends the hub its `Shutdown`, and
     /// other threads may have commands still waiting behind it: none of them
     /// will ever take effect, and none may count as pending for ever (the

@@ -53,13 +53,6 @@ pub(crate) fn recv_dont_wait(stream: &TcpStream, buf: &mut [u8]) -> io::Result<u
     })
 }
 
-/// Waits until the socket has bytes to read, or its end, and takes none (a
-/// one-byte `MSG_PEEK`): bounded by the read timeout like [`recv`], and
-/// retried on EINTR.
-pub(crate) fn wait_readable(stream: &TcpStream) -> io::Result<()> {
-    retrying(|| stream.peek(&mut [0u8; 1]).map(drop))
-}
-
 /// One `send` with `MSG_NOSIGNAL` and `flags`, retried on EINTR.
 fn send_flags(stream: &TcpStream, buf: &[u8], flags: libc::c_int) -> io::Result<usize> {
     retrying(|| {
@@ -177,4 +170,16 @@ pub(crate) fn wait_writable(stream: &TcpStream, timeout: std::time::Duration) {
     let ms = timeout.as_millis().min(i32::MAX as u128) as libc::c_int;
     // SAFETY: one valid pollfd, alive for the call; the fd is owned by `stream`.
     unsafe { libc::poll(&mut fds, 1, ms) };
+}
+
+/// Waits until `stream` has bytes to read (or its peer is gone, or it
+/// failed), at most `timeout`, without reading: `false` only when `timeout`
+/// passed with nothing (a signal counts as something, so the caller goes on
+/// to its read). The reader's wait for a quiet moment (`connection/reader.rs`)
+/// and the TLS handshake's wait for the client's next bytes.
+pub(crate) fn wait_readable(stream: &TcpStream, timeout: std::time::Duration) -> bool {
+    let mut fds = libc::pollfd { fd: stream.as_raw_fd(), events: libc::POLLIN, revents: 0 };
+    let ms = timeout.as_millis().min(i32::MAX as u128) as libc::c_int;
+    // SAFETY: one valid pollfd, alive for the call; the fd is owned by `stream`.
+    unsafe { libc::poll(&mut fds, 1, ms) != 0 }
 }

@@ -1,0 +1,175 @@
+//! A reader gives back the stack pages its handshake left at its
+//! connection's first quiet moment, not on the handshake path: a client
+//! that talks from its first byte pays no release; a frame whose halves
+//! arrive on either side of the quiet interval is assembled intact (plain
+//! and TLS); a client that keeps talking stops costing a `poll` per
+//! message after a few; a session's end (`close_at`) due within the quiet
+//! interval is not put off by it. Counted by `wshub_reader_stack_releases_total` and
+//! `wshub_reader_quiet_waits_total` (`ServerHandle::stats`). (That an idle
+//! reader then keeps no page below its wait is
+//! `idle_readers_keep_no_stack_pages_below_their_wait.rs`.)
+
+mod common;
+mod tls_common;
+
+use std::io::{Read, Write};
+use std::net::TcpStream;
+
+use common::{connect, next_data, wait_until, Recorder};
+use tls_common::{client_config, wss_connect, Pki};
+use tungstenite::Message as WsMessage;
+use wshub::{Config, PemSource, Server, ServerHandle};
+
+fn echo_server(config: Config) -> (ServerHandle, common::Events) {
+    let (handler, events) = Recorder::new();
+    let handler = handler.on_message(|server, conn, message| {
+        let _ = server.send(conn, message.clone());
+    });
+    (Server::start(config.bind("127.0.0.1:0".parse().unwrap()), handler).unwrap(), events)
+}
+
+/// A masked client text frame.
+fn client_frame(payload: &[u8]) -> Vec<u8> {
+    assert!(payload.len() < 126);
+    let mask = [0x11, 0x22, 0x33, 0x44];
+    let mut f = vec![0x81, 0x80 | payload.len() as u8];
+    f.extend_from_slice(&mask);
+    f.extend(payload.iter().enumerate().map(|(i, b)| b ^ mask[i % 4]));
+    f
+}
+
+/// Waits until a reader of another server, opened now, has had its quiet
+/// interval and released: from then on at least that interval has passed
+/// since this call began (the same constant serves every server).
+fn a_quiet_interval_passes() {
+    let (clock, _events) = echo_server(Config::default());
+    let ws = connect(clock.local_addr(), "/ws");
+    wait_until("the clock server's reader to release its stack", || clock.stats().reader_stack_releases == 1);
+    drop(ws);
+    clock.stop();
+}
+
+#[test]
+fn a_client_talking_from_its_first_byte_costs_no_release_on_its_handshake() {
+    let (server, events) = echo_server(Config::default());
+    let addr = server.local_addr();
+    // The request, twenty messages and a close in one write: at every frame
+    // boundary the next frame is already there, so the reader is never quiet.
+    let mut bytes = format!(
+        "GET /ws HTTP/1.1\r\nHost: {addr}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
+         Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n"
+    )
+    .into_bytes();
+    for i in 0..20 {
+        bytes.extend(client_frame(format!("m{i}").as_bytes()));
+    }
+    bytes.extend([0x88, 0x82, 0, 0, 0, 0, 0x03, 0xe8]); // close 1000, mask 0
+    let mut tcp = TcpStream::connect(addr).unwrap();
+    tcp.set_read_timeout(Some(common::WAIT)).unwrap();
+    tcp.write_all(&bytes).unwrap();
+    let id = events.connected();
+    assert_eq!(events.closed(id), 1000);
+    let mut rest = Vec::new();
+    let _ = tcp.read_to_end(&mut rest);
+    let stats = server.stats();
+    assert_eq!(stats.messages_in, 20);
+    assert_eq!(stats.reader_stack_releases, 0, "a release on the path of a connection that was never quiet");
+    server.stop();
+}
+
+#[test]
+fn a_frame_split_across_the_quiet_interval_arrives_intact() {
+    let (server, events) = echo_server(Config::default());
+    let ws = connect(server.local_addr(), "/ws");
+    events.connected();
+    let mut tcp = ws.into_inner();
+    let frame = client_frame(b"one frame, two halves");
+    // The first half while the reader waits for its quiet moment.
+    tcp.write_all(&frame[..9]).unwrap();
+    a_quiet_interval_passes();
+    tcp.write_all(&frame[9..]).unwrap();
+    let mut ws = tungstenite::WebSocket::from_raw_socket(tcp, tungstenite::protocol::Role::Client, None);
+    assert_eq!(next_data(&mut ws), WsMessage::text("one frame, two halves"));
+    // Then quiet: the reader releases once.
+    wait_until("the split frame's reader to release", || server.stats().reader_stack_releases == 1);
+    ws.send(WsMessage::text("after")).unwrap();
+    assert_eq!(next_data(&mut ws), WsMessage::text("after"));
+    common::close_client(ws);
+    server.stop();
+}
+
+#[test]
+fn a_frame_split_across_the_quiet_interval_arrives_intact_over_tls() {
+    let pki = Pki::make();
+    let config = Config::default()
+        .tls_cert(Some(PemSource::Pem(std::fs::read(pki.path("server.pem")).unwrap())))
+        .tls_key(Some(PemSource::Pem(std::fs::read(pki.path("server.key")).unwrap())));
+    let (server, events) = echo_server(config);
+    let mut ws = wss_connect(server.local_addr(), client_config(&pki.path("ca.pem"), None), "/ws");
+    events.connected();
+    let frame = client_frame(b"one frame, two records");
+    // Each half its own TLS record, the second after the quiet interval.
+    ws.get_mut().write_all(&frame[..9]).unwrap();
+    ws.get_mut().flush().unwrap();
+    a_quiet_interval_passes();
+    ws.get_mut().write_all(&frame[9..]).unwrap();
+    ws.get_mut().flush().unwrap();
+    assert_eq!(next_data_tls(&mut ws), WsMessage::text("one frame, two records"));
+    wait_until("the TLS reader to release", || server.stats().reader_stack_releases == 1);
+    ws.send(WsMessage::text("after")).unwrap();
+    assert_eq!(next_data_tls(&mut ws), WsMessage::text("after"));
+    let _ = ws.close(None);
+    while ws.read().is_ok() {}
+    server.stop();
+}
+
+fn next_data_tls(ws: &mut tungstenite::WebSocket<tls_common::TlsStream>) -> WsMessage {
+    loop {
+        match ws.read().expect("read a message") {
+            WsMessage::Ping(_) | WsMessage::Pong(_) => continue,
+            m => return m,
+        }
+    }
+}
+
+#[test]
+fn a_client_that_keeps_talking_stops_costing_a_poll_per_message() {
+    let (server, events) = echo_server(Config::default());
+    let mut ws = connect(server.local_addr(), "/ws");
+    events.connected();
+    let round_trips = |ws: &mut common::Client, n: usize| {
+        for i in 0..n {
+            ws.send(WsMessage::text(format!("m{i}"))).unwrap();
+            assert_eq!(next_data(ws), WsMessage::text(format!("m{i}")));
+        }
+    };
+    round_trips(&mut ws, 20);
+    let after_20 = server.stats().reader_quiet_waits;
+    assert!((1..=20).contains(&after_20), "{after_20} quiet waits in 20 round trips");
+    round_trips(&mut ws, 200);
+    assert_eq!(server.stats().reader_quiet_waits, after_20, "quiet waits past the bound");
+    common::close_client(ws);
+    server.stop();
+}
+
+#[test]
+fn a_session_end_due_within_the_quiet_interval_is_not_put_off_by_it() {
+    let (handler, events) = Recorder::new();
+    let handler = handler.on_connect(|server, conn, _| {
+        let when = std::time::SystemTime::now() + std::time::Duration::from_millis(100);
+        server.close_at(conn, Some(when), 4001, "session over").unwrap();
+    });
+    let config = Config::default().bind("127.0.0.1:0".parse().unwrap());
+    let server = Server::start(config, handler).unwrap();
+    // Opened together: the clock's reader releases a quiet interval after
+    // this one opened, and the session's end comes well before that.
+    let (clock, _clock_events) = echo_server(Config::default());
+    let mut ws = connect(server.local_addr(), "/ws");
+    let _clock_ws = connect(clock.local_addr(), "/ws");
+    let id = events.connected();
+    assert_eq!(common::read_until_close(&mut ws), Some(4001));
+    assert_eq!(clock.stats().reader_stack_releases, 0, "the session's end waited for the quiet interval");
+    assert_eq!(events.closed(id), 4001);
+    clock.stop();
+    server.stop();
+}
