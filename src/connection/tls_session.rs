@@ -32,20 +32,27 @@ use crate::stats::Stats;
 use crate::sys::sock;
 
 /// What the reader knows of its socket between reads on a TLS connection.
-/// It holds no buffer of its own: ciphertext goes from the socket straight
-/// into the session's buffer, under the write lock but with reads that never
-/// wait, and the reader waits for bytes without the lock, reading the first
-/// of them into its caller's plaintext buffer ([`ConnShared::tls_read`]), so
-/// an idle connection keeps only the session.
+/// It holds no buffer of its own while idle: ciphertext goes from the socket
+/// straight into the session's buffer, under the write lock but with reads
+/// that never wait, and the reader waits for bytes without the lock, reading
+/// the first of them into its caller's plaintext buffer
+/// ([`ConnShared::tls_read`]), so an idle connection keeps only the session.
 #[derive(Debug)]
 pub(crate) struct TlsIn {
     /// The last read took everything the socket had: wait before the next.
     drained: bool,
+    /// Ciphertext of a blocking read that the session had no room for: it
+    /// takes at most what completes the record it holds (less than 4 KiB
+    /// when it holds most of a 16 KiB one), and the rest must wait until
+    /// its plaintext is taken out (rustls refuses ciphertext past 16 KiB of
+    /// plaintext). Fed before the socket; empty, with nothing allocated,
+    /// but for that moment.
+    left: Vec<u8>,
 }
 
 impl TlsIn {
     pub(crate) fn new() -> Self {
-        TlsIn { drained: true }
+        TlsIn { drained: true, left: Vec::new() }
     }
 }
 
@@ -246,6 +253,16 @@ impl ConnShared {
                         Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
                         Err(e) => return Err(e),
                     }
+                    if !tls_in.left.is_empty() {
+                        // Ok(0): a close_notify came, the rest is ignored.
+                        let took = self.take_in(&mut st, &mut &tls_in.left[..])?;
+                        if took == 0 || took == tls_in.left.len() {
+                            tls_in.left = Vec::new();
+                        } else {
+                            tls_in.left.drain(..took);
+                        }
+                        continue;
+                    }
                     if tls_in.drained {
                         break;
                     }
@@ -259,9 +276,11 @@ impl ConnShared {
             }
             // The caller's plaintext buffer holds the ciphertext until the
             // session has taken it: no buffer of our own. No more than the
-            // session reads at once, so the plaintext it makes always fits
-            // in the session (rustls refuses ciphertext past 16 KiB of
-            // plaintext not yet taken out).
+            // session reads at once, so the plaintext it makes fits in the
+            // session (rustls refuses ciphertext past 16 KiB of plaintext
+            // not yet taken out) unless the session held most of a record
+            // already and takes only what completes it: the rest waits in
+            // `left` for the plaintext to be taken out.
             arm()?;
             let first = buf.len().min(SESSION_READ);
             let n = sock::recv(&self.stream, &mut buf[..first])?;
@@ -270,8 +289,9 @@ impl ConnShared {
             }
             let mut st = self.out.write.lock();
             let mut fed = &buf[..n];
-            while !fed.is_empty() {
-                self.take_in(&mut st, &mut fed)?;
+            // Ok(0) with bytes left: a close_notify came, the rest is ignored.
+            if self.take_in(&mut st, &mut fed)? > 0 && !fed.is_empty() {
+                tls_in.left = fed.to_vec();
             }
             tls_in.drained = n < first;
         }
@@ -420,10 +440,10 @@ mod tests {
     use crate::tls::{PemSource, Tls, TlsSources};
 
     /// A CA and a server certificate for localhost, made by the `openssl` CLI.
-    struct Pki(PathBuf);
+    pub(super) struct Pki(PathBuf);
 
     impl Pki {
-        fn make(tag: &str) -> Pki {
+        pub(super) fn make(tag: &str) -> Pki {
             let dir = std::env::temp_dir().join(format!("wshub-tls-unit-{tag}-{}", std::process::id()));
             let _ = std::fs::remove_dir_all(&dir);
             std::fs::create_dir_all(&dir).unwrap();
@@ -475,7 +495,7 @@ mod tests {
 
     /// A connection over loopback with its TLS handshake done: the server
     /// side, and a rustls client on the peer's end.
-    fn tls_conn(pki: &Pki) -> (Arc<ConnShared>, rustls::ClientConnection, TcpStream) {
+    pub(super) fn tls_conn(pki: &Pki) -> (Arc<ConnShared>, rustls::ClientConnection, TcpStream) {
         let sources = TlsSources {
             cert: PemSource::File(pki.path("cert.pem")),
             key: PemSource::File(pki.path("key.pem")),
@@ -570,9 +590,9 @@ mod tests {
 
     #[test]
     fn the_tls_reader_keeps_no_buffer_and_waits_without_the_write_lock() {
-        // Nothing but a flag between reads: an idle connection keeps no
+        // Nothing allocated between reads: an idle connection keeps no
         // ciphertext buffer of its own.
-        assert!(std::mem::size_of::<TlsIn>() <= std::mem::size_of::<usize>());
+        assert_eq!(TlsIn::new().left.capacity(), 0);
         let pki = Pki::make("reader");
         let (conn, mut client, mut peer) = tls_conn(&pki);
         let mut sent = Vec::new();
@@ -633,5 +653,138 @@ mod tests {
             got.extend_from_slice(&buf[..n]);
         }
         assert!(got == sent, "every byte, in order");
+    }
+}
+
+#[cfg(test)]
+mod split_record_tests {
+    //! A blocking read that takes more ciphertext than the session has room
+    //! for: the session holds most of a 16 KiB record when the rest arrives
+    //! with more behind it, so one `read_tls` takes only part of the read.
+
+    use std::io::Write;
+    use std::sync::{mpsc, Arc};
+
+    use super::tests::{tls_conn, Pki};
+    use super::*;
+
+    /// The client's ciphertext for `parts`, one `write` (so one record, for a
+    /// part up to 16 KiB) each: the records, in order.
+    fn records(client: &mut rustls::ClientConnection, parts: &[&[u8]]) -> Vec<Vec<u8>> {
+        let mut out = Vec::new();
+        for part in parts {
+            client.writer().write_all(part).unwrap();
+            let mut wire = Vec::new();
+            while client.wants_write() {
+                client.write_tls(&mut wire).unwrap();
+            }
+            let mut at = 0;
+            while at < wire.len() {
+                let len = usize::from(u16::from_be_bytes([wire[at + 3], wire[at + 4]]));
+                out.push(wire[at..at + 5 + len].to_vec());
+                at += 5 + len;
+            }
+        }
+        out
+    }
+
+    /// Reads on a thread with a large buffer until the end or an error:
+    /// every plaintext byte is reported as it comes, then how it ended.
+    fn reader(conn: Arc<ConnShared>) -> mpsc::Receiver<io::Result<Vec<u8>>> {
+        let (tx, rx) = mpsc::channel();
+        std::thread::spawn(move || {
+            let (mut tls_in, mut buf) = (TlsIn::new(), vec![0u8; 64 * 1024]);
+            loop {
+                match conn.tls_read(&mut tls_in, &mut buf, || Ok(())) {
+                    Ok(0) => return drop(tx.send(Ok(Vec::new()))),
+                    Ok(n) => drop(tx.send(Ok(buf[..n].to_vec()))),
+                    Err(e) => return drop(tx.send(Err(e))),
+                }
+            }
+        });
+        rx
+    }
+
+    /// Collects plaintext until `want` bytes, the end, an error or 5 s
+    /// without news: (the bytes, how it ended if it did).
+    fn collect(rx: &mpsc::Receiver<io::Result<Vec<u8>>>, want: usize) -> (Vec<u8>, Option<io::Result<()>>) {
+        let mut got = Vec::new();
+        while got.len() < want {
+            match rx.recv_timeout(Duration::from_secs(5)) {
+                Ok(Ok(bytes)) if bytes.is_empty() => return (got, Some(Ok(()))),
+                Ok(Ok(bytes)) => got.extend_from_slice(&bytes),
+                Ok(Err(e)) => return (got, Some(Err(e))),
+                Err(_) => return (got, None),
+            }
+        }
+        (got, None)
+    }
+
+    /// Sends the first record and all but the last `tail` bytes of the
+    /// second, and waits until the reader has the first record's plaintext
+    /// and sleeps in its blocking read with the session holding the rest.
+    fn into_the_blocking_read(
+        peer: &mut std::net::TcpStream,
+        recs: &[Vec<u8>],
+        tail: usize,
+        rx: &mpsc::Receiver<io::Result<Vec<u8>>>,
+    ) {
+        let keep = recs[1].len() - tail;
+        peer.write_all(&recs[0]).unwrap();
+        peer.write_all(&recs[1][..keep]).unwrap();
+        let (first, end) = collect(rx, 16 * 1024);
+        assert_eq!((first.len(), end.is_none()), (16 * 1024, true), "the first record whole");
+        std::thread::sleep(Duration::from_millis(300));
+    }
+
+    #[test]
+    fn the_rest_of_a_big_record_with_more_behind_it_is_not_a_full_plaintext_buffer() {
+        let pki = Pki::make("split-full");
+        let (conn, mut client, mut peer) = tls_conn(&pki);
+        let data: Vec<u8> = (0..70_000u32).map(|k| (k % 253) as u8).collect();
+        let (a, rest) = data.split_at(16 * 1024);
+        let (b, rest) = rest.split_at(16 * 1024);
+        let (c, d) = rest.split_at(100);
+        let recs = records(&mut client, &[a, b, c, d]);
+        let rx = reader(conn);
+        into_the_blocking_read(&mut peer, &recs, 406, &rx);
+        // The rest of the second record, the small third one and more, at
+        // once: the session's room (what it has left for a record) is less.
+        let tail = recs[1].len() - 406;
+        let mut at_once = recs[1][tail..].to_vec();
+        recs[2..].iter().for_each(|r| at_once.extend_from_slice(r));
+        peer.write_all(&at_once).unwrap();
+        let (got, end) = collect(&rx, data.len() - 16 * 1024);
+        assert!(end.is_none(), "the reader ended early: {end:?}");
+        assert!(got == data[16 * 1024..], "every byte, in order");
+    }
+
+    #[test]
+    fn bytes_after_a_close_notify_in_the_same_read_end_the_reader_without_a_spin() {
+        let pki = Pki::make("split-notify");
+        let (conn, mut client, mut peer) = tls_conn(&pki);
+        let data: Vec<u8> = (0..32 * 1024u32).map(|k| (k % 251) as u8).collect();
+        let (a, b) = data.split_at(16 * 1024);
+        let recs = records(&mut client, &[a, b]);
+        client.send_close_notify();
+        let mut notify = Vec::new();
+        while client.wants_write() {
+            client.write_tls(&mut notify).unwrap();
+        }
+        let rx = reader(conn.clone());
+        into_the_blocking_read(&mut peer, &recs, 406, &rx);
+        // The rest of the record, the close_notify, and bytes after it (which
+        // TLS says to ignore), at once.
+        let mut at_once = recs[1][recs[1].len() - 406..].to_vec();
+        at_once.extend_from_slice(&notify);
+        at_once.extend_from_slice(&[0x17, 0x03, 0x03, 0x40, 0x00]);
+        at_once.extend_from_slice(&[0u8; 3000]);
+        peer.write_all(&at_once).unwrap();
+        let (got, end) = collect(&rx, usize::MAX);
+        let how =
+            format!("{} of {} bytes, then {end:?} (None: the reader never returned)", got.len(), b.len());
+        assert!(got == b && matches!(end, Some(Ok(()))), "the second record whole, then the end: {how}");
+        // And the write lock is free: nothing spins holding it.
+        assert!(conn.out.write.try_lock_for(Duration::from_secs(2)).is_some(), "the write lock is held");
     }
 }
