@@ -398,14 +398,7 @@ impl ConnShared {
         }
         let wire: Vec<SharedFrame> = frames.iter().map(|f| self.wire_form(f)).collect();
         if st.tls.is_some() {
-            // Every frame into the session at once (as few records as they
-            // fit in), then one flush: all of them are taken care of, or none.
-            let framed: Vec<&[u8]> = wire.iter().map(|f| &f[..]).collect();
-            if !self.send_direct_tls(&mut st, &framed, stats, true) {
-                return 0;
-            }
-            wire.iter().for_each(|f| count_compressed(f, stats));
-            return wire.len();
+            return self.send_direct_many_tls(&mut st, &wire, stats);
         }
         let slices: Vec<IoSlice<'_>> = wire.iter().map(|f| IoSlice::new(f)).collect();
         // Full socket buffer, or an error the writer will meet and report.
@@ -947,7 +940,7 @@ impl ConnShared {
 }
 
 /// Counts a frame handed to a connection compressed.
-fn count_compressed(frame: &SharedFrame, stats: &Stats) {
+pub(super) fn count_compressed(frame: &SharedFrame, stats: &Stats) {
     if let Some(plain) = frame.compressed_from() {
         Stats::add(&stats.compressed_frames, 1);
         Stats::add(&stats.compressed_bytes, frame.len() as u64);

@@ -70,6 +70,11 @@ impl Read for SockIn<'_> {
     }
 }
 
+/// The most frame bytes one direct send puts into a TLS session at once: a
+/// round of small frames shares records and one `send`, and a member whose
+/// socket is full holds at most this (or one frame) beyond it.
+const TLS_CORK: usize = 64 * 1024;
+
 /// How often a TLS write waiting for room in the socket looks at its deadline.
 const TLS_WRITE_TICK: Duration = Duration::from_millis(250);
 
@@ -116,6 +121,38 @@ impl ConnShared {
             self.queue_tls_tail(st, frame.len(), message);
         }
         true
+    }
+
+    /// `try_send_direct_many` on a TLS connection, under the write lock:
+    /// the frames go into the session up to [`TLS_CORK`] bytes at a time (as
+    /// few records as they fit in, one `send`), and it stops at the first
+    /// batch the socket does not take whole. Like a partial `writev`, what is
+    /// left to the writer is then one batch, not the whole round (up to 64
+    /// frames of up to the message size limit): the caller queues the rest
+    /// under the queue's bounds. How many of `frames`, from the first, are
+    /// taken care of.
+    pub(super) fn send_direct_many_tls(
+        &self,
+        st: &mut WriteState,
+        frames: &[crate::frame::SharedFrame],
+        stats: &Stats,
+    ) -> usize {
+        let mut taken = 0;
+        while taken < frames.len() && !st.tls_tail {
+            let mut end = taken + 1;
+            let mut bytes = frames[taken].len();
+            while end < frames.len() && bytes + frames[end].len() <= TLS_CORK {
+                bytes += frames[end].len();
+                end += 1;
+            }
+            let batch: Vec<&[u8]> = frames[taken..end].iter().map(|f| &f[..]).collect();
+            if !self.send_direct_tls(st, &batch, stats, true) {
+                break;
+            }
+            frames[taken..end].iter().for_each(|f| super::outbound::count_compressed(f, stats));
+            taken = end;
+        }
+        taken
     }
 
     fn queue_tls_tail(&self, st: &mut WriteState, len: usize, message: bool) {
@@ -586,6 +623,25 @@ mod tests {
         assert!(records <= 8, "{records} records for {} frames", frames.len());
         assert_eq!(stats.direct_sends.load(Relaxed), frames.len() as u64);
         assert_eq!(stats.messages_out.load(Relaxed), frames.len() as u64);
+    }
+
+    #[test]
+    fn a_tls_member_whose_socket_fills_takes_no_more_of_a_round_than_the_plain_path() {
+        let pki = Pki::make("cork-bound");
+        let (conn, _client, peer) = tls_conn(&pki);
+        // The peer reads nothing; the round holds 16 MiB, twice the default
+        // outbound_max_bytes, far more than the socket takes.
+        let frames: Vec<SharedFrame> = (0..64u8).map(|i| numbered(i, 256 * 1024)).collect();
+        let stats = Stats::default();
+        let sent = conn.try_send_direct_many(&frames, &stats);
+        assert!(sent < frames.len(), "the whole round went into the session");
+        // What waits for the writer is the frame the socket took in part (a
+        // batch of at most TLS_CORK bytes), as with a partial writev; the
+        // caller queues the rest under the queue's bounds.
+        let held = conn.out.bytes.load(Relaxed);
+        assert!(held <= 256 * 1024 + TLS_CORK, "{held} bytes held beyond the socket for {sent} frames");
+        assert_eq!(conn.out.depth.load(Relaxed), 1, "one Out::Tail");
+        drop(peer);
     }
 
     #[test]
