@@ -10,7 +10,8 @@
 //!   session tickets that this produces go out under the lock in the same
 //!   order;
 //! - a round of the hub hands a member all its frames at once, and they go
-//!   into the session together: as few records as they fit in, one `send`;
+//!   into the session together, up to [`TLS_CORK`] bytes at a time: as few
+//!   records as they fit in, one `send`, stopping where the socket is full;
 //! - every thread that writes encrypts under the lock and writes the
 //!   session's output before letting go of it;
 //! - output the session holds but the socket has not taken yet counts like a
