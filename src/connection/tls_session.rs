@@ -5,8 +5,9 @@
 //! whose module comment gives the rule that keeps frames in order; here is how
 //! each step keeps it with TLS:
 //! - the reader waits for bytes *without* the lock, then takes it briefly to
-//!   read what the socket has into the session (reads that never wait) and
-//!   take plaintext out ([`ConnShared::tls_read`]); alerts, key updates and
+//!   read what the socket has into the session (reads that never wait, at
+//!   most [`READS_PER_LOCK`] at a time) and take plaintext out
+//!   ([`ConnShared::tls_read`]); alerts, key updates and
 //!   session tickets that this produces go out under the lock in the same
 //!   order;
 //! - a round of the hub hands a member all its frames at once, and they go
@@ -61,6 +62,13 @@ impl TlsIn {
 /// no partial record (rustls's read size): a read that took less left the
 /// socket empty, most likely.
 const SESSION_READ: usize = 4096;
+
+/// The most reads into the session the reader makes under one hold of the
+/// write lock: a peer sending records without plaintext (a key update and an
+/// empty record, over and over; rustls bounds each kind alone, not the two
+/// interleaved) would otherwise keep it for as long as it sends, and this
+/// connection's writer with it.
+const READS_PER_LOCK: usize = 16;
 
 /// The socket as the session's source of ciphertext: reads that never wait.
 struct SockIn<'a>(&'a std::net::TcpStream);
@@ -285,6 +293,7 @@ impl ConnShared {
         loop {
             {
                 let mut st = self.out.write.lock();
+                let mut reads = 0;
                 loop {
                     match session(&mut st)?.reader().read(buf) {
                         Ok(n) => return Ok(n),
@@ -301,15 +310,23 @@ impl ConnShared {
                         }
                         continue;
                     }
-                    if tls_in.drained {
+                    if tls_in.drained || reads == READS_PER_LOCK {
                         break;
                     }
+                    reads += 1;
                     match self.take_in(&mut st, &mut SockIn(&self.stream)) {
                         Ok(0) => return Ok(0),
                         Ok(n) => tls_in.drained = n < SESSION_READ,
                         Err(e) if e.kind() == io::ErrorKind::WouldBlock => tls_in.drained = true,
                         Err(e) => return Err(e),
                     }
+                }
+                if !tls_in.drained {
+                    // Records that make no plaintext (key updates, empty
+                    // ones) keep coming: a writer waiting for the lock
+                    // gets it before the reader goes on.
+                    MutexGuard::unlock_fair(st);
+                    continue;
                 }
             }
             // The caller's plaintext buffer holds the ciphertext until the
@@ -520,7 +537,7 @@ mod tests {
             Pki(dir)
         }
 
-        fn path(&self, name: &str) -> PathBuf {
+        pub(super) fn path(&self, name: &str) -> PathBuf {
             self.0.join(name)
         }
     }
@@ -534,6 +551,22 @@ mod tests {
     /// A connection over loopback with its TLS handshake done: the server
     /// side, and a rustls client on the peer's end.
     pub(super) fn tls_conn(pki: &Pki) -> (Arc<ConnShared>, rustls::ClientConnection, TcpStream) {
+        let mut roots = rustls::RootCertStore::empty();
+        roots.add(CertificateDer::from_pem_file(pki.path("ca.pem")).unwrap()).unwrap();
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let client_config = rustls::ClientConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()
+            .unwrap()
+            .with_root_certificates(roots)
+            .with_no_client_auth();
+        tls_conn_with(pki, client_config)
+    }
+
+    /// [`tls_conn`] with the client's own config.
+    pub(super) fn tls_conn_with(
+        pki: &Pki,
+        client_config: rustls::ClientConfig,
+    ) -> (Arc<ConnShared>, rustls::ClientConnection, TcpStream) {
         let sources = TlsSources {
             cert: PemSource::File(pki.path("cert.pem")),
             key: PemSource::File(pki.path("key.pem")),
@@ -549,14 +582,6 @@ mod tests {
                 conn.tls_handshake(&mut TlsIn::new(), deadline)
             })
         };
-        let mut roots = rustls::RootCertStore::empty();
-        roots.add(CertificateDer::from_pem_file(pki.path("ca.pem")).unwrap()).unwrap();
-        let provider = Arc::new(rustls::crypto::ring::default_provider());
-        let client_config = rustls::ClientConfig::builder_with_provider(provider)
-            .with_safe_default_protocol_versions()
-            .unwrap()
-            .with_root_certificates(roots)
-            .with_no_client_auth();
         let name = "localhost".try_into().unwrap();
         let mut client = rustls::ClientConnection::new(Arc::new(client_config), name).unwrap();
         peer.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
@@ -843,5 +868,159 @@ mod split_record_tests {
         assert!(got == b && matches!(end, Some(Ok(()))), "the second record whole, then the end: {how}");
         // And the write lock is free: nothing spins holding it.
         assert!(conn.out.write.try_lock_for(Duration::from_secs(2)).is_some(), "the write lock is held");
+    }
+}
+
+#[cfg(test)]
+mod flood_tests {
+    //! A peer whose records make no plaintext: rustls bounds empty records
+    //! (32 in a row) and key updates (32 without application data) each
+    //! alone, but a key update and an empty record, over and over, pass both
+    //! bounds; the reader must not keep the write lock while they come.
+
+    use std::io::Write;
+    use std::sync::atomic::{AtomicBool, Ordering::SeqCst};
+    use std::sync::{Arc, Mutex};
+
+    use rustls::crypto::cipher::{AeadKey, Iv, MessageEncrypter, OutboundChunks, OutboundPlainMessage};
+    use rustls::crypto::tls13::OkmBlock;
+    use rustls::pki_types::pem::PemObject;
+    use rustls::pki_types::CertificateDer;
+    use rustls::{ContentType, ProtocolVersion, SupportedCipherSuite, Tls13CipherSuite};
+
+    use super::tests::{tls_conn_with, Pki};
+    use super::*;
+
+    /// The client's first application traffic secret, from its key log.
+    #[derive(Debug, Default)]
+    struct Secret(Mutex<Vec<u8>>);
+
+    impl rustls::KeyLog for Secret {
+        fn log(&self, label: &str, _: &[u8], secret: &[u8]) {
+            if label == "CLIENT_TRAFFIC_SECRET_0" {
+                *self.0.lock().unwrap() = secret.to_vec();
+            }
+        }
+        fn will_log(&self, _: &str) -> bool {
+            true
+        }
+    }
+
+    /// The client's sending side done by hand (RFC 8446 7.1-7.2, 4.6.3).
+    struct Sender {
+        suite: &'static Tls13CipherSuite,
+        secret: Vec<u8>,
+        enc: Box<dyn MessageEncrypter>,
+        seq: u64,
+    }
+
+    impl Sender {
+        fn new(suite: &'static Tls13CipherSuite, secret: Vec<u8>) -> Self {
+            let enc = Self::encrypter(suite, &secret);
+            Sender { suite, secret, enc, seq: 0 }
+        }
+
+        fn expand(suite: &Tls13CipherSuite, secret: &[u8], label: &[u8], out: &mut [u8]) {
+            let len = (out.len() as u16).to_be_bytes();
+            let label_len = [(6 + label.len()) as u8];
+            let info: [&[u8]; 5] = [&len, &label_len, b"tls13 ", label, &[0]];
+            let expander = suite.hkdf_provider.expander_for_okm(&OkmBlock::new(secret));
+            expander.expand_slice(&info, out).unwrap();
+        }
+
+        fn encrypter(suite: &Tls13CipherSuite, secret: &[u8]) -> Box<dyn MessageEncrypter> {
+            let (mut key, mut iv) = ([0u8; 32], [0u8; 12]);
+            Self::expand(suite, secret, b"key", &mut key);
+            Self::expand(suite, secret, b"iv", &mut iv);
+            suite.aead_alg.encrypter(AeadKey::from(key), Iv::new(iv))
+        }
+
+        fn record(&mut self, typ: ContentType, payload: &[u8]) -> Vec<u8> {
+            let plain = OutboundPlainMessage {
+                typ,
+                version: ProtocolVersion::TLSv1_2,
+                payload: OutboundChunks::Single(payload),
+            };
+            let wire = self.enc.encrypt(plain, self.seq).unwrap().encode();
+            self.seq += 1;
+            wire
+        }
+
+        /// A KeyUpdate (update_not_requested), then the keys after it.
+        fn key_update(&mut self) -> Vec<u8> {
+            let wire = self.record(ContentType::Handshake, &[24, 0, 0, 1, 0]);
+            let mut next = vec![0u8; self.secret.len()];
+            Self::expand(self.suite, &self.secret, b"traffic upd", &mut next);
+            self.secret = next;
+            self.enc = Self::encrypter(self.suite, &self.secret);
+            self.seq = 0;
+            wire
+        }
+    }
+
+    #[test]
+    fn key_updates_and_empty_records_without_end_do_not_keep_the_write_lock() {
+        let pki = Pki::make("flood");
+        let SupportedCipherSuite::Tls13(suite) =
+            rustls::crypto::ring::cipher_suite::TLS13_CHACHA20_POLY1305_SHA256
+        else {
+            unreachable!()
+        };
+        let mut roots = rustls::RootCertStore::empty();
+        roots.add(CertificateDer::from_pem_file(pki.path("ca.pem")).unwrap()).unwrap();
+        let provider = rustls::crypto::CryptoProvider {
+            cipher_suites: vec![rustls::crypto::ring::cipher_suite::TLS13_CHACHA20_POLY1305_SHA256],
+            ..rustls::crypto::ring::default_provider()
+        };
+        let mut config = rustls::ClientConfig::builder_with_provider(Arc::new(provider))
+            .with_protocol_versions(&[&rustls::version::TLS13])
+            .unwrap()
+            .with_root_certificates(roots)
+            .with_no_client_auth();
+        let secret = Arc::new(Secret::default());
+        config.key_log = secret.clone();
+        let (conn, _client, mut peer) = tls_conn_with(&pki, config);
+        let mut sender = Sender::new(suite, secret.0.lock().unwrap().clone());
+        // Made before any is sent, and in the socket before the reader reads,
+        // so the socket does not run dry: the reader would wait (and let go
+        // of the lock) if it did.
+        let mut flood = Vec::new();
+        for _ in 0..60_000 {
+            flood.extend(sender.key_update());
+            flood.extend(sender.record(ContentType::ApplicationData, &[]));
+        }
+        flood.extend(sender.record(ContentType::ApplicationData, b"end"));
+        let done = Arc::new(AtomicBool::new(false));
+        let writer = std::thread::spawn(move || peer.write_all(&flood).map(|()| peer));
+        // The socket's buffers take all of it (3 MB) before the reader starts.
+        std::thread::sleep(Duration::from_millis(300));
+        let reader = {
+            let (conn, done) = (conn.clone(), done.clone());
+            std::thread::spawn(move || {
+                let (mut tls_in, mut buf) = (TlsIn::new(), vec![0u8; 64 * 1024]);
+                let got = conn.tls_read(&mut tls_in, &mut buf, || Ok(())).map(|n| buf[..n].to_vec());
+                done.store(true, SeqCst);
+                got
+            })
+        };
+        // While the flood lasts, a writer asking for the write lock gets it
+        // within READS_PER_LOCK reads, not only when the socket happens to
+        // run dry.
+        let mut got = 0;
+        for _ in 0..1000 {
+            let Some(guard) = conn.out.write.try_lock_for(Duration::from_secs(5)) else { break };
+            if done.load(SeqCst) {
+                break;
+            }
+            got += 1;
+            drop(guard);
+            // Not straight back: one try per time the reader lets go.
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        let plaintext = reader.join().unwrap().expect("the flood is valid TLS");
+        assert_eq!(plaintext, b"end", "nothing but the last record had plaintext");
+        let _peer = writer.join().unwrap().unwrap();
+        // Some 45 times with the bound (718 reads of 4 KiB), under 10 without.
+        assert!(got >= 25, "a writer got the lock {got} times while 3 MB of records came");
     }
 }
