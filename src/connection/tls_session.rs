@@ -283,7 +283,9 @@ impl ConnShared {
     /// *without* the write lock (writers go on meanwhile). The lock is held
     /// only to feed the session and take plaintext out. `Ok(0)` at the end.
     /// `arm` runs before every blocking read (it bounds how long that read
-    /// may wait).
+    /// may wait, and fails once the deadline has come), and after every
+    /// [`READS_PER_LOCK`] reads that never wait, for records that neither
+    /// run out nor make plaintext.
     pub(crate) fn tls_read(
         &self,
         tls_in: &mut TlsIn,
@@ -324,8 +326,10 @@ impl ConnShared {
                 if !tls_in.drained {
                     // Records that make no plaintext (key updates, empty
                     // ones) keep coming: a writer waiting for the lock
-                    // gets it before the reader goes on.
+                    // gets it before the reader goes on, and the deadline
+                    // still holds (the handshake's, the session's end).
                     MutexGuard::unlock_fair(st);
+                    arm()?;
                     continue;
                 }
             }
@@ -959,7 +963,7 @@ mod flood_tests {
     }
 
     #[test]
-    fn key_updates_and_empty_records_without_end_do_not_keep_the_write_lock() {
+    fn key_updates_and_empty_records_without_end_neither_keep_the_write_lock_nor_escape_the_deadline() {
         let pki = Pki::make("flood");
         let SupportedCipherSuite::Tls13(suite) =
             rustls::crypto::ring::cipher_suite::TLS13_CHACHA20_POLY1305_SHA256
@@ -998,9 +1002,14 @@ mod flood_tests {
             let (conn, done) = (conn.clone(), done.clone());
             std::thread::spawn(move || {
                 let (mut tls_in, mut buf) = (TlsIn::new(), vec![0u8; 64 * 1024]);
-                let got = conn.tls_read(&mut tls_in, &mut buf, || Ok(())).map(|n| buf[..n].to_vec());
+                let arms = std::sync::atomic::AtomicUsize::new(0);
+                let arm = || {
+                    arms.fetch_add(1, SeqCst);
+                    Ok(())
+                };
+                let got = conn.tls_read(&mut tls_in, &mut buf, arm).map(|n| buf[..n].to_vec());
                 done.store(true, SeqCst);
-                got
+                (got, arms.into_inner())
             })
         };
         // While the flood lasts, a writer asking for the write lock gets it
@@ -1017,8 +1026,11 @@ mod flood_tests {
             // Not straight back: one try per time the reader lets go.
             std::thread::sleep(Duration::from_millis(1));
         }
-        let plaintext = reader.join().unwrap().expect("the flood is valid TLS");
+        let (plaintext, arms) = reader.join().unwrap();
+        let plaintext = plaintext.expect("the flood is valid TLS");
         assert_eq!(plaintext, b"end", "nothing but the last record had plaintext");
+        // And its deadline is looked at as often: `arm` fails once it has come.
+        assert!(arms >= 25, "the reader looked at its deadline {arms} times while 3 MB of records came");
         let _peer = writer.join().unwrap().unwrap();
         // Some 45 times with the bound (718 reads of 4 KiB), under 10 without.
         assert!(got >= 25, "a writer got the lock {got} times while 3 MB of records came");
