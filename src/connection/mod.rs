@@ -205,7 +205,7 @@ impl<'a> SockReader<'a> {
         if (self.prefix.position() as usize) < self.prefix.get_ref().len() {
             return true;
         }
-        self.tls.is_some() && self.conn.tls_holds_input()
+        self.tls.as_ref().is_some_and(|tls_in| self.conn.tls_holds_input(tls_in))
     }
 
     /// Runs the TLS handshake (a no-op on a plain connection).

@@ -431,14 +431,8 @@ impl ConnShared {
             }
         };
         if st.tls.is_some() {
-            // Every frame into the session at once (as few records as they
-            // fit in), then one flush: all of them are taken care of, or none.
-            let framed: Vec<&[u8]> = (0..frames.len()).map(|i| &wire(i)[..]).collect();
-            if !self.send_direct_tls(&mut st, &framed, stats, true) {
-                return 0;
-            }
-            (0..frames.len()).for_each(|i| count_compressed(wire(i), stats));
-            return frames.len();
+            let wire: Vec<&SharedFrame> = (0..frames.len()).map(wire).collect();
+            return self.send_direct_many_tls(&mut st, &wire, stats);
         }
         let mut slices = [IoSlice::new(&[]); MOST_IN_ONE_WRITE];
         for (i, slice) in slices.iter_mut().enumerate().take(frames.len()) {
@@ -985,7 +979,7 @@ impl ConnShared {
 }
 
 /// Counts a frame handed to a connection compressed.
-fn count_compressed(frame: &SharedFrame, stats: &Stats) {
+pub(super) fn count_compressed(frame: &SharedFrame, stats: &Stats) {
     if let Some(plain) = frame.compressed_from() {
         Stats::add(&stats.compressed_frames, 1);
         Stats::add(&stats.compressed_bytes, frame.len() as u64);

@@ -5,12 +5,14 @@
 //! whose module comment gives the rule that keeps frames in order; here is how
 //! each step keeps it with TLS:
 //! - the reader waits for bytes *without* the lock, then takes it briefly to
-//!   read what the socket has into the session (reads that never wait) and
-//!   take plaintext out ([`ConnShared::tls_read`]); alerts, key updates and
+//!   read what the socket has into the session (reads that never wait, at
+//!   most [`READS_PER_LOCK`] at a time) and take plaintext out
+//!   ([`ConnShared::tls_read`]); alerts, key updates and
 //!   session tickets that this produces go out under the lock in the same
 //!   order;
 //! - a round of the hub hands a member all its frames at once, and they go
-//!   into the session together: as few records as they fit in, one `send`;
+//!   into the session together, up to [`TLS_CORK`] bytes at a time: as few
+//!   records as they fit in, one `send`, stopping where the socket is full;
 //! - every thread that writes encrypts under the lock and writes the
 //!   session's output before letting go of it;
 //! - output the session holds but the socket has not taken yet counts like a
@@ -32,20 +34,27 @@ use crate::stats::Stats;
 use crate::sys::sock;
 
 /// What the reader knows of its socket between reads on a TLS connection.
-/// It holds no buffer of its own: ciphertext goes from the socket straight
-/// into the session's buffer, under the write lock but with reads that never
-/// wait, and the reader waits for bytes without the lock, reading the first
-/// of them into its caller's plaintext buffer ([`ConnShared::tls_read`]), so
-/// an idle connection keeps only the session.
+/// It holds no buffer of its own while idle: ciphertext goes from the socket
+/// straight into the session's buffer, under the write lock but with reads
+/// that never wait, and the reader waits for bytes without the lock, reading
+/// the first of them into its caller's plaintext buffer
+/// ([`ConnShared::tls_read`]), so an idle connection keeps only the session.
 #[derive(Debug)]
 pub(crate) struct TlsIn {
     /// The last read took everything the socket had: wait before the next.
     drained: bool,
+    /// Ciphertext of a blocking read that the session had no room for: it
+    /// takes at most what completes the record it holds (less than 4 KiB
+    /// when it holds most of a 16 KiB one), and the rest must wait until
+    /// its plaintext is taken out (rustls refuses ciphertext past 16 KiB of
+    /// plaintext). Fed before the socket; empty, with nothing allocated,
+    /// but for that moment.
+    left: Vec<u8>,
 }
 
 impl TlsIn {
     pub(crate) fn new() -> Self {
-        TlsIn { drained: true }
+        TlsIn { drained: true, left: Vec::new() }
     }
 }
 
@@ -53,6 +62,13 @@ impl TlsIn {
 /// no partial record (rustls's read size): a read that took less left the
 /// socket empty, most likely.
 const SESSION_READ: usize = 4096;
+
+/// The most reads into the session the reader makes under one hold of the
+/// write lock: a peer sending records without plaintext (a key update and an
+/// empty record, over and over; rustls bounds each kind alone, not the two
+/// interleaved) would otherwise keep it for as long as it sends, and this
+/// connection's writer with it.
+const READS_PER_LOCK: usize = 16;
 
 /// The socket as the session's source of ciphertext: reads that never wait.
 struct SockIn<'a>(&'a std::net::TcpStream);
@@ -62,6 +78,11 @@ impl Read for SockIn<'_> {
         sock::recv_dont_wait(self.0, buf)
     }
 }
+
+/// The most frame bytes one direct send puts into a TLS session at once: a
+/// round of small frames shares records and one `send`, and a member whose
+/// socket is full holds at most this (or one frame) beyond it.
+const TLS_CORK: usize = 64 * 1024;
 
 /// How often a TLS write waiting for room in the socket looks at its deadline.
 const TLS_WRITE_TICK: Duration = Duration::from_millis(250);
@@ -109,6 +130,38 @@ impl ConnShared {
             self.queue_tls_tail(st, frame.len(), message);
         }
         true
+    }
+
+    /// `try_send_direct_many` on a TLS connection, under the write lock:
+    /// the frames go into the session up to [`TLS_CORK`] bytes at a time (as
+    /// few records as they fit in, one `send`), and it stops at the first
+    /// batch the socket does not take whole. Like a partial `writev`, what is
+    /// left to the writer is then one batch, not the whole round (up to 64
+    /// frames of up to the message size limit): the caller queues the rest
+    /// under the queue's bounds. How many of `frames`, from the first, are
+    /// taken care of.
+    pub(super) fn send_direct_many_tls(
+        &self,
+        st: &mut WriteState,
+        frames: &[&crate::frame::SharedFrame],
+        stats: &Stats,
+    ) -> usize {
+        let mut taken = 0;
+        while taken < frames.len() && !st.tls_tail {
+            let mut end = taken + 1;
+            let mut bytes = frames[taken].len();
+            while end < frames.len() && bytes + frames[end].len() <= TLS_CORK {
+                bytes += frames[end].len();
+                end += 1;
+            }
+            let batch: Vec<&[u8]> = frames[taken..end].iter().map(|f| &f[..]).collect();
+            if !self.send_direct_tls(st, &batch, stats, true) {
+                break;
+            }
+            frames[taken..end].iter().for_each(|f| super::outbound::count_compressed(f, stats));
+            taken = end;
+        }
+        taken
     }
 
     fn queue_tls_tail(&self, st: &mut WriteState, len: usize, message: bool) {
@@ -232,7 +285,9 @@ impl ConnShared {
     /// *without* the write lock (writers go on meanwhile). The lock is held
     /// only to feed the session and take plaintext out. `Ok(0)` at the end.
     /// `arm` runs before every blocking read (it bounds how long that read
-    /// may wait).
+    /// may wait, and fails once the deadline has come), and after every
+    /// [`READS_PER_LOCK`] reads that never wait, for records that neither
+    /// run out nor make plaintext.
     pub(crate) fn tls_read(
         &self,
         tls_in: &mut TlsIn,
@@ -242,15 +297,27 @@ impl ConnShared {
         loop {
             {
                 let mut st = self.out.write.lock();
+                let mut reads = 0;
                 loop {
                     match session(&mut st)?.reader().read(buf) {
                         Ok(n) => return Ok(n),
                         Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
                         Err(e) => return Err(e),
                     }
-                    if tls_in.drained {
+                    if !tls_in.left.is_empty() {
+                        // Ok(0): a close_notify came, the rest is ignored.
+                        let took = self.take_in(&mut st, &mut &tls_in.left[..])?;
+                        if took == 0 || took == tls_in.left.len() {
+                            tls_in.left = Vec::new();
+                        } else {
+                            tls_in.left.drain(..took);
+                        }
+                        continue;
+                    }
+                    if tls_in.drained || reads == READS_PER_LOCK {
                         break;
                     }
+                    reads += 1;
                     match self.take_in(&mut st, &mut SockIn(&self.stream)) {
                         Ok(0) => return Ok(0),
                         Ok(n) => tls_in.drained = n < SESSION_READ,
@@ -258,12 +325,23 @@ impl ConnShared {
                         Err(e) => return Err(e),
                     }
                 }
+                if !tls_in.drained {
+                    // Records that make no plaintext (key updates, empty
+                    // ones) keep coming: a writer waiting for the lock
+                    // gets it before the reader goes on, and the deadline
+                    // still holds (the handshake's, the session's end).
+                    MutexGuard::unlock_fair(st);
+                    arm()?;
+                    continue;
+                }
             }
             // The caller's plaintext buffer holds the ciphertext until the
             // session has taken it: no buffer of our own. No more than the
-            // session reads at once, so the plaintext it makes always fits
-            // in the session (rustls refuses ciphertext past 16 KiB of
-            // plaintext not yet taken out).
+            // session reads at once, so the plaintext it makes fits in the
+            // session (rustls refuses ciphertext past 16 KiB of plaintext
+            // not yet taken out) unless the session held most of a record
+            // already and takes only what completes it: the rest waits in
+            // `left` for the plaintext to be taken out.
             arm()?;
             let first = buf.len().min(SESSION_READ);
             let n = sock::recv(&self.stream, &mut buf[..first])?;
@@ -272,8 +350,9 @@ impl ConnShared {
             }
             let mut st = self.out.write.lock();
             let mut fed = &buf[..n];
-            while !fed.is_empty() {
-                self.take_in(&mut st, &mut fed)?;
+            // Ok(0) with bytes left: a close_notify came, the rest is ignored.
+            if self.take_in(&mut st, &mut fed)? > 0 && !fed.is_empty() {
+                tls_in.left = fed.to_vec();
             }
             tls_in.drained = n < first;
         }
@@ -326,12 +405,17 @@ impl ConnShared {
         flush_tls_until(&self.stream, tls, deadline)
     }
 
-    /// Whether the reader's side holds input not yet read: plaintext the
-    /// session has (a record longer than the last read took). Ciphertext is
-    /// in the socket (its poll sees it) or in the session's own buffer, a
-    /// partial record that waits for the socket's next bytes either way. A
-    /// failed session counts as holding some: the next read reports it.
-    pub(crate) fn tls_holds_input(&self) -> bool {
+    /// Whether the reader's side holds input not yet read: ciphertext of a
+    /// blocking read the session has not taken yet (`TlsIn::left`), or
+    /// plaintext the session has (a record longer than the last read took).
+    /// Other ciphertext is in the socket (its poll sees it) or in the
+    /// session's own buffer, a partial record that waits for the socket's
+    /// next bytes either way. A failed session counts as holding some: the
+    /// next read reports it.
+    pub(crate) fn tls_holds_input(&self, tls_in: &TlsIn) -> bool {
+        if !tls_in.left.is_empty() {
+            return true;
+        }
         let mut st = self.out.write.lock();
         session(&mut st)
             .ok()
@@ -435,10 +519,10 @@ mod tests {
     use crate::tls::{PemSource, Tls, TlsSources};
 
     /// A CA and a server certificate for localhost, made by the `openssl` CLI.
-    struct Pki(PathBuf);
+    pub(super) struct Pki(PathBuf);
 
     impl Pki {
-        fn make(tag: &str) -> Pki {
+        pub(super) fn make(tag: &str) -> Pki {
             let dir = std::env::temp_dir().join(format!("wshub-tls-unit-{tag}-{}", std::process::id()));
             let _ = std::fs::remove_dir_all(&dir);
             std::fs::create_dir_all(&dir).unwrap();
@@ -477,7 +561,7 @@ mod tests {
             Pki(dir)
         }
 
-        fn path(&self, name: &str) -> PathBuf {
+        pub(super) fn path(&self, name: &str) -> PathBuf {
             self.0.join(name)
         }
     }
@@ -490,7 +574,23 @@ mod tests {
 
     /// A connection over loopback with its TLS handshake done: the server
     /// side, and a rustls client on the peer's end.
-    fn tls_conn(pki: &Pki) -> (Arc<ConnShared>, rustls::ClientConnection, TcpStream) {
+    pub(super) fn tls_conn(pki: &Pki) -> (Arc<ConnShared>, rustls::ClientConnection, TcpStream) {
+        let mut roots = rustls::RootCertStore::empty();
+        roots.add(CertificateDer::from_pem_file(pki.path("ca.pem")).unwrap()).unwrap();
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let client_config = rustls::ClientConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()
+            .unwrap()
+            .with_root_certificates(roots)
+            .with_no_client_auth();
+        tls_conn_with(pki, client_config)
+    }
+
+    /// [`tls_conn`] with the client's own config.
+    pub(super) fn tls_conn_with(
+        pki: &Pki,
+        client_config: rustls::ClientConfig,
+    ) -> (Arc<ConnShared>, rustls::ClientConnection, TcpStream) {
         let sources = TlsSources {
             cert: PemSource::File(pki.path("cert.pem")),
             key: PemSource::File(pki.path("key.pem")),
@@ -506,14 +606,6 @@ mod tests {
                 conn.tls_handshake(&mut TlsIn::new(), deadline)
             })
         };
-        let mut roots = rustls::RootCertStore::empty();
-        roots.add(CertificateDer::from_pem_file(pki.path("ca.pem")).unwrap()).unwrap();
-        let provider = Arc::new(rustls::crypto::ring::default_provider());
-        let client_config = rustls::ClientConfig::builder_with_provider(provider)
-            .with_safe_default_protocol_versions()
-            .unwrap()
-            .with_root_certificates(roots)
-            .with_no_client_auth();
         let name = "localhost".try_into().unwrap();
         let mut client = rustls::ClientConnection::new(Arc::new(client_config), name).unwrap();
         peer.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
@@ -584,10 +676,29 @@ mod tests {
     }
 
     #[test]
+    fn a_tls_member_whose_socket_fills_takes_no_more_of_a_round_than_the_plain_path() {
+        let pki = Pki::make("cork-bound");
+        let (conn, _client, peer) = tls_conn(&pki);
+        // The peer reads nothing; the round holds 16 MiB, twice the default
+        // outbound_max_bytes, far more than the socket takes.
+        let frames: Vec<SharedFrame> = (0..64u8).map(|i| numbered(i, 256 * 1024)).collect();
+        let stats = Stats::default();
+        let sent = conn.try_send_direct_many(&frames, &stats);
+        assert!(sent < frames.len(), "the whole round went into the session");
+        // What waits for the writer is the frame the socket took in part (a
+        // batch of at most TLS_CORK bytes), as with a partial writev; the
+        // caller queues the rest under the queue's bounds.
+        let held = conn.out.bytes.load(Relaxed);
+        assert!(held <= 256 * 1024 + TLS_CORK, "{held} bytes held beyond the socket for {sent} frames");
+        assert_eq!(conn.out.depth.load(Relaxed), 1, "one Out::Tail");
+        drop(peer);
+    }
+
+    #[test]
     fn the_tls_reader_keeps_no_buffer_and_waits_without_the_write_lock() {
-        // Nothing but a flag between reads: an idle connection keeps no
+        // Nothing allocated between reads: an idle connection keeps no
         // ciphertext buffer of its own.
-        assert!(std::mem::size_of::<TlsIn>() <= std::mem::size_of::<usize>());
+        assert_eq!(TlsIn::new().left.capacity(), 0);
         let pki = Pki::make("reader");
         let (conn, mut client, mut peer) = tls_conn(&pki);
         let mut sent = Vec::new();
@@ -648,5 +759,300 @@ mod tests {
             got.extend_from_slice(&buf[..n]);
         }
         assert!(got == sent, "every byte, in order");
+    }
+}
+
+#[cfg(test)]
+mod split_record_tests {
+    //! A blocking read that takes more ciphertext than the session has room
+    //! for: the session holds most of a 16 KiB record when the rest arrives
+    //! with more behind it, so one `read_tls` takes only part of the read.
+
+    use std::io::Write;
+    use std::sync::{mpsc, Arc};
+
+    use super::tests::{tls_conn, Pki};
+    use super::*;
+
+    /// The client's ciphertext for `parts`, one `write` (so one record, for a
+    /// part up to 16 KiB) each: the records, in order.
+    fn records(client: &mut rustls::ClientConnection, parts: &[&[u8]]) -> Vec<Vec<u8>> {
+        let mut out = Vec::new();
+        for part in parts {
+            client.writer().write_all(part).unwrap();
+            let mut wire = Vec::new();
+            while client.wants_write() {
+                client.write_tls(&mut wire).unwrap();
+            }
+            let mut at = 0;
+            while at < wire.len() {
+                let len = usize::from(u16::from_be_bytes([wire[at + 3], wire[at + 4]]));
+                out.push(wire[at..at + 5 + len].to_vec());
+                at += 5 + len;
+            }
+        }
+        out
+    }
+
+    /// Reads on a thread with a large buffer until the end or an error:
+    /// every plaintext byte is reported as it comes, then how it ended.
+    fn reader(conn: Arc<ConnShared>) -> mpsc::Receiver<io::Result<Vec<u8>>> {
+        let (tx, rx) = mpsc::channel();
+        std::thread::spawn(move || {
+            let (mut tls_in, mut buf) = (TlsIn::new(), vec![0u8; 64 * 1024]);
+            loop {
+                match conn.tls_read(&mut tls_in, &mut buf, || Ok(())) {
+                    Ok(0) => return drop(tx.send(Ok(Vec::new()))),
+                    Ok(n) => drop(tx.send(Ok(buf[..n].to_vec()))),
+                    Err(e) => return drop(tx.send(Err(e))),
+                }
+            }
+        });
+        rx
+    }
+
+    /// Collects plaintext until `want` bytes, the end, an error or 5 s
+    /// without news: (the bytes, how it ended if it did).
+    fn collect(rx: &mpsc::Receiver<io::Result<Vec<u8>>>, want: usize) -> (Vec<u8>, Option<io::Result<()>>) {
+        let mut got = Vec::new();
+        while got.len() < want {
+            match rx.recv_timeout(Duration::from_secs(5)) {
+                Ok(Ok(bytes)) if bytes.is_empty() => return (got, Some(Ok(()))),
+                Ok(Ok(bytes)) => got.extend_from_slice(&bytes),
+                Ok(Err(e)) => return (got, Some(Err(e))),
+                Err(_) => return (got, None),
+            }
+        }
+        (got, None)
+    }
+
+    /// Sends the first record and all but the last `tail` bytes of the
+    /// second, and waits until the reader has the first record's plaintext
+    /// and sleeps in its blocking read with the session holding the rest.
+    fn into_the_blocking_read(
+        peer: &mut std::net::TcpStream,
+        recs: &[Vec<u8>],
+        tail: usize,
+        rx: &mpsc::Receiver<io::Result<Vec<u8>>>,
+    ) {
+        let keep = recs[1].len() - tail;
+        peer.write_all(&recs[0]).unwrap();
+        peer.write_all(&recs[1][..keep]).unwrap();
+        let (first, end) = collect(rx, 16 * 1024);
+        assert_eq!((first.len(), end.is_none()), (16 * 1024, true), "the first record whole");
+        std::thread::sleep(Duration::from_millis(300));
+    }
+
+    #[test]
+    fn the_rest_of_a_big_record_with_more_behind_it_is_not_a_full_plaintext_buffer() {
+        let pki = Pki::make("split-full");
+        let (conn, mut client, mut peer) = tls_conn(&pki);
+        let data: Vec<u8> = (0..70_000u32).map(|k| (k % 253) as u8).collect();
+        let (a, rest) = data.split_at(16 * 1024);
+        let (b, rest) = rest.split_at(16 * 1024);
+        let (c, d) = rest.split_at(100);
+        let recs = records(&mut client, &[a, b, c, d]);
+        let rx = reader(conn);
+        into_the_blocking_read(&mut peer, &recs, 406, &rx);
+        // The rest of the second record, the small third one and more, at
+        // once: the session's room (what it has left for a record) is less.
+        let tail = recs[1].len() - 406;
+        let mut at_once = recs[1][tail..].to_vec();
+        recs[2..].iter().for_each(|r| at_once.extend_from_slice(r));
+        peer.write_all(&at_once).unwrap();
+        let (got, end) = collect(&rx, data.len() - 16 * 1024);
+        assert!(end.is_none(), "the reader ended early: {end:?}");
+        assert!(got == data[16 * 1024..], "every byte, in order");
+    }
+
+    #[test]
+    fn bytes_after_a_close_notify_in_the_same_read_end_the_reader_without_a_spin() {
+        let pki = Pki::make("split-notify");
+        let (conn, mut client, mut peer) = tls_conn(&pki);
+        let data: Vec<u8> = (0..32 * 1024u32).map(|k| (k % 251) as u8).collect();
+        let (a, b) = data.split_at(16 * 1024);
+        let recs = records(&mut client, &[a, b]);
+        client.send_close_notify();
+        let mut notify = Vec::new();
+        while client.wants_write() {
+            client.write_tls(&mut notify).unwrap();
+        }
+        let rx = reader(conn.clone());
+        into_the_blocking_read(&mut peer, &recs, 406, &rx);
+        // The rest of the record, the close_notify, and bytes after it (which
+        // TLS says to ignore), at once.
+        let mut at_once = recs[1][recs[1].len() - 406..].to_vec();
+        at_once.extend_from_slice(&notify);
+        at_once.extend_from_slice(&[0x17, 0x03, 0x03, 0x40, 0x00]);
+        at_once.extend_from_slice(&[0u8; 3000]);
+        peer.write_all(&at_once).unwrap();
+        let (got, end) = collect(&rx, usize::MAX);
+        let how =
+            format!("{} of {} bytes, then {end:?} (None: the reader never returned)", got.len(), b.len());
+        assert!(got == b && matches!(end, Some(Ok(()))), "the second record whole, then the end: {how}");
+        // And the write lock is free: nothing spins holding it.
+        assert!(conn.out.write.try_lock_for(Duration::from_secs(2)).is_some(), "the write lock is held");
+    }
+}
+
+#[cfg(test)]
+mod flood_tests {
+    //! A peer whose records make no plaintext: rustls bounds empty records
+    //! (32 in a row) and key updates (32 without application data) each
+    //! alone, but a key update and an empty record, over and over, pass both
+    //! bounds; the reader must not keep the write lock while they come.
+
+    use std::io::Write;
+    use std::sync::atomic::{AtomicBool, Ordering::SeqCst};
+    use std::sync::{Arc, Mutex};
+
+    use rustls::crypto::cipher::{AeadKey, Iv, MessageEncrypter, OutboundChunks, OutboundPlainMessage};
+    use rustls::crypto::tls13::OkmBlock;
+    use rustls::pki_types::pem::PemObject;
+    use rustls::pki_types::CertificateDer;
+    use rustls::{ContentType, ProtocolVersion, SupportedCipherSuite, Tls13CipherSuite};
+
+    use super::tests::{tls_conn_with, Pki};
+    use super::*;
+
+    /// The client's first application traffic secret, from its key log.
+    #[derive(Debug, Default)]
+    struct Secret(Mutex<Vec<u8>>);
+
+    impl rustls::KeyLog for Secret {
+        fn log(&self, label: &str, _: &[u8], secret: &[u8]) {
+            if label == "CLIENT_TRAFFIC_SECRET_0" {
+                *self.0.lock().unwrap() = secret.to_vec();
+            }
+        }
+        fn will_log(&self, _: &str) -> bool {
+            true
+        }
+    }
+
+    /// The client's sending side done by hand (RFC 8446 7.1-7.2, 4.6.3).
+    struct Sender {
+        suite: &'static Tls13CipherSuite,
+        secret: Vec<u8>,
+        enc: Box<dyn MessageEncrypter>,
+        seq: u64,
+    }
+
+    impl Sender {
+        fn new(suite: &'static Tls13CipherSuite, secret: Vec<u8>) -> Self {
+            let enc = Self::encrypter(suite, &secret);
+            Sender { suite, secret, enc, seq: 0 }
+        }
+
+        fn expand(suite: &Tls13CipherSuite, secret: &[u8], label: &[u8], out: &mut [u8]) {
+            let len = (out.len() as u16).to_be_bytes();
+            let label_len = [(6 + label.len()) as u8];
+            let info: [&[u8]; 5] = [&len, &label_len, b"tls13 ", label, &[0]];
+            let expander = suite.hkdf_provider.expander_for_okm(&OkmBlock::new(secret));
+            expander.expand_slice(&info, out).unwrap();
+        }
+
+        fn encrypter(suite: &Tls13CipherSuite, secret: &[u8]) -> Box<dyn MessageEncrypter> {
+            let (mut key, mut iv) = ([0u8; 32], [0u8; 12]);
+            Self::expand(suite, secret, b"key", &mut key);
+            Self::expand(suite, secret, b"iv", &mut iv);
+            suite.aead_alg.encrypter(AeadKey::from(key), Iv::new(iv))
+        }
+
+        fn record(&mut self, typ: ContentType, payload: &[u8]) -> Vec<u8> {
+            let plain = OutboundPlainMessage {
+                typ,
+                version: ProtocolVersion::TLSv1_2,
+                payload: OutboundChunks::Single(payload),
+            };
+            let wire = self.enc.encrypt(plain, self.seq).unwrap().encode();
+            self.seq += 1;
+            wire
+        }
+
+        /// A KeyUpdate (update_not_requested), then the keys after it.
+        fn key_update(&mut self) -> Vec<u8> {
+            let wire = self.record(ContentType::Handshake, &[24, 0, 0, 1, 0]);
+            let mut next = vec![0u8; self.secret.len()];
+            Self::expand(self.suite, &self.secret, b"traffic upd", &mut next);
+            self.secret = next;
+            self.enc = Self::encrypter(self.suite, &self.secret);
+            self.seq = 0;
+            wire
+        }
+    }
+
+    #[test]
+    fn key_updates_and_empty_records_without_end_neither_keep_the_write_lock_nor_escape_the_deadline() {
+        let pki = Pki::make("flood");
+        let SupportedCipherSuite::Tls13(suite) =
+            rustls::crypto::ring::cipher_suite::TLS13_CHACHA20_POLY1305_SHA256
+        else {
+            unreachable!()
+        };
+        let mut roots = rustls::RootCertStore::empty();
+        roots.add(CertificateDer::from_pem_file(pki.path("ca.pem")).unwrap()).unwrap();
+        let provider = rustls::crypto::CryptoProvider {
+            cipher_suites: vec![rustls::crypto::ring::cipher_suite::TLS13_CHACHA20_POLY1305_SHA256],
+            ..rustls::crypto::ring::default_provider()
+        };
+        let mut config = rustls::ClientConfig::builder_with_provider(Arc::new(provider))
+            .with_protocol_versions(&[&rustls::version::TLS13])
+            .unwrap()
+            .with_root_certificates(roots)
+            .with_no_client_auth();
+        let secret = Arc::new(Secret::default());
+        config.key_log = secret.clone();
+        let (conn, _client, mut peer) = tls_conn_with(&pki, config);
+        let mut sender = Sender::new(suite, secret.0.lock().unwrap().clone());
+        // Made before any is sent, and in the socket before the reader reads,
+        // so the socket does not run dry: the reader would wait (and let go
+        // of the lock) if it did.
+        let mut flood = Vec::new();
+        for _ in 0..60_000 {
+            flood.extend(sender.key_update());
+            flood.extend(sender.record(ContentType::ApplicationData, &[]));
+        }
+        flood.extend(sender.record(ContentType::ApplicationData, b"end"));
+        let done = Arc::new(AtomicBool::new(false));
+        let writer = std::thread::spawn(move || peer.write_all(&flood).map(|()| peer));
+        // The socket's buffers take all of it (3 MB) before the reader starts.
+        std::thread::sleep(Duration::from_millis(300));
+        let reader = {
+            let (conn, done) = (conn.clone(), done.clone());
+            std::thread::spawn(move || {
+                let (mut tls_in, mut buf) = (TlsIn::new(), vec![0u8; 64 * 1024]);
+                let arms = std::sync::atomic::AtomicUsize::new(0);
+                let arm = || {
+                    arms.fetch_add(1, SeqCst);
+                    Ok(())
+                };
+                let got = conn.tls_read(&mut tls_in, &mut buf, arm).map(|n| buf[..n].to_vec());
+                done.store(true, SeqCst);
+                (got, arms.into_inner())
+            })
+        };
+        // While the flood lasts, a writer asking for the write lock gets it
+        // within READS_PER_LOCK reads, not only when the socket happens to
+        // run dry.
+        let mut got = 0;
+        for _ in 0..1000 {
+            let Some(guard) = conn.out.write.try_lock_for(Duration::from_secs(5)) else { break };
+            if done.load(SeqCst) {
+                break;
+            }
+            got += 1;
+            drop(guard);
+            // Not straight back: one try per time the reader lets go.
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        let (plaintext, arms) = reader.join().unwrap();
+        let plaintext = plaintext.expect("the flood is valid TLS");
+        assert_eq!(plaintext, b"end", "nothing but the last record had plaintext");
+        // And its deadline is looked at as often: `arm` fails once it has come.
+        assert!(arms >= 25, "the reader looked at its deadline {arms} times while 3 MB of records came");
+        let _peer = writer.join().unwrap().unwrap();
+        // Some 45 times with the bound (718 reads of 4 KiB), under 10 without.
+        assert!(got >= 25, "a writer got the lock {got} times while 3 MB of records came");
     }
 }
