@@ -4,7 +4,9 @@
 //! arrive on either side of the quiet interval is assembled intact (plain
 //! and TLS); a client that keeps talking stops costing a `poll` per
 //! message after a few; a session's end (`close_at`) due within the quiet
-//! interval is not put off by it. Counted by `wshub_reader_stack_releases_total` and
+//! interval is not put off by it; a TLS close_notify that came with the
+//! last frame ends the connection at once, not after a quiet wait the
+//! socket cannot end. Counted by `wshub_reader_stack_releases_total` and
 //! `wshub_reader_quiet_waits_total` (`ServerHandle::stats`). (That an idle
 //! reader then keeps no page below its wait is
 //! `idle_readers_keep_no_stack_pages_below_their_wait.rs`.)
@@ -171,5 +173,35 @@ fn a_session_end_due_within_the_quiet_interval_is_not_put_off_by_it() {
     assert_eq!(clock.stats().reader_stack_releases, 0, "the session's end waited for the quiet interval");
     assert_eq!(events.closed(id), 4001);
     clock.stop();
+    server.stop();
+}
+
+#[test]
+fn a_tls_close_notify_behind_the_last_frame_ends_the_connection_without_a_quiet_wait() {
+    let pki = Pki::make();
+    let config = Config::default()
+        .tls_cert(Some(PemSource::Pem(std::fs::read(pki.path("server.pem")).unwrap())))
+        .tls_key(Some(PemSource::Pem(std::fs::read(pki.path("server.key")).unwrap())));
+    let (server, events) = echo_server(config);
+    let mut ws = wss_connect(server.local_addr(), client_config(&pki.path("ca.pem"), None), "/ws");
+    let id = events.connected();
+    // A frame and the TLS close_notify in one TCP write: the reader's one
+    // read of the socket hands both to the session, so the socket shows
+    // nothing more, and the peer (waiting for our close_notify) sends
+    // nothing more either.
+    let tls = ws.get_mut();
+    tls.conn.writer().write_all(&client_frame(b"last words")).unwrap();
+    tls.conn.send_close_notify();
+    let mut wire = Vec::new();
+    while tls.conn.wants_write() {
+        tls.conn.write_tls(&mut wire).unwrap();
+    }
+    let sent = std::time::Instant::now();
+    tls.sock.write_all(&wire).unwrap();
+    assert_eq!(events.closed(id), 1006);
+    let took = sent.elapsed();
+    let waits = server.stats().reader_quiet_waits;
+    // One wait before the frame came (cut short by it); none after it.
+    assert_eq!(waits, 1, "a quiet wait after the close_notify (it ended the connection {took:?} later)");
     server.stop();
 }

@@ -286,9 +286,11 @@ impl ConnShared {
     }
 
     /// Whether the reader's side holds input not yet read: ciphertext in
-    /// `tls_in` not handed to the session, or plaintext the session has
-    /// (a record longer than the last read took). A failed session counts
-    /// as holding some: the next read reports it.
+    /// `tls_in` not handed to the session, plaintext the session has (a
+    /// record longer than the last read took), or the peer's close_notify
+    /// (it came with the last records read; the socket shows nothing after
+    /// it, and the next read reports the end). A failed session counts as
+    /// holding some: the next read reports it.
     pub(crate) fn tls_holds_input(&self, tls_in: &TlsIn) -> bool {
         if tls_in.start < tls_in.end {
             return true;
@@ -297,7 +299,7 @@ impl ConnShared {
         session(&mut st)
             .ok()
             .and_then(|tls| tls.process_new_packets().ok())
-            .is_none_or(|state| state.plaintext_bytes_to_read() > 0)
+            .is_none_or(|state| state.plaintext_bytes_to_read() > 0 || state.peer_has_closed())
     }
 
     /// The subject of the client's certificate, when it sent one (TLS with
