@@ -3,7 +3,8 @@
 //! that talks from its first byte pays no release; a frame whose halves
 //! arrive on either side of the quiet interval is assembled intact (plain
 //! and TLS); a client that keeps talking stops costing a `poll` per
-//! message after a few; a session's end (`close_at`) due within the quiet
+//! message after a few, and releases at the last of them all the same; a
+//! session's end (`close_at`) due within the quiet
 //! interval is not put off by it; a TLS close_notify that came with the
 //! last frame ends the connection at once, not after a quiet wait the
 //! socket cannot end. Counted by `wshub_reader_stack_releases_total` and
@@ -173,6 +174,33 @@ fn a_session_end_due_within_the_quiet_interval_is_not_put_off_by_it() {
     assert_eq!(clock.stats().reader_stack_releases, 0, "the session's end waited for the quiet interval");
     assert_eq!(events.closed(id), 4001);
     clock.stop();
+    server.stop();
+}
+
+#[test]
+fn a_client_busy_through_every_try_still_releases_once_then_costs_no_poll() {
+    let (server, events) = echo_server(Config::default());
+    let mut ws = connect(server.local_addr(), "/ws");
+    events.connected();
+    // Round trips: at each frame boundary the reader's poll finds the next
+    // message within a round trip, never a quiet second, until the tries
+    // are spent; then the client goes quiet for good.
+    for i in 0..12 {
+        ws.send(WsMessage::text(format!("m{i}"))).unwrap();
+        assert_eq!(next_data(&mut ws), WsMessage::text(format!("m{i}")));
+    }
+    let waits = server.stats().reader_quiet_waits;
+    assert!(waits <= 8, "{waits} quiet waits");
+    // The handshake's pages go all the same (once), or this connection
+    // keeps them for as long as it stays idle.
+    wait_until("the busy reader to release its stack", || server.stats().reader_stack_releases == 1);
+    for i in 0..20 {
+        ws.send(WsMessage::text(format!("n{i}"))).unwrap();
+        assert_eq!(next_data(&mut ws), WsMessage::text(format!("n{i}")));
+    }
+    let stats = server.stats();
+    assert_eq!((stats.reader_quiet_waits, stats.reader_stack_releases), (waits, 1));
+    common::close_client(ws);
     server.stop();
 }
 
