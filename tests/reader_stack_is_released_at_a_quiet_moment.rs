@@ -164,15 +164,18 @@ fn a_session_end_due_within_the_quiet_interval_is_not_put_off_by_it() {
     });
     let config = Config::default().bind("127.0.0.1:0".parse().unwrap());
     let server = Server::start(config, handler).unwrap();
-    // Opened together: the clock's reader releases a quiet interval after
-    // this one opened, and the session's end comes well before that.
+    // The clock's connection first: its reader releases a quiet interval
+    // after it opened, before this one's interval ends (had the session's
+    // end waited for it), and well after the session's end (due 100 ms
+    // after this one opened).
     let (clock, _clock_events) = echo_server(Config::default());
+    let clock_ws = connect(clock.local_addr(), "/ws");
     let mut ws = connect(server.local_addr(), "/ws");
-    let _clock_ws = connect(clock.local_addr(), "/ws");
     let id = events.connected();
     assert_eq!(common::read_until_close(&mut ws), Some(4001));
     assert_eq!(clock.stats().reader_stack_releases, 0, "the session's end waited for the quiet interval");
     assert_eq!(events.closed(id), 4001);
+    drop(clock_ws);
     clock.stop();
     server.stop();
 }
