@@ -4,10 +4,12 @@
 //! arrive on either side of the quiet interval is assembled intact (plain
 //! and TLS); a client that keeps talking stops costing a `poll` per
 //! message after a few, and releases at the last of them all the same; a
-//! session's end (`close_at`) due within the quiet
-//! interval is not put off by it; a TLS close_notify that came with the
-//! last frame ends the connection at once, not after a quiet wait the
-//! socket cannot end. Counted by `wshub_reader_stack_releases_total` and
+//! session's end (`close_at`) due within the quiet interval is not put off
+//! by it, and one cancelled before the release leaves no short read
+//! timeout behind; a frame begun after the quiet wait gets the whole idle
+//! timeout between its bytes; a TLS close_notify that came with the last
+//! frame ends the connection at once, not after a quiet wait the socket
+//! cannot end. Counted by `wshub_reader_stack_releases_total` and
 //! `wshub_reader_quiet_waits_total` (`ServerHandle::stats`). (That an idle
 //! reader then keeps no page below its wait is
 //! `idle_readers_keep_no_stack_pages_below_their_wait.rs`.)
@@ -203,6 +205,62 @@ fn a_client_busy_through_every_try_still_releases_once_then_costs_no_poll() {
     }
     let stats = server.stats();
     assert_eq!((stats.reader_quiet_waits, stats.reader_stack_releases), (waits, 1));
+    common::close_client(ws);
+    server.stop();
+}
+
+#[test]
+fn a_frame_begun_after_the_quiet_wait_gets_the_whole_idle_timeout_between_its_bytes() {
+    let idle = std::time::Duration::from_secs(3);
+    let (server, events) = echo_server(Config::default().idle_timeout(idle));
+    let ws = connect(server.local_addr(), "/ws");
+    events.connected();
+    wait_until("the reader to release after its quiet second", || server.stats().reader_stack_releases == 1);
+    let mut tcp = ws.into_inner();
+    let frame = client_frame(b"slow");
+    tcp.write_all(&frame[..1]).unwrap();
+    // Silent for less than the idle timeout, but longer than what is left
+    // of it after the quiet second: that second bounds the wait for the
+    // frame's first byte, not the gaps inside it.
+    std::thread::sleep(idle - std::time::Duration::from_millis(500));
+    tcp.write_all(&frame[1..]).unwrap();
+    let mut ws = tungstenite::WebSocket::from_raw_socket(tcp, tungstenite::protocol::Role::Client, None);
+    assert_eq!(next_data(&mut ws), WsMessage::text("slow"));
+    common::close_client(ws);
+    server.stop();
+}
+
+#[test]
+fn a_session_end_cancelled_before_the_release_leaves_no_short_read_timeout_behind() {
+    let (handler, events) = Recorder::new();
+    let handler = handler
+        .on_connect(|server, conn, _| {
+            let when = std::time::SystemTime::now() + std::time::Duration::from_secs(2);
+            server.close_at(conn, Some(when), 4001, "session over").unwrap();
+        })
+        .on_message(|server, conn, message| {
+            if message.as_bytes() == b"extend" {
+                server.close_at(conn, None, 4001, "").unwrap();
+            }
+            let _ = server.send(conn, message.clone());
+        });
+    let config = Config::default().bind("127.0.0.1:0".parse().unwrap());
+    let server = Server::start(config, handler).unwrap();
+    let mut ws = connect(server.local_addr(), "/ws");
+    events.connected();
+    // Round trips through every try (each read armed with what is left of
+    // the session), the session's end cancelled by the last but one: the
+    // release comes at the last try, with no quiet wait.
+    for i in 0..8 {
+        let text = if i == 6 { "extend".to_owned() } else { format!("m{i}") };
+        ws.send(WsMessage::text(text.clone())).unwrap();
+        assert_eq!(next_data(&mut ws), WsMessage::text(text));
+    }
+    assert_eq!(server.stats().reader_stack_releases, 1);
+    // Past the cancelled end: only the idle timeout (45 s) bounds the wait.
+    std::thread::sleep(std::time::Duration::from_millis(2500));
+    ws.send(WsMessage::text("still here")).unwrap();
+    assert_eq!(next_data(&mut ws), WsMessage::text("still here"));
     common::close_client(ws);
     server.stop();
 }

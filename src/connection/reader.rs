@@ -635,24 +635,38 @@ fn read_loop(
 ) -> Option<End> {
     let engine = server.engine();
     let idle = engine.config.idle_timeout;
-    let mut deadline_armed = false;
+    // Entered again after the release: the read timeout the loop left may
+    // be one a session's end (since cancelled) shortened; it is set anew.
+    let mut deadline_armed = !release.pending();
+    // The quiet wait that ended the loop counts toward the idle timeout:
+    // the rest of it goes by in a poll too, which bounds the wait for the
+    // next frame's first byte only (a shorter read timeout would bound
+    // every gap inside that frame as well). When the session's end comes
+    // sooner, the read below waits for that.
+    let quiet = std::mem::take(&mut release.waited);
+    if !quiet.is_zero() {
+        let rest = idle.saturating_sub(quiet);
+        if close_at_left(conn).is_none_or(|left| left >= rest)
+            && !crate::sys::sock::wait_readable(&conn.stream, rest)
+        {
+            log::debug!("conn {}: idle timeout", conn.id);
+            return Some(End::Abnormal);
+        }
+    }
     loop {
         // Between frames, with nothing buffered: the stack's release waits
-        // for a quiet moment here, and that wait counts toward the idle
-        // timeout (here, once the loop is entered again after it).
-        let quiet = std::mem::take(&mut release.waited);
-        if quiet.is_zero() && release.pending() && ws.is_empty() {
+        // for a quiet moment here (see above for the idle timeout).
+        if release.pending() && ws.is_empty() {
             let limit = close_at_left(conn).map_or(idle, |left| left.min(idle));
             if release.time_to_release(conn, &engine.stats, limit) {
                 return None;
             }
         }
-        if conn.has_close_at.load(std::sync::atomic::Ordering::Acquire) || deadline_armed || !quiet.is_zero()
-        {
-            // One read timeout serves both: the idle timeout (less the
-            // quiet wait), or less when the session's end comes sooner.
+        if conn.has_close_at.load(std::sync::atomic::Ordering::Acquire) || deadline_armed {
+            // One read timeout serves both: the idle timeout, or less when
+            // the session's end comes sooner.
             let at = conn.close_at.lock().clone();
-            let mut timeout = idle.saturating_sub(quiet).max(Duration::from_millis(1));
+            let mut timeout = idle;
             if let Some((at, code, reason)) = at {
                 let left = at.saturating_duration_since(Instant::now());
                 if left.is_zero() {
