@@ -160,8 +160,9 @@ pub struct StatsSnapshot {
     /// while something waits in its queue).
     pub writer_threads_started: u64,
     /// Readers that gave back the stack pages their handshake and first
-    /// callbacks left, at their connection's first quiet moment (at most
-    /// once per connection).
+    /// callbacks left, at their connection's first quiet moment, or at its
+    /// last try for one when it never went quiet (at most once per
+    /// connection).
     pub reader_stack_releases: u64,
     /// Waits for that quiet moment: a `poll` of the socket at a frame
     /// boundary, at most a few per connection, however long it talks.
@@ -379,7 +380,7 @@ pub(crate) fn render_engine(numbers: &EngineNumbers, more_drops: &[(&str, u64)])
     metric(
         "wshub_reader_stack_releases_total",
         "counter",
-        "Readers that gave back their unused stack pages at their connection's first quiet moment.",
+        "Readers that gave back their unused stack pages at their connection's first quiet moment (or its last try for one).",
         &one(s.reader_stack_releases),
     );
     metric(

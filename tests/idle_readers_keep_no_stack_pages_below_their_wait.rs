@@ -5,8 +5,10 @@
 //! thread's stack pointer from `/proc/PID/task/TID/syscall`, which pages are
 //! in memory from `/proc/PID/pagemap`. On the pooled-stack path and on glibc
 //! stacks (`WSHUB_KERNEL_FALLBACK`), for WebSockets and an event stream.
-//! The release waits for the connection's first quiet moment (a `poll`),
-//! so a reader found in `recvfrom` with nothing sent to it has had it.
+//! The release waits for the connection's first quiet moment (a `poll`);
+//! once every reader has had it (`wshub_reader_stack_releases_total`), an
+//! idle WebSocket's reader waits out the rest of its idle timeout in a
+//! `poll` as well, then in `recvfrom`; an event stream's in `recvfrom`.
 
 mod child_common;
 mod common;
@@ -17,11 +19,12 @@ use std::time::{Duration, Instant};
 const PAGE: u64 = 4096;
 /// How far below the waiting frame's page to look.
 const BELOW: u64 = 48;
-/// `recvfrom`, where an idle reader waits.
+/// `recvfrom` and `poll` (`ppoll` where there is no `poll`), where an idle
+/// reader waits.
 #[cfg(target_arch = "x86_64")]
-const RECVFROM: &str = "45";
+const WAITS: [&str; 2] = ["45", "7"];
 #[cfg(target_arch = "aarch64")]
-const RECVFROM: &str = "207";
+const WAITS: [&str; 2] = ["207", "73"];
 
 /// The reader threads of `pid` (`wshub-r<conn>`) by task id.
 fn readers(pid: u32) -> Vec<String> {
@@ -37,12 +40,12 @@ fn readers(pid: u32) -> Vec<String> {
         .collect()
 }
 
-/// The stack pointer of task `tid` while it waits in `recvfrom`.
+/// The stack pointer of task `tid` while it waits in `recvfrom` or `poll`.
 fn waiting_sp(pid: u32, tid: &str) -> Option<u64> {
     let text = std::fs::read_to_string(format!("/proc/{pid}/task/{tid}/syscall")).ok()?;
     let fields: Vec<&str> = text.split_whitespace().collect();
     // "NR arg1..arg6 SP PC" while blocked; "running" or "-1 SP PC" otherwise.
-    if fields.len() != 9 || fields[0] != RECVFROM {
+    if fields.len() != 9 || !WAITS.contains(&fields[0]) {
         return None;
     }
     u64::from_str_radix(fields[7].trim_start_matches("0x"), 16).ok()
@@ -72,13 +75,27 @@ fn resident(pid: u32, from: u64, to: u64) -> usize {
     entries.chunks(8).filter(|e| u64::from_le_bytes((*e).try_into().unwrap()) >> 63 == 1).count()
 }
 
+/// `wshub_reader_stack_releases_total`, from `/metrics`.
+fn releases(addr: std::net::SocketAddr) -> u64 {
+    let mut http = std::net::TcpStream::connect(addr).unwrap();
+    http.write_all(b"GET /metrics HTTP/1.1\r\nHost: test\r\nConnection: close\r\n\r\n").unwrap();
+    let mut text = String::new();
+    http.read_to_string(&mut text).unwrap();
+    text.lines()
+        .find_map(|l| l.strip_prefix("wshub_reader_stack_releases_total "))
+        .and_then(|n| n.trim().parse().ok())
+        .unwrap_or(0)
+}
+
 fn check(fallback: bool) {
     let (bin, addr) = child_common::start_binary(fallback);
     let pid = bin.0.id();
     let clients: Vec<_> = (0..3).map(|_| common::connect(addr, "/ws")).collect();
     let mut stream = std::net::TcpStream::connect(addr).unwrap();
     stream.write_all(b"GET /sse?room=feed HTTP/1.1\r\nHost: test\r\n\r\n").unwrap();
-    // Each reader is idle once blocked in its read.
+    // Each reader is idle once it has released and blocked again (a reader
+    // in its quiet poll still holds its handshake's pages).
+    common::wait_until("every reader to release its stack", || releases(addr) == clients.len() as u64 + 1);
     let deadline = Instant::now() + common::WAIT;
     let waiting = loop {
         let waiting: Vec<(String, u64)> =

@@ -127,17 +127,20 @@ const QUIET_BEFORE_RELEASE: Duration = Duration::from_secs(1);
 /// Frame boundaries at which a reader that has not released yet waits for
 /// a quiet moment. A protocol client's opening exchange (joins, a presence
 /// read) takes a few frames and then goes quiet; a connection still talking
-/// past this many is busy, and its stack pages are in use anyway: from then
-/// on it reads without a `poll` before each frame (echo pays nothing more)
-/// and keeps those pages.
+/// at the last of these releases there all the same (once, as the
+/// handshake path used to: a client that opens with a few more round trips
+/// and then idles for hours would otherwise keep its handshake's pages for
+/// ever), and from then on reads without a `poll` before each frame (echo
+/// pays nothing more).
 const QUIET_TRIES: u32 = 8;
 
 /// A reader's one release of its unused stack pages, at its connection's
-/// first quiet moment. The read loops only wait for that moment
-/// ([`StackRelease::is_quiet`]) and then return to `serve` (or
-/// `serve_stream`), which releases from its own shallow frame and enters the
-/// loop again: released from inside the loop, the page holding the loop's
-/// frames would be kept, and with it whatever the handshake left on it.
+/// first quiet moment (or its last try for one). The read loops only wait
+/// for that moment ([`StackRelease::time_to_release`]) and then return to
+/// `serve` (or `serve_stream`), which releases from its own shallow frame
+/// and enters the loop again: released from inside the loop, the page
+/// holding the loop's frames would be kept, and with it whatever the
+/// handshake left on it.
 struct StackRelease {
     tries_left: u32,
     /// How long the quiet wait that ended the loop lasted (it counts toward
@@ -157,15 +160,16 @@ impl StackRelease {
 
     /// At a frame boundary with nothing buffered: waits for bytes at most
     /// [`QUIET_BEFORE_RELEASE`] (less when `limit`, the time the read may
-    /// wait anyway, is shorter), without reading; true when none came. A
+    /// wait anyway, is shorter), without reading; true when none came, or
+    /// on the last try (then `waited` stays zero: bytes are there). A
     /// poll, not a read timeout: nothing is read, so no frame is ever cut by
     /// it.
-    fn is_quiet(&mut self, conn: &ConnShared, stats: &Stats, limit: Duration) -> bool {
+    fn time_to_release(&mut self, conn: &ConnShared, stats: &Stats, limit: Duration) -> bool {
         self.tries_left -= 1;
         Stats::add(&stats.reader_quiet_waits, 1);
         let wait = QUIET_BEFORE_RELEASE.min(limit);
         if crate::sys::sock::wait_readable(&conn.stream, wait) {
-            return false;
+            return self.tries_left == 0;
         }
         self.waited = wait;
         true
@@ -570,8 +574,8 @@ fn serve_stream(
 
 /// Reads (and drops) until the stream ends: 1006 when the client went or the
 /// server closed it, or its `close_at` code when that time came; `None`
-/// when the stream has been quiet long enough for the stack's
-/// release (see [`StackRelease`]): call again after it.
+/// when the stack's release is due (the stream was quiet long enough, or
+/// this was the last try, see [`StackRelease`]): call again after it.
 #[inline(never)]
 fn wait_for_end(
     conn: &ConnShared,
@@ -600,7 +604,7 @@ fn wait_for_end(
         };
         if release.pending()
             && !sock.holds_input()
-            && release.is_quiet(conn, stats, timeout.unwrap_or(Duration::MAX))
+            && release.time_to_release(conn, stats, timeout.unwrap_or(Duration::MAX))
         {
             return None;
         }
@@ -619,8 +623,9 @@ fn wait_for_end(
 }
 
 /// Reads messages and hands them to the handler until the connection ends;
-/// `None` when the connection has been quiet long enough for the stack's
-/// release (see [`StackRelease`]): call again after it.
+/// `None` when the stack's release is due (the connection was quiet long
+/// enough, or this was the last try, see [`StackRelease`]): call again
+/// after it.
 #[inline(never)]
 fn read_loop(
     server: &ServerHandle,
@@ -630,24 +635,38 @@ fn read_loop(
 ) -> Option<End> {
     let engine = server.engine();
     let idle = engine.config.idle_timeout;
-    let mut deadline_armed = false;
+    // Entered again after the release: the read timeout the loop left may
+    // be one a session's end (since cancelled) shortened; it is set anew.
+    let mut deadline_armed = !release.pending();
+    // The quiet wait that ended the loop counts toward the idle timeout:
+    // the rest of it goes by in a poll too, which bounds the wait for the
+    // next frame's first byte only (a shorter read timeout would bound
+    // every gap inside that frame as well). When the session's end comes
+    // sooner, the read below waits for that.
+    let quiet = std::mem::take(&mut release.waited);
+    if !quiet.is_zero() {
+        let rest = idle.saturating_sub(quiet);
+        if close_at_left(conn).is_none_or(|left| left >= rest)
+            && !crate::sys::sock::wait_readable(&conn.stream, rest)
+        {
+            log::debug!("conn {}: idle timeout", conn.id);
+            return Some(End::Abnormal);
+        }
+    }
     loop {
         // Between frames, with nothing buffered: the stack's release waits
-        // for a quiet moment here, and that wait counts toward the idle
-        // timeout (here, once the loop is entered again after it).
-        let quiet = std::mem::take(&mut release.waited);
-        if quiet.is_zero() && release.pending() && ws.is_empty() {
+        // for a quiet moment here (see above for the idle timeout).
+        if release.pending() && ws.is_empty() {
             let limit = close_at_left(conn).map_or(idle, |left| left.min(idle));
-            if release.is_quiet(conn, &engine.stats, limit) {
+            if release.time_to_release(conn, &engine.stats, limit) {
                 return None;
             }
         }
-        if conn.has_close_at.load(std::sync::atomic::Ordering::Acquire) || deadline_armed || !quiet.is_zero()
-        {
-            // One read timeout serves both: the idle timeout (less the
-            // quiet wait), or less when the session's end comes sooner.
+        if conn.has_close_at.load(std::sync::atomic::Ordering::Acquire) || deadline_armed {
+            // One read timeout serves both: the idle timeout, or less when
+            // the session's end comes sooner.
             let at = conn.close_at.lock().clone();
-            let mut timeout = idle.saturating_sub(quiet).max(Duration::from_millis(1));
+            let mut timeout = idle;
             if let Some((at, code, reason)) = at {
                 let left = at.saturating_duration_since(Instant::now());
                 if left.is_zero() {

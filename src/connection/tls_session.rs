@@ -406,8 +406,10 @@ impl ConnShared {
     }
 
     /// Whether the reader's side holds input not yet read: ciphertext of a
-    /// blocking read the session has not taken yet (`TlsIn::left`), or
-    /// plaintext the session has (a record longer than the last read took).
+    /// blocking read the session has not taken yet (`TlsIn::left`),
+    /// plaintext the session has (a record longer than the last read took),
+    /// or the peer's close_notify (it came with the last records read; the
+    /// socket shows nothing after it, and the next read reports the end).
     /// Other ciphertext is in the socket (its poll sees it) or in the
     /// session's own buffer, a partial record that waits for the socket's
     /// next bytes either way. A failed session counts as holding some: the
@@ -420,7 +422,7 @@ impl ConnShared {
         session(&mut st)
             .ok()
             .and_then(|tls| tls.process_new_packets().ok())
-            .is_none_or(|state| state.plaintext_bytes_to_read() > 0)
+            .is_none_or(|state| state.plaintext_bytes_to_read() > 0 || state.peer_has_closed())
     }
 
     /// The subject of the client's certificate, when it sent one (TLS with
