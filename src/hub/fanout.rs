@@ -7,7 +7,8 @@
 //! round's commands that have a frame for it (one bit per command): the
 //! frames a member gets are borrowed for its one `writev`, with no
 //! allocation and no reference count of their own; only a frame queued for
-//! it (the socket full, a backlog) takes a reference.
+//! it (the socket full, a backlog), the rest of a partly sent one, and a
+//! permessage-deflate member's forms (a `Vec` per member) take a reference.
 
 use std::sync::Arc;
 

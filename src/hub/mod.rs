@@ -770,3 +770,195 @@ mod tests {
         assert!(conns[1].0.discards());
     }
 }
+
+/// Random rounds against a model: rooms with members in overlapping sets,
+/// broadcasts (some with an exception, some reusing the previous frame, as
+/// one message to two rooms), sends (some to nobody), joins and leaves that
+/// end a round, all waiting before the hub starts so rounds run up to the
+/// cork's 64 commands; more members than the helper's split, or big frames
+/// that fill sockets (partial `writev`s, queued rests). Every member must get
+/// exactly its frames in command order, and `messages_out` count them.
+#[cfg(test)]
+mod cork_model {
+    use super::*;
+    use crate::config::Config;
+    use crate::connection::outbound::WriterHome;
+    use crate::connection::test_support::loopback_conn;
+    use crate::connection::writer::{starter, WriterEnv};
+    use std::collections::{BTreeSet, HashMap};
+    use std::io::Read;
+    use std::sync::atomic::Ordering::Relaxed;
+
+    struct Lcg(u64);
+    impl Lcg {
+        fn next(&mut self) -> u64 {
+            self.0 = self.0.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+            self.0 >> 33
+        }
+        fn below(&mut self, n: u64) -> u64 {
+            self.next() % n
+        }
+    }
+
+    fn tagged(tag: u32, pad: usize) -> SharedFrame {
+        let mut p = tag.to_be_bytes().to_vec();
+        p.resize(4 + pad, b'x');
+        crate::frame::shared(crate::frame::encode(crate::frame::OP_BINARY, &p))
+    }
+
+    fn read_tags(peer: &mut std::net::TcpStream, n: usize) -> Vec<u32> {
+        peer.set_read_timeout(Some(std::time::Duration::from_secs(20))).unwrap();
+        let mut out = Vec::new();
+        for _ in 0..n {
+            let mut h = [0u8; 2];
+            peer.read_exact(&mut h).unwrap();
+            assert_eq!(h[0], 0x82, "a binary frame, not {:#x}", h[0]);
+            let len = match h[1] & 0x7f {
+                126 => {
+                    let mut l = [0u8; 2];
+                    peer.read_exact(&mut l).unwrap();
+                    u16::from_be_bytes(l) as usize
+                }
+                l => l as usize,
+            };
+            let mut p = vec![0u8; len];
+            peer.read_exact(&mut p).unwrap();
+            out.push(u32::from_be_bytes(p[..4].try_into().unwrap()));
+        }
+        out
+    }
+
+    fn run_model(seed: u64, members: u64, rooms: u64, cmds_n: usize, pad_max: u64, helper: bool) {
+        let mut rng = Lcg(seed);
+        let stats = Arc::new(Stats::default());
+        let lim = QueueLimits { frames: 1 << 20, bytes: usize::MAX };
+        let mut hub = Hub::new(lim, stats.clone(), std::time::Duration::from_secs(30));
+        if helper {
+            hub.start_helper();
+        }
+        let env = Arc::new(WriterEnv::new(&Config::default(), stats.clone()));
+        let conns: Vec<_> = (1..=members)
+            .map(|id| {
+                let (c, p) = loopback_conn(id * 7919);
+                c.open_writer(WriterHome { start: starter(env.clone()), conn: Arc::downgrade(&c) });
+                (c, p)
+            })
+            .collect();
+        let mut cmds = Vec::new();
+        let mut in_room: Vec<BTreeSet<u64>> = vec![BTreeSet::new(); rooms as usize];
+        for (c, _) in &conns {
+            cmds.push(Cmd::Register(c.clone()));
+        }
+        // Random initial joins, recorded into the model as they'd apply.
+        let mut want: HashMap<u64, Vec<u32>> = HashMap::new();
+        let mut tag = 0u32;
+        let mut last: Option<(SharedFrame, u32)> = None;
+        for (c, _) in &conns {
+            for r in 0..rooms {
+                if rng.below(2) == 0 {
+                    cmds.push(Cmd::Join(c.id, format!("r{r}")));
+                    in_room[r as usize].insert(c.id);
+                }
+            }
+        }
+        for _ in 0..cmds_n {
+            let k = rng.below(100);
+            let (frame, t) = match (&last, rng.below(10)) {
+                // The same frame again (two rooms, one message).
+                (Some((f, t)), 0) => (f.clone(), *t),
+                _ => {
+                    tag += 1;
+                    (tagged(tag, rng.below(pad_max + 1) as usize), tag)
+                }
+            };
+            last = Some((frame.clone(), t));
+            let pick = |rng: &mut Lcg| (rng.below(members) + 1) * 7919;
+            if k < 70 {
+                let r = rng.below(rooms);
+                let except = match rng.below(3) {
+                    0 => Some(pick(&mut rng)),
+                    _ => None,
+                };
+                for id in &in_room[r as usize] {
+                    if Some(*id) != except {
+                        want.entry(*id).or_default().push(t);
+                    }
+                }
+                cmds.push(Cmd::Broadcast { room: format!("r{r}"), frame, except });
+            } else if k < 95 {
+                let id = match rng.below(20) {
+                    0 => 424242, // nobody
+                    _ => pick(&mut rng),
+                };
+                if id != 424242 {
+                    want.entry(id).or_default().push(t);
+                }
+                cmds.push(Cmd::Send(id, frame));
+            } else if k < 98 {
+                let (id, r) = (pick(&mut rng), rng.below(rooms));
+                in_room[r as usize].insert(id);
+                cmds.push(Cmd::Join(id, format!("r{r}")));
+            } else {
+                let (id, r) = (pick(&mut rng), rng.below(rooms));
+                in_room[r as usize].remove(&id);
+                cmds.push(Cmd::Leave(id, format!("r{r}")));
+            }
+        }
+        let (tx, rx) = lanes(cmds.len() + 1);
+        for cmd in cmds {
+            submit(&tx, cmd).ok().unwrap();
+        }
+        drop(tx);
+        // Nobody reads until the hub is done: sockets fill, rests queue.
+        hub.run(rx);
+        let readers: Vec<_> = conns
+            .iter()
+            .map(|(c, p)| {
+                let n = want.get(&c.id).map_or(0, Vec::len);
+                let mut p = p.try_clone().unwrap();
+                std::thread::spawn(move || read_tags(&mut p, n))
+            })
+            .collect();
+        let mut total = 0u64;
+        for ((c, _), r) in conns.iter().zip(readers) {
+            let got = r.join().unwrap();
+            let w = want.remove(&c.id).unwrap_or_default();
+            total += w.len() as u64;
+            assert!(
+                got == w,
+                "seed {seed} member {}: got {} frames want {}; first diff at {:?}",
+                c.id,
+                got.len(),
+                w.len(),
+                got.iter().zip(&w).position(|(a, b)| a != b)
+            );
+            assert!(!c.is_closing());
+        }
+        // Every frame went out: settle the writers, then compare the counter.
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+        while stats.messages_out.load(Relaxed) < total && std::time::Instant::now() < deadline {
+            std::thread::sleep(std::time::Duration::from_millis(5));
+        }
+        assert_eq!(stats.messages_out.load(Relaxed), total, "seed {seed}: messages_out");
+        if pad_max > 1000 {
+            assert!(stats.direct_sends.load(Relaxed) < total, "seed {seed}: some frames waited in a queue");
+        }
+        for (c, _) in &conns {
+            c.end_writer();
+        }
+    }
+
+    #[test]
+    fn random_rounds_split_with_the_helper_reach_every_member_in_command_order() {
+        for seed in 1..=6 {
+            run_model(seed, 150, 5, 3000, 8, true);
+        }
+    }
+
+    #[test]
+    fn random_rounds_of_big_frames_through_full_sockets_reach_every_member_in_command_order() {
+        for seed in 100..=104 {
+            run_model(seed, 12, 4, 1500, 20_000, true);
+        }
+    }
+}
