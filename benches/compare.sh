@@ -23,6 +23,9 @@
 #                delivered message, compressed / plain, in a table of its own
 #   SERVERS      servers to run [wshub bun node]
 #   CONNS        connections in the conns case [10000]
+#   CONNS_SETTLE seconds the conns case waits after the burst before it reads
+#                RSS, the same for every server (wshub's readers give back
+#                their handshake's stack pages after a quiet second) [3]
 #   SUBSCRIBERS  subscribers in the fanout cases [1000]
 #   SECS         seconds each fanout case publishes for [10]
 #   ECHO_TRIPS_1 / ECHO_TRIPS_50   trips per client in echo-1 / echo-50 [20000 / 2000]
@@ -230,6 +233,7 @@ CASES="${CASES//,/ }"
 SERVERS="${SERVERS:-wshub bun node}"
 SERVERS="${SERVERS//,/ }"
 CONNS="${CONNS:-10000}"
+CONNS_SETTLE="${CONNS_SETTLE:-3}"
 SUBSCRIBERS="${SUBSCRIBERS:-1000}"
 SECS="${SECS:-10}"
 ECHO_TRIPS_1="${ECHO_TRIPS_1:-20000}"
@@ -393,7 +397,7 @@ start_server() { # server, case -> sets SERVER_PID and URL
 case_args() { # case, label -> the generator's arguments, in GEN_ARGS
     local label="$2"
     case "${1%-wss}" in
-        conns) GEN_ARGS=(conns -n "$CONNS" --label "$label") ;;
+        conns) GEN_ARGS=(conns -n "$CONNS" --settle "$CONNS_SETTLE" --label "$label") ;;
         fanout) GEN_ARGS=(fanout --subscribers "$SUBSCRIBERS" --rooms 1 --size 100 --secs "$SECS" --label "$label") ;;
         fanout-rate) GEN_ARGS=(fanout --subscribers "$SUBSCRIBERS" --rooms 1 --size 100 --rate 50 --secs "$SECS" --label "$label") ;;
         fanout-json) GEN_ARGS=(fanout --subscribers "$SUBSCRIBERS" --rooms 1 --size 2048 --payload chat --secs "$SECS" --label "$label") ;;
