@@ -106,10 +106,7 @@ fn a_frame_split_across_the_quiet_interval_arrives_intact() {
 #[test]
 fn a_frame_split_across_the_quiet_interval_arrives_intact_over_tls() {
     let pki = Pki::make();
-    let config = Config::default()
-        .tls_cert(Some(PemSource::Pem(std::fs::read(pki.path("server.pem")).unwrap())))
-        .tls_key(Some(PemSource::Pem(std::fs::read(pki.path("server.key")).unwrap())));
-    let (server, events) = echo_server(config);
+    let (server, events) = echo_server(tls_config(&pki));
     let mut ws = wss_connect(server.local_addr(), client_config(&pki.path("ca.pem"), None), "/ws");
     events.connected();
     let frame = client_frame(b"one frame, two records");
@@ -268,10 +265,7 @@ fn a_session_end_cancelled_before_the_release_leaves_no_short_read_timeout_behin
 #[test]
 fn a_tls_close_notify_behind_the_last_frame_ends_the_connection_without_a_quiet_wait() {
     let pki = Pki::make();
-    let config = Config::default()
-        .tls_cert(Some(PemSource::Pem(std::fs::read(pki.path("server.pem")).unwrap())))
-        .tls_key(Some(PemSource::Pem(std::fs::read(pki.path("server.key")).unwrap())));
-    let (server, events) = echo_server(config);
+    let (server, events) = echo_server(tls_config(&pki));
     let mut ws = wss_connect(server.local_addr(), client_config(&pki.path("ca.pem"), None), "/ws");
     let id = events.connected();
     // A frame and the TLS close_notify in one TCP write: the reader's one
@@ -293,4 +287,11 @@ fn a_tls_close_notify_behind_the_last_frame_ends_the_connection_without_a_quiet_
     // One wait before the frame came (cut short by it); none after it.
     assert_eq!(waits, 1, "a quiet wait after the close_notify (it ended the connection {took:?} later)");
     server.stop();
+}
+
+/// The server's certificate and key from `pki`: a TLS echo server's config.
+fn tls_config(pki: &Pki) -> Config {
+    Config::default()
+        .tls_cert(Some(PemSource::Pem(std::fs::read(pki.path("server.pem")).unwrap())))
+        .tls_key(Some(PemSource::Pem(std::fs::read(pki.path("server.key")).unwrap())))
 }
